@@ -1,0 +1,136 @@
+"""Speed benchmarks: ``facehd perf``.
+
+Benchmark entries register themselves with :func:`register`; ``facehd perf`` imports the modules in
+:data:`ENTRY_MODULES`, runs the selected entries, prints a table and writes a CSV. Targets are
+measured here, never asserted by timing in the test suite.
+
+An entry is a function ``fn(quick: bool) -> list[PerfRow]``; ``quick`` asks for a smaller problem
+(used by the test that checks every entry runs).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+#: Modules that define benchmark entries (imported lazily by :func:`discover`).
+ENTRY_MODULES: tuple[str, ...] = (
+    "facehd.perf_entries",
+    "pipelines.perf_entries",
+    "benchmarks.perf_entries",
+    "models.perf_entries",
+)
+
+
+@dataclass
+class PerfRow:
+    """One measured quantity of one benchmark entry."""
+
+    entry: str
+    """Name of the benchmark entry (e.g. ``distance``)."""
+    metric: str
+    """What was measured (e.g. ``facehd seconds``)."""
+    value: float
+    """The measured number."""
+    unit: str
+    """Unit of ``value`` (``s``, ``ms``, ``x``, ``MiB``...)."""
+    target: str = ""
+    """The target in words (e.g. ``< 1 s``), empty when there is none."""
+    passed: bool | None = None
+    """Whether ``value`` meets the target; ``None`` when there is no target."""
+    note: str = ""
+    """Problem size or other context."""
+
+
+@dataclass
+class _Entry:
+    name: str
+    fn: Callable[[bool], list[PerfRow]]
+    description: str
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register(name: str, description: str) -> Callable:
+    """Decorator registering ``fn(quick: bool) -> list[PerfRow]`` as benchmark entry ``name``."""
+
+    def deco(fn: Callable[[bool], list[PerfRow]]) -> Callable[[bool], list[PerfRow]]:
+        _REGISTRY[name] = _Entry(name, fn, description)
+        return fn
+
+    return deco
+
+
+def discover() -> dict[str, _Entry]:
+    """Import every module in :data:`ENTRY_MODULES` that exists and return the registry."""
+    for mod in ENTRY_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+    return dict(_REGISTRY)
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run the body on one core (torch, BLAS and Open3D threads set to 1)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def timeit(fn: Callable[[], object], repeat: int = 3) -> float:
+    """Best wall-clock seconds of ``repeat`` calls of ``fn``."""
+    best = float("inf")
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def run(names: list[str] | None = None, quick: bool = False) -> list[PerfRow]:
+    """Run the named entries (all when ``names`` is empty or ``None``)."""
+    registry = discover()
+    selected = names or sorted(registry)
+    unknown = [n for n in selected if n not in registry]
+    if unknown:
+        raise ValueError(f"unknown perf entries {unknown}; known: {sorted(registry)}")
+    rows: list[PerfRow] = []
+    for name in selected:
+        rows.extend(registry[name].fn(quick))
+    return rows
+
+
+def write_csv(rows: list[PerfRow], path: str | Path) -> Path:
+    """Write ``rows`` to ``path`` (atomically) with machine information columns."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    names = [f.name for f in fields(PerfRow)] + ["machine", "cpus", "date"]
+    info = {
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=names)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**asdict(row), **info})
+    os.replace(tmp, path)
+    return path

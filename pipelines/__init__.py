@@ -1,0 +1,1 @@
+"""facehd pipelines."""
