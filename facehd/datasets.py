@@ -1,0 +1,215 @@
+"""The dataset registry, ``datasets.yaml``, loaded into typed configuration.
+
+The registry is found, in order: the path given to :func:`load_registry`, the environment variable
+``FACEHD_DATASETS``, ``./datasets.yaml`` in the working directory, and the ``datasets.yaml`` at the
+root of the facehd source tree. Relative roots are relative to the registry file; each entry's
+``env`` variable, when set, overrides its root. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from facehd.errors import InputFileError
+
+ENV_REGISTRY = "FACEHD_DATASETS"
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset."""
+
+    name: str
+    """Split name (``wild``, ``lab``, ``validation`` ...)."""
+    path: str
+    """Path of the split relative to the dataset root (a folder or a list file)."""
+    items: int | None = None
+    """Number of items in the split, where the dataset defines it."""
+    note: str = ""
+    """Free-text remark (binning, composition)."""
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A dataset registered in ``datasets.yaml``."""
+
+    name: str
+    """Registry key (``facescape``, ``realy`` ...)."""
+    description: str
+    """What the dataset is."""
+    root: Path
+    """Resolved root folder (after the environment override)."""
+    env: str
+    """Environment variable that overrides ``root``."""
+    layout: str
+    """The on-disk layout, in words."""
+    splits: tuple[Split, ...]
+    """The dataset's splits."""
+    homepage: str
+    """Where to obtain the data."""
+    licence: str
+    """Licence note."""
+
+    @property
+    def found(self) -> bool:
+        """Whether the root folder exists on disk."""
+        return self.root.exists()
+
+    def split(self, name: str) -> Split:
+        """Return the split called ``name`` (``ValueError`` naming the known splits otherwise)."""
+        for s in self.splits:
+            if s.name == name:
+                return s
+        raise ValueError(
+            f"dataset {self.name!r} has no split {name!r}; known: {[s.name for s in self.splits]}"
+        )
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A morphable model's files registered in ``datasets.yaml``."""
+
+    name: str
+    """Model name (``bfm``)."""
+    description: str
+    """What the model is."""
+    root: Path
+    """Resolved folder holding the files (after the environment override)."""
+    env: str
+    """Environment variable that overrides ``root``."""
+    files: dict[str, Path] = field(default_factory=dict)
+    """Role → resolved file path (``model``, ``uv``)."""
+    homepage: str = ""
+    """Where to obtain the files."""
+    licence: str = ""
+    """Licence note."""
+
+    @property
+    def found(self) -> bool:
+        """Whether every file exists."""
+        return bool(self.files) and all(p.exists() for p in self.files.values())
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The whole registry."""
+
+    path: Path
+    """The ``datasets.yaml`` it was read from."""
+    datasets: dict[str, DatasetEntry]
+    """Datasets by name."""
+    models: dict[str, ModelEntry]
+    """Morphable-model file sets by name."""
+
+    def dataset(self, name: str) -> DatasetEntry:
+        """Return dataset ``name`` (``ValueError`` naming the known ones otherwise)."""
+        if name not in self.datasets:
+            raise ValueError(f"unknown dataset {name!r}; known: {sorted(self.datasets)}")
+        return self.datasets[name]
+
+
+_DATASET_KEYS = {"description", "root", "env", "layout", "splits", "homepage", "licence"}
+_SPLIT_KEYS = {"path", "items", "note"}
+_MODEL_KEYS = {"description", "root", "env", "files", "homepage", "licence"}
+_TOP_KEYS = {"version", "models", "datasets"}
+
+
+def default_registry_path() -> Path:
+    """Where the registry is looked for when no path is given (see the module docstring)."""
+    env = os.environ.get(ENV_REGISTRY)
+    if env:
+        return Path(env)
+    cwd = Path.cwd() / "datasets.yaml"
+    if cwd.exists():
+        return cwd
+    return Path(__file__).resolve().parent.parent / "datasets.yaml"
+
+
+def _check_keys(where: str, data: Any, allowed: set[str], path: Path) -> dict:
+    if not isinstance(data, dict):
+        raise InputFileError(path, f"{where}: expected a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise InputFileError(path, f"{where}: unknown keys {unknown}; allowed: {sorted(allowed)}")
+    return data
+
+
+def _root(base: Path, raw: Any, env: str, where: str, path: Path) -> Path:
+    override = os.environ.get(env) if env else None
+    if override:
+        return Path(override).expanduser()
+    if not isinstance(raw, str) or not raw:
+        raise InputFileError(path, f"{where}: 'root' must be a non-empty string")
+    root = Path(raw).expanduser()
+    return root if root.is_absolute() else base / root
+
+
+def load_registry(path: str | Path | None = None) -> Registry:
+    """Load ``datasets.yaml`` into a :class:`Registry`.
+
+    Parameters
+    ----------
+    path : the registry file; ``None`` uses :func:`default_registry_path`.
+
+    Raises
+    ------
+    InputFileError : the file is missing, not YAML, or has unknown or malformed keys.
+    """
+    path = Path(path) if path is not None else default_registry_path()
+    if not path.is_file():
+        raise InputFileError(path, "dataset registry not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputFileError(path, f"not valid YAML: {exc}") from exc
+    data = _check_keys("top level", data, _TOP_KEYS, path)
+    if data.get("version") != 1:
+        raise InputFileError(path, f"unsupported registry version {data.get('version')!r}")
+    base = path.resolve().parent
+    datasets: dict[str, DatasetEntry] = {}
+    for name, raw in (data.get("datasets") or {}).items():
+        where = f"datasets.{name}"
+        raw = _check_keys(where, raw, _DATASET_KEYS, path)
+        splits = []
+        for sname, sraw in (raw.get("splits") or {}).items():
+            sraw = _check_keys(f"{where}.splits.{sname}", sraw, _SPLIT_KEYS, path)
+            items = sraw.get("items")
+            if items is not None and not isinstance(items, int):
+                raise InputFileError(path, f"{where}.splits.{sname}.items must be an integer")
+            note = str(sraw.get("note", ""))
+            splits.append(Split(str(sname), str(sraw.get("path", ".")), items, note))
+        env = str(raw.get("env", ""))
+        datasets[str(name)] = DatasetEntry(
+            name=str(name),
+            description=str(raw.get("description", "")),
+            root=_root(base, raw.get("root"), env, where, path),
+            env=env,
+            layout=str(raw.get("layout", "")),
+            splits=tuple(splits),
+            homepage=str(raw.get("homepage", "")),
+            licence=str(raw.get("licence", "")),
+        )
+    models: dict[str, ModelEntry] = {}
+    for name, raw in (data.get("models") or {}).items():
+        where = f"models.{name}"
+        raw = _check_keys(where, raw, _MODEL_KEYS, path)
+        env = str(raw.get("env", ""))
+        root = _root(base, raw.get("root"), env, where, path)
+        files = raw.get("files") or {}
+        if not isinstance(files, dict):
+            raise InputFileError(path, f"{where}.files must be a mapping role -> file name")
+        models[str(name)] = ModelEntry(
+            name=str(name),
+            description=str(raw.get("description", "")),
+            root=root,
+            env=env,
+            files={str(k): root / str(v) for k, v in files.items()},
+            homepage=str(raw.get("homepage", "")),
+            licence=str(raw.get("licence", "")),
+        )
+    return Registry(path=path, datasets=datasets, models=models)

@@ -1,0 +1,413 @@
+"""Synthetic raw scans with exact ground truth (``facehd synth``).
+
+Each scan is what a capture rig would produce from a face that the morphable model cannot fully
+express:
+
+- M0 = model(identity, expression);
+- M1 = M0 + a smooth mid-frequency deformation field (a few mm), stored as a 64×64×3 UV map and
+  sampled at the vertex UVs (the project's one UV convention, :mod:`facehd.uv`);
+- M2 = M1 displaced along its normals by a high-frequency displacement map (256×256, wrinkles and
+  pores of 0.05–0.5 mm), densified to a grid of at least 100k vertices;
+- the scan = M2 with sensor noise, a few holes and extra geometry the model lacks (a neck and a hair
+  cap), expressed in a random frame (any rotation, a translation, the chosen units).
+
+Files per scan ``<id>`` (``<id> = sNNN_eKK``): ``<id>.ply`` (the scan), ``<id>.lm7.txt`` (NoW's 7
+landmarks in the scan frame with ~1 mm noise), ``<id>.gt.npz`` (truth: ``scale``, ``rotation``,
+``translation`` with ``x_model_mm = scale · rotation @ x_scan + translation``, ``identity``,
+``expression``, ``deformation`` (64, 64, 3) mm, ``displacement`` (256, 256) mm, ``landmarks68``
+(68, 3) model frame mm), ``<id>.gt_m1.ply`` (model topology with the deformation, model space, mm)
+and ``<id>.gt_m2.ply`` (the dense detailed surface, model space, mm). The same seed gives
+byte-identical files.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from facehd.landmarks import NOW7_FROM_68, save_landmarks_txt
+from facehd.mesh import Mesh, save_mesh, vertex_normals
+from facehd.morphable import MorphableModel, load_model
+from facehd.transforms import Similarity
+from facehd.uv import displaced_dense_mesh, rasterize_uv, sample_uv_map
+
+Units = Literal["mm", "cm", "m"]
+UNIT_TO_MM: dict[str, float] = {"mm": 1.0, "cm": 10.0, "m": 1000.0}
+
+DEFORMATION_SIZE = 64
+DISPLACEMENT_SIZE = 256
+
+
+@dataclass
+class SynthConfig:
+    """Configuration of ``facehd synth`` (scans)."""
+
+    subjects: int = 3
+    """Number of synthetic subjects (identities)."""
+    expressions: int = 2
+    """Scans per subject; the first is neutral, the others random expressions."""
+    seed: int = 0
+    """Master random seed; every scan derives its own stream from (seed, subject, expression)."""
+    units: Units = "mm"
+    """Units of the written scans and landmarks (``.gt.npz`` maps them to mm)."""
+    model: str = "facehd-synth"
+    """Morphable model the faces are drawn from."""
+    dense_resolution: int = 352
+    """Side of the UV grid the detailed surface is sampled on (352² ≈ 124k vertices)."""
+    deformation_mm: float = 2.0
+    """Typical amplitude (std over the face) of the mid-frequency deformation field, mm."""
+    noise_mm: float = 0.05
+    """Standard deviation of the sensor noise, mm."""
+    landmark_noise_mm: float = 1.0
+    """Standard deviation of the noise added to the written 7 landmarks, mm (per axis / √3)."""
+    holes: int = 3
+    """Number of holes cut into each scan."""
+    extras: tuple[str, ...] = ("neck", "hair")
+    """Extra geometry the model lacks."""
+
+
+@dataclass
+class SynthScan:
+    """Summary of one written synthetic scan."""
+
+    sample_id: str
+    """``sNNN_eKK``."""
+    subject: int
+    """Subject index."""
+    expression: int
+    """Expression index (0 = neutral)."""
+    n_vertices: int
+    """Vertices of the written scan."""
+    n_faces: int
+    """Triangles of the written scan."""
+    units: str
+    """Units of the scan file."""
+    interocular_mm: float
+    """Distance between the outer eye corners of the true face, mm."""
+    deformation_rms_mm: float
+    """RMS of the deformation field over the model's vertices, mm."""
+    displacement_rms_mm: float
+    """RMS of the displacement map, mm."""
+    files: list[Path] = field(default_factory=list)
+    """Files written."""
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *keys])
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random rotation matrix (3, 3) (from a random unit quaternion)."""
+    q = rng.normal(size=4)
+    q /= np.linalg.norm(q)
+    w, x, y, z = q
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def _grid_uv(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Texel-centre UVs of a size×size map: u (size, size), v (size, size)."""
+    c = (np.arange(size) + 0.5) / size
+    u, v = np.meshgrid(c, 1.0 - c)
+    return u, v
+
+
+def smooth_field(
+    rng: np.random.Generator, size: int, channels: int, n_bumps: int = 12
+) -> np.ndarray:
+    """A smooth random field on a size×size UV map: a sum of Gaussian bumps of 0.08–0.2 UV width.
+
+    Returns (size, size, channels), each channel of unit RMS.
+    """
+    u, v = _grid_uv(size)
+    out = np.zeros((size, size, channels))
+    for c in range(channels):
+        for _ in range(n_bumps):
+            cu, cv = rng.uniform(0.15, 0.85, size=2)
+            width = rng.uniform(0.08, 0.2)
+            amp = rng.normal()
+            out[..., c] += amp * np.exp(-((u - cu) ** 2 + (v - cv) ** 2) / (2 * width**2))
+        out[..., c] /= np.sqrt(np.mean(out[..., c] ** 2)) + 1e-12
+    return out
+
+
+def detail_field(rng: np.random.Generator, size: int = DISPLACEMENT_SIZE) -> np.ndarray:
+    """High-frequency displacement (size, size) in mm: wrinkles and pores of 0.05–0.5 mm.
+
+    Forehead lines (horizontal sinusoids in the upper face), crow's-feet (radial lines near the
+    outer eye corners), nasolabial folds (two curved grooves), and pores (sparse small pits), all
+    with random phases, amplitudes and positions.
+    """
+    u, v = _grid_uv(size)
+    disp = np.zeros((size, size))
+    # forehead lines: horizontal sinusoids of 4–7 periods over the forehead band
+    centre_v = rng.uniform(0.78, 0.84)
+    band = np.exp(-(((v - centre_v) / 0.06) ** 2)) * np.exp(-(((u - 0.5) / 0.22) ** 2))
+    freq = rng.uniform(35, 55)
+    phase = rng.uniform(0, 2 * np.pi)
+    disp += rng.uniform(0.15, 0.45) * band * np.sin(2 * np.pi * freq * v + phase)
+    # crow's feet: radial ripples around both outer eye corners
+    for side in (-1, 1):
+        cu, cv = 0.5 + side * rng.uniform(0.2, 0.24), rng.uniform(0.6, 0.64)
+        r = np.hypot(u - cu, v - cv)
+        ang = np.arctan2(v - cv, u - cu)
+        env = np.exp(-(((r - 0.05) / 0.03) ** 2))
+        disp += rng.uniform(0.1, 0.3) * env * np.sin(rng.uniform(14, 20) * ang)
+    # nasolabial folds: grooves along a curve from the nose wing to the mouth corner
+    for side in (-1, 1):
+        u0 = 0.5 + side * rng.uniform(0.08, 0.1)
+        curve_u = u0 + side * 0.6 * (0.45 - v) ** 2
+        d = np.abs(u - curve_u)
+        on = (v > 0.25) & (v < 0.48)
+        disp -= rng.uniform(0.2, 0.5) * np.exp(-((d / 0.008) ** 2)) * on
+    # pores: sparse pits of 0.05–0.12 mm, 1–2 texels wide
+    n_pores = int(size * size * 0.01)
+    iy = rng.integers(0, size, n_pores)
+    ix = rng.integers(0, size, n_pores)
+    pores = np.zeros((size, size))
+    np.add.at(pores, (iy, ix), -rng.uniform(0.05, 0.12, n_pores))
+    # spread each pit over its 3×3 neighbourhood with a small kernel
+    k = np.array([0.25, 0.5, 0.25])
+    pores = np.apply_along_axis(lambda r: np.convolve(r, k, mode="same"), 0, pores)
+    pores = np.apply_along_axis(lambda r: np.convolve(r, k, mode="same"), 1, pores)
+    disp += pores * 4.0
+    return disp
+
+
+def _sample_coefficients(
+    model: MorphableModel, rng: np.random.Generator, neutral: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    identity = rng.normal(size=model.n_id) * model.id_std
+    expression = np.zeros(model.n_exp)
+    if not neutral:
+        k = rng.integers(2, 5)
+        idx = rng.choice(model.n_exp, size=k, replace=False)
+        signs = rng.choice([-1, 1], k)
+        expression[idx] = rng.uniform(0.6, 1.5, size=k) * model.exp_std[idx] * signs
+    return identity, expression
+
+
+def _neck(model_vertices: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> Mesh:
+    """An elliptic tube under the chin (model frame, mm)."""
+    chin = landmarks[8]
+    centre = np.array([0.0, chin[1] - 15.0, chin[2] - 55.0])
+    rx, rz = rng.uniform(55, 65), rng.uniform(50, 60)
+    n_t, n_h = 96, 24
+    th = np.linspace(0, 2 * np.pi, n_t, endpoint=False)
+    hs = np.linspace(0, -90.0, n_h)
+    x = centre[0] + rx * np.cos(th)[None, :] + 0 * hs[:, None]
+    z = centre[2] + rz * np.sin(th)[None, :] + 0 * hs[:, None]
+    y = centre[1] + hs[:, None] + 0 * th[None, :]
+    verts = np.stack([x, y, z], -1).reshape(-1, 3)
+    faces = _grid_faces(n_h, n_t, wrap=True)
+    return Mesh(vertices=verts, faces=faces)
+
+
+def _hair_cap(model_vertices: np.ndarray, rng: np.random.Generator) -> Mesh:
+    """A spherical cap over the top and back of the head, behind the face surface (mm)."""
+    top = model_vertices[:, 1].max()
+    back = model_vertices[:, 2].min()
+    r = rng.uniform(95, 105)
+    centre = np.array([0.0, top - r + 25.0, back - 20.0])
+    n_a, n_p = 64, 20
+    az = np.linspace(0, 2 * np.pi, n_a, endpoint=False)
+    polar = np.linspace(0.05, 1.2, n_p)
+    x = centre[0] + r * np.sin(polar)[:, None] * np.cos(az)[None, :]
+    z = centre[2] + r * np.sin(polar)[:, None] * np.sin(az)[None, :]
+    y = centre[1] + r * np.cos(polar)[:, None] + 0 * az[None, :]
+    # keep the cap behind the face: push points with z in front of the face's back plane backwards
+    z = np.minimum(z, back - 5.0)
+    verts = np.stack([x, y, z], -1).reshape(-1, 3)
+    faces = _grid_faces(n_p, n_a, wrap=True)
+    return Mesh(vertices=verts, faces=faces)
+
+
+def _grid_faces(rows: int, cols: int, wrap: bool = False) -> np.ndarray:
+    """Triangles of a rows×cols vertex grid (row-major), optionally wrapping the columns."""
+    c_end = cols if wrap else cols - 1
+    r, c = np.meshgrid(np.arange(rows - 1), np.arange(c_end), indexing="ij")
+    r, c = r.ravel(), c.ravel()
+    c1 = (c + 1) % cols
+    a, b = r * cols + c, r * cols + c1
+    d, e = (r + 1) * cols + c, (r + 1) * cols + c1
+    return np.concatenate([np.stack([a, d, b], 1), np.stack([b, d, e], 1)]).astype(np.int64)
+
+
+def _merge(meshes: list[Mesh]) -> Mesh:
+    verts, faces, offset = [], [], 0
+    for m in meshes:
+        verts.append(m.vertices)
+        faces.append(m.faces + offset)
+        offset += len(m.vertices)
+    return Mesh(vertices=np.concatenate(verts), faces=np.concatenate(faces))
+
+
+def _cut_holes(mesh: Mesh, centres: np.ndarray, radii: np.ndarray) -> Mesh:
+    """Remove the vertices within the given balls, the faces touching them, unused vertices."""
+    keep = np.ones(len(mesh.vertices), bool)
+    for c, r in zip(centres, radii, strict=True):
+        keep &= np.linalg.norm(mesh.vertices - c, axis=1) > r
+    face_ok = keep[mesh.faces].all(axis=1)
+    faces = mesh.faces[face_ok]
+    used = np.zeros(len(mesh.vertices), bool)
+    used[faces.ravel()] = True
+    remap = -np.ones(len(mesh.vertices), np.int64)
+    remap[used] = np.arange(used.sum())
+    return Mesh(vertices=mesh.vertices[used], faces=remap[faces])
+
+
+def save_npz_deterministic(path: str | Path, **arrays: np.ndarray) -> Path:
+    """Write an ``.npz`` whose bytes depend only on the arrays (fixed zip dates), atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(arrays):
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(arrays[name]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, buf.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+def make_scan(
+    model: MorphableModel, config: SynthConfig, subject: int, expression_index: int
+) -> tuple[Mesh, dict[str, np.ndarray], Mesh, Mesh, np.ndarray]:
+    """Build one synthetic scan in memory.
+
+    Returns
+    -------
+    scan : Mesh in the scan frame and units.
+    truth : dict of the ``.gt.npz`` arrays.
+    m1 : the true M1 (model topology, model space, mm, with UVs).
+    m2 : the true dense detailed surface (model space, mm, with UVs).
+    landmarks7 : (7, 3) noisy landmarks in the scan frame and units.
+    """
+    rng_id = _rng(config.seed, subject)
+    rng = _rng(config.seed, subject, expression_index, 1)
+    identity, _ = _sample_coefficients(model, rng_id, neutral=True)
+    _, expression = _sample_coefficients(model, rng, neutral=expression_index == 0)
+
+    m0 = model.vertices(identity, expression)  # (V, 3) mm
+    # mid-frequency deformation: smooth field, a few mm, identical law for every scan
+    deformation = smooth_field(rng, DEFORMATION_SIZE, 3) * config.deformation_mm
+    v1 = m0 + sample_uv_map(deformation, model.uvs)
+    displacement = detail_field(rng)
+
+    # dense detailed surface: position and normal maps of M1 at the dense resolution, displaced
+    res = config.dense_resolution
+    table = rasterize_uv(model.uvs, model.faces, (res, res))
+    pos = table.interpolate(v1)
+    nrm = table.interpolate(vertex_normals(v1, model.faces))
+    nrm = nrm / np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-12)
+    u, v = _grid_uv(res)
+    disp_dense = sample_uv_map(displacement, np.stack([u.ravel(), v.ravel()], 1)).reshape(res, res)
+    m2 = displaced_dense_mesh(pos, nrm, disp_dense, table.mask)
+    m1 = Mesh(vertices=v1, faces=model.faces, uvs=model.uvs)
+
+    # the raw scan: noise, holes, extra geometry
+    lm68 = v1[model.landmarks68]
+    noisy = m2.vertices + rng.normal(scale=config.noise_mm, size=m2.vertices.shape)
+    parts = [Mesh(vertices=noisy, faces=m2.faces)]
+    if "neck" in config.extras:
+        parts.append(_neck(v1, lm68, rng))
+    if "hair" in config.extras:
+        parts.append(_hair_cap(v1, rng))
+    scan_model = _merge(parts)
+    if config.holes:
+        fit = np.flatnonzero(model.regions.fit)
+        centres = v1[rng.choice(fit, size=config.holes, replace=False)]
+        scan_model = _cut_holes(scan_model, centres, rng.uniform(3.0, 7.0, size=config.holes))
+
+    # random frame: x_model = s R x_scan + t  ⇔  x_scan = R^T (x_model − t) / s
+    scale = UNIT_TO_MM[config.units]
+    rotation = random_rotation(rng)
+    translation = rng.uniform(-200, 200, size=3)
+    t_model_from_scan = Similarity(scale=scale, rotation=rotation, translation=translation)
+    t_scan_from_model = t_model_from_scan.inverse()
+    scan = Mesh(vertices=t_scan_from_model.apply(scan_model.vertices), faces=scan_model.faces)
+    lm7 = lm68[list(NOW7_FROM_68)]
+    lm7_noisy = lm7 + rng.normal(scale=config.landmark_noise_mm / np.sqrt(3), size=lm7.shape)
+    landmarks7 = t_scan_from_model.apply(lm7_noisy)
+
+    truth = {
+        "scale": np.float64(scale),
+        "rotation": rotation,
+        "translation": translation,
+        "identity": identity,
+        "expression": expression,
+        "deformation": deformation,
+        "displacement": displacement,
+        "landmarks68": lm68,
+    }
+    return scan, truth, m1, m2, landmarks7
+
+
+def write_scan(
+    model: MorphableModel, config: SynthConfig, subject: int, expression_index: int, out: Path
+) -> SynthScan:
+    """Build one scan and write its files under ``out`` (see the module docstring)."""
+    scan, truth, m1, m2, lm7 = make_scan(model, config, subject, expression_index)
+    sid = f"s{subject:03d}_e{expression_index:02d}"
+    files = [
+        save_mesh(out / f"{sid}.ply", scan),
+        save_landmarks_txt(out / f"{sid}.lm7.txt", lm7),
+        save_npz_deterministic(out / f"{sid}.gt.npz", **truth),
+        save_mesh(out / f"{sid}.gt_m1.ply", m1),
+        save_mesh(out / f"{sid}.gt_m2.ply", m2),
+    ]
+    lm = truth["landmarks68"]
+    d = m1.vertices - model.vertices(truth["identity"], truth["expression"])
+    return SynthScan(
+        sample_id=sid,
+        subject=subject,
+        expression=expression_index,
+        n_vertices=len(scan.vertices),
+        n_faces=len(scan.faces),
+        units=config.units,
+        interocular_mm=float(np.linalg.norm(lm[36] - lm[45])),
+        deformation_rms_mm=float(np.sqrt(np.mean(np.sum(d**2, axis=1)))),
+        displacement_rms_mm=float(np.sqrt(np.mean(truth["displacement"] ** 2))),
+        files=[Path(f) for f in files],
+    )
+
+
+def synth_scans(
+    out: str | Path,
+    config: SynthConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[SynthScan]:
+    """Write ``config.subjects × config.expressions`` synthetic scans into ``out``.
+
+    ``progress`` is called with each finished sample id. Scans whose five files all exist are not
+    rebuilt (an interrupted run resumes); every file is written atomically.
+    """
+    config = config or SynthConfig()
+    if config.subjects < 1 or config.expressions < 1:
+        raise ValueError("subjects and expressions must be >= 1")
+    if config.units not in UNIT_TO_MM:
+        raise ValueError(f"units must be one of {sorted(UNIT_TO_MM)}, got {config.units!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model(config.model)
+    results = []
+    for s in range(config.subjects):
+        for e in range(config.expressions):
+            results.append(write_scan(model, config, s, e, out))
+            if progress is not None:
+                progress(results[-1].sample_id)
+    return results
