@@ -572,9 +572,9 @@ def detail_normals(
         n = torch.as_tensor(normal_map, dtype=p.dtype, device=p.device)
         d = torch.as_tensor(displacement, dtype=p.dtype, device=p.device)
     else:
-        p = torch.from_numpy(np.asarray(position_map, dtype=np.float64))
-        n = torch.from_numpy(np.asarray(normal_map, dtype=np.float64))
-        d = torch.from_numpy(np.asarray(displacement, dtype=np.float64))
+        p = torch.from_numpy(np.ascontiguousarray(position_map, dtype=np.float64))
+        n = torch.from_numpy(np.ascontiguousarray(normal_map, dtype=np.float64))
+        d = torch.from_numpy(np.ascontiguousarray(displacement, dtype=np.float64))
     single = p.ndim == 3
     if p.ndim not in (3, 4) or p.shape[-1] != 3:
         raise ValueError(
