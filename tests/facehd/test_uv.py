@@ -452,3 +452,87 @@ def test_detail_normals_shape_errors():
         uv.detail_normals(pm, nm, np.zeros((8, 7)))
     with pytest.raises(ValueError, match="mask"):
         uv.detail_normals(pm, nm, np.zeros((8, 8)), np.ones((7, 8), bool))
+
+
+# --------------------------------------------------------------------------------------------
+# dense displaced mesh
+# --------------------------------------------------------------------------------------------
+def test_dense_mesh_with_zero_displacement_is_the_position_map_surface():
+    table, pm, nm = _sphere_maps()
+    mesh = uv.displaced_dense_mesh(pm, nm, np.zeros(table.size), table.mask)
+    flat = np.flatnonzero(table.mask)
+    np.testing.assert_array_equal(mesh.vertices, pm.reshape(-1, 3)[flat])
+    # UVs at the texel centres, in the project convention
+    np.testing.assert_allclose(mesh.uvs, table.texel_uvs().reshape(-1, 2)[flat], atol=1e-15)
+    rows, cols = np.divmod(flat, table.size[1])
+    np.testing.assert_allclose(mesh.uvs[:, 0], (cols + 0.5) / table.size[1])
+    np.testing.assert_allclose(mesh.uvs[:, 1], 1 - (rows + 0.5) / table.size[0])
+    # two triangles per grid cell with four valid corners, each within one cell
+    m = table.mask
+    cells = int((m[:-1, :-1] & m[:-1, 1:] & m[1:, :-1] & m[1:, 1:]).sum())
+    assert mesh.faces.shape == (2 * cells, 3) and cells > 100
+    fr, fc = rows[mesh.faces], cols[mesh.faces]
+    assert np.all(np.ptp(fr, axis=1) == 1) and np.all(np.ptp(fc, axis=1) == 1)
+    # faces are oriented like the normal map
+    tri = mesh.vertices[mesh.faces]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    corner_n = nm.reshape(-1, 3)[flat][mesh.faces].mean(1)
+    assert np.all((fn * corner_n).sum(1) > 0)
+    # vertices lie on the sphere of radius 50 up to the chord error of the coarse mesh
+    r = np.linalg.norm(mesh.vertices, axis=1)
+    assert np.abs(r - 50.0).max() < 0.5
+
+
+def test_dense_mesh_constant_displacement_offsets_a_plane():
+    x, y, pm, nm, _ = _plane_with_waves(12, 10, 9.0, 0.0, 0.0, 0.0, 0.0)
+    nm = nm * 3.0  # normals need not be unit
+    mask = np.ones((12, 10), bool)
+    mask[:3, :4] = False
+    mesh = uv.displaced_dense_mesh(pm, nm, np.full((12, 10), 0.7), mask)
+    assert mesh.vertices.shape == (mask.sum(), 3)
+    np.testing.assert_allclose(mesh.vertices[:, 2], 0.7, atol=1e-14)
+    np.testing.assert_allclose(mesh.vertices[:, :2], pm[mask][:, :2])
+    # a UV layout with u -> x, v -> y is counter-clockwise seen from +z: normals along +z
+    np.testing.assert_allclose(mesh.face_normals, np.tile([0.0, 0.0, 1.0], (len(mesh.faces), 1)))
+    # flipping the normal map flips the offset and the winding
+    flipped = uv.displaced_dense_mesh(pm, -nm, np.full((12, 10), 0.7), mask)
+    np.testing.assert_allclose(flipped.vertices[:, 2], -0.7, atol=1e-14)
+    np.testing.assert_allclose(flipped.face_normals[:, 2], -1.0)
+
+
+def test_dense_mesh_normals_agree_with_detail_normals():
+    h, w, length = 40, 40, 20.0
+    x, y, pm, nm, disp = _plane_with_waves(h, w, length, 0.3, 2 * np.pi / 8.0, 0.2, 2 * np.pi / 10)
+    mesh = uv.displaced_dense_mesh(pm, nm, disp, np.ones((h, w), bool))
+    dn = uv.detail_normals(pm, nm, disp).reshape(-1, 3)
+    inner = np.zeros((h, w), bool)
+    inner[1:-1, 1:-1] = True
+    cos = (mesh.vertex_normals * dn)[inner.ravel()].sum(1)
+    assert np.arccos(np.clip(cos, -1, 1)).max() < 0.02
+
+
+def test_dense_mesh_max_edge_drops_triangles_across_a_jump():
+    _, _, pm, nm, disp = _plane_with_waves(10, 12, 12.0, 0.0, 0.0, 0.0, 0.0)
+    pm = pm.copy()
+    pm[:, 6:, 2] += 50.0  # two islands side by side in UV, far apart in space
+    mask = np.ones((10, 12), bool)
+    full = uv.displaced_dense_mesh(pm, nm, disp, mask)
+    cut = uv.displaced_dense_mesh(pm, nm, disp, mask, max_edge=5.0)
+    assert len(full.faces) == 2 * 9 * 11
+    assert len(cut.faces) == 2 * 9 * 10  # the column of cells across the jump is gone
+    tri = cut.vertices[cut.faces]
+    edges = np.linalg.norm(tri - np.roll(tri, 1, axis=1), axis=-1)
+    assert edges.max() < 5.0
+    assert len(cut.vertices) == len(full.vertices) == 120
+
+
+def test_dense_mesh_shape_errors():
+    _, _, pm, nm, disp = _plane_with_waves(6, 5, 1.0, 0.0, 0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="position_map"):
+        uv.displaced_dense_mesh(pm[..., :2], nm, disp)
+    with pytest.raises(ValueError, match="normal_map"):
+        uv.displaced_dense_mesh(pm, nm[:, :4], disp)
+    with pytest.raises(ValueError, match="displacement"):
+        uv.displaced_dense_mesh(pm, nm, disp.T)
+    with pytest.raises(ValueError, match="mask"):
+        uv.displaced_dense_mesh(pm, nm, disp, np.ones((5, 6), bool))
