@@ -536,3 +536,16 @@ def test_dense_mesh_shape_errors():
         uv.displaced_dense_mesh(pm, nm, disp.T)
     with pytest.raises(ValueError, match="mask"):
         uv.displaced_dense_mesh(pm, nm, disp, np.ones((5, 6), bool))
+
+
+@pytest.mark.parametrize("suffix", [".obj", ".ply"])
+def test_dense_mesh_keeps_its_uvs_on_disk(tmp_path, suffix):
+    from facehd.mesh import load_mesh, save_mesh
+
+    table, pm, nm = _sphere_maps((12, 10))
+    mesh = uv.displaced_dense_mesh(pm, nm, np.full(table.size, 0.2), table.mask)
+    back = load_mesh(save_mesh(tmp_path / f"dense{suffix}", mesh))
+    assert back.uvs is not None
+    np.testing.assert_allclose(back.uvs, mesh.uvs, atol=1e-6)
+    np.testing.assert_allclose(back.vertices, mesh.vertices, atol=1e-6)
+    np.testing.assert_array_equal(back.faces, mesh.faces)
