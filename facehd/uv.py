@@ -278,12 +278,13 @@ def _sample_uv_map_torch(uv_map: torch.Tensor, uvs: Array) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # UV rasterisation
 # --------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(eq=False)
 class UVRasterTable:
     """Which triangle covers each texel centre of an ``H x W`` map, with barycentrics.
 
     Built once per topology (faces + UVs) and map size by :func:`rasterize_uv`; any per-vertex
     attribute is then turned into a map with :meth:`interpolate`.
+    Compared by identity (it holds arrays).
     """
 
     size: tuple[int, int]
