@@ -1,0 +1,1235 @@
+"""Resumable, sharded HDF5 datasets: the writer, the reader and the checker.
+
+Every facehd dataset (``facehd build-priors`` scans, ``facehd prepare-images`` photos) is one HDF5
+file of stacked fixed-shape arrays, one row per sample, sorted by sample id::
+
+    /sample_id        (N,)            str    unique, sorted
+    /<field>          (N, *shape)     dtype  chunked along N, gzip + shuffle + fletcher32
+    attrs: schema, n_samples, fields (JSON), complete, facehd_h5io, + the caller's attrs
+           (units, model name, the resolved configuration as JSON ...)
+
+How a build survives being killed
+---------------------------------
+Items are processed by id. Finished samples are buffered and written ``shard_size`` at a time to
+``<out>.shards/shard-NNNNNN.h5``: each shard is written to a temporary file, flushed to disk and
+renamed into place (``os.replace``), so a shard either exists whole or not at all. A rerun of the
+same build opens the same folder, deletes temporary leftovers, reads the ids of the shards that
+exist and skips them; nothing is lost (but the unflushed buffer of the killed run) and nothing is
+duplicated. :meth:`ShardedDatasetWriter.finalize` merges the shards in sample-id order into
+``<out>.tmp`` and renames it to ``<out>``: the output appears only when it is complete, and it is
+value- and byte-identical to the output of an uninterrupted build (no timestamps are stored,
+attributes are written in name order, chunking depends only on N and the field shapes). An existing
+finalized output is a source too: rerunning with new inputs adds them to it.
+
+Bad inputs go to ``failures.csv`` next to the output (columns ``output, sample_id, source,
+reason``; the ``output`` column lets several datasets share one folder). The file is rewritten
+whole and atomically at each change, under an advisory lock, so it is never half-written. A rerun
+retries the ids that failed before (a failure may have been transient); one that succeeds leaves
+the file.
+
+The writer refuses to resume from shards made with a different schema, field set or attributes
+(for example another configuration): it names the difference and asks for ``overwrite``.
+
+Strings (``dtype="str"``) are stored UTF-8 encoded as fixed-length byte strings so that they can be
+compressed and checksummed like the arrays; the reader decodes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from facehd.errors import FacehdError, InputFileError
+
+FORMAT_VERSION = 1
+"""Version of the layout written by this module (attribute ``facehd_h5io``)."""
+ID_FIELD = "sample_id"
+"""Name of the per-sample id dataset every file carries."""
+STR = "str"
+"""The dtype name of a string field."""
+RESERVED_ATTRS = frozenset(
+    {"facehd_h5io", "schema", "fields", "n_samples", "complete", "shard", "json_attrs"}
+)
+"""Attribute names the machinery owns; a caller's attrs may not use them."""
+FAILURE_COLUMNS = ("output", "sample_id", "source", "reason")
+"""Columns of ``failures.csv``."""
+
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SHARD_NAME = re.compile(r"^shard-(\d{6,})\.h5$")
+_DEFAULT_CHUNK_BYTES = 1 << 20
+_MERGE_BLOCK_BYTES = 64 << 20
+
+
+# --------------------------------------------------------------------------------------------
+# Field specifications
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """Shape and type of one per-sample field.
+
+    The dataset stored for the field has shape ``(N, *shape)``.
+    """
+
+    shape: tuple[int, ...]
+    """Shape of one sample's value (``()`` for a scalar)."""
+    dtype: str
+    """numpy dtype name (``float32``, ``uint8``, ``int64``, ``bool`` ...) or ``"str"``."""
+    nan_ok: bool = False
+    """Whether NaN / inf values are allowed (checked by :meth:`ShardedDatasetWriter.add` and
+    :func:`verify`)."""
+
+    @staticmethod
+    def of(value: FieldSpec | tuple) -> FieldSpec:
+        """Normalise ``FieldSpec`` / ``(shape, dtype)`` / ``(shape, dtype, nan_ok)``."""
+        if isinstance(value, FieldSpec):
+            spec = value
+        elif isinstance(value, tuple) and len(value) in (2, 3):
+            spec = FieldSpec(tuple(value[0]), value[1], *(value[2:]))
+        else:
+            raise ValueError(
+                f"field spec must be FieldSpec or (shape, dtype[, nan_ok]), got {value!r}"
+            )
+        shape = tuple(int(s) for s in spec.shape)
+        if any(s <= 0 for s in shape):
+            raise ValueError(f"field shape must be positive, got {shape}")
+        dtype = STR if spec.dtype in (STR, str) else np.dtype(spec.dtype).name
+        if dtype != STR and np.dtype(dtype).kind not in "biuf":
+            raise ValueError(f"field dtype must be bool, integer, float or 'str', got {dtype!r}")
+        if dtype == STR and shape:
+            raise ValueError("string fields must be scalar (shape ())")
+        return FieldSpec(shape, dtype, bool(spec.nan_ok))
+
+    @property
+    def is_float(self) -> bool:
+        """Whether the field holds floating-point values."""
+        return self.dtype != STR and np.dtype(self.dtype).kind == "f"
+
+    @property
+    def item_bytes(self) -> int:
+        """Bytes of one sample's value (strings: an estimate of 64)."""
+        if self.dtype == STR:
+            return 64
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+    def to_json(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "dtype": self.dtype, "nan_ok": self.nan_ok}
+
+    @staticmethod
+    def from_json(obj: Mapping[str, Any]) -> FieldSpec:
+        return FieldSpec.of((tuple(obj["shape"]), obj["dtype"], bool(obj.get("nan_ok", False))))
+
+
+def _normalise_fields(fields: Mapping[str, FieldSpec | tuple]) -> dict[str, FieldSpec]:
+    out: dict[str, FieldSpec] = {}
+    for name, value in fields.items():
+        if not _FIELD_NAME.match(name):
+            raise ValueError(f"field name {name!r} must be an identifier")
+        if name == ID_FIELD:
+            raise ValueError(f"{ID_FIELD!r} is added automatically; do not declare it")
+        out[name] = FieldSpec.of(value)
+    if not out:
+        raise ValueError("a dataset needs at least one field")
+    return {k: out[k] for k in sorted(out)}
+
+
+def _normalise_attrs(attrs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Attribute values as stored: str/int/float/bool kept, dict/list/tuple as JSON strings."""
+    out: dict[str, Any] = {}
+    json_names: list[str] = []
+    for key in sorted(attrs):
+        if key in RESERVED_ATTRS:
+            raise ValueError(f"attribute name {key!r} is reserved by facehd.h5io")
+        value = attrs[key]
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, (bool, int, float, str)):
+            out[key] = value
+        elif isinstance(value, (dict, list, tuple)):
+            out[key] = json.dumps(value, sort_keys=True, separators=(",", ":"))
+            json_names.append(key)
+        else:
+            raise ValueError(
+                f"attribute {key!r}: values must be str, int, float, bool, dict or list, "
+                f"got {type(value).__name__}"
+            )
+    return out, json_names
+
+
+def _check_id(sample_id: str) -> str:
+    if not isinstance(sample_id, str) or not sample_id or "\x00" in sample_id:
+        raise ValueError(f"sample id must be a non-empty string without NUL, got {sample_id!r}")
+    if sample_id != sample_id.strip() or "\n" in sample_id or "\r" in sample_id:
+        raise ValueError(f"sample id must not contain line breaks or edge spaces: {sample_id!r}")
+    return sample_id
+
+
+def _encode_strings(values: Sequence[str]) -> np.ndarray:
+    encoded = [v.encode("utf-8") for v in values]
+    width = max([1, *(len(e) for e in encoded)])
+    return np.array(encoded, dtype=f"S{width}")
+
+
+def _decode_strings(raw: np.ndarray) -> list[str]:
+    return [bytes(b).decode("utf-8") for b in np.asarray(raw).reshape(-1)]
+
+
+# --------------------------------------------------------------------------------------------
+# Low-level writing
+# --------------------------------------------------------------------------------------------
+
+
+def _chunk_rows(spec: FieldSpec, n: int, chunk_bytes: int) -> int:
+    return max(1, min(n, chunk_bytes // max(1, spec.item_bytes)))
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _write_file(
+    path: Path,
+    *,
+    schema: str,
+    fields: Mapping[str, FieldSpec],
+    attrs: Mapping[str, Any],
+    json_attrs: Sequence[str],
+    sample_ids: Sequence[str],
+    columns: Callable[[str, int, int], np.ndarray],
+    compression: str | None,
+    compression_opts: int | None,
+    chunk_bytes: int,
+    shard: bool,
+) -> None:
+    """Write one dataset file. ``columns(name, start, stop)`` returns rows ``[start, stop)``.
+
+    Datasets are created in name order with ``track_times=False`` and attributes in name order,
+    the last one being ``complete``: identical inputs give identical bytes.
+    """
+    n = len(sample_ids)
+    all_specs = {ID_FIELD: FieldSpec((), STR), **fields}
+    with h5py.File(path, "w") as f:
+        for name in sorted(all_specs):
+            spec = all_specs[name]
+            if spec.dtype == STR:
+                values = sample_ids if name == ID_FIELD else None
+                if values is None:
+                    values = list(columns(name, 0, n)) if n else []
+                data = _encode_strings(values)
+                if n == 0:
+                    f.create_dataset(name, shape=(0,), dtype="S1", track_times=False)
+                    continue
+                f.create_dataset(
+                    name,
+                    data=data,
+                    chunks=(_chunk_rows(spec, n, chunk_bytes),),
+                    compression=compression,
+                    compression_opts=compression_opts,
+                    shuffle=compression is not None,
+                    fletcher32=True,
+                    track_times=False,
+                )
+                continue
+            shape = (n, *spec.shape)
+            if n == 0:
+                f.create_dataset(name, shape=shape, dtype=spec.dtype, track_times=False)
+                continue
+            rows = _chunk_rows(spec, n, chunk_bytes)
+            ds = f.create_dataset(
+                name,
+                shape=shape,
+                dtype=spec.dtype,
+                chunks=(rows, *spec.shape),
+                compression=compression,
+                compression_opts=compression_opts,
+                shuffle=compression is not None,
+                fletcher32=True,
+                track_times=False,
+            )
+            block = max(rows, (_MERGE_BLOCK_BYTES // max(1, spec.item_bytes)) // rows * rows)
+            for start in range(0, n, block):
+                stop = min(n, start + block)
+                ds[start:stop] = columns(name, start, stop)
+        stored: dict[str, Any] = dict(attrs)
+        stored.update(
+            {
+                "facehd_h5io": FORMAT_VERSION,
+                "schema": schema,
+                "fields": json.dumps(
+                    {k: v.to_json() for k, v in fields.items()},
+                    sort_keys=True,
+                    separators=(",", ":"),
+                ),
+                "json_attrs": json.dumps(sorted(json_attrs)),
+                "n_samples": n,
+                "shard": bool(shard),
+            }
+        )
+        for key in sorted(stored):
+            f.attrs[key] = stored[key]
+        f.attrs["complete"] = True
+    _fsync_file(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+class Sample:
+    """One sample of a dataset: its values as attributes (``sample.image``), ``sample.sample_id``.
+
+    ``sample.field_names`` lists the fields; ``sample.get(name)`` reads one by name.
+    """
+
+    __slots__ = ("_values", "index", "sample_id")
+
+    def __init__(self, index: int, sample_id: str, values: dict[str, Any]) -> None:
+        self.index = index
+        self.sample_id = sample_id
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"sample has no field {name!r}") from None
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(self._values)
+
+    def get(self, name: str) -> Any:
+        """The value of field ``name``."""
+        return getattr(self, name)
+
+    def __repr__(self) -> str:
+        return f"Sample({self.index}, {self.sample_id!r}, fields={self.field_names})"
+
+
+class H5Dataset:
+    """Read access to a finalized dataset file (see :func:`open_dataset`).
+
+    Attributes: ``path``, ``schema``, ``fields`` (name -> :class:`FieldSpec`, without
+    ``sample_id``), ``attrs`` (the caller's attributes, JSON ones decoded), ``sample_ids``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputFileError(self.path, "no such dataset file")
+        try:
+            self._file = h5py.File(self.path, "r", rdcc_nbytes=16 << 20)
+        except OSError as exc:
+            raise InputFileError(self.path, f"not a readable HDF5 file ({exc})") from exc
+        try:
+            a = self._file.attrs
+            missing = [k for k in ("facehd_h5io", "schema", "fields", "n_samples") if k not in a]
+            if missing:
+                raise InputFileError(self.path, f"not a facehd dataset ({missing} missing)")
+            if not bool(a.get("complete", False)):
+                raise InputFileError(self.path, "incomplete dataset (not finalized)")
+            if bool(a.get("shard", False)):
+                raise InputFileError(self.path, "a shard of an unfinished build, not a dataset")
+            self.schema: str = str(a["schema"])
+            self.fields: dict[str, FieldSpec] = {
+                k: FieldSpec.from_json(v) for k, v in json.loads(a["fields"]).items()
+            }
+            json_names = set(json.loads(a.get("json_attrs", "[]")))
+            self.attrs: dict[str, Any] = {}
+            for key in sorted(a):
+                if key in RESERVED_ATTRS:
+                    continue
+                value = a[key]
+                if isinstance(value, bytes):
+                    value = value.decode("utf-8")
+                elif isinstance(value, np.generic):
+                    value = value.item()
+                self.attrs[key] = json.loads(value) if key in json_names else value
+            self._n = int(a["n_samples"])
+            self.sample_ids: list[str] = _decode_strings(self._file[ID_FIELD][()])
+        except Exception:
+            self._file.close()
+            raise
+        self._index: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __enter__(self) -> H5Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def index_of(self, sample_id: str) -> int:
+        """Row of ``sample_id`` (KeyError when absent)."""
+        if self._index is None:
+            self._index = {s: i for i, s in enumerate(self.sample_ids)}
+        return self._index[sample_id]
+
+    def read_field(self, name: str, index: int | slice | Sequence[int] = slice(None)) -> Any:
+        """Rows of one field: ``(*shape)`` for an int index, ``(n, *shape)`` otherwise.
+
+        String fields give ``str`` / ``list[str]``. A list of indices may be in any order.
+        """
+        if name != ID_FIELD and name not in self.fields:
+            raise KeyError(f"{self.path}: no field {name!r}; fields: {sorted(self.fields)}")
+        ds = self._file[name]
+        is_str = name == ID_FIELD or self.fields[name].dtype == STR
+        if isinstance(index, (int, np.integer)):
+            i = int(index)
+            if not -self._n <= i < self._n:
+                raise IndexError(f"index {i} out of range for {self._n} samples")
+            raw = ds[i % self._n]
+            return bytes(raw).decode("utf-8") if is_str else raw
+        if isinstance(index, slice):
+            raw = ds[index]
+        else:
+            idx = np.asarray(index, dtype=np.int64).reshape(-1)
+            if idx.size and (idx.min() < 0 or idx.max() >= self._n):
+                raise IndexError(f"indices out of range for {self._n} samples")
+            order = np.argsort(idx, kind="stable")
+            uniq, inverse = np.unique(idx[order], return_inverse=True)
+            got = ds[uniq] if uniq.size else ds[0:0]
+            raw = np.empty((idx.size, *got.shape[1:]), dtype=got.dtype)
+            raw[order] = got[inverse]
+        return _decode_strings(raw) if is_str else raw
+
+    def read(self, index: int) -> Sample:
+        """All fields of sample ``index`` (negative indices count from the end)."""
+        i = int(index)
+        if not -self._n <= i < self._n:
+            raise IndexError(f"index {i} out of range for {self._n} samples")
+        i %= self._n
+        values = {name: self.read_field(name, i) for name in self.fields}
+        return Sample(i, self.sample_ids[i], values)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.read(index)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(self._n):
+            yield self.read(i)
+
+
+def open_dataset(path: str | Path) -> H5Dataset:
+    """Open a finalized dataset for reading (use as a context manager).
+
+    Raises :class:`~facehd.errors.InputFileError` for a missing, unreadable, unfinished or
+    non-facehd file.
+    """
+    return H5Dataset(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Verification
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Result of :func:`verify`."""
+
+    path: Path
+    """The checked file."""
+    ok: bool
+    """Whether no problem was found."""
+    schema: str | None
+    """The ``schema`` attribute (None when absent)."""
+    n_samples: int | None
+    """Declared number of samples (None when unknown)."""
+    fields: tuple[str, ...]
+    """Declared field names (without ``sample_id``)."""
+    problems: tuple[str, ...]
+    """One line per problem found."""
+
+    def summary(self) -> str:
+        head = f"{self.path}: schema {self.schema}, {self.n_samples} samples"
+        if self.ok:
+            return head + ", OK"
+        return head + f", {len(self.problems)} problem(s):\n  " + "\n  ".join(self.problems)
+
+
+def verify(
+    path: str | Path, *, expected_schema: str | None = None, check_values: bool = True
+) -> VerifyReport:
+    """Check a dataset file; never raises for a bad file (the problems are in the report).
+
+    Checks: the file opens; the attributes of a finalized facehd dataset are present (schema,
+    fields, n_samples, complete, not a shard); ``expected_schema`` when given; every declared
+    field exists with shape ``(N, *shape)`` and a matching dtype; sample ids are non-empty, unique
+    and sorted; and with ``check_values``, every stored chunk reads back (checksums) and float
+    fields hold no NaN/inf unless declared ``nan_ok``.
+    """
+    path = Path(path)
+    problems: list[str] = []
+    schema: str | None = None
+    n: int | None = None
+    names: tuple[str, ...] = ()
+
+    def report() -> VerifyReport:
+        return VerifyReport(path, not problems, schema, n, names, tuple(problems))
+
+    if not path.is_file():
+        problems.append("file does not exist")
+        return report()
+    try:
+        f = h5py.File(path, "r", rdcc_nbytes=16 << 20)
+    except OSError as exc:
+        problems.append(f"not a readable HDF5 file ({exc})")
+        return report()
+    with f:
+        a = f.attrs
+        for key in ("facehd_h5io", "schema", "fields", "n_samples", "complete"):
+            if key not in a:
+                problems.append(f"attribute {key!r} missing")
+        if "schema" in a:
+            schema = str(a["schema"])
+            if expected_schema is not None and schema != expected_schema:
+                problems.append(f"schema is {schema!r}, expected {expected_schema!r}")
+        if "complete" in a and not bool(a["complete"]):
+            problems.append("dataset is not complete (not finalized)")
+        if bool(a.get("shard", False)):
+            problems.append("file is a shard of an unfinished build, not a finalized dataset")
+        if "n_samples" in a:
+            n = int(a["n_samples"])
+        specs: dict[str, FieldSpec] = {}
+        if "fields" in a:
+            try:
+                specs = {k: FieldSpec.from_json(v) for k, v in json.loads(a["fields"]).items()}
+            except (ValueError, KeyError, TypeError) as exc:
+                problems.append(f"attribute 'fields' is not a valid field table ({exc})")
+        names = tuple(specs)
+        all_specs = {ID_FIELD: FieldSpec((), STR), **specs}
+        for name, spec in all_specs.items():
+            if name not in f:
+                problems.append(f"field {name!r} missing")
+                continue
+            ds = f[name]
+            if not isinstance(ds, h5py.Dataset):
+                problems.append(f"{name!r} is not a dataset")
+                continue
+            if n is not None and ds.shape[:1] != (n,):
+                problems.append(f"field {name!r} has {ds.shape[:1]} rows, expected {n}")
+            if ds.shape[1:] != spec.shape:
+                problems.append(
+                    f"field {name!r} has sample shape {ds.shape[1:]}, expected {spec.shape}"
+                )
+            if spec.dtype == STR:
+                if ds.dtype.kind != "S":
+                    problems.append(f"field {name!r} has dtype {ds.dtype}, expected strings")
+            elif ds.dtype != np.dtype(spec.dtype):
+                problems.append(f"field {name!r} has dtype {ds.dtype}, expected {spec.dtype}")
+        extra = sorted(set(f.keys()) - set(all_specs))
+        if extra:
+            problems.append(f"undeclared datasets {extra}")
+        if ID_FIELD in f and isinstance(f[ID_FIELD], h5py.Dataset):
+            try:
+                ids = _decode_strings(f[ID_FIELD][()])
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append(f"sample ids unreadable ({exc})")
+                ids = []
+            if any(not s for s in ids):
+                problems.append("empty sample id")
+            if len(set(ids)) != len(ids):
+                dup = sorted({s for s in ids if ids.count(s) > 1})[:5]
+                problems.append(f"duplicate sample ids, e.g. {dup}")
+            elif ids != sorted(ids):
+                problems.append("sample ids are not sorted")
+        if check_values:
+            for name, spec in specs.items():
+                if name not in f or not isinstance(f[name], h5py.Dataset):
+                    continue
+                ds = f[name]
+                if ds.shape[0] == 0:
+                    continue
+                rows = ds.chunks[0] if ds.chunks else ds.shape[0]
+                block = max(rows, (_MERGE_BLOCK_BYTES // max(1, spec.item_bytes)) // rows * rows)
+                bad = 0
+                try:
+                    for start in range(0, ds.shape[0], block):
+                        data = ds[start : start + block]
+                        if spec.is_float and not spec.nan_ok:
+                            bad += int(np.count_nonzero(~np.isfinite(data)))
+                except OSError as exc:
+                    problems.append(f"field {name!r}: data unreadable, file corrupt ({exc})")
+                    continue
+                if bad:
+                    problems.append(f"field {name!r}: {bad} NaN/inf values where none are allowed")
+    return report()
+
+
+# --------------------------------------------------------------------------------------------
+# failures.csv
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One input that could not be processed."""
+
+    sample_id: str
+    source: str
+    """Path of the input file, as the caller gave it."""
+    reason: str
+    """What went wrong, in words."""
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def read_failures(failures_csv: str | Path, output: str | Path | None = None) -> list[Failure]:
+    """Rows of a ``failures.csv``, optionally only those of the dataset file ``output``."""
+    path = Path(failures_csv)
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or list(reader.fieldnames) != list(FAILURE_COLUMNS):
+            raise InputFileError(path, f"not a facehd failures file (columns {FAILURE_COLUMNS})")
+        rows = list(reader)
+    name = None if output is None else Path(output).name
+    return [
+        Failure(r["sample_id"], r["source"], r["reason"])
+        for r in rows
+        if name is None or r["output"] == name
+    ]
+
+
+def _rewrite_failures(path: Path, output_name: str, failures: Iterable[Failure]) -> None:
+    """Replace this output's rows of ``path`` (atomically, under a lock), keep the others."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.with_name(path.name + ".lock")):
+        others: list[dict[str, str]] = []
+        if path.is_file():
+            with open(path, newline="", encoding="utf-8") as fh:
+                others = [r for r in csv.DictReader(fh) if r.get("output") != output_name]
+        mine = [
+            {
+                "output": output_name,
+                "sample_id": f.sample_id,
+                "source": f.source,
+                "reason": f.reason,
+            }
+            for f in sorted(failures, key=lambda f: f.sample_id)
+        ]
+        rows = sorted(others + mine, key=lambda r: (r["output"], r["sample_id"]))
+        if not rows:
+            path.unlink(missing_ok=True)
+            return
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(FAILURE_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(buf.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# The writer
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FinalizeResult:
+    """Result of :meth:`ShardedDatasetWriter.finalize`."""
+
+    path: Path
+    """The dataset file written."""
+    n_samples: int
+    """Samples in it."""
+    n_failed: int
+    """Inputs recorded in ``failures.csv`` for this output."""
+    failures_path: Path
+    """Where failures are recorded (the file is absent when there are none)."""
+
+
+class ShardedDatasetWriter:
+    """Write a dataset sample by sample, resumably (see the module docstring).
+
+    Parameters
+    ----------
+    out_path : the final ``.h5`` file. Shards go to ``<out_path>.shards/``.
+    schema : schema name and version, e.g. ``"facehd.priors/1"``.
+    attrs : the caller's attributes (units, model name, resolved config as dict ...). dict and
+        list values are stored as JSON strings and decoded by the reader.
+    fields : name -> :class:`FieldSpec` or ``(shape, dtype[, nan_ok])``; ``sample_id`` is implicit.
+    shard_size : samples per shard (the most a killed build can lose).
+    compression : ``"gzip"`` (default, level ``compression_opts``), ``"lzf"`` or None.
+    failures_path : default ``failures.csv`` in the output's folder.
+    overwrite : discard existing shards, output and failures of this output and start afresh.
+    retry_failures : whether :meth:`pending` returns ids that failed in an earlier run.
+
+    Usage::
+
+        with ShardedDatasetWriter(out, "facehd.photos/1", attrs, fields) as w:
+            for item in items:
+                if w.is_done(item.id): continue
+                try: w.add(item.id, compute(item))
+                except FacehdError as e: w.fail(item.id, item.path, str(e))
+            w.finalize()
+
+    or let :func:`process_items` drive it, with a process pool.
+    """
+
+    def __init__(
+        self,
+        out_path: str | Path,
+        schema: str,
+        attrs: Mapping[str, Any],
+        fields: Mapping[str, FieldSpec | tuple],
+        *,
+        shard_size: int = 64,
+        compression: str | None = "gzip",
+        compression_opts: int | None = 4,
+        chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
+        failures_path: str | Path | None = None,
+        overwrite: bool = False,
+        retry_failures: bool = True,
+    ) -> None:
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        if compression not in ("gzip", "lzf", None):
+            raise ValueError(f"compression must be 'gzip', 'lzf' or None, got {compression!r}")
+        if not schema or not isinstance(schema, str):
+            raise ValueError("schema must be a non-empty string, e.g. 'facehd.priors/1'")
+        self.out_path = Path(out_path)
+        self.schema = schema
+        self.fields = _normalise_fields(fields)
+        self._attrs, self._json_attrs = _normalise_attrs(attrs)
+        self.shard_size = int(shard_size)
+        self.compression = compression
+        self.compression_opts = compression_opts if compression == "gzip" else None
+        self.chunk_bytes = int(chunk_bytes)
+        self.retry_failures = retry_failures
+        self.shard_dir = self.out_path.with_name(self.out_path.name + ".shards")
+        self.failures_path = (
+            Path(failures_path) if failures_path else self.out_path.with_name("failures.csv")
+        )
+        self.problems: list[str] = []
+        """Things found and repaired when opening (corrupt shards set aside ...)."""
+        self._buffer: list[tuple[str, dict[str, Any]]] = []
+        self._closed = False
+
+        if overwrite:
+            shutil.rmtree(self.shard_dir, ignore_errors=True)
+            self.out_path.unlink(missing_ok=True)
+            _rewrite_failures(self.failures_path, self.out_path.name, [])
+        self.out_path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp_out = self.out_path.with_name(self.out_path.name + ".tmp")
+        self._tmp_out.unlink(missing_ok=True)
+        self._manifest = {
+            "facehd_h5io": FORMAT_VERSION,
+            "schema": self.schema,
+            "fields": {k: v.to_json() for k, v in self.fields.items()},
+            "attrs": self._attrs,
+        }
+        # Sources of finished samples: the existing output first, then shards in order.
+        self._sources: list[Path] = []
+        self._done: set[str] = set()
+        if self.out_path.exists():
+            self._check_compatible(self.out_path)
+            self._sources.append(self.out_path)
+            with open_dataset(self.out_path) as existing:
+                self._done.update(existing.sample_ids)
+        self._open_shard_dir()
+        self._failures: dict[str, Failure] = {
+            f.sample_id: f
+            for f in read_failures(self.failures_path, self.out_path)
+            if f.sample_id not in self._done
+        }
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def _manifest_of_file(self, path: Path) -> dict[str, Any]:
+        with h5py.File(path, "r") as f:
+            a = f.attrs
+            attrs = {}
+            for key in sorted(a):
+                if key in RESERVED_ATTRS:
+                    continue
+                v = a[key]
+                attrs[key] = (
+                    v.decode()
+                    if isinstance(v, bytes)
+                    else (v.item() if isinstance(v, np.generic) else v)
+                )
+            return {
+                "facehd_h5io": int(a["facehd_h5io"]),
+                "schema": str(a["schema"]),
+                "fields": json.loads(a["fields"]),
+                "attrs": attrs,
+            }
+
+    def _difference(self, other: Mapping[str, Any]) -> str | None:
+        mine = json.loads(json.dumps(self._manifest, sort_keys=True))
+        theirs = json.loads(json.dumps(other, sort_keys=True))
+        for key in ("facehd_h5io", "schema", "fields"):
+            if mine[key] != theirs.get(key):
+                return f"{key} differs ({theirs.get(key)!r} there, {mine[key]!r} now)"
+        a, b = mine["attrs"], theirs.get("attrs", {})
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return f"attribute {key!r} differs ({b.get(key)!r} there, {a.get(key)!r} now)"
+        return None
+
+    def _check_compatible(self, path: Path) -> None:
+        try:
+            other = self._manifest_of_file(path)
+        except (OSError, KeyError, ValueError) as exc:
+            raise InputFileError(
+                path, f"exists but is not a readable facehd dataset ({exc}); remove it or overwrite"
+            ) from exc
+        diff = self._difference(other)
+        if diff is not None:
+            raise FacehdError(
+                f"{path}: made by a different build ({diff}); use another output or overwrite"
+            )
+
+    def _open_shard_dir(self) -> None:
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        manifest_path = self.shard_dir / "manifest.json"
+        text = json.dumps(self._manifest, sort_keys=True, indent=1)
+        if manifest_path.is_file():
+            try:
+                other = json.loads(manifest_path.read_text())
+            except ValueError as exc:
+                raise InputFileError(manifest_path, f"unreadable manifest ({exc})") from exc
+            diff = self._difference(other)
+            if diff is not None:
+                raise FacehdError(
+                    f"{self.shard_dir}: shards of a different build ({diff}); "
+                    "use another output or overwrite"
+                )
+        else:
+            tmp = manifest_path.with_suffix(".json.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, manifest_path)
+        for leftover in self.shard_dir.glob("*.tmp"):
+            leftover.unlink(missing_ok=True)
+        self._next_shard = 0
+        for shard in sorted(self.shard_dir.glob("shard-*.h5")):
+            m = _SHARD_NAME.match(shard.name)
+            if not m:
+                continue
+            self._next_shard = max(self._next_shard, int(m.group(1)) + 1)
+            try:
+                with h5py.File(shard, "r") as f:
+                    if not bool(f.attrs.get("complete", False)):
+                        raise OSError("not complete")
+                    ids = _decode_strings(f[ID_FIELD][()])
+            except (OSError, KeyError, UnicodeDecodeError) as exc:
+                bad = shard.with_suffix(".corrupt")
+                os.replace(shard, bad)
+                self.problems.append(f"{shard}: unreadable shard set aside as {bad.name} ({exc})")
+                continue
+            new = [s for s in ids if s not in self._done]
+            if not new:
+                # Left over from a build that was finalized before the shards were removed.
+                shard.unlink()
+                continue
+            if len(new) != len(ids):
+                raise FacehdError(
+                    f"{shard}: holds samples that are already in {self.out_path} or another shard; "
+                    "remove the shard folder or overwrite"
+                )
+            self._done.update(ids)
+            self._sources.append(shard)
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def done_ids(self) -> frozenset[str]:
+        """Ids already written (in the output, in shards or in the buffer)."""
+        return frozenset(self._done)
+
+    @property
+    def failures(self) -> tuple[Failure, ...]:
+        """This output's current failures, by id."""
+        return tuple(self._failures[k] for k in sorted(self._failures))
+
+    def is_done(self, sample_id: str) -> bool:
+        """Whether ``sample_id`` is already written."""
+        return sample_id in self._done
+
+    def pending(self, sample_ids: Iterable[str]) -> list[str]:
+        """The ids still to process, in the given order (earlier failures included when
+        ``retry_failures``)."""
+        out = []
+        for s in sample_ids:
+            if s in self._done:
+                continue
+            if not self.retry_failures and s in self._failures:
+                continue
+            out.append(s)
+        return out
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def validate(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Check and convert one sample's values to the declared shapes and dtypes.
+
+        Raises ValueError naming the field and the problem (missing/extra field, wrong shape,
+        values that do not fit the dtype, NaN/inf where not allowed).
+        """
+        missing = sorted(set(self.fields) - set(values))
+        extra = sorted(set(values) - set(self.fields))
+        if missing or extra:
+            raise ValueError(f"sample fields: missing {missing}, unexpected {extra}")
+        out: dict[str, Any] = {}
+        for name, spec in self.fields.items():
+            v = values[name]
+            if spec.dtype == STR:
+                if not isinstance(v, str) or "\x00" in v:
+                    raise ValueError(f"field {name!r}: expected a str without NUL, got {v!r}")
+                out[name] = v
+                continue
+            arr = np.asarray(v)
+            if arr.shape != spec.shape:
+                raise ValueError(f"field {name!r}: expected shape {spec.shape}, got {arr.shape}")
+            target = np.dtype(spec.dtype)
+            if arr.dtype.kind == "f" and target.kind in "iub" and arr.size:
+                if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr)):
+                    raise ValueError(f"field {name!r}: non-integer values for dtype {target}")
+            if target.kind in "iu" and arr.size and arr.dtype.kind in "iuf":
+                info = np.iinfo(target)
+                if arr.min() < info.min or arr.max() > info.max:
+                    raise ValueError(f"field {name!r}: values outside the range of {target}")
+            conv = arr.astype(target, copy=True)
+            if spec.is_float and not spec.nan_ok and not np.all(np.isfinite(conv)):
+                raise ValueError(f"field {name!r}: NaN or inf values")
+            out[name] = conv
+        return out
+
+    def add(self, sample_id: str, values: Mapping[str, Any]) -> None:
+        """Add one finished sample (written with the next shard)."""
+        self._check_open()
+        _check_id(sample_id)
+        if sample_id in self._done:
+            raise ValueError(f"sample {sample_id!r} is already written")
+        checked = self.validate(values)
+        self._buffer.append((sample_id, checked))
+        self._done.add(sample_id)
+        if self._failures.pop(sample_id, None) is not None:
+            _rewrite_failures(self.failures_path, self.out_path.name, self._failures.values())
+        if len(self._buffer) >= self.shard_size:
+            self.flush()
+
+    def fail(self, sample_id: str, source: str | Path, reason: str) -> None:
+        """Record that ``sample_id`` (from file ``source``) could not be processed, and why."""
+        self._check_open()
+        _check_id(sample_id)
+        if sample_id in self._done:
+            raise ValueError(f"sample {sample_id!r} is already written; cannot mark it failed")
+        reason = " ".join(str(reason).split()) or "unknown error"
+        self._failures[sample_id] = Failure(sample_id, str(source), reason)
+        _rewrite_failures(self.failures_path, self.out_path.name, self._failures.values())
+
+    def flush(self) -> Path | None:
+        """Write the buffered samples as one shard (atomically); returns its path."""
+        if not self._buffer:
+            return None
+        buffer = self._buffer
+        ids = [s for s, _ in buffer]
+        path = self.shard_dir / f"shard-{self._next_shard:06d}.h5"
+        tmp = path.with_name(path.name + ".tmp")
+
+        def columns(name: str, start: int, stop: int) -> Any:
+            rows = [values[name] for _, values in buffer[start:stop]]
+            return rows if self.fields[name].dtype == STR else np.stack(rows)
+
+        _write_file(
+            tmp,
+            schema=self.schema,
+            fields=self.fields,
+            attrs=self._attrs,
+            json_attrs=self._json_attrs,
+            sample_ids=ids,
+            columns=columns,
+            compression="lzf" if self.compression else None,
+            compression_opts=None,
+            chunk_bytes=self.chunk_bytes,
+            shard=True,
+        )
+        os.replace(tmp, path)
+        _fsync_dir(self.shard_dir)
+        self._next_shard += 1
+        self._sources.append(path)
+        self._buffer = []
+        return path
+
+    def finalize(self, *, keep_shards: bool = False) -> FinalizeResult:
+        """Merge everything written so far into ``out_path``, sorted by sample id.
+
+        The output is written to ``<out>.tmp`` and renamed, so it appears only when complete.
+        Afterwards the shard folder is removed (unless ``keep_shards``); the writer is closed.
+        """
+        self._check_open()
+        self.flush()
+        entries: list[tuple[str, int, int]] = []  # (id, source index, row)
+        handles: list[h5py.File] = []
+        try:
+            for k, src in enumerate(self._sources):
+                f = h5py.File(src, "r", rdcc_nbytes=64 << 20)
+                handles.append(f)
+                ids = _decode_strings(f[ID_FIELD][()])
+                entries.extend((s, k, r) for r, s in enumerate(ids))
+            entries.sort()
+            ids = [e[0] for e in entries]
+            for a, b in zip(ids, ids[1:], strict=False):
+                if a == b:
+                    raise FacehdError(f"sample {a!r} appears twice in {self.shard_dir}")
+            src_of = np.array([e[1] for e in entries], dtype=np.int64)
+            row_of = np.array([e[2] for e in entries], dtype=np.int64)
+
+            def columns(name: str, start: int, stop: int) -> Any:
+                spec = self.fields[name]
+                s, r = src_of[start:stop], row_of[start:stop]
+                if spec.dtype == STR:
+                    out_s: list[str] = [""] * (stop - start)
+                    for k in np.unique(s):
+                        sel = np.nonzero(s == k)[0]
+                        vals = _decode_strings(handles[k][name][np.sort(r[sel])])
+                        for j, v in zip(sel[np.argsort(r[sel])], vals, strict=True):
+                            out_s[j] = v
+                    return out_s
+                out = np.empty((stop - start, *spec.shape), dtype=spec.dtype)
+                for k in np.unique(s):
+                    sel = np.nonzero(s == k)[0]
+                    order = np.argsort(r[sel])
+                    out[sel[order]] = handles[k][name][r[sel][order]]
+                return out
+
+            self._tmp_out.unlink(missing_ok=True)
+            _write_file(
+                self._tmp_out,
+                schema=self.schema,
+                fields=self.fields,
+                attrs=self._attrs,
+                json_attrs=self._json_attrs,
+                sample_ids=ids,
+                columns=columns,
+                compression=self.compression,
+                compression_opts=self.compression_opts,
+                chunk_bytes=self.chunk_bytes,
+                shard=False,
+            )
+        finally:
+            for f in handles:
+                f.close()
+        os.replace(self._tmp_out, self.out_path)
+        _fsync_dir(self.out_path.parent)
+        self._closed = True
+        if not keep_shards:
+            shutil.rmtree(self.shard_dir, ignore_errors=True)
+        return FinalizeResult(self.out_path, len(ids), len(self._failures), self.failures_path)
+
+    def close(self) -> None:
+        """Flush the buffer as a shard and stop accepting samples (no merge)."""
+        if not self._closed:
+            self.flush()
+            self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"writer of {self.out_path} is closed")
+
+    def __enter__(self) -> ShardedDatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        # Finished samples are kept even when the build stops on an error or Ctrl-C.
+        self.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Driving a build
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One input of a build: its sample id, source file and whatever the task needs."""
+
+    sample_id: str
+    source: str
+    """The input's path (recorded in ``failures.csv``)."""
+    payload: Any = None
+    """Extra picklable data passed to the task."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Result of :func:`process_items`."""
+
+    n_items: int
+    """Items given."""
+    n_skipped: int
+    """Items already written by an earlier run."""
+    n_written: int
+    """Items written by this run."""
+    n_failed: int
+    """Items that failed in this run."""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The reason recorded for an exception: facehd's own errors by their message, others with
+    their type."""
+    if isinstance(exc, FacehdError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _run_task(fn: Callable[[WorkItem], Mapping[str, Any]], item: WorkItem) -> Any:
+    return fn(item)
+
+
+def process_items(
+    writer: ShardedDatasetWriter,
+    items: Sequence[WorkItem],
+    fn: Callable[[WorkItem], Mapping[str, Any]],
+    *,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    initializer: Callable[[], None] | None = None,
+) -> RunSummary:
+    """Run ``fn`` on every item not yet written and add its result (or failure) to ``writer``.
+
+    ``fn(item)`` returns the sample's field values; any exception it raises is recorded as the
+    item's failure and the build continues. ``workers > 1`` runs ``fn`` in a pool of fresh
+    (spawned) processes, so ``fn`` must be a picklable module-level function (or a
+    ``functools.partial`` of one); ``initializer`` runs once in each worker. A worker that dies
+    takes its items with it as failures and the pool is restarted. ``progress(done, total)`` is
+    called after each item of this run. The caller finalizes the writer.
+    """
+    ids = [it.sample_id for it in items]
+    if len(set(ids)) != len(ids):
+        dup = sorted({s for s in ids if ids.count(s) > 1})[:5]
+        raise ValueError(f"duplicate sample ids among the items, e.g. {dup}")
+    todo_ids = set(writer.pending(ids))
+    todo = [it for it in items if it.sample_id in todo_ids]
+    n_skipped = len(items) - len(todo)
+    written = failed = 0
+
+    def record(item: WorkItem, result: Any, exc: BaseException | None) -> None:
+        nonlocal written, failed
+        if exc is None:
+            try:
+                writer.add(item.sample_id, result)
+                written += 1
+                return
+            except ValueError as bad:
+                exc = bad
+        writer.fail(item.sample_id, item.source, failure_reason(exc))
+        failed += 1
+
+    if workers <= 1:
+        if initializer is not None:
+            initializer()
+        for n, item in enumerate(todo, 1):
+            try:
+                result = fn(item)
+            except Exception as exc:  # every failure is recorded; the build continues
+                record(item, None, exc)
+            else:
+                record(item, result, None)
+            if progress is not None:
+                progress(n, len(todo))
+        return RunSummary(len(items), n_skipped, written, failed)
+
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = list(reversed(todo))
+    in_flight: dict[Future, WorkItem] = {}
+    done_count = 0
+    max_in_flight = 2 * workers
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=initializer)
+    try:
+        while queue or in_flight:
+            while queue and len(in_flight) < max_in_flight:
+                item = queue.pop()
+                try:
+                    in_flight[pool.submit(_run_task, fn, item)] = item
+                except BrokenProcessPool:
+                    queue.append(item)
+                    break
+            finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in finished:
+                item = in_flight.pop(fut)
+                exc = fut.exception()
+                if isinstance(exc, BrokenProcessPool):
+                    broken = True
+                    exc = RuntimeError("worker process died while processing this item")
+                record(item, None if exc else fut.result(), exc)
+                done_count += 1
+                if progress is not None:
+                    progress(done_count, len(todo))
+            if broken:
+                for item in list(in_flight.values()):
+                    record(item, None, RuntimeError("worker process died (pool restarted)"))
+                    done_count += 1
+                in_flight.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = ProcessPoolExecutor(
+                    max_workers=workers, mp_context=ctx, initializer=initializer
+                )
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return RunSummary(len(items), n_skipped, written, failed)
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's content (recorded as the source hash of a sample)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,416 @@
+"""Tests of the resumable sharded HDF5 machinery (facehd.h5io)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from facehd.errors import FacehdError, InputFileError
+from facehd.h5io import (
+    Failure,
+    FieldSpec,
+    ShardedDatasetWriter,
+    WorkItem,
+    open_dataset,
+    process_items,
+    read_failures,
+    verify,
+)
+
+SCHEMA = "facehd.test/1"
+FIELDS = {
+    "image": ((8, 6, 3), "uint8"),
+    "points": ((5, 2), "float32"),
+    "residual": FieldSpec((3,), "float64", nan_ok=True),
+    "count": ((), "int32"),
+    "source": ((), "str"),
+}
+ATTRS = {"units": "mm", "model": "facehd-synth", "config": {"a": 1, "b": [1.5, 2.0]}}
+
+
+def sample(k: int) -> dict:
+    """Deterministic values of sample ``k`` (independent of processing order)."""
+    rng = np.random.default_rng(k)
+    return {
+        "image": rng.integers(0, 256, (8, 6, 3)).astype(np.uint8),
+        "points": rng.normal(size=(5, 2)).astype(np.float32),
+        "residual": rng.normal(size=3) if k % 5 else np.array([np.nan, 1.0, 2.0]),
+        "count": k,
+        "source": f"/data/scans/é{k}.obj",
+    }
+
+
+def sid(k: int) -> str:
+    return f"subject{k:03d}"
+
+
+def build(out: Path, ids: list[int], **kw) -> Path:
+    with ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, **kw) as w:
+        for k in ids:
+            w.add(sid(k), sample(k))
+        w.finalize()
+    return out
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_same_values(a: Path, b: Path) -> None:
+    with open_dataset(a) as da, open_dataset(b) as db:
+        assert da.sample_ids == db.sample_ids
+        assert da.attrs == db.attrs and da.schema == db.schema and da.fields == db.fields
+        for name in da.fields:
+            va, vb = da.read_field(name), db.read_field(name)
+            if isinstance(va, list):
+                assert va == vb
+            else:
+                np.testing.assert_array_equal(va, vb)
+
+
+def test_roundtrip_sorted_by_id_with_attrs(tmp_path):
+    order = [7, 2, 11, 0, 5, 3, 9]
+    out = build(tmp_path / "d.h5", order, shard_size=3)
+    assert not (tmp_path / "d.h5.shards").exists()
+    with open_dataset(out) as ds:
+        assert len(ds) == len(order)
+        assert ds.schema == SCHEMA
+        assert ds.attrs == ATTRS | {"config": {"a": 1, "b": [1.5, 2.0]}}
+        assert ds.sample_ids == [sid(k) for k in sorted(order)]
+        assert set(ds.fields) == set(FIELDS)
+        for i, k in enumerate(sorted(order)):
+            s = ds.read(i)
+            ref = sample(k)
+            assert s.sample_id == sid(k)
+            np.testing.assert_array_equal(s.image, ref["image"])
+            np.testing.assert_array_equal(s.points, ref["points"])
+            np.testing.assert_array_equal(s.residual, ref["residual"])
+            assert s.count == k and s.source == ref["source"]
+        # Unordered, repeated index lists come back in the asked order.
+        got = ds.read_field("points", [4, 0, 4, 2])
+        want = [sample(sorted(order)[i])["points"] for i in (4, 0, 4, 2)]
+        np.testing.assert_array_equal(got, np.stack(want))
+        first_two = sorted(order)[:2]
+        assert ds.read_field("source", [1, 0]) == [sample(k)["source"] for k in first_two[::-1]]
+        assert ds.index_of(sid(9)) == sorted(order).index(9)
+        assert ds[-1].sample_id == sid(11)
+        with pytest.raises(IndexError):
+            ds.read(len(order))
+    # Stored chunked along N, compressed and checksummed.
+    with h5py.File(out) as f:
+        d = f["image"]
+        assert d.chunks[1:] == (8, 6, 3) and d.compression == "gzip" and d.fletcher32
+    assert verify(out, expected_schema=SCHEMA).ok
+
+
+def test_kill_and_resume_gives_identical_file(tmp_path):
+    ids = list(range(20))
+    ref = build(tmp_path / "ref" / "d.h5", ids, shard_size=4)
+
+    out = tmp_path / "run" / "d.h5"
+    w = ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, shard_size=4)
+    first = [13, 1, 17, 4, 8, 0, 19, 2, 11, 6]  # 2 shards written, 2 samples still buffered
+    for k in first:
+        w.add(sid(k), sample(k))
+    # The process dies here: no close(), the buffer is lost, a shard was being written.
+    del w
+    shard_dir = out.with_name("d.h5.shards")
+    assert len(list(shard_dir.glob("shard-*.h5"))) == 2
+    (shard_dir / "shard-000002.h5.tmp").write_bytes(b"\x89HDF half-written")
+    out.with_name("d.h5.tmp").write_bytes(b"partial output")
+    assert not out.exists()
+
+    w = ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, shard_size=4)
+    assert w.done_ids == {sid(k) for k in first[:8]}
+    assert not list(shard_dir.glob("*.tmp")) and not out.with_name("d.h5.tmp").exists()
+    todo = w.pending([sid(k) for k in reversed(ids)])
+    assert sorted(todo) == sorted(sid(k) for k in ids if k not in first[:8])
+    for s in todo:
+        w.add(s, sample(int(s[-3:])))
+    w.finalize()
+    assert_same_values(ref, out)
+    assert digest(ref) == digest(out)
+    assert verify(out).ok
+
+
+def test_real_sigkill_mid_build_then_resume(tmp_path):
+    """A build process killed by SIGKILL resumes without loss or duplication."""
+    out = tmp_path / "d.h5"
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_h5io import ShardedDatasetWriter, SCHEMA, ATTRS, FIELDS, sample, sid
+        w = ShardedDatasetWriter({str(out)!r}, SCHEMA, ATTRS, FIELDS, shard_size=3)
+        for k in range(11):
+            w.add(sid(k), sample(k))
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    assert not out.exists()
+    w = ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, shard_size=3)
+    assert w.done_ids == {sid(k) for k in range(9)}  # 3 full shards; 2 buffered samples lost
+    for s in w.pending([sid(k) for k in range(15)]):
+        w.add(s, sample(int(s[-3:])))
+    w.finalize()
+    ref = build(tmp_path / "ref" / "d.h5", list(range(15)))
+    assert digest(ref) == digest(out)
+
+
+def test_failures_recorded_retried_and_kept_per_output(tmp_path):
+    out = tmp_path / "d.h5"
+    fcsv = tmp_path / "failures.csv"
+    # Another dataset in the same folder has a failure of its own.
+    with ShardedDatasetWriter(tmp_path / "other.h5", SCHEMA, ATTRS, FIELDS) as w:
+        w.fail("x", "/in/x.obj", "no landmarks")
+        w.add(sid(0), sample(0))
+        w.finalize()
+    w = ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, shard_size=2)
+    w.add(sid(1), sample(1))
+    w.fail(sid(2), "/in/2.obj", "unreadable:\n truncated file")
+    w.fail(sid(3), "/in/3.obj", "NaN vertices")
+    w.close()
+    with open(fcsv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["output"], r["sample_id"]) for r in rows] == [
+        ("d.h5", sid(2)),
+        ("d.h5", sid(3)),
+        ("other.h5", "x"),
+    ]
+    assert rows[0]["reason"] == "unreadable: truncated file" and rows[0]["source"] == "/in/2.obj"
+
+    # Rerun: the failed ids are retried; one now succeeds, the other fails again.
+    w = ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, shard_size=2)
+    assert w.pending([sid(k) for k in (1, 2, 3)]) == [sid(2), sid(3)]
+    w.add(sid(2), sample(2))
+    w.fail(sid(3), "/in/3.obj", "NaN vertices again")
+    res = w.finalize()
+    assert res.n_samples == 2 and res.n_failed == 1 and res.failures_path == fcsv
+    assert read_failures(fcsv, out) == [Failure(sid(3), "/in/3.obj", "NaN vertices again")]
+    assert [f.sample_id for f in read_failures(fcsv, tmp_path / "other.h5")] == ["x"]
+    # Without retries, a rerun skips what failed before.
+    w = ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, retry_failures=False)
+    assert w.pending([sid(k) for k in range(5)]) == [sid(0), sid(4)]
+
+
+def test_no_failures_leaves_no_file(tmp_path):
+    build(tmp_path / "d.h5", [1, 2])
+    assert not (tmp_path / "failures.csv").exists()
+
+
+def test_verify_catches_corruption(tmp_path):
+    good = build(tmp_path / "good.h5", list(range(12)))
+    assert verify(good).ok
+
+    # NaN in a field that does not allow it.
+    nan = tmp_path / "nan.h5"
+    nan.write_bytes(good.read_bytes())
+    with h5py.File(nan, "r+") as f:
+        f["points"][3, 1, 0] = np.nan
+    rep = verify(nan)
+    assert not rep.ok and any("points" in p and "NaN" in p for p in rep.problems)
+    # ... but NaN in a nan_ok field is fine.
+    ok_nan = tmp_path / "ok_nan.h5"
+    ok_nan.write_bytes(good.read_bytes())
+    with h5py.File(ok_nan, "r+") as f:
+        f["residual"][3, 1] = np.nan
+    assert verify(ok_nan).ok
+
+    # Flipped bytes inside a compressed chunk: the checksum catches them.
+    flip = tmp_path / "flip.h5"
+    with h5py.File(good) as f:
+        info = f["image"].id.get_chunk_info(0)
+    raw = bytearray(good.read_bytes())
+    for k in range(info.byte_offset + 10, info.byte_offset + 20):
+        raw[k] ^= 0xFF
+    flip.write_bytes(bytes(raw))
+    rep = verify(flip)
+    assert not rep.ok and any("image" in p and "corrupt" in p for p in rep.problems)
+
+    # A truncated file, a file that is not HDF5, a missing file.
+    trunc = tmp_path / "trunc.h5"
+    trunc.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    assert not verify(trunc).ok
+    (tmp_path / "text.h5").write_text("hello")
+    assert "not a readable HDF5" in verify(tmp_path / "text.h5").problems[0]
+    assert not verify(tmp_path / "missing.h5").ok
+
+    # Fields of unequal length, duplicate ids, wrong schema, missing attribute.
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(good.read_bytes())
+    with h5py.File(bad, "r+") as f:
+        del f["count"]
+        f.create_dataset("count", data=np.arange(11, dtype=np.int32))
+        ids = f["sample_id"][()]
+        ids[5] = ids[4]
+        f["sample_id"][...] = ids
+        del f.attrs["schema"]
+    problems = "\n".join(verify(bad, expected_schema=SCHEMA).problems)
+    assert "'count' has (11,) rows, expected 12" in problems
+    assert "duplicate sample ids" in problems
+    assert "'schema' missing" in problems
+    rep = verify(good, expected_schema="facehd.other/1")
+    assert not rep.ok and "expected 'facehd.other/1'" in rep.problems[0]
+
+
+def test_partial_files_never_look_complete(tmp_path, monkeypatch):
+    out = tmp_path / "d.h5"
+    w = ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, shard_size=4)
+    for k in range(10):
+        w.add(sid(k), sample(k))
+    w.flush()
+    shard = sorted(out.with_name("d.h5.shards").glob("shard-*.h5"))[0]
+    # A shard is not a dataset.
+    assert not verify(shard).ok
+    with pytest.raises(InputFileError, match="shard"):
+        open_dataset(shard)
+
+    # The merge dies half-way: the output does not appear.
+    import facehd.h5io as h5io
+
+    real = h5io.FieldSpec.item_bytes
+
+    def boom(self):
+        if self.dtype == "int32":
+            raise RuntimeError("disk full")
+        return real.fget(self)
+
+    monkeypatch.setattr(h5io.FieldSpec, "item_bytes", property(boom))
+    with pytest.raises(RuntimeError, match="disk full"):
+        w.finalize()
+    monkeypatch.undo()
+    assert not out.exists()
+    tmp = out.with_name("d.h5.tmp")
+    assert tmp.exists()
+    assert not verify(tmp).ok
+    with pytest.raises(InputFileError):
+        open_dataset(tmp)
+
+    # Rerun the same build: it resumes from the shards and completes.
+    w = ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, shard_size=4)
+    assert w.pending([sid(k) for k in range(12)]) == [sid(10), sid(11)]
+    for k in (10, 11):
+        w.add(sid(k), sample(k))
+    w.finalize()
+    assert digest(out) == digest(build(tmp_path / "ref" / "d.h5", list(range(12))))
+
+
+def test_rerun_adds_new_inputs_to_a_finished_output(tmp_path):
+    out = build(tmp_path / "d.h5", [0, 2, 4, 6])
+    w = ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS)
+    assert w.pending([sid(k) for k in range(8)]) == [sid(k) for k in (1, 3, 5, 7)]
+    for k in (7, 1, 5, 3):
+        w.add(sid(k), sample(k))
+    w.finalize()
+    assert digest(out) == digest(build(tmp_path / "ref" / "d.h5", list(range(8))))
+
+
+def test_refuses_to_mix_builds(tmp_path):
+    out = tmp_path / "d.h5"
+    w = ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS)
+    w.add(sid(0), sample(0))
+    w.close()
+    other = ATTRS | {"config": {"a": 2, "b": [1.5, 2.0]}}
+    with pytest.raises(FacehdError, match="attribute 'config' differs"):
+        ShardedDatasetWriter(out, SCHEMA, other, FIELDS)
+    with pytest.raises(FacehdError, match="fields differs"):
+        ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS | {"extra": ((2,), "float32")})
+    # overwrite starts afresh
+    w = ShardedDatasetWriter(out, SCHEMA, other, FIELDS, overwrite=True)
+    assert not w.done_ids
+
+
+def test_sample_validation(tmp_path):
+    w = ShardedDatasetWriter(tmp_path / "d.h5", SCHEMA, ATTRS, FIELDS)
+    good = sample(1)
+    with pytest.raises(ValueError, match=r"'points': expected shape \(5, 2\), got \(5, 3\)"):
+        w.add("a", good | {"points": np.zeros((5, 3))})
+    with pytest.raises(ValueError, match="'points': NaN"):
+        w.add("a", good | {"points": np.full((5, 2), np.nan)})
+    with pytest.raises(ValueError, match="missing"):
+        w.add("a", {k: v for k, v in good.items() if k != "count"})
+    with pytest.raises(ValueError, match="range of uint8"):
+        w.add("a", good | {"image": np.full((8, 6, 3), 300)})
+    with pytest.raises(ValueError, match="sample id"):
+        w.add("", good)
+    w.add("a", good | {"residual": np.full(3, np.nan)})  # nan_ok field
+    with pytest.raises(ValueError, match="already written"):
+        w.add("a", good)
+    with pytest.raises(ValueError, match="reserved"):
+        ShardedDatasetWriter(tmp_path / "e.h5", SCHEMA, {"schema": "x"}, FIELDS)
+    with pytest.raises(ValueError, match="added automatically"):
+        ShardedDatasetWriter(tmp_path / "e.h5", SCHEMA, {}, {"sample_id": ((), "str")})
+
+
+def test_empty_dataset(tmp_path):
+    with ShardedDatasetWriter(tmp_path / "d.h5", SCHEMA, ATTRS, FIELDS) as w:
+        w.fail("a", "/x", "no face")
+        res = w.finalize()
+    assert res.n_samples == 0 and res.n_failed == 1
+    with open_dataset(res.path) as ds:
+        assert len(ds) == 0 and ds.read_field("points").shape == (0, 5, 2)
+    assert verify(res.path).ok
+
+
+# -- process_items -----------------------------------------------------------------------------
+
+
+def task(item: WorkItem) -> dict:
+    """Worker task of the tests: fails on odd payloads, kills its process on payload -1."""
+    if item.payload == -1:
+        os._exit(3)
+    if item.payload % 7 == 3:
+        raise FacehdError(f"{item.source}: degenerate landmarks")
+    if item.payload % 7 == 5:
+        return sample(item.payload) | {"points": np.full((5, 2), np.nan, np.float32)}
+    return sample(item.payload)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_process_items_records_failures_and_resumes(tmp_path, workers):
+    items = [WorkItem(sid(k), f"/in/{k}.obj", k) for k in range(14)]
+    out = tmp_path / "d.h5"
+    seen = []
+    with ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, shard_size=3) as w:
+        summary = process_items(
+            w, items[:9], task, workers=workers, progress=lambda d, t: seen.append((d, t))
+        )
+    assert (summary.n_written, summary.n_failed, summary.n_skipped) == (7, 2, 0)
+    assert seen[-1] == (9, 9)
+    with ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, shard_size=3) as w:
+        summary = process_items(w, items, task, workers=workers)
+        w.finalize()
+    # The 2 failures are retried (and fail again); 5 new items: 3 written, 2 failed.
+    assert (summary.n_skipped, summary.n_written, summary.n_failed) == (7, 3, 4)
+    failures = {f.sample_id: f.reason for f in read_failures(tmp_path / "failures.csv", out)}
+    assert set(failures) == {sid(3), sid(5), sid(10), sid(12)}
+    assert failures[sid(3)] == "/in/3.obj: degenerate landmarks"
+    assert "'points': NaN" in failures[sid(5)]
+    expected = [k for k in range(14) if k % 7 not in (3, 5)]
+    assert digest(out) == digest(build(tmp_path / "ref" / "d.h5", expected))
+
+
+def test_process_items_survives_a_dying_worker(tmp_path):
+    items = [WorkItem(sid(k), f"/in/{k}.obj", k) for k in (0, 1, 2)]
+    items.append(WorkItem("crash", "/in/crash.obj", -1))
+    with ShardedDatasetWriter(tmp_path / "d.h5", SCHEMA, ATTRS, FIELDS) as w:
+        process_items(w, items, task, workers=2)
+        res = w.finalize()
+    failures = {f.sample_id: f.reason for f in read_failures(res.failures_path)}
+    assert "crash" in failures and "worker process died" in failures["crash"]
+    # Items that shared the pool with the crash may have been failed with it; a rerun retries them.
+    with ShardedDatasetWriter(tmp_path / "d.h5", SCHEMA, ATTRS, FIELDS) as w:
+        process_items(w, items[:3], task, workers=1)
+        res = w.finalize()
+    assert res.n_samples == 3
