@@ -1,0 +1,200 @@
+"""Reading checkpoints and loading state dicts with a clear account of what did not fit.
+
+A checkpoint on disk is a ``torch.save`` dictionary. facehd reads it with
+``torch.load(map_location="cpu", weights_only=True)`` (tensors, numbers, strings, lists and dicts
+only; no code runs), and loads each part into a module with :func:`load_state_into`, which
+compares key names and tensor shapes first and reports every missing, unexpected or mismatched
+entry in one :class:`LoadReport` instead of failing on the first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from facehd.errors import FacehdError, InputFileError
+
+__all__ = [
+    "CheckpointError",
+    "LoadReport",
+    "compare_state",
+    "load_state_into",
+    "read_checkpoint",
+    "save_checkpoint_atomic",
+    "strip_prefix",
+]
+
+#: Prefixes that wrappers (DataParallel, DistributedDataParallel) put before every key.
+WRAPPER_PREFIXES: tuple[str, ...] = ("module.",)
+
+
+class CheckpointError(FacehdError):
+    """A state dict does not fit the module it is loaded into (names or shapes differ)."""
+
+
+@dataclass
+class LoadReport:
+    """What happened when a state dict was loaded into a module.
+
+    Attributes
+    ----------
+    part : str
+        Name of the part (``net_recon``, ``mid_net``, ...), used in messages.
+    source : str
+        Where the state came from (a file path or ``<state dict>``).
+    missing : list of str
+        Keys the module has but the state dict lacks (left at their current values).
+    unexpected : list of str
+        Keys of the state dict the module does not have (ignored).
+    mismatched : list of (key, expected_shape, found_shape)
+        Keys present in both whose shapes differ (left at their current values).
+    loaded : int
+        Number of tensors copied into the module.
+    """
+
+    part: str
+    source: str
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    loaded: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when every key matched in name and shape."""
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def summary(self, limit: int = 8) -> str:
+        """A human-readable account, listing at most ``limit`` keys of each kind."""
+
+        def listing(items: list[str]) -> str:
+            shown = ", ".join(items[:limit])
+            more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
+            return shown + more
+
+        head = f"{self.source} [{self.part}]: loaded {self.loaded} tensors"
+        if self.ok:
+            return head + ", every key matched"
+        lines = [head]
+        if self.missing:
+            lines.append(f"  missing ({len(self.missing)}): {listing(self.missing)}")
+        if self.unexpected:
+            lines.append(f"  unexpected ({len(self.unexpected)}): {listing(self.unexpected)}")
+        if self.mismatched:
+            shown = [f"{k} expected {tuple(e)} found {tuple(f)}" for k, e, f in self.mismatched]
+            lines.append(f"  shape mismatch ({len(shown)}): {listing(shown)}")
+        return "\n".join(lines)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a ``torch.save`` dictionary from ``path`` onto the CPU.
+
+    Raises
+    ------
+    InputFileError
+        The file is missing, is not a PyTorch checkpoint (truncated, corrupt, another format), holds
+        objects that need code to load, or is not a dictionary.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "checkpoint file not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise InputFileError(
+            path, f"not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not isinstance(data, Mapping):
+        raise InputFileError(path, f"checkpoint must hold a dict, found {type(data).__name__}")
+    return dict(data)
+
+
+def save_checkpoint_atomic(path: str | Path, data: Mapping[str, Any]) -> Path:
+    """``torch.save`` ``data`` to ``path`` through a temporary file and ``os.replace``.
+
+    An interrupted save leaves the previous file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        torch.save(dict(data), tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def strip_prefix(state: Mapping[str, Any], prefixes: tuple[str, ...] = WRAPPER_PREFIXES) -> dict:
+    """Drop a wrapper prefix (``module.``) when every key carries it."""
+    state = dict(state)
+    for prefix in prefixes:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def compare_state(
+    module: nn.Module, state: Mapping[str, Any], *, part: str, source: str = "<state dict>"
+) -> tuple[LoadReport, dict[str, torch.Tensor]]:
+    """Compare ``state`` with ``module``'s own state without loading anything.
+
+    Returns the report and the entries that fit (name and shape match), after
+    :func:`strip_prefix`.
+    """
+    if not isinstance(state, Mapping):
+        kind = type(state).__name__
+        raise CheckpointError(f"{source} [{part}]: expected a state dict, got {kind}")
+    state = strip_prefix(state)
+    own = module.state_dict()
+    report = LoadReport(part=part, source=source)
+    usable: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif not isinstance(value, torch.Tensor):
+            report.mismatched.append((key, tuple(own[key].shape), ()))
+        elif tuple(value.shape) != tuple(own[key].shape):
+            report.mismatched.append((key, tuple(own[key].shape), tuple(value.shape)))
+        else:
+            usable[key] = value
+    report.missing = [k for k in own if k not in state]
+    return report, usable
+
+
+def load_state_into(
+    module: nn.Module,
+    state: Mapping[str, Any],
+    *,
+    part: str,
+    source: str = "<state dict>",
+    strict: bool = True,
+) -> LoadReport:
+    """Copy the matching tensors of ``state`` into ``module`` and report the rest.
+
+    Keys are compared after :func:`strip_prefix`. Entries whose name and shape match are loaded;
+    missing, unexpected and shape-mismatched entries are listed in the report.
+
+    Parameters
+    ----------
+    module : the module to fill.
+    state : a state dict (``str`` -> tensor).
+    part : name of the part, for messages.
+    source : where the state came from, for messages.
+    strict : raise :class:`CheckpointError` (with the full report) unless every key matched;
+        nothing is loaded then. With ``strict=False`` the matching tensors are loaded and the
+        report returned.
+    """
+    report, usable = compare_state(module, state, part=part, source=source)
+    if strict and not report.ok:
+        raise CheckpointError(report.summary())
+    module.load_state_dict(usable, strict=False)
+    report.loaded = len(usable)
+    return report

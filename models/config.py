@@ -1,0 +1,401 @@
+"""Typed configuration of HRN's networks and losses, with the paper's defaults.
+
+Every setting is a field of a dataclass with a docstring under it. Configs are read from YAML or
+JSON with :func:`load_config`, which rejects unknown keys and wrong types with an error naming the
+file and the dotted key, and written back with :func:`save_config` (the resolved config is saved
+next to every checkpoint).
+
+Defaults are the paper's (``paper``): loss weights of supplementary Eq. 1-2 (``HRNLossWeights``),
+Deep3DFaceRecon's base-model weights (``BaseLossWeights``), the contour loss of paper Eq. 1-2, and
+the official network sizes. :func:`tiny_cpu_model_config` shrinks the networks for CPU training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from facehd.errors import FacehdError, InputFileError
+
+__all__ = [
+    "AnalyzerConfig",
+    "BaseLossWeights",
+    "ConfigError",
+    "ContourLossConfig",
+    "DeRetouchConfig",
+    "DiscriminatorConfig",
+    "GeneratorConfig",
+    "HRNLossWeights",
+    "ModelConfig",
+    "NetworkConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "paper_model_config",
+    "save_config",
+    "tiny_cpu_model_config",
+]
+
+T = TypeVar("T")
+
+
+class ConfigError(FacehdError):
+    """A configuration has an unknown key, a missing required key or a value of the wrong type."""
+
+
+# --------------------------------------------------------------------------------------------
+# loss weights
+# --------------------------------------------------------------------------------------------
+@dataclass
+class HRNLossWeights:
+    """Weights of HRN's objective (supplementary Eq. 1-2)."""
+
+    photometric: float = 1.9
+    """lambda_1: photometric loss on R1 and on R2 (each)."""
+    perceptual: float = 0.2
+    """lambda_2: identity-network perceptual loss on R1 and on R2 (each)."""
+    landmark: float = 1.6e-4
+    """lambda_3: landmark loss (between the input and R2)."""
+    tv: float = 5e3
+    """lambda_4: total variation of the deformation map."""
+    displacement_l1: float = 10.0
+    """lambda_5: L1 regulariser of the displacement map."""
+    contour: float = 20.0
+    """lambda_6: contour-aware loss on M1."""
+    adversarial: float = 0.2
+    """lambda_7: adversarial losses on the deformation and displacement maps (each)."""
+    supervised: float = 1.0
+    """lambda_8: L1 to the ground-truth maps, supervised batches only (each map)."""
+
+
+@dataclass
+class BaseLossWeights:
+    """Weights of the base model's objective (Deep3DFaceRecon's defaults)."""
+
+    photometric: float = 1.92
+    """Photometric loss on the skin mask."""
+    perceptual: float = 0.2
+    """Identity-network perceptual loss (off when no identity network is given)."""
+    landmark: float = 1.6e-3
+    """Weighted landmark loss (pixels^2 at 224)."""
+    landmark_emphasis: float = 20.0
+    """Per-landmark weight of the nose (28-30) and inner-mouth (60-67) points; others have 1."""
+    coefficient: float = 3e-4
+    """Coefficient regulariser (the group weights below are applied inside it)."""
+    id: float = 1.0
+    """Weight of the identity coefficients inside the coefficient regulariser."""
+    exp: float = 0.8
+    """Weight of the expression coefficients inside the coefficient regulariser."""
+    tex: float = 1.7e-2
+    """Weight of the albedo coefficients inside the coefficient regulariser."""
+    gamma: float = 10.0
+    """Lighting regulariser (SH bands close to monochromatic)."""
+    reflectance: float = 5.0
+    """Reflectance loss (uniform skin albedo)."""
+
+
+@dataclass
+class ContourLossConfig:
+    """The contour-aware loss (paper Eq. 1-2)."""
+
+    delta: float = 100.0
+    """Only projected vertices below this row (pixels, at ``image_size``) count: the lower face."""
+    margin: float = 0.01
+    """Soft margin lambda of Eq. 2, in image widths."""
+    image_size: int = 224
+    """Image side at which ``delta`` is given; other sizes scale it proportionally."""
+
+    def delta_at(self, size: int) -> float:
+        """``delta`` in pixels for an image of side ``size``."""
+        return self.delta * size / self.image_size
+
+
+# --------------------------------------------------------------------------------------------
+# networks
+# --------------------------------------------------------------------------------------------
+@dataclass
+class AnalyzerConfig:
+    """The face analyzer (base model): a bottleneck ResNet regressor of coefficients."""
+
+    layers: tuple[int, int, int, int] = (3, 4, 6, 3)
+    """Bottleneck blocks per stage; ``(3, 4, 6, 3)`` is ResNet-50 (Deep3DFaceRecon's net_recon)."""
+    width: int = 64
+    """Channels of the stem; 64 for ResNet-50 (output features = 32 x width)."""
+
+
+@dataclass
+class GeneratorConfig:
+    """A pix2pix ResNet generator (mid_net or high_net)."""
+
+    n_blocks: int = 9
+    """Residual blocks at the bottleneck (9 in the paper)."""
+    filters: int = 64
+    """Channels after the stem (64 in the paper)."""
+    dropout: float = 0.5
+    """Dropout inside the residual blocks during training (0.5 in the official nets)."""
+
+
+@dataclass
+class DiscriminatorConfig:
+    """The PatchGAN discriminators on the two maps."""
+
+    filters: int = 64
+    """Channels of the first layer (64 in pix2pix)."""
+    n_layers: int = 3
+    """Stride-2 layers (3: 70 x 70 patches)."""
+    gan_mode: Literal["lsgan", "vanilla"] = "lsgan"
+    """Adversarial objective: least squares (the official pix2pix option) or logistic."""
+
+
+@dataclass
+class DeRetouchConfig:
+    """The de-retouching module (paper Sec. 3.4)."""
+
+    width: int = 64
+    """Channels of the U-Net's first level (64 for the official checkpoint)."""
+    input_size: int | None = 512
+    """Side the texture is resized to before the network (512 officially); null: no resize."""
+    eps: float = 1e-6
+    """Epsilon of paper Eq. 6."""
+
+
+@dataclass
+class NetworkConfig:
+    """HRN's networks and map sizes."""
+
+    analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
+    """The face analyzer."""
+    mid: GeneratorConfig = field(default_factory=GeneratorConfig)
+    """The mid-frequency generator (position map + texture -> deformation map)."""
+    high: GeneratorConfig = field(default_factory=GeneratorConfig)
+    """The high-frequency generator (position, re-aligned texture, deformation -> displacement)."""
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    """The discriminators on both maps."""
+    deretouch: DeRetouchConfig = field(default_factory=DeRetouchConfig)
+    """The de-retouching module."""
+    mid_size: int = 64
+    """Side of the deformation map (64 in the paper)."""
+    high_size: int = 256
+    """Side of the displacement map, the texture and the position map (256 in the paper)."""
+    alpha_init: float = 0.01
+    """Initial value of the learnt scale alpha of the deformation map."""
+    beta_init: float = 0.01
+    """Initial value of the learnt scale beta of the displacement map."""
+    map_unit_mm: float = 100.0
+    """Millimetres per unit of the networks' position input and map outputs (100: BFM units,
+    as in the official checkpoint)."""
+    realign_texture: bool = True
+    """Re-align the texture through the deformation's reversal flow before the high net."""
+
+
+@dataclass
+class ModelConfig:
+    """Everything that defines HRN's networks and objectives."""
+
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    """Network sizes."""
+    hrn_losses: HRNLossWeights = field(default_factory=HRNLossWeights)
+    """Weights of HRN's objective."""
+    base_losses: BaseLossWeights = field(default_factory=BaseLossWeights)
+    """Weights of the base model's objective."""
+    contour: ContourLossConfig = field(default_factory=ContourLossConfig)
+    """The contour-aware loss."""
+
+
+def paper_model_config() -> ModelConfig:
+    """The paper's sizes and weights (the defaults)."""
+    return ModelConfig()
+
+
+def tiny_cpu_model_config() -> ModelConfig:
+    """Small networks for laptop-CPU training on facehd-synth (same losses and weights)."""
+    return ModelConfig(
+        network=NetworkConfig(
+            analyzer=AnalyzerConfig(layers=(1, 1, 1, 1), width=8),
+            mid=GeneratorConfig(n_blocks=2, filters=8, dropout=0.0),
+            high=GeneratorConfig(n_blocks=2, filters=8, dropout=0.0),
+            discriminator=DiscriminatorConfig(filters=8, n_layers=2),
+            deretouch=DeRetouchConfig(width=8, input_size=None),
+            mid_size=32,
+            high_size=64,
+        )
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# reading and writing
+# --------------------------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check / convert a plain value against annotation ``tp``; raise ConfigError otherwise."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {value!r} is not a valid {_type_name(tp)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping (section), got {type(value).__name__}")
+        return _from_mapping(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+        pairs = enumerate(zip(value, args, strict=True))
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in pairs)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is Path:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{where}: expected a path string, got {value!r}")
+        return Path(value)
+    raise ConfigError(f"{where}: unsupported field type {_type_name(tp)}")
+
+
+def _from_mapping(cls: type[T], data: Mapping[str, Any], where: str) -> T:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls) if f.init}
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        section = f" in section '{where}'" if where else ""
+        raise ConfigError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
+            f"{section}; known keys: {', '.join(known)}"
+        )
+    kwargs = {}
+    for name, f in known.items():
+        key = f"{where}.{name}" if where else name
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], key)
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(f"missing required key '{key}'")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
+
+
+def config_from_dict(cls: type[T], data: Mapping[str, Any], *, source: str = "") -> T:
+    """Build dataclass ``cls`` from nested plain data, checking every key and type.
+
+    Missing keys take their defaults. Raises :class:`ConfigError` naming ``source`` and the dotted
+    key for unknown keys, wrong types and missing required keys.
+    """
+    if not is_dataclass(cls):
+        raise TypeError(f"config_from_dict: {cls!r} is not a dataclass")
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source or 'config'}: top level must be a mapping")
+    try:
+        return _from_mapping(cls, data, "")
+    except ConfigError as exc:
+        if source:
+            raise ConfigError(f"{source}: {exc}") from None
+        raise
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Dataclass -> nested plain dict (tuples become lists, paths strings) for YAML/JSON."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    return plain(asdict(config))
+
+
+def load_config(path: str | Path, cls: type[T]) -> T:
+    """Read a YAML (``.yaml``/``.yml``) or JSON (``.json``) config file into ``cls``.
+
+    Raises
+    ------
+    InputFileError
+        Missing or unparsable file, or content that does not fit ``cls`` (unknown key, wrong
+        type); the message names the file and the dotted key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "config file not found")
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text()
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise InputFileError(path, f"unknown config format '{suffix}' (use .yaml, .yml, .json)")
+    except InputFileError:
+        raise
+    except Exception as exc:
+        raise InputFileError(path, f"cannot parse config ({type(exc).__name__}: {exc})") from exc
+    if data is None:
+        data = {}
+    try:
+        return config_from_dict(cls, data)
+    except ConfigError as exc:
+        raise InputFileError(path, str(exc)) from None
+
+
+def save_config(path: str | Path, config: Any) -> Path:
+    """Write ``config`` as YAML (or JSON for a ``.json`` path), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = config_to_dict(config)
+    if path.suffix.lower() == ".json":
+        text = json.dumps(data, indent=2) + "\n"
+    else:
+        import yaml
+
+        text = yaml.safe_dump(data, sort_keys=False)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
