@@ -1,0 +1,199 @@
+"""Landmark conventions and landmark-file readers.
+
+NoW's 7 landmarks, in order: outer and inner corner of the first eye, inner and outer corner of the
+second eye, nose bottom, left and right mouth corner. They are picked from the iBUG-68 layout
+(0-based) by :data:`NOW7_FROM_68`, or from the 51-point layout without the jaw by
+:data:`NOW7_FROM_51`.
+
+Readable files:
+
+- ``.txt`` (including ``.lm7.txt``): one landmark per line, ``x y z`` separated by spaces, tabs or
+  commas; blank lines and ``#`` comments are ignored;
+- ``.npy``: an array of shape (K, 3) or (1, K, 3);
+- ``.pp``: MeshLab picked points, XML with ``<point x="..." y="..." z="..." .../>`` elements,
+  in file order.
+
+K must be 7, 51 or 68 (exactly 7 for ``.lm7.txt``).
+"""
+
+from __future__ import annotations
+
+import io
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from facehd.errors import InputFileError
+from facehd.mesh import atomic_write_bytes
+
+__all__ = [
+    "NOW7_FROM_68",
+    "NOW7_FROM_51",
+    "LANDMARK_COUNTS",
+    "load_landmarks",
+    "to_now7",
+    "save_landmarks_txt",
+]
+
+NOW7_FROM_68: tuple[int, ...] = (36, 39, 42, 45, 33, 48, 54)
+"""Indices of NoW's 7 landmarks in the iBUG-68 layout (0-based)."""
+NOW7_FROM_51: tuple[int, ...] = (19, 22, 25, 28, 16, 31, 37)
+"""Indices of NoW's 7 landmarks in the 51-point layout (iBUG-68 without the 17 jaw points)."""
+LANDMARK_COUNTS: tuple[int, ...] = (7, 51, 68)
+"""Landmark counts facehd reads."""
+
+
+def load_landmarks(path: str | Path) -> np.ndarray:
+    """Read 3D landmarks from a ``.txt`` / ``.lm7.txt`` / ``.npy`` / ``.pp`` file.
+
+    Returns
+    -------
+    (K, 3) float64 with K in (7, 51, 68).
+
+    Raises
+    ------
+    InputFileError
+        Missing or unreadable file, unknown suffix, unparsable content, wrong shape or count,
+        NaN/inf values.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "landmark file does not exist")
+    if not path.is_file():
+        raise InputFileError(path, "not a regular file")
+    name = path.name.lower()
+    if name.endswith(".npy"):
+        pts = _read_npy(path)
+    elif name.endswith(".pp"):
+        pts = _read_pp(path)
+    elif name.endswith(".txt"):
+        pts = _read_txt(path)
+    else:
+        raise InputFileError(
+            path, f"unsupported landmark format {path.suffix!r} (expected .txt, .npy or .pp)"
+        )
+    if not np.isfinite(pts).all():
+        raise InputFileError(path, "landmarks contain NaN or inf")
+    counts = (7,) if name.endswith(".lm7.txt") else LANDMARK_COUNTS
+    if len(pts) not in counts:
+        want = " or ".join(str(c) for c in counts)
+        raise InputFileError(path, f"expected {want} landmarks, found {len(pts)}")
+    return pts
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read file: {exc.strerror or exc}") from exc
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(io.BytesIO(_read_bytes(path)), allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - any failure is a bad file
+        raise InputFileError(path, f"cannot read as .npy: {type(exc).__name__}: {exc}") from None
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise InputFileError(
+            path, f"expected an array of shape (K, 3) or (1, K, 3), got {arr.shape}"
+        )
+    if not np.issubdtype(arr.dtype, np.number):
+        raise InputFileError(path, f"expected numbers, got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
+def _read_txt(path: Path) -> np.ndarray:
+    try:
+        text = _read_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputFileError(path, "not a UTF-8 text file") from None
+    rows = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.replace(",", " ").split()
+        if len(parts) != 3:
+            raise InputFileError(path, f"line {lineno}: expected 3 numbers 'x y z', got {raw!r}")
+        try:
+            rows.append([float(p) for p in parts])
+        except ValueError:
+            raise InputFileError(path, f"line {lineno}: cannot parse numbers in {raw!r}") from None
+    if not rows:
+        raise InputFileError(path, "no landmarks in the file")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def _read_pp(path: Path) -> np.ndarray:
+    try:
+        root = ET.fromstring(_read_bytes(path))
+    except ET.ParseError as exc:
+        raise InputFileError(path, f"not valid MeshLab .pp XML: {exc}") from None
+    rows = []
+    for k, point in enumerate(root.iter("point")):
+        try:
+            rows.append([float(point.attrib[c]) for c in ("x", "y", "z")])
+        except KeyError as exc:
+            raise InputFileError(path, f"point {k}: missing attribute {exc.args[0]!r}") from None
+        except ValueError:
+            raise InputFileError(path, f"point {k}: cannot parse x/y/z") from None
+    if not rows:
+        raise InputFileError(path, "no <point> elements in the .pp file")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def to_now7(landmarks: np.ndarray, path: str | Path = "<landmarks>") -> np.ndarray:
+    """NoW's 7 landmarks from 7, 51 or 68 landmarks.
+
+    Parameters
+    ----------
+    landmarks : (K, 3) float with K in (7, 51, 68).
+    path : the file they came from (named in errors).
+
+    Returns
+    -------
+    (7, 3) float64.
+
+    Raises
+    ------
+    InputFileError
+        Another count or shape, or NaN/inf values.
+    """
+    pts = np.asarray(landmarks, dtype=np.float64)
+    if pts.ndim == 3 and pts.shape[0] == 1:
+        pts = pts[0]
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise InputFileError(path, f"expected landmarks of shape (K, 3), got {pts.shape}")
+    if not np.isfinite(pts).all():
+        raise InputFileError(path, "landmarks contain NaN or inf")
+    if len(pts) == 7:
+        return pts.copy()
+    if len(pts) == 51:
+        return pts[list(NOW7_FROM_51)]
+    if len(pts) == 68:
+        return pts[list(NOW7_FROM_68)]
+    raise InputFileError(path, f"expected 7, 51 or 68 landmarks, found {len(pts)}")
+
+
+def save_landmarks_txt(path: str | Path, pts: np.ndarray) -> Path:
+    """Write landmarks as ``x y z`` lines (shortest exact float notation), atomically.
+
+    Parameters
+    ----------
+    path : destination (``.txt`` or ``.lm7.txt``).
+    pts : (K, 3) float, finite.
+
+    Returns
+    -------
+    The path written.
+    """
+    arr = np.asarray(pts, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"save_landmarks_txt: expected (K, 3) points, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("save_landmarks_txt: points contain NaN or inf")
+    text = "".join(" ".join(map(repr, row)) + "\n" for row in arr.tolist())
+    return atomic_write_bytes(path, text.encode())

@@ -1,0 +1,623 @@
+"""Triangle meshes: the :class:`Mesh` value, OBJ/PLY input and output, vertex normals.
+
+Reading goes through trimesh's OBJ and PLY parsers; facehd then checks the data (finite
+vertices, triangles in range) and raises :class:`~facehd.errors.InputFileError` naming the file and
+the problem instead of letting a library traceback escape.
+
+Vertex order is part of a mesh's meaning (it fixes correspondence with a morphable model), so
+:func:`load_mesh` returns the file's vertices in the file's order, without merging or splitting:
+
+- a file with one UV per vertex (every ``f`` entry pairs vertex ``i`` with the same ``vt``, as
+  facehd writes them) keeps its UVs as ``Mesh.uvs``;
+- a file whose UVs have seams (a vertex used with different ``vt`` in different faces) cannot hold
+  per-vertex UVs without splitting vertices. By default its vertices are kept as they are and its
+  UVs are dropped (``uvs=None``); ``load_mesh(path, split_seams=True)`` instead returns trimesh's
+  split mesh: one vertex per distinct (position index, UV) pair, so vertices on seams appear
+  several times and the vertex count grows.
+
+Writing is facehd's own (simple, exact) OBJ/PLY writer, atomic: data go to a temporary file in the
+same folder, which is then renamed over the destination, so a partial file never has the final name.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from facehd.errors import InputFileError
+
+if TYPE_CHECKING:
+    from facehd.transforms import Similarity
+
+__all__ = [
+    "Mesh",
+    "load_mesh",
+    "save_mesh",
+    "vertex_normals",
+    "face_normals",
+    "height_field_mesh",
+    "atomic_write_bytes",
+]
+
+log = logging.getLogger(__name__)
+
+MESH_SUFFIXES = (".obj", ".ply")
+
+
+@dataclass(eq=False)
+class Mesh:
+    """A triangle mesh in millimetres.
+
+    Treat a ``Mesh`` as immutable: the cached normals are computed once from the arrays present at
+    first access. Use :meth:`copy` or :meth:`transformed` to make changed meshes.
+    """
+
+    vertices: np.ndarray
+    """(V, 3) float64 vertex positions."""
+    faces: np.ndarray
+    """(F, 3) int64 vertex indices (0-based), counter-clockwise seen from outside."""
+    uvs: np.ndarray | None = None
+    """(V, 2) float64 per-vertex texture coordinates (u right, v up, in [0, 1]) or None."""
+    colors: np.ndarray | None = None
+    """(V, 3) float64 per-vertex RGB in [0, 1] or None."""
+
+    def __post_init__(self) -> None:
+        v = np.asarray(self.vertices, dtype=np.float64)
+        f = np.asarray(self.faces)
+        if v.ndim != 2 or v.shape[1] != 3:
+            raise ValueError(f"Mesh.vertices: expected (V, 3), got shape {v.shape}")
+        if f.size == 0:
+            f = f.reshape(0, 3)
+        if f.ndim != 2 or f.shape[1] != 3:
+            raise ValueError(f"Mesh.faces: expected (F, 3), got shape {f.shape}")
+        if f.size and not np.issubdtype(f.dtype, np.integer):
+            if not np.array_equal(f, np.round(f)):
+                raise ValueError("Mesh.faces: expected integer vertex indices")
+        f = f.astype(np.int64, copy=False)
+        if f.size and (f.min() < 0 or f.max() >= len(v)):
+            raise ValueError(
+                f"Mesh.faces: indices must lie in [0, {len(v) - 1}], got [{f.min()}, {f.max()}]"
+            )
+        self.vertices = v
+        self.faces = f
+        if self.uvs is not None:
+            uv = np.asarray(self.uvs, dtype=np.float64)
+            if uv.shape != (len(v), 2):
+                raise ValueError(f"Mesh.uvs: expected ({len(v)}, 2), got shape {uv.shape}")
+            self.uvs = uv
+        if self.colors is not None:
+            c = np.asarray(self.colors, dtype=np.float64)
+            if c.shape != (len(v), 3):
+                raise ValueError(f"Mesh.colors: expected ({len(v)}, 3), got shape {c.shape}")
+            self.colors = c
+
+    @property
+    def n_vertices(self) -> int:
+        """Number of vertices V."""
+        return int(self.vertices.shape[0])
+
+    @property
+    def n_faces(self) -> int:
+        """Number of faces F."""
+        return int(self.faces.shape[0])
+
+    @cached_property
+    def face_normals(self) -> np.ndarray:
+        """(F, 3) unit face normals (zero for zero-area faces)."""
+        return face_normals(self.vertices, self.faces)
+
+    @cached_property
+    def vertex_normals(self) -> np.ndarray:
+        """(V, 3) area-weighted unit vertex normals (zero for vertices in no face)."""
+        return vertex_normals(self.vertices, self.faces)
+
+    @cached_property
+    def face_areas(self) -> np.ndarray:
+        """(F,) face areas (mm²)."""
+        tri = self.vertices[self.faces]
+        return 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+
+    def copy(self) -> Mesh:
+        """A deep copy (arrays copied, caches dropped)."""
+        return Mesh(
+            self.vertices.copy(),
+            self.faces.copy(),
+            None if self.uvs is None else self.uvs.copy(),
+            None if self.colors is None else self.colors.copy(),
+        )
+
+    def transformed(self, sim: Similarity) -> Mesh:
+        """The mesh with ``sim`` applied to its vertices (faces, UVs and colours kept).
+
+        When ``sim`` contains a reflection the winding of every face is reversed (columns 1 and 2
+        swapped, face order unchanged) so normals keep pointing outwards.
+        """
+        faces = self.faces[:, [0, 2, 1]] if sim.is_reflection else self.faces.copy()
+        return Mesh(
+            sim.apply(self.vertices),
+            faces,
+            None if self.uvs is None else self.uvs.copy(),
+            None if self.colors is None else self.colors.copy(),
+        )
+
+    def subset_vertices(self, keep: np.ndarray) -> tuple[Mesh, np.ndarray]:
+        """Keep the vertices where ``keep`` is True and the faces whose 3 vertices are all kept.
+
+        Parameters
+        ----------
+        keep : (V,) bool
+
+        Returns
+        -------
+        (mesh, index) where ``index`` (V',) int64 gives each kept vertex's index in ``self``.
+        """
+        keep = np.asarray(keep)
+        if keep.shape != (self.n_vertices,) or keep.dtype != bool:
+            raise ValueError(f"subset_vertices: expected a ({self.n_vertices},) bool mask")
+        index = np.flatnonzero(keep)
+        remap = np.full(self.n_vertices, -1, dtype=np.int64)
+        remap[index] = np.arange(len(index))
+        face_ok = keep[self.faces].all(axis=1)
+        mesh = Mesh(
+            self.vertices[index],
+            remap[self.faces[face_ok]],
+            None if self.uvs is None else self.uvs[index],
+            None if self.colors is None else self.colors[index],
+        )
+        return mesh, index
+
+
+# ------------------------------------------------------------------------------------------
+# normals
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit face normals (numpy).
+
+    Parameters
+    ----------
+    vertices : (V, 3) float
+    faces : (F, 3) int
+
+    Returns
+    -------
+    (F, 3) unit normals by the right-hand rule; zero rows for zero-area faces.
+    """
+    v, f = _check_vf(vertices, faces)
+    tri = v[f]
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    norm = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
+
+
+def vertex_normals(vertices: Any, faces: Any) -> Any:
+    """Area-weighted unit vertex normals.
+
+    Each vertex gets the sum of the (area-scaled) normals of its faces, normalised.
+
+    Parameters
+    ----------
+    vertices : (V, 3) numpy array, or a torch tensor (V, 3) / (B, V, 3) (differentiable).
+    faces : (F, 3) int array or tensor.
+
+    Returns
+    -------
+    Same type and shape as ``vertices``. Numpy: vertices in no face (or whose faces have zero
+    total area) get a zero normal. Torch: the norm is clamped at 1e-12 so gradients stay finite.
+    """
+    if _is_torch(vertices):
+        import torch
+
+        if vertices.shape[-1] != 3 or vertices.dim() not in (2, 3):
+            raise ValueError(
+                f"vertex_normals: expected (V, 3) or (B, V, 3), got {tuple(vertices.shape)}"
+            )
+        f = torch.as_tensor(faces, device=vertices.device).long()
+        if f.dim() != 2 or f.shape[1] != 3:
+            raise ValueError(f"vertex_normals: faces must be (F, 3), got {tuple(f.shape)}")
+        batched = vertices.dim() == 3
+        v = vertices if batched else vertices.unsqueeze(0)
+        tri = v[:, f]  # (B, F, 3, 3)
+        fn = torch.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
+        vn = torch.zeros_like(v)
+        for k in range(3):
+            vn = vn.index_add(1, f[:, k], fn)
+        vn = vn / vn.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return vn if batched else vn[0]
+    v, f = _check_vf(vertices, faces)
+    tri = v[f]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    vn = np.zeros_like(v)
+    for k in range(3):
+        _scatter_add(vn, f[:, k], fn)
+    norm = np.linalg.norm(vn, axis=1, keepdims=True)
+    return np.divide(vn, norm, out=np.zeros_like(vn), where=norm > 0)
+
+
+def _scatter_add(out: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
+    """``out[index] += values`` with repeated indices accumulated (faster than np.add.at)."""
+    for c in range(out.shape[1]):
+        out[:, c] += np.bincount(index, weights=values[:, c], minlength=out.shape[0])
+
+
+def _check_vf(vertices: Any, faces: Any) -> tuple[np.ndarray, np.ndarray]:
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces)
+    if v.ndim != 2 or v.shape[1] != 3:
+        raise ValueError(f"expected vertices of shape (V, 3), got {v.shape}")
+    if f.ndim != 2 or f.shape[1] != 3:
+        raise ValueError(f"expected faces of shape (F, 3), got {f.shape}")
+    f = f.astype(np.int64, copy=False)
+    if f.size and (f.min() < 0 or f.max() >= len(v)):
+        raise ValueError(f"face indices out of range [0, {len(v) - 1}]")
+    return v, f
+
+
+# ------------------------------------------------------------------------------------------
+# procedural meshes
+
+
+def height_field_mesh(heights: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> Mesh:
+    """A regular grid mesh ``z = heights[i, j]`` at ``(xs[j], ys[i])``, with UVs.
+
+    Parameters
+    ----------
+    heights : (H, W) float, H, W >= 2.
+    xs : (W,) float, increasing.
+    ys : (H,) float, increasing.
+
+    Returns
+    -------
+    Mesh with V = H*W vertices (row-major: vertex ``i*W + j``), 2*(H-1)*(W-1) faces facing +z,
+    and UVs ``u = j/(W-1)``, ``v = i/(H-1)``.
+    """
+    z = np.asarray(heights, dtype=np.float64)
+    xs = np.asarray(xs, dtype=np.float64)
+    ys = np.asarray(ys, dtype=np.float64)
+    if z.ndim != 2 or z.shape[0] < 2 or z.shape[1] < 2:
+        raise ValueError(f"height_field_mesh: heights must be (H, W) with H, W >= 2, got {z.shape}")
+    h, w = z.shape
+    if xs.shape != (w,) or ys.shape != (h,):
+        raise ValueError(f"height_field_mesh: expected xs ({w},) and ys ({h},)")
+    gx, gy = np.meshgrid(xs, ys)
+    vertices = np.stack([gx, gy, z], axis=-1).reshape(-1, 3)
+    idx = np.arange(h * w).reshape(h, w)
+    a, b = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel()
+    c, d = idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    faces = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
+    gu, gv = np.meshgrid(np.linspace(0, 1, w), np.linspace(0, 1, h))
+    uvs = np.stack([gu, gv], axis=-1).reshape(-1, 2)
+    return Mesh(vertices, faces, uvs)
+
+
+# ------------------------------------------------------------------------------------------
+# reading
+
+_OBJ_VERTEX_LINE = re.compile(rb"^[ \t]*v[ \t]", re.MULTILINE)
+
+
+def load_mesh(path: str | Path, *, split_seams: bool = False) -> Mesh:
+    """Read a triangle mesh from an ``.obj`` or ``.ply`` file.
+
+    Vertex colours (OBJ ``v x y z r g b``, PLY ``red green blue``) and per-vertex UVs are kept.
+    Quads are split into triangles. See the module docstring for what happens with UV seams.
+
+    Parameters
+    ----------
+    path : the file.
+    split_seams : when the file's UVs have seams, return the mesh split along them (vertices
+        duplicated, UVs kept) instead of the file's vertices without UVs.
+
+    Returns
+    -------
+    Mesh
+
+    Raises
+    ------
+    InputFileError
+        The file is missing, unreadable, of another format, empty, has no faces, has NaN/inf
+        vertices, or face indices out of range.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "file does not exist")
+    if not path.is_file():
+        raise InputFileError(path, "not a regular file")
+    suffix = path.suffix.lower()
+    if suffix not in MESH_SUFFIXES:
+        raise InputFileError(path, f"unsupported mesh format {suffix!r} (expected .obj or .ply)")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    if not data.strip():
+        raise InputFileError(path, "file is empty")
+    try:
+        if suffix == ".obj":
+            parts = _read_obj(data, split_seams)
+        else:
+            parts = _read_ply(data, split_seams)
+    except InputFileError:
+        raise
+    except _Problem as exc:
+        raise InputFileError(path, str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file
+        kind = suffix[1:].upper()
+        raise InputFileError(path, f"cannot parse as {kind}: {type(exc).__name__}: {exc}") from None
+    vertices, faces, uvs, colors = parts
+    return _validated(path, vertices, faces, uvs, colors)
+
+
+class _Problem(Exception):
+    """A problem with a file's content, reported as an InputFileError by load_mesh."""
+
+
+def _triangles(faces: Any) -> np.ndarray:
+    import trimesh
+
+    if faces is None:
+        raise _Problem("no faces (a point cloud, not a mesh)")
+    if isinstance(faces, np.ndarray) and faces.ndim == 2 and faces.shape[1] == 3:
+        return faces.astype(np.int64)
+    if len(faces) == 0:
+        raise _Problem("no faces (a point cloud, not a mesh)")
+    tri = np.asarray(trimesh.geometry.triangulate_quads(faces), dtype=np.int64)
+    if tri.ndim != 2 or tri.shape[1] != 3:
+        raise _Problem("faces are neither triangles nor quads")
+    return tri
+
+
+def _colors01(c: Any, n: int) -> np.ndarray | None:
+    if c is None:
+        return None
+    c = np.asarray(c)
+    if c.ndim != 2 or c.shape[0] != n or c.shape[1] < 3:
+        return None
+    rgb = c[:, :3]
+    if np.issubdtype(rgb.dtype, np.integer) or (rgb.size and float(np.nanmax(rgb)) > 1.0):
+        return rgb.astype(np.float64) / 255.0
+    return rgb.astype(np.float64)
+
+
+def _uv_of(geom: dict) -> np.ndarray | None:
+    visual = geom.get("visual")
+    uv = getattr(visual, "uv", None)
+    if uv is None:
+        return None
+    uv = np.asarray(uv, dtype=np.float64)
+    if uv.shape != (len(geom["vertices"]), 2):
+        return None
+    return uv
+
+
+def _read_obj(data: bytes, split_seams: bool) -> tuple:
+    from trimesh.exchange.obj import load_obj
+
+    n_file = len(_OBJ_VERTEX_LINE.findall(data))
+    if n_file == 0:
+        raise _Problem("no vertices")
+    # First try: trimesh unmerges (v, vt, vn) tuples and orders them by vertex index. When that
+    # yields exactly the file's vertex count, nothing was split or dropped: file order, UVs kept.
+    geoms = list(
+        load_obj(io.BytesIO(data), maintain_order=False, skip_materials=True)
+        .get("geometry", {})
+        .values()
+    )
+    geoms = [g for g in geoms if g.get("faces") is not None and len(g["faces"])]
+    if not geoms:
+        raise _Problem("no faces (a point cloud, not a mesh)")
+    if len(geoms) == 1 and len(geoms[0]["vertices"]) == n_file:
+        g = geoms[0]
+        return (
+            g["vertices"],
+            _triangles(g["faces"]),
+            _uv_of(g),
+            _colors01(g.get("vertex_colors"), len(g["vertices"])),
+        )
+    if split_seams:
+        return _concatenate_parts(geoms)
+    # Second pass: file order kept, faces untouched (several material groups all index the same
+    # global vertex list, trimesh returning a prefix of it for each).
+    ordered = list(
+        load_obj(io.BytesIO(data), maintain_order=True, skip_materials=True)
+        .get("geometry", {})
+        .values()
+    )
+    ordered = [g for g in ordered if g.get("faces") is not None and len(g["faces"])]
+    longest = max(ordered, key=lambda g: len(g["vertices"]))
+    vertices = longest["vertices"]
+    faces = np.concatenate([_triangles(g["faces"]) for g in ordered])
+    colors = _colors01(longest.get("vertex_colors"), len(vertices))
+    uvs = None
+    if len(geoms) == 1 and _uv_of(geoms[0]) is not None:
+        referenced = np.unique(faces)
+        if len(geoms[0]["vertices"]) == len(referenced):
+            # no seams, only unreferenced vertices were dropped: scatter the UVs back
+            uvs = np.zeros((len(vertices), 2))
+            uvs[referenced] = _uv_of(geoms[0])
+        else:
+            log.info("OBJ UVs have seams; vertices kept as in the file, UVs dropped")
+    return vertices, faces, uvs, colors
+
+
+def _concatenate_parts(geoms: list[dict]) -> tuple:
+    verts, faces, uvs, cols = [], [], [], []
+    offset = 0
+    for g in geoms:
+        verts.append(np.asarray(g["vertices"]))
+        faces.append(_triangles(g["faces"]) + offset)
+        uvs.append(_uv_of(g))
+        cols.append(_colors01(g.get("vertex_colors"), len(g["vertices"])))
+        offset += len(g["vertices"])
+    uv = None if any(u is None for u in uvs) else np.concatenate(uvs)
+    col = None if any(c is None for c in cols) else np.concatenate(cols)
+    return np.concatenate(verts), np.concatenate(faces), uv, col
+
+
+def _read_ply(data: bytes, split_seams: bool) -> tuple:
+    from trimesh.exchange.ply import load_ply
+
+    kw = load_ply(io.BytesIO(data), fix_texture=False, skip_materials=True)
+    vertices = kw.get("vertices")
+    if vertices is None or len(vertices) == 0:
+        raise _Problem("no vertices")
+    faces = _triangles(kw.get("faces"))
+    colors = _colors01(kw.get("vertex_colors"), len(vertices))
+    uvs = _uv_of(kw)
+    if uvs is not None:
+        # unmerge by (vertex, UV): if nothing splits, the UVs are per-vertex already
+        split = load_ply(io.BytesIO(data), fix_texture=True, skip_materials=True)
+        n_split = len(split["vertices"])
+        if n_split != len(np.unique(faces)):
+            if split_seams:
+                return (
+                    split["vertices"],
+                    _triangles(split["faces"]),
+                    _uv_of(split),
+                    _colors01(split.get("vertex_colors"), n_split),
+                )
+            log.info("PLY UVs have seams; vertices kept as in the file, UVs dropped")
+            uvs = None
+    return vertices, faces, uvs, colors
+
+
+def _validated(path: Path, vertices: Any, faces: Any, uvs: Any, colors: Any) -> Mesh:
+    v = np.asarray(vertices, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0:
+        raise InputFileError(path, f"no usable vertices (shape {v.shape})")
+    bad = ~np.isfinite(v).all(axis=1)
+    if bad.any():
+        raise InputFileError(
+            path, f"{int(bad.sum())} vertices have NaN or inf coordinates (first: {bad.argmax()})"
+        )
+    f = np.asarray(faces, dtype=np.int64)
+    if f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
+        raise InputFileError(path, "no faces (a point cloud, not a mesh)")
+    if f.min() < 0 or f.max() >= len(v):
+        raise InputFileError(
+            path, f"face indices out of range: [{f.min()}, {f.max()}] for {len(v)} vertices"
+        )
+    if uvs is not None and not np.isfinite(uvs).all():
+        raise InputFileError(path, "texture coordinates contain NaN or inf")
+    if colors is not None and not np.isfinite(colors).all():
+        raise InputFileError(path, "vertex colours contain NaN or inf")
+    return Mesh(v, f, uvs, colors)
+
+
+# ------------------------------------------------------------------------------------------
+# writing
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+
+    Readers never see a partially written file under the final name; on failure the temporary
+    file is removed and the destination is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _fmt_rows(prefix: str, rows: np.ndarray) -> str:
+    # repr gives the shortest string that reads back to the same float64
+    return "".join(prefix + " ".join(map(repr, r)) + "\n" for r in rows.tolist())
+
+
+def _obj_bytes(mesh: Mesh) -> bytes:
+    out = io.StringIO()
+    out.write(f"# facehd mesh: {mesh.n_vertices} vertices, {mesh.n_faces} faces\n")
+    if mesh.colors is not None:
+        out.write(_fmt_rows("v ", np.concatenate([mesh.vertices, mesh.colors], axis=1)))
+    else:
+        out.write(_fmt_rows("v ", mesh.vertices))
+    f1 = (mesh.faces + 1).tolist()
+    if mesh.uvs is not None:
+        out.write(_fmt_rows("vt ", mesh.uvs))
+        out.write("".join(f"f {a}/{a} {b}/{b} {c}/{c}\n" for a, b, c in f1))
+    else:
+        out.write("".join(f"f {a} {b} {c}\n" for a, b, c in f1))
+    return out.getvalue().encode()
+
+
+def _ply_bytes(mesh: Mesh) -> bytes:
+    fields = [("x", "<f8"), ("y", "<f8"), ("z", "<f8")]
+    header = [
+        "ply",
+        "format binary_little_endian 1.0",
+        "comment facehd mesh",
+        f"element vertex {mesh.n_vertices}",
+        "property double x",
+        "property double y",
+        "property double z",
+    ]
+    if mesh.uvs is not None:
+        fields += [("s", "<f8"), ("t", "<f8")]
+        header += ["property double s", "property double t"]
+    if mesh.colors is not None:
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+        header += ["property uchar red", "property uchar green", "property uchar blue"]
+    header += [
+        f"element face {mesh.n_faces}",
+        "property list uchar int vertex_indices",
+        "end_header",
+    ]
+    vert = np.empty(mesh.n_vertices, dtype=fields)
+    vert["x"], vert["y"], vert["z"] = mesh.vertices.T
+    if mesh.uvs is not None:
+        vert["s"], vert["t"] = mesh.uvs.T
+    if mesh.colors is not None:
+        rgb = np.clip(np.round(mesh.colors * 255.0), 0, 255).astype(np.uint8)
+        vert["red"], vert["green"], vert["blue"] = rgb.T
+    face = np.empty(mesh.n_faces, dtype=[("n", "u1"), ("i", "<i4", (3,))])
+    face["n"] = 3
+    face["i"] = mesh.faces
+    return ("\n".join(header) + "\n").encode("ascii") + vert.tobytes() + face.tobytes()
+
+
+def save_mesh(path: str | Path, mesh: Mesh) -> Path:
+    """Write ``mesh`` to an ``.obj`` or ``.ply`` file, atomically.
+
+    OBJ: text; vertices (with colours as ``v x y z r g b`` when present) in shortest round-trip
+    float notation, so reading back gives the same float64 values; ``vt`` per vertex with
+    ``f a/a b/b c/c``. PLY: binary little-endian; double positions and UVs (``s``, ``t``); colours
+    as ``uchar red green blue`` (quantised to 1/255).
+
+    Returns
+    -------
+    The path written.
+    """
+    path = Path(path)
+    if not isinstance(mesh, Mesh):
+        raise ValueError(f"save_mesh: expected a Mesh, got {type(mesh).__name__}")
+    suffix = path.suffix.lower()
+    if suffix == ".obj":
+        data = _obj_bytes(mesh)
+    elif suffix == ".ply":
+        data = _ply_bytes(mesh)
+    else:
+        raise ValueError(f"save_mesh: unsupported format {suffix!r} (expected .obj or .ply)")
+    return atomic_write_bytes(path, data)
