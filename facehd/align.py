@@ -1,0 +1,381 @@
+"""Photos in, aligned face crops out: loading, 5-point alignment, the 224 crop and an HD crop.
+
+Alignment follows the base model (Deep3DFaceRecon, used by HRN): the 5 photo landmarks (eye
+centres, nose tip, mouth corners) are fitted by least squares to a 3D landmark template under an
+affine camera, ``p ≈ M X + c`` (``M`` 2 x 3, ``c`` 2); the photo's scale is the mean norm of the two
+rows of ``M`` (pixels per mm) and ``c`` is where the template origin lies in the photo. The photo is
+then scaled (no rotation) so that 1 mm at the face spans :data:`PX_PER_MM` = 1.02 crop pixels
+(the base model's rescale factor: 102 px per BFM unit of 100 mm) and cropped to 224 x 224 with the
+template origin on the base camera's principal point: column 112, row 111
+(``facehd.render.camera.hrn_camera``: ``row = H - 1 - 112``). A model placed at the origin and
+rendered with the base camera therefore overlays the crop. Unlike the base model's code, the crop
+is not rounded to whole pixels: the :class:`CropTransform` is exact, ``p_crop = s p_photo + t``.
+
+The HD crop (default 512 x 512, for textures) covers exactly the same region at a higher
+resolution (:meth:`CropTransform.resized`).
+
+Pixel convention: ``(x, y)`` = (column, row), the centre of the top-left pixel at ``(0, 0)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facehd.errors import DegenerateInputError, InputFileError
+
+CROP_SIZE = 224
+"""Side of the base model's input crop, pixels."""
+HD_CROP_SIZE = 512
+"""Default side of the HD crop (same region as the 224 crop), pixels."""
+PX_PER_MM = 1.02
+"""Scale of the crop at the face: 102 px per 100 mm (the base model's rescale factor)."""
+
+TEMPLATE_5P_MM = np.array(
+    [
+        [-30.5, 31.0, 15.0],  # centre of the subject's right eye (image left)
+        [30.5, 31.0, 15.0],  # centre of the left eye
+        [0.0, -5.0, 45.0],  # nose tip (pronasale)
+        [-26.0, -30.0, 15.0],  # right mouth corner (cheilion)
+        [26.0, -30.0, 15.0],  # left mouth corner
+    ]
+)
+"""The 3D 5-point landmark template (mm; x to the subject's left, y up, z towards the camera).
+
+Derived from mean adult face proportions (Farkas, *Anthropometry of the Head and Face*, 1994,
+North American young adults, men and women averaged): intercanthal width en-en 32.5 mm and biocular
+width ex-ex 89.5 mm give eye centres (mid-points of the corners, as in the alignment points) 61 mm
+apart; mouth width ch-ch 52 mm; canthal line to subnasale 40 mm and subnasale to stomion 21 mm
+put the mouth corners 61 mm below the eye line (cheilion ~1-2 mm above stomion); the nose tip
+projects 36 mm below the eye line and 30 mm in front of the canthi; the mouth corners lie at the
+depth of the eye corners. The origin sits on the midline 31 mm below the eye line and 45 mm
+behind the nose tip, about the centroid of a front-face mesh, so that the face is centred in the
+crop (eyes at row ~79, mouth at row ~142 of the 224 crop).
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# The crop transform
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CropTransform:
+    """A crop of a photo: ``p_crop = scale * p_photo + translation`` (pixels, x = col, y = row).
+
+    Attributes
+    ----------
+    scale : float
+        Crop pixels per photo pixel.
+    translation : (2,) float
+        Crop position of the photo's ``(0, 0)`` pixel centre.
+    size : int
+        Side of the square crop, pixels.
+    """
+
+    scale: float
+    translation: tuple[float, float]
+    size: int
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.scale) or self.scale <= 0:
+            raise ValueError(f"crop scale must be positive and finite, got {self.scale}")
+        if len(self.translation) != 2 or not np.all(np.isfinite(self.translation)):
+            raise ValueError(f"crop translation must be 2 finite numbers, got {self.translation}")
+        if int(self.size) <= 0:
+            raise ValueError(f"crop size must be positive, got {self.size}")
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """Photo pixels -> crop pixels. points : (..., 2) -> (..., 2)."""
+        points = _check_points(points)
+        return self.scale * points + np.asarray(self.translation)
+
+    def invert(self, points: np.ndarray) -> np.ndarray:
+        """Crop pixels -> photo pixels. points : (..., 2) -> (..., 2)."""
+        points = _check_points(points)
+        return (points - np.asarray(self.translation)) / self.scale
+
+    def matrix(self) -> np.ndarray:
+        """(3, 3) homogeneous matrix of :meth:`apply`."""
+        tx, ty = self.translation
+        return np.array([[self.scale, 0.0, tx], [0.0, self.scale, ty], [0.0, 0.0, 1.0]])
+
+    def resized(self, size: int) -> CropTransform:
+        """The same photo region sampled at ``size`` x ``size`` pixels.
+
+        Pixel edges scale by ``k = size / self.size``: ``p' + 0.5 = k (p + 0.5)``.
+        """
+        k = size / self.size
+        tx, ty = self.translation
+        return CropTransform(
+            self.scale * k, (k * tx + 0.5 * k - 0.5, k * ty + 0.5 * k - 0.5), int(size)
+        )
+
+    def photo_box(self) -> tuple[float, float, float, float]:
+        """The cropped region ``(x0, y0, x1, y1)`` in photo *edge* coordinates (pixel ``i``
+        spans ``[i, i + 1)``), as Pillow's ``resize(box=...)`` takes it."""
+        tx, ty = self.translation
+        x0 = (-0.5 - tx) / self.scale + 0.5
+        y0 = (-0.5 - ty) / self.scale + 0.5
+        side = self.size / self.scale
+        return (x0, y0, x0 + side, y0 + side)
+
+
+def _check_points(points: np.ndarray) -> np.ndarray:
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim < 1 or points.shape[-1] != 2:
+        raise ValueError(f"expected points (..., 2), got {points.shape}")
+    return points
+
+
+# --------------------------------------------------------------------------------------------
+# Alignment
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TemplateFit:
+    """Least-squares affine-camera fit of the template to 5 photo landmarks."""
+
+    px_per_mm: float
+    """Photo pixels per template millimetre (mean norm of the rows of ``M``)."""
+    origin: tuple[float, float]
+    """Photo position of the template origin, pixels."""
+    rms: float
+    """Root-mean-square residual of the fit, pixels."""
+
+
+def fit_template(landmarks5: np.ndarray, template: np.ndarray = TEMPLATE_5P_MM) -> TemplateFit:
+    """Fit ``p ≈ M X + c`` (M 2 x 3, c 2) by least squares.
+
+    landmarks5 : (5, 2) photo pixels (order of ``facehd.detect.FIVE_POINT_NAMES``);
+    template : (5, 3) mm. Raises DegenerateInputError when the landmarks span no area.
+    """
+    p = np.asarray(landmarks5, dtype=np.float64)
+    X = np.asarray(template, dtype=np.float64)
+    if p.shape != (5, 2):
+        raise ValueError(f"expected landmarks5 (5, 2), got {p.shape}")
+    if X.shape != (5, 3):
+        raise ValueError(f"expected template (5, 3), got {X.shape}")
+    if not np.all(np.isfinite(p)):
+        raise DegenerateInputError("landmarks contain NaN or inf")
+    centred = p - p.mean(0)
+    if np.linalg.matrix_rank(centred, tol=1e-6 * max(1.0, np.abs(p).max())) < 2:
+        raise DegenerateInputError("the 5 landmarks are coincident or collinear")
+    A = np.concatenate([X, np.ones((5, 1))], axis=1)  # (5, 4)
+    sol, *_ = np.linalg.lstsq(A, p, rcond=None)  # (4, 2): rows of M transposed, then c
+    M, c = sol[:3].T, sol[3]
+    s = 0.5 * (np.linalg.norm(M[0]) + np.linalg.norm(M[1]))
+    rms = float(np.sqrt(np.mean(np.sum((A @ sol - p) ** 2, axis=1))))
+    if not np.isfinite(s) or s <= 0:
+        raise DegenerateInputError(f"alignment scale is not positive ({s})")
+    return TemplateFit(float(s), (float(c[0]), float(c[1])), rms)
+
+
+def crop_transform(
+    landmarks5: np.ndarray,
+    *,
+    size: int = CROP_SIZE,
+    px_per_mm: float = PX_PER_MM,
+    template: np.ndarray = TEMPLATE_5P_MM,
+) -> CropTransform:
+    """The base model's crop for a photo with these 5 landmarks (see the module docstring).
+
+    The template origin lands on ``(size / 2, size - 1 - size / 2)`` and the face at
+    ``px_per_mm`` crop pixels per mm (for ``size = 224``: (112, 111), the base camera's centre).
+    """
+    fit = fit_template(landmarks5, template)
+    s = px_per_mm / fit.px_per_mm
+    target = np.array([size / 2, size - 1 - size / 2])
+    t = target - s * np.asarray(fit.origin)
+    return CropTransform(float(s), (float(t[0]), float(t[1])), int(size))
+
+
+def warp(image: np.ndarray, transform: CropTransform) -> np.ndarray:
+    """Resample ``image`` into the crop of ``transform`` (bicubic, antialiased when shrinking;
+    black outside the photo).
+
+    image : (H, W, 3) uint8, (H, W) uint8 or (H, W) float32 -> (size, size[, 3]) same dtype.
+    """
+    from PIL import Image
+
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+        mode = "RGB"
+    elif image.ndim == 2 and image.dtype == np.uint8:
+        mode = "L"
+    elif image.ndim == 2 and image.dtype == np.float32:
+        mode = "F"
+    else:
+        raise ValueError(
+            f"expected (H, W, 3) uint8, (H, W) uint8 or (H, W) float32, got {image.shape} "
+            f"{image.dtype}"
+        )
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = transform.photo_box()
+    # The photo region the filter reads: the box plus the bicubic support (2 px, scaled when
+    # shrinking), clipped to the photo and pasted on black where it leaves it.
+    margin = int(np.ceil(2.0 / min(1.0, transform.scale))) + 2
+    rx0, ry0 = int(np.floor(x0)) - margin, int(np.floor(y0)) - margin
+    rx1, ry1 = int(np.ceil(x1)) + margin, int(np.ceil(y1)) + margin
+    canvas = np.zeros((ry1 - ry0, rx1 - rx0, *image.shape[2:]), dtype=image.dtype)
+    sx0, sy0, sx1, sy1 = max(rx0, 0), max(ry0, 0), min(rx1, w), min(ry1, h)
+    if sx1 > sx0 and sy1 > sy0:
+        canvas[sy0 - ry0 : sy1 - ry0, sx0 - rx0 : sx1 - rx0] = image[sy0:sy1, sx0:sx1]
+    pil = Image.fromarray(canvas)
+    assert pil.mode == mode
+    out = pil.resize(
+        (transform.size, transform.size),
+        Image.Resampling.BICUBIC,
+        box=(x0 - rx0, y0 - ry0, x1 - rx0, y1 - ry0),
+    )
+    return np.asarray(out).copy()
+
+
+@dataclass(frozen=True)
+class AlignedFace:
+    """A face cropped the base model's way, with its HD twin.
+
+    Attributes
+    ----------
+    image : (224, 224, 3) uint8
+    image_hd : (S, S, 3) uint8, the same region at ``S = transform_hd.size``
+    transform : CropTransform, photo -> 224 crop
+    transform_hd : CropTransform, photo -> HD crop
+    landmarks5 : (5, 2) float, the alignment points in the 224 crop
+    """
+
+    image: np.ndarray
+    image_hd: np.ndarray
+    transform: CropTransform
+    transform_hd: CropTransform
+    landmarks5: np.ndarray
+
+
+def align_face(
+    image: np.ndarray,
+    landmarks5: np.ndarray,
+    *,
+    size: int = CROP_SIZE,
+    hd_size: int = HD_CROP_SIZE,
+    px_per_mm: float = PX_PER_MM,
+    template: np.ndarray = TEMPLATE_5P_MM,
+) -> AlignedFace:
+    """Align and crop ``image`` (H, W, 3) uint8 given its 5 landmarks (5, 2) photo pixels."""
+    t = crop_transform(landmarks5, size=size, px_per_mm=px_per_mm, template=template)
+    t_hd = t.resized(hd_size)
+    return AlignedFace(warp(image, t), warp(image, t_hd), t, t_hd, t.apply(landmarks5))
+
+
+# --------------------------------------------------------------------------------------------
+# Loading photos
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A photo as facehd uses it: upright 8-bit RGB.
+
+    Attributes
+    ----------
+    image : (H, W, 3) uint8, after the EXIF orientation was applied
+    path : the file
+    orientation : the EXIF orientation tag that was applied (1 = none)
+    mode : the Pillow mode of the file (``RGB``, ``L``, ``CMYK``, ``I;16`` ...)
+    """
+
+    image: np.ndarray
+    path: Path
+    orientation: int
+    mode: str
+
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+"""File suffixes treated as photos (any case)."""
+
+
+def to_rgb8(img: object) -> np.ndarray:
+    """A Pillow image as (H, W, 3) uint8 RGB.
+
+    - 16-bit grey (``I;16*``) and 32-bit integer (``I``, taken as 16-bit data) are scaled by
+      255 / 65535; float (``F``) is scaled by 255 when its maximum is <= 1, else clipped to 255.
+      (Pillow already reads 16-bit RGB PNGs as 8-bit RGB, scaled.)
+    - CMYK goes through its embedded ICC profile to sRGB when it has one (ImageCms), else through
+      Pillow's conversion.
+    - Transparency (RGBA, LA, PA, P with a transparent colour) is composited over white.
+    - Grey, bi-level, palette, YCbCr, LAB, HSV: Pillow's conversion.
+    """
+    from PIL import Image
+
+    if not isinstance(img, Image.Image):
+        raise TypeError(f"expected a PIL image, got {type(img).__name__}")
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(img).astype(np.float64)
+        g = np.clip(np.round(a * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if mode == "F":
+        a = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        a = a * 255.0 if a.max(initial=0.0) <= 1.0 else a
+        g = np.clip(np.round(a), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if mode == "CMYK":
+        icc = img.info.get("icc_profile")
+        if icc:
+            try:
+                import io
+
+                from PIL import ImageCms
+
+                src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+                dst = ImageCms.createProfile("sRGB")
+                out = ImageCms.profileToProfile(img, src, dst, outputMode="RGB")
+                if out is not None:
+                    return np.asarray(out, dtype=np.uint8).copy()
+            except (ImportError, OSError, ImageCms.PyCMSError):
+                pass
+        return np.asarray(img.convert("RGB")).copy()
+    if mode == "P" and "transparency" in img.info:
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB")).copy()
+    if mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img).copy()
+
+
+def load_photo(path: str | Path, *, min_side: int = 32) -> Photo:
+    """Read a photo upright (EXIF orientation applied) as 8-bit RGB (see :func:`to_rgb8`).
+
+    Raises InputFileError naming the file for a missing, unreadable, truncated or tiny image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "no such file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            try:
+                orientation = int(img.getexif().get(0x0112, 1))
+            except Exception:  # a broken EXIF block must not lose the photo
+                orientation = 1
+            upright = ImageOps.exif_transpose(img) or img
+            rgb = to_rgb8(upright)
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as exc:
+        raise InputFileError(path, f"unreadable image ({type(exc).__name__}: {exc})") from exc
+    if min(rgb.shape[:2]) < min_side:
+        raise InputFileError(path, f"image too small ({rgb.shape[1]} x {rgb.shape[0]} px)")
+    return Photo(rgb, path, orientation if 1 <= orientation <= 8 else 1, mode)

@@ -1,0 +1,440 @@
+"""Face detection and landmarks in photos (mediapipe), mapped to iBUG-68 and 5 alignment points.
+
+mediapipe is an optional dependency (``pip install 'facehd[photo]'``, ``mediapipe==0.10.14``, whose
+wheel carries the face-detection, 468-point face-mesh and selfie-segmentation models). Everything
+here but :class:`FaceDetector` is pure numpy and works without it.
+
+Pixel convention: points are ``(x, y)`` = (column, row) in continuous pixel coordinates with the
+centre of the top-left pixel at ``(0, 0)`` (the convention of ``facehd.render`` and ``facehd.uv``).
+mediapipe's normalised coordinates (0 and 1 at the image edges) are converted by
+``x = u * W - 0.5``, ``y = v * H - 0.5``.
+
+From the 468-point mesh to iBUG-68
+----------------------------------
+:data:`MEDIAPIPE_TO_IBUG68` picks, for each iBUG-68 point (0-based: jaw 0-16, brows 17-26, nose
+27-35, eyes 36-47, outer lips 48-59, inner lips 60-67, the subject's right side first, i.e. the left
+of the image), one vertex of mediapipe's canonical face mesh. The vertices come from the mesh's own
+feature contours (``mediapipe.solutions.face_mesh_connections``: ``FACEMESH_FACE_OVAL``,
+``_EYEBROW``, ``_EYE``, ``_LIPS``, ``_NOSE``), chosen to divide each contour as iBUG does:
+
+- jaw 0-8: face oval from the upper ear (127) down to the chin (152), spaced evenly along the
+  contour: 127, 234, 93, 132, 58, 136, 150, 176, 152; 9-16 their mirror images.
+- brows: the upper brow contour, outer to inner (70, 63, 105, 66, 107) and its mirror.
+- nose: bridge 168, 197, 5 and the tip 4 (the pronasale, the most anterior vertex); nostril base
+  98, 97, 2 (subnasale), 326, 327.
+- eyes: corners 33/133 and 362/263; upper and lower lids at a third and two thirds of each lid
+  contour (160, 158, 153, 144 and 385, 387, 373, 380).
+- lips: corners 61/291, outer contour at thirds between corner and midline (40, 37 | 267, 270
+  above, 321, 314 | 84, 91 below), midline 0 and 17; inner corners 78/308, inner thirds 81, 13,
+  311 above and 402, 14, 178 below.
+
+The table is left-right consistent: the mirror image of each iBUG point is picked at the mirror
+vertex of the mesh (tested against mediapipe itself on a mirrored photo).
+
+The 5 alignment points (Deep3DFaceRecon's order): centre of the subject's right eye (mean of iBUG 36
+and 39), centre of the left eye (42, 45), nose tip (30), right and left mouth corners (48, 54).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from facehd.errors import FacehdError
+
+PHOTO_EXTRA_HINT = "pip install 'facehd[photo]'  (mediapipe==0.10.14)"
+"""How to install the optional photo front end."""
+
+# fmt: off
+MEDIAPIPE_TO_IBUG68: tuple[int, ...] = (
+    # jaw 0-16
+    127, 234, 93, 132, 58, 136, 150, 176, 152, 400, 379, 365, 288, 361, 323, 454, 356,
+    # right brow 17-21 (outer -> inner), left brow 22-26 (inner -> outer)
+    70, 63, 105, 66, 107, 336, 296, 334, 293, 300,
+    # nose bridge 27-30, nostril base 31-35
+    168, 197, 5, 4, 98, 97, 2, 326, 327,
+    # right eye 36-41, left eye 42-47
+    33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,
+    # outer lips 48-59
+    61, 40, 37, 0, 267, 270, 291, 321, 314, 17, 84, 91,
+    # inner lips 60-67
+    78, 81, 13, 311, 308, 402, 14, 178,
+)
+"""For each iBUG-68 point (0-based), the index of the mediapipe face-mesh vertex used."""
+
+IBUG68_MIRROR: tuple[int, ...] = (
+    16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,
+    26, 25, 24, 23, 22, 21, 20, 19, 18, 17,
+    27, 28, 29, 30, 35, 34, 33, 32, 31,
+    45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
+    54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55,
+    64, 63, 62, 61, 60, 67, 66, 65,
+)
+"""The iBUG-68 point that is the mirror image of each point (left-right swap)."""
+
+MEDIAPIPE_FACE_OVAL: tuple[int, ...] = (
+    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
+)
+"""mediapipe's face-oval silhouette vertices in order around the face (forehead top first)."""
+# fmt: on
+
+IBUG68_REGIONS: dict[str, tuple[int, int]] = {
+    "jaw": (0, 17),
+    "right_brow": (17, 22),
+    "left_brow": (22, 27),
+    "nose_bridge": (27, 31),
+    "nostrils": (31, 36),
+    "right_eye": (36, 42),
+    "left_eye": (42, 48),
+    "outer_lips": (48, 60),
+    "inner_lips": (60, 68),
+}
+"""iBUG-68 index ranges ``[start, stop)`` of each feature."""
+
+FIVE_POINT_NAMES = ("right_eye", "left_eye", "nose_tip", "right_mouth", "left_mouth")
+"""Order of the 5 alignment points (the subject's right = the image left in a frontal photo)."""
+
+
+def landmarks68_from_mediapipe(mesh: np.ndarray) -> np.ndarray:
+    """iBUG-68 landmarks from mediapipe face-mesh vertices.
+
+    mesh : (..., 468 or 478, D) float -> (..., 68, D)
+    """
+    mesh = np.asarray(mesh)
+    if mesh.ndim < 2 or mesh.shape[-2] not in (468, 478):
+        raise ValueError(f"expected mediapipe mesh points (..., 468 or 478, D), got {mesh.shape}")
+    return mesh[..., list(MEDIAPIPE_TO_IBUG68), :]
+
+
+def landmarks5_from_68(lm68: np.ndarray) -> np.ndarray:
+    """The 5 alignment points from iBUG-68 landmarks (order :data:`FIVE_POINT_NAMES`).
+
+    lm68 : (..., 68, D) float -> (..., 5, D): eye centres as the mean of each eye's two corners
+    (Deep3DFaceRecon's rule), the nose tip (30) and the mouth corners (48, 54).
+    """
+    lm68 = np.asarray(lm68, dtype=np.float64)
+    if lm68.ndim < 2 or lm68.shape[-2] != 68:
+        raise ValueError(f"expected iBUG-68 landmarks (..., 68, D), got {lm68.shape}")
+    return np.stack(
+        [
+            0.5 * (lm68[..., 36, :] + lm68[..., 39, :]),
+            0.5 * (lm68[..., 42, :] + lm68[..., 45, :]),
+            lm68[..., 30, :],
+            lm68[..., 48, :],
+            lm68[..., 54, :],
+        ],
+        axis=-2,
+    )
+
+
+def mask_outline(mesh: np.ndarray) -> np.ndarray:
+    """Points whose convex hull is the face mask: the iBUG jaw and brows plus mediapipe's face
+    oval (which adds the forehead). mesh : (468|478, D) -> (K, 2)."""
+    mesh = np.asarray(mesh)
+    lm68 = landmarks68_from_mediapipe(mesh)
+    return np.concatenate([lm68[:27, :2], mesh[list(MEDIAPIPE_FACE_OVAL), :2]], axis=0)
+
+
+def convex_hull_mask(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Raster of the convex hull of ``points`` at pixel centres.
+
+    points : (K, 2) float, (x, y) pixels; size : (H, W) -> (H, W) bool. Empty when the points
+    span no area.
+    """
+    from scipy.spatial import ConvexHull, QhullError
+
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"expected points (K, 2), got {points.shape}")
+    h, w = int(size[0]), int(size[1])
+    out = np.zeros((h, w), dtype=bool)
+    if len(points) < 3 or not np.all(np.isfinite(points)):
+        return out
+    try:
+        hull = ConvexHull(points)
+    except QhullError:
+        return out
+    x0, y0 = np.floor(points.min(0)).astype(int)
+    x1, y1 = np.ceil(points.max(0)).astype(int)
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)
+    if x1 < x0 or y1 < y0:
+        return out
+    ys, xs = np.mgrid[y0 : y1 + 1, x0 : x1 + 1]
+    inside = np.ones(xs.shape, dtype=bool)
+    # Each facet: normal . p + offset <= 0 inside.
+    for nx, ny, off in hull.equations:
+        inside &= nx * xs + ny * ys + off <= 1e-9
+    out[y0 : y1 + 1, x0 : x1 + 1] = inside
+    return out
+
+
+def refine_mask(
+    face: np.ndarray, person: np.ndarray | None, *, threshold: float = 0.5, min_keep: float = 0.7
+) -> np.ndarray:
+    """Cut the landmark face mask by a person segmentation where it helps.
+
+    face : (H, W) bool, person : (H, W) float probability in [0, 1] or None -> (H, W) bool.
+    ``face & (person > threshold)``, unless that keeps less than ``min_keep`` of the face area (the
+    segmentation then failed on this face, and the landmark mask is kept as it is).
+    """
+    face = np.asarray(face, dtype=bool)
+    if person is None:
+        return face
+    person = np.asarray(person)
+    if person.shape != face.shape:
+        raise ValueError(f"person mask {person.shape} and face mask {face.shape} differ in shape")
+    cut = face & (person > threshold)
+    area = int(face.sum())
+    if area == 0 or cut.sum() < min_keep * area:
+        return face
+    return cut
+
+
+def select_main_face(boxes: np.ndarray, image_size: tuple[int, int]) -> int:
+    """Index of the main face among several: the largest and most central.
+
+    boxes : (F, 4) float ``(x0, y0, x1, y1)`` pixels; image_size ``(H, W)``. Score = box diagonal
+    x (1 - 0.5 d), d = distance of the box centre from the image centre over the half-diagonal of
+    the image: a face half as large wins only when it is much more central.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(boxes) == 0:
+        raise ValueError("no face boxes to choose from")
+    h, w = image_size
+    diag = np.hypot(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    centre = 0.5 * (boxes[:, :2] + boxes[:, 2:])
+    d = np.hypot(centre[:, 0] - (w - 1) / 2, centre[:, 1] - (h - 1) / 2) / (0.5 * np.hypot(w, h))
+    return int(np.argmax(diag * (1.0 - 0.5 * np.clip(d, 0.0, 1.0))))
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    """One face found in a photo (pixel coordinates of that photo).
+
+    Attributes
+    ----------
+    mesh : (478, 3) float
+        mediapipe face-mesh vertices (468) and iris points (10): ``x``, ``y`` pixels and mediapipe's
+        relative depth ``z`` in the same pixel scale (smaller = nearer the camera).
+    landmarks68 : (68, 2) float
+        iBUG-68 landmarks.
+    landmarks5 : (5, 2) float
+        The alignment points, order :data:`FIVE_POINT_NAMES`.
+    box : (4,) float
+        ``(x0, y0, x1, y1)`` bounds of the mesh.
+    """
+
+    mesh: np.ndarray
+    landmarks68: np.ndarray
+    landmarks5: np.ndarray
+    box: np.ndarray
+
+    @staticmethod
+    def from_mesh(mesh: np.ndarray) -> DetectedFace:
+        mesh = np.asarray(mesh, dtype=np.float64)
+        if mesh.shape not in ((468, 3), (478, 3)):
+            raise ValueError(f"expected mesh (468 or 478, 3), got {mesh.shape}")
+        if mesh.shape[0] == 468:  # no iris points: fill them with the eye centres
+            lm = landmarks68_from_mediapipe(mesh)
+            r, l = lm[36:42].mean(0), lm[42:48].mean(0)
+            mesh = np.concatenate([mesh, np.repeat(r[None], 5, 0), np.repeat(l[None], 5, 0)])
+        lm68 = landmarks68_from_mediapipe(mesh)[:, :2]
+        box = np.concatenate([mesh[:468, :2].min(0), mesh[:468, :2].max(0)])
+        return DetectedFace(mesh, lm68, landmarks5_from_68(lm68), box)
+
+    @property
+    def size(self) -> float:
+        """Diagonal of the box, pixels."""
+        return float(np.hypot(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+
+
+class NoFaceError(FacehdError):
+    """No face was found in a photo."""
+
+
+def _import_mediapipe() -> Any:
+    """Import mediapipe quietly, or fail with the install hint."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import mediapipe as mp
+    except ImportError as exc:
+        raise ImportError(
+            f"face detection needs mediapipe, an optional extra: {PHOTO_EXTRA_HINT}"
+        ) from exc
+    return mp
+
+
+def mediapipe_available() -> bool:
+    """Whether the optional photo front end (mediapipe) can be imported."""
+    try:
+        _import_mediapipe()
+    except ImportError:
+        return False
+    return True
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB image (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    return np.ascontiguousarray(image)
+
+
+class FaceDetector:
+    """Faces and landmarks in RGB photos with mediapipe (face mesh with iris refinement).
+
+    Strategy: the face mesh on the whole photo (it finds faces with mediapipe's short-range
+    detector); when that finds nothing, the full-range face detector locates faces (small, far
+    ones) and the mesh runs on a square crop around each; when that fails too, the photo is tried
+    rotated by 90, 270 and 180 degrees (sideways photos without an orientation tag).
+
+    Not thread-safe; make one per process. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self, *, max_faces: int = 5, min_confidence: float = 0.5, segmentation: bool = True
+    ) -> None:
+        mp = _import_mediapipe()
+        self.max_faces = int(max_faces)
+        self.min_confidence = float(min_confidence)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True,
+                max_num_faces=self.max_faces,
+                refine_landmarks=True,
+                min_detection_confidence=self.min_confidence,
+            )
+            self._mesh_single = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True,
+                max_num_faces=1,
+                refine_landmarks=True,
+                min_detection_confidence=0.3,
+            )
+            self._detector = mp.solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=self.min_confidence
+            )
+            self._segmenter = (
+                mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+                if segmentation
+                else None
+            )
+
+    # -- mediapipe calls -------------------------------------------------------------------
+
+    def _run_mesh(self, solution: Any, image: np.ndarray) -> list[np.ndarray]:
+        h, w = image.shape[:2]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = solution.process(image)
+        faces = []
+        for lms in result.multi_face_landmarks or []:
+            pts = np.array([(p.x, p.y, p.z) for p in lms.landmark], dtype=np.float64)
+            # normalised -> pixels (centre of the top-left pixel at 0); z is scaled like x.
+            faces.append(np.stack([pts[:, 0] * w - 0.5, pts[:, 1] * h - 0.5, pts[:, 2] * w], 1))
+        return faces
+
+    def _mesh_in_boxes(self, image: np.ndarray) -> list[np.ndarray]:
+        h, w = image.shape[:2]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = self._detector.process(image)
+        faces = []
+        for det in (result.detections or [])[: self.max_faces]:
+            b = det.location_data.relative_bounding_box
+            cx, cy = (b.xmin + b.width / 2) * w, (b.ymin + b.height / 2) * h
+            half = 1.0 * max(b.width * w, b.height * h)
+            x0, y0 = cx - half, cy - half
+            side = 2 * half
+            out = max(256, min(768, int(round(side))))
+            crop = _padded_box(image, x0, y0, side, out)
+            for mesh in self._run_mesh(self._mesh_single, crop):
+                k = side / out  # crop pixel -> photo pixel (edge coordinates scale)
+                mesh[:, 0] = (mesh[:, 0] + 0.5) * k + x0 - 0.5
+                mesh[:, 1] = (mesh[:, 1] + 0.5) * k + y0 - 0.5
+                mesh[:, 2] *= k
+                faces.append(mesh)
+        return faces
+
+    def detect_all(self, image: np.ndarray) -> list[DetectedFace]:
+        """Every face found in ``image`` (H, W, 3) uint8 RGB; empty when none."""
+        image = _check_image(image)
+        meshes = self._run_mesh(self._mesh, image) or self._mesh_in_boxes(image)
+        if not meshes:
+            h, w = image.shape[:2]
+            for k in (1, 3, 2):  # rotations by 90 degrees counter-clockwise
+                rotated = np.ascontiguousarray(np.rot90(image, k))
+                found = self._run_mesh(self._mesh, rotated) or self._mesh_in_boxes(rotated)
+                if found:
+                    meshes = [_unrotate(m, k, (h, w)) for m in found]
+                    break
+        return [DetectedFace.from_mesh(m) for m in meshes]
+
+    def detect(self, image: np.ndarray) -> DetectedFace:
+        """The main face of ``image`` (largest, most central); :class:`NoFaceError` when none."""
+        faces = self.detect_all(image)
+        if not faces:
+            raise NoFaceError("no face found")
+        boxes = np.stack([f.box for f in faces])
+        return faces[select_main_face(boxes, image.shape[:2])]
+
+    def person_probability(self, image: np.ndarray) -> np.ndarray | None:
+        """Selfie-segmentation person probability (H, W) float32 in [0, 1]; None when the
+        detector was made without segmentation."""
+        if self._segmenter is None:
+            return None
+        image = _check_image(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = self._segmenter.process(image)
+        return np.clip(np.asarray(result.segmentation_mask, dtype=np.float32), 0.0, 1.0)
+
+    def close(self) -> None:
+        for s in (self._mesh, self._mesh_single, self._detector, self._segmenter):
+            if s is not None:
+                s.close()
+
+    def __enter__(self) -> FaceDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _padded_box(image: np.ndarray, x0: float, y0: float, side: float, out: int) -> np.ndarray:
+    """Resample the square ``(x0, y0, side)`` (edge coordinates) of ``image`` to ``out`` pixels,
+    black outside the photo."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    pad = int(np.ceil(max(0.0, -x0, -y0, x0 + side - w, y0 + side - h))) + 2
+    canvas = np.zeros((h + 2 * pad, w + 2 * pad, 3), dtype=np.uint8)
+    canvas[pad : pad + h, pad : pad + w] = image
+    resized = Image.fromarray(canvas).resize(
+        (out, out),
+        Image.Resampling.BICUBIC,
+        box=(x0 + pad, y0 + pad, x0 + pad + side, y0 + pad + side),
+    )
+    return np.ascontiguousarray(np.asarray(resized))
+
+
+def _unrotate(mesh: np.ndarray, k: int, size: tuple[int, int]) -> np.ndarray:
+    """Map points found in ``np.rot90(image, k)`` back to ``image`` of size (H, W)."""
+    h, w = size
+    out = mesh.copy()
+    x, y = mesh[:, 0].copy(), mesh[:, 1].copy()
+    # One turn of np.rot90 takes (x, y) in an image of width w_j to (y, w_j - 1 - x); undo the
+    # turns last first. The width before turn j is W for even j, H for odd j.
+    for j in reversed(range(k % 4)):
+        w_j = w if j % 2 == 0 else h
+        x, y = (w_j - 1) - y, x
+    out[:, 0], out[:, 1] = x, y
+    return out

@@ -1,0 +1,324 @@
+"""Photos -> aligned face crops in one HDF5 dataset (``facehd prepare-images``).
+
+Per photo: read it upright as 8-bit RGB (grey, CMYK, 16-bit and EXIF-rotated files are converted,
+:func:`facehd.align.load_photo`), find the main face and its landmarks (mediapipe,
+:class:`facehd.detect.FaceDetector`; several faces: the largest, most central), align and crop
+it the base model's way (224 x 224) plus an HD crop of the same region
+(:func:`facehd.align.align_face`), and make the face mask: the convex hull of the jaw, brows and
+forehead outline, cut by the selfie-segmentation person mask where that keeps most of it
+(:func:`facehd.detect.refine_mask`).
+
+Output: one dataset, schema ``facehd.photos/1``, one row per photo, sorted by sample id (the photo's
+path relative to the images folder, ``/``-separated):
+
+=================  ====================  =========================================================
+field              shape, dtype          meaning
+=================  ====================  =========================================================
+image              (224, 224, 3) uint8   the aligned crop
+image_hd           (S, S, 3) uint8       the same region at S x S (``hd_size``, default 512)
+mask               (224, 224) uint8      face mask, 1 = face
+mask_hd            (S, S) uint8          face mask of the HD crop
+landmarks68        (68, 2) float32       iBUG-68 landmarks in the 224 crop (x = col, y = row)
+landmarks5         (5, 2) float32        the 5 alignment points in the 224 crop
+mesh478            (478, 3) float32      mediapipe face mesh + irises in the 224 crop (x, y, z px)
+crop_scale         () float64            ``p_crop = crop_scale * p_photo + crop_translation``
+crop_translation   (2,) float64          (photo pixels of the upright photo, x = col, y = row)
+photo_size         (2,) int32            width, height of the upright photo
+exif_orientation   () int8               EXIF orientation applied to the file (1 = none)
+n_faces            () int16              faces found in the photo (the main one is stored)
+photo_mode         str                   Pillow mode of the file (RGB, L, CMYK, I;16 ...)
+source             str                   the photo's path
+source_sha256      str                   SHA-256 of the file's bytes
+=================  ====================  =========================================================
+
+Pixel coordinates put the centre of the top-left pixel at (0, 0). The HD crop's transform is
+``CropTransform(crop_scale, crop_translation, 224).resized(S)``. A photo that cannot be read or
+shows no face goes to ``failures.csv`` beside the output with the reason; the others finish. The
+build is resumable (:mod:`facehd.h5io`): rerun the same command after an interruption, or after
+adding photos, and only what is missing is processed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facehd.align import (
+    CROP_SIZE,
+    HD_CROP_SIZE,
+    PHOTO_SUFFIXES,
+    PX_PER_MM,
+    TEMPLATE_5P_MM,
+    CropTransform,
+    align_face,
+    load_photo,
+)
+from facehd.errors import InputFileError
+
+SCHEMA = "facehd.photos/1"
+"""Schema name and version of the photo dataset."""
+
+
+@dataclass(frozen=True)
+class PrepareImagesConfig:
+    """Configuration of ``facehd prepare-images`` (saved in the dataset's attributes)."""
+
+    hd_size: int = HD_CROP_SIZE
+    """Side of the HD crop (same region as the 224 crop), pixels."""
+    px_per_mm: float = PX_PER_MM
+    """Crop pixels per mm at the face (the base model: 1.02)."""
+    max_faces: int = 5
+    """Faces looked for per photo (the main one is kept)."""
+    min_confidence: float = 0.5
+    """Minimum face-detection confidence."""
+    segmentation: bool = True
+    """Cut the landmark face mask by the selfie-segmentation person mask where it helps."""
+    recursive: bool = True
+    """Look for photos in sub-folders too."""
+    shard_size: int = 32
+    """Photos per shard (the most an interrupted run loses)."""
+
+
+@dataclass(frozen=True)
+class PreparedPhoto:
+    """One photo, aligned and cropped (see the module docstring for the fields)."""
+
+    image: np.ndarray
+    image_hd: np.ndarray
+    mask: np.ndarray
+    mask_hd: np.ndarray
+    landmarks68: np.ndarray
+    landmarks5: np.ndarray
+    mesh478: np.ndarray
+    transform: CropTransform
+    photo_size: tuple[int, int]
+    exif_orientation: int
+    n_faces: int
+    photo_mode: str
+
+
+@dataclass(frozen=True)
+class PrepareImagesResult:
+    """Summary of a :func:`prepare_images` run."""
+
+    out_path: Path
+    """The dataset written."""
+    n_photos: int
+    """Photos found in the folder."""
+    n_written: int
+    """Photos added by this run."""
+    n_skipped: int
+    """Photos already in the dataset from an earlier run."""
+    n_failed: int
+    """Photos that failed (in ``failures_path``)."""
+    n_samples: int
+    """Rows of the dataset."""
+    failures_path: Path
+    """The failures file (absent when nothing failed)."""
+
+
+def fields_spec(hd_size: int) -> dict[str, tuple]:
+    """The dataset's fields: name -> (shape, dtype)."""
+    return {
+        "image": ((CROP_SIZE, CROP_SIZE, 3), "uint8"),
+        "image_hd": ((hd_size, hd_size, 3), "uint8"),
+        "mask": ((CROP_SIZE, CROP_SIZE), "uint8"),
+        "mask_hd": ((hd_size, hd_size), "uint8"),
+        "landmarks68": ((68, 2), "float32"),
+        "landmarks5": ((5, 2), "float32"),
+        "mesh478": ((478, 3), "float32"),
+        "crop_scale": ((), "float64"),
+        "crop_translation": ((2,), "float64"),
+        "photo_size": ((2,), "int32"),
+        "exif_orientation": ((), "int8"),
+        "n_faces": ((), "int16"),
+        "photo_mode": ((), "str"),
+        "source": ((), "str"),
+        "source_sha256": ((), "str"),
+    }
+
+
+def find_photos(images_dir: str | Path, *, recursive: bool = True) -> list[tuple[str, Path]]:
+    """Photos under ``images_dir`` as ``(sample id, path)``, sorted by id.
+
+    The id is the path relative to ``images_dir`` with ``/`` separators. Hidden files and folders
+    are skipped; suffixes :data:`facehd.align.PHOTO_SUFFIXES` in any case count as photos.
+    """
+    root = Path(images_dir)
+    if not root.is_dir():
+        raise InputFileError(root, "not a folder of photos")
+    pattern = "**/*" if recursive else "*"
+    found = []
+    for p in root.glob(pattern):
+        rel = p.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file():
+            found.append((rel.as_posix(), p))
+    return sorted(found)
+
+
+def prepare_photo(path: str | Path, detector: Any, config: PrepareImagesConfig) -> PreparedPhoto:
+    """Read, detect, align, crop and mask one photo (``detector``: a FaceDetector).
+
+    Raises InputFileError for an unreadable photo and NoFaceError when no face is found.
+    """
+    from facehd.detect import (
+        NoFaceError,
+        convex_hull_mask,
+        mask_outline,
+        refine_mask,
+        select_main_face,
+    )
+
+    photo = load_photo(path)
+    faces = detector.detect_all(photo.image)
+    if not faces:
+        raise NoFaceError("no face found")
+    face = faces[select_main_face(np.stack([f.box for f in faces]), photo.image.shape[:2])]
+    aligned = align_face(
+        photo.image, face.landmarks5, hd_size=config.hd_size, px_per_mm=config.px_per_mm
+    )
+    t, t_hd = aligned.transform, aligned.transform_hd
+    outline = mask_outline(face.mesh)
+    hull = convex_hull_mask(t.apply(outline), (CROP_SIZE, CROP_SIZE))
+    hull_hd = convex_hull_mask(t_hd.apply(outline), (config.hd_size, config.hd_size))
+    if config.segmentation:
+        from PIL import Image
+
+        person_hd = detector.person_probability(aligned.image_hd)
+        person = np.asarray(
+            Image.fromarray(person_hd).resize((CROP_SIZE, CROP_SIZE), Image.Resampling.BOX)
+        )
+        mask, mask_hd = refine_mask(hull, person), refine_mask(hull_hd, person_hd)
+    else:
+        mask, mask_hd = hull, hull_hd
+    mesh = face.mesh.copy()
+    mesh[:, :2] = t.apply(mesh[:, :2])
+    mesh[:, 2] *= t.scale
+    h, w = photo.image.shape[:2]
+    return PreparedPhoto(
+        image=aligned.image,
+        image_hd=aligned.image_hd,
+        mask=mask.astype(np.uint8),
+        mask_hd=mask_hd.astype(np.uint8),
+        landmarks68=t.apply(face.landmarks68).astype(np.float32),
+        landmarks5=aligned.landmarks5.astype(np.float32),
+        mesh478=mesh.astype(np.float32),
+        transform=t,
+        photo_size=(w, h),
+        exif_orientation=photo.orientation,
+        n_faces=len(faces),
+        photo_mode=photo.mode,
+    )
+
+
+_DETECTORS: dict[tuple, Any] = {}
+
+
+def _detector_for(config: PrepareImagesConfig) -> Any:
+    """One FaceDetector per process and configuration (mediapipe graphs are costly to build)."""
+    from facehd.detect import FaceDetector
+
+    key = (config.max_faces, config.min_confidence, config.segmentation)
+    if key not in _DETECTORS:
+        _DETECTORS[key] = FaceDetector(
+            max_faces=config.max_faces,
+            min_confidence=config.min_confidence,
+            segmentation=config.segmentation,
+        )
+    return _DETECTORS[key]
+
+
+def _photo_task(item: Any, config: PrepareImagesConfig) -> dict[str, Any]:
+    """Worker task: one photo -> the dataset fields of its sample."""
+    from facehd.h5io import file_sha256
+
+    p = prepare_photo(item.source, _detector_for(config), config)
+    return {
+        "image": p.image,
+        "image_hd": p.image_hd,
+        "mask": p.mask,
+        "mask_hd": p.mask_hd,
+        "landmarks68": p.landmarks68,
+        "landmarks5": p.landmarks5,
+        "mesh478": p.mesh478,
+        "crop_scale": p.transform.scale,
+        "crop_translation": np.asarray(p.transform.translation),
+        "photo_size": np.asarray(p.photo_size),
+        "exif_orientation": p.exif_orientation,
+        "n_faces": p.n_faces,
+        "photo_mode": p.photo_mode,
+        "source": str(item.source),
+        "source_sha256": file_sha256(item.source),
+    }
+
+
+def dataset_attrs(config: PrepareImagesConfig) -> dict[str, Any]:
+    """The dataset's attributes: units, conventions, detector version and the resolved config."""
+    from facehd.detect import MEDIAPIPE_TO_IBUG68, _import_mediapipe
+
+    mp = _import_mediapipe()
+    return {
+        "units": "px",
+        "pixel_convention": "x = column, y = row; centre of the top-left pixel at (0, 0)",
+        "crop_convention": "p_crop = crop_scale * p_photo + crop_translation (upright photo)",
+        "crop_size": CROP_SIZE,
+        "detector": f"mediapipe=={mp.__version__} face mesh (refined), selfie segmentation",
+        "ibug68_from_mediapipe": list(MEDIAPIPE_TO_IBUG68),
+        "template_5p_mm": np.asarray(TEMPLATE_5P_MM).tolist(),
+        "config": asdict(config),
+    }
+
+
+def prepare_images(
+    images_dir: str | Path,
+    out_h5: str | Path,
+    *,
+    workers: int = 1,
+    config: PrepareImagesConfig | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> PrepareImagesResult:
+    """Prepare every photo of ``images_dir`` into the dataset ``out_h5`` (resumable).
+
+    ``workers > 1`` runs photos in a process pool; ``progress(done, total)`` is called per photo
+    of this run. Raises ImportError (naming the ``photo`` extra) without mediapipe and
+    InputFileError when the folder holds no photo.
+    """
+    from facehd.detect import _import_mediapipe
+    from facehd.h5io import ShardedDatasetWriter, WorkItem, process_items
+
+    _import_mediapipe()  # fail before any work when the optional extra is missing
+    config = config or PrepareImagesConfig()
+    if config.hd_size < CROP_SIZE:
+        raise ValueError(f"hd_size must be at least {CROP_SIZE}, got {config.hd_size}")
+    photos = find_photos(images_dir, recursive=config.recursive)
+    if not photos:
+        raise InputFileError(images_dir, f"no photos ({', '.join(PHOTO_SUFFIXES)}) found")
+    items = [WorkItem(sid, str(path)) for sid, path in photos]
+    task = functools.partial(_photo_task, config=config)
+    with ShardedDatasetWriter(
+        out_h5,
+        SCHEMA,
+        dataset_attrs(config),
+        fields_spec(config.hd_size),
+        shard_size=config.shard_size,
+        overwrite=overwrite,
+    ) as writer:
+        summary = process_items(writer, items, task, workers=workers, progress=progress)
+        final = writer.finalize()
+    return PrepareImagesResult(
+        out_path=final.path,
+        n_photos=len(items),
+        n_written=summary.n_written,
+        n_skipped=summary.n_skipped,
+        n_failed=final.n_failed,
+        n_samples=final.n_samples,
+        failures_path=final.failures_path,
+    )
