@@ -74,7 +74,7 @@ def warp_uv_map(uv_map: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     Returns
     -------
     (B, C, H, W), bilinear with edge clamping; differentiable in both inputs. Zero flow returns
-    the map exactly.
+    the map (texel centres are hit exactly, up to rounding).
     """
     _check_bchw("uv_map", uv_map)
     _check_bchw("flow", flow, 2)
