@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import uuid
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -431,11 +432,14 @@ def _read_obj(data: bytes, split_seams: bool) -> tuple:
         return _concatenate_parts(geoms)
     # Second pass: file order kept, faces untouched (several material groups all index the same
     # global vertex list, trimesh returning a prefix of it for each).
-    ordered = list(
-        load_obj(io.BytesIO(data), maintain_order=True, skip_materials=True)
-        .get("geometry", {})
-        .values()
-    )
+    with warnings.catch_warnings():
+        # trimesh takes a NaN median for the UV of unreferenced vertices; those UVs are unused
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ordered = list(
+            load_obj(io.BytesIO(data), maintain_order=True, skip_materials=True)
+            .get("geometry", {})
+            .values()
+        )
     ordered = [g for g in ordered if g.get("faces") is not None and len(g["faces"])]
     longest = max(ordered, key=lambda g: len(g["vertices"]))
     vertices = longest["vertices"]

@@ -114,8 +114,8 @@ class Similarity:
 
             if points.shape[-1] != 3:
                 raise ValueError(f"apply: expected (..., 3) points, got {tuple(points.shape)}")
-            rot = torch.as_tensor(self.rotation, dtype=points.dtype, device=points.device)
-            tr = torch.as_tensor(self.translation, dtype=points.dtype, device=points.device)
+            rot = torch.tensor(self.rotation, dtype=points.dtype, device=points.device)
+            tr = torch.tensor(self.translation, dtype=points.dtype, device=points.device)
             return self.scale * (points @ rot.T) + tr
         arr = np.asarray(points, dtype=np.float64)
         if arr.ndim < 1 or arr.shape[-1] != 3:

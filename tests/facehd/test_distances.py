@@ -1,0 +1,211 @@
+"""Point-to-surface distances, ray casting, Chamfer and normal errors against references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+from scipy.spatial.distance import cdist
+
+from facehd.distances import (
+    SurfaceQuery,
+    chamfer_distance,
+    closest_points_on_triangles,
+    normal_angle_error,
+    point_to_surface,
+)
+from facehd.errors import DegenerateInputError
+from facehd.mesh import Mesh, height_field_mesh
+
+
+def bumpy_sphere(subdivisions: int, seed: int = 0, radius: float = 60.0) -> Mesh:
+    ico = trimesh.creation.icosphere(subdivisions=subdivisions, radius=radius)
+    rng = np.random.default_rng(seed)
+    v = ico.vertices * (1.0 + 0.04 * rng.uniform(-1, 1, size=(len(ico.vertices), 1)))
+    return Mesh(v + np.array([120.0, -40.0, 300.0]), ico.faces)
+
+
+def near_surface_points(mesh: Mesh, n: int, spread: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    pts, _ = trimesh.sample.sample_surface(tm, n, seed=int(rng.integers(1 << 30)))
+    return pts + rng.normal(size=pts.shape) * spread
+
+
+def reference_point_triangle(p: np.ndarray, tri: np.ndarray) -> float:
+    """Distance by another route: plane projection if inside, else nearest of the 3 edges."""
+    a, b, c = tri
+    n = np.cross(b - a, c - a)
+    n /= np.linalg.norm(n)
+    q = p - np.dot(p - a, n) * n
+    inside = all(np.dot(np.cross(e1 - e0, q - e0), n) >= 0 for e0, e1 in ((a, b), (b, c), (c, a)))
+    if inside:
+        return float(np.linalg.norm(p - q))
+    best = np.inf
+    for e0, e1 in ((a, b), (b, c), (c, a)):
+        t = np.clip(np.dot(p - e0, e1 - e0) / np.dot(e1 - e0, e1 - e0), 0.0, 1.0)
+        best = min(best, float(np.linalg.norm(p - (e0 + t * (e1 - e0)))))
+    return best
+
+
+def test_agrees_with_trimesh_on_a_random_mesh() -> None:
+    mesh = bumpy_sphere(subdivisions=4)  # 2562 vertices, 5120 faces
+    assert mesh.n_vertices > 2000
+    pts = near_surface_points(mesh, 600, spread=3.0, seed=1)
+    ours = point_to_surface(pts, mesh)
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    _, ref_d, _ = trimesh.proximity.closest_point(tm, pts)
+    np.testing.assert_allclose(ours.distances, ref_d, rtol=0, atol=1e-5)
+    # the returned points are consistent: on their face, at the returned distance
+    tri = mesh.vertices[mesh.faces[ours.face_ids]]
+    np.testing.assert_allclose(np.einsum("ni,nij->nj", ours.barycentrics, tri), ours.points)
+    np.testing.assert_allclose(np.linalg.norm(pts - ours.points, axis=1), ours.distances)
+    assert ours.barycentrics.min() >= -1e-12
+    np.testing.assert_allclose(ours.barycentrics.sum(axis=1), 1.0)
+
+
+def test_matches_brute_force_point_triangle_loop() -> None:
+    rng = np.random.default_rng(2)
+    ico = trimesh.creation.icosphere(subdivisions=1, radius=5.0)
+    v = ico.vertices + rng.normal(size=ico.vertices.shape) * 0.8
+    mesh = Mesh(v, ico.faces)
+    pts = rng.normal(size=(60, 3)) * 6.0
+    ours = SurfaceQuery(mesh).closest(pts)
+    ref = np.array([min(reference_point_triangle(p, v[f]) for f in mesh.faces) for p in pts])
+    np.testing.assert_allclose(ours.distances, ref, rtol=0, atol=1e-10)
+
+
+def test_triangle_kernel_handles_every_region_and_flat_triangles() -> None:
+    rng = np.random.default_rng(3)
+    tri = rng.normal(size=(3000, 3, 3))
+    tri[:50, 2] = tri[:50, 0] + 0.5 * (tri[:50, 1] - tri[:50, 0])  # zero area
+    tri[50:60, 1] = tri[50:60, 0]  # two coincident corners
+    pts = rng.normal(size=(3000, 3)) * 2.0
+    cp, bary = closest_points_on_triangles(pts, tri[:, 0], tri[:, 1], tri[:, 2])
+    ref = np.array([_flat_safe_reference(p, t) for p, t in zip(pts, tri, strict=True)])
+    np.testing.assert_allclose(np.linalg.norm(pts - cp, axis=1), ref, atol=1e-10)
+    np.testing.assert_allclose(np.einsum("ni,nij->nj", bary, tri), cp, atol=1e-12)
+
+
+def _flat_safe_reference(p: np.ndarray, tri: np.ndarray) -> float:
+    a, b, c = tri
+    if np.linalg.norm(np.cross(b - a, c - a)) < 1e-9:
+        best = np.inf
+        for e0, e1 in ((a, b), (b, c), (c, a)):
+            ll = np.dot(e1 - e0, e1 - e0)
+            t = 0.0 if ll == 0 else np.clip(np.dot(p - e0, e1 - e0) / ll, 0.0, 1.0)
+            best = min(best, float(np.linalg.norm(p - (e0 + t * (e1 - e0)))))
+        return best
+    return reference_point_triangle(p, tri)
+
+
+def test_plane_offset_gives_exact_distance_far_from_origin() -> None:
+    xs = np.linspace(-50, 50, 21) + 5000.0
+    ys = np.linspace(-40, 40, 17) - 3000.0
+    plane = height_field_mesh(np.full((17, 21), 800.0), xs, ys)
+    rng = np.random.default_rng(4)
+    xy = np.c_[rng.uniform(4960, 5040, 500), rng.uniform(-3030, -2970, 500)]
+    for d in (1e-4, 0.37, 12.0):
+        pts = np.c_[xy, np.full(500, 800.0 + d)]
+        res = point_to_surface(pts, plane)
+        np.testing.assert_allclose(res.distances, d, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(res.points, np.c_[xy, np.full(500, 800.0)], atol=1e-9)
+
+
+def test_sphere_against_scaled_sphere() -> None:
+    ico = trimesh.creation.icosphere(subdivisions=4, radius=50.0)
+    sphere = Mesh(ico.vertices, ico.faces)
+    bigger = Mesh(1.2 * ico.vertices, ico.faces)
+    # vertices of the bigger sphere lie radially outside vertices of the smaller: distance 10 mm
+    out = point_to_surface(bigger.vertices, sphere)
+    np.testing.assert_allclose(out.distances, 10.0, atol=1e-9)
+    res = chamfer_distance(bigger, sphere)
+    np.testing.assert_allclose(res.a_to_b, 10.0, atol=1e-9)
+    # inner vertices to the outer polyhedron: 10 mm minus at most the outer facets' sag
+    edge = np.linalg.norm(np.diff(bigger.vertices[bigger.faces[:, :2]], axis=1), axis=-1).max()
+    sag = 60.0 - np.sqrt(60.0**2 - (edge / np.sqrt(3)) ** 2)
+    assert np.all(res.b_to_a <= 10.0 + 1e-9) and np.all(res.b_to_a >= 10.0 - sag)
+    assert res.mean == pytest.approx(0.5 * (res.a_to_b.mean() + res.b_to_a.mean()))
+
+
+def test_near_ties_between_neighbour_triangles_resolved_in_float64() -> None:
+    # a concave V crease z = 0.5 |x|; points just beside its bisector are nearly equidistant from
+    # the two faces along the crease, closer than float32 can tell apart
+    xs = np.linspace(-500.0, 500.0, 101)  # a grid line at x = 0
+    ys = np.linspace(-500.0, 500.0, 101)
+    gx, _ = np.meshgrid(xs, ys)
+    crease = height_field_mesh(0.5 * np.abs(gx), xs, ys)
+    rng = np.random.default_rng(5)
+    n = 400
+    x0 = rng.choice([-1.0, 1.0], n) * rng.uniform(1e-9, 3e-9, n)
+    pts = np.c_[x0, rng.uniform(-400, 400, n), np.full(n, 1.0)]
+    res = SurfaceQuery(crease).closest(pts)
+    expected = (1.0 - 0.5 * np.abs(x0)) / np.sqrt(1.25)
+    np.testing.assert_allclose(res.distances, expected, rtol=0, atol=1e-13)
+    face_x = crease.vertices[crease.faces[res.face_ids]][:, :, 0].mean(axis=1)
+    np.testing.assert_array_equal(np.sign(face_x), np.sign(x0))
+
+
+def test_cast_hits_plane_and_sphere_analytically() -> None:
+    xs = np.linspace(0, 100, 11)
+    plane = height_field_mesh(np.zeros((11, 11)), xs, xs)
+    q = SurfaceQuery(plane)
+    rng = np.random.default_rng(6)
+    o = np.c_[rng.uniform(10, 90, (200, 2)), rng.uniform(1, 50, 200)]
+    d = np.c_[rng.uniform(-0.05, 0.05, (200, 2)), -np.ones(200)] * 2.0
+    hits = q.cast(o, d)
+    np.testing.assert_allclose(hits.t, o[:, 2] / 2.0, rtol=1e-12)  # t in units of |direction|
+    np.testing.assert_allclose(hits.points[:, 2], 0.0, atol=1e-12)
+    tri = plane.vertices[plane.faces[hits.face_ids]]
+    np.testing.assert_allclose(
+        np.einsum("ni,nij->nj", hits.barycentrics, tri), hits.points, atol=1e-9
+    )
+    up = q.cast(o[:3], -d[:3])
+    assert np.all(np.isinf(up.t)) and np.all(up.face_ids == -1) and np.isnan(up.points).all()
+
+    ico = trimesh.creation.icosphere(subdivisions=3, radius=40.0)
+    sphere = Mesh(ico.vertices, ico.faces)
+    origin = np.array([0.0, 0.0, 200.0])
+    centroids = sphere.vertices[sphere.faces].mean(axis=1)
+    visible = np.einsum("ij,ij->i", sphere.face_normals, origin - centroids) > 0
+    pick = rng.choice(np.flatnonzero(visible), 100, replace=False)
+    o = np.tile(origin, (100, 1))
+    hits = SurfaceQuery(sphere).cast(o, centroids[pick] - o)
+    np.testing.assert_allclose(hits.t, 1.0, atol=1e-12)  # each direction ends at its target
+    np.testing.assert_array_equal(hits.face_ids, pick)
+    np.testing.assert_allclose(hits.barycentrics, 1.0 / 3.0, atol=1e-9)
+
+
+def test_chamfer_of_point_sets_matches_cdist() -> None:
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(80, 3))
+    b = rng.normal(size=(50, 3)) + 0.3
+    res = chamfer_distance(a, b)
+    dm = cdist(a, b)
+    np.testing.assert_allclose(res.a_to_b, dm.min(axis=1))
+    np.testing.assert_allclose(res.b_to_a, dm.min(axis=0))
+    assert res.mean == pytest.approx(0.5 * (dm.min(axis=1).mean() + dm.min(axis=0).mean()))
+
+
+def test_normal_angle_error() -> None:
+    a = np.array([[0.0, 0, 1], [0, 0, 2], [1, 0, 0], [1, 1, 0]])
+    b = np.array([[0.0, 0, 1], [0, 3, 0], [-1, 0, 0], [1, 0, 0]])
+    np.testing.assert_allclose(
+        normal_angle_error(a, b), [0.0, np.pi / 2, np.pi, np.pi / 4], atol=1e-12
+    )
+    same = np.random.default_rng(8).normal(size=(1000, 3))
+    assert np.all(normal_angle_error(same, same * 3.0) < 1e-7)  # clipped: never NaN
+    with pytest.raises(DegenerateInputError, match="zero length"):
+        normal_angle_error(np.zeros((1, 3)), np.ones((1, 3)))
+
+
+def test_shape_checks() -> None:
+    q = SurfaceQuery(bumpy_sphere(1))
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        q.closest(np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        q.closest(np.full((2, 3), np.nan))
+    with pytest.raises(ValueError, match="differ"):
+        q.cast(np.zeros((3, 3)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="shapes differ"):
+        normal_angle_error(np.ones((3, 3)), np.ones((2, 3)))

@@ -1,0 +1,275 @@
+"""Mesh value, OBJ/PLY input and output, vertex normals."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from facehd import mesh as mesh_mod
+from facehd.errors import InputFileError
+from facehd.mesh import Mesh, height_field_mesh, load_mesh, save_mesh, vertex_normals
+from facehd.transforms import Similarity, rotation_from_axis_angle
+
+
+def small_mesh(seed: int = 0) -> Mesh:
+    rng = np.random.default_rng(seed)
+    m = height_field_mesh(rng.normal(size=(6, 7)), np.arange(7.0) * 3.1, np.arange(6.0) * 2.7)
+    return Mesh(m.vertices, m.faces, m.uvs, rng.uniform(size=(m.n_vertices, 3)))
+
+
+# --- round trips ------------------------------------------------------------------------------
+
+
+def test_obj_round_trip_is_exact(tmp_path: Path) -> None:
+    m = small_mesh()
+    path = save_mesh(tmp_path / "a.obj", m)
+    r = load_mesh(path)
+    np.testing.assert_array_equal(r.vertices, m.vertices)
+    np.testing.assert_array_equal(r.faces, m.faces)
+    np.testing.assert_array_equal(r.uvs, m.uvs)
+    np.testing.assert_array_equal(r.colors, m.colors)
+
+
+def test_ply_round_trip_quantises_only_colours(tmp_path: Path) -> None:
+    m = small_mesh(1)
+    r = load_mesh(save_mesh(tmp_path / "a.ply", m))
+    np.testing.assert_array_equal(r.vertices, m.vertices)
+    np.testing.assert_array_equal(r.faces, m.faces)
+    np.testing.assert_array_equal(r.uvs, m.uvs)
+    assert np.abs(r.colors - m.colors).max() <= 0.5 / 255 + 1e-12
+
+
+def test_plain_mesh_round_trip_without_uvs_or_colours(tmp_path: Path) -> None:
+    m = Mesh(small_mesh().vertices, small_mesh().faces)
+    for suffix in (".obj", ".ply"):
+        r = load_mesh(save_mesh(tmp_path / f"p{suffix}", m))
+        assert r.uvs is None and r.colors is None
+        np.testing.assert_array_equal(r.vertices, m.vertices)
+        np.testing.assert_array_equal(r.faces, m.faces)
+
+
+def test_reads_files_written_by_trimesh_in_vertex_order(tmp_path: Path) -> None:
+    m = small_mesh(2)
+    tm = trimesh.Trimesh(m.vertices, m.faces, process=False)
+    tm.visual = trimesh.visual.TextureVisuals(uv=m.uvs)
+    (tmp_path / "t.obj").write_text(trimesh.exchange.obj.export_obj(tm, include_texture=False))
+    r = load_mesh(tmp_path / "t.obj")
+    np.testing.assert_allclose(r.vertices, m.vertices, atol=1e-7)
+    np.testing.assert_array_equal(r.faces, m.faces)
+    tc = trimesh.Trimesh(m.vertices, m.faces, vertex_colors=m.colors, process=False)
+    (tmp_path / "t.ply").write_bytes(trimesh.exchange.ply.export_ply(tc))
+    r = load_mesh(tmp_path / "t.ply")
+    np.testing.assert_allclose(r.vertices, m.vertices, atol=1e-6)
+    np.testing.assert_array_equal(r.faces, m.faces)
+    assert np.abs(r.colors - m.colors).max() <= 1.0 / 255 + 1e-9
+
+
+SEAM_OBJ = """v 0 0 0
+v 1 0 0
+v 0 1 0
+v 1 1 0
+vt 0 0
+vt 1 0
+vt 0 1
+vt 1 1
+vt 0.9 0.1
+f 1/1 2/2 3/3
+f 4/4 3/3 2/5
+"""
+
+
+def test_uv_seams_keep_file_vertices_or_split_on_request(tmp_path: Path) -> None:
+    path = tmp_path / "seam.obj"
+    path.write_text(SEAM_OBJ)
+    kept = load_mesh(path)
+    assert kept.n_vertices == 4 and kept.uvs is None
+    np.testing.assert_array_equal(kept.faces, [[0, 1, 2], [3, 2, 1]])
+    split = load_mesh(path, split_seams=True)
+    assert split.n_vertices == 5 and split.uvs is not None
+    # every face corner keeps its own UV from the file
+    corner_uv = split.uvs[split.faces]
+    np.testing.assert_allclose(corner_uv[0], [[0, 0], [1, 0], [0, 1]])
+    np.testing.assert_allclose(corner_uv[1], [[1, 1], [0, 1], [0.9, 0.1]])
+    np.testing.assert_allclose(split.vertices[split.faces], kept.vertices[kept.faces])
+
+
+def test_unreferenced_vertex_keeps_order_and_uvs(tmp_path: Path) -> None:
+    text = (
+        "v 0 0 0\nv 9 9 9\nv 1 0 0\nv 0 1 0\n"
+        "vt 0.1 0.2\nvt 0.5 0.5\nvt 0.3 0.4\nvt 0.6 0.7\n"
+        "f 1/1 3/3 4/4\n"
+    )
+    (tmp_path / "u.obj").write_text(text)
+    r = load_mesh(tmp_path / "u.obj")
+    np.testing.assert_array_equal(r.vertices[1], [9, 9, 9])
+    np.testing.assert_array_equal(r.faces, [[0, 2, 3]])
+    np.testing.assert_allclose(r.uvs[[0, 2, 3]], [[0.1, 0.2], [0.3, 0.4], [0.6, 0.7]])
+
+
+def test_quads_become_triangles(tmp_path: Path) -> None:
+    (tmp_path / "q.obj").write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nf 1 2 3 4\n")
+    r = load_mesh(tmp_path / "q.obj")
+    assert r.faces.shape == (2, 3)
+    assert r.face_areas.sum() == pytest.approx(1.0)
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("empty.obj", b"", "empty"),
+        ("blank.ply", b"  \n", "empty"),
+        ("points.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\n", "no faces"),
+        ("nan.obj", b"v 0 0 nan\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", "NaN"),
+        ("inf.obj", b"v 0 0 inf\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", "NaN or inf"),
+        ("range.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 7\n", "cannot parse"),
+        ("junk.obj", b"hello\nv 1 2\nf 1 2 3\n", "cannot parse"),
+        ("junk.ply", b"ply\nformat nonsense\n\x00\x01", "cannot parse"),
+        ("shape.stl", b"solid x\n", "unsupported"),
+    ],
+)
+def test_bad_files_raise_input_file_error(
+    tmp_path: Path, name: str, content: bytes, problem: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InputFileError, match=problem) as info:
+        load_mesh(path)
+    assert info.value.path == path
+    assert str(path) in str(info.value)
+    assert info.value.__cause__ is None  # no library traceback chained
+
+
+def test_point_cloud_ply_is_not_a_mesh(tmp_path: Path) -> None:
+    cloud = trimesh.PointCloud(np.random.default_rng(0).normal(size=(10, 3)))
+    (tmp_path / "c.ply").write_bytes(trimesh.exchange.ply.export_ply(cloud))
+    with pytest.raises(InputFileError, match="no faces"):
+        load_mesh(tmp_path / "c.ply")
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="does not exist"):
+        load_mesh(tmp_path / "nope.obj")
+    (tmp_path / "dir.obj").mkdir()
+    with pytest.raises(InputFileError, match="not a regular file"):
+        load_mesh(tmp_path / "dir.obj")
+
+
+# --- atomic save ------------------------------------------------------------------------------
+
+
+def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dest = tmp_path / "out" / "m.obj"
+    save_mesh(dest, small_mesh())
+    before = dest.read_bytes()
+    calls = []
+
+    def failing_replace(src: str, dst: str) -> None:
+        calls.append((Path(src), Path(dst)))
+        raise OSError("disk full")
+
+    monkeypatch.setattr(mesh_mod.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        save_mesh(dest, small_mesh(5))
+    # the new data went to a temporary file in the same folder, never to the destination
+    ((src, dst),) = calls
+    assert dst == dest and src.parent == dest.parent and src != dest
+    assert dest.read_bytes() == before
+    assert sorted(os.listdir(dest.parent)) == ["m.obj"]
+
+
+def test_save_rejects_unknown_suffix(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unsupported"):
+        save_mesh(tmp_path / "m.stl", small_mesh())
+
+
+# --- the Mesh value ---------------------------------------------------------------------------
+
+
+def test_mesh_checks_shapes() -> None:
+    with pytest.raises(ValueError, match=r"\(V, 3\)"):
+        Mesh(np.zeros((4, 2)), np.zeros((1, 3), dtype=int))
+    with pytest.raises(ValueError, match=r"\(F, 3\)"):
+        Mesh(np.zeros((4, 3)), np.zeros((1, 4), dtype=int))
+    with pytest.raises(ValueError, match="indices"):
+        Mesh(np.zeros((4, 3)), np.array([[0, 1, 4]]))
+    with pytest.raises(ValueError, match=r"uvs: expected \(4, 2\)"):
+        Mesh(np.zeros((4, 3)), np.array([[0, 1, 2]]), uvs=np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"colors: expected \(4, 3\)"):
+        Mesh(np.zeros((4, 3)), np.array([[0, 1, 2]]), colors=np.zeros((4, 4)))
+
+
+def brute_vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(v)
+    for a, b, c in f:
+        n = np.cross(v[b] - v[a], v[c] - v[a])  # twice the area times the unit normal
+        out[[a, b, c]] += n
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_vertex_normals_match_brute_force_and_sphere() -> None:
+    m = small_mesh(3)
+    np.testing.assert_allclose(m.vertex_normals, brute_vertex_normals(m.vertices, m.faces))
+    ico = trimesh.creation.icosphere(subdivisions=3, radius=30.0)
+    n = vertex_normals(ico.vertices, ico.faces)
+    radial = ico.vertices / np.linalg.norm(ico.vertices, axis=1, keepdims=True)
+    assert np.min(np.einsum("ij,ij->i", n, radial)) > 0.999
+    np.testing.assert_allclose(np.linalg.norm(n, axis=1), 1.0)
+    # a vertex in no face gets a zero normal
+    lone = vertex_normals(np.vstack([ico.vertices, [[99.0, 0, 0]]]), ico.faces)
+    np.testing.assert_array_equal(lone[-1], 0.0)
+
+
+def test_vertex_normals_torch_batched_and_differentiable() -> None:
+    m = small_mesh(4)
+    v = torch.tensor(np.stack([m.vertices, 2 * m.vertices]), requires_grad=True)
+    n = vertex_normals(v, torch.as_tensor(m.faces))
+    assert n.shape == (2, m.n_vertices, 3)
+    np.testing.assert_allclose(n[0].detach().numpy(), m.vertex_normals, atol=1e-12)
+    np.testing.assert_allclose(
+        vertex_normals(v[1].detach(), m.faces).numpy(), m.vertex_normals, atol=1e-12
+    )
+    tiny = torch.tensor(m.vertices[:8], requires_grad=True)
+    faces = torch.tensor([[0, 1, 7], [0, 7, 6], [1, 2, 7]])
+    assert torch.autograd.gradcheck(lambda x: vertex_normals(x, faces), (tiny,))
+    with pytest.raises(ValueError, match=r"\(B, V, 3\)"):
+        vertex_normals(torch.zeros(2, 2, 4, 3), faces)
+
+
+def test_transformed_keeps_outward_normals_under_reflection() -> None:
+    ico = trimesh.creation.icosphere(subdivisions=2, radius=10.0)
+    sphere = Mesh(ico.vertices, ico.faces)
+    rot = Similarity(2.0, rotation_from_axis_angle(np.array([0.3, -0.2, 0.1])), np.ones(3))
+    mirror = Similarity(1.0, np.diag([1.0, -1.0, 1.0]), np.zeros(3))
+    for sim in (rot, mirror.compose(rot)):
+        moved = sphere.transformed(sim)
+        centre = sim.apply(np.zeros(3))
+        radial = moved.vertices[moved.faces].mean(axis=1) - centre
+        assert np.all(np.einsum("ij,ij->i", moved.face_normals, radial) > 0)
+        np.testing.assert_allclose(moved.vertices, sim.apply(sphere.vertices))
+    assert sphere.copy().vertices is not sphere.vertices
+
+
+def test_subset_vertices_keeps_faces_with_all_corners() -> None:
+    m = small_mesh(6)
+    keep = m.vertices[:, 0] < 10.0
+    sub, index = m.subset_vertices(keep)
+    np.testing.assert_array_equal(sub.vertices, m.vertices[keep])
+    np.testing.assert_array_equal(index, np.flatnonzero(keep))
+    expected = m.faces[keep[m.faces].all(axis=1)]
+    np.testing.assert_array_equal(index[sub.faces], expected)
+    np.testing.assert_array_equal(sub.uvs, m.uvs[keep])
+
+
+def test_height_field_faces_point_up() -> None:
+    m = height_field_mesh(np.zeros((3, 4)), np.arange(4.0), np.arange(3.0))
+    assert m.n_vertices == 12 and m.n_faces == 12
+    np.testing.assert_allclose(m.face_normals, np.tile([0.0, 0.0, 1.0], (12, 1)))
+    assert m.face_areas.sum() == pytest.approx(6.0)

@@ -1,0 +1,149 @@
+"""Rigid and similarity ICP on a face-like surface with known ground-truth motion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facehd.distances import SurfaceQuery
+from facehd.errors import DegenerateInputError
+from facehd.mesh import Mesh, height_field_mesh
+from facehd.registration import crop_points, icp_point_to_plane
+from facehd.transforms import Similarity, rotation_from_axis_angle
+
+
+def face_like_surface(n: int = 71) -> Mesh:
+    """A ~160 x 200 mm height field in mm: a dome with a nose, eye sockets, brow and mouth.
+
+    The features break every rotational symmetry, so the alignment is well posed.
+    """
+    xs = np.linspace(-80.0, 80.0, n)
+    ys = np.linspace(-100.0, 100.0, int(n * 1.25))
+    x, y = np.meshgrid(xs, ys)
+
+    def bump(cx: float, cy: float, sx: float, sy: float) -> np.ndarray:
+        return np.exp(-(((x - cx) / sx) ** 2) - ((y - cy) / sy) ** 2)
+
+    z = (
+        55.0 * np.sqrt(np.clip(1.0 - (x / 95.0) ** 2 - (y / 125.0) ** 2, 0.0, None))
+        + 20.0 * bump(0.0, -5.0, 9.0, 22.0)  # nose
+        - 9.0 * bump(-30.0, 25.0, 13.0, 8.0)  # eye sockets
+        - 9.0 * bump(30.0, 25.0, 13.0, 8.0)
+        + 5.0 * bump(0.0, 42.0, 40.0, 6.0)  # brow
+        - 4.0 * bump(0.0, -45.0, 20.0, 4.0)  # mouth
+        + 3.0 * bump(45.0, -20.0, 10.0, 10.0)  # one cheek only
+    )
+    return height_field_mesh(z, xs, ys)
+
+
+def known_motion(deg: float, mm: float, scale: float = 1.0, seed: int = 0) -> Similarity:
+    rng = np.random.default_rng(seed)
+    axis = rng.normal(size=3)
+    shift = rng.normal(size=3)
+    rot = rotation_from_axis_angle(np.radians(deg) * axis / np.linalg.norm(axis))
+    return Similarity(scale, rot, mm * shift / np.linalg.norm(shift))
+
+
+def scan_of(surface: Mesh, truth: Similarity, n: int, seed: int, noise: float = 0.0) -> np.ndarray:
+    """Surface points (inside its outline) in a frame that ``truth`` maps back onto it."""
+    rng = np.random.default_rng(seed)
+    inside = np.flatnonzero(np.abs(surface.vertices[:, 0]) < 70)
+    pick = rng.choice(inside, n, replace=False)
+    pts = surface.vertices[pick] + rng.normal(size=(n, 3)) * noise
+    return truth.inverse().apply(pts)
+
+
+@pytest.fixture(scope="module")
+def surface() -> Mesh:
+    return face_like_surface()
+
+
+@pytest.mark.parametrize("method", ["open3d", "surface"])
+def test_rigid_icp_recovers_small_motion(surface: Mesh, method: str) -> None:
+    truth = known_motion(deg=2.0, mm=3.0)
+    src = scan_of(surface, truth, 3000, seed=1)
+    res = icp_point_to_plane(src, surface, method=method)
+    assert res.transform.rotation_angle_deg(truth) < 0.01
+    assert np.linalg.norm(res.transform.translation - truth.translation) < 0.01
+    assert res.transform.scale == 1.0
+    assert res.converged and 1 <= res.iterations < 50
+    assert res.fitness == 1.0 and res.rmse < 1e-6
+    assert res.n_points == 3000
+
+
+def test_rigid_icp_from_an_initial_guess(surface: Mesh) -> None:
+    truth = known_motion(deg=25.0, mm=40.0, seed=2)
+    src = scan_of(surface, truth, 2000, seed=3)
+    guess = known_motion(deg=1.5, mm=2.0, seed=4).compose(truth)
+    without = icp_point_to_plane(src, surface, max_iterations=50)
+    res = icp_point_to_plane(src, surface, init=guess)
+    assert res.transform.rotation_angle_deg(truth) < 0.01
+    assert np.linalg.norm(res.transform.translation - truth.translation) < 0.01
+    assert without.transform.rotation_angle_deg(truth) > 1.0  # the guess mattered
+
+
+def test_similarity_icp_recovers_scale(surface: Mesh) -> None:
+    truth = known_motion(deg=3.0, mm=4.0, scale=1.06, seed=5)
+    src = scan_of(surface, truth, 3000, seed=6)
+    res = icp_point_to_plane(src, surface, with_scale=True)
+    assert res.transform.scale == pytest.approx(1.06, abs=1e-7)
+    assert res.transform.rotation_angle_deg(truth) < 1e-4
+    np.testing.assert_allclose(res.transform.translation, truth.translation, atol=1e-4)
+    assert res.converged
+
+
+def test_similarity_icp_reaches_a_minimum_of_the_distance_cost(surface: Mesh) -> None:
+    """With noise there is no exact answer: check the result is a minimum of
+    sum(dist(p, T^-1 surface)^2), by perturbing each of the 7 parameters both ways."""
+    truth = known_motion(deg=2.0, mm=2.0, scale=0.97, seed=7)
+    src = scan_of(surface, truth, 1500, seed=8, noise=0.3)
+    res = icp_point_to_plane(src, surface, with_scale=True, max_distance=np.inf)
+    query = SurfaceQuery(surface)
+
+    def cost(t: Similarity) -> float:
+        d = query.closest(t.apply(src)).distances / t.scale
+        return float(np.sum(d**2))
+
+    best = cost(res.transform)
+    centre = res.transform.apply(src).mean(axis=0)
+    for k in range(7):
+        for sign in (-1.0, 1.0):
+            step = np.zeros(7)
+            step[k] = sign * (1e-3 if k < 4 else 1e-2)  # log-scale/radians, mm
+            rot = rotation_from_axis_angle(step[1:4])
+            s = float(np.exp(step[0]))
+            move = Similarity(s, rot, centre + step[4:] - s * rot @ centre)
+            assert cost(move.compose(res.transform)) >= best * (1 - 1e-9)
+    assert res.transform.rotation_angle_deg(truth) < 0.1
+    assert res.transform.scale == pytest.approx(0.97, abs=2e-3)
+
+
+def test_crop_ignores_points_outside_the_sphere(surface: Mesh) -> None:
+    truth = known_motion(deg=2.0, mm=3.0, seed=9)
+    src = scan_of(surface, truth, 2000, seed=10)
+    centre = src.mean(axis=0)
+    clutter = centre + np.random.default_rng(11).normal(size=(800, 3)) * 5 + [0, 0, 300]
+    pts = np.vstack([src, clutter])
+    res = icp_point_to_plane(
+        pts, surface, crop_center=centre, crop_radius=150.0, max_distance=np.inf, method="surface"
+    )
+    assert res.n_points == 2000
+    assert res.transform.rotation_angle_deg(truth) < 0.01
+    kept, mask = crop_points(pts, centre, 150.0)
+    assert mask[:2000].all() and not mask[2000:].any() and len(kept) == 2000
+
+
+def test_bad_inputs(surface: Mesh) -> None:
+    src = scan_of(surface, Similarity.identity(), 100, seed=12)
+    with pytest.raises(DegenerateInputError, match="after cropping"):
+        icp_point_to_plane(src, surface, crop_center=np.full(3, 1e4), crop_radius=1.0)
+    with pytest.raises(DegenerateInputError, match="max_distance"):
+        icp_point_to_plane(src + [0, 0, 500], surface, max_distance=1.0)
+    with pytest.raises(DegenerateInputError, match="max_distance"):
+        icp_point_to_plane(src + [0, 0, 500], surface, max_distance=1.0, with_scale=True)
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        icp_point_to_plane(src[:, :2], surface)
+    with pytest.raises(ValueError, match="both"):
+        icp_point_to_plane(src, surface, crop_radius=5.0)
+    with pytest.raises(ValueError, match="method"):
+        icp_point_to_plane(src, surface, method="gicp")  # type: ignore[arg-type]

@@ -1,0 +1,181 @@
+"""Similarity transforms, Procrustes (Umeyama) and Euler rotations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from facehd.errors import DegenerateInputError
+from facehd.transforms import (
+    Similarity,
+    euler_from_rotation_matrix,
+    procrustes,
+    rotation_from_axis_angle,
+    rotation_matrix_from_euler,
+)
+
+
+def random_similarity(rng: np.random.Generator, scale: bool = True) -> Similarity:
+    rot = Rotation.random(random_state=rng.integers(1 << 31)).as_matrix()
+    s = float(rng.uniform(0.5, 2.0)) if scale else 1.0
+    return Similarity(s, rot, rng.normal(size=3) * 50.0)
+
+
+# --- Similarity -------------------------------------------------------------------------------
+
+
+def test_similarity_apply_matrix_inverse_compose_agree() -> None:
+    rng = np.random.default_rng(0)
+    a, b = random_similarity(rng), random_similarity(rng)
+    pts = rng.normal(size=(20, 3)) * 30
+    homo = np.c_[pts, np.ones(len(pts))] @ a.matrix().T
+    np.testing.assert_allclose(a.apply(pts), homo[:, :3], atol=1e-10)
+    np.testing.assert_allclose(a.inverse().apply(a.apply(pts)), pts, atol=1e-10)
+    np.testing.assert_allclose(a.compose(b).apply(pts), a.apply(b.apply(pts)), atol=1e-10)
+    assert a.compose(a.inverse()).allclose(Similarity.identity(), atol=1e-12)
+    assert Similarity.from_matrix(a.matrix()).allclose(a, atol=1e-12)
+
+
+def test_similarity_apply_torch_matches_numpy_and_keeps_grad() -> None:
+    rng = np.random.default_rng(1)
+    a = random_similarity(rng)
+    pts = rng.normal(size=(2, 5, 3))
+    t = torch.tensor(pts, requires_grad=True)
+    out = a.apply(t)
+    assert isinstance(out, torch.Tensor)
+    np.testing.assert_allclose(out.detach().numpy(), a.apply(pts), atol=1e-12)
+    out.sum().backward()
+    assert t.grad is not None
+
+
+def test_rotation_angle_deg_known_angle() -> None:
+    axis = np.array([1.0, 2.0, -0.5]) / np.linalg.norm([1.0, 2.0, -0.5])
+    for deg in (1e-6, 2.0, 90.0, 179.0):
+        r = Similarity(1.0, rotation_from_axis_angle(np.radians(deg) * axis), np.zeros(3))
+        assert r.rotation_angle_deg(Similarity.identity()) == pytest.approx(deg, rel=1e-9)
+    np.testing.assert_allclose(
+        rotation_from_axis_angle(0.3 * axis), Rotation.from_rotvec(0.3 * axis).as_matrix()
+    )
+
+
+def test_similarity_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="scale"):
+        Similarity(0.0, np.eye(3), np.zeros(3))
+    with pytest.raises(ValueError, match=r"\(3, 3\)"):
+        Similarity(1.0, np.eye(2), np.zeros(3))
+    with pytest.raises(ValueError, match=r"\(3,\)"):
+        Similarity(1.0, np.eye(3), np.zeros(4))
+    with pytest.raises(ValueError, match=r"\(\.\.\., 3\)"):
+        Similarity.identity().apply(np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="orthogonal"):
+        Similarity.from_matrix(np.diag([1.0, 2.0, 3.0, 1.0]))
+
+
+# --- Procrustes -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_procrustes_recovers_random_similarity(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    truth = random_similarity(rng)
+    src = rng.normal(size=(12, 3)) * 40
+    est = procrustes(src, truth.apply(src))
+    assert est.allclose(truth, atol=1e-9)
+    assert not est.is_reflection
+
+
+def test_procrustes_rigid_keeps_unit_scale_and_matches_scipy() -> None:
+    rng = np.random.default_rng(7)
+    truth = random_similarity(rng, scale=False)
+    src = rng.normal(size=(30, 3)) * 40
+    dst = truth.apply(src) + rng.normal(size=src.shape) * 0.5  # noisy: least squares
+    w = rng.uniform(0.1, 2.0, size=len(src))
+    est = procrustes(src, dst, with_scale=False, weights=w)
+    assert est.scale == 1.0
+    # independent reference: scipy's weighted Kabsch on the weighted-centred points
+    mu_s = w @ src / w.sum()
+    mu_d = w @ dst / w.sum()
+    ref, _ = Rotation.align_vectors(dst - mu_d, src - mu_s, weights=w)
+    np.testing.assert_allclose(est.rotation, ref.as_matrix(), atol=1e-9)
+    np.testing.assert_allclose(est.translation, mu_d - ref.as_matrix() @ mu_s, atol=1e-8)
+
+
+def test_procrustes_weights_of_ones_change_nothing() -> None:
+    rng = np.random.default_rng(3)
+    src = rng.normal(size=(9, 3)) * 20
+    dst = random_similarity(rng).apply(src) + rng.normal(size=src.shape)
+    plain = procrustes(src, dst)
+    assert procrustes(src, dst, weights=np.ones(9)).allclose(plain, atol=1e-12)
+    assert procrustes(src, dst, weights=np.full(9, 7.5)).allclose(plain, atol=1e-12)
+
+
+def test_procrustes_zero_weights_ignore_outliers() -> None:
+    rng = np.random.default_rng(4)
+    truth = random_similarity(rng)
+    src = rng.normal(size=(10, 3)) * 20
+    dst = truth.apply(src)
+    dst[:3] += 100.0  # corrupted correspondences
+    w = np.ones(10)
+    w[:3] = 0.0
+    assert procrustes(src, dst, weights=w).allclose(truth, atol=1e-9)
+    assert not procrustes(src, dst).allclose(truth, atol=1e-3)
+
+
+def test_procrustes_reflection_only_when_allowed() -> None:
+    rng = np.random.default_rng(5)
+    truth = random_similarity(rng)
+    mirror = Similarity(1.0, np.diag([-1.0, 1.0, 1.0]), np.zeros(3))
+    mirrored = truth.compose(mirror)  # det(R) = -1
+    src = rng.normal(size=(15, 3)) * 30
+    dst = mirrored.apply(src)
+    est = procrustes(src, dst, allow_reflection=True)
+    assert est.is_reflection
+    assert est.allclose(mirrored, atol=1e-9)
+    proper = procrustes(src, dst, allow_reflection=False)
+    assert not proper.is_reflection
+    assert np.linalg.norm(proper.apply(src) - dst) > 1.0
+    # a proper rotation is still returned when it fits exactly, even if reflections are allowed
+    assert not procrustes(src, truth.apply(src), allow_reflection=True).is_reflection
+
+
+def test_procrustes_degenerate_inputs_raise() -> None:
+    with pytest.raises(DegenerateInputError, match="coincident"):
+        procrustes(np.ones((5, 3)), np.random.default_rng(0).normal(size=(5, 3)))
+    line = np.outer(np.arange(6.0), [1.0, 2.0, 3.0])
+    with pytest.raises(DegenerateInputError, match="collinear"):
+        procrustes(line, line + 1.0)
+    with pytest.raises(DegenerateInputError, match="at least 3"):
+        procrustes(np.eye(3)[:2], np.eye(3)[:2])
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        procrustes(np.zeros((5, 2)), np.zeros((5, 2)))
+    with pytest.raises(ValueError, match=r"\(5, 3\)"):
+        procrustes(np.eye(5, 3), np.eye(4, 3))
+    with pytest.raises(ValueError, match="weights"):
+        procrustes(np.eye(5, 3), np.eye(5, 3), weights=-np.ones(5))
+
+
+# --- Euler angles -----------------------------------------------------------------------------
+
+
+def test_euler_matches_scipy_rz_ry_rx_and_round_trips() -> None:
+    rng = np.random.default_rng(6)
+    angles = rng.uniform(-1.5, 1.5, size=(10, 3))
+    r = rotation_matrix_from_euler(angles)
+    # extrinsic x, then y, then z about fixed axes == Rz @ Ry @ Rx
+    ref = Rotation.from_euler("xyz", angles).as_matrix()
+    np.testing.assert_allclose(r, ref, atol=1e-12)
+    np.testing.assert_allclose(euler_from_rotation_matrix(r), angles, atol=1e-10)
+    assert rotation_matrix_from_euler(angles[0]).shape == (3, 3)
+
+
+def test_euler_torch_matches_numpy_and_is_differentiable() -> None:
+    angles = torch.tensor([[0.1, -0.2, 0.3], [1.0, 0.5, -0.7]], dtype=torch.float64)
+    r = rotation_matrix_from_euler(angles)
+    np.testing.assert_allclose(r.numpy(), rotation_matrix_from_euler(angles.numpy()), atol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda a: rotation_matrix_from_euler(a), (angles.clone().requires_grad_(True),)
+    )
+    with pytest.raises(ValueError, match=r"\(\.\.\., 3\)"):
+        rotation_matrix_from_euler(np.zeros(4))
