@@ -291,20 +291,32 @@ def _check_image(image: np.ndarray) -> np.ndarray:
 class FaceDetector:
     """Faces and landmarks in RGB photos with mediapipe (face mesh with iris refinement).
 
-    Strategy: the face mesh on the whole photo (it finds faces with mediapipe's short-range
-    detector); when that finds nothing, the full-range face detector locates faces (small, far
-    ones) and the mesh runs on a square crop around each; when that fails too, the photo is tried
-    rotated by 90, 270 and 180 degrees (sideways photos without an orientation tag).
+    Strategy: first the orientation (:meth:`orientation`): a photo turned by quarter turns
+    without an orientation tag is turned upright for detection (mediapipe's face mesh fits
+    sideways and upside-down faces poorly). Then the face mesh on the whole photo (it finds faces
+    with mediapipe's short-range detector); when that finds nothing, the full-range face detector
+    locates faces (small, far ones) and the mesh runs on a square crop around each. Landmarks are
+    returned in the pixels of the photo as given.
 
     Not thread-safe; make one per process. Use as a context manager or call :meth:`close`.
     """
 
     def __init__(
-        self, *, max_faces: int = 5, min_confidence: float = 0.5, segmentation: bool = True
+        self,
+        *,
+        max_faces: int = 5,
+        min_confidence: float = 0.5,
+        segmentation: bool = True,
+        auto_orient: bool = True,
+        upright_score: float = 0.75,
+        orientation_margin: float = 0.05,
     ) -> None:
         mp = _import_mediapipe()
         self.max_faces = int(max_faces)
         self.min_confidence = float(min_confidence)
+        self.auto_orient = bool(auto_orient)
+        self.upright_score = float(upright_score)
+        self.orientation_margin = float(orientation_margin)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self._mesh = mp.solutions.face_mesh.FaceMesh(
@@ -364,18 +376,36 @@ class FaceDetector:
                 faces.append(mesh)
         return faces
 
+    def _best_score(self, image: np.ndarray) -> float:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = self._detector.process(image)
+        return max((float(d.score[0]) for d in result.detections or []), default=0.0)
+
+    def orientation(self, image: np.ndarray) -> int:
+        """Quarter turns ``k`` such that ``np.rot90(image, k)`` shows the faces upright.
+
+        The full-range face detector scores faces far higher upright than turned (on real photos,
+        upright >= 0.8, turned <= 0.7). An upright score of at least ``upright_score`` keeps the
+        photo as it is; otherwise the turn with the best score wins when it beats the upright one
+        by ``orientation_margin``.
+        """
+        image = _check_image(image)
+        upright = self._best_score(image)
+        if not self.auto_orient or upright >= self.upright_score:
+            return 0
+        scores = {k: self._best_score(np.ascontiguousarray(np.rot90(image, k))) for k in (1, 2, 3)}
+        k = max(scores, key=lambda q: scores[q])
+        return k if scores[k] > upright + self.orientation_margin else 0
+
     def detect_all(self, image: np.ndarray) -> list[DetectedFace]:
         """Every face found in ``image`` (H, W, 3) uint8 RGB; empty when none."""
         image = _check_image(image)
-        meshes = self._run_mesh(self._mesh, image) or self._mesh_in_boxes(image)
-        if not meshes:
-            h, w = image.shape[:2]
-            for k in (1, 3, 2):  # rotations by 90 degrees counter-clockwise
-                rotated = np.ascontiguousarray(np.rot90(image, k))
-                found = self._run_mesh(self._mesh, rotated) or self._mesh_in_boxes(rotated)
-                if found:
-                    meshes = [_unrotate(m, k, (h, w)) for m in found]
-                    break
+        k = self.orientation(image)
+        work = np.ascontiguousarray(np.rot90(image, k)) if k else image
+        meshes = self._run_mesh(self._mesh, work) or self._mesh_in_boxes(work)
+        if k:
+            meshes = [_unrotate(m, k, image.shape[:2]) for m in meshes]
         return [DetectedFace.from_mesh(m) for m in meshes]
 
     def detect(self, image: np.ndarray) -> DetectedFace:

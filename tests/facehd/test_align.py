@@ -1,0 +1,239 @@
+"""Tests of photo loading, 5-point alignment and cropping (facehd.align)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facehd.align import (
+    CROP_SIZE,
+    PX_PER_MM,
+    TEMPLATE_5P_MM,
+    CropTransform,
+    align_face,
+    crop_transform,
+    fit_template,
+    load_photo,
+    warp,
+)
+from facehd.errors import DegenerateInputError, InputFileError
+
+
+def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """R = Rz(roll) Ry(yaw) Rx(pitch), degrees."""
+    a, b, c = np.deg2rad([pitch, yaw, roll])
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def project(points_mm: np.ndarray, px_per_mm: float, origin, R=np.eye(3)) -> np.ndarray:
+    """Scaled orthographic photo of model points: x right, rows down (y flipped)."""
+    q = points_mm @ R.T
+    return np.stack([q[:, 0], -q[:, 1]], 1) * px_per_mm + np.asarray(origin)
+
+
+# -- the transform ----------------------------------------------------------------------------
+
+
+def test_crop_transform_apply_invert_matrix_and_resize():
+    t = CropTransform(0.3, (-50.0, 20.0), 224)
+    p = np.random.default_rng(0).uniform(0, 1000, (10, 2))
+    np.testing.assert_allclose(t.invert(t.apply(p)), p)
+    np.testing.assert_allclose((np.c_[p, np.ones(10)] @ t.matrix().T)[:, :2], t.apply(p))
+    hd = t.resized(512)
+    np.testing.assert_allclose(hd.photo_box(), t.photo_box())  # the same region
+    k = 512 / 224
+    np.testing.assert_allclose(hd.apply(p) + 0.5, k * (t.apply(p) + 0.5))
+    x0, y0, x1, y1 = t.photo_box()
+    # The crop's outer pixel edges map to the box edges.
+    np.testing.assert_allclose(t.invert(np.array([[-0.5, -0.5], [223.5, 223.5]])) + 0.5,
+                               [[x0, y0], [x1, y1]])  # fmt: skip
+    with pytest.raises(ValueError, match="scale"):
+        CropTransform(0.0, (0.0, 0.0), 224)
+    with pytest.raises(ValueError, match=r"\(\.\.\., 2\)"):
+        t.apply(np.zeros((3, 3)))
+
+
+# -- alignment ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("angles", [(0, 0, 0), (25, -10, 8), (-40, 15, -20)])
+def test_fit_template_recovers_scale_and_origin_of_an_affine_photo(angles):
+    R = rotation(*angles)
+    s, origin = 4.37, (612.3, 401.9)
+    lm5 = project(TEMPLATE_5P_MM, s, origin, R)
+    fit = fit_template(lm5)
+    assert fit.px_per_mm == pytest.approx(s, rel=1e-9)
+    np.testing.assert_allclose(fit.origin, origin, atol=1e-9)
+    assert fit.rms < 1e-9
+
+
+def test_crop_puts_the_template_where_the_base_camera_does():
+    lm5 = project(TEMPLATE_5P_MM, 3.1, (500.0, 480.0))
+    t = crop_transform(lm5)
+    assert t.size == CROP_SIZE
+    assert t.scale == pytest.approx(PX_PER_MM / 3.1)
+    # Origin -> (112, 111) and 1 mm -> 1.02 px, rows down: the base camera's projection at scale.
+    expected = project(TEMPLATE_5P_MM, PX_PER_MM, (112.0, 111.0))
+    np.testing.assert_allclose(t.apply(lm5), expected, atol=1e-9)
+    # Inter-ocular distance in the crop: 61 mm.
+    d = np.linalg.norm(t.apply(lm5)[1] - t.apply(lm5)[0])
+    assert d == pytest.approx(61.0 * PX_PER_MM)
+
+
+def test_crop_is_invariant_to_a_similarity_of_the_photo():
+    """Scaling and shifting the photo changes the transform, not the crop's landmarks."""
+    rng = np.random.default_rng(3)
+    lm5 = project(TEMPLATE_5P_MM, 2.0, (300.0, 260.0), rotation(15, 5, 3))
+    lm5 += rng.normal(0, 1.5, lm5.shape)  # detector noise
+    a, b = 1.7, np.array([-120.0, 45.0])
+    t1, t2 = crop_transform(lm5), crop_transform(a * lm5 + b)
+    np.testing.assert_allclose(t2.apply(a * lm5 + b), t1.apply(lm5), atol=1e-9)
+    assert t2.scale == pytest.approx(t1.scale / a)
+
+
+def test_degenerate_landmarks_raise():
+    with pytest.raises(DegenerateInputError, match="collinear"):
+        fit_template(np.array([[0, 0], [1, 1], [2, 2], [3, 3], [4, 4.0]]))
+    with pytest.raises(DegenerateInputError, match="NaN"):
+        fit_template(np.full((5, 2), np.nan))
+    with pytest.raises(ValueError, match=r"\(5, 2\)"):
+        fit_template(np.zeros((68, 2)))
+
+
+# -- warping -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [0.37, 1.0, 2.6])
+def test_warp_samples_the_photo_at_the_transformed_positions(scale):
+    """A linear ramp image I(x, y) = x (and = y) comes back as the photo coordinate of each crop
+    pixel (bicubic reproduces linear functions away from the borders)."""
+    h, w = 700, 900
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    t = CropTransform(scale, (-scale * 300.0 + 5.3, -scale * 250.0 - 2.7), 96)
+    j, i = np.meshgrid(np.arange(96), np.arange(96))
+    src = t.invert(np.stack([j, i], -1).astype(float))
+    inside = (src[..., 0] > 5) & (src[..., 0] < w - 6) & (src[..., 1] > 5) & (src[..., 1] < h - 6)
+    assert inside.mean() > 0.5
+    for k, ramp in enumerate((xs, ys)):
+        out = warp(ramp, t)
+        assert out.shape == (96, 96) and out.dtype == np.float32
+        np.testing.assert_allclose(out[inside], src[..., k][inside], atol=0.02)
+
+
+def test_warp_is_black_outside_the_photo_and_keeps_dtype():
+    img = np.full((50, 60, 3), 200, np.uint8)
+    t = CropTransform(1.0, (100.0, 100.0), 224)  # the photo lands at rows/cols 100..160
+    out = warp(img, t)
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+    assert (out[:90, :90] == 0).all() and (out[105:145, 105:155] == 200).all()
+    assert warp(img[..., 0], t).shape == (224, 224)
+    with pytest.raises(ValueError, match="expected"):
+        warp(img.astype(np.int16), t)
+
+
+def test_align_face_crops_and_hd_agree():
+    ys, xs = np.mgrid[0:800, 0:1000]
+    smooth = [np.sin(xs / 37.0) * np.cos(ys / 23.0), np.sin((xs + ys) / 51.0), np.cos(ys / 29.0)]
+    img = np.clip(np.round(127.5 + 120 * np.stack(smooth, -1)), 0, 255).astype(np.uint8)
+    lm5 = project(TEMPLATE_5P_MM, 3.0, (520.0, 390.0))
+    a = align_face(img, lm5, hd_size=448)
+    assert a.image.shape == (224, 224, 3) and a.image_hd.shape == (448, 448, 3)
+    np.testing.assert_allclose(a.landmarks5, a.transform.apply(lm5))
+    # The HD crop downsampled 2x is the 224 crop (same region), up to resampling differences.
+    down = np.asarray(Image.fromarray(a.image_hd).resize((224, 224), Image.Resampling.BOX))
+    diff = np.abs(down.astype(int) - a.image.astype(int))
+    assert np.median(diff) <= 1 and np.percentile(diff, 99) <= 4
+
+
+# -- loading photos ------------------------------------------------------------------------------
+
+
+def _png16(path, arr: np.ndarray) -> None:
+    """Write a 16-bit PNG (grey (H, W) or RGB (H, W, 3)) by hand."""
+    h, w = arr.shape[:2]
+    colour = 2 if arr.ndim == 3 else 0
+    raw = b"".join(b"\x00" + arr[i].astype(">u2").tobytes() for i in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, 0)
+    data = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + data)
+
+
+def test_load_grey_rgba_and_16_bit(tmp_path):
+    grey = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (40, 1))
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    p = load_photo(tmp_path / "grey.png")
+    assert p.mode == "L" and p.image.shape == (40, 64, 3) and p.image.dtype == np.uint8
+    np.testing.assert_array_equal(p.image[..., 0], grey)
+    np.testing.assert_array_equal(p.image[..., 2], grey)
+
+    g16 = np.tile(np.array([0, 257, 32896, 65535], np.uint16), (40, 10))
+    _png16(tmp_path / "g16.png", g16)
+    p = load_photo(tmp_path / "g16.png")
+    assert p.mode.startswith("I;16")
+    np.testing.assert_array_equal(p.image[0, :4, 0], [0, 1, 128, 255])
+
+    rgb16 = np.zeros((40, 40, 3), np.uint16)
+    rgb16[..., 0], rgb16[..., 1], rgb16[..., 2] = 65535, 32896, 257
+    _png16(tmp_path / "rgb16.png", rgb16)
+    np.testing.assert_array_equal(load_photo(tmp_path / "rgb16.png").image[5, 5], [255, 128, 1])
+
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[..., 0] = 255
+    rgba[:, :20, 3] = 255  # left half opaque red, right half transparent
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    img = load_photo(tmp_path / "rgba.png").image
+    np.testing.assert_array_equal(img[0, 0], [255, 0, 0])
+    np.testing.assert_array_equal(img[0, 39], [255, 255, 255])
+
+
+def test_load_cmyk(tmp_path):
+    cmyk = Image.new("CMYK", (48, 40), (0, 255, 255, 0))  # no cyan, full magenta + yellow: red
+    cmyk.paste((0, 0, 0, 255), (24, 0, 48, 40))  # full black on the right
+    cmyk.save(tmp_path / "cmyk.jpg", quality=95)
+    p = load_photo(tmp_path / "cmyk.jpg")
+    assert p.mode == "CMYK"
+    r, g, b = p.image[20, 5].astype(int)
+    assert r > 200 and g < 60 and b < 60
+    assert p.image[20, 40].max() < 60
+
+
+def test_load_applies_exif_orientation(tmp_path):
+    img = np.zeros((60, 100, 3), np.uint8)
+    img[2:10, 2:10] = 255  # a marker at the stored top-left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.fromarray(img).save(tmp_path / "rot.jpg", exif=exif.tobytes(), quality=95)
+    p = load_photo(tmp_path / "rot.jpg")
+    assert p.orientation == 6 and p.image.shape == (100, 60, 3)
+    # Turned clockwise, the stored top-left corner is now at the top-right.
+    assert p.image[3:9, -9:-3].mean() > 200 and p.image[-9:-3, 3:9].mean() < 30
+    Image.fromarray(img).save(tmp_path / "plain.jpg", quality=95)
+    assert load_photo(tmp_path / "plain.jpg").orientation == 1
+
+
+def test_unreadable_photos_raise_input_file_error(tmp_path):
+    (tmp_path / "junk.jpg").write_bytes(b"this is not a jpeg")
+    with pytest.raises(InputFileError, match="junk.jpg: unreadable image"):
+        load_photo(tmp_path / "junk.jpg")
+    Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(tmp_path / "ok.jpg")
+    data = (tmp_path / "ok.jpg").read_bytes()
+    (tmp_path / "trunc.jpg").write_bytes(data[: len(data) // 3])
+    with pytest.raises(InputFileError, match="trunc.jpg"):
+        load_photo(tmp_path / "trunc.jpg")
+    with pytest.raises(InputFileError, match="no such file"):
+        load_photo(tmp_path / "missing.png")
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "tiny.png")
+    with pytest.raises(InputFileError, match="too small"):
+        load_photo(tmp_path / "tiny.png")

@@ -1,0 +1,250 @@
+"""Tests of face detection and landmark conventions (facehd.detect).
+
+The pure parts run everywhere; detection runs mediapipe on a cartoon face drawn by the test
+(``drawn_face.py``) and skips, with the reason, when the optional ``photo`` extra is missing.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from drawn_face import draw_face, feature
+from scipy.spatial import Delaunay
+
+from facehd.detect import (
+    FIVE_POINT_NAMES,
+    IBUG68_MIRROR,
+    IBUG68_REGIONS,
+    MEDIAPIPE_FACE_OVAL,
+    MEDIAPIPE_TO_IBUG68,
+    DetectedFace,
+    _unrotate,
+    convex_hull_mask,
+    landmarks5_from_68,
+    landmarks68_from_mediapipe,
+    mediapipe_available,
+    refine_mask,
+    select_main_face,
+)
+
+needs_mediapipe = pytest.mark.skipif(
+    not mediapipe_available(), reason="mediapipe (the optional 'photo' extra) is not installed"
+)
+
+# -- the index tables --------------------------------------------------------------------------
+
+
+def test_ibug68_table_is_a_valid_injective_map():
+    t = np.array(MEDIAPIPE_TO_IBUG68)
+    assert t.shape == (68,) and len(set(t.tolist())) == 68
+    assert t.min() >= 0 and t.max() < 468
+    m = np.array(IBUG68_MIRROR)
+    assert sorted(m.tolist()) == list(range(68))
+    np.testing.assert_array_equal(m[m], np.arange(68))  # an involution
+    # Points on the midline are their own mirror: chin, nose bridge and tip, subnasale, lip middles.
+    assert {i for i in range(68) if m[i] == i} == {8, 27, 28, 29, 30, 33, 51, 57, 62, 66}
+    spans = sorted(IBUG68_REGIONS.values())
+    assert spans[0][0] == 0 and spans[-1][1] == 68
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert len(MEDIAPIPE_FACE_OVAL) == len(set(MEDIAPIPE_FACE_OVAL)) == 36
+
+
+def test_landmark_selection_shapes_and_values():
+    rng = np.random.default_rng(0)
+    mesh = rng.normal(size=(2, 478, 3))
+    lm = landmarks68_from_mediapipe(mesh)
+    assert lm.shape == (2, 68, 3)
+    np.testing.assert_array_equal(lm[1, 30], mesh[1, MEDIAPIPE_TO_IBUG68[30]])
+    lm5 = landmarks5_from_68(lm[..., :2])
+    assert lm5.shape == (2, 5, 2)
+    np.testing.assert_allclose(lm5[:, 0], 0.5 * (lm[:, 36, :2] + lm[:, 39, :2]))
+    np.testing.assert_allclose(lm5[:, 1], 0.5 * (lm[:, 42, :2] + lm[:, 45, :2]))
+    np.testing.assert_allclose(lm5[:, 2:], lm[:, [30, 48, 54], :2])
+    assert FIVE_POINT_NAMES[2] == "nose_tip"
+    with pytest.raises(ValueError, match="468 or 478"):
+        landmarks68_from_mediapipe(np.zeros((100, 3)))
+    with pytest.raises(ValueError, match="68"):
+        landmarks5_from_68(np.zeros((51, 2)))
+    face = DetectedFace.from_mesh(mesh[0, :468])  # no iris points: filled with eye centres
+    assert face.mesh.shape == (478, 3)
+    np.testing.assert_allclose(face.mesh[468], mesh[0, [33, 160, 158, 133, 153, 144]].mean(0))
+
+
+# -- masks and face choice -----------------------------------------------------------------------
+
+
+def test_convex_hull_mask_matches_brute_force():
+    rng = np.random.default_rng(1)
+    pts = rng.uniform([10, 5], [70, 50], size=(30, 2))
+    mask = convex_hull_mask(pts, (60, 80))
+    ys, xs = np.mgrid[0:60, 0:80]
+    ref = Delaunay(pts).find_simplex(np.stack([xs.ravel(), ys.ravel()], 1)) >= 0
+    ref = ref.reshape(60, 80)
+    # Pixel centres exactly on the hull boundary may go either way.
+    assert np.count_nonzero(mask != ref) <= 2
+    assert mask.sum() > 1000
+    # Points partly outside the image, and degenerate input.
+    assert convex_hull_mask(pts - 40, (60, 80)).sum() < mask.sum()
+    assert not convex_hull_mask(np.array([[0, 0], [5, 5], [10, 10.0]]), (20, 20)).any()
+    assert not convex_hull_mask(pts + 1000, (60, 80)).any()
+
+
+def test_refine_mask_cuts_only_when_segmentation_agrees():
+    face = np.zeros((10, 10), bool)
+    face[2:8, 2:8] = True
+    person = np.ones((10, 10), np.float32)
+    person[:, 7:] = 0.0  # background eats one column of the face
+    np.testing.assert_array_equal(refine_mask(face, person), face & (person > 0.5))
+    person[:, 4:] = 0.0  # segmentation lost most of the face: keep the landmark mask
+    np.testing.assert_array_equal(refine_mask(face, person), face)
+    np.testing.assert_array_equal(refine_mask(face, None), face)
+    with pytest.raises(ValueError, match="shape"):
+        refine_mask(face, np.ones((5, 5)))
+
+
+def test_select_main_face_prefers_large_and_central():
+    size = (1000, 1000)
+    central_small = [450, 450, 550, 550]
+    corner_large = [0, 0, 300, 300]
+    central_large = [350, 350, 650, 650]
+    assert select_main_face(np.array([corner_large, central_large]), size) == 1
+    assert select_main_face(np.array([central_small, corner_large]), size) == 1
+    assert select_main_face(np.array([central_small, [0, 0, 110, 110]]), size) == 0
+    with pytest.raises(ValueError):
+        select_main_face(np.zeros((0, 4)), size)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_unrotate_inverts_rot90(k):
+    img = np.zeros((7, 11))
+    pts = np.array([[9.0, 1.0, 0.5], [0.0, 6.0, 0.0], [3.0, 3.0, 2.0]])
+    rotated_pts = []
+    for x, y, _ in pts:
+        img[:] = 0
+        img[int(y), int(x)] = 1
+        yy, xx = np.argwhere(np.rot90(img, k) == 1)[0]
+        rotated_pts.append([xx, yy, 0.0])
+    back = _unrotate(np.array(rotated_pts, dtype=float), k, img.shape)
+    np.testing.assert_array_equal(back[:, :2], pts[:, :2])
+
+
+# -- mediapipe -----------------------------------------------------------------------------------
+
+
+def test_missing_mediapipe_names_the_extra(monkeypatch):
+    from facehd import detect
+
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
+    with pytest.raises(ImportError, match=r"facehd\[photo\]"):
+        detect.FaceDetector()
+    assert not detect.mediapipe_available()
+
+
+@pytest.fixture(scope="module")
+def detector():
+    if not mediapipe_available():
+        pytest.skip("mediapipe (the optional 'photo' extra) is not installed")
+    from facehd.detect import FaceDetector
+
+    with FaceDetector() as det:
+        yield det
+
+
+@needs_mediapipe
+def test_table_uses_mediapipes_own_feature_contours():
+    import mediapipe as mp
+
+    c = mp.solutions.face_mesh_connections
+
+    def verts(edges):
+        return {v for e in edges for v in e}
+
+    t = MEDIAPIPE_TO_IBUG68
+    assert set(t[0:17]) <= verts(c.FACEMESH_FACE_OVAL)
+    assert set(MEDIAPIPE_FACE_OVAL) == verts(c.FACEMESH_FACE_OVAL)
+    assert set(t[17:22]) <= verts(c.FACEMESH_RIGHT_EYEBROW)
+    assert set(t[22:27]) <= verts(c.FACEMESH_LEFT_EYEBROW)
+    assert set(t[27:36]) - {168} <= verts(c.FACEMESH_NOSE)
+    assert set(t[36:42]) <= verts(c.FACEMESH_RIGHT_EYE)
+    assert set(t[42:48]) <= verts(c.FACEMESH_LEFT_EYE)
+    assert set(t[48:68]) <= verts(c.FACEMESH_LIPS)
+
+
+@needs_mediapipe
+def test_detects_the_drawn_face_with_landmarks_on_its_features(detector):
+    img = draw_face(512)
+    faces = detector.detect_all(img)
+    assert len(faces) == 1
+    face = faces[0]
+    for i, name in enumerate(FIVE_POINT_NAMES):
+        err = np.linalg.norm(face.landmarks5[i] - feature(name))
+        assert err < 12.0, (name, face.landmarks5[i], feature(name))
+    # Eye centres sit inside the drawn eyes (sclera 60 x 26 px).
+    for i, name in ((0, "right_eye"), (1, "left_eye")):
+        dx, dy = np.abs(face.landmarks5[i] - feature(name))
+        assert dx < 15 and dy < 8
+    assert np.linalg.norm(face.landmarks68[8] - feature("chin")) < 15
+    # The image left eye is the subject's right: iBUG 36-41 lie left of 42-47.
+    assert face.landmarks68[36:42, 0].max() < face.landmarks68[42:48, 0].min()
+    assert face.landmarks68[19, 1] < face.landmarks68[37, 1] < face.landmarks68[30, 1]
+    assert face.landmarks68[30, 1] < face.landmarks68[51, 1] < face.landmarks68[57, 1]
+
+
+@needs_mediapipe
+def test_table_is_mirror_consistent_on_a_symmetric_face(detector):
+    """The mirror of iBUG point i, found in the mirrored photo, lands on point i itself."""
+    img = draw_face(512)
+    f = detector.detect(img)
+    g = detector.detect(np.ascontiguousarray(img[:, ::-1]))
+    mirrored = g.landmarks68[list(IBUG68_MIRROR)].copy()
+    mirrored[:, 0] = 511 - mirrored[:, 0]
+    err = np.linalg.norm(mirrored - f.landmarks68, axis=1)
+    assert np.median(err) < 2.5 and err.max() < 6.0, err.round(1)
+
+
+@needs_mediapipe
+def test_several_faces_main_one_chosen(detector):
+    img = np.full((600, 900, 3), (70, 90, 110), np.uint8)
+    img[40:552, 200:712] = draw_face(512, seed=1)
+    img[380:572, 720:900] = draw_face(192, seed=2)[:, :180]
+    faces = detector.detect_all(img)
+    assert len(faces) == 2
+    main = detector.detect(img)
+    assert main.size == max(f.size for f in faces)
+    np.testing.assert_allclose(main.landmarks5[0], feature("right_eye") + [200, 40], atol=12)
+
+
+@needs_mediapipe
+def test_small_face_in_a_large_photo_and_no_face(detector):
+    img = np.full((1600, 1600, 3), (70, 90, 110), np.uint8)
+    img[1300:1428, 100:228] = draw_face(128, seed=3)
+    face = detector.detect(img)
+    np.testing.assert_allclose(face.landmarks5[0], feature("right_eye", 128) + [100, 1300], atol=5)
+    noise = np.random.default_rng(0).integers(0, 256, (300, 300, 3)).astype(np.uint8)
+    assert detector.detect_all(noise) == []
+    from facehd.detect import NoFaceError
+
+    with pytest.raises(NoFaceError, match="no face"):
+        detector.detect(noise)
+
+
+@needs_mediapipe
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_turned_photo_is_detected_upright(detector, k):
+    img = draw_face(512)
+    upright = detector.detect(img)
+    turned = detector.detect(np.ascontiguousarray(np.rot90(img, k)))
+    expected = _unrotate(np.c_[turned.landmarks5, np.zeros(5)], k, img.shape[:2])[:, :2]
+    np.testing.assert_allclose(expected, upright.landmarks5, atol=1.0)
+
+
+@needs_mediapipe
+def test_person_probability(detector):
+    img = draw_face(256)
+    p = detector.person_probability(img)
+    assert p.shape == (256, 256) and p.dtype == np.float32
+    assert 0.0 <= p.min() and p.max() <= 1.0
+    with pytest.raises(ValueError, match="uint8"):
+        detector.detect(img.astype(np.float32))
