@@ -73,8 +73,9 @@ def warp_uv_map(uv_map: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 
     Returns
     -------
-    (B, C, H, W), bilinear with edge clamping; differentiable in both inputs. Zero flow returns
-    the map (texel centres are hit exactly, up to rounding).
+    (B, C, H, W) in ``uv_map``'s dtype (sampled in at least float32), bilinear with edge
+    clamping; differentiable in both inputs. Zero flow returns the map (texel centres are hit
+    exactly, up to rounding).
     """
     _check_bchw("uv_map", uv_map)
     _check_bchw("flow", flow, 2)
@@ -83,10 +84,14 @@ def warp_uv_map(uv_map: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"flow {tuple(flow.shape)} must match uv_map {tuple(uv_map.shape)} in batch and size"
         )
-    base = texel_uv_grid((h, w), dtype=flow.dtype, device=flow.device)  # (H, W, 2)
-    uv = base.unsqueeze(0) + flow.permute(0, 2, 3, 1)
-    grid = uv_to_grid(uv).to(uv_map.dtype)
-    return F.grid_sample(uv_map, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # at least float32: half precision cannot address texels of a 256 map (UV step 1/256)
+    work = torch.promote_types(torch.promote_types(uv_map.dtype, flow.dtype), torch.float32)
+    base = texel_uv_grid((h, w), dtype=work, device=flow.device)  # (H, W, 2)
+    uv = base.unsqueeze(0) + flow.to(work).permute(0, 2, 3, 1)
+    out = F.grid_sample(
+        uv_map.to(work), uv_to_grid(uv), mode="bilinear", padding_mode="border", align_corners=False
+    )
+    return out.to(uv_map.dtype)
 
 
 def _axis_derivative(
@@ -130,7 +135,7 @@ def reversal_flow(
     Returns
     -------
     (B, 2, H, W) flow ``(du, dv)`` in UV units; zero outside the mask and where ``J`` is singular
-    or cannot be estimated. Differentiable in both positions.
+    or cannot be estimated. Differentiable in both positions. Computed in (at least) float32.
     """
     _check_bchw("xy_coarse", xy_coarse, 2)
     _check_bchw("xy_deformed", xy_deformed, 2)
@@ -141,6 +146,10 @@ def reversal_flow(
     b, _, h, w = xy_coarse.shape
     if min(h, w) < 2:
         raise ValueError(f"reversal_flow: maps must be at least 2x2, got {h}x{w}")
+    # at least float32: det J (pixels^2 per UV^2) overflows half precision
+    work = torch.promote_types(xy_coarse.dtype, xy_deformed.dtype)
+    work = torch.promote_types(work, torch.float32)
+    xy_coarse, xy_deformed = xy_coarse.to(work), xy_deformed.to(work)
     if mask is None:
         valid = torch.ones((b, 1, h, w), dtype=torch.bool, device=xy_coarse.device)
     else:

@@ -123,6 +123,24 @@ def test_singular_jacobian_gives_zero_flow():
     assert torch.count_nonzero(flow) == 0
 
 
+def test_half_precision_inputs_are_computed_in_float32():
+    # a 512-px projection: det J ~ 3e5 px^2/UV^2 overflows float16 (max 65504)
+    x0 = affine_positions() * 2.5
+    d = smooth_motion()
+    a, b = x0.half(), (x0 + d).half()
+    flow = reversal_flow(a, b)
+    assert flow.dtype == torch.float32 and torch.isfinite(flow).all()
+    expected = reversal_flow(a.double(), b.double())  # the same rounded positions, in float64
+    torch.testing.assert_close(flow.double(), expected, rtol=1e-5, atol=1e-9)
+    assert expected.abs().max() > 1e-3
+    m = torch.rand(1, 3, 256, 256)
+    shift = torch.zeros(1, 2, 256, 256)
+    shift[:, 0] = 1.0 / 256  # one texel to the right
+    out = warp_uv_map(m.half(), shift.half())
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out[..., :-1].float(), m[..., 1:], rtol=0, atol=2e-3)
+
+
 def test_shape_checks():
     x0 = affine_positions()
     with pytest.raises(ValueError, match=r"\(B, 2, H, W\)"):
