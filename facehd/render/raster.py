@@ -487,7 +487,7 @@ class CpuBackend(RasterBackend):
                 if found is None:
                     K = cam64.K[min(i, cam64.K.shape[0] - 1)]
                     found = self._raycast_one(vc[i], pix[i], faces_cpu, K, (h, w))
-                all_pixels.append(found[0] + i * h * w)
+                all_pixels.append(found[0])
                 all_faces.append(found[1])
         return self._fragments(verts_cam, faces, camera, all_pixels, all_faces, (h, w))
 
