@@ -37,8 +37,11 @@ and 39), centre of the left eye (42, 45), nose tip (30), right and left mouth co
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -257,6 +260,30 @@ class NoFaceError(FacehdError):
     """No face was found in a photo."""
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send the process's file descriptor 2 to /dev/null for a while: mediapipe's native code
+    logs banners (TFLite delegate, absl warnings) when its graphs start, which would clutter the
+    progress display. Python-level errors are unaffected (mediapipe raises them as exceptions)."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
 def _import_mediapipe() -> Any:
     """Import mediapipe quietly, or fail with the install hint."""
     os.environ.setdefault("GLOG_minloglevel", "2")
@@ -317,7 +344,7 @@ class FaceDetector:
         self.auto_orient = bool(auto_orient)
         self.upright_score = float(upright_score)
         self.orientation_margin = float(orientation_margin)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _native_stderr_silenced():
             warnings.simplefilter("ignore")
             self._mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=True,
@@ -339,14 +366,22 @@ class FaceDetector:
                 if segmentation
                 else None
             )
+            # Run every graph once now, while its start-up banners are silenced.
+            blank = np.full((64, 64, 3), 128, dtype=np.uint8)
+            for solution in (self._mesh, self._mesh_single, self._detector, self._segmenter):
+                if solution is not None:
+                    solution.process(blank)
 
     # -- mediapipe calls -------------------------------------------------------------------
 
-    def _run_mesh(self, solution: Any, image: np.ndarray) -> list[np.ndarray]:
-        h, w = image.shape[:2]
+    def _process(self, solution: Any, image: np.ndarray) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = solution.process(image)
+            return solution.process(image)
+
+    def _run_mesh(self, solution: Any, image: np.ndarray) -> list[np.ndarray]:
+        h, w = image.shape[:2]
+        result = self._process(solution, image)
         faces = []
         for lms in result.multi_face_landmarks or []:
             pts = np.array([(p.x, p.y, p.z) for p in lms.landmark], dtype=np.float64)
@@ -356,9 +391,7 @@ class FaceDetector:
 
     def _mesh_in_boxes(self, image: np.ndarray) -> list[np.ndarray]:
         h, w = image.shape[:2]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = self._detector.process(image)
+        result = self._process(self._detector, image)
         faces = []
         for det in (result.detections or [])[: self.max_faces]:
             b = det.location_data.relative_bounding_box
@@ -377,9 +410,7 @@ class FaceDetector:
         return faces
 
     def _best_score(self, image: np.ndarray) -> float:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = self._detector.process(image)
+        result = self._process(self._detector, image)
         return max((float(d.score[0]) for d in result.detections or []), default=0.0)
 
     def orientation(self, image: np.ndarray) -> int:
@@ -422,9 +453,7 @@ class FaceDetector:
         if self._segmenter is None:
             return None
         image = _check_image(image)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = self._segmenter.process(image)
+        result = self._process(self._segmenter, image)
         return np.clip(np.asarray(result.segmentation_mask, dtype=np.float32), 0.0, 1.0)
 
     def close(self) -> None:

@@ -1146,7 +1146,8 @@ def process_items(
     (spawned) processes, so ``fn`` must be a picklable module-level function (or a
     ``functools.partial`` of one); ``initializer`` runs once in each worker. A worker that dies
     takes its items with it as failures and the pool is restarted. ``progress(done, total)`` is
-    called after each item of this run. The caller finalizes the writer.
+    called once before the first item and after each item of this run. The caller finalizes the
+    writer.
     """
     ids = [it.sample_id for it in items]
     if len(set(ids)) != len(ids):
@@ -1156,6 +1157,8 @@ def process_items(
     todo = [it for it in items if it.sample_id in todo_ids]
     n_skipped = len(items) - len(todo)
     written = failed = 0
+    if progress is not None:
+        progress(0, len(todo))
 
     def record(item: WorkItem, result: Any, exc: BaseException | None) -> None:
         nonlocal written, failed
