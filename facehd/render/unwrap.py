@@ -118,11 +118,12 @@ def unwrap_texture(
 
     Every texel centre of the layout is a surface point (barycentric interpolation in the UV
     triangle); it is projected with ``camera`` and the photo is sampled there bilinearly. A texel is
-    ``visible`` when its point lies in the image, faces the camera (``cos > min_cos`` between its
-    normal and the direction to the camera) and is not occluded: its camera depth is within the
-    tolerance of the rendered depth at the nearest pixel. The default tolerance is two pixel
-    footprints divided by ``max(cos, 0.2)`` (a nearest-pixel lookup on a slanted surface is off by
-    at most that much).
+    ``visible`` when its point faces the camera (``cos > min_cos`` between its normal and the
+    direction to the camera) and all four pixels of its bilinear lookup show it: they lie in the
+    image, on the mesh, and their rendered depth is within a tolerance of the texel's camera depth
+    (so the texel is not occluded, and neither background nor an occluding edge blends into its
+    colour). The default tolerance is two pixel footprints divided by ``max(cos, 0.2)`` (the depth
+    of a slanted surface changes by about that much from one pixel to the next).
 
     Parameters
     ----------
@@ -180,7 +181,7 @@ def unwrap_texture(
     if cam_pts.shape[0] != b:
         cam_pts = cam_pts.expand(b, -1, -1)
     z = cam_pts[..., 2]
-    safe = torch.where(z > 0, cam_pts, torch.ones_like(cam_pts))
+    safe = torch.where((z > 0)[..., None], cam_pts, torch.ones_like(cam_pts))
     pix = camera.camera_to_pixels(safe)
     if pix.shape[0] != b:
         pix = pix.expand(b, -1, -1)
@@ -204,24 +205,24 @@ def unwrap_texture(
         to_cam = centers - flat_pos.detach()
         dist = to_cam.norm(dim=-1).clamp_min(1e-12)
         cos = (nmap.reshape(b, hu * wu, 3).detach() * to_cam).sum(-1) / dist
-        col = pix[..., 0].detach().round()
-        row = pix[..., 1].detach().round()
-        inside = (z > 0) & (col >= 0) & (col <= w - 1) & (row >= 0) & (row <= h - 1)
-        flat_idx = (row.clamp(0, h - 1) * w + col.clamp(0, w - 1)).long()
-        seen_depth = torch.gather(depth.reshape(b, h * w), 1, flat_idx)
-        seen_mask = torch.gather(mask_img.reshape(b, h * w), 1, flat_idx)
         if depth_tolerance is None:
             fx = camera.K[:, 0, 0].to(vertices.dtype)[:, None].expand(b, 1)
             tol = 2.0 * z.detach().abs() / fx / cos.clamp_min(0.2)
         else:
             tol = torch.full_like(z, float(depth_tolerance))
-        visible = (
-            uv_mask.reshape(1, -1)
-            & inside
-            & seen_mask
-            & (cos > min_cos)
-            & (z.detach() <= seen_depth + tol)
-        ).reshape(b, hu, wu)
+        # The four pixels of the bilinear lookup must all show this surface point: on the mesh and
+        # at its depth (neither occluded nor next to an occluding or background edge).
+        x0 = pix[..., 0].detach().floor()
+        y0 = pix[..., 1].detach().floor()
+        ok = (z > 0) & (x0 >= 0) & (x0 + 1 <= w - 1) & (y0 >= 0) & (y0 + 1 <= h - 1)
+        flat_depth = depth.reshape(b, h * w)
+        flat_mask = mask_img.reshape(b, h * w)
+        zt = z.detach()
+        for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+            idx = ((y0 + dy).clamp(0, h - 1) * w + (x0 + dx).clamp(0, w - 1)).long()
+            tap_depth = torch.gather(flat_depth, 1, idx)
+            ok &= torch.gather(flat_mask, 1, idx) & ((tap_depth - zt).abs() <= tol)
+        visible = (uv_mask.reshape(1, -1) & ok & (cos > min_cos)).reshape(b, hu, wu)
 
     texture = colors.reshape(b, -1, hu, wu) * visible[:, None].to(colors.dtype)
     if mirror:
