@@ -1126,8 +1126,19 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+@dataclass(frozen=True)
+class _TaskFailed:
+    reason: str
+
+
 def _run_task(fn: Callable[[WorkItem], Mapping[str, Any]], item: WorkItem) -> Any:
-    return fn(item)
+    """Run one task in a worker. Exceptions come back as their reason: an exception object need
+    not survive pickling (one whose constructor takes other arguments than its message breaks the
+    pool when the parent unpickles it)."""
+    try:
+        return fn(item)
+    except Exception as exc:
+        return _TaskFailed(failure_reason(exc))
 
 
 def process_items(
@@ -1162,6 +1173,10 @@ def process_items(
 
     def record(item: WorkItem, result: Any, exc: BaseException | None) -> None:
         nonlocal written, failed
+        if isinstance(result, _TaskFailed):
+            writer.fail(item.sample_id, item.source, result.reason)
+            failed += 1
+            return
         if exc is None:
             try:
                 writer.add(item.sample_id, result)

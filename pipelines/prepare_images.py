@@ -80,8 +80,6 @@ class PrepareImagesConfig:
     """Cut the landmark face mask by the selfie-segmentation person mask where it helps."""
     recursive: bool = True
     """Look for photos in sub-folders too."""
-    shard_size: int = 32
-    """Photos per shard (the most an interrupted run loses)."""
 
 
 @dataclass(frozen=True)
@@ -283,13 +281,15 @@ def prepare_images(
     workers: int = 1,
     config: PrepareImagesConfig | None = None,
     overwrite: bool = False,
+    shard_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
 ) -> PrepareImagesResult:
     """Prepare every photo of ``images_dir`` into the dataset ``out_h5`` (resumable).
 
-    ``workers > 1`` runs photos in a process pool; ``progress(done, total)`` is called per photo
-    of this run. Raises ImportError (naming the ``photo`` extra) without mediapipe and
-    InputFileError when the folder holds no photo.
+    ``workers > 1`` runs photos in a process pool; ``shard_size`` photos are written at a time (the
+    most an interruption loses; it does not change the result); ``progress(done, total)`` is
+    called per photo of this run. Raises ImportError (naming the ``photo`` extra) without
+    mediapipe and InputFileError when the folder holds no photo.
     """
     from facehd.detect import _import_mediapipe
     from facehd.h5io import ShardedDatasetWriter, WorkItem, process_items
@@ -308,7 +308,7 @@ def prepare_images(
         SCHEMA,
         dataset_attrs(config),
         fields_spec(config.hd_size),
-        shard_size=config.shard_size,
+        shard_size=shard_size,
         overwrite=overwrite,
     ) as writer:
         summary = process_items(writer, items, task, workers=workers, progress=progress)

@@ -374,6 +374,8 @@ def task(item: WorkItem) -> dict:
         raise FacehdError(f"{item.source}: degenerate landmarks")
     if item.payload % 7 == 5:
         return sample(item.payload) | {"points": np.full((5, 2), np.nan, np.float32)}
+    if item.payload % 7 == 6:  # an exception whose constructor is not (message,)
+        raise InputFileError(item.source, "truncated file")
     return sample(item.payload)
 
 
@@ -386,18 +388,19 @@ def test_process_items_records_failures_and_resumes(tmp_path, workers):
         summary = process_items(
             w, items[:9], task, workers=workers, progress=lambda d, t: seen.append((d, t))
         )
-    assert (summary.n_written, summary.n_failed, summary.n_skipped) == (7, 2, 0)
+    assert (summary.n_written, summary.n_failed, summary.n_skipped) == (6, 3, 0)
     assert seen[-1] == (9, 9)
     with ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, shard_size=3) as w:
         summary = process_items(w, items, task, workers=workers)
         w.finalize()
-    # The 2 failures are retried (and fail again); 5 new items: 3 written, 2 failed.
-    assert (summary.n_skipped, summary.n_written, summary.n_failed) == (7, 3, 4)
+    # The 3 failures are retried (and fail again); 5 new items: 2 written, 3 failed.
+    assert (summary.n_skipped, summary.n_written, summary.n_failed) == (6, 2, 6)
     failures = {f.sample_id: f.reason for f in read_failures(tmp_path / "failures.csv", out)}
-    assert set(failures) == {sid(3), sid(5), sid(10), sid(12)}
+    assert set(failures) == {sid(k) for k in (3, 5, 6, 10, 12, 13)}
     assert failures[sid(3)] == "/in/3.obj: degenerate landmarks"
     assert "'points': NaN" in failures[sid(5)]
-    expected = [k for k in range(14) if k % 7 not in (3, 5)]
+    assert failures[sid(6)] == "/in/6.obj: truncated file"
+    expected = [k for k in range(14) if k % 7 not in (3, 5, 6)]
     assert digest(out) == digest(build(tmp_path / "ref" / "d.h5", expected))
 
 

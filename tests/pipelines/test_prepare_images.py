@@ -1,0 +1,166 @@
+"""Tests of ``prepare-images`` (pipelines.prepare_images) on photos the test draws and converts.
+
+Skipped, with the reason, when the optional ``photo`` extra (mediapipe) is missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facehd.align import PX_PER_MM, TEMPLATE_5P_MM, CropTransform
+from facehd.detect import mediapipe_available
+from facehd.h5io import open_dataset, verify
+
+pytestmark = pytest.mark.skipif(
+    not mediapipe_available(), reason="mediapipe (the optional 'photo' extra) is not installed"
+)
+
+_spec = importlib.util.spec_from_file_location(
+    "drawn_face", Path(__file__).parents[1] / "facehd" / "drawn_face.py"
+)
+drawn_face = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(drawn_face)
+
+SIZE = 320
+
+
+def _expected_crop_eyes() -> np.ndarray:
+    """Where the template's eye centres land in a crop of a frontal face."""
+    x = TEMPLATE_5P_MM[:2, :2] * PX_PER_MM
+    return np.stack([112 + x[:, 0], 111 - x[:, 1]], 1)
+
+
+def make_photos(folder: Path) -> dict[str, str]:
+    """A folder of photos in every supported disguise; returns id -> what it is."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sub").mkdir()
+    face = drawn_face.draw_face(SIZE, seed=1)
+    Image.fromarray(face).save(folder / "rgb.png")
+    Image.fromarray(face).convert("L").save(folder / "grey.jpg", quality=95)
+    Image.fromarray(face).convert("CMYK").save(folder / "cmyk.jpg", quality=95)
+    g16 = (np.asarray(Image.fromarray(face).convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(g16).save(folder / "grey16.png")
+    # Stored turned a quarter counter-clockwise; the EXIF tag says to turn it back clockwise.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.ascontiguousarray(np.rot90(face, 1))).save(
+        folder / "sub" / "exif.jpg", exif=exif.tobytes(), quality=95
+    )
+    noise = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8)
+    Image.fromarray(noise).save(folder / "noface.png")
+    (folder / "broken.jpg").write_bytes(b"not an image at all")
+    (folder / "notes.txt").write_text("not a photo, ignored")
+    return {
+        "rgb.png": "RGB",
+        "grey.jpg": "L",
+        "cmyk.jpg": "CMYK",
+        "grey16.png": "I;16",
+        "sub/exif.jpg": "RGB",
+    }
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from pipelines.prepare_images import prepare_images
+
+    root = tmp_path_factory.mktemp("prep")
+    expected = make_photos(root / "photos")
+    result = prepare_images(root / "photos", root / "out" / "photos.h5")
+    return root, expected, result
+
+
+def test_every_kind_of_photo_is_prepared(built):
+    root, expected, result = built
+    assert result.n_photos == 7 and result.n_written == 5 and result.n_failed == 2
+    rep = verify(result.out_path, expected_schema="facehd.photos/1")
+    assert rep.ok, rep.problems
+    eyes = _expected_crop_eyes()
+    with open_dataset(result.out_path) as ds:
+        assert ds.sample_ids == sorted(expected)
+        assert ds.attrs["config"]["hd_size"] == 512 and ds.attrs["units"] == "px"
+        for s in ds:
+            assert s.photo_mode == expected[s.sample_id]
+            assert s.image.shape == (224, 224, 3) and s.image_hd.shape == (512, 512, 3)
+            assert s.n_faces == 1
+            np.testing.assert_array_equal(s.photo_size, [SIZE, SIZE])
+            # A frontal face: its eye centres land where the template's do.
+            np.testing.assert_allclose(s.landmarks5[:2], eyes, atol=6.0)
+            # The stored transform takes the crop landmarks back onto the drawn eyes.
+            t = CropTransform(float(s.crop_scale), tuple(s.crop_translation), 224)
+            back = t.invert(s.landmarks5[:2].astype(float))
+            np.testing.assert_allclose(back[0], drawn_face.feature("right_eye", SIZE), atol=4)
+            np.testing.assert_allclose(back[1], drawn_face.feature("left_eye", SIZE), atol=4)
+            # The mask covers the face and not the crop corners.
+            for x, y in s.landmarks68[[30, 36, 45, 48, 54]]:
+                assert s.mask[int(round(y)), int(round(x))] == 1
+            assert s.mask[:8, :8].sum() == 0 and 0.2 < s.mask.mean() < 0.7
+            assert abs(s.mask_hd.mean() - s.mask.mean()) < 0.02
+            assert s.exif_orientation == (6 if s.sample_id == "sub/exif.jpg" else 1)
+            src = Path(s.source)
+            assert src == root / "photos" / s.sample_id
+            assert s.source_sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
+
+
+def test_failures_are_recorded_with_reasons(built):
+    root, _, result = built
+    with open(result.failures_path, newline="") as fh:
+        rows = {r["sample_id"]: r for r in csv.DictReader(fh)}
+    assert set(rows) == {"broken.jpg", "noface.png"}
+    assert rows["noface.png"]["reason"] == "no face found"
+    assert "unreadable image" in rows["broken.jpg"]["reason"]
+    assert rows["broken.jpg"]["source"] == str(root / "photos" / "broken.jpg")
+    assert rows["broken.jpg"]["output"] == "photos.h5"
+
+
+def test_resume_after_interruption_and_workers_give_the_same_file(built, tmp_path):
+    from pipelines.prepare_images import PrepareImagesConfig, prepare_images
+
+    root, _, reference = built
+    photos = tmp_path / "photos"
+    shutil.copytree(root / "photos", photos)
+    out = tmp_path / "out" / "photos.h5"
+
+    def stop_after_three(done: int, total: int) -> None:
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare_images(photos, out, shard_size=1, progress=stop_after_three)
+    assert not out.exists()
+    res = prepare_images(photos, out, shard_size=2, workers=2)
+    # Sorted ids: broken.jpg (failed), cmyk.jpg, grey.jpg were done; the failure is retried.
+    assert res.n_skipped == 2 and res.n_samples == 5 and res.n_failed == 2
+    # The same content as the uninterrupted single-process build (the photos' folder differs).
+    with open_dataset(out) as a, open_dataset(reference.out_path) as b:
+        assert a.attrs == b.attrs and a.sample_ids == b.sample_ids
+        for name in a.fields:
+            if name != "source":
+                np.testing.assert_array_equal(a.read_field(name), b.read_field(name), name)
+    # New photos later: only they are processed.
+    Image.fromarray(drawn_face.draw_face(SIZE, seed=7)).save(photos / "new.png")
+    res = prepare_images(photos, out, config=PrepareImagesConfig())
+    assert (res.n_written, res.n_skipped, res.n_samples) == (1, 5, 6)
+
+
+def test_cli_exit_status_and_missing_folder(built, tmp_path):
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+
+    root, _, _ = built
+    runner = CliRunner()
+    out = tmp_path / "cli.h5"
+    r = runner.invoke(app, ["prepare-images", "--images", str(root / "photos"), "--out", str(out)])
+    assert r.exit_code == 1, r.output  # two photos failed
+    assert "5 faces" in r.output and out.exists()
+    missing = str(tmp_path / "none")
+    r = runner.invoke(app, ["prepare-images", "--images", missing, "--out", str(out)])
+    assert r.exit_code == 2 and "not a folder of photos" in " ".join(r.output.split())
