@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,36 @@ depth of the eye corners. The origin sits on the midline 31 mm below the eye lin
 behind the nose tip, about the centroid of a front-face mesh, so that the face is centred in the
 crop (eyes at row ~79, mouth at row ~142 of the 224 crop).
 """
+
+
+def template_from_model(model: Any) -> np.ndarray:
+    """The 5-point template of a morphable model: its mean face's landmarks (mm, model frame).
+
+    model : a ``facehd.morphable.MorphableModel`` -> (5, 3) float mm, order of
+    ``facehd.detect.FIVE_POINT_NAMES`` (eye centres = mean of the eye corners, as for photos). With
+    this template, the model's mean face placed at the origin and rendered by the base camera
+    lands on the landmarks of the crop.
+    """
+    from facehd.detect import landmarks5_from_68
+
+    vertices = model.vertices(None, None, mm=True)
+    return landmarks5_from_68(np.asarray(model.landmarks(vertices), dtype=np.float64))
+
+
+def named_template(name: str) -> np.ndarray:
+    """A 5-point template by name: ``"anthropometric"`` (:data:`TEMPLATE_5P_MM`, the default) or
+    the name of a morphable model that loads without files (``"facehd-synth"``)."""
+    if name == "anthropometric":
+        return TEMPLATE_5P_MM.copy()
+    from facehd.morphable import load_model
+
+    try:
+        model = load_model(name)
+    except Exception as exc:  # unknown name or a model that needs files
+        raise ValueError(
+            f"unknown 5-point template {name!r}: use 'anthropometric' or a model name ({exc})"
+        ) from exc
+    return template_from_model(model)
 
 
 # --------------------------------------------------------------------------------------------

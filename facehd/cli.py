@@ -223,6 +223,9 @@ def prepare_images_cmd(
     workers: int = typer.Option(1, min=1, help="Processes to run in parallel."),
     hd_size: int = typer.Option(512, min=224, help="Side of the HD crop (texture), pixels."),
     segmentation: bool = typer.Option(True, help="Refine face masks by person segmentation."),
+    template: str = typer.Option(
+        "anthropometric", help="5-point alignment template: anthropometric or facehd-synth."
+    ),
     overwrite: bool = typer.Option(False, help="Start afresh instead of resuming."),
 ) -> None:
     """Detect, align (224 crop + HD crop), mask and store every photo of a folder (resumable).
@@ -235,7 +238,7 @@ def prepare_images_cmd(
     from facehd.errors import FacehdError
     from pipelines.prepare_images import PrepareImagesConfig, find_photos, prepare_images
 
-    config = PrepareImagesConfig(hd_size=hd_size, segmentation=segmentation)
+    config = PrepareImagesConfig(hd_size=hd_size, segmentation=segmentation, template=template)
     try:
         total = len(find_photos(images))
         with _progress() as bar:
@@ -248,7 +251,7 @@ def prepare_images_cmd(
                 overwrite=overwrite,
                 progress=lambda done, todo: bar.update(task, completed=total - todo + done),
             )
-    except (FacehdError, ImportError) as exc:
+    except (FacehdError, ValueError, ImportError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     console.print(

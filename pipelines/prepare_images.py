@@ -53,7 +53,6 @@ from facehd.align import (
     HD_CROP_SIZE,
     PHOTO_SUFFIXES,
     PX_PER_MM,
-    TEMPLATE_5P_MM,
     CropTransform,
     align_face,
     load_photo,
@@ -80,6 +79,9 @@ class PrepareImagesConfig:
     """Cut the landmark face mask by the selfie-segmentation person mask where it helps."""
     recursive: bool = True
     """Look for photos in sub-folders too."""
+    template: str = "anthropometric"
+    """5-point alignment template: ``anthropometric`` (mean adult proportions, the default) or a
+    model name (``facehd-synth``: crops that overlay that model's renders exactly)."""
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,11 @@ def prepare_photo(path: str | Path, detector: Any, config: PrepareImagesConfig) 
         raise NoFaceError("no face found")
     face = faces[select_main_face(np.stack([f.box for f in faces]), photo.image.shape[:2])]
     aligned = align_face(
-        photo.image, face.landmarks5, hd_size=config.hd_size, px_per_mm=config.px_per_mm
+        photo.image,
+        face.landmarks5,
+        hd_size=config.hd_size,
+        px_per_mm=config.px_per_mm,
+        template=_template(config.template),
     )
     t, t_hd = aligned.transform, aligned.transform_hd
     outline = mask_outline(face.mesh)
@@ -217,6 +223,13 @@ def prepare_photo(path: str | Path, detector: Any, config: PrepareImagesConfig) 
 
 
 _DETECTORS: dict[tuple, Any] = {}
+
+
+@functools.lru_cache(maxsize=4)
+def _template(name: str) -> np.ndarray:
+    from facehd.align import named_template
+
+    return named_template(name)
 
 
 def _detector_for(config: PrepareImagesConfig) -> Any:
@@ -269,7 +282,7 @@ def dataset_attrs(config: PrepareImagesConfig) -> dict[str, Any]:
         "crop_size": CROP_SIZE,
         "detector": f"mediapipe=={mp.__version__} face mesh (refined), selfie segmentation",
         "ibug68_from_mediapipe": list(MEDIAPIPE_TO_IBUG68),
-        "template_5p_mm": np.asarray(TEMPLATE_5P_MM).tolist(),
+        "template_5p_mm": np.round(_template(config.template), 6).tolist(),
         "config": asdict(config),
     }
 

@@ -98,6 +98,27 @@ def test_crop_is_invariant_to_a_similarity_of_the_photo():
     assert t2.scale == pytest.approx(t1.scale / a)
 
 
+def test_model_template_crops_overlay_base_camera_renders():
+    """With a model's own template, its mean face seen by the base camera (perspective, focal
+    1015 px, 1 m away) in any photo framing is cropped back onto the base camera's image."""
+    morphable = pytest.importorskip("facehd.morphable")
+    from facehd.align import named_template, template_from_model
+
+    model = morphable.facehd_synth()
+    template = named_template("facehd-synth")
+    np.testing.assert_allclose(template, template_from_model(model))
+    assert np.linalg.norm(template[1] - template[0]) == pytest.approx(61.0, abs=6.0)
+    X = template
+    col = 1015.0 * X[:, 0] / (1000.0 - X[:, 2]) + 112.0
+    row = 223.0 - (1015.0 * X[:, 1] / (1000.0 - X[:, 2]) + 112.0)
+    render = np.stack([col, row], 1)
+    photo = 2.7 * render + np.array([310.0, 95.0])  # the same view, framed in a larger photo
+    t = crop_transform(photo, template=template, px_per_mm=1.015)
+    np.testing.assert_allclose(t.apply(photo), render, atol=1.0)
+    with pytest.raises(ValueError, match="template"):
+        named_template("no-such-model")
+
+
 def test_degenerate_landmarks_raise():
     with pytest.raises(DegenerateInputError, match="collinear"):
         fit_template(np.array([[0, 0], [1, 1], [2, 2], [3, 3], [4, 4.0]]))
