@@ -199,8 +199,8 @@ def unwrap_texture(
     with torch.no_grad():
         renderer = renderer or Renderer(camera, "cpu")
         frags = renderer.rasterize(vertices.detach(), faces)
-        depth = frags.depth.detach().to(vertices.dtype)
-        mask_img = frags.mask
+        depth = frags.depth.detach().to(device=vertices.device, dtype=vertices.dtype)
+        mask_img = frags.mask.to(vertices.device)
         centers = camera.centers().to(vertices.dtype)[:, None, :]
         to_cam = centers - flat_pos.detach()
         dist = to_cam.norm(dim=-1).clamp_min(1e-12)
