@@ -324,7 +324,7 @@ class MorphableModel:
         if _is_torch(vertices):
             import torch
 
-            idx = torch.as_tensor(self.landmarks68, device=vertices.device)
+            idx = torch.tensor(self.landmarks68, device=vertices.device)
             return vertices.index_select(-2, idx)
         return np.asarray(vertices)[..., self.landmarks68, :]
 
@@ -430,7 +430,10 @@ class MorphableModel:
         if batch is not None:
             out = out.expand(batch, out.shape[0])
         for basis, coeffs, name in checked:
-            c = torch.as_tensor(coeffs, device=device).to(dtype)
+            if _is_torch(coeffs):
+                c = coeffs.to(device=device, dtype=dtype)
+            else:
+                c = torch.tensor(np.asarray(coeffs, dtype=np.float64), dtype=dtype, device=device)
             flat = self._torch_array(key, name, basis.reshape(3 * v, -1), device, dtype)
             out = out + c @ flat.T
         if scale != 1.0:
@@ -443,7 +446,7 @@ class MorphableModel:
         cache_key = (key, part, str(device), dtype)
         t = self._torch_cache.get(cache_key)
         if t is None:
-            t = torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
+            t = torch.tensor(np.array(array), dtype=dtype, device=device)  # a copy, never a view
             self._torch_cache[cache_key] = t
         return t
 

@@ -176,7 +176,7 @@ def _cast(d: np.ndarray) -> np.ndarray:
         raise RuntimeError("facehd-synth: a ray missed the base head")
     first = np.argmax(inside, axis=-1)
     lo, hi = radii[first], radii[first] + _MARCH_STEP
-    for _ in range(40):
+    for _ in range(32):
         mid = 0.5 * (lo + hi)
         ins = _head_implicit(_RAY_CENTRE + d * mid[..., None]) < 0
         lo = np.where(ins, mid, lo)
@@ -690,19 +690,19 @@ def _expression_fields(geo: _Geometry) -> tuple[list[np.ndarray], list[float], l
 
 
 def _orthogonalise(fields: list[np.ndarray]) -> np.ndarray:
-    """Gram–Schmidt in order (twice, for stability); each result scaled to max |Δ| = 1."""
+    """Orthonormal vectors spanning the fields in order (Gram–Schmidt, done as a QR).
+
+    Column k is the part of field k orthogonal to fields 0..k-1, normalised, with the field's own
+    sign (so a component keeps its designed direction).
+    """
     flat = np.stack([fld.reshape(-1) for fld in fields], 1)
-    q = np.zeros_like(flat)
-    for k in range(flat.shape[1]):
-        v = flat[:, k].copy()
-        for _ in range(2):
-            if k:
-                v -= q[:, :k] @ (q[:, :k].T @ v)
-        norm = np.linalg.norm(v)
-        if norm < 1e-9 * max(np.linalg.norm(flat[:, k]), 1e-300):  # pragma: no cover
-            raise RuntimeError(f"facehd-synth: component {k} is linearly dependent")
-        q[:, k] = v / norm
-    return q
+    q, r = np.linalg.qr(flat)
+    diag = np.diag(r)
+    scale = np.linalg.norm(flat, axis=0)
+    if np.any(np.abs(diag) < 1e-9 * scale):  # pragma: no cover - a design error
+        k = int(np.argmax(np.abs(diag) < 1e-9 * scale))
+        raise RuntimeError(f"facehd-synth: component {k} is linearly dependent on earlier ones")
+    return q * np.sign(diag)
 
 
 def _shape_basis(geo: _Geometry, fields: list[np.ndarray]) -> np.ndarray:
