@@ -245,3 +245,34 @@ def test_displacement_shading_matches_analytic_normals() -> None:
     assert float(res.image[0][inner].std(0).max()) > 0.05
     with pytest.raises(ValueError, match="displacement"):
         render_with_displacement(r, verts, faces, uvs, torch.zeros(2, 2, 8, 8), sh=sh)
+
+
+def test_facehd_synth_renders_and_unwraps_with_mirror_fill() -> None:
+    from facehd.morphable import facehd_synth
+    from facehd.render import gamma_to_sh
+
+    model = facehd_synth()
+    verts = torch.tensor(model.mean_shape)
+    faces = torch.tensor(model.faces)
+    uvs = torch.tensor(model.uvs)
+    cam = hrn_camera(model.unit_to_mm)
+    r = Renderer(cam)
+    zero_light = gamma_to_sh(torch.zeros(1, 27, dtype=torch.float64))
+    res = r.render(verts, faces, colors=torch.tensor(model.mean_albedo), sh=zero_light)
+    assert 0.2 < float(res.mask.float().mean()) < 0.8
+    # The 68 landmarks of the frontal mean face are seen where they project, at their depth.
+    lm = torch.tensor(model.landmarks(model.mean_shape))[None]
+    pix = cam.project(lm)[0].round().long()
+    z = cam.world_to_camera(lm)[0, :, 2]
+    assert bool(res.mask[0, pix[:, 1], pix[:, 0]].all())
+    assert float((res.depth[0, pix[:, 1], pix[:, 0]] - z).abs().max()) < 3.0
+    # Turned 30 degrees, the hidden side of a symmetric texture comes back by mirroring.
+    turned = yaw(verts, 30.0)
+    truth = smooth_texture(128, symmetric=True)
+    photo = r.render(turned, faces, uvs=uvs, texture=truth).image
+    un = unwrap_texture(photo, turned, faces, uvs, cam, size=128, renderer=r)
+    mirrored_only = un.filled[0] & ~un.visible[0]
+    assert float(mirrored_only.float().mean()) > 0.1
+    err = (un.texture[0] - truth[0]).abs().amax(0)
+    assert float(err[un.visible[0]].mean()) < 2e-3
+    assert float(err[mirrored_only].mean()) < 2e-3
