@@ -221,6 +221,27 @@ def _degenerate_triangles(
     return v, w
 
 
+#: Queries with more points than this are processed in spatial (Morton) order.
+_SORT_MIN = 2048
+
+
+def _spatial_order(points: np.ndarray) -> np.ndarray:
+    """Permutation sorting (N, 3) points along a Z-order (Morton) curve of a 1024^3 grid."""
+    lo = points.min(axis=0)
+    span = np.maximum(points.max(axis=0) - lo, 1e-300)
+    q = ((points - lo) / span * 1023.0).astype(np.uint64)
+    code = np.zeros(len(points), dtype=np.uint64)
+    for k in range(3):
+        x = q[:, k]
+        # spread the 10 bits of x to every third bit
+        x = (x | (x << np.uint64(16))) & np.uint64(0x030000FF)
+        x = (x | (x << np.uint64(8))) & np.uint64(0x0300F00F)
+        x = (x | (x << np.uint64(4))) & np.uint64(0x030C30C3)
+        x = (x | (x << np.uint64(2))) & np.uint64(0x09249249)
+        code |= x << np.uint64(k)
+    return np.argsort(code, kind="stable")
+
+
 class SurfaceQuery:
     """Closest-point and ray queries against one triangle mesh (built once, queried often).
 
@@ -252,9 +273,11 @@ class SurfaceQuery:
         self._vf = (np.argsort(flat, kind="stable") // 3).astype(np.int64)
         counts = np.bincount(flat, minlength=len(self._v))
         self._vf_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        # structure-of-arrays copies for the float64 kernel
-        self._vx, self._vy, self._vz = (np.ascontiguousarray(self._v[:, k]) for k in range(3))
-        self._f0, self._f1, self._f2 = (np.ascontiguousarray(self._f[:, k]) for k in range(3))
+        self._face_cols = tuple(np.ascontiguousarray(self._f[:, k]) for k in range(3))
+        # per-face corner coordinates as 9 contiguous arrays (structure of arrays) for the kernel
+        self._corners = tuple(
+            np.ascontiguousarray(self._v[self._f[:, i], k]) for i in range(3) for k in range(3)
+        )
 
     # ---------------------------------------------------------------------------------------
     def closest(self, points: np.ndarray, *, neighbours: bool = True) -> ClosestPoints:
@@ -271,6 +294,17 @@ class SurfaceQuery:
         ClosestPoints
         """
         pts = _points("SurfaceQuery.closest points", points)
+        if len(pts) <= _SORT_MIN:
+            return self._closest(pts, neighbours)
+        # nearby queries one after another keep Embree's tree and the gathers in cache
+        order = _spatial_order(pts)
+        res = self._closest(pts[order], neighbours)
+        out = [np.empty_like(x) for x in res]
+        for o, x in zip(out, res, strict=True):
+            o[order] = x
+        return ClosestPoints(*out)
+
+    def _closest(self, pts: np.ndarray, neighbours: bool) -> ClosestPoints:
         n = len(pts)
         fid = np.empty(n, dtype=np.int64)
         o3d = open3d()
@@ -298,9 +332,7 @@ class SurfaceQuery:
         return ClosestPoints(cp, np.sqrt(d2), fid, bary)
 
     def _corner_coords(self, fid: np.ndarray) -> tuple[np.ndarray, ...]:
-        i0, i1, i2 = self._f0[fid], self._f1[fid], self._f2[fid]
-        vx, vy, vz = self._vx, self._vy, self._vz
-        return vx[i0], vy[i0], vz[i0], vx[i1], vy[i1], vz[i1], vx[i2], vy[i2], vz[i2]
+        return tuple(c[fid] for c in self._corners)
 
     def _best_neighbour(
         self, px: np.ndarray, py: np.ndarray, pz: np.ndarray, fid: np.ndarray
@@ -308,26 +340,30 @@ class SurfaceQuery:
         """Nearest of Embree's face and the faces around its 3 corners (Embree's wins ties)."""
         n = len(fid)
         corners = self._f[fid]  # (n, 3)
-        starts = self._vf_ptr[corners].ravel()  # (3n,)
+        starts = self._vf_ptr[corners].ravel()  # (3n,) fan of corner j of point i at 3i + j
         counts = self._vf_ptr[corners + 1].ravel() - starts
-        per_point = 1 + counts.reshape(n, 3).sum(axis=1)
-        seg = np.concatenate([[0], np.cumsum(per_point)])
-        total = int(seg[-1])
-        owner = np.repeat(np.arange(n), per_point)
-        first_slot = seg[:-1]
-        cand = np.empty(total, dtype=np.int64)
-        cand[first_slot] = fid
-        # neighbour run k covers self._vf[starts[k] : starts[k] + counts[k]]
-        run_offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        vf_index = np.arange(int(counts.sum())) + np.repeat(starts - run_offsets, counts)
-        slots = np.ones(total, dtype=bool)
-        slots[first_slot] = False
-        cand[slots] = self._vf[vf_index]
-        _, _, d2 = _closest_weights(px[owner], py[owner], pz[owner], *self._corner_coords(cand))
-        best = np.minimum.reduceat(d2, first_slot)
-        hit = np.flatnonzero(d2 == best[owner])
-        keep = np.concatenate([[True], owner[hit][1:] != owner[hit][:-1]])
-        return cand[hit[keep]]
+        run_offsets = np.cumsum(counts) - counts
+        nb = self._vf[np.arange(int(counts.sum())) + np.repeat(starts - run_offsets, counts)]
+        run = np.repeat(np.arange(3 * n), counts)
+        owner, corner = run // 3, run % 3
+        # each fan face once: at the first corner of Embree's face that it contains
+        g0, g1, g2 = (c[nb] for c in self._face_cols)
+        c0, c1 = corners[:, 0][owner], corners[:, 1][owner]
+        has0 = (g0 == c0) | (g1 == c0) | (g2 == c0)
+        has1 = (g0 == c1) | (g1 == c1) | (g2 == c1)
+        keep = (nb != fid[owner]) & ~((corner >= 1) & has0) & ~((corner == 2) & has1)
+        nb, owner = nb[keep], owner[keep]
+        _, _, d2_nb = _closest_weights(px[owner], py[owner], pz[owner], *self._corner_coords(nb))
+        _, _, d2_f = _closest_weights(px, py, pz, *self._corner_coords(fid))
+        best = np.full(n, np.inf)
+        np.minimum.at(best, owner, d2_nb)
+        better = best < d2_f  # strictly: Embree's face wins exact ties
+        out = fid.copy()
+        if better.any():
+            hit = np.flatnonzero(better[owner] & (d2_nb == best[owner]))
+            first = np.concatenate([[True], owner[hit][1:] != owner[hit][:-1]])
+            out[owner[hit[first]]] = nb[hit[first]]
+        return out
 
     # ---------------------------------------------------------------------------------------
     def cast(self, origins: np.ndarray, directions: np.ndarray) -> RayHits:

@@ -48,7 +48,9 @@ class ICPResult:
     transform: Similarity
     """``T_target_from_source``: maps the source points onto the target."""
     rmse: float
-    """Root-mean-square distance of the inlier correspondences (target frame, mm)."""
+    """Root-mean-square distance of the inlier correspondences (target frame, mm): to the nearest
+    target vertex for ``"open3d"`` (Open3D's inlier RMSE), to the target surface for
+    ``"surface"``."""
     fitness: float
     """Fraction of the (cropped) source points with a correspondence within ``max_distance``."""
     iterations: int

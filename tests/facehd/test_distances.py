@@ -64,6 +64,16 @@ def test_agrees_with_trimesh_on_a_random_mesh() -> None:
     np.testing.assert_allclose(ours.barycentrics.sum(axis=1), 1.0)
 
 
+def test_large_queries_sorted_internally_keep_input_order() -> None:
+    mesh = bumpy_sphere(subdivisions=3)
+    pts = near_surface_points(mesh, 5000, spread=4.0, seed=9)
+    q = SurfaceQuery(mesh)
+    whole = q.closest(pts)  # above the size where queries are processed in Morton order
+    parts = [q.closest(pts[i : i + 1000]) for i in range(0, 5000, 1000)]
+    for k, field in enumerate(whole):
+        np.testing.assert_array_equal(field, np.concatenate([p[k] for p in parts]))
+
+
 def test_matches_brute_force_point_triangle_loop() -> None:
     rng = np.random.default_rng(2)
     ico = trimesh.creation.icosphere(subdivisions=1, radius=5.0)
