@@ -1,0 +1,469 @@
+"""The FaceScape single-view benchmark protocol (Zhu et al., arXiv 2111.01082), step by step.
+
+What the official evaluator (``facescape/benchmark/code/evaluator.py`` with ``mesh_util.py``,
+``renderer.py`` and ``pred_loader.py``) computes for one image:
+
+1. **Placement** (no ICP, no fitted rotation or scale). A prediction is read in the image-aligned
+   format of the official generic loader (PRNet / 3DDFA_V2): ``x``, ``y`` in pixels of the 256-px
+   image with ``y`` up, ``z`` towards the viewer in pixel units (:func:`place_image_prediction`).
+   Wild: orthographic, normalised to ``[-1, 1]``, then both meshes times the image's pupil scale
+   (mm). Lab: the loader's approximate perspective placement, the ground truth times
+   ``62.85`` mm (the mean pupil distance) and moved into the camera by ``Rt``.
+2. **Depth alignment**: 256 x 256 depth maps of both meshes (pyrender in the official code; here
+   one ray per pixel centre, nearest front-facing triangle, i.e. with back faces culled as
+   pyrender's default single-sided material does); ``dz`` minimises the summed absolute depth
+   difference over the pixels both cover, found with SciPy's SLSQP from 0 exactly as the official
+   code does. Wild: the prediction moves by ``dz`` along the view axis; lab: its vertices are scaled
+   by ``mean_z / (mean_z - dz)`` (a slide along the camera rays).
+3. **Cylindrical maps**: both meshes are centred on the head centre and rotated by the transpose of
+   the head rotation; 256 x 256 rays cast outward from the vertical axis (rows ``y`` from +150 to
+   -150 mm, columns at azimuth ``j 2 pi / 255``) record the radial distance and triangle of the
+   **outermost** hit (the official code keeps the last of Embree's hits, which come nearest
+   first).
+4. **Metrics** on the pixels hit by both meshes: CR = common / GT-hit pixels; CD = symmetric
+   point-to-surface distance between the two masked maps turned back into grid meshes
+   (:func:`cylinder_to_mesh`, triangles with a radial jump >= 15 mm dropped), mean of all
+   distances; MNE = mean over common pixels of ``arccos`` of the dot product of the two hit
+   triangles' normals, each transformed as ``(n + 1) / |n + 1|`` first (a quirk of the official
+   code, kept for comparability).
+
+Deviations, all where the official code fails: the dot product is clipped to ``[-1, 1]``
+(identical normals give ``arccos(1 + 4e-16) = NaN`` there, and a NaN mean); a masked map reaching
+the bottom row makes the official ``cylinder2mesh`` index past the grid and crash, here those
+triangles are dropped.
+
+Summary: NaN-mean per group plus the fraction of images done. Wild groups by yaw (image index
+0-99: 0-5 deg, 100-199: 5-30, 200-299: 30-60, 300-399: 60-90). Lab groups by view angle (view 0:
+0 deg, 1-8: 30, 9-10: 60; as in the official ``show.py``, only the 1200 px focal length enters
+these groups) and by focal length (index 0/1/2: 1200/600/300 px).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from facehd._o3d import open3d
+from facehd.distances import SurfaceQuery
+from facehd.errors import DegenerateInputError
+from facehd.mesh import Mesh
+
+__all__ = [
+    "STD_PUPIL_DIST",
+    "RENDER_SIZE",
+    "LAB_FOCAL_LENGTHS",
+    "Orthographic",
+    "Perspective",
+    "CylinderMap",
+    "FaceScapeResult",
+    "place_image_prediction",
+    "render_depth",
+    "depth_shift",
+    "cylindrical_map",
+    "cylinder_to_mesh",
+    "chamfer_cd",
+    "mean_normal_error",
+    "evaluate_facescape",
+    "wild_group",
+    "lab_groups",
+]
+
+#: Mean pupil distance of male and female adults (mm), the benchmark's scale standard.
+STD_PUPIL_DIST = (64.0 + 61.7) / 2.0
+#: Depth-map and cylindrical-map resolution.
+RENDER_SIZE = 256
+#: Lab focal lengths (px) by focal index.
+LAB_FOCAL_LENGTHS: tuple[float, ...] = (1200.0, 600.0, 300.0)
+_ORTHO_SCALE = 128.0
+_RENDER_BIAS = 2.0
+
+
+@dataclass(frozen=True)
+class Orthographic:
+    """Orthographic camera at the origin looking down ``-z`` (pyrender's), ``y`` up."""
+
+    mag: float
+    """Half-width and half-height of the view (``xmag = ymag``)."""
+    znear: float = 0.05
+    """Near clipping distance."""
+    zfar: float = 10000.0
+    """Far clipping distance."""
+
+
+@dataclass(frozen=True)
+class Perspective:
+    """Pinhole camera (OpenCV convention: looking down ``+z``, ``y`` down)."""
+
+    K: np.ndarray
+    """(3, 3) intrinsics; pixel ``(row r, col c)`` has centre ``u = c + 0.5, v = r + 0.5``."""
+    znear: float = 0.1
+    """Near clipping depth."""
+    zfar: float = 100000.0
+    """Far clipping depth."""
+
+
+@dataclass(frozen=True)
+class CylinderMap:
+    """Outermost hits of the cylindrical rays."""
+
+    radius: np.ndarray
+    """(H, W) radial distance of the outermost hit, 0 where the ray misses."""
+    normals: np.ndarray
+    """(H, W, 3) unit normal of the triangle hit there (zero where missed or degenerate)."""
+
+
+@dataclass(frozen=True)
+class FaceScapeResult:
+    """FaceScape metrics of one image."""
+
+    cd: float
+    """Chamfer distance (mm)."""
+    mne: float
+    """Mean normal error (rad, with the official normal transform)."""
+    cr: float
+    """Completeness rate."""
+    delta_z: float
+    """Depth shift found in step 2 (official units: pixels for wild, mm for lab)."""
+
+
+# ------------------------------------------------------------------------------------------
+# placement
+
+
+def place_image_prediction(vertices: np.ndarray, focal: float | None = None) -> np.ndarray:
+    """Place an image-aligned prediction in the evaluation camera (the official generic loader).
+
+    Wild (``focal`` None): ``v / 128``, ``x, y`` shifted by -1 (so the image spans ``[-1, 1]``),
+    ``z`` shifted to mean ``-2``. Lab: additionally flipped to the OpenCV camera (``y``, ``z``
+    negated), ``z`` re-centred at ``focal / 128`` and everything divided by a third of the
+    vertical extent (the official approximation; the depth alignment then fixes the distance).
+
+    Parameters
+    ----------
+    vertices : (V, 3) float, ``x`` = column and ``y`` = (256 - row) in pixels, ``z`` in pixels
+        towards the viewer (any offset).
+    focal : the lab image's focal length in pixels, or None for wild images.
+
+    Returns
+    -------
+    (V, 3) float64 in normalised units (wild) or pupil-distance units (lab).
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] != 3:
+        raise ValueError(f"place_image_prediction: expected (V, 3) vertices, got {v.shape}")
+    v = v / (RENDER_SIZE / 2)
+    v[:, :2] -= 1.0
+    if focal is None:
+        v[:, 2] -= v[:, 2].mean() + _RENDER_BIAS
+        return v
+    v = v * np.array([1.0, -1.0, -1.0])
+    v[:, 2] -= v[:, 2].mean()
+    v[:, 2] += focal / (RENDER_SIZE / 2)
+    extent = v[:, 1].max() - v[:, 1].min()
+    if extent <= 0:
+        raise DegenerateInputError("the prediction has no vertical extent")
+    return v / (extent / 3.0)
+
+
+# ------------------------------------------------------------------------------------------
+# ray casting
+
+
+def _scene(mesh: Mesh) -> tuple[object, np.ndarray]:
+    o3d = open3d()
+    centre = 0.5 * (mesh.vertices.min(axis=0) + mesh.vertices.max(axis=0))
+    scene = o3d.t.geometry.RaycastingScene(nthreads=1)
+    scene.add_triangles(
+        o3d.core.Tensor(np.ascontiguousarray(mesh.vertices - centre, dtype=np.float32)),
+        o3d.core.Tensor(np.ascontiguousarray(mesh.faces, dtype=np.uint32)),
+    )
+    return scene, centre
+
+
+def _all_hits(
+    mesh: Mesh, origins: np.ndarray, directions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every intersection of every ray: (ray ids, face ids, t) with ``t`` recomputed in float64."""
+    o3d = open3d()
+    scene, centre = _scene(mesh)
+    rays = np.concatenate([origins - centre, directions], axis=1).astype(np.float32)
+    ans = scene.list_intersections(o3d.core.Tensor(np.ascontiguousarray(rays)), nthreads=1)
+    ray_ids = ans["ray_ids"].numpy().astype(np.int64)
+    fids = ans["primitive_ids"].numpy().astype(np.int64)
+    if len(fids) == 0:
+        return ray_ids, fids, np.zeros(0)
+    tri = mesh.vertices[mesh.faces[fids]]
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    o, d = origins[ray_ids], directions[ray_ids]
+    den = np.einsum("ij,ij->i", n, d)
+    num = np.einsum("ij,ij->i", n, tri[:, 0] - o)
+    t32 = ans["t_hit"].numpy().astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(np.abs(den) > 0, num / den, t32)
+    t = np.where(np.isfinite(t), t, t32)
+    return ray_ids, fids, t
+
+
+def _pixel_rays(camera: Orthographic | Perspective, size: int) -> tuple[np.ndarray, np.ndarray]:
+    r, c = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    r = r.ravel().astype(np.float64)
+    c = c.ravel().astype(np.float64)
+    if isinstance(camera, Orthographic):
+        x = camera.mag * ((2 * c + 1) / size - 1.0)
+        y = camera.mag * (1.0 - (2 * r + 1) / size)
+        origins = np.stack([x, y, np.zeros_like(x)], axis=1)
+        directions = np.tile([0.0, 0.0, -1.0], (len(x), 1))
+        return origins, directions
+    k = np.asarray(camera.K, dtype=np.float64)
+    dx = (c + 0.5 - k[0, 2]) / k[0, 0]
+    dy = (r + 0.5 - k[1, 2]) / k[1, 1]
+    directions = np.stack([dx, dy, np.ones_like(dx)], axis=1)
+    return np.zeros_like(directions), directions
+
+
+def render_depth(
+    mesh: Mesh, camera: Orthographic | Perspective, size: int = RENDER_SIZE
+) -> np.ndarray:
+    """Depth map as pyrender renders it (back faces culled), 0 where empty.
+
+    Parameters
+    ----------
+    mesh : the mesh in the camera's frame.
+    camera : :class:`Orthographic` (depth = distance along ``-z``) or :class:`Perspective`
+        (depth = ``z``).
+    size : the image is ``size x size``.
+
+    Returns
+    -------
+    (size, size) float64, row 0 at the top.
+    """
+    origins, directions = _pixel_rays(camera, size)
+    depth = np.zeros(size * size)
+    ray_ids, fids, t = _all_hits(mesh, origins, directions)
+    if len(fids):
+        n = mesh.face_normals[fids]
+        front = np.einsum("ij,ij->i", n, directions[ray_ids]) < 0
+        keep = front & (t >= camera.znear) & (t <= camera.zfar)
+        ray_ids, t = ray_ids[keep], t[keep]
+        best = np.full(size * size, np.inf)
+        np.minimum.at(best, ray_ids, t)
+        hit = np.isfinite(best)
+        depth[hit] = best[hit]
+    return depth.reshape(size, size)
+
+
+def depth_shift(depth_gt: np.ndarray, depth_pred: np.ndarray, scale: float = 1.0) -> float:
+    """The official ``optimize_Z``: SLSQP from 0 on ``sum |gt - z - pred|`` over common pixels.
+
+    Parameters
+    ----------
+    depth_gt, depth_pred : (H, W) depth maps (0 = empty).
+    scale : factor applied to both maps before the search (the official wild code uses
+        ``128 / pupil_scale``); the result is in the scaled units.
+    """
+    from scipy.optimize import minimize
+
+    mask = (depth_gt != 0) & (depth_pred != 0)
+    a = depth_gt * mask * scale
+    b = depth_pred * mask * scale
+
+    def objective(z: np.ndarray) -> float:
+        return float(np.sum(np.abs(a - z - b)[mask]))
+
+    return float(minimize(objective, 0, method="SLSQP").x[0])
+
+
+def cylindrical_map(
+    mesh: Mesh,
+    size: int = RENDER_SIZE,
+    half_height: float = 150.0,
+) -> CylinderMap:
+    """Outermost hits of rays cast outward from the ``y`` axis (mesh already centred/rotated).
+
+    Row ``i`` casts at ``y = linspace(half_height, -half_height, size)[i]``, column ``j`` in the
+    direction ``(-sin a, 0, -cos a)`` with ``a = j 2 pi / (size - 1)``.
+    """
+    i, j = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    ang = j.ravel() * 2.0 * np.pi / (size - 1)
+    directions = np.stack([-np.sin(ang), np.zeros_like(ang), -np.cos(ang)], axis=1)
+    origins = np.zeros_like(directions)
+    origins[:, 1] = np.linspace(half_height, -half_height, size)[i.ravel()]
+    radius = np.zeros(size * size)
+    normals = np.zeros((size * size, 3))
+    ray_ids, fids, t = _all_hits(mesh, origins, directions)
+    keep = t >= 0
+    ray_ids, fids, t = ray_ids[keep], fids[keep], t[keep]
+    if len(t):
+        order = np.lexsort((t, ray_ids))  # by ray, then t ascending: the last per ray is outermost
+        last = np.ones(len(order), dtype=bool)
+        last[:-1] = ray_ids[order][1:] != ray_ids[order][:-1]
+        sel = order[last]
+        radius[ray_ids[sel]] = t[sel]
+        normals[ray_ids[sel]] = mesh.face_normals[fids[sel]]
+    return CylinderMap(radius.reshape(size, size), normals.reshape(size, size, 3))
+
+
+def cylinder_to_mesh(cyl: np.ndarray, threshold: float = 15.0, half_height: float = 150.0) -> Mesh:
+    """The official ``cylinder2mesh``: a grid mesh of a (masked) cylindrical radius map.
+
+    Pixel ``(i, j)`` becomes the vertex ``(-r sin a_j, y_i, -r cos a_j)``; it starts the two
+    triangles ``(k, k+1, k+W)`` and ``(k+W+1, k+W, k+1)`` (``k = i W + j``) when it is non-zero and
+    its radius differs by less than ``threshold`` from its lower, right and lower-right neighbours
+    (wrapping around, as ``np.roll`` does). Triangles that would index past the grid (bottom row)
+    are dropped; unreferenced vertices are removed.
+
+    Parameters
+    ----------
+    cyl : (H, W) radial distances, 0 = background.
+    """
+    cyl = np.asarray(cyl, dtype=np.float64)
+    h, w = cyl.shape
+    ii, jj = np.indices((h, w))
+    phi = jj * 2.0 * np.pi / (w - 1)
+    ys = np.stack((-np.linspace(-half_height, half_height, w),) * h, axis=1)
+    verts = np.stack((cyl * (-np.sin(phi)), ys, cyl * (-np.cos(phi))), axis=2).reshape(h * w, 3)
+    diff = np.stack(
+        [
+            cyl - np.roll(cyl, -1, axis=0),
+            cyl - np.roll(cyl, -1, axis=1),
+            cyl - np.roll(np.roll(cyl, -1, axis=0), -1, axis=1),
+        ],
+        axis=2,
+    )
+    valid = (np.abs(diff).max(axis=2) < threshold) & (cyl != 0)
+    k = (ii * w + jj)[valid]
+    faces = np.concatenate(
+        [np.stack([k, k + 1, k + w], axis=1), np.stack([k + w + 1, k + w, k + 1], axis=1)]
+    )
+    # keep the official face order: the two triangles of a pixel are consecutive
+    faces = faces.reshape(2, -1, 3).transpose(1, 0, 2).reshape(-1, 3)
+    faces = faces[(faces < h * w).all(axis=1)]
+    used = np.zeros(h * w, dtype=bool)
+    used[faces.ravel()] = True
+    remap = np.cumsum(used) - 1
+    return Mesh(verts[used], remap[faces])
+
+
+def chamfer_cd(mesh_a: Mesh, mesh_b: Mesh) -> float:
+    """The official ``compute_chamfer``: mean of all vertex-to-surface distances, both ways.
+
+    Every vertex of ``a`` to the surface of ``b`` and every vertex of ``b`` to the surface of
+    ``a``, concatenated, NaNs dropped. NaN when either mesh has no faces.
+    """
+    if mesh_a.n_faces == 0 or mesh_b.n_faces == 0:
+        return float("nan")
+    b2a = SurfaceQuery(mesh_a, nthreads=1).closest(mesh_b.vertices, neighbours=False).distances
+    a2b = SurfaceQuery(mesh_b, nthreads=1).closest(mesh_a.vertices, neighbours=False).distances
+    allv = np.concatenate([a2b, b2a])
+    allv = allv[~np.isnan(allv)]
+    return float(allv.mean()) if allv.size else float("nan")
+
+
+def mean_normal_error(normals_gt: np.ndarray, normals_pred: np.ndarray) -> float:
+    """The official ``compute_mne_full`` (with the dot product clipped to ``[-1, 1]``).
+
+    Pixels where both normal maps are non-zero count; each normal is mapped to
+    ``(n + 1) / |n + 1|`` before ``arccos`` of the dot product.
+
+    Parameters
+    ----------
+    normals_gt, normals_pred : (H, W, 3) normal maps (zero where nothing was hit).
+    """
+    a = np.asarray(normals_gt, dtype=np.float64)
+    b = np.asarray(normals_pred, dtype=np.float64)
+    mask = (a != 0).any(axis=2) & (b != 0).any(axis=2)
+    if not mask.any():
+        return float("nan")
+    a = a[mask] + 1.0
+    b = b[mask] + 1.0
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    return float(np.arccos(np.clip(np.einsum("ij,ij->i", a, b), -1.0, 1.0)).mean())
+
+
+# ------------------------------------------------------------------------------------------
+# one image
+
+
+def evaluate_facescape(
+    gt: Mesh,
+    prediction: Mesh,
+    camera: Orthographic | Perspective,
+    rotation: np.ndarray,
+    head_centre: np.ndarray,
+    *,
+    depth_scale: float = 1.0,
+    size: int = RENDER_SIZE,
+) -> FaceScapeResult:
+    """Steps 2-4 for one image, meshes already placed in the camera and scaled to mm.
+
+    Parameters
+    ----------
+    gt : ground truth in the camera frame (mm).
+    prediction : the placed prediction (mm), before the depth alignment.
+    camera : :class:`Orthographic` for wild images (``mag`` = the pupil scale), :class:`Perspective`
+        for lab images.
+    rotation : (3, 3) head rotation; both meshes are rotated by its transpose for the cylinder.
+    head_centre : (3,) head centre in the camera frame (mm).
+    depth_scale : factor of the depth search's units (official wild: ``128 / pupil_scale``).
+    size : map resolution (256).
+    """
+    rot = np.asarray(rotation, dtype=np.float64)
+    centre = np.asarray(head_centre, dtype=np.float64).reshape(3)
+    if rot.shape != (3, 3):
+        raise ValueError(f"evaluate_facescape: rotation must be (3, 3), got {rot.shape}")
+    depth_gt = render_depth(gt, camera, size)
+    depth_pred = render_depth(prediction, camera, size)
+    mask = (depth_gt != 0) & (depth_pred != 0)
+    dz = depth_shift(depth_gt, depth_pred, depth_scale)
+    pv = prediction.vertices.copy()
+    if isinstance(camera, Orthographic):
+        pv[:, 2] -= dz / depth_scale
+    else:
+        if not mask.any():
+            raise DegenerateInputError(
+                "the prediction does not overlap the ground truth in the image"
+            )
+        mean_z = float(np.mean(depth_gt[mask]))
+        pv *= mean_z / (mean_z - dz / depth_scale)
+    gt_std = Mesh((gt.vertices - centre) @ rot, gt.faces)
+    pred_std = Mesh((pv - centre) @ rot, prediction.faces)
+    cyl_gt = cylindrical_map(gt_std, size)
+    cyl_pred = cylindrical_map(pred_std, size)
+    cyl_mask = (cyl_gt.radius != 0) & (cyl_pred.radius != 0)
+    n_gt = int((cyl_gt.radius != 0).sum())
+    cr = float(cyl_mask.sum() / n_gt) if n_gt else float("nan")
+    cd = chamfer_cd(
+        cylinder_to_mesh(cyl_gt.radius * cyl_mask), cylinder_to_mesh(cyl_pred.radius * cyl_mask)
+    )
+    mne = mean_normal_error(cyl_gt.normals, cyl_pred.normals)
+    return FaceScapeResult(cd, mne, cr, dz)
+
+
+# ------------------------------------------------------------------------------------------
+# groups
+
+
+def wild_group(index: int) -> str:
+    """Yaw bin of a wild image (by its index)."""
+    if index < 100:
+        return "0-5"
+    if index < 200:
+        return "5-30"
+    if index < 300:
+        return "30-60"
+    return "60-90"
+
+
+def lab_groups(focal_index: int, view: int) -> tuple[str | None, str]:
+    """(angle group or None, focal group) of a lab image.
+
+    The angle groups (``0``, ``30``, ``60`` degrees) hold the 1200 px images only, as in the
+    official ``show.py``; the focal groups hold every view.
+    """
+    angle = None
+    if focal_index == 0:
+        angle = "0" if view == 0 else ("30" if view <= 8 else "60")
+    focal = f"f{int(LAB_FOCAL_LENGTHS[focal_index])}"
+    return angle, focal

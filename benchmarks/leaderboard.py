@@ -1,0 +1,212 @@
+"""Leaderboards: facehd's own runs plus the numbers published in the HRN paper.
+
+``OUT/leaderboard.csv`` holds one row per (method, dataset, split), replaced whenever that
+benchmark is run again, with the facehd version, the date and a hash of the run's configuration.
+:data:`PUBLISHED` holds the rows reported in
+
+    Biwen Lei, Jianqiang Ren, Mengyang Feng, Miaomiao Cui, Xuansong Xie. *A Hierarchical
+    Representation Network for Accurate and Detailed Face Reconstruction from In-The-Wild Images.*
+    CVPR 2023. Table 1 (single view: FaceScape-wild / -lab CD and MNE, REALY-F / -S) and Table 2
+    (multi-view: FaceScape 3 views and ESRC 2 views, median / mean / std).
+
+They are marked ``source = reported`` and carry their table as ``reference``; the method names
+are as printed (``Ours`` is HRN; ``MCGNet`` is printed so in Table 1).
+
+Ranking: lower is better for every metric; the primary metric is CD on FaceScape, the mean error
+(``nmse_mm``, the average of the four regions) on REALY and the median on NoW and multi-view sets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from benchmarks.csvio import locked, read_rows, write_rows
+
+__all__ = [
+    "LeaderboardRow",
+    "PUBLISHED",
+    "PAPER",
+    "PRIMARY_METRIC",
+    "load_leaderboard",
+    "update_leaderboard",
+    "ranked",
+]
+
+#: Citation of the published rows.
+PAPER = (
+    "Lei et al., A Hierarchical Representation Network for Accurate and Detailed Face "
+    "Reconstruction from In-The-Wild Images, CVPR 2023"
+)
+
+#: Dataset -> the column that ranks it.
+PRIMARY_METRIC: dict[str, str] = {
+    "facescape": "cd_mm",
+    "realy": "nmse_mm",
+    "now": "median_mm",
+    "multiview": "median_mm",
+}
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    """One (method, dataset, split) result."""
+
+    method: str
+    """Method name."""
+    dataset: str
+    """``facescape``, ``realy``, ``now`` or ``multiview``."""
+    split: str
+    """Split (``wild``, ``lab``, ``frontal``, ``side``, ``validation``, a multi-view set ...)."""
+    source: str = "facehd"
+    """``facehd`` (computed by ``facehd bench``) or ``reported`` (published)."""
+    reference: str = ""
+    """Where a reported number comes from."""
+    cd_mm: float | None = None
+    """FaceScape Chamfer distance (mm)."""
+    mne_rad: float | None = None
+    """FaceScape mean normal error (rad)."""
+    cr: float | None = None
+    """FaceScape completeness rate."""
+    nmse_mm: float | None = None
+    """REALY mean of the four region errors (mm)."""
+    median_mm: float | None = None
+    """NoW / multi-view median distance (mm)."""
+    mean_mm: float | None = None
+    """NoW / multi-view mean distance (mm)."""
+    std_mm: float | None = None
+    """NoW / multi-view standard deviation (mm)."""
+    n_items: int | None = None
+    """Images evaluated."""
+    n_missing: int | None = None
+    """Images without a prediction."""
+    n_failed: int | None = None
+    """Images whose evaluation failed (bad input)."""
+    facehd_version: str = ""
+    """facehd version of the run."""
+    date: str = ""
+    """When the run finished (ISO 8601)."""
+    config_hash: str = ""
+    """Hash of the run's resolved configuration (``config.json`` beside its CSVs)."""
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """(source, method, dataset, split)."""
+        return (self.source, self.method, self.dataset, self.split)
+
+    @property
+    def primary(self) -> float:
+        """The ranking metric's value (inf when absent)."""
+        v = getattr(self, PRIMARY_METRIC.get(self.dataset, "median_mm"))
+        return math.inf if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _published() -> tuple[LeaderboardRow, ...]:
+    t1 = f"{PAPER}, Table 1"
+    t2 = f"{PAPER}, Table 2"
+    rows = []
+    # Table 1: FaceScape-wild CD / MNE, FaceScape-lab CD / MNE, REALY-F, REALY-S
+    table1 = {
+        "Deep3D": (3.8, 0.092, 5.28, 0.118, 1.657, 1.691),
+        "MCGNet": (3.22, 0.077, 4.00, 0.093, 1.774, 1.787),
+        "PRNet": (3.47, 0.123, 3.56, 0.126, 2.013, 2.032),
+        "SADRNet": (7.12, 0.123, 6.75, 0.133, 1.913, 1.958),
+        "DECA": (3.31, 0.089, 4.69, 0.108, 2.210, 2.261),
+        "3DDFA": (3.00, 0.080, 3.60, 0.096, 1.926, 1.943),
+        "HRN (Ours)": (2.91, 0.065, 3.67, 0.087, 1.537, 1.468),
+    }
+    for m, (wcd, wmne, lcd, lmne, rf, rs) in table1.items():
+        rows.append(LeaderboardRow(m, "facescape", "wild", "reported", t1, cd_mm=wcd, mne_rad=wmne))
+        rows.append(LeaderboardRow(m, "facescape", "lab", "reported", t1, cd_mm=lcd, mne_rad=lmne))
+        rows.append(LeaderboardRow(m, "realy", "frontal", "reported", t1, nmse_mm=rf))
+        rows.append(LeaderboardRow(m, "realy", "side", "reported", t1, nmse_mm=rs))
+    # Table 2: FaceScape (3 views) and ESRC (2 views): median / mean / std (mm)
+    table2 = {
+        "MVFNet": ((1.76, 2.12, 1.66), None),
+        "DFNRMVS": ((1.79, 2.41, 2.61), (1.59, 2.13, 2.29)),
+        "HRN (Ours)": ((1.13, 1.51, 1.79), (1.29, 1.69, 1.72)),
+    }
+    for m, (fs, esrc) in table2.items():
+        for split, vals in (("facescape", fs), ("esrc", esrc)):
+            if vals is None:  # N.A. in the paper
+                continue
+            rows.append(
+                LeaderboardRow(
+                    m,
+                    "multiview",
+                    split,
+                    "reported",
+                    t2,
+                    median_mm=vals[0],
+                    mean_mm=vals[1],
+                    std_mm=vals[2],
+                )
+            )
+    return tuple(rows)
+
+
+#: The rows published in the HRN paper (Tables 1 and 2).
+PUBLISHED: tuple[LeaderboardRow, ...] = _published()
+
+_FLOATS = {"cd_mm", "mne_rad", "cr", "nmse_mm", "median_mm", "mean_mm", "std_mm"}
+_INTS = {"n_items", "n_missing", "n_failed"}
+
+
+def _parse(raw: dict[str, str]) -> LeaderboardRow:
+    kw = {}
+    for f in fields(LeaderboardRow):
+        text = (raw.get(f.name) or "").strip()
+        if f.name in _FLOATS:
+            kw[f.name] = float(text) if text else None
+        elif f.name in _INTS:
+            kw[f.name] = int(text) if text else None
+        else:
+            kw[f.name] = text
+    if not kw["source"]:
+        kw["source"] = "facehd"
+    return LeaderboardRow(**kw)
+
+
+def load_leaderboard(path: str | Path, *, include_published: bool = True) -> list[LeaderboardRow]:
+    """Rows of ``leaderboard.csv`` (if it exists) plus, by default, the published rows."""
+    rows = [_parse(r) for r in read_rows(path)]
+    rows = [r for r in rows if r.source != "reported"]
+    return (list(PUBLISHED) if include_published else []) + rows
+
+
+def update_leaderboard(path: str | Path, row: LeaderboardRow) -> Path:
+    """Insert or replace ``row`` (same method, dataset and split) in ``leaderboard.csv``.
+
+    The file holds facehd's rows only (the published ones are added when read). The update is
+    locked and atomic.
+    """
+    path = Path(path)
+    with locked(path):
+        rows = [_parse(r) for r in read_rows(path)]
+        rows = [r for r in rows if r.source != "reported" and r.key != row.key]
+        rows.append(replace(row, source="facehd"))
+        rows.sort(key=lambda r: (r.dataset, r.split, r.method))
+        write_rows(path, rows, LeaderboardRow)
+    return path
+
+
+def ranked(
+    rows: list[LeaderboardRow], dataset: str | None = None
+) -> dict[tuple[str, str], list[LeaderboardRow]]:
+    """Group rows by (dataset, split), best first.
+
+    ``dataset`` keeps one dataset (``name``) or one split (``name:split``).
+    """
+    want_ds, want_split = None, None
+    if dataset:
+        want_ds, _, want_split = dataset.partition(":")
+        want_split = want_split or None
+    groups: dict[tuple[str, str], list[LeaderboardRow]] = {}
+    for r in rows:
+        if want_ds and r.dataset != want_ds:
+            continue
+        if want_split and r.split != want_split:
+            continue
+        groups.setdefault((r.dataset, r.split), []).append(r)
+    return {k: sorted(v, key=lambda r: (r.primary, r.method)) for k, v in sorted(groups.items())}

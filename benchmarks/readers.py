@@ -1,0 +1,492 @@
+"""Readers for the benchmarks' real on-disk layouts (read as they are distributed).
+
+NoW (``<root>`` = the dataset folder)::
+
+    imagepathsvalidation.txt, imagepathstest.txt  image lists: .../<subject>/<challenge>/<image>.jpg
+    scans/<subject>/*.obj                         the subject's scan (the first in sorted order)
+    scans_lmks_onlypp/<subject>/*.pp              its 7 landmarks (MeshLab picked points)
+    iphone_pictures/<subject>/<challenge>/*.jpg   images (or under final_release_version/)
+    predictions: <pred>/<subject>/<challenge>/<image>.obj|.ply, <image>.npy|.txt landmarks
+
+Multi-view (NoW-style, facehd's layout for FaceScape 3-view and ESRC 2-view sets)::
+
+    multiview_<split>.txt    one set per line: <subject>/<n>views/<set> (text after a space ignored)
+    scans/, scans_lmks_onlypp/ as for NoW (``.pp``, or ``.txt``/``.npy`` with 7 rows)
+    predictions: <pred>/<subject>/<n>views/<set>.obj|.ply with <set>.npy|.txt landmarks
+
+REALY (``<root>`` = the folder holding the benchmark data, like the official ``data/``)::
+
+    REALY_HIFI3D_keypoints/<subject>.obj              85 keypoints as OBJ vertices
+    REALY_scan_region/<subject>/{nose,mouth,forehead,cheek}.obj
+    metrical_scale.txt                                line k: subject k's factor to mm
+    <template>.txt + <template>.obj                   topology keypoint files (HIFI3D, BFM09, ...)
+    predictions: a flat folder of <subject>_<anything>.obj
+
+FaceScape (``<root>`` = the official ``benchmark/`` folder, or its ``data/`` folder)::
+
+    data/wild_gt_mesh/<NNN>.obj                       fswild ground truth, NNN = 000..399
+    data/lab_gt_mesh/<SS>.obj                         fslab ground truth (pupil-distance units)
+    data/lab_cam/<SS>_<F>_<VV>.json                   [K (3x3), Rt (3x4)]
+    code/predef/{wild_pupil_scales,wild_head_centers,wild_rotations,lab_head_centers,lab_rotations}.npy
+    predictions: <pred>/<name>.obj|.ply               image-aligned (see benchmarks.facescape)
+
+Ground-truth files that are missing or malformed raise :class:`facehd.errors.InputFileError`
+naming the file; a missing prediction is not an error (the item is reported as missing).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facehd.errors import InputFileError
+
+__all__ = [
+    "NowItem",
+    "read_now_items",
+    "read_multiview_items",
+    "find_prediction",
+    "read_landmarks7",
+    "RealyItem",
+    "read_realy_items",
+    "read_metrical_scales",
+    "read_obj_vertices",
+    "realy_subject_paths",
+    "find_topology",
+    "FaceScapeItem",
+    "FaceScapePredef",
+    "facescape_data_dir",
+    "read_facescape_predef",
+    "read_facescape_items",
+    "read_lab_camera",
+    "NOW_LIST_FILES",
+]
+
+#: NoW split -> image list file.
+NOW_LIST_FILES: dict[str, str] = {
+    "validation": "imagepathsvalidation.txt",
+    "val": "imagepathsvalidation.txt",
+    "test": "imagepathstest.txt",
+}
+
+MESH_SUFFIXES = (".obj", ".ply")
+LANDMARK_SUFFIXES = (".npy", ".txt")
+
+
+# ------------------------------------------------------------------------------------------
+# NoW and multi-view
+
+
+@dataclass(frozen=True)
+class NowItem:
+    """One evaluated image (NoW) or view set (multi-view)."""
+
+    subject: str
+    """Subject folder name."""
+    challenge: str
+    """Challenge (NoW) or view-count group (multi-view)."""
+    image: str
+    """Image (or set) name without extension."""
+    scan: Path
+    """The subject's ground-truth scan."""
+    scan_landmarks: Path
+    """Its landmark file."""
+    image_path: Path | None
+    """The image on disk, when found (needed only to run a method)."""
+
+    @property
+    def name(self) -> str:
+        """``subject/challenge/image``."""
+        return f"{self.subject}/{self.challenge}/{self.image}"
+
+
+def _first(folder: Path, patterns: tuple[str, ...], what: str) -> Path:
+    if not folder.is_dir():
+        raise InputFileError(folder, f"{what} folder does not exist")
+    for pattern in patterns:
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+    raise InputFileError(folder, f"no {what} ({', '.join(patterns)}) in this folder")
+
+
+def _list_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise InputFileError(path, "image list does not exist")
+    lines = [ln.strip() for ln in path.read_text().splitlines()]
+    lines = [ln.split()[0] for ln in lines if ln and not ln.startswith("#")]
+    if not lines:
+        raise InputFileError(path, "image list is empty")
+    return lines
+
+
+def _scan_items(
+    root: Path, list_file: Path, image_roots: tuple[Path, ...], lm_patterns: tuple[str, ...]
+) -> list[NowItem]:
+    items = []
+    cache: dict[str, tuple[Path, Path]] = {}
+    for k, line in enumerate(_list_lines(list_file), start=1):
+        parts = line.replace("\\", "/").split("/")
+        if len(parts) < 3:
+            raise InputFileError(
+                list_file, f"line {k}: expected <subject>/<challenge>/<image>, got {line!r}"
+            )
+        subject, challenge, filename = parts[-3], parts[-2], parts[-1]
+        if subject not in cache:
+            scan = _first(root / "scans" / subject, ("*.obj", "*.ply"), "scan")
+            lms = _first(root / "scans_lmks_onlypp" / subject, lm_patterns, "scan landmarks")
+            cache[subject] = (scan, lms)
+        scan, lms = cache[subject]
+        image_path = None
+        for base in image_roots:
+            cand = base / subject / challenge / filename
+            if cand.exists():
+                image_path = cand
+                break
+        items.append(NowItem(subject, challenge, Path(filename).stem, scan, lms, image_path))
+    return items
+
+
+def read_now_items(root: str | Path, split: str = "validation") -> list[NowItem]:
+    """The images of a NoW split, with their subject's scan and landmark files.
+
+    Parameters
+    ----------
+    root : the NoW dataset folder.
+    split : ``validation`` (``val``) or ``test``, or the name of an image-list file in ``root``.
+    """
+    root = Path(root)
+    list_file = root / NOW_LIST_FILES.get(split, split)
+    bases = (root / "iphone_pictures", root / "final_release_version" / "iphone_pictures", root)
+    return _scan_items(root, list_file, bases, ("*.pp",))
+
+
+def read_multiview_items(root: str | Path, split: str) -> list[NowItem]:
+    """The view sets of a multi-view split (``<root>/multiview_<split>.txt``)."""
+    root = Path(root)
+    list_file = root / f"multiview_{split}.txt"
+    return _scan_items(root, list_file, (root / "images",), ("*.pp", "*.txt", "*.npy"))
+
+
+def find_prediction(predictions: Path, item: NowItem) -> tuple[Path | None, Path | None]:
+    """The predicted mesh and landmark files of ``item`` (None where missing)."""
+    folder = predictions / item.subject / item.challenge
+    mesh = next(
+        (
+            folder / f"{item.image}{s}"
+            for s in MESH_SUFFIXES
+            if (folder / f"{item.image}{s}").is_file()
+        ),
+        None,
+    )
+    lms = next(
+        (
+            folder / f"{item.image}{s}"
+            for s in LANDMARK_SUFFIXES
+            if (folder / f"{item.image}{s}").is_file()
+        ),
+        None,
+    )
+    return mesh, lms
+
+
+def read_landmarks7(path: str | Path) -> np.ndarray:
+    """7 NoW landmarks from a ``.pp``, ``.npy`` ((7,3) or (1,7,3)) or ``.txt`` (7 rows) file.
+
+    Files with 51 or 68 rows (iBUG conventions) are reduced to the 7 NoW points. Values are
+    rounded to float32 as the official tool reads them.
+
+    Returns
+    -------
+    (7, 3) float64
+    """
+    path = Path(path)
+    from facehd.landmarks import load_landmarks, to_now7
+
+    arr = to_now7(load_landmarks(path), path)
+    return arr.astype(np.float32).astype(np.float64)
+
+
+# ------------------------------------------------------------------------------------------
+# REALY
+
+REALY_KEYPOINT_DIR = "REALY_HIFI3D_keypoints"
+REALY_REGION_DIR = "REALY_scan_region"
+_REALY_NAME = re.compile(r"^(\d+)_.*$")
+
+
+@dataclass(frozen=True)
+class RealyItem:
+    """One REALY prediction (one image)."""
+
+    name: str
+    """The prediction's file stem (the image name)."""
+    subject_id: int
+    """Subject number (the integer before the first ``_``)."""
+    prediction: Path | None
+    """The predicted mesh, None when missing."""
+
+
+def read_realy_items(predictions: str | Path, expected: list[str] | None = None) -> list[RealyItem]:
+    """REALY predictions of a flat folder, sorted as the official tool sorts them.
+
+    Parameters
+    ----------
+    predictions : folder of ``<subject>_<anything>.obj`` files (other files are ignored).
+    expected : image stems that should have a prediction (those without one are returned with
+        ``prediction=None``); default: the predictions present.
+    """
+    predictions = Path(predictions)
+    if not predictions.is_dir():
+        raise InputFileError(predictions, "predictions folder does not exist")
+    found = {}
+    for p in predictions.glob("*.obj"):
+        m = _REALY_NAME.match(p.stem)
+        if m:
+            found[p.stem] = p
+    names = sorted(set(found) | set(expected or []), key=_realy_sort_key)
+    if expected is not None:
+        names = [n for n in names if n in set(expected)]
+    items = []
+    for n in names:
+        m = _REALY_NAME.match(n)
+        if not m:
+            raise ValueError(f"REALY image name {n!r} does not start with '<subject>_'")
+        items.append(RealyItem(n, int(m.group(1)), found.get(n)))
+    return items
+
+
+def _realy_sort_key(name: str) -> tuple:
+    digits = name.replace("_", "")
+    return (0, int(digits), name) if digits.isdigit() else (1, 0, name)
+
+
+def read_obj_vertices(path: str | Path) -> np.ndarray:
+    """The ``v`` lines of an OBJ (e.g. REALY's keypoint files, which have no faces).
+
+    Values are rounded to float32, as the official REALY reader stores them.
+
+    Returns
+    -------
+    (V, 3) float64
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "file does not exist")
+    rows = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("v "):
+                    rows.append([float(t) for t in line.split()[1:4]])
+    except (OSError, ValueError) as exc:
+        raise InputFileError(path, f"cannot read OBJ vertices: {exc}") from exc
+    arr = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+    if len(arr) == 0:
+        raise InputFileError(path, "no vertices")
+    if not np.isfinite(arr).all():
+        raise InputFileError(path, "vertices contain NaN or inf")
+    return arr.astype(np.float32).astype(np.float64)
+
+
+def read_metrical_scales(path: str | Path) -> np.ndarray:
+    """``metrical_scale.txt``: one factor per line (line k = subject k)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "metrical scale file does not exist")
+    try:
+        arr = np.loadtxt(path, dtype=np.float64, ndmin=1)
+    except ValueError as exc:
+        raise InputFileError(path, f"not one number per line: {exc}") from exc
+    if arr.ndim != 1 or not np.isfinite(arr).all() or (arr <= 0).any():
+        raise InputFileError(path, "expected one positive finite number per line")
+    return arr
+
+
+def realy_subject_paths(root: str | Path, subject_id: int) -> tuple[Path, dict[str, Path]]:
+    """The keypoint OBJ and the four region OBJs of a subject."""
+    root = Path(root)
+    kp = root / REALY_KEYPOINT_DIR / f"{subject_id}.obj"
+    regions = {
+        r: root / REALY_REGION_DIR / str(subject_id) / f"{r}.obj"
+        for r in ("nose", "mouth", "forehead", "cheek")
+    }
+    return kp, regions
+
+
+def find_topology(
+    topology: str | Path | None, root: Path | None, predictions: Path | None
+) -> tuple[Path, Path]:
+    """Resolve a REALY topology to its (keypoint ``.txt``, template ``.obj``) files.
+
+    ``topology`` may be a path to the ``.txt`` file, or a template name looked up in ``root``
+    (``HIFI3D``, ``BFM09``, ``Deep3D``, ``3DDFA_v2``, ``FLAME`` in the official data folder).
+    Without it, the predictions folder must hold exactly one keypoint ``.txt`` with its ``.obj``.
+    """
+    if topology is not None:
+        p = Path(topology)
+        cands = [p, p.with_suffix(".txt")]
+        if root is not None:
+            cands += [root / f"{topology}.txt", root / "data" / f"{topology}.txt"]
+        for c in cands:
+            if c.suffix == ".txt" and c.is_file():
+                return c, c.with_suffix(".obj")
+        raise InputFileError(
+            p, "REALY topology keypoint file not found (give a path or a template name)"
+        )
+    if predictions is not None:
+        txts = sorted(t for t in predictions.glob("*.txt") if t.with_suffix(".obj").is_file())
+        if len(txts) == 1:
+            return txts[0], txts[0].with_suffix(".obj")
+    raise InputFileError(
+        predictions or Path("."),
+        "no REALY topology: pass one, or put one keypoint file <name>.txt with its template "
+        "<name>.obj in the predictions folder",
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# FaceScape
+
+
+@dataclass(frozen=True)
+class FaceScapeItem:
+    """One FaceScape benchmark image."""
+
+    split: str
+    """``wild`` or ``lab``."""
+    name: str
+    """``NNN`` (wild) or ``SS_F_VV`` (lab)."""
+    index: int
+    """Image index (wild) or subject index (lab)."""
+    focal_index: int
+    """Lab: focal-length index 0/1/2 (1200/600/300 px); wild: -1."""
+    view: int
+    """Lab: view index 0..10; wild: -1."""
+    gt_mesh: Path
+    """The ground-truth mesh."""
+    camera: Path | None
+    """Lab: the camera JSON; wild: None."""
+
+
+@dataclass(frozen=True)
+class FaceScapePredef:
+    """The official predefined per-image arrays (``code/predef``)."""
+
+    wild_pupil_scales: np.ndarray | None
+    """(400,) wild: mesh units -> mm."""
+    wild_head_centers: np.ndarray | None
+    """(400, 3) wild head centres (mesh units)."""
+    wild_rotations: np.ndarray | None
+    """(400, 3, 3) wild head rotations."""
+    lab_head_centers: np.ndarray | None
+    """(3, 3) lab head centres per focal-length index (mm, camera frame)."""
+    lab_rotations: np.ndarray | None
+    """(11, 3, 3) lab head rotations per view index."""
+
+
+def facescape_data_dir(root: str | Path) -> Path:
+    """The folder holding ``wild_gt_mesh``/``lab_gt_mesh`` (``root/data`` or ``root``)."""
+    root = Path(root)
+    for cand in (root / "data", root):
+        if (cand / "wild_gt_mesh").is_dir() or (cand / "lab_gt_mesh").is_dir():
+            return cand
+    raise InputFileError(
+        root, "no data/wild_gt_mesh or data/lab_gt_mesh folder: not a FaceScape benchmark root"
+    )
+
+
+def _predef_dir(root: Path) -> Path:
+    for cand in (root / "code" / "predef", root / "predef", root.parent / "code" / "predef"):
+        if cand.is_dir():
+            return cand
+    raise InputFileError(
+        root, "no code/predef folder with the predefined pupil scales, centres and rotations"
+    )
+
+
+def _load_npy(path: Path, shape_tail: tuple[int, ...]) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputFileError(path, f"cannot read as .npy: {exc}") from exc
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.shape[1:] != shape_tail or not np.isfinite(arr).all():
+        raise InputFileError(
+            path, f"expected shape (N, {', '.join(map(str, shape_tail))}) finite, got {arr.shape}"
+        )
+    return arr
+
+
+def read_facescape_predef(root: str | Path) -> FaceScapePredef:
+    """Read the predefined arrays (those absent are None)."""
+    d = _predef_dir(Path(root))
+    return FaceScapePredef(
+        _load_npy(d / "wild_pupil_scales.npy", ()),
+        _load_npy(d / "wild_head_centers.npy", (3,)),
+        _load_npy(d / "wild_rotations.npy", (3, 3)),
+        _load_npy(d / "lab_head_centers.npy", (3,)),
+        _load_npy(d / "lab_rotations.npy", (3, 3)),
+    )
+
+
+_LAB_NAME = re.compile(r"^(\d{2})_(\d)_(\d{2})$")
+
+
+def read_facescape_items(root: str | Path, split: str) -> list[FaceScapeItem]:
+    """The images of a FaceScape split present on disk, in the official order.
+
+    Wild: one item per ``wild_gt_mesh/NNN.obj``. Lab: one item per ``lab_cam/SS_F_VV.json`` whose
+    subject mesh exists.
+    """
+    data = facescape_data_dir(root)
+    items = []
+    if split == "wild":
+        folder = data / "wild_gt_mesh"
+        if not folder.is_dir():
+            raise InputFileError(folder, "wild ground-truth folder does not exist")
+        for p in sorted(folder.glob("*.obj")):
+            if p.stem.isdigit():
+                items.append(FaceScapeItem("wild", p.stem, int(p.stem), -1, -1, p, None))
+    elif split == "lab":
+        cams = data / "lab_cam"
+        if not cams.is_dir():
+            raise InputFileError(cams, "lab camera folder does not exist")
+        for c in sorted(cams.glob("*.json")):
+            m = _LAB_NAME.match(c.stem)
+            if not m:
+                continue
+            s, f, v = (int(g) for g in m.groups())
+            items.append(
+                FaceScapeItem("lab", c.stem, s, f, v, data / "lab_gt_mesh" / f"{s:02d}.obj", c)
+            )
+        items.sort(key=lambda it: (it.index, it.focal_index, it.view))
+    else:
+        raise ValueError(f"FaceScape split must be 'wild' or 'lab', got {split!r}")
+    if not items:
+        raise InputFileError(data, f"no {split} images found")
+    return items
+
+
+def read_lab_camera(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A lab camera file: ``[K (3x3), Rt (3x4)]`` (translation in pupil-distance units)."""
+    path = Path(path)
+    try:
+        raw = json.loads(Path(path).read_text())
+        k = np.asarray(raw[0], dtype=np.float64)
+        rt = np.asarray(raw[1], dtype=np.float64)
+    except (OSError, ValueError, IndexError, TypeError) as exc:
+        raise InputFileError(path, f"not a camera file [K, Rt]: {exc}") from exc
+    if (
+        k.shape != (3, 3)
+        or rt.shape != (3, 4)
+        or not (np.isfinite(k).all() and np.isfinite(rt).all())
+    ):
+        raise InputFileError(path, f"expected K (3, 3) and Rt (3, 4), got {k.shape} and {rt.shape}")
+    return k, rt

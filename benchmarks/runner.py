@@ -1,0 +1,767 @@
+"""``facehd bench``: run a protocol over a dataset and write its CSVs and leaderboard row.
+
+:func:`run_benchmark` reads the benchmark's layout, scores every image (in a process pool with
+``workers > 1``), then writes, under ``OUT/<dataset>-<split>/<method>/``:
+
+- ``items.csv``: one row per image with the protocol's per-image numbers; a missing prediction
+  is a row with ``status = missing``, a prediction that cannot be evaluated (unreadable, NaN
+  vertices, no faces, a topology that does not fit ...) a row with ``status = error`` and the
+  reason naming the file;
+- ``summary.csv``: the protocol's reported statistics per group (challenge, yaw bin, region ...);
+- ``config.json``: the resolved configuration, whose hash goes to the leaderboard;
+- ``distances.npz`` (NoW and multi-view): each image's distance array;
+
+and replaces the (method, dataset, split) row of ``OUT/leaderboard.csv``. Every file is written
+atomically after all images are done, so a failing run leaves earlier results as they were.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import functools
+import io
+import json
+import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import readers
+from benchmarks.csvio import atomic_write_text, config_hash, write_rows
+from benchmarks.leaderboard import LeaderboardRow, update_leaderboard
+from benchmarks.now import NowConfig
+from facehd.errors import InputFileError
+
+__all__ = [
+    "DATASETS",
+    "BenchmarkSpec",
+    "RunConfig",
+    "RunResult",
+    "NowItemRow",
+    "NowSummaryRow",
+    "RealyItemRow",
+    "RealySummaryRow",
+    "FaceScapeItemRow",
+    "FaceScapeSummaryRow",
+    "run_benchmark",
+    "resolve_root",
+]
+
+#: Dataset -> (default split, known splits or None for any).
+DATASETS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "now": ("validation", ("validation", "test")),
+    "realy": ("frontal", ("frontal", "side")),
+    "facescape": ("wild", ("wild", "lab")),
+    "multiview": ("facescape", None),
+}
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """A dataset and one of its splits, written ``dataset[:split]``."""
+
+    dataset: str
+    """``now``, ``realy``, ``facescape`` or ``multiview``."""
+    split: str
+    """The split (default per dataset: validation, frontal, wild, facescape)."""
+
+    @classmethod
+    def parse(cls, text: str) -> BenchmarkSpec:
+        """Parse ``now``, ``facescape:lab``, ``multiview:esrc`` ..."""
+        name, _, split = text.strip().lower().partition(":")
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        default, known = DATASETS[name]
+        split = split or default
+        if split == "val":
+            split = "validation"
+        if known is not None and split not in known:
+            raise ValueError(f"{name} has no split {split!r}; known: {', '.join(known)}")
+        return cls(name, split)
+
+    @property
+    def slug(self) -> str:
+        """Folder name of the run: ``<dataset>-<split>``."""
+        return f"{self.dataset}-{self.split}"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The resolved configuration of one ``facehd bench`` run (saved as ``config.json``)."""
+
+    dataset: str
+    """Dataset name."""
+    split: str
+    """Split name."""
+    method: str
+    """Method name."""
+    root: str
+    """Dataset root folder."""
+    predictions: str
+    """Folder of the predictions scored."""
+    topology: str = ""
+    """REALY: the topology keypoint file used."""
+    now: NowConfig = field(default_factory=NowConfig)
+    """NoW / multi-view protocol settings."""
+    facehd_version: str = ""
+    """facehd version."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run_benchmark` wrote."""
+
+    out_dir: Path
+    """``OUT/<dataset>-<split>/<method>``."""
+    items_csv: Path
+    """Per-image CSV."""
+    summary_csv: Path
+    """Summary CSV."""
+    leaderboard_csv: Path
+    """The leaderboard updated."""
+    leaderboard_row: LeaderboardRow
+    """The row written to it."""
+    n_items: int
+    """Images in the split."""
+    n_ok: int
+    """Images evaluated."""
+    n_missing: int
+    """Images without a prediction."""
+    n_failed: int
+    """Images whose evaluation failed."""
+
+
+# ------------------------------------------------------------------------------------------
+# rows
+
+
+@dataclass(frozen=True)
+class NowItemRow:
+    """``items.csv`` row of NoW and multi-view runs (distances in mm)."""
+
+    name: str
+    subject: str
+    challenge: str
+    image: str
+    status: str
+    error: str = ""
+    n_points: int | None = None
+    median_mm: float | None = None
+    mean_mm: float | None = None
+    std_mm: float | None = None
+    scale: float | None = None
+    iterations: int | None = None
+    prediction: str = ""
+
+
+@dataclass(frozen=True)
+class NowSummaryRow:
+    """``summary.csv`` row of NoW and multi-view runs (distances pooled over the group's images)."""
+
+    group: str
+    n_images: int
+    n_missing: int
+    n_failed: int
+    n_points: int
+    median_mm: float
+    mean_mm: float
+    std_mm: float
+
+
+@dataclass(frozen=True)
+class RealyItemRow:
+    """``items.csv`` row of REALY runs (errors in mm)."""
+
+    name: str
+    subject: int
+    status: str
+    error: str = ""
+    nose_mm: float | None = None
+    mouth_mm: float | None = None
+    forehead_mm: float | None = None
+    cheek_mm: float | None = None
+    mean_mm: float | None = None
+    prediction: str = ""
+
+
+@dataclass(frozen=True)
+class RealySummaryRow:
+    """``summary.csv`` row of REALY runs."""
+
+    region: str
+    mean_mm: float
+    median_mm: float
+    std_mm: float
+    n_images: int
+    n_missing: int
+    n_failed: int
+
+
+@dataclass(frozen=True)
+class FaceScapeItemRow:
+    """``items.csv`` row of FaceScape runs."""
+
+    name: str
+    group: str
+    focal_group: str
+    status: str
+    error: str = ""
+    cd_mm: float | None = None
+    mne_rad: float | None = None
+    cr: float | None = None
+    delta_z: float | None = None
+    prediction: str = ""
+
+
+@dataclass(frozen=True)
+class FaceScapeSummaryRow:
+    """``summary.csv`` row of FaceScape runs (NaN-means over the group)."""
+
+    group: str
+    cd_mm: float
+    mne_rad: float
+    cr: float
+    done_rate: float
+    n_images: int
+    n_missing: int
+    n_failed: int
+
+
+# ------------------------------------------------------------------------------------------
+# tasks (picklable; evaluated in worker processes)
+
+
+@dataclass(frozen=True)
+class _NowTask:
+    item: readers.NowItem
+    mesh: Path | None
+    landmarks: Path | None
+    config: NowConfig
+
+
+@dataclass(frozen=True)
+class _RealyTask:
+    item: readers.RealyItem
+    root: Path
+    topology: tuple[Path, Path]
+
+
+@dataclass(frozen=True)
+class _FaceScapeTask:
+    item: readers.FaceScapeItem
+    prediction: Path | None
+    root: Path
+
+
+def _err(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if not isinstance(exc, (InputFileError, ValueError)):
+        text = f"{type(exc).__name__}: {text}"
+    return " ".join(text.split())
+
+
+@functools.lru_cache(maxsize=4)
+def _scan(path: Path) -> Any:
+    from facehd.mesh import load_mesh
+
+    return load_mesh(path)
+
+
+@functools.lru_cache(maxsize=4)
+def _scan_lm(path: Path) -> np.ndarray:
+    return readers.read_landmarks7(path)
+
+
+def _eval_now(task: _NowTask) -> tuple[NowItemRow, np.ndarray | None]:
+    it = task.item
+    base = dict(name=it.name, subject=it.subject, challenge=it.challenge, image=it.image)
+    if task.mesh is None or task.landmarks is None:
+        what = "mesh" if task.mesh is None else "landmarks"
+        return NowItemRow(**base, status="missing", error=f"no predicted {what}"), None
+    try:
+        from benchmarks.now import evaluate_now
+        from facehd.mesh import load_mesh
+
+        pred = load_mesh(task.mesh)
+        lm = readers.read_landmarks7(task.landmarks)
+        res = evaluate_now(_scan(it.scan), _scan_lm(it.scan_landmarks), pred, lm, task.config)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a row
+        return NowItemRow(**base, status="error", error=_err(exc), prediction=str(task.mesh)), None
+    d = res.distances
+    row = NowItemRow(
+        **base,
+        status="ok",
+        n_points=int(d.size),
+        median_mm=float(np.median(d)),
+        mean_mm=float(d.mean()),
+        std_mm=float(d.std()),
+        scale=float(res.transform.scale),
+        iterations=res.iterations,
+        prediction=str(task.mesh),
+    )
+    return row, d
+
+
+@functools.lru_cache(maxsize=2)
+def _realy_subject(root: Path, subject_id: int) -> Any:
+    from benchmarks.realy import RealyRegion, RealySubject
+    from facehd.mesh import Mesh, load_mesh
+
+    kp_path, region_paths = readers.realy_subject_paths(root, subject_id)
+    kp = readers.read_obj_vertices(kp_path)
+    if kp.shape != (85, 3):
+        raise InputFileError(kp_path, f"expected 85 keypoints, found {len(kp)}")
+    scales_path = root / "metrical_scale.txt"
+    scales = readers.read_metrical_scales(scales_path)
+    if not 1 <= subject_id <= len(scales):
+        raise InputFileError(scales_path, f"has no line {subject_id} for subject {subject_id}")
+    regions = {}
+    for name, p in region_paths.items():
+        m = load_mesh(p)
+        v32 = m.vertices.astype(np.float32).astype(np.float64)
+        regions[name] = RealyRegion.from_mesh(Mesh(v32, m.faces))
+    return RealySubject(subject_id, kp, regions, float(scales[subject_id - 1]))
+
+
+@functools.lru_cache(maxsize=2)
+def _topology(txt: Path, obj: Path) -> Any:
+    from benchmarks.realy import load_topology
+
+    return load_topology(txt, obj)
+
+
+def _eval_realy(task: _RealyTask) -> tuple[RealyItemRow, None]:
+    it = task.item
+    if it.prediction is None:
+        return RealyItemRow(it.name, it.subject_id, "missing", "no predicted mesh"), None
+    try:
+        from benchmarks.realy import evaluate_realy
+        from facehd.mesh import Mesh, load_mesh
+
+        topo = _topology(*task.topology)
+        pred = load_mesh(it.prediction)
+        topo.check_mesh(pred, it.prediction)
+        pred = Mesh(pred.vertices.astype(np.float32).astype(np.float64), pred.faces)
+        res = evaluate_realy(pred, topo, _realy_subject(task.root, it.subject_id))
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a row
+        return RealyItemRow(
+            it.name, it.subject_id, "error", _err(exc), prediction=str(it.prediction)
+        ), None
+    e = res.errors
+    row = RealyItemRow(
+        it.name,
+        it.subject_id,
+        "ok",
+        nose_mm=e["nose"],
+        mouth_mm=e["mouth"],
+        forehead_mm=e["forehead"],
+        cheek_mm=e["cheek"],
+        mean_mm=res.mean,
+        prediction=str(it.prediction),
+    )
+    return row, None
+
+
+@functools.lru_cache(maxsize=1)
+def _predef(root: Path) -> readers.FaceScapePredef:
+    return readers.read_facescape_predef(root)
+
+
+def _fs_groups(item: readers.FaceScapeItem) -> tuple[str, str]:
+    from benchmarks.facescape import lab_groups, wild_group
+
+    if item.split == "wild":
+        return wild_group(item.index), ""
+    angle, focal = lab_groups(item.focal_index, item.view)
+    return angle or "", focal
+
+
+def _eval_facescape(task: _FaceScapeTask) -> tuple[FaceScapeItemRow, None]:
+    it = task.item
+    group, focal_group = _fs_groups(it)
+    base = dict(name=it.name, group=group, focal_group=focal_group)
+    if task.prediction is None:
+        return FaceScapeItemRow(**base, status="missing", error="no predicted mesh"), None
+    try:
+        res = _facescape_item(it, task.prediction, task.root)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a row
+        return FaceScapeItemRow(
+            **base, status="error", error=_err(exc), prediction=str(task.prediction)
+        ), None
+    return (
+        FaceScapeItemRow(
+            **base,
+            status="ok",
+            cd_mm=res.cd,
+            mne_rad=res.mne,
+            cr=res.cr,
+            delta_z=res.delta_z,
+            prediction=str(task.prediction),
+        ),
+        None,
+    )
+
+
+def _facescape_item(it: readers.FaceScapeItem, prediction: Path, root: Path) -> Any:
+    from benchmarks.facescape import (
+        STD_PUPIL_DIST,
+        Orthographic,
+        Perspective,
+        evaluate_facescape,
+        place_image_prediction,
+    )
+    from facehd.mesh import Mesh, load_mesh
+
+    predef = _predef(root)
+    pred = load_mesh(prediction)
+    gt = _scan(it.gt_mesh)
+    if it.split == "wild":
+        arrays = (predef.wild_pupil_scales, predef.wild_head_centers, predef.wild_rotations)
+        if any(a is None or len(a) <= it.index for a in arrays):
+            raise InputFileError(root, f"the wild predef arrays have no entry for image {it.index}")
+        p = float(predef.wild_pupil_scales[it.index])
+        gt_mm = Mesh(gt.vertices * p, gt.faces)
+        pred_mm = Mesh(place_image_prediction(pred.vertices) * p, pred.faces)
+        return evaluate_facescape(
+            gt_mm,
+            pred_mm,
+            Orthographic(mag=p),
+            predef.wild_rotations[it.index],
+            predef.wild_head_centers[it.index] * p,
+            depth_scale=128.0 / p,
+        )
+    if predef.lab_head_centers is None or predef.lab_rotations is None:
+        raise InputFileError(root, "lab_head_centers.npy or lab_rotations.npy is missing")
+    if len(predef.lab_head_centers) <= it.focal_index or len(predef.lab_rotations) <= it.view:
+        raise InputFileError(root, f"the lab predef arrays have no entry for {it.name}")
+    assert it.camera is not None
+    k, rt = readers.read_lab_camera(it.camera)
+    v = gt.vertices * STD_PUPIL_DIST
+    gt_cam = Mesh(v @ rt[:, :3].T + rt[:, 3] * STD_PUPIL_DIST, gt.faces)
+    pred_cam = Mesh(
+        place_image_prediction(pred.vertices, focal=float(k[0, 0])) * STD_PUPIL_DIST, pred.faces
+    )
+    return evaluate_facescape(
+        gt_cam,
+        pred_cam,
+        Perspective(k),
+        predef.lab_rotations[it.view],
+        predef.lab_head_centers[it.focal_index],
+    )
+
+
+def _evaluate(task: Any) -> tuple[Any, np.ndarray | None]:
+    if isinstance(task, _NowTask):
+        return _eval_now(task)
+    if isinstance(task, _RealyTask):
+        return _eval_realy(task)
+    return _eval_facescape(task)
+
+
+def _worker_init() -> None:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
+# ------------------------------------------------------------------------------------------
+# summaries
+
+
+def _now_summary(
+    rows: list[NowItemRow], dist: dict[str, np.ndarray], groups: list[str]
+) -> list[NowSummaryRow]:
+    from benchmarks.now import pooled_statistics
+
+    out = []
+    for g in [*groups, "all"]:
+        sel = [r for r in rows if g == "all" or r.challenge == g]
+        st = pooled_statistics([dist[r.name] for r in sel if r.status == "ok"])
+        out.append(
+            NowSummaryRow(
+                g,
+                st.n_images,
+                sum(r.status == "missing" for r in sel),
+                sum(r.status == "error" for r in sel),
+                st.n_points,
+                st.median,
+                st.mean,
+                st.std,
+            )
+        )
+    return out
+
+
+def _realy_summary(rows: list[RealyItemRow]) -> list[RealySummaryRow]:
+    from benchmarks.realy import REALY_REGIONS, realy_statistics
+
+    ok = [r for r in rows if r.status == "ok"]
+    errors = {reg: [getattr(r, f"{reg}_mm") for r in ok] for reg in REALY_REGIONS}
+    n_miss = sum(r.status == "missing" for r in rows)
+    n_fail = sum(r.status == "error" for r in rows)
+    return [
+        RealySummaryRow(s.region, s.mean, s.median, s.std, s.n_images, n_miss, n_fail)
+        for s in realy_statistics(errors)
+    ]
+
+
+def _nanmean(values: list[float | None]) -> float:
+    arr = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    arr = arr[~np.isnan(arr)]
+    return float(arr.mean()) if arr.size else float("nan")
+
+
+def _facescape_summary(rows: list[FaceScapeItemRow], split: str) -> list[FaceScapeSummaryRow]:
+    if split == "wild":
+        order = ["0-5", "5-30", "30-60", "60-90"]
+        groups = [(g, [r for r in rows if r.group == g]) for g in order]
+    else:
+        groups = [(f"angle {g}", [r for r in rows if r.group == g]) for g in ("0", "30", "60")]
+        groups += [(g, [r for r in rows if r.focal_group == g]) for g in ("f1200", "f600", "f300")]
+    groups.append(("all", rows))
+    out = []
+    for name, sel in groups:
+        if not sel:
+            continue
+        done = sum(r.cd_mm is not None and not math.isnan(r.cd_mm) for r in sel)
+        out.append(
+            FaceScapeSummaryRow(
+                name,
+                _nanmean([r.cd_mm for r in sel]),
+                _nanmean([r.mne_rad for r in sel]),
+                _nanmean([r.cr for r in sel]),
+                done / len(sel),
+                len(sel),
+                sum(r.status == "missing" for r in sel),
+                sum(r.status == "error" for r in sel),
+            )
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# the run
+
+
+def resolve_root(spec: BenchmarkSpec, root: str | Path | None) -> Path:
+    """The dataset root: ``root`` if given, else the ``datasets.yaml`` entry's root."""
+    if root is not None:
+        path = Path(root)
+    else:
+        from facehd.datasets import load_registry
+
+        name = spec.dataset
+        if spec.dataset == "multiview":
+            name = "esrc" if spec.split == "esrc" else ""
+        reg = load_registry()
+        if not name or name not in reg.datasets:
+            raise ValueError(
+                f"no registry entry gives the root of {spec.dataset}:{spec.split}; pass --root"
+            )
+        path = reg.dataset(name).root
+    if not path.exists():
+        raise InputFileError(
+            path,
+            f"dataset root of {spec.dataset} does not exist (pass --root, or set it in "
+            "datasets.yaml)",
+        )
+    return path
+
+
+def _tasks(
+    spec: BenchmarkSpec,
+    root: Path,
+    predictions: Path,
+    config: RunConfig,
+    topology: tuple[Path, Path] | None,
+) -> list[Any]:
+    if spec.dataset in ("now", "multiview"):
+        items = (
+            readers.read_now_items(root, spec.split)
+            if spec.dataset == "now"
+            else readers.read_multiview_items(root, spec.split)
+        )
+        return [_NowTask(it, *readers.find_prediction(predictions, it), config.now) for it in items]
+    if spec.dataset == "realy":
+        assert topology is not None
+        return [_RealyTask(it, root, topology) for it in readers.read_realy_items(predictions)]
+    items = readers.read_facescape_items(root, spec.split)
+    tasks = []
+    for it in items:
+        pred = next(
+            (
+                predictions / f"{it.name}{s}"
+                for s in readers.MESH_SUFFIXES
+                if (predictions / f"{it.name}{s}").is_file()
+            ),
+            None,
+        )
+        tasks.append(_FaceScapeTask(it, pred, root))
+    return tasks
+
+
+def _generate_predictions(spec: BenchmarkSpec, method_name: str, root: Path, folder: Path) -> None:
+    """Run a registered method over the split's images into ``folder`` (benchmark layout)."""
+    from benchmarks.methods import load_method, write_prediction
+    from benchmarks.multiview import view_images
+
+    method = load_method(method_name)
+    if spec.dataset in ("now", "multiview"):
+        items = (
+            readers.read_now_items(root, spec.split)
+            if spec.dataset == "now"
+            else readers.read_multiview_items(root, spec.split)
+        )
+        for it in items:
+            images = (
+                view_images(it.image_path)
+                if spec.dataset == "multiview"
+                else ([it.image_path] if it.image_path else [])
+            )
+            if not images:
+                continue
+            out = method.reconstruct(images)
+            base = folder / it.subject / it.challenge / it.image
+            write_prediction(out, base.with_suffix(".obj"), base.with_suffix(".txt"))
+        return
+    raise ValueError(
+        f"running a method in-process is supported for NoW-style datasets; for {spec.dataset}, "
+        "write its meshes in the benchmark's layout and pass --predictions"
+    )
+
+
+def run_benchmark(
+    dataset: str,
+    method: str,
+    *,
+    predictions: str | Path | None = None,
+    root: str | Path | None = None,
+    out: str | Path = "facehd-out/bench",
+    workers: int = 1,
+    topology: str | Path | None = None,
+    now_config: NowConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> RunResult:
+    """Score ``method`` on ``dataset`` and write the CSVs (see the module docstring).
+
+    Parameters
+    ----------
+    dataset : ``now``, ``realy``, ``facescape`` or ``multiview``, optionally ``:split``.
+    method : method name (a label for a predictions folder, or a registered method).
+    predictions : folder of the method's meshes in the benchmark's layout; None runs the
+        registered method ``method`` first.
+    root : dataset root (default: from ``datasets.yaml``).
+    out : output folder.
+    workers : processes evaluating images in parallel.
+    topology : REALY only: the topology keypoint file or template name (default: the one in the
+        predictions folder).
+    now_config : NoW / multi-view settings (default: the official non-metrical protocol).
+    progress : called as ``progress(done, total)`` after each image.
+    """
+    from facehd import __version__
+
+    spec = BenchmarkSpec.parse(dataset)
+    if not method or any(c in method for c in "/\\:"):
+        raise ValueError(f"method name {method!r} must be non-empty without '/', '\\' or ':'")
+    root_path = resolve_root(spec, root)
+    out = Path(out)
+    out_dir = out / spec.slug / method
+    if predictions is None:
+        pred_dir = out_dir / "predictions"
+        _generate_predictions(spec, method, root_path, pred_dir)
+    else:
+        pred_dir = Path(predictions)
+    if not pred_dir.is_dir():
+        raise InputFileError(pred_dir, "predictions folder does not exist")
+    topo = None
+    if spec.dataset == "realy":
+        topo = readers.find_topology(topology, root_path, pred_dir)
+    config = RunConfig(
+        spec.dataset,
+        spec.split,
+        method,
+        str(root_path.resolve()),
+        str(pred_dir.resolve()),
+        str(topo[0].resolve()) if topo else "",
+        now_config or NowConfig(),
+        __version__,
+    )
+    tasks = _tasks(spec, root_path, pred_dir, config, topo)
+    results: list[tuple[Any, np.ndarray | None]] = []
+    if workers > 1 and len(tasks) > 1:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_worker_init
+        ) as ex:
+            for res in ex.map(_evaluate, tasks, chunksize=1):
+                results.append(res)
+                if progress:
+                    progress(len(results), len(tasks))
+    else:
+        for t in tasks:
+            results.append(_evaluate(t))
+            if progress:
+                progress(len(results), len(tasks))
+    rows = [r for r, _ in results]
+    n_ok = sum(r.status == "ok" for r in rows)
+    n_missing = sum(r.status == "missing" for r in rows)
+    n_failed = sum(r.status == "error" for r in rows)
+    chash = config_hash(config)
+    now_date = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    lb = dict(
+        method=method,
+        dataset=spec.dataset,
+        split=spec.split,
+        n_items=len(rows),
+        n_missing=n_missing,
+        n_failed=n_failed,
+        facehd_version=__version__,
+        date=now_date,
+        config_hash=chash,
+    )
+    # --- compute everything first, then write (atomically)
+    files: list[tuple[Path, Any]] = []
+    if spec.dataset in ("now", "multiview"):
+        dist = {r.name: d for r, d in results if d is not None}
+        groups = sorted({r.challenge for r in rows})
+        summary = _now_summary(rows, dist, groups)
+        allrow = summary[-1]
+        lb.update(median_mm=allrow.median_mm, mean_mm=allrow.mean_mm, std_mm=allrow.std_mm)
+        row_type, summary_type = NowItemRow, NowSummaryRow
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{k: v for k, v in dist.items()})
+        files.append((out_dir / "distances.npz", buf.getvalue()))
+    elif spec.dataset == "realy":
+        summary = _realy_summary(rows)
+        lb.update(nmse_mm=summary[-1].mean_mm)
+        row_type, summary_type = RealyItemRow, RealySummaryRow
+    else:
+        summary = _facescape_summary(rows, spec.split)
+        allrow = summary[-1]
+        lb.update(cd_mm=allrow.cd_mm, mne_rad=allrow.mne_rad, cr=allrow.cr)
+        row_type, summary_type = FaceScapeItemRow, FaceScapeSummaryRow
+    lb = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in lb.items()}
+    lb_row = LeaderboardRow(**lb)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items_csv = write_rows(out_dir / "items.csv", rows, row_type)
+    summary_csv = write_rows(out_dir / "summary.csv", summary, summary_type)
+    atomic_write_text(
+        out_dir / "config.json",
+        json.dumps({**dataclasses.asdict(config), "config_hash": chash}, indent=2, sort_keys=True)
+        + "\n",
+    )
+    for path, data in files:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    board = update_leaderboard(out / "leaderboard.csv", lb_row)
+    return RunResult(
+        out_dir, items_csv, summary_csv, board, lb_row, len(rows), n_ok, n_missing, n_failed
+    )

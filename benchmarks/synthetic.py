@@ -1,0 +1,375 @@
+"""Small synthetic benchmarks in the real on-disk layouts, so every protocol runs out of the box.
+
+:func:`make_synthetic_benchmark` draws faces from the facehd-synth morphable model and writes the
+ground truth exactly as the real benchmark distributes it (see :mod:`benchmarks.readers`), plus a
+predictions folder from a simple method, ``synth-fit``: the model refitted roughly (the true
+identity shrunk towards the mean plus noise, part of the expression), placed in a frame of its
+own (NoW, REALY) or image-aligned (FaceScape). Scoring that folder exercises the readers on the
+real formats and the whole protocol, with errors of a realistic size (about 1-2 mm).
+
+Layouts written under ``out``:
+
+- ``now``: ``imagepathsvalidation.txt`` (4 challenges per subject),
+  ``scans/<subject>/<subject>.obj`` (a neutral scan in a scanner frame, mm),
+  ``scans_lmks_onlypp/<subject>/<subject>.pp`` (7 MeshLab picked points) and
+  ``predictions/synth-fit/<subject>/<challenge>/<image>.obj`` with ``.txt``
+  landmarks (in metres and rotated, as a method's own frame would be).
+- ``realy``: ``REALY_HIFI3D_keypoints/<k>.obj`` (85 keypoints), ``REALY_scan_region/<k>/*.obj``,
+  ``metrical_scale.txt`` (the ground truth is stored divided by it), the topology
+  ``facehd-synth.txt`` / ``facehd-synth.obj`` (85 keypoints located on facehd-synth's mesh), and
+  ``predictions/synth-fit/<k>_0.obj`` with a copy of the topology files.
+- ``facescape``: ``data/wild_gt_mesh/<NNN>.obj`` (one image per yaw bin and subject),
+  ``data/lab_gt_mesh/<SS>.obj``, ``data/lab_cam/<SS>_<F>_<VV>.json``, ``code/predef/*.npy`` and
+  ``pred/{wild,lab}_pred/synth-fit/<name>.obj`` (image-aligned meshes).
+
+Images are not written (no protocol reads them).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from facehd.mesh import Mesh, save_mesh
+from facehd.transforms import rotation_from_axis_angle, rotation_matrix_from_euler
+
+__all__ = ["make_synthetic_benchmark", "SYNTH_METHOD", "synth_keypoints85", "write_pp"]
+
+#: Name of the simple method whose predictions are written.
+SYNTH_METHOD = "synth-fit"
+
+_NOW7 = (36, 39, 42, 45, 33, 48, 54)
+
+
+def write_pp(path: Path, points: np.ndarray) -> Path:
+    """Write points as a MeshLab ``.pp`` file (header of 8 lines, then one ``<point>`` per line)."""
+    lines = [
+        "<!DOCTYPE PickedPoints>",
+        "<PickedPoints>",
+        " <DocumentData>",
+        '  <DateTime time="00:00:00" date="2000-01-01"/>',
+        '  <User name="facehd"/>',
+        f'  <DataFileName name="{path.stem}.obj"/>',
+        '  <templateName name=""/>',
+        " </DocumentData>",
+    ]
+    for k, p in enumerate(np.asarray(points, dtype=np.float64)):
+        x, y, z = (float(c) for c in p)
+        lines.append(f'  <point x="{x!r}" y="{y!r}" z="{z!r}" active="1" name="{k + 1}"/>')
+    lines.append("</PickedPoints>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _model():  # noqa: ANN202 - MorphableModel
+    from facehd.morphable import facehd_synth
+
+    return facehd_synth()
+
+
+def _faces_of(model, rng: np.random.Generator, n: int, exp_scale: float = 0.0) -> list[tuple]:  # noqa: ANN001
+    out = []
+    for _ in range(n):
+        ident = rng.normal(size=model.n_id) * model.id_std
+        expr = rng.normal(size=model.n_exp) * model.exp_std * exp_scale
+        out.append((ident, expr))
+    return out
+
+
+def _rough_fit(model, ident: np.ndarray, expr: np.ndarray, rng: np.random.Generator) -> np.ndarray:  # noqa: ANN001
+    """The simple method: identity shrunk towards the mean plus noise, half the expression."""
+    i2 = 0.7 * ident + 0.3 * rng.normal(size=model.n_id) * model.id_std
+    e2 = 0.5 * expr
+    return np.asarray(model.vertices(i2, e2), dtype=np.float64)
+
+
+def _random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    return rotation_from_axis_angle(axis * np.deg2rad(rng.uniform(0.3, 1.0) * max_deg))
+
+
+def synth_keypoints85(model) -> np.ndarray:  # noqa: ANN001
+    """Vertex indices of 85 REALY-style keypoints on facehd-synth's mesh.
+
+    0-67 are the iBUG-68 landmarks; 68-84 are extra points (brow and forehead points, nose wings
+    70 and 71, cheek centres 76 and 77, jaw and chin points), each the mean-shape vertex nearest
+    to a fixed combination of landmarks.
+    """
+    v = np.asarray(model.vertices(), dtype=np.float64)
+    lm_idx = np.asarray(model.landmarks68, dtype=np.int64)
+    lm = v[lm_idx]
+
+    def mid(a: int, b: int, t: float = 0.5) -> np.ndarray:
+        return lm[a] + t * (lm[b] - lm[a])
+
+    extra = [
+        mid(21, 22),  # 68 glabella
+        mid(27, 28),  # 69 upper nose bridge
+        lm[31] + 0.6 * (lm[31] - lm[33]),  # 70 left nose wing
+        lm[35] + 0.6 * (lm[35] - lm[33]),  # 71 right nose wing
+        lm[19] + 0.9 * (lm[19] - lm[37]),  # 72 forehead left
+        lm[24] + 0.9 * (lm[24] - lm[44]),  # 73 forehead right
+        mid(19, 24) + 0.9 * (mid(19, 24) - mid(37, 44)),  # 74 forehead centre
+        mid(21, 22) + 0.5 * (mid(21, 22) - lm[27]),  # 75 lower forehead
+        mid(2, 31, 0.55),  # 76 left cheek
+        mid(14, 35, 0.55),  # 77 right cheek
+        mid(4, 48, 0.5),  # 78 left lower cheek
+        mid(12, 54, 0.5),  # 79 right lower cheek
+        mid(57, 8, 0.5),  # 80 chin
+        mid(6, 57, 0.5),  # 81 left chin
+        mid(10, 57, 0.5),  # 82 right chin
+        mid(0, 36, 0.5),  # 83 left temple
+        mid(16, 45, 0.5),  # 84 right temple
+    ]
+    from scipy.spatial import cKDTree
+
+    _, idx = cKDTree(v).query(np.asarray(extra), k=1)
+    return np.concatenate([lm_idx, np.asarray(idx, dtype=np.int64)])
+
+
+def _topology_entries(model, vertex_ids: np.ndarray) -> list[list[float]]:  # noqa: ANN001
+    """REALY ``[triangle, w0, w1]`` entries putting each keypoint on its vertex."""
+    faces = np.asarray(model.faces)
+    entries = []
+    for vid in vertex_ids:
+        f, c = np.argwhere(faces == vid)[0]
+        w = [0.0, 0.0]
+        if c < 2:
+            w[c] = 1.0
+        entries.append([int(f), w[0], w[1]])
+    return entries
+
+
+def _realy_regions(model) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """REALY-like region masks on facehd-synth: the forehead reaches down over brows and eyes
+    (REALY's forehead keypoints are the brow and eye points)."""
+    r = model.regions
+    v = np.asarray(model.vertices(), dtype=np.float64)
+    n = np.asarray(model.vertex_normals(v), dtype=np.float64)
+    fh = np.asarray(r.forehead, dtype=bool)
+    eyes = np.asarray(r.eyes, dtype=bool)
+    nose = np.asarray(r.nose, dtype=bool)
+    y0 = v[eyes, 1].min() - 2.0
+    band = (
+        (v[:, 1] >= y0) & (v[:, 1] <= v[fh, 1].max()) & (np.abs(v[:, 0]) <= np.abs(v[fh, 0]).max())
+    )
+    upper = (fh | eyes | (band & (n[:, 2] > 0.3))) & ~nose
+    return {
+        "nose": nose,
+        "mouth": np.asarray(r.mouth, bool),
+        "forehead": upper,
+        "cheek": np.asarray(r.cheeks, bool),
+    }
+
+
+def _region_mesh(mesh: Mesh, mask: np.ndarray) -> Mesh:
+    sub, _ = mesh.subset_vertices(np.asarray(mask, dtype=bool))
+    used = np.zeros(sub.n_vertices, dtype=bool)
+    used[sub.faces.ravel()] = True
+    return sub.subset_vertices(used)[0]
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def _now(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:  # noqa: ANN001
+    challenges = ("multiview_neutral", "multiview_expressions", "multiview_occlusions", "selfie")
+    lines = []
+    pred_root = out / "predictions" / SYNTH_METHOD
+    for s, (ident, _) in enumerate(_faces_of(model, rng, n_subjects)):
+        subject = f"SYNTH_{s:03d}"
+        v = np.asarray(model.vertices(ident, None), dtype=np.float64)
+        lm7 = np.asarray(model.landmarks(v), dtype=np.float64)[list(_NOW7)]
+        # the scanner's frame
+        r = _random_rotation(rng, 20.0)
+        t = rng.normal(size=3) * 50.0
+        scan = Mesh(v @ r.T + t, model.faces)
+        save_mesh(out / "scans" / subject / f"{subject}.obj", scan)
+        write_pp(out / "scans_lmks_onlypp" / subject / f"{subject}.pp", lm7 @ r.T + t)
+        for c, ch in enumerate(challenges):
+            image = f"IMG_{s:03d}{c}"
+            lines.append(f"{subject}/{ch}/{image}.jpg")
+            pv = _rough_fit(model, ident, np.zeros(model.n_exp), rng)
+            plm = np.asarray(model.landmarks(pv), dtype=np.float64)[list(_NOW7)]
+            rp = _random_rotation(rng, 40.0)
+            sp_ = 0.001  # the method writes metres
+            tp = rng.normal(size=3) * 0.05
+            base = pred_root / subject / ch / image
+            save_mesh(base.with_suffix(".obj"), Mesh(sp_ * pv @ rp.T + tp, model.faces))
+            from facehd.landmarks import save_landmarks_txt
+
+            save_landmarks_txt(base.with_suffix(".txt"), sp_ * plm @ rp.T + tp)
+    (out / "imagepathsvalidation.txt").write_text("\n".join(lines) + "\n")
+
+
+def _realy(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:  # noqa: ANN001
+    kp_ids = synth_keypoints85(model)
+    entries = _topology_entries(model, kp_ids)
+    template = Mesh(np.asarray(model.vertices(), dtype=np.float64), model.faces)
+    pred_dir = out / "predictions" / SYNTH_METHOD
+    for folder in (out, pred_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "facehd-synth.txt").write_text(json.dumps(entries) + "\n")
+        save_mesh(folder / "facehd-synth.obj", template)
+    scales = rng.uniform(6.5, 10.2, size=n_subjects)
+    (out / "metrical_scale.txt").write_text("".join(f"{float(s)!r}\n" for s in scales))
+    regions = _realy_regions(model)
+    for k, (ident, _) in enumerate(_faces_of(model, rng, n_subjects), start=1):
+        v_mm = np.asarray(model.vertices(ident, None), dtype=np.float64)
+        gt = Mesh(v_mm / scales[k - 1], model.faces)
+        kp_path = out / "REALY_HIFI3D_keypoints" / f"{k}.obj"
+        kp_path.parent.mkdir(parents=True, exist_ok=True)
+        kp_path.write_text(
+            "".join("v {!r} {!r} {!r}\n".format(*map(float, p)) for p in gt.vertices[kp_ids])
+        )
+        for name, mask in regions.items():
+            save_mesh(out / "REALY_scan_region" / str(k) / f"{name}.obj", _region_mesh(gt, mask))
+        pv = _rough_fit(model, ident, np.zeros(model.n_exp), rng)
+        rp = _random_rotation(rng, 30.0)
+        save_mesh(pred_dir / f"{k}_0.obj", Mesh(pv @ rp.T + rng.normal(size=3) * 20.0, model.faces))
+
+
+def _image_format(points_norm: np.ndarray) -> np.ndarray:
+    """Normalised orthographic coordinates -> the image-aligned prediction format (pixels)."""
+    px = np.empty_like(points_norm)
+    px[:, 0] = (points_norm[:, 0] + 1.0) * 128.0
+    px[:, 1] = (points_norm[:, 1] + 1.0) * 128.0
+    px[:, 2] = points_norm[:, 2] * 128.0 + 500.0
+    return px
+
+
+def _facescape(
+    out: Path,
+    rng: np.random.Generator,
+    n_subjects: int,
+    model,  # noqa: ANN001
+    lab_views: tuple[int, ...],
+    lab_focals: tuple[int, ...],
+) -> None:
+    from benchmarks.facescape import LAB_FOCAL_LENGTHS, STD_PUPIL_DIST
+
+    data = out / "data"
+    predef = out / "code" / "predef"
+    predef.mkdir(parents=True, exist_ok=True)
+    wild_pred = out / "pred" / "wild_pred" / SYNTH_METHOD
+    lab_pred = out / "pred" / "lab_pred" / SYNTH_METHOD
+    faces = model.faces
+    # ---- wild: n_subjects images per yaw bin, image index = 100 * bin + k
+    bins = ((0.0, 5.0), (5.0, 30.0), (30.0, 60.0), (60.0, 90.0))
+    n_wild = 400
+    pupil = np.ones(n_wild)
+    centres = np.zeros((n_wild, 3))
+    rots = np.tile(np.eye(3), (n_wild, 1, 1))
+    for b, (lo, hi) in enumerate(bins):
+        for k, (ident, expr) in enumerate(_faces_of(model, rng, n_subjects, exp_scale=1.0)):
+            idx = 100 * b + k
+            v = np.asarray(model.vertices(ident, expr), dtype=np.float64)
+            lm = np.asarray(model.landmarks(v), dtype=np.float64)
+            yaw = np.deg2rad(rng.uniform(lo, hi)) * rng.choice([-1.0, 1.0])
+            r = rotation_matrix_from_euler(
+                np.array([rng.normal() * 0.05, yaw, rng.normal() * 0.05])
+            )
+            k_norm = 1.0 / rng.uniform(100.0, 130.0)  # normalised units per mm
+            shift = np.array([rng.normal() * 0.05, rng.normal() * 0.05, -2.0])
+            to_norm = lambda p, r=r, k_norm=k_norm, shift=shift: k_norm * p @ r.T + shift  # noqa: E731
+            gt = Mesh(to_norm(v), faces)
+            eyes = lm[36:42].mean(0) - lm[42:48].mean(0)
+            pupil[idx] = STD_PUPIL_DIST / (k_norm * np.linalg.norm(eyes))
+            centres[idx] = gt.vertices.mean(axis=0)
+            rots[idx] = r
+            save_mesh(data / "wild_gt_mesh" / f"{idx:03d}.obj", gt)
+            pv = _rough_fit(model, ident, expr, rng)
+            save_mesh(wild_pred / f"{idx:03d}.obj", Mesh(_image_format(to_norm(pv)), faces))
+    np.save(predef / "wild_pupil_scales.npy", pupil)
+    np.save(predef / "wild_head_centers.npy", centres)
+    np.save(predef / "wild_rotations.npy", rots)
+    # ---- lab: subjects x focal lengths x views
+    yaws = [0.0] + [30.0 * s for s in (1, -1, 1, -1, 1, -1, 1, -1)] + [60.0, -60.0]
+    pitches = [0.0, 0.0, 0.0, 15.0, 15.0, -15.0, -15.0, 8.0, -8.0, 0.0, 0.0]
+    lab_rot = np.stack(
+        [
+            rotation_matrix_from_euler(np.deg2rad([p, y, 0.0]))
+            for p, y in zip(pitches, yaws, strict=True)
+        ]
+    )
+    distances = np.array([LAB_FOCAL_LENGTHS[f] * 230.0 / 200.0 for f in range(3)])  # mm
+    lab_centres = np.stack([np.array([0.0, 0.0, d]) for d in distances])
+    np.save(predef / "lab_rotations.npy", lab_rot)
+    np.save(predef / "lab_head_centers.npy", lab_centres)
+    flip = np.diag([1.0, -1.0, -1.0])  # model frame (y up, z to the viewer) -> OpenCV camera
+    for s, (ident, expr) in enumerate(_faces_of(model, rng, n_subjects, exp_scale=1.0)):
+        v = np.asarray(model.vertices(ident, expr), dtype=np.float64)
+        centre = v.mean(axis=0)
+        canon = (v - centre) @ flip.T
+        save_mesh(data / "lab_gt_mesh" / f"{s:02d}.obj", Mesh(canon / STD_PUPIL_DIST, faces))
+        pv = (_rough_fit(model, ident, expr, rng) - centre) @ flip.T
+        for f in lab_focals:
+            focal = LAB_FOCAL_LENGTHS[f]
+            kmat = np.array([[focal, 0.0, 128.0], [0.0, focal, 128.0], [0.0, 0.0, 1.0]])
+            for view in lab_views:
+                rt = np.concatenate(
+                    [lab_rot[view], lab_centres[f][:, None] / STD_PUPIL_DIST], axis=1
+                )
+                name = f"{s:02d}_{f}_{view:02d}"
+                cam = data / "lab_cam" / f"{name}.json"
+                cam.parent.mkdir(parents=True, exist_ok=True)
+                cam.write_text(json.dumps([kmat.tolist(), rt.tolist()]) + "\n")
+                pc = pv @ lab_rot[view].T + lab_centres[f]  # camera frame, mm
+                u = focal * pc[:, 0] / pc[:, 2] + 128.0
+                vv = focal * pc[:, 1] / pc[:, 2] + 128.0
+                zbar = pc[:, 2].mean()
+                img = np.stack([u, 256.0 - vv, -(pc[:, 2] - zbar) * focal / zbar], axis=1)
+                save_mesh(lab_pred / f"{name}.obj", Mesh(img, faces))
+
+
+def make_synthetic_benchmark(
+    name: Literal["now", "realy", "facescape"],
+    out: Path,
+    seed: int = 0,
+    n_subjects: int = 2,
+    *,
+    lab_views: tuple[int, ...] = (0, 1, 9),
+    lab_focals: tuple[int, ...] = (0, 1, 2),
+) -> Path:
+    """Write a small synthetic benchmark in ``name``'s real on-disk layout under ``out``.
+
+    Parameters
+    ----------
+    name : ``now``, ``realy`` or ``facescape``.
+    out : destination folder (created).
+    seed : random seed (the same seed writes the same files).
+    n_subjects : subjects (NoW, REALY, FaceScape lab) and images per yaw bin (FaceScape wild).
+    lab_views : FaceScape lab views written (indices 0-10).
+    lab_focals : FaceScape lab focal-length indices written (0-2).
+
+    Returns
+    -------
+    ``out``; the predictions of the ``synth-fit`` method are in ``out/predictions/synth-fit``
+    (NoW, REALY) or ``out/pred/{wild,lab}_pred/synth-fit`` (FaceScape).
+    """
+    if name not in ("now", "realy", "facescape"):
+        raise ValueError(
+            f"make_synthetic_benchmark: unknown benchmark {name!r} (now, realy, facescape)"
+        )
+    if n_subjects < 1:
+        raise ValueError(f"make_synthetic_benchmark: n_subjects must be >= 1, got {n_subjects}")
+    if name == "facescape" and n_subjects > 100:
+        raise ValueError("FaceScape has 100 images per yaw bin: n_subjects must be <= 100")
+    if not set(lab_views) <= set(range(11)) or not set(lab_focals) <= {0, 1, 2}:
+        raise ValueError("lab_views must lie in 0..10 and lab_focals in 0..2")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    model = _model()
+    if name == "now":
+        _now(out, rng, n_subjects, model)
+    elif name == "realy":
+        _realy(out, rng, n_subjects, model)
+    else:
+        _facescape(out, rng, n_subjects, model, tuple(lab_views), tuple(lab_focals))
+    return out
