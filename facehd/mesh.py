@@ -14,6 +14,9 @@ Vertex order is part of a mesh's meaning (it fixes correspondence with a morphab
   UVs are dropped (``uvs=None``); ``load_mesh(path, split_seams=True)`` instead returns trimesh's
   split mesh: one vertex per distinct (position index, UV) pair, so vertices on seams appear
   several times and the vertex count grows.
+- OBJ vertices used by no face keep their place (UV ``(0, 0)`` when the file has UVs), except
+  unused vertices after the last used one in files that needed the order-keeping pass (seams,
+  unused vertices, several material groups): trimesh drops those.
 
 Writing is facehd's own (simple, exact) OBJ/PLY writer, atomic: data go to a temporary file in the
 same folder, which is then renamed over the destination, so a partial file never has the final name.
