@@ -263,5 +263,102 @@ def prepare_images_cmd(
         raise typer.Exit(1)
 
 
+# --- bench and leaderboard (benchmarks) ---
+@app.command()
+def bench(
+    dataset: str = typer.Option(
+        ..., help="now, realy, facescape or multiview, optionally :split (facescape:lab)."
+    ),
+    method: str = typer.Option(
+        ..., help="Method name: the label of --predictions, or a registered method to run."
+    ),
+    predictions: Path = typer.Option(
+        None, help="Folder of the method's meshes in the benchmark's layout."
+    ),
+    root: Path = typer.Option(None, help="Dataset root (default: its datasets.yaml entry)."),
+    out: Path = typer.Option(Path("facehd-out/bench"), help="Output folder."),
+    workers: int = typer.Option(1, min=1, help="Processes scoring images in parallel."),
+    topology: str = typer.Option(
+        None, help="REALY: topology keypoint file or template name (default: in --predictions)."
+    ),
+) -> None:
+    """Score a method on a benchmark: items.csv, summary.csv and its leaderboard.csv row.
+
+    Example: facehd bench --dataset realy:frontal --method hrn --predictions preds --root data/REALY
+    """
+    from benchmarks.runner import run_benchmark
+    from facehd.errors import FacehdError
+
+    try:
+        with _progress() as bar:
+            task = bar.add_task(f"{dataset} {method}", total=None)
+            result = run_benchmark(
+                dataset,
+                method,
+                predictions=predictions,
+                root=root,
+                out=out,
+                workers=workers,
+                topology=topology,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    except (FacehdError, ValueError, ImportError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    row = result.leaderboard_row
+    table = Table("dataset", "split", "method", "metric", "value")
+    for name in ("cd_mm", "mne_rad", "cr", "nmse_mm", "median_mm", "mean_mm", "std_mm"):
+        value = getattr(row, name)
+        if value is not None:
+            table.add_row(row.dataset, row.split, row.method, name, f"{value:.4f}")
+    console.print(table)
+    console.print(
+        f"{result.n_items} images: {result.n_ok} scored, {result.n_missing} missing, "
+        f"{result.n_failed} failed (see {result.items_csv})"
+    )
+    console.print(f"wrote {result.items_csv}, {result.summary_csv}, {result.leaderboard_csv}")
+
+
+@app.command()
+def leaderboard(
+    dataset: str = typer.Option(None, help="Only this dataset (now, realy, ...) or dataset:split."),
+    out: Path = typer.Option(Path("facehd-out/bench"), help="Folder holding leaderboard.csv."),
+) -> None:
+    """Print the leaderboards, best first, with the numbers published in the HRN paper.
+
+    Example: facehd leaderboard --dataset facescape:wild --out facehd-out/bench
+    """
+    from benchmarks.leaderboard import load_leaderboard, ranked
+
+    columns = {
+        "facescape": (("CD mm", "cd_mm"), ("MNE rad", "mne_rad"), ("CR", "cr")),
+        "realy": (("mean mm", "nmse_mm"),),
+        "now": (("median mm", "median_mm"), ("mean mm", "mean_mm"), ("std mm", "std_mm")),
+        "multiview": (("median mm", "median_mm"), ("mean mm", "mean_mm"), ("std mm", "std_mm")),
+    }
+    groups = ranked(load_leaderboard(out / "leaderboard.csv"), dataset)
+    if not groups:
+        console.print(f"no leaderboard rows for {dataset!r}")
+        raise typer.Exit(1)
+    for (ds, split), rows in groups.items():
+        cols = columns.get(ds, columns["now"])
+        heads = ["#", "method", *[c for c, _ in cols], "images", "source"]
+        table = Table(*heads, title=f"{ds}:{split}")
+        for rank, r in enumerate(rows, start=1):
+            vals = [getattr(r, a) for _, a in cols]
+            if r.source == "reported":
+                source = f"reported: {r.reference.rsplit(', ', 1)[-1]} (HRN, CVPR 2023)"
+            else:
+                source = f"facehd {r.facehd_version} {r.date[:10]} cfg {r.config_hash}"
+            table.add_row(
+                str(rank),
+                r.method,
+                *["" if v is None else f"{v:.4g}" for v in vals],
+                "" if r.n_items is None else str(r.n_items),
+                source,
+            )
+        console.print(table)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
