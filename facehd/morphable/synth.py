@@ -24,18 +24,30 @@ Mean shape
     ears. Facial features are smooth height fields along the surface normal: nose (dorsum, tip,
     alae, nostrils), orbits, eyeballs and lids, brow ridge, cheekbones, lips meeting at a mouth
     line, philtrum, labiomental fold and chin. Adult size: about 145 mm wide, 210 mm from under the
-    chin to the top edge, 61 mm between the eye centres, nose tip 22–25 mm in front of the alar
-    base.
+    chin to the top edge (200 mm from the chin landmark), 61.5 mm between the eye centres, 92 mm
+    between the outer eye corners, nose tip 20 mm in front of the alar base.
 
 Bases
     Each component is first written as a displacement field with a meaning (see ``id_names``,
     ``exp_names``, ``tex_names``) and a typical size in mm. The global similarity motion of the mean
     shape (translation, rotation, scale, linearised) is projected out of every identity and
-    expression field, then the fields are Gram–Schmidt orthogonalised in order (so early
-    components keep their meaning), and every basis vector is scaled so that its largest vertex
-    displacement is 1 mm (albedo: a largest change of 1). The stds are the designed sizes (mm, or
-    albedo units), non-increasing within each basis. Identity: 28 named shape variations plus 36
-    smooth random fields; expression: 24 named, local expressions; albedo: 18 named plus 6 random.
+    expression field (orthogonal projection: a least-squares similarity fit to any basis vector
+    is zero). The expression fields are local by design, so what the projection adds is a small
+    rigid counter-motion: opening the jaw moves the forehead by about a quarter of the chin's
+    motion, the way a head-fitted pose would see it. Then the fields are Gram–Schmidt
+    orthogonalised in order (so early components keep their meaning), and every basis vector is
+    scaled so that its largest vertex displacement is 1 mm (albedo: a largest change of 1): a
+    coefficient is the displacement in mm of the vertex that moves most. The stds are the
+    designed sizes (mm, or albedo units), non-increasing within each basis. Identity: 28 named
+    shape variations plus 36 smooth random fields; expression: 24 named, local expressions (a
+    positive coefficient does what the name says; negative jaw_open or eye_closure push the lips
+    or lids through each other); albedo: 18 named plus 6 random (mixtures of skin-like colours).
+
+Regions
+    Eyes, nose, mouth, forehead, cheeks and fit come from the landmark geometry
+    (:func:`~facehd.morphable.model.regions_from_landmarks`); forehead, cheeks and fit also leave
+    out the hair (above the hairline, the sideburns), the outermost three grid rows and columns and
+    the parts that face sideways.
 """
 
 from __future__ import annotations
