@@ -11,6 +11,7 @@
 """
 
 from facehd.render.camera import PinholeCamera, hrn_camera
+from facehd.render.nvdiffrast_backend import NvdiffrastBackend, nvdiffrast_available
 from facehd.render.raster import CpuBackend, Fragments, RasterBackend, get_backend
 from facehd.render.renderer import Renderer, RenderResult
 from facehd.render.shading import SH_AMBIENT_INIT, gamma_to_sh, sh_basis, sh_irradiance, shade_sh
@@ -20,6 +21,7 @@ __all__ = [
     "SH_AMBIENT_INIT",
     "CpuBackend",
     "Fragments",
+    "NvdiffrastBackend",
     "PinholeCamera",
     "RasterBackend",
     "RenderResult",
@@ -29,6 +31,7 @@ __all__ = [
     "get_backend",
     "hrn_camera",
     "mirror_fill",
+    "nvdiffrast_available",
     "render_with_displacement",
     "sh_basis",
     "sh_irradiance",
