@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 app = typer.Typer(
     help="facehd: detailed 3D face reconstruction research toolkit (HRN).",
@@ -92,7 +92,8 @@ def models(
             bfm_path, uv_path = entry.files.get("model"), entry.files.get("uv")
     except ValueError as exc:
         console.print(f"[yellow]registry not read:[/yellow] {exc}")
-    table = Table("model", "available", "vertices", "identity", "expression", "albedo", "source")
+    cols = ("available", "vertices", "identity", "expression", "albedo", "source")
+    table = Table(Column("model", no_wrap=True), *cols)
     for info in available_models(bfm_path=bfm_path, uv_path=uv_path):
         table.add_row(
             info.name,
@@ -122,7 +123,9 @@ def datasets(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     console.print(f"registry: {reg.path}")
-    table = Table("dataset", "found", "root", "override", "splits", "homepage")
+    table = Table(
+        Column("dataset", no_wrap=True), "found", "root", "override", "splits", "homepage"
+    )
     for d in reg.datasets.values():
         table.add_row(
             d.name,

@@ -36,7 +36,7 @@ from facehd.landmarks import NOW7_FROM_68, save_landmarks_txt
 from facehd.mesh import Mesh, save_mesh, vertex_normals
 from facehd.morphable import MorphableModel, load_model
 from facehd.transforms import Similarity
-from facehd.uv import displaced_dense_mesh, rasterize_uv, sample_uv_map
+from facehd.uv import displaced_dense_mesh, normal_map, rasterize_uv, sample_uv_map
 
 Units = Literal["mm", "cm", "m"]
 UNIT_TO_MM: dict[str, float] = {"mm": 1.0, "cm": 10.0, "m": 1000.0}
@@ -61,7 +61,7 @@ class SynthConfig:
     """Morphable model the faces are drawn from."""
     dense_resolution: int = 352
     """Side of the UV grid the detailed surface is sampled on (352² ≈ 124k vertices)."""
-    deformation_mm: float = 2.0
+    deformation_mm: float = 1.5
     """Typical amplitude (std over the face) of the mid-frequency deformation field, mm."""
     noise_mm: float = 0.05
     """Standard deviation of the sensor noise, mm."""
@@ -194,19 +194,20 @@ def _sample_coefficients(
     if not neutral:
         k = rng.integers(2, 5)
         idx = rng.choice(model.n_exp, size=k, replace=False)
-        signs = rng.choice([-1, 1], k)
-        expression[idx] = rng.uniform(0.6, 1.5, size=k) * model.exp_std[idx] * signs
+        # expression components are activations: negative values fold lips and lids
+        expression[idx] = rng.uniform(0.4, 1.2, size=k) * model.exp_std[idx]
     return identity, expression
 
 
 def _neck(model_vertices: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> Mesh:
     """An elliptic tube under the chin (model frame, mm)."""
     chin = landmarks[8]
-    centre = np.array([0.0, chin[1] - 15.0, chin[2] - 55.0])
-    rx, rz = rng.uniform(55, 65), rng.uniform(50, 60)
-    n_t, n_h = 96, 24
+    # the tube starts behind the jaw line so that, seen from the front, it meets the chin
+    centre = np.array([0.0, chin[1] + 20.0, chin[2] - 65.0])
+    rx, rz = rng.uniform(48, 56), rng.uniform(40, 46)
+    n_t, n_h = 200, 60
     th = np.linspace(0, 2 * np.pi, n_t, endpoint=False)
-    hs = np.linspace(0, -90.0, n_h)
+    hs = np.linspace(0, -110.0, n_h)
     x = centre[0] + rx * np.cos(th)[None, :] + 0 * hs[:, None]
     z = centre[2] + rz * np.sin(th)[None, :] + 0 * hs[:, None]
     y = centre[1] + hs[:, None] + 0 * th[None, :]
@@ -221,7 +222,7 @@ def _hair_cap(model_vertices: np.ndarray, rng: np.random.Generator) -> Mesh:
     back = model_vertices[:, 2].min()
     r = rng.uniform(95, 105)
     centre = np.array([0.0, top - r + 25.0, back - 20.0])
-    n_a, n_p = 64, 20
+    n_a, n_p = 160, 50
     az = np.linspace(0, 2 * np.pi, n_a, endpoint=False)
     polar = np.linspace(0.05, 1.2, n_p)
     x = centre[0] + r * np.sin(polar)[:, None] * np.cos(az)[None, :]
@@ -312,8 +313,7 @@ def make_scan(
     res = config.dense_resolution
     table = rasterize_uv(model.uvs, model.faces, (res, res))
     pos = table.interpolate(v1)
-    nrm = table.interpolate(vertex_normals(v1, model.faces))
-    nrm = nrm / np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-12)
+    nrm = normal_map(table, vertex_normals(v1, model.faces))
     u, v = _grid_uv(res)
     disp_dense = sample_uv_map(displacement, np.stack([u.ravel(), v.ravel()], 1)).reshape(res, res)
     m2 = displaced_dense_mesh(pos, nrm, disp_dense, table.mask)

@@ -1,0 +1,120 @@
+"""Synthetic scans: files, exact ground truth, determinism, units."""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facehd.distances import point_to_surface
+from facehd.landmarks import NOW7_FROM_68, load_landmarks
+from facehd.mesh import load_mesh
+from facehd.morphable import facehd_synth
+from facehd.transforms import Similarity
+from facehd.uv import sample_uv_map
+from pipelines.synth import SynthConfig, synth_scans
+
+SMALL = {"dense_resolution": 160}
+
+
+def _truth(path: Path, sid: str) -> tuple[dict, Similarity]:
+    gt = dict(np.load(path / f"{sid}.gt.npz"))
+    return gt, Similarity(float(gt["scale"]), gt["rotation"], gt["translation"])
+
+
+@pytest.fixture(scope="module")
+def default_scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    synth_scans(out, SynthConfig(subjects=1, expressions=2, seed=3))
+    return out
+
+
+def test_files_and_density(default_scan: Path) -> None:
+    for sid in ("s000_e00", "s000_e01"):
+        for suffix in (".ply", ".lm7.txt", ".gt.npz", ".gt_m1.ply", ".gt_m2.ply"):
+            assert (default_scan / f"{sid}{suffix}").is_file()
+        scan = load_mesh(default_scan / f"{sid}.ply")
+        assert len(scan.vertices) >= 100_000
+    assert not list(default_scan.glob("*.tmp"))
+
+
+def test_scan_lies_on_the_true_detailed_surface(default_scan: Path) -> None:
+    gt, t_model_from_scan = _truth(default_scan, "s000_e01")
+    scan = load_mesh(default_scan / "s000_e01.ply")
+    m2 = load_mesh(default_scan / "s000_e01.gt_m2.ply")
+    pts = t_model_from_scan.apply(scan.vertices)
+    d = point_to_surface(pts, m2).distances
+    # most of the scan is the face surface plus ~0.05 mm noise; neck and hair are far from it
+    face = d < 1.0
+    assert face.mean() > 0.6
+    assert 0.02 < np.median(d[face]) < 0.08
+    assert (d > 5.0).mean() > 0.05  # the extra geometry exists
+
+
+def test_true_m1_is_model_plus_sampled_deformation(default_scan: Path) -> None:
+    model = facehd_synth()
+    gt, _ = _truth(default_scan, "s000_e01")
+    m1 = load_mesh(default_scan / "s000_e01.gt_m1.ply")
+    m0 = model.vertices(gt["identity"], gt["expression"])
+    expected = m0 + sample_uv_map(gt["deformation"], model.uvs)
+    np.testing.assert_allclose(m1.vertices, expected, atol=1e-9)
+    np.testing.assert_allclose(m1.uvs, model.uvs, atol=1e-12)
+    assert gt["deformation"].shape == (64, 64, 3) and gt["displacement"].shape == (256, 256)
+    rms = np.sqrt(np.mean(np.sum((m1.vertices - m0) ** 2, axis=1)))
+    assert 0.5 < rms < 5.0  # a few mm
+    amp = np.abs(gt["displacement"])
+    assert 0.05 < amp.max() < 1.0 and np.percentile(amp, 50) < 0.2
+    # neutral first, then an expression, same identity
+    gt0, _ = _truth(default_scan, "s000_e00")
+    assert not gt0["expression"].any() and gt["expression"].any()
+    np.testing.assert_array_equal(gt0["identity"], gt["identity"])
+
+
+def test_landmarks_are_the_true_ones_with_noise(default_scan: Path) -> None:
+    gt, t_model_from_scan = _truth(default_scan, "s000_e01")
+    lm = t_model_from_scan.apply(load_landmarks(default_scan / "s000_e01.lm7.txt"))
+    err = np.linalg.norm(lm - gt["landmarks68"][list(NOW7_FROM_68)], axis=1)
+    assert err.max() < 4.0 and 0.1 < err.mean() < 2.5
+    iod = np.linalg.norm(gt["landmarks68"][36] - gt["landmarks68"][45])
+    assert 80 < iod < 110  # outer eye corners of an adult face
+
+
+def test_rotation_is_proper_and_random(default_scan: Path) -> None:
+    _, a = _truth(default_scan, "s000_e00")
+    _, b = _truth(default_scan, "s000_e01")
+    for t in (a, b):
+        np.testing.assert_allclose(t.rotation @ t.rotation.T, np.eye(3), atol=1e-12)
+        assert np.linalg.det(t.rotation) == pytest.approx(1.0)
+    assert np.abs(a.rotation - b.rotation).max() > 0.1
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
+    cfg = SynthConfig(subjects=1, expressions=1, seed=11, **SMALL)
+    synth_scans(tmp_path / "a", cfg)
+    synth_scans(tmp_path / "b", cfg)
+    synth_scans(tmp_path / "c", SynthConfig(subjects=1, expressions=1, seed=12, **SMALL))
+    a, b, c = _digest(tmp_path / "a"), _digest(tmp_path / "b"), _digest(tmp_path / "c")
+    assert a == b
+    assert a.keys() == c.keys() and all(a[k] != c[k] for k in a)
+
+
+def test_units_in_metres(tmp_path: Path) -> None:
+    synth_scans(tmp_path, SynthConfig(subjects=1, expressions=1, seed=5, units="m", **SMALL))
+    gt, t = _truth(tmp_path, "s000_e00")
+    assert t.scale == 1000.0
+    lm = load_landmarks(tmp_path / "s000_e00.lm7.txt")
+    width = np.linalg.norm(lm[0] - lm[3])  # outer eye corners, metres
+    assert 0.07 < width < 0.12
+    scan = load_mesh(tmp_path / "s000_e00.ply")
+    assert np.ptp(scan.vertices, axis=0).max() < 1.0
+
+
+def test_bad_config(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="units"):
+        synth_scans(tmp_path, SynthConfig(units="inch"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=">= 1"):
+        synth_scans(tmp_path, SynthConfig(subjects=0))

@@ -1,0 +1,62 @@
+"""The CLI: every command has --help; the cheap commands run."""
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from facehd.cli import app
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _commands() -> list[str]:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    return sorted(group.commands)
+
+
+def test_core_commands_registered() -> None:
+    assert {"models", "datasets", "synth", "perf", "quickstart"} <= set(_commands())
+
+
+@pytest.mark.parametrize("name", _commands())
+def test_every_command_has_help_with_example(name: str) -> None:
+    result = runner.invoke(app, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example:" in result.output
+
+
+def test_datasets_lists_every_entry() -> None:
+    result = runner.invoke(app, ["datasets", "--registry", str(REPO / "datasets.yaml")])
+    assert result.exit_code == 0, result.output
+    for name in ("facescape", "realy", "now", "esrc", "facehd-100", "ffhq", "synthetic"):
+        assert name in result.output
+
+
+def test_datasets_bad_registry_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "datasets.yaml"
+    bad.write_text("version: 1\nwhatever: 2\n")
+    result = runner.invoke(app, ["datasets", "--registry", str(bad)])
+    assert result.exit_code == 2
+    assert "unknown keys" in result.output
+
+
+def test_models_lists_the_builtin_model() -> None:
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    assert "facehd-synth" in result.output and "bfm" in result.output
+
+
+def test_perf_lists_entries() -> None:
+    result = runner.invoke(app, ["perf", "--list"])
+    assert result.exit_code == 0, result.output
+    assert "distance" in result.output
+
+
+def test_perf_unknown_entry_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["perf", "no-such-entry", "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code == 2
+    assert "unknown perf entries" in result.output
