@@ -198,3 +198,91 @@ def procrustes_icp_entry(quick: bool) -> list[PerfRow]:
         ),
         PerfRow("procrustes-icp", "translation error", shift, "mm", note="vs the known pose"),
     ]
+
+
+@register("render", "differentiable render, 224 x 224, of a 35k-vertex face mesh on one core")
+def render_entry(quick: bool) -> list[PerfRow]:
+    import torch
+
+    from facehd.mesh import vertex_normals
+    from facehd.render import CpuBackend, Renderer, gamma_to_sh, hrn_camera
+
+    mesh = _face_mesh(5_000 if quick else 35_709)  # the BFM's vertex count
+    verts = torch.tensor(mesh.vertices, dtype=torch.float32)
+    faces = torch.tensor(mesh.faces, dtype=torch.int64)
+    g = torch.Generator().manual_seed(0)
+    colors = 0.4 + 0.4 * torch.rand(len(verts), 3, generator=g)
+    sh = gamma_to_sh(0.1 * torch.randn(1, 27, generator=g))
+    weights = torch.randn(1, 224, 224, 3, generator=g)
+    camera = hrn_camera(1.0, dtype=torch.float32)
+    renderer = Renderer(camera, CpuBackend("zbuffer", threads=1))
+    raycast = Renderer(camera, CpuBackend("raycast", threads=1))
+
+    def forward() -> None:
+        with torch.no_grad():
+            renderer.render(verts, faces, colors=colors, sh=sh)
+
+    def forward_backward() -> None:
+        v = verts.clone().requires_grad_(True)
+        c = colors.clone().requires_grad_(True)
+        s = sh.clone().requires_grad_(True)
+        res = renderer.render(v, faces, colors=c, sh=s)
+        (res.image * weights).sum().backward()
+
+    def rasterize() -> None:
+        with torch.no_grad():
+            renderer.rasterize(verts, faces)
+
+    def rasterize_raycast() -> None:
+        with torch.no_grad():
+            raycast.rasterize(verts, faces)
+
+    def normals() -> None:
+        with torch.no_grad():
+            vertex_normals(verts, faces)
+
+    with _one_core():
+        forward_backward()  # warm-up (Open3D import, allocator)
+        rasterize_raycast()
+        fwd_cpu, fwd_wall, _ = _cpu_and_wall(forward, repeat=7)
+        fb_cpu, fb_wall, _ = _cpu_and_wall(forward_backward, repeat=7)
+        rast_cpu, _, _ = _cpu_and_wall(rasterize, repeat=7)
+        rc_cpu, _, _ = _cpu_and_wall(rasterize_raycast, repeat=3)
+        nrm_cpu, _, _ = _cpu_and_wall(normals, repeat=7)
+        covered = int(renderer.rasterize(verts, faces).mask.sum())
+    size = (
+        f"{len(verts)} vertices, {len(faces)} triangles, {covered} covered pixels of 224 x 224, "
+        "float32, vertex colours + SH, per-pixel shading, one thread"
+    )
+    cpu_note = f"{size}; CPU time (robust to machine load)"
+    ms = 1e3
+    return [
+        PerfRow("render", "forward", fwd_cpu * ms, "ms", "< 30 ms", fwd_cpu < 0.03, cpu_note),
+        PerfRow(
+            "render", "forward + backward", fb_cpu * ms, "ms", "< 100 ms", fb_cpu < 0.1, cpu_note
+        ),
+        PerfRow("render", "forward, wall", fwd_wall * ms, "ms", note=size),
+        PerfRow("render", "forward + backward, wall", fb_wall * ms, "ms", note=size),
+        PerfRow(
+            "render",
+            "rasterize (z-buffer)",
+            rast_cpu * ms,
+            "ms",
+            note="CPU time: visibility + differentiable barycentrics (part of forward)",
+        ),
+        PerfRow(
+            "render",
+            "rasterize (Open3D ray casting)",
+            rc_cpu * ms,
+            "ms",
+            note="CPU time: the same fragments with visibility from Open3D's Embree scene "
+            "(build + cast; the BVH build dominates)",
+        ),
+        PerfRow(
+            "render",
+            "vertex normals",
+            nrm_cpu * ms,
+            "ms",
+            note="CPU time of facehd.mesh.vertex_normals (part of forward)",
+        ),
+    ]
