@@ -147,10 +147,14 @@ def datasets(
     console.print(table)
 
 
-def _synth_scans_cmd(out: Path, subjects: int, expressions: int, seed: int, units: str) -> list:
+def _synth_scans_cmd(
+    out: Path, subjects: int, expressions: int, seed: int, units: str, photos: int = 0
+) -> list:
     from pipelines.synth import SynthConfig, synth_scans
 
-    config = SynthConfig(subjects=subjects, expressions=expressions, seed=seed, units=units)
+    config = SynthConfig(
+        subjects=subjects, expressions=expressions, seed=seed, units=units, photos=photos
+    )
     with _progress() as bar:
         task = bar.add_task("synthetic scans", total=subjects * expressions)
         scans = synth_scans(out, config, progress=lambda _sid: bar.advance(task))
@@ -178,11 +182,17 @@ def synth(
     expressions: int = typer.Option(2, min=1, help="Scans per subject (first is neutral)."),
     seed: int = typer.Option(0, help="Random seed (same seed, same bytes)."),
     units: str = typer.Option("mm", help="Units of the written scans: mm, cm or m."),
+    photos: int = typer.Option(
+        0, min=0, help="Also render this many photos per scan, with exact ground truth."
+    ),
     benchmark: str = typer.Option(
         None, help="Instead of scans, write a small synthetic benchmark: now, realy or facescape."
     ),
 ) -> None:
     """Make synthetic raw scans (or a synthetic benchmark) with exact ground truth.
+
+    Files per scan: <id>.ply, <id>.lm7.txt, <id>.gt.npz, <id>.gt_m1.ply, <id>.gt_m2.ply; with
+    --photos V also photos/<id>_vKK.png and <id>.photos.npz (cameras, landmarks, masks, textures).
 
     Example: facehd synth --out facehd-out/synth --subjects 3 --expressions 2 --seed 0 --units mm
     """
@@ -198,7 +208,7 @@ def synth(
         path = make_synthetic_benchmark(benchmark, out, seed=seed)
         console.print(f"wrote synthetic {benchmark} benchmark to {path}")
         return
-    _synth_scans_cmd(out, subjects, expressions, seed, units)
+    _synth_scans_cmd(out, subjects, expressions, seed, units, photos)
 
 
 @app.command()

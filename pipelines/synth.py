@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 
 from facehd.landmarks import NOW7_FROM_68, save_landmarks_txt
-from facehd.mesh import Mesh, save_mesh, vertex_normals
+from facehd.mesh import Mesh, load_mesh, save_mesh, vertex_normals
 from facehd.morphable import MorphableModel, load_model
 from facehd.transforms import Similarity
 from facehd.uv import displaced_dense_mesh, normal_map, rasterize_uv, sample_uv_map
@@ -71,6 +71,10 @@ class SynthConfig:
     """Number of holes cut into each scan."""
     extras: tuple[str, ...] = ("neck", "hair")
     """Extra geometry the model lacks."""
+    photos: int = 0
+    """Synthetic photos rendered per scan (``facehd synth --photos V``); 0 for none."""
+    photo_size: int = 512
+    """Side of each synthetic photo, pixels."""
 
 
 @dataclass
@@ -96,7 +100,7 @@ class SynthScan:
     displacement_rms_mm: float
     """RMS of the displacement map, mm."""
     files: list[Path] = field(default_factory=list)
-    """Files written."""
+    """Files of the scan (written now or by an earlier run)."""
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -357,19 +361,45 @@ def make_scan(
     return scan, truth, m1, m2, landmarks7
 
 
+def sample_id(subject: int, expression_index: int) -> str:
+    """The id of a synthetic scan: ``sNNN_eKK``."""
+    return f"s{subject:03d}_e{expression_index:02d}"
+
+
+def expected_files(out: Path, sid: str, config: SynthConfig) -> list[Path]:
+    """Every file of a finished scan ``sid`` under ``out`` (``.photos.npz`` is written last)."""
+    names = [f"{sid}{s}" for s in (".ply", ".lm7.txt", ".gt.npz", ".gt_m1.ply", ".gt_m2.ply")]
+    if config.photos > 0:
+        names.append(f"{sid}.photos.npz")
+    return [out / n for n in names]
+
+
 def write_scan(
     model: MorphableModel, config: SynthConfig, subject: int, expression_index: int, out: Path
 ) -> SynthScan:
     """Build one scan and write its files under ``out`` (see the module docstring)."""
-    scan, truth, m1, m2, lm7 = make_scan(model, config, subject, expression_index)
-    sid = f"s{subject:03d}_e{expression_index:02d}"
-    files = [
-        save_mesh(out / f"{sid}.ply", scan),
-        save_landmarks_txt(out / f"{sid}.lm7.txt", lm7),
-        save_npz_deterministic(out / f"{sid}.gt.npz", **truth),
-        save_mesh(out / f"{sid}.gt_m1.ply", m1),
-        save_mesh(out / f"{sid}.gt_m2.ply", m2),
-    ]
+    sid = sample_id(subject, expression_index)
+    files = expected_files(out, sid, config)
+    if all(f.is_file() for f in files):  # finished by an earlier run: summarise, don't rebuild
+        truth = dict(np.load(out / f"{sid}.gt.npz"))
+        m1 = load_mesh(out / f"{sid}.gt_m1.ply")
+        scan = load_mesh(out / f"{sid}.ply")
+    else:
+        scan, truth, m1, m2, lm7 = make_scan(model, config, subject, expression_index)
+        save_mesh(out / f"{sid}.ply", scan)
+        save_landmarks_txt(out / f"{sid}.lm7.txt", lm7)
+        save_npz_deterministic(out / f"{sid}.gt.npz", **truth)
+        save_mesh(out / f"{sid}.gt_m1.ply", m1)
+        save_mesh(out / f"{sid}.gt_m2.ply", m2)
+        if config.photos > 0:
+            from pipelines.synth_photos import PhotoConfig, render_photos, save_photos
+
+            photo_config = PhotoConfig(views=config.photos, image_size=config.photo_size)
+            rng = _rng(config.seed, subject, expression_index, 2)
+            photos = render_photos(
+                model, m1.vertices, truth["displacement"], truth["landmarks68"], rng, photo_config
+            )
+            save_photos(out, sid, photos)
     lm = truth["landmarks68"]
     d = m1.vertices - model.vertices(truth["identity"], truth["expression"])
     return SynthScan(
@@ -382,7 +412,7 @@ def write_scan(
         interocular_mm=float(np.linalg.norm(lm[36] - lm[45])),
         deformation_rms_mm=float(np.sqrt(np.mean(np.sum(d**2, axis=1)))),
         displacement_rms_mm=float(np.sqrt(np.mean(truth["displacement"] ** 2))),
-        files=[Path(f) for f in files],
+        files=files,
     )
 
 
@@ -393,8 +423,9 @@ def synth_scans(
 ) -> list[SynthScan]:
     """Write ``config.subjects × config.expressions`` synthetic scans into ``out``.
 
-    ``progress`` is called with each finished sample id. Scans whose five files all exist are not
-    rebuilt (an interrupted run resumes); every file is written atomically.
+    ``progress`` is called with each finished sample id. Scans whose files all exist are not
+    rebuilt (an interrupted run resumes where it stopped); every file is written atomically, so
+    a partial file never looks complete.
     """
     config = config or SynthConfig()
     if config.subjects < 1 or config.expressions < 1:

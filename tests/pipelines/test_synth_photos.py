@@ -1,0 +1,84 @@
+"""Synthetic photos: truth consistent with the pixels, blemish pairs, determinism."""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.synth import SynthConfig, synth_scans
+
+CFG = {"subjects": 1, "expressions": 1, "dense_resolution": 120, "photos": 2, "photo_size": 256}
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("photos")
+    synth_scans(out, SynthConfig(seed=4, **CFG))
+    return out, dict(np.load(out / "s000_e00.photos.npz"))
+
+
+def test_files_and_shapes(photos: tuple[Path, dict]) -> None:
+    out, z = photos
+    pngs = sorted((out / "photos").glob("*.png"))
+    assert [p.name for p in pngs] == ["s000_e00_v00.png", "s000_e00_v01.png"]
+    for k, p in enumerate(pngs):
+        np.testing.assert_array_equal(np.asarray(Image.open(p)), z["images"][k])
+    assert z["images"].shape == (2, 256, 256, 3) and z["images"].dtype == np.uint8
+    assert z["crops"].shape == (2, 224, 224, 3)
+    assert z["landmarks68"].shape == (2, 68, 2) and z["masks"].shape == (2, 256, 256)
+    assert np.all(np.abs(z["pose_deg"][:, 0]) <= 60.0)
+
+
+def test_cameras_are_proper_and_landmarks_land_on_the_rendered_face(
+    photos: tuple[Path, dict],
+) -> None:
+    _, z = photos
+    gt = dict(np.load(photos[0] / "s000_e00.gt.npz"))
+    for k in range(2):
+        R, t, K = z["R"][k], z["t"][k], z["K"][k]
+        np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+        # the landmarks are the 3D truth projected with the stored camera
+        cam = gt["landmarks68"] @ R.T + t
+        np.testing.assert_allclose((cam @ K.T)[:, :2] / cam[:, 2:], z["landmarks68"][k])
+        # visible inner-face landmarks (nose, eyes, mouth) fall on skin or eye/mouth pixels of the
+        # render: inside the bounding box of the skin mask, and the nose tip on rendered skin
+        mask = z["masks"][k]
+        rows, cols = np.nonzero(mask)
+        inner = z["landmarks68"][k][27:68]
+        assert np.all(inner[:, 0] > cols.min() - 2) and np.all(inner[:, 0] < cols.max() + 2)
+        assert np.all(inner[:, 1] > rows.min() - 2) and np.all(inner[:, 1] < rows.max() + 2)
+        x, y = np.round(z["landmarks68"][k][30]).astype(int)
+        assert mask[y - 2 : y + 3, x - 2 : x + 3].any()
+
+
+def test_blemish_pairs_differ_only_at_blemishes(photos: tuple[Path, dict]) -> None:
+    _, z = photos
+    alpha = z["blemish_mask"]
+    assert alpha.max() > 0.3
+    same = alpha == 0
+    np.testing.assert_array_equal(z["texture"][same], z["texture_blemish"][same])
+    spots = alpha > 0.5
+    # blemishes are darker than the clean skin under them
+    assert np.all(z["texture_blemish"][spots].sum(-1) < z["texture"][spots].sum(-1))
+    diff = np.abs(z["images"].astype(int) - z["images_clean"].astype(int)).sum(-1) > 6
+    assert diff.any()
+    # every clearly different pixel is on the rendered face, most of them on skin
+    assert np.all(z["visible"][diff])
+    assert z["masks"][diff].mean() > 0.8
+
+
+def test_same_seed_same_bytes(tmp_path: Path, photos: tuple[Path, dict]) -> None:
+    synth_scans(tmp_path, SynthConfig(seed=4, **CFG))
+    a = (photos[0] / "s000_e00.photos.npz").read_bytes()
+    b = (tmp_path / "s000_e00.photos.npz").read_bytes()
+    assert hashlib.sha256(a).digest() == hashlib.sha256(b).digest()
+
+
+def test_rerun_resumes_without_rebuilding(photos: tuple[Path, dict]) -> None:
+    out, _ = photos
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    scans = synth_scans(out, SynthConfig(seed=4, **CFG))
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert before == after and scans[0].n_vertices > 0
