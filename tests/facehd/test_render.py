@@ -229,7 +229,7 @@ def test_zbuffer_hands_near_plane_crossings_to_ray_casting() -> None:
 
 def _fd_setup(dtype=torch.float64):
     v, f, uvs = grid_mesh(7, 40.0, lambda x, y: 8 * np.sin(x / 15) * np.cos(y / 18) + 0.05 * x)
-    K = np.array([[70.0, 0.0, 24.0], [0.0, 70.0, 20.0], [0.0, 0.0, 1.0]])
+    K = np.array([[70.0, 0.0, 24.37], [0.0, 70.0, 20.61], [0.0, 0.0, 1.0]])  # no exact ties
     cam = PinholeCamera.from_matrices(K, np.diag([1.0, -1.0, -1.0]), [0.0, 0.0, 150.0], (40, 48))
     g = torch.Generator().manual_seed(0)
     colors = torch.rand(len(v), 3, generator=g, dtype=torch.float64) * 0.8 + 0.1
@@ -440,3 +440,35 @@ def test_texture_lookup_follows_the_uv_convention() -> None:
     got = sample_texture_torch(uv, tex)[0].reshape(-1, 3)
     ref = sample_uv_map(tex.permute(1, 2, 0).numpy(), uv.reshape(-1, 2).numpy())
     np.testing.assert_allclose(got.numpy(), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["zbuffer", "raycast"])
+def test_camera_gradients_match_finite_differences(kind: str) -> None:
+    v, f, colors, sh, cam, weights = _fd_setup()
+
+    e00 = torch.zeros(3, 3, dtype=torch.float64)
+    e00[0, 0] = 1.0
+
+    def loss_for(t: torch.Tensor, focal: torch.Tensor):
+        K = cam.K + (focal - cam.K[0, 0, 0]) * e00  # differentiable in the x focal length
+        camera = PinholeCamera(K, cam.R, t, cam.image_size)
+        return _loss(Renderer(camera, CpuBackend(kind)), v, f, colors, sh, weights)
+
+    t = cam.t.clone().requires_grad_(True)
+    focal = cam.K[0, 0, 0].clone().requires_grad_(True)
+    loss, res = loss_for(t, focal)
+    loss.backward()
+    eps = 1e-6
+    for k in range(3):
+        dt = torch.zeros_like(t)
+        dt[0, k] = eps
+        with torch.no_grad():
+            lp, rp = loss_for(t + dt, focal)
+            lm, rm = loss_for(t - dt, focal)
+        assert torch.equal(rp.fragments.face_ids, res.fragments.face_ids)
+        assert torch.equal(rm.fragments.face_ids, res.fragments.face_ids)
+        num = float(lp - lm) / (2 * eps)
+        assert abs(float(t.grad[0, k]) - num) <= 1e-5 * max(1.0, abs(num))
+    with torch.no_grad():
+        num = float(loss_for(t, focal + eps)[0] - loss_for(t, focal - eps)[0]) / (2 * eps)
+    assert abs(float(focal.grad) - num) <= 1e-5 * max(1.0, abs(num))
