@@ -234,12 +234,17 @@ def vertex_normals(vertices: Any, faces: Any) -> Any:
             raise ValueError(f"vertex_normals: faces must be (F, 3), got {tuple(f.shape)}")
         batched = vertices.dim() == 3
         v = vertices if batched else vertices.unsqueeze(0)
-        tri = v[:, f]  # (B, F, 3, 3)
-        fn = torch.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
-        vn = torch.zeros_like(v)
+        b, nv, _ = v.shape
+        # flatten the batch so every gather/scatter is one dim-0 op (several times faster)
+        offsets = (torch.arange(b, device=v.device) * nv)[:, None]
+        flat = v.reshape(b * nv, 3)
+        corners = [flat.index_select(0, (f[:, k][None] + offsets).reshape(-1)) for k in range(3)]
+        fn = torch.linalg.cross(corners[1] - corners[0], corners[2] - corners[0], dim=-1)
+        vn = torch.zeros_like(flat)
         for k in range(3):
-            vn = vn.index_add(1, f[:, k], fn)
+            vn = vn.index_add(0, (f[:, k][None] + offsets).reshape(-1), fn)
         vn = vn / vn.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        vn = vn.reshape(b, nv, 3)
         return vn if batched else vn[0]
     v, f = _check_vf(vertices, faces)
     tri = v[f]
