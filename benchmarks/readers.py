@@ -61,6 +61,7 @@ __all__ = [
     "FaceScapePredef",
     "facescape_data_dir",
     "read_facescape_predef",
+    "predef_dir",
     "read_facescape_items",
     "read_lab_camera",
     "NOW_LIST_FILES",
@@ -400,7 +401,8 @@ def facescape_data_dir(root: str | Path) -> Path:
     )
 
 
-def _predef_dir(root: Path) -> Path:
+def predef_dir(root: Path) -> Path:
+    """The folder of FaceScape's predefined arrays (``code/predef`` or ``predef``)."""
     for cand in (root / "code" / "predef", root / "predef", root.parent / "code" / "predef"):
         if cand.is_dir():
             return cand
@@ -426,7 +428,7 @@ def _load_npy(path: Path, shape_tail: tuple[int, ...]) -> np.ndarray | None:
 
 def read_facescape_predef(root: str | Path) -> FaceScapePredef:
     """Read the predefined arrays (those absent are None)."""
-    d = _predef_dir(Path(root))
+    d = predef_dir(Path(root))
     return FaceScapePredef(
         _load_npy(d / "wild_pupil_scales.npy", ()),
         _load_npy(d / "wild_head_centers.npy", (3,)),

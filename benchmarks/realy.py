@@ -419,37 +419,51 @@ def region_icp(
 # non-rigid ICP (Amberg et al. 2007, as in REALY's utils/NICP.py)
 
 
-def _edge_laplacian(faces: np.ndarray, n: int) -> sp.csr_matrix:
-    """``M^T M`` of the node-arc incidence matrix of the unique undirected edges."""
+def _edges(faces: np.ndarray, n: int) -> np.ndarray:
+    """(E, 2) unique undirected edges ``i < j`` of a triangle list."""
     e = np.concatenate([faces[:, [0, 1]], faces[:, [0, 2]], faces[:, [1, 2]]])
-    e = np.unique(np.sort(e, axis=1), axis=0)
-    m = len(e)
-    rows = np.concatenate([np.arange(m), np.arange(m)])
-    cols = np.concatenate([e[:, 0], e[:, 1]])
-    data = np.concatenate([np.ones(m), -np.ones(m)])
-    inc = sp.csr_matrix((data, (rows, cols)), shape=(m, n))
-    return (inc.T @ inc).tocsr()
+    e = np.sort(e, axis=1)
+    key = np.unique(e[:, 0] * np.int64(n) + e[:, 1])
+    return np.stack([key // n, key % n], axis=1)
 
 
 class _NormalEquations:
-    """Assembly of ``A^T A`` and ``A^T B`` for one region (fixed sparsity pattern)."""
+    """Assembly of ``A^T A`` for one region: a fixed CSC pattern, values summed per iteration.
+
+    ``A^T A = alpha^2 kron(L, G^2) + blockdiag(c_i d_i d_i^T)`` with ``L = M^T M`` the graph
+    Laplacian of the region's unique edges (``M`` the node-arc incidence matrix of the official
+    code). The matrix is symmetric, so its CSC arrays are also its CSR arrays.
+    """
 
     def __init__(self, faces: np.ndarray, n: int) -> None:
         self.n = n
-        lap = _edge_laplacian(faces, n).tocoo()
-        # block (i, j) of kron(L, G^2) is L_ij * diag(G^2): 4 diagonal entries per nonzero of L
+        e = _edges(faces, n)
+        deg = np.bincount(e.ravel(), minlength=n).astype(np.float64)
+        lap_r = np.concatenate([e[:, 0], e[:, 1], np.arange(n)])
+        lap_c = np.concatenate([e[:, 1], e[:, 0], np.arange(n)])
+        self._lap_vals = np.concatenate([-np.ones(2 * len(e)), deg])
         k = np.arange(4)
-        self._lap_rows = (lap.row[:, None] * 4 + k).ravel()
-        self._lap_cols = (lap.col[:, None] * 4 + k).ravel()
-        self._lap_vals = lap.data
-        # the dense 4x4 block of every vertex
+        # block (i, j) of kron(L, G^2) is L_ij * diag(G^2): 4 diagonal entries per nonzero of L
+        rows = [(lap_r[:, None] * 4 + k).ravel()]
+        cols = [(lap_c[:, None] * 4 + k).ravel()]
         base = np.arange(n)[:, None, None] * 4
         shape = (n, 4, 4)
-        self._blk_rows = np.broadcast_to(base + k[None, :, None], shape).ravel()
-        self._blk_cols = np.broadcast_to(base + k[None, None, :], shape).ravel()
+        rows.append(np.broadcast_to(base + k[None, :, None], shape).ravel())
+        cols.append(np.broadcast_to(base + k[None, None, :], shape).ravel())
+        rows_a = np.concatenate(rows)
+        cols_a = np.concatenate(cols)
+        n4 = np.int64(4 * n)
+        key = cols_a.astype(np.int64) * n4 + rows_a  # column-major order
+        uniq, self._slot = np.unique(key, return_inverse=True)
+        self._nnz = len(uniq)
+        self._indices = (uniq % n4).astype(np.int32)
+        self._indptr = np.concatenate([[0], np.cumsum(np.bincount(uniq // n4, minlength=4 * n))])
+        self._indptr = self._indptr.astype(np.int32)
 
-    def matrix(self, stiffness: float, g2: np.ndarray, diag_blocks: np.ndarray) -> sp.csc_matrix:
-        """``stiffness^2 kron(L, diag(g2)) + blockdiag(diag_blocks)``.
+    def matrices(
+        self, stiffness: float, g2: np.ndarray, diag_blocks: np.ndarray
+    ) -> tuple[sp.csc_matrix, sp.csr_matrix]:
+        """``stiffness^2 kron(L, diag(g2)) + blockdiag(diag_blocks)`` as CSC and CSR.
 
         Parameters
         ----------
@@ -458,10 +472,12 @@ class _NormalEquations:
         diag_blocks : (N, 4, 4) per-vertex data blocks.
         """
         lap = (stiffness**2) * (self._lap_vals[:, None] * g2[None, :]).ravel()
-        rows = np.concatenate([self._lap_rows, self._blk_rows])
-        cols = np.concatenate([self._lap_cols, self._blk_cols])
         vals = np.concatenate([lap, diag_blocks.ravel()])
-        return sp.csc_matrix((vals, (rows, cols)), shape=(4 * self.n, 4 * self.n))
+        data = np.bincount(self._slot, weights=vals, minlength=self._nnz)
+        shape = (4 * self.n, 4 * self.n)
+        csc = sp.csc_matrix((data, self._indices, self._indptr), shape=shape)
+        csr = sp.csr_matrix((data, self._indices, self._indptr), shape=shape)
+        return csc, csr
 
 
 class _SpdSolver:
@@ -473,7 +489,7 @@ class _SpdSolver:
     factorised afresh and solved directly.
     """
 
-    def __init__(self, max_cg: int = 16, rtol: float = 1e-13) -> None:
+    def __init__(self, max_cg: int = 10, rtol: float = 1e-11) -> None:
         self.lu: spla.SuperLU | None = None
         self.max_cg = max_cg
         self.rtol = rtol
@@ -490,11 +506,17 @@ class _SpdSolver:
         )
         self.factorisations += 1
 
-    def solve(self, h: sp.csc_matrix, rhs: np.ndarray, x0: np.ndarray | None) -> np.ndarray:
+    def reset(self) -> None:
+        """Forget the factorisation (the next solve factorises its matrix)."""
+        self.lu = None
+
+    def solve(
+        self, h: sp.csc_matrix, h_csr: sp.csr_matrix, rhs: np.ndarray, x0: np.ndarray | None
+    ) -> np.ndarray:
         """Solve ``h x = rhs`` for (n, k) ``rhs``, starting from ``x0`` when given."""
         self.solves += 1
         if self.lu is not None:
-            x = self._pcg(h.tocsr(), rhs, self.lu.solve(rhs) if x0 is None else x0.copy())
+            x = self._pcg(h_csr, rhs, self.lu.solve(rhs) if x0 is None else x0.copy())
             if x is not None:
                 return x
         self._factor(h)
@@ -644,9 +666,11 @@ def nicp(
                 if decay == 0:
                     g = g2_kp
             blocks = wb[:, None, None] * d[:, :, None] * d[:, None, :]
-            h = eq.matrix(cur_alpha, g, blocks)
+            h, h_csr = eq.matrices(cur_alpha, g, blocks)
             rhs = (d[:, :, None] * rhs_t[:, None, :]).reshape(4 * n, 3)
-            x = solver.solve(h, rhs, None if step == 0 else x)
+            if step == 0:
+                solver.reset()  # a new stiffness: factorise afresh
+            x = solver.solve(h, h_csr, rhs, x)
             cur = np.einsum("ni,nij->nj", d, x.reshape(n, 4, 3))
             step += 1
             count += 1

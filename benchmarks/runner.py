@@ -266,16 +266,34 @@ def _err(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _stamp(path: Path) -> tuple[int, int]:
+    """(modification time, size) of a file, so caches notice a changed file."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, -1)
+    return (st.st_mtime_ns, st.st_size)
+
+
 @functools.lru_cache(maxsize=4)
-def _scan(path: Path) -> Any:
+def _scan_cached(path: Path, stamp: tuple[int, int]) -> Any:
     from facehd.mesh import load_mesh
 
     return load_mesh(path)
 
 
+def _scan(path: Path) -> Any:
+    """A ground-truth mesh, cached per process (many images share a subject's scan)."""
+    return _scan_cached(path, _stamp(path))
+
+
 @functools.lru_cache(maxsize=4)
-def _scan_lm(path: Path) -> np.ndarray:
+def _scan_lm_cached(path: Path, stamp: tuple[int, int]) -> np.ndarray:
     return readers.read_landmarks7(path)
+
+
+def _scan_lm(path: Path) -> np.ndarray:
+    return _scan_lm_cached(path, _stamp(path))
 
 
 def _eval_now(task: _NowTask) -> tuple[NowItemRow, np.ndarray | None]:
@@ -308,8 +326,15 @@ def _eval_now(task: _NowTask) -> tuple[NowItemRow, np.ndarray | None]:
     return row, d
 
 
-@functools.lru_cache(maxsize=2)
 def _realy_subject(root: Path, subject_id: int) -> Any:
+    """A REALY subject's ground truth, cached per process (its files' stamps in the key)."""
+    kp_path, region_paths = readers.realy_subject_paths(root, subject_id)
+    paths = [kp_path, root / "metrical_scale.txt", *region_paths.values()]
+    return _realy_subject_cached(root, subject_id, tuple(_stamp(p) for p in paths))
+
+
+@functools.lru_cache(maxsize=2)
+def _realy_subject_cached(root: Path, subject_id: int, stamps: tuple) -> Any:
     from benchmarks.realy import RealyRegion, RealySubject
     from facehd.mesh import Mesh, load_mesh
 
@@ -329,8 +354,13 @@ def _realy_subject(root: Path, subject_id: int) -> Any:
     return RealySubject(subject_id, kp, regions, float(scales[subject_id - 1]))
 
 
-@functools.lru_cache(maxsize=2)
 def _topology(txt: Path, obj: Path) -> Any:
+    """A REALY topology, cached per process (its files' stamps in the key)."""
+    return _topology_cached(txt, obj, (_stamp(txt), _stamp(obj)))
+
+
+@functools.lru_cache(maxsize=2)
+def _topology_cached(txt: Path, obj: Path, stamps: tuple) -> Any:
     from benchmarks.realy import load_topology
 
     return load_topology(txt, obj)
@@ -368,8 +398,13 @@ def _eval_realy(task: _RealyTask) -> tuple[RealyItemRow, None]:
     return row, None
 
 
-@functools.lru_cache(maxsize=1)
 def _predef(root: Path) -> readers.FaceScapePredef:
+    d = readers.predef_dir(root)
+    return _predef_cached(root, tuple(_stamp(p) for p in sorted(d.glob("*.npy"))))
+
+
+@functools.lru_cache(maxsize=1)
+def _predef_cached(root: Path, stamps: tuple) -> readers.FaceScapePredef:
     return readers.read_facescape_predef(root)
 
 
@@ -681,6 +716,7 @@ def run_benchmark(
     topo = None
     if spec.dataset == "realy":
         topo = readers.find_topology(topology, root_path, pred_dir)
+        _topology(*topo)  # a malformed topology fails the run before anything is written
     config = RunConfig(
         spec.dataset,
         spec.split,

@@ -1,0 +1,171 @@
+"""FaceScape protocol: cylinder maps and meshes, depth maps and alignment, CD and MNE on
+analytic cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from bench_shapes import grid_plane, icosphere
+
+from benchmarks.facescape import (
+    Orthographic,
+    Perspective,
+    chamfer_cd,
+    cylinder_to_mesh,
+    cylindrical_map,
+    depth_shift,
+    evaluate_facescape,
+    lab_groups,
+    mean_normal_error,
+    place_image_prediction,
+    render_depth,
+    wild_group,
+)
+from facehd.mesh import Mesh
+from facehd.transforms import rotation_from_axis_angle
+
+
+def test_cylinder_map_of_a_sphere_is_its_section_radius() -> None:
+    r = 80.0
+    cyl = cylindrical_map(icosphere(r, 5), size=64)
+    ys = np.linspace(150, -150, 64)
+    inside = np.abs(ys) < r - 5
+    expected = np.sqrt(r**2 - ys[inside] ** 2)
+    # vertices lie on the sphere, facets inside it: within the chord sag (< 0.2 mm here)
+    assert np.all(cyl.radius[inside] <= expected[:, None] + 1e-9)
+    np.testing.assert_allclose(cyl.radius[inside], expected[:, None] * np.ones(64), atol=0.2)
+    assert np.all(cyl.radius[np.abs(ys) > r] == 0)
+    # the outermost of two nested spheres
+    two = icosphere(r, 4)
+    both = Mesh(
+        np.concatenate([two.vertices, 0.5 * two.vertices]),
+        np.concatenate([two.faces, two.faces + two.n_vertices]),
+    )
+    np.testing.assert_allclose(cylindrical_map(both, 64).radius, cylindrical_map(two, 64).radius)
+
+
+def test_cylinder_to_mesh_grid_jump_rule_and_bottom_row() -> None:
+    cyl = np.zeros((8, 8))
+    cyl[2:5, 1:6] = 50.0
+    m = cylinder_to_mesh(cyl)
+    # a pixel starts 2 triangles when its right, lower and lower-right neighbours are set too
+    assert m.n_faces == 2 * (2 * 4)
+    phi = 1 * 2 * np.pi / 7
+    assert np.any(
+        np.all(
+            np.isclose(m.vertices, [-50 * np.sin(phi), 150 - 2 * 300 / 7, -50 * np.cos(phi)]),
+            axis=1,
+        )
+    )
+    jump = cyl.copy()
+    jump[2:5, 3:6] = 70.0  # a 20 mm step between columns 2 and 3
+    assert cylinder_to_mesh(jump).n_faces == 2 * (2 * 4) - 2 * 2
+    full = np.full((8, 8), 50.0)  # a map covering the last row (and the seam)
+    m = cylinder_to_mesh(full)
+    assert m.faces.max() < m.n_vertices
+    # the bottom row's 16 triangles and the one of pixel (6, 7) reaching past the grid are
+    # dropped instead of crashing
+    assert m.n_faces == 2 * 8 * 8 - 2 * 8 - 1
+
+
+def test_plane_against_offset_plane_chamfer_is_the_offset() -> None:
+    d = 1.75
+    a = grid_plane(30, 100.0)
+    b = grid_plane(30, 100.0, z=d)
+    assert chamfer_cd(a, b) == pytest.approx(d, abs=1e-9)
+
+
+def test_chamfer_against_trimesh_on_random_meshes() -> None:
+    import trimesh
+
+    rng = np.random.default_rng(2)
+    a = icosphere(40.0, 2)
+    b = Mesh(
+        icosphere(43.0, 2).vertices + rng.normal(scale=1.0, size=(162, 3)), icosphere(1, 2).faces
+    )
+    ta = trimesh.Trimesh(a.vertices, a.faces, process=False)
+    tb = trimesh.Trimesh(b.vertices, b.faces, process=False)
+    ref = np.concatenate(
+        [tb.nearest.on_surface(a.vertices)[1], ta.nearest.on_surface(b.vertices)[1]]
+    ).mean()
+    assert chamfer_cd(a, b) == pytest.approx(ref, abs=1e-6)
+
+
+def test_normal_error_of_a_known_rotation() -> None:
+    theta = np.deg2rad(12.0)
+    rot = rotation_from_axis_angle(np.array([0.0, theta, 0.0]))
+    plane = grid_plane(60, 120.0, z=60.0)  # in front of the axis, facing +z
+    turned = Mesh(plane.vertices @ rot.T, plane.faces)
+    a = cylindrical_map(plane, 64)
+    b = cylindrical_map(turned, 64)
+    n, m = np.array([0.0, 0.0, 1.0]), rot @ [0.0, 0.0, 1.0]
+    expected = np.arccos((n + 1) @ (m + 1) / np.linalg.norm(n + 1) / np.linalg.norm(m + 1))
+    assert mean_normal_error(a.normals, b.normals) == pytest.approx(expected, abs=1e-9)
+    assert expected < theta  # the official transform shrinks the angle
+    # identical normals: 0, not NaN (the official arccos of 1 + 4e-16)
+    assert mean_normal_error(a.normals, a.normals) == 0.0
+
+
+def test_depth_maps_orthographic_perspective_and_culling() -> None:
+    plane = grid_plane(11, 400.0, z=-250.0)  # faces +z, towards the orthographic camera
+    depth = render_depth(plane, Orthographic(mag=100.0), size=32)
+    np.testing.assert_allclose(depth, 250.0)
+    back = Mesh(plane.vertices, plane.faces[:, [0, 2, 1]])
+    assert np.all(render_depth(back, Orthographic(mag=100.0), size=32) == 0)
+    k = np.array([[300.0, 0, 16.0], [0, 300.0, 16.0], [0, 0, 1]])
+    front = Mesh(plane.vertices * [1, 1, -1], plane.faces[:, [0, 2, 1]])  # at z = +250, facing -z
+    np.testing.assert_allclose(render_depth(front, Perspective(k), size=32), 250.0)
+
+
+def test_depth_shift_is_the_l1_minimiser() -> None:
+    rng = np.random.default_rng(0)
+    a = 300.0 + rng.normal(size=(32, 32))
+    b = a - 7.25
+    b[0, :5] = 0.0  # empty pixels do not count
+    assert depth_shift(a, b) == pytest.approx(7.25, abs=1e-4)
+
+
+def test_identical_meshes_score_zero_and_a_depth_offset_is_removed() -> None:
+    centre = np.array([0.0, 0.0, -300.0])
+    head = icosphere(70.0, 4, centre)
+    rot = np.eye(3)
+    res = evaluate_facescape(head, head, Orthographic(mag=100.0), rot, centre)
+    assert res.cd == pytest.approx(0.0, abs=1e-6)  # float32 ray casting picks the triangle
+    # SLSQP stops ~1e-7 mm off; rays grazing an edge may then hit the neighbouring facet
+    assert res.mne < 1e-3 and res.cr == 1.0
+    shifted = Mesh(head.vertices + [0.0, 0.0, 12.5], head.faces)
+    res = evaluate_facescape(head, shifted, Orthographic(mag=100.0), rot, centre, depth_scale=1.28)
+    assert res.delta_z / 1.28 == pytest.approx(12.5, abs=1e-3)  # depth gt - depth pred
+    assert res.cd < 1e-3
+    # lab: a scaled copy slides back along the rays
+    k = np.array([[600.0, 0, 128], [0, 600.0, 128], [0, 0, 1]])
+    cam_centre = np.array([0.0, 0.0, 700.0])
+    lab = icosphere(70.0, 4, cam_centre)
+    far = Mesh(lab.vertices * 1.2, lab.faces)
+    res = evaluate_facescape(lab, far, Perspective(k), rot, cam_centre)
+    # one depth shift (the median of a depth difference proportional to depth, ~ -0.2 x 650 mm)
+    # becomes one scale: it undoes the 1.2 almost exactly (unaligned, CD would be ~130 mm)
+    assert -140.0 < res.delta_z < -120.0
+    assert res.cd < 0.5
+
+
+def test_place_image_prediction_and_groups() -> None:
+    px = np.array([[0.0, 0.0, 10.0], [256.0, 256.0, 30.0]])
+    v = place_image_prediction(px)
+    np.testing.assert_allclose(v[:, :2], [[-1, -1], [1, 1]])
+    assert v[:, 2].mean() == pytest.approx(-2.0)
+    lab = place_image_prediction(
+        np.array([[0.0, 0.0, 0.0], [256.0, 128.0, 0.0], [128.0, 256.0, 0.0]]), 1200.0
+    )
+    assert lab[:, 1].max() - lab[:, 1].min() == pytest.approx(3.0)
+    assert [wild_group(i) for i in (0, 99, 100, 250, 399)] == [
+        "0-5",
+        "0-5",
+        "5-30",
+        "30-60",
+        "60-90",
+    ]
+    assert lab_groups(0, 0) == ("0", "f1200")
+    assert lab_groups(0, 5) == ("30", "f1200")
+    assert lab_groups(0, 10) == ("60", "f1200")
+    assert lab_groups(2, 0) == (None, "f300")

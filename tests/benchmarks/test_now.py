@@ -1,0 +1,170 @@
+"""NoW protocol: crop, landmark alignment, refinement and pooled statistics on analytic cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from bench_shapes import grid_plane, icosphere
+
+from benchmarks.now import (
+    NowConfig,
+    crop_scan,
+    drop_degenerate_faces,
+    evaluate_now,
+    face_crop_sphere,
+    landmark_alignment,
+    pooled_statistics,
+    refine_scan_to_mesh,
+)
+from facehd.mesh import Mesh
+from facehd.transforms import Similarity, rotation_from_axis_angle
+
+
+def _sphere_landmarks(radius: float) -> np.ndarray:
+    """7 points on a sphere placing NoW's crop sphere around the whole sphere."""
+    s = 1.0 / np.sqrt(2.0)
+    dirs = np.array(
+        [[-1, 0, 0], [0, 0, 1], [0, 0, -1], [1, 0, 0], [0, -1, 0], [0, s, s], [0, s, -s]], float
+    )
+    return radius * dirs
+
+
+def _bumpy_face(n: int = 60) -> tuple[Mesh, np.ndarray]:
+    """A face-like height field (nose, brows, cheeks) and 7 landmarks on it."""
+    from facehd.mesh import height_field_mesh
+
+    xs = np.linspace(-90, 90, n)
+    ys = np.linspace(-110, 110, n)
+    x, y = np.meshgrid(xs, ys)
+
+    def h(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return (
+            40 * np.exp(-(x**2) / 4000 - y**2 / 8000)
+            + 20 * np.exp(-(x**2) / 120 - (y + 5) ** 2 / 500)
+            - 6 * np.exp(-((np.abs(x) - 30) ** 2) / 150 - (y - 25) ** 2 / 80)
+        )
+
+    mesh = height_field_mesh(h(x, y), xs, ys)
+    lx = np.array([-45.0, -15.0, 15.0, 45.0, 0.0, -25.0, 25.0])
+    ly = np.array([25.0, 25.0, 25.0, 25.0, -20.0, -45.0, -45.0])
+    return mesh, np.stack([lx, ly, h(lx, ly)], axis=1)
+
+
+def test_crop_sphere_formula_and_kept_vertices() -> None:
+    lm = np.array(
+        [
+            [-40, 30, 0],
+            [-10, 30, 0],
+            [10, 30, 0],
+            [40, 30, 0],
+            [0, -10, 20],
+            [-20, -40, 0],
+            [20, -40, 0],
+        ],
+        dtype=float,
+    )
+    centre, radius = face_crop_sphere(lm)
+    eyes_mid = np.array([0.0, 30.0, 0.0])
+    np.testing.assert_allclose(centre, lm[4] + 0.3 * (eyes_mid - lm[4]))
+    assert radius == pytest.approx(1.4 * (80.0 + np.linalg.norm(eyes_mid - lm[4])) / 2)
+    # a vertex in no face still counts when it is inside the sphere
+    v = np.array(
+        [centre, centre + [radius, 0, 0], centre + [radius + 1e-6, 0, 0], centre + [1, 1, 0]]
+    )
+    scan = Mesh(v, np.array([[0, 2, 3]]))
+    cropped = crop_scan(scan, lm)
+    np.testing.assert_allclose(cropped.vertices, v[[0, 1, 3]])  # boundary kept (<=)
+    assert cropped.n_faces == 0  # the face lost a vertex
+
+
+def test_plane_against_offset_plane_every_distance_is_the_offset() -> None:
+    # the prediction is stored in metres; the transform's scale brings it to mm
+    d = 2.5
+    scan = grid_plane(41, 100.0)
+    pred_m = grid_plane(21, 0.2, z=-d / 1000.0)  # 200 mm wide, offset by d, in metres
+    init = Similarity(1000.0, np.eye(3), np.zeros(3))
+    pts = scan.vertices[np.abs(scan.vertices[:, :2]).max(axis=1) < 45]
+    res = refine_scan_to_mesh(pts, pred_m, init, max_iterations=0)
+    np.testing.assert_allclose(res.distances, d, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("r_scan, r_pred", [(60.0, 55.0), (60.0, 66.0)])
+def test_sphere_against_scaled_sphere(r_scan: float, r_pred: float) -> None:
+    centre = np.array([5.0, -3.0, 20.0])
+    scan = icosphere(r_scan, 4, centre)
+    rot = rotation_from_axis_angle(np.array([0.3, -0.2, 0.5]))
+    pred = icosphere(r_pred, 5)  # fine, so the facets sag < 0.01 mm
+    pred_m = Mesh(pred.vertices @ rot.T, pred.faces)
+    lm_scan = _sphere_landmarks(r_scan) + centre
+    lm_pred = _sphere_landmarks(r_pred) @ rot.T
+    # with scale: the spheres coincide
+    res = evaluate_now(scan, lm_scan, pred_m, lm_pred)
+    assert res.distances.size == scan.n_vertices  # the crop keeps the whole sphere
+    assert res.transform.scale == pytest.approx(r_scan / r_pred, rel=1e-4)
+    assert res.distances.max() < 0.02
+    # metrical (mm, scale 1): the best rigid fit is concentric, every distance |r - r'|
+    res = evaluate_now(scan, lm_scan, pred_m, lm_pred, NowConfig(metrical=True, unit="mm"))
+    assert res.transform.scale == 1.0
+    np.testing.assert_allclose(res.transform.apply(np.zeros(3)), centre, atol=1e-3)
+    np.testing.assert_allclose(res.distances, abs(r_scan - r_pred), atol=0.02)
+
+
+def test_alignment_recovers_a_known_similarity() -> None:
+    scan, lm = _bumpy_face()
+    true = Similarity(0.001, rotation_from_axis_angle(np.array([0.4, -0.7, 0.2])), [0.1, 0.2, -0.3])
+    pred = scan.transformed(true)  # the prediction is the scan, in another frame (metres)
+    noisy_lm = true.apply(lm) + np.random.default_rng(0).normal(scale=2e-3, size=lm.shape)
+    res = evaluate_now(scan, lm, pred, noisy_lm)
+    back = res.transform.compose(true)  # should be the identity
+    assert back.scale == pytest.approx(1.0, abs=1e-7)
+    assert back.rotation_angle_deg() < 1e-5
+    np.testing.assert_allclose(back.translation, 0.0, atol=1e-4)
+    assert res.distances.max() < 1e-5
+    # the landmark step alone is off (noisy landmarks); the refinement fixed it
+    assert res.landmark_transform.compose(true).rotation_angle_deg() > 1e-3
+
+
+def test_metrical_variant_keeps_the_unit_scale() -> None:
+    scan, lm = _bumpy_face()
+    true = Similarity(0.1, rotation_from_axis_angle(np.array([0.1, 0.2, -0.1])), [1.0, 2.0, 3.0])
+    pred = scan.transformed(true)  # centimetres
+    res = evaluate_now(scan, lm, pred, true.apply(lm), NowConfig(metrical=True, unit="cm"))
+    assert res.transform.scale == 10.0
+    assert res.transform.compose(true).rotation_angle_deg() < 1e-5
+    assert res.distances.max() < 1e-5
+
+
+def test_landmark_alignment_takes_a_reflection_when_it_fits_better() -> None:
+    _, lm = _bumpy_face()
+    mirror = lm * np.array([-1.0, 1.0, 1.0])
+    t = landmark_alignment(mirror, lm)
+    assert t.is_reflection
+    np.testing.assert_allclose(t.apply(mirror), lm, atol=1e-9)
+
+
+def test_pooled_statistics_pool_all_distances() -> None:
+    a = np.array([1.0, 1.0, 1.0])
+    b = np.array([5.0])
+    st = pooled_statistics([a, b])
+    allv = np.concatenate([a, b])
+    assert (st.median, st.mean, st.std) == (np.median(allv), allv.mean(), allv.std())
+    assert st.median != np.mean([np.median(a), np.median(b)])  # not a mean of per-image values
+    assert (st.n_images, st.n_points) == (2, 4)
+    assert np.isnan(pooled_statistics([]).median)
+
+
+def test_drop_degenerate_faces() -> None:
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [2, 0, 0]], float)
+    f = np.array([[0, 1, 2], [0, 1, 3], [0, 0, 2]])  # 2nd collinear, 3rd has a repeated vertex
+    out = drop_degenerate_faces(Mesh(v, f))
+    np.testing.assert_array_equal(out.faces, [[0, 1, 2]])
+
+
+def test_bad_landmarks_are_clear_errors() -> None:
+    scan, lm = _bumpy_face(20)
+    with pytest.raises(ValueError, match=r"\(7, 3\)"):
+        evaluate_now(scan, lm[:6], scan, lm)
+    bad = lm.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate_now(scan, lm, scan, bad)

@@ -1,0 +1,235 @@
+"""REALY protocol: the official rigid fits, the non-rigid ICP against a stacked least-squares
+reference, region ICP and whole-image errors on known cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+from scipy.spatial import cKDTree
+
+from benchmarks.perf_entries import _grid_barycentric, head_keypoints85, head_point, procedural_head
+from benchmarks.realy import (
+    RealyRegion,
+    RealySubject,
+    RealyTopology,
+    evaluate_realy,
+    fit_rt,
+    global_alignment,
+    load_topology,
+    nicp,
+    read_obj_faces,
+    realy_statistics,
+    region_icp,
+)
+from facehd.distances import SurfaceQuery
+from facehd.errors import InputFileError
+from facehd.mesh import Mesh, height_field_mesh
+from facehd.transforms import Similarity, rotation_from_axis_angle
+
+
+def test_fit_rt_uses_the_l1_scale_ratio() -> None:
+    rng = np.random.default_rng(0)
+    src = rng.normal(size=(7, 3)) * 30
+    dst = rng.normal(size=(7, 3)) * 20
+    t = fit_rt(src, dst, with_scale=True)
+    s1, t1 = src - src.mean(0), dst - dst.mean(0)
+    u, _, vt = np.linalg.svd(t1.T @ s1)
+    rot = u @ vt
+    scale = np.abs(t1).sum() / np.abs(s1 @ rot.T).sum()
+    np.testing.assert_allclose(t.rotation, rot, atol=1e-12)
+    assert t.scale == pytest.approx(scale, rel=1e-12)
+    np.testing.assert_allclose(t.translation, (dst - scale * src @ rot.T).mean(0), atol=1e-9)
+    # differs from Umeyama's least-squares scale on noisy data
+    umeyama = np.trace(np.diag(np.linalg.svd(t1.T @ s1, compute_uv=False))) / (s1**2).sum()
+    assert abs(t.scale - umeyama) > 1e-3
+
+
+def test_global_alignment_recovers_a_similarity_from_exact_keypoints() -> None:
+    kp = head_point(*head_keypoints85().T)
+    true = Similarity(0.125, rotation_from_axis_angle(np.array([0.2, 1.0, -0.3])), [3.0, -1.0, 2.0])
+    est = global_alignment(true.inverse().apply(kp), true.apply(true.inverse().apply(kp)) * 1.0)
+    np.testing.assert_allclose(est.apply(true.inverse().apply(kp)), kp, atol=1e-9)
+    pred_kp = kp * 4.0 @ rotation_from_axis_angle(np.array([0.0, 0.5, 0.0])).T
+    est = global_alignment(pred_kp, kp)
+    assert est.scale == pytest.approx(0.25, rel=1e-12)  # exact pairs: the L1 ratio is exact
+
+
+def test_obj_faces_split_quads_as_the_official_reader(tmp_path: Path) -> None:
+    p = tmp_path / "t.obj"
+    p.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nv 2 0 0\nf 1/1 2/2 3/3 4/4\nf 2 5 3\n")
+    np.testing.assert_array_equal(read_obj_faces(p), [[0, 1, 2], [0, 2, 3], [1, 4, 2]])
+
+
+def test_topology_keypoints_and_bad_files(tmp_path: Path) -> None:
+    tpl = tmp_path / "tpl.obj"
+    tpl.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nf 1 2 3 4\n")
+    entries = [[k % 2, 0.2, 0.3] for k in range(85)]
+    (tmp_path / "tpl.txt").write_text(json.dumps(entries))
+    topo = load_topology(tmp_path / "tpl.txt")
+    v = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], float)
+    kp = topo.keypoints(v)
+    np.testing.assert_allclose(kp[0], 0.2 * v[0] + 0.3 * v[1] + 0.5 * v[2])
+    np.testing.assert_allclose(kp[1], 0.2 * v[0] + 0.3 * v[2] + 0.5 * v[3])
+    with pytest.raises(InputFileError, match="does not fit"):
+        topo.check_mesh(Mesh(v[:3], np.array([[0, 1, 2]])), tmp_path / "pred.obj")
+    (tmp_path / "tpl.txt").write_text(json.dumps(entries[:84]))
+    with pytest.raises(InputFileError, match="85 entries"):
+        load_topology(tmp_path / "tpl.txt")
+    (tmp_path / "tpl.txt").write_text(json.dumps([[5, 0.2, 0.3]] * 85))
+    with pytest.raises(InputFileError, match="does not fit its template"):
+        load_topology(tmp_path / "tpl.txt")
+
+
+def _reference_nicp(src, dst, faces, kp_idx=None, kp_tgt=None, eps=1.0, gamma=1.0):  # noqa: ANN001, ANN202
+    """REALY's non-rigid ICP written literally: stacked sparse A, B and the normal equations."""
+    alpha, alpha2, kpw = 50.0, 150.0, 50.0
+    n = len(src)
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [0, 2]], faces[:, [1, 2]]])
+    e = np.unique(np.sort(e, 1), axis=0)
+    m = len(e)
+    inc = sp.csc_matrix(
+        (
+            np.r_[np.ones(m), -np.ones(m)],
+            (np.r_[np.arange(m), np.arange(m)], np.r_[e[:, 0], e[:, 1]]),
+        ),
+        shape=(m, n),
+    )
+    a1 = sp.kron(inc, sp.diags(np.array([1, 1, 1, gamma], np.float32)))
+    a1k = sp.kron(inc, sp.diags(np.array([2, 2, 3, 2 * gamma], np.float32)))
+    tree = cKDTree(dst)
+    cur, cur_x, x, count = src.copy(), np.zeros((4 * n, 3)), np.ones((4 * n, 3)), 0
+    with_kp = kp_idx is not None
+    for decay in range(4) if with_kp else range(3):
+        ca = (
+            (alpha2 if decay == 0 else alpha * np.exp(-0.5 * (decay - 1)))
+            if with_kp
+            else alpha * np.exp(-0.5 * decay)
+        )
+        ep = eps * 0.5 ** (decay - 1) if with_kp else eps * 0.5**decay
+        step = 0
+        while not (np.linalg.norm(x - cur_x) <= ep or (with_kp and step > 10)):
+            cur_x = x.copy()
+            d, idx = tree.query(cur, 1)
+            d = d.astype(np.float32)
+            rows = np.repeat(np.arange(n), 4)
+            dmat = sp.csc_matrix(
+                (np.c_[cur, np.ones(n)].ravel(), (rows, np.arange(4 * n))),
+                shape=(n, 4 * n),
+                dtype=np.float32,
+            )
+            w = (d < max(np.mean(d) * 2, 1)).astype(np.float32)
+            blocks_a, blocks_b = (
+                [a1k * ca if with_kp and decay == 0 else a1 * ca],
+                [np.zeros((a1.shape[0], 3))],
+            )
+            if not (with_kp and decay == 0):
+                blocks_a.append(dmat.multiply(w[:, None]))
+                blocks_b.append(dst[idx] * w[:, None])
+            if with_kp:
+                kw = np.zeros((n, 1))
+                kw[kp_idx] = kpw if decay == 0 else kpw * np.exp(-0.9 * count) / 10
+                tgt = dst[idx].copy()
+                tgt[kp_idx] = kp_tgt
+                blocks_a.append(dmat.multiply(kw))
+                blocks_b.append(tgt * kw)
+            a = sp.vstack(blocks_a).tocsc()
+            b = np.vstack(blocks_b)
+            x = spla.spsolve((a.T @ a).tocsc(), a.T @ b)
+            cur = np.asarray(dmat @ x)
+            step += 1
+            count += 1
+            if with_kp and decay == 0:
+                break
+    return cur
+
+
+@pytest.mark.parametrize("with_keypoints", [False, True])
+def test_nicp_matches_the_stacked_least_squares_reference(with_keypoints: bool) -> None:
+    rng = np.random.default_rng(5)
+    xs = np.linspace(-3, 3, 24)
+    mesh = height_field_mesh(0.4 * np.sin(xs)[None, :] * np.cos(xs)[:, None], xs, xs)
+    src = mesh.vertices
+    dst = (
+        src
+        + [0.05, -0.02, 0.1]
+        + 0.05 * np.sin(2 * src[:, [1, 2, 0]])
+        + rng.normal(0, 0.01, src.shape)
+    )
+    kp_idx = np.array([30, 100, 250, 333, 400, 480, 520]) if with_keypoints else None
+    kp_tgt = src[kp_idx] + [0.05, 0.02, 0.08] if with_keypoints else None
+    stats: dict = {}
+    ours = nicp(src, dst, mesh.faces, keypoint_index=kp_idx, keypoint_targets=kp_tgt, stats=stats)
+    ref = _reference_nicp(src, dst, mesh.faces, kp_idx, kp_tgt)
+    np.testing.assert_allclose(ours, ref, atol=1e-7)
+    assert stats["solves"] >= 3
+    assert np.abs(ours - src).max() > 0.05  # it did deform
+
+
+def _head_subject(n: int, scale: float = 8.0) -> tuple[RealySubject, RealyTopology, Mesh]:
+    """GT regions of the procedural head and a topology of the same grid whose keypoints sit
+    on grid vertices (so a prediction identical to the ground truth is exactly it)."""
+    gt, th, ph, shape = procedural_head(n)
+    n_phi = shape[1]
+    angles = head_keypoints85()
+    ut, up = np.unique(th), np.unique(ph)
+    it = np.abs(ut[None, :] - angles[:, :1]).argmin(axis=1)
+    ip = np.abs(up[None, :] - angles[:, 1:]).argmin(axis=1)
+    snapped = np.stack([ut[it], up[ip]], axis=1)
+    kp_vertex = it * n_phi + ip
+    e = np.asarray(_grid_barycentric(snapped, shape))
+    w = np.stack([e[:, 1], e[:, 2], 1.0 - e[:, 1] - e[:, 2]], axis=1)
+    topo = RealyTopology("procedural", gt.faces, e[:, 0].astype(np.int64), w)
+    np.testing.assert_allclose(topo.keypoints(gt.vertices), gt.vertices[kp_vertex], atol=1e-9)
+    boxes = {
+        "nose": (np.abs(th) <= 14) & (ph >= -18) & (ph <= 12),
+        "mouth": (np.abs(th) <= 22) & (ph >= -38) & (ph <= -19),
+        "forehead": (np.abs(th) <= 45) & (ph >= 5) & (ph <= 55) & ~((np.abs(th) <= 5) & (ph <= 12)),
+        "cheek": (np.abs(th) >= 15) & (np.abs(th) <= 60) & (ph >= -40) & (ph <= 5),
+    }
+    units = Mesh(gt.vertices / scale, gt.faces)
+    regions = {k: RealyRegion.from_mesh(units.subset_vertices(m)[0]) for k, m in boxes.items()}
+    return RealySubject(1, units.vertices[kp_vertex], regions, scale), topo, gt
+
+
+def test_region_icp_recovers_a_small_rigid_motion() -> None:
+    subject, _, gt = _head_subject(4000)
+    motion = Similarity(
+        1.0, rotation_from_axis_angle(np.array([0.0, 0.02, 0.01])), [0.05, -0.03, 0.02]
+    )
+    moved = Mesh(motion.apply(gt.vertices / subject.metrical_scale), gt.faces)
+    q = SurfaceQuery(moved)
+    region = subject.regions["cheek"]
+    kp = subject.keypoints
+    t, iters = region_icp(q, region.vertices, motion.apply(kp)[[76, 77]], kp[[76, 77]], "cheek")
+    back = t.compose(motion)  # should undo the motion
+    assert back.rotation_angle_deg() < 0.05
+    np.testing.assert_allclose(back.translation, 0.0, atol=0.02)
+    assert 1 < iters <= 100
+
+
+def test_perfect_prediction_scores_zero_and_imperfect_scores_more() -> None:
+    subject, topo, gt = _head_subject(6000)
+    true = Similarity(2.0, rotation_from_axis_angle(np.array([0.3, -0.4, 0.2])), [10.0, 0, 5])
+    res = evaluate_realy(gt.transformed(true), topo, subject)
+    assert max(res.errors.values()) < 1e-4  # mm
+    bumpy, _, _, _ = procedural_head(6000, np.array([0.8, 1.2, 1.2, 0.7, 1.3, 0.8, 1.2, 0.8]))
+    res2 = evaluate_realy(bumpy.transformed(true), topo, subject)
+    assert all(0.05 < res2.errors[r] < 5.0 for r in res2.errors)
+
+
+def test_statistics_ddof1_and_mean_of_region_means() -> None:
+    errors = {
+        "nose": [1.0, 2.0, 3.0],
+        "mouth": [2.0, 2.0, 2.0],
+        "forehead": [1.0, 1.0, 4.0],
+        "cheek": [0.0, 0.0, 3.0],
+    }
+    rows = {s.region: s for s in realy_statistics(errors)}
+    assert rows["nose"].std == pytest.approx(1.0)  # ddof = 1
+    assert rows["forehead"].median == 1.0
+    assert rows["all"].mean == pytest.approx((2.0 + 2.0 + 2.0 + 1.0) / 4)

@@ -1,0 +1,218 @@
+"""Synthetic benchmarks end to end through the CSV outputs; bad input rows; leaderboards; CLI."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from benchmarks import readers
+from benchmarks.leaderboard import (
+    PUBLISHED,
+    LeaderboardRow,
+    load_leaderboard,
+    ranked,
+    update_leaderboard,
+)
+from benchmarks.runner import BenchmarkSpec, run_benchmark
+from facehd.errors import InputFileError
+from facehd.mesh import Mesh, load_mesh, save_mesh
+from facehd.transforms import Similarity, rotation_from_axis_angle
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_spec_parsing() -> None:
+    assert BenchmarkSpec.parse("facescape") == BenchmarkSpec("facescape", "wild")
+    assert BenchmarkSpec.parse("FaceScape:lab").slug == "facescape-lab"
+    assert BenchmarkSpec.parse("now:val").split == "validation"
+    with pytest.raises(ValueError, match="no split"):
+        BenchmarkSpec.parse("realy:profile")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        BenchmarkSpec.parse("aflw")
+
+
+def test_now_end_to_end_with_a_perfect_and_bad_predictions(
+    synth_roots: dict, tmp_path: Path
+) -> None:
+    root = synth_roots["now"]
+    preds = _copy(root / "predictions" / "synth-fit", tmp_path / "preds")
+    items = readers.read_now_items(root, "validation")
+    assert len(items) == 4 and {it.challenge for it in items} == {
+        "multiview_neutral",
+        "multiview_expressions",
+        "multiview_occlusions",
+        "selfie",
+    }
+    # 1: the scan itself in another frame (in metres) is a perfect prediction
+    it = items[0]
+    scan = load_mesh(it.scan)
+    lm = readers.read_landmarks7(it.scan_landmarks)
+    t = Similarity(0.001, rotation_from_axis_angle(np.array([0.2, 0.5, -0.1])), [0.01, 0.0, 0.02])
+    base = preds / it.subject / it.challenge / it.image
+    save_mesh(base.with_suffix(".obj"), scan.transformed(t))
+    np.save(base.with_suffix(".npy"), t.apply(lm)[None])  # (1, 7, 3) is accepted
+    base.with_suffix(".txt").unlink()
+    # 2: a mesh with NaN vertices; 3: a point cloud; 4: missing
+    bad = [
+        preds / items[k].subject / items[k].challenge / f"{items[k].image}.obj" for k in (1, 2, 3)
+    ]
+    bad[0].write_text("v 0 0 nan\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    bad[1].write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\n")
+    bad[2].unlink()
+    out = tmp_path / "out"
+    res = run_benchmark("now", "m1", predictions=preds, root=root, out=out)
+    rows = {r["name"]: r for r in _rows(res.items_csv)}
+    ok = rows[it.name]
+    assert ok["status"] == "ok" and float(ok["median_mm"]) < 1e-4
+    assert float(ok["scale"]) == pytest.approx(1000.0, rel=1e-6)
+    assert rows[items[1].name]["status"] == "error" and "NaN" in rows[items[1].name]["error"]
+    assert str(bad[0]) in rows[items[1].name]["error"]
+    assert rows[items[2].name]["status"] == "error" and "no faces" in rows[items[2].name]["error"]
+    assert rows[items[3].name]["status"] == "missing"
+    assert (res.n_ok, res.n_failed, res.n_missing) == (1, 2, 1)
+    summary = {r["group"]: r for r in _rows(res.summary_csv)}
+    dist = np.load(res.out_dir / "distances.npz")
+    assert float(summary["all"]["median_mm"]) == pytest.approx(np.median(dist[it.name]))
+    assert summary["all"]["n_failed"] == "2" and summary["all"]["n_missing"] == "1"
+    # the rough synth-fit method on the untouched folder: a realistic error, pooled statistics
+    res = run_benchmark(
+        "now", "synth-fit", predictions=root / "predictions" / "synth-fit", root=root, out=out
+    )
+    assert res.n_ok == 4
+    dist = np.load(res.out_dir / "distances.npz")
+    pooled = np.concatenate([dist[k] for k in dist.files])
+    summary = {r["group"]: r for r in _rows(res.summary_csv)}
+    assert float(summary["all"]["median_mm"]) == pytest.approx(np.median(pooled))
+    assert float(summary["all"]["std_mm"]) == pytest.approx(pooled.std())
+    assert 0.1 < float(summary["all"]["median_mm"]) < 3.0
+    board = {
+        (r.method, r.dataset, r.split)
+        for r in load_leaderboard(res.leaderboard_csv, include_published=False)
+    }
+    assert board == {("m1", "now", "validation"), ("synth-fit", "now", "validation")}
+
+
+def test_realy_end_to_end_and_topology_errors(synth_roots: dict, tmp_path: Path) -> None:
+    root = synth_roots["realy"]
+    preds = _copy(root / "predictions" / "synth-fit", tmp_path / "preds")
+    v = load_mesh(preds / "1_0.obj")
+    keep = (v.faces < 3000).all(axis=1)  # the first 3000 vertices: too few for the topology
+    save_mesh(preds / "1_1.obj", Mesh(v.vertices[:3000], v.faces[keep]))
+    (preds / "notes.obj").write_text("v 0 0 0\n")  # not <subject>_<name>: ignored
+    out = tmp_path / "out"
+    res = run_benchmark("realy:side", "synth-fit", predictions=preds, root=root, out=out)
+    rows = {r["name"]: r for r in _rows(res.items_csv)}
+    assert set(rows) == {"1_0", "1_1"}
+    good = rows["1_0"]
+    errs = [float(good[f"{r}_mm"]) for r in ("nose", "mouth", "forehead", "cheek")]
+    assert all(0.05 < e < 5.0 for e in errs)
+    assert float(good["mean_mm"]) == pytest.approx(np.mean(errs))
+    assert rows["1_1"]["status"] == "error" and "does not fit" in rows["1_1"]["error"]
+    summary = {r["region"]: r for r in _rows(res.summary_csv)}
+    assert float(summary["all"]["mean_mm"]) == pytest.approx(np.mean(errs))
+    assert summary["nose"]["std_mm"] == ""  # ddof 1 of one image: undefined
+    before = res.items_csv.read_bytes()
+    (preds / "facehd-synth.txt").write_text("[[0, 0.5, 0.5]]")
+    with pytest.raises(InputFileError, match="85 entries"):
+        run_benchmark("realy:side", "synth-fit", predictions=preds, root=root, out=out)
+    assert res.items_csv.read_bytes() == before  # a failing run leaves results as they were
+
+
+def test_facescape_end_to_end_wild_and_lab(synth_roots: dict, tmp_path: Path) -> None:
+    root = synth_roots["facescape"]
+    preds = _copy(root / "pred" / "wild_pred" / "synth-fit", tmp_path / "wild")
+    # a perfect prediction: the ground truth written in the image-aligned format
+    gt = load_mesh(root / "data" / "wild_gt_mesh" / "100.obj")
+    px = (gt.vertices + [1.0, 1.0, 0.0]) * 128.0
+    save_mesh(preds / "100.obj", Mesh(px, gt.faces))
+    (preds / "300.obj").unlink()
+    out = tmp_path / "out"
+    res = run_benchmark("facescape:wild", "synth-fit", predictions=preds, root=root, out=out)
+    rows = {r["name"]: r for r in _rows(res.items_csv)}
+    assert set(rows) == {"000", "100", "200", "300"}
+    assert float(rows["100"]["cd_mm"]) < 1e-3 and float(rows["100"]["cr"]) == pytest.approx(1.0)
+    assert 0.2 < float(rows["000"]["cd_mm"]) < 5.0 and 0.0 < float(rows["000"]["mne_rad"]) < 0.3
+    assert rows["300"]["status"] == "missing" and rows["300"]["cd_mm"] == ""
+    summary = {r["group"]: r for r in _rows(res.summary_csv)}
+    assert set(summary) == {"0-5", "5-30", "30-60", "60-90", "all"}
+    assert float(summary["60-90"]["done_rate"]) == 0.0
+    assert float(summary["all"]["done_rate"]) == 0.75
+    cds = [float(rows[k]["cd_mm"]) for k in ("000", "100", "200")]
+    assert float(summary["all"]["cd_mm"]) == pytest.approx(np.mean(cds))
+    lab = run_benchmark(
+        "facescape:lab",
+        "synth-fit",
+        predictions=root / "pred" / "lab_pred" / "synth-fit",
+        root=root,
+        out=out,
+    )
+    rows = _rows(lab.items_csv)
+    assert [r["name"] for r in rows] == ["00_0_00", "00_0_09"]
+    assert [(r["group"], r["focal_group"]) for r in rows] == [("0", "f1200"), ("60", "f1200")]
+    assert all(r["status"] == "ok" and 0.2 < float(r["cd_mm"]) < 5.0 for r in rows)
+
+
+def test_leaderboard_published_rows_update_and_ranking(tmp_path: Path) -> None:
+    by_key = {(r.method, r.dataset, r.split): r for r in PUBLISHED}
+    assert len(PUBLISHED) == 7 * 4 + 5
+    hrn = "HRN (Ours)"
+    assert by_key[(hrn, "facescape", "wild")].cd_mm == 2.91
+    assert by_key[(hrn, "facescape", "lab")].mne_rad == 0.087
+    assert by_key[(hrn, "realy", "side")].nmse_mm == 1.468
+    assert by_key[(hrn, "multiview", "esrc")].std_mm == 1.72
+    assert ("MVFNet", "multiview", "esrc") not in by_key  # N.A. in Table 2
+    assert all(r.source == "reported" and "Table" in r.reference for r in PUBLISHED)
+    path = tmp_path / "leaderboard.csv"
+    update_leaderboard(
+        path, LeaderboardRow("mine", "facescape", "wild", cd_mm=3.0, config_hash="a")
+    )
+    update_leaderboard(
+        path, LeaderboardRow("mine", "facescape", "wild", cd_mm=2.5, config_hash="b")
+    )
+    update_leaderboard(path, LeaderboardRow("other", "facescape", "wild", cd_mm=9.0))
+    own = load_leaderboard(path, include_published=False)
+    assert [(r.method, r.cd_mm, r.config_hash) for r in own] == [
+        ("mine", 2.5, "b"),
+        ("other", 9.0, ""),
+    ]
+    assert "reported" not in path.read_text()  # published rows are added when read, not stored
+    wild = ranked(load_leaderboard(path), "facescape:wild")[("facescape", "wild")]
+    assert [r.method for r in wild[:3]] == ["mine", hrn, "3DDFA"]
+    assert wild[-1].method == "other"
+    assert set(ranked(load_leaderboard(path), "realy")) == {("realy", "frontal"), ("realy", "side")}
+
+
+def test_cli_bench_and_leaderboard(synth_roots: dict, tmp_path: Path) -> None:
+    from facehd.cli import app
+
+    root = synth_roots["facescape"]
+    runner = CliRunner()
+    out = tmp_path / "out"
+    args = ["bench", "--dataset", "facescape:lab", "--method", "cli-test", "--root", str(root)]
+    args += ["--predictions", str(root / "pred" / "lab_pred" / "synth-fit"), "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (out / "facescape-lab" / "cli-test" / "items.csv").exists()
+    assert (out / "facescape-lab" / "cli-test" / "config.json").exists()
+    result = runner.invoke(app, ["leaderboard", "--dataset", "facescape:lab", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (
+        "cli-test" in result.output and "HRN (Ours)" in result.output and "Table 1" in result.output
+    )
+    result = runner.invoke(
+        app, ["bench", "--dataset", "now", "--method", "x", "--root", str(tmp_path / "nope")]
+    )
+    assert result.exit_code == 2 and "does not exist" in result.output
