@@ -216,3 +216,50 @@ def test_cli_bench_and_leaderboard(synth_roots: dict, tmp_path: Path) -> None:
         app, ["bench", "--dataset", "now", "--method", "x", "--root", str(tmp_path / "nope")]
     )
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_multiview_sets_on_the_now_layout(synth_roots: dict, tmp_path: Path) -> None:
+    root = _copy(synth_roots["now"], tmp_path / "mv")
+    subject = readers.read_now_items(root, "validation")[0].subject
+    (root / "multiview_esrc.txt").write_text(
+        f"{subject}/2views/set0 a.jpg b.jpg\n{subject}/2views/set1\n"
+    )
+    preds = tmp_path / "preds"
+    src = root / "predictions" / "synth-fit" / subject / "multiview_neutral"
+    dst = preds / subject / "2views"
+    dst.mkdir(parents=True)
+    for ext in (".obj", ".txt"):
+        shutil.copy(next(src.glob(f"*{ext}")), dst / f"set0{ext}")
+    res = run_benchmark("multiview:esrc", "mv", predictions=preds, root=root, out=tmp_path / "out")
+    rows = _rows(res.items_csv)
+    assert [(r["image"], r["status"]) for r in rows] == [("set0", "ok"), ("set1", "missing")]
+    summary = {r["group"]: r for r in _rows(res.summary_csv)}
+    assert set(summary) == {"2views", "all"}
+    assert summary["all"]["median_mm"] == summary["2views"]["median_mm"] != ""
+    assert res.leaderboard_row.split == "esrc" and res.leaderboard_row.median_mm is not None
+
+
+def test_registered_method_runs_in_process(
+    synth_roots: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    import benchmarks.methods as methods
+
+    ep = EntryPoint("scan-lookup", "bench_fake_method:make", methods.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(methods, "entry_points", lambda group: [ep] if group == ep.group else [])
+    assert set(methods.available_methods()) == {"scan-lookup"}
+    with pytest.raises(ValueError, match="registered: scan-lookup"):
+        methods.load_method("nope")
+    root = _copy(synth_roots["now"], tmp_path / "now")
+    item = readers.read_now_items(root, "validation")[0]
+    image = root / "iphone_pictures" / item.subject / item.challenge / f"{item.image}.jpg"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"")  # only its path matters to this method
+    res = run_benchmark("now", "scan-lookup", root=root, out=tmp_path / "out")
+    rows = {r["name"]: r for r in _rows(res.items_csv)}
+    assert rows[item.name]["status"] == "ok" and float(rows[item.name]["median_mm"]) < 1e-6
+    assert (res.n_ok, res.n_missing) == (1, 3)  # the other images have no photo on disk
+    assert (
+        res.out_dir / "predictions" / item.subject / item.challenge / f"{item.image}.obj"
+    ).exists()
