@@ -198,8 +198,9 @@ def find_prediction(predictions: Path, item: NowItem) -> tuple[Path | None, Path
 def read_landmarks7(path: str | Path) -> np.ndarray:
     """7 NoW landmarks from a ``.pp``, ``.npy`` ((7,3) or (1,7,3)) or ``.txt`` (7 rows) file.
 
-    Files with 51 or 68 rows (iBUG conventions) are reduced to the 7 NoW points. Values are
-    rounded to float32 as the official tool reads them.
+    Files with 51 or 68 rows (iBUG conventions) are reduced to the 7 NoW points. Values of
+    ``.pp`` and ``.txt`` files are rounded to float32, as the official tool reads them (``.npy``
+    arrays are used as stored).
 
     Returns
     -------
@@ -209,6 +210,8 @@ def read_landmarks7(path: str | Path) -> np.ndarray:
     from facehd.landmarks import load_landmarks, to_now7
 
     arr = to_now7(load_landmarks(path), path)
+    if path.suffix.lower() == ".npy":
+        return arr
     return arr.astype(np.float32).astype(np.float64)
 
 

@@ -348,9 +348,9 @@ def _realy_subject_cached(root: Path, subject_id: int, stamps: tuple) -> Any:
         raise InputFileError(scales_path, f"has no line {subject_id} for subject {subject_id}")
     regions = {}
     for name, p in region_paths.items():
-        m = load_mesh(p)
-        v32 = m.vertices.astype(np.float32).astype(np.float64)
-        regions[name] = RealyRegion.from_mesh(Mesh(v32, m.faces))
+        faces = load_mesh(p).faces  # checked triangles, indices in file order
+        raw = readers.read_obj_vertices(p)  # every `v` line, float32 as the official reader
+        regions[name] = RealyRegion.from_mesh(Mesh(raw, faces))
     return RealySubject(subject_id, kp, regions, float(scales[subject_id - 1]))
 
 
