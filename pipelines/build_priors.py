@@ -1,0 +1,566 @@
+"""``facehd build-priors``: raw scans → aligned → fitted hierarchical maps → one HDF5 dataset.
+
+The ground-truth detail maps of HRN (paper Sec. 3.3, supplementary Sec. 3.1), made from 3D scans.
+Per scan (:func:`process_scan`): read and check the mesh and its landmarks, infer the units, align
+to the morphable model and fit M0, the 64×64×3 deformation map and the 256×256 displacement map
+(:mod:`pipelines.fitting`), optionally export the three meshes and a preview PNG, and return one
+row of the dataset. :func:`build_priors` runs that over a folder, locally (``workers`` processes)
+or on Ray, through the resumable sharded writer of :mod:`facehd.h5io`.
+
+Inputs (:func:`discover_scans`)
+-------------------------------
+Every ``.obj`` / ``.ply`` under the scans folder is a scan, except files the tools themselves
+write beside scans (``*.gt_*.ply`` ground truth of ``facehd synth``, ``*.m0|m1|m2.ply`` exports).
+Its landmarks are the first file found among ``<stem>.lm7.txt``, ``<stem>.pp``, ``<stem>.npy``,
+``<stem>.txt``, ``<stem>_lmks.npy``, ``<stem>_lmks.txt``, ``<stem>_landmarks.npy``,
+``<stem>_landmarks.txt`` (7, 51 or 68 iBUG points, or MeshLab picked points). The sample id is
+the scan's path relative to the folder without its suffix. Subject and expression come from the
+layout: ``<subject>_e<NN>`` file names (``facehd synth``), otherwise ``<subject>/.../<name>``
+(the first folder is the subject, the file name the expression); empty when neither applies.
+
+Output (schema ``facehd.priors/1``)
+-----------------------------------
+One row per scan, sorted by sample id (see :data:`FIELDS`); attributes ``units`` ("mm"),
+``model``, ``transform`` (the convention ``x_model_mm = scale · rotation @ x_scan +
+translation``), ``config`` (the resolved :class:`PriorsConfig` minus run-only options) and the map
+sizes. Failed scans go to ``failures.csv`` beside the output.
+
+Cluster use (Ray)
+-----------------
+Start Ray on the machines (``ray start --head`` on one, ``ray start --address=HEAD:6379`` on the
+others), put the scans on a file system every machine sees at the same path, and run
+``facehd build-priors --scans DIR --out priors.h5 --executor ray --ray-address auto`` on the head.
+Each scan is one Ray task (1 CPU); the driver writes the shards and merges them into the output,
+so an interrupted cluster build resumes exactly like a local one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from facehd.errors import DegenerateInputError, InputFileError
+from facehd.h5io import (
+    FieldSpec,
+    ShardedDatasetWriter,
+    WorkItem,
+    file_sha256,
+    open_dataset,
+    process_items,
+    read_failures,
+    verify,
+)
+from facehd.mesh import MESH_SUFFIXES, Mesh, load_mesh, save_mesh
+from pipelines.fitting import UNIT_TO_MM, FitConfig, ScanFit, detect_units, fit_scan
+
+__all__ = [
+    "SCHEMA",
+    "LANDMARK_SUFFIXES",
+    "PriorsConfig",
+    "ScanInput",
+    "BuildResult",
+    "PriorsSummary",
+    "discover_scans",
+    "fields_for",
+    "process_scan",
+    "build_priors",
+    "inspect_priors",
+    "verify_priors",
+]
+
+SCHEMA = "facehd.priors/1"
+"""Schema name and version of the dataset."""
+
+TRANSFORM_CONVENTION = "x_model_mm = scale * rotation @ x_scan + translation"
+
+LANDMARK_SUFFIXES: tuple[str, ...] = (
+    ".lm7.txt",
+    ".pp",
+    ".npy",
+    ".txt",
+    "_lmks.npy",
+    "_lmks.txt",
+    "_landmarks.npy",
+    "_landmarks.txt",
+)
+"""Landmark file names tried next to a scan ``<stem>.<ext>``, in order: ``<stem><suffix>``."""
+
+_SKIP = re.compile(r"\.(gt_[A-Za-z0-9]+|m[012])$")
+_SYNTH_ID = re.compile(r"^(?P<subject>.+)_(?P<expression>e\d+)$")
+
+Units = Literal["auto", "mm", "cm", "m"]
+
+
+@dataclass
+class PriorsConfig:
+    """Configuration of ``facehd build-priors``."""
+
+    model: str = "facehd-synth"
+    """Morphable model: ``facehd-synth`` (built in) or ``bfm``."""
+    bfm_path: str | None = None
+    """``BFM_model_front.mat`` for ``--model bfm`` (else taken from datasets.yaml)."""
+    uv_path: str | None = None
+    """The BFM's UV layout file for ``--model bfm``."""
+    units: Units = "auto"
+    """Units of the scans; ``auto`` infers them from the landmarks' outer-eye-corner distance."""
+    fit: FitConfig = field(default_factory=FitConfig)
+    """Parameters of the per-scan fit."""
+    workers: int = 1
+    """Processes on this machine (run-only: not stored)."""
+    executor: Literal["local", "ray"] = "local"
+    """Where the per-scan tasks run (run-only)."""
+    ray_address: str | None = None
+    """Ray cluster address (``auto`` for the running cluster; None starts a local Ray)."""
+    export_meshes: str | None = None
+    """Folder for ``<id>.m0.ply``, ``<id>.m1.ply``, ``<id>.m2.ply`` (model space, mm) (run-only)."""
+    previews: str | None = None
+    """Folder for one ``<id>.png`` per scan: both maps and an error heat-map (run-only)."""
+    shard_size: int = 16
+    """Samples per shard: the most an interrupted build can lose (run-only)."""
+    overwrite: bool = False
+    """Start afresh instead of resuming (run-only)."""
+
+    #: Fields that do not change the dataset's content (not stored in its attributes).
+    RUN_ONLY = (
+        "workers",
+        "executor",
+        "ray_address",
+        "export_meshes",
+        "previews",
+        "shard_size",
+        "overwrite",
+    )
+
+    def stored(self) -> dict[str, Any]:
+        """The part of the configuration that determines the dataset (stored as ``config``)."""
+        d = dataclasses.asdict(self)
+        for k in self.RUN_ONLY:
+            d.pop(k)
+        d["fit"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["fit"].items()}
+        return d
+
+
+@dataclass(frozen=True)
+class ScanInput:
+    """One scan found by :func:`discover_scans`."""
+
+    sample_id: str
+    """Relative path without suffix (``s000_e00``, ``subject/expr``)."""
+    mesh_path: str
+    """The scan mesh."""
+    landmarks_path: str | None
+    """Its landmark file, None when none was found."""
+    subject: str = ""
+    """Subject named by the layout (empty when unknown)."""
+    expression: str = ""
+    """Expression named by the layout (empty when unknown)."""
+
+
+def _layout_names(sample_id: str) -> tuple[str, str]:
+    parts = sample_id.split("/")
+    m = _SYNTH_ID.match(parts[-1])
+    if m:
+        return m.group("subject"), m.group("expression")
+    if len(parts) >= 2:
+        return parts[0], parts[-1]
+    return "", ""
+
+
+def discover_scans(root: str | Path) -> list[ScanInput]:
+    """The scans under ``root`` with their landmark files (see the module docstring), by id.
+
+    Raises
+    ------
+    InputFileError
+        When ``root`` is not a folder or holds no scan.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputFileError(root, "scans folder does not exist")
+    meshes = sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in MESH_SUFFIXES
+        and p.is_file()
+        and not _SKIP.search(p.name[: -len(p.suffix)])
+        and not any(part.endswith(".shards") for part in p.relative_to(root).parts)
+    )
+    if not meshes:
+        raise InputFileError(root, "no .obj or .ply scan found")
+    ids = [p.relative_to(root).with_suffix("").as_posix() for p in meshes]
+    clash = {i for i in ids if ids.count(i) > 1}
+    out = []
+    for p, sid in zip(meshes, ids, strict=True):
+        if sid in clash:
+            sid = p.relative_to(root).as_posix()
+        stem = p.name[: -len(p.suffix)]
+        lm = next(
+            (p.with_name(stem + s) for s in LANDMARK_SUFFIXES if p.with_name(stem + s).is_file()),
+            None,
+        )
+        subject, expression = _layout_names(sid)
+        out.append(ScanInput(sid, str(p), None if lm is None else str(lm), subject, expression))
+    return sorted(out, key=lambda s: s.sample_id)
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset fields
+# --------------------------------------------------------------------------------------------
+def fields_for(n_id: int, n_exp: int, config: FitConfig) -> dict[str, FieldSpec]:
+    """Fields of a ``facehd.priors/1`` dataset (per sample; ``sample_id`` is implicit)."""
+    s, s2 = config.deformation_size, config.displacement_size
+    return {
+        "deformation": FieldSpec((s, s, 3), "float32"),
+        "deformation_mask": FieldSpec((s, s), "bool"),
+        "displacement": FieldSpec((s2, s2), "float32"),
+        "displacement_mask": FieldSpec((s2, s2), "bool"),
+        "identity": FieldSpec((n_id,), "float32"),
+        "expression": FieldSpec((n_exp,), "float32"),
+        "scale": FieldSpec((), "float64"),
+        "rotation": FieldSpec((3, 3), "float64"),
+        "translation": FieldSpec((3,), "float64"),
+        "residual": FieldSpec((3,), "float32"),
+        "residual_mean": FieldSpec((3,), "float32"),
+        "landmark_rms": FieldSpec((), "float32"),
+        "face_points": FieldSpec((), "int64"),
+        "units": FieldSpec((), "str"),
+        "source": FieldSpec((), "str"),
+        "source_sha256": FieldSpec((), "str"),
+        "subject": FieldSpec((), "str"),
+        "expression_name": FieldSpec((), "str"),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# One scan
+# --------------------------------------------------------------------------------------------
+_MODELS: dict[tuple[str, str | None, str | None], Any] = {}
+
+
+def _model(config: PriorsConfig) -> Any:
+    from facehd.morphable import load_model
+
+    key = (config.model, config.bfm_path, config.uv_path)
+    if key not in _MODELS:
+        kwargs = {}
+        if config.bfm_path is not None:
+            kwargs["bfm_path"] = config.bfm_path
+        if config.uv_path is not None:
+            kwargs["uv_path"] = config.uv_path
+        _MODELS[key] = load_model(config.model, **kwargs)
+    return _MODELS[key]
+
+
+def read_scan(scan: ScanInput) -> tuple[Mesh, np.ndarray]:
+    """Load and check a scan and its 7 landmarks (file units).
+
+    Raises
+    ------
+    InputFileError
+        Unreadable/empty/NaN mesh, missing or bad landmark file, landmarks far from the scan.
+    """
+    from facehd.landmarks import load_landmarks, to_now7
+
+    mesh = load_mesh(scan.mesh_path)
+    if scan.landmarks_path is None:
+        looked = ", ".join(Path(scan.mesh_path).stem + s for s in LANDMARK_SUFFIXES)
+        raise InputFileError(scan.mesh_path, f"no landmark file found (looked for {looked})")
+    lm = to_now7(load_landmarks(scan.landmarks_path), scan.landmarks_path)
+    extent = float(np.linalg.norm(mesh.vertices.max(0) - mesh.vertices.min(0)))
+    if extent <= 0:
+        raise InputFileError(scan.mesh_path, "all vertices coincide")
+    spread = np.linalg.norm(lm - lm.mean(0), axis=1).max()
+    if spread < 1e-6 * extent:
+        raise InputFileError(scan.landmarks_path, "the 7 landmarks coincide (degenerate)")
+    lo, hi = mesh.vertices.min(0), mesh.vertices.max(0)
+    margin = 0.25 * (hi - lo)
+    outside = np.any((lm < lo - margin) | (lm > hi + margin), axis=1)
+    if outside.any():
+        raise InputFileError(
+            scan.landmarks_path,
+            f"{int(outside.sum())} of the 7 landmarks lie outside the scan's bounding box "
+            "(another scan's landmarks, or other units?)",
+        )
+    return mesh, lm
+
+
+def fit_one(
+    scan: ScanInput, config: PriorsConfig, *, threads: int = 0
+) -> tuple[ScanFit, str, float, Mesh]:
+    """Read, check and fit one scan. Returns (fit, units name, mm per unit, scan mesh)."""
+    from pipelines.fitting import prepare_model
+
+    mesh, lm = read_scan(scan)
+    if config.units == "auto":
+        try:
+            units, factor = detect_units(lm)
+        except DegenerateInputError as exc:
+            raise InputFileError(scan.landmarks_path or scan.mesh_path, str(exc)) from exc
+    else:
+        if config.units not in UNIT_TO_MM:
+            raise ValueError(f"units must be auto, mm, cm or m, got {config.units!r}")
+        units, factor = config.units, UNIT_TO_MM[config.units]
+    md = prepare_model(_model(config), config.fit)
+    scan_mm = Mesh(mesh.vertices * factor, mesh.faces)
+    try:
+        fit = fit_scan(scan_mm, lm * factor, md, config.fit, unit_to_mm=factor, threads=threads)
+    except DegenerateInputError as exc:
+        raise InputFileError(scan.landmarks_path or scan.mesh_path, str(exc)) from exc
+    return fit, units, factor, mesh
+
+
+def process_scan(item: WorkItem) -> dict[str, Any]:
+    """The per-scan task: fit one scan, write its exports, return its dataset row.
+
+    ``item.payload`` is ``(ScanInput, PriorsConfig, threads)``. Picklable, module level (runs in
+    worker processes and Ray tasks).
+    """
+    scan, config, threads = item.payload
+    fit, units, _, _ = fit_one(scan, config, threads=threads)
+    if config.export_meshes:
+        export_meshes(fit, Path(config.export_meshes), scan.sample_id)
+    if config.previews:
+        from pipelines.previews import write_preview
+
+        path = Path(config.previews) / f"{scan.sample_id}.png"
+        write_preview(path, fit, title=scan.sample_id)
+    t = fit.transform
+    return {
+        "deformation": fit.deformation.astype(np.float32),
+        "deformation_mask": fit.deformation_mask,
+        "displacement": fit.displacement.astype(np.float32),
+        "displacement_mask": fit.displacement_mask,
+        "identity": fit.identity.astype(np.float32),
+        "expression": fit.expression.astype(np.float32),
+        "scale": np.float64(t.scale),
+        "rotation": t.rotation,
+        "translation": t.translation,
+        "residual": fit.residuals.median.astype(np.float32),
+        "residual_mean": fit.residuals.mean.astype(np.float32),
+        "landmark_rms": np.float32(fit.landmark_rms_mm),
+        "face_points": np.int64(fit.residuals.n_points),
+        "units": units,
+        "source": scan.mesh_path,
+        "source_sha256": file_sha256(scan.mesh_path),
+        "subject": scan.subject,
+        "expression_name": scan.expression,
+    }
+
+
+def export_meshes(fit: ScanFit, folder: Path, sample_id: str) -> list[Path]:
+    """Write ``<id>.m0.ply``, ``<id>.m1.ply``, ``<id>.m2.ply`` (model space, mm, with UVs)."""
+    base = folder / sample_id
+    base.parent.mkdir(parents=True, exist_ok=True)
+    return [
+        save_mesh(base.with_name(base.name + f".{name}.ply"), mesh)
+        for name, mesh in (("m0", fit.m0), ("m1", fit.m1), ("m2", fit.m2))
+    ]
+
+
+def _worker_init() -> None:
+    """Each pooled worker uses one core (torch, BLAS); Embree threads are set per query."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+# --------------------------------------------------------------------------------------------
+# The build
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BuildResult:
+    """Outcome of :func:`build_priors`."""
+
+    path: Path
+    """The dataset written."""
+    n_scans: int
+    """Scans found."""
+    n_samples: int
+    """Samples in the dataset."""
+    n_skipped: int
+    """Scans already done by an earlier (interrupted) run."""
+    n_written: int
+    """Scans fitted by this run."""
+    n_failed: int
+    """Scans recorded in ``failures.csv`` (this output)."""
+    failures_path: Path
+    """``failures.csv`` (absent when nothing failed)."""
+
+
+def build_priors(
+    scans: str | Path | Sequence[ScanInput],
+    out: str | Path,
+    config: PriorsConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> BuildResult:
+    """Fit every scan and write the dataset ``out`` (resuming an interrupted build).
+
+    Parameters
+    ----------
+    scans : the scans folder, or scans from :func:`discover_scans`.
+    out : the ``.h5`` file to write.
+    config : :class:`PriorsConfig`.
+    progress : called as ``progress(done, total)`` after each scan of this run.
+    """
+    config = config or PriorsConfig()
+    if config.units not in ("auto", *UNIT_TO_MM):
+        raise ValueError(f"units must be auto, mm, cm or m, got {config.units!r}")
+    if config.executor not in ("local", "ray"):
+        raise ValueError(f"executor must be 'local' or 'ray', got {config.executor!r}")
+    items_in = discover_scans(scans) if isinstance(scans, (str, Path)) else list(scans)
+    model = _model(config)
+    attrs = {
+        "units": "mm",
+        "model": model.name,
+        "transform": TRANSFORM_CONVENTION,
+        "deformation_size": config.fit.deformation_size,
+        "displacement_size": config.fit.displacement_size,
+        "residual_levels": ["M0", "M1", "M2"],
+        "config": config.stored(),
+    }
+    fields = fields_for(model.n_id, model.n_exp, config.fit)
+    threads = 1 if (config.workers > 1 or config.executor == "ray") else 0
+    items = [WorkItem(s.sample_id, s.mesh_path, (s, config, threads)) for s in items_in]
+    writer = ShardedDatasetWriter(
+        out, SCHEMA, attrs, fields, shard_size=config.shard_size, overwrite=config.overwrite
+    )
+    with writer:
+        if config.executor == "ray":
+            from pipelines.executor import run_ray
+
+            summary = run_ray(writer, items, process_scan, config.ray_address, progress)
+        else:
+            summary = process_items(
+                writer,
+                items,
+                process_scan,
+                workers=config.workers,
+                progress=progress,
+                initializer=_worker_init if config.workers > 1 else None,
+            )
+        result = writer.finalize()
+    return BuildResult(
+        path=result.path,
+        n_scans=len(items),
+        n_samples=result.n_samples,
+        n_skipped=summary.n_skipped,
+        n_written=summary.n_written,
+        n_failed=result.n_failed,
+        failures_path=result.failures_path,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Inspect and verify
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PriorsSummary:
+    """What :func:`inspect_priors` reports about a dataset."""
+
+    path: Path
+    schema: str
+    n_samples: int
+    model: str
+    units: str
+    fields: dict[str, tuple[tuple[int, ...], str]]
+    """name -> (sample shape, dtype)."""
+    subjects: int
+    """Distinct non-empty subjects."""
+    residual_median: np.ndarray
+    """(3,) median over samples of the per-sample median residual (M0, M1, M2), mm."""
+    residual_max: np.ndarray
+    """(3,) largest per-sample median residual, mm."""
+    deformation_coverage: float
+    """Mean fraction of valid deformation texels."""
+    displacement_coverage: float
+    """Mean fraction of valid displacement texels."""
+    displacement_rms: float
+    """RMS of the displacement over valid texels, mm."""
+    n_failed: int
+    """Rows of ``failures.csv`` for this dataset."""
+    config: dict[str, Any]
+    """The stored configuration."""
+
+
+def inspect_priors(path: str | Path) -> PriorsSummary:
+    """Summarise a ``facehd.priors/1`` dataset (reads the small fields and the masks)."""
+    path = Path(path)
+    with open_dataset(path) as ds:
+        n = len(ds)
+        res = ds.read_field("residual") if n else np.zeros((0, 3))
+        dcov = float(ds.read_field("deformation_mask").mean()) if n else 0.0
+        sq = cnt = 0.0
+        cov = []
+        for i in range(n):
+            m = ds.read_field("displacement_mask", i)
+            d = ds.read_field("displacement", i)
+            sq += float(np.sum(d[m].astype(np.float64) ** 2))
+            cnt += int(m.sum())
+            cov.append(m.mean())
+        subjects = len({s for s in ds.read_field("subject") if s}) if n else 0
+        summary = PriorsSummary(
+            path=path,
+            schema=ds.schema,
+            n_samples=n,
+            model=str(ds.attrs.get("model", "")),
+            units=str(ds.attrs.get("units", "")),
+            fields={k: (v.shape, v.dtype) for k, v in ds.fields.items()},
+            subjects=subjects,
+            residual_median=np.median(res, axis=0) if n else np.full(3, np.nan),
+            residual_max=res.max(axis=0) if n else np.full(3, np.nan),
+            deformation_coverage=dcov,
+            displacement_coverage=float(np.mean(cov)) if cov else 0.0,
+            displacement_rms=float(np.sqrt(sq / cnt)) if cnt else 0.0,
+            n_failed=len(read_failures(path.with_name("failures.csv"), path)),
+            config=dict(ds.attrs.get("config", {})),
+        )
+    return summary
+
+
+def verify_priors(path: str | Path) -> list[str]:
+    """Check a dataset: the generic checks of :func:`facehd.h5io.verify` with the schema, then
+    the priors' own: every field of the schema present, rotations proper (``RᵀR = I``,
+    ``det R = 1``), scales positive, residuals finite and non-negative, displacement zero outside
+    its mask, source hashes well-formed. Returns the problems (empty when the file is fine)."""
+    path = Path(path)
+    report = verify(path, expected_schema=SCHEMA)
+    problems = list(report.problems)
+    if problems:
+        return problems
+    with open_dataset(path) as ds:
+        model_fields = set(fields_for(1, 1, FitConfig()))
+        missing = sorted(model_fields - set(ds.fields))
+        if missing:
+            return [f"fields missing for {SCHEMA}: {missing}"]
+        n = len(ds)
+        if n == 0:
+            return problems
+        rot = ds.read_field("rotation")
+        err = np.abs(np.einsum("nji,njk->nik", rot, rot) - np.eye(3)).max(axis=(1, 2))
+        det = np.linalg.det(rot)
+        for i in np.flatnonzero((err > 1e-6) | (det < 0)):
+            problems.append(f"sample {ds.sample_ids[i]!r}: rotation is not a proper rotation")
+        for i in np.flatnonzero(~(ds.read_field("scale") > 0)):
+            problems.append(f"sample {ds.sample_ids[i]!r}: scale is not positive")
+        res = np.concatenate([ds.read_field("residual"), ds.read_field("residual_mean")], 1)
+        for i in np.flatnonzero(~np.all(np.isfinite(res) & (res >= 0), axis=1)):
+            problems.append(f"sample {ds.sample_ids[i]!r}: residuals not finite and >= 0")
+        hashes = ds.read_field("source_sha256")
+        for i, h in enumerate(hashes):
+            if not re.fullmatch(r"[0-9a-f]{64}", h):
+                problems.append(f"sample {ds.sample_ids[i]!r}: source hash {h!r} malformed")
+        for i in range(n):
+            d = ds.read_field("displacement", i)
+            m = ds.read_field("displacement_mask", i)
+            if np.any(d[~m] != 0):
+                problems.append(f"sample {ds.sample_ids[i]!r}: displacement non-zero off its mask")
+    return problems
