@@ -12,7 +12,12 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.spatial import cKDTree
 
-from benchmarks.perf_entries import _grid_barycentric, head_keypoints85, head_point, procedural_head
+from benchmarks.perf_entries import (
+    grid_keypoint_entries,
+    head_keypoints85,
+    head_point,
+    procedural_head,
+)
 from benchmarks.realy import (
     RealyRegion,
     RealySubject,
@@ -181,7 +186,7 @@ def _head_subject(n: int, scale: float = 8.0) -> tuple[RealySubject, RealyTopolo
     ip = np.abs(up[None, :] - angles[:, 1:]).argmin(axis=1)
     snapped = np.stack([ut[it], up[ip]], axis=1)
     kp_vertex = it * n_phi + ip
-    e = np.asarray(_grid_barycentric(snapped, shape))
+    e = np.asarray(grid_keypoint_entries(snapped, shape))
     w = np.stack([e[:, 1], e[:, 2], 1.0 - e[:, 1] - e[:, 2]], axis=1)
     topo = RealyTopology("procedural", gt.faces, e[:, 0].astype(np.int64), w)
     np.testing.assert_allclose(topo.keypoints(gt.vertices), gt.vertices[kp_vertex], atol=1e-9)

@@ -203,10 +203,13 @@ def test_cli_bench_and_leaderboard(synth_roots: dict, tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = ["bench", "--dataset", "facescape:lab", "--method", "cli-test", "--root", str(root)]
     args += ["--predictions", str(root / "pred" / "lab_pred" / "synth-fit"), "--out", str(out)]
+    args += ["--workers", "2"]  # a process pool
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (out / "facescape-lab" / "cli-test" / "items.csv").exists()
     assert (out / "facescape-lab" / "cli-test" / "config.json").exists()
+    rows = _rows(out / "facescape-lab" / "cli-test" / "items.csv")
+    assert [r["status"] for r in rows] == ["ok", "ok"]
     result = runner.invoke(app, ["leaderboard", "--dataset", "facescape:lab", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert (
