@@ -10,7 +10,7 @@ benchmark is run again, with the facehd version, the date and a hash of the run'
     (multi-view: FaceScape 3 views and ESRC 2 views, median / mean / std).
 
 They are marked ``source = reported`` and carry their table as ``reference``; the method names
-are as printed (``Ours`` is HRN; ``MCGNet`` is printed so in Table 1).
+are as printed (the paper's ``Ours`` row is listed as ``HRN``; ``MCGNet`` is printed so in Table 1).
 
 Ranking: lower is better for every metric; the primary metric is CD on FaceScape, the mean error
 (``nmse_mm``, the average of the four regions) on REALY and the median on NoW and multi-view sets.
@@ -114,7 +114,7 @@ def _published() -> tuple[LeaderboardRow, ...]:
         "SADRNet": (7.12, 0.123, 6.75, 0.133, 1.913, 1.958),
         "DECA": (3.31, 0.089, 4.69, 0.108, 2.210, 2.261),
         "3DDFA": (3.00, 0.080, 3.60, 0.096, 1.926, 1.943),
-        "HRN (Ours)": (2.91, 0.065, 3.67, 0.087, 1.537, 1.468),
+        "HRN": (2.91, 0.065, 3.67, 0.087, 1.537, 1.468),
     }
     for m, (wcd, wmne, lcd, lmne, rf, rs) in table1.items():
         rows.append(LeaderboardRow(m, "facescape", "wild", "reported", t1, cd_mm=wcd, mne_rad=wmne))
@@ -125,7 +125,7 @@ def _published() -> tuple[LeaderboardRow, ...]:
     table2 = {
         "MVFNet": ((1.76, 2.12, 1.66), None),
         "DFNRMVS": ((1.79, 2.41, 2.61), (1.59, 2.13, 2.29)),
-        "HRN (Ours)": ((1.13, 1.51, 1.79), (1.29, 1.69, 1.72)),
+        "HRN": ((1.13, 1.51, 1.79), (1.29, 1.69, 1.72)),
     }
     for m, (fs, esrc) in table2.items():
         for split, vals in (("facescape", fs), ("esrc", esrc)):

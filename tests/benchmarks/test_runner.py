@@ -168,7 +168,7 @@ def test_facescape_end_to_end_wild_and_lab(synth_roots: dict, tmp_path: Path) ->
 def test_leaderboard_published_rows_update_and_ranking(tmp_path: Path) -> None:
     by_key = {(r.method, r.dataset, r.split): r for r in PUBLISHED}
     assert len(PUBLISHED) == 7 * 4 + 5
-    hrn = "HRN (Ours)"
+    hrn = "HRN"
     assert by_key[(hrn, "facescape", "wild")].cd_mm == 2.91
     assert by_key[(hrn, "facescape", "lab")].mne_rad == 0.087
     assert by_key[(hrn, "realy", "side")].nmse_mm == 1.468
@@ -213,7 +213,7 @@ def test_cli_bench_and_leaderboard(synth_roots: dict, tmp_path: Path) -> None:
     result = runner.invoke(app, ["leaderboard", "--dataset", "facescape:lab", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert (
-        "cli-test" in result.output and "HRN (Ours)" in result.output and "Table 1" in result.output
+        "cli-test" in result.output and "HRN" in result.output and "Table 1" in result.output
     )
     result = runner.invoke(
         app, ["bench", "--dataset", "now", "--method", "x", "--root", str(tmp_path / "nope")]
