@@ -212,9 +212,7 @@ def test_cli_bench_and_leaderboard(synth_roots: dict, tmp_path: Path) -> None:
     assert [r["status"] for r in rows] == ["ok", "ok"]
     result = runner.invoke(app, ["leaderboard", "--dataset", "facescape:lab", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert (
-        "cli-test" in result.output and "HRN" in result.output and "Table 1" in result.output
-    )
+    assert "cli-test" in result.output and "HRN" in result.output and "Table 1" in result.output
     result = runner.invoke(
         app, ["bench", "--dataset", "now", "--method", "x", "--root", str(tmp_path / "nope")]
     )
