@@ -373,5 +373,146 @@ def leaderboard(
         console.print(table)
 
 
+# --- build-priors, inspect, verify (scan priors) ---
+@app.command("build-priors")
+def build_priors_cmd(
+    scans: Path = typer.Option(..., help="Folder of raw scans (.obj/.ply) with landmark files."),
+    out: Path = typer.Option(Path("facehd-out/priors.h5"), help="HDF5 dataset to write."),
+    model: str = typer.Option("facehd-synth", help="Morphable model: facehd-synth or bfm."),
+    bfm_path: Path = typer.Option(
+        None, help="BFM_model_front.mat (--model bfm; default: registry)."
+    ),
+    uv_path: Path = typer.Option(None, help="The BFM's UV layout file (--model bfm)."),
+    units: str = typer.Option("auto", help="Scan units: auto (from the landmarks), mm, cm or m."),
+    workers: int = typer.Option(1, min=1, help="Processes on this machine."),
+    executor: str = typer.Option("local", help="local (process pool) or ray (needs facehd[ray])."),
+    ray_address: str = typer.Option(None, help="Ray cluster address (auto: the running one)."),
+    export_meshes: Path = typer.Option(None, help="Write <id>.m0/.m1/.m2.ply here (model space)."),
+    previews: Path = typer.Option(None, help="Write one preview PNG per scan here."),
+    smoothness: float = typer.Option(3.0, min=0.0, help="Deformation map smoothness weight."),
+    shard_size: int = typer.Option(16, min=1, help="Samples per shard (most a crash can lose)."),
+    overwrite: bool = typer.Option(False, help="Start afresh instead of resuming."),
+) -> None:
+    """Fit raw scans with the hierarchical representation and store the maps in one HDF5 file.
+
+    Per scan: landmarks and units, alignment to the model (Procrustes, ICP), M0 coefficients, the
+    64x64x3 deformation map and the 256x256 displacement map (schema facehd.priors/1). Rerun the
+    same command after an interruption to resume. Failed scans go to failures.csv beside the
+    output; the exit status is 1 when any failed.
+
+    Example: facehd build-priors --scans facehd-out/synth --out facehd-out/priors.h5 --workers 2
+    """
+    from facehd.errors import FacehdError
+    from pipelines.build_priors import PriorsConfig, build_priors, discover_scans
+    from pipelines.fitting import FitConfig
+
+    if units not in ("auto", "mm", "cm", "m"):
+        console.print(f"[red]error:[/red] --units must be auto, mm, cm or m, not {units!r}")
+        raise typer.Exit(2)
+    if executor not in ("local", "ray"):
+        console.print(f"[red]error:[/red] --executor must be local or ray, not {executor!r}")
+        raise typer.Exit(2)
+    config = PriorsConfig(
+        model=model,
+        bfm_path=None if bfm_path is None else str(bfm_path),
+        uv_path=None if uv_path is None else str(uv_path),
+        units=units,
+        fit=FitConfig(deformation_smoothness=smoothness),
+        workers=workers,
+        executor=executor,
+        ray_address=ray_address,
+        export_meshes=None if export_meshes is None else str(export_meshes),
+        previews=None if previews is None else str(previews),
+        shard_size=shard_size,
+        overwrite=overwrite,
+    )
+    try:
+        found = discover_scans(scans)
+        with _progress() as bar:
+            task = bar.add_task("scans", total=len(found))
+            result = build_priors(
+                found,
+                out,
+                config,
+                progress=lambda done, todo: bar.update(task, completed=len(found) - todo + done),
+            )
+    except (FacehdError, ValueError, ImportError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(
+        f"{result.path}: {result.n_samples} samples ({result.n_written} new, "
+        f"{result.n_skipped} already done, {result.n_failed} failed)"
+    )
+    if result.n_failed:
+        console.print(f"[yellow]failures:[/yellow] {result.failures_path}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def inspect(
+    path: Path = typer.Argument(..., help="A facehd HDF5 dataset."),
+) -> None:
+    """Summarise a dataset: schema, samples, fields; for scan priors residuals and coverage.
+
+    Example: facehd inspect facehd-out/priors.h5
+    """
+    from facehd.errors import FacehdError
+    from facehd.h5io import open_dataset
+    from pipelines.build_priors import SCHEMA, inspect_priors
+
+    try:
+        with open_dataset(path) as ds:
+            schema, n, fields, attrs = ds.schema, len(ds), ds.fields, ds.attrs
+        summary = inspect_priors(path) if schema == SCHEMA else None
+    except (FacehdError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"{path}: schema {schema}, {n} samples")
+    table = Table("field", "shape per sample", "dtype")
+    for name, spec in fields.items():
+        table.add_row(name, str(spec.shape), spec.dtype)
+    console.print(table)
+    plain = {k: v for k, v in attrs.items() if not isinstance(v, (dict, list))}
+    console.print("attributes: " + ", ".join(f"{k}={v}" for k, v in sorted(plain.items())))
+    if summary is not None:
+        levels = Table("level", "median of per-scan median mm", "worst per-scan median mm")
+        for k, name in enumerate(("M0", "M1", "M2")):
+            levels.add_row(
+                name, f"{summary.residual_median[k]:.4f}", f"{summary.residual_max[k]:.4f}"
+            )
+        console.print(levels)
+        console.print(
+            f"model {summary.model}, units {summary.units}, {summary.subjects} subjects; "
+            f"valid texels: deformation {100 * summary.deformation_coverage:.1f}%, "
+            f"displacement {100 * summary.displacement_coverage:.1f}% "
+            f"(rms {summary.displacement_rms:.3f} mm); {summary.n_failed} failed scans"
+        )
+
+
+@app.command()
+def verify(
+    path: Path = typer.Argument(..., help="A facehd HDF5 dataset."),
+) -> None:
+    """Check a dataset (layout, checksums, NaNs; for scan priors transforms, masks, residuals).
+
+    The exit status is 1 when a problem is found.
+
+    Example: facehd verify facehd-out/priors.h5
+    """
+    from facehd.h5io import verify as verify_file
+    from pipelines.build_priors import SCHEMA, verify_priors
+
+    report = verify_file(path)
+    problems = list(report.problems)
+    if not problems and report.schema == SCHEMA:
+        problems = verify_priors(path)
+    if problems:
+        console.print(f"[red]{path}: {len(problems)} problem(s)[/red]")
+        for p in problems:
+            console.print(f"  {p}")
+        raise typer.Exit(1)
+    console.print(f"{path}: schema {report.schema}, {report.n_samples} samples, OK")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

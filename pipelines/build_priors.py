@@ -249,12 +249,16 @@ def _model(config: PriorsConfig) -> Any:
 
     key = (config.model, config.bfm_path, config.uv_path)
     if key not in _MODELS:
-        kwargs = {}
-        if config.bfm_path is not None:
-            kwargs["bfm_path"] = config.bfm_path
-        if config.uv_path is not None:
-            kwargs["uv_path"] = config.uv_path
-        _MODELS[key] = load_model(config.model, **kwargs)
+        bfm_path, uv_path = config.bfm_path, config.uv_path
+        if config.model.strip().lower() == "bfm" and (bfm_path is None or uv_path is None):
+            # the BFM's files as registered in datasets.yaml
+            from facehd.datasets import load_registry
+
+            entry = load_registry().models.get("bfm")
+            if entry is not None:
+                bfm_path = bfm_path or entry.files.get("model")
+                uv_path = uv_path or entry.files.get("uv")
+        _MODELS[key] = load_model(config.model, bfm_path=bfm_path, uv_path=uv_path)
     return _MODELS[key]
 
 

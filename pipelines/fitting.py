@@ -115,10 +115,6 @@ class FitConfig:
     m0_prior_weight: float = 0.01
     """Weight of the coefficient prior ``Σ (c_k / std_k)²`` relative to one mm² of point-to-plane
     misfit per 1000 vertices."""
-    m0_point_weight: float = 0.0
-    """Weight of a point-to-point term next to the point-to-plane term of the pose + M0 fit.
-    With closest-point correspondences it damps sliding along the surface, so it slows the
-    convergence of the pose; 0 by default."""
     fold_angle_deg: float = 30.0
     """Model triangles meeting a neighbour at a sharper dihedral angle are folds (closed lips,
     lid creases): no correspondences there and no displacement (masked)."""
@@ -131,7 +127,7 @@ class FitConfig:
     """Correspondences whose scan normal is more oblique to the model normal are rejected."""
     deformation_size: int = 64
     """Side of the deformation map (texels)."""
-    deformation_smoothness: float = 10.0
+    deformation_smoothness: float = 3.0
     """Weight ``λ`` of the squared UV gradient of the deformation map (per texel pair, mm²)."""
     deformation_iterations: int = 4
     """Correspondence updates of the deformation fit."""
