@@ -1,0 +1,978 @@
+"""Automatic 3D landmarks (iBUG-68, NoW's 7) for raw face scans in any orientation and units.
+
+A scan is rendered from virtual cameras (ray casting, SH-shaded geometry or its vertex colours),
+the photo face detector runs on the renders, and each 2D landmark is brought back onto the scan by
+casting its pixel's ray onto the surface (:meth:`facehd.distances.SurfaceQuery.cast`).
+
+Steps of :meth:`ScanLandmarker.detect`
+--------------------------------------
+1. **Units.** The scan's size says its unit (:func:`infer_unit_to_mm`): the largest side of its
+   bounding box must be a head's, :data:`HEAD_SIZE_MM` (80–800 mm, a face mask to head and
+   shoulders); these windows are a factor 10 apart, so at most one of mm, cm and m fits. Given
+   units are checked against the same window. Everything below works in millimetres.
+2. **Search.** Cameras on a Fibonacci sphere of ``search_views`` directions around the scan look
+   at its centre; each low-resolution render is searched by mediapipe's face detector at four
+   quarter turns (the detector tolerates about ±45° of roll). Triangles seen from behind are
+   drawn as background, so the inside of an open face scan (a hollow mask, which detectors take
+   for a face) is never seen. The most confident detection wins; below ``min_detection_score``
+   the scan has no face.
+3. **Face frame.** The winner's eye, nose and mouth key points are cast onto the scan; the eye
+   line and the eye-to-mouth direction give the face's left, up and front directions.
+4. **Refinement.** A face-centred, upright, frontal render at ``refine_size`` pixels is fitted by
+   mediapipe's 468-point face mesh, mapped to iBUG-68 (:data:`facehd.detect.MEDIAPIPE_TO_IBUG68`)
+   and cast onto the scan; the frame is recomputed from those 3D landmarks (twice).
+5. **Voting.** The face mesh runs on ``vote_views`` renders around the frontal direction (small
+   turns left, right and up); each gives 68 back-projected points. Each landmark is the
+   per-coordinate median of its hits (in the face frame), moved onto the surface (closest point).
+   Its *spread* is the median distance of the views' hits from it.
+6. **Checks.** The scan is rejected (:class:`ScanLandmarkError`, never garbage landmarks) when
+   the best detection is weak, the face mesh fits too few of the voting views, NoW's 7 points
+   disagree between views by more than ``max_spread_mm``, or the face has an implausible size
+   (outer eye corners :data:`OUTER_EYE_MM` apart) — the last catches scans in the wrong units.
+
+The result's ``confidence`` in [0, 1] is ``detection score × fraction of voting views fitted ×
+exp(-(median spread of NoW's 7 / spread_scale_mm)²)``.
+
+mediapipe is the optional ``photo`` extra (``pip install 'facehd[photo]'``); the renderer, the
+units logic and the geometry here work without it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facehd.errors import FacehdError
+from facehd.landmarks import NOW7_FROM_68
+from facehd.mesh import Mesh
+
+__all__ = [
+    "HEAD_SIZE_MM",
+    "OUTER_EYE_MM",
+    "UNIT_TO_MM",
+    "FaceFrame",
+    "ScanLandmarkConfig",
+    "ScanLandmarkError",
+    "ScanLandmarker",
+    "ScanLandmarks",
+    "ScanRenderer",
+    "ViewCamera",
+    "detect_scan_landmarks",
+    "draw_overlay",
+    "fibonacci_directions",
+    "infer_unit_to_mm",
+]
+
+UNIT_TO_MM: dict[str, float] = {"mm": 1.0, "cm": 10.0, "m": 1000.0}
+"""Millimetres per unit of the units a scan may be in."""
+
+HEAD_SIZE_MM: tuple[float, float] = (80.0, 800.0)
+"""Accepted range ``[low, high)`` of the largest bounding-box side of a face scan, mm."""
+
+OUTER_EYE_MM: tuple[float, float] = (60.0, 140.0)
+"""Accepted distance between the outer eye corners (iBUG 36 and 45) of a found face, mm."""
+
+
+class ScanLandmarkError(FacehdError):
+    """Landmarks could not be found reliably on a scan; ``reason`` says why, in words.
+
+    Attributes
+    ----------
+    reason : str
+        Short machine-friendly cause: ``units``, ``no-face``, ``unsure``, ``empty``.
+    detail : str
+        The explanation.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+# ------------------------------------------------------------------------------------------
+# configuration and results
+
+
+@dataclass
+class ScanLandmarkConfig:
+    """Parameters of :class:`ScanLandmarker`."""
+
+    units: str = "auto"
+    """Units of the scans: ``auto`` (from their size), ``mm``, ``cm`` or ``m``."""
+    search_views: int = 24
+    """Camera directions on a Fibonacci sphere tried when searching for the face."""
+    search_size: int = 128
+    """Side of the search renders, pixels (the short-range face detector works at 128)."""
+    refine_size: int = 256
+    """Side of the face-centred renders fitted by the face mesh, pixels."""
+    face_fov_mm: float = 300.0
+    """Width of the scene covered by a face-centred render (centred on the eyes and mouth), mm."""
+    vote_yaw_deg: float = 18.0
+    """Left/right turn of the side voting views, degrees."""
+    vote_pitch_deg: float = 12.0
+    """Upward look (camera below the face) of the lower voting view, degrees."""
+    min_detection_score: float = 0.5
+    """Weakest face-detector score accepted in the search."""
+    min_vote_fraction: float = 0.6
+    """Least fraction of voting views the face mesh must fit."""
+    max_spread_mm: float = 6.0
+    """Largest accepted spread (median disagreement between views) of any of NoW's 7 points, mm."""
+    occlusion_mm: float = 8.0
+    """A ray's first hit this much nearer than the face mesh's predicted depth is an occluder."""
+    min_nose_protrusion_mm: float = 5.0
+    """Least height of the nose tip over the eye and mouth corners: a smaller (or negative) one
+    means a hollow face, the inside of the surface seen from behind."""
+    spread_scale_mm: float = 2.0
+    """Spread at which the confidence falls to 1/e of the detection score, mm."""
+    overlay_size: int = 384
+    """Side of the overlay image, pixels (0: no overlay)."""
+
+    def __post_init__(self) -> None:
+        if self.units != "auto" and self.units not in UNIT_TO_MM:
+            raise ValueError(
+                f"units must be 'auto' or one of {sorted(UNIT_TO_MM)}, got {self.units!r}"
+            )
+        if self.search_views < 4:
+            raise ValueError(f"search_views must be >= 4, got {self.search_views}")
+        if self.search_size < 64 or self.refine_size < 128:
+            raise ValueError("search_size must be >= 64 and refine_size >= 128 pixels")
+
+
+@dataclass
+class ScanLandmarks:
+    """Landmarks found on one scan (scan frame and units unless stated)."""
+
+    landmarks68: np.ndarray
+    """(68, 3) float iBUG-68 points on the scan surface, scan units."""
+    landmarks7: np.ndarray
+    """(7, 3) float NoW's 7 points (:data:`facehd.landmarks.NOW7_FROM_68`), scan units."""
+    spread_mm: np.ndarray
+    """(68,) float median distance of the voting views' hits from each landmark, mm."""
+    confidence: float
+    """Overall confidence in [0, 1] (see the module docstring)."""
+    detection_score: float
+    """Best face-detector score of the search, in [0, 1]."""
+    views_fitted: int
+    """Voting views the face mesh fitted."""
+    views_tried: int
+    """Voting views rendered."""
+    units: str
+    """Units of the scan (``mm``, ``cm``, ``m``)."""
+    unit_to_mm: float
+    """Millimetres per scan unit."""
+    frame: FaceFrame
+    """The face's directions and centre (scan frame, centre in scan units)."""
+    overlay: np.ndarray | None = field(default=None, repr=False)
+    """(S, S, 3) uint8 frontal render with the landmarks drawn, or None."""
+
+    @property
+    def now7_spread_mm(self) -> np.ndarray:
+        """(7,) spread of NoW's 7 points, mm."""
+        return self.spread_mm[list(NOW7_FROM_68)]
+
+
+@dataclass(frozen=True)
+class FaceFrame:
+    """A face's orientation: three orthonormal directions and a centre.
+
+    Attributes
+    ----------
+    left : (3,) unit vector towards the subject's left (from the right eye to the left eye).
+    up : (3,) unit vector from the mouth towards the eyes.
+    front : (3,) unit vector out of the face (``left × up``).
+    center : (3,) point between the eyes and the mouth.
+    """
+
+    left: np.ndarray
+    up: np.ndarray
+    front: np.ndarray
+    center: np.ndarray
+
+    @staticmethod
+    def from_points(
+        right_eye: np.ndarray, left_eye: np.ndarray, mouth: np.ndarray
+    ) -> FaceFrame | None:
+        """Frame from the two eye centres and the mouth centre, (3,) each; None if degenerate."""
+        x = np.asarray(left_eye, float) - np.asarray(right_eye, float)
+        eyes = 0.5 * (np.asarray(left_eye, float) + np.asarray(right_eye, float))
+        up = eyes - np.asarray(mouth, float)
+        nx = np.linalg.norm(x)
+        if not np.isfinite(nx) or nx == 0:
+            return None
+        x = x / nx
+        up = up - np.dot(up, x) * x
+        nu = np.linalg.norm(up)
+        if not np.isfinite(nu) or nu < 1e-3 * nx:
+            return None
+        up = up / nu
+        front = np.cross(x, up)
+        center = (2.0 * eyes + np.asarray(mouth, float)) / 3.0
+        return FaceFrame(x, up, front, center)
+
+    def rotation(self) -> np.ndarray:
+        """(3, 3) matrix whose rows are ``left``, ``up``, ``front`` (scan → face directions)."""
+        return np.stack([self.left, self.up, self.front])
+
+
+# ------------------------------------------------------------------------------------------
+# units
+
+
+def infer_unit_to_mm(vertices: np.ndarray, units: str = "auto", *, name: str = "<scan>") -> str:
+    """The units of a scan from its size, or a check of given units.
+
+    Parameters
+    ----------
+    vertices : (V, 3) float, the scan's vertices in its own units.
+    units : ``auto`` or one of :data:`UNIT_TO_MM`.
+    name : the scan (named in errors).
+
+    Returns
+    -------
+    The unit name; its millimetres are ``UNIT_TO_MM[unit]``.
+
+    Raises
+    ------
+    ScanLandmarkError
+        (reason ``units``) when no unit (or not the given one) makes the scan's largest
+        bounding-box side a head's size, :data:`HEAD_SIZE_MM`.
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0:
+        raise ValueError(f"infer_unit_to_mm: expected vertices (V, 3), got {v.shape}")
+    size = float((v.max(0) - v.min(0)).max())
+    lo, hi = HEAD_SIZE_MM
+    if units != "auto":
+        if units not in UNIT_TO_MM:
+            raise ValueError(f"units must be 'auto' or one of {sorted(UNIT_TO_MM)}, got {units!r}")
+        mm = size * UNIT_TO_MM[units]
+        if not lo <= mm < hi:
+            raise ScanLandmarkError(
+                "units",
+                f"{name} is {mm:.4g} mm across read as {units}; a face scan is {lo:g}-{hi:g} mm "
+                "(wrong units?)",
+            )
+        return units
+    for unit, k in UNIT_TO_MM.items():
+        if lo <= size * k < hi:
+            return unit
+    raise ScanLandmarkError(
+        "units",
+        f"{name} is {size:.4g} units across: no unit ({', '.join(UNIT_TO_MM)}) makes that a face "
+        f"scan's {lo:g}-{hi:g} mm (wrong units, or not a face scan?)",
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# cameras and rendering
+
+
+def fibonacci_directions(n: int) -> np.ndarray:
+    """``n`` nearly uniform unit vectors on the sphere (Fibonacci lattice), (n, 3)."""
+    if n < 1:
+        raise ValueError(f"fibonacci_directions: n must be >= 1, got {n}")
+    i = np.arange(n) + 0.5
+    polar = np.arccos(1.0 - 2.0 * i / n)
+    azimuth = math.pi * (1.0 + math.sqrt(5.0)) * i
+    return np.stack(
+        [np.cos(azimuth) * np.sin(polar), np.sin(azimuth) * np.sin(polar), np.cos(polar)], axis=1
+    )
+
+
+@dataclass(frozen=True)
+class ViewCamera:
+    """A square pinhole view: ``x_cam = R (x - position)``, OpenCV axes (``+z`` forward, ``+y``
+    down the image), pixel ``(x, y) = f x_cam[:2] / z + c`` with ``c = (size - 1) / 2``.
+
+    Attributes
+    ----------
+    rotation : (3, 3) rows: image right, image down, viewing direction (world frame).
+    position : (3,) camera centre (world frame).
+    focal : focal length, pixels.
+    size : image side, pixels.
+    distance : distance from the camera to the point it looks at (world units).
+    """
+
+    rotation: np.ndarray
+    position: np.ndarray
+    focal: float
+    size: int
+    distance: float
+
+    @staticmethod
+    def looking_at(
+        target: np.ndarray, towards_camera: np.ndarray, up: np.ndarray, width: float, size: int
+    ) -> ViewCamera:
+        """A camera on the ray ``target + s · towards_camera`` looking at ``target``, image up
+        along ``up`` (made orthogonal), seeing a square of side ``width`` at the target.
+
+        The camera stands ``3 width`` away (a 19° field of view: little perspective).
+        """
+        back = np.asarray(towards_camera, float)
+        back = back / np.linalg.norm(back)
+        fwd = -back
+        right = np.cross(fwd, np.asarray(up, float))
+        n = np.linalg.norm(right)
+        if n < 1e-8:  # up parallel to the view: take any perpendicular
+            helper = np.eye(3)[int(np.argmin(np.abs(fwd)))]
+            right = np.cross(fwd, helper)
+            n = np.linalg.norm(right)
+        right = right / n
+        down = np.cross(fwd, right)
+        distance = 3.0 * width
+        focal = size * distance / width
+        return ViewCamera(
+            rotation=np.stack([right, down, fwd]),
+            position=np.asarray(target, float) + distance * back,
+            focal=float(focal),
+            size=int(size),
+            distance=float(distance),
+        )
+
+    def pinhole(self) -> Any:
+        """The same camera as a :class:`facehd.render.PinholeCamera` (float64)."""
+        from facehd.render.camera import PinholeCamera
+
+        c = (self.size - 1) / 2.0
+        K = np.array([[self.focal, 0.0, c], [0.0, self.focal, c], [0.0, 0.0, 1.0]])
+        t = -self.rotation @ self.position
+        return PinholeCamera.from_matrices(K, self.rotation, t, (self.size, self.size))
+
+    def rays(self, pixels: np.ndarray) -> np.ndarray:
+        """World-frame directions (not unit) of the rays through ``pixels`` (N, 2) (x, y)."""
+        import torch
+
+        pix = torch.as_tensor(np.asarray(pixels, dtype=np.float64).reshape(1, -1, 2))
+        d_cam = self.pinhole().pixel_rays(pix)[0].numpy()
+        return d_cam @ self.rotation
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """World ``points`` (N, 3) → pixels (N, 2) (x = column, y = row)."""
+        import torch
+
+        pts = torch.as_tensor(np.asarray(points, dtype=np.float64).reshape(-1, 3))
+        return self.pinhole().project(pts)[0].numpy()
+
+
+class ScanRenderer:
+    """Fast repeated renders of one static mesh (millimetres) from many cameras.
+
+    One Embree scene is built once (float32, re-centred coordinates) and every pixel's ray is cast
+    into it; hits are shaded with :func:`facehd.render.shade_sh` (a frontal key light plus
+    ambient) from interpolated vertex normals turned towards the camera, on the vertex colours
+    where the mesh has them (mid grey otherwise).
+
+    Parameters
+    ----------
+    mesh : the scan in millimetres.
+
+    Attributes
+    ----------
+    cull : {"back", "front", "none"}
+        Which side of the triangles is hidden (drawn as background): ``back`` — the side their
+        winding (counter-clockwise = outside) calls inside; ``front`` — the other side (for a scan
+        wound inside out); ``none`` — both sides shown.
+    """
+
+    def __init__(self, mesh: Mesh) -> None:
+        from facehd._o3d import open3d
+
+        o3d = open3d()
+        self.mesh = mesh
+        v = mesh.vertices
+        self.center = 0.5 * (v.min(0) + v.max(0))
+        self.radius = float(np.linalg.norm(v - self.center, axis=1).max())
+        self._scene = o3d.t.geometry.RaycastingScene(nthreads=1)
+        self._scene.add_triangles(
+            o3d.core.Tensor(np.ascontiguousarray(v - self.center, dtype=np.float32)),
+            o3d.core.Tensor(np.ascontiguousarray(mesh.faces, dtype=np.uint32)),
+        )
+        self._o3d = o3d
+        self._vn = mesh.vertex_normals.astype(np.float32)
+        self._fn = mesh.face_normals.astype(np.float32)
+        self.cull = "back"
+        self._albedo = (
+            np.clip(mesh.colors, 0.0, 1.0).astype(np.float32) if mesh.colors is not None else None
+        )
+        self._sh = _key_light()
+
+    def cast(self, camera: ViewCamera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every pixel's ray: ``(face ids (S*S,) -1 on a miss or a back face, barycentrics
+        (S*S, 3), directions (S*S, 3))``."""
+        d = _pixel_directions(camera.size, camera.focal) @ camera.rotation.astype(np.float32)
+        rays = np.empty((len(d), 6), np.float32)
+        rays[:, :3] = camera.position - self.center
+        rays[:, 3:] = d
+        ans = self._scene.cast_rays(self._o3d.core.Tensor(rays), nthreads=1)
+        fid = ans["primitive_ids"].numpy().astype(np.int64)
+        miss = fid == int(self._scene.INVALID_ID)
+        fid[miss] = -1
+        hit = ~miss
+        back = self.facing_away(fid[hit], d[hit])
+        idx = np.flatnonzero(hit)
+        fid[idx[back]] = -1
+        uv = ans["primitive_uvs"].numpy()
+        bary = np.zeros((len(fid), 3), np.float32)
+        bary[:, 1:] = uv
+        bary[:, 0] = 1.0 - uv[:, 0] - uv[:, 1]
+        return fid, bary, d
+
+    def facing_away(self, face_ids: np.ndarray, directions: np.ndarray) -> np.ndarray:
+        """Whether rays ``directions`` (N, 3) hit faces ``face_ids`` (N,) on their hidden side
+        (see :attr:`cull`), (N,) bool."""
+        if self.cull == "none":
+            return np.zeros(len(face_ids), dtype=bool)
+        dots = np.einsum("ij,ij->i", self._fn[face_ids], directions)
+        return dots > 0 if self.cull == "back" else dots < 0
+
+    def render(self, camera: ViewCamera) -> np.ndarray:
+        """(S, S, 3) uint8 RGB render (black background)."""
+        import torch
+
+        from facehd.render.shading import shade_sh
+
+        fid, bary, d = self.cast(camera)
+        hit = fid >= 0
+        tri = self.mesh.faces[fid[hit]]
+        b = bary[hit]
+        n = np.einsum("nk,nkj->nj", b, self._vn[tri])
+        # seen side of each surface: normals turned towards the camera
+        n *= np.where(np.einsum("ij,ij->i", n, d[hit]) > 0, -1.0, 1.0)[:, None]
+        # lighting frame: camera axes with +y up and +z towards the camera
+        n_cam = n @ camera.rotation.T
+        n_light = np.stack([n_cam[:, 0], -n_cam[:, 1], -n_cam[:, 2]], axis=1)
+        n_light /= np.linalg.norm(n_light, axis=1, keepdims=True) + 1e-12
+        if self._albedo is not None:
+            albedo = np.einsum("nk,nkj->nj", b, self._albedo[tri])
+        else:
+            albedo = np.full_like(n_light, 0.55)
+        with torch.no_grad():
+            color = shade_sh(
+                torch.from_numpy(n_light[None].astype(np.float64)),
+                torch.from_numpy(albedo[None].astype(np.float64)),
+                self._sh,
+            )[0].numpy()
+        img = np.zeros((len(fid), 3))
+        img[hit] = color
+        s = camera.size
+        return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).reshape(s, s, 3)
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_directions(size: int, focal: float) -> np.ndarray:
+    """Camera-frame ray directions (z = 1) through every pixel centre of a ``size``² view,
+    row-major, (size², 3) float32."""
+    c = (size - 1) / 2.0
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    d = np.stack([(xs - c) / focal, (ys - c) / focal, np.ones_like(xs)], axis=-1)
+    d = d.reshape(-1, 3).astype(np.float32)
+    d.setflags(write=False)
+    return d
+
+
+def _key_light() -> Any:
+    """SH lighting (9, 3): ambient plus a light from slightly above the camera."""
+    import torch
+
+    sh = torch.zeros(9, 3, dtype=torch.float64)
+    sh[0] = 0.75  # ambient
+    sh[2] = 0.45  # towards the camera (+z)
+    sh[1] = -0.08  # a little from above (basis term 1 is -y)
+    return sh
+
+
+# ------------------------------------------------------------------------------------------
+# the detector
+
+
+def _import_mediapipe() -> Any:
+    from facehd.detect import _import_mediapipe as imp
+
+    return imp()
+
+
+@dataclass
+class _Detection:
+    score: float
+    keypoints: np.ndarray  # (6, 2) pixels of the view: right eye, left eye, nose, mouth, ears
+    camera: ViewCamera
+
+
+class ScanLandmarker:
+    """Finds landmarks on scans (see the module docstring). Holds mediapipe's graphs: make one
+    per process and reuse it; not thread-safe. Use as a context manager or call :meth:`close`.
+
+    Parameters
+    ----------
+    config : ScanLandmarkConfig, optional
+    """
+
+    def __init__(self, config: ScanLandmarkConfig | None = None) -> None:
+        from facehd.detect import _native_stderr_silenced
+
+        self.config = config or ScanLandmarkConfig()
+        mp = _import_mediapipe()
+        with warnings.catch_warnings(), _native_stderr_silenced():
+            warnings.simplefilter("ignore")
+            # short-range face detector (faces filling much of a 128-pixel view)
+            self._finder = mp.solutions.face_detection.FaceDetection(
+                model_selection=0, min_detection_confidence=0.3
+            )
+            # 468-point face mesh with iris and lip refinement, one face
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True,
+                max_num_faces=1,
+                refine_landmarks=True,
+                min_detection_confidence=0.3,
+            )
+            blank = np.full((64, 64, 3), 128, np.uint8)
+            self._finder.process(blank)  # start the graphs while their banners are silenced
+            self._mesh.process(blank)
+
+    def close(self) -> None:
+        self._finder.close()
+        self._mesh.close()
+
+    def __enter__(self) -> ScanLandmarker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- mediapipe calls ---------------------------------------------------------------------
+    def _find(self, image: np.ndarray) -> tuple[float, np.ndarray] | None:
+        """Best face-detector hit on ``image`` over four quarter turns: (score, keypoints (6, 2)
+        in ``image`` pixels)."""
+        h, w = image.shape[:2]
+        best = None
+        for k in range(4):
+            im = np.ascontiguousarray(np.rot90(image, k))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = self._finder.process(im)
+            for det in res.detections or []:
+                score = float(det.score[0])
+                if best is not None and score <= best[0]:
+                    continue
+                hk, wk = im.shape[:2]
+                kp = np.array(
+                    [(p.x * wk - 0.5, p.y * hk - 0.5) for p in det.location_data.relative_keypoints]
+                )
+                best = (score, _unrotate_points(kp, k, (h, w)))
+        return best
+
+    def _mesh68(self, image: np.ndarray) -> np.ndarray | None:
+        """iBUG-68 points (68, 3) of the face in ``image``: pixels ``(x, y)`` and mediapipe's
+        relative depth ``z`` (pixel scale, smaller is nearer), or None when no face is found."""
+        from facehd.detect import landmarks68_from_mediapipe
+
+        h, w = image.shape[:2]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = self._mesh.process(np.ascontiguousarray(image))
+        if not res.multi_face_landmarks:
+            return None
+        pts = np.array([(p.x, p.y, p.z) for p in res.multi_face_landmarks[0].landmark])
+        # normalised -> pixels, the centre of the top-left pixel at 0 (facehd.detect's rule)
+        pixels = np.stack([pts[:, 0] * w - 0.5, pts[:, 1] * h - 0.5, pts[:, 2] * w], axis=1)
+        return landmarks68_from_mediapipe(pixels)
+
+    # -- the steps -----------------------------------------------------------------------------
+    def _search(self, renderer: ScanRenderer) -> _Detection:
+        cfg = self.config
+        best: _Detection | None = None
+        width = 2.0 * renderer.radius
+        for d in fibonacci_directions(cfg.search_views):
+            up = np.array([0.0, 1.0, 0.0]) if abs(d[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
+            cam = ViewCamera.looking_at(renderer.center, d, up, width, cfg.search_size)
+            found = self._find(renderer.render(cam))
+            if found is not None and (best is None or found[0] > best.score):
+                best = _Detection(found[0], found[1], cam)
+        if best is None or best.score < cfg.min_detection_score:
+            got = "nothing" if best is None else f"at best a score of {best.score:.2f}"
+            raise ScanLandmarkError(
+                "no-face",
+                f"the face detector found {got} in {cfg.search_views} views around the scan "
+                f"(needs {cfg.min_detection_score:.2f})",
+            )
+        return best
+
+    def detect(self, mesh: Mesh, *, name: str = "<scan>") -> ScanLandmarks:
+        """Landmarks of one scan (any orientation; units per the config).
+
+        Parameters
+        ----------
+        mesh : the scan, in its own units and frame.
+        name : how errors name the scan.
+
+        Raises
+        ------
+        ScanLandmarkError
+            No face, an unsure detection, or a size that fits no unit (``reason`` says which).
+        """
+        from facehd.distances import SurfaceQuery
+
+        cfg = self.config
+        if mesh.n_faces == 0:
+            raise ScanLandmarkError("empty", f"{name} has no triangles")
+        units = infer_unit_to_mm(mesh.vertices, cfg.units, name=name)
+        k = UNIT_TO_MM[units]
+        mm = Mesh(mesh.vertices * k, mesh.faces, None, mesh.colors)
+        renderer = ScanRenderer(mm)
+        query = SurfaceQuery(mm, nthreads=1)
+        # The file's winding first; a scan wound inside out shows its face only as a hollow
+        # (seen from behind, mirrored): then the other side, then both sides.
+        errors: list[ScanLandmarkError] = []
+        for cull in ("back", "front", "none"):
+            renderer.cull = cull
+            try:
+                found = self._search(renderer)
+                frame = self._frame_from_keypoints(found, query, renderer)
+                lm_mm, spread, fitted, tried = self._locate(renderer, query, frame, found)
+            except ScanLandmarkError as exc:
+                errors.append(exc)
+                continue
+            break
+        else:
+            # the most informative failure: a hollow or unsure face over "no face"
+            order = {"unsure": 0, "hollow": 1, "no-face": 2}
+            raise min(errors, key=lambda e: order.get(e.reason, 3))
+        frame = _frame_from_landmarks(lm_mm) or frame
+        now7 = spread[list(NOW7_FROM_68)]
+        eye = float(np.linalg.norm(lm_mm[36] - lm_mm[45]))
+        lo, hi = OUTER_EYE_MM
+        if not lo <= eye <= hi:
+            raise ScanLandmarkError(
+                "units",
+                f"the outer eye corners are {eye:.1f} mm apart with {name} read as {units} "
+                f"(a face: {lo:g}-{hi:g} mm); wrong units, or not a face",
+            )
+        confidence = (
+            found.score
+            * (fitted / tried)
+            * math.exp(-((float(np.median(now7)) / cfg.spread_scale_mm) ** 2))
+        )
+        overlay = None
+        if cfg.overlay_size:
+            cam = self._face_camera(frame, 0.0, 0.0, size=cfg.overlay_size)
+            overlay = draw_overlay(renderer.render(cam), cam.project(lm_mm), confidence)
+        lm = lm_mm / k
+        return ScanLandmarks(
+            landmarks68=lm,
+            landmarks7=lm[list(NOW7_FROM_68)],
+            spread_mm=spread,
+            confidence=float(confidence),
+            detection_score=float(found.score),
+            views_fitted=fitted,
+            views_tried=tried,
+            units=units,
+            unit_to_mm=k,
+            frame=FaceFrame(frame.left, frame.up, frame.front, frame.center / k),
+            overlay=overlay,
+        )
+
+    def _locate(
+        self, renderer: ScanRenderer, query: Any, frame: FaceFrame, found: _Detection
+    ) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Refine the face frame and vote: (landmarks (68, 3) mm, spread (68,) mm, views fitted,
+        views tried). Raises ScanLandmarkError for a hollow or unsure face."""
+        cfg = self.config
+        for _ in range(2):
+            cam = self._face_camera(frame, 0.0, 0.0)
+            pts = self._mesh68(renderer.render(cam))
+            if pts is None:
+                break
+            lm, q = self._cast_with_depth(query, renderer, cam, pts)
+            new = _frame_from_landmarks(np.where(q[:, None] > 0, lm, np.nan))
+            if new is None:
+                break
+            frame = new
+        yaw, pitch = cfg.vote_yaw_deg, cfg.vote_pitch_deg
+        views = [(0.0, 0.0), (-yaw, 0.0), (yaw, 0.0), (0.0, pitch), (0.0, -0.5 * pitch)]
+        hits, goods = [], []
+        for y, p in views:
+            cam = self._face_camera(frame, y, p)
+            pts = self._mesh68(renderer.render(cam))
+            if pts is not None:
+                h, g = self._cast_with_depth(query, renderer, cam, pts)
+                hits.append(h)
+                goods.append(g)
+        if len(hits) < max(1, math.ceil(cfg.min_vote_fraction * len(views))):
+            raise ScanLandmarkError(
+                "unsure",
+                f"the face mesh fitted only {len(hits)} of {len(views)} face-centred views "
+                f"(search score {found.score:.2f})",
+            )
+        quality = np.stack(goods)
+        lm_mm, spread = _vote(np.stack(hits), quality, query)
+        guessed = [i for i in NOW7_FROM_68 if quality[:, i].max() == 0]
+        if guessed:
+            raise ScanLandmarkError(
+                "unsure",
+                f"iBUG landmarks {guessed} (of NoW's 7) are off the scan (holes?) in every view",
+            )
+        final = _frame_from_landmarks(lm_mm)
+        if final is None or _protrusion(lm_mm, final) < cfg.min_nose_protrusion_mm:
+            raise ScanLandmarkError(
+                "hollow",
+                "the face found is hollow (the inside of the surface seen from behind); the scan "
+                "may be wound inside out",
+            )
+        now7 = spread[list(NOW7_FROM_68)]
+        worst = int(np.argmax(now7))
+        if now7[worst] > cfg.max_spread_mm:
+            raise ScanLandmarkError(
+                "unsure",
+                f"the views disagree on NoW landmark {worst} by {now7[worst]:.1f} mm "
+                f"(accepted: {cfg.max_spread_mm:g} mm)",
+            )
+        return lm_mm, spread, len(hits), len(views)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _face_camera(
+        self, frame: FaceFrame, yaw_deg: float, pitch_deg: float, size: int | None = None
+    ) -> ViewCamera:
+        """Camera facing the face, turned by ``yaw`` about its up axis (positive: towards the
+        subject's left) and ``pitch`` about its left axis (positive: from below)."""
+        yaw, pitch = math.radians(yaw_deg), math.radians(pitch_deg)
+        d = (
+            math.cos(yaw) * math.cos(pitch) * frame.front
+            + math.sin(yaw) * math.cos(pitch) * frame.left
+            - math.sin(pitch) * frame.up
+        )
+        return ViewCamera.looking_at(
+            frame.center, d, frame.up, self.config.face_fov_mm, size or self.config.refine_size
+        )
+
+    @staticmethod
+    def _cast(
+        query: Any, renderer: ScanRenderer, camera: ViewCamera, pixels: np.ndarray
+    ) -> np.ndarray:
+        """Back-project pixels (N, 2) onto the scan: (N, 3) first hits, NaN on a miss or a back
+        face."""
+        d = camera.rays(pixels[:, :2])
+        o = np.repeat(camera.position[None], len(d), axis=0)
+        hits = query.cast(o, d)
+        pts = hits.points.copy()
+        ok = np.flatnonzero(hits.face_ids >= 0)
+        back = renderer.facing_away(hits.face_ids[ok], d[ok])
+        pts[ok[back]] = np.nan
+        return pts
+
+    def _cast_with_depth(
+        self, query: Any, renderer: ScanRenderer, camera: ViewCamera, points: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Back-project face-mesh points (68, 3) (pixels and mediapipe depth) onto the scan,
+        looking behind occluders.
+
+        mediapipe predicts where hidden points are (the subnasale behind a long nose tip, seen
+        from level or above) and their relative depth. The depth is mapped to camera depth in mm
+        by a robust affine fit over the points; a first hit far nearer than its predicted depth
+        is an occluder, and the ray is followed through it to the next front-facing surface
+        within the tolerance.
+
+        Returns
+        -------
+        (points (68, 3) on the surface; quality (68,) int: 2 a ray hit within the depth tolerance,
+        1 the surface point nearest to the predicted position, within the tolerance, 0 the same
+        but farther: a guess).
+        """
+        tol = self.config.occlusion_mm
+        d = camera.rays(points[:, :2])
+        d = d / np.linalg.norm(d, axis=1, keepdims=True)
+        fwd = camera.rotation[2]
+        pts = self._cast(query, renderer, camera, points)
+        depth = (pts - camera.position) @ fwd
+        mm_per_px = camera.distance / camera.focal
+        z = points[:, 2] * mm_per_px
+        a, b = _robust_affine(z[27:], depth[27:], tol)  # nose, eyes, mouth
+        residual = depth - (a * z + b)
+        # far behind the prediction: the ray went through a hole (mediapipe's depth is rough,
+        # brows and jaw can sit 20 mm off it, so only a large gap counts)
+        good = np.isfinite(residual) & (residual >= -tol) & (residual <= 3.0 * tol)
+        for i in np.flatnonzero(np.isfinite(residual) & (residual < -tol)):
+            t = (pts[i] - camera.position) @ d[i]
+            for _ in range(4):  # follow the ray through the occluder
+                hit = query.cast((camera.position + (t + 0.2) * d[i])[None], d[i][None])
+                if hit.face_ids[0] < 0:
+                    break
+                t = t + 0.2 + hit.t[0]
+                p = hit.points[0]
+                if renderer.facing_away(hit.face_ids, d[i][None])[0]:
+                    continue
+                r = (p - camera.position) @ fwd - (a * z[i] + b)
+                if abs(r) <= tol:
+                    pts[i], good[i] = p, True
+                    break
+                if r > tol:
+                    break
+        # No surface where the point should be along its ray (it lies in a hole, such as a
+        # nostril, or behind an occluder with nothing there): the surface point nearest to the
+        # predicted position stands in, when near enough. These votes count only where a
+        # landmark has no direct hit in any view.
+        quality = np.where(good, 2, 0)
+        rest = np.flatnonzero(~good)
+        if len(rest):
+            depth_pred = a * z[rest] + b
+            pred = camera.position + d[rest] * (depth_pred / (d[rest] @ fwd))[:, None]
+            near = query.closest(pred)
+            pts[rest] = near.points
+            quality[rest] = np.where(near.distances <= tol, 1, 0)
+        return pts, quality
+
+    def _frame_from_keypoints(
+        self, det: _Detection, query: Any, renderer: ScanRenderer
+    ) -> FaceFrame:
+        """Face frame from the detector's eye and mouth key points cast onto the scan; falls back
+        on the view direction and the key points' image directions when casting fails."""
+        pts = self._cast(query, renderer, det.camera, det.keypoints[:4])
+        frame = None
+        if np.all(np.isfinite(pts[[0, 1, 3]])):
+            frame = FaceFrame.from_points(pts[0], pts[1], pts[3])
+        if frame is not None and np.all(np.isfinite(pts[2])):
+            base = (pts[0] + pts[1] + pts[3]) / 3.0
+            # key points from an oblique view are rough: only a clearly sunken nose counts here
+            if (pts[2] - base) @ frame.front < -self.config.min_nose_protrusion_mm:
+                raise ScanLandmarkError(
+                    "hollow",
+                    "the face found is hollow (the inside of the surface seen from behind); the "
+                    "scan may be wound inside out",
+                )
+        if frame is not None:
+            return frame
+        cam = det.camera
+        right, down, fwd = cam.rotation
+        kp = det.keypoints
+        x2 = kp[1] - kp[0]
+        up2 = 0.5 * (kp[0] + kp[1]) - kp[3]
+        left = x2[0] * right + x2[1] * down
+        up = up2[0] * right + up2[1] * down
+        centre = pts[2] if np.all(np.isfinite(pts[2])) else cam.position + 3.0 * fwd
+        f = FaceFrame.from_points(centre - left, centre + left, centre - up)
+        if f is None:
+            raise ScanLandmarkError("no-face", "the detected face's key points are degenerate")
+        return FaceFrame(f.left, f.up, f.front, centre)
+
+
+def _unrotate_points(points: np.ndarray, k: int, size: tuple[int, int]) -> np.ndarray:
+    """Pixels found in ``np.rot90(image, k)`` → pixels of ``image`` (H, W) = ``size``."""
+    from facehd.detect import _unrotate
+
+    pts3 = np.concatenate([points, np.zeros((len(points), 1))], axis=1)
+    return _unrotate(pts3, k, size)[:, :2]
+
+
+def _protrusion(lm: np.ndarray, frame: FaceFrame) -> float:
+    """How far the nose tip (iBUG 30) stands out of the eye and mouth corners along the face's
+    front direction, mm: positive for a face, negative for a hollow one."""
+    base = np.mean(lm[[36, 39, 42, 45, 48, 54]], axis=0)
+    return float((lm[30] - base) @ frame.front)
+
+
+def _robust_affine(x: np.ndarray, y: np.ndarray, tol: float) -> tuple[float, float]:
+    """Fit ``y ≈ a x + b`` (x, y: (N,), NaN allowed) by least squares on the points within
+    ``tol`` of the current fit, three rounds from ``a = 1, b = median(y - x)``; ``a`` is kept in
+    [0.5, 2] and stays 1 with fewer than 6 points."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() == 0:
+        return 1.0, 0.0
+    a, b = 1.0, float(np.median(y[ok] - x[ok]))
+    for _ in range(3):
+        inl = ok & (np.abs(y - (a * x + b)) < tol)
+        if inl.sum() < 6:
+            break
+        A = np.stack([x[inl], np.ones(int(inl.sum()))], axis=1)
+        (a_new, b_new), *_ = np.linalg.lstsq(A, y[inl], rcond=None)
+        a = float(np.clip(a_new, 0.5, 2.0))
+        b = float(np.median(y[inl] - a * x[inl]))
+    return a, b
+
+
+def _frame_from_landmarks(lm: np.ndarray) -> FaceFrame | None:
+    """Face frame from iBUG-68 points (68, 3) (eye corners and mouth corners), None when they
+    missed the scan."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # both corners missed: NaN
+        right_eye = np.nanmean(lm[[36, 39]], axis=0)
+        left_eye = np.nanmean(lm[[42, 45]], axis=0)
+        mouth = np.nanmean(lm[[48, 54]], axis=0)
+    if not (np.all(np.isfinite(right_eye)) and np.all(np.isfinite(left_eye))):
+        return None
+    if not np.all(np.isfinite(mouth)):
+        return None
+    return FaceFrame.from_points(right_eye, left_eye, mouth)
+
+
+def _vote(stack: np.ndarray, quality: np.ndarray, query: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-landmark consensus of several views' points.
+
+    stack : (n, 68, 3) points on the surface; quality : (n, 68) int (see
+    ``ScanLandmarker._cast_with_depth``); each landmark votes with its best-quality points only.
+    Returns (landmarks (68, 3) on the surface, spread (68,): median distance of the voting points
+    from the consensus, mm).
+    """
+    best = quality.max(axis=0)
+    use = quality == best[None]
+    votes = np.where(use[..., None], stack, np.nan)
+    med = np.nanmedian(votes, axis=0)
+    out = query.closest(med).points
+    spread = np.nanmedian(np.linalg.norm(votes - out[None], axis=2), axis=0)
+    return out, spread
+
+
+# ------------------------------------------------------------------------------------------
+# overlay
+
+
+def draw_overlay(image: np.ndarray, points: np.ndarray, confidence: float | None = None) -> Any:
+    """Draw iBUG-68 pixels (68, 2) on an RGB render (S, S, 3) uint8: features joined by lines,
+    NoW's 7 points as larger red dots, the confidence in a corner. Returns (S, S, 3) uint8."""
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    draw = ImageDraw.Draw(img)
+    p = np.asarray(points, dtype=np.float64)
+    for a, b in ((0, 17), (17, 22), (22, 27), (27, 31), (31, 36)):
+        draw.line([tuple(q) for q in p[a:b]], fill=(60, 200, 255), width=1)
+    for a, b in ((36, 42), (42, 48), (48, 60), (60, 68)):
+        ring = [tuple(q) for q in p[a:b]] + [tuple(p[a])]
+        draw.line(ring, fill=(60, 200, 255), width=1)
+    r = max(1.0, img.width / 256)
+    for x, y in p:
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=(0, 255, 0))
+    for i in NOW7_FROM_68:
+        x, y = p[i]
+        draw.ellipse([x - 2 * r, y - 2 * r, x + 2 * r, y + 2 * r], outline=(255, 40, 40), width=2)
+    if confidence is not None:
+        draw.text((4, 4), f"confidence {confidence:.2f}", fill=(255, 255, 0))
+    return np.asarray(img)
+
+
+def detect_scan_landmarks(
+    mesh: Mesh | str | Path, config: ScanLandmarkConfig | None = None
+) -> ScanLandmarks:
+    """Landmarks of one scan (a :class:`~facehd.mesh.Mesh` or a mesh file); a one-off
+    convenience that builds and closes a :class:`ScanLandmarker` (reuse one for many scans).
+
+    Raises
+    ------
+    InputFileError
+        An unreadable or empty mesh file.
+    ScanLandmarkError
+        See :meth:`ScanLandmarker.detect`.
+    """
+    from facehd.mesh import load_mesh
+
+    name = "<scan>"
+    if not isinstance(mesh, Mesh):
+        name = str(mesh)
+        mesh = load_mesh(mesh)
+    with ScanLandmarker(config) as lm:
+        return lm.detect(mesh, name=name)
