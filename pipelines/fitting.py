@@ -899,7 +899,8 @@ def fit_scan(
         )
     s = md.deformation_size
     k_id = md.model.n_id
-    full = Similarity(transform.scale * unit_to_mm, transform.rotation, transform.translation)
+    # every step is rigid (its scale is 1 up to round-off): the scale is exactly the unit factor
+    full = Similarity(unit_to_mm, transform.rotation, transform.translation)
     return ScanFit(
         transform=full,
         identity=coeffs[:k_id].copy(),
