@@ -75,6 +75,9 @@ UNIT_TO_MM: dict[str, float] = {"mm": 1.0, "cm": 10.0, "m": 1000.0}
 HEAD_SIZE_MM: tuple[float, float] = (80.0, 800.0)
 """Accepted range ``[low, high)`` of the largest bounding-box side of a face scan, mm."""
 
+TYPICAL_EYE_DISTANCE_MM = 63.0
+"""Distance between the eye centres of an adult face, mm (scales the face-centred views)."""
+
 OUTER_EYE_MM: tuple[float, float] = (60.0, 140.0)
 """Accepted distance between the outer eye corners (iBUG 36 and 45) of a found face, mm."""
 
@@ -188,12 +191,14 @@ class FaceFrame:
     up : (3,) unit vector from the mouth towards the eyes.
     front : (3,) unit vector out of the face (``left × up``).
     center : (3,) point between the eyes and the mouth.
+    eye_distance : distance between the eye centres (the face's size), 0 when unknown.
     """
 
     left: np.ndarray
     up: np.ndarray
     front: np.ndarray
     center: np.ndarray
+    eye_distance: float = 0.0
 
     @staticmethod
     def from_points(
@@ -214,7 +219,7 @@ class FaceFrame:
         up = up / nu
         front = np.cross(x, up)
         center = (2.0 * eyes + np.asarray(mouth, float)) / 3.0
-        return FaceFrame(x, up, front, center)
+        return FaceFrame(x, up, front, center, float(nx))
 
     def rotation(self) -> np.ndarray:
         """(3, 3) matrix whose rows are ``left``, ``up``, ``front`` (scan → face directions)."""
@@ -498,6 +503,10 @@ def _import_mediapipe() -> Any:
     return imp()
 
 
+class _WrongSize(Exception):
+    """The face found has an implausible size (args: outer eye corner distance, mm)."""
+
+
 @dataclass
 class _Detection:
     score: float
@@ -627,33 +636,35 @@ class ScanLandmarker:
         mm = Mesh(mesh.vertices * k, mesh.faces, None, mesh.colors)
         renderer = ScanRenderer(mm)
         query = SurfaceQuery(mm, nthreads=1)
-        # The file's winding first; a scan wound inside out shows its face only as a hollow
-        # (seen from behind, mirrored): then the other side, then both sides.
+        # The file's winding first. A scan wound inside out shows its face only as a hollow
+        # (seen from behind, mirrored): then the other side. Mixed windings (holes in the
+        # renders): both sides.
         errors: list[ScanLandmarkError] = []
-        for cull in ("back", "front", "none"):
-            renderer.cull = cull
+        passes = ["back"]
+        while passes:
+            renderer.cull = passes.pop(0)
             try:
                 found = self._search(renderer)
                 frame = self._frame_from_keypoints(found, query, renderer)
                 lm_mm, spread, fitted, tried = self._locate(renderer, query, frame, found)
+                break
+            except _WrongSize as exc:
+                eye, (lo, hi) = exc.args[0], OUTER_EYE_MM
+                raise ScanLandmarkError(
+                    "units",
+                    f"the outer eye corners are {eye:.1f} mm apart with {name} read as {units} "
+                    f"(a face: {lo:g}-{hi:g} mm); wrong units, or not a face",
+                ) from None
             except ScanLandmarkError as exc:
                 errors.append(exc)
-                continue
-            break
+                if renderer.cull == "back":
+                    passes = ["front", "none"] if exc.reason == "hollow" else ["none"]
         else:
-            # the most informative failure: a hollow or unsure face over "no face"
+            # the most informative failure: unsure or hollow over "no face"
             order = {"unsure": 0, "hollow": 1, "no-face": 2}
             raise min(errors, key=lambda e: order.get(e.reason, 3))
         frame = _frame_from_landmarks(lm_mm) or frame
         now7 = spread[list(NOW7_FROM_68)]
-        eye = float(np.linalg.norm(lm_mm[36] - lm_mm[45]))
-        lo, hi = OUTER_EYE_MM
-        if not lo <= eye <= hi:
-            raise ScanLandmarkError(
-                "units",
-                f"the outer eye corners are {eye:.1f} mm apart with {name} read as {units} "
-                f"(a face: {lo:g}-{hi:g} mm); wrong units, or not a face",
-            )
         confidence = (
             found.score
             * (fitted / tried)
@@ -674,7 +685,9 @@ class ScanLandmarker:
             views_tried=tried,
             units=units,
             unit_to_mm=k,
-            frame=FaceFrame(frame.left, frame.up, frame.front, frame.center / k),
+            frame=FaceFrame(
+                frame.left, frame.up, frame.front, frame.center / k, frame.eye_distance / k
+            ),
             overlay=overlay,
         )
 
@@ -712,6 +725,9 @@ class ScanLandmarker:
             )
         quality = np.stack(goods)
         lm_mm, spread = _vote(np.stack(hits), quality, query)
+        eye = float(np.linalg.norm(lm_mm[36] - lm_mm[45]))
+        if not OUTER_EYE_MM[0] <= eye <= OUTER_EYE_MM[1]:
+            raise _WrongSize(eye)
         guessed = [i for i in NOW7_FROM_68 if quality[:, i].max() == 0]
         if guessed:
             raise ScanLandmarkError(
@@ -747,8 +763,16 @@ class ScanLandmarker:
             + math.sin(yaw) * math.cos(pitch) * frame.left
             - math.sin(pitch) * frame.up
         )
+        # scale the view with the face (children, or a scan in other units than it seems)
+        zoom = 1.0
+        if frame.eye_distance > 0:
+            zoom = float(np.clip(frame.eye_distance / TYPICAL_EYE_DISTANCE_MM, 0.5, 3.0))
         return ViewCamera.looking_at(
-            frame.center, d, frame.up, self.config.face_fov_mm, size or self.config.refine_size
+            frame.center,
+            d,
+            frame.up,
+            self.config.face_fov_mm * zoom,
+            size or self.config.refine_size,
         )
 
     @staticmethod
@@ -858,7 +882,7 @@ class ScanLandmarker:
         f = FaceFrame.from_points(centre - left, centre + left, centre - up)
         if f is None:
             raise ScanLandmarkError("no-face", "the detected face's key points are degenerate")
-        return FaceFrame(f.left, f.up, f.front, centre)
+        return FaceFrame(f.left, f.up, f.front, centre, 0.0)
 
 
 def _unrotate_points(points: np.ndarray, k: int, size: tuple[int, int]) -> np.ndarray:

@@ -1,0 +1,338 @@
+"""``facehd landmarks``: automatic 3D landmarks for a folder of raw scans.
+
+Per scan (:func:`landmark_scan`): read the mesh, find its landmarks with
+:class:`facehd.scan_landmarks.ScanLandmarker` (any orientation; units from the scan's size or
+given), and write
+
+- ``<id>.lm68.txt``: the 68 iBUG points, one ``x y z`` line each, in the scan's frame and units;
+- ``<id>.lm7.txt``: NoW's 7 points (:data:`facehd.landmarks.NOW7_FROM_68`), same format — the
+  file ``facehd build-priors`` looks for beside a scan;
+- ``<id>.png`` under the overlays folder (when asked): the face-centred render with the landmarks
+  drawn, NoW's 7 circled in red, the confidence in the corner.
+
+Files go beside each scan, or under ``out`` (keeping the scans' sub-folders). Every scan gets a
+row in ``landmarks.csv`` (under ``out``, else in the scans folder): its confidence and spreads, or
+why it failed — no face (a sphere, a box), unsure (the views disagree), hollow, wrong units, an
+unreadable or empty file. A failed scan gets no landmark files, never guessed ones.
+
+Scans (:func:`find_scans`): every ``.obj`` / ``.ply`` under the folder except files the tools write
+beside scans (``*.gt_*.ply`` of ``facehd synth``, ``*.m0|m1|m2.ply`` exports). The id is the path
+relative to the folder without the suffix. A scan whose ``.lm68.txt`` is already at the
+destination is skipped (an interrupted run resumes; ``overwrite`` redoes it), and so is one whose
+destination already holds a ``.lm7.txt`` without a ``.lm68.txt``: landmarks someone gave are
+never replaced unless ``overwrite`` says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from facehd.errors import InputFileError
+from facehd.mesh import MESH_SUFFIXES
+from facehd.scan_landmarks import ScanLandmarkConfig
+
+__all__ = [
+    "CSV_NAME",
+    "LandmarkRow",
+    "LandmarksConfig",
+    "LandmarksResult",
+    "find_scans",
+    "landmark_scan",
+    "landmark_scans",
+    "read_rows",
+]
+
+CSV_NAME = "landmarks.csv"
+"""Name of the per-scan table written under the output (or scans) folder."""
+
+_SKIP = re.compile(r"\.(gt_[A-Za-z0-9]+|m[012])$")
+
+
+@dataclass
+class LandmarksConfig:
+    """Configuration of ``facehd landmarks``."""
+
+    out: str | None = None
+    """Folder for the landmark files and the CSV (None: beside each scan / in the scans folder)."""
+    overlays: str | None = None
+    """Folder for one ``<id>.png`` overlay per scan (None: no overlays)."""
+    overwrite: bool = False
+    """Redo scans that already have landmark files at the destination."""
+    workers: int = 1
+    """Processes working in parallel (each holds its own mediapipe graphs)."""
+    detector: ScanLandmarkConfig = field(default_factory=ScanLandmarkConfig)
+    """Parameters of the landmark finder (units, views, thresholds)."""
+
+
+@dataclass
+class LandmarkRow:
+    """One scan's line in ``landmarks.csv``."""
+
+    scan_id: str
+    """Path of the scan relative to the scans folder, without suffix."""
+    mesh: str
+    """The scan file."""
+    status: str
+    """``ok``, ``failed`` or ``skipped``."""
+    reason: str = ""
+    """Why it failed or was skipped, in a word (``no-face``, ``unsure``, ``hollow``, ``units``,
+    ``empty``, ``unreadable``, ``done``, ``given``)."""
+    detail: str = ""
+    """The explanation."""
+    confidence: float | None = None
+    """Confidence in [0, 1]."""
+    detection_score: float | None = None
+    """Best face-detector score of the search."""
+    now7_spread_max_mm: float | None = None
+    """Largest disagreement between views over NoW's 7 points, mm."""
+    spread_median_mm: float | None = None
+    """Median disagreement over the 68 points, mm."""
+    views: str = ""
+    """Face-centred views the face mesh fitted, ``fitted/tried``."""
+    units: str = ""
+    """Units of the scan."""
+    lm68: str = ""
+    """Path of the ``.lm68.txt`` written."""
+    lm7: str = ""
+    """Path of the ``.lm7.txt`` written."""
+    overlay: str = ""
+    """Path of the overlay PNG written."""
+    seconds: float | None = None
+    """Time spent on the scan."""
+
+
+@dataclass
+class LandmarksResult:
+    """Outcome of :func:`landmark_scans`."""
+
+    rows: list[LandmarkRow]
+    """One per scan, sorted by id."""
+    csv_path: Path
+    """The table written."""
+
+    @property
+    def n_ok(self) -> int:
+        return sum(r.status == "ok" for r in self.rows)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(r.status == "failed" for r in self.rows)
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(r.status == "skipped" for r in self.rows)
+
+
+def find_scans(root: str | Path) -> list[tuple[str, Path]]:
+    """``(scan id, path)`` of every scan under ``root`` (see the module docstring), by id.
+
+    Raises
+    ------
+    InputFileError
+        ``root`` is not a folder or holds no scan.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputFileError(root, "scans folder does not exist")
+    found = sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in MESH_SUFFIXES
+        and p.is_file()
+        and not _SKIP.search(p.name[: -len(p.suffix)])
+    )
+    if not found:
+        raise InputFileError(root, "no .obj or .ply scan found")
+    out = []
+    ids = [p.relative_to(root).with_suffix("").as_posix() for p in found]
+    for p, sid in zip(found, ids, strict=True):
+        if ids.count(sid) > 1:  # scan.obj and scan.ply side by side
+            sid = p.relative_to(root).as_posix()
+        out.append((sid, p))
+    return sorted(out)
+
+
+def _destinations(scan_id: str, mesh: Path, config: LandmarksConfig) -> tuple[Path, Path, Path]:
+    """(``.lm68.txt``, ``.lm7.txt``, overlay PNG or an empty path) of one scan."""
+    if config.out is None:
+        stem = mesh.with_suffix("") if mesh.suffix else mesh
+        base = stem.parent / stem.name
+    else:
+        base = Path(config.out) / scan_id
+    overlay = Path(config.overlays) / f"{scan_id}.png" if config.overlays else Path()
+    return (
+        base.with_name(base.name + ".lm68.txt"),
+        base.with_name(base.name + ".lm7.txt"),
+        overlay,
+    )
+
+
+# one landmarker per process (mediapipe graphs are costly to start)
+_LANDMARKER: dict[str, Any] = {}
+
+
+def _landmarker(config: ScanLandmarkConfig) -> Any:
+    from facehd.scan_landmarks import ScanLandmarker
+
+    key = repr(config)
+    if key not in _LANDMARKER:
+        for old in _LANDMARKER.values():
+            old.close()
+        _LANDMARKER.clear()
+        _LANDMARKER[key] = ScanLandmarker(config)
+    return _LANDMARKER[key]
+
+
+def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) -> LandmarkRow:
+    """Find, write and report the landmarks of one scan; failures become a ``failed`` row."""
+    import numpy as np
+
+    from facehd.landmarks import save_landmarks_txt
+    from facehd.mesh import load_mesh
+    from facehd.scan_landmarks import ScanLandmarkError
+
+    mesh_path = Path(mesh_path)
+    row = LandmarkRow(scan_id=scan_id, mesh=str(mesh_path), status="failed")
+    t0 = time.perf_counter()
+    try:
+        mesh = load_mesh(mesh_path)
+        result = _landmarker(config.detector).detect(mesh, name=str(mesh_path))
+    except ScanLandmarkError as exc:
+        row.reason, row.detail = exc.reason, exc.detail
+    except InputFileError as exc:
+        empty = any(w in exc.problem for w in ("empty", "no faces", "no vertices", "no usable"))
+        row.reason = "empty" if empty else "unreadable"
+        row.detail = str(exc)
+    else:
+        lm68, lm7, overlay = _destinations(scan_id, mesh_path, config)
+        lm68.parent.mkdir(parents=True, exist_ok=True)
+        save_landmarks_txt(lm68, result.landmarks68)
+        save_landmarks_txt(lm7, result.landmarks7)
+        row.status = "ok"
+        row.lm68, row.lm7 = str(lm68), str(lm7)
+        if config.overlays and result.overlay is not None:
+            row.overlay = str(_save_png(overlay, result.overlay))
+        row.confidence = round(result.confidence, 4)
+        row.detection_score = round(result.detection_score, 4)
+        row.now7_spread_max_mm = round(float(result.now7_spread_mm.max()), 3)
+        row.spread_median_mm = round(float(np.median(result.spread_mm)), 3)
+        row.views = f"{result.views_fitted}/{result.views_tried}"
+        row.units = result.units
+    row.seconds = round(time.perf_counter() - t0, 3)
+    return row
+
+
+def _save_png(path: Path, image: Any) -> Path:
+    """Write an RGB uint8 image as PNG, atomically."""
+    import io
+
+    from PIL import Image
+
+    from facehd.mesh import atomic_write_bytes
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _task(args: tuple[str, str, LandmarksConfig]) -> LandmarkRow:
+    return landmark_scan(*args)
+
+
+def read_rows(path: str | Path) -> dict[str, LandmarkRow]:
+    """Rows of an earlier ``landmarks.csv`` by scan id (empty when the file is missing)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    names = {f.name for f in dataclasses.fields(LandmarkRow)}
+    numbers = {"confidence", "detection_score", "now7_spread_max_mm", "spread_median_mm", "seconds"}
+    rows: dict[str, LandmarkRow] = {}
+    with open(path, newline="") as fh:
+        for rec in csv.DictReader(fh):
+            kw: dict[str, Any] = {}
+            for k, v in rec.items():
+                if k in numbers:
+                    kw[k] = float(v) if v else None
+                elif k in names:
+                    kw[k] = v or ""
+            if kw.get("scan_id") and kw.get("mesh") and kw.get("status"):
+                rows[kw["scan_id"]] = LandmarkRow(**kw)
+    return rows
+
+
+def _write_csv(path: Path, rows: list[LandmarkRow]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    names = [f.name for f in dataclasses.fields(LandmarkRow)]
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=names)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in dataclasses.asdict(r).items()})
+    os.replace(tmp, path)
+    return path
+
+
+def landmark_scans(
+    scans_dir: str | Path,
+    config: LandmarksConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> LandmarksResult:
+    """Landmarks for every scan under ``scans_dir`` (see the module docstring).
+
+    ``progress(done, total)`` is called before the first scan and after each one. The CSV is
+    rewritten after every scan, so an interrupted run leaves an up-to-date table.
+    """
+    config = config or LandmarksConfig()
+    scans = find_scans(scans_dir)
+    csv_path = Path(config.out if config.out is not None else scans_dir) / CSV_NAME
+    previous = read_rows(csv_path)
+    rows: dict[str, LandmarkRow] = {}
+    todo: list[tuple[str, str, LandmarksConfig]] = []
+    for sid, path in scans:
+        lm68, lm7, _ = _destinations(sid, path, config)
+        if not config.overwrite and lm68.is_file():
+            old = previous.get(sid)
+            rows[sid] = old or LandmarkRow(sid, str(path), "skipped", "done", f"{lm68} exists")
+        elif not config.overwrite and lm7.is_file():
+            rows[sid] = LandmarkRow(
+                sid,
+                str(path),
+                "skipped",
+                "given",
+                f"{lm7} exists and is not ours; kept (overwrite replaces it)",
+            )
+        else:
+            todo.append((sid, str(path), config))
+    total = len(todo)
+    if progress is not None:
+        progress(0, total)
+
+    def record(row: LandmarkRow, done: int) -> None:
+        rows[row.scan_id] = row
+        _write_csv(csv_path, [rows[k] for k in sorted(rows)])
+        if progress is not None:
+            progress(done, total)
+
+    if config.workers <= 1 or total <= 1:
+        for i, args in enumerate(todo, 1):
+            record(_task(args), i)
+    else:
+        ctx = get_context("spawn")
+        with ProcessPoolExecutor(max_workers=config.workers, mp_context=ctx) as pool:
+            for i, row in enumerate(pool.map(_task, todo), 1):
+                record(row, i)
+    ordered = [rows[k] for k in sorted(rows)]
+    _write_csv(csv_path, ordered)
+    return LandmarksResult(ordered, csv_path)
