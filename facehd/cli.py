@@ -514,5 +514,63 @@ def verify(
     console.print(f"{path}: schema {report.schema}, {report.n_samples} samples, OK")
 
 
+# --- landmarks (automatic 3D landmarks for raw scans) ---
+@app.command("landmarks")
+def landmarks_cmd(
+    scans: Path = typer.Option(..., help="Folder of raw scans, .obj/.ply (searched recursively)."),
+    out: Path = typer.Option(
+        None, help="Folder for the landmark files and landmarks.csv (default: beside each scan)."
+    ),
+    overlays: Path = typer.Option(None, help="Folder for one overlay PNG per scan."),
+    units: str = typer.Option("auto", help="Units of the scans: auto (from size), mm, cm, m."),
+    workers: int = typer.Option(1, min=1, help="Processes to run in parallel."),
+    overwrite: bool = typer.Option(False, help="Redo scans that already have landmark files."),
+) -> None:
+    """Find 68 iBUG and NoW's 7 landmarks on raw scans in any orientation; one CSV row per scan.
+
+    Writes <id>.lm68.txt and <id>.lm7.txt (scan frame and units), an overlay PNG per scan and
+    landmarks.csv with each scan's confidence, or why it failed (no face, unsure, wrong units,
+    unreadable). Needs the optional extra: pip install 'facehd[photo]'. The exit status is 1 when
+    any scan failed.
+
+    Example: facehd landmarks --scans facehd-out/synth --out facehd-out/lm --overlays facehd-out/lm
+    """
+    from facehd.errors import FacehdError
+    from facehd.scan_landmarks import ScanLandmarkConfig
+    from pipelines.landmarks import LandmarksConfig, find_scans, landmark_scans
+
+    try:
+        config = LandmarksConfig(
+            out=None if out is None else str(out),
+            overlays=None if overlays is None else str(overlays),
+            overwrite=overwrite,
+            workers=workers,
+            detector=ScanLandmarkConfig(units=units),
+        )
+        total = len(find_scans(scans))
+        with _progress() as bar:
+            task = bar.add_task("scans", total=total)
+            result = landmark_scans(
+                scans,
+                config,
+                progress=lambda done, todo: bar.update(task, completed=total - todo + done),
+            )
+    except (FacehdError, ImportError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    table = Table("scan", "status", "confidence", "NoW-7 spread mm", "units", "reason")
+    for r in result.rows:
+        conf = "" if r.confidence is None else f"{r.confidence:.2f}"
+        spread = "" if r.now7_spread_max_mm is None else f"{r.now7_spread_max_mm:.1f}"
+        table.add_row(r.scan_id, r.status, conf, spread, r.units, r.detail or r.reason)
+    console.print(table)
+    console.print(
+        f"{result.n_ok} found, {result.n_failed} failed, {result.n_skipped} skipped; "
+        f"table: {result.csv_path}"
+    )
+    if result.n_failed:
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
