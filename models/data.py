@@ -1,0 +1,492 @@
+"""Training data of HRN: in-the-wild photos, lab photos with ground-truth maps, texture pairs.
+
+Three sources feed :mod:`models.train`:
+
+- :class:`PhotoDataset` -- the self-supervised photos, a ``facehd prepare-images`` dataset (schema
+  ``facehd.photos/1``): the aligned 224 crop, its face mask and its 68 landmarks.
+- :class:`LabDataset` -- the supervised samples: every sample of a ``facehd build-priors`` dataset
+  (schema ``facehd.priors/1``, ground-truth deformation and displacement maps, M0 coefficients)
+  combined with each of its lab photos. The photos of a scan are found by
+  :func:`lab_photos_path` (``<scan stem>.photos.npz`` beside the scan, the layout written by
+  ``facehd synth --photos V``); one item is one (sample, view) pair. The photo is aligned and
+  cropped the base model's way from its true 68 landmarks, with the same 5-point template as the
+  in-the-wild photos, so both sources look alike to the networks.
+- Texture pairs for the de-retouching module: the lab photos carry a clean twin
+  (``images_clean``, the same render without the blemish layer); a user's own pairs come as a
+  photos dataset with one extra field ``image_clean`` (``(224, 224, 3) uint8``), see
+  :class:`PairDataset`.
+
+Items are numpy dictionaries; :func:`collate` stacks them into a typed :class:`PhotoBatch` of
+torch tensors at the training resolution (images area-resized from 224, landmarks moved with
+the pixel-centre convention ``x_S = (x_224 + 0.5) S / 224 - 0.5``).
+
+:class:`EpochSampler` gives reproducible batches: epoch ``e`` visits the samples in the order of
+``numpy.random.default_rng([seed, e]).permutation(n)``, rank ``r`` of ``w`` processes takes every
+``w``-th of them, and batches run on across epoch ends. Its whole state is ``(epoch, cursor)``,
+saved in checkpoints so a resumed run draws exactly the batches the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facehd.errors import InputFileError
+
+__all__ = [
+    "CROP",
+    "EpochSampler",
+    "LabDataset",
+    "PairDataset",
+    "PhotoBatch",
+    "PhotoDataset",
+    "collate",
+    "lab_photos_path",
+    "resize_map",
+]
+
+#: Side of the aligned crops stored in the datasets.
+CROP = 224
+PHOTOS_SCHEMA = "facehd.photos/"
+PRIORS_SCHEMA = "facehd.priors/"
+
+
+# --------------------------------------------------------------------------------------------
+# sampling
+# --------------------------------------------------------------------------------------------
+class EpochSampler:
+    """Reproducible, resumable batches of sample indices (see the module docstring).
+
+    Parameters
+    ----------
+    n : number of samples.
+    batch_size : indices per batch (per process).
+    seed : seed of the epoch permutations.
+    rank, world : this process and the number of processes (DistributedDataParallel).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        if n < 1:
+            raise ValueError("EpochSampler: the dataset is empty")
+        if batch_size < 1:
+            raise ValueError(f"EpochSampler: batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world:
+            raise ValueError(f"EpochSampler: rank {rank} outside [0, {world})")
+        if n < world:
+            raise ValueError(f"EpochSampler: {n} samples cannot be shared by {world} processes")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world = rank, world
+        self.epoch = 0
+        self.cursor = 0
+
+    def _share(self, epoch: int) -> np.ndarray:
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return order[self.rank :: self.world]
+
+    def next_batch(self) -> list[int]:
+        """The next ``batch_size`` indices (continuing into the next epoch when needed)."""
+        out: list[int] = []
+        while len(out) < self.batch_size:
+            share = self._share(self.epoch)
+            take = share[self.cursor : self.cursor + self.batch_size - len(out)]
+            out.extend(int(i) for i in take)
+            self.cursor += len(take)
+            if self.cursor >= len(share):
+                self.epoch += 1
+                self.cursor = 0
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "cursor": self.cursor, "n": self.n, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if int(state["n"]) != self.n:
+            raise ValueError(
+                f"the checkpoint's data position is for {state['n']} samples, the dataset has "
+                f"{self.n}: the training data changed since the checkpoint"
+            )
+        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+
+
+# --------------------------------------------------------------------------------------------
+# batches
+# --------------------------------------------------------------------------------------------
+@dataclass
+class PhotoBatch:
+    """A batch of aligned face photos at the training resolution ``S``.
+
+    Attributes
+    ----------
+    images : (B, 3, S, S) float RGB in ``[0, 1]``.
+    masks : (B, 1, S, S) float face mask in ``{0, 1}``.
+    landmarks : (B, 68, 2) float iBUG-68 landmarks, pixels at ``S`` (x = column, y = row).
+    images_clean : (B, 3, S, S) the same photos without skin blemishes, or ``None``.
+    identity, expression : (B, K) ground-truth M0 coefficients of supervised samples, or ``None``.
+    deformation : (B, 3, 64, 64) ground-truth deformation map, mm (priors' size), or ``None``.
+    deformation_mask : (B, 1, 64, 64) float, or ``None``.
+    displacement : (B, 1, 256, 256) ground-truth displacement map, mm, or ``None``.
+    displacement_mask : (B, 1, 256, 256) float, or ``None``.
+    ids : sample ids (for logs and evaluation).
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    landmarks: torch.Tensor
+    images_clean: torch.Tensor | None = None
+    identity: torch.Tensor | None = None
+    expression: torch.Tensor | None = None
+    deformation: torch.Tensor | None = None
+    deformation_mask: torch.Tensor | None = None
+    displacement: torch.Tensor | None = None
+    displacement_mask: torch.Tensor | None = None
+    ids: tuple[str, ...] = ()
+
+    @property
+    def supervised(self) -> bool:
+        return self.deformation is not None
+
+    def to(self, device: torch.device | str) -> PhotoBatch:
+        moved = {
+            k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()
+        }
+        return PhotoBatch(**moved)
+
+
+def _resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size:
+        return x
+    mode = "area" if size < x.shape[-1] else "bilinear"
+    kwargs = {} if mode == "area" else {"align_corners": False}
+    return F.interpolate(x, (size, size), mode=mode, **kwargs)
+
+
+def collate(items: Sequence[dict[str, Any]], image_size: int) -> PhotoBatch:
+    """Stack dataset items into a :class:`PhotoBatch` at ``image_size`` pixels.
+
+    Items hold ``image (224, 224, 3) uint8``, ``mask (224, 224)``, ``landmarks (68, 2)`` at 224,
+    optionally ``image_clean`` and the ground truth of :class:`LabDataset`.
+    """
+    if not items:
+        raise ValueError("collate: no items")
+
+    def stack(key: str) -> np.ndarray | None:
+        if any(key not in it for it in items):
+            return None
+        return np.stack([np.asarray(it[key]) for it in items])
+
+    def image(key: str) -> torch.Tensor | None:
+        a = stack(key)
+        if a is None:
+            return None
+        t = torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.0
+        return _resize_images(t, image_size)
+
+    masks = torch.from_numpy(stack("mask").astype(np.float32))[:, None]
+    masks = (_resize_images(masks, image_size) > 0.5).float()
+    k = image_size / CROP
+    lm = torch.from_numpy(stack("landmarks").astype(np.float32))
+    lm = (lm + 0.5) * k - 0.5
+
+    def gt(key: str, channels_last: bool = False) -> torch.Tensor | None:
+        a = stack(key)
+        if a is None:
+            return None
+        t = torch.from_numpy(a.astype(np.float32))
+        if channels_last:
+            return t.permute(0, 3, 1, 2)
+        return t[:, None] if t.dim() == 3 else t
+
+    return PhotoBatch(
+        images=image("image"),
+        masks=masks,
+        landmarks=lm,
+        images_clean=image("image_clean"),
+        identity=gt("identity"),
+        expression=gt("expression"),
+        deformation=gt("deformation", channels_last=True),
+        deformation_mask=gt("deformation_mask"),
+        displacement=gt("displacement"),
+        displacement_mask=gt("displacement_mask"),
+        ids=tuple(str(it.get("id", "")) for it in items),
+    )
+
+
+def resize_map(
+    values: torch.Tensor, mask: torch.Tensor, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize a masked UV map: masked area average (down) or bilinear (up).
+
+    Parameters
+    ----------
+    values : (B, C, H, W) map; mask : (B, 1, H, W) in ``{0, 1}``.
+
+    Returns
+    -------
+    ``(values (B, C, size, size), mask (B, 1, size, size))``: each output texel is the average of
+    the valid input texels it covers; it is valid when every input texel it covers is.
+    """
+    if values.dim() != 4 or mask.dim() != 4 or mask.shape[1] != 1:
+        raise ValueError(
+            f"resize_map: expected values (B, C, H, W) and mask (B, 1, H, W), got "
+            f"{tuple(values.shape)} and {tuple(mask.shape)}"
+        )
+    if values.shape[-1] == size:
+        return values, mask
+    if size < values.shape[-1]:
+        num = F.interpolate(values * mask, (size, size), mode="area")
+        den = F.interpolate(mask, (size, size), mode="area")
+        out = num / den.clamp_min(1e-6)
+        valid = (den > 0.999).float()
+        return out * valid, valid
+    up = F.interpolate(values, (size, size), mode="bilinear", align_corners=False)
+    m = F.interpolate(mask, (size, size), mode="bilinear", align_corners=False)
+    valid = (m > 0.999).float()
+    return up * valid, valid
+
+
+# --------------------------------------------------------------------------------------------
+# in-the-wild photos
+# --------------------------------------------------------------------------------------------
+class _H5Source:
+    """A finalized facehd dataset opened lazily (one handle per process)."""
+
+    def __init__(self, path: str | Path, schema_prefix: str, what: str) -> None:
+        from facehd.h5io import open_dataset
+
+        self.path = Path(path)
+        with open_dataset(self.path) as ds:
+            if not ds.schema.startswith(schema_prefix):
+                raise InputFileError(
+                    self.path, f"expected {what} (schema {schema_prefix}*), found {ds.schema!r}"
+                )
+            self.schema = ds.schema
+            self.attrs = dict(ds.attrs)
+            self.fields = dict(ds.fields)
+            self.sample_ids = list(ds.sample_ids)
+        self._ds = None
+        self._pid = None
+
+    def handle(self):
+        import os
+
+        from facehd.h5io import open_dataset
+
+        if self._ds is None or self._pid != os.getpid():
+            self._ds = open_dataset(self.path)
+            self._pid = os.getpid()
+        return self._ds
+
+    def read(self, name: str, index: int) -> Any:
+        return self.handle().read_field(name, index)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_ds"] = None
+        return state
+
+
+class PhotoDataset:
+    """Self-supervised photos from a ``facehd prepare-images`` dataset.
+
+    Items: ``image (224, 224, 3) uint8``, ``mask (224, 224) uint8``, ``landmarks (68, 2)`` (crop
+    pixels), ``id``; with ``clean=True`` also ``image_clean`` (the dataset must have that field).
+
+    Raises
+    ------
+    InputFileError
+        The file is not a finalized photos dataset, is empty, or lacks a needed field.
+    """
+
+    def __init__(self, path: str | Path, *, clean: bool = False) -> None:
+        self.source = _H5Source(path, PHOTOS_SCHEMA, "a photos dataset (facehd prepare-images)")
+        need = ["image", "mask", "landmarks68"] + (["image_clean"] if clean else [])
+        missing = [f for f in need if f not in self.source.fields]
+        if missing:
+            raise InputFileError(self.source.path, f"photos dataset lacks fields {missing}")
+        if not self.source.sample_ids:
+            raise InputFileError(self.source.path, "photos dataset holds no sample")
+        self.clean = clean
+        self.template = str(self.source.attrs.get("config", {}).get("template", "anthropometric"))
+
+    @property
+    def path(self) -> Path:
+        return self.source.path
+
+    def __len__(self) -> int:
+        return len(self.source.sample_ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        s = self.source
+        item = {
+            "image": s.read("image", i),
+            "mask": s.read("mask", i),
+            "landmarks": s.read("landmarks68", i),
+            "id": s.sample_ids[i],
+        }
+        if self.clean:
+            item["image_clean"] = s.read("image_clean", i)
+        return item
+
+
+class PairDataset(PhotoDataset):
+    """De-retouching pairs given as a photos dataset with an extra ``image_clean`` field."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path, clean=True)
+
+
+# --------------------------------------------------------------------------------------------
+# lab photos with ground-truth maps
+# --------------------------------------------------------------------------------------------
+def lab_photos_path(source: str, sample_id: str, priors_path: str | Path) -> Path | None:
+    """Where the lab photos of a priors sample are: ``<scan stem>.photos.npz`` beside the scan.
+
+    ``source`` is the scan path stored in the sample (absolute, or relative to the working
+    directory of the build or to the priors file's folder); ``<sample_id>.photos.npz`` beside
+    the priors file is tried last. Returns ``None`` when none exists.
+    """
+    src = Path(source)
+    stem = src.name[: -len(src.suffix)] if src.suffix else src.name
+    priors_dir = Path(priors_path).parent
+    candidates = [src.with_name(stem + ".photos.npz")]
+    if not src.is_absolute():
+        candidates.append((priors_dir / src).with_name(stem + ".photos.npz"))
+    candidates.append(priors_dir / f"{sample_id}.photos.npz")
+    return next((c for c in candidates if c.is_file()), None)
+
+
+@functools.lru_cache(maxsize=32)
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+    keys = ("images", "images_clean", "landmarks68", "masks")
+    try:
+        with np.load(path) as z:
+            missing = [k for k in ("images", "landmarks68", "masks") if k not in z.files]
+            if missing:
+                raise InputFileError(path, f"lab photos file lacks {missing}")
+            return {k: z[k] for k in keys if k in z.files}
+    except InputFileError:
+        raise
+    except Exception as exc:
+        raise InputFileError(path, f"unreadable lab photos file ({exc})") from exc
+
+
+@functools.lru_cache(maxsize=4)
+def _template(name: str) -> np.ndarray:
+    from facehd.align import named_template
+
+    return named_template(name)
+
+
+def align_lab_photo(
+    photos: dict[str, np.ndarray], view: int, template: str
+) -> dict[str, np.ndarray]:
+    """Crop view ``view`` of a ``.photos.npz`` the base model's way from its true landmarks.
+
+    Returns ``image``, ``mask`` (skin), ``landmarks`` in the 224 crop, and ``image_clean`` when
+    the file has the clean twin.
+    """
+    from facehd.align import align_face, warp
+    from facehd.detect import landmarks5_from_68
+
+    lm = np.asarray(photos["landmarks68"][view], dtype=np.float64)
+    aligned = align_face(
+        photos["images"][view], landmarks5_from_68(lm), hd_size=CROP, template=_template(template)
+    )
+    t = aligned.transform
+    mask = warp(photos["masks"][view].astype(np.uint8) * 255, t) > 127
+    out = {"image": aligned.image, "mask": mask.astype(np.uint8), "landmarks": t.apply(lm)}
+    if "images_clean" in photos:
+        out["image_clean"] = warp(photos["images_clean"][view], t)
+    return out
+
+
+class LabDataset:
+    """Supervised samples: priors (ground-truth maps) x their lab photos.
+
+    Parameters
+    ----------
+    path : a ``facehd build-priors`` dataset.
+    template : 5-point alignment template of the crops (``anthropometric`` or a model name);
+        use the one of the in-the-wild photos dataset.
+    model_name : the morphable model the trainer uses; a priors file of another model is refused.
+
+    Items: the photo fields of :func:`align_lab_photo` plus ``identity``, ``expression``,
+    ``deformation (64, 64, 3)`` mm, ``deformation_mask``, ``displacement (256, 256)`` mm,
+    ``displacement_mask``, ``id`` (``<sample_id>#v<k>``).
+
+    Raises
+    ------
+    InputFileError
+        Not a priors dataset, a priors file of another morphable model, or no sample with lab
+        photos.
+    """
+
+    GT_FIELDS = (
+        "identity",
+        "expression",
+        "deformation",
+        "deformation_mask",
+        "displacement",
+        "displacement_mask",
+    )
+
+    def __init__(
+        self, path: str | Path, *, template: str = "anthropometric", model_name: str | None = None
+    ) -> None:
+        self.source = _H5Source(path, PRIORS_SCHEMA, "a priors dataset (facehd build-priors)")
+        s = self.source
+        missing = [f for f in (*self.GT_FIELDS, "source") if f not in s.fields]
+        if missing:
+            raise InputFileError(s.path, f"priors dataset lacks fields {missing}")
+        self.model_name = str(s.attrs.get("model", ""))
+        if model_name is not None and self.model_name.lower() != model_name.lower():
+            raise InputFileError(
+                s.path,
+                f"priors were fitted with the morphable model {self.model_name!r}, but training "
+                f"uses {model_name!r}; build the priors with --model {model_name}",
+            )
+        self.template = template
+        self.items: list[tuple[int, str, int]] = []  # (row, photos file, view)
+        self.without_photos: list[str] = []
+        for row, sid in enumerate(s.sample_ids):
+            found = lab_photos_path(s.read("source", row), sid, s.path)
+            if found is None:
+                self.without_photos.append(sid)
+                continue
+            with np.load(found) as z:
+                if "images" not in z.files:
+                    raise InputFileError(found, "lab photos file lacks 'images'")
+                views = int(z["images"].shape[0])
+            self.items += [(row, str(found), v) for v in range(views)]
+        if not self.items:
+            raise InputFileError(
+                s.path,
+                "no sample has lab photos (looked for <scan stem>.photos.npz beside each scan; "
+                "make them with facehd synth --photos V)",
+            )
+
+    @property
+    def path(self) -> Path:
+        return self.source.path
+
+    @property
+    def has_clean(self) -> bool:
+        return "images_clean" in _load_npz(self.items[0][1])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row, photos_path, view = self.items[i]
+        item = align_lab_photo(_load_npz(photos_path), view, self.template)
+        for name in self.GT_FIELDS:
+            item[name] = self.source.read(name, row)
+        item["id"] = f"{self.source.sample_ids[row]}#v{view}"
+        return item

@@ -1,0 +1,1188 @@
+"""HRN's trainer: the base model, the de-retouching module and the detail networks.
+
+``facehd train`` runs up to three stages into one run folder (paper Sec. 4.1):
+
+1. ``base`` -- the face analyzer (Deep3DFaceRecon's losses, self-supervised on the photos):
+   photometric on the face mask, landmark (weights 20 on the nose and inner mouth), coefficient,
+   lighting and reflectance regularisers; perceptual off (no identity-network weights; the log
+   says so).
+2. ``deretouch`` -- the de-retouching network on texture pairs (the photo with and without skin
+   blemishes, unwrapped onto the base model's M0): ``T0 = (1 - 2B) T^2 + 2B T`` is pulled to the
+   clean texture by a masked L1.
+3. ``hrn`` -- the mid and high generators, alpha and beta, and the two discriminators, with the
+   analyzer and de-retouching module frozen. One self-supervised iteration (in-the-wild photos,
+   supplementary Eq. 1) and one supervised iteration (lab photos of the priors with their
+   ground-truth maps, Eq. 2) alternate. Losses: photometric on R1 and R2, landmark, TV of the
+   deformation, L1 of the displacement, contour (paper Eq. 1-2), adversarial on both maps, and
+   L1 to the ground-truth maps. Maps enter the losses in the networks' units (``map_unit_mm``, 100
+   mm), the unit the paper's weights were set in. The ground-truth deformation map is re-fitted
+   to the predicted M0 (:meth:`models.system.FaceSystem.target_deformation`), as the paper fits
+   its maps to the base model's own coarse mesh.
+
+A later stage starts from the networks of the earlier ones in the same run folder (or from
+``--init``). Run folder::
+
+    config.yaml                 the resolved TrainConfig
+    train.log                   messages (perceptual off, TensorBoard missing, resumes ...)
+    log_<stage>.csv             one row per logged step: step, kind, lr, total, every loss term
+    checkpoints/<stage>.pt      latest checkpoint of the stage (atomic: temp file + os.replace)
+    model.pt                    the networks after the last finished stage (for reconstruct)
+    tensorboard/                only when the ``tensorboard`` package is importable
+
+Exact resume
+------------
+A checkpoint holds the networks, every optimiser, the learning-rate schedule position, the
+random states (python, numpy, torch; one set per process) and the data position of every
+sampler. ``--resume`` restores all of them and continues after the checkpoint's step: a run of
+N steps and a run of k steps resumed for N - k give identical parameters (on the same device
+and thread count). A run killed between checkpoints loses only the steps after the last one,
+which are redone identically.
+
+Scale
+-----
+``torchrun --nproc_per_node=G -m models.train ...`` (or ``torchrun $(which facehd) train ...``)
+trains with DistributedDataParallel: NCCL on GPUs, gloo on CPUs. Each process draws its own share
+of every batch order; rank 0 writes logs and checkpoints. Mixed precision (bfloat16 autocast)
+is used on GPUs only.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from facehd.errors import FacehdError, InputFileError
+from models.checkpoints import read_checkpoint, save_checkpoint_atomic
+from models.config import (
+    ConfigError,
+    ModelConfig,
+    config_to_dict,
+    load_config,
+    paper_model_config,
+    save_config,
+    tiny_cpu_model_config,
+)
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "MODEL_FORMAT",
+    "STAGES",
+    "HRNOptions",
+    "MorphableConfig",
+    "StageConfig",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "load_train_config",
+    "paper_train_config",
+    "tiny_cpu_train_config",
+    "train",
+]
+
+log = logging.getLogger("facehd.train")
+
+CHECKPOINT_FORMAT = "facehd.train/1"
+MODEL_FORMAT = "facehd.model/1"
+STAGES: tuple[str, ...] = ("base", "deretouch", "hrn")
+Stage = Literal["base", "deretouch", "hrn"]
+
+
+# --------------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------------
+@dataclass
+class MorphableConfig:
+    """The morphable model trained on."""
+
+    name: str = "facehd-synth"
+    """``facehd-synth`` (built in) or ``bfm``."""
+    bfm_path: str | None = None
+    """``BFM_model_front.mat`` (``bfm`` only)."""
+    uv_path: str | None = None
+    """The BFM's UV layout file (``bfm`` only)."""
+
+
+@dataclass
+class StageConfig:
+    """Optimisation schedule of one stage (Adam)."""
+
+    steps: int = 1000
+    """Optimiser steps (iterations) of the stage."""
+    batch_size: int = 4
+    """Images per iteration and process."""
+    lr: float = 1e-4
+    """Initial learning rate."""
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    """Learning-rate schedule after the warm-up: constant, cosine to ``min_lr_ratio * lr``, or
+    multiplied by ``decay_factor`` every ``decay_every`` steps."""
+    warmup_steps: int = 0
+    """Linear warm-up from 0 over this many steps."""
+    min_lr_ratio: float = 0.0
+    """Floor of the cosine schedule, relative to ``lr``."""
+    decay_every: int = 0
+    """Period of the step schedule (0: never)."""
+    decay_factor: float = 0.5
+    """Factor of the step schedule."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's betas."""
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of (1-based) ``step``."""
+        if self.warmup_steps > 0 and step <= self.warmup_steps:
+            return self.lr * step / self.warmup_steps
+        t = step - self.warmup_steps
+        if self.schedule == "cosine":
+            span = max(self.steps - self.warmup_steps, 1)
+            c = 0.5 * (1.0 + math.cos(math.pi * min(t / span, 1.0)))
+            return self.lr * (self.min_lr_ratio + (1.0 - self.min_lr_ratio) * c)
+        if self.schedule == "step" and self.decay_every > 0:
+            return self.lr * self.decay_factor ** (t // self.decay_every)
+        return self.lr
+
+
+@dataclass
+class HRNOptions:
+    """Parts of HRN's training that can be switched off (the paper's ablation, Table 3)."""
+
+    contour: bool = True
+    """The contour-aware loss (paper Eq. 1-2)."""
+    priors: bool = True
+    """3D detail priors: the supervised iterations (L1 to the ground-truth maps) and the
+    adversarial losses. Off: every iteration is self-supervised."""
+    deretouch: bool = True
+    """Render with the de-retouched albedo A' (paper Eq. 5) instead of A0."""
+    discriminator_lr: float = 1e-4
+    """Learning rate of the discriminators (Adam, betas 0.5 / 0.999)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved as ``config.yaml`` in the run folder).
+
+    The defaults are the paper's networks, loss weights and schedule; the morphable model
+    defaults to facehd-synth (the BFM needs its files: see :func:`paper_train_config`).
+    """
+
+    model: ModelConfig = field(default_factory=paper_model_config)
+    """Networks and loss weights."""
+    morphable: MorphableConfig = field(default_factory=MorphableConfig)
+    """The morphable model."""
+    image_size: int = 224
+    """Side of the crops given to the analyzer and of the renders (224: the base model)."""
+    template: str | None = None
+    """5-point alignment template of the lab crops and of reconstruction; null: the one the
+    photos dataset was prepared with."""
+    base: StageConfig = field(
+        default_factory=lambda: StageConfig(steps=190_000, batch_size=32, lr=1e-4)
+    )
+    """The base model (Deep3DFaceRecon: batch 32, lr 1e-4, 20 epochs of ~300K images)."""
+    deretouch: StageConfig = field(
+        default_factory=lambda: StageConfig(steps=100_000, batch_size=4, lr=1e-4)
+    )
+    """The de-retouching module (the paper gives no schedule; pix2pix-like defaults)."""
+    hrn: StageConfig = field(
+        default_factory=lambda: StageConfig(steps=800_000, batch_size=4, lr=1e-4)
+    )
+    """The detail networks (paper Sec. 4.1: Adam, batch 4, lr 1e-4, 800K iterations)."""
+    hrn_options: HRNOptions = field(default_factory=HRNOptions)
+    """Switches of the detail stage."""
+    seed: int = 0
+    """Seed of the initialisation, the batch orders and every random draw."""
+    checkpoint_every: int = 1000
+    """Steps between checkpoints (and the last step of each stage)."""
+    log_every: int = 50
+    """Steps between log rows."""
+    device: str = "auto"
+    """``auto`` (cuda when available), ``cpu``, ``cuda``, ``cuda:N``."""
+    backend: str = "auto"
+    """Renderer backend: ``auto`` (nvdiffrast on GPU when installed, else the CPU rasteriser),
+    ``cpu``, ``nvdiffrast``."""
+    amp: bool = True
+    """Mixed precision (bfloat16 autocast) on GPU; ignored on CPU."""
+    threads: int = 0
+    """torch CPU threads per process (0: torch's default)."""
+
+
+def paper_train_config() -> TrainConfig:
+    """The paper's sizes, weights and schedule on the BFM (give ``bfm_path`` / ``uv_path``)."""
+    return TrainConfig(morphable=MorphableConfig(name="bfm"), checkpoint_every=5000)
+
+
+def tiny_cpu_train_config() -> TrainConfig:
+    """Small networks and short stages that train on facehd-synth data on a laptop CPU.
+
+    Same losses and weights as the paper; the networks are those of
+    :func:`models.config.tiny_cpu_model_config` with 128-texel textures and displacement maps.
+    """
+    model = tiny_cpu_model_config()
+    model.network.high_size = 128
+    model.network.mid_size = 32
+    return TrainConfig(
+        model=model,
+        morphable=MorphableConfig(name="facehd-synth"),
+        image_size=224,
+        base=StageConfig(steps=1500, batch_size=8, lr=1e-3, schedule="cosine", min_lr_ratio=0.1),
+        deretouch=StageConfig(steps=300, batch_size=4, lr=1e-3),
+        hrn=StageConfig(steps=1200, batch_size=2, lr=5e-4, schedule="cosine", min_lr_ratio=0.1),
+        hrn_options=HRNOptions(discriminator_lr=2e-4),
+        checkpoint_every=100,
+        log_every=10,
+        device="cpu",
+        backend="cpu",
+    )
+
+
+PRESETS: dict[str, Callable[[], TrainConfig]] = {
+    "tiny-cpu": tiny_cpu_train_config,
+    "paper": paper_train_config,
+}
+
+
+def load_train_config(spec: str | Path) -> TrainConfig:
+    """A preset name (``tiny-cpu``, ``paper``) or a YAML / JSON file (unknown keys refused).
+
+    Raises
+    ------
+    InputFileError
+        A missing or unparsable file, an unknown key or a wrong type (the message names the file
+        and the dotted key).
+    """
+    key = str(spec)
+    if key in PRESETS:
+        return PRESETS[key]()
+    path = Path(spec)
+    if not path.exists() and path.suffix == "":
+        raise InputFileError(
+            path, f"no such config file or preset (presets: {', '.join(sorted(PRESETS))})"
+        )
+    return load_config(path, TrainConfig)
+
+
+def _check_config(cfg: TrainConfig) -> None:
+    net = cfg.model.network
+    if cfg.image_size < 16:
+        raise ConfigError(f"image_size must be >= 16, got {cfg.image_size}")
+    for name in STAGES:
+        st: StageConfig = getattr(cfg, name)
+        if st.steps < 0 or st.batch_size < 1 or st.lr <= 0:
+            raise ConfigError(f"{name}: steps >= 0, batch_size >= 1 and lr > 0 required")
+    if net.mid_size > net.high_size:
+        raise ConfigError("model.network.mid_size must not exceed high_size")
+    if cfg.checkpoint_every < 1 or cfg.log_every < 1:
+        raise ConfigError("checkpoint_every and log_every must be >= 1")
+
+
+# --------------------------------------------------------------------------------------------
+# distributed helpers
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def _init_distributed(device: torch.device) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _resolve_device(name: str, dist_info_local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda" and dev.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dev = torch.device("cuda", dist_info_local_rank)
+    return dev
+
+
+def _wrap(module: nn.Module, d: _Dist, device: torch.device) -> nn.Module:
+    if not d.active:
+        return module
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DDP(module, device_ids=ids)
+
+
+def _gather(obj: Any, d: _Dist) -> list[Any]:
+    if not d.active:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _barrier(d: _Dist) -> None:
+    if d.active:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+# --------------------------------------------------------------------------------------------
+# random states
+# --------------------------------------------------------------------------------------------
+def _rng_state() -> dict[str, Any]:
+    """Python, numpy and torch random states as checkpoint-safe values (tensors, lists, ints)."""
+    # the legacy global numpy stream is saved because user code and libraries may draw from it
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    version, internal, gauss_py = random.getstate()
+    state = {
+        "python": {"version": version, "state": list(internal), "gauss": gauss_py},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------------
+# run folder: logs
+# --------------------------------------------------------------------------------------------
+class _RunLog:
+    """CSV rows per stage, a text log, and TensorBoard when it is installed (rank 0 only)."""
+
+    def __init__(self, out: Path, enabled: bool) -> None:
+        self.out = out
+        self.enabled = enabled
+        self._tb = None
+        self._tb_checked = False
+
+    def message(self, text: str) -> None:
+        log.info(text)
+        if not self.enabled:
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.out / "train.log", "a") as fh:
+            fh.write(f"{stamp} {text}\n")
+
+    def tensorboard(self):
+        if not self._tb_checked and self.enabled:
+            self._tb_checked = True
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except Exception:
+                self.message(
+                    "tensorboard is not installed: logging to CSV only "
+                    "(pip install tensorboard to get event files)"
+                )
+            else:
+                self._tb = SummaryWriter(str(self.out / "tensorboard"))
+        return self._tb
+
+    def csv_path(self, stage: str) -> Path:
+        return self.out / f"log_{stage}.csv"
+
+    def truncate(self, stage: str, last_step: int) -> None:
+        """Drop rows after ``last_step`` (written by a run killed after its last checkpoint)."""
+        path = self.csv_path(stage)
+        if not self.enabled or not path.is_file():
+            return
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        if not rows:
+            return
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= last_step]
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as fh:
+            csv.writer(fh).writerows(kept)
+        os.replace(tmp, path)
+
+    def row(self, stage: str, step: int, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        path = self.csv_path(stage)
+        header = ["step", *values]
+        exists = path.is_file()
+        if exists:
+            with open(path, newline="") as fh:
+                first = next(csv.reader(fh), None)
+            if first is not None and any(h not in first for h in header):
+                # a new column appeared (e.g. the supervised terms): rewrite with the union
+                with open(path, newline="") as fh:
+                    old = list(csv.DictReader(fh))
+                header = first + [h for h in header if h not in first]
+                tmp = path.with_name(path.name + ".tmp")
+                with open(tmp, "w", newline="") as fh:
+                    w = csv.DictWriter(fh, header)
+                    w.writeheader()
+                    w.writerows(old)
+                os.replace(tmp, path)
+            elif first is not None:
+                header = first
+        with open(path, "a", newline="") as fh:
+            w = csv.DictWriter(fh, header, restval="")
+            if not exists:
+                w.writeheader()
+            w.writerow({"step": step, **values})
+        tb = self.tensorboard()
+        if tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)):
+                    tb.add_scalar(f"{stage}/{k}", v, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+# --------------------------------------------------------------------------------------------
+# the trainer
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    """What :func:`train` did."""
+
+    out: Path
+    """The run folder."""
+    stages: list[str]
+    """Stages finished (including ones finished by earlier runs)."""
+    steps: dict[str, int]
+    """Steps run by this call, per stage."""
+    seconds: dict[str, float]
+    """Wall time of this call, per stage."""
+    model_path: Path | None
+    """``model.pt`` (None when no stage finished)."""
+
+
+StepCallback = Callable[[str, int, int, dict[str, float]], None]
+
+
+class Trainer:
+    """Runs the stages of :func:`train` (see the module docstring); one per process.
+
+    Parameters
+    ----------
+    config : the resolved configuration.
+    out : run folder.
+    photos, priors, pairs : datasets (paths); which ones a stage needs is checked at its start.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        out: str | Path,
+        *,
+        photos: str | Path | None = None,
+        priors: str | Path | None = None,
+        pairs: str | Path | None = None,
+    ) -> None:
+        from facehd.morphable import load_model
+        from models.data import PhotoDataset
+        from models.system import FaceSystem
+
+        _check_config(config)
+        self.config = config
+        self.out = Path(out)
+        self.device = _resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.dist = _init_distributed(self.device)
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
+        self.log = _RunLog(self.out, self.dist.main)
+        self.photos_path = Path(photos) if photos is not None else None
+        self.priors_path = Path(priors) if priors is not None else None
+        self.pairs_path = Path(pairs) if pairs is not None else None
+        self._photos = PhotoDataset(self.photos_path) if self.photos_path else None
+        if config.template is None:
+            config.template = self._photos.template if self._photos else "anthropometric"
+        m = config.morphable
+        kwargs = {k: v for k, v in (("bfm_path", m.bfm_path), ("uv_path", m.uv_path)) if v}
+        try:
+            self.morphable = load_model(m.name, **kwargs)
+        except ValueError as exc:
+            raise ConfigError(f"morphable: {exc}") from exc
+        backend = config.backend
+        if backend == "auto":
+            from facehd.render import nvdiffrast_available
+
+            gpu = self.device.type == "cuda" and nvdiffrast_available()
+            backend = "nvdiffrast" if gpu else "cpu"
+        _seed_everything(config.seed)
+        self.system = FaceSystem(config.model, self.morphable, config.image_size, backend)
+        self.system.to(self.device)
+        self._lab = None
+        self._pairs = None
+
+    # ------------------------------------------------------------------ data
+    def photos(self):
+        if self._photos is None:
+            raise FacehdError("this stage needs the in-the-wild photos: give --photos photos.h5")
+        return self._photos
+
+    def lab(self):
+        if self._lab is None:
+            from models.data import LabDataset
+
+            if self.priors_path is None:
+                raise FacehdError("this stage needs the priors: give --priors priors.h5")
+            self._lab = LabDataset(
+                self.priors_path, template=self.config.template, model_name=self.morphable.name
+            )
+            if self._lab.without_photos:
+                self.log.message(
+                    f"{len(self._lab.without_photos)} priors samples have no lab photos and are "
+                    f"not used (first: {self._lab.without_photos[0]})"
+                )
+        return self._lab
+
+    def pairs(self):
+        if self._pairs is None:
+            from models.data import PairDataset
+
+            if self.pairs_path is not None:
+                self._pairs = PairDataset(self.pairs_path)
+            else:
+                lab = self.lab()
+                if not lab.has_clean:
+                    raise FacehdError(
+                        f"{lab.path}: the lab photos carry no clean twin (images_clean); give "
+                        "--pairs with a photos dataset that has an image_clean field"
+                    )
+                self._pairs = lab
+        return self._pairs
+
+    def _batch(self, dataset, sampler):
+        from models.data import collate
+
+        idx = sampler.next_batch()
+        return collate([dataset[i] for i in idx], self.config.image_size).to(self.device)
+
+    def _sampler(self, n: int, batch_size: int, stream: int):
+        from models.data import EpochSampler
+
+        return EpochSampler(
+            n, batch_size, self.config.seed * 1000 + stream, self.dist.rank, self.dist.world
+        )
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.config.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_path(self, stage: str) -> Path:
+        return self.out / "checkpoints" / f"{stage}.pt"
+
+    def _morphable_info(self) -> dict[str, Any]:
+        m = self.morphable
+        return {
+            "name": m.name,
+            "n_vertices": m.n_vertices,
+            "n_id": m.n_id,
+            "n_exp": m.n_exp,
+            "n_tex": m.n_tex,
+        }
+
+    def _save(self, stage: str, step: int, done: bool, optim: dict, samplers: dict) -> None:
+        rngs = _gather(_rng_state(), self.dist)
+        if not self.dist.main:
+            return
+        data = {
+            "format": CHECKPOINT_FORMAT,
+            "stage": stage,
+            "step": step,
+            "done": done,
+            "world_size": self.dist.world,
+            "config": config_to_dict(self.config),
+            "morphable": self._morphable_info(),
+            "state": self.system.state_for_checkpoint(),
+            "optimizers": {k: o.state_dict() for k, o in optim.items()},
+            "schedule": {"kind": getattr(self.config, stage).schedule, "step": step},
+            "rng": rngs,
+            "data": {k: s.state_dict() for k, s in samplers.items()},
+        }
+        save_checkpoint_atomic(self.checkpoint_path(stage), data)
+
+    def _save_model(self, stages_done: list[str]) -> Path | None:
+        if not self.dist.main:
+            return None
+        data = {
+            "format": MODEL_FORMAT,
+            "config": config_to_dict(self.config),
+            "morphable": self._morphable_info(),
+            "stages": list(stages_done),
+            "state": self.system.state_for_checkpoint(),
+        }
+        return save_checkpoint_atomic(self.out / "model.pt", data)
+
+    def _read_own_checkpoint(self, path: Path) -> dict[str, Any]:
+        data = read_checkpoint(path)
+        if data.get("format") not in (CHECKPOINT_FORMAT, MODEL_FORMAT):
+            raise InputFileError(
+                path, f"not a facehd training checkpoint (format {data.get('format')!r})"
+            )
+        info = data.get("morphable", {})
+        mine = self._morphable_info()
+        if info != mine:
+            raise InputFileError(
+                path,
+                f"checkpoint is for the morphable model {info}, this run uses {mine}",
+            )
+        return data
+
+    def load_networks(self, source: str | Path) -> list[str]:
+        """Initialise the networks from a facehd checkpoint / model file, or the official HRN
+        checkpoint (then the de-retouching module keeps its initialisation). Returns the stages
+        the source had finished."""
+        from models.checkpoints import load_state_into
+
+        path = Path(source)
+        data = read_checkpoint(path)
+        if data.get("format") in (CHECKPOINT_FORMAT, MODEL_FORMAT):
+            data = self._read_own_checkpoint(path)
+            state = data["state"]
+            load_state_into(self.system.hrn, state["hrn"], part="hrn", source=str(path))
+            load_state_into(
+                self.system.discriminators,
+                state["discriminators"],
+                part="discriminators",
+                source=str(path),
+            )
+            if data["format"] == MODEL_FORMAT:
+                return list(data.get("stages", []))
+            return [data["stage"]] if data.get("done") else []
+        self.system.hrn.load_official(data)
+        return ["base"]
+
+    # ------------------------------------------------------------------ stage loop
+    def run_stage(
+        self,
+        stage: str,
+        *,
+        resume: bool = False,
+        callback: StepCallback | None = None,
+    ) -> tuple[int, float]:
+        """Run (or resume) one stage. Returns (steps run, seconds)."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+        cfg: StageConfig = getattr(self.config, stage)
+        optim, samplers, step_fn = getattr(self, f"_setup_{stage}")()
+        start = 0
+        ckpt = self.checkpoint_path(stage)
+        if resume and ckpt.is_file():
+            data = self._read_own_checkpoint(ckpt)
+            from models.checkpoints import load_state_into
+
+            state = data["state"]
+            load_state_into(self.system.hrn, state["hrn"], part="hrn", source=str(ckpt))
+            load_state_into(
+                self.system.discriminators,
+                state["discriminators"],
+                part="discriminators",
+                source=str(ckpt),
+            )
+            for k, o in optim.items():
+                o.load_state_dict(data["optimizers"][k])
+            for k, s in samplers.items():
+                s.load_state_dict(data["data"][k])
+            rngs = data["rng"]
+            if len(rngs) == self.dist.world:
+                _set_rng_state(rngs[self.dist.rank])
+            else:
+                self.log.message(
+                    f"{ckpt}: saved by {len(rngs)} processes, resumed by {self.dist.world}; "
+                    "random states re-seeded (the run is no longer bit-identical)"
+                )
+                _seed_everything(self.config.seed + 7919 * int(data["step"]) + self.dist.rank)
+            start = int(data["step"])
+            self.log.truncate(stage, start)
+            self.log.message(f"stage {stage}: resumed from {ckpt} at step {start}")
+            if data.get("done"):
+                return 0, 0.0
+        else:
+            _seed_everything(self.config.seed + 1 + STAGES.index(stage) + 101 * self.dist.rank)
+            self.log.truncate(stage, 0)  # rows of an attempt killed before its first checkpoint
+            self.log.message(f"stage {stage}: starting ({cfg.steps} steps)")
+        t0 = time.perf_counter()
+        steps_run = 0
+        for step in range(start + 1, cfg.steps + 1):
+            lr = cfg.lr_at(step)
+            for name, o in optim.items():
+                base = self.config.hrn_options.discriminator_lr if name == "disc" else cfg.lr
+                for g in o.param_groups:
+                    g["lr"] = lr * base / cfg.lr
+            values = step_fn(step)
+            values = {"lr": lr, **values}
+            steps_run += 1
+            if step % self.config.log_every == 0 or step == cfg.steps:
+                self.log.row(stage, step, values)
+            done = step == cfg.steps
+            if step % self.config.checkpoint_every == 0 or done:
+                self._save(stage, step, done, optim, samplers)
+            if callback is not None:
+                callback(stage, step, cfg.steps, values)
+        if cfg.steps == 0 or start >= cfg.steps:
+            self._save(stage, cfg.steps, True, optim, samplers)
+        _barrier(self.dist)
+        return steps_run, time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ base stage
+    def _setup_base(self):
+        hrn = self.system.hrn
+        self._freeze_all()
+        for p in hrn.net_recon.parameters():
+            p.requires_grad_(True)
+        hrn.net_recon.train()
+        self.log.message(
+            "perceptual loss is off: no identity-network weights were given "
+            "(weights base_losses.perceptual and hrn_losses.perceptual have no effect)"
+        )
+        cfg = self.config.base
+        analyzer = _wrap(hrn.net_recon, self.dist, self.device)
+        params = [p for p in hrn.net_recon.parameters() if p.requires_grad]
+        optim = {"analyzer": torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)}
+        photos = self.photos()
+        samplers = {"photos": self._sampler(len(photos), cfg.batch_size, 1)}
+
+        def step(_step: int) -> dict[str, float]:
+            from models.losses import (
+                BaseLossTerms,
+                base_landmark_weights,
+                base_total_loss,
+                coefficient_regulariser,
+                gamma_regulariser,
+                landmark_loss,
+                photometric_loss,
+                reflectance_loss,
+            )
+
+            w = self.config.model.base_losses
+            batch = self._batch(photos, samplers["photos"])
+            with self._autocast():
+                coeffs = hrn.net_recon.layout.split(analyzer(batch.images).float())
+            coarse = self.system.coarse(batch.images, coeffs)
+            render = self.system.render_coarse(coarse)
+            mask = batch.masks * render.mask[:, None].to(batch.masks)
+            rendered = render.image.permute(0, 3, 1, 2)
+            lm_w = base_landmark_weights(emphasis=w.landmark_emphasis).to(self.device)
+            terms = BaseLossTerms(
+                photo=photometric_loss(rendered, batch.images, mask),
+                perceptual=rendered.sum() * 0.0,
+                landmark=landmark_loss(
+                    self._to224(self.system.landmarks2d(coarse.posed)),
+                    self._to224(batch.landmarks),
+                    lm_w,
+                ),
+                coefficient=coefficient_regulariser(coeffs, w.id, w.exp, w.tex),
+                gamma=gamma_regulariser(coeffs.gamma),
+                reflectance=reflectance_loss(coarse.albedo, self.system.skin_vertices),
+            )
+            total = base_total_loss(terms, w)
+            optim["analyzer"].zero_grad(set_to_none=True)
+            total.backward()
+            optim["analyzer"].step()
+            return {"kind": "self", "total": float(total.detach()), **terms.as_floats()}
+
+        return optim, samplers, step
+
+    def _to224(self, pts: torch.Tensor) -> torch.Tensor:
+        """Pixels at the training size -> pixels at 224 (the landmark weights' unit)."""
+        k = self.config.image_size / 224.0
+        return (pts + 0.5) / k - 0.5
+
+    def _freeze_all(self) -> None:
+        for p in self.system.parameters():
+            p.requires_grad_(False)
+        self.system.eval()
+
+    # ------------------------------------------------------------------ de-retouching stage
+    def _setup_deretouch(self):
+        from models.losses import masked_l1
+
+        hrn = self.system.hrn
+        self._freeze_all()
+        drm = hrn.deretouch
+        for name, p in drm.named_parameters():
+            p.requires_grad_(not name.startswith("generator.dsoutc"))
+        drm.train()
+        cfg = self.config.deretouch
+        wrapped = _wrap(drm, self.dist, self.device)
+        params = [p for p in drm.parameters() if p.requires_grad]
+        optim = {"deretouch": torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)}
+        pairs = self.pairs()
+        samplers = {"pairs": self._sampler(len(pairs), cfg.batch_size, 2)}
+
+        def step(_step: int) -> dict[str, float]:
+            batch = self._batch(pairs, samplers["pairs"])
+            with torch.no_grad():
+                coarse = self.system.coarse(batch.images)
+                tex, valid, _ = self.system.unwrap(batch.images, coarse)
+                clean, valid_c, _ = self.system.unwrap(batch.images_clean, coarse)
+                m = valid * valid_c
+            with self._autocast():
+                out = wrapped(tex, torch.ones_like(tex))
+            loss = masked_l1(out.retouched.float(), clean, m)
+            optim["deretouch"].zero_grad(set_to_none=True)
+            loss.backward()
+            optim["deretouch"].step()
+            with torch.no_grad():
+                before = masked_l1(tex, clean, m)
+            return {"kind": "pairs", "total": float(loss.detach()), "l1_before": float(before)}
+
+        return optim, samplers, step
+
+    # ------------------------------------------------------------------ detail stage
+    def _setup_hrn(self):
+        from models.losses import (
+            HRNLossTerms,
+            contour_loss,
+            displacement_l1,
+            gan_discriminator_loss,
+            gan_generator_loss,
+            hrn_total_loss,
+            landmark_loss,
+            masked_l1,
+            photometric_loss,
+            total_variation,
+        )
+        from models.system import masked_downsample
+
+        hrn, system = self.system.hrn, self.system
+        opts = self.config.hrn_options
+        self._freeze_all()
+        params = hrn.detail_parameters()
+        for p in params:
+            p.requires_grad_(True)
+        hrn.mid_net.train()
+        hrn.high_net.train()
+        discs = system.discriminators
+        if opts.priors:
+            for p in discs.parameters():
+                p.requires_grad_(True)
+            discs.train()
+        cfg = self.config.hrn
+        wrapped = _wrap(hrn, self.dist, self.device)
+        optim = {"generators": torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)}
+        d_mid = d_high = None
+        if opts.priors:
+            d_mid = _wrap(discs.mid, self.dist, self.device)
+            d_high = _wrap(discs.high, self.dist, self.device)
+            optim["disc"] = torch.optim.Adam(
+                discs.parameters(), lr=opts.discriminator_lr, betas=(0.5, 0.999)
+            )
+        photos = self.photos()
+        samplers = {"photos": self._sampler(len(photos), cfg.batch_size, 3)}
+        lab = None
+        if opts.priors:
+            lab = self.lab()
+            samplers["lab"] = self._sampler(len(lab), cfg.batch_size, 4)
+        net = self.config.model.network
+        unit = net.map_unit_mm
+        weights = self.config.model.hrn_losses
+        contour_cfg = self.config.model.contour
+        gan_mode = net.discriminator.gan_mode
+        size = self.config.image_size
+        fit_vertices = system.fit_vertices.to(self.device)
+
+        def step(step: int) -> dict[str, float]:
+            supervised = opts.priors and step % 2 == 0
+            if supervised:
+                batch = self._batch(lab, samplers["lab"])
+            else:
+                batch = self._batch(photos, samplers["photos"])
+            with torch.no_grad():
+                coarse = system.coarse(batch.images)
+            with self._autocast():
+                detail = system.details(batch.images, coarse, hrn=wrapped, deretouch=opts.deretouch)
+            d_units = detail.maps.deformation.float() / unit
+            h_units = detail.maps.displacement.float() / unit
+            r1 = system.render_mid(detail, coarse)
+            r2 = system.render_high(detail, coarse)
+            m1 = batch.masks * r1.mask[:, None].to(batch.masks)
+            m2 = batch.masks * r2.mask[:, None].to(batch.masks)
+            zero = d_units.sum() * 0.0
+            lm_pred = self._to224(system.landmarks2d(detail.posed))
+            if opts.contour:
+                con = contour_loss(
+                    system.project(detail.posed),
+                    batch.masks,
+                    delta=contour_cfg.delta_at(size),
+                    margin=contour_cfg.margin,
+                    vertex_mask=fit_vertices,
+                )
+            else:
+                con = zero
+            sup_mid = sup_high = None
+            mask_mid = masked_downsample(detail.valid, net.mid_size)
+            mask_high = detail.valid
+            if supervised:
+                target, tmask = system.target_deformation(
+                    coarse,
+                    batch.identity,
+                    batch.expression,
+                    batch.deformation,
+                    batch.deformation_mask,
+                )
+                from models.data import resize_map
+
+                disp_gt, disp_mask = resize_map(
+                    batch.displacement, batch.displacement_mask, net.high_size
+                )
+                mask_mid = tmask * (mask_mid > 0.5).to(tmask)
+                mask_high = disp_mask * detail.valid
+                sup_mid = masked_l1(d_units, target / unit, mask_mid)
+                sup_high = masked_l1(h_units, disp_gt / unit, mask_high)
+            if opts.priors:
+                for p in discs.parameters():
+                    p.requires_grad_(False)
+                adv_mid = gan_generator_loss(discs.mid(d_units * mask_mid), gan_mode)
+                adv_high = gan_generator_loss(discs.high(h_units * mask_high), gan_mode)
+            else:
+                adv_mid = adv_high = zero
+            terms = HRNLossTerms(
+                photo_mid=photometric_loss(r1.image.permute(0, 3, 1, 2), batch.images, m1),
+                photo_high=photometric_loss(r2.image.permute(0, 3, 1, 2), batch.images, m2),
+                perceptual_mid=zero,
+                perceptual_high=zero,
+                landmark=landmark_loss(lm_pred, self._to224(batch.landmarks)),
+                tv=total_variation(d_units),
+                displacement_l1=displacement_l1(h_units, detail.valid),
+                contour=con,
+                adv_mid=adv_mid,
+                adv_high=adv_high,
+                supervised_mid=sup_mid,
+                supervised_high=sup_high,
+            )
+            total = hrn_total_loss(terms, weights)
+            optim["generators"].zero_grad(set_to_none=True)
+            total.backward()
+            optim["generators"].step()
+            values: dict[str, Any] = {
+                "kind": "sup" if supervised else "self",
+                "total": float(total.detach()),
+                **terms.as_floats(),
+                "alpha": float(hrn.alpha),
+                "beta": float(hrn.beta),
+            }
+            if supervised:
+                for p in discs.parameters():
+                    p.requires_grad_(True)
+                with torch.no_grad():
+                    real_mid = (target / unit) * mask_mid
+                    real_high = (disp_gt / unit) * mask_high
+                pm = d_mid(torch.cat([real_mid, (d_units * mask_mid).detach()]))
+                ph = d_high(torch.cat([real_high, (h_units * mask_high).detach()]))
+                b = real_mid.shape[0]
+                d_loss = gan_discriminator_loss(pm[:b], pm[b:], gan_mode) + gan_discriminator_loss(
+                    ph[:b], ph[b:], gan_mode
+                )
+                optim["disc"].zero_grad(set_to_none=True)
+                d_loss.backward()
+                optim["disc"].step()
+                values["disc"] = float(d_loss.detach())
+            return values
+
+        return optim, samplers, step
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------
+def _saved_config_matches(out: Path, config: TrainConfig) -> None:
+    path = out / "config.yaml"
+    if not path.is_file():
+        return
+    saved = config_to_dict(load_config(path, TrainConfig))
+    mine = config_to_dict(config)
+    if saved != mine:
+        diffs = _diff(saved, mine)
+        raise FacehdError(
+            f"{out}: the run was started with another configuration ({'; '.join(diffs[:5])}); "
+            "resume with the same config or start a new --out"
+        )
+
+
+def _diff(a: Any, b: Any, where: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{where}.{k}" if where else k)
+        return out
+    return [] if a == b else [f"{where}: {a!r} in the run, {b!r} now"]
+
+
+def train(
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    photos: str | Path | None = None,
+    priors: str | Path | None = None,
+    pairs: str | Path | None = None,
+    stages: Sequence[str] = STAGES,
+    resume: bool = False,
+    init: str | Path | None = None,
+    callback: StepCallback | None = None,
+) -> TrainResult:
+    """Train the stages ``stages`` (in order) into the run folder ``out``.
+
+    Parameters
+    ----------
+    config : the configuration (resolved here: the photos' template, saved as config.yaml).
+    out : run folder; an existing run is refused unless ``resume``.
+    photos : ``facehd prepare-images`` dataset (base and hrn stages).
+    priors : ``facehd build-priors`` dataset with lab photos (hrn stage with priors; the
+        de-retouching pairs when ``pairs`` is not given).
+    pairs : photos dataset with an ``image_clean`` field (de-retouching pairs).
+    stages : subset of ``base``, ``deretouch``, ``hrn``.
+    resume : continue the stages of an existing run exactly where its checkpoints are.
+    init : initialise the networks from this checkpoint (a facehd run's ``model.pt`` /
+        checkpoint, or the official HRN checkpoint) instead of from the run's earlier stages.
+    callback : called after every step as ``callback(stage, step, total, values)``.
+
+    Raises
+    ------
+    FacehdError
+        Existing run without ``resume``, another configuration than the run's, a missing
+        dataset, a priors file of another model; :class:`~facehd.errors.InputFileError` for
+        unreadable or foreign files.
+    """
+    out = Path(out)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise ValueError(f"stages must be among {STAGES}, got {list(stages)}")
+    stages = [s for s in STAGES if s in set(stages)]
+    ckpt_dir = out / "checkpoints"
+    existing = sorted(ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
+    trainer = Trainer(config, out, photos=photos, priors=priors, pairs=pairs)
+    if trainer.dist.main:
+        if existing and not resume:
+            raise FacehdError(
+                f"{out} already holds a training run ({existing[0].name}); "
+                "use --resume to continue it or choose another --out"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            _saved_config_matches(out, config)
+        save_config(out / "config.yaml", config)
+    _barrier(trainer.dist)
+
+    done: list[str] = []
+    for s in STAGES:
+        p = trainer.checkpoint_path(s)
+        if p.is_file() and s not in stages:
+            data = trainer._read_own_checkpoint(p)
+            if data.get("done"):
+                done.append(s)
+    steps: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    if init is not None:
+        done_init = trainer.load_networks(init)
+        trainer.log.message(f"networks initialised from {init} (stages {done_init})")
+    for s in stages:
+        ckpt = trainer.checkpoint_path(s)
+        if not (resume and ckpt.is_file()) and init is None:
+            earlier = [e for e in STAGES[: STAGES.index(s)] if trainer.checkpoint_path(e).is_file()]
+            if earlier:
+                trainer.load_networks(trainer.checkpoint_path(earlier[-1]))
+            if s == "hrn" and "base" not in earlier:
+                trainer.log.message(
+                    "stage hrn starts without a trained face analyzer (no base stage in this run "
+                    "and no --init): M0 is the mean face"
+                )
+        n, t = trainer.run_stage(s, resume=resume, callback=callback)
+        steps[s], seconds[s] = n, t
+        trainer.log.message(
+            f"stage {s}: {n} steps in {t:.1f} s ({n / t if t > 0 else 0.0:.2f} it/s)"
+        )
+        done.append(s)
+        trainer._save_model([x for x in STAGES if x in done])
+    trainer.log.close()
+    model_path = out / "model.pt" if (out / "model.pt").is_file() else None
+    return TrainResult(out, [x for x in STAGES if x in done], steps, seconds, model_path)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m models.train`` (for ``torchrun``): the same options as ``facehd train``."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m models.train", description=train.__doc__)
+    p.add_argument("--config", default="tiny-cpu")
+    p.add_argument("--photos")
+    p.add_argument("--priors")
+    p.add_argument("--pairs")
+    p.add_argument("--out", required=True)
+    p.add_argument("--stage", action="append", choices=[*STAGES, "all"])
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--init")
+    p.add_argument("--steps", type=int, help="override the steps of every selected stage")
+    a = p.parse_args(argv)
+    cfg = load_train_config(a.config)
+    stages = STAGES if not a.stage or "all" in a.stage else a.stage
+    if a.steps is not None:
+        for s in stages:
+            getattr(cfg, s).steps = a.steps
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    train(
+        cfg,
+        a.out,
+        photos=a.photos,
+        priors=a.priors,
+        pairs=a.pairs,
+        stages=stages,
+        resume=a.resume,
+        init=a.init,
+    )
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

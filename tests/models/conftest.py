@@ -1,0 +1,56 @@
+"""Shared fixtures of the trainer / reconstruction tests: a tiny synthetic training set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+import torch
+
+
+class HRNData(NamedTuple):
+    scans: Path
+    priors: Path
+    photos: Path
+    pairs: Path
+
+
+@pytest.fixture(scope="session")
+def hrn_data(tmp_path_factory: pytest.TempPathFactory) -> HRNData:
+    from synthdata import make_scans, write_truth_photos, write_truth_priors
+
+    root = tmp_path_factory.mktemp("hrn_data")
+    make_scans(root / "scans", subjects=2, expressions=1, views=2)
+    return HRNData(
+        root / "scans",
+        write_truth_priors(root / "scans", root / "priors.h5"),
+        write_truth_photos(root / "scans", root / "photos.h5"),
+        write_truth_photos(root / "scans", root / "pairs.h5", clean=True),
+    )
+
+
+@pytest.fixture()
+def one_thread():
+    """Single-threaded torch (the test machine is small and shared; results do not depend on
+    it, but a run and its resumed twin must use the same thread count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_config():
+    """A trainer config small enough for tests: 48 px crops, 32-texel maps, a few steps."""
+    from models.train import tiny_cpu_train_config
+
+    c = tiny_cpu_train_config()
+    c.image_size = 48
+    c.model.network.high_size = 32
+    c.model.network.mid_size = 16
+    for stage, steps in (("base", 3), ("deretouch", 2), ("hrn", 5)):
+        getattr(c, stage).steps = steps
+        getattr(c, stage).batch_size = 2
+    c.checkpoint_every = 2
+    c.log_every = 1
+    return c

@@ -1,0 +1,107 @@
+"""Small training datasets with exact truth for the trainer's tests (no fitting, no detector).
+
+- :func:`make_scans`: synthetic scans with lab photos (``facehd synth --photos V``).
+- :func:`write_truth_priors`: a ``facehd.priors/1`` file holding the TRUE maps and coefficients of
+  the scans (what ``facehd build-priors`` estimates), pointing at the scans as sources.
+- :func:`write_truth_photos`: a ``facehd.photos/1`` file of the photos' aligned crops with their
+  true landmarks and skin masks (what ``facehd prepare-images`` detects), optionally with the
+  clean twin ``image_clean`` (a de-retouching pairs file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facehd.h5io import ShardedDatasetWriter, file_sha256
+from facehd.morphable import load_model
+from models.data import align_lab_photo
+from pipelines.build_priors import SCHEMA as PRIORS_SCHEMA
+from pipelines.build_priors import fields_for
+from pipelines.fitting import FitConfig
+from pipelines.synth import SynthConfig, synth_scans
+
+
+def make_scans(out: Path, subjects: int, expressions: int = 1, views: int = 2, seed: int = 0):
+    cfg = SynthConfig(
+        subjects=subjects,
+        expressions=expressions,
+        seed=seed,
+        photos=views,
+        photo_size=160,
+        dense_resolution=96,
+        holes=0,
+        extras=(),
+    )
+    return synth_scans(out, cfg)
+
+
+def write_truth_priors(scans_dir: Path, out: Path, model_name: str = "facehd-synth") -> Path:
+    from facehd.uv import rasterize_uv
+
+    model = load_model("facehd-synth")
+    fields = fields_for(model.n_id, model.n_exp, FitConfig())
+    fit = model.regions.fit.astype(np.float64)
+    dmask = rasterize_uv(model.uvs, model.faces, (64, 64)).interpolate(fit) > 0.99
+    hmask = rasterize_uv(model.uvs, model.faces, (256, 256)).interpolate(fit) > 0.99
+    attrs = {"units": "mm", "model": model_name, "deformation_size": 64, "displacement_size": 256}
+    with ShardedDatasetWriter(out, PRIORS_SCHEMA, attrs, fields, overwrite=True) as w:
+        for gt_path in sorted(Path(scans_dir).glob("*.gt.npz")):
+            sid = gt_path.name[: -len(".gt.npz")]
+            gt = np.load(gt_path)
+            scan = gt_path.with_name(sid + ".ply")
+            w.add(
+                sid,
+                {
+                    "deformation": gt["deformation"].astype(np.float32),
+                    "deformation_mask": dmask,
+                    "displacement": (gt["displacement"] * hmask).astype(np.float32),
+                    "displacement_mask": hmask,
+                    "identity": gt["identity"].astype(np.float32),
+                    "expression": gt["expression"].astype(np.float32),
+                    "scale": np.float64(gt["scale"]),
+                    "rotation": gt["rotation"],
+                    "translation": gt["translation"],
+                    "residual": np.zeros(3, np.float32),
+                    "residual_mean": np.zeros(3, np.float32),
+                    "landmark_rms": np.float32(0),
+                    "face_points": np.int64(1),
+                    "units": "mm",
+                    "source": str(scan),
+                    "source_sha256": file_sha256(scan),
+                    "subject": sid.split("_")[0],
+                    "expression_name": sid.split("_")[1],
+                },
+            )
+        w.finalize()
+    return out
+
+
+def write_truth_photos(
+    scans_dir: Path, out: Path, *, clean: bool = False, template: str = "facehd-synth"
+) -> Path:
+    fields = {
+        "image": ((224, 224, 3), "uint8"),
+        "mask": ((224, 224), "uint8"),
+        "landmarks68": ((68, 2), "float32"),
+    }
+    if clean:
+        fields["image_clean"] = ((224, 224, 3), "uint8")
+    attrs = {"config": {"template": template}}
+    with ShardedDatasetWriter(out, "facehd.photos/1", attrs, fields, overwrite=True) as w:
+        for path in sorted(Path(scans_dir).glob("*.photos.npz")):
+            sid = path.name[: -len(".photos.npz")]
+            z = dict(np.load(path))
+            for v in range(z["images"].shape[0]):
+                a = align_lab_photo(z, v, template)
+                values = {
+                    "image": a["image"],
+                    "mask": a["mask"],
+                    "landmarks68": a["landmarks"].astype(np.float32),
+                }
+                if clean:
+                    values["image_clean"] = a["image_clean"]
+                w.add(f"{sid}_v{v:02d}", values)
+        w.finalize()
+    return out

@@ -1,0 +1,233 @@
+"""The trainer: exact resume, run folder, clear errors, schedules, sampling, ground-truth maps."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+
+from facehd.errors import FacehdError, InputFileError
+from models.checkpoints import read_checkpoint
+from models.config import load_config
+from models.data import EpochSampler, LabDataset, lab_photos_path, resize_map
+from models.train import StageConfig, TrainConfig, load_train_config, train
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_at(stage: str, step: int):
+    def callback(s: str, k: int, total: int, values: dict) -> None:
+        if s == stage and k == step:
+            raise Killed()
+
+    return callback
+
+
+def states_equal(a: Path, b: Path) -> list[str]:
+    sa, sb = read_checkpoint(a)["state"], read_checkpoint(b)["state"]
+    return [f"{p}.{k}" for p in sa for k in sa[p] if not torch.equal(sa[p][k], sb[p][k])]
+
+
+@pytest.fixture(scope="module")
+def full_run(hrn_data, tmp_path_factory):
+    """An uninterrupted run of the three stages."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("run") / "full"
+    try:
+        result = train(tiny_config(), out, photos=hrn_data.photos, priors=hrn_data.priors)
+    finally:
+        torch.set_num_threads(before)
+    return out, result
+
+
+def test_a_killed_run_resumes_exactly(hrn_data, full_run, tmp_path, one_thread):
+    out_full, result = full_run
+    assert result.stages == ["base", "deretouch", "hrn"]
+    assert result.steps == {"base": 3, "deretouch": 2, "hrn": 5}
+    out = tmp_path / "killed"
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors}
+    # killed in base step 2 (no checkpoint yet: the stage restarts), then in hrn step 4 (the
+    # step-2 checkpoint exists, step 3 is lost): the resumed run redoes it identically
+    with pytest.raises(Killed):
+        train(tiny_config(), out, callback=kill_at("base", 1), **kw)
+    assert not (out / "checkpoints" / "base.pt").exists()
+    with pytest.raises(Killed):
+        train(tiny_config(), out, resume=True, callback=kill_at("hrn", 3), **kw)
+    ckpt = read_checkpoint(out / "checkpoints" / "hrn.pt")
+    assert ckpt["step"] == 2 and not ckpt["done"]
+    train(tiny_config(), out, resume=True, **kw)
+    assert states_equal(out_full / "model.pt", out / "model.pt") == []
+    # the logs are those of the uninterrupted run (rows after the last checkpoint dropped)
+    for stage in ("base", "deretouch", "hrn"):
+        a = (out_full / f"log_{stage}.csv").read_text()
+        assert (out / f"log_{stage}.csv").read_text() == a
+
+
+def test_stagewise_runs_equal_one_run(hrn_data, full_run, tmp_path, one_thread):
+    """base, then deretouch, then hrn as three commands on one folder = one command."""
+    out = tmp_path / "stagewise"
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors}
+    train(tiny_config(), out, stages=["base"], **kw)
+    train(tiny_config(), out, stages=["deretouch"], resume=True, **kw)
+    res = train(tiny_config(), out, stages=["hrn"], resume=True, **kw)
+    assert res.stages == ["base", "deretouch", "hrn"]
+    assert states_equal(full_run[0] / "model.pt", out / "model.pt") == []
+
+
+def test_training_changes_exactly_the_stage_parameters(full_run):
+    out, _ = full_run
+    base = read_checkpoint(out / "checkpoints" / "base.pt")["state"]["hrn"]
+    drm = read_checkpoint(out / "checkpoints" / "deretouch.pt")["state"]["hrn"]
+    hrn = read_checkpoint(out / "checkpoints" / "hrn.pt")["state"]["hrn"]
+
+    def changed(a, b, prefix):
+        return any(not torch.equal(a[k], b[k]) for k in a if k.startswith(prefix))
+
+    # de-retouching stage: only the de-retouching network changes
+    assert changed(base, drm, "deretouch.") and not changed(base, drm, "net_recon.")
+    assert not changed(base, drm, "mid_net.")
+    # detail stage: generators and scales change, analyzer and de-retouching frozen
+    assert changed(drm, hrn, "mid_net.") and changed(drm, hrn, "high_net.")
+    assert not changed(drm, hrn, "net_recon.") and not changed(drm, hrn, "deretouch.")
+    assert not torch.equal(drm["alpha"], hrn["alpha"])
+
+
+def test_run_folder(full_run):
+    out, result = full_run
+    cfg = load_config(out / "config.yaml", TrainConfig)
+    assert cfg.image_size == 48 and cfg.template == "facehd-synth"  # resolved from photos.h5
+    assert cfg.hrn.steps == 5
+    assert result.model_path == out / "model.pt"
+    model = read_checkpoint(out / "model.pt")
+    assert model["format"] == "facehd.model/1" and model["stages"] == ["base", "deretouch", "hrn"]
+    assert model["morphable"]["name"] == "facehd-synth"
+    with open(out / "log_hrn.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]
+    # self-supervised and supervised iterations alternate; only supervised ones have L1 terms
+    assert [r["kind"] for r in rows] == ["self", "sup", "self", "sup", "self"]
+    assert all(r["supervised_mid"] == "" for r in rows if r["kind"] == "self")
+    assert all(float(r["supervised_mid"]) > 0 for r in rows if r["kind"] == "sup")
+    text = (out / "train.log").read_text()
+    assert "perceptual loss is off" in text
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        assert "tensorboard is not installed" in text
+    ck = read_checkpoint(out / "checkpoints" / "hrn.pt")
+    assert set(ck["optimizers"]) == {"generators", "disc"}
+    assert set(ck["data"]) == {"photos", "lab"} and len(ck["rng"]) == 1
+
+
+def test_clear_errors(hrn_data, full_run, tmp_path, one_thread):
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors}
+    # an existing run is not overwritten
+    with pytest.raises(FacehdError, match="--resume"):
+        train(tiny_config(), full_run[0], **kw)
+    # resuming with another configuration
+    other = tiny_config()
+    other.hrn.lr = 0.123
+    with pytest.raises(FacehdError, match=r"hrn\.lr"):
+        train(other, full_run[0], resume=True, **kw)
+    # a corrupt checkpoint names the file
+    out = tmp_path / "corrupt"
+    cfg = tiny_config()
+    cfg.base.steps = 2
+    train(cfg, out, stages=["base"], **kw)
+    ckpt = out / "checkpoints" / "base.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(InputFileError, match="base.pt"):
+        train(cfg, out, stages=["base"], resume=True, **kw)
+    # a config with an unknown key names the file and the key
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hrn:\n  steps: 3\n  lerning_rate: 0.1\n")
+    with pytest.raises(InputFileError, match=r"bad\.yaml.*lerning_rate"):
+        load_train_config(bad)
+    with pytest.raises(InputFileError, match="preset"):
+        load_train_config("tiny")
+    # a priors file of another morphable model
+    with pytest.raises(InputFileError, match="bfm"):
+        LabDataset(hrn_data.priors, model_name="bfm")
+    # the photos given where the priors are expected
+    with pytest.raises(InputFileError, match="priors dataset"):
+        LabDataset(hrn_data.photos)
+
+
+def test_presets_load_and_differ():
+    tiny, paper = load_train_config("tiny-cpu"), load_train_config("paper")
+    assert paper.morphable.name == "bfm" and paper.hrn.steps == 800_000
+    assert paper.hrn.batch_size == 4 and paper.hrn.lr == 1e-4
+    assert paper.model.network.high_size == 256 and paper.model.network.mid.n_blocks == 9
+    assert paper.model.hrn_losses.contour == 20.0 and paper.model.hrn_losses.tv == 5e3
+    assert tiny.morphable.name == "facehd-synth" and tiny.model.network.mid.filters == 8
+
+
+def test_learning_rate_schedules():
+    c = StageConfig(steps=100, lr=1.0, schedule="cosine", warmup_steps=10, min_lr_ratio=0.1)
+    assert c.lr_at(5) == pytest.approx(0.5)
+    assert c.lr_at(10) == pytest.approx(1.0)
+    assert c.lr_at(55) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert c.lr_at(100) == pytest.approx(0.1)
+    s = StageConfig(steps=100, lr=2.0, schedule="step", decay_every=30, decay_factor=0.5)
+    assert [s.lr_at(k) for k in (1, 29, 30, 60, 95)] == [2.0, 2.0, 1.0, 0.5, 0.25]
+    assert StageConfig(lr=3.0).lr_at(77) == 3.0
+
+
+def test_sampler_epochs_ranks_and_resume():
+    n = 10
+    one = EpochSampler(n, 4, seed=3)
+    drawn = [i for _ in range(5) for i in one.next_batch()]  # 20 = two epochs
+    assert sorted(drawn[:10]) == list(range(n)) and sorted(drawn[10:]) == list(range(n))
+    assert drawn[:10] != drawn[10:]
+    # two ranks share each epoch without overlap
+    r0 = EpochSampler(n, 5, seed=3, rank=0, world=2)
+    r1 = EpochSampler(n, 5, seed=3, rank=1, world=2)
+    a, b = r0.next_batch(), r1.next_batch()
+    assert sorted(a + b) == list(range(n))
+    # the state is the whole position
+    s = EpochSampler(n, 3, seed=1)
+    s.next_batch(), s.next_batch()
+    t = EpochSampler(n, 3, seed=1)
+    t.load_state_dict(s.state_dict())
+    assert [s.next_batch() for _ in range(4)] == [t.next_batch() for _ in range(4)]
+    with pytest.raises(ValueError, match="changed"):
+        EpochSampler(11, 3, seed=1).load_state_dict(s.state_dict())
+
+
+def test_resize_map_is_a_masked_area_average():
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(2, 3, 8, 8, generator=g)
+    m = (torch.rand(2, 1, 8, 8, generator=g) > 0.2).float()
+    out, valid = resize_map(v, m, 4)
+    for b in range(2):
+        for i in range(4):
+            for j in range(4):
+                blk = m[b, 0, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2]
+                if blk.min() < 1:
+                    assert valid[b, 0, i, j] == 0 and torch.all(out[b, :, i, j] == 0)
+                else:
+                    want = v[b, :, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].mean((1, 2))
+                    assert valid[b, 0, i, j] == 1
+                    torch.testing.assert_close(out[b, :, i, j], want)
+
+
+def test_lab_photos_are_found_and_cropped(hrn_data):
+    lab = LabDataset(hrn_data.priors, template="facehd-synth", model_name="facehd-synth")
+    assert len(lab) == 4 and lab.without_photos == [] and lab.has_clean
+    found = lab_photos_path("elsewhere/s000_e00.ply", "s000_e00", hrn_data.scans / "x.h5")
+    assert found == hrn_data.scans / "s000_e00.photos.npz"
+    assert lab_photos_path("/nope/zzz.ply", "zzz", hrn_data.priors) is None
+    item = lab[0]
+    assert item["image"].shape == (224, 224, 3) and item["mask"].shape == (224, 224)
+    # the skin mask covers the inner-face landmarks (nose tip) in the crop
+    x, y = np.round(item["landmarks"][30]).astype(int)
+    assert item["mask"][y - 3 : y + 4, x - 3 : x + 4].any()
+    assert item["deformation"].shape == (64, 64, 3) and item["displacement"].shape == (256, 256)
