@@ -1,0 +1,44 @@
+"""Worker of test_ddp.py, started by torchrun (2 CPU processes, gloo): trains the tiny config
+with DistributedDataParallel and writes what this rank holds afterwards."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from conftest import tiny_config  # noqa: E402
+
+from models.train import Trainer  # noqa: E402
+
+
+def main() -> None:
+    photos, priors, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    torch.set_num_threads(1)
+    cfg = tiny_config()
+    cfg.base.steps, cfg.hrn.steps = 2, 4
+    cfg.base.batch_size = cfg.hrn.batch_size = 1
+    trainer = Trainer(cfg, out, photos=photos, priors=priors)
+    rank = trainer.dist.rank
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    initial = {k: v.clone() for k, v in trainer.system.hrn.state_dict().items()}
+    losses: list[float] = []
+    trainer.run_stage("base", callback=lambda s, k, n, v: losses.append(v["total"]))
+    trainer.run_stage("hrn", callback=lambda s, k, n, v: losses.append(v["total"]))
+    state = {k: v.detach().clone() for k, v in trainer.system.hrn.state_dict().items()}
+    torch.save(
+        {"world": trainer.dist.world, "initial": initial, "state": state, "losses": losses},
+        out / f"rank{rank}.pt",
+    )
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
