@@ -26,6 +26,7 @@ ENTRY_MODULES: tuple[str, ...] = (
     "pipelines.perf_entries",
     "benchmarks.perf_entries",
     "models.perf_entries",
+    "pipelines.landmarks_perf",
 )
 
 

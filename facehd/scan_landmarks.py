@@ -938,12 +938,13 @@ def _vote(stack: np.ndarray, quality: np.ndarray, query: Any) -> tuple[np.ndarra
     """Per-landmark consensus of several views' points.
 
     stack : (n, 68, 3) points on the surface; quality : (n, 68) int (see
-    ``ScanLandmarker._cast_with_depth``); each landmark votes with its best-quality points only.
+    ``ScanLandmarker._cast_with_depth``); each landmark votes with its points of quality 1 or 2,
+    or, when it has none, with its guesses.
     Returns (landmarks (68, 3) on the surface, spread (68,): median distance of the voting points
     from the consensus, mm).
     """
-    best = quality.max(axis=0)
-    use = quality == best[None]
+    floor = np.minimum(quality.max(axis=0), 1)
+    use = quality >= floor[None]
     votes = np.where(use[..., None], stack, np.nan)
     med = np.nanmedian(votes, axis=0)
     out = query.closest(med).points

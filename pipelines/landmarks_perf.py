@@ -1,0 +1,91 @@
+"""Speed benchmark of automatic scan landmarks (``facehd perf scan-landmarks``).
+
+A synthetic raw scan of about 100,000 vertices (:func:`pipelines.synth.make_scan`: detailed face,
+neck, hair cap, holes, a random rotation) is landmarked on one core by a warm
+:class:`facehd.scan_landmarks.ScanLandmarker` (mediapipe's graphs started once per process, as in
+a batch run; their start-up is reported on its own row).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from facehd.perf import PerfRow, register, single_thread
+
+#: Grid side of the synthetic scan's dense surface: about 100k vertices with neck and hair.
+_DENSE_RESOLUTION = 294
+
+
+@register("scan-landmarks", "automatic 3D landmarks of a ~100k-vertex raw scan, one core")
+def scan_landmarks_entry(quick: bool) -> list[PerfRow]:
+    from facehd._o3d import open3d
+    from facehd.detect import mediapipe_available
+    from facehd.morphable import load_model
+    from pipelines.synth import SynthConfig, make_scan
+
+    if not mediapipe_available():
+        return [
+            PerfRow(
+                "scan-landmarks",
+                "seconds per 100k-vertex scan",
+                math.nan,
+                "s",
+                "< 2 s",
+                None,
+                "not run: needs the photo extra (pip install 'facehd[photo]')",
+            )
+        ]
+    from facehd.scan_landmarks import ScanLandmarker
+
+    config = SynthConfig(dense_resolution=120 if quick else _DENSE_RESOLUTION, seed=3)
+    scan = make_scan(load_model(config.model), config, 0, 0)[0]
+    util = open3d().utility
+    old_threads = util.get_max_threads()
+    util.set_max_threads(1)
+    try:
+        with single_thread():
+            c0, w0 = time.process_time(), time.perf_counter()
+            landmarker = ScanLandmarker()
+            start_wall = time.perf_counter() - w0
+            start_cpu = time.process_time() - c0
+            walls, cpus = [], []
+            for _ in range(1 if quick else 2):
+                c0, w0 = time.process_time(), time.perf_counter()
+                result = landmarker.detect(scan)
+                walls.append(time.perf_counter() - w0)
+                cpus.append(time.process_time() - c0)
+            landmarker.close()
+    finally:
+        util.set_max_threads(old_threads)
+    wall, cpu = min(walls), min(cpus)
+    n = scan.n_vertices
+    per_100k = wall * 100_000 / n
+    size = f"{n} vertices, {scan.n_faces} triangles; confidence {result.confidence:.2f}"
+    return [
+        PerfRow(
+            "scan-landmarks",
+            "seconds per 100k-vertex scan",
+            per_100k,
+            "s",
+            "< 2 s",
+            per_100k < 2.0,
+            f"wall seconds of one scan scaled to 100k vertices; {size}; torch and Open3D on one "
+            "thread, mediapipe as configured",
+        ),
+        PerfRow("scan-landmarks", "wall seconds", wall, "s", note=size),
+        PerfRow(
+            "scan-landmarks",
+            "CPU seconds",
+            cpu,
+            "s",
+            note="process CPU time (all threads), robust to machine load",
+        ),
+        PerfRow(
+            "scan-landmarks",
+            "start-up seconds",
+            start_wall,
+            "s",
+            note=f"mediapipe graphs, once per process ({start_cpu:.2f} CPU s)",
+        ),
+    ]
