@@ -243,6 +243,11 @@ class FaceSystem(nn.Module):
     def faces(self) -> torch.Tensor:
         return self._faces.to(self.device)
 
+    @property
+    def uv_layout(self) -> np.ndarray:
+        """(V, 2) float64 vertex UVs of the morphable model (a writable copy)."""
+        return self._uvs
+
     def uvs(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return torch.as_tensor(self._uvs, dtype=dtype, device=self.device)
 

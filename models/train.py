@@ -484,6 +484,18 @@ class _RunLog:
 # --------------------------------------------------------------------------------------------
 # the trainer
 # --------------------------------------------------------------------------------------------
+def _floats(terms: Any) -> dict[str, float]:
+    """Loss terms (a dataclass of scalar tensors, some None) -> name -> float, for the logs."""
+    from dataclasses import fields as dc_fields
+
+    out = {}
+    for f in dc_fields(terms):
+        v = getattr(terms, f.name)
+        if v is not None:
+            out[f.name] = float(v.detach())
+    return out
+
+
 @dataclass
 class TrainResult:
     """What :func:`train` did."""
@@ -826,7 +838,7 @@ class Trainer:
             optim["analyzer"].zero_grad(set_to_none=True)
             total.backward()
             optim["analyzer"].step()
-            return {"kind": "self", "total": float(total.detach()), **terms.as_floats()}
+            return {"kind": "self", "total": float(total.detach()), **_floats(terms)}
 
         return optim, samplers, step
 
@@ -1005,7 +1017,7 @@ class Trainer:
             values: dict[str, Any] = {
                 "kind": "sup" if supervised else "self",
                 "total": float(total.detach()),
-                **terms.as_floats(),
+                **_floats(terms),
                 "alpha": float(hrn.alpha),
                 "beta": float(hrn.beta),
             }

@@ -30,6 +30,23 @@ def hrn_data(tmp_path_factory: pytest.TempPathFactory) -> HRNData:
     )
 
 
+@pytest.fixture(scope="session")
+def model_path(hrn_data: HRNData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``model.pt`` of a very short tiny run (all three stages)."""
+    from models.train import train
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cfg = tiny_config()
+    cfg.base.steps, cfg.deretouch.steps, cfg.hrn.steps = 2, 1, 2
+    out = tmp_path_factory.mktemp("short_run") / "run"
+    try:
+        train(cfg, out, photos=hrn_data.photos, priors=hrn_data.priors)
+    finally:
+        torch.set_num_threads(before)
+    return out / "model.pt"
+
+
 @pytest.fixture()
 def one_thread():
     """Single-threaded torch (the test machine is small and shared; results do not depend on

@@ -1,0 +1,235 @@
+"""How close HRN's three levels come to the truth, on synthetic photos with exact ground truth.
+
+For every held-out synthetic scan written by ``facehd synth --photos V`` (files ``<id>.gt.npz``,
+``<id>.gt_m1.ply``, ``<id>.gt_m2.ply``, ``<id>.photos.npz``) and each of its photos: crop the
+photo the base model's way from its true landmarks (no detector in the loop), reconstruct it
+(:class:`models.reconstruct.Reconstructor`) and score M0, M1 and M2 against the true detailed
+surface (the dense ``gt_m2``, model frame, mm):
+
+1. Truth points: the vertices of ``gt_m2`` on the model's fit region (no eyes, no nostrils) whose
+   texel the photo shows (the reconstruction's valid mask), an even random subset of at most
+   ``max_points`` (seeded).
+2. Alignment: each predicted level (canonical frame) is moved rigidly onto the truth: Kabsch on
+   the corresponding model vertices of the fit region (predicted M0 or M1 vs the true M1, same
+   topology), refined by rigid point-to-plane ICP of those vertices to ``gt_m2``. M2 uses M1's
+   transform (M2 is M1 displaced).
+3. Distance: mean |closest-point distance| from the truth points to the predicted surface, mm.
+   Normal error: mean angle between the true normal at each truth point and the predicted
+   surface's interpolated vertex normal at its closest point, radians. M0 is measured on the
+   model topology; M1 on M1 resampled on M2's texel grid (the dense mesh with zero
+   displacement), so that M1 and M2 differ by the displacement map alone and not by how their
+   normals are estimated (the dense grid's normals are smoother than the model mesh's).
+
+Distances are one-sided (truth -> prediction, like FaceScape's benchmark) and rigid (no scale):
+a reconstruction of the wrong size pays for it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from facehd.errors import InputFileError
+from facehd.mesh import Mesh, load_mesh
+from models.reconstruct import Reconstruction, Reconstructor
+
+__all__ = [
+    "EvalRow",
+    "EvalSummary",
+    "Truth",
+    "evaluate_synthetic",
+    "load_truth",
+    "score_levels",
+    "write_rows",
+]
+
+
+@dataclass
+class Truth:
+    """Ground truth of one synthetic scan (model frame, mm)."""
+
+    sample_id: str
+    m1: Mesh
+    """True M1 on the model topology."""
+    m2: Mesh
+    """True detailed surface (dense, with UVs)."""
+    photos: Path
+    """Its ``.photos.npz``."""
+
+
+def load_truth(scans_dir: str | Path, sample_id: str) -> Truth:
+    """Read the truth files of ``sample_id`` (raises InputFileError when one is missing)."""
+    d = Path(scans_dir)
+    paths = {k: d / f"{sample_id}.{k}" for k in ("gt_m1.ply", "gt_m2.ply", "photos.npz")}
+    for p in paths.values():
+        if not p.is_file():
+            raise InputFileError(p, "missing (a facehd synth --photos V folder is expected)")
+    m2 = load_mesh(paths["gt_m2.ply"])
+    if m2.uvs is None:
+        raise InputFileError(paths["gt_m2.ply"], "true detailed surface has no UVs")
+    return Truth(sample_id, load_mesh(paths["gt_m1.ply"]), m2, paths["photos.npz"])
+
+
+@dataclass
+class EvalRow:
+    """Scores of one photo: distances (mm) and normal errors (rad) of M0, M1, M2."""
+
+    sample: str
+    view: int
+    points: int
+    dist_m0: float
+    dist_m1: float
+    dist_m2: float
+    normal_m0: float
+    normal_m1: float
+    normal_m2: float
+
+
+@dataclass
+class EvalSummary:
+    """Means over photos (see :class:`EvalRow`)."""
+
+    photos: int
+    dist_m0: float
+    dist_m1: float
+    dist_m2: float
+    normal_m0: float
+    normal_m1: float
+    normal_m2: float
+
+
+def _texel(uvs: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    j = np.clip(np.floor(uvs[:, 0] * size).astype(int), 0, size - 1)
+    i = np.clip(np.floor((1.0 - uvs[:, 1]) * size).astype(int), 0, size - 1)
+    return i, j
+
+
+def _surface_normals(mesh: Mesh, face_ids: np.ndarray, bary: np.ndarray) -> np.ndarray:
+    n = mesh.vertex_normals[mesh.faces[face_ids]]  # (N, 3, 3)
+    out = (n * bary[..., None]).sum(1)
+    return out / np.linalg.norm(out, axis=1, keepdims=True).clip(1e-12)
+
+
+def _align(pred: np.ndarray, truth: Truth, fit: np.ndarray):
+    """Rigid transform (R, t) taking predicted canonical vertices onto the truth frame."""
+    from facehd.registration import icp_point_to_plane
+    from facehd.transforms import Similarity, procrustes
+
+    src, dst = pred[fit], truth.m1.vertices[fit]
+    init = procrustes(src, dst, with_scale=False)
+    res = icp_point_to_plane(src, truth.m2, init=init, max_distance=10.0, max_iterations=30)
+    t = res.transform if res.fitness > 0.5 else init
+    return Similarity(1.0, t.rotation, t.translation)
+
+
+def score_levels(
+    recon: Reconstructor,
+    rec: Reconstruction,
+    truth: Truth,
+    *,
+    max_points: int = 4000,
+    seed: int = 0,
+) -> tuple[int, tuple[float, float, float], tuple[float, float, float]]:
+    """Score M0, M1 and M2 of ``rec`` against ``truth`` (see the module docstring).
+
+    Returns ``(points, (dist_m0, dist_m1, dist_m2) mm, (normal_m0, normal_m1, normal_m2) rad)``.
+    """
+    from facehd.distances import SurfaceQuery, normal_angle_error
+    from facehd.uv import rasterize_uv
+
+    model = recon.model
+    fit = np.array(model.regions.fit, dtype=bool)
+    size = 512
+    fit_uv = rasterize_uv(model.uvs, model.faces, (size, size)).interpolate(fit.astype(float))
+    i, j = _texel(truth.m2.uvs, size)
+    keep = fit_uv[i, j] > 0.99
+    s = rec.valid.shape[0]
+    i, j = _texel(truth.m2.uvs, s)
+    keep &= rec.valid[i, j]
+    idx = np.flatnonzero(keep)
+    if idx.size == 0:
+        raise ValueError(f"{truth.sample_id}: no true surface point is seen in the photo")
+    rng = np.random.default_rng(seed)
+    if idx.size > max_points:
+        idx = np.sort(rng.choice(idx, max_points, replace=False))
+    pts = truth.m2.vertices[idx]
+    nrm = truth.m2.vertex_normals[idx]
+
+    m0 = recon.mesh(rec.m0)
+    # M1 resampled on M2's texel grid (zero displacement): M1 and M2 then differ by the
+    # displacement map alone, not by how their normals are estimated
+    m1 = recon.detail_mesh(rec, displacement=np.zeros_like(rec.displacement))
+    m2 = recon.detail_mesh(rec)
+    t0 = _align(rec.m0, truth, fit)
+    t1 = _align(rec.m1, truth, fit)
+    dists, angles = [], []
+    for mesh, t in ((m0, t0), (m1, t1), (m2, t1)):
+        local = t.inverse().apply(pts)
+        hit = SurfaceQuery(mesh).closest(local)
+        n_pred = _surface_normals(mesh, hit.face_ids, hit.barycentrics) @ t.rotation.T
+        dists.append(float(np.mean(np.abs(hit.distances))))
+        angles.append(float(np.mean(normal_angle_error(n_pred, nrm))))
+    return int(idx.size), tuple(dists), tuple(angles)  # type: ignore[return-value]
+
+
+def evaluate_synthetic(
+    recon: Reconstructor,
+    scans_dir: str | Path,
+    *,
+    max_points: int = 4000,
+    views: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[EvalRow], EvalSummary]:
+    """Reconstruct and score every photo of every scan in ``scans_dir``.
+
+    ``views`` limits the photos per scan. Raises InputFileError when the folder holds no
+    ``*.photos.npz``.
+    """
+    from models.data import align_lab_photo
+
+    d = Path(scans_dir)
+    ids = sorted(p.name[: -len(".photos.npz")] for p in d.glob("*.photos.npz"))
+    if not ids:
+        raise InputFileError(d, "no <id>.photos.npz (make them with facehd synth --photos V)")
+    jobs: list[tuple[Truth, dict, int]] = []
+    for sid in ids:
+        truth = load_truth(d, sid)
+        with np.load(truth.photos) as z:
+            photos = {k: z[k] for k in ("images", "landmarks68", "masks")}
+        n = photos["images"].shape[0] if views is None else min(views, photos["images"].shape[0])
+        jobs += [(truth, photos, v) for v in range(n)]
+    rows: list[EvalRow] = []
+    for k, (truth, photos, v) in enumerate(jobs):
+        crop = align_lab_photo(photos, v, recon.template)["image"]
+        rec = recon.run_crops(crop[None])[0]
+        n, dist, ang = score_levels(recon, rec, truth, max_points=max_points, seed=k)
+        rows.append(EvalRow(truth.sample_id, v, n, *dist, *ang))
+        if progress is not None:
+            progress(k + 1, len(jobs))
+    return rows, summarise(rows)
+
+
+def summarise(rows: list[EvalRow]) -> EvalSummary:
+    """Means of the rows."""
+    names = [f.name for f in fields(EvalSummary) if f.name != "photos"]
+    means = {k: float(np.mean([getattr(r, k) for r in rows])) for k in names}
+    return EvalSummary(photos=len(rows), **means)
+
+
+def write_rows(path: str | Path, rows: list) -> Path:
+    """Write dataclass rows to a CSV file, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, [f.name for f in fields(rows[0])])
+        w.writeheader()
+        for r in rows:
+            w.writerow(asdict(r))
+    os.replace(tmp, path)
+    return path

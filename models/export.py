@@ -1,0 +1,145 @@
+"""Files of a reconstruction: textured OBJ meshes, maps as ``.npy`` and 16-bit PNG, previews.
+
+- :func:`write_textured_obj`: ``v``, ``vt``, ``vn`` per vertex and ``f a/a/a`` faces, with an
+  ``.mtl`` naming the texture PNG (``map_Kd``), written atomically. UVs follow facehd's
+  convention (``u`` right, ``v`` up), which is OBJ's.
+- :func:`write_png16`: a 16-bit greyscale or RGB PNG (Pillow writes 16-bit greyscale only),
+  with the value mapping in a ``tEXt`` chunk: ``value = (png / 65535 * 2 - 1) * range``.
+- :func:`write_png8`: an 8-bit RGB PNG from floats in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from facehd.mesh import Mesh
+
+__all__ = ["read_png16", "write_png16", "write_png8", "write_textured_obj"]
+
+
+def _atomic_bytes(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def write_textured_obj(
+    path: str | Path,
+    mesh: Mesh,
+    *,
+    normals: np.ndarray | None = None,
+    texture: str | None = None,
+) -> Path:
+    """Write ``mesh`` (with UVs) as OBJ with per-vertex normals and an optional texture.
+
+    Parameters
+    ----------
+    path : ``.obj`` file; the material goes to the same name with ``.mtl``.
+    mesh : vertices (V, 3), faces (F, 3), uvs (V, 2) required.
+    normals : (V, 3) unit normals (default ``mesh.vertex_normals``).
+    texture : file name of the texture PNG, relative to the OBJ's folder (no material if None).
+    """
+    path = Path(path)
+    if mesh.uvs is None:
+        raise ValueError(f"{path}: write_textured_obj needs a mesh with UVs")
+    v = np.asarray(mesh.vertices, dtype=np.float64)
+    n = np.asarray(mesh.vertex_normals if normals is None else normals, dtype=np.float64)
+    if n.shape != v.shape:
+        raise ValueError(f"normals must be {v.shape}, got {n.shape}")
+    uv = np.asarray(mesh.uvs, dtype=np.float64)
+    out = io.StringIO()
+    out.write("# facehd reconstruction (millimetres)\n")
+    if texture is not None:
+        mtl = path.with_suffix(".mtl")
+        out.write(f"mtllib {mtl.name}\nusemtl face\n")
+        _atomic_bytes(
+            mtl,
+            (f"newmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nillum 1\nmap_Kd {texture}\n").encode(),
+        )
+    np.savetxt(out, v, fmt="v %.6f %.6f %.6f")
+    np.savetxt(out, uv, fmt="vt %.7f %.7f")
+    np.savetxt(out, n, fmt="vn %.6f %.6f %.6f")
+    f = np.asarray(mesh.faces, dtype=np.int64) + 1
+    np.savetxt(out, np.repeat(f, 3, axis=1), fmt="f %d/%d/%d %d/%d/%d %d/%d/%d")
+    return _atomic_bytes(path, out.getvalue().encode())
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def write_png16(path: str | Path, values: np.ndarray, value_range: float | None = None) -> Path:
+    """Write a map as a 16-bit PNG, symmetric around 0.
+
+    Parameters
+    ----------
+    values : (H, W) or (H, W, 3) float (e.g. millimetres).
+    value_range : ``r`` of the mapping ``png = round((value / r + 1) / 2 * 65535)``; default the
+        largest ``|value|`` (1 when the map is all 0). Stored in the PNG's ``tEXt``
+        (``facehd-range``).
+
+    Returns the path; :func:`read_png16` reads it back.
+    """
+    a = np.asarray(values, dtype=np.float64)
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] != 3):
+        raise ValueError(f"write_png16: expected (H, W) or (H, W, 3), got {a.shape}")
+    r = float(np.abs(a).max()) if value_range is None else float(value_range)
+    r = r if r > 0 else 1.0
+    q = np.clip(np.round((a / r + 1.0) * 0.5 * 65535.0), 0, 65535).astype(">u2")
+    h, w = a.shape[:2]
+    colour = 0 if a.ndim == 2 else 2
+    raw = b"".join(b"\x00" + q[i].tobytes() for i in range(h))
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, 0))
+        + _png_chunk(b"tEXt", b"facehd-range\x00" + repr(r).encode())
+        + _png_chunk(b"IDAT", zlib.compress(raw, 6))
+        + _png_chunk(b"IEND", b"")
+    )
+    return _atomic_bytes(Path(path), data)
+
+
+def read_png16(path: str | Path) -> np.ndarray:
+    """Read a map written by :func:`write_png16` back to floats (quantised to ``2r / 65535``)."""
+    data = Path(path).read_bytes()
+    pos, idat, r = 8, b"", 1.0
+    w = h = colour = 0
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            w, h, depth, colour = struct.unpack(">IIBB", body[:10])
+            if depth != 16:
+                raise ValueError(f"{path}: not a 16-bit PNG")
+        elif kind == b"tEXt" and body.startswith(b"facehd-range\x00"):
+            r = float(body.split(b"\x00", 1)[1])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    c = 1 if colour == 0 else 3
+    raw = zlib.decompress(idat)
+    stride = 1 + w * c * 2
+    rows = [np.frombuffer(raw[i * stride + 1 : (i + 1) * stride], dtype=">u2") for i in range(h)]
+    q = np.stack(rows).reshape(h, w, c).astype(np.float64)
+    out = (q / 65535.0 * 2.0 - 1.0) * r
+    return out[..., 0] if c == 1 else out
+
+
+def write_png8(path: str | Path, image: np.ndarray) -> Path:
+    """Write ``image (H, W, 3)`` float in ``[0, 1]`` (or uint8) as an 8-bit PNG, atomically."""
+    from PIL import Image
+
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        a = np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return _atomic_bytes(Path(path), buf.getvalue())

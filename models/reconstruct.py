@@ -1,0 +1,449 @@
+"""``facehd reconstruct``: photo -> M0, M1 (model topology) and M2 (dense, with UVs) + maps.
+
+Per photo: detect the face and its landmarks (mediapipe, :class:`facehd.detect.FaceDetector`),
+align and crop it the base model's way (:func:`facehd.align.align_face`, the template the model
+was trained with), run HRN (:class:`models.system.FaceSystem`), and write into ``OUT/<stem>/``:
+
+=====================  =========================================================================
+``coarse.obj``         M0 on the model topology (canonical frame, mm), UVs and normals
+``mid.obj`` / ``.mtl`` M1 = M0 + deformation map, UVs, normals, textured with ``texture.png``
+``texture.png``        the albedo texture (de-retouched A', paper Eq. 5), UV layout of the model
+``detail.obj``         M2: dense mesh of M1's position map displaced along its normals
+                       (:func:`facehd.uv.displaced_dense_mesh`), with UVs and the same texture
+``deformation.npy``    (m, m, 3) float32 deformation map, mm; ``deformation.png`` 16-bit RGB
+``displacement.npy``   (S, S) float32 displacement map, mm; ``displacement.png`` 16-bit grey
+``overlay.png``        the photo region; the textured render of M2 over it; the grey-shaded
+                       detailed geometry over it
+``turntable.png``      the grey-shaded M2 seen from yaw -60, -30, 0, 30, 60 degrees
+``reconstruction.json`` pose (``R``, ``t`` mm: posed = R p + t), crop transform, map ranges
+=====================  =========================================================================
+
+16-bit PNGs map ``value = (png / 65535 * 2 - 1) * range`` with ``range`` in the JSON and in the
+PNG's text chunk (:func:`models.export.read_png16`).
+
+Checkpoints: a facehd run's ``model.pt`` or stage checkpoint (its config names the morphable model
+and networks), or the official HRN checkpoint (``net_recon``, ``mid_net``, ``high_net``,
+``alpha``, ``beta``; the de-retouching network under ``generator`` in a second file) with the BFM
+(``BFM_model_front.mat`` and its UV file): the paper's networks are assumed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facehd.errors import FacehdError, InputFileError
+from facehd.mesh import Mesh
+from models.system import FaceSystem, scaled_hrn_camera
+
+__all__ = [
+    "Reconstruction",
+    "Reconstructor",
+    "find_photos",
+    "load_system",
+    "write_reconstruction",
+]
+
+OVERLAY_SIZE = 512
+TURNTABLE_YAWS = (-60.0, -30.0, 0.0, 30.0, 60.0)
+
+
+def load_system(
+    checkpoint: str | Path,
+    *,
+    deretouch: str | Path | None = None,
+    bfm_path: str | Path | None = None,
+    uv_path: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    network: Any = None,
+) -> tuple[FaceSystem, Any]:
+    """Load a facehd model / training checkpoint or the official HRN checkpoint.
+
+    Returns ``(system, train_config)``; ``system`` is in eval mode on ``device``. ``network``
+    (a :class:`models.config.NetworkConfig`) replaces the paper's network sizes for a checkpoint
+    in the official layout (the official file itself has the paper's).
+
+    Raises
+    ------
+    InputFileError
+        Missing, corrupt or foreign checkpoint; a checkpoint whose morphable model does not
+        match; the official layout without the BFM files.
+    """
+    from facehd.morphable import load_model
+    from models.checkpoints import load_state_into, read_checkpoint
+    from models.config import ConfigError, config_from_dict
+    from models.train import (
+        CHECKPOINT_FORMAT,
+        MODEL_FORMAT,
+        MorphableConfig,
+        TrainConfig,
+        paper_train_config,
+    )
+
+    path = Path(checkpoint)
+    data = read_checkpoint(path)
+    fmt = data.get("format")
+    if fmt in (CHECKPOINT_FORMAT, MODEL_FORMAT):
+        try:
+            cfg = config_from_dict(TrainConfig, data["config"], source=str(path))
+        except (ConfigError, KeyError) as exc:
+            raise InputFileError(path, f"checkpoint config unreadable: {exc}") from exc
+        m = cfg.morphable
+        if bfm_path is not None:
+            m.bfm_path = str(bfm_path)
+        if uv_path is not None:
+            m.uv_path = str(uv_path)
+        kwargs = {k: v for k, v in (("bfm_path", m.bfm_path), ("uv_path", m.uv_path)) if v}
+        model = load_model(m.name, **kwargs)
+        info = data.get("morphable", {})
+        if info.get("n_vertices") != model.n_vertices or info.get("name") != model.name:
+            raise InputFileError(
+                path, f"checkpoint is for morphable model {info}, loaded {model.name!r}"
+            )
+        system = FaceSystem(cfg.model, model, cfg.image_size, "cpu")
+        load_state_into(system.hrn, data["state"]["hrn"], part="hrn", source=str(path))
+    elif all(k in data for k in ("net_recon", "mid_net", "high_net")):
+        if bfm_path is None or uv_path is None:
+            raise InputFileError(
+                path,
+                "the official HRN checkpoint works on the BFM: give its files "
+                "(--bfm BFM_model_front.mat --uv <UV layout>)",
+            )
+        cfg = paper_train_config()
+        if network is not None:
+            cfg.model.network = network
+        cfg.morphable = MorphableConfig("bfm", str(bfm_path), str(uv_path))
+        cfg.template = "anthropometric"
+        model = load_model("bfm", bfm_path=bfm_path, uv_path=uv_path)
+        system = FaceSystem(cfg.model, model, cfg.image_size, "cpu")
+        system.hrn.load_official(data, deretouch)
+    else:
+        raise InputFileError(
+            path,
+            f"not a facehd or HRN checkpoint (format {fmt!r}; entries: {sorted(data)[:8]})",
+        )
+    if cfg.template is None:
+        cfg.template = "anthropometric"
+    system.to(device).eval()
+    return system, cfg
+
+
+@dataclass
+class Reconstruction:
+    """One face reconstructed from an aligned 224 crop (canonical frame, mm).
+
+    Attributes
+    ----------
+    m0, m1 : (V, 3) canonical M0 and M1 vertices (model topology).
+    rotation, translation : pose: ``posed = R p + t`` (mm).
+    deformation : (m, m, 3) map, mm; displacement : (S, S) map, mm.
+    valid : (S, S) bool texels seen in the photo (or mirror-filled).
+    texture : (S, S, 3) albedo texture in ``[0, 1]``.
+    sh : (9, 3) SH lighting.
+    """
+
+    m0: np.ndarray
+    m1: np.ndarray
+    rotation: np.ndarray
+    translation: np.ndarray
+    deformation: np.ndarray
+    displacement: np.ndarray
+    valid: np.ndarray
+    texture: np.ndarray
+    sh: np.ndarray
+
+
+class Reconstructor:
+    """Runs a loaded :class:`~models.system.FaceSystem` on crops and photos."""
+
+    def __init__(self, system: FaceSystem, config: Any) -> None:
+        self.system = system
+        self.config = config
+        self.template = config.template or "anthropometric"
+        self._detector = None
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, **kwargs: Any) -> Reconstructor:
+        """:func:`load_system` then a reconstructor."""
+        system, cfg = load_system(checkpoint, **kwargs)
+        return cls(system, cfg)
+
+    @property
+    def model(self):
+        return self.system.model
+
+    # ------------------------------------------------------------------ core
+    def _images(self, crops: np.ndarray) -> torch.Tensor:
+        from models.data import _resize_images
+
+        t = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255.0
+        return _resize_images(t, self.system.image_size).to(self.system.device)
+
+    @torch.no_grad()
+    def run_crops(self, crops: np.ndarray) -> list[Reconstruction]:
+        """Aligned crops ``(B, 224, 224, 3)`` uint8 -> one :class:`Reconstruction` each."""
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
+        if crops.ndim != 4 or crops.shape[1:] != (224, 224, 3) or crops.dtype != np.uint8:
+            raise ValueError(f"run_crops: expected (B, 224, 224, 3) uint8, got {crops.shape}")
+        images = self._images(crops)
+        system = self.system
+        coarse = system.coarse(images)
+        detail = system.details(images, coarse, deretouch=True)
+        out = []
+        for b in range(images.shape[0]):
+            out.append(
+                Reconstruction(
+                    m0=coarse.shape[b].double().cpu().numpy(),
+                    m1=detail.shape[b].double().cpu().numpy(),
+                    rotation=coarse.rotation[b].double().cpu().numpy(),
+                    translation=coarse.translation[b].double().cpu().numpy(),
+                    deformation=detail.maps.deformation[b].permute(1, 2, 0).cpu().numpy(),
+                    displacement=detail.maps.displacement[b, 0].cpu().numpy(),
+                    valid=detail.valid[b, 0].cpu().numpy() > 0.5,
+                    texture=detail.albedo_map[b].permute(1, 2, 0).clamp(0, 1).cpu().numpy(),
+                    sh=coarse.sh[b].cpu().numpy(),
+                )
+            )
+        return out
+
+    def detect_and_align(self, image: np.ndarray):
+        """Main face of ``image (H, W, 3) uint8`` -> :class:`facehd.align.AlignedFace` (224 crop
+        and a 512 HD crop). Raises :class:`facehd.detect.NoFaceError` when there is no face."""
+        from facehd.align import align_face, named_template
+        from facehd.detect import FaceDetector
+
+        if self._detector is None:
+            self._detector = FaceDetector(segmentation=False)
+        face = self._detector.detect(image)
+        return align_face(
+            image, face.landmarks5, hd_size=OVERLAY_SIZE, template=named_template(self.template)
+        )
+
+    def run_photo(self, path: str | Path):
+        """Load, detect, align and reconstruct one photo file. Returns (reconstruction, aligned)."""
+        from facehd.align import load_photo
+
+        photo = load_photo(path)
+        aligned = self.detect_and_align(photo.image)
+        return self.run_crops(aligned.image[None])[0], aligned
+
+    # ------------------------------------------------------------------ meshes
+    def mesh(self, vertices: np.ndarray) -> Mesh:
+        """A mesh on the model topology with its UVs."""
+        return Mesh(
+            vertices=np.asarray(vertices, dtype=np.float64),
+            faces=np.array(self.model.faces),
+            uvs=np.array(self.model.uvs),
+        )
+
+    def detail_mesh(self, rec: Reconstruction, displacement: np.ndarray | None = None) -> Mesh:
+        """M2: the dense displaced mesh over the UV layout at the displacement map's size
+        (``displacement`` replaces ``rec.displacement`` when given)."""
+        from facehd.mesh import vertex_normals
+        from facehd.uv import displaced_dense_mesh, normal_map
+
+        table = self.system.table
+        pos = table.interpolate(rec.m1)
+        nrm = normal_map(table, vertex_normals(rec.m1, np.array(self.model.faces)))
+        disp = rec.displacement if displacement is None else displacement
+        return displaced_dense_mesh(pos, nrm, np.asarray(disp, dtype=np.float64), table.mask)
+
+    # ------------------------------------------------------------------ previews
+    def _render_detail(
+        self,
+        rec: Reconstruction,
+        size: int,
+        rotation: np.ndarray,
+        translation: np.ndarray,
+        *,
+        textured: bool,
+    ):
+        from facehd.render import Renderer, render_with_displacement
+
+        dt = torch.float32
+        cam = scaled_hrn_camera(size, dtype=dt)
+        r = Renderer(cam, "cpu")
+        v = torch.as_tensor(rec.m1 @ rotation.T + translation, dtype=dt)[None]
+        disp = torch.as_tensor(rec.displacement, dtype=dt)[None, None]
+        if textured:
+            tex = torch.as_tensor(rec.texture, dtype=dt).permute(2, 0, 1)[None]
+            sh = torch.as_tensor(rec.sh, dtype=dt)[None]
+            kwargs = {"texture": tex, "sh": sh}
+        else:
+            sh = torch.zeros(1, 9, 3, dtype=dt)
+            sh[0, 0] = 0.55
+            sh[0, 2] = 0.45  # light from the camera side (+z), a little from above
+            sh[0, 1] = -0.15
+            kwargs = {"colors": torch.full_like(v, 0.75), "sh": sh}
+        system = self.system
+        res = render_with_displacement(
+            r, v, system.faces.cpu(), system.uv_layout, disp, table=system.table, **kwargs
+        )
+        return res.image[0].clamp(0, 1).numpy(), res.mask[0].numpy()
+
+    def overlay(self, rec: Reconstruction, image: np.ndarray) -> np.ndarray:
+        """``[photo | textured render over it | grey geometry over it]`` for the crop ``image``
+        (any side; the render uses the base camera scaled to it). Returns (S, 3S, 3) float."""
+        size = image.shape[0]
+        photo = np.asarray(image, dtype=np.float64) / (255.0 if image.dtype == np.uint8 else 1.0)
+        panels = [photo]
+        for textured in (True, False):
+            img, mask = self._render_detail(
+                rec, size, rec.rotation, rec.translation, textured=textured
+            )
+            a = 0.9 * mask[..., None]
+            panels.append(photo * (1 - a) + img * a)
+        return np.concatenate(panels, axis=1)
+
+    def turntable(self, rec: Reconstruction, size: int = 256) -> np.ndarray:
+        """Grey-shaded M2 at the yaws of :data:`TURNTABLE_YAWS`, one row ``(S, 5S, 3)``."""
+        centre = rec.m1[np.array(self.model.regions.fit)].mean(0)
+        views = []
+        for yaw in TURNTABLE_YAWS:
+            a = math.radians(yaw)
+            c, s = math.cos(a), math.sin(a)
+            rot = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+            img, mask = self._render_detail(rec, size, rot, -rot @ centre, textured=False)
+            views.append(np.where(mask[..., None], img, 1.0))
+        return np.concatenate(views, axis=1)
+
+
+def write_reconstruction(
+    recon: Reconstructor,
+    rec: Reconstruction,
+    out: str | Path,
+    *,
+    photo_region: np.ndarray,
+    crop_transform: Any = None,
+) -> list[Path]:
+    """Write every file of one reconstruction into the folder ``out`` (see the module docstring).
+
+    ``photo_region`` is the crop the overlay is drawn on (the 512 HD crop of the photo, or the
+    224 crop).
+    """
+    from models.export import write_png8, write_png16, write_textured_obj
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    write_png8(out / "texture.png", rec.texture)
+    written.append(out / "texture.png")
+    m0 = recon.mesh(rec.m0)
+    m1 = recon.mesh(rec.m1)
+    written.append(write_textured_obj(out / "coarse.obj", m0, texture="texture.png"))
+    written.append(write_textured_obj(out / "mid.obj", m1, texture="texture.png"))
+    m2 = recon.detail_mesh(rec)
+    written.append(write_textured_obj(out / "detail.obj", m2, texture="texture.png"))
+    np.save(out / "deformation.npy", rec.deformation.astype(np.float32))
+    np.save(out / "displacement.npy", rec.displacement.astype(np.float32))
+    written += [out / "deformation.npy", out / "displacement.npy"]
+    r_def = float(np.abs(rec.deformation).max()) or 1.0
+    r_disp = float(np.abs(rec.displacement).max()) or 1.0
+    written.append(write_png16(out / "deformation.png", rec.deformation, r_def))
+    written.append(write_png16(out / "displacement.png", rec.displacement, r_disp))
+    written.append(write_png8(out / "overlay.png", recon.overlay(rec, photo_region)))
+    written.append(write_png8(out / "turntable.png", recon.turntable(rec)))
+    meta = {
+        "units": "mm",
+        "pose": {
+            "convention": "posed = R @ p + t (canonical model frame -> base camera world)",
+            "R": rec.rotation.tolist(),
+            "t": rec.translation.tolist(),
+        },
+        "morphable_model": recon.model.name,
+        "deformation_png_range_mm": r_def,
+        "displacement_png_range_mm": r_disp,
+        "png16_mapping": "value = (png / 65535 * 2 - 1) * range",
+        "detail_vertices": len(m2.vertices),
+    }
+    if crop_transform is not None:
+        meta["crop_transform"] = {
+            "convention": "p_crop224 = scale * p_photo + translation",
+            "scale": float(crop_transform.scale),
+            "translation": [float(x) for x in crop_transform.translation],
+        }
+    tmp = out / f"reconstruction.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, out / "reconstruction.json")
+    written.append(out / "reconstruction.json")
+    return written
+
+
+def find_photos(inputs: list[str | Path]) -> list[Path]:
+    """Photo files among ``inputs`` (folders are searched recursively), in order, no duplicates.
+
+    Raises InputFileError for an input that does not exist or a folder without photos.
+    """
+    from facehd.align import PHOTO_SUFFIXES
+
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            sub = sorted(q for q in p.rglob("*") if q.suffix.lower() in PHOTO_SUFFIXES)
+            if not sub:
+                raise InputFileError(p, "folder holds no photo")
+            found += sub
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise InputFileError(p, "no such photo or folder")
+    seen: set[Path] = set()
+    return [p for p in found if not (p in seen or seen.add(p))]
+
+
+@dataclass
+class PhotoResult:
+    """Outcome of one photo of :func:`reconstruct_photos`."""
+
+    photo: Path
+    folder: Path | None
+    error: str | None
+
+
+def reconstruct_photos(
+    photos: list[Path],
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    deretouch: str | Path | None = None,
+    bfm_path: str | Path | None = None,
+    uv_path: str | Path | None = None,
+    progress: Any = None,
+) -> list[PhotoResult]:
+    """Reconstruct every photo into ``out/<stem>/``; a photo that fails (unreadable, no face) is
+    reported and the others continue."""
+    recon = Reconstructor.load(checkpoint, deretouch=deretouch, bfm_path=bfm_path, uv_path=uv_path)
+    out = Path(out)
+    stems: dict[str, int] = {}
+    results = []
+    for path in photos:
+        stem = path.stem
+        stems[stem] = stems.get(stem, 0) + 1
+        if stems[stem] > 1:
+            stem = f"{stem}_{stems[stem]}"
+        try:
+            rec, aligned = recon.run_photo(path)
+            folder = out / stem
+            write_reconstruction(
+                recon,
+                rec,
+                folder,
+                photo_region=aligned.image_hd,
+                crop_transform=aligned.transform,
+            )
+            results.append(PhotoResult(path, folder, None))
+        except (FacehdError, ValueError) as exc:
+            results.append(PhotoResult(path, None, str(exc)))
+        if progress is not None:
+            progress(path)
+    return results

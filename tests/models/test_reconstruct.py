@@ -1,0 +1,178 @@
+"""Reconstruction: files of one photo, checkpoint loading (facehd and official layouts), errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from conftest import tiny_config
+from PIL import Image
+
+from facehd.errors import InputFileError
+from facehd.mesh import load_mesh
+from models.data import align_lab_photo
+from models.export import read_png16, write_png16
+from models.reconstruct import (
+    Reconstructor,
+    find_photos,
+    load_system,
+    reconstruct_photos,
+    write_reconstruction,
+)
+
+
+def crop_of(hrn_data, sample="s000_e00", view=0) -> np.ndarray:
+    z = dict(np.load(hrn_data.scans / f"{sample}.photos.npz"))
+    return align_lab_photo(z, view, "facehd-synth")["image"]
+
+
+def test_files_of_one_reconstruction(hrn_data, model_path, tmp_path, one_thread):
+    recon = Reconstructor.load(model_path)
+    assert recon.template == "facehd-synth"
+    rec = recon.run_crops(crop_of(hrn_data)[None])[0]
+    model = recon.model
+    s = recon.system.config.network.high_size
+    m = recon.system.config.network.mid_size
+    assert rec.m0.shape == rec.m1.shape == (model.n_vertices, 3)
+    assert rec.deformation.shape == (m, m, 3) and rec.displacement.shape == (s, s)
+    assert rec.valid.shape == (s, s) and 0.2 < rec.valid.mean() < 1.0
+    # M1 is M0 plus the deformation map sampled at the vertex UVs
+    from facehd.uv import sample_uv_map
+
+    np.testing.assert_allclose(
+        rec.m1 - rec.m0, sample_uv_map(rec.deformation.astype(np.float64), model.uvs), atol=1e-4
+    )
+    out = tmp_path / "rec"
+    write_reconstruction(recon, rec, out, photo_region=crop_of(hrn_data))
+    names = {p.name for p in out.iterdir()}
+    for want in (
+        "coarse.obj mid.obj mid.mtl detail.obj texture.png deformation.npy deformation.png "
+        "displacement.npy displacement.png overlay.png turntable.png reconstruction.json"
+    ).split():
+        assert want in names
+    mid = load_mesh(out / "mid.obj")
+    assert len(mid.vertices) == model.n_vertices and mid.uvs is not None
+    np.testing.assert_allclose(mid.vertices, rec.m1, atol=1e-5)
+    text = (out / "mid.obj").read_text()
+    assert text.count("\nvn ") == model.n_vertices and "mtllib mid.mtl" in text
+    assert "map_Kd texture.png" in (out / "mid.mtl").read_text()
+    # the detailed mesh has one vertex per texel of the UV layout, with UVs
+    detail = load_mesh(out / "detail.obj")
+    assert len(detail.vertices) == int(recon.system.table.mask.sum()) and detail.uvs is not None
+    # maps: .npy exact, 16-bit PNG within its quantisation step
+    disp = np.load(out / "displacement.npy")
+    np.testing.assert_array_equal(disp, rec.displacement.astype(np.float32))
+    meta = json.loads((out / "reconstruction.json").read_text())
+    r = meta["displacement_png_range_mm"]
+    np.testing.assert_allclose(read_png16(out / "displacement.png"), disp, atol=r / 65535 + 1e-9)
+    assert read_png16(out / "deformation.png").shape == (m, m, 3)
+    assert np.asarray(Image.open(out / "overlay.png")).shape == (224, 3 * 224, 3)
+    assert np.asarray(Image.open(out / "turntable.png")).shape == (256, 5 * 256, 3)
+
+
+def test_png16_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(5, 7, 3))
+    write_png16(tmp_path / "a.png", a)
+    back = read_png16(tmp_path / "a.png")
+    np.testing.assert_allclose(back, a, atol=np.abs(a).max() / 65535 * 1.01)
+    # Pillow reads the greyscale variant as 16-bit too
+    write_png16(tmp_path / "g.png", a[..., 0], value_range=4.0)
+    img = np.asarray(Image.open(tmp_path / "g.png")).astype(np.float64)
+    np.testing.assert_allclose((img / 65535 * 2 - 1) * 4.0, a[..., 0], atol=4.0 / 65535)
+
+
+def test_photos_with_and_without_a_face(hrn_data, model_path, tmp_path, one_thread):
+    pytest.importorskip("mediapipe")
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(blank)
+    photo = hrn_data.scans / "photos" / "s000_e00_v00.png"
+    files = find_photos([photo, blank])
+    results = reconstruct_photos(files, model_path, tmp_path / "out")
+    assert results[0].error is None and (results[0].folder / "detail.obj").is_file()
+    assert results[1].folder is None and "no face" in results[1].error
+    with pytest.raises(InputFileError, match="no such photo"):
+        find_photos([tmp_path / "missing.jpg"])
+
+
+def test_checkpoint_errors(tmp_path, model_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(model_path.read_bytes()[:500])
+    with pytest.raises(InputFileError, match="bad.pt"):
+        load_system(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(InputFileError, match="not a facehd or HRN checkpoint"):
+        load_system(other)
+    official = tmp_path / "official.pt"
+    torch.save({"net_recon": {}, "mid_net": {}, "high_net": {}}, official)
+    with pytest.raises(InputFileError, match="--bfm"):
+        load_system(official)
+
+
+def _small_bfm(tmp: Path) -> tuple[Path, Path]:
+    """A coarse BFM-format model (subsampled facehd-synth grid, decimetres) and its UV file."""
+    from facehd.morphable import facehd_synth
+    from facehd.morphable.synth import GRID, grid_faces
+
+    synth = facehd_synth()
+    keep = np.arange(0, GRID, 4)
+    rows, cols = np.meshgrid(keep, keep, indexing="ij")
+    idx = (rows * GRID + cols).ravel()
+    v = len(idx)
+    rng = np.random.default_rng(3)
+    lm = synth.mean_shape[synth.landmarks68]
+    keypoints = np.argmin(np.linalg.norm(synth.mean_shape[idx][None] - lm[:, None], axis=2), 1)
+    fields = {
+        "meanshape": (synth.mean_shape[idx] / 100.0).reshape(1, 3 * v),
+        "idBase": rng.normal(size=(3 * v, 6)) * 0.01,
+        "exBase": rng.normal(size=(3 * v, 5)) * 0.01,
+        "meantex": rng.uniform(90, 200, size=(1, 3 * v)),
+        "texBase": rng.normal(size=(3 * v, 4)) * 5.0,
+        "tri": (grid_faces(len(keep)) + 1).astype(np.float64),
+        "keypoints": (keypoints + 1).reshape(1, 68).astype(np.float64),
+        "point_buf": np.ones((v, 8)),
+    }
+    mat = tmp / "BFM_model_front.mat"
+    scipy.io.savemat(str(mat), fields)
+    uv = tmp / "uv.npy"
+    np.save(uv, synth.uvs[idx])
+    return mat, uv
+
+
+def test_official_checkpoint_layout_with_a_bfm(hrn_data, tmp_path, one_thread):
+    from facehd.morphable import load_model
+    from models.system import FaceSystem
+
+    mat, uv = _small_bfm(tmp_path)
+    cfg = tiny_config()
+    bfm = load_model("bfm", bfm_path=mat, uv_path=uv)
+    torch.manual_seed(5)
+    source = FaceSystem(cfg.model, bfm, 224)
+    with torch.no_grad():  # non-trivial scales and analyzer head so outputs depend on the load
+        source.hrn.alpha.fill_(0.3)
+        source.hrn.beta.fill_(0.2)
+        for layer in source.hrn.net_recon.final_layers:
+            layer.bias.normal_(0.0, 0.01)
+    hrn_ckpt, drm_ckpt = source.hrn.official_state()
+    torch.save(hrn_ckpt, tmp_path / "hrn.pth")
+    torch.save(drm_ckpt, tmp_path / "deretouch.pth")
+    system, loaded_cfg = load_system(
+        tmp_path / "hrn.pth",
+        deretouch=tmp_path / "deretouch.pth",
+        bfm_path=mat,
+        uv_path=uv,
+        network=cfg.model.network,
+    )
+    assert loaded_cfg.morphable.name == "bfm"
+    crop = crop_of(hrn_data)
+    source.eval()
+    a = Reconstructor(source, loaded_cfg).run_crops(crop[None])[0]
+    b = Reconstructor(system, loaded_cfg).run_crops(crop[None])[0]
+    np.testing.assert_array_equal(a.m1, b.m1)
+    np.testing.assert_array_equal(a.displacement, b.displacement)
+    assert np.abs(a.m1 - a.m0).max() > 0
