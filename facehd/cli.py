@@ -572,5 +572,228 @@ def landmarks_cmd(
         raise typer.Exit(1)
 
 
+# --- train, reconstruct, evaluate, ablation (HRN models) ---
+def _train_config(config: str, bfm: Path | None, uv: Path | None):
+    from models.train import load_train_config
+
+    cfg = load_train_config(config)
+    if bfm is not None:
+        cfg.morphable.bfm_path = str(bfm)
+    if uv is not None:
+        cfg.morphable.uv_path = str(uv)
+    return cfg
+
+
+def _training_bar(bar):
+    """A callback for models.train: one progress bar task per stage, with the last loss."""
+    tasks: dict[str, int] = {}
+
+    def callback(stage: str, step: int, total: int, values: dict) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total, completed=step - 1)
+        loss = values.get("total")
+        desc = f"{stage} loss {loss:.4g}" if isinstance(loss, float) else stage
+        bar.update(tasks[stage], completed=step, description=desc)
+
+    return callback
+
+
+@app.command("train")
+def train_cmd(
+    out: Path = typer.Option(..., help="Run folder (checkpoints, logs, config.yaml, model.pt)."),
+    config: str = typer.Option("tiny-cpu", help="Preset (tiny-cpu, paper) or a YAML/JSON file."),
+    photos: Path = typer.Option(None, help="In-the-wild photos: a prepare-images dataset."),
+    priors: Path = typer.Option(None, help="Ground-truth maps with lab photos: build-priors."),
+    pairs: Path = typer.Option(
+        None, help="De-retouching pairs: a photos dataset with an image_clean field."
+    ),
+    stage: list[str] = typer.Option(
+        None, help="base, deretouch, hrn or all (repeat the option; default all)."
+    ),
+    resume: bool = typer.Option(False, help="Continue the run in --out exactly."),
+    init: Path = typer.Option(
+        None, help="Start from this checkpoint (a model.pt or the official HRN checkpoint)."
+    ),
+    steps: int = typer.Option(None, min=0, help="Override the steps of the selected stages."),
+    bfm: Path = typer.Option(None, help="BFM_model_front.mat (configs on the BFM)."),
+    uv: Path = typer.Option(None, help="The BFM's UV layout file."),
+    print_config: bool = typer.Option(False, help="Print the resolved config as YAML and exit."),
+) -> None:
+    """Train HRN: base model, de-retouching module, detail networks (alternating iterations).
+
+    Multi-GPU: torchrun --nproc_per_node=G -m models.train --config FILE --out DIR ... (same
+    options). TensorBoard event files are written when the tensorboard package is installed.
+
+    Example: facehd train --config tiny-cpu --photos photos.h5 --priors priors.h5 --out runs/tiny
+    """
+    import yaml
+
+    from facehd.errors import FacehdError
+    from models.config import config_to_dict
+    from models.train import STAGES
+    from models.train import train as run_training
+
+    try:
+        cfg = _train_config(config, bfm, uv)
+    except (FacehdError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    stages = list(STAGES) if not stage or "all" in stage else stage
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        console.print(f"[red]error:[/red] unknown stage {bad[0]!r}; stages: {', '.join(STAGES)}")
+        raise typer.Exit(2)
+    if steps is not None:
+        for s in stages:
+            getattr(cfg, s).steps = steps
+    if print_config:
+        console.print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), markup=False)
+        return
+    try:
+        with _progress() as bar:
+            result = run_training(
+                cfg,
+                out,
+                photos=photos,
+                priors=priors,
+                pairs=pairs,
+                stages=stages,
+                resume=resume,
+                init=init,
+                callback=_training_bar(bar),
+            )
+    except (FacehdError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    table = Table("stage", "steps run", "seconds", "it/s")
+    for s, n in result.steps.items():
+        t = result.seconds[s]
+        table.add_row(s, str(n), f"{t:.1f}", f"{n / t:.2f}" if t > 0 else "")
+    console.print(table)
+    console.print(f"stages done: {', '.join(result.stages)}; model: {result.model_path}")
+
+
+@app.command()
+def reconstruct(
+    photos: list[Path] = typer.Argument(..., help="Photos or folders of photos."),
+    checkpoint: Path = typer.Option(..., help="model.pt of a run, or the official HRN file."),
+    out: Path = typer.Option(Path("facehd-out/reconstruct"), help="Output folder."),
+    deretouch: Path = typer.Option(None, help="Official de-retouching checkpoint (generator)."),
+    bfm: Path = typer.Option(None, help="BFM_model_front.mat (official checkpoint)."),
+    uv: Path = typer.Option(None, help="The BFM's UV layout file (official checkpoint)."),
+) -> None:
+    """Reconstruct faces: M0, M1 (textured, model topology), M2 (dense, with UVs), maps, previews.
+
+    Needs the optional extra for detection: pip install 'facehd[photo]'. Writes OUT/<photo stem>/
+    coarse.obj, mid.obj, detail.obj, texture.png, deformation/displacement .npy and 16-bit .png,
+    overlay.png, turntable.png, reconstruction.json; exit status 1 when a photo failed.
+
+    Example: facehd reconstruct photos/ --checkpoint runs/tiny/model.pt --out facehd-out/rec
+    """
+    from facehd.errors import FacehdError
+    from models.reconstruct import find_photos, reconstruct_photos
+
+    try:
+        files = find_photos(photos)
+        with _progress() as bar:
+            task = bar.add_task("photos", total=len(files))
+            results = reconstruct_photos(
+                files,
+                checkpoint,
+                out,
+                deretouch=deretouch,
+                bfm_path=bfm,
+                uv_path=uv,
+                progress=lambda _p: bar.advance(task),
+            )
+    except (FacehdError, ValueError, ImportError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    failed = [r for r in results if r.error]
+    for r in failed:
+        console.print(f"[yellow]failed:[/yellow] {r.photo}: {r.error}")
+    console.print(f"{len(results) - len(failed)} of {len(results)} photos reconstructed into {out}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Option(..., help="model.pt of a training run."),
+    scans: Path = typer.Option(..., help="Held-out folder of facehd synth --photos V."),
+    views: int = typer.Option(None, min=1, help="Photos per scan (default all)."),
+    out: Path = typer.Option(None, help="CSV of the per-photo scores."),
+) -> None:
+    """Score M0, M1, M2 against the exact truth of synthetic photos (distance, normal error).
+
+    Example: facehd evaluate --checkpoint runs/tiny/model.pt --scans data/heldout --out eval.csv
+    """
+    from facehd.errors import FacehdError
+    from models.evaluate import evaluate_synthetic, write_rows
+    from models.reconstruct import Reconstructor
+
+    try:
+        recon = Reconstructor.load(checkpoint)
+        with _progress() as bar:
+            task = bar.add_task("photos", total=None)
+            rows, s = evaluate_synthetic(
+                recon,
+                scans,
+                views=views,
+                progress=lambda d, n: bar.update(task, completed=d, total=n),
+            )
+    except (FacehdError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    table = Table("level", "distance mm", "normal error rad", title=f"{s.photos} photos")
+    for level in ("m0", "m1", "m2"):
+        d, n = getattr(s, f"dist_{level}"), getattr(s, f"normal_{level}")
+        table.add_row(level.upper(), f"{d:.3f}", f"{n:.4f}")
+    console.print(table)
+    if out is not None:
+        console.print(f"wrote {write_rows(out, rows)}")
+
+
+@app.command()
+def ablation(
+    out: Path = typer.Option(..., help="Output folder (one run per row, ablation.csv/.md)."),
+    photos: Path = typer.Option(..., help="In-the-wild photos (prepare-images dataset)."),
+    priors: Path = typer.Option(..., help="build-priors dataset with lab photos."),
+    heldout: Path = typer.Option(..., help="Held-out folder of facehd synth --photos V."),
+    config: str = typer.Option("tiny-cpu", help="Preset or config file."),
+    views: int = typer.Option(None, min=1, help="Held-out photos per scan (default all)."),
+    steps: int = typer.Option(None, min=0, help="Override the steps of the detail stage."),
+) -> None:
+    """The paper's ablation (Table 3), every row trained and measured on held-out synthetic photos.
+
+    Rows: base, +hierarchy, +contour, +detail priors, +de-retouching. Resumes when interrupted.
+
+    Example: facehd ablation --photos photos.h5 --priors priors.h5 --heldout heldout --out abl
+    """
+    from facehd.errors import FacehdError
+    from models.ablation import run_ablation, table_markdown
+
+    try:
+        cfg = _train_config(config, None, None)
+        if steps is not None:
+            cfg.hrn.steps = steps
+        with _progress() as bar:
+            rows = run_ablation(
+                cfg,
+                out,
+                photos=photos,
+                priors=priors,
+                heldout=heldout,
+                views=views,
+                callback=_training_bar(bar),
+                log=lambda m: bar.console.print(m),
+            )
+    except (FacehdError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(table_markdown(rows), markup=False)
+    console.print(f"wrote {out / 'ablation.csv'} and {out / 'ablation.md'}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -1,0 +1,52 @@
+"""The train / reconstruct / evaluate commands: argument handling and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import yaml
+from conftest import tiny_config
+from typer.testing import CliRunner
+
+from facehd.cli import app
+from models.config import save_config
+
+runner = CliRunner()
+
+
+def test_print_config_and_bad_config(tmp_path):
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "r"), "--print-config"])
+    assert res.exit_code == 0, res.output
+    cfg = yaml.safe_load(res.output)
+    assert cfg["morphable"]["name"] == "facehd-synth" and "hrn" in cfg
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: 1\nmodel:\n  networkk: {}\n")
+    res = runner.invoke(app, ["train", "--config", str(bad), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "networkk" in res.output
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "r"), "--stage", "detail"])
+    assert res.exit_code == 2 and "unknown stage" in res.output
+
+
+def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
+    cfg = tiny_config()
+    cfg.base.steps, cfg.deretouch.steps, cfg.hrn.steps = 1, 1, 2
+    cfg.threads = 1
+    path = save_config(tmp_path / "cfg.yaml", cfg)
+    run = tmp_path / "run"
+    args = ["train", "--config", str(path), "--out", str(run), "--photos", str(hrn_data.photos)]
+    res = runner.invoke(app, [*args, "--priors", str(hrn_data.priors)])
+    assert res.exit_code == 0, res.output
+    assert (run / "model.pt").is_file() and "stages done: base, deretouch, hrn" in res.output
+    # a second start on the same folder is refused; --resume finds everything done
+    res = runner.invoke(app, [*args, "--priors", str(hrn_data.priors)])
+    assert res.exit_code == 2 and "--resume" in res.output
+    res = runner.invoke(app, [*args, "--priors", str(hrn_data.priors), "--resume"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(
+        app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(hrn_data.scans),
+              "--views", "1", "--out", str(tmp_path / "eval.csv")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "M2" in res.output and (tmp_path / "eval.csv").is_file()
+    res = runner.invoke(
+        app, ["reconstruct", str(tmp_path / "nope.jpg"), "--checkpoint", str(run / "model.pt")]
+    )
+    assert res.exit_code == 2 and "no such photo" in res.output
