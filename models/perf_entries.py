@@ -76,3 +76,167 @@ def hrn_forward(quick: bool) -> list[PerfRow]:
                 )
             )
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# training speed and reconstruction latency
+# --------------------------------------------------------------------------------------------
+TRAIN_ENTRY = "hrn-train"
+RECONSTRUCT_ENTRY = "hrn-reconstruct"
+
+
+def _render_faces(folder, n: int, size: int = 224):
+    """Faces of facehd-synth rendered straight into the base camera's 224 crop, with their truth.
+
+    Writes ``photos.h5`` (facehd.photos/1: image, mask, landmarks68), one lab-photo file
+    ``<id>.photos.npz`` per face and ``priors.h5`` (the fields the trainer reads, with the true
+    coefficients and small random maps). Returns (photos, priors) paths.
+    """
+    import numpy as np
+
+    from facehd.h5io import ShardedDatasetWriter
+    from facehd.morphable import load_model
+    from facehd.render import Renderer, gamma_to_sh
+    from models.system import scaled_hrn_camera
+
+    model = load_model("facehd-synth")
+    rng = np.random.default_rng(0)
+    cam = scaled_hrn_camera(size, dtype=torch.float64)
+    renderer = Renderer(cam)
+    faces_t = torch.as_tensor(np.array(model.faces))
+    photo_fields = {
+        "image": ((size, size, 3), "uint8"),
+        "mask": ((size, size), "uint8"),
+        "landmarks68": ((68, 2), "float32"),
+    }
+    prior_fields = {
+        "identity": ((model.n_id,), "float32"),
+        "expression": ((model.n_exp,), "float32"),
+        "deformation": ((64, 64, 3), "float32"),
+        "deformation_mask": ((64, 64), "bool"),
+        "displacement": ((256, 256), "float32"),
+        "displacement_mask": ((256, 256), "bool"),
+        "source": ((), "str"),
+    }
+    photos = ShardedDatasetWriter(
+        folder / "photos.h5", "facehd.photos/1", {"config": {"template": "facehd-synth"}},
+        photo_fields, overwrite=True,
+    )  # fmt: skip
+    priors = ShardedDatasetWriter(
+        folder / "priors.h5", "facehd.priors/1", {"model": model.name}, prior_fields,
+        overwrite=True,
+    )  # fmt: skip
+    with photos, priors:
+        for k in range(n):
+            ident = rng.normal(size=model.n_id) * model.id_std
+            expr = np.zeros(model.n_exp)
+            v = torch.as_tensor(model.vertices(ident, expr))
+            a = np.radians(rng.uniform(-20, 20))
+            rot = torch.tensor([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+            v = v @ rot.T
+            albedo = torch.as_tensor(model.albedo(rng.normal(size=model.n_tex) * model.tex_std))
+            gamma = torch.as_tensor(rng.normal(scale=0.1, size=(1, 27)))
+            res = renderer.render(v, faces_t, colors=albedo.clamp(0, 1), sh=gamma_to_sh(gamma))
+            image = np.round(res.image[0].clamp(0, 1).numpy() * 255).astype(np.uint8)
+            mask = res.mask[0].numpy()
+            lm = cam.project(v[np.array(model.landmarks68)])[0].numpy()
+            sid = f"face{k:03d}"
+            photos.add(sid, {"image": image, "mask": mask.astype(np.uint8), "landmarks68": lm})
+            np.savez(
+                folder / f"{sid}.photos.npz",
+                images=image[None], images_clean=image[None], landmarks68=lm[None],
+                masks=mask[None],
+            )  # fmt: skip
+            priors.add(
+                sid,
+                {
+                    "identity": ident, "expression": expr,
+                    "deformation": rng.normal(scale=0.3, size=(64, 64, 3)),
+                    "deformation_mask": np.ones((64, 64), bool),
+                    "displacement": np.zeros((256, 256)),
+                    "displacement_mask": np.ones((256, 256), bool),
+                    "source": str(folder / f"{sid}.ply"),
+                },
+            )  # fmt: skip
+        photos.finalize()
+        priors.finalize()
+    return folder / "photos.h5", folder / "priors.h5"
+
+
+@register(TRAIN_ENTRY, "Training iterations per second, tiny-cpu config, one core (each stage)")
+def hrn_train(quick: bool) -> list[PerfRow]:
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from models.train import Trainer, tiny_cpu_train_config
+
+    rows: list[PerfRow] = []
+    cfg = tiny_cpu_train_config()
+    if quick:
+        cfg.image_size = 64
+        cfg.model.network.high_size = 64
+    steps = 1 if quick else 10
+    with tempfile.TemporaryDirectory() as tmp, single_thread():
+        folder = Path(tmp)
+        photos, priors = _render_faces(folder, 2 if quick else 8)
+        trainer = Trainer(cfg, folder / "run", photos=photos, priors=priors)
+        (folder / "run").mkdir()
+        for stage in ("base", "deretouch", "hrn"):
+            st = getattr(cfg, stage)
+            _, _, step = getattr(trainer, f"_setup_{stage}")()
+            step(1)  # warm-up (first-call caches)
+            t0 = time.perf_counter()
+            for k in range(2, 2 + steps):
+                step(k)
+            dt = (time.perf_counter() - t0) / steps
+            note = (
+                f"batch {st.batch_size}, {cfg.image_size} px crops, maps "
+                f"{cfg.model.network.mid_size}/{cfg.model.network.high_size}; "
+                f"{st.steps} steps -> {st.steps * dt / 60:.1f} min"
+            )
+            rows.append(PerfRow(TRAIN_ENTRY, f"{stage} stage", 1.0 / dt, "it/s", note=note))
+    return rows
+
+
+@register(RECONSTRUCT_ENTRY, "Reconstruction of one aligned crop on one core, detection excluded")
+def hrn_reconstruct(quick: bool) -> list[PerfRow]:
+    import numpy as np
+
+    from facehd.morphable import load_model
+    from models.config import paper_model_config
+    from models.reconstruct import Reconstructor
+    from models.system import FaceSystem
+    from models.train import tiny_cpu_train_config
+
+    rows: list[PerfRow] = []
+    model = load_model("facehd-synth")
+    rng = np.random.default_rng(0)
+    crop = rng.integers(60, 200, size=(1, 224, 224, 3), dtype=np.uint8)
+    configs = [("tiny-cpu", tiny_cpu_train_config())]
+    if not quick:
+        paper = tiny_cpu_train_config()
+        paper.model = paper_model_config()
+        configs.append(("paper networks", paper))
+    with single_thread():
+        for name, cfg in configs:
+            recon = Reconstructor(FaceSystem(cfg.model, model, cfg.image_size).eval(), cfg)
+            recon.run_crops(crop)  # warm-up
+            t = timeit(lambda r=recon: r.run_crops(crop), 1 if quick else 3)
+            rec = recon.run_crops(crop)[0]
+            t_mesh = timeit(lambda r=recon, x=rec: r.detail_mesh(x), 1 if quick else 3)
+            net = cfg.model.network
+            note = f"facehd-synth, maps {net.mid_size}/{net.high_size}"
+            ok = t + t_mesh < 1.0
+            rows.append(
+                PerfRow(
+                    RECONSTRUCT_ENTRY,
+                    f"{name}: M0, maps, M1 (+ M2 mesh)",
+                    (t + t_mesh) * 1e3,
+                    "ms",
+                    target="< 1000 ms",
+                    passed=ok,
+                    note=f"{note}; M2 mesh {t_mesh * 1e3:.0f} ms",
+                )
+            )
+    return rows

@@ -234,9 +234,9 @@ def tiny_cpu_train_config() -> TrainConfig:
         model=model,
         morphable=MorphableConfig(name="facehd-synth"),
         image_size=224,
-        base=StageConfig(steps=1500, batch_size=8, lr=1e-3, schedule="cosine", min_lr_ratio=0.1),
-        deretouch=StageConfig(steps=300, batch_size=4, lr=1e-3),
-        hrn=StageConfig(steps=1200, batch_size=2, lr=5e-4, schedule="cosine", min_lr_ratio=0.1),
+        base=StageConfig(steps=1000, batch_size=6, lr=1e-3, schedule="cosine", min_lr_ratio=0.1),
+        deretouch=StageConfig(steps=200, batch_size=4, lr=1e-3),
+        hrn=StageConfig(steps=1000, batch_size=2, lr=5e-4, schedule="cosine", min_lr_ratio=0.1),
         hrn_options=HRNOptions(discriminator_lr=2e-4),
         checkpoint_every=100,
         log_every=10,
@@ -1018,8 +1018,8 @@ class Trainer:
                 "kind": "sup" if supervised else "self",
                 "total": float(total.detach()),
                 **_floats(terms),
-                "alpha": float(hrn.alpha),
-                "beta": float(hrn.beta),
+                "alpha": float(hrn.alpha.detach()),
+                "beta": float(hrn.beta.detach()),
             }
             if supervised:
                 for p in discs.parameters():
