@@ -37,7 +37,6 @@ so an interrupted cluster build resumes exactly like a local one.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -369,9 +368,7 @@ def export_meshes(fit: ScanFit, folder: Path, sample_id: str) -> list[Path]:
 
 
 def _worker_init() -> None:
-    """Each pooled worker uses one core (torch, BLAS); Embree threads are set per query."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
+    """A pooled worker runs its ray queries on one thread (set per query) and torch on one."""
     import torch
 
     torch.set_num_threads(1)

@@ -533,7 +533,8 @@ def _fit_pose_and_coefficients(
         tri = faces[m.face_ids[m.ok]]
         beta = m.bary[m.ok]
         mu_x = np.einsum("nk,nkc->nc", beta, md.mean_mm[tri])
-        nb = np.einsum("nc,nk,nkcj->nj", n, beta, md.basis_mm[tri], optimize=True)
+        # n · Σ_k β_k B_k
+        nb = np.einsum("nk,nkj->nj", beta, np.einsum("nc,nkcj->nkj", n, md.basis_mm[tri]))
         jac = np.concatenate([-np.cross(s, n), -n, nb], axis=1)
         y = np.sum(n * (s - mu_x), axis=1)
         lam = config.m0_prior_weight * len(s) / 1000.0
@@ -576,6 +577,7 @@ def _icp_round(
         init=transform,
         max_distance=max_distance,
         max_iterations=config.icp_max_iterations,
+        method="surface",
     )
     return res.transform
 
@@ -632,12 +634,11 @@ def _fit_deformation(
 
 
 def _solve_spd(h: sp.spmatrix, g: np.ndarray, x0: np.ndarray) -> np.ndarray:
-    """Solve the symmetric positive definite system ``h x = g``: Jacobi-preconditioned conjugate
-    gradients from ``x0``, falling back to a sparse direct solve if they stall."""
+    """Solve the sparse symmetric positive definite system ``h x = g``: Jacobi-preconditioned
+    conjugate gradients from ``x0``, or a sparse direct solve if they stall."""
     h = h.tocsr()
-    diag = h.diagonal()
-    pre = sp.diags(1.0 / np.maximum(diag, 1e-12))
-    x, info = spla.cg(h, g, x0=x0, rtol=1e-9, atol=0.0, maxiter=5000, M=pre)
+    pre = sp.diags(1.0 / np.maximum(h.diagonal(), 1e-12))
+    x, info = spla.cg(h, g, x0=x0, rtol=1e-10, atol=0.0, maxiter=5000, M=pre)
     if info != 0:
         x = spla.spsolve(h.tocsc(), g, permc_spec="MMD_AT_PLUS_A")
     return np.asarray(x)

@@ -1,0 +1,165 @@
+"""build-priors, the dataset: the command end to end, failures.csv, the stored transform against
+the exported meshes, previews, inspect and verify. (Process pool, Ray and kill-and-resume:
+test_build_priors_resume.py.)"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from facehd.cli import app
+from facehd.h5io import open_dataset, read_failures
+from facehd.landmarks import save_landmarks_txt
+from facehd.mesh import load_mesh
+from facehd.transforms import Similarity
+from pipelines.build_priors import SCHEMA, discover_scans, inspect_priors, verify_priors
+from pipelines.synth import SynthConfig, synth_scans
+
+GOOD = ("s000_e00", "s001_e00")
+BAD = {
+    "empty": "empty",
+    "nan": "NaN",
+    "nolm": "no landmark file",
+    "coincident": "coincide",
+    "collinear": "collinear",
+}
+
+_NAN_PLY = """ply
+format ascii 1.0
+element vertex 3
+property float x
+property float y
+property float z
+element face 1
+property list uchar int vertex_indices
+end_header
+0 0 0
+1 nan 0
+0 1 0
+3 0 1 2
+"""
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two good synthetic scans and five bad ones."""
+    root = tmp_path_factory.mktemp("scans")
+    synth_scans(root, SynthConfig(subjects=2, expressions=1, seed=1, dense_resolution=160))
+    lm = np.loadtxt(root / "s000_e00.lm7.txt")
+    (root / "empty.ply").write_bytes(b"")
+    save_landmarks_txt(root / "empty.lm7.txt", lm)
+    (root / "nan.ply").write_text(_NAN_PLY)
+    save_landmarks_txt(root / "nan.lm7.txt", lm)
+    shutil.copy(root / "s000_e00.ply", root / "nolm.ply")
+    shutil.copy(root / "s000_e00.ply", root / "coincident.ply")
+    save_landmarks_txt(root / "coincident.lm7.txt", np.repeat(lm[:1], 7, axis=0))
+    shutil.copy(root / "s000_e00.ply", root / "collinear.ply")
+    line = lm[0] + np.linspace(0, 1, 7)[:, None] * (lm[3] - lm[0])
+    save_landmarks_txt(root / "collinear.lm7.txt", line)
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(scans: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """``facehd build-priors`` with exports and previews."""
+    out = tmp_path_factory.mktemp("a")
+    args = ["build-priors", "--scans", str(scans), "--out", str(out / "priors.h5")]
+    args += ["--export-meshes", str(out / "meshes")]
+    args += ["--previews", str(out / "previews")]
+    result = CliRunner().invoke(app, args)
+    return out, result
+
+
+def test_discovery_skips_truth_files(scans: Path) -> None:
+    found = {s.sample_id: s for s in discover_scans(scans)}
+    assert set(found) == set(GOOD) | set(BAD)
+    assert found["s000_e00"].landmarks_path.endswith("s000_e00.lm7.txt")
+    assert (found["s001_e00"].subject, found["s001_e00"].expression) == ("s001", "e00")
+    assert found["nolm"].landmarks_path is None
+
+
+def test_bad_scans_fail_others_finish(built: tuple[Path, object]) -> None:
+    out, result = built
+    assert result.exit_code == 1, result.output  # some scans failed
+    failures = {f.sample_id: f for f in read_failures(out / "failures.csv", out / "priors.h5")}
+    assert set(failures) == set(BAD)
+    for sid, words in BAD.items():
+        assert words.lower() in failures[sid].reason.lower(), failures[sid]
+        assert Path(failures[sid].source).name == f"{sid}.ply"
+    with open_dataset(out / "priors.h5") as ds:
+        assert ds.schema == SCHEMA
+        assert ds.sample_ids == list(GOOD)
+        assert ds.attrs["units"] == "mm" and ds.attrs["model"] == "facehd-synth"
+        assert ds.attrs["config"]["fit"]["deformation_size"] == 64
+        for i, sid in enumerate(GOOD):
+            row = ds[i]
+            assert row.deformation.shape == (64, 64, 3) and row.displacement.shape == (256, 256)
+            assert row.identity.shape == (64,) and row.expression.shape == (24,)
+            assert row.residual[0] > row.residual[1] > row.residual[2]
+            assert (row.subject, row.expression_name, row.units) == (sid[:4], "e00", "mm")
+            assert row.source.endswith(f"{sid}.ply") and len(row.source_sha256) == 64
+
+
+def test_stored_transform_maps_scan_onto_exported_meshes(scans: Path, built: tuple) -> None:
+    out, _ = built
+    with open_dataset(out / "priors.h5") as ds:
+        row = ds[0]
+    t = Similarity(float(row.scale), row.rotation, row.translation)
+    scan = load_mesh(scans / "s000_e00.ply")
+    m2 = load_mesh(out / "meshes" / "s000_e00.m2.ply")
+    m1 = load_mesh(out / "meshes" / "s000_e00.m1.ply")
+    assert m1.uvs is not None and m2.uvs is not None and len(m2.vertices) > 30_000
+    from facehd.distances import SurfaceQuery
+
+    # the scan's points near M2, mapped with the stored transform, lie on it (sub-0.1 mm)
+    d = SurfaceQuery(m2).closest(t.apply(scan.vertices)).distances
+    assert np.median(d[d < 5.0]) < 0.1
+    assert (d < 5.0).mean() > 0.3
+
+
+def test_previews(built: tuple) -> None:
+    out, _ = built
+    for sid in GOOD:
+        with Image.open(out / "previews" / f"{sid}.png") as im:
+            assert im.mode == "RGB" and im.width > 4 * 256 and im.height > 256
+            pixels = np.asarray(im)
+        # four panels, each with more than one colour
+        for k in range(4):
+            panel = pixels[30:250, 6 + k * 262 : 6 + k * 262 + 256]
+            assert len(np.unique(panel.reshape(-1, 3), axis=0)) > 10
+
+
+def test_inspect_and_verify(built: tuple, tmp_path: Path) -> None:
+    out, _ = built
+    path = out / "priors.h5"
+    summary = inspect_priors(path)
+    assert summary.n_samples == 2 and summary.subjects == 2 and summary.n_failed == len(BAD)
+    med = summary.residual_median
+    assert med[0] > med[1] > med[2] and med[2] < 0.1
+    assert 0.3 < summary.displacement_coverage < 0.9
+    runner = CliRunner()
+    shown = runner.invoke(app, ["inspect", str(path)])
+    assert shown.exit_code == 0 and SCHEMA in shown.output and "M2" in shown.output
+    assert verify_priors(path) == []
+    ok = runner.invoke(app, ["verify", str(path)])
+    assert ok.exit_code == 0 and "OK" in ok.output
+    # damage a copy: a mirrored rotation and displacement off its mask
+    bad = tmp_path / "bad.h5"
+    shutil.copy(path, bad)
+    with h5py.File(bad, "r+") as f:
+        f["rotation"][0] = f["rotation"][0] @ np.diag([1.0, 1.0, -1.0])
+        disp = f["displacement"][1]
+        mask = f["displacement_mask"][1]
+        disp[~mask] = 1.0
+        f["displacement"][1] = disp
+    problems = verify_priors(bad)
+    assert any("proper rotation" in p and "s000_e00" in p for p in problems)
+    assert any("off its mask" in p and "s001_e00" in p for p in problems)
+    assert runner.invoke(app, ["verify", str(bad)]).exit_code == 1
+    assert runner.invoke(app, ["verify", str(tmp_path / "missing.h5")]).exit_code == 1
