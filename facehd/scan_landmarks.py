@@ -115,10 +115,18 @@ class ScanLandmarkConfig:
     """Side of the search renders, pixels (the short-range face detector works at 128)."""
     refine_size: int = 256
     """Side of the face-centred renders fitted by the face mesh, pixels."""
-    face_fov_mm: float = 300.0
+    face_fov_mm: float = 240.0
     """Width of the scene covered by a face-centred render (centred on the eyes and mouth), mm."""
     vote_yaw_deg: float = 18.0
     """Left/right turn of the side voting views, degrees."""
+    vote_zooms: tuple[float, ...] = (1.0,)
+    """Widths of the voting views relative to ``face_fov_mm``; every view is rendered at each."""
+    face_models: tuple[str, ...] = ("plain",)
+    """mediapipe face-mesh models run on each voting view, each giving a vote: ``plain`` and
+    ``attention`` (which refines the eye and lip contours from their appearance in photos)."""
+    midline: bool = True
+    """Move the median landmarks (nose, lip and chin midpoints) onto the face's plane of
+    symmetry, fitted to the left-right pairs."""
     vote_pitch_deg: float = 12.0
     """Upward look (camera below the face) of the lower voting view, degrees."""
     min_detection_score: float = 0.5
@@ -535,19 +543,26 @@ class ScanLandmarker:
                 model_selection=0, min_detection_confidence=0.3
             )
             # 468-point face mesh with iris and lip refinement, one face
-            self._mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=True,
-                max_num_faces=1,
-                refine_landmarks=True,
-                min_detection_confidence=0.3,
-            )
+            # 468-point face meshes, one face: the plain model and the attention model (which
+            # refines eye and lip contours)
+            self._meshes = {
+                name: mp.solutions.face_mesh.FaceMesh(
+                    static_image_mode=True,
+                    max_num_faces=1,
+                    refine_landmarks=name == "attention",
+                    min_detection_confidence=0.3,
+                )
+                for name in self.config.face_models
+            }
             blank = np.full((64, 64, 3), 128, np.uint8)
             self._finder.process(blank)  # start the graphs while their banners are silenced
-            self._mesh.process(blank)
+            for graph in self._meshes.values():
+                graph.process(blank)
 
     def close(self) -> None:
         self._finder.close()
-        self._mesh.close()
+        for graph in self._meshes.values():
+            graph.close()
 
     def __enter__(self) -> ScanLandmarker:
         return self
@@ -577,15 +592,17 @@ class ScanLandmarker:
                 best = (score, _unrotate_points(kp, k, (h, w)))
         return best
 
-    def _mesh68(self, image: np.ndarray) -> np.ndarray | None:
-        """iBUG-68 points (68, 3) of the face in ``image``: pixels ``(x, y)`` and mediapipe's
-        relative depth ``z`` (pixel scale, smaller is nearer), or None when no face is found."""
+    def _mesh68(self, image: np.ndarray, model: str | None = None) -> np.ndarray | None:
+        """iBUG-68 points (68, 3) of the face in ``image`` by face-mesh ``model`` (default: the
+        first of ``config.face_models``): pixels ``(x, y)`` and mediapipe's relative depth ``z``
+        (pixel scale, smaller is nearer), or None when no face is found."""
         from facehd.detect import landmarks68_from_mediapipe
 
+        graph = self._meshes[model or self.config.face_models[0]]
         h, w = image.shape[:2]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = self._mesh.process(np.ascontiguousarray(image))
+            res = graph.process(np.ascontiguousarray(image))
         if not res.multi_face_landmarks:
             return None
         pts = np.array([(p.x, p.y, p.z) for p in res.multi_face_landmarks[0].landmark])
@@ -708,23 +725,35 @@ class ScanLandmarker:
                 break
             frame = new
         yaw, pitch = cfg.vote_yaw_deg, cfg.vote_pitch_deg
-        views = [(0.0, 0.0), (-yaw, 0.0), (yaw, 0.0), (0.0, pitch), (0.0, -0.5 * pitch)]
+        views = [
+            (y, p, z)
+            for z in cfg.vote_zooms
+            for y, p in ((0.0, 0.0), (-yaw, 0.0), (yaw, 0.0), (0.0, pitch), (0.0, -0.5 * pitch))
+        ]
         hits, goods = [], []
-        for y, p in views:
-            cam = self._face_camera(frame, y, p)
-            pts = self._mesh68(renderer.render(cam))
-            if pts is not None:
-                h, g = self._cast_with_depth(query, renderer, cam, pts)
-                hits.append(h)
-                goods.append(g)
-        if len(hits) < max(1, math.ceil(cfg.min_vote_fraction * len(views))):
+        fitted = 0
+        for y, p, z in views:
+            cam = self._face_camera(frame, y, p, zoom=z)
+            image = renderer.render(cam)
+            any_fit = False
+            for model in cfg.face_models:
+                pts = self._mesh68(image, model)
+                if pts is not None:
+                    h, g = self._cast_with_depth(query, renderer, cam, pts)
+                    hits.append(h)
+                    goods.append(g)
+                    any_fit = True
+            fitted += any_fit
+        if fitted < max(1, math.ceil(cfg.min_vote_fraction * len(views))):
             raise ScanLandmarkError(
                 "unsure",
-                f"the face mesh fitted only {len(hits)} of {len(views)} face-centred views "
+                f"the face mesh fitted only {fitted} of {len(views)} face-centred views "
                 f"(search score {found.score:.2f})",
             )
         quality = np.stack(goods)
         lm_mm, spread = _vote(np.stack(hits), quality, query)
+        if cfg.midline:
+            lm_mm = _onto_midline(lm_mm, query)
         eye = float(np.linalg.norm(lm_mm[36] - lm_mm[45]))
         if not OUTER_EYE_MM[0] <= eye <= OUTER_EYE_MM[1]:
             raise _WrongSize(eye)
@@ -749,11 +778,16 @@ class ScanLandmarker:
                 f"the views disagree on NoW landmark {worst} by {now7[worst]:.1f} mm "
                 f"(accepted: {cfg.max_spread_mm:g} mm)",
             )
-        return lm_mm, spread, len(hits), len(views)
+        return lm_mm, spread, fitted, len(views)
 
     # -- helpers -------------------------------------------------------------------------------
     def _face_camera(
-        self, frame: FaceFrame, yaw_deg: float, pitch_deg: float, size: int | None = None
+        self,
+        frame: FaceFrame,
+        yaw_deg: float,
+        pitch_deg: float,
+        size: int | None = None,
+        zoom: float = 1.0,
     ) -> ViewCamera:
         """Camera facing the face, turned by ``yaw`` about its up axis (positive: towards the
         subject's left) and ``pitch`` about its left axis (positive: from below)."""
@@ -764,9 +798,8 @@ class ScanLandmarker:
             - math.sin(pitch) * frame.up
         )
         # scale the view with the face (children, or a scan in other units than it seems)
-        zoom = 1.0
         if frame.eye_distance > 0:
-            zoom = float(np.clip(frame.eye_distance / TYPICAL_EYE_DISTANCE_MM, 0.5, 3.0))
+            zoom *= float(np.clip(frame.eye_distance / TYPICAL_EYE_DISTANCE_MM, 0.5, 3.0))
         return ViewCamera.looking_at(
             frame.center,
             d,
@@ -891,6 +924,33 @@ def _unrotate_points(points: np.ndarray, k: int, size: tuple[int, int]) -> np.nd
 
     pts3 = np.concatenate([points, np.zeros((len(points), 1))], axis=1)
     return _unrotate(pts3, k, size)[:, :2]
+
+
+def _onto_midline(lm: np.ndarray, query: Any) -> np.ndarray:
+    """Landmarks (68, 3) with the median ones (their own mirror image in
+    :data:`facehd.detect.IBUG68_MIRROR`) moved onto the plane of symmetry.
+
+    The plane is fitted to the left-right pairs of eyes, brows, nose wings and mouth: its normal
+    is the mean direction from each right point to its left twin, and it passes through the mean
+    of their midpoints. Each median landmark is projected onto the plane and replaced by the
+    surface point nearest to its projection.
+    """
+    from facehd.detect import IBUG68_MIRROR
+
+    mirror = np.asarray(IBUG68_MIRROR)
+    pairs = np.array([i for i in range(17, 68) if mirror[i] > i])
+    diff = lm[mirror[pairs]] - lm[pairs]
+    normal = diff.mean(axis=0)
+    if not np.all(np.isfinite(normal)) or np.linalg.norm(normal) == 0:
+        return lm
+    normal = normal / np.linalg.norm(normal)
+    mid = 0.5 * (lm[pairs] + lm[mirror[pairs]])
+    offset = float(np.mean(mid @ normal))
+    median = np.array([i for i in range(17, 68) if mirror[i] == i])
+    on_plane = lm[median] - ((lm[median] @ normal) - offset)[:, None] * normal
+    out = lm.copy()
+    out[median] = query.closest(on_plane).points
+    return out
 
 
 def _protrusion(lm: np.ndarray, frame: FaceFrame) -> float:
