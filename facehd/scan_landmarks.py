@@ -946,7 +946,7 @@ def _onto_midline(lm: np.ndarray, query: Any) -> np.ndarray:
     normal = normal / np.linalg.norm(normal)
     mid = 0.5 * (lm[pairs] + lm[mirror[pairs]])
     offset = float(np.mean(mid @ normal))
-    median = np.array([i for i in range(17, 68) if mirror[i] == i])
+    median = np.flatnonzero(mirror == np.arange(68))
     on_plane = lm[median] - ((lm[median] @ normal) - offset)[:, None] * normal
     out = lm.copy()
     out[median] = query.closest(on_plane).points
