@@ -1,0 +1,119 @@
+"""``facehd landmarks``: scan discovery, destinations, resuming, the CSV, and a run over a folder
+with a synthetic face, a sphere, an empty file and a scan in no plausible unit."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from typer.testing import CliRunner
+
+from facehd.cli import app
+from facehd.detect import mediapipe_available
+from facehd.errors import InputFileError
+from facehd.landmarks import NOW7_FROM_68, load_landmarks
+from facehd.mesh import Mesh, save_mesh
+from pipelines.landmarks import (
+    CSV_NAME,
+    LandmarkRow,
+    LandmarksConfig,
+    _write_csv,
+    find_scans,
+    landmark_scans,
+    read_rows,
+)
+
+runner = CliRunner()
+
+
+def _touch_mesh(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    box = trimesh.creation.box(extents=(200.0, 200.0, 200.0))
+    return save_mesh(path, Mesh(np.asarray(box.vertices, float), np.asarray(box.faces, np.int64)))
+
+
+def test_find_scans_skips_tool_outputs(tmp_path: Path) -> None:
+    for name in ("a.ply", "b/c.obj", "s000_e00.ply", "s000_e00.gt_m1.ply", "x.m0.ply", "d.ply"):
+        _touch_mesh(tmp_path / name)
+    _touch_mesh(tmp_path / "d.obj")  # d.ply and d.obj side by side keep their suffixes
+    (tmp_path / "notes.txt").write_text("not a mesh")
+    ids = [sid for sid, _ in find_scans(tmp_path)]
+    assert ids == ["a", "b/c", "d.obj", "d.ply", "s000_e00"]
+    with pytest.raises(InputFileError, match="does not exist"):
+        find_scans(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputFileError, match="no .obj or .ply"):
+        find_scans(tmp_path / "empty")
+
+
+def test_csv_round_trip(tmp_path: Path) -> None:
+    rows = [
+        LandmarkRow("a", "a.ply", "ok", confidence=0.5, now7_spread_max_mm=1.25, views="5/5"),
+        LandmarkRow("b", "b.ply", "failed", "no-face", "nothing found, anywhere"),
+    ]
+    path = _write_csv(tmp_path / CSV_NAME, rows)
+    back = read_rows(path)
+    assert back == {"a": rows[0], "b": rows[1]}
+    assert read_rows(tmp_path / "none.csv") == {}
+
+
+def test_existing_landmarks_are_kept_without_running_the_detector(tmp_path: Path) -> None:
+    scans = tmp_path / "scans"
+    _touch_mesh(scans / "done.ply")
+    _touch_mesh(scans / "given.ply")
+    (scans / "done.lm68.txt").write_text("0 0 0\n" * 68)
+    (scans / "done.lm7.txt").write_text("0 0 0\n" * 7)
+    (scans / "given.lm7.txt").write_text("1 1 1\n" * 7)
+    result = landmark_scans(scans, LandmarksConfig())
+    by_id = {r.scan_id: r for r in result.rows}
+    assert by_id["done"].status == "skipped" and by_id["done"].reason == "done"
+    assert by_id["given"].status == "skipped" and by_id["given"].reason == "given"
+    assert (scans / "given.lm7.txt").read_text() == "1 1 1\n" * 7  # never replaced
+    assert result.csv_path == scans / CSV_NAME and result.n_skipped == 2
+    assert set(read_rows(result.csv_path)) == {"done", "given"}
+
+
+@pytest.mark.skipif(not mediapipe_available(), reason="needs the photo extra (mediapipe)")
+def test_landmarks_command_over_a_folder(tmp_path: Path) -> None:
+    from facehd.morphable import load_model
+    from facehd.transforms import Similarity
+    from pipelines.synth import SynthConfig, make_scan
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    scan, truth, *_ = make_scan(
+        load_model("facehd-synth"), SynthConfig(dense_resolution=160, seed=2, units="m"), 0, 0
+    )
+    save_mesh(scans / "face.ply", scan)
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.1)  # metres, no face
+    save_mesh(scans / "sphere.ply", Mesh(np.asarray(sphere.vertices), np.asarray(sphere.faces)))
+    (scans / "empty.ply").write_bytes(b"")
+    save_mesh(scans / "tiny.ply", Mesh(scan.vertices * 1e-3, scan.faces))  # a 0.3 mm head in m
+    out, png = tmp_path / "out", tmp_path / "png"
+    args = ["landmarks", "--scans", str(scans), "--out", str(out), "--overlays", str(png)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output  # some scans failed
+    with open(out / CSV_NAME, newline="") as fh:
+        rows = {r["scan_id"]: r for r in csv.DictReader(fh)}
+    assert rows["face"]["status"] == "ok" and rows["face"]["units"] == "m"
+    assert 0.0 < float(rows["face"]["confidence"]) <= 1.0
+    assert {k: rows[k]["reason"] for k in ("sphere", "empty", "tiny")} == {
+        "sphere": "no-face",
+        "empty": "empty",
+        "tiny": "units",
+    }
+    for k in ("sphere", "empty", "tiny"):
+        assert rows[k]["status"] == "failed" and rows[k]["detail"] and not rows[k]["lm68"]
+        assert not (out / f"{k}.lm68.txt").exists() and not (out / f"{k}.lm7.txt").exists()
+    lm68 = load_landmarks(out / "face.lm68.txt")
+    lm7 = load_landmarks(out / "face.lm7.txt")
+    assert lm68.shape == (68, 3) and lm7.shape == (7, 3)
+    np.testing.assert_array_equal(lm7, lm68[list(NOW7_FROM_68)])
+    t = Similarity(float(truth["scale"]), truth["rotation"], truth["translation"])
+    err = np.linalg.norm(t.apply(lm7) - truth["landmarks68"][list(NOW7_FROM_68)], axis=1)
+    assert np.median(err) < 4.5  # written in the scan's frame and units (m)
+    assert (png / "face.png").is_file() and not (png / "sphere.png").exists()
+    assert not (scans / "face.lm68.txt").exists()  # --out keeps the scans folder clean
