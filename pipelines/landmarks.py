@@ -46,6 +46,7 @@ __all__ = [
     "LandmarkRow",
     "LandmarksConfig",
     "LandmarksResult",
+    "detect_landmarks7",
     "find_scans",
     "landmark_scan",
     "landmark_scans",
@@ -230,6 +231,42 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
         row.units = result.units
     row.seconds = round(time.perf_counter() - t0, 3)
     return row
+
+
+def detect_landmarks7(mesh: Any, mesh_path: str | Path, units: str = "auto") -> tuple[Any, float]:
+    """NoW's 7 landmarks of a scan that came without a landmark file, for jobs such as
+    ``facehd build-priors``.
+
+    Parameters
+    ----------
+    mesh : the scan (:class:`facehd.mesh.Mesh`, its own frame and units).
+    mesh_path : its file (named in errors).
+    units : ``auto``, ``mm``, ``cm`` or ``m``.
+
+    Returns
+    -------
+    ((7, 3) float landmarks in the scan's frame and units, confidence in [0, 1]).
+
+    Raises
+    ------
+    InputFileError
+        Naming the scan, when the landmarks cannot be found reliably (no face, unsure, wrong
+        units) or mediapipe (the ``photo`` extra) is not installed.
+    """
+    from facehd.scan_landmarks import ScanLandmarkError
+
+    detector = ScanLandmarkConfig(units=units, overlay_size=0)
+    try:
+        result = _landmarker(detector).detect(mesh, name=str(mesh_path))
+    except ImportError as exc:
+        raise InputFileError(
+            mesh_path, f"no landmark file, and automatic landmarks need mediapipe ({exc})"
+        ) from exc
+    except ScanLandmarkError as exc:
+        raise InputFileError(
+            mesh_path, f"no landmark file, and automatic landmarks failed: {exc}"
+        ) from exc
+    return result.landmarks7, float(result.confidence)
 
 
 def _save_png(path: Path, image: Any) -> Path:

@@ -21,6 +21,7 @@ from pipelines.landmarks import (
     LandmarkRow,
     LandmarksConfig,
     _write_csv,
+    detect_landmarks7,
     find_scans,
     landmark_scans,
     read_rows,
@@ -117,3 +118,11 @@ def test_landmarks_command_over_a_folder(tmp_path: Path) -> None:
     assert np.median(err) < 4.5  # written in the scan's frame and units (m)
     assert (png / "face.png").is_file() and not (png / "sphere.png").exists()
     assert not (scans / "face.lm68.txt").exists()  # --out keeps the scans folder clean
+
+    # the helper other jobs call for scans without a landmark file gives the same points
+    lm, confidence = detect_landmarks7(scan, scans / "face.ply")
+    np.testing.assert_allclose(lm, lm7, atol=1e-9)
+    assert confidence == pytest.approx(float(rows["face"]["confidence"]), abs=1e-4)
+    with pytest.raises(InputFileError, match="automatic landmarks failed.*units") as err:
+        detect_landmarks7(Mesh(scan.vertices * 1e-3, scan.faces), scans / "tiny.ply")
+    assert err.value.path == scans / "tiny.ply"
