@@ -25,6 +25,12 @@ One row per scan, sorted by sample id (see :data:`FIELDS`); attributes ``units``
 translation``), ``config`` (the resolved :class:`PriorsConfig` minus run-only options) and the map
 sizes. Failed scans go to ``failures.csv`` beside the output.
 
+Resuming
+--------
+Rerun the same command after an interruption: finished shards are kept, the rest is fitted, and
+the merged file is byte-identical to an uninterrupted build's on the same machine (the fit is
+deterministic; another machine's BLAS may change the last bits of the floats).
+
 Cluster use (Ray)
 -----------------
 Start Ray on the machines (``ray start --head`` on one, ``ray start --address=HEAD:6379`` on the

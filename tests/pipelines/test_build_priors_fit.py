@@ -68,7 +68,7 @@ def rigid_fits(rigid_scans: Path) -> dict:
 def default_scans(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default synthetic scans (2 mm deformation, 0.05 mm noise): neutral and expression."""
     out = tmp_path_factory.mktemp("default")
-    synth_scans(out, SynthConfig(subjects=1, expressions=2, seed=0))
+    synth_scans(out, SynthConfig(subjects=1, expressions=2, seed=0, dense_resolution=256))
     return out
 
 
