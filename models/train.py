@@ -204,7 +204,8 @@ class TrainConfig:
     checkpoint_every: int = 1000
     """Steps between checkpoints (and the last step of each stage)."""
     log_every: int = 50
-    """Steps between log rows."""
+    """Log window: the last two steps of every window of this many steps are written (one
+    self-supervised and one supervised row in the detail stage)."""
     device: str = "auto"
     """``auto`` (cuda when available), ``cpu``, ``cuda``, ``cuda:N``."""
     backend: str = "auto"
@@ -566,6 +567,11 @@ class Trainer:
             backend = "nvdiffrast" if gpu else "cpu"
         _seed_everything(config.seed)
         self.system = FaceSystem(config.model, self.morphable, config.image_size, backend)
+        # the de-retouching network starts from "no retouching": its output layer at zero gives
+        # the blend layer 0.5 everywhere, T0 = T (Eq. 3) and A' = A0 (Eq. 5)
+        out_layer = self.system.hrn.deretouch.generator.outc.conv
+        nn.init.zeros_(out_layer.weight)
+        nn.init.zeros_(out_layer.bias)
         self.system.to(self.device)
         self._lab = None
         self._pairs = None
@@ -771,7 +777,10 @@ class Trainer:
             values = step_fn(step)
             values = {"lr": lr, **values}
             steps_run += 1
-            if step % self.config.log_every == 0 or step == cfg.steps:
+            # the last two steps of each window: one self-supervised and one supervised row
+            if step % self.config.log_every in (0, self.config.log_every - 1) or (
+                step == cfg.steps
+            ):
                 self.log.row(stage, step, values)
             done = step == cfg.steps
             if step % self.config.checkpoint_every == 0 or done:
