@@ -266,8 +266,6 @@ class ModelFitData:
     """(F,) bool: faces with all three vertices in the fit region."""
     fit_border_faces: np.ndarray
     """(F,) bool: fit faces on the border of the fit region (or of the mesh)."""
-    mesh_border_faces: np.ndarray
-    """(F,) bool: faces on the border of the whole mesh."""
     landmarks7: np.ndarray
     """(7, 3) the mean shape's NoW landmarks, mm."""
     landmark7_index: np.ndarray
@@ -338,7 +336,6 @@ def prepare_model(model: MorphableModel, config: FitConfig | None = None) -> Mod
     fit = np.asarray(model.regions.fit, dtype=bool)
     faces = np.asarray(model.faces, dtype=np.int64)
     fit_faces = fit[faces].all(axis=1)
-    mesh_border = _boundary_faces(faces)
     border = np.zeros(len(faces), dtype=bool)
     border[fit_faces] = _boundary_faces(faces[fit_faces])
     edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1)
@@ -359,7 +356,6 @@ def prepare_model(model: MorphableModel, config: FitConfig | None = None) -> Mod
         fit=fit,
         fit_faces=fit_faces,
         fit_border_faces=border,
-        mesh_border_faces=mesh_border,
         landmarks7=lm7,
         landmark7_index=lm7_index,
         face_pairs=face_pairs,
