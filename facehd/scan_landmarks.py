@@ -1,34 +1,45 @@
 """Automatic 3D landmarks (iBUG-68, NoW's 7) for raw face scans in any orientation and units.
 
-A scan is rendered from virtual cameras (ray casting, SH-shaded geometry or its vertex colours),
-the photo face detector runs on the renders, and each 2D landmark is brought back onto the scan by
-casting its pixel's ray onto the surface (:meth:`facehd.distances.SurfaceQuery.cast`).
+A scan is rendered from virtual cameras (:class:`ScanRenderer`: one Embree scene cast per pixel,
+shaded with :func:`facehd.render.shade_sh`, on the vertex colours where the scan has them), the
+photo face detector and face mesh (mediapipe) run on the renders, and each 2D landmark is brought
+back onto the scan by casting its pixel's ray (:meth:`facehd.distances.SurfaceQuery.cast`).
 
 Steps of :meth:`ScanLandmarker.detect`
 --------------------------------------
 1. **Units.** The scan's size says its unit (:func:`infer_unit_to_mm`): the largest side of its
    bounding box must be a head's, :data:`HEAD_SIZE_MM` (80–800 mm, a face mask to head and
-   shoulders); these windows are a factor 10 apart, so at most one of mm, cm and m fits. Given
-   units are checked against the same window. Everything below works in millimetres.
+   shoulders); the window spans a factor 10, so at most one of mm, cm and m fits. Given units
+   are checked against the same window. Everything below works in millimetres.
 2. **Search.** Cameras on a Fibonacci sphere of ``search_views`` directions around the scan look
    at its centre; each low-resolution render is searched by mediapipe's face detector at four
-   quarter turns (the detector tolerates about ±45° of roll). Triangles seen from behind are
-   drawn as background, so the inside of an open face scan (a hollow mask, which detectors take
-   for a face) is never seen. The most confident detection wins; below ``min_detection_score``
-   the scan has no face.
-3. **Face frame.** The winner's eye, nose and mouth key points are cast onto the scan; the eye
-   line and the eye-to-mouth direction give the face's left, up and front directions.
-4. **Refinement.** A face-centred, upright, frontal render at ``refine_size`` pixels is fitted by
-   mediapipe's 468-point face mesh, mapped to iBUG-68 (:data:`facehd.detect.MEDIAPIPE_TO_IBUG68`)
-   and cast onto the scan; the frame is recomputed from those 3D landmarks (twice).
-5. **Voting.** The face mesh runs on ``vote_views`` renders around the frontal direction (small
-   turns left, right and up); each gives 68 back-projected points. Each landmark is the
-   per-coordinate median of its hits (in the face frame), moved onto the surface (closest point).
-   Its *spread* is the median distance of the views' hits from it.
-6. **Checks.** The scan is rejected (:class:`ScanLandmarkError`, never garbage landmarks) when
-   the best detection is weak, the face mesh fits too few of the voting views, NoW's 7 points
-   disagree between views by more than ``max_spread_mm``, or the face has an implausible size
-   (outer eye corners :data:`OUTER_EYE_MM` apart) — the last catches scans in the wrong units.
+   quarter turns (it tolerates about ±45° of roll). The most confident detection wins; below
+   ``min_detection_score`` the scan has no face.
+3. **Face frame.** The winner's eye and mouth key points, cast onto the scan, give the face's
+   left, up and front directions and its size (eye distance), which scales every later view.
+4. **Refinement.** A face-centred, upright, frontal render (``face_fov_mm`` wide for an adult) is
+   fitted by mediapipe's 468-point face mesh, mapped to iBUG-68
+   (:data:`facehd.detect.MEDIAPIPE_TO_IBUG68`) and cast onto the scan; the frame is recomputed
+   from those 3D landmarks, twice.
+5. **Voting.** Five face-centred views (frontal, turned ``±vote_yaw_deg``, from below and a
+   little from above) are fitted by the face mesh (``face_models``). Back-projection uses the
+   mesh's predicted depth: an affine fit maps it to camera depth; a first hit far nearer than
+   predicted is an occluder (the subnasale behind a long nose tip) and the ray is followed through
+   it; where no surface lies along the ray within ``occlusion_mm`` of the prediction (a hole, a
+   nostril), the surface point nearest to the predicted position stands in. Each landmark is the
+   per-coordinate median of its views' points, moved onto the surface; its *spread* is the median
+   distance of the views' points from it. The median landmarks (nose, lip and chin midpoints) are
+   then moved onto the plane of symmetry fitted to the left-right pairs (``midline``).
+6. **Checks.** The scan is rejected (:class:`ScanLandmarkError` with a ``reason``, never garbage
+   landmarks) when the best detection is weak (``no-face``), the face mesh fits too few of the
+   voting views, one of NoW's 7 points is a guess in every view or the views disagree on it by
+   more than ``max_spread_mm`` (``unsure``), the face is hollow (``hollow``), or its outer eye
+   corners are not :data:`OUTER_EYE_MM` apart (``units``: a scan in other units than it seems).
+
+Triangles are one-sided: a render hides the side the winding calls inside, so the inside of an
+open face scan — a hollow mask, which detectors take for a (mirrored) face — is never seen. A
+scan wound inside out shows its face only as such a hollow; the nose then points into the head
+(:func:`_protrusion`), and the other side is tried; when no face shows at all, both sides.
 
 The result's ``confidence`` in [0, 1] is ``detection score × fraction of voting views fitted ×
 exp(-(median spread of NoW's 7 / spread_scale_mm)²)``.
@@ -119,6 +130,8 @@ class ScanLandmarkConfig:
     """Width of the scene covered by a face-centred render (centred on the eyes and mouth), mm."""
     vote_yaw_deg: float = 18.0
     """Left/right turn of the side voting views, degrees."""
+    vote_pitch_deg: float = 12.0
+    """Upward look (camera below the face) of the lower voting view, degrees."""
     vote_zooms: tuple[float, ...] = (1.0,)
     """Widths of the voting views relative to ``face_fov_mm``; every view is rendered at each."""
     face_models: tuple[str, ...] = ("plain",)
@@ -127,8 +140,6 @@ class ScanLandmarkConfig:
     midline: bool = True
     """Move the median landmarks (nose, lip and chin midpoints) onto the face's plane of
     symmetry, fitted to the left-right pairs."""
-    vote_pitch_deg: float = 12.0
-    """Upward look (camera below the face) of the lower voting view, degrees."""
     min_detection_score: float = 0.5
     """Weakest face-detector score accepted in the search."""
     min_vote_fraction: float = 0.6
@@ -154,6 +165,12 @@ class ScanLandmarkConfig:
             raise ValueError(f"search_views must be >= 4, got {self.search_views}")
         if self.search_size < 64 or self.refine_size < 128:
             raise ValueError("search_size must be >= 64 and refine_size >= 128 pixels")
+        if not self.face_models or not set(self.face_models) <= {"plain", "attention"}:
+            raise ValueError(
+                f"face_models must name 'plain' and/or 'attention', got {self.face_models!r}"
+            )
+        if not self.vote_zooms or min(self.vote_zooms) <= 0:
+            raise ValueError(f"vote_zooms must be positive, got {self.vote_zooms!r}")
 
 
 @dataclass
@@ -505,6 +522,14 @@ def _key_light() -> Any:
 # the detector
 
 
+def _quiet() -> Any:
+    """Silence mediapipe's native log lines (TFLite delegate banners printed when a model first
+    runs) so progress displays stay readable; Python errors still raise."""
+    from facehd.detect import _native_stderr_silenced
+
+    return _native_stderr_silenced()
+
+
 def _import_mediapipe() -> Any:
     from facehd.detect import _import_mediapipe as imp
 
@@ -578,7 +603,7 @@ class ScanLandmarker:
         best = None
         for k in range(4):
             im = np.ascontiguousarray(np.rot90(image, k))
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _quiet():
                 warnings.simplefilter("ignore")
                 res = self._finder.process(im)
             for det in res.detections or []:
@@ -600,7 +625,7 @@ class ScanLandmarker:
 
         graph = self._meshes[model or self.config.face_models[0]]
         h, w = image.shape[:2]
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet():
             warnings.simplefilter("ignore")
             res = graph.process(np.ascontiguousarray(image))
         if not res.multi_face_landmarks:
