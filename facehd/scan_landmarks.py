@@ -33,8 +33,9 @@ Steps of :meth:`ScanLandmarker.detect`
 6. **Checks.** The scan is rejected (:class:`ScanLandmarkError` with a ``reason``, never garbage
    landmarks) when the best detection is weak (``no-face``), the face mesh fits too few of the
    voting views, one of NoW's 7 points is a guess in every view or the views disagree on it by
-   more than ``max_spread_mm`` (``unsure``), the face is hollow (``hollow``), or its outer eye
-   corners are not :data:`OUTER_EYE_MM` apart (``units``: a scan in other units than it seems).
+   more than ``max_spread_mm``, or the confidence is below ``min_confidence`` (``unsure``), the
+   face is hollow (``hollow``), or its outer eye corners are not :data:`OUTER_EYE_MM` apart
+   (``units``: a scan in other units than it seems).
 
 Triangles are one-sided: a render hides the side the winding calls inside, so the inside of an
 open face scan — a hollow mask, which detectors take for a (mirrored) face — is never seen. A
@@ -153,6 +154,8 @@ class ScanLandmarkConfig:
     means a hollow face, the inside of the surface seen from behind."""
     spread_scale_mm: float = 2.0
     """Spread at which the confidence falls to 1/e of the detection score, mm."""
+    min_confidence: float = 0.15
+    """Lowest confidence accepted: below it the scan fails as ``unsure``."""
     overlay_size: int = 384
     """Side of the overlay image, pixels (0: no overlay)."""
 
@@ -712,6 +715,13 @@ class ScanLandmarker:
             * (fitted / tried)
             * math.exp(-((float(np.median(now7)) / cfg.spread_scale_mm) ** 2))
         )
+        if confidence < cfg.min_confidence:
+            raise ScanLandmarkError(
+                "unsure",
+                f"confidence {confidence:.2f} is below {cfg.min_confidence:g} (detection score "
+                f"{found.score:.2f}, {fitted}/{tried} views, NoW-7 spreads "
+                f"{np.array2string(now7, precision=1)} mm)",
+            )
         overlay = None
         if cfg.overlay_size:
             cam = self._face_camera(frame, 0.0, 0.0, size=cfg.overlay_size)
