@@ -4,8 +4,9 @@
 
 1. ``base`` -- the face analyzer (Deep3DFaceRecon's losses, self-supervised on the photos):
    photometric on the face mask, landmark (weights 20 on the nose and inner mouth), coefficient,
-   lighting and reflectance regularisers; perceptual off (no identity-network weights; the log
-   says so).
+   lighting and reflectance regularisers; the perceptual loss only with an identity network
+   (``identity_network``: a TorchScript face-recognition model), otherwise off and the log says
+   so.
 2. ``deretouch`` -- the de-retouching network on texture pairs (the photo with and without skin
    blemishes, unwrapped onto the base model's M0): ``T0 = (1 - 2B) T^2 + 2B T`` is pulled to the
    clean texture by a masked L1.
@@ -215,6 +216,10 @@ class TrainConfig:
     """Mixed precision (bfloat16 autocast) on GPU; ignored on CPU."""
     threads: int = 0
     """torch CPU threads per process (0: torch's default)."""
+    identity_network: str | None = None
+    """TorchScript face-recognition network for the perceptual loss (``(B, 3, 112, 112)`` in
+    ``[-1, 1]`` -> identity features ``(B, D)``, e.g. an exported ArcFace); null: the perceptual
+    loss is off."""
 
 
 def paper_train_config() -> TrainConfig:
@@ -575,6 +580,27 @@ class Trainer:
         self.system.to(self.device)
         self._lab = None
         self._pairs = None
+        self.perceptual = self._perceptual_loss(config.identity_network)
+
+    def _perceptual_loss(self, path: str | None):
+        from models.losses import PerceptualLoss
+
+        if path is None:
+            return PerceptualLoss(None)
+        p = Path(path)
+        if not p.is_file():
+            raise InputFileError(p, "identity network (identity_network) not found")
+        try:
+            net = torch.jit.load(str(p), map_location=self.device)
+        except Exception as exc:
+            raise InputFileError(p, f"not a TorchScript identity network ({exc})") from exc
+        return PerceptualLoss(net).to(self.device)
+
+    def _perceptual(self, rendered: torch.Tensor, images: torch.Tensor, mask: torch.Tensor):
+        """Perceptual loss of the render composited over the photo (0 when off)."""
+        if not self.perceptual.enabled:
+            return rendered.sum() * 0.0
+        return self.perceptual(rendered * mask + images * (1.0 - mask), images)
 
     # ------------------------------------------------------------------ data
     def photos(self):
@@ -799,10 +825,12 @@ class Trainer:
         for p in hrn.net_recon.parameters():
             p.requires_grad_(True)
         hrn.net_recon.train()
-        self.log.message(
-            "perceptual loss is off: no identity-network weights were given "
-            "(weights base_losses.perceptual and hrn_losses.perceptual have no effect)"
-        )
+        if not self.perceptual.enabled:
+            self.log.message(
+                "perceptual loss is off: no identity-network weights were given "
+                "(set identity_network; until then base_losses.perceptual and "
+                "hrn_losses.perceptual have no effect)"
+            )
         cfg = self.config.base
         analyzer = _wrap(hrn.net_recon, self.dist, self.device)
         params = [p for p in hrn.net_recon.parameters() if p.requires_grad]
@@ -833,7 +861,7 @@ class Trainer:
             lm_w = base_landmark_weights(emphasis=w.landmark_emphasis).to(self.device)
             terms = BaseLossTerms(
                 photo=photometric_loss(rendered, batch.images, mask),
-                perceptual=rendered.sum() * 0.0,
+                perceptual=self._perceptual(rendered, batch.images, mask),
                 landmark=landmark_loss(
                     self._to224(self.system.landmarks2d(coarse.posed)),
                     self._to224(batch.landmarks),
@@ -967,6 +995,7 @@ class Trainer:
             m1 = batch.masks * r1.mask[:, None].to(batch.masks)
             m2 = batch.masks * r2.mask[:, None].to(batch.masks)
             zero = d_units.sum() * 0.0
+            img1, img2 = r1.image.permute(0, 3, 1, 2), r2.image.permute(0, 3, 1, 2)
             lm_pred = self._to224(system.landmarks2d(detail.posed))
             if opts.contour:
                 con = contour_loss(
@@ -1006,10 +1035,10 @@ class Trainer:
             else:
                 adv_mid = adv_high = zero
             terms = HRNLossTerms(
-                photo_mid=photometric_loss(r1.image.permute(0, 3, 1, 2), batch.images, m1),
-                photo_high=photometric_loss(r2.image.permute(0, 3, 1, 2), batch.images, m2),
-                perceptual_mid=zero,
-                perceptual_high=zero,
+                photo_mid=photometric_loss(img1, batch.images, m1),
+                photo_high=photometric_loss(img2, batch.images, m2),
+                perceptual_mid=self._perceptual(img1, batch.images, m1),
+                perceptual_high=self._perceptual(img2, batch.images, m2),
                 landmark=landmark_loss(lm_pred, self._to224(batch.landmarks)),
                 tv=total_variation(d_units),
                 displacement_l1=displacement_l1(h_units, detail.valid),

@@ -20,7 +20,7 @@ def main() -> None:
     photos, priors, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     torch.set_num_threads(1)
     cfg = tiny_config()
-    cfg.base.steps, cfg.hrn.steps = 2, 4
+    cfg.base.steps, cfg.hrn.steps = 1, 2
     cfg.base.batch_size = cfg.hrn.batch_size = 1
     trainer = Trainer(cfg, out, photos=photos, priors=priors)
     rank = trainer.dist.rank

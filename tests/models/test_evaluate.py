@@ -65,17 +65,21 @@ def test_scores_ignore_the_frame_of_the_prediction(oracle):
     """A prediction in another canonical frame (rigidly moved) scores the same: alignment."""
     recon, truth, gt, m0 = oracle
     disp = gt["displacement"]
-    base = score_levels(recon, reconstruction(gt, m0, truth.m1.vertices, disp), truth)
+    base = score_levels(
+        recon, reconstruction(gt, m0, truth.m1.vertices, disp), truth, max_points=1500
+    )
     a = np.radians(12.0)
     rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
     moved = reconstruction(gt, m0 @ rot.T + 30.0, truth.m1.vertices @ rot.T + 30.0, disp)
-    other = score_levels(recon, moved, truth)
+    other = score_levels(recon, moved, truth, max_points=1500)
     np.testing.assert_allclose(other[1], base[1], rtol=0.05, atol=0.01)
     np.testing.assert_allclose(other[2], base[2], rtol=0.05, atol=0.005)
     # a blurred displacement map (the details at a quarter resolution) scores worse than the truth
     blur = F.interpolate(torch.tensor(disp)[None, None], (64, 64), mode="area")
     blur = F.interpolate(blur, (256, 256), mode="bilinear", align_corners=False)[0, 0].numpy()
-    worse = score_levels(recon, reconstruction(gt, m0, truth.m1.vertices, blur), truth)
+    worse = score_levels(
+        recon, reconstruction(gt, m0, truth.m1.vertices, blur), truth, max_points=1500
+    )
     assert worse[2][2] > base[2][2]
 
 

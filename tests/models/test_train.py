@@ -231,3 +231,29 @@ def test_lab_photos_are_found_and_cropped(hrn_data):
     x, y = np.round(item["landmarks"][30]).astype(int)
     assert item["mask"][y - 3 : y + 4, x - 3 : x + 4].any()
     assert item["deformation"].shape == (64, 64, 3) and item["displacement"].shape == (256, 256)
+
+
+def test_perceptual_loss_with_an_identity_network(hrn_data, tmp_path, one_thread):
+    class Embed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 5, stride=4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x).mean(dim=(2, 3))
+
+    torch.manual_seed(0)
+    path = tmp_path / "id.pt"
+    torch.jit.script(Embed()).save(str(path))
+    cfg = tiny_config()
+    cfg.base.steps = 1
+    cfg.identity_network = str(path)
+    out = tmp_path / "run"
+    train(cfg, out, photos=hrn_data.photos, stages=["base"])
+    with open(out / "log_base.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert float(row["perceptual"]) > 0
+    assert "perceptual loss is off" not in (out / "train.log").read_text()
+    cfg.identity_network = str(tmp_path / "missing.pt")
+    with pytest.raises(InputFileError, match="identity network"):
+        train(cfg, tmp_path / "run2", photos=hrn_data.photos, stages=["base"])
