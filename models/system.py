@@ -332,12 +332,15 @@ class FaceSystem(nn.Module):
         *,
         hrn: nn.Module | None = None,
         deretouch: bool = True,
+        autocast: bool = False,
     ) -> DetailFace:
         """Deformation and displacement maps, M1, and the rendering albedo.
 
         ``hrn`` is the module to call for the maps (a DistributedDataParallel wrapper of
         ``self.hrn`` during training). With ``deretouch`` the albedo texture is the de-retouched
         A' (paper Eq. 3-6) computed from the re-aligned texture; otherwise A0 in UV space.
+        ``autocast`` runs the networks in bfloat16 on a GPU (mixed precision); their outputs are
+        returned in float32, and the geometry and rendering stay in float32.
         """
         texture, valid, pos = self.unwrap(images, coarse)
         module = hrn if hrn is not None else self.hrn
@@ -345,7 +348,19 @@ class FaceSystem(nn.Module):
         def project(points: torch.Tensor) -> torch.Tensor:
             return self.project(coarse.pose(points))
 
-        maps: HRNOutput = module(pos, texture, valid, project)
+        from contextlib import nullcontext
+
+        amp = autocast and texture.device.type == "cuda"
+        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
+        with ctx:
+            maps: HRNOutput = module(pos, texture, valid, project)
+        if amp:
+            maps = HRNOutput(
+                maps.deformation.float(),
+                maps.displacement.float(),
+                maps.realigned_texture.float(),
+                None if maps.flow is None else maps.flow.float(),
+            )
         offsets = sample_uv_map(maps.deformation, self.uvs(maps.deformation.dtype))
         shape = coarse.shape + offsets
         posed = coarse.pose(shape)
@@ -353,8 +368,9 @@ class FaceSystem(nn.Module):
         if deretouch:
             drm = self.hrn.deretouch
             trainable = any(p.requires_grad for p in drm.parameters())
-            with torch.enable_grad() if trainable else torch.no_grad():
+            with torch.enable_grad() if trainable else torch.no_grad(), ctx:
                 albedo_map = drm(maps.realigned_texture.detach(), a0).albedo.clamp(0.0, 1.0)
+            albedo_map = albedo_map.float()
         else:
             albedo_map = a0
         return DetailFace(texture, valid, pos, maps, offsets, shape, posed, albedo_map)
