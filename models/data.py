@@ -49,6 +49,7 @@ __all__ = [
     "PhotoDataset",
     "collate",
     "lab_photos_path",
+    "photos_dataset_from_synthetic",
     "resize_map",
 ]
 
@@ -490,3 +491,49 @@ class LabDataset:
             item[name] = self.source.read(name, row)
         item["id"] = f"{self.source.sample_ids[row]}#v{view}"
         return item
+
+
+def photos_dataset_from_synthetic(
+    scans_dir: str | Path,
+    out: str | Path,
+    *,
+    clean: bool = False,
+    template: str = "facehd-synth",
+) -> Path:
+    """A ``facehd.photos/1`` dataset from the truth of ``facehd synth --photos V`` (no detector).
+
+    Every view of every ``<id>.photos.npz`` in ``scans_dir`` becomes one sample ``<id>_vKK``:
+    the 224 crop aligned from the photo's true 68 landmarks with ``template``, the skin mask and
+    the true landmarks in the crop (fields ``image``, ``mask``, ``landmarks68``; with ``clean``
+    also ``image_clean``, which makes it a de-retouching pairs file). Use it instead of
+    ``facehd prepare-images`` where the detector's landmarks are not what is being studied.
+    """
+    from facehd.h5io import ShardedDatasetWriter
+
+    files = sorted(Path(scans_dir).glob("*.photos.npz"))
+    if not files:
+        raise InputFileError(scans_dir, "no <id>.photos.npz (make them with facehd synth --photos)")
+    fields = {
+        "image": ((CROP, CROP, 3), "uint8"),
+        "mask": ((CROP, CROP), "uint8"),
+        "landmarks68": ((68, 2), "float32"),
+    }
+    if clean:
+        fields["image_clean"] = ((CROP, CROP, 3), "uint8")
+    attrs = {"source": "facehd synth truth", "config": {"template": template}}
+    with ShardedDatasetWriter(out, "facehd.photos/1", attrs, fields, overwrite=True) as w:
+        for path in files:
+            sid = path.name[: -len(".photos.npz")]
+            z = _load_npz(str(path))
+            for v in range(z["images"].shape[0]):
+                a = align_lab_photo(z, v, template)
+                values = {
+                    "image": a["image"],
+                    "mask": a["mask"],
+                    "landmarks68": a["landmarks"].astype(np.float32),
+                }
+                if clean:
+                    values["image_clean"] = a["image_clean"]
+                w.add(f"{sid}_v{v:02d}", values)
+        w.finalize()
+    return Path(out)

@@ -16,7 +16,7 @@ import numpy as np
 
 from facehd.h5io import ShardedDatasetWriter, file_sha256
 from facehd.morphable import load_model
-from models.data import align_lab_photo
+from models.data import photos_dataset_from_synthetic
 from pipelines.build_priors import SCHEMA as PRIORS_SCHEMA
 from pipelines.build_priors import fields_for
 from pipelines.fitting import FitConfig
@@ -81,27 +81,4 @@ def write_truth_priors(scans_dir: Path, out: Path, model_name: str = "facehd-syn
 def write_truth_photos(
     scans_dir: Path, out: Path, *, clean: bool = False, template: str = "facehd-synth"
 ) -> Path:
-    fields = {
-        "image": ((224, 224, 3), "uint8"),
-        "mask": ((224, 224), "uint8"),
-        "landmarks68": ((68, 2), "float32"),
-    }
-    if clean:
-        fields["image_clean"] = ((224, 224, 3), "uint8")
-    attrs = {"config": {"template": template}}
-    with ShardedDatasetWriter(out, "facehd.photos/1", attrs, fields, overwrite=True) as w:
-        for path in sorted(Path(scans_dir).glob("*.photos.npz")):
-            sid = path.name[: -len(".photos.npz")]
-            z = dict(np.load(path))
-            for v in range(z["images"].shape[0]):
-                a = align_lab_photo(z, v, template)
-                values = {
-                    "image": a["image"],
-                    "mask": a["mask"],
-                    "landmarks68": a["landmarks"].astype(np.float32),
-                }
-                if clean:
-                    values["image_clean"] = a["image_clean"]
-                w.add(f"{sid}_v{v:02d}", values)
-        w.finalize()
-    return out
+    return photos_dataset_from_synthetic(scans_dir, out, clean=clean, template=template)

@@ -257,3 +257,21 @@ def test_perceptual_loss_with_an_identity_network(hrn_data, tmp_path, one_thread
     cfg.identity_network = str(tmp_path / "missing.pt")
     with pytest.raises(InputFileError, match="identity network"):
         train(cfg, tmp_path / "run2", photos=hrn_data.photos, stages=["base"])
+
+
+def test_photos_dataset_from_synthetic_truth(hrn_data):
+    from facehd.align import crop_transform, named_template
+    from facehd.detect import landmarks5_from_68
+    from facehd.h5io import open_dataset
+
+    with open_dataset(hrn_data.pairs) as ds:
+        assert ds.sample_ids == ["s000_e00_v00", "s000_e00_v01", "s001_e00_v00", "s001_e00_v01"]
+        lm = ds.read_field("landmarks68", 3)
+        clean, image = ds.read_field("image_clean", 3), ds.read_field("image", 3)
+    z = np.load(hrn_data.scans / "s001_e00.photos.npz")
+    true = z["landmarks68"][1]
+    t = crop_transform(landmarks5_from_68(true), template=named_template("facehd-synth"))
+    np.testing.assert_allclose(lm, t.apply(true), atol=1e-3)
+    # the clean twin differs from the photo only where blemishes are (a small part of the face)
+    differs = np.abs(clean.astype(int) - image.astype(int)).max(-1) > 8
+    assert 0 < differs.mean() < 0.05
