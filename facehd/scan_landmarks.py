@@ -67,6 +67,7 @@ from facehd.mesh import Mesh
 __all__ = [
     "HEAD_SIZE_MM",
     "OUTER_EYE_MM",
+    "TYPICAL_EYE_DISTANCE_MM",
     "UNIT_TO_MM",
     "FaceFrame",
     "ScanLandmarkConfig",
@@ -100,7 +101,7 @@ class ScanLandmarkError(FacehdError):
     Attributes
     ----------
     reason : str
-        Short machine-friendly cause: ``units``, ``no-face``, ``unsure``, ``empty``.
+        Short cause: ``units``, ``no-face``, ``unsure``, ``hollow`` or ``empty``.
     detail : str
         The explanation.
     """
@@ -690,8 +691,8 @@ class ScanLandmarker:
             renderer.cull = passes.pop(0)
             try:
                 found = self._search(renderer)
-                frame = self._frame_from_keypoints(found, query, renderer)
-                lm_mm, spread, fitted, tried = self._locate(renderer, query, frame, found)
+                frames = self._frames_from_keypoints(found, query, renderer)
+                lm_mm, spread, fitted, tried, frame = self._locate(renderer, query, frames, found)
                 break
             except _WrongSize as exc:
                 eye, (lo, hi) = exc.args[0], OUTER_EYE_MM
@@ -744,14 +745,25 @@ class ScanLandmarker:
         )
 
     def _locate(
-        self, renderer: ScanRenderer, query: Any, frame: FaceFrame, found: _Detection
-    ) -> tuple[np.ndarray, np.ndarray, int, int]:
-        """Refine the face frame and vote: (landmarks (68, 3) mm, spread (68,) mm, views fitted,
-        views tried). Raises ScanLandmarkError for a hollow or unsure face."""
+        self, renderer: ScanRenderer, query: Any, frames: list[FaceFrame], found: _Detection
+    ) -> tuple[np.ndarray, np.ndarray, int, int, FaceFrame]:
+        """Refine the face frame (starting from the first candidate whose face-centred view the
+        face mesh fits) and vote: (landmarks (68, 3) mm, spread (68,) mm, views fitted, views
+        tried, frame). Raises ScanLandmarkError for a hollow or unsure face."""
         cfg = self.config
-        for _ in range(2):
-            cam = self._face_camera(frame, 0.0, 0.0)
+        frame, fitted_view = frames[0], None
+        for candidate in frames:
+            cam = self._face_camera(candidate, 0.0, 0.0)
             pts = self._mesh68(renderer.render(cam))
+            if pts is not None:
+                frame, fitted_view = candidate, (cam, pts)
+                break
+        for _ in range(2):
+            if fitted_view is not None:
+                (cam, pts), fitted_view = fitted_view, None
+            else:
+                cam = self._face_camera(frame, 0.0, 0.0)
+                pts = self._mesh68(renderer.render(cam))
             if pts is None:
                 break
             lm, q = self._cast_with_depth(query, renderer, cam, pts)
@@ -813,7 +825,7 @@ class ScanLandmarker:
                 f"the views disagree on NoW landmark {worst} by {now7[worst]:.1f} mm "
                 f"(accepted: {cfg.max_spread_mm:g} mm)",
             )
-        return lm_mm, spread, fitted, len(views)
+        return lm_mm, spread, fitted, len(views), frame
 
     # -- helpers -------------------------------------------------------------------------------
     def _face_camera(
@@ -919,12 +931,14 @@ class ScanLandmarker:
             quality[rest] = np.where(near.distances <= tol, 1, 0)
         return pts, quality
 
-    def _frame_from_keypoints(
+    def _frames_from_keypoints(
         self, det: _Detection, query: Any, renderer: ScanRenderer
-    ) -> FaceFrame:
-        """Face frame from the detector's eye and mouth key points cast onto the scan; falls back
-        on the view direction and the key points' image directions when casting fails."""
+    ) -> list[FaceFrame]:
+        """Candidate face frames from the detector's key points: the eye and mouth points cast
+        onto the scan (when they hit and give a plausible size), then the search view's own
+        direction with the key points' image directions (always)."""
         pts = self._cast(query, renderer, det.camera, det.keypoints[:4])
+        frames = []
         frame = None
         if np.all(np.isfinite(pts[[0, 1, 3]])):
             frame = FaceFrame.from_points(pts[0], pts[1], pts[3])
@@ -937,8 +951,8 @@ class ScanLandmarker:
                     "the face found is hollow (the inside of the surface seen from behind); the "
                     "scan may be wound inside out",
                 )
-        if frame is not None:
-            return frame
+        if frame is not None and 0.5 <= frame.eye_distance / TYPICAL_EYE_DISTANCE_MM <= 3.0:
+            frames.append(frame)
         cam = det.camera
         right, down, fwd = cam.rotation
         kp = det.keypoints
@@ -946,11 +960,15 @@ class ScanLandmarker:
         up2 = 0.5 * (kp[0] + kp[1]) - kp[3]
         left = x2[0] * right + x2[1] * down
         up = up2[0] * right + up2[1] * down
-        centre = pts[2] if np.all(np.isfinite(pts[2])) else cam.position + 3.0 * fwd
+        centre = pts[2] if np.all(np.isfinite(pts[2])) else cam.position + cam.distance * fwd
         f = FaceFrame.from_points(centre - left, centre + left, centre - up)
         if f is None:
+            if frames:
+                return frames
             raise ScanLandmarkError("no-face", "the detected face's key points are degenerate")
-        return FaceFrame(f.left, f.up, f.front, centre, 0.0)
+        eye_mm = float(np.linalg.norm(x2)) * cam.distance / cam.focal
+        frames.append(FaceFrame(f.left, f.up, f.front, centre, eye_mm))
+        return frames
 
 
 def _unrotate_points(points: np.ndarray, k: int, size: tuple[int, int]) -> np.ndarray:
