@@ -31,12 +31,20 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 
 from facehd.landmarks import NOW7_FROM_68, save_landmarks_txt
 from facehd.mesh import Mesh, load_mesh, save_mesh, vertex_normals
-from facehd.morphable import MorphableModel, load_model
+from facehd.morphable import MorphableModel, load_model, similarity_motion_basis
 from facehd.transforms import Similarity
-from facehd.uv import displaced_dense_mesh, normal_map, rasterize_uv, sample_uv_map
+from facehd.uv import (
+    displaced_dense_mesh,
+    normal_map,
+    rasterize_uv,
+    sample_uv_map,
+    uv_sampling_matrix,
+)
 
 Units = Literal["mm", "cm", "m"]
 UNIT_TO_MM: dict[str, float] = {"mm": 1.0, "cm": 10.0, "m": 1000.0}
@@ -129,9 +137,13 @@ def _grid_uv(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def smooth_field(
-    rng: np.random.Generator, size: int, channels: int, n_bumps: int = 12
+    rng: np.random.Generator,
+    size: int,
+    channels: int,
+    n_bumps: int = 12,
+    widths: tuple[float, float] = (0.08, 0.2),
 ) -> np.ndarray:
-    """A smooth random field on a size×size UV map: a sum of Gaussian bumps of 0.08–0.2 UV width.
+    """A smooth random field on a size×size UV map: a sum of Gaussian bumps of the given UV widths.
 
     Returns (size, size, channels), each channel of unit RMS.
     """
@@ -140,19 +152,58 @@ def smooth_field(
     for c in range(channels):
         for _ in range(n_bumps):
             cu, cv = rng.uniform(0.15, 0.85, size=2)
-            width = rng.uniform(0.08, 0.2)
+            width = rng.uniform(*widths)
             amp = rng.normal()
             out[..., c] += amp * np.exp(-((u - cu) ** 2 + (v - cv) ** 2) / (2 * width**2))
         out[..., c] /= np.sqrt(np.mean(out[..., c] ** 2)) + 1e-12
     return out
 
 
+def _grid_gradient(size: int) -> sp.csr_matrix:
+    """Forward differences along rows and columns of a size×size map (row-major), stacked."""
+    eye = sp.identity(size, format="csr")
+    diff = sp.diags([-np.ones(size - 1), np.ones(size - 1)], [0, 1], shape=(size - 1, size))
+    return sp.vstack([sp.kron(eye, diff), sp.kron(diff, eye)]).tocsr()
+
+
+def mid_frequency_deformation(
+    model: MorphableModel,
+    m0: np.ndarray,
+    rng: np.random.Generator,
+    amplitude_mm: float,
+    size: int = DEFORMATION_SIZE,
+) -> np.ndarray:
+    """A smooth mid-frequency deformation map (size, size, 3) in mm with no rigid motion.
+
+    A sum of Gaussian bumps (0.08–0.2 UV wide, per channel) is sampled at the vertices; the
+    linearised similarity motion (translation, rotation, scale) is projected out of those vertex
+    offsets, so a pose change explains none of it; the map whose bilinear samples best give the
+    remaining offsets is found by least squares through the UV sampler with a small smoothness
+    term. Scaled so the vertex offsets have RMS ``amplitude_mm``. The model's identity and
+    expression bases can still explain part of such a field: ground-truth M1 is what is exact.
+    """
+    if amplitude_mm == 0:
+        return np.zeros((size, size, 3))
+    field = smooth_field(rng, size, 3)
+    sampler = uv_sampling_matrix(model.uvs, size)
+    offsets = (sampler @ field.reshape(-1, 3)).reshape(-1)
+    # a pose change explains nothing of it: remove the linearised similarity motion
+    q, _ = np.linalg.qr(similarity_motion_basis(m0))
+    offsets = (offsets - q @ (q.T @ offsets)).reshape(-1, 3)
+    grad = _grid_gradient(size)
+    lhs = (sampler.T @ sampler + 1e-3 * (grad.T @ grad)).tocsc()
+    deformation = spla.splu(lhs).solve(np.asarray(sampler.T @ offsets))
+    sampled = sampler @ deformation
+    rms = np.sqrt(np.mean(np.sum(sampled**2, axis=1)))
+    return (deformation * (amplitude_mm / max(rms, 1e-12))).reshape(size, size, 3)
+
+
 def detail_field(rng: np.random.Generator, size: int = DISPLACEMENT_SIZE) -> np.ndarray:
     """High-frequency displacement (size, size) in mm: wrinkles and pores of 0.05–0.5 mm.
 
     Forehead lines (horizontal sinusoids in the upper face), crow's-feet (radial lines near the
-    outer eye corners), nasolabial folds (two curved grooves), and pores (sparse small pits), all
-    with random phases, amplitudes and positions.
+    outer eye corners), nasolabial folds (two curved grooves), a band-limited skin texture and
+    pores (sparse small pits), all with random phases, amplitudes and positions.
     """
     u, v = _grid_uv(size)
     disp = np.zeros((size, size))
@@ -176,17 +227,22 @@ def detail_field(rng: np.random.Generator, size: int = DISPLACEMENT_SIZE) -> np.
         d = np.abs(u - curve_u)
         on = (v > 0.25) & (v < 0.48)
         disp -= rng.uniform(0.2, 0.5) * np.exp(-((d / 0.008) ** 2)) * on
-    # pores: sparse pits of 0.05–0.12 mm, 1–2 texels wide
-    n_pores = int(size * size * 0.01)
+    k = np.array([0.25, 0.5, 0.25])
+
+    def blur(a: np.ndarray) -> np.ndarray:
+        a = np.apply_along_axis(lambda r: np.convolve(r, k, mode="same"), 0, a)
+        return np.apply_along_axis(lambda r: np.convolve(r, k, mode="same"), 1, a)
+
+    # skin texture: band-limited noise of ~0.08 mm RMS
+    texture = blur(blur(rng.normal(size=(size, size))))
+    disp += 0.08 * texture / np.sqrt(np.mean(texture**2))
+    # pores: sparse pits of 0.08–0.2 mm, 1–2 texels wide
+    n_pores = int(size * size * 0.02)
     iy = rng.integers(0, size, n_pores)
     ix = rng.integers(0, size, n_pores)
     pores = np.zeros((size, size))
-    np.add.at(pores, (iy, ix), -rng.uniform(0.05, 0.12, n_pores))
-    # spread each pit over its 3×3 neighbourhood with a small kernel
-    k = np.array([0.25, 0.5, 0.25])
-    pores = np.apply_along_axis(lambda r: np.convolve(r, k, mode="same"), 0, pores)
-    pores = np.apply_along_axis(lambda r: np.convolve(r, k, mode="same"), 1, pores)
-    disp += pores * 4.0
+    np.add.at(pores, (iy, ix), -rng.uniform(0.08, 0.2, n_pores))
+    disp += blur(pores) * 4.0
     return disp
 
 
@@ -308,8 +364,8 @@ def make_scan(
     _, expression = _sample_coefficients(model, rng, neutral=expression_index == 0)
 
     m0 = model.vertices(identity, expression)  # (V, 3) mm
-    # mid-frequency deformation: smooth field, a few mm, identical law for every scan
-    deformation = smooth_field(rng, DEFORMATION_SIZE, 3) * config.deformation_mm
+    # mid-frequency deformation the model cannot express, a few mm
+    deformation = mid_frequency_deformation(model, m0, rng, config.deformation_mm)
     v1 = m0 + sample_uv_map(deformation, model.uvs)
     displacement = detail_field(rng)
 
