@@ -392,6 +392,9 @@ def build_priors_cmd(
     smoothness: float = typer.Option(3.0, min=0.0, help="Deformation map smoothness weight."),
     shard_size: int = typer.Option(16, min=1, help="Samples per shard (most a crash can lose)."),
     overwrite: bool = typer.Option(False, help="Start afresh instead of resuming."),
+    auto_landmarks: bool = typer.Option(
+        True, help="Find landmarks automatically for scans without a landmark file (photo extra)."
+    ),
 ) -> None:
     """Fit raw scans with the hierarchical representation and store the maps in one HDF5 file.
 
@@ -425,9 +428,13 @@ def build_priors_cmd(
         previews=None if previews is None else str(previews),
         shard_size=shard_size,
         overwrite=overwrite,
+        auto_landmarks=auto_landmarks,
     )
     try:
         found = discover_scans(scans)
+        n_auto = sum(s.landmarks_path is None for s in found)
+        if n_auto and auto_landmarks:
+            console.print(f"{n_auto} scans have no landmark file: finding their landmarks")
         with _progress() as bar:
             task = bar.add_task("scans", total=len(found))
             result = build_priors(

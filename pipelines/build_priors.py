@@ -13,7 +13,10 @@ Every ``.obj`` / ``.ply`` under the scans folder is a scan, except files the too
 write beside scans (``*.gt_*.ply`` ground truth of ``facehd synth``, ``*.m0|m1|m2.ply`` exports).
 Its landmarks are the first file found among ``<stem>.lm7.txt``, ``<stem>.pp``, ``<stem>.npy``,
 ``<stem>.txt``, ``<stem>_lmks.npy``, ``<stem>_lmks.txt``, ``<stem>_landmarks.npy``,
-``<stem>_landmarks.txt`` (7, 51 or 68 iBUG points, or MeshLab picked points). The sample id is
+``<stem>_landmarks.txt`` (7, 51 or 68 iBUG points, or MeshLab picked points); a scan with none
+gets NoW's 7 found automatically (:func:`pipelines.landmarks.detect_landmarks7`, the ``photo``
+extra) unless ``auto_landmarks`` is off, and the ``landmarks_source`` field says which were
+detected and which given. The sample id is
 the scan's path relative to the folder without its suffix. Subject and expression come from the
 layout: ``<subject>_e<NN>`` file names (``facehd synth``), otherwise ``<subject>/.../<name>``
 (the first folder is the subject, the file name the expression); empty when neither applies.
@@ -115,6 +118,8 @@ class PriorsConfig:
     """The BFM's UV layout file for ``--model bfm``."""
     units: Units = "auto"
     """Units of the scans; ``auto`` infers them from the landmarks' outer-eye-corner distance."""
+    auto_landmarks: bool = True
+    """Find NoW's 7 landmarks automatically for scans without a landmark file."""
     fit: FitConfig = field(default_factory=FitConfig)
     """Parameters of the per-scan fit."""
     workers: int = 1
@@ -240,6 +245,7 @@ def fields_for(n_id: int, n_exp: int, config: FitConfig) -> dict[str, FieldSpec]
         "source_sha256": FieldSpec((), "str"),
         "subject": FieldSpec((), "str"),
         "expression_name": FieldSpec((), "str"),
+        "landmarks_source": FieldSpec((), "str"),
     }
 
 
@@ -267,8 +273,11 @@ def _model(config: PriorsConfig) -> Any:
     return _MODELS[key]
 
 
-def read_scan(scan: ScanInput) -> tuple[Mesh, np.ndarray]:
-    """Load and check a scan and its 7 landmarks (file units).
+def read_scan(
+    scan: ScanInput, *, auto_landmarks: bool = False, units: str = "auto"
+) -> tuple[Mesh, np.ndarray]:
+    """Load and check a scan and its 7 landmarks (file units); with ``auto_landmarks`` a scan
+    without a landmark file gets them from :func:`pipelines.landmarks.detect_landmarks7`.
 
     Raises
     ------
@@ -278,22 +287,29 @@ def read_scan(scan: ScanInput) -> tuple[Mesh, np.ndarray]:
     from facehd.landmarks import load_landmarks, to_now7
 
     mesh = load_mesh(scan.mesh_path)
-    if scan.landmarks_path is None:
+    if scan.landmarks_path is None and auto_landmarks:
+        from pipelines.landmarks import detect_landmarks7
+
+        lm, _ = detect_landmarks7(mesh, scan.mesh_path, units)
+    elif scan.landmarks_path is None:
         looked = ", ".join(Path(scan.mesh_path).stem + s for s in LANDMARK_SUFFIXES)
         raise InputFileError(scan.mesh_path, f"no landmark file found (looked for {looked})")
-    lm = to_now7(load_landmarks(scan.landmarks_path), scan.landmarks_path)
+    else:
+        lm = to_now7(load_landmarks(scan.landmarks_path), scan.landmarks_path)
     extent = float(np.linalg.norm(mesh.vertices.max(0) - mesh.vertices.min(0)))
     if extent <= 0:
         raise InputFileError(scan.mesh_path, "all vertices coincide")
     spread = np.linalg.norm(lm - lm.mean(0), axis=1).max()
     if spread < 1e-6 * extent:
-        raise InputFileError(scan.landmarks_path, "the 7 landmarks coincide (degenerate)")
+        raise InputFileError(
+            scan.landmarks_path or scan.mesh_path, "the 7 landmarks coincide (degenerate)"
+        )
     lo, hi = mesh.vertices.min(0), mesh.vertices.max(0)
     margin = 0.25 * (hi - lo)
     outside = np.any((lm < lo - margin) | (lm > hi + margin), axis=1)
     if outside.any():
         raise InputFileError(
-            scan.landmarks_path,
+            scan.landmarks_path or scan.mesh_path,
             f"{int(outside.sum())} of the 7 landmarks lie outside the scan's bounding box "
             "(another scan's landmarks, or other units?)",
         )
@@ -306,7 +322,7 @@ def fit_one(
     """Read, check and fit one scan. Returns (fit, units name, mm per unit, scan mesh)."""
     from pipelines.fitting import prepare_model
 
-    mesh, lm = read_scan(scan)
+    mesh, lm = read_scan(scan, auto_landmarks=config.auto_landmarks, units=config.units)
     if config.units == "auto":
         try:
             units, factor = detect_units(lm)
@@ -360,6 +376,7 @@ def process_scan(item: WorkItem) -> dict[str, Any]:
         "source_sha256": file_sha256(scan.mesh_path),
         "subject": scan.subject,
         "expression_name": scan.expression,
+        "landmarks_source": scan.landmarks_path or "detected",
     }
 
 

@@ -10,13 +10,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import trimesh
 from PIL import Image
 from typer.testing import CliRunner
 
 from facehd.cli import app
 from facehd.h5io import open_dataset, read_failures
 from facehd.landmarks import save_landmarks_txt
-from facehd.mesh import load_mesh
+from facehd.mesh import Mesh, load_mesh, save_mesh
 from facehd.transforms import Similarity
 from pipelines.build_priors import SCHEMA, discover_scans, inspect_priors, verify_priors
 from pipelines.synth import SynthConfig, synth_scans
@@ -25,7 +26,7 @@ GOOD = ("s000_e00", "s001_e00")
 BAD = {
     "empty": "empty",
     "nan": "NaN",
-    "nolm": "no landmark file",
+    "nolm": "automatic landmarks failed",
     "coincident": "coincide",
     "collinear": "collinear",
 }
@@ -56,7 +57,9 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_landmarks_txt(root / "empty.lm7.txt", lm)
     (root / "nan.ply").write_text(_NAN_PLY)
     save_landmarks_txt(root / "nan.lm7.txt", lm)
-    shutil.copy(root / "s000_e00.ply", root / "nolm.ply")
+    # no landmark file and no face to find them on: automatic landmarks must fail, not guess
+    sphere = trimesh.creation.icosphere(4, radius=100.0)
+    save_mesh(root / "nolm.ply", Mesh(np.asarray(sphere.vertices), np.asarray(sphere.faces)))
     shutil.copy(root / "s000_e00.ply", root / "coincident.ply")
     save_landmarks_txt(root / "coincident.lm7.txt", np.repeat(lm[:1], 7, axis=0))
     shutil.copy(root / "s000_e00.ply", root / "collinear.ply")

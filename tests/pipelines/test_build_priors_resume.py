@@ -21,7 +21,7 @@ from pipelines.synth import SynthConfig, synth_scans
 
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three small synthetic scans and one without landmarks."""
+    """Three small synthetic scans, one without landmarks (automatic landmarks off here)."""
     root = tmp_path_factory.mktemp("scans")
     synth_scans(root, SynthConfig(subjects=3, expressions=1, seed=2, dense_resolution=160))
     (root / "s001_e00.lm7.txt").rename(root / "s001_e00.lm7.txt.off")
@@ -32,7 +32,7 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def reference(scans: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted build (in this process)."""
     out = tmp_path_factory.mktemp("ref") / "priors.h5"
-    result = build_priors(scans, out, PriorsConfig())
+    result = build_priors(scans, out, PriorsConfig(auto_landmarks=False))
     assert (result.n_samples, result.n_failed, result.n_written) == (2, 1, 2)
     return out
 
@@ -50,6 +50,7 @@ def test_killed_build_resumed_in_a_pool_gives_the_identical_file(
 ) -> None:
     out = tmp_path / "priors.h5"
     args = ["build-priors", "--scans", str(scans), "--out", str(out), "--shard-size", "1"]
+    args.append("--no-auto-landmarks")  # keep the scan without landmarks a failure
     proc = subprocess.Popen(
         [sys.executable, "-m", "facehd.cli", *args],
         stdout=subprocess.DEVNULL,
@@ -79,7 +80,7 @@ def test_rerun_of_a_finished_build_does_nothing(
 ) -> None:
     out = tmp_path / "priors.h5"
     out.write_bytes(reference.read_bytes())
-    result = build_priors(scans, out, PriorsConfig())
+    result = build_priors(scans, out, PriorsConfig(auto_landmarks=False))
     # the two finished scans are skipped; the failed one is retried (and fails again)
     assert (result.n_skipped, result.n_written, result.n_failed) == (2, 0, 1)
     assert out.read_bytes() == reference.read_bytes()
@@ -88,7 +89,7 @@ def test_rerun_of_a_finished_build_does_nothing(
 def test_ray_executor(scans: Path, reference: Path, tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="ray is not installed (optional extra facehd[ray])")
     out = tmp_path / "priors.h5"
-    result = build_priors(scans, out, PriorsConfig(executor="ray"))
+    result = build_priors(scans, out, PriorsConfig(executor="ray", auto_landmarks=False))
     assert (result.n_samples, result.n_failed) == (2, 1)
     with open_dataset(out) as got, open_dataset(reference) as ref:
         assert got.sample_ids == ref.sample_ids
