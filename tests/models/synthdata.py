@@ -37,6 +37,23 @@ def make_scans(out: Path, subjects: int, expressions: int = 1, views: int = 2, s
     return synth_scans(out, cfg)
 
 
+_KNOWN = (
+    "deformation deformation_mask displacement displacement_mask identity expression scale "
+    "rotation translation residual residual_mean landmark_rms face_points units source "
+    "source_sha256 subject expression_name"
+).split()
+
+
+def _defaults(fields: dict, known: list[str]) -> dict:
+    """Neutral values for schema fields this helper does not know (strings empty, numbers 0)."""
+    out = {}
+    for name, spec in fields.items():
+        if name in known:
+            continue
+        out[name] = "" if spec.dtype == "str" else np.zeros(spec.shape, dtype=spec.dtype)
+    return out
+
+
 def write_truth_priors(scans_dir: Path, out: Path, model_name: str = "facehd-synth") -> Path:
     from facehd.uv import rasterize_uv
 
@@ -72,6 +89,7 @@ def write_truth_priors(scans_dir: Path, out: Path, model_name: str = "facehd-syn
                     "source_sha256": file_sha256(scan),
                     "subject": sid.split("_")[0],
                     "expression_name": sid.split("_")[1],
+                    **_defaults(fields, known=_KNOWN),
                 },
             )
         w.finalize()
