@@ -18,7 +18,7 @@ class HRNData(NamedTuple):
 
 @pytest.fixture(scope="session")
 def hrn_data(tmp_path_factory: pytest.TempPathFactory) -> HRNData:
-    from synthdata import make_scans, write_truth_photos, write_truth_priors
+    from hrn_testdata import make_scans, write_truth_photos, write_truth_priors
 
     root = tmp_path_factory.mktemp("hrn_data")
     make_scans(root / "scans", subjects=2, expressions=1, views=2)
@@ -33,6 +33,8 @@ def hrn_data(tmp_path_factory: pytest.TempPathFactory) -> HRNData:
 @pytest.fixture(scope="session")
 def model_path(hrn_data: HRNData, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``model.pt`` of a very short tiny run (all three stages)."""
+    from hrn_testdata import tiny_config
+
     from models.train import train
 
     before = torch.get_num_threads()
@@ -55,19 +57,3 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def tiny_config():
-    """A trainer config small enough for tests: 48 px crops, 32-texel maps, a few steps."""
-    from models.train import tiny_cpu_train_config
-
-    c = tiny_cpu_train_config()
-    c.image_size = 48
-    c.model.network.high_size = 32
-    c.model.network.mid_size = 16
-    for stage, steps in (("base", 3), ("deretouch", 2), ("hrn", 5)):
-        getattr(c, stage).steps = steps
-        getattr(c, stage).batch_size = 2
-    c.checkpoint_every = 2
-    c.log_every = 1
-    return c

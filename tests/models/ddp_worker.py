@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest import tiny_config  # noqa: E402
+from hrn_testdata import tiny_config  # noqa: E402
 
 from models.train import Trainer  # noqa: E402
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import yaml
-from conftest import tiny_config
+from hrn_testdata import tiny_config
 from typer.testing import CliRunner
 
 from facehd.cli import app

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_config
+from hrn_testdata import tiny_config
 
 from facehd.morphable import load_model
 from models.evaluate import Truth, evaluate_synthetic, score_levels

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-from conftest import tiny_config
+from hrn_testdata import tiny_config
 from PIL import Image
 
 from facehd.errors import InputFileError

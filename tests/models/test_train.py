@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from hrn_testdata import tiny_config
 
 from facehd.errors import FacehdError, InputFileError
 from models.checkpoints import read_checkpoint

@@ -1,4 +1,4 @@
-"""Small training datasets with exact truth for the trainer's tests (no fitting, no detector).
+"""Small training datasets with exact truth and a tiny trainer config for the models tests.
 
 - :func:`make_scans`: synthetic scans with lab photos (``facehd synth --photos V``).
 - :func:`write_truth_priors`: a ``facehd.priors/1`` file holding the TRUE maps and coefficients of
@@ -100,3 +100,19 @@ def write_truth_photos(
     scans_dir: Path, out: Path, *, clean: bool = False, template: str = "facehd-synth"
 ) -> Path:
     return photos_dataset_from_synthetic(scans_dir, out, clean=clean, template=template)
+
+
+def tiny_config():
+    """A trainer config small enough for tests: 48 px crops, 32-texel maps, a few steps."""
+    from models.train import tiny_cpu_train_config
+
+    c = tiny_cpu_train_config()
+    c.image_size = 48
+    c.model.network.high_size = 32
+    c.model.network.mid_size = 16
+    for stage, steps in (("base", 3), ("deretouch", 2), ("hrn", 5)):
+        getattr(c, stage).steps = steps
+        getattr(c, stage).batch_size = 2
+    c.checkpoint_every = 2
+    c.log_every = 1
+    return c
