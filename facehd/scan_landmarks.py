@@ -13,8 +13,9 @@ Steps of :meth:`ScanLandmarker.detect`
    are checked against the same window. Everything below works in millimetres.
 2. **Search.** Cameras on a Fibonacci sphere of ``search_views`` directions around the scan look
    at its centre; each low-resolution render is searched by mediapipe's face detector at four
-   quarter turns (it tolerates about ±45° of roll). The most confident detection wins; below
-   ``min_detection_score`` the scan has no face.
+   quarter turns (it tolerates about ±45° of roll). The ``search_candidates`` most confident
+   detections are kept, strongest first (each goes on through steps 3–6 until the face mesh
+   confirms one); below ``min_detection_score`` the scan has no face.
 3. **Face frame.** The winner's eye and mouth key points, cast onto the scan, give the face's
    left, up and front directions and its size (eye distance), which scales every later view.
 4. **Refinement.** A face-centred, upright, frontal render (``face_fov_mm`` wide for an adult) is
@@ -124,6 +125,9 @@ class ScanLandmarkConfig:
     """Units of the scans: ``auto`` (from their size), ``mm``, ``cm`` or ``m``."""
     search_views: int = 24
     """Camera directions on a Fibonacci sphere tried when searching for the face."""
+    search_candidates: int = 3
+    """Strongest search detections (one per view) tried in turn until the face mesh confirms
+    one."""
     search_size: int = 128
     """Side of the search renders, pixels (the short-range face detector works at 128)."""
     refine_size: int = 256
@@ -165,6 +169,8 @@ class ScanLandmarkConfig:
             raise ValueError(
                 f"units must be 'auto' or one of {sorted(UNIT_TO_MM)}, got {self.units!r}"
             )
+        if self.search_candidates < 1:
+            raise ValueError(f"search_candidates must be >= 1, got {self.search_candidates}")
         if self.search_views < 4:
             raise ValueError(f"search_views must be >= 4, got {self.search_views}")
         if self.search_size < 64 or self.refine_size < 128:
@@ -640,24 +646,28 @@ class ScanLandmarker:
         return landmarks68_from_mediapipe(pixels)
 
     # -- the steps -----------------------------------------------------------------------------
-    def _search(self, renderer: ScanRenderer) -> _Detection:
+    def _search(self, renderer: ScanRenderer) -> list[_Detection]:
+        """The face detector's hits over the search views, best first: at most
+        ``search_candidates``, one per view, each at least ``min_detection_score``."""
         cfg = self.config
-        best: _Detection | None = None
+        hits: list[_Detection] = []
         width = 2.0 * renderer.radius
         for d in fibonacci_directions(cfg.search_views):
             up = np.array([0.0, 1.0, 0.0]) if abs(d[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
             cam = ViewCamera.looking_at(renderer.center, d, up, width, cfg.search_size)
             found = self._find(renderer.render(cam))
-            if found is not None and (best is None or found[0] > best.score):
-                best = _Detection(found[0], found[1], cam)
-        if best is None or best.score < cfg.min_detection_score:
-            got = "nothing" if best is None else f"at best a score of {best.score:.2f}"
+            if found is not None:
+                hits.append(_Detection(found[0], found[1], cam))
+        hits.sort(key=lambda h: -h.score)
+        if not hits or hits[0].score < cfg.min_detection_score:
+            got = "nothing" if not hits else f"at best a score of {hits[0].score:.2f}"
             raise ScanLandmarkError(
                 "no-face",
                 f"the face detector found {got} in {cfg.search_views} views around the scan "
                 f"(needs {cfg.min_detection_score:.2f})",
             )
-        return best
+        good = [h for h in hits if h.score >= cfg.min_detection_score]
+        return good[: cfg.search_candidates]
 
     def detect(self, mesh: Mesh, *, name: str = "<scan>") -> ScanLandmarks:
         """Landmarks of one scan (any orientation; units per the config).
@@ -690,21 +700,42 @@ class ScanLandmarker:
         while passes:
             renderer.cull = passes.pop(0)
             try:
-                found = self._search(renderer)
-                frames = self._frames_from_keypoints(found, query, renderer)
-                lm_mm, spread, fitted, tried, frame = self._locate(renderer, query, frames, found)
-                break
-            except _WrongSize as exc:
-                eye, (lo, hi) = exc.args[0], OUTER_EYE_MM
-                raise ScanLandmarkError(
-                    "units",
-                    f"the outer eye corners are {eye:.1f} mm apart with {name} read as {units} "
-                    f"(a face: {lo:g}-{hi:g} mm); wrong units, or not a face",
-                ) from None
+                candidates = self._search(renderer)
             except ScanLandmarkError as exc:
-                errors.append(exc)
-                if renderer.cull == "back":
-                    passes = ["front", "none"] if exc.reason == "hollow" else ["none"]
+                candidates, pass_errors = [], [exc]
+            else:
+                pass_errors = []
+            located = None
+            # The strongest detection first; a weaker one where the face mesh does not confirm
+            # it (a face-like pattern in a view of the hair or the neck can outscore a small
+            # frontal face in the low-resolution search).
+            for found in candidates:
+                try:
+                    frames = self._frames_from_keypoints(found, query, renderer)
+                    located = self._locate(renderer, query, frames, found)
+                    break
+                except _WrongSize as exc:
+                    eye, (lo, hi) = exc.args[0], OUTER_EYE_MM
+                    pass_errors.append(
+                        ScanLandmarkError(
+                            "units",
+                            f"the outer eye corners are {eye:.1f} mm apart with {name} read as "
+                            f"{units} (a face: {lo:g}-{hi:g} mm); wrong units, or not a face",
+                        )
+                    )
+                except ScanLandmarkError as exc:
+                    pass_errors.append(exc)
+            if located is not None:
+                lm_mm, spread, fitted, tried, frame = located
+                break
+            # the strongest candidate's failure speaks for this pass
+            exc = pass_errors[0]
+            if exc.reason == "units":
+                raise exc
+            errors.append(exc)
+            if renderer.cull == "back":
+                reasons = {e.reason for e in pass_errors}
+                passes = ["front", "none"] if "hollow" in reasons else ["none"]
         else:
             # the most informative failure: unsure or hollow over "no face"
             order = {"unsure": 0, "hollow": 1, "no-face": 2}
@@ -752,11 +783,17 @@ class ScanLandmarker:
         tried, frame). Raises ScanLandmarkError for a hollow or unsure face."""
         cfg = self.config
         frame, fitted_view = frames[0], None
+        # the face mesh is fragile on some renders (closed eyes, an open mouth, holes): a frame
+        # it does not fit frontally is also tried a little turned, up, down and sideways
+        turns = ((0.0, 0.0), (0.0, 10.0), (0.0, -10.0), (10.0, 0.0), (-10.0, 0.0))
         for candidate in frames:
-            cam = self._face_camera(candidate, 0.0, 0.0)
-            pts = self._mesh68(renderer.render(cam))
-            if pts is not None:
-                frame, fitted_view = candidate, (cam, pts)
+            for y, p in turns:
+                cam = self._face_camera(candidate, y, p)
+                pts = self._mesh68(renderer.render(cam))
+                if pts is not None:
+                    frame, fitted_view = candidate, (cam, pts)
+                    break
+            if fitted_view is not None:
                 break
         for _ in range(2):
             if fitted_view is not None:

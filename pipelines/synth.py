@@ -296,14 +296,18 @@ def _hair_cap(model_vertices: np.ndarray, rng: np.random.Generator) -> Mesh:
 
 
 def _grid_faces(rows: int, cols: int, wrap: bool = False) -> np.ndarray:
-    """Triangles of a rows×cols vertex grid (row-major), optionally wrapping the columns."""
+    """Triangles of a rows×cols vertex grid (row-major), optionally wrapping the columns.
+
+    Wound so that, for a grid whose rows run down a surface and whose columns run
+    counter-clockwise seen from above (the neck tube, the hair cap), the normals point outwards,
+    as a scanner's do."""
     c_end = cols if wrap else cols - 1
     r, c = np.meshgrid(np.arange(rows - 1), np.arange(c_end), indexing="ij")
     r, c = r.ravel(), c.ravel()
     c1 = (c + 1) % cols
     a, b = r * cols + c, r * cols + c1
     d, e = (r + 1) * cols + c, (r + 1) * cols + c1
-    return np.concatenate([np.stack([a, d, b], 1), np.stack([b, d, e], 1)]).astype(np.int64)
+    return np.concatenate([np.stack([a, b, d], 1), np.stack([b, e, d], 1)]).astype(np.int64)
 
 
 def _merge(meshes: list[Mesh]) -> Mesh:

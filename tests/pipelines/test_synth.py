@@ -118,3 +118,25 @@ def test_bad_config(tmp_path: Path) -> None:
         synth_scans(tmp_path, SynthConfig(units="inch"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=">= 1"):
         synth_scans(tmp_path, SynthConfig(subjects=0))
+
+
+def test_neck_and_hair_face_outwards() -> None:
+    """A scanner's normals point out of the head: so must the extras' windings (renders cull
+    back faces)."""
+    from pipelines.synth import _hair_cap, _neck
+
+    model = facehd_synth()
+    verts = model.vertices()
+    rng = np.random.default_rng(0)
+    for part, axis_only in (
+        (_neck(verts, verts[model.landmarks68], rng), True),
+        (_hair_cap(verts, rng), False),
+    ):
+        tri = part.vertices[part.faces]
+        normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        centroid = tri.mean(axis=1)
+        outward = centroid - part.vertices.mean(axis=0)
+        if axis_only:  # a vertical tube: away from its axis
+            outward[:, 1] = 0.0
+        big = np.linalg.norm(normal, axis=1) > 1e-9
+        assert np.all(np.sum(normal[big] * outward[big], axis=1) > 0)
