@@ -641,33 +641,60 @@ def _tasks(
 
 
 def _generate_predictions(spec: BenchmarkSpec, method_name: str, root: Path, folder: Path) -> None:
-    """Run a registered method over the split's images into ``folder`` (benchmark layout)."""
+    """Run a registered method over the split's images into ``folder`` (benchmark layout).
+
+    Resumable: an image whose mesh and landmark files both exist is skipped (each file is
+    written under a temporary name and renamed, so a file that exists is complete). An image
+    the method fails on (no face found, an unreadable photo) is recorded in
+    ``folder/failures.csv`` (image, error) and the run goes on; scoring then counts it missing.
+    """
+    import csv
+
     from benchmarks.methods import load_method, write_prediction
     from benchmarks.multiview import view_images
+    from facehd.errors import FacehdError
 
-    method = load_method(method_name)
-    if spec.dataset in ("now", "multiview"):
-        items = (
-            readers.read_now_items(root, spec.split)
-            if spec.dataset == "now"
-            else readers.read_multiview_items(root, spec.split)
+    if spec.dataset not in ("now", "multiview"):
+        raise ValueError(
+            f"running a method in-process is supported for NoW-style datasets; for {spec.dataset}, "
+            "write its meshes in the benchmark's layout and pass --predictions"
         )
-        for it in items:
-            images = (
-                view_images(it.image_path)
-                if spec.dataset == "multiview"
-                else ([it.image_path] if it.image_path else [])
-            )
-            if not images:
-                continue
-            out = method.reconstruct(images)
-            base = folder / it.subject / it.challenge / it.image
-            write_prediction(out, base.with_suffix(".obj"), base.with_suffix(".txt"))
-        return
-    raise ValueError(
-        f"running a method in-process is supported for NoW-style datasets; for {spec.dataset}, "
-        "write its meshes in the benchmark's layout and pass --predictions"
+    items = (
+        readers.read_now_items(root, spec.split)
+        if spec.dataset == "now"
+        else readers.read_multiview_items(root, spec.split)
     )
+    todo = []
+    for it in items:
+        images = (
+            view_images(it.image_path)
+            if spec.dataset == "multiview"
+            else ([it.image_path] if it.image_path else [])
+        )
+        base = folder / it.subject / it.challenge / it.image
+        mesh_path, lm_path = base.with_suffix(".obj"), base.with_suffix(".txt")
+        if images and not (mesh_path.is_file() and lm_path.is_file()):
+            todo.append((images, mesh_path, lm_path))
+    if not todo:
+        return
+    method = load_method(method_name)
+    failures: list[tuple[str, str]] = []
+    for images, mesh_path, lm_path in todo:
+        try:
+            out = method.reconstruct(images)
+        except (FacehdError, ValueError, OSError) as exc:
+            failures.append((str(images[0]), str(exc)))
+            continue
+        write_prediction(out, mesh_path, lm_path)
+    if failures:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "failures.csv"
+        new_file = not path.is_file()
+        with open(path, "a", newline="") as fh:
+            w = csv.writer(fh)
+            if new_file:
+                w.writerow(["image", "error"])
+            w.writerows(failures)
 
 
 def run_benchmark(

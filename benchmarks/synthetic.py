@@ -181,7 +181,9 @@ def _now(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:  
     challenges = ("multiview_neutral", "multiview_expressions", "multiview_occlusions", "selfie")
     lines = []
     pred_root = out / "predictions" / SYNTH_METHOD
+    identities = []
     for s, (ident, _) in enumerate(_faces_of(model, rng, n_subjects)):
+        identities.append(ident)
         subject = f"SYNTH_{s:03d}"
         v = np.asarray(model.vertices(ident, None), dtype=np.float64)
         lm7 = np.asarray(model.landmarks(v), dtype=np.float64)[list(_NOW7)]
@@ -205,6 +207,33 @@ def _now(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:  
 
             save_landmarks_txt(base.with_suffix(".txt"), sp_ * plm @ rp.T + tp)
     (out / "imagepathsvalidation.txt").write_text("\n".join(lines) + "\n")
+    # the photos, one per image of the list, so that a method can reconstruct them
+    # (`facehd bench --method hrn --checkpoint C`)
+    for s, ident in enumerate(identities):
+        for c, ch in enumerate(challenges):
+            _now_photo(
+                model,
+                ident,
+                rng,
+                out / "iphone_pictures" / f"SYNTH_{s:03d}" / ch / f"IMG_{s:03d}{c}.jpg",
+            )
+
+
+def _now_photo(model, identity: np.ndarray, rng: np.random.Generator, path: Path) -> None:  # noqa: ANN001
+    """Render one photo of the neutral face (synthetic albedo, lighting and background, head
+    turned up to 30 degrees) to ``path`` (JPEG, written atomically)."""
+    from PIL import Image
+
+    from pipelines.synth_photos import PhotoConfig, render_photos
+
+    v = np.asarray(model.vertices(identity, None), dtype=np.float64)
+    lm68 = np.asarray(model.landmarks(v), dtype=np.float64)
+    config = PhotoConfig(views=1, image_size=512, max_yaw_deg=30.0, blemishes=10)
+    photo = render_photos(model, v, np.zeros((64, 64)), lm68, rng, config).arrays["images"][0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.jpg")
+    Image.fromarray(photo).save(tmp, quality=95)
+    tmp.replace(path)
 
 
 def _realy(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:  # noqa: ANN001

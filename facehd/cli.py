@@ -330,14 +330,41 @@ def bench(
     topology: str = typer.Option(
         None, help="REALY: topology keypoint file or template name (default: in --predictions)."
     ),
+    checkpoint: Path = typer.Option(
+        None, help="--method hrn without --predictions: the checkpoint to reconstruct with."
+    ),
+    deretouch: Path = typer.Option(
+        None, help="Official HRN checkpoint only: its de-retouching checkpoint."
+    ),
+    bfm: Path = typer.Option(None, help="Official HRN checkpoint only: the BFM .mat file."),
+    bfm_uv: Path = typer.Option(None, help="Official HRN checkpoint only: the BFM UV file."),
 ) -> None:
     """Score a method on a benchmark: items.csv, summary.csv and its leaderboard.csv row.
 
+    Without --predictions a registered method (hrn) reconstructs the split's images first
+    (NoW-style datasets; resumable, failures in predictions/failures.csv).
+
     Example: facehd bench --dataset realy:frontal --method hrn --predictions preds --root data/REALY
+
+    Example: facehd bench --dataset now --method hrn --checkpoint runs/tiny/model.pt --root now
     """
+    import os
+
     from benchmarks.runner import run_benchmark
     from facehd.errors import FacehdError
+    from models.bench import ENV_BFM, ENV_BFM_UV, ENV_CHECKPOINT, ENV_DERETOUCH
 
+    for env, value in (
+        (ENV_CHECKPOINT, checkpoint),
+        (ENV_DERETOUCH, deretouch),
+        (ENV_BFM, bfm),
+        (ENV_BFM_UV, bfm_uv),
+    ):
+        if value is not None:
+            if not value.exists():
+                console.print(f"[red]error:[/red] {value}: no such file")
+                raise typer.Exit(2)
+            os.environ[env] = str(value.resolve())
     try:
         with _progress() as bar:
             task = bar.add_task(f"{dataset} {method}", total=None)

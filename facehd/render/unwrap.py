@@ -304,7 +304,7 @@ def render_with_displacement(
     coarse = normal_map(table, normals)
     mask = torch.as_tensor(table.mask, device=vertices.device)
     detail = detail_normals(pos_map, coarse, d.to(vertices.dtype).expand(b, -1, -1), mask)
-    uvs_t = torch.as_tensor(uvs, dtype=vertices.dtype, device=vertices.device)
+    uvs_t = torch.as_tensor(np.array(uvs), dtype=vertices.dtype, device=vertices.device)
     return renderer.render(
         vertices,
         faces,
