@@ -820,6 +820,10 @@ def evaluate(
         d, n = getattr(s, f"dist_{level}"), getattr(s, f"normal_{level}")
         table.add_row(level.upper(), f"{d:.3f}", f"{n:.4f}")
     console.print(table)
+    console.print(
+        f"details by texel: displacement correlation {s.disp_pearson:.3f}; normal error M1 "
+        f"{s.normal_uv_m1:.4f}, M2 {s.normal_uv_m2:.4f} rad"
+    )
     if out is not None:
         console.print(f"wrote {write_rows(out, rows)}")
 

@@ -62,6 +62,11 @@ class AblationRow:
     normal_m0: float
     normal_m1: float
     normal_m2: float
+    disp_pearson: float
+    """Correlation of the predicted and true displacement maps (UV correspondence)."""
+    normal_uv_m1: float
+    normal_uv_m2: float
+    """Normal error of M1 / M2 against the true detailed normals, texel by texel (rad)."""
     photos: int
     train_seconds: float
 
@@ -140,6 +145,9 @@ def run_ablation(
                 normal_m0=s.normal_m0,
                 normal_m1=s.normal_m1,
                 normal_m2=s.normal_m2,
+                disp_pearson=s.disp_pearson,
+                normal_uv_m1=s.normal_uv_m1,
+                normal_uv_m2=s.normal_uv_m2,
                 photos=s.photos,
                 train_seconds=seconds,
             )
@@ -160,14 +168,16 @@ def table_markdown(rows: list[AblationRow]) -> str:
 
     lines = [
         "| row | base | HRM | L_con | detail priors | DRM | CD (mm) | MNE (rad) |"
-        " M0 / M1 / M2 dist (mm) | M0 / M1 / M2 normal (rad) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " M0 / M1 / M2 dist (mm) | M0 / M1 / M2 normal (rad) | displacement r |"
+        " M1 / M2 normal by texel (rad) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r.row} | ✓ | {tick(r.hierarchy)} | {tick(r.contour)} | {tick(r.priors)} | "
             f"{tick(r.deretouch)} | {r.cd_mm:.3f} | {r.mne_rad:.4f} | "
             f"{r.dist_m0:.3f} / {r.dist_m1:.3f} / {r.dist_m2:.3f} | "
-            f"{r.normal_m0:.4f} / {r.normal_m1:.4f} / {r.normal_m2:.4f} |"
+            f"{r.normal_m0:.4f} / {r.normal_m1:.4f} / {r.normal_m2:.4f} | "
+            f"{r.disp_pearson:.3f} | {r.normal_uv_m1:.4f} / {r.normal_uv_m2:.4f} |"
         )
     return "\n".join(lines) + "\n"

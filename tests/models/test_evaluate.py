@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hrn_testdata import tiny_config
 
 from facehd.morphable import load_model
-from models.evaluate import Truth, evaluate_synthetic, score_levels
+from models.evaluate import Truth, detail_scores, evaluate_synthetic, score_levels
 from models.reconstruct import Reconstruction, Reconstructor
 from models.system import FaceSystem
 from pipelines.synth import SynthConfig, make_scan
@@ -81,6 +81,36 @@ def test_scores_ignore_the_frame_of_the_prediction(oracle):
         recon, reconstruction(gt, m0, truth.m1.vertices, blur), truth, max_points=1500
     )
     assert worse[2][2] > base[2][2]
+
+
+def test_detail_scores_by_uv_correspondence(oracle):
+    """The true map correlates perfectly and gives the true normals; none gives M1's; the
+    negated map anti-correlates and is worse than none; a rotated frame changes nothing."""
+    recon, truth, gt, m0 = oracle
+    disp = gt["displacement"]
+    truth = Truth(truth.sample_id, truth.m1, truth.m2, None, disp)
+    eye = np.eye(3)
+    m1 = truth.m1.vertices
+    r, n1, n2 = detail_scores(recon, reconstruction(gt, m0, m1, disp), truth, eye)
+    assert r == pytest.approx(1.0, abs=1e-9) and n2 == pytest.approx(0.0, abs=1e-6)
+    assert n1 > 0.05  # the detail's share of the true normals
+    r0, n10, n20 = detail_scores(recon, reconstruction(gt, m0, m1, 0 * disp), truth, eye)
+    assert n20 == pytest.approx(n10, abs=1e-12) and n10 == pytest.approx(n1, abs=1e-12)
+    rn, _, n2n = detail_scores(recon, reconstruction(gt, m0, m1, -disp), truth, eye)
+    assert rn == pytest.approx(-1.0, abs=1e-9) and n2n > n1
+    # a half-resolution prediction (upsampled inside) still correlates strongly
+    half = F.interpolate(torch.tensor(disp)[None, None], (128, 128), mode="area")[0, 0].numpy()
+    rh, _, n2h = detail_scores(recon, reconstruction(gt, m0, m1, half), truth, eye)
+    assert 0.5 < rh < 1.0 and n2h < n1
+    # the prediction in another canonical frame: its normals are rotated back
+    a = np.radians(12.0)
+    rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    moved = reconstruction(gt, m0 @ rot.T, m1 @ rot.T, disp)
+    rm, n1m, n2m = detail_scores(recon, moved, truth, rot.T)
+    assert rm == pytest.approx(1.0, abs=1e-9) and n2m < 1e-6 and n1m == pytest.approx(n1)
+    # no truth map: nothing to score
+    bare = Truth(truth.sample_id, truth.m1, truth.m2, None)
+    assert all(np.isnan(detail_scores(recon, reconstruction(gt, m0, m1, disp), bare, eye)))
 
 
 def test_evaluate_a_trained_model_on_held_out_photos(hrn_data, model_path, one_thread):
