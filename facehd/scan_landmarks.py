@@ -546,6 +546,10 @@ def _import_mediapipe() -> Any:
     return imp()
 
 
+#: How far a failed detection got, most informative first.
+_FAILURE_ORDER = {"units": 0, "unsure": 1, "hollow": 2, "no-face": 3}
+
+
 class _WrongSize(Exception):
     """The face found has an implausible size (args: outer eye corner distance, mm)."""
 
@@ -728,18 +732,17 @@ class ScanLandmarker:
             if located is not None:
                 lm_mm, spread, fitted, tried, frame = located
                 break
-            # the strongest candidate's failure speaks for this pass
-            exc = pass_errors[0]
+            # the candidate that got furthest speaks for this pass: a face found but unsure
+            # (or of the wrong size) says more than a hollow or no face at all
+            exc = min(pass_errors, key=lambda e: _FAILURE_ORDER.get(e.reason, 4))
             if exc.reason == "units":
                 raise exc
             errors.append(exc)
             if renderer.cull == "back":
-                reasons = {e.reason for e in pass_errors}
-                passes = ["front", "none"] if "hollow" in reasons else ["none"]
+                passes = ["front", "none"] if exc.reason == "hollow" else ["none"]
         else:
             # the most informative failure: unsure or hollow over "no face"
-            order = {"unsure": 0, "hollow": 1, "no-face": 2}
-            raise min(errors, key=lambda e: order.get(e.reason, 3))
+            raise min(errors, key=lambda e: _FAILURE_ORDER.get(e.reason, 4))
         frame = _frame_from_landmarks(lm_mm) or frame
         now7 = spread[list(NOW7_FROM_68)]
         confidence = (
