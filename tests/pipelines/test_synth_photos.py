@@ -82,3 +82,23 @@ def test_rerun_resumes_without_rebuilding(photos: tuple[Path, dict]) -> None:
     scans = synth_scans(out, SynthConfig(seed=4, **CFG))
     after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     assert before == after and scans[0].n_vertices > 0
+
+
+def test_cavity_map_darkens_pits_not_bumps() -> None:
+    """Ambient occlusion of the synthetic photos: a pit is dark, a bump and flat skin are not."""
+    from pipelines.synth_photos import cavity_map
+
+    d = np.zeros((64, 64))
+    d[20, 20] = -0.3  # a pore 0.3 mm deep
+    d[40, 40] = +0.3  # a raised spot
+    c = cavity_map(d, 64)
+    assert c[20, 20] == 1.0  # deeper than depth_mm below its blurred surroundings
+    assert c[40, 40] == 0.0 and c[5, 5] == 0.0
+    assert np.all((c >= 0) & (c <= 1))
+    # a shallow groove: partial darkening, proportional to its depth below the surroundings
+    g = np.zeros((64, 64))
+    g[:, 30] = -0.05
+    cg = cavity_map(g, 64)
+    assert 0.1 < cg[32, 30] < 0.35 and cg[32, 10] == 0.0
+    # resampled to another texture size
+    assert cavity_map(d, 128).shape == (128, 128)
