@@ -304,7 +304,10 @@ def render_with_displacement(
     coarse = normal_map(table, normals)
     mask = torch.as_tensor(table.mask, device=vertices.device)
     detail = detail_normals(pos_map, coarse, d.to(vertices.dtype).expand(b, -1, -1), mask)
-    uvs_t = torch.as_tensor(np.array(uvs), dtype=vertices.dtype, device=vertices.device)
+    if isinstance(uvs, torch.Tensor):
+        uvs_t = uvs.to(dtype=vertices.dtype, device=vertices.device)
+    else:  # a copy: model arrays are read-only
+        uvs_t = torch.as_tensor(np.array(uvs), dtype=vertices.dtype, device=vertices.device)
     return renderer.render(
         vertices,
         faces,
