@@ -343,3 +343,39 @@ def test_real_scan_as_given_and_rotated(landmarker) -> None:  # noqa: ANN001
         err_mm = 1000.0 * np.linalg.norm(result.landmarks7 - (ref @ r.T + t), axis=1)
         assert np.median(err_mm) <= 3.0, err_mm
         assert err_mm.max() <= 8.0, err_mm
+
+
+@needs_mediapipe
+def test_weaker_candidates_are_tried_and_the_furthest_failure_is_reported(
+    landmarker, monkeypatch
+) -> None:  # noqa: ANN001
+    """The strongest search hit that the face mesh does not confirm gives way to the next; when
+    every candidate fails, the one that got furthest (a face found but unsure) is reported."""
+    scan, _, _ = synthetic_face(5, unit_to_mm=1.0)
+    real = landmarker._search(ScanRenderer(scan))[0]
+    fake = type(real)(0.99, real.keypoints, real.camera)  # a stronger, wrong "face"
+    monkeypatch.setattr(landmarker, "_search", lambda renderer: [fake, real])
+    original = landmarker._locate
+    calls = []
+
+    def locate(renderer, query, frames, found):  # noqa: ANN001, ANN202
+        calls.append(found.score)
+        if found is fake:
+            raise ScanLandmarkError("hollow", "a face-like pattern on the hair")
+        return original(renderer, query, frames, found)
+
+    monkeypatch.setattr(landmarker, "_locate", locate)
+    result = landmarker.detect(scan)
+    assert calls[:2] == [0.99, real.score]
+    assert result.detection_score == pytest.approx(real.score)
+
+    # both fail: the unsure one speaks, on every pass tried
+    def unsure_or_hollow(renderer, query, frames, found):  # noqa: ANN001, ANN202
+        if found is fake:
+            raise ScanLandmarkError("hollow", "a face-like pattern on the hair")
+        raise ScanLandmarkError("unsure", "the face mesh fitted 1 of 5 views")
+
+    monkeypatch.setattr(landmarker, "_locate", unsure_or_hollow)
+    with pytest.raises(ScanLandmarkError) as err:
+        landmarker.detect(scan)
+    assert err.value.reason == "unsure"
