@@ -6,6 +6,8 @@ the command so that ``facehd --help`` stays fast.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -40,17 +42,24 @@ def perf(
             table.add_row(name, entry.description)
         console.print(table)
         return
-    try:
+    with _exit_on_error(ValueError):
         rows = perf_mod.run(entries or None, quick=quick)
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     table = Table("entry", "metric", "value", "unit", "target", "ok", "note")
     for r in rows:
         ok = "" if r.passed is None else ("yes" if r.passed else "NO")
         table.add_row(r.entry, r.metric, f"{r.value:.4g}", r.unit, r.target, ok, r.note)
     console.print(table)
     console.print(f"wrote {perf_mod.write_csv(rows, out)}")
+
+
+@contextmanager
+def _exit_on_error(*errors: type[BaseException]) -> Iterator[None]:
+    """Turn the given exceptions into ``error: <message>`` and exit status 2."""
+    try:
+        yield
+    except errors as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
 
 
 def _progress():
@@ -117,11 +126,8 @@ def datasets(
     """
     from facehd.datasets import load_registry
 
-    try:
+    with _exit_on_error(ValueError):
         reg = load_registry(registry)
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     console.print(f"registry: {reg.path}")
     table = Table(
         Column("dataset", no_wrap=True), "found", "root", "override", "splits", "homepage"
@@ -288,7 +294,7 @@ def prepare_images_cmd(
     from pipelines.prepare_images import PrepareImagesConfig, find_photos, prepare_images
 
     config = PrepareImagesConfig(hd_size=hd_size, segmentation=segmentation, template=template)
-    try:
+    with _exit_on_error(FacehdError, ValueError, ImportError):
         total = len(find_photos(images))
         with _progress() as bar:
             task = bar.add_task("photos", total=total)
@@ -300,9 +306,6 @@ def prepare_images_cmd(
                 overwrite=overwrite,
                 progress=lambda done, todo: bar.update(task, completed=total - todo + done),
             )
-    except (FacehdError, ValueError, ImportError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     console.print(
         f"{result.out_path}: {result.n_samples} faces "
         f"({result.n_written} new, {result.n_skipped} already done, {result.n_failed} failed)"
@@ -365,7 +368,7 @@ def bench(
                 console.print(f"[red]error:[/red] {value}: no such file")
                 raise typer.Exit(2)
             os.environ[env] = str(value.resolve())
-    try:
+    with _exit_on_error(FacehdError, ValueError, ImportError):
         with _progress() as bar:
             task = bar.add_task(f"{dataset} {method}", total=None)
             result = run_benchmark(
@@ -378,9 +381,6 @@ def bench(
                 topology=topology,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
-    except (FacehdError, ValueError, ImportError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     row = result.leaderboard_row
     table = Table("dataset", "split", "method", "metric", "value")
     for name in ("cd_mm", "mne_rad", "cr", "nmse_mm", "median_mm", "mean_mm", "std_mm"):
@@ -493,7 +493,7 @@ def build_priors_cmd(
         overwrite=overwrite,
         auto_landmarks=auto_landmarks,
     )
-    try:
+    with _exit_on_error(FacehdError, ValueError, ImportError):
         found = discover_scans(scans)
         n_auto = sum(s.landmarks_path is None for s in found)
         if n_auto and auto_landmarks:
@@ -506,9 +506,6 @@ def build_priors_cmd(
                 config,
                 progress=lambda done, todo: bar.update(task, completed=len(found) - todo + done),
             )
-    except (FacehdError, ValueError, ImportError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     console.print(
         f"{result.path}: {result.n_samples} samples ({result.n_written} new, "
         f"{result.n_skipped} already done, {result.n_failed} failed)"
@@ -530,13 +527,10 @@ def inspect(
     from facehd.h5io import open_dataset
     from pipelines.build_priors import SCHEMA, inspect_priors
 
-    try:
+    with _exit_on_error(FacehdError, OSError):
         with open_dataset(path) as ds:
             schema, n, fields, attrs = ds.schema, len(ds), ds.fields, ds.attrs
         summary = inspect_priors(path) if schema == SCHEMA else None
-    except (FacehdError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     console.print(f"{path}: schema {schema}, {n} samples")
     table = Table("field", "shape per sample", "dtype")
     for name, spec in fields.items():
@@ -609,7 +603,7 @@ def landmarks_cmd(
     from facehd.scan_landmarks import ScanLandmarkConfig
     from pipelines.landmarks import LandmarksConfig, find_scans, landmark_scans
 
-    try:
+    with _exit_on_error(FacehdError, ImportError, ValueError):
         config = LandmarksConfig(
             out=None if out is None else str(out),
             overlays=None if overlays is None else str(overlays),
@@ -625,9 +619,6 @@ def landmarks_cmd(
                 config,
                 progress=lambda done, todo: bar.update(task, completed=total - todo + done),
             )
-    except (FacehdError, ImportError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     table = Table("scan", "status", "confidence", "NoW-7 spread mm", "units", "reason")
     for r in result.rows:
         conf = "" if r.confidence is None else f"{r.confidence:.2f}"
@@ -703,11 +694,8 @@ def train_cmd(
     from models.train import STAGES
     from models.train import train as run_training
 
-    try:
+    with _exit_on_error(FacehdError, ValueError):
         cfg = _train_config(config, bfm, uv)
-    except (FacehdError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     stages = list(STAGES) if not stage or "all" in stage else stage
     bad = [s for s in stages if s not in STAGES]
     if bad:
@@ -719,7 +707,7 @@ def train_cmd(
     if print_config:
         console.print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), markup=False)
         return
-    try:
+    with _exit_on_error(FacehdError, ValueError):
         with _progress() as bar:
             result = run_training(
                 cfg,
@@ -732,9 +720,6 @@ def train_cmd(
                 init=init,
                 callback=_training_bar(bar),
             )
-    except (FacehdError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     table = Table("stage", "steps run", "seconds", "it/s")
     for s, n in result.steps.items():
         t = result.seconds[s]
@@ -763,7 +748,7 @@ def reconstruct(
     from facehd.errors import FacehdError
     from models.reconstruct import find_photos, reconstruct_photos
 
-    try:
+    with _exit_on_error(FacehdError, ValueError, ImportError):
         files = find_photos(photos)
         with _progress() as bar:
             task = bar.add_task("photos", total=len(files))
@@ -776,9 +761,6 @@ def reconstruct(
                 uv_path=uv,
                 progress=lambda _p: bar.advance(task),
             )
-    except (FacehdError, ValueError, ImportError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     failed = [r for r in results if r.error]
     for r in failed:
         console.print(f"[yellow]failed:[/yellow] {r.photo}: {r.error}")
@@ -802,7 +784,7 @@ def evaluate(
     from models.evaluate import evaluate_synthetic, write_rows
     from models.reconstruct import Reconstructor
 
-    try:
+    with _exit_on_error(FacehdError, ValueError):
         recon = Reconstructor.load(checkpoint)
         with _progress() as bar:
             task = bar.add_task("photos", total=None)
@@ -812,9 +794,6 @@ def evaluate(
                 views=views,
                 progress=lambda d, n: bar.update(task, completed=d, total=n),
             )
-    except (FacehdError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     table = Table("level", "distance mm", "normal error rad", title=f"{s.photos} photos")
     for level in ("m0", "m1", "m2"):
         d, n = getattr(s, f"dist_{level}"), getattr(s, f"normal_{level}")
@@ -847,7 +826,7 @@ def ablation(
     from facehd.errors import FacehdError
     from models.ablation import run_ablation, table_markdown
 
-    try:
+    with _exit_on_error(FacehdError, ValueError):
         cfg = _train_config(config, None, None)
         if steps is not None:
             cfg.hrn.steps = steps
@@ -862,9 +841,6 @@ def ablation(
                 callback=_training_bar(bar),
                 log=lambda m: bar.console.print(m),
             )
-    except (FacehdError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     console.print(table_markdown(rows), markup=False)
     console.print(f"wrote {out / 'ablation.csv'} and {out / 'ablation.md'}")
 
