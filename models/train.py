@@ -709,7 +709,11 @@ class Trainer:
         return save_checkpoint_atomic(self.out / "model.pt", data)
 
     def _read_own_checkpoint(self, path: Path) -> dict[str, Any]:
-        data = read_checkpoint(path)
+        return self._check_own_checkpoint(path, read_checkpoint(path))
+
+    def _check_own_checkpoint(self, path: Path, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` (read from ``path``) if it is a facehd checkpoint of this run's morphable
+        model; InputFileError otherwise."""
         if data.get("format") not in (CHECKPOINT_FORMAT, MODEL_FORMAT):
             raise InputFileError(
                 path, f"not a facehd training checkpoint (format {data.get('format')!r})"
@@ -723,24 +727,27 @@ class Trainer:
             )
         return data
 
+    def _load_network_state(self, state: dict[str, Any], path: Path) -> None:
+        """The networks and discriminators from a facehd checkpoint's ``state``."""
+        from models.checkpoints import load_state_into
+
+        load_state_into(self.system.hrn, state["hrn"], part="hrn", source=str(path))
+        load_state_into(
+            self.system.discriminators,
+            state["discriminators"],
+            part="discriminators",
+            source=str(path),
+        )
+
     def load_networks(self, source: str | Path) -> list[str]:
         """Initialise the networks from a facehd checkpoint / model file, or the official HRN
         checkpoint (then the de-retouching module keeps its initialisation). Returns the stages
         the source had finished."""
-        from models.checkpoints import load_state_into
-
         path = Path(source)
         data = read_checkpoint(path)
         if data.get("format") in (CHECKPOINT_FORMAT, MODEL_FORMAT):
-            data = self._read_own_checkpoint(path)
-            state = data["state"]
-            load_state_into(self.system.hrn, state["hrn"], part="hrn", source=str(path))
-            load_state_into(
-                self.system.discriminators,
-                state["discriminators"],
-                part="discriminators",
-                source=str(path),
-            )
+            data = self._check_own_checkpoint(path, data)
+            self._load_network_state(data["state"], path)
             if data["format"] == MODEL_FORMAT:
                 return list(data.get("stages", []))
             return [data["stage"]] if data.get("done") else []
@@ -764,16 +771,7 @@ class Trainer:
         ckpt = self.checkpoint_path(stage)
         if resume and ckpt.is_file():
             data = self._read_own_checkpoint(ckpt)
-            from models.checkpoints import load_state_into
-
-            state = data["state"]
-            load_state_into(self.system.hrn, state["hrn"], part="hrn", source=str(ckpt))
-            load_state_into(
-                self.system.discriminators,
-                state["discriminators"],
-                part="discriminators",
-                source=str(ckpt),
-            )
+            self._load_network_state(data["state"], ckpt)
             for k, o in optim.items():
                 o.load_state_dict(data["optimizers"][k])
             for k, s in samplers.items():
