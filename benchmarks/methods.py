@@ -14,7 +14,6 @@ benchmark into ``OUT/<dataset>-<split>/mymethod/predictions`` in the benchmark's
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -110,19 +109,13 @@ def write_prediction(
         raise ValueError(
             f"{mesh_path}: the method gave no 7 landmarks, which NoW-style evaluation needs"
         )
-    # each file appears complete or not at all: written under a temporary name, then renamed
-    tmp = mesh_path.with_name(f".{mesh_path.stem}.tmp{os.getpid()}{mesh_path.suffix}")
-    save_mesh(tmp, out.mesh)
-    os.replace(tmp, mesh_path)
+    # both writers are atomic: each file appears complete or not at all
+    save_mesh(mesh_path, out.mesh)
     if landmarks_path is not None:
         lm = np.asarray(out.landmarks7, dtype=np.float64).reshape(7, 3)
         from facehd.landmarks import save_landmarks_txt
 
-        tmp = landmarks_path.with_name(
-            f".{landmarks_path.stem}.tmp{os.getpid()}{landmarks_path.suffix}"
-        )
-        save_landmarks_txt(tmp, lm)
-        os.replace(tmp, landmarks_path)
+        save_landmarks_txt(landmarks_path, lm)
 
 
 def copy_topology(keypoint_file: Path, folder: Path) -> None:

@@ -11,24 +11,15 @@
 from __future__ import annotations
 
 import io
-import os
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from facehd.mesh import Mesh
+from facehd.mesh import Mesh, atomic_write_bytes
 
 __all__ = ["read_png16", "write_png16", "write_png8", "write_textured_obj"]
-
-
-def _atomic_bytes(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
 
 
 def write_textured_obj(
@@ -60,7 +51,7 @@ def write_textured_obj(
     if texture is not None:
         mtl = path.with_suffix(".mtl")
         out.write(f"mtllib {mtl.name}\nusemtl face\n")
-        _atomic_bytes(
+        atomic_write_bytes(
             mtl,
             (f"newmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nillum 1\nmap_Kd {texture}\n").encode(),
         )
@@ -69,7 +60,7 @@ def write_textured_obj(
     np.savetxt(out, n, fmt="vn %.6f %.6f %.6f")
     f = np.asarray(mesh.faces, dtype=np.int64) + 1
     np.savetxt(out, np.repeat(f, 3, axis=1), fmt="f %d/%d/%d %d/%d/%d %d/%d/%d")
-    return _atomic_bytes(path, out.getvalue().encode())
+    return atomic_write_bytes(path, out.getvalue().encode())
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -104,7 +95,7 @@ def write_png16(path: str | Path, values: np.ndarray, value_range: float | None 
         + _png_chunk(b"IDAT", zlib.compress(raw, 6))
         + _png_chunk(b"IEND", b"")
     )
-    return _atomic_bytes(Path(path), data)
+    return atomic_write_bytes(Path(path), data)
 
 
 def read_png16(path: str | Path) -> np.ndarray:
@@ -142,4 +133,4 @@ def write_png8(path: str | Path, image: np.ndarray) -> Path:
         a = np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, format="PNG")
-    return _atomic_bytes(Path(path), buf.getvalue())
+    return atomic_write_bytes(Path(path), buf.getvalue())
