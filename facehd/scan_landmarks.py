@@ -703,12 +703,12 @@ class ScanLandmarker:
         passes = ["back"]
         while passes:
             renderer.cull = passes.pop(0)
+            candidates: list[_Detection] = []
+            pass_errors: list[ScanLandmarkError] = []
             try:
                 candidates = self._search(renderer)
             except ScanLandmarkError as exc:
-                candidates, pass_errors = [], [exc]
-            else:
-                pass_errors = []
+                pass_errors.append(exc)
             located = None
             # The strongest detection first; a weaker one where the face mesh does not confirm
             # it (a face-like pattern in a view of the hair or the neck can outscore a small

@@ -234,8 +234,6 @@ def detail_scores(
     size = truth.displacement.shape[0]
     table = rasterize_uv(model.uvs, model.faces, (size, size))
     fit = table.interpolate(np.asarray(model.regions.fit, dtype=np.float64)) > 0.99
-    if fit.ndim == 3:
-        fit = fit[..., 0]
 
     def up(a: np.ndarray, mode: str) -> np.ndarray:
         t = torch.as_tensor(np.asarray(a, dtype=np.float64))[None, None]
