@@ -134,6 +134,8 @@ class PhotoBatch:
     deformation_mask : (B, 1, 64, 64) float, or ``None``.
     displacement : (B, 1, 256, 256) ground-truth displacement map, mm, or ``None``.
     displacement_mask : (B, 1, 256, 256) float, or ``None``.
+    priors_uv : (B, 2, 224, 224) the priors' UV seen at each pixel of the crop, or ``None``.
+    priors_uv_mask : (B, 1, 224, 224) float, pixels on the priors' surface, or ``None``.
     ids : sample ids (for logs and evaluation).
     """
 
@@ -147,6 +149,8 @@ class PhotoBatch:
     deformation_mask: torch.Tensor | None = None
     displacement: torch.Tensor | None = None
     displacement_mask: torch.Tensor | None = None
+    priors_uv: torch.Tensor | None = None
+    priors_uv_mask: torch.Tensor | None = None
     ids: tuple[str, ...] = ()
 
     @property
@@ -215,6 +219,8 @@ def collate(items: Sequence[dict[str, Any]], image_size: int) -> PhotoBatch:
         deformation_mask=gt("deformation_mask"),
         displacement=gt("displacement"),
         displacement_mask=gt("displacement_mask"),
+        priors_uv=gt("priors_uv", channels_last=True),
+        priors_uv_mask=gt("priors_uv_mask"),
         ids=tuple(str(it.get("id", "")) for it in items),
     )
 
@@ -365,7 +371,7 @@ def lab_photos_path(source: str, sample_id: str, priors_path: str | Path) -> Pat
 
 @functools.lru_cache(maxsize=32)
 def _load_npz(path: str) -> dict[str, np.ndarray]:
-    keys = ("images", "images_clean", "landmarks68", "masks")
+    keys = ("images", "images_clean", "landmarks68", "masks", "K", "scan_R", "scan_t")
     try:
         with np.load(path) as z:
             missing = [k for k in ("images", "landmarks68", "masks") if k not in z.files]
@@ -390,8 +396,9 @@ def align_lab_photo(
 ) -> dict[str, np.ndarray]:
     """Crop view ``view`` of a ``.photos.npz`` the base model's way from its true landmarks.
 
-    Returns ``image``, ``mask`` (skin), ``landmarks`` in the 224 crop, and ``image_clean`` when
-    the file has the clean twin.
+    Returns ``image``, ``mask`` (skin), ``landmarks`` in the 224 crop, ``crop_transform``
+    ``(scale, tx, ty)`` (``p_crop = scale p_photo + t``), and ``image_clean`` when the file has
+    the clean twin.
     """
     from facehd.align import align_face, warp
     from facehd.detect import landmarks5_from_68
@@ -402,10 +409,95 @@ def align_lab_photo(
     )
     t = aligned.transform
     mask = warp(photos["masks"][view].astype(np.uint8) * 255, t) > 127
-    out = {"image": aligned.image, "mask": mask.astype(np.uint8), "landmarks": t.apply(lm)}
+    out = {
+        "image": aligned.image,
+        "mask": mask.astype(np.uint8),
+        "landmarks": t.apply(lm),
+        "crop_transform": np.array([t.scale, *t.translation], dtype=np.float64),
+    }
     if "images_clean" in photos:
         out["image_clean"] = warp(photos["images_clean"][view], t)
     return out
+
+
+def crop_camera(
+    K: np.ndarray, R: np.ndarray, t: np.ndarray, crop_transform: np.ndarray, size: int = CROP
+) -> Any:
+    """The photo's pinhole camera (``x_cam = R x + t``, intrinsics ``K``) seen through its 224
+    crop (``p_crop = s p_photo + t``, :func:`align_lab_photo`), at ``size`` pixels."""
+    from facehd.render import PinholeCamera
+
+    c, tx, ty = (float(x) for x in crop_transform)
+    K = np.asarray(K, dtype=np.float64)
+    k = np.array(
+        [
+            [c * K[0, 0], c * K[0, 1], c * K[0, 2] + tx],
+            [0.0, c * K[1, 1], c * K[1, 2] + ty],
+            [0, 0, 1],
+        ]
+    )
+    k[:2] *= size / CROP
+    k[:2, 2] += 0.5 * size / CROP - 0.5
+    rot = np.asarray(R, dtype=np.float64)
+    return PinholeCamera.from_matrices(k, rot, np.asarray(t, dtype=np.float64), (size, size))
+
+
+def uv_image(
+    vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, camera: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rasterise a mesh with its vertex UVs: ``uv (H, W, 2) float32`` and ``mask (H, W) bool``
+    (pixels on the surface), the UV of the surface point each pixel sees."""
+    from facehd.render import Renderer
+
+    with torch.no_grad():
+        res = Renderer(camera).render(
+            torch.as_tensor(np.array(vertices, dtype=np.float64))[None],
+            torch.as_tensor(np.array(faces, dtype=np.int64)),
+            uvs=torch.as_tensor(np.array(uvs, dtype=np.float64)),
+        )
+    return res.uvs[0].numpy().astype(np.float32), res.mask[0].numpy().astype(bool)
+
+
+def priors_uv_image(
+    model: Any,
+    priors: dict[str, Any],
+    K: np.ndarray,
+    scan_R: np.ndarray,
+    scan_t: np.ndarray,
+    crop_transform: np.ndarray,
+    size: int = CROP,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which point of the priors' surface each pixel of a lab photo's crop sees, as its UV.
+
+    The priors' M1 (``model(identity, expression) + deformation``, model frame, mm) is taken to
+    the scan's frame by the priors' transform (``x_model = scale rotation x_scan + translation``),
+    then through the photo's scan-frame camera (``x_cam = scan_R x_scan + scan_t``, intrinsics
+    ``K``) and the crop (``p_crop = s p + t``), and rasterised with its vertex UVs.
+
+    This is what lets the trainer compare a predicted displacement texel with the ground truth
+    at the skin point the network actually sees there: a texel's predicted surface point
+    projects to a pixel, and this image names the priors' UV seen at that pixel.
+
+    Returns
+    -------
+    ``uv (size, size, 2) float32`` and ``mask (size, size) bool`` (pixels on the surface).
+    """
+    from facehd.uv import sample_uv_map
+
+    uvs = np.array(model.uvs, dtype=np.float64)
+    verts = np.asarray(
+        model.vertices(np.asarray(priors["identity"]), np.asarray(priors["expression"])),
+        dtype=np.float64,
+    )
+    verts = verts + sample_uv_map(np.asarray(priors["deformation"], dtype=np.float64), uvs)
+    s = float(priors["scale"])
+    rot = np.asarray(priors["rotation"], dtype=np.float64)
+    tr = np.asarray(priors["translation"], dtype=np.float64)
+    # x_cam ∝ scan_R R^T (v - t) + s scan_t (the common factor 1/s does not change a projection)
+    cam_r = np.asarray(scan_R, dtype=np.float64) @ rot.T
+    cam_t = s * np.asarray(scan_t, dtype=np.float64) - cam_r @ tr
+    camera = crop_camera(K, cam_r, cam_t, crop_transform, size)
+    return uv_image(verts, model.faces, uvs, camera)
 
 
 class LabDataset:
@@ -417,6 +509,10 @@ class LabDataset:
     template : 5-point alignment template of the crops (``anthropometric`` or a model name);
         use the one of the in-the-wild photos dataset.
     model_name : the morphable model the trainer uses; a priors file of another model is refused.
+    model : that morphable model itself (optional). With it, and where a lab photos file holds
+        its camera in the scan's frame (``K``, ``scan_R``, ``scan_t``), items also carry
+        ``priors_uv (224, 224, 2)`` and ``priors_uv_mask`` (:func:`priors_uv_image`): the
+        priors' UV seen at each pixel of the crop.
 
     Items: the photo fields of :func:`align_lab_photo` plus ``identity``, ``expression``,
     ``deformation (64, 64, 3)`` mm, ``deformation_mask``, ``displacement (256, 256)`` mm,
@@ -438,9 +534,19 @@ class LabDataset:
         "displacement_mask",
     )
 
+    CAMERA_FIELDS = ("K", "scan_R", "scan_t")
+
     def __init__(
-        self, path: str | Path, *, template: str = "anthropometric", model_name: str | None = None
+        self,
+        path: str | Path,
+        *,
+        template: str = "anthropometric",
+        model_name: str | None = None,
+        model: Any | None = None,
     ) -> None:
+        if model is not None and model_name is None:
+            model_name = str(model.name)
+        self.model = model
         self.source = _H5Source(path, PRIORS_SCHEMA, "a priors dataset (facehd build-priors)")
         s = self.source
         missing = [f for f in (*self.GT_FIELDS, "source") if f not in s.fields]
@@ -481,15 +587,34 @@ class LabDataset:
     def has_clean(self) -> bool:
         return "images_clean" in _load_npz(self.items[0][1])
 
+    @property
+    def has_cameras(self) -> bool:
+        """Every lab photos file holds its camera in the scan's frame."""
+        files = {p for _, p, _ in self.items}
+        return all(all(k in _load_npz(p) for k in self.CAMERA_FIELDS) for p in files)
+
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         row, photos_path, view = self.items[i]
-        item = align_lab_photo(_load_npz(photos_path), view, self.template)
+        photos = _load_npz(photos_path)
+        item = align_lab_photo(photos, view, self.template)
         for name in self.GT_FIELDS:
             item[name] = self.source.read(name, row)
         item["id"] = f"{self.source.sample_ids[row]}#v{view}"
+        if self.model is not None and all(k in photos for k in self.CAMERA_FIELDS):
+            priors = {k: item[k] for k in ("identity", "expression", "deformation")}
+            for k in ("scale", "rotation", "translation"):
+                priors[k] = self.source.read(k, row)
+            item["priors_uv"], item["priors_uv_mask"] = priors_uv_image(
+                self.model,
+                priors,
+                photos["K"][view],
+                photos["scan_R"][view],
+                photos["scan_t"][view],
+                item["crop_transform"],
+            )
         return item
 
 

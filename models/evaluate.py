@@ -34,6 +34,16 @@ map's resolution:
    M1 normal / M2 detail normal of the same texel, rotated by M1's alignment. Closest points
    cannot tell whether details are right when M1 is millimetres off (a wrinkle a few mm wide
    lands on a random phase); the same texel can.
+
+Detail scores by the skin point each texel shows (:func:`seen_detail_scores`; needs the photo's
+camera, ``K``, ``R``, ``t`` of the ``.photos.npz``), at the predicted map's resolution:
+
+6. ``disp_pearson_seen``, ``normal_seen_m1`` / ``normal_seen_m2``: as 4-5, but the truth is read
+   at the true surface point seen at the pixel where the predicted texel projects (the
+   reconstruction's pose and camera), over the texels the prediction itself shows. This is the
+   correspondence a photo carries, and the one the trainer supervises with
+   (:meth:`models.system.FaceSystem.target_displacement`): a prediction whose parameterisation
+   slides along the true surface keeps its scores here, not in 4-5.
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ __all__ = [
     "Truth",
     "detail_scores",
     "evaluate_synthetic",
+    "seen_detail_scores",
     "load_truth",
     "score_levels",
     "write_rows",
@@ -112,6 +123,9 @@ class EvalRow:
     disp_pearson: float = float("nan")
     normal_uv_m1: float = float("nan")
     normal_uv_m2: float = float("nan")
+    disp_pearson_seen: float = float("nan")
+    normal_seen_m1: float = float("nan")
+    normal_seen_m2: float = float("nan")
 
 
 @dataclass
@@ -128,6 +142,9 @@ class EvalSummary:
     disp_pearson: float = float("nan")
     normal_uv_m1: float = float("nan")
     normal_uv_m2: float = float("nan")
+    disp_pearson_seen: float = float("nan")
+    normal_seen_m1: float = float("nan")
+    normal_seen_m2: float = float("nan")
 
 
 def _texel(uvs: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -261,6 +278,112 @@ def detail_scores(
     return pearson, float(np.mean(e1)), float(np.mean(e2))
 
 
+def _at_pixels(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Bilinear samples of an ``(H, W)`` or ``(H, W, C)`` image at pixel centres ``xy (N, 2)``
+    (x = column, y = row); edge-clamped."""
+    from scipy.ndimage import map_coordinates
+
+    coords = np.stack([xy[:, 1], xy[:, 0]])
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim == 2:
+        return map_coordinates(img, coords, order=1, mode="nearest")
+    return np.stack(
+        [
+            map_coordinates(img[..., c], coords, order=1, mode="nearest")
+            for c in range(img.shape[2])
+        ],
+        -1,
+    )
+
+
+def seen_detail_scores(
+    recon: Reconstructor,
+    rec: Reconstruction,
+    truth: Truth,
+    rotation: np.ndarray,
+    camera,
+) -> tuple[float, float, float]:
+    """``(disp_pearson_seen, normal_seen_m1, normal_seen_m2)``: detail scores by the skin point
+    each predicted texel shows in the photo.
+
+    A predicted texel ``u`` shows the photo where its predicted M1 point projects (the
+    reconstruction's pose and camera); the truth is read at the UV ``u*`` of the true surface
+    seen at that pixel (``camera``: the photo's camera through its crop, model frame,
+    :func:`models.data.crop_camera`). Texels kept: on the fit region in both layouts, visible in
+    the prediction's own render, on the true surface. This is the correspondence the network can
+    learn from a photo; the UV one (:func:`detail_scores`) also asks for the truth's
+    parameterisation, which a photo does not show. ``rotation`` takes predicted canonical
+    directions into the truth's frame. NaNs without a true displacement map.
+    """
+    import torch
+
+    from facehd.distances import normal_angle_error
+    from facehd.mesh import vertex_normals
+    from facehd.uv import (
+        detail_normals,
+        normal_map,
+        rasterize_uv,
+        sample_uv_map,
+        texel_centers_uv,
+    )
+    from models.data import CROP, uv_image
+
+    if truth.displacement is None:
+        return float("nan"), float("nan"), float("nan")
+    model = recon.model
+    faces = np.asarray(model.faces)
+    uvs = np.asarray(model.uvs, dtype=np.float64)
+    fit_v = np.asarray(model.regions.fit, dtype=np.float64)
+    s = rec.displacement.shape[0]
+    table = rasterize_uv(uvs, faces, (s, s))
+    fit = table.interpolate(fit_v) > 0.99
+    # predicted M1 texels, posed and projected (pixels at the system's size and at 224)
+    system = recon.system
+    pos = table.interpolate(np.asarray(rec.m1, dtype=np.float64))
+    posed = pos.reshape(-1, 3) @ np.asarray(rec.rotation).T + np.asarray(rec.translation)
+    cam = system.camera(torch.float64)
+    px = cam.project(torch.as_tensor(posed)[None].to(system.device))[0].cpu().numpy()
+    k = system.image_size
+    px224 = (px + 0.5) * CROP / k - 0.5
+    # visible in the prediction's own render: the UV seen at that pixel is the texel's own
+    verts = np.asarray(rec.m1, dtype=np.float64) @ np.asarray(rec.rotation).T + rec.translation
+    pred_uv, pred_on = uv_image(verts, faces, uvs, cam)
+    texel_uv = texel_centers_uv((s, s)).reshape(-1, 2)
+    back = _at_pixels(pred_uv, px)
+    visible = (np.abs(back - texel_uv).max(1) < 1.5 / s) & (_at_pixels(pred_on, px) > 0.999)
+    # the true surface seen at those pixels
+    true_uv, true_on = uv_image(truth.m1.vertices, faces, uvs, camera)
+    ustar = _at_pixels(true_uv, px224)
+    on = _at_pixels(true_on, px224) > 0.999
+    size_t = truth.displacement.shape[0]
+    table_t = rasterize_uv(uvs, faces, (size_t, size_t))
+    fit_t = table_t.interpolate(fit_v)
+    on &= sample_uv_map(fit_t, ustar) > 0.99
+    keep = (table.mask & fit).reshape(-1) & visible & on
+    if keep.sum() < 10:
+        raise ValueError(f"{truth.sample_id}: no detail texel is seen in the photo")
+    # the truth at the predicted map's resolution (area average), read at u*
+    t_disp = torch.as_tensor(truth.displacement, dtype=torch.float64)[None, None]
+    if size_t > s:
+        t_disp = torch.nn.functional.interpolate(t_disp, (s, s), mode="area")
+    true_d = sample_uv_map(t_disp[0, 0].numpy(), ustar[keep])
+    pred_d = np.asarray(rec.displacement, dtype=np.float64).reshape(-1)[keep]
+    pearson = (
+        float(np.corrcoef(pred_d, true_d)[0, 1]) if pred_d.std() > 0 and true_d.std() > 0 else 0.0
+    )
+    # normals: true detailed normal at u*, predicted M1 / M2 normal at u (rotated)
+    t_pos = table_t.interpolate(truth.m1.vertices)
+    t_coarse = normal_map(table_t, vertex_normals(truth.m1.vertices, faces))
+    t_n = detail_normals(t_pos, t_coarse, truth.displacement, table_t.mask)
+    ref = sample_uv_map(t_n, ustar[keep])
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True).clip(1e-12)
+    m1_n = normal_map(table, vertex_normals(np.asarray(rec.m1, dtype=np.float64), faces))
+    m2_n = detail_normals(pos, m1_n, np.asarray(rec.displacement, dtype=np.float64), table.mask)
+    e1 = normal_angle_error(m1_n.reshape(-1, 3)[keep] @ rotation.T, ref)
+    e2 = normal_angle_error(m2_n.reshape(-1, 3)[keep] @ rotation.T, ref)
+    return pearson, float(np.mean(e1)), float(np.mean(e2))
+
+
 def evaluate_synthetic(
     recon: Reconstructor,
     scans_dir: str | Path,
@@ -274,7 +397,7 @@ def evaluate_synthetic(
     ``views`` limits the photos per scan. Raises InputFileError when the folder holds no
     ``*.photos.npz``.
     """
-    from models.data import align_lab_photo
+    from models.data import align_lab_photo, crop_camera
 
     d = Path(scans_dir)
     ids = sorted(p.name[: -len(".photos.npz")] for p in d.glob("*.photos.npz"))
@@ -284,16 +407,18 @@ def evaluate_synthetic(
     for sid in ids:
         truth = load_truth(d, sid)
         with np.load(truth.photos) as z:
-            photos = {k: z[k] for k in ("images", "landmarks68", "masks")}
+            photos = {k: z[k] for k in ("images", "landmarks68", "masks", "K", "R", "t")}
         n = photos["images"].shape[0] if views is None else min(views, photos["images"].shape[0])
         jobs += [(truth, photos, v) for v in range(n)]
     rows: list[EvalRow] = []
     for k, (truth, photos, v) in enumerate(jobs):
-        crop = align_lab_photo(photos, v, recon.template)["image"]
-        rec = recon.run_crops(crop[None])[0]
+        crop = align_lab_photo(photos, v, recon.template)
+        rec = recon.run_crops(crop["image"][None])[0]
         n, dist, ang, rotation = _score_levels(recon, rec, truth, max_points=max_points, seed=k)
         detail = detail_scores(recon, rec, truth, rotation)
-        rows.append(EvalRow(truth.sample_id, v, n, *dist, *ang, *detail))
+        camera = crop_camera(photos["K"][v], photos["R"][v], photos["t"][v], crop["crop_transform"])
+        seen = seen_detail_scores(recon, rec, truth, rotation, camera)
+        rows.append(EvalRow(truth.sample_id, v, n, *dist, *ang, *detail, *seen))
         if progress is not None:
             progress(k + 1, len(jobs))
     return rows, summarise(rows)

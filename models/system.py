@@ -176,7 +176,8 @@ class DetailFace:
 
     Attributes
     ----------
-    texture : (B, 3, S, S) UV texture from the photo; valid : (B, 1, S, S) valid texels.
+    texture : (B, 3, S, S) UV texture from the photo; valid : (B, 1, S, S) valid texels (seen
+        or mirror-filled); seen : (B, 1, S, S) texels whose M0 point the camera sees.
     position_map : (B, 3, S, S) canonical position map of M0, mm.
     maps : the networks' output (deformation, displacement in mm, re-aligned texture, flow).
     offsets : (B, V, 3) deformation sampled at the vertices, mm.
@@ -192,6 +193,7 @@ class DetailFace:
     shape: torch.Tensor
     posed: torch.Tensor
     albedo_map: torch.Tensor
+    seen: torch.Tensor
 
 
 class FaceSystem(nn.Module):
@@ -306,8 +308,8 @@ class FaceSystem(nn.Module):
     def unwrap(self, images: torch.Tensor, coarse: CoarseFace) -> tuple[torch.Tensor, ...]:
         """Photo -> UV texture at M0 (no gradient).
 
-        Returns ``texture (B, 3, H, H)``, ``valid (B, 1, H, H)`` (seen or mirror-filled) and the
-        canonical ``position_map (B, 3, H, H)`` of M0, mm.
+        Returns ``texture (B, 3, H, H)``, ``valid (B, 1, H, H)`` (seen or mirror-filled), the
+        canonical ``position_map (B, 3, H, H)`` of M0, mm, and ``seen (B, 1, H, H)``.
         """
         from facehd.render import unwrap_texture
 
@@ -322,8 +324,9 @@ class FaceSystem(nn.Module):
                 renderer=self.renderer(images.dtype),
             )
             valid = res.filled[:, None].to(images.dtype)
+            seen = res.visible[:, None].to(images.dtype)
             pos = self.table.interpolate(coarse.shape.detach()).permute(0, 3, 1, 2)
-        return res.texture * valid, valid, pos.contiguous()
+        return res.texture * valid, valid, pos.contiguous(), seen
 
     def details(
         self,
@@ -342,7 +345,7 @@ class FaceSystem(nn.Module):
         ``autocast`` runs the networks in bfloat16 on a GPU (mixed precision); their outputs are
         returned in float32, and the geometry and rendering stay in float32.
         """
-        texture, valid, pos = self.unwrap(images, coarse)
+        texture, valid, pos, seen = self.unwrap(images, coarse)
         module = hrn if hrn is not None else self.hrn
 
         def project(points: torch.Tensor) -> torch.Tensor:
@@ -373,7 +376,7 @@ class FaceSystem(nn.Module):
             albedo_map = albedo_map.float()
         else:
             albedo_map = a0
-        return DetailFace(texture, valid, pos, maps, offsets, shape, posed, albedo_map)
+        return DetailFace(texture, valid, pos, maps, offsets, shape, posed, albedo_map, seen)
 
     def render_mid(self, detail: DetailFace, coarse: CoarseFace):
         """R1: M1 with its interpolated vertex normals, SH-shaded albedo texture."""
@@ -436,6 +439,70 @@ class FaceSystem(nn.Module):
 
             _, mask = resize_map(deformation.to(uvs), deformation_mask.to(uvs), target.shape[-1])
         return target, mask
+
+    def detail_pixels(self, detail: DetailFace, coarse: CoarseFace) -> torch.Tensor:
+        """Where each texel of the high-frequency maps is seen: ``(B, S, S, 2)`` pixels at the
+        image size, through the points the displacement network's texture was sampled at (M1
+        when the texture is re-aligned, M0 otherwise)."""
+        pos = detail.position_map.detach()
+        if self.config.network.realign_texture:
+            d = detail.maps.deformation.detach()
+            if d.shape[-2:] != pos.shape[-2:]:
+                d = F.interpolate(d, pos.shape[-2:], mode="bilinear", align_corners=False)
+            pos = pos + d
+        b, _, h, w = pos.shape
+        pts = coarse.pose(pos.permute(0, 2, 3, 1).reshape(b, h * w, 3))
+        return self.project(pts).reshape(b, h, w, 2)
+
+    def target_displacement(
+        self,
+        detail: DetailFace,
+        coarse: CoarseFace,
+        displacement: torch.Tensor,
+        displacement_mask: torch.Tensor,
+        priors_uv: torch.Tensor,
+        priors_uv_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ground-truth displacement re-indexed per image to the network's own texels.
+
+        The priors' displacement map is indexed by the priors' UV layout, but the network's
+        texel ``u`` shows the photo at the projection of *its* predicted surface point
+        (:meth:`detail_pixels`), which is a different skin point wherever the predicted
+        correspondence differs from the priors' by millimetres: a wrinkle a few mm wide would
+        be compared at a random phase. Like the paper's per-image ground truth, the target at
+        ``u`` is the priors' displacement at the skin point the photo shows there:
+        ``priors_uv`` (:func:`models.data.priors_uv_image`) names the priors' UV seen at each
+        pixel. The map is first area-averaged to the network's size.
+
+        Parameters
+        ----------
+        displacement : (B, 1, H, H) mm; displacement_mask : (B, 1, H, H).
+        priors_uv : (B, 2, P, P); priors_uv_mask : (B, 1, P, P) (any crop resolution ``P``).
+
+        Returns
+        -------
+        ``(target (B, 1, S, S) mm, mask (B, 1, S, S))``; the mask keeps texels whose predicted
+        point the camera sees, whose pixel lies inside the priors' surface, and whose priors'
+        texel is valid.
+        """
+        from models.data import resize_map
+
+        with torch.no_grad():
+            size = detail.position_map.shape[-1]
+            disp, dmask = resize_map(displacement, displacement_mask, size)
+            px = self.detail_pixels(detail, coarse)
+            b, h, w, _ = px.shape
+            grid = (px + 0.5) / self.image_size * 2.0 - 1.0
+            dt = px.dtype
+            uv = F.grid_sample(priors_uv.to(dt), grid, align_corners=False)
+            on = F.grid_sample(priors_uv_mask.to(dt), grid, align_corners=False) > 0.999
+            inside = (grid.abs() < 1.0).all(-1)[:, None]
+            uv_flat = uv.permute(0, 2, 3, 1).reshape(b, h * w, 2)
+            target = sample_uv_map(disp.to(dt), uv_flat).reshape(b, h, w, 1).permute(0, 3, 1, 2)
+            ok = sample_uv_map(dmask.to(dt), uv_flat).reshape(b, h, w, 1).permute(0, 3, 1, 2)
+            mask = (ok > 0.999) & on & inside & (detail.seen > 0.5)
+            mask = mask.to(dt)
+        return target * mask, mask
 
     def state_for_checkpoint(self) -> dict[str, Any]:
         """Networks only: ``hrn`` (analyzer, generators, scales, de-retouching) and the

@@ -619,8 +619,18 @@ class Trainer:
             if self.priors_path is None:
                 raise FacehdError("this stage needs the priors: give --priors priors.h5")
             self._lab = LabDataset(
-                self.priors_path, template=self.config.template, model_name=self.morphable.name
+                self.priors_path, template=self.config.template, model=self.morphable
             )
+            if self._lab.has_cameras:
+                self.log.message(
+                    "lab photos carry their cameras: the supervised displacement is re-indexed "
+                    "per image to the skin point each texel sees"
+                )
+            else:
+                self.log.message(
+                    "lab photos carry no scan-frame camera (K, scan_R, scan_t): the supervised "
+                    "displacement is compared texel by texel in the priors' UV layout"
+                )
             if self._lab.without_photos:
                 self.log.message(
                     f"{len(self._lab.without_photos)} priors samples have no lab photos and are "
@@ -912,8 +922,8 @@ class Trainer:
             batch = self._batch(pairs, samplers["pairs"])
             with torch.no_grad():
                 coarse = self.system.coarse(batch.images)
-                tex, valid, _ = self.system.unwrap(batch.images, coarse)
-                clean, valid_c, _ = self.system.unwrap(batch.images_clean, coarse)
+                tex, valid, _, _ = self.system.unwrap(batch.images, coarse)
+                clean, valid_c, _, _ = self.system.unwrap(batch.images_clean, coarse)
                 m = valid * valid_c
             with self._autocast():
                 out = wrapped(tex, torch.ones_like(tex))
@@ -1025,11 +1035,21 @@ class Trainer:
                     batch.deformation,
                     batch.deformation_mask,
                 )
-                from models.data import resize_map
+                if batch.priors_uv is not None:
+                    disp_gt, disp_mask = system.target_displacement(
+                        detail,
+                        coarse,
+                        batch.displacement,
+                        batch.displacement_mask,
+                        batch.priors_uv,
+                        batch.priors_uv_mask,
+                    )
+                else:
+                    from models.data import resize_map
 
-                disp_gt, disp_mask = resize_map(
-                    batch.displacement, batch.displacement_mask, net.high_size
-                )
+                    disp_gt, disp_mask = resize_map(
+                        batch.displacement, batch.displacement_mask, net.high_size
+                    )
                 mask_mid = tmask * (mask_mid > 0.5).to(tmask)
                 mask_high = disp_mask * detail.valid
                 sup_mid = masked_l1(d_units, target / unit, mask_mid)

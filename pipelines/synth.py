@@ -459,6 +459,13 @@ def write_scan(
             photos = render_photos(
                 model, m1.vertices, truth["displacement"], truth["landmarks68"], rng, photo_config
             )
+            from pipelines.synth_photos import cameras_in_scan_frame
+
+            model_from_scan = Similarity(
+                float(truth["scale"]), truth["rotation"], truth["translation"]
+            )
+            a = photos.arrays
+            a["scan_R"], a["scan_t"] = cameras_in_scan_frame(a["R"], a["t"], model_from_scan)
             save_photos(out, sid, photos)
     lm = truth["landmarks68"]
     d = m1.vertices - model.vertices(truth["identity"], truth["expression"])

@@ -16,6 +16,9 @@ Files per scan ``<id>``:
   ``images_clean``      (V, S, S, 3) uint8 the same renders without the blemish layer
   ``K``                 (V, 3, 3)          intrinsics (pixels, x = column, y = row)
   ``R``, ``t``          (V, 3, 3), (V, 3)  ``x_cam = R @ x_model_mm + t`` (OpenCV: +z forward)
+  ``scan_R``, ``scan_t`` (V, 3, 3), (V, 3)  the same camera in the scan's frame and units:
+                                           ``x_cam = scan_R @ x_scan + scan_t`` (as a calibrated
+                                           capture rig gives it; projects identically with ``K``)
   ``pose_deg``          (V, 3)             yaw, pitch, roll of the head, degrees
   ``sh``                (V, 9, 3)          SH lighting (the renderer's, ambient included)
   ``landmarks68``       (V, 68, 2)         true iBUG-68 landmarks in the photo (visible or not)
@@ -46,6 +49,7 @@ from facehd.align import align_face
 from facehd.detect import landmarks5_from_68
 from facehd.morphable import MorphableModel
 from facehd.render import PinholeCamera, Renderer, render_with_displacement
+from facehd.transforms import Similarity
 from facehd.uv import rasterize_uv, texel_centers_uv
 
 
@@ -276,6 +280,31 @@ _VIEW_KEYS = (
     "crops",
     "crop_transform",
 )
+
+
+def cameras_in_scan_frame(
+    rotations: np.ndarray, translations: np.ndarray, model_from_scan: Similarity
+) -> tuple[np.ndarray, np.ndarray]:
+    """Camera extrinsics ``x_cam = R x_model + t`` re-expressed for scan-frame points.
+
+    With ``x_model = s Q x_scan + c`` (``model_from_scan``) the camera sees
+    ``s (R Q x_scan + (R c + t) / s)``; a pinhole projection ignores the common factor ``s``, so
+    the scan-frame camera is ``(R Q, (R c + t) / s)`` in scan units.
+
+    Parameters
+    ----------
+    rotations : (V, 3, 3); translations : (V, 3) model-frame extrinsics (mm).
+
+    Returns
+    -------
+    ``(scan_R (V, 3, 3), scan_t (V, 3))``.
+    """
+    q = np.asarray(model_from_scan.rotation, dtype=np.float64)
+    c = np.asarray(model_from_scan.translation, dtype=np.float64)
+    rot = np.asarray(rotations, dtype=np.float64)
+    scan_r = rot @ q
+    scan_t = (rot @ c + np.asarray(translations, dtype=np.float64)) / model_from_scan.scale
+    return scan_r, scan_t
 
 
 def texture_uvs(size: int) -> np.ndarray:

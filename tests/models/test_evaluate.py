@@ -122,3 +122,56 @@ def test_evaluate_a_trained_model_on_held_out_photos(hrn_data, model_path, one_t
         assert 0 < r.points <= 500
         assert all(np.isfinite([r.dist_m0, r.dist_m1, r.dist_m2, r.normal_m2]))
     assert summary.dist_m1 == pytest.approx(np.mean([r.dist_m1 for r in rows]))
+
+
+def _oracle_camera(recon, rec):
+    """The truth's photo camera (model frame) that sees the truth exactly as the reconstruction's
+    pose and the system's camera see the prediction; an identity crop."""
+    from models.data import crop_camera
+
+    cam = recon.system.camera(torch.float64)
+    r_cam, t_cam = cam.R[0].numpy(), cam.t[0].numpy()
+    return crop_camera(
+        cam.K[0].numpy(),
+        r_cam @ rec.rotation,
+        r_cam @ rec.translation + t_cam,
+        np.array([1.0, 0.0, 0.0]),
+    )
+
+
+def test_seen_detail_scores_follow_the_skin_not_the_parameterisation(oracle):
+    """A prediction whose M1 and maps slide along the true surface (UV shifted by a few texels)
+    is the same face: the seen-point scores stay near perfect, the texel-by-texel ones do not.
+    The true map at the true layout is perfect in both; a zero map gives M1's normals."""
+    from facehd.uv import rasterize_uv, sample_uv_map, texel_centers_uv
+    from models.evaluate import seen_detail_scores
+
+    recon, truth, gt, m0 = oracle
+    disp = gt["displacement"]
+    truth = Truth(truth.sample_id, truth.m1, truth.m2, None, disp)
+    eye = np.eye(3)
+    m1 = truth.m1.vertices
+    model = recon.model
+    rec = reconstruction(gt, m0, m1, disp)
+    camera = _oracle_camera(recon, rec)
+    r, n1, n2 = seen_detail_scores(recon, rec, truth, eye, camera)
+    assert r > 0.97 and n2 < 0.3 * n1
+    _, n10, n20 = seen_detail_scores(
+        recon, reconstruction(gt, m0, m1, 0 * disp), truth, eye, camera
+    )
+    assert n20 == pytest.approx(n10, abs=1e-12) and n10 == pytest.approx(n1, abs=1e-12)
+    # slide: vertex i sits on the true surface at uv_i + delta, the map is read at u + delta
+    delta = np.array([0.012, -0.008])
+    uvs = np.asarray(model.uvs, dtype=np.float64)
+    pos = rasterize_uv(uvs, model.faces, (512, 512)).interpolate(m1)
+    slid_m1 = sample_uv_map(pos, uvs + delta)
+    centres = texel_centers_uv(disp.shape).reshape(-1, 2)
+    slid_disp = sample_uv_map(disp, centres + delta).reshape(disp.shape)
+    slid = reconstruction(gt, m0, slid_m1, slid_disp)
+    rs, n1s, n2s = seen_detail_scores(recon, slid, truth, eye, camera)
+    ruv, _, n2uv = detail_scores(recon, slid, truth, eye)
+    assert rs > 0.9 and n2s < 0.5 * n1s, (rs, n1s, n2s)
+    assert ruv < rs - 0.3 and n2uv > 1.5 * n2s, (ruv, n2uv)
+    # a negated map anti-correlates
+    rn, _, n2n = seen_detail_scores(recon, reconstruction(gt, m0, m1, -disp), truth, eye, camera)
+    assert rn < -0.9 and n2n > n1

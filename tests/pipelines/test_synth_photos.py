@@ -53,6 +53,29 @@ def test_cameras_are_proper_and_landmarks_land_on_the_rendered_face(
         assert mask[y - 2 : y + 3, x - 2 : x + 3].any()
 
 
+def test_scan_frame_cameras_project_the_scan_like_the_model_frame_camera(
+    photos: tuple[Path, dict],
+) -> None:
+    """The scan (random frame, metres or mm) seen through ``scan_R, scan_t`` lands on the same
+    pixels as the true M1 through the model-frame camera: a rig calibrated in the scan's frame."""
+    from facehd.mesh import load_mesh
+
+    out, z = photos
+    gt = dict(np.load(out / "s000_e00.gt.npz"))
+    m1 = load_mesh(out / "s000_e00.gt_m1.ply").vertices
+    # the M1 vertices as scan-frame points: x_scan = R^T (x_model - t) / s
+    scan_pts = (m1 - gt["translation"]) @ gt["rotation"] / gt["scale"]
+    for k in range(2):
+        K = z["K"][k]
+        a = m1 @ z["R"][k].T + z["t"][k]
+        b = scan_pts @ z["scan_R"][k].T + z["scan_t"][k]
+        np.testing.assert_allclose(z["scan_R"][k] @ z["scan_R"][k].T, np.eye(3), atol=1e-12)
+        assert np.all(b[:, 2] > 0)
+        pa = (a @ K.T)[:, :2] / a[:, 2:]
+        pb = (b @ K.T)[:, :2] / b[:, 2:]
+        np.testing.assert_allclose(pb, pa, atol=1e-6)
+
+
 def test_blemish_pairs_differ_only_at_blemishes(photos: tuple[Path, dict]) -> None:
     _, z = photos
     alpha = z["blemish_mask"]
@@ -102,3 +125,21 @@ def test_cavity_map_darkens_pits_not_bumps() -> None:
     assert 0.1 < cg[32, 30] < 0.35 and cg[32, 10] == 0.0
     # resampled to another texture size
     assert cavity_map(d, 128).shape == (128, 128)
+
+
+def test_scan_frame_camera_with_units_scale() -> None:
+    """Scan in metres (x_model_mm = 1000 Q x_scan + c): the same pixels, depth in metres."""
+    from facehd.transforms import Similarity
+    from pipelines.synth import random_rotation
+    from pipelines.synth_photos import cameras_in_scan_frame
+
+    rng = np.random.default_rng(3)
+    q, r = random_rotation(rng), random_rotation(rng)
+    c, t = rng.normal(size=3) * 100, np.array([5.0, -3.0, 1000.0])
+    model_from_scan = Similarity(1000.0, q, c)
+    scan = rng.normal(size=(50, 3)) * 0.05
+    model = model_from_scan.apply(scan)
+    sr, st = cameras_in_scan_frame(r[None], t[None], model_from_scan)
+    a = model @ r.T + t
+    b = scan @ sr[0].T + st[0]
+    np.testing.assert_allclose(b * 1000.0, a, rtol=1e-12, atol=1e-9)
