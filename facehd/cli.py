@@ -803,6 +803,11 @@ def evaluate(
         f"details by texel: displacement correlation {s.disp_pearson:.3f}; normal error M1 "
         f"{s.normal_uv_m1:.4f}, M2 {s.normal_uv_m2:.4f} rad"
     )
+    console.print(
+        f"details at the skin point each texel shows: displacement correlation "
+        f"{s.disp_pearson_seen:.3f}; normal error M1 {s.normal_seen_m1:.4f}, "
+        f"M2 {s.normal_seen_m2:.4f} rad"
+    )
     if out is not None:
         console.print(f"wrote {write_rows(out, rows)}")
 

@@ -67,6 +67,11 @@ class AblationRow:
     normal_uv_m1: float
     normal_uv_m2: float
     """Normal error of M1 / M2 against the true detailed normals, texel by texel (rad)."""
+    disp_pearson_seen: float
+    """Correlation of the displacement with the truth at the skin point each texel shows."""
+    normal_seen_m1: float
+    normal_seen_m2: float
+    """Normal error of M1 / M2 at the skin point each texel shows (rad)."""
     photos: int
     train_seconds: float
 
@@ -148,6 +153,9 @@ def run_ablation(
                 disp_pearson=s.disp_pearson,
                 normal_uv_m1=s.normal_uv_m1,
                 normal_uv_m2=s.normal_uv_m2,
+                disp_pearson_seen=s.disp_pearson_seen,
+                normal_seen_m1=s.normal_seen_m1,
+                normal_seen_m2=s.normal_seen_m2,
                 photos=s.photos,
                 train_seconds=seconds,
             )
@@ -169,8 +177,8 @@ def table_markdown(rows: list[AblationRow]) -> str:
     lines = [
         "| row | base | HRM | L_con | detail priors | DRM | CD (mm) | MNE (rad) |"
         " M0 / M1 / M2 dist (mm) | M0 / M1 / M2 normal (rad) | displacement r |"
-        " M1 / M2 normal by texel (rad) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " M1 / M2 normal by texel (rad) | displacement r, seen | M1 / M2 normal, seen (rad) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -178,6 +186,7 @@ def table_markdown(rows: list[AblationRow]) -> str:
             f"{tick(r.deretouch)} | {r.cd_mm:.3f} | {r.mne_rad:.4f} | "
             f"{r.dist_m0:.3f} / {r.dist_m1:.3f} / {r.dist_m2:.3f} | "
             f"{r.normal_m0:.4f} / {r.normal_m1:.4f} / {r.normal_m2:.4f} | "
-            f"{r.disp_pearson:.3f} | {r.normal_uv_m1:.4f} / {r.normal_uv_m2:.4f} |"
+            f"{r.disp_pearson:.3f} | {r.normal_uv_m1:.4f} / {r.normal_uv_m2:.4f} | "
+            f"{r.disp_pearson_seen:.3f} | {r.normal_seen_m1:.4f} / {r.normal_seen_m2:.4f} |"
         )
     return "\n".join(lines) + "\n"

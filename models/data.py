@@ -590,8 +590,11 @@ class LabDataset:
     @property
     def has_cameras(self) -> bool:
         """Every lab photos file holds its camera in the scan's frame."""
-        files = {p for _, p, _ in self.items}
-        return all(all(k in _load_npz(p) for k in self.CAMERA_FIELDS) for p in files)
+        for path in sorted({p for _, p, _ in self.items}):
+            with np.load(path) as z:
+                if not all(k in z.files for k in self.CAMERA_FIELDS):
+                    return False
+        return True
 
     def __len__(self) -> int:
         return len(self.items)

@@ -29,6 +29,7 @@ def test_ablation_rows_are_trained_measured_and_resumed(hrn_data, tmp_path, one_
     for r in rows:
         assert math.isfinite(r.cd_mm) and r.cd_mm > 0 and math.isfinite(r.mne_rad)
         assert -1.0 <= r.disp_pearson <= 1.0 and r.normal_uv_m2 > 0
+        assert -1.0 <= r.disp_pearson_seen <= 1.0 and r.normal_seen_m2 > 0
     # the base row scores M0, the others their M2; every HRN row shares the base model's M0
     assert rows[0].cd_mm == rows[0].dist_m0
     assert all(r.cd_mm == r.dist_m2 for r in rows[1:])
