@@ -38,7 +38,10 @@ Bases
     orthogonalised in order (so early components keep their meaning), and every basis vector is
     scaled so that its largest vertex displacement is 1 mm (albedo: a largest change of 1): a
     coefficient is the displacement in mm of the vertex that moves most. The stds are the
-    designed sizes (mm, or albedo units), non-increasing within each basis. Identity: 28 named
+    designed sizes (mm, or albedo units), non-increasing within each basis. A field that changes a
+    height (eye depth, nose size, lip thickness, the eye closure...) moves the surface along the
+    base head's smooth normals, as the features were raised, so that no identity folds a lid, a
+    nostril or the lips over (a triangle turning its back). Identity: 28 named
     shape variations plus 36 smooth random fields; expression: 24 named, local expressions (a
     positive coefficient does what the name says; negative jaw_open or eye_closure push the lips
     or lids through each other); albedo: 18 named plus 6 random (mixtures of skin-like colours).
@@ -563,7 +566,11 @@ def _jaw_weight(geo: _Geometry) -> np.ndarray:
 
 def _identity_fields(geo: _Geometry) -> tuple[list[np.ndarray], list[float], list[str]]:
     n = len(geo.mean)
-    p, nrm, f = geo.mean, geo.normals, geo.front
+    # Height changes go along the base head's smooth normals, the direction the features were
+    # raised along. The mean shape's own normals turn by up to 70° between neighbouring vertices
+    # (1.3 mm apart) across a lid margin, a nostril or the mouth line, and moving a few mm along
+    # them folds the surface there.
+    p, nrm, f = geo.mean, geo.base_normals, geo.front
     x, y, ax = geo.x, geo.y, geo.ax
     sx = np.tanh(x / 4.0)  # smooth sign
     nose_lower = _g(ax, y, 0.0, -40.0, 20.0, 9.0) * f
@@ -619,7 +626,7 @@ def _identity_fields(geo: _Geometry) -> tuple[list[np.ndarray], list[float], lis
 
 def _expression_fields(geo: _Geometry) -> tuple[list[np.ndarray], list[float], list[str]]:
     n = len(geo.mean)
-    p, nrm, f = geo.mean, geo.normals, geo.front
+    p, nrm, f = geo.mean, geo.base_normals, geo.front  # smooth normals, as for identity
     x, y, ax = geo.x, geo.y, geo.ax
     sx = np.tanh(x / 4.0)  # smooth sign
     ym = mouth_curves(ax)[0]

@@ -330,6 +330,42 @@ def test_project_out_similarity_with_weights() -> None:
         project_out_similarity(basis, pts, -w)
 
 
+def _folded_triangles(model: MorphableModel, vertices: np.ndarray) -> int:
+    """Triangles of ``vertices`` that face the other way than on the mean shape (a fold)."""
+    f = model.faces
+
+    def normals(p: np.ndarray) -> np.ndarray:
+        return np.cross(p[f[:, 1]] - p[f[:, 0]], p[f[:, 2]] - p[f[:, 0]])
+
+    return int((np.einsum("ij,ij->i", normals(vertices), normals(model.mean_shape)) < 0).sum())
+
+
+def test_identities_do_not_fold_the_surface(model: MorphableModel) -> None:
+    # A face drawn from the model is a surface: no lid, nostril or lip turns over, for any one
+    # identity component at +-3 std and for random identities (the draw of ``facehd synth``).
+    assert _folded_triangles(model, model.mean_shape) == 0
+    for k in range(model.n_id):
+        for s in (-3.0, 3.0):
+            c = np.zeros(model.n_id)
+            c[k] = s * model.id_std[k]
+            assert _folded_triangles(model, model.vertices(c)) == 0, (model.id_names[k], s)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        c = rng.normal(size=model.n_id) * model.id_std
+        assert _folded_triangles(model, model.vertices(c)) == 0
+    # the check sees a fold: the eyes pushed 5 mm back along the mean shape's own normals turn
+    # the lid margins over, the same smooth push straight back (-z) does not
+    p = model.mean_shape
+    lm = p[model.landmarks68]
+    w = sum(
+        np.exp(-np.sum((p - c) ** 2, axis=1) / (2 * 10.0**2))
+        for c in (lm[36:42].mean(0), lm[42:48].mean(0))
+    )
+    n = model.mesh().vertex_normals
+    assert _folded_triangles(model, p - 5.0 * w[:, None] * n) > 0
+    assert _folded_triangles(model, p - 5.0 * w[:, None] * np.array([0.0, 0.0, 1.0])) == 0
+
+
 def _exp(model: MorphableModel, name: str, sigmas: float = 1.0) -> np.ndarray:
     e = np.zeros(model.n_exp)
     k = model.component("exp", name)
