@@ -684,6 +684,7 @@ class Trainer:
             "n_id": m.n_id,
             "n_exp": m.n_exp,
             "n_tex": m.n_tex,
+            "fingerprint": m.fingerprint,
         }
 
     def _save(self, stage: str, step: int, done: bool, optim: dict, samplers: dict) -> None:

@@ -445,6 +445,7 @@ def build_priors(
     attrs = {
         "units": "mm",
         "model": model.name,
+        "model_fingerprint": model.fingerprint,
         "transform": TRANSFORM_CONVENTION,
         "deformation_size": config.fit.deformation_size,
         "displacement_size": config.fit.displacement_size,

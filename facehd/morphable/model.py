@@ -228,6 +228,30 @@ class MorphableModel:
         self.exp_names = names("exp_names", self.exp_names, self.n_exp)
         self.tex_names = names("tex_names", self.tex_names, self.n_tex)
 
+    # ---- identity ------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the geometry that coefficients and maps refer to (mean shape, shape
+        bases, topology, UVs, landmarks): files made with one version of a model (priors,
+        checkpoints) are refused by another whose bases differ."""
+        cached = self._torch_cache.get("fingerprint")
+        if cached is None:
+            import hashlib
+
+            h = hashlib.sha256()
+            for a in (
+                self.mean_shape,
+                self.id_basis,
+                self.exp_basis,
+                self.faces,
+                self.uvs,
+                self.landmarks68,
+            ):
+                h.update(str(a.shape).encode())
+                h.update(np.ascontiguousarray(a).tobytes())
+            cached = self._torch_cache["fingerprint"] = h.hexdigest()[:16]
+        return cached
+
     # ---- sizes ---------------------------------------------------------------------------
     @property
     def n_vertices(self) -> int:

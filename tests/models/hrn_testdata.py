@@ -54,7 +54,9 @@ def _defaults(fields: dict, known: list[str]) -> dict:
     return out
 
 
-def write_truth_priors(scans_dir: Path, out: Path, model_name: str = "facehd-synth") -> Path:
+def write_truth_priors(
+    scans_dir: Path, out: Path, model_name: str = "facehd-synth", fingerprint: str | None = None
+) -> Path:
     from facehd.uv import rasterize_uv
 
     model = load_model("facehd-synth")
@@ -62,7 +64,13 @@ def write_truth_priors(scans_dir: Path, out: Path, model_name: str = "facehd-syn
     fit = model.regions.fit.astype(np.float64)
     dmask = rasterize_uv(model.uvs, model.faces, (64, 64)).interpolate(fit) > 0.99
     hmask = rasterize_uv(model.uvs, model.faces, (256, 256)).interpolate(fit) > 0.99
-    attrs = {"units": "mm", "model": model_name, "deformation_size": 64, "displacement_size": 256}
+    attrs = {
+        "units": "mm",
+        "model": model_name,
+        "model_fingerprint": fingerprint or model.fingerprint,
+        "deformation_size": 64,
+        "displacement_size": 256,
+    }
     with ShardedDatasetWriter(out, PRIORS_SCHEMA, attrs, fields, overwrite=True) as w:
         for gt_path in sorted(Path(scans_dir).glob("*.gt.npz")):
             sid = gt_path.name[: -len(".gt.npz")]

@@ -159,6 +159,25 @@ def test_clear_errors(hrn_data, full_run, tmp_path, one_thread):
     # the photos given where the priors are expected
     with pytest.raises(InputFileError, match="priors dataset"):
         LabDataset(hrn_data.photos)
+    # priors fitted with another version of the model (its bases changed since)
+    from hrn_testdata import write_truth_priors
+
+    from facehd.morphable import load_model
+
+    stale = write_truth_priors(hrn_data.scans, tmp_path / "stale.h5", fingerprint="0" * 16)
+    model = load_model("facehd-synth")
+    with pytest.raises(InputFileError, match=r"stale\.h5.*another version"):
+        LabDataset(stale, model=model)
+    assert len(LabDataset(hrn_data.priors, model=model)) == 4
+    # a checkpoint trained with another version of the model
+    from models.checkpoints import read_checkpoint, save_checkpoint_atomic
+    from models.reconstruct import load_system
+
+    data = read_checkpoint(full_run[0] / "model.pt")
+    data["morphable"]["fingerprint"] = "0" * 16
+    save_checkpoint_atomic(tmp_path / "old.pt", data)
+    with pytest.raises(InputFileError, match=r"old\.pt.*another version"):
+        load_system(tmp_path / "old.pt")
 
 
 def test_presets_load_and_differ():
