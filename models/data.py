@@ -560,12 +560,11 @@ class LabDataset:
                 f"uses {model_name!r}; build the priors with --model {model_name}",
             )
         stored = s.attrs.get("model_fingerprint")
-        if model is not None and stored is not None and str(stored) != model.fingerprint:
+        if model is not None and stored is not None and not model.matches_fingerprint(stored):
             raise InputFileError(
                 s.path,
-                f"priors were fitted with another version of {self.model_name!r} (fingerprint "
-                f"{stored}, this one is {model.fingerprint}); rebuild them with facehd "
-                "build-priors",
+                f"priors were fitted with another version of {self.model_name!r} (its shape "
+                "bases differ from this one's); rebuild them with facehd build-priors",
             )
         self.template = template
         self.items: list[tuple[int, str, int]] = []  # (row, photos file, view)

@@ -310,10 +310,10 @@ def seen_detail_scores(
     reconstruction's pose and camera); the truth is read at the UV ``u*`` of the true surface
     seen at that pixel (``camera``: the photo's camera through its crop, model frame,
     :func:`models.data.crop_camera`). Texels kept: on the fit region in both layouts, visible in
-    the prediction's own render, on the true surface. This is the correspondence the network can
-    learn from a photo; the UV one (:func:`detail_scores`) also asks for the truth's
-    parameterisation, which a photo does not show. ``rotation`` takes predicted canonical
-    directions into the truth's frame. NaNs without a true displacement map.
+    the prediction's own render, on the true surface away from its occlusion edges. This is the
+    correspondence the network can learn from a photo; the UV one (:func:`detail_scores`) also
+    asks for the truth's parameterisation, which a photo does not show. ``rotation`` takes
+    predicted canonical directions into the truth's frame. NaNs without a true displacement map.
     """
     import torch
 
@@ -327,6 +327,7 @@ def seen_detail_scores(
         texel_centers_uv,
     )
     from models.data import CROP, uv_image
+    from models.system import continuous_uv
 
     if truth.displacement is None:
         return float("nan"), float("nan"), float("nan")
@@ -354,7 +355,8 @@ def seen_detail_scores(
     # the true surface seen at those pixels
     true_uv, true_on = uv_image(truth.m1.vertices, faces, uvs, camera)
     ustar = _at_pixels(true_uv, px224)
-    on = _at_pixels(true_on, px224) > 0.999
+    smooth = continuous_uv(torch.as_tensor(true_uv).permute(2, 0, 1)[None])[0, 0].numpy()
+    on = _at_pixels(true_on * smooth, px224) > 0.999
     size_t = truth.displacement.shape[0]
     table_t = rasterize_uv(uvs, faces, (size_t, size_t))
     fit_t = table_t.interpolate(fit_v)

@@ -107,13 +107,14 @@ def load_system(
             raise InputFileError(
                 path, f"checkpoint is for morphable model {info}, loaded {model.name!r}"
             )
-        if info.get("fingerprint") not in (None, model.fingerprint):
+        if info.get("fingerprint") is not None and not model.matches_fingerprint(
+            info["fingerprint"]
+        ):
             raise InputFileError(
                 path,
-                f"checkpoint was trained with another version of {model.name!r} (fingerprint "
-                f"{info['fingerprint']}, this one is {model.fingerprint}): its coefficients do "
-                "not mean the same shapes here; retrain, or use the facehd version it was made "
-                "with",
+                f"checkpoint was trained with another version of {model.name!r} (its shape "
+                "bases differ from this one's): its coefficients do not mean the same shapes "
+                "here; retrain, or use the facehd version it was made with",
             )
         system = FaceSystem(cfg.model, model, cfg.image_size, "cpu")
         load_state_into(system.hrn, data["state"]["hrn"], part="hrn", source=str(path))

@@ -48,6 +48,7 @@ from models.hrn import HRN, HRNOutput
 
 __all__ = [
     "CoarseFace",
+    "continuous_uv",
     "DetailFace",
     "FaceSystem",
     "MapFitter",
@@ -482,8 +483,8 @@ class FaceSystem(nn.Module):
         Returns
         -------
         ``(target (B, 1, S, S) mm, mask (B, 1, S, S))``; the mask keeps texels whose predicted
-        point the camera sees, whose pixel lies inside the priors' surface, and whose priors'
-        texel is valid.
+        point the camera sees, whose pixel lies inside the priors' surface away from its
+        occlusion edges (:func:`continuous_uv`), and whose priors' texel is valid.
         """
         from models.data import resize_map
 
@@ -495,7 +496,8 @@ class FaceSystem(nn.Module):
             grid = (px + 0.5) / self.image_size * 2.0 - 1.0
             dt = px.dtype
             uv = F.grid_sample(priors_uv.to(dt), grid, align_corners=False)
-            on = F.grid_sample(priors_uv_mask.to(dt), grid, align_corners=False) > 0.999
+            cont = priors_uv_mask.to(dt) * continuous_uv(priors_uv.to(dt))
+            on = F.grid_sample(cont, grid, align_corners=False) > 0.999
             inside = (grid.abs() < 1.0).all(-1)[:, None]
             uv_flat = uv.permute(0, 2, 3, 1).reshape(b, h * w, 2)
             target = sample_uv_map(disp.to(dt), uv_flat).reshape(b, h, w, 1).permute(0, 3, 1, 2)
@@ -508,6 +510,21 @@ class FaceSystem(nn.Module):
         """Networks only: ``hrn`` (analyzer, generators, scales, de-retouching) and the
         discriminators."""
         return {"hrn": self.hrn.state_dict(), "discriminators": self.discriminators.state_dict()}
+
+
+def continuous_uv(uv_image: torch.Tensor, jump: float = 0.02) -> torch.Tensor:
+    """``(B, 1, H, W)`` float mask of the pixels of a UV image ``(B, 2, H, W)`` whose
+    neighbours' UVs are close (within ``jump`` of the layout): interpolating the UV between
+    pixels is only meaningful there, not across an occlusion edge (the nose's profile against
+    the cheek) where the UV jumps from one surface to another."""
+    dx = (uv_image[..., :, 1:] - uv_image[..., :, :-1]).abs().amax(1, keepdim=True) > jump
+    dy = (uv_image[..., 1:, :] - uv_image[..., :-1, :]).abs().amax(1, keepdim=True) > jump
+    edge = torch.zeros_like(uv_image[:, :1], dtype=torch.bool)
+    edge[..., :, 1:] |= dx
+    edge[..., :, :-1] |= dx
+    edge[..., 1:, :] |= dy
+    edge[..., :-1, :] |= dy
+    return (~edge).to(uv_image.dtype)
 
 
 def masked_downsample(mask: torch.Tensor, size: int) -> torch.Tensor:

@@ -230,27 +230,46 @@ class MorphableModel:
 
     # ---- identity ------------------------------------------------------------------------
     @property
-    def fingerprint(self) -> str:
-        """A short hash of the geometry that coefficients and maps refer to (mean shape, shape
-        bases, topology, UVs, landmarks): files made with one version of a model (priors,
-        checkpoints) are refused by another whose bases differ."""
+    def fingerprint(self) -> dict[str, Any]:
+        """What coefficients and maps refer to, in a form that survives rounding noise.
+
+        ``topology``: a hash of the triangles and landmark indices (integers, exact);
+        ``projections``: the mean shape, every identity and expression component and the UVs,
+        each projected on a fixed pseudo-random field (floats). Files made with one version of a
+        model (priors, checkpoints) store it; :meth:`matches_fingerprint` refuses another
+        version whose bases differ. Floats are compared with a tolerance because a procedural
+        model built under another thread count differs in its last bits.
+        """
         cached = self._torch_cache.get("fingerprint")
         if cached is None:
             import hashlib
 
             h = hashlib.sha256()
-            for a in (
-                self.mean_shape,
-                self.id_basis,
-                self.exp_basis,
-                self.faces,
-                self.uvs,
-                self.landmarks68,
-            ):
+            for a in (self.faces, self.landmarks68):
                 h.update(str(a.shape).encode())
-                h.update(np.ascontiguousarray(a).tobytes())
-            cached = self._torch_cache["fingerprint"] = h.hexdigest()[:16]
-        return cached
+                h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+            field_ = np.random.default_rng(0).standard_normal((self.n_vertices, 3))
+            proj = [float(np.sum(self.mean_shape * field_))]
+            proj += np.einsum("vc,vck->k", field_, self.id_basis).tolist()
+            proj += np.einsum("vc,vck->k", field_, self.exp_basis).tolist()
+            proj.append(float(np.sum(self.uvs * field_[:, :2])))
+            cached = {"topology": h.hexdigest()[:16], "projections": proj}
+            self._torch_cache["fingerprint"] = cached
+        return {"topology": cached["topology"], "projections": list(cached["projections"])}
+
+    def matches_fingerprint(self, stored: Any) -> bool:
+        """Whether a stored :attr:`fingerprint` is this model's (relative tolerance 1e-6)."""
+        mine = self.fingerprint
+        try:
+            if str(stored["topology"]) != mine["topology"]:
+                return False
+            a = np.asarray(stored["projections"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError):
+            return False
+        b = np.asarray(mine["projections"])
+        if a.shape != b.shape:
+            return False
+        return bool(np.allclose(a, b, rtol=1e-6, atol=1e-6 * (1.0 + np.abs(b).max())))
 
     # ---- sizes ---------------------------------------------------------------------------
     @property

@@ -514,3 +514,29 @@ def test_registry() -> None:
         load_model("flame")
     with pytest.raises(ValueError, match="bfm_path"):
         load_model("bfm")
+
+
+def test_fingerprint_survives_rounding_noise_not_a_changed_basis() -> None:
+    """A stored fingerprint matches the model rebuilt under other thread counts (last-bit noise)
+    and no longer matches once a component changes by a fraction of a millimetre."""
+    import dataclasses
+    import json
+
+    from facehd.morphable import load_model
+
+    model = load_model("facehd-synth")
+    stored = json.loads(json.dumps(model.fingerprint))  # as written into a file's attributes
+    assert model.matches_fingerprint(stored)
+    rng = np.random.default_rng(1)
+    noisy = dataclasses.replace(
+        model, id_basis=model.id_basis * (1 + 1e-13 * rng.standard_normal(model.id_basis.shape))
+    )
+    assert noisy.matches_fingerprint(stored)
+    changed = model.id_basis.copy()
+    changed[:, :, 3] += 0.05 * rng.standard_normal(changed.shape[:2])
+    assert not dataclasses.replace(model, id_basis=changed).matches_fingerprint(stored)
+    flipped = model.faces.copy()
+    flipped[0] = flipped[0, ::-1]
+    assert not dataclasses.replace(model, faces=flipped).matches_fingerprint(stored)
+    assert not model.matches_fingerprint({"topology": stored["topology"]})
+    assert not model.matches_fingerprint("0890dd88de415624")

@@ -55,7 +55,7 @@ def _defaults(fields: dict, known: list[str]) -> dict:
 
 
 def write_truth_priors(
-    scans_dir: Path, out: Path, model_name: str = "facehd-synth", fingerprint: str | None = None
+    scans_dir: Path, out: Path, model_name: str = "facehd-synth", fingerprint: dict | None = None
 ) -> Path:
     from facehd.uv import rasterize_uv
 

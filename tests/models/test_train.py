@@ -164,8 +164,10 @@ def test_clear_errors(hrn_data, full_run, tmp_path, one_thread):
 
     from facehd.morphable import load_model
 
-    stale = write_truth_priors(hrn_data.scans, tmp_path / "stale.h5", fingerprint="0" * 16)
     model = load_model("facehd-synth")
+    old_print = model.fingerprint
+    old_print["projections"][5] += 1e-3 * (1 + abs(old_print["projections"][5]))
+    stale = write_truth_priors(hrn_data.scans, tmp_path / "stale.h5", fingerprint=old_print)
     with pytest.raises(InputFileError, match=r"stale\.h5.*another version"):
         LabDataset(stale, model=model)
     assert len(LabDataset(hrn_data.priors, model=model)) == 4
@@ -174,7 +176,7 @@ def test_clear_errors(hrn_data, full_run, tmp_path, one_thread):
     from models.reconstruct import load_system
 
     data = read_checkpoint(full_run[0] / "model.pt")
-    data["morphable"]["fingerprint"] = "0" * 16
+    data["morphable"]["fingerprint"]["topology"] = "0" * 16
     save_checkpoint_atomic(tmp_path / "old.pt", data)
     with pytest.raises(InputFileError, match=r"old\.pt.*another version"):
         load_system(tmp_path / "old.pt")
