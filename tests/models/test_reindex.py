@@ -127,3 +127,33 @@ def test_collate_carries_the_uv_images(hrn_data):
     assert batch.priors_uv.shape == (2, 2, 224, 224)
     assert batch.priors_uv_mask.shape == (2, 1, 224, 224)
     np.testing.assert_array_equal(batch.priors_uv[1].permute(1, 2, 0).numpy(), lab[1]["priors_uv"])
+
+
+def test_lab_photos_without_cameras_train_texel_by_texel(hrn_data, tmp_path, one_thread):
+    """Lab photos from a rig without a scan-frame camera still train (the displacement compared
+    in the priors' layout), and the log says so."""
+    import shutil
+
+    from hrn_testdata import write_truth_priors
+
+    from models.train import train
+
+    scans = tmp_path / "scans"
+    shutil.copytree(hrn_data.scans, scans)
+    for path in scans.glob("*.photos.npz"):
+        z = dict(np.load(path))
+        del z["scan_R"], z["scan_t"]
+        np.savez(path, **z)
+    priors = write_truth_priors(scans, tmp_path / "priors.h5")
+    model = load_model("facehd-synth")
+    lab = LabDataset(priors, template="facehd-synth", model=model)
+    assert not lab.has_cameras and "priors_uv" not in lab[0]
+    assert collate([lab[0]], 48).priors_uv is None
+    cfg = tiny_config()
+    cfg.hrn.steps = 2
+    out = tmp_path / "run"
+    train(cfg, out, stages=["hrn"], photos=hrn_data.photos, priors=priors)
+    log = (out / "train.log").read_text()
+    assert "no scan-frame camera" in log and "re-indexed" not in log
+    rows = (out / "log_hrn.csv").read_text().splitlines()
+    assert any(",sup," in r for r in rows[1:])
