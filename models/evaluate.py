@@ -51,8 +51,9 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,6 +87,19 @@ class Truth:
     """Its ``.photos.npz``."""
     displacement: np.ndarray | None = None
     """True displacement map (model UV layout, mm) from ``<id>.gt.npz``, or None."""
+    _normals: tuple | None = field(default=None, init=False, repr=False, compare=False)
+
+    def detail_normal_map(self, model: Any) -> tuple[Any, np.ndarray]:
+        """``(table, normals)``: the model's UV table at the true displacement map's size and
+        the true detailed normal of each texel (made once per truth, shared by its photos)."""
+        if self._normals is None:
+            from facehd.uv import rasterize_uv
+
+            size = self.displacement.shape[0]
+            table = rasterize_uv(model.uvs, model.faces, (size, size))
+            _, normals = _level_normals(table, model.faces, self.m1.vertices, self.displacement)
+            self._normals = (table, normals)
+        return self._normals
 
 
 def load_truth(scans_dir: str | Path, sample_id: str) -> Truth:
@@ -233,6 +247,23 @@ def _score_levels(
     return int(idx.size), tuple(dists), tuple(angles), t1.rotation  # type: ignore[return-value]
 
 
+def _level_normals(
+    table, faces: np.ndarray, vertices: np.ndarray, displacement: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(coarse, detailed)`` normal maps on ``table`` of a mesh level and its displacement."""
+    from facehd.mesh import vertex_normals
+    from facehd.uv import detail_normals, normal_map
+
+    pos = table.interpolate(vertices)
+    coarse = normal_map(table, vertex_normals(vertices, faces))
+    return coarse, detail_normals(pos, coarse, displacement, table.mask)
+
+
+def _pearson(p: np.ndarray, q: np.ndarray) -> float:
+    """Pearson correlation, 0 when either side is constant."""
+    return float(np.corrcoef(p, q)[0, 1]) if p.std() > 0 and q.std() > 0 else 0.0
+
+
 def detail_scores(
     recon: Reconstructor, rec: Reconstruction, truth: Truth, rotation: np.ndarray
 ) -> tuple[float, float, float]:
@@ -242,14 +273,12 @@ def detail_scores(
     import torch
 
     from facehd.distances import normal_angle_error
-    from facehd.mesh import vertex_normals
-    from facehd.uv import detail_normals, normal_map, rasterize_uv
 
     if truth.displacement is None:
         return float("nan"), float("nan"), float("nan")
     model = recon.model
     size = truth.displacement.shape[0]
-    table = rasterize_uv(model.uvs, model.faces, (size, size))
+    table, true_n = truth.detail_normal_map(model)
     fit = table.interpolate(np.asarray(model.regions.fit, dtype=np.float64)) > 0.99
 
     def up(a: np.ndarray, mode: str) -> np.ndarray:
@@ -263,18 +292,11 @@ def detail_scores(
     if mask.sum() < 10:
         raise ValueError(f"{truth.sample_id}: no detail texel is seen in the photo")
 
-    def normals(vertices: np.ndarray, disp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pos = table.interpolate(vertices)
-        coarse = normal_map(table, vertex_normals(vertices, model.faces))
-        return coarse, detail_normals(pos, coarse, disp, table.mask)
-
-    _, true_n = normals(truth.m1.vertices, truth.displacement)
-    m1_n, m2_n = normals(np.asarray(rec.m1, dtype=np.float64), pred_disp)
+    m1_n, m2_n = _level_normals(table, model.faces, np.asarray(rec.m1, dtype=np.float64), pred_disp)
     ref = true_n[mask]
     e1 = normal_angle_error(m1_n[mask] @ rotation.T, ref)
     e2 = normal_angle_error(m2_n[mask] @ rotation.T, ref)
-    p, q = pred_disp[mask], truth.displacement[mask]
-    pearson = float(np.corrcoef(p, q)[0, 1]) if p.std() > 0 and q.std() > 0 else 0.0
+    pearson = _pearson(pred_disp[mask], truth.displacement[mask])
     return pearson, float(np.mean(e1)), float(np.mean(e2))
 
 
@@ -318,14 +340,7 @@ def seen_detail_scores(
     import torch
 
     from facehd.distances import normal_angle_error
-    from facehd.mesh import vertex_normals
-    from facehd.uv import (
-        detail_normals,
-        normal_map,
-        rasterize_uv,
-        sample_uv_map,
-        texel_centers_uv,
-    )
+    from facehd.uv import rasterize_uv, sample_uv_map, texel_centers_uv
     from models.data import CROP, uv_image
     from models.system import continuous_uv
 
@@ -358,7 +373,7 @@ def seen_detail_scores(
     smooth = continuous_uv(torch.as_tensor(true_uv).permute(2, 0, 1)[None])[0, 0].numpy()
     on = _at_pixels(true_on * smooth, px224) > 0.999
     size_t = truth.displacement.shape[0]
-    table_t = rasterize_uv(uvs, faces, (size_t, size_t))
+    table_t, t_n = truth.detail_normal_map(model)
     fit_t = table_t.interpolate(fit_v)
     on &= sample_uv_map(fit_t, ustar) > 0.99
     keep = (table.mask & fit).reshape(-1) & visible & on
@@ -370,17 +385,16 @@ def seen_detail_scores(
         t_disp = torch.nn.functional.interpolate(t_disp, (s, s), mode="area")
     true_d = sample_uv_map(t_disp[0, 0].numpy(), ustar[keep])
     pred_d = np.asarray(rec.displacement, dtype=np.float64).reshape(-1)[keep]
-    pearson = (
-        float(np.corrcoef(pred_d, true_d)[0, 1]) if pred_d.std() > 0 and true_d.std() > 0 else 0.0
-    )
+    pearson = _pearson(pred_d, true_d)
     # normals: true detailed normal at u*, predicted M1 / M2 normal at u (rotated)
-    t_pos = table_t.interpolate(truth.m1.vertices)
-    t_coarse = normal_map(table_t, vertex_normals(truth.m1.vertices, faces))
-    t_n = detail_normals(t_pos, t_coarse, truth.displacement, table_t.mask)
     ref = sample_uv_map(t_n, ustar[keep])
     ref /= np.linalg.norm(ref, axis=1, keepdims=True).clip(1e-12)
-    m1_n = normal_map(table, vertex_normals(np.asarray(rec.m1, dtype=np.float64), faces))
-    m2_n = detail_normals(pos, m1_n, np.asarray(rec.displacement, dtype=np.float64), table.mask)
+    m1_n, m2_n = _level_normals(
+        table,
+        faces,
+        np.asarray(rec.m1, dtype=np.float64),
+        np.asarray(rec.displacement, dtype=np.float64),
+    )
     e1 = normal_angle_error(m1_n.reshape(-1, 3)[keep] @ rotation.T, ref)
     e2 = normal_angle_error(m2_n.reshape(-1, 3)[keep] @ rotation.T, ref)
     return pearson, float(np.mean(e1)), float(np.mean(e2))
