@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from models.evaluate import evaluate_synthetic, write_rows
@@ -144,20 +144,8 @@ def run_ablation(
                 deretouch=bool(opts and opts.deretouch),
                 cd_mm=final[0],
                 mne_rad=final[1],
-                dist_m0=s.dist_m0,
-                dist_m1=s.dist_m1,
-                dist_m2=s.dist_m2,
-                normal_m0=s.normal_m0,
-                normal_m1=s.normal_m1,
-                normal_m2=s.normal_m2,
-                disp_pearson=s.disp_pearson,
-                normal_uv_m1=s.normal_uv_m1,
-                normal_uv_m2=s.normal_uv_m2,
-                disp_pearson_seen=s.disp_pearson_seen,
-                normal_seen_m1=s.normal_seen_m1,
-                normal_seen_m2=s.normal_seen_m2,
-                photos=s.photos,
                 train_seconds=seconds,
+                **asdict(s),  # every score of the evaluation, under the same names
             )
         )
     write_rows(out / "ablation.csv", rows)
