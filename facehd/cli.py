@@ -808,6 +808,10 @@ def evaluate(
         f"{s.disp_pearson_seen:.3f}; normal error M1 {s.normal_seen_m1:.4f}, "
         f"M2 {s.normal_seen_m2:.4f} rad"
     )
+    console.print(
+        f"M2 with the true details of the skin each texel shows (the ceiling of the detail "
+        f"level at this M1): normal error {s.normal_m2_oracle:.4f} rad"
+    )
     if out is not None:
         console.print(f"wrote {write_rows(out, rows)}")
 

@@ -72,6 +72,9 @@ class AblationRow:
     normal_seen_m1: float
     normal_seen_m2: float
     """Normal error of M1 / M2 at the skin point each texel shows (rad)."""
+    normal_m2_oracle: float
+    """M2's normal error with the true details of the skin each texel shows (rad): the ceiling
+    of the detail level at the row's M1."""
     photos: int
     train_seconds: float
 
@@ -165,8 +168,9 @@ def table_markdown(rows: list[AblationRow]) -> str:
     lines = [
         "| row | base | HRM | L_con | detail priors | DRM | CD (mm) | MNE (rad) |"
         " M0 / M1 / M2 dist (mm) | M0 / M1 / M2 normal (rad) | displacement r |"
-        " M1 / M2 normal by texel (rad) | displacement r, seen | M1 / M2 normal, seen (rad) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " M1 / M2 normal by texel (rad) | displacement r, seen | M1 / M2 normal, seen (rad) |"
+        " M2 normal, true details (rad) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -175,6 +179,7 @@ def table_markdown(rows: list[AblationRow]) -> str:
             f"{r.dist_m0:.3f} / {r.dist_m1:.3f} / {r.dist_m2:.3f} | "
             f"{r.normal_m0:.4f} / {r.normal_m1:.4f} / {r.normal_m2:.4f} | "
             f"{r.disp_pearson:.3f} | {r.normal_uv_m1:.4f} / {r.normal_uv_m2:.4f} | "
-            f"{r.disp_pearson_seen:.3f} | {r.normal_seen_m1:.4f} / {r.normal_seen_m2:.4f} |"
+            f"{r.disp_pearson_seen:.3f} | {r.normal_seen_m1:.4f} / {r.normal_seen_m2:.4f} | "
+            f"{r.normal_m2_oracle:.4f} |"
         )
     return "\n".join(lines) + "\n"

@@ -44,6 +44,14 @@ camera, ``K``, ``R``, ``t`` of the ``.photos.npz``), at the predicted map's reso
    correspondence a photo carries, and the one the trainer supervises with
    (:meth:`models.system.FaceSystem.target_displacement`): a prediction whose parameterisation
    slides along the true surface keeps its scores here, not in 4-5.
+
+The ceiling of the detail level for this reconstruction:
+
+7. ``normal_m2_oracle``: M2's normal error (3) when the predicted displacement is replaced by
+   :func:`oracle_displacement`, the truth of the skin point each texel shows (what a perfect
+   detail network would output for this M0/M1). Details a few millimetres wide only help where
+   M1 is close enough for them to land on the right place: when ``normal_m2_oracle`` is not
+   below ``normal_m1``, the coarse fit, not the detail network, limits M2.
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +77,7 @@ __all__ = [
     "evaluate_synthetic",
     "seen_detail_scores",
     "load_truth",
+    "oracle_displacement",
     "score_levels",
     "write_rows",
 ]
@@ -140,6 +149,7 @@ class EvalRow:
     disp_pearson_seen: float = float("nan")
     normal_seen_m1: float = float("nan")
     normal_seen_m2: float = float("nan")
+    normal_m2_oracle: float = float("nan")
 
 
 @dataclass
@@ -159,6 +169,7 @@ class EvalSummary:
     disp_pearson_seen: float = float("nan")
     normal_seen_m1: float = float("nan")
     normal_seen_m2: float = float("nan")
+    normal_m2_oracle: float = float("nan")
 
 
 def _texel(uvs: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -318,34 +329,29 @@ def _at_pixels(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
     )
 
 
-def seen_detail_scores(
-    recon: Reconstructor,
-    rec: Reconstruction,
-    truth: Truth,
-    rotation: np.ndarray,
-    camera,
-) -> tuple[float, float, float]:
-    """``(disp_pearson_seen, normal_seen_m1, normal_seen_m2)``: detail scores by the skin point
-    each predicted texel shows in the photo.
+@dataclass
+class _Seen:
+    """Where each predicted texel's photo pixel lands on the true surface."""
 
-    A predicted texel ``u`` shows the photo where its predicted M1 point projects (the
-    reconstruction's pose and camera); the truth is read at the UV ``u*`` of the true surface
-    seen at that pixel (``camera``: the photo's camera through its crop, model frame,
-    :func:`models.data.crop_camera`). Texels kept: on the fit region in both layouts, visible in
-    the prediction's own render, on the true surface away from its occlusion edges. This is the
-    correspondence the network can learn from a photo; the UV one (:func:`detail_scores`) also
-    asks for the truth's parameterisation, which a photo does not show. ``rotation`` takes
-    predicted canonical directions into the truth's frame. NaNs without a true displacement map.
-    """
+    table: Any
+    """UV table of the predicted map's texel grid."""
+    keep: np.ndarray
+    """(s*s,) texels scored (see :func:`seen_detail_scores`)."""
+    ustar: np.ndarray
+    """(s*s, 2) UV of the true surface point seen at each texel's pixel."""
+    true_disp: np.ndarray
+    """(s, s) the true displacement at the predicted map's resolution (area average), mm."""
+    true_normals: np.ndarray
+    """The truth's detailed normal map (:meth:`Truth.detail_normal_map`)."""
+
+
+def _seen_correspondence(recon: Reconstructor, rec: Reconstruction, truth: Truth, camera) -> _Seen:
     import torch
 
-    from facehd.distances import normal_angle_error
     from facehd.uv import rasterize_uv, sample_uv_map, texel_centers_uv
     from models.data import CROP, uv_image
     from models.system import continuous_uv
 
-    if truth.displacement is None:
-        return float("nan"), float("nan"), float("nan")
     model = recon.model
     faces = np.asarray(model.faces)
     uvs = np.asarray(model.uvs, dtype=np.float64)
@@ -372,32 +378,74 @@ def seen_detail_scores(
     ustar = _at_pixels(true_uv, px224)
     smooth = continuous_uv(torch.as_tensor(true_uv).permute(2, 0, 1)[None])[0, 0].numpy()
     on = _at_pixels(true_on * smooth, px224) > 0.999
-    size_t = truth.displacement.shape[0]
     table_t, t_n = truth.detail_normal_map(model)
     fit_t = table_t.interpolate(fit_v)
     on &= sample_uv_map(fit_t, ustar) > 0.99
     keep = (table.mask & fit).reshape(-1) & visible & on
+    # the truth at the predicted map's resolution (area average)
+    t_disp = torch.as_tensor(truth.displacement, dtype=torch.float64)[None, None]
+    if t_disp.shape[-1] > s:
+        t_disp = torch.nn.functional.interpolate(t_disp, (s, s), mode="area")
+    return _Seen(table, keep, ustar, t_disp[0, 0].numpy(), t_n)
+
+
+def seen_detail_scores(
+    recon: Reconstructor,
+    rec: Reconstruction,
+    truth: Truth,
+    rotation: np.ndarray,
+    camera,
+) -> tuple[float, float, float]:
+    """``(disp_pearson_seen, normal_seen_m1, normal_seen_m2)``: detail scores by the skin point
+    each predicted texel shows in the photo.
+
+    A predicted texel ``u`` shows the photo where its predicted M1 point projects (the
+    reconstruction's pose and camera); the truth is read at the UV ``u*`` of the true surface
+    seen at that pixel (``camera``: the photo's camera through its crop, model frame,
+    :func:`models.data.crop_camera`). Texels kept: on the fit region in both layouts, visible in
+    the prediction's own render, on the true surface away from its occlusion edges. This is the
+    correspondence the network can learn from a photo; the UV one (:func:`detail_scores`) also
+    asks for the truth's parameterisation, which a photo does not show. ``rotation`` takes
+    predicted canonical directions into the truth's frame. NaNs without a true displacement map.
+    """
+    from facehd.distances import normal_angle_error
+    from facehd.uv import sample_uv_map
+
+    if truth.displacement is None:
+        return float("nan"), float("nan"), float("nan")
+    seen = _seen_correspondence(recon, rec, truth, camera)
+    keep = seen.keep
     if keep.sum() < 10:
         raise ValueError(f"{truth.sample_id}: no detail texel is seen in the photo")
-    # the truth at the predicted map's resolution (area average), read at u*
-    t_disp = torch.as_tensor(truth.displacement, dtype=torch.float64)[None, None]
-    if size_t > s:
-        t_disp = torch.nn.functional.interpolate(t_disp, (s, s), mode="area")
-    true_d = sample_uv_map(t_disp[0, 0].numpy(), ustar[keep])
+    true_d = sample_uv_map(seen.true_disp, seen.ustar[keep])
     pred_d = np.asarray(rec.displacement, dtype=np.float64).reshape(-1)[keep]
     pearson = _pearson(pred_d, true_d)
     # normals: true detailed normal at u*, predicted M1 / M2 normal at u (rotated)
-    ref = sample_uv_map(t_n, ustar[keep])
+    ref = sample_uv_map(seen.true_normals, seen.ustar[keep])
     ref /= np.linalg.norm(ref, axis=1, keepdims=True).clip(1e-12)
     m1_n, m2_n = _level_normals(
-        table,
-        faces,
+        seen.table,
+        np.asarray(recon.model.faces),
         np.asarray(rec.m1, dtype=np.float64),
         np.asarray(rec.displacement, dtype=np.float64),
     )
     e1 = normal_angle_error(m1_n.reshape(-1, 3)[keep] @ rotation.T, ref)
     e2 = normal_angle_error(m2_n.reshape(-1, 3)[keep] @ rotation.T, ref)
     return pearson, float(np.mean(e1)), float(np.mean(e2))
+
+
+def oracle_displacement(
+    recon: Reconstructor, rec: Reconstruction, truth: Truth, camera
+) -> np.ndarray:
+    """The displacement map a perfect detail network would predict for ``rec``: at each texel
+    the true displacement of the skin point its pixel shows (as in :func:`seen_detail_scores`),
+    zero on texels that show none. Same shape as ``rec.displacement``, mm."""
+    from facehd.uv import sample_uv_map
+
+    seen = _seen_correspondence(recon, rec, truth, camera)
+    out = np.zeros(seen.keep.shape[0])
+    out[seen.keep] = sample_uv_map(seen.true_disp, seen.ustar[seen.keep])
+    return out.reshape(rec.displacement.shape).astype(rec.displacement.dtype)
 
 
 def evaluate_synthetic(
@@ -434,7 +482,11 @@ def evaluate_synthetic(
         detail = detail_scores(recon, rec, truth, rotation)
         camera = crop_camera(photos["K"][v], photos["R"][v], photos["t"][v], crop["crop_transform"])
         seen = seen_detail_scores(recon, rec, truth, rotation, camera)
-        rows.append(EvalRow(truth.sample_id, v, n, *dist, *ang, *detail, *seen))
+        oracle = float("nan")
+        if truth.displacement is not None:
+            ideal = replace(rec, displacement=oracle_displacement(recon, rec, truth, camera))
+            oracle = _score_levels(recon, ideal, truth, max_points=max_points, seed=k)[2][2]
+        rows.append(EvalRow(truth.sample_id, v, n, *dist, *ang, *detail, *seen, oracle))
         if progress is not None:
             progress(k + 1, len(jobs))
     return rows, summarise(rows)

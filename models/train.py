@@ -167,6 +167,15 @@ class HRNOptions:
     """Render with the de-retouched albedo A' (paper Eq. 5) instead of A0."""
     discriminator_lr: float = 1e-4
     """Learning rate of the discriminators (Adam, betas 0.5 / 0.999)."""
+    scale_lr: float = 1.0
+    """Learning-rate factor of the learnt scales alpha and beta (1: the generators' rate)."""
+    scale_warmup: float = 0.0
+    """Fraction of the detail stage's steps during which alpha and beta stay at their initial
+    values (0: they learn from the first step, as in the paper). Adam moves
+    a scalar by about the learning rate every step whatever its gradient's size, so the L1
+    regulariser alone can drive beta to zero in a few dozen steps, and with it every gradient
+    into the high-frequency generator (whose output is multiplied by beta); holding the scales
+    lets the generators learn from the supervised maps first."""
 
 
 @dataclass
@@ -234,7 +243,10 @@ def tiny_cpu_train_config() -> TrainConfig:
     textures and displacement maps. The loss weights are the paper's but one: the supervised L1
     to the ground-truth maps has weight 100 instead of 1 (the same as an L1 in millimetres rather
     than in the networks' 100 mm units), because 1000 iterations are 800 times fewer than the
-    paper's and the unit-scale L1 leaves the detail maps almost unsupervised in that time.
+    paper's and the unit-scale L1 leaves the detail maps almost unsupervised in that time. And
+    the learnt scales alpha and beta are held for the first half of the detail stage
+    (``hrn_options.scale_warmup``): otherwise the L1 regulariser drives beta to zero within a
+    few dozen steps and the high-frequency generator gets no gradient for hundreds of them.
     """
     model = tiny_cpu_model_config()
     model.network.high_size = 128
@@ -247,7 +259,7 @@ def tiny_cpu_train_config() -> TrainConfig:
         base=StageConfig(steps=1000, batch_size=6, lr=1e-3, schedule="cosine", min_lr_ratio=0.1),
         deretouch=StageConfig(steps=200, batch_size=4, lr=1e-3),
         hrn=StageConfig(steps=1000, batch_size=2, lr=5e-4, schedule="cosine", min_lr_ratio=0.1),
-        hrn_options=HRNOptions(discriminator_lr=2e-4),
+        hrn_options=HRNOptions(discriminator_lr=2e-4, scale_warmup=0.5),
         checkpoint_every=100,
         log_every=10,
         device="cpu",
@@ -293,6 +305,9 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ConfigError("model.network.mid_size must not exceed high_size")
     if cfg.checkpoint_every < 1 or cfg.log_every < 1:
         raise ConfigError("checkpoint_every and log_every must be >= 1")
+    opts = cfg.hrn_options
+    if opts.scale_lr < 0 or not 0 <= opts.scale_warmup <= 1:
+        raise ConfigError("hrn_options: scale_lr >= 0 and 0 <= scale_warmup <= 1 required")
 
 
 # --------------------------------------------------------------------------------------------
@@ -812,7 +827,8 @@ class Trainer:
             for name, o in optim.items():
                 base = self.config.hrn_options.discriminator_lr if name == "disc" else cfg.lr
                 for g in o.param_groups:
-                    g["lr"] = lr * base / cfg.lr
+                    held = step <= g.get("warmup", 0)
+                    g["lr"] = 0.0 if held else lr * base / cfg.lr * g.get("lr_factor", 1.0)
             values = step_fn(step)
             values = {"lr": lr, **values}
             steps_run += 1
@@ -969,7 +985,16 @@ class Trainer:
             discs.train()
         cfg = self.config.hrn
         wrapped = _wrap(hrn, self.dist, self.device)
-        optim = {"generators": torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)}
+        scales = [hrn.alpha, hrn.beta]
+        groups = [
+            {"params": [p for p in params if all(p is not q for q in scales)]},
+            {
+                "params": scales,
+                "lr_factor": opts.scale_lr,
+                "warmup": round(opts.scale_warmup * cfg.steps),
+            },
+        ]
+        optim = {"generators": torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas)}
         d_mid = d_high = None
         if opts.priors:
             d_mid = _wrap(discs.mid, self.dist, self.device)

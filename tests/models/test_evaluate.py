@@ -175,3 +175,50 @@ def test_seen_detail_scores_follow_the_skin_not_the_parameterisation(oracle):
     # a negated map anti-correlates
     rn, _, n2n = seen_detail_scores(recon, reconstruction(gt, m0, m1, -disp), truth, eye, camera)
     assert rn < -0.9 and n2n > n1
+
+
+def test_oracle_displacement_is_the_seen_truth_and_its_gain_shrinks_with_misfit(oracle):
+    """With the true M1 the oracle map is the true map and makes M2 far better than M1; on a
+    slid parameterisation it is the slid map; with M1 a few mm off (grown 4% about its centre)
+    the same perfect details help much less, which is what the column is there to show."""
+    from facehd.uv import rasterize_uv, sample_uv_map, texel_centers_uv
+    from models.evaluate import oracle_displacement
+
+    recon, truth, gt, m0 = oracle
+    disp = gt["displacement"]
+    truth = Truth(truth.sample_id, truth.m1, truth.m2, None, disp)
+    m1 = truth.m1.vertices
+    rec = reconstruction(gt, m0, m1, np.zeros_like(disp))
+    camera = _oracle_camera(recon, rec)
+    ideal = oracle_displacement(recon, rec, truth, camera)
+    assert ideal.shape == disp.shape
+    shown = ideal != 0
+    assert shown.mean() > 0.2
+    assert np.corrcoef(ideal[shown], disp[shown])[0, 1] > 0.97
+    _, _, ang = score_levels(recon, reconstruction(gt, m0, m1, ideal), truth, max_points=3000)
+    assert ang[2] < 0.6 * ang[1]
+    exact_gain = ang[1] - ang[2]
+    # slid parameterisation: the oracle reads the truth where each texel's pixel lands
+    model = recon.model
+    delta = np.array([0.01, 0.006])
+    uvs = np.asarray(model.uvs, dtype=np.float64)
+    pos = rasterize_uv(uvs, model.faces, (512, 512)).interpolate(m1)
+    slid = reconstruction(gt, m0, sample_uv_map(pos, uvs + delta), np.zeros_like(disp))
+    slid_ideal = oracle_displacement(recon, slid, truth, camera)
+    centres = texel_centers_uv(disp.shape).reshape(-1, 2)
+    slid_true = sample_uv_map(disp, centres + delta).reshape(disp.shape)
+    on = slid_ideal != 0
+    assert np.corrcoef(slid_ideal[on], slid_true[on])[0, 1] > 0.9
+    assert np.corrcoef(slid_ideal[on], disp[on])[0, 1] < 0.5
+    # a misfit M1: the perfect details land off their skin and gain much less
+    from facehd.mesh import vertex_normals
+
+    bumps = 4.0 * np.sin(m1[:, 0] / 9.0) * np.cos(m1[:, 1] / 11.0)
+    grown = m1 + bumps[:, None] * vertex_normals(m1, model.faces)
+    off = reconstruction(gt, m0, grown, np.zeros_like(disp))
+    off_ideal = oracle_displacement(recon, off, truth, camera)
+    _, dist_off, ang_off = score_levels(
+        recon, reconstruction(gt, m0, grown, off_ideal), truth, max_points=3000
+    )
+    assert dist_off[1] > 1.0
+    assert ang_off[1] - ang_off[2] < 0.5 * exact_gain, (ang_off, exact_gain)

@@ -189,6 +189,17 @@ def test_presets_load_and_differ():
     assert paper.model.network.high_size == 256 and paper.model.network.mid.n_blocks == 9
     assert paper.model.hrn_losses.contour == 20.0 and paper.model.hrn_losses.tv == 5e3
     assert tiny.morphable.name == "facehd-synth" and tiny.model.network.mid.filters == 8
+    # the paper's scales learn from the first step; tiny-cpu holds them for half the stage
+    assert paper.hrn_options.scale_warmup == 0.0 and tiny.hrn_options.scale_warmup == 0.5
+
+
+def test_scale_options_are_checked(tmp_path):
+    from models.config import ConfigError
+
+    cfg = tiny_config()
+    cfg.hrn_options.scale_warmup = 1.5
+    with pytest.raises(ConfigError, match="scale_warmup"):
+        train(cfg, tmp_path / "bad")
 
 
 def test_learning_rate_schedules():
@@ -296,3 +307,35 @@ def test_photos_dataset_from_synthetic_truth(hrn_data):
     # the clean twin differs from the photo only where blemishes are (a small part of the face)
     differs = np.abs(clean.astype(int) - image.astype(int)).max(-1) > 8
     assert 0 < differs.mean() < 0.05
+
+
+def test_scales_are_held_during_their_warmup(hrn_data, full_run, tmp_path, one_thread):
+    """tiny-cpu holds alpha and beta for the first half of the detail stage (2 of 5 steps here)
+    while the generators learn; a warmup of the whole stage keeps them at their initial values;
+    without warmup they move from the first step."""
+    out_full, _ = full_run
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors}
+    init = out_full / "checkpoints" / "deretouch.pt"
+    start = read_checkpoint(init)["state"]["hrn"]
+
+    def scales(folder: Path) -> dict[int, tuple[float, float]]:
+        with open(folder / "log_hrn.csv") as fh:
+            return {
+                int(r["step"]): (float(r["alpha"]), float(r["beta"])) for r in csv.DictReader(fh)
+            }
+
+    a0, b0 = float(start["alpha"]), float(start["beta"])
+    full = scales(out_full)
+    assert full[1] == pytest.approx((a0, b0)) and full[2] == pytest.approx((a0, b0))
+    assert full[3][1] != pytest.approx(b0) and full[5][0] != pytest.approx(a0)
+    for warmup, moves in ((1.0, False), (0.0, True)):
+        cfg = tiny_config()
+        cfg.hrn_options.scale_warmup = warmup
+        out = tmp_path / f"w{warmup}"
+        train(cfg, out, stages=["hrn"], init=init, **kw)
+        log = scales(out)
+        assert (log[1][1] != pytest.approx(b0)) is moves
+        assert (log[5][1] != pytest.approx(b0)) is moves
+        hrn = read_checkpoint(out / "checkpoints" / "hrn.pt")["state"]["hrn"]
+        assert torch.equal(hrn["beta"], start["beta"]) is not moves
+        assert not torch.equal(hrn["high_net.model.1.weight"], start["high_net.model.1.weight"])
