@@ -56,15 +56,14 @@ The ceiling of the detail level for this reconstruction:
 
 from __future__ import annotations
 
-import csv
-import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.csvio import write_rows
 from facehd.errors import InputFileError
 from facehd.mesh import Mesh, load_mesh
 from models.reconstruct import Reconstruction, Reconstructor
@@ -497,17 +496,3 @@ def summarise(rows: list[EvalRow]) -> EvalSummary:
     names = [f.name for f in fields(EvalSummary) if f.name != "photos"]
     means = {k: float(np.mean([getattr(r, k) for r in rows])) for k in names}
     return EvalSummary(photos=len(rows), **means)
-
-
-def write_rows(path: str | Path, rows: list) -> Path:
-    """Write dataclass rows to a CSV file, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, [f.name for f in fields(rows[0])])
-        w.writeheader()
-        for r in rows:
-            w.writerow(asdict(r))
-    os.replace(tmp, path)
-    return path
