@@ -175,6 +175,10 @@ class Reconstructor:
     def __init__(self, system: FaceSystem, config: Any) -> None:
         self.system = system
         self.config = config
+        if system.device.type == "cpu":
+            # oneDNN runs the de-retouching U-Net (512 px at the paper's size) about a quarter
+            # faster on channels-last weights; the numbers are the same
+            system.hrn.deretouch.generator.to(memory_format=torch.channels_last)
         self.template = config.template or "anthropometric"
         self._detector = None
 

@@ -176,3 +176,29 @@ def test_official_checkpoint_layout_with_a_bfm(hrn_data, tmp_path, one_thread):
     np.testing.assert_array_equal(a.m1, b.m1)
     np.testing.assert_array_equal(a.displacement, b.displacement)
     assert np.abs(a.m1 - a.m0).max() > 0
+
+
+def test_channels_last_weights_change_no_number(hrn_data, model_path, one_thread):
+    """The reconstructor stores the de-retouching U-Net's weights channels-last (faster on
+    CPU); a system loaded without that conversion gives the same reconstruction."""
+    recon = Reconstructor.load(model_path)
+    weight = next(recon.system.hrn.deretouch.generator.parameters())
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    system, _ = load_system(model_path)
+    images = recon._images(crop_of(hrn_data)[None])
+    with torch.no_grad():
+        coarse = system.coarse(images)
+        plain = system.details(images, coarse, deretouch=True)
+        fast = recon.system.details(images, coarse, deretouch=True)
+        bare = system.details(images, coarse, deretouch=False).albedo_map
+    assert not next(system.hrn.deretouch.generator.parameters()).is_contiguous(
+        memory_format=torch.channels_last
+    )
+    for a, b in (
+        (plain.albedo_map, fast.albedo_map),
+        (plain.maps.deformation, fast.maps.deformation),
+        (plain.maps.displacement, fast.maps.displacement),
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # the de-retouched albedo is not the plain one: the U-Net is in the comparison
+    assert not torch.allclose(bare, plain.albedo_map)
