@@ -40,6 +40,8 @@ class MeshCholesky:
         adjacent when any entry couples their dofs.
     block : dofs per node ``b``.
     leaf_size : largest vertex set factorised as one leaf front.
+    merge_below : a front with fewer own vertices is merged into its parent (fewer, larger
+        fronts: less Python work for a little more arithmetic).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class MeshCholesky:
         block: int,
         *,
         leaf_size: int = 24,
+        merge_below: int = 8,
     ) -> None:
         pos = np.asarray(positions, dtype=np.float64)
         if pos.ndim != 2 or pos.shape[1] != 3:
@@ -80,6 +83,7 @@ class MeshCholesky:
         children: list[list[int]] = []
         scratch = np.full(n, -1, dtype=np.int8)
         self._dissect(np.arange(n), pos, adj, max(int(leaf_size), 1), own, children, scratch)
+        own, children = self._amalgamate(own, children, int(merge_below))
         n_fronts = len(own)
         order = np.concatenate(own)
         rank = np.empty(n, dtype=np.int64)
@@ -121,7 +125,6 @@ class MeshCholesky:
         l_off = np.concatenate([[0], np.cumsum(k_of * k_of + r_of * k_of)])
         u_off = self._place_updates(r_of * r_of, children)
         self._fronts: list[_Front] = []
-        src_all, dst_all = [], []
         for f in range(n_fronts):
             sel, lr, lc, rel = front_local(f)
             k, r = int(k_of[f]), int(r_of[f])
@@ -129,8 +132,6 @@ class MeshCholesky:
             # entries belong to later fronts), column-major
             keep = lc < k
             lr, lc = lr[keep], lc[keep]
-            src_all.append(sel[keep])
-            dst_all.append(l_off[f] + np.where(lr < k, lc * k + lr, k * k + lc * r + (lr - k)))
             kids = [
                 (c, self._block_pairs(rc, b, k // b))
                 for c, rc in zip(children[f], rel, strict=True)
@@ -143,14 +144,14 @@ class MeshCholesky:
                     (int(starts[f]) * b, int(starts[f + 1]) * b),
                     self._dofs(rank[boundary[f]], b),
                     (int(l_off[f]), int(u_off[f])),
+                    sel[keep],
+                    np.where(lr < k, lc * k + lr, k * k + lc * r + (lr - k)),
                     kids,
                 )
             )
-        self._src = np.concatenate(src_all)
-        self._dst = np.concatenate(dst_all)
         self._l_size = int(l_off[-1])
         self._u_size = int(max((u_off + r_of * r_of).max(), 1))
-        self._views: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self._views: list[tuple[np.ndarray, ...]] | None = None
         self.perm = self._dofs(order, b)
         """(bn,) dofs in elimination order."""
         self.n_fronts = n_fronts
@@ -252,52 +253,110 @@ class MeshCholesky:
         children.append(kids)
         return len(own) - 1
 
-    def _buffers(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Column-major views (F11, F21, F22) of every front, made once."""
+    def _plan(self) -> list[tuple]:
+        """Per front, views into two buffers made once: its (F11, F21) segment, the column-major
+        F11, F21 and F22 blocks, and the extend-add pairs as (parent block slice, child update
+        slice) views, those into F11 or F21 and those into F22."""
         if self._views is None:
             self._lbuf = np.zeros(self._l_size)
             self._ubuf = np.zeros(self._u_size)
-            views = []
+            blocks = []
             for fr in self._fronts:
                 k, r = fr.k, fr.r
                 lo, uo = fr.offsets
-                f11 = self._lbuf[lo : lo + k * k].reshape((k, k), order="F")
-                f21 = self._lbuf[lo + k * k : lo + k * k + r * k].reshape((r, k), order="F")
+                seg = self._lbuf[lo : lo + k * k + r * k]
+                f11 = seg[: k * k].reshape((k, k), order="F")
+                f21 = seg[k * k :].reshape((r, k), order="F")
                 f22 = self._ubuf[uo : uo + r * r].reshape((r, r), order="F")
-                views.append((f11, f21, f22))
+                blocks.append((seg, f11, f21, f22))
+            views = []
+            for fr, (seg, f11, f21, f22) in zip(self._fronts, blocks, strict=True):
+                adds = [
+                    (block, (f11, f21, f22)[block][dst_i, dst_j], blocks[c][3][src_i, src_j])
+                    for c, pairs in fr.children
+                    for block, dst_i, dst_j, src_i, src_j in pairs
+                ]
+                adds_l = [(to, upd) for block, to, upd in adds if block < 2]
+                adds_u = [(to, upd) for block, to, upd in adds if block == 2]
+                views.append((fr, seg, f11, f21, f22, adds_l, adds_u))
             self._views = views
         return self._views
 
-    def factorise(self, data: np.ndarray) -> None:
+    @staticmethod
+    def _amalgamate(
+        own: list[np.ndarray], children: list[list[int]], merge_below: int
+    ) -> tuple[list[np.ndarray], list[list[int]]]:
+        """Merge each front (but the root) with fewer than ``merge_below`` own nodes into its
+        parent, bottom up; the merged front's own nodes are the child's then the parent's.
+
+        Returns the new tree in postorder.
+        """
+        n_fronts = len(own)
+        parent = np.full(n_fronts, -1, dtype=np.int64)
+        for f, kids in enumerate(children):
+            parent[kids] = f
+        own = list(own)
+        children = [list(c) for c in children]
+        alive = np.ones(n_fronts, dtype=bool)
+        for f in range(n_fronts - 1):  # postorder: children first, the root last
+            p = int(parent[f])
+            if p < 0 or len(own[f]) >= merge_below:
+                continue
+            own[p] = np.concatenate([own[f], own[p]])
+            children[p] = [c for c in children[p] if c != f] + children[f]
+            parent[children[f]] = p
+            alive[f] = False
+        # postorder of the merged tree
+        new_own: list[np.ndarray] = []
+        new_children: list[list[int]] = []
+        number: dict[int, int] = {}
+        stack = [(n_fronts - 1, False)]
+        while stack:
+            f, done = stack.pop()
+            if done:
+                number[f] = len(new_own)
+                new_own.append(own[f])
+                new_children.append([number[c] for c in children[f]])
+                continue
+            stack.append((f, True))
+            stack.extend((c, False) for c in reversed(children[f]))
+        assert len(new_own) == int(alive.sum())
+        return new_own, new_children
+
+    def factorise(self, data: np.ndarray, rhs: np.ndarray | None = None) -> np.ndarray | None:
         """Factorise the matrix with this pattern and values ``data`` (aligned with ``indices``).
 
+        With ``rhs`` ((bn,) or (bn, c)), also return ``H^{-1} rhs``: the forward substitution
+        then runs front by front while each front's factor is fresh in cache.
         Raises :class:`DegenerateInputError` when the matrix is not positive definite.
         """
         data = np.asarray(data, dtype=np.float64)
         if data.shape != (self.nnz,):
             raise ValueError(f"factorise: expected ({self.nnz},) values, got {data.shape}")
+        y = None if rhs is None else self._permuted(rhs)
         self._factored = False
-        views = self._buffers()
-        self._lbuf.fill(0.0)
-        self._lbuf[self._dst] = data[self._src]
         # only lower triangles are read and kept valid; LAPACK works in place on the views
-        for fr, (f11, f21, f22) in zip(self._fronts, views, strict=True):
-            if fr.r:
-                f22.fill(0.0)
-            for c, pairs in fr.children:
-                upd = views[c][2]
-                for block, dst_i, dst_j, src_i, src_j in pairs:
-                    (f11, f21, f22)[block][dst_i, dst_j] += upd[src_i, src_j]
-            l11, info = lapack.dpotrf(f11, lower=1, clean=0, overwrite_a=1)
+        for fr, seg, f11, f21, f22, adds_l, adds_u in self._plan():
+            seg.fill(0.0)
+            seg[fr.dst] = data[fr.src]
+            for to, upd in adds_l:
+                to += upd
+            out, info = lapack.dpotrf(f11, lower=1, clean=0, overwrite_a=1)
             if info != 0:
                 raise DegenerateInputError(
                     f"MeshCholesky: the matrix is not positive definite (front {fr.index})"
                 )
-            _same(l11, f11)
+            _same(out, f11)
             if fr.r:
                 _same(blas.dtrsm(1.0, f11, f21, side=1, lower=1, trans_a=1, overwrite_b=1), f21)
-                _same(blas.dsyrk(-1.0, f21, beta=1.0, c=f22, lower=1, overwrite_c=1), f22)
+                # F22 = -L21 L21^T (overwriting it) + the children's parts of it
+                _same(blas.dsyrk(-1.0, f21, c=f22, lower=1, overwrite_c=1), f22)
+                for to, upd in adds_u:
+                    to += upd
+            if y is not None:
+                self._forward(fr, y, f11, f21)
         self._factored = True
+        return None if y is None else self._backward(y, rhs)
 
     @property
     def factorised(self) -> bool:
@@ -308,26 +367,39 @@ class MeshCholesky:
         """``H^{-1} rhs`` for (bn,) or (bn, c) ``rhs``."""
         if not self._factored:
             raise RuntimeError("MeshCholesky.solve: factorise first")
+        y = self._permuted(rhs)
+        for fr, _, f11, f21, *_ in self._plan():
+            self._forward(fr, y, f11, f21)
+        return self._backward(y, rhs)
+
+    def _permuted(self, rhs: np.ndarray) -> np.ndarray:
+        """(bn, c) copy of ``rhs`` in elimination order."""
         b = np.asarray(rhs, dtype=np.float64)
         nd = self.block * self.n
         if b.shape[0] != nd or b.ndim not in (1, 2):
             raise ValueError(f"solve: expected ({nd},) or ({nd}, c) values, got {b.shape}")
-        vec = b.ndim == 1
-        y = b[self.perm].reshape(nd, -1)  # elimination order (a copy)
-        views = self._buffers()
-        for fr, (l11, l21, _) in zip(self._fronts, views, strict=True):
-            s, e = fr.own
-            x = blas.dtrsm(1.0, l11, y[s:e], lower=1)
-            y[s:e] = x
+        return b[self.perm].reshape(nd, -1)
+
+    @staticmethod
+    def _forward(fr: _Front, y: np.ndarray, l11: np.ndarray, l21: np.ndarray) -> None:
+        """One front of ``y <- L^{-1} y``."""
+        yk = y[fr.own[0] : fr.own[1]]
+        ykt = yk.T  # x = L11^{-1} y_own as x^T L11^T = y_own^T, in place on this column-major view
+        _same(blas.dtrsm(1.0, l11, ykt, side=1, lower=1, trans_a=1, overwrite_b=1), ykt)
+        if fr.r:
+            y[fr.bd] -= l21 @ yk
+
+    def _backward(self, y: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+        """``L^{-T} y`` in place, returned in the original dof order and shape of ``rhs``."""
+        for fr, _, l11, l21, *_ in reversed(self._plan()):
+            yk = y[fr.own[0] : fr.own[1]]
             if fr.r:
-                y[fr.bd] -= l21 @ x
-        for fr, (l11, l21, _) in zip(reversed(self._fronts), reversed(views), strict=True):
-            s, e = fr.own
-            t = y[s:e] - l21.T @ y[fr.bd] if fr.r else y[s:e]
-            y[s:e] = blas.dtrsm(1.0, l11, t, lower=1, trans_a=1)
+                yk -= l21.T @ y[fr.bd]
+            ykt = yk.T
+            _same(blas.dtrsm(1.0, l11, ykt, side=1, lower=1, overwrite_b=1), ykt)
         out = np.empty_like(y)
         out[self.perm] = y
-        return out[:, 0] if vec else out
+        return out[:, 0] if np.ndim(rhs) == 1 else out
 
 
 def _same(result: np.ndarray, target: np.ndarray) -> None:
@@ -361,5 +433,9 @@ class _Front(NamedTuple):
     """(r,) boundary dofs in elimination order."""
     offsets: tuple[int, int]
     """Where its (F11, F21) and its F22 start in the two buffers."""
+    src: np.ndarray
+    """Stored entries it assembles (indices into the values)."""
+    dst: np.ndarray
+    """Their positions in its (F11, F21) segment (each block column-major)."""
     children: list
     """(child front, extend-add pairs) per child."""

@@ -63,10 +63,11 @@ def test_refactorising_new_values_equals_a_sparse_lu_solve() -> None:
     h2 = sp.csr_matrix(h2)
     h2.sort_indices()
     assert np.array_equal(h2.indices, h.indices) and np.array_equal(h2.indptr, h.indptr)
-    chol.factorise(h2.data)
+    fused = chol.factorise(h2.data, rhs)
     ref = spla.splu(h2.tocsc()).solve(rhs)
     got = chol.solve(rhs)
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-10 * np.abs(ref).max())
+    np.testing.assert_allclose(fused, got, rtol=0, atol=1e-13 * np.abs(ref).max())
     assert np.linalg.norm(h2 @ got - rhs) <= 1e-12 * np.linalg.norm(rhs)
 
 
