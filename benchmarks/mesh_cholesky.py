@@ -18,6 +18,11 @@ arithmetic is in dense BLAS-3 kernels; Python only walks the tree (a few hundred
 
 from __future__ import annotations
 
+import ctypes
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -27,6 +32,40 @@ from scipy.linalg import blas, lapack
 from facehd.errors import DegenerateInputError
 
 __all__ = ["MeshCholesky"]
+
+
+@functools.cache
+def _openblas_libs() -> tuple:
+    """The OpenBLAS copies bundled with NumPy and SciPy that offer per-thread thread counts."""
+    import numpy
+    import scipy
+
+    out = []
+    for pkg, name in ((numpy, "numpy.libs"), (scipy, "scipy.libs")):
+        for path in sorted((Path(pkg.__file__).parent.parent / name).glob("lib*openblas*.so*")):
+            try:
+                fn = ctypes.CDLL(str(path)).openblas_set_num_threads_local
+            except (OSError, AttributeError):
+                continue
+            fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+            out.append(fn)
+    return tuple(out)
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Run the body with NumPy's and SciPy's BLAS on one thread (for this thread only).
+
+    The fronts are small: BLAS threads barely help on an idle machine, and on a busy one each of
+    the thousands of calls waits for descheduled threads (measured: 150 s instead of 5 s).
+    """
+    fns = _openblas_libs()
+    old = [fn(1) for fn in fns]
+    try:
+        yield
+    finally:
+        for fn, n in zip(fns, old, strict=True):
+            fn(n)
 
 
 class MeshCholesky:
@@ -79,10 +118,7 @@ class MeshCholesky:
         adj = (graph.indptr.astype(np.int64), graph.indices.astype(np.int64))
 
         # nested dissection tree, in postorder (children before their parent)
-        own: list[np.ndarray] = []
-        children: list[list[int]] = []
-        scratch = np.full(n, -1, dtype=np.int8)
-        self._dissect(np.arange(n), pos, adj, max(int(leaf_size), 1), own, children, scratch)
+        own, children = self._dissect(pos, adj, max(int(leaf_size), 1))
         own, children = self._amalgamate(own, children, int(merge_below))
         n_fronts = len(own)
         order = np.concatenate(own)
@@ -209,49 +245,104 @@ class MeshCholesky:
     def _dofs(nodes: np.ndarray, b: int) -> np.ndarray:
         return (np.asarray(nodes, dtype=np.int64)[:, None] * b + np.arange(b)).ravel()
 
-    @classmethod
+    @staticmethod
     def _dissect(
-        cls,
-        nodes: np.ndarray,
-        pos: np.ndarray,
-        adj: tuple[np.ndarray, np.ndarray],
-        leaf: int,
-        own: list[np.ndarray],
-        children: list[list[int]],
-        scratch: np.ndarray,
-    ) -> int:
-        """Append the tree of ``nodes`` (postorder) to ``own``/``children``; its root's index.
+        pos: np.ndarray, adj: tuple[np.ndarray, np.ndarray], leaf: int
+    ) -> tuple[list[np.ndarray], list[list[int]]]:
+        """Nested dissection tree of the graph ``adj`` (CSR ``(indptr, indices)``) in postorder:
+        ``(own nodes, children)`` per tree node, children before parents, the root last.
 
-        ``scratch`` is an all -1 (n,) int8 array, left so.
+        All parts of one level are cut together: each at the median of its projection on its
+        principal axis; the nodes of the side with fewer of them that touch the other side are
+        the part's separator (a tree node whose children are what remains of the two sides).
         """
-        if len(nodes) <= leaf:
-            own.append(nodes)
-            children.append([])
-            return len(own) - 1
-        p = pos[nodes] - pos[nodes].mean(axis=0)
-        _, vec = np.linalg.eigh(p.T @ p)
-        proj = p @ vec[:, -1]
-        half = len(nodes) // 2
-        part = np.argpartition(proj, half)
-        side = np.zeros(len(nodes), dtype=bool)
-        side[part[half:]] = True
-        # nodes of each side touching the other side
-        scratch[nodes] = side
-        row, nb = _neighbours(adj, nodes)
-        col_side = scratch[nb]
-        scratch[nodes] = -1
-        cross = (col_side >= 0) & (col_side != side[row])
-        touching = np.zeros(len(nodes), dtype=bool)
-        touching[row[cross]] = True
-        sep_a, sep_b = touching & ~side, touching & side
-        sep = sep_a if sep_a.sum() <= sep_b.sum() else sep_b
-        kids = []
-        for part_mask in (~side & ~sep, side & ~sep):
-            if part_mask.any():
-                kids.append(cls._dissect(nodes[part_mask], pos, adj, leaf, own, children, scratch))
-        own.append(nodes[sep])
-        children.append(kids)
-        return len(own) - 1
+        n = len(pos)
+        indptr, indices = adj
+        src = np.repeat(np.arange(n), np.diff(indptr))
+        own: list[np.ndarray] = []
+        children: list[list[int]] = []
+        nodes = np.arange(n)  # the nodes still in parts, and their parts
+        part = np.zeros(n, dtype=np.int64)
+        parent = [-1]  # tree node each part hangs from
+        where = np.full(n, -1, dtype=np.int64)  # part of each node still in one, else -1
+        while len(nodes):
+            n_parts = len(parent)
+            size = np.bincount(part, minlength=n_parts)
+            order = np.argsort(part, kind="stable")
+            groups = np.split(nodes[order], np.cumsum(size)[:-1])
+            cut = size > leaf
+            # principal axis of each part
+            w = np.maximum(size, 1)[:, None]
+            centre = np.stack([np.bincount(part, pos[nodes, d], n_parts) for d in range(3)], 1) / w
+            q = pos[nodes] - centre[part]
+            cov = np.empty((n_parts, 3, 3))
+            for i in range(3):
+                for j in range(i, 3):
+                    cov[:, i, j] = cov[:, j, i] = np.bincount(part, q[:, i] * q[:, j], n_parts)
+            axis = np.linalg.eigh(cov)[1][:, :, -1]
+            proj = np.einsum("ij,ij->i", q, axis[part])
+            # the upper half of each part along its axis
+            sorted_ = np.lexsort((proj, part))
+            start = np.concatenate([[0], np.cumsum(size)[:-1]])
+            rank_in = np.empty(len(nodes), dtype=np.int64)
+            rank_in[sorted_] = np.arange(len(nodes)) - start[part[sorted_]]
+            side = rank_in >= size[part] // 2
+            # nodes touching the other side of their part
+            where[nodes] = part
+            node_side = np.zeros(n, dtype=bool)
+            node_side[nodes] = side
+            e_src, e_dst = src, indices
+            same = (where[e_src] >= 0) & (where[e_src] == where[e_dst])
+            cross = same & (node_side[e_src] != node_side[e_dst])
+            touching = np.zeros(n, dtype=bool)
+            touching[e_src[cross]] = True
+            touch = touching[nodes]
+            count_hi = np.bincount(part, touch & side, n_parts)
+            count_lo = np.bincount(part, touch & ~side, n_parts)
+            sep_side = count_hi < count_lo  # separator on the upper side when it is smaller
+            in_sep = touch & (side == sep_side[part]) & cut[part]
+            where[nodes] = -1
+            # tree nodes: leaves and separators; what remains of each side is a part of the next
+            # level (lower side first)
+            next_part = np.full((n_parts, 2), -1, dtype=np.int64)
+            new_parent: list[int] = []
+            sep_groups = np.split(
+                nodes[order][in_sep[order]],
+                np.cumsum(np.bincount(part[in_sep], minlength=n_parts))[:-1],
+            )
+            keep = ~in_sep & cut[part]
+            for p in range(n_parts):
+                t = len(own)
+                if parent[p] >= 0:
+                    children[parent[p]].append(t)
+                children.append([])
+                if not cut[p]:
+                    own.append(groups[p])
+                    continue
+                own.append(sep_groups[p])
+                for s_ in (0, 1):
+                    next_part[p, s_] = len(new_parent)
+                    new_parent.append(t)
+            nxt = next_part[part[keep], side[keep].astype(np.int64)]
+            used = np.bincount(nxt, minlength=len(new_parent)) > 0
+            renumber = np.cumsum(used) - 1
+            nodes, part = nodes[keep], renumber[nxt]
+            parent = [q_ for q_, u in zip(new_parent, used, strict=True) if u]
+        # postorder
+        post_own: list[np.ndarray] = []
+        post_children: list[list[int]] = []
+        number: dict[int, int] = {}
+        stack = [(0, False)]
+        while stack:
+            t, done = stack.pop()
+            if done:
+                number[t] = len(post_own)
+                post_own.append(own[t])
+                post_children.append([number[c] for c in children[t]])
+                continue
+            stack.append((t, True))
+            stack.extend((c, False) for c in reversed(children[t]))
+        return post_own, post_children
 
     def _plan(self) -> list[tuple]:
         """Per front, views into two buffers made once: its (F11, F21) segment, the column-major
@@ -335,6 +426,15 @@ class MeshCholesky:
             raise ValueError(f"factorise: expected ({self.nnz},) values, got {data.shape}")
         y = None if rhs is None else self._permuted(rhs)
         self._factored = False
+        with _one_blas_thread():
+            self._factorise(data, y)
+        self._factored = True
+        if y is None:
+            return None
+        with _one_blas_thread():
+            return self._backward(y, rhs)
+
+    def _factorise(self, data: np.ndarray, y: np.ndarray | None) -> None:
         # only lower triangles are read and kept valid; LAPACK works in place on the views
         for fr, seg, f11, f21, f22, adds_l, adds_u in self._plan():
             seg.fill(0.0)
@@ -355,8 +455,6 @@ class MeshCholesky:
                     to += upd
             if y is not None:
                 self._forward(fr, y, f11, f21)
-        self._factored = True
-        return None if y is None else self._backward(y, rhs)
 
     @property
     def factorised(self) -> bool:
@@ -368,9 +466,10 @@ class MeshCholesky:
         if not self._factored:
             raise RuntimeError("MeshCholesky.solve: factorise first")
         y = self._permuted(rhs)
-        for fr, _, f11, f21, *_ in self._plan():
-            self._forward(fr, y, f11, f21)
-        return self._backward(y, rhs)
+        with _one_blas_thread():
+            for fr, _, f11, f21, *_ in self._plan():
+                self._forward(fr, y, f11, f21)
+            return self._backward(y, rhs)
 
     def _permuted(self, rhs: np.ndarray) -> np.ndarray:
         """(bn, c) copy of ``rhs`` in elimination order."""
