@@ -12,6 +12,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.spatial import cKDTree
 
+from benchmarks.mesh_cholesky import MeshCholesky
 from benchmarks.perf_entries import (
     grid_keypoint_entries,
     head_keypoints85,
@@ -22,6 +23,7 @@ from benchmarks.realy import (
     RealyRegion,
     RealySubject,
     RealyTopology,
+    _NormalEquations,
     evaluate_realy,
     fit_rt,
     global_alignment,
@@ -151,6 +153,30 @@ def _reference_nicp(src, dst, faces, kp_idx=None, kp_tgt=None, eps=1.0, gamma=1.
             if with_kp and decay == 0:
                 break
     return cur
+
+
+def test_normal_equations_solve_equals_a_sparse_lu_solve() -> None:
+    """The non-rigid ICP's system (stiffness on the edges, one rank-one data block per vertex)
+    solved by the nested-dissection Cholesky equals SuperLU's solve, at each stiffness."""
+    rng = np.random.default_rng(11)
+    xs = np.linspace(-3, 3, 30)
+    mesh = height_field_mesh(0.4 * np.sin(xs)[None, :] * np.cos(xs)[:, None], xs, xs)
+    n = mesh.n_vertices
+    eq = _NormalEquations(mesh.faces, n)
+    chol = MeshCholesky(mesh.vertices, eq.indptr, eq.indices, 4, leaf_size=16)
+    assert chol.n_fronts > 10
+    d = np.concatenate([mesh.vertices + rng.normal(0, 0.1, (n, 3)), np.ones((n, 1))], axis=1)
+    w = (rng.random(n) > 0.2).astype(np.float64)
+    rhs = rng.normal(size=(4 * n, 3))
+    for stiffness, g2 in [
+        (150.0, np.array([4.0, 4.0, 9.0, 4.0])),
+        (50.0, np.ones(4)),
+        (18.4, np.ones(4)),
+    ]:
+        h = eq.matrix(stiffness, g2, w[:, None, None] * d[:, :, None] * d[:, None, :])
+        chol.factorise(h.data)
+        ref = spla.spsolve(h.tocsc(), rhs)
+        np.testing.assert_allclose(chol.solve(rhs), ref, rtol=0, atol=1e-9 * np.abs(ref).max())
 
 
 @pytest.mark.parametrize("with_keypoints", [False, True])
