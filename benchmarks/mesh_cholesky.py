@@ -334,21 +334,7 @@ class MeshCholesky:
             renumber = np.cumsum(used) - 1
             nodes, part = nodes[keep], renumber[nxt]
             parent = [q_ for q_, u in zip(new_parent, used, strict=True) if u]
-        # postorder
-        post_own: list[np.ndarray] = []
-        post_children: list[list[int]] = []
-        number: dict[int, int] = {}
-        stack = [(0, False)]
-        while stack:
-            t, done = stack.pop()
-            if done:
-                number[t] = len(post_own)
-                post_own.append(own[t])
-                post_children.append([number[c] for c in children[t]])
-                continue
-            stack.append((t, True))
-            stack.extend((c, False) for c in reversed(children[t]))
-        return post_own, post_children
+        return _postorder(own, children, 0)
 
     def _plan(self) -> list[tuple]:
         """Per front, views into two buffers made once: its (F11, F21) segment, the column-major
@@ -403,20 +389,7 @@ class MeshCholesky:
             children[p] = [c for c in children[p] if c != f] + children[f]
             parent[children[f]] = p
             alive[f] = False
-        # postorder of the merged tree
-        new_own: list[np.ndarray] = []
-        new_children: list[list[int]] = []
-        number: dict[int, int] = {}
-        stack = [(n_fronts - 1, False)]
-        while stack:
-            f, done = stack.pop()
-            if done:
-                number[f] = len(new_own)
-                new_own.append(own[f])
-                new_children.append([number[c] for c in children[f]])
-                continue
-            stack.append((f, True))
-            stack.extend((c, False) for c in reversed(children[f]))
+        new_own, new_children = _postorder(own, children, n_fronts - 1)
         assert len(new_own) == int(alive.sum())
         return new_own, new_children
 
@@ -544,3 +517,24 @@ class _Front(NamedTuple):
     """Their positions in its (F11, F21) segment (each block column-major)."""
     children: list
     """(child front, extend-add pairs) per child."""
+
+
+def _postorder(
+    own: list[np.ndarray], children: list[list[int]], root: int
+) -> tuple[list[np.ndarray], list[list[int]]]:
+    """The tree below ``root`` renumbered in postorder (children before their parent): each
+    node's own vertices and its children's new numbers."""
+    post_own: list[np.ndarray] = []
+    post_children: list[list[int]] = []
+    number: dict[int, int] = {}
+    stack = [(root, False)]
+    while stack:
+        t, done = stack.pop()
+        if done:
+            number[t] = len(post_own)
+            post_own.append(own[t])
+            post_children.append([number[c] for c in children[t]])
+            continue
+        stack.append((t, True))
+        stack.extend((c, False) for c in reversed(children[t]))
+    return post_own, post_children
