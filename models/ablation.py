@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from models.evaluate import evaluate_synthetic, write_rows
@@ -112,11 +112,12 @@ def run_ablation(
             model_path, seconds = shared / "model.pt", shared_seconds
         else:
             cfg = copy.deepcopy(config)
-            cfg.hrn_options = HRNOptions(
+            # the row's switches; every other detail-stage option is the config's
+            cfg.hrn_options = replace(
+                config.hrn_options,
                 contour=opts.contour,
                 priors=opts.priors,
                 deretouch=opts.deretouch,
-                discriminator_lr=config.hrn_options.discriminator_lr,
             )
             folder = out / slug
             seconds = 0.0

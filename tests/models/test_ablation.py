@@ -9,11 +9,13 @@ import pytest
 from hrn_testdata import tiny_config
 
 from models.ablation import ABLATION_ROWS, run_ablation
+from models.train import load_train_config
 
 
 def test_ablation_rows_are_trained_measured_and_resumed(hrn_data, tmp_path, one_thread):
     cfg = tiny_config()
     cfg.base.steps, cfg.deretouch.steps, cfg.hrn.steps = 2, 1, 2
+    cfg.hrn_options.scale_warmup, cfg.hrn_options.discriminator_lr = 0.25, 3e-4
     out = tmp_path / "abl"
     kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "heldout": hrn_data.scans}
     rows = run_ablation(cfg, out, views=1, log=lambda _: None, **kw)
@@ -26,6 +28,15 @@ def test_ablation_rows_are_trained_measured_and_resumed(hrn_data, tmp_path, one_
         (True, True, True, False),
         (True, True, True, True),
     ]
+    # each row sets its switches and keeps the config's other detail-stage options
+    for _, slug, opts in ABLATION_ROWS[1:]:
+        saved = load_train_config(out / slug / "config.yaml").hrn_options
+        assert (saved.contour, saved.priors, saved.deretouch) == (
+            opts.contour,
+            opts.priors,
+            opts.deretouch,
+        )
+        assert saved.scale_warmup == 0.25 and saved.discriminator_lr == 3e-4
     for r in rows:
         assert math.isfinite(r.cd_mm) and r.cd_mm > 0 and math.isfinite(r.mne_rad)
         assert -1.0 <= r.disp_pearson <= 1.0 and r.normal_uv_m2 > 0
