@@ -24,11 +24,6 @@ kept valid. The arithmetic is dense BLAS-3; Python walks the tree (several hundr
 
 from __future__ import annotations
 
-import ctypes
-import functools
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -36,42 +31,9 @@ import scipy.sparse as sp
 from scipy.linalg import blas, lapack
 
 from facehd.errors import DegenerateInputError
+from facehd.threads import one_blas_thread
 
-__all__ = ["MeshCholesky", "one_blas_thread"]
-
-
-@functools.cache
-def _openblas_libs() -> tuple:
-    """The OpenBLAS copies bundled with NumPy and SciPy that offer per-thread thread counts."""
-    import numpy
-    import scipy
-
-    out = []
-    for pkg, name in ((numpy, "numpy.libs"), (scipy, "scipy.libs")):
-        for path in sorted((Path(pkg.__file__).parent.parent / name).glob("lib*openblas*.so*")):
-            try:
-                fn = ctypes.CDLL(str(path)).openblas_set_num_threads_local
-            except (OSError, AttributeError):
-                continue
-            fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-            out.append(fn)
-    return tuple(out)
-
-
-@contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """Run the body with NumPy's and SciPy's BLAS on one thread (for this thread only).
-
-    The fronts are small: BLAS threads barely help on an idle machine, and on a busy one each of
-    the thousands of calls waits for descheduled threads (measured: 150 s instead of 5 s).
-    """
-    fns = _openblas_libs()
-    old = [fn(1) for fn in fns]
-    try:
-        yield
-    finally:
-        for fn, n in zip(fns, old, strict=True):
-            fn(n)
+__all__ = ["MeshCholesky"]
 
 
 class MeshCholesky:

@@ -142,13 +142,12 @@ def grid_keypoint_entries(angles: np.ndarray, shape: tuple[int, int]) -> list[li
 
 @contextmanager
 def _one_core() -> Iterator[None]:
-    from benchmarks.mesh_cholesky import one_blas_thread
     from facehd._o3d import open3d
 
     util = open3d().utility
     util.set_max_threads(1)
     try:
-        with single_thread(), one_blas_thread():
+        with single_thread():
             yield
     finally:
         util.set_max_threads(0)

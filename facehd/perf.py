@@ -83,13 +83,17 @@ def discover() -> dict[str, _Entry]:
 
 @contextmanager
 def single_thread() -> Iterator[None]:
-    """Run the body on one core (torch, BLAS and Open3D threads set to 1)."""
+    """Run the body with torch's and NumPy/SciPy's BLAS threads set to 1 (entries that use
+    Open3D also call ``open3d.utility.set_max_threads(1)``)."""
     import torch
+
+    from facehd.threads import one_blas_thread
 
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with one_blas_thread():
+            yield
     finally:
         torch.set_num_threads(old)
 
