@@ -407,12 +407,19 @@ def seen_detail_scores(
     asks for the truth's parameterisation, which a photo does not show. ``rotation`` takes
     predicted canonical directions into the truth's frame. NaNs without a true displacement map.
     """
-    from facehd.distances import normal_angle_error
-    from facehd.uv import sample_uv_map
-
     if truth.displacement is None:
         return float("nan"), float("nan"), float("nan")
     seen = _seen_correspondence(recon, rec, truth, camera)
+    return _seen_scores(recon, rec, truth, seen, rotation)
+
+
+def _seen_scores(
+    recon: Reconstructor, rec: Reconstruction, truth: Truth, seen: _Seen, rotation: np.ndarray
+) -> tuple[float, float, float]:
+    """:func:`seen_detail_scores` on a correspondence already made."""
+    from facehd.distances import normal_angle_error
+    from facehd.uv import sample_uv_map
+
     keep = seen.keep
     if keep.sum() < 10:
         raise ValueError(f"{truth.sample_id}: no detail texel is seen in the photo")
@@ -439,9 +446,12 @@ def oracle_displacement(
     """The displacement map a perfect detail network would predict for ``rec``: at each texel
     the true displacement of the skin point its pixel shows (as in :func:`seen_detail_scores`),
     zero on texels that show none. Same shape as ``rec.displacement``, mm."""
+    return _oracle_map(rec, _seen_correspondence(recon, rec, truth, camera))
+
+
+def _oracle_map(rec: Reconstruction, seen: _Seen) -> np.ndarray:
     from facehd.uv import sample_uv_map
 
-    seen = _seen_correspondence(recon, rec, truth, camera)
     out = np.zeros(seen.keep.shape[0])
     out[seen.keep] = sample_uv_map(seen.true_disp, seen.ustar[seen.keep])
     return out.reshape(rec.displacement.shape).astype(rec.displacement.dtype)
@@ -480,10 +490,13 @@ def evaluate_synthetic(
         n, dist, ang, rotation = _score_levels(recon, rec, truth, max_points=max_points, seed=k)
         detail = detail_scores(recon, rec, truth, rotation)
         camera = crop_camera(photos["K"][v], photos["R"][v], photos["t"][v], crop["crop_transform"])
-        seen = seen_detail_scores(recon, rec, truth, rotation, camera)
+        seen: tuple[float, ...] = (float("nan"),) * 3
         oracle = float("nan")
         if truth.displacement is not None:
-            ideal = replace(rec, displacement=oracle_displacement(recon, rec, truth, camera))
+            # one correspondence per photo for the seen scores and the oracle map
+            where = _seen_correspondence(recon, rec, truth, camera)
+            seen = _seen_scores(recon, rec, truth, where, rotation)
+            ideal = replace(rec, displacement=_oracle_map(rec, where))
             oracle = _score_levels(recon, ideal, truth, max_points=max_points, seed=k)[2][2]
         rows.append(EvalRow(truth.sample_id, v, n, *dist, *ang, *detail, *seen, oracle))
         if progress is not None:
