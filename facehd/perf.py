@@ -108,6 +108,29 @@ def timeit(fn: Callable[[], object], repeat: int = 3) -> float:
     return best
 
 
+def matmul_peak_gflops(n: int = 1024, repeat: int = 3) -> float:
+    """Float32 GFLOP/s of an ``n x n`` matrix product in torch with the current thread count:
+    what this core's BLAS reaches, an upper bound for convolution-bound networks."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g)
+    b = torch.randn(n, n, generator=g)
+    torch.mm(a, b)  # warm-up
+    return 2.0 * n**3 / timeit(lambda: torch.mm(a, b), repeat) / 1e9
+
+
+def count_gflop(fn: Callable[[], object]) -> float:
+    """GFLOP of the convolutions and matrix products one call of ``fn`` runs (torch's
+    ``FlopCounterMode``: a multiply-add counts 2; element-wise work is not counted, so this is a
+    lower bound of the arithmetic)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
 def run(names: list[str] | None = None, quick: bool = False) -> list[PerfRow]:
     """Run the named entries (all when ``names`` is empty or ``None``)."""
     registry = discover()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from facehd.perf import PerfRow, register, single_thread, timeit
+from facehd.perf import (
+    PerfRow,
+    count_gflop,
+    matmul_peak_gflops,
+    register,
+    single_thread,
+    timeit,
+)
 
 ENTRY = "hrn-forward"
 
@@ -219,12 +226,14 @@ def hrn_reconstruct(quick: bool) -> list[PerfRow]:
         paper.model = paper_model_config()
         configs.append(("paper networks", paper))
     with single_thread():
+        peak = matmul_peak_gflops()
         for name, cfg in configs:
             recon = Reconstructor(FaceSystem(cfg.model, model, cfg.image_size).eval(), cfg)
             recon.run_crops(crop)  # warm-up
             t = timeit(lambda r=recon: r.run_crops(crop), 1 if quick else 3)
             rec = recon.run_crops(crop)[0]
             t_mesh = timeit(lambda r=recon, x=rec: r.detail_mesh(x), 1 if quick else 3)
+            gflop = count_gflop(lambda r=recon: r.run_crops(crop))
             net = cfg.model.network
             note = f"facehd-synth, maps {net.mid_size}/{net.high_size}"
             ok = t + t_mesh < 1.0
@@ -236,7 +245,22 @@ def hrn_reconstruct(quick: bool) -> list[PerfRow]:
                     "ms",
                     target="< 1000 ms",
                     passed=ok,
-                    note=f"{note}; M2 mesh {t_mesh * 1e3:.0f} ms",
+                    note=f"{note}; M2 mesh {t_mesh * 1e3:.0f} ms; "
+                    f"{gflop:.1f} GFLOP of conv/matmul, run at {gflop / t:.0f} GFLOP/s",
+                )
+            )
+            # the least time the networks' arithmetic takes on this core, even at its matrix
+            # product peak: when this floor is above the target, no scheduling can reach it
+            floor = gflop / peak
+            rows.append(
+                PerfRow(
+                    RECONSTRUCT_ENTRY,
+                    f"{name}: compute floor (GFLOP / one-core matmul peak)",
+                    floor * 1e3,
+                    "ms",
+                    target="< 1000 ms",
+                    passed=floor < 1.0,
+                    note=f"{gflop:.1f} GFLOP at {peak:.0f} GFLOP/s (float32 1024^2 matmul)",
                 )
             )
     return rows

@@ -12,3 +12,29 @@ def test_training_and_reconstruction_entries_run_quick(one_thread):
     assert all(r.unit == "it/s" and r.value > 0 for r in rows)
     rows = registry["hrn-reconstruct"].fn(True)
     assert rows and all(r.unit == "ms" and r.value > 0 and r.target for r in rows)
+    assert [r.metric.split(": ")[1] for r in rows] == [
+        "M0, maps, M1 (+ M2 mesh)",
+        "compute floor (GFLOP / one-core matmul peak)",
+    ]
+    # the floor is arithmetic at the matmul peak: never above the measured run time
+    assert rows[1].value <= rows[0].value
+
+
+def test_count_gflop_matches_the_analytic_count_of_a_convolution_and_a_product():
+    import torch
+
+    conv = torch.nn.Conv2d(4, 8, 3, padding=1)
+    x = torch.rand(2, 4, 16, 20)
+    # one multiply-add (2 FLOP) per output element, input channel and kernel tap
+    expected = 2 * (2 * 8 * 16 * 20) * 4 * 9
+    assert perf.count_gflop(lambda: conv(x)) * 1e9 == expected
+    a, b = torch.rand(5, 7), torch.rand(7, 3)
+    assert perf.count_gflop(lambda: a @ b) * 1e9 == 2 * 5 * 7 * 3
+    assert perf.count_gflop(lambda: a + 1.0) == 0.0
+
+
+def test_matmul_peak_is_positive_and_finite(one_thread):
+    import math
+
+    peak = perf.matmul_peak_gflops(n=128, repeat=1)
+    assert peak > 0 and math.isfinite(peak)
