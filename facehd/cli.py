@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
+from rich.text import Text
 
 app = typer.Typer(
     help="facehd: detailed 3D face reconstruction research toolkit (HRN).",
@@ -21,6 +24,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+
+
+class PlainTable(Table):
+    """A table that shows its text cells as written: names, paths and messages may hold square
+    brackets, which are console markup in a plain ``Table``."""
+
+    def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+        super().add_row(*(Text(c) if isinstance(c, str) else c for c in renderables), **kwargs)
+
+
+def esc(value: object) -> str:
+    """``value`` as text for ``console.print``: square brackets in paths and messages are
+    console markup and would vanish unescaped."""
+    return escape(str(value))
 
 
 @app.command()
@@ -37,19 +54,19 @@ def perf(
     from facehd import perf as perf_mod
 
     if list_entries:
-        table = Table("entry", "description")
+        table = PlainTable("entry", "description")
         for name, entry in sorted(perf_mod.discover().items()):
             table.add_row(name, entry.description)
         console.print(table)
         return
     with _exit_on_error(ValueError):
         rows = perf_mod.run(entries or None, quick=quick)
-    table = Table("entry", "metric", "value", "unit", "target", "ok", "note")
+    table = PlainTable("entry", "metric", "value", "unit", "target", "ok", "note")
     for r in rows:
         ok = "" if r.passed is None else ("yes" if r.passed else "NO")
         table.add_row(r.entry, r.metric, f"{r.value:.4g}", r.unit, r.target, ok, r.note)
     console.print(table)
-    console.print(f"wrote {perf_mod.write_csv(rows, out)}")
+    console.print(f"wrote {esc(perf_mod.write_csv(rows, out))}")
 
 
 @contextmanager
@@ -58,7 +75,7 @@ def _exit_on_error(*errors: type[BaseException]) -> Iterator[None]:
     try:
         yield
     except errors as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {esc(exc)}")
         raise typer.Exit(2) from exc
 
 
@@ -100,9 +117,9 @@ def models(
         if entry is not None:
             bfm_path, uv_path = entry.files.get("model"), entry.files.get("uv")
     except ValueError as exc:
-        console.print(f"[yellow]registry not read:[/yellow] {exc}")
+        console.print(f"[yellow]registry not read:[/yellow] {esc(exc)}")
     cols = ("available", "vertices", "identity", "expression", "albedo", "source")
-    table = Table(Column("model", no_wrap=True), *cols)
+    table = PlainTable(Column("model", no_wrap=True), *cols)
     for info in available_models(bfm_path=bfm_path, uv_path=uv_path):
         table.add_row(
             info.name,
@@ -128,14 +145,14 @@ def datasets(
 
     with _exit_on_error(ValueError):
         reg = load_registry(registry)
-    console.print(f"registry: {reg.path}")
-    table = Table(
+    console.print(f"registry: {esc(reg.path)}")
+    table = PlainTable(
         Column("dataset", no_wrap=True), "found", "root", "override", "splits", "homepage"
     )
     for d in reg.datasets.values():
         table.add_row(
             d.name,
-            "[green]yes[/green]" if d.found else "no",
+            Text("yes", style="green") if d.found else "no",
             str(d.root),
             d.env,
             ", ".join(s.name for s in d.splits),
@@ -144,7 +161,7 @@ def datasets(
     for m in reg.models.values():
         table.add_row(
             f"model:{m.name}",
-            "[green]yes[/green]" if m.found else "no",
+            Text("yes", style="green") if m.found else "no",
             str(m.root),
             m.env,
             ", ".join(f"{k}={v.name}" for k, v in m.files.items()),
@@ -165,7 +182,7 @@ def _synth_scans_cmd(
         task = bar.add_task("synthetic scans", total=subjects * expressions)
         scans = synth_scans(out, config, progress=lambda _sid: bar.advance(task))
     cols = ("scan", "vertices", "faces", "units", "outer-eye mm", "deform rms mm", "disp rms mm")
-    table = Table(*cols)
+    table = PlainTable(*cols)
     for s in scans:
         table.add_row(
             s.sample_id,
@@ -177,7 +194,7 @@ def _synth_scans_cmd(
             f"{s.displacement_rms_mm:.3f}",
         )
     console.print(table)
-    console.print(f"wrote {len(scans)} scans to {out}")
+    console.print(f"wrote {len(scans)} scans to {esc(out)}")
     return scans
 
 
@@ -203,7 +220,7 @@ def synth(
     Example: facehd synth --out facehd-out/synth --subjects 3 --expressions 2 --seed 0 --units mm
     """
     if units not in ("mm", "cm", "m"):
-        console.print(f"[red]error:[/red] --units must be mm, cm or m, not {units!r}")
+        console.print(f"[red]error:[/red] --units must be mm, cm or m, not {esc(repr(units))}")
         raise typer.Exit(2)
     if benchmark is not None:
         from benchmarks.synthetic import make_synthetic_benchmark
@@ -212,7 +229,7 @@ def synth(
             console.print("[red]error:[/red] --benchmark must be now, realy or facescape")
             raise typer.Exit(2)
         path = make_synthetic_benchmark(benchmark, out, seed=seed)
-        console.print(f"wrote synthetic {benchmark} benchmark to {path}")
+        console.print(f"wrote synthetic {esc(benchmark)} benchmark to {esc(path)}")
         return
     _synth_scans_cmd(out, subjects, expressions, seed, units, photos)
 
@@ -260,7 +277,7 @@ def quickstart(
         out=out / "bench",
         workers=workers,
     )
-    console.print(f"{scored.n_ok} of {scored.n_items} images scored: {scored.items_csv}")
+    console.print(f"{scored.n_ok} of {scored.n_items} images scored: {esc(scored.items_csv)}")
     console.rule("4/4 leaderboard")
     leaderboard(dataset="now", out=out / "bench")
     if result.n_failed or scored.n_failed:
@@ -285,7 +302,7 @@ def prepare_images_cmd(
 ) -> None:
     """Detect, align (224 crop + HD crop), mask and store every photo of a folder (resumable).
 
-    Needs the optional extra: pip install 'facehd[photo]'. Photos that cannot be read or show no
+    Needs the optional extra: pip install 'facehd\\[photo]'. Photos that cannot be read or show no
     face go to failures.csv beside the output; the exit status is 1 when any failed.
 
     Example: facehd prepare-images --images photos/ --out facehd-out/photos.h5 --workers 4
@@ -307,11 +324,11 @@ def prepare_images_cmd(
                 progress=lambda done, todo: bar.update(task, completed=total - todo + done),
             )
     console.print(
-        f"{result.out_path}: {result.n_samples} faces "
+        f"{esc(result.out_path)}: {result.n_samples} faces "
         f"({result.n_written} new, {result.n_skipped} already done, {result.n_failed} failed)"
     )
     if result.n_failed:
-        console.print(f"[yellow]failures:[/yellow] {result.failures_path}")
+        console.print(f"[yellow]failures:[/yellow] {esc(result.failures_path)}")
         raise typer.Exit(1)
 
 
@@ -365,7 +382,7 @@ def bench(
     ):
         if value is not None:
             if not value.exists():
-                console.print(f"[red]error:[/red] {value}: no such file")
+                console.print(f"[red]error:[/red] {esc(value)}: no such file")
                 raise typer.Exit(2)
             os.environ[env] = str(value.resolve())
     with _exit_on_error(FacehdError, ValueError, ImportError):
@@ -382,7 +399,7 @@ def bench(
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     row = result.leaderboard_row
-    table = Table("dataset", "split", "method", "metric", "value")
+    table = PlainTable("dataset", "split", "method", "metric", "value")
     for name in ("cd_mm", "mne_rad", "cr", "nmse_mm", "median_mm", "mean_mm", "std_mm"):
         value = getattr(row, name)
         if value is not None:
@@ -390,9 +407,11 @@ def bench(
     console.print(table)
     console.print(
         f"{result.n_items} images: {result.n_ok} scored, {result.n_missing} missing, "
-        f"{result.n_failed} failed (see {result.items_csv})"
+        f"{result.n_failed} failed (see {esc(result.items_csv)})"
     )
-    console.print(f"wrote {result.items_csv}, {result.summary_csv}, {result.leaderboard_csv}")
+    console.print(
+        f"wrote {esc(result.items_csv)}, {esc(result.summary_csv)}, {esc(result.leaderboard_csv)}"
+    )
 
 
 @app.command()
@@ -414,12 +433,12 @@ def leaderboard(
     }
     groups = ranked(load_leaderboard(out / "leaderboard.csv"), dataset)
     if not groups:
-        console.print(f"no leaderboard rows for {dataset!r}")
+        console.print(f"no leaderboard rows for {esc(repr(dataset))}")
         raise typer.Exit(1)
     for (ds, split), rows in groups.items():
         cols = columns.get(ds, columns["now"])
         heads = ["#", "method", *[c for c, _ in cols], "images", "source"]
-        table = Table(*heads, title=f"{ds}:{split}")
+        table = PlainTable(*heads, title=f"{ds}:{split}")
         for rank, r in enumerate(rows, start=1):
             vals = [getattr(r, a) for _, a in cols]
             if r.source == "reported":
@@ -448,7 +467,7 @@ def build_priors_cmd(
     uv_path: Path = typer.Option(None, help="The BFM's UV layout file (--model bfm)."),
     units: str = typer.Option("auto", help="Scan units: auto (from the landmarks), mm, cm or m."),
     workers: int = typer.Option(1, min=1, help="Processes on this machine."),
-    executor: str = typer.Option("local", help="local (process pool) or ray (needs facehd[ray])."),
+    executor: str = typer.Option("local", help="local (process pool) or ray (facehd\\[ray])."),
     ray_address: str = typer.Option(None, help="Ray cluster address (auto: the running one)."),
     export_meshes: Path = typer.Option(None, help="Write <id>.m0/.m1/.m2.ply here (model space)."),
     previews: Path = typer.Option(None, help="Write one preview PNG per scan here."),
@@ -473,10 +492,14 @@ def build_priors_cmd(
     from pipelines.fitting import FitConfig
 
     if units not in ("auto", "mm", "cm", "m"):
-        console.print(f"[red]error:[/red] --units must be auto, mm, cm or m, not {units!r}")
+        console.print(
+            f"[red]error:[/red] --units must be auto, mm, cm or m, not {esc(repr(units))}"
+        )
         raise typer.Exit(2)
     if executor not in ("local", "ray"):
-        console.print(f"[red]error:[/red] --executor must be local or ray, not {executor!r}")
+        console.print(
+            f"[red]error:[/red] --executor must be local or ray, not {esc(repr(executor))}"
+        )
         raise typer.Exit(2)
     config = PriorsConfig(
         model=model,
@@ -507,11 +530,11 @@ def build_priors_cmd(
                 progress=lambda done, todo: bar.update(task, completed=len(found) - todo + done),
             )
     console.print(
-        f"{result.path}: {result.n_samples} samples ({result.n_written} new, "
+        f"{esc(result.path)}: {result.n_samples} samples ({result.n_written} new, "
         f"{result.n_skipped} already done, {result.n_failed} failed)"
     )
     if result.n_failed:
-        console.print(f"[yellow]failures:[/yellow] {result.failures_path}")
+        console.print(f"[yellow]failures:[/yellow] {esc(result.failures_path)}")
         raise typer.Exit(1)
 
 
@@ -531,22 +554,22 @@ def inspect(
         with open_dataset(path) as ds:
             schema, n, fields, attrs = ds.schema, len(ds), ds.fields, ds.attrs
         summary = inspect_priors(path) if schema == SCHEMA else None
-    console.print(f"{path}: schema {schema}, {n} samples")
-    table = Table("field", "shape per sample", "dtype")
+    console.print(f"{esc(path)}: schema {esc(schema)}, {n} samples")
+    table = PlainTable("field", "shape per sample", "dtype")
     for name, spec in fields.items():
         table.add_row(name, str(spec.shape), spec.dtype)
     console.print(table)
     plain = {k: v for k, v in attrs.items() if not isinstance(v, (dict, list))}
     console.print("attributes: " + ", ".join(f"{k}={v}" for k, v in sorted(plain.items())))
     if summary is not None:
-        levels = Table("level", "median of per-scan median mm", "worst per-scan median mm")
+        levels = PlainTable("level", "median of per-scan median mm", "worst per-scan median mm")
         for k, name in enumerate(("M0", "M1", "M2")):
             levels.add_row(
                 name, f"{summary.residual_median[k]:.4f}", f"{summary.residual_max[k]:.4f}"
             )
         console.print(levels)
         console.print(
-            f"model {summary.model}, units {summary.units}, {summary.subjects} subjects; "
+            f"model {esc(summary.model)}, units {summary.units}, {summary.subjects} subjects; "
             f"valid texels: deformation {100 * summary.deformation_coverage:.1f}%, "
             f"displacement {100 * summary.displacement_coverage:.1f}% "
             f"(rms {summary.displacement_rms:.3f} mm); {summary.n_failed} failed scans"
@@ -571,11 +594,11 @@ def verify(
     if not problems and report.schema == SCHEMA:
         problems = verify_priors(path)
     if problems:
-        console.print(f"[red]{path}: {len(problems)} problem(s)[/red]")
+        console.print(f"[red]{esc(path)}: {len(problems)} problem(s)[/red]")
         for p in problems:
-            console.print(f"  {p}")
+            console.print(f"  {esc(p)}")
         raise typer.Exit(1)
-    console.print(f"{path}: schema {report.schema}, {report.n_samples} samples, OK")
+    console.print(f"{esc(path)}: schema {esc(report.schema)}, {report.n_samples} samples, OK")
 
 
 # --- landmarks (automatic 3D landmarks for raw scans) ---
@@ -594,7 +617,7 @@ def landmarks_cmd(
 
     Writes <id>.lm68.txt and <id>.lm7.txt (scan frame and units), an overlay PNG per scan and
     landmarks.csv with each scan's confidence, or why it failed (no face, unsure, wrong units,
-    unreadable). Needs the optional extra: pip install 'facehd[photo]'. The exit status is 1 when
+    unreadable). Needs the optional extra: pip install 'facehd\\[photo]'. The exit status is 1 when
     any scan failed.
 
     Example: facehd landmarks --scans facehd-out/synth --out facehd-out/lm --overlays facehd-out/lm
@@ -619,7 +642,7 @@ def landmarks_cmd(
                 config,
                 progress=lambda done, todo: bar.update(task, completed=total - todo + done),
             )
-    table = Table("scan", "status", "confidence", "NoW-7 spread mm", "units", "reason")
+    table = PlainTable("scan", "status", "confidence", "NoW-7 spread mm", "units", "reason")
     for r in result.rows:
         conf = "" if r.confidence is None else f"{r.confidence:.2f}"
         spread = "" if r.now7_spread_max_mm is None else f"{r.now7_spread_max_mm:.1f}"
@@ -627,7 +650,7 @@ def landmarks_cmd(
     console.print(table)
     console.print(
         f"{result.n_ok} found, {result.n_failed} failed, {result.n_skipped} skipped; "
-        f"table: {result.csv_path}"
+        f"table: {esc(result.csv_path)}"
     )
     if result.n_failed:
         raise typer.Exit(1)
@@ -699,7 +722,9 @@ def train_cmd(
     stages = list(STAGES) if not stage or "all" in stage else stage
     bad = [s for s in stages if s not in STAGES]
     if bad:
-        console.print(f"[red]error:[/red] unknown stage {bad[0]!r}; stages: {', '.join(STAGES)}")
+        console.print(
+            f"[red]error:[/red] unknown stage {esc(repr(bad[0]))}; stages: {', '.join(STAGES)}"
+        )
         raise typer.Exit(2)
     if steps is not None:
         for s in stages:
@@ -720,12 +745,12 @@ def train_cmd(
                 init=init,
                 callback=_training_bar(bar),
             )
-    table = Table("stage", "steps run", "seconds", "it/s")
+    table = PlainTable("stage", "steps run", "seconds", "it/s")
     for s, n in result.steps.items():
         t = result.seconds[s]
         table.add_row(s, str(n), f"{t:.1f}", f"{n / t:.2f}" if t > 0 else "")
     console.print(table)
-    console.print(f"stages done: {', '.join(result.stages)}; model: {result.model_path}")
+    console.print(f"stages done: {esc(', '.join(result.stages))}; model: {esc(result.model_path)}")
 
 
 @app.command()
@@ -739,7 +764,7 @@ def reconstruct(
 ) -> None:
     """Reconstruct faces: M0, M1 (textured, model topology), M2 (dense, with UVs), maps, previews.
 
-    Needs the optional extra for detection: pip install 'facehd[photo]'. Writes OUT/<photo stem>/
+    Needs the optional extra for detection: pip install 'facehd\\[photo]'. Writes OUT/<photo stem>/
     coarse.obj, mid.obj, detail.obj, texture.png, deformation/displacement .npy and 16-bit .png,
     overlay.png, turntable.png, reconstruction.json; exit status 1 when a photo failed.
 
@@ -763,8 +788,10 @@ def reconstruct(
             )
     failed = [r for r in results if r.error]
     for r in failed:
-        console.print(f"[yellow]failed:[/yellow] {r.photo}: {r.error}")
-    console.print(f"{len(results) - len(failed)} of {len(results)} photos reconstructed into {out}")
+        console.print(f"[yellow]failed:[/yellow] {esc(r.photo)}: {esc(r.error)}")
+    console.print(
+        f"{len(results) - len(failed)} of {len(results)} photos reconstructed into {esc(out)}"
+    )
     if failed:
         raise typer.Exit(1)
 
@@ -794,7 +821,7 @@ def evaluate(
                 views=views,
                 progress=lambda d, n: bar.update(task, completed=d, total=n),
             )
-    table = Table("level", "distance mm", "normal error rad", title=f"{s.photos} photos")
+    table = PlainTable("level", "distance mm", "normal error rad", title=f"{s.photos} photos")
     for level in ("m0", "m1", "m2"):
         d, n = getattr(s, f"dist_{level}"), getattr(s, f"normal_{level}")
         table.add_row(level.upper(), f"{d:.3f}", f"{n:.4f}")
@@ -813,7 +840,7 @@ def evaluate(
         f"level at this M1): normal error {s.normal_m2_oracle:.4f} rad"
     )
     if out is not None:
-        console.print(f"wrote {write_rows(out, rows)}")
+        console.print(f"wrote {esc(write_rows(out, rows))}")
 
 
 @app.command()
@@ -851,7 +878,7 @@ def ablation(
                 log=lambda m: bar.console.print(m),
             )
     console.print(table_markdown(rows), markup=False)
-    console.print(f"wrote {out / 'ablation.csv'} and {out / 'ablation.md'}")
+    console.print(f"wrote {esc(out / 'ablation.csv')} and {esc(out / 'ablation.md')}")
 
 
 if __name__ == "__main__":  # pragma: no cover

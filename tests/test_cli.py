@@ -60,3 +60,38 @@ def test_perf_unknown_entry_is_a_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["perf", "no-such-entry", "--out", str(tmp_path / "p.csv")])
     assert result.exit_code == 2
     assert "unknown perf entries" in result.output
+
+
+@pytest.mark.parametrize("name", ["landmarks", "prepare-images", "reconstruct"])
+def test_help_keeps_the_install_extra_in_brackets(name: str) -> None:
+    # square brackets are console markup: the extra's name must be escaped to show
+    result = runner.invoke(app, [name, "--help"], terminal_width=200)
+    assert "facehd[photo]" in result.output, result.output
+
+
+def test_messages_keep_brackets_of_paths(tmp_path: Path) -> None:
+    folder = tmp_path / "[run][red]"
+    folder.mkdir()
+    missing = folder / "priors.h5"
+    result = runner.invoke(app, ["verify", str(missing)], terminal_width=400)
+    assert result.exit_code != 0
+    assert "[run][red]" in result.output, result.output
+
+
+def test_table_cells_keep_brackets() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from facehd.cli import PlainTable
+
+    def shown(table: Table) -> str:
+        console = Console(width=200, record=True)
+        console.print(table)
+        return console.export_text()
+
+    cells = ("[run]", "ok", "/data/[bold]/scan.obj")
+    plain, rich_table = PlainTable("a", "b", "c"), Table("a", "b", "c")
+    plain.add_row(*cells)
+    rich_table.add_row(*cells)
+    assert all(c in shown(plain) for c in cells)
+    assert "[run]" not in shown(rich_table)  # the markup a plain table would eat
