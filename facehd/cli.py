@@ -788,7 +788,9 @@ def reconstruct(
             )
     failed = [r for r in results if r.error]
     for r in failed:
-        console.print(f"[yellow]failed:[/yellow] {esc(r.photo)}: {esc(r.error)}")
+        # the library's messages name the file already; others get it in front
+        said = r.error if str(r.photo) in (r.error or "") else f"{r.photo}: {r.error}"
+        console.print(f"[yellow]failed:[/yellow] {esc(said)}")
     console.print(
         f"{len(results) - len(failed)} of {len(results)} photos reconstructed into {esc(out)}"
     )
