@@ -236,6 +236,50 @@ def _now_photo(model, identity: np.ndarray, rng: np.random.Generator, path: Path
     tmp.replace(path)
 
 
+#: Views per set of the synthetic multi-view benchmark (FaceScape's sets have 3).
+MULTIVIEW_VIEWS = 3
+#: Its split: ``<root>/multiview_synth.txt``.
+MULTIVIEW_SPLIT = "synth"
+
+
+def _multiview(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:  # noqa: ANN001
+    """NoW's layout with a multi-view set list: one set of ``MULTIVIEW_VIEWS`` photos of each
+    subject's face (one expression, head yaw within 30 degrees each side), the scan in a scanner
+    frame with NoW's 7 landmarks, and rough ``synth-fit`` predictions."""
+    from PIL import Image
+
+    from facehd.landmarks import save_landmarks_txt
+    from pipelines.synth_photos import PhotoConfig, render_photos
+
+    lines = []
+    pred_root = out / "predictions" / SYNTH_METHOD
+    challenge = f"{MULTIVIEW_VIEWS}views"
+    for s, (ident, expr) in enumerate(_faces_of(model, rng, n_subjects, exp_scale=0.5)):
+        subject = f"SYNTH_{s:03d}"
+        v = np.asarray(model.vertices(ident, expr), dtype=np.float64)
+        lm68 = np.asarray(model.landmarks(v), dtype=np.float64)
+        r = _random_rotation(rng, 20.0)
+        t = rng.normal(size=3) * 50.0
+        save_mesh(out / "scans" / subject / f"{subject}.obj", Mesh(v @ r.T + t, model.faces))
+        write_pp(out / "scans_lmks_onlypp" / subject / f"{subject}.pp", lm68[list(_NOW7)] @ r.T + t)
+        name = f"SET_{s:03d}"
+        lines.append(f"{subject}/{challenge}/{name}")
+        config = PhotoConfig(views=MULTIVIEW_VIEWS, image_size=512, max_yaw_deg=30.0, blemishes=10)
+        photos = render_photos(model, v, np.zeros((64, 64)), lm68, rng, config).arrays["images"]
+        folder = out / "images" / subject / challenge / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, photo in enumerate(photos):
+            tmp = folder / f".view{k}.tmp.jpg"
+            Image.fromarray(photo).save(tmp, quality=95)
+            tmp.replace(folder / f"view{k}.jpg")
+        pv = _rough_fit(model, ident, expr, rng)
+        plm = np.asarray(model.landmarks(pv), dtype=np.float64)[list(_NOW7)]
+        base = pred_root / subject / challenge / name
+        save_mesh(base.with_suffix(".obj"), Mesh(pv, model.faces))
+        save_landmarks_txt(base.with_suffix(".txt"), plm)
+    (out / f"multiview_{MULTIVIEW_SPLIT}.txt").write_text("\n".join(lines) + "\n")
+
+
 def _realy(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:  # noqa: ANN001
     kp_ids = synth_keypoints85(model)
     entries = _topology_entries(model, kp_ids)
@@ -357,7 +401,7 @@ def _facescape(
 
 
 def make_synthetic_benchmark(
-    name: Literal["now", "realy", "facescape"],
+    name: Literal["now", "realy", "facescape", "multiview"],
     out: Path,
     seed: int = 0,
     n_subjects: int = 2,
@@ -369,7 +413,8 @@ def make_synthetic_benchmark(
 
     Parameters
     ----------
-    name : ``now``, ``realy`` or ``facescape``.
+    name : ``now``, ``realy``, ``facescape`` or ``multiview`` (NoW's layout with the split
+        ``multiview_synth.txt`` of 3-view sets, scored with ``--dataset multiview:synth``).
     out : destination folder (created).
     seed : random seed (the same seed writes the same files).
     n_subjects : subjects (NoW, REALY, FaceScape lab) and images per yaw bin (FaceScape wild).
@@ -379,11 +424,12 @@ def make_synthetic_benchmark(
     Returns
     -------
     ``out``; the predictions of the ``synth-fit`` method are in ``out/predictions/synth-fit``
-    (NoW, REALY) or ``out/pred/{wild,lab}_pred/synth-fit`` (FaceScape).
+    (NoW, REALY, multi-view) or ``out/pred/{wild,lab}_pred/synth-fit`` (FaceScape).
     """
-    if name not in ("now", "realy", "facescape"):
+    if name not in ("now", "realy", "facescape", "multiview"):
         raise ValueError(
-            f"make_synthetic_benchmark: unknown benchmark {name!r} (now, realy, facescape)"
+            f"make_synthetic_benchmark: unknown benchmark {name!r} (now, realy, facescape, "
+            "multiview)"
         )
     if n_subjects < 1:
         raise ValueError(f"make_synthetic_benchmark: n_subjects must be >= 1, got {n_subjects}")
@@ -399,6 +445,8 @@ def make_synthetic_benchmark(
         _now(out, rng, n_subjects, model)
     elif name == "realy":
         _realy(out, rng, n_subjects, model)
+    elif name == "multiview":
+        _multiview(out, rng, n_subjects, model)
     else:
         _facescape(out, rng, n_subjects, model, tuple(lab_views), tuple(lab_focals))
     return out

@@ -209,7 +209,9 @@ def synth(
         0, min=0, help="Also render this many photos per scan, with exact ground truth."
     ),
     benchmark: str = typer.Option(
-        None, help="Instead of scans, write a small synthetic benchmark: now, realy or facescape."
+        None,
+        help="Instead of scans, write a small synthetic benchmark: now, realy, facescape or "
+        "multiview.",
     ),
 ) -> None:
     """Make synthetic raw scans (or a synthetic benchmark) with exact ground truth.
@@ -225,8 +227,10 @@ def synth(
     if benchmark is not None:
         from benchmarks.synthetic import make_synthetic_benchmark
 
-        if benchmark not in ("now", "realy", "facescape"):
-            console.print("[red]error:[/red] --benchmark must be now, realy or facescape")
+        if benchmark not in ("now", "realy", "facescape", "multiview"):
+            console.print(
+                "[red]error:[/red] --benchmark must be now, realy, facescape or multiview"
+            )
             raise typer.Exit(2)
         path = make_synthetic_benchmark(benchmark, out, seed=seed)
         console.print(f"wrote synthetic {esc(benchmark)} benchmark to {esc(path)}")
@@ -761,12 +765,21 @@ def reconstruct(
     deretouch: Path = typer.Option(None, help="Official de-retouching checkpoint (generator)."),
     bfm: Path = typer.Option(None, help="BFM_model_front.mat (official checkpoint)."),
     uv: Path = typer.Option(None, help="The BFM's UV layout file (official checkpoint)."),
+    multiview: bool = typer.Option(
+        False, help="The photos are views of one face: fit them jointly (MV-HRN)."
+    ),
+    iterations: int = typer.Option(50, min=0, help="MV-HRN: Adam iterations."),
 ) -> None:
     """Reconstruct faces: M0, M1 (textured, model topology), M2 (dense, with UVs), maps, previews.
 
     Needs the optional extra for detection: pip install 'facehd\\[photo]'. Writes OUT/<photo stem>/
     coarse.obj, mid.obj, detail.obj, texture.png, deformation/displacement .npy and 16-bit .png,
     overlay.png, turntable.png, reconstruction.json; exit status 1 when a photo failed.
+
+    With --multiview all photos are views of one face (MV-HRN, paper Sec. 3.5): they share the
+    identity and the deformation map, each keeps its expression, pose, light and displacement
+    map. Each view is written as above, plus OUT/shared.obj (the shared face, neutral expression)
+    and OUT/multiview.json (views, failures, losses).
 
     Example: facehd reconstruct photos/ --checkpoint runs/tiny/model.pt --out facehd-out/rec
     """
@@ -777,15 +790,38 @@ def reconstruct(
         files = find_photos(photos)
         with _progress() as bar:
             task = bar.add_task("photos", total=len(files))
-            results = reconstruct_photos(
-                files,
-                checkpoint,
-                out,
-                deretouch=deretouch,
-                bfm_path=bfm,
-                uv_path=uv,
-                progress=lambda _p: bar.advance(task),
-            )
+            if multiview:
+                from models.multiview import MultiViewConfig, reconstruct_multiview
+
+                fitted, results = reconstruct_multiview(
+                    files,
+                    checkpoint,
+                    out,
+                    config=MultiViewConfig(iterations=iterations),
+                    deretouch=deretouch,
+                    bfm_path=bfm,
+                    uv_path=uv,
+                    progress=lambda _p: bar.advance(task),
+                )
+            else:
+                fitted = None
+                results = reconstruct_photos(
+                    files,
+                    checkpoint,
+                    out,
+                    deretouch=deretouch,
+                    bfm_path=bfm,
+                    uv_path=uv,
+                    progress=lambda _p: bar.advance(task),
+                )
+    if fitted is not None:
+        first, last = fitted.history[0], fitted.history[-1]
+        console.print(
+            f"MV-HRN: {len(fitted.views)} views, loss {first['total']:.4f} -> {last['total']:.4f} "
+            f"(photometric R1 {first['photo_mid']:.4f} -> {last['photo_mid']:.4f}, landmarks "
+            f"{first['landmark']:.1f} -> {last['landmark']:.1f} px^2); shared face: "
+            f"{esc(out / 'shared.obj')}"
+        )
     failed = [r for r in results if r.error]
     for r in failed:
         # the library's messages name the file already; others get it in front

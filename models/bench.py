@@ -3,7 +3,8 @@
 :class:`HRNMethod` follows :class:`benchmarks.methods.ReconstructionMethod`: one image in, the
 detailed mesh M2 out (dense, with UVs, canonical model frame, mm) with NoW's 7 landmarks taken
 on M1 (the model's landmark vertices; M2 only adds sub-millimetre detail). With several images
-(a multi-view set) each view is reconstructed and the first view's mesh is returned.
+(a multi-view set) the views are fitted jointly (MV-HRN, :mod:`models.multiview`) and the first
+view's mesh is returned: it carries the shared identity and deformation map.
 
 Registration: the factory :func:`make_method` is the entry point ``hrn`` of the group
 ``facehd.methods``; the checkpoint comes from the environment variable
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +37,8 @@ class HRNMethod:
     ----------
     checkpoint : a facehd ``model.pt`` / training checkpoint, or the official HRN checkpoint.
     deretouch, bfm_path, uv_path : see :func:`models.reconstruct.load_system`.
+    multiview : schedule and weights of MV-HRN for multi-view sets (default
+        :class:`models.multiview.MultiViewConfig`).
     """
 
     name = "hrn"
@@ -46,20 +50,37 @@ class HRNMethod:
         deretouch: str | Path | None = None,
         bfm_path: str | Path | None = None,
         uv_path: str | Path | None = None,
+        multiview: Any = None,
     ) -> None:
+        from models.multiview import MultiViewConfig
         from models.reconstruct import Reconstructor
 
+        self.multiview = multiview or MultiViewConfig()
         self.recon = Reconstructor.load(
             checkpoint, deretouch=deretouch, bfm_path=bfm_path, uv_path=uv_path
         )
 
     def reconstruct(self, images: list[Path]):
-        """Reconstruct ``images[0]`` (see the module docstring) -> ``MethodOutput``."""
+        """One image, or the views of a multi-view set (see the module docstring) ->
+        ``MethodOutput``."""
         from benchmarks.methods import MethodOutput
 
         if not images:
             raise ValueError("HRNMethod.reconstruct: no image given")
-        rec, _ = self.recon.run_photo(images[0])
+        if len(images) == 1:
+            rec, _ = self.recon.run_photo(images[0])
+        else:
+            from models.multiview import fit_multiview
+
+            views = [self.recon.prepare_view(path) for path in images]
+            fitted = fit_multiview(
+                self.recon,
+                np.stack([aligned.image for aligned, _, _ in views]),
+                np.stack([mask for _, mask, _ in views]),
+                np.stack([lm for _, _, lm in views]),
+                self.multiview,
+            )
+            rec = fitted.views[0]
         mesh = self.recon.detail_mesh(rec)
         lm68 = np.array(self.recon.model.landmarks68)
         landmarks7 = rec.m1[lm68[list(NOW7_FROM_68)]]

@@ -41,7 +41,7 @@ import torch
 
 from facehd.errors import FacehdError, InputFileError
 from facehd.mesh import Mesh
-from models.system import FaceSystem, scaled_hrn_camera
+from models.system import CoarseFace, DetailFace, FaceSystem, scaled_hrn_camera
 
 __all__ = [
     "Reconstruction",
@@ -211,8 +211,13 @@ class Reconstructor:
         system = self.system
         coarse = system.coarse(images)
         detail = system.details(images, coarse, deretouch=True)
+        return self.reconstructions(coarse, detail)
+
+    @torch.no_grad()
+    def reconstructions(self, coarse: CoarseFace, detail: DetailFace) -> list[Reconstruction]:
+        """A batch of the system's coarse and detail levels -> one :class:`Reconstruction` each."""
         out = []
-        for b in range(images.shape[0]):
+        for b in range(coarse.shape.shape[0]):
             out.append(
                 Reconstruction(
                     m0=coarse.shape[b].double().cpu().numpy(),
@@ -231,15 +236,35 @@ class Reconstructor:
     def detect_and_align(self, image: np.ndarray):
         """Main face of ``image (H, W, 3) uint8`` -> :class:`facehd.align.AlignedFace` (224 crop
         and a 512 HD crop). Raises :class:`facehd.detect.NoFaceError` when there is no face."""
+        return self._detect_and_align(image)[1]
+
+    def _detect_and_align(self, image: np.ndarray):
         from facehd.align import align_face, named_template
         from facehd.detect import FaceDetector
 
         if self._detector is None:
             self._detector = FaceDetector(segmentation=False)
         face = self._detector.detect(image)
-        return align_face(
+        aligned = align_face(
             image, face.landmarks5, hd_size=OVERLAY_SIZE, template=named_template(self.template)
         )
+        return face, aligned
+
+    def prepare_view(self, path: str | Path) -> tuple[Any, np.ndarray, np.ndarray]:
+        """Load, detect and align one photo for a multi-view fit (:mod:`models.multiview`).
+
+        Returns the :class:`facehd.align.AlignedFace`, its face mask ``(224, 224) uint8`` (the
+        convex hull of the jaw, brows and forehead outline, as ``prepare-images`` without the
+        person segmentation) and the iBUG-68 landmarks ``(68, 2)`` in the crop's pixels.
+        """
+        from facehd.align import load_photo
+        from facehd.detect import convex_hull_mask, mask_outline
+
+        photo = load_photo(path)
+        face, aligned = self._detect_and_align(photo.image)
+        t = aligned.transform
+        mask = convex_hull_mask(t.apply(mask_outline(face.mesh)), aligned.image.shape[:2])
+        return aligned, mask.astype(np.uint8), t.apply(face.landmarks68)
 
     def run_photo(self, path: str | Path):
         """Load, detect, align and reconstruct one photo file. Returns (reconstruction, aligned)."""

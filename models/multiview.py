@@ -1,0 +1,415 @@
+"""MV-HRN (paper Sec. 3.5): several photos of one face fitted jointly.
+
+Each view is first reconstructed on its own (:meth:`models.reconstruct.Reconstructor.run_crops`
+without the per-view outputs being kept apart). Then a canonical space is shared by all views:
+
+- the **identity** coefficients, initialised with the mean of the per-view ones;
+- the **deformation map** (mid-frequency details), initialised with the mean of the per-view maps,
+  each texel averaged over the views that see it (a texel seen by one view of three keeps that
+  view's value instead of a third of it; where no view sees it, the plain mean);
+
+and each view keeps its own expression, albedo, pose, lighting and **displacement map**
+(high-frequency details). All of these are optimised together with Adam (lr 1e-3, 50 iterations,
+as in the public code) on the single-view objective summed over the views: photometric loss on
+both renders R1 and R2 over the face mask, landmark loss, total variation of the deformation and
+of the displacement maps, L1 of the displacement, the contour-aware loss and the coefficient
+regulariser (weights: :class:`MultiViewConfig`, from ``protocols/hrn-conventions.md``).
+
+The albedo texture of each view is its de-retouched albedo ``A'`` (paper Eq. 5). Eq. 5 is
+``A' = A0 * (T + phi(T0)) / (T0 + phi(T0))`` with the photo's texture ``T`` fixed, so the fit keeps
+each view's ratio ``A' / A0`` from the single-view pass and lets ``A0`` follow the view's albedo
+coefficients.
+
+The state before the first iteration (mean identity, mean deformation) is the paper's naive
+baseline "simply average the results of all views" (Table 4); :class:`MultiViewResult` returns it
+beside the fitted views.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.analyzer import Coefficients
+from models.reconstruct import Reconstruction, Reconstructor
+
+__all__ = [
+    "MultiViewConfig",
+    "MultiViewResult",
+    "fit_multiview",
+    "reconstruct_multiview",
+    "shared_initial_state",
+]
+
+
+@dataclass
+class MultiViewConfig:
+    """Schedule and loss weights of the multi-view fit (``protocols/hrn-conventions.md``)."""
+
+    iterations: int = 50
+    """Adam iterations (the public code: 50)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    photometric: float = 1.92
+    """Photometric loss on R1 and on R2 (each)."""
+    landmark: float = 1.6e-3
+    """Weighted landmark loss (pixels^2 at 224), the base model's weight."""
+    tv_deformation: float = 1e3
+    """Total variation of the shared deformation map (model units)."""
+    tv_displacement: float = 1e4
+    """Total variation of each view's displacement map (model units)."""
+    displacement_l1: float = 10.0
+    """L1 of the displacement maps (HRN's lambda_5)."""
+    contour: float = 20.0
+    """Contour-aware loss on M1 (paper Eq. 1-2)."""
+    coefficient: float = 3e-4
+    """Coefficient regulariser (identity 1.0, expression 0.8, albedo 1.7e-2 inside it)."""
+    map_scale_mm: float = 10.0
+    """Millimetres per unit of the optimised maps: Adam moves a parameter by about ``lr`` a step,
+    so the maps move by about ``lr * map_scale_mm`` mm a step (100: the model units)."""
+
+    def __post_init__(self) -> None:
+        if int(self.iterations) != self.iterations or self.iterations < 0:
+            raise ValueError(f"MultiViewConfig.iterations must be >= 0, got {self.iterations}")
+        if not self.lr > 0:
+            raise ValueError(f"MultiViewConfig.lr must be positive, got {self.lr}")
+        if not self.map_scale_mm > 0:
+            raise ValueError(
+                f"MultiViewConfig.map_scale_mm must be positive, got {self.map_scale_mm}"
+            )
+        for name in (
+            "photometric",
+            "landmark",
+            "tv_deformation",
+            "tv_displacement",
+            "displacement_l1",
+            "contour",
+            "coefficient",
+        ):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"MultiViewConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class MultiViewResult:
+    """Outcome of :func:`fit_multiview`.
+
+    Attributes
+    ----------
+    views : one fitted :class:`~models.reconstruct.Reconstruction` per view; all share M0's
+        identity and the deformation map (M1 differs only by each view's expression).
+    single : the views reconstructed on their own (the starting point).
+    naive : the views with the averaged identity and deformation map, before any iteration (the
+        paper's "average the results of all views").
+    shared : (N, 3) the canonical face of the shared space: the fitted identity with a neutral
+        expression plus the shared deformation map (model topology, mm).
+    history : per iteration (0 = before the first step, last = after the last), the total and
+        each loss term.
+    """
+
+    views: list[Reconstruction]
+    single: list[Reconstruction]
+    naive: list[Reconstruction]
+    shared: np.ndarray
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def shared_initial_state(
+    identity: torch.Tensor, deformation: torch.Tensor, seen: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The canonical space's starting point from the per-view results.
+
+    identity : (V, n_id) per-view identity coefficients -> their mean (1, n_id).
+    deformation : (V, 3, m, m) per-view deformation maps; seen : (V, 1, m, m) in [0, 1], how much
+    of each texel the view sees -> per texel the seen-weighted mean (1, 3, m, m); where no view
+    sees a texel, the plain mean.
+    """
+    if identity.dim() != 2 or deformation.dim() != 4 or seen.shape[1] != 1:
+        raise ValueError(
+            f"shared_initial_state: expected (V, n) identity, (V, 3, m, m) deformation and "
+            f"(V, 1, m, m) seen, got {tuple(identity.shape)}, {tuple(deformation.shape)}, "
+            f"{tuple(seen.shape)}"
+        )
+    w = seen.clamp(0.0, 1.0)
+    total = w.sum(0, keepdim=True)
+    weighted = (deformation * w).sum(0, keepdim=True) / total.clamp_min(1e-6)
+    plain = deformation.mean(0, keepdim=True)
+    shared = torch.where(total > 1e-6, weighted, plain)
+    return identity.mean(0, keepdim=True), shared
+
+
+def _check_views(
+    crops: np.ndarray, masks: np.ndarray, landmarks: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    crops = np.asarray(crops)
+    masks = np.asarray(masks)
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    if crops.ndim != 4 or crops.shape[1:] != (224, 224, 3) or crops.dtype != np.uint8:
+        raise ValueError(f"fit_multiview: crops must be (V, 224, 224, 3) uint8, got {crops.shape}")
+    v = crops.shape[0]
+    if v < 1:
+        raise ValueError("fit_multiview: no views")
+    if masks.shape != (v, 224, 224):
+        raise ValueError(f"fit_multiview: masks must be ({v}, 224, 224), got {masks.shape}")
+    if landmarks.shape != (v, 68, 2):
+        raise ValueError(f"fit_multiview: landmarks must be ({v}, 68, 2), got {landmarks.shape}")
+    if not np.isfinite(landmarks).all():
+        raise ValueError("fit_multiview: landmarks hold NaN or infinite values")
+    return crops, masks, landmarks
+
+
+def fit_multiview(
+    recon: Reconstructor,
+    crops: np.ndarray,
+    masks: np.ndarray,
+    landmarks: np.ndarray,
+    config: MultiViewConfig | None = None,
+    *,
+    deretouch: bool = True,
+) -> MultiViewResult:
+    """Fit ``V`` aligned crops of one face jointly (MV-HRN).
+
+    Parameters
+    ----------
+    recon : a loaded reconstructor (its networks give the starting point; they are not changed).
+    crops : (V, 224, 224, 3) uint8 crops aligned the base model's way.
+    masks : (V, 224, 224) face masks of the crops (non-zero = face), as ``prepare-images`` makes.
+    landmarks : (V, 68, 2) iBUG-68 landmarks in the crops' pixels (x = column, y = row).
+    config : schedule and weights.
+    deretouch : render with the de-retouched albedo (as :meth:`Reconstructor.run_crops`).
+    """
+    from models.losses import (
+        coefficient_regulariser,
+        contour_loss,
+        displacement_l1,
+        landmark_loss,
+        photometric_loss,
+        total_variation,
+    )
+    from models.system import DetailFace, masked_downsample
+
+    cfg = config or MultiViewConfig()
+    crops, masks, landmarks = _check_views(crops, masks, landmarks)
+    system = recon.system
+    net = system.config.network
+    unit = net.map_unit_mm
+    scale = float(cfg.map_scale_mm)
+    size = system.image_size
+    images = recon._images(crops)
+    dev, dt = images.device, images.dtype
+    mask_t = torch.from_numpy((masks > 0).astype(np.float32))[:, None].to(dev)
+    if mask_t.shape[-1] != size:
+        mask_t = (torch.nn.functional.interpolate(mask_t, size=(size, size), mode="area") > 0.5).to(
+            dt
+        )
+    k = size / 224.0
+    lm_target = torch.as_tensor(landmarks, dtype=dt, device=dev)  # pixels at 224
+
+    def to224(pts: torch.Tensor) -> torch.Tensor:
+        return (pts + 0.5) / k - 0.5
+
+    with torch.no_grad():
+        coarse0 = system.coarse(images)
+        detail0 = system.details(images, coarse0, deretouch=deretouch)
+        a0 = system.table.interpolate(coarse0.albedo).permute(0, 3, 1, 2)
+        ratio = torch.where(a0 > 1e-4, detail0.albedo_map / a0.clamp_min(1e-4), torch.ones_like(a0))
+        seen_mid = masked_downsample(detail0.valid, net.mid_size)
+        ident, deform = shared_initial_state(coarse0.coeffs.id, detail0.maps.deformation, seen_mid)
+    c0 = coarse0.coeffs
+    params = {
+        "id": ident.clone().requires_grad_(True),
+        "exp": c0.exp.clone().requires_grad_(True),
+        "tex": c0.tex.clone().requires_grad_(True),
+        "angle": c0.angle.clone().requires_grad_(True),
+        "gamma": c0.gamma.clone().requires_grad_(True),
+        "trans": c0.trans.clone().requires_grad_(True),
+        # the maps in units of map_scale_mm (see MultiViewConfig)
+        "deformation": (deform / scale).clone().requires_grad_(True),
+        "displacement": (detail0.maps.displacement / scale).clone().requires_grad_(True),
+    }
+    n_views = images.shape[0]
+    fit_vertices = system.fit_vertices.to(dev)
+    contour_cfg = system.config.contour
+    base_w = system.config.base_losses
+
+    def forward() -> tuple[Any, DetailFace]:
+        coeffs = Coefficients(
+            params["id"].expand(n_views, -1),
+            params["exp"],
+            params["tex"],
+            params["angle"],
+            params["gamma"],
+            params["trans"],
+        )
+        coarse = system.coarse(images, coeffs)
+        deformation = (params["deformation"] * scale).expand(n_views, -1, -1, -1)
+        from facehd.uv import sample_uv_map
+
+        offsets = sample_uv_map(deformation, system.uvs(deformation.dtype))
+        shape = coarse.shape + offsets
+        a0_now = system.table.interpolate(coarse.albedo).permute(0, 3, 1, 2)
+        albedo_map = (a0_now * ratio).clamp(0.0, 1.0)
+        maps = type(detail0.maps)(
+            deformation, params["displacement"] * scale, detail0.maps.realigned_texture, None
+        )
+        detail = DetailFace(
+            detail0.texture,
+            detail0.valid,
+            detail0.position_map,
+            maps,
+            offsets,
+            shape,
+            coarse.pose(shape),
+            albedo_map,
+            detail0.seen,
+        )
+        return coarse, detail
+
+    def losses() -> tuple[torch.Tensor, dict[str, float], Any, DetailFace]:
+        coarse, detail = forward()
+        r1 = system.render_mid(detail, coarse)
+        r2 = system.render_high(detail, coarse)
+        m1 = mask_t * r1.mask[:, None].to(dt)
+        m2 = mask_t * r2.mask[:, None].to(dt)
+        img1, img2 = r1.image.permute(0, 3, 1, 2), r2.image.permute(0, 3, 1, 2)
+        h_units = params["displacement"] * (scale / unit)
+        terms = {
+            "photo_mid": photometric_loss(img1, images, m1),
+            "photo_high": photometric_loss(img2, images, m2),
+            "landmark": landmark_loss(to224(system.landmarks2d(detail.posed)), lm_target),
+            "tv_deformation": total_variation(params["deformation"] * (scale / unit)),
+            "tv_displacement": total_variation(h_units),
+            "displacement_l1": displacement_l1(h_units, detail0.valid),
+            "contour": contour_loss(
+                system.project(detail.posed),
+                mask_t,
+                delta=contour_cfg.delta_at(size),
+                margin=contour_cfg.margin,
+                vertex_mask=fit_vertices,
+            ),
+            "coefficient": coefficient_regulariser(
+                coarse.coeffs, base_w.id, base_w.exp, base_w.tex
+            ),
+        }
+        weights = {
+            "photo_mid": cfg.photometric,
+            "photo_high": cfg.photometric,
+            "landmark": cfg.landmark,
+            "tv_deformation": cfg.tv_deformation,
+            "tv_displacement": cfg.tv_displacement,
+            "displacement_l1": cfg.displacement_l1,
+            "contour": cfg.contour,
+            "coefficient": cfg.coefficient,
+        }
+        total = sum(weights[name] * value for name, value in terms.items())
+        values = {n: float(v.detach()) for n, v in terms.items()}
+        values["total"] = float(total.detach())
+        return total, values, coarse, detail
+
+    single = recon.reconstructions(coarse0, detail0)
+    history: list[dict[str, float]] = []
+    with torch.no_grad():
+        _, values, coarse, detail = losses()
+    naive = recon.reconstructions(coarse, detail)
+    history.append(values)
+    optim = torch.optim.Adam(list(params.values()), lr=cfg.lr)
+    for _ in range(int(cfg.iterations)):
+        with torch.enable_grad():
+            total, values, _, _ = losses()
+            optim.zero_grad(set_to_none=True)
+            total.backward()
+        optim.step()
+        history.append(values)
+    with torch.no_grad():
+        _, values, coarse, detail = losses()
+        history.append(values)
+        id_std = torch.as_tensor(np.asarray(system.model.id_std, dtype=np.float32), device=dev)
+        n_exp = params["exp"].shape[1]
+        neutral = system.model.vertices(
+            params["id"] * id_std, torch.zeros(1, n_exp, dtype=dt, device=dev)
+        )
+        shared = neutral[0] + detail.offsets[0]
+    return MultiViewResult(
+        recon.reconstructions(coarse, detail),
+        single,
+        naive,
+        shared.double().cpu().numpy(),
+        history,
+    )
+
+
+def reconstruct_multiview(
+    photos: list[Path],
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    config: MultiViewConfig | None = None,
+    deretouch: str | Path | None = None,
+    bfm_path: str | Path | None = None,
+    uv_path: str | Path | None = None,
+    progress: Any = None,
+) -> tuple[MultiViewResult | None, list[Any]]:
+    """Photos of one face -> MV-HRN, written as ``out/<photo stem>/`` per view (the files of
+    ``facehd reconstruct``), ``out/shared.obj`` (the canonical face) and ``out/multiview.json``.
+
+    A photo that cannot be read or shows no face is reported (a
+    :class:`models.reconstruct.PhotoResult` with its error) and the others are fitted. Returns
+    ``(result, per-photo results)``; the result is ``None`` when no photo could be used.
+    """
+    import json
+    import os
+
+    from facehd.errors import FacehdError
+    from models.reconstruct import PhotoResult, write_reconstruction
+
+    recon = Reconstructor.load(checkpoint, deretouch=deretouch, bfm_path=bfm_path, uv_path=uv_path)
+    out = Path(out)
+    views, results = [], []
+    stems: dict[str, int] = {}
+    for path in photos:
+        stem = path.stem
+        stems[stem] = stems.get(stem, 0) + 1
+        if stems[stem] > 1:
+            stem = f"{stem}_{stems[stem]}"
+        try:
+            views.append((path, stem, *recon.prepare_view(path)))
+        except (FacehdError, ValueError) as exc:
+            results.append(PhotoResult(path, None, str(exc)))
+        if progress is not None:
+            progress(path)
+    if not views:
+        return None, results
+    res = fit_multiview(
+        recon,
+        np.stack([v[2].image for v in views]),
+        np.stack([v[3] for v in views]),
+        np.stack([v[4] for v in views]),
+        config,
+    )
+    for (path, stem, aligned, _, _), rec in zip(views, res.views, strict=True):
+        folder = out / stem
+        write_reconstruction(
+            recon, rec, folder, photo_region=aligned.image_hd, crop_transform=aligned.transform
+        )
+        results.append(PhotoResult(path, folder, None))
+    order = {p: k for k, p in enumerate(photos)}
+    results.sort(key=lambda r: order[r.photo])
+    from models.export import write_textured_obj
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_textured_obj(out / "shared.obj", recon.mesh(res.shared))
+    meta = {
+        "views": [{"photo": str(v[0]), "folder": v[1]} for v in views],
+        "failed": [{"photo": str(r.photo), "error": r.error} for r in results if r.error],
+        "config": asdict(config or MultiViewConfig()),
+        "loss_first": res.history[0],
+        "loss_last": res.history[-1],
+    }
+    tmp = out / f"multiview.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, out / "multiview.json")
+    return res, results
