@@ -170,6 +170,7 @@ def fit_multiview(
     config: MultiViewConfig | None = None,
     *,
     deretouch: bool = True,
+    coefficients: Coefficients | None = None,
 ) -> MultiViewResult:
     """Fit ``V`` aligned crops of one face jointly (MV-HRN).
 
@@ -181,6 +182,9 @@ def fit_multiview(
     landmarks : (V, 68, 2) iBUG-68 landmarks in the crops' pixels (x = column, y = row).
     config : schedule and weights.
     deretouch : render with the de-retouched albedo (as :meth:`Reconstructor.run_crops`).
+    coefficients : per-view starting coefficients (``V`` rows, the analyzer's whitened layout),
+        e.g. another method's estimates or an earlier fit; default the face analyzer's. The
+        detail networks run on the faces they give.
     """
     from models.losses import (
         coefficient_regulariser,
@@ -212,8 +216,15 @@ def fit_multiview(
     def to224(pts: torch.Tensor) -> torch.Tensor:
         return (pts + 0.5) / k - 0.5
 
+    if coefficients is not None:
+        coefficients = Coefficients(*(t.detach().to(dev, dt) for t in coefficients))
+        if coefficients.batch_size != images.shape[0]:
+            raise ValueError(
+                f"fit_multiview: {coefficients.batch_size} rows of coefficients for "
+                f"{images.shape[0]} views"
+            )
     with torch.no_grad():
-        coarse0 = system.coarse(images)
+        coarse0 = system.coarse(images, coefficients)
         detail0 = system.details(images, coarse0, deretouch=deretouch)
         a0 = system.table.interpolate(coarse0.albedo).permute(0, 3, 1, 2)
         ratio = torch.where(a0 > 1e-4, detail0.albedo_map / a0.clamp_min(1e-4), torch.ones_like(a0))
