@@ -20,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "atomic_write_text",
     "write_rows",
@@ -48,9 +50,14 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def format_value(value: Any) -> str:
-    """CSV text of a value: full-precision floats (``repr``), empty for None and NaN."""
+    """CSV text of a value: full-precision floats (``repr``), empty for None and NaN.
+
+    NumPy scalars are written as the Python numbers they hold (``repr`` of ``np.float64`` would
+    write ``np.float64(...)``)."""
     if value is None:
         return ""
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, float):
         return "" if math.isnan(value) else repr(value)
     if isinstance(value, bool):

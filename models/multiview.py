@@ -38,9 +38,13 @@ from models.analyzer import Coefficients
 from models.reconstruct import Reconstruction, Reconstructor
 
 __all__ = [
+    "VARIANTS",
     "MultiViewConfig",
+    "MultiViewEvalRow",
     "MultiViewResult",
+    "evaluate_multiview_synthetic",
     "fit_multiview",
+    "summarise_multiview",
     "reconstruct_multiview",
     "shared_initial_state",
 ]
@@ -424,3 +428,99 @@ def reconstruct_multiview(
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp, out / "multiview.json")
     return res, results
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation on synthetic photos with exact truth
+# --------------------------------------------------------------------------------------------
+#: The three ways of using a set of views, in the order reported.
+VARIANTS: tuple[str, ...] = ("single", "naive", "mv-hrn")
+
+
+@dataclass
+class MultiViewEvalRow:
+    """Scores of one synthetic scan's photos under one variant (means over its views).
+
+    ``variant``: ``single`` (each view on its own), ``naive`` (identity and deformation averaged
+    over the views, no fitting) or ``mv-hrn`` (the joint fit). Distances (mm) and normal errors
+    (rad) as :func:`models.evaluate.score_levels`.
+    """
+
+    sample_id: str
+    variant: str
+    views: int
+    dist_m0: float
+    dist_m1: float
+    dist_m2: float
+    normal_m0: float
+    normal_m1: float
+    normal_m2: float
+
+
+def evaluate_multiview_synthetic(
+    recon: Reconstructor,
+    scans_dir: str | Path,
+    config: MultiViewConfig | None = None,
+    *,
+    max_points: int = 4000,
+    progress: Any = None,
+) -> list[MultiViewEvalRow]:
+    """Fit the photos of every held-out scan of ``scans_dir`` (``facehd synth --photos V``,
+    ``V >= 2``) jointly and score the single-view, naive and MV-HRN reconstructions against
+    the truth; one row per scan and variant.
+
+    The photos are cropped from their true landmarks with their true skin masks (no detector in
+    the loop, as :func:`models.evaluate.evaluate_synthetic`). Raises InputFileError when the
+    folder holds no ``*.photos.npz`` with at least two photos.
+    """
+    from facehd.errors import InputFileError
+    from models.data import align_lab_photo
+    from models.evaluate import load_truth, score_levels
+
+    d = Path(scans_dir)
+    ids = sorted(p.name[: -len(".photos.npz")] for p in d.glob("*.photos.npz"))
+    jobs = []
+    for sid in ids:
+        truth = load_truth(d, sid)
+        with np.load(truth.photos) as z:
+            photos = {k: z[k] for k in ("images", "landmarks68", "masks")}
+        if photos["images"].shape[0] >= 2:
+            jobs.append((truth, photos))
+    if not jobs:
+        raise InputFileError(
+            d, "no <id>.photos.npz with two or more photos (facehd synth --photos 3)"
+        )
+    rows: list[MultiViewEvalRow] = []
+    for k, (truth, photos) in enumerate(jobs):
+        n = photos["images"].shape[0]
+        crops = [align_lab_photo(photos, v, recon.template) for v in range(n)]
+        res = fit_multiview(
+            recon,
+            np.stack([c["image"] for c in crops]),
+            np.stack([c["mask"] for c in crops]),
+            np.stack([c["landmarks"] for c in crops]),
+            config,
+        )
+        for variant, recs in zip(VARIANTS, (res.single, res.naive, res.views), strict=True):
+            scores = [
+                score_levels(recon, r, truth, max_points=max_points, seed=v)
+                for v, r in enumerate(recs)
+            ]
+            dist = np.mean([s[1] for s in scores], axis=0)
+            normal = np.mean([s[2] for s in scores], axis=0)
+            values = [float(x) for x in (*dist, *normal)]
+            rows.append(MultiViewEvalRow(truth.sample_id, variant, n, *values))
+        if progress is not None:
+            progress(k + 1, len(jobs))
+    return rows
+
+
+def summarise_multiview(rows: list[MultiViewEvalRow]) -> dict[str, dict[str, float]]:
+    """Per variant, the mean of each score over the scans."""
+    names = ("dist_m0", "dist_m1", "dist_m2", "normal_m0", "normal_m1", "normal_m2")
+    out = {}
+    for variant in VARIANTS:
+        mine = [r for r in rows if r.variant == variant]
+        if mine:
+            out[variant] = {n: float(np.mean([getattr(r, n) for r in mine])) for n in names}
+    return out

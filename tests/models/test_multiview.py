@@ -193,3 +193,33 @@ def test_reconstruct_multiview_writes_views_shared_face_and_report(model_path, t
     assert len(report["failed"]) == 1 and report["failed"][0]["photo"] == str(faceless)
     assert report["config"]["iterations"] == 2
     assert not list(out.glob("*.tmp*"))
+
+
+def test_evaluate_multiview_scores_the_three_variants(hrn_data, model_path, tmp_path):
+    import csv
+
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+    from models.multiview import VARIANTS
+
+    out = tmp_path / "mv.csv"
+    args = ["evaluate", "--multiview", "--iterations", "2", "--checkpoint", str(model_path)]
+    res = CliRunner().invoke(app, [*args, "--scans", str(hrn_data.scans), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    samples = {p.name[: -len(".photos.npz")] for p in hrn_data.scans.glob("*.photos.npz")}
+    assert {(r["sample_id"], r["variant"]) for r in rows} == {
+        (s, v) for s in samples for v in VARIANTS
+    }
+    for r in rows:
+        assert r["views"] == "2"
+        values = [float(r[k]) for k in ("dist_m0", "dist_m1", "normal_m1", "normal_m2")]
+        assert all(0 < x < 50 for x in values)
+    assert all(v in res.output for v in VARIANTS)
+    # a folder without photo sets is a clear error
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = CliRunner().invoke(app, [*args, "--scans", str(empty)])
+    assert res.exit_code != 0 and "photos.npz" in res.output
