@@ -264,3 +264,53 @@ def hrn_reconstruct(quick: bool) -> list[PerfRow]:
                 )
             )
     return rows
+
+
+MULTIVIEW_ENTRY = "hrn-multiview"
+
+
+@register(MULTIVIEW_ENTRY, "MV-HRN: one joint fit of 3 aligned crops (50 iterations) on one core")
+def hrn_multiview(quick: bool) -> list[PerfRow]:
+    import numpy as np
+
+    from facehd.morphable import load_model
+    from models.config import paper_model_config
+    from models.multiview import MultiViewConfig, fit_multiview
+    from models.reconstruct import Reconstructor
+    from models.system import FaceSystem
+    from models.train import tiny_cpu_train_config
+
+    model = load_model("facehd-synth")
+    rng = np.random.default_rng(0)
+    views = 3
+    crops = rng.integers(60, 200, size=(views, 224, 224, 3), dtype=np.uint8)
+    masks = np.zeros((views, 224, 224), dtype=np.uint8)
+    masks[:, 40:200, 50:174] = 1
+    configs = [("tiny-cpu", tiny_cpu_train_config())]
+    if not quick:
+        paper = tiny_cpu_train_config()
+        paper.model = paper_model_config()
+        configs.append(("paper networks", paper))
+    iterations = 5 if quick else 50
+    rows = []
+    with single_thread():
+        for name, cfg in configs:
+            recon = Reconstructor(FaceSystem(cfg.model, model, cfg.image_size).eval(), cfg)
+            system = recon.system
+            with torch.no_grad():
+                coarse = system.coarse(recon._images(crops))
+                lms = system.landmarks2d(coarse.posed).numpy() * 224.0 / system.image_size
+            mv = MultiViewConfig(iterations=iterations)
+            t = timeit(lambda r=recon, x=lms, c=mv: fit_multiview(r, crops, masks, x, c), 1)
+            rows.append(
+                PerfRow(
+                    MULTIVIEW_ENTRY,
+                    f"{name}: {views} views, {iterations} iterations",
+                    t,
+                    "s",
+                    target="< 60 s (the paper: under a minute for 2-5 views)",
+                    passed=t < 60.0,
+                    note=f"{t / iterations * 1e3:.0f} ms per iteration incl. the single-view pass",
+                )
+            )
+    return rows

@@ -57,3 +57,28 @@ def test_hrn_method_on_a_synthetic_now_benchmark(model_path, tmp_path, monkeypat
         assert len(list(csv.DictReader(fh))) == 2  # the faceless image tried once more
     missing = CliRunner().invoke(app, args[:-1] + [str(tmp_path / "nope.pt")])
     assert missing.exit_code == 2 and "nope.pt" in missing.output
+
+
+def test_hrn_method_fits_multiview_sets_jointly(model_path, tmp_path, monkeypatch, one_thread):
+    pytest.importorskip("mediapipe")
+    from benchmarks.readers import read_multiview_items
+    from benchmarks.synthetic import MULTIVIEW_SPLIT, MULTIVIEW_VIEWS
+
+    root = make_synthetic_benchmark("multiview", tmp_path / "mv", seed=2, n_subjects=1)
+    items = read_multiview_items(root, MULTIVIEW_SPLIT)
+    assert len(items) == 1 and len(list(items[0].image_path.iterdir())) == MULTIVIEW_VIEWS
+    calls = []
+    import models.multiview as mv
+
+    real_fit = mv.fit_multiview
+
+    def spy(recon, crops, *args, **kwargs):
+        calls.append(crops.shape[0])
+        return real_fit(recon, crops, *args, **kwargs)
+
+    monkeypatch.setattr(mv, "fit_multiview", spy)
+    monkeypatch.setenv(ENV_CHECKPOINT, str(model_path))
+    result = run_benchmark(f"multiview:{MULTIVIEW_SPLIT}", "hrn", root=root, out=tmp_path / "bench")
+    assert calls == [MULTIVIEW_VIEWS]  # one joint fit of the set's three photos
+    assert result.n_items == 1 and result.n_ok == 1
+    assert result.leaderboard_row.median_mm is not None and result.leaderboard_row.median_mm > 0
