@@ -872,6 +872,7 @@ def evaluate(
                     recon,
                     scans,
                     MultiViewConfig(iterations=iterations),
+                    views=views,
                     progress=lambda d, n: bar.update(task, completed=d, total=n),
                 )
         summary = summarise_multiview(mv_rows)

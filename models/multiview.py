@@ -462,12 +462,14 @@ def evaluate_multiview_synthetic(
     scans_dir: str | Path,
     config: MultiViewConfig | None = None,
     *,
+    views: int | None = None,
     max_points: int = 4000,
     progress: Any = None,
 ) -> list[MultiViewEvalRow]:
     """Fit the photos of every held-out scan of ``scans_dir`` (``facehd synth --photos V``,
     ``V >= 2``) jointly and score the single-view, naive and MV-HRN reconstructions against
-    the truth; one row per scan and variant.
+    the truth; one row per scan and variant. ``views`` uses the first ``views`` photos of each
+    scan (at least 2; default all).
 
     The photos are cropped from their true landmarks with their true skin masks (no detector in
     the loop, as :func:`models.evaluate.evaluate_synthetic`). Raises InputFileError when the
@@ -477,6 +479,8 @@ def evaluate_multiview_synthetic(
     from models.data import align_lab_photo
     from models.evaluate import load_truth, score_levels
 
+    if views is not None and views < 2:
+        raise ValueError(f"evaluate_multiview_synthetic: views must be >= 2, got {views}")
     d = Path(scans_dir)
     ids = sorted(p.name[: -len(".photos.npz")] for p in d.glob("*.photos.npz"))
     jobs = []
@@ -492,7 +496,7 @@ def evaluate_multiview_synthetic(
         )
     rows: list[MultiViewEvalRow] = []
     for k, (truth, photos) in enumerate(jobs):
-        n = photos["images"].shape[0]
+        n = photos["images"].shape[0] if views is None else min(views, photos["images"].shape[0])
         crops = [align_lab_photo(photos, v, recon.template) for v in range(n)]
         res = fit_multiview(
             recon,

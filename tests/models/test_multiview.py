@@ -218,7 +218,9 @@ def test_evaluate_multiview_scores_the_three_variants(hrn_data, model_path, tmp_
         values = [float(r[k]) for k in ("dist_m0", "dist_m1", "normal_m1", "normal_m2")]
         assert all(0 < x < 50 for x in values)
     assert all(v in res.output for v in VARIANTS)
-    # a folder without photo sets is a clear error
+    # one view is no set; a folder without photo sets is a clear error
+    res = CliRunner().invoke(app, [*args, "--scans", str(hrn_data.scans), "--views", "1"])
+    assert res.exit_code != 0 and "views must be >= 2" in res.output
     empty = tmp_path / "empty"
     empty.mkdir()
     res = CliRunner().invoke(app, [*args, "--scans", str(empty)])
