@@ -793,6 +793,7 @@ def reconstruct(
             if multiview:
                 from models.multiview import MultiViewConfig, reconstruct_multiview
 
+                fit_task = bar.add_task("MV-HRN fit", total=iterations)
                 fitted, results = reconstruct_multiview(
                     files,
                     checkpoint,
@@ -802,6 +803,7 @@ def reconstruct(
                     bfm_path=bfm,
                     uv_path=uv,
                     progress=lambda _p: bar.advance(task),
+                    fit_progress=lambda i, _n: bar.update(fit_task, completed=i),
                 )
             else:
                 fitted = None

@@ -175,6 +175,7 @@ def fit_multiview(
     *,
     deretouch: bool = True,
     coefficients: Coefficients | None = None,
+    progress: Any = None,
 ) -> MultiViewResult:
     """Fit ``V`` aligned crops of one face jointly (MV-HRN).
 
@@ -189,6 +190,7 @@ def fit_multiview(
     coefficients : per-view starting coefficients (``V`` rows, the analyzer's whitened layout),
         e.g. another method's estimates or an earlier fit; default the face analyzer's. The
         detail networks run on the faces they give.
+    progress : called with ``(iteration, iterations)`` after each iteration.
     """
     from models.losses import (
         coefficient_regulariser,
@@ -339,6 +341,8 @@ def fit_multiview(
             total.backward()
         optim.step()
         history.append(values)
+        if progress is not None:
+            progress(len(history) - 1, int(cfg.iterations))
     with torch.no_grad():
         _, values, coarse, detail = losses()
         history.append(values)
@@ -367,6 +371,7 @@ def reconstruct_multiview(
     bfm_path: str | Path | None = None,
     uv_path: str | Path | None = None,
     progress: Any = None,
+    fit_progress: Any = None,
 ) -> tuple[MultiViewResult | None, list[Any]]:
     """Photos of one face -> MV-HRN, written as ``out/<photo stem>/`` per view (the files of
     ``facehd reconstruct``), ``out/shared.obj`` (the canonical face) and ``out/multiview.json``.
@@ -374,22 +379,19 @@ def reconstruct_multiview(
     A photo that cannot be read or shows no face is reported (a
     :class:`models.reconstruct.PhotoResult` with its error) and the others are fitted. Returns
     ``(result, per-photo results)``; the result is ``None`` when no photo could be used.
+    ``progress(photo)`` is called after each photo is prepared, ``fit_progress(i, n)`` after each
+    iteration of the fit.
     """
     import json
     import os
 
     from facehd.errors import FacehdError
-    from models.reconstruct import PhotoResult, write_reconstruction
+    from models.reconstruct import PhotoResult, output_names, write_reconstruction
 
     recon = Reconstructor.load(checkpoint, deretouch=deretouch, bfm_path=bfm_path, uv_path=uv_path)
     out = Path(out)
     views, results = [], []
-    stems: dict[str, int] = {}
-    for path in photos:
-        stem = path.stem
-        stems[stem] = stems.get(stem, 0) + 1
-        if stems[stem] > 1:
-            stem = f"{stem}_{stems[stem]}"
+    for path, stem in zip(photos, output_names(photos), strict=True):
         try:
             views.append((path, stem, *recon.prepare_view(path)))
         except (FacehdError, ValueError) as exc:
@@ -404,6 +406,7 @@ def reconstruct_multiview(
         np.stack([v[3] for v in views]),
         np.stack([v[4] for v in views]),
         config,
+        progress=fit_progress,
     )
     for (path, stem, aligned, _, _), rec in zip(views, res.views, strict=True):
         folder = out / stem

@@ -448,6 +448,17 @@ class PhotoResult:
     error: str | None
 
 
+def output_names(photos: list[Path]) -> list[str]:
+    """One output folder name per photo: its stem, ``<stem>_2``, ``<stem>_3`` ... for repeats."""
+    seen: dict[str, int] = {}
+    names = []
+    for path in photos:
+        seen[path.stem] = seen.get(path.stem, 0) + 1
+        n = seen[path.stem]
+        names.append(path.stem if n == 1 else f"{path.stem}_{n}")
+    return names
+
+
 def reconstruct_photos(
     photos: list[Path],
     checkpoint: str | Path,
@@ -462,13 +473,8 @@ def reconstruct_photos(
     reported and the others continue."""
     recon = Reconstructor.load(checkpoint, deretouch=deretouch, bfm_path=bfm_path, uv_path=uv_path)
     out = Path(out)
-    stems: dict[str, int] = {}
     results = []
-    for path in photos:
-        stem = path.stem
-        stems[stem] = stems.get(stem, 0) + 1
-        if stems[stem] > 1:
-            stem = f"{stem}_{stems[stem]}"
+    for path, stem in zip(photos, output_names(photos), strict=True):
         try:
             rec, aligned = recon.run_photo(path)
             folder = out / stem

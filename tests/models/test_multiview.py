@@ -79,7 +79,17 @@ def fitted(hrn_data, model_path):
         g = torch.Generator().manual_seed(3)
         start = start._replace(id=start.id + 0.5 * torch.randn(start.id.shape, generator=g))
         cfg = MultiViewConfig(iterations=15, lr=1e-2)
-        res = fit_multiview(recon, crops, masks, lms, cfg, coefficients=start)
+        calls: list[tuple[int, int]] = []
+        res = fit_multiview(
+            recon,
+            crops,
+            masks,
+            lms,
+            cfg,
+            coefficients=start,
+            progress=lambda i, n: calls.append((i, n)),
+        )
+        assert calls == [(i, 15) for i in range(1, 16)]
     finally:
         torch.set_num_threads(before)
     return recon, res, (crops, masks, lms, start)
@@ -225,3 +235,12 @@ def test_evaluate_multiview_scores_the_three_variants(hrn_data, model_path, tmp_
     empty.mkdir()
     res = CliRunner().invoke(app, [*args, "--scans", str(empty)])
     assert res.exit_code != 0 and "photos.npz" in res.output
+
+
+def test_output_names_number_repeated_stems():
+    from pathlib import Path
+
+    from models.reconstruct import output_names
+
+    photos = [Path("a/x.jpg"), Path("b/x.png"), Path("y.jpg"), Path("c/x.jpg")]
+    assert output_names(photos) == ["x", "x_2", "y", "x_3"]
