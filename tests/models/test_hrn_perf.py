@@ -38,3 +38,9 @@ def test_matmul_peak_is_positive_and_finite(one_thread):
 
     peak = perf.matmul_peak_gflops(n=128, repeat=1)
     assert peak > 0 and math.isfinite(peak)
+
+
+def test_multiview_entry_runs_quick(one_thread):
+    rows = perf.discover()["hrn-multiview"].fn(True)
+    assert [r.metric for r in rows] == ["tiny-cpu: 3 views, 5 iterations"]
+    assert rows[0].unit == "s" and rows[0].value > 0 and rows[0].passed is not None
