@@ -44,3 +44,26 @@ def test_multiview_entry_runs_quick(one_thread):
     rows = perf.discover()["hrn-multiview"].fn(True)
     assert [r.metric for r in rows] == ["tiny-cpu: 3 views, 5 iterations"]
     assert rows[0].unit == "s" and rows[0].value > 0 and rows[0].passed is not None
+
+
+def test_paper_training_entry_says_when_no_gpu_is_there(monkeypatch):
+    import math
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    rows = perf.discover()["hrn-train-paper"].fn(True)
+    assert len(rows) == 1 and math.isnan(rows[0].value) and "no CUDA device" in rows[0].note
+
+
+def test_paper_speed_config_keeps_the_paper_networks():
+    from models.config import paper_model_config
+    from models.perf_entries import paper_speed_config
+    from models.train import paper_train_config
+
+    cfg = paper_speed_config("cpu", batch_size=2)
+    paper = paper_train_config()
+    assert cfg.model == paper_model_config() == paper.model
+    assert cfg.morphable.name == "facehd-synth" and paper.morphable.name == "bfm"
+    assert (cfg.base.steps, cfg.hrn.steps) == (paper.base.steps, paper.hrn.steps)
+    assert cfg.base.batch_size == cfg.hrn.batch_size == 2 and cfg.device == "cpu"
