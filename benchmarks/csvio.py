@@ -13,14 +13,13 @@ import dataclasses
 import hashlib
 import io
 import json
-import math
 import os
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from facehd.csvtext import format_value
 
 __all__ = [
     "atomic_write_text",
@@ -47,22 +46,6 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
-
-
-def format_value(value: Any) -> str:
-    """CSV text of a value: full-precision floats (``repr``), empty for None and NaN.
-
-    NumPy scalars are written as the Python numbers they hold (``repr`` of ``np.float64`` would
-    write ``np.float64(...)``)."""
-    if value is None:
-        return ""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return "" if math.isnan(value) else repr(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def write_rows(path: str | Path, rows: Sequence[Any], row_type: type | None = None) -> Path:

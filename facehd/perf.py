@@ -155,10 +155,12 @@ def write_csv(rows: list[PerfRow], path: str | Path) -> Path:
         "cpus": os.cpu_count(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    from facehd.csvtext import format_value
+
     with open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=names)
         writer.writeheader()
         for row in rows:
-            writer.writerow({**asdict(row), **info})
+            writer.writerow({k: format_value(v) for k, v in {**asdict(row), **info}.items()})
     os.replace(tmp, path)
     return path
