@@ -769,12 +769,17 @@ def reconstruct(
         False, help="The photos are views of one face: fit them jointly (MV-HRN)."
     ),
     iterations: int = typer.Option(50, min=0, help="MV-HRN: Adam iterations."),
+    base_texture: bool = typer.Option(
+        False, help="Texture = the base albedo; skips the de-retouching network (faster on CPU)."
+    ),
 ) -> None:
     """Reconstruct faces: M0, M1 (textured, model topology), M2 (dense, with UVs), maps, previews.
 
     Needs the optional extra for detection: pip install 'facehd\\[photo]'. Writes OUT/<photo stem>/
     coarse.obj, mid.obj, detail.obj, texture.png, deformation/displacement .npy and 16-bit .png,
     overlay.png, turntable.png, reconstruction.json; exit status 1 when a photo failed.
+    --base-texture writes the base albedo as the texture and skips the de-retouching network
+    (same geometry, about 3x faster at the paper's sizes on a CPU).
 
     With --multiview all photos are views of one face (MV-HRN, paper Sec. 3.5): they share the
     identity and the deformation map, each keeps its expression, pose, light and displacement
@@ -804,6 +809,7 @@ def reconstruct(
                     uv_path=uv,
                     progress=lambda _p: bar.advance(task),
                     fit_progress=lambda i, _n: bar.update(fit_task, completed=i),
+                    base_texture=base_texture,
                 )
             else:
                 fitted = None
@@ -815,6 +821,7 @@ def reconstruct(
                     bfm_path=bfm,
                     uv_path=uv,
                     progress=lambda _p: bar.advance(task),
+                    base_texture=base_texture,
                 )
     if fitted is not None:
         first, last = fitted.history[0], fitted.history[-1]

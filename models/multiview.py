@@ -173,7 +173,7 @@ def fit_multiview(
     landmarks: np.ndarray,
     config: MultiViewConfig | None = None,
     *,
-    deretouch: bool = True,
+    deretouch: bool | None = None,
     coefficients: Coefficients | None = None,
     progress: Any = None,
 ) -> MultiViewResult:
@@ -186,7 +186,8 @@ def fit_multiview(
     masks : (V, 224, 224) face masks of the crops (non-zero = face), as ``prepare-images`` makes.
     landmarks : (V, 68, 2) iBUG-68 landmarks in the crops' pixels (x = column, y = row).
     config : schedule and weights.
-    deretouch : render with the de-retouched albedo (as :meth:`Reconstructor.run_crops`).
+    deretouch : render with the de-retouched albedo; default as :meth:`Reconstructor.run_crops`
+        (yes unless the reconstructor writes the base texture).
     coefficients : per-view starting coefficients (``V`` rows, the analyzer's whitened layout),
         e.g. another method's estimates or an earlier fit; default the face analyzer's. The
         detail networks run on the faces they give.
@@ -203,6 +204,8 @@ def fit_multiview(
     from models.system import DetailFace, masked_downsample
 
     cfg = config or MultiViewConfig()
+    if deretouch is None:
+        deretouch = not recon.base_texture
     crops, masks, landmarks = _check_views(crops, masks, landmarks)
     system = recon.system
     net = system.config.network
@@ -372,6 +375,7 @@ def reconstruct_multiview(
     uv_path: str | Path | None = None,
     progress: Any = None,
     fit_progress: Any = None,
+    base_texture: bool = False,
 ) -> tuple[MultiViewResult | None, list[Any]]:
     """Photos of one face -> MV-HRN, written as ``out/<photo stem>/`` per view (the files of
     ``facehd reconstruct``), ``out/shared.obj`` (the canonical face) and ``out/multiview.json``.
@@ -380,7 +384,7 @@ def reconstruct_multiview(
     :class:`models.reconstruct.PhotoResult` with its error) and the others are fitted. Returns
     ``(result, per-photo results)``; the result is ``None`` when no photo could be used.
     ``progress(photo)`` is called after each photo is prepared, ``fit_progress(i, n)`` after each
-    iteration of the fit.
+    iteration of the fit. ``base_texture``: see :class:`models.reconstruct.Reconstructor`.
     """
     import json
     import os
@@ -388,7 +392,13 @@ def reconstruct_multiview(
     from facehd.errors import FacehdError
     from models.reconstruct import PhotoResult, output_names, write_reconstruction
 
-    recon = Reconstructor.load(checkpoint, deretouch=deretouch, bfm_path=bfm_path, uv_path=uv_path)
+    recon = Reconstructor.load(
+        checkpoint,
+        base_texture=base_texture,
+        deretouch=deretouch,
+        bfm_path=bfm_path,
+        uv_path=uv_path,
+    )
     out = Path(out)
     views, results = [], []
     for path, stem in zip(photos, output_names(photos), strict=True):

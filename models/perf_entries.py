@@ -272,15 +272,17 @@ def hrn_reconstruct(quick: bool) -> list[PerfRow]:
     model = load_model("facehd-synth")
     rng = np.random.default_rng(0)
     crop = rng.integers(60, 200, size=(1, 224, 224, 3), dtype=np.uint8)
-    configs = [("tiny-cpu", tiny_cpu_train_config())]
+    configs = [("tiny-cpu", tiny_cpu_train_config(), False)]
     if not quick:
         paper = tiny_cpu_train_config()
         paper.model = paper_model_config()
-        configs.append(("paper networks", paper))
+        configs.append(("paper networks", paper, False))
+        configs.append(("paper networks, --base-texture", paper, True))
     with single_thread():
         peak = matmul_peak_gflops()
-        for name, cfg in configs:
-            recon = Reconstructor(FaceSystem(cfg.model, model, cfg.image_size).eval(), cfg)
+        for name, cfg, base in configs:
+            system = FaceSystem(cfg.model, model, cfg.image_size).eval()
+            recon = Reconstructor(system, cfg, base_texture=base)
             recon.run_crops(crop)  # warm-up
             t = timeit(lambda r=recon: r.run_crops(crop), 1 if quick else 3)
             rec = recon.run_crops(crop)[0]

@@ -170,11 +170,17 @@ class Reconstruction:
 
 
 class Reconstructor:
-    """Runs a loaded :class:`~models.system.FaceSystem` on crops and photos."""
+    """Runs a loaded :class:`~models.system.FaceSystem` on crops and photos.
 
-    def __init__(self, system: FaceSystem, config: Any) -> None:
+    ``base_texture``: write the base model's albedo A0 as the texture and skip the de-retouching
+    network (the geometry is the same; at the paper's sizes the network is most of the time of a
+    reconstruction on a CPU).
+    """
+
+    def __init__(self, system: FaceSystem, config: Any, *, base_texture: bool = False) -> None:
         self.system = system
         self.config = config
+        self.base_texture = bool(base_texture)
         if system.device.type == "cpu":
             # oneDNN runs the de-retouching U-Net (512 px at the paper's size) about a quarter
             # faster on channels-last weights; the numbers are the same
@@ -183,10 +189,12 @@ class Reconstructor:
         self._detector = None
 
     @classmethod
-    def load(cls, checkpoint: str | Path, **kwargs: Any) -> Reconstructor:
+    def load(
+        cls, checkpoint: str | Path, *, base_texture: bool = False, **kwargs: Any
+    ) -> Reconstructor:
         """:func:`load_system` then a reconstructor."""
         system, cfg = load_system(checkpoint, **kwargs)
-        return cls(system, cfg)
+        return cls(system, cfg, base_texture=base_texture)
 
     @property
     def model(self):
@@ -210,7 +218,7 @@ class Reconstructor:
         images = self._images(crops)
         system = self.system
         coarse = system.coarse(images)
-        detail = system.details(images, coarse, deretouch=True)
+        detail = system.details(images, coarse, deretouch=not self.base_texture)
         return self.reconstructions(coarse, detail)
 
     @torch.no_grad()
@@ -468,10 +476,17 @@ def reconstruct_photos(
     bfm_path: str | Path | None = None,
     uv_path: str | Path | None = None,
     progress: Any = None,
+    base_texture: bool = False,
 ) -> list[PhotoResult]:
     """Reconstruct every photo into ``out/<stem>/``; a photo that fails (unreadable, no face) is
-    reported and the others continue."""
-    recon = Reconstructor.load(checkpoint, deretouch=deretouch, bfm_path=bfm_path, uv_path=uv_path)
+    reported and the others continue. ``base_texture``: see :class:`Reconstructor`."""
+    recon = Reconstructor.load(
+        checkpoint,
+        base_texture=base_texture,
+        deretouch=deretouch,
+        bfm_path=bfm_path,
+        uv_path=uv_path,
+    )
     out = Path(out)
     results = []
     for path, stem in zip(photos, output_names(photos), strict=True):

@@ -202,3 +202,40 @@ def test_channels_last_weights_change_no_number(hrn_data, model_path, one_thread
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     # the de-retouched albedo is not the plain one: the U-Net is in the comparison
     assert not torch.allclose(bare, plain.albedo_map)
+
+
+def test_base_texture_skips_the_deretouching_network_and_keeps_the_geometry(
+    hrn_data, model_path, tmp_path, one_thread
+):
+    crop = crop_of(hrn_data)[None]
+    full = Reconstructor.load(model_path).run_crops(crop)[0]
+    fast = Reconstructor.load(model_path, base_texture=True)
+    calls = []
+    fast.system.hrn.deretouch.generator.register_forward_hook(lambda *a: calls.append(1))
+    rec = fast.run_crops(crop)[0]
+    assert calls == []  # the de-retouching network never ran
+    for name in ("m0", "m1", "deformation", "displacement", "rotation", "translation"):
+        np.testing.assert_allclose(getattr(rec, name), getattr(full, name), rtol=1e-5, atol=1e-6)
+    # the texture is the base albedo A0 in UV space
+    system = fast.system
+    with torch.no_grad():
+        coarse = system.coarse(fast._images(crop))
+        a0 = system.table.interpolate(coarse.albedo).permute(0, 3, 1, 2)[0].permute(1, 2, 0)
+    np.testing.assert_allclose(rec.texture, a0.clamp(0, 1).numpy(), atol=1e-6)
+    assert not np.allclose(rec.texture, full.texture, atol=1e-3)
+    # the CLI flag: the written texture is the base albedo of that photo
+    pytest.importorskip("mediapipe")
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+
+    photo = hrn_data.scans / "photos" / "s000_e00_v00.png"
+    outs = {}
+    for flag in ([], ["--base-texture"]):
+        out = tmp_path / ("base" if flag else "full")
+        args = ["reconstruct", str(photo), "--checkpoint", str(model_path), "--out", str(out)]
+        res = CliRunner().invoke(app, [*args, *flag])
+        assert res.exit_code == 0, res.output
+        outs[bool(flag)] = np.asarray(Image.open(out / photo.stem / "texture.png"))
+        assert (out / photo.stem / "detail.obj").is_file()
+    assert not np.array_equal(outs[True], outs[False])
