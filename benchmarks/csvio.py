@@ -11,15 +11,12 @@ import contextlib
 import csv
 import dataclasses
 import hashlib
-import io
 import json
-import os
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from facehd.csvtext import format_value
+from facehd.csvtext import atomic_write_text, format_value, write_rows
 
 __all__ = [
     "atomic_write_text",
@@ -29,44 +26,6 @@ __all__ = [
     "locked",
     "format_value",
 ]
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def write_rows(path: str | Path, rows: Sequence[Any], row_type: type | None = None) -> Path:
-    """Write dataclass instances as a CSV (header = the dataclass's fields), atomically.
-
-    Parameters
-    ----------
-    path : destination.
-    rows : instances of one dataclass.
-    row_type : the dataclass (needed for the header when ``rows`` is empty).
-    """
-    cls = row_type or (type(rows[0]) if rows else None)
-    if cls is None or not dataclasses.is_dataclass(cls):
-        raise ValueError("write_rows: give dataclass rows or their row_type")
-    names = [f.name for f in dataclasses.fields(cls)]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(names)
-    for r in rows:
-        w.writerow([format_value(getattr(r, n)) for n in names])
-    return atomic_write_text(path, buf.getvalue())
 
 
 def read_rows(path: str | Path) -> list[dict[str, str]]:

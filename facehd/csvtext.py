@@ -1,13 +1,21 @@
-"""How facehd writes a value into a CSV cell: one format for every CSV the project writes."""
+"""How facehd writes CSV files: one cell format for every CSV the project writes, and files
+written to a temporary sibling then renamed, so an interrupted run never leaves half a file."""
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import io
 import math
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["format_value"]
+__all__ = ["atomic_write_text", "format_value", "write_rows"]
 
 
 def format_value(value: Any) -> str:
@@ -25,3 +33,41 @@ def format_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_rows(path: str | Path, rows: Sequence[Any], row_type: type | None = None) -> Path:
+    """Write dataclass instances as a CSV (header = the dataclass's fields), atomically.
+
+    Parameters
+    ----------
+    path : destination.
+    rows : instances of one dataclass.
+    row_type : the dataclass (needed for the header when ``rows`` is empty).
+    """
+    cls = row_type or (type(rows[0]) if rows else None)
+    if cls is None or not dataclasses.is_dataclass(cls):
+        raise ValueError("write_rows: give dataclass rows or their row_type")
+    names = [f.name for f in dataclasses.fields(cls)]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(names)
+    for r in rows:
+        w.writerow([format_value(getattr(r, n)) for n in names])
+    return atomic_write_text(path, buf.getvalue())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import io
 import os
 import platform
 import time
@@ -146,21 +147,17 @@ def run(names: list[str] | None = None, quick: bool = False) -> list[PerfRow]:
 
 def write_csv(rows: list[PerfRow], path: str | Path) -> Path:
     """Write ``rows`` to ``path`` (atomically) with machine information columns."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    from facehd.csvtext import atomic_write_text, format_value
+
     names = [f.name for f in fields(PerfRow)] + ["machine", "cpus", "date"]
     info = {
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    from facehd.csvtext import format_value
-
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=names)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: format_value(v) for k, v in {**asdict(row), **info}.items()})
-    os.replace(tmp, path)
-    return path
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: format_value(v) for k, v in {**asdict(row), **info}.items()})
+    return atomic_write_text(path, buf.getvalue())

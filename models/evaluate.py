@@ -63,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.csvio import write_rows
+from facehd.csvtext import write_rows
 from facehd.errors import InputFileError
 from facehd.mesh import Mesh, load_mesh
 from models.reconstruct import Reconstruction, Reconstructor
