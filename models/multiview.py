@@ -193,6 +193,8 @@ def fit_multiview(
         detail networks run on the faces they give.
     progress : called with ``(iteration, iterations)`` after each iteration.
     """
+    from facehd.uv import sample_uv_map
+    from models.hrn import HRNOutput
     from models.losses import (
         coefficient_regulariser,
         contour_loss,
@@ -256,6 +258,17 @@ def fit_multiview(
     contour_cfg = system.config.contour
     base_w = system.config.base_losses
 
+    weights = {
+        "photo_mid": cfg.photometric,
+        "photo_high": cfg.photometric,
+        "landmark": cfg.landmark,
+        "tv_deformation": cfg.tv_deformation,
+        "tv_displacement": cfg.tv_displacement,
+        "displacement_l1": cfg.displacement_l1,
+        "contour": cfg.contour,
+        "coefficient": cfg.coefficient,
+    }
+
     def forward() -> tuple[Any, DetailFace]:
         coeffs = Coefficients(
             params["id"].expand(n_views, -1),
@@ -267,13 +280,11 @@ def fit_multiview(
         )
         coarse = system.coarse(images, coeffs)
         deformation = (params["deformation"] * scale).expand(n_views, -1, -1, -1)
-        from facehd.uv import sample_uv_map
-
         offsets = sample_uv_map(deformation, system.uvs(deformation.dtype))
         shape = coarse.shape + offsets
         a0_now = system.table.interpolate(coarse.albedo).permute(0, 3, 1, 2)
         albedo_map = (a0_now * ratio).clamp(0.0, 1.0)
-        maps = type(detail0.maps)(
+        maps = HRNOutput(
             deformation, params["displacement"] * scale, detail0.maps.realigned_texture, None
         )
         detail = DetailFace(
@@ -314,16 +325,6 @@ def fit_multiview(
             "coefficient": coefficient_regulariser(
                 coarse.coeffs, base_w.id, base_w.exp, base_w.tex
             ),
-        }
-        weights = {
-            "photo_mid": cfg.photometric,
-            "photo_high": cfg.photometric,
-            "landmark": cfg.landmark,
-            "tv_deformation": cfg.tv_deformation,
-            "tv_displacement": cfg.tv_displacement,
-            "displacement_l1": cfg.displacement_l1,
-            "contour": cfg.contour,
-            "coefficient": cfg.coefficient,
         }
         total = sum(weights[name] * value for name, value in terms.items())
         values = {n: float(v.detach()) for n, v in terms.items()}
@@ -387,8 +388,8 @@ def reconstruct_multiview(
     iteration of the fit. ``base_texture``: see :class:`models.reconstruct.Reconstructor`.
     """
     import json
-    import os
 
+    from facehd.csvtext import atomic_write_text
     from facehd.errors import FacehdError
     from models.reconstruct import PhotoResult, output_names, write_reconstruction
 
@@ -437,9 +438,7 @@ def reconstruct_multiview(
         "loss_first": res.history[0],
         "loss_last": res.history[-1],
     }
-    tmp = out / f"multiview.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, out / "multiview.json")
+    atomic_write_text(out / "multiview.json", json.dumps(meta, indent=2) + "\n")
     return res, results
 
 
