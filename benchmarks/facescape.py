@@ -14,7 +14,11 @@ What the official evaluator (``facescape/benchmark/code/evaluator.py`` with ``me
    pyrender's default single-sided material does); ``dz`` minimises the summed absolute depth
    difference over the pixels both cover, found with SciPy's SLSQP from 0 exactly as the official
    code does. Wild: the prediction moves by ``dz`` along the view axis; lab: its vertices are scaled
-   by ``mean_z / (mean_z - dz)`` (a slide along the camera rays).
+   by ``mean_z / (mean_z - dz)`` (a slide along the camera rays). Exact depths differ from
+   pyrender's on the lab split: its depth buffer, at 1.2-1.4 m from a 1200 px camera, steps by
+   about 1 mm (and depends on the graphics driver), which moves the official ``dz`` by up to
+   0.5 mm and a single image's CD by up to 0.1 mm (group means by about 0.01 mm; smaller focal
+   lengths and the orthographic wild split agree to 1e-4 mm or better).
 3. **Cylindrical maps**: both meshes are centred on the head centre and rotated by the transpose of
    the head rotation; 256 x 256 rays cast outward from the vertical axis (rows ``y`` from +150 to
    -150 mm, columns at azimuth ``j 2 pi / 255``) record the radial distance and triangle of the

@@ -12,7 +12,9 @@ What the official evaluation (``now_evaluation``: ``scan2mesh_computations.py`` 
 3. **Rigid refinement**: minimise ``sum_i dist(p_i, s R M + t)^2`` over the cropped-scan vertices
    ``p_i`` and the similarity ``(s, R, t)`` applied to the predicted mesh ``M``, from step 2. The
    official tool uses chumpy's dogleg; :func:`refine_scan_to_mesh` reaches the same minimum with a
-   Levenberg-Marquardt Gauss-Newton on the exact point-to-surface residuals.
+   Levenberg-Marquardt Gauss-Newton on the exact point-to-surface residuals. The official dogleg
+   stops once a step gains less than 0.01% of the objective, a little short of the minimum: against
+   a port of it, pooled statistics agree to 4e-4 mm and single images to about 3e-3 mm.
    Metrical variant: ``s`` is fixed by the unit (mm 1, cm 10, m 1000) and only ``R, t`` move; as in
    the official code, the starting translation is the one of the *scaled* Procrustes fit.
 4. **Distances**: for every cropped-scan vertex, the unsigned distance to the closest point on the

@@ -730,9 +730,14 @@ def run_benchmark(
     spec = BenchmarkSpec.parse(dataset)
     if not method or any(c in method for c in "/\\:"):
         raise ValueError(f"method name {method!r} must be non-empty without '/', '\\' or ':'")
+    metrical = now_config is not None and now_config.metrical
+    if metrical and spec.dataset not in ("now", "multiview"):
+        raise ValueError(f"the metrical variant is NoW's; {spec.dataset} has none")
+    # NoW ranks the metrical variant apart: its runs and leaderboard rows carry their own split
+    split_label = f"{spec.split}-metrical" if metrical else spec.split
     root_path = resolve_root(spec, root)
     out = Path(out)
-    out_dir = out / spec.slug / method
+    out_dir = out / f"{spec.dataset}-{split_label}" / method
     if predictions is None:
         pred_dir = out_dir / "predictions"
         _generate_predictions(spec, method, root_path, pred_dir)
@@ -781,7 +786,7 @@ def run_benchmark(
     lb = dict(
         method=method,
         dataset=spec.dataset,
-        split=spec.split,
+        split=split_label,
         n_items=len(rows),
         n_missing=n_missing,
         n_failed=n_failed,

@@ -362,6 +362,11 @@ def bench(
     ),
     bfm: Path = typer.Option(None, help="Official HRN checkpoint only: the BFM .mat file."),
     bfm_uv: Path = typer.Option(None, help="Official HRN checkpoint only: the BFM UV file."),
+    metrical: str = typer.Option(
+        None,
+        help="NoW / multiview: the metrical variant, with the predicted meshes' unit (mm, cm or "
+        "m): the scale is fixed by the unit and only rotation and translation are fitted.",
+    ),
 ) -> None:
     """Score a method on a benchmark: items.csv, summary.csv and its leaderboard.csv row.
 
@@ -371,9 +376,12 @@ def bench(
     Example: facehd bench --dataset realy:frontal --method hrn --predictions preds --root data/REALY
 
     Example: facehd bench --dataset now --method hrn --checkpoint runs/tiny/model.pt --root now
+
+    Example: facehd bench --dataset now --method mine --predictions preds --metrical m
     """
     import os
 
+    from benchmarks.now import NowConfig
     from benchmarks.runner import run_benchmark
     from facehd.errors import FacehdError
     from models.bench import ENV_BFM, ENV_BFM_UV, ENV_CHECKPOINT, ENV_DERETOUCH
@@ -390,6 +398,7 @@ def bench(
                 raise typer.Exit(2)
             os.environ[env] = str(value.resolve())
     with _exit_on_error(FacehdError, ValueError, ImportError):
+        now_config = NowConfig(metrical=True, unit=metrical) if metrical is not None else None
         with _progress() as bar:
             task = bar.add_task(f"{dataset} {method}", total=None)
             result = run_benchmark(
@@ -400,6 +409,7 @@ def bench(
                 out=out,
                 workers=workers,
                 topology=topology,
+                now_config=now_config,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     row = result.leaderboard_row

@@ -264,3 +264,45 @@ def test_registered_method_runs_in_process(
     assert (
         res.out_dir / "predictions" / item.subject / item.challenge / f"{item.image}.obj"
     ).exists()
+
+
+def test_cli_now_metrical_variant_fixes_the_unit_scale(synth_roots: dict, tmp_path: Path) -> None:
+    """--metrical UNIT: predictions in metres under ``--metrical m`` score as their copy in mm
+    under ``--metrical mm``, with the unit's scale exactly (not a fitted one); the rows rank apart
+    from the non-metrical ones."""
+    from facehd.cli import app
+
+    root = synth_roots["now"]
+    metres = root / "predictions" / "synth-fit"  # the synthetic predictions are in metres
+    mm_copy = _copy(metres, tmp_path / "mm")
+    for path in mm_copy.rglob("*.obj"):
+        mesh = load_mesh(path)
+        save_mesh(path, Mesh(mesh.vertices * 1000.0, mesh.faces))
+    for path in mm_copy.rglob("*.txt"):
+        np.savetxt(path, np.loadtxt(path) * 1000.0)
+    out = tmp_path / "out"
+    runner = CliRunner()
+
+    def run(method: str, preds: Path, unit: str) -> dict[str, dict[str, str]]:
+        args = ["bench", "--dataset", "now", "--method", method, "--root", str(root)]
+        args += ["--predictions", str(preds), "--out", str(out), "--metrical", unit]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        return {r["name"]: r for r in _rows(out / "now-validation-metrical" / method / "items.csv")}
+
+    m = run("m", metres, "m")
+    mm = run("mm", mm_copy, "mm")
+    assert len(m) == 4
+    for name, row in m.items():
+        assert float(row["scale"]) == 1000.0 and float(mm[name]["scale"]) == 1.0
+        assert float(mm[name]["median_mm"]) == pytest.approx(float(row["median_mm"]), abs=1e-3)
+        assert 0.1 < float(row["median_mm"]) < 5.0
+    board = {(r.method, r.split) for r in load_leaderboard(out / "leaderboard.csv")}
+    assert ("m", "validation-metrical") in board
+    bad = ["bench", "--dataset", "facescape", "--method", "x", "--root", str(root)]
+    result = runner.invoke(app, [*bad, "--predictions", str(metres), "--metrical", "mm"])
+    assert result.exit_code != 0 and "metrical" in result.output
+    result = runner.invoke(
+        app, ["bench", "--dataset", "now", "--method", "x", "--root", str(root), "--metrical", "km"]
+    )
+    assert result.exit_code != 0 and "unit" in result.output
