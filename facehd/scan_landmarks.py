@@ -4,6 +4,8 @@ A scan is rendered from virtual cameras (:class:`ScanRenderer`: one Embree scene
 shaded with :func:`facehd.render.shade_sh`, on the vertex colours where the scan has them), the
 photo face detector and face mesh (mediapipe) run on the renders, and each 2D landmark is brought
 back onto the scan by casting its pixel's ray (:meth:`facehd.distances.SurfaceQuery.cast`).
+Every render fills its enclosed empty areas (holes in the scan, which would show as black blots on
+the face) from the surface around them (``fill_holes``).
 
 Steps of :meth:`ScanLandmarker.detect`
 --------------------------------------
@@ -161,6 +163,9 @@ class ScanLandmarkConfig:
     """Spread at which the confidence falls to 1/e of the detection score, mm."""
     min_confidence: float = 0.15
     """Lowest confidence accepted: below it the scan fails as ``unsure``."""
+    fill_holes: bool = True
+    """Fill the enclosed empty areas of the renders (holes in the scan) from the surface around
+    them, so that the detectors see skin where they would see black blots."""
     overlay_size: int = 384
     """Side of the overlay image, pixels (0: no overlay)."""
 
@@ -442,6 +447,8 @@ class ScanRenderer:
             np.clip(mesh.colors, 0.0, 1.0).astype(np.float32) if mesh.colors is not None else None
         )
         self._sh = _key_light()
+        self.fill_holes = False
+        """Fill enclosed empty areas of the render (:class:`ScanLandmarkConfig` ``fill_holes``)."""
 
     def cast(self, camera: ViewCamera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every pixel's ray: ``(face ids (S*S,) -1 on a miss or a back face, barycentrics
@@ -502,7 +509,32 @@ class ScanRenderer:
         img = np.zeros((len(fid), 3))
         img[hit] = color
         s = camera.size
-        return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).reshape(s, s, 3)
+        img = img.reshape(s, s, 3)
+        if self.fill_holes:
+            img = _fill_enclosed(img, hit.reshape(s, s))
+        return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _fill_enclosed(img: np.ndarray, hit: np.ndarray) -> np.ndarray:
+    """``img`` (S, S, 3) with its enclosed empty pixels (missed areas that do not reach the
+    image border: holes in the scan, an open back face) filled from the nearest surface pixels
+    and smoothed, so that the detector sees skin rather than black blots."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(~hit)
+    if n == 0:
+        return img
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    enclosed = (labels > 0) & ~np.isin(labels, border)
+    if not enclosed.any():
+        return img
+    _, (iy, ix) = ndimage.distance_transform_edt(~hit, return_indices=True)
+    out = img.copy()
+    out[enclosed] = img[iy[enclosed], ix[enclosed]]
+    # soften the Voronoi seams of the nearest-pixel fill, inside the holes only
+    blurred = np.stack([ndimage.uniform_filter(out[..., c], 5) for c in range(3)], axis=-1)
+    out[enclosed] = blurred[enclosed]
+    return out
 
 
 @functools.lru_cache(maxsize=8)
@@ -695,6 +727,7 @@ class ScanLandmarker:
         k = UNIT_TO_MM[units]
         mm = Mesh(mesh.vertices * k, mesh.faces, None, mesh.colors)
         renderer = ScanRenderer(mm)
+        renderer.fill_holes = cfg.fill_holes
         query = SurfaceQuery(mm, nthreads=1)
         # The file's winding first. A scan wound inside out shows its face only as a hollow
         # (seen from behind, mirrored): then the other side. Mixed windings (holes in the

@@ -155,6 +155,35 @@ def test_renderer_culls_the_hidden_side() -> None:
     assert (inside_out.render(cam).sum(axis=2) > 0).sum() == area
 
 
+def test_renderer_fills_enclosed_holes_only() -> None:
+    """A hole cut in the near side of a sphere shows black (the far inside is a hidden back
+    face); filled, it takes the colours around it, while the background and every hit pixel stay
+    as they were."""
+    sphere = _sphere()
+    centres = sphere.vertices[sphere.faces].mean(axis=1)
+    keep = np.linalg.norm(centres - np.array([0.0, 0.0, 80.0]), axis=1) > 20.0
+    holed = Mesh(sphere.vertices, sphere.faces[keep])
+    cam = ViewCamera.looking_at(np.zeros(3), np.array([0, 0, 1.0]), np.array([0, 1.0, 0]), 240, 96)
+    ren = ScanRenderer(holed)
+    plain = ren.render(cam)
+    ren.fill_holes = True
+    filled = ren.render(cam)
+    empty = plain.sum(axis=2) == 0
+    ys, xs = np.mgrid[0:96, 0:96]
+    centre = cam.project(np.zeros((1, 3)))[0]
+    r_px = np.hypot(xs - centre[0], ys - centre[1])
+    hole = empty & (r_px < 10)  # the hole: ~20 mm of 240 mm at 96 px is ~8 px in radius
+    assert hole.sum() > 100
+    # the hole is filled with the rim's shade (brightest facing the camera), never black
+    assert (filled[hole].sum(axis=1) > 0).all()
+    rim = ~empty & (r_px < 14)
+    lo, hi = plain[rim].min(axis=0).astype(int), plain[rim].max(axis=0).astype(int)
+    assert (filled[hole] >= lo - 2).all() and (filled[hole] <= hi + 2).all()
+    # the background reaches the border: untouched; so is every pixel the surface covers
+    np.testing.assert_array_equal(filled[~hole], plain[~hole])
+    assert (filled[empty & (r_px > 60)] == 0).all()
+
+
 # ------------------------------------------------------------------------------------------
 # frames, voting, depth fit, midline
 
