@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Mesh",
     "load_mesh",
+    "load_textured_mesh",
     "save_mesh",
     "vertex_normals",
     "face_normals",
@@ -368,6 +369,74 @@ def load_mesh(path: str | Path, *, split_seams: bool = False) -> Mesh:
         raise InputFileError(path, f"cannot parse as {kind}: {type(exc).__name__}: {exc}") from None
     vertices, faces, uvs, colors = parts
     return _validated(path, vertices, faces, uvs, colors)
+
+
+def load_textured_mesh(path: str | Path) -> tuple[Mesh, np.ndarray | None]:
+    """A scan with its colour texture, when its file has one.
+
+    An OBJ names its texture through ``mtllib`` and the materials' ``map_Kd`` (paths relative to
+    the OBJ's and the MTL's folders). With one texture image, the mesh comes back split along its
+    UV seams (``load_mesh(path, split_seams=True)``: same surface, one UV per vertex) with the
+    image; otherwise (no material, no ``map_Kd``, a missing or unreadable image, several images,
+    a PLY) it is :func:`load_mesh`'s mesh and ``None``, and a log line says why a texture named
+    in the files was not used.
+
+    Returns
+    -------
+    (mesh, texture): texture (H, W, 3) float RGB in [0, 1], row 0 at ``v = 1``, or None.
+
+    Raises
+    ------
+    InputFileError
+        As :func:`load_mesh`.
+    """
+    path = Path(path)
+    image_path = _obj_texture_path(path) if path.suffix.lower() == ".obj" else None
+    if image_path is None:
+        return load_mesh(path), None
+    try:
+        from PIL import Image
+
+        with Image.open(image_path) as im:
+            texture = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except Exception as exc:  # noqa: BLE001 - an unreadable texture only loses the colours
+        log.warning("%s: texture %s unreadable (%s); geometry only", path, image_path, exc)
+        return load_mesh(path), None
+    mesh = load_mesh(path, split_seams=True)
+    if mesh.uvs is None:
+        log.warning("%s: texture %s but no texture coordinates; geometry only", path, image_path)
+        return load_mesh(path), None
+    return mesh, texture
+
+
+def _obj_texture_path(path: Path) -> Path | None:
+    """The one diffuse texture image an OBJ's materials name, or None (logged when ambiguous or
+    missing)."""
+    try:
+        head = path.read_bytes()
+    except OSError:
+        return None  # load_mesh reports it
+    libs = re.findall(rb"^[ \t]*mtllib[ \t]+(.+?)[ \t\r]*$", head, re.MULTILINE)
+    images: set[Path] = set()
+    for lib in libs:
+        mtl = path.parent / lib.decode("utf-8", "replace")
+        try:
+            text = mtl.read_text(errors="replace")
+        except OSError:
+            log.warning("%s: material library %s not found; geometry only", path, mtl)
+            continue
+        for m in re.finditer(r"^[ \t]*map_Kd[ \t]+(.+?)[ \t\r]*$", text, re.MULTILINE):
+            # options (-s 1 1 1, -bm 0.5, ...) come before the file name, which is the last word
+            images.add(mtl.parent / m.group(1).split()[-1])
+    if len(images) != 1:
+        if len(images) > 1:
+            log.warning("%s: %d texture images; geometry only", path, len(images))
+        return None
+    image = images.pop()
+    if not image.is_file():
+        log.warning("%s: texture %s not found; geometry only", path, image)
+        return None
+    return image
 
 
 class _Problem(Exception):

@@ -1,9 +1,10 @@
 """Automatic 3D landmarks (iBUG-68, NoW's 7) for raw face scans in any orientation and units.
 
 A scan is rendered from virtual cameras (:class:`ScanRenderer`: one Embree scene cast per pixel,
-shaded with :func:`facehd.render.shade_sh`, on the vertex colours where the scan has them), the
-photo face detector and face mesh (mediapipe) run on the renders, and each 2D landmark is brought
-back onto the scan by casting its pixel's ray (:meth:`facehd.distances.SurfaceQuery.cast`).
+shaded with :func:`facehd.render.shade_sh`, on the scan's colour texture or vertex colours where
+it has them), the photo face detector and face mesh (mediapipe) run on the renders, and each 2D
+landmark is brought back onto the scan by casting its pixel's ray
+(:meth:`facehd.distances.SurfaceQuery.cast`).
 Every render fills its enclosed empty areas (holes in the scan, which would show as black blots on
 the face) from the surface around them (``fill_holes``).
 
@@ -411,12 +412,15 @@ class ScanRenderer:
 
     One Embree scene is built once (float32, re-centred coordinates) and every pixel's ray is cast
     into it; hits are shaded with :func:`facehd.render.shade_sh` (a frontal key light plus
-    ambient) from interpolated vertex normals turned towards the camera, on the vertex colours
-    where the mesh has them (mid grey otherwise).
+    ambient) from interpolated vertex normals turned towards the camera, on the colour texture
+    where one is given, else on the vertex colours where the mesh has them, else mid grey.
 
     Parameters
     ----------
     mesh : the scan in millimetres.
+    texture : (H, W, 3) float RGB in [0, 1] (row 0 at ``v = 1``), sampled bilinearly at the
+        interpolated ``mesh.uvs`` (one UV per vertex: a mesh split along its seams,
+        :func:`facehd.mesh.load_textured_mesh`).
 
     Attributes
     ----------
@@ -426,7 +430,7 @@ class ScanRenderer:
         wound inside out); ``none`` — both sides shown.
     """
 
-    def __init__(self, mesh: Mesh) -> None:
+    def __init__(self, mesh: Mesh, texture: np.ndarray | None = None) -> None:
         from facehd._o3d import open3d
 
         o3d = open3d()
@@ -447,6 +451,15 @@ class ScanRenderer:
             np.clip(mesh.colors, 0.0, 1.0).astype(np.float32) if mesh.colors is not None else None
         )
         self._sh = _key_light()
+        self._texture = None
+        if texture is not None:
+            tex = np.asarray(texture, dtype=np.float32)
+            if tex.ndim != 3 or tex.shape[2] != 3 or min(tex.shape[:2]) < 1:
+                raise ValueError(f"ScanRenderer: texture must be (H, W, 3), got {tex.shape}")
+            if mesh.uvs is None:
+                raise ValueError("ScanRenderer: a texture needs per-vertex UVs (mesh.uvs)")
+            self._texture = np.clip(tex, 0.0, 1.0)
+            self._uvs = mesh.uvs.astype(np.float32)
         self.fill_holes = False
         """Fill enclosed empty areas of the render (:class:`ScanLandmarkConfig` ``fill_holes``)."""
 
@@ -496,7 +509,9 @@ class ScanRenderer:
         n_cam = n @ camera.rotation.T
         n_light = np.stack([n_cam[:, 0], -n_cam[:, 1], -n_cam[:, 2]], axis=1)
         n_light /= np.linalg.norm(n_light, axis=1, keepdims=True) + 1e-12
-        if self._albedo is not None:
+        if self._texture is not None:
+            albedo = _sample_bilinear(self._texture, np.einsum("nk,nkj->nj", b, self._uvs[tri]))
+        elif self._albedo is not None:
             albedo = np.einsum("nk,nkj->nj", b, self._albedo[tri])
         else:
             albedo = np.full_like(n_light, 0.55)
@@ -513,6 +528,22 @@ class ScanRenderer:
         if self.fill_holes:
             img = _fill_enclosed(img, hit.reshape(s, s))
         return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _sample_bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear samples (N, C) of ``image`` (H, W, C) at texture coordinates ``uv`` (N, 2) (u
+    right, v up; texel centres at ``(j + 0.5) / W``, ``1 - (i + 0.5) / H``; clamped at the
+    edges)."""
+    h, w = image.shape[:2]
+    x = np.clip(uv[:, 0] * w - 0.5, 0.0, w - 1.0)
+    y = np.clip((1.0 - uv[:, 1]) * h - 0.5, 0.0, h - 1.0)
+    x0 = np.minimum(np.floor(x).astype(np.int64), w - 2) if w > 1 else np.zeros(len(x), np.int64)
+    y0 = np.minimum(np.floor(y).astype(np.int64), h - 2) if h > 1 else np.zeros(len(y), np.int64)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
+    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
 
 
 def _fill_enclosed(img: np.ndarray, hit: np.ndarray) -> np.ndarray:
@@ -705,13 +736,17 @@ class ScanLandmarker:
         good = [h for h in hits if h.score >= cfg.min_detection_score]
         return good[: cfg.search_candidates]
 
-    def detect(self, mesh: Mesh, *, name: str = "<scan>") -> ScanLandmarks:
+    def detect(
+        self, mesh: Mesh, *, name: str = "<scan>", texture: np.ndarray | None = None
+    ) -> ScanLandmarks:
         """Landmarks of one scan (any orientation; units per the config).
 
         Parameters
         ----------
         mesh : the scan, in its own units and frame.
         name : how errors name the scan.
+        texture : its colour texture (H, W, 3) float RGB in [0, 1], with ``mesh.uvs`` one UV per
+            vertex (:func:`facehd.mesh.load_textured_mesh`); the renders show it.
 
         Raises
         ------
@@ -725,8 +760,9 @@ class ScanLandmarker:
             raise ScanLandmarkError("empty", f"{name} has no triangles")
         units = infer_unit_to_mm(mesh.vertices, cfg.units, name=name)
         k = UNIT_TO_MM[units]
-        mm = Mesh(mesh.vertices * k, mesh.faces, None, mesh.colors)
-        renderer = ScanRenderer(mm)
+        uvs = mesh.uvs if texture is not None else None
+        mm = Mesh(mesh.vertices * k, mesh.faces, uvs, mesh.colors)
+        renderer = ScanRenderer(mm, texture)
         renderer.fill_holes = cfg.fill_holes
         query = SurfaceQuery(mm, nthreads=1)
         # The file's winding first. A scan wound inside out shows its face only as a hollow

@@ -1,6 +1,7 @@
 """``facehd landmarks``: automatic 3D landmarks for a folder of raw scans.
 
-Per scan (:func:`landmark_scan`): read the mesh, find its landmarks with
+Per scan (:func:`landmark_scan`): read the mesh (with the colour texture its OBJ names, if any:
+:func:`facehd.mesh.load_textured_mesh`), find its landmarks with
 :class:`facehd.scan_landmarks.ScanLandmarker` (any orientation; units from the scan's size or
 given), and write
 
@@ -102,6 +103,8 @@ class LandmarkRow:
     """Face-centred views the face mesh fitted, ``fitted/tried``."""
     units: str = ""
     """Units of the scan."""
+    appearance: str = ""
+    """What the renders showed: ``texture``, ``vertex colours`` or ``shaded`` (geometry only)."""
     lm68: str = ""
     """Path of the ``.lm68.txt`` written."""
     lm7: str = ""
@@ -199,15 +202,16 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
     import numpy as np
 
     from facehd.landmarks import save_landmarks_txt
-    from facehd.mesh import load_mesh
+    from facehd.mesh import load_textured_mesh
     from facehd.scan_landmarks import ScanLandmarkError
 
     mesh_path = Path(mesh_path)
     row = LandmarkRow(scan_id=scan_id, mesh=str(mesh_path), status="failed")
     t0 = time.perf_counter()
     try:
-        mesh = load_mesh(mesh_path)
-        result = _landmarker(config.detector).detect(mesh, name=str(mesh_path))
+        mesh, texture = load_textured_mesh(mesh_path)
+        row.appearance = _appearance(mesh, texture)
+        result = _landmarker(config.detector).detect(mesh, name=str(mesh_path), texture=texture)
     except ScanLandmarkError as exc:
         row.reason, row.detail = exc.reason, exc.detail
     except InputFileError as exc:
@@ -233,6 +237,12 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
     return row
 
 
+def _appearance(mesh: Any, texture: Any) -> str:
+    if texture is not None:
+        return "texture"
+    return "vertex colours" if mesh.colors is not None else "shaded"
+
+
 def detect_landmarks7(mesh: Any, mesh_path: str | Path, units: str = "auto") -> tuple[Any, float]:
     """NoW's 7 landmarks of a scan that came without a landmark file, for jobs such as
     ``facehd build-priors``.
@@ -240,7 +250,8 @@ def detect_landmarks7(mesh: Any, mesh_path: str | Path, units: str = "auto") -> 
     Parameters
     ----------
     mesh : the scan (:class:`facehd.mesh.Mesh`, its own frame and units).
-    mesh_path : its file (named in errors).
+    mesh_path : its file (named in errors); a colour texture its OBJ names is shown in the renders
+        (:func:`facehd.mesh.load_textured_mesh`: the same surface, split along its UV seams).
     units : ``auto``, ``mm``, ``cm`` or ``m``.
 
     Returns
@@ -253,11 +264,17 @@ def detect_landmarks7(mesh: Any, mesh_path: str | Path, units: str = "auto") -> 
         Naming the scan, when the landmarks cannot be found reliably (no face, unsure, wrong
         units) or mediapipe (the ``photo`` extra) is not installed.
     """
+    from facehd.mesh import load_textured_mesh
     from facehd.scan_landmarks import ScanLandmarkError
 
     detector = ScanLandmarkConfig(units=units, overlay_size=0)
+    texture = None
+    if Path(mesh_path).suffix.lower() == ".obj":
+        textured, texture = load_textured_mesh(mesh_path)
+        if texture is not None:
+            mesh = textured
     try:
-        result = _landmarker(detector).detect(mesh, name=str(mesh_path))
+        result = _landmarker(detector).detect(mesh, name=str(mesh_path), texture=texture)
     except ImportError as exc:
         raise InputFileError(
             mesh_path, f"no landmark file, and automatic landmarks need mediapipe ({exc})"

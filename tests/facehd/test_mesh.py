@@ -273,3 +273,69 @@ def test_height_field_faces_point_up() -> None:
     assert m.n_vertices == 12 and m.n_faces == 12
     np.testing.assert_allclose(m.face_normals, np.tile([0.0, 0.0, 1.0], (12, 1)))
     assert m.face_areas.sum() == pytest.approx(6.0)
+
+
+def _textured_obj(folder: Path, mtl: str | None, images: dict[str, np.ndarray]) -> Path:
+    """A unit square of two triangles whose shared edge has a UV seam, with materials."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rgb in images.items():
+        Image.fromarray(rgb).save(folder / name)
+    lines = ["mtllib face.mtl"] if mtl is not None else []
+    lines += ["v 0 0 0", "v 1 0 0", "v 1 1 0", "v 0 1 0"]
+    lines += ["vt 0 0", "vt 0.5 0", "vt 0.5 1", "vt 0 1", "vt 0.6 0", "vt 1 1"]
+    lines += ["usemtl skin", "f 1/1 2/2 3/3", "f 1/5 3/6 4/4"]  # vertices 1 and 3 on a seam
+    path = folder / "face.obj"
+    path.write_text("\n".join(lines) + "\n")
+    if mtl is not None:
+        (folder / "face.mtl").write_text(mtl)
+    return path
+
+
+def test_load_textured_mesh_splits_seams_and_reads_the_texture(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from facehd.mesh import load_textured_mesh
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(8, 16, 3), dtype=np.uint8)
+    mtl = "newmtl skin\nKd 1 1 1\nmap_Kd -s 1 1 1 tex/skin.png\r\n"
+    path = _textured_obj(tmp_path / "ok", mtl, {})
+    (tmp_path / "ok" / "tex").mkdir()
+    from PIL import Image
+
+    Image.fromarray(rgb).save(tmp_path / "ok" / "tex" / "skin.png")
+    mesh, texture = load_textured_mesh(path)
+    assert texture is not None and texture.shape == (8, 16, 3)
+    np.testing.assert_allclose(texture, rgb / 255.0, atol=1e-7)
+    # split along the seam: 6 (position, UV) pairs, the same 4 positions, every corner's UV kept
+    assert mesh.n_vertices == 6 and mesh.uvs is not None
+    plain = load_mesh(path)
+    assert {tuple(v) for v in mesh.vertices} == {tuple(v) for v in plain.vertices}
+    corners = {(tuple(mesh.vertices[i]), tuple(mesh.uvs[i])) for i in mesh.faces.ravel()}
+    assert ((0.0, 0.0, 0.0), (0.6, 0.0)) in corners and ((0.0, 0.0, 0.0), (0.0, 0.0)) in corners
+    # without a usable texture: the plain mesh and None, with the reason logged
+    cases = {
+        "no-mtllib": (None, {}),
+        "no-map": ("newmtl skin\nKd 1 1 1\n", {}),
+        "missing-image": ("newmtl skin\nmap_Kd gone.png\n", {}),
+        "two-images": (
+            "newmtl a\nmap_Kd a.png\nnewmtl b\nmap_Kd b.png\n",
+            {"a.png": rgb, "b.png": rgb},
+        ),
+        "unreadable": ("newmtl skin\nmap_Kd bad.png\n", {}),
+    }
+    for name, (text, images) in cases.items():
+        p = _textured_obj(tmp_path / name, text, images)
+        if name == "unreadable":
+            (tmp_path / name / "bad.png").write_bytes(b"not a png")
+        caplog.clear()
+        got, tex = load_textured_mesh(p)
+        assert tex is None and got.n_vertices == 4, name
+        if name in ("missing-image", "two-images", "unreadable"):
+            assert str(p) in caplog.text and "geometry only" in caplog.text, name
+    ply = save_mesh(tmp_path / "s.ply", small_mesh())
+    assert load_textured_mesh(ply)[1] is None
+    with pytest.raises(InputFileError):
+        load_textured_mesh(tmp_path / "nope.obj")

@@ -15,7 +15,7 @@ from facehd.cli import app
 from facehd.detect import mediapipe_available
 from facehd.errors import InputFileError
 from facehd.landmarks import NOW7_FROM_68, load_landmarks
-from facehd.mesh import Mesh, save_mesh
+from facehd.mesh import Mesh, load_mesh, save_mesh
 from pipelines.landmarks import (
     CSV_NAME,
     LandmarkRow,
@@ -78,6 +78,24 @@ def test_existing_landmarks_are_kept_without_running_the_detector(tmp_path: Path
 
 
 @pytest.mark.skipif(not mediapipe_available(), reason="needs the photo extra (mediapipe)")
+def _textured_copy(path: Path, scan: Mesh, model: object) -> Path:
+    """``scan`` (the model's topology) as an OBJ with the model's UVs and a material whose
+    ``map_Kd`` is the mean albedo baked into a 512² PNG."""
+    from PIL import Image
+    from scipy import ndimage
+
+    from facehd.uv import rasterize_uv
+
+    table = rasterize_uv(model.uvs, model.faces, 512)
+    texture = table.interpolate(np.clip(model.mean_albedo, 0.0, 1.0))
+    _, (iy, ix) = ndimage.distance_transform_edt(~table.mask, return_indices=True)
+    Image.fromarray((texture[iy, ix] * 255 + 0.5).astype(np.uint8)).save(path.with_suffix(".png"))
+    path.with_suffix(".mtl").write_text(f"newmtl skin\nmap_Kd {path.with_suffix('.png').name}\n")
+    save_mesh(path, Mesh(scan.vertices, scan.faces, model.uvs))
+    path.write_text(f"mtllib {path.with_suffix('.mtl').name}\nusemtl skin\n" + path.read_text())
+    return path
+
+
 def test_landmarks_command_over_a_folder(tmp_path: Path) -> None:
     from facehd.morphable import load_model
     from facehd.transforms import Similarity
@@ -97,6 +115,8 @@ def test_landmarks_command_over_a_folder(tmp_path: Path) -> None:
     save_mesh(scans / "sphere.ply", Mesh(np.asarray(sphere.vertices), np.asarray(sphere.faces)))
     (scans / "empty.ply").write_bytes(b"")
     save_mesh(scans / "tiny.ply", Mesh(scan.vertices * 1e-3, scan.faces))  # a 0.3 mm head in m
+    # the same face as a textured OBJ: its albedo baked into a PNG its material names
+    textured = _textured_copy(scans / "textured.obj", scan, model)
     out, png = tmp_path / "out", tmp_path / "png"
     args = ["landmarks", "--scans", str(scans), "--out", str(out), "--overlays", str(png)]
     result = runner.invoke(app, args)
@@ -104,6 +124,15 @@ def test_landmarks_command_over_a_folder(tmp_path: Path) -> None:
     with open(out / CSV_NAME, newline="") as fh:
         rows = {r["scan_id"]: r for r in csv.DictReader(fh)}
     assert rows["face"]["status"] == "ok" and rows["face"]["units"] == "m"
+    assert rows["face"]["appearance"] == "shaded"
+    assert rows["textured"]["status"] == "ok" and rows["textured"]["appearance"] == "texture"
+    err_tex = np.linalg.norm(
+        t.apply(load_landmarks(out / "textured.lm7.txt")) - truth[list(NOW7_FROM_68)], axis=1
+    )
+    assert np.median(err_tex) < 3.0 and err_tex.max() < 8.0, err_tex
+    # build-priors' helper shows the texture too: the same points as the batch run
+    lm_tex, _ = detect_landmarks7(load_mesh(textured), textured)
+    np.testing.assert_allclose(lm_tex, load_landmarks(out / "textured.lm7.txt"), atol=1e-9)
     assert 0.0 < float(rows["face"]["confidence"]) <= 1.0
     assert {k: rows[k]["reason"] for k in ("sphere", "empty", "tiny")} == {
         "sphere": "no-face",
