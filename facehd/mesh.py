@@ -47,6 +47,7 @@ __all__ = [
     "load_mesh",
     "load_textured_mesh",
     "save_mesh",
+    "texture_path",
     "vertex_normals",
     "face_normals",
     "height_field_mesh",
@@ -371,19 +372,26 @@ def load_mesh(path: str | Path, *, split_seams: bool = False) -> Mesh:
     return _validated(path, vertices, faces, uvs, colors)
 
 
-def load_textured_mesh(path: str | Path) -> tuple[Mesh, np.ndarray | None]:
-    """A scan with its colour texture, when its file has one.
+def load_textured_mesh(
+    path: str | Path, *, max_texture_size: int = 2048
+) -> tuple[Mesh, np.ndarray | None]:
+    """A scan with its colour texture, when its file has one (:func:`texture_path`).
 
-    An OBJ names its texture through ``mtllib`` and the materials' ``map_Kd`` (paths relative to
-    the OBJ's and the MTL's folders). With one texture image, the mesh comes back split along its
-    UV seams (``load_mesh(path, split_seams=True)``: same surface, one UV per vertex) with the
-    image; otherwise (no material, no ``map_Kd``, a missing or unreadable image, several images,
-    a PLY) it is :func:`load_mesh`'s mesh and ``None``, and a log line says why a texture named
-    in the files was not used.
+    With one texture image, the mesh comes back split along its UV seams (``load_mesh(path,
+    split_seams=True)``: the same surface, one UV per vertex) with the image; otherwise (no
+    material, no ``map_Kd``, a missing or unreadable image, several images, a PLY) it is
+    :func:`load_mesh`'s mesh and ``None``, and a log line says why a texture named in the files
+    was not used.
+
+    Parameters
+    ----------
+    path : the mesh file.
+    max_texture_size : a larger image is shrunk to this longest side (scanner textures reach
+        8192², 0.8 GB as floats, far more than renders of a face need).
 
     Returns
     -------
-    (mesh, texture): texture (H, W, 3) float RGB in [0, 1], row 0 at ``v = 1``, or None.
+    (mesh, texture): texture (H, W, 3) float32 RGB in [0, 1], row 0 at ``v = 1``, or None.
 
     Raises
     ------
@@ -391,14 +399,19 @@ def load_textured_mesh(path: str | Path) -> tuple[Mesh, np.ndarray | None]:
         As :func:`load_mesh`.
     """
     path = Path(path)
-    image_path = _obj_texture_path(path) if path.suffix.lower() == ".obj" else None
+    image_path = texture_path(path)
     if image_path is None:
         return load_mesh(path), None
     try:
         from PIL import Image
 
         with Image.open(image_path) as im:
-            texture = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+            im = im.convert("RGB")
+            if max(im.size) > max_texture_size:
+                k = max_texture_size / max(im.size)
+                size = (max(1, round(im.size[0] * k)), max(1, round(im.size[1] * k)))
+                im = im.resize(size, Image.Resampling.BOX)
+            texture = np.asarray(im, dtype=np.float32) / 255.0
     except Exception as exc:  # noqa: BLE001 - an unreadable texture only loses the colours
         log.warning("%s: texture %s unreadable (%s); geometry only", path, image_path, exc)
         return load_mesh(path), None
@@ -409,9 +422,17 @@ def load_textured_mesh(path: str | Path) -> tuple[Mesh, np.ndarray | None]:
     return mesh, texture
 
 
-def _obj_texture_path(path: Path) -> Path | None:
-    """The one diffuse texture image an OBJ's materials name, or None (logged when ambiguous or
-    missing)."""
+def texture_path(path: str | Path) -> Path | None:
+    """The one colour texture image a mesh file names, or None.
+
+    An OBJ names it through ``mtllib`` and its materials' ``map_Kd`` (paths relative to the OBJ's
+    and the MTL's folders; options before the file name are skipped). None for other formats, no
+    material library, no ``map_Kd``, several different images or a missing image (the last two
+    logged).
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".obj":
+        return None
     try:
         head = path.read_bytes()
     except OSError:

@@ -264,12 +264,12 @@ def detect_landmarks7(mesh: Any, mesh_path: str | Path, units: str = "auto") -> 
         Naming the scan, when the landmarks cannot be found reliably (no face, unsure, wrong
         units) or mediapipe (the ``photo`` extra) is not installed.
     """
-    from facehd.mesh import load_textured_mesh
+    from facehd.mesh import load_textured_mesh, texture_path
     from facehd.scan_landmarks import ScanLandmarkError
 
     detector = ScanLandmarkConfig(units=units, overlay_size=0)
     texture = None
-    if Path(mesh_path).suffix.lower() == ".obj":
+    if texture_path(mesh_path) is not None:
         textured, texture = load_textured_mesh(mesh_path)
         if texture is not None:
             mesh = textured

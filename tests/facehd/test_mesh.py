@@ -339,3 +339,16 @@ def test_load_textured_mesh_splits_seams_and_reads_the_texture(
     assert load_textured_mesh(ply)[1] is None
     with pytest.raises(InputFileError):
         load_textured_mesh(tmp_path / "nope.obj")
+
+
+def test_large_textures_are_shrunk(tmp_path: Path) -> None:
+    from facehd.mesh import load_textured_mesh, texture_path
+
+    rgb = np.zeros((300, 600, 3), np.uint8)
+    rgb[:, 300:] = 255  # right half white
+    path = _textured_obj(tmp_path, "newmtl skin\nmap_Kd big.png\n", {"big.png": rgb})
+    assert texture_path(path) == tmp_path / "big.png"
+    _, texture = load_textured_mesh(path, max_texture_size=64)
+    assert texture is not None and texture.shape == (32, 64, 3)
+    np.testing.assert_allclose(texture[:, :32], 0.0)
+    np.testing.assert_allclose(texture[:, 32:], 1.0)
