@@ -200,7 +200,9 @@ class ScanLandmarks:
     spread_mm: np.ndarray
     """(68,) float median distance of the voting views' hits from each landmark, mm."""
     confidence: float
-    """Overall confidence in [0, 1] (see the module docstring)."""
+    """Overall confidence in [0, 1] (see the module docstring): how surely a face was found and
+    how well the views agree, not an error estimate (the detector's offsets are much the same
+    from every view; on synthetic scans it did not rank the landmark error)."""
     detection_score: float
     """Best face-detector score of the search, in [0, 1]."""
     views_fitted: int
