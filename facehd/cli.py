@@ -656,11 +656,15 @@ def landmarks_cmd(
                 config,
                 progress=lambda done, todo: bar.update(task, completed=total - todo + done),
             )
-    table = PlainTable("scan", "status", "confidence", "NoW-7 spread mm", "units", "reason")
+    table = PlainTable(
+        "scan", "status", "confidence", "NoW-7 spread mm", "units", "rendered", "reason"
+    )
     for r in result.rows:
         conf = "" if r.confidence is None else f"{r.confidence:.2f}"
         spread = "" if r.now7_spread_max_mm is None else f"{r.now7_spread_max_mm:.1f}"
-        table.add_row(r.scan_id, r.status, conf, spread, r.units, r.detail or r.reason)
+        table.add_row(
+            r.scan_id, r.status, conf, spread, r.units, r.appearance, r.detail or r.reason
+        )
     console.print(table)
     console.print(
         f"{result.n_ok} found, {result.n_failed} failed, {result.n_skipped} skipped; "
