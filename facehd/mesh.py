@@ -426,9 +426,10 @@ def texture_path(path: str | Path) -> Path | None:
     """The one colour texture image a mesh file names, or None.
 
     An OBJ names it through ``mtllib`` and its materials' ``map_Kd`` (paths relative to the OBJ's
-    and the MTL's folders; options before the file name are skipped). None for other formats, no
-    material library, no ``map_Kd``, several different images or a missing image (the last two
-    logged).
+    and the MTL's folders; options before the file name are skipped, names may hold spaces). An
+    image named by a path that does not exist here (an absolute path from another machine) is
+    looked for by its file name beside the material library. None for other formats, no material
+    library, no ``map_Kd``, several different images or a missing image (the last two logged).
     """
     path = Path(path)
     if path.suffix.lower() != ".obj":
@@ -438,7 +439,7 @@ def texture_path(path: str | Path) -> Path | None:
     except OSError:
         return None  # load_mesh reports it
     libs = re.findall(rb"^[ \t]*mtllib[ \t]+(.+?)[ \t\r]*$", head, re.MULTILINE)
-    images: set[Path] = set()
+    images: dict[Path, Path] = {}  # image as named -> the folder of the library naming it
     for lib in libs:
         mtl = path.parent / lib.decode("utf-8", "replace")
         try:
@@ -447,17 +448,33 @@ def texture_path(path: str | Path) -> Path | None:
             log.warning("%s: material library %s not found; geometry only", path, mtl)
             continue
         for m in re.finditer(r"^[ \t]*map_Kd[ \t]+(.+?)[ \t\r]*$", text, re.MULTILINE):
-            # options (-s 1 1 1, -bm 0.5, ...) come before the file name, which is the last word
-            images.add(mtl.parent / m.group(1).split()[-1])
+            images[mtl.parent / _map_file_name(m.group(1))] = mtl.parent
     if len(images) != 1:
         if len(images) > 1:
             log.warning("%s: %d texture images; geometry only", path, len(images))
         return None
-    image = images.pop()
+    ((image, folder),) = images.items()
     if not image.is_file():
-        log.warning("%s: texture %s not found; geometry only", path, image)
-        return None
+        # a scan moved from another machine often names its texture by an absolute path (a
+        # Windows one, say): the same file name beside the material library is tried next
+        beside = folder / re.split(r"[\\/]", str(image))[-1]
+        if not beside.is_file():
+            log.warning("%s: texture %s not found; geometry only", path, image)
+            return None
+        image = beside
     return image
+
+
+_MAP_OPTION = re.compile(r"^-(\w+)\s+((?:(?:[-+]?[\d.]+(?:[eE][-+]?\d+)?|on|off)\s+){1,3})")
+
+
+def _map_file_name(text: str) -> str:
+    """The file name of an MTL texture statement's arguments: what follows its options (``-s 1 1
+    1``, ``-bm 0.5``, ``-clamp on`` ...); names may hold spaces."""
+    rest = text.strip()
+    while (m := _MAP_OPTION.match(rest)) is not None:
+        rest = rest[m.end() :]
+    return rest
 
 
 class _Problem(Exception):

@@ -352,3 +352,24 @@ def test_large_textures_are_shrunk(tmp_path: Path) -> None:
     assert texture is not None and texture.shape == (32, 64, 3)
     np.testing.assert_allclose(texture[:, :32], 0.0)
     np.testing.assert_allclose(texture[:, 32:], 1.0)
+
+
+def test_texture_named_by_a_foreign_absolute_path_is_found_beside_the_library(
+    tmp_path: Path,
+) -> None:
+    from facehd.mesh import texture_path
+
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    for name, named in {
+        "windows": r"C:\scans\subject 7\skin.png",
+        "posix": "/mnt/scanner/export/skin.png",
+    }.items():
+        path = _textured_obj(tmp_path / name, f"newmtl skin\nmap_Kd {named}\n", {"skin.png": rgb})
+        assert texture_path(path) == tmp_path / name / "skin.png", name
+    # a relative name with a space, and one after options
+    for name, line in {"spaced": "my skin.png", "options": "-s 1 1 1 -bm 0.5 my skin.png"}.items():
+        path = _textured_obj(tmp_path / name, f"newmtl skin\nmap_Kd {line}\n", {"my skin.png": rgb})
+        assert texture_path(path) == tmp_path / name / "my skin.png", name
+    # not beside it either: no texture
+    path = _textured_obj(tmp_path / "gone", "newmtl skin\nmap_Kd D:\\x\\other.png\n", {})
+    assert texture_path(path) is None
