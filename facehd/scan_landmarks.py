@@ -420,9 +420,9 @@ class ScanRenderer:
     Parameters
     ----------
     mesh : the scan in millimetres.
-    texture : (H, W, 3) float RGB in [0, 1] (row 0 at ``v = 1``), sampled bilinearly at the
-        interpolated ``mesh.uvs`` (one UV per vertex: a mesh split along its seams,
-        :func:`facehd.mesh.load_textured_mesh`).
+    texture : (H, W, 3) float RGB in [0, 1] (row 0 at ``v = 1``), sampled bilinearly
+        (:func:`facehd.uv.sample_uv_map`) at the interpolated ``mesh.uvs`` (one UV per vertex: a
+        mesh split along its seams, :func:`facehd.mesh.load_textured_mesh`).
 
     Attributes
     ----------
@@ -499,6 +499,7 @@ class ScanRenderer:
         import torch
 
         from facehd.render.shading import shade_sh
+        from facehd.uv import sample_uv_map
 
         fid, bary, d = self.cast(camera)
         hit = fid >= 0
@@ -512,7 +513,7 @@ class ScanRenderer:
         n_light = np.stack([n_cam[:, 0], -n_cam[:, 1], -n_cam[:, 2]], axis=1)
         n_light /= np.linalg.norm(n_light, axis=1, keepdims=True) + 1e-12
         if self._texture is not None:
-            albedo = _sample_bilinear(self._texture, np.einsum("nk,nkj->nj", b, self._uvs[tri]))
+            albedo = sample_uv_map(self._texture, np.einsum("nk,nkj->nj", b, self._uvs[tri]))
         elif self._albedo is not None:
             albedo = np.einsum("nk,nkj->nj", b, self._albedo[tri])
         else:
@@ -530,22 +531,6 @@ class ScanRenderer:
         if self.fill_holes:
             img = _fill_enclosed(img, hit.reshape(s, s))
         return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def _sample_bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Bilinear samples (N, C) of ``image`` (H, W, C) at texture coordinates ``uv`` (N, 2) (u
-    right, v up; texel centres at ``(j + 0.5) / W``, ``1 - (i + 0.5) / H``; clamped at the
-    edges)."""
-    h, w = image.shape[:2]
-    x = np.clip(uv[:, 0] * w - 0.5, 0.0, w - 1.0)
-    y = np.clip((1.0 - uv[:, 1]) * h - 0.5, 0.0, h - 1.0)
-    x0 = np.minimum(np.floor(x).astype(np.int64), w - 2) if w > 1 else np.zeros(len(x), np.int64)
-    y0 = np.minimum(np.floor(y).astype(np.int64), h - 2) if h > 1 else np.zeros(len(y), np.int64)
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
-    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
-    return top * (1 - fy) + bottom * fy
 
 
 def _fill_enclosed(img: np.ndarray, hit: np.ndarray) -> np.ndarray:
