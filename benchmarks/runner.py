@@ -734,10 +734,10 @@ def run_benchmark(
     if metrical and spec.dataset not in ("now", "multiview"):
         raise ValueError(f"the metrical variant is NoW's; {spec.dataset} has none")
     # NoW ranks the metrical variant apart: its runs and leaderboard rows carry their own split
-    split_label = f"{spec.split}-metrical" if metrical else spec.split
+    ranked_as = BenchmarkSpec(spec.dataset, f"{spec.split}-metrical") if metrical else spec
     root_path = resolve_root(spec, root)
     out = Path(out)
-    out_dir = out / f"{spec.dataset}-{split_label}" / method
+    out_dir = out / ranked_as.slug / method
     if predictions is None:
         pred_dir = out_dir / "predictions"
         _generate_predictions(spec, method, root_path, pred_dir)
@@ -786,7 +786,7 @@ def run_benchmark(
     lb = dict(
         method=method,
         dataset=spec.dataset,
-        split=split_label,
+        split=ranked_as.split,
         n_items=len(rows),
         n_missing=n_missing,
         n_failed=n_failed,
