@@ -23,8 +23,8 @@ Steps of :meth:`ScanLandmarker.detect`
    left, up and front directions and its size (eye distance), which scales every later view.
 4. **Refinement.** A face-centred, upright, frontal render (``face_fov_mm`` wide for an adult) is
    fitted by mediapipe's 468-point face mesh, mapped to iBUG-68
-   (:data:`facehd.detect.MEDIAPIPE_TO_IBUG68`) and cast onto the scan; the frame is recomputed
-   from those 3D landmarks, twice.
+   (:func:`facehd.detect.landmarks68_from_mediapipe`) and cast onto the scan; the frame is
+   recomputed from those 3D landmarks, twice.
 5. **Voting.** Five face-centred views (frontal, turned ``±vote_yaw_deg``, from below and a
    little from above) are fitted by the face mesh (``face_models``). Back-projection uses the
    mesh's predicted depth: an affine fit maps it to camera depth; a first hit far nearer than

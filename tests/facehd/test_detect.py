@@ -18,6 +18,7 @@ from facehd.detect import (
     IBUG68_MIRROR,
     IBUG68_REGIONS,
     MEDIAPIPE_FACE_OVAL,
+    MEDIAPIPE_IBUG68_OUTWARD,
     MEDIAPIPE_TO_IBUG68,
     DetectedFace,
     _unrotate,
@@ -57,6 +58,13 @@ def test_landmark_selection_shapes_and_values():
     lm = landmarks68_from_mediapipe(mesh)
     assert lm.shape == (2, 68, 3)
     np.testing.assert_array_equal(lm[1, 30], mesh[1, MEDIAPIPE_TO_IBUG68[30]])
+    # the corners, blended with the next vertex outward
+    np.testing.assert_allclose(lm[1, 36], 0.5 * (mesh[1, 33] + mesh[1, 130]))
+    np.testing.assert_allclose(lm[0, 54], 0.7 * mesh[0, 291] + 0.3 * mesh[0, 287])
+    plain = set(range(68)) - set(MEDIAPIPE_IBUG68_OUTWARD)
+    np.testing.assert_array_equal(
+        lm[:, sorted(plain)], mesh[:, [MEDIAPIPE_TO_IBUG68[i] for i in sorted(plain)]]
+    )
     lm5 = landmarks5_from_68(lm[..., :2])
     assert lm5.shape == (2, 5, 2)
     np.testing.assert_allclose(lm5[:, 0], 0.5 * (lm[:, 36, :2] + lm[:, 39, :2]))
@@ -190,6 +198,30 @@ def test_detects_the_drawn_face_with_landmarks_on_its_features(detector):
     assert face.landmarks68[36:42, 0].max() < face.landmarks68[42:48, 0].min()
     assert face.landmarks68[19, 1] < face.landmarks68[37, 1] < face.landmarks68[30, 1]
     assert face.landmarks68[30, 1] < face.landmarks68[51, 1] < face.landmarks68[57, 1]
+
+
+@needs_mediapipe
+def test_corner_blends_move_the_corners_outwards(detector):
+    """Each blended corner moves away from its feature's centre along the line of its two corners,
+    by part of the distance to its outward vertex: outer canthi and mouth corners away from the
+    midline, inner canthi towards it."""
+    f = detector.detect(draw_face(512))
+    m, t = f.mesh[:, :2], MEDIAPIPE_TO_IBUG68
+    pairs = {36: 39, 39: 36, 42: 45, 45: 42, 48: 54, 54: 48}
+    assert set(MEDIAPIPE_IBUG68_OUTWARD) == set(pairs)
+    for point, (vertex, weight) in MEDIAPIPE_IBUG68_OUTWARD.items():
+        assert 0 < weight < 1
+        # the outward vertex of a point's mirror is the mirror image of the point's outward
+        # vertex (the drawn face is symmetric about x = 255.5)
+        mirror_vertex = MEDIAPIPE_IBUG68_OUTWARD[IBUG68_MIRROR[point]][0]
+        assert MEDIAPIPE_IBUG68_OUTWARD[IBUG68_MIRROR[point]][1] == weight
+        reflected = np.array([511.0 - m[mirror_vertex, 0], m[mirror_vertex, 1]])
+        assert np.linalg.norm(reflected - m[vertex]) < 4.0, (point, vertex, mirror_vertex)
+        gap = m[vertex] - m[t[point]]
+        axis = m[t[point]] - m[t[pairs[point]]]
+        axis /= np.linalg.norm(axis)
+        assert gap @ axis > 0.6 * np.linalg.norm(gap), (point, vertex)  # outwards, along the line
+        np.testing.assert_allclose(f.landmarks68[point], m[t[point]] + weight * gap, atol=1e-9)
 
 
 @needs_mediapipe
