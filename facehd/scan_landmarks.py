@@ -518,7 +518,7 @@ class ScanRenderer:
                 camera.rotation, camera.position, camera.focal * k, s * k, camera.distance
             )
         img, hit = self._shade(camera)
-        if self.fill_holes:  # at the rays' resolution (filling the averaged image was worse)
+        if self.fill_holes:  # at the rays' resolution, where a hole's pixels are all empty
             img = _fill_enclosed(img, hit)
         if k > 1:
             img = img.reshape(s, k, s, k, 3).mean(axis=(1, 3))
