@@ -60,7 +60,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -515,9 +515,7 @@ class ScanRenderer:
         rays per pixel and averages them (the same camera: pixel centres stay where they are)."""
         k, s = int(supersample), camera.size
         if k > 1:
-            camera = ViewCamera(
-                camera.rotation, camera.position, camera.focal * k, s * k, camera.distance
-            )
+            camera = replace(camera, focal=camera.focal * k, size=s * k)
         img, hit = self._shade(camera)
         if self.fill_holes:  # at the rays' resolution, where a hole's pixels are all empty
             img = _fill_enclosed(img, hit)
