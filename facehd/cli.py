@@ -472,7 +472,9 @@ def leaderboard(
 # --- build-priors, inspect, verify (scan priors) ---
 @app.command("build-priors")
 def build_priors_cmd(
-    scans: Path = typer.Option(..., help="Folder of raw scans (.obj/.ply) with landmark files."),
+    scans: Path = typer.Option(
+        ..., help="Folder of raw scans (.obj/.ply/.stl/.off/.wrl) with landmark files."
+    ),
     out: Path = typer.Option(Path("facehd-out/priors.h5"), help="HDF5 dataset to write."),
     model: str = typer.Option("facehd-synth", help="Morphable model: facehd-synth or bfm."),
     bfm_path: Path = typer.Option(
@@ -618,7 +620,9 @@ def verify(
 # --- landmarks (automatic 3D landmarks for raw scans) ---
 @app.command("landmarks")
 def landmarks_cmd(
-    scans: Path = typer.Option(..., help="Folder of raw scans, .obj/.ply (searched recursively)."),
+    scans: Path = typer.Option(
+        ..., help="Folder of raw scans, .obj/.ply/.stl/.off/.wrl (searched recursively)."
+    ),
     out: Path = typer.Option(
         None, help="Folder for the landmark files and landmarks.csv (default: beside each scan)."
     ),

@@ -1,8 +1,10 @@
-"""Triangle meshes: the :class:`Mesh` value, OBJ/PLY input and output, vertex normals.
+"""Triangle meshes: the :class:`Mesh` value, mesh input and output, vertex normals.
 
-Reading goes through trimesh's OBJ and PLY parsers; facehd then checks the data (finite
-vertices, triangles in range) and raises :class:`~facehd.errors.InputFileError` naming the file and
-the problem instead of letting a library traceback escape.
+Reading takes OBJ and PLY (trimesh's parsers), STL (trimesh's; the corners each triangle stores
+on its own are merged where they coincide), OFF/COFF (facehd's) and VRML 2.0 ``IndexedFaceSet``
+geometry (:mod:`facehd.vrml`); facehd then checks the data (finite vertices, triangles in range)
+and raises :class:`~facehd.errors.InputFileError` naming the file and the problem instead of
+letting a library traceback escape. Writing is OBJ or PLY.
 
 Vertex order is part of a mesh's meaning (it fixes correspondence with a morphable model), so
 :func:`load_mesh` returns the file's vertices in the file's order, without merging or splitting:
@@ -56,7 +58,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MESH_SUFFIXES = (".obj", ".ply")
+MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".wrl")
+"""Mesh file formats :func:`load_mesh` reads (OBJ, PLY, STL, OFF, VRML 2.0)."""
+_FORMATS = "expected " + ", ".join(MESH_SUFFIXES[:-1]) + " or " + MESH_SUFFIXES[-1]
 
 
 @dataclass(eq=False)
@@ -321,10 +325,11 @@ _OBJ_VERTEX_LINE = re.compile(rb"^[ \t]*v[ \t]", re.MULTILINE)
 
 
 def load_mesh(path: str | Path, *, split_seams: bool = False) -> Mesh:
-    """Read a triangle mesh from an ``.obj`` or ``.ply`` file.
+    """Read a triangle mesh from an ``.obj``, ``.ply``, ``.stl``, ``.off`` or ``.wrl`` file.
 
-    Vertex colours (OBJ ``v x y z r g b``, PLY ``red green blue``) and per-vertex UVs are kept.
-    Quads are split into triangles. See the module docstring for what happens with UV seams.
+    Vertex colours (OBJ ``v x y z r g b``, PLY ``red green blue``, OFF ``COFF``, VRML ``Color``)
+    and per-vertex UVs are kept. Quads and polygons are split into triangles. See the module
+    docstring for what happens with UV seams, and for STL's merged corners.
 
     Parameters
     ----------
@@ -349,7 +354,7 @@ def load_mesh(path: str | Path, *, split_seams: bool = False) -> Mesh:
         raise InputFileError(path, "not a regular file")
     suffix = path.suffix.lower()
     if suffix not in MESH_SUFFIXES:
-        raise InputFileError(path, f"unsupported mesh format {suffix!r} (expected .obj or .ply)")
+        raise InputFileError(path, f"unsupported mesh format {suffix!r} ({_FORMATS})")
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -357,10 +362,14 @@ def load_mesh(path: str | Path, *, split_seams: bool = False) -> Mesh:
     if not data.strip():
         raise InputFileError(path, "file is empty")
     try:
-        if suffix == ".obj":
-            parts = _read_obj(data, split_seams)
-        else:
-            parts = _read_ply(data, split_seams)
+        reader = {
+            ".obj": _read_obj,
+            ".ply": _read_ply,
+            ".stl": _read_stl,
+            ".off": _read_off,
+            ".wrl": _read_wrl,
+        }[suffix]
+        parts = reader(data, split_seams)
     except InputFileError:
         raise
     except _Problem as exc:
@@ -426,21 +435,29 @@ def texture_path(path: str | Path) -> Path | None:
     """The one colour texture image a mesh file names, or None.
 
     An OBJ names it through ``mtllib`` and its materials' ``map_Kd`` (paths relative to the OBJ's
-    and the MTL's folders; options before the file name are skipped, names may hold spaces). An
-    image named by a path that does not exist here (an absolute path from another machine) is
-    looked for by its file name beside the material library. None for other formats, no material
-    library, no ``map_Kd``, several different images or a missing image (the last two logged).
+    and the MTL's folders; options before the file name are skipped, names may hold spaces); a
+    VRML file through its ``ImageTexture`` ``url`` (relative to the file's folder). An image
+    named by a path that does not exist here (an absolute path from another machine) is looked
+    for by its file name beside the material library (the VRML file). None for other formats, no
+    material library, no ``map_Kd`` or ``ImageTexture``, several different images or a missing
+    image (the last two logged).
     """
     path = Path(path)
-    if path.suffix.lower() != ".obj":
+    suffix = path.suffix.lower()
+    if suffix not in (".obj", ".wrl"):
         return None
     try:
         head = path.read_bytes()
     except OSError:
         return None  # load_mesh reports it
+    images: dict[Path, Path] = {}  # image as named -> the folder of the file naming it
+    if suffix == ".wrl":
+        from facehd.vrml import texture_urls
+
+        for name in texture_urls(head.decode("utf-8", "replace")):
+            images[path.parent / name] = path.parent
     libs = re.findall(rb"^[ \t]*mtllib[ \t]+(.+?)[ \t\r]*$", head, re.MULTILINE)
-    images: dict[Path, Path] = {}  # image as named -> the folder of the library naming it
-    for lib in libs:
+    for lib in libs if suffix == ".obj" else []:
         mtl = path.parent / lib.decode("utf-8", "replace")
         try:
             text = mtl.read_text(errors="replace")
@@ -611,6 +628,68 @@ def _read_ply(data: bytes, split_seams: bool) -> tuple:
             log.info("PLY UVs have seams; vertices kept as in the file, UVs dropped")
             uvs = None
     return vertices, faces, uvs, colors
+
+
+def _read_stl(data: bytes, split_seams: bool) -> tuple:
+    """STL (binary or ASCII) stores every triangle's three corners on their own: corners at the
+    same position (bit for bit, -0.0 = 0.0) are merged into one vertex, in first-use order, so
+    that the surface is connected and has smooth vertex normals."""
+    from trimesh.exchange.stl import load_stl
+
+    kw = load_stl(io.BytesIO(data))
+    corners = np.asarray(kw.get("vertices"), dtype=np.float64).reshape(-1, 3) + 0.0
+    tri = np.asarray(kw.get("faces"), dtype=np.int64).reshape(-1, 3)
+    if len(tri) == 0:
+        raise _Problem("no triangles")
+    _, first, inverse = np.unique(corners, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return corners[first[order]], rank[inverse.reshape(-1)][tri], None, None
+
+
+_OFF_HEADER = re.compile(r"\A\s*(C?OFF)\b")
+
+
+def _read_off(data: bytes, split_seams: bool) -> tuple:
+    """OFF and COFF (vertex colours, 0-255 or 0-1); polygons are split into fans."""
+    from facehd.vrml import fan_triangles
+
+    text = re.sub(r"#[^\n]*", "", data.decode("latin-1"))
+    m = _OFF_HEADER.match(text)
+    if m is None:
+        word = text.split(None, 1)[0][:20] if text.split() else ""
+        raise _Problem(f"not an OFF file (header {word!r}; OFF and COFF are read)")
+    lines = [ln.split() for ln in text[m.end() :].splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines or len(lines[0]) < 2:
+        raise _Problem("no vertex and face counts after the OFF header")
+    nv, nf = int(lines[0][0]), int(lines[0][1])
+    if len(lines) < 1 + nv + nf:
+        raise _Problem(f"{nv} vertices and {nf} faces announced, {len(lines) - 1} lines found")
+    vlines = lines[1 : 1 + nv]
+    width = len(vlines[0]) if vlines else 3
+    if width < 3 or any(len(ln) != width for ln in vlines):
+        raise _Problem("vertex lines of different lengths (or fewer than 3 numbers)")
+    vals = np.array(vlines, dtype=np.float64).reshape(nv, width)
+    colors = _colors01(vals[:, 3:6], nv) if m.group(1) == "COFF" and width >= 6 else None
+    flines = lines[1 + nv : 1 + nv + nf]
+    lengths = np.array([int(ln[0]) for ln in flines], dtype=np.int64)
+    if np.any(lengths < 0) or any(len(ln) < 1 + k for ln, k in zip(flines, lengths, strict=True)):
+        raise _Problem("a face line lists fewer vertex indices than its count")
+    flat = np.array([v for ln, k in zip(flines, lengths, strict=True) for v in ln[1 : 1 + k]])
+    flat = flat.astype(np.int64)
+    return vals[:, :3], flat[fan_triangles(lengths)], None, colors
+
+
+def _read_wrl(data: bytes, split_seams: bool) -> tuple:
+    """VRML 2.0 IndexedFaceSet geometry (:mod:`facehd.vrml`)."""
+    from facehd.vrml import VrmlError, read_wrl
+
+    try:
+        return read_wrl(data.decode("utf-8", "replace"), split_seams)
+    except VrmlError as exc:
+        raise _Problem(str(exc)) from None
 
 
 def _validated(path: Path, vertices: Any, faces: Any, uvs: Any, colors: Any) -> Mesh:

@@ -203,7 +203,7 @@ def discover_scans(root: str | Path) -> list[ScanInput]:
         and not any(part.endswith(".shards") for part in p.relative_to(root).parts)
     )
     if not meshes:
-        raise InputFileError(root, "no .obj or .ply scan found")
+        raise InputFileError(root, f"no scan found (files {', '.join(MESH_SUFFIXES)})")
     ids = [p.relative_to(root).with_suffix("").as_posix() for p in meshes]
     clash = {i for i in ids if ids.count(i) > 1}
     out = []

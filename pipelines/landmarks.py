@@ -156,7 +156,7 @@ def find_scans(root: str | Path) -> list[tuple[str, Path]]:
         and not _SKIP.search(p.name[: -len(p.suffix)])
     )
     if not found:
-        raise InputFileError(root, "no .obj or .ply scan found")
+        raise InputFileError(root, f"no scan found (files {', '.join(MESH_SUFFIXES)})")
     out = []
     ids = [p.relative_to(root).with_suffix("").as_posix() for p in found]
     for p, sid in zip(found, ids, strict=True):

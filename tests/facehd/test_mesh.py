@@ -132,7 +132,8 @@ def test_quads_become_triangles(tmp_path: Path) -> None:
         ("range.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 7\n", "cannot parse"),
         ("junk.obj", b"hello\nv 1 2\nf 1 2 3\n", "cannot parse"),
         ("junk.ply", b"ply\nformat nonsense\n\x00\x01", "cannot parse"),
-        ("shape.stl", b"solid x\n", "unsupported"),
+        ("shape.stl", b"solid x\nendsolid x\n", "no triangles|cannot parse"),
+        ("shape.dae", b"<COLLADA/>", "unsupported"),
     ],
 )
 def test_bad_files_raise_input_file_error(

@@ -41,12 +41,14 @@ def test_find_scans_skips_tool_outputs(tmp_path: Path) -> None:
         _touch_mesh(tmp_path / name)
     _touch_mesh(tmp_path / "d.obj")  # d.ply and d.obj side by side keep their suffixes
     (tmp_path / "notes.txt").write_text("not a mesh")
+    for name in ("e.stl", "f.off", "g.wrl"):  # the other scan formats are found too
+        (tmp_path / name).write_text("any content: read later, failing there if bad")
     ids = [sid for sid, _ in find_scans(tmp_path)]
-    assert ids == ["a", "b/c", "d.obj", "d.ply", "s000_e00"]
+    assert ids == ["a", "b/c", "d.obj", "d.ply", "e", "f", "g", "s000_e00"]
     with pytest.raises(InputFileError, match="does not exist"):
         find_scans(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputFileError, match="no .obj or .ply"):
+    with pytest.raises(InputFileError, match="no scan found"):
         find_scans(tmp_path / "empty")
 
 

@@ -1,0 +1,311 @@
+"""Scan formats beyond OBJ/PLY: STL, OFF/COFF and VRML 2.0, against trimesh and hand-built
+cases with known content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from scipy.spatial.transform import Rotation
+
+from facehd.errors import InputFileError
+from facehd.mesh import Mesh, height_field_mesh, load_mesh, load_textured_mesh, texture_path
+
+
+def _surface(seed: int = 0) -> Mesh:
+    rng = np.random.default_rng(seed)
+    return height_field_mesh(rng.normal(size=(5, 6)), np.arange(6.0) * 2.5, np.arange(5.0) * 3.0)
+
+
+def _triangle_set(vertices: np.ndarray, faces: np.ndarray, ref: np.ndarray) -> set:
+    """Triangles as triples of the nearest ``ref`` vertex (each within 1e-5), rotated to start
+    at the smallest index: the winding is kept."""
+    from scipy.spatial import cKDTree
+
+    dist, idx = cKDTree(ref).query(vertices)
+    assert dist.max() < 1e-5
+    out = set()
+    for tri in idx[faces].tolist():
+        k = tri.index(min(tri))
+        out.add(tuple(tri[k:] + tri[:k]))
+    return out
+
+
+# --- STL ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ascii_", [False, True])
+def test_stl_corners_are_merged_into_the_connected_surface(tmp_path: Path, ascii_: bool) -> None:
+    m = _surface()
+    tm = trimesh.Trimesh(m.vertices, m.faces, process=False)
+    data = trimesh.exchange.stl.export_stl_ascii(tm) if ascii_ else tm.export(file_type="stl")
+    path = tmp_path / "scan.stl"
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    got = load_mesh(path)
+    # every triangle corner stored on its own in the file, merged back: the grid's vertex count
+    assert got.n_vertices == m.n_vertices and got.n_faces == m.n_faces
+    # STL holds float32 (binary) or decimals (ASCII): the same triangles, with their winding
+    ref = m.vertices.astype(np.float32).astype(np.float64)
+    assert _triangle_set(got.vertices, got.faces, ref) == _triangle_set(ref, m.faces, ref)
+    # trimesh merges the same corners when it processes the file
+    assert len(trimesh.load(path, process=True).vertices) == got.n_vertices
+    # connected: the smooth vertex normals of the original grid, vertex by vertex
+    order, order_ref = np.lexsort(got.vertices.T), np.lexsort(ref.T)
+    np.testing.assert_allclose(got.vertices[order], ref[order_ref], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        got.vertex_normals[order], Mesh(ref, m.faces).vertex_normals[order_ref], atol=1e-6
+    )
+
+
+def test_stl_negative_zero_is_the_same_corner(tmp_path: Path) -> None:
+    v = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [-0.0, -0.0, 0]])
+    # the second triangle's corner 3 is vertex 0 written as -0.0: it must be vertex 0 again
+    tm = trimesh.Trimesh(v, [[0, 1, 2], [1, 3, 2]], process=False)
+    (tmp_path / "z.stl").write_bytes(tm.export(file_type="stl"))
+    got = load_mesh(tmp_path / "z.stl")
+    assert got.n_vertices == 3
+
+
+# --- OFF --------------------------------------------------------------------------------------
+
+
+def test_off_matches_trimesh_export_in_file_order(tmp_path: Path) -> None:
+    m = _surface(1)
+    text = trimesh.exchange.off.export_off(trimesh.Trimesh(m.vertices, m.faces, process=False))
+    (tmp_path / "a.off").write_text(text)
+    got = load_mesh(tmp_path / "a.off")
+    np.testing.assert_allclose(got.vertices, m.vertices, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(got.faces, m.faces)
+
+
+def test_coff_polygons_and_colours(tmp_path: Path) -> None:
+    text = (
+        "COFF\n# a quad and a pentagon\n7 2 0\n"
+        "0 0 0 255 0 0 255\n1 0 0 0 255 0 255\n1 1 0 0 0 255 255\n0 1 0 255 255 255 255\n"
+        "2 0 0 0 0 0 255\n2.5 1 0 10 20 30 255\n2 2 0 51 102 153 255\n"
+        "4 0 1 2 3\n5 1 4 5 6 2   200 0 0\n"
+    )
+    (tmp_path / "p.off").write_text(text)
+    got = load_mesh(tmp_path / "p.off")
+    # fans: quad (0 1 2 3) -> (0 1 2) (0 2 3); pentagon (1 4 5 6 2) -> (1 4 5) (1 5 6) (1 6 2)
+    np.testing.assert_array_equal(
+        got.faces, [[0, 1, 2], [0, 2, 3], [1, 4, 5], [1, 5, 6], [1, 6, 2]]
+    )
+    assert got.colors is not None
+    np.testing.assert_allclose(got.colors[5], [10 / 255, 20 / 255, 30 / 255])
+    np.testing.assert_allclose(got.colors[0], [1.0, 0.0, 0.0])
+    # the header may share its line with the counts; comments anywhere
+    (tmp_path / "q.off").write_text("OFF 3 1 0 # counts\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n")
+    assert load_mesh(tmp_path / "q.off").n_faces == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("NOFF\n3 1 0\n", "not an OFF file"),
+        ("OFF\n4 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n", "announced"),
+        ("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1\n", "fewer vertex indices"),
+        ("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 9\n", "out of range"),
+    ],
+)
+def test_bad_off_files_name_the_problem(tmp_path: Path, content: str, problem: str) -> None:
+    path = tmp_path / "bad.off"
+    path.write_text(content)
+    with pytest.raises(InputFileError, match=problem) as info:
+        load_mesh(path)
+    assert info.value.path == path
+
+
+# --- VRML 2.0 ---------------------------------------------------------------------------------
+
+
+def _wrl_face_set(
+    m: Mesh,
+    *,
+    def_name: str | None = None,
+    use: str | None = None,
+    tex: tuple[np.ndarray, np.ndarray] | None = None,
+    colors: np.ndarray | None = None,
+    ccw: bool = True,
+    quads: bool = False,
+) -> str:
+    if use is not None:
+        coord = f"coord USE {use}"
+    else:
+        pts = ",\n".join(" ".join(repr(float(c)) for c in p) for p in m.vertices)
+        dn = f"DEF {def_name} " if def_name else ""
+        coord = f"coord {dn}Coordinate {{ point [ {pts} ] }}"
+    if quads:  # the grid's cells: triangles (i, j, k) and (i, k, l) as one quad (i, j, k, l)
+        half = len(m.faces) // 2
+        polys = np.concatenate([m.faces[:half], m.faces[half:, 2:]], axis=1)
+    else:
+        polys = m.faces
+    idx = " ".join(" ".join(map(str, p)) + " -1" for p in polys)
+    parts = [coord, f"coordIndex [ {idx} ]"]
+    if tex is not None:
+        table, corner = tex
+        pts = ", ".join(f"{float(u)!r} {float(v)!r}" for u, v in table)
+        tidx = " ".join(" ".join(map(str, p)) + " -1" for p in corner)
+        parts += [f"texCoord TextureCoordinate {{ point [ {pts} ] }}", f"texCoordIndex [ {tidx} ]"]
+    if colors is not None:
+        rgb = ", ".join(" ".join(repr(float(x)) for x in c) for c in colors)
+        parts.append(f"color Color {{ color [ {rgb} ] }}")
+    if not ccw:
+        parts.append("ccw FALSE")
+    return "IndexedFaceSet {\n  " + "\n  ".join(parts) + "\n}"
+
+
+def _shape(geometry: str, texture: str | None = None) -> str:
+    app = ""
+    if texture:
+        app = f'appearance Appearance {{ texture ImageTexture {{ url "{texture}" }} }}\n'
+
+    return f"Shape {{ {app} geometry {geometry} }}"
+
+
+def _write(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / name
+    path.write_text("#VRML V2.0 utf8\n# written by the test\n" + body + "\n")
+    return path
+
+
+def test_wrl_reads_points_triangles_colours_in_file_order(tmp_path: Path) -> None:
+    m = _surface(2)
+    rgb = np.random.default_rng(0).uniform(size=(m.n_vertices, 3))
+    got = load_mesh(_write(tmp_path, "a.wrl", _shape(_wrl_face_set(m, colors=rgb))))
+    np.testing.assert_array_equal(got.vertices, m.vertices)
+    np.testing.assert_array_equal(got.faces, m.faces)
+    np.testing.assert_array_equal(got.colors, rgb)
+    # quads split into the same triangles; ccw FALSE turns the winding
+    q = load_mesh(_write(tmp_path, "q.wrl", _shape(_wrl_face_set(m, quads=True))))
+    assert _triangle_set(q.vertices, q.faces, m.vertices) == set(map(tuple, m.faces.tolist()))
+    cw = load_mesh(_write(tmp_path, "c.wrl", _shape(_wrl_face_set(m, ccw=False))))
+    np.testing.assert_array_equal(cw.faces, m.faces[:, ::-1])
+
+
+def test_wrl_def_use_and_nested_transforms(tmp_path: Path) -> None:
+    m = _surface(3)
+    rot = Rotation.from_rotvec([0.3, -0.5, 0.2])
+    axis = (rot.as_rotvec() / np.linalg.norm(rot.as_rotvec())).tolist()
+    angle = float(np.linalg.norm(rot.as_rotvec()))
+    inner = _shape(_wrl_face_set(m, use="pts"))
+    body = (
+        _shape(_wrl_face_set(m, def_name="pts"))
+        + "\nTransform { translation 10 -2 5 children [ Transform { "
+        + f"rotation {axis[0]!r} {axis[1]!r} {axis[2]!r} {angle!r} scale 2 2 2 "
+        + f"children [ {inner} ] }} ] }}"
+    )
+    got = load_mesh(_write(tmp_path, "t.wrl", body))
+    n = m.n_vertices
+    assert got.n_vertices == 2 * n
+    np.testing.assert_array_equal(got.vertices[:n], m.vertices)
+    # the second copy: scaled by 2, rotated (inner transform), then translated (outer)
+    expect = rot.apply(2.0 * m.vertices) + [10.0, -2.0, 5.0]
+    np.testing.assert_allclose(got.vertices[n:], expect, atol=1e-9)
+    np.testing.assert_array_equal(got.faces[len(m.faces) :], m.faces + n)
+
+
+def test_wrl_transform_centre_and_scale_orientation(tmp_path: Path) -> None:
+    m = _surface(4)
+    so = Rotation.from_rotvec([0.0, 0.0, np.pi / 2])
+    body = (
+        "Transform { center 1 2 3 scale 2 1 1 scaleOrientation 0 0 1 1.5707963267948966 "
+        f"children [ {_shape(_wrl_face_set(m))} ] }}"
+    )
+    got = load_mesh(_write(tmp_path, "c.wrl", body))
+    # P' = C SR S SR^-1 (P - C): a stretch by 2 along the turned x axis (= y) about the centre
+    c = np.array([1.0, 2.0, 3.0])
+    stretch = so.as_matrix() @ np.diag([2.0, 1.0, 1.0]) @ so.as_matrix().T
+    np.testing.assert_allclose(got.vertices, (m.vertices - c) @ stretch.T + c, atol=1e-9)
+
+
+def test_wrl_texture_coordinates_with_seams(tmp_path: Path) -> None:
+    m = _surface(5)
+    n = m.n_vertices
+    # per-corner UVs: the grid's own UVs, except that the first triangle uses a second copy
+    # of its corners' UVs shifted by 0.5: a seam there
+    table = np.concatenate([m.uvs, m.uvs[m.faces[0]] + 0.5])
+    corner = m.faces.copy()
+    corner[0] = [n, n + 1, n + 2]
+    path = _write(
+        tmp_path, "s.wrl", _shape(_wrl_face_set(m, tex=(table, corner)), texture="skin.png")
+    )
+    plain = load_mesh(path)
+    assert plain.n_vertices == n and plain.uvs is None  # seams: UVs dropped, vertices kept
+    split = load_mesh(path, split_seams=True)
+    assert split.n_vertices == n + 3
+    corners = {(tuple(split.vertices[i]), tuple(split.uvs[i])) for i in split.faces.ravel()}
+    for k in range(3):
+        i = m.faces[0, k]
+        assert (tuple(m.vertices[i]), tuple(m.uvs[i] + 0.5)) in corners
+    assert _triangle_set(split.vertices, split.faces, m.vertices) == _triangle_set(
+        m.vertices, m.faces, m.vertices
+    )
+    # no seam (texCoordIndex equal to coordIndex): per-vertex UVs, no split
+    same = load_mesh(
+        _write(tmp_path, "u.wrl", _shape(_wrl_face_set(m, tex=(m.uvs, m.faces)))),
+        split_seams=True,
+    )
+    assert same.n_vertices == n
+    np.testing.assert_array_equal(same.uvs, m.uvs)
+    # the texture named by ImageTexture is found and read with the split mesh
+    from PIL import Image
+
+    rgb = np.random.default_rng(1).integers(0, 256, size=(4, 8, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "skin.png")
+    assert texture_path(path) == tmp_path / "skin.png"
+    mesh, texture = load_textured_mesh(path)
+    assert texture is not None and mesh.n_vertices == n + 3
+    np.testing.assert_allclose(texture, rgb / 255.0, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (None, "VRML 1.0"),
+        ("Shape { geometry Box { size 1 1 1 } }", "no IndexedFaceSet"),
+        (
+            "Shape { geometry IndexedFaceSet { coord Coordinate { point [ 0 0 0, 1 0 0, 0 1 0 ] }"
+            " coordIndex [ 0 1 5 -1 ] } }",
+            "coordIndex 5 out of range",
+        ),
+        ("Shape { geometry IndexedFaceSet { coord USE nowhere coordIndex [ 0 1 2 ] } }", "USE"),
+        ("Shape { geometry IndexedFaceSet { coordIndex [ 0 1 2 ] }", "unclosed"),
+        ('Inline { url "head.wrl" }', "Inline"),
+    ],
+)
+def test_bad_vrml_files_name_the_problem(tmp_path: Path, body: str | None, problem: str) -> None:
+    path = tmp_path / "bad.wrl"
+    if body is None:
+        path.write_text("#VRML V1.0 ascii\nSeparator { }\n")
+    else:
+        path.write_text("#VRML V2.0 utf8\n" + body + "\n")
+    with pytest.raises(InputFileError, match=problem) as info:
+        load_mesh(path)
+    assert info.value.path == path and info.value.__cause__ is None
+    not_vrml = tmp_path / "x.wrl"
+    not_vrml.write_text("solid x\n")
+    with pytest.raises(InputFileError, match="not a VRML 2.0 file"):
+        load_mesh(not_vrml)
+
+
+def test_wrl_face_colours_comments_and_strings(tmp_path: Path) -> None:
+    # two triangles sharing the edge 1-2, one red and one blue, per face; comments holding
+    # braces and brackets; a texture name holding '#'
+    body = (
+        'Shape { appearance Appearance { texture ImageTexture { url "skin#1.png" } } # } ] {\n'
+        "geometry IndexedFaceSet { # a comment { [\n"
+        "  coord Coordinate { point [ 0 0 0, 1 0 0, 0 1 0, 1 1 0 ] }  # ]\n"
+        "  coordIndex [ 0 1 2 -1 1 3 2 -1 ]\n"
+        "  colorPerVertex FALSE color Color { color [ 1 0 0, 0 0 1 ] } } }"
+    )
+    path = _write(tmp_path, "f.wrl", body)
+    got = load_mesh(path)
+    np.testing.assert_array_equal(got.faces, [[0, 1, 2], [1, 3, 2]])
+    # vertex colour: the mean of the faces around it
+    np.testing.assert_allclose(got.colors, [[1, 0, 0], [0.5, 0, 0.5], [0.5, 0, 0.5], [0, 0, 1]])
+    from facehd.vrml import texture_urls
+
+    assert texture_urls(path.read_text()) == ["skin#1.png"]
