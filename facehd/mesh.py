@@ -436,18 +436,23 @@ def texture_path(path: str | Path) -> Path | None:
 
     An OBJ names it through ``mtllib`` and its materials' ``map_Kd`` (paths relative to the OBJ's
     and the MTL's folders; options before the file name are skipped, names may hold spaces); a
-    VRML file through its ``ImageTexture`` ``url`` (relative to the file's folder). An image
+    VRML file through its ``ImageTexture`` ``url``; a PLY file through a ``comment TextureFile``
+    line in its header (as MeshLab writes it; both relative to the file's folder). An image
     named by a path that does not exist here (an absolute path from another machine) is looked
-    for by its file name beside the material library (the VRML file). None for other formats, no
-    material library, no ``map_Kd`` or ``ImageTexture``, several different images or a missing
-    image (the last two logged).
+    for by its file name beside the material library (the VRML or PLY file). None for other
+    formats, no material library, no ``map_Kd``, ``ImageTexture`` or ``TextureFile``, several
+    different images or a missing image (the last two logged).
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in (".obj", ".wrl"):
+    if suffix not in (".obj", ".wrl", ".ply"):
         return None
     try:
-        head = path.read_bytes()
+        if suffix == ".ply":  # the header is enough
+            with open(path, "rb") as fh:
+                head = fh.read(1 << 16)
+        else:
+            head = path.read_bytes()
     except OSError:
         return None  # load_mesh reports it
     images: dict[Path, Path] = {}  # image as named -> the folder of the file naming it
@@ -456,6 +461,10 @@ def texture_path(path: str | Path) -> Path | None:
 
         for name in texture_urls(head.decode("utf-8", "replace")):
             images[path.parent / name] = path.parent
+    if suffix == ".ply":
+        header = head[: head.find(b"end_header")] if b"end_header" in head else b""
+        for m in re.finditer(rb"^comment[ \t]+TextureFile[ \t]+(.+?)[ \t\r]*$", header, re.M):
+            images[path.parent / m.group(1).decode("utf-8", "replace")] = path.parent
     libs = re.findall(rb"^[ \t]*mtllib[ \t]+(.+?)[ \t\r]*$", head, re.MULTILINE)
     for lib in libs if suffix == ".obj" else []:
         mtl = path.parent / lib.decode("utf-8", "replace")

@@ -309,3 +309,34 @@ def test_wrl_face_colours_comments_and_strings(tmp_path: Path) -> None:
     from facehd.vrml import texture_urls
 
     assert texture_urls(path.read_text()) == ["skin#1.png"]
+
+
+def test_ply_texture_file_comment_with_per_corner_uvs(tmp_path: Path) -> None:
+    # a square of two triangles whose shared corners 0 and 2 have other UVs in the second
+    # triangle (a seam), as MeshLab writes a textured scan: UVs per face corner, the image in a
+    # header comment
+    text = (
+        "ply\nformat ascii 1.0\ncomment TextureFile skin.png\nelement vertex 4\n"
+        "property float x\nproperty float y\nproperty float z\nelement face 2\n"
+        "property list uchar int vertex_indices\nproperty list uchar float texcoord\n"
+        "end_header\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n"
+        "3 0 1 2 6 0 0 0.5 0 0.5 0.5\n3 0 2 3 6 0.6 0 1 0.5 0.6 0.5\n"
+    )
+    path = tmp_path / "scan.ply"
+    path.write_text(text)
+    assert texture_path(path) is None  # the image is not there (yet)
+    from PIL import Image
+
+    rgb = np.random.default_rng(2).integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "skin.png")
+    assert texture_path(path) == tmp_path / "skin.png"
+    mesh, texture = load_textured_mesh(path)
+    assert texture is not None
+    np.testing.assert_allclose(texture, rgb / 255.0, atol=1e-7)
+    # split along the seam: corners 0 and 2 twice, every corner keeps its own UV
+    assert mesh.n_vertices == 6 and mesh.uvs is not None
+    corners = {
+        (tuple(mesh.vertices[i]), tuple(np.round(mesh.uvs[i], 6))) for i in mesh.faces.ravel()
+    }
+    assert ((0.0, 0.0, 0.0), (0.0, 0.0)) in corners and ((0.0, 0.0, 0.0), (0.6, 0.0)) in corners
+    assert ((1.0, 1.0, 0.0), (0.5, 0.5)) in corners and ((1.0, 1.0, 0.0), (1.0, 0.5)) in corners
