@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Mesh",
+    "MESH_SUFFIXES",
+    "is_scan_file",
     "load_mesh",
     "load_textured_mesh",
     "save_mesh",
@@ -61,6 +63,21 @@ log = logging.getLogger(__name__)
 MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".wrl")
 """Mesh file formats :func:`load_mesh` reads (OBJ, PLY, STL, OFF, VRML 2.0)."""
 _FORMATS = "expected " + ", ".join(MESH_SUFFIXES[:-1]) + " or " + MESH_SUFFIXES[-1]
+
+# what a file name ends with, before its mesh suffix, when it is no scan: facehd's own outputs
+# beside scans (true surfaces, fitted levels), and a data or mesh file with a suffix appended
+# to put it aside (``scan.lm7.txt.off``, ``old.obj.off``)
+_NOT_A_SCAN = re.compile(
+    r"\.(gt_[A-Za-z0-9]+|m[012]|txt|npy|pp|csv|json|obj|ply|stl|off|wrl)$", re.I
+)
+
+
+def is_scan_file(path: Path) -> bool:
+    """Whether ``path`` (an existing file's path) names a scan to read: a mesh suffix
+    (:data:`MESH_SUFFIXES`), and not a facehd output beside scans (``<id>.gt_m1.ply``,
+    ``<id>.m0.ply``) nor a file put aside by a suffix appended to its name."""
+    suffix = path.suffix.lower()
+    return suffix in MESH_SUFFIXES and not _NOT_A_SCAN.search(path.name[: -len(suffix)])
 
 
 @dataclass(eq=False)

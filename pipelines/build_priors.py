@@ -65,7 +65,7 @@ from facehd.h5io import (
     read_failures,
     verify,
 )
-from facehd.mesh import MESH_SUFFIXES, Mesh, load_mesh, save_mesh
+from facehd.mesh import MESH_SUFFIXES, Mesh, is_scan_file, load_mesh, save_mesh
 from pipelines.fitting import UNIT_TO_MM, FitConfig, ScanFit, detect_units, fit_scan
 
 __all__ = [
@@ -100,7 +100,6 @@ LANDMARK_SUFFIXES: tuple[str, ...] = (
 )
 """Landmark file names tried next to a scan ``<stem>.<ext>``, in order: ``<stem><suffix>``."""
 
-_SKIP = re.compile(r"\.(gt_[A-Za-z0-9]+|m[012])$")
 _SYNTH_ID = re.compile(r"^(?P<subject>.+)_(?P<expression>e\d+)$")
 
 Units = Literal["auto", "mm", "cm", "m"]
@@ -197,9 +196,8 @@ def discover_scans(root: str | Path) -> list[ScanInput]:
     meshes = sorted(
         p
         for p in root.rglob("*")
-        if p.suffix.lower() in MESH_SUFFIXES
+        if is_scan_file(p)
         and p.is_file()
-        and not _SKIP.search(p.name[: -len(p.suffix)])
         and not any(part.endswith(".shards") for part in p.relative_to(root).parts)
     )
     if not meshes:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from facehd.errors import InputFileError
-from facehd.mesh import MESH_SUFFIXES
+from facehd.mesh import MESH_SUFFIXES, is_scan_file
 from facehd.scan_landmarks import ScanLandmarkConfig
 
 __all__ = [
@@ -56,8 +55,6 @@ __all__ = [
 
 CSV_NAME = "landmarks.csv"
 """Name of the per-scan table written under the output (or scans) folder."""
-
-_SKIP = re.compile(r"\.(gt_[A-Za-z0-9]+|m[012])$")
 
 
 @dataclass
@@ -148,13 +145,7 @@ def find_scans(root: str | Path) -> list[tuple[str, Path]]:
     root = Path(root)
     if not root.is_dir():
         raise InputFileError(root, "scans folder does not exist")
-    found = sorted(
-        p
-        for p in root.rglob("*")
-        if p.suffix.lower() in MESH_SUFFIXES
-        and p.is_file()
-        and not _SKIP.search(p.name[: -len(p.suffix)])
-    )
+    found = sorted(p for p in root.rglob("*") if is_scan_file(p) and p.is_file())
     if not found:
         raise InputFileError(root, f"no scan found (files {', '.join(MESH_SUFFIXES)})")
     out = []

@@ -11,7 +11,14 @@ import trimesh
 from scipy.spatial.transform import Rotation
 
 from facehd.errors import InputFileError
-from facehd.mesh import Mesh, height_field_mesh, load_mesh, load_textured_mesh, texture_path
+from facehd.mesh import (
+    Mesh,
+    height_field_mesh,
+    is_scan_file,
+    load_mesh,
+    load_textured_mesh,
+    texture_path,
+)
 
 
 def _surface(seed: int = 0) -> Mesh:
@@ -340,3 +347,22 @@ def test_ply_texture_file_comment_with_per_corner_uvs(tmp_path: Path) -> None:
     }
     assert ((0.0, 0.0, 0.0), (0.0, 0.0)) in corners and ((0.0, 0.0, 0.0), (0.6, 0.0)) in corners
     assert ((1.0, 1.0, 0.0), (0.5, 0.5)) in corners and ((1.0, 1.0, 0.0), (1.0, 0.5)) in corners
+
+
+@pytest.mark.parametrize(
+    ("name", "scan"),
+    [
+        ("s.obj", True),
+        ("s.PLY", True),
+        ("head.scan.stl", True),
+        ("x.off", True),
+        ("y.wrl", True),
+        ("s.png", False),
+        ("s.lm7.txt.off", False),  # a landmark file put aside
+        ("s.obj.off", False),
+        ("s000_e00.gt_m1.ply", False),  # facehd's outputs beside scans
+        ("s000_e00.m0.ply", False),
+    ],
+)
+def test_which_files_are_scans(name: str, scan: bool) -> None:
+    assert is_scan_file(Path("/data") / name) is scan

@@ -43,6 +43,9 @@ def test_find_scans_skips_tool_outputs(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not a mesh")
     for name in ("e.stl", "f.off", "g.wrl"):  # the other scan formats are found too
         (tmp_path / name).write_text("any content: read later, failing there if bad")
+    # files put aside by an appended suffix are not scans
+    for name in ("a.lm7.txt.off", "old.obj.off", "b/c.ply.stl"):
+        (tmp_path / name).write_text("put aside")
     ids = [sid for sid, _ in find_scans(tmp_path)]
     assert ids == ["a", "b/c", "d.obj", "d.ply", "e", "f", "g", "s000_e00"]
     with pytest.raises(InputFileError, match="does not exist"):
