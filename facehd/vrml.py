@@ -6,9 +6,11 @@ the polygons (``coordIndex``, each closed by ``-1``), optionally texture coordin
 (``texCoord`` / ``texCoordIndex``) with an ``ImageTexture`` and vertex colours (``color``).
 This reader takes exactly that part of the language:
 
-- every ``IndexedFaceSet`` of the file, in file order, concatenated; polygons are split into fans
-  of triangles; ``ccw FALSE`` reverses their winding (facehd meshes wind counter-clockwise seen
-  from outside);
+- every ``IndexedFaceSet`` of the file, in file order; polygons are split into fans of
+  triangles; ``ccw FALSE`` reverses their winding (facehd meshes wind counter-clockwise seen
+  from outside). One face set keeps its points as they are, in file order; of several (a scan
+  exported in patches, or sets sharing a coordinate list), each keeps the points it uses, and
+  points at the same position are merged into one vertex, so that the surface is connected;
 - ``DEF`` / ``USE`` of the ``Coordinate``, ``TextureCoordinate`` and ``Color`` nodes;
 - ``Transform`` nodes (``translation``, ``rotation``, ``scale``, ``scaleOrientation``,
   ``center``, nested) around the geometry, applied to the points;
@@ -73,6 +75,8 @@ class _Doc:
     arrays: list[str]
     close_of: dict[int, int]
     parsed: dict[int, np.ndarray] = field(default_factory=dict)
+    _opens: np.ndarray | None = None
+    _closes: np.ndarray | None = None
 
     @classmethod
     def of(cls, body: str) -> _Doc:
@@ -113,6 +117,14 @@ class _Doc:
         """(open, close) positions of the brace or bracket opened at ``open_at``."""
         return open_at, self.close_of[open_at]
 
+    def depth(self, at: int) -> int:
+        """Blocks open just before position ``at``."""
+        if self._opens is None:
+            self._opens = np.sort(np.fromiter(self.close_of.keys(), dtype=np.int64))
+            self._closes = np.sort(np.fromiter(self.close_of.values(), dtype=np.int64))
+        opened = int(np.searchsorted(self._opens, at))
+        return opened - int(np.searchsorted(self._closes, at))
+
     def numbers(self, inner: str, dtype: type, what: str) -> np.ndarray:
         """The numbers of a list's inside (``@k`` for a moved-out list)."""
         m = re.fullmatch(r"\s*@(\d+)\s*", inner)
@@ -140,8 +152,10 @@ def _array_field(text: str, name: str, braces: _Doc, lo: int, hi: int) -> str | 
 
 
 def _depth_between(braces: _Doc, lo: int, at: int) -> int:
-    """How many blocks opened after ``lo`` enclose position ``at``."""
-    return sum(1 for o, c in braces.close_of.items() if lo < o < at < c)
+    """How many blocks opened after ``lo`` enclose position ``at`` (``lo`` an open brace or
+    bracket, or a position inside the block that holds ``at``)."""
+    base = braces.depth(lo + 1) if lo in braces.close_of else braces.depth(lo)
+    return braces.depth(at) - base
 
 
 def _node_array(text: str, braces: _Doc, open_at: int, kind: str) -> np.ndarray:
@@ -284,14 +298,13 @@ def read_wrl(
     defs: dict[str, np.ndarray] = {}
     for m in _DEF_NODE.finditer(body):
         defs[m.group(1)] = _node_array(body, braces, m.end() - 1, m.group(2))
-    transforms = [
-        (m.end() - 1, braces.close_of[m.end() - 1]) for m in re.finditer(r"\bTransform\s*\{", body)
-    ]
+    t_open = np.array([m.end() - 1 for m in re.finditer(r"\bTransform\s*\{", body)], np.int64)
+    t_close = np.array([braces.close_of[o] for o in t_open.tolist()], np.int64)
     sets = []
     for m in re.finditer(r"\bIndexedFaceSet\s*\{", body):
         lo, hi = braces.block(m.end() - 1)
         fs = _face_set(body, braces, lo, hi, defs, len(sets))
-        outer = sorted((o for o, c in transforms if o < lo and hi < c), reverse=True)
+        outer = np.sort(t_open[(t_open < lo) & (t_close > hi)])[::-1].tolist()
         if outer:
             mat = np.eye(4)
             for o in outer:  # innermost first
@@ -422,6 +435,9 @@ def _concatenate(
             log.info("VRML texture coordinates have seams; vertices kept, UVs dropped")
         for fs in sets:
             fs.uvs = None
+    if len(sets) > 1:
+        for fs in sets:
+            _compact(fs)
     verts, faces, offset = [], [], 0
     for fs in sets:
         verts.append(fs.points)
@@ -431,7 +447,52 @@ def _concatenate(
     uvs = np.concatenate([fs.uvs for fs in sets]) if has_uv else None
     has_col = all(fs.colors is not None for fs in sets)
     cols = np.concatenate([fs.colors for fs in sets]) if has_col else None
-    return np.concatenate(verts), np.concatenate(faces), uvs, cols
+    points, tri = np.concatenate(verts), np.concatenate(faces)
+    if len(sets) > 1:
+        points, tri, uvs, cols = _merge_coincident(points, tri, uvs, cols, split_seams)
+    return points, tri, uvs, cols
+
+
+def _compact(fs: _FaceSet) -> None:
+    """Keep only the points ``fs``'s triangles use (several face sets may share one coordinate
+    list, each using a part of it)."""
+    used, inverse = np.unique(fs.triangles, return_inverse=True)
+    fs.triangles = inverse.reshape(-1, 3)
+    fs.points = fs.points[used]
+    fs.uvs = None if fs.uvs is None else fs.uvs[used]
+    fs.colors = None if fs.colors is None else fs.colors[used]
+
+
+def _merge_coincident(
+    points: np.ndarray,
+    tri: np.ndarray,
+    uvs: np.ndarray | None,
+    cols: np.ndarray | None,
+    split_seams: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """One vertex for the points of several face sets at the same position (where the patches of
+    a scan meet, or sets sharing a coordinate list), in first-use order; with ``split_seams``,
+    those with different texture coordinates stay apart. Texture coordinates that differ at a
+    merged vertex (seams) are otherwise dropped."""
+    key = points + 0.0  # -0.0 as 0.0
+    if uvs is not None and split_seams:
+        key = np.concatenate([key, uvs], axis=1)
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(first)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    new_of = rank[inverse]
+    keep = first[order]
+    if uvs is not None and not np.array_equal(uvs, uvs[keep][new_of]):
+        log.info("VRML texture coordinates have seams between face sets; UVs dropped")
+        uvs = None
+    return (
+        points[keep],
+        new_of[tri],
+        None if uvs is None else uvs[keep],
+        None if cols is None else cols[keep],
+    )
 
 
 def _split(fs: _FaceSet) -> None:

@@ -366,3 +366,26 @@ def test_ply_texture_file_comment_with_per_corner_uvs(tmp_path: Path) -> None:
 )
 def test_which_files_are_scans(name: str, scan: bool) -> None:
     assert is_scan_file(Path("/data") / name) is scan
+
+
+def test_wrl_patches_and_shared_coordinates_are_merged_into_one_surface(tmp_path: Path) -> None:
+    m = _surface(6)
+    half = len(m.faces) // 2
+    # two patches, each with its own copy of the points (the shared border twice)
+    patches = [Mesh(m.vertices, m.faces[:half]), Mesh(m.vertices, m.faces[half:])]
+    body = "\n".join(_shape(_wrl_face_set(p)) for p in patches)
+    got = load_mesh(_write(tmp_path, "p.wrl", body))
+    assert got.n_vertices == m.n_vertices and got.n_faces == m.n_faces
+    ref = _triangle_set(m.vertices, m.faces, m.vertices)
+    assert _triangle_set(got.vertices, got.faces, m.vertices) == ref
+    # connected again: the smooth normals of the whole grid
+    order, order_ref = np.lexsort(got.vertices.T), np.lexsort(m.vertices.T)
+    np.testing.assert_allclose(
+        got.vertex_normals[order], m.vertex_normals[order_ref], rtol=0, atol=1e-12
+    )
+    # three sets sharing one coordinate list through DEF/USE, each using a third of the faces
+    thirds = np.array_split(m.faces, 3)
+    sets = [_wrl_face_set(Mesh(m.vertices, thirds[0]), def_name="pts")]
+    sets += [_wrl_face_set(Mesh(m.vertices, t), use="pts") for t in thirds[1:]]
+    shared = load_mesh(_write(tmp_path, "u.wrl", "\n".join(_shape(g) for g in sets)))
+    assert shared.n_vertices == m.n_vertices and shared.n_faces == m.n_faces
