@@ -667,11 +667,18 @@ def _read_stl(data: bytes, split_seams: bool) -> tuple:
     tri = np.asarray(kw.get("faces"), dtype=np.int64).reshape(-1, 3)
     if len(tri) == 0:
         raise _Problem("no triangles")
-    _, first, inverse = np.unique(corners, axis=0, return_index=True, return_inverse=True)
-    order = np.argsort(first)
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    return corners[first[order]], rank[inverse.reshape(-1)][tri], None, None
+    # equal rows are adjacent after a lexicographic sort (stable: each run starts with the
+    # corner that comes first in the file)
+    order = np.lexsort(corners.T[::-1])
+    srt = corners[order]
+    starts = np.concatenate([[True], np.any(srt[1:] != srt[:-1], axis=1)])
+    group = np.empty(len(corners), dtype=np.int64)
+    group[order] = np.cumsum(starts) - 1
+    first = order[starts]  # the first corner of each position, by position
+    by_use = np.argsort(first)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[by_use] = np.arange(len(first))
+    return corners[first[by_use]], rank[group][tri], None, None
 
 
 _OFF_HEADER = re.compile(r"\A\s*(C?OFF)\b")
@@ -686,25 +693,36 @@ def _read_off(data: bytes, split_seams: bool) -> tuple:
     if m is None:
         word = text.split(None, 1)[0][:20] if text.split() else ""
         raise _Problem(f"not an OFF file (header {word!r}; OFF and COFF are read)")
-    lines = [ln.split() for ln in text[m.end() :].splitlines()]
-    lines = [ln for ln in lines if ln]
-    if not lines or len(lines[0]) < 2:
+    lines = [ln for ln in text[m.end() :].splitlines() if ln.strip()]
+    counts = lines[0].split() if lines else []
+    if len(counts) < 2:
         raise _Problem("no vertex and face counts after the OFF header")
-    nv, nf = int(lines[0][0]), int(lines[0][1])
+    nv, nf = int(counts[0]), int(counts[1])
     if len(lines) < 1 + nv + nf:
         raise _Problem(f"{nv} vertices and {nf} faces announced, {len(lines) - 1} lines found")
-    vlines = lines[1 : 1 + nv]
-    width = len(vlines[0]) if vlines else 3
-    if width < 3 or any(len(ln) != width for ln in vlines):
+    width = len(lines[1].split()) if nv else 3
+    vtok = " ".join(lines[1 : 1 + nv]).split()
+    if width < 3 or len(vtok) != nv * width:
         raise _Problem("vertex lines of different lengths (or fewer than 3 numbers)")
-    vals = np.array(vlines, dtype=np.float64).reshape(nv, width)
+    vals = np.array(vtok, dtype=np.float64).reshape(nv, width)
     colors = _colors01(vals[:, 3:6], nv) if m.group(1) == "COFF" and width >= 6 else None
     flines = lines[1 + nv : 1 + nv + nf]
-    lengths = np.array([int(ln[0]) for ln in flines], dtype=np.int64)
-    if np.any(lengths < 0) or any(len(ln) < 1 + k for ln, k in zip(flines, lengths, strict=True)):
-        raise _Problem("a face line lists fewer vertex indices than its count")
-    flat = np.array([v for ln, k in zip(flines, lengths, strict=True) for v in ln[1 : 1 + k]])
-    flat = flat.astype(np.int64)
+    k0 = int(flines[0].split(None, 1)[0]) if nf else 3
+    ftok = " ".join(flines).split()
+    table = None
+    if k0 > 0 and len(ftok) == nf * (k0 + 1):  # the usual file: every face has k0 corners
+        table = np.array(ftok, dtype=np.int64).reshape(nf, k0 + 1)
+        if not np.all(table[:, 0] == k0):
+            table = None
+    if table is not None:
+        lengths, flat = np.full(nf, k0, dtype=np.int64), table[:, 1:].ravel()
+    else:  # mixed polygons, or face colours after the indices
+        rows = [ln.split() for ln in flines]
+        lengths = np.array([int(r[0]) for r in rows], dtype=np.int64)
+        if np.any(lengths < 0) or any(len(r) < 1 + k for r, k in zip(rows, lengths, strict=True)):
+            raise _Problem("a face line lists fewer vertex indices than its count")
+        flat = np.array([v for r, k in zip(rows, lengths, strict=True) for v in r[1 : 1 + k]])
+        flat = flat.astype(np.int64)
     return vals[:, :3], flat[fan_triangles(lengths)], None, colors
 
 

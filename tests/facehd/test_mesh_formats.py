@@ -56,6 +56,12 @@ def test_stl_corners_are_merged_into_the_connected_surface(tmp_path: Path, ascii
     # STL holds float32 (binary) or decimals (ASCII): the same triangles, with their winding
     ref = m.vertices.astype(np.float32).astype(np.float64)
     assert _triangle_set(got.vertices, got.faces, ref) == _triangle_set(ref, m.faces, ref)
+    # first-use order and the triangles, against a plain loop over the file's corners
+    corners = trimesh.load(path, process=False).triangles.reshape(-1, 3)
+    seen: dict[tuple, int] = {}
+    index = [seen.setdefault(tuple(c + 0.0), len(seen)) for c in corners]
+    np.testing.assert_array_equal(got.vertices, np.array(list(seen)))
+    np.testing.assert_array_equal(got.faces, np.array(index).reshape(-1, 3))
     # trimesh merges the same corners when it processes the file
     assert len(trimesh.load(path, process=True).vertices) == got.n_vertices
     # connected: the smooth vertex normals of the original grid, vertex by vertex
