@@ -630,6 +630,11 @@ def landmarks_cmd(
     units: str = typer.Option("auto", help="Units of the scans: auto (from size), mm, cm, m."),
     workers: int = typer.Option(1, min=1, help="Processes to run in parallel."),
     overwrite: bool = typer.Option(False, help="Redo scans that already have landmark files."),
+    meshlab: bool = typer.Option(
+        False,
+        help="Also write <id>_picked_points.pp, to check and move the points in MeshLab's "
+        "PickPoints tool; build-priors takes that file first.",
+    ),
 ) -> None:
     """Find 68 iBUG and NoW's 7 landmarks on raw scans in any orientation; one CSV row per scan.
 
@@ -650,6 +655,7 @@ def landmarks_cmd(
             overlays=None if overlays is None else str(overlays),
             overwrite=overwrite,
             workers=workers,
+            meshlab=meshlab,
             detector=ScanLandmarkConfig(units=units),
         )
         total = len(find_scans(scans))

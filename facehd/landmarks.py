@@ -34,6 +34,10 @@ __all__ = [
     "load_landmarks",
     "to_now7",
     "save_landmarks_txt",
+    "save_landmarks_pp",
+    "written_by_facehd",
+    "PICKED_POINTS_SUFFIX",
+    "PP_WRITER",
 ]
 
 NOW7_FROM_68: tuple[int, ...] = (36, 39, 42, 45, 33, 48, 54)
@@ -197,3 +201,61 @@ def save_landmarks_txt(path: str | Path, pts: np.ndarray) -> Path:
         raise ValueError("save_landmarks_txt: points contain NaN or inf")
     text = "".join(" ".join(map(repr, row)) + "\n" for row in arr.tolist())
     return atomic_write_bytes(path, text.encode())
+
+
+PICKED_POINTS_SUFFIX = "_picked_points.pp"
+"""What MeshLab's PickPoints tool appends to a mesh's name (without its suffix) for the file of
+points it opens with the mesh and saves."""
+
+PP_WRITER = "facehd landmarks"
+"""The ``User`` name in the ``.pp`` files facehd writes; MeshLab puts the editing user's name
+there when the points are saved again, so a file still carrying it was not edited by hand."""
+
+
+def save_landmarks_pp(
+    path: str | Path, pts: np.ndarray, mesh_name: str = "", *, first: int = 0
+) -> Path:
+    """Write landmarks as a MeshLab picked-points file (``.pp``), atomically.
+
+    MeshLab's PickPoints tool opens ``<mesh>_picked_points.pp`` with a mesh when it lies beside
+    it; the points can then be moved and saved. The points are named by their index (``first``,
+    ``first + 1``, ...), in order; :func:`load_landmarks` reads them back in file order.
+
+    Parameters
+    ----------
+    path : destination.
+    pts : (K, 3) float, finite.
+    mesh_name : the mesh's file name, recorded in the file.
+    first : name of the first point (0: iBUG indices as in facehd's 0-based tables).
+    """
+    from xml.sax.saxutils import quoteattr
+
+    arr = np.asarray(pts, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"save_landmarks_pp: expected (K, 3) points, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("save_landmarks_pp: points contain NaN or inf")
+    lines = [
+        "<!DOCTYPE PickedPoints>",
+        "<PickedPoints>",
+        " <DocumentData>",
+        f"  <User name={quoteattr(PP_WRITER)}/>",
+        f"  <DataFileName name={quoteattr(mesh_name)}/>",
+        '  <templateName name=""/>',
+        " </DocumentData>",
+    ]
+    for k, (x, y, z) in enumerate(arr.tolist()):
+        lines.append(f' <point x="{x!r}" y="{y!r}" z="{z!r}" active="1" name="{first + k}"/>')
+    lines.append("</PickedPoints>")
+    return atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+def written_by_facehd(path: str | Path) -> bool:
+    """Whether a ``.pp`` file is one facehd wrote and nobody saved again since
+    (its ``User`` is :data:`PP_WRITER`)."""
+    try:
+        root = ET.fromstring(Path(path).read_bytes())
+    except (OSError, ET.ParseError):
+        return False
+    user = root.find("./DocumentData/User")
+    return user is not None and user.attrib.get("name") == PP_WRITER

@@ -9,9 +9,13 @@ or on Ray, through the resumable sharded writer of :mod:`facehd.h5io`.
 
 Inputs (:func:`discover_scans`)
 -------------------------------
-Every ``.obj`` / ``.ply`` under the scans folder is a scan, except files the tools themselves
-write beside scans (``*.gt_*.ply`` ground truth of ``facehd synth``, ``*.m0|m1|m2.ply`` exports).
-Its landmarks are the first file found among ``<stem>.lm7.txt``, ``<stem>.pp``, ``<stem>.npy``,
+Every mesh file (:func:`facehd.mesh.is_scan_file`: ``.obj``, ``.ply``, ``.stl``, ``.off``,
+``.wrl``) under the scans folder is a scan, except files the tools themselves write beside scans
+(``*.gt_*.ply`` ground truth of ``facehd synth``, ``*.m0|m1|m2.ply`` exports) and files put
+aside by an appended suffix. Its landmarks are the first file found among
+``<stem>_picked_points.pp`` (MeshLab's, from its PickPoints tool or ``facehd landmarks
+--meshlab``: points checked or moved by hand come first), ``<stem>.lm7.txt``, ``<stem>.pp``,
+``<stem>.npy``,
 ``<stem>.txt``, ``<stem>_lmks.npy``, ``<stem>_lmks.txt``, ``<stem>_landmarks.npy``,
 ``<stem>_landmarks.txt`` (7, 51 or 68 iBUG points, or MeshLab picked points); a scan with none
 gets NoW's 7 found automatically (:func:`pipelines.landmarks.detect_landmarks7`, the ``photo``
@@ -65,6 +69,7 @@ from facehd.h5io import (
     read_failures,
     verify,
 )
+from facehd.landmarks import PICKED_POINTS_SUFFIX
 from facehd.mesh import MESH_SUFFIXES, Mesh, is_scan_file, load_mesh, save_mesh
 from pipelines.fitting import UNIT_TO_MM, FitConfig, ScanFit, detect_units, fit_scan
 
@@ -89,6 +94,7 @@ SCHEMA = "facehd.priors/1"
 TRANSFORM_CONVENTION = "x_model_mm = scale * rotation @ x_scan + translation"
 
 LANDMARK_SUFFIXES: tuple[str, ...] = (
+    PICKED_POINTS_SUFFIX,
     ".lm7.txt",
     ".pp",
     ".npy",

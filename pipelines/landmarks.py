@@ -8,6 +8,8 @@ given), and write
 - ``<id>.lm68.txt``: the 68 iBUG points, one ``x y z`` line each, in the scan's frame and units;
 - ``<id>.lm7.txt``: NoW's 7 points (:data:`facehd.landmarks.NOW7_FROM_68`), same format — the
   file ``facehd build-priors`` looks for beside a scan;
+- ``<id>_picked_points.pp`` (with ``meshlab``): the 68 points as MeshLab's picked-points file,
+  to check and correct by hand in its PickPoints tool (never replacing one saved there);
 - ``<id>.png`` under the overlays folder (when asked): the face-centred render with the landmarks
   drawn, NoW's 7 circled in red, the confidence in the corner.
 
@@ -16,8 +18,9 @@ row in ``landmarks.csv`` (under ``out``, else in the scans folder): its confiden
 why it failed — no face (a sphere, a box), unsure (the views disagree), hollow, wrong units, an
 unreadable or empty file. A failed scan gets no landmark files, never guessed ones.
 
-Scans (:func:`find_scans`): every ``.obj`` / ``.ply`` under the folder except files the tools write
-beside scans (``*.gt_*.ply`` of ``facehd synth``, ``*.m0|m1|m2.ply`` exports). The id is the path
+Scans (:func:`find_scans`): every mesh file under the folder (:func:`facehd.mesh.is_scan_file`)
+except files the tools write beside scans (``*.gt_*.ply`` of ``facehd synth``,
+``*.m0|m1|m2.ply`` exports) and files put aside by an appended suffix. The id is the path
 relative to the folder without the suffix. A scan whose ``.lm68.txt`` is already at the
 destination is skipped (an interrupted run resumes; ``overwrite`` redoes it), and so is one whose
 destination already holds a ``.lm7.txt`` without a ``.lm68.txt``: landmarks someone gave are
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from facehd.errors import InputFileError
+from facehd.landmarks import PICKED_POINTS_SUFFIX
 from facehd.mesh import MESH_SUFFIXES, is_scan_file
 from facehd.scan_landmarks import ScanLandmarkConfig
 
@@ -69,6 +73,11 @@ class LandmarksConfig:
     """Redo scans that already have landmark files at the destination."""
     workers: int = 1
     """Processes working in parallel (each holds its own mediapipe graphs)."""
+    meshlab: bool = False
+    """Also write ``<id>_picked_points.pp``, MeshLab's picked-points file with the 68 points (to
+    check and move by hand in its PickPoints tool, which opens the file with the scan when it lies
+    beside it). A ``.pp`` file someone saved again in MeshLab is never replaced; ``facehd
+    build-priors`` takes it before the ``.lm7.txt``."""
     detector: ScanLandmarkConfig = field(default_factory=ScanLandmarkConfig)
     """Parameters of the landmark finder (units, views, thresholds)."""
 
@@ -158,7 +167,8 @@ def find_scans(root: str | Path) -> list[tuple[str, Path]]:
 
 
 def _destinations(scan_id: str, mesh: Path, config: LandmarksConfig) -> tuple[Path, Path, Path]:
-    """(``.lm68.txt``, ``.lm7.txt``, overlay PNG or an empty path) of one scan."""
+    """(``.lm68.txt``, ``.lm7.txt``, overlay PNG or an empty path) of one scan; the MeshLab file
+    is ``<.lm68.txt without its suffix>_picked_points.pp`` (:func:`_picked_points`)."""
     if config.out is None:
         stem = mesh.with_suffix("") if mesh.suffix else mesh
         base = stem.parent / stem.name
@@ -170,6 +180,18 @@ def _destinations(scan_id: str, mesh: Path, config: LandmarksConfig) -> tuple[Pa
         base.with_name(base.name + ".lm7.txt"),
         overlay,
     )
+
+
+def _picked_points(lm68: Path) -> Path:
+    """MeshLab's picked-points file beside the ``.lm68.txt`` of a scan."""
+    return lm68.with_name(lm68.name[: -len(".lm68.txt")] + PICKED_POINTS_SUFFIX)
+
+
+def _write_picked_points(lm68: Path, mesh: Path) -> None:
+    """MeshLab's file of a scan from its ``.lm68.txt``."""
+    from facehd.landmarks import load_landmarks, save_landmarks_pp
+
+    save_landmarks_pp(_picked_points(lm68), load_landmarks(lm68), mesh.name)
 
 
 # one landmarker per process (mediapipe graphs are costly to start)
@@ -192,7 +214,7 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
     """Find, write and report the landmarks of one scan; failures become a ``failed`` row."""
     import numpy as np
 
-    from facehd.landmarks import save_landmarks_txt
+    from facehd.landmarks import save_landmarks_txt, written_by_facehd
     from facehd.mesh import load_textured_mesh
     from facehd.scan_landmarks import ScanLandmarkError
 
@@ -214,6 +236,12 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
         lm68.parent.mkdir(parents=True, exist_ok=True)
         save_landmarks_txt(lm68, result.landmarks68)
         save_landmarks_txt(lm7, result.landmarks7)
+        pp = _picked_points(lm68)
+        if config.meshlab:
+            if not pp.exists() or written_by_facehd(pp):
+                _write_picked_points(lm68, mesh_path)
+            else:
+                row.detail = f"{pp} was edited by hand: kept"
         row.status = "ok"
         row.lm68, row.lm7 = str(lm68), str(lm7)
         if config.overlays and result.overlay is not None:
@@ -350,6 +378,8 @@ def landmark_scans(
         if not config.overwrite and lm68.is_file():
             old = previous.get(sid)
             rows[sid] = old or LandmarkRow(sid, str(path), "skipped", "done", f"{lm68} exists")
+            if config.meshlab and not _picked_points(lm68).exists():
+                _write_picked_points(lm68, path)  # from the points found before
         elif not config.overwrite and lm7.is_file():
             rows[sid] = LandmarkRow(
                 sid,

@@ -12,8 +12,10 @@ from facehd.landmarks import (
     NOW7_FROM_51,
     NOW7_FROM_68,
     load_landmarks,
+    save_landmarks_pp,
     save_landmarks_txt,
     to_now7,
+    written_by_facehd,
 )
 
 PP_TEMPLATE = """<!DOCTYPE PickedPoints>
@@ -60,6 +62,23 @@ def test_npy_shapes(tmp_path: Path) -> None:
     np.testing.assert_array_equal(load_landmarks(tmp_path / "a.npy"), pts(7))
     np.testing.assert_allclose(load_landmarks(tmp_path / "b.npy"), pts(7), rtol=1e-6)
     assert load_landmarks(tmp_path / "c.npy").shape == (68, 3)
+
+
+def test_meshlab_pp_written_and_read_back(tmp_path: Path) -> None:
+    path = save_landmarks_pp(tmp_path / "scan_picked_points.pp", pts(68), "scan.obj")
+    np.testing.assert_array_equal(load_landmarks(path), pts(68))  # exact floats, in order
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(path).getroot()
+    assert [p.attrib["name"] for p in root.iter("point")] == [str(k) for k in range(68)]
+    assert root.find("./DocumentData/DataFileName").attrib["name"] == "scan.obj"
+    assert written_by_facehd(path)
+    # a file MeshLab saved (its user's name) or any other file is not facehd's
+    (tmp_path / "other.pp").write_text(pp_text(pts(7)))
+    assert not written_by_facehd(tmp_path / "other.pp")
+    assert not written_by_facehd(tmp_path / "missing.pp")
+    with pytest.raises(ValueError, match="NaN"):
+        save_landmarks_pp(tmp_path / "bad.pp", np.full((7, 3), np.nan))
 
 
 def test_meshlab_pp(tmp_path: Path) -> None:

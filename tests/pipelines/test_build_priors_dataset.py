@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from facehd.cli import app
 from facehd.h5io import open_dataset, read_failures
-from facehd.landmarks import save_landmarks_txt
+from facehd.landmarks import save_landmarks_pp, save_landmarks_txt
 from facehd.mesh import Mesh, load_mesh, save_mesh
 from facehd.transforms import Similarity
 from pipelines.build_priors import SCHEMA, discover_scans, inspect_priors, verify_priors
@@ -85,6 +85,16 @@ def test_discovery_skips_truth_files(scans: Path) -> None:
     assert found["s000_e00"].landmarks_path.endswith("s000_e00.lm7.txt")
     assert (found["s001_e00"].subject, found["s001_e00"].expression) == ("s001", "e00")
     assert found["nolm"].landmarks_path is None
+
+
+def test_points_picked_in_meshlab_come_first(tmp_path: Path) -> None:
+    (tmp_path / "a.ply").write_text("read later")
+    save_landmarks_txt(tmp_path / "a.lm7.txt", np.zeros((7, 3)))
+    (found,) = discover_scans(tmp_path)
+    assert found.landmarks_path.endswith("a.lm7.txt")
+    save_landmarks_pp(tmp_path / "a_picked_points.pp", np.ones((7, 3)))
+    (found,) = discover_scans(tmp_path)
+    assert found.landmarks_path.endswith("a_picked_points.pp")
 
 
 def test_bad_scans_fail_others_finish(built: tuple[Path, object]) -> None:

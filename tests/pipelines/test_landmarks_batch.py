@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from facehd.cli import app
 from facehd.detect import mediapipe_available
 from facehd.errors import InputFileError
-from facehd.landmarks import NOW7_FROM_68, load_landmarks
+from facehd.landmarks import NOW7_FROM_68, load_landmarks, written_by_facehd
 from facehd.mesh import Mesh, load_mesh, save_mesh
 from pipelines.landmarks import (
     CSV_NAME,
@@ -23,6 +23,7 @@ from pipelines.landmarks import (
     _write_csv,
     detect_landmarks7,
     find_scans,
+    landmark_scan,
     landmark_scans,
     read_rows,
 )
@@ -80,6 +81,13 @@ def test_existing_landmarks_are_kept_without_running_the_detector(tmp_path: Path
     assert (scans / "given.lm7.txt").read_text() == "1 1 1\n" * 7  # never replaced
     assert result.csv_path == scans / CSV_NAME and result.n_skipped == 2
     assert set(read_rows(result.csv_path)) == {"done", "given"}
+    # --meshlab on a folder done before: MeshLab's file from the points found then, no detection
+    result = landmark_scans(scans, LandmarksConfig(meshlab=True))
+    assert result.n_skipped == 2
+    np.testing.assert_array_equal(
+        load_landmarks(scans / "done_picked_points.pp"), np.zeros((68, 3))
+    )
+    assert not (scans / "given_picked_points.pp").exists()
 
 
 @pytest.mark.skipif(not mediapipe_available(), reason="needs the photo extra (mediapipe)")
@@ -124,7 +132,7 @@ def test_landmarks_command_over_a_folder(tmp_path: Path) -> None:
     textured = _textured_copy(scans / "textured.obj", scan, model)
     out, png = tmp_path / "out", tmp_path / "png"
     args = ["landmarks", "--scans", str(scans), "--out", str(out), "--overlays", str(png)]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, [*args, "--meshlab"])
     assert result.exit_code == 1, result.output  # some scans failed
     with open(out / CSV_NAME, newline="") as fh:
         rows = {r["scan_id"]: r for r in csv.DictReader(fh)}
@@ -155,6 +163,17 @@ def test_landmarks_command_over_a_folder(tmp_path: Path) -> None:
     assert np.median(err) < 3.0  # written in the scan's frame and units (m)
     assert (png / "face.png").is_file() and not (png / "sphere.png").exists()
     assert not (scans / "face.lm68.txt").exists()  # --out keeps the scans folder clean
+    # --meshlab: MeshLab's picked-points file holds the same 68 points, bit for bit
+    pp = out / "face_picked_points.pp"
+    np.testing.assert_array_equal(load_landmarks(pp), lm68)
+    assert written_by_facehd(pp) and not (out / "sphere_picked_points.pp").exists()
+    # points moved and saved again in MeshLab (another user name) are never replaced
+    edited = pp.read_text().replace('name="facehd landmarks"', 'name="annotator"')
+    edited = edited.replace('name="0"/>', 'name="0"/>\n', 1)
+    pp.write_text(edited)
+    again = landmark_scan("face", scans / "face.ply", LandmarksConfig(out=str(out), meshlab=True))
+    assert again.status == "ok" and "edited by hand" in again.detail
+    assert pp.read_text() == edited and not written_by_facehd(pp)
 
     # the helper other jobs call for scans without a landmark file gives the same points
     lm, confidence = detect_landmarks7(scan, scans / "face.ply")
