@@ -15,9 +15,8 @@ Every mesh file (:func:`facehd.mesh.is_scan_file`: ``.obj``, ``.ply``, ``.stl``,
 aside by an appended suffix. Its landmarks are the first file found among
 ``<stem>_picked_points.pp`` (MeshLab's, from its PickPoints tool or ``facehd landmarks
 --meshlab``: points checked or moved by hand come first), ``<stem>.lm7.txt``, ``<stem>.pp``,
-``<stem>.npy``,
-``<stem>.txt``, ``<stem>_lmks.npy``, ``<stem>_lmks.txt``, ``<stem>_landmarks.npy``,
-``<stem>_landmarks.txt`` (7, 51 or 68 iBUG points, or MeshLab picked points); a scan with none
+``<stem>.npy``, ``<stem>.txt``, ``<stem>_lmks.npy``, ``<stem>_lmks.txt``,
+``<stem>_landmarks.npy``, ``<stem>_landmarks.txt`` (7, 51 or 68 iBUG points); a scan with none
 gets NoW's 7 found automatically (:func:`pipelines.landmarks.detect_landmarks7`, the ``photo``
 extra) unless ``auto_landmarks`` is off, and the ``landmarks_source`` field says which were
 detected and which given. The sample id is
