@@ -312,6 +312,8 @@ def read_wrl(
             fs.points = fs.points @ mat[:3, :3].T + mat[:3, 3]
             if np.linalg.det(mat[:3, :3]) < 0:  # a mirroring transform turns the winding
                 fs.triangles = fs.triangles[:, ::-1]
+                if fs.corner_uv is not None:  # each corner keeps its texture coordinate
+                    fs.corner_uv = (fs.corner_uv[0], fs.corner_uv[1][:, ::-1])
         sets.append(fs)
     if not sets:
         raise VrmlError("no IndexedFaceSet geometry (not a surface scan)")

@@ -263,6 +263,23 @@ def test_wrl_texture_coordinates_with_seams(tmp_path: Path) -> None:
     )
     assert same.n_vertices == n
     np.testing.assert_array_equal(same.uvs, m.uvs)
+    # mirrored by a transform: the winding turns, every corner keeps its own UV
+    mirrored = load_mesh(
+        _write(
+            tmp_path,
+            "m.wrl",
+            "Transform { scale -1 1 1 children [ "
+            + _shape(_wrl_face_set(m, tex=(table, corner)))
+            + " ] }",
+        ),
+        split_seams=True,
+    )
+    flip = np.array([-1.0, 1.0, 1.0])
+    assert {
+        (tuple(mirrored.vertices[i] * flip), tuple(mirrored.uvs[i])) for i in mirrored.faces.ravel()
+    } == corners
+    ref_mirror = _triangle_set(m.vertices * flip, m.faces[:, ::-1], m.vertices * flip)
+    assert _triangle_set(mirrored.vertices, mirrored.faces, m.vertices * flip) == ref_mirror
     # the texture named by ImageTexture is found and read with the split mesh
     from PIL import Image
 
