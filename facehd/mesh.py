@@ -7,7 +7,9 @@ and raises :class:`~facehd.errors.InputFileError` naming the file and the proble
 letting a library traceback escape. Writing is OBJ or PLY.
 
 Vertex order is part of a mesh's meaning (it fixes correspondence with a morphable model), so
-:func:`load_mesh` returns the file's vertices in the file's order, without merging or splitting:
+:func:`load_mesh` returns the file's vertices in the file's order, without merging or splitting
+(except STL, which shares no vertices, and VRML files of several face sets, whose coincident
+points are merged: :mod:`facehd.vrml`):
 
 - a file with one UV per vertex (every ``f`` entry pairs vertex ``i`` with the same ``vt``, as
   facehd writes them) keeps its UVs as ``Mesh.uvs``;
