@@ -379,7 +379,12 @@ def landmark_scans(
             old = previous.get(sid)
             rows[sid] = old or LandmarkRow(sid, str(path), "skipped", "done", f"{lm68} exists")
             if config.meshlab and not _picked_points(lm68).exists():
-                _write_picked_points(lm68, path)  # from the points found before
+                try:  # from the points found before
+                    _write_picked_points(lm68, path)
+                except InputFileError as exc:  # a damaged file: say so, go on with the rest
+                    rows[sid] = dataclasses.replace(
+                        rows[sid], detail=f"no MeshLab file written: {exc}"
+                    )
         elif not config.overwrite and lm7.is_file():
             rows[sid] = LandmarkRow(
                 sid,

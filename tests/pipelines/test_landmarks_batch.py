@@ -88,6 +88,14 @@ def test_existing_landmarks_are_kept_without_running_the_detector(tmp_path: Path
         load_landmarks(scans / "done_picked_points.pp"), np.zeros((68, 3))
     )
     assert not (scans / "given_picked_points.pp").exists()
+    # a damaged .lm68.txt of a scan done before: no MeshLab file, said in its row, the rest goes on
+    _touch_mesh(scans / "broken.ply")
+    (scans / "broken.lm68.txt").write_text("not numbers\n")
+    result = landmark_scans(scans, LandmarksConfig(meshlab=True))
+    by_id = {r.scan_id: r for r in result.rows}
+    assert result.n_skipped == 3 and "no MeshLab file written" in by_id["broken"].detail
+    assert "broken.lm68.txt" in by_id["broken"].detail
+    assert not (scans / "broken_picked_points.pp").exists()
 
 
 @pytest.mark.skipif(not mediapipe_available(), reason="needs the photo extra (mediapipe)")
