@@ -665,22 +665,31 @@ def _read_stl(data: bytes, split_seams: bool) -> tuple:
     from trimesh.exchange.stl import load_stl
 
     kw = load_stl(io.BytesIO(data))
-    corners = np.asarray(kw.get("vertices"), dtype=np.float64).reshape(-1, 3) + 0.0
+    corners = np.asarray(kw.get("vertices"), dtype=np.float64).reshape(-1, 3) + 0.0  # no -0.0
     tri = np.asarray(kw.get("faces"), dtype=np.int64).reshape(-1, 3)
     if len(tri) == 0:
         raise _Problem("no triangles")
+    keep, new_index = merge_equal_rows(corners)
+    return corners[keep], new_index[tri], None, None
+
+
+def merge_equal_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Equal rows of ``rows`` (N, D) merged into one, in first-use order: ``(keep, new_index)``,
+    ``keep`` the index of each distinct row's first occurrence, increasing, and ``new_index``
+    (N,) the position in ``keep`` of each row's group (``rows[keep][new_index]`` equals
+    ``rows``). Rows compare as numbers (-0.0 equals 0.0)."""
     # equal rows are adjacent after a lexicographic sort (stable: each run starts with the
-    # corner that comes first in the file)
-    order = np.lexsort(corners.T[::-1])
-    srt = corners[order]
+    # row that comes first)
+    order = np.lexsort(rows.T[::-1])
+    srt = rows[order]
     starts = np.concatenate([[True], np.any(srt[1:] != srt[:-1], axis=1)])
-    group = np.empty(len(corners), dtype=np.int64)
+    group = np.empty(len(rows), dtype=np.int64)
     group[order] = np.cumsum(starts) - 1
-    first = order[starts]  # the first corner of each position, by position
+    first = order[starts]  # the first row of each group, groups in sorted order
     by_use = np.argsort(first)
     rank = np.empty(len(first), dtype=np.int64)
     rank[by_use] = np.arange(len(first))
-    return corners[first[by_use]], rank[group][tri], None, None
+    return first[by_use], rank[group]
 
 
 _OFF_HEADER = re.compile(r"\A\s*(C?OFF)\b")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -135,20 +136,31 @@ class _Doc:
             raise VrmlError(f"{what}: not a list of numbers ({exc})") from None
 
 
+def _top_level(
+    pattern: re.Pattern[str], text: str, braces: _Doc, lo: int, hi: int
+) -> Iterator[re.Match[str]]:
+    """Matches of ``pattern`` in ``text[lo:hi]`` that no block opened after ``lo`` encloses:
+    the fields of the node whose block opens at (or holds) ``lo``, not of its children."""
+    for m in pattern.finditer(text, lo, hi):
+        if _depth_between(braces, lo, m.start()) == 0:
+            yield m
+
+
+_VALUE_END = re.compile(r"[\s,}\]]")
+
+
 def _array_field(text: str, name: str, braces: _Doc, lo: int, hi: int) -> str | None:
     """The inside of ``name [ ... ]`` (or ``name value`` for one value) within ``text[lo:hi]``
     at the top nesting level of that span, or None."""
     pattern = re.compile(rf"\b{name}\s*(\[|[-+\d.])")
-    pos = lo
-    while (m := pattern.search(text, pos, hi)) is not None:
-        if _depth_between(braces, lo, m.start()) == 0:
-            if m.group(1) == "[":
-                o, c = braces.block(m.end() - 1)
-                return text[o + 1 : c]
-            end = re.compile(r"[\s,}\]]").search(text, m.start(1), hi)
-            return text[m.start(1) : end.start() if end else hi]
-        pos = m.end()
-    return None
+    m = next(_top_level(pattern, text, braces, lo, hi), None)
+    if m is None:
+        return None
+    if m.group(1) == "[":
+        o, c = braces.block(m.end() - 1)
+        return text[o + 1 : c]
+    end = _VALUE_END.search(text, m.start(1), hi)
+    return text[m.start(1) : end.start() if end else hi]
 
 
 def _depth_between(braces: _Doc, lo: int, at: int) -> int:
@@ -177,11 +189,9 @@ def _parse_node_array(text: str, braces: _Doc, open_at: int, kind: str) -> np.nd
 
 
 def _bool_field(text: str, name: str, braces: _Doc, lo: int, hi: int, default: bool) -> bool:
-    m = re.compile(rf"\b{name}\s+(TRUE|FALSE)\b")
-    for hit in m.finditer(text, lo, hi):
-        if _depth_between(braces, lo, hit.start()) == 0:
-            return hit.group(1) == "TRUE"
-    return default
+    pattern = re.compile(rf"\b{name}\s+(TRUE|FALSE)\b")
+    m = next(_top_level(pattern, text, braces, lo, hi), None)
+    return default if m is None else m.group(1) == "TRUE"
 
 
 def _polygons(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -249,18 +259,17 @@ def _inline_values(
 ) -> list[float] | None:
     """The ``count`` numbers after field ``name`` at the top level of ``text[lo:hi]``, or None
     when the field is not there."""
-    for m in re.compile(rf"\b{name}\b").finditer(text, lo + 1, hi):
-        if _depth_between(braces, lo, m.start()) != 0:
-            continue
-        tokens = text[m.end() : min(hi, m.end() + 64 * count)].replace(",", " ").split()
-        try:
-            if len(tokens) < count:
-                raise ValueError
-            return [float(v) for v in tokens[:count]]
-        except ValueError:
-            got = " ".join(tokens[:count])
-            raise VrmlError(f"Transform {name}: expected {count} numbers, got {got!r}") from None
-    return None
+    m = next(_top_level(re.compile(rf"\b{name}\b"), text, braces, lo, hi), None)
+    if m is None:
+        return None
+    tokens = text[m.end() : min(hi, m.end() + 64 * count)].replace(",", " ").split()
+    try:
+        if len(tokens) < count:
+            raise ValueError
+        return [float(v) for v in tokens[:count]]
+    except ValueError:
+        got = " ".join(tokens[:count])
+        raise VrmlError(f"Transform {name}: expected {count} numbers, got {got!r}") from None
 
 
 @dataclass
@@ -325,15 +334,12 @@ def _face_set(
 ) -> _FaceSet:
     where = f"IndexedFaceSet {number + 1}"
     nodes: dict[str, np.ndarray] = {}
-    for m in _NODE_FIELD.finditer(body, lo + 1, hi):
-        if _depth_between(braces, lo, m.start()) == 0:
-            arr = _node_array(body, braces, m.end() - 1, m.group(3))
-            nodes[m.group(1)] = arr
-    for m in _USE_FIELD.finditer(body, lo + 1, hi):
-        if _depth_between(braces, lo, m.start()) == 0:
-            if m.group(2) not in defs:
-                raise VrmlError(f"{where}: USE {m.group(2)} names no DEF'd node")
-            nodes[m.group(1)] = defs[m.group(2)]
+    for m in _top_level(_NODE_FIELD, body, braces, lo, hi):
+        nodes[m.group(1)] = _node_array(body, braces, m.end() - 1, m.group(3))
+    for m in _top_level(_USE_FIELD, body, braces, lo, hi):
+        if m.group(2) not in defs:
+            raise VrmlError(f"{where}: USE {m.group(2)} names no DEF'd node")
+        nodes[m.group(1)] = defs[m.group(2)]
     points = nodes.get("coord")
     if points is None or len(points) == 0:
         raise VrmlError(f"{where}: no coord points")
@@ -476,16 +482,12 @@ def _merge_coincident(
     a scan meet, or sets sharing a coordinate list), in first-use order; with ``split_seams``,
     those with different texture coordinates stay apart. Texture coordinates that differ at a
     merged vertex (seams) are otherwise dropped."""
+    from facehd.mesh import merge_equal_rows
+
     key = points + 0.0  # -0.0 as 0.0
     if uvs is not None and split_seams:
         key = np.concatenate([key, uvs], axis=1)
-    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    order = np.argsort(first)
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    new_of = rank[inverse]
-    keep = first[order]
+    keep, new_of = merge_equal_rows(key)
     if uvs is not None and not np.array_equal(uvs, uvs[keep][new_of]):
         log.info("VRML texture coordinates have seams between face sets; UVs dropped")
         uvs = None
