@@ -182,6 +182,16 @@ def to_now7(landmarks: np.ndarray, path: str | Path = "<landmarks>") -> np.ndarr
     raise InputFileError(path, f"expected 7, 51 or 68 landmarks, found {len(pts)}")
 
 
+def _finite_points(pts: np.ndarray, who: str) -> np.ndarray:
+    """``pts`` as (K, 3) float64, checked finite (``who`` names the caller in errors)."""
+    arr = np.asarray(pts, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"{who}: expected (K, 3) points, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{who}: points contain NaN or inf")
+    return arr
+
+
 def save_landmarks_txt(path: str | Path, pts: np.ndarray) -> Path:
     """Write landmarks as ``x y z`` lines (shortest exact float notation), atomically.
 
@@ -194,11 +204,7 @@ def save_landmarks_txt(path: str | Path, pts: np.ndarray) -> Path:
     -------
     The path written.
     """
-    arr = np.asarray(pts, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ValueError(f"save_landmarks_txt: expected (K, 3) points, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError("save_landmarks_txt: points contain NaN or inf")
+    arr = _finite_points(pts, "save_landmarks_txt")
     text = "".join(" ".join(map(repr, row)) + "\n" for row in arr.tolist())
     return atomic_write_bytes(path, text.encode())
 
@@ -230,11 +236,7 @@ def save_landmarks_pp(
     """
     from xml.sax.saxutils import quoteattr
 
-    arr = np.asarray(pts, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ValueError(f"save_landmarks_pp: expected (K, 3) points, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError("save_landmarks_pp: points contain NaN or inf")
+    arr = _finite_points(pts, "save_landmarks_pp")
     lines = [
         "<!DOCTYPE PickedPoints>",
         "<PickedPoints>",

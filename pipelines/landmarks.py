@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from facehd.errors import InputFileError
-from facehd.landmarks import PICKED_POINTS_SUFFIX
+from facehd.landmarks import PICKED_POINTS_SUFFIX, load_landmarks, save_landmarks_pp
 from facehd.mesh import MESH_SUFFIXES, is_scan_file
 from facehd.scan_landmarks import ScanLandmarkConfig
 
@@ -187,13 +187,6 @@ def _picked_points(lm68: Path) -> Path:
     return lm68.with_name(lm68.name[: -len(".lm68.txt")] + PICKED_POINTS_SUFFIX)
 
 
-def _write_picked_points(lm68: Path, mesh: Path) -> None:
-    """MeshLab's file of a scan from its ``.lm68.txt``."""
-    from facehd.landmarks import load_landmarks, save_landmarks_pp
-
-    save_landmarks_pp(_picked_points(lm68), load_landmarks(lm68), mesh.name)
-
-
 # one landmarker per process (mediapipe graphs are costly to start)
 _LANDMARKER: dict[str, Any] = {}
 
@@ -239,7 +232,7 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
         pp = _picked_points(lm68)
         if config.meshlab:
             if not pp.exists() or written_by_facehd(pp):
-                _write_picked_points(lm68, mesh_path)
+                save_landmarks_pp(pp, result.landmarks68, mesh_path.name)
             else:
                 row.detail = f"{pp} was edited by hand: kept"
         row.status = "ok"
@@ -380,7 +373,7 @@ def landmark_scans(
             rows[sid] = old or LandmarkRow(sid, str(path), "skipped", "done", f"{lm68} exists")
             if config.meshlab and not _picked_points(lm68).exists():
                 try:  # from the points found before
-                    _write_picked_points(lm68, path)
+                    save_landmarks_pp(_picked_points(lm68), load_landmarks(lm68), path.name)
                 except InputFileError as exc:  # a damaged file: say so, go on with the rest
                     rows[sid] = dataclasses.replace(
                         rows[sid], detail=f"no MeshLab file written: {exc}"
