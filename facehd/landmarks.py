@@ -14,6 +14,12 @@ Readable files:
   in file order.
 
 K must be 7, 51 or 68 (exactly 7 for ``.lm7.txt``).
+
+Photo landmarks (2D, pixels) are read from and written to iBUG's ``.pts`` files, the format of
+the 300-W, Helen, LFPW, AFW and iBUG annotations: ``version: 1``, ``n_points: 68``, then the points
+as ``x y`` lines between ``{`` and ``}``. Those files count pixels from 1 (the centre of the
+top-left pixel is ``(1, 1)``, as in MATLAB); facehd's photo coordinates count from 0, so
+:func:`load_photo_landmarks` subtracts 1 and :func:`save_photo_landmarks` adds it back.
 """
 
 from __future__ import annotations
@@ -38,6 +44,10 @@ __all__ = [
     "written_by_facehd",
     "PICKED_POINTS_SUFFIX",
     "PP_WRITER",
+    "PHOTO_LANDMARKS_SUFFIX",
+    "photo_landmarks_path",
+    "load_photo_landmarks",
+    "save_photo_landmarks",
 ]
 
 NOW7_FROM_68: tuple[int, ...] = (36, 39, 42, 45, 33, 48, 54)
@@ -182,11 +192,11 @@ def to_now7(landmarks: np.ndarray, path: str | Path = "<landmarks>") -> np.ndarr
     raise InputFileError(path, f"expected 7, 51 or 68 landmarks, found {len(pts)}")
 
 
-def _finite_points(pts: np.ndarray, who: str) -> np.ndarray:
-    """``pts`` as (K, 3) float64, checked finite (``who`` names the caller in errors)."""
+def _finite_points(pts: np.ndarray, who: str, dim: int = 3) -> np.ndarray:
+    """``pts`` as (K, dim) float64, checked finite (``who`` names the caller in errors)."""
     arr = np.asarray(pts, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ValueError(f"{who}: expected (K, 3) points, got shape {arr.shape}")
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise ValueError(f"{who}: expected (K, {dim}) points, got shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError(f"{who}: points contain NaN or inf")
     return arr
@@ -261,3 +271,92 @@ def written_by_facehd(path: str | Path) -> bool:
         return False
     user = root.find("./DocumentData/User")
     return user is not None and user.attrib.get("name") == PP_WRITER
+
+
+PHOTO_LANDMARKS_SUFFIX = ".pts"
+"""Suffix of the landmark file that goes with a photo: ``face.jpg`` -> ``face.pts``."""
+
+
+def photo_landmarks_path(photo: str | Path) -> Path:
+    """Where the landmarks of ``photo`` lie: beside it, its suffix replaced by ``.pts``."""
+    return Path(photo).with_suffix(PHOTO_LANDMARKS_SUFFIX)
+
+
+def load_photo_landmarks(path: str | Path) -> np.ndarray:
+    """Read a photo's 68 iBUG landmarks from a ``.pts`` file (see the module docstring).
+
+    Returns
+    -------
+    (68, 2) float64 pixel coordinates ``(x = column, y = row)``, counted from 0 (the file's
+    1-based values minus 1).
+
+    Raises
+    ------
+    InputFileError
+        Missing or unreadable file, a header or point line that does not parse, no braces, a
+        point count other than the header's ``n_points`` or other than 68, NaN/inf values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "landmark file does not exist")
+    try:
+        text = _read_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputFileError(path, "not a UTF-8 text file") from None
+    header: dict[str, str] = {}
+    rows: list[list[float]] = []
+    state = "header"
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("//"):
+            continue
+        if state == "header":
+            if line == "{":
+                state = "points"
+            elif ":" in line:
+                key, value = line.split(":", 1)
+                header[key.strip().lower()] = value.strip()
+            else:
+                raise InputFileError(path, f"line {lineno}: expected 'key: value' or '{{'")
+        elif state == "points":
+            if line == "}":
+                state = "done"
+                continue
+            parts = line.replace(",", " ").split()
+            if len(parts) != 2:
+                raise InputFileError(path, f"line {lineno}: expected 2 numbers 'x y', got {raw!r}")
+            try:
+                rows.append([float(p) for p in parts])
+            except ValueError:
+                raise InputFileError(
+                    path, f"line {lineno}: cannot parse numbers in {raw!r}"
+                ) from None
+        else:
+            raise InputFileError(path, f"line {lineno}: text after the closing '}}'")
+    if state != "done":
+        raise InputFileError(path, "not an iBUG .pts file (no '{ ... }' block of points)")
+    if "n_points" in header:
+        try:
+            declared = int(header["n_points"])
+        except ValueError:
+            raise InputFileError(
+                path, f"n_points is not a number: {header['n_points']!r}"
+            ) from None
+        if declared != len(rows):
+            raise InputFileError(path, f"n_points says {declared}, the file holds {len(rows)}")
+    if len(rows) != 68:
+        raise InputFileError(path, f"expected 68 iBUG landmarks, found {len(rows)}")
+    pts = np.asarray(rows, dtype=np.float64) - 1.0
+    if not np.isfinite(pts).all():
+        raise InputFileError(path, "landmarks contain NaN or inf")
+    return pts
+
+
+def save_photo_landmarks(path: str | Path, pts: np.ndarray) -> Path:
+    """Write a photo's landmarks ``(K, 2)`` (0-based pixels) as an iBUG ``.pts`` file (1-based),
+    atomically, in the shortest exact float notation. Returns the path written."""
+    arr = _finite_points(pts, "save_photo_landmarks", dim=2) + 1.0
+    lines = ["version: 1", f"n_points: {len(arr)}", "{"]
+    lines += [f"{x!r} {y!r}" for x, y in arr.tolist()]
+    lines.append("}")
+    return atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())

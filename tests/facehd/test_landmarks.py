@@ -1,4 +1,4 @@
-"""Landmark readers (txt, lm7.txt, npy, MeshLab .pp) and NoW's 7-point selection."""
+"""Landmark readers (txt, lm7.txt, npy, MeshLab .pp, iBUG .pts) and NoW's 7-point selection."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from facehd.landmarks import (
     NOW7_FROM_51,
     NOW7_FROM_68,
     load_landmarks,
+    load_photo_landmarks,
+    photo_landmarks_path,
     save_landmarks_pp,
     save_landmarks_txt,
+    save_photo_landmarks,
     to_now7,
     written_by_facehd,
 )
@@ -133,3 +136,60 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_save_checks_shape(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\(K, 3\)"):
         save_landmarks_txt(tmp_path / "x.txt", np.zeros((7, 2)))
+
+
+# --------------------------------------------------------------------------------------------
+# photo landmarks: iBUG .pts
+# --------------------------------------------------------------------------------------------
+def pts_text(rows: list[str], n_points: int | str = 68) -> str:
+    return "version: 1\nn_points:  {}\n{{\n{}\n}}\n".format(n_points, "\n".join(rows))
+
+
+def test_pts_counts_pixels_from_one(tmp_path: Path) -> None:
+    """A 300-W style file (1-based values, integers or decimals) read as 0-based pixels."""
+    path = tmp_path / "face.pts"
+    path.write_text(pts_text([f"{k + 1} {2 * k + 1.5}" for k in range(68)]))
+    lm = load_photo_landmarks(path)
+    k = np.arange(68)
+    np.testing.assert_array_equal(lm, np.stack([k, 2 * k + 0.5], 1))
+
+
+def test_pts_written_and_read_back(tmp_path: Path) -> None:
+    lm = np.random.default_rng(3).uniform(0, 640, (68, 2))
+    path = save_photo_landmarks(photo_landmarks_path(tmp_path / "img.Face.JPG"), lm)
+    assert path == tmp_path / "img.Face.pts"
+    lines = path.read_text().splitlines()
+    assert lines[:3] == ["version: 1", "n_points: 68", "{"] and lines[-1] == "}"
+    # the file holds the 1-based values
+    np.testing.assert_allclose(np.loadtxt(lines[3:-1]), lm + 1.0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(load_photo_landmarks(path), lm, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"\(K, 2\)"):
+        save_photo_landmarks(tmp_path / "x.pts", np.zeros((68, 3)))
+
+
+GOOD = [f"{k + 1} {k + 1}" for k in range(68)]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (pts_text(GOOD[:67], 67), "expected 68 iBUG landmarks, found 67"),
+        (pts_text(GOOD, 51), "n_points says 51, the file holds 68"),
+        (pts_text(GOOD, "many"), "n_points is not a number"),
+        ("version: 1\nn_points: 68\n{\n" + "\n".join(GOOD), r"no '\{ ... \}' block"),
+        ("version: 1\nn_points: 68\n" + "\n".join(GOOD), "line 3: expected 'key: value'"),
+        (pts_text(GOOD[:10] + ["1 2 3"] + GOOD[11:]), "line 14: expected 2 numbers"),
+        (pts_text(GOOD[:10] + ["a b"] + GOOD[11:]), "line 14: cannot parse"),
+        (pts_text(GOOD) + "1 1\n", "text after the closing"),
+        ("68 points\n{\n}\n", "line 1: expected 'key: value'"),
+        (pts_text(GOOD[:67] + ["nan 1"]), "NaN or inf"),
+    ],
+)
+def test_bad_pts_files_name_the_file(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "photo.pts"
+    path.write_text(text)
+    with pytest.raises(InputFileError, match=problem) as info:
+        load_photo_landmarks(path)
+    assert info.value.path == path
+    with pytest.raises(InputFileError, match="does not exist"):
+        load_photo_landmarks(tmp_path / "absent.pts")
