@@ -15,6 +15,7 @@ from scipy.spatial import Delaunay
 
 from facehd.detect import (
     FIVE_POINT_NAMES,
+    FOREHEAD_RISE,
     IBUG68_MIRROR,
     IBUG68_REGIONS,
     MEDIAPIPE_FACE_OVAL,
@@ -23,8 +24,12 @@ from facehd.detect import (
     DetectedFace,
     _unrotate,
     convex_hull_mask,
+    face_from_landmark_file,
+    given_landmarks,
     landmarks5_from_68,
     landmarks68_from_mediapipe,
+    mask_outline,
+    mask_outline_68,
     mediapipe_available,
     refine_mask,
     select_main_face,
@@ -97,6 +102,65 @@ def test_convex_hull_mask_matches_brute_force():
     assert convex_hull_mask(pts - 40, (60, 80)).sum() < mask.sum()
     assert not convex_hull_mask(np.array([[0, 0], [5, 5], [10, 10.0]]), (20, 20)).any()
     assert not convex_hull_mask(pts + 1000, (60, 80)).any()
+
+
+def _rolled_face(deg: float) -> np.ndarray:
+    """68 landmarks of an upright face (chin at the bottom, brows on one row) rolled by ``deg``."""
+    rng = np.random.default_rng(2)
+    lm = rng.uniform([40, 60], [160, 180], (68, 2))
+    lm[17:27] = np.stack([np.linspace(50, 150, 10), np.full(10, 60.0)], 1)  # brows, y = 60
+    lm[8] = [100.0, 210.0]  # chin, 150 px below the brows
+    a = np.deg2rad(deg)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    return (lm - 100.0) @ rot.T + 100.0, rot
+
+
+@pytest.mark.parametrize("deg", [0.0, 30.0, -90.0])
+def test_mask_outline_68_raises_the_brows_along_the_face(deg):
+    lm, rot = _rolled_face(deg)
+    out = mask_outline_68(lm)
+    np.testing.assert_array_equal(out[:68], lm)
+    # upright, the forehead row lies FOREHEAD_RISE x 150 px above the brows; rolled, it turns along
+    expected = np.stack([np.linspace(50, 150, 10), np.full(10, 60.0 - FOREHEAD_RISE * 150)], 1)
+    np.testing.assert_allclose(out[68:], (expected - 100.0) @ rot.T + 100.0, atol=1e-9)
+
+
+def test_face_from_given_landmarks(tmp_path):
+    from facehd.errors import InputFileError
+    from facehd.landmarks import save_photo_landmarks
+
+    lm, _ = _rolled_face(0.0)
+    face = DetectedFace.from_landmarks68(lm)
+    assert not face.has_mesh and np.isnan(face.mesh).all()
+    np.testing.assert_array_equal(face.landmarks5, landmarks5_from_68(lm))
+    np.testing.assert_array_equal(face.box, [*lm.min(0), *lm.max(0)])
+    np.testing.assert_array_equal(face.outline(), mask_outline_68(lm))
+    with pytest.raises(ValueError, match=r"\(68, 2\)"):
+        DetectedFace.from_landmarks68(lm[:51])
+    # a detected face keeps the face-mesh outline
+    mesh = np.random.default_rng(0).uniform(0, 200, (478, 3))
+    detected = DetectedFace.from_mesh(mesh)
+    assert detected.has_mesh
+    np.testing.assert_array_equal(detected.outline(), mask_outline(mesh))
+
+    # which file a photo's landmarks come from, per mode
+    photo = tmp_path / "a.b.jpg"
+    assert given_landmarks(photo, "auto") is None and given_landmarks(photo, "detect") is None
+    with pytest.raises(InputFileError, match="no landmark file a.b.pts beside the photo"):
+        given_landmarks(photo, "given")
+    save_photo_landmarks(tmp_path / "a.b.pts", lm)
+    assert given_landmarks(photo, "auto") == given_landmarks(photo, "given") == tmp_path / "a.b.pts"
+    assert given_landmarks(photo, "detect") is None
+    with pytest.raises(ValueError, match="auto, detect or given"):
+        given_landmarks(photo, "mediapipe")
+    got = face_from_landmark_file(tmp_path / "a.b.pts", (240, 200, 3))
+    np.testing.assert_allclose(got.landmarks68, lm, atol=1e-12)
+    # landmarks of another, larger photo (or in another scale) are refused
+    with pytest.raises(InputFileError, match="far outside the 60x50 photo"):
+        face_from_landmark_file(tmp_path / "a.b.pts", (50, 60, 3))
+    save_photo_landmarks(tmp_path / "dot.pts", np.full((68, 2), 5.0))
+    with pytest.raises(InputFileError, match="within one pixel"):
+        face_from_landmark_file(tmp_path / "dot.pts", (240, 200, 3))
 
 
 def test_refine_mask_cuts_only_when_segmentation_agrees():
