@@ -313,9 +313,12 @@ def texture_uvs(size: int) -> np.ndarray:
 
 
 def save_photos(out: Path, sample_id: str, photos: SynthPhotos) -> list[Path]:
-    """Write ``photos/<id>_vKK.png`` and ``<id>.photos.npz`` under ``out`` (atomically)."""
+    """Write ``photos/<id>_vKK.png``, its exact iBUG-68 landmarks ``photos/<id>_vKK.pts`` (which
+    ``facehd prepare-images`` takes instead of detecting) and ``<id>.photos.npz`` under ``out``
+    (atomically)."""
     from PIL import Image
 
+    from facehd.landmarks import photo_landmarks_path, save_photo_landmarks
     from pipelines.synth import save_npz_deterministic
 
     folder = out / "photos"
@@ -327,5 +330,7 @@ def save_photos(out: Path, sample_id: str, photos: SynthPhotos) -> list[Path]:
         Image.fromarray(img).save(tmp, format="PNG")
         tmp.replace(path)
         written.append(path)
+        lm = photos.arrays["landmarks68"][k]
+        written.append(save_photo_landmarks(photo_landmarks_path(path), lm))
     written.append(save_npz_deterministic(out / f"{sample_id}.photos.npz", **photos.arrays))
     return written
