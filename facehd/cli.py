@@ -217,7 +217,8 @@ def synth(
     """Make synthetic raw scans (or a synthetic benchmark) with exact ground truth.
 
     Files per scan: <id>.ply, <id>.lm7.txt, <id>.gt.npz, <id>.gt_m1.ply, <id>.gt_m2.ply; with
-    --photos V also photos/<id>_vKK.png and <id>.photos.npz (cameras, landmarks, masks, textures).
+    --photos V also photos/<id>_vKK.png with its exact landmarks photos/<id>_vKK.pts, and
+    <id>.photos.npz (cameras, landmarks, masks, textures).
 
     Example: facehd synth --out facehd-out/synth --subjects 3 --expressions 2 --seed 0 --units mm
     """
@@ -302,6 +303,11 @@ def prepare_images_cmd(
     template: str = typer.Option(
         "anthropometric", help="5-point alignment template: anthropometric or facehd-synth."
     ),
+    landmarks: str = typer.Option(
+        "auto",
+        help="auto: a photo's landmarks from the iBUG .pts file beside it (face.jpg -> face.pts) "
+        "when there is one, else detected; detect: always detected; given: always the file.",
+    ),
     overwrite: bool = typer.Option(False, help="Start afresh instead of resuming."),
 ) -> None:
     """Detect, align (224 crop + HD crop), mask and store every photo of a folder (resumable).
@@ -314,7 +320,13 @@ def prepare_images_cmd(
     from facehd.errors import FacehdError
     from pipelines.prepare_images import PrepareImagesConfig, find_photos, prepare_images
 
-    config = PrepareImagesConfig(hd_size=hd_size, segmentation=segmentation, template=template)
+    if landmarks not in ("auto", "detect", "given"):
+        bad = esc(repr(landmarks))
+        console.print(f"[red]error:[/red] --landmarks must be auto, detect or given, not {bad}")
+        raise typer.Exit(2)
+    config = PrepareImagesConfig(
+        hd_size=hd_size, segmentation=segmentation, template=template, landmarks=landmarks
+    )
     with _exit_on_error(FacehdError, ValueError, ImportError):
         total = len(find_photos(images))
         with _progress() as bar:
@@ -796,6 +808,11 @@ def reconstruct(
     base_texture: bool = typer.Option(
         False, help="Texture = the base albedo; skips the de-retouching network (faster on CPU)."
     ),
+    landmarks: str = typer.Option(
+        "auto",
+        help="auto: a photo's landmarks from the iBUG .pts file beside it when there is one, "
+        "else detected; detect: always detected; given: always the file.",
+    ),
 ) -> None:
     """Reconstruct faces: M0, M1 (textured, model topology), M2 (dense, with UVs), maps, previews.
 
@@ -815,6 +832,10 @@ def reconstruct(
     from facehd.errors import FacehdError
     from models.reconstruct import find_photos, reconstruct_photos
 
+    if landmarks not in ("auto", "detect", "given"):
+        bad = esc(repr(landmarks))
+        console.print(f"[red]error:[/red] --landmarks must be auto, detect or given, not {bad}")
+        raise typer.Exit(2)
     with _exit_on_error(FacehdError, ValueError, ImportError):
         files = find_photos(photos)
         with _progress() as bar:
@@ -834,6 +855,7 @@ def reconstruct(
                     progress=lambda _p: bar.advance(task),
                     fit_progress=lambda i, _n: bar.update(fit_task, completed=i),
                     base_texture=base_texture,
+                    landmarks=landmarks,
                 )
             else:
                 fitted = None
@@ -846,6 +868,7 @@ def reconstruct(
                     uv_path=uv,
                     progress=lambda _p: bar.advance(task),
                     base_texture=base_texture,
+                    landmarks=landmarks,
                 )
     if fitted is not None:
         first, last = fitted.history[0], fitted.history[-1]

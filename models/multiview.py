@@ -377,6 +377,7 @@ def reconstruct_multiview(
     progress: Any = None,
     fit_progress: Any = None,
     base_texture: bool = False,
+    landmarks: str = "auto",
 ) -> tuple[MultiViewResult | None, list[Any]]:
     """Photos of one face -> MV-HRN, written as ``out/<photo stem>/`` per view (the files of
     ``facehd reconstruct``), ``out/shared.obj`` (the canonical face) and ``out/multiview.json``.
@@ -385,7 +386,8 @@ def reconstruct_multiview(
     :class:`models.reconstruct.PhotoResult` with its error) and the others are fitted. Returns
     ``(result, per-photo results)``; the result is ``None`` when no photo could be used.
     ``progress(photo)`` is called after each photo is prepared, ``fit_progress(i, n)`` after each
-    iteration of the fit. ``base_texture``: see :class:`models.reconstruct.Reconstructor`.
+    iteration of the fit. ``base_texture``, ``landmarks``: see
+    :class:`models.reconstruct.Reconstructor`.
     """
     import json
 
@@ -400,6 +402,7 @@ def reconstruct_multiview(
         bfm_path=bfm_path,
         uv_path=uv_path,
     )
+    recon.landmarks = landmarks
     out = Path(out)
     views, results = [], []
     for path, stem in zip(photos, output_names(photos), strict=True):

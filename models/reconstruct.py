@@ -186,6 +186,9 @@ class Reconstructor:
             # faster on channels-last weights; the numbers are the same
             system.hrn.deretouch.generator.to(memory_format=torch.channels_last)
         self.template = config.template or "anthropometric"
+        self.landmarks = "auto"
+        """Landmarks of photo files: ``auto`` from the iBUG ``.pts`` file beside a photo when it
+        has one (``face.jpg`` -> ``face.pts``), else detected; ``detect``; ``given``."""
         self._detector = None
 
     @classmethod
@@ -246,13 +249,22 @@ class Reconstructor:
         and a 512 HD crop). Raises :class:`facehd.detect.NoFaceError` when there is no face."""
         return self._detect_and_align(image)[1]
 
-    def _detect_and_align(self, image: np.ndarray):
-        from facehd.align import align_face, named_template
-        from facehd.detect import FaceDetector
+    def _face(self, image: np.ndarray, path: str | Path | None):
+        """The main face of ``image``: from the photo's ``.pts`` file when :attr:`landmarks`
+        allows (``path`` given), else detected."""
+        from facehd.detect import FaceDetector, face_from_landmark_file, given_landmarks
 
+        pts = given_landmarks(path, self.landmarks) if path is not None else None
+        if pts is not None:
+            return face_from_landmark_file(pts, image.shape)
         if self._detector is None:
             self._detector = FaceDetector(segmentation=False)
-        face = self._detector.detect(image)
+        return self._detector.detect(image)
+
+    def _detect_and_align(self, image: np.ndarray, path: str | Path | None = None):
+        from facehd.align import align_face, named_template
+
+        face = self._face(image, path)
         aligned = align_face(
             image, face.landmarks5, hd_size=OVERLAY_SIZE, template=named_template(self.template)
         )
@@ -266,12 +278,12 @@ class Reconstructor:
         person segmentation) and the iBUG-68 landmarks ``(68, 2)`` in the crop's pixels.
         """
         from facehd.align import load_photo
-        from facehd.detect import convex_hull_mask, mask_outline
+        from facehd.detect import convex_hull_mask
 
         photo = load_photo(path)
-        face, aligned = self._detect_and_align(photo.image)
+        face, aligned = self._detect_and_align(photo.image, path)
         t = aligned.transform
-        mask = convex_hull_mask(t.apply(mask_outline(face.mesh)), aligned.image.shape[:2])
+        mask = convex_hull_mask(t.apply(face.outline()), aligned.image.shape[:2])
         return aligned, mask.astype(np.uint8), t.apply(face.landmarks68)
 
     def run_photo(self, path: str | Path):
@@ -279,7 +291,7 @@ class Reconstructor:
         from facehd.align import load_photo
 
         photo = load_photo(path)
-        aligned = self.detect_and_align(photo.image)
+        aligned = self._detect_and_align(photo.image, path)[1]
         return self.run_crops(aligned.image[None])[0], aligned
 
     # ------------------------------------------------------------------ meshes
@@ -477,9 +489,11 @@ def reconstruct_photos(
     uv_path: str | Path | None = None,
     progress: Any = None,
     base_texture: bool = False,
+    landmarks: str = "auto",
 ) -> list[PhotoResult]:
     """Reconstruct every photo into ``out/<stem>/``; a photo that fails (unreadable, no face) is
-    reported and the others continue. ``base_texture``: see :class:`Reconstructor`."""
+    reported and the others continue. ``base_texture``, ``landmarks``: see
+    :class:`Reconstructor`."""
     recon = Reconstructor.load(
         checkpoint,
         base_texture=base_texture,
@@ -487,6 +501,7 @@ def reconstruct_photos(
         bfm_path=bfm_path,
         uv_path=uv_path,
     )
+    recon.landmarks = landmarks
     out = Path(out)
     results = []
     for path, stem in zip(photos, output_names(photos), strict=True):

@@ -2,7 +2,8 @@
 
 Per photo: read it upright as 8-bit RGB (grey, CMYK, 16-bit and EXIF-rotated files are converted,
 :func:`facehd.align.load_photo`), find the main face and its landmarks (mediapipe,
-:class:`facehd.detect.FaceDetector`; several faces: the largest, most central), align and crop
+:class:`facehd.detect.FaceDetector`; several faces: the largest, most central) or take the
+landmarks given beside it (below), align and crop
 it the base model's way (224 x 224) plus an HD crop of the same region
 (:func:`facehd.align.align_face`), and make the face mask: the convex hull of the jaw, brows and
 forehead outline, cut by the selfie-segmentation person mask where that keeps most of it
@@ -25,11 +26,23 @@ crop_scale         () float64            ``p_crop = crop_scale * p_photo + crop_
 crop_translation   (2,) float64          (photo pixels of the upright photo, x = col, y = row)
 photo_size         (2,) int32            width, height of the upright photo
 exif_orientation   () int8               EXIF orientation applied to the file (1 = none)
-n_faces            () int16              faces found in the photo (the main one is stored)
+n_faces            () int16              faces found in the photo (the main one is stored); -1
+                                         when the landmarks were given
 photo_mode         str                   Pillow mode of the file (RGB, L, CMYK, I;16 ...)
+landmarks_source   str                   ``mediapipe``, or the ``.pts`` file's name
 source             str                   the photo's path
 source_sha256      str                   SHA-256 of the file's bytes
 =================  ====================  =========================================================
+
+Given landmarks: an iBUG ``.pts`` file beside the photo (``face.jpg`` -> ``face.pts``, 68
+points in the pixels of the upright photo, 1-based as in the 300-W annotations;
+:func:`facehd.landmarks.load_photo_landmarks`) replaces the detector's landmarks with
+``landmarks="auto"`` (the default) or ``"given"`` (then a photo without one fails);
+``"detect"`` ignores such files. ``facehd synth --photos`` writes one per photo with the exact
+projected landmarks. With given landmarks no face mesh is run: ``mesh478`` is NaN, ``n_faces``
+is -1, the face mask is the hull of the 68 points and the brows raised towards the forehead
+(:func:`facehd.detect.mask_outline_68`), and ``landmarks_source`` names the file (else
+``mediapipe``).
 
 Pixel coordinates put the centre of the top-left pixel at (0, 0). The HD crop's transform is
 ``CropTransform(crop_scale, crop_translation, 224).resized(S)``. A photo that cannot be read or
@@ -44,7 +57,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -82,6 +95,9 @@ class PrepareImagesConfig:
     template: str = "anthropometric"
     """5-point alignment template: ``anthropometric`` (mean adult proportions, the default) or a
     model name (``facehd-synth``: crops that overlay that model's renders exactly)."""
+    landmarks: Literal["auto", "detect", "given"] = "auto"
+    """Where the landmarks come from: ``auto`` a ``.pts`` file beside the photo when there is
+    one, else the detector; ``detect`` always the detector; ``given`` always the file."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +116,7 @@ class PreparedPhoto:
     exif_orientation: int
     n_faces: int
     photo_mode: str
+    landmarks_source: str = "mediapipe"
 
 
 @dataclass(frozen=True)
@@ -131,13 +148,14 @@ def fields_spec(hd_size: int) -> dict[str, tuple]:
         "mask_hd": ((hd_size, hd_size), "uint8"),
         "landmarks68": ((68, 2), "float32"),
         "landmarks5": ((5, 2), "float32"),
-        "mesh478": ((478, 3), "float32"),
+        "mesh478": ((478, 3), "float32", True),  # NaN when the landmarks were given
         "crop_scale": ((), "float64"),
         "crop_translation": ((2,), "float64"),
         "photo_size": ((2,), "int32"),
         "exif_orientation": ((), "int8"),
         "n_faces": ((), "int16"),
         "photo_mode": ((), "str"),
+        "landmarks_source": ((), "str"),
         "source": ((), "str"),
         "source_sha256": ((), "str"),
     }
@@ -163,24 +181,36 @@ def find_photos(images_dir: str | Path, *, recursive: bool = True) -> list[tuple
     return sorted(found)
 
 
-def prepare_photo(path: str | Path, detector: Any, config: PrepareImagesConfig) -> PreparedPhoto:
+def prepare_photo(
+    path: str | Path,
+    detector: Any,
+    config: PrepareImagesConfig,
+    landmarks: str | Path | None = None,
+) -> PreparedPhoto:
     """Read, detect, align, crop and mask one photo (``detector``: a FaceDetector).
 
-    Raises InputFileError for an unreadable photo and NoFaceError when no face is found.
+    ``landmarks``: a ``.pts`` file whose landmarks replace the detector's (it then only runs the
+    person segmentation). Raises InputFileError for an unreadable photo or landmark file and
+    NoFaceError when no face is found.
     """
     from facehd.detect import (
         NoFaceError,
         convex_hull_mask,
-        mask_outline,
+        face_from_landmark_file,
         refine_mask,
         select_main_face,
     )
 
     photo = load_photo(path)
-    faces = detector.detect_all(photo.image)
-    if not faces:
-        raise NoFaceError("no face found")
-    face = faces[select_main_face(np.stack([f.box for f in faces]), photo.image.shape[:2])]
+    if landmarks is not None:
+        face = face_from_landmark_file(landmarks, photo.image.shape)
+        n_faces, source = -1, Path(landmarks).name
+    else:
+        faces = detector.detect_all(photo.image)
+        if not faces:
+            raise NoFaceError("no face found")
+        face = faces[select_main_face(np.stack([f.box for f in faces]), photo.image.shape[:2])]
+        n_faces, source = len(faces), "mediapipe"
     aligned = align_face(
         photo.image,
         face.landmarks5,
@@ -189,7 +219,7 @@ def prepare_photo(path: str | Path, detector: Any, config: PrepareImagesConfig) 
         template=_template(config.template),
     )
     t, t_hd = aligned.transform, aligned.transform_hd
-    outline = mask_outline(face.mesh)
+    outline = face.outline()
     hull = convex_hull_mask(t.apply(outline), (CROP_SIZE, CROP_SIZE))
     hull_hd = convex_hull_mask(t_hd.apply(outline), (config.hd_size, config.hd_size))
     if config.segmentation:
@@ -217,8 +247,9 @@ def prepare_photo(path: str | Path, detector: Any, config: PrepareImagesConfig) 
         transform=t,
         photo_size=(w, h),
         exif_orientation=photo.orientation,
-        n_faces=len(faces),
+        n_faces=n_faces,
         photo_mode=photo.mode,
+        landmarks_source=source,
     )
 
 
@@ -248,9 +279,11 @@ def _detector_for(config: PrepareImagesConfig) -> Any:
 
 def _photo_task(item: Any, config: PrepareImagesConfig) -> dict[str, Any]:
     """Worker task: one photo -> the dataset fields of its sample."""
+    from facehd.detect import given_landmarks
     from facehd.h5io import file_sha256
 
-    p = prepare_photo(item.source, _detector_for(config), config)
+    pts = given_landmarks(item.source, config.landmarks)
+    p = prepare_photo(item.source, _detector_for(config), config, landmarks=pts)
     return {
         "image": p.image,
         "image_hd": p.image_hd,
@@ -265,6 +298,7 @@ def _photo_task(item: Any, config: PrepareImagesConfig) -> dict[str, Any]:
         "exif_orientation": p.exif_orientation,
         "n_faces": p.n_faces,
         "photo_mode": p.photo_mode,
+        "landmarks_source": p.landmarks_source,
         "source": str(item.source),
         "source_sha256": file_sha256(item.source),
     }

@@ -92,11 +92,36 @@ def test_photos_with_and_without_a_face(hrn_data, model_path, tmp_path, one_thre
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(blank)
     photo = hrn_data.scans / "photos" / "s000_e00_v00.png"
     files = find_photos([photo, blank])
-    results = reconstruct_photos(files, model_path, tmp_path / "out")
+    results = reconstruct_photos(files, model_path, tmp_path / "out", landmarks="detect")
     assert results[0].error is None and (results[0].folder / "detail.obj").is_file()
     assert results[1].folder is None and "no face" in results[1].error
     with pytest.raises(InputFileError, match="no such photo"):
         find_photos([tmp_path / "missing.jpg"])
+
+
+def test_landmarks_beside_a_photo_replace_the_detector(hrn_data, model_path, tmp_path, one_thread):
+    import shutil
+
+    from facehd.landmarks import load_photo_landmarks
+
+    photo = hrn_data.scans / "photos" / "s000_e00_v00.png"
+    pts = photo.with_suffix(".pts")
+    assert pts.is_file()  # facehd synth wrote the exact landmarks beside the photo
+    recon = Reconstructor.load(model_path)
+    aligned, mask, lm = recon.prepare_view(photo)
+    np.testing.assert_allclose(lm, aligned.transform.apply(load_photo_landmarks(pts)), atol=1e-9)
+    # the crop the true landmarks align, as the evaluation makes it from the .photos.npz
+    np.testing.assert_array_equal(aligned.image, crop_of(hrn_data))
+    x, y = np.round(lm[30]).astype(int)
+    assert mask[y, x] == 1 and mask[:8, :8].sum() == 0
+    # given: a photo without its file is an error naming the file it looked for
+    bare = tmp_path / "bare.png"
+    shutil.copy(photo, bare)
+    recon.landmarks = "given"
+    with pytest.raises(InputFileError, match="no landmark file bare.pts"):
+        recon.run_photo(bare)
+    results = reconstruct_photos([bare, photo], model_path, tmp_path / "out", landmarks="given")
+    assert "no landmark file bare.pts" in results[0].error and results[1].error is None
 
 
 def test_checkpoint_errors(tmp_path, model_path):

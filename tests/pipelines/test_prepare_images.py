@@ -89,7 +89,8 @@ def test_every_kind_of_photo_is_prepared(built):
         for s in ds:
             assert s.photo_mode == expected[s.sample_id]
             assert s.image.shape == (224, 224, 3) and s.image_hd.shape == (512, 512, 3)
-            assert s.n_faces == 1
+            assert s.n_faces == 1 and s.landmarks_source == "mediapipe"
+            assert np.isfinite(s.mesh478).all()
             np.testing.assert_array_equal(s.photo_size, [SIZE, SIZE])
             # A frontal face: its eye centres land where the template's do.
             np.testing.assert_allclose(s.landmarks5[:2], eyes, atol=6.0)
@@ -164,3 +165,63 @@ def test_cli_exit_status_and_missing_folder(built, tmp_path):
     missing = str(tmp_path / "none")
     r = runner.invoke(app, ["prepare-images", "--images", missing, "--out", str(out)])
     assert r.exit_code == 2 and "not a folder of photos" in " ".join(r.output.split())
+
+
+def test_landmarks_given_beside_the_photos_replace_the_detector(tmp_path):
+    """facehd synth's photos carry their exact landmarks as .pts files: prepare-images aligns,
+    crops and masks from them; a damaged file is a failure row; ``given`` needs one per photo
+    and ``detect`` ignores them."""
+    from facehd.align import align_face, named_template
+    from facehd.detect import landmarks5_from_68
+    from facehd.landmarks import load_photo_landmarks
+    from pipelines.prepare_images import PrepareImagesConfig, prepare_images
+    from pipelines.synth import SynthConfig, synth_scans
+
+    cfg = SynthConfig(seed=4, subjects=1, expressions=1, dense_resolution=120, photos=3)
+    synth_scans(tmp_path / "synth", cfg)
+    photos = tmp_path / "synth" / "photos"
+    z = dict(np.load(tmp_path / "synth" / "s000_e00.photos.npz"))
+    for k in range(3):
+        np.testing.assert_allclose(
+            load_photo_landmarks(photos / f"s000_e00_v{k:02d}.pts"), z["landmarks68"][k], atol=1e-9
+        )
+    (photos / "s000_e00_v02.pts").write_text("version: 1\nn_points: 2\n{\n1 2\n3 4\n}\n")
+
+    res = prepare_images(photos, tmp_path / "auto.h5")
+    assert (res.n_samples, res.n_failed) == (2, 1)
+    with open(res.failures_path, newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["sample_id"] == "s000_e00_v02.png"
+    assert "s000_e00_v02.pts" in row["reason"] and "expected 68" in row["reason"]
+    template = named_template("anthropometric")
+    with open_dataset(res.out_path) as ds:
+        assert ds.attrs["config"]["landmarks"] == "auto"
+        for k, s in enumerate(ds):
+            truth = z["landmarks68"][k]
+            assert s.landmarks_source == f"s000_e00_v{k:02d}.pts" and s.n_faces == -1
+            assert np.isnan(s.mesh478).all()
+            # the crop is the one the true points align, and the stored points are the truth's
+            aligned = align_face(z["images"][k], landmarks5_from_68(truth), template=template)
+            np.testing.assert_array_equal(s.image, aligned.image)
+            np.testing.assert_allclose(s.crop_scale, aligned.transform.scale, rtol=1e-12)
+            np.testing.assert_allclose(s.landmarks68, aligned.transform.apply(truth), atol=1e-3)
+            # the mask covers the nose tip and eye and mouth corners, not the crop's corners
+            for x, y in s.landmarks68[[30, 36, 45, 48, 54]]:
+                assert s.mask[int(round(y)), int(round(x))] == 1
+            assert s.mask[:8, :8].sum() == 0 and 0.15 < s.mask.mean() < 0.8
+
+    # given: a photo without a file fails; detect: no file is read
+    (photos / "s000_e00_v01.pts").unlink()
+    res = prepare_images(
+        photos, tmp_path / "given.h5", config=PrepareImagesConfig(landmarks="given")
+    )
+    assert res.n_samples == 1
+    with open(res.failures_path, newline="") as fh:
+        reasons = {r["sample_id"]: r["reason"] for r in csv.DictReader(fh)}
+    assert "no landmark file s000_e00_v01.pts" in reasons["s000_e00_v01.png"]
+    res = prepare_images(
+        photos, tmp_path / "det.h5", config=PrepareImagesConfig(landmarks="detect")
+    )
+    with open_dataset(res.out_path) as ds:
+        assert all(s.landmarks_source == "mediapipe" for s in ds)
+    assert res.n_samples + res.n_failed == 3
