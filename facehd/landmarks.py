@@ -119,23 +119,32 @@ def _read_npy(path: Path) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def _read_txt(path: Path) -> np.ndarray:
+def _read_text(path: Path) -> str:
     try:
-        text = _read_bytes(path).decode("utf-8")
+        return _read_bytes(path).decode("utf-8")
     except UnicodeDecodeError:
         raise InputFileError(path, "not a UTF-8 text file") from None
+
+
+def _numbers(path: Path, lineno: int, raw: str, line: str, names: str) -> list[float]:
+    """The numbers of one point line (space, tab or comma separated), one per word of
+    ``names`` (``"x y z"``); InputFileError naming the line otherwise."""
+    parts = line.replace(",", " ").split()
+    want = len(names.split())
+    if len(parts) != want:
+        raise InputFileError(path, f"line {lineno}: expected {want} numbers '{names}', got {raw!r}")
+    try:
+        return [float(p) for p in parts]
+    except ValueError:
+        raise InputFileError(path, f"line {lineno}: cannot parse numbers in {raw!r}") from None
+
+
+def _read_txt(path: Path) -> np.ndarray:
     rows = []
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    for lineno, raw in enumerate(_read_text(path).splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = line.replace(",", " ").split()
-        if len(parts) != 3:
-            raise InputFileError(path, f"line {lineno}: expected 3 numbers 'x y z', got {raw!r}")
-        try:
-            rows.append([float(p) for p in parts])
-        except ValueError:
-            raise InputFileError(path, f"line {lineno}: cannot parse numbers in {raw!r}") from None
+        if line:
+            rows.append(_numbers(path, lineno, raw, line, "x y z"))
     if not rows:
         raise InputFileError(path, "no landmarks in the file")
     return np.asarray(rows, dtype=np.float64)
@@ -299,10 +308,7 @@ def load_photo_landmarks(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, "landmark file does not exist")
-    try:
-        text = _read_bytes(path).decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputFileError(path, "not a UTF-8 text file") from None
+    text = _read_text(path)
     header: dict[str, str] = {}
     rows: list[list[float]] = []
     state = "header"
@@ -322,15 +328,7 @@ def load_photo_landmarks(path: str | Path) -> np.ndarray:
             if line == "}":
                 state = "done"
                 continue
-            parts = line.replace(",", " ").split()
-            if len(parts) != 2:
-                raise InputFileError(path, f"line {lineno}: expected 2 numbers 'x y', got {raw!r}")
-            try:
-                rows.append([float(p) for p in parts])
-            except ValueError:
-                raise InputFileError(
-                    path, f"line {lineno}: cannot parse numbers in {raw!r}"
-                ) from None
+            rows.append(_numbers(path, lineno, raw, line, "x y"))
         else:
             raise InputFileError(path, f"line {lineno}: text after the closing '}}'")
     if state != "done":
