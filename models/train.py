@@ -247,17 +247,11 @@ def tiny_cpu_train_config() -> TrainConfig:
     the learnt scales alpha and beta are held for the first half of the detail stage
     (``hrn_options.scale_warmup``): otherwise the L1 regulariser drives beta to zero within a
     few dozen steps and the high-frequency generator gets no gradient for hundreds of them.
-    The identity coefficients are regularised 30 times as strongly (``base_losses.id``): the
-    small analyzer, trained on a few synthetic identities, does not learn identity (its
-    predictions are uncorrelated with the truth), and with the paper's weight its M0 lay further
-    from held-out faces than the model's mean face does (2.29 against 1.63 mm on 12 photos,
-    2.23 against 1.53 mm on 16 others); with 30 it lay at 1.85 mm on both.
     """
     model = tiny_cpu_model_config()
     model.network.high_size = 128
     model.network.mid_size = 32
     model.hrn_losses.supervised = 100.0
-    model.base_losses.id = 30.0
     return TrainConfig(
         model=model,
         morphable=MorphableConfig(name="facehd-synth"),
