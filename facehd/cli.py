@@ -79,6 +79,16 @@ def _exit_on_error(*errors: type[BaseException]) -> Iterator[None]:
         raise typer.Exit(2) from exc
 
 
+def _check_landmark_mode(mode: str) -> None:
+    """Exit 2 with a message unless ``mode`` is one of the ``--landmarks`` choices."""
+    from facehd.detect import LANDMARK_MODES
+
+    if mode not in LANDMARK_MODES:
+        bad = esc(repr(mode))
+        console.print(f"[red]error:[/red] --landmarks must be auto, detect or given, not {bad}")
+        raise typer.Exit(2)
+
+
 def _progress():
     from rich.progress import (
         BarColumn,
@@ -320,10 +330,7 @@ def prepare_images_cmd(
     from facehd.errors import FacehdError
     from pipelines.prepare_images import PrepareImagesConfig, find_photos, prepare_images
 
-    if landmarks not in ("auto", "detect", "given"):
-        bad = esc(repr(landmarks))
-        console.print(f"[red]error:[/red] --landmarks must be auto, detect or given, not {bad}")
-        raise typer.Exit(2)
+    _check_landmark_mode(landmarks)
     config = PrepareImagesConfig(
         hd_size=hd_size, segmentation=segmentation, template=template, landmarks=landmarks
     )
@@ -832,10 +839,7 @@ def reconstruct(
     from facehd.errors import FacehdError
     from models.reconstruct import find_photos, reconstruct_photos
 
-    if landmarks not in ("auto", "detect", "given"):
-        bad = esc(repr(landmarks))
-        console.print(f"[red]error:[/red] --landmarks must be auto, detect or given, not {bad}")
-        raise typer.Exit(2)
+    _check_landmark_mode(landmarks)
     with _exit_on_error(FacehdError, ValueError, ImportError):
         files = find_photos(photos)
         with _progress() as bar:

@@ -330,6 +330,10 @@ class DetectedFace:
         return float(np.hypot(self.box[2] - self.box[0], self.box[3] - self.box[1]))
 
 
+LANDMARK_MODES: tuple[str, ...] = ("auto", "detect", "given")
+"""Where a photo's landmarks come from (:func:`given_landmarks`)."""
+
+
 def given_landmarks(path: str | Path, mode: str = "auto") -> Path | None:
     """The landmark file to use for photo ``path``, or None to run the detector.
 
@@ -339,7 +343,7 @@ def given_landmarks(path: str | Path, mode: str = "auto") -> Path | None:
     from facehd.errors import InputFileError
     from facehd.landmarks import photo_landmarks_path
 
-    if mode not in ("auto", "detect", "given"):
+    if mode not in LANDMARK_MODES:
         raise ValueError(f"landmarks: expected auto, detect or given, got {mode!r}")
     if mode == "detect":
         return None
