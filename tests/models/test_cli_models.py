@@ -50,3 +50,8 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
         app, ["reconstruct", str(tmp_path / "nope.jpg"), "--checkpoint", str(run / "model.pt")]
     )
     assert res.exit_code == 2 and "no such photo" in res.output
+    photo = str(hrn_data.scans / "photos" / "s000_e00_v00.png")
+    res = runner.invoke(
+        app, ["reconstruct", photo, "--checkpoint", str(run / "model.pt"), "--landmarks", "mesh"]
+    )
+    assert res.exit_code == 2 and "--landmarks must be auto, detect or given" in res.output

@@ -165,6 +165,9 @@ def test_cli_exit_status_and_missing_folder(built, tmp_path):
     missing = str(tmp_path / "none")
     r = runner.invoke(app, ["prepare-images", "--images", missing, "--out", str(out)])
     assert r.exit_code == 2 and "not a folder of photos" in " ".join(r.output.split())
+    photos = str(root / "photos")
+    r = runner.invoke(app, ["prepare-images", "--images", photos, "--landmarks", "mesh"])
+    assert r.exit_code == 2 and "--landmarks must be auto, detect or given" in r.output
 
 
 def test_landmarks_given_beside_the_photos_replace_the_detector(tmp_path):
