@@ -42,6 +42,12 @@ Steps of :meth:`ScanLandmarker.detect`
    more than ``max_spread_mm``, or the confidence is below ``min_confidence`` (``unsure``), the
    face is hollow (``hollow``), or its outer eye corners are not :data:`OUTER_EYE_MM` apart
    (``units``: a scan in other units than it seems).
+7. **Retries.** After a ``no-face``, ``hollow`` or ``unsure`` failure, steps 2–6 run again
+   with the renders shaded by smoothed vertex normals, over each radius of
+   ``retry_smoothing_mm`` in turn (:meth:`ScanRenderer.smooth_normals`): a noisy scan's normals
+   otherwise show as grain that hides the face or misleads the face mesh. The first success is
+   kept (its ``smoothing_mm`` says which); when every try fails, the first failure is reported.
+   A scan found with its own shading is never retried, so its landmarks do not change.
 
 Triangles are one-sided: a render hides the side the winding calls inside, so the inside of an
 open face scan — a hollow mask, which detectors take for a (mirrored) face — is never seen. A
@@ -178,6 +184,10 @@ class ScanLandmarkConfig:
     fill_holes: bool = True
     """Fill the enclosed empty areas of the renders (holes in the scan) from the surface around
     them, so that the detectors see skin where they would see black blots."""
+    retry_smoothing_mm: tuple[float, ...] = (1.5, 4.0)
+    """Radii of normal smoothing (mm) tried in turn when the scan's own shading finds no face, or
+    a hollow or unsure one: a noisy scan's vertex normals show as grain in the renders, which
+    hides the face from the detectors (:meth:`ScanRenderer.smooth_normals`). Empty: no retry."""
     overlay_size: int = 384
     """Side of the overlay image, pixels (0: no overlay)."""
 
@@ -203,6 +213,10 @@ class ScanLandmarkConfig:
             )
         if not self.vote_zooms or min(self.vote_zooms) <= 0:
             raise ValueError(f"vote_zooms must be positive, got {self.vote_zooms!r}")
+        if any(not r > 0 for r in self.retry_smoothing_mm):
+            raise ValueError(
+                f"retry_smoothing_mm must be positive radii, got {self.retry_smoothing_mm!r}"
+            )
 
 
 @dataclass
@@ -231,6 +245,9 @@ class ScanLandmarks:
     """Millimetres per scan unit."""
     frame: FaceFrame
     """The face's directions and centre (scan frame, centre in scan units)."""
+    smoothing_mm: float = 0.0
+    """Radius of the normal smoothing of the renders that found the face, mm (0: the scan's own
+    normals; see ``retry_smoothing_mm``)."""
     overlay: np.ndarray | None = field(default=None, repr=False)
     """(S, S, 3) uint8 frontal render with the landmarks drawn, or None."""
 
@@ -462,7 +479,8 @@ class ScanRenderer:
             o3d.core.Tensor(np.ascontiguousarray(mesh.faces, dtype=np.uint32)),
         )
         self._o3d = o3d
-        self._vn = mesh.vertex_normals.astype(np.float32)
+        self._vn0 = mesh.vertex_normals.astype(np.float32)
+        self._vn = self._vn0
         self._fn = mesh.face_normals.astype(np.float32)
         self.cull = "back"
         self._albedo = (
@@ -509,6 +527,40 @@ class ScanRenderer:
             return np.zeros(len(face_ids), dtype=bool)
         dots = np.einsum("ij,ij->i", self._fn[face_ids], directions)
         return dots > 0 if self.cull == "back" else dots < 0
+
+    def smooth_normals(self, radius: float) -> int:
+        """Shade with the vertex normals averaged over about ``radius`` (mesh units) around
+        each vertex; 0 restores the scan's own normals. Returns the averaging passes used.
+
+        A pass replaces each normal by the normalised mean of its own and its edge neighbours'.
+        ``k`` passes reach about ``sqrt(k)`` edge lengths, so ``k = ceil((radius / e)²)`` with
+        ``e`` the median edge length, at most :data:`MAX_SMOOTHING_PASSES`.
+        """
+        import scipy.sparse as sp
+
+        if not radius >= 0:
+            raise ValueError(f"smooth_normals: radius must be >= 0, got {radius}")
+        self._vn = self._vn0
+        if radius == 0:
+            return 0
+        v, f = self.mesh.vertices, self.mesh.faces
+        edges = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+        lengths = np.linalg.norm(v[edges[:, 0]] - v[edges[:, 1]], axis=1)
+        edge = float(np.median(lengths[lengths > 0])) if (lengths > 0).any() else 0.0
+        if edge == 0:
+            return 0
+        passes = min(math.ceil((radius / edge) ** 2), MAX_SMOOTHING_PASSES)
+        n = len(v)
+        rows = np.concatenate([edges[:, 0], edges[:, 1], np.arange(n)])
+        cols = np.concatenate([edges[:, 1], edges[:, 0], np.arange(n)])
+        adj = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n))
+        adj.data[:] = 1.0  # an edge shared by two triangles counts once
+        nv = self._vn0.astype(np.float64)
+        for _ in range(passes):
+            nv = adj @ nv
+            nv /= np.linalg.norm(nv, axis=1, keepdims=True).clip(1e-12)
+        self._vn = nv.astype(np.float32)
+        return passes
 
     def render(self, camera: ViewCamera, supersample: int = 1) -> np.ndarray:
         """(S, S, 3) uint8 RGB render (black background); ``supersample`` k > 1 renders k × k
@@ -579,6 +631,15 @@ def _fill_enclosed(img: np.ndarray, hit: np.ndarray) -> np.ndarray:
     blurred = np.stack([ndimage.uniform_filter(out[..., c], 5) for c in range(3)], axis=-1)
     out[enclosed] = blurred[enclosed]
     return out
+
+
+#: Failures of :meth:`ScanLandmarker.detect` that a retry with smoothed shading may overcome
+#: (the grain of a noisy scan hides the face, misleads the face mesh or mirrors the face).
+_RETRIED = ("no-face", "unsure", "hollow")
+
+#: Most averaging passes of :meth:`ScanRenderer.smooth_normals` (bounds its cost on very dense
+#: scans: about 3 ms per pass per 100k vertices).
+MAX_SMOOTHING_PASSES = 64
 
 
 @functools.lru_cache(maxsize=8)
@@ -785,6 +846,32 @@ class ScanLandmarker:
         renderer = ScanRenderer(mm, texture)
         renderer.fill_holes = cfg.fill_holes
         query = SurfaceQuery(mm, nthreads=1)
+        # A noisy scan's grain can hide the face or mislead the face mesh: then retry with
+        # smoother shading. The first failure speaks for the scan.
+        radii = (0.0, *cfg.retry_smoothing_mm)
+        first: ScanLandmarkError | None = None
+        for smoothing in radii:
+            renderer.smooth_normals(smoothing)
+            try:
+                return self._detect(renderer, query, name, units, smoothing)
+            except ScanLandmarkError as exc:
+                if first is None and exc.reason not in _RETRIED:
+                    raise
+                first = first or exc
+        assert first is not None
+        if len(radii) == 1:
+            raise first
+        tried = ", ".join(f"{r:g}" for r in radii[1:])
+        raise ScanLandmarkError(
+            first.reason, f"{first.detail}; the same with the shading smoothed over {tried} mm"
+        )
+
+    def _detect(
+        self, renderer: ScanRenderer, query: Any, name: str, units: str, smoothing: float
+    ) -> ScanLandmarks:
+        """:meth:`detect` on a prepared renderer and query of the scan in mm."""
+        cfg = self.config
+        k = UNIT_TO_MM[units]
         # The file's winding first. A scan wound inside out shows its face only as a hollow
         # (seen from behind, mirrored): then the other side. Mixed windings (holes in the
         # renders): both sides.
@@ -864,6 +951,7 @@ class ScanLandmarker:
             frame=FaceFrame(
                 frame.left, frame.up, frame.front, frame.center / k, frame.eye_distance / k
             ),
+            smoothing_mm=smoothing,
             overlay=overlay,
         )
 

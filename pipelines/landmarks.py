@@ -111,6 +111,9 @@ class LandmarkRow:
     """Units of the scan."""
     appearance: str = ""
     """What the renders showed: ``texture``, ``vertex colours`` or ``shaded`` (geometry only)."""
+    smoothing_mm: float | None = None
+    """Radius over which the renders' normals were smoothed to find the face, mm: 0 for the
+    scan's own normals, more for a noisy scan retried (``retry_smoothing_mm``)."""
     lm68: str = ""
     """Path of the ``.lm68.txt`` written."""
     lm7: str = ""
@@ -245,6 +248,7 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
         row.spread_median_mm = round(float(np.median(result.spread_mm)), 3)
         row.views = f"{result.views_fitted}/{result.views_tried}"
         row.units = result.units
+        row.smoothing_mm = result.smoothing_mm
     row.seconds = round(time.perf_counter() - t0, 3)
     return row
 
@@ -322,7 +326,14 @@ def read_rows(path: str | Path) -> dict[str, LandmarkRow]:
     if not path.is_file():
         return {}
     names = {f.name for f in dataclasses.fields(LandmarkRow)}
-    numbers = {"confidence", "detection_score", "now7_spread_max_mm", "spread_median_mm", "seconds"}
+    numbers = {
+        "confidence",
+        "detection_score",
+        "now7_spread_max_mm",
+        "spread_median_mm",
+        "smoothing_mm",
+        "seconds",
+    }
     rows: dict[str, LandmarkRow] = {}
     with open(path, newline="") as fh:
         for rec in csv.DictReader(fh):

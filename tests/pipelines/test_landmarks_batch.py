@@ -58,7 +58,15 @@ def test_find_scans_skips_tool_outputs(tmp_path: Path) -> None:
 
 def test_csv_round_trip(tmp_path: Path) -> None:
     rows = [
-        LandmarkRow("a", "a.ply", "ok", confidence=0.5, now7_spread_max_mm=1.25, views="5/5"),
+        LandmarkRow(
+            "a",
+            "a.ply",
+            "ok",
+            confidence=0.5,
+            now7_spread_max_mm=1.25,
+            views="5/5",
+            smoothing_mm=1.5,
+        ),
         LandmarkRow("b", "b.ply", "failed", "no-face", "nothing found, anywhere"),
     ]
     path = _write_csv(tmp_path / CSV_NAME, rows)
@@ -155,6 +163,7 @@ def test_landmarks_command_over_a_folder(tmp_path: Path) -> None:
     lm_tex, _ = detect_landmarks7(load_mesh(textured), textured)
     np.testing.assert_allclose(lm_tex, load_landmarks(out / "textured.lm7.txt"), atol=1e-9)
     assert 0.0 < float(rows["face"]["confidence"]) <= 1.0
+    assert float(rows["face"]["smoothing_mm"]) == 0.0  # found with its own shading
     assert {k: rows[k]["reason"] for k in ("sphere", "empty", "tiny")} == {
         "sphere": "no-face",
         "empty": "empty",
