@@ -442,8 +442,10 @@ class FaceDetector:
     without an orientation tag is turned upright for detection (mediapipe's face mesh fits
     sideways and upside-down faces poorly). Then the face mesh on the whole photo (it finds faces
     with mediapipe's short-range detector); when that finds nothing, the full-range face detector
-    locates faces (small, far ones) and the mesh runs on a square crop around each. Landmarks are
-    returned in the pixels of the photo as given.
+    locates faces (small, far ones) and the mesh runs on a square crop around each; when that
+    finds nothing either, the full-range detector searches half-overlapping tiles of the photo
+    (faces a few dozen pixels wide in a large photo). Landmarks are returned in the pixels of the
+    photo as given.
 
     Not thread-safe; make one per process. Use as a context manager or call :meth:`close`.
     """
@@ -509,14 +511,43 @@ class FaceDetector:
             faces.append(np.stack([pts[:, 0] * w - 0.5, pts[:, 1] * h - 0.5, pts[:, 2] * w], 1))
         return faces
 
-    def _mesh_in_boxes(self, image: np.ndarray) -> list[np.ndarray]:
+    def _boxes(self, image: np.ndarray, x0: float = 0.0, y0: float = 0.0) -> list[np.ndarray]:
+        """Full-range detections in ``image``, each ``(score, cx, cy, width, height)`` in pixels,
+        offset by ``(x0, y0)``."""
         h, w = image.shape[:2]
-        result = self._process(self._detector, image)
-        faces = []
-        for det in (result.detections or [])[: self.max_faces]:
+        out = []
+        for det in self._process(self._detector, image).detections or []:
             b = det.location_data.relative_bounding_box
-            cx, cy = (b.xmin + b.width / 2) * w, (b.ymin + b.height / 2) * h
-            half = 1.0 * max(b.width * w, b.height * h)
+            cx, cy = (b.xmin + b.width / 2) * w + x0, (b.ymin + b.height / 2) * h + y0
+            out.append(np.array([float(det.score[0]), cx, cy, b.width * w, b.height * h]))
+        return out
+
+    def _tile_boxes(self, image: np.ndarray) -> list[np.ndarray]:
+        """:meth:`_boxes` over half-overlapping square tiles, for faces too small to be seen in
+        the whole photo: tiles of half the photo's short side first, then halved down to
+        :data:`TILE_MIN`, stopping at the first size that finds a face; overlapping boxes of
+        neighbouring tiles are merged (the stronger kept)."""
+        h, w = image.shape[:2]
+        side = min(h, w) // 2
+        while side >= TILE_MIN:
+            found = [
+                box
+                for y0 in _tile_starts(h, side)
+                for x0 in _tile_starts(w, side)
+                for box in self._boxes(
+                    np.ascontiguousarray(image[y0 : y0 + side, x0 : x0 + side]), x0, y0
+                )
+            ]
+            if found:
+                return _suppress_overlaps(found)
+            side //= 2
+        return []
+
+    def _mesh_in_boxes(self, image: np.ndarray, boxes: list[np.ndarray]) -> list[np.ndarray]:
+        """Face meshes fitted in square crops around detector ``boxes`` (strongest first)."""
+        faces = []
+        for _, cx, cy, bw, bh in sorted(boxes, key=lambda b: -b[0])[: self.max_faces]:
+            half = 1.0 * max(bw, bh)
             x0, y0 = cx - half, cy - half
             side = 2 * half
             out = max(256, min(768, int(round(side))))
@@ -554,7 +585,11 @@ class FaceDetector:
         image = _check_image(image)
         k = self.orientation(image)
         work = np.ascontiguousarray(np.rot90(image, k)) if k else image
-        meshes = self._run_mesh(self._mesh, work) or self._mesh_in_boxes(work)
+        meshes = (
+            self._run_mesh(self._mesh, work)
+            or self._mesh_in_boxes(work, self._boxes(work))
+            or self._mesh_in_boxes(work, self._tile_boxes(work))
+        )
         if k:
             meshes = [_unrotate(m, k, image.shape[:2]) for m in meshes]
         return [DetectedFace.from_mesh(m) for m in meshes]
@@ -586,6 +621,36 @@ class FaceDetector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: Smallest tile of the tiled search for small faces (:meth:`FaceDetector.detect_all`), pixels.
+TILE_MIN = 384
+
+
+def _tile_starts(n: int, side: int) -> list[int]:
+    """Starts of tiles of ``side`` pixels, half overlapping, covering ``0..n`` (the last flush
+    with the end)."""
+    starts = list(range(0, max(n - side, 0) + 1, max(side // 2, 1)))
+    if starts[-1] + side < n:
+        starts.append(n - side)
+    return starts
+
+
+def _suppress_overlaps(boxes: list[np.ndarray], iou: float = 0.3) -> list[np.ndarray]:
+    """``boxes`` ``(score, cx, cy, width, height)`` without those overlapping a stronger one by
+    more than ``iou`` (intersection over union)."""
+    kept: list[np.ndarray] = []
+    for b in sorted(boxes, key=lambda b: -b[0]):
+        lo, hi = b[1:3] - b[3:5] / 2, b[1:3] + b[3:5] / 2
+        clash = False
+        for k in kept:
+            klo, khi = k[1:3] - k[3:5] / 2, k[1:3] + k[3:5] / 2
+            inter = np.prod(np.clip(np.minimum(hi, khi) - np.maximum(lo, klo), 0, None))
+            union = np.prod(b[3:5]) + np.prod(k[3:5]) - inter
+            clash |= bool(union > 0 and inter / union > iou)
+        if not clash:
+            kept.append(b)
+    return kept
 
 
 def _padded_box(image: np.ndarray, x0: float, y0: float, side: float, out: int) -> np.ndarray:

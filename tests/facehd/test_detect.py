@@ -21,7 +21,10 @@ from facehd.detect import (
     MEDIAPIPE_FACE_OVAL,
     MEDIAPIPE_IBUG68_OUTWARD,
     MEDIAPIPE_TO_IBUG68,
+    TILE_MIN,
     DetectedFace,
+    _suppress_overlaps,
+    _tile_starts,
     _unrotate,
     convex_hull_mask,
     face_from_landmark_file,
@@ -310,6 +313,42 @@ def test_several_faces_main_one_chosen(detector):
     main = detector.detect(img)
     assert main.size == max(f.size for f in faces)
     np.testing.assert_allclose(main.landmarks5[0], feature("right_eye") + [200, 40], atol=12)
+
+
+@pytest.mark.parametrize("n,side", [(3000, 1000), (2000, 500), (1001, 500), (500, 500), (777, 384)])
+def test_tiles_cover_the_photo_half_overlapping(n, side):
+    starts = _tile_starts(n, side)
+    covered = np.zeros(n, bool)
+    for a in starts:
+        assert 0 <= a and a + side <= n
+        covered[a : a + side] = True
+    assert covered.all()
+    assert all(0 < b - a <= side // 2 for a, b in zip(starts, starts[1:], strict=False))
+
+
+def test_overlapping_boxes_keep_the_strongest():
+    boxes = [
+        np.array([0.6, 100.0, 100.0, 40.0, 40.0]),
+        np.array([0.9, 105.0, 102.0, 40.0, 40.0]),  # IoU with the first ~0.66
+        np.array([0.7, 300.0, 100.0, 40.0, 40.0]),  # apart
+        np.array([0.8, 128.0, 100.0, 40.0, 40.0]),  # IoU with the second ~0.22: kept
+    ]
+    kept = _suppress_overlaps(boxes)
+    assert [b[0] for b in kept] == [0.9, 0.8, 0.7]
+
+
+@needs_mediapipe
+def test_tiny_face_in_a_very_large_photo_is_found_by_tiles(detector):
+    """A face 64 px wide in a 3000 x 2000 photo is too small for the detectors on the whole
+    photo; the tiled search finds it, with its landmarks on the drawn features."""
+    img = np.full((2000, 3000, 3), (70, 90, 110), np.uint8)
+    img[1200:1264, 1900:1964] = draw_face(64, seed=3)
+    assert detector._run_mesh(detector._mesh, img) == []
+    assert detector._mesh_in_boxes(img, detector._boxes(img)) == []
+    assert 2000 // 2 >= TILE_MIN
+    face = detector.detect(img)
+    for i, name in ((0, "right_eye"), (1, "left_eye")):
+        np.testing.assert_allclose(face.landmarks5[i], feature(name, 64) + [1900, 1200], atol=3)
 
 
 @needs_mediapipe
