@@ -23,6 +23,7 @@ import numpy as np
 from facehd._o3d import open3d
 from facehd.errors import DegenerateInputError
 from facehd.mesh import Mesh
+from facehd.transforms import as_points
 
 __all__ = [
     "ClosestPoints",
@@ -74,15 +75,6 @@ class ChamferResult(NamedTuple):
     """(M,) distance from each point of ``b`` to ``a``."""
     mean: float
     """``(mean(a_to_b) + mean(b_to_a)) / 2``."""
-
-
-def _points(name: str, x: object) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ValueError(f"{name}: expected an (N, 3) array, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name}: contains NaN or inf")
-    return arr
 
 
 def closest_points_on_triangles(
@@ -293,7 +285,7 @@ class SurfaceQuery:
         -------
         ClosestPoints
         """
-        pts = _points("SurfaceQuery.closest points", points)
+        pts = as_points("SurfaceQuery.closest points", points)
         if len(pts) <= _SORT_MIN:
             return self._closest(pts, neighbours)
         # nearby queries one after another keep Embree's tree and the gathers in cache
@@ -382,8 +374,8 @@ class SurfaceQuery:
         -------
         RayHits
         """
-        o = _points("SurfaceQuery.cast origins", origins)
-        d = _points("SurfaceQuery.cast directions", directions)
+        o = as_points("SurfaceQuery.cast origins", origins)
+        d = as_points("SurfaceQuery.cast directions", directions)
         if o.shape != d.shape:
             raise ValueError(f"cast: origins {o.shape} and directions {d.shape} differ")
         if np.any(np.linalg.norm(d, axis=1) == 0):
@@ -462,8 +454,8 @@ def chamfer_distance(a: Mesh | np.ndarray, b: Mesh | np.ndarray) -> ChamferResul
     -------
     ChamferResult(a_to_b (N,), b_to_a (M,), mean) with unsigned (not squared) distances.
     """
-    pa = a.vertices if isinstance(a, Mesh) else _points("chamfer_distance a", a)
-    pb = b.vertices if isinstance(b, Mesh) else _points("chamfer_distance b", b)
+    pa = a.vertices if isinstance(a, Mesh) else as_points("chamfer_distance a", a)
+    pb = b.vertices if isinstance(b, Mesh) else as_points("chamfer_distance b", b)
     if len(pa) == 0 or len(pb) == 0:
         raise ValueError("chamfer_distance: both shapes need at least one point")
     ab = _nearest(pa, b if isinstance(b, Mesh) else pb)
@@ -484,8 +476,8 @@ def normal_angle_error(n_a: np.ndarray, n_b: np.ndarray) -> np.ndarray:
     -------
     (N,) float64 angles in [0, pi].
     """
-    a = _points("normal_angle_error n_a", n_a)
-    b = _points("normal_angle_error n_b", n_b)
+    a = as_points("normal_angle_error n_a", n_a)
+    b = as_points("normal_angle_error n_b", n_b)
     if a.shape != b.shape:
         raise ValueError(f"normal_angle_error: shapes differ: {a.shape} vs {b.shape}")
     la = np.linalg.norm(a, axis=1)

@@ -32,6 +32,7 @@ import numpy as np
 
 from facehd.errors import InputFileError
 from facehd.mesh import atomic_write_bytes
+from facehd.transforms import as_points
 
 __all__ = [
     "NOW7_FROM_68",
@@ -201,16 +202,6 @@ def to_now7(landmarks: np.ndarray, path: str | Path = "<landmarks>") -> np.ndarr
     raise InputFileError(path, f"expected 7, 51 or 68 landmarks, found {len(pts)}")
 
 
-def _finite_points(pts: np.ndarray, who: str, dim: int = 3) -> np.ndarray:
-    """``pts`` as (K, dim) float64, checked finite (``who`` names the caller in errors)."""
-    arr = np.asarray(pts, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != dim:
-        raise ValueError(f"{who}: expected (K, {dim}) points, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{who}: points contain NaN or inf")
-    return arr
-
-
 def save_landmarks_txt(path: str | Path, pts: np.ndarray) -> Path:
     """Write landmarks as ``x y z`` lines (shortest exact float notation), atomically.
 
@@ -223,7 +214,7 @@ def save_landmarks_txt(path: str | Path, pts: np.ndarray) -> Path:
     -------
     The path written.
     """
-    arr = _finite_points(pts, "save_landmarks_txt")
+    arr = as_points("save_landmarks_txt", pts, rows="K")
     text = "".join(" ".join(map(repr, row)) + "\n" for row in arr.tolist())
     return atomic_write_bytes(path, text.encode())
 
@@ -255,7 +246,7 @@ def save_landmarks_pp(
     """
     from xml.sax.saxutils import quoteattr
 
-    arr = _finite_points(pts, "save_landmarks_pp")
+    arr = as_points("save_landmarks_pp", pts, rows="K")
     lines = [
         "<!DOCTYPE PickedPoints>",
         "<PickedPoints>",
@@ -353,7 +344,7 @@ def load_photo_landmarks(path: str | Path) -> np.ndarray:
 def save_photo_landmarks(path: str | Path, pts: np.ndarray) -> Path:
     """Write a photo's landmarks ``(K, 2)`` (0-based pixels) as an iBUG ``.pts`` file (1-based),
     atomically, in the shortest exact float notation. Returns the path written."""
-    arr = _finite_points(pts, "save_photo_landmarks", dim=2) + 1.0
+    arr = as_points("save_photo_landmarks", pts, dim=2, rows="K") + 1.0
     lines = ["version: 1", f"n_points: {len(arr)}", "{"]
     lines += [f"{x!r} {y!r}" for x, y in arr.tolist()]
     lines.append("}")

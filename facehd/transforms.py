@@ -19,6 +19,7 @@ from facehd.errors import DegenerateInputError
 
 __all__ = [
     "Similarity",
+    "as_points",
     "procrustes",
     "rotation_matrix_from_euler",
     "euler_from_rotation_matrix",
@@ -26,13 +27,18 @@ __all__ = [
 ]
 
 
-def _as_points(name: str, value: Any, *, n: int | None = None) -> np.ndarray:
-    """Return ``value`` as a float64 ``(N, 3)`` array or raise a ``ValueError`` naming ``name``."""
+def as_points(
+    name: str, value: Any, *, dim: int = 3, n: int | None = None, rows: str = "N"
+) -> np.ndarray:
+    """Return ``value`` as a finite float64 ``(N, dim)`` array (``n`` rows when given), or raise
+    a ``ValueError`` naming ``name``; ``rows`` is the letter the caller's docs give the count."""
     arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ValueError(f"{name}: expected an (N, 3) array, got shape {arr.shape}")
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise ValueError(f"{name}: expected an ({rows}, {dim}) array, got shape {arr.shape}")
     if n is not None and arr.shape[0] != n:
-        raise ValueError(f"{name}: expected ({n}, 3) to match the other points, got {arr.shape}")
+        raise ValueError(
+            f"{name}: expected ({n}, {dim}) to match the other points, got {arr.shape}"
+        )
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name}: contains NaN or inf")
     return arr
@@ -207,8 +213,8 @@ def procrustes(
         When the (weighted) points of either set are coincident or collinear, so the rotation is
         not determined.
     """
-    src = _as_points("procrustes source", source)
-    dst = _as_points("procrustes target", target, n=src.shape[0])
+    src = as_points("procrustes source", source)
+    dst = as_points("procrustes target", target, n=src.shape[0])
     n = src.shape[0]
     if weights is None:
         w = np.full(n, 1.0 / n)
