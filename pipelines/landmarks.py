@@ -33,6 +33,7 @@ import csv
 import dataclasses
 import os
 import time
+import typing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -326,14 +327,9 @@ def read_rows(path: str | Path) -> dict[str, LandmarkRow]:
     if not path.is_file():
         return {}
     names = {f.name for f in dataclasses.fields(LandmarkRow)}
-    numbers = {
-        "confidence",
-        "detection_score",
-        "now7_spread_max_mm",
-        "spread_median_mm",
-        "smoothing_mm",
-        "seconds",
-    }
+    # the number columns are the fields typed ``float | None``
+    hints = typing.get_type_hints(LandmarkRow)
+    numbers = {k for k in names if float in typing.get_args(hints[k])}
     rows: dict[str, LandmarkRow] = {}
     with open(path, newline="") as fh:
         for rec in csv.DictReader(fh):
