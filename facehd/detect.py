@@ -561,8 +561,7 @@ class FaceDetector:
         return faces
 
     def _best_score(self, image: np.ndarray) -> float:
-        result = self._process(self._detector, image)
-        return max((float(d.score[0]) for d in result.detections or []), default=0.0)
+        return max((float(b[0]) for b in self._boxes(image)), default=0.0)
 
     def orientation(self, image: np.ndarray) -> int:
         """Quarter turns ``k`` such that ``np.rot90(image, k)`` shows the faces upright.
