@@ -183,11 +183,15 @@ def datasets(
 def _synth_scans_cmd(
     out: Path, subjects: int, expressions: int, seed: int, units: str, photos: int = 0
 ) -> list:
-    from pipelines.synth import SynthConfig, synth_scans
+    from facehd.errors import FacehdError
+    from pipelines.synth import SynthConfig, record_settings, synth_scans
 
     config = SynthConfig(
         subjects=subjects, expressions=expressions, seed=seed, units=units, photos=photos
     )
+    with _exit_on_error(FacehdError, OSError):
+        out.mkdir(parents=True, exist_ok=True)
+        record_settings(out, config)
     with _progress() as bar:
         task = bar.add_task("synthetic scans", total=subjects * expressions)
         scans = synth_scans(out, config, progress=lambda _sid: bar.advance(task))

@@ -18,11 +18,18 @@ landmarks in the scan frame with ~1 mm noise), ``<id>.gt.npz`` (truth: ``scale``
 (68, 3) model frame mm), ``<id>.gt_m1.ply`` (model topology with the deformation, model space, mm)
 and ``<id>.gt_m2.ply`` (the dense detailed surface, model space, mm). The same seed gives
 byte-identical files.
+
+``synth.json`` records the settings the folder's scans were made with. A later run into the same
+folder resumes or extends it (more subjects, expressions or photos) with the same settings, and
+refuses other ones (another seed, other units, ...) with an error that names them: files of two
+settings never mix in one folder under one name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import os
 import zipfile
 from collections.abc import Callable
@@ -34,6 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from facehd.errors import InputFileError
 from facehd.landmarks import NOW7_FROM_68, save_landmarks_txt
 from facehd.mesh import Mesh, load_mesh, save_mesh, vertex_normals
 from facehd.morphable import MorphableModel, load_model, similarity_motion_basis
@@ -483,6 +491,63 @@ def write_scan(
     )
 
 
+#: The settings record of a folder of synthetic scans.
+SETTINGS_NAME = "synth.json"
+
+
+def _settings(config: SynthConfig) -> dict[str, object]:
+    """The fields of ``config`` that decide the bytes of a scan (not how many scans)."""
+    keep = {k: v for k, v in dataclasses.asdict(config).items() if k not in _COUNTS}
+    keep["extras"] = list(config.extras)
+    return keep
+
+
+#: Fields that only say how many scans (and photos) a folder gets.
+_COUNTS = ("subjects", "expressions", "photos")
+
+
+def record_settings(out: Path, config: SynthConfig) -> None:
+    """Check ``out``'s settings record against ``config`` and write it (``synth.json``).
+
+    A folder made with other settings (seed, units, model, noise, ...) is refused: its finished
+    scans would otherwise be kept and reported as made now. The number of subjects, expressions
+    and photos may grow between runs; a folder's photos per scan may not change once made.
+
+    Raises
+    ------
+    InputFileError
+        ``synth.json`` is unreadable, or records other settings (the message names them).
+    """
+    path = out / SETTINGS_NAME
+    mine = {"tool": "facehd synth", "settings": _settings(config), "photos": config.photos}
+    if path.is_file():
+        try:
+            theirs = json.loads(path.read_text(encoding="utf-8"))
+            old_settings, old_photos = dict(theirs["settings"]), int(theirs["photos"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputFileError(path, f"not a facehd synth settings record ({exc})") from exc
+        diff = [
+            f"{k} {old_settings.get(k)!r} there, {v!r} now"
+            for k, v in mine["settings"].items()
+            if old_settings.get(k) != v
+        ]
+        if old_photos and config.photos and old_photos != config.photos:
+            diff.append(f"photos {old_photos} there, {config.photos} now")
+        if diff:
+            raise InputFileError(
+                out,
+                "holds synthetic scans made with other settings ("
+                + "; ".join(diff)
+                + "); write to another --out, or delete the folder to start over",
+            )
+        mine["photos"] = max(old_photos, config.photos)
+    text = json.dumps(mine, indent=2, sort_keys=True) + "\n"
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+
+
 def synth_scans(
     out: str | Path,
     config: SynthConfig | None = None,
@@ -502,6 +567,7 @@ def synth_scans(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(config.model)
+    record_settings(out, config)
     results = []
     for s in range(config.subjects):
         for e in range(config.expressions):

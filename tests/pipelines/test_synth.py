@@ -140,3 +140,53 @@ def test_neck_and_hair_face_outwards() -> None:
             outward[:, 1] = 0.0
         big = np.linalg.norm(normal, axis=1) > 1e-9
         assert np.all(np.sum(normal[big] * outward[big], axis=1) > 0)
+
+
+def test_a_folder_keeps_one_set_of_settings(tmp_path: Path) -> None:
+    """Another seed or other units into a finished folder are refused, naming the difference;
+    the same settings resume, and more subjects extend the folder."""
+    from facehd.errors import InputFileError
+
+    cfg = SynthConfig(subjects=1, expressions=1, seed=11, **SMALL)
+    synth_scans(tmp_path, cfg)
+    before = _digest(tmp_path)
+    with pytest.raises(InputFileError, match=r"seed 11 there, 12 now"):
+        synth_scans(tmp_path, SynthConfig(subjects=1, expressions=1, seed=12, **SMALL))
+    with pytest.raises(InputFileError, match=r"units 'mm' there, 'm' now"):
+        synth_scans(tmp_path, SynthConfig(subjects=1, expressions=1, seed=11, units="m", **SMALL))
+    assert _digest(tmp_path) == before  # nothing written by the refused runs
+    synth_scans(tmp_path, SynthConfig(subjects=2, expressions=1, seed=11, **SMALL))
+    after = _digest(tmp_path)
+    assert {k: after[k] for k in before} == before
+    # the second subject is the one a fresh folder gets
+    synth_scans(tmp_path / "fresh", SynthConfig(subjects=2, expressions=1, seed=11, **SMALL))
+    fresh = _digest(tmp_path / "fresh")
+    assert all(after[k] == fresh[k] for k in fresh if k.startswith("s001"))
+    (tmp_path / "synth.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(InputFileError, match="synth.json.*not a facehd synth settings record"):
+        synth_scans(tmp_path, cfg)
+
+
+def test_synth_cli_refuses_other_settings(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+    from pipelines.synth import record_settings
+
+    record_settings(tmp_path, SynthConfig(seed=4))
+    result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path), "--seed", "5"])
+    assert result.exit_code == 2
+    assert "seed 4 there, 5 now" in " ".join(result.output.split())
+    assert not list(tmp_path.glob("s000_e00*"))
+
+
+def test_photos_per_scan_are_fixed_once_made(tmp_path: Path) -> None:
+    from facehd.errors import InputFileError
+    from pipelines.synth import record_settings
+
+    record_settings(tmp_path, SynthConfig(photos=0))
+    record_settings(tmp_path, SynthConfig(photos=2))  # photos added to a folder without them
+    record_settings(tmp_path, SynthConfig(photos=0))  # a run that adds none keeps them
+    assert '"photos": 2' in (tmp_path / "synth.json").read_text()
+    with pytest.raises(InputFileError, match="photos 2 there, 3 now"):
+        record_settings(tmp_path, SynthConfig(photos=3))
