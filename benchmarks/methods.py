@@ -9,7 +9,9 @@ a factory in the entry-point group ``facehd.methods`` of its package::
 
 ``facehd bench --method mymethod`` without ``--predictions`` then reconstructs every image of the
 benchmark into ``OUT/<dataset>-<split>/mymethod/predictions`` in the benchmark's layout
-(:func:`write_prediction`) and scores that folder.
+(:func:`write_prediction`) and scores that folder. FaceScape scores meshes placed in the photo
+(image-aligned: see :class:`MethodOutput`); a method that can give them has a second method,
+``reconstruct_image_aligned(image: Path) -> MethodOutput``, which FaceScape runs call instead.
 """
 
 from __future__ import annotations

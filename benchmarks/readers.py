@@ -28,6 +28,8 @@ FaceScape (``<root>`` = the official ``benchmark/`` folder, or its ``data/`` fol
     data/lab_gt_mesh/<SS>.obj                         fslab ground truth (pupil-distance units)
     data/lab_cam/<SS>_<F>_<VV>.json                   [K (3x3), Rt (3x4)]
     code/predef/{wild_pupil_scales,wild_head_centers,wild_rotations,lab_head_centers,lab_rotations}.npy
+    images: <name>.jpg|.jpeg|.png anywhere under data/ (facehd bench --method runs a method on
+            them; a name found twice: the copy under a folder naming the split wins)
     predictions: <pred>/<name>.obj|.ply               image-aligned (see benchmarks.facescape)
 
 Ground-truth files that are missing or malformed raise :class:`facehd.errors.InputFileError`
@@ -63,6 +65,7 @@ __all__ = [
     "read_facescape_predef",
     "predef_dir",
     "read_facescape_items",
+    "find_facescape_images",
     "read_lab_camera",
     "NOW_LIST_FILES",
 ]
@@ -442,6 +445,27 @@ def read_facescape_predef(root: str | Path) -> FaceScapePredef:
 
 
 _LAB_NAME = re.compile(r"^(\d{2})_(\d)_(\d{2})$")
+
+
+#: Image files a FaceScape photo may come as.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def find_facescape_images(root: str | Path, split: str) -> dict[str, Path]:
+    """The photos of a FaceScape split by item name: every ``<name>.jpg|.jpeg|.png`` under the
+    data folder. When a name occurs more than once, the file whose folder path names the split
+    (``wild`` or ``lab``) wins, then the first in sorted order."""
+    data = facescape_data_dir(root)
+    found: dict[str, list[Path]] = {}
+    for p in sorted(data.rglob("*")):
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."):
+            found.setdefault(p.stem, []).append(p)
+
+    def pick(paths: list[Path]) -> Path:
+        named = [p for p in paths if split in str(p.relative_to(data).parent).lower()]
+        return (named or paths)[0]
+
+    return {name: pick(paths) for name, paths in found.items()}
 
 
 def read_facescape_items(root: str | Path, split: str) -> list[FaceScapeItem]:

@@ -643,6 +643,10 @@ def _tasks(
 def _generate_predictions(spec: BenchmarkSpec, method_name: str, root: Path, folder: Path) -> None:
     """Run a registered method over the split's images into ``folder`` (benchmark layout).
 
+    FaceScape: the photos are found by name under the data folder
+    (:func:`benchmarks.readers.find_facescape_images`) and the method's
+    ``reconstruct_image_aligned`` writes ``<name>.obj`` in the photo's image-aligned frame.
+
     Resumable: an image whose mesh and landmark files both exist is skipped (each file is
     written under a temporary name and renamed, so a file that exists is complete). An image
     the method fails on (no face found, an unreadable photo) is recorded in
@@ -654,34 +658,49 @@ def _generate_predictions(spec: BenchmarkSpec, method_name: str, root: Path, fol
     from benchmarks.multiview import view_images
     from facehd.errors import FacehdError
 
-    if spec.dataset not in ("now", "multiview"):
+    if spec.dataset == "realy":
         raise ValueError(
-            f"running a method in-process is supported for NoW-style datasets; for {spec.dataset}, "
-            "write its meshes in the benchmark's layout and pass --predictions"
+            "running a method in-process is supported for NoW, multi-view and FaceScape; for "
+            "realy, write its meshes in the benchmark's layout and pass --predictions"
         )
-    items = (
-        readers.read_now_items(root, spec.split)
-        if spec.dataset == "now"
-        else readers.read_multiview_items(root, spec.split)
-    )
-    todo = []
-    for it in items:
-        images = (
-            view_images(it.image_path)
-            if spec.dataset == "multiview"
-            else ([it.image_path] if it.image_path else [])
-        )
-        base = folder / it.subject / it.challenge / it.image
-        mesh_path, lm_path = base.with_suffix(".obj"), base.with_suffix(".txt")
-        if images and not (mesh_path.is_file() and lm_path.is_file()):
-            todo.append((images, mesh_path, lm_path))
-    if not todo:
-        return
-    method = load_method(method_name)
+    todo: list[tuple[list[Path], Path, Path | None]] = []
     failures: list[tuple[str, str]] = []
+    if spec.dataset == "facescape":
+        photos = readers.find_facescape_images(root, spec.split)
+        for it in readers.read_facescape_items(root, spec.split):
+            mesh_path = folder / f"{it.name}.obj"
+            if it.name not in photos:
+                exts = "|".join(s.lstrip(".") for s in readers.IMAGE_SUFFIXES)
+                failures.append((f"{it.name}.{exts}", f"no photo of this name under {root}"))
+            elif not mesh_path.is_file():
+                todo.append(([photos[it.name]], mesh_path, None))
+    else:
+        items = (
+            readers.read_now_items(root, spec.split)
+            if spec.dataset == "now"
+            else readers.read_multiview_items(root, spec.split)
+        )
+        for it in items:
+            images = (
+                view_images(it.image_path)
+                if spec.dataset == "multiview"
+                else ([it.image_path] if it.image_path else [])
+            )
+            base = folder / it.subject / it.challenge / it.image
+            mesh_path, lm_path = base.with_suffix(".obj"), base.with_suffix(".txt")
+            if images and not (mesh_path.is_file() and lm_path.is_file()):
+                todo.append((images, mesh_path, lm_path))
+    if todo:
+        method = load_method(method_name)
+        aligned = getattr(method, "reconstruct_image_aligned", None)
+        if spec.dataset == "facescape" and aligned is None:
+            raise ValueError(
+                f"method {method_name!r} has no reconstruct_image_aligned (FaceScape scores meshes "
+                "in the photo's image-aligned frame); write them yourself and pass --predictions"
+            )
     for images, mesh_path, lm_path in todo:
         try:
-            out = method.reconstruct(images)
+            out = method.reconstruct(images) if lm_path is not None else aligned(images[0])
         except (FacehdError, ValueError, OSError) as exc:
             failures.append((str(images[0]), str(exc)))
             continue

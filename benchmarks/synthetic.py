@@ -20,9 +20,13 @@ Layouts written under ``out``:
   ``predictions/synth-fit/<k>_0.obj`` with a copy of the topology files.
 - ``facescape``: ``data/wild_gt_mesh/<NNN>.obj`` (one image per yaw bin and subject),
   ``data/lab_gt_mesh/<SS>.obj``, ``data/lab_cam/<SS>_<F>_<VV>.json``, ``code/predef/*.npy`` and
-  ``pred/{wild,lab}_pred/synth-fit/<name>.obj`` (image-aligned meshes).
+  ``pred/{wild,lab}_pred/synth-fit/<name>.obj`` (image-aligned meshes), and the photos
+  ``data/wild_image/<NNN>.jpg`` and ``data/lab_image/<SS>_<F>_<VV>.jpg`` (256 px), drawn by
+  the benchmark's own cameras (wild: the orthographic ``[-1, 1]`` view, from a camera 100 m
+  away; lab: ``K`` and ``Rt`` of the camera file).
 
-Images are not written (no protocol reads them).
+NoW and the multi-view sets get rendered photos too (``iphone_pictures/...``); REALY gets none
+(``facehd bench --method`` runs a method on NoW, multi-view and FaceScape photos only).
 """
 
 from __future__ import annotations
@@ -332,6 +336,9 @@ def _facescape(
     wild_pred = out / "pred" / "wild_pred" / SYNTH_METHOD
     lab_pred = out / "pred" / "lab_pred" / SYNTH_METHOD
     faces = model.faces
+    # photos to render once every other draw is done: (folder, name, identity, expression, K, R, t)
+    shots: list[tuple[Path, str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    flip = np.diag([1.0, -1.0, -1.0])  # model frame (y up, z to the viewer) -> OpenCV camera
     # ---- wild: n_subjects images per yaw bin, image index = 100 * bin + k
     bins = ((0.0, 5.0), (5.0, 30.0), (30.0, 60.0), (60.0, 90.0))
     n_wild = 400
@@ -358,6 +365,13 @@ def _facescape(
             save_mesh(data / "wild_gt_mesh" / f"{idx:03d}.obj", gt)
             pv = _rough_fit(model, ident, expr, rng)
             save_mesh(wild_pred / f"{idx:03d}.obj", Mesh(_image_format(to_norm(pv)), faces))
+            # the photo: a camera 100 m away whose pixels are the orthographic [-1, 1] square
+            # (pixel centre j at x = (j + 0.5) / 128 - 1, the official renderer's convention)
+            focal = 128.0 * k_norm * _WILD_DISTANCE_MM
+            kmat = np.array([[focal, 0.0, 127.5], [0.0, focal, 127.5], [0.0, 0.0, 1.0]])
+            t_cam = flip @ np.array([shift[0] / k_norm, shift[1] / k_norm, 0.0])
+            t_cam[2] = _WILD_DISTANCE_MM
+            shots.append((data / "wild_image", f"{idx:03d}", ident, expr, kmat, flip @ r, t_cam))
     np.save(predef / "wild_pupil_scales.npy", pupil)
     np.save(predef / "wild_head_centers.npy", centres)
     np.save(predef / "wild_rotations.npy", rots)
@@ -374,7 +388,6 @@ def _facescape(
     lab_centres = np.stack([np.array([0.0, 0.0, d]) for d in distances])
     np.save(predef / "lab_rotations.npy", lab_rot)
     np.save(predef / "lab_head_centers.npy", lab_centres)
-    flip = np.diag([1.0, -1.0, -1.0])  # model frame (y up, z to the viewer) -> OpenCV camera
     for s, (ident, expr) in enumerate(_faces_of(model, rng, n_subjects, exp_scale=1.0)):
         v = np.asarray(model.vertices(ident, expr), dtype=np.float64)
         centre = v.mean(axis=0)
@@ -398,6 +411,40 @@ def _facescape(
                 zbar = pc[:, 2].mean()
                 img = np.stack([u, 256.0 - vv, -(pc[:, 2] - zbar) * focal / zbar], axis=1)
                 save_mesh(lab_pred / f"{name}.obj", Mesh(img, faces))
+                r_cam = lab_rot[view] @ flip
+                t_cam = lab_centres[f] - r_cam @ centre
+                # the benchmark's K puts pixel centres at +0.5 (pyrender); the renderer's at 0
+                k_px = kmat - np.array([[0.0, 0.0, 0.5], [0.0, 0.0, 0.5], [0.0, 0.0, 0.0]])
+                shots.append((data / "lab_image", name, ident, expr, k_px, r_cam, t_cam))
+    _facescape_photos(model, shots, np.random.default_rng(rng.integers(2**63)))
+
+
+#: Distance of the near-orthographic camera of the synthetic FaceScape wild photos, mm.
+_WILD_DISTANCE_MM = 100_000.0
+
+
+def _facescape_photos(model, shots: list, rng: np.random.Generator) -> None:  # noqa: ANN001
+    """Render the synthetic FaceScape photos (256 px JPEG, written atomically)."""
+    from PIL import Image
+
+    from pipelines.synth_photos import PhotoConfig, render_photos
+
+    config = PhotoConfig(views=1, image_size=256, blemishes=10)
+    flip = np.diag([1.0, -1.0, -1.0])
+    front = (flip, np.zeros(3))  # OpenCV camera at the origin of a y-up, z-to-viewer frame
+    for folder, name, ident, expr, kmat, r_cam, t_cam in shots:
+        v = np.asarray(model.vertices(ident, expr), dtype=np.float64)
+        lm68 = np.asarray(model.landmarks(v), dtype=np.float64)
+        # the face is posed in front of the camera rather than the camera moved around it, so
+        # that the light (fixed in the frame the face is given in) comes from the camera's side,
+        # as in a studio; the picture is the same
+        v, lm68 = ((p @ r_cam.T + t_cam) @ flip for p in (v, lm68))
+        disp = np.zeros((64, 64))
+        photo = render_photos(model, v, disp, lm68, rng, config, cameras=[(kmat, *front)])
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.tmp.jpg"
+        Image.fromarray(photo.arrays["images"][0]).save(tmp, quality=95)
+        tmp.replace(folder / f"{name}.jpg")
 
 
 def make_synthetic_benchmark(

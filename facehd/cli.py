@@ -394,7 +394,7 @@ def bench(
     """Score a method on a benchmark: items.csv, summary.csv and its leaderboard.csv row.
 
     Without --predictions a registered method (hrn) reconstructs the split's images first
-    (NoW-style datasets; resumable, failures in predictions/failures.csv).
+    (NoW, multi-view and FaceScape; resumable, failures in predictions/failures.csv).
 
     Example: facehd bench --dataset realy:frontal --method hrn --predictions preds --root data/REALY
 

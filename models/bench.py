@@ -6,6 +6,9 @@ on M1 (the model's landmark vertices; M2 only adds sub-millimetre detail). With 
 (a multi-view set) the views are fitted jointly (MV-HRN, :mod:`models.multiview`) and the first
 view's mesh is returned: it carries the shared identity and deformation map.
 
+For FaceScape, :meth:`HRNMethod.reconstruct_image_aligned` gives M2 in the photo's
+image-aligned frame (:func:`image_aligned_vertices`), the format of the official generic loader.
+
 Registration: the factory :func:`make_method` is the entry point ``hrn`` of the group
 ``facehd.methods``; the checkpoint comes from the environment variable
 ``FACEHD_HRN_CHECKPOINT`` (and ``FACEHD_HRN_DERETOUCH``, ``FACEHD_BFM``, ``FACEHD_BFM_UV`` for
@@ -22,7 +25,7 @@ import numpy as np
 
 from facehd.landmarks import NOW7_FROM_68
 
-__all__ = ["ENV_CHECKPOINT", "HRNMethod", "make_method"]
+__all__ = ["ENV_CHECKPOINT", "HRNMethod", "image_aligned_vertices", "make_method"]
 
 ENV_CHECKPOINT = "FACEHD_HRN_CHECKPOINT"
 ENV_DERETOUCH = "FACEHD_HRN_DERETOUCH"
@@ -85,6 +88,70 @@ class HRNMethod:
         lm68 = np.array(self.recon.model.landmarks68)
         landmarks7 = rec.m1[lm68[list(NOW7_FROM_68)]]
         return MethodOutput(mesh=mesh, landmarks7=landmarks7)
+
+    def reconstruct_image_aligned(self, image: Path):
+        """One photo -> ``MethodOutput`` with M2 in the photo's image-aligned frame
+        (:func:`image_aligned_vertices`; FaceScape's format), without landmarks."""
+        from benchmarks.methods import MethodOutput
+        from facehd.align import load_photo
+        from facehd.mesh import Mesh
+
+        photo = load_photo(image)
+        _, aligned = self.recon._detect_and_align(photo.image, image)
+        rec = self.recon.run_crops(aligned.image[None])[0]
+        mesh = self.recon.detail_mesh(rec)
+        verts = image_aligned_vertices(
+            mesh.vertices, rec.rotation, rec.translation, aligned.transform, photo.image.shape[:2]
+        )
+        return MethodOutput(mesh=Mesh(verts, mesh.faces, mesh.uvs))
+
+
+def image_aligned_vertices(
+    vertices: np.ndarray,
+    rotation: np.ndarray,
+    translation: np.ndarray,
+    crop: Any,
+    image_hw: tuple[int, int],
+    size: int = 256,
+) -> np.ndarray:
+    """Canonical vertices of a reconstruction -> the photo's image-aligned frame.
+
+    The format of FaceScape's generic loader (PRNet, 3DDFA-V2): ``x`` and ``y`` place each
+    vertex where the reconstruction projects it in the photo, in pixels of the photo resized to
+    ``size`` wide, measured from its left and bottom edges (``y`` up); ``z`` is the depth towards
+    the viewer in the same pixels, at the face's mean-depth magnification (any offset).
+
+    Parameters
+    ----------
+    vertices : (V, 3) canonical vertices, mm.
+    rotation, translation : the reconstruction's pose (``posed = R p + t``, mm), in the base
+        model's camera (:func:`facehd.render.hrn_camera`).
+    crop : the 224 crop's :class:`facehd.align.CropTransform` (``p_crop = scale p_photo + t``).
+    image_hw : the photo's (height, width).
+    size : side of the benchmark's image (FaceScape: 256).
+    """
+    import torch
+
+    from facehd.errors import DegenerateInputError
+    from facehd.render import hrn_camera
+
+    v = np.asarray(vertices, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] != 3:
+        raise ValueError(f"image_aligned_vertices: expected (V, 3) vertices, got {v.shape}")
+    posed = v @ np.asarray(rotation, dtype=np.float64).T + np.asarray(translation)
+    camera = hrn_camera(dtype=torch.float64)
+    cam = camera.world_to_camera(torch.from_numpy(posed))[0]
+    depth = cam[:, 2].numpy()
+    if not np.all(depth > 0):
+        raise DegenerateInputError("the reconstruction reaches behind the camera")
+    pix = camera.camera_to_pixels(cam[None])[0].numpy()
+    scale = float(crop.scale)
+    photo = (pix - np.asarray(crop.translation, dtype=np.float64)) / scale  # pixel centres
+    focal = float(camera.K[0, 0, 0])
+    towards = (depth.mean() - depth) * focal / depth.mean() / scale
+    h, w = image_hw
+    k = size / float(w)  # one scale for all three axes (FaceScape's photos are square)
+    return np.stack([(photo[:, 0] + 0.5) * k, (h - photo[:, 1] - 0.5) * k, towards * k], axis=1)
 
 
 def make_method() -> HRNMethod:

@@ -39,6 +39,7 @@ of the de-retouching module.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,6 +180,7 @@ def render_photos(
     landmarks68: np.ndarray,
     rng: np.random.Generator,
     config: PhotoConfig,
+    cameras: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
 ) -> SynthPhotos:
     """Render ``config.views`` photos of one face (model frame, mm) with their truth.
 
@@ -190,6 +192,9 @@ def render_photos(
     landmarks68 : (68, 3) float, the true 3D landmarks, model frame, mm.
     rng : random stream (the caller derives it from the seed, so photos are reproducible).
     config : PhotoConfig.
+    cameras : fixed cameras ``(K, R, t)`` (``x_cam = R x_model + t``, OpenCV axes, pixels of a
+        ``config.image_size`` square) instead of ``config.views`` random ones; their
+        ``pose_deg`` is NaN. Lighting, background and skin are still drawn from ``rng``.
     """
     nv = model.n_vertices
     if m1_vertices.shape != (nv, 3):
@@ -212,17 +217,22 @@ def render_photos(
     skin_faces = model.regions.fit[model.faces].all(axis=1)
 
     out: dict[str, list[np.ndarray]] = {k: [] for k in _VIEW_KEYS}
-    for _ in range(config.views):
-        yaw = rng.uniform(-config.max_yaw_deg, config.max_yaw_deg)
-        pitch = rng.uniform(-config.max_pitch_deg, config.max_pitch_deg)
-        roll = rng.uniform(-config.max_roll_deg, config.max_roll_deg)
-        head = euler_to_matrix(yaw, pitch, roll)
-        distance = rng.uniform(900.0, 1300.0)
-        focal = 1015.0 * size / 224.0 * rng.uniform(0.9, 1.1)
-        flip = np.diag([1.0, -1.0, -1.0])  # camera on +z looking down -z, image y down
-        R = flip @ head
-        t = np.array([rng.uniform(-20, 20), rng.uniform(-20, 20), distance])
-        K = np.array([[focal, 0.0, (size - 1) / 2], [0.0, focal, (size - 1) / 2], [0, 0, 1.0]])
+    for view in range(config.views if cameras is None else len(cameras)):
+        if cameras is None:
+            yaw = rng.uniform(-config.max_yaw_deg, config.max_yaw_deg)
+            pitch = rng.uniform(-config.max_pitch_deg, config.max_pitch_deg)
+            roll = rng.uniform(-config.max_roll_deg, config.max_roll_deg)
+            head = euler_to_matrix(yaw, pitch, roll)
+            distance = rng.uniform(900.0, 1300.0)
+            focal = 1015.0 * size / 224.0 * rng.uniform(0.9, 1.1)
+            flip = np.diag([1.0, -1.0, -1.0])  # camera on +z looking down -z, image y down
+            R = flip @ head
+            t = np.array([rng.uniform(-20, 20), rng.uniform(-20, 20), distance])
+            c = (size - 1) / 2
+            K = np.array([[focal, 0.0, c], [0.0, focal, c], [0, 0, 1.0]])
+        else:
+            K, R, t = (np.asarray(a, dtype=np.float64) for a in cameras[view])
+            yaw = pitch = roll = float("nan")
         camera = PinholeCamera.from_matrices(K, R, t, (size, size))
         renderer = Renderer(camera)
         sh = _random_sh(rng)

@@ -27,3 +27,25 @@ class ScanLookup:
 def make() -> ScanLookup:
     """Entry-point factory."""
     return ScanLookup()
+
+
+class TruthInImage:
+    """FaceScape: returns the ground truth of a photo's item in the image-aligned format (the
+    wild split's ``data/wild_gt_mesh/<name>.obj``, normalised ``[-1, 1]`` -> pixels)."""
+
+    name = "truth-in-image"
+
+    def reconstruct(self, images: list[Path]) -> MethodOutput:
+        raise AssertionError("FaceScape runs call reconstruct_image_aligned")
+
+    def reconstruct_image_aligned(self, image: Path) -> MethodOutput:
+        from facehd.mesh import Mesh, load_mesh
+
+        image = Path(image)
+        gt = load_mesh(image.parents[1] / "wild_gt_mesh" / f"{image.stem}.obj")
+        return MethodOutput(Mesh((gt.vertices + [1.0, 1.0, 0.0]) * 128.0, gt.faces))
+
+
+def make_truth() -> TruthInImage:
+    """Entry-point factory."""
+    return TruthInImage()

@@ -306,3 +306,88 @@ def test_cli_now_metrical_variant_fixes_the_unit_scale(synth_roots: dict, tmp_pa
         app, ["bench", "--dataset", "now", "--method", "x", "--root", str(root), "--metrical", "km"]
     )
     assert result.exit_code != 0 and "unit" in result.output
+
+
+def _photo_fits(cover: np.ndarray, image: np.ndarray) -> None:
+    """A synthetic photo shows its face exactly where ``cover`` (a GT depth map's pixels) says:
+    every pixel 2 px or more outside it is background (a vertical colour ramp, read off the
+    photo's left and right edges), at least 90% of those 2 px or more inside it are not, and
+    the same cover moved by 3 px in any direction lies worse."""
+    from scipy import ndimage
+
+    img = image.astype(np.float64)
+    background = img[:, [0, 1, -2, -1]].mean(axis=1, keepdims=True)
+    face = np.abs(img - background).max(axis=2) > 30.0
+
+    def clean_outside(c: np.ndarray) -> float:
+        return float(1.0 - face[~ndimage.binary_dilation(c, iterations=2)].mean())
+
+    assert clean_outside(cover) > 0.9995
+    assert face[ndimage.binary_erosion(cover, iterations=2)].mean() > 0.9
+    for shift in ((3, 0), (-3, 0), (0, 3), (0, -3)):
+        assert clean_outside(np.roll(cover, shift, axis=(0, 1))) < clean_outside(cover)
+
+
+def test_synthetic_facescape_photos_show_the_ground_truth(synth_roots: dict) -> None:
+    """Each photo shows its ground-truth mesh where the benchmark's own cameras put it (wild:
+    the orthographic [-1, 1] view; lab: K and Rt of the camera file)."""
+    import json
+
+    from PIL import Image
+
+    from benchmarks.facescape import Orthographic, Perspective, render_depth
+
+    root = synth_roots["facescape"]
+    for split in ("wild", "lab"):
+        photos = readers.find_facescape_images(root, split)
+        for it in readers.read_facescape_items(root, split):
+            gt = load_mesh(it.gt_mesh)
+            if split == "wild":
+                cover = render_depth(gt, Orthographic(1.0)) > 0
+            else:
+                k, rt = (np.array(m) for m in json.loads(it.camera.read_text()))
+                cam = Mesh(gt.vertices @ rt[:, :3].T + rt[:, 3], gt.faces)
+                cover = render_depth(cam, Perspective(k)) > 0
+            _photo_fits(cover, np.asarray(Image.open(photos[it.name]).convert("RGB")))
+
+
+def test_find_facescape_images_prefers_the_split_folder(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "wild_gt_mesh").mkdir(parents=True)
+    for rel in ("a/000.jpg", "wild_img/000.png", "lab_img/000.jpg", "x/00_0_01.JPEG"):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(b"")
+    (data / "x" / ".01_0_00.tmp.jpg").write_bytes(b"")  # a temporary file is no photo
+    wild = readers.find_facescape_images(tmp_path, "wild")
+    assert wild == {"000": data / "wild_img/000.png", "00_0_01": data / "x/00_0_01.JPEG"}
+    assert readers.find_facescape_images(tmp_path, "lab")["000"] == data / "lab_img/000.jpg"
+
+
+def test_facescape_methods_run_in_process_on_the_photos(
+    synth_roots: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``bench --dataset facescape --method M``: M's image-aligned meshes of the split's photos,
+    written in the layout and scored; a photo missing from the disk is a failure row."""
+    from importlib.metadata import EntryPoint
+
+    import benchmarks.methods as methods
+
+    eps = [
+        EntryPoint("truth-in-image", "bench_fake_method:make_truth", methods.ENTRY_POINT_GROUP),
+        EntryPoint("scan-lookup", "bench_fake_method:make", methods.ENTRY_POINT_GROUP),
+    ]
+    monkeypatch.setattr(methods, "entry_points", lambda group: eps)
+    root = _copy(synth_roots["facescape"], tmp_path / "fs")
+    photos = readers.find_facescape_images(root, "wild")
+    photos["300"].unlink()
+    res = run_benchmark("facescape:wild", "truth-in-image", root=root, out=tmp_path / "out")
+    rows = {r["name"]: r for r in _rows(res.items_csv)}
+    assert (res.n_ok, res.n_missing) == (3, 1) and rows["300"]["status"] == "missing"
+    for name in ("000", "100", "200"):
+        assert float(rows[name]["cd_mm"]) < 1e-3 and float(rows[name]["cr"]) == pytest.approx(1)
+    pred_dir = res.out_dir / "predictions"
+    assert sorted(p.name for p in pred_dir.glob("*.obj")) == ["000.obj", "100.obj", "200.obj"]
+    failed = _rows(pred_dir / "failures.csv")
+    assert len(failed) == 1 and "300" in failed[0]["image"] and "no photo" in failed[0]["error"]
+    with pytest.raises(ValueError, match="reconstruct_image_aligned"):
+        run_benchmark("facescape:wild", "scan-lookup", root=root, out=tmp_path / "out2")

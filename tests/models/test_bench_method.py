@@ -82,3 +82,70 @@ def test_hrn_method_fits_multiview_sets_jointly(model_path, tmp_path, monkeypatc
     assert calls == [MULTIVIEW_VIEWS]  # one joint fit of the set's three photos
     assert result.n_items == 1 and result.n_ok == 1
     assert result.leaderboard_row.median_mm is not None and result.leaderboard_row.median_mm > 0
+
+
+def test_image_aligned_vertices_follow_the_photo_camera() -> None:
+    """x, y: the base camera's projection carried back through the crop into the photo, written
+    as one 3x3 photo camera; z: towards the viewer at the same scale, so a sphere stays round."""
+    import numpy as np
+
+    from facehd.align import CropTransform
+    from facehd.errors import DegenerateInputError
+    from facehd.transforms import rotation_from_axis_angle
+    from models.bench import image_aligned_vertices
+
+    rng = np.random.default_rng(5)
+    directions = rng.normal(size=(4000, 3))
+    sphere = 80.0 * directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    axis = np.array([0.3, -1.0, 0.2])
+    rot = rotation_from_axis_angle(axis / np.linalg.norm(axis) * np.deg2rad(25.0))
+    trans = np.array([12.0, -7.0, -30.0])
+    crop = CropTransform(0.7, (13.0, -9.0), 224)
+    h, w = 300, 400  # not square: one scale, the width's
+    got = image_aligned_vertices(sphere, rot, trans, crop, (h, w))
+    # the photo camera: the base camera (focal 1015, centre (112, 111), 1000 mm away on +z,
+    # looking down -z) followed by the crop's inverse
+    f, s, (tx, ty) = 1015.0, crop.scale, crop.translation
+    k_photo = np.array([[f / s, 0, (112 - tx) / s], [0, f / s, (111 - ty) / s], [0, 0, 1]])
+    cam = (sphere @ rot.T + trans) * [1.0, -1.0, -1.0] + [0.0, 0.0, 1000.0]
+    uv = (cam @ k_photo.T)[:, :2] / cam[:, 2:3]
+    np.testing.assert_allclose(got[:, 0], (uv[:, 0] + 0.5) * 256 / w, atol=1e-9)
+    np.testing.assert_allclose(got[:, 1], (h - uv[:, 1] - 0.5) * 256 / w, atol=1e-9)
+    # towards the viewer: the point nearest the camera is the highest; extents agree to the
+    # perspective's few percent (80 mm radius at ~1 m)
+    assert np.argmax(got[:, 2]) == np.argmin(cam[:, 2])
+    ext = np.ptp(got, axis=0)
+    assert abs(ext[2] / ext[0] - 1) < 0.06 and abs(ext[2] / ext[1] - 1) < 0.06
+    with pytest.raises(DegenerateInputError, match="behind the camera"):
+        image_aligned_vertices(sphere, rot, [0.0, 0.0, 1000.0], crop, (h, w))
+
+
+def test_hrn_method_on_a_synthetic_facescape_benchmark(
+    model_path, tmp_path, monkeypatch, one_thread
+):
+    """``facehd bench --dataset facescape:wild --method hrn``: the photos are reconstructed into
+    image-aligned meshes that lie on their faces in the photo, and scored."""
+    pytest.importorskip("mediapipe")
+    import numpy as np
+
+    from benchmarks.readers import find_facescape_images, read_facescape_items
+    from facehd.mesh import load_mesh
+
+    root = make_synthetic_benchmark(
+        "facescape", tmp_path / "fs", seed=1, n_subjects=1, lab_views=(0,), lab_focals=(0,)
+    )
+    photos = find_facescape_images(root, "wild")
+    Image.new("RGB", (256, 256), (90, 120, 150)).save(photos["200"])
+    monkeypatch.setenv(ENV_CHECKPOINT, str(model_path))
+    result = run_benchmark("facescape:wild", "hrn", root=root, out=tmp_path / "bench")
+    with open(result.items_csv) as fh:
+        rows = {r["name"]: r for r in csv.DictReader(fh)}
+    assert rows["200"]["status"] == "missing"
+    scored = [n for n, r in rows.items() if r["status"] == "ok"]
+    assert len(scored) >= 2 and all(float(rows[n]["cr"]) > 0.3 for n in scored)
+    items = {it.name: it for it in read_facescape_items(root, "wild")}
+    for name in scored:  # the reconstruction covers the ground truth's place in the photo
+        pred = load_mesh(result.out_dir / "predictions" / f"{name}.obj").vertices / 128 - 1
+        gt = load_mesh(items[name].gt_mesh).vertices
+        assert np.linalg.norm(np.median(pred[:, :2], 0) - np.median(gt[:, :2], 0)) < 0.1
+        assert abs(np.ptp(pred[:, 1]) / np.ptp(gt[:, 1]) - 1) < 0.25
