@@ -12,6 +12,10 @@ benchmark into ``OUT/<dataset>-<split>/mymethod/predictions`` in the benchmark's
 (:func:`write_prediction`) and scores that folder. FaceScape scores meshes placed in the photo
 (image-aligned: see :class:`MethodOutput`); a method that can give them has a second method,
 ``reconstruct_image_aligned(image: Path) -> MethodOutput``, which FaceScape runs call instead.
+REALY scores meshes of one template topology whose 85 keypoints one file locates: REALY runs
+call ``reconstruct_template(image: Path) -> MethodOutput`` and, when the method has it,
+``template_keypoints() -> (name, [[triangle, w0, w1]] * 85, template Mesh) | None``, written as
+``<name>.txt`` / ``<name>.obj`` beside the meshes (else ``--topology`` names the file).
 """
 
 from __future__ import annotations

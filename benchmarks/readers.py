@@ -66,6 +66,7 @@ __all__ = [
     "predef_dir",
     "read_facescape_items",
     "find_facescape_images",
+    "realy_name",
     "read_lab_camera",
     "NOW_LIST_FILES",
 ]
@@ -224,6 +225,11 @@ def read_landmarks7(path: str | Path) -> np.ndarray:
 REALY_KEYPOINT_DIR = "REALY_HIFI3D_keypoints"
 REALY_REGION_DIR = "REALY_scan_region"
 _REALY_NAME = re.compile(r"^(\d+)_.*$")
+
+
+def realy_name(stem: str) -> bool:
+    """Whether ``stem`` is a REALY image name, ``<subject>_<anything>``."""
+    return _REALY_NAME.match(stem) is not None
 
 
 @dataclass(frozen=True)

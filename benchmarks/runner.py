@@ -614,6 +614,7 @@ def _tasks(
     predictions: Path,
     config: RunConfig,
     topology: tuple[Path, Path] | None,
+    expected: list[str] | None = None,
 ) -> list[Any]:
     if spec.dataset in ("now", "multiview"):
         items = (
@@ -624,7 +625,8 @@ def _tasks(
         return [_NowTask(it, *readers.find_prediction(predictions, it), config.now) for it in items]
     if spec.dataset == "realy":
         assert topology is not None
-        return [_RealyTask(it, root, topology) for it in readers.read_realy_items(predictions)]
+        items = readers.read_realy_items(predictions, expected)
+        return [_RealyTask(it, root, topology) for it in items]
     items = readers.read_facescape_items(root, spec.split)
     tasks = []
     for it in items:
@@ -640,12 +642,32 @@ def _tasks(
     return tasks
 
 
-def _generate_predictions(spec: BenchmarkSpec, method_name: str, root: Path, folder: Path) -> None:
+def realy_photos(folder: str | Path) -> dict[str, Path]:
+    """REALY photos of a folder by name: ``<subject>_<anything>.jpg|.jpeg|.png`` (the names the
+    predictions must carry)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputFileError(folder, "REALY photos folder does not exist")
+    found = {
+        p.stem: p
+        for p in sorted(folder.iterdir())
+        if p.suffix.lower() in readers.IMAGE_SUFFIXES and readers.realy_name(p.stem)
+    }
+    if not found:
+        raise InputFileError(folder, "no REALY photos (<subject>_<name>.jpg|.jpeg|.png) found")
+    return found
+
+
+def _generate_predictions(
+    spec: BenchmarkSpec, method_name: str, root: Path, folder: Path, images: Path | None = None
+) -> None:
     """Run a registered method over the split's images into ``folder`` (benchmark layout).
 
     FaceScape: the photos are found by name under the data folder
     (:func:`benchmarks.readers.find_facescape_images`) and the method's
     ``reconstruct_image_aligned`` writes ``<name>.obj`` in the photo's image-aligned frame.
+    REALY: the photos of ``images`` (:func:`realy_photos`), each reconstructed by the method's
+    ``reconstruct_template`` (a mesh of its fixed template topology) into ``<name>.obj``.
 
     Resumable: an image whose mesh and landmark files both exist is skipped (each file is
     written under a temporary name and renamed, so a file that exists is complete). An image
@@ -658,14 +680,21 @@ def _generate_predictions(spec: BenchmarkSpec, method_name: str, root: Path, fol
     from benchmarks.multiview import view_images
     from facehd.errors import FacehdError
 
-    if spec.dataset == "realy":
-        raise ValueError(
-            "running a method in-process is supported for NoW, multi-view and FaceScape; for "
-            "realy, write its meshes in the benchmark's layout and pass --predictions"
-        )
     todo: list[tuple[list[Path], Path, Path | None]] = []
     failures: list[tuple[str, str]] = []
-    if spec.dataset == "facescape":
+    per_image = {"facescape": "reconstruct_image_aligned", "realy": "reconstruct_template"}
+    if spec.dataset == "realy":
+        if images is None:
+            raise ValueError(
+                "REALY: give the folder of the split's photos (--images DIR; named "
+                "<subject>_<name>.jpg as the predictions must be) to run a method on them, or "
+                "pass --predictions"
+            )
+        for name, photo in realy_photos(images).items():
+            mesh_path = folder / f"{name}.obj"
+            if not mesh_path.is_file():
+                todo.append(([photo], mesh_path, None))
+    elif spec.dataset == "facescape":
         photos = readers.find_facescape_images(root, spec.split)
         for it in readers.read_facescape_items(root, spec.split):
             mesh_path = folder / f"{it.name}.obj"
@@ -692,17 +721,35 @@ def _generate_predictions(spec: BenchmarkSpec, method_name: str, root: Path, fol
                 todo.append((images, mesh_path, lm_path))
     if todo:
         method = load_method(method_name)
-        aligned = getattr(method, "reconstruct_image_aligned", None)
-        if spec.dataset == "facescape" and aligned is None:
-            raise ValueError(
-                f"method {method_name!r} has no reconstruct_image_aligned (FaceScape scores meshes "
-                "in the photo's image-aligned frame); write them yourself and pass --predictions"
-            )
-    for images, mesh_path, lm_path in todo:
+        one = None
+        if spec.dataset in per_image:
+            one = getattr(method, per_image[spec.dataset], None)
+            if one is None:
+                why = (
+                    "FaceScape scores meshes in the photo's image-aligned frame"
+                    if spec.dataset == "facescape"
+                    else "REALY scores meshes of one template topology"
+                )
+                raise ValueError(
+                    f"method {method_name!r} has no {per_image[spec.dataset]} ({why}); write its "
+                    "meshes yourself and pass --predictions"
+                )
+    if todo and spec.dataset == "realy" and hasattr(method, "template_keypoints"):
+        given = method.template_keypoints()  # (name, [[triangle, w0, w1]] * 85, template)
+        if given is not None:
+            from facehd.mesh import save_mesh
+
+            name, entries, template = given
+            folder.mkdir(parents=True, exist_ok=True)
+            save_mesh(folder / f"{name}.obj", template)
+            tmp = folder / f".{name}.txt.tmp"
+            tmp.write_text(json.dumps(entries) + "\n")
+            tmp.replace(folder / f"{name}.txt")
+    for photos, mesh_path, lm_path in todo:
         try:
-            out = method.reconstruct(images) if lm_path is not None else aligned(images[0])
+            out = method.reconstruct(photos) if one is None else one(photos[0])
         except (FacehdError, ValueError, OSError) as exc:
-            failures.append((str(images[0]), str(exc)))
+            failures.append((str(photos[0]), str(exc)))
             continue
         write_prediction(out, mesh_path, lm_path)
     if failures:
@@ -727,6 +774,7 @@ def run_benchmark(
     topology: str | Path | None = None,
     now_config: NowConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
+    images: str | Path | None = None,
 ) -> RunResult:
     """Score ``method`` on ``dataset`` and write the CSVs (see the module docstring).
 
@@ -743,6 +791,9 @@ def run_benchmark(
         predictions folder).
     now_config : NoW / multi-view settings (default: the official non-metrical protocol).
     progress : called as ``progress(done, total)`` after each image.
+    images : REALY with a registered method: the folder of the split's photos (the official
+        data's frontal or multi-view set); every photo is scored, those the method failed on
+        as missing.
     """
     from facehd import __version__
 
@@ -759,7 +810,9 @@ def run_benchmark(
     out_dir = out / ranked_as.slug / method
     if predictions is None:
         pred_dir = out_dir / "predictions"
-        _generate_predictions(spec, method, root_path, pred_dir)
+        _generate_predictions(
+            spec, method, root_path, pred_dir, Path(images) if images is not None else None
+        )
     else:
         pred_dir = Path(predictions)
     if not pred_dir.is_dir():
@@ -778,7 +831,10 @@ def run_benchmark(
         now_config or NowConfig(),
         __version__,
     )
-    tasks = _tasks(spec, root_path, pred_dir, config, topo)
+    expected = None
+    if spec.dataset == "realy" and predictions is None and images is not None:
+        expected = list(realy_photos(images))  # a photo the method failed on scores as missing
+    tasks = _tasks(spec, root_path, pred_dir, config, topo, expected)
     results: list[tuple[Any, np.ndarray | None]] = []
     if workers > 1 and len(tasks) > 1:
         import multiprocessing

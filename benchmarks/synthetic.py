@@ -16,8 +16,10 @@ Layouts written under ``out``:
   landmarks (in metres and rotated, as a method's own frame would be).
 - ``realy``: ``REALY_HIFI3D_keypoints/<k>.obj`` (85 keypoints), ``REALY_scan_region/<k>/*.obj``,
   ``metrical_scale.txt`` (the ground truth is stored divided by it), the topology
-  ``facehd-synth.txt`` / ``facehd-synth.obj`` (85 keypoints located on facehd-synth's mesh), and
-  ``predictions/synth-fit/<k>_0.obj`` with a copy of the topology files.
+  ``facehd-synth.txt`` / ``facehd-synth.obj`` (85 keypoints located on facehd-synth's mesh),
+  ``predictions/synth-fit/<k>_0.obj`` with a copy of the topology files, and a frontal photo
+  of each subject, ``images/frontal/<k>_0.jpg`` (the official data's photo folders have their
+  own layout: ``facehd bench --images`` names the folder).
 - ``facescape``: ``data/wild_gt_mesh/<NNN>.obj`` (one image per yaw bin and subject),
   ``data/lab_gt_mesh/<SS>.obj``, ``data/lab_cam/<SS>_<F>_<VV>.json``, ``code/predef/*.npy`` and
   ``pred/{wild,lab}_pred/synth-fit/<name>.obj`` (image-aligned meshes), and the photos
@@ -25,8 +27,7 @@ Layouts written under ``out``:
   the benchmark's own cameras (wild: the orthographic ``[-1, 1]`` view, from a camera 100 m
   away; lab: ``K`` and ``Rt`` of the camera file).
 
-NoW and the multi-view sets get rendered photos too (``iphone_pictures/...``); REALY gets none
-(``facehd bench --method`` runs a method on NoW, multi-view and FaceScape photos only).
+NoW and the multi-view sets get rendered photos too (``iphone_pictures/...``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,13 @@ import numpy as np
 from facehd.mesh import Mesh, save_mesh
 from facehd.transforms import rotation_from_axis_angle, rotation_matrix_from_euler
 
-__all__ = ["make_synthetic_benchmark", "SYNTH_METHOD", "synth_keypoints85", "write_pp"]
+__all__ = [
+    "make_synthetic_benchmark",
+    "SYNTH_METHOD",
+    "synth_keypoints85",
+    "synth_realy_topology",
+    "write_pp",
+]
 
 #: Name of the simple method whose predictions are written.
 SYNTH_METHOD = "synth-fit"
@@ -223,16 +230,22 @@ def _now(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:  
             )
 
 
-def _now_photo(model, identity: np.ndarray, rng: np.random.Generator, path: Path) -> None:  # noqa: ANN001
+def _now_photo(
+    model,  # noqa: ANN001
+    identity: np.ndarray,
+    rng: np.random.Generator,
+    path: Path,
+    max_yaw_deg: float = 30.0,
+) -> None:
     """Render one photo of the neutral face (synthetic albedo, lighting and background, head
-    turned up to 30 degrees) to ``path`` (JPEG, written atomically)."""
+    turned up to ``max_yaw_deg``) to ``path`` (JPEG, written atomically)."""
     from PIL import Image
 
     from pipelines.synth_photos import PhotoConfig, render_photos
 
     v = np.asarray(model.vertices(identity, None), dtype=np.float64)
     lm68 = np.asarray(model.landmarks(v), dtype=np.float64)
-    config = PhotoConfig(views=1, image_size=512, max_yaw_deg=30.0, blemishes=10)
+    config = PhotoConfig(views=1, image_size=512, max_yaw_deg=max_yaw_deg, blemishes=10)
     photo = render_photos(model, v, np.zeros((64, 64)), lm68, rng, config).arrays["images"][0]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.jpg")
@@ -284,10 +297,16 @@ def _multiview(out: Path, rng: np.random.Generator, n_subjects: int, model) -> N
     (out / f"multiview_{MULTIVIEW_SPLIT}.txt").write_text("\n".join(lines) + "\n")
 
 
+def synth_realy_topology(model) -> tuple[list[list[float]], Mesh]:  # noqa: ANN001
+    """REALY's topology files for facehd-synth's mesh: the 85 keypoint entries
+    (``[triangle, w0, w1]``, :func:`synth_keypoints85`) and the template (the mean face)."""
+    entries = _topology_entries(model, synth_keypoints85(model))
+    return entries, Mesh(np.asarray(model.vertices(), dtype=np.float64), model.faces)
+
+
 def _realy(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:  # noqa: ANN001
     kp_ids = synth_keypoints85(model)
-    entries = _topology_entries(model, kp_ids)
-    template = Mesh(np.asarray(model.vertices(), dtype=np.float64), model.faces)
+    entries, template = synth_realy_topology(model)
     pred_dir = out / "predictions" / SYNTH_METHOD
     for folder in (out, pred_dir):
         folder.mkdir(parents=True, exist_ok=True)
@@ -296,7 +315,9 @@ def _realy(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:
     scales = rng.uniform(6.5, 10.2, size=n_subjects)
     (out / "metrical_scale.txt").write_text("".join(f"{float(s)!r}\n" for s in scales))
     regions = _realy_regions(model)
+    subjects = []
     for k, (ident, _) in enumerate(_faces_of(model, rng, n_subjects), start=1):
+        subjects.append(ident)
         v_mm = np.asarray(model.vertices(ident, None), dtype=np.float64)
         gt = Mesh(v_mm / scales[k - 1], model.faces)
         kp_path = out / "REALY_HIFI3D_keypoints" / f"{k}.obj"
@@ -309,6 +330,12 @@ def _realy(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:
         pv = _rough_fit(model, ident, np.zeros(model.n_exp), rng)
         rp = _random_rotation(rng, 30.0)
         save_mesh(pred_dir / f"{k}_0.obj", Mesh(pv @ rp.T + rng.normal(size=3) * 20.0, model.faces))
+    # a frontal photo of each subject, named as its prediction (drawn after every other file,
+    # from a stream of its own)
+    photo_rng = np.random.default_rng(rng.integers(2**63))
+    for k, ident in enumerate(subjects, start=1):
+        path = out / "images" / "frontal" / f"{k}_0.jpg"
+        _now_photo(model, ident, photo_rng, path, max_yaw_deg=10.0)
 
 
 def _image_format(points_norm: np.ndarray) -> np.ndarray:

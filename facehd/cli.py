@@ -374,6 +374,11 @@ def bench(
     root: Path = typer.Option(None, help="Dataset root (default: its datasets.yaml entry)."),
     out: Path = typer.Option(Path("facehd-out/bench"), help="Output folder."),
     workers: int = typer.Option(1, min=1, help="Processes scoring images in parallel."),
+    images: Path = typer.Option(
+        None,
+        help="REALY with --method and no --predictions: the folder of the split's photos "
+        "(<subject>_<name>.jpg).",
+    ),
     topology: str = typer.Option(
         None, help="REALY: topology keypoint file or template name (default: in --predictions)."
     ),
@@ -394,13 +399,17 @@ def bench(
     """Score a method on a benchmark: items.csv, summary.csv and its leaderboard.csv row.
 
     Without --predictions a registered method (hrn) reconstructs the split's images first
-    (NoW, multi-view and FaceScape; resumable, failures in predictions/failures.csv).
+    (NoW, multi-view, FaceScape, and REALY with --images; resumable, failures in
+    predictions/failures.csv).
 
     Example: facehd bench --dataset realy:frontal --method hrn --predictions preds --root data/REALY
 
     Example: facehd bench --dataset now --method hrn --checkpoint runs/tiny/model.pt --root now
 
     Example: facehd bench --dataset now --method mine --predictions preds --metrical m
+
+    Example: facehd bench --dataset realy:frontal --method hrn --checkpoint runs/tiny/model.pt
+    --root realy --images realy/images/frontal
     """
     import os
 
@@ -434,6 +443,7 @@ def bench(
                 topology=topology,
                 now_config=now_config,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                images=images,
             )
     row = result.leaderboard_row
     table = PlainTable("dataset", "split", "method", "metric", "value")

@@ -89,6 +89,26 @@ class HRNMethod:
         landmarks7 = rec.m1[lm68[list(NOW7_FROM_68)]]
         return MethodOutput(mesh=mesh, landmarks7=landmarks7)
 
+    def reconstruct_template(self, image: Path):
+        """One photo -> ``MethodOutput`` with M1 on the model's own topology (canonical frame,
+        mm), the mesh REALY scores: its keypoints come from one file per topology, which the
+        dense M2 grid has none of."""
+        from benchmarks.methods import MethodOutput
+
+        rec, _ = self.recon.run_photo(image)
+        return MethodOutput(mesh=self.recon.mesh(rec.m1))
+
+    def template_keypoints(self):
+        """REALY's topology files for :meth:`reconstruct_template`'s meshes, as ``(name,
+        entries, template)``: facehd-synth's are built in; for the BFM, None (pass the official
+        ``Deep3D`` file, made for the BFM's front face, with ``--topology``)."""
+        if self.recon.model.name != "facehd-synth":
+            return None
+        from benchmarks.synthetic import synth_realy_topology
+
+        entries, template = synth_realy_topology(self.recon.model)
+        return "facehd-synth", entries, template
+
     def reconstruct_image_aligned(self, image: Path):
         """One photo -> ``MethodOutput`` with M2 in the photo's image-aligned frame
         (:func:`image_aligned_vertices`; FaceScape's format), without landmarks."""

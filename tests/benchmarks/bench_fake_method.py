@@ -49,3 +49,34 @@ class TruthInImage:
 def make_truth() -> TruthInImage:
     """Entry-point factory."""
     return TruthInImage()
+
+
+class SynthFitCopy:
+    """REALY: returns the synthetic benchmark's own ``synth-fit`` prediction of a photo's
+    subject (``<root>/predictions/synth-fit/<name>.obj`` for ``<root>/images/<set>/<name>.jpg``)
+    as its template-topology mesh, with facehd-synth's topology files."""
+
+    name = "synth-fit-copy"
+
+    def reconstruct(self, images: list[Path]) -> MethodOutput:
+        raise AssertionError("REALY runs call reconstruct_template")
+
+    def reconstruct_template(self, image: Path) -> MethodOutput:
+        from facehd.mesh import load_mesh
+
+        image = Path(image)
+        return MethodOutput(
+            load_mesh(image.parents[2] / "predictions" / "synth-fit" / f"{image.stem}.obj")
+        )
+
+    def template_keypoints(self):  # noqa: ANN201
+        from benchmarks.synthetic import synth_realy_topology
+        from facehd.morphable import load_model
+
+        entries, template = synth_realy_topology(load_model("facehd-synth"))
+        return "facehd-synth", entries, template
+
+
+def make_synth_fit_copy() -> SynthFitCopy:
+    """Entry-point factory."""
+    return SynthFitCopy()

@@ -391,3 +391,46 @@ def test_facescape_methods_run_in_process_on_the_photos(
     assert len(failed) == 1 and "300" in failed[0]["image"] and "no photo" in failed[0]["error"]
     with pytest.raises(ValueError, match="reconstruct_image_aligned"):
         run_benchmark("facescape:wild", "scan-lookup", root=root, out=tmp_path / "out2")
+
+
+def test_realy_methods_run_in_process_on_a_photo_folder(
+    synth_roots: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``bench --dataset realy --method M --images DIR``: M's template-topology meshes of the
+    folder's photos, with M's topology files, score as the same meshes given as predictions;
+    a photo M fails on scores as missing."""
+    from importlib.metadata import EntryPoint
+
+    from PIL import Image
+
+    import benchmarks.methods as methods
+
+    eps = [
+        EntryPoint("copy", "bench_fake_method:make_synth_fit_copy", methods.ENTRY_POINT_GROUP),
+        EntryPoint("truth-in-image", "bench_fake_method:make_truth", methods.ENTRY_POINT_GROUP),
+    ]
+    monkeypatch.setattr(methods, "entry_points", lambda group: eps)
+    root = _copy(synth_roots["realy"], tmp_path / "realy")
+    photos = root / "images" / "frontal"
+    assert sorted(p.name for p in photos.iterdir()) == ["1_0.jpg"]
+    given = run_benchmark(
+        "realy:frontal",
+        "given",
+        predictions=root / "predictions" / "synth-fit",
+        root=root,
+        out=tmp_path / "out",
+    )
+    ran = run_benchmark("realy:frontal", "copy", root=root, images=photos, out=tmp_path / "out")
+    assert ran.n_ok == 1 and ran.leaderboard_row.nmse_mm == given.leaderboard_row.nmse_mm
+    assert (ran.out_dir / "predictions" / "facehd-synth.txt").is_file()
+    # a second photo whose prediction the method cannot make: recorded, scored as missing
+    Image.new("RGB", (64, 64)).save(photos / "1_extra.jpg")
+    (photos / "notes.jpg").write_bytes(b"")  # not a REALY name: not a photo of the set
+    again = run_benchmark("realy:frontal", "copy", root=root, images=photos, out=tmp_path / "out")
+    assert (again.n_items, again.n_ok, again.n_missing) == (2, 1, 1)
+    failed = _rows(again.out_dir / "predictions" / "failures.csv")
+    assert [Path(r["image"]).name for r in failed] == ["1_extra.jpg"]
+    with pytest.raises(ValueError, match="--images"):
+        run_benchmark("realy:frontal", "copy", root=root, out=tmp_path / "out2")
+    with pytest.raises(ValueError, match="reconstruct_template"):
+        run_benchmark("realy", "truth-in-image", root=root, images=photos, out=tmp_path / "o3")

@@ -149,3 +149,36 @@ def test_hrn_method_on_a_synthetic_facescape_benchmark(
         gt = load_mesh(items[name].gt_mesh).vertices
         assert np.linalg.norm(np.median(pred[:, :2], 0) - np.median(gt[:, :2], 0)) < 0.1
         assert abs(np.ptp(pred[:, 1]) / np.ptp(gt[:, 1]) - 1) < 0.25
+
+
+def test_hrn_method_on_a_synthetic_realy_benchmark(model_path, tmp_path, monkeypatch, one_thread):
+    """``facehd bench --dataset realy:frontal --method hrn --images DIR``: M1 on the model's
+    topology per photo, facehd-synth's topology files beside them, scored."""
+    pytest.importorskip("mediapipe")
+    import json
+    import math
+
+    from facehd.mesh import load_mesh
+    from facehd.morphable import load_model
+
+    root = make_synthetic_benchmark("realy", tmp_path / "realy", seed=2, n_subjects=2)
+    monkeypatch.delenv(ENV_CHECKPOINT, raising=False)
+    args = ["bench", "--dataset", "realy:frontal", "--method", "hrn", "--root", str(root)]
+    args += ["--out", str(tmp_path / "bench"), "--checkpoint", str(model_path)]
+    res = CliRunner().invoke(app, args + ["--images", str(root / "images" / "frontal")])
+    assert res.exit_code == 0, res.output
+    pred = tmp_path / "bench" / "realy-frontal" / "hrn" / "predictions"
+    model = load_model("facehd-synth")
+    for name in ("1_0", "2_0"):
+        mesh = load_mesh(pred / f"{name}.obj")
+        assert mesh.vertices.shape == (model.n_vertices, 3)
+        assert (mesh.faces == model.faces).all()
+    assert len(json.loads((pred / "facehd-synth.txt").read_text())) == 85
+    with open(tmp_path / "bench" / "realy-frontal" / "hrn" / "items.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert all(
+        0.1 < float(r["nose_mm"]) < 10 and not math.isnan(float(r["cheek_mm"])) for r in rows
+    )
+    res = CliRunner().invoke(app, args)  # no photos to run on
+    assert res.exit_code == 2 and "--images" in res.output
