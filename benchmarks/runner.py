@@ -696,7 +696,14 @@ def _generate_predictions(
                 todo.append(([photo], mesh_path, None))
     elif spec.dataset == "facescape":
         photos = readers.find_facescape_images(root, spec.split)
-        for it in readers.read_facescape_items(root, spec.split):
+        items = readers.read_facescape_items(root, spec.split)
+        if not any(it.name in photos for it in items):
+            raise InputFileError(
+                readers.facescape_data_dir(root),
+                f"no photo of the {spec.split} split found (<name>.jpg|.jpeg|.png, e.g. "
+                f"{items[0].name}.jpg, anywhere under this folder) to run a method on",
+            )
+        for it in items:
             mesh_path = folder / f"{it.name}.obj"
             if it.name not in photos:
                 exts = "|".join(s.lstrip(".") for s in readers.IMAGE_SUFFIXES)

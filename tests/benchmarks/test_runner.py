@@ -391,6 +391,10 @@ def test_facescape_methods_run_in_process_on_the_photos(
     assert len(failed) == 1 and "300" in failed[0]["image"] and "no photo" in failed[0]["error"]
     with pytest.raises(ValueError, match="reconstruct_image_aligned"):
         run_benchmark("facescape:wild", "scan-lookup", root=root, out=tmp_path / "out2")
+    for photo in readers.find_facescape_images(root, "lab").values():
+        photo.unlink()
+    with pytest.raises(InputFileError, match="no photo of the lab split"):
+        run_benchmark("facescape:lab", "truth-in-image", root=root, out=tmp_path / "out3")
 
 
 def test_realy_methods_run_in_process_on_a_photo_folder(
