@@ -101,7 +101,7 @@ class HRNMethod:
     def template_keypoints(self):
         """REALY's topology files for :meth:`reconstruct_template`'s meshes, as ``(name,
         entries, template)``: facehd-synth's are built in; for the BFM, None (pass the official
-        ``Deep3D`` file, made for the BFM's front face, with ``--topology``)."""
+        repository's ``data/Deep3D.txt``, made for the BFM's front face, with ``--topology``)."""
         if self.recon.model.name != "facehd-synth":
             return None
         from benchmarks.synthetic import synth_realy_topology
