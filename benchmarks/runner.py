@@ -660,8 +660,11 @@ def realy_photos(folder: str | Path) -> dict[str, Path]:
 
 def _generate_predictions(
     spec: BenchmarkSpec, method_name: str, root: Path, folder: Path, images: Path | None = None
-) -> None:
+) -> list[str] | None:
     """Run a registered method over the split's images into ``folder`` (benchmark layout).
+
+    Returns, for REALY, the names of the photos (every one is scored, those the method failed
+    on as missing); None for the other benchmarks, whose items come from their lists.
 
     FaceScape: the photos are found by name under the data folder
     (:func:`benchmarks.readers.find_facescape_images`) and the method's
@@ -683,6 +686,7 @@ def _generate_predictions(
     todo: list[tuple[list[Path], Path, Path | None]] = []
     failures: list[tuple[str, str]] = []
     per_image = {"facescape": "reconstruct_image_aligned", "realy": "reconstruct_template"}
+    names = None
     if spec.dataset == "realy":
         if images is None:
             raise ValueError(
@@ -690,7 +694,9 @@ def _generate_predictions(
                 "<subject>_<name>.jpg as the predictions must be) to run a method on them, or "
                 "pass --predictions"
             )
-        for name, photo in realy_photos(images).items():
+        found = realy_photos(images)
+        names = list(found)
+        for name, photo in found.items():
             mesh_path = folder / f"{name}.obj"
             if not mesh_path.is_file():
                 todo.append(([photo], mesh_path, None))
@@ -741,17 +747,14 @@ def _generate_predictions(
                     f"method {method_name!r} has no {per_image[spec.dataset]} ({why}); write its "
                     "meshes yourself and pass --predictions"
                 )
-    if todo and spec.dataset == "realy" and hasattr(method, "template_keypoints"):
-        given = method.template_keypoints()  # (name, [[triangle, w0, w1]] * 85, template)
+        keypoints = getattr(method, "template_keypoints", None)
+        given = keypoints() if spec.dataset == "realy" and keypoints is not None else None
         if given is not None:
-            from facehd.mesh import save_mesh
+            from facehd.mesh import atomic_write_bytes, save_mesh
 
-            name, entries, template = given
-            folder.mkdir(parents=True, exist_ok=True)
+            name, entries, template = given  # (name, [[triangle, w0, w1]] * 85, template)
             save_mesh(folder / f"{name}.obj", template)
-            tmp = folder / f".{name}.txt.tmp"
-            tmp.write_text(json.dumps(entries) + "\n")
-            tmp.replace(folder / f"{name}.txt")
+            atomic_write_bytes(folder / f"{name}.txt", (json.dumps(entries) + "\n").encode())
     for photos, mesh_path, lm_path in todo:
         try:
             out = method.reconstruct(photos) if one is None else one(photos[0])
@@ -768,6 +771,7 @@ def _generate_predictions(
             if new_file:
                 w.writerow(["image", "error"])
             w.writerows(failures)
+    return names
 
 
 def run_benchmark(
@@ -815,9 +819,10 @@ def run_benchmark(
     root_path = resolve_root(spec, root)
     out = Path(out)
     out_dir = out / ranked_as.slug / method
+    expected = None  # REALY run in-process: every photo, those the method failed on missing
     if predictions is None:
         pred_dir = out_dir / "predictions"
-        _generate_predictions(
+        expected = _generate_predictions(
             spec, method, root_path, pred_dir, Path(images) if images is not None else None
         )
     else:
@@ -838,9 +843,6 @@ def run_benchmark(
         now_config or NowConfig(),
         __version__,
     )
-    expected = None
-    if spec.dataset == "realy" and predictions is None and images is not None:
-        expected = list(realy_photos(images))  # a photo the method failed on scores as missing
     tasks = _tasks(spec, root_path, pred_dir, config, topo, expected)
     results: list[tuple[Any, np.ndarray | None]] = []
     if workers > 1 and len(tasks) > 1:

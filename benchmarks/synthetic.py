@@ -230,6 +230,19 @@ def _now(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:  
             )
 
 
+def _save_jpeg(path: Path, photo: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 photo as a JPEG (quality 95), atomically."""
+    import io
+
+    from PIL import Image
+
+    from facehd.mesh import atomic_write_bytes
+
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="JPEG", quality=95)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def _now_photo(
     model,  # noqa: ANN001
     identity: np.ndarray,
@@ -239,7 +252,6 @@ def _now_photo(
 ) -> None:
     """Render one photo of the neutral face (synthetic albedo, lighting and background, head
     turned up to ``max_yaw_deg``) to ``path`` (JPEG, written atomically)."""
-    from PIL import Image
 
     from pipelines.synth_photos import PhotoConfig, render_photos
 
@@ -247,10 +259,7 @@ def _now_photo(
     lm68 = np.asarray(model.landmarks(v), dtype=np.float64)
     config = PhotoConfig(views=1, image_size=512, max_yaw_deg=max_yaw_deg, blemishes=10)
     photo = render_photos(model, v, np.zeros((64, 64)), lm68, rng, config).arrays["images"][0]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.jpg")
-    Image.fromarray(photo).save(tmp, quality=95)
-    tmp.replace(path)
+    _save_jpeg(path, photo)
 
 
 #: Views per set of the synthetic multi-view benchmark (FaceScape's sets have 3).
@@ -263,7 +272,6 @@ def _multiview(out: Path, rng: np.random.Generator, n_subjects: int, model) -> N
     """NoW's layout with a multi-view set list: one set of ``MULTIVIEW_VIEWS`` photos of each
     subject's face (one expression, head yaw within 30 degrees each side), the scan in a scanner
     frame with NoW's 7 landmarks, and rough ``synth-fit`` predictions."""
-    from PIL import Image
 
     from facehd.landmarks import save_landmarks_txt
     from pipelines.synth_photos import PhotoConfig, render_photos
@@ -284,11 +292,8 @@ def _multiview(out: Path, rng: np.random.Generator, n_subjects: int, model) -> N
         config = PhotoConfig(views=MULTIVIEW_VIEWS, image_size=512, max_yaw_deg=30.0, blemishes=10)
         photos = render_photos(model, v, np.zeros((64, 64)), lm68, rng, config).arrays["images"]
         folder = out / "images" / subject / challenge / name
-        folder.mkdir(parents=True, exist_ok=True)
         for k, photo in enumerate(photos):
-            tmp = folder / f".view{k}.tmp.jpg"
-            Image.fromarray(photo).save(tmp, quality=95)
-            tmp.replace(folder / f"view{k}.jpg")
+            _save_jpeg(folder / f"view{k}.jpg", photo)
         pv = _rough_fit(model, ident, expr, rng)
         plm = np.asarray(model.landmarks(pv), dtype=np.float64)[list(_NOW7)]
         base = pred_root / subject / challenge / name
@@ -452,7 +457,6 @@ _WILD_DISTANCE_MM = 100_000.0
 
 def _facescape_photos(model, shots: list, rng: np.random.Generator) -> None:  # noqa: ANN001
     """Render the synthetic FaceScape photos (256 px JPEG, written atomically)."""
-    from PIL import Image
 
     from pipelines.synth_photos import PhotoConfig, render_photos
 
@@ -468,10 +472,7 @@ def _facescape_photos(model, shots: list, rng: np.random.Generator) -> None:  # 
         v, lm68 = ((p @ r_cam.T + t_cam) @ flip for p in (v, lm68))
         disp = np.zeros((64, 64))
         photo = render_photos(model, v, disp, lm68, rng, config, cameras=[(kmat, *front)])
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{name}.tmp.jpg"
-        Image.fromarray(photo.arrays["images"][0]).save(tmp, quality=95)
-        tmp.replace(folder / f"{name}.jpg")
+        _save_jpeg(folder / f"{name}.jpg", photo.arrays["images"][0])
 
 
 def make_synthetic_benchmark(

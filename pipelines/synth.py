@@ -43,7 +43,7 @@ import scipy.sparse.linalg as spla
 
 from facehd.errors import InputFileError
 from facehd.landmarks import NOW7_FROM_68, save_landmarks_txt
-from facehd.mesh import Mesh, load_mesh, save_mesh, vertex_normals
+from facehd.mesh import Mesh, atomic_write_bytes, load_mesh, save_mesh, vertex_normals
 from facehd.morphable import MorphableModel, load_model, similarity_motion_basis
 from facehd.transforms import Similarity
 from facehd.uv import (
@@ -543,9 +543,7 @@ def record_settings(out: Path, config: SynthConfig) -> None:
         mine["photos"] = max(old_photos, config.photos)
     text = json.dumps(mine, indent=2, sort_keys=True) + "\n"
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def synth_scans(
