@@ -69,13 +69,18 @@ def perf(
     console.print(f"wrote {esc(perf_mod.write_csv(rows, out))}")
 
 
+def _error(message: str) -> None:
+    """Print ``error: <message>`` unwrapped, so a long path in it stays whole for grep and copy."""
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+
+
 @contextmanager
 def _exit_on_error(*errors: type[BaseException]) -> Iterator[None]:
     """Turn the given exceptions into ``error: <message>`` and exit status 2."""
     try:
         yield
     except errors as exc:
-        console.print(f"[red]error:[/red] {esc(exc)}")
+        _error(esc(exc))
         raise typer.Exit(2) from exc
 
 
@@ -85,7 +90,7 @@ def _check_landmark_mode(mode: str) -> None:
 
     if mode not in LANDMARK_MODES:
         bad = esc(repr(mode))
-        console.print(f"[red]error:[/red] --landmarks must be auto, detect or given, not {bad}")
+        _error(f"--landmarks must be auto, detect or given, not {bad}")
         raise typer.Exit(2)
 
 
@@ -237,15 +242,13 @@ def synth(
     Example: facehd synth --out facehd-out/synth --subjects 3 --expressions 2 --seed 0 --units mm
     """
     if units not in ("mm", "cm", "m"):
-        console.print(f"[red]error:[/red] --units must be mm, cm or m, not {esc(repr(units))}")
+        _error(f"--units must be mm, cm or m, not {esc(repr(units))}")
         raise typer.Exit(2)
     if benchmark is not None:
         from benchmarks.synthetic import make_synthetic_benchmark
 
         if benchmark not in ("now", "realy", "facescape", "multiview"):
-            console.print(
-                "[red]error:[/red] --benchmark must be now, realy, facescape or multiview"
-            )
+            _error("--benchmark must be now, realy, facescape or multiview")
             raise typer.Exit(2)
         path = make_synthetic_benchmark(benchmark, out, seed=seed)
         console.print(f"wrote synthetic {esc(benchmark)} benchmark to {esc(path)}")
@@ -355,7 +358,7 @@ def prepare_images_cmd(
         f"({result.n_written} new, {result.n_skipped} already done, {result.n_failed} failed)"
     )
     if result.n_failed:
-        console.print(f"[yellow]failures:[/yellow] {esc(result.failures_path)}")
+        console.print(f"[yellow]failures:[/yellow] {esc(result.failures_path)}", soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -426,7 +429,7 @@ def bench(
     ):
         if value is not None:
             if not value.exists():
-                console.print(f"[red]error:[/red] {esc(value)}: no such file")
+                _error(f"{esc(value)}: no such file")
                 raise typer.Exit(2)
             os.environ[env] = str(value.resolve())
     with _exit_on_error(FacehdError, ValueError, ImportError):
@@ -541,14 +544,10 @@ def build_priors_cmd(
     from pipelines.fitting import FitConfig
 
     if units not in ("auto", "mm", "cm", "m"):
-        console.print(
-            f"[red]error:[/red] --units must be auto, mm, cm or m, not {esc(repr(units))}"
-        )
+        _error(f"--units must be auto, mm, cm or m, not {esc(repr(units))}")
         raise typer.Exit(2)
     if executor not in ("local", "ray"):
-        console.print(
-            f"[red]error:[/red] --executor must be local or ray, not {esc(repr(executor))}"
-        )
+        _error(f"--executor must be local or ray, not {esc(repr(executor))}")
         raise typer.Exit(2)
     config = PriorsConfig(
         model=model,
@@ -583,7 +582,7 @@ def build_priors_cmd(
         f"{result.n_skipped} already done, {result.n_failed} failed)"
     )
     if result.n_failed:
-        console.print(f"[yellow]failures:[/yellow] {esc(result.failures_path)}")
+        console.print(f"[yellow]failures:[/yellow] {esc(result.failures_path)}", soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -643,9 +642,9 @@ def verify(
     if not problems and report.schema == SCHEMA:
         problems = verify_priors(path)
     if problems:
-        console.print(f"[red]{esc(path)}: {len(problems)} problem(s)[/red]")
+        console.print(f"[red]{esc(path)}: {len(problems)} problem(s)[/red]", soft_wrap=True)
         for p in problems:
-            console.print(f"  {esc(p)}")
+            console.print(f"  {esc(p)}", soft_wrap=True)
         raise typer.Exit(1)
     console.print(f"{esc(path)}: schema {esc(report.schema)}, {report.n_samples} samples, OK")
 
@@ -783,9 +782,7 @@ def train_cmd(
     stages = list(STAGES) if not stage or "all" in stage else stage
     bad = [s for s in stages if s not in STAGES]
     if bad:
-        console.print(
-            f"[red]error:[/red] unknown stage {esc(repr(bad[0]))}; stages: {', '.join(STAGES)}"
-        )
+        _error(f"unknown stage {esc(repr(bad[0]))}; stages: {', '.join(STAGES)}")
         raise typer.Exit(2)
     if steps is not None:
         for s in stages:
@@ -900,7 +897,7 @@ def reconstruct(
     for r in failed:
         # the library's messages name the file already; others get it in front
         said = r.error if str(r.photo) in (r.error or "") else f"{r.photo}: {r.error}"
-        console.print(f"[yellow]failed:[/yellow] {esc(said)}")
+        console.print(f"[yellow]failed:[/yellow] {esc(said)}", soft_wrap=True)
     console.print(
         f"{len(results) - len(failed)} of {len(results)} photos reconstructed into {esc(out)}"
     )

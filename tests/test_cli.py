@@ -95,3 +95,12 @@ def test_table_cells_keep_brackets() -> None:
     rich_table.add_row(*cells)
     assert all(c in shown(plain) for c in cells)
     assert "[run]" not in shown(rich_table)  # the markup a plain table would eat
+
+
+def test_error_keeps_a_long_path_on_one_line(tmp_path: Path) -> None:
+    # the console is 80 columns wide off a terminal; a path in an error must not be broken
+    missing = tmp_path / ("deep-folder-name-" * 6) / "priors.h5"
+    result = runner.invoke(app, ["verify", str(missing)])
+    assert result.exit_code != 0
+    line = next(x for x in result.output.splitlines() if "priors.h5" in x)
+    assert len(line) > 80 and str(missing) in line, result.output
