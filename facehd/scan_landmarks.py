@@ -28,7 +28,9 @@ Steps of :meth:`ScanLandmarker.detect`
    (:func:`facehd.detect.landmarks68_from_mediapipe`) and cast onto the scan; the frame is
    recomputed from those 3D landmarks, twice.
 5. **Voting.** Five face-centred views (frontal, turned ``±vote_yaw_deg``, from below and a
-   little from above) are fitted by the face mesh (``face_models``). Back-projection uses the
+   little from above) are fitted by the face mesh; the lips, and on a scan that shows its colours
+   also the eyes, come from mediapipe's attention mesh, which refines them from their appearance
+   (``attention_regions``, ``attention_regions_colour``). Back-projection uses the
    mesh's predicted depth: an affine fit maps it to camera depth; a first hit far nearer than
    predicted is an occluder (the subnasale behind a long nose tip) and the ray is followed through
    it; where no surface lies along the ray within ``occlusion_mm`` of the prediction (a hole, a
@@ -77,6 +79,7 @@ from facehd.landmarks import NOW7_FROM_68
 from facehd.mesh import Mesh
 
 __all__ = [
+    "ATTENTION_REGIONS",
     "HEAD_SIZE_MM",
     "OUTER_EYE_MM",
     "TYPICAL_EYE_DISTANCE_MM",
@@ -105,6 +108,12 @@ TYPICAL_EYE_DISTANCE_MM = 63.0
 
 OUTER_EYE_MM: tuple[float, float] = (60.0, 140.0)
 """Accepted distance between the outer eye corners (iBUG 36 and 45) of a found face, mm."""
+
+ATTENTION_REGIONS: dict[str, tuple[int, ...]] = {
+    "eyes": tuple(range(36, 48)),
+    "lips": tuple(range(48, 68)),
+}
+"""iBUG-68 points (0-based) of the regions mediapipe's attention face mesh refines."""
 
 
 class ScanLandmarkError(FacehdError):
@@ -160,9 +169,14 @@ class ScanLandmarkConfig:
     """Upward look (camera below the face) of the lower voting view, degrees."""
     vote_zooms: tuple[float, ...] = (1.0,)
     """Widths of the voting views relative to ``face_fov_mm``; every view is rendered at each."""
-    face_models: tuple[str, ...] = ("plain",)
-    """mediapipe face-mesh models run on each voting view, each giving a vote: ``plain`` and
-    ``attention`` (which refines the eye and lip contours from their appearance in photos)."""
+    attention_regions: tuple[str, ...] = ("lips",)
+    """iBUG regions (``eyes``: points 36-47, ``lips``: 48-67) that each voting view takes from
+    mediapipe's attention face mesh, which refines the eye and lip contours from their
+    appearance, instead of the plain one, on renders of shaded geometry. Empty: the plain mesh
+    alone (the attention mesh is not run)."""
+    attention_regions_colour: tuple[str, ...] = ("eyes", "lips")
+    """The same on renders that show the scan's colours (a texture, or vertex colours that
+    vary: :attr:`ScanRenderer.shows_colour`), where the eyes and lips look as in a photo."""
     midline: bool = True
     """Move the median landmarks (nose, lip and chin midpoints) onto the face's plane of
     symmetry, fitted to the left-right pairs."""
@@ -207,10 +221,11 @@ class ScanLandmarkConfig:
             )
         if self.search_size < 64 or self.refine_size < 128:
             raise ValueError("search_size must be >= 64 and refine_size >= 128 pixels")
-        if not self.face_models or not set(self.face_models) <= {"plain", "attention"}:
-            raise ValueError(
-                f"face_models must name 'plain' and/or 'attention', got {self.face_models!r}"
-            )
+        for regions in (self.attention_regions, self.attention_regions_colour):
+            if not set(regions) <= set(ATTENTION_REGIONS):
+                raise ValueError(
+                    f"attention regions must be among {sorted(ATTENTION_REGIONS)}, got {regions!r}"
+                )
         if not self.vote_zooms or min(self.vote_zooms) <= 0:
             raise ValueError(f"vote_zooms must be positive, got {self.vote_zooms!r}")
         if any(not r > 0 for r in self.retry_smoothing_mm):
@@ -498,6 +513,12 @@ class ScanRenderer:
             self._uvs = mesh.uvs.astype(np.float32)
         self.fill_holes = False
         """Fill enclosed empty areas of the render (:class:`ScanLandmarkConfig` ``fill_holes``)."""
+        colours = self._texture if self._texture is not None else self._albedo
+        self.shows_colour = colours is not None and bool(
+            colours.reshape(-1, 3).std(axis=0).max() > _UNIFORM_COLOUR_STD
+        )
+        """Whether the renders show the scan's own colours: a texture, or vertex colours that
+        vary (one uniform colour shows the shading alone, as no colour does)."""
 
     def cast(self, camera: ViewCamera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every pixel's ray: ``(face ids (S*S,) -1 on a miss or a back face, barycentrics
@@ -611,6 +632,11 @@ class ScanRenderer:
         return img.reshape(s, s, 3), hit.reshape(s, s)
 
 
+_UNIFORM_COLOUR_STD = 0.02
+"""Largest standard deviation (of any channel, over the vertices or texels) of colours that count
+as one uniform colour."""
+
+
 def _fill_enclosed(img: np.ndarray, hit: np.ndarray) -> np.ndarray:
     """``img`` (S, S, 3) with its enclosed empty pixels (missed areas that do not reach the
     image border: holes in the scan, an open back face) filled from the nearest surface pixels
@@ -718,9 +744,12 @@ class ScanLandmarker:
             self._finder = mp.solutions.face_detection.FaceDetection(
                 model_selection=0, min_detection_confidence=0.3
             )
-            # 468-point face mesh with iris and lip refinement, one face
-            # 468-point face meshes, one face: the plain model and the attention model (which
-            # refines eye and lip contours)
+            # 468-point face meshes, one face: the plain model, and the attention model (which
+            # refines the eye and lip contours) where some region is taken from it
+            cfg = self.config
+            names = ["plain"]
+            if cfg.attention_regions or cfg.attention_regions_colour:
+                names.append("attention")
             self._meshes = {
                 name: mp.solutions.face_mesh.FaceMesh(
                     static_image_mode=True,
@@ -728,7 +757,7 @@ class ScanLandmarker:
                     refine_landmarks=name == "attention",
                     min_detection_confidence=0.3,
                 )
-                for name in self.config.face_models
+                for name in names
             }
             blank = np.full((64, 64, 3), 128, np.uint8)
             self._finder.process(blank)  # start the graphs while their banners are silenced
@@ -768,13 +797,13 @@ class ScanLandmarker:
                 best = (score, _unrotate_points(kp, k, (h, w)))
         return best
 
-    def _mesh68(self, image: np.ndarray, model: str | None = None) -> np.ndarray | None:
-        """iBUG-68 points (68, 3) of the face in ``image`` by face-mesh ``model`` (default: the
-        first of ``config.face_models``): pixels ``(x, y)`` and mediapipe's relative depth ``z``
-        (pixel scale, smaller is nearer), or None when no face is found."""
+    def _mesh68(self, image: np.ndarray, model: str = "plain") -> np.ndarray | None:
+        """iBUG-68 points (68, 3) of the face in ``image`` by face-mesh ``model`` (``plain`` or
+        ``attention``): pixels ``(x, y)`` and mediapipe's relative depth ``z`` (pixel scale,
+        smaller is nearer), or None when no face is found."""
         from facehd.detect import landmarks68_from_mediapipe
 
-        graph = self._meshes[model or self.config.face_models[0]]
+        graph = self._meshes[model]
         h, w = image.shape[:2]
         with warnings.catch_warnings(), _quiet():
             warnings.simplefilter("ignore")
@@ -994,20 +1023,17 @@ class ScanLandmarker:
             for z in cfg.vote_zooms
             for y, p in ((0.0, 0.0), (-yaw, 0.0), (yaw, 0.0), (0.0, pitch), (0.0, -0.5 * pitch))
         ]
+        regions = cfg.attention_regions_colour if renderer.shows_colour else cfg.attention_regions
+        refined = [i for r in regions for i in ATTENTION_REGIONS[r]]
         hits, goods = [], []
-        fitted = 0
         for y, p, z in views:
             cam = self._face_camera(frame, y, p, zoom=z)
-            image = renderer.render(cam)
-            any_fit = False
-            for model in cfg.face_models:
-                pts = self._mesh68(image, model)
-                if pts is not None:
-                    h, g = self._cast_with_depth(query, renderer, cam, pts)
-                    hits.append(h)
-                    goods.append(g)
-                    any_fit = True
-            fitted += any_fit
+            pts = self._view68(renderer.render(cam), refined)
+            if pts is not None:
+                h, g = self._cast_with_depth(query, renderer, cam, pts)
+                hits.append(h)
+                goods.append(g)
+        fitted = len(hits)
         if fitted < max(1, math.ceil(cfg.min_vote_fraction * len(views))):
             raise ScanLandmarkError(
                 "unsure",
@@ -1045,6 +1071,19 @@ class ScanLandmarker:
         return lm_mm, spread, fitted, len(views), frame
 
     # -- helpers -------------------------------------------------------------------------------
+    def _view68(self, image: np.ndarray, refined: list[int]) -> np.ndarray | None:
+        """A voting view's iBUG-68 points: the plain face mesh's, with the ``refined`` points
+        taken from the attention mesh (either alone where the other finds no face)."""
+        plain = self._mesh68(image)
+        if not refined:
+            return plain
+        attention = self._mesh68(image, "attention")
+        if plain is None or attention is None:
+            return attention if plain is None else plain
+        out = plain.copy()
+        out[refined] = attention[refined]
+        return out
+
     def _face_camera(
         self,
         frame: FaceFrame,

@@ -323,6 +323,32 @@ def test_textured_render_matches_the_vertex_colour_render() -> None:
     assert np.percentile(np.abs(flipped[on] - a[on]), 95) > 50.0
 
 
+def test_renderer_tells_colours_from_shading() -> None:
+    """Colours count when they vary: none, or one uniform colour, show the shading alone."""
+    sphere = _sphere(radius=100.0)
+    n = sphere.n_vertices
+    rng = np.random.default_rng(0)
+    assert not ScanRenderer(sphere).shows_colour
+    grey = Mesh(sphere.vertices, sphere.faces, None, np.full((n, 3), 0.7))
+    assert not ScanRenderer(grey).shows_colour
+    barely = Mesh(sphere.vertices, sphere.faces, None, 0.7 + rng.normal(0, 0.005, (n, 3)))
+    assert not ScanRenderer(barely).shows_colour
+    skin = Mesh(sphere.vertices, sphere.faces, None, rng.uniform(0.3, 0.9, (n, 3)))
+    assert ScanRenderer(skin).shows_colour
+    uvs = rng.uniform(0, 1, (n, 2))
+    texture = np.zeros((8, 8, 3))
+    texture[:4] = [0.8, 0.3, 0.3]
+    assert ScanRenderer(Mesh(sphere.vertices, sphere.faces, uvs), texture).shows_colour
+    flat = np.full((8, 8, 3), 0.5)
+    assert not ScanRenderer(Mesh(sphere.vertices, sphere.faces, uvs), flat).shows_colour
+
+
+@pytest.mark.parametrize("field", ["attention_regions", "attention_regions_colour"])
+def test_config_names_attention_regions(field: str) -> None:
+    with pytest.raises(ValueError, match="attention regions"):
+        ScanLandmarkConfig(**{field: ("eyes", "nose")})
+
+
 # ------------------------------------------------------------------------------------------
 # frames, voting, depth fit, midline
 
@@ -469,6 +495,54 @@ def test_synthetic_face_in_any_frame_and_inside_out(landmarker) -> None:  # noqa
     # wound inside out, only a hollow face shows at first: the other side is used instead
     flipped = landmarker.detect(Mesh(scan.vertices, scan.faces[:, ::-1]))
     np.testing.assert_allclose(flipped.landmarks68, result.landmarks68, atol=0.05)
+
+
+@needs_mediapipe
+def test_a_view_takes_the_refined_points_from_the_attention_mesh(
+    landmarker,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    found = {"plain": np.zeros((68, 3)), "attention": np.ones((68, 3))}
+    monkeypatch.setattr(landmarker, "_mesh68", lambda image, model="plain": found[model])
+    eyes = list(range(36, 48))
+    pts = landmarker._view68(None, eyes)
+    np.testing.assert_array_equal(pts[eyes], 1.0)
+    np.testing.assert_array_equal(np.delete(pts, eyes, axis=0), 0.0)
+    np.testing.assert_array_equal(landmarker._view68(None, []), 0.0)
+    found["plain"] = None  # either mesh alone where the other finds no face
+    np.testing.assert_array_equal(landmarker._view68(None, eyes), 1.0)
+    found["plain"], found["attention"] = np.zeros((68, 3)), None
+    np.testing.assert_array_equal(landmarker._view68(None, eyes), 0.0)
+
+
+@needs_mediapipe
+def test_coloured_scan_takes_eyes_and_lips_from_the_attention_mesh(
+    landmarker,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The model face with its mean albedo as vertex colours: eyes and lips come from the
+    attention mesh (the shaded face: the lips alone), and the points land on the true ones."""
+    from facehd.morphable import load_model
+
+    model = load_model("facehd-synth")
+    scan, truth, t_model_from_scan = synthetic_face(5, unit_to_mm=1.0)
+    albedo = np.clip(model.mean_albedo, 0.0, 1.0)
+    asked: list[list[int]] = []
+    view68 = landmarker._view68
+
+    def spy(image: np.ndarray, refined: list[int]) -> np.ndarray | None:
+        asked.append(sorted(refined))
+        return view68(image, refined)
+
+    monkeypatch.setattr(landmarker, "_view68", spy)
+    coloured = landmarker.detect(Mesh(scan.vertices, scan.faces, None, albedo))
+    assert asked and all(r == list(range(36, 68)) for r in asked)
+    err = np.linalg.norm(t_model_from_scan.apply(coloured.landmarks68) - truth, axis=1)
+    now7 = err[list(NOW7_FROM_68)]
+    assert np.median(now7) < 3.0 and now7.max() < 8.0, now7
+    asked.clear()
+    landmarker.detect(scan)
+    assert asked and all(r == list(range(48, 68)) for r in asked)
 
 
 @needs_mediapipe
