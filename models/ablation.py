@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from models.evaluate import evaluate_synthetic, write_rows
-from models.train import HRNOptions, TrainConfig, train
+from models.train import HRNOptions, TrainConfig, run_data_matches, train
 
 __all__ = ["ABLATION_ROWS", "AblationRow", "run_ablation", "table_markdown"]
 
@@ -121,7 +121,9 @@ def run_ablation(
             )
             folder = out / slug
             seconds = 0.0
-            if not _done(folder):
+            if _done(folder):  # a finished row is reused: only on the data it was trained on
+                run_data_matches(folder, photos=photos, priors=priors, pairs=pairs)
+            else:
                 log(f"ablation row {name}: training")
                 r = train(
                     cfg,

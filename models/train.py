@@ -1150,6 +1150,86 @@ def _saved_config_matches(out: Path, config: TrainConfig) -> None:
         )
 
 
+_DATA_RECORD = "data.json"
+"""Run-folder file naming the datasets a run trains on (:func:`dataset_fingerprint`)."""
+
+
+def dataset_fingerprint(path: str | Path) -> dict[str, Any]:
+    """What identifies a dataset's content, cheaply: its schema, samples and build attributes,
+    and the SHA-256 of each sample's source file (``source_sha256``, as ``facehd prepare-images``
+    and ``facehd build-priors`` store it); a dataset without that field is hashed whole.
+
+    Returns ``{"path", "schema", "samples", "sha256"}``: equal ``sha256`` means the same content,
+    wherever the file lies.
+    """
+    import hashlib
+    import json
+
+    from facehd.h5io import file_sha256, open_dataset
+
+    h = hashlib.sha256()
+    with open_dataset(path) as ds:
+        h.update(ds.schema.encode())
+        h.update(json.dumps(ds.attrs, sort_keys=True, default=str).encode())
+        for sid in ds.sample_ids:
+            h.update(sid.encode() + b"\0")
+        if "source_sha256" in ds.fields:
+            for digest in ds.read_field("source_sha256"):
+                h.update(digest.encode() + b"\0")
+        else:
+            h.update(file_sha256(path).encode())
+        schema, n = ds.schema, len(ds)
+    return {
+        "path": str(Path(path).resolve()),
+        "schema": schema,
+        "samples": n,
+        "sha256": h.hexdigest(),
+    }
+
+
+def run_data_matches(
+    out: str | Path,
+    *,
+    photos: str | Path | None,
+    priors: str | Path | None,
+    pairs: str | Path | None = None,
+    new_run: bool = False,
+) -> None:
+    """Check that the run in ``out`` was trained on these datasets (its ``data.json``): a run
+    resumed, or reused, on other data would mix them silently. The record is written for a
+    ``new_run`` (replacing one left by a start that saved no checkpoint), and where a run has
+    none (one from before the record existed).
+
+    Raises
+    ------
+    FacehdError
+        The run's record names other content for one of the datasets (the message says which).
+    """
+    import json
+
+    from facehd.mesh import atomic_write_bytes
+
+    out = Path(out)
+    given = {"photos": photos, "priors": priors, "pairs": pairs}
+    mine = {k: None if v is None else dataset_fingerprint(v) for k, v in given.items()}
+    path = out / _DATA_RECORD
+    if path.is_file() and not new_run:
+        saved = json.loads(path.read_text())
+        for key, now in mine.items():
+            was = saved.get(key)
+            if (was or {}).get("sha256") != (now or {}).get("sha256"):
+
+                def said(d: dict | None) -> str:
+                    return "none" if d is None else f"{d['path']} ({d['samples']} samples)"
+
+                raise FacehdError(
+                    f"{out}: the run was trained on other {key} ({said(was)}) than given now "
+                    f"({said(now)}); give the run's data or start a new --out"
+                )
+    else:
+        atomic_write_bytes(path, (json.dumps(mine, indent=2) + "\n").encode())
+
+
 def _diff(a: Any, b: Any, where: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out: list[str] = []
@@ -1211,6 +1291,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         if resume:
             _saved_config_matches(out, config)
+        run_data_matches(out, photos=photos, priors=priors, pairs=pairs, new_run=not resume)
         save_config(out / "config.yaml", config)
     _barrier(trainer.dist)
 

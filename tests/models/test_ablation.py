@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
+from pathlib import Path
 
 import pytest
 from hrn_testdata import tiny_config
@@ -54,3 +56,26 @@ def test_ablation_rows_are_trained_measured_and_resumed(hrn_data, tmp_path, one_
     again = run_ablation(cfg, out, views=1, log=lambda _: None, **kw)
     assert all(r.train_seconds == 0.0 for r in again[1:])
     assert [r.cd_mm for r in again] == pytest.approx([r.cd_mm for r in rows], rel=1e-9)
+    # finished rows are reused only on the data they were trained on
+    import shutil
+
+    from hrn_testdata import write_truth_priors
+
+    from facehd.errors import FacehdError
+
+    fewer = tmp_path / "fewer"  # the priors of all scans but the first
+    fewer.mkdir()
+    for gt in sorted(Path(hrn_data.scans).glob("*.gt.npz"))[1:]:
+        for f in Path(hrn_data.scans).glob(gt.name[: -len(".gt.npz")] + ".*"):
+            shutil.copy(f, fewer / f.name)
+    other = write_truth_priors(fewer, tmp_path / "other.h5")
+    kw_other = {**kw, "priors": other}
+    with pytest.raises(FacehdError, match=r"shared: the run was trained on other priors"):
+        run_ablation(cfg, out, views=1, log=lambda _: None, **kw_other)
+    # a finished row trained on other data than the shared stages (its record says so)
+    slug = ABLATION_ROWS[1][1]
+    record = json.loads((out / slug / "data.json").read_text())
+    record["priors"]["sha256"] = "0" * 64
+    (out / slug / "data.json").write_text(json.dumps(record))
+    with pytest.raises(FacehdError, match=rf"{slug}: the run was trained on other priors"):
+        run_ablation(cfg, out, views=1, log=lambda _: None, **kw)

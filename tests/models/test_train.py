@@ -182,6 +182,40 @@ def test_clear_errors(hrn_data, full_run, tmp_path, one_thread):
         load_system(tmp_path / "old.pt")
 
 
+def test_a_run_resumes_only_on_its_own_data(hrn_data, full_run, tmp_path, one_thread):
+    import json
+    import shutil
+
+    from hrn_testdata import write_truth_priors
+
+    from models.train import dataset_fingerprint
+
+    out = full_run[0]
+    record = json.loads((out / "data.json").read_text())
+    assert record["priors"]["sha256"] == dataset_fingerprint(hrn_data.priors)["sha256"]
+    assert record["photos"]["samples"] > 0 and record["pairs"] is None
+    # the same content elsewhere is the same data: the finished run resumes (nothing to do)
+    moved = shutil.copy(hrn_data.priors, tmp_path / "moved.h5")
+    assert dataset_fingerprint(moved)["sha256"] == record["priors"]["sha256"]
+    res = train(tiny_config(), out, photos=hrn_data.photos, priors=moved, resume=True)
+    assert res.stages == ["base", "deretouch", "hrn"]
+    # other content (a scan fewer; the same scans under another model name) is refused
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for gt in sorted(Path(hrn_data.scans).glob("*.gt.npz"))[1:]:
+        sid = gt.name[: -len(".gt.npz")]
+        for f in Path(hrn_data.scans).glob(sid + ".*"):
+            shutil.copy(f, fewer / f.name)
+    for other in (
+        write_truth_priors(fewer, tmp_path / "fewer.h5"),
+        write_truth_priors(hrn_data.scans, tmp_path / "renamed.h5", model_name="renamed"),
+    ):
+        assert dataset_fingerprint(other)["sha256"] != record["priors"]["sha256"]
+        with pytest.raises(FacehdError, match=r"other priors.*give the run's data"):
+            train(tiny_config(), out, photos=hrn_data.photos, priors=other, resume=True)
+    assert json.loads((out / "data.json").read_text()) == record  # unchanged by the refusals
+
+
 def test_presets_load_and_differ():
     tiny, paper = load_train_config("tiny-cpu"), load_train_config("paper")
     assert paper.morphable.name == "bfm" and paper.hrn.steps == 800_000
