@@ -91,6 +91,7 @@ __all__ = [
     "ScanLandmarks",
     "ScanRenderer",
     "ViewCamera",
+    "colours_vary",
     "detect_scan_landmarks",
     "draw_overlay",
     "fibonacci_directions",
@@ -513,9 +514,8 @@ class ScanRenderer:
             self._uvs = mesh.uvs.astype(np.float32)
         self.fill_holes = False
         """Fill enclosed empty areas of the render (:class:`ScanLandmarkConfig` ``fill_holes``)."""
-        colours = self._texture if self._texture is not None else self._albedo
-        self.shows_colour = colours is not None and bool(
-            colours.reshape(-1, 3).std(axis=0).max() > _UNIFORM_COLOUR_STD
+        self.shows_colour = colours_vary(
+            self._texture if self._texture is not None else self._albedo
         )
         """Whether the renders show the scan's own colours: a texture, or vertex colours that
         vary (one uniform colour shows the shading alone, as no colour does)."""
@@ -635,6 +635,15 @@ class ScanRenderer:
 _UNIFORM_COLOUR_STD = 0.02
 """Largest standard deviation (of any channel, over the vertices or texels) of colours that count
 as one uniform colour."""
+
+
+def colours_vary(colours: np.ndarray | None) -> bool:
+    """Whether a scan's colours (vertex colours (N, 3) or a texture (H, W, 3), in [0, 1]) show
+    anything: False for none, or for one uniform colour, which shows the shading alone."""
+    if colours is None:
+        return False
+    c = np.asarray(colours, dtype=np.float32).reshape(-1, 3)
+    return bool(len(c) > 1 and c.std(axis=0).max() > _UNIFORM_COLOUR_STD)
 
 
 def _fill_enclosed(img: np.ndarray, hit: np.ndarray) -> np.ndarray:

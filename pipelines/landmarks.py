@@ -255,9 +255,14 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
 
 
 def _appearance(mesh: Any, texture: Any) -> str:
+    """What the renders showed (the renderer's rule: a uniform colour shows the shading alone)."""
+    from facehd.scan_landmarks import colours_vary
+
     if texture is not None:
-        return "texture"
-    return "vertex colours" if mesh.colors is not None else "shaded"
+        return "texture" if colours_vary(texture) else "shaded (uniform texture)"
+    if mesh.colors is not None:
+        return "vertex colours" if colours_vary(mesh.colors) else "shaded (uniform colours)"
+    return "shaded"
 
 
 def detect_landmarks7(mesh: Any, mesh_path: str | Path, units: str = "auto") -> tuple[Any, float]:

@@ -341,6 +341,12 @@ def test_renderer_tells_colours_from_shading() -> None:
     assert ScanRenderer(Mesh(sphere.vertices, sphere.faces, uvs), texture).shows_colour
     flat = np.full((8, 8, 3), 0.5)
     assert not ScanRenderer(Mesh(sphere.vertices, sphere.faces, uvs), flat).shows_colour
+    # the landmarks CSV says the same
+    from pipelines.landmarks import _appearance
+
+    assert _appearance(grey, None) == "shaded (uniform colours)"
+    assert _appearance(skin, None) == "vertex colours" and _appearance(sphere, None) == "shaded"
+    assert _appearance(sphere, flat) == "shaded (uniform texture)"
 
 
 @pytest.mark.parametrize("field", ["attention_regions", "attention_regions_colour"])
