@@ -186,13 +186,24 @@ def datasets(
 
 
 def _synth_scans_cmd(
-    out: Path, subjects: int, expressions: int, seed: int, units: str, photos: int = 0
+    out: Path,
+    subjects: int,
+    expressions: int,
+    seed: int,
+    units: str,
+    photos: int = 0,
+    colours: bool = False,
 ) -> list:
     from facehd.errors import FacehdError
     from pipelines.synth import SynthConfig, record_settings, synth_scans
 
     config = SynthConfig(
-        subjects=subjects, expressions=expressions, seed=seed, units=units, photos=photos
+        subjects=subjects,
+        expressions=expressions,
+        seed=seed,
+        units=units,
+        photos=photos,
+        colours=colours,
     )
     with _exit_on_error(FacehdError, OSError):
         out.mkdir(parents=True, exist_ok=True)
@@ -227,6 +238,9 @@ def synth(
     photos: int = typer.Option(
         0, min=0, help="Also render this many photos per scan, with exact ground truth."
     ),
+    colours: bool = typer.Option(
+        False, "--colours", help="Give the scans vertex colours: the subject's skin albedo."
+    ),
     benchmark: str = typer.Option(
         None,
         help="Instead of scans, write a small synthetic benchmark: now, realy, facescape or "
@@ -240,6 +254,8 @@ def synth(
     <id>.photos.npz (cameras, landmarks, masks, textures).
 
     Example: facehd synth --out facehd-out/synth --subjects 3 --expressions 2 --seed 0 --units mm
+
+    Example: facehd synth --out facehd-out/synth-colour --subjects 2 --colours
     """
     if units not in ("mm", "cm", "m"):
         _error(f"--units must be mm, cm or m, not {esc(repr(units))}")
@@ -253,7 +269,7 @@ def synth(
         path = make_synthetic_benchmark(benchmark, out, seed=seed)
         console.print(f"wrote synthetic {esc(benchmark)} benchmark to {esc(path)}")
         return
-    _synth_scans_cmd(out, subjects, expressions, seed, units, photos)
+    _synth_scans_cmd(out, subjects, expressions, seed, units, photos, colours)
 
 
 @app.command()

@@ -87,6 +87,11 @@ class SynthConfig:
     """Number of holes cut into each scan."""
     extras: tuple[str, ...] = ("neck", "hair")
     """Extra geometry the model lacks."""
+    colours: bool = False
+    """Give the raw scan vertex colours, as a scanner's colour capture (``facehd synth
+    --colours``): the subject's skin albedo (the model's albedo with coefficients of the
+    subject's own, drawn from a stream of their own, so the geometry does not change), read at
+    the nearest point of the true M1."""
     photos: int = 0
     """Synthetic photos rendered per scan (``facehd synth --photos V``); 0 for none."""
     photo_size: int = 512
@@ -318,6 +323,20 @@ def _grid_faces(rows: int, cols: int, wrap: bool = False) -> np.ndarray:
     return np.concatenate([np.stack([a, b, d], 1), np.stack([b, e, d], 1)]).astype(np.int64)
 
 
+def _skin_colours(
+    model: MorphableModel, m1: Mesh, points: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """RGB in [0, 1] (N, 3) of ``points`` (model frame): a subject's albedo (coefficients drawn
+    from ``rng``) interpolated at the nearest point of ``m1``."""
+    from facehd.distances import SurfaceQuery
+
+    coeffs = rng.normal(size=model.n_tex) * model.tex_std
+    albedo = np.clip(np.asarray(model.albedo(coeffs), dtype=np.float64), 0.0, 1.0)
+    near = SurfaceQuery(m1).closest(points)
+    tri = np.asarray(m1.faces)[near.face_ids]
+    return np.clip(np.einsum("nk,nkj->nj", near.barycentrics, albedo[tri]), 0.0, 1.0)
+
+
 def _merge(meshes: list[Mesh]) -> Mesh:
     verts, faces, offset = [], [], 0
     for m in meshes:
@@ -405,13 +424,22 @@ def make_scan(
         centres = v1[rng.choice(fit, size=config.holes, replace=False)]
         scan_model = _cut_holes(scan_model, centres, rng.uniform(3.0, 7.0, size=config.holes))
 
+    if config.colours:
+        scan_model = Mesh(
+            scan_model.vertices,
+            scan_model.faces,
+            None,
+            _skin_colours(model, m1, scan_model.vertices, _rng(config.seed, subject, 3)),
+        )
     # random frame: x_model = s R x_scan + t  ⇔  x_scan = R^T (x_model − t) / s
     scale = UNIT_TO_MM[config.units]
     rotation = random_rotation(rng)
     translation = rng.uniform(-200, 200, size=3)
     t_model_from_scan = Similarity(scale=scale, rotation=rotation, translation=translation)
     t_scan_from_model = t_model_from_scan.inverse()
-    scan = Mesh(vertices=t_scan_from_model.apply(scan_model.vertices), faces=scan_model.faces)
+    scan = Mesh(
+        t_scan_from_model.apply(scan_model.vertices), scan_model.faces, None, scan_model.colors
+    )
     lm7 = lm68[list(NOW7_FROM_68)]
     lm7_noisy = lm7 + rng.normal(scale=config.landmark_noise_mm / np.sqrt(3), size=lm7.shape)
     landmarks7 = t_scan_from_model.apply(lm7_noisy)
@@ -526,10 +554,12 @@ def record_settings(out: Path, config: SynthConfig) -> None:
             old_settings, old_photos = dict(theirs["settings"]), int(theirs["photos"])
         except (ValueError, KeyError, TypeError) as exc:
             raise InputFileError(path, f"not a facehd synth settings record ({exc})") from exc
+        # a setting newer than the record had its default value there
+        default = _settings(SynthConfig())
         diff = [
-            f"{k} {old_settings.get(k)!r} there, {v!r} now"
+            f"{k} {old_settings.get(k, default[k])!r} there, {v!r} now"
             for k, v in mine["settings"].items()
-            if old_settings.get(k) != v
+            if old_settings.get(k, default[k]) != v
         ]
         if old_photos and config.photos and old_photos != config.photos:
             diff.append(f"photos {old_photos} there, {config.photos} now")

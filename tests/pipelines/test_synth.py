@@ -190,3 +190,54 @@ def test_photos_per_scan_are_fixed_once_made(tmp_path: Path) -> None:
     assert '"photos": 2' in (tmp_path / "synth.json").read_text()
     with pytest.raises(InputFileError, match="photos 2 there, 3 now"):
         record_settings(tmp_path, SynthConfig(photos=3))
+
+
+def test_colours_are_the_subjects_albedo_on_the_same_geometry(tmp_path: Path) -> None:
+    """--colours adds vertex colours and changes nothing else: the same vertices, faces and
+    truth; each colour is the subject's albedo near the point (checked against the albedo of
+    the nearest model vertex, by brute force); both expressions share the subject's skin."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+    from pipelines.synth import _rng
+
+    plain, coloured = tmp_path / "plain", tmp_path / "coloured"
+    synth_scans(plain, SynthConfig(subjects=1, expressions=2, seed=6, **SMALL))
+    synth_scans(coloured, SynthConfig(subjects=1, expressions=2, seed=6, colours=True, **SMALL))
+    a, b = _digest(plain), _digest(coloured)
+    assert a.keys() == b.keys()
+    assert {k for k in a if a[k] != b[k]} == {"s000_e00.ply", "s000_e01.ply", "synth.json"}
+    model = facehd_synth()
+    coeffs = _rng(6, 0, 3).normal(size=model.n_tex) * model.tex_std
+    albedo = np.clip(model.albedo(coeffs), 0.0, 1.0)
+    for sid in ("s000_e00", "s000_e01"):
+        s0, s1 = load_mesh(plain / f"{sid}.ply"), load_mesh(coloured / f"{sid}.ply")
+        np.testing.assert_array_equal(s0.vertices, s1.vertices)
+        np.testing.assert_array_equal(s0.faces, s1.faces)
+        assert s0.colors is None and s1.colors is not None
+        assert s1.colors.min() >= 0.0 and s1.colors.max() <= 1.0 and s1.colors.std(0).min() > 0.05
+        gt, t = _truth(coloured, sid)
+        m1 = load_mesh(coloured / f"{sid}.gt_m1.ply")
+        idx = np.random.default_rng(0).choice(s1.n_vertices, 300, replace=False)
+        pts = t.apply(s1.vertices[idx])
+        d2 = ((pts[:, None, :] - m1.vertices[None, :, :]) ** 2).sum(-1)
+        face = np.sqrt(d2.min(axis=1)) < 1.0  # on the face (not the neck or the hair cap)
+        nearest = albedo[d2.argmin(axis=1)]
+        diff = np.abs(s1.colors[idx] - nearest).max(axis=1)[face]
+        assert face.sum() > 100 and np.median(diff) < 0.02 and diff.max() < 0.15, diff.max()
+    # the setting is part of the folder's record; a record from before it existed means off
+    from facehd.errors import InputFileError
+
+    with pytest.raises(InputFileError, match=r"colours False there, True now"):
+        synth_scans(plain, SynthConfig(subjects=1, expressions=2, seed=6, colours=True, **SMALL))
+    record = json.loads((plain / "synth.json").read_text())
+    del record["settings"]["colours"]
+    (plain / "synth.json").write_text(json.dumps(record))
+    synth_scans(plain, SynthConfig(subjects=1, expressions=2, seed=6, **SMALL))
+    assert _digest(plain) == a
+    res = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "cli"), "--subjects", "1",
+                                   "--expressions", "1", "--colours"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert load_mesh(tmp_path / "cli" / "s000_e00.ply").colors is not None
