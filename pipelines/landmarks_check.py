@@ -6,7 +6,8 @@ Two sets, NoW's 7 points in mm:
   ``scan_lmks.npy``), as given and under ``--rotations`` random rotations (and translations);
 - ``synth``: synthetic scans of :mod:`pipelines.synth` (``--subjects`` × 2 expressions, seed
   ``--seed``, random frames, holes, neck and hair), against their true landmarks; ``--colour``
-  also renders them with the model's mean albedo as vertex colours.
+  also renders them with the model's mean albedo as vertex colours, ``--subject-colours`` with
+  each subject's own albedo (``facehd synth --colours``).
 
 Run::
 
@@ -30,7 +31,7 @@ import numpy as np
 from facehd.landmarks import NOW7_FROM_51, NOW7_FROM_68, load_landmarks
 from facehd.mesh import Mesh, load_mesh
 
-__all__ = ["main", "real_cases", "synthetic_cases"]
+__all__ = ["main", "real_cases", "subject_colour_cases", "synthetic_cases"]
 
 
 def real_cases(
@@ -76,6 +77,23 @@ def synthetic_cases(
                 scan = Mesh(scan.vertices, scan.faces, None, np.clip(rgb, 0, 1))
                 name += "-colour"
             yield name, scan, ref7
+
+
+def subject_colour_cases(subjects: int, seed: int) -> Iterator[tuple[str, Mesh, np.ndarray]]:
+    """(name, scan, true NoW-7) for synthetic scans with their subject's albedo as vertex
+    colours, as ``facehd synth --colours`` writes them."""
+    from facehd.morphable import load_model
+    from facehd.transforms import Similarity
+    from pipelines.synth import SynthConfig, make_scan
+
+    config = SynthConfig(subjects=subjects, expressions=2, seed=seed, colours=True)
+    model = load_model(config.model)
+    for s in range(subjects):
+        for e in range(2):
+            scan, truth, _, _, _ = make_scan(model, config, s, e)
+            t = Similarity(float(truth["scale"]), truth["rotation"], truth["translation"])
+            ref7 = t.inverse().apply(truth["landmarks68"][list(NOW7_FROM_68)])
+            yield f"s{s:03d}_e{e:02d}-subject", scan, ref7
 
 
 def _run(name: str, cases, landmarker, overlays: Path | None) -> dict[str, float]:  # noqa: ANN001
@@ -129,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subjects", type=int, default=0, help="synthetic subjects (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--colour", action="store_true", help="also with vertex colours")
+    parser.add_argument(
+        "--subject-colours", action="store_true", help="also with each subject's own albedo"
+    )
     parser.add_argument("--overlays", type=Path)
     args = parser.parse_args(argv)
 
@@ -143,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.colour:
                 cases = synthetic_cases(args.subjects, args.seed, colour=True)
                 _run("colour", cases, landmarker, args.overlays)
+            if args.subject_colours:
+                cases = subject_colour_cases(args.subjects, args.seed)
+                _run("subject", cases, landmarker, args.overlays)
     return 0
 
 
