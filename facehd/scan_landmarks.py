@@ -30,7 +30,8 @@ Steps of :meth:`ScanLandmarker.detect`
 5. **Voting.** Five face-centred views (frontal, turned ``±vote_yaw_deg``, from below and a
    little from above) are fitted by the face mesh; the lips, and on a scan that shows its colours
    also the eyes, come from mediapipe's attention mesh, which refines them from their appearance
-   (``attention_regions``, ``attention_regions_colour``). Back-projection uses the
+   (``attention_regions``, ``attention_regions_colour``); each view's points are the mean of
+   those found on the render and on its mirror image (``mirror_views``). Back-projection uses the
    mesh's predicted depth: an affine fit maps it to camera depth; a first hit far nearer than
    predicted is an occluder (the subnasale behind a long nose tip) and the ray is followed through
    it; where no surface lies along the ray within ``occlusion_mm`` of the prediction (a hole, a
@@ -178,6 +179,12 @@ class ScanLandmarkConfig:
     attention_regions_colour: tuple[str, ...] = ("eyes", "lips")
     """The same on renders that show the scan's colours (a texture, or vertex colours that
     vary: :attr:`ScanRenderer.shows_colour`), where the eyes and lips look as in a photo."""
+    mirror_views: bool = True
+    """Fit each voting view's face mesh also on its mirror image, and average the two (mapped
+    back, left and right swapped): test-time flip augmentation, which cancels a left-right bias
+    of the face mesh. On 10 synthetic seeds it lowered the NoW-7 median error, on the seeds it
+    was not chosen on from 2.13 to 2.07 mm with colours and 2.66 to 2.53 mm shaded; the real
+    scan went from 1.34 to 1.45 mm (largest 4.84 to 4.47 mm). About 0.1 s more per scan."""
     midline: bool = True
     """Move the median landmarks (nose, lip and chin midpoints) onto the face's plane of
     symmetry, fitted to the left-right pairs."""
@@ -1081,8 +1088,24 @@ class ScanLandmarker:
 
     # -- helpers -------------------------------------------------------------------------------
     def _view68(self, image: np.ndarray, refined: list[int]) -> np.ndarray | None:
-        """A voting view's iBUG-68 points: the plain face mesh's, with the ``refined`` points
-        taken from the attention mesh (either alone where the other finds no face)."""
+        """A voting view's iBUG-68 points (:meth:`_meshes68`); with ``mirror_views``, the mean
+        of those of the image and of its mirror image (mapped back: x mirrored, left and right
+        points swapped), or the image's alone where the mirror image shows no face."""
+        from facehd.detect import IBUG68_MIRROR
+
+        pts = self._meshes68(image, refined)
+        if pts is None or not self.config.mirror_views:
+            return pts
+        flipped = self._meshes68(np.ascontiguousarray(image[:, ::-1]), refined)
+        if flipped is None:
+            return pts
+        back = flipped[list(IBUG68_MIRROR)].copy()
+        back[:, 0] = (image.shape[1] - 1) - back[:, 0]
+        return 0.5 * (pts + back)
+
+    def _meshes68(self, image: np.ndarray, refined: list[int]) -> np.ndarray | None:
+        """The plain face mesh's iBUG-68 points of ``image``, with the ``refined`` points taken
+        from the attention mesh (either alone where the other finds no face)."""
         plain = self._mesh68(image)
         if not refined:
             return plain

@@ -511,14 +511,46 @@ def test_a_view_takes_the_refined_points_from_the_attention_mesh(
     found = {"plain": np.zeros((68, 3)), "attention": np.ones((68, 3))}
     monkeypatch.setattr(landmarker, "_mesh68", lambda image, model="plain": found[model])
     eyes = list(range(36, 48))
-    pts = landmarker._view68(None, eyes)
+    pts = landmarker._meshes68(None, eyes)
     np.testing.assert_array_equal(pts[eyes], 1.0)
     np.testing.assert_array_equal(np.delete(pts, eyes, axis=0), 0.0)
-    np.testing.assert_array_equal(landmarker._view68(None, []), 0.0)
+    np.testing.assert_array_equal(landmarker._meshes68(None, []), 0.0)
     found["plain"] = None  # either mesh alone where the other finds no face
-    np.testing.assert_array_equal(landmarker._view68(None, eyes), 1.0)
+    np.testing.assert_array_equal(landmarker._meshes68(None, eyes), 1.0)
     found["plain"], found["attention"] = np.zeros((68, 3)), None
-    np.testing.assert_array_equal(landmarker._view68(None, eyes), 0.0)
+    np.testing.assert_array_equal(landmarker._meshes68(None, eyes), 0.0)
+
+
+@needs_mediapipe
+def test_the_mirror_view_cancels_a_left_right_bias(
+    landmarker,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A face mesh that puts every point 3 px right of where it is: the mean of the view and its
+    mirror image (mapped back) lands on the true points; without the mirror, the bias stays."""
+    from dataclasses import replace
+
+    w = 200
+    truth = np.random.default_rng(0).uniform([20, 20, -5], [180, 180, 5], (68, 3))
+    mirrored = truth[list(IBUG68_MIRROR)].copy()
+    mirrored[:, 0] = (w - 1) - mirrored[:, 0]
+    bias = np.array([3.0, 0.0, 0.0])
+    image = np.zeros((w, w, 3), np.uint8)
+    image[0, 0] = 255  # marks the unflipped image
+
+    def biased(img: np.ndarray, refined: list[int]) -> np.ndarray:
+        return (truth if img[0, 0].any() else mirrored) + bias
+
+    monkeypatch.setattr(landmarker, "_meshes68", biased)
+    np.testing.assert_allclose(landmarker._view68(image, []), truth, atol=1e-9)
+    monkeypatch.setattr(landmarker, "config", replace(landmarker.config, mirror_views=False))
+    np.testing.assert_allclose(landmarker._view68(image, []), truth + bias, atol=1e-9)
+    # no face in the mirror image: the view's own points
+    monkeypatch.setattr(landmarker, "config", replace(landmarker.config, mirror_views=True))
+    monkeypatch.setattr(
+        landmarker, "_meshes68", lambda img, r: truth + bias if img[0, 0].any() else None
+    )
+    np.testing.assert_allclose(landmarker._view68(image, []), truth + bias, atol=1e-9)
 
 
 @needs_mediapipe
@@ -534,13 +566,13 @@ def test_coloured_scan_takes_eyes_and_lips_from_the_attention_mesh(
     scan, truth, t_model_from_scan = synthetic_face(5, unit_to_mm=1.0)
     albedo = np.clip(model.mean_albedo, 0.0, 1.0)
     asked: list[list[int]] = []
-    view68 = landmarker._view68
+    meshes68 = landmarker._meshes68
 
     def spy(image: np.ndarray, refined: list[int]) -> np.ndarray | None:
         asked.append(sorted(refined))
-        return view68(image, refined)
+        return meshes68(image, refined)
 
-    monkeypatch.setattr(landmarker, "_view68", spy)
+    monkeypatch.setattr(landmarker, "_meshes68", spy)
     coloured = landmarker.detect(Mesh(scan.vertices, scan.faces, None, albedo))
     assert asked and all(r == list(range(36, 68)) for r in asked)
     err = np.linalg.norm(t_model_from_scan.apply(coloured.landmarks68) - truth, axis=1)
