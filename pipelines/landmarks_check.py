@@ -31,7 +31,7 @@ import numpy as np
 from facehd.landmarks import NOW7_FROM_51, NOW7_FROM_68, load_landmarks
 from facehd.mesh import Mesh, load_mesh
 
-__all__ = ["main", "real_cases", "subject_colour_cases", "synthetic_cases"]
+__all__ = ["main", "real_cases", "synthetic_cases"]
 
 
 def real_cases(
@@ -54,46 +54,31 @@ def real_cases(
 
 
 def synthetic_cases(
-    subjects: int, seed: int, colour: bool
+    subjects: int, seed: int, colour: bool, *, subject_colours: bool = False
 ) -> Iterator[tuple[str, Mesh, np.ndarray]]:
-    """(name, scan, true NoW-7 in the scan's frame) for synthetic scans."""
+    """(name, scan, true NoW-7 in the scan's frame) for synthetic scans: shaded, with the
+    model's mean albedo as vertex colours (``colour``), or with each subject's own albedo as
+    ``facehd synth --colours`` writes them (``subject_colours``)."""
     from facehd.distances import SurfaceQuery
     from facehd.morphable import load_model
     from facehd.transforms import Similarity
     from pipelines.synth import SynthConfig, make_scan
 
-    config = SynthConfig(subjects=subjects, expressions=2, seed=seed)
+    config = SynthConfig(subjects=subjects, expressions=2, seed=seed, colours=subject_colours)
     model = load_model(config.model)
     for s in range(subjects):
         for e in range(2):
             scan, truth, m1, _, _ = make_scan(model, config, s, e)
             t = Similarity(float(truth["scale"]), truth["rotation"], truth["translation"])
             ref7 = t.inverse().apply(truth["landmarks68"][list(NOW7_FROM_68)])
-            name = f"s{s:03d}_e{e:02d}"
-            if colour:
+            name = f"s{s:03d}_e{e:02d}" + ("-subject" if subject_colours else "")
+            if colour and not subject_colours:
                 near = SurfaceQuery(m1).closest(t.apply(scan.vertices))
                 tri = model.faces[near.face_ids]
                 rgb = np.einsum("nk,nkj->nj", near.barycentrics, model.mean_albedo[tri])
                 scan = Mesh(scan.vertices, scan.faces, None, np.clip(rgb, 0, 1))
                 name += "-colour"
             yield name, scan, ref7
-
-
-def subject_colour_cases(subjects: int, seed: int) -> Iterator[tuple[str, Mesh, np.ndarray]]:
-    """(name, scan, true NoW-7) for synthetic scans with their subject's albedo as vertex
-    colours, as ``facehd synth --colours`` writes them."""
-    from facehd.morphable import load_model
-    from facehd.transforms import Similarity
-    from pipelines.synth import SynthConfig, make_scan
-
-    config = SynthConfig(subjects=subjects, expressions=2, seed=seed, colours=True)
-    model = load_model(config.model)
-    for s in range(subjects):
-        for e in range(2):
-            scan, truth, _, _, _ = make_scan(model, config, s, e)
-            t = Similarity(float(truth["scale"]), truth["rotation"], truth["translation"])
-            ref7 = t.inverse().apply(truth["landmarks68"][list(NOW7_FROM_68)])
-            yield f"s{s:03d}_e{e:02d}-subject", scan, ref7
 
 
 def _run(name: str, cases, landmarker, overlays: Path | None) -> dict[str, float]:  # noqa: ANN001
@@ -165,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 cases = synthetic_cases(args.subjects, args.seed, colour=True)
                 _run("colour", cases, landmarker, args.overlays)
             if args.subject_colours:
-                cases = subject_colour_cases(args.subjects, args.seed)
+                cases = synthetic_cases(args.subjects, args.seed, False, subject_colours=True)
                 _run("subject", cases, landmarker, args.overlays)
     return 0
 
