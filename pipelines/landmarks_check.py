@@ -59,10 +59,9 @@ def synthetic_cases(
     """(name, scan, true NoW-7 in the scan's frame) for synthetic scans: shaded, with the
     model's mean albedo as vertex colours (``colour``), or with each subject's own albedo as
     ``facehd synth --colours`` writes them (``subject_colours``)."""
-    from facehd.distances import SurfaceQuery
     from facehd.morphable import load_model
     from facehd.transforms import Similarity
-    from pipelines.synth import SynthConfig, make_scan
+    from pipelines.synth import SynthConfig, colours_at_nearest, make_scan
 
     config = SynthConfig(subjects=subjects, expressions=2, seed=seed, colours=subject_colours)
     model = load_model(config.model)
@@ -73,10 +72,8 @@ def synthetic_cases(
             ref7 = t.inverse().apply(truth["landmarks68"][list(NOW7_FROM_68)])
             name = f"s{s:03d}_e{e:02d}" + ("-subject" if subject_colours else "")
             if colour and not subject_colours:
-                near = SurfaceQuery(m1).closest(t.apply(scan.vertices))
-                tri = model.faces[near.face_ids]
-                rgb = np.einsum("nk,nkj->nj", near.barycentrics, model.mean_albedo[tri])
-                scan = Mesh(scan.vertices, scan.faces, None, np.clip(rgb, 0, 1))
+                rgb = colours_at_nearest(m1, model.mean_albedo, t.apply(scan.vertices))
+                scan = Mesh(scan.vertices, scan.faces, None, rgb)
                 name += "-colour"
             yield name, scan, ref7
 

@@ -323,18 +323,23 @@ def _grid_faces(rows: int, cols: int, wrap: bool = False) -> np.ndarray:
     return np.concatenate([np.stack([a, b, d], 1), np.stack([b, e, d], 1)]).astype(np.int64)
 
 
+def colours_at_nearest(m1: Mesh, albedo: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """RGB in [0, 1] (N, 3) of ``points`` (model frame): the per-vertex ``albedo`` (V, 3) of
+    ``m1`` (clipped to [0, 1]) interpolated at each point's nearest point of ``m1``."""
+    from facehd.distances import SurfaceQuery
+
+    rgb = np.clip(np.asarray(albedo, dtype=np.float64), 0.0, 1.0)
+    near = SurfaceQuery(m1).closest(points)
+    tri = np.asarray(m1.faces)[near.face_ids]
+    return np.clip(np.einsum("nk,nkj->nj", near.barycentrics, rgb[tri]), 0.0, 1.0)
+
+
 def _skin_colours(
     model: MorphableModel, m1: Mesh, points: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
-    """RGB in [0, 1] (N, 3) of ``points`` (model frame): a subject's albedo (coefficients drawn
-    from ``rng``) interpolated at the nearest point of ``m1``."""
-    from facehd.distances import SurfaceQuery
-
+    """:func:`colours_at_nearest` of a subject's albedo (coefficients drawn from ``rng``)."""
     coeffs = rng.normal(size=model.n_tex) * model.tex_std
-    albedo = np.clip(np.asarray(model.albedo(coeffs), dtype=np.float64), 0.0, 1.0)
-    near = SurfaceQuery(m1).closest(points)
-    tri = np.asarray(m1.faces)[near.face_ids]
-    return np.clip(np.einsum("nk,nkj->nj", near.barycentrics, albedo[tri]), 0.0, 1.0)
+    return colours_at_nearest(m1, model.albedo(coeffs), points)
 
 
 def _merge(meshes: list[Mesh]) -> Mesh:
