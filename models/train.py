@@ -1187,6 +1187,13 @@ def dataset_fingerprint(path: str | Path) -> dict[str, Any]:
     }
 
 
+def _named(fingerprint: dict | None) -> str:
+    """A dataset of :func:`dataset_fingerprint` in words: its path and size, or none."""
+    if fingerprint is None:
+        return "none"
+    return f"{fingerprint['path']} ({fingerprint['samples']} samples)"
+
+
 def run_data_matches(
     out: str | Path,
     *,
@@ -1218,13 +1225,9 @@ def run_data_matches(
         for key, now in mine.items():
             was = saved.get(key)
             if (was or {}).get("sha256") != (now or {}).get("sha256"):
-
-                def said(d: dict | None) -> str:
-                    return "none" if d is None else f"{d['path']} ({d['samples']} samples)"
-
                 raise FacehdError(
-                    f"{out}: the run was trained on other {key} ({said(was)}) than given now "
-                    f"({said(now)}); give the run's data or start a new --out"
+                    f"{out}: the run was trained on other {key} ({_named(was)}) than given now "
+                    f"({_named(now)}); give the run's data or start a new --out"
                 )
     else:
         atomic_write_bytes(path, (json.dumps(mine, indent=2) + "\n").encode())
