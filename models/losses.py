@@ -108,10 +108,13 @@ class PerceptualLoss(nn.Module):
     network : a face-recognition network mapping ``(B, 3, s, s)`` images in ``[-1, 1]`` to
         identity features ``(B, D)`` (e.g. an ArcFace backbone with user-supplied weights), or
         ``None``: the loss is then off (always 0) and a log message says so once.
-    input_size : side ``s`` the images are resized to (112 for ArcFace).
+    input_size : side ``s`` of the network's input (112 for ArcFace).
 
-    The network is kept in eval mode and its parameters frozen; gradients still flow to the
-    rendered image.
+    With the photos' 5 alignment points (``landmarks5`` of :meth:`forward`), both images are
+    warped onto ArcFace's template by the similarity that aligns those points
+    (:func:`models.identity.align_faces`, as Deep3DFaceRecon does); without them they are resized
+    to ``s`` whole. The network is kept in eval mode and its parameters frozen; gradients still
+    flow to the rendered image.
     """
 
     def __init__(self, network: nn.Module | Callable | None = None, input_size: int = 112) -> None:
@@ -138,20 +141,35 @@ class PerceptualLoss(nn.Module):
             self.network.eval()  # batch-norm statistics of the identity network stay fixed
         return self
 
-    def _features(self, images: torch.Tensor) -> torch.Tensor:
+    def _features(self, images: torch.Tensor, landmarks5: torch.Tensor | None) -> torch.Tensor:
         s = self.input_size
-        if images.shape[-2:] != (s, s):
+        if landmarks5 is not None:
+            from models.identity import align_faces
+
+            images = align_faces(images, landmarks5, s)
+        elif images.shape[-2:] != (s, s):
             images = F.interpolate(images, (s, s), mode="bilinear", align_corners=False)
         return self.network(images * 2.0 - 1.0)
 
-    def forward(self, rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Rendered and input images ``(B, 3, H, W)`` in ``[0, 1]`` -> scalar loss (0 when off)."""
+    def forward(
+        self,
+        rendered: torch.Tensor,
+        target: torch.Tensor,
+        landmarks5: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Rendered and input images ``(B, 3, H, W)`` in ``[0, 1]`` -> scalar loss (0 when off).
+
+        ``landmarks5``: ``(B, 5, 2)`` alignment points of the input images (pixels; eye
+        centres, nose tip, mouth corners), or None to resize the images whole.
+        """
         _check("rendered", rendered, 4, "(B, 3, H, W)", 3)
         if target.shape != rendered.shape:
             raise ValueError(f"target {tuple(target.shape)} != rendered {tuple(rendered.shape)}")
         if self.network is None:
             return _zero_like_graph(rendered)
-        return identity_cosine_loss(self._features(rendered), self._features(target))
+        return identity_cosine_loss(
+            self._features(rendered, landmarks5), self._features(target, landmarks5)
+        )
 
 
 def base_landmark_weights(

@@ -5,8 +5,8 @@
 1. ``base`` -- the face analyzer (Deep3DFaceRecon's losses, self-supervised on the photos):
    photometric on the face mask, landmark (weights 20 on the nose and inner mouth), coefficient,
    lighting and reflectance regularisers; the perceptual loss only with an identity network
-   (``identity_network``: a TorchScript face-recognition model), otherwise off and the log says
-   so.
+   (``identity_network``: ArcFace's ``backbone.pth`` or a TorchScript face-recognition model,
+   :mod:`models.identity`), otherwise off and the log says so.
 2. ``deretouch`` -- the de-retouching network on texture pairs (the photo with and without skin
    blemishes, unwrapped onto the base model's M0): ``T0 = (1 - 2B) T^2 + 2B T`` is pulled to the
    clean texture by a masked L1.
@@ -226,8 +226,10 @@ class TrainConfig:
     threads: int = 0
     """torch CPU threads per process (0: torch's default)."""
     identity_network: str | None = None
-    """TorchScript face-recognition network for the perceptual loss (``(B, 3, 112, 112)`` in
-    ``[-1, 1]`` -> identity features ``(B, D)``, e.g. an exported ArcFace); null: the perceptual
+    """Face-recognition network of the perceptual loss, by path: an ArcFace IResNet state dict
+    (``arcface_torch``'s ``backbone.pth``, as HRN and Deep3DFaceRecon train with) or a TorchScript
+    module (``(B, 3, 112, 112)`` in ``[-1, 1]`` -> features ``(B, D)``); faces are aligned to
+    ArcFace's 112 x 112 template by their 5 points (:mod:`models.identity`). null: the perceptual
     loss is off."""
 
 
@@ -599,27 +601,35 @@ class Trainer:
         self.system.to(self.device)
         self._lab = None
         self._pairs = None
+        self._identity_kind = ""
         self.perceptual = self._perceptual_loss(config.identity_network)
 
     def _perceptual_loss(self, path: str | None):
+        from models.identity import load_identity_network
         from models.losses import PerceptualLoss
 
         if path is None:
             return PerceptualLoss(None)
         p = Path(path)
-        if not p.is_file():
-            raise InputFileError(p, "identity network (identity_network) not found")
-        try:
-            net = torch.jit.load(str(p), map_location=self.device)
-        except Exception as exc:
-            raise InputFileError(p, f"not a TorchScript identity network ({exc})") from exc
+        net, kind = load_identity_network(p, self.device)
+        self._identity_kind = f"{kind} from {p}"
         return PerceptualLoss(net).to(self.device)
 
-    def _perceptual(self, rendered: torch.Tensor, images: torch.Tensor, mask: torch.Tensor):
-        """Perceptual loss of the render composited over the photo (0 when off)."""
+    def _perceptual(
+        self,
+        rendered: torch.Tensor,
+        images: torch.Tensor,
+        mask: torch.Tensor,
+        landmarks: torch.Tensor,
+    ):
+        """Perceptual loss of the render composited over the photo, both aligned to the identity
+        network's template by the photo's landmarks (B, 68, 2) (0 when off)."""
+        from models.identity import five_points
+
         if not self.perceptual.enabled:
             return rendered.sum() * 0.0
-        return self.perceptual(rendered * mask + images * (1.0 - mask), images)
+        composite = rendered * mask + images * (1.0 - mask)
+        return self.perceptual(composite, images, five_points(landmarks))
 
     # ------------------------------------------------------------------ data
     def photos(self):
@@ -860,6 +870,8 @@ class Trainer:
                 "(set identity_network; until then base_losses.perceptual and "
                 "hrn_losses.perceptual have no effect)"
             )
+        else:
+            self.log.message(f"perceptual loss: identity network {self._identity_kind}")
         cfg = self.config.base
         analyzer = _wrap(hrn.net_recon, self.dist, self.device)
         params = [p for p in hrn.net_recon.parameters() if p.requires_grad]
@@ -890,7 +902,7 @@ class Trainer:
             lm_w = base_landmark_weights(emphasis=w.landmark_emphasis).to(self.device)
             terms = BaseLossTerms(
                 photo=photometric_loss(rendered, batch.images, mask),
-                perceptual=self._perceptual(rendered, batch.images, mask),
+                perceptual=self._perceptual(rendered, batch.images, mask, batch.landmarks),
                 landmark=landmark_loss(
                     self._to224(self.system.landmarks2d(coarse.posed)),
                     self._to224(batch.landmarks),
@@ -1090,8 +1102,8 @@ class Trainer:
             terms = HRNLossTerms(
                 photo_mid=photometric_loss(img1, batch.images, m1),
                 photo_high=photometric_loss(img2, batch.images, m2),
-                perceptual_mid=self._perceptual(img1, batch.images, m1),
-                perceptual_high=self._perceptual(img2, batch.images, m2),
+                perceptual_mid=self._perceptual(img1, batch.images, m1, batch.landmarks),
+                perceptual_high=self._perceptual(img2, batch.images, m2, batch.landmarks),
                 landmark=landmark_loss(lm_pred, self._to224(batch.landmarks)),
                 tv=total_variation(d_units),
                 displacement_l1=displacement_l1(h_units, detail.valid),

@@ -300,17 +300,12 @@ def test_lab_photos_are_found_and_cropped(hrn_data):
 
 
 def test_perceptual_loss_with_an_identity_network(hrn_data, tmp_path, one_thread):
-    class Embed(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 4, 5, stride=4)
+    from models.identity import IResNet
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.conv(x).mean(dim=(2, 3))
-
+    # an ArcFace IResNet state dict, as arcface_torch saves backbone.pth (a small depth here)
     torch.manual_seed(0)
-    path = tmp_path / "id.pt"
-    torch.jit.script(Embed()).save(str(path))
+    path = tmp_path / "backbone.pth"
+    torch.save(IResNet((1, 1, 1, 1), features=32).state_dict(), path)
     cfg = tiny_config()
     cfg.base.steps = 1
     cfg.identity_network = str(path)
@@ -319,7 +314,9 @@ def test_perceptual_loss_with_an_identity_network(hrn_data, tmp_path, one_thread
     with open(out / "log_base.csv", newline="") as fh:
         row = next(csv.DictReader(fh))
     assert float(row["perceptual"]) > 0
-    assert "perceptual loss is off" not in (out / "train.log").read_text()
+    log = (out / "train.log").read_text()
+    assert "perceptual loss is off" not in log
+    assert "identity network IResNet (1, 1, 1, 1)" in log
     cfg.identity_network = str(tmp_path / "missing.pt")
     with pytest.raises(InputFileError, match="identity network"):
         train(cfg, tmp_path / "run2", photos=hrn_data.photos, stages=["base"])
