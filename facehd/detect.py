@@ -126,6 +126,8 @@ IBUG68_REGIONS: dict[str, tuple[int, int]] = {
 
 FIVE_POINT_NAMES = ("right_eye", "left_eye", "nose_tip", "right_mouth", "left_mouth")
 """Order of the 5 alignment points (the subject's right = the image left in a frontal photo)."""
+FIVE_POINT_FROM_68: tuple[tuple[int, int], ...] = ((36, 39), (42, 45), (30, 30), (48, 48), (54, 54))
+"""Each alignment point (order :data:`FIVE_POINT_NAMES`) as the mean of two iBUG-68 points."""
 
 
 def landmarks68_from_mediapipe(mesh: np.ndarray) -> np.ndarray:
@@ -146,21 +148,14 @@ def landmarks5_from_68(lm68: np.ndarray) -> np.ndarray:
     """The 5 alignment points from iBUG-68 landmarks (order :data:`FIVE_POINT_NAMES`).
 
     lm68 : (..., 68, D) float -> (..., 5, D): eye centres as the mean of each eye's two corners
-    (Deep3DFaceRecon's rule), the nose tip (30) and the mouth corners (48, 54).
+    (Deep3DFaceRecon's rule), the nose tip (30) and the mouth corners (48, 54)
+    (:data:`FIVE_POINT_FROM_68`).
     """
     lm68 = np.asarray(lm68, dtype=np.float64)
     if lm68.ndim < 2 or lm68.shape[-2] != 68:
         raise ValueError(f"expected iBUG-68 landmarks (..., 68, D), got {lm68.shape}")
-    return np.stack(
-        [
-            0.5 * (lm68[..., 36, :] + lm68[..., 39, :]),
-            0.5 * (lm68[..., 42, :] + lm68[..., 45, :]),
-            lm68[..., 30, :],
-            lm68[..., 48, :],
-            lm68[..., 54, :],
-        ],
-        axis=-2,
-    )
+    a, b = zip(*FIVE_POINT_FROM_68, strict=True)
+    return 0.5 * (lm68[..., list(a), :] + lm68[..., list(b), :])
 
 
 def mask_outline(mesh: np.ndarray) -> np.ndarray:

@@ -227,19 +227,12 @@ def load_identity_network(
 
 def five_points(landmarks68: torch.Tensor) -> torch.Tensor:
     """``(..., 68, 2)`` iBUG-68 points -> ``(..., 5, 2)`` alignment points: the eye centres (mean
-    of each eye's two corners), the nose tip and the mouth corners (as
-    :func:`facehd.detect.landmarks5_from_68`)."""
-    lm = landmarks68
-    return torch.stack(
-        [
-            0.5 * (lm[..., 36, :] + lm[..., 39, :]),
-            0.5 * (lm[..., 42, :] + lm[..., 45, :]),
-            lm[..., 30, :],
-            lm[..., 48, :],
-            lm[..., 54, :],
-        ],
-        dim=-2,
-    )
+    of each eye's two corners), the nose tip and the mouth corners
+    (:data:`facehd.detect.FIVE_POINT_FROM_68`, as :func:`facehd.detect.landmarks5_from_68`)."""
+    from facehd.detect import FIVE_POINT_FROM_68
+
+    a, b = zip(*FIVE_POINT_FROM_68, strict=True)
+    return 0.5 * (landmarks68[..., list(a), :] + landmarks68[..., list(b), :])
 
 
 def similarity_to_template(points: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
