@@ -8,8 +8,9 @@ the project; a user gives them by path (``identity_network`` in the training con
   models, the file Deep3DFaceRecon and HRN train with: ``ms1mv3_arcface_r50_fp16``), with or
   without a ``module.`` prefix (saved from DataParallel) or a ``state_dict`` wrapper; its depth
   (18, 34, 50, 100 or 200 layers, or any other block counts) is read from the keys; or
-- any TorchScript module mapping ``(B, 3, 112, 112)`` images in ``[-1, 1]`` to ``(B, D)``
-  features (another recognition network, exported by its own code).
+- another recognition network exported by its own code, mapping ``(B, 3, 112, 112)`` images in
+  ``[-1, 1]`` to ``(B, D)`` features: a ``torch.export`` program (``torch.export.save``, with a
+  dynamic batch dimension) or a TorchScript module (``torch.jit.save``; deprecated by PyTorch).
 
 :class:`IResNet` is written here with ``arcface_torch``'s parameter names, so its state dicts load
 unchanged: a 3x3 stem (conv1, bn1, prelu) at full resolution; four stages of
@@ -169,13 +170,34 @@ def _unwrap(obj: object) -> dict[str, torch.Tensor]:
     return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
-def _is_torchscript(path: Path) -> bool:
+def _archive_kind(path: Path) -> str:
+    """``"torchscript"``, ``"export"`` (a ``torch.export`` program) or ``"other"``."""
     import zipfile
 
     if not zipfile.is_zipfile(path):
-        return False
+        return "other"
     with zipfile.ZipFile(path) as z:
-        return any(n.endswith("/constants.pkl") or n == "constants.pkl" for n in z.namelist())
+        names = z.namelist()
+    if any(n.endswith("/models/model.json") for n in names):
+        return "export"
+    if any(n.endswith("/constants.pkl") or n == "constants.pkl" for n in names):
+        return "torchscript"
+    return "other"
+
+
+class _ExportedNetwork(nn.Module):
+    """A ``torch.export`` program's module, frozen. It runs as it was exported (such modules
+    cannot switch between training and evaluation mode), so it is held outside the module tree
+    that ``train()`` and ``eval()`` walk."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.__dict__["program"] = module
+        for p in module.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
 
 
 def load_identity_network(
@@ -185,8 +207,8 @@ def load_identity_network(
 
     Returns
     -------
-    (network in eval mode, a description for logs: ``"IResNet (3, 4, 14, 3)"`` or
-    ``"TorchScript"``).
+    (network in eval mode, a description for logs: ``"IResNet (3, 4, 14, 3)"``,
+    ``"torch.export program"`` or ``"TorchScript"``).
 
     Raises
     ------
@@ -197,7 +219,16 @@ def load_identity_network(
     p = Path(path)
     if not p.is_file():
         raise InputFileError(p, "identity network (identity_network) not found")
-    if _is_torchscript(p):
+    kind = _archive_kind(p)
+    if kind == "export":
+        from torch.export.passes import move_to_device_pass
+
+        try:
+            program = move_to_device_pass(torch.export.load(str(p)), torch.device(device))
+        except Exception as exc:
+            raise InputFileError(p, f"unreadable torch.export identity network ({exc})") from exc
+        return _ExportedNetwork(program.module()), "torch.export program"
+    if kind == "torchscript":
         try:
             net = torch.jit.load(str(p), map_location=device)
         except Exception as exc:
@@ -209,7 +240,7 @@ def load_identity_network(
         raise InputFileError(
             p,
             "not an identity network: expected an ArcFace IResNet state dict (arcface_torch's "
-            f"backbone.pth) or a TorchScript module ({exc})",
+            f"backbone.pth), a torch.export program or a TorchScript module ({exc})",
         ) from exc
     try:
         layers = iresnet_layers(state)

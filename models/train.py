@@ -5,7 +5,7 @@
 1. ``base`` -- the face analyzer (Deep3DFaceRecon's losses, self-supervised on the photos):
    photometric on the face mask, landmark (weights 20 on the nose and inner mouth), coefficient,
    lighting and reflectance regularisers; the perceptual loss only with an identity network
-   (``identity_network``: ArcFace's ``backbone.pth`` or a TorchScript face-recognition model,
+   (``identity_network``: ArcFace's ``backbone.pth`` or an exported face-recognition network,
    :mod:`models.identity`), otherwise off and the log says so.
 2. ``deretouch`` -- the de-retouching network on texture pairs (the photo with and without skin
    blemishes, unwrapped onto the base model's M0): ``T0 = (1 - 2B) T^2 + 2B T`` is pulled to the
@@ -227,8 +227,9 @@ class TrainConfig:
     """torch CPU threads per process (0: torch's default)."""
     identity_network: str | None = None
     """Face-recognition network of the perceptual loss, by path: an ArcFace IResNet state dict
-    (``arcface_torch``'s ``backbone.pth``, as HRN and Deep3DFaceRecon train with) or a TorchScript
-    module (``(B, 3, 112, 112)`` in ``[-1, 1]`` -> features ``(B, D)``); faces are aligned to
+    (``arcface_torch``'s ``backbone.pth``, as HRN and Deep3DFaceRecon train with), or a
+    ``torch.export`` program or TorchScript module (``(B, 3, 112, 112)`` in ``[-1, 1]`` ->
+    features ``(B, D)``); faces are aligned to
     ArcFace's 112 x 112 template by their 5 points (:mod:`models.identity`). null: the perceptual
     loss is off."""
 

@@ -107,6 +107,31 @@ def test_a_torchscript_network_still_loads(tmp_path):
     assert net(torch.rand(1, 3, 112, 112)).shape == (1, 4)
 
 
+def test_a_torch_export_program_loads_and_serves_the_perceptual_loss(tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 5, stride=4), torch.nn.BatchNorm2d(4), torch.nn.Flatten()
+    ).eval()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(
+        net, (torch.rand(2, 3, 112, 112),), dynamic_shapes={"input": {0: batch}}
+    )
+    path = tmp_path / "id.pt2"
+    torch.export.save(program, str(path))
+    loaded, kind = load_identity_network(path)
+    assert kind == "torch.export program"
+    x = torch.rand(3, 3, 112, 112)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x))
+    loss = PerceptualLoss(loaded, input_size=112)
+    loss.train()  # the exported module itself cannot change mode; the loss must not ask it to
+    rendered = torch.rand(3, 3, 112, 112, requires_grad=True)
+    value = loss(rendered, x)
+    value.backward()
+    assert value.item() > 0 and rendered.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in loaded.program.parameters())
+
+
 def test_bad_identity_network_files_are_named_with_the_problem(tmp_path):
     with pytest.raises(InputFileError, match="not found"):
         load_identity_network(tmp_path / "missing.pth")
