@@ -422,6 +422,19 @@ def _seed_everything(seed: int) -> None:
 # --------------------------------------------------------------------------------------------
 # run folder: logs
 # --------------------------------------------------------------------------------------------
+_MODEL_SIZES = ("name", "n_vertices", "n_id", "n_exp", "n_tex")
+
+
+def _model_brief(info: Any) -> dict[str, Any]:
+    """A checkpoint's morphable-model record for an error message: sizes and topology hash."""
+    d = info if isinstance(info, dict) else {}
+    fp = d.get("fingerprint")
+    return {
+        **{k: d.get(k) for k in _MODEL_SIZES},
+        "topology": fp.get("topology") if isinstance(fp, dict) else None,
+    }
+
+
 class _RunLog:
     """CSV rows per stage, a text log, and TensorBoard when it is installed (rank 0 only)."""
 
@@ -757,10 +770,14 @@ class Trainer:
             )
         info = data.get("morphable", {})
         mine = self._morphable_info()
-        if info != mine:
+        # the fingerprint's floats with a tolerance: a procedural model built with another
+        # thread count differs in the last bits
+        same = isinstance(info, dict) and all(info.get(k) == mine[k] for k in _MODEL_SIZES)
+        if not (same and self.morphable.matches_fingerprint(info.get("fingerprint"))):
             raise InputFileError(
                 path,
-                f"checkpoint is for the morphable model {info}, this run uses {mine}",
+                f"checkpoint is for the morphable model {_model_brief(info)}, this run uses "
+                f"{_model_brief(mine)} (or the same sizes with other bases)",
             )
         return data
 

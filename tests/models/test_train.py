@@ -370,3 +370,26 @@ def test_scales_are_held_during_their_warmup(hrn_data, full_run, tmp_path, one_t
         hrn = read_checkpoint(out / "checkpoints" / "hrn.pt")["state"]["hrn"]
         assert torch.equal(hrn["beta"], start["beta"]) is not moves
         assert not torch.equal(hrn["high_net.model.1.weight"], start["high_net.model.1.weight"])
+
+
+def test_init_accepts_the_same_model_built_with_other_threads_only(
+    hrn_data, full_run, tmp_path, one_thread
+):
+    """The procedural model's fingerprint floats differ in their last bits with the BLAS thread
+    count: a checkpoint made on another machine still starts a run; another model version not."""
+    from models.checkpoints import read_checkpoint, save_checkpoint_atomic
+
+    out_full, _ = full_run
+    data = read_checkpoint(out_full / "model.pt")
+    proj = data["morphable"]["fingerprint"]["projections"]
+    data["morphable"]["fingerprint"]["projections"] = [p * (1 + 1e-13) for p in proj]
+    save_checkpoint_atomic(tmp_path / "other-threads.pt", data)
+    cfg = tiny_config()
+    cfg.hrn.steps = 1
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "stages": ["hrn"]}
+    train(cfg, tmp_path / "run", init=tmp_path / "other-threads.pt", **kw)
+    assert (tmp_path / "run" / "model.pt").is_file()
+    data["morphable"]["fingerprint"]["projections"] = [p * (1 + 1e-3) + 1 for p in proj]
+    save_checkpoint_atomic(tmp_path / "other-version.pt", data)
+    with pytest.raises(InputFileError, match=r"other-version\.pt.*morphable model"):
+        train(cfg, tmp_path / "run2", init=tmp_path / "other-version.pt", **kw)
