@@ -41,6 +41,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -147,6 +148,41 @@ def _normalise_fields(fields: Mapping[str, FieldSpec | tuple]) -> dict[str, Fiel
     if not out:
         raise ValueError("a dataset needs at least one field")
     return {k: out[k] for k in sorted(out)}
+
+
+ATTR_FLOAT_RTOL = 1e-9
+"""Relative tolerance of float attributes when a build is resumed: values computed again (a
+procedural model's fingerprint, say) differ in their last bits with the BLAS thread count or
+machine, which must not make the same build look like another."""
+
+
+def _same_attr(a: Any, b: Any) -> bool:
+    """Whether two attribute values are the same, floats within :data:`ATTR_FLOAT_RTOL` (JSON
+    attributes are compared decoded, element by element)."""
+    if isinstance(a, str) and isinstance(b, str):
+        if a == b:
+            return True
+        if a[:1] in "[{" and b[:1] in "[{":
+            try:
+                return _same_attr(json.loads(a), json.loads(b))
+            except ValueError:
+                return False
+        return False
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b or math.isclose(a, b, rel_tol=ATTR_FLOAT_RTOL, abs_tol=1e-12)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_attr(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_attr(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def _brief(value: Any, limit: int = 120) -> str:
+    """``repr`` of an attribute value, shortened for messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + " ...'"
 
 
 def _normalise_attrs(attrs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -815,8 +851,9 @@ class ShardedDatasetWriter:
                 return f"{key} differs ({theirs.get(key)!r} there, {mine[key]!r} now)"
         a, b = mine["attrs"], theirs.get("attrs", {})
         for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                return f"attribute {key!r} differs ({b.get(key)!r} there, {a.get(key)!r} now)"
+            if not _same_attr(a.get(key), b.get(key)):
+                there, now = _brief(b.get(key)), _brief(a.get(key))
+                return f"attribute {key!r} differs ({there} there, {now} now)"
         return None
 
     def _check_compatible(self, path: Path) -> None:

@@ -331,6 +331,29 @@ def test_refuses_to_mix_builds(tmp_path):
     assert not w.done_ids
 
 
+def test_floats_recomputed_to_their_last_bits_are_the_same_build(tmp_path):
+    """A model fingerprint computed again with another BLAS thread count differs in its last
+    bits: the same build. A real difference, however small, is another build, named briefly."""
+    fp = {"topology": "abc", "projections": [-360.130082979538, 11.085479672273367, 0.0]}
+    attrs = ATTRS | {"model_fingerprint": fp}
+    out = tmp_path / "d.h5"
+    w = ShardedDatasetWriter(out, SCHEMA, attrs, FIELDS)
+    w.add(sid(0), sample(0))
+    w.close()
+    again = {"topology": "abc", "projections": [-360.130082979538, 11.0854796722733, 1e-15]}
+    w = ShardedDatasetWriter(out, SCHEMA, ATTRS | {"model_fingerprint": again}, FIELDS)
+    assert w.done_ids == {sid(0)}
+    w.close()
+    for changed in (
+        {"topology": "abc", "projections": [-360.130082979538, 11.0855, 0.0]},
+        {"topology": "abd", "projections": fp["projections"]},
+        {"topology": "abc", "projections": fp["projections"][:2]},
+    ):
+        with pytest.raises(FacehdError, match="attribute 'model_fingerprint' differs") as exc:
+            ShardedDatasetWriter(out, SCHEMA, ATTRS | {"model_fingerprint": changed}, FIELDS)
+        assert len(str(exc.value)) < 400 + len(str(out))
+
+
 def test_sample_validation(tmp_path):
     w = ShardedDatasetWriter(tmp_path / "d.h5", SCHEMA, ATTRS, FIELDS)
     good = sample(1)
