@@ -288,7 +288,7 @@ def align_faces(images: torch.Tensor, landmarks5: torch.Tensor, size: int = 112)
     """Warp ``images`` (B, C, H, W) so that their 5 points ``landmarks5`` (B, 5, 2) (pixels,
     x = column, y = row, pixel centres at integers) land on ArcFace's template, scaled to
     ``size`` (112: :data:`ARCFACE_TEMPLATE_112`). Bilinear, zeros outside; differentiable with
-    respect to the images. Returns ``(B, C, size, size)``."""
+    respect to the images. Returns ``(B, C, size, size)``, float32 (float64 for float64 images)."""
     if images.ndim != 4 or landmarks5.shape != (images.shape[0], 5, 2):
         raise ValueError(
             f"align_faces: expected (B, C, H, W) images and (B, 5, 2) points, got "
@@ -309,5 +309,10 @@ def align_faces(images: torch.Tensor, landmarks5: torch.Tensor, size: int = 112)
     # pixel centres -> grid_sample's [-1, 1] with align_corners=False
     gx = (2.0 * src[..., 0] + 1.0) / w - 1.0
     gy = (2.0 * src[..., 1] + 1.0) / h - 1.0
-    grid = torch.stack([gx, gy], -1).reshape(b, size, size, 2).to(images.dtype)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # sampled in at least float32: a half-precision grid (mixed precision) would place the
+    # samples a fifth of a pixel off
+    dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
+    grid = torch.stack([gx, gy], -1).reshape(b, size, size, 2).to(dtype)
+    return F.grid_sample(
+        images.to(dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )

@@ -206,6 +206,20 @@ def test_align_faces_samples_each_output_pixel_at_its_source_point():
         assert np.hypot(out[0][i, j] - sx, out[1][i, j] - sy) < 1.0 / 0.55
 
 
+def test_half_precision_images_are_sampled_at_full_precision_places():
+    h = w = 224
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    smooth = torch.from_numpy(np.stack([np.sin(xs / 9.0), np.cos(ys / 7.0), xs * 0 + 0.5])[None])
+    lm5 = torch.tensor(
+        [[[80.0, 100.0], [140.0, 98.0], [111.0, 130.0], [86.0, 160.0], [136.0, 161.0]]]
+    )
+    ref = align_faces(smooth, lm5)
+    half = align_faces(smooth.to(torch.bfloat16), lm5)
+    assert half.dtype == torch.float32
+    # only the input's rounding (bfloat16: 8 bits) remains, not misplaced samples
+    assert (half - ref).abs().max() < 5e-3
+
+
 def test_perceptual_loss_aligns_faces_by_their_five_points():
     torch.manual_seed(0)
     net = _randomised(IResNet((1, 1, 1, 1), features=32))
