@@ -229,9 +229,8 @@ class TrainConfig:
     """Face-recognition network of the perceptual loss, by path: an ArcFace IResNet state dict
     (``arcface_torch``'s ``backbone.pth``, as HRN and Deep3DFaceRecon train with), or a
     ``torch.export`` program or TorchScript module (``(B, 3, 112, 112)`` in ``[-1, 1]`` ->
-    features ``(B, D)``); faces are aligned to
-    ArcFace's 112 x 112 template by their 5 points (:mod:`models.identity`). null: the perceptual
-    loss is off."""
+    features ``(B, D)``); faces are aligned to ArcFace's 112 x 112 template by their 5 points
+    (:mod:`models.identity`). null: the perceptual loss is off."""
 
 
 def paper_train_config() -> TrainConfig:
@@ -420,7 +419,7 @@ def _seed_everything(seed: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# run folder: logs
+# run folder: checkpoints' model records, logs
 # --------------------------------------------------------------------------------------------
 _MODEL_SIZES = ("name", "n_vertices", "n_id", "n_exp", "n_tex")
 
