@@ -777,6 +777,11 @@ def train_cmd(
     steps: int = typer.Option(None, min=0, help="Override the steps of the selected stages."),
     bfm: Path = typer.Option(None, help="BFM_model_front.mat (configs on the BFM)."),
     uv: Path = typer.Option(None, help="The BFM's UV layout file."),
+    identity_network: Path = typer.Option(
+        None,
+        help="Weights of the perceptual loss's identity network: ArcFace's backbone.pth "
+        "(arcface_torch) or an exported network (torch.export, TorchScript). Without: off.",
+    ),
     print_config: bool = typer.Option(False, help="Print the resolved config as YAML and exit."),
 ) -> None:
     """Train HRN: base model, de-retouching module, detail networks (alternating iterations).
@@ -803,8 +808,16 @@ def train_cmd(
     if steps is not None:
         for s in stages:
             getattr(cfg, s).steps = steps
+    if identity_network is not None:
+        cfg.identity_network = str(identity_network)
     if print_config:
-        console.print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), markup=False)
+        # as is: YAML must not be wrapped at the console's width (a long path would break it)
+        console.print(
+            yaml.safe_dump(config_to_dict(cfg), sort_keys=False),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         return
     with _exit_on_error(FacehdError, ValueError):
         with _progress() as bar:

@@ -1376,12 +1376,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--init")
     p.add_argument("--steps", type=int, help="override the steps of every selected stage")
+    p.add_argument("--identity-network", help="the perceptual loss's identity network weights")
     a = p.parse_args(argv)
     cfg = load_train_config(a.config)
     stages = STAGES if not a.stage or "all" in a.stage else a.stage
     if a.steps is not None:
         for s in stages:
             getattr(cfg, s).steps = a.steps
+    if a.identity_network is not None:
+        cfg.identity_network = a.identity_network
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     train(
         cfg,

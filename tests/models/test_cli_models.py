@@ -23,6 +23,13 @@ def test_print_config_and_bad_config(tmp_path):
     assert res.exit_code == 2 and "networkk" in res.output
     res = runner.invoke(app, ["train", "--out", str(tmp_path / "r"), "--stage", "detail"])
     assert res.exit_code == 2 and "unknown stage" in res.output
+    weights = tmp_path / "backbone.pth"
+    args = ["train", "--out", str(tmp_path / "r"), "--identity-network", str(weights)]
+    res = runner.invoke(app, [*args, "--print-config"])
+    assert res.exit_code == 0 and yaml.safe_load(res.output)["identity_network"] == str(weights)
+    res = runner.invoke(app, args)  # the file does not exist: named, nothing trained
+    assert res.exit_code == 2 and "backbone.pth" in res.output and "not found" in res.output
+    assert not (tmp_path / "r" / "model.pt").exists()
 
 
 def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
