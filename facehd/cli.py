@@ -1039,6 +1039,9 @@ def ablation(
     config: str = typer.Option("tiny-cpu", help="Preset or config file."),
     views: int = typer.Option(None, min=1, help="Held-out photos per scan (default all)."),
     steps: int = typer.Option(None, min=0, help="Override the steps of the detail stage."),
+    identity_network: Path = typer.Option(
+        None, help="The perceptual loss's identity network weights (as facehd train)."
+    ),
 ) -> None:
     """The paper's ablation (Table 3), every row trained and measured on held-out synthetic photos.
 
@@ -1053,6 +1056,8 @@ def ablation(
         cfg = _train_config(config, None, None)
         if steps is not None:
             cfg.hrn.steps = steps
+        if identity_network is not None:
+            cfg.identity_network = str(identity_network)
         with _progress() as bar:
             rows = run_ablation(
                 cfg,

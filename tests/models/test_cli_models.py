@@ -62,3 +62,14 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
         app, ["reconstruct", photo, "--checkpoint", str(run / "model.pt"), "--landmarks", "mesh"]
     )
     assert res.exit_code == 2 and "--landmarks must be auto, detect or given" in res.output
+
+
+def test_ablation_names_a_missing_identity_network_before_training(hrn_data, tmp_path):
+    out = tmp_path / "abl"
+    weights = tmp_path / "backbone.pth"
+    args = ["ablation", "--out", str(out), "--photos", str(hrn_data.photos)]
+    args += ["--priors", str(hrn_data.priors), "--heldout", str(hrn_data.scans)]
+    res = runner.invoke(app, [*args, "--identity-network", str(weights)])
+    assert res.exit_code == 2 and "backbone.pth" in res.output and "not found" in res.output
+    assert not (out / "ablation.csv").exists()
+    assert not list(out.rglob("model.pt"))
