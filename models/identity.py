@@ -271,7 +271,7 @@ def similarity_to_template(points: torch.Tensor, template: torch.Tensor) -> torc
     ``points`` (B, N, 2) onto ``template`` (N, 2) (Umeyama). Returns ``(B, 2, 3)`` matrices ``A``
     with ``template ≈ A[:, :, :2] @ p + A[:, :, 2]``."""
     p = points.to(torch.float64)
-    q = template.to(torch.float64).expand_as(p)
+    q = template.to(device=p.device, dtype=torch.float64).expand_as(p)
     mp, mq = p.mean(-2, keepdim=True), q.mean(-2, keepdim=True)
     pc, qc = p - mp, q - mq
     # for 2D, the optimal rotation+scale is [[a, -b], [b, a]] with
@@ -295,15 +295,12 @@ def align_faces(images: torch.Tensor, landmarks5: torch.Tensor, size: int = 112)
             f"{tuple(images.shape)} and {tuple(landmarks5.shape)}"
         )
     b, _, h, w = images.shape
-    template = torch.tensor(ARCFACE_TEMPLATE_112, dtype=torch.float64) * (size / 112.0)
-    a = similarity_to_template(landmarks5.detach().to(torch.float64), template)
+    f64 = {"device": images.device, "dtype": torch.float64}  # on the images' device (GPU)
+    template = torch.tensor(ARCFACE_TEMPLATE_112, **f64) * (size / 112.0)
+    a = similarity_to_template(landmarks5.detach().to(**f64), template)
     rot, t = a[..., :2], a[..., 2]
     inv = torch.linalg.inv(rot)
-    ys, xs = torch.meshgrid(
-        torch.arange(size, dtype=torch.float64),
-        torch.arange(size, dtype=torch.float64),
-        indexing="ij",
-    )
+    ys, xs = torch.meshgrid(torch.arange(size, **f64), torch.arange(size, **f64), indexing="ij")
     out_px = torch.stack([xs, ys], -1).reshape(1, -1, 2)  # (1, size², 2)
     src = (out_px - t[:, None, :]) @ inv.transpose(-1, -2)  # (B, size², 2) source pixels
     # pixel centres -> grid_sample's [-1, 1] with align_corners=False

@@ -220,6 +220,15 @@ def test_half_precision_images_are_sampled_at_full_precision_places():
     assert (half - ref).abs().max() < 5e-3
 
 
+def test_alignment_stays_on_the_images_device():
+    """Everything the warp makes (template, pixel grid) lives on the images' device: checked on
+    PyTorch's shape-only ``meta`` device, where a CPU tensor in the mix fails as on a GPU."""
+    images = torch.empty(2, 3, 224, 224, device="meta")
+    lm5 = torch.empty(2, 5, 2, device="meta")
+    out = align_faces(images, lm5)
+    assert out.device.type == "meta" and out.shape == (2, 3, 112, 112)
+
+
 def test_perceptual_loss_aligns_faces_by_their_five_points():
     torch.manual_seed(0)
     net = _randomised(IResNet((1, 1, 1, 1), features=32))
