@@ -70,18 +70,19 @@ def hrn_forward(quick: bool) -> list[PerfRow]:
                 PerfRow(ENTRY, "face analyzer (ResNet-50) forward", t * 1e3, "ms", note="224x224")
             )
 
-            from models.identity import IRESNET_LAYERS, IResNet, align_faces
+            from models.identity import IRESNET_LAYERS, IResNet
+            from models.losses import PerceptualLoss
 
-            # the perceptual loss per image: align render and photo, then ArcFace on both, with
-            # the gradient back to the render (random weights: the cost does not depend on them)
-            arcface = IResNet(IRESNET_LAYERS["r50"]).eval()
-            crop = torch.rand(2, 3, 224, 224)
-            lm5 = torch.tensor([[[80.0, 100], [144, 100], [112, 130], [86, 160], [138, 160]]] * 2)
+            # the perceptual loss as training runs it (render and photo aligned, ArcFace on
+            # both, the gradient back to the render; random weights: the cost does not depend
+            # on them)
+            loss = PerceptualLoss(IResNet(IRESNET_LAYERS["r50"]))
+            photo = torch.rand(1, 3, 224, 224)
+            lm5 = torch.tensor([[[80.0, 100], [144, 100], [112, 130], [86, 160], [138, 160]]])
 
             def perceptual() -> None:
                 with torch.enable_grad():
-                    x = crop.clone().requires_grad_(True)
-                    arcface(align_faces(x, lm5) * 2 - 1).sum().backward()
+                    loss(photo.clone().requires_grad_(True), photo, lm5).backward()
 
             t = timeit(perceptual, repeat)
             rows.append(
