@@ -182,7 +182,7 @@ def _same_attr(a: Any, b: Any) -> bool:
 def _brief(value: Any, limit: int = 120) -> str:
     """``repr`` of an attribute value, shortened for messages."""
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 5] + " ...'"
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
 
 
 def _normalise_attrs(attrs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -614,19 +614,17 @@ class Trainer:
         self.system.to(self.device)
         self._lab = None
         self._pairs = None
-        self._identity_kind = ""
-        self.perceptual = self._perceptual_loss(config.identity_network)
+        self.perceptual, self._identity_kind = self._perceptual_loss(config.identity_network)
 
     def _perceptual_loss(self, path: str | None):
+        """``(PerceptualLoss, what its network is, for the log: "" when off)``."""
         from models.identity import load_identity_network
         from models.losses import PerceptualLoss
 
         if path is None:
-            return PerceptualLoss(None)
-        p = Path(path)
-        net, kind = load_identity_network(p, self.device)
-        self._identity_kind = f"{kind} from {p}"
-        return PerceptualLoss(net).to(self.device)
+            return PerceptualLoss(None), ""
+        net, kind = load_identity_network(path, self.device)
+        return PerceptualLoss(net).to(self.device), f"{kind} from {path}"
 
     def _perceptual(
         self,
