@@ -733,7 +733,10 @@ def landmarks_cmd(
 
 
 # --- train, reconstruct, evaluate, ablation (HRN models) ---
-def _train_config(config: str, bfm: Path | None, uv: Path | None):
+def _train_config(
+    config: str, bfm: Path | None, uv: Path | None, identity_network: Path | None = None
+):
+    """The preset or config file, with the paths given on the command line."""
     from models.train import load_train_config
 
     cfg = load_train_config(config)
@@ -741,6 +744,8 @@ def _train_config(config: str, bfm: Path | None, uv: Path | None):
         cfg.morphable.bfm_path = str(bfm)
     if uv is not None:
         cfg.morphable.uv_path = str(uv)
+    if identity_network is not None:
+        cfg.identity_network = str(identity_network)
     return cfg
 
 
@@ -799,7 +804,7 @@ def train_cmd(
     from models.train import train as run_training
 
     with _exit_on_error(FacehdError, ValueError):
-        cfg = _train_config(config, bfm, uv)
+        cfg = _train_config(config, bfm, uv, identity_network)
     stages = list(STAGES) if not stage or "all" in stage else stage
     bad = [s for s in stages if s not in STAGES]
     if bad:
@@ -808,8 +813,6 @@ def train_cmd(
     if steps is not None:
         for s in stages:
             getattr(cfg, s).steps = steps
-    if identity_network is not None:
-        cfg.identity_network = str(identity_network)
     if print_config:
         # as is: YAML must not be wrapped at the console's width (a long path would break it)
         console.print(
@@ -1053,11 +1056,9 @@ def ablation(
     from models.ablation import run_ablation, table_markdown
 
     with _exit_on_error(FacehdError, ValueError):
-        cfg = _train_config(config, None, None)
+        cfg = _train_config(config, None, None, identity_network)
         if steps is not None:
             cfg.hrn.steps = steps
-        if identity_network is not None:
-            cfg.identity_network = str(identity_network)
         with _progress() as bar:
             rows = run_ablation(
                 cfg,
