@@ -2,21 +2,20 @@
 
 A file is written to a temporary sibling and renamed over its destination, so an interrupted or
 failing run never leaves a half-written file behind and never damages results already there.
-Read-modify-write updates (the leaderboard) hold an exclusive lock on a ``.lock`` sibling.
+Read-modify-write updates (the leaderboard) hold an exclusive lock on a hidden
+``.<name>.lock`` sibling.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from facehd.csvtext import atomic_write_text, format_value, write_rows
+from facehd.csvtext import atomic_write_text, format_value, locked, write_rows
 
 __all__ = [
     "atomic_write_text",
@@ -42,22 +41,3 @@ def config_hash(config: Any) -> str:
     data = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
     text = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-@contextlib.contextmanager
-def locked(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``<path>.lock`` (no-op where ``fcntl`` is missing)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = path.with_name(path.name + ".lock")
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    with open(lock, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -632,8 +632,10 @@ def inspect(
                 name, f"{summary.residual_median[k]:.4f}", f"{summary.residual_max[k]:.4f}"
             )
         console.print(levels)
+        # subjects are named by the scans' layout (<subject>_eNN, <subject>/...), or not at all
+        subjects = f"{summary.subjects} subjects" if summary.subjects else "subjects not named"
         console.print(
-            f"model {esc(summary.model)}, units {summary.units}, {summary.subjects} subjects; "
+            f"model {esc(summary.model)}, units {summary.units}, {subjects}; "
             f"valid texels: deformation {100 * summary.deformation_coverage:.1f}%, "
             f"displacement {100 * summary.displacement_coverage:.1f}% "
             f"(rms {summary.displacement_rms:.3f} mm); {summary.n_failed} failed scans"
@@ -724,8 +726,11 @@ def landmarks_cmd(
             r.scan_id, r.status, conf, spread, r.units, r.appearance, r.detail or r.reason
         )
     console.print(table)
+    found = f"{result.n_ok} found"
+    if result.n_earlier:
+        found += f" ({result.n_ok - result.n_earlier} now, {result.n_earlier} by an earlier run)"
     console.print(
-        f"{result.n_ok} found, {result.n_failed} failed, {result.n_skipped} skipped; "
+        f"{found}, {result.n_failed} failed, {result.n_skipped} skipped; "
         f"table: {esc(result.csv_path)}"
     )
     if result.n_failed:

@@ -3,19 +3,20 @@ written to a temporary sibling then renamed, so an interrupted run never leaves 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import math
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write_text", "format_value", "write_rows"]
+__all__ = ["atomic_write_text", "format_value", "locked", "write_rows"]
 
 
 def format_value(value: Any) -> str:
@@ -33,6 +34,26 @@ def format_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+@contextlib.contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock for changing ``path``, taken on a hidden ``.<name>.lock``
+    beside it (no-op where ``fcntl`` is missing). The lock file stays: removing it would let a
+    process that opened it before the removal and one that creates it anew both hold a lock."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path.with_name(f".{path.name}.lock"), "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -55,6 +55,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from facehd.csvtext import locked
 from facehd.errors import FacehdError, InputFileError
 
 FORMAT_VERSION = 1
@@ -641,21 +642,6 @@ class Failure:
     """What went wrong, in words."""
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    with open(lock_path, "a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 def read_failures(failures_csv: str | Path, output: str | Path | None = None) -> list[Failure]:
     """Rows of a ``failures.csv``, optionally only those of the dataset file ``output``."""
     path = Path(failures_csv)
@@ -677,7 +663,7 @@ def read_failures(failures_csv: str | Path, output: str | Path | None = None) ->
 def _rewrite_failures(path: Path, output_name: str, failures: Iterable[Failure]) -> None:
     """Replace this output's rows of ``path`` (atomically, under a lock), keep the others."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path.with_name(path.name + ".lock")):
+    with locked(path):
         others: list[dict[str, str]] = []
         if path.is_file():
             with open(path, newline="", encoding="utf-8") as fh:
@@ -934,6 +920,19 @@ class ShardedDatasetWriter:
     def is_done(self, sample_id: str) -> bool:
         """Whether ``sample_id`` is already written."""
         return sample_id in self._done
+
+    def done_values(self, name: str) -> dict[str, Any]:
+        """One field of the samples already written by an earlier run (the output and the
+        shards), by sample id; string fields as ``str``. Samples added since are not included."""
+        spec = self.fields[name]
+        out: dict[str, Any] = {}
+        for source in self._sources:
+            with h5py.File(source, "r") as f:
+                ids = _decode_strings(f[ID_FIELD][()])
+                raw = f[name][()]
+            values = _decode_strings(raw) if spec.dtype == STR else list(raw)
+            out.update(zip(ids, values, strict=True))
+        return out
 
     def pending(self, sample_ids: Iterable[str]) -> list[str]:
         """The ids still to process, in the given order (earlier failures included when

@@ -58,6 +58,8 @@ __all__ = [
     "face_normals",
     "height_field_mesh",
     "atomic_write_bytes",
+    "connected_pieces",
+    "main_parts",
 ]
 
 log = logging.getLogger(__name__)
@@ -203,6 +205,61 @@ class Mesh:
             None if self.colors is None else self.colors[index],
         )
         return mesh, index
+
+
+def connected_pieces(mesh: Mesh) -> tuple[int, np.ndarray]:
+    """The mesh's connected pieces: ``(count, label)`` with ``label`` (F,) the piece of each face.
+
+    Faces are connected through shared vertices, and vertices at the same position count as one,
+    so a mesh split along its UV seams (:func:`load_mesh` ``split_seams``) or stored as a triangle
+    soup (an STL) is not cut into pieces by it.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if mesh.n_faces == 0:
+        return 0, np.zeros(0, dtype=np.int64)
+    _, weld = merge_equal_rows(mesh.vertices)
+    f = weld[mesh.faces]
+    n = int(weld.max()) + 1
+    a = np.concatenate([f[:, 0], f[:, 1]])
+    b = np.concatenate([f[:, 1], f[:, 2]])
+    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+    count, label = connected_components(graph, directed=False)
+    # number the pieces that hold faces 0..k-1 (unused vertices form pieces of their own)
+    used, face_label = np.unique(label[f[:, 0]], return_inverse=True)
+    return len(used), face_label.astype(np.int64)
+
+
+def main_parts(mesh: Mesh, gap: float = 0.25, most: int = 4) -> list[np.ndarray]:
+    """The mesh's candidate main parts, each an (F,) bool face mask, largest first.
+
+    A main part is a connected piece (:func:`connected_pieces`) with every smaller piece whose
+    bounding box lies within ``gap`` times the piece's largest bounding-box side of the piece's
+    box: an ear or a patch of hair stored apart stays with the head; a speck a metre away does
+    not, nor a scanner table larger than the head, however near. The candidates grow from the
+    ``most`` largest pieces by area, in that order (a scan whose largest piece is not the head, a
+    table under it, has the head next). Unit-free. One piece (or none): the whole mesh.
+    """
+    count, label = connected_pieces(mesh)
+    if count <= 1:
+        return [np.ones(mesh.n_faces, dtype=bool)]
+    area = np.bincount(label, weights=mesh.face_areas, minlength=count)
+    corners = mesh.vertices[mesh.faces].reshape(-1, 3)
+    rows = np.repeat(label, 3)
+    lo = np.full((count, 3), np.inf)
+    hi = np.full((count, 3), -np.inf)
+    np.minimum.at(lo, rows, corners)
+    np.maximum.at(hi, rows, corners)
+    order = np.argsort(-area, kind="stable")
+    out = []
+    for seed in order[:most]:
+        size = float((hi[seed] - lo[seed]).max())
+        # per-axis gap between each piece's box and the seed's (0 where they overlap)
+        apart = np.maximum(0.0, np.maximum(lo - hi[seed], lo[seed] - hi))
+        near = (np.linalg.norm(apart, axis=1) <= gap * size) & (area <= area[seed])
+        out.append(near[label])
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -753,8 +810,11 @@ def _validated(path: Path, vertices: Any, faces: Any, uvs: Any, colors: Any) -> 
         raise InputFileError(path, f"no usable vertices (shape {v.shape})")
     bad = ~np.isfinite(v).all(axis=1)
     if bad.any():
+        i = int(bad.argmax())
         raise InputFileError(
-            path, f"{int(bad.sum())} vertices have NaN or inf coordinates (first: {bad.argmax()})"
+            path,
+            f"{int(bad.sum())} vertices have NaN or inf coordinates (the first: number {i} "
+            f"counting from 0, at {' '.join(repr(float(c)) for c in v[i])})",
         )
     f = np.asarray(faces, dtype=np.int64)
     if f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:

@@ -10,7 +10,10 @@ the face) from the surface around them (``fill_holes``).
 
 Steps of :meth:`ScanLandmarker.detect`
 --------------------------------------
-1. **Units.** The scan's size says its unit (:func:`infer_unit_to_mm`): the largest side of its
+1. **Units.** Stray pieces apart from the scan (specks, a scanner table) and unused vertices are
+   left out (:func:`facehd.mesh.main_parts`): they would set its size and the search's
+   framing; where the largest piece shows no face (a table under the head), the next large one
+   is tried. The scan's size says its unit (:func:`infer_unit_to_mm`): the largest side of its
    bounding box must be a head's, :data:`HEAD_SIZE_MM` (80–800 mm, a face mask to head and
    shoulders); the window spans a factor 10, so at most one of mm, cm and m fits. Given units
    are checked against the same window. Everything below works in millimetres.
@@ -273,6 +276,9 @@ class ScanLandmarks:
     normals; see ``retry_smoothing_mm``)."""
     overlay: np.ndarray | None = field(default=None, repr=False)
     """(S, S, 3) uint8 frontal render with the landmarks drawn, or None."""
+    ignored_faces: int = 0
+    """Faces of stray pieces apart from the scan's main part, left out of the search
+    (:func:`facehd.mesh.main_parts`)."""
 
     @property
     def now7_spread_mm(self) -> np.ndarray:
@@ -879,11 +885,32 @@ class ScanLandmarker:
         ScanLandmarkError
             No face, an unsure detection, or a size that fits no unit (``reason`` says which).
         """
+        from facehd.mesh import main_parts
+
+        if mesh.n_faces == 0:
+            raise ScanLandmarkError("empty", f"{name} has no triangles")
+        # Stray pieces (specks, a scanner table) and unused vertices would set the scan's size
+        # and the search cameras' framing: the main part alone is searched, and where a large
+        # piece is no face (a table under the head), the next candidate.
+        errors: list[ScanLandmarkError] = []
+        for part in main_parts(mesh):
+            used = np.zeros(mesh.n_vertices, dtype=bool)
+            used[mesh.faces[part]] = True
+            try:
+                found = self._detect_part(mesh.subset_vertices(used)[0], name, texture)
+            except ScanLandmarkError as exc:
+                errors.append(exc)
+                continue
+            found.ignored_faces = int(mesh.n_faces - part.sum())
+            return found
+        # the candidate that got furthest speaks (a face found but unsure over no face)
+        raise min(errors, key=lambda e: _FAILURE_ORDER.get(e.reason, 4))
+
+    def _detect_part(self, mesh: Mesh, name: str, texture: np.ndarray | None) -> ScanLandmarks:
+        """:meth:`detect` on one candidate part of the scan (its own units and frame)."""
         from facehd.distances import SurfaceQuery
 
         cfg = self.config
-        if mesh.n_faces == 0:
-            raise ScanLandmarkError("empty", f"{name} has no triangles")
         units = infer_unit_to_mm(mesh.vertices, cfg.units, name=name)
         k = UNIT_TO_MM[units]
         uvs = mesh.uvs if texture is not None else None

@@ -16,7 +16,8 @@ aside by an appended suffix. Its landmarks are the first file found among
 ``<stem>_picked_points.pp`` (MeshLab's, from its PickPoints tool or ``facehd landmarks
 --meshlab``: points checked or moved by hand come first), ``<stem>.lm7.txt``, ``<stem>.pp``,
 ``<stem>.npy``, ``<stem>.txt``, ``<stem>_lmks.npy``, ``<stem>_lmks.txt``,
-``<stem>_landmarks.npy``, ``<stem>_landmarks.txt`` (7, 51 or 68 iBUG points); a scan with none
+``<stem>_landmarks.npy``, ``<stem>_landmarks.txt`` (7, 51 or 68 iBUG points; for two scans of
+the same stem, ``<name>`` before ``<stem>`` in each: ``head.obj.lm7.txt``); a scan with none
 gets NoW's 7 found automatically (:func:`pipelines.landmarks.detect_landmarks7`, the ``photo``
 extra) unless ``auto_landmarks`` is off, and the ``landmarks_source`` field says which were
 detected and which given. The sample id is
@@ -35,7 +36,9 @@ Resuming
 --------
 Rerun the same command after an interruption: finished shards are kept, the rest is fitted, and
 the merged file is byte-identical to an uninterrupted build's on the same machine (the fit is
-deterministic; another machine's BLAS may change the last bits of the floats).
+deterministic; another machine's BLAS may change the last bits of the floats). A scan whose file
+changed since an earlier run fitted it (its SHA-256 differs from the stored ``source_sha256``)
+stops the rerun before any work, naming it: its sample would otherwise stay the old file's.
 
 Cluster use (Ray)
 -----------------
@@ -211,11 +214,19 @@ def discover_scans(root: str | Path) -> list[ScanInput]:
     clash = {i for i in ids if ids.count(i) > 1}
     out = []
     for p, sid in zip(meshes, ids, strict=True):
+        stem = p.name[: -len(p.suffix)]
+        # a scan sharing its stem with another (head.obj, head.ply) has its own files first
+        # (head.obj.lm7.txt, as facehd landmarks writes them), then the shared ones
+        names = [p.name, stem] if sid in clash else [stem]
         if sid in clash:
             sid = p.relative_to(root).as_posix()
-        stem = p.name[: -len(p.suffix)]
         lm = next(
-            (p.with_name(stem + s) for s in LANDMARK_SUFFIXES if p.with_name(stem + s).is_file()),
+            (
+                p.with_name(n + s)
+                for s in LANDMARK_SUFFIXES
+                for n in names
+                if p.with_name(n + s).is_file()
+            ),
             None,
         )
         subject, expression = _layout_names(sid)
@@ -462,6 +473,7 @@ def build_priors(
         out, SCHEMA, attrs, fields, shard_size=config.shard_size, overwrite=config.overwrite
     )
     with writer:
+        _check_unchanged(writer, items_in)
         if config.executor == "ray":
             from pipelines.executor import run_ray
 
@@ -485,6 +497,28 @@ def build_priors(
         n_failed=result.n_failed,
         failures_path=result.failures_path,
     )
+
+
+def _check_unchanged(writer: ShardedDatasetWriter, scans: Sequence[ScanInput]) -> None:
+    """Refuse to resume over scans whose file changed since an earlier run fitted them (their
+    samples would stay those of the old file, under a hash that no longer matches it)."""
+    from facehd.errors import FacehdError
+
+    if not writer.done_ids:
+        return
+    stored = writer.done_values("source_sha256")
+    changed = []
+    for s in scans:
+        old = stored.get(s.sample_id)
+        if old is not None and Path(s.mesh_path).is_file() and file_sha256(s.mesh_path) != old:
+            changed.append(f"{s.sample_id} ({s.mesh_path})")
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" * (len(changed) > 5))
+        raise FacehdError(
+            f"{writer.out_path}: {len(changed)} scans changed since an earlier run fitted them "
+            f"(their SHA-256 differs from the stored source_sha256): {shown}; rebuild with "
+            "--overwrite, or write to another --out"
+        )
 
 
 # --------------------------------------------------------------------------------------------

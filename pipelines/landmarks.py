@@ -13,7 +13,9 @@ given), and write
 - ``<id>.png`` under the overlays folder (when asked): the face-centred render with the landmarks
   drawn, NoW's 7 circled in red, the confidence in the corner.
 
-Files go beside each scan, or under ``out`` (keeping the scans' sub-folders). Every scan gets a
+Files go beside each scan, or under ``out`` (keeping the scans' sub-folders); two scans of the
+same stem side by side (``head.obj``, ``head.ply``) are told apart by their whole names
+(``head.obj.lm7.txt``), which ``facehd build-priors`` reads first. Every scan gets a
 row in ``landmarks.csv`` (under ``out``, else in the scans folder): its confidence and spreads, or
 why it failed — no face (a sphere, a box), unsure (the views disagree), hollow, wrong units, an
 unreadable or empty file. A failed scan gets no landmark files, never guessed ones.
@@ -21,10 +23,11 @@ unreadable or empty file. A failed scan gets no landmark files, never guessed on
 Scans (:func:`find_scans`): every mesh file under the folder (:func:`facehd.mesh.is_scan_file`)
 except files the tools write beside scans (``*.gt_*.ply`` of ``facehd synth``,
 ``*.m0|m1|m2.ply`` exports) and files put aside by an appended suffix. The id is the path
-relative to the folder without the suffix. A scan whose ``.lm68.txt`` is already at the
-destination is skipped (an interrupted run resumes; ``overwrite`` redoes it), and so is one whose
-destination already holds a ``.lm7.txt`` without a ``.lm68.txt``: landmarks someone gave are
-never replaced unless ``overwrite`` says so.
+relative to the folder without the suffix (with it, when two scans share a stem). A scan whose
+``.lm68.txt`` is already at the destination is skipped (an interrupted run resumes; ``overwrite``
+redoes it) unless the scan file changed since (its SHA-256 in ``landmarks.csv`` differs: its
+landmarks are found again), and so is one whose destination already holds a ``.lm7.txt``
+without a ``.lm68.txt``: landmarks someone gave are never replaced unless ``overwrite`` says so.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from facehd.errors import InputFileError
@@ -123,6 +126,9 @@ class LandmarkRow:
     """Path of the overlay PNG written."""
     seconds: float | None = None
     """Time spent on the scan."""
+    source_sha256: str = ""
+    """SHA-256 of the scan file the landmarks were found on: a rerun finds them again when the
+    file has changed since."""
 
 
 @dataclass
@@ -133,6 +139,12 @@ class LandmarksResult:
     """One per scan, sorted by id."""
     csv_path: Path
     """The table written."""
+    earlier: frozenset[str] = frozenset()
+    """Ids of the ``ok`` rows found by an earlier run and kept (not redone)."""
+
+    @property
+    def n_earlier(self) -> int:
+        return sum(r.status == "ok" and r.scan_id in self.earlier for r in self.rows)
 
     @property
     def n_ok(self) -> int:
@@ -174,8 +186,9 @@ def _destinations(scan_id: str, mesh: Path, config: LandmarksConfig) -> tuple[Pa
     """(``.lm68.txt``, ``.lm7.txt``, overlay PNG or an empty path) of one scan; the MeshLab file
     is ``<.lm68.txt without its suffix>_picked_points.pp`` (:func:`_picked_points`)."""
     if config.out is None:
-        stem = mesh.with_suffix("") if mesh.suffix else mesh
-        base = stem.parent / stem.name
+        # the id's name: the file's stem, or its whole name when another scan beside it has the
+        # same stem (scan.obj and scan.ply: scan.obj.lm7.txt, scan.ply.lm7.txt)
+        base = mesh.parent / PurePosixPath(scan_id).name
     else:
         base = Path(config.out) / scan_id
     overlay = Path(config.overlays) / f"{scan_id}.png" if config.overlays else Path()
@@ -184,6 +197,14 @@ def _destinations(scan_id: str, mesh: Path, config: LandmarksConfig) -> tuple[Pa
         base.with_name(base.name + ".lm7.txt"),
         overlay,
     )
+
+
+def _shared_lm7(scan_id: str, mesh: Path, config: LandmarksConfig) -> Path | None:
+    """``<stem>.lm7.txt`` beside a scan that shares its stem with another (its landmark files
+    carry its whole name), which ``facehd build-priors`` also reads for it; None otherwise."""
+    if config.out is not None or PurePosixPath(scan_id).name != mesh.name:
+        return None
+    return mesh.with_name(mesh.name[: -len(mesh.suffix)] + ".lm7.txt")
 
 
 def _picked_points(lm68: Path) -> Path:
@@ -211,6 +232,7 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
     """Find, write and report the landmarks of one scan; failures become a ``failed`` row."""
     import numpy as np
 
+    from facehd.h5io import file_sha256
     from facehd.landmarks import save_landmarks_txt, written_by_facehd
     from facehd.mesh import load_textured_mesh
     from facehd.scan_landmarks import ScanLandmarkError
@@ -219,6 +241,8 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
     row = LandmarkRow(scan_id=scan_id, mesh=str(mesh_path), status="failed")
     t0 = time.perf_counter()
     try:
+        if mesh_path.is_file():
+            row.source_sha256 = file_sha256(mesh_path)
         mesh, texture = load_textured_mesh(mesh_path)
         row.appearance = _appearance(mesh, texture)
         result = _landmarker(config.detector).detect(mesh, name=str(mesh_path), texture=texture)
@@ -241,6 +265,9 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
                 row.detail = f"{pp} was edited by hand: kept"
         row.status = "ok"
         row.lm68, row.lm7 = str(lm68), str(lm7)
+        if result.ignored_faces:
+            stray = f"{result.ignored_faces} faces of stray pieces apart from the scan ignored"
+            row.detail = f"{row.detail}; {stray}" if row.detail else stray
         if config.overlays and result.overlay is not None:
             row.overlay = str(_save_png(overlay, result.overlay))
         row.confidence = round(result.confidence, 4)
@@ -378,11 +405,18 @@ def landmark_scans(
     previous = read_rows(csv_path)
     rows: dict[str, LandmarkRow] = {}
     todo: list[tuple[str, str, LandmarksConfig]] = []
+    earlier: set[str] = set()
+    changed: set[str] = set()
     for sid, path in scans:
         lm68, lm7, _ = _destinations(sid, path, config)
-        if not config.overwrite and lm68.is_file():
-            old = previous.get(sid)
+        shared = _shared_lm7(sid, path, config)
+        old = previous.get(sid)
+        if not config.overwrite and lm68.is_file() and _changed_since(old, path):
+            changed.add(sid)  # the scan was replaced after its landmarks were found
+            todo.append((sid, str(path), config))
+        elif not config.overwrite and lm68.is_file():
             rows[sid] = old or LandmarkRow(sid, str(path), "skipped", "done", f"{lm68} exists")
+            earlier.add(sid)
             if config.meshlab and not _picked_points(lm68).exists():
                 try:  # from the points found before
                     save_landmarks_pp(_picked_points(lm68), load_landmarks(lm68), path.name)
@@ -390,13 +424,14 @@ def landmark_scans(
                     rows[sid] = dataclasses.replace(
                         rows[sid], detail=f"no MeshLab file written: {exc}"
                     )
-        elif not config.overwrite and lm7.is_file():
+        elif not config.overwrite and (lm7.is_file() or (shared and _given(shared))):
             rows[sid] = LandmarkRow(
                 sid,
                 str(path),
                 "skipped",
                 "given",
-                f"{lm7} exists and is not ours; kept (overwrite replaces it)",
+                f"{lm7 if lm7.is_file() else shared} exists and is not ours; kept (overwrite "
+                "replaces it)",
             )
         else:
             todo.append((sid, str(path), config))
@@ -405,6 +440,9 @@ def landmark_scans(
         progress(0, total)
 
     def record(row: LandmarkRow, done: int) -> None:
+        if row.scan_id in changed:
+            note = "the scan changed since its landmarks were found: found again"
+            row.detail = f"{note}; {row.detail}" if row.detail else note
         rows[row.scan_id] = row
         _write_csv(csv_path, [rows[k] for k in sorted(rows)])
         if progress is not None:
@@ -420,4 +458,23 @@ def landmark_scans(
                 record(row, i)
     ordered = [rows[k] for k in sorted(rows)]
     _write_csv(csv_path, ordered)
-    return LandmarksResult(ordered, csv_path)
+    return LandmarksResult(ordered, csv_path, frozenset(earlier))
+
+
+def _changed_since(row: LandmarkRow | None, path: Path) -> bool:
+    """Whether ``path`` differs from the file an earlier run found landmarks on (False when the
+    earlier row does not say, or the file cannot be read: that is for the run to report)."""
+    from facehd.h5io import file_sha256
+
+    if row is None or not row.source_sha256:
+        return False
+    try:
+        return file_sha256(path) != row.source_sha256
+    except OSError:
+        return False
+
+
+def _given(lm7: Path) -> bool:
+    """Whether a ``<stem>.lm7.txt`` shared by scans of the same stem is someone's, not a file an
+    earlier run of this tool wrote (then its ``.lm68.txt`` lies beside it)."""
+    return lm7.is_file() and not lm7.with_name(lm7.name[: -len(".lm7.txt")] + ".lm68.txt").exists()

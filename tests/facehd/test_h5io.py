@@ -131,6 +131,10 @@ def test_kill_and_resume_gives_identical_file(tmp_path):
 
     w = ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, shard_size=4)
     assert w.done_ids == {sid(k) for k in first[:8]}
+    # what the shards hold, by id: the values written, strings decoded
+    assert w.done_values("source") == {sid(k): sample(k)["source"] for k in first[:8]}
+    counts = w.done_values("count")
+    assert {s: int(v) for s, v in counts.items()} == {sid(k): k for k in first[:8]}
     assert not list(shard_dir.glob("*.tmp")) and not out.with_name("d.h5.tmp").exists()
     todo = w.pending([sid(k) for k in reversed(ids)])
     assert sorted(todo) == sorted(sid(k) for k in ids if k not in first[:8])
@@ -140,6 +144,11 @@ def test_kill_and_resume_gives_identical_file(tmp_path):
     assert_same_values(ref, out)
     assert digest(ref) == digest(out)
     assert verify(out).ok
+    # a finished output read back the same way
+    with ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS) as again:
+        points = again.done_values("points")
+    assert sorted(points) == [sid(k) for k in ids]
+    np.testing.assert_array_equal(points[sid(7)], sample(7)["points"])
 
 
 def test_real_sigkill_mid_build_then_resume(tmp_path):

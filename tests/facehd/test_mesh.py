@@ -374,3 +374,82 @@ def test_texture_named_by_a_foreign_absolute_path_is_found_beside_the_library(
     # not beside it either: no texture
     path = _textured_obj(tmp_path / "gone", "newmtl skin\nmap_Kd D:\\x\\other.png\n", {})
     assert texture_path(path) is None
+
+
+# --- pieces ----------------------------------------------------------------------------------
+
+
+def _box(extents: tuple[float, float, float], at: tuple[float, float, float]) -> Mesh:
+    b = trimesh.creation.box(extents=extents)
+    return Mesh(np.asarray(b.vertices) + np.asarray(at), np.asarray(b.faces, np.int64))
+
+
+def _join(*parts: Mesh) -> Mesh:
+    offsets = np.cumsum([0] + [p.n_vertices for p in parts[:-1]])
+    return Mesh(
+        np.concatenate([p.vertices for p in parts]),
+        np.concatenate([p.faces + o for p, o in zip(parts, offsets, strict=True)]),
+    )
+
+
+def test_connected_pieces_match_trimesh_and_ignore_seams_and_soups() -> None:
+    rng = np.random.default_rng(4)
+    sphere = trimesh.creation.icosphere(2)
+    parts = [
+        _box((1.0, 2.0, 3.0), tuple(rng.uniform(-50, 50, 3))),
+        small_mesh(1),
+        _box((5.0, 5.0, 5.0), (100.0, 0.0, 0.0)),
+        Mesh(np.asarray(sphere.vertices), np.asarray(sphere.faces, np.int64)),
+    ]
+    m = _join(*parts)
+    count, label = mesh_mod.connected_pieces(m)
+    ref = trimesh.graph.connected_component_labels(
+        trimesh.Trimesh(m.vertices, m.faces, process=False).face_adjacency, node_count=m.n_faces
+    )
+    assert count == len(parts) == len(np.unique(ref))
+    # the same partition of the faces (labels may be numbered otherwise)
+    pairs = set(zip(label.tolist(), ref.tolist(), strict=True))
+    assert len(pairs) == count
+    # every face its own three vertices (a triangle soup, an STL): still the same pieces
+    soup = Mesh(m.vertices[m.faces].reshape(-1, 3), np.arange(3 * m.n_faces).reshape(-1, 3))
+    count2, label2 = mesh_mod.connected_pieces(soup)
+    assert count2 == count and np.array_equal(label2, label)
+    # unused vertices are no piece; no faces, no pieces
+    extra = Mesh(np.concatenate([m.vertices, [[1e4, 0, 0]]]), m.faces)
+    assert mesh_mod.connected_pieces(extra)[0] == count
+    assert mesh_mod.connected_pieces(Mesh(m.vertices, np.zeros((0, 3), np.int64)))[0] == 0
+
+
+def test_main_parts_drop_far_and_larger_pieces() -> None:
+    head = _box((200.0, 250.0, 220.0), (0.0, 0.0, 0.0))
+    ear = _box((10.0, 60.0, 30.0), (105.0 + 20.0, 0.0, 0.0))  # 15 mm from the head: stays
+    speck = _box((1.0, 1.0, 1.0), (1000.0, 0.0, 0.0))  # a metre away: goes
+    m = _join(head, ear, speck)
+    main, ear_part, speck_part = mesh_mod.main_parts(m)  # the largest piece first
+    n = head.n_faces
+    assert main[: 2 * n].all() and not main[2 * n :].any()
+    assert ear_part[n : 2 * n].all() and not ear_part[:n].any()  # smaller pieces: candidates too
+    assert speck_part[2 * n :].all() and speck_part.sum() == n
+    assert len(mesh_mod.main_parts(m, most=1)) == 1
+    # a table under the head, larger than it, touching it: not part of the head, but a
+    # candidate of its own first (the largest piece), with the head next
+    table = _box((900.0, 20.0, 900.0), (0.0, -135.0, 0.0))
+    m = _join(head, table, speck)
+    first, second, _ = mesh_mod.main_parts(m)
+    assert first[n : 2 * n].all() and first[:n].all()  # the table, with the smaller head near it
+    assert second[:n].all() and not second[n:].any()  # the head alone
+    # units do not matter; one piece is the whole mesh
+    scaled = Mesh(m.vertices * 1e-3, m.faces)
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(mesh_mod.main_parts(scaled), mesh_mod.main_parts(m), strict=True)
+    )
+    (whole,) = mesh_mod.main_parts(head)
+    assert whole.all()
+
+
+def test_nan_vertex_is_named_with_its_number_and_value(tmp_path: Path) -> None:
+    path = tmp_path / "nan.obj"
+    path.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv nan 2 3\nf 1 2 3\nf 2 3 4\n")
+    with pytest.raises(InputFileError, match=r"1 vertices .* number 3 counting from 0, at nan 2"):
+        load_mesh(path)

@@ -600,6 +600,30 @@ def test_no_face_is_an_error_not_landmarks(shape: str) -> None:
 
 
 @needs_mediapipe
+def test_stray_pieces_and_a_table_leave_the_landmarks_as_they_were(landmarker) -> None:  # noqa: ANN001
+    scan, _, t_model_from_scan = synthetic_face(5, unit_to_mm=1000.0)  # in metres
+    clean = landmarker.detect(scan)
+    assert clean.ignored_faces == 0
+    # a speck a metre away made the scan 1.1 m across (no unit fitted) and framed the search
+    # around empty space; a table larger than the head, 1 mm under its chin, is the largest piece
+    face_mm = t_model_from_scan.apply(scan.vertices)
+    speck = trimesh.creation.box(extents=(3.0, 3.0, 3.0))
+    table = trimesh.creation.box(extents=(800.0, 20.0, 800.0))
+    pieces = [
+        (np.asarray(speck.vertices) + (1000.0, 0.0, 0.0), speck.faces),
+        (np.asarray(table.vertices) + (0.0, face_mm[:, 1].min() - 11.0, 0.0), table.faces),
+    ]
+    vertices, faces = scan.vertices, scan.faces
+    for v, f in pieces:
+        faces = np.concatenate([faces, np.asarray(f) + len(vertices)])
+        vertices = np.concatenate([vertices, t_model_from_scan.inverse().apply(v)])
+    found = landmarker.detect(Mesh(vertices, faces), name="cluttered.ply")
+    assert found.units == "m" and found.ignored_faces == 24
+    # the face's part is searched as the clean scan is: the same points
+    np.testing.assert_allclose(found.landmarks68, clean.landmarks68, atol=1e-9)
+
+
+@needs_mediapipe
 def test_empty_mesh_is_an_error(landmarker) -> None:  # noqa: ANN001
     with pytest.raises(ScanLandmarkError) as err:
         landmarker.detect(Mesh(np.zeros((3, 3)), np.zeros((0, 3), np.int64)), name="e.ply")

@@ -86,6 +86,39 @@ def test_rerun_of_a_finished_build_does_nothing(
     assert out.read_bytes() == reference.read_bytes()
 
 
+def test_resume_over_a_changed_scan_is_refused(
+    scans: Path, reference: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from facehd.errors import FacehdError
+
+    folder = tmp_path / "scans"
+    shutil.copytree(scans, folder)
+    out = tmp_path / "priors.h5"
+    out.write_bytes(reference.read_bytes())
+    # s002_e00 replaced after it was fitted (moved by 1 µm): its sample is of the old file
+    from facehd.mesh import Mesh, load_mesh, save_mesh
+
+    old = load_mesh(folder / "s002_e00.ply")
+    save_mesh(folder / "s002_e00.ply", Mesh(old.vertices + 1e-3, old.faces, old.uvs, old.colors))
+    with pytest.raises(FacehdError, match=r"1 scans changed.*s002_e00 \(.*s002_e00\.ply\)"):
+        build_priors(folder, out, PriorsConfig(auto_landmarks=False))
+    assert out.read_bytes() == reference.read_bytes()  # nothing lost
+    # through the command: the error names the scan and the way out
+    args = ["build-priors", "--scans", str(folder), "--out", str(out), "--no-auto-landmarks"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "s002_e00" in result.output and "--overwrite" in result.output
+    # --overwrite rebuilds from the files as they are
+    result = CliRunner().invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 1 and "2 new" in result.output, result.output
+    # the file put back as it was: resumes (nothing to do for the two scans)
+    (folder / "s002_e00.ply").write_bytes((scans / "s002_e00.ply").read_bytes())
+    out.write_bytes(reference.read_bytes())
+    result = build_priors(folder, out, PriorsConfig(auto_landmarks=False))
+    assert (result.n_skipped, result.n_written) == (2, 0)
+
+
 def test_ray_executor(scans: Path, reference: Path, tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="ray is not installed (optional extra facehd[ray])")
     out = tmp_path / "priors.h5"

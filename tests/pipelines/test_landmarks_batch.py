@@ -106,7 +106,103 @@ def test_existing_landmarks_are_kept_without_running_the_detector(tmp_path: Path
     assert not (scans / "broken_picked_points.pp").exists()
 
 
-@pytest.mark.skipif(not mediapipe_available(), reason="needs the photo extra (mediapipe)")
+class _CentroidLandmarker:
+    """Stands in for the detector: 68 points around the scan's centroid (a scan moved by d has
+    its points moved by d), counting its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def detect(self, mesh: Mesh, *, name: str = "", texture: object = None) -> object:
+        from facehd.scan_landmarks import FaceFrame, ScanLandmarks
+
+        self.calls.append(Path(name).name)
+        lm = mesh.vertices.mean(0) + np.arange(68)[:, None] * np.array([1.0, 0.0, 0.0])
+        eye = np.eye(3)
+        return ScanLandmarks(
+            landmarks68=lm,
+            landmarks7=lm[list(NOW7_FROM_68)],
+            spread_mm=np.zeros(68),
+            confidence=0.9,
+            detection_score=0.9,
+            views_fitted=5,
+            views_tried=5,
+            units="mm",
+            unit_to_mm=1.0,
+            frame=FaceFrame(eye[0], eye[1], eye[2], lm.mean(0)),
+        )
+
+
+@pytest.fixture
+def centroid_landmarker(monkeypatch: pytest.MonkeyPatch) -> _CentroidLandmarker:
+    import pipelines.landmarks as mod
+
+    fake = _CentroidLandmarker()
+    monkeypatch.setattr(mod, "_landmarker", lambda config: fake)
+    return fake
+
+
+def test_scans_of_one_stem_get_their_own_files(
+    tmp_path: Path, centroid_landmarker: _CentroidLandmarker
+) -> None:
+    from pipelines.build_priors import discover_scans
+
+    scans = tmp_path / "scans"
+    a = _touch_mesh(scans / "head.obj")
+    b = save_mesh(scans / "head.ply", Mesh(load_mesh(a).vertices + 500.0, load_mesh(a).faces))
+    result = landmark_scans(scans, LandmarksConfig(meshlab=True))
+    assert result.n_ok == 2 and result.n_earlier == 0
+    for path in (a, b):
+        lm7 = scans / f"{path.name}.lm7.txt"
+        assert lm7.is_file() and (scans / f"{path.name}_picked_points.pp").is_file()
+        np.testing.assert_allclose(
+            load_landmarks(lm7)[0], load_mesh(path).vertices.mean(0) + [NOW7_FROM_68[0], 0, 0]
+        )
+    assert not (scans / "head.lm7.txt").exists()
+    # build-priors reads each scan's own files
+    found = {s.sample_id: s.landmarks_path for s in discover_scans(scans)}
+    assert found == {
+        "head.obj": str(scans / "head.obj_picked_points.pp"),
+        "head.ply": str(scans / "head.ply_picked_points.pp"),
+    }
+    # landmarks someone gave for both (head.lm7.txt) are theirs: kept, not found again
+    for p in scans.glob("head.*.*"):
+        if p.suffix in (".txt", ".pp"):
+            p.unlink()
+    (scans / "head.lm7.txt").write_text("1 1 1\n" * 7)
+    centroid_landmarker.calls.clear()
+    result = landmark_scans(scans, LandmarksConfig())
+    assert [r.reason for r in result.rows] == ["given", "given"] and not centroid_landmarker.calls
+    assert {s.landmarks_path for s in discover_scans(scans)} == {str(scans / "head.lm7.txt")}
+
+
+def test_a_scan_changed_since_is_found_again(
+    tmp_path: Path, centroid_landmarker: _CentroidLandmarker
+) -> None:
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    first = _touch_mesh(scans / "a.ply")
+    _touch_mesh(scans / "b.ply")
+    config = LandmarksConfig(out=str(out))
+    result = landmark_scans(scans, config)
+    assert result.n_ok == 2 and result.n_earlier == 0 and len(centroid_landmarker.calls) == 2
+    rows = read_rows(result.csv_path)
+    assert len(rows["a"].source_sha256) == 64
+    # a rerun: nothing found again, and the summary says both came from the earlier run
+    result = landmark_scans(scans, config)
+    assert result.n_ok == 2 and result.n_earlier == 2 and len(centroid_landmarker.calls) == 2
+    # a.ply replaced by a moved scan: found again, its files follow the new file
+    moved = load_mesh(first)
+    save_mesh(first, Mesh(moved.vertices + 100.0, moved.faces))
+    result = landmark_scans(scans, config)
+    by_id = {r.scan_id: r for r in result.rows}
+    assert centroid_landmarker.calls[2:] == ["a.ply"] and result.n_earlier == 1
+    assert "changed since" in by_id["a"].detail and by_id["a"].status == "ok"
+    np.testing.assert_allclose(
+        load_landmarks(out / "a.lm68.txt")[0], moved.vertices.mean(0) + 100.0
+    )
+    assert read_rows(result.csv_path)["a"].source_sha256 != rows["a"].source_sha256
+
+
 def _textured_copy(path: Path, scan: Mesh, model: object) -> Path:
     """``scan`` (the model's topology) as an OBJ with the model's UVs and a material whose
     ``map_Kd`` is the mean albedo baked into a 512² PNG."""
@@ -125,6 +221,7 @@ def _textured_copy(path: Path, scan: Mesh, model: object) -> Path:
     return path
 
 
+@pytest.mark.skipif(not mediapipe_available(), reason="needs the photo extra (mediapipe)")
 def test_landmarks_command_over_a_folder(tmp_path: Path) -> None:
     from facehd.morphable import load_model
     from facehd.transforms import Similarity
