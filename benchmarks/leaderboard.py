@@ -14,6 +14,8 @@ are as printed (the paper's ``Ours`` row is listed as ``HRN``; ``MCGNet`` is pri
 
 Ranking: lower is better for every metric; the primary metric is CD on FaceScape, the mean error
 (``nmse_mm``, the average of the four regions) on REALY and the median on NoW and multi-view sets.
+Runs that left images unscored (no prediction, or a prediction that failed) are listed after the
+complete ones, unranked.
 """
 
 from __future__ import annotations
@@ -94,6 +96,18 @@ class LeaderboardRow:
     def key(self) -> tuple[str, str, str, str]:
         """(source, method, dataset, split)."""
         return (self.source, self.method, self.dataset, self.split)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every image of the split was scored (published rows: as reported)."""
+        return not (self.n_missing or self.n_failed)
+
+    @property
+    def n_scored(self) -> int | None:
+        """Images scored (None when not recorded)."""
+        if self.n_items is None:
+            return None
+        return self.n_items - (self.n_missing or 0) - (self.n_failed or 0)
 
     @property
     def primary(self) -> float:
@@ -194,7 +208,8 @@ def update_leaderboard(path: str | Path, row: LeaderboardRow) -> Path:
 def ranked(
     rows: list[LeaderboardRow], dataset: str | None = None
 ) -> dict[tuple[str, str], list[LeaderboardRow]]:
-    """Group rows by (dataset, split), best first.
+    """Group rows by (dataset, split), best first; runs that did not score every image of the
+    split come after the complete ones (a metric over fewer images is not comparable).
 
     ``dataset`` keeps one dataset (``name``) or one split (``name:split``).
     """
@@ -209,4 +224,7 @@ def ranked(
         if want_split and r.split != want_split:
             continue
         groups.setdefault((r.dataset, r.split), []).append(r)
-    return {k: sorted(v, key=lambda r: (r.primary, r.method)) for k, v in sorted(groups.items())}
+    return {
+        k: sorted(v, key=lambda r: (not r.complete, r.primary, r.method))
+        for k, v in sorted(groups.items())
+    }

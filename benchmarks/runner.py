@@ -124,9 +124,9 @@ class RunResult:
     summary_csv: Path
     """Summary CSV."""
     leaderboard_csv: Path
-    """The leaderboard updated."""
+    """The leaderboard updated (not when no image was scored)."""
     leaderboard_row: LeaderboardRow
-    """The row written to it."""
+    """The row written to it (not when no image was scored)."""
     n_items: int
     """Images in the split."""
     n_ok: int
@@ -660,11 +660,12 @@ def realy_photos(folder: str | Path) -> dict[str, Path]:
 
 def _generate_predictions(
     spec: BenchmarkSpec, method_name: str, root: Path, folder: Path, images: Path | None = None
-) -> list[str] | None:
+) -> tuple[list[str] | None, dict[str, str]]:
     """Run a registered method over the split's images into ``folder`` (benchmark layout).
 
-    Returns, for REALY, the names of the photos (every one is scored, those the method failed
-    on as missing); None for the other benchmarks, whose items come from their lists.
+    Returns ``(names, failed)``: for REALY, the names of the photos (every one is scored, those
+    the method failed on as missing), None for the other benchmarks, whose items come from their
+    lists; and why each item without a prediction has none, by item name.
 
     FaceScape: the photos are found by name under the data folder
     (:func:`benchmarks.readers.find_facescape_images`) and the method's
@@ -674,17 +675,16 @@ def _generate_predictions(
 
     Resumable: an image whose mesh and landmark files both exist is skipped (each file is
     written under a temporary name and renamed, so a file that exists is complete). An image
-    the method fails on (no face found, an unreadable photo) is recorded in
-    ``folder/failures.csv`` (image, error) and the run goes on; scoring then counts it missing.
+    the method fails on (no face found, an unreadable photo) or missing from the disk is
+    recorded in ``folder/failures.csv`` (item, image, error; rewritten by each run) and the run
+    goes on; scoring then counts it missing, with that reason.
     """
-    import csv
-
     from benchmarks.methods import load_method, write_prediction
     from benchmarks.multiview import view_images
     from facehd.errors import FacehdError
 
-    todo: list[tuple[list[Path], Path, Path | None]] = []
-    failures: list[tuple[str, str]] = []
+    todo: list[tuple[str, list[Path], Path, Path | None]] = []
+    failures: list[tuple[str, str, str]] = []
     per_image = {"facescape": "reconstruct_image_aligned", "realy": "reconstruct_template"}
     names = None
     if spec.dataset == "realy":
@@ -699,7 +699,7 @@ def _generate_predictions(
         for name, photo in found.items():
             mesh_path = folder / f"{name}.obj"
             if not mesh_path.is_file():
-                todo.append(([photo], mesh_path, None))
+                todo.append((name, [photo], mesh_path, None))
     elif spec.dataset == "facescape":
         photos = readers.find_facescape_images(root, spec.split)
         items = readers.read_facescape_items(root, spec.split)
@@ -713,9 +713,11 @@ def _generate_predictions(
             mesh_path = folder / f"{it.name}.obj"
             if it.name not in photos:
                 exts = "|".join(s.lstrip(".") for s in readers.IMAGE_SUFFIXES)
-                failures.append((f"{it.name}.{exts}", f"no photo of this name under {root}"))
+                failures.append(
+                    (it.name, f"{it.name}.{exts}", f"no photo of this name under {root}")
+                )
             elif not mesh_path.is_file():
-                todo.append(([photos[it.name]], mesh_path, None))
+                todo.append((it.name, [photos[it.name]], mesh_path, None))
     else:
         items = (
             readers.read_now_items(root, spec.split)
@@ -730,8 +732,12 @@ def _generate_predictions(
             )
             base = folder / it.subject / it.challenge / it.image
             mesh_path, lm_path = base.with_suffix(".obj"), base.with_suffix(".txt")
-            if images and not (mesh_path.is_file() and lm_path.is_file()):
-                todo.append((images, mesh_path, lm_path))
+            if mesh_path.is_file() and lm_path.is_file():
+                continue
+            if images:
+                todo.append((it.name, images, mesh_path, lm_path))
+            else:
+                failures.append((it.name, it.name, f"no photo of this name under {root}"))
     if todo:
         method = load_method(method_name)
         one = None
@@ -755,23 +761,29 @@ def _generate_predictions(
             name, entries, template = given  # (name, [[triangle, w0, w1]] * 85, template)
             save_mesh(folder / f"{name}.obj", template)
             atomic_write_bytes(folder / f"{name}.txt", (json.dumps(entries) + "\n").encode())
-    for photos, mesh_path, lm_path in todo:
+    for name, photos, mesh_path, lm_path in todo:
         try:
             out = method.reconstruct(photos) if one is None else one(photos[0])
         except (FacehdError, ValueError, OSError) as exc:
-            failures.append((str(photos[0]), str(exc)))
+            failures.append((name, str(photos[0]), str(exc)))
             continue
         write_prediction(out, mesh_path, lm_path)
+    # this run's failures (a rerun retries the earlier ones: they have no prediction)
+    path = folder / "failures.csv"
     if failures:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "failures.csv"
-        new_file = not path.is_file()
-        with open(path, "a", newline="") as fh:
-            w = csv.writer(fh)
-            if new_file:
-                w.writerow(["image", "error"])
-            w.writerows(failures)
-    return names
+        write_rows(path, [_GenerationFailure(*f) for f in failures], _GenerationFailure)
+    else:
+        path.unlink(missing_ok=True)
+    return names, {name: error for name, _, error in failures}
+
+
+@dataclass(frozen=True)
+class _GenerationFailure:
+    """A ``predictions/failures.csv`` row: an item the method made no prediction for."""
+
+    item: str
+    image: str
+    error: str
 
 
 def run_benchmark(
@@ -820,9 +832,10 @@ def run_benchmark(
     out = Path(out)
     out_dir = out / ranked_as.slug / method
     expected = None  # REALY run in-process: every photo, those the method failed on missing
+    failed: dict[str, str] = {}  # why the method made no prediction, by item
     if predictions is None:
         pred_dir = out_dir / "predictions"
-        expected = _generate_predictions(
+        expected, failed = _generate_predictions(
             spec, method, root_path, pred_dir, Path(images) if images is not None else None
         )
     else:
@@ -861,7 +874,12 @@ def run_benchmark(
             results.append(_evaluate(t))
             if progress:
                 progress(len(results), len(tasks))
-    rows = [r for r, _ in results]
+    rows = [
+        dataclasses.replace(r, error=f"{r.error}: {failed[r.name]}")
+        if r.status == "missing" and r.name in failed
+        else r
+        for r, _ in results
+    ]
     n_ok = sum(r.status == "ok" for r in rows)
     n_missing = sum(r.status == "missing" for r in rows)
     n_failed = sum(r.status == "error" for r in rows)
@@ -913,7 +931,9 @@ def run_benchmark(
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)
-    board = update_leaderboard(out / "leaderboard.csv", lb_row)
+    board = out / "leaderboard.csv"
+    if n_ok:  # a run that scored nothing has no numbers to rank
+        update_leaderboard(board, lb_row)
     return RunResult(
         out_dir, items_csv, summary_csv, board, lb_row, len(rows), n_ok, n_missing, n_failed
     )

@@ -475,9 +475,19 @@ def bench(
         f"{result.n_items} images: {result.n_ok} scored, {result.n_missing} missing, "
         f"{result.n_failed} failed (see {esc(result.items_csv)})"
     )
-    console.print(
-        f"wrote {esc(result.items_csv)}, {esc(result.summary_csv)}, {esc(result.leaderboard_csv)}"
-    )
+    if result.n_ok:
+        console.print(
+            f"wrote {esc(result.items_csv)}, {esc(result.summary_csv)}, "
+            f"{esc(result.leaderboard_csv)}"
+            + ("" if row.complete else " (listed after the complete runs: images unscored)")
+        )
+    else:
+        console.print(
+            f"wrote {esc(result.items_csv)}, {esc(result.summary_csv)}; nothing scored, so no "
+            "leaderboard row (is --predictions the method's folder in the benchmark's layout?)"
+        )
+    if result.n_missing or result.n_failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -489,7 +499,7 @@ def leaderboard(
 
     Example: facehd leaderboard --dataset facescape:wild --out facehd-out/bench
     """
-    from benchmarks.leaderboard import load_leaderboard, ranked
+    from benchmarks.leaderboard import PRIMARY_METRIC, PUBLISHED, load_leaderboard, ranked
 
     columns = {
         "facescape": (("CD mm", "cd_mm"), ("MNE rad", "mne_rad"), ("CR", "cr")),
@@ -497,25 +507,34 @@ def leaderboard(
         "now": (("median mm", "median_mm"), ("mean mm", "mean_mm"), ("std mm", "std_mm")),
         "multiview": (("median mm", "median_mm"), ("mean mm", "mean_mm"), ("std mm", "std_mm")),
     }
-    groups = ranked(load_leaderboard(out / "leaderboard.csv"), dataset)
+    known = {*PRIMARY_METRIC, *(r.dataset for r in PUBLISHED)}
+    if dataset and dataset.partition(":")[0] not in known:
+        _error(f"unknown dataset {esc(repr(dataset))} (one of {', '.join(sorted(known))})")
+        raise typer.Exit(2)
+    board = out / "leaderboard.csv"
+    groups = ranked(load_leaderboard(board), dataset)
     if not groups:
-        console.print(f"no leaderboard rows for {esc(repr(dataset))}")
+        why = "" if board.is_file() else f": {esc(board)} does not exist (facehd bench writes it)"
+        console.print(f"no leaderboard rows for {esc(repr(dataset))}{why}")
         raise typer.Exit(1)
     for (ds, split), rows in groups.items():
         cols = columns.get(ds, columns["now"])
         heads = ["#", "method", *[c for c, _ in cols], "images", "source"]
         table = PlainTable(*heads, title=f"{ds}:{split}")
         for rank, r in enumerate(rows, start=1):
+            images = "" if r.n_items is None else str(r.n_items)
+            if not r.complete:  # unranked: a metric over fewer images
+                images = f"{r.n_scored} of {r.n_items} scored"
             vals = [getattr(r, a) for _, a in cols]
             if r.source == "reported":
                 source = f"reported: {r.reference.rsplit(', ', 1)[-1]} (HRN, CVPR 2023)"
             else:
                 source = f"facehd {r.facehd_version} {r.date[:10]} cfg {r.config_hash}"
             table.add_row(
-                str(rank),
+                str(rank) if r.complete else "-",
                 r.method,
                 *["" if v is None else f"{v:.4g}" for v in vals],
-                "" if r.n_items is None else str(r.n_items),
+                images,
                 source,
             )
         console.print(table)
@@ -885,11 +904,16 @@ def reconstruct(
     Example: facehd reconstruct photos/ --checkpoint runs/tiny/model.pt --out facehd-out/rec
     """
     from facehd.errors import FacehdError
-    from models.reconstruct import find_photos, reconstruct_photos
+    from models.reconstruct import find_photos, output_names, photos_and_repeats, reconstruct_photos
 
     _check_landmark_mode(landmarks)
     with _exit_on_error(FacehdError, ValueError, ImportError):
-        files = find_photos(photos)
+        files, repeats = photos_and_repeats([p for item in photos for p in find_photos([item])])
+        for p in repeats:
+            console.print(f"given again, done once: {esc(p)}", soft_wrap=True)
+        for p, name in zip(files, output_names(files), strict=True):
+            if name != p.stem:  # another photo of the same name came first
+                console.print(f"{esc(p)} -> {esc(out / name)}", soft_wrap=True)
         with _progress() as bar:
             task = bar.add_task("photos", total=len(files))
             if multiview:
@@ -930,6 +954,11 @@ def reconstruct(
             f"{first['landmark']:.1f} -> {last['landmark']:.1f} px^2); shared face: "
             f"{esc(out / 'shared.obj')}"
         )
+        if len(fitted.views) == 1:
+            console.print(
+                "[yellow]one view only:[/yellow] no other view constrains the shared face; "
+                "this is a single-view fit with MV-HRN's losses"
+            )
     failed = [r for r in results if r.error]
     for r in failed:
         # the library's messages name the file already; others get it in front

@@ -425,7 +425,12 @@ def reconstruct_multiview(
     for (path, stem, aligned, _, _), rec in zip(views, res.views, strict=True):
         folder = out / stem
         write_reconstruction(
-            recon, rec, folder, photo_region=aligned.image_hd, crop_transform=aligned.transform
+            recon,
+            rec,
+            folder,
+            photo_region=aligned.image_hd,
+            crop_transform=aligned.transform,
+            photo=path,
         )
         results.append(PhotoResult(path, folder, None))
     order = {p: k for k, p in enumerate(photos)}

@@ -382,11 +382,12 @@ def write_reconstruction(
     *,
     photo_region: np.ndarray,
     crop_transform: Any = None,
+    photo: str | Path | None = None,
 ) -> list[Path]:
     """Write every file of one reconstruction into the folder ``out`` (see the module docstring).
 
     ``photo_region`` is the crop the overlay is drawn on (the 512 HD crop of the photo, or the
-    224 crop).
+    224 crop); ``photo``, the photo's file, is named in ``reconstruction.json``.
     """
     from models.export import write_png8, write_png16, write_textured_obj
 
@@ -411,6 +412,7 @@ def write_reconstruction(
     written.append(write_png8(out / "overlay.png", recon.overlay(rec, photo_region)))
     written.append(write_png8(out / "turntable.png", recon.turntable(rec)))
     meta = {
+        "photo": None if photo is None else str(Path(photo).resolve()),
         "units": "mm",
         "pose": {
             "convention": "posed = R @ p + t (canonical model frame -> base camera world)",
@@ -455,8 +457,18 @@ def find_photos(inputs: list[str | Path]) -> list[Path]:
             found.append(p)
         else:
             raise InputFileError(p, "no such photo or folder")
+    return photos_and_repeats(found)[0]
+
+
+def photos_and_repeats(found: list[Path]) -> tuple[list[Path], list[Path]]:
+    """``(photos, repeats)``: ``found`` without its repeats, in order, and the repeats dropped."""
     seen: set[Path] = set()
-    return [p for p in found if not (p in seen or seen.add(p))]
+    photos, repeats = [], []
+    for p in found:
+        key = p.resolve()
+        (repeats if key in seen else photos).append(p)
+        seen.add(key)
+    return photos, repeats
 
 
 @dataclass
@@ -514,10 +526,49 @@ def reconstruct_photos(
                 folder,
                 photo_region=aligned.image_hd,
                 crop_transform=aligned.transform,
+                photo=path,
             )
             results.append(PhotoResult(path, folder, None))
         except (FacehdError, ValueError) as exc:
             results.append(PhotoResult(path, None, str(exc)))
+        write_photo_index(out, results)
         if progress is not None:
             progress(path)
     return results
+
+
+@dataclass(frozen=True)
+class _IndexRow:
+    """A ``photos.csv`` row: where a photo's reconstruction went, or why it failed."""
+
+    photo: str
+    output: str
+    error: str
+
+
+def write_photo_index(out: str | Path, results: list[PhotoResult]) -> Path:
+    """Write ``out/photos.csv``: one row per photo (its file, its output folder relative to
+    ``out``, or the error); the rows of earlier runs into the same folder are kept, except a
+    photo done again and one whose output folder this run wrote over."""
+    import csv
+
+    from facehd.csvtext import write_rows
+
+    out = Path(out)
+    path = out / "photos.csv"
+    rows = {
+        str(r.photo.resolve()): _IndexRow(
+            str(r.photo.resolve()),
+            "" if r.folder is None else r.folder.relative_to(out).as_posix(),
+            r.error or "",
+        )
+        for r in results
+    }
+    written = {r.output for r in rows.values() if r.output}
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as fh:
+            for old in csv.DictReader(fh):
+                key = old.get("photo", "")
+                if key and key not in rows and old.get("output", "") not in written:
+                    rows[key] = _IndexRow(key, old.get("output", ""), old.get("error", ""))
+    return write_rows(path, [rows[k] for k in sorted(rows)], _IndexRow)

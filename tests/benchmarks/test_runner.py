@@ -192,6 +192,12 @@ def test_leaderboard_published_rows_update_and_ranking(tmp_path: Path) -> None:
     wild = ranked(load_leaderboard(path), "facescape:wild")[("facescape", "wild")]
     assert [r.method for r in wild[:3]] == ["mine", hrn, "3DDFA"]
     assert wild[-1].method == "other"
+    # a run that left images unscored comes after every complete one, whatever its number
+    partial = LeaderboardRow("partial", "facescape", "wild", cd_mm=0.1, n_items=8, n_missing=2)
+    update_leaderboard(path, partial)
+    wild = ranked(load_leaderboard(path), "facescape:wild")[("facescape", "wild")]
+    assert wild[-1].method == "partial" and not wild[-1].complete and wild[-1].n_scored == 6
+    assert all(r.complete for r in wild[:-1]) and wild[0].method == "mine"
     assert set(ranked(load_leaderboard(path), "realy")) == {("realy", "frontal"), ("realy", "side")}
 
 
@@ -217,6 +223,32 @@ def test_cli_bench_and_leaderboard(synth_roots: dict, tmp_path: Path) -> None:
         app, ["bench", "--dataset", "now", "--method", "x", "--root", str(tmp_path / "nope")]
     )
     assert result.exit_code == 2 and "does not exist" in result.output
+    # predictions for one image of two: status 1, and the run listed unranked after the others
+    partial = _copy(root / "pred" / "lab_pred" / "synth-fit", tmp_path / "partial")
+    first = sorted(p for p in partial.iterdir() if p.suffix == ".obj")[0]
+    first.unlink()
+    args = ["bench", "--dataset", "facescape:lab", "--method", "half", "--root", str(root)]
+    result = runner.invoke(app, [*args, "--predictions", str(partial), "--out", str(out)])
+    assert result.exit_code == 1 and "1 missing" in result.output, result.output
+    result = runner.invoke(app, ["leaderboard", "--dataset", "facescape:lab", "--out", str(out)])
+    lines = result.output.splitlines()
+    half = next(line for line in lines if " half " in line)
+    assert "1 of 2 scored" in half and half.split()[1] == "-"  # no rank
+    assert lines.index(half) > max(i for i, line in enumerate(lines) if "cli-test" in line)
+    # a predictions folder in another layout: nothing scored, no leaderboard row
+    result = runner.invoke(app, [*args, "--predictions", str(tmp_path), "--out", str(out)])
+    assert (
+        result.exit_code == 1
+        and "0 scored" in result.output
+        and "no leaderboard row" in (" ".join(result.output.split()))
+    )
+    methods = {r.method for r in load_leaderboard(out / "leaderboard.csv", include_published=False)}
+    assert methods == {"cli-test", "half"}
+    # leaderboard: an unknown dataset, a folder without a leaderboard
+    result = runner.invoke(app, ["leaderboard", "--dataset", "bogus", "--out", str(out)])
+    assert result.exit_code == 2 and "unknown dataset" in result.output
+    result = runner.invoke(app, ["leaderboard", "--dataset", "now", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "does not exist" in result.output
 
 
 def test_multiview_sets_on_the_now_layout(synth_roots: dict, tmp_path: Path) -> None:
@@ -261,6 +293,18 @@ def test_registered_method_runs_in_process(
     rows = {r["name"]: r for r in _rows(res.items_csv)}
     assert rows[item.name]["status"] == "ok" and float(rows[item.name]["median_mm"]) < 1e-6
     assert (res.n_ok, res.n_missing) == (1, 3)  # the other images have no photo on disk
+    # each recorded with why, in predictions/failures.csv and in its items.csv row
+    failed = {r["item"]: r for r in _rows(res.out_dir / "predictions" / "failures.csv")}
+    assert set(failed) == {it.name for it in items[1:]}
+    for other in items[1:]:
+        assert "no photo of this name" in failed[other.name]["error"]
+        assert rows[other.name]["status"] == "missing"
+        assert rows[other.name]["error"].startswith("no predicted mesh: no photo of this name")
+    # the photos back: a rerun reconstructs them and leaves no failures behind
+    for other in items[1:]:
+        shutil.copy(item.image_path, other.image_path)
+    res = run_benchmark("now", "scan-lookup", root=root, out=tmp_path / "out")
+    assert res.n_ok == 4 and not (res.out_dir / "predictions" / "failures.csv").exists()
     assert (
         res.out_dir / "predictions" / item.subject / item.challenge / f"{item.image}.obj"
     ).exists()

@@ -51,10 +51,11 @@ def test_hrn_method_on_a_synthetic_now_benchmark(model_path, tmp_path, monkeypat
     args = ["bench", "--dataset", "now", "--method", "hrn", "--root", str(root)]
     args += ["--out", str(tmp_path / "bench"), "--checkpoint", str(model_path)]
     res = CliRunner().invoke(app, args)
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # the faceless image is still unscored
     assert {p: p.stat().st_mtime_ns for p in preds} == stamps
     with open(pred_dir / "failures.csv") as fh:
-        assert len(list(csv.DictReader(fh))) == 2  # the faceless image tried once more
+        again = list(csv.DictReader(fh))  # the faceless image tried once more, listed once
+    assert len(again) == 1 and again[0]["item"] == items[2].name
     missing = CliRunner().invoke(app, args[:-1] + [str(tmp_path / "nope.pt")])
     assert missing.exit_code == 2 and "nope.pt" in missing.output
 

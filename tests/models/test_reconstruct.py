@@ -264,3 +264,53 @@ def test_base_texture_skips_the_deretouching_network_and_keeps_the_geometry(
         outs[bool(flag)] = np.asarray(Image.open(out / photo.stem / "texture.png"))
         assert (out / photo.stem / "detail.obj").is_file()
     assert not np.array_equal(outs[True], outs[False])
+
+
+def test_batch_records_each_photo_its_folder_or_its_failure(
+    hrn_data, model_path, tmp_path, one_thread
+):
+    import csv
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+
+    photo = hrn_data.scans / "photos" / "s000_e00_v00.png"
+    other = tmp_path / "other"
+    other.mkdir()
+    twin = other / photo.name  # another photo of the same name, with its landmarks
+    shutil.copy(photo, twin)
+    shutil.copy(photo.with_suffix(".pts"), twin.with_suffix(".pts"))
+    empty = other / "empty.png"
+    empty.write_bytes(b"")
+    out = tmp_path / "rec"
+    args = ["reconstruct", str(photo), str(twin), str(empty), str(photo)]
+    res = CliRunner().invoke(app, [*args, "--checkpoint", str(model_path), "--out", str(out)])
+    assert res.exit_code == 1, res.output  # the empty file failed; the others were done
+    text = " ".join(res.output.split())
+    assert f"given again, done once: {photo}" in text
+    assert f"{twin} -> {out / (photo.stem + '_2')}" in text
+    with open(out / "photos.csv", newline="") as fh:
+        rows = {r["photo"]: r for r in csv.DictReader(fh)}
+    assert set(rows) == {str(p.resolve()) for p in (photo, twin, empty)}
+    assert rows[str(photo.resolve())]["output"] == photo.stem
+    assert rows[str(twin.resolve())]["output"] == f"{photo.stem}_2"
+    assert (
+        rows[str(empty.resolve())]["output"] == ""
+        and "empty.png" in rows[str(empty.resolve())]["error"]
+    )
+    for p, folder in ((photo, photo.stem), (twin, f"{photo.stem}_2")):
+        meta = json.loads((out / folder / "reconstruction.json").read_text())
+        assert meta["photo"] == str(p.resolve())
+    # a later run into the same folder adds its photos and keeps the earlier rows
+    res = CliRunner().invoke(
+        app, ["reconstruct", str(twin), "--checkpoint", str(model_path), "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    with open(out / "photos.csv", newline="") as fh:
+        again = {r["photo"]: r for r in csv.DictReader(fh)}
+    # its output folder is now the twin's: the first photo's row went with it
+    assert set(again) == {str(twin.resolve()), str(empty.resolve())}
+    assert again[str(twin.resolve())]["output"] == photo.stem
