@@ -125,6 +125,9 @@ class NowResult:
     """Vertices of the scan before cropping."""
     iterations: int
     """Refinement iterations."""
+    converged: bool = True
+    """Whether the refinement's last phase met its stopping test (False: it stopped at
+    ``max_iterations``, and the distances may be those of a point short of the minimum)."""
 
 
 @dataclass(frozen=True)
@@ -400,7 +403,9 @@ def evaluate_now(
         rel_tolerance=config.rel_tolerance,
         coarse_points=config.coarse_points,
     )
-    return NowResult(res.distances, res.transform, init, scan.n_vertices, res.iterations)
+    return NowResult(
+        res.distances, res.transform, init, scan.n_vertices, res.iterations, res.converged
+    )
 
 
 def pooled_statistics(distances: list[np.ndarray]) -> NowStatistics:

@@ -224,11 +224,12 @@ def read_landmarks7(path: str | Path) -> np.ndarray:
 
 REALY_KEYPOINT_DIR = "REALY_HIFI3D_keypoints"
 REALY_REGION_DIR = "REALY_scan_region"
-_REALY_NAME = re.compile(r"^(\d+)_.*$")
+# the official tool takes the subject as int(name.split("_")[0]): "12_x" and "12" alike
+_REALY_NAME = re.compile(r"^(\d+)(?:_.*)?$")
 
 
 def realy_name(stem: str) -> bool:
-    """Whether ``stem`` is a REALY image name, ``<subject>_<anything>``."""
+    """Whether ``stem`` is a REALY image name, ``<subject>_<anything>`` or ``<subject>``."""
     return _REALY_NAME.match(stem) is not None
 
 
@@ -249,7 +250,8 @@ def read_realy_items(predictions: str | Path, expected: list[str] | None = None)
 
     Parameters
     ----------
-    predictions : folder of ``<subject>_<anything>.obj`` files (other files are ignored).
+    predictions : folder of ``<subject>_<anything>.obj`` (or ``<subject>.obj``) files (other
+        files are ignored).
     expected : image stems that should have a prediction (those without one are returned with
         ``prediction=None``); default: the predictions present.
     """

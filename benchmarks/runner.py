@@ -157,6 +157,7 @@ class NowItemRow:
     std_mm: float | None = None
     scale: float | None = None
     iterations: int | None = None
+    converged: bool | None = None
     prediction: str = ""
 
 
@@ -321,6 +322,7 @@ def _eval_now(task: _NowTask) -> tuple[NowItemRow, np.ndarray | None]:
         std_mm=float(d.std()),
         scale=float(res.transform.scale),
         iterations=res.iterations,
+        converged=res.converged,
         prediction=str(task.mesh),
     )
     return row, d

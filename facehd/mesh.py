@@ -398,6 +398,20 @@ def height_field_mesh(heights: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> Me
 # reading
 
 _OBJ_VERTEX_LINE = re.compile(rb"^[ \t]*v[ \t]", re.MULTILINE)
+_OBJ_VERTEX_XYZ = re.compile(rb"^[ \t]*v[ \t]+(\S+)[ \t]+(\S+)[ \t]+(\S+)", re.MULTILINE)
+
+
+def _obj_vertices(data: bytes) -> np.ndarray:
+    """(N, 3) the positions of an OBJ's ``v`` lines, in file order."""
+    found = _OBJ_VERTEX_XYZ.findall(data)
+    if len(found) != len(_OBJ_VERTEX_LINE.findall(data)):
+        raise _Problem("cannot parse a vertex line (v): fewer than 3 numbers")
+    if not found:
+        return np.zeros((0, 3))
+    try:
+        return np.array(found, dtype=bytes).astype(np.float64)
+    except ValueError as exc:
+        raise _Problem(f"a vertex line holds no number ({exc})") from None
 
 
 def load_mesh(path: str | Path, *, split_seams: bool = False) -> Mesh:
@@ -624,11 +638,13 @@ def _uv_of(geom: dict) -> np.ndarray | None:
 def _read_obj(data: bytes, split_seams: bool) -> tuple:
     from trimesh.exchange.obj import load_obj
 
-    n_file = len(_OBJ_VERTEX_LINE.findall(data))
+    file_vertices = _obj_vertices(data)
+    n_file = len(file_vertices)
     if n_file == 0:
         raise _Problem("no vertices")
     # First try: trimesh unmerges (v, vt, vn) tuples and orders them by vertex index. When that
-    # yields exactly the file's vertex count, nothing was split or dropped: file order, UVs kept.
+    # yields the file's vertices themselves, nothing was split or dropped: file order, UVs kept.
+    # (The count alone can match with seams split and as many unused vertices dropped.)
     geoms = list(
         load_obj(io.BytesIO(data), maintain_order=False, skip_materials=True)
         .get("geometry", {})
@@ -637,7 +653,7 @@ def _read_obj(data: bytes, split_seams: bool) -> tuple:
     geoms = [g for g in geoms if g.get("faces") is not None and len(g["faces"])]
     if not geoms:
         raise _Problem("no faces (a point cloud, not a mesh)")
-    if len(geoms) == 1 and len(geoms[0]["vertices"]) == n_file:
+    if len(geoms) == 1 and np.array_equal(geoms[0]["vertices"], file_vertices, equal_nan=True):
         g = geoms[0]
         return (
             g["vertices"],
@@ -659,9 +675,15 @@ def _read_obj(data: bytes, split_seams: bool) -> tuple:
         )
     ordered = [g for g in ordered if g.get("faces") is not None and len(g["faces"])]
     longest = max(ordered, key=lambda g: len(g["vertices"]))
-    vertices = longest["vertices"]
+    # every v line, in file order (trimesh's list stops at the last vertex a face uses)
+    vertices = file_vertices
+    prefix = vertices[: len(longest["vertices"])]
+    if not np.array_equal(longest["vertices"], prefix, equal_nan=True):
+        raise _Problem("vertices could not be read in file order")
     faces = np.concatenate([_triangles(g["faces"]) for g in ordered])
-    colors = _colors01(longest.get("vertex_colors"), len(vertices))
+    colors = _colors01(longest.get("vertex_colors"), len(longest["vertices"]))
+    if colors is not None and len(colors) < len(vertices):  # unused trailing vertices: grey
+        colors = np.concatenate([colors, np.full((len(vertices) - len(colors), 3), 0.5)])
     uvs = None
     if len(geoms) == 1 and _uv_of(geoms[0]) is not None:
         referenced = np.unique(faces)

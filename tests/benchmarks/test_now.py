@@ -122,6 +122,10 @@ def test_alignment_recovers_a_known_similarity() -> None:
     assert res.distances.max() < 1e-5
     # the landmark step alone is off (noisy landmarks); the refinement fixed it
     assert res.landmark_transform.compose(true).rotation_angle_deg() > 1e-3
+    assert res.converged
+    # a refinement cut short says so
+    short = evaluate_now(scan, lm, pred, noisy_lm, NowConfig(max_iterations=1))
+    assert not short.converged and short.iterations <= 2
 
 
 def test_metrical_variant_keeps_the_unit_scale() -> None:

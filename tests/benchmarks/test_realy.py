@@ -264,3 +264,17 @@ def test_statistics_ddof1_and_mean_of_region_means() -> None:
     assert rows["nose"].std == pytest.approx(1.0)  # ddof = 1
     assert rows["forehead"].median == 1.0
     assert rows["all"].mean == pytest.approx((2.0 + 2.0 + 2.0 + 1.0) / 4)
+
+
+def test_prediction_names_as_the_official_tool_reads_them(tmp_path: Path) -> None:
+    from benchmarks.readers import read_realy_items, realy_name
+
+    # the official tool: subject = int(name.split("_")[0]); other files are not predictions
+    for name in ("12_frontal", "3_a_b", "12", "007"):
+        assert realy_name(name), name
+    for name in ("facehd-synth", "x_12", "12a", "", "_12"):
+        assert not realy_name(name), name
+    for name in ("12", "2_x", "facehd-synth"):
+        (tmp_path / f"{name}.obj").write_text("v 0 0 0\n")
+    items = read_realy_items(tmp_path)
+    assert sorted((it.name, it.subject_id) for it in items) == [("12", 12), ("2_x", 2)]

@@ -76,7 +76,7 @@ def test_now_end_to_end_with_a_perfect_and_bad_predictions(
     res = run_benchmark("now", "m1", predictions=preds, root=root, out=out)
     rows = {r["name"]: r for r in _rows(res.items_csv)}
     ok = rows[it.name]
-    assert ok["status"] == "ok" and float(ok["median_mm"]) < 1e-4
+    assert ok["status"] == "ok" and float(ok["median_mm"]) < 1e-4 and ok["converged"] == "true"
     assert float(ok["scale"]) == pytest.approx(1000.0, rel=1e-6)
     assert rows[items[1].name]["status"] == "error" and "NaN" in rows[items[1].name]["error"]
     assert str(bad[0]) in rows[items[1].name]["error"]

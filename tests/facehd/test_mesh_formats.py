@@ -412,3 +412,56 @@ def test_wrl_patches_and_shared_coordinates_are_merged_into_one_surface(tmp_path
     sets += [_wrl_face_set(Mesh(m.vertices, t), use="pts") for t in thirds[1:]]
     shared = load_mesh(_write(tmp_path, "u.wrl", "\n".join(_shape(g) for g in sets)))
     assert shared.n_vertices == m.n_vertices and shared.n_faces == m.n_faces
+
+
+def _obj_by_hand(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every ``v`` line in file order, and each ``f`` line's vertex numbers minus one (what the
+    benchmarks' own OBJ readers do), triangles only."""
+    verts, faces = [], []
+    for line in text.splitlines():
+        parts = line.split()
+        if parts[:1] == ["v"]:
+            verts.append([float(x) for x in parts[1:4]])
+        elif parts[:1] == ["f"]:
+            faces.append([int(p.split("/")[0]) - 1 for p in parts[1:4]])
+    return np.array(verts), np.array(faces)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_obj_with_seams_and_unused_vertices_keeps_every_vertex_in_file_order(
+    tmp_path: Path, seed: int
+) -> None:
+    # unused vertices anywhere (also last), UV seams splitting used vertices: with as many of
+    # each, the reader once took the seam-split list for the file's own
+    rng = np.random.default_rng(seed)
+    n = 12
+    v = rng.normal(size=(n, 3)).round(4)
+    unused = rng.choice(n, 3, replace=False)
+    used = np.setdiff1d(np.arange(n), unused)
+    tris = [rng.choice(used, 3, replace=False) for _ in range(8)]
+    lines = [f"v {a} {b} {c}" for a, b, c in v]
+    lines += [f"vt {rng.uniform():.3f} {rng.uniform():.3f}" for _ in range(n + 3)]
+    for t in tris:  # texture coordinates not tied to the vertex: seams
+        lines.append("f " + " ".join(f"{i + 1}/{rng.integers(1, n + 4)}" for i in t))
+    text = "\n".join(lines) + "\n"
+    path = tmp_path / "m.obj"
+    path.write_text(text)
+    want_v, want_f = _obj_by_hand(text)
+    got = load_mesh(path)
+    np.testing.assert_array_equal(got.vertices, want_v)
+    np.testing.assert_array_equal(got.faces, want_f)
+
+
+def test_obj_seam_split_as_long_as_the_file_is_not_taken_for_it(tmp_path: Path) -> None:
+    # vertex 2 unused, vertex 4 on a seam: the split list has the file's length
+    text = (
+        "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nv 2 0 0\n"
+        "vt 0 0\nvt 1 0\nvt 0 1\nvt 1 1\nvt 0.5 0.5\n"
+        "f 2/1 3/2 4/3\nf 3/5 5/4 4/3\n"
+    )
+    path = tmp_path / "seam.obj"
+    path.write_text(text)
+    got = load_mesh(path)
+    want_v, want_f = _obj_by_hand(text)
+    np.testing.assert_array_equal(got.vertices, want_v)
+    np.testing.assert_array_equal(got.faces, want_f)
