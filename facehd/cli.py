@@ -994,6 +994,13 @@ def evaluate(
     from models.evaluate import evaluate_synthetic, write_rows
     from models.reconstruct import Reconstructor
 
+    if out is not None and (out.is_dir() or out.parent.is_file()):
+        _error(
+            f"{esc(out)}: {'is a folder' if out.is_dir() else 'its folder is a file'}; "
+            "give a CSV file path as --out"
+        )
+        raise typer.Exit(2)
+
     if multiview:
         from models.multiview import (
             MultiViewConfig,

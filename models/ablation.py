@@ -98,8 +98,10 @@ def run_ablation(
     """Train and score every row of :data:`ABLATION_ROWS`; writes ``OUT/ablation.csv`` and
     ``OUT/ablation.md``."""
     from models.checkpoints import read_checkpoint
+    from models.evaluate import heldout_ids
     from models.reconstruct import Reconstructor
 
+    heldout_ids(heldout)  # a wrong folder stops the run now, not after the shared stages
     out = Path(out)
     shared = out / "shared"
     kw = {"photos": photos, "priors": priors, "pairs": pairs, "callback": callback}

@@ -75,6 +75,7 @@ __all__ = [
     "detail_scores",
     "evaluate_synthetic",
     "seen_detail_scores",
+    "heldout_ids",
     "load_truth",
     "oracle_displacement",
     "score_levels",
@@ -108,6 +109,25 @@ class Truth:
             _, normals = _level_normals(table, model.faces, self.m1.vertices, self.displacement)
             self._normals = (table, normals)
         return self._normals
+
+
+def heldout_ids(scans_dir: str | Path) -> list[str]:
+    """The scans of a held-out folder (``facehd synth --photos V``), each with its truth files;
+    InputFileError naming the folder or the first missing file otherwise (cheap: nothing is
+    read)."""
+    d = Path(scans_dir)
+    if not d.is_dir():
+        raise InputFileError(d, "held-out folder does not exist")
+    ids = sorted(p.name[: -len(".photos.npz")] for p in d.glob("*.photos.npz"))
+    if not ids:
+        raise InputFileError(d, "no <id>.photos.npz (make them with facehd synth --photos V)")
+    for sid in ids:
+        for k in ("gt_m1.ply", "gt_m2.ply"):
+            if not (d / f"{sid}.{k}").is_file():
+                raise InputFileError(
+                    d / f"{sid}.{k}", "missing (a facehd synth --photos V folder is expected)"
+                )
+    return ids
 
 
 def load_truth(scans_dir: str | Path, sample_id: str) -> Truth:
@@ -473,9 +493,7 @@ def evaluate_synthetic(
     from models.data import align_lab_photo, crop_camera
 
     d = Path(scans_dir)
-    ids = sorted(p.name[: -len(".photos.npz")] for p in d.glob("*.photos.npz"))
-    if not ids:
-        raise InputFileError(d, "no <id>.photos.npz (make them with facehd synth --photos V)")
+    ids = heldout_ids(d)
     jobs: list[tuple[Truth, dict, int]] = []
     for sid in ids:
         truth = load_truth(d, sid)

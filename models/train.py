@@ -50,6 +50,7 @@ is used on GPUs only.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 import os
@@ -301,8 +302,23 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"image_size must be >= 16, got {cfg.image_size}")
     for name in STAGES:
         st: StageConfig = getattr(cfg, name)
-        if st.steps < 0 or st.batch_size < 1 or st.lr <= 0:
-            raise ConfigError(f"{name}: steps >= 0, batch_size >= 1 and lr > 0 required")
+        for key, ok, rule in (
+            ("steps", st.steps >= 0, ">= 0"),
+            ("batch_size", st.batch_size >= 1, ">= 1"),
+            ("lr", st.lr > 0 and math.isfinite(st.lr), "> 0"),
+            ("betas", len(st.betas) == 2 and all(0 <= b < 1 for b in st.betas), "two in [0, 1)"),
+            ("warmup_steps", st.warmup_steps >= 0, ">= 0"),
+        ):
+            if not ok:
+                raise ConfigError(f"{name}.{key} must be {rule}, got {getattr(st, key)!r}")
+    for where, weights in (
+        ("model.base_losses", cfg.model.base_losses),
+        ("model.hrn_losses", cfg.model.hrn_losses),
+    ):
+        for f in dataclasses.fields(weights):
+            v = getattr(weights, f.name)
+            if isinstance(v, (int, float)) and not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"{where}.{f.name} must be a finite weight >= 0, got {v!r}")
     if net.mid_size > net.high_size:
         raise ConfigError("model.network.mid_size must not exceed high_size")
     if cfg.checkpoint_every < 1 or cfg.log_every < 1:
@@ -344,7 +360,15 @@ def _init_distributed(device: torch.device) -> _Dist:
 def _resolve_device(name: str, dist_info_local_rank: int) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"device: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device: {name!r}, but this PyTorch sees no CUDA device (built for the CPU, or no "
+            "GPU here); use device: auto or cpu"
+        )
     if dev.type == "cuda" and dev.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dev = torch.device("cuda", dist_info_local_rank)
     return dev
@@ -367,6 +391,18 @@ def _gather(obj: Any, d: _Dist) -> list[Any]:
     out: list[Any] = [None] * d.world
     dist.all_gather_object(out, obj)
     return out
+
+
+def _all_finite(value: float, d: _Dist) -> bool:
+    """Whether ``value`` is finite on every process (all stop together, none waits forever)."""
+    bad = 0.0 if math.isfinite(value) else 1.0
+    if d.active:
+        import torch.distributed as dist
+
+        t = torch.tensor([bad])
+        dist.all_reduce(t)
+        bad = float(t.item())
+    return bad == 0.0
 
 
 def _barrier(d: _Dist) -> None:
@@ -822,6 +858,15 @@ class Trainer:
         ckpt = self.checkpoint_path(stage)
         if resume and ckpt.is_file():
             data = self._read_own_checkpoint(ckpt)
+            if data.get("format") != CHECKPOINT_FORMAT or data.get("stage") != stage:
+                what = (
+                    "a model file"
+                    if data.get("format") == MODEL_FORMAT
+                    else (f"stage {data.get('stage')!r}'s checkpoint")
+                )
+                raise InputFileError(
+                    ckpt, f"is {what}, not stage {stage!r}'s; move it away to restart the stage"
+                )
             self._load_network_state(data["state"], ckpt)
             for k, o in optim.items():
                 o.load_state_dict(data["optimizers"][k])
@@ -856,6 +901,13 @@ class Trainer:
                     g["lr"] = 0.0 if held else lr * base / cfg.lr * g.get("lr_factor", 1.0)
             values = step_fn(step)
             values = {"lr": lr, **values}
+            if not _all_finite(values.get("total", 0.0), self.dist):
+                raise FacehdError(
+                    f"stage {stage}, step {step}: the loss is {values['total']} ("
+                    + ", ".join(f"{k} {v:.4g}" for k, v in values.items() if isinstance(v, float))
+                    + "); check the config's loss weights and learning rates. Checkpoints so far "
+                    "are kept; --resume continues from the last one"
+                )
             steps_run += 1
             # the last two steps of each window: one self-supervised and one supervised row
             if step % self.config.log_every in (0, self.config.log_every - 1) or (
@@ -1185,9 +1237,12 @@ def dataset_fingerprint(path: str | Path) -> dict[str, Any]:
     """What identifies a dataset's content, cheaply: its schema, samples and build attributes,
     and the SHA-256 of each sample's source file (``source_sha256``, as ``facehd prepare-images``
     and ``facehd build-priors`` store it); a dataset without that field is hashed whole.
+    ``content_sha256`` also covers every field of at most 4 KiB per sample (landmarks, crop
+    transforms, poses ...): a photo's crop follows from its source file, its landmarks (a
+    ``.pts`` file beside it, not in the source hash) and the build attributes.
 
-    Returns ``{"path", "schema", "samples", "sha256"}``: equal ``sha256`` means the same content,
-    wherever the file lies.
+    Returns ``{"path", "schema", "samples", "sha256", "content_sha256"}``: equal hashes mean the
+    same content, wherever the file lies.
     """
     import hashlib
     import json
@@ -1205,12 +1260,24 @@ def dataset_fingerprint(path: str | Path) -> dict[str, Any]:
                 h.update(digest.encode() + b"\0")
         else:
             h.update(file_sha256(path).encode())
+        content = h.copy()
+        for name in sorted(ds.fields):
+            spec = ds.fields[name]
+            if name == "source_sha256" or spec.item_bytes > 4096:
+                continue
+            values = ds.read_field(name) if len(ds) else []
+            content.update(name.encode() + b"\0")
+            if spec.dtype == "str":
+                content.update("\0".join(values).encode())
+            else:
+                content.update(np.ascontiguousarray(values).tobytes())
         schema, n = ds.schema, len(ds)
     return {
         "path": str(Path(path).resolve()),
         "schema": schema,
         "samples": n,
         "sha256": h.hexdigest(),
+        "content_sha256": content.hexdigest(),
     }
 
 
@@ -1251,7 +1318,9 @@ def run_data_matches(
         saved = json.loads(path.read_text())
         for key, now in mine.items():
             was = saved.get(key)
-            if (was or {}).get("sha256") != (now or {}).get("sha256"):
+            # a record from before content_sha256 existed is compared by its sha256
+            which = "content_sha256" if "content_sha256" in (was or {}) else "sha256"
+            if (was or {}).get(which) != (now or {}).get(which):
                 raise FacehdError(
                     f"{out}: the run was trained on other {key} ({_named(was)}) than given now "
                     f"({_named(now)}); give the run's data or start a new --out"
@@ -1267,6 +1336,45 @@ def _diff(a: Any, b: Any, where: str = "") -> list[str]:
             out += _diff(a.get(k), b.get(k), f"{where}.{k}" if where else k)
         return out
     return [] if a == b else [f"{where}: {a!r} in the run, {b!r} now"]
+
+
+class _RunLock:
+    """An exclusive hold on a run folder (``.train.lock`` in it) while a run writes there: a
+    second ``facehd train`` into the same folder (or a resume beside a run still going) is
+    refused instead of interleaving its checkpoints and logs."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / ".train.lock"
+        self._fh: Any = None
+
+    def __enter__(self) -> _RunLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")  # noqa: SIM115 - held for the run
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise FacehdError(
+                f"{self.path.parent}: another facehd train is writing to this run ({holder}); "
+                "wait for it to end (or stop it), or choose another --out"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
 def train(
@@ -1309,9 +1417,28 @@ def train(
     if unknown or not stages:
         raise ValueError(f"stages must be among {STAGES}, got {list(stages)}")
     stages = [s for s in STAGES if s in set(stages)]
+    if out.exists() and not out.is_dir():
+        raise FacehdError(f"{out}: exists and is not a folder; give a run folder as --out")
     ckpt_dir = out / "checkpoints"
     existing = sorted(ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
     trainer = Trainer(config, out, photos=photos, priors=priors, pairs=pairs)
+    lock = _RunLock(out) if trainer.dist.main else nullcontext()
+    with lock:
+        return _train_stages(trainer, out, stages, existing, resume, init, callback)
+
+
+def _train_stages(
+    trainer: Trainer,
+    out: Path,
+    stages: list[str],
+    existing: list[Path],
+    resume: bool,
+    init: str | Path | None,
+    callback: StepCallback | None,
+) -> TrainResult:
+    """:func:`train` once the trainer is made and the run folder is this process's."""
+    config = trainer.config
+    photos, priors, pairs = trainer.photos_path, trainer.priors_path, trainer.pairs_path
     if trainer.dist.main:
         if existing and not resume:
             raise FacehdError(
@@ -1324,6 +1451,12 @@ def train(
         run_data_matches(out, photos=photos, priors=priors, pairs=pairs, new_run=not resume)
         save_config(out / "config.yaml", config)
     _barrier(trainer.dist)
+    # the datasets the stages will read, opened now: a priors file of another model, or pairs
+    # without clean twins, would otherwise stop the run only after the stages before them
+    if priors is not None:
+        trainer.lab()
+    if "deretouch" in stages:
+        trainer.pairs()
 
     done: list[str] = []
     for s in STAGES:

@@ -20,6 +20,13 @@ def test_ablation_rows_are_trained_measured_and_resumed(hrn_data, tmp_path, one_
     cfg.hrn_options.scale_warmup, cfg.hrn_options.discriminator_lr = 0.25, 3e-4
     out = tmp_path / "abl"
     kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "heldout": hrn_data.scans}
+    # a held-out folder without its truth is refused before anything trains
+    from facehd.errors import InputFileError
+
+    for heldout, problem in ((tmp_path / "nothere", "does not exist"), (tmp_path, "photos.npz")):
+        with pytest.raises(InputFileError, match=problem):
+            run_ablation(cfg, out, views=1, log=lambda _: None, **{**kw, "heldout": heldout})
+    assert not (out / "shared" / "checkpoints").exists()
     rows = run_ablation(cfg, out, views=1, log=lambda _: None, **kw)
     assert [r.row for r in rows] == [name for name, _, _ in ABLATION_ROWS]
     # the switches of each row, as in the paper's table
@@ -75,7 +82,7 @@ def test_ablation_rows_are_trained_measured_and_resumed(hrn_data, tmp_path, one_
     # a finished row trained on other data than the shared stages (its record says so)
     slug = ABLATION_ROWS[1][1]
     record = json.loads((out / slug / "data.json").read_text())
-    record["priors"]["sha256"] = "0" * 64
+    record["priors"]["sha256"] = record["priors"]["content_sha256"] = "0" * 64
     (out / slug / "data.json").write_text(json.dumps(record))
     with pytest.raises(FacehdError, match=rf"{slug}: the run was trained on other priors"):
         run_ablation(cfg, out, views=1, log=lambda _: None, **kw)

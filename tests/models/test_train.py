@@ -393,3 +393,123 @@ def test_init_accepts_the_same_model_built_with_other_threads_only(
     save_checkpoint_atomic(tmp_path / "other-version.pt", data)
     with pytest.raises(InputFileError, match=r"other-version\.pt.*morphable model"):
         train(cfg, tmp_path / "run2", init=tmp_path / "other-version.pt", **kw)
+
+
+def test_mistakes_are_refused_before_training_and_a_run_is_not_shared(
+    hrn_data, full_run, tmp_path, one_thread
+):
+    import os
+    import subprocess
+    import sys
+
+    from hrn_testdata import write_truth_priors
+
+    from models.train import _RunLock
+
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors}
+    calls: list[str] = []
+
+    def count(stage, step, total, values):  # noqa: ANN001
+        calls.append(stage)
+
+    # priors of another model: refused before the base stage trains a step
+    other = write_truth_priors(hrn_data.scans, tmp_path / "bfm.h5", model_name="bfm")
+    with pytest.raises(InputFileError, match=r"bfm\.h5"):
+        train(tiny_config(), tmp_path / "a", photos=hrn_data.photos, priors=other, callback=count)
+    # de-retouching pairs without clean twins (the photos given as --pairs): the same
+    with pytest.raises(FacehdError, match="image_clean|clean"):
+        train(tiny_config(), tmp_path / "b", pairs=hrn_data.photos, callback=count, **kw)
+    assert calls == []
+    # --out an existing file
+    afile = tmp_path / "afile.txt"
+    afile.write_text("x")
+    with pytest.raises(FacehdError, match="not a folder"):
+        train(tiny_config(), afile, **kw)
+    # config values are checked by name
+    for stage, key, value, rule in (
+        ("base", "lr", -1.0, "> 0"),
+        ("hrn", "batch_size", 0, ">= 1"),
+        ("deretouch", "betas", (0.9, 1.5), r"two in \[0, 1\)"),
+    ):
+        cfg = tiny_config()
+        setattr(getattr(cfg, stage), key, value)
+        with pytest.raises(FacehdError, match=rf"{stage}\.{key} must be {rule}"):
+            train(cfg, tmp_path / "c", **kw)
+    cfg = tiny_config()
+    cfg.model.hrn_losses.tv = math.nan
+    with pytest.raises(FacehdError, match=r"model\.hrn_losses\.tv must be a finite weight"):
+        train(cfg, tmp_path / "c", **kw)
+    if not torch.cuda.is_available():
+        cfg = tiny_config()
+        cfg.device = "cuda"
+        with pytest.raises(FacehdError, match="no CUDA device"):
+            train(cfg, tmp_path / "c", **kw)
+    # a stage's checkpoint replaced by another stage's: named, not a KeyError
+    import shutil
+
+    run = tmp_path / "swapped"
+    shutil.copytree(full_run[0], run)
+    shutil.copy(run / "checkpoints" / "hrn.pt", run / "checkpoints" / "base.pt")
+    with pytest.raises(InputFileError, match=r"base\.pt.*stage 'hrn'.*not stage 'base'"):
+        train(tiny_config(), run, resume=True, **kw)
+    # a loss that is not finite stops the run, naming the stage and step, checkpoints kept
+    cfg = tiny_config()
+    cfg.base.lr = 1e30
+    with pytest.raises(FacehdError, match=r"stage base, step \d+: the loss is (nan|inf)"):
+        train(cfg, tmp_path / "nan", stages=["base"], **kw)
+    # a run folder held by a running training is refused to a second one
+    held = tmp_path / "held"
+    held.mkdir()
+    code = (
+        "import sys, time; sys.path[:0] = [p for p in sys.argv[1:]]; "
+        "from models.train import _RunLock; from pathlib import Path; "
+        f"lock = _RunLock(Path({str(held)!r})); lock.__enter__(); print('held', flush=True); "
+        "time.sleep(60)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, os.getcwd()], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(FacehdError, match=r"another facehd train is writing.*pid"):
+            train(tiny_config(), held, **kw)
+        with pytest.raises(FacehdError, match="another facehd train"), _RunLock(held):
+            pass
+    finally:
+        proc.kill()
+        proc.wait()
+    with _RunLock(held):  # free again once that process is gone
+        pass
+
+
+def test_resume_tells_photos_cropped_from_other_landmarks(tmp_path):
+    import h5py
+
+    from facehd.h5io import ShardedDatasetWriter
+    from models.train import dataset_fingerprint
+
+    # a photos dataset as prepare-images writes it: crops, landmarks, the source files' hashes
+    fields = {
+        "image": ((8, 8, 3), "uint8"),
+        "landmarks68": ((68, 2), "float32"),
+        "source_sha256": ((), "str"),
+    }
+    photos = tmp_path / "photos.h5"
+    rng = np.random.default_rng(0)
+    with ShardedDatasetWriter(photos, "facehd.photos/1", {"crop": 224}, fields) as w:
+        for k in range(3):
+            w.add(
+                f"p{k}",
+                {
+                    "image": rng.integers(0, 255, (8, 8, 3)).astype(np.uint8),
+                    "landmarks68": rng.uniform(0, 224, (68, 2)).astype(np.float32),
+                    "source_sha256": f"{k:064x}",
+                },
+            )
+        w.finalize()
+    before = dataset_fingerprint(photos)
+    with h5py.File(photos, "r+") as f:  # one photo's landmarks moved (its .pts file edited)
+        f["landmarks68"][0] = f["landmarks68"][0] + 1.0
+    after = dataset_fingerprint(photos)
+    assert after["sha256"] == before["sha256"]  # the source files are the same
+    assert after["content_sha256"] != before["content_sha256"]
