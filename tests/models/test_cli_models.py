@@ -53,6 +53,17 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "M2" in res.output and (tmp_path / "eval.csv").is_file()
+    # --out a folder, or a path under a file: named before anything is scored
+    for bad, problem in ((tmp_path, "is a folder"), (tmp_path / "eval.csv" / "x.csv", "is a file")):
+        res = runner.invoke(
+            app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans",
+                  str(hrn_data.scans), "--out", str(bad)],
+        )  # fmt: skip
+        assert res.exit_code == 2 and problem in res.output and "M2" not in res.output
+    res = runner.invoke(
+        app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(tmp_path / "no")]
+    )
+    assert res.exit_code == 2 and "does not exist" in res.output
     res = runner.invoke(
         app, ["reconstruct", str(tmp_path / "nope.jpg"), "--checkpoint", str(run / "model.pt")]
     )
