@@ -107,9 +107,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
-        raise InputFileError(
-            path, f"not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})"
-        ) from exc
+        text = str(exc).strip()
+        if "weights_only" in text or "Weights only load failed" in text:
+            # PyTorch's advice here (retry with weights_only=False) would run the file's code
+            why = "holds objects that need code to load, or is no PyTorch file at all"
+        else:
+            why = f"{type(exc).__name__}: {(text.splitlines() or [''])[0][:200]}"
+        raise InputFileError(path, f"not a readable PyTorch checkpoint ({why})") from exc
     if not isinstance(data, Mapping):
         raise InputFileError(path, f"checkpoint must hold a dict, found {type(data).__name__}")
     return dict(data)

@@ -838,7 +838,7 @@ class Trainer:
             if data["format"] == MODEL_FORMAT:
                 return list(data.get("stages", []))
             return [data["stage"]] if data.get("done") else []
-        self.system.hrn.load_official(data)
+        self.system.hrn.load_official(path)  # read again: its errors name the file
         return ["base"]
 
     # ------------------------------------------------------------------ stage loop
@@ -1446,6 +1446,10 @@ def _train_stages(
                 "use --resume to continue it or choose another --out"
             )
         out.mkdir(parents=True, exist_ok=True)
+        # checkpoints a killed run was writing (never complete: saves go through os.replace);
+        # this run holds the folder, so none is being written now
+        for partial in (out / "checkpoints").glob("*.pt.tmp*"):
+            partial.unlink(missing_ok=True)
         if resume:
             _saved_config_matches(out, config)
         run_data_matches(out, photos=photos, priors=priors, pairs=pairs, new_run=not resume)

@@ -452,6 +452,17 @@ def test_mistakes_are_refused_before_training_and_a_run_is_not_shared(
     shutil.copy(run / "checkpoints" / "hrn.pt", run / "checkpoints" / "base.pt")
     with pytest.raises(InputFileError, match=r"base\.pt.*stage 'hrn'.*not stage 'base'"):
         train(tiny_config(), run, resume=True, **kw)
+    # a checkpoint a killed run was writing is cleared when the folder is taken again
+    shutil.copy(full_run[0] / "checkpoints" / "base.pt", run / "checkpoints" / "base.pt")
+    partial = run / "checkpoints" / "hrn.pt.tmp4242"
+    partial.write_bytes(b"half")
+    train(tiny_config(), run, resume=True, **kw)
+    assert not partial.exists()
+    # --init with a file that is no checkpoint of either kind names the file
+    plain = tmp_path / "plain.pt"
+    torch.save({"weight": torch.zeros(3)}, plain)
+    with pytest.raises(FacehdError, match=r"plain\.pt"):
+        train(tiny_config(), tmp_path / "d", init=plain, **kw)
     # a loss that is not finite stops the run, naming the stage and step, checkpoints kept
     cfg = tiny_config()
     cfg.base.lr = 1e30
