@@ -393,7 +393,7 @@ def reconstruct_multiview(
 
     from facehd.csvtext import atomic_write_text
     from facehd.errors import FacehdError
-    from models.reconstruct import PhotoResult, output_names, write_reconstruction
+    from models.reconstruct import PhotoResult, output_names, write_photo_result
 
     recon = Reconstructor.load(
         checkpoint,
@@ -423,16 +423,7 @@ def reconstruct_multiview(
         progress=fit_progress,
     )
     for (path, stem, aligned, _, _), rec in zip(views, res.views, strict=True):
-        folder = out / stem
-        write_reconstruction(
-            recon,
-            rec,
-            folder,
-            photo_region=aligned.image_hd,
-            crop_transform=aligned.transform,
-            photo=path,
-        )
-        results.append(PhotoResult(path, folder, None))
+        results.append(write_photo_result(recon, rec, aligned, path, out / stem))
     order = {p: k for k, p in enumerate(photos)}
     results.sort(key=lambda r: order[r.photo])
     from models.export import write_textured_obj

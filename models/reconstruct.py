@@ -519,22 +519,29 @@ def reconstruct_photos(
     for path, stem in zip(photos, output_names(photos), strict=True):
         try:
             rec, aligned = recon.run_photo(path)
-            folder = out / stem
-            write_reconstruction(
-                recon,
-                rec,
-                folder,
-                photo_region=aligned.image_hd,
-                crop_transform=aligned.transform,
-                photo=path,
-            )
-            results.append(PhotoResult(path, folder, None))
+            results.append(write_photo_result(recon, rec, aligned, path, out / stem))
         except (FacehdError, ValueError) as exc:
             results.append(PhotoResult(path, None, str(exc)))
         write_photo_index(out, results)
         if progress is not None:
             progress(path)
     return results
+
+
+def write_photo_result(
+    recon: Reconstructor, rec: Reconstruction, aligned: Any, photo: Path, folder: Path
+) -> PhotoResult:
+    """Write one photo's reconstruction into ``folder`` (:func:`write_reconstruction`, the
+    overlay on its aligned HD crop) and say so."""
+    write_reconstruction(
+        recon,
+        rec,
+        folder,
+        photo_region=aligned.image_hd,
+        crop_transform=aligned.transform,
+        photo=photo,
+    )
+    return PhotoResult(photo, folder, None)
 
 
 @dataclass(frozen=True)
