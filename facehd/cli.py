@@ -892,9 +892,10 @@ def reconstruct(
 
     Needs the optional extra for detection: pip install 'facehd\\[photo]'. Writes OUT/<photo stem>/
     coarse.obj, mid.obj, detail.obj, texture.png, deformation/displacement .npy and 16-bit .png,
-    overlay.png, turntable.png, reconstruction.json; exit status 1 when a photo failed.
-    --base-texture writes the base albedo as the texture and skips the de-retouching network
-    (same geometry, about 3x faster at the paper's sizes on a CPU).
+    overlay.png, turntable.png, reconstruction.json, and OUT/photos.csv (each photo's folder, or
+    why it failed); exit status 1 when a photo failed. --base-texture writes the base albedo as
+    the texture and skips the de-retouching network (same geometry, about 3x faster at the
+    paper's sizes on a CPU).
 
     With --multiview all photos are views of one face (MV-HRN, paper Sec. 3.5): they share the
     identity and the deformation map, each keeps its expression, pose, light and displacement
