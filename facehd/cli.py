@@ -757,6 +757,26 @@ def landmarks_cmd(
 
 
 # --- train, reconstruct, evaluate, ablation (HRN models) ---
+def _warn_untrained_detail(checkpoint: Path) -> None:
+    """Say so when a run's model.pt has not trained the detail stage: its M1 and M2 then come
+    from networks at their initialisation."""
+    from facehd.errors import FacehdError
+    from models.checkpoints import read_checkpoint
+    from models.train import MODEL_FORMAT
+
+    try:
+        data = read_checkpoint(checkpoint)
+    except FacehdError:
+        return  # the command's own loading names the problem
+    stages = data.get("stages")
+    if data.get("format") == MODEL_FORMAT and stages is not None and "hrn" not in stages:
+        console.print(
+            f"[yellow]note:[/yellow] {esc(checkpoint)} has not trained the detail stage (stages "
+            f"{', '.join(stages) or 'none'}): M1 and M2 come from untrained networks",
+            soft_wrap=True,
+        )
+
+
 def _train_config(
     config: str, bfm: Path | None, uv: Path | None, identity_network: Path | None = None
 ):
@@ -995,6 +1015,7 @@ def evaluate(
     from models.evaluate import evaluate_synthetic, write_rows
     from models.reconstruct import Reconstructor
 
+    _warn_untrained_detail(checkpoint)
     if out is not None and (out.is_dir() or out.parent.is_file()):
         _error(
             f"{esc(out)}: {'is a folder' if out.is_dir() else 'its folder is a file'}; "

@@ -64,6 +64,17 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
         app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(tmp_path / "no")]
     )
     assert res.exit_code == 2 and "does not exist" in res.output
+    assert "has not trained the detail stage" not in res.output
+    # a model of the base stage alone: its M1 and M2 are said to be untrained
+    args = ["train", "--config", str(path), "--out", str(tmp_path / "base"), "--stage", "base"]
+    res = runner.invoke(app, [*args, "--photos", str(hrn_data.photos)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(
+        app, ["evaluate", "--checkpoint", str(tmp_path / "base" / "model.pt"), "--scans",
+              str(hrn_data.scans), "--views", "1"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "has not trained the detail stage (stages base)" in " ".join(res.output.split())
     res = runner.invoke(
         app, ["reconstruct", str(tmp_path / "nope.jpg"), "--checkpoint", str(run / "model.pt")]
     )
