@@ -809,7 +809,9 @@ def _training_bar(bar):
 
 @app.command("train")
 def train_cmd(
-    out: Path = typer.Option(..., help="Run folder (checkpoints, logs, config.yaml, model.pt)."),
+    out: Path = typer.Option(
+        None, help="Run folder (checkpoints, logs, config.yaml, model.pt); needed to train."
+    ),
     config: str = typer.Option("tiny-cpu", help="Preset (tiny-cpu, paper) or a YAML/JSON file."),
     photos: Path = typer.Option(None, help="In-the-wild photos: a prepare-images dataset."),
     priors: Path = typer.Option(None, help="Ground-truth maps with lab photos: build-priors."),
@@ -866,6 +868,9 @@ def train_cmd(
             soft_wrap=True,
         )
         return
+    if out is None:
+        _error("give the run folder: --out DIR (only --print-config works without it)")
+        raise typer.Exit(2)
     with _exit_on_error(FacehdError, ValueError):
         with _progress() as bar:
             result = run_training(

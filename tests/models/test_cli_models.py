@@ -13,10 +13,12 @@ runner = CliRunner()
 
 
 def test_print_config_and_bad_config(tmp_path):
-    res = runner.invoke(app, ["train", "--out", str(tmp_path / "r"), "--print-config"])
+    res = runner.invoke(app, ["train", "--print-config"])  # no run folder needed to print
     assert res.exit_code == 0, res.output
     cfg = yaml.safe_load(res.output)
     assert cfg["morphable"]["name"] == "facehd-synth" and "hrn" in cfg
+    res = runner.invoke(app, ["train", "--photos", str(tmp_path / "p.h5")])
+    assert res.exit_code == 2 and "--out" in res.output
     bad = tmp_path / "bad.yaml"
     bad.write_text("seed: 1\nmodel:\n  networkk: {}\n")
     res = runner.invoke(app, ["train", "--config", str(bad), "--out", str(tmp_path / "r")])
