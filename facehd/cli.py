@@ -224,7 +224,7 @@ def _synth_scans_cmd(
             f"{s.displacement_rms_mm:.3f}",
         )
     console.print(table)
-    console.print(f"wrote {len(scans)} scans to {esc(out)}")
+    console.print(f"{len(scans)} scans in {esc(out)} (an earlier run's are kept as they were)")
     return scans
 
 
@@ -616,6 +616,13 @@ def build_priors_cmd(
         f"{esc(result.path)}: {result.n_samples} samples ({result.n_written} new, "
         f"{result.n_skipped} already done, {result.n_failed} failed)"
     )
+    if (previews is not None or export_meshes is not None) and result.n_skipped:
+        console.print(
+            f"previews and meshes are written for the scans this run fitted; the "
+            f"{result.n_skipped} done before have those their own run wrote (--overwrite refits "
+            "every scan)",
+            soft_wrap=True,
+        )
     if result.n_failed:
         console.print(f"[yellow]failures:[/yellow] {esc(result.failures_path)}", soft_wrap=True)
         raise typer.Exit(1)
