@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write_text", "format_value", "locked", "write_rows"]
+__all__ = ["LockHeld", "atomic_write_text", "format_value", "locked", "write_rows"]
 
 
 def format_value(value: Any) -> str:
@@ -36,11 +36,21 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+class LockHeld(Exception):
+    """:func:`locked` without waiting found the lock held; ``holder`` says by whom."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
 @contextlib.contextmanager
-def locked(path: str | Path) -> Iterator[None]:
+def locked(path: str | Path, *, wait: bool = True) -> Iterator[None]:
     """Hold an exclusive advisory lock for changing ``path``, taken on a hidden ``.<name>.lock``
-    beside it (no-op where ``fcntl`` is missing). The lock file stays: removing it would let a
-    process that opened it before the removal and one that creates it anew both hold a lock."""
+    beside it (no-op where ``fcntl`` is missing), which names the holder (``pid N``) while held.
+    Without ``wait``, a lock held elsewhere raises :class:`LockHeld` instead of blocking. The lock
+    file stays: removing it would let a process that opened it before the removal and one that
+    creates it anew both hold a lock."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -48,8 +58,16 @@ def locked(path: str | Path) -> Iterator[None]:
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    with open(path.with_name(f".{path.name}.lock"), "a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    with open(path.with_name(f".{path.name}.lock"), "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            fh.seek(0)
+            raise LockHeld(fh.read().strip() or "another process") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
         try:
             yield
         finally:

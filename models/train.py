@@ -57,7 +57,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -1338,43 +1338,21 @@ def _diff(a: Any, b: Any, where: str = "") -> list[str]:
     return [] if a == b else [f"{where}: {a!r} in the run, {b!r} now"]
 
 
-class _RunLock:
-    """An exclusive hold on a run folder (``.train.lock`` in it) while a run writes there: a
-    second ``facehd train`` into the same folder (or a resume beside a run still going) is
-    refused instead of interleaving its checkpoints and logs."""
+def _run_lock(out: Path) -> ExitStack:
+    """Take the run folder (``OUT/.train.lock``, :func:`facehd.csvtext.locked`) for this run, or
+    refuse: a second ``facehd train`` into the same folder (or a resume beside a run still going)
+    would interleave its checkpoints and logs. Held until the returned stack closes."""
+    from facehd.csvtext import LockHeld, locked
 
-    def __init__(self, out: Path) -> None:
-        self.path = out / ".train.lock"
-        self._fh: Any = None
-
-    def __enter__(self) -> _RunLock:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX
-            return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")  # noqa: SIM115 - held for the run
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise FacehdError(
-                f"{self.path.parent}: another facehd train is writing to this run ({holder}); "
-                "wait for it to end (or stop it), or choose another --out"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}\n")
-        fh.flush()
-        self._fh = fh
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+    stack = ExitStack()
+    try:
+        stack.enter_context(locked(out / "train", wait=False))
+    except LockHeld as held:
+        raise FacehdError(
+            f"{out}: another facehd train is writing to this run ({held.holder}); wait for it "
+            "to end (or stop it), or choose another --out"
+        ) from None
+    return stack
 
 
 def train(
@@ -1422,8 +1400,7 @@ def train(
     ckpt_dir = out / "checkpoints"
     existing = sorted(ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
     trainer = Trainer(config, out, photos=photos, priors=priors, pairs=pairs)
-    lock = _RunLock(out) if trainer.dist.main else nullcontext()
-    with lock:
+    with _run_lock(out) if trainer.dist.main else nullcontext():
         return _train_stages(trainer, out, stages, existing, resume, init, callback)
 
 

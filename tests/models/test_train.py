@@ -404,7 +404,7 @@ def test_mistakes_are_refused_before_training_and_a_run_is_not_shared(
 
     from hrn_testdata import write_truth_priors
 
-    from models.train import _RunLock
+    from models.train import _run_lock
 
     kw = {"photos": hrn_data.photos, "priors": hrn_data.priors}
     calls: list[str] = []
@@ -473,8 +473,8 @@ def test_mistakes_are_refused_before_training_and_a_run_is_not_shared(
     held.mkdir()
     code = (
         "import sys, time; sys.path[:0] = [p for p in sys.argv[1:]]; "
-        "from models.train import _RunLock; from pathlib import Path; "
-        f"lock = _RunLock(Path({str(held)!r})); lock.__enter__(); print('held', flush=True); "
+        "from models.train import _run_lock; from pathlib import Path; "
+        f"lock = _run_lock(Path({str(held)!r})); print('held', flush=True); "
         "time.sleep(60)"
     )
     proc = subprocess.Popen(
@@ -484,12 +484,12 @@ def test_mistakes_are_refused_before_training_and_a_run_is_not_shared(
         assert proc.stdout.readline().strip() == "held"
         with pytest.raises(FacehdError, match=r"another facehd train is writing.*pid"):
             train(tiny_config(), held, **kw)
-        with pytest.raises(FacehdError, match="another facehd train"), _RunLock(held):
+        with pytest.raises(FacehdError, match="another facehd train"), _run_lock(held):
             pass
     finally:
         proc.kill()
         proc.wait()
-    with _RunLock(held):  # free again once that process is gone
+    with _run_lock(held):  # free again once that process is gone
         pass
 
 
