@@ -122,21 +122,23 @@ def heldout_ids(scans_dir: str | Path) -> list[str]:
     if not ids:
         raise InputFileError(d, "no <id>.photos.npz (make them with facehd synth --photos V)")
     for sid in ids:
-        for k in ("gt_m1.ply", "gt_m2.ply"):
-            if not (d / f"{sid}.{k}").is_file():
-                raise InputFileError(
-                    d / f"{sid}.{k}", "missing (a facehd synth --photos V folder is expected)"
-                )
+        _truth_files(d, sid)
     return ids
+
+
+def _truth_files(d: Path, sample_id: str) -> dict[str, Path]:
+    """The truth files of ``sample_id`` in ``d`` by kind; InputFileError for a missing one."""
+    paths = {k: d / f"{sample_id}.{k}" for k in ("gt_m1.ply", "gt_m2.ply", "photos.npz")}
+    for p in paths.values():
+        if not p.is_file():
+            raise InputFileError(p, "missing (a facehd synth --photos V folder is expected)")
+    return paths
 
 
 def load_truth(scans_dir: str | Path, sample_id: str) -> Truth:
     """Read the truth files of ``sample_id`` (raises InputFileError when one is missing)."""
     d = Path(scans_dir)
-    paths = {k: d / f"{sample_id}.{k}" for k in ("gt_m1.ply", "gt_m2.ply", "photos.npz")}
-    for p in paths.values():
-        if not p.is_file():
-            raise InputFileError(p, "missing (a facehd synth --photos V folder is expected)")
+    paths = _truth_files(d, sample_id)
     m2 = load_mesh(paths["gt_m2.ply"])
     if m2.uvs is None:
         raise InputFileError(paths["gt_m2.ply"], "true detailed surface has no UVs")
