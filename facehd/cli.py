@@ -937,11 +937,11 @@ def reconstruct(
     Example: facehd reconstruct photos/ --checkpoint runs/tiny/model.pt --out facehd-out/rec
     """
     from facehd.errors import FacehdError
-    from models.reconstruct import find_photos, output_names, photos_and_repeats, reconstruct_photos
+    from models.reconstruct import find_photos_and_repeats, output_names, reconstruct_photos
 
     _check_landmark_mode(landmarks)
     with _exit_on_error(FacehdError, ValueError, ImportError):
-        files, repeats = photos_and_repeats([p for item in photos for p in find_photos([item])])
+        files, repeats = find_photos_and_repeats(photos)
         for p in repeats:
             console.print(f"given again, done once: {esc(p)}", soft_wrap=True)
         for p, name in zip(files, output_names(files), strict=True):

@@ -47,6 +47,7 @@ __all__ = [
     "Reconstruction",
     "Reconstructor",
     "find_photos",
+    "find_photos_and_repeats",
     "load_system",
     "write_reconstruction",
 ]
@@ -443,6 +444,12 @@ def find_photos(inputs: list[str | Path]) -> list[Path]:
 
     Raises InputFileError for an input that does not exist or a folder without photos.
     """
+    return find_photos_and_repeats(inputs)[0]
+
+
+def find_photos_and_repeats(inputs: list[str | Path]) -> tuple[list[Path], list[Path]]:
+    """``(photos, repeats)``: :func:`find_photos`'s photos, and the files given again (the same
+    file named twice, or found again in a folder given too) that it drops."""
     from facehd.align import PHOTO_SUFFIXES
 
     found: list[Path] = []
@@ -457,11 +464,6 @@ def find_photos(inputs: list[str | Path]) -> list[Path]:
             found.append(p)
         else:
             raise InputFileError(p, "no such photo or folder")
-    return photos_and_repeats(found)[0]
-
-
-def photos_and_repeats(found: list[Path]) -> tuple[list[Path], list[Path]]:
-    """``(photos, repeats)``: ``found`` without its repeats, in order, and the repeats dropped."""
     seen: set[Path] = set()
     photos, repeats = [], []
     for p in found:
