@@ -141,13 +141,9 @@ class PerceptualLoss(nn.Module):
             self.network.eval()  # batch-norm statistics of the identity network stay fixed
         return self
 
-    def _features(self, images: torch.Tensor, landmarks5: torch.Tensor | None) -> torch.Tensor:
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
         s = self.input_size
-        if landmarks5 is not None:
-            from models.identity import align_faces
-
-            images = align_faces(images, landmarks5, s)
-        elif images.shape[-2:] != (s, s):
+        if images.shape[-2:] != (s, s):
             images = F.interpolate(images, (s, s), mode="bilinear", align_corners=False)
         return self.network(images * 2.0 - 1.0)
 
@@ -167,9 +163,13 @@ class PerceptualLoss(nn.Module):
             raise ValueError(f"target {tuple(target.shape)} != rendered {tuple(rendered.shape)}")
         if self.network is None:
             return _zero_like_graph(rendered)
-        return identity_cosine_loss(
-            self._features(rendered, landmarks5), self._features(target, landmarks5)
-        )
+        if landmarks5 is not None:
+            from models.identity import align_faces
+
+            # one warp for both images (the same points): render and photo stacked as channels
+            both = align_faces(torch.cat([rendered, target], 1), landmarks5, self.input_size)
+            rendered, target = both[:, :3], both[:, 3:]
+        return identity_cosine_loss(self._features(rendered), self._features(target))
 
 
 def base_landmark_weights(
