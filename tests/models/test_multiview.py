@@ -203,6 +203,12 @@ def test_reconstruct_multiview_writes_views_shared_face_and_report(model_path, t
     assert len(report["failed"]) == 1 and report["failed"][0]["photo"] == str(faceless)
     assert report["config"]["iterations"] == 2
     assert not list(out.glob("*.tmp*"))
+    assert "one view only" not in res.output
+    # one usable view: fitted, and said to be a single-view fit
+    args = ["reconstruct", str(views[0]), str(faceless), "--multiview", "--iterations", "2"]
+    res = CliRunner().invoke(app, [*args, "--checkpoint", str(model_path), "--out", str(out)])
+    assert res.exit_code == 1 and "MV-HRN: 1 views" in res.output, res.output
+    assert "one view only" in res.output
 
 
 def test_evaluate_multiview_scores_the_three_variants(hrn_data, model_path, tmp_path):

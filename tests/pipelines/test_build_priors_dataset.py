@@ -159,6 +159,14 @@ def test_inspect_and_verify(built: tuple, tmp_path: Path) -> None:
     runner = CliRunner()
     shown = runner.invoke(app, ["inspect", str(path)])
     assert shown.exit_code == 0 and SCHEMA in shown.output and "M2" in shown.output
+    assert "2 subjects" in shown.output
+    # scans whose layout names no subject: said so, not "0 subjects"
+    anon = tmp_path / "anon.h5"
+    shutil.copy(path, anon)
+    with h5py.File(anon, "r+") as f:
+        f["subject"][...] = b""
+    shown = runner.invoke(app, ["inspect", str(anon)])
+    assert shown.exit_code == 0 and "subjects not named" in shown.output, shown.output
     assert verify_priors(path) == []
     ok = runner.invoke(app, ["verify", str(path)])
     assert ok.exit_code == 0 and "OK" in ok.output

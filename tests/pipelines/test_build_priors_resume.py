@@ -117,6 +117,10 @@ def test_resume_over_a_changed_scan_is_refused(
     out.write_bytes(reference.read_bytes())
     result = build_priors(folder, out, PriorsConfig(auto_landmarks=False))
     assert (result.n_skipped, result.n_written) == (2, 0)
+    # previews asked of a resumed build: the scans done before are said to keep their own
+    result = CliRunner().invoke(app, [*args, "--previews", str(tmp_path / "png")])
+    assert "2 done before" in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "png").exists() or not list((tmp_path / "png").glob("*.png"))
 
 
 def test_ray_executor(scans: Path, reference: Path, tmp_path: Path) -> None:
