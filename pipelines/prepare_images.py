@@ -306,7 +306,12 @@ def _photo_task(item: Any, config: PrepareImagesConfig) -> dict[str, Any]:
 
 def dataset_attrs(config: PrepareImagesConfig) -> dict[str, Any]:
     """The dataset's attributes: units, conventions, detector version and the resolved config."""
-    from facehd.detect import MEDIAPIPE_IBUG68_OUTWARD, MEDIAPIPE_TO_IBUG68, _import_mediapipe
+    from facehd.detect import (
+        MEDIAPIPE_IBUG68_DOWN,
+        MEDIAPIPE_IBUG68_OUTWARD,
+        MEDIAPIPE_TO_IBUG68,
+        _import_mediapipe,
+    )
 
     mp = _import_mediapipe()
     return {
@@ -317,6 +322,7 @@ def dataset_attrs(config: PrepareImagesConfig) -> dict[str, Any]:
         "detector": f"mediapipe=={mp.__version__} face mesh (refined), selfie segmentation",
         "ibug68_from_mediapipe": list(MEDIAPIPE_TO_IBUG68),
         "ibug68_outward_blend": {str(k): list(v) for k, v in MEDIAPIPE_IBUG68_OUTWARD.items()},
+        "ibug68_down_shift": {str(k): v for k, v in MEDIAPIPE_IBUG68_DOWN.items()},
         "template_5p_mm": np.round(_template(config.template), 6).tolist(),
         "config": asdict(config),
     }
