@@ -224,7 +224,11 @@ def _synth_scans_cmd(
             f"{s.displacement_rms_mm:.3f}",
         )
     console.print(table)
-    console.print(f"{len(scans)} scans in {esc(out)} (an earlier run's are kept as they were)")
+    earlier = sum(not s.made_now for s in scans)
+    made = f"{len(scans) - earlier} made now, {earlier} by an earlier run"
+    if not earlier:
+        made = "made now"
+    console.print(f"{len(scans)} scans in {esc(out)} ({made})")
     return scans
 
 

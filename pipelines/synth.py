@@ -122,6 +122,8 @@ class SynthScan:
     """RMS of the displacement map, mm."""
     files: list[Path] = field(default_factory=list)
     """Files of the scan (written now or by an earlier run)."""
+    made_now: bool = True
+    """Whether this run wrote the scan (False: an earlier run had finished it)."""
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -481,7 +483,8 @@ def write_scan(
     """Build one scan and write its files under ``out`` (see the module docstring)."""
     sid = sample_id(subject, expression_index)
     files = expected_files(out, sid, config)
-    if all(f.is_file() for f in files):  # finished by an earlier run: summarise, don't rebuild
+    made_now = not all(f.is_file() for f in files)
+    if not made_now:  # finished by an earlier run: summarise, don't rebuild
         truth = dict(np.load(out / f"{sid}.gt.npz"))
         m1 = load_mesh(out / f"{sid}.gt_m1.ply")
         scan = load_mesh(out / f"{sid}.ply")
@@ -521,6 +524,7 @@ def write_scan(
         deformation_rms_mm=float(np.sqrt(np.mean(np.sum(d**2, axis=1)))),
         displacement_rms_mm=float(np.sqrt(np.mean(truth["displacement"] ** 2))),
         files=files,
+        made_now=made_now,
     )
 
 
