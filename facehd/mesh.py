@@ -50,6 +50,7 @@ __all__ = [
     "Mesh",
     "MESH_SUFFIXES",
     "is_scan_file",
+    "find_scan_files",
     "load_mesh",
     "load_textured_mesh",
     "save_mesh",
@@ -82,6 +83,41 @@ def is_scan_file(path: Path) -> bool:
     ``<id>.m0.ply``) nor a file put aside by a suffix appended to its name."""
     suffix = path.suffix.lower()
     return suffix in MESH_SUFFIXES and not _NOT_A_SCAN.search(path.name[: -len(suffix)])
+
+
+def find_scan_files(root: str | Path) -> list[tuple[str, Path, bool]]:
+    """``(scan id, path, shares its stem)`` of every scan under ``root``, sorted by id.
+
+    Scans are the files :func:`is_scan_file` accepts, in any subfolder except build-priors'
+    ``*.shards`` work folders. A scan's id is its path relative to ``root`` without the suffix,
+    or with it when another scan in the same folder has the same stem (``head.obj`` and
+    ``head.ply`` are ``head.obj`` and ``head.ply``; the third item is then True).
+
+    Raises
+    ------
+    InputFileError
+        ``root`` is not a folder or holds no scan.
+    """
+    from facehd.errors import InputFileError
+
+    root = Path(root)
+    if not root.is_dir():
+        raise InputFileError(root, "scans folder does not exist")
+    found = sorted(
+        p
+        for p in root.rglob("*")
+        if is_scan_file(p)
+        and p.is_file()
+        and not any(part.endswith(".shards") for part in p.relative_to(root).parent.parts)
+    )
+    if not found:
+        raise InputFileError(root, f"no scan found (files {', '.join(MESH_SUFFIXES)})")
+    stems = [p.relative_to(root).with_suffix("").as_posix() for p in found]
+    out = []
+    for p, stem in zip(found, stems, strict=True):
+        clash = stems.count(stem) > 1
+        out.append((p.relative_to(root).as_posix() if clash else stem, p, clash))
+    return sorted(out, key=lambda item: item[0])
 
 
 @dataclass(eq=False)

@@ -11,8 +11,10 @@ Inputs (:func:`discover_scans`)
 -------------------------------
 Every mesh file (:func:`facehd.mesh.is_scan_file`: ``.obj``, ``.ply``, ``.stl``, ``.off``,
 ``.wrl``) under the scans folder is a scan, except files the tools themselves write beside scans
-(``*.gt_*.ply`` ground truth of ``facehd synth``, ``*.m0|m1|m2.ply`` exports) and files put
-aside by an appended suffix. Its landmarks are the first file found among
+(``*.gt_*.ply`` ground truth of ``facehd synth``, ``*.m0|m1|m2.ply`` exports), files put
+aside by an appended suffix and anything in a ``*.shards`` work folder
+(:func:`facehd.mesh.find_scan_files`, which :mod:`pipelines.landmarks` shares). Its landmarks
+are the first file found among
 ``<stem>_picked_points.pp`` (MeshLab's, from its PickPoints tool or ``facehd landmarks
 --meshlab``: points checked or moved by hand come first), ``<stem>.lm7.txt``, ``<stem>.pp``,
 ``<stem>.npy``, ``<stem>.txt``, ``<stem>_lmks.npy``, ``<stem>_lmks.txt``,
@@ -72,7 +74,7 @@ from facehd.h5io import (
     verify,
 )
 from facehd.landmarks import PICKED_POINTS_SUFFIX
-from facehd.mesh import MESH_SUFFIXES, Mesh, is_scan_file, load_mesh, save_mesh
+from facehd.mesh import Mesh, find_scan_files, load_mesh, save_mesh
 from pipelines.fitting import UNIT_TO_MM, FitConfig, ScanFit, detect_units, fit_scan
 
 __all__ = [
@@ -198,28 +200,12 @@ def discover_scans(root: str | Path) -> list[ScanInput]:
     InputFileError
         When ``root`` is not a folder or holds no scan.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise InputFileError(root, "scans folder does not exist")
-    meshes = sorted(
-        p
-        for p in root.rglob("*")
-        if is_scan_file(p)
-        and p.is_file()
-        and not any(part.endswith(".shards") for part in p.relative_to(root).parts)
-    )
-    if not meshes:
-        raise InputFileError(root, f"no scan found (files {', '.join(MESH_SUFFIXES)})")
-    ids = [p.relative_to(root).with_suffix("").as_posix() for p in meshes]
-    clash = {i for i in ids if ids.count(i) > 1}
     out = []
-    for p, sid in zip(meshes, ids, strict=True):
+    for sid, p, clash in find_scan_files(root):
         stem = p.name[: -len(p.suffix)]
         # a scan sharing its stem with another (head.obj, head.ply) has its own files first
         # (head.obj.lm7.txt, as facehd landmarks writes them), then the shared ones
-        names = [p.name, stem] if sid in clash else [stem]
-        if sid in clash:
-            sid = p.relative_to(root).as_posix()
+        names = [p.name, stem] if clash else [stem]
         lm = next(
             (
                 p.with_name(n + s)
@@ -231,7 +217,7 @@ def discover_scans(root: str | Path) -> list[ScanInput]:
         )
         subject, expression = _layout_names(sid)
         out.append(ScanInput(sid, str(p), None if lm is None else str(lm), subject, expression))
-    return sorted(out, key=lambda s: s.sample_id)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

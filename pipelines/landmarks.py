@@ -22,7 +22,8 @@ unreadable or empty file. A failed scan gets no landmark files, never guessed on
 
 Scans (:func:`find_scans`): every mesh file under the folder (:func:`facehd.mesh.is_scan_file`)
 except files the tools write beside scans (``*.gt_*.ply`` of ``facehd synth``,
-``*.m0|m1|m2.ply`` exports) and files put aside by an appended suffix. The id is the path
+``*.m0|m1|m2.ply`` exports), files put aside by an appended suffix and build-priors'
+``*.shards`` work folders (:func:`facehd.mesh.find_scan_files`). The id is the path
 relative to the folder without the suffix (with it, when two scans share a stem). A scan whose
 ``.lm68.txt`` is already at the destination is skipped (an interrupted run resumes; ``overwrite``
 redoes it) unless the scan file changed since (its SHA-256 in ``landmarks.csv`` differs: its
@@ -46,7 +47,7 @@ from typing import Any
 
 from facehd.errors import InputFileError
 from facehd.landmarks import PICKED_POINTS_SUFFIX, load_landmarks, save_landmarks_pp
-from facehd.mesh import MESH_SUFFIXES, is_scan_file
+from facehd.mesh import find_scan_files
 from facehd.scan_landmarks import ScanLandmarkConfig
 
 __all__ = [
@@ -160,26 +161,15 @@ class LandmarksResult:
 
 
 def find_scans(root: str | Path) -> list[tuple[str, Path]]:
-    """``(scan id, path)`` of every scan under ``root`` (see the module docstring), by id.
+    """``(scan id, path)`` of every scan under ``root`` (see the module docstring), by id
+    (:func:`facehd.mesh.find_scan_files`).
 
     Raises
     ------
     InputFileError
         ``root`` is not a folder or holds no scan.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise InputFileError(root, "scans folder does not exist")
-    found = sorted(p for p in root.rglob("*") if is_scan_file(p) and p.is_file())
-    if not found:
-        raise InputFileError(root, f"no scan found (files {', '.join(MESH_SUFFIXES)})")
-    out = []
-    ids = [p.relative_to(root).with_suffix("").as_posix() for p in found]
-    for p, sid in zip(found, ids, strict=True):
-        if ids.count(sid) > 1:  # scan.obj and scan.ply side by side
-            sid = p.relative_to(root).as_posix()
-        out.append((sid, p))
-    return sorted(out)
+    return [(sid, path) for sid, path, _ in find_scan_files(root)]
 
 
 def _destinations(scan_id: str, mesh: Path, config: LandmarksConfig) -> tuple[Path, Path, Path]:

@@ -453,3 +453,30 @@ def test_nan_vertex_is_named_with_its_number_and_value(tmp_path: Path) -> None:
     path.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv nan 2 3\nf 1 2 3\nf 2 3 4\n")
     with pytest.raises(InputFileError, match=r"1 vertices .* number 3 counting from 0, at nan 2"):
         load_mesh(path)
+
+
+def test_find_scan_files_ids_clashes_and_what_is_left_out(tmp_path: Path) -> None:
+    """Ids are paths without the suffix, with it for two scans of one stem; facehd's own files
+    beside scans, files put aside and build-priors' shard folders are no scans."""
+    from facehd.errors import InputFileError
+    from facehd.mesh import find_scan_files
+
+    names = [
+        "a/head.obj", "a/head.ply", "b/x.stl", "sub/deeper/z.off", "top.wrl",  # scans
+        "b/x.gt_m1.ply", "b/x.m0.ply", "old.obj.off", "a/notes.txt", "p.h5.shards/s.obj",
+    ]  # fmt: skip
+    for n in names:
+        (tmp_path / n).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / n).write_bytes(b"")
+    found = find_scan_files(tmp_path)
+    assert found == [
+        ("a/head.obj", tmp_path / "a/head.obj", True),
+        ("a/head.ply", tmp_path / "a/head.ply", True),
+        ("b/x", tmp_path / "b/x.stl", False),
+        ("sub/deeper/z", tmp_path / "sub/deeper/z.off", False),
+        ("top", tmp_path / "top.wrl", False),
+    ]
+    with pytest.raises(InputFileError, match="no scan found"):
+        find_scan_files((tmp_path / "empty").mkdir() or tmp_path / "empty")
+    with pytest.raises(InputFileError, match="does not exist"):
+        find_scan_files(tmp_path / "missing")
