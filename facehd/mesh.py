@@ -34,6 +34,7 @@ import os
 import re
 import uuid
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -113,9 +114,10 @@ def find_scan_files(root: str | Path) -> list[tuple[str, Path, bool]]:
     if not found:
         raise InputFileError(root, f"no scan found (files {', '.join(MESH_SUFFIXES)})")
     stems = [p.relative_to(root).with_suffix("").as_posix() for p in found]
+    counts = Counter(stems)
     out = []
     for p, stem in zip(found, stems, strict=True):
-        clash = stems.count(stem) > 1
+        clash = counts[stem] > 1
         out.append((p.relative_to(root).as_posix() if clash else stem, p, clash))
     return sorted(out, key=lambda item: item[0])
 
