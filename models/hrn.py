@@ -215,6 +215,7 @@ class HRN(nn.Module):
         deretouch: str | Path | Mapping[str, Any] | None = None,
         *,
         strict: bool = True,
+        name: str | None = None,
     ) -> list[LoadReport]:
         """Load the official HRN checkpoint (and optionally the de-retouching one).
 
@@ -225,12 +226,14 @@ class HRN(nn.Module):
         deretouch : path or dict with ``generator``, or ``None`` to keep the current module.
         strict : raise :class:`models.checkpoints.CheckpointError` with the reports of every
             part unless all keys and shapes match (nothing is changed then).
+        name : how reports and errors name ``checkpoint`` when it is a dict already read
+            from a file (its path); a path names itself.
 
         Returns
         -------
         One :class:`models.checkpoints.LoadReport` per part (``alpha`` and ``beta`` included).
         """
-        where, data = _open(checkpoint)
+        where, data = _open(checkpoint, name)
         sources: list[tuple[str, str, nn.Module, Any]] = []
         for name in OFFICIAL_PARTS:
             sources.append((name, where, getattr(self, name), data.get(name)))
@@ -274,9 +277,11 @@ class HRN(nn.Module):
         return final
 
 
-def _open(source: str | Path | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+def _open(
+    source: str | Path | Mapping[str, Any], name: str | None = None
+) -> tuple[str, dict[str, Any]]:
     if isinstance(source, (str, Path)):
         return str(source), read_checkpoint(source)
     if isinstance(source, Mapping):
-        return "<checkpoint dict>", dict(source)
+        return name or "<checkpoint dict>", dict(source)
     raise TypeError(f"expected a checkpoint path or dict, got {type(source).__name__}")

@@ -119,6 +119,8 @@ def load_system(
             )
         system = FaceSystem(cfg.model, model, cfg.image_size, "cpu")
         load_state_into(system.hrn, data["state"]["hrn"], part="hrn", source=str(path))
+        if fmt == MODEL_FORMAT and data.get("stages") is not None:
+            system.trained_stages = tuple(data["stages"])
     elif all(k in data for k in ("net_recon", "mid_net", "high_net")):
         if bfm_path is None or uv_path is None:
             raise InputFileError(
@@ -133,7 +135,7 @@ def load_system(
         cfg.template = "anthropometric"
         model = load_model("bfm", bfm_path=bfm_path, uv_path=uv_path)
         system = FaceSystem(cfg.model, model, cfg.image_size, "cpu")
-        system.hrn.load_official(data, deretouch)
+        system.hrn.load_official(data, deretouch, name=str(path))
     else:
         raise InputFileError(
             path,

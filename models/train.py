@@ -838,7 +838,7 @@ class Trainer:
             if data["format"] == MODEL_FORMAT:
                 return list(data.get("stages", []))
             return [data["stage"]] if data.get("done") else []
-        self.system.hrn.load_official(path)  # read again: its errors name the file
+        self.system.hrn.load_official(data, name=str(path))
         return ["base"]
 
     # ------------------------------------------------------------------ stage loop

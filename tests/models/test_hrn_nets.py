@@ -267,6 +267,9 @@ def test_official_checkpoint_mismatch_changes_nothing_and_names_the_parts(tmp_pa
     msg = str(err.value)
     assert "[mid_net]" in msg and "model.12.conv_block.1.weight" in msg  # the extra block
     assert "[beta]" in msg and "[high_net]" not in msg
+    assert "<checkpoint dict> [mid_net]" in msg  # a dict names itself so, unless named
+    with pytest.raises(CheckpointError, match=r"runs/hrn\.pth \[mid_net\]"):
+        target.load_official(hrn_ckpt, name="runs/hrn.pth")  # the file it was read from
     for k, v in target.state_dict().items():
         assert torch.equal(v, before[k]), k
     reports = target.load_official(hrn_ckpt, strict=False)
