@@ -768,19 +768,11 @@ def landmarks_cmd(
 
 
 # --- train, reconstruct, evaluate, ablation (HRN models) ---
-def _warn_untrained_detail(checkpoint: Path) -> None:
-    """Say so when a run's model.pt has not trained the detail stage: its M1 and M2 then come
-    from networks at their initialisation."""
-    from facehd.errors import FacehdError
-    from models.checkpoints import read_checkpoint
-    from models.train import MODEL_FORMAT
-
-    try:
-        data = read_checkpoint(checkpoint)
-    except FacehdError:
-        return  # the command's own loading names the problem
-    stages = data.get("stages")
-    if data.get("format") == MODEL_FORMAT and stages is not None and "hrn" not in stages:
+def _warn_untrained_detail(recon: Any, checkpoint: Path) -> None:
+    """Say so when a run's model.pt (loaded into ``recon``) has not trained the detail stage:
+    its M1 and M2 then come from networks at their initialisation."""
+    stages = recon.system.trained_stages
+    if stages is not None and "hrn" not in stages:
         console.print(
             f"[yellow]note:[/yellow] {esc(checkpoint)} has not trained the detail stage (stages "
             f"{', '.join(stages) or 'none'}): M1 and M2 come from untrained networks",
@@ -1031,7 +1023,6 @@ def evaluate(
     from models.evaluate import evaluate_synthetic, write_rows
     from models.reconstruct import Reconstructor
 
-    _warn_untrained_detail(checkpoint)
     if out is not None and (out.is_dir() or out.parent.is_file()):
         _error(
             f"{esc(out)}: {'is a folder' if out.is_dir() else 'its folder is a file'}; "
@@ -1048,6 +1039,7 @@ def evaluate(
 
         with _exit_on_error(FacehdError, ValueError):
             recon = Reconstructor.load(checkpoint)
+            _warn_untrained_detail(recon, checkpoint)
             with _progress() as bar:
                 task = bar.add_task("scans", total=None)
                 mv_rows = evaluate_multiview_synthetic(
@@ -1082,6 +1074,7 @@ def evaluate(
 
     with _exit_on_error(FacehdError, ValueError):
         recon = Reconstructor.load(checkpoint)
+        _warn_untrained_detail(recon, checkpoint)
         with _progress() as bar:
             task = bar.add_task("photos", total=None)
             rows, s = evaluate_synthetic(

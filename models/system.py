@@ -224,6 +224,9 @@ class FaceSystem(nn.Module):
         d = net.discriminator
         self.discriminators = HRNDiscriminators(filters=d.filters, n_layers=d.n_layers)
         self.backend_name = backend
+        self.trained_stages: tuple[str, ...] | None = None
+        """The training stages its weights went through, where the file they were loaded from
+        says (a facehd ``model.pt``: :func:`models.reconstruct.load_system`); None: not known."""
         self._faces = torch.as_tensor(np.array(model.faces, dtype=np.int64))
         self._uvs = np.array(model.uvs, dtype=np.float64)
         self.table = rasterize_uv(self._uvs, np.array(model.faces), (net.high_size, net.high_size))

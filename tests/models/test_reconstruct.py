@@ -210,6 +210,8 @@ def test_channels_last_weights_change_no_number(hrn_data, model_path, one_thread
     weight = next(recon.system.hrn.deretouch.generator.parameters())
     assert weight.is_contiguous(memory_format=torch.channels_last)
     system, _ = load_system(model_path)
+    # the model file's stages (all three in this run) come with the loaded system
+    assert system.trained_stages == ("base", "deretouch", "hrn")
     images = recon._images(crop_of(hrn_data)[None])
     with torch.no_grad():
         coarse = system.coarse(images)
