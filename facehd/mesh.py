@@ -61,6 +61,7 @@ __all__ = [
     "height_field_mesh",
     "atomic_write_bytes",
     "connected_pieces",
+    "consistent_winding",
     "main_parts",
 ]
 
@@ -267,6 +268,74 @@ def connected_pieces(mesh: Mesh) -> tuple[int, np.ndarray]:
     # number the pieces that hold faces 0..k-1 (unused vertices form pieces of their own)
     used, face_label = np.unique(label[f[:, 0]], return_inverse=True)
     return len(used), face_label.astype(np.int64)
+
+
+def consistent_winding(mesh: Mesh) -> tuple[Mesh, int]:
+    """The mesh with every face wound like its neighbours: ``(mesh, faces flipped)``.
+
+    Two triangles sharing an edge agree when they run along it in opposite directions. Each
+    connected surface (faces joined through edges that exactly two faces share; vertices at the
+    same position count as one, so UV seams and triangle soups do not cut it) is made to agree
+    throughout, keeping the winding of the larger part of its area: a file wound consistently,
+    inwards or outwards, comes back unchanged (the same object, 0 flipped). A surface that
+    cannot agree (a Moebius strip) is left as it is.
+
+    Mixed windings come from scans stitched from several captures or hole-filled by tools that
+    ignore orientation; their area-weighted vertex normals cancel out, and any shading or
+    normal-based matching on them is noise.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    nf = mesh.n_faces
+    if nf < 2:
+        return mesh, 0
+    _, weld = merge_equal_rows(mesh.vertices)
+    f = weld[mesh.faces]
+    a = f.reshape(-1)  # directed edge k of face i: f[i, k] -> f[i, (k + 1) % 3]
+    b = f[:, [1, 2, 0]].reshape(-1)
+    face = np.repeat(np.arange(nf), 3)
+    key = np.minimum(a, b) * (int(weld.max()) + 1) + np.maximum(a, b)
+    order = np.argsort(key)
+    key, fwd, face = key[order], (a < b)[order], face[order]
+    same = key[1:] == key[:-1]
+    # runs of equal undirected edges; keep those of exactly two faces (manifold edges)
+    start = np.flatnonzero(np.concatenate([[True], ~same]))
+    length = np.diff(np.concatenate([start, [len(key)]]))
+    pair = start[length == 2]
+    f1, f2 = face[pair], face[pair + 1]
+    ok = f1 != f2
+    f1, f2 = f1[ok], f2[ok]
+    flip = (fwd[pair] == fwd[pair + 1])[ok]  # same direction: one of the two must turn
+    if not flip.any():  # every surface agrees already
+        return mesh, 0
+    # the double cover: node i is face i as stored, node nf + i face i turned over
+    rows = np.concatenate([f1, f1 + nf])
+    cols = np.concatenate([np.where(flip, f2 + nf, f2), np.where(flip, f2, f2 + nf)])
+    graph = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(2 * nf, 2 * nf))
+    _, cover = connected_components(graph, directed=False)
+    _, surface = connected_components(
+        coo_matrix((np.ones(len(f1), np.int8), (f1, f2)), shape=(nf, nf)), directed=False
+    )
+    as_stored = cover[:nf]
+    # each surface's reference: the cover component of its first face as stored; faces in the
+    # other component are wound against it (a surface that cannot agree has one component, with
+    # every face both ways: none is against it)
+    first = np.full(surface.max() + 1, nf, dtype=np.int64)
+    np.minimum.at(first, surface, np.arange(nf))
+    against = as_stored != as_stored[first[surface]]
+    area = mesh.face_areas + 1e-30  # zero-area faces still count
+    w_against = np.bincount(surface, weights=area * against, minlength=len(first))
+    w_all = np.bincount(surface, weights=area, minlength=len(first))
+    # turn the minority: the faces against the reference, or the reference's own faces
+    minority_is_against = w_against <= 0.5 * w_all
+    turn = np.where(minority_is_against[surface], against, ~against)
+    n_turn = int(turn.sum())
+    if n_turn == 0:
+        return mesh, 0
+    faces = mesh.faces.copy()
+    faces[turn] = faces[turn][:, [0, 2, 1]]
+    return Mesh(mesh.vertices, faces, mesh.uvs, mesh.colors), n_turn
 
 
 def main_parts(mesh: Mesh, gap: float = 0.25, most: int = 4) -> list[np.ndarray]:

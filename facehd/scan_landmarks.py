@@ -10,11 +10,14 @@ the face) from the surface around them (``fill_holes``).
 
 Steps of :meth:`ScanLandmarker.detect`
 --------------------------------------
-1. **Units.** Stray pieces apart from the scan (specks, a scanner table) and unused vertices are
-   left out (:func:`facehd.mesh.main_parts`): they would set its size and the search's
-   framing; where the largest piece shows no face (a table under the head), the next large one
-   is tried. The scan's size says its unit (:func:`infer_unit_to_mm`): the largest side of its
-   bounding box must be a head's, :data:`HEAD_SIZE_MM` (80–800 mm, a face mask to head and
+1. **Units.** Faces wound against their neighbours are turned over
+   (:func:`facehd.mesh.consistent_winding`: a scan stitched or hole-filled with mixed windings
+   has vertex normals that cancel, and its shading would be noise). Stray pieces apart from the
+   scan (specks, a scanner table) and unused vertices are left out
+   (:func:`facehd.mesh.main_parts`): they would set its size and the search's framing; where
+   the largest piece shows no face (a table under the head), the next large one is tried. The
+   scan's size says its unit (:func:`infer_unit_to_mm`): the largest side of its bounding box
+   must be a head's, :data:`HEAD_SIZE_MM` (80–800 mm, a face mask to head and
    shoulders); the window spans a factor 10, so at most one of mm, cm and m fits. Given units
    are checked against the same window. Everything below works in millimetres.
 2. **Search.** Cameras on a Fibonacci sphere of ``search_views`` directions around the scan look
@@ -279,6 +282,9 @@ class ScanLandmarks:
     ignored_faces: int = 0
     """Faces of stray pieces apart from the scan's main part, left out of the search
     (:func:`facehd.mesh.main_parts`)."""
+    rewound_faces: int = 0
+    """Faces turned over to agree with their neighbours' winding before the search
+    (:func:`facehd.mesh.consistent_winding`; 0 for a consistently wound scan)."""
 
     @property
     def now7_spread_mm(self) -> np.ndarray:
@@ -885,10 +891,12 @@ class ScanLandmarker:
         ScanLandmarkError
             No face, an unsure detection, or a size that fits no unit (``reason`` says which).
         """
-        from facehd.mesh import main_parts
+        from facehd.mesh import consistent_winding, main_parts
 
         if mesh.n_faces == 0:
             raise ScanLandmarkError("empty", f"{name} has no triangles")
+        # mixed windings cancel in the vertex normals: the shading would be noise
+        mesh, rewound = consistent_winding(mesh)
         # Stray pieces (specks, a scanner table) and unused vertices would set the scan's size
         # and the search cameras' framing: the main part alone is searched, and where a large
         # piece is no face (a table under the head), the next candidate.
@@ -902,6 +910,7 @@ class ScanLandmarker:
                 errors.append(exc)
                 continue
             found.ignored_faces = int(mesh.n_faces - part.sum())
+            found.rewound_faces = rewound
             return found
         # the candidate that got furthest speaks (a face found but unsure over no face)
         raise min(errors, key=lambda e: _FAILURE_ORDER.get(e.reason, 4))
@@ -945,8 +954,8 @@ class ScanLandmarker:
         cfg = self.config
         k = UNIT_TO_MM[units]
         # The file's winding first. A scan wound inside out shows its face only as a hollow
-        # (seen from behind, mirrored): then the other side. Mixed windings (holes in the
-        # renders): both sides.
+        # (seen from behind, mirrored): then the other side. Windings :meth:`detect` could not
+        # make agree (surfaces joined only at a vertex, non-manifold edges): both sides.
         errors: list[ScanLandmarkError] = []
         passes = ["back"]
         while passes:

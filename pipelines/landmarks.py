@@ -258,6 +258,9 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
         if result.ignored_faces:
             stray = f"{result.ignored_faces} faces of stray pieces apart from the scan ignored"
             row.detail = f"{row.detail}; {stray}" if row.detail else stray
+        if result.rewound_faces:
+            turned = f"{result.rewound_faces} faces wound against their neighbours turned over"
+            row.detail = f"{row.detail}; {turned}" if row.detail else turned
         if config.overlays and result.overlay is not None:
             row.overlay = str(_save_png(overlay, result.overlay))
         row.confidence = round(result.confidence, 4)

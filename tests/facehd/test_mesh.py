@@ -420,6 +420,78 @@ def test_connected_pieces_match_trimesh_and_ignore_seams_and_soups() -> None:
     assert mesh_mod.connected_pieces(Mesh(m.vertices, np.zeros((0, 3), np.int64)))[0] == 0
 
 
+def _flip_some(m: Mesh, fraction: float, seed: int) -> tuple[Mesh, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    turn = np.zeros(m.n_faces, dtype=bool)
+    turn[rng.choice(m.n_faces, int(fraction * m.n_faces), replace=False)] = True
+    faces = m.faces.copy()
+    faces[turn] = faces[turn][:, ::-1]
+    return Mesh(m.vertices, faces), turn
+
+
+def _cyclic(faces: np.ndarray) -> np.ndarray:
+    """Each face rotated to start at its smallest index (the winding kept)."""
+    k = np.argmin(faces, axis=1)[:, None]
+    return np.take_along_axis(faces, (k + np.arange(3)) % 3, axis=1)
+
+
+def test_consistent_winding_turns_the_minority_of_each_surface_back() -> None:
+    sphere = trimesh.creation.icosphere(3)
+    parts = [
+        Mesh(np.asarray(sphere.vertices) * 50.0, np.asarray(sphere.faces, np.int64)),
+        Mesh(*(lambda h: (h.vertices + (200.0, 0, 0), h.faces))(small_mesh(2))),  # open sheet
+        _box((5.0, 5.0, 5.0), (0.0, 300.0, 0.0)),
+    ]
+    flipped, turned = [], []
+    for i, p in enumerate(parts):
+        f, t = _flip_some(p, 0.3, seed=i)
+        flipped.append(f)
+        turned.append(t)
+    mixed, truth = _join(*flipped), _join(*parts)
+    assert not trimesh.Trimesh(mixed.vertices, mixed.faces, process=False).is_winding_consistent
+    fixed, n = mesh_mod.consistent_winding(mixed)
+    assert n == sum(int(t.sum()) for t in turned)
+    # each face wound back as it was
+    np.testing.assert_array_equal(_cyclic(fixed.faces), _cyclic(truth.faces))
+    sph = trimesh.Trimesh(fixed.vertices[: parts[0].n_vertices], parts[0].faces, process=False)
+    assert sph.is_winding_consistent and sph.volume > 0
+    # a triangle soup (every face its own vertices, as a mesh split along seams): the same
+    soup = Mesh(
+        mixed.vertices[mixed.faces].reshape(-1, 3), np.arange(3 * mixed.n_faces).reshape(-1, 3)
+    )
+    fixed_soup, n_soup = mesh_mod.consistent_winding(soup)
+    assert n_soup == n
+    np.testing.assert_allclose(fixed_soup.face_normals, truth.face_normals, atol=1e-12)
+    # consistent input, inwards or outwards: the same object back
+    assert mesh_mod.consistent_winding(truth) == (truth, 0)
+    inward = Mesh(truth.vertices, truth.faces[:, ::-1])
+    assert mesh_mod.consistent_winding(inward) == (inward, 0)
+    # most of a surface turned over: the rest follows it (the sphere then faces inwards)
+    most, _ = _flip_some(parts[0], 0.7, seed=9)
+    all_in, n_in = mesh_mod.consistent_winding(most)
+    assert n_in == round(0.3 * parts[0].n_faces)
+    assert trimesh.Trimesh(all_in.vertices, all_in.faces, process=False).volume < 0
+
+
+def test_consistent_winding_leaves_a_moebius_strip_alone() -> None:
+    n = 24
+    u = np.arange(n) * 2 * np.pi / n
+    ring = np.stack([np.cos(u), np.sin(u), np.zeros(n)], 1) * 10.0
+    half = np.stack([np.cos(u) * np.cos(u / 2), np.sin(u) * np.cos(u / 2), np.sin(u / 2)], 1)
+    top, bottom = ring + 2.0 * half, ring - 2.0 * half
+    vertices = np.concatenate([top, bottom])  # top i is vertex i, bottom i is n + i
+    faces = []
+    for i in range(n):
+        j = (i + 1) % n
+        # after the last segment the strip has turned over: top meets bottom
+        tj, bj = (j, n + j) if j else (n + j, j)
+        faces += [(i, n + i, bj), (i, bj, tj)]
+    strip = Mesh(vertices, np.array(faces))
+    assert not trimesh.Trimesh(strip.vertices, strip.faces, process=False).is_winding_consistent
+    mixed, _ = _flip_some(strip, 0.3, seed=1)
+    assert mesh_mod.consistent_winding(mixed) == (mixed, 0)
+
+
 def test_main_parts_drop_far_and_larger_pieces() -> None:
     head = _box((200.0, 250.0, 220.0), (0.0, 0.0, 0.0))
     ear = _box((10.0, 60.0, 30.0), (105.0 + 20.0, 0.0, 0.0))  # 15 mm from the head: stays

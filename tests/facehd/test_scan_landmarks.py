@@ -501,6 +501,15 @@ def test_synthetic_face_in_any_frame_and_inside_out(landmarker) -> None:  # noqa
     # wound inside out, only a hollow face shows at first: the other side is used instead
     flipped = landmarker.detect(Mesh(scan.vertices, scan.faces[:, ::-1]))
     np.testing.assert_allclose(flipped.landmarks68, result.landmarks68, atol=0.05)
+    assert result.rewound_faces == flipped.rewound_faces == 0
+    # a third of the faces wound the other way (their vertex normals would cancel and shade
+    # noise): turned back first, the same scan
+    turn = np.random.default_rng(0).random(scan.n_faces) < 0.3
+    mixed = scan.faces.copy()
+    mixed[turn] = mixed[turn][:, ::-1]
+    rewound = landmarker.detect(Mesh(scan.vertices, mixed))
+    assert rewound.rewound_faces == turn.sum()
+    np.testing.assert_allclose(rewound.landmarks68, result.landmarks68, atol=1e-9)
 
 
 @needs_mediapipe
