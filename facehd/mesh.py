@@ -278,7 +278,8 @@ def consistent_winding(mesh: Mesh) -> tuple[Mesh, int]:
     same position count as one, so UV seams and triangle soups do not cut it) is made to agree
     throughout, keeping the winding of the larger part of its area: a file wound consistently,
     inwards or outwards, comes back unchanged (the same object, 0 flipped). A surface that
-    cannot agree (a Moebius strip) is left as it is.
+    cannot agree (a Moebius strip) is left as it is; so are degenerate triangles and triangles
+    stored twice, which say nothing about their neighbours.
 
     Mixed windings come from scans stitched from several captures or hole-filled by tools that
     ignore orientation; their area-weighted vertex normals cancel out, and any shading or
@@ -304,7 +305,11 @@ def consistent_winding(mesh: Mesh) -> tuple[Mesh, int]:
     length = np.diff(np.concatenate([start, [len(key)]]))
     pair = start[length == 2]
     f1, f2 = face[pair], face[pair + 1]
-    ok = f1 != f2
+    # not a face with itself (a degenerate edge), nor two copies of one triangle (a face stored
+    # twice meets its copy along the same edges in the same direction, and neither is wrong)
+    srt = np.sort(f, axis=1)
+    proper = (srt[:, 0] != srt[:, 1]) & (srt[:, 1] != srt[:, 2])
+    ok = (f1 != f2) & proper[f1] & proper[f2] & np.any(srt[f1] != srt[f2], axis=1)
     f1, f2 = f1[ok], f2[ok]
     flip = (fwd[pair] == fwd[pair + 1])[ok]  # same direction: one of the two must turn
     if not flip.any():  # every surface agrees already

@@ -466,6 +466,11 @@ def test_consistent_winding_turns_the_minority_of_each_surface_back() -> None:
     assert mesh_mod.consistent_winding(truth) == (truth, 0)
     inward = Mesh(truth.vertices, truth.faces[:, ::-1])
     assert mesh_mod.consistent_winding(inward) == (inward, 0)
+    # triangles stored twice and degenerate ones (a vertex repeated) say nothing: left alone
+    f = truth.faces
+    extra = np.concatenate([f, f[:50], np.stack([f[:, 0], f[:, 0], f[:, 1]], 1)[:50]])
+    cluttered = Mesh(truth.vertices, extra)
+    assert mesh_mod.consistent_winding(cluttered) == (cluttered, 0)
     # most of a surface turned over: the rest follows it (the sphere then faces inwards)
     most, _ = _flip_some(parts[0], 0.7, seed=9)
     all_in, n_in = mesh_mod.consistent_winding(most)
