@@ -33,6 +33,7 @@ NoW and the multi-view sets get rendered photos too (``iphone_pictures/...``).
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -53,27 +54,18 @@ __all__ = [
 SYNTH_METHOD = "synth-fit"
 
 _NOW7 = (36, 39, 42, 45, 33, 48, 54)
+_PP_DATE = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
 def write_pp(path: Path, points: np.ndarray) -> Path:
-    """Write points as a MeshLab ``.pp`` file (header of 8 lines, then one ``<point>`` per line)."""
-    lines = [
-        "<!DOCTYPE PickedPoints>",
-        "<PickedPoints>",
-        " <DocumentData>",
-        '  <DateTime time="00:00:00" date="2000-01-01"/>',
-        '  <User name="facehd"/>',
-        f'  <DataFileName name="{path.stem}.obj"/>',
-        '  <templateName name=""/>',
-        " </DocumentData>",
-    ]
-    for k, p in enumerate(np.asarray(points, dtype=np.float64)):
-        x, y, z = (float(c) for c in p)
-        lines.append(f'  <point x="{x!r}" y="{y!r}" z="{z!r}" active="1" name="{k + 1}"/>')
-    lines.append("</PickedPoints>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    """Write points as a MeshLab ``.pp`` file (header of 8 lines, then one ``<point>`` per line,
+    named 1, 2, ...) as the NoW dataset ships them, with a fixed date so the files are the same
+    on every run."""
+    from facehd.landmarks import save_landmarks_pp
+
+    return save_landmarks_pp(
+        path, points, f"{path.stem}.obj", first=1, user="facehd", when=_PP_DATE
+    )
 
 
 def _model():  # noqa: ANN202 - MorphableModel

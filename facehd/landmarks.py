@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -229,7 +230,13 @@ there when the points are saved again, so a file still carrying it was not edite
 
 
 def save_landmarks_pp(
-    path: str | Path, pts: np.ndarray, mesh_name: str = "", *, first: int = 0
+    path: str | Path,
+    pts: np.ndarray,
+    mesh_name: str = "",
+    *,
+    first: int = 0,
+    user: str = PP_WRITER,
+    when: datetime | None = None,
 ) -> Path:
     """Write landmarks as a MeshLab picked-points file (``.pp``), atomically.
 
@@ -237,21 +244,29 @@ def save_landmarks_pp(
     it; the points can then be moved and saved. The points are named by their index (``first``,
     ``first + 1``, ...), in order; :func:`load_landmarks` reads them back in file order.
 
+    The header is MeshLab's 8 lines (with its ``DateTime``), so the points start on line 8
+    (0-based) as in the files MeshLab saves: the official NoW evaluation reads the 7 points of a
+    scan's ``.pp`` file from lines 8-14 by position, not as XML.
+
     Parameters
     ----------
     path : destination.
     pts : (K, 3) float, finite.
     mesh_name : the mesh's file name, recorded in the file.
     first : name of the first point (0: iBUG indices as in facehd's 0-based tables).
+    user : the ``User`` name recorded (:data:`PP_WRITER`: a file :func:`written_by_facehd`).
+    when : the ``DateTime`` recorded (UTC); now when None.
     """
     from xml.sax.saxutils import quoteattr
 
     arr = as_points("save_landmarks_pp", pts, rows="K")
+    stamp = when or datetime.now(timezone.utc)
     lines = [
         "<!DOCTYPE PickedPoints>",
         "<PickedPoints>",
         " <DocumentData>",
-        f"  <User name={quoteattr(PP_WRITER)}/>",
+        f'  <DateTime time="{stamp:%H:%M:%S}" date="{stamp:%Y-%m-%d}"/>',
+        f"  <User name={quoteattr(user)}/>",
         f"  <DataFileName name={quoteattr(mesh_name)}/>",
         '  <templateName name=""/>',
         " </DocumentData>",

@@ -76,6 +76,12 @@ def test_meshlab_pp_written_and_read_back(tmp_path: Path) -> None:
     assert [p.attrib["name"] for p in root.iter("point")] == [str(k) for k in range(68)]
     assert root.find("./DocumentData/DataFileName").attrib["name"] == "scan.obj"
     assert written_by_facehd(path)
+    # read by position, as the official NoW evaluation reads a scan's .pp file: lines 8-14
+    # (0-based) hold the first 7 points, after MeshLab's 8-line header with its DateTime
+    lines = path.read_text().splitlines()
+    assert "<DateTime" in lines[3]
+    by_line = [[float(ln.split('"')[k]) for k in (1, 3, 5)] for ln in lines[8:15]]
+    np.testing.assert_array_equal(by_line, pts(68)[:7])
     # a file MeshLab saved (its user's name) or any other file is not facehd's
     (tmp_path / "other.pp").write_text(pp_text(pts(7)))
     assert not written_by_facehd(tmp_path / "other.pp")
