@@ -49,6 +49,7 @@ __all__ = [
     "RealySummaryRow",
     "FaceScapeItemRow",
     "FaceScapeSummaryRow",
+    "realy_error_text",
     "run_benchmark",
     "resolve_root",
 ]
@@ -534,6 +535,23 @@ def _now_summary(
     return out
 
 
+def realy_error_text(rows: list[RealyItemRow]) -> str:
+    """The scored images in the layout of the official tool's ``REALY_error.txt``, for reading
+    or diffing beside it: one line per image, ``name``, an empty field, then the nose, mouth,
+    forehead and cheek errors (mm, cut to 9 characters as that tool writes them), tab-separated,
+    ordered as it orders its predictions (by the name's digits, names of other forms after)."""
+
+    def order(row: RealyItemRow) -> tuple[int, int, str]:
+        digits = row.name.replace("_", "")
+        return (0, int(digits), row.name) if digits.isdigit() else (1, 0, row.name)
+
+    lines = []
+    for r in sorted((r for r in rows if r.status == "ok"), key=order):
+        errs = (r.nose_mm, r.mouth_mm, r.forehead_mm, r.cheek_mm)
+        lines.append(r.name + "\t" + "".join(f"\t{str(float(e))[:9]}" for e in errs) + "\n")
+    return "".join(lines)
+
+
 def _realy_summary(rows: list[RealyItemRow]) -> list[RealySummaryRow]:
     from benchmarks.realy import REALY_REGIONS, realy_statistics
 
@@ -914,6 +932,7 @@ def run_benchmark(
         summary = _realy_summary(rows)
         lb.update(nmse_mm=summary[-1].mean_mm)
         row_type, summary_type = RealyItemRow, RealySummaryRow
+        files.append((out_dir / "REALY_error.txt", realy_error_text(rows).encode()))
     else:
         summary = _facescape_summary(rows, spec.split)
         allrow = summary[-1]

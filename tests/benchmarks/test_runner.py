@@ -124,11 +124,38 @@ def test_realy_end_to_end_and_topology_errors(synth_roots: dict, tmp_path: Path)
     summary = {r["region"]: r for r in _rows(res.summary_csv)}
     assert float(summary["all"]["mean_mm"]) == pytest.approx(np.mean(errs))
     assert summary["nose"]["std_mm"] == ""  # ddof 1 of one image: undefined
+    # the official tool's REALY_error.txt layout, parsed as its summary step parses it
+    lines = (res.items_csv.parent / "REALY_error.txt").read_text().splitlines()
+    assert len(lines) == 1  # the scored image only
+    name, empty, *values = lines[0].split("\t")
+    assert (name, empty) == ("1_0", "") and len(values) == 4
+    assert [float(x) for x in values] == pytest.approx(errs, abs=1e-6)
+    assert all(len(x) <= 9 for x in values)
     before = res.items_csv.read_bytes()
     (preds / "facehd-synth.txt").write_text("[[0, 0.5, 0.5]]")
     with pytest.raises(InputFileError, match="85 entries"):
         run_benchmark("realy:side", "synth-fit", predictions=preds, root=root, out=out)
     assert res.items_csv.read_bytes() == before  # a failing run leaves results as they were
+
+
+def test_realy_error_text_orders_and_cuts_as_the_official_tool() -> None:
+    from benchmarks.runner import RealyItemRow, realy_error_text
+
+    def ok(name: str, v: float) -> RealyItemRow:
+        return RealyItemRow(name, int(name.split("_")[0]), "ok", "", v, v, v, 1.0 / 3.0)
+
+    rows = [
+        ok("10_0", 1.0),
+        RealyItemRow("3_0", 3, "error", "does not fit"),
+        ok("2_1", 2.123456789123),
+        ok("1_frontal", 0.5),
+        ok("1_2", 1e-5),
+    ]
+    text = realy_error_text(rows)
+    # by the digits of the name (12, 21, 100), names of other forms after; failures left out
+    assert [ln.split("\t")[0] for ln in text.splitlines()] == ["1_2", "2_1", "10_0", "1_frontal"]
+    assert text.splitlines()[1] == "2_1\t\t2.1234567\t2.1234567\t2.1234567\t0.3333333"
+    assert text.splitlines()[0].split("\t")[2] == "1e-05"  # str() of the float, as written there
 
 
 def test_facescape_end_to_end_wild_and_lab(synth_roots: dict, tmp_path: Path) -> None:
