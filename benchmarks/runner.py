@@ -49,6 +49,7 @@ __all__ = [
     "RealySummaryRow",
     "FaceScapeItemRow",
     "FaceScapeSummaryRow",
+    "now_computed_distances",
     "realy_error_text",
     "run_benchmark",
     "resolve_root",
@@ -535,6 +536,20 @@ def _now_summary(
     return out
 
 
+def now_computed_distances(rows: list[NowItemRow], dist: dict[str, np.ndarray]) -> bytes:
+    """The bytes of the official NoW tool's ``<method>_computed_distances.npy``: a pickled dict
+    ``{"computed_distances": [one (N,) array per scored image, in the image list's order],
+    "num_missing_files": images without a prediction}``, read back with
+    ``np.load(path, allow_pickle=True).item()``. An image that failed to evaluate counts as
+    missing here (that tool stops on it); its own shuffling of each array changes no statistic
+    and is left out."""
+    scored = [dist[r.name] for r in rows if r.name in dist]
+    payload = {"computed_distances": scored, "num_missing_files": len(rows) - len(scored)}
+    buf = io.BytesIO()
+    np.save(buf, np.array(payload, dtype=object), allow_pickle=True)
+    return buf.getvalue()
+
+
 def realy_error_text(rows: list[RealyItemRow]) -> str:
     """The scored images in the layout of the official tool's ``REALY_error.txt``, for reading
     or diffing beside it: one line per image, ``name``, an empty field, then the nose, mouth,
@@ -928,6 +943,12 @@ def run_benchmark(
         buf = io.BytesIO()
         np.savez_compressed(buf, **{k: v for k, v in dist.items()})
         files.append((out_dir / "distances.npz", buf.getvalue()))
+        if spec.dataset == "now":
+            # the official tool's output, which its cumulative-error plots read
+            ident = f"{method}_metrical" if metrical else method
+            files.append(
+                (out_dir / f"{ident}_computed_distances.npy", now_computed_distances(rows, dist))
+            )
     elif spec.dataset == "realy":
         summary = _realy_summary(rows)
         lb.update(nmse_mm=summary[-1].mean_mm)

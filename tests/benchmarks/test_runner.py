@@ -87,6 +87,10 @@ def test_now_end_to_end_with_a_perfect_and_bad_predictions(
     dist = np.load(res.out_dir / "distances.npz")
     assert float(summary["all"]["median_mm"]) == pytest.approx(np.median(dist[it.name]))
     assert summary["all"]["n_failed"] == "2" and summary["all"]["n_missing"] == "1"
+    # the official tool's output file, as its plotting script loads it: failures count as missing
+    official = np.load(res.out_dir / "m1_computed_distances.npy", allow_pickle=True).item()
+    assert official["num_missing_files"] == 3 and len(official["computed_distances"]) == 1
+    np.testing.assert_array_equal(official["computed_distances"][0], dist[it.name])
     # the rough synth-fit method on the untouched folder: a realistic error, pooled statistics
     res = run_benchmark(
         "now", "synth-fit", predictions=root / "predictions" / "synth-fit", root=root, out=out
@@ -97,6 +101,11 @@ def test_now_end_to_end_with_a_perfect_and_bad_predictions(
     summary = {r["group"]: r for r in _rows(res.summary_csv)}
     assert float(summary["all"]["median_mm"]) == pytest.approx(np.median(pooled))
     assert float(summary["all"]["std_mm"]) == pytest.approx(pooled.std())
+    official = np.load(res.out_dir / "synth-fit_computed_distances.npy", allow_pickle=True).item()
+    stacked = np.hstack(official["computed_distances"])  # how that tool pools them
+    assert official["num_missing_files"] == 0 and len(official["computed_distances"]) == 4
+    assert float(summary["all"]["median_mm"]) == pytest.approx(np.median(stacked))
+    assert float(summary["all"]["mean_mm"]) == pytest.approx(np.mean(stacked))
     assert 0.1 < float(summary["all"]["median_mm"]) < 3.0
     board = {
         (r.method, r.dataset, r.split)
