@@ -49,6 +49,7 @@ __all__ = [
     "RealySummaryRow",
     "FaceScapeItemRow",
     "FaceScapeSummaryRow",
+    "facescape_full_texts",
     "now_computed_distances",
     "realy_error_text",
     "run_benchmark",
@@ -550,6 +551,32 @@ def now_computed_distances(rows: list[NowItemRow], dist: dict[str, np.ndarray]) 
     return buf.getvalue()
 
 
+def facescape_full_texts(rows: list[FaceScapeItemRow]) -> dict[str, str]:
+    """The official FaceScape evaluator's ``CD_full.txt``, ``CR_full.txt`` and ``MNE_full.txt``:
+    one value per image (``np.savetxt``), NaN where it was not scored, in its order (wild by
+    index, lab by subject, focal length, view), which its table scripts read by position."""
+
+    def order(row: FaceScapeItemRow) -> tuple[int, ...]:
+        parts = row.name.split("_")
+        return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else (1 << 30,)
+
+    ordered = sorted(rows, key=lambda r: (order(r), r.name))
+    out = {}
+    for name, field_name in (
+        ("CD_full.txt", "cd_mm"),
+        ("CR_full.txt", "cr"),
+        ("MNE_full.txt", "mne_rad"),
+    ):
+        values = [
+            float(v) if r.status == "ok" and (v := getattr(r, field_name)) is not None else np.nan
+            for r in ordered
+        ]
+        buf = io.StringIO()
+        np.savetxt(buf, np.asarray(values, dtype=np.float64))
+        out[name] = buf.getvalue()
+    return out
+
+
 def realy_error_text(rows: list[RealyItemRow]) -> str:
     """The scored images in the layout of the official tool's ``REALY_error.txt``, for reading
     or diffing beside it: one line per image, ``name``, an empty field, then the nose, mouth,
@@ -959,6 +986,8 @@ def run_benchmark(
         allrow = summary[-1]
         lb.update(cd_mm=allrow.cd_mm, mne_rad=allrow.mne_rad, cr=allrow.cr)
         row_type, summary_type = FaceScapeItemRow, FaceScapeSummaryRow
+        for name, text in facescape_full_texts(rows).items():
+            files.append((out_dir / name, text.encode()))
     lb = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in lb.items()}
     lb_row = LeaderboardRow(**lb)
     out_dir.mkdir(parents=True, exist_ok=True)

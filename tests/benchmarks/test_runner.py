@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import shutil
 from pathlib import Path
 
@@ -188,6 +189,17 @@ def test_facescape_end_to_end_wild_and_lab(synth_roots: dict, tmp_path: Path) ->
     assert float(summary["all"]["done_rate"]) == 0.75
     cds = [float(rows[k]["cd_mm"]) for k in ("000", "100", "200")]
     assert float(summary["all"]["cd_mm"]) == pytest.approx(np.mean(cds))
+    # the official evaluator's per-image files, read as its table script reads them (np.loadtxt,
+    # one value per image in index order, NaN where not scored)
+    cd = np.loadtxt(res.out_dir / "CD_full.txt")
+    mne = np.loadtxt(res.out_dir / "MNE_full.txt")
+    cr = np.loadtxt(res.out_dir / "CR_full.txt")
+    names = ("000", "100", "200", "300")
+    np.testing.assert_allclose(cd[:3], [float(rows[k]["cd_mm"]) for k in names[:3]], rtol=1e-12)
+    np.testing.assert_allclose(mne[:3], [float(rows[k]["mne_rad"]) for k in names[:3]], rtol=1e-12)
+    np.testing.assert_allclose(cr[:3], [float(rows[k]["cr"]) for k in names[:3]], rtol=1e-12)
+    assert np.isnan(cd[3]) and np.isnan(mne[3]) and np.isnan(cr[3])
+    assert np.nanmean(cd) == pytest.approx(float(summary["all"]["cd_mm"]))
     lab = run_benchmark(
         "facescape:lab",
         "synth-fit",
@@ -199,6 +211,21 @@ def test_facescape_end_to_end_wild_and_lab(synth_roots: dict, tmp_path: Path) ->
     assert [r["name"] for r in rows] == ["00_0_00", "00_0_09"]
     assert [(r["group"], r["focal_group"]) for r in rows] == [("0", "f1200"), ("60", "f1200")]
     assert all(r["status"] == "ok" and 0.2 < float(r["cd_mm"]) < 5.0 for r in rows)
+    lab_cd = np.loadtxt(lab.out_dir / "CD_full.txt")
+    np.testing.assert_allclose(lab_cd, [float(r["cd_mm"]) for r in rows], rtol=1e-12)
+
+
+def test_facescape_full_texts_follow_the_official_index_order() -> None:
+    from benchmarks.runner import FaceScapeItemRow, facescape_full_texts
+
+    rows = [
+        FaceScapeItemRow(n, "0", "f1200", "ok", cd_mm=float(i), mne_rad=0.1, cr=0.9)
+        for i, n in enumerate(["01_0_00", "00_2_10", "00_1_03", "00_0_09"])
+    ]
+    rows.append(FaceScapeItemRow("00_0_00", "0", "f1200", "error", "no overlap"))
+    cd = np.loadtxt(io.StringIO(facescape_full_texts(rows)["CD_full.txt"]))
+    # subject, then focal length, then view (the evaluator's mono index); failures NaN
+    np.testing.assert_array_equal(cd, [np.nan, 3.0, 2.0, 1.0, 0.0])
 
 
 def test_leaderboard_published_rows_update_and_ranking(tmp_path: Path) -> None:
