@@ -57,6 +57,23 @@ crop (eyes at row ~79, mouth at row ~142 of the 224 crop).
 """
 
 
+TEMPLATE_DEEP3D_MM = 100.0 * np.array(
+    [
+        [-0.31148657, 0.29036078, 0.13377953],
+        [0.30979887, 0.28972036, 0.13179526],
+        [0.0032535, -0.04617932, 0.55244243],
+        [-0.25216928, -0.38133916, 0.22405732],
+        [0.2484662, -0.38128236, 0.22235769],
+    ]
+)
+"""The 5-point template of Deep3DFaceRecon and HRN (mm, same axes and order as
+:data:`TEMPLATE_5P_MM`): the points its ``load_lm3d`` takes from ``similarity_Lm3D_all.mat`` (eye
+centres as the means of the eye corners, nose tip, mouth corners), in the BFM's decimetres times
+100. Their official checkpoints were trained on crops aligned to it: against the anthropometric
+template its crop is ~6% larger and the mouth sits ~10 px lower, so facehd aligns photos with it
+for those checkpoints (``named_template("deep3d")``)."""
+
+
 def template_from_model(model: Any) -> np.ndarray:
     """The 5-point template of a morphable model: its mean face's landmarks (mm, model frame).
 
@@ -72,17 +89,21 @@ def template_from_model(model: Any) -> np.ndarray:
 
 
 def named_template(name: str) -> np.ndarray:
-    """A 5-point template by name: ``"anthropometric"`` (:data:`TEMPLATE_5P_MM`, the default) or
+    """A 5-point template by name: ``"anthropometric"`` (:data:`TEMPLATE_5P_MM`, the default),
+    ``"deep3d"`` (:data:`TEMPLATE_DEEP3D_MM`, for Deep3DFaceRecon's and HRN's own checkpoints) or
     the name of a morphable model that loads without files (``"facehd-synth"``)."""
     if name == "anthropometric":
         return TEMPLATE_5P_MM.copy()
+    if name == "deep3d":
+        return TEMPLATE_DEEP3D_MM.copy()
     from facehd.morphable import load_model
 
     try:
         model = load_model(name)
     except Exception as exc:  # unknown name or a model that needs files
         raise ValueError(
-            f"unknown 5-point template {name!r}: use 'anthropometric' or a model name ({exc})"
+            f"unknown 5-point template {name!r}: use 'anthropometric', 'deep3d' or a model name "
+            f"({exc})"
         ) from exc
     return template_from_model(model)
 

@@ -338,7 +338,9 @@ def prepare_images_cmd(
     hd_size: int = typer.Option(512, min=224, help="Side of the HD crop (texture), pixels."),
     segmentation: bool = typer.Option(True, help="Refine face masks by person segmentation."),
     template: str = typer.Option(
-        "anthropometric", help="5-point alignment template: anthropometric or facehd-synth."
+        "anthropometric",
+        help="5-point alignment template: anthropometric, deep3d (Deep3DFaceRecon's and HRN's, "
+        "to fine-tune their official checkpoints) or facehd-synth.",
     ),
     landmarks: str = typer.Option(
         "auto",

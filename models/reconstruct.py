@@ -132,7 +132,7 @@ def load_system(
         if network is not None:
             cfg.model.network = network
         cfg.morphable = MorphableConfig("bfm", str(bfm_path), str(uv_path))
-        cfg.template = "anthropometric"
+        cfg.template = "deep3d"  # the crops these networks were trained on
         model = load_model("bfm", bfm_path=bfm_path, uv_path=uv_path)
         system = FaceSystem(cfg.model, model, cfg.image_size, "cpu")
         system.hrn.load_official(data, deretouch, name=str(path))

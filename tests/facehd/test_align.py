@@ -87,6 +87,47 @@ def test_crop_puts_the_template_where_the_base_camera_does():
     assert d == pytest.approx(61.0 * PX_PER_MM)
 
 
+def _official_crop_landmarks(lm5: np.ndarray, template_dm: np.ndarray, w0: int, h0: int):
+    """Landmarks (5, 2) of the 224 crop, rows down, as Deep3DFaceRecon's preprocessing computes
+    them (util/preprocess.py written out: the POS fit of the template's x, y to the landmarks
+    with image y flipped up, rescale factor 102, the resized image's integer size and offset)."""
+    xp = np.stack([lm5[:, 0], h0 - 1 - lm5[:, 1]], 1)
+    a = np.zeros((10, 8))
+    a[0::2, 0:3], a[0::2, 3] = template_dm, 1.0
+    a[1::2, 4:7], a[1::2, 7] = template_dm, 1.0
+    k = np.linalg.lstsq(a, xp.reshape(-1), rcond=None)[0]
+    s = 102.0 / ((np.linalg.norm(k[0:3]) + np.linalg.norm(k[4:7])) / 2)
+    t = np.array([k[3], k[7]])
+    w, h = int(w0 * s), int(h0 * s)
+    crop = np.stack([xp[:, 0] - t[0] + w0 / 2, xp[:, 1] - t[1] + h0 / 2], 1) * s
+    crop -= np.array([w / 2 - 112.0, h / 2 - 112.0])
+    return np.stack([crop[:, 0], 223.0 - crop[:, 1]], 1)  # rows down, as drawn on the crop
+
+
+def test_deep3d_template_crops_photos_as_the_official_preprocessing():
+    from facehd.align import TEMPLATE_DEEP3D_MM, named_template
+
+    assert np.array_equal(named_template("deep3d"), TEMPLATE_DEEP3D_MM)
+    template_dm = TEMPLATE_DEEP3D_MM / 100.0
+    rng = np.random.default_rng(0)
+    worst = {"deep3d": 0.0, "anthropometric": 0.0}
+    for _ in range(20):
+        face = TEMPLATE_DEEP3D_MM + rng.normal(0.0, 2.0, (5, 3))  # a face, not the template
+        lm5 = project(
+            face,
+            rng.uniform(2.0, 6.0),
+            rng.uniform(300, 700, 2),
+            rotation(*rng.uniform(-20, 20, 3)),
+        )
+        official = _official_crop_landmarks(lm5, template_dm, 1024, 1024)
+        for name in worst:
+            ours = crop_transform(lm5, template=named_template(name)).apply(lm5)
+            worst[name] = max(worst[name], float(np.abs(ours - official).max()))
+    # the official code truncates the resized image's size and offset to whole pixels
+    assert worst["deep3d"] < 1.0, worst
+    assert worst["anthropometric"] > 5.0, worst  # another framing altogether
+
+
 def test_crop_is_invariant_to_a_similarity_of_the_photo():
     """Scaling and shifting the photo changes the transform, not the crop's landmarks."""
     rng = np.random.default_rng(3)

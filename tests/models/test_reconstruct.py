@@ -194,6 +194,9 @@ def test_official_checkpoint_layout_with_a_bfm(hrn_data, tmp_path, one_thread):
         network=cfg.model.network,
     )
     assert loaded_cfg.morphable.name == "bfm"
+    # photos are aligned the way these networks were trained: Deep3DFaceRecon's template
+    assert loaded_cfg.template == "deep3d"
+    assert Reconstructor(system, loaded_cfg).template == "deep3d"
     crop = crop_of(hrn_data)
     source.eval()
     a = Reconstructor(source, loaded_cfg).run_crops(crop[None])[0]
