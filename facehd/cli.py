@@ -364,6 +364,9 @@ def prepare_images_cmd(
         hd_size=hd_size, segmentation=segmentation, template=template, landmarks=landmarks
     )
     with _exit_on_error(FacehdError, ValueError, ImportError):
+        from facehd.align import named_template
+
+        named_template(template)  # an unknown template is an error before any photo is read
         total = len(find_photos(images))
         with _progress() as bar:
             task = bar.add_task("photos", total=total)

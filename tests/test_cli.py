@@ -62,6 +62,17 @@ def test_perf_unknown_entry_is_a_clear_error(tmp_path: Path) -> None:
     assert "unknown perf entries" in result.output
 
 
+def test_prepare_images_refuses_an_unknown_template_before_reading_photos(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    out = tmp_path / "p.h5"
+    args = ["prepare-images", "--images", str(photos), "--out", str(out), "--template", "bogus"]
+    result = runner.invoke(app, args, terminal_width=400)
+    assert result.exit_code == 2
+    assert "unknown 5-point template 'bogus'" in result.output and "deep3d" in result.output
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("name", ["landmarks", "prepare-images", "reconstruct"])
 def test_help_keeps_the_install_extra_in_brackets(name: str) -> None:
     # square brackets are console markup: the extra's name must be escaped to show
