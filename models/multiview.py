@@ -72,6 +72,9 @@ class MultiViewConfig:
     """Contour-aware loss on M1 (paper Eq. 1-2)."""
     coefficient: float = 3e-4
     """Coefficient regulariser (identity 1.0, expression 0.8, albedo 1.7e-2 inside it)."""
+    gamma: float = 10.0
+    """Regulariser of each view's SH lighting towards monochrome (the base model's gamma loss and
+    weight, as the public code's multi-view fit)."""
     map_scale_mm: float = 10.0
     """Millimetres per unit of the optimised maps: Adam moves a parameter by about ``lr`` a step,
     so the maps move by about ``lr * map_scale_mm`` mm a step (100: the model units)."""
@@ -93,6 +96,7 @@ class MultiViewConfig:
             "displacement_l1",
             "contour",
             "coefficient",
+            "gamma",
         ):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"MultiViewConfig.{name} must be >= 0, got {getattr(self, name)}")
@@ -199,6 +203,7 @@ def fit_multiview(
         coefficient_regulariser,
         contour_loss,
         displacement_l1,
+        gamma_regulariser,
         landmark_loss,
         photometric_loss,
         total_variation,
@@ -267,6 +272,7 @@ def fit_multiview(
         "displacement_l1": cfg.displacement_l1,
         "contour": cfg.contour,
         "coefficient": cfg.coefficient,
+        "gamma": cfg.gamma,
     }
 
     def forward() -> tuple[Any, DetailFace]:
@@ -325,6 +331,7 @@ def fit_multiview(
             "coefficient": coefficient_regulariser(
                 coarse.coeffs, base_w.id, base_w.exp, base_w.tex
             ),
+            "gamma": gamma_regulariser(coarse.coeffs.gamma),
         }
         total = sum(weights[name] * value for name, value in terms.items())
         values = {n: float(v.detach()) for n, v in terms.items()}

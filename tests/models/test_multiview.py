@@ -140,6 +140,22 @@ def test_fit_lowers_its_objective_and_its_landmark_error(fitted):
     assert last["landmark"] < first["landmark"]
 
 
+def test_the_lighting_regulariser_pulls_each_view_towards_monochrome_light(fitted):
+    recon, res, (crops, masks, lms, start) = fitted
+    assert res.history[0]["gamma"] > 0.0  # part of the default objective, as in the public code
+    off = dict.fromkeys(
+        ("photometric", "landmark", "tv_deformation", "tv_displacement", "displacement_l1"), 0.0
+    )
+    cfg = MultiViewConfig(iterations=5, lr=1e-2, contour=0.0, coefficient=0.0, gamma=10.0, **off)
+    # coloured light: the red channel's SH bands 0.1 above the others
+    tint = torch.zeros_like(start.gamma).reshape(-1, 3, 9)
+    tint[:, 0] += 0.1
+    coloured = start._replace(gamma=start.gamma + tint.reshape(start.gamma.shape))
+    only = fit_multiview(recon, crops, masks, lms, cfg, coefficients=coloured)
+    assert only.history[0]["gamma"] > 1e-3
+    assert only.history[-1]["gamma"] < 0.5 * only.history[0]["gamma"]
+
+
 def test_zero_iterations_returns_the_naive_state(fitted):
     recon, res, (crops, masks, lms, start) = fitted
     zero = fit_multiview(
