@@ -235,9 +235,9 @@ class HRN(nn.Module):
         """
         where, data = _open(checkpoint, name)
         sources: list[tuple[str, str, nn.Module, Any]] = []
-        for name in OFFICIAL_PARTS:
-            sources.append((name, where, getattr(self, name), data.get(name)))
-        scalars = {name: data.get(name) for name in OFFICIAL_SCALARS}
+        for part in OFFICIAL_PARTS:
+            sources.append((part, where, getattr(self, part), data.get(part)))
+        scalars = {part: data.get(part) for part in OFFICIAL_SCALARS}
         if deretouch is not None:
             d_where, d_data = _open(deretouch)
             key = OFFICIAL_DERETOUCH_KEY
@@ -245,33 +245,33 @@ class HRN(nn.Module):
 
         # dry run: collect every problem before changing anything
         reports: list[LoadReport] = []
-        for name, src, module, state in sources:
+        for part, src, module, state in sources:
             if not isinstance(state, Mapping):
-                reports.append(LoadReport(name, src, missing=[f"<entry '{name}'>"]))
+                reports.append(LoadReport(part, src, missing=[f"<entry '{part}'>"]))
                 continue
-            reports.append(compare_state(module, state, part=name, source=src)[0])
-        for name, value in scalars.items():
-            rep = LoadReport(name, where)
+            reports.append(compare_state(module, state, part=part, source=src)[0])
+        for part, value in scalars.items():
+            rep = LoadReport(part, where)
             if not isinstance(value, torch.Tensor):
-                rep.missing.append(f"<entry '{name}'>")
+                rep.missing.append(f"<entry '{part}'>")
             elif value.numel() != 1:
-                rep.mismatched.append((name, (1,), tuple(value.shape)))
+                rep.mismatched.append((part, (1,), tuple(value.shape)))
             reports.append(rep)
         if strict and not all(r.ok for r in reports):
             bad = "\n".join(r.summary() for r in reports if not r.ok)
             raise CheckpointError(f"official HRN checkpoint does not fit this model:\n{bad}")
 
         final: list[LoadReport] = []
-        for name, src, module, state in sources:
+        for part, src, module, state in sources:
             if isinstance(state, Mapping):
-                final.append(load_state_into(module, state, part=name, source=src, strict=False))
+                final.append(load_state_into(module, state, part=part, source=src, strict=False))
             else:
-                final.append(next(r for r in reports if r.part == name))
+                final.append(next(r for r in reports if r.part == part))
         with torch.no_grad():
-            for name, value in scalars.items():
-                rep = next(r for r in reports if r.part == name)
+            for part, value in scalars.items():
+                rep = next(r for r in reports if r.part == part)
                 if rep.ok:
-                    getattr(self, name).copy_(value.reshape(1).to(getattr(self, name)))
+                    getattr(self, part).copy_(value.reshape(1).to(getattr(self, part)))
                     rep.loaded = 1
                 final.append(rep)
         return final
