@@ -248,19 +248,21 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
         save_landmarks_txt(lm68, result.landmarks68)
         save_landmarks_txt(lm7, result.landmarks7)
         pp = _picked_points(lm68)
+        notes = []
         if config.meshlab:
             if not pp.exists() or written_by_facehd(pp):
                 save_landmarks_pp(pp, result.landmarks68, mesh_path.name)
             else:
-                row.detail = f"{pp} was edited by hand: kept"
+                notes.append(f"{pp} was edited by hand: kept")
         row.status = "ok"
         row.lm68, row.lm7 = str(lm68), str(lm7)
         if result.ignored_faces:
-            stray = f"{result.ignored_faces} faces of stray pieces apart from the scan ignored"
-            row.detail = f"{row.detail}; {stray}" if row.detail else stray
+            notes.append(
+                f"{result.ignored_faces} faces of stray pieces apart from the scan ignored"
+            )
         if result.rewound_faces:
-            turned = f"{result.rewound_faces} faces wound against their neighbours turned over"
-            row.detail = f"{row.detail}; {turned}" if row.detail else turned
+            notes.append(f"{result.rewound_faces} faces wound against their neighbours turned over")
+        row.detail = "; ".join(notes)
         if config.overlays and result.overlay is not None:
             row.overlay = str(_save_png(overlay, result.overlay))
         row.confidence = round(result.confidence, 4)

@@ -176,6 +176,30 @@ def test_scans_of_one_stem_get_their_own_files(
     assert {s.landmarks_path for s in discover_scans(scans)} == {str(scans / "head.lm7.txt")}
 
 
+def test_the_detail_column_lists_every_note_of_a_scan(
+    tmp_path: Path, centroid_landmarker: _CentroidLandmarker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scan = _touch_mesh(tmp_path / "scans" / "face.ply")
+    config = LandmarksConfig(meshlab=True)
+    assert landmark_scan("face", scan, config).detail == ""  # nothing to say
+    pp = tmp_path / "scans" / "face_picked_points.pp"
+    pp.write_text(pp.read_text().replace('name="facehd landmarks"', 'name="annotator"'))
+    found = centroid_landmarker.detect
+
+    def noted(mesh: Mesh, **kwargs: object) -> object:
+        result = found(mesh, **kwargs)
+        result.ignored_faces, result.rewound_faces = 24, 7
+        return result
+
+    monkeypatch.setattr(centroid_landmarker, "detect", noted)
+    row = landmark_scan("face", scan, config)
+    assert row.status == "ok"
+    assert row.detail == (
+        f"{pp} was edited by hand: kept; 24 faces of stray pieces apart from the scan ignored; "
+        "7 faces wound against their neighbours turned over"
+    )
+
+
 def test_a_scan_changed_since_is_found_again(
     tmp_path: Path, centroid_landmarker: _CentroidLandmarker
 ) -> None:
