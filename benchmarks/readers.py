@@ -55,6 +55,8 @@ __all__ = [
     "read_landmarks7",
     "RealyItem",
     "read_realy_items",
+    "realy_data_dir",
+    "realy_subjects",
     "read_metrical_scales",
     "read_obj_vertices",
     "realy_subject_paths",
@@ -245,24 +247,31 @@ class RealyItem:
     """The predicted mesh, None when missing."""
 
 
-def read_realy_items(predictions: str | Path, expected: list[str] | None = None) -> list[RealyItem]:
+def read_realy_items(
+    predictions: str | Path,
+    expected: list[str] | None = None,
+    subjects: list[int] | None = None,
+) -> list[RealyItem]:
     """REALY predictions of a flat folder, sorted as the official tool sorts them.
 
     Parameters
     ----------
-    predictions : folder of ``<subject>_<anything>.obj`` (or ``<subject>.obj``) files (other
-        files are ignored).
+    predictions : folder of ``<subject>_<anything>.obj`` (or ``<subject>.obj``) files; ``.ply``
+        files are read too (an ``.obj`` of the same name comes first; other files are ignored).
     expected : image stems that should have a prediction (those without one are returned with
         ``prediction=None``); default: the predictions present.
+    subjects : subjects that should each have at least one prediction (the ground truth's, when
+        the image names are not known): a subject without any is returned as one item named by
+        its number with ``prediction=None``, so that a run missing a subject is not complete.
     """
     predictions = Path(predictions)
     if not predictions.is_dir():
         raise InputFileError(predictions, "predictions folder does not exist")
-    found = {}
-    for p in predictions.glob("*.obj"):
-        m = _REALY_NAME.match(p.stem)
-        if m:
-            found[p.stem] = p
+    found: dict[str, Path] = {}
+    for suffix in reversed(MESH_SUFFIXES):  # .obj last: it wins over a .ply of the same name
+        for p in predictions.glob(f"*{suffix}"):
+            if _REALY_NAME.match(p.stem):
+                found[p.stem] = p
     names = sorted(set(found) | set(expected or []), key=_realy_sort_key)
     if expected is not None:
         names = [n for n in names if n in set(expected)]
@@ -272,7 +281,32 @@ def read_realy_items(predictions: str | Path, expected: list[str] | None = None)
         if not m:
             raise ValueError(f"REALY image name {n!r} does not start with '<subject>_'")
         items.append(RealyItem(n, int(m.group(1)), found.get(n)))
+    if subjects is not None:
+        covered = {it.subject_id for it in items}
+        items += [RealyItem(str(s), s, None) for s in subjects if s not in covered]
+        items.sort(key=lambda it: _realy_sort_key(it.name))
     return items
+
+
+def realy_subjects(root: str | Path) -> list[int]:
+    """The subjects with ground truth under a REALY data folder (``REALY_HIFI3D_keypoints/
+    <subject>.obj``), in order."""
+    folder = Path(root) / REALY_KEYPOINT_DIR
+    if not folder.is_dir():
+        raise InputFileError(
+            folder, "not a REALY data folder: no REALY_HIFI3D_keypoints/ (pass --root)"
+        )
+    return sorted(int(p.stem) for p in folder.glob("*.obj") if p.stem.isdigit())
+
+
+def realy_data_dir(root: str | Path) -> Path:
+    """The folder holding ``REALY_HIFI3D_keypoints`` (``root``, or ``root/data`` as in a clone
+    of the official repository); ``root`` when neither does."""
+    root = Path(root)
+    for cand in (root, root / "data"):
+        if (cand / REALY_KEYPOINT_DIR).is_dir():
+            return cand
+    return root
 
 
 def _realy_sort_key(name: str) -> tuple:

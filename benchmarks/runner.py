@@ -10,9 +10,13 @@
 - ``summary.csv``: the protocol's reported statistics per group (challenge, yaw bin, region ...);
 - ``config.json``: the resolved configuration, whose hash goes to the leaderboard;
 - ``distances.npz`` (NoW and multi-view): each image's distance array;
+- the official tool's own output (NoW ``<method>_computed_distances.npy``, REALY
+  ``REALY_error.txt``, FaceScape ``CD_full.txt``, ``CR_full.txt``, ``MNE_full.txt``);
 
 and replaces the (method, dataset, split) row of ``OUT/leaderboard.csv``. Every file is written
-atomically after all images are done, so a failing run leaves earlier results as they were.
+atomically after all images are done, so a failing run leaves earlier results as they were. A
+run that scored no image writes its ``items.csv``, ``summary.csv`` and ``config.json`` under
+``unscored/`` instead and leaves the run's files and leaderboard row (an earlier run's) alone.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import io
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -55,6 +60,9 @@ __all__ = [
     "run_benchmark",
     "resolve_root",
 ]
+
+#: Where a run that scored no image writes its rows, under the run's folder.
+UNSCORED_DIR = "unscored"
 
 #: Dataset -> (default split, known splits or None for any).
 DATASETS: dict[str, tuple[str, tuple[str, ...] | None]] = {
@@ -678,6 +686,11 @@ def _tasks(
     topology: tuple[Path, Path] | None,
     expected: list[str] | None = None,
 ) -> list[Any]:
+    """The split's items, each with its prediction (None when missing).
+
+    REALY has no list of images: with ``expected`` (the photos' names) each name is an item,
+    otherwise the predictions found, plus one missing item for every ground-truth subject that
+    has none."""
     if spec.dataset in ("now", "multiview"):
         items = (
             readers.read_now_items(root, spec.split)
@@ -687,7 +700,8 @@ def _tasks(
         return [_NowTask(it, *readers.find_prediction(predictions, it), config.now) for it in items]
     if spec.dataset == "realy":
         assert topology is not None
-        items = readers.read_realy_items(predictions, expected)
+        subjects = readers.realy_subjects(root) if expected is None else None
+        items = readers.read_realy_items(predictions, expected, subjects)
         return [_RealyTask(it, root, topology) for it in items]
     items = readers.read_facescape_items(root, spec.split)
     tasks = []
@@ -876,9 +890,11 @@ def run_benchmark(
         predictions folder).
     now_config : NoW / multi-view settings (default: the official non-metrical protocol).
     progress : called as ``progress(done, total)`` after each image.
-    images : REALY with a registered method: the folder of the split's photos (the official
-        data's frontal or multi-view set); every photo is scored, those the method failed on
-        as missing.
+    images : REALY: the folder of the split's photos (the official data's frontal or
+        multi-view set). With a registered method each is reconstructed; with ``predictions``
+        each must have a prediction of its name. Every photo is scored, those without a
+        prediction as missing. Without it a REALY run scores the predictions found and counts
+        a ground-truth subject with none as missing.
     """
     from facehd import __version__
 
@@ -891,6 +907,10 @@ def run_benchmark(
     # NoW ranks the metrical variant apart: its runs and leaderboard rows carry their own split
     ranked_as = BenchmarkSpec(spec.dataset, f"{spec.split}-metrical") if metrical else spec
     root_path = resolve_root(spec, root)
+    topology_root = root_path
+    if spec.dataset == "realy":
+        root_path = readers.realy_data_dir(root_path)  # a clone of the repository: its data/
+        readers.realy_subjects(root_path)  # not a REALY data folder: fail before anything runs
     out = Path(out)
     out_dir = out / ranked_as.slug / method
     expected = None  # REALY run in-process: every photo, those the method failed on missing
@@ -902,11 +922,13 @@ def run_benchmark(
         )
     else:
         pred_dir = Path(predictions)
+        if spec.dataset == "realy" and images is not None:
+            expected = list(realy_photos(images))  # each photo must have its prediction
     if not pred_dir.is_dir():
         raise InputFileError(pred_dir, "predictions folder does not exist")
     topo = None
     if spec.dataset == "realy":
-        topo = readers.find_topology(topology, root_path, pred_dir)
+        topo = readers.find_topology(topology, topology_root, pred_dir)
         _topology(*topo)  # a malformed topology fails the run before anything is written
     config = RunConfig(
         spec.dataset,
@@ -990,21 +1012,27 @@ def run_benchmark(
             files.append((out_dir / name, text.encode()))
     lb = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in lb.items()}
     lb_row = LeaderboardRow(**lb)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    items_csv = write_rows(out_dir / "items.csv", rows, row_type)
-    summary_csv = write_rows(out_dir / "summary.csv", summary, summary_type)
+    # A run that scored nothing (a wrong folder, say) has no numbers to rank: its rows go to
+    # unscored/, and the run's files (an earlier run's results, which its leaderboard row
+    # describes) stay as they were.
+    unscored = out_dir / UNSCORED_DIR
+    write_dir = out_dir if n_ok else unscored
+    write_dir.mkdir(parents=True, exist_ok=True)
+    items_csv = write_rows(write_dir / "items.csv", rows, row_type)
+    summary_csv = write_rows(write_dir / "summary.csv", summary, summary_type)
     atomic_write_text(
-        out_dir / "config.json",
+        write_dir / "config.json",
         json.dumps({**dataclasses.asdict(config), "config_hash": chash}, indent=2, sort_keys=True)
         + "\n",
     )
-    for path, data in files:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
     board = out / "leaderboard.csv"
-    if n_ok:  # a run that scored nothing has no numbers to rank
+    if n_ok:
+        for path, data in files:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
         update_leaderboard(board, lb_row)
+        shutil.rmtree(unscored, ignore_errors=True)  # an earlier unscored attempt's rows
     return RunResult(
         out_dir, items_csv, summary_csv, board, lb_row, len(rows), n_ok, n_missing, n_failed
     )

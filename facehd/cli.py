@@ -404,8 +404,8 @@ def bench(
     workers: int = typer.Option(1, min=1, help="Processes scoring images in parallel."),
     images: Path = typer.Option(
         None,
-        help="REALY with --method and no --predictions: the folder of the split's photos "
-        "(<subject>_<name>.jpg).",
+        help="REALY: the folder of the split's photos (<subject>_<name>.jpg): reconstructed by "
+        "--method, or the names --predictions must hold (default: every subject once).",
     ),
     topology: str = typer.Option(
         None, help="REALY: topology keypoint file or template name (default: in --predictions)."
@@ -493,7 +493,8 @@ def bench(
     else:
         console.print(
             f"wrote {esc(result.items_csv)}, {esc(result.summary_csv)}; nothing scored, so no "
-            "leaderboard row (is --predictions the method's folder in the benchmark's layout?)"
+            "leaderboard row and an earlier run's results are kept (is --predictions the "
+            "method's folder in the benchmark's layout?)"
         )
     if result.n_missing or result.n_failed:
         raise typer.Exit(1)

@@ -148,6 +148,41 @@ def test_realy_end_to_end_and_topology_errors(synth_roots: dict, tmp_path: Path)
     assert res.items_csv.read_bytes() == before  # a failing run leaves results as they were
 
 
+def test_realy_counts_subjects_and_photos_without_a_prediction(
+    synth_roots: dict, tmp_path: Path
+) -> None:
+    # a clone of the official repository: the data under data/, with a second subject
+    data = _copy(synth_roots["realy"], tmp_path / "REALY" / "data")
+    kp = data / "REALY_HIFI3D_keypoints"
+    shutil.copy(kp / "1.obj", kp / "2.obj")
+    shutil.copytree(data / "REALY_scan_region" / "1", data / "REALY_scan_region" / "2")
+    scales = (data / "metrical_scale.txt").read_text().split()
+    (data / "metrical_scale.txt").write_text("\n".join(scales + scales[:1]) + "\n")
+    preds = _copy(data / "predictions" / "synth-fit", tmp_path / "preds")
+    assert sorted(p.name for p in preds.glob("*.obj")) == ["1_0.obj", "facehd-synth.obj"]
+    save_mesh(preds / "1_0.ply", load_mesh(preds / "1_0.obj"))  # read like the .obj
+    (preds / "1_0.obj").unlink()
+    out = tmp_path / "out"
+    res = run_benchmark("realy", "m", predictions=preds, root=tmp_path / "REALY", out=out)
+    rows = {r["name"]: r for r in _rows(res.items_csv)}
+    assert set(rows) == {"1_0", "2"}
+    assert rows["1_0"]["status"] == "ok" and rows["1_0"]["prediction"].endswith("1_0.ply")
+    assert rows["2"]["status"] == "missing" and rows["2"]["subject"] == "2"
+    assert (res.n_ok, res.n_missing) == (1, 1) and not res.leaderboard_row.complete
+    # with the photos named, each photo needs its prediction (and subject 2 has no photo here)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("1_0", "1_1"):
+        (photos / f"{name}.jpg").write_bytes(b"")
+    res = run_benchmark("realy", "m", predictions=preds, root=data, out=out, images=photos)
+    assert [(r["name"], r["status"]) for r in _rows(res.items_csv)] == [
+        ("1_0", "ok"),
+        ("1_1", "missing"),
+    ]
+    with pytest.raises(InputFileError, match="REALY_HIFI3D_keypoints"):
+        run_benchmark("realy", "m", predictions=preds, root=tmp_path, out=out)
+
+
 def test_realy_error_text_orders_and_cuts_as_the_official_tool() -> None:
     from benchmarks.runner import RealyItemRow, realy_error_text
 
@@ -298,7 +333,11 @@ def test_cli_bench_and_leaderboard(synth_roots: dict, tmp_path: Path) -> None:
     half = next(line for line in lines if " half " in line)
     assert "1 of 2 scored" in half and half.split()[1] == "-"  # no rank
     assert lines.index(half) > max(i for i, line in enumerate(lines) if "cli-test" in line)
-    # a predictions folder in another layout: nothing scored, no leaderboard row
+    # a predictions folder in another layout: nothing scored, no leaderboard row, and the
+    # earlier run of that method (its files, its row) left as it was
+    half_dir = out / "facescape-lab" / "half"
+    before = {p.name: p.read_bytes() for p in half_dir.iterdir() if p.is_file()}
+    board_before = (out / "leaderboard.csv").read_bytes()
     result = runner.invoke(app, [*args, "--predictions", str(tmp_path), "--out", str(out)])
     assert (
         result.exit_code == 1
@@ -307,6 +346,13 @@ def test_cli_bench_and_leaderboard(synth_roots: dict, tmp_path: Path) -> None:
     )
     methods = {r.method for r in load_leaderboard(out / "leaderboard.csv", include_published=False)}
     assert methods == {"cli-test", "half"}
+    assert {p.name: p.read_bytes() for p in half_dir.iterdir() if p.is_file()} == before
+    assert (out / "leaderboard.csv").read_bytes() == board_before
+    unscored = [r["status"] for r in _rows(half_dir / "unscored" / "items.csv")]
+    assert unscored == ["missing", "missing"]
+    # a run that scores again replaces the files and drops the unscored attempt's rows
+    result = runner.invoke(app, [*args, "--predictions", str(partial), "--out", str(out)])
+    assert result.exit_code == 1 and not (half_dir / "unscored").exists()
     # leaderboard: an unknown dataset, a folder without a leaderboard
     result = runner.invoke(app, ["leaderboard", "--dataset", "bogus", "--out", str(out)])
     assert result.exit_code == 2 and "unknown dataset" in result.output
