@@ -15,16 +15,19 @@ are as printed (the paper's ``Ours`` row is listed as ``HRN``; ``MCGNet`` is pri
 Ranking: lower is better for every metric; the primary metric is CD on FaceScape, the mean error
 (``nmse_mm``, the average of the four regions) on REALY and the median on NoW and multi-view sets.
 Runs that left images unscored (no prediction, or a prediction that failed) are listed after the
-complete ones, unranked.
+complete ones, unranked. Runs on a synthetic benchmark (``facehd synth --benchmark``, ``data =
+synthetic``) are ranked in groups of their own: the published numbers are on the real data.
 """
 
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from benchmarks.csvio import locked, read_rows, write_rows
+from facehd.errors import InputFileError
 
 __all__ = [
     "LeaderboardRow",
@@ -91,6 +94,9 @@ class LeaderboardRow:
     """When the run finished (ISO 8601)."""
     config_hash: str = ""
     """Hash of the run's resolved configuration (``config.json`` beside its CSVs)."""
+    data: str = ""
+    """``synthetic`` for a run on a benchmark ``facehd synth --benchmark`` wrote, else empty
+    (the benchmark's own data, as the published rows)."""
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -167,25 +173,62 @@ _FLOATS = {"cd_mm", "mne_rad", "cr", "nmse_mm", "median_mm", "mean_mm", "std_mm"
 _INTS = {"n_items", "n_missing", "n_failed"}
 
 
-def _parse(raw: dict[str, str]) -> LeaderboardRow:
-    kw = {}
+#: Columns no row can do without.
+_REQUIRED = ("method", "dataset", "split")
+
+
+def _parse(raw: dict[str, str | None], path: Path, line: int) -> LeaderboardRow:
+    """One row of ``path`` (its ``line``), checked; :class:`InputFileError` names what is wrong."""
+    if None in raw or None in raw.values():  # more or fewer fields than the header
+        raise InputFileError(
+            path, f"line {line}: not as many fields as the header has columns (a cut file?)"
+        )
+    kw: dict[str, object] = {}
     for f in fields(LeaderboardRow):
         text = (raw.get(f.name) or "").strip()
-        if f.name in _FLOATS:
-            kw[f.name] = float(text) if text else None
-        elif f.name in _INTS:
-            kw[f.name] = int(text) if text else None
-        else:
-            kw[f.name] = text
+        try:
+            if f.name in _FLOATS:
+                kw[f.name] = float(text) if text else None
+            elif f.name in _INTS:
+                kw[f.name] = int(text) if text else None
+            else:
+                kw[f.name] = text
+        except ValueError:
+            raise InputFileError(path, f"line {line}: {f.name} {text!r} is not a number") from None
     if not kw["source"]:
         kw["source"] = "facehd"
+    absent = [c for c in _REQUIRED if not kw[c]]
+    if absent:
+        raise InputFileError(path, f"line {line}: no {', '.join(absent)}")
     return LeaderboardRow(**kw)
 
 
+def _read(path: str | Path) -> list[LeaderboardRow]:
+    """facehd's rows of ``leaderboard.csv`` (none when it does not exist), checked."""
+    path = Path(path)
+    try:
+        raw = read_rows(path)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputFileError(path, f"not a readable CSV file ({exc})") from None
+    if raw:
+        missing = [c for c in _REQUIRED if c not in raw[0]]
+        if missing:
+            raise InputFileError(
+                path, f"not a facehd leaderboard: no column {', '.join(missing)} in its header"
+            )
+    rows = [_parse(r, path, i) for i, r in enumerate(raw, start=2)]
+    return [r for r in rows if r.source != "reported"]
+
+
 def load_leaderboard(path: str | Path, *, include_published: bool = True) -> list[LeaderboardRow]:
-    """Rows of ``leaderboard.csv`` (if it exists) plus, by default, the published rows."""
-    rows = [_parse(r) for r in read_rows(path)]
-    rows = [r for r in rows if r.source != "reported"]
+    """Rows of ``leaderboard.csv`` (if it exists) plus, by default, the published rows.
+
+    Raises
+    ------
+    InputFileError
+        The file is not a leaderboard, or a row of it is malformed (the message names the line).
+    """
+    rows = _read(path)
     return (list(PUBLISHED) if include_published else []) + rows
 
 
@@ -197,8 +240,7 @@ def update_leaderboard(path: str | Path, row: LeaderboardRow) -> Path:
     """
     path = Path(path)
     with locked(path):
-        rows = [_parse(r) for r in read_rows(path)]
-        rows = [r for r in rows if r.source != "reported" and r.key != row.key]
+        rows = [r for r in _read(path) if r.key != row.key]
         rows.append(replace(row, source="facehd"))
         rows.sort(key=lambda r: (r.dataset, r.split, r.method))
         write_rows(path, rows, LeaderboardRow)
@@ -207,23 +249,25 @@ def update_leaderboard(path: str | Path, row: LeaderboardRow) -> Path:
 
 def ranked(
     rows: list[LeaderboardRow], dataset: str | None = None
-) -> dict[tuple[str, str], list[LeaderboardRow]]:
-    """Group rows by (dataset, split), best first; runs that did not score every image of the
-    split come after the complete ones (a metric over fewer images is not comparable).
+) -> dict[tuple[str, str, str], list[LeaderboardRow]]:
+    """Group rows by (dataset, split, data), best first; runs that did not score every image of
+    the split come after the complete ones (a metric over fewer images is not comparable), and
+    runs on synthetic benchmarks (``data = synthetic``) form groups of their own.
 
-    ``dataset`` keeps one dataset (``name``) or one split (``name:split``).
+    ``dataset`` keeps one dataset (``name``) or one split (``name:split``; any case, ``val`` for
+    ``validation``).
     """
     want_ds, want_split = None, None
     if dataset:
-        want_ds, _, want_split = dataset.partition(":")
-        want_split = want_split or None
-    groups: dict[tuple[str, str], list[LeaderboardRow]] = {}
+        want_ds, _, want_split = dataset.strip().lower().partition(":")
+        want_split = {"val": "validation"}.get(want_split, want_split) or None
+    groups: dict[tuple[str, str, str], list[LeaderboardRow]] = {}
     for r in rows:
         if want_ds and r.dataset != want_ds:
             continue
         if want_split and r.split != want_split:
             continue
-        groups.setdefault((r.dataset, r.split), []).append(r)
+        groups.setdefault((r.dataset, r.split, r.data), []).append(r)
     return {
         k: sorted(v, key=lambda r: (not r.complete, r.primary, r.method))
         for k, v in sorted(groups.items())

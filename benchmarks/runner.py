@@ -39,8 +39,9 @@ import numpy as np
 
 from benchmarks import readers
 from benchmarks.csvio import atomic_write_text, config_hash, write_rows
-from benchmarks.leaderboard import LeaderboardRow, update_leaderboard
+from benchmarks.leaderboard import LeaderboardRow, load_leaderboard, update_leaderboard
 from benchmarks.now import NowConfig
+from benchmarks.synthetic import is_synthetic_benchmark
 from facehd.errors import InputFileError
 
 __all__ = [
@@ -899,14 +900,18 @@ def run_benchmark(
     from facehd import __version__
 
     spec = BenchmarkSpec.parse(dataset)
-    if not method or any(c in method for c in "/\\:"):
-        raise ValueError(f"method name {method!r} must be non-empty without '/', '\\' or ':'")
+    if not method or method in (".", "..") or any(c in method for c in "/\\:"):
+        raise ValueError(
+            f"method name {method!r} must be non-empty, not '.' or '..', without '/', '\\' or ':'"
+        )
     metrical = now_config is not None and now_config.metrical
     if metrical and spec.dataset not in ("now", "multiview"):
         raise ValueError(f"the metrical variant is NoW's; {spec.dataset} has none")
     # NoW ranks the metrical variant apart: its runs and leaderboard rows carry their own split
     ranked_as = BenchmarkSpec(spec.dataset, f"{spec.split}-metrical") if metrical else spec
     root_path = resolve_root(spec, root)
+    board = Path(out) / "leaderboard.csv"
+    load_leaderboard(board)  # a malformed leaderboard fails the run before anything runs
     topology_root = root_path
     if spec.dataset == "realy":
         root_path = readers.realy_data_dir(root_path)  # a clone of the repository: its data/
@@ -979,6 +984,7 @@ def run_benchmark(
         facehd_version=__version__,
         date=now_date,
         config_hash=chash,
+        data="synthetic" if is_synthetic_benchmark(root_path) else "",
     )
     # --- compute everything first, then write (atomically)
     files: list[tuple[Path, Any]] = []
@@ -1025,7 +1031,6 @@ def run_benchmark(
         json.dumps({**dataclasses.asdict(config), "config_hash": chash}, indent=2, sort_keys=True)
         + "\n",
     )
-    board = out / "leaderboard.csv"
     if n_ok:
         for path, data in files:
             tmp = path.with_name(f".{path.name}.tmp")

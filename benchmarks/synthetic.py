@@ -28,6 +28,11 @@ Layouts written under ``out``:
   away; lab: ``K`` and ``Rt`` of the camera file).
 
 NoW and the multi-view sets get rendered photos too (``iphone_pictures/...``).
+
+``synth.json`` records what the folder was made with (the benchmark, seed, subjects, lab views
+and focals). The same settings rewrite the same bytes; other settings, or a folder holding files
+that no such run wrote (a real benchmark's root, say), are refused with the reason named, so the
+ground truth under a method's predictions and results never changes silently.
 """
 
 from __future__ import annotations
@@ -39,10 +44,13 @@ from typing import Literal
 
 import numpy as np
 
-from facehd.mesh import Mesh, save_mesh
+from facehd.errors import InputFileError
+from facehd.mesh import Mesh, atomic_write_bytes, save_mesh
 from facehd.transforms import rotation_from_axis_angle, rotation_matrix_from_euler
 
 __all__ = [
+    "BENCHMARK_RECORD",
+    "is_synthetic_benchmark",
     "make_synthetic_benchmark",
     "SYNTH_METHOD",
     "synth_keypoints85",
@@ -467,6 +475,59 @@ def _facescape_photos(model, shots: list, rng: np.random.Generator) -> None:  # 
         _save_jpeg(folder / f"{name}.jpg", photo.arrays["images"][0])
 
 
+#: The settings record of a synthetic benchmark's folder.
+BENCHMARK_RECORD = "synth.json"
+_RECORD_TOOL = "facehd synth --benchmark"
+
+
+def is_synthetic_benchmark(root: str | Path) -> bool:
+    """Whether ``root`` (or the folder above it, for a data folder inside) is a benchmark
+    written by :func:`make_synthetic_benchmark` (its ``synth.json`` says so)."""
+    root = Path(root)
+    for folder in (root, root.parent):
+        try:
+            record = json.loads((folder / BENCHMARK_RECORD).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("tool") == _RECORD_TOOL:
+            return True
+    return False
+
+
+def _record(out: Path, settings: dict) -> None:
+    """Check ``out`` against ``settings`` and write its ``synth.json`` (see the module)."""
+    path = out / BENCHMARK_RECORD
+    mine = {"tool": _RECORD_TOOL, **settings}
+    if path.is_file():
+        try:
+            theirs = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(theirs, dict) or theirs.get("tool") != _RECORD_TOOL:
+                raise ValueError("not written by facehd synth --benchmark")
+        except ValueError as exc:
+            raise InputFileError(
+                path, f"not a synthetic benchmark's settings record ({exc})"
+            ) from None
+        diff = [
+            f"{k} {theirs.get(k)!r} there, {v!r} now" for k, v in mine.items() if theirs.get(k) != v
+        ]
+        if diff:
+            raise InputFileError(
+                out,
+                "holds a synthetic benchmark made with other settings ("
+                + "; ".join(diff)
+                + "); write to another --out, or delete the folder to start over",
+            )
+    elif out.is_dir() and any(out.iterdir()):
+        raise InputFileError(
+            out,
+            f"holds files that facehd synth --benchmark did not write (no {BENCHMARK_RECORD}); "
+            "write to an empty or new --out",
+        )
+    text = json.dumps(mine, indent=2, sort_keys=True) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
 def make_synthetic_benchmark(
     name: Literal["now", "realy", "facescape", "multiview"],
     out: Path,
@@ -505,7 +566,10 @@ def make_synthetic_benchmark(
     if not set(lab_views) <= set(range(11)) or not set(lab_focals) <= {0, 1, 2}:
         raise ValueError("lab_views must lie in 0..10 and lab_focals in 0..2")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    settings = {"benchmark": name, "seed": int(seed), "subjects": int(n_subjects)}
+    if name == "facescape":
+        settings.update(lab_views=list(lab_views), lab_focals=list(lab_focals))
+    _record(out, settings)
     rng = np.random.default_rng(seed)
     model = _model()
     if name == "now":

@@ -161,8 +161,14 @@ def datasets(
     with _exit_on_error(ValueError):
         reg = load_registry(registry)
     console.print(f"registry: {esc(reg.path)}")
+    fold = {"overflow": "fold"}  # paths shown whole, broken across lines when narrow
     table = PlainTable(
-        Column("dataset", no_wrap=True), "found", "root", "override", "splits", "homepage"
+        Column("dataset", no_wrap=True),
+        "found",
+        Column("root", **fold),
+        Column("override", **fold),
+        "splits",
+        Column("homepage", **fold),
     )
     for d in reg.datasets.values():
         table.add_row(
@@ -235,8 +241,12 @@ def _synth_scans_cmd(
 @app.command()
 def synth(
     out: Path = typer.Option(Path("facehd-out/synth"), help="Output folder."),
-    subjects: int = typer.Option(3, min=1, help="Number of subjects."),
-    expressions: int = typer.Option(2, min=1, help="Scans per subject (first is neutral)."),
+    subjects: int = typer.Option(
+        None, min=1, help="Number of subjects (default 3; with --benchmark 2)."
+    ),
+    expressions: int = typer.Option(
+        None, min=1, help="Scans per subject, the first neutral (default 2)."
+    ),
     seed: int = typer.Option(0, help="Random seed (same seed, same bytes)."),
     units: str = typer.Option("mm", help="Units of the written scans: mm, cm or m."),
     photos: int = typer.Option(
@@ -260,19 +270,43 @@ def synth(
     Example: facehd synth --out facehd-out/synth --subjects 3 --expressions 2 --seed 0 --units mm
 
     Example: facehd synth --out facehd-out/synth-colour --subjects 2 --colours
+
+    Example: facehd synth --benchmark realy --out facehd-out/realy --subjects 3 --seed 7
     """
     if units not in ("mm", "cm", "m"):
         _error(f"--units must be mm, cm or m, not {esc(repr(units))}")
         raise typer.Exit(2)
     if benchmark is not None:
         from benchmarks.synthetic import make_synthetic_benchmark
+        from facehd.errors import FacehdError
 
         if benchmark not in ("now", "realy", "facescape", "multiview"):
             _error("--benchmark must be now, realy, facescape or multiview")
             raise typer.Exit(2)
-        path = make_synthetic_benchmark(benchmark, out, seed=seed)
+        ignored = [
+            flag
+            for flag, given in (
+                ("--expressions", expressions is not None),
+                ("--units", units != "mm"),
+                ("--photos", photos != 0),
+                ("--colours", colours),
+            )
+            if given
+        ]
+        if ignored:
+            _error(
+                f"{', '.join(ignored)}: not for --benchmark (a benchmark has its own layout, "
+                "units and photos); --subjects and --seed apply"
+            )
+            raise typer.Exit(2)
+        with _exit_on_error(FacehdError, ValueError, OSError):
+            path = make_synthetic_benchmark(
+                benchmark, out, seed=seed, n_subjects=2 if subjects is None else subjects
+            )
         console.print(f"wrote synthetic {esc(benchmark)} benchmark to {esc(path)}")
         return
+    subjects = 3 if subjects is None else subjects
+    expressions = 2 if expressions is None else expressions
     _synth_scans_cmd(out, subjects, expressions, seed, units, photos, colours)
 
 
@@ -510,6 +544,7 @@ def leaderboard(
     Example: facehd leaderboard --dataset facescape:wild --out facehd-out/bench
     """
     from benchmarks.leaderboard import PRIMARY_METRIC, PUBLISHED, load_leaderboard, ranked
+    from facehd.errors import FacehdError
 
     columns = {
         "facescape": (("CD mm", "cd_mm"), ("MNE rad", "mne_rad"), ("CR", "cr")),
@@ -518,19 +553,23 @@ def leaderboard(
         "multiview": (("median mm", "median_mm"), ("mean mm", "mean_mm"), ("std mm", "std_mm")),
     }
     known = {*PRIMARY_METRIC, *(r.dataset for r in PUBLISHED)}
-    if dataset and dataset.partition(":")[0] not in known:
+    if dataset and dataset.strip().lower().partition(":")[0] not in known:
         _error(f"unknown dataset {esc(repr(dataset))} (one of {', '.join(sorted(known))})")
         raise typer.Exit(2)
     board = out / "leaderboard.csv"
-    groups = ranked(load_leaderboard(board), dataset)
+    with _exit_on_error(FacehdError):
+        groups = ranked(load_leaderboard(board), dataset)
     if not groups:
         why = "" if board.is_file() else f": {esc(board)} does not exist (facehd bench writes it)"
         console.print(f"no leaderboard rows for {esc(repr(dataset))}{why}")
         raise typer.Exit(1)
-    for (ds, split), rows in groups.items():
+    for (ds, split, data), rows in groups.items():
         cols = columns.get(ds, columns["now"])
         heads = ["#", "method", *[c for c, _ in cols], "images", "source"]
-        table = PlainTable(*heads, title=f"{ds}:{split}")
+        title = f"{ds}:{split}"
+        if data == "synthetic":  # ranked apart: the published numbers are on the real data
+            title += " on synthetic data (facehd synth --benchmark; not comparable to the paper's)"
+        table = PlainTable(*heads, title=title)
         for rank, r in enumerate(rows, start=1):
             images = "" if r.n_items is None else str(r.n_items)
             if not r.complete:  # unranked: a metric over fewer images

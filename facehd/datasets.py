@@ -149,6 +149,17 @@ def _root(base: Path, raw: Any, env: str, where: str, path: Path) -> Path:
     return root if root.is_absolute() else base / root
 
 
+def _mapping(where: str, value: object, path: Path) -> dict:
+    """``value`` if it is a mapping (an empty one for None), else an error naming ``where``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputFileError(
+            path, f"{where} must be a mapping of names to entries, not a {type(value).__name__}"
+        )
+    return value
+
+
 def load_registry(path: str | Path | None = None) -> Registry:
     """Load ``datasets.yaml`` into a :class:`Registry`.
 
@@ -172,11 +183,11 @@ def load_registry(path: str | Path | None = None) -> Registry:
         raise InputFileError(path, f"unsupported registry version {data.get('version')!r}")
     base = path.resolve().parent
     datasets: dict[str, DatasetEntry] = {}
-    for name, raw in (data.get("datasets") or {}).items():
+    for name, raw in _mapping("datasets", data.get("datasets"), path).items():
         where = f"datasets.{name}"
         raw = _check_keys(where, raw, _DATASET_KEYS, path)
         splits = []
-        for sname, sraw in (raw.get("splits") or {}).items():
+        for sname, sraw in _mapping(f"{where}.splits", raw.get("splits"), path).items():
             sraw = _check_keys(f"{where}.splits.{sname}", sraw, _SPLIT_KEYS, path)
             items = sraw.get("items")
             if items is not None and not isinstance(items, int):
@@ -195,7 +206,7 @@ def load_registry(path: str | Path | None = None) -> Registry:
             licence=str(raw.get("licence", "")),
         )
     models: dict[str, ModelEntry] = {}
-    for name, raw in (data.get("models") or {}).items():
+    for name, raw in _mapping("models", data.get("models"), path).items():
         where = f"models.{name}"
         raw = _check_keys(where, raw, _MODEL_KEYS, path)
         env = str(raw.get("env", ""))

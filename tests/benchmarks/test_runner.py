@@ -287,16 +287,45 @@ def test_leaderboard_published_rows_update_and_ranking(tmp_path: Path) -> None:
         ("other", 9.0, ""),
     ]
     assert "reported" not in path.read_text()  # published rows are added when read, not stored
-    wild = ranked(load_leaderboard(path), "facescape:wild")[("facescape", "wild")]
+    wild = ranked(load_leaderboard(path), "facescape:wild")[("facescape", "wild", "")]
     assert [r.method for r in wild[:3]] == ["mine", hrn, "3DDFA"]
     assert wild[-1].method == "other"
     # a run that left images unscored comes after every complete one, whatever its number
     partial = LeaderboardRow("partial", "facescape", "wild", cd_mm=0.1, n_items=8, n_missing=2)
     update_leaderboard(path, partial)
-    wild = ranked(load_leaderboard(path), "facescape:wild")[("facescape", "wild")]
+    wild = ranked(load_leaderboard(path), "facescape:wild")[("facescape", "wild", "")]
     assert wild[-1].method == "partial" and not wild[-1].complete and wild[-1].n_scored == 6
     assert all(r.complete for r in wild[:-1]) and wild[0].method == "mine"
-    assert set(ranked(load_leaderboard(path), "realy")) == {("realy", "frontal"), ("realy", "side")}
+    assert set(ranked(load_leaderboard(path), "REALY")) == {
+        ("realy", "frontal", ""),
+        ("realy", "side", ""),
+    }
+    # a run on a synthetic benchmark ranks apart from the published (real-data) rows
+    update_leaderboard(
+        path, LeaderboardRow("synth", "now", "validation", median_mm=0.1, data="synthetic")
+    )
+    groups = ranked(load_leaderboard(path), "now:val")
+    assert [r.method for r in groups[("now", "validation", "synthetic")]] == ["synth"]
+    assert "synth" not in {r.method for r in groups.get(("now", "validation", ""), [])}
+    # a malformed file: an error naming the file and the line, not a traceback or a wrong rank
+    good = path.read_text()
+    header, *lines = good.splitlines()
+    first = lines[0].split(",")
+    first[header.split(",").index("n_items")] = "x"
+    path.write_text("\n".join([header, ",".join(first), *lines[1:]]) + "\n")
+    with pytest.raises(InputFileError, match="line 2: n_items 'x' is not a number"):
+        load_leaderboard(path)
+    path.write_text(good[: len(good) - 40])  # cut inside its last row
+    with pytest.raises(InputFileError, match=f"line {len(lines) + 1}: not as many fields"):
+        load_leaderboard(path)
+    with pytest.raises(InputFileError, match="line"):
+        update_leaderboard(path, partial)
+    path.write_text("name,score\nmine,1\n")
+    with pytest.raises(InputFileError, match="no column method, dataset, split"):
+        load_leaderboard(path)
+    path.write_bytes(b"method,dataset,split\n\xff\xfe,now,validation\n")
+    with pytest.raises(InputFileError, match="not a readable CSV"):
+        load_leaderboard(path)
 
 
 def test_cli_bench_and_leaderboard(synth_roots: dict, tmp_path: Path) -> None:
@@ -591,3 +620,41 @@ def test_realy_methods_run_in_process_on_a_photo_folder(
         run_benchmark("realy:frontal", "copy", root=root, out=tmp_path / "out2")
     with pytest.raises(ValueError, match="reconstruct_template"):
         run_benchmark("realy", "truth-in-image", root=root, images=photos, out=tmp_path / "o3")
+
+
+def test_synthetic_benchmark_records_its_settings_and_refuses_others(tmp_path: Path) -> None:
+    from benchmarks.synthetic import is_synthetic_benchmark, make_synthetic_benchmark
+    from facehd.cli import app
+
+    root = make_synthetic_benchmark("realy", tmp_path / "realy", seed=4, n_subjects=1)
+    truth = {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    assert is_synthetic_benchmark(root) and not is_synthetic_benchmark(tmp_path)
+    make_synthetic_benchmark("realy", root, seed=4, n_subjects=1)  # same settings, same bytes
+    assert {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()} == truth
+    for kwargs, named in (
+        ({"seed": 5, "n_subjects": 1}, "seed 4 there, 5 now"),
+        ({"seed": 4, "n_subjects": 2}, "subjects 1 there, 2 now"),
+    ):
+        with pytest.raises(InputFileError, match=named):
+            make_synthetic_benchmark("realy", root, **kwargs)
+    with pytest.raises(InputFileError, match="benchmark 'realy' there, 'now' now"):
+        make_synthetic_benchmark("now", root, seed=4, n_subjects=1)
+    assert {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()} == truth
+    # a folder of someone else's files (a real benchmark's root) is never written into
+    real = tmp_path / "NoW_Dataset"
+    real.mkdir()
+    (real / "imagepathsvalidation.txt").write_text("x\n")
+    with pytest.raises(InputFileError, match="did not write"):
+        make_synthetic_benchmark("now", real)
+    assert [p.name for p in real.iterdir()] == ["imagepathsvalidation.txt"]
+    # the CLI: the scans' options are refused, --subjects applies
+    runner = CliRunner()
+    args = ["synth", "--benchmark", "now", "--out", str(tmp_path / "now")]
+    result = runner.invoke(app, [*args, "--units", "m", "--colours"])
+    assert result.exit_code == 2 and "--units, --colours: not for --benchmark" in result.output
+    assert not (tmp_path / "now").exists()
+    result = runner.invoke(app, [*args, "--subjects", "3"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "now" / "scans").iterdir())) == 3
+    result = runner.invoke(app, [*args, "--seed", "1"])
+    assert result.exit_code == 2 and "seed 0 there, 1 now" in " ".join(result.output.split())

@@ -69,6 +69,12 @@ def test_registry_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         (BASE.replace("version: 1", "version: 7"), "unsupported registry version"),
         (BASE.replace("items: 3", "items: three"), "must be an integer"),
         ("version: 1\ndatasets: [1, 2", "not valid YAML"),
+        ("version: 1\ndatasets: [1, 2]\n", "datasets must be a mapping of names"),
+        (
+            BASE.replace("a: {path: x, items: 3}", "[a, b]").replace("splits:\n      ", "splits: "),
+            "datasets.mine.splits must be a mapping",
+        ),
+        ("version: 1\nmodels: 3\n", "models must be a mapping"),
     ],
 )
 def test_bad_registry_names_file_and_problem(tmp_path: Path, text: str, message: str) -> None:
