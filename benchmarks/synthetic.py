@@ -494,6 +494,14 @@ def is_synthetic_benchmark(root: str | Path) -> bool:
     return False
 
 
+def _written_before_records(out: Path) -> bool:
+    """Whether ``out`` holds a synthetic benchmark written before they had a record (its
+    ``synth-fit`` predictions folder): written again, and recorded, as before."""
+    return (out / "predictions" / SYNTH_METHOD).is_dir() or any(
+        (out / "pred").glob(f"*_pred/{SYNTH_METHOD}")
+    )
+
+
 def _record(out: Path, settings: dict) -> None:
     """Check ``out`` against ``settings`` and write its ``synth.json`` (see the module)."""
     path = out / BENCHMARK_RECORD
@@ -517,7 +525,7 @@ def _record(out: Path, settings: dict) -> None:
                 + "; ".join(diff)
                 + "); write to another --out, or delete the folder to start over",
             )
-    elif out.is_dir() and any(out.iterdir()):
+    elif out.is_dir() and any(out.iterdir()) and not _written_before_records(out):
         raise InputFileError(
             out,
             f"holds files that facehd synth --benchmark did not write (no {BENCHMARK_RECORD}); "
