@@ -29,3 +29,31 @@ class InputFileError(FacehdError):
 
 class DegenerateInputError(FacehdError):
     """Input data is geometrically degenerate (coincident or collinear points, zero area, ...)."""
+
+
+def check_output_folder(path: str | Path, role: str) -> Path:
+    """Make ``path`` (a folder outputs go to) and check that files can be written in it, before
+    a job spends any time: a read-only or misnamed output is then one clear error up front,
+    not a traceback after the work, or every input of a batch failed for it.
+
+    Raises
+    ------
+    InputFileError
+        ``path`` is a file, cannot be made, or cannot be written in (names ``role``).
+    """
+    import os
+    import tempfile
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputFileError(path, f"the {role} must be a folder, and this is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".facehd-write-check-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputFileError(
+            path, f"cannot write the {role} here ({exc.strerror or exc})"
+        ) from None
+    return path

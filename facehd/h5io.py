@@ -214,7 +214,25 @@ def _check_id(sample_id: str) -> str:
         raise ValueError(f"sample id must be a non-empty string without NUL, got {sample_id!r}")
     if sample_id != sample_id.strip() or "\n" in sample_id or "\r" in sample_id:
         raise ValueError(f"sample id must not contain line breaks or edge spaces: {sample_id!r}")
+    try:
+        sample_id.encode("utf-8")
+    except UnicodeEncodeError:  # a file name in another encoding, read with surrogate escapes
+        raise ValueError(f"sample id is not valid UTF-8 text: {ascii(sample_id)}") from None
     return sample_id
+
+
+def id_problem(sample_id: str) -> str | None:
+    """Why ``sample_id`` cannot name a sample (None when it can)."""
+    try:
+        _check_id(sample_id)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _printable(text: str) -> str:
+    """``text`` as valid UTF-8 (bytes of a file name in another encoding escaped)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _encode_strings(values: Sequence[str]) -> np.ndarray:
@@ -1003,9 +1021,20 @@ class ShardedDatasetWriter:
         _check_id(sample_id)
         if sample_id in self._done:
             raise ValueError(f"sample {sample_id!r} is already written; cannot mark it failed")
-        reason = " ".join(str(reason).split()) or "unknown error"
-        self._failures[sample_id] = Failure(sample_id, str(source), reason)
+        reason = " ".join(_printable(str(reason)).split()) or "unknown error"
+        self._failures[sample_id] = Failure(sample_id, _printable(str(source)), reason)
         _rewrite_failures(self.failures_path, self.out_path.name, self._failures.values())
+
+    def forget_failures(self, keep: Iterable[str]) -> None:
+        """Drop the recorded failures of ids not in ``keep`` (inputs no longer there: a bad
+        file deleted is no longer a failure of this output)."""
+        self._check_open()
+        keep = set(keep)
+        gone = [k for k in self._failures if k not in keep]
+        for k in gone:
+            del self._failures[k]
+        if gone:
+            _rewrite_failures(self.failures_path, self.out_path.name, self._failures.values())
 
     def flush(self) -> Path | None:
         """Write the buffered samples as one shard (atomically); returns its path."""
@@ -1177,6 +1206,31 @@ def _run_task(fn: Callable[[WorkItem], Mapping[str, Any]], item: WorkItem) -> An
         return _TaskFailed(failure_reason(exc))
 
 
+def pending_items(
+    writer: ShardedDatasetWriter, items: Sequence[WorkItem]
+) -> tuple[list[WorkItem], int, int]:
+    """``(todo, n_skipped, n_failed)`` of a run over ``items`` (all of its inputs).
+
+    Failures recorded for inputs no longer among ``items`` are dropped (a bad file deleted is
+    no longer a failure). An item whose id cannot name a sample (edge spaces, a file name in
+    another encoding) is recorded as failed under its quoted form (``ascii``), naming the file,
+    and the others go on; ``n_failed`` counts those.
+    """
+    ids = [it.sample_id for it in items]
+    if len(set(ids)) != len(ids):
+        dup = sorted({s for s in ids if ids.count(s) > 1})[:5]
+        raise ValueError(f"duplicate sample ids among the items, e.g. {dup}")
+    unnamed = {s: why for s in ids if (why := id_problem(s)) is not None}
+    named = [s for s in ids if s not in unnamed]
+    writer.forget_failures(named + [ascii(s) for s in unnamed])
+    for it in items:
+        if it.sample_id in unnamed:
+            writer.fail(ascii(it.sample_id), it.source, f"{unnamed[it.sample_id]}; rename the file")
+    todo_ids = set(writer.pending(named))
+    todo = [it for it in items if it.sample_id in todo_ids]
+    return todo, len(named) - len(todo), len(unnamed)
+
+
 def process_items(
     writer: ShardedDatasetWriter,
     items: Sequence[WorkItem],
@@ -1196,14 +1250,8 @@ def process_items(
     called once before the first item and after each item of this run. The caller finalizes the
     writer.
     """
-    ids = [it.sample_id for it in items]
-    if len(set(ids)) != len(ids):
-        dup = sorted({s for s in ids if ids.count(s) > 1})[:5]
-        raise ValueError(f"duplicate sample ids among the items, e.g. {dup}")
-    todo_ids = set(writer.pending(ids))
-    todo = [it for it in items if it.sample_id in todo_ids]
-    n_skipped = len(items) - len(todo)
-    written = failed = 0
+    todo, n_skipped, failed = pending_items(writer, items)
+    written = 0
     if progress is not None:
         progress(0, len(todo))
 

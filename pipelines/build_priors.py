@@ -40,7 +40,9 @@ Rerun the same command after an interruption: finished shards are kept, the rest
 the merged file is byte-identical to an uninterrupted build's on the same machine (the fit is
 deterministic; another machine's BLAS may change the last bits of the floats). A scan whose file
 changed since an earlier run fitted it (its SHA-256 differs from the stored ``source_sha256``)
-stops the rerun before any work, naming it: its sample would otherwise stay the old file's.
+stops the rerun before any work, naming it: its sample would otherwise stay the old file's. So
+do changed landmarks (``landmarks_source`` and ``landmarks_sha256``): a landmark file edited, or
+another one now read first (points moved and saved in MeshLab as ``<stem>_picked_points.pp``).
 
 Cluster use (Ray)
 -----------------
@@ -62,7 +64,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from facehd.errors import DegenerateInputError, InputFileError
+from facehd.errors import DegenerateInputError, InputFileError, check_output_folder
 from facehd.h5io import (
     FieldSpec,
     ShardedDatasetWriter,
@@ -246,6 +248,7 @@ def fields_for(n_id: int, n_exp: int, config: FitConfig) -> dict[str, FieldSpec]
         "subject": FieldSpec((), "str"),
         "expression_name": FieldSpec((), "str"),
         "landmarks_source": FieldSpec((), "str"),
+        "landmarks_sha256": FieldSpec((), "str"),
     }
 
 
@@ -377,6 +380,7 @@ def process_scan(item: WorkItem) -> dict[str, Any]:
         "subject": scan.subject,
         "expression_name": scan.expression,
         "landmarks_source": scan.landmarks_path or "detected",
+        "landmarks_sha256": file_sha256(scan.landmarks_path) if scan.landmarks_path else "",
     }
 
 
@@ -441,6 +445,14 @@ def build_priors(
     if config.executor not in ("local", "ray"):
         raise ValueError(f"executor must be 'local' or 'ray', got {config.executor!r}")
     items_in = discover_scans(scans) if isinstance(scans, (str, Path)) else list(scans)
+    out = Path(out)
+    if out.is_dir():
+        raise InputFileError(out, "is a folder: the output is the .h5 file to write")
+    # outputs that cannot be written fail here, before any scan is fitted
+    check_output_folder(out.parent, "dataset")
+    for folder, role in ((config.previews, "previews"), (config.export_meshes, "meshes")):
+        if folder:
+            check_output_folder(folder, role)
     model = _model(config)
     attrs = {
         "units": "mm",
@@ -486,24 +498,56 @@ def build_priors(
 
 
 def _check_unchanged(writer: ShardedDatasetWriter, scans: Sequence[ScanInput]) -> None:
-    """Refuse to resume over scans whose file changed since an earlier run fitted them (their
-    samples would stay those of the old file, under a hash that no longer matches it)."""
+    """Refuse to resume over scans whose file, or whose landmarks, changed since an earlier run
+    fitted them (their samples would stay those of the old inputs, under records that no longer
+    match them): a scan replaced, a landmark file edited (points moved in MeshLab), or another
+    landmark file now taken first (a ``_picked_points.pp`` saved beside a scan fitted from its
+    ``.lm7.txt``, a file given for a scan whose points were detected)."""
     from facehd.errors import FacehdError
 
     if not writer.done_ids:
         return
     stored = writer.done_values("source_sha256")
-    changed = []
+    sources = writer.done_values("landmarks_source")
+    hashes = writer.done_values("landmarks_sha256")
+    changed, moved = [], []
     for s in scans:
         old = stored.get(s.sample_id)
-        if old is not None and Path(s.mesh_path).is_file() and file_sha256(s.mesh_path) != old:
+        if old is None:
+            continue
+        if Path(s.mesh_path).is_file() and file_sha256(s.mesh_path) != old:
             changed.append(f"{s.sample_id} ({s.mesh_path})")
+            continue
+        was = sources[s.sample_id]
+        if s.landmarks_path is None:
+            if was != "detected":  # the file it was fitted from is gone: detected now
+                moved.append(f"{s.sample_id} ({was} gone)")
+        elif Path(s.landmarks_path).name != Path(was).name:  # the folder may have moved
+            moved.append(f"{s.sample_id} ({s.landmarks_path} now, {was} then)")
+        elif (
+            Path(s.landmarks_path).is_file()
+            and file_sha256(s.landmarks_path) != hashes[s.sample_id]
+        ):
+            moved.append(f"{s.sample_id} ({s.landmarks_path} edited)")
+
+    def shown(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (f" and {len(names) - 5} more" * (len(names) > 5))
+
+    problems = []
     if changed:
-        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" * (len(changed) > 5))
+        problems.append(
+            f"{len(changed)} scans changed since an earlier run fitted them (their SHA-256 "
+            f"differs from the stored source_sha256): {shown(changed)}"
+        )
+    if moved:
+        problems.append(
+            f"the landmarks of {len(moved)} scans changed since an earlier run fitted them: "
+            f"{shown(moved)}"
+        )
+    if problems:
         raise FacehdError(
-            f"{writer.out_path}: {len(changed)} scans changed since an earlier run fitted them "
-            f"(their SHA-256 differs from the stored source_sha256): {shown}; rebuild with "
-            "--overwrite, or write to another --out"
+            f"{writer.out_path}: {'; '.join(problems)}; rebuild with --overwrite, or write to "
+            "another --out"
         )
 
 

@@ -15,7 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from facehd.errors import FacehdError
-from facehd.h5io import RunSummary, ShardedDatasetWriter, WorkItem, failure_reason
+from facehd.h5io import (
+    RunSummary,
+    ShardedDatasetWriter,
+    WorkItem,
+    failure_reason,
+    pending_items,
+)
 
 __all__ = ["import_ray", "run_ray"]
 
@@ -55,11 +61,7 @@ def run_ray(
     num_cpus : CPUs reserved per task.
     """
     ray = import_ray()
-    ids = [it.sample_id for it in items]
-    if len(set(ids)) != len(ids):
-        raise ValueError("duplicate sample ids among the items")
-    todo_ids = set(writer.pending(ids))
-    todo = [it for it in items if it.sample_id in todo_ids]
+    todo, n_skipped, unnamed = pending_items(writer, items)
     started = False
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
@@ -70,7 +72,8 @@ def run_ray(
             max_in_flight = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         queue = list(reversed(todo))
         in_flight: dict[Any, WorkItem] = {}
-        written = failed = done = 0
+        written = done = 0
+        failed = unnamed
         while queue or in_flight:
             while queue and len(in_flight) < max_in_flight:
                 item = queue.pop()
@@ -92,4 +95,4 @@ def run_ray(
     finally:
         if started:
             ray.shutdown()
-    return RunSummary(len(items), len(items) - len(todo), written, failed)
+    return RunSummary(len(items), n_skipped, written, failed)

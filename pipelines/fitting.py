@@ -752,6 +752,11 @@ def _m2_errors(
 # --------------------------------------------------------------------------------------------
 # The whole fit
 # --------------------------------------------------------------------------------------------
+def _rms_after(transform: Similarity, source: np.ndarray, target: np.ndarray) -> float:
+    """RMS distance (target units) of ``transform(source)`` from ``target``."""
+    return float(np.sqrt(np.mean(np.sum((transform.apply(source) - target) ** 2, axis=1))))
+
+
 def fit_scan(
     scan_mm: Mesh,
     landmarks7_mm: np.ndarray,
@@ -788,11 +793,29 @@ def fit_scan(
 
     # 1. landmark alignment (rigid; the scale is the unit factor)
     transform = procrustes(lm, md.landmarks7, with_scale=False)
-    lm_rms = float(np.sqrt(np.mean(np.sum((transform.apply(lm) - md.landmarks7) ** 2, axis=1))))
+    lm_rms = _rms_after(transform, lm, md.landmarks7)
+    # Left and right swapped (the image's left taken for the subject's): the points are the
+    # face's mirror image, which no rotation fits but a reflection does; rotated half a turn
+    # they can still pass the RMS limit, with the model fitted to the back of the head.
+    mirrored = procrustes(lm, md.landmarks7, with_scale=False, allow_reflection=True)
+    mirrored_rms = _rms_after(mirrored, lm, md.landmarks7)
+    if mirrored.is_reflection and mirrored_rms < 0.5 * lm_rms:
+        raise FitError(
+            f"the 7 landmarks are mirrored, left and right swapped (RMS {lm_rms:.1f} mm from the "
+            f"model's as given, {mirrored_rms:.1f} mm mirrored): NoW's order starts at the "
+            "subject's right outer eye corner, on the image's left"
+        )
     if lm_rms > config.landmark_rms_max_mm:
+        span = float(np.linalg.norm(lm[3] - lm[0]))
+        hint = "check their order and file"
+        if not 40.0 <= span <= 200.0:  # a face's outer eye corners lie ~90 mm apart
+            hint = (
+                f"the outer eye corners are {span:.3g} mm apart where a face's are ~90 mm: check "
+                "the scan's units (--units)"
+            )
         raise FitError(
             f"the 7 landmarks do not match a face: RMS {lm_rms:.1f} mm from the model's after "
-            f"alignment (limit {config.landmark_rms_max_mm:g} mm); check their order and file"
+            f"alignment (limit {config.landmark_rms_max_mm:g} mm); {hint}"
         )
     centre, radius = now_crop(lm)
     crop = np.flatnonzero(np.linalg.norm(scan_mm.vertices - centre, axis=1) <= radius)

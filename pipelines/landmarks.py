@@ -45,8 +45,14 @@ from multiprocessing import get_context
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from facehd.errors import InputFileError
-from facehd.landmarks import PICKED_POINTS_SUFFIX, load_landmarks, save_landmarks_pp
+from facehd.errors import InputFileError, check_output_folder
+from facehd.landmarks import (
+    PICKED_POINTS_SUFFIX,
+    load_landmarks,
+    save_landmarks_pp,
+    save_landmarks_txt,
+    to_now7,
+)
 from facehd.mesh import find_scan_files
 from facehd.scan_landmarks import ScanLandmarkConfig
 
@@ -223,7 +229,7 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
     import numpy as np
 
     from facehd.h5io import file_sha256
-    from facehd.landmarks import save_landmarks_txt, written_by_facehd
+    from facehd.landmarks import written_by_facehd
     from facehd.mesh import load_textured_mesh
     from facehd.scan_landmarks import ScanLandmarkError
 
@@ -358,7 +364,7 @@ def read_rows(path: str | Path) -> dict[str, LandmarkRow]:
     hints = typing.get_type_hints(LandmarkRow)
     numbers = {k for k in names if float in typing.get_args(hints[k])}
     rows: dict[str, LandmarkRow] = {}
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
         for rec in csv.DictReader(fh):
             kw: dict[str, Any] = {}
             for k, v in rec.items():
@@ -375,7 +381,8 @@ def _write_csv(path: Path, rows: list[LandmarkRow]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     names = [f.name for f in dataclasses.fields(LandmarkRow)]
-    with open(tmp, "w", newline="") as fh:
+    # a file name in another encoding (read with surrogate escapes) is written escaped
+    with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
         writer = csv.DictWriter(fh, fieldnames=names)
         writer.writeheader()
         for r in rows:
@@ -396,6 +403,10 @@ def landmark_scans(
     """
     config = config or LandmarksConfig()
     scans = find_scans(scans_dir)
+    # a folder that cannot be written fails here, before any scan is rendered
+    check_output_folder(config.out if config.out is not None else scans_dir, "landmark files")
+    if config.overlays:
+        check_output_folder(config.overlays, "overlays")
     csv_path = Path(config.out if config.out is not None else scans_dir) / CSV_NAME
     previous = read_rows(csv_path)
     rows: dict[str, LandmarkRow] = {}
@@ -412,6 +423,18 @@ def landmark_scans(
         elif not config.overwrite and lm68.is_file():
             rows[sid] = old or LandmarkRow(sid, str(path), "skipped", "done", f"{lm68} exists")
             earlier.add(sid)
+            notes = []
+            if not lm7.is_file():  # deleted since: NoW's 7 are the 68's
+                try:
+                    save_landmarks_txt(lm7, to_now7(load_landmarks(lm68), lm68))
+                    notes.append(f"{lm7.name} written again from {lm68.name}")
+                except InputFileError as exc:
+                    notes.append(f"no {lm7.name}: {exc}")
+            overlay = _destinations(sid, path, config)[2]
+            if config.overlays and not overlay.is_file():
+                notes.append("no overlay: found by an earlier run (--overwrite draws it)")
+            if notes:
+                rows[sid] = dataclasses.replace(rows[sid], detail="; ".join(notes))
             if config.meshlab and not _picked_points(lm68).exists():
                 try:  # from the points found before
                     save_landmarks_pp(_picked_points(lm68), load_landmarks(lm68), path.name)

@@ -436,6 +436,30 @@ def test_process_items_records_failures_and_resumes(tmp_path, workers):
     assert digest(out) == digest(build(tmp_path / "ref" / "d.h5", expected))
 
 
+def test_process_items_names_bad_file_names_and_forgets_inputs_that_are_gone(tmp_path):
+    # a name with an edge space, one in another encoding (read with surrogate escapes): each
+    # a failure naming its file, the others written; nothing aborts the run
+    odd = ["a ", "caf\udce9"]
+    items = [WorkItem(sid(k), f"/in/{k}.obj", k) for k in (0, 1, 3)]
+    items += [WorkItem(name, f"/in/{name}.obj", 2) for name in odd]
+    out = tmp_path / "d.h5"
+    with ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS) as w:
+        summary = process_items(w, items, task)
+        w.finalize()
+    assert (summary.n_written, summary.n_failed) == (2, 3)
+    failures = {f.sample_id: f for f in read_failures(tmp_path / "failures.csv", out)}
+    assert set(failures) == {sid(3), "'a '", "'caf\\udce9'"}
+    assert "edge spaces" in failures["'a '"].reason and "rename" in failures["'a '"].reason
+    assert "not valid UTF-8" in failures["'caf\\udce9'"].reason
+    assert failures["'caf\\udce9'"].source == "/in/caf\\udce9.obj"
+    # the bad inputs deleted (or renamed): their failures go, and the exit is clean
+    with ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS) as w:
+        summary = process_items(w, items[:2], task)
+        res = w.finalize()
+    assert (summary.n_skipped, summary.n_failed, res.n_failed) == (2, 0, 0)
+    assert not (tmp_path / "failures.csv").exists()
+
+
 def test_process_items_survives_a_dying_worker(tmp_path):
     items = [WorkItem(sid(k), f"/in/{k}.obj", k) for k in (0, 1, 2)]
     items.append(WorkItem("crash", "/in/crash.obj", -1))

@@ -207,3 +207,20 @@ def test_missing_landmarks_named(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="no landmark file") as info:
         fit_one(ScanInput("x", str(path), None), PriorsConfig())
     assert info.value.path == path
+
+
+def test_mirrored_and_wrong_unit_landmarks_are_refused(rigid_scans: Path, tmp_path: Path) -> None:
+    from pipelines.fitting import FitError
+
+    lm = np.loadtxt(rigid_scans / "s000_e00.lm7.txt")
+    scan = str(rigid_scans / "s000_e00.ply")
+    # left for right: a half turn still fits them within the RMS limit, onto the back of the head
+    swapped = tmp_path / "swapped.lm7.txt"
+    np.savetxt(swapped, lm[[3, 2, 1, 0, 4, 6, 5]])
+    with pytest.raises(FitError, match=r"mirrored, left and right swapped \(RMS 1\d\.\d mm"):
+        fit_one(ScanInput("swapped", scan, str(swapped)), PriorsConfig())
+    # the scan is in metres: read as millimetres, the eye corners are ~0.09 mm apart
+    with pytest.raises(FitError, match=r"outer eye corners are 0\.0\d+ mm apart.*--units"):
+        fit_one(
+            ScanInput("mm", scan, str(rigid_scans / "s000_e00.lm7.txt")), PriorsConfig(units="mm")
+        )

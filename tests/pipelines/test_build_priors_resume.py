@@ -117,6 +117,24 @@ def test_resume_over_a_changed_scan_is_refused(
     out.write_bytes(reference.read_bytes())
     result = build_priors(folder, out, PriorsConfig(auto_landmarks=False))
     assert (result.n_skipped, result.n_written) == (2, 0)
+    # landmarks changed since: a file edited, or a MeshLab file now read before it
+    from facehd.landmarks import load_landmarks, save_landmarks_pp
+
+    lm_file = folder / "s000_e00.lm7.txt"
+    given = lm_file.read_bytes()
+    lm_file.write_text(given.decode().replace(" ", "  ", 1))  # same points, other bytes
+    with pytest.raises(
+        FacehdError, match=r"landmarks of 1 scans changed.*s000_e00\.lm7\.txt edited"
+    ):
+        build_priors(folder, out, PriorsConfig(auto_landmarks=False))
+    lm_file.write_bytes(given)
+    save_landmarks_pp(folder / "s000_e00_picked_points.pp", load_landmarks(lm_file) + 0.5, "x.ply")
+    with pytest.raises(
+        FacehdError, match=r"s000_e00_picked_points\.pp now, .*s000_e00\.lm7\.txt then"
+    ):
+        build_priors(folder, out, PriorsConfig(auto_landmarks=False))
+    (folder / "s000_e00_picked_points.pp").unlink()
+    assert out.read_bytes() == reference.read_bytes()
     # previews asked of a resumed build: the scans done before are said to keep their own
     result = CliRunner().invoke(app, [*args, "--previews", str(tmp_path / "png")])
     assert "2 done before" in " ".join(result.output.split()), result.output

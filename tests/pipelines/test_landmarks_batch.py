@@ -104,6 +104,31 @@ def test_existing_landmarks_are_kept_without_running_the_detector(tmp_path: Path
     assert result.n_skipped == 3 and "no MeshLab file written" in by_id["broken"].detail
     assert "broken.lm68.txt" in by_id["broken"].detail
     assert not (scans / "broken_picked_points.pp").exists()
+    # a scan done before whose .lm7.txt was deleted gets it back from its 68 points, and one
+    # asked for an overlay it never had says how to get it; neither is detected again
+    lm68 = np.arange(204.0).reshape(68, 3)
+    (scans / "done.lm68.txt").write_text("".join(f"{x} {y} {z}\n" for x, y, z in lm68))
+    (scans / "done.lm7.txt").unlink()
+    result = landmark_scans(scans, LandmarksConfig(overlays=str(tmp_path / "png")))
+    by_id = {r.scan_id: r for r in result.rows}
+    np.testing.assert_array_equal(load_landmarks(scans / "done.lm7.txt"), lm68[list(NOW7_FROM_68)])
+    assert "done.lm7.txt written again from done.lm68.txt" in by_id["done"].detail
+    assert "no overlay: found by an earlier run" in by_id["done"].detail
+
+
+def test_outputs_that_cannot_be_written_fail_before_any_work(tmp_path: Path) -> None:
+    from facehd.errors import check_output_folder
+
+    scans = tmp_path / "scans"
+    _touch_mesh(scans / "a.ply")
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(InputFileError, match="must be a folder, and this is a file"):
+        landmark_scans(scans, LandmarksConfig(out=str(blocker)))
+    with pytest.raises(InputFileError, match="cannot write the overlays here"):
+        landmark_scans(scans, LandmarksConfig(overlays=str(blocker / "png")))
+    assert not (scans / CSV_NAME).exists()
+    assert check_output_folder(tmp_path / "new" / "deep", "x").is_dir()
 
 
 class _CentroidLandmarker:
