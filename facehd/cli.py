@@ -966,9 +966,10 @@ def reconstruct(
     Needs the optional extra for detection: pip install 'facehd\\[photo]'. Writes OUT/<photo stem>/
     coarse.obj, mid.obj, detail.obj, texture.png, deformation/displacement .npy and 16-bit .png,
     overlay.png, turntable.png, reconstruction.json, and OUT/photos.csv (each photo's folder, or
-    why it failed); exit status 1 when a photo failed. --base-texture writes the base albedo as
-    the texture and skips the de-retouching network (same geometry, about 3x faster at the
-    paper's sizes on a CPU).
+    why it failed); exit status 1 when a photo failed. A photo done before into OUT gets its
+    folder again (replaced whole); another photo of the same name gets <stem>_2.
+    --base-texture writes the base albedo as the texture and skips the de-retouching network
+    (same geometry, about 3x faster at the paper's sizes on a CPU).
 
     With --multiview all photos are views of one face (MV-HRN, paper Sec. 3.5): they share the
     identity and the deformation map, each keeps its expression, pose, light and displacement
@@ -985,8 +986,8 @@ def reconstruct(
         files, repeats = find_photos_and_repeats(photos)
         for p in repeats:
             console.print(f"given again, done once: {esc(p)}", soft_wrap=True)
-        for p, name in zip(files, output_names(files), strict=True):
-            if name != p.stem:  # another photo of the same name came first
+        for p, name in zip(files, output_names(files, out), strict=True):
+            if name != p.stem:  # another photo of that name holds the folder
                 console.print(f"{esc(p)} -> {esc(out / name)}", soft_wrap=True)
         with _progress() as bar:
             task = bar.add_task("photos", total=len(files))
@@ -1006,6 +1007,7 @@ def reconstruct(
                     fit_progress=lambda i, _n: bar.update(fit_task, completed=i),
                     base_texture=base_texture,
                     landmarks=landmarks,
+                    loaded=lambda recon: _warn_untrained_detail(recon, checkpoint),
                 )
             else:
                 fitted = None
@@ -1019,6 +1021,7 @@ def reconstruct(
                     progress=lambda _p: bar.advance(task),
                     base_texture=base_texture,
                     landmarks=landmarks,
+                    loaded=lambda recon: _warn_untrained_detail(recon, checkpoint),
                 )
     if fitted is not None:
         first, last = fitted.history[0], fitted.history[-1]

@@ -180,6 +180,28 @@ def _same_attr(a: Any, b: Any) -> bool:
     return a == b
 
 
+def _decoded(value: Any) -> Any:
+    """A JSON attribute's value decoded (other values as they are)."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _where_differ(a: Any, b: Any, path: str) -> tuple[str, Any, Any]:
+    """``(dotted path, a's value, b's value)`` of the first place two different attribute
+    values differ (inside JSON mappings, so that a message names the setting, not the whole
+    record)."""
+    a, b = _decoded(a), _decoded(b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if not _same_attr(a.get(key), b.get(key)):
+                return _where_differ(a.get(key), b.get(key), f"{path}.{key}")
+    return path, a, b
+
+
 def _brief(value: Any, limit: int = 120) -> str:
     """``repr`` of an attribute value, shortened for messages."""
     text = repr(value)
@@ -852,12 +874,13 @@ class ShardedDatasetWriter:
         theirs = json.loads(json.dumps(other, sort_keys=True))
         for key in ("facehd_h5io", "schema", "fields"):
             if mine[key] != theirs.get(key):
-                return f"{key} differs ({theirs.get(key)!r} there, {mine[key]!r} now)"
+                where, now, there = _where_differ(mine[key], theirs.get(key), key)
+                return f"{where} differs ({_brief(there)} there, {_brief(now)} now)"
         a, b = mine["attrs"], theirs.get("attrs", {})
         for key in sorted(set(a) | set(b)):
             if not _same_attr(a.get(key), b.get(key)):
-                there, now = _brief(b.get(key)), _brief(a.get(key))
-                return f"attribute {key!r} differs ({there} there, {now} now)"
+                where, now, there = _where_differ(a.get(key), b.get(key), key)
+                return f"setting {where!r} differs ({_brief(there)} there, {_brief(now)} now)"
         return None
 
     def _check_compatible(self, path: Path) -> None:
@@ -870,7 +893,8 @@ class ShardedDatasetWriter:
         diff = self._difference(other)
         if diff is not None:
             raise FacehdError(
-                f"{path}: made by a different build ({diff}); use another output or overwrite"
+                f"{path}: made with other settings ({diff}); write to another output, or "
+                "start afresh with --overwrite"
             )
 
     def _open_shard_dir(self) -> None:
@@ -885,8 +909,8 @@ class ShardedDatasetWriter:
             diff = self._difference(other)
             if diff is not None:
                 raise FacehdError(
-                    f"{self.shard_dir}: shards of a different build ({diff}); "
-                    "use another output or overwrite"
+                    f"{self.shard_dir}: shards made with other settings ({diff}); write to "
+                    "another output, or start afresh with --overwrite"
                 )
         else:
             tmp = manifest_path.with_suffix(".json.tmp")
@@ -1204,6 +1228,21 @@ def _run_task(fn: Callable[[WorkItem], Mapping[str, Any]], item: WorkItem) -> An
         return fn(item)
     except Exception as exc:
         return _TaskFailed(failure_reason(exc))
+
+
+def changed_inputs(writer: ShardedDatasetWriter, items: Sequence[WorkItem]) -> list[WorkItem]:
+    """The items done by an earlier run whose input file changed since (its SHA-256 differs
+    from the stored ``source_sha256``): their samples are still those of the old file."""
+    if not writer.done_ids or "source_sha256" not in writer.fields:
+        return []
+    stored = writer.done_values("source_sha256")
+    return [
+        it
+        for it in items
+        if it.sample_id in stored
+        and Path(it.source).is_file()
+        and file_sha256(it.source) != stored[it.sample_id]
+    ]
 
 
 def pending_items(

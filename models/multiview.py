@@ -385,22 +385,31 @@ def reconstruct_multiview(
     fit_progress: Any = None,
     base_texture: bool = False,
     landmarks: str = "auto",
+    loaded: Any = None,
 ) -> tuple[MultiViewResult | None, list[Any]]:
     """Photos of one face -> MV-HRN, written as ``out/<photo stem>/`` per view (the files of
-    ``facehd reconstruct``), ``out/shared.obj`` (the canonical face) and ``out/multiview.json``.
+    ``facehd reconstruct``, named as :func:`models.reconstruct.output_names` names them, with
+    ``out/photos.csv``), ``out/shared.obj`` (the canonical face) and ``out/multiview.json``.
 
     A photo that cannot be read or shows no face is reported (a
     :class:`models.reconstruct.PhotoResult` with its error) and the others are fitted. Returns
     ``(result, per-photo results)``; the result is ``None`` when no photo could be used.
     ``progress(photo)`` is called after each photo is prepared, ``fit_progress(i, n)`` after each
     iteration of the fit. ``base_texture``, ``landmarks``: see
-    :class:`models.reconstruct.Reconstructor`.
+    :class:`models.reconstruct.Reconstructor`; ``loaded(recon)`` is called once the checkpoint
+    is loaded.
     """
     import json
 
     from facehd.csvtext import atomic_write_text
-    from facehd.errors import FacehdError
-    from models.reconstruct import PhotoResult, output_names, write_photo_result
+    from facehd.errors import FacehdError, check_output_folder
+    from models.reconstruct import (
+        PhotoResult,
+        output_names,
+        remove_earlier_result,
+        write_photo_index,
+        write_photo_result,
+    )
 
     recon = Reconstructor.load(
         checkpoint,
@@ -410,16 +419,20 @@ def reconstruct_multiview(
         uv_path=uv_path,
     )
     recon.landmarks = landmarks
-    out = Path(out)
+    if loaded is not None:
+        loaded(recon)
+    out = check_output_folder(out, "reconstructions")
     views, results = [], []
-    for path, stem in zip(photos, output_names(photos), strict=True):
+    for path, stem in zip(photos, output_names(photos, out), strict=True):
         try:
             views.append((path, stem, *recon.prepare_view(path)))
         except (FacehdError, ValueError) as exc:
+            remove_earlier_result(out, stem)
             results.append(PhotoResult(path, None, str(exc)))
         if progress is not None:
             progress(path)
     if not views:
+        write_photo_index(out, results)
         return None, results
     res = fit_multiview(
         recon,
@@ -433,6 +446,7 @@ def reconstruct_multiview(
         results.append(write_photo_result(recon, rec, aligned, path, out / stem))
     order = {p: k for k, p in enumerate(photos)}
     results.sort(key=lambda r: order[r.photo])
+    write_photo_index(out, results)
     from models.export import write_textured_obj
 
     out.mkdir(parents=True, exist_ok=True)

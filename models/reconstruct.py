@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facehd.errors import FacehdError, InputFileError
+from facehd.errors import FacehdError, InputFileError, check_output_folder
 from facehd.mesh import Mesh
 from models.system import CoarseFace, DetailFace, FaceSystem, scaled_hrn_camera
 
@@ -83,6 +84,7 @@ def load_system(
     from models.train import (
         CHECKPOINT_FORMAT,
         MODEL_FORMAT,
+        STAGES,
         MorphableConfig,
         TrainConfig,
         paper_train_config,
@@ -121,6 +123,10 @@ def load_system(
         load_state_into(system.hrn, data["state"]["hrn"], part="hrn", source=str(path))
         if fmt == MODEL_FORMAT and data.get("stages") is not None:
             system.trained_stages = tuple(data["stages"])
+        elif fmt == CHECKPOINT_FORMAT and data.get("stage") in STAGES:
+            # a stage's checkpoint: the stages before it, and itself once done
+            k = STAGES.index(data["stage"])
+            system.trained_stages = STAGES[: k + 1] if data.get("done") else STAGES[:k]
     elif all(k in data for k in ("net_recon", "mid_net", "high_net")):
         if bfm_path is None or uv_path is None:
             raise InputFileError(
@@ -189,6 +195,8 @@ class Reconstructor:
             # faster on channels-last weights; the numbers are the same
             system.hrn.deretouch.generator.to(memory_format=torch.channels_last)
         self.template = config.template or "anthropometric"
+        self.checkpoint: str | None = None
+        """The checkpoint file loaded (named in ``reconstruction.json``), when loaded from one."""
         self.landmarks = "auto"
         """Landmarks of photo files: ``auto`` from the iBUG ``.pts`` file beside a photo when it
         has one (``face.jpg`` -> ``face.pts``), else detected; ``detect``; ``given``."""
@@ -200,7 +208,9 @@ class Reconstructor:
     ) -> Reconstructor:
         """:func:`load_system` then a reconstructor."""
         system, cfg = load_system(checkpoint, **kwargs)
-        return cls(system, cfg, base_texture=base_texture)
+        recon = cls(system, cfg, base_texture=base_texture)
+        recon.checkpoint = str(Path(checkpoint).resolve())
+        return recon
 
     @property
     def model(self):
@@ -416,6 +426,7 @@ def write_reconstruction(
     written.append(write_png8(out / "turntable.png", recon.turntable(rec)))
     meta = {
         "photo": None if photo is None else str(Path(photo).resolve()),
+        "checkpoint": recon.checkpoint,
         "units": "mm",
         "pose": {
             "convention": "posed = R @ p + t (canonical model frame -> base camera world)",
@@ -484,14 +495,34 @@ class PhotoResult:
     error: str | None
 
 
-def output_names(photos: list[Path]) -> list[str]:
-    """One output folder name per photo: its stem, ``<stem>_2``, ``<stem>_3`` ... for repeats."""
-    seen: dict[str, int] = {}
+def output_names(photos: list[Path], out: str | Path | None = None) -> list[str]:
+    """One output folder name per photo: its stem, ``<stem>_2``, ``<stem>_3`` ... for repeats.
+
+    With ``out`` (a folder earlier runs may have written), a photo done there before (by
+    ``photos.csv``) gets its folder again, and a name is not given to another photo when an
+    earlier run's photo holds it or something not in the index (a file, a folder) lies there:
+    a later run never writes over another photo's reconstruction.
+    """
+    earlier = _read_index(Path(out)) if out is not None else {}
+    owner = {row.output: photo for photo, row in earlier.items() if row.output}
+    used: set[str] = set()
     names = []
     for path in photos:
-        seen[path.stem] = seen.get(path.stem, 0) + 1
-        n = seen[path.stem]
-        names.append(path.stem if n == 1 else f"{path.stem}_{n}")
+        key = str(path.resolve())
+        mine = earlier[key].output if key in earlier else ""
+        if mine and mine not in used:
+            name = mine
+        else:
+            name, n = path.stem, 1
+            while (
+                name in used
+                or owner.get(name, key) != key
+                or (out is not None and name not in owner and (Path(out) / name).exists())
+            ):
+                n += 1
+                name = f"{path.stem}_{n}"
+        used.add(name)
+        names.append(name)
     return names
 
 
@@ -506,10 +537,12 @@ def reconstruct_photos(
     progress: Any = None,
     base_texture: bool = False,
     landmarks: str = "auto",
+    loaded: Any = None,
 ) -> list[PhotoResult]:
-    """Reconstruct every photo into ``out/<stem>/``; a photo that fails (unreadable, no face) is
-    reported and the others continue. ``base_texture``, ``landmarks``: see
-    :class:`Reconstructor`."""
+    """Reconstruct every photo into ``out/<name>/`` (:func:`output_names`); a photo that fails
+    (unreadable, no face, its results not writable) is reported and the others continue.
+    ``base_texture``, ``landmarks``: see :class:`Reconstructor`; ``loaded(recon)`` is called
+    once the checkpoint is loaded."""
     recon = Reconstructor.load(
         checkpoint,
         base_texture=base_texture,
@@ -518,33 +551,64 @@ def reconstruct_photos(
         uv_path=uv_path,
     )
     recon.landmarks = landmarks
-    out = Path(out)
+    if loaded is not None:
+        loaded(recon)
+    out = check_output_folder(out, "reconstructions")
     results = []
-    for path, stem in zip(photos, output_names(photos), strict=True):
+    for path, stem in zip(photos, output_names(photos, out), strict=True):
         try:
             rec, aligned = recon.run_photo(path)
             results.append(write_photo_result(recon, rec, aligned, path, out / stem))
-        except (FacehdError, ValueError) as exc:
-            results.append(PhotoResult(path, None, str(exc)))
+        except (FacehdError, ValueError, OSError) as exc:
+            remove_earlier_result(out, stem)
+            results.append(PhotoResult(path, None, _said(exc, path)))
         write_photo_index(out, results)
         if progress is not None:
             progress(path)
     return results
 
 
+def _said(exc: BaseException, path: Path) -> str:
+    """An error's message, with the photo named when it does not name it (a file system error
+    on the output names its own path)."""
+    text = str(exc) if not isinstance(exc, OSError) else f"writing its results: {exc}"
+    return text if str(path) in text else f"{path}: {text}"
+
+
+def remove_earlier_result(out: Path, name: str) -> None:
+    """Remove ``out/name`` when an earlier run wrote it for the photo that has just failed: it
+    would otherwise stand beside the failure, an older file's reconstruction under its name."""
+    folder = out / name
+    if (folder / "reconstruction.json").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def write_photo_result(
     recon: Reconstructor, rec: Reconstruction, aligned: Any, photo: Path, folder: Path
 ) -> PhotoResult:
     """Write one photo's reconstruction into ``folder`` (:func:`write_reconstruction`, the
-    overlay on its aligned HD crop) and say so."""
-    write_reconstruction(
-        recon,
-        rec,
-        folder,
-        photo_region=aligned.image_hd,
-        crop_transform=aligned.transform,
-        photo=photo,
-    )
+    overlay on its aligned HD crop) and say so.
+
+    The files go to a hidden sibling folder first, which then takes ``folder``'s place: an
+    interrupted write leaves an earlier run's folder whole, never old and new files mixed."""
+    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write_reconstruction(
+            recon,
+            rec,
+            tmp,
+            photo_region=aligned.image_hd,
+            crop_transform=aligned.transform,
+            photo=photo,
+        )
+        old = folder.with_name(f".{folder.name}.old{os.getpid()}")
+        if folder.is_dir():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return PhotoResult(photo, folder, None)
 
 
@@ -561,12 +625,10 @@ def write_photo_index(out: str | Path, results: list[PhotoResult]) -> Path:
     """Write ``out/photos.csv``: one row per photo (its file, its output folder relative to
     ``out``, or the error); the rows of earlier runs into the same folder are kept, except a
     photo done again and one whose output folder this run wrote over."""
-    import csv
 
     from facehd.csvtext import write_rows
 
     out = Path(out)
-    path = out / "photos.csv"
     rows = {
         str(r.photo.resolve()): _IndexRow(
             str(r.photo.resolve()),
@@ -576,10 +638,26 @@ def write_photo_index(out: str | Path, results: list[PhotoResult]) -> Path:
         for r in results
     }
     written = {r.output for r in rows.values() if r.output}
-    if path.is_file():
-        with open(path, newline="", encoding="utf-8") as fh:
-            for old in csv.DictReader(fh):
-                key = old.get("photo", "")
-                if key and key not in rows and old.get("output", "") not in written:
-                    rows[key] = _IndexRow(key, old.get("output", ""), old.get("error", ""))
-    return write_rows(path, [rows[k] for k in sorted(rows)], _IndexRow)
+    for key, old in _read_index(out).items():
+        if key not in rows and old.output not in written:
+            rows[key] = old
+    return write_rows(out / INDEX_NAME, [rows[k] for k in sorted(rows)], _IndexRow)
+
+
+#: The index of an output folder of ``facehd reconstruct``.
+INDEX_NAME = "photos.csv"
+
+
+def _read_index(out: Path) -> dict[str, _IndexRow]:
+    """The rows of ``out/photos.csv`` by photo (none when it does not exist)."""
+    import csv
+
+    path = out / INDEX_NAME
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        return {
+            r["photo"]: _IndexRow(r["photo"], r.get("output") or "", r.get("error") or "")
+            for r in csv.DictReader(fh)
+            if r.get("photo")
+        }

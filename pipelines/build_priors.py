@@ -69,6 +69,7 @@ from facehd.h5io import (
     FieldSpec,
     ShardedDatasetWriter,
     WorkItem,
+    changed_inputs,
     file_sha256,
     open_dataset,
     process_items,
@@ -507,16 +508,14 @@ def _check_unchanged(writer: ShardedDatasetWriter, scans: Sequence[ScanInput]) -
 
     if not writer.done_ids:
         return
-    stored = writer.done_values("source_sha256")
+    items = [WorkItem(s.sample_id, s.mesh_path) for s in scans]
+    replaced = {it.sample_id for it in changed_inputs(writer, items)}
+    changed = [f"{s.sample_id} ({s.mesh_path})" for s in scans if s.sample_id in replaced]
     sources = writer.done_values("landmarks_source")
     hashes = writer.done_values("landmarks_sha256")
-    changed, moved = [], []
+    moved = []
     for s in scans:
-        old = stored.get(s.sample_id)
-        if old is None:
-            continue
-        if Path(s.mesh_path).is_file() and file_sha256(s.mesh_path) != old:
-            changed.append(f"{s.sample_id} ({s.mesh_path})")
+        if s.sample_id not in sources or s.sample_id in replaced:
             continue
         was = sources[s.sample_id]
         if s.landmarks_path is None:

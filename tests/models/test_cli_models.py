@@ -77,6 +77,14 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "has not trained the detail stage (stages base)" in " ".join(res.output.split())
+    # reconstruct says so too, and of a stage checkpoint: base.pt, done, is the base stage
+    photo0 = str(hrn_data.scans / "photos" / "s000_e00_v00.png")
+    for ckpt in (tmp_path / "base" / "model.pt", tmp_path / "base" / "checkpoints" / "base.pt"):
+        res = runner.invoke(
+            app, ["reconstruct", photo0, "--checkpoint", str(ckpt), "--out", str(tmp_path / "r")]
+        )
+        assert res.exit_code == 0, res.output
+        assert "has not trained the detail stage (stages base)" in " ".join(res.output.split())
     res = runner.invoke(
         app, ["reconstruct", str(tmp_path / "nope.jpg"), "--checkpoint", str(run / "model.pt")]
     )

@@ -309,13 +309,41 @@ def test_batch_records_each_photo_its_folder_or_its_failure(
     for p, folder in ((photo, photo.stem), (twin, f"{photo.stem}_2")):
         meta = json.loads((out / folder / "reconstruction.json").read_text())
         assert meta["photo"] == str(p.resolve())
-    # a later run into the same folder adds its photos and keeps the earlier rows
+        assert meta["checkpoint"] == str(model_path.resolve())
+    first = (out / photo.stem / "detail.obj").read_bytes()
+    # a later run of the twin alone: its own folder again, the first photo's left alone
     res = CliRunner().invoke(
         app, ["reconstruct", str(twin), "--checkpoint", str(model_path), "--out", str(out)]
     )
     assert res.exit_code == 0, res.output
     with open(out / "photos.csv", newline="") as fh:
         again = {r["photo"]: r for r in csv.DictReader(fh)}
-    # its output folder is now the twin's: the first photo's row went with it
-    assert set(again) == {str(twin.resolve()), str(empty.resolve())}
-    assert again[str(twin.resolve())]["output"] == photo.stem
+    assert set(again) == {str(p.resolve()) for p in (photo, twin, empty)}
+    assert again[str(twin.resolve())]["output"] == f"{photo.stem}_2"
+    assert (out / photo.stem / "detail.obj").read_bytes() == first
+    # a third photo of that name, and something else lying where a name would go
+    third = tmp_path / "third" / photo.name
+    third.parent.mkdir()
+    shutil.copy(photo, third)
+    shutil.copy(photo.with_suffix(".pts"), third.with_suffix(".pts"))
+    (out / f"{photo.stem}_3").write_text("a note of the user's")
+    res = CliRunner().invoke(
+        app, ["reconstruct", str(third), "--checkpoint", str(model_path), "--out", str(out)]
+    )
+    assert res.exit_code == 0 and f"{third} -> {out / (photo.stem + '_4')}" in " ".join(
+        res.output.split()
+    )
+    assert (out / f"{photo.stem}_3").read_text() == "a note of the user's"
+    # the twin now fails (its file replaced by an empty one): its earlier folder goes, no
+    # older file's reconstruction stays under its name
+    twin.write_bytes(b"")
+    res = CliRunner().invoke(
+        app, ["reconstruct", str(twin), "--checkpoint", str(model_path), "--out", str(out)]
+    )
+    assert res.exit_code == 1 and not (out / f"{photo.stem}_2").exists()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".") and "tmp" in p.name]
+    # an output that is a file: an error before any photo
+    res = CliRunner().invoke(
+        app, ["reconstruct", str(photo), "--checkpoint", str(model_path), "--out", str(empty)]
+    )
+    assert res.exit_code == 2 and "must be a folder" in res.output

@@ -149,6 +149,14 @@ def test_resume_after_interruption_and_workers_give_the_same_file(built, tmp_pat
     Image.fromarray(drawn_face.draw_face(SIZE, seed=7)).save(photos / "new.png")
     res = prepare_images(photos, out, config=PrepareImagesConfig())
     assert (res.n_written, res.n_skipped, res.n_samples) == (1, 5, 6)
+    # a photo replaced by another since it was prepared: its crop would be the old one's
+    from facehd.errors import FacehdError
+
+    before = out.read_bytes()
+    Image.fromarray(drawn_face.draw_face(SIZE, seed=8)).save(photos / "new.png")
+    with pytest.raises(FacehdError, match=r"1 photos changed since.*new\.png.*--overwrite"):
+        prepare_images(photos, out)
+    assert out.read_bytes() == before
 
 
 def test_cli_exit_status_and_missing_folder(built, tmp_path):
