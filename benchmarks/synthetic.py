@@ -569,6 +569,8 @@ def make_synthetic_benchmark(
         )
     if n_subjects < 1:
         raise ValueError(f"make_synthetic_benchmark: n_subjects must be >= 1, got {n_subjects}")
+    if seed < 0:
+        raise ValueError(f"make_synthetic_benchmark: seed must be >= 0, got {seed}")
     if name == "facescape" and n_subjects > 100:
         raise ValueError("FaceScape has 100 images per yaw bin: n_subjects must be <= 100")
     if not set(lab_views) <= set(range(11)) or not set(lab_focals) <= {0, 1, 2}:

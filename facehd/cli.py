@@ -26,6 +26,21 @@ app = typer.Typer(
 console = Console()
 
 
+@app.callback()
+def _main() -> None:
+    # `kill`, `timeout` and batch schedulers stop a job with SIGTERM: handled as Ctrl-C, so a
+    # batch command flushes what it finished and writes its tables before it ends
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, interrupt)
+
+
 class PlainTable(Table):
     """A table that shows its text cells as written: names, paths and messages may hold square
     brackets, which are console markup in a plain ``Table``."""
@@ -247,7 +262,7 @@ def synth(
     expressions: int = typer.Option(
         None, min=1, help="Scans per subject, the first neutral (default 2)."
     ),
-    seed: int = typer.Option(0, help="Random seed (same seed, same bytes)."),
+    seed: int = typer.Option(0, min=0, help="Random seed (same seed, same bytes)."),
     units: str = typer.Option("mm", help="Units of the written scans: mm, cm or m."),
     photos: int = typer.Option(
         0, min=0, help="Also render this many photos per scan, with exact ground truth."
@@ -315,7 +330,7 @@ def quickstart(
     out: Path = typer.Option(Path("facehd-out"), help="Output folder."),
     subjects: int = typer.Option(2, min=1, help="Synthetic subjects."),
     expressions: int = typer.Option(2, min=1, help="Scans per subject."),
-    seed: int = typer.Option(0, help="Random seed."),
+    seed: int = typer.Option(0, min=0, help="Random seed."),
     workers: int = typer.Option(1, min=1, help="Processes for build-priors and bench."),
 ) -> None:
     """Run the main job on the built-in default model (facehd-synth), end to end.
@@ -894,7 +909,7 @@ def train_cmd(
 
     from facehd.errors import FacehdError
     from models.config import config_to_dict
-    from models.train import STAGES
+    from models.train import STAGES, TrainingInterrupted
     from models.train import train as run_training
 
     with _exit_on_error(FacehdError, ValueError):
@@ -920,18 +935,22 @@ def train_cmd(
         _error("give the run folder: --out DIR (only --print-config works without it)")
         raise typer.Exit(2)
     with _exit_on_error(FacehdError, ValueError):
-        with _progress() as bar:
-            result = run_training(
-                cfg,
-                out,
-                photos=photos,
-                priors=priors,
-                pairs=pairs,
-                stages=stages,
-                resume=resume,
-                init=init,
-                callback=_training_bar(bar),
-            )
+        try:
+            with _progress() as bar:
+                result = run_training(
+                    cfg,
+                    out,
+                    photos=photos,
+                    priors=priors,
+                    pairs=pairs,
+                    stages=stages,
+                    resume=resume,
+                    init=init,
+                    callback=_training_bar(bar),
+                )
+        except TrainingInterrupted as stopped:  # Ctrl-C or kill: saved after the step
+            console.print(f"[yellow]interrupted:[/yellow] {esc(stopped)}", soft_wrap=True)
+            raise typer.Exit(130) from None
     table = PlainTable("stage", "steps run", "seconds", "it/s")
     for s, n in result.steps.items():
         t = result.seconds[s]

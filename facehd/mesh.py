@@ -747,9 +747,29 @@ def _uv_of(geom: dict) -> np.ndarray | None:
     return uv
 
 
+# a face line with fewer than 3 vertices (a cut file ends in one), or a vertex index 0 (OBJ
+# counts from 1; negative indices count back from the end)
+_OBJ_SHORT_FACE = re.compile(rb"^[ \t]*f(?:[ \t]+\S+){0,2}[ \t]*\r?$", re.MULTILINE)
+_OBJ_ZERO_INDEX = re.compile(rb"^[ \t]*f[ \t][^\n]*?(?<=[ \t])0(?:/|[ \t]|\r?$)", re.MULTILINE)
+
+
+def _obj_line(data: bytes, match: re.Match) -> str:
+    """``line N: <text>`` of a regex match in an OBJ's bytes."""
+    start = data.rfind(b"\n", 0, match.start()) + 1
+    end = data.find(b"\n", match.start())
+    text = data[start : end if end >= 0 else len(data)].strip()[:60]
+    number = data.count(b"\n", 0, start) + 1
+    return f"line {number}: {text.decode('utf-8', 'replace')!r}"
+
+
 def _read_obj(data: bytes, split_seams: bool) -> tuple:
     from trimesh.exchange.obj import load_obj
 
+    data = data.replace(b"\t", b" ")  # whitespace as any other (the reader splits on spaces)
+    if bad := _OBJ_SHORT_FACE.search(data):
+        raise _Problem(f"a face with fewer than 3 vertices ({_obj_line(data, bad)}; a cut file?)")
+    if bad := _OBJ_ZERO_INDEX.search(data):
+        raise _Problem(f"a face index 0 ({_obj_line(data, bad)}): OBJ counts vertices from 1")
     file_vertices = _obj_vertices(data)
     n_file = len(file_vertices)
     if n_file == 0:

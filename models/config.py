@@ -1,9 +1,12 @@
 """Typed configuration of HRN's networks and losses, with the paper's defaults.
 
 Every setting is a field of a dataclass with a docstring under it. Configs are read from YAML or
-JSON with :func:`load_config`, which rejects unknown keys and wrong types with an error naming the
-file and the dotted key, and written back with :func:`save_config` (the resolved config is saved
-next to every checkpoint).
+JSON with :func:`load_config`, which rejects unknown keys, wrong types, values out of range and
+empty files with an error naming the file and the dotted key (and the allowed range), and written
+back with :func:`save_config` (the resolved config is saved next to every checkpoint).
+
+Ranges are table-driven (``_RULES``, by dataclass name, so that the training config's classes in
+:mod:`models.train` are covered too); :func:`check_config` applies them to a config built in code.
 
 Defaults are the paper's (``paper``): loss weights of supplementary Eq. 1-2 (``HRNLossWeights``),
 Deep3DFaceRecon's base-model weights (``BaseLossWeights``), the contour loss of paper Eq. 1-2, and
@@ -13,10 +16,12 @@ the official network sizes. :func:`tiny_cpu_model_config` shrinks the networks f
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -34,6 +39,7 @@ __all__ = [
     "HRNLossWeights",
     "ModelConfig",
     "NetworkConfig",
+    "check_config",
     "config_from_dict",
     "config_to_dict",
     "load_config",
@@ -46,7 +52,8 @@ T = TypeVar("T")
 
 
 class ConfigError(FacehdError):
-    """A configuration has an unknown key, a missing required key or a value of the wrong type."""
+    """A configuration has an unknown key, a missing required key, a value of the wrong type or a
+    value out of its allowed range."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,18 +323,195 @@ def _from_mapping(cls: type[T], data: Mapping[str, Any], where: str) -> T:
         raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
 
 
+# --------------------------------------------------------------------------------------------
+# value ranges
+# --------------------------------------------------------------------------------------------
+Check = Callable[[Any, Any], str | None]
+"""``check(value, section)``: None when ``value`` (a field of dataclass ``section``) is allowed,
+else the allowed range in words (``"> 0"``)."""
+
+
+def _range(
+    lo: float,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    multiple: int = 1,
+    note: str = "",
+) -> Check:
+    """Finite numbers in ``lo .. hi`` (open or closed ends), multiples of ``multiple``; every item
+    of a tuple is checked and None passes (an optional field left off)."""
+    if hi is not None:
+        text = f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    else:
+        text = f"{'>' if lo_open else '>='} {lo}"
+    if multiple > 1:
+        text = f"a multiple of {multiple} {text if hi is not None else 'and ' + text}"
+    text += note
+
+    def check(value: Any, _section: Any) -> str | None:
+        items = value if isinstance(value, tuple) else (value,)
+        for v in items:
+            if v is None:
+                continue
+            if not math.isfinite(v):
+                return f"finite and {text}"
+            if (
+                (v <= lo if lo_open else v < lo)
+                or (hi is not None and (v >= hi if hi_open else v > hi))
+                or (multiple > 1 and v % multiple)
+            ):
+                return f"a list with every item {text}" if isinstance(value, tuple) else text
+        return None
+
+    return check
+
+
+def _one_of(*choices: str) -> Check:
+    return lambda v, _s: None if v in choices else f"one of {', '.join(choices)}"
+
+
+def _device(value: str, _section: Any) -> str | None:
+    ok = re.fullmatch(r"auto|cpu|cuda(:\d+)?", value)  # what models.train._resolve_device takes
+    return None if ok else "auto, cpu, cuda or cuda:N (N a GPU index)"
+
+
+def _morphable_name(value: str, _section: Any) -> str | None:
+    from facehd.morphable.registry import KNOWN_MODELS
+
+    known = value.strip().lower() in KNOWN_MODELS  # load_model's own normalisation
+    return None if known else f"one of {', '.join(KNOWN_MODELS)}"
+
+
+def _template(value: str | None, _section: Any) -> str | None:
+    """null or a name :func:`facehd.align.named_template` takes (checked by calling it, except for
+    a morphable model that loads without files, taken without building it)."""
+    if value is None:
+        return None
+    from facehd.morphable.registry import available_models
+
+    key = value.strip().lower()
+    if any(m.available and m.name == key for m in available_models()):
+        return None
+    from facehd.align import named_template
+
+    try:
+        named_template(value)
+    except ValueError as exc:
+        return f"null or a 5-point template name ({exc})"
+    return None
+
+
+def _high_size(value: int, net: Any) -> str | None:
+    if net.deretouch.input_size is None:  # the de-retouching U-Net then runs at high_size
+        note = " (the de-retouching U-Net runs at high_size when deretouch.input_size is null)"
+        return _range(16, multiple=4, note=note)(value, net)
+    return _range(8, multiple=4, note=" (the pix2pix generators need it)")(value, net)
+
+
+def _mid_size(value: int, net: Any) -> str | None:
+    return _range(8, net.high_size, multiple=4, note=" (at most high_size)")(value, net)
+
+
+def _mid_size_for_discriminators(value: int, cfg: Any) -> str | None:
+    if not cfg.hrn_options.priors:  # the discriminators judge the maps only with the priors
+        return None
+    n = cfg.model.network.discriminator.n_layers
+    note = " (3 * 2**discriminator.n_layers: the discriminators' patches, with the priors on)"
+    return _range(3 * 2**n, note=note)(value, cfg)
+
+
+def _contour_delta(value: float, contour: Any) -> str | None:
+    note = " (a row of the image_size crop; none below it would count)"
+    return _range(0, contour.image_size, hi_open=True, note=note)(value, contour)
+
+
+_WEIGHT = _range(0)  # loss weights, counts, factors that may be 0 (off)
+_POSITIVE = _range(0, lo_open=True)  # learning rates, units, epsilons
+_SIZE = _range(1)  # channels, blocks per stage, periods
+_FRACTION = _range(0, 1)  # ratios and fractions of a stage
+_PROBABILITY = _range(0, 1, hi_open=True)  # dropout, Adam's betas
+
+_RULES: dict[str, dict[str, Check]] = {
+    "HRNLossWeights": dict.fromkeys((f.name for f in fields(HRNLossWeights)), _WEIGHT),
+    "BaseLossWeights": dict.fromkeys((f.name for f in fields(BaseLossWeights)), _WEIGHT),
+    "ContourLossConfig": {"image_size": _SIZE, "delta": _contour_delta, "margin": _PROBABILITY},
+    "AnalyzerConfig": {"layers": _SIZE, "width": _SIZE},
+    "GeneratorConfig": {"n_blocks": _WEIGHT, "filters": _SIZE, "dropout": _PROBABILITY},
+    "DiscriminatorConfig": {"filters": _SIZE, "n_layers": _SIZE},
+    "DeRetouchConfig": {"width": _SIZE, "input_size": _range(16), "eps": _POSITIVE},
+    "NetworkConfig": {
+        "high_size": _high_size,
+        "mid_size": _mid_size,
+        "alpha_init": _WEIGHT,
+        "beta_init": _WEIGHT,
+        "map_unit_mm": _POSITIVE,
+    },
+    # models.train's classes, by name (it imports this module, not the other way round)
+    "MorphableConfig": {"name": _morphable_name},
+    "StageConfig": {
+        "steps": _WEIGHT,
+        "batch_size": _SIZE,
+        "lr": _POSITIVE,
+        "warmup_steps": _WEIGHT,
+        "min_lr_ratio": _FRACTION,
+        "decay_every": _WEIGHT,
+        "decay_factor": _range(0, 1, lo_open=True),
+        "betas": _PROBABILITY,
+    },
+    "HRNOptions": {"discriminator_lr": _POSITIVE, "scale_lr": _WEIGHT, "scale_warmup": _FRACTION},
+    "TrainConfig": {
+        "model.network.mid_size": _mid_size_for_discriminators,
+        "image_size": _range(16),
+        "template": _template,
+        "seed": _range(0, 2**32, hi_open=True),
+        "checkpoint_every": _SIZE,
+        "log_every": _SIZE,
+        "device": _device,
+        "backend": _one_of("auto", "cpu", "nvdiffrast"),
+        "threads": _WEIGHT,
+    },
+}
+"""Allowed values per dataclass name and (dotted) field: every numeric and enumerated field.
+``Literal`` fields (``schedule``, ``gan_mode``) are checked by their type already."""
+
+
+def check_config(config: Any, where: str = "") -> None:
+    """Check every value of dataclass ``config`` (nested sections first) against its range.
+
+    Raises :class:`ConfigError` ``"<dotted key> must be <range>, got <value>"`` for the first
+    value out of range. :func:`config_from_dict` and :func:`load_config` call it; call it on a
+    config built or changed in code.
+    """
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if is_dataclass(value):
+            check_config(value, f"{where}{f.name}.")
+    for key, check in _RULES.get(type(config).__name__, {}).items():
+        value = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        problem = check(value, config)
+        if problem:
+            raise ConfigError(f"{where}{key} must be {problem}, got {value!r}")
+
+
 def config_from_dict(cls: type[T], data: Mapping[str, Any], *, source: str = "") -> T:
-    """Build dataclass ``cls`` from nested plain data, checking every key and type.
+    """Build dataclass ``cls`` from nested plain data, checking every key, type and range.
 
     Missing keys take their defaults. Raises :class:`ConfigError` naming ``source`` and the dotted
-    key for unknown keys, wrong types and missing required keys.
+    key for unknown keys, wrong types, missing required keys and values out of range
+    (:func:`check_config`).
     """
     if not is_dataclass(cls):
         raise TypeError(f"config_from_dict: {cls!r} is not a dataclass")
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source or 'config'}: top level must be a mapping")
     try:
-        return _from_mapping(cls, data, "")
+        config = _from_mapping(cls, data, "")
+        check_config(config)
+        return config
     except ConfigError as exc:
         if source:
             raise ConfigError(f"{source}: {exc}") from None
@@ -355,8 +539,8 @@ def load_config(path: str | Path, cls: type[T]) -> T:
     Raises
     ------
     InputFileError
-        Missing or unparsable file, or content that does not fit ``cls`` (unknown key, wrong
-        type); the message names the file and the dotted key.
+        Missing, unparsable or empty file, or content that does not fit ``cls`` (unknown key,
+        wrong type, value out of range); the message names the file and the dotted key.
     """
     path = Path(path)
     if not path.is_file():
@@ -376,8 +560,12 @@ def load_config(path: str | Path, cls: type[T]) -> T:
         raise
     except Exception as exc:
         raise InputFileError(path, f"cannot parse config ({type(exc).__name__}: {exc})") from exc
-    if data is None:
-        data = {}
+    if data is None:  # an empty file (or only comments) would silently mean every default
+        raise InputFileError(
+            path,
+            "empty config file: write the settings to change ('{}' takes every default), or name "
+            "a preset (e.g. --config tiny-cpu or --config paper) instead of a file",
+        )
     try:
         return config_from_dict(cls, data)
     except ConfigError as exc:

@@ -50,7 +50,6 @@ is used on GPUs only.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import logging
 import math
 import os
@@ -71,6 +70,7 @@ from models.checkpoints import read_checkpoint, save_checkpoint_atomic
 from models.config import (
     ConfigError,
     ModelConfig,
+    check_config,
     config_to_dict,
     load_config,
     paper_model_config,
@@ -88,6 +88,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "TrainingInterrupted",
     "load_train_config",
     "paper_train_config",
     "tiny_cpu_train_config",
@@ -297,35 +298,9 @@ def load_train_config(spec: str | Path) -> TrainConfig:
 
 
 def _check_config(cfg: TrainConfig) -> None:
-    net = cfg.model.network
-    if cfg.image_size < 16:
-        raise ConfigError(f"image_size must be >= 16, got {cfg.image_size}")
-    for name in STAGES:
-        st: StageConfig = getattr(cfg, name)
-        for key, ok, rule in (
-            ("steps", st.steps >= 0, ">= 0"),
-            ("batch_size", st.batch_size >= 1, ">= 1"),
-            ("lr", st.lr > 0 and math.isfinite(st.lr), "> 0"),
-            ("betas", len(st.betas) == 2 and all(0 <= b < 1 for b in st.betas), "two in [0, 1)"),
-            ("warmup_steps", st.warmup_steps >= 0, ">= 0"),
-        ):
-            if not ok:
-                raise ConfigError(f"{name}.{key} must be {rule}, got {getattr(st, key)!r}")
-    for where, weights in (
-        ("model.base_losses", cfg.model.base_losses),
-        ("model.hrn_losses", cfg.model.hrn_losses),
-    ):
-        for f in dataclasses.fields(weights):
-            v = getattr(weights, f.name)
-            if isinstance(v, (int, float)) and not (math.isfinite(v) and v >= 0):
-                raise ConfigError(f"{where}.{f.name} must be a finite weight >= 0, got {v!r}")
-    if net.mid_size > net.high_size:
-        raise ConfigError("model.network.mid_size must not exceed high_size")
-    if cfg.checkpoint_every < 1 or cfg.log_every < 1:
-        raise ConfigError("checkpoint_every and log_every must be >= 1")
-    opts = cfg.hrn_options
-    if opts.scale_lr < 0 or not 0 <= opts.scale_warmup <= 1:
-        raise ConfigError("hrn_options: scale_lr >= 0 and 0 <= scale_warmup <= 1 required")
+    """Every value of ``cfg`` in its range (:func:`models.config.check_config`): also the
+    presets and a config changed after loading (``--steps``), before any training."""
+    check_config(cfg)
 
 
 # --------------------------------------------------------------------------------------------
@@ -572,6 +547,50 @@ def _floats(terms: Any) -> dict[str, float]:
     return out
 
 
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal (Ctrl-C, ``kill``) after finishing a step, whose
+    checkpoint was saved: ``--resume`` continues from it, losing nothing."""
+
+    def __init__(self, stage: str, step: int, checkpoint: Path) -> None:
+        super().__init__(
+            f"stopped at stage {stage}, step {step}; checkpoint {checkpoint} saved: --resume "
+            "continues from it"
+        )
+        self.stage, self.step, self.checkpoint = stage, step, checkpoint
+
+
+class _StopRequest:
+    """While entered (in the main thread of a single-process run), SIGINT and SIGTERM ask the
+    step loop to stop after the current step instead of killing it mid-step; a second SIGINT
+    interrupts at once, as usual."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopRequest:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
 @dataclass
 class TrainResult:
     """What :func:`train` did."""
@@ -619,6 +638,8 @@ class Trainer:
         self.out = Path(out)
         self.device = _resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.dist = _init_distributed(self.device)
+        self.stop = _StopRequest()
+        """Set by a signal: the step loop saves and stops (single-process runs)."""
         if config.threads > 0:
             torch.set_num_threads(config.threads)
         self.log = _RunLog(self.out, self.dist.main)
@@ -915,8 +936,12 @@ class Trainer:
             ):
                 self.log.row(stage, step, values)
             done = step == cfg.steps
-            if step % self.config.checkpoint_every == 0 or done:
+            stop = self.stop.requested and self.dist.world == 1 and not done
+            if step % self.config.checkpoint_every == 0 or done or stop:
                 self._save(stage, step, done, optim, samplers)
+            if stop:
+                self.log.message(f"stage {stage}: stopped by a signal after step {step}")
+                raise TrainingInterrupted(stage, step, self.checkpoint_path(stage))
             if callback is not None:
                 callback(stage, step, cfg.steps, values)
         if cfg.steps == 0 or start >= cfg.steps:
@@ -1401,7 +1426,9 @@ def train(
     existing = sorted(ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
     trainer = Trainer(config, out, photos=photos, priors=priors, pairs=pairs)
     with _run_lock(out) if trainer.dist.main else nullcontext():
-        return _train_stages(trainer, out, stages, existing, resume, init, callback)
+        stop = trainer.stop if trainer.dist.world == 1 else nullcontext()
+        with stop:
+            return _train_stages(trainer, out, stages, existing, resume, init, callback)
 
 
 def _train_stages(

@@ -555,6 +555,8 @@ def record_settings(out: Path, config: SynthConfig) -> None:
     InputFileError
         ``synth.json`` is unreadable, or records other settings (the message names them).
     """
+    if config.seed < 0:  # numpy refuses it, after the record was written
+        raise ValueError(f"seed must be >= 0, got {config.seed}")
     path = out / SETTINGS_NAME
     mine = {"tool": "facehd synth", "settings": _settings(config), "photos": config.photos}
     if path.is_file():

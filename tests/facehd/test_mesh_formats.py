@@ -465,3 +465,33 @@ def test_obj_seam_split_as_long_as_the_file_is_not_taken_for_it(tmp_path: Path) 
     want_v, want_f = _obj_by_hand(text)
     np.testing.assert_array_equal(got.vertices, want_v)
     np.testing.assert_array_equal(got.faces, want_f)
+
+
+_TRI = "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\n"
+
+
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        (_TRI + "f 1 2 3\nf 1 2", r"fewer than 3 vertices \(line 6: 'f 1 2'; a cut file\?\)"),
+        (_TRI + "f 1 2 3\nf\n", r"fewer than 3 vertices \(line 6: 'f'"),
+        (_TRI + "f 0 1 2\n", r"face index 0 \(line 5: 'f 0 1 2'\): OBJ counts vertices from 1"),
+        (_TRI + "f 2/2 3/3 0/1\n", r"face index 0 \(line 5"),
+    ],
+)
+def test_bad_obj_faces_name_the_line(tmp_path: Path, body: str, problem: str) -> None:
+    path = tmp_path / "x.obj"
+    path.write_text(body)
+    with pytest.raises(InputFileError, match=problem):
+        load_mesh(path)
+
+
+def test_obj_keywords_followed_by_tabs(tmp_path: Path) -> None:
+    spaced = tmp_path / "spaced.obj"
+    spaced.write_text(_TRI + "f 1 2 3\nf 1 3 4\nf -1 -2 -3\nf 2 3 4\n")
+    tabbed = tmp_path / "tabbed.obj"
+    tabbed.write_text(spaced.read_text().replace("v ", "v\t").replace("f ", "f\t"))
+    a, b = load_mesh(spaced), load_mesh(tabbed)
+    np.testing.assert_array_equal(a.vertices, b.vertices)
+    np.testing.assert_array_equal(a.faces, b.faces)
+    assert len(a.faces) == 4

@@ -5,10 +5,12 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import typing
 from dataclasses import fields, is_dataclass
 
 import pytest
 import torch
+from hrn_testdata import tiny_config
 
 import models.config as mc
 from facehd.errors import InputFileError
@@ -16,6 +18,7 @@ from models.config import (
     ConfigError,
     HRNLossWeights,
     ModelConfig,
+    check_config,
     config_from_dict,
     config_to_dict,
     load_config,
@@ -24,6 +27,7 @@ from models.config import (
     tiny_cpu_model_config,
 )
 from models.hrn import HRN
+from models.train import PRESETS, TrainConfig, load_train_config, tiny_cpu_train_config
 
 
 def test_defaults_are_the_papers():
@@ -140,3 +144,175 @@ def test_tiny_config_builds_a_working_model():
     assert out.deformation.shape == (1, 3, cfg.mid_size, cfg.mid_size)
     n_params = sum(p.numel() for p in model.parameters())
     assert n_params < 1_000_000  # laptop-CPU size (the paper-size model has ~60 M)
+
+
+# --------------------------------------------------------------------------------------------
+# value ranges: refused when the file is loaded, naming the file, the dotted key and the range
+# --------------------------------------------------------------------------------------------
+_OUT_OF_RANGE = [  # (YAML, dotted key the error names, the allowed range it states)
+    ("model: {hrn_losses: {tv: .nan}}", "model.hrn_losses.tv", "finite and >= 0"),
+    ("model: {hrn_losses: {adversarial: -0.2}}", "model.hrn_losses.adversarial", ">= 0"),
+    (
+        "model: {base_losses: {landmark_emphasis: -1}}",
+        "model.base_losses.landmark_emphasis",
+        ">= 0",
+    ),
+    ("model: {base_losses: {gamma: .inf}}", "model.base_losses.gamma", "finite and >= 0"),
+    ("model: {contour: {delta: -1}}", "model.contour.delta", "in [0, 224)"),
+    ("model: {contour: {delta: 224}}", "model.contour.delta", "in [0, 224)"),
+    ("model: {contour: {margin: -0.01}}", "model.contour.margin", "in [0, 1)"),
+    ("model: {contour: {image_size: 0}}", "model.contour.image_size", ">= 1"),
+    (
+        "model: {network: {analyzer: {layers: [1, 0, 1, 1]}}}",
+        "model.network.analyzer.layers",
+        "every item >= 1",
+    ),
+    ("model: {network: {analyzer: {width: 0}}}", "model.network.analyzer.width", ">= 1"),
+    ("model: {network: {mid: {n_blocks: -1}}}", "model.network.mid.n_blocks", ">= 0"),
+    ("model: {network: {high: {filters: 0}}}", "model.network.high.filters", ">= 1"),
+    ("model: {network: {mid: {dropout: 1.0}}}", "model.network.mid.dropout", "in [0, 1)"),
+    (
+        "model: {network: {discriminator: {filters: 0}}}",
+        "model.network.discriminator.filters",
+        ">= 1",
+    ),
+    (
+        "model: {network: {discriminator: {n_layers: 0}}}",
+        "model.network.discriminator.n_layers",
+        ">= 1",
+    ),
+    ("model: {network: {deretouch: {width: 0}}}", "model.network.deretouch.width", ">= 1"),
+    (
+        "model: {network: {deretouch: {input_size: 8}}}",
+        "model.network.deretouch.input_size",
+        ">= 16",
+    ),
+    ("model: {network: {deretouch: {eps: 0}}}", "model.network.deretouch.eps", "> 0"),
+    ("model: {network: {mid_size: 0}}", "model.network.mid_size", "a multiple of 4 in [8, 256]"),
+    ("model: {network: {mid_size: 30}}", "model.network.mid_size", "a multiple of 4 in [8, 256]"),
+    ("model: {network: {mid_size: 512}}", "model.network.mid_size", "at most high_size"),
+    ("model: {network: {mid_size: 16}}", "model.network.mid_size", ">= 24 (3 * 2**discriminator"),
+    ("model: {network: {high_size: 254}}", "model.network.high_size", "a multiple of 4 and >= 8"),
+    (
+        "model: {network: {high_size: 8, mid_size: 8, deretouch: {input_size: null}}}",
+        "model.network.high_size",
+        "a multiple of 4 and >= 16",
+    ),
+    ("model: {network: {alpha_init: -0.01}}", "model.network.alpha_init", ">= 0"),
+    ("model: {network: {beta_init: .nan}}", "model.network.beta_init", "finite and >= 0"),
+    ("model: {network: {map_unit_mm: 0}}", "model.network.map_unit_mm", "> 0"),
+    ("morphable: {name: flame}", "morphable.name", "one of facehd-synth, bfm"),
+    ("image_size: 8", "image_size", ">= 16"),
+    ("template: foo", "template", "unknown 5-point template 'foo'"),
+    ("template: bfm", "template", "5-point template"),
+    ("seed: -1", "seed", "in [0, 4294967296)"),
+    ("seed: 4294967296", "seed", "in [0, 4294967296)"),
+    ("checkpoint_every: 0", "checkpoint_every", ">= 1"),
+    ("log_every: 0", "log_every", ">= 1"),
+    ("device: tpu", "device", "auto, cpu, cuda or cuda:N"),
+    ("device: 'cuda:x'", "device", "auto, cpu, cuda or cuda:N"),
+    ("backend: opengl", "backend", "one of auto, cpu, nvdiffrast"),
+    ("threads: -3", "threads", ">= 0"),
+    ("base: {steps: -1}", "base.steps", ">= 0"),
+    ("base: {batch_size: 0}", "base.batch_size", ">= 1"),
+    ("base: {lr: 0}", "base.lr", "> 0"),
+    ("hrn: {lr: .inf}", "hrn.lr", "finite and > 0"),
+    ("deretouch: {warmup_steps: -1}", "deretouch.warmup_steps", ">= 0"),
+    ("hrn: {min_lr_ratio: 2.0}", "hrn.min_lr_ratio", "in [0, 1]"),
+    ("base: {decay_every: -1}", "base.decay_every", ">= 0"),
+    (
+        "base: {schedule: step, decay_every: 1, decay_factor: -3}",
+        "base.decay_factor",
+        "in (0, 1]",
+    ),
+    ("deretouch: {decay_factor: 1.5}", "deretouch.decay_factor", "in (0, 1]"),
+    ("hrn: {betas: [0.9, 1.0]}", "hrn.betas", "every item in [0, 1)"),
+    ("hrn_options: {discriminator_lr: -1}", "hrn_options.discriminator_lr", "> 0"),
+    ("hrn_options: {discriminator_lr: 0}", "hrn_options.discriminator_lr", "> 0"),
+    ("hrn_options: {scale_lr: -1}", "hrn_options.scale_lr", ">= 0"),
+    ("hrn_options: {scale_warmup: 1.5}", "hrn_options.scale_warmup", "in [0, 1]"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "allowed"), _OUT_OF_RANGE)
+def test_values_out_of_range_are_named_errors(tmp_path, text, key, allowed):
+    path = tmp_path / "run.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(InputFileError) as err:
+        load_train_config(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: {key} must be "), message
+    assert allowed in message, message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hrn_options: {priors: false}\nmodel: {network: {mid_size: 16}}",  # no discriminators
+        "model: {network: {mid_size: 24, high_size: 100}}",  # multiples of 4, not powers of 2
+        "model: {network: {alpha_init: 0, beta_init: 0, deretouch: {input_size: null}}}",
+        "model: {contour: {delta: 0, margin: 0}}",
+        "base: {steps: 0, warmup_steps: 0, min_lr_ratio: 1, decay_factor: 1, decay_every: 0}",
+        "hrn_options: {scale_lr: 0, scale_warmup: 1}\nthreads: 0\nseed: 4294967295",
+        "template: FaceHD-Synth\ndevice: 'cuda:1'",
+        "template: deep3d\ndevice: cuda\nbackend: nvdiffrast",
+        "template: anthropometric\ndevice: auto\nmorphable: {name: bfm}",
+        "template: null\ndevice: cpu",
+        "{}",  # every default, said explicitly
+    ],
+)
+def test_values_at_the_edges_of_their_ranges_load(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    path.write_text(text + "\n")
+    check_config(load_train_config(path))
+
+
+@pytest.mark.parametrize(
+    ("name", "text"), [("a.yaml", ""), ("b.yaml", "# nothing\n"), ("c.json", "null")]
+)
+def test_an_empty_config_file_is_an_error(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(InputFileError) as err:
+        load_train_config(path)
+    assert str(err.value).startswith(f"{path}: empty config file")
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_shipped_presets_are_in_range_and_load_back(tmp_path, preset):
+    cfg = load_train_config(preset)
+    check_config(cfg)
+    assert load_config(save_config(tmp_path / "config.yaml", cfg), TrainConfig) == cfg
+
+
+def test_the_tests_tiny_trainer_config_is_in_range():
+    check_config(tiny_config())
+
+
+def test_check_config_catches_a_config_changed_in_code():
+    cfg = tiny_cpu_train_config()
+    cfg.hrn.lr = -1.0
+    with pytest.raises(ConfigError, match=r"^hrn\.lr must be > 0, got -1\.0$"):
+        check_config(cfg)
+
+
+def _leaf_fields(cls):
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if is_dataclass(hints[f.name]):
+            yield from _leaf_fields(hints[f.name])
+        else:
+            yield cls, f.name, hints[f.name]
+
+
+def test_every_numeric_and_enumerated_field_has_a_range():
+    free_text = {"bfm_path", "uv_path", "identity_network"}  # paths, checked when opened
+    unchecked = [
+        f"{cls.__name__}.{name}"
+        for cls, name, tp in _leaf_fields(TrainConfig)
+        if tp is not bool
+        and typing.get_origin(tp) is not typing.Literal  # checked by its type
+        and name not in free_text
+        and name not in mc._RULES.get(cls.__name__, {})
+    ]
+    assert not unchecked, f"fields without a range check: {unchecked}"

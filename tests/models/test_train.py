@@ -71,6 +71,35 @@ def test_a_killed_run_resumes_exactly(hrn_data, full_run, tmp_path, one_thread):
         assert (out / f"log_{stage}.csv").read_text() == a
 
 
+def test_a_signal_stops_after_the_step_with_its_checkpoint(
+    hrn_data, full_run, tmp_path, one_thread
+):
+    import os
+    import signal
+
+    from models.train import TrainingInterrupted
+
+    out_full, _ = full_run
+    out = tmp_path / "stopped"
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors}
+
+    def terminate(stage: str, step: int, total: int, values: dict) -> None:
+        if (stage, step) == ("hrn", 1):  # kill, as a scheduler does, during step 1's report
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted, match="stopped at stage hrn, step 2") as info:
+        train(tiny_config(), out, callback=terminate, **kw)
+    ckpt = read_checkpoint(info.value.checkpoint)  # the step in flight finished and was saved
+    assert (ckpt["stage"], ckpt["step"], ckpt["done"]) == ("hrn", 2, False)
+    assert "stopped by a signal after step 2" in (out / "train.log").read_text()
+    assert signal.getsignal(signal.SIGTERM) == before  # handlers given back
+    train(tiny_config(), out, resume=True, **kw)
+    assert states_equal(out_full / "model.pt", out / "model.pt") == []
+    for stage in ("base", "deretouch", "hrn"):
+        assert (out / f"log_{stage}.csv").read_text() == (out_full / f"log_{stage}.csv").read_text()
+
+
 def test_stagewise_runs_equal_one_run(hrn_data, full_run, tmp_path, one_thread):
     """base, then deretouch, then hrn as three commands on one folder = one command."""
     out = tmp_path / "stagewise"
@@ -429,7 +458,7 @@ def test_mistakes_are_refused_before_training_and_a_run_is_not_shared(
     for stage, key, value, rule in (
         ("base", "lr", -1.0, "> 0"),
         ("hrn", "batch_size", 0, ">= 1"),
-        ("deretouch", "betas", (0.9, 1.5), r"two in \[0, 1\)"),
+        ("deretouch", "betas", (0.9, 1.5), r"a list with every item in \[0, 1\)"),
     ):
         cfg = tiny_config()
         setattr(getattr(cfg, stage), key, value)
@@ -437,7 +466,7 @@ def test_mistakes_are_refused_before_training_and_a_run_is_not_shared(
             train(cfg, tmp_path / "c", **kw)
     cfg = tiny_config()
     cfg.model.hrn_losses.tv = math.nan
-    with pytest.raises(FacehdError, match=r"model\.hrn_losses\.tv must be a finite weight"):
+    with pytest.raises(FacehdError, match=r"model\.hrn_losses\.tv must be"):
         train(cfg, tmp_path / "c", **kw)
     if not torch.cuda.is_available():
         cfg = tiny_config()
