@@ -419,6 +419,8 @@ class H5Dataset:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise InputFileError(self.path, "is a folder: give the dataset's .h5 file")
         if not self.path.is_file():
             raise InputFileError(self.path, "no such dataset file")
         try:
@@ -481,6 +483,14 @@ class H5Dataset:
         """
         if name != ID_FIELD and name not in self.fields:
             raise KeyError(f"{self.path}: no field {name!r}; fields: {sorted(self.fields)}")
+        try:
+            return self._read_field(name, index)
+        except OSError as exc:  # a damaged chunk (a flipped byte fails its checksum filter)
+            raise InputFileError(
+                self.path, f"field {name!r} cannot be read ({exc}): the file is damaged"
+            ) from None
+
+    def _read_field(self, name: str, index: int | slice | Sequence[int]) -> Any:
         ds = self._file[name]
         is_str = name == ID_FIELD or self.fields[name].dtype == STR
         if isinstance(index, (int, np.integer)):
@@ -687,11 +697,17 @@ def read_failures(failures_csv: str | Path, output: str | Path | None = None) ->
     path = Path(failures_csv)
     if not path.is_file():
         return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or list(reader.fieldnames) != list(FAILURE_COLUMNS):
-            raise InputFileError(path, f"not a facehd failures file (columns {FAILURE_COLUMNS})")
-        rows = list(reader)
+    # utf-8-sig: a file saved again by a spreadsheet starts with a byte-order mark
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or list(reader.fieldnames) != list(FAILURE_COLUMNS):
+                raise InputFileError(
+                    path, f"not a facehd failures file (columns {FAILURE_COLUMNS})"
+                )
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputFileError(path, f"not a readable failures file ({exc})") from None
     name = None if output is None else Path(output).name
     return [
         Failure(r["sample_id"], r["source"], r["reason"])
@@ -706,7 +722,8 @@ def _rewrite_failures(path: Path, output_name: str, failures: Iterable[Failure])
     with locked(path):
         others: list[dict[str, str]] = []
         if path.is_file():
-            with open(path, newline="", encoding="utf-8") as fh:
+            read_failures(path)  # a damaged file is an error naming it, not a traceback
+            with open(path, newline="", encoding="utf-8-sig") as fh:
                 others = [r for r in csv.DictReader(fh) if r.get("output") != output_name]
         mine = [
             {

@@ -91,7 +91,8 @@ def find_scan_files(root: str | Path) -> list[tuple[str, Path, bool]]:
     """``(scan id, path, shares its stem)`` of every scan under ``root``, sorted by id.
 
     Scans are the files :func:`is_scan_file` accepts, in any subfolder except build-priors'
-    ``*.shards`` work folders. A scan's id is its path relative to ``root`` without the suffix,
+    ``*.shards`` work folders, hidden files and folders (``.<name>``, macOS's ``._<name>``)
+    left out. A scan's id is its path relative to ``root`` without the suffix,
     or with it when another scan in the same folder has the same stem (``head.obj`` and
     ``head.ply`` are ``head.obj`` and ``head.ply``; the third item is then True).
 
@@ -103,6 +104,8 @@ def find_scan_files(root: str | Path) -> list[tuple[str, Path, bool]]:
     from facehd.errors import InputFileError
 
     root = Path(root)
+    if root.is_file():
+        raise InputFileError(root, "is a file: give the folder of scans")
     if not root.is_dir():
         raise InputFileError(root, "scans folder does not exist")
     found = sorted(
@@ -111,6 +114,8 @@ def find_scan_files(root: str | Path) -> list[tuple[str, Path, bool]]:
         if is_scan_file(p)
         and p.is_file()
         and not any(part.endswith(".shards") for part in p.relative_to(root).parent.parts)
+        # hidden files and folders: macOS's ._<name> resource forks copied beside the scans
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
     if not found:
         raise InputFileError(root, f"no scan found (files {', '.join(MESH_SUFFIXES)})")
@@ -268,6 +273,32 @@ def connected_pieces(mesh: Mesh) -> tuple[int, np.ndarray]:
     # number the pieces that hold faces 0..k-1 (unused vertices form pieces of their own)
     used, face_label = np.unique(label[f[:, 0]], return_inverse=True)
     return len(used), face_label.astype(np.int64)
+
+
+def drop_duplicate_faces(mesh: Mesh) -> tuple[Mesh, int]:
+    """The mesh without its repeated triangles: ``(mesh, faces dropped)``.
+
+    A triangle is repeated when another one, earlier in the file, has the same three corners
+    (vertices at the same position count as one), in either winding: a double-sided export
+    stores each face twice, once each way, and their area-weighted vertex normals cancel to
+    nothing. The first of each is kept; a mesh without repeats comes back as it is (the same
+    object, 0 dropped).
+    """
+    if mesh.n_faces < 2:
+        return mesh, 0
+    _, weld = merge_equal_rows(mesh.vertices)
+    c = np.sort(weld[mesh.faces], axis=1).astype(np.int64)
+    n = int(weld.max()) + 1
+    if n < 1 << 21:  # one integer per triangle: a 1-D unique is several times faster
+        _, first = np.unique((c[:, 0] << 42) | (c[:, 1] << 21) | c[:, 2], return_index=True)
+    else:
+        _, first = np.unique(c, axis=0, return_index=True)
+    if len(first) == mesh.n_faces:
+        return mesh, 0
+    keep = np.sort(first)
+    return Mesh(mesh.vertices, mesh.faces[keep], mesh.uvs, mesh.colors), int(
+        mesh.n_faces - len(keep)
+    )
 
 
 def consistent_winding(mesh: Mesh) -> tuple[Mesh, int]:

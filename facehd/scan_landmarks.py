@@ -285,6 +285,9 @@ class ScanLandmarks:
     rewound_faces: int = 0
     """Faces turned over to agree with their neighbours' winding before the search
     (:func:`facehd.mesh.consistent_winding`; 0 for a consistently wound scan)."""
+    duplicate_faces: int = 0
+    """Faces stored twice (a double-sided export), the second left out of the search
+    (:func:`facehd.mesh.drop_duplicate_faces`)."""
 
     @property
     def now7_spread_mm(self) -> np.ndarray:
@@ -891,11 +894,13 @@ class ScanLandmarker:
         ScanLandmarkError
             No face, an unsure detection, or a size that fits no unit (``reason`` says which).
         """
-        from facehd.mesh import consistent_winding, main_parts
+        from facehd.mesh import consistent_winding, drop_duplicate_faces, main_parts
 
         if mesh.n_faces == 0:
             raise ScanLandmarkError("empty", f"{name} has no triangles")
-        # mixed windings cancel in the vertex normals: the shading would be noise
+        # faces stored twice (double-sided exports) and mixed windings cancel in the vertex
+        # normals: the shading would be noise
+        mesh, doubled = drop_duplicate_faces(mesh)
         mesh, rewound = consistent_winding(mesh)
         # Stray pieces (specks, a scanner table) and unused vertices would set the scan's size
         # and the search cameras' framing: the main part alone is searched, and where a large
@@ -911,6 +916,7 @@ class ScanLandmarker:
                 continue
             found.ignored_faces = int(mesh.n_faces - part.sum())
             found.rewound_faces = rewound
+            found.duplicate_faces = doubled
             return found
         # the candidate that got furthest speaks (a face found but unsure over no face)
         raise min(errors, key=lambda e: _FAILURE_ORDER.get(e.reason, 4))

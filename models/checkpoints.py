@@ -102,6 +102,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         objects that need code to load, or is not a dictionary.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputFileError(path, "is a folder: give the checkpoint file (a run's model.pt)")
     if not path.is_file():
         raise InputFileError(path, "checkpoint file not found")
     try:
@@ -111,8 +113,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         if "weights_only" in text or "Weights only load failed" in text:
             # PyTorch's advice here (retry with weights_only=False) would run the file's code
             why = "holds objects that need code to load, or is no PyTorch file at all"
+        elif "central directory" in text or "zip archive" in text or "miniz" in text:
+            why = "cut short or damaged: its zip archive is incomplete (an interrupted copy?)"
+        elif isinstance(exc, (KeyError, EOFError, UnicodeDecodeError)) or "magic number" in text:
+            why = "neither a zip archive nor a pickle: no PyTorch file"
         else:
-            why = f"{type(exc).__name__}: {(text.splitlines() or [''])[0][:200]}"
+            first = (text.splitlines() or [""])[0]
+            why = f"{type(exc).__name__}: {first if len(first) <= 200 else first[:197] + '...'}"
         raise InputFileError(path, f"not a readable PyTorch checkpoint ({why})") from exc
     if not isinstance(data, Mapping):
         raise InputFileError(path, f"checkpoint must hold a dict, found {type(data).__name__}")

@@ -469,7 +469,12 @@ def find_photos_and_repeats(inputs: list[str | Path]) -> tuple[list[Path], list[
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            sub = sorted(q for q in p.rglob("*") if q.suffix.lower() in PHOTO_SUFFIXES)
+            sub = sorted(
+                q
+                for q in p.rglob("*")
+                if q.suffix.lower() in PHOTO_SUFFIXES
+                and not any(part.startswith(".") for part in q.relative_to(p).parts)
+            )
             if not sub:
                 raise InputFileError(p, "folder holds no photo")
             found += sub

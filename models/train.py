@@ -649,6 +649,13 @@ class Trainer:
         self._photos = PhotoDataset(self.photos_path) if self.photos_path else None
         if config.template is None:
             config.template = self._photos.template if self._photos else "anthropometric"
+        elif self._photos is not None and self._photos.template != config.template:
+            # the photos' crops and the lab crops / reconstructions would be framed apart
+            raise FacehdError(
+                f"{self.photos_path}: prepared with the {self._photos.template!r} template, "
+                f"the config says {config.template!r}: leave template unset (it follows the "
+                "photos), or prepare them again with --template " + config.template
+            )
         m = config.morphable
         kwargs = {k: v for k, v in (("bfm_path", m.bfm_path), ("uv_path", m.uv_path)) if v}
         try:

@@ -77,7 +77,7 @@ from facehd.h5io import (
     verify,
 )
 from facehd.landmarks import PICKED_POINTS_SUFFIX
-from facehd.mesh import Mesh, find_scan_files, load_mesh, save_mesh
+from facehd.mesh import Mesh, drop_duplicate_faces, find_scan_files, load_mesh, save_mesh
 from pipelines.fitting import UNIT_TO_MM, FitConfig, ScanFit, detect_units, fit_scan
 
 __all__ = [
@@ -290,7 +290,7 @@ def read_scan(
     """
     from facehd.landmarks import load_landmarks, to_now7
 
-    mesh = load_mesh(scan.mesh_path)
+    mesh, _ = drop_duplicate_faces(load_mesh(scan.mesh_path))  # double-sided exports
     if scan.landmarks_path is None and auto_landmarks:
         from pipelines.landmarks import detect_landmarks7
 

@@ -266,6 +266,8 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
             notes.append(
                 f"{result.ignored_faces} faces of stray pieces apart from the scan ignored"
             )
+        if result.duplicate_faces:
+            notes.append(f"{result.duplicate_faces} faces stored twice left out")
         if result.rewound_faces:
             notes.append(f"{result.rewound_faces} faces wound against their neighbours turned over")
         row.detail = "; ".join(notes)

@@ -208,6 +208,15 @@ def test_failures_recorded_retried_and_kept_per_output(tmp_path):
     assert res.n_samples == 2 and res.n_failed == 1 and res.failures_path == fcsv
     assert read_failures(fcsv, out) == [Failure(sid(3), "/in/3.obj", "NaN vertices again")]
     assert [f.sample_id for f in read_failures(fcsv, tmp_path / "other.h5")] == ["x"]
+    # the file saved again by a spreadsheet (a byte-order mark) still reads; a damaged one is
+    # an error naming it
+    fcsv.write_bytes(b"\xef\xbb\xbf" + fcsv.read_bytes())
+    assert read_failures(fcsv, out) == [Failure(sid(3), "/in/3.obj", "NaN vertices again")]
+    saved = fcsv.read_bytes()
+    fcsv.write_bytes(b"output,sample_id\n\xff\xfe,x\n")
+    with pytest.raises(InputFileError, match="failures"):
+        read_failures(fcsv, out)
+    fcsv.write_bytes(saved)
     # Without retries, a rerun skips what failed before.
     w = ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, retry_failures=False)
     assert w.pending([sid(k) for k in range(5)]) == [sid(0), sid(4)]

@@ -435,6 +435,27 @@ def _cyclic(faces: np.ndarray) -> np.ndarray:
     return np.take_along_axis(faces, (k + np.arange(3)) % 3, axis=1)
 
 
+def test_drop_duplicate_faces_matches_a_brute_force_set() -> None:
+    rng = np.random.default_rng(4)
+    base = small_mesh(6)
+    # copies in either winding, at random places; one copy through a duplicated vertex
+    extra = base.faces[rng.choice(base.n_faces, 40, replace=False)]
+    extra[::2] = extra[::2, ::-1]
+    vertices = np.concatenate([base.vertices, base.vertices[extra[0, :1]]])
+    extra[0, 0] = len(base.vertices)  # the same position under another index
+    faces = np.concatenate([base.faces, extra])[rng.permutation(base.n_faces + 40)]
+    mesh = Mesh(vertices, faces)
+    out, n = mesh_mod.drop_duplicate_faces(mesh)
+    seen, keep = set(), []
+    for i, f in enumerate(faces):
+        key = frozenset(tuple(vertices[v]) for v in f)
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    assert n == 40 and np.array_equal(out.faces, faces[keep])
+    assert mesh_mod.drop_duplicate_faces(base) == (base, 0)
+
+
 def test_consistent_winding_turns_the_minority_of_each_surface_back() -> None:
     sphere = trimesh.creation.icosphere(3)
     parts = [
@@ -541,6 +562,7 @@ def test_find_scan_files_ids_clashes_and_what_is_left_out(tmp_path: Path) -> Non
     names = [
         "a/head.obj", "a/head.ply", "b/x.stl", "sub/deeper/z.off", "top.wrl",  # scans
         "b/x.gt_m1.ply", "b/x.m0.ply", "old.obj.off", "a/notes.txt", "p.h5.shards/s.obj",
+        "a/._head.obj", ".hidden/y.ply",  # macOS resource forks, hidden folders
     ]  # fmt: skip
     for n in names:
         (tmp_path / n).parent.mkdir(parents=True, exist_ok=True)
@@ -557,3 +579,5 @@ def test_find_scan_files_ids_clashes_and_what_is_left_out(tmp_path: Path) -> Non
         find_scan_files((tmp_path / "empty").mkdir() or tmp_path / "empty")
     with pytest.raises(InputFileError, match="does not exist"):
         find_scan_files(tmp_path / "missing")
+    with pytest.raises(InputFileError, match="is a file: give the folder of scans"):
+        find_scan_files(tmp_path / "top.wrl")

@@ -510,6 +510,11 @@ def test_synthetic_face_in_any_frame_and_inside_out(landmarker) -> None:  # noqa
     rewound = landmarker.detect(Mesh(scan.vertices, mixed))
     assert rewound.rewound_faces == turn.sum()
     np.testing.assert_allclose(rewound.landmarks68, result.landmarks68, atol=1e-9)
+    # double-sided: every face stored again the other way round (their normals cancel to
+    # nothing); the copies are left out, the same scan
+    doubled = landmarker.detect(Mesh(scan.vertices, np.concatenate([scan.faces, mixed])))
+    assert doubled.duplicate_faces == scan.n_faces and doubled.rewound_faces == 0
+    np.testing.assert_allclose(doubled.landmarks68, result.landmarks68, atol=1e-9)
 
 
 @needs_mediapipe

@@ -127,8 +127,13 @@ def test_landmarks_beside_a_photo_replace_the_detector(hrn_data, model_path, tmp
 def test_checkpoint_errors(tmp_path, model_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(model_path.read_bytes()[:500])
-    with pytest.raises(InputFileError, match="bad.pt"):
+    with pytest.raises(InputFileError, match=r"bad\.pt.*cut short or damaged"):
         load_system(bad)
+    bad.write_text("junk\n")
+    with pytest.raises(InputFileError, match="neither a zip archive nor a pickle"):
+        load_system(bad)
+    with pytest.raises(InputFileError, match="is a folder: give the checkpoint file"):
+        load_system(tmp_path)
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(3)}, other)
     with pytest.raises(InputFileError, match="not a facehd or HRN checkpoint"):

@@ -454,6 +454,13 @@ def test_mistakes_are_refused_before_training_and_a_run_is_not_shared(
     afile.write_text("x")
     with pytest.raises(FacehdError, match="not a folder"):
         train(tiny_config(), afile, **kw)
+    # photos cropped to another template than the config's: their framings would differ
+    cfg = tiny_config()
+    cfg.template = "deep3d"
+    with pytest.raises(
+        FacehdError, match="prepared with the '.+' template, the config says 'deep3d'"
+    ):
+        train(cfg, tmp_path / "t", **kw)
     # config values are checked by name
     for stage, key, value, rule in (
         ("base", "lr", -1.0, "> 0"),
