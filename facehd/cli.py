@@ -875,7 +875,11 @@ def train_cmd(
     out: Path = typer.Option(
         None, help="Run folder (checkpoints, logs, config.yaml, model.pt); needed to train."
     ),
-    config: str = typer.Option("tiny-cpu", help="Preset (tiny-cpu, paper) or a YAML/JSON file."),
+    config: str = typer.Option(
+        None,
+        help="Preset (tiny-cpu, paper) or a YAML/JSON file (default: tiny-cpu; with --resume, "
+        "the run's own config.yaml).",
+    ),
     photos: Path = typer.Option(None, help="In-the-wild photos: a prepare-images dataset."),
     priors: Path = typer.Option(None, help="Ground-truth maps with lab photos: build-priors."),
     pairs: Path = typer.Option(
@@ -912,6 +916,9 @@ def train_cmd(
     from models.train import STAGES, TrainingInterrupted
     from models.train import train as run_training
 
+    if config is None:  # a resumed run continues with the settings it was started with
+        own = out / "config.yaml" if out is not None else None
+        config = str(own) if resume and own is not None and own.is_file() else "tiny-cpu"
     with _exit_on_error(FacehdError, ValueError):
         cfg = _train_config(config, bfm, uv, identity_network)
     stages = list(STAGES) if not stage or "all" in stage else stage

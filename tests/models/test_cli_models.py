@@ -49,6 +49,10 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
     assert res.exit_code == 2 and "--resume" in res.output
     res = runner.invoke(app, [*args, "--priors", str(hrn_data.priors), "--resume"])
     assert res.exit_code == 0, res.output
+    # without --config a resume takes the run's own (the tiny-cpu preset would differ from it)
+    own = ["train", "--out", str(run), "--photos", str(hrn_data.photos)]
+    res = runner.invoke(app, [*own, "--priors", str(hrn_data.priors), "--resume"])
+    assert res.exit_code == 0 and "stages done" in res.output, res.output
     res = runner.invoke(
         app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(hrn_data.scans),
               "--views", "1", "--out", str(tmp_path / "eval.csv")],
