@@ -159,6 +159,11 @@ def _read_pp(path: Path) -> np.ndarray:
         raise InputFileError(path, f"not valid MeshLab .pp XML: {exc}") from None
     rows = []
     for k, point in enumerate(root.iter("point")):
+        if point.attrib.get("active", "1").strip() == "0":  # unchecked in PickPoints
+            name = point.attrib.get("name", str(k))
+            raise InputFileError(
+                path, f"point {k} ({name!r}) is not placed (active=0): place it in MeshLab"
+            )
         try:
             rows.append([float(point.attrib[c]) for c in ("x", "y", "z")])
         except KeyError as exc:

@@ -93,6 +93,11 @@ def test_meshlab_pp_written_and_read_back(tmp_path: Path) -> None:
 def test_meshlab_pp(tmp_path: Path) -> None:
     (tmp_path / "scan.pp").write_text(pp_text(pts(7)))
     np.testing.assert_array_equal(load_landmarks(tmp_path / "scan.pp"), pts(7))
+    # a point unchecked in PickPoints (active="0", left at the origin) is not a landmark
+    text = pp_text(pts(7)).replace('active="1"', 'active="0"', 1)
+    (tmp_path / "unplaced.pp").write_text(text)
+    with pytest.raises(InputFileError, match=r"unplaced\.pp: point 0 .*not placed \(active=0\)"):
+        load_landmarks(tmp_path / "unplaced.pp")
 
 
 def test_to_now7_picks_the_same_points_from_51_and_68() -> None:
