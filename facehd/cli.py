@@ -74,8 +74,19 @@ def perf(
             table.add_row(name, entry.description)
         console.print(table)
         return
-    with _exit_on_error(ValueError):
-        rows = perf_mod.run(entries or None, quick=quick)
+    from facehd.errors import FacehdError, check_output_folder
+
+    rows: list = []
+    with _exit_on_error(FacehdError, ValueError):
+        if out.is_dir() or not out.name:
+            raise FacehdError(f"{out}: --out is the CSV file to write, not a folder")
+        check_output_folder(out.parent, "CSV")  # before minutes of measuring
+        try:
+            perf_mod.run(entries or None, quick=quick, rows=rows)
+        except KeyboardInterrupt:  # Ctrl-C or kill: the entries finished so far are kept
+            if rows:
+                console.print(f"interrupted; wrote {esc(perf_mod.write_csv(rows, out))}")
+            raise typer.Exit(130) from None
     table = PlainTable("entry", "metric", "value", "unit", "target", "ok", "note")
     for r in rows:
         ok = "" if r.passed is None else ("yes" if r.passed else "NO")
@@ -147,9 +158,14 @@ def models(
         if entry is not None:
             bfm_path, uv_path = entry.files.get("model"), entry.files.get("uv")
     except ValueError as exc:
+        if registry is not None:  # the file asked for: an error, as for facehd datasets
+            _error(esc(exc))
+            raise typer.Exit(2) from exc
         console.print(f"[yellow]registry not read:[/yellow] {esc(exc)}")
-    cols = ("available", "vertices", "identity", "expression", "albedo", "source")
-    table = PlainTable(Column("model", no_wrap=True), *cols)
+    cols = ("available", "vertices", "identity", "expression", "albedo")
+    table = PlainTable(
+        Column("model", no_wrap=True), *cols, Column("source", overflow="fold")
+    )  # the paths whole, broken across lines when narrow
     for info in available_models(bfm_path=bfm_path, uv_path=uv_path):
         table.add_row(
             info.name,
@@ -340,6 +356,17 @@ def quickstart(
 
     Example: facehd quickstart --out facehd-out
     """
+    from facehd.errors import FacehdError
+
+    try:
+        _quickstart(out, subjects, expressions, seed, workers)
+    except (FacehdError, ValueError, OSError) as exc:
+        # the steps' own advice names their options (--overwrite ...); quickstart has --out
+        _error(f"{esc(exc)}\n(quickstart: remove what the message names, or give another --out)")
+        raise typer.Exit(2) from exc
+
+
+def _quickstart(out: Path, subjects: int, expressions: int, seed: int, workers: int) -> None:
     from benchmarks.runner import run_benchmark
     from benchmarks.synthetic import make_synthetic_benchmark
     from pipelines.build_priors import PriorsConfig, build_priors
@@ -1175,6 +1202,13 @@ def evaluate(
         f"M2 with the true details of the skin each texel shows (the ceiling of the detail "
         f"level at this M1): normal error {s.normal_m2_oracle:.4f} rad"
     )
+    without = sorted({r.sample for r in rows if r.disp_pearson_seen != r.disp_pearson_seen})
+    if without:  # NaN: no <id>.gt.npz, so no true displacement map
+        console.print(
+            f"[yellow]note:[/yellow] no <id>.gt.npz for {', '.join(without)}: their photos have "
+            f"no detail scores; the detail means above are over the other photos",
+            soft_wrap=True,
+        )
     if out is not None:
         console.print(f"wrote {esc(write_rows(out, rows))}")
 
@@ -1198,24 +1232,34 @@ def ablation(
 
     Example: facehd ablation --photos photos.h5 --priors priors.h5 --heldout heldout --out abl
     """
-    from facehd.errors import FacehdError
+    from facehd.errors import FacehdError, check_output_folder
     from models.ablation import run_ablation, table_markdown
+    from models.train import TrainingInterrupted
 
     with _exit_on_error(FacehdError, ValueError):
         cfg = _train_config(config, None, None, identity_network)
         if steps is not None:
             cfg.hrn.steps = steps
-        with _progress() as bar:
-            rows = run_ablation(
-                cfg,
-                out,
-                photos=photos,
-                priors=priors,
-                heldout=heldout,
-                views=views,
-                callback=_training_bar(bar),
-                log=lambda m: bar.console.print(m),
+        check_output_folder(out, "ablation runs")
+        try:
+            with _progress() as bar:
+                rows = run_ablation(
+                    cfg,
+                    out,
+                    photos=photos,
+                    priors=priors,
+                    heldout=heldout,
+                    views=views,
+                    callback=_training_bar(bar),
+                    log=lambda m: bar.console.print(m),
+                )
+        except TrainingInterrupted as stopped:  # saved after the step: a rerun resumes
+            console.print(
+                f"[yellow]interrupted:[/yellow] stage {stopped.stage}, step {stopped.step} "
+                "saved; run the same command again to resume",
+                soft_wrap=True,
             )
+            raise typer.Exit(130) from None
     console.print(table_markdown(rows), markup=False)
     console.print(f"wrote {esc(out / 'ablation.csv')} and {esc(out / 'ablation.md')}")
 

@@ -587,6 +587,9 @@ def verify(
     def report() -> VerifyReport:
         return VerifyReport(path, not problems, schema, n, names, tuple(problems))
 
+    if path.is_dir():
+        problems.append("is a folder, not a dataset file (a .shards folder: an unfinished build)")
+        return report()
     if not path.is_file():
         problems.append("file does not exist")
         return report()

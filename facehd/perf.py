@@ -18,7 +18,7 @@ import platform
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 #: Modules that define benchmark entries (imported lazily by :func:`discover`).
@@ -132,16 +132,31 @@ def count_gflop(fn: Callable[[], object]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def run(names: list[str] | None = None, quick: bool = False) -> list[PerfRow]:
-    """Run the named entries (all when ``names`` is empty or ``None``)."""
+def run(
+    names: list[str] | None = None, quick: bool = False, rows: list[PerfRow] | None = None
+) -> list[PerfRow]:
+    """Run the named entries (all when ``names`` is empty or ``None``).
+
+    ``rows``, when given, receives each entry's rows as it finishes (an interrupted run keeps
+    those). With ``quick`` the problems are smaller than the targets are set for: the rows keep
+    their targets as a reference but are not judged (``passed`` None, a note says so).
+    """
     registry = discover()
     selected = names or sorted(registry)
     unknown = [n for n in selected if n not in registry]
     if unknown:
         raise ValueError(f"unknown perf entries {unknown}; known: {sorted(registry)}")
-    rows: list[PerfRow] = []
+    rows = [] if rows is None else rows
     for name in selected:
-        rows.extend(registry[name].fn(quick))
+        got = registry[name].fn(quick)
+        if quick:
+            got = [
+                replace(r, passed=None, note=f"quick (smaller problem; not judged); {r.note}")
+                if r.target
+                else r
+                for r in got
+            ]
+        rows.extend(got)
     return rows
 
 

@@ -116,6 +116,8 @@ def heldout_ids(scans_dir: str | Path) -> list[str]:
     InputFileError naming the folder or the first missing file otherwise (cheap: nothing is
     read)."""
     d = Path(scans_dir)
+    if d.is_file():
+        raise InputFileError(d, "is a file: give the held-out folder (facehd synth --photos V)")
     if not d.is_dir():
         raise InputFileError(d, "held-out folder does not exist")
     ids = sorted(p.name[: -len(".photos.npz")] for p in d.glob("*.photos.npz"))
@@ -145,9 +147,14 @@ def load_truth(scans_dir: str | Path, sample_id: str) -> Truth:
     displacement = None
     gt = d / f"{sample_id}.gt.npz"
     if gt.is_file():
-        with np.load(gt) as z:
-            if "displacement" in z:
-                displacement = np.asarray(z["displacement"], dtype=np.float64)
+        import zipfile
+
+        try:
+            with np.load(gt, allow_pickle=False) as z:
+                if "displacement" in z:
+                    displacement = np.asarray(z["displacement"], dtype=np.float64)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise InputFileError(gt, f"not a readable .npz archive ({exc})") from None
     return Truth(sample_id, load_mesh(paths["gt_m1.ply"]), m2, paths["photos.npz"], displacement)
 
 
@@ -499,8 +506,7 @@ def evaluate_synthetic(
     jobs: list[tuple[Truth, dict, int]] = []
     for sid in ids:
         truth = load_truth(d, sid)
-        with np.load(truth.photos) as z:
-            photos = {k: z[k] for k in ("images", "landmarks68", "masks", "K", "R", "t")}
+        photos = _read_photos(truth.photos)
         n = photos["images"].shape[0] if views is None else min(views, photos["images"].shape[0])
         jobs += [(truth, photos, v) for v in range(n)]
     rows: list[EvalRow] = []
@@ -525,7 +531,29 @@ def evaluate_synthetic(
 
 
 def summarise(rows: list[EvalRow]) -> EvalSummary:
-    """Means of the rows."""
+    """Means of the rows; a score some rows lack (the detail scores of a scan without its
+    ``<id>.gt.npz``) is the mean of the rows that have it (NaN when none has)."""
     names = [f.name for f in fields(EvalSummary) if f.name != "photos"]
-    means = {k: float(np.mean([getattr(r, k) for r in rows])) for k in names}
+    means = {}
+    for k in names:
+        values = np.array([getattr(r, k) for r in rows], dtype=np.float64)
+        known = values[~np.isnan(values)]
+        means[k] = float(known.mean()) if known.size else float("nan")
     return EvalSummary(photos=len(rows), **means)
+
+
+def _read_photos(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a held-out scan's ``<id>.photos.npz`` the evaluation uses."""
+    import zipfile
+
+    keys = ("images", "landmarks68", "masks", "K", "R", "t")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in keys if k not in z]
+            if missing:
+                raise InputFileError(path, f"lacks {missing} (facehd synth --photos V writes them)")
+            return {k: z[k] for k in keys}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, InputFileError):
+            raise
+        raise InputFileError(path, f"not a readable .npz archive ({exc})") from None

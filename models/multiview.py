@@ -512,7 +512,7 @@ def evaluate_multiview_synthetic(
     from models.evaluate import load_truth, score_levels
 
     if views is not None and views < 2:
-        raise ValueError(f"evaluate_multiview_synthetic: views must be >= 2, got {views}")
+        raise ValueError(f"--views must be >= 2 for multi-view sets, got {views}")
     d = Path(scans_dir)
     ids = sorted(p.name[: -len(".photos.npz")] for p in d.glob("*.photos.npz"))
     jobs = []

@@ -943,7 +943,8 @@ class Trainer:
             ):
                 self.log.row(stage, step, values)
             done = step == cfg.steps
-            stop = self.stop.requested and self.dist.world == 1 and not done
+            # a stop asked during the last step too: the next stage (or run) must not start
+            stop = self.stop.requested and self.dist.world == 1
             if step % self.config.checkpoint_every == 0 or done or stop:
                 self._save(stage, step, done, optim, samplers)
             if stop:

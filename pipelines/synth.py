@@ -485,10 +485,13 @@ def write_scan(
     files = expected_files(out, sid, config)
     made_now = not all(f.is_file() for f in files)
     if not made_now:  # finished by an earlier run: summarise, don't rebuild
-        truth = dict(np.load(out / f"{sid}.gt.npz"))
-        m1 = load_mesh(out / f"{sid}.gt_m1.ply")
-        scan = load_mesh(out / f"{sid}.ply")
-    else:
+        try:
+            truth = dict(np.load(out / f"{sid}.gt.npz"))
+            m1 = load_mesh(out / f"{sid}.gt_m1.ply")
+            scan = load_mesh(out / f"{sid}.ply")
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile):
+            made_now = True  # a file damaged since: made again, the same bytes
+    if made_now:
         scan, truth, m1, m2, lm7 = make_scan(model, config, subject, expression_index)
         save_mesh(out / f"{sid}.ply", scan)
         save_landmarks_txt(out / f"{sid}.lm7.txt", lm7)

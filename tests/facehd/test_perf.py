@@ -24,3 +24,35 @@ def test_perf_csv_cells_share_the_project_format(tmp_path):
     assert got[2]["passed"] == "false" and math.isclose(float(got[2]["value"]), 5.0)
     assert all(r["cpus"].isdigit() for r in got)
     assert not list((tmp_path / "sub").glob("*.tmp"))
+
+
+def test_quick_rows_are_not_judged_and_an_interrupt_keeps_the_rows_done(tmp_path, monkeypatch):
+    import csv
+
+    from typer.testing import CliRunner
+
+    from facehd import perf
+    from facehd.cli import app
+
+    def fine(quick: bool) -> list:
+        return [perf.PerfRow("a", "seconds", 0.5, "s", "< 1 s", True, "n=10")]
+
+    def stopped(quick: bool) -> list:
+        raise KeyboardInterrupt
+
+    entries = {
+        "a": perf._Entry("a", fine, "first"),
+        "b": perf._Entry("b", stopped, "interrupted"),
+    }
+    monkeypatch.setattr(perf, "discover", lambda: entries)
+    (row,) = perf.run(["a"], quick=True)
+    assert row.passed is None and row.note.startswith("quick (smaller problem; not judged)")
+    assert perf.run(["a"])[0].passed is True
+    runner = CliRunner()
+    res = runner.invoke(app, ["perf", "a", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "not a folder" in res.output
+    out = tmp_path / "p.csv"
+    res = runner.invoke(app, ["perf", "a", "b", "--out", str(out)])
+    assert res.exit_code == 130 and "interrupted" in res.output
+    with open(out, newline="") as fh:
+        assert [r["entry"] for r in csv.DictReader(fh)] == ["a"]

@@ -222,3 +222,24 @@ def test_oracle_displacement_is_the_seen_truth_and_its_gain_shrinks_with_misfit(
     )
     assert dist_off[1] > 1.0
     assert ang_off[1] - ang_off[2] < 0.5 * exact_gain, (ang_off, exact_gain)
+
+
+def test_a_score_some_photos_lack_is_averaged_over_the_others_and_bad_npz_named(tmp_path):
+    import dataclasses
+
+    from facehd.errors import InputFileError
+    from models.evaluate import EvalRow, _read_photos, summarise
+
+    n = len(dataclasses.fields(EvalRow)) - 3
+    a = EvalRow("a", 0, 10, *([1.0] * n))
+    b = dataclasses.replace(EvalRow("b", 0, 10, *([3.0] * n)), disp_pearson=float("nan"))
+    s = summarise([a, b])
+    assert s.photos == 2 and s.dist_m0 == 2.0 and s.disp_pearson == 1.0
+    assert np.isnan(summarise([b]).disp_pearson)
+    bad = tmp_path / "x.photos.npz"
+    bad.write_bytes(b"PK\x03\x04 cut")
+    with pytest.raises(InputFileError, match=r"x\.photos\.npz: not a readable \.npz"):
+        _read_photos(bad)
+    np.savez(bad, images=np.zeros((1, 2, 2, 3)))
+    with pytest.raises(InputFileError, match=r"lacks \['landmarks68'"):
+        _read_photos(bad)

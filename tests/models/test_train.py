@@ -99,6 +99,15 @@ def test_a_signal_stops_after_the_step_with_its_checkpoint(
     for stage in ("base", "deretouch", "hrn"):
         assert (out / f"log_{stage}.csv").read_text() == (out_full / f"log_{stage}.csv").read_text()
 
+    # a signal at a stage's last step: the next stage does not run on (an ablation trains one
+    # run after another, and would have carried on for minutes)
+    def at_last_base_step(stage: str, step: int, total: int, values: dict) -> None:
+        if (stage, step) == ("base", total):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted, match="stopped at stage deretouch, step 1"):
+        train(tiny_config(), tmp_path / "last", callback=at_last_base_step, **kw)
+
 
 def test_stagewise_runs_equal_one_run(hrn_data, full_run, tmp_path, one_thread):
     """base, then deretouch, then hrn as three commands on one folder = one command."""
