@@ -770,12 +770,26 @@ def verify(
     Example: facehd verify facehd-out/priors.h5
     """
     from facehd.h5io import verify as verify_file
-    from pipelines.build_priors import SCHEMA, verify_priors
+    from pipelines import build_priors, prepare_images
+    from pipelines.fitting import FitConfig
 
     report = verify_file(path)
     problems = list(report.problems)
-    if not problems and report.schema == SCHEMA:
-        problems = verify_priors(path)
+    # the fields each schema facehd writes must have (a photos file may have more: pairs)
+    required = {
+        build_priors.SCHEMA: set(build_priors.fields_for(1, 1, FitConfig())),
+        prepare_images.SCHEMA: set(prepare_images.fields_spec(prepare_images.CROP_SIZE)),
+    }
+    if not problems and report.schema not in required:
+        problems.append(
+            f"schema {report.schema!r} is none facehd writes ({', '.join(sorted(required))})"
+        )
+    elif not problems:
+        missing = sorted(required[report.schema] - set(report.fields))
+        if missing:
+            problems.append(f"fields {missing} of schema {report.schema} missing")
+    if not problems and report.schema == build_priors.SCHEMA:
+        problems = build_priors.verify_priors(path)
     if problems:
         console.print(f"[red]{esc(path)}: {len(problems)} problem(s)[/red]", soft_wrap=True)
         for p in problems:

@@ -603,6 +603,10 @@ def verify(
         for key in ("facehd_h5io", "schema", "fields", "n_samples", "complete"):
             if key not in a:
                 problems.append(f"attribute {key!r} missing")
+        if "facehd_h5io" in a and int(a["facehd_h5io"]) != FORMAT_VERSION:
+            problems.append(
+                f"layout version {int(a['facehd_h5io'])}, this facehd reads {FORMAT_VERSION}"
+            )
         if "schema" in a:
             schema = str(a["schema"])
             if expected_schema is not None and schema != expected_schema:

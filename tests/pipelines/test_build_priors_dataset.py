@@ -184,3 +184,15 @@ def test_inspect_and_verify(built: tuple, tmp_path: Path) -> None:
     assert any("off its mask" in p and "s001_e00" in p for p in problems)
     assert runner.invoke(app, ["verify", str(bad)]).exit_code == 1
     assert runner.invoke(app, ["verify", str(tmp_path / "missing.h5")]).exit_code == 1
+    # relabelled: another schema, one facehd does not write, another layout version
+    for attr, value, problem in (
+        ("schema", "facehd.photos/1", "fields ['crop_scale'"),
+        ("schema", "facehd.foo/1", "none facehd writes"),
+        ("facehd_h5io", 99, "layout version 99"),
+    ):
+        other = tmp_path / "relabelled.h5"
+        shutil.copy(path, other)
+        with h5py.File(other, "r+") as f:
+            f.attrs[attr] = value
+        res = runner.invoke(app, ["verify", str(other)], terminal_width=300)
+        assert res.exit_code == 1 and problem in res.output, res.output
