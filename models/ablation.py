@@ -83,6 +83,22 @@ def _done(folder: Path) -> bool:
     return (folder / "model.pt").is_file() and (folder / "checkpoints" / "hrn.pt").is_file()
 
 
+def _earlier_seconds(path: Path) -> dict[str, float]:
+    """``train_seconds`` by row of an earlier ``ablation.csv`` (none when there is none)."""
+    import csv
+
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        out = {}
+        for r in csv.DictReader(fh):
+            try:
+                out[r["row"]] = float(r["train_seconds"])
+            except (KeyError, TypeError, ValueError):
+                continue
+        return out
+
+
 def run_ablation(
     config: TrainConfig,
     out: str | Path,
@@ -108,6 +124,7 @@ def run_ablation(
     resume = (shared / "checkpoints").is_dir()
     res = train(config, shared, stages=["base", "deretouch"], resume=resume, **kw)
     shared_seconds = sum(res.seconds.values())
+    earlier = _earlier_seconds(out / "ablation.csv")  # of rows a rerun reuses untrained
     rows: list[AblationRow] = []
     for name, slug, opts in ABLATION_ROWS:
         if opts is None:
@@ -138,6 +155,8 @@ def run_ablation(
                 seconds = sum(r.seconds.values())
             model_path = folder / "model.pt"
             read_checkpoint(model_path)  # fails clearly on a corrupt file
+        if seconds == 0.0:  # nothing trained now: the time the row took when it was trained
+            seconds = earlier.get(name, seconds)
         log(f"ablation row {name}: scoring")
         recon = Reconstructor.load(model_path)
         per_photo, s = evaluate_synthetic(recon, heldout, views=views)
