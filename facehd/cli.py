@@ -493,7 +493,9 @@ def bench(
         None, help="Official HRN checkpoint only: its de-retouching checkpoint."
     ),
     bfm: Path = typer.Option(None, help="Official HRN checkpoint only: the BFM .mat file."),
-    bfm_uv: Path = typer.Option(None, help="Official HRN checkpoint only: the BFM UV file."),
+    bfm_uv: Path = typer.Option(
+        None, "--bfm-uv", "--uv", help="Official HRN checkpoint only: the BFM UV file."
+    ),
     metrical: str = typer.Option(
         None,
         help="NoW / multiview: the metrical variant, with the predicted meshes' unit (mm, cm or "
@@ -640,9 +642,11 @@ def build_priors_cmd(
     out: Path = typer.Option(Path("facehd-out/priors.h5"), help="HDF5 dataset to write."),
     model: str = typer.Option("facehd-synth", help="Morphable model: facehd-synth or bfm."),
     bfm_path: Path = typer.Option(
-        None, help="BFM_model_front.mat (--model bfm; default: registry)."
+        None, "--bfm-path", "--bfm", help="BFM_model_front.mat (--model bfm; default: registry)."
     ),
-    uv_path: Path = typer.Option(None, help="The BFM's UV layout file (--model bfm)."),
+    uv_path: Path = typer.Option(
+        None, "--uv-path", "--uv", help="The BFM's UV layout file (--model bfm)."
+    ),
     units: str = typer.Option("auto", help="Scan units: auto (from the landmarks), mm, cm or m."),
     workers: int = typer.Option(1, min=1, help="Processes on this machine."),
     executor: str = typer.Option("local", help="local (process pool) or ray (facehd\\[ray])."),
