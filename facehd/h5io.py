@@ -452,8 +452,17 @@ class H5Dataset:
                     value = value.item()
                 self.attrs[key] = json.loads(value) if key in json_names else value
             self._n = int(a["n_samples"])
+            if ID_FIELD not in self._file:
+                raise InputFileError(self.path, f"damaged dataset: no {ID_FIELD!r} table")
             self.sample_ids: list[str] = _decode_strings(self._file[ID_FIELD][()])
-        except Exception:
+        except (KeyError, ValueError, TypeError, OSError) as exc:  # hand-edited or damaged
+            self._file.close()
+            if isinstance(exc, InputFileError):
+                raise
+            raise InputFileError(
+                self.path, f"damaged dataset ({type(exc).__name__}: {exc}); facehd verify says more"
+            ) from None
+        except BaseException:
             self._file.close()
             raise
         self._index: dict[str, int] | None = None

@@ -483,3 +483,17 @@ def test_process_items_survives_a_dying_worker(tmp_path):
         process_items(w, items[:3], task, workers=1)
         res = w.finalize()
     assert res.n_samples == 3
+
+
+def test_a_hand_damaged_dataset_is_an_error_naming_the_file(tmp_path):
+    good = build(tmp_path / "good" / "d.h5", [0, 1])
+    for name, damage, problem in (
+        ("no_ids.h5", lambda f: f.__delitem__("sample_id"), "no 'sample_id' table"),
+        ("bad_json.h5", lambda f: f.attrs.__setitem__("fields", "{bad"), "JSONDecodeError"),
+    ):
+        path = tmp_path / name
+        path.write_bytes(good.read_bytes())
+        with h5py.File(path, "r+") as f:
+            damage(f)
+        with pytest.raises(InputFileError, match=rf"{name}: damaged dataset.*{problem}"):
+            open_dataset(path)
