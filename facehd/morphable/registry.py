@@ -141,6 +141,11 @@ def load_model(
 
         return facehd_synth()
     if key == "bfm":
+        from facehd.errors import InputFileError
+
+        for given, what in ((bfm_path, "BFM model file"), (uv_path, "BFM UV layout file")):
+            if given is not None and not Path(given).is_file():  # named before the other's lack
+                raise InputFileError(given, f"{what} not found")
         if bfm_path is None or uv_path is None:
             raise ValueError(
                 "model 'bfm' needs bfm_path (BFM_model_front.mat) and uv_path (its UV layout, "

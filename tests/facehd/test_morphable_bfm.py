@@ -211,3 +211,14 @@ def test_registry_with_bfm(tmp_path: Path, fields: dict[str, np.ndarray]) -> Non
     assert not missing.available and "UV layout" in missing.note
     with pytest.raises(InputFileError, match="not found"):
         load_model("bfm", bfm_path=tmp_path / "none.mat", uv_path=uv_path)
+
+
+def test_a_bfm_file_given_but_missing_is_named_before_the_other_is_asked_for(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(InputFileError, match=r"nope\.mat: BFM model file not found"):
+        load_model("bfm", bfm_path=tmp_path / "nope.mat")
+    with pytest.raises(InputFileError, match=r"nope\.npy: BFM UV layout file not found"):
+        load_model("bfm", uv_path=tmp_path / "nope.npy")
+    with pytest.raises(ValueError, match="needs bfm_path"):
+        load_model("bfm")
