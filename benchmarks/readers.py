@@ -69,6 +69,7 @@ __all__ = [
     "read_facescape_items",
     "find_facescape_images",
     "realy_name",
+    "realy_sort_key",
     "read_lab_camera",
     "NOW_LIST_FILES",
 ]
@@ -272,7 +273,7 @@ def read_realy_items(
         for p in predictions.glob(f"*{suffix}"):
             if _REALY_NAME.match(p.stem):
                 found[p.stem] = p
-    names = sorted(set(found) | set(expected or []), key=_realy_sort_key)
+    names = sorted(set(found) | set(expected or []), key=realy_sort_key)
     if expected is not None:
         names = [n for n in names if n in set(expected)]
     items = []
@@ -284,7 +285,7 @@ def read_realy_items(
     if subjects is not None:
         covered = {it.subject_id for it in items}
         items += [RealyItem(str(s), s, None) for s in subjects if s not in covered]
-        items.sort(key=lambda it: _realy_sort_key(it.name))
+        items.sort(key=lambda it: realy_sort_key(it.name))
     return items
 
 
@@ -309,7 +310,9 @@ def realy_data_dir(root: str | Path) -> Path:
     return root
 
 
-def _realy_sort_key(name: str) -> tuple:
+def realy_sort_key(name: str) -> tuple:
+    """How the official REALY tool orders image names: by their digits (``_`` left out), names
+    of other forms after."""
     digits = name.replace("_", "")
     return (0, int(digits), name) if digits.isdigit() else (1, 0, name)
 

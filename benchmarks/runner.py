@@ -592,12 +592,9 @@ def realy_error_text(rows: list[RealyItemRow]) -> str:
     forehead and cheek errors (mm, cut to 9 characters as that tool writes them), tab-separated,
     ordered as it orders its predictions (by the name's digits, names of other forms after)."""
 
-    def order(row: RealyItemRow) -> tuple[int, int, str]:
-        digits = row.name.replace("_", "")
-        return (0, int(digits), row.name) if digits.isdigit() else (1, 0, row.name)
-
     lines = []
-    for r in sorted((r for r in rows if r.status == "ok"), key=order):
+    ok = (r for r in rows if r.status == "ok")
+    for r in sorted(ok, key=lambda r: readers.realy_sort_key(r.name)):
         errs = (r.nose_mm, r.mouth_mm, r.forehead_mm, r.cheek_mm)
         lines.append(r.name + "\t" + "".join(f"\t{str(float(e))[:9]}" for e in errs) + "\n")
     return "".join(lines)

@@ -74,13 +74,11 @@ def perf(
             table.add_row(name, entry.description)
         console.print(table)
         return
-    from facehd.errors import FacehdError, check_output_folder
+    from facehd.errors import FacehdError, check_output_file
 
     rows: list = []
     with _exit_on_error(FacehdError, ValueError):
-        if out.is_dir() or not out.name:
-            raise FacehdError(f"{out}: --out is the CSV file to write, not a folder")
-        check_output_folder(out.parent, "CSV")  # before minutes of measuring
+        check_output_file(out, "CSV")  # before minutes of measuring
         try:
             perf_mod.run(entries or None, quick=quick, rows=rows)
         except KeyboardInterrupt:  # Ctrl-C or kill: the entries finished so far are kept
@@ -1138,16 +1136,13 @@ def evaluate(
 
     Example: facehd evaluate --checkpoint runs/tiny/model.pt --scans data/heldout --out eval.csv
     """
-    from facehd.errors import FacehdError
+    from facehd.errors import FacehdError, check_output_file
     from models.evaluate import evaluate_synthetic, write_rows
     from models.reconstruct import Reconstructor
 
-    if out is not None and (out.is_dir() or out.parent.is_file()):
-        _error(
-            f"{esc(out)}: {'is a folder' if out.is_dir() else 'its folder is a file'}; "
-            "give a CSV file path as --out"
-        )
-        raise typer.Exit(2)
+    if out is not None:
+        with _exit_on_error(FacehdError):
+            check_output_file(out, "CSV")  # before anything is scored
 
     if multiview:
         from models.multiview import (

@@ -57,3 +57,19 @@ def check_output_folder(path: str | Path, role: str) -> Path:
             path, f"cannot write the {role} here ({exc.strerror or exc})"
         ) from None
     return path
+
+
+def check_output_file(path: str | Path, role: str) -> Path:
+    """:func:`check_output_folder` for the folder of a file to write (``role``, e.g. ``CSV``),
+    which must not itself be a folder.
+
+    Raises
+    ------
+    InputFileError
+        ``path`` is a folder or has no name, or its folder cannot be written.
+    """
+    path = Path(path)
+    if path.is_dir() or not path.name:
+        raise InputFileError(path, f"is a folder: give the {role} file to write, not a folder")
+    check_output_folder(path.parent, f"{role}'s folder")
+    return path

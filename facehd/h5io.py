@@ -157,18 +157,26 @@ procedural model's fingerprint, say) differ in their last bits with the BLAS thr
 machine, which must not make the same build look like another."""
 
 
+def _decoded(value: Any) -> Any:
+    """A JSON attribute's value decoded (other values as they are)."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _same_attr(a: Any, b: Any) -> bool:
     """Whether two attribute values are the same, floats within :data:`ATTR_FLOAT_RTOL` (JSON
     attributes are compared decoded, element by element)."""
     if isinstance(a, str) and isinstance(b, str):
         if a == b:
             return True
-        if a[:1] in "[{" and b[:1] in "[{":
-            try:
-                return _same_attr(json.loads(a), json.loads(b))
-            except ValueError:
-                return False
-        return False
+        da, db = _decoded(a), _decoded(b)  # JSON decodes to a list or dict, never a str
+        if isinstance(da, str) or isinstance(db, str):
+            return False
+        return _same_attr(da, db)
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
@@ -178,16 +186,6 @@ def _same_attr(a: Any, b: Any) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_same_attr(x, y) for x, y in zip(a, b, strict=True))
     return a == b
-
-
-def _decoded(value: Any) -> Any:
-    """A JSON attribute's value decoded (other values as they are)."""
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def _where_differ(a: Any, b: Any, path: str) -> tuple[str, Any, Any]:
@@ -713,17 +711,7 @@ def read_failures(failures_csv: str | Path, output: str | Path | None = None) ->
     path = Path(failures_csv)
     if not path.is_file():
         return []
-    # utf-8-sig: a file saved again by a spreadsheet starts with a byte-order mark
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or list(reader.fieldnames) != list(FAILURE_COLUMNS):
-                raise InputFileError(
-                    path, f"not a facehd failures file (columns {FAILURE_COLUMNS})"
-                )
-            rows = list(reader)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise InputFileError(path, f"not a readable failures file ({exc})") from None
+    rows = _failure_rows(path)
     name = None if output is None else Path(output).name
     return [
         Failure(r["sample_id"], r["source"], r["reason"])
@@ -732,15 +720,29 @@ def read_failures(failures_csv: str | Path, output: str | Path | None = None) ->
     ]
 
 
+def _failure_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of an existing ``failures.csv`` (every output's), checked; InputFileError naming
+    it when it is not one."""
+    # utf-8-sig: a file saved again by a spreadsheet starts with a byte-order mark
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or list(reader.fieldnames) != list(FAILURE_COLUMNS):
+                raise InputFileError(
+                    path, f"not a facehd failures file (columns {FAILURE_COLUMNS})"
+                )
+            return list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputFileError(path, f"not a readable failures file ({exc})") from None
+
+
 def _rewrite_failures(path: Path, output_name: str, failures: Iterable[Failure]) -> None:
     """Replace this output's rows of ``path`` (atomically, under a lock), keep the others."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with locked(path):
         others: list[dict[str, str]] = []
         if path.is_file():
-            read_failures(path)  # a damaged file is an error naming it, not a traceback
-            with open(path, newline="", encoding="utf-8-sig") as fh:
-                others = [r for r in csv.DictReader(fh) if r.get("output") != output_name]
+            others = [r for r in _failure_rows(path) if r.get("output") != output_name]
         mine = [
             {
                 "output": output_name,
@@ -1261,6 +1263,12 @@ def _run_task(fn: Callable[[WorkItem], Mapping[str, Any]], item: WorkItem) -> An
         return fn(item)
     except Exception as exc:
         return _TaskFailed(failure_reason(exc))
+
+
+def name_some(names: Sequence[str], limit: int = 5) -> str:
+    """``a, b, c and N more``: at most ``limit`` of ``names``, for a message."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 def changed_inputs(writer: ShardedDatasetWriter, items: Sequence[WorkItem]) -> list[WorkItem]:

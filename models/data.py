@@ -369,19 +369,42 @@ def lab_photos_path(source: str, sample_id: str, priors_path: str | Path) -> Pat
     return next((c for c in candidates if c.is_file()), None)
 
 
-@functools.lru_cache(maxsize=32)
-def _load_npz(path: str) -> dict[str, np.ndarray]:
-    keys = ("images", "images_clean", "landmarks68", "masks", "K", "scan_R", "scan_t")
+def read_npz(
+    path: str | Path,
+    required: Sequence[str],
+    optional: Sequence[str] = (),
+    *,
+    what: str = "file",
+    hint: str = "",
+) -> dict[str, np.ndarray]:
+    """The ``required`` arrays and those of ``optional`` present of an ``.npz`` file.
+
+    Raises
+    ------
+    InputFileError
+        Naming the file: it lacks a required array (``<what> lacks [...]<hint>``), or it is no
+        readable ``.npz`` archive (cut, damaged, pickled objects).
+    """
     try:
-        with np.load(path) as z:
-            missing = [k for k in ("images", "landmarks68", "masks") if k not in z.files]
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in required if k not in z.files]
             if missing:
-                raise InputFileError(path, f"lab photos file lacks {missing}")
-            return {k: z[k] for k in keys if k in z.files}
+                raise InputFileError(path, f"{what} lacks {missing}{hint}")
+            return {k: z[k] for k in (*required, *optional) if k in z.files}
     except InputFileError:
         raise
-    except Exception as exc:
-        raise InputFileError(path, f"unreadable lab photos file ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - any failure to read is a bad file
+        raise InputFileError(path, f"not a readable .npz archive: {what} ({exc})") from None
+
+
+@functools.lru_cache(maxsize=32)
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+    return read_npz(
+        path,
+        ("images", "landmarks68", "masks"),
+        ("images_clean", "K", "scan_R", "scan_t"),
+        what="lab photos file",
+    )
 
 
 @functools.lru_cache(maxsize=4)

@@ -76,6 +76,7 @@ __all__ = [
     "evaluate_synthetic",
     "seen_detail_scores",
     "heldout_ids",
+    "read_photos",
     "load_truth",
     "oracle_displacement",
     "score_levels",
@@ -147,14 +148,11 @@ def load_truth(scans_dir: str | Path, sample_id: str) -> Truth:
     displacement = None
     gt = d / f"{sample_id}.gt.npz"
     if gt.is_file():
-        import zipfile
+        from models.data import read_npz
 
-        try:
-            with np.load(gt, allow_pickle=False) as z:
-                if "displacement" in z:
-                    displacement = np.asarray(z["displacement"], dtype=np.float64)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise InputFileError(gt, f"not a readable .npz archive ({exc})") from None
+        found = read_npz(gt, (), ("displacement",), what="truth file").get("displacement")
+        if found is not None:
+            displacement = np.asarray(found, dtype=np.float64)
     return Truth(sample_id, load_mesh(paths["gt_m1.ply"]), m2, paths["photos.npz"], displacement)
 
 
@@ -506,7 +504,7 @@ def evaluate_synthetic(
     jobs: list[tuple[Truth, dict, int]] = []
     for sid in ids:
         truth = load_truth(d, sid)
-        photos = _read_photos(truth.photos)
+        photos = read_photos(truth.photos)
         n = photos["images"].shape[0] if views is None else min(views, photos["images"].shape[0])
         jobs += [(truth, photos, v) for v in range(n)]
     rows: list[EvalRow] = []
@@ -542,18 +540,12 @@ def summarise(rows: list[EvalRow]) -> EvalSummary:
     return EvalSummary(photos=len(rows), **means)
 
 
-def _read_photos(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of a held-out scan's ``<id>.photos.npz`` the evaluation uses."""
-    import zipfile
+def read_photos(
+    path: Path, keys: tuple[str, ...] = ("images", "landmarks68", "masks", "K", "R", "t")
+) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of a held-out scan's ``<id>.photos.npz``
+    (:func:`models.data.read_npz`: a damaged file or a missing array is an error naming it)."""
+    from models.data import read_npz
 
-    keys = ("images", "landmarks68", "masks", "K", "R", "t")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in keys if k not in z]
-            if missing:
-                raise InputFileError(path, f"lacks {missing} (facehd synth --photos V writes them)")
-            return {k: z[k] for k in keys}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        if isinstance(exc, InputFileError):
-            raise
-        raise InputFileError(path, f"not a readable .npz archive ({exc})") from None
+    hint = " (facehd synth --photos V writes them)"
+    return read_npz(path, keys, what="held-out photos file", hint=hint)

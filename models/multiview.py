@@ -509,7 +509,7 @@ def evaluate_multiview_synthetic(
     """
     from facehd.errors import InputFileError
     from models.data import align_lab_photo
-    from models.evaluate import load_truth, score_levels
+    from models.evaluate import load_truth, read_photos, score_levels
 
     if views is not None and views < 2:
         raise ValueError(f"--views must be >= 2 for multi-view sets, got {views}")
@@ -518,8 +518,7 @@ def evaluate_multiview_synthetic(
     jobs = []
     for sid in ids:
         truth = load_truth(d, sid)
-        with np.load(truth.photos) as z:
-            photos = {k: z[k] for k in ("images", "landmarks68", "masks")}
+        photos = read_photos(truth.photos, ("images", "landmarks68", "masks"))
         if photos["images"].shape[0] >= 2:
             jobs.append((truth, photos))
     if not jobs:

@@ -297,12 +297,6 @@ def load_train_config(spec: str | Path) -> TrainConfig:
     return load_config(path, TrainConfig)
 
 
-def _check_config(cfg: TrainConfig) -> None:
-    """Every value of ``cfg`` in its range (:func:`models.config.check_config`): also the
-    presets and a config changed after loading (``--steps``), before any training."""
-    check_config(cfg)
-
-
 # --------------------------------------------------------------------------------------------
 # distributed helpers
 # --------------------------------------------------------------------------------------------
@@ -633,7 +627,8 @@ class Trainer:
         from models.data import PhotoDataset
         from models.system import FaceSystem
 
-        _check_config(config)
+        # every value in range, also the presets and --steps overrides, before any work
+        check_config(config)
         self.config = config
         self.out = Path(out)
         self.device = _resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -944,7 +939,8 @@ class Trainer:
                 self.log.row(stage, step, values)
             done = step == cfg.steps
             # a stop asked during the last step too: the next stage (or run) must not start
-            stop = self.stop.requested and self.dist.world == 1
+            # (asked only in a single-process run: no other process waits on this one)
+            stop = self.stop.requested
             if step % self.config.checkpoint_every == 0 or done or stop:
                 self._save(stage, step, done, optim, samplers)
             if stop:

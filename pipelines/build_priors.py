@@ -71,6 +71,7 @@ from facehd.h5io import (
     WorkItem,
     changed_inputs,
     file_sha256,
+    name_some,
     open_dataset,
     process_items,
     read_failures,
@@ -529,19 +530,16 @@ def _check_unchanged(writer: ShardedDatasetWriter, scans: Sequence[ScanInput]) -
         ):
             moved.append(f"{s.sample_id} ({s.landmarks_path} edited)")
 
-    def shown(names: list[str]) -> str:
-        return ", ".join(names[:5]) + (f" and {len(names) - 5} more" * (len(names) > 5))
-
     problems = []
     if changed:
         problems.append(
             f"{len(changed)} scans changed since an earlier run fitted them (their SHA-256 "
-            f"differs from the stored source_sha256): {shown(changed)}"
+            f"differs from the stored source_sha256): {name_some(changed)}"
         )
     if moved:
         problems.append(
             f"the landmarks of {len(moved)} scans changed since an earlier run fitted them: "
-            f"{shown(moved)}"
+            f"{name_some(moved)}"
         )
     if problems:
         raise FacehdError(

@@ -416,7 +416,7 @@ def landmark_scans(
     earlier: set[str] = set()
     changed: set[str] = set()
     for sid, path in scans:
-        lm68, lm7, _ = _destinations(sid, path, config)
+        lm68, lm7, overlay = _destinations(sid, path, config)
         shared = _shared_lm7(sid, path, config)
         old = previous.get(sid)
         if not config.overwrite and lm68.is_file() and _changed_since(old, path):
@@ -432,7 +432,6 @@ def landmark_scans(
                     notes.append(f"{lm7.name} written again from {lm68.name}")
                 except InputFileError as exc:
                     notes.append(f"no {lm7.name}: {exc}")
-            overlay = _destinations(sid, path, config)[2]
             if config.overlays and not overlay.is_file():
                 notes.append("no overlay: found by an earlier run (--overwrite draws it)")
             if notes:

@@ -347,7 +347,13 @@ def prepare_images(
     """
     from facehd.detect import _import_mediapipe
     from facehd.errors import FacehdError
-    from facehd.h5io import ShardedDatasetWriter, WorkItem, changed_inputs, process_items
+    from facehd.h5io import (
+        ShardedDatasetWriter,
+        WorkItem,
+        changed_inputs,
+        name_some,
+        process_items,
+    )
 
     _import_mediapipe()  # fail before any work when the optional extra is missing
     config = config or PrepareImagesConfig()
@@ -368,12 +374,11 @@ def prepare_images(
     ) as writer:
         changed = changed_inputs(writer, items)
         if changed:  # their crops would stay those of the old files
-            shown = ", ".join(str(it.source) for it in changed[:5])
-            more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
             raise FacehdError(
                 f"{writer.out_path}: {len(changed)} photos changed since an earlier run "
                 f"prepared them (their SHA-256 differs from the stored source_sha256): "
-                f"{shown}{more}; rebuild with --overwrite, or write to another --out"
+                f"{name_some([str(it.source) for it in changed])}; rebuild with --overwrite, "
+                "or write to another --out"
             )
         summary = process_items(writer, items, task, workers=workers, progress=progress)
         final = writer.finalize()

@@ -228,7 +228,7 @@ def test_a_score_some_photos_lack_is_averaged_over_the_others_and_bad_npz_named(
     import dataclasses
 
     from facehd.errors import InputFileError
-    from models.evaluate import EvalRow, _read_photos, summarise
+    from models.evaluate import EvalRow, read_photos, summarise
 
     n = len(dataclasses.fields(EvalRow)) - 3
     a = EvalRow("a", 0, 10, *([1.0] * n))
@@ -239,7 +239,7 @@ def test_a_score_some_photos_lack_is_averaged_over_the_others_and_bad_npz_named(
     bad = tmp_path / "x.photos.npz"
     bad.write_bytes(b"PK\x03\x04 cut")
     with pytest.raises(InputFileError, match=r"x\.photos\.npz: not a readable \.npz"):
-        _read_photos(bad)
+        read_photos(bad)
     np.savez(bad, images=np.zeros((1, 2, 2, 3)))
     with pytest.raises(InputFileError, match=r"lacks \['landmarks68'"):
-        _read_photos(bad)
+        read_photos(bad)
