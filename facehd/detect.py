@@ -585,37 +585,70 @@ class FaceDetector:
         The full-range face detector scores faces far higher upright than turned (on real photos,
         upright >= 0.8, turned <= 0.7). An upright score of at least ``upright_score`` keeps the
         photo as it is; otherwise the turn with the best score wins when it beats the upright one
-        by ``orientation_margin``.
+        by ``orientation_margin``, each score the best over the whole photo and its tiles (the
+        search of :meth:`detect_all` for small faces: a face a few hundred pixels wide in a large
+        photo can score higher turned than upright in the whole photo, not at its own scale).
         """
-        image = _check_image(image)
+        return self._orientation(_check_image(image))[0]
+
+    def _orientation(self, image: np.ndarray) -> tuple[int, list[np.ndarray] | None]:
+        """:meth:`orientation`, and the tiled search's boxes in the turned photo where it ran."""
         upright = self._best_score(image)
         if not self.auto_orient or upright >= self.upright_score:
-            return 0
-        scores = {k: self._best_score(np.ascontiguousarray(np.rot90(image, k))) for k in (1, 2, 3)}
-        k = max(scores, key=lambda q: scores[q])
-        return k if scores[k] > upright + self.orientation_margin else 0
+            return 0, None
+        turned = {0: image} | {k: np.ascontiguousarray(np.rot90(image, k)) for k in (1, 2, 3)}
+        scores = {k: upright if k == 0 else self._best_score(img) for k, img in turned.items()}
+        # A face small in the whole photo (a head on a plain backdrop in a large photo) scores
+        # weakly or not at all there, upright or turned, and a turned copy can outscore the
+        # upright one: each side's score is also taken at the face's scale, over the tiles.
+        tiles = {k: self._tile_boxes(img) for k, img in turned.items()}
+        for k, boxes in tiles.items():
+            scores[k] = max([scores[k], *(float(b[0]) for b in boxes)])
+        k = max((1, 2, 3), key=lambda q: scores[q])
+        k = k if scores[k] > scores[0] + self.orientation_margin else 0
+        return k, tiles[k]
 
-    def detect_all(self, image: np.ndarray) -> list[DetectedFace]:
-        """Every face found in ``image`` (H, W, 3) uint8 RGB; empty when none."""
+    def detect_all_upright(self, image: np.ndarray) -> tuple[int, list[DetectedFace]]:
+        """Every face found in ``image`` (H, W, 3) uint8 RGB, in the pixels of the photo turned
+        upright: ``(k, faces)`` with the faces in ``np.rot90(image, k)`` (:meth:`orientation`;
+        ``k`` is 0 for an upright photo). Empty when none."""
         image = _check_image(image)
-        k = self.orientation(image)
+        k, tiles = self._orientation(image)
         work = np.ascontiguousarray(np.rot90(image, k)) if k else image
         meshes = (
             self._run_mesh(self._mesh, work)
             or self._mesh_in_boxes(work, self._boxes(work))
-            or self._mesh_in_boxes(work, self._tile_boxes(work))
+            or self._mesh_in_boxes(work, self._tile_boxes(work) if tiles is None else tiles)
         )
-        if k:
-            meshes = [_unrotate(m, k, image.shape[:2]) for m in meshes]
-        return [DetectedFace.from_mesh(m) for m in meshes]
+        return k, [DetectedFace.from_mesh(m) for m in meshes]
 
-    def detect(self, image: np.ndarray) -> DetectedFace:
-        """The main face of ``image`` (largest, most central); :class:`NoFaceError` when none."""
-        faces = self.detect_all(image)
+    def detect_all(self, image: np.ndarray) -> list[DetectedFace]:
+        """Every face found in ``image`` (H, W, 3) uint8 RGB, in its pixels; empty when none."""
+        k, faces = self.detect_all_upright(image)
+        if k:
+            faces = [
+                DetectedFace.from_mesh(unrotate_points(f.mesh, k, image.shape[:2])) for f in faces
+            ]
+        return faces
+
+    def detect_upright(self, image: np.ndarray) -> tuple[int, DetectedFace]:
+        """The main face of ``image`` (largest, most central) in the pixels of the photo turned
+        upright, ``np.rot90(image, k)``: ``(k, face)``. :class:`NoFaceError` when none.
+
+        A photo turned by quarter turns without an orientation tag is turned upright here, so
+        that its crop shows the face upright (the crop transform scales and shifts only)."""
+        k, faces = self.detect_all_upright(image)
         if not faces:
             raise NoFaceError("no face found")
+        shape = image.shape[:2] if k % 2 == 0 else image.shape[1::-1]
         boxes = np.stack([f.box for f in faces])
-        return faces[select_main_face(boxes, image.shape[:2])]
+        return k, faces[select_main_face(boxes, shape)]
+
+    def detect(self, image: np.ndarray) -> DetectedFace:
+        """The main face of ``image`` (largest, most central), in its pixels; :class:`NoFaceError`
+        when none."""
+        k, face = self.detect_upright(image)
+        return DetectedFace.from_mesh(unrotate_points(face.mesh, k, image.shape[:2])) if k else face
 
     def person_probability(self, image: np.ndarray) -> np.ndarray | None:
         """Selfie-segmentation person probability (H, W) float32 in [0, 1]; None when the
@@ -685,8 +718,9 @@ def _padded_box(image: np.ndarray, x0: float, y0: float, side: float, out: int) 
     return np.ascontiguousarray(np.asarray(resized))
 
 
-def _unrotate(mesh: np.ndarray, k: int, size: tuple[int, int]) -> np.ndarray:
-    """Map points found in ``np.rot90(image, k)`` back to ``image`` of size (H, W)."""
+def unrotate_points(mesh: np.ndarray, k: int, size: tuple[int, int]) -> np.ndarray:
+    """Map points (N, 2 or more; ``x``, ``y`` pixels first) found in ``np.rot90(image, k)`` back
+    to ``image`` of size (H, W); further columns are kept."""
     h, w = size
     out = mesh.copy()
     x, y = mesh[:, 0].copy(), mesh[:, 1].copy()

@@ -1336,10 +1336,9 @@ def rotated_to_image(points: np.ndarray, degrees: float, size: int) -> np.ndarra
 
 def _unrotate_points(points: np.ndarray, k: int, size: tuple[int, int]) -> np.ndarray:
     """Pixels found in ``np.rot90(image, k)`` → pixels of ``image`` (H, W) = ``size``."""
-    from facehd.detect import _unrotate
+    from facehd.detect import unrotate_points
 
-    pts3 = np.concatenate([points, np.zeros((len(points), 1))], axis=1)
-    return _unrotate(pts3, k, size)[:, :2]
+    return unrotate_points(np.asarray(points, dtype=np.float64), k, size)
 
 
 def _onto_midline(lm: np.ndarray, query: Any) -> np.ndarray:

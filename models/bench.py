@@ -117,11 +117,16 @@ class HRNMethod:
         from facehd.mesh import Mesh
 
         photo = load_photo(image)
-        _, aligned = self.recon._detect_and_align(photo.image, image)
+        _, aligned, turn = self.recon._detect_and_align(photo.image, image)
         rec = self.recon.run_crops(aligned.image[None])[0]
         mesh = self.recon.detail_mesh(rec)
         verts = image_aligned_vertices(
-            mesh.vertices, rec.rotation, rec.translation, aligned.transform, photo.image.shape[:2]
+            mesh.vertices,
+            rec.rotation,
+            rec.translation,
+            aligned.transform,
+            photo.image.shape[:2],
+            turn=turn,
         )
         return MethodOutput(mesh=Mesh(verts, mesh.faces, mesh.uvs))
 
@@ -133,6 +138,8 @@ def image_aligned_vertices(
     crop: Any,
     image_hw: tuple[int, int],
     size: int = 256,
+    *,
+    turn: int = 0,
 ) -> np.ndarray:
     """Canonical vertices of a reconstruction -> the photo's image-aligned frame.
 
@@ -149,6 +156,9 @@ def image_aligned_vertices(
     crop : the 224 crop's :class:`facehd.align.CropTransform` (``p_crop = scale p_photo + t``).
     image_hw : the photo's (height, width).
     size : side of the benchmark's image (FaceScape: 256).
+    turn : quarter turns the photo was turned upright by before the crop (``np.rot90(photo,
+        turn)``, :meth:`facehd.detect.FaceDetector.detect_upright`): the crop's pixels are
+        mapped back to the photo as given.
     """
     import torch
 
@@ -167,6 +177,10 @@ def image_aligned_vertices(
     pix = camera.camera_to_pixels(cam[None])[0].numpy()
     scale = float(crop.scale)
     photo = (pix - np.asarray(crop.translation, dtype=np.float64)) / scale  # pixel centres
+    if turn % 4:
+        from facehd.detect import unrotate_points
+
+        photo = unrotate_points(photo, turn, image_hw)
     focal = float(camera.K[0, 0, 0])
     towards = (depth.mean() - depth) * focal / depth.mean() / scale
     h, w = image_hw

@@ -263,25 +263,30 @@ class Reconstructor:
         return self._detect_and_align(image)[1]
 
     def _face(self, image: np.ndarray, path: str | Path | None):
-        """The main face of ``image``: from the photo's ``.pts`` file when :attr:`landmarks`
-        allows (``path`` given), else detected."""
+        """``(k, face)``: the main face of ``image`` in ``np.rot90(image, k)``, from the photo's
+        ``.pts`` file when :attr:`landmarks` allows (``path`` given; ``k`` 0), else detected (a
+        photo turned by quarter turns without an orientation tag is turned upright)."""
         from facehd.detect import FaceDetector, face_from_landmark_file, given_landmarks
 
         pts = given_landmarks(path, self.landmarks) if path is not None else None
         if pts is not None:
-            return face_from_landmark_file(pts, image.shape)
+            return 0, face_from_landmark_file(pts, image.shape)
         if self._detector is None:
             self._detector = FaceDetector(segmentation=False)
-        return self._detector.detect(image)
+        return self._detector.detect_upright(image)
 
     def _detect_and_align(self, image: np.ndarray, path: str | Path | None = None):
+        """``(face, aligned, k)``: the main face and its crops, both of ``np.rot90(image, k)``,
+        the photo turned upright (``k`` quarter turns, 0 for an upright photo)."""
         from facehd.align import align_face, named_template
 
-        face = self._face(image, path)
+        k, face = self._face(image, path)
+        if k:
+            image = np.ascontiguousarray(np.rot90(image, k))
         aligned = align_face(
             image, face.landmarks5, hd_size=OVERLAY_SIZE, template=named_template(self.template)
         )
-        return face, aligned
+        return face, aligned, k
 
     def prepare_view(self, path: str | Path) -> tuple[Any, np.ndarray, np.ndarray]:
         """Load, detect and align one photo for a multi-view fit (:mod:`models.multiview`).
@@ -294,7 +299,7 @@ class Reconstructor:
         from facehd.detect import convex_hull_mask
 
         photo = load_photo(path)
-        face, aligned = self._detect_and_align(photo.image, path)
+        face, aligned, _ = self._detect_and_align(photo.image, path)
         t = aligned.transform
         mask = convex_hull_mask(t.apply(face.outline()), aligned.image.shape[:2])
         return aligned, mask.astype(np.uint8), t.apply(face.landmarks68)

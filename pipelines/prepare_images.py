@@ -1,13 +1,13 @@
 """Photos -> aligned face crops in one HDF5 dataset (``facehd prepare-images``).
 
 Per photo: read it upright as 8-bit RGB (grey, CMYK, 16-bit and EXIF-rotated files are converted,
-:func:`facehd.align.load_photo`), find the main face and its landmarks (mediapipe,
-:class:`facehd.detect.FaceDetector`; several faces: the largest, most central) or take the
-landmarks given beside it (below), align and crop
-it the base model's way (224 x 224) plus an HD crop of the same region
-(:func:`facehd.align.align_face`), and make the face mask: the convex hull of the jaw, brows and
-forehead outline, cut by the selfie-segmentation person mask where that keeps most of it
-(:func:`facehd.detect.refine_mask`).
+:func:`facehd.align.load_photo`; a photo turned by quarter turns without an orientation tag is
+turned upright where the detector finds its face turned), find the main face and its landmarks
+(mediapipe, :class:`facehd.detect.FaceDetector`; several faces: the largest, most central) or
+take the landmarks given beside it (below), align and crop it the base model's way (224 x 224)
+plus an HD crop of the same region (:func:`facehd.align.align_face`), and make the face mask:
+the convex hull of the jaw, brows and forehead outline, cut by the selfie-segmentation person
+mask where that keeps most of it (:func:`facehd.detect.refine_mask`).
 
 Output: one dataset, schema ``facehd.photos/1``, one row per photo, sorted by sample id (the photo's
 path relative to the images folder, ``/``-separated):
@@ -26,6 +26,9 @@ crop_scale         () float64            ``p_crop = crop_scale * p_photo + crop_
 crop_translation   (2,) float64          (photo pixels of the upright photo, x = col, y = row)
 photo_size         (2,) int32            width, height of the upright photo
 exif_orientation   () int8               EXIF orientation applied to the file (1 = none)
+turn               () int8               quarter turns (counter-clockwise, ``np.rot90``) applied
+                                         after it: a photo turned without an orientation tag,
+                                         found by the detector (0 = none)
 n_faces            () int16              faces found in the photo (the main one is stored); -1
                                          when the landmarks were given
 photo_mode         str                   Pillow mode of the file (RGB, L, CMYK, I;16 ...)
@@ -114,6 +117,7 @@ class PreparedPhoto:
     transform: CropTransform
     photo_size: tuple[int, int]
     exif_orientation: int
+    turn: int
     n_faces: int
     photo_mode: str
     landmarks_source: str = "mediapipe"
@@ -153,6 +157,7 @@ def fields_spec(hd_size: int) -> dict[str, tuple]:
         "crop_translation": ((2,), "float64"),
         "photo_size": ((2,), "int32"),
         "exif_orientation": ((), "int8"),
+        "turn": ((), "int8"),
         "n_faces": ((), "int16"),
         "photo_mode": ((), "str"),
         "landmarks_source": ((), "str"),
@@ -202,17 +207,22 @@ def prepare_photo(
     )
 
     photo = load_photo(path)
+    image, turn = photo.image, 0
     if landmarks is not None:
-        face = face_from_landmark_file(landmarks, photo.image.shape)
+        face = face_from_landmark_file(landmarks, image.shape)
         n_faces, source = -1, Path(landmarks).name
     else:
-        faces = detector.detect_all(photo.image)
+        # a photo turned by quarter turns without an orientation tag is turned upright, as
+        # the tag would have done: the crop scales and shifts only, and must show the face upright
+        turn, faces = detector.detect_all_upright(image)
         if not faces:
             raise NoFaceError("no face found")
-        face = faces[select_main_face(np.stack([f.box for f in faces]), photo.image.shape[:2])]
+        if turn:
+            image = np.ascontiguousarray(np.rot90(image, turn))
+        face = faces[select_main_face(np.stack([f.box for f in faces]), image.shape[:2])]
         n_faces, source = len(faces), "mediapipe"
     aligned = align_face(
-        photo.image,
+        image,
         face.landmarks5,
         hd_size=config.hd_size,
         px_per_mm=config.px_per_mm,
@@ -235,7 +245,7 @@ def prepare_photo(
     mesh = face.mesh.copy()
     mesh[:, :2] = t.apply(mesh[:, :2])
     mesh[:, 2] *= t.scale
-    h, w = photo.image.shape[:2]
+    h, w = image.shape[:2]
     return PreparedPhoto(
         image=aligned.image,
         image_hd=aligned.image_hd,
@@ -247,6 +257,7 @@ def prepare_photo(
         transform=t,
         photo_size=(w, h),
         exif_orientation=photo.orientation,
+        turn=turn,
         n_faces=n_faces,
         photo_mode=photo.mode,
         landmarks_source=source,
@@ -296,6 +307,7 @@ def _photo_task(item: Any, config: PrepareImagesConfig) -> dict[str, Any]:
         "crop_translation": np.asarray(p.transform.translation),
         "photo_size": np.asarray(p.photo_size),
         "exif_orientation": p.exif_orientation,
+        "turn": p.turn,
         "n_faces": p.n_faces,
         "photo_mode": p.photo_mode,
         "landmarks_source": p.landmarks_source,

@@ -26,7 +26,6 @@ from facehd.detect import (
     DetectedFace,
     _suppress_overlaps,
     _tile_starts,
-    _unrotate,
     convex_hull_mask,
     face_from_landmark_file,
     given_landmarks,
@@ -37,6 +36,7 @@ from facehd.detect import (
     mediapipe_available,
     refine_mask,
     select_main_face,
+    unrotate_points,
 )
 
 needs_mediapipe = pytest.mark.skipif(
@@ -220,7 +220,7 @@ def test_unrotate_inverts_rot90(k):
         img[int(y), int(x)] = 1
         yy, xx = np.argwhere(np.rot90(img, k) == 1)[0]
         rotated_pts.append([xx, yy, 0.0])
-    back = _unrotate(np.array(rotated_pts, dtype=float), k, img.shape)
+    back = unrotate_points(np.array(rotated_pts, dtype=float), k, img.shape)
     np.testing.assert_array_equal(back[:, :2], pts[:, :2])
 
 
@@ -399,7 +399,7 @@ def test_turned_photo_is_detected_upright(detector, k):
     img = draw_face(512)
     upright = detector.detect(img)
     turned = detector.detect(np.ascontiguousarray(np.rot90(img, k)))
-    expected = _unrotate(np.c_[turned.landmarks5, np.zeros(5)], k, img.shape[:2])[:, :2]
+    expected = unrotate_points(np.c_[turned.landmarks5, np.zeros(5)], k, img.shape[:2])[:, :2]
     np.testing.assert_allclose(expected, upright.landmarks5, atol=1.0)
 
 
@@ -411,3 +411,28 @@ def test_person_probability(detector):
     assert 0.0 <= p.min() and p.max() <= 1.0
     with pytest.raises(ValueError, match="uint8"):
         detector.detect(img.astype(np.float32))
+
+
+@needs_mediapipe
+def test_small_face_on_a_plain_backdrop_is_not_taken_for_a_turned_one(detector):
+    # A face 150 px wide in a 3000 x 2000 photo: the whole-photo detector finds nothing upright
+    # and scores a turned copy; at the face's scale (the tiles) upright wins.
+    img = np.full((2000, 3000, 3), (90, 110, 100), np.uint8)
+    img[400:550, 1800:1950] = draw_face(150, seed=3)
+    assert detector.orientation(img) == 0
+    face = detector.detect(img)
+    np.testing.assert_allclose(face.landmarks5[0], feature("right_eye", 150) + [1800, 400], atol=5)
+
+
+@needs_mediapipe
+def test_small_face_turned_in_a_large_photo_is_turned_upright(detector):
+    img = np.full((2000, 3000, 3), (90, 110, 100), np.uint8)
+    img[400:700, 1800:2100] = draw_face(300, seed=3)
+    turned = np.ascontiguousarray(np.rot90(img, 2))
+    k, face = detector.detect_upright(turned)
+    assert k == 2
+    # in the photo turned upright, the face is where it was drawn
+    np.testing.assert_allclose(face.landmarks5[0], feature("right_eye", 300) + [1800, 400], atol=6)
+    # detect() gives it in the pixels of the photo as given
+    back = detector.detect(turned).landmarks5
+    np.testing.assert_allclose(unrotate_points(face.landmarks5, 2, turned.shape[:2]), back)

@@ -119,6 +119,19 @@ def test_image_aligned_vertices_follow_the_photo_camera() -> None:
     assert abs(ext[2] / ext[0] - 1) < 0.06 and abs(ext[2] / ext[1] - 1) < 0.06
     with pytest.raises(DegenerateInputError, match="behind the camera"):
         image_aligned_vertices(sphere, rot, [0.0, 0.0, 1000.0], crop, (h, w))
+    # A photo turned upright before the crop (np.rot90(given, k)): x and y are measured in the
+    # photo as given. k = 1: the upright pixel (u, v) was the given pixel (W_given - 1 - v, u),
+    # with the given photo w x h (the upright one h x w turned).
+    given_h, given_w = w, h
+    got1 = image_aligned_vertices(sphere, rot, trans, crop, (given_h, given_w), turn=1)
+    gx, gy = (given_w - 1) - uv[:, 1], uv[:, 0]
+    np.testing.assert_allclose(got1[:, 0], (gx + 0.5) * 256 / given_w, atol=1e-9)
+    np.testing.assert_allclose(got1[:, 1], (given_h - gy - 0.5) * 256 / given_w, atol=1e-9)
+    # k = 2: (u, v) was (w - 1 - u, h - 1 - v) in a photo of the same size
+    got2 = image_aligned_vertices(sphere, rot, trans, crop, (h, w), turn=2)
+    np.testing.assert_allclose(got2[:, 0], (w - 1 - uv[:, 0] + 0.5) * 256 / w, atol=1e-9)
+    np.testing.assert_allclose(got2[:, 1], (h - (h - 1 - uv[:, 1]) - 0.5) * 256 / w, atol=1e-9)
+    np.testing.assert_allclose(got2[:, 2], got[:, 2] * 1.0, atol=1e-9)
 
 
 def test_hrn_method_on_a_synthetic_facescape_benchmark(

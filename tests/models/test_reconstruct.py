@@ -124,6 +124,26 @@ def test_landmarks_beside_a_photo_replace_the_detector(hrn_data, model_path, tmp
     assert "no landmark file bare.pts" in results[0].error and results[1].error is None
 
 
+def test_photo_turned_without_an_orientation_tag(hrn_data, model_path, tmp_path, one_thread):
+    """A photo stored turned by quarter turns (no EXIF tag) is reconstructed as the upright
+    photo: its crop shows the face upright (the crop only scales and shifts)."""
+    photo = np.asarray(Image.open(hrn_data.scans / "photos" / "s000_e00_v00.png").convert("RGB"))
+    recon = Reconstructor.load(model_path)
+    recon.landmarks = "detect"
+    results = {}
+    for k in (0, 1, 2):
+        path = tmp_path / f"turned{k}.png"
+        Image.fromarray(np.ascontiguousarray(np.rot90(photo, -k))).save(path)
+        results[k] = recon.run_photo(path)
+    (rec0, aligned0) = results[0]
+    for k in (1, 2):
+        rec, aligned = results[k]
+        diff = np.abs(aligned.image.astype(float) - aligned0.image.astype(float)).mean()
+        assert diff < 6.0, (k, diff)
+        np.testing.assert_allclose(rec.rotation, rec0.rotation, atol=0.05)
+        assert np.abs(rec.m0 - rec0.m0).max() < 1.0  # mm
+
+
 def test_checkpoint_errors(tmp_path, model_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(model_path.read_bytes()[:500])

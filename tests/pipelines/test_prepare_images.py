@@ -236,3 +236,37 @@ def test_landmarks_given_beside_the_photos_replace_the_detector(tmp_path):
     with open_dataset(res.out_path) as ds:
         assert all(s.landmarks_source == "mediapipe" for s in ds)
     assert res.n_samples + res.n_failed == 3
+
+
+def test_photo_turned_without_an_orientation_tag_is_cropped_upright(tmp_path):
+    """A photo stored a quarter turn off, with no EXIF tag: the crop (which only scales and
+    shifts) must still show the face upright, as for the upright photo."""
+    from pipelines.prepare_images import prepare_images
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    face = drawn_face.draw_face(SIZE, seed=1)
+    Image.fromarray(face).save(folder / "upright.png")
+    # turned a quarter clockwise: np.rot90(file, 1) shows it upright
+    Image.fromarray(np.ascontiguousarray(np.rot90(face, -1))).save(folder / "turned.png")
+    Image.fromarray(np.ascontiguousarray(np.rot90(face, 2))).save(folder / "upside_down.png")
+    result = prepare_images(folder, tmp_path / "photos.h5")
+    assert result.n_failed == 0
+    eyes = _expected_crop_eyes()
+    with open_dataset(result.out_path) as ds:
+        rows = {s.sample_id: s for s in ds}
+    assert {k: int(s.turn) for k, s in rows.items()} == {
+        "turned.png": 1,
+        "upright.png": 0,
+        "upside_down.png": 2,
+    }
+    for s in rows.values():
+        assert s.exif_orientation == 1
+        np.testing.assert_allclose(s.landmarks5[:2], eyes, atol=6.0)
+        np.testing.assert_allclose(s.landmarks68, rows["upright.png"].landmarks68, atol=3.0)
+        # the transform maps the photo turned upright (the upright photo's frame) to the crop
+        t = CropTransform(float(s.crop_scale), tuple(s.crop_translation), 224)
+        back = t.invert(s.landmarks5[:2].astype(float))
+        np.testing.assert_allclose(back[0], drawn_face.feature("right_eye", SIZE), atol=4)
+        diff = np.abs(s.image.astype(float) - rows["upright.png"].image.astype(float))
+        assert diff.mean() < 6.0
