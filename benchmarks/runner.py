@@ -30,7 +30,6 @@ import math
 import os
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from benchmarks.csvio import atomic_write_text, config_hash, write_rows
 from benchmarks.leaderboard import LeaderboardRow, load_leaderboard, update_leaderboard
 from benchmarks.now import NowConfig
 from benchmarks.synthetic import is_synthetic_benchmark
-from facehd.errors import InputFileError
+from facehd.errors import InputFileError, raise_if_interrupted
 
 __all__ = [
     "DATASETS",
@@ -323,6 +322,7 @@ def _eval_now(task: _NowTask) -> tuple[NowItemRow, np.ndarray | None]:
         lm = readers.read_landmarks7(task.landmarks)
         res = evaluate_now(_scan(it.scan), _scan_lm(it.scan_landmarks), pred, lm, task.config)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row
+        raise_if_interrupted(exc)
         return NowItemRow(**base, status="error", error=_err(exc), prediction=str(task.mesh)), None
     d = res.distances
     row = NowItemRow(
@@ -394,6 +394,7 @@ def _eval_realy(task: _RealyTask) -> tuple[RealyItemRow, None]:
         pred = Mesh(pred.vertices.astype(np.float32).astype(np.float64), pred.faces)
         res = evaluate_realy(pred, topo, _realy_subject(task.root, it.subject_id))
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row
+        raise_if_interrupted(exc)
         return RealyItemRow(
             it.name, it.subject_id, "error", _err(exc), prediction=str(it.prediction)
         ), None
@@ -440,6 +441,7 @@ def _eval_facescape(task: _FaceScapeTask) -> tuple[FaceScapeItemRow, None]:
     try:
         res = _facescape_item(it, task.prediction, task.root)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row
+        raise_if_interrupted(exc)
         return FaceScapeItemRow(
             **base, status="error", error=_err(exc), prediction=str(task.prediction)
         ), None
@@ -945,16 +947,16 @@ def run_benchmark(
     tasks = _tasks(spec, root_path, pred_dir, config, topo, expected)
     results: list[tuple[Any, np.ndarray | None]] = []
     if workers > 1 and len(tasks) > 1:
-        import multiprocessing
+        from facehd.pools import process_pool
 
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=_worker_init
-        ) as ex:
-            for res in ex.map(_evaluate, tasks, chunksize=1):
+        pool = process_pool(workers, _worker_init)
+        try:
+            for res in pool.map(_evaluate, tasks, chunksize=1):
                 results.append(res)
                 if progress:
                     progress(len(results), len(tasks))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     else:
         for t in tasks:
             results.append(_evaluate(t))

@@ -46,7 +46,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +56,7 @@ import h5py
 import numpy as np
 
 from facehd.csvtext import locked
-from facehd.errors import FacehdError, InputFileError
+from facehd.errors import FacehdError, InputFileError, raise_if_interrupted
 
 FORMAT_VERSION = 1
 """Version of the layout written by this module (attribute ``facehd_h5io``)."""
@@ -1358,6 +1358,7 @@ def process_items(
             try:
                 result = fn(item)
             except Exception as exc:  # every failure is recorded; the build continues
+                raise_if_interrupted(exc)
                 record(item, None, exc)
             else:
                 record(item, result, None)
@@ -1365,14 +1366,13 @@ def process_items(
                 progress(n, len(todo))
         return RunSummary(len(items), n_skipped, written, failed)
 
-    import multiprocessing
+    from facehd.pools import process_pool
 
-    ctx = multiprocessing.get_context("spawn")
     queue = list(reversed(todo))
     in_flight: dict[Future, WorkItem] = {}
     done_count = 0
     max_in_flight = 2 * workers
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=initializer)
+    pool = process_pool(workers, initializer)
     try:
         while queue or in_flight:
             while queue and len(in_flight) < max_in_flight:
@@ -1400,9 +1400,7 @@ def process_items(
                     done_count += 1
                 in_flight.clear()
                 pool.shutdown(wait=False, cancel_futures=True)
-                pool = ProcessPoolExecutor(
-                    max_workers=workers, mp_context=ctx, initializer=initializer
-                )
+                pool = process_pool(workers, initializer)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return RunSummary(len(items), n_skipped, written, failed)

@@ -39,9 +39,7 @@ import os
 import time
 import typing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -471,10 +469,14 @@ def landmark_scans(
         for i, args in enumerate(todo, 1):
             record(_task(args), i)
     else:
-        ctx = get_context("spawn")
-        with ProcessPoolExecutor(max_workers=config.workers, mp_context=ctx) as pool:
+        from facehd.pools import process_pool
+
+        pool = process_pool(config.workers)
+        try:
             for i, row in enumerate(pool.map(_task, todo), 1):
                 record(row, i)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     ordered = [rows[k] for k in sorted(rows)]
     _write_csv(csv_path, ordered)
     return LandmarksResult(ordered, csv_path, frozenset(earlier))

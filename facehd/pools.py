@@ -1,0 +1,58 @@
+"""Process pools of the batch commands (build-priors, prepare-images, landmarks, bench).
+
+Their workers leave interrupts to the parent and do not outlive it:
+
+- Ctrl-C in a terminal and ``timeout``/``kill`` of a process group reach every worker too. A
+  worker killed by them mid-task breaks the pool, and Python's pool then races with the
+  parent's own cancelling (``InvalidStateError`` tracebacks on an interrupted run). The workers
+  here ignore SIGINT and SIGTERM: the parent, which handles both as an interrupt, cancels what
+  has not started and waits for the tasks in flight (one per worker), then stops them.
+- A parent killed outright (SIGKILL, the out-of-memory killer) cannot stop its workers: each
+  worker watches its parent and exits within a second of its death, instead of lingering with
+  its memory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+
+__all__ = ["PARENT_POLL_SECONDS", "process_pool"]
+
+PARENT_POLL_SECONDS = 1.0
+"""How often a worker checks that its parent is alive, seconds."""
+
+
+def process_pool(
+    workers: int, initializer: Callable[[], None] | None = None
+) -> ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes (see the module docstring); ``initializer`` (a
+    module-level function) runs once in each worker. Shut it down with
+    ``shutdown(wait=True, cancel_futures=True)``."""
+    import multiprocessing
+
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(os.getpid(), initializer),
+    )
+
+
+def _start_worker(parent: int, initializer: Callable[[], None] | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if initializer is not None:
+        initializer()
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(PARENT_POLL_SECONDS)
+        if os.getppid() != parent:  # re-parented: the parent died
+            os._exit(1)

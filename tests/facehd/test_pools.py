@@ -1,0 +1,111 @@
+"""Worker pools: interrupts are the parent's, and workers do not outlive a killed parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _pool_script(tmp_path: Path, body: str) -> Path:
+    script = tmp_path / "pool.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, sys, time
+            from facehd.pools import process_pool
+
+            def pid_then_sleep(seconds):
+                time.sleep(0.2)
+                return os.getpid()
+
+            def sleep_then_pid(seconds):
+                time.sleep(seconds)
+                return os.getpid()
+
+            if __name__ == "__main__":
+            """
+        )
+        + textwrap.indent(textwrap.dedent(body), "    ")
+    )
+    return script
+
+
+def test_workers_exit_when_the_parent_is_killed(tmp_path):
+    script = _pool_script(
+        tmp_path,
+        """
+        pool = process_pool(2)
+        pids = set(pool.map(pid_then_sleep, [0] * 8))
+        print(" ".join(map(str, sorted(pids))), flush=True)
+        futures = [pool.submit(sleep_then_pid, 60) for _ in range(2)]
+        time.sleep(60)
+        """,
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(p) for p in proc.stdout.readline().split()]
+    assert workers and all(_alive(p) for p in workers)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in workers if _alive(p)]
+    for p in left:  # do not leave them behind when the test fails
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"workers {left} outlived their killed parent"
+
+
+def test_a_signal_to_the_whole_group_is_the_parents_to_handle(tmp_path):
+    """Ctrl-C or `timeout` signal every process of the group: the workers carry on with their
+    task, the parent cancels the rest and ends cleanly (no broken pool, no traceback)."""
+    script = _pool_script(
+        tmp_path,
+        """
+        pool = process_pool(2)
+        try:
+            futures = [pool.submit(sleep_then_pid, 1.5) for _ in range(6)]
+            print("started", flush=True)
+            time.sleep(60)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)
+            done = [f for f in futures if not f.cancelled()]
+            print("finished", len(done), "cancelled", len(futures) - len(done), flush=True)
+            print("ok", all(f.exception() is None for f in done), flush=True)
+            sys.exit(130)
+        """,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(0.8)  # both workers busy with their first task
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    finished, cancelled = int(out.split()[1]), int(out.split()[3])
+    # the two in flight finish (and one the pool had already queued may); the rest never start
+    assert finished in (2, 3) and finished + cancelled == 6
+    assert "ok True" in out
+    assert "Traceback" not in err and "BrokenProcessPool" not in err
