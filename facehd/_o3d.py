@@ -26,7 +26,10 @@ def open3d() -> ModuleType:
             pass
     try:
         import open3d as o3d
-    except ImportError as exc:  # pragma: no cover - depends on the install
+    except ImportError as exc:
+        from facehd.errors import raise_if_interrupted
+
+        raise_if_interrupted(exc)  # Ctrl-C during the import: not a missing package
         raise ImportError(
             "facehd needs open3d==0.20.0 (and libusb-1.0, shipped by the 'libusb-package' "
             "wheel): pip install open3d==0.20.0 libusb-package"

@@ -73,3 +73,20 @@ def check_output_file(path: str | Path, role: str) -> Path:
         raise InputFileError(path, f"is a folder: give the {role} file to write, not a folder")
     check_output_folder(path.parent, f"{role}'s folder")
     return path
+
+
+def raise_if_interrupted(exc: BaseException) -> None:
+    """Raise :class:`KeyboardInterrupt` when ``exc`` was caused by one.
+
+    Ctrl-C (or SIGTERM, which the command line turns into it) that lands while a compiled
+    extension initialises (Open3D's or mediapipe's first import) comes out as that module's
+    ``ImportError`` ("initialization failed"), with the interrupt as its cause: a batch that
+    records every failure and goes on would record the interrupt as a failure of each item
+    after it."""
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            raise KeyboardInterrupt from exc
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__

@@ -446,6 +446,29 @@ def test_process_items_records_failures_and_resumes(tmp_path, workers):
     assert digest(out) == digest(build(tmp_path / "ref" / "d.h5", expected))
 
 
+def _interrupted_during_an_import(item: WorkItem) -> dict:
+    """What an extension module's first import (pybind11) makes of Ctrl-C landing in it."""
+    if item.payload == 1:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise ImportError("initialization failed") from exc
+    return sample(item.payload)
+
+
+def test_an_interrupt_inside_a_task_stops_the_build_and_is_no_failure(tmp_path):
+    items = [WorkItem(sid(k), f"/in/{k}.obj", k) for k in range(3)]
+    out = tmp_path / "d.h5"
+    with ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, shard_size=1) as w:
+        with pytest.raises(KeyboardInterrupt):
+            process_items(w, items, _interrupted_during_an_import)
+    # item 0 was written; item 1 is no failure, item 2 never ran: a rerun does both
+    assert not (tmp_path / "failures.csv").exists()
+    with ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, shard_size=1) as w:
+        summary = process_items(w, items, task)
+    assert (summary.n_skipped, summary.n_written, summary.n_failed) == (1, 2, 0)
+
+
 def test_process_items_names_bad_file_names_and_forgets_inputs_that_are_gone(tmp_path):
     # a name with an edge space, one in another encoding (read with surrogate escapes): each
     # a failure naming its file, the others written; nothing aborts the run
