@@ -56,6 +56,7 @@ so an interrupted cluster build resumes exactly like a local one.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -205,7 +206,9 @@ def discover_scans(root: str | Path) -> list[ScanInput]:
         When ``root`` is not a folder or holds no scan.
     """
     out = []
-    for sid, p, clash in find_scan_files(root):
+    # whole paths, the same for every run of a build whatever folder it ran from or spelling
+    # it was given (a resumed build would otherwise store some of each)
+    for sid, p, clash in find_scan_files(os.path.abspath(root)):
         stem = p.name[: -len(p.suffix)]
         # a scan sharing its stem with another (head.obj, head.ply) has its own files first
         # (head.obj.lm7.txt, as facehd landmarks writes them), then the shared ones

@@ -57,6 +57,7 @@ adding photos, and only what is missing is processed.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -175,6 +176,9 @@ def find_photos(images_dir: str | Path, *, recursive: bool = True) -> list[tuple
     root = Path(images_dir)
     if not root.is_dir():
         raise InputFileError(root, "not a folder of photos")
+    # whole paths, the same for every run of a build whatever folder it ran from or spelling
+    # it was given (a resumed build would otherwise store some of each)
+    root = Path(os.path.abspath(root))
     pattern = "**/*" if recursive else "*"
     found = []
     for p in root.glob(pattern):

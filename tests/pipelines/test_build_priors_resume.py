@@ -86,6 +86,23 @@ def test_rerun_of_a_finished_build_does_nothing(
     assert out.read_bytes() == reference.read_bytes()
 
 
+def test_paths_are_stored_whole_whatever_spelling_a_run_was_given(
+    scans: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build started with a relative path and resumed with another spelling (or from another
+    folder) stores the same whole paths as one run given the absolute one."""
+    monkeypatch.chdir(scans.parent)
+    out = tmp_path / "priors.h5"
+    result = build_priors(Path(scans.name), out, PriorsConfig(auto_landmarks=False))
+    assert result.n_written == 2
+    assert out.read_bytes() == reference.read_bytes()
+    assert read_failures(out.with_name("failures.csv")) == read_failures(
+        reference.with_name("failures.csv")
+    )
+    with open_dataset(out) as ds:
+        assert all(Path(p).is_absolute() for p in ds.read_field("source"))
+
+
 def test_resume_over_a_changed_scan_is_refused(
     scans: Path, reference: Path, tmp_path: Path
 ) -> None:

@@ -238,9 +238,10 @@ def test_landmarks_given_beside_the_photos_replace_the_detector(tmp_path):
     assert res.n_samples + res.n_failed == 3
 
 
-def test_photo_turned_without_an_orientation_tag_is_cropped_upright(tmp_path):
+def test_photo_turned_without_an_orientation_tag_is_cropped_upright(tmp_path, monkeypatch):
     """A photo stored a quarter turn off, with no EXIF tag: the crop (which only scales and
-    shifts) must still show the face upright, as for the upright photo."""
+    shifts) must still show the face upright, as for the upright photo. (The folder is given
+    relative to the working folder: the sources are stored whole.)"""
     from pipelines.prepare_images import prepare_images
 
     folder = tmp_path / "photos"
@@ -250,7 +251,8 @@ def test_photo_turned_without_an_orientation_tag_is_cropped_upright(tmp_path):
     # turned a quarter clockwise: np.rot90(file, 1) shows it upright
     Image.fromarray(np.ascontiguousarray(np.rot90(face, -1))).save(folder / "turned.png")
     Image.fromarray(np.ascontiguousarray(np.rot90(face, 2))).save(folder / "upside_down.png")
-    result = prepare_images(folder, tmp_path / "photos.h5")
+    monkeypatch.chdir(tmp_path)
+    result = prepare_images(Path("photos"), tmp_path / "photos.h5")
     assert result.n_failed == 0
     eyes = _expected_crop_eyes()
     with open_dataset(result.out_path) as ds:
@@ -261,7 +263,7 @@ def test_photo_turned_without_an_orientation_tag_is_cropped_upright(tmp_path):
         "upside_down.png": 2,
     }
     for s in rows.values():
-        assert s.exif_orientation == 1
+        assert s.exif_orientation == 1 and Path(s.source) == folder / s.sample_id
         np.testing.assert_allclose(s.landmarks5[:2], eyes, atol=6.0)
         np.testing.assert_allclose(s.landmarks68, rows["upright.png"].landmarks68, atol=3.0)
         # the transform maps the photo turned upright (the upright photo's frame) to the crop
