@@ -6,7 +6,8 @@ the command so that ``facehd --help`` stays fast.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,27 @@ def _exit_on_error(*errors: type[BaseException]) -> Iterator[None]:
     except errors as exc:
         _error(esc(exc))
         raise typer.Exit(2) from exc
+
+
+RESUMES = "what was finished is kept; run the same command again to resume"
+
+
+def _interrupt_says(message: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A command that, stopped by Ctrl-C or SIGTERM, prints ``interrupted: <message>`` before it
+    exits with status 130 (without it the command line ends silently)."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except KeyboardInterrupt:
+                console.print(f"[yellow]interrupted:[/yellow] {message}", soft_wrap=True)
+                raise typer.Exit(130) from None
+
+        return run
+
+    return wrap
 
 
 def _check_landmark_mode(mode: str) -> None:
@@ -268,6 +290,7 @@ def _synth_scans_cmd(
 
 
 @app.command()
+@_interrupt_says(RESUMES)
 def synth(
     out: Path = typer.Option(Path("facehd-out/synth"), help="Output folder."),
     subjects: int = typer.Option(
@@ -340,6 +363,7 @@ def synth(
 
 
 @app.command()
+@_interrupt_says(RESUMES)
 def quickstart(
     out: Path = typer.Option(Path("facehd-out"), help="Output folder."),
     subjects: int = typer.Option(2, min=1, help="Synthetic subjects."),
@@ -405,6 +429,7 @@ def _quickstart(out: Path, subjects: int, expressions: int, seed: int, workers: 
 
 # --- prepare-images (photo front end) ---
 @app.command("prepare-images")
+@_interrupt_says(RESUMES)
 def prepare_images_cmd(
     images: Path = typer.Option(..., help="Folder of photos (searched recursively)."),
     out: Path = typer.Option(Path("facehd-out/photos.h5"), help="Output HDF5 dataset."),
@@ -463,6 +488,7 @@ def prepare_images_cmd(
 
 # --- bench and leaderboard (benchmarks) ---
 @app.command()
+@_interrupt_says("nothing of this run was written; run the same command again")
 def bench(
     dataset: str = typer.Option(
         ..., help="now, realy, facescape or multiview, optionally :split (facescape:lab)."
@@ -633,6 +659,7 @@ def leaderboard(
 
 # --- build-priors, inspect, verify (scan priors) ---
 @app.command("build-priors")
+@_interrupt_says(RESUMES)
 def build_priors_cmd(
     scans: Path = typer.Option(
         ..., help="Folder of raw scans (.obj/.ply/.stl/.off/.wrl) with landmark files."
@@ -802,6 +829,7 @@ def verify(
 
 # --- landmarks (automatic 3D landmarks for raw scans) ---
 @app.command("landmarks")
+@_interrupt_says(RESUMES)
 def landmarks_cmd(
     scans: Path = typer.Option(
         ..., help="Folder of raw scans, .obj/.ply/.stl/.off/.wrl (searched recursively)."

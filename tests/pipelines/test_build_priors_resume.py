@@ -75,6 +75,31 @@ def test_killed_build_resumed_in_a_pool_gives_the_identical_file(
     assert not out.with_name("priors.h5.shards").exists()
 
 
+def test_sigterm_keeps_the_finished_scans_and_says_so(scans: Path, tmp_path: Path) -> None:
+    """`kill`, `timeout` and schedulers stop a job with SIGTERM: the scans fitted so far stay,
+    the command says it was interrupted (status 130), and a rerun takes up from there."""
+    out = tmp_path / "priors.h5"
+    args = ["build-priors", "--scans", str(scans), "--out", str(out), "--shard-size", "1"]
+    args.append("--no-auto-landmarks")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "facehd.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    first = out.with_name("priors.h5.shards") / "shard-000000.h5"
+    deadline = time.monotonic() + 300
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "interrupted: what was finished is kept" in output
+    assert first.exists() and not out.exists()
+    result = CliRunner().invoke(app, args)
+    assert "1 already done" in result.output or "2 already done" in result.output
+
+
 def test_rerun_of_a_finished_build_does_nothing(
     scans: Path, reference: Path, tmp_path: Path
 ) -> None:
