@@ -286,6 +286,16 @@ def _synth_scans_cmd(
     if not earlier:
         made = "made now"
     console.print(f"{len(scans)} scans in {esc(out)} ({made})")
+    from pipelines.build_priors import discover_scans
+
+    present = len(discover_scans(out))
+    if present > len(scans):
+        console.print(
+            f"note: {esc(out)} holds {present} scans, {present - len(scans)} more than asked "
+            "(made by an earlier run with more subjects or expressions); build-priors on the "
+            "folder takes every one",
+            soft_wrap=True,
+        )
     return scans
 
 

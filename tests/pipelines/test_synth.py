@@ -180,6 +180,21 @@ def test_synth_cli_refuses_other_settings(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("s000_e00*"))
 
 
+def test_synth_cli_says_when_the_folder_holds_more_scans_than_asked(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+
+    args = ["synth", "--out", str(tmp_path), "--expressions", "1", "--subjects"]
+    assert CliRunner().invoke(app, [*args, "2"]).exit_code == 0
+    result = CliRunner().invoke(app, [*args, "1"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and "1 scans in" in text
+    assert "holds 2 scans, 1 more than asked" in text
+    result = CliRunner().invoke(app, [*args, "2"])
+    assert "more than asked" not in result.output
+
+
 def test_photos_per_scan_are_fixed_once_made(tmp_path: Path) -> None:
     from facehd.errors import InputFileError
     from pipelines.synth import record_settings
