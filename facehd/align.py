@@ -410,6 +410,8 @@ def load_photo(path: str | Path, *, min_side: int = 32) -> Photo:
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise InputFileError(path, "empty file (0 bytes)")
     try:
         with Image.open(path) as img:
             img.load()

@@ -296,6 +296,9 @@ def test_unreadable_photos_raise_input_file_error(tmp_path):
         load_photo(tmp_path / "trunc.jpg")
     with pytest.raises(InputFileError, match="no such file"):
         load_photo(tmp_path / "missing.png")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(InputFileError, match=r"empty.jpg: empty file \(0 bytes\)"):
+        load_photo(tmp_path / "empty.jpg")
     Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "tiny.png")
     with pytest.raises(InputFileError, match="too small"):
         load_photo(tmp_path / "tiny.png")
