@@ -888,7 +888,7 @@ def landmarks_cmd(
                 progress=lambda done, todo: bar.update(task, completed=total - todo + done),
             )
     table = PlainTable(
-        "scan", "status", "confidence", "NoW-7 spread mm", "units", "rendered", "reason"
+        "scan", "status", "confidence", "NoW-7 spread mm", "units", "rendered", "reason or note"
     )
     for r in result.rows:
         conf = "" if r.confidence is None else f"{r.confidence:.2f}"
