@@ -35,12 +35,25 @@ def process_pool(
     ``shutdown(wait=True, cancel_futures=True)``."""
     import multiprocessing
 
-    return ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
         initargs=(os.getpid(), initializer),
     )
+    # Start every worker now with SIGINT and SIGTERM ignored: an ignored signal stays ignored
+    # across the spawn's exec, so no interrupt can kill a worker before its initializer runs
+    # (the pool would break, and its shutdown can then wait for ever).
+    if threading.current_thread() is threading.main_thread():
+        quiet = (signal.SIGINT, signal.SIGTERM)
+        before = {s: signal.signal(s, signal.SIG_IGN) for s in quiet}
+        try:
+            for _ in range(workers):
+                pool.submit(os.getpid)
+        finally:
+            for s, handler in before.items():
+                signal.signal(s, handler)
+    return pool
 
 
 def _start_worker(parent: int, initializer: Callable[[], None] | None) -> None:

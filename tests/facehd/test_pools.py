@@ -100,12 +100,13 @@ def test_a_signal_to_the_whole_group_is_the_parents_to_handle(tmp_path):
         start_new_session=True,
     )
     assert proc.stdout.readline().strip() == "started"
-    time.sleep(0.8)  # both workers busy with their first task
+    time.sleep(0.5)  # both workers busy with their first task
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     finished, cancelled = int(out.split()[1]), int(out.split()[3])
-    # the two in flight finish (and one the pool had already queued may); the rest never start
-    assert finished in (2, 3) and finished + cancelled == 6
+    # those in flight finish (and those the pool had already queued to its workers, at most
+    # workers + 1); the rest never start
+    assert 2 <= finished <= 5 and cancelled >= 1 and finished + cancelled == 6
     assert "ok True" in out
     assert "Traceback" not in err and "BrokenProcessPool" not in err
