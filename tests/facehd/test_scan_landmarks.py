@@ -186,6 +186,61 @@ def test_renderer_fills_enclosed_holes_only() -> None:
     assert (filled[empty & (r_px > 60)] == 0).all()
 
 
+def test_faces_on_open_edges_against_a_loop() -> None:
+    """Faces with a vertex on an edge used by one face only, against a plain count of edges."""
+    from facehd.scan_landmarks import _faces_on_open_edges
+
+    sphere = _sphere()
+    rng = np.random.default_rng(3)
+    faces = sphere.faces[rng.random(len(sphere.faces)) > 0.1]  # holes
+    count: dict[tuple[int, int], int] = {}
+    for tri in faces.tolist():
+        for a, b in ((tri[0], tri[1]), (tri[1], tri[2]), (tri[2], tri[0])):
+            key = (min(a, b), max(a, b))
+            count[key] = count.get(key, 0) + 1
+    on_edge = {v for (a, b), n in count.items() if n == 1 for v in (a, b)}
+    expected = [any(v in on_edge for v in tri) for tri in faces.tolist()]
+    got = _faces_on_open_edges(faces)
+    assert got.shape == (len(faces) + 1,) and not got[-1]
+    np.testing.assert_array_equal(got[:-1], expected)
+    assert 0 < got.sum() < len(faces)
+    assert not _faces_on_open_edges(sphere.faces)[:-1].any()  # closed: none
+
+
+def test_a_cut_outline_gets_the_surface_tone_and_a_silhouette_stays_black() -> None:
+    """A face cut from a scan must not show its crop line as a black outline: the front cap of
+    a sphere, seen from the front, is outlined by its cut edge (the background takes the tone of
+    the rim); the whole sphere's outline is its silhouette (the background stays black)."""
+    sphere = _sphere()
+    centres = sphere.vertices[sphere.faces].mean(axis=1)
+    cap = Mesh(sphere.vertices, sphere.faces[centres[:, 2] > 40.0]).subset_vertices(
+        np.isin(np.arange(len(sphere.vertices)), sphere.faces[centres[:, 2] > 40.0])
+    )[0]
+    cam = ViewCamera.looking_at(np.zeros(3), np.array([0, 0, 1.0]), np.array([0, 1.0, 0]), 240, 96)
+    for mesh, blended in ((cap, True), (sphere, False)):
+        ren = ScanRenderer(mesh)
+        plain = ren.render(cam)
+        ren.blend_cut_edges = True
+        shown = ren.render(cam)
+        background = plain.sum(axis=2) == 0
+        covered = ~background
+        np.testing.assert_array_equal(shown[covered], plain[covered])
+        if blended:
+            tone = shown[background]
+            assert (tone == tone[0]).all() and tone[0].sum() > 0
+            rim = covered & _dilated(background)
+            lo, hi = plain[rim].min(axis=0).astype(int), plain[rim].max(axis=0).astype(int)
+            assert (tone[0] >= lo).all() and (tone[0] <= hi).all()
+        else:
+            assert (shown[background] == 0).all()
+
+
+def _dilated(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.binary_dilation(mask)
+
+
 def test_smoothed_normals_bring_a_noisy_render_back_towards_the_clean_one() -> None:
     """Averaging the normals of a sphere with radial noise over a few edge lengths brings its
     render close to the clean sphere's; a clean sphere's render barely changes; radius 0 restores
