@@ -457,11 +457,13 @@ class FaceDetector:
     Strategy: first the orientation (:meth:`orientation`): a photo turned by quarter turns
     without an orientation tag is turned upright for detection (mediapipe's face mesh fits
     sideways and upside-down faces poorly). Then the face mesh on the whole photo (it finds faces
-    with mediapipe's short-range detector); when that finds nothing, the full-range face detector
-    locates faces (small, far ones) and the mesh runs on a square crop around each; when that
-    finds nothing either, the full-range detector searches half-overlapping tiles of the photo
-    (faces a few dozen pixels wide in a large photo). Landmarks are returned in the pixels of the
-    photo as given.
+    with mediapipe's short-range detector; a small one, under :data:`REFIT_BELOW` of the short
+    side, is fitted again in a crop around it); when that finds nothing, the full-range face
+    detector locates faces (small, far ones) and the mesh runs on a square crop around each;
+    when that finds nothing either, the full-range detector searches half-overlapping tiles of
+    the photo (faces a few dozen pixels wide in a large photo). Landmarks are returned in the
+    pixels of the photo as given (:meth:`detect_all`) or of the photo turned upright
+    (:meth:`detect_all_upright`).
 
     Not thread-safe; make one per process. Use as a context manager or call :meth:`close`.
     """
@@ -576,6 +578,22 @@ class FaceDetector:
                 faces.append(mesh)
         return faces
 
+    def _refit_small(self, image: np.ndarray, meshes: list[np.ndarray]) -> list[np.ndarray]:
+        """``meshes`` found in the whole ``image``, each small one (spanning less than
+        :data:`REFIT_BELOW` of the short side) fitted again in a square crop around it: the
+        face mesh fits a face a few hundred pixels wide in a large photo loosely from the whole
+        photo (a 300 px face in a 2000 x 1500 photo: 10.5% of the eye distance off, 1.6% so)."""
+        out = []
+        for mesh in meshes:
+            lo, hi = mesh[:468, :2].min(axis=0), mesh[:468, :2].max(axis=0)
+            side = float((hi - lo).max())
+            if side < REFIT_BELOW * min(image.shape[:2]):
+                cx, cy = 0.5 * (lo + hi)
+                again = self._mesh_in_boxes(image, [np.array([1.0, cx, cy, side, side])])
+                mesh = again[0] if again else mesh
+            out.append(mesh)
+        return out
+
     def _best_score(self, image: np.ndarray) -> float:
         return max((float(b[0]) for b in self._boxes(image)), default=0.0)
 
@@ -616,7 +634,7 @@ class FaceDetector:
         k, tiles = self._orientation(image)
         work = np.ascontiguousarray(np.rot90(image, k)) if k else image
         meshes = (
-            self._run_mesh(self._mesh, work)
+            self._refit_small(work, self._run_mesh(self._mesh, work))
             or self._mesh_in_boxes(work, self._boxes(work))
             or self._mesh_in_boxes(work, self._tile_boxes(work) if tiles is None else tiles)
         )
@@ -670,6 +688,10 @@ class FaceDetector:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+#: A face whose mesh spans less than this fraction of the photo's short side is fitted again
+#: in a crop around it (:meth:`FaceDetector.detect_all_upright`).
+REFIT_BELOW = 0.35
 
 #: Smallest tile of the tiled search for small faces (:meth:`FaceDetector.detect_all`), pixels.
 TILE_MIN = 384

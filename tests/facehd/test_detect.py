@@ -436,3 +436,30 @@ def test_small_face_turned_in_a_large_photo_is_turned_upright(detector):
     # detect() gives it in the pixels of the photo as given
     back = detector.detect(turned).landmarks5
     np.testing.assert_allclose(unrotate_points(face.landmarks5, 2, turned.shape[:2]), back)
+
+
+@needs_mediapipe
+def test_a_small_face_found_in_the_whole_photo_is_fitted_again_in_a_crop(detector, monkeypatch):
+    """The whole-photo face mesh fits a face a few hundred pixels wide in a large photo loosely;
+    such a face is fitted again in a crop around it (a large one is not), and lands where drawn."""
+    from facehd.detect import REFIT_BELOW
+
+    calls = []
+    original = detector._mesh_in_boxes
+
+    def recording(image, boxes):
+        calls.append([b.copy() for b in boxes])
+        return original(image, boxes)
+
+    monkeypatch.setattr(detector, "_mesh_in_boxes", recording)
+    img = np.full((1200, 1600, 3), (90, 110, 100), np.uint8)
+    img[240:540, 960:1260] = draw_face(300, seed=3)  # 300 px: under REFIT_BELOW of 1200
+    assert 300 < REFIT_BELOW * 1200
+    face = detector.detect(img)
+    assert len(calls) == 1
+    ((_, cx, cy, w, h),) = calls[0]
+    assert abs(cx - 1110) < 40 and abs(cy - 390) < 60 and 150 < w < 330
+    np.testing.assert_allclose(face.landmarks5[0], feature("right_eye", 300) + [960, 240], atol=5)
+    calls.clear()
+    detector.detect(draw_face(512))  # the face fills the photo: its whole-photo fit is kept
+    assert calls == []
