@@ -551,6 +551,8 @@ class ScanRenderer:
         )
         """Whether the renders show the scan's own colours: a texture, or vertex colours that
         vary (one uniform colour shows the shading alone, as no colour does)."""
+        if not self.shows_colour:  # rendered exactly as without colours (the same grey)
+            self._texture = self._albedo = None
 
     def cast(self, camera: ViewCamera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every pixel's ray: ``(face ids (S*S,) -1 on a miss or a back face, barycentrics

@@ -186,6 +186,21 @@ def test_renderer_fills_enclosed_holes_only() -> None:
     assert (filled[empty & (r_px > 60)] == 0).all()
 
 
+def test_one_uniform_colour_renders_as_no_colour() -> None:
+    sphere = _sphere()
+    cam = ViewCamera.looking_at(np.zeros(3), np.array([0, 0, 1.0]), np.array([0, 1.0, 0]), 240, 64)
+    plain = ScanRenderer(sphere).render(cam)
+    tinted = Mesh(
+        sphere.vertices, sphere.faces, None, np.tile([0.9, 0.6, 0.5], (len(sphere.vertices), 1))
+    )
+    ren = ScanRenderer(tinted)
+    assert not ren.shows_colour
+    np.testing.assert_array_equal(ren.render(cam), plain)
+    rng = np.random.default_rng(0)
+    varied = Mesh(sphere.vertices, sphere.faces, None, rng.random((len(sphere.vertices), 3)))
+    assert ScanRenderer(varied).shows_colour
+
+
 def test_faces_on_open_edges_against_a_loop() -> None:
     """Faces with a vertex on an edge used by one face only, against a plain count of edges."""
     from facehd.scan_landmarks import _faces_on_open_edges
