@@ -29,8 +29,14 @@ def _pool_script(tmp_path: Path, body: str) -> Path:
     script.write_text(
         textwrap.dedent(
             """
-            import os, sys, time
+            import faulthandler, os, signal, sys, time
             from facehd.pools import process_pool
+
+            # Ctrl-C as in a terminal, whatever this process inherited (a job started in the
+            # background by a script has SIGINT ignored); a hang shows every thread's stack
+            print("inherited SIGINT:", signal.getsignal(signal.SIGINT), file=sys.stderr)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            faulthandler.dump_traceback_later(20, exit=True)
 
             def pid_then_sleep(seconds):
                 time.sleep(0.2)
@@ -102,7 +108,7 @@ def test_a_signal_to_the_whole_group_is_the_parents_to_handle(tmp_path):
     assert proc.stdout.readline().strip() == "started"
     time.sleep(0.5)  # both workers busy with their first task
     os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     finished, cancelled = int(out.split()[1]), int(out.split()[3])
     # those in flight finish (and those the pool had already queued to its workers, at most
