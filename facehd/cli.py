@@ -761,18 +761,32 @@ def build_priors_cmd(
 @app.command()
 def inspect(
     path: Path = typer.Argument(..., help="A facehd HDF5 dataset."),
+    samples: bool = typer.Option(
+        False,
+        "--samples",
+        help="Also a table of every sample's small fields (scalars, strings, up to 3 values): "
+        "which landmarks were detected or given, residuals, turns, sources.",
+    ),
 ) -> None:
     """Summarise a dataset: schema, samples, fields; for scan priors residuals and coverage.
 
-    Example: facehd inspect facehd-out/priors.h5
+    Example: facehd inspect facehd-out/priors.h5 --samples
     """
+    import numpy as np
+
     from facehd.errors import FacehdError
     from facehd.h5io import open_dataset
     from pipelines.build_priors import SCHEMA, inspect_priors
 
+    rows: list[list[str]] = []
+    small: list[str] = []
     with _exit_on_error(FacehdError, OSError):
         with open_dataset(path) as ds:
             schema, n, fields, attrs = ds.schema, len(ds), ds.fields, ds.attrs
+            if samples:
+                small = [k for k, spec in fields.items() if int(np.prod(spec.shape)) <= 3]
+                columns = [ds.sample_ids] + [list(ds.read_field(k)) for k in small]
+                rows = [[_cell(v) for v in row] for row in zip(*columns, strict=True)]
         summary = inspect_priors(path) if schema == SCHEMA else None
     console.print(f"{esc(path)}: schema {esc(schema)}, {n} samples")
     table = PlainTable("field", "shape per sample", "dtype")
@@ -796,6 +810,24 @@ def inspect(
             f"displacement {100 * summary.displacement_coverage:.1f}% "
             f"(rms {summary.displacement_rms:.3f} mm); {summary.n_failed} failed scans"
         )
+    if samples:  # one line per sample: tables of a dozen columns do not fit a terminal
+        for sample_id, *values in rows:
+            pairs = "  ".join(f"{k}={v}" for k, v in zip(small, values, strict=True))
+            console.print(f"{sample_id}: {pairs}", soft_wrap=True, markup=False, highlight=False)
+
+
+def _cell(value: Any) -> str:
+    """A small field's value as a table cell (numbers to 4 significant digits)."""
+    import numpy as np
+
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    arr = np.asarray(value)
+    if arr.dtype.kind in "US" or arr.dtype == object:
+        return str(value)
+    if arr.dtype.kind == "f":
+        return " ".join(f"{x:.4g}" for x in arr.reshape(-1))
+    return " ".join(str(x) for x in arr.reshape(-1))
 
 
 @app.command()

@@ -160,6 +160,18 @@ def test_inspect_and_verify(built: tuple, tmp_path: Path) -> None:
     shown = runner.invoke(app, ["inspect", str(path)])
     assert shown.exit_code == 0 and SCHEMA in shown.output and "M2" in shown.output
     assert "2 subjects" in shown.output
+    # --samples: one line per sample with its small fields, read back from the file
+    per_sample = runner.invoke(app, ["inspect", str(path), "--samples"], terminal_width=400)
+    assert per_sample.exit_code == 0, per_sample.output
+    with open_dataset(path) as ds:
+        ids, sources = ds.sample_ids, list(ds.read_field("landmarks_source"))
+        residuals = ds.read_field("residual")
+    lines = {ln.split(":", 1)[0]: ln for ln in per_sample.output.splitlines() if ": " in ln}
+    for sid, source, res in zip(ids, sources, residuals, strict=True):
+        line = lines[sid]
+        assert f"landmarks_source={source}" in line
+        assert "residual=" + " ".join(f"{x:.4g}" for x in res) in line
+        assert "deformation=" not in line  # maps are left out
     # scans whose layout names no subject: said so, not "0 subjects"
     anon = tmp_path / "anon.h5"
     shutil.copy(path, anon)
