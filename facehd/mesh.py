@@ -63,6 +63,7 @@ __all__ = [
     "connected_pieces",
     "consistent_winding",
     "main_parts",
+    "open_edges",
 ]
 
 log = logging.getLogger(__name__)
@@ -299,6 +300,16 @@ def drop_duplicate_faces(mesh: Mesh) -> tuple[Mesh, int]:
     return Mesh(mesh.vertices, mesh.faces[keep], mesh.uvs, mesh.colors), int(
         mesh.n_faces - len(keep)
     )
+
+
+def open_edges(faces: np.ndarray) -> np.ndarray:
+    """(F, 3) bool: edge ``k`` of each face (from corner ``k`` to corner ``k + 1 mod 3``) is used
+    by no other face: the mesh's border, where it was cut or has a hole."""
+    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    edges = np.sort(np.stack([f, np.roll(f, -1, axis=1)], axis=2), axis=2)  # (F, 3, 2)
+    key = edges[..., 0] * (int(f.max(initial=0)) + 1) + edges[..., 1]  # one integer per edge
+    _, inverse, counts = np.unique(key.reshape(-1), return_inverse=True, return_counts=True)
+    return (counts == 1)[inverse.reshape(-1)].reshape(f.shape)
 
 
 def consistent_winding(mesh: Mesh) -> tuple[Mesh, int]:

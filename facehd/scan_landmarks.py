@@ -673,15 +673,15 @@ def _faces_on_open_edges(faces: np.ndarray) -> np.ndarray:
     """(F + 1,) bool: the faces with a vertex on an edge no other face shares (the scan's cut
     edges and holes; the faces beside them too, since a pixel at the outline sees either), and
     a last False entry for the index -1 of pixels that see no face."""
+    from facehd.mesh import open_edges
+
     f = np.asarray(faces, dtype=np.int64)
-    edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
-    key = edges[:, 0] * (int(f.max(initial=0)) + 1) + edges[:, 1]  # one integer per edge
-    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-    open_edge = (counts == 1)[inverse.reshape(-1)]
+    border = open_edges(f)
     # faces with a vertex on an open edge: a pixel at the outline sees the face on the edge or
     # the one beside it
     on_edge = np.zeros(int(f.max(initial=-1)) + 1, dtype=bool)
-    on_edge[edges[open_edge].reshape(-1)] = True
+    on_edge[f[border]] = True  # each open edge's first corner ...
+    on_edge[np.roll(f, -1, axis=1)[border]] = True  # ... and its second
     return np.concatenate([on_edge[f].any(axis=1), [False]])
 
 

@@ -49,7 +49,7 @@ import scipy.sparse.linalg as spla
 from facehd.distances import SurfaceQuery
 from facehd.errors import DegenerateInputError, FacehdError
 from facehd.landmarks import NOW7_FROM_68
-from facehd.mesh import Mesh, vertex_normals
+from facehd.mesh import Mesh, open_edges, vertex_normals
 from facehd.morphable import MorphableModel
 from facehd.registration import icp_point_to_plane
 from facehd.transforms import Similarity, procrustes, rotation_from_axis_angle
@@ -218,14 +218,6 @@ def now_crop(landmarks7: np.ndarray) -> tuple[np.ndarray, float]:
 # --------------------------------------------------------------------------------------------
 # Model data shared by all scans
 # --------------------------------------------------------------------------------------------
-def _boundary_faces(faces: np.ndarray) -> np.ndarray:
-    """(F,) bool: faces with an edge used by no other face."""
-    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    _, inv, counts = np.unique(e, axis=0, return_inverse=True, return_counts=True)
-    on_border = counts[inv.reshape(-1)] == 1
-    return on_border.reshape(3, -1).any(axis=0)
-
-
 def gradient_operator(size: int) -> sp.csr_matrix:
     """Forward differences of a row-major ``size × size`` map along rows and columns.
 
@@ -337,7 +329,7 @@ def prepare_model(model: MorphableModel, config: FitConfig | None = None) -> Mod
     faces = np.asarray(model.faces, dtype=np.int64)
     fit_faces = fit[faces].all(axis=1)
     border = np.zeros(len(faces), dtype=bool)
-    border[fit_faces] = _boundary_faces(faces[fit_faces])
+    border[fit_faces] = open_edges(faces[fit_faces]).any(axis=1)  # faces on the region's edge
     edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1)
     owner = np.tile(np.arange(len(faces)), 3)
     order = np.lexsort((edges[:, 1], edges[:, 0]))

@@ -581,3 +581,22 @@ def test_find_scan_files_ids_clashes_and_what_is_left_out(tmp_path: Path) -> Non
         find_scan_files(tmp_path / "missing")
     with pytest.raises(InputFileError, match="is a file: give the folder of scans"):
         find_scan_files(tmp_path / "top.wrl")
+
+
+def test_open_edges_against_trimesh() -> None:
+    """Edges used by one face only: a height field's outer rim, and a hole cut in it."""
+    import trimesh
+
+    from facehd.mesh import open_edges
+
+    m = small_mesh()
+    faces = np.delete(m.faces, [20, 21, 22], axis=0)  # a hole inside the grid
+    got = open_edges(faces)
+    assert got.shape == faces.shape
+    edges = trimesh.Trimesh(m.vertices, faces, process=False).edges_sorted  # (3F, 2), face-major
+    expected = trimesh.grouping.group_rows(edges, require_count=1)
+    want = np.zeros(len(edges), dtype=bool)
+    want[expected] = True
+    np.testing.assert_array_equal(got.reshape(-1), want)
+    rim = 2 * (6 - 1) + 2 * (7 - 1)  # the grid's border edges
+    assert rim < got.sum() <= rim + 9
