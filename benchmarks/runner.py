@@ -947,16 +947,13 @@ def run_benchmark(
     tasks = _tasks(spec, root_path, pred_dir, config, topo, expected)
     results: list[tuple[Any, np.ndarray | None]] = []
     if workers > 1 and len(tasks) > 1:
-        from facehd.pools import process_pool
+        from facehd.pools import running_pool
 
-        pool = process_pool(workers, _worker_init)
-        try:
+        with running_pool(workers, _worker_init) as pool:
             for res in pool.map(_evaluate, tasks, chunksize=1):
                 results.append(res)
                 if progress:
                     progress(len(results), len(tasks))
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
     else:
         for t in tasks:
             results.append(_evaluate(t))

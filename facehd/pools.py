@@ -18,10 +18,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 
-__all__ = ["PARENT_POLL_SECONDS", "process_pool"]
+__all__ = ["PARENT_POLL_SECONDS", "process_pool", "running_pool"]
 
 PARENT_POLL_SECONDS = 1.0
 """How often a worker checks that its parent is alive, seconds."""
@@ -32,7 +33,7 @@ def process_pool(
 ) -> ProcessPoolExecutor:
     """A pool of ``workers`` spawned processes (see the module docstring); ``initializer`` (a
     module-level function) runs once in each worker. Shut it down with
-    ``shutdown(wait=True, cancel_futures=True)``."""
+    ``shutdown(wait=True, cancel_futures=True)``, as :func:`running_pool` does."""
     import multiprocessing
 
     pool = ProcessPoolExecutor(
@@ -43,7 +44,7 @@ def process_pool(
     )
     # Start every worker now with SIGINT and SIGTERM ignored: an ignored signal stays ignored
     # across the spawn's exec, so no interrupt can kill a worker before its initializer runs
-    # (the pool would break, and its shutdown can then wait for ever).
+    # (the pool would break).
     if threading.current_thread() is threading.main_thread():
         quiet = (signal.SIGINT, signal.SIGTERM)
         before = {s: signal.signal(s, signal.SIG_IGN) for s in quiet}
@@ -54,6 +55,19 @@ def process_pool(
             for s, handler in before.items():
                 signal.signal(s, handler)
     return pool
+
+
+@contextmanager
+def running_pool(
+    workers: int, initializer: Callable[[], None] | None = None
+) -> Iterator[ProcessPoolExecutor]:
+    """:func:`process_pool` for a ``with`` block: on leaving it (an interrupt included) the
+    tasks not started are cancelled and those in flight finish."""
+    pool = process_pool(workers, initializer)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _start_worker(parent: int, initializer: Callable[[], None] | None) -> None:

@@ -469,14 +469,11 @@ def landmark_scans(
         for i, args in enumerate(todo, 1):
             record(_task(args), i)
     else:
-        from facehd.pools import process_pool
+        from facehd.pools import running_pool
 
-        pool = process_pool(config.workers)
-        try:
+        with running_pool(config.workers) as pool:
             for i, row in enumerate(pool.map(_task, todo), 1):
                 record(row, i)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
     ordered = [rows[k] for k in sorted(rows)]
     _write_csv(csv_path, ordered)
     return LandmarksResult(ordered, csv_path, frozenset(earlier))

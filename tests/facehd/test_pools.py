@@ -30,7 +30,7 @@ def _pool_script(tmp_path: Path, body: str) -> Path:
         textwrap.dedent(
             """
             import faulthandler, os, signal, sys, time
-            from facehd.pools import process_pool
+            from facehd.pools import process_pool, running_pool
 
             # Ctrl-C as in a terminal, whatever this process inherited (a job started in the
             # background by a script has SIGINT ignored); a hang shows every thread's stack
@@ -85,13 +85,12 @@ def test_a_signal_to_the_whole_group_is_the_parents_to_handle(tmp_path):
     script = _pool_script(
         tmp_path,
         """
-        pool = process_pool(2)
         try:
-            futures = [pool.submit(sleep_then_pid, 1.5) for _ in range(6)]
-            print("started", flush=True)
-            time.sleep(60)
+            with running_pool(2) as pool:  # as the batch commands run theirs
+                futures = [pool.submit(sleep_then_pid, 1.5) for _ in range(6)]
+                print("started", flush=True)
+                time.sleep(60)
         except KeyboardInterrupt:
-            pool.shutdown(wait=True, cancel_futures=True)
             done = [f for f in futures if not f.cancelled()]
             print("finished", len(done), "cancelled", len(futures) - len(done), flush=True)
             print("ok", all(f.exception() is None for f in done), flush=True)
