@@ -764,7 +764,7 @@ def inspect(
     samples: bool = typer.Option(
         False,
         "--samples",
-        help="Also a table of every sample's small fields (scalars, strings, up to 3 values): "
+        help="Also a line per sample with its small fields (scalars, strings, up to 3 values): "
         "which landmarks were detected or given, residuals, turns, sources.",
     ),
 ) -> None:
@@ -817,14 +817,13 @@ def inspect(
 
 
 def _cell(value: Any) -> str:
-    """A small field's value as a table cell (numbers to 4 significant digits)."""
+    """A small field's value as text (numbers to 4 significant digits; a dataset's string
+    fields are read as ``str``)."""
     import numpy as np
 
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "surrogateescape")
+    if isinstance(value, str):
+        return value
     arr = np.asarray(value)
-    if arr.dtype.kind in "US" or arr.dtype == object:
-        return str(value)
     if arr.dtype.kind == "f":
         return " ".join(f"{x:.4g}" for x in arr.reshape(-1))
     return " ".join(str(x) for x in arr.reshape(-1))
