@@ -28,6 +28,7 @@ A later stage starts from the networks of the earlier ones in the same run folde
     log_<stage>.csv             one row per logged step: step, kind, lr, total, every loss term
     checkpoints/<stage>.pt      latest checkpoint of the stage (atomic: temp file + os.replace)
     model.pt                    the networks after the last finished stage (for reconstruct)
+    init.json                   the ``--init`` checkpoint (path, SHA-256) a resume starts from
     tensorboard/                only when the ``tensorboard`` package is importable
 
 Exact resume
@@ -50,6 +51,7 @@ is used on GPUs only.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
@@ -1461,8 +1463,12 @@ def _train_stages(
         if resume:
             _saved_config_matches(out, config)
         run_data_matches(out, photos=photos, priors=priors, pairs=pairs, new_run=not resume)
+        _run_init_matches(out, init, resume)
         save_config(out / "config.yaml", config)
     _barrier(trainer.dist)
+    if init is None and resume and (out / INIT_RECORD).is_file():
+        init = _recorded_init(out)
+        trainer.log.message(f"--init taken from the run's {INIT_RECORD}: {init}")
     # the datasets the stages will read, opened now: a priors file of another model, or pairs
     # without clean twins, would otherwise stop the run only after the stages before them
     if priors is not None:
@@ -1503,6 +1509,74 @@ def _train_stages(
     trainer.log.close()
     model_path = out / "model.pt" if (out / "model.pt").is_file() else None
     return TrainResult(out, [x for x in STAGES if x in done], steps, seconds, model_path)
+
+
+#: The run folder's record of the checkpoint ``--init`` started it from.
+INIT_RECORD = "init.json"
+
+
+def _recorded_init(out: Path) -> Path:
+    """The checkpoint a run was started from (its ``init.json``), checked unchanged."""
+    from facehd.h5io import file_sha256
+
+    record = out / INIT_RECORD
+    entry = _recorded_init_entry(record)
+    path = Path(entry["path"])
+    if not path.is_file():
+        raise InputFileError(
+            path,
+            f"this run was started with --init {path} (recorded in {record}), which is gone; "
+            "give the same checkpoint with --init to resume",
+        )
+    if file_sha256(path) != entry["sha256"]:
+        raise InputFileError(
+            path,
+            f"changed since this run was started from it (recorded in {record}); give the "
+            "checkpoint the run started from with --init, or start a new run",
+        )
+    return path
+
+
+def _run_init_matches(out: Path, init: str | Path | None, resume: bool) -> None:
+    """Record a new run's ``--init`` (path and content hash) in ``init.json``; a resumed run
+    must start from the same checkpoint: without ``--init`` it takes the recorded one, with
+    another file (other content) it is refused, as is ``--init`` for a run started without."""
+    from facehd.csvtext import atomic_write_text
+    from facehd.h5io import file_sha256
+
+    record = out / INIT_RECORD
+    if init is not None and not Path(init).is_file():
+        return  # load_networks names the missing file
+    if resume and (record.is_file() or (out / "config.yaml").is_file()):
+        if record.is_file():
+            if init is not None:
+                recorded = _recorded_init_entry(record)
+                if file_sha256(init) != recorded["sha256"]:
+                    raise FacehdError(
+                        f"{out}: this run was started with --init {recorded['path']}; "
+                        f"{init} holds other weights (resume with the same checkpoint, or "
+                        "without --init to take the recorded one)"
+                    )
+        elif init is not None:
+            raise FacehdError(
+                f"{out}: this run was started without --init; resuming it from {init} would "
+                "change it (resume without --init, or start a new run with it)"
+            )
+        return
+    if init is None:
+        record.unlink(missing_ok=True)
+        return
+    text = json.dumps({"path": str(Path(init).resolve()), "sha256": file_sha256(init)}, indent=2)
+    atomic_write_text(record, text + "\n")
+
+
+def _recorded_init_entry(record: Path) -> dict[str, str]:
+    """``{"path", "sha256"}`` of a run's ``init.json``."""
+    try:
+        data = json.loads(record.read_text())
+        return {"path": str(data["path"]), "sha256": str(data["sha256"])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputFileError(record, f"unreadable record of the run's --init ({exc})") from exc
 
 
 def main(argv: Sequence[str] | None = None) -> None:

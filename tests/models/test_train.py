@@ -410,6 +410,35 @@ def test_scales_are_held_during_their_warmup(hrn_data, full_run, tmp_path, one_t
         assert not torch.equal(hrn["high_net.model.1.weight"], start["high_net.model.1.weight"])
 
 
+def test_a_run_started_from_init_resumes_from_it(hrn_data, full_run, tmp_path, one_thread):
+    """A run started with --init and killed before its first checkpoint resumes from the same
+    checkpoint without --init (recorded in init.json), exactly as the uninterrupted run; another
+    file, a changed one, or --init added to a run started without it are refused."""
+    out_full, _ = full_run
+    init = tmp_path / "start.pt"
+    init.write_bytes((out_full / "checkpoints" / "deretouch.pt").read_bytes())
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "stages": ["hrn"]}
+    train(tiny_config(), tmp_path / "whole", init=init, **kw)
+    out = tmp_path / "killed"
+    with pytest.raises(Killed):
+        train(tiny_config(), out, init=init, callback=kill_at("hrn", 1), **kw)
+    assert not (out / "checkpoints" / "hrn.pt").exists()
+    train(tiny_config(), out, resume=True, **kw)
+    assert states_equal(tmp_path / "whole" / "model.pt", out / "model.pt") == []
+    # without the record, the stage would have started from untrained networks
+    assert "taken from the run's init.json" in (out / "train.log").read_text()
+    other = tmp_path / "other.pt"
+    other.write_bytes((out_full / "model.pt").read_bytes())
+    with pytest.raises(FacehdError, match=r"started with --init .*start\.pt; .*other\.pt"):
+        train(tiny_config(), out, resume=True, init=other, **kw)
+    train(tiny_config(), out, resume=True, init=init, **kw)  # the same file again: accepted
+    init.write_bytes(other.read_bytes())
+    with pytest.raises(InputFileError, match=r"start\.pt: changed since this run"):
+        train(tiny_config(), out, resume=True, **kw)
+    with pytest.raises(FacehdError, match="started without --init"):
+        train(tiny_config(), out_full, resume=True, init=other, **kw)
+
+
 def test_init_accepts_the_same_model_built_with_other_threads_only(
     hrn_data, full_run, tmp_path, one_thread
 ):
