@@ -405,6 +405,7 @@ def reconstruct_multiview(
     from facehd.errors import FacehdError, check_output_folder
     from models.reconstruct import (
         PhotoResult,
+        clear_interrupted_writes,
         output_names,
         remove_earlier_result,
         write_photo_index,
@@ -422,6 +423,7 @@ def reconstruct_multiview(
     if loaded is not None:
         loaded(recon)
     out = check_output_folder(out, "reconstructions")
+    clear_interrupted_writes(out)
     views, results = [], []
     for path, stem in zip(photos, output_names(photos, out), strict=True):
         try:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -564,6 +565,7 @@ def reconstruct_photos(
     if loaded is not None:
         loaded(recon)
     out = check_output_folder(out, "reconstructions")
+    clear_interrupted_writes(out)
     results = []
     for path, stem in zip(photos, output_names(photos, out), strict=True):
         try:
@@ -591,6 +593,41 @@ def remove_earlier_result(out: Path, name: str) -> None:
     folder = out / name
     if (folder / "reconstruction.json").is_file():
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs (one of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)(?P<pid>\d+)$")
+
+
+def clear_interrupted_writes(out: Path) -> list[Path]:
+    """Tidy the hidden folders a killed run of :func:`write_photo_result` left in ``out``
+    (named with its process id, which a later run does not share): a new result being written
+    (``.<name>.tmp<pid>``) is removed; an earlier result moved aside (``.<name>.old<pid>``) is put
+    back where the swap did not complete (no ``<name>``), else removed. Folders of processes
+    still running (another reconstruct into ``out``) are left. Returns what was removed or put
+    back."""
+    done = []
+    for entry in sorted(out.iterdir()) if out.is_dir() else []:
+        m = _PARTIAL.match(entry.name)
+        if m is None or not entry.is_dir() or _pid_alive(int(m["pid"])):
+            continue
+        target = out / m["name"]
+        if m["kind"] == "old" and not target.exists():
+            os.replace(entry, target)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+        done.append(entry)
+    return done
 
 
 def write_photo_result(

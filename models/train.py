@@ -1456,10 +1456,12 @@ def _train_stages(
                 "use --resume to continue it or choose another --out"
             )
         out.mkdir(parents=True, exist_ok=True)
-        # checkpoints a killed run was writing (never complete: saves go through os.replace);
-        # this run holds the folder, so none is being written now
-        for partial in (out / "checkpoints").glob("*.pt.tmp*"):
-            partial.unlink(missing_ok=True)
+        # files a killed run was writing (checkpoints, model.pt, logs, config: never complete,
+        # saves go through os.replace); this run holds the folder, so none is being written now
+        for pattern in ("checkpoints/*.pt.tmp*", "*.tmp*", ".*.tmp"):
+            for partial in out.glob(pattern):
+                if partial.is_file():
+                    partial.unlink(missing_ok=True)
         if resume:
             _saved_config_matches(out, config)
         run_data_matches(out, photos=photos, priors=priors, pairs=pairs, new_run=not resume)

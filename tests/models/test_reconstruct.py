@@ -372,3 +372,29 @@ def test_batch_records_each_photo_its_folder_or_its_failure(
         app, ["reconstruct", str(photo), "--checkpoint", str(model_path), "--out", str(empty)]
     )
     assert res.exit_code == 2 and "must be a folder" in res.output
+
+
+def test_a_killed_write_is_tidied_by_the_next_run(tmp_path):
+    """The hidden folders of a killed process (named with its pid) go; an earlier result moved
+    aside by an unfinished swap is put back; a running process's folders are left."""
+    import os
+    import subprocess
+    import sys
+
+    from models.reconstruct import clear_interrupted_writes
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead, alive = child.pid, os.getpid()
+    for name in (f".a.tmp{dead}", f".b.old{dead}", f".c.old{dead}", "c", f".d.tmp{alive}", "e"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "mesh.obj").write_text(name)
+    (tmp_path / f".f.tmp{dead}").write_text("a file, not a result folder")
+    done = clear_interrupted_writes(tmp_path)
+    assert sorted(p.name for p in done) == sorted(
+        [f".a.tmp{dead}", f".b.old{dead}", f".c.old{dead}"]
+    )
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["b", "c", f".d.tmp{alive}", "e", f".f.tmp{dead}"])
+    assert (tmp_path / "b" / "mesh.obj").read_text() == f".b.old{dead}"
+    assert (tmp_path / "c" / "mesh.obj").read_text() == "c"

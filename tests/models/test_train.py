@@ -63,7 +63,12 @@ def test_a_killed_run_resumes_exactly(hrn_data, full_run, tmp_path, one_thread):
         train(tiny_config(), out, resume=True, callback=kill_at("hrn", 3), **kw)
     ckpt = read_checkpoint(out / "checkpoints" / "hrn.pt")
     assert ckpt["step"] == 2 and not ckpt["done"]
+    # what a run killed inside a save leaves (its pid in the name): cleared by the resume
+    stale = [out / "model.pt.tmp4242", out / "checkpoints" / "hrn.pt.tmp4242", out / "x.csv.tmp"]
+    for f in stale:
+        f.write_bytes(b"partial")
     train(tiny_config(), out, resume=True, **kw)
+    assert [f for f in stale if f.exists()] == []
     assert states_equal(out_full / "model.pt", out / "model.pt") == []
     # the logs are those of the uninterrupted run (rows after the last checkpoint dropped)
     for stage in ("base", "deretouch", "hrn"):
