@@ -23,6 +23,7 @@ from facehd.errors import FacehdError, InputFileError
 __all__ = [
     "CheckpointError",
     "LoadReport",
+    "check_parts",
     "compare_state",
     "load_state_into",
     "read_checkpoint",
@@ -124,6 +125,40 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise InputFileError(path, f"checkpoint must hold a dict, found {type(data).__name__}")
     return dict(data)
+
+
+def check_parts(
+    path: str | Path, data: Mapping[str, Any], parts: Mapping[str, type | tuple[type, ...]]
+) -> None:
+    """Check that a checkpoint read from ``path`` holds each dotted part of ``parts``
+    (``state.hrn``: ``data["state"]["hrn"]``) with the given type (``int`` excludes ``bool``).
+
+    Raises
+    ------
+    InputFileError
+        Naming the file and every part missing or of another type (a damaged or hand-edited
+        checkpoint), instead of the KeyError or TypeError that reading it would raise later.
+    """
+    problems = []
+    for dotted, kind in parts.items():
+        node: Any = data
+        walked: list[str] = []
+        for key in dotted.split("."):
+            if not isinstance(node, Mapping):
+                problems.append(f"{'.'.join(walked)!r} is a {type(node).__name__}")
+                break
+            walked.append(key)
+            if key not in node:
+                problems.append(f"no {'.'.join(walked)!r}")
+                break
+            node = node[key]
+        else:
+            wrong = not isinstance(node, kind) or (kind is int and isinstance(node, bool))
+            if wrong:
+                problems.append(f"{dotted!r} is a {type(node).__name__}")
+    if problems:
+        said = ", ".join(dict.fromkeys(problems))  # a part missing is said once
+        raise InputFileError(path, "damaged facehd checkpoint: " + said)
 
 
 def save_checkpoint_atomic(path: str | Path, data: Mapping[str, Any]) -> Path:

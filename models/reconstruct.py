@@ -80,7 +80,7 @@ def load_system(
         match; the official layout without the BFM files.
     """
     from facehd.morphable import load_model
-    from models.checkpoints import load_state_into, read_checkpoint
+    from models.checkpoints import check_parts, load_state_into, read_checkpoint
     from models.config import ConfigError, config_from_dict
     from models.train import (
         CHECKPOINT_FORMAT,
@@ -95,6 +95,7 @@ def load_system(
     data = read_checkpoint(path)
     fmt = data.get("format")
     if fmt in (CHECKPOINT_FORMAT, MODEL_FORMAT):
+        check_parts(path, data, {"config": dict, "morphable": dict, "state.hrn": dict})
         try:
             cfg = config_from_dict(TrainConfig, data["config"], source=str(path))
         except (ConfigError, KeyError) as exc:

@@ -57,7 +57,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +68,7 @@ import torch
 from torch import nn
 
 from facehd.errors import FacehdError, InputFileError
-from models.checkpoints import read_checkpoint, save_checkpoint_atomic
+from models.checkpoints import check_parts, read_checkpoint, save_checkpoint_atomic
 from models.config import (
     ConfigError,
     ModelConfig,
@@ -826,6 +826,15 @@ class Trainer:
             raise InputFileError(
                 path, f"not a facehd training checkpoint (format {data.get('format')!r})"
             )
+        parts: dict[str, type | tuple[type, ...]] = {
+            "config": Mapping,
+            "morphable": Mapping,
+            "state.hrn": Mapping,
+            "state.discriminators": Mapping,
+        }
+        if data["format"] == CHECKPOINT_FORMAT:
+            parts.update(stage=str, step=int, optimizers=Mapping, data=Mapping, rng=list)
+        check_parts(path, data, parts)
         info = data.get("morphable", {})
         mine = self._morphable_info()
         # the fingerprint's floats with a tolerance: a procedural model built with another
@@ -863,6 +872,13 @@ class Trainer:
             if data["format"] == MODEL_FORMAT:
                 return list(data.get("stages", []))
             return [data["stage"]] if data.get("done") else []
+        official = ("net_recon", "mid_net", "high_net")
+        if not any(k in data for k in official):
+            raise InputFileError(
+                path,
+                "neither a facehd checkpoint (no 'format' entry) nor HRN's official one (none of "
+                f"{', '.join(official)}); entries: {', '.join(map(str, list(data)[:8]))}",
+            )
         self.system.hrn.load_official(data, name=str(path))
         return ["base"]
 
@@ -893,14 +909,20 @@ class Trainer:
                     ckpt, f"is {what}, not stage {stage!r}'s; move it away to restart the stage"
                 )
             self._load_network_state(data["state"], ckpt)
-            for k, o in optim.items():
-                o.load_state_dict(data["optimizers"][k])
-            for k, s in samplers.items():
-                s.load_state_dict(data["data"][k])
             rngs = data["rng"]
-            if len(rngs) == self.dist.world:
-                _set_rng_state(rngs[self.dist.rank])
-            else:
+            try:
+                for k, o in optim.items():
+                    o.load_state_dict(data["optimizers"][k])
+                for k, s in samplers.items():
+                    s.load_state_dict(data["data"][k])
+                if len(rngs) == self.dist.world:
+                    _set_rng_state(rngs[self.dist.rank])
+            except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+                what = f"no entry {exc}" if isinstance(exc, KeyError) else str(exc)
+                raise InputFileError(
+                    ckpt, f"stage {stage!r}'s checkpoint cannot be resumed from ({what})"
+                ) from exc
+            if len(rngs) != self.dist.world:
                 self.log.message(
                     f"{ckpt}: saved by {len(rngs)} processes, resumed by {self.dist.world}; "
                     "random states re-seeded (the run is no longer bit-identical)"

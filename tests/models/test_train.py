@@ -225,6 +225,55 @@ def test_clear_errors(hrn_data, full_run, tmp_path, one_thread):
         load_system(tmp_path / "old.pt")
 
 
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda d: d.pop("state"), "no 'state'"),
+        (lambda d: d.update(state=[1, 2]), "'state' is a list"),
+        (lambda d: d["state"].pop("discriminators"), "no 'state.discriminators'"),
+        (lambda d: d.pop("config"), "no 'config'"),
+        (lambda d: d.pop("rng"), "no 'rng'"),
+        (lambda d: d.update(step="abc"), "'step' is a str"),
+        (lambda d: d["optimizers"].pop("generators"), "cannot be resumed from .*generators"),
+        (lambda d: d["data"]["photos"].update(n=999), "cannot be resumed from .*999 samples"),
+        (lambda d: d["optimizers"]["disc"].update(param_groups=[]), "cannot be resumed from"),
+    ],
+)
+def test_a_damaged_checkpoint_is_named(hrn_data, full_run, tmp_path, one_thread, edit, says):
+    """A checkpoint with the right format tag but parts missing or of another kind (damaged,
+    edited by hand) is refused naming the file and the part, by --resume, --init and
+    reconstruct, instead of a KeyError or TypeError traceback."""
+    import shutil
+
+    from models.checkpoints import save_checkpoint_atomic
+    from models.reconstruct import load_system
+
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors}
+    out = tmp_path / "run"
+    shutil.copytree(full_run[0], out)
+    ckpt = out / "checkpoints" / "hrn.pt"
+    data = read_checkpoint(ckpt)
+    data["done"] = False
+    edit(data)
+    save_checkpoint_atomic(ckpt, data)
+    with pytest.raises(InputFileError, match=rf"hrn\.pt: .*{says}"):
+        train(tiny_config(), out, resume=True, stages=["hrn"], **kw)
+    if "resumed" not in says and "rng" not in says and "step" not in says:
+        with pytest.raises(InputFileError, match=rf"hrn\.pt: .*{says}"):
+            train(tiny_config(), tmp_path / "new", init=ckpt, stages=["hrn"], **kw)
+        if "discriminators" not in says:
+            with pytest.raises(InputFileError, match=rf"hrn\.pt: .*{says}"):
+                load_system(ckpt)
+
+
+def test_a_dict_that_is_no_checkpoint_is_named(hrn_data, tmp_path, one_thread):
+    path = tmp_path / "weights.pt"
+    torch.save({"encoder": {"w": torch.zeros(2)}}, path)
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "stages": ["hrn"]}
+    with pytest.raises(InputFileError, match=r"weights\.pt: neither a facehd checkpoint"):
+        train(tiny_config(), tmp_path / "run", init=path, **kw)
+
+
 def test_a_run_resumes_only_on_its_own_data(hrn_data, full_run, tmp_path, one_thread):
     import json
     import shutil
