@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from facehd.errors import InputFileError
+from facehd.yamlio import safe_load_unique
 
 ENV_REGISTRY = "FACEHD_DATASETS"
 
@@ -175,7 +176,7 @@ def load_registry(path: str | Path | None = None) -> Registry:
     if not path.is_file():
         raise InputFileError(path, "dataset registry not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_load_unique(path.read_text())
     except yaml.YAMLError as exc:
         raise InputFileError(path, f"not valid YAML: {exc}") from exc
     data = _check_keys("top level", data, _TOP_KEYS, path)

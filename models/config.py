@@ -406,8 +406,9 @@ def _template(value: str | None, _section: Any) -> str | None:
 def _high_size(value: int, net: Any) -> str | None:
     if net.deretouch.input_size is None:  # the de-retouching U-Net then runs at high_size
         note = " (the de-retouching U-Net runs at high_size when deretouch.input_size is null)"
-        return _range(16, multiple=4, note=note)(value, net)
-    return _range(8, multiple=4, note=" (the pix2pix generators need it)")(value, net)
+        return _range(16, 2048, multiple=4, note=note)(value, net)
+    note = " (the pix2pix generators need a multiple of 4; a larger one, more memory)"
+    return _range(8, 2048, multiple=4, note=note)(value, net)
 
 
 def _mid_size(value: int, net: Any) -> str | None:
@@ -427,6 +428,7 @@ def _contour_delta(value: float, contour: Any) -> str | None:
     return _range(0, contour.image_size, hi_open=True, note=note)(value, contour)
 
 
+_MEMORY = " (a larger one needs more memory than a machine holds)"
 _WEIGHT = _range(0)  # loss weights, counts, factors that may be 0 (off)
 _POSITIVE = _range(0, lo_open=True)  # learning rates, units, epsilons
 _SIZE = _range(1)  # channels, blocks per stage, periods
@@ -440,7 +442,11 @@ _RULES: dict[str, dict[str, Check]] = {
     "AnalyzerConfig": {"layers": _SIZE, "width": _SIZE},
     "GeneratorConfig": {"n_blocks": _WEIGHT, "filters": _SIZE, "dropout": _PROBABILITY},
     "DiscriminatorConfig": {"filters": _SIZE, "n_layers": _SIZE},
-    "DeRetouchConfig": {"width": _SIZE, "input_size": _range(16), "eps": _POSITIVE},
+    "DeRetouchConfig": {
+        "width": _SIZE,
+        "input_size": _range(16, 4096, note=_MEMORY),
+        "eps": _POSITIVE,
+    },
     "NetworkConfig": {
         "high_size": _high_size,
         "mid_size": _mid_size,
@@ -463,7 +469,7 @@ _RULES: dict[str, dict[str, Check]] = {
     "HRNOptions": {"discriminator_lr": _POSITIVE, "scale_lr": _WEIGHT, "scale_warmup": _FRACTION},
     "TrainConfig": {
         "model.network.mid_size": _mid_size_for_discriminators,
-        "image_size": _range(16),
+        "image_size": _range(16, 2048, note=_MEMORY),
         "template": _template,
         "seed": _range(0, 2**32, hi_open=True),
         "checkpoint_every": _SIZE,
@@ -533,6 +539,16 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return plain(asdict(config))
 
 
+def _unique_json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused where it gives a key twice (json keeps the last silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} is given twice; give it once")
+        out[key] = value
+    return out
+
+
 def load_config(path: str | Path, cls: type[T]) -> T:
     """Read a YAML (``.yaml``/``.yml``) or JSON (``.json``) config file into ``cls``.
 
@@ -549,11 +565,11 @@ def load_config(path: str | Path, cls: type[T]) -> T:
     try:
         text = path.read_text()
         if suffix in (".yaml", ".yml"):
-            import yaml
+            from facehd.yamlio import safe_load_unique
 
-            data = yaml.safe_load(text)
+            data = safe_load_unique(text)
         elif suffix == ".json":
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_json_object)
         else:
             raise InputFileError(path, f"unknown config format '{suffix}' (use .yaml, .yml, .json)")
     except InputFileError:

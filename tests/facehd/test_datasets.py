@@ -75,6 +75,7 @@ def test_registry_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             "datasets.mine.splits must be a mapping",
         ),
         ("version: 1\nmodels: 3\n", "models must be a mapping"),
+        (BASE + "version: 1\n", "key 'version' is given twice"),
     ],
 )
 def test_bad_registry_names_file_and_problem(tmp_path: Path, text: str, message: str) -> None:

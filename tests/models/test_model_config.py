@@ -185,24 +185,35 @@ _OUT_OF_RANGE = [  # (YAML, dotted key the error names, the allowed range it sta
     (
         "model: {network: {deretouch: {input_size: 8}}}",
         "model.network.deretouch.input_size",
-        ">= 16",
+        "in [16, 4096]",
     ),
     ("model: {network: {deretouch: {eps: 0}}}", "model.network.deretouch.eps", "> 0"),
     ("model: {network: {mid_size: 0}}", "model.network.mid_size", "a multiple of 4 in [8, 256]"),
     ("model: {network: {mid_size: 30}}", "model.network.mid_size", "a multiple of 4 in [8, 256]"),
     ("model: {network: {mid_size: 512}}", "model.network.mid_size", "at most high_size"),
     ("model: {network: {mid_size: 16}}", "model.network.mid_size", ">= 24 (3 * 2**discriminator"),
-    ("model: {network: {high_size: 254}}", "model.network.high_size", "a multiple of 4 and >= 8"),
+    (
+        "model: {network: {high_size: 254}}",
+        "model.network.high_size",
+        "a multiple of 4 in [8, 2048]",
+    ),
     (
         "model: {network: {high_size: 8, mid_size: 8, deretouch: {input_size: null}}}",
         "model.network.high_size",
-        "a multiple of 4 and >= 16",
+        "a multiple of 4 in [16, 2048]",
     ),
     ("model: {network: {alpha_init: -0.01}}", "model.network.alpha_init", ">= 0"),
     ("model: {network: {beta_init: .nan}}", "model.network.beta_init", "finite and >= 0"),
     ("model: {network: {map_unit_mm: 0}}", "model.network.map_unit_mm", "> 0"),
     ("morphable: {name: flame}", "morphable.name", "one of facehd-synth, bfm"),
-    ("image_size: 8", "image_size", ">= 16"),
+    ("image_size: 8", "image_size", "in [16, 2048]"),
+    ("image_size: 1000000", "image_size", "in [16, 2048]"),
+    ("model: {network: {high_size: 4096}}", "model.network.high_size", "in [8, 2048]"),
+    (
+        "model: {network: {deretouch: {input_size: 8192}}}",
+        "model.network.deretouch.input_size",
+        "in [16, 4096]",
+    ),
     ("template: foo", "template", "unknown 5-point template 'foo'"),
     ("template: bfm", "template", "5-point template"),
     ("seed: -1", "seed", "in [0, 4294967296)"),
@@ -316,3 +327,25 @@ def test_every_numeric_and_enumerated_field_has_a_range():
         and name not in mc._RULES.get(cls.__name__, {})
     ]
     assert not unchecked, f"fields without a range check: {unchecked}"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "said"),
+    [
+        (
+            "twice.yaml",
+            "seed: 1\nhrn:\n  steps: 12\n  steps: 13\n",
+            "line 4: key 'steps' is given twice (first on line 3)",
+        ),
+        ("twice.yaml", "seed: 1\nseed: 1\n", "line 2: key 'seed' is given twice (first on line 1)"),
+        ("twice.json", '{"hrn": {"lr": 0.1}, "hrn": {"steps": 2}}', "key 'hrn' is given twice"),
+    ],
+)
+def test_a_key_given_twice_is_an_error(tmp_path, name, text, said):
+    """YAML and JSON loaders keep the last of two equal keys silently: a config that sets a
+    value twice (a copy-paste slip) is refused, naming the line."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(InputFileError) as err:
+        load_train_config(path)
+    assert str(path) in str(err.value) and said in str(err.value)
