@@ -983,6 +983,10 @@ def _training_bar(bar):
 
 
 @app.command("train")
+@_interrupt_says(
+    "stopped at once (before the step in flight was saved); --resume continues from the last "
+    "checkpoint"
+)
 def train_cmd(
     out: Path = typer.Option(
         None, help="Run folder (checkpoints, logs, config.yaml, model.pt); needed to train."
@@ -1079,6 +1083,10 @@ def train_cmd(
 
 
 @app.command()
+@_interrupt_says(
+    "the photos finished so far are written and listed in photos.csv; run the same command "
+    "again to do every photo"
+)
 def reconstruct(
     photos: list[Path] = typer.Argument(..., help="Photos or folders of photos."),
     checkpoint: Path = typer.Option(..., help="model.pt of a run, or the official HRN file."),
@@ -1187,6 +1195,7 @@ def reconstruct(
 
 
 @app.command()
+@_interrupt_says("nothing was written (the CSV is written at the end); run the same command again")
 def evaluate(
     checkpoint: Path = typer.Option(..., help="model.pt of a training run."),
     scans: Path = typer.Option(..., help="Held-out folder of facehd synth --photos V."),
@@ -1296,6 +1305,7 @@ def evaluate(
 
 
 @app.command()
+@_interrupt_says(RESUMES)
 def ablation(
     out: Path = typer.Option(..., help="Output folder (one run per row, ablation.csv/.md)."),
     photos: Path = typer.Option(..., help="In-the-wild photos (prepare-images dataset)."),

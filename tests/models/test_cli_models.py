@@ -109,3 +109,51 @@ def test_ablation_names_a_missing_identity_network_before_training(hrn_data, tmp
     assert res.exit_code == 2 and "backbone.pth" in res.output and "not found" in res.output
     assert not (out / "ablation.csv").exists()
     assert not list(out.rglob("model.pt"))
+
+
+def test_an_interrupt_outside_a_training_step_is_said(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM, raised as it) where no step is running to be saved: at a run's
+    start-up, a second Ctrl-C, inside reconstruct, evaluate or an ablation's scoring. Each
+    command says what is kept and exits 130, instead of ending silently."""
+    import models.ablation
+    import models.evaluate
+    import models.reconstruct
+    import models.train
+
+    def stop(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models.train, "train", stop)
+    monkeypatch.setattr(models.reconstruct, "reconstruct_photos", stop)
+    monkeypatch.setattr(models.reconstruct.Reconstructor, "load", stop)
+    monkeypatch.setattr(models.ablation, "run_ablation", stop)
+    photo = tmp_path / "face.png"
+    photo.write_bytes(b"")
+    out = str(tmp_path / "o")
+    ckpt = str(tmp_path / "model.pt")
+    commands = {
+        "train": ["train", "--out", out, "--photos", str(photo)],
+        "reconstruct": ["reconstruct", str(photo), "--checkpoint", ckpt, "--out", out],
+        "evaluate": ["evaluate", "--checkpoint", ckpt, "--scans", str(tmp_path)],
+        "ablation": [
+            "ablation",
+            "--out",
+            out,
+            "--photos",
+            str(photo),
+            "--priors",
+            str(photo),
+            "--heldout",
+            str(tmp_path),
+        ],
+    }
+    said = {
+        "train": "--resume continues",
+        "reconstruct": "listed in photos.csv",
+        "evaluate": "nothing was written",
+        "ablation": "run the same command again to resume",
+    }
+    for name, args in commands.items():
+        res = runner.invoke(app, args)
+        assert res.exit_code == 130, (name, res.output, res.exception)
+        assert "interrupted:" in res.output and said[name] in res.output, (name, res.output)
