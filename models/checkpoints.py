@@ -10,6 +10,7 @@ entry in one :class:`LoadReport` instead of failing on the first.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,8 +108,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputFileError(path, "is a folder: give the checkpoint file (a run's model.pt)")
     if not path.is_file():
         raise InputFileError(path, "checkpoint file not found")
+    damaged = _zip_member_damaged(path)
+    if damaged is not None:
+        raise InputFileError(
+            path,
+            f"not a readable PyTorch checkpoint (damaged: {damaged} fails its checksum; a "
+            "corrupted copy?)",
+        )
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # the reason is given below, not as a warning
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
         text = str(exc).strip()
         if "weights_only" in text or "Weights only load failed" in text:
@@ -125,6 +135,21 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise InputFileError(path, f"checkpoint must hold a dict, found {type(data).__name__}")
     return dict(data)
+
+
+def _zip_member_damaged(path: Path) -> str | None:
+    """The first member of a checkpoint's zip archive whose bytes do not match their stored
+    CRC-32 (a bit flipped on disk or in a copy, which ``torch.load`` does not check), or None:
+    all match, or the file is no complete zip archive (``torch.load`` says what it is)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        return None
+    except Exception:  # zlib errors of a damaged compressed member
+        return "a compressed member"
 
 
 def check_parts(

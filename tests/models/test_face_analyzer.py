@@ -177,3 +177,29 @@ def test_corrupt_or_missing_checkpoint_is_a_clear_error(tmp_path):
         load_face_analyzer(model, bad)
     with pytest.raises(InputFileError, match="not found"):
         load_face_analyzer(model, tmp_path / "absent.pth")
+
+
+def test_a_flipped_byte_in_a_checkpoint_is_found(tmp_path):
+    """torch.load does not check the zip archive's CRC-32s: a checkpoint damaged on disk or in a
+    copy loaded with wrong weights. read_checkpoint checks them and names the file."""
+    import pickle
+    import warnings
+
+    from models.checkpoints import read_checkpoint
+
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.arange(50000.0)}, good)
+    data = good.read_bytes()
+    for frac in (0.3, 0.5, 0.8):
+        bad = tmp_path / f"flip{frac}.pt"
+        i = int(len(data) * frac)
+        bad.write_bytes(data[:i] + bytes(b ^ 0xFF for b in data[i : i + 16]) + data[i + 16 :])
+        with pytest.raises(InputFileError, match=rf"flip{frac}\.pt: .*fails its checksum"):
+            read_checkpoint(bad)
+    assert torch.equal(read_checkpoint(good)["w"], torch.arange(50000.0))
+    plain = tmp_path / "plain.pt"
+    plain.write_bytes(pickle.dumps({"w": 1}, protocol=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the reason is in the error, not a warning before it
+        with pytest.raises(InputFileError, match="plain.pt: not a readable PyTorch checkpoint"):
+            read_checkpoint(plain)
