@@ -984,14 +984,6 @@ class Trainer:
         for p in hrn.net_recon.parameters():
             p.requires_grad_(True)
         hrn.net_recon.train()
-        if not self.perceptual.enabled:
-            self.log.message(
-                "perceptual loss is off: no identity-network weights were given "
-                "(set identity_network; until then base_losses.perceptual and "
-                "hrn_losses.perceptual have no effect)"
-            )
-        else:
-            self.log.message(f"perceptual loss: identity network {self._identity_kind}")
         cfg = self.config.base
         analyzer = _wrap(hrn.net_recon, self.dist, self.device)
         params = [p for p in hrn.net_recon.parameters() if p.requires_grad]
@@ -1039,6 +1031,17 @@ class Trainer:
             return {"kind": "self", "total": float(total.detach()), **_floats(terms)}
 
         return optim, samplers, step
+
+    def say_perceptual(self) -> None:
+        """Log whether the perceptual loss runs (and on which identity network) or is off."""
+        if not self.perceptual.enabled:
+            self.log.message(
+                "perceptual loss is off: no identity-network weights were given "
+                "(set identity_network; until then base_losses.perceptual and "
+                "hrn_losses.perceptual have no effect)"
+            )
+        else:
+            self.log.message(f"perceptual loss: identity network {self._identity_kind}")
 
     def _to224(self, pts: torch.Tensor) -> torch.Tensor:
         """Pixels at the training size -> pixels at 224 (the landmark weights' unit)."""
@@ -1450,6 +1453,9 @@ def train(
     stages = [s for s in STAGES if s in set(stages)]
     if out.exists() and not out.is_dir():
         raise FacehdError(f"{out}: exists and is not a folder; give a run folder as --out")
+    if init is not None and not Path(init).is_file():  # before the run folder is made
+        why = "is a folder: give the checkpoint file" if Path(init).is_dir() else "not found"
+        raise InputFileError(init, f"checkpoint file (--init) {why}")
     ckpt_dir = out / "checkpoints"
     existing = sorted(ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
     trainer = Trainer(config, out, photos=photos, priors=priors, pairs=pairs)
@@ -1509,6 +1515,8 @@ def _train_stages(
                 done.append(s)
     steps: dict[str, int] = {}
     seconds: dict[str, float] = {}
+    if any(s in ("base", "hrn") for s in stages):  # the stages with a perceptual loss
+        trainer.say_perceptual()
     if init is not None:
         done_init = trainer.load_networks(init)
         trainer.log.message(f"networks initialised from {init} (stages {done_init})")
@@ -1569,8 +1577,6 @@ def _run_init_matches(out: Path, init: str | Path | None, resume: bool) -> None:
     from facehd.h5io import file_sha256
 
     record = out / INIT_RECORD
-    if init is not None and not Path(init).is_file():
-        return  # load_networks names the missing file
     if resume and (record.is_file() or (out / "config.yaml").is_file()):
         if record.is_file():
             if init is not None:
@@ -1606,8 +1612,13 @@ def _recorded_init_entry(record: Path) -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m models.train`` (for ``torchrun``): the same options as ``facehd train``."""
     import argparse
+    import inspect
 
-    p = argparse.ArgumentParser(prog="python -m models.train", description=train.__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m models.train",
+        description=inspect.cleandoc(train.__doc__ or ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the docstring's own layout
+    )
     p.add_argument("--config", default="tiny-cpu")
     p.add_argument("--photos")
     p.add_argument("--priors")
@@ -1626,7 +1637,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             getattr(cfg, s).steps = a.steps
     if a.identity_network is not None:
         cfg.identity_network = a.identity_network
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # one process speaks for the run (the others would print every line again)
+    quiet = int(os.environ.get("RANK", "0")) != 0
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     train(
         cfg,
         a.out,

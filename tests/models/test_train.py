@@ -473,6 +473,11 @@ def test_a_run_started_from_init_resumes_from_it(hrn_data, full_run, tmp_path, o
     init.write_bytes((out_full / "checkpoints" / "deretouch.pt").read_bytes())
     kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "stages": ["hrn"]}
     train(tiny_config(), tmp_path / "whole", init=init, **kw)
+    # the perceptual loss's state is said by every run with a stage that has it, not only base
+    assert "perceptual loss is off" in (tmp_path / "whole" / "train.log").read_text()
+    with pytest.raises(InputFileError, match=r"absent\.pt: checkpoint file \(--init\) not found"):
+        train(tiny_config(), tmp_path / "never", init=tmp_path / "absent.pt", **kw)
+    assert not (tmp_path / "never").exists()  # nothing made for a run that cannot start
     out = tmp_path / "killed"
     with pytest.raises(Killed):
         train(tiny_config(), out, init=init, callback=kill_at("hrn", 1), **kw)
