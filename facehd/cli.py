@@ -558,15 +558,15 @@ def bench(
     from facehd.errors import FacehdError
     from models.bench import ENV_BFM, ENV_BFM_UV, ENV_CHECKPOINT, ENV_DERETOUCH
 
-    for env, value in (
-        (ENV_CHECKPOINT, checkpoint),
-        (ENV_DERETOUCH, deretouch),
-        (ENV_BFM, bfm),
-        (ENV_BFM_UV, bfm_uv),
+    for env, value, role in (
+        (ENV_CHECKPOINT, checkpoint, "checkpoint (--checkpoint)"),
+        (ENV_DERETOUCH, deretouch, "de-retouching checkpoint (--deretouch)"),
+        (ENV_BFM, bfm, "BFM model file (--bfm)"),
+        (ENV_BFM_UV, bfm_uv, "BFM UV file (--bfm-uv)"),
     ):
         if value is not None:
             if not value.exists():
-                _error(f"{esc(value)}: no such file")
+                _error(f"{esc(value)}: {role} not found")
                 raise typer.Exit(2)
             os.environ[env] = str(value.resolve())
     with _exit_on_error(FacehdError, ValueError, ImportError):

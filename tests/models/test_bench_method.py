@@ -57,7 +57,11 @@ def test_hrn_method_on_a_synthetic_now_benchmark(model_path, tmp_path, monkeypat
         again = list(csv.DictReader(fh))  # the faceless image tried once more, listed once
     assert len(again) == 1 and again[0]["item"] == items[2].name
     missing = CliRunner().invoke(app, args[:-1] + [str(tmp_path / "nope.pt")])
-    assert missing.exit_code == 2 and "nope.pt" in missing.output
+    assert (
+        missing.exit_code == 2 and "nope.pt: checkpoint (--checkpoint) not found" in missing.output
+    )
+    missing = CliRunner().invoke(app, [*args, "--bfm", str(tmp_path / "BFM.mat")])
+    assert missing.exit_code == 2 and "BFM.mat: BFM model file (--bfm) not found" in missing.output
 
 
 def test_hrn_method_fits_multiview_sets_jointly(model_path, tmp_path, monkeypatch, one_thread):
