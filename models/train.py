@@ -1577,17 +1577,19 @@ def _run_init_matches(out: Path, init: str | Path | None, resume: bool) -> None:
     from facehd.h5io import file_sha256
 
     record = out / INIT_RECORD
-    if resume and (record.is_file() or (out / "config.yaml").is_file()):
-        if record.is_file():
-            if init is not None:
-                recorded = _recorded_init_entry(record)
-                if file_sha256(init) != recorded["sha256"]:
-                    raise FacehdError(
-                        f"{out}: this run was started with --init {recorded['path']}; "
-                        f"{init} holds other weights (resume with the same checkpoint, or "
-                        "without --init to take the recorded one)"
-                    )
-        elif init is not None:
+    saved = any((out / "checkpoints").glob("*.pt"))  # a stage has progressed
+    if resume and record.is_file():
+        if init is not None:
+            recorded = _recorded_init_entry(record)
+            if file_sha256(init) != recorded["sha256"]:
+                raise FacehdError(
+                    f"{out}: this run was started with --init {recorded['path']}; "
+                    f"{init} holds other weights (resume with the same checkpoint, or "
+                    "without --init to take the recorded one)"
+                )
+        return
+    if resume and saved:
+        if init is not None:
             raise FacehdError(
                 f"{out}: this run was started without --init; resuming it from {init} would "
                 "change it (resume without --init, or start a new run with it)"
