@@ -804,6 +804,11 @@ def _obj_line(data: bytes, match: re.Match) -> str:
     return f"line {number}: {text.decode('utf-8', 'replace')!r}"
 
 
+#: The first line of the OBJ files facehd writes (:func:`save_mesh`): their counts.
+_FACEHD_OBJ_HEADER = re.compile(rb"^# facehd mesh: (\d+) vertices, (\d+) faces", re.M)
+_OBJ_FACE_LINE = re.compile(rb"^f\s", re.M)
+
+
 def _read_obj(data: bytes, split_seams: bool) -> tuple:
     from trimesh.exchange.obj import load_obj
 
@@ -816,6 +821,13 @@ def _read_obj(data: bytes, split_seams: bool) -> tuple:
     n_file = len(file_vertices)
     if n_file == 0:
         raise _Problem("no vertices")
+    if said := _FACEHD_OBJ_HEADER.search(data, 0, 4096):  # a file facehd wrote: whole?
+        n_faces = len(_OBJ_FACE_LINE.findall(data))
+        if (n_file, n_faces) != (int(said[1]), int(said[2])):
+            raise _Problem(
+                f"cut short or edited: its header says {int(said[1])} vertices and "
+                f"{int(said[2])} faces, it holds {n_file} and {n_faces}"
+            )
     # First try: trimesh unmerges (v, vt, vn) tuples and orders them by vertex index. When that
     # yields the file's vertices themselves, nothing was split or dropped: file order, UVs kept.
     # (The count alone can match with seams split and as many unused vertices dropped.)

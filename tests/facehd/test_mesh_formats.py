@@ -495,3 +495,26 @@ def test_obj_keywords_followed_by_tabs(tmp_path: Path) -> None:
     np.testing.assert_array_equal(a.vertices, b.vertices)
     np.testing.assert_array_equal(a.faces, b.faces)
     assert len(a.faces) == 4
+
+
+def test_an_obj_facehd_wrote_and_cut_at_a_line_end_is_refused(tmp_path):
+    """An OBJ cut between lines parses as a smaller mesh; facehd's own files say their counts in
+    their first line, so a partial one never reads as complete. Other OBJs are read as before."""
+    import trimesh
+
+    from facehd.errors import InputFileError
+    from facehd.mesh import Mesh, load_mesh, save_mesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    path = save_mesh(tmp_path / "whole.obj", Mesh(sphere.vertices, sphere.faces))
+    lines = path.read_text().splitlines(keepends=True)
+    assert load_mesh(path).n_faces == len(sphere.faces)
+    for keep, said in ((0.8, "320 faces, it holds 162 and"), (0.3, "162 vertices")):
+        cut = tmp_path / f"cut{keep}.obj"
+        cut.write_text("".join(lines[: int(len(lines) * keep)]))
+        with pytest.raises(InputFileError, match=rf"cut{keep}\.obj: cut short .*{said}"):
+            load_mesh(cut)
+    # the same content without facehd's header line: no counts to check
+    plain = tmp_path / "plain.obj"
+    plain.write_text("".join(lines[1 : int(len(lines) * 0.8)]))
+    assert 0 < load_mesh(plain).n_faces < len(sphere.faces)
