@@ -105,6 +105,9 @@ class NowItem:
     """Its landmark file."""
     image_path: Path | None
     """The image on disk, when found (needed only to run a method)."""
+    ground_truth_problem: str = ""
+    """Why the subject's ground truth cannot be read (its scan or landmark file missing), or
+    empty: such an item is scored as failed, the others of the split as usual."""
 
     @property
     def name(self) -> str:
@@ -145,17 +148,24 @@ def _scan_items(
             )
         subject, challenge, filename = parts[-3], parts[-2], parts[-1]
         if subject not in cache:
-            scan = _first(root / "scans" / subject, ("*.obj", "*.ply"), "scan")
-            lms = _first(root / "scans_lmks_onlypp" / subject, lm_patterns, "scan landmarks")
-            cache[subject] = (scan, lms)
-        scan, lms = cache[subject]
+            scan, lms = root / "scans" / subject, root / "scans_lmks_onlypp" / subject
+            try:  # a subject whose ground truth is gone fails its own items, not the split
+                scan = _first(scan, ("*.obj", "*.ply"), "scan")
+                lms = _first(lms, lm_patterns, "scan landmarks")
+                problem = ""
+            except InputFileError as exc:
+                problem = str(exc)
+            cache[subject] = (scan, lms, problem)
+        scan, lms, problem = cache[subject]
         image_path = None
         for base in image_roots:
             cand = base / subject / challenge / filename
             if cand.exists():
                 image_path = cand
                 break
-        items.append(NowItem(subject, challenge, Path(filename).stem, scan, lms, image_path))
+        items.append(
+            NowItem(subject, challenge, Path(filename).stem, scan, lms, image_path, problem)
+        )
     return items
 
 

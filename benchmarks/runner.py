@@ -311,6 +311,9 @@ def _scan_lm(path: Path) -> np.ndarray:
 def _eval_now(task: _NowTask) -> tuple[NowItemRow, np.ndarray | None]:
     it = task.item
     base = dict(name=it.name, subject=it.subject, challenge=it.challenge, image=it.image)
+    if it.ground_truth_problem:
+        error = f"ground truth: {it.ground_truth_problem}"
+        return NowItemRow(**base, status="error", error=error), None
     if task.mesh is None or task.landmarks is None:
         what = "mesh" if task.mesh is None else "landmarks"
         return NowItemRow(**base, status="missing", error=f"no predicted {what}"), None

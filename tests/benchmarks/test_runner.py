@@ -658,3 +658,27 @@ def test_synthetic_benchmark_records_its_settings_and_refuses_others(tmp_path: P
     assert len(list((tmp_path / "now" / "scans").iterdir())) == 3
     result = runner.invoke(app, [*args, "--seed", "1"])
     assert result.exit_code == 2 and "seed 0 there, 1 now" in " ".join(result.output.split())
+
+
+def test_now_subject_without_its_scan_fails_its_own_items(tmp_path: Path) -> None:
+    """A subject whose ground-truth scan (or landmark file) is gone fails its own images, named;
+    the other subjects are scored (before, the whole run stopped)."""
+    from benchmarks.runner import run_benchmark
+    from benchmarks.synthetic import make_synthetic_benchmark
+
+    root = Path(make_synthetic_benchmark("now", tmp_path / "now", seed=5, n_subjects=2))
+    preds = root / "predictions" / "synth-fit"
+    items = readers.read_now_items(root, "validation")
+    gone = items[0].subject
+    for f in (root / "scans" / gone).glob("*.obj"):
+        f.unlink()
+    res = run_benchmark("now", "m", predictions=preds, root=root, out=tmp_path / "o")
+    rows = _rows(res.items_csv)
+    mine = [r for r in rows if r["subject"] == gone]
+    assert mine and all(r["status"] == "error" for r in mine)
+    assert all(f"scans/{gone}: no scan (*.obj, *.ply)" in r["error"] for r in mine)
+    assert all(r["status"] == "ok" for r in rows if r["subject"] != gone)
+    assert (res.n_failed, res.n_ok) == (len(mine), len(rows) - len(mine))
+    shutil.rmtree(root / "scans_lmks_onlypp" / gone)
+    res = run_benchmark("now", "m", predictions=preds, root=root, out=tmp_path / "o2")
+    assert res.n_failed == len(mine) and res.n_ok == len(rows) - len(mine)
