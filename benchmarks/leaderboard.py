@@ -195,6 +195,18 @@ def _parse(raw: dict[str, str | None], path: Path, line: int) -> LeaderboardRow:
                 kw[f.name] = text
         except ValueError:
             raise InputFileError(path, f"line {line}: {f.name} {text!r} is not a number") from None
+        value = kw[f.name]
+        if isinstance(value, (int, float)) and not (math.isfinite(value) and value >= 0):
+            raise InputFileError(
+                path, f"line {line}: {f.name} {text!r} must be a finite number >= 0"
+            )
+    counts = [kw[c] or 0 for c in ("n_items", "n_missing", "n_failed")]
+    if kw["n_items"] is not None and counts[1] + counts[2] > counts[0]:
+        raise InputFileError(
+            path,
+            f"line {line}: n_missing + n_failed ({counts[1]} + {counts[2]}) exceed n_items "
+            f"({counts[0]})",
+        )
     if not kw["source"]:
         kw["source"] = "facehd"
     absent = [c for c in _REQUIRED if not kw[c]]
@@ -206,17 +218,38 @@ def _parse(raw: dict[str, str | None], path: Path, line: int) -> LeaderboardRow:
 def _read(path: str | Path) -> list[LeaderboardRow]:
     """facehd's rows of ``leaderboard.csv`` (none when it does not exist), checked."""
     path = Path(path)
+    if path.is_dir():
+        raise InputFileError(path, "is a folder, not a leaderboard CSV file")
     try:
         raw = read_rows(path)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputFileError(path, f"not a readable CSV file ({exc})") from None
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read it ({exc.strerror or exc})") from None
     if raw:
         missing = [c for c in _REQUIRED if c not in raw[0]]
         if missing:
             raise InputFileError(
                 path, f"not a facehd leaderboard: no column {', '.join(missing)} in its header"
             )
+        # a column renamed by hand would be dropped, its values lost, by the next update
+        known = {f.name for f in fields(LeaderboardRow)}
+        unknown = [c for c in raw[0] if c is not None and c not in known]
+        if unknown:
+            raise InputFileError(
+                path,
+                f"unknown column(s) {', '.join(map(repr, unknown))} in its header (columns: "
+                f"{', '.join(sorted(known))})",
+            )
     rows = [_parse(r, path, i) for i, r in enumerate(raw, start=2)]
+    seen: dict[tuple[str, str, str, str], int] = {}
+    for i, r in enumerate(rows, start=2):
+        if r.key in seen:
+            raise InputFileError(
+                path,
+                f"line {i}: the same run (source, method, dataset, split) as line {seen[r.key]}",
+            )
+        seen[r.key] = i
     return [r for r in rows if r.source != "reported"]
 
 

@@ -326,6 +326,32 @@ def test_leaderboard_published_rows_update_and_ranking(tmp_path: Path) -> None:
     path.write_bytes(b"method,dataset,split\n\xff\xfe,now,validation\n")
     with pytest.raises(InputFileError, match="not a readable CSV"):
         load_leaderboard(path)
+    # hand edits that would rank a wrong row or lose a column on the next update
+    cols = header.split(",")
+
+    def edited(column: str, value: str, **more: str) -> str:
+        row = lines[0].split(",")
+        for c, v in {column: value, **more}.items():
+            row[cols.index(c)] = v
+        return "\n".join([header, ",".join(row), *lines[1:]]) + "\n"
+
+    for text, said in (
+        (edited("median_mm", "-5"), "line 2: median_mm '-5' must be a finite number >= 0"),
+        (edited("cd_mm", "nan"), "line 2: cd_mm 'nan' must be a finite number >= 0"),
+        (edited("n_missing", "99", n_items="8"), r"line 2: n_missing \+ n_failed \(99 \+ "),
+        (good.replace("median_mm", "medianmm", 1), "unknown column.*'medianmm'"),
+        (good + lines[0] + "\n", f"line {len(lines) + 2}: the same run .* as line 2"),
+    ):
+        path.write_text(text)
+        with pytest.raises(InputFileError, match=said):
+            load_leaderboard(path)
+        with pytest.raises(InputFileError, match=said):
+            update_leaderboard(path, partial)
+        assert path.read_text() == text  # nothing rewritten
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(InputFileError, match="is a folder"):
+        load_leaderboard(path)
 
 
 def test_cli_bench_and_leaderboard(synth_roots: dict, tmp_path: Path) -> None:
