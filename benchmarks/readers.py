@@ -567,10 +567,21 @@ def read_lab_camera(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         rt = np.asarray(raw[1], dtype=np.float64)
     except (OSError, ValueError, IndexError, TypeError) as exc:
         raise InputFileError(path, f"not a camera file [K, Rt]: {exc}") from exc
-    if (
-        k.shape != (3, 3)
-        or rt.shape != (3, 4)
-        or not (np.isfinite(k).all() and np.isfinite(rt).all())
-    ):
+    if k.shape != (3, 3) or rt.shape != (3, 4):
         raise InputFileError(path, f"expected K (3, 3) and Rt (3, 4), got {k.shape} and {rt.shape}")
+    if not (np.isfinite(k).all() and np.isfinite(rt).all()):
+        raise InputFileError(path, "K or Rt holds NaN or infinite values")
+    if not (k[0, 0] > 0 and k[1, 1] > 0 and np.allclose(k[2], (0.0, 0.0, 1.0), atol=1e-6)):
+        raise InputFileError(
+            path, "K is no pinhole camera matrix (positive focal lengths, last row 0 0 1)"
+        )
+    r = rt[:, :3]
+    err = float(np.abs(r @ r.T - np.eye(3)).max())
+    if err > 1e-2 or np.linalg.det(r) < 0:
+        raise InputFileError(
+            path,
+            f"Rt's 3x3 part is no rotation (R R^T differs from the identity by {err:.3g}"
+            + (", det < 0" if np.linalg.det(r) < 0 else "")
+            + ")",
+        )
     return k, rt

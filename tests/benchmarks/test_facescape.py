@@ -169,3 +169,35 @@ def test_place_image_prediction_and_groups() -> None:
     assert lab_groups(0, 5) == ("30", "f1200")
     assert lab_groups(0, 10) == ("60", "f1200")
     assert lab_groups(2, 0) == (None, "f300")
+
+
+def test_a_lab_camera_file_that_is_no_camera_is_named(synth_roots, tmp_path):
+    """K with NaN, zero focal lengths or a broken last row, and an Rt whose 3x3 part is no
+    rotation, are errors naming the camera file (a scaled rotation scored 12 mm as ok)."""
+    import json
+    from pathlib import Path
+
+    from benchmarks.readers import read_lab_camera
+    from facehd.errors import InputFileError
+
+    cams = sorted((Path(synth_roots["facescape"]) / "data" / "lab_cam").glob("*.json"))
+    k, rt = read_lab_camera(cams[0])
+    assert np.allclose(rt[:, :3] @ rt[:, :3].T, np.eye(3), atol=1e-6)
+    raw = json.loads(cams[0].read_text())
+
+    def broken(edit) -> Path:
+        data = json.loads(json.dumps(raw))
+        edit(data)
+        path = tmp_path / "00_0_01.json"
+        path.write_text(json.dumps(data))
+        return path
+
+    for edit, said in (
+        (lambda d: d[1][0].__setitem__(0, 5.0), "no rotation"),
+        (lambda d: [row.__setitem__(0, -row[0]) for row in d[1]], "det < 0"),
+        (lambda d: d[0][0].__setitem__(0, float("nan")), "NaN or infinite"),
+        (lambda d: d.__setitem__(0, [[0, 0, 0], [0, 0, 0], [0, 0, 1]]), "no pinhole camera"),
+        (lambda d: d[0].__setitem__(2, [0, 0, 0]), "no pinhole camera"),
+    ):
+        with pytest.raises(InputFileError, match=rf"00_0_01\.json: .*{said}"):
+            read_lab_camera(broken(edit))
