@@ -239,6 +239,21 @@ def load_topology(keypoint_file: str | Path, template: str | Path | None = None)
             f"{len(faces)} triangles: the keypoint file does not fit its template",
         )
     w = np.stack([arr[:, 1], arr[:, 2], 1.0 - arr[:, 1] - arr[:, 2]], axis=1)
+    outside = np.flatnonzero(((w < -1e-3) | (w > 1 + 1e-3)).any(axis=1))
+    if len(outside):
+        k = int(outside[0])
+        raise InputFileError(
+            keypoint_file,
+            f"entry {k}: weights {arr[k, 1]:g}, {arr[k, 2]:g} put the keypoint outside its "
+            f"triangle (barycentric weights in [0, 1]); {len(outside)} entries so",
+        )
+    _, first, counts = np.unique(arr, axis=0, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        k = int(first[np.argmax(counts > 1)])
+        raise InputFileError(
+            keypoint_file,
+            f"entry {k} is given {int(counts.max())} times: the 85 keypoints must be distinct",
+        )
     return RealyTopology(keypoint_file.stem, faces, tri, w)
 
 

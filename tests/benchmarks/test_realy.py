@@ -75,13 +75,13 @@ def test_obj_faces_split_quads_as_the_official_reader(tmp_path: Path) -> None:
 def test_topology_keypoints_and_bad_files(tmp_path: Path) -> None:
     tpl = tmp_path / "tpl.obj"
     tpl.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nf 1 2 3 4\n")
-    entries = [[k % 2, 0.2, 0.3] for k in range(85)]
+    entries = [[k % 2, 0.2 + 0.004 * k, 0.3] for k in range(85)]
     (tmp_path / "tpl.txt").write_text(json.dumps(entries))
     topo = load_topology(tmp_path / "tpl.txt")
     v = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], float)
     kp = topo.keypoints(v)
     np.testing.assert_allclose(kp[0], 0.2 * v[0] + 0.3 * v[1] + 0.5 * v[2])
-    np.testing.assert_allclose(kp[1], 0.2 * v[0] + 0.3 * v[2] + 0.5 * v[3])
+    np.testing.assert_allclose(kp[1], 0.204 * v[0] + 0.3 * v[2] + 0.496 * v[3])
     with pytest.raises(InputFileError, match="does not fit"):
         topo.check_mesh(Mesh(v[:3], np.array([[0, 1, 2]])), tmp_path / "pred.obj")
     (tmp_path / "tpl.txt").write_text(json.dumps(entries[:84]))
@@ -89,6 +89,14 @@ def test_topology_keypoints_and_bad_files(tmp_path: Path) -> None:
         load_topology(tmp_path / "tpl.txt")
     (tmp_path / "tpl.txt").write_text(json.dumps([[5, 0.2, 0.3]] * 85))
     with pytest.raises(InputFileError, match="does not fit its template"):
+        load_topology(tmp_path / "tpl.txt")
+    # weights outside the triangle; one keypoint given for all (a degenerate file)
+    bad = [*entries[:10], [1, 5.0, -7.0], *entries[11:]]
+    (tmp_path / "tpl.txt").write_text(json.dumps(bad))
+    with pytest.raises(InputFileError, match=r"tpl\.txt: entry 10: weights 5, -7 put"):
+        load_topology(tmp_path / "tpl.txt")
+    (tmp_path / "tpl.txt").write_text(json.dumps([[0, 0, 0]] * 85))
+    with pytest.raises(InputFileError, match=r"tpl\.txt: entry 0 is given 85 times"):
         load_topology(tmp_path / "tpl.txt")
 
 
