@@ -146,6 +146,8 @@ class RunResult:
     """Images without a prediction."""
     n_failed: int
     """Images whose evaluation failed."""
+    n_warned: int = 0
+    """Images scored with a warning (``warning`` column of ``items.csv``)."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -170,6 +172,9 @@ class NowItemRow:
     iterations: int | None = None
     converged: bool | None = None
     prediction: str = ""
+    warning: str = ""
+    """Why a scored prediction looks like no face reconstruction (too few vertices, landmarks
+    that no similarity maps onto the scan's): scored as the official tool would, and named."""
 
 
 @dataclass(frozen=True)
@@ -308,6 +313,27 @@ def _scan_lm(path: Path) -> np.ndarray:
     return _scan_lm_cached(path, _stamp(path))
 
 
+#: Fewest vertices of a prediction that can show a face (NoW's FLAME meshes have 5023).
+MIN_PREDICTION_VERTICES = 100
+#: Largest RMS (mm) of the predicted landmarks from the scan's after their similarity fit; a
+#: reconstruction's are a few millimetres off, landmarks in another order tens.
+MAX_LANDMARK_RMS_MM = 15.0
+
+
+def _now_warning(pred: Any, lm: np.ndarray, scan_lm: np.ndarray, res: Any) -> str:
+    """What makes a scored NoW prediction implausible (empty when nothing does)."""
+    said = []
+    if pred.n_vertices < MIN_PREDICTION_VERTICES:
+        said.append(f"the prediction has {pred.n_vertices} vertices")
+    rms = float(np.sqrt(((res.landmark_transform.apply(lm) - scan_lm) ** 2).sum(1).mean()))
+    if not rms <= MAX_LANDMARK_RMS_MM:
+        said.append(
+            f"its 7 landmarks are {rms:.1f} mm RMS from the scan's after the similarity fit "
+            "(in another order, or not the face's?)"
+        )
+    return "; ".join(said)
+
+
 def _eval_now(task: _NowTask) -> tuple[NowItemRow, np.ndarray | None]:
     it = task.item
     base = dict(name=it.name, subject=it.subject, challenge=it.challenge, image=it.image)
@@ -330,6 +356,7 @@ def _eval_now(task: _NowTask) -> tuple[NowItemRow, np.ndarray | None]:
     d = res.distances
     row = NowItemRow(
         **base,
+        warning=_now_warning(pred, lm, _scan_lm(it.scan_landmarks), res),
         status="ok",
         n_points=int(d.size),
         median_mm=float(np.median(d)),
@@ -1037,6 +1064,16 @@ def run_benchmark(
             os.replace(tmp, path)
         update_leaderboard(board, lb_row)
         shutil.rmtree(unscored, ignore_errors=True)  # an earlier unscored attempt's rows
+    n_warned = sum(bool(getattr(r, "warning", "")) for r in rows)
     return RunResult(
-        out_dir, items_csv, summary_csv, board, lb_row, len(rows), n_ok, n_missing, n_failed
+        out_dir,
+        items_csv,
+        summary_csv,
+        board,
+        lb_row,
+        len(rows),
+        n_ok,
+        n_missing,
+        n_failed,
+        n_warned,
     )

@@ -596,6 +596,13 @@ def bench(
         f"{result.n_items} images: {result.n_ok} scored, {result.n_missing} missing, "
         f"{result.n_failed} failed (see {esc(result.items_csv)})"
     )
+    if result.n_warned:
+        console.print(
+            f"[yellow]warning:[/yellow] {result.n_warned} scored with a warning: predictions "
+            f"that look like no face reconstruction (the warning column of "
+            f"{esc(result.items_csv)})",
+            soft_wrap=True,
+        )
     if result.n_ok:
         console.print(
             f"wrote {esc(result.items_csv)}, {esc(result.summary_csv)}, "

@@ -708,3 +708,40 @@ def test_now_subject_without_its_scan_fails_its_own_items(tmp_path: Path) -> Non
     shutil.rmtree(root / "scans_lmks_onlypp" / gone)
     res = run_benchmark("now", "m", predictions=preds, root=root, out=tmp_path / "o2")
     assert res.n_failed == len(mine) and res.n_ok == len(rows) - len(mine)
+
+
+def test_now_predictions_that_are_no_face_are_scored_with_a_warning(tmp_path: Path) -> None:
+    """Landmarks given in reverse order, or a prediction of 3 vertices, are scored as the
+    official tool would score them, but named in the warning column and counted; the untouched
+    predictions have none."""
+    from types import SimpleNamespace
+
+    from benchmarks.runner import _now_warning, run_benchmark
+    from benchmarks.synthetic import make_synthetic_benchmark
+    from facehd.cli import app
+    from facehd.mesh import Mesh
+    from facehd.transforms import Similarity
+
+    root = Path(make_synthetic_benchmark("now", tmp_path / "now", seed=5, n_subjects=1))
+    preds = root / "predictions" / "synth-fit"
+    items = readers.read_now_items(root, "validation")
+    second = preds / items[1].subject / items[1].challenge / f"{items[1].image}.txt"
+    lines = second.read_text().splitlines()
+    second.write_text("\n".join(reversed(lines)) + "\n")
+    res = run_benchmark("now", "m", predictions=preds, root=root, out=tmp_path / "o")
+    rows = {r["name"]: r for r in _rows(res.items_csv)}
+    assert rows[items[1].name]["status"] == "ok"
+    assert "mm RMS from the scan's after the similarity fit" in rows[items[1].name]["warning"]
+    assert all(rows[it.name]["warning"] == "" for it in items if it != items[1])
+    assert res.n_warned == 1 and res.n_ok == len(items)
+    cli = CliRunner().invoke(
+        app,
+        ["bench", "--dataset", "now", "--method", "m", "--predictions", str(preds)]
+        + ["--root", str(root), "--out", str(tmp_path / "o2")],
+    )
+    assert "1 scored with a warning" in cli.output, cli.output
+    # a prediction of 3 vertices whose landmarks fit exactly
+    lm = readers.read_landmarks7(second)
+    tri = Mesh(lm[:3], np.array([[0, 1, 2]]))
+    fit = SimpleNamespace(landmark_transform=Similarity(1.0, np.eye(3), np.zeros(3)))
+    assert _now_warning(tri, lm, lm, fit) == "the prediction has 3 vertices"
