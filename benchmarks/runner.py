@@ -320,9 +320,23 @@ MIN_PREDICTION_VERTICES = 100
 MAX_LANDMARK_RMS_MM = 15.0
 
 
-def _now_warning(pred: Any, lm: np.ndarray, scan_lm: np.ndarray, res: Any) -> str:
-    """What makes a scored NoW prediction implausible (empty when nothing does)."""
+def _now_warning(
+    pred: Any, lm: np.ndarray, scan_lm: np.ndarray, res: Any, config: Any = None
+) -> str:
+    """What makes a scored NoW prediction implausible (empty when nothing does); in the
+    metrical variant also a unit that the landmarks' own scale contradicts."""
     said = []
+    if config is not None and config.metrical:
+        from benchmarks.now import UNIT_TO_MM
+        from facehd.transforms import procrustes
+
+        free = procrustes(lm, scan_lm, with_scale=True, allow_reflection=True).scale
+        given = UNIT_TO_MM[config.unit]
+        if not 0.5 <= free / given <= 2.0:
+            said.append(
+                f"--metrical {config.unit} scales the prediction by {given:g}, its landmarks "
+                f"fit the scan's at {free:.3g}: in another unit?"
+            )
     if pred.n_vertices < MIN_PREDICTION_VERTICES:
         said.append(f"the prediction has {pred.n_vertices} vertices")
     rms = float(np.sqrt(((res.landmark_transform.apply(lm) - scan_lm) ** 2).sum(1).mean()))
@@ -356,7 +370,7 @@ def _eval_now(task: _NowTask) -> tuple[NowItemRow, np.ndarray | None]:
     d = res.distances
     row = NowItemRow(
         **base,
-        warning=_now_warning(pred, lm, _scan_lm(it.scan_landmarks), res),
+        warning=_now_warning(pred, lm, _scan_lm(it.scan_landmarks), res, task.config),
         status="ok",
         n_points=int(d.size),
         median_mm=float(np.median(d)),

@@ -505,6 +505,11 @@ def test_cli_now_metrical_variant_fixes_the_unit_scale(synth_roots: dict, tmp_pa
         assert float(row["scale"]) == 1000.0 and float(mm[name]["scale"]) == 1.0
         assert float(mm[name]["median_mm"]) == pytest.approx(float(row["median_mm"]), abs=1e-3)
         assert 0.1 < float(row["median_mm"]) < 5.0
+    assert all(row["warning"] == "" for row in [*m.values(), *mm.values()])
+    # the metre predictions given as millimetres: scored as asked, and named as such
+    wrong = run("wrong", metres, "mm")
+    assert all("--metrical mm scales the prediction by 1" in r["warning"] for r in wrong.values())
+    assert all("in another unit?" in r["warning"] for r in wrong.values())
     board = {(r.method, r.split) for r in load_leaderboard(out / "leaderboard.csv")}
     assert ("m", "validation-metrical") in board
     bad = ["bench", "--dataset", "facescape", "--method", "x", "--root", str(root)]
