@@ -577,11 +577,12 @@ def read_lab_camera(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         )
     r = rt[:, :3]
     err = float(np.abs(r @ r.T - np.eye(3)).max())
-    if err > 1e-2 or np.linalg.det(r) < 0:
+    mirrored = np.linalg.det(r) < 0
+    if err > 1e-2 or mirrored:
         raise InputFileError(
             path,
             f"Rt's 3x3 part is no rotation (R R^T differs from the identity by {err:.3g}"
-            + (", det < 0" if np.linalg.det(r) < 0 else "")
+            + (", det < 0" if mirrored else "")
             + ")",
         )
     return k, rt

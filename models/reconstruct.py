@@ -607,6 +607,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _aside(folder: Path, kind: str) -> Path:
+    """The hidden sibling of ``folder`` that :func:`write_photo_result` writes a new result into
+    (``kind`` ``tmp``) or moves the earlier one to (``old``), named with this process's id;
+    :data:`_PARTIAL` reads the name back."""
+    return folder.with_name(f".{folder.name}.{kind}{os.getpid()}")
+
+
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)(?P<pid>\d+)$")
 
 
@@ -639,7 +646,7 @@ def write_photo_result(
 
     The files go to a hidden sibling folder first, which then takes ``folder``'s place: an
     interrupted write leaves an earlier run's folder whole, never old and new files mixed."""
-    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
+    tmp = _aside(folder, "tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         write_reconstruction(
@@ -650,7 +657,7 @@ def write_photo_result(
             crop_transform=aligned.transform,
             photo=photo,
         )
-        old = folder.with_name(f".{folder.name}.old{os.getpid()}")
+        old = _aside(folder, "old")
         if folder.is_dir():
             os.replace(folder, old)
         os.replace(tmp, folder)

@@ -1486,7 +1486,7 @@ def _train_stages(
         out.mkdir(parents=True, exist_ok=True)
         # files a killed run was writing (checkpoints, model.pt, logs, config: never complete,
         # saves go through os.replace); this run holds the folder, so none is being written now
-        for pattern in ("checkpoints/*.pt.tmp*", "*.tmp*", ".*.tmp"):
+        for pattern in ("checkpoints/*.pt.tmp*", "*.tmp*"):  # '*' matches hidden names too
             for partial in out.glob(pattern):
                 if partial.is_file():
                     partial.unlink(missing_ok=True)
