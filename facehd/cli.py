@@ -1119,7 +1119,8 @@ def reconstruct(
     Needs the optional extra for detection: pip install 'facehd\\[photo]'. Writes OUT/<photo stem>/
     coarse.obj, mid.obj, detail.obj, texture.png, deformation/displacement .npy and 16-bit .png,
     overlay.png, turntable.png, reconstruction.json, and OUT/photos.csv (each photo's folder, or
-    why it failed); exit status 1 when a photo failed. A photo done before into OUT gets its
+    why it failed; a path that is not there is skipped and listed); exit status 1 when a photo
+    failed. A photo done before into OUT gets its
     folder again (replaced whole); another photo of the same name gets <stem>_2.
     --base-texture writes the base albedo as the texture and skips the de-retouching network
     (same geometry, about 3x faster at the paper's sizes on a CPU).
@@ -1131,13 +1132,19 @@ def reconstruct(
 
     Example: facehd reconstruct photos/ --checkpoint runs/tiny/model.pt --out facehd-out/rec
     """
-    from facehd.errors import FacehdError
-    from models.reconstruct import find_photos_and_repeats, output_names, reconstruct_photos
+    from facehd.errors import FacehdError, InputFileError
+    from models.reconstruct import find_photo_inputs, output_names, reconstruct_photos
 
     _check_landmark_mode(landmarks)
     with _exit_on_error(FacehdError, ValueError, ImportError):
-        files, repeats = find_photos_and_repeats(photos)
-        for p in repeats:
+        found = find_photo_inputs(photos)
+        files, missing = found.photos, found.missing
+        if not files:  # nothing to do: say so before loading the checkpoint
+            path, why = missing[0]
+            raise InputFileError(path, why)
+        for p, why in missing:
+            console.print(f"[yellow]skipped:[/yellow] {esc(p)}: {why}", soft_wrap=True)
+        for p in found.repeats:
             console.print(f"given again, done once: {esc(p)}", soft_wrap=True)
         for p, name in zip(files, output_names(files, out), strict=True):
             if name != p.stem:  # another photo of that name holds the folder
@@ -1161,6 +1168,7 @@ def reconstruct(
                     base_texture=base_texture,
                     landmarks=landmarks,
                     loaded=lambda recon: _warn_untrained_detail(recon, checkpoint),
+                    missing=missing,
                 )
             else:
                 fitted = None
@@ -1175,6 +1183,7 @@ def reconstruct(
                     base_texture=base_texture,
                     landmarks=landmarks,
                     loaded=lambda recon: _warn_untrained_detail(recon, checkpoint),
+                    missing=missing,
                 )
     if fitted is not None:
         first, last = fitted.history[0], fitted.history[-1]

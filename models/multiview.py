@@ -27,6 +27,7 @@ beside the fitted views.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -386,6 +387,7 @@ def reconstruct_multiview(
     base_texture: bool = False,
     landmarks: str = "auto",
     loaded: Any = None,
+    missing: Sequence[tuple[Path, str]] = (),
 ) -> tuple[MultiViewResult | None, list[Any]]:
     """Photos of one face -> MV-HRN, written as ``out/<photo stem>/`` per view (the files of
     ``facehd reconstruct``, named as :func:`models.reconstruct.output_names` names them, with
@@ -397,7 +399,8 @@ def reconstruct_multiview(
     ``progress(photo)`` is called after each photo is prepared, ``fit_progress(i, n)`` after each
     iteration of the fit. ``base_texture``, ``landmarks``: see
     :class:`models.reconstruct.Reconstructor`; ``loaded(recon)`` is called once the checkpoint
-    is loaded.
+    is loaded. ``missing``: inputs that are not there
+    (:attr:`models.reconstruct.PhotoInputs.missing`), reported as failed views.
     """
     import json
 
@@ -406,6 +409,7 @@ def reconstruct_multiview(
     from models.reconstruct import (
         PhotoResult,
         clear_interrupted_writes,
+        missing_results,
         output_names,
         remove_earlier_result,
         write_photo_index,
@@ -424,7 +428,7 @@ def reconstruct_multiview(
         loaded(recon)
     out = check_output_folder(out, "reconstructions")
     clear_interrupted_writes(out)
-    views, results = [], []
+    views, results = [], missing_results(missing)
     for path, stem in zip(photos, output_names(photos, out), strict=True):
         try:
             views.append((path, stem, *recon.prepare_view(path)))
@@ -446,7 +450,7 @@ def reconstruct_multiview(
     )
     for (path, stem, aligned, _, _), rec in zip(views, res.views, strict=True):
         results.append(write_photo_result(recon, rec, aligned, path, out / stem))
-    order = {p: k for k, p in enumerate(photos)}
+    order = {p: k for k, p in enumerate([Path(m[0]) for m in missing] + list(photos))}
     results.sort(key=lambda r: order[r.photo])
     write_photo_index(out, results)
     from models.export import write_textured_obj

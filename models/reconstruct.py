@@ -34,6 +34,7 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ __all__ = [
     "Reconstruction",
     "Reconstructor",
     "find_photos",
+    "find_photo_inputs",
     "find_photos_and_repeats",
     "load_system",
     "write_reconstruction",
@@ -469,10 +471,37 @@ def find_photos(inputs: list[str | Path]) -> list[Path]:
 
 def find_photos_and_repeats(inputs: list[str | Path]) -> tuple[list[Path], list[Path]]:
     """``(photos, repeats)``: :func:`find_photos`'s photos, and the files given again (the same
-    file named twice, or found again in a folder given too) that it drops."""
+    file named twice, or found again in a folder given too) that it drops.
+
+    Raises InputFileError for the first input that does not exist or folder without photos."""
+    found = find_photo_inputs(inputs)
+    if found.missing:
+        path, why = found.missing[0]
+        raise InputFileError(path, why)
+    return found.photos, found.repeats
+
+
+@dataclass
+class PhotoInputs:
+    """What :func:`find_photo_inputs` found among a command line's photos and folders."""
+
+    photos: list[Path]
+    """Photo files, in order, each once."""
+    repeats: list[Path]
+    """Files given again (the same file named twice, or found again in a folder given too)."""
+    missing: list[tuple[Path, str]]
+    """Inputs that are no photo: ``(path, why)`` (no such file or folder, a folder without
+    photos)."""
+
+
+def find_photo_inputs(inputs: list[str | Path]) -> PhotoInputs:
+    """Photo files among ``inputs`` (folders searched recursively, hidden names skipped), the
+    repeats dropped, and the inputs that are not there, so that a batch can go on without them
+    and say so."""
     from facehd.align import PHOTO_SUFFIXES
 
     found: list[Path] = []
+    missing: list[tuple[Path, str]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
@@ -483,19 +512,19 @@ def find_photos_and_repeats(inputs: list[str | Path]) -> tuple[list[Path], list[
                 and not any(part.startswith(".") for part in q.relative_to(p).parts)
             )
             if not sub:
-                raise InputFileError(p, "folder holds no photo")
+                missing.append((p, "folder holds no photo"))
             found += sub
         elif p.is_file():
             found.append(p)
         else:
-            raise InputFileError(p, "no such photo or folder")
+            missing.append((p, "no such photo or folder"))
     seen: set[Path] = set()
     photos, repeats = [], []
     for p in found:
         key = p.resolve()
         (repeats if key in seen else photos).append(p)
         seen.add(key)
-    return photos, repeats
+    return PhotoInputs(photos, repeats, missing)
 
 
 @dataclass
@@ -550,11 +579,13 @@ def reconstruct_photos(
     base_texture: bool = False,
     landmarks: str = "auto",
     loaded: Any = None,
+    missing: Sequence[tuple[Path, str]] = (),
 ) -> list[PhotoResult]:
     """Reconstruct every photo into ``out/<name>/`` (:func:`output_names`); a photo that fails
     (unreadable, no face, its results not writable) is reported and the others continue.
     ``base_texture``, ``landmarks``: see :class:`Reconstructor`; ``loaded(recon)`` is called
-    once the checkpoint is loaded."""
+    once the checkpoint is loaded. ``missing``: inputs that are not there
+    (:attr:`PhotoInputs.missing`), reported as failed first (:func:`missing_results`)."""
     recon = Reconstructor.load(
         checkpoint,
         base_texture=base_texture,
@@ -567,7 +598,7 @@ def reconstruct_photos(
         loaded(recon)
     out = check_output_folder(out, "reconstructions")
     clear_interrupted_writes(out)
-    results = []
+    results = missing_results(missing)
     for path, stem in zip(photos, output_names(photos, out), strict=True):
         try:
             rec, aligned = recon.run_photo(path)
@@ -579,6 +610,11 @@ def reconstruct_photos(
         if progress is not None:
             progress(path)
     return results
+
+
+def missing_results(missing: Sequence[tuple[Path, str]]) -> list[PhotoResult]:
+    """A failed :class:`PhotoResult` per input that is not there (``(path, why)``)."""
+    return [PhotoResult(Path(path), None, f"{path}: {why}") for path, why in missing]
 
 
 def _said(exc: BaseException, path: Path) -> str:
@@ -679,21 +715,24 @@ class _IndexRow:
 def write_photo_index(out: str | Path, results: list[PhotoResult]) -> Path:
     """Write ``out/photos.csv``: one row per photo (its file, its output folder relative to
     ``out``, or the error); the rows of earlier runs into the same folder are kept, except a
-    photo done again and one whose output folder this run wrote over."""
+    photo done again and one whose output folder this run wrote over. A photo that is no longer
+    there (a path mistyped or moved) keeps the reconstruction an earlier run made of it: the
+    failure is only written where it had none."""
 
     from facehd.csvtext import write_rows
 
     out = Path(out)
-    rows = {
-        str(r.photo.resolve()): _IndexRow(
-            str(r.photo.resolve()),
-            "" if r.folder is None else r.folder.relative_to(out).as_posix(),
-            r.error or "",
+    earlier = _read_index(out)
+    rows = {}
+    for r in results:
+        key = str(r.photo.resolve())
+        if r.folder is None and not r.photo.exists() and earlier.get(key, _NO_ROW).output:
+            continue
+        rows[key] = _IndexRow(
+            key, "" if r.folder is None else r.folder.relative_to(out).as_posix(), r.error or ""
         )
-        for r in results
-    }
     written = {r.output for r in rows.values() if r.output}
-    for key, old in _read_index(out).items():
+    for key, old in earlier.items():
         if key not in rows and old.output not in written:
             rows[key] = old
     return write_rows(out / INDEX_NAME, [rows[k] for k in sorted(rows)], _IndexRow)
@@ -701,6 +740,7 @@ def write_photo_index(out: str | Path, results: list[PhotoResult]) -> Path:
 
 #: The index of an output folder of ``facehd reconstruct``.
 INDEX_NAME = "photos.csv"
+_NO_ROW = _IndexRow("", "", "")
 
 
 def _read_index(out: Path) -> dict[str, _IndexRow]:

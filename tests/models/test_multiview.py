@@ -206,9 +206,12 @@ def test_reconstruct_multiview_writes_views_shared_face_and_report(model_path, t
     faceless = tmp_path / "faceless.png"
     Image.new("RGB", (320, 240), (90, 120, 150)).save(faceless)
     out = tmp_path / "rec"
-    args = ["reconstruct", *map(str, views), str(faceless), "--multiview", "--iterations", "2"]
-    res = CliRunner().invoke(app, [*args, "--checkpoint", str(model_path), "--out", str(out)])
-    assert res.exit_code == 1, res.output  # one photo failed, the others were fitted
+    gone = tmp_path / "typo.jpg"
+    args = ["reconstruct", *map(str, views), str(faceless), str(gone), "--multiview"]
+    res = CliRunner().invoke(
+        app, [*args, "--iterations", "2", "--checkpoint", str(model_path), "--out", str(out)]
+    )
+    assert res.exit_code == 1, res.output  # two inputs failed, the others were fitted
     assert "MV-HRN: 3 views" in res.output
     for v in views:
         assert (out / v.stem / "detail.obj").is_file()
@@ -216,7 +219,8 @@ def test_reconstruct_multiview_writes_views_shared_face_and_report(model_path, t
     assert (out / "shared.obj").is_file()
     report = json.loads((out / "multiview.json").read_text())
     assert [v["folder"] for v in report["views"]] == [v.stem for v in views]
-    assert len(report["failed"]) == 1 and report["failed"][0]["photo"] == str(faceless)
+    assert [f["photo"] for f in report["failed"]] == [str(gone), str(faceless)]
+    assert "no such photo or folder" in report["failed"][0]["error"]
     assert report["config"]["iterations"] == 2
     assert not list(out.glob("*.tmp*"))
     assert "one view only" not in res.output

@@ -374,6 +374,54 @@ def test_batch_records_each_photo_its_folder_or_its_failure(
     assert res.exit_code == 2 and "must be a folder" in res.output
 
 
+def test_a_path_not_there_is_listed_as_failed_and_the_batch_goes_on(
+    hrn_data, model_path, tmp_path, one_thread
+):
+    import csv
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+
+    photo = tmp_path / "photos" / "a.png"
+    photo.parent.mkdir()
+    src = hrn_data.scans / "photos" / "s000_e00_v00.png"
+    shutil.copy(src, photo)
+    shutil.copy(src.with_suffix(".pts"), photo.with_suffix(".pts"))
+    gone, empty = tmp_path / "typo.png", tmp_path / "empty-folder"
+    empty.mkdir()
+    out = tmp_path / "rec"
+    ckpt = ["--checkpoint", str(model_path), "--out", str(out)]
+    res = CliRunner().invoke(app, ["reconstruct", str(gone), str(photo), str(empty), *ckpt])
+    assert res.exit_code == 1, res.output  # two inputs failed; the photo between was done
+    text = " ".join(res.output.split())
+    assert f"skipped: {gone}: no such photo or folder" in text
+    assert f"skipped: {empty}: folder holds no photo" in text
+    assert "1 of 3 photos reconstructed" in text
+    with open(out / "photos.csv", newline="") as fh:
+        rows = {r["photo"]: r for r in csv.DictReader(fh)}
+    assert rows[str(photo.resolve())]["output"] == "a"
+    assert "no such photo or folder" in rows[str(gone.resolve())]["error"]
+    assert "folder holds no photo" in rows[str(empty.resolve())]["error"]
+    assert (out / "a" / "detail.obj").is_file()
+    # the photo moved away, the old command run again: its reconstruction stays, indexed
+    before = (out / "a" / "detail.obj").read_bytes()
+    photo.rename(tmp_path / "moved.png")
+    res = CliRunner().invoke(app, ["reconstruct", str(photo), str(photo.parent), *ckpt])
+    assert res.exit_code == 2 and "no such photo or folder" in res.output  # nothing to do
+    other = tmp_path / "b.png"
+    shutil.copy(src, other)
+    shutil.copy(src.with_suffix(".pts"), other.with_suffix(".pts"))
+    res = CliRunner().invoke(app, ["reconstruct", str(photo), str(other), *ckpt])
+    assert res.exit_code == 1, res.output
+    assert (out / "a" / "detail.obj").read_bytes() == before
+    with open(out / "photos.csv", newline="") as fh:
+        rows = {r["photo"]: r for r in csv.DictReader(fh)}
+    assert rows[str(photo.resolve())]["output"] == "a"
+    assert rows[str(other.resolve())]["output"] == "b"
+
+
 def test_a_killed_write_is_tidied_by_the_next_run(tmp_path):
     """The hidden folders of a killed process (named with its pid) go; an earlier result moved
     aside by an unfinished swap is put back; a running process's folders are left."""
