@@ -260,6 +260,7 @@ class _NowTask:
     mesh: Path | None
     landmarks: Path | None
     config: NowConfig
+    predictions: Path
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,12 @@ class _FaceScapeTask:
     item: readers.FaceScapeItem
     prediction: Path | None
     root: Path
+    predictions: Path
+
+
+def _expected(stem: Path, suffixes: tuple[str, ...]) -> str:
+    """Where a missing prediction was looked for: ``looked for <stem>.obj or .ply``."""
+    return f"looked for {stem}{suffixes[0]} or " + " or ".join(suffixes[1:])
 
 
 def _err(exc: BaseException) -> str:
@@ -355,8 +362,14 @@ def _eval_now(task: _NowTask) -> tuple[NowItemRow, np.ndarray | None]:
         error = f"ground truth: {it.ground_truth_problem}"
         return NowItemRow(**base, status="error", error=error), None
     if task.mesh is None or task.landmarks is None:
-        what = "mesh" if task.mesh is None else "landmarks"
-        return NowItemRow(**base, status="missing", error=f"no predicted {what}"), None
+        what, suffixes = (
+            ("mesh", readers.MESH_SUFFIXES)
+            if task.mesh is None
+            else ("landmarks", readers.LANDMARK_SUFFIXES)
+        )
+        stem = task.predictions / it.subject / it.challenge / it.image
+        error = f"no predicted {what} ({_expected(stem, suffixes)})"
+        return NowItemRow(**base, status="missing", error=error), None
     try:
         from benchmarks.now import evaluate_now
         from facehd.mesh import load_mesh
@@ -481,7 +494,10 @@ def _eval_facescape(task: _FaceScapeTask) -> tuple[FaceScapeItemRow, None]:
     group, focal_group = _fs_groups(it)
     base = dict(name=it.name, group=group, focal_group=focal_group)
     if task.prediction is None:
-        return FaceScapeItemRow(**base, status="missing", error="no predicted mesh"), None
+        error = (
+            f"no predicted mesh ({_expected(task.predictions / it.name, readers.MESH_SUFFIXES)})"
+        )
+        return FaceScapeItemRow(**base, status="missing", error=error), None
     try:
         res = _facescape_item(it, task.prediction, task.root)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row
@@ -741,7 +757,10 @@ def _tasks(
             if spec.dataset == "now"
             else readers.read_multiview_items(root, spec.split)
         )
-        return [_NowTask(it, *readers.find_prediction(predictions, it), config.now) for it in items]
+        return [
+            _NowTask(it, *readers.find_prediction(predictions, it), config.now, predictions)
+            for it in items
+        ]
     if spec.dataset == "realy":
         assert topology is not None
         subjects = readers.realy_subjects(root) if expected is None else None
@@ -758,7 +777,7 @@ def _tasks(
             ),
             None,
         )
-        tasks.append(_FaceScapeTask(it, pred, root))
+        tasks.append(_FaceScapeTask(it, pred, root, predictions))
     return tasks
 
 
@@ -1003,8 +1022,8 @@ def run_benchmark(
             results.append(_evaluate(t))
             if progress:
                 progress(len(results), len(tasks))
-    rows = [
-        dataclasses.replace(r, error=f"{r.error}: {failed[r.name]}")
+    rows = [  # the method's own failure says more than where its files were looked for
+        dataclasses.replace(r, error=f"{r.error.partition(' (looked for ')[0]}: {failed[r.name]}")
         if r.status == "missing" and r.name in failed
         else r
         for r, _ in results

@@ -83,6 +83,8 @@ def test_now_end_to_end_with_a_perfect_and_bad_predictions(
     assert str(bad[0]) in rows[items[1].name]["error"]
     assert rows[items[2].name]["status"] == "error" and "no faces" in rows[items[2].name]["error"]
     assert rows[items[3].name]["status"] == "missing"
+    # where it was looked for, so a misnamed file can be found
+    assert rows[items[3].name]["error"] == f"no predicted mesh (looked for {bad[2]} or .ply)"
     assert (res.n_ok, res.n_failed, res.n_missing) == (1, 2, 1)
     summary = {r["group"]: r for r in _rows(res.summary_csv)}
     dist = np.load(res.out_dir / "distances.npz")
@@ -218,6 +220,7 @@ def test_facescape_end_to_end_wild_and_lab(synth_roots: dict, tmp_path: Path) ->
     assert float(rows["100"]["cd_mm"]) < 1e-3 and float(rows["100"]["cr"]) == pytest.approx(1.0)
     assert 0.2 < float(rows["000"]["cd_mm"]) < 5.0 and 0.0 < float(rows["000"]["mne_rad"]) < 0.3
     assert rows["300"]["status"] == "missing" and rows["300"]["cd_mm"] == ""
+    assert rows["300"]["error"] == f"no predicted mesh (looked for {preds / '300.obj'} or .ply)"
     summary = {r["group"]: r for r in _rows(res.summary_csv)}
     assert set(summary) == {"0-5", "5-30", "30-60", "60-90", "all"}
     assert float(summary["60-90"]["done_rate"]) == 0.0
