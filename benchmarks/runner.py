@@ -124,6 +124,20 @@ class RunConfig:
     """facehd version."""
 
 
+def scoring_hash(config: RunConfig, topology: tuple[Path, Path] | None = None) -> str:
+    """The leaderboard's ``config_hash``: of what decides the scores (dataset, split, method,
+    protocol settings, facehd version, and the REALY topology files' content), not of where the
+    folders lie, so the same run on another machine or from another folder hashes the same."""
+    import hashlib
+
+    data = dataclasses.asdict(config)
+    for key in ("root", "predictions", "topology"):
+        data.pop(key)
+    if topology is not None:
+        data["topology_sha256"] = [hashlib.sha256(p.read_bytes()).hexdigest() for p in topology]
+    return config_hash(data)
+
+
 @dataclass(frozen=True)
 class RunResult:
     """What :func:`run_benchmark` wrote."""
@@ -1031,7 +1045,7 @@ def run_benchmark(
     n_ok = sum(r.status == "ok" for r in rows)
     n_missing = sum(r.status == "missing" for r in rows)
     n_failed = sum(r.status == "error" for r in rows)
-    chash = config_hash(config)
+    chash = scoring_hash(config, topo)
     now_date = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     lb = dict(
         method=method,

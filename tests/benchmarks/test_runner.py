@@ -753,3 +753,34 @@ def test_now_predictions_that_are_no_face_are_scored_with_a_warning(tmp_path: Pa
     tri = Mesh(lm[:3], np.array([[0, 1, 2]]))
     fit = SimpleNamespace(landmark_transform=Similarity(1.0, np.eye(3), np.zeros(3)))
     assert _now_warning(tri, lm, lm, fit) == "the prediction has 3 vertices"
+
+
+def test_config_hash_follows_the_settings_not_the_folders(tmp_path: Path) -> None:
+    from benchmarks.now import NowConfig
+    from benchmarks.runner import RunConfig, scoring_hash
+
+    a = RunConfig("now", "validation", "m", "/data/now", "/home/a/preds", "", NowConfig(), "1.0")
+    moved = RunConfig("now", "validation", "m", "/mnt/now", "/tmp/b/preds", "", NowConfig(), "1.0")
+    assert scoring_hash(a) == scoring_hash(moved)
+    assert scoring_hash(
+        RunConfig("now", "validation", "m", "/x", "/y", "", NowConfig(), "2.0")
+    ) != (scoring_hash(a))
+    metrical = RunConfig("now", "validation", "m", "/x", "/y", "", NowConfig(metrical=True), "1.0")
+    assert scoring_hash(metrical) != scoring_hash(a)
+    assert scoring_hash(RunConfig("now", "test", "m", "/x", "/y", "", NowConfig(), "1.0")) != (
+        scoring_hash(a)
+    )
+    # REALY: the topology files' content counts, not their place
+    txt, obj = tmp_path / "k.txt", tmp_path / "t.obj"
+    txt.write_text("1 2 3\n")
+    obj.write_text("v 0 0 0\n")
+    r = RunConfig("realy", "all", "m", "/x", "/y", str(txt))
+    first = scoring_hash(r, (txt, obj))
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(txt, copy / "k.txt")
+    shutil.copy(obj, copy / "t.obj")
+    r2 = RunConfig("realy", "all", "m", "/x", "/y", str(copy / "k.txt"))
+    assert scoring_hash(r2, (copy / "k.txt", copy / "t.obj")) == first
+    txt.write_text("1 2 4\n")
+    assert scoring_hash(r, (txt, obj)) != first
