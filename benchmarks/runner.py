@@ -569,6 +569,13 @@ def _facescape_item(it: readers.FaceScapeItem, prediction: Path, root: Path) -> 
     k, rt = readers.read_lab_camera(it.camera)
     v = gt.vertices * STD_PUPIL_DIST
     gt_cam = Mesh(v @ rt[:, :3].T + rt[:, 3] * STD_PUPIL_DIST, gt.faces)
+    depth = float(np.median(gt_cam.vertices[:, 2]))
+    if not depth > 0:  # OpenCV cameras look down +z
+        raise InputFileError(
+            it.camera,
+            f"its Rt puts the ground-truth face behind the camera (median depth {depth:.4g} mm; "
+            "the camera looks down +z)",
+        )
     pred_cam = Mesh(
         place_image_prediction(pred.vertices, focal=float(k[0, 0])) * STD_PUPIL_DIST, pred.faces
     )

@@ -251,6 +251,26 @@ def test_facescape_end_to_end_wild_and_lab(synth_roots: dict, tmp_path: Path) ->
     assert all(r["status"] == "ok" and 0.2 < float(r["cd_mm"]) < 5.0 for r in rows)
     lab_cd = np.loadtxt(lab.out_dir / "CD_full.txt")
     np.testing.assert_allclose(lab_cd, [float(r["cd_mm"]) for r in rows], rtol=1e-12)
+    # a camera file whose Rt puts the face behind the camera: that item's error names the file
+    import json
+
+    moved = _copy(root, tmp_path / "moved")
+    cam = moved / "data" / "lab_cam" / "00_0_09.json"
+    k_rt = json.loads(cam.read_text())
+    for row in k_rt[1]:
+        row[3] = -row[3]
+    cam.write_text(json.dumps(k_rt))
+    lab = run_benchmark(
+        "facescape:lab",
+        "synth-fit",
+        predictions=moved / "pred" / "lab_pred" / "synth-fit",
+        root=moved,
+        out=tmp_path / "moved-out",
+    )
+    rows = {r["name"]: r for r in _rows(lab.items_csv)}
+    assert rows["00_0_00"]["status"] == "ok"
+    assert rows["00_0_09"]["status"] == "error"
+    assert f"{cam}: its Rt puts the ground-truth face behind the camera" in rows["00_0_09"]["error"]
 
 
 def test_facescape_full_texts_follow_the_official_index_order() -> None:
