@@ -434,6 +434,14 @@ class FaceScapeItem:
     camera: Path | None
     """Lab: the camera JSON; wild: None."""
 
+    @property
+    def ground_truth_missing(self) -> Path | None:
+        """The ground-truth file (mesh, lab camera) that is not on the disk, or None."""
+        for path in (self.gt_mesh, self.camera):
+            if path is not None and not path.is_file():
+                return path
+        return None
+
 
 @dataclass(frozen=True)
 class FaceScapePredef:
@@ -523,11 +531,23 @@ def find_facescape_images(root: str | Path, split: str) -> dict[str, Path]:
     return {name: pick(paths) for name, paths in found.items()}
 
 
-def read_facescape_items(root: str | Path, split: str) -> list[FaceScapeItem]:
-    """The images of a FaceScape split present on disk, in the official order.
+#: The protocol's image sets (``protocols/facescape.md``): 400 wild images ``000``-``399``; per
+#: lab subject 3 focal lengths x 11 views.
+FACESCAPE_WILD_IMAGES = 400
+FACESCAPE_LAB_FOCALS = 3
+FACESCAPE_LAB_VIEWS = 11
+
+
+def read_facescape_items(
+    root: str | Path, split: str, *, complete: bool = False
+) -> list[FaceScapeItem]:
+    """The images of a FaceScape split, in the official order.
 
     Wild: one item per ``wild_gt_mesh/NNN.obj``. Lab: one item per ``lab_cam/SS_F_VV.json`` whose
-    subject mesh exists.
+    subject mesh exists. With ``complete`` (the official data), the protocol's whole set instead:
+    the 400 wild images, and for every lab subject found (a camera or a mesh of it) its 3 x 11
+    images, so that a ground-truth file missing from the disk is an item that cannot be scored
+    (:attr:`FaceScapeItem.ground_truth_missing`), not a smaller benchmark that looks complete.
     """
     data = facescape_data_dir(root)
     items = []
@@ -535,22 +555,35 @@ def read_facescape_items(root: str | Path, split: str) -> list[FaceScapeItem]:
         folder = data / "wild_gt_mesh"
         if not folder.is_dir():
             raise InputFileError(folder, "wild ground-truth folder does not exist")
-        for p in sorted(folder.glob("*.obj")):
-            if p.stem.isdigit():
-                items.append(FaceScapeItem("wild", p.stem, int(p.stem), -1, -1, p, None))
+        found = {int(p.stem): p for p in sorted(folder.glob("*.obj")) if p.stem.isdigit()}
+        if complete:
+            for i in range(FACESCAPE_WILD_IMAGES):
+                found.setdefault(i, folder / f"{i:03d}.obj")
+        for i in sorted(found):
+            items.append(FaceScapeItem("wild", found[i].stem, i, -1, -1, found[i], None))
     elif split == "lab":
         cams = data / "lab_cam"
         if not cams.is_dir():
             raise InputFileError(cams, "lab camera folder does not exist")
-        for c in sorted(cams.glob("*.json")):
+        keys: set[tuple[int, ...]] = set()
+        for c in cams.glob("*.json"):
             m = _LAB_NAME.match(c.stem)
-            if not m:
-                continue
-            s, f, v = (int(g) for g in m.groups())
-            items.append(
-                FaceScapeItem("lab", c.stem, s, f, v, data / "lab_gt_mesh" / f"{s:02d}.obj", c)
-            )
-        items.sort(key=lambda it: (it.index, it.focal_index, it.view))
+            if m:
+                keys.add(tuple(int(g) for g in m.groups()))
+        if complete:
+            subjects = {k[0] for k in keys} | {
+                int(p.stem) for p in (data / "lab_gt_mesh").glob("*.obj") if p.stem.isdigit()
+            }
+            keys |= {
+                (s, f, v)
+                for s in subjects
+                for f in range(FACESCAPE_LAB_FOCALS)
+                for v in range(FACESCAPE_LAB_VIEWS)
+            }
+        for s, f, v in sorted(keys):
+            name = f"{s:02d}_{f}_{v:02d}"
+            gt = data / "lab_gt_mesh" / f"{s:02d}.obj"
+            items.append(FaceScapeItem("lab", name, s, f, v, gt, cams / f"{name}.json"))
     else:
         raise ValueError(f"FaceScape split must be 'wild' or 'lab', got {split!r}")
     if not items:

@@ -292,6 +292,13 @@ class _FaceScapeTask:
     predictions: Path
 
 
+def _official(root: Path) -> bool:
+    """Whether ``root`` holds the official data (not a synthetic benchmark of
+    :func:`benchmarks.synthetic.make_synthetic_benchmark`): its items are the protocol's whole
+    image set, ground truth on the disk or not."""
+    return not is_synthetic_benchmark(root)
+
+
 def _expected(stem: Path, suffixes: tuple[str, ...]) -> str:
     """Where a missing prediction was looked for: ``looked for <stem>.obj or .ply``."""
     return f"looked for {stem}{suffixes[0]} or " + " or ".join(suffixes[1:])
@@ -507,6 +514,10 @@ def _eval_facescape(task: _FaceScapeTask) -> tuple[FaceScapeItemRow, None]:
     it = task.item
     group, focal_group = _fs_groups(it)
     base = dict(name=it.name, group=group, focal_group=focal_group)
+    missing = it.ground_truth_missing
+    if missing is not None:
+        error = f"ground truth: {missing} does not exist"
+        return FaceScapeItemRow(**base, status="error", error=error), None
     if task.prediction is None:
         error = (
             f"no predicted mesh ({_expected(task.predictions / it.name, readers.MESH_SUFFIXES)})"
@@ -787,7 +798,7 @@ def _tasks(
         subjects = readers.realy_subjects(root) if expected is None else None
         items = readers.read_realy_items(predictions, expected, subjects)
         return [_RealyTask(it, root, topology) for it in items]
-    items = readers.read_facescape_items(root, spec.split)
+    items = readers.read_facescape_items(root, spec.split, complete=_official(root))
     tasks = []
     for it in items:
         pred = next(
@@ -862,7 +873,7 @@ def _generate_predictions(
                 todo.append((name, [photo], mesh_path, None))
     elif spec.dataset == "facescape":
         photos = readers.find_facescape_images(root, spec.split)
-        items = readers.read_facescape_items(root, spec.split)
+        items = readers.read_facescape_items(root, spec.split, complete=_official(root))
         if not any(it.name in photos for it in items):
             raise InputFileError(
                 readers.facescape_data_dir(root),

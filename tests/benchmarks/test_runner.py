@@ -804,3 +804,48 @@ def test_config_hash_follows_the_settings_not_the_folders(tmp_path: Path) -> Non
     assert scoring_hash(r2, (copy / "k.txt", copy / "t.obj")) == first
     txt.write_text("1 2 4\n")
     assert scoring_hash(r, (txt, obj)) != first
+
+
+def test_official_facescape_counts_ground_truth_missing_from_the_disk(
+    synth_roots: dict, tmp_path: Path
+) -> None:
+    """On the official data (no synthetic record) the items are the protocol's whole set: a
+    ground-truth mesh or lab camera missing from the disk is an error row naming the file, and
+    the run is not complete, where it used to be a smaller benchmark that looked complete."""
+    from benchmarks.synthetic import BENCHMARK_RECORD
+
+    root = _copy(synth_roots["facescape"], tmp_path / "official")
+    (root / BENCHMARK_RECORD).unlink()
+    data = root / "data"
+    (data / "wild_gt_mesh" / "200.obj").unlink()
+    wild = run_benchmark(
+        "facescape:wild",
+        "synth-fit",
+        predictions=root / "pred" / "wild_pred" / "synth-fit",
+        root=root,
+        out=tmp_path / "out",
+    )
+    rows = {r["name"]: r for r in _rows(wild.items_csv)}
+    assert list(rows) == [f"{i:03d}" for i in range(400)]
+    assert [rows[k]["status"] for k in ("000", "100", "300")] == ["ok"] * 3
+    gone = data / "wild_gt_mesh" / "200.obj"
+    assert rows["200"]["status"] == "error"
+    assert rows["200"]["error"] == f"ground truth: {gone} does not exist"
+    assert (
+        rows["001"]["error"] == f"ground truth: {data / 'wild_gt_mesh' / '001.obj'} does not exist"
+    )
+    assert (wild.n_ok, wild.n_failed, wild.n_missing) == (3, 397, 0)
+    # lab: every subject found has its 3 focal lengths x 11 views; a deleted camera is named
+    cam = data / "lab_cam" / "00_0_09.json"
+    cam.unlink()
+    lab = run_benchmark(
+        "facescape:lab",
+        "synth-fit",
+        predictions=root / "pred" / "lab_pred" / "synth-fit",
+        root=root,
+        out=tmp_path / "out",
+    )
+    rows = {r["name"]: r for r in _rows(lab.items_csv)}
+    assert len(rows) == 33 and rows["00_0_00"]["status"] == "ok"
+    assert rows["00_0_09"]["error"] == f"ground truth: {cam} does not exist"
+    assert (lab.n_ok, lab.n_failed) == (1, 32)
