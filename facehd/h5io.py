@@ -21,6 +21,13 @@ value- and byte-identical to the output of an uninterrupted build (no timestamps
 attributes are written in name order, chunking depends only on N and the field shapes). An existing
 finalized output is a source too: rerunning with new inputs adds them to it.
 
+One build writes an output at a time: the writer holds an advisory lock on it (``.<out>.lock``
+beside it, naming the holder's pid) until it is closed, and a second writer of the same output is
+refused at once with a message naming the holder. The output is checked before any work: not a
+folder, in a folder that can be written; ``overwrite`` replaces only a facehd dataset, never
+another file of that name. A shard or output that cannot be written (a full disk) stops the build
+with :class:`OutputWriteError` naming the file; a rerun resumes.
+
 Bad inputs go to ``failures.csv`` next to the output (columns ``output, sample_id, source,
 reason``; the ``output`` column lets several datasets share one folder). The file is rewritten
 whole and atomically at each change, under an advisory lock, so it is never half-written. A rerun
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -55,8 +63,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from facehd.csvtext import locked
-from facehd.errors import FacehdError, InputFileError, raise_if_interrupted
+from facehd.csvtext import LockHeld, locked
+from facehd.errors import (
+    FacehdError,
+    InputFileError,
+    check_output_folder,
+    raise_if_interrupted,
+)
 
 FORMAT_VERSION = 1
 """Version of the layout written by this module (attribute ``facehd_h5io``)."""
@@ -574,6 +587,14 @@ class VerifyReport:
         return head + f", {len(self.problems)} problem(s):\n  " + "\n  ".join(self.problems)
 
 
+def _name_rows(rows: Sequence[int], ids: Sequence[str], limit: int = 5) -> str:
+    """``sample 3 ('s003')``, ``samples 3 ('s003'), 9 ('s009') and 4 more``: rows of a dataset
+    by index and id (the id when it could be read)."""
+    named = [f"{r} ({ids[r]!r})" if r < len(ids) else str(r) for r in map(int, rows[:limit])]
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+    return ("sample " if len(rows) == 1 else "samples ") + ", ".join(named) + more
+
+
 def verify(
     path: str | Path, *, expected_schema: str | None = None, check_values: bool = True
 ) -> VerifyReport:
@@ -595,10 +616,24 @@ def verify(
         return VerifyReport(path, not problems, schema, n, names, tuple(problems))
 
     if path.is_dir():
-        problems.append("is a folder, not a dataset file (a .shards folder: an unfinished build)")
+        if path.name.endswith(".shards"):
+            dataset = path.with_name(path.name[: -len(".shards")])
+            problems.append(
+                f"is the shards folder of an unfinished build of {dataset.name}, not a dataset: "
+                "rerun the same command to resume that build, then verify the .h5 file"
+            )
+        else:
+            problems.append("is a folder, not a facehd dataset (give the .h5 dataset file)")
         return report()
     if not path.is_file():
-        problems.append("file does not exist")
+        shards = path.with_name(path.name + ".shards")
+        if shards.is_dir():
+            problems.append(
+                f"file does not exist: its build is unfinished (its shards are in {shards.name}/); "
+                "rerun the same command to resume it and write the file"
+            )
+        else:
+            problems.append("file does not exist")
         return report()
     try:
         f = h5py.File(path, "r", rdcc_nbytes=16 << 20)
@@ -651,6 +686,7 @@ def verify(
                     problems.append(f"field {name!r} has dtype {ds.dtype}, expected strings")
             elif ds.dtype != np.dtype(spec.dtype):
                 problems.append(f"field {name!r} has dtype {ds.dtype}, expected {spec.dtype}")
+        ids: list[str] = []
         extra = sorted(set(f.keys()) - set(all_specs))
         if extra:
             problems.append(f"undeclared datasets {extra}")
@@ -677,16 +713,22 @@ def verify(
                 rows = ds.chunks[0] if ds.chunks else ds.shape[0]
                 block = max(rows, (_MERGE_BLOCK_BYTES // max(1, spec.item_bytes)) // rows * rows)
                 bad = 0
+                bad_rows: list[int] = []
                 try:
                     for start in range(0, ds.shape[0], block):
                         data = ds[start : start + block]
                         if spec.is_float and not spec.nan_ok:
-                            bad += int(np.count_nonzero(~np.isfinite(data)))
+                            finite = np.isfinite(data).reshape(len(data), -1)
+                            bad += int(np.count_nonzero(~finite))
+                            bad_rows.extend(start + np.flatnonzero(~finite.all(axis=1)))
                 except OSError as exc:
                     problems.append(f"field {name!r}: data unreadable, file corrupt ({exc})")
                     continue
                 if bad:
-                    problems.append(f"field {name!r}: {bad} NaN/inf values where none are allowed")
+                    problems.append(
+                        f"field {name!r}: {bad} NaN/inf values where none are allowed, in "
+                        f"{_name_rows(bad_rows, ids)}"
+                    )
     return report()
 
 
@@ -773,6 +815,75 @@ def _rewrite_failures(path: Path, output_name: str, failures: Iterable[Failure])
 # --------------------------------------------------------------------------------------------
 
 
+class OutputWriteError(FacehdError):
+    """The dataset's own files could not be written (disk full, folder gone ...): the build
+    stops, naming the file; what was written before is kept and a rerun resumes. Not a failure
+    of the input being processed, so :func:`process_items` does not record it as one."""
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (an OSError, or HDF5's wrapping of one) says the disk is full."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left" in text or "errno = 28" in text or "Disk quota exceeded" in text
+
+
+def _write_error(path: Path, out: Path, exc: OSError) -> OutputWriteError:
+    """The error of a dataset file that could not be written (``exc``)."""
+    if _is_disk_full(exc):
+        return OutputWriteError(
+            f"{path}: disk full writing this part of {out}; free space and rerun the same "
+            "command to resume (what was written before is kept)"
+        )
+    return OutputWriteError(
+        f"{path}: cannot write this part of {out} ({exc.strerror or exc}); rerun the same "
+        "command to resume once it can be written"
+    )
+
+
+def _file_kind(path: Path) -> str:
+    """What an existing output file is: ``dataset`` (a facehd dataset), ``damaged`` (HDF5 that
+    does not open), ``hdf5`` (another program's HDF5 file) or ``other`` (not HDF5)."""
+    try:
+        if not h5py.is_hdf5(path):
+            return "other"
+        with h5py.File(path, "r") as f:
+            return "dataset" if "facehd_h5io" in f.attrs else "hdf5"
+    except OSError:
+        return "damaged"
+
+
+def check_dataset_output(path: str | Path) -> Path:
+    """Check, before any work, that the dataset ``path`` (and its ``.shards`` folder beside it)
+    can be written: not a folder, its folder a folder that can be made and written in.
+
+    Raises
+    ------
+    InputFileError
+        naming the path and the problem.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputFileError(path, "is a folder: the output is the .h5 dataset file to write")
+    if not path.name or path.name in (".", ".."):
+        raise InputFileError(path, "give the .h5 dataset file to write")
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise InputFileError(
+                    folder, f"is a file, not a folder: {path} cannot be written inside it"
+                )
+            break
+    check_output_folder(path.parent, "dataset")
+    shards = path.with_name(path.name + ".shards")
+    if shards.exists() and not shards.is_dir():
+        raise InputFileError(
+            shards, f"is a file where the build of {path.name} keeps its shards; move it away"
+        )
+    return path
+
+
 @dataclass(frozen=True)
 class FinalizeResult:
     """Result of :meth:`ShardedDatasetWriter.finalize`."""
@@ -836,7 +947,7 @@ class ShardedDatasetWriter:
             raise ValueError(f"compression must be 'gzip', 'lzf' or None, got {compression!r}")
         if not schema or not isinstance(schema, str):
             raise ValueError("schema must be a non-empty string, e.g. 'facehd.priors/1'")
-        self.out_path = Path(out_path)
+        self.out_path = check_dataset_output(out_path)
         self.schema = schema
         self.fields = _normalise_fields(fields)
         self._attrs, self._json_attrs = _normalise_attrs(attrs)
@@ -853,8 +964,34 @@ class ShardedDatasetWriter:
         """Things found and repaired when opening (corrupt shards set aside ...)."""
         self._buffer: list[tuple[str, dict[str, Any]]] = []
         self._closed = False
+        # the output is this writer's until it is closed: a second build into it would remove
+        # the temporary shards of this one and merge over it
+        self._lock = contextlib.ExitStack()
+        try:
+            self._lock.enter_context(locked(self.out_path, wait=False))
+        except LockHeld as held:
+            raise FacehdError(
+                f"{self.out_path}: another facehd build is writing this dataset "
+                f"({held.holder}); wait for it to end (or stop it), or choose another output"
+            ) from None
+        try:
+            self._open(overwrite)
+        except BaseException:
+            self._closed = True
+            self._lock.close()
+            raise
 
+    def _open(self, overwrite: bool) -> None:
+        """Clear the output for ``overwrite``, and read what earlier runs finished."""
         if overwrite:
+            kind = _file_kind(self.out_path) if self.out_path.is_file() else "dataset"
+            if kind in ("other", "hdf5"):
+                what = "not an HDF5 file" if kind == "other" else "an HDF5 file of another program"
+                raise InputFileError(
+                    self.out_path,
+                    f"is not a facehd dataset ({what}): overwrite replaces only a dataset; "
+                    "move the file away or choose another output",
+                )
             shutil.rmtree(self.shard_dir, ignore_errors=True)
             self.out_path.unlink(missing_ok=True)
             _rewrite_failures(self.failures_path, self.out_path.name, [])
@@ -919,6 +1056,12 @@ class ShardedDatasetWriter:
         return None
 
     def _check_compatible(self, path: Path) -> None:
+        kind = _file_kind(path)
+        if kind in ("other", "hdf5"):
+            what = "not an HDF5 file" if kind == "other" else "an HDF5 file of another program"
+            raise InputFileError(
+                path, f"exists and is not a facehd dataset ({what}); choose another output"
+            )
         try:
             other = self._manifest_of_file(path)
         except (OSError, KeyError, ValueError) as exc:
@@ -1108,20 +1251,25 @@ class ShardedDatasetWriter:
             rows = [values[name] for _, values in buffer[start:stop]]
             return rows if self.fields[name].dtype == STR else np.stack(rows)
 
-        _write_file(
-            tmp,
-            schema=self.schema,
-            fields=self.fields,
-            attrs=self._attrs,
-            json_attrs=self._json_attrs,
-            sample_ids=ids,
-            columns=columns,
-            compression="lzf" if self.compression else None,
-            compression_opts=None,
-            chunk_bytes=self.chunk_bytes,
-            shard=True,
-        )
-        os.replace(tmp, path)
+        try:
+            _write_file(
+                tmp,
+                schema=self.schema,
+                fields=self.fields,
+                attrs=self._attrs,
+                json_attrs=self._json_attrs,
+                sample_ids=ids,
+                columns=columns,
+                compression="lzf" if self.compression else None,
+                compression_opts=None,
+                chunk_bytes=self.chunk_bytes,
+                shard=True,
+            )
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise _write_error(tmp, self.out_path, exc) from exc
         _fsync_dir(self.shard_dir)
         self._next_shard += 1
         self._sources.append(path)
@@ -1135,6 +1283,13 @@ class ShardedDatasetWriter:
         Afterwards the shard folder is removed (unless ``keep_shards``); the writer is closed.
         """
         self._check_open()
+        try:
+            return self._finalize(keep_shards)
+        finally:  # the writer is done, merged or not: a rerun resumes from the shards
+            self._closed = True
+            self._lock.close()
+
+    def _finalize(self, keep_shards: bool) -> FinalizeResult:
         self.flush()
         entries: list[tuple[str, int, int]] = []  # (id, source index, row)
         handles: list[h5py.File] = []
@@ -1171,34 +1326,42 @@ class ShardedDatasetWriter:
                 return out
 
             self._tmp_out.unlink(missing_ok=True)
-            _write_file(
-                self._tmp_out,
-                schema=self.schema,
-                fields=self.fields,
-                attrs=self._attrs,
-                json_attrs=self._json_attrs,
-                sample_ids=ids,
-                columns=columns,
-                compression=self.compression,
-                compression_opts=self.compression_opts,
-                chunk_bytes=self.chunk_bytes,
-                shard=False,
-            )
+            try:
+                _write_file(
+                    self._tmp_out,
+                    schema=self.schema,
+                    fields=self.fields,
+                    attrs=self._attrs,
+                    json_attrs=self._json_attrs,
+                    sample_ids=ids,
+                    columns=columns,
+                    compression=self.compression,
+                    compression_opts=self.compression_opts,
+                    chunk_bytes=self.chunk_bytes,
+                    shard=False,
+                )
+                os.replace(self._tmp_out, self.out_path)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    self._tmp_out.unlink(missing_ok=True)
+                raise _write_error(self._tmp_out, self.out_path, exc) from exc
         finally:
             for f in handles:
                 f.close()
-        os.replace(self._tmp_out, self.out_path)
         _fsync_dir(self.out_path.parent)
-        self._closed = True
         if not keep_shards:
             shutil.rmtree(self.shard_dir, ignore_errors=True)
         return FinalizeResult(self.out_path, len(ids), len(self._failures), self.failures_path)
 
     def close(self) -> None:
-        """Flush the buffer as a shard and stop accepting samples (no merge)."""
+        """Flush the buffer as a shard and stop accepting samples (no merge); the output is
+        then free for another build."""
         if not self._closed:
-            self.flush()
-            self._closed = True
+            try:
+                self.flush()
+            finally:
+                self._closed = True
+                self._lock.close()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -1209,7 +1372,13 @@ class ShardedDatasetWriter:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         # Finished samples are kept even when the build stops on an error or Ctrl-C.
-        self.close()
+        if exc_type is None:
+            self.close()
+            return
+        # already stopping: the buffer that cannot be written (a full disk) is lost like that
+        # of a killed run, and the error that stopped the build is the one reported
+        with contextlib.suppress(OutputWriteError):
+            self.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1346,6 +1515,8 @@ def process_items(
                 writer.add(item.sample_id, result)
                 written += 1
                 return
+            except OutputWriteError:
+                raise  # the output's problem, not this item's: the build stops
             except ValueError as bad:
                 exc = bad
         writer.fail(item.sample_id, item.source, failure_reason(exc))

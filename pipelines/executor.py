@@ -16,6 +16,7 @@ from typing import Any
 
 from facehd.errors import FacehdError
 from facehd.h5io import (
+    OutputWriteError,
     RunSummary,
     ShardedDatasetWriter,
     WorkItem,
@@ -85,6 +86,8 @@ def run_ray(
                     result = ray.get(ref)
                     writer.add(item.sample_id, result)
                     written += 1
+                except OutputWriteError:
+                    raise  # the output cannot be written (a full disk): the build stops
                 except Exception as exc:  # every failure is recorded; the build continues
                     cause = getattr(exc, "cause", None)
                     writer.fail(item.sample_id, item.source, failure_reason(cause or exc))
