@@ -174,8 +174,10 @@ def find_photos(images_dir: str | Path, *, recursive: bool = True) -> list[tuple
     are skipped; suffixes :data:`facehd.align.PHOTO_SUFFIXES` in any case count as photos.
     """
     root = Path(images_dir)
+    if not root.exists():
+        raise InputFileError(root, "does not exist (the folder of photos to prepare)")
     if not root.is_dir():
-        raise InputFileError(root, "not a folder of photos")
+        raise InputFileError(root, "is a file, not a folder of photos")
     # whole paths, the same for every run of a build whatever folder it ran from or spelling
     # it was given (a resumed build would otherwise store some of each)
     root = Path(os.path.abspath(root))
@@ -359,7 +361,9 @@ def prepare_images(
     ``workers > 1`` runs photos in a process pool; ``shard_size`` photos are written at a time (the
     most an interruption loses; it does not change the result); ``progress(done, total)`` is
     called per photo of this run. Raises ImportError (naming the ``photo`` extra) without
-    mediapipe and InputFileError when the folder holds no photo.
+    mediapipe; InputFileError when the folder holds no photo or ``out_h5`` cannot be written
+    (a folder, in a read-only folder, a file other than a dataset with ``overwrite``); FacehdError
+    when another build is writing ``out_h5``.
     """
     from facehd.detect import _import_mediapipe
     from facehd.errors import FacehdError
@@ -367,10 +371,12 @@ def prepare_images(
         ShardedDatasetWriter,
         WorkItem,
         changed_inputs,
+        check_dataset_output,
         name_some,
         process_items,
     )
 
+    check_dataset_output(out_h5)  # an output that cannot be written fails before any work
     _import_mediapipe()  # fail before any work when the optional extra is missing
     config = config or PrepareImagesConfig()
     if config.hd_size < CROP_SIZE:

@@ -172,7 +172,9 @@ def test_cli_exit_status_and_missing_folder(built, tmp_path):
     assert "5 faces" in r.output and out.exists()
     missing = str(tmp_path / "none")
     r = runner.invoke(app, ["prepare-images", "--images", missing, "--out", str(out)])
-    assert r.exit_code == 2 and "not a folder of photos" in " ".join(r.output.split())
+    assert r.exit_code == 2 and "none: does not exist" in " ".join(r.output.split())
+    r = runner.invoke(app, ["prepare-images", "--images", str(out), "--out", str(out)])
+    assert r.exit_code == 2 and "is a file, not a folder of photos" in " ".join(r.output.split())
     photos = str(root / "photos")
     r = runner.invoke(app, ["prepare-images", "--images", photos, "--landmarks", "mesh"])
     assert r.exit_code == 2 and "--landmarks must be auto, detect or given" in r.output

@@ -1,0 +1,122 @@
+"""``facehd prepare-images``'s output: one run per dataset, an output that cannot be written
+refused before any photo, --overwrite never replacing another file, a full disk a clean error.
+
+The photo task is replaced by a fast stand-in: what is tested is the output handling."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from facehd.detect import mediapipe_available
+
+pytestmark = pytest.mark.skipif(
+    not mediapipe_available(), reason="mediapipe (the optional 'photo' extra) is not installed"
+)
+
+
+def _fake_task(item, config):
+    from pipelines.prepare_images import fields_spec
+
+    out = {}
+    for name, spec in fields_spec(config.hd_size).items():
+        shape, dtype = spec[0], spec[1]
+        out[name] = str(item.source) if dtype == "str" else np.zeros(shape, dtype)
+    return out
+
+
+@pytest.fixture
+def photos(tmp_path, monkeypatch):
+    import pipelines.prepare_images as prep
+
+    calls: list[str] = []
+
+    def task(item, config):
+        calls.append(item.sample_id)
+        return _fake_task(item, config)
+
+    monkeypatch.setattr(prep, "_photo_task", task)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for k in range(3):
+        (folder / f"p{k}.png").write_bytes(b"stand-in")
+    return folder, calls
+
+
+def _run(*args: str):
+    from facehd.cli import app
+
+    r = CliRunner().invoke(app, ["prepare-images", *args])
+    return r, " ".join(r.output.split())
+
+
+def test_a_second_run_into_the_same_dataset_is_refused_naming_the_holder(photos, tmp_path):
+    from facehd.csvtext import locked
+
+    folder, calls = photos
+    out = tmp_path / "p.h5"
+    with locked(out):  # what a running build holds
+        r, text = _run("--images", str(folder), "--out", str(out))
+    assert r.exit_code == 2 and r.exception is not None and "Traceback" not in r.output
+    assert f"{out}: another facehd build is writing this dataset (pid {os.getpid()})" in text
+    assert not calls and not out.exists() and not out.with_name("p.h5.shards").exists()
+    r, text = _run("--images", str(folder), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert len(calls) == 3 and out.is_file()
+
+
+def test_an_output_that_cannot_be_written_is_one_line_before_any_photo(photos, tmp_path):
+    folder, calls = photos
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "notes.txt").write_text("my notes")
+    cases = [
+        ([str(tmp_path / "file" / "sub.h5")], f"{tmp_path / 'file'}: is a file, not a folder"),
+        (["/sys/fs/p.h5"], "/sys/fs: cannot write the dataset here"),
+        ([str(folder)], f"{folder}: is a folder"),
+        ([str(folder), "--overwrite"], f"{folder}: is a folder"),
+        ([str(tmp_path / "notes.txt"), "--overwrite"], "not a facehd dataset (not an HDF5 file)"),
+        ([str(tmp_path / "notes.txt")], "not a facehd dataset (not an HDF5 file)"),
+    ]
+    for out, says in cases:
+        r, text = _run("--images", str(folder), "--out", *out)
+        assert r.exit_code == 2, (out, r.output)
+        assert says in text and "Traceback" not in r.output, (out, text)
+        assert "remove it or overwrite" not in text
+    assert not calls
+    assert (tmp_path / "notes.txt").read_text() == "my notes"
+    assert sorted(p.name for p in folder.iterdir()) == ["p0.png", "p1.png", "p2.png"]
+
+
+def test_a_full_disk_is_a_clean_error_and_a_rerun_resumes(photos, tmp_path, monkeypatch):
+    import facehd.h5io as h5io
+
+    folder, calls = photos
+    out = tmp_path / "p.h5"
+    real = h5io._write_file
+
+    def full(path, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(h5io, "_write_file", full)
+    r, text = _run("--images", str(folder), "--out", str(out))
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "disk full writing this part of" in text and "free space and rerun" in text
+    assert not out.exists() and not list(out.with_name("p.h5.shards").glob("*.tmp"))
+    assert not (tmp_path / "failures.csv").exists()  # no photo is blamed for the disk
+    monkeypatch.setattr(h5io, "_write_file", real)
+    r, text = _run("--images", str(folder), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "3 faces" in text and out.is_file()
+
+
+def test_a_missing_folder_of_photos_is_said_to_be_missing(tmp_path: Path):
+    from facehd.errors import InputFileError
+    from pipelines.prepare_images import find_photos
+
+    with pytest.raises(InputFileError, match="none: does not exist"):
+        find_photos(tmp_path / "none")
