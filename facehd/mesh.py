@@ -2,7 +2,8 @@
 
 Reading takes OBJ and PLY (trimesh's parsers), STL (trimesh's; the corners each triangle stores
 on its own are merged where they coincide), OFF/COFF (facehd's) and VRML 2.0 ``IndexedFaceSet``
-geometry (:mod:`facehd.vrml`); facehd then checks the data (finite vertices, triangles in range)
+geometry (:mod:`facehd.vrml`); facehd then checks the data (finite vertices, triangles in range;
+vertices with NaN or inf coordinates that no face uses are left out, with a warning)
 and raises :class:`~facehd.errors.InputFileError` naming the file and the problem instead of
 letting a library traceback escape. Writing is OBJ or PLY.
 
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Mesh",
+    "MeshFileWarning",
     "MESH_SUFFIXES",
     "is_scan_file",
     "find_scan_files",
@@ -589,7 +591,7 @@ def load_mesh(path: str | Path, *, split_seams: bool = False) -> Mesh:
     ------
     InputFileError
         The file is missing, unreadable, of another format, empty, has no faces, has NaN/inf
-        vertices, or face indices out of range.
+        vertices in faces, or face indices out of range.
     """
     path = Path(path)
     if not path.exists():
@@ -633,8 +635,9 @@ def load_textured_mesh(
     With one texture image, the mesh comes back split along its UV seams (``load_mesh(path,
     split_seams=True)``: the same surface, one UV per vertex) with the image; otherwise (no
     material, no ``map_Kd``, a missing or unreadable image, several images, a PLY) it is
-    :func:`load_mesh`'s mesh and ``None``, and a log line says why a texture named in the files
-    was not used.
+    :func:`load_mesh`'s mesh and ``None``, and a :class:`MeshFileWarning` naming the file says
+    why a texture named in the files was not used (a missing material library or image, an
+    unreadable image, several images, no texture coordinates).
 
     Parameters
     ----------
@@ -666,11 +669,11 @@ def load_textured_mesh(
                 im = im.resize(size, Image.Resampling.BOX)
             texture = np.asarray(im, dtype=np.float32) / 255.0
     except Exception as exc:  # noqa: BLE001 - an unreadable texture only loses the colours
-        log.warning("%s: texture %s unreadable (%s); geometry only", path, image_path, exc)
+        _texture_warning(f"{path}: texture {image_path} unreadable ({exc}); geometry only")
         return load_mesh(path), None
     mesh = load_mesh(path, split_seams=True)
     if mesh.uvs is None:
-        log.warning("%s: texture %s but no texture coordinates; geometry only", path, image_path)
+        _texture_warning(f"{path}: texture {image_path} but no texture coordinates; geometry only")
         return load_mesh(path), None
     return mesh, texture
 
@@ -685,7 +688,8 @@ def texture_path(path: str | Path) -> Path | None:
     named by a path that does not exist here (an absolute path from another machine) is looked
     for by its file name beside the material library (the VRML or PLY file). None for other
     formats, no material library, no ``map_Kd``, ``ImageTexture`` or ``TextureFile``, several
-    different images or a missing image (the last two logged).
+    different images or a missing image or material library (the last three with a
+    :class:`MeshFileWarning` naming the file and what is missing).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -715,13 +719,13 @@ def texture_path(path: str | Path) -> Path | None:
         try:
             text = mtl.read_text(errors="replace")
         except OSError:
-            log.warning("%s: material library %s not found; geometry only", path, mtl)
+            _texture_warning(f"{path}: material library {mtl} not found; geometry only")
             continue
         for m in re.finditer(r"^[ \t]*map_Kd[ \t]+(.+?)[ \t\r]*$", text, re.MULTILINE):
             images[mtl.parent / _map_file_name(m.group(1))] = mtl.parent
     if len(images) != 1:
         if len(images) > 1:
-            log.warning("%s: %d texture images; geometry only", path, len(images))
+            _texture_warning(f"{path}: {len(images)} texture images; geometry only")
         return None
     ((image, folder),) = images.items()
     if not image.is_file():
@@ -729,10 +733,16 @@ def texture_path(path: str | Path) -> Path | None:
         # Windows one, say): the same file name beside the material library is tried next
         beside = folder / re.split(r"[\\/]", str(image))[-1]
         if not beside.is_file():
-            log.warning("%s: texture %s not found; geometry only", path, image)
+            _texture_warning(f"{path}: texture {image} not found; geometry only")
             return None
         image = beside
     return image
+
+
+def _texture_warning(message: str) -> None:
+    """A texture named in a mesh's files that cannot be used: a :class:`MeshFileWarning`, which
+    callers can record (``warnings.catch_warnings(record=True)``) and report with the scan."""
+    warnings.warn(message, MeshFileWarning, stacklevel=3)
 
 
 _MAP_OPTION = re.compile(r"^-(\w+)\s+((?:(?:[-+]?[\d.]+(?:[eE][-+]?\d+)?|on|off)\s+){1,3})")
@@ -745,6 +755,12 @@ def _map_file_name(text: str) -> str:
     while (m := _MAP_OPTION.match(rest)) is not None:
         rest = rest[m.end() :]
     return rest
+
+
+class MeshFileWarning(UserWarning):
+    """A mesh file was read with part of it left out: a texture that is missing or unreadable
+    (:func:`load_textured_mesh`, :func:`texture_path`), vertices with NaN or inf coordinates
+    that no face uses (:func:`load_mesh`). The message names the file and what was left out."""
 
 
 class _Problem(Exception):
@@ -778,6 +794,29 @@ def _colors01(c: Any, n: int) -> np.ndarray | None:
     return rgb.astype(np.float64)
 
 
+_PLY_COLOR_NAMES = (("red", "green", "blue"), ("diffuse_red", "diffuse_green", "diffuse_blue"))
+
+
+def _ply_colors(kw: dict, n: int) -> np.ndarray | None:
+    """(n, 3) vertex colours in [0, 1] of a PLY file read by trimesh: its ``red green blue``
+    (or ``diffuse_red diffuse_green diffuse_blue``) vertex properties, integers divided by their
+    type's largest value (``uchar`` 255, ``ushort`` 65535), floats as :func:`_colors01` takes
+    them (0-1, or 0-255 when above 1); None without colours."""
+    raw = kw.get("metadata", {}).get("_ply_raw", {}).get("vertex")
+    if raw is None:
+        return _colors01(kw.get("vertex_colors"), n)
+    props, data = raw.get("properties", {}), raw.get("data")
+    names = next((k for k in _PLY_COLOR_NAMES if all(c in props for c in k)), None)
+    if names is None or data is None:
+        return None
+    rgb = np.column_stack([np.asarray(data[c]).reshape(-1) for c in names])
+    if rgb.shape != (n, 3):
+        return None
+    if np.issubdtype(rgb.dtype, np.integer):
+        return np.clip(rgb.astype(np.float64) / np.iinfo(rgb.dtype).max, 0.0, 1.0)
+    return _colors01(rgb, n)
+
+
 def _uv_of(geom: dict) -> np.ndarray | None:
     visual = geom.get("visual")
     uv = getattr(visual, "uv", None)
@@ -804,15 +843,94 @@ def _obj_line(data: bytes, match: re.Match) -> str:
     return f"line {number}: {text.decode('utf-8', 'replace')!r}"
 
 
+# a comment after the data of an element line: ``v 0 0 0 # nose``
+_OBJ_TRAILING_COMMENT = re.compile(rb"^([ \t]*(?:v|vt|vn|vp|f|l|p)[ \t][^#\n]*)#[^\n]*", re.M)
+
 #: The first line of the OBJ files facehd writes (:func:`save_mesh`): their counts.
 _FACEHD_OBJ_HEADER = re.compile(rb"^# facehd mesh: (\d+) vertices, (\d+) faces", re.M)
 _OBJ_FACE_LINE = re.compile(rb"^f\s", re.M)
 
 
 def _read_obj(data: bytes, split_seams: bool) -> tuple:
+    if _looks_binary(data):
+        raise _Problem("not a text OBJ file (binary data): unreadable as OBJ")
+    data = data.replace(b"\t", b" ")  # whitespace as any other (the reader splits on spaces)
+    # a comment after the data of a line (``v 0 0 0 # nose``): the line's data alone (the line
+    # itself stays, so line numbers in messages are the file's)
+    if _OBJ_TRAILING_COMMENT.search(data):
+        data = _OBJ_TRAILING_COMMENT.sub(rb"\1", data)
+    try:
+        return _read_obj_text(data, split_seams)
+    except IndexError:
+        # trimesh indexes its arrays with the faces' numbers: name the line that is out of range
+        if (problem := _obj_index_problem(data)) is not None:
+            raise _Problem(problem) from None
+        raise
+
+
+def _looks_binary(data: bytes) -> bool:
+    """Whether a file that should be text starts with binary data: a NUL byte, or more than 5%
+    control bytes (other than tab, line and page breaks), in its first 64 KiB."""
+    head = data[: 1 << 16]
+    if b"\x00" in head:
+        return True
+    control = sum(head.count(bytes([c])) for c in (*range(1, 9), *range(14, 32), 127))
+    return control > 0.05 * len(head)
+
+
+def _obj_index_problem(data: bytes) -> str | None:
+    """The first face entry that refers to a vertex, texture coordinate or normal the file does
+    not hold (OBJ counts from 1; a negative index counts back from the latest one before the
+    line), as ``face indices out of range: line N ...``; None when all are in range."""
+    lines = data.split(b"\n")
+    kinds = {b"v": "vertex", b"vt": "texture coordinate", b"vn": "normal"}
+    total = dict.fromkeys(kinds, 0)
+    for line in lines:
+        words = line.split(None, 1)
+        if words and words[0] in total:
+            total[words[0]] += 1
+    for look in kinds:  # positions first: the usual culprit (trimesh skips some bad UVs)
+        if (problem := _obj_index_scan(lines, kinds, total, look)) is not None:
+            return problem
+    return None
+
+
+def _obj_index_scan(
+    lines: list[bytes], kinds: dict[bytes, str], total: dict[bytes, int], look: bytes
+) -> str | None:
+    before = dict.fromkeys(kinds, 0)
+    for number, line in enumerate(lines, start=1):
+        words = line.split()
+        if not words:
+            continue
+        if words[0] in before:
+            before[words[0]] += 1
+            continue
+        if words[0] != b"f":
+            continue
+        for entry in words[1:]:
+            for key, text in zip(kinds, entry.split(b"/"), strict=False):
+                if key != look or not text:
+                    continue
+                try:
+                    i = int(text)
+                except ValueError:
+                    return None  # not this problem
+                if 1 <= i <= total[key] or -before[key] <= i <= -1:
+                    continue
+                shown = line.strip()[:60].decode("utf-8", "replace")
+                n = total[key] if i > 0 else before[key]
+                where = "in the file" if i > 0 else "before the line"
+                return (
+                    f"face indices out of range: line {number}: {shown!r} refers to "
+                    f"{kinds[key]} {i}, of {n} {where}"
+                )
+    return None
+
+
+def _read_obj_text(data: bytes, split_seams: bool) -> tuple:
     from trimesh.exchange.obj import load_obj
 
-    data = data.replace(b"\t", b" ")  # whitespace as any other (the reader splits on spaces)
     if bad := _OBJ_SHORT_FACE.search(data):
         raise _Problem(f"a face with fewer than 3 vertices ({_obj_line(data, bad)}; a cut file?)")
     if bad := _OBJ_ZERO_INDEX.search(data):
@@ -904,7 +1022,7 @@ def _read_ply(data: bytes, split_seams: bool) -> tuple:
     if vertices is None or len(vertices) == 0:
         raise _Problem("no vertices")
     faces = _triangles(kw.get("faces"))
-    colors = _colors01(kw.get("vertex_colors"), len(vertices))
+    colors = _ply_colors(kw, len(vertices))
     uvs = _uv_of(kw)
     if uvs is not None:
         # unmerge by (vertex, UV): if nothing splits, the UVs are per-vertex already
@@ -912,12 +1030,15 @@ def _read_ply(data: bytes, split_seams: bool) -> tuple:
         n_split = len(split["vertices"])
         if n_split != len(np.unique(faces)):
             if split_seams:
-                return (
-                    split["vertices"],
-                    _triangles(split["faces"]),
-                    _uv_of(split),
-                    _colors01(split.get("vertex_colors"), n_split),
-                )
+                split_faces = _triangles(split["faces"])
+                if colors is not None and split_faces.shape == faces.shape:
+                    # each split vertex takes the colour of the file's vertex at its corners
+                    source = np.zeros(n_split, dtype=np.int64)
+                    source[split_faces.ravel()] = faces.ravel()
+                    colors = colors[source]
+                else:
+                    colors = None
+                return split["vertices"], split_faces, _uv_of(split), colors
             log.info("PLY UVs have seams; vertices kept as in the file, UVs dropped")
             uvs = None
     return vertices, faces, uvs, colors
@@ -929,7 +1050,27 @@ def _read_stl(data: bytes, split_seams: bool) -> tuple:
     that the surface is connected and has smooth vertex normals."""
     from trimesh.exchange.stl import load_stl
 
-    kw = load_stl(io.BytesIO(data))
+    # binary: an 80-byte header, the triangle count (uint32), 50 bytes per triangle. A binary
+    # file whose length does not match is read as ASCII by trimesh (its header may begin with
+    # "solid" as ASCII files do), which fails with a message about something else
+    if b"\x00" in data[: 1 << 16] or not data.lstrip()[:5].lower().startswith(b"solid"):
+        if len(data) < 84:
+            raise _Problem(f"a truncated binary STL: {len(data)} bytes, its header alone has 84")
+        count = int.from_bytes(data[80:84], "little")
+        if (size := 84 + 50 * count) != len(data):
+            what = "a truncated binary STL" if size > len(data) else "a binary STL too long"
+            raise _Problem(
+                f"{what}: its header says {count} triangles ({size} bytes), the file has "
+                f"{len(data)} bytes"
+            )
+        kw = load_stl(io.BytesIO(data))
+    else:
+        try:
+            kw = load_stl(io.BytesIO(data))
+        except ValueError as exc:
+            raise _Problem(f"cannot parse as ASCII STL (cut short?): {exc}") from None
+    if kw.get("vertices") is None or kw.get("faces") is None:
+        raise _Problem("no triangles")
     corners = np.asarray(kw.get("vertices"), dtype=np.float64).reshape(-1, 3) + 0.0  # no -0.0
     tri = np.asarray(kw.get("faces"), dtype=np.int64).reshape(-1, 3)
     if len(tri) == 0:
@@ -1016,14 +1157,6 @@ def _validated(path: Path, vertices: Any, faces: Any, uvs: Any, colors: Any) -> 
     v = np.asarray(vertices, dtype=np.float64)
     if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0:
         raise InputFileError(path, f"no usable vertices (shape {v.shape})")
-    bad = ~np.isfinite(v).all(axis=1)
-    if bad.any():
-        i = int(bad.argmax())
-        raise InputFileError(
-            path,
-            f"{int(bad.sum())} vertices have NaN or inf coordinates (the first: number {i} "
-            f"counting from 0, at {' '.join(repr(float(c)) for c in v[i])})",
-        )
     f = np.asarray(faces, dtype=np.int64)
     if f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
         raise InputFileError(path, "no faces (a point cloud, not a mesh)")
@@ -1031,6 +1164,30 @@ def _validated(path: Path, vertices: Any, faces: Any, uvs: Any, colors: Any) -> 
         raise InputFileError(
             path, f"face indices out of range: [{f.min()}, {f.max()}] for {len(v)} vertices"
         )
+    bad = ~np.isfinite(v).all(axis=1)
+    if bad.any():
+        used = np.zeros(len(v), dtype=bool)
+        used[f.ravel()] = True
+        if (bad & used).any():
+            i = int((bad & used).argmax())
+            raise InputFileError(
+                path,
+                f"{int((bad & used).sum())} vertices of faces have NaN or inf coordinates (the "
+                f"first: number {i} counting from 0, at {' '.join(repr(float(c)) for c in v[i])})",
+            )
+        # vertices no face uses are no part of the surface: dropped, the faces renumbered
+        keep = ~bad
+        remap = np.cumsum(keep) - 1
+        first = int(bad.argmax())
+        warnings.warn(
+            f"{path}: {int(bad.sum())} vertices with NaN or inf coordinates that no face uses "
+            f"left out (the first: number {first} counting from 0; later vertices move up)",
+            MeshFileWarning,
+            stacklevel=3,
+        )
+        v, f = v[keep], remap[f]
+        uvs = None if uvs is None else np.asarray(uvs)[keep]
+        colors = None if colors is None else np.asarray(colors)[keep]
     if uvs is not None and not np.isfinite(uvs).all():
         raise InputFileError(path, "texture coordinates contain NaN or inf")
     if colors is not None and not np.isfinite(colors).all():

@@ -12,7 +12,14 @@ import trimesh
 
 from facehd import mesh as mesh_mod
 from facehd.errors import InputFileError
-from facehd.mesh import Mesh, height_field_mesh, load_mesh, save_mesh, vertex_normals
+from facehd.mesh import (
+    Mesh,
+    MeshFileWarning,
+    height_field_mesh,
+    load_mesh,
+    save_mesh,
+    vertex_normals,
+)
 from facehd.transforms import Similarity, rotation_from_axis_angle
 
 
@@ -129,7 +136,7 @@ def test_quads_become_triangles(tmp_path: Path) -> None:
         ("points.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\n", "no faces"),
         ("nan.obj", b"v 0 0 nan\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", "NaN"),
         ("inf.obj", b"v 0 0 inf\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", "NaN or inf"),
-        ("range.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 7\n", "cannot parse"),
+        ("range.obj", b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 7\n", r"out of range: line 4.*vertex 7"),
         ("junk.obj", b"hello\nv 1 2\nf 1 2 3\n", "cannot parse"),
         ("junk.ply", b"ply\nformat nonsense\n\x00\x01", "cannot parse"),
         ("shape.stl", b"solid x\nendsolid x\n", "no triangles|cannot parse"),
@@ -294,10 +301,10 @@ def _textured_obj(folder: Path, mtl: str | None, images: dict[str, np.ndarray]) 
     return path
 
 
-def test_load_textured_mesh_splits_seams_and_reads_the_texture(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    from facehd.mesh import load_textured_mesh
+def test_load_textured_mesh_splits_seams_and_reads_the_texture(tmp_path: Path) -> None:
+    import warnings
+
+    from facehd.mesh import MeshFileWarning, load_textured_mesh
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, size=(8, 16, 3), dtype=np.uint8)
@@ -316,9 +323,11 @@ def test_load_textured_mesh_splits_seams_and_reads_the_texture(
     assert {tuple(v) for v in mesh.vertices} == {tuple(v) for v in plain.vertices}
     corners = {(tuple(mesh.vertices[i]), tuple(mesh.uvs[i])) for i in mesh.faces.ravel()}
     assert ((0.0, 0.0, 0.0), (0.6, 0.0)) in corners and ((0.0, 0.0, 0.0), (0.0, 0.0)) in corners
-    # without a usable texture: the plain mesh and None, with the reason logged
+    # without a usable texture: the plain mesh and None, with a warning naming the file and why
+    # when the files name a texture that cannot be used
     cases = {
         "no-mtllib": (None, {}),
+        "missing-mtl": (None, {}),
         "no-map": ("newmtl skin\nKd 1 1 1\n", {}),
         "missing-image": ("newmtl skin\nmap_Kd gone.png\n", {}),
         "two-images": (
@@ -327,15 +336,36 @@ def test_load_textured_mesh_splits_seams_and_reads_the_texture(
         ),
         "unreadable": ("newmtl skin\nmap_Kd bad.png\n", {}),
     }
+    expected = {
+        "missing-mtl": "gone.mtl not found",
+        "missing-image": "gone.png not found",
+        "two-images": "2 texture images",
+        "unreadable": "bad.png unreadable",
+    }
     for name, (text, images) in cases.items():
         p = _textured_obj(tmp_path / name, text, images)
         if name == "unreadable":
             (tmp_path / name / "bad.png").write_bytes(b"not a png")
-        caplog.clear()
-        got, tex = load_textured_mesh(p)
+        if name == "missing-mtl":
+            p.write_text("mtllib gone.mtl\n" + p.read_text())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got, tex = load_textured_mesh(p)
         assert tex is None and got.n_vertices == 4, name
-        if name in ("missing-image", "two-images", "unreadable"):
-            assert str(p) in caplog.text and "geometry only" in caplog.text, name
+        said = [str(w.message) for w in caught if issubclass(w.category, MeshFileWarning)]
+        if name in ("no-mtllib", "no-map"):
+            assert said == [], name
+        else:
+            assert len(said) == 1 and said[0].startswith(f"{p}: "), (name, said)
+            assert expected[name] in said[0] and "geometry only" in said[0], (name, said)
+    # a PNG cut short (a copy interrupted): its header reads, its pixels do not
+    folder = tmp_path / "cut"
+    p = _textured_obj(folder, "newmtl skin\nmap_Kd skin.png\n", {"skin.png": rgb})
+    whole = (folder / "skin.png").read_bytes()
+    (folder / "skin.png").write_bytes(whole[: len(whole) // 2])
+    with pytest.warns(MeshFileWarning, match=r"cut/face\.obj: texture .*skin\.png unreadable"):
+        got, tex = load_textured_mesh(p)
+    assert tex is None and got.n_vertices == 4
     ply = save_mesh(tmp_path / "s.ply", small_mesh())
     assert load_textured_mesh(ply)[1] is None
     with pytest.raises(InputFileError):
@@ -373,7 +403,8 @@ def test_texture_named_by_a_foreign_absolute_path_is_found_beside_the_library(
         assert texture_path(path) == tmp_path / name / "my skin.png", name
     # not beside it either: no texture
     path = _textured_obj(tmp_path / "gone", "newmtl skin\nmap_Kd D:\\x\\other.png\n", {})
-    assert texture_path(path) is None
+    with pytest.warns(MeshFileWarning, match=r"gone/face\.obj: texture .*other\.png not found"):
+        assert texture_path(path) is None
 
 
 # --- pieces ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from scipy.spatial.transform import Rotation
 from facehd.errors import InputFileError
 from facehd.mesh import (
     Mesh,
+    MeshFileWarning,
     height_field_mesh,
     is_scan_file,
     load_mesh,
@@ -354,7 +355,8 @@ def test_ply_texture_file_comment_with_per_corner_uvs(tmp_path: Path) -> None:
     )
     path = tmp_path / "scan.ply"
     path.write_text(text)
-    assert texture_path(path) is None  # the image is not there (yet)
+    with pytest.warns(MeshFileWarning, match=r"scan\.ply: texture .*skin\.png not found"):
+        assert texture_path(path) is None  # the image is not there (yet)
     from PIL import Image
 
     rgb = np.random.default_rng(2).integers(0, 256, size=(4, 4, 3), dtype=np.uint8)

@@ -1,0 +1,248 @@
+"""Reader edge cases: OBJ trailing comments, out-of-range indices and binary data, truncated
+binary STL, PLY colours of other types and names, unused vertices with NaN coordinates."""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from facehd.errors import InputFileError
+from facehd.mesh import MeshFileWarning, load_mesh
+
+SQUARE_V = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+SQUARE_F = np.array([[0, 1, 2], [0, 2, 3]])
+
+
+# --- OBJ ------------------------------------------------------------------------------------
+
+
+def test_obj_comments_after_the_data_of_a_line(tmp_path: Path) -> None:
+    clean = "".join(f"v {x} {y} {z}\n" for x, y, z in SQUARE_V) + "f 1 2 3\nf 1 3 4\n"
+    (tmp_path / "clean.obj").write_text(clean)
+    commented = (
+        "# a scan\n"
+        "v 0 0 0 # chin\n"
+        "v 1 0 0\t# tab before\n"
+        "v 1 1 0#no space\n"
+        "v 0 1 0\n"
+        "usemtl skin#1\n"
+        "f 1 2 3 # first\n"
+        "f 1 3 4\n"
+    )
+    (tmp_path / "c.obj").write_text(commented)
+    got = load_mesh(tmp_path / "c.obj")
+    ref = trimesh.load(tmp_path / "clean.obj", process=False)
+    np.testing.assert_array_equal(got.vertices, ref.vertices)
+    np.testing.assert_array_equal(got.faces, ref.faces)
+    # line numbers in messages stay the file's
+    (tmp_path / "bad.obj").write_text("v 0 0 0 # a\nv 1 0 0\nv 0 1 0\nf 1 2 # cut\n")
+    with pytest.raises(InputFileError, match=r"bad\.obj: a face with fewer than 3.*line 4"):
+        load_mesh(tmp_path / "bad.obj")
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("f 1 2 9\n", r"face indices out of range: line 5: 'f 1 2 9' refers to vertex 9, of 4"),
+        ("f 1/1 2/2 12/3\n", r"line 5: 'f 1/1 2/2 12/3' refers to vertex 12, of 4 in"),
+        ("f -1 -2 -7\n", r"face indices out of range: line 5: .* vertex -7, of 4 before"),
+    ],
+)
+def test_obj_face_index_out_of_range_names_file_and_line(
+    tmp_path: Path, body: str, problem: str
+) -> None:
+    head = "".join(f"v {x} {y} {z}\n" for x, y, z in SQUARE_V)
+    path = tmp_path / "range.obj"
+    path.write_text(head + body)
+    with pytest.raises(InputFileError, match=problem) as info:
+        load_mesh(path)
+    assert str(path) in str(info.value) and info.value.__cause__ is None
+
+
+def test_binary_data_named_obj_is_not_a_text_obj(tmp_path: Path) -> None:
+    path = tmp_path / "noise.obj"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    with pytest.raises(InputFileError, match=r"noise\.obj: not a text OBJ") as info:
+        load_mesh(path)
+    assert "empty" not in info.value.problem and "no vertices" not in info.value.problem
+    # a real OBJ with bytes above 127 (UTF-8 or Latin-1 names) is still text
+    text = "# Gesicht: Müller\n" + "".join(f"v {x} {y} {z}\n" for x, y, z in SQUARE_V)
+    (tmp_path / "ok.obj").write_bytes((text + "f 1 2 3\nf 1 3 4\n").encode("latin-1"))
+    assert load_mesh(tmp_path / "ok.obj").n_faces == 2
+
+
+# --- STL ------------------------------------------------------------------------------------
+
+
+def _binary_stl(header: bytes, tris: np.ndarray) -> bytes:
+    out = header.ljust(80, b" ")[:80] + struct.pack("<I", len(tris))
+    for t in tris:
+        out += struct.pack("<12fH", 0.0, 0.0, 1.0, *t.ravel(), 0)
+    return out
+
+
+@pytest.mark.parametrize("header", [b"solid scan exported by a scanner", b"binary"])
+def test_truncated_binary_stl_is_named_as_such(tmp_path: Path, header: bytes) -> None:
+    data = _binary_stl(header, SQUARE_V[SQUARE_F])
+    whole = tmp_path / "whole.stl"
+    whole.write_bytes(data)
+    ref = trimesh.load(whole, process=False)  # the whole file reads, also with "solid"
+    assert load_mesh(whole).n_faces == len(ref.faces) == 2
+    for cut in (90, len(data) - 7):
+        path = tmp_path / f"cut{cut}.stl"
+        path.write_bytes(data[:cut])
+        with pytest.raises(
+            InputFileError,
+            match=rf"cut{cut}\.stl: a truncated binary STL: its header says 2 triangles "
+            rf"\(184 bytes\), the file has {cut} bytes",
+        ):
+            load_mesh(path)
+    (tmp_path / "tiny.stl").write_bytes(data[:40])
+    with pytest.raises(InputFileError, match=r"tiny\.stl: .*(truncated|no triangles)"):
+        load_mesh(tmp_path / "tiny.stl")
+
+
+# --- PLY colours ----------------------------------------------------------------------------
+
+
+def _ply(
+    names: tuple[str, str, str], kind: str, rgb: np.ndarray, binary: bool, uv: bool = False
+) -> bytes:
+    """A square of two triangles with the given colour properties, written by hand."""
+    fmt = "binary_little_endian" if binary else "ascii"
+    head = ["ply", f"format {fmt} 1.0", "element vertex 4"]
+    head += [f"property float {c}" for c in "xyz"]
+    head += [f"property {kind} {n}" for n in names]
+    head += ["element face 2", "property list uchar int vertex_indices"]
+    if uv:
+        head += ["property list uchar float texcoord"]
+    head += ["end_header"]
+    code = {"uchar": "B", "ushort": "H", "float": "f", "double": "d"}[kind]
+    # the two triangles' corner UVs: vertex 0 and 2 differ between them (a seam)
+    uvs = [[0, 0, 0.5, 0, 0.5, 1], [0.6, 0, 1, 1, 0, 1]]
+    if binary:
+        body = b"".join(
+            struct.pack("<3f", *p) + struct.pack(f"<3{code}", *c)
+            for p, c in zip(SQUARE_V.tolist(), rgb.tolist(), strict=True)
+        )
+        for k, f in enumerate(SQUARE_F.tolist()):
+            body += struct.pack("<B3i", 3, *f)
+            if uv:
+                body += struct.pack("<B6f", 6, *uvs[k])
+    else:
+        lines = [
+            " ".join(map(str, p + c)) for p, c in zip(SQUARE_V.tolist(), rgb.tolist(), strict=True)
+        ]
+        for k, f in enumerate(SQUARE_F.tolist()):
+            lines.append(
+                "3 " + " ".join(map(str, f)) + (" 6 " + " ".join(map(str, uvs[k])) if uv else "")
+            )
+        body = ("\n".join(lines) + "\n").encode()
+    return ("\n".join(head) + "\n").encode() + body
+
+
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize(
+    ("names", "kind", "rgb", "expected"),
+    [
+        (("red", "green", "blue"), "uchar", [[255, 0, 51]] * 4, [[1.0, 0.0, 0.2]] * 4),
+        (("red", "green", "blue"), "ushort", [[65535, 257, 0]] * 4, [[1.0, 257 / 65535, 0]] * 4),
+        (("diffuse_red", "diffuse_green", "diffuse_blue"), "uchar", [[255, 0, 51]] * 4, None),
+        (("diffuse_red", "diffuse_green", "diffuse_blue"), "ushort", [[0, 65535, 0]] * 4, None),
+        (("red", "green", "blue"), "float", [[1.0, 0.5, 0.25]] * 4, [[1.0, 0.5, 0.25]] * 4),
+        (("red", "green", "blue"), "float", [[255.0, 51.0, 0.0]] * 4, [[1.0, 0.2, 0.0]] * 4),
+    ],
+)
+def test_ply_colours_scaled_by_their_type(
+    tmp_path: Path, binary: bool, names: tuple, kind: str, rgb: list, expected: list | None
+) -> None:
+    raw = np.array(rgb)
+    raw[1] = raw[1] // 2 if kind != "float" else raw[1] / 2  # not all vertices alike
+    path = tmp_path / "c.ply"
+    path.write_bytes(_ply(names, kind, raw, binary))
+    got = load_mesh(path)
+    top = {"uchar": 255.0, "ushort": 65535.0}.get(kind, 255.0 if raw.max() > 1 else 1.0)
+    want = raw / top
+    if expected is not None:
+        want_first = np.array(expected)
+        np.testing.assert_allclose(want[[0, 2, 3]], want_first[[0, 2, 3]], atol=1e-7)
+    assert got.colors is not None
+    np.testing.assert_allclose(got.colors, want, atol=1e-7)
+    assert got.colors.min() >= 0.0 and got.colors.max() <= 1.0
+    # the geometry as trimesh reads it
+    ref = trimesh.load(path, process=False)
+    np.testing.assert_allclose(got.vertices, ref.vertices)
+    np.testing.assert_array_equal(got.faces, ref.faces)
+
+
+def test_ply_colours_follow_the_vertices_when_split_along_seams(tmp_path: Path) -> None:
+    raw = np.array([[65535, 0, 0], [0, 65535, 0], [0, 0, 65535], [65535, 65535, 0]])
+    for names in (("red", "green", "blue"), ("diffuse_red", "diffuse_green", "diffuse_blue")):
+        path = tmp_path / f"{names[0]}.ply"
+        path.write_bytes(_ply(names, "ushort", raw, binary=True, uv=True))
+        plain = load_mesh(path)
+        assert plain.uvs is None  # seams
+        np.testing.assert_allclose(plain.colors, raw / 65535.0)
+        split = load_mesh(path, split_seams=True)
+        assert split.n_vertices == 6 and split.colors is not None
+        # each split vertex has the colour of the file's vertex at its position
+        for pos, col in zip(split.vertices, split.colors, strict=True):
+            k = int(np.flatnonzero((SQUARE_V == pos).all(axis=1))[0])
+            np.testing.assert_allclose(col, raw[k] / 65535.0)
+
+
+# --- unused vertices with NaN ---------------------------------------------------------------
+
+
+def _nan_files(folder: Path) -> dict[str, Path]:
+    """The square with a NaN vertex between its vertices 1 and 2 that no face uses."""
+    v = np.insert(SQUARE_V, 2, [np.nan, 0.0, 0.0], axis=0)
+    f = np.where(SQUARE_F >= 2, SQUARE_F + 1, SQUARE_F)
+    out = {}
+    obj = "".join(f"v {x} {y} {z}\n" for x, y, z in v) + "".join(
+        f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in f
+    )
+    out["obj"] = folder / "s.obj"
+    out["obj"].write_text(obj)
+    out["off"] = folder / "s.off"
+    out["off"].write_text(
+        f"OFF\n{len(v)} {len(f)} 0\n"
+        + "".join(f"{x} {y} {z}\n" for x, y, z in v)
+        + "".join(f"3 {a} {b} {c}\n" for a, b, c in f)
+    )
+    out["ply"] = folder / "s.ply"
+    tm = trimesh.Trimesh(v, f, process=False, validate=False)
+    out["ply"].write_bytes(trimesh.exchange.ply.export_ply(tm, encoding="ascii"))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["obj", "off", "ply"])
+def test_unused_vertex_with_nan_is_left_out(tmp_path: Path, kind: str) -> None:
+    path = _nan_files(tmp_path)[kind]
+    with pytest.warns(MeshFileWarning, match=r"s\.\w+: 1 vertices with NaN .* no face uses.*2"):
+        got = load_mesh(path)
+    np.testing.assert_array_equal(got.vertices, SQUARE_V)
+    np.testing.assert_array_equal(got.faces, SQUARE_F)
+    # a NaN vertex a face uses is still an error, naming the file and the vertex
+    text = path.read_text()
+    if kind == "obj":
+        path.write_text(text + "f 1 2 3\n")
+    elif kind == "off":
+        path.write_text(text.replace(" 2 0\n", " 3 0\n", 1) + "3 0 1 2\n")
+    else:
+        tm = trimesh.Trimesh(
+            np.insert(SQUARE_V, 2, [np.nan, 0, 0], axis=0),
+            [[0, 1, 2]],
+            process=False,
+            validate=False,
+        )
+        path.write_bytes(trimesh.exchange.ply.export_ply(tm, encoding="ascii"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: an error
+        with pytest.raises(InputFileError, match=r"vertices of faces have NaN.*number 2"):
+            load_mesh(path)
