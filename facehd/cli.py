@@ -701,6 +701,11 @@ def build_priors_cmd(
     auto_landmarks: bool = typer.Option(
         True, help="Find landmarks automatically for scans without a landmark file (photo extra)."
     ),
+    landmarks: Path = typer.Option(
+        None,
+        help="Also look for the scans' landmark files here, as facehd landmarks --out wrote them "
+        "(<id>.lm7.txt, <id>_picked_points.pp); files beside a scan are tried first.",
+    ),
 ) -> None:
     """Fit raw scans with the hierarchical representation and store the maps in one HDF5 file.
 
@@ -737,7 +742,7 @@ def build_priors_cmd(
         auto_landmarks=auto_landmarks,
     )
     with _exit_on_error(FacehdError, ValueError, ImportError):
-        found = discover_scans(scans)
+        found = discover_scans(scans, landmarks)
         n_auto = sum(s.landmarks_path is None for s in found)
         if n_auto and auto_landmarks:
             console.print(f"{n_auto} scans have no landmark file: finding their landmarks")

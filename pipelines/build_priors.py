@@ -19,7 +19,10 @@ are the first file found among
 --meshlab``: points checked or moved by hand come first), ``<stem>.lm7.txt``, ``<stem>.pp``,
 ``<stem>.npy``, ``<stem>.txt``, ``<stem>_lmks.npy``, ``<stem>_lmks.txt``,
 ``<stem>_landmarks.npy``, ``<stem>_landmarks.txt`` (7, 51 or 68 iBUG points; for two scans of
-the same stem, ``<name>`` before ``<stem>`` in each: ``head.obj.lm7.txt``); a scan with none
+the same stem, ``<name>`` before ``<stem>`` in each: ``head.obj.lm7.txt``), then under the
+``landmarks_dir`` given to :func:`discover_scans` (``facehd landmarks --out``'s layout). A file
+someone gave (made or edited by hand) comes before any that ``facehd landmarks`` found
+(:func:`choose_landmark_file`): hand points are never replaced by detected ones. A scan with none
 gets NoW's 7 found automatically (:func:`pipelines.landmarks.detect_landmarks7`, the ``photo``
 extra) unless ``auto_landmarks`` is off, and the ``landmarks_source`` field says which were
 detected and which given. The sample id is
@@ -89,7 +92,9 @@ __all__ = [
     "ScanInput",
     "BuildResult",
     "PriorsSummary",
+    "choose_landmark_file",
     "discover_scans",
+    "landmark_files",
     "fields_for",
     "process_scan",
     "build_priors",
@@ -197,31 +202,59 @@ def _layout_names(sample_id: str) -> tuple[str, str]:
     return "", ""
 
 
-def discover_scans(root: str | Path) -> list[ScanInput]:
+def landmark_files(
+    sample_id: str, mesh_path: str | Path, clash: bool, landmarks_dir: str | Path | None = None
+) -> list[Path]:
+    """The landmark files of one scan that exist, in the order they are tried: beside the scan
+    (:data:`LANDMARK_SUFFIXES`; for a scan sharing its stem with another, ``<name>`` before
+    ``<stem>`` in each), then under ``landmarks_dir`` as ``facehd landmarks --out`` writes them
+    (``<landmarks_dir>/<sample id><suffix>``)."""
+    p = Path(mesh_path)
+    stem = p.name[: -len(p.suffix)]
+    # a scan sharing its stem with another (head.obj, head.ply) has its own files first
+    # (head.obj.lm7.txt, as facehd landmarks writes them), then the shared ones
+    names = [p.name, stem] if clash else [stem]
+    found = [p.with_name(n + s) for s in LANDMARK_SUFFIXES for n in names]
+    if landmarks_dir is not None:
+        base = Path(landmarks_dir) / sample_id
+        found += [base.with_name(base.name + s) for s in LANDMARK_SUFFIXES]
+    return [f for f in found if f.is_file()]
+
+
+def choose_landmark_file(candidates: Sequence[Path]) -> Path | None:
+    """The file a scan's landmarks are read from: the first one someone gave (made or edited by
+    hand, :func:`pipelines.landmarks.written_by_landmarks` false), else the first one ``facehd
+    landmarks`` found (None when there is none)."""
+    from pipelines.landmarks import written_by_landmarks
+
+    given = [c for c in candidates if not written_by_landmarks(c)]
+    return (given or list(candidates) or [None])[0]
+
+
+def discover_scans(root: str | Path, landmarks_dir: str | Path | None = None) -> list[ScanInput]:
     """The scans under ``root`` with their landmark files (see the module docstring), by id.
+
+    ``landmarks_dir``: a folder of landmark files laid out as ``facehd landmarks --out`` writes
+    them, searched after the files beside each scan (:func:`landmark_files`); a file someone gave
+    comes before files ``facehd landmarks`` found, wherever each lies
+    (:func:`choose_landmark_file`).
 
     Raises
     ------
     InputFileError
-        When ``root`` is not a folder or holds no scan.
+        When ``root`` is not a folder or holds no scan, or ``landmarks_dir`` is not a folder.
     """
+    if landmarks_dir is not None:
+        landmarks_dir = os.path.abspath(landmarks_dir)
+        if not os.path.isdir(landmarks_dir):
+            raise InputFileError(
+                landmarks_dir, "landmarks folder does not exist or is not a folder"
+            )
     out = []
     # whole paths, the same for every run of a build whatever folder it ran from or spelling
     # it was given (a resumed build would otherwise store some of each)
     for sid, p, clash in find_scan_files(os.path.abspath(root)):
-        stem = p.name[: -len(p.suffix)]
-        # a scan sharing its stem with another (head.obj, head.ply) has its own files first
-        # (head.obj.lm7.txt, as facehd landmarks writes them), then the shared ones
-        names = [p.name, stem] if clash else [stem]
-        lm = next(
-            (
-                p.with_name(n + s)
-                for s in LANDMARK_SUFFIXES
-                for n in names
-                if p.with_name(n + s).is_file()
-            ),
-            None,
-        )
+        lm = choose_landmark_file(landmark_files(sid, p, clash, landmarks_dir))
         subject, expression = _layout_names(sid)
         out.append(ScanInput(sid, str(p), None if lm is None else str(lm), subject, expression))
     return out

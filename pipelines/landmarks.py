@@ -36,6 +36,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import re
 import time
 import typing
 from collections.abc import Callable
@@ -48,7 +49,6 @@ from facehd.landmarks import (
     PICKED_POINTS_SUFFIX,
     load_landmarks,
     save_landmarks_pp,
-    save_landmarks_txt,
     to_now7,
 )
 from facehd.mesh import find_scan_files
@@ -64,6 +64,7 @@ __all__ = [
     "landmark_scan",
     "landmark_scans",
     "read_rows",
+    "written_by_landmarks",
 ]
 
 CSV_NAME = "landmarks.csv"
@@ -193,17 +194,124 @@ def _destinations(scan_id: str, mesh: Path, config: LandmarksConfig) -> tuple[Pa
     )
 
 
-def _shared_lm7(scan_id: str, mesh: Path, config: LandmarksConfig) -> Path | None:
-    """``<stem>.lm7.txt`` beside a scan that shares its stem with another (its landmark files
-    carry its whole name), which ``facehd build-priors`` also reads for it; None otherwise."""
-    if config.out is not None or PurePosixPath(scan_id).name != mesh.name:
-        return None
-    return mesh.with_name(mesh.name[: -len(mesh.suffix)] + ".lm7.txt")
-
-
 def _picked_points(lm68: Path) -> Path:
     """MeshLab's picked-points file beside the ``.lm68.txt`` of a scan."""
     return lm68.with_name(lm68.name[: -len(".lm68.txt")] + PICKED_POINTS_SUFFIX)
+
+
+HEADER = "# facehd landmarks:"
+"""Start of the first line of the ``.lm68.txt`` and ``.lm7.txt`` files this tool writes:
+``# facehd landmarks: scan sha256 <hex>, points sha256 <hex>``, the SHA-256 of the scan file
+the points were found on and of the point lines below (a file whose points were edited since is
+someone's: never replaced or removed). Readers skip ``#`` lines
+(:func:`facehd.landmarks.load_landmarks`, ``numpy.loadtxt``)."""
+
+_HEADER_LINE = re.compile(
+    rb"# facehd landmarks: scan sha256 ([0-9a-f]{64}|unknown), points sha256 ([0-9a-f]{64})\r?"
+)
+
+
+def _save_points(path: Path, pts: Any, scan_sha256: str) -> Path:
+    """Write landmarks as ``x y z`` lines (shortest exact floats) under the :data:`HEADER`
+    line, atomically."""
+    import hashlib
+
+    import numpy as np
+
+    from facehd.mesh import atomic_write_bytes
+
+    arr = np.asarray(pts, dtype=np.float64).reshape(-1, 3)
+    body = "".join(" ".join(map(repr, row)) + "\n" for row in arr.tolist()).encode()
+    head = (
+        f"{HEADER} scan sha256 {scan_sha256 or 'unknown'}, "
+        f"points sha256 {hashlib.sha256(body).hexdigest()}\n"
+    )
+    return atomic_write_bytes(path, head.encode() + body)
+
+
+def _header(path: Path) -> tuple[str, bool] | None:
+    """``(scan SHA-256, points unchanged)`` of a file with the :data:`HEADER` line, None for
+    any other file (or one that cannot be read)."""
+    import hashlib
+
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(256)
+            body = fh.read()
+    except OSError:
+        return None
+    m = _HEADER_LINE.fullmatch(first.rstrip(b"\n"))
+    if m is None:
+        return None
+    return m[1].decode(), hashlib.sha256(body).hexdigest() == m[2].decode()
+
+
+def _ours(path: Path) -> str:
+    """Whether a landmark file is one this tool wrote and nobody edited since: ``yes``;
+    ``legacy`` for the ``.lm68.txt`` (and the ``.lm7.txt`` beside one) that versions before
+    the :data:`HEADER` line wrote (nothing tells whether they were edited); ``no`` otherwise
+    (a file someone made or edited: MeshLab's ``.pp`` saved again, points changed)."""
+    from facehd.landmarks import written_by_facehd
+
+    name = path.name
+    if name.endswith(PICKED_POINTS_SUFFIX):
+        return "yes" if written_by_facehd(path) else "no"
+    if not name.endswith((".lm68.txt", ".lm7.txt")) or not path.is_file():
+        return "no"
+    head = _header(path)
+    if head is not None:
+        return "yes" if head[1] else "no"
+    lm68 = path.with_name(name[: -len(".lm7.txt")] + ".lm68.txt")
+    if name.endswith(".lm68.txt") or (lm68.is_file() and _header(lm68) is None):
+        return "legacy"
+    return "no"
+
+
+def written_by_landmarks(path: str | Path) -> bool:
+    """Whether a landmark file holds points ``facehd landmarks`` found (not made or edited by
+    hand): a ``.lm68.txt`` or ``.lm7.txt`` it wrote (:data:`HEADER`, or from an earlier version
+    a ``.lm7.txt`` beside its ``.lm68.txt``) or a ``_picked_points.pp`` nobody saved again.
+    ``facehd build-priors`` takes any other landmark file of a scan first."""
+    return _ours(Path(path)) != "no"
+
+
+def _put_aside(path: Path) -> Path:
+    """Rename ``path`` to ``<name>.stale`` (``.stale2``, ... when taken); nothing reads it then."""
+    k = 1
+    while True:
+        aside = path.with_name(f"{path.name}.stale{k if k > 1 else ''}")
+        if not aside.exists():
+            os.replace(path, aside)
+            return aside
+        k += 1
+
+
+def _clear_ours(scan_id: str, mesh_path: Path, config: LandmarksConfig) -> str:
+    """Remove the landmark files this tool wrote for a scan at its destination (those of an
+    earlier version put aside as ``.stale``: they may have been edited); files someone made or
+    edited stay. Returns what was done, for the CSV (empty when nothing)."""
+    lm68, lm7, _ = _destinations(scan_id, mesh_path, config)
+    removed, aside, kept = [], [], []
+    for path in (lm68, lm7, _picked_points(lm68)):
+        if not path.is_file():
+            continue
+        kind = _ours(path)
+        try:
+            if kind == "yes":
+                path.unlink()
+                removed.append(str(path))
+            elif kind == "legacy":
+                aside.append(f"{path} as {_put_aside(path).name}")
+        except OSError as exc:
+            kept.append(f"{path} ({exc.strerror or exc})")
+    notes = []
+    if removed:
+        notes.append(f"landmark files found before removed: {', '.join(removed)}")
+    if aside:
+        notes.append(f"landmark files of an earlier version put aside: {', '.join(aside)}")
+    if kept:
+        notes.append(f"could not remove the landmark files found before: {', '.join(kept)}")
+    return "; ".join(notes)
 
 
 # one landmarker per process (mediapipe graphs are costly to start)
@@ -234,9 +342,15 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
     mesh_path = Path(mesh_path)
     row = LandmarkRow(scan_id=scan_id, mesh=str(mesh_path), status="failed")
     t0 = time.perf_counter()
+    result = None
     try:
         if mesh_path.is_file():
-            row.source_sha256 = file_sha256(mesh_path)
+            try:
+                row.source_sha256 = file_sha256(mesh_path)
+            except OSError as exc:
+                raise InputFileError(
+                    mesh_path, f"cannot read file: {exc.strerror or exc}"
+                ) from None
         mesh, texture = load_textured_mesh(mesh_path)
         row.appearance = _appearance(mesh, texture)
         result = _landmarker(config.detector).detect(mesh, name=str(mesh_path), texture=texture)
@@ -248,16 +362,35 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
         row.detail = str(exc)
     else:
         lm68, lm7, overlay = _destinations(scan_id, mesh_path, config)
-        lm68.parent.mkdir(parents=True, exist_ok=True)
-        save_landmarks_txt(lm68, result.landmarks68)
-        save_landmarks_txt(lm7, result.landmarks7)
         pp = _picked_points(lm68)
         notes = []
-        if config.meshlab:
-            if not pp.exists() or written_by_facehd(pp):
-                save_landmarks_pp(pp, result.landmarks68, mesh_path.name)
-            else:
-                notes.append(f"{pp} was edited by hand: kept")
+        target = lm68
+        try:  # a file that cannot be written fails this scan, naming it; the others go on
+            lm68.parent.mkdir(parents=True, exist_ok=True)
+            _save_points(lm68, result.landmarks68, row.source_sha256)
+            target = lm7
+            _save_points(lm7, result.landmarks7, row.source_sha256)
+            if config.meshlab:
+                if not pp.exists() or written_by_facehd(pp):
+                    target = pp
+                    save_landmarks_pp(pp, result.landmarks68, mesh_path.name)
+                else:
+                    notes.append(f"{pp} was edited by hand: kept")
+            if config.overlays and result.overlay is not None:
+                target = overlay
+                row.overlay = str(_save_png(overlay, result.overlay))
+        except OSError as exc:
+            row.reason = "unwritable"
+            row.detail = f"cannot write {target}: {exc.strerror or exc}"
+            row.overlay = ""
+            result = None
+    if result is None:
+        # no landmark files of a failed scan: those an earlier run (or this one, before a file
+        # could not be written) wrote for it go, so nothing fits another scan's points
+        cleared = _clear_ours(scan_id, mesh_path, config)
+        if cleared:
+            row.detail = f"{row.detail}; {cleared}" if row.detail else cleared
+    else:
         row.status = "ok"
         row.lm68, row.lm7 = str(lm68), str(lm7)
         if result.ignored_faces:
@@ -269,8 +402,6 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
         if result.rewound_faces:
             notes.append(f"{result.rewound_faces} faces wound against their neighbours turned over")
         row.detail = "; ".join(notes)
-        if config.overlays and result.overlay is not None:
-            row.overlay = str(_save_png(overlay, result.overlay))
         row.confidence = round(result.confidence, 4)
         row.detection_score = round(result.detection_score, 4)
         row.now7_spread_max_mm = round(float(result.now7_spread_mm.max()), 3)
@@ -355,26 +486,41 @@ def _task(args: tuple[str, str, LandmarksConfig]) -> LandmarkRow:
 
 
 def read_rows(path: str | Path) -> dict[str, LandmarkRow]:
-    """Rows of an earlier ``landmarks.csv`` by scan id (empty when the file is missing)."""
+    """Rows of an earlier ``landmarks.csv`` by scan id (empty when the file is missing; of two
+    scans of one id from different folders, the last)."""
+    return {r.scan_id: r for r in _read_all(path)}
+
+
+def _read_all(path: str | Path) -> list[LandmarkRow]:
+    """Every row of a ``landmarks.csv``, in file order (empty when the file is missing)."""
     path = Path(path)
     if not path.is_file():
-        return {}
+        return []
     names = {f.name for f in dataclasses.fields(LandmarkRow)}
     # the number columns are the fields typed ``float | None``
     hints = typing.get_type_hints(LandmarkRow)
     numbers = {k for k in names if float in typing.get_args(hints[k])}
-    rows: dict[str, LandmarkRow] = {}
+    rows: list[LandmarkRow] = []
     with open(path, newline="", encoding="utf-8", errors="replace") as fh:
         for rec in csv.DictReader(fh):
             kw: dict[str, Any] = {}
             for k, v in rec.items():
                 if k in numbers:
-                    kw[k] = float(v) if v else None
+                    try:
+                        kw[k] = float(v) if v else None
+                    except ValueError:
+                        kw[k] = None
                 elif k in names:
                     kw[k] = v or ""
             if kw.get("scan_id") and kw.get("mesh") and kw.get("status"):
-                rows[kw["scan_id"]] = LandmarkRow(**kw)
+                rows.append(LandmarkRow(**kw))
     return rows
+
+
+def _key(mesh: str | Path) -> str:
+    """A scan's file as one spelling, whatever folder a run started from: the CSV's rows are
+    merged by it."""
+    return os.path.realpath(mesh)
 
 
 def _write_csv(path: Path, rows: list[LandmarkRow]) -> Path:
@@ -399,8 +545,11 @@ def landmark_scans(
     """Landmarks for every scan under ``scans_dir`` (see the module docstring).
 
     ``progress(done, total)`` is called before the first scan and after each one. The CSV is
-    rewritten after every scan, so an interrupted run leaves an up-to-date table.
+    rewritten after every scan, so an interrupted run leaves an up-to-date table; its rows of
+    scans outside ``scans_dir`` (another folder sent to the same ``out``) are kept.
     """
+    from facehd.h5io import file_sha256
+
     config = config or LandmarksConfig()
     scans = find_scans(scans_dir)
     # a folder that cannot be written fails here, before any scan is rendered
@@ -408,60 +557,134 @@ def landmark_scans(
     if config.overlays:
         check_output_folder(config.overlays, "overlays")
     csv_path = Path(config.out if config.out is not None else scans_dir) / CSV_NAME
-    previous = read_rows(csv_path)
-    rows: dict[str, LandmarkRow] = {}
+    if csv_path.exists() and not csv_path.is_file():
+        raise InputFileError(csv_path, "is in the way of the table: not a regular file")
+    root = _key(scans_dir)
+    current = {_key(path) for _, path in scans}
+    ids = {sid for sid, _ in scans}
+    previous: dict[str, LandmarkRow] = {}  # this folder's scans' earlier rows
+    others: dict[str, LandmarkRow] = {}  # rows of scans elsewhere (kept), by file
+    for r in _read_all(csv_path):
+        k = _key(r.mesh)
+        if k in current:
+            previous[k] = r
+        elif os.path.isfile(k):
+            others[k] = r  # another folder's scan, or one this run no longer finds
+        elif not k.startswith(root + os.sep) and r.scan_id not in ids:
+            others[k] = r  # another folder's scan, not reachable from here: kept as it was
+        # else: a scan of this folder since deleted, or a file moved away whose landmark files
+        # are now this folder's scan's of the same id: its row goes
+    # a scan elsewhere whose files under ``out`` have the same id: same file names
+    holders = {
+        r.scan_id: r
+        for r in others.values()
+        if config.out is not None and (r.status == "ok" or r.reason == "done")
+    }
+    rows: dict[str, LandmarkRow] = {}  # by file
     todo: list[tuple[str, str, LandmarksConfig]] = []
     earlier: set[str] = set()
     changed: set[str] = set()
     for sid, path in scans:
+        k = _key(path)
+        old = previous.get(k)
         lm68, lm7, overlay = _destinations(sid, path, config)
-        shared = _shared_lm7(sid, path, config)
-        old = previous.get(sid)
-        if not config.overwrite and lm68.is_file() and _changed_since(old, path):
-            changed.add(sid)  # the scan was replaced after its landmarks were found
-            todo.append((sid, str(path), config))
-        elif not config.overwrite and lm68.is_file():
-            rows[sid] = old or LandmarkRow(sid, str(path), "skipped", "done", f"{lm68} exists")
-            earlier.add(sid)
-            notes = []
-            if not lm7.is_file():  # deleted since: NoW's 7 are the 68's
-                try:
-                    save_landmarks_txt(lm7, to_now7(load_landmarks(lm68), lm68))
-                    notes.append(f"{lm7.name} written again from {lm68.name}")
-                except InputFileError as exc:
-                    notes.append(f"no {lm7.name}: {exc}")
-            if config.overlays and not overlay.is_file():
-                notes.append("no overlay: found by an earlier run (--overwrite draws it)")
-            if notes:
-                rows[sid] = dataclasses.replace(rows[sid], detail="; ".join(notes))
-            if config.meshlab and not _picked_points(lm68).exists():
-                try:  # from the points found before
-                    save_landmarks_pp(_picked_points(lm68), load_landmarks(lm68), path.name)
-                except InputFileError as exc:  # a damaged file: say so, go on with the rest
-                    rows[sid] = dataclasses.replace(
-                        rows[sid], detail=f"no MeshLab file written: {exc}"
-                    )
-        elif not config.overwrite and (lm7.is_file() or (shared and _given(shared))):
-            rows[sid] = LandmarkRow(
+
+        if _name_problem(sid):
+            rows[k] = LandmarkRow(sid, str(path), "failed", "name", _name_problem(sid))
+            continue
+        given = _given_file(sid, path, config)
+        if given is not None:
+            rows[k] = LandmarkRow(
                 sid,
                 str(path),
                 "skipped",
                 "given",
-                f"{lm7 if lm7.is_file() else shared} exists and is not ours; kept (overwrite "
-                "replaces it)",
+                f"has given landmarks: {given} (made or edited by hand; build-priors reads it "
+                "before detected points), kept and not detected (move it aside to detect)",
             )
-        else:
+            continue
+        holder = holders.get(sid)
+        if holder is not None:
+            rows[k] = LandmarkRow(
+                sid,
+                str(path),
+                "failed",
+                "clash",
+                f"{lm68} is the name of the landmarks of {holder.mesh} (another scans folder "
+                f"sent to the same --out, {CSV_NAME}): give this folder another --out",
+            )
+            continue
+        if config.overwrite or not lm68.is_file():
             todo.append((sid, str(path), config))
+            continue
+        try:
+            sha = file_sha256(path)
+        except OSError:
+            todo.append((sid, str(path), config))  # for its row to say why
+            continue
+        head = _header(lm68)
+        if head is not None:
+            found_on = head[0]
+        elif old is not None and old.status != "failed":
+            found_on = old.source_sha256  # files of an earlier version: its row says
+        else:  # legacy files beside a failure row: not this file's points
+            found_on = "" if old is None else "stale"
+        if found_on and found_on != sha:
+            changed.add(k)  # the scan was replaced after its landmarks were found
+            todo.append((sid, str(path), config))
+            continue
+        notes = []
+        if old is not None and old.status != "failed" and old.source_sha256 == sha:
+            row = old
+        else:  # the files are there but not the row (a run killed between the two)
+            row = LandmarkRow(
+                sid, str(path), "skipped", "done", f"{lm68} exists", lm68=str(lm68), lm7=str(lm7)
+            )
+            if not found_on:
+                notes.append(
+                    f"{lm68} has no record of the scan it was found on (an earlier version "
+                    "wrote it): taken as this scan's from now on (--overwrite finds it again)"
+                )
+        row = dataclasses.replace(row, source_sha256=sha)
+        rows[k] = row
+        earlier.add(sid)
+        if not lm7.is_file():  # deleted since: NoW's 7 are the 68's
+            try:
+                _save_points(lm7, to_now7(load_landmarks(lm68), lm68), sha)
+                notes.append(f"{lm7.name} written again from {lm68.name}")
+            except InputFileError as exc:
+                notes.append(f"no {lm7.name}: {exc}")
+            except OSError as exc:
+                notes.append(f"no {lm7.name}: cannot write {lm7}: {exc.strerror or exc}")
+        if config.overlays and not overlay.is_file():
+            notes.append("no overlay: found by an earlier run (--overwrite draws it)")
+        if config.meshlab and not _picked_points(lm68).exists():
+            pp = _picked_points(lm68)
+            try:  # from the points found before
+                save_landmarks_pp(pp, load_landmarks(lm68), path.name)
+            except InputFileError as exc:  # a damaged file: say so, go on with the rest
+                notes.append(f"no MeshLab file written: {exc}")
+            except OSError as exc:
+                notes.append(f"no MeshLab file written: cannot write {pp}: {exc.strerror or exc}")
+        if notes:
+            rows[k] = dataclasses.replace(rows[k], detail="; ".join(notes))
     total = len(todo)
     if progress is not None:
         progress(0, total)
 
+    def ordered() -> list[LandmarkRow]:
+        return sorted(rows.values(), key=lambda r: (r.scan_id, r.mesh))
+
+    def save() -> None:
+        merged = {**others, **rows}
+        _write_csv(csv_path, sorted(merged.values(), key=lambda r: (r.scan_id, r.mesh)))
+
     def record(row: LandmarkRow, done: int) -> None:
-        if row.scan_id in changed:
+        if _key(row.mesh) in changed:
             note = "the scan changed since its landmarks were found: found again"
             row.detail = f"{note}; {row.detail}" if row.detail else note
-        rows[row.scan_id] = row
-        _write_csv(csv_path, [rows[k] for k in sorted(rows)])
+        rows[_key(row.mesh)] = row
+        save()
         if progress is not None:
             progress(done, total)
 
@@ -474,25 +697,30 @@ def landmark_scans(
         with running_pool(config.workers) as pool:
             for i, row in enumerate(pool.map(_task, todo), 1):
                 record(row, i)
-    ordered = [rows[k] for k in sorted(rows)]
-    _write_csv(csv_path, ordered)
-    return LandmarksResult(ordered, csv_path, frozenset(earlier))
+    save()
+    return LandmarksResult(ordered(), csv_path, frozenset(earlier))
 
 
-def _changed_since(row: LandmarkRow | None, path: Path) -> bool:
-    """Whether ``path`` differs from the file an earlier run found landmarks on (False when the
-    earlier row does not say, or the file cannot be read: that is for the run to report)."""
-    from facehd.h5io import file_sha256
-
-    if row is None or not row.source_sha256:
-        return False
+def _name_problem(scan_id: str) -> str:
+    """Why a scan's name cannot be written in the CSV and build-priors' dataset (empty when it
+    can): bytes of another encoding, read with surrogate escapes."""
     try:
-        return file_sha256(path) != row.source_sha256
-    except OSError:
-        return False
+        scan_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return (
+            f"file name is not valid UTF-8 ({ascii(scan_id)}): rename the file "
+            "(build-priors refuses it too)"
+        )
+    return ""
 
 
-def _given(lm7: Path) -> bool:
-    """Whether a ``<stem>.lm7.txt`` shared by scans of the same stem is someone's, not a file an
-    earlier run of this tool wrote (then its ``.lm68.txt`` lies beside it)."""
-    return lm7.is_file() and not lm7.with_name(lm7.name[: -len(".lm7.txt")] + ".lm68.txt").exists()
+def _given_file(scan_id: str, mesh_path: Path, config: LandmarksConfig) -> Path | None:
+    """The first landmark file of a scan that someone gave (made or edited by hand), among the
+    files ``facehd build-priors`` reads beside it and this tool's files at its destination;
+    None when there is none."""
+    from pipelines.build_priors import landmark_files
+
+    lm68, lm7, _ = _destinations(scan_id, mesh_path, config)
+    clash = PurePosixPath(scan_id).name == mesh_path.name
+    found = landmark_files(scan_id, mesh_path, clash) + [lm68, lm7, _picked_points(lm68)]
+    return next((f for f in found if f.is_file() and _ours(f) == "no"), None)
