@@ -1138,58 +1138,68 @@ def reconstruct(
     Example: facehd reconstruct photos/ --checkpoint runs/tiny/model.pt --out facehd-out/rec
     """
     from facehd.errors import FacehdError, InputFileError
-    from models.reconstruct import find_photo_inputs, output_names, reconstruct_photos
+    from models.reconstruct import (
+        find_photo_inputs,
+        output_lock,
+        output_names,
+        printable,
+        reconstruct_photos,
+    )
 
     _check_landmark_mode(landmarks)
     with _exit_on_error(FacehdError, ValueError, ImportError):
-        found = find_photo_inputs(photos)
+        found = find_photo_inputs(photos, out)
         files, missing = found.photos, found.missing
         if not files:  # nothing to do: say so before loading the checkpoint
             path, why = missing[0]
-            raise InputFileError(path, why)
-        for p, why in missing:
-            console.print(f"[yellow]skipped:[/yellow] {esc(p)}: {why}", soft_wrap=True)
-        for p in found.repeats:
-            console.print(f"given again, done once: {esc(p)}", soft_wrap=True)
-        for p, name in zip(files, output_names(files, out), strict=True):
-            if name != p.stem:  # another photo of that name holds the folder
-                console.print(f"{esc(p)} -> {esc(out / name)}", soft_wrap=True)
-        with _progress() as bar:
-            task = bar.add_task("photos", total=len(files))
-            if multiview:
-                from models.multiview import MultiViewConfig, reconstruct_multiview
+            raise InputFileError(printable(path), why)
+        with output_lock(out):  # one run at a time into OUT: the names below stay theirs
+            for p, why in missing:
+                console.print(
+                    f"[yellow]skipped:[/yellow] {esc(printable(p))}: {why}", soft_wrap=True
+                )
+            for p in found.repeats:
+                console.print(f"given again, done once: {esc(printable(p))}", soft_wrap=True)
+            for p, name in zip(files, output_names(files, out), strict=True):
+                if name != p.stem:  # another photo of that name holds the folder
+                    said = f"{printable(p)} -> {printable(out / name)}"
+                    console.print(esc(said), soft_wrap=True)
+            with _progress() as bar:
+                task = bar.add_task("photos", total=len(files))
+                if multiview:
+                    from models.multiview import MultiViewConfig, reconstruct_multiview
 
-                fit_task = bar.add_task("MV-HRN fit", total=iterations)
-                fitted, results = reconstruct_multiview(
-                    files,
-                    checkpoint,
-                    out,
-                    config=MultiViewConfig(iterations=iterations),
-                    deretouch=deretouch,
-                    bfm_path=bfm,
-                    uv_path=uv,
-                    progress=lambda _p: bar.advance(task),
-                    fit_progress=lambda i, _n: bar.update(fit_task, completed=i),
-                    base_texture=base_texture,
-                    landmarks=landmarks,
-                    loaded=lambda recon: _warn_untrained_detail(recon, checkpoint),
-                    missing=missing,
-                )
-            else:
-                fitted = None
-                results = reconstruct_photos(
-                    files,
-                    checkpoint,
-                    out,
-                    deretouch=deretouch,
-                    bfm_path=bfm,
-                    uv_path=uv,
-                    progress=lambda _p: bar.advance(task),
-                    base_texture=base_texture,
-                    landmarks=landmarks,
-                    loaded=lambda recon: _warn_untrained_detail(recon, checkpoint),
-                    missing=missing,
-                )
+                    fit_task = bar.add_task("MV-HRN fit", total=iterations)
+                    fitted, results = reconstruct_multiview(
+                        files,
+                        checkpoint,
+                        out,
+                        config=MultiViewConfig(iterations=iterations),
+                        deretouch=deretouch,
+                        bfm_path=bfm,
+                        uv_path=uv,
+                        progress=lambda _p: bar.advance(task),
+                        fit_progress=lambda i, _n: bar.update(fit_task, completed=i),
+                        base_texture=base_texture,
+                        landmarks=landmarks,
+                        loaded=lambda recon: _warn_untrained_detail(recon, checkpoint),
+                        missing=missing,
+                    )
+                else:
+                    fitted = None
+                    results = reconstruct_photos(
+                        files,
+                        checkpoint,
+                        out,
+                        deretouch=deretouch,
+                        bfm_path=bfm,
+                        uv_path=uv,
+                        progress=lambda _p: bar.advance(task),
+                        base_texture=base_texture,
+                        landmarks=landmarks,
+                        loaded=lambda recon: _warn_untrained_detail(recon, checkpoint),
+                        missing=missing,
+                    )
     if fitted is not None:
         first, last = fitted.history[0], fitted.history[-1]
         console.print(
@@ -1206,7 +1216,9 @@ def reconstruct(
     failed = [r for r in results if r.error]
     for r in failed:
         # the library's messages name the file already; others get it in front
-        said = r.error if str(r.photo) in (r.error or "") else f"{r.photo}: {r.error}"
+        said = r.error or ""
+        if printable(r.photo) not in said:
+            said = f"{printable(r.photo)}: {said}"
         console.print(f"[yellow]failed:[/yellow] {esc(said)}", soft_wrap=True)
     console.print(
         f"{len(results) - len(failed)} of {len(results)} photos reconstructed into {esc(out)}"

@@ -27,6 +27,8 @@ beside the fitted views.
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -405,12 +407,16 @@ def reconstruct_multiview(
     import json
 
     from facehd.csvtext import atomic_write_text
-    from facehd.errors import FacehdError, check_output_folder
+    from facehd.errors import FacehdError
     from models.reconstruct import (
         PhotoResult,
+        _said,
+        check_name,
         clear_interrupted_writes,
         missing_results,
+        output_lock,
         output_names,
+        printable,
         remove_earlier_result,
         write_photo_index,
         write_photo_result,
@@ -426,46 +432,78 @@ def reconstruct_multiview(
     recon.landmarks = landmarks
     if loaded is not None:
         loaded(recon)
-    out = check_output_folder(out, "reconstructions")
-    clear_interrupted_writes(out)
-    views, results = [], missing_results(missing)
-    for path, stem in zip(photos, output_names(photos, out), strict=True):
-        try:
-            views.append((path, stem, *recon.prepare_view(path)))
-        except (FacehdError, ValueError) as exc:
-            remove_earlier_result(out, stem)
-            results.append(PhotoResult(path, None, str(exc)))
-        if progress is not None:
-            progress(path)
-    if not views:
-        write_photo_index(out, results)
-        return None, results
-    res = fit_multiview(
-        recon,
-        np.stack([v[2].image for v in views]),
-        np.stack([v[3] for v in views]),
-        np.stack([v[4] for v in views]),
-        config,
-        progress=fit_progress,
-    )
-    for (path, stem, aligned, _, _), rec in zip(views, res.views, strict=True):
-        results.append(write_photo_result(recon, rec, aligned, path, out / stem))
-    order = {p: k for k, p in enumerate([Path(m[0]) for m in missing] + list(photos))}
-    results.sort(key=lambda r: order[r.photo])
-    write_photo_index(out, results)
-    from models.export import write_textured_obj
+    with output_lock(out) as out:
+        clear_interrupted_writes(out)
+        views, results = [], missing_results(missing)
+        for path, stem in zip(photos, output_names(photos, out), strict=True):
+            try:
+                check_name(path)
+                views.append((path, stem, *recon.prepare_view(path)))
+            except (FacehdError, ValueError) as exc:
+                remove_earlier_result(out, stem)
+                results.append(PhotoResult(path, None, _said(exc, path)))
+            if progress is not None:
+                progress(path)
+        if not views:
+            write_photo_index(out, results)
+            return None, results
+        res = fit_multiview(
+            recon,
+            np.stack([v[2].image for v in views]),
+            np.stack([v[3] for v in views]),
+            np.stack([v[4] for v in views]),
+            config,
+            progress=fit_progress,
+        )
+        for (path, stem, aligned, _, _), rec in zip(views, res.views, strict=True):
+            results.append(write_photo_result(recon, rec, aligned, path, out / stem))
+        order = {p: k for k, p in enumerate([Path(m[0]) for m in missing] + list(photos))}
+        results.sort(key=lambda r: order[r.photo])
+        stale, old_folders = _earlier_set(out, {v[1] for v in views}, results)
+        write_photo_index(out, results, forget=stale)
+        from models.export import write_textured_obj
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_textured_obj(out / "shared.obj", recon.mesh(res.shared))
-    meta = {
-        "views": [{"photo": str(v[0]), "folder": v[1]} for v in views],
-        "failed": [{"photo": str(r.photo), "error": r.error} for r in results if r.error],
-        "config": asdict(config or MultiViewConfig()),
-        "loss_first": res.history[0],
-        "loss_last": res.history[-1],
-    }
-    atomic_write_text(out / "multiview.json", json.dumps(meta, indent=2) + "\n")
+        write_textured_obj(out / "shared.obj", recon.mesh(res.shared))
+        meta = {
+            "views": [{"photo": printable(v[0].resolve()), "folder": v[1]} for v in views],
+            "failed": [
+                {"photo": printable(r.photo.resolve()), "error": r.error}
+                for r in results
+                if r.error
+            ],
+            "config": asdict(config or MultiViewConfig()),
+            "loss_first": res.history[0],
+            "loss_last": res.history[-1],
+        }
+        atomic_write_text(out / "multiview.json", json.dumps(meta, indent=2) + "\n")
+        for folder in old_folders:  # the replaced fit's views, once nothing lists them
+            shutil.rmtree(folder, ignore_errors=True)
     return res, results
+
+
+def _earlier_set(out: Path, folders: set[str], results: list[Any]) -> tuple[set[str], list[Path]]:
+    """What an earlier multi-view fit into ``out`` (its ``multiview.json``) leaves that this fit,
+    whose views go to ``folders``, replaces: ``(keys, view folders)``, the ``photos.csv`` keys of
+    its photos (views and failures) that this run does not list anew, and its view folders that
+    this fit does not redo; they belong to the shared face being replaced."""
+    from models.reconstruct import _read_index, printable
+
+    try:
+        earlier = json.loads((out / "multiview.json").read_text(encoding="utf-8"))
+        old_views = [str(v["folder"]) for v in earlier.get("views", [])]
+        old_failed = [str(f["photo"]) for f in earlier.get("failed", [])]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return set(), []
+    listed = {printable(r.photo.resolve()) for r in results}
+    index = _read_index(out)
+    stale = {k for k, row in index.items() if row.output in old_views and row.output not in folders}
+    stale |= {k for k in old_failed if k in index and not index[k].output and k not in listed}
+    gone = [
+        out / name
+        for name in old_views
+        if name not in folders and (out / name / "reconstruction.json").is_file()
+    ]
+    return stale, gone
 
 
 # --------------------------------------------------------------------------------------------

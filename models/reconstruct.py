@@ -29,12 +29,13 @@ and networks), or the official HRN checkpoint (``net_recon``, ``mid_net``, ``hig
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -494,23 +495,31 @@ class PhotoInputs:
     photos)."""
 
 
-def find_photo_inputs(inputs: list[str | Path]) -> PhotoInputs:
+def find_photo_inputs(inputs: list[str | Path], out: str | Path | None = None) -> PhotoInputs:
     """Photo files among ``inputs`` (folders searched recursively, hidden names skipped), the
     repeats dropped, and the inputs that are not there, so that a batch can go on without them
-    and say so."""
+    and say so. A folder search leaves out the output folder ``out`` and any folder holding a
+    reconstruction (its ``reconstruction.json``): the overlays and maps written there are no
+    photos to reconstruct."""
     from facehd.align import PHOTO_SUFFIXES
+
+    skip = None if out is None else Path(os.path.abspath(out))
+
+    def is_input(q: Path, top: Path) -> bool:
+        if q.suffix.lower() not in PHOTO_SUFFIXES or not q.is_file():
+            return False
+        if any(part.startswith(".") for part in q.relative_to(top).parts):
+            return False
+        if (q.parent / "reconstruction.json").is_file():
+            return False
+        return skip is None or not Path(os.path.abspath(q)).is_relative_to(skip)
 
     found: list[Path] = []
     missing: list[tuple[Path, str]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            sub = sorted(
-                q
-                for q in p.rglob("*")
-                if q.suffix.lower() in PHOTO_SUFFIXES
-                and not any(part.startswith(".") for part in q.relative_to(p).parts)
-            )
+            sub = sorted(q for q in p.rglob("*") if is_input(q, p))
             if not sub:
                 missing.append((p, "folder holds no photo"))
             found += sub
@@ -549,7 +558,7 @@ def output_names(photos: list[Path], out: str | Path | None = None) -> list[str]
     used: set[str] = set()
     names = []
     for path in photos:
-        key = str(path.resolve())
+        key = printable(path.resolve())
         mine = earlier[key].output if key in earlier else ""
         if mine and mine not in used:
             name = mine
@@ -557,6 +566,7 @@ def output_names(photos: list[Path], out: str | Path | None = None) -> list[str]
             name, n = path.stem, 1
             while (
                 name in used
+                or name.lower() in RESERVED_NAMES
                 or owner.get(name, key) != key
                 or (out is not None and name not in owner and (Path(out) / name).exists())
             ):
@@ -565,6 +575,10 @@ def output_names(photos: list[Path], out: str | Path | None = None) -> list[str]
         used.add(name)
         names.append(name)
     return names
+
+
+#: Names in an output folder that belong to the run itself, never to a photo's folder.
+RESERVED_NAMES = frozenset({"photos.csv", "shared.obj", "multiview.json"})
 
 
 def reconstruct_photos(
@@ -596,32 +610,81 @@ def reconstruct_photos(
     recon.landmarks = landmarks
     if loaded is not None:
         loaded(recon)
-    out = check_output_folder(out, "reconstructions")
-    clear_interrupted_writes(out)
-    results = missing_results(missing)
-    for path, stem in zip(photos, output_names(photos, out), strict=True):
-        try:
-            rec, aligned = recon.run_photo(path)
-            results.append(write_photo_result(recon, rec, aligned, path, out / stem))
-        except (FacehdError, ValueError, OSError) as exc:
-            remove_earlier_result(out, stem)
-            results.append(PhotoResult(path, None, _said(exc, path)))
-        write_photo_index(out, results)
-        if progress is not None:
-            progress(path)
+    with output_lock(out) as out:
+        clear_interrupted_writes(out)
+        results = missing_results(missing)
+        for path, stem in zip(photos, output_names(photos, out), strict=True):
+            try:
+                check_name(path)
+                rec, aligned = recon.run_photo(path)
+                results.append(write_photo_result(recon, rec, aligned, path, out / stem))
+            except (FacehdError, ValueError, OSError) as exc:
+                remove_earlier_result(out, stem)
+                results.append(PhotoResult(path, None, _said(exc, path)))
+            write_photo_index(out, results)
+            if progress is not None:
+                progress(path)
     return results
+
+
+def printable(text: str | Path) -> str:
+    """``text`` as valid UTF-8: the bytes of a file name in another encoding (read with
+    surrogate escapes) written as ``\\xNN``."""
+    return os.fsencode(str(text)).decode("utf-8", "backslashreplace")
+
+
+def check_name(path: Path) -> None:
+    """Refuse a photo whose file name is not valid UTF-8 (its results could not be listed)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputFileError(
+            printable(path), "file name is not valid UTF-8 text: rename the file"
+        ) from None
+
+
+_HELD: set[str] = set()
+
+
+@contextlib.contextmanager
+def output_lock(out: str | Path) -> Iterator[Path]:
+    """Check the output folder (:func:`facehd.errors.check_output_folder`) and hold it for this
+    run (``OUT/.reconstruct.lock``, :func:`facehd.csvtext.locked`), or refuse: two runs into
+    one folder would give two photos one folder name and drop each other's rows. Re-entrant
+    within a process (the command takes it around the library call that takes it too)."""
+    from facehd.csvtext import LockHeld, locked
+
+    out = check_output_folder(out, "reconstructions")
+    key = os.path.abspath(out)
+    if key in _HELD:
+        yield out
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locked(out / "reconstruct", wait=False))
+        except LockHeld as held:
+            raise FacehdError(
+                f"{out}: another facehd reconstruct is writing into this folder "
+                f"({held.holder}); wait for it to end, or choose another --out"
+            ) from None
+        _HELD.add(key)
+        try:
+            yield out
+        finally:
+            _HELD.discard(key)
 
 
 def missing_results(missing: Sequence[tuple[Path, str]]) -> list[PhotoResult]:
     """A failed :class:`PhotoResult` per input that is not there (``(path, why)``)."""
-    return [PhotoResult(Path(path), None, f"{path}: {why}") for path, why in missing]
+    return [PhotoResult(Path(path), None, f"{printable(path)}: {why}") for path, why in missing]
 
 
 def _said(exc: BaseException, path: Path) -> str:
     """An error's message, with the photo named when it does not name it (a file system error
     on the output names its own path)."""
     text = str(exc) if not isinstance(exc, OSError) else f"writing its results: {exc}"
-    return text if str(path) in text else f"{path}: {text}"
+    text = printable(text)
+    return text if printable(path) in text else f"{printable(path)}: {text}"
 
 
 def remove_earlier_result(out: Path, name: str) -> None:
@@ -712,12 +775,15 @@ class _IndexRow:
     error: str
 
 
-def write_photo_index(out: str | Path, results: list[PhotoResult]) -> Path:
+def write_photo_index(
+    out: str | Path, results: list[PhotoResult], forget: Collection[str] = ()
+) -> Path:
     """Write ``out/photos.csv``: one row per photo (its file, its output folder relative to
     ``out``, or the error); the rows of earlier runs into the same folder are kept, except a
     photo done again and one whose output folder this run wrote over. A photo that is no longer
     there (a path mistyped or moved) keeps the reconstruction an earlier run made of it: the
-    failure is only written where it had none."""
+    failure is only written where it had none. ``forget``: keys (whole photo paths) of earlier
+    rows to drop (the views of a multi-view fit that is replaced)."""
 
     from facehd.csvtext import write_rows
 
@@ -725,15 +791,16 @@ def write_photo_index(out: str | Path, results: list[PhotoResult]) -> Path:
     earlier = _read_index(out)
     rows = {}
     for r in results:
-        key = str(r.photo.resolve())
-        if r.folder is None and not r.photo.exists() and earlier.get(key, _NO_ROW).output:
+        key = printable(r.photo.resolve())
+        gone = r.folder is None and not r.photo.exists() and key not in forget
+        if gone and earlier.get(key, _NO_ROW).output:
             continue
         rows[key] = _IndexRow(
             key, "" if r.folder is None else r.folder.relative_to(out).as_posix(), r.error or ""
         )
     written = {r.output for r in rows.values() if r.output}
     for key, old in earlier.items():
-        if key not in rows and old.output not in written:
+        if key not in rows and old.output not in written and key not in forget:
             rows[key] = old
     return write_rows(out / INDEX_NAME, [rows[k] for k in sorted(rows)], _IndexRow)
 

@@ -229,6 +229,17 @@ def test_reconstruct_multiview_writes_views_shared_face_and_report(model_path, t
     res = CliRunner().invoke(app, [*args, "--checkpoint", str(model_path), "--out", str(out)])
     assert res.exit_code == 1 and "MV-HRN: 1 views" in res.output, res.output
     assert "one view only" in res.output
+    # the earlier fit's other views belonged to the shared face just replaced: they are gone
+    # from the folder and its index, and no failure of that fit is listed still
+    import csv
+
+    assert not (out / views[1].stem).exists() and not (out / views[2].stem).exists()
+    with open(out / "photos.csv", newline="") as fh:
+        rows = {r["photo"]: r for r in csv.DictReader(fh)}
+    assert set(rows) == {str(views[0].resolve()), str(faceless.resolve())}
+    assert rows[str(views[0].resolve())]["output"] == views[0].stem
+    report = json.loads((out / "multiview.json").read_text())
+    assert [v["folder"] for v in report["views"]] == [views[0].stem]
 
 
 def test_evaluate_multiview_scores_the_three_variants(hrn_data, model_path, tmp_path):

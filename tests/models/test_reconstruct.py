@@ -422,6 +422,86 @@ def test_a_path_not_there_is_listed_as_failed_and_the_batch_goes_on(
     assert rows[str(other.resolve())]["output"] == "b"
 
 
+def test_output_folders_are_not_read_back_as_photos(tmp_path):
+    from models.reconstruct import find_photo_inputs, output_names
+
+    photos = tmp_path / "photos"
+    (photos / "rec" / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(photos / "a.png")
+    for name in ("overlay.png", "texture.png"):  # what a run into photos/rec wrote
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(photos / "rec" / "a" / name)
+    (photos / "rec" / "a" / "reconstruction.json").write_text("{}")
+    assert find_photo_inputs([photos], out=photos / "rec").photos == [photos / "a.png"]
+    # an earlier run's folder elsewhere among the photos: its files are results, not photos
+    assert find_photo_inputs([photos], out=tmp_path / "elsewhere").photos == [photos / "a.png"]
+    # given by name, a file is taken as it is
+    given = photos / "rec" / "a" / "overlay.png"
+    assert find_photo_inputs([given]).photos == [given]
+    # a photo named like the run's own files gets another folder name
+    odd = [Path("x/photos.csv.png"), Path("y/shared.obj.jpg"), Path("z/multiview.json.png")]
+    assert output_names(odd, tmp_path / "out") == [
+        "photos.csv_2",
+        "shared.obj_2",
+        "multiview.json_2",
+    ]
+
+
+def test_a_second_run_into_one_folder_is_refused(hrn_data, model_path, tmp_path, one_thread):
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+    from facehd.csvtext import locked
+
+    photo = hrn_data.scans / "photos" / "s000_e00_v00.png"
+    out = tmp_path / "rec"
+    args = ["reconstruct", str(photo), "--checkpoint", str(model_path), "--out", str(out)]
+    with locked(out / "reconstruct"):  # another run holds the folder
+        res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2
+    said = " ".join(res.output.split())
+    assert f"{out}: another facehd reconstruct is writing into this folder (pid " in said
+    assert not (out / photo.stem).exists() and not (out / "photos.csv").exists()
+    res = CliRunner().invoke(app, args)  # once it has ended
+    assert res.exit_code == 0, res.output
+
+
+def test_a_file_name_in_another_encoding_fails_alone(hrn_data, model_path, tmp_path, one_thread):
+    import csv
+    import os
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+
+    src = hrn_data.scans / "photos" / "s000_e00_v00.png"
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    latin = folder / os.fsdecode(b"lat\xe9.png")  # a Latin-1 byte: not UTF-8
+    shutil.copy(src, latin)
+    good = folder / "good.png"
+    shutil.copy(src, good)
+    shutil.copy(src.with_suffix(".pts"), good.with_suffix(".pts"))
+    out = tmp_path / "rec"
+    res = CliRunner().invoke(
+        app, ["reconstruct", str(folder), "--checkpoint", str(model_path), "--out", str(out)]
+    )
+    assert res.exit_code == 1, res.output
+    said = " ".join(res.output.split())
+    assert "lat\\xe9.png: file name is not valid UTF-8 text: rename the file" in said
+    with open(out / "photos.csv", newline="", encoding="utf-8") as fh:
+        rows = {r["photo"]: r for r in csv.DictReader(fh)}
+    assert rows[str(good.resolve())]["output"] == "good"
+    escaped = str(folder.resolve() / "lat\\xe9.png")
+    assert "not valid UTF-8" in rows[escaped]["error"] and rows[escaped]["output"] == ""
+    # a rerun finds its row again: one row, not a second
+    res = CliRunner().invoke(
+        app, ["reconstruct", str(folder), "--checkpoint", str(model_path), "--out", str(out)]
+    )
+    with open(out / "photos.csv", newline="", encoding="utf-8") as fh:
+        assert len(list(csv.DictReader(fh))) == 2
+
+
 def test_a_killed_write_is_tidied_by_the_next_run(tmp_path):
     """The hidden folders of a killed process (named with its pid) go; an earlier result moved
     aside by an unfinished swap is put back; a running process's folders are left."""
