@@ -10,8 +10,9 @@ Readable files:
 - ``.txt`` (including ``.lm7.txt``): one landmark per line, ``x y z`` separated by spaces, tabs or
   commas; blank lines and ``#`` comments are ignored;
 - ``.npy``: an array of shape (K, 3) or (1, K, 3);
-- ``.pp``: MeshLab picked points, XML with ``<point x="..." y="..." z="..." .../>`` elements,
-  in file order.
+- ``.pp``: MeshLab picked points, XML with ``<point x="..." y="..." z="..." name="..."/>``
+  elements, in the order of their names when these are the numbers 0..K-1 or 1..K (MeshLab's
+  own names, NoW's), in file order otherwise (names such as ``left eye``).
 
 K must be 7, 51 or 68 (exactly 7 for ``.lm7.txt``).
 
@@ -153,11 +154,16 @@ def _read_txt(path: Path) -> np.ndarray:
 
 
 def _read_pp(path: Path) -> np.ndarray:
+    """The points of a MeshLab ``.pp`` file, ordered by name when the names are the numbers
+    0..N-1 or 1..N (MeshLab numbers new points from 0; NoW's files from 1), in file order
+    otherwise. A point deleted and picked again in MeshLab moves to the end of the file, under
+    the name given to it: its name, not its place, says which landmark it is."""
     try:
         root = ET.fromstring(_read_bytes(path))
     except ET.ParseError as exc:
         raise InputFileError(path, f"not valid MeshLab .pp XML: {exc}") from None
     rows = []
+    names = []
     for k, point in enumerate(root.iter("point")):
         if point.attrib.get("active", "1").strip() == "0":  # unchecked in PickPoints
             name = point.attrib.get("name", str(k))
@@ -170,9 +176,26 @@ def _read_pp(path: Path) -> np.ndarray:
             raise InputFileError(path, f"point {k}: missing attribute {exc.args[0]!r}") from None
         except ValueError:
             raise InputFileError(path, f"point {k}: cannot parse x/y/z") from None
+        names.append(point.attrib.get("name", "").strip())
     if not rows:
         raise InputFileError(path, "no <point> elements in the .pp file")
-    return np.asarray(rows, dtype=np.float64)
+    pts = np.asarray(rows, dtype=np.float64)
+    order = _numbered_order(names)
+    return pts if order is None else pts[order]
+
+
+def _numbered_order(names: list[str]) -> list[int] | None:
+    """The order of points named 0..N-1 or 1..N (each once, in any order) by their numbers;
+    None for other names (labels, numbers of another layout such as the iBUG indices of NoW's
+    7 points, repeats, a point without a name): those keep the file's order."""
+    try:
+        numbers = [int(n) for n in names]
+    except ValueError:
+        return None
+    n = len(numbers)
+    if sorted(numbers) not in (list(range(n)), list(range(1, n + 1))):
+        return None
+    return sorted(range(n), key=lambda k: numbers[k])
 
 
 def to_now7(landmarks: np.ndarray, path: str | Path = "<landmarks>") -> np.ndarray:
@@ -247,7 +270,9 @@ def save_landmarks_pp(
 
     MeshLab's PickPoints tool opens ``<mesh>_picked_points.pp`` with a mesh when it lies beside
     it; the points can then be moved and saved. The points are named by their index (``first``,
-    ``first + 1``, ...), in order; :func:`load_landmarks` reads them back in file order.
+    ``first + 1``, ...), in order; :func:`load_landmarks` reads them back in the order of these
+    names (a point deleted and picked again in MeshLab, which moves it to the end of the file,
+    keeps its place when it is given its name again).
 
     The header is MeshLab's 8 lines (with its ``DateTime``), so the points start on line 8
     (0-based) as in the files MeshLab saves: the official NoW evaluation reads the 7 points of a

@@ -100,6 +100,50 @@ def test_meshlab_pp(tmp_path: Path) -> None:
         load_landmarks(tmp_path / "unplaced.pp")
 
 
+def _pp_lines(points: np.ndarray, names: list[str | None]) -> str:
+    lines = []
+    for (x, y, z), name in zip(points.tolist(), names, strict=True):
+        named = "" if name is None else f' name="{name}"'
+        lines.append(f' <point x="{x!r}" y="{y!r}" z="{z!r}" active="1"{named}/>')
+    return PP_TEMPLATE.format(points="\n".join(lines))
+
+
+def test_meshlab_pp_points_ordered_by_their_numbers(tmp_path: Path) -> None:
+    full = pts(68, seed=5)
+    # point 36 deleted and picked again in MeshLab: now last in the file, named "36" again
+    order = [k for k in range(68) if k != 36] + [36]
+    (tmp_path / "moved.pp").write_text(_pp_lines(full[order], [str(k) for k in order]))
+    got = load_landmarks(tmp_path / "moved.pp")
+    np.testing.assert_array_equal(got, full)
+    np.testing.assert_array_equal(to_now7(got), full[list(NOW7_FROM_68)])
+    # NoW's files number their 7 points from 1; any order in the file
+    shuffled = [3, 0, 6, 1, 5, 2, 4]
+    (tmp_path / "now.pp").write_text(_pp_lines(pts(7)[shuffled], [str(k + 1) for k in shuffled]))
+    np.testing.assert_array_equal(load_landmarks(tmp_path / "now.pp"), pts(7))
+    # a file facehd wrote, then edited by moving a point to the end, reads back the same
+    path = save_landmarks_pp(tmp_path / "scan_picked_points.pp", full, "scan.obj")
+    lines = path.read_text().splitlines()
+    lines = lines[:8] + lines[9:-1] + [lines[8], lines[-1]]  # point "0" last
+    path.write_text("\n".join(lines) + "\n")
+    np.testing.assert_array_equal(load_landmarks(path), full)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["36", "39", "42", "45", "33", "48", "54"],  # NoW's points by their iBUG-68 index
+        ["eye_l_out", "eye_l_in", "eye_r_in", "eye_r_out", "nose", "mouth_l", "mouth_r"],
+        ["1", "0", "2", "3", "4", "5", "5"],  # a number twice
+        ["1", "0", "2", "3", "4", "5", None],  # a point without a name
+        ["1", "0", "2", "3", "4", "5", "7"],  # not 0..6 nor 1..7
+        ["1", "0", "2", "3", "4", "5", "6.0"],
+    ],
+)
+def test_meshlab_pp_other_names_keep_the_file_order(tmp_path: Path, names: list) -> None:
+    (tmp_path / "l.pp").write_text(_pp_lines(pts(7), names))
+    np.testing.assert_array_equal(load_landmarks(tmp_path / "l.pp"), pts(7))
+
+
 def test_to_now7_picks_the_same_points_from_51_and_68() -> None:
     full = pts(68, seed=3)
     np.testing.assert_array_equal(to_now7(full), full[[36, 39, 42, 45, 33, 48, 54]])
