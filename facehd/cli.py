@@ -224,7 +224,7 @@ def datasets(
     for d in reg.datasets.values():
         table.add_row(
             d.name,
-            Text("yes", style="green") if d.found else "no",
+            Text("yes", style="green") if d.found else f"no: {d.problem}",
             str(d.root),
             d.env,
             ", ".join(s.name for s in d.splits),
@@ -233,7 +233,7 @@ def datasets(
     for m in reg.models.values():
         table.add_row(
             f"model:{m.name}",
-            Text("yes", style="green") if m.found else "no",
+            Text("yes", style="green") if m.found else f"no: {m.problem}",
             str(m.root),
             m.env,
             ", ".join(f"{k}={v.name}" for k, v in m.files.items()),
@@ -807,7 +807,10 @@ def inspect(
     console.print(table)
     plain = {k: v for k, v in attrs.items() if not isinstance(v, (dict, list))}
     console.print("attributes: " + ", ".join(f"{k}={v}" for k, v in sorted(plain.items())))
-    if summary is not None:
+    if n == 0:  # no residuals or coverage to summarise
+        failed = f"; {summary.n_failed} failed scans" if summary is not None else ""
+        console.print(f"it holds no samples{failed}")
+    elif summary is not None:
         levels = PlainTable("level", "median of per-scan median mm", "worst per-scan median mm")
         for k, name in enumerate(("M0", "M1", "M2")):
             levels.add_row(

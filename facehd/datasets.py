@@ -57,9 +57,15 @@ class DatasetEntry:
     """Licence note."""
 
     @property
+    def problem(self) -> str | None:
+        """Why the root is not the dataset's folder (``not found``, ``a file, not a folder``,
+        ``an empty folder``), or None when it is a folder holding something."""
+        return _folder_problem(self.root)
+
+    @property
     def found(self) -> bool:
-        """Whether the root folder exists on disk."""
-        return self.root.exists()
+        """Whether the root is a folder on disk holding something."""
+        return self.problem is None
 
     def split(self, name: str) -> Split:
         """Return the split called ``name`` (``ValueError`` naming the known splits otherwise)."""
@@ -91,9 +97,22 @@ class ModelEntry:
     """Licence note."""
 
     @property
+    def problem(self) -> str | None:
+        """Why the files cannot be used (none listed, the first one missing or a folder), or
+        None when every file is there."""
+        if not self.files:
+            return "no files listed"
+        for role, p in self.files.items():
+            if not p.exists():
+                return f"{role} file not found"
+            if not p.is_file():
+                return f"{role} file {p.name} is a folder"
+        return None
+
+    @property
     def found(self) -> bool:
         """Whether every file exists."""
-        return bool(self.files) and all(p.exists() for p in self.files.values())
+        return self.problem is None
 
 
 @dataclass(frozen=True)
@@ -129,6 +148,20 @@ def default_registry_path() -> Path:
     if cwd.exists():
         return cwd
     return Path(__file__).resolve().parent.parent / "datasets.yaml"
+
+
+def _folder_problem(root: Path) -> str | None:
+    """Why ``root`` is not a dataset's folder, or None when it is a folder holding something."""
+    if not root.exists():
+        return "not found"
+    if not root.is_dir():
+        return "a file, not a folder"
+    try:
+        if not any(root.iterdir()):
+            return "an empty folder"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return None
 
 
 def _check_keys(where: str, data: Any, allowed: set[str], path: Path) -> dict:
@@ -170,13 +203,24 @@ def load_registry(path: str | Path | None = None) -> Registry:
 
     Raises
     ------
-    InputFileError : the file is missing, not YAML, or has unknown or malformed keys.
+    InputFileError : the file is missing, a folder, not UTF-8, not YAML, or has unknown or
+        malformed keys.
     """
     path = Path(path) if path is not None else default_registry_path()
+    if path.is_dir():
+        raise InputFileError(path, "is a folder: give the dataset registry file (datasets.yaml)")
     if not path.is_file():
         raise InputFileError(path, "dataset registry not found")
     try:
-        data = safe_load_unique(path.read_text())
+        data = safe_load_unique(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputFileError(
+            path,
+            f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save "
+            "the registry as UTF-8",
+        ) from None
+    except OSError as exc:
+        raise InputFileError(path, f"cannot be read ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         raise InputFileError(path, f"not valid YAML: {exc}") from exc
     data = _check_keys("top level", data, _TOP_KEYS, path)

@@ -49,6 +49,7 @@ def test_relative_root_and_env_override(tmp_path: Path, monkeypatch: pytest.Monk
     assert entry.root == tmp_path.resolve() / "rel" / "folder"
     assert not entry.found
     (tmp_path / "rel" / "folder").mkdir(parents=True)
+    (tmp_path / "rel" / "folder" / "x").mkdir()
     assert load_registry(p).dataset("mine").found
     monkeypatch.setenv("FACEHD_TEST_MINE_ROOT", str(tmp_path / "elsewhere"))
     assert load_registry(p).dataset("mine").root == tmp_path / "elsewhere"
