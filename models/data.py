@@ -397,14 +397,64 @@ def read_npz(
         raise InputFileError(path, f"not a readable .npz archive: {what} ({exc})") from None
 
 
+#: Per-view arrays of a ``.photos.npz`` and their shapes after the view axis (``H``, ``W``: the
+#: photos' size, the same in every array that has it).
+PHOTO_ARRAY_SHAPES: dict[str, tuple[int | str, ...]] = {
+    "images": ("H", "W", 3),
+    "images_clean": ("H", "W", 3),
+    "masks": ("H", "W"),
+    "landmarks68": (68, 2),
+    "K": (3, 3),
+    "R": (3, 3),
+    "t": (3,),
+    "scan_R": (3, 3),
+    "scan_t": (3,),
+}
+
+
+def check_photo_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Check that the per-view arrays of a ``.photos.npz`` (:data:`PHOTO_ARRAY_SHAPES`) have
+    their shapes and all the same number of views, and hold finite numbers (a hand-made file
+    with one landmark row for two photos would otherwise fail deep inside with an IndexError).
+
+    Raises InputFileError naming the file and the array."""
+    sizes: dict[str, int] = {}
+    views: dict[str, int] = {}
+    for key, arr in arrays.items():
+        shape = PHOTO_ARRAY_SHAPES.get(key)
+        if shape is None:
+            continue
+        ok = arr.ndim == 1 + len(shape)
+        for dim, want in zip(arr.shape[1:], shape, strict=False):
+            if isinstance(want, str):
+                ok = ok and sizes.setdefault(want, dim) == dim
+            else:
+                ok = ok and dim == want
+        if not ok:
+            want_text = ", ".join(str(d) for d in ("V", *shape))
+            raise InputFileError(
+                path, f"array '{key}' has shape {arr.shape}, expected ({want_text})"
+            )
+        views[key] = arr.shape[0]
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            raise InputFileError(path, f"array '{key}' holds NaN or infinite values")
+    if len(set(views.values())) > 1:
+        said = ", ".join(f"{k} {n}" for k, n in views.items())
+        raise InputFileError(path, f"the arrays disagree on the number of photos ({said})")
+    if views and min(views.values()) == 0:
+        raise InputFileError(path, "holds no photo (0 views)")
+    return arrays
+
+
 @functools.lru_cache(maxsize=32)
 def _load_npz(path: str) -> dict[str, np.ndarray]:
-    return read_npz(
+    arrays = read_npz(
         path,
         ("images", "landmarks68", "masks"),
         ("images_clean", "K", "scan_R", "scan_t"),
         what="lab photos file",
     )
+    return check_photo_arrays(path, arrays)
 
 
 @functools.lru_cache(maxsize=4)

@@ -545,7 +545,7 @@ def read_photos(
 ) -> dict[str, np.ndarray]:
     """The arrays ``keys`` of a held-out scan's ``<id>.photos.npz``
     (:func:`models.data.read_npz`: a damaged file or a missing array is an error naming it)."""
-    from models.data import read_npz
+    from models.data import check_photo_arrays, read_npz
 
     hint = " (facehd synth --photos V writes them)"
-    return read_npz(path, keys, what="held-out photos file", hint=hint)
+    return check_photo_arrays(path, read_npz(path, keys, what="held-out photos file", hint=hint))

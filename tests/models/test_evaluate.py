@@ -243,3 +243,36 @@ def test_a_score_some_photos_lack_is_averaged_over_the_others_and_bad_npz_named(
     np.savez(bad, images=np.zeros((1, 2, 2, 3)))
     with pytest.raises(InputFileError, match=r"lacks \['landmarks68'"):
         read_photos(bad)
+
+
+def test_photo_arrays_that_disagree_are_named(tmp_path):
+    """A hand-made ``.photos.npz`` whose arrays disagree (one landmark row for two photos, masks
+    of another size, NaN cameras) is an error naming the file and the array, where evaluating
+    it died with an IndexError after the photos were run."""
+    from facehd.errors import InputFileError
+    from models.data import check_photo_arrays
+    from models.evaluate import read_photos
+
+    good = {
+        "images": np.zeros((2, 8, 8, 3), np.uint8),
+        "landmarks68": np.zeros((2, 68, 2)),
+        "masks": np.zeros((2, 8, 8), bool),
+        "K": np.tile(np.eye(3), (2, 1, 1)),
+        "R": np.tile(np.eye(3), (2, 1, 1)),
+        "t": np.zeros((2, 3)),
+    }
+    path = tmp_path / "s.photos.npz"
+    np.savez(path, **good)
+    assert set(read_photos(path)) == set(good)
+    for change, said in (
+        ({"landmarks68": np.zeros((1, 68, 2))}, r"disagree on the number of photos \(.*68 1"),
+        ({"masks": np.zeros((2, 9, 8), bool)}, r"'masks' has shape \(2, 9, 8\), expected"),
+        ({"landmarks68": np.zeros((2, 5, 2))}, r"'landmarks68' has shape \(2, 5, 2\)"),
+        ({"t": np.full((2, 3), np.nan)}, r"'t' holds NaN"),
+        ({k: v[:0] for k, v in good.items()}, r"no photo"),
+    ):
+        np.savez(path, **{**good, **change})
+        with pytest.raises(InputFileError, match=rf"s\.photos\.npz: .*{said}"):
+            read_photos(path)
+    other = {"albedo": np.zeros(3)}  # arrays that are not per view are left alone
+    assert check_photo_arrays(path, other) is other
