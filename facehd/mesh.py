@@ -1175,19 +1175,19 @@ def _validated(path: Path, vertices: Any, faces: Any, uvs: Any, colors: Any) -> 
                 f"{int((bad & used).sum())} vertices of faces have NaN or inf coordinates (the "
                 f"first: number {i} counting from 0, at {' '.join(repr(float(c)) for c in v[i])})",
             )
-        # vertices no face uses are no part of the surface: dropped, the faces renumbered
-        keep = ~bad
-        remap = np.cumsum(keep) - 1
+        # vertices no face uses are no part of the surface; they keep their place (vertex
+        # numbers stay those of the file: keypoints given by index, as REALY's, still hold) and
+        # take a used vertex's position, which changes no size, centre or surface
         first = int(bad.argmax())
         warnings.warn(
             f"{path}: {int(bad.sum())} vertices with NaN or inf coordinates that no face uses "
-            f"left out (the first: number {first} counting from 0; later vertices move up)",
+            f"(the first: number {first} counting from 0) are set to vertex {int(f[0, 0])}'s "
+            "position",
             MeshFileWarning,
             stacklevel=3,
         )
-        v, f = v[keep], remap[f]
-        uvs = None if uvs is None else np.asarray(uvs)[keep]
-        colors = None if colors is None else np.asarray(colors)[keep]
+        v = v.copy()
+        v[bad] = v[f[0, 0]]
     if uvs is not None and not np.isfinite(uvs).all():
         raise InputFileError(path, "texture coordinates contain NaN or inf")
     if colors is not None and not np.isfinite(colors).all():

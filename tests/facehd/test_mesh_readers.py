@@ -222,12 +222,17 @@ def _nan_files(folder: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("kind", ["obj", "off", "ply"])
-def test_unused_vertex_with_nan_is_left_out(tmp_path: Path, kind: str) -> None:
+def test_unused_vertex_with_nan_keeps_its_number(tmp_path: Path, kind: str) -> None:
+    """It takes a used vertex's place, so the file's vertex numbers (keypoints given by index)
+    still hold and the surface is the file's."""
     path = _nan_files(tmp_path)[kind]
     with pytest.warns(MeshFileWarning, match=r"s\.\w+: 1 vertices with NaN .* no face uses.*2"):
         got = load_mesh(path)
-    np.testing.assert_array_equal(got.vertices, SQUARE_V)
-    np.testing.assert_array_equal(got.faces, SQUARE_F)
+    f = np.where(SQUARE_F >= 2, SQUARE_F + 1, SQUARE_F)
+    np.testing.assert_array_equal(got.faces, f)
+    np.testing.assert_array_equal(np.delete(got.vertices, 2, axis=0), SQUARE_V)
+    np.testing.assert_array_equal(got.vertices[2], got.vertices[f[0, 0]])
+    np.testing.assert_array_equal(got.vertices[got.faces], SQUARE_V[SQUARE_F])
     # a NaN vertex a face uses is still an error, naming the file and the vertex
     text = path.read_text()
     if kind == "obj":
