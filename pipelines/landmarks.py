@@ -5,7 +5,8 @@ Per scan (:func:`landmark_scan`): read the mesh (with the colour texture its OBJ
 :class:`facehd.scan_landmarks.ScanLandmarker` (any orientation; units from the scan's size or
 given), and write
 
-- ``<id>.lm68.txt``: the 68 iBUG points, one ``x y z`` line each, in the scan's frame and units;
+- ``<id>.lm68.txt``: the 68 iBUG points, one ``x y z`` line each, in the scan's frame and units,
+  under a :data:`HEADER` comment line with the SHA-256 of the scan file and of the points;
 - ``<id>.lm7.txt``: NoW's 7 points (:data:`facehd.landmarks.NOW7_FROM_68`), same format — the
   file ``facehd build-priors`` looks for beside a scan;
 - ``<id>_picked_points.pp`` (with ``meshlab``): the 68 points as MeshLab's picked-points file,
@@ -18,7 +19,12 @@ same stem side by side (``head.obj``, ``head.ply``) are told apart by their whol
 (``head.obj.lm7.txt``), which ``facehd build-priors`` reads first. Every scan gets a
 row in ``landmarks.csv`` (under ``out``, else in the scans folder): its confidence and spreads, or
 why it failed — no face (a sphere, a box), unsure (the views disagree), hollow, wrong units, an
-unreadable or empty file. A failed scan gets no landmark files, never guessed ones.
+unreadable or empty file, a file name that is not UTF-8, an output file that cannot be written
+(the others go on). A failed scan gets no landmark files, never guessed ones: those this tool
+wrote for it before (found on an earlier version of the file) are removed (put aside as
+``<name>.stale`` when an earlier version of the tool wrote them), and its row says so. The
+rows of scans of other folders sent to the same ``out`` are kept (merged by scan file); a scan
+whose files there would take the names of another folder's scan fails (``clash``).
 
 Scans (:func:`find_scans`): every mesh file under the folder (:func:`facehd.mesh.is_scan_file`)
 except files the tools write beside scans (``*.gt_*.ply`` of ``facehd synth``,
@@ -26,9 +32,15 @@ except files the tools write beside scans (``*.gt_*.ply`` of ``facehd synth``,
 ``*.shards`` work folders (:func:`facehd.mesh.find_scan_files`). The id is the path
 relative to the folder without the suffix (with it, when two scans share a stem). A scan whose
 ``.lm68.txt`` is already at the destination is skipped (an interrupted run resumes; ``overwrite``
-redoes it) unless the scan file changed since (its SHA-256 in ``landmarks.csv`` differs: its
-landmarks are found again), and so is one whose destination already holds a ``.lm7.txt``
-without a ``.lm68.txt``: landmarks someone gave are never replaced unless ``overwrite`` says so.
+redoes it) unless the scan file changed since (the SHA-256 in the file's header, or for files
+without one, in ``landmarks.csv``, differs: its landmarks are found again).
+
+A scan with landmarks someone gave is skipped (``given``, naming the file), whatever
+``overwrite`` says: any file ``facehd build-priors`` reads beside it that this tool did not
+write (``.npy``, ``.txt``, ``.pp``, ``_lmks.*``, ... or a ``.lm7.txt`` alone), or one it wrote
+that was edited since (points changed, a ``_picked_points.pp`` saved in MeshLab). Those files are
+never replaced, and ``facehd build-priors`` reads them before detected ones
+(:func:`written_by_landmarks`); move one aside to have the scan's landmarks found.
 """
 
 from __future__ import annotations
@@ -104,7 +116,7 @@ class LandmarkRow:
     """``ok``, ``failed`` or ``skipped``."""
     reason: str = ""
     """Why it failed or was skipped, in a word (``no-face``, ``unsure``, ``hollow``, ``units``,
-    ``empty``, ``unreadable``, ``done``, ``given``)."""
+    ``empty``, ``unreadable``, ``unwritable``, ``name``, ``clash``, ``done``, ``given``)."""
     detail: str = ""
     """The explanation."""
     confidence: float | None = None
@@ -255,7 +267,9 @@ def _ours(path: Path) -> str:
 
     name = path.name
     if name.endswith(PICKED_POINTS_SUFFIX):
-        return "yes" if written_by_facehd(path) else "no"
+        # written with its .lm68.txt by --meshlab, and nobody saved it again in MeshLab
+        lm68 = path.with_name(name[: -len(PICKED_POINTS_SUFFIX)] + ".lm68.txt")
+        return "yes" if written_by_facehd(path) and lm68.is_file() else "no"
     if not name.endswith((".lm68.txt", ".lm7.txt")) or not path.is_file():
         return "no"
     head = _header(path)
@@ -270,7 +284,8 @@ def _ours(path: Path) -> str:
 def written_by_landmarks(path: str | Path) -> bool:
     """Whether a landmark file holds points ``facehd landmarks`` found (not made or edited by
     hand): a ``.lm68.txt`` or ``.lm7.txt`` it wrote (:data:`HEADER`, or from an earlier version
-    a ``.lm7.txt`` beside its ``.lm68.txt``) or a ``_picked_points.pp`` nobody saved again.
+    a ``.lm7.txt`` beside its ``.lm68.txt``) or a ``_picked_points.pp`` it wrote beside its
+    ``.lm68.txt`` that nobody saved again in MeshLab.
     ``facehd build-priors`` takes any other landmark file of a scan first."""
     return _ours(Path(path)) != "no"
 
@@ -292,10 +307,9 @@ def _clear_ours(scan_id: str, mesh_path: Path, config: LandmarksConfig) -> str:
     edited stay. Returns what was done, for the CSV (empty when nothing)."""
     lm68, lm7, _ = _destinations(scan_id, mesh_path, config)
     removed, aside, kept = [], [], []
-    for path in (lm68, lm7, _picked_points(lm68)):
-        if not path.is_file():
-            continue
-        kind = _ours(path)
+    # judged before any goes: a .lm7.txt of an earlier version is ours by its .lm68.txt
+    kinds = [(p, _ours(p)) for p in (lm68, lm7, _picked_points(lm68)) if p.is_file()]
+    for path, kind in kinds:
         try:
             if kind == "yes":
                 path.unlink()

@@ -137,11 +137,15 @@ class _CentroidLandmarker:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.no_face: set[str] = set()
+        """File names it finds no face on."""
 
     def detect(self, mesh: Mesh, *, name: str = "", texture: object = None) -> object:
-        from facehd.scan_landmarks import FaceFrame, ScanLandmarks
+        from facehd.scan_landmarks import FaceFrame, ScanLandmarkError, ScanLandmarks
 
         self.calls.append(Path(name).name)
+        if Path(name).name in self.no_face:
+            raise ScanLandmarkError("no-face", "the face detector found nothing")
         lm = mesh.vertices.mean(0) + np.arange(68)[:, None] * np.array([1.0, 0.0, 0.0])
         eye = np.eye(3)
         return ScanLandmarks(
@@ -356,3 +360,193 @@ def test_perf_entry_runs_quick() -> None:
     rows = registry["scan-landmarks"].fn(True)
     assert [r.metric for r in rows][0] == "seconds per 100k-vertex scan"
     assert all(r.entry == "scan-landmarks" and r.unit == "s" and r.value > 0 for r in rows)
+
+
+def _moved(path: Path, by: float) -> Path:
+    """Replace a scan by itself moved by ``by`` (another file content)."""
+    mesh = load_mesh(path)
+    return save_mesh(path, Mesh(mesh.vertices + by, mesh.faces))
+
+
+def test_a_failed_redetection_removes_the_files_found_before(
+    tmp_path: Path, centroid_landmarker: _CentroidLandmarker
+) -> None:
+    from pipelines.build_priors import discover_scans
+
+    scans = tmp_path / "scans"
+    face = _touch_mesh(scans / "face.ply")
+    _touch_mesh(scans / "other.ply")
+    result = landmark_scans(scans, LandmarksConfig(meshlab=True))
+    assert result.n_ok == 2
+    # the written files say which scan content they were found on; readers skip the line
+    head = (scans / "face.lm7.txt").read_text().splitlines()[0]
+    assert head.startswith("# facehd landmarks: scan sha256 ")
+    assert read_rows(result.csv_path)["face"].source_sha256 in head
+    assert load_landmarks(scans / "face.lm7.txt").shape == (7, 3)
+    # the scan replaced by one with no face: its old points must not be used
+    _moved(face, 50.0)
+    centroid_landmarker.no_face = {"face.ply"}
+    result = landmark_scans(scans, LandmarksConfig(meshlab=True))
+    row = {r.scan_id: r for r in result.rows}["face"]
+    assert row.status == "failed" and row.reason == "no-face"
+    for name in ("face.lm68.txt", "face.lm7.txt", "face_picked_points.pp"):
+        assert not (scans / name).exists()
+        assert str(scans / name) in row.detail and "removed" in row.detail
+    assert (scans / "other.lm7.txt").is_file()  # the other scan keeps its points
+    assert {s.sample_id: s.landmarks_path for s in discover_scans(scans)}["face"] is None
+    # files of an earlier version (no header) beside that version's failure row: put aside
+    # (they may have been edited), never used
+    (scans / "face.lm68.txt").write_text("0 0 0\n" * 68)
+    (scans / "face.lm7.txt").write_text("0 0 0\n" * 7)
+    result = landmark_scans(scans, LandmarksConfig())
+    row = {r.scan_id: r for r in result.rows}["face"]
+    assert row.status == "failed" and "put aside" in row.detail
+    assert (scans / "face.lm7.txt.stale").read_text() == "0 0 0\n" * 7
+    assert not (scans / "face.lm7.txt").exists() and not (scans / "face.lm68.txt").exists()
+
+
+def test_given_landmarks_win_over_detected_ones(
+    tmp_path: Path, centroid_landmarker: _CentroidLandmarker
+) -> None:
+    from pipelines.build_priors import discover_scans
+
+    scans = tmp_path / "scans"
+    _touch_mesh(scans / "real.ply")
+    _touch_mesh(scans / "auto.ply")
+    hand = np.arange(21.0).reshape(7, 3)
+    np.save(scans / "real_lmks.npy", hand)
+    result = landmark_scans(scans, LandmarksConfig(overwrite=True))
+    by_id = {r.scan_id: r for r in result.rows}
+    assert by_id["real"].status == "skipped" and by_id["real"].reason == "given"
+    assert str(scans / "real_lmks.npy") in by_id["real"].detail
+    assert centroid_landmarker.calls == ["auto.ply"] and not (scans / "real.lm7.txt").exists()
+    # detected files beside the hand points (an earlier run, before the points were given):
+    # build-priors still reads the hand points
+    landmark_scan("real", scans / "real.ply", LandmarksConfig(meshlab=True))
+    assert (scans / "real.lm7.txt").is_file() and (scans / "real_picked_points.pp").is_file()
+    found = {s.sample_id: s.landmarks_path for s in discover_scans(scans)}
+    assert found == {"auto": str(scans / "auto.lm7.txt"), "real": str(scans / "real_lmks.npy")}
+    # so does an earlier version's pair (no header), while a .lm7.txt alone is someone's
+    (scans / "real_picked_points.pp").unlink()
+    (scans / "real.lm68.txt").write_text("0 0 0\n" * 68)
+    (scans / "real.lm7.txt").write_text("0 0 0\n" * 7)
+    assert discover_scans(scans)[1].landmarks_path == str(scans / "real_lmks.npy")
+    (scans / "real.lm68.txt").unlink()
+    assert discover_scans(scans)[1].landmarks_path == str(scans / "real.lm7.txt")
+    # a detected .lm7.txt whose points were edited by hand is someone's too: never replaced
+    lm7 = scans / "auto.lm7.txt"
+    edited = lm7.read_text().replace("\n", " \n", 1)
+    edited = edited.splitlines(keepends=True)
+    edited[1] = "1.0 2.0 3.0\n"
+    lm7.write_text("".join(edited))
+    result = landmark_scans(scans, LandmarksConfig(overwrite=True))
+    by_id = {r.scan_id: r for r in result.rows}
+    assert by_id["auto"].reason == "given" and str(lm7) in by_id["auto"].detail
+    assert lm7.read_text() == "".join(edited) and centroid_landmarker.calls == [
+        "auto.ply",
+        "real.ply",
+    ]
+
+
+def test_the_csv_keeps_the_rows_of_other_folders(
+    tmp_path: Path, centroid_landmarker: _CentroidLandmarker
+) -> None:
+    out = tmp_path / "out"
+    for name in ("h2/a.ply", "h2/b.ply", "base/c.ply", "dup/a.ply"):
+        _touch_mesh(tmp_path / name)
+    assert landmark_scans(tmp_path / "h2", LandmarksConfig(out=str(out))).n_ok == 2
+    result = landmark_scans(tmp_path / "base", LandmarksConfig(out=str(out)))
+    assert [r.scan_id for r in result.rows] == ["c"]  # this run's scans only
+    with open(out / CSV_NAME, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["scan_id"], r["status"]) for r in rows] == [("a", "ok"), ("b", "ok"), ("c", "ok")]
+    # another folder's scan of the same id would take h2/a's file names: refused, h2/a kept
+    before = (out / "a.lm68.txt").read_bytes()
+    result = landmark_scans(tmp_path / "dup", LandmarksConfig(out=str(out)))
+    assert result.rows[0].status == "failed" and result.rows[0].reason == "clash"
+    assert str(tmp_path / "h2" / "a.ply") in result.rows[0].detail
+    assert (out / "a.lm68.txt").read_bytes() == before
+    # a scan of the folder deleted since loses its row; the other folders' rows stay
+    (tmp_path / "h2" / "b.ply").unlink()
+    landmark_scans(tmp_path / "h2", LandmarksConfig(out=str(out)))
+    with open(out / CSV_NAME, newline="") as fh:
+        kept = [(r["scan_id"], Path(r["mesh"]).parent.name) for r in csv.DictReader(fh)]
+    assert kept == [("a", "dup"), ("a", "h2"), ("c", "base")]
+
+
+def test_a_scan_without_its_row_is_judged_by_its_files(
+    tmp_path: Path, centroid_landmarker: _CentroidLandmarker
+) -> None:
+    import os
+
+    scans = tmp_path / "scans"
+    face = _touch_mesh(scans / "face.ply")
+    # a file name in another encoding: a failure telling to rename it, first run and rerun
+    odd = scans / os.fsdecode(b"lat\xe9.ply")
+    _touch_mesh(odd)
+    for _ in range(2):
+        result = landmark_scans(scans, LandmarksConfig())
+        row = next(r for r in result.rows if r.mesh == str(odd))
+        assert (row.status, row.reason) == ("failed", "name") and "rename" in row.detail
+        assert len(read_rows(result.csv_path)) == 2
+    assert not (scans / os.fsdecode(b"lat\xe9.lm7.txt")).exists()
+    odd.unlink()
+    # killed between writing a scan's files and its row: the files say which content they
+    # belong to, so a rerun keeps them for the same scan (recording its SHA-256) ...
+    result.csv_path.unlink()
+    result = landmark_scans(scans, LandmarksConfig())
+    (row,) = result.rows
+    assert (row.status, row.reason) == ("skipped", "done") and len(row.source_sha256) == 64
+    assert centroid_landmarker.calls == ["face.ply"]
+    # ... and finds them again once the scan changed
+    result.csv_path.unlink()
+    _moved(face, 100.0)
+    result = landmark_scans(scans, LandmarksConfig())
+    assert result.rows[0].status == "ok" and centroid_landmarker.calls == ["face.ply"] * 2
+    np.testing.assert_allclose(
+        load_landmarks(scans / "face.lm68.txt")[0], load_mesh(face).vertices.mean(0)
+    )
+
+
+def test_a_file_that_cannot_be_written_fails_its_scan_only(
+    tmp_path: Path, centroid_landmarker: _CentroidLandmarker
+) -> None:
+    scans, out = tmp_path / "k4", tmp_path / "imm"
+    for name in ("r1", "r2", "r3"):
+        _touch_mesh(scans / f"{name}.ply")
+    (out / "r2.lm68.txt").mkdir(parents=True)
+    result = runner.invoke(app, ["landmarks", "--scans", str(scans), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    rows = read_rows(out / CSV_NAME)
+    assert [rows[k].status for k in ("r1", "r2", "r3")] == ["ok", "failed", "ok"]
+    assert rows["r2"].reason == "unwritable"
+    assert rows["r2"].detail == f"cannot write {out / 'r2.lm68.txt'}: Is a directory"
+    # the .lm7.txt goes with it (a file in the way of the second file: the first is removed)
+    (out / "r3.lm7.txt").unlink()
+    (out / "r3.lm7.txt").mkdir()
+    row = landmark_scan("r3", scans / "r3.ply", LandmarksConfig(out=str(out)))
+    assert row.status == "failed" and str(out / "r3.lm7.txt") in row.detail
+    assert not (out / "r3.lm68.txt").exists() and (out / "r3.lm7.txt").is_dir()
+
+
+def test_build_priors_reads_the_files_of_landmarks_out(
+    tmp_path: Path, centroid_landmarker: _CentroidLandmarker
+) -> None:
+    from pipelines.build_priors import discover_scans
+
+    scans, out = tmp_path / "scans", tmp_path / "lm"
+    _touch_mesh(scans / "sub" / "a.ply")
+    _touch_mesh(scans / "b.ply")
+    landmark_scans(scans, LandmarksConfig(out=str(out)))
+    found = {s.sample_id: s.landmarks_path for s in discover_scans(scans, out)}
+    assert found == {"b": str(out / "b.lm7.txt"), "sub/a": str(out / "sub" / "a.lm7.txt")}
+    assert {s.landmarks_path for s in discover_scans(scans)} == {None}
+    np.save(scans / "b.npy", np.zeros((7, 3)))  # given beside the scan: first
+    assert discover_scans(scans, out)[0].landmarks_path == str(scans / "b.npy")
+    with pytest.raises(InputFileError, match="landmarks folder does not exist"):
+        discover_scans(scans, tmp_path / "none")
+    result = runner.invoke(
+        app, ["build-priors", "--scans", str(scans), "--landmarks", str(tmp_path / "none")]
+    )
+    assert result.exit_code != 0 and "landmarks folder does not exist" in result.output
