@@ -438,7 +438,7 @@ def reconstruct_multiview(
         for path, stem in zip(photos, output_names(photos, out), strict=True):
             try:
                 check_name(path)
-                views.append((path, stem, *recon.prepare_view(path)))
+                views.append((path, stem, *recon.prepare_view_framed(path)))
             except (FacehdError, ValueError) as exc:
                 remove_earlier_result(out, stem)
                 results.append(PhotoResult(path, None, _said(exc, path)))
@@ -455,8 +455,8 @@ def reconstruct_multiview(
             config,
             progress=fit_progress,
         )
-        for (path, stem, aligned, _, _), rec in zip(views, res.views, strict=True):
-            results.append(write_photo_result(recon, rec, aligned, path, out / stem))
+        for (path, stem, aligned, _, _, frame), rec in zip(views, res.views, strict=True):
+            results.append(write_photo_result(recon, rec, aligned, path, out / stem, frame))
         order = {p: k for k, p in enumerate([Path(m[0]) for m in missing] + list(photos))}
         results.sort(key=lambda r: order[r.photo])
         stale, old_folders = _earlier_set(out, {v[1] for v in views}, results)

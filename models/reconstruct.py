@@ -300,22 +300,34 @@ class Reconstructor:
         convex hull of the jaw, brows and forehead outline, as ``prepare-images`` without the
         person segmentation) and the iBUG-68 landmarks ``(68, 2)`` in the crop's pixels.
         """
+        return self.prepare_view_framed(path)[:3]
+
+    def prepare_view_framed(
+        self, path: str | Path
+    ) -> tuple[Any, np.ndarray, np.ndarray, PhotoFrame]:
+        """:meth:`prepare_view`, and how the photo was turned upright (:class:`PhotoFrame`)."""
         from facehd.align import load_photo
         from facehd.detect import convex_hull_mask
 
         photo = load_photo(path)
-        face, aligned, _ = self._detect_and_align(photo.image, path)
+        face, aligned, k = self._detect_and_align(photo.image, path)
         t = aligned.transform
         mask = convex_hull_mask(t.apply(face.outline()), aligned.image.shape[:2])
-        return aligned, mask.astype(np.uint8), t.apply(face.landmarks68)
+        frame = PhotoFrame(photo.orientation, k)
+        return aligned, mask.astype(np.uint8), t.apply(face.landmarks68), frame
 
     def run_photo(self, path: str | Path):
         """Load, detect, align and reconstruct one photo file. Returns (reconstruction, aligned)."""
+        return self.run_photo_framed(path)[:2]
+
+    def run_photo_framed(self, path: str | Path) -> tuple[Reconstruction, Any, PhotoFrame]:
+        """:meth:`run_photo`, and how the photo was turned upright (:class:`PhotoFrame`)."""
         from facehd.align import load_photo
 
         photo = load_photo(path)
-        aligned = self._detect_and_align(photo.image, path)[1]
-        return self.run_crops(aligned.image[None])[0], aligned
+        _, aligned, k = self._detect_and_align(photo.image, path)
+        rec = self.run_crops(aligned.image[None])[0]
+        return rec, aligned, PhotoFrame(photo.orientation, k)
 
     # ------------------------------------------------------------------ meshes
     def mesh(self, vertices: np.ndarray) -> Mesh:
@@ -398,6 +410,25 @@ class Reconstructor:
         return np.concatenate(views, axis=1)
 
 
+@dataclass(frozen=True)
+class PhotoFrame:
+    """How a photo file's pixels became the upright image its crop transform maps."""
+
+    exif_orientation: int
+    """The EXIF orientation tag applied when the file was read (1: none)."""
+    turn: int
+    """Quarter turns (counter-clockwise, ``np.rot90``) applied after it: a photo stored turned
+    without an orientation tag, turned upright where the detector found its face turned."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "convention": "crop_transform maps the image read with its EXIF orientation applied, "
+            "then turned by np.rot90(image, turn)",
+            "exif_orientation": self.exif_orientation,
+            "turn": self.turn,
+        }
+
+
 def write_reconstruction(
     recon: Reconstructor,
     rec: Reconstruction,
@@ -406,11 +437,13 @@ def write_reconstruction(
     photo_region: np.ndarray,
     crop_transform: Any = None,
     photo: str | Path | None = None,
+    frame: PhotoFrame | None = None,
 ) -> list[Path]:
     """Write every file of one reconstruction into the folder ``out`` (see the module docstring).
 
     ``photo_region`` is the crop the overlay is drawn on (the 512 HD crop of the photo, or the
-    224 crop); ``photo``, the photo's file, is named in ``reconstruction.json``.
+    224 crop); ``photo``, the photo's file, is named in ``reconstruction.json``, with ``frame``,
+    how its pixels were turned upright before ``crop_transform``.
     """
     from models.export import write_png8, write_png16, write_textured_obj
 
@@ -455,6 +488,8 @@ def write_reconstruction(
             "scale": float(crop_transform.scale),
             "translation": [float(x) for x in crop_transform.translation],
         }
+    if frame is not None:
+        meta["photo_frame"] = frame.as_json()
     tmp = out / f"reconstruction.json.tmp{os.getpid()}"
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp, out / "reconstruction.json")
@@ -616,8 +651,8 @@ def reconstruct_photos(
         for path, stem in zip(photos, output_names(photos, out), strict=True):
             try:
                 check_name(path)
-                rec, aligned = recon.run_photo(path)
-                results.append(write_photo_result(recon, rec, aligned, path, out / stem))
+                rec, aligned, frame = recon.run_photo_framed(path)
+                results.append(write_photo_result(recon, rec, aligned, path, out / stem, frame))
             except (FacehdError, ValueError, OSError) as exc:
                 remove_earlier_result(out, stem)
                 results.append(PhotoResult(path, None, _said(exc, path)))
@@ -738,7 +773,12 @@ def clear_interrupted_writes(out: Path) -> list[Path]:
 
 
 def write_photo_result(
-    recon: Reconstructor, rec: Reconstruction, aligned: Any, photo: Path, folder: Path
+    recon: Reconstructor,
+    rec: Reconstruction,
+    aligned: Any,
+    photo: Path,
+    folder: Path,
+    frame: PhotoFrame | None = None,
 ) -> PhotoResult:
     """Write one photo's reconstruction into ``folder`` (:func:`write_reconstruction`, the
     overlay on its aligned HD crop) and say so.
@@ -755,6 +795,7 @@ def write_photo_result(
             photo_region=aligned.image_hd,
             crop_transform=aligned.transform,
             photo=photo,
+            frame=frame,
         )
         old = _aside(folder, "old")
         if folder.is_dir():

@@ -131,17 +131,34 @@ def test_photo_turned_without_an_orientation_tag(hrn_data, model_path, tmp_path,
     recon = Reconstructor.load(model_path)
     recon.landmarks = "detect"
     results = {}
+    import json
+
+    from facehd.align import warp
+    from models.reconstruct import write_photo_result
+
     for k in (0, 1, 2):
         path = tmp_path / f"turned{k}.png"
         Image.fromarray(np.ascontiguousarray(np.rot90(photo, -k))).save(path)
-        results[k] = recon.run_photo(path)
-    (rec0, aligned0) = results[0]
+        results[k] = recon.run_photo_framed(path)
+    (rec0, aligned0, _) = results[0]
     for k in (1, 2):
-        rec, aligned = results[k]
+        rec, aligned, frame = results[k]
         diff = np.abs(aligned.image.astype(float) - aligned0.image.astype(float)).mean()
         assert diff < 6.0, (k, diff)
         np.testing.assert_allclose(rec.rotation, rec0.rotation, atol=0.05)
         assert np.abs(rec.m0 - rec0.m0).max() < 1.0  # mm
+        # reconstruction.json says how the file was turned: the file's pixels, turned so,
+        # then cropped by its crop_transform, give the crop the networks saw
+        assert (frame.exif_orientation, frame.turn) == (1, k)
+        path = tmp_path / f"turned{k}.png"
+        write_photo_result(recon, rec, aligned, path, tmp_path / f"out{k}", frame)
+        meta = json.loads((tmp_path / f"out{k}" / "reconstruction.json").read_text())
+        assert meta["photo_frame"]["turn"] == k and meta["photo_frame"]["exif_orientation"] == 1
+        stored = np.asarray(Image.open(path).convert("RGB"))
+        upright = np.ascontiguousarray(np.rot90(stored, meta["photo_frame"]["turn"]))
+        assert upright.shape == photo.shape
+        crop = warp(upright, aligned.transform)
+        assert np.abs(crop.astype(float) - aligned.image.astype(float)).mean() < 1.0
 
 
 def test_checkpoint_errors(tmp_path, model_path):
