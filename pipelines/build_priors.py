@@ -74,6 +74,7 @@ from facehd.h5io import (
     ShardedDatasetWriter,
     WorkItem,
     changed_inputs,
+    check_dataset_output,
     file_sha256,
     name_some,
     open_dataset,
@@ -231,6 +232,17 @@ def choose_landmark_file(candidates: Sequence[Path]) -> Path | None:
     return (given or list(candidates) or [None])[0]
 
 
+def detected_on_another_scan(landmark_file: Path, scan: Path) -> bool:
+    """Whether ``landmark_file`` holds points ``facehd landmarks`` found on another version of
+    ``scan`` (the scan SHA-256 in its header differs from the scan file's): a scan replaced
+    since its landmarks were detected. Such a file is passed over (the scan's landmarks are then
+    detected anew, or it has none); files without that record are taken as they are."""
+    from pipelines.landmarks import detected_scan_sha256
+
+    recorded = detected_scan_sha256(landmark_file)
+    return recorded is not None and recorded != file_sha256(scan)
+
+
 def discover_scans(root: str | Path, landmarks_dir: str | Path | None = None) -> list[ScanInput]:
     """The scans under ``root`` with their landmark files (see the module docstring), by id.
 
@@ -254,7 +266,8 @@ def discover_scans(root: str | Path, landmarks_dir: str | Path | None = None) ->
     # whole paths, the same for every run of a build whatever folder it ran from or spelling
     # it was given (a resumed build would otherwise store some of each)
     for sid, p, clash in find_scan_files(os.path.abspath(root)):
-        lm = choose_landmark_file(landmark_files(sid, p, clash, landmarks_dir))
+        found = landmark_files(sid, p, clash, landmarks_dir)
+        lm = choose_landmark_file([f for f in found if not detected_on_another_scan(f, p)])
         subject, expression = _layout_names(sid)
         out.append(ScanInput(sid, str(p), None if lm is None else str(lm), subject, expression))
     return out
@@ -483,11 +496,8 @@ def build_priors(
     if config.executor not in ("local", "ray"):
         raise ValueError(f"executor must be 'local' or 'ray', got {config.executor!r}")
     items_in = discover_scans(scans) if isinstance(scans, (str, Path)) else list(scans)
-    out = Path(out)
-    if out.is_dir():
-        raise InputFileError(out, "is a folder: the output is the .h5 file to write")
     # outputs that cannot be written fail here, before any scan is fitted
-    check_output_folder(out.parent, "dataset")
+    out = check_dataset_output(out)
     for folder, role in ((config.previews, "previews"), (config.export_meshes, "meshes")):
         if folder:
             check_output_folder(folder, role)

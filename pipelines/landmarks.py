@@ -72,6 +72,7 @@ __all__ = [
     "LandmarksConfig",
     "LandmarksResult",
     "detect_landmarks7",
+    "detected_scan_sha256",
     "find_scans",
     "landmark_scan",
     "landmark_scans",
@@ -279,6 +280,19 @@ def _ours(path: Path) -> str:
     if name.endswith(".lm68.txt") or (lm68.is_file() and _header(lm68) is None):
         return "legacy"
     return "no"
+
+
+def detected_scan_sha256(path: str | Path) -> str | None:
+    """The SHA-256 of the scan a landmark file's points were found on, as its :data:`HEADER`
+    records it, for a file this tool wrote and nobody edited; None for any other file (or an
+    unknown scan)."""
+    path = Path(path)
+    if not path.name.endswith((".lm68.txt", ".lm7.txt")):
+        return None
+    head = _header(path)
+    if head is None or not head[1] or head[0] == "unknown":
+        return None
+    return head[0]
 
 
 def written_by_landmarks(path: str | Path) -> bool:

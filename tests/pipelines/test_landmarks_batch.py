@@ -550,3 +550,27 @@ def test_build_priors_reads_the_files_of_landmarks_out(
         app, ["build-priors", "--scans", str(scans), "--landmarks", str(tmp_path / "none")]
     )
     assert result.exit_code != 0 and "landmarks folder does not exist" in result.output
+
+
+def test_detected_landmarks_of_a_replaced_scan_are_passed_over(
+    tmp_path: Path, centroid_landmarker: _CentroidLandmarker
+) -> None:
+    """build-priors does not fit a scan with the points found on the scan it replaced (their
+    header records that scan's SHA-256): it has no landmark file then, and detects anew."""
+    from pipelines.build_priors import discover_scans
+    from pipelines.landmarks import detected_scan_sha256
+
+    scans = tmp_path / "scans"
+    _touch_mesh(scans / "face.ply")
+    landmark_scans(scans, LandmarksConfig())
+    lm7 = scans / "face.lm7.txt"
+    assert detected_scan_sha256(lm7) is not None
+    assert discover_scans(scans)[0].landmarks_path == str(lm7)
+    # another scan under the same name
+    box = load_mesh(scans / "face.ply")
+    save_mesh(scans / "face.ply", Mesh(box.vertices * 1.1, box.faces))
+    assert discover_scans(scans)[0].landmarks_path is None
+    # a hand-made file carries no such record: it is taken as it is
+    lm7.write_text("0 0 0\n" * 7)
+    assert detected_scan_sha256(lm7) is None
+    assert discover_scans(scans)[0].landmarks_path == str(lm7)
