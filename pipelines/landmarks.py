@@ -51,6 +51,7 @@ import os
 import re
 import time
 import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -364,13 +365,14 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
 
     from facehd.h5io import file_sha256
     from facehd.landmarks import written_by_facehd
-    from facehd.mesh import load_textured_mesh
+    from facehd.mesh import MeshFileWarning, load_textured_mesh
     from facehd.scan_landmarks import ScanLandmarkError
 
     mesh_path = Path(mesh_path)
     row = LandmarkRow(scan_id=scan_id, mesh=str(mesh_path), status="failed")
     t0 = time.perf_counter()
     result = None
+    file_notes: list[str] = []
     try:
         if mesh_path.is_file():
             try:
@@ -379,7 +381,11 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
                 raise InputFileError(
                     mesh_path, f"cannot read file: {exc.strerror or exc}"
                 ) from None
-        mesh, texture = load_textured_mesh(mesh_path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", MeshFileWarning)
+            mesh, texture = load_textured_mesh(mesh_path)
+        # what the file named but could not be used (a missing texture: rendered shaded)
+        file_notes = [str(w.message) for w in caught if issubclass(w.category, MeshFileWarning)]
         row.appearance = _appearance(mesh, texture)
         result = _landmarker(config.detector).detect(mesh, name=str(mesh_path), texture=texture)
     except ScanLandmarkError as exc:
@@ -413,6 +419,8 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
             row.overlay = ""
             result = None
     if result is None:
+        if file_notes:
+            row.detail = "; ".join([*file_notes, row.detail] if row.detail else file_notes)
         # no landmark files of a failed scan: those an earlier run (or this one, before a file
         # could not be written) wrote for it go, so nothing fits another scan's points
         cleared = _clear_ours(scan_id, mesh_path, config)
@@ -429,7 +437,7 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
             notes.append(f"{result.duplicate_faces} faces stored twice left out")
         if result.rewound_faces:
             notes.append(f"{result.rewound_faces} faces wound against their neighbours turned over")
-        row.detail = "; ".join(notes)
+        row.detail = "; ".join(file_notes + notes)
         row.confidence = round(result.confidence, 4)
         row.detection_score = round(result.detection_score, 4)
         row.now7_spread_max_mm = round(float(result.now7_spread_mm.max()), 3)

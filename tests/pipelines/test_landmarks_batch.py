@@ -574,3 +574,17 @@ def test_detected_landmarks_of_a_replaced_scan_are_passed_over(
     lm7.write_text("0 0 0\n" * 7)
     assert detected_scan_sha256(lm7) is None
     assert discover_scans(scans)[0].landmarks_path == str(lm7)
+
+
+def test_a_texture_the_scan_names_but_lacks_is_said_in_its_row(
+    tmp_path: Path, centroid_landmarker: _CentroidLandmarker
+) -> None:
+    """The scan is found on its shaded geometry, and the row says why it was not coloured."""
+    scans = tmp_path / "scans"
+    _touch_mesh(scans / "face.obj")
+    obj = scans / "face.obj"
+    obj.write_text("mtllib gone.mtl\n" + obj.read_text())
+    result = landmark_scans(scans, LandmarksConfig())
+    row = result.rows[0]
+    assert row.status == "ok" and row.appearance == "shaded"
+    assert f"{obj}: " in row.detail and "gone.mtl not found" in row.detail
