@@ -108,6 +108,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputFileError(path, "is a folder: give the checkpoint file (a run's model.pt)")
     if not path.is_file():
         raise InputFileError(path, "checkpoint file not found")
+    if path.stat().st_size == 0:
+        raise InputFileError(path, "empty file (0 bytes): no PyTorch checkpoint")
     damaged = _zip_member_damaged(path)
     if damaged is not None:
         raise InputFileError(
@@ -134,7 +136,30 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputFileError(path, f"not a readable PyTorch checkpoint ({why})") from exc
     if not isinstance(data, Mapping):
         raise InputFileError(path, f"checkpoint must hold a dict, found {type(data).__name__}")
+    bad = _first_non_finite(data)
+    if bad is not None:
+        raise InputFileError(
+            path, f"{bad} holds NaN or infinite values (saved from a run that diverged?)"
+        )
     return dict(data)
+
+
+def _first_non_finite(data: Any, where: str = "") -> str | None:
+    """The key path of the first floating-point tensor in ``data`` (dicts, lists) that holds a
+    NaN or infinity, or None: a network with one runs, and every photo fails far from the
+    cause."""
+    if isinstance(data, torch.Tensor):
+        if data.is_floating_point() and not bool(torch.isfinite(data).all()):
+            return where or "a tensor"
+        return None
+    if not isinstance(data, (Mapping, list, tuple)):
+        return None
+    items = data.items() if isinstance(data, Mapping) else enumerate(data)
+    for key, value in items:
+        found = _first_non_finite(value, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def _zip_member_damaged(path: Path) -> str | None:

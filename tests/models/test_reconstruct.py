@@ -179,6 +179,16 @@ def test_checkpoint_errors(tmp_path, model_path):
     torch.save({"net_recon": {}, "mid_net": {}, "high_net": {}}, official)
     with pytest.raises(InputFileError, match="--bfm"):
         load_system(official)
+    bad.write_bytes(b"")
+    with pytest.raises(InputFileError, match=r"bad\.pt: empty file \(0 bytes\)"):
+        load_system(bad)
+    # a weight with a NaN is named, where every photo used to fail with the maps' NaN
+    data = torch.load(model_path, map_location="cpu", weights_only=True)
+    name = next(k for k, v in data["state"]["hrn"].items() if v.is_floating_point())
+    data["state"]["hrn"][name].view(-1)[0] = float("nan")
+    torch.save(data, bad)
+    with pytest.raises(InputFileError, match=rf"bad\.pt: state\.hrn\.{name} holds NaN"):
+        load_system(bad)
 
 
 def _small_bfm(tmp: Path) -> tuple[Path, Path]:
