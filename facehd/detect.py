@@ -389,7 +389,26 @@ def face_from_landmark_file(pts_path: str | Path, image_shape: tuple[int, ...]) 
         )
     if np.ptp(lm[:, 0]) < 1.0 and np.ptp(lm[:, 1]) < 1.0:
         raise InputFileError(pts_path, "all 68 landmarks lie within one pixel")
+    if mirrored_landmarks(lm):
+        raise InputFileError(
+            pts_path,
+            "the landmarks are a mirror image of a face (x and y swapped, or left and right "
+            "exchanged): iBUG's points 37-42 are the subject's right eye, on the image's left, "
+            "and y grows downwards",
+        )
     return DetectedFace.from_landmarks68(lm)
+
+
+def mirrored_landmarks(landmarks68: np.ndarray) -> bool:
+    """Whether 68 iBUG points in an image (x right, y down) are a mirror image of a face: the
+    turn from the right eye to the left eye to the mouth goes the other way round than on any
+    face, whatever its rotation in the image (x and y swapped, left and right exchanged, y
+    upwards)."""
+    lm = np.asarray(landmarks68, dtype=np.float64)
+    right, left = lm[36:42].mean(0), lm[42:48].mean(0)
+    eyes = left - right
+    mouth = lm[48:68].mean(0) - 0.5 * (left + right)
+    return bool(eyes[0] * mouth[1] - eyes[1] * mouth[0] < 0.0)
 
 
 class NoFaceError(FacehdError):

@@ -463,3 +463,29 @@ def test_a_small_face_found_in_the_whole_photo_is_fitted_again_in_a_crop(detecto
     calls.clear()
     detector.detect(draw_face(512))  # the face fills the photo: its whole-photo fit is kept
     assert calls == []
+
+
+def test_mirrored_landmark_files_are_refused(tmp_path):
+    """The model's mean face drawn in an image (x right, y down), turned any way, is a face;
+    its points with x and y swapped, or relabelled left for right, are its mirror image."""
+    from facehd.detect import IBUG68_MIRROR, mirrored_landmarks
+    from facehd.errors import InputFileError
+    from facehd.landmarks import save_photo_landmarks
+    from facehd.morphable import load_model
+
+    model = load_model("facehd-synth")
+    p = np.asarray(model.landmarks(model.mean_shape))[:, :2] * model.unit_to_mm
+    face = np.stack([p[:, 0], -p[:, 1]], axis=1) * 1.5 + 120.0  # y down, in a 240 px photo
+    centre = face.mean(0)
+    for deg in (0, 37, 90, 180, 250):
+        a = np.radians(deg)
+        r = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        turned = (face - centre) @ r.T + centre
+        assert not mirrored_landmarks(turned), deg
+        assert mirrored_landmarks(turned[:, ::-1]), deg  # x and y swapped
+        assert mirrored_landmarks(turned[list(IBUG68_MIRROR)]), deg  # left for right
+    save_photo_landmarks(tmp_path / "ok.pts", face)
+    assert face_from_landmark_file(tmp_path / "ok.pts", (240, 240, 3)).landmarks68.shape == (68, 2)
+    save_photo_landmarks(tmp_path / "swapped.pts", face[:, ::-1])
+    with pytest.raises(InputFileError, match=r"swapped\.pts: the landmarks are a mirror image"):
+        face_from_landmark_file(tmp_path / "swapped.pts", (240, 240, 3))
