@@ -1251,12 +1251,19 @@ def evaluate(
     Example: facehd evaluate --checkpoint runs/tiny/model.pt --scans data/heldout --out eval.csv
     """
     from facehd.errors import FacehdError, check_output_file
-    from models.evaluate import evaluate_synthetic, write_rows
+    from models.evaluate import evaluate_synthetic, heldout_without_photos, write_rows
     from models.reconstruct import Reconstructor
 
     if out is not None:
         with _exit_on_error(FacehdError):
             check_output_file(out, "CSV")  # before anything is scored
+    if scans.is_dir():
+        for sid in heldout_without_photos(scans):
+            console.print(
+                f"[yellow]not scored:[/yellow] {esc(sid)} has no {esc(sid)}.photos.npz in "
+                f"{esc(scans)}",
+                soft_wrap=True,
+            )
 
     if multiview:
         from models.multiview import (
@@ -1265,6 +1272,7 @@ def evaluate(
             summarise_multiview,
         )
 
+        skipped: list[str] = []
         with _exit_on_error(FacehdError, ValueError):
             recon = Reconstructor.load(checkpoint)
             _warn_untrained_detail(recon, checkpoint)
@@ -1276,7 +1284,10 @@ def evaluate(
                     MultiViewConfig(iterations=iterations),
                     views=views,
                     progress=lambda d, n: bar.update(task, completed=d, total=n),
+                    skipped=skipped,
                 )
+        for said in skipped:
+            console.print(f"[yellow]not scored:[/yellow] {esc(said)}", soft_wrap=True)
         summary = summarise_multiview(mv_rows)
         n_sets = len({r.sample_id for r in mv_rows})
         table = PlainTable(

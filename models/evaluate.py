@@ -76,6 +76,7 @@ __all__ = [
     "evaluate_synthetic",
     "seen_detail_scores",
     "heldout_ids",
+    "heldout_without_photos",
     "read_photos",
     "load_truth",
     "oracle_displacement",
@@ -127,6 +128,15 @@ def heldout_ids(scans_dir: str | Path) -> list[str]:
     for sid in ids:
         _truth_files(d, sid)
     return ids
+
+
+def heldout_without_photos(scans_dir: str | Path) -> list[str]:
+    """The scans of a held-out folder with their true surface (``<id>.gt_m1.ply``) but no
+    ``<id>.photos.npz``: nothing of theirs can be scored, and a table over the others should
+    say so."""
+    d = Path(scans_dir)
+    with_truth = {p.name[: -len(".gt_m1.ply")] for p in d.glob("*.gt_m1.ply")}
+    return sorted(s for s in with_truth if not (d / f"{s}.photos.npz").is_file())
 
 
 def _truth_files(d: Path, sample_id: str) -> dict[str, Path]:

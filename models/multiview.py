@@ -541,6 +541,7 @@ def evaluate_multiview_synthetic(
     views: int | None = None,
     max_points: int = 4000,
     progress: Any = None,
+    skipped: list[str] | None = None,
 ) -> list[MultiViewEvalRow]:
     """Fit the photos of every held-out scan of ``scans_dir`` (``facehd synth --photos V``,
     ``V >= 2``) jointly and score the single-view, naive and MV-HRN reconstructions against
@@ -549,7 +550,8 @@ def evaluate_multiview_synthetic(
 
     The photos are cropped from their true landmarks with their true skin masks (no detector in
     the loop, as :func:`models.evaluate.evaluate_synthetic`). Raises InputFileError when the
-    folder holds no ``*.photos.npz`` with at least two photos.
+    folder holds no ``*.photos.npz`` with at least two photos; the files of the scans with one
+    photo are said in ``skipped`` (when given).
     """
     from facehd.errors import InputFileError
     from models.data import align_lab_photo
@@ -565,6 +567,8 @@ def evaluate_multiview_synthetic(
         photos = read_photos(truth.photos, ("images", "landmarks68", "masks"))
         if photos["images"].shape[0] >= 2:
             jobs.append((truth, photos))
+        elif skipped is not None:
+            skipped.append(f"{truth.photos}: one photo only, no set of views")
     if not jobs:
         raise InputFileError(
             d, "no <id>.photos.npz with two or more photos (facehd synth --photos 3)"

@@ -281,3 +281,34 @@ def test_output_names_number_repeated_stems():
 
     photos = [Path("a/x.jpg"), Path("b/x.png"), Path("y.jpg"), Path("c/x.jpg")]
     assert output_names(photos) == ["x", "x_2", "y", "x_3"]
+
+
+def test_scans_that_cannot_be_scored_are_named(hrn_data, model_path, tmp_path):
+    """A held-out scan without its photos (or, for sets of views, with one photo) is said to be
+    left out, where the table used to cover the others without a word."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+
+    scans = tmp_path / "scans"
+    shutil.copytree(hrn_data.scans, scans)
+    ids = sorted(p.name[: -len(".photos.npz")] for p in scans.glob("*.photos.npz"))
+    assert len(ids) >= 2
+    one = scans / f"{ids[1]}.photos.npz"
+    with np.load(one) as z:
+        arrays = {k: z[k] for k in z.files}
+    per_view = {k: v[:1] for k, v in arrays.items() if v.ndim and v.shape[0] == 2}
+    np.savez(one, **{**arrays, **per_view})
+    args = ["evaluate", "--iterations", "2", "--checkpoint", str(model_path), "--scans", str(scans)]
+    res = CliRunner().invoke(app, [*args, "--multiview"])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())
+    assert f"not scored: {one}: one photo only, no set of views" in said
+    assert "1 sets of views" in said
+    one.unlink()
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())
+    assert f"not scored: {ids[1]} has no {ids[1]}.photos.npz in {scans}" in said
