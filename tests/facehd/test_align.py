@@ -302,3 +302,26 @@ def test_unreadable_photos_raise_input_file_error(tmp_path):
     Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "tiny.png")
     with pytest.raises(InputFileError, match="too small"):
         load_photo(tmp_path / "tiny.png")
+
+
+def test_photo_size_limit_is_facehds_not_pillows(tmp_path, monkeypatch):
+    """Pillow warns from 89 MP and refuses from 179 MP; facehd reads up to its own limit without
+    a word and refuses beyond it naming the file and the size (scaled down here: the limits are
+    module settings)."""
+    import warnings
+
+    from PIL import Image
+
+    import facehd.align as align
+
+    path = tmp_path / "big.png"
+    Image.fromarray(np.full((120, 100, 3), 90, np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow would refuse 12000 px
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_photo(path).image.shape == (120, 100, 3)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # Pillow's setting is left as it was
+    monkeypatch.setattr(align, "MAX_PHOTO_PIXELS", 10_000)
+    with pytest.raises(InputFileError, match=r"big\.png: image too large to read: 100 x 120 px"):
+        load_photo(path)
+    assert Image.MAX_IMAGE_PIXELS == 1000
