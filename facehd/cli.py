@@ -65,6 +65,9 @@ def perf(
 ) -> None:
     """Run speed benchmarks, print a table and write a CSV.
 
+    An existing CSV of this command keeps the rows of the entries not run now; any other file
+    is refused.
+
     Example: facehd perf distance procrustes-icp --out facehd-out/perf.csv
     """
     from facehd import perf as perf_mod
@@ -80,11 +83,17 @@ def perf(
     rows: list = []
     with _exit_on_error(FacehdError, ValueError):
         check_output_file(out, "CSV")  # before minutes of measuring
+        perf_mod.check_csv(out)
         try:
             perf_mod.run(entries or None, quick=quick, rows=rows)
         except KeyboardInterrupt:  # Ctrl-C or kill: the entries finished so far are kept
-            if rows:
-                console.print(f"interrupted; wrote {esc(perf_mod.write_csv(rows, out))}")
+            done = sorted({r.entry for r in rows})
+            if done:
+                written = esc(perf_mod.write_csv(rows, out))
+                said = f"the rows of {', '.join(done)} written into {written}"
+            else:
+                said = f"no entry finished; {esc(out)} left as it was"
+            console.print(f"[yellow]interrupted:[/yellow] {said}", soft_wrap=True)
             raise typer.Exit(130) from None
     table = PlainTable("entry", "metric", "value", "unit", "target", "ok", "note")
     for r in rows:

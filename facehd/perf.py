@@ -160,19 +160,60 @@ def run(
     return rows
 
 
+CSV_COLUMNS: tuple[str, ...] = (*(f.name for f in fields(PerfRow)), "machine", "cpus", "date")
+"""Header of the CSV :func:`write_csv` writes."""
+
+
+def _earlier_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of an existing perf CSV at ``path`` (none when there is no file).
+
+    Raises InputFileError when the file is something else (another header, not text): it is
+    not replaced."""
+    from facehd.errors import InputFileError
+
+    if not path.is_file():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = tuple(reader.fieldnames or ())
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputFileError(path, f"exists and is no facehd perf CSV ({exc})") from None
+    if header != CSV_COLUMNS:
+        raise InputFileError(
+            path,
+            "exists and is no facehd perf CSV (its header differs): choose another --out, or "
+            "move the file away",
+        )
+    return rows
+
+
+def check_csv(path: str | Path) -> None:
+    """Check, before measuring, that ``path`` is absent or a perf CSV :func:`write_csv` may
+    update (InputFileError otherwise)."""
+    _earlier_rows(Path(path))
+
+
 def write_csv(rows: list[PerfRow], path: str | Path) -> Path:
-    """Write ``rows`` to ``path`` (atomically) with machine information columns."""
+    """Write ``rows`` to ``path`` (atomically) with machine information columns. The rows an
+    earlier run wrote there for other entries are kept (an entry measured again replaces its
+    own rows), so that runs of some entries, or an interrupted run, lose none of the others; a
+    file that is not a perf CSV is refused (:func:`check_csv`)."""
     from facehd.csvtext import atomic_write_text, format_value
 
-    names = [f.name for f in fields(PerfRow)] + ["machine", "cpus", "date"]
+    path = Path(path)
+    ran = {r.entry for r in rows}
+    kept = [r for r in _earlier_rows(path) if r.get("entry") not in ran]
     info = {
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    new = [{k: format_value(v) for k, v in {**asdict(row), **info}.items()} for row in rows]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
     writer.writeheader()
-    for row in rows:
-        writer.writerow({k: format_value(v) for k, v in {**asdict(row), **info}.items()})
+    for row in sorted(kept + new, key=lambda r: r["entry"]):  # stable: an entry's own order
+        writer.writerow(row)
     return atomic_write_text(path, buf.getvalue())

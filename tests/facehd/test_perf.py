@@ -56,3 +56,52 @@ def test_quick_rows_are_not_judged_and_an_interrupt_keeps_the_rows_done(tmp_path
     assert res.exit_code == 130 and "interrupted" in res.output
     with open(out, newline="") as fh:
         assert [r["entry"] for r in csv.DictReader(fh)] == ["a"]
+
+
+def test_a_run_keeps_the_other_entries_rows_and_refuses_other_files(tmp_path, monkeypatch):
+    """Running some entries into an existing perf CSV replaces their rows only (an interrupted
+    run too, where the file used to hold the finished entries alone); a file that is no perf
+    CSV is refused before anything is measured, left as it was."""
+    from typer.testing import CliRunner
+
+    from facehd import perf
+    from facehd.cli import app
+
+    calls = []
+
+    def entry(name: str, value: float):
+        def fn(quick: bool) -> list:
+            calls.append(name)
+            return [perf.PerfRow(name, "seconds", value, "s")]
+
+        return perf._Entry(name, fn, name)
+
+    def stopped(quick: bool) -> list:
+        raise KeyboardInterrupt
+
+    entries = {"a": entry("a", 1.0), "b": entry("b", 2.0), "c": perf._Entry("c", stopped, "c")}
+    monkeypatch.setattr(perf, "discover", lambda: entries)
+    runner = CliRunner()
+    out = tmp_path / "p.csv"
+
+    def values() -> dict:
+        with open(out, newline="") as fh:
+            return {r["entry"]: float(r["value"]) for r in csv.DictReader(fh)}
+
+    assert runner.invoke(app, ["perf", "a", "b", "--out", str(out)]).exit_code == 0
+    entries["a"] = entry("a", 3.0)
+    assert runner.invoke(app, ["perf", "a", "--out", str(out)]).exit_code == 0
+    assert values() == {"a": 3.0, "b": 2.0}
+    entries["b"] = entry("b", 4.0)
+    res = runner.invoke(app, ["perf", "b", "c", "--out", str(out)])
+    assert res.exit_code == 130 and "the rows of b written into" in " ".join(res.output.split())
+    assert values() == {"a": 3.0, "b": 4.0}
+    res = runner.invoke(app, ["perf", "c", "--out", str(out)])
+    assert res.exit_code == 130 and "no entry finished" in res.output
+    assert values() == {"a": 3.0, "b": 4.0}
+    mine = tmp_path / "mine.csv"
+    mine.write_text("name,score\nx,1\n")
+    calls.clear()
+    res = runner.invoke(app, ["perf", "a", "--out", str(mine)])
+    assert res.exit_code == 2 and "is no facehd perf CSV" in res.output and calls == []
+    assert mine.read_text() == "name,score\nx,1\n"
