@@ -28,11 +28,12 @@ __all__ = [
 
 
 def read_rows(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a CSV file as ``{column: text}`` (empty list when the file does not exist)."""
+    """Rows of a CSV file as ``{column: text}`` (empty list when the file does not exist; a
+    byte-order mark, as spreadsheet programs save one, is not part of the first column)."""
     path = Path(path)
     if not path.exists():
         return []
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         return list(csv.DictReader(fh))
 
 

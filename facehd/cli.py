@@ -650,7 +650,21 @@ def leaderboard(
     if dataset and dataset.strip().lower().partition(":")[0] not in known:
         _error(f"unknown dataset {esc(repr(dataset))} (one of {', '.join(sorted(known))})")
         raise typer.Exit(2)
+    if out.exists() and not out.is_dir():
+        _error(f"{esc(out)} is a file: --out is the folder holding leaderboard.csv")
+        raise typer.Exit(2)
     board = out / "leaderboard.csv"
+    if not board.exists():  # a mistyped --out must not look like "no runs"
+        console.print(
+            f"[yellow]note:[/yellow] {esc(board)} does not exist (facehd bench writes it): "
+            "the published numbers only",
+            soft_wrap=True,
+        )
+    elif board.is_file() and board.stat().st_size == 0:
+        console.print(
+            f"[yellow]note:[/yellow] {esc(board)} is empty: the published numbers only",
+            soft_wrap=True,
+        )
     with _exit_on_error(FacehdError):
         groups = ranked(load_leaderboard(board), dataset)
     if not groups:

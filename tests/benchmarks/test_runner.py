@@ -849,3 +849,28 @@ def test_official_facescape_counts_ground_truth_missing_from_the_disk(
     assert len(rows) == 33 and rows["00_0_00"]["status"] == "ok"
     assert rows["00_0_09"]["error"] == f"ground truth: {cam} does not exist"
     assert (lab.n_ok, lab.n_failed) == (1, 32)
+
+
+def test_leaderboard_says_when_it_has_no_runs_to_show(tmp_path: Path) -> None:
+    """A mistyped --out, a file as --out or an empty leaderboard.csv is said, where only the
+    published tables were printed (as if there were no runs); a file saved with a byte-order
+    mark by a spreadsheet program reads as it is."""
+    from facehd.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["leaderboard", "--out", str(tmp_path / "typo")])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 0 and f"{tmp_path / 'typo' / 'leaderboard.csv'} does not exist" in said
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    res = runner.invoke(app, ["leaderboard", "--out", str(a_file)])
+    assert res.exit_code == 2 and "is a file: --out is the folder" in " ".join(res.output.split())
+    board = tmp_path / "lb" / "leaderboard.csv"
+    board.parent.mkdir()
+    board.write_bytes(b"")
+    res = runner.invoke(app, ["leaderboard", "--out", str(board.parent)])
+    assert res.exit_code == 0 and "is empty: the published numbers only" in res.output
+    board.unlink()
+    update_leaderboard(board, LeaderboardRow("mine", "now", "validation", median_mm=1.0))
+    board.write_bytes(b"\xef\xbb\xbf" + board.read_bytes())
+    assert [r.method for r in load_leaderboard(board, include_published=False)] == ["mine"]
