@@ -44,7 +44,7 @@ from typing import Literal
 
 import numpy as np
 
-from facehd.errors import InputFileError
+from facehd.errors import InputFileError, check_output_folder
 from facehd.mesh import Mesh, atomic_write_bytes, save_mesh
 from facehd.transforms import rotation_from_axis_angle, rotation_matrix_from_euler
 
@@ -575,7 +575,7 @@ def make_synthetic_benchmark(
         raise ValueError("FaceScape has 100 images per yaw bin: n_subjects must be <= 100")
     if not set(lab_views) <= set(range(11)) or not set(lab_focals) <= {0, 1, 2}:
         raise ValueError("lab_views must lie in 0..10 and lab_focals in 0..2")
-    out = Path(out)
+    out = check_output_folder(out, "benchmark")
     settings = {"benchmark": name, "seed": int(seed), "subjects": int(n_subjects)}
     if name == "facescape":
         settings.update(lab_views=list(lab_views), lab_focals=list(lab_focals))

@@ -261,7 +261,7 @@ def _synth_scans_cmd(
     colours: bool = False,
 ) -> list:
     from facehd.errors import FacehdError
-    from pipelines.synth import SynthConfig, record_settings, synth_scans
+    from pipelines.synth import SynthConfig, check_scans_folder, record_settings, synth_scans
 
     config = SynthConfig(
         subjects=subjects,
@@ -272,7 +272,7 @@ def _synth_scans_cmd(
         colours=colours,
     )
     with _exit_on_error(FacehdError, OSError):
-        out.mkdir(parents=True, exist_ok=True)
+        check_scans_folder(out)
         record_settings(out, config)
     with _progress() as bar:
         task = bar.add_task("synthetic scans", total=subjects * expressions)
@@ -410,7 +410,10 @@ def quickstart(
 def _quickstart(out: Path, subjects: int, expressions: int, seed: int, workers: int) -> None:
     from benchmarks.runner import run_benchmark
     from benchmarks.synthetic import make_synthetic_benchmark
+    from facehd.errors import check_output_folder
     from pipelines.build_priors import PriorsConfig, build_priors
+
+    check_output_folder(out, "quickstart output")  # a file as --out: one line, not an OS error
 
     console.rule("1/4 synthetic scans")
     _synth_scans_cmd(out / "synth", subjects, expressions, seed, "mm")

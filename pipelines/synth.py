@@ -31,6 +31,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from facehd.errors import InputFileError
+from facehd.errors import InputFileError, check_output_folder
 from facehd.landmarks import NOW7_FROM_68, save_landmarks_txt
 from facehd.mesh import Mesh, atomic_write_bytes, load_mesh, save_mesh, vertex_normals
 from facehd.morphable import MorphableModel, load_model, similarity_motion_basis
@@ -590,6 +591,28 @@ def record_settings(out: Path, config: SynthConfig) -> None:
         atomic_write_bytes(path, text.encode("utf-8"))
 
 
+_SCAN_NAME = re.compile(r"^s\d{3}_e\d{2}[._]")
+
+
+def check_scans_folder(out: str | Path) -> Path:
+    """Make the output folder, checked (:func:`facehd.errors.check_output_folder`), and refuse
+    one without a settings record (``synth.json``) that holds files named as this command names
+    its own (``s000_e00.ply`` ...): someone else's, which a run would replace or, being
+    complete, keep and report as made now."""
+    out = check_output_folder(out, "synthetic scans")
+    if (out / SETTINGS_NAME).exists():
+        return out
+    foreign = sorted(p.name for p in out.iterdir() if _SCAN_NAME.match(p.name))
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise InputFileError(
+            out,
+            f"holds files named as facehd synth's ({', '.join(foreign[:3])}{more}) that it did "
+            "not make (no synth.json): write to another --out",
+        )
+    return out
+
+
 def synth_scans(
     out: str | Path,
     config: SynthConfig | None = None,
@@ -606,8 +629,7 @@ def synth_scans(
         raise ValueError("subjects and expressions must be >= 1")
     if config.units not in UNIT_TO_MM:
         raise ValueError(f"units must be one of {sorted(UNIT_TO_MM)}, got {config.units!r}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_scans_folder(out)
     model = load_model(config.model)
     record_settings(out, config)
     results = []

@@ -262,3 +262,38 @@ def test_colours_are_the_subjects_albedo_on_the_same_geometry(tmp_path: Path) ->
                                    "--expressions", "2", "--colours"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "(1 made now, 1 by an earlier run)" in " ".join(res.output.split())
+
+
+def test_files_synth_did_not_make_and_a_file_as_out_are_refused(tmp_path: Path) -> None:
+    """A folder without synth's record holding a scan of the same name (someone's) is refused,
+    the file untouched, where it was replaced (or kept and reported as made now); files of
+    other names do not matter. A file as --out is one clear line (synth, its benchmarks,
+    quickstart), not an OS error."""
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    (other / "s000_e00.ply").write_text("my own scan")
+    args = ["synth", "--out", str(other), "--subjects", "1", "--expressions", "1"]
+    res = CliRunner().invoke(app, args)
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and "holds files named as facehd synth's (s000_e00.ply)" in said
+    assert (other / "s000_e00.ply").read_text() == "my own scan"
+    (other / "s000_e00.ply").unlink()
+    assert CliRunner().invoke(app, args).exit_code == 0  # notes.txt is no scan of its
+    assert (other / "notes.txt").read_text() == "mine"
+    assert CliRunner().invoke(app, args).exit_code == 0  # its own files, with its record
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    for cmd in (
+        ["synth", "--out", str(a_file)],
+        ["synth", "--benchmark", "now", "--out", str(a_file)],
+        ["quickstart", "--out", str(a_file)],
+    ):
+        res = CliRunner().invoke(app, cmd)
+        said = " ".join(res.output.split())
+        assert res.exit_code == 2 and "must be a folder, and this is a file" in said, cmd
+    assert a_file.read_text() == "x"
