@@ -195,7 +195,8 @@ def models(
     table = PlainTable(
         Column("model", no_wrap=True), *cols, Column("source", overflow="fold")
     )  # the paths whole, broken across lines when narrow
-    for info in available_models(bfm_path=bfm_path, uv_path=uv_path):
+    infos = available_models(bfm_path=bfm_path, uv_path=uv_path)
+    for info in infos:
         table.add_row(
             info.name,
             "yes" if info.available else "no",
@@ -206,6 +207,9 @@ def models(
             info.source,
         )
     console.print(table)
+    for info in infos:  # why a model cannot be used: a missing file, or what is wrong with it
+        if not info.available and info.note:
+            console.print(f"{esc(info.name)}: {esc(info.note)}", soft_wrap=True)
 
 
 @app.command()

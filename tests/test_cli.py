@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -44,10 +45,19 @@ def test_datasets_bad_registry_is_a_clear_error(tmp_path: Path) -> None:
     assert "unknown keys" in result.output
 
 
-def test_models_lists_the_builtin_model() -> None:
+def test_models_lists_the_builtin_model(tmp_path, monkeypatch) -> None:
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0, result.output
     assert "facehd-synth" in result.output and "bfm" in result.output
+    # a model that cannot be used says why: here a BFM file cut short
+    root = tmp_path / "BFM"
+    root.mkdir()
+    (root / "BFM_model_front.mat").write_bytes(b"MATLAB 5.0 MAT-file, cut")
+    np.save(root / "bfm_uvs.npy", np.zeros((10, 2)))
+    monkeypatch.setenv("FACEHD_BFM_ROOT", str(root))
+    result = runner.invoke(app, ["models"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0 and "bfm: " in said and "BFM_model_front.mat" in said
 
 
 def test_perf_lists_entries() -> None:
