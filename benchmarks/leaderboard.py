@@ -212,6 +212,14 @@ def _parse(raw: dict[str, str | None], path: Path, line: int) -> LeaderboardRow:
     absent = [c for c in _REQUIRED if not kw[c]]
     if absent:
         raise InputFileError(path, f"line {line}: no {', '.join(absent)}")
+    if kw["dataset"] not in PRIMARY_METRIC:  # a name edited by hand would rank on its own
+        raise InputFileError(
+            path,
+            f"line {line}: unknown dataset {kw['dataset']!r} (one of "
+            f"{', '.join(sorted(PRIMARY_METRIC))}, as facehd bench writes them)",
+        )
+    if kw["n_items"] == 0:  # a run of no image has no score to rank
+        raise InputFileError(path, f"line {line}: n_items 0: a run scores at least one image")
     return LeaderboardRow(**kw)
 
 

@@ -362,6 +362,9 @@ def test_leaderboard_published_rows_update_and_ranking(tmp_path: Path) -> None:
         (edited("median_mm", "-5"), "line 2: median_mm '-5' must be a finite number >= 0"),
         (edited("cd_mm", "nan"), "line 2: cd_mm 'nan' must be a finite number >= 0"),
         (edited("n_missing", "99", n_items="8"), r"line 2: n_missing \+ n_failed \(99 \+ "),
+        (edited("n_items", "0", n_missing="0", n_failed="0"), "line 2: n_items 0: a run scores"),
+        (edited("dataset", "NOW"), "line 2: unknown dataset 'NOW' \\(one of facescape, "),
+        (edited("dataset", "bogus"), "line 2: unknown dataset 'bogus'"),
         (good.replace("median_mm", "medianmm", 1), "unknown column.*'medianmm'"),
         (good + lines[0] + "\n", f"line {len(lines) + 2}: the same run .* as line 2"),
     ):
