@@ -842,16 +842,17 @@ def _write_error(path: Path, out: Path, exc: OSError) -> OutputWriteError:
     )
 
 
-def _file_kind(path: Path) -> str:
-    """What an existing output file is: ``dataset`` (a facehd dataset), ``damaged`` (HDF5 that
-    does not open), ``hdf5`` (another program's HDF5 file) or ``other`` (not HDF5)."""
+def _other_file(path: Path) -> str:
+    """What an existing output file is when it is no facehd dataset (``not an HDF5 file``, ``an
+    HDF5 file of another program``), which a build must not replace; empty for a dataset, or
+    HDF5 that does not open (a damaged dataset)."""
     try:
         if not h5py.is_hdf5(path):
-            return "other"
+            return "not an HDF5 file"
         with h5py.File(path, "r") as f:
-            return "dataset" if "facehd_h5io" in f.attrs else "hdf5"
+            return "" if "facehd_h5io" in f.attrs else "an HDF5 file of another program"
     except OSError:
-        return "damaged"
+        return ""
 
 
 def check_dataset_output(path: str | Path) -> Path:
@@ -984,12 +985,11 @@ class ShardedDatasetWriter:
     def _open(self, overwrite: bool) -> None:
         """Clear the output for ``overwrite``, and read what earlier runs finished."""
         if overwrite:
-            kind = _file_kind(self.out_path) if self.out_path.is_file() else "dataset"
-            if kind in ("other", "hdf5"):
-                what = "not an HDF5 file" if kind == "other" else "an HDF5 file of another program"
+            other = _other_file(self.out_path) if self.out_path.is_file() else None
+            if other:
                 raise InputFileError(
                     self.out_path,
-                    f"is not a facehd dataset ({what}): overwrite replaces only a dataset; "
+                    f"is not a facehd dataset ({other}): overwrite replaces only a dataset; "
                     "move the file away or choose another output",
                 )
             shutil.rmtree(self.shard_dir, ignore_errors=True)
@@ -1056,11 +1056,10 @@ class ShardedDatasetWriter:
         return None
 
     def _check_compatible(self, path: Path) -> None:
-        kind = _file_kind(path)
-        if kind in ("other", "hdf5"):
-            what = "not an HDF5 file" if kind == "other" else "an HDF5 file of another program"
+        other = _other_file(path)
+        if other:
             raise InputFileError(
-                path, f"exists and is not a facehd dataset ({what}); choose another output"
+                path, f"exists and is not a facehd dataset ({other}); choose another output"
             )
         try:
             other = self._manifest_of_file(path)
@@ -1251,6 +1250,27 @@ class ShardedDatasetWriter:
             rows = [values[name] for _, values in buffer[start:stop]]
             return rows if self.fields[name].dtype == STR else np.stack(rows)
 
+        # shards: lzf (fast), the merge recompresses
+        self._write(tmp, path, ids, columns, "lzf" if self.compression else None, None, True)
+        _fsync_dir(self.shard_dir)
+        self._next_shard += 1
+        self._sources.append(path)
+        self._buffer = []
+        return path
+
+    def _write(
+        self,
+        tmp: Path,
+        dest: Path,
+        ids: list[str],
+        columns: Any,
+        compression: Any,
+        compression_opts: Any,
+        shard: bool,
+    ) -> None:
+        """Write a shard or the merged output to ``tmp`` (:func:`_write_file`) and move it to
+        ``dest``; a file that cannot be written (a full disk) is removed and the build stops
+        with :class:`OutputWriteError` naming it."""
         try:
             _write_file(
                 tmp,
@@ -1260,21 +1280,16 @@ class ShardedDatasetWriter:
                 json_attrs=self._json_attrs,
                 sample_ids=ids,
                 columns=columns,
-                compression="lzf" if self.compression else None,
-                compression_opts=None,
+                compression=compression,
+                compression_opts=compression_opts,
                 chunk_bytes=self.chunk_bytes,
-                shard=True,
+                shard=shard,
             )
-            os.replace(tmp, path)
+            os.replace(tmp, dest)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             raise _write_error(tmp, self.out_path, exc) from exc
-        _fsync_dir(self.shard_dir)
-        self._next_shard += 1
-        self._sources.append(path)
-        self._buffer = []
-        return path
 
     def finalize(self, *, keep_shards: bool = False) -> FinalizeResult:
         """Merge everything written so far into ``out_path``, sorted by sample id.
@@ -1326,25 +1341,15 @@ class ShardedDatasetWriter:
                 return out
 
             self._tmp_out.unlink(missing_ok=True)
-            try:
-                _write_file(
-                    self._tmp_out,
-                    schema=self.schema,
-                    fields=self.fields,
-                    attrs=self._attrs,
-                    json_attrs=self._json_attrs,
-                    sample_ids=ids,
-                    columns=columns,
-                    compression=self.compression,
-                    compression_opts=self.compression_opts,
-                    chunk_bytes=self.chunk_bytes,
-                    shard=False,
-                )
-                os.replace(self._tmp_out, self.out_path)
-            except OSError as exc:
-                with contextlib.suppress(OSError):
-                    self._tmp_out.unlink(missing_ok=True)
-                raise _write_error(self._tmp_out, self.out_path, exc) from exc
+            self._write(
+                self._tmp_out,
+                self.out_path,
+                ids,
+                columns,
+                self.compression,
+                self.compression_opts,
+                False,
+            )
         finally:
             for f in handles:
                 f.close()
