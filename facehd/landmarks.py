@@ -42,6 +42,7 @@ __all__ = [
     "LANDMARK_COUNTS",
     "load_landmarks",
     "to_now7",
+    "landmarks_text",
     "save_landmarks_txt",
     "save_landmarks_pp",
     "written_by_facehd",
@@ -243,9 +244,16 @@ def save_landmarks_txt(path: str | Path, pts: np.ndarray) -> Path:
     -------
     The path written.
     """
+    return atomic_write_bytes(path, landmarks_text(pts).encode())
+
+
+def landmarks_text(pts: np.ndarray) -> str:
+    """The lines :func:`save_landmarks_txt` writes: ``x y z`` per point, shortest exact floats.
+
+    pts : (K, 3) float, finite.
+    """
     arr = as_points("save_landmarks_txt", pts, rows="K")
-    text = "".join(" ".join(map(repr, row)) + "\n" for row in arr.tolist())
-    return atomic_write_bytes(path, text.encode())
+    return "".join(" ".join(map(repr, row)) + "\n" for row in arr.tolist())
 
 
 PICKED_POINTS_SUFFIX = "_picked_points.pp"

@@ -230,12 +230,10 @@ def _save_points(path: Path, pts: Any, scan_sha256: str) -> Path:
     line, atomically."""
     import hashlib
 
-    import numpy as np
-
+    from facehd.landmarks import landmarks_text
     from facehd.mesh import atomic_write_bytes
 
-    arr = np.asarray(pts, dtype=np.float64).reshape(-1, 3)
-    body = "".join(" ".join(map(repr, row)) + "\n" for row in arr.tolist()).encode()
+    body = landmarks_text(pts).encode()
     head = (
         f"{HEADER} scan sha256 {scan_sha256 or 'unknown'}, "
         f"points sha256 {hashlib.sha256(body).hexdigest()}\n"
