@@ -232,15 +232,18 @@ def choose_landmark_file(candidates: Sequence[Path]) -> Path | None:
     return (given or list(candidates) or [None])[0]
 
 
-def detected_on_another_scan(landmark_file: Path, scan: Path) -> bool:
-    """Whether ``landmark_file`` holds points ``facehd landmarks`` found on another version of
-    ``scan`` (the scan SHA-256 in its header differs from the scan file's): a scan replaced
-    since its landmarks were detected. Such a file is passed over (the scan's landmarks are then
-    detected anew, or it has none); files without that record are taken as they are."""
+def found_on_this_scan(candidates: Sequence[Path], scan: Path) -> list[Path]:
+    """``candidates`` without the files holding points ``facehd landmarks`` found on another
+    version of ``scan`` (the scan SHA-256 in their header differs from the scan file's): a scan
+    replaced since its landmarks were detected, whose landmarks are then detected anew (or it
+    has none). Files without that record are kept; the scan is read only when one has it."""
     from pipelines.landmarks import detected_scan_sha256
 
-    recorded = detected_scan_sha256(landmark_file)
-    return recorded is not None and recorded != file_sha256(scan)
+    recorded = {c: detected_scan_sha256(c) for c in candidates}
+    if not any(recorded.values()):
+        return list(candidates)
+    sha = file_sha256(scan)
+    return [c for c in candidates if recorded[c] in (None, sha)]
 
 
 def discover_scans(root: str | Path, landmarks_dir: str | Path | None = None) -> list[ScanInput]:
@@ -267,7 +270,7 @@ def discover_scans(root: str | Path, landmarks_dir: str | Path | None = None) ->
     # it was given (a resumed build would otherwise store some of each)
     for sid, p, clash in find_scan_files(os.path.abspath(root)):
         found = landmark_files(sid, p, clash, landmarks_dir)
-        lm = choose_landmark_file([f for f in found if not detected_on_another_scan(f, p)])
+        lm = choose_landmark_file(found_on_this_scan(found, p))
         subject, expression = _layout_names(sid)
         out.append(ScanInput(sid, str(p), None if lm is None else str(lm), subject, expression))
     return out
