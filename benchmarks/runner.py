@@ -299,9 +299,14 @@ def _official(root: Path) -> bool:
     return not is_synthetic_benchmark(root)
 
 
-def _expected(stem: Path, suffixes: tuple[str, ...]) -> str:
-    """Where a missing prediction was looked for: ``looked for <stem>.obj or .ply``."""
-    return f"looked for {stem}{suffixes[0]} or " + " or ".join(suffixes[1:])
+_LOOKED_FOR = " (looked for "
+
+
+def _no_prediction(what: str, stem: Path, suffixes: tuple[str, ...]) -> str:
+    """The error of a missing prediction, with where it was looked for:
+    ``no predicted mesh (looked for <stem>.obj or .ply)``."""
+    where = f"{stem}{suffixes[0]} or " + " or ".join(suffixes[1:])
+    return f"no predicted {what}{_LOOKED_FOR}{where})"
 
 
 def _err(exc: BaseException) -> str:
@@ -389,7 +394,7 @@ def _eval_now(task: _NowTask) -> tuple[NowItemRow, np.ndarray | None]:
             else ("landmarks", readers.LANDMARK_SUFFIXES)
         )
         stem = task.predictions / it.subject / it.challenge / it.image
-        error = f"no predicted {what} ({_expected(stem, suffixes)})"
+        error = _no_prediction(what, stem, suffixes)
         return NowItemRow(**base, status="missing", error=error), None
     try:
         from benchmarks.now import evaluate_now
@@ -397,14 +402,15 @@ def _eval_now(task: _NowTask) -> tuple[NowItemRow, np.ndarray | None]:
 
         pred = load_mesh(task.mesh)
         lm = readers.read_landmarks7(task.landmarks)
-        res = evaluate_now(_scan(it.scan), _scan_lm(it.scan_landmarks), pred, lm, task.config)
+        scan_lm = _scan_lm(it.scan_landmarks)
+        res = evaluate_now(_scan(it.scan), scan_lm, pred, lm, task.config)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row
         raise_if_interrupted(exc)
         return NowItemRow(**base, status="error", error=_err(exc), prediction=str(task.mesh)), None
     d = res.distances
     row = NowItemRow(
         **base,
-        warning=_now_warning(pred, lm, _scan_lm(it.scan_landmarks), res, task.config),
+        warning=_now_warning(pred, lm, scan_lm, res, task.config),
         status="ok",
         n_points=int(d.size),
         median_mm=float(np.median(d)),
@@ -519,9 +525,7 @@ def _eval_facescape(task: _FaceScapeTask) -> tuple[FaceScapeItemRow, None]:
         error = f"ground truth: {missing} does not exist"
         return FaceScapeItemRow(**base, status="error", error=error), None
     if task.prediction is None:
-        error = (
-            f"no predicted mesh ({_expected(task.predictions / it.name, readers.MESH_SUFFIXES)})"
-        )
+        error = _no_prediction("mesh", task.predictions / it.name, readers.MESH_SUFFIXES)
         return FaceScapeItemRow(**base, status="missing", error=error), None
     try:
         res = _facescape_item(it, task.prediction, task.root)
@@ -1055,7 +1059,7 @@ def run_benchmark(
             if progress:
                 progress(len(results), len(tasks))
     rows = [  # the method's own failure says more than where its files were looked for
-        dataclasses.replace(r, error=f"{r.error.partition(' (looked for ')[0]}: {failed[r.name]}")
+        dataclasses.replace(r, error=f"{r.error.partition(_LOOKED_FOR)[0]}: {failed[r.name]}")
         if r.status == "missing" and r.name in failed
         else r
         for r, _ in results
