@@ -1247,12 +1247,8 @@ def reconstruct(
                 "this is a single-view fit with MV-HRN's losses"
             )
     failed = [r for r in results if r.error]
-    for r in failed:
-        # the library's messages name the file already; others get it in front
-        said = r.error or ""
-        if printable(r.photo) not in said:
-            said = f"{printable(r.photo)}: {said}"
-        console.print(f"[yellow]failed:[/yellow] {esc(said)}", soft_wrap=True)
+    for r in failed:  # each error names its photo (models.reconstruct._said, missing_results)
+        console.print(f"[yellow]failed:[/yellow] {esc(r.error)}", soft_wrap=True)
     console.print(
         f"{len(results) - len(failed)} of {len(results)} photos reconstructed into {esc(out)}"
     )

@@ -3,7 +3,8 @@
 Reading takes OBJ and PLY (trimesh's parsers), STL (trimesh's; the corners each triangle stores
 on its own are merged where they coincide), OFF/COFF (facehd's) and VRML 2.0 ``IndexedFaceSet``
 geometry (:mod:`facehd.vrml`); facehd then checks the data (finite vertices, triangles in range;
-vertices with NaN or inf coordinates that no face uses are left out, with a warning)
+vertices with NaN or inf coordinates that no face uses keep their number, moved onto a used
+vertex, with a warning)
 and raises :class:`~facehd.errors.InputFileError` naming the file and the problem instead of
 letting a library traceback escape. Writing is OBJ or PLY.
 
@@ -758,9 +759,10 @@ def _map_file_name(text: str) -> str:
 
 
 class MeshFileWarning(UserWarning):
-    """A mesh file was read with part of it left out: a texture that is missing or unreadable
-    (:func:`load_textured_mesh`, :func:`texture_path`), vertices with NaN or inf coordinates
-    that no face uses (:func:`load_mesh`). The message names the file and what was left out."""
+    """A mesh file was read with part of it left out or changed: a texture that is missing or
+    unreadable (:func:`load_textured_mesh`, :func:`texture_path`), vertices with NaN or inf
+    coordinates that no face uses, set to a used vertex's position (:func:`load_mesh`). The
+    message names the file and what was done."""
 
 
 class _Problem(Exception):

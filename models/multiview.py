@@ -404,8 +404,6 @@ def reconstruct_multiview(
     is loaded. ``missing``: inputs that are not there
     (:attr:`models.reconstruct.PhotoInputs.missing`), reported as failed views.
     """
-    import json
-
     from facehd.csvtext import atomic_write_text
     from facehd.errors import FacehdError
     from models.reconstruct import (
