@@ -1170,12 +1170,11 @@ def reconstruct(
 
     Example: facehd reconstruct photos/ --checkpoint runs/tiny/model.pt --out facehd-out/rec
     """
-    from facehd.errors import FacehdError, InputFileError
+    from facehd.errors import FacehdError, InputFileError, printable
     from models.reconstruct import (
         find_photo_inputs,
         output_lock,
         output_names,
-        printable,
         reconstruct_photos,
     )
 

@@ -90,3 +90,31 @@ def raise_if_interrupted(exc: BaseException) -> None:
             raise KeyboardInterrupt from exc
         seen.add(id(e))
         e = e.__cause__ or e.__context__
+
+
+NOT_UTF8 = "file name is not valid UTF-8 text: rename the file"
+"""The problem said of a file whose name holds bytes of another encoding."""
+
+
+def printable(text: str | Path) -> str:
+    """``text`` (a file name or path) as valid UTF-8 for messages, logs and CSV files: each byte
+    of a name in another encoding (read by Python with surrogate escapes) written as ``\\xNN``,
+    the byte it is on disk, and control characters (line breaks, tabs) as escapes."""
+    s = str(text)
+    try:
+        raw = s.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        raw = s.encode("utf-8", "backslashreplace")
+    out = raw.decode("utf-8", "backslashreplace")
+    if any(c < " " or c == "\x7f" for c in out):
+        out = "".join(c if c >= " " and c != "\x7f" else ascii(c)[1:-1] for c in out)
+    return out
+
+
+def utf8_problem(name: str | Path) -> str | None:
+    """Why ``name`` cannot be written as text (:data:`NOT_UTF8`), None when it can."""
+    try:
+        str(name).encode("utf-8")
+    except UnicodeEncodeError:
+        return NOT_UTF8
+    return None

@@ -68,7 +68,9 @@ from facehd.errors import (
     FacehdError,
     InputFileError,
     check_output_folder,
+    printable,
     raise_if_interrupted,
+    utf8_problem,
 )
 
 FORMAT_VERSION = 1
@@ -247,10 +249,8 @@ def _check_id(sample_id: str) -> str:
         raise ValueError(f"sample id must be a non-empty string without NUL, got {sample_id!r}")
     if sample_id != sample_id.strip() or "\n" in sample_id or "\r" in sample_id:
         raise ValueError(f"sample id must not contain line breaks or edge spaces: {sample_id!r}")
-    try:
-        sample_id.encode("utf-8")
-    except UnicodeEncodeError:  # a file name in another encoding, read with surrogate escapes
-        raise ValueError(f"sample id is not valid UTF-8 text: {ascii(sample_id)}") from None
+    if utf8_problem(sample_id) is not None:  # a file name in another encoding
+        raise ValueError(f"sample id is not valid UTF-8 text: {printable(sample_id)}")
     return sample_id
 
 
@@ -263,9 +263,11 @@ def id_problem(sample_id: str) -> str | None:
     return None
 
 
-def _printable(text: str) -> str:
-    """``text`` as valid UTF-8 (bytes of a file name in another encoding escaped)."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+def quoted_id(sample_id: str) -> str:
+    """The id under which a sample that cannot be named (:func:`id_problem`) is recorded as
+    failed: quoted, so that edge spaces show, with the bytes of another encoding as ``\\xNN``
+    (:func:`facehd.errors.printable`)."""
+    return f"'{printable(sample_id)}'"
 
 
 def _encode_strings(values: Sequence[str]) -> np.ndarray:
@@ -1222,8 +1224,8 @@ class ShardedDatasetWriter:
         _check_id(sample_id)
         if sample_id in self._done:
             raise ValueError(f"sample {sample_id!r} is already written; cannot mark it failed")
-        reason = " ".join(_printable(str(reason)).split()) or "unknown error"
-        self._failures[sample_id] = Failure(sample_id, _printable(str(source)), reason)
+        reason = printable(" ".join(str(reason).split())) or "unknown error"
+        self._failures[sample_id] = Failure(sample_id, printable(source), reason)
         _rewrite_failures(self.failures_path, self.out_path.name, self._failures.values())
 
     def forget_failures(self, keep: Iterable[str]) -> None:
@@ -1467,8 +1469,8 @@ def pending_items(
 
     Failures recorded for inputs no longer among ``items`` are dropped (a bad file deleted is
     no longer a failure). An item whose id cannot name a sample (edge spaces, a file name in
-    another encoding) is recorded as failed under its quoted form (``ascii``), naming the file,
-    and the others go on; ``n_failed`` counts those.
+    another encoding) is recorded as failed under its quoted form (:func:`quoted_id`), naming
+    the file, and the others go on; ``n_failed`` counts those.
     """
     ids = [it.sample_id for it in items]
     if len(set(ids)) != len(ids):
@@ -1476,10 +1478,11 @@ def pending_items(
         raise ValueError(f"duplicate sample ids among the items, e.g. {dup}")
     unnamed = {s: why for s in ids if (why := id_problem(s)) is not None}
     named = [s for s in ids if s not in unnamed]
-    writer.forget_failures(named + [ascii(s) for s in unnamed])
+    writer.forget_failures(named + [quoted_id(s) for s in unnamed])
     for it in items:
         if it.sample_id in unnamed:
-            writer.fail(ascii(it.sample_id), it.source, f"{unnamed[it.sample_id]}; rename the file")
+            why = f"{unnamed[it.sample_id]}; rename the file"
+            writer.fail(quoted_id(it.sample_id), it.source, why)
     todo_ids = set(writer.pending(named))
     todo = [it for it in items if it.sample_id in todo_ids]
     return todo, len(named) - len(todo), len(unnamed)

@@ -405,7 +405,7 @@ def reconstruct_multiview(
     (:attr:`models.reconstruct.PhotoInputs.missing`), reported as failed views.
     """
     from facehd.csvtext import atomic_write_text
-    from facehd.errors import FacehdError
+    from facehd.errors import FacehdError, printable
     from models.reconstruct import (
         PhotoResult,
         _said,
@@ -414,7 +414,6 @@ def reconstruct_multiview(
         missing_results,
         output_lock,
         output_names,
-        printable,
         remove_earlier_result,
         write_photo_index,
         write_photo_result,
@@ -484,7 +483,8 @@ def _earlier_set(out: Path, folders: set[str], results: list[Any]) -> tuple[set[
     whose views go to ``folders``, replaces: ``(keys, view folders)``, the ``photos.csv`` keys of
     its photos (views and failures) that this run does not list anew, and its view folders that
     this fit does not redo; they belong to the shared face being replaced."""
-    from models.reconstruct import _read_index, printable
+    from facehd.errors import printable
+    from models.reconstruct import _read_index
 
     try:
         earlier = json.loads((out / "multiview.json").read_text(encoding="utf-8"))

@@ -43,7 +43,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from facehd.errors import FacehdError, InputFileError, check_output_folder
+from facehd.errors import (
+    FacehdError,
+    InputFileError,
+    check_output_folder,
+    printable,
+    utf8_problem,
+)
 from facehd.mesh import Mesh
 from models.system import CoarseFace, DetailFace, FaceSystem, scaled_hrn_camera
 
@@ -662,20 +668,10 @@ def reconstruct_photos(
     return results
 
 
-def printable(text: str | Path) -> str:
-    """``text`` as valid UTF-8: the bytes of a file name in another encoding (read with
-    surrogate escapes) written as ``\\xNN``."""
-    return os.fsencode(str(text)).decode("utf-8", "backslashreplace")
-
-
 def check_name(path: Path) -> None:
     """Refuse a photo whose file name is not valid UTF-8 (its results could not be listed)."""
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InputFileError(
-            printable(path), "file name is not valid UTF-8 text: rename the file"
-        ) from None
+    if (why := utf8_problem(path)) is not None:
+        raise InputFileError(printable(path), why)
 
 
 _HELD: set[str] = set()

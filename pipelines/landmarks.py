@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from facehd.errors import InputFileError, check_output_folder
+from facehd.errors import InputFileError, check_output_folder, printable, utf8_problem
 from facehd.landmarks import (
     PICKED_POINTS_SUFFIX,
     load_landmarks,
@@ -561,12 +561,18 @@ def _write_csv(path: Path, rows: list[LandmarkRow]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     names = [f.name for f in dataclasses.fields(LandmarkRow)]
-    # a file name in another encoding (read with surrogate escapes) is written escaped
-    with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
+    # a file name in another encoding (read with surrogate escapes) is written with its bytes
+    # as \xNN, as every message says it
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=names)
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: ("" if v is None else v) for k, v in dataclasses.asdict(r).items()})
+            writer.writerow(
+                {
+                    k: "" if v is None else printable(v) if isinstance(v, str) else v
+                    for k, v in dataclasses.asdict(r).items()
+                }
+            )
     os.replace(tmp, path)
     return path
 
@@ -738,14 +744,8 @@ def landmark_scans(
 def _name_problem(scan_id: str) -> str:
     """Why a scan's name cannot be written in the CSV and build-priors' dataset (empty when it
     can): bytes of another encoding, read with surrogate escapes."""
-    try:
-        scan_id.encode("utf-8")
-    except UnicodeEncodeError:
-        return (
-            f"file name is not valid UTF-8 ({ascii(scan_id)}): rename the file "
-            "(build-priors refuses it too)"
-        )
-    return ""
+    why = utf8_problem(scan_id)
+    return "" if why is None else f"{why} (build-priors refuses it too)"
 
 
 def _given_file(scan_id: str, mesh_path: Path, config: LandmarksConfig) -> Path | None:

@@ -489,6 +489,9 @@ def test_a_scan_without_its_row_is_judged_by_its_files(
         row = next(r for r in result.rows if r.mesh == str(odd))
         assert (row.status, row.reason) == ("failed", "name") and "rename" in row.detail
         assert len(read_rows(result.csv_path)) == 2
+    # the CSV names the file with its byte as \xNN, as reconstruct and build-priors say it
+    text = result.csv_path.read_text(encoding="utf-8")
+    assert "lat\\xe9.ply" in text and "udce9" not in text
     assert not (scans / os.fsdecode(b"lat\xe9.lm7.txt")).exists()
     odd.unlink()
     # killed between writing a scan's files and its row: the files say which content they

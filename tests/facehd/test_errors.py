@@ -1,0 +1,44 @@
+"""File names in messages: :func:`facehd.errors.printable` and :func:`utf8_problem`."""
+
+from __future__ import annotations
+
+import os
+
+from facehd.errors import NOT_UTF8, printable, utf8_problem
+
+
+def test_printable_writes_each_foreign_byte_as_the_byte_on_disk() -> None:
+    # Latin-1 and Windows-1252 names, read by Python with surrogate escapes: every byte that
+    # is not UTF-8 shows as \xNN, and the text encodes as UTF-8
+    for raw in (b"lat\xe9.png", b"\x93quoted\x94 \xff\xfe.obj", b"caf\xc3\xa9-lat\xe9"):
+        name = os.fsdecode(raw)
+        text = printable(name)
+        text.encode("utf-8")
+        # brute force: the expected text built byte by byte
+        expected, i = "", 0
+        while i < len(raw):
+            for n in (4, 3, 2, 1):
+                try:
+                    expected += raw[i : i + n].decode("utf-8")
+                    i += n
+                    break
+                except UnicodeDecodeError:
+                    continue
+            else:
+                expected += f"\\x{raw[i]:02x}"
+                i += 1
+        assert text == expected
+    assert printable(os.fsdecode(b"/d/lat\xe9.png")) == "/d/lat\\xe9.png"
+
+
+def test_printable_leaves_valid_names_alone_and_escapes_line_breaks() -> None:
+    for name in ("café.png", "東京/顔.obj", "a b", "plain"):
+        assert printable(name) == name
+    assert printable("a\nb\tc\x7f") == "a\\nb\\tc\\x7f"
+    assert "\n" not in printable("two\nlines")
+    assert printable("\ud800x") == "\\ud800x"  # a lone surrogate that is no escaped byte
+
+
+def test_utf8_problem_only_for_names_that_cannot_be_text() -> None:
+    assert utf8_problem(os.fsdecode(b"lat\xe9.png")) == NOT_UTF8
+    assert utf8_problem("café.png") is None and utf8_problem("plain") is None
