@@ -288,11 +288,11 @@ def read_now_pp(path: str | Path) -> np.ndarray:
             )
         found: dict[str, float] = {}
         for word in lines[j].split(" "):
-            key, _, rest = word.partition("=")
-            if key in ("x", "y", "z"):
-                quoted = rest.split('"')
+            parts = word.split("=")
+            if parts[0] in ("x", "y", "z"):
+                key = parts[0]
                 try:
-                    found[key] = float(quoted[1])
+                    found[key] = float(parts[1].split('"')[1])
                 except (IndexError, ValueError):
                     raise InputFileError(
                         path, f"line {j + 1}: cannot read {key} from {word.strip()!r}"
