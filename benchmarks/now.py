@@ -6,7 +6,9 @@ What the official evaluation (``now_evaluation``: ``scan2mesh_computations.py`` 
 1. **Crop** the ground-truth scan around the face with its 7 landmarks ``lm``:
    ``centre = lm[4] + 0.3 (eyes_mid - lm[4])`` with ``eyes_mid = (lm[1] + lm[2]) / 2`` and
    ``radius = 1.4 (|lm[0] - lm[3]| + |eyes_mid - lm[4]|) / 2``; vertices with
-   ``|v - centre| <= radius`` are kept (and the faces whose 3 vertices are kept).
+   ``|v - centre| <= radius`` are kept (and the faces whose 3 vertices are kept). The scan's
+   landmarks are float32 numbers (the official ``load_pp`` reads them so), and the centre and
+   radius follow the official float32 arithmetic (:func:`face_crop_sphere`).
 2. **Landmark Procrustes** of the predicted 7 landmarks onto the scan's, with scale and the best
    orthogonal matrix (a reflection when it fits better: the official ``reflection='best'``).
 3. **Rigid refinement**: minimise ``sum_i dist(p_i, s R M + t)^2`` over the cropped-scan vertices
@@ -168,8 +170,23 @@ def face_crop_sphere(landmarks: np.ndarray, factor: float = 1.4) -> tuple[np.nda
     Returns
     -------
     (centre (3,), radius)
+
+    Landmarks whose values are all float32 numbers (those of every ``.pp`` and ``.txt`` file,
+    which the official tool reads as float32) get the official tool's arithmetic: the centre and
+    the two distances in float32, the radius from their float32 sum in float64 (NumPy 1.23, the
+    version its Docker image pins), so that a scan vertex within a rounding error of the sphere
+    is kept or left out as there. Other landmarks are computed in float64.
     """
     lm = _lm7("face_crop_sphere", landmarks)
+    lm32 = lm.astype(np.float32)
+    if np.array_equal(lm32, lm):
+        nose32 = lm32[4]
+        mid32 = (lm32[1] + lm32[2]) / np.float32(2.0)
+        centre32 = nose32 + np.float32(0.3) * (mid32 - nose32)
+        dist32 = np.float32(np.linalg.norm(lm32[0] - lm32[3])) + np.float32(
+            np.linalg.norm(mid32 - nose32)
+        )
+        return centre32.astype(np.float64), factor * float(dist32) / 2.0
     nose = lm[4]
     eyes_mid = 0.5 * (lm[1] + lm[2])
     centre = nose + 0.3 * (eyes_mid - nose)

@@ -4,7 +4,9 @@ NoW (``<root>`` = the dataset folder)::
 
     imagepathsvalidation.txt, imagepathstest.txt  image lists: .../<subject>/<challenge>/<image>.jpg
     scans/<subject>/*.obj                         the subject's scan (the first in sorted order)
-    scans_lmks_onlypp/<subject>/*.pp              its 7 landmarks (MeshLab picked points)
+    scans_lmks_onlypp/<subject>/*.pp              its 7 landmarks (MeshLab picked points, read
+                                                  by position from lines 9-15 as the official
+                                                  tool reads them: :func:`read_now_pp`)
     iphone_pictures/<subject>/<challenge>/*.jpg   images (or under final_release_version/)
     predictions: <pred>/<subject>/<challenge>/<image>.obj|.ply, <image>.npy|.txt landmarks
 
@@ -53,6 +55,8 @@ __all__ = [
     "read_multiview_items",
     "find_prediction",
     "read_landmarks7",
+    "read_now_pp",
+    "read_scan_landmarks7",
     "RealyItem",
     "read_realy_items",
     "realy_data_dir",
@@ -108,6 +112,9 @@ class NowItem:
     ground_truth_problem: str = ""
     """Why the subject's ground truth cannot be read (its scan or landmark file missing), or
     empty: such an item is scored as failed, the others of the split as usual."""
+    pp_by_position: bool = False
+    """Read a ``.pp`` scan landmark file as the official NoW tool does (:func:`read_now_pp`:
+    the points on lines 9-15, in file order) instead of as MeshLab XML; True for NoW splits."""
 
     @property
     def name(self) -> str:
@@ -136,7 +143,11 @@ def _list_lines(path: Path) -> list[str]:
 
 
 def _scan_items(
-    root: Path, list_file: Path, image_roots: tuple[Path, ...], lm_patterns: tuple[str, ...]
+    root: Path,
+    list_file: Path,
+    image_roots: tuple[Path, ...],
+    lm_patterns: tuple[str, ...],
+    pp_by_position: bool = False,
 ) -> list[NowItem]:
     items = []
     cache: dict[str, tuple[Path, Path]] = {}
@@ -164,7 +175,16 @@ def _scan_items(
                 image_path = cand
                 break
         items.append(
-            NowItem(subject, challenge, Path(filename).stem, scan, lms, image_path, problem)
+            NowItem(
+                subject,
+                challenge,
+                Path(filename).stem,
+                scan,
+                lms,
+                image_path,
+                problem,
+                pp_by_position,
+            )
         )
     return items
 
@@ -180,7 +200,7 @@ def read_now_items(root: str | Path, split: str = "validation") -> list[NowItem]
     root = Path(root)
     list_file = root / NOW_LIST_FILES.get(split, split)
     bases = (root / "iphone_pictures", root / "final_release_version" / "iphone_pictures", root)
-    return _scan_items(root, list_file, bases, ("*.pp",))
+    return _scan_items(root, list_file, bases, ("*.pp",), pp_by_position=True)
 
 
 def read_multiview_items(root: str | Path, split: str) -> list[NowItem]:
@@ -230,6 +250,73 @@ def read_landmarks7(path: str | Path) -> np.ndarray:
     if path.suffix.lower() == ".npy":
         return arr
     return arr.astype(np.float32).astype(np.float64)
+
+
+#: Lines (0-based) of a NoW ``.pp`` file that the official tool reads the 7 points from.
+NOW_PP_LINES = range(8, 15)
+
+
+def read_now_pp(path: str | Path) -> np.ndarray:
+    """A NoW scan's 7 landmarks, read as the official tool's ``load_pp`` reads them.
+
+    The official evaluation does not parse the XML: it takes lines 9-15 of the file (0-based
+    8-14, after MeshLab's 8 header lines) by position, whatever the points' ``name`` (and
+    ``active``) attributes say and however many points follow, and on each line the words
+    ``x="..."``, ``y="..."`` and ``z="..."`` (split on single spaces), rounded to float32. A file
+    whose lines 9-15 are not 7 such points (another header length: the official tool then reads
+    a header or closing line and fails, or keeps the previous line's value) is an error here.
+
+    Returns
+    -------
+    (7, 3) float64 holding float32 values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "landmark file does not exist")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            lines = fh.readlines()
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    out = np.zeros((7, 3), dtype=np.float32)
+    for row, j in enumerate(NOW_PP_LINES):
+        if j >= len(lines):
+            raise InputFileError(
+                path,
+                f"has {len(lines)} lines; the official NoW tool reads the 7 points from lines "
+                f"{NOW_PP_LINES[0] + 1}-{NOW_PP_LINES[-1] + 1}",
+            )
+        found: dict[str, float] = {}
+        for word in lines[j].split(" "):
+            parts = word.split("=")
+            if parts[0] in ("x", "y", "z"):
+                key = parts[0]
+                try:
+                    found[key] = float(parts[1].split('"')[1])
+                except (IndexError, ValueError):
+                    raise InputFileError(
+                        path, f"line {j + 1}: cannot read {key} from {word.strip()!r}"
+                    ) from None
+        if len(found) != 3:
+            raise InputFileError(
+                path,
+                f"line {j + 1} is no point with x, y and z ({lines[j].strip()[:60]!r}); the "
+                f"official NoW tool reads the 7 points by position from lines "
+                f"{NOW_PP_LINES[0] + 1}-{NOW_PP_LINES[-1] + 1} (MeshLab's 8 header lines "
+                "first)",
+            )
+        out[row] = (found["x"], found["y"], found["z"])
+    if not np.isfinite(out).all():
+        raise InputFileError(path, "landmarks contain NaN or inf")
+    return out.astype(np.float64)
+
+
+def read_scan_landmarks7(path: str | Path, pp_by_position: bool = False) -> np.ndarray:
+    """A ground-truth scan's 7 landmarks: :func:`read_now_pp` for a ``.pp`` file when
+    ``pp_by_position`` (NoW), else :func:`read_landmarks7`."""
+    if pp_by_position and Path(path).suffix.lower() == ".pp":
+        return read_now_pp(path)
+    return read_landmarks7(path)
 
 
 # ------------------------------------------------------------------------------------------

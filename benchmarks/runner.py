@@ -338,12 +338,12 @@ def _scan(path: Path) -> Any:
 
 
 @functools.lru_cache(maxsize=4)
-def _scan_lm_cached(path: Path, stamp: tuple[int, int]) -> np.ndarray:
-    return readers.read_landmarks7(path)
+def _scan_lm_cached(path: Path, by_position: bool, stamp: tuple[int, int]) -> np.ndarray:
+    return readers.read_scan_landmarks7(path, by_position)
 
 
-def _scan_lm(path: Path) -> np.ndarray:
-    return _scan_lm_cached(path, _stamp(path))
+def _scan_lm(path: Path, by_position: bool = False) -> np.ndarray:
+    return _scan_lm_cached(path, by_position, _stamp(path))
 
 
 #: Fewest vertices of a prediction that can show a face (NoW's FLAME meshes have 5023).
@@ -402,7 +402,7 @@ def _eval_now(task: _NowTask) -> tuple[NowItemRow, np.ndarray | None]:
 
         pred = load_mesh(task.mesh)
         lm = readers.read_landmarks7(task.landmarks)
-        scan_lm = _scan_lm(it.scan_landmarks)
+        scan_lm = _scan_lm(it.scan_landmarks, it.pp_by_position)
         res = evaluate_now(_scan(it.scan), scan_lm, pred, lm, task.config)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row
         raise_if_interrupted(exc)

@@ -172,3 +172,54 @@ def test_bad_landmarks_are_clear_errors() -> None:
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         evaluate_now(scan, lm, scan, bad)
+
+
+def test_crop_of_float32_landmarks_follows_the_official_float32_arithmetic() -> None:
+    # The official compute_mask works on the float32 landmarks load_pp returns: the centre and
+    # the two distances in float32, the radius in float64 from their float32 sum (NumPy 1.23).
+    # Reference: that arithmetic spelled out with NumPy float32 scalars, one vertex at a time.
+    rng = np.random.default_rng(5)
+    lm = np.array(
+        [
+            [-45.13, 1030.27, 412.9],
+            [-15.71, 1029.83, 418.1],
+            [14.37, 1030.41, 417.6],
+            [44.91, 1030.02, 411.3],
+            [0.33, 990.17, 441.7],
+            [-24.6, 960.55, 425.2],
+            [25.1, 960.81, 424.9],
+        ]
+    )
+    lm = lm.astype(np.float32).astype(np.float64)  # as read from a .pp file
+    f = [np.float32(c) for c in lm.ravel()]
+    p = [f[3 * k : 3 * k + 3] for k in range(7)]
+    mid = [(p[1][i] + p[2][i]) / np.float32(2) for i in range(3)]
+    c32 = [p[4][i] + np.float32(0.3) * (mid[i] - p[4][i]) for i in range(3)]
+    # the distances by np.linalg.norm of float32 vectors, as the official code takes them
+    eye = np.linalg.norm(np.array(p[0], np.float32) - np.array(p[3], np.float32))
+    nose = np.linalg.norm(np.array(mid, np.float32) - np.array(p[4], np.float32))
+    assert eye.dtype == np.float32 and nose.dtype == np.float32
+    r32 = 1.4 * float(eye + nose) / 2
+    c32 = np.array([float(c) for c in c32])
+    # candidates within a few rounding errors of that sphere, in many directions
+    dirs = rng.normal(size=(4000, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    radii = r32 + rng.uniform(-3e-5, 3e-5, size=len(dirs))
+    v = c32 + dirs * radii[:, None]
+    keep_ref = np.array([np.sqrt(((x - c32) ** 2).sum()) <= r32 for x in v])
+    centre, radius = face_crop_sphere(lm)
+    np.testing.assert_array_equal(centre, c32)
+    assert radius == r32
+    cropped = crop_scan(Mesh(v, np.array([[0, 1, 2]])), lm)
+    np.testing.assert_array_equal(cropped.vertices, v[keep_ref])
+    # the float64 formula keeps another set here: the test tells the two apart
+    eyes_mid = 0.5 * (lm[1] + lm[2])
+    c64 = lm[4] + 0.3 * (eyes_mid - lm[4])
+    r64 = 1.4 * (np.linalg.norm(lm[0] - lm[3]) + np.linalg.norm(eyes_mid - lm[4])) / 2
+    assert ((np.linalg.norm(v - c64, axis=1) <= r64) != keep_ref).sum() > 100
+    # landmarks that are no float32 values keep the float64 arithmetic
+    lm64 = lm + 1e-9
+    c, r = face_crop_sphere(lm64)
+    mid64 = 0.5 * (lm64[1] + lm64[2])
+    np.testing.assert_array_equal(c, lm64[4] + 0.3 * (mid64 - lm64[4]))
+    assert r == 1.4 * (np.linalg.norm(lm64[0] - lm64[3]) + np.linalg.norm(mid64 - lm64[4])) / 2

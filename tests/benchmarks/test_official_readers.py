@@ -1,0 +1,120 @@
+"""The benchmarks' ground-truth files read as the official tools read them (hand-written files
+whose expected values are spelled out, not produced by the code under test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import readers
+from benchmarks.runner import _scan_lm
+from facehd.errors import InputFileError
+
+_HEADER = [
+    "<!DOCTYPE PickedPoints>",
+    "<PickedPoints>",
+    " <DocumentData>",
+    '  <DateTime time="10:00:00" date="2019-01-01"/>',
+    '  <User name="annotator"/>',
+    '  <DataFileName name="scan.obj"/>',
+    '  <templateName name=""/>',
+    " </DocumentData>",
+]
+
+# the 7 points in the order they stand in the file
+_POINTS = np.array(
+    [
+        [-45.5, 30.25, 10.0],
+        [-15.125, 29.0, 15.5],
+        [14.75, 29.5, 15.0],
+        [44.0, 30.0, 10.5],
+        [0.1, 0.2, 40.3],  # 0.1 etc. are no float32 values: they come back rounded
+        [-25.0, -30.0, 20.0],
+        [25.0, -30.5, 20.25],
+    ]
+)
+
+
+def _pp(path: Path, points: np.ndarray, names: list[str], active: list[str] | None = None) -> Path:
+    active = active or ["1"] * len(points)
+    lines = list(_HEADER)
+    for (x, y, z), name, act in zip(points.tolist(), names, active, strict=True):
+        lines.append(f' <point x="{x!r}" y="{y!r}" z="{z!r}" active="{act}" name="{name}"/>')
+    lines.append("</PickedPoints>")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_now_pp_is_read_by_position_not_by_name(tmp_path: Path) -> None:
+    # names out of order (a point picked again in MeshLab): the official load_pp reads lines
+    # 9-15 in file order and never looks at the names; the general reader sorts by name
+    names = ["1", "2", "3", "4", "6", "5", "7"]
+    path = _pp(tmp_path / "scan.pp", _POINTS, names)
+    expected = _POINTS.astype(np.float32).astype(np.float64)
+    np.testing.assert_array_equal(readers.read_now_pp(path), expected)
+    np.testing.assert_array_equal(readers.read_scan_landmarks7(path, True), expected)
+    by_name = readers.read_landmarks7(path)  # facehd's MeshLab reader (multi-view sets)
+    np.testing.assert_array_equal(by_name[[4, 5]], expected[[5, 4]])
+    # a point unchecked in MeshLab (active="0") still has its coordinates read
+    path = _pp(tmp_path / "inactive.pp", _POINTS, names, ["1", "1", "0", "1", "1", "1", "1"])
+    np.testing.assert_array_equal(readers.read_now_pp(path), expected)
+
+
+def test_now_pp_takes_the_first_seven_points_of_a_longer_file(tmp_path: Path) -> None:
+    pts = np.arange(68 * 3, dtype=np.float64).reshape(68, 3)
+    path = _pp(tmp_path / "lm68.pp", pts, [str(k) for k in range(68)])
+    np.testing.assert_array_equal(readers.read_now_pp(path), pts[:7])
+
+
+def test_now_pp_attribute_order_and_crlf(tmp_path: Path) -> None:
+    lines = list(_HEADER)
+    for x, y, z in _POINTS.tolist():
+        lines.append(f' <point name="p" z="{z!r}" active="1" y="{y!r}" x="{x!r}"/>')
+    path = tmp_path / "crlf.pp"
+    path.write_bytes(("\r\n".join([*lines, "</PickedPoints>"]) + "\r\n").encode())
+    np.testing.assert_array_equal(
+        readers.read_now_pp(path), _POINTS.astype(np.float32).astype(np.float64)
+    )
+
+
+def test_now_pp_with_another_header_length_is_an_error(tmp_path: Path) -> None:
+    # an older MeshLab header without DateTime and User: lines 9-15 are not the 7 points
+    path = tmp_path / "short_header.pp"
+    lines = [h for h in _HEADER if "DateTime" not in h and "User" not in h]
+    lines += [
+        f' <point x="{x}" y="{y}" z="{z}" name="{k}"/>'
+        for k, (x, y, z) in enumerate(_POINTS.tolist())
+    ]
+    path.write_text("\n".join([*lines, "</PickedPoints>"]) + "\n")
+    with pytest.raises(InputFileError, match="line 14 is no point"):
+        readers.read_now_pp(path)
+    path.write_text("\n".join(_HEADER) + "\n")
+    with pytest.raises(InputFileError, match="has 8 lines"):
+        readers.read_now_pp(path)
+
+
+def test_now_items_read_their_scan_landmarks_as_the_official_tool(tmp_path: Path) -> None:
+    root = tmp_path / "now"
+    (root / "scans" / "FaMoS_1").mkdir(parents=True)
+    (root / "scans" / "FaMoS_1" / "scan.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    (root / "scans_lmks_onlypp" / "FaMoS_1").mkdir(parents=True)
+    pp = _pp(
+        root / "scans_lmks_onlypp" / "FaMoS_1" / "scan.pp",
+        _POINTS,
+        ["7", "6", "5", "4", "3", "2", "1"],
+    )
+    (root / "imagepathsvalidation.txt").write_text("FaMoS_1/selfie/IMG_0001.jpg\n")
+    (root / "multiview_synth.txt").write_text("FaMoS_1/3views/set0\n")
+    (it,) = readers.read_now_items(root, "validation")
+    assert it.pp_by_position and it.scan_landmarks == pp
+    np.testing.assert_array_equal(
+        _scan_lm(it.scan_landmarks, it.pp_by_position), _POINTS.astype(np.float32)
+    )
+    # facehd's multi-view sets keep the MeshLab reader (points in the order of their names)
+    (mv,) = readers.read_multiview_items(root, "synth")
+    assert not mv.pp_by_position
+    np.testing.assert_array_equal(
+        _scan_lm(mv.scan_landmarks, mv.pp_by_position), _POINTS[::-1].astype(np.float32)
+    )
