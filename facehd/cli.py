@@ -244,9 +244,10 @@ def datasets(
             d.homepage,
         )
     for m in reg.models.values():
+        problem = m.problem  # reads the model's files: once
         table.add_row(
             f"model:{m.name}",
-            Text("yes", style="green") if m.found else f"no: {m.problem}",
+            Text("yes", style="green") if problem is None else f"no: {problem}",
             str(m.root),
             m.env,
             ", ".join(f"{k}={v.name}" for k, v in m.files.items()),
