@@ -1387,7 +1387,9 @@ def ablation(
     heldout: Path = typer.Option(..., help="Held-out folder of facehd synth --photos V."),
     config: str = typer.Option("tiny-cpu", help="Preset or config file."),
     views: int = typer.Option(None, min=1, help="Held-out photos per scan (default all)."),
-    steps: int = typer.Option(None, min=0, help="Override the steps of the detail stage."),
+    steps: int = typer.Option(
+        None, help="Override the steps of the detail stage (at least 1: every row trains it)."
+    ),
     identity_network: Path = typer.Option(
         None, help="The perceptual loss's identity network weights (as facehd train)."
     ),
@@ -1395,10 +1397,11 @@ def ablation(
     """The paper's ablation (Table 3), every row trained and measured on held-out synthetic photos.
 
     Rows: base, +hierarchy, +contour, +detail priors, +de-retouching. Resumes when interrupted.
+    Bad inputs are refused before anything trains, and a refused run creates no --out folder.
 
     Example: facehd ablation --photos photos.h5 --priors priors.h5 --heldout heldout --out abl
     """
-    from facehd.errors import FacehdError, check_output_folder
+    from facehd.errors import FacehdError
     from models.ablation import run_ablation, table_markdown
     from models.train import TrainingInterrupted
 
@@ -1406,7 +1409,6 @@ def ablation(
         cfg = _train_config(config, None, None, identity_network)
         if steps is not None:
             cfg.hrn.steps = steps
-        check_output_folder(out, "ablation runs")
         try:
             with _progress() as bar:
                 rows = run_ablation(
