@@ -32,7 +32,11 @@ NoW and the multi-view sets get rendered photos too (``iphone_pictures/...``).
 ``synth.json`` records what the folder was made with (the benchmark, seed, subjects, lab views
 and focals). The same settings rewrite the same bytes; other settings, or a folder holding files
 that no such run wrote (a real benchmark's root, say), are refused with the reason named, so the
-ground truth under a method's predictions and results never changes silently.
+ground truth under a method's predictions and results never changes silently. The record also
+says whether the folder is finished (``complete``, as a dataset's HDF5 attribute does): false
+from before the first file is written until the last one is, so a run stopped part way leaves a
+folder that ``facehd bench`` refuses (:func:`check_benchmark_finished`) until the same command,
+run again, has written it whole.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from facehd.transforms import rotation_from_axis_angle, rotation_matrix_from_eul
 
 __all__ = [
     "BENCHMARK_RECORD",
+    "check_benchmark_finished",
     "is_synthetic_benchmark",
     "make_synthetic_benchmark",
     "SYNTH_METHOD",
@@ -477,12 +482,14 @@ def _facescape_photos(model, shots: list, rng: np.random.Generator) -> None:  # 
 
 #: The settings record of a synthetic benchmark's folder.
 BENCHMARK_RECORD = "synth.json"
+#: FaceScape's lab views and focal-length indices by default (and from the command line).
+_LAB_VIEWS, _LAB_FOCALS = [0, 1, 9], [0, 1, 2]
 _RECORD_TOOL = "facehd synth --benchmark"
 
 
-def is_synthetic_benchmark(root: str | Path) -> bool:
-    """Whether ``root`` (or the folder above it, for a data folder inside) is a benchmark
-    written by :func:`make_synthetic_benchmark` (its ``synth.json`` says so)."""
+def _benchmark_record(root: str | Path) -> tuple[Path, dict] | None:
+    """``(folder, record)`` of the benchmark :func:`make_synthetic_benchmark` wrote at ``root``
+    (or the folder above it, for a data folder inside), None when there is none."""
     root = Path(root)
     for folder in (root, root.parent):
         try:
@@ -490,8 +497,43 @@ def is_synthetic_benchmark(root: str | Path) -> bool:
         except (OSError, ValueError):
             continue
         if isinstance(record, dict) and record.get("tool") == _RECORD_TOOL:
-            return True
-    return False
+            return folder, record
+    return None
+
+
+def is_synthetic_benchmark(root: str | Path) -> bool:
+    """Whether ``root`` (or the folder above it, for a data folder inside) is a benchmark
+    written by :func:`make_synthetic_benchmark` (its ``synth.json`` says so)."""
+    return _benchmark_record(root) is not None
+
+
+def check_benchmark_finished(root: str | Path) -> None:
+    """Refuse a synthetic benchmark whose writing has not finished (stopped part way, or being
+    written now): it would be scored as a smaller benchmark that looks complete. Folders that
+    are no synthetic benchmark, and records from before they said so, pass.
+
+    Raises
+    ------
+    InputFileError
+        Naming the folder and the command that finishes it.
+    """
+    found = _benchmark_record(root)
+    if found is None or found[1].get("complete", True) is not False:
+        return
+    folder, record = found
+    command = "the facehd synth --benchmark command that made it"
+    # FaceScape's lab views and focals are the command line's unless set from Python
+    lab = (record.get("lab_views", _LAB_VIEWS), record.get("lab_focals", _LAB_FOCALS))
+    if lab == (_LAB_VIEWS, _LAB_FOCALS):
+        command = (
+            f"facehd synth --benchmark {record.get('benchmark')} --out {folder} "
+            f"--subjects {record.get('subjects')} --seed {record.get('seed')}"
+        )
+    raise InputFileError(
+        folder,
+        "an unfinished synthetic benchmark (its writing was stopped part way, or is still "
+        f"going: {BENCHMARK_RECORD} says complete false); run {command} again to finish it",
+    )
 
 
 def _written_before_records(out: Path) -> bool:
@@ -503,7 +545,8 @@ def _written_before_records(out: Path) -> bool:
 
 
 def _record(out: Path, settings: dict) -> None:
-    """Check ``out`` against ``settings`` and write its ``synth.json`` (see the module)."""
+    """Check ``out`` against ``settings`` and write its ``synth.json`` (see the module), marked
+    unfinished until :func:`_record_finished`."""
     path = out / BENCHMARK_RECORD
     mine = {"tool": _RECORD_TOOL, **settings}
     if path.is_file():
@@ -531,9 +574,13 @@ def _record(out: Path, settings: dict) -> None:
             f"holds files that facehd synth --benchmark did not write (no {BENCHMARK_RECORD}); "
             "write to an empty or new --out",
         )
-    text = json.dumps(mine, indent=2, sort_keys=True) + "\n"
+    _write_record(out, {**mine, "complete": False})
+
+
+def _write_record(out: Path, record: dict) -> None:
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(out / BENCHMARK_RECORD, text.encode("utf-8"))
 
 
 def make_synthetic_benchmark(
@@ -542,8 +589,8 @@ def make_synthetic_benchmark(
     seed: int = 0,
     n_subjects: int = 2,
     *,
-    lab_views: tuple[int, ...] = (0, 1, 9),
-    lab_focals: tuple[int, ...] = (0, 1, 2),
+    lab_views: tuple[int, ...] = tuple(_LAB_VIEWS),
+    lab_focals: tuple[int, ...] = tuple(_LAB_FOCALS),
 ) -> Path:
     """Write a small synthetic benchmark in ``name``'s real on-disk layout under ``out``.
 
@@ -579,7 +626,7 @@ def make_synthetic_benchmark(
     settings = {"benchmark": name, "seed": int(seed), "subjects": int(n_subjects)}
     if name == "facescape":
         settings.update(lab_views=list(lab_views), lab_focals=list(lab_focals))
-    _record(out, settings)
+    _record(out, settings)  # unfinished from here: a run stopped part way is not a benchmark
     rng = np.random.default_rng(seed)
     model = _model()
     if name == "now":
@@ -590,4 +637,5 @@ def make_synthetic_benchmark(
         _multiview(out, rng, n_subjects, model)
     else:
         _facescape(out, rng, n_subjects, model, tuple(lab_views), tuple(lab_focals))
+    _write_record(out, {"tool": _RECORD_TOOL, **settings, "complete": True})
     return out

@@ -341,7 +341,10 @@ def synth(
 
     Files per scan: <id>.ply, <id>.lm7.txt, <id>.gt.npz, <id>.gt_m1.ply, <id>.gt_m2.ply; with
     --photos V also photos/<id>_vKK.png with its exact landmarks photos/<id>_vKK.pts, and
-    <id>.photos.npz (cameras, landmarks, masks, textures).
+    <id>.photos.npz (cameras, landmarks, masks, textures). An interrupted run resumes.
+
+    A --benchmark folder is marked unfinished (synth.json) until its last file is written:
+    facehd bench refuses one stopped part way, and the same command run again finishes it.
 
     Example: facehd synth --out facehd-out/synth --subjects 3 --expressions 2 --seed 0 --units mm
 
@@ -376,9 +379,17 @@ def synth(
             )
             raise typer.Exit(2)
         with _exit_on_error(FacehdError, ValueError, OSError):
-            path = make_synthetic_benchmark(
-                benchmark, out, seed=seed, n_subjects=2 if subjects is None else subjects
-            )
+            try:
+                path = make_synthetic_benchmark(
+                    benchmark, out, seed=seed, n_subjects=2 if subjects is None else subjects
+                )
+            except KeyboardInterrupt:
+                console.print(
+                    f"[yellow]interrupted:[/yellow] the benchmark in {esc(out)} is unfinished "
+                    "(facehd bench refuses it); run the same command again to finish it",
+                    soft_wrap=True,
+                )
+                raise typer.Exit(130) from None
         console.print(f"wrote synthetic {esc(benchmark)} benchmark to {esc(path)}")
         return
     subjects = 3 if subjects is None else subjects
