@@ -536,6 +536,22 @@ def check_benchmark_finished(root: str | Path) -> None:
     )
 
 
+#: Estimated bytes and seconds (one core) a subject of each benchmark takes, measured on this
+#: project's 2-core CI machine: NoW 5 meshes and 4 photos, REALY its regions, a prediction and a
+#: photo (and 3.2 MB of topology files once), multi-view 2 meshes and 3 photos; FaceScape 4 wild
+#: images (truth, prediction, photo: 3.2 MB), the lab truth (1.6 MB) and per lab image a
+#: prediction and a photo (1.6 MB), about 1.5 s an image.
+_SUBJECT_ESTIMATES = {"now": (8.7e6, 5.0), "realy": (2.6e6, 11.0), "multiview": (3.4e6, 4.5)}
+
+
+def subject_estimate(name: str, lab_images: int = 9) -> tuple[float, float]:
+    """``(bytes, seconds)`` of one subject of the synthetic benchmark ``name`` (FaceScape: with
+    ``lab_images`` lab views × focal lengths)."""
+    if name == "facescape":
+        return 4 * 3.2e6 + 1.6e6 + lab_images * 1.6e6, 1.5 * (4 + lab_images)
+    return _SUBJECT_ESTIMATES[name]
+
+
 def _written_before_records(out: Path) -> bool:
     """Whether ``out`` holds a synthetic benchmark written before they had a record (its
     ``synth-fit`` predictions folder): written again, and recorded, as before."""
@@ -622,6 +638,19 @@ def make_synthetic_benchmark(
         raise ValueError("FaceScape has 100 images per yaw bin: n_subjects must be <= 100")
     if not set(lab_views) <= set(range(11)) or not set(lab_focals) <= {0, 1, 2}:
         raise ValueError("lab_views must lie in 0..10 and lab_focals in 0..2")
+    found = _benchmark_record(out)
+    if found is None or found[0] != Path(out):  # a rewrite replaces files of the same sizes
+        from facehd.diskspace import check_room
+
+        size, seconds = subject_estimate(name, len(lab_views) * len(lab_focals))
+        check_room(
+            out,
+            request=f"--benchmark {name} --subjects {n_subjects}",
+            items=n_subjects,
+            item="subject",
+            bytes_each=size,
+            seconds_each=seconds,
+        )
     out = check_output_folder(out, "benchmark")
     settings = {"benchmark": name, "seed": int(seed), "subjects": int(n_subjects)}
     if name == "facescape":
