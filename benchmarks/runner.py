@@ -40,7 +40,7 @@ from benchmarks import readers
 from benchmarks.csvio import atomic_write_text, config_hash, write_rows
 from benchmarks.leaderboard import LeaderboardRow, load_leaderboard, update_leaderboard
 from benchmarks.now import NowConfig
-from benchmarks.synthetic import is_synthetic_benchmark
+from benchmarks.synthetic import check_benchmark_finished, is_synthetic_benchmark
 from facehd.errors import InputFileError, raise_if_interrupted
 
 __all__ = [
@@ -1008,6 +1008,7 @@ def run_benchmark(
     # NoW ranks the metrical variant apart: its runs and leaderboard rows carry their own split
     ranked_as = BenchmarkSpec(spec.dataset, f"{spec.split}-metrical") if metrical else spec
     root_path = resolve_root(spec, root)
+    check_benchmark_finished(root_path)  # one stopped part way would score as a smaller one
     board = Path(out) / "leaderboard.csv"
     load_leaderboard(board)  # a malformed leaderboard fails the run before anything runs
     topology_root = root_path

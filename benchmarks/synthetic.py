@@ -32,7 +32,11 @@ NoW and the multi-view sets get rendered photos too (``iphone_pictures/...``).
 ``synth.json`` records what the folder was made with (the benchmark, seed, subjects, lab views
 and focals). The same settings rewrite the same bytes; other settings, or a folder holding files
 that no such run wrote (a real benchmark's root, say), are refused with the reason named, so the
-ground truth under a method's predictions and results never changes silently.
+ground truth under a method's predictions and results never changes silently. The record also
+says whether the folder is finished (``complete``, as a dataset's HDF5 attribute does): false
+from before the first file is written until the last one is, so a run stopped part way leaves a
+folder that ``facehd bench`` refuses (:func:`check_benchmark_finished`) until the same command,
+run again, has written it whole.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from facehd.transforms import rotation_from_axis_angle, rotation_matrix_from_eul
 
 __all__ = [
     "BENCHMARK_RECORD",
+    "check_benchmark_finished",
     "is_synthetic_benchmark",
     "make_synthetic_benchmark",
     "SYNTH_METHOD",
@@ -477,12 +482,14 @@ def _facescape_photos(model, shots: list, rng: np.random.Generator) -> None:  # 
 
 #: The settings record of a synthetic benchmark's folder.
 BENCHMARK_RECORD = "synth.json"
+#: FaceScape's lab views and focal-length indices by default (and from the command line).
+_LAB_VIEWS, _LAB_FOCALS = [0, 1, 9], [0, 1, 2]
 _RECORD_TOOL = "facehd synth --benchmark"
 
 
-def is_synthetic_benchmark(root: str | Path) -> bool:
-    """Whether ``root`` (or the folder above it, for a data folder inside) is a benchmark
-    written by :func:`make_synthetic_benchmark` (its ``synth.json`` says so)."""
+def _benchmark_record(root: str | Path) -> tuple[Path, dict] | None:
+    """``(folder, record)`` of the benchmark :func:`make_synthetic_benchmark` wrote at ``root``
+    (or the folder above it, for a data folder inside), None when there is none."""
     root = Path(root)
     for folder in (root, root.parent):
         try:
@@ -490,8 +497,59 @@ def is_synthetic_benchmark(root: str | Path) -> bool:
         except (OSError, ValueError):
             continue
         if isinstance(record, dict) and record.get("tool") == _RECORD_TOOL:
-            return True
-    return False
+            return folder, record
+    return None
+
+
+def is_synthetic_benchmark(root: str | Path) -> bool:
+    """Whether ``root`` (or the folder above it, for a data folder inside) is a benchmark
+    written by :func:`make_synthetic_benchmark` (its ``synth.json`` says so)."""
+    return _benchmark_record(root) is not None
+
+
+def check_benchmark_finished(root: str | Path) -> None:
+    """Refuse a synthetic benchmark whose writing has not finished (stopped part way, or being
+    written now): it would be scored as a smaller benchmark that looks complete. Folders that
+    are no synthetic benchmark, and records from before they said so, pass.
+
+    Raises
+    ------
+    InputFileError
+        Naming the folder and the command that finishes it.
+    """
+    found = _benchmark_record(root)
+    if found is None or found[1].get("complete", True) is not False:
+        return
+    folder, record = found
+    command = "the facehd synth --benchmark command that made it"
+    # FaceScape's lab views and focals are the command line's unless set from Python
+    lab = (record.get("lab_views", _LAB_VIEWS), record.get("lab_focals", _LAB_FOCALS))
+    if lab == (_LAB_VIEWS, _LAB_FOCALS):
+        command = (
+            f"facehd synth --benchmark {record.get('benchmark')} --out {folder} "
+            f"--subjects {record.get('subjects')} --seed {record.get('seed')}"
+        )
+    raise InputFileError(
+        folder,
+        "an unfinished synthetic benchmark (its writing was stopped part way, or is still "
+        f"going: {BENCHMARK_RECORD} says complete false); run {command} again to finish it",
+    )
+
+
+#: Estimated bytes and seconds (one core) a subject of each benchmark takes, measured on this
+#: project's 2-core CI machine: NoW 5 meshes and 4 photos, REALY its regions, a prediction and a
+#: photo (and 3.2 MB of topology files once), multi-view 2 meshes and 3 photos; FaceScape 4 wild
+#: images (truth, prediction, photo: 3.2 MB), the lab truth (1.6 MB) and per lab image a
+#: prediction and a photo (1.6 MB), about 1.5 s an image.
+_SUBJECT_ESTIMATES = {"now": (8.7e6, 5.0), "realy": (2.6e6, 11.0), "multiview": (3.4e6, 4.5)}
+
+
+def subject_estimate(name: str, lab_images: int = 9) -> tuple[float, float]:
+    """``(bytes, seconds)`` of one subject of the synthetic benchmark ``name`` (FaceScape: with
+    ``lab_images`` lab views × focal lengths)."""
+    if name == "facescape":
+        return 4 * 3.2e6 + 1.6e6 + lab_images * 1.6e6, 1.5 * (4 + lab_images)
+    return _SUBJECT_ESTIMATES[name]
 
 
 def _written_before_records(out: Path) -> bool:
@@ -503,7 +561,8 @@ def _written_before_records(out: Path) -> bool:
 
 
 def _record(out: Path, settings: dict) -> None:
-    """Check ``out`` against ``settings`` and write its ``synth.json`` (see the module)."""
+    """Check ``out`` against ``settings`` and write its ``synth.json`` (see the module), marked
+    unfinished until :func:`_record_finished`."""
     path = out / BENCHMARK_RECORD
     mine = {"tool": _RECORD_TOOL, **settings}
     if path.is_file():
@@ -531,9 +590,13 @@ def _record(out: Path, settings: dict) -> None:
             f"holds files that facehd synth --benchmark did not write (no {BENCHMARK_RECORD}); "
             "write to an empty or new --out",
         )
-    text = json.dumps(mine, indent=2, sort_keys=True) + "\n"
+    _write_record(out, {**mine, "complete": False})
+
+
+def _write_record(out: Path, record: dict) -> None:
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(out / BENCHMARK_RECORD, text.encode("utf-8"))
 
 
 def make_synthetic_benchmark(
@@ -542,8 +605,8 @@ def make_synthetic_benchmark(
     seed: int = 0,
     n_subjects: int = 2,
     *,
-    lab_views: tuple[int, ...] = (0, 1, 9),
-    lab_focals: tuple[int, ...] = (0, 1, 2),
+    lab_views: tuple[int, ...] = tuple(_LAB_VIEWS),
+    lab_focals: tuple[int, ...] = tuple(_LAB_FOCALS),
 ) -> Path:
     """Write a small synthetic benchmark in ``name``'s real on-disk layout under ``out``.
 
@@ -575,11 +638,24 @@ def make_synthetic_benchmark(
         raise ValueError("FaceScape has 100 images per yaw bin: n_subjects must be <= 100")
     if not set(lab_views) <= set(range(11)) or not set(lab_focals) <= {0, 1, 2}:
         raise ValueError("lab_views must lie in 0..10 and lab_focals in 0..2")
+    found = _benchmark_record(out)
+    if found is None or found[0] != Path(out):  # a rewrite replaces files of the same sizes
+        from facehd.diskspace import check_room
+
+        size, seconds = subject_estimate(name, len(lab_views) * len(lab_focals))
+        check_room(
+            out,
+            request=f"--benchmark {name} --subjects {n_subjects}",
+            items=n_subjects,
+            item="subject",
+            bytes_each=size,
+            seconds_each=seconds,
+        )
     out = check_output_folder(out, "benchmark")
     settings = {"benchmark": name, "seed": int(seed), "subjects": int(n_subjects)}
     if name == "facescape":
         settings.update(lab_views=list(lab_views), lab_focals=list(lab_focals))
-    _record(out, settings)
+    _record(out, settings)  # unfinished from here: a run stopped part way is not a benchmark
     rng = np.random.default_rng(seed)
     model = _model()
     if name == "now":
@@ -590,4 +666,5 @@ def make_synthetic_benchmark(
         _multiview(out, rng, n_subjects, model)
     else:
         _facescape(out, rng, n_subjects, model, tuple(lab_views), tuple(lab_focals))
+    _write_record(out, {"tool": _RECORD_TOOL, **settings, "complete": True})
     return out

@@ -244,9 +244,10 @@ def datasets(
             d.homepage,
         )
     for m in reg.models.values():
+        problem = m.problem  # reads the model's files: once
         table.add_row(
             f"model:{m.name}",
-            Text("yes", style="green") if m.found else f"no: {m.problem}",
+            Text("yes", style="green") if problem is None else f"no: {problem}",
             str(m.root),
             m.env,
             ", ".join(f"{k}={v.name}" for k, v in m.files.items()),
@@ -265,7 +266,14 @@ def _synth_scans_cmd(
     colours: bool = False,
 ) -> list:
     from facehd.errors import FacehdError
-    from pipelines.synth import SynthConfig, check_scans_folder, record_settings, synth_scans
+    from pipelines.synth import (
+        SynthConfig,
+        check_scans_folder,
+        check_scans_room,
+        own_scans,
+        record_settings,
+        synth_scans,
+    )
 
     config = SynthConfig(
         subjects=subjects,
@@ -276,6 +284,7 @@ def _synth_scans_cmd(
         colours=colours,
     )
     with _exit_on_error(FacehdError, OSError):
+        check_scans_room(out, config)  # a request the disk cannot hold: before the folder is made
         check_scans_folder(out)
         record_settings(out, config)
     with _progress() as bar:
@@ -299,14 +308,15 @@ def _synth_scans_cmd(
     if not earlier:
         made = "made now"
     console.print(f"{len(scans)} scans in {esc(out)} ({made})")
-    from pipelines.build_priors import discover_scans
-
-    present = len(discover_scans(out))
-    if present > len(scans):
+    # this command's own scans beyond the ones asked for (files in sub-folders are not its own)
+    asked = {s.sample_id for s in scans}
+    more = sorted(set(own_scans(out)) - asked)
+    if more:
+        named = ", ".join(more[:3]) + (f" and {len(more) - 3} more" if len(more) > 3 else "")
         console.print(
-            f"note: {esc(out)} holds {present} scans, {present - len(scans)} more than asked "
-            "(made by an earlier run with more subjects or expressions); build-priors on the "
-            "folder takes every one",
+            f"note: {esc(out)} holds {len(asked) + len(more)} scans, {len(more)} more than asked "
+            f"({esc(named)}, made by an earlier run with more subjects or expressions); "
+            "build-priors on the folder takes every one",
             soft_wrap=True,
         )
     return scans
@@ -340,7 +350,15 @@ def synth(
 
     Files per scan: <id>.ply, <id>.lm7.txt, <id>.gt.npz, <id>.gt_m1.ply, <id>.gt_m2.ply; with
     --photos V also photos/<id>_vKK.png with its exact landmarks photos/<id>_vKK.pts, and
-    <id>.photos.npz (cameras, landmarks, masks, textures).
+    <id>.photos.npz (cameras, landmarks, masks, textures). An interrupted run resumes.
+
+    A --benchmark folder is marked unfinished (synth.json) until its last file is written:
+    facehd bench refuses one stopped part way, and the same command run again finishes it.
+
+    Counts are checked against the disk before anything is written: a request whose estimated
+    size exceeds the free space of the --out disk is refused, with its estimated size and time
+    (about 17 MB and 4 s a scan, 1.8 MB and 4 s more a photo; a benchmark's subject 3-30 MB;
+    scans finished before are not counted).
 
     Example: facehd synth --out facehd-out/synth --subjects 3 --expressions 2 --seed 0 --units mm
 
@@ -375,9 +393,17 @@ def synth(
             )
             raise typer.Exit(2)
         with _exit_on_error(FacehdError, ValueError, OSError):
-            path = make_synthetic_benchmark(
-                benchmark, out, seed=seed, n_subjects=2 if subjects is None else subjects
-            )
+            try:
+                path = make_synthetic_benchmark(
+                    benchmark, out, seed=seed, n_subjects=2 if subjects is None else subjects
+                )
+            except KeyboardInterrupt:
+                console.print(
+                    f"[yellow]interrupted:[/yellow] the benchmark in {esc(out)} is unfinished "
+                    "(facehd bench refuses it); run the same command again to finish it",
+                    soft_wrap=True,
+                )
+                raise typer.Exit(130) from None
         console.print(f"wrote synthetic {esc(benchmark)} benchmark to {esc(path)}")
         return
     subjects = 3 if subjects is None else subjects
@@ -1385,7 +1411,9 @@ def ablation(
     heldout: Path = typer.Option(..., help="Held-out folder of facehd synth --photos V."),
     config: str = typer.Option("tiny-cpu", help="Preset or config file."),
     views: int = typer.Option(None, min=1, help="Held-out photos per scan (default all)."),
-    steps: int = typer.Option(None, min=0, help="Override the steps of the detail stage."),
+    steps: int = typer.Option(
+        None, help="Override the steps of the detail stage (at least 1: every row trains it)."
+    ),
     identity_network: Path = typer.Option(
         None, help="The perceptual loss's identity network weights (as facehd train)."
     ),
@@ -1393,10 +1421,11 @@ def ablation(
     """The paper's ablation (Table 3), every row trained and measured on held-out synthetic photos.
 
     Rows: base, +hierarchy, +contour, +detail priors, +de-retouching. Resumes when interrupted.
+    Bad inputs are refused before anything trains, and a refused run creates no --out folder.
 
     Example: facehd ablation --photos photos.h5 --priors priors.h5 --heldout heldout --out abl
     """
-    from facehd.errors import FacehdError, check_output_folder
+    from facehd.errors import FacehdError
     from models.ablation import run_ablation, table_markdown
     from models.train import TrainingInterrupted
 
@@ -1404,7 +1433,6 @@ def ablation(
         cfg = _train_config(config, None, None, identity_network)
         if steps is not None:
             cfg.hrn.steps = steps
-        check_output_folder(out, "ablation runs")
         try:
             with _progress() as bar:
                 rows = run_ablation(

@@ -98,8 +98,9 @@ class ModelEntry:
 
     @property
     def problem(self) -> str | None:
-        """Why the files cannot be used (none listed, the first one missing or a folder), or
-        None when every file is there."""
+        """Why the files cannot be used (none listed, the first one missing or a folder, or, for
+        the ``bfm`` entry, what :func:`facehd.morphable.registry.model_info` finds wrong in its
+        ``model`` and ``uv`` files, as ``facehd models`` says it), or None when they can."""
         if not self.files:
             return "no files listed"
         for role, p in self.files.items():
@@ -107,11 +108,16 @@ class ModelEntry:
                 return f"{role} file not found"
             if not p.is_file():
                 return f"{role} file {p.name} is a folder"
+        if self.name == "bfm":  # files that are there but unreadable are no model either
+            from facehd.morphable.registry import model_info
+
+            info = model_info("bfm", bfm_path=self.files.get("model"), uv_path=self.files.get("uv"))
+            return None if info.available else info.note
         return None
 
     @property
     def found(self) -> bool:
-        """Whether every file exists."""
+        """Whether the files are there and usable (:attr:`problem` is None)."""
         return self.problem is None
 
 

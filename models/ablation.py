@@ -112,13 +112,69 @@ def run_ablation(
     log: Callable[[str], None] = print,
 ) -> list[AblationRow]:
     """Train and score every row of :data:`ABLATION_ROWS`; writes ``OUT/ablation.csv`` and
-    ``OUT/ablation.md``."""
-    from models.checkpoints import read_checkpoint
-    from models.evaluate import heldout_ids
-    from models.reconstruct import Reconstructor
+    ``OUT/ablation.md``.
 
+    Bad inputs (the held-out folder, the datasets, a detail stage of no steps, an output that
+    cannot be written) are refused before anything trains, and a refused run leaves no ``out``
+    folder that it made.
+
+    Raises
+    ------
+    ValueError
+        ``config.hrn.steps`` is below 1 (``facehd ablation --steps``).
+    FacehdError
+        A held-out folder, dataset or output folder that cannot be used (the message names it).
+    """
+    from facehd.errors import check_output_folder
+    from models.evaluate import heldout_ids
+
+    steps = config.hrn.steps
+    if steps < 1:
+        raise ValueError(
+            f"--steps (the detail stage's steps, hrn.steps) must be at least 1, got {steps}: "
+            "the rows after base differ only in how that stage trains, so with no step they "
+            "would all score the same untrained detail networks"
+        )
     heldout_ids(heldout)  # a wrong folder stops the run now, not after the shared stages
     out = Path(out)
+    made = None  # the outermost folder this run makes (``out``, or a folder above it)
+    folder = out.absolute()
+    while not folder.exists() and folder != folder.parent:
+        made, folder = folder, folder.parent
+    check_output_folder(out, "ablation runs")
+    try:
+        return _run_rows(config, out, photos, priors, heldout, pairs, views, callback, log)
+    except BaseException:
+        if made is not None:  # refused (or stopped) before it wrote anything: no folder left
+            _remove_empty_folders(made)
+        raise
+
+
+def _remove_empty_folders(root: Path) -> None:
+    """Remove ``root`` and the folders under it that hold no file (deepest first); any folder
+    holding a file stays, with its file."""
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True) + [root]:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or already gone): kept
+            continue
+
+
+def _run_rows(
+    config: TrainConfig,
+    out: Path,
+    photos: str | Path,
+    priors: str | Path,
+    heldout: str | Path,
+    pairs: str | Path | None,
+    views: int | None,
+    callback: Callable | None,
+    log: Callable[[str], None],
+) -> list[AblationRow]:
+    """:func:`run_ablation` once its inputs are checked and ``out`` is made."""
+    from models.checkpoints import read_checkpoint
+    from models.reconstruct import Reconstructor
+
     shared = out / "shared"
     kw = {"photos": photos, "priors": priors, "pairs": pairs, "callback": callback}
     resume = (shared / "checkpoints").is_dir()

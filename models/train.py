@@ -674,6 +674,7 @@ class Trainer:
         nn.init.zeros_(out_layer.bias)
         self.system.to(self.device)
         self._lab = None
+        self._lab_said = False
         self._pairs = None
         self.perceptual, self._identity_kind = self._perceptual_loss(config.identity_network)
 
@@ -709,7 +710,17 @@ class Trainer:
             raise FacehdError("this stage needs the in-the-wild photos: give --photos photos.h5")
         return self._photos
 
-    def lab(self):
+    def open_data(self, stages: Sequence[str]) -> None:
+        """Open the datasets ``stages`` will read besides the photos (the priors' lab photos,
+        the de-retouching pairs), so that a missing or foreign one (a priors file of another
+        model, pairs without clean twins) is refused before the run folder is made or any stage
+        runs; what they hold is logged when a stage first takes them (:meth:`lab`)."""
+        if self.priors_path is not None:
+            self._open_lab()
+        if "deretouch" in stages:
+            self.pairs()
+
+    def _open_lab(self):
         if self._lab is None:
             from models.data import LabDataset
 
@@ -718,6 +729,12 @@ class Trainer:
             self._lab = LabDataset(
                 self.priors_path, template=self.config.template, model=self.morphable
             )
+        return self._lab
+
+    def lab(self):
+        self._open_lab()
+        if not self._lab_said:
+            self._lab_said = True
             if self._lab.has_cameras:
                 self.log.message(
                     "lab photos carry their cameras: the supervised displacement is re-indexed "
@@ -742,7 +759,7 @@ class Trainer:
             if self.pairs_path is not None:
                 self._pairs = PairDataset(self.pairs_path)
             else:
-                lab = self.lab()
+                lab = self._open_lab()
                 if not lab.has_clean:
                     raise FacehdError(
                         f"{lab.path}: the lab photos carry no clean twin (images_clean); give "
@@ -1459,6 +1476,8 @@ def train(
     ckpt_dir = out / "checkpoints"
     existing = sorted(ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
     trainer = Trainer(config, out, photos=photos, priors=priors, pairs=pairs)
+    if not existing:  # a new run: a bad dataset is refused before its folder is made
+        trainer.open_data(stages)
     with _run_lock(out) if trainer.dist.main else nullcontext():
         stop = trainer.stop if trainer.dist.world == 1 else nullcontext()
         with stop:
@@ -1499,12 +1518,12 @@ def _train_stages(
     if init is None and resume and (out / INIT_RECORD).is_file():
         init = _recorded_init(out)
         trainer.log.message(f"--init taken from the run's {INIT_RECORD}: {init}")
-    # the datasets the stages will read, opened now: a priors file of another model, or pairs
+    # the datasets the stages will read, opened now (a new run's, before its folder was made;
+    # a run's own are compared with its record first): a priors file of another model, or pairs
     # without clean twins, would otherwise stop the run only after the stages before them
+    trainer.open_data(stages)
     if priors is not None:
-        trainer.lab()
-    if "deretouch" in stages:
-        trainer.pairs()
+        trainer.lab()  # what the lab photos hold, in the run's log
 
     done: list[str] = []
     for s in STAGES:

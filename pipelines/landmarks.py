@@ -12,7 +12,9 @@ given), and write
 - ``<id>_picked_points.pp`` (with ``meshlab``): the 68 points as MeshLab's picked-points file,
   to check and correct by hand in its PickPoints tool (never replacing one saved there);
 - ``<id>.png`` under the overlays folder (when asked): the face-centred render with the landmarks
-  drawn, NoW's 7 circled in red, the confidence in the corner.
+  drawn, NoW's 7 circled in red, the confidence in the corner; a PNG text field
+  (:data:`OVERLAY_KEY`) records the SHA-256 of the scan and of the pixels, so that the tool knows
+  its own overlays from files drawn or edited since.
 
 Files go beside each scan, or under ``out`` (keeping the scans' sub-folders); two scans of the
 same stem side by side (``head.obj``, ``head.ply``) are told apart by their whole names
@@ -22,7 +24,10 @@ why it failed — no face (a sphere, a box), unsure (the views disagree), hollow
 unreadable or empty file, a file name that is not UTF-8, an output file that cannot be written
 (the others go on). A failed scan gets no landmark files, never guessed ones: those this tool
 wrote for it before (found on an earlier version of the file) are removed (put aside as
-``<name>.stale`` when an earlier version of the tool wrote them), and its row says so. The
+``<name>.stale`` when an earlier version of the tool wrote them), and so is its overlay in the
+overlays folder of this run (one without the text field, of an earlier version, put aside; one
+whose pixels changed since it was drawn, kept), so that no earlier result stands for it; its
+row says so. The
 rows of scans of other folders sent to the same ``out`` are kept (merged by scan file); a scan
 whose files there would take the names of another folder's scan fails (``clash``).
 
@@ -316,9 +321,10 @@ def _put_aside(path: Path) -> Path:
 
 def _clear_ours(scan_id: str, mesh_path: Path, config: LandmarksConfig) -> str:
     """Remove the landmark files this tool wrote for a scan at its destination (those of an
-    earlier version put aside as ``.stale``: they may have been edited); files someone made or
-    edited stay. Returns what was done, for the CSV (empty when nothing)."""
-    lm68, lm7, _ = _destinations(scan_id, mesh_path, config)
+    earlier version put aside as ``.stale``: they may have been edited), and its overlay in
+    ``config.overlays`` likewise (:func:`_overlay_ours`); files someone made or edited stay.
+    Returns what was done, for the CSV (empty when nothing)."""
+    lm68, lm7, overlay = _destinations(scan_id, mesh_path, config)
     removed, aside, kept = [], [], []
     # judged before any goes: a .lm7.txt of an earlier version is ours by its .lm68.txt
     kinds = [(p, _ours(p)) for p in (lm68, lm7, _picked_points(lm68)) if p.is_file()]
@@ -338,7 +344,66 @@ def _clear_ours(scan_id: str, mesh_path: Path, config: LandmarksConfig) -> str:
         notes.append(f"landmark files of an earlier version put aside: {', '.join(aside)}")
     if kept:
         notes.append(f"could not remove the landmark files found before: {', '.join(kept)}")
-    return "; ".join(notes)
+    if config.overlays and overlay.is_file():
+        notes.append(_clear_overlay(overlay))
+    return "; ".join(n for n in notes if n)
+
+
+OVERLAY_KEY = "facehd landmarks"
+"""Key of the PNG text field of the overlays this tool draws: ``scan sha256 <hex>, pixels
+sha256 <hex>``, the SHA-256 of the scan file the landmarks were found on and of the image
+(:func:`_pixels_sha256`)."""
+
+_OVERLAY_TEXT = re.compile(r"scan sha256 (?:[0-9a-f]{64}|unknown), pixels sha256 ([0-9a-f]{64})")
+
+
+def _pixels_sha256(image: Any) -> str:
+    """SHA-256 of an (H, W, 3) uint8 image: its shape, then its bytes in row order."""
+    import hashlib
+
+    import numpy as np
+
+    pixels = np.ascontiguousarray(image, dtype=np.uint8)
+    digest = hashlib.sha256("x".join(map(str, pixels.shape)).encode() + b"\n")
+    digest.update(pixels.tobytes())
+    return digest.hexdigest()
+
+
+def _overlay_ours(path: Path) -> str:
+    """Whether an overlay PNG is one this tool drew and nobody changed since: ``yes`` (its
+    :data:`OVERLAY_KEY` field names its pixels); ``legacy`` for a PNG without the field (a
+    version before it drew it; nothing tells whether it was edited); ``no`` for a PNG whose
+    pixels changed since, or a file that is no readable PNG."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.format != "PNG":
+                return "no"
+            text = getattr(im, "text", {}).get(OVERLAY_KEY)
+            pixels = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError):  # PIL's errors of a damaged or foreign file
+        return "no"
+    if text is None:
+        return "legacy"
+    m = _OVERLAY_TEXT.fullmatch(text)
+    return "yes" if m is not None and m[1] == _pixels_sha256(pixels) else "no"
+
+
+def _clear_overlay(path: Path) -> str:
+    """Remove the overlay this tool drew at ``path`` (put one of an earlier version aside as
+    ``.stale``; keep one changed since). Returns what was done, for the CSV."""
+    kind = _overlay_ours(path)
+    try:
+        if kind == "yes":
+            path.unlink()
+            return f"overlay drawn before removed: {path}"
+        if kind == "legacy":
+            return f"overlay of an earlier version put aside: {path} as {_put_aside(path).name}"
+    except OSError as exc:
+        return f"could not remove the overlay drawn before: {path} ({exc.strerror or exc})"
+    return f"{path} is not the overlay this tool drew (changed since, or no PNG): kept"
 
 
 # one landmarker per process (mediapipe graphs are costly to start)
@@ -410,7 +475,7 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
                     notes.append(f"{pp} was edited by hand: kept")
             if config.overlays and result.overlay is not None:
                 target = overlay
-                row.overlay = str(_save_png(overlay, result.overlay))
+                row.overlay = str(_save_png(overlay, result.overlay, row.source_sha256))
         except OSError as exc:
             row.reason = "unwritable"
             row.detail = f"cannot write {target}: {exc.strerror or exc}"
@@ -501,16 +566,21 @@ def detect_landmarks7(mesh: Any, mesh_path: str | Path, units: str = "auto") -> 
     return result.landmarks7, float(result.confidence)
 
 
-def _save_png(path: Path, image: Any) -> Path:
-    """Write an RGB uint8 image as PNG, atomically."""
+def _save_png(path: Path, image: Any, scan_sha256: str = "") -> Path:
+    """Write an RGB uint8 overlay as PNG with its :data:`OVERLAY_KEY` field, atomically."""
     import io
 
-    from PIL import Image
+    from PIL import Image, PngImagePlugin
 
     from facehd.mesh import atomic_write_bytes
 
+    info = PngImagePlugin.PngInfo()
+    info.add_text(
+        OVERLAY_KEY,
+        f"scan sha256 {scan_sha256 or 'unknown'}, pixels sha256 {_pixels_sha256(image)}",
+    )
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
+    Image.fromarray(image).save(buf, format="PNG", pnginfo=info)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_bytes(path, buf.getvalue())
 

@@ -591,7 +591,77 @@ def record_settings(out: Path, config: SynthConfig) -> None:
         atomic_write_bytes(path, text.encode("utf-8"))
 
 
-_SCAN_NAME = re.compile(r"^s\d{3}_e\d{2}[._]")
+#: A scan id as :func:`sample_id` writes it (3 digits of subject and 2 of expression at least).
+_SCAN_ID = r"s(\d{3,})_e(\d{2,})"
+_SCAN_NAME = re.compile(rf"^{_SCAN_ID}[._]")
+_SCAN_FILE = re.compile(rf"^{_SCAN_ID}\.ply$")
+
+
+def own_scans(out: str | Path) -> dict[str, tuple[int, int]]:
+    """The scans of ``facehd synth`` in ``out`` (its ``<id>.ply`` files at the top, not in any
+    sub-folder), each with its ``(subject, expression)``; empty for a folder that is not there."""
+    try:
+        names = os.listdir(out)
+    except OSError:
+        return {}
+    found = {}
+    for name in names:
+        m = _SCAN_FILE.match(name)
+        if m is not None:
+            found[name[: -len(".ply")]] = (int(m[1]), int(m[2]))
+    return found
+
+
+#: The estimates :func:`check_scans_room` works with, measured at the defaults on this project's
+#: 2-core CI machine (one core): a scan's files at ``dense_resolution`` 352 take 17.0 MB, of which
+#: the dense surface (in the scan and ``.gt_m2.ply``) 14.3 MB, growing with the resolution
+#: squared, and the rest (the model-topology M1, the truth, the neck and hair cap) 2.7 MB; vertex
+#: colours add 0.45 MB; photos add 1.45 MB a scan (the textures) and 1.8 MB a photo at 512 px. A
+#: scan takes about 4 s to make, a photo about 4 s to render.
+SCAN_BYTES_FIXED, SCAN_BYTES_DENSE, COLOUR_BYTES = 2.7e6, 14.3e6, 0.45e6
+PHOTO_BYTES_FIXED, PHOTO_BYTES_EACH = 1.45e6, 1.8e6
+SCAN_SECONDS, PHOTO_SECONDS = 4.0, 4.0
+
+
+def scan_estimate(config: SynthConfig) -> tuple[float, float]:
+    """``(bytes, seconds)`` of one scan of ``config`` with its photos (:data:`SCAN_BYTES_FIXED`)."""
+    dense = (config.dense_resolution / 352) ** 2
+    size = SCAN_BYTES_FIXED + (SCAN_BYTES_DENSE + COLOUR_BYTES * config.colours) * dense
+    if config.photos > 0:
+        size += (
+            PHOTO_BYTES_FIXED + config.photos * PHOTO_BYTES_EACH * (config.photo_size / 512) ** 2
+        )
+    return size, SCAN_SECONDS + config.photos * PHOTO_SECONDS
+
+
+def check_scans_room(out: str | Path, config: SynthConfig) -> None:
+    """Refuse, before anything is written, a request whose scans would not fit on the disk of
+    ``out`` (:func:`facehd.diskspace.check_room`; the scans finished before are not counted).
+
+    Raises
+    ------
+    InputFileError
+        Naming ``out``, the estimated size and time, and the free space.
+    """
+    from facehd.diskspace import check_room
+
+    out = Path(out)
+    done = 0  # scans of the request finished before (every file there)
+    for sid, (s, e) in own_scans(out).items():
+        if s < config.subjects and e < config.expressions:
+            done += all(f.is_file() for f in expected_files(out, sid, config))
+    size, seconds = scan_estimate(config)
+    request = f"--subjects {config.subjects} --expressions {config.expressions}"
+    if config.photos:
+        request += f" --photos {config.photos}"
+    check_room(
+        out,
+        request=request,
+        items=config.subjects * config.expressions - done,
+        item="scan",
+        bytes_each=size,
+        seconds_each=seconds,
+    )
 
 
 def check_scans_folder(out: str | Path) -> Path:
@@ -622,13 +692,15 @@ def synth_scans(
 
     ``progress`` is called with each finished sample id. Scans whose files all exist are not
     rebuilt (an interrupted run resumes where it stopped); every file is written atomically, so
-    a partial file never looks complete.
+    a partial file never looks complete. A request whose scans would not fit on the disk is
+    refused before anything is written (:func:`check_scans_room`).
     """
     config = config or SynthConfig()
     if config.subjects < 1 or config.expressions < 1:
         raise ValueError("subjects and expressions must be >= 1")
     if config.units not in UNIT_TO_MM:
         raise ValueError(f"units must be one of {sorted(UNIT_TO_MM)}, got {config.units!r}")
+    check_scans_room(out, config)  # before the folder is made
     out = check_scans_folder(out)
     model = load_model(config.model)
     record_settings(out, config)

@@ -717,6 +717,58 @@ def test_synthetic_benchmark_records_its_settings_and_refuses_others(tmp_path: P
     assert result.exit_code == 2 and "seed 0 there, 1 now" in " ".join(result.output.split())
 
 
+def test_a_benchmark_stopped_part_way_is_refused_until_a_rerun_finishes_it(
+    synth_roots: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """facehd synth --benchmark killed part way (here at its second photo, after the scans and
+    predictions) leaves a folder marked unfinished: bench refuses it, naming the folder and the
+    command that finishes it, and adds no leaderboard row; the same command run again writes
+    the very bytes of an uninterrupted run, which bench scores. A record from before the mark
+    counts as finished."""
+    import json
+
+    import benchmarks.synthetic as synthetic
+    from facehd.cli import app
+
+    photo, calls = synthetic._now_photo, []
+
+    def killed(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        photo(*args, **kwargs)
+
+    root = tmp_path / "now"
+    make = ["synth", "--benchmark", "now", "--out", str(root), "--subjects", "1", "--seed", "3"]
+    runner = CliRunner()
+    monkeypatch.setattr(synthetic, "_now_photo", killed)
+    res = runner.invoke(app, make)
+    assert res.exit_code == 130 and "is unfinished" in " ".join(res.output.split()), res.output
+    assert (root / "imagepathsvalidation.txt").is_file()  # what bench reads is there, partly
+    assert json.loads((root / "synth.json").read_text())["complete"] is False
+    bench = ["bench", "--dataset", "now", "--method", "synth-fit", "--root", str(root)]
+    bench += ["--predictions", str(root / "predictions" / "synth-fit"), "--out"]
+    res = runner.invoke(app, [*bench, str(tmp_path / "out")])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and f"{root}: an unfinished synthetic benchmark" in said, said
+    assert f"run {' '.join(['facehd', *make])} again to finish it" in said
+    assert not (tmp_path / "out").exists()
+    board = runner.invoke(app, ["leaderboard", "--out", str(tmp_path / "out"), "--dataset", "now"])
+    assert "synth-fit" not in board.output
+    monkeypatch.setattr(synthetic, "_now_photo", photo)
+    assert runner.invoke(app, make).exit_code == 0
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    whole = synth_roots["now"]  # the same settings, never interrupted
+    assert files == sorted(p.relative_to(whole) for p in whole.rglob("*") if p.is_file())
+    assert all((root / f).read_bytes() == (whole / f).read_bytes() for f in files)
+    res = runner.invoke(app, [*bench, str(tmp_path / "out")])
+    assert res.exit_code == 0 and (tmp_path / "out" / "leaderboard.csv").is_file(), res.output
+    record = json.loads((root / "synth.json").read_text())
+    del record["complete"]  # written before the record said whether it was finished
+    (root / "synth.json").write_text(json.dumps(record))
+    assert runner.invoke(app, [*bench, str(tmp_path / "out2")]).exit_code == 0
+
+
 def test_now_subject_without_its_scan_fails_its_own_items(tmp_path: Path) -> None:
     """A subject whose ground-truth scan (or landmark file) is gone fails its own images, named;
     the other subjects are scored (before, the whole run stopped)."""

@@ -222,3 +222,51 @@ def test_a_bfm_file_given_but_missing_is_named_before_the_other_is_asked_for(
         load_model("bfm", uv_path=tmp_path / "nope.npy")
     with pytest.raises(ValueError, match="needs bfm_path"):
         load_model("bfm")
+
+
+def test_bfm_files_that_do_not_read_are_not_available(
+    tmp_path: Path, fields: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``facehd datasets`` says what ``facehd models`` says of the BFM's files: a ``.mat`` that
+    is no MATLAB file, or a UV layout of another vertex count, is "no" with the file and the
+    reason in both (``datasets`` said "yes" for any file that existed); good files are "yes"."""
+    from typer.testing import CliRunner
+
+    from facehd import cli
+    from facehd.cli import app
+    from facehd.datasets import load_registry
+
+    monkeypatch.setattr(cli.console, "_width", 400)  # the table's cells unwrapped
+    monkeypatch.delenv("FACEHD_BFM_ROOT", raising=False)
+    reg = tmp_path / "datasets.yaml"
+    reg.write_text(
+        "version: 1\nmodels:\n  bfm:\n    description: d\n    root: bfm\n"
+        "    env: FACEHD_BFM_ROOT\n    files: {model: BFM_model_front.mat, uv: uv.npy}\n"
+    )
+    (tmp_path / "bfm").mkdir()
+    v = fields["meanshape"].size // 3
+    mat = tmp_path / "bfm" / "BFM_model_front.mat"
+    uv = tmp_path / "bfm" / "uv.npy"
+    mat.write_bytes(b"this is not a MATLAB file at all" * 10)
+    np.save(uv, np.full((v, 2), 0.5))
+
+    def said() -> tuple[str, str]:
+        a = CliRunner().invoke(app, ["datasets", "--registry", str(reg)])
+        b = CliRunner().invoke(app, ["models", "--registry", str(reg)])
+        assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+        row = next(line for line in a.output.splitlines() if "model:bfm" in line)
+        return " ".join(row.split()), " ".join(b.output.split())
+
+    row, models = said()
+    assert f"no: {mat}: not a readable MATLAB" in row, row
+    assert f"bfm: {mat}: not a readable MATLAB" in models
+    assert not load_registry(reg).models["bfm"].found
+    _write(tmp_path / "bfm", fields)
+    np.save(uv, np.full((v + 1, 2), 0.5))  # a UV per vertex and one more
+    row, models = said()
+    assert f"no: {uv}: expected ({v}, 2) UVs" in row, row
+    assert f"bfm: {uv}: expected ({v}, 2) UVs" in models
+    np.save(uv, np.full((v, 2), 0.5))
+    row, models = said()
+    assert "model:bfm │ yes" in row and "bfm:" not in models.split("└")[-1], row + models
+    assert load_registry(reg).models["bfm"].found

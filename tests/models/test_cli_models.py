@@ -111,6 +111,43 @@ def test_ablation_names_a_missing_identity_network_before_training(hrn_data, tmp
     assert not list(out.rglob("model.pt"))
 
 
+def test_refused_ablation_and_training_runs_create_no_folder(hrn_data, tmp_path):
+    """Bad inputs to an ablation (a held-out folder that is not there, a priors file that is
+    photos, a detail stage of 0 or -1 steps) are refused naming the problem, and leave no --out
+    folder (nor the folders above it they would have made); a folder that was there stays.
+    facehd train refuses a foreign priors or pairs file before its run folder is made."""
+    new = tmp_path / "new"
+    out = new / "abl"
+    base = ["ablation", "--out", str(out), "--photos", str(hrn_data.photos)]
+    good = ["--priors", str(hrn_data.priors), "--heldout", str(hrn_data.scans)]
+    cases = (
+        (["--priors", str(hrn_data.priors), "--heldout", str(tmp_path / "no")], "does not exist"),
+        (["--priors", str(hrn_data.photos), "--heldout", str(hrn_data.scans)], "priors dataset"),
+        ([*good, "--steps", "0"], "must be at least 1, got 0"),
+        ([*good, "--steps", "-1"], "must be at least 1, got -1"),
+    )
+    for extra, problem in cases:
+        res = runner.invoke(app, [*base, *extra])
+        said = " ".join(res.output.split())
+        assert res.exit_code == 2 and problem in said, (extra, res.output)
+        assert not new.exists(), extra
+    out.mkdir(parents=True)  # the user's own folder: refused into, kept
+    (out / "notes.txt").write_text("mine")
+    for extra, _ in cases[1:3]:
+        res = runner.invoke(app, [*base, *extra])
+        assert res.exit_code == 2 and sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine"
+    run = tmp_path / "run"
+    for extra in (
+        ["--priors", str(hrn_data.photos)],
+        ["--pairs", str(hrn_data.photos), "--stage", "deretouch"],
+    ):
+        res = runner.invoke(app, ["train", "--out", str(run), "--photos", str(hrn_data.photos),
+                                  *extra, "--steps", "1"])  # fmt: skip
+        assert res.exit_code == 2 and str(hrn_data.photos) in res.output, res.output
+        assert not run.exists(), extra
+
+
 def test_an_interrupt_outside_a_training_step_is_said(tmp_path, monkeypatch):
     """Ctrl-C (or SIGTERM, raised as it) where no step is running to be saved: at a run's
     start-up, a second Ctrl-C, inside reconstruct, evaluate or an ablation's scoring. Each

@@ -139,6 +139,8 @@ class _CentroidLandmarker:
         self.calls: list[str] = []
         self.no_face: set[str] = set()
         """File names it finds no face on."""
+        self.overlay: np.ndarray | None = None
+        """The overlay image it draws (None: none)."""
 
     def detect(self, mesh: Mesh, *, name: str = "", texture: object = None) -> object:
         from facehd.scan_landmarks import FaceFrame, ScanLandmarkError, ScanLandmarks
@@ -159,6 +161,7 @@ class _CentroidLandmarker:
             units="mm",
             unit_to_mm=1.0,
             frame=FaceFrame(eye[0], eye[1], eye[2], lm.mean(0)),
+            overlay=self.overlay,
         )
 
 
@@ -403,6 +406,56 @@ def test_a_failed_redetection_removes_the_files_found_before(
     assert row.status == "failed" and "put aside" in row.detail
     assert (scans / "face.lm7.txt.stale").read_text() == "0 0 0\n" * 7
     assert not (scans / "face.lm7.txt").exists() and not (scans / "face.lm68.txt").exists()
+
+
+def test_a_scan_that_fails_now_loses_the_overlay_drawn_before(
+    tmp_path: Path, centroid_landmarker: _CentroidLandmarker
+) -> None:
+    """A scan found before and replaced by one with no face loses its overlay PNG with its
+    landmark files, so no earlier result stands for it (the command's own run); the overlay of
+    an earlier version (no text field) is put aside, one whose pixels were changed since is
+    kept, and other scans' overlays stay as they were."""
+    from PIL import Image, PngImagePlugin
+
+    scans, out, png = tmp_path / "scans", tmp_path / "out", tmp_path / "png"
+    face = _touch_mesh(scans / "face.ply")
+    _touch_mesh(scans / "other.ply")
+    centroid_landmarker.overlay = np.full((24, 32, 3), 90, np.uint8)
+    args = ["landmarks", "--scans", str(scans), "--out", str(out), "--overlays", str(png)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rows = read_rows(out / CSV_NAME)
+    drawn = Image.open(png / "face.png")
+    assert rows["face"].overlay == str(png / "face.png")
+    assert f"scan sha256 {rows['face'].source_sha256}" in drawn.text["facehd landmarks"]
+    np.testing.assert_array_equal(np.asarray(drawn), centroid_landmarker.overlay)
+    other = (png / "other.png").read_bytes()
+    # the scan replaced by one with no face: found again, failed, nothing of it left drawn
+    _moved(face, 50.0)
+    centroid_landmarker.no_face = {"face.ply"}
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1, res.output
+    row = read_rows(out / CSV_NAME)["face"]
+    assert row.status == "failed" and row.reason == "no-face" and not row.overlay
+    assert not (png / "face.png").exists() and not (out / "face.lm68.txt").exists()
+    assert f"overlay drawn before removed: {png / 'face.png'}" in row.detail
+    assert (png / "other.png").read_bytes() == other
+    # an overlay of a version before the text field: put aside, not deleted
+    Image.fromarray(centroid_landmarker.overlay).save(png / "face.png")
+    legacy = (png / "face.png").read_bytes()
+    row = landmark_scan("face", face, LandmarksConfig(out=str(out), overlays=str(png)))
+    assert row.status == "failed" and "overlay of an earlier version put aside" in row.detail
+    assert not (png / "face.png").exists() and (png / "face.png.stale").read_bytes() == legacy
+    # the tool's overlay drawn on since (its field no longer names its pixels): kept, said
+    field = drawn.text["facehd landmarks"]
+    info = PngImagePlugin.PngInfo()
+    info.add_text("facehd landmarks", field)
+    marked = centroid_landmarker.overlay.copy()
+    marked[:4] = 255
+    Image.fromarray(marked).save(png / "face.png", pnginfo=info)
+    edited = (png / "face.png").read_bytes()
+    row = landmark_scan("face", face, LandmarksConfig(out=str(out), overlays=str(png)))
+    assert (png / "face.png").read_bytes() == edited and "kept" in row.detail
 
 
 def test_given_landmarks_win_over_detected_ones(

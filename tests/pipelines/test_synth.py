@@ -297,3 +297,72 @@ def test_files_synth_did_not_make_and_a_file_as_out_are_refused(tmp_path: Path) 
         said = " ".join(res.output.split())
         assert res.exit_code == 2 and "must be a folder, and this is a file" in said, cmd
     assert a_file.read_text() == "x"
+
+
+def test_more_than_asked_counts_only_synths_own_scans(tmp_path: Path) -> None:
+    """The note on scans beyond the ones asked counts this command's own scans (``sNNN_eKK.ply``
+    at the top of --out) and names them; meshes in sub-folders (the user's, named like a scan
+    or not) are none of its own."""
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+
+    args = ["synth", "--out", str(tmp_path), "--expressions", "1", "--subjects", "1"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("head.ply", "s004_e00.ply", "other.obj"):
+        (mine / name).write_bytes((tmp_path / "s000_e00.ply").read_bytes())
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "more than asked" not in result.output, result.output
+    for sid in ("s001_e00", "s1000_e00"):  # the command's own, beyond the asked ones
+        for suffix in (".ply", ".gt_m1.ply", ".gt_m2.ply"):
+            (tmp_path / f"{sid}{suffix}").write_bytes(b"")
+    text = " ".join(CliRunner().invoke(app, args).output.split())
+    assert "holds 3 scans, 2 more than asked (s001_e00, s1000_e00, made by an earlier" in text
+
+
+def test_requests_the_disk_cannot_hold_are_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_scan: Path
+) -> None:
+    """A count whose estimated size exceeds the free space is refused up front with the size
+    and time, for scans and benchmarks, and no folder is made; scans finished before are not
+    counted. The estimate is the size of real scans to within 10%, at two resolutions."""
+    from typer.testing import CliRunner
+
+    import facehd.diskspace
+    from facehd.cli import app
+    from facehd.errors import InputFileError
+    from pipelines.synth import check_scans_room, scan_estimate
+
+    written = sorted(p for p in default_scan.iterdir() if p.name.startswith("s000_e0"))
+    size, seconds = scan_estimate(SynthConfig())
+    assert abs(sum(p.stat().st_size for p in written) / 2 - size) < 0.1 * size
+    assert seconds > 0
+    # --subjects 1000000 on the real disk: 2,000,000 scans of 17 MB
+    huge = tmp_path / "huge"
+    res = CliRunner().invoke(app, ["synth", "--out", str(huge), "--subjects", "1000000"])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and "2,000,000 scans to write, about 34 TB (17 MB a scan)" in said
+    assert "days on one core" in said and not huge.exists()
+    res = CliRunner().invoke(app, ["synth", "--benchmark", "now", "--out", str(huge),
+                                   "--subjects", "1000000"])  # fmt: skip
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and "1,000,000 subjects to write, about 8.7 TB" in said, said
+    assert not huge.exists()
+    # a disk with room for two scans and a half
+    monkeypatch.setattr(facehd.diskspace, "free_bytes", lambda path: int(2.5 * size))
+    res = CliRunner().invoke(app, ["synth", "--out", str(huge), "--subjects", "3"])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and "6 scans to write" in said and "(room for about 2)" in said
+    assert not huge.exists()
+    # scans finished before need no room: 1 of 3 there, 2 to write fit; 3 of 4 do not
+    small = SynthConfig(subjects=1, expressions=1, seed=2, **SMALL)
+    synth_scans(tmp_path / "s", small)
+    small_size, _ = scan_estimate(small)  # the dense surface's share follows its resolution
+    made = sum(p.stat().st_size for p in (tmp_path / "s").iterdir() if p.name.startswith("s0"))
+    assert abs(made - small_size) < 0.1 * small_size, (made, small_size)
+    monkeypatch.setattr(facehd.diskspace, "free_bytes", lambda path: int(2.5 * small_size))
+    check_scans_room(tmp_path / "s", SynthConfig(subjects=3, expressions=1, seed=2, **SMALL))
+    with pytest.raises(InputFileError, match="3 scans to write"):
+        check_scans_room(tmp_path / "s", SynthConfig(subjects=4, expressions=1, seed=2, **SMALL))
