@@ -350,6 +350,13 @@ def _wrap(module: nn.Module, d: _Dist, device: torch.device) -> nn.Module:
         return module
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    # the weights in the channels-last layout: the photos reach the networks channels-last (a
+    # permuted (B, H, W, 3) stack, the faster layout for the CPU's convolutions), and a
+    # convolution's weight gradient then comes channels-last too, whose strides differ from a
+    # contiguous weight's wherever the kernel is 1 x 1; DistributedDataParallel then copies
+    # those gradients into its buckets and warns on every process ("Grad strides do not match
+    # bucket view strides")
+    module.to(memory_format=torch.channels_last)
     ids = [device.index] if device.type == "cuda" else None
     return DDP(module, device_ids=ids)
 

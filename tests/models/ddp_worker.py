@@ -22,6 +22,9 @@ def main() -> None:
     cfg = tiny_config()
     cfg.base.steps, cfg.hrn.steps = 1, 2
     cfg.base.batch_size = cfg.hrn.batch_size = 1
+    # the crops at the base model's own size, as users train: the photos then reach the
+    # analyzer as they are stacked (channels-last), unresized
+    cfg.image_size = 224
     trainer = Trainer(cfg, out, photos=photos, priors=priors)
     rank = trainer.dist.rank
     if rank == 0:

@@ -30,6 +30,9 @@ def test_two_process_training_keeps_ranks_in_step(hrn_data, tmp_path):
     if proc.returncode != 0 and "Address already in use" in proc.stderr:
         pytest.skip("no free port for the gloo rendezvous")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the weights' layout is the gradients' (a 1 x 1 convolution fed channels-last photos):
+    # DistributedDataParallel has nothing to warn about
+    assert "Grad strides do not match" not in proc.stderr, proc.stderr[-3000:]
     r0 = torch.load(out / "rank0.pt", weights_only=True)
     r1 = torch.load(out / "rank1.pt", weights_only=True)
     assert r0["world"] == r1["world"] == 2
