@@ -34,8 +34,8 @@ A later stage starts from the networks of the earlier ones in the same run folde
 Exact resume
 ------------
 A checkpoint holds the networks, every optimiser, the learning-rate schedule position, the
-random states (python, numpy, torch; one set per process) and the data position of every
-sampler. ``--resume`` restores all of them and continues after the checkpoint's step: a run of
+random states (python, numpy, torch) and the data position of every sampler, one set of both
+per process. ``--resume`` restores all of them and continues after the checkpoint's step: a run of
 N steps and a run of k steps resumed for N - k give identical parameters (on the same device
 and thread count). A run killed between checkpoints loses only the steps after the last one,
 which are redone identically.
@@ -792,9 +792,14 @@ class Trainer:
         }
 
     def _save(self, stage: str, step: int, done: bool, optim: dict, samplers: dict) -> None:
-        rngs = _gather(_rng_state(), self.dist)
+        # every process's random state and data position: a dataset that the processes do not
+        # share evenly (5 photos, 2 processes) puts each at its own epoch and cursor
+        mine = (_rng_state(), {k: s.state_dict() for k, s in samplers.items()})
+        states = _gather(mine, self.dist)
         if not self.dist.main:
             return
+        rngs = [rng for rng, _ in states]
+        positions = [position for _, position in states]
         data = {
             "format": CHECKPOINT_FORMAT,
             "stage": stage,
@@ -807,7 +812,8 @@ class Trainer:
             "optimizers": {k: o.state_dict() for k, o in optim.items()},
             "schedule": {"kind": getattr(self.config, stage).schedule, "step": step},
             "rng": rngs,
-            "data": {k: s.state_dict() for k, s in samplers.items()},
+            "data": positions[0],
+            "data_ranks": positions,
         }
         save_checkpoint_atomic(self.checkpoint_path(stage), data)
 
@@ -917,11 +923,16 @@ class Trainer:
                 )
             self._load_network_state(data["state"], ckpt)
             rngs = data["rng"]
+            # this process's own data position; a checkpoint of another number of processes
+            # (or one from before the positions were saved per process) gives the first's
+            ranks = data.get("data_ranks")
+            same_world = isinstance(ranks, list) and len(ranks) == self.dist.world
+            position = ranks[self.dist.rank] if same_world else data["data"]
             try:
                 for k, o in optim.items():
                     o.load_state_dict(data["optimizers"][k])
                 for k, s in samplers.items():
-                    s.load_state_dict(data["data"][k])
+                    s.load_state_dict(position[k])
                 if len(rngs) == self.dist.world:
                     _set_rng_state(rngs[self.dist.rank])
             except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
