@@ -1452,7 +1452,9 @@ def train(
         de-retouching pairs when ``pairs`` is not given).
     pairs : photos dataset with an ``image_clean`` field (de-retouching pairs).
     stages : subset of ``base``, ``deretouch``, ``hrn``.
-    resume : continue the stages of an existing run exactly where its checkpoints are.
+    resume : continue the stages of an existing run exactly where its checkpoints are (a
+        run killed before its first checkpoint, which holds only its ``config.yaml``, starts
+        over); a folder without a run is refused.
     init : initialise the networks from this checkpoint (a facehd run's ``model.pt`` /
         checkpoint, or the official HRN checkpoint) instead of from the run's earlier stages.
     callback : called after every step as ``callback(stage, step, total, values)``.
@@ -1460,9 +1462,9 @@ def train(
     Raises
     ------
     FacehdError
-        Existing run without ``resume``, another configuration than the run's, a missing
-        dataset, a priors file of another model; :class:`~facehd.errors.InputFileError` for
-        unreadable or foreign files.
+        Existing run without ``resume``, ``resume`` without a run, another configuration
+        than the run's, a missing dataset, a priors file of another model;
+        :class:`~facehd.errors.InputFileError` for unreadable or foreign files.
     """
     out = Path(out)
     unknown = [s for s in stages if s not in STAGES]
@@ -1476,6 +1478,13 @@ def train(
         raise InputFileError(init, f"checkpoint file (--init) {why}")
     ckpt_dir = out / "checkpoints"
     existing = sorted(ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
+    if resume and not existing and not (out / "config.yaml").is_file():
+        # a mistyped --out would otherwise start a new run, on the default preset when no
+        # --config is given, where the user meant to continue one
+        raise FacehdError(
+            f"{out}: no training run to resume (no checkpoints, no config.yaml); check --out, "
+            "or start the run without --resume"
+        )
     trainer = Trainer(config, out, photos=photos, priors=priors, pairs=pairs)
     with _run_lock(out) if trainer.dist.main else nullcontext():
         stop = trainer.stop if trainer.dist.world == 1 else nullcontext()

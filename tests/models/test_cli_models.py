@@ -34,6 +34,20 @@ def test_print_config_and_bad_config(tmp_path):
     assert not (tmp_path / "r" / "model.pt").exists()
 
 
+def test_resume_without_a_run_is_refused(hrn_data, tmp_path):
+    # a mistyped --out: not a new run on the default preset, but named; nothing is made
+    for out in (tmp_path / "runs" / "tinny", tmp_path / "empty"):
+        if out.name == "empty":
+            out.mkdir()
+        args = ["train", "--resume", "--out", str(out), "--photos", str(hrn_data.photos)]
+        res = runner.invoke(app, [*args, "--priors", str(hrn_data.priors)])
+        assert res.exit_code == 2, res.output
+        assert str(out) in res.output and "no training run to resume" in res.output
+        if out.exists():
+            assert list(out.iterdir()) == []
+    assert not (tmp_path / "runs").exists()
+
+
 def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
     cfg = tiny_config()
     cfg.base.steps, cfg.deretouch.steps, cfg.hrn.steps = 1, 1, 2
