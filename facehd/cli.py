@@ -1070,9 +1070,8 @@ def train_cmd(
 
     Example: facehd train --config tiny-cpu --photos photos.h5 --priors priors.h5 --out runs/tiny
     """
-    import yaml
-
     from facehd.errors import FacehdError
+    from facehd.yamlio import safe_dump_text
     from models.config import config_to_dict
     from models.train import STAGES, TrainingInterrupted
     from models.train import train as run_training
@@ -1093,7 +1092,7 @@ def train_cmd(
     if print_config:
         # as is: YAML must not be wrapped at the console's width (a long path would break it)
         console.print(
-            yaml.safe_dump(config_to_dict(cfg), sort_keys=False),
+            safe_dump_text(config_to_dict(cfg), sort_keys=False),
             markup=False,
             highlight=False,
             soft_wrap=True,
