@@ -317,14 +317,24 @@ class _Dist:
         return self.world > 1
 
 
+def process_group_backend(device: torch.device) -> str:
+    """The ``torch.distributed`` backends of a run on ``device``: gloo on CPUs; on GPUs NCCL for
+    the CUDA tensors (the gradients) and gloo for the CPU tensors every run also exchanges (the
+    finite-loss flag of each step, the random states and data positions of a checkpoint), which
+    NCCL alone refuses ("No backend type associated with device type cpu")."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
 def _init_distributed(device: torch.device) -> _Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return _Dist()
     import torch.distributed as dist
 
+    if device.type == "cuda":  # each process on its own GPU (NCCL's communicators follow it)
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=process_group_backend(device))
     return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 

@@ -78,3 +78,17 @@ def test_two_process_run_resumes_exactly_on_photos_shared_unevenly(hrn_data, tmp
         params = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         for k, v in params["whole"].items():
             assert torch.equal(v, params["resumed"][k]), (rank, k)
+
+
+def test_a_gpu_run_has_a_backend_for_its_cpu_tensors():
+    from models.train import process_group_backend
+
+    # every run exchanges CPU tensors (each step's finite-loss flag, the random states and data
+    # positions of a checkpoint): NCCL alone takes CUDA tensors only, and would stop a GPU run
+    # at its first step
+    for device, cpu_backend in (("cpu", "gloo"), ("cuda", "gloo"), ("cuda:1", "gloo")):
+        spec = process_group_backend(torch.device(device))
+        pairs = dict(p.split(":") for p in spec.split(",")) if ":" in spec else {"cpu": spec}
+        assert pairs["cpu"] == cpu_backend, (device, spec)
+        if device.startswith("cuda"):
+            assert pairs["cuda"] == "nccl", spec
