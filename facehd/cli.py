@@ -1070,6 +1070,8 @@ def train_cmd(
 
     Example: facehd train --config tiny-cpu --photos photos.h5 --priors priors.h5 --out runs/tiny
     """
+    import os
+
     from facehd.errors import FacehdError
     from facehd.yamlio import safe_dump_text
     from models.config import config_to_dict
@@ -1101,20 +1103,31 @@ def train_cmd(
     if out is None:
         _error("give the run folder: --out DIR (only --print-config works without it)")
         raise typer.Exit(2)
+
+    def run(callback: Callable | None) -> Any:
+        return run_training(
+            cfg,
+            out,
+            photos=photos,
+            priors=priors,
+            pairs=pairs,
+            stages=stages,
+            resume=resume,
+            init=init,
+            callback=callback,
+        )
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        # another process of a torchrun: the first speaks for the run (its bars, table, errors)
+        try:
+            run(None)
+        except ValueError:
+            raise typer.Exit(2) from None
+        return
     with _exit_on_error(FacehdError, ValueError):
         try:
             with _progress() as bar:
-                result = run_training(
-                    cfg,
-                    out,
-                    photos=photos,
-                    priors=priors,
-                    pairs=pairs,
-                    stages=stages,
-                    resume=resume,
-                    init=init,
-                    callback=_training_bar(bar),
-                )
+                result = run(_training_bar(bar))
         except TrainingInterrupted as stopped:  # Ctrl-C or kill: saved after the step
             console.print(f"[yellow]interrupted:[/yellow] {esc(stopped)}", soft_wrap=True)
             raise typer.Exit(130) from None

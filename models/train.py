@@ -42,10 +42,11 @@ which are redone identically.
 
 Scale
 -----
-``torchrun --nproc_per_node=G -m models.train ...`` (or ``torchrun $(which facehd) train ...``)
-trains with DistributedDataParallel: NCCL on GPUs, gloo on CPUs. Each process draws its own share
-of every batch order; rank 0 writes logs and checkpoints. Mixed precision (bfloat16 autocast)
-is used on GPUs only.
+``torchrun --nproc_per_node=G -m models.train ...`` (or ``torchrun -m facehd.cli train ...``)
+trains with DistributedDataParallel: NCCL on GPUs (with gloo for the CPU tensors), gloo on CPUs.
+Each process draws its own share of every batch order; rank 0 takes and checks the run folder,
+writes logs and checkpoints and speaks for the run (progress lines, :func:`progress_lines`, and
+errors). Mixed precision (bfloat16 autocast) is used on GPUs only.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, nullcontext
@@ -93,6 +95,8 @@ __all__ = [
     "TrainingInterrupted",
     "load_train_config",
     "paper_train_config",
+    "process_group_backend",
+    "progress_lines",
     "tiny_cpu_train_config",
     "train",
 ]
@@ -621,6 +625,46 @@ class TrainResult:
 
 
 StepCallback = Callable[[str, int, int, dict[str, float]], None]
+
+
+def _clock(seconds: float) -> str:
+    """``h:mm:ss`` of a duration."""
+    if not math.isfinite(seconds):
+        return "?"
+    s = round(max(seconds, 0.0))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def progress_lines(
+    say: Callable[[str], None] = log.info,
+    every: float = 30.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> StepCallback:
+    """A step callback (:func:`train`'s ``callback``) that says where a stage is, for a run
+    without a progress bar (``python -m models.train`` under ``torchrun``): at most every
+    ``every`` seconds and at the stage's last step, one line with the step, the loss, the speed
+    and the time left, e.g. ``stage base: step 120/1000 (12%), loss 1.234, 2.41 it/s, 0:06:05
+    left``. The speed counts the steps since the stage's first report in this run."""
+    first: dict[str, tuple[float, int]] = {}
+    said: dict[str, float] = {}
+
+    def callback(stage: str, step: int, total: int, values: dict[str, float]) -> None:
+        now = clock()
+        t0, step0 = first.setdefault(stage, (now, step))
+        if step < total and now - said.get(stage, t0) < every:
+            return
+        said[stage] = now
+        rate = (step - step0) / (now - t0) if now > t0 and step > step0 else math.nan
+        left = 0.0 if step >= total else (total - step) / rate if rate > 0 else math.nan
+        loss = values.get("total")
+        text = f"stage {stage}: step {step}/{total} ({100 * step / max(total, 1):.0f}%)"
+        if isinstance(loss, float):
+            text += f", loss {loss:.4g}"
+        if math.isfinite(rate):
+            text += f", {rate:.2f} it/s"
+        say(f"{text}, {_clock(left)} left")
+
+    return callback
 
 
 class Trainer:
@@ -1496,43 +1540,79 @@ def train(
             "or start the run without --resume"
         )
     trainer = Trainer(config, out, photos=photos, priors=priors, pairs=pairs)
-    with _run_lock(out) if trainer.dist.main else nullcontext():
+    with ExitStack() as held:
+        problem = None
+        if trainer.dist.main:  # the first process takes the run folder and checks it
+            try:
+                held.enter_context(_run_lock(out))
+                _prepare_run_folder(trainer, out, existing, resume, init)
+            except ValueError as exc:  # FacehdError, InputFileError
+                problem = exc
+        _raise_everywhere(problem, trainer.dist)
         stop = trainer.stop if trainer.dist.world == 1 else nullcontext()
         with stop:
-            return _train_stages(trainer, out, stages, existing, resume, init, callback)
+            return _train_stages(trainer, out, stages, resume, init, callback)
+
+
+def _raise_everywhere(problem: ValueError | None, d: _Dist) -> None:
+    """Raise ``problem``, found by the first process, on every process. The others, waiting for
+    it at the next collective call, would otherwise fail there with a connection error and a
+    traceback of their own; they raise a :class:`FacehdError` saying the first one stopped the
+    run (whose error says why). A collective call: every process syncs here."""
+    failed = problem is not None
+    if d.active:
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if failed else 0.0])
+        dist.all_reduce(flag)
+        failed = bool(flag.item() > 0)
+    if problem is not None:
+        raise problem
+    if failed:
+        raise FacehdError("the first process stopped the run (its error says why)")
+
+
+def _prepare_run_folder(
+    trainer: Trainer,
+    out: Path,
+    existing: list[Path],
+    resume: bool,
+    init: str | Path | None,
+) -> None:
+    """The first process's checks and records of the run folder it holds: no run there unless
+    ``resume``; the same config, data and ``--init`` as the run's; files a killed run was
+    writing removed; ``config.yaml`` written."""
+    config = trainer.config
+    photos, priors, pairs = trainer.photos_path, trainer.priors_path, trainer.pairs_path
+    if existing and not resume:
+        raise FacehdError(
+            f"{out} already holds a training run ({existing[0].name}); "
+            "use --resume to continue it or choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    # files a killed run was writing (checkpoints, model.pt, logs, config: never complete,
+    # saves go through os.replace); this run holds the folder, so none is being written now
+    for pattern in ("checkpoints/*.pt.tmp*", "*.tmp*"):  # '*' matches hidden names too
+        for partial in out.glob(pattern):
+            if partial.is_file():
+                partial.unlink(missing_ok=True)
+    if resume:
+        _saved_config_matches(out, config)
+    run_data_matches(out, photos=photos, priors=priors, pairs=pairs, new_run=not resume)
+    _run_init_matches(out, init, resume)
+    save_config(out / "config.yaml", config)
 
 
 def _train_stages(
     trainer: Trainer,
     out: Path,
     stages: list[str],
-    existing: list[Path],
     resume: bool,
     init: str | Path | None,
     callback: StepCallback | None,
 ) -> TrainResult:
-    """:func:`train` once the trainer is made and the run folder is this process's."""
-    config = trainer.config
-    photos, priors, pairs = trainer.photos_path, trainer.priors_path, trainer.pairs_path
-    if trainer.dist.main:
-        if existing and not resume:
-            raise FacehdError(
-                f"{out} already holds a training run ({existing[0].name}); "
-                "use --resume to continue it or choose another --out"
-            )
-        out.mkdir(parents=True, exist_ok=True)
-        # files a killed run was writing (checkpoints, model.pt, logs, config: never complete,
-        # saves go through os.replace); this run holds the folder, so none is being written now
-        for pattern in ("checkpoints/*.pt.tmp*", "*.tmp*"):  # '*' matches hidden names too
-            for partial in out.glob(pattern):
-                if partial.is_file():
-                    partial.unlink(missing_ok=True)
-        if resume:
-            _saved_config_matches(out, config)
-        run_data_matches(out, photos=photos, priors=priors, pairs=pairs, new_run=not resume)
-        _run_init_matches(out, init, resume)
-        save_config(out / "config.yaml", config)
-    _barrier(trainer.dist)
+    """:func:`train` once the trainer is made and the run folder is taken and checked."""
+    priors = trainer.priors_path
     if init is None and resume and (out / INIT_RECORD).is_file():
         init = _recorded_init(out)
         trainer.log.message(f"--init taken from the run's {INIT_RECORD}: {init}")
@@ -1658,7 +1738,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         description=inspect.cleandoc(train.__doc__ or ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,  # the docstring's own layout
     )
-    p.add_argument("--config", default="tiny-cpu")
+    p.add_argument(
+        "--config",
+        help="preset (tiny-cpu, paper) or a YAML/JSON file (default: tiny-cpu; with --resume, "
+        "the run's own config.yaml)",
+    )
     p.add_argument("--photos")
     p.add_argument("--priors")
     p.add_argument("--pairs")
@@ -1669,26 +1753,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--steps", type=int, help="override the steps of every selected stage")
     p.add_argument("--identity-network", help="the perceptual loss's identity network weights")
     a = p.parse_args(argv)
-    cfg = load_train_config(a.config)
-    stages = STAGES if not a.stage or "all" in a.stage else a.stage
-    if a.steps is not None:
-        for s in stages:
-            getattr(cfg, s).steps = a.steps
-    if a.identity_network is not None:
-        cfg.identity_network = a.identity_network
     # one process speaks for the run (the others would print every line again)
     quiet = int(os.environ.get("RANK", "0")) != 0
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
-    train(
-        cfg,
-        a.out,
-        photos=a.photos,
-        priors=a.priors,
-        pairs=a.pairs,
-        stages=stages,
-        resume=a.resume,
-        init=a.init,
-    )
+    own = Path(a.out) / "config.yaml"
+    config = a.config or (str(own) if a.resume and own.is_file() else "tiny-cpu")
+    try:
+        cfg = load_train_config(config)
+        stages = STAGES if not a.stage or "all" in a.stage else a.stage
+        if a.steps is not None:
+            for s in stages:
+                getattr(cfg, s).steps = a.steps
+        if a.identity_network is not None:
+            cfg.identity_network = a.identity_network
+        train(
+            cfg,
+            a.out,
+            photos=a.photos,
+            priors=a.priors,
+            pairs=a.pairs,
+            stages=stages,
+            resume=a.resume,
+            init=a.init,
+            callback=None if quiet else progress_lines(),
+        )
+    except (FacehdError, ValueError) as exc:  # what the user can mend: the message, no traceback
+        if not quiet:
+            print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
 

@@ -92,3 +92,31 @@ def test_a_gpu_run_has_a_backend_for_its_cpu_tensors():
         assert pairs["cpu"] == cpu_backend, (device, spec)
         if device.startswith("cuda"):
             assert pairs["cuda"] == "nccl", spec
+
+
+def test_a_problem_the_first_process_finds_is_one_error(hrn_data, tmp_path):
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with the gloo backend is not available in this build")
+    # a run folder that holds a run, given without --resume: the first process checks the
+    # folder; the other, waiting for it, stops too, without a connection error of its own
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "base.pt").write_bytes(b"")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "models.train", "--out", str(out), "--photos", str(hrn_data.photos),
+        "--stage", "base",
+    ]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot spawn two training processes here: {exc}")
+    if "Address already in use" in proc.stderr:
+        pytest.skip("no free port for the gloo rendezvous")
+    assert proc.returncode != 0
+    said = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(said) == 1 and "already holds a training run" in said[0], proc.stderr[-3000:]
+    assert "[rank" not in proc.stderr and "Connection closed" not in proc.stderr

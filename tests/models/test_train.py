@@ -657,3 +657,46 @@ def test_resume_tells_photos_cropped_from_other_landmarks(tmp_path):
     after = dataset_fingerprint(photos)
     assert after["sha256"] == before["sha256"]  # the source files are the same
     assert after["content_sha256"] != before["content_sha256"]
+
+
+def test_progress_lines_say_the_step_loss_speed_and_time_left():
+    from models.train import progress_lines
+
+    now, lines = [0.0], []
+    report = progress_lines(lines.append, every=10.0, clock=lambda: now[0])
+    for step in range(1, 101):  # 2 steps a second
+        now[0] = 0.5 * step
+        report("base", step, 100, {"kind": "self", "total": 2.0})
+    # every 10 s (20 steps), counted from the first report, and at the last step
+    assert [line.split(",")[0] for line in lines] == [
+        f"stage base: step {k}/100 ({k}%)" for k in (21, 41, 61, 81, 100)
+    ]
+    assert lines[0] == "stage base: step 21/100 (21%), loss 2, 2.00 it/s, 0:00:40 left"
+    assert lines[-1].endswith("2.00 it/s, 0:00:00 left")
+
+
+def test_the_module_entry_point_resumes_with_the_runs_config(
+    hrn_data, tmp_path, one_thread, caplog, capsys
+):
+    import logging
+
+    from models.config import save_config
+    from models.train import main
+
+    caplog.set_level(logging.INFO, logger="facehd.train")
+    cfg = tiny_config()
+    cfg.base.steps = 2
+    out = tmp_path / "run"
+    args = ["--out", str(out), "--photos", str(hrn_data.photos), "--stage", "base"]
+    main(["--config", str(save_config(tmp_path / "cfg.yaml", cfg)), *args])
+    assert "stage base: step 2/2 (100%), loss " in caplog.text  # progress, for torchrun
+    # without --config, a resume takes the run's config.yaml (the tiny-cpu preset differs)
+    main(["--resume", *args])
+    assert "resumed from" in caplog.text
+    # a mistake is one line naming it, not a traceback
+    with pytest.raises(SystemExit) as stopped:
+        main(["--resume", "--out", str(tmp_path / "none"), "--photos", str(hrn_data.photos)])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no training run to resume" in err
+    assert "Traceback" not in err
