@@ -452,6 +452,18 @@ def _seed_everything(seed: int) -> None:
 _MODEL_SIZES = ("name", "n_vertices", "n_id", "n_exp", "n_tex")
 
 
+def _morphable_record(model: Any) -> dict[str, Any]:
+    """What a checkpoint records of its morphable model: name, sizes and fingerprint."""
+    return {
+        "name": model.name,
+        "n_vertices": model.n_vertices,
+        "n_id": model.n_id,
+        "n_exp": model.n_exp,
+        "n_tex": model.n_tex,
+        "fingerprint": model.fingerprint,
+    }
+
+
 def _model_brief(info: Any) -> dict[str, Any]:
     """A checkpoint's morphable-model record for an error message: sizes and topology hash."""
     d = info if isinstance(info, dict) else {}
@@ -835,15 +847,7 @@ class Trainer:
         return self.out / "checkpoints" / f"{stage}.pt"
 
     def _morphable_info(self) -> dict[str, Any]:
-        m = self.morphable
-        return {
-            "name": m.name,
-            "n_vertices": m.n_vertices,
-            "n_id": m.n_id,
-            "n_exp": m.n_exp,
-            "n_tex": m.n_tex,
-            "fingerprint": m.fingerprint,
-        }
+        return _morphable_record(self.morphable)
 
     def _save(self, stage: str, step: int, done: bool, optim: dict, samplers: dict) -> None:
         # every process's random state and data position: a dataset that the processes do not
