@@ -29,7 +29,7 @@ A later stage starts from the networks of the earlier ones in the same run folde
     checkpoints/<stage>.pt      latest checkpoint of the stage (atomic: temp file + os.replace)
     model.pt                    the networks after the last finished stage (for reconstruct)
     init.json                   the ``--init`` checkpoint (path, SHA-256) a resume starts from
-    tensorboard/                only when the ``tensorboard`` package is importable
+    tensorboard/<stage>/        event files, only when the ``tensorboard`` package is importable
 
 Exact resume
 ------------
@@ -480,8 +480,10 @@ class _RunLog:
     def __init__(self, out: Path, enabled: bool) -> None:
         self.out = out
         self.enabled = enabled
-        self._tb = None
+        self._writer: Any = None  # SummaryWriter's class, once found importable
+        self._tb: dict[str, Any] = {}  # stage -> its SummaryWriter
         self._tb_checked = False
+        self._purge: dict[str, int] = {}  # stage -> first step this run logs again
 
     def message(self, text: str) -> None:
         log.info(text)
@@ -491,7 +493,11 @@ class _RunLog:
         with open(self.out / "train.log", "a") as fh:
             fh.write(f"{stamp} {text}\n")
 
-    def tensorboard(self):
+    def tensorboard(self, stage: str) -> Any:
+        """The stage's SummaryWriter (``tensorboard/<stage>``), None without tensorboard. Each
+        stage has its own folder, as its steps count from 1: a resumed stage's writer purges
+        the events a killed run logged after the checkpoint (TensorBoard's ``purge_step``),
+        as :meth:`truncate` drops its CSV rows, which would otherwise be shown twice."""
         if not self._tb_checked and self.enabled:
             self._tb_checked = True
             try:
@@ -502,14 +508,19 @@ class _RunLog:
                     "(pip install tensorboard to get event files)"
                 )
             else:
-                self._tb = SummaryWriter(str(self.out / "tensorboard"))
-        return self._tb
+                self._writer = SummaryWriter
+        if self._writer is not None and stage not in self._tb:
+            folder = self.out / "tensorboard" / stage
+            self._tb[stage] = self._writer(str(folder), purge_step=self._purge.get(stage))
+        return self._tb.get(stage)
 
     def csv_path(self, stage: str) -> Path:
         return self.out / f"log_{stage}.csv"
 
     def truncate(self, stage: str, last_step: int) -> None:
-        """Drop rows after ``last_step`` (written by a run killed after its last checkpoint)."""
+        """Drop rows after ``last_step`` (written by a run killed after its last checkpoint),
+        and the TensorBoard events after it."""
+        self._purge[stage] = last_step + 1
         path = self.csv_path(stage)
         if not self.enabled or not path.is_file():
             return
@@ -550,15 +561,15 @@ class _RunLog:
             if not exists:
                 w.writeheader()
             w.writerow({"step": step, **values})
-        tb = self.tensorboard()
+        tb = self.tensorboard(stage)
         if tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)):
                     tb.add_scalar(f"{stage}/{k}", v, step)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        for writer in self._tb.values():
+            writer.close()
 
 
 # --------------------------------------------------------------------------------------------

@@ -700,3 +700,43 @@ def test_the_module_entry_point_resumes_with_the_runs_config(
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no training run to resume" in err
     assert "Traceback" not in err
+
+
+def test_a_resumed_stage_hides_the_tensorboard_events_after_its_checkpoint(
+    hrn_data, tmp_path, one_thread, monkeypatch
+):
+    import sys
+    import types
+
+    writers: list[dict] = []
+
+    class Writer:  # what the trainer asks of torch.utils.tensorboard.SummaryWriter
+        def __init__(self, log_dir: str, purge_step: int | None = None) -> None:
+            self.record = {"dir": Path(log_dir), "purge_step": purge_step, "steps": []}
+            writers.append(self.record)
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            if tag.endswith("/total"):
+                self.record["steps"].append(step)
+
+        def close(self) -> None:
+            pass
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = Writer
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    out = tmp_path / "run"
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "stages": ["base", "hrn"]}
+    cfg = tiny_config()
+    cfg.hrn.steps = 6
+    with pytest.raises(Killed):  # after step 4's checkpoint and step 5's events
+        train(cfg, out, callback=kill_at("hrn", 5), **kw)
+    train(cfg, out, resume=True, **kw)
+    # one folder per stage (the steps of each count from 1) ...
+    by_run = [(w["dir"].relative_to(out).as_posix(), w["purge_step"], w["steps"]) for w in writers]
+    assert by_run == [
+        ("tensorboard/base", 1, [1, 2, 3]),
+        ("tensorboard/hrn", 1, [1, 2, 3, 4, 5]),
+        # ... and the resumed stage hides what the killed run logged after its checkpoint
+        ("tensorboard/hrn", 5, [5, 6]),
+    ]
