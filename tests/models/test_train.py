@@ -740,3 +740,28 @@ def test_a_resumed_stage_hides_the_tensorboard_events_after_its_checkpoint(
         # ... and the resumed stage hides what the killed run logged after its checkpoint
         ("tensorboard/hrn", 5, [5, 6]),
     ]
+
+
+def test_a_checkpoint_reaches_the_disk_before_it_takes_its_name(tmp_path, monkeypatch):
+    import os
+
+    from models.checkpoints import save_checkpoint_atomic
+
+    events: list[tuple[str, int]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def recording_fsync(fd: int) -> None:
+        events.append(("fsync", os.fstat(fd).st_ino))
+        fsync(fd)
+
+    def recording_replace(src, dst) -> None:  # noqa: ANN001
+        events.append(("replace", os.stat(src).st_ino))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    path = save_checkpoint_atomic(tmp_path / "c.pt", {"step": 1, "w": torch.ones(3)})
+    file, folder = path.stat().st_ino, tmp_path.stat().st_ino
+    # after a power cut the name holds this checkpoint or the one before, not a file cut short
+    assert events == [("fsync", file), ("replace", file), ("fsync", folder)]
+    assert read_checkpoint(path)["step"] == 1
