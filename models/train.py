@@ -1540,6 +1540,7 @@ def train(
     if unknown or not stages:
         raise ValueError(f"stages must be among {STAGES}, got {list(stages)}")
     stages = [s for s in STAGES if s in set(stages)]
+    _check_datasets_given(config, stages, photos=photos, priors=priors, pairs=pairs)
     if out.exists() and not out.is_dir():
         raise FacehdError(f"{out}: exists and is not a folder; give a run folder as --out")
     if init is not None and not Path(init).is_file():  # before the run folder is made
@@ -1567,6 +1568,39 @@ def train(
         stop = trainer.stop if trainer.dist.world == 1 else nullcontext()
         with stop:
             return _train_stages(trainer, out, stages, resume, init, callback)
+
+
+def _check_datasets_given(
+    config: TrainConfig,
+    stages: Sequence[str],
+    *,
+    photos: str | Path | None,
+    priors: str | Path | None,
+    pairs: str | Path | None,
+) -> None:
+    """Every dataset the selected stages read is given, or a FacehdError naming the stage and
+    the option, before anything is made or trained (a later stage would otherwise find it
+    missing only once the stages before it had trained)."""
+    needed: dict[str, tuple[str, list[str]]] = {}  # option -> what it gives, the stages
+
+    def need(option: str, what: str, stage: str) -> None:
+        needed.setdefault(option, (what, []))[1].append(stage)
+
+    for stage in stages:
+        if stage in ("base", "hrn") and photos is None:
+            need("--photos", "the in-the-wild photos, a prepare-images dataset", stage)
+        if stage == "hrn" and config.hrn_options.priors and priors is None:
+            need("--priors", "the ground-truth maps and lab photos of build-priors", stage)
+        if stage == "deretouch" and pairs is None and priors is None:
+            need("--priors or --pairs", "the de-retouching pairs, photos with clean twins", stage)
+    if needed:
+        raise FacehdError(
+            "; ".join(
+                f"give {option} ({what}): stage{'s' if len(names) > 1 else ''} "
+                f"{', '.join(names)} read{'' if len(names) > 1 else 's'} it"
+                for option, (what, names) in needed.items()
+            )
+        )
 
 
 def _raise_everywhere(problem: ValueError | None, d: _Dist) -> None:

@@ -765,3 +765,24 @@ def test_a_checkpoint_reaches_the_disk_before_it_takes_its_name(tmp_path, monkey
     # after a power cut the name holds this checkpoint or the one before, not a file cut short
     assert events == [("fsync", file), ("replace", file), ("fsync", folder)]
     assert read_checkpoint(path)["step"] == 1
+
+
+def test_a_dataset_a_later_stage_reads_is_asked_for_before_any_stage_trains(hrn_data, tmp_path):
+    calls: list[str] = []
+
+    def count(stage, step, total, values):  # noqa: ANN001
+        calls.append(stage)
+
+    out = tmp_path / "run"
+    # the detail stage's priors missing: said before the base stage trains a step
+    with pytest.raises(FacehdError, match=r"give --priors .*stage hrn reads it"):
+        train(tiny_config(), out, photos=hrn_data.photos, stages=["base", "hrn"], callback=count)
+    with pytest.raises(FacehdError, match=r"give --photos .*stages base, hrn read it"):
+        train(tiny_config(), out, priors=hrn_data.priors, callback=count)
+    assert calls == [] and not out.exists()
+    # the detail stage without its supervised iterations reads no priors
+    cfg = tiny_config()
+    cfg.hrn_options.priors = False
+    cfg.hrn.steps = 1
+    train(cfg, out, photos=hrn_data.photos, stages=["hrn"], callback=count)
+    assert calls == ["hrn"]
