@@ -1428,7 +1428,7 @@ def _named(fingerprint: dict | None) -> str:
     """A dataset of :func:`dataset_fingerprint` in words: its path and size, or none."""
     if fingerprint is None:
         return "none"
-    return f"{fingerprint['path']} ({fingerprint['samples']} samples)"
+    return f"{fingerprint.get('path', '?')} ({fingerprint.get('samples', '?')} samples)"
 
 
 def run_data_matches(
@@ -1458,7 +1458,7 @@ def run_data_matches(
     mine = {k: None if v is None else dataset_fingerprint(v) for k, v in given.items()}
     path = out / _DATA_RECORD
     if path.is_file() and not new_run:
-        saved = json.loads(path.read_text())
+        saved = _read_data_record(path)
         for key, now in mine.items():
             was = saved.get(key)
             # a record from before content_sha256 existed is compared by its sha256
@@ -1470,6 +1470,27 @@ def run_data_matches(
                 )
     else:
         atomic_write_bytes(path, (json.dumps(mine, indent=2) + "\n").encode())
+
+
+def _read_data_record(path: Path) -> dict[str, Any]:
+    """A run's ``data.json``: dataset role -> its fingerprint (a mapping) or null."""
+    import json
+
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputFileError(
+            path, f"unreadable record of the datasets the run trained on ({exc})"
+        ) from exc
+    if not isinstance(saved, dict) or not all(
+        v is None or isinstance(v, dict) for v in saved.values()
+    ):
+        raise InputFileError(
+            path,
+            "not a record of the datasets the run trained on (a mapping of photos, priors, "
+            "pairs to their fingerprints)",
+        )
+    return saved
 
 
 def _diff(a: Any, b: Any, where: str = "") -> list[str]:

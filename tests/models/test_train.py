@@ -786,3 +786,25 @@ def test_a_dataset_a_later_stage_reads_is_asked_for_before_any_stage_trains(hrn_
     cfg.hrn.steps = 1
     train(cfg, out, photos=hrn_data.photos, stages=["hrn"], callback=count)
     assert calls == ["hrn"]
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('{\n  "photos": {\n    "path": "/da', "unreadable record of the datasets"),
+        ('{"photos": 5}', "not a record of the datasets"),
+        ("[1]", "not a record of the datasets"),
+    ],
+)
+def test_a_damaged_data_record_is_named(hrn_data, full_run, tmp_path, one_thread, text, says):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(full_run[0], out)
+    (out / "data.json").write_text(text)
+    with pytest.raises(InputFileError, match=rf"data\.json: {says}"):
+        train(tiny_config(), out, resume=True, photos=hrn_data.photos, priors=hrn_data.priors)
+    # a record missing its fields says what differs, without a KeyError
+    (out / "data.json").write_text('{"photos": {}, "priors": null, "pairs": null}')
+    with pytest.raises(FacehdError, match=r"other photos \(\? \(\? samples\)\)"):
+        train(tiny_config(), out, resume=True, photos=hrn_data.photos, priors=hrn_data.priors)
