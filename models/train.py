@@ -528,7 +528,13 @@ class _RunLog:
             rows = list(csv.reader(fh))
         if not rows:
             return
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= last_step]
+
+        def before(row: list[str]) -> bool:
+            # a whole row of a step up to the checkpoint's; not a line cut short (a crash of
+            # the machine mid-write), whose few fields would be read as a row of their own
+            return len(row) == len(rows[0]) and row[0].isdigit() and int(row[0]) <= last_step
+
+        kept = [rows[0]] + [r for r in rows[1:] if before(r)]
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w", newline="") as fh:
             csv.writer(fh).writerows(kept)

@@ -67,6 +67,9 @@ def test_a_killed_run_resumes_exactly(hrn_data, full_run, tmp_path, one_thread):
     stale = [out / "model.pt.tmp4242", out / "checkpoints" / "hrn.pt.tmp4242", out / "x.csv.tmp"]
     for f in stale:
         f.write_bytes(b"partial")
+    # and a log row cut short (a crash of the machine in the middle of its write): dropped
+    with open(out / "log_hrn.csv", "a") as fh:
+        fh.write("1")
     train(tiny_config(), out, resume=True, **kw)
     assert [f for f in stale if f.exists()] == []
     assert states_equal(out_full / "model.pt", out / "model.pt") == []
