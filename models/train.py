@@ -1570,6 +1570,7 @@ def train(
     _check_datasets_given(config, stages, photos=photos, priors=priors, pairs=pairs)
     if out.exists() and not out.is_dir():
         raise FacehdError(f"{out}: exists and is not a folder; give a run folder as --out")
+    _check_run_folder_can_be_made(out)
     if init is not None and not Path(init).is_file():  # before the run folder is made
         why = "is a folder: give the checkpoint file" if Path(init).is_dir() else "not found"
         raise InputFileError(init, f"checkpoint file (--init) {why}")
@@ -1587,6 +1588,11 @@ def train(
         problem = None
         if trainer.dist.main:  # the first process takes the run folder and checks it
             try:
+                try:
+                    out.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    why = exc.strerror or exc
+                    raise FacehdError(f"{out}: cannot make the run folder ({why})") from None
                 held.enter_context(_run_lock(out))
                 _prepare_run_folder(trainer, out, existing, resume, init)
             except ValueError as exc:  # FacehdError, InputFileError
@@ -1595,6 +1601,19 @@ def train(
         stop = trainer.stop if trainer.dist.world == 1 else nullcontext()
         with stop:
             return _train_stages(trainer, out, stages, resume, init, callback)
+
+
+def _check_run_folder_can_be_made(out: Path) -> None:
+    """A FacehdError, before any work, where ``out`` cannot be made or written in: a file
+    where one of its folders should be, or a folder that is not writable."""
+    there = out
+    while not there.exists() and there != there.parent:
+        there = there.parent
+    if not there.is_dir():
+        raise FacehdError(f"{out}: cannot make the run folder: {there} is a file, not a folder")
+    if not os.access(there, os.W_OK | os.X_OK):
+        what = "the run folder" if there == out else f"{there}, where it would be made,"
+        raise FacehdError(f"{out}: cannot write in {what} (no permission, or read-only)")
 
 
 def _check_datasets_given(

@@ -554,6 +554,9 @@ def test_mistakes_are_refused_before_training_and_a_run_is_not_shared(
     afile.write_text("x")
     with pytest.raises(FacehdError, match="not a folder"):
         train(tiny_config(), afile, **kw)
+    # ... or one where a folder of --out should be: named, before the networks are built
+    with pytest.raises(FacehdError, match=r"cannot make the run folder: .*afile\.txt is a file"):
+        train(tiny_config(), afile / "runs" / "a", **kw)
     # photos cropped to another template than the config's: their framings would differ
     cfg = tiny_config()
     cfg.template = "deep3d"
