@@ -1784,13 +1784,16 @@ def _recorded_init(out: Path) -> Path:
 def _run_init_matches(out: Path, init: str | Path | None, resume: bool) -> None:
     """Record a new run's ``--init`` (path and content hash) in ``init.json``; a resumed run
     must start from the same checkpoint: without ``--init`` it takes the recorded one, with
-    another file (other content) it is refused, as is ``--init`` for a run started without."""
+    another file (other content) it is refused, as is ``--init`` for a run started without,
+    once a checkpoint has been saved."""
     from facehd.csvtext import atomic_write_text
     from facehd.h5io import file_sha256
 
     record = out / INIT_RECORD
     saved = any((out / "checkpoints").glob("*.pt"))  # a stage has progressed
-    if resume and record.is_file():
+    # (a run that saved nothing yet, one whose --init could not be read, say, trained nothing
+    # from its recorded checkpoint: another --init starts it afresh)
+    if resume and record.is_file() and (saved or init is None):
         if init is not None:
             recorded = _recorded_init_entry(record)
             if file_sha256(init) != recorded["sha256"]:

@@ -501,6 +501,24 @@ def test_a_run_started_from_init_resumes_from_it(hrn_data, full_run, tmp_path, o
         train(tiny_config(), out_full, resume=True, init=other, **kw)
 
 
+def test_a_run_whose_init_could_not_be_read_resumes_from_another(
+    hrn_data, full_run, tmp_path, one_thread
+):
+    import json
+
+    good = full_run[0] / "checkpoints" / "deretouch.pt"
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[:1000])
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "stages": ["hrn"]}
+    out = tmp_path / "run"
+    with pytest.raises(InputFileError, match=r"cut\.pt"):
+        train(tiny_config(), out, init=cut, **kw)
+    # nothing was trained from it: --resume takes another --init, and records it
+    train(tiny_config(), out, resume=True, init=good, **kw)
+    assert json.loads((out / "init.json").read_text())["path"] == str(good.resolve())
+    assert states_equal(full_run[0] / "model.pt", out / "model.pt") == []
+
+
 def test_init_accepts_the_same_model_built_with_other_threads_only(
     hrn_data, full_run, tmp_path, one_thread
 ):
