@@ -1567,7 +1567,6 @@ def train(
     if unknown or not stages:
         raise ValueError(f"stages must be among {STAGES}, got {list(stages)}")
     stages = [s for s in STAGES if s in set(stages)]
-    _check_datasets_given(config, stages, photos=photos, priors=priors, pairs=pairs)
     if out.exists() and not out.is_dir():
         raise FacehdError(f"{out}: exists and is not a folder; give a run folder as --out")
     _check_run_folder_can_be_made(out)
@@ -1584,6 +1583,7 @@ def train(
             "or start the run without --resume"
         )
     trainer = Trainer(config, out, photos=photos, priors=priors, pairs=pairs)
+    _check_datasets_given(config, stages, photos=photos, priors=priors, pairs=pairs)
     with ExitStack() as held:
         problem = None
         if trainer.dist.main:  # the first process takes the run folder and checks it
