@@ -1096,9 +1096,10 @@ def train_cmd(
 
     Example: facehd train --config tiny-cpu --photos photos.h5 --priors priors.h5 --out runs/tiny
     """
-    import yaml
+    import os
 
     from facehd.errors import FacehdError
+    from facehd.yamlio import safe_dump_text
     from models.config import config_to_dict
     from models.train import STAGES, TrainingInterrupted
     from models.train import train as run_training
@@ -1119,7 +1120,7 @@ def train_cmd(
     if print_config:
         # as is: YAML must not be wrapped at the console's width (a long path would break it)
         console.print(
-            yaml.safe_dump(config_to_dict(cfg), sort_keys=False),
+            safe_dump_text(config_to_dict(cfg), sort_keys=False),
             markup=False,
             highlight=False,
             soft_wrap=True,
@@ -1128,20 +1129,31 @@ def train_cmd(
     if out is None:
         _error("give the run folder: --out DIR (only --print-config works without it)")
         raise typer.Exit(2)
+
+    def run(callback: Callable | None) -> Any:
+        return run_training(
+            cfg,
+            out,
+            photos=photos,
+            priors=priors,
+            pairs=pairs,
+            stages=stages,
+            resume=resume,
+            init=init,
+            callback=callback,
+        )
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        # another process of a torchrun: the first speaks for the run (its bars, table, errors)
+        try:
+            run(None)
+        except ValueError:
+            raise typer.Exit(2) from None
+        return
     with _exit_on_error(FacehdError, ValueError):
         try:
             with _progress() as bar:
-                result = run_training(
-                    cfg,
-                    out,
-                    photos=photos,
-                    priors=priors,
-                    pairs=pairs,
-                    stages=stages,
-                    resume=resume,
-                    init=init,
-                    callback=_training_bar(bar),
-                )
+                result = run(_training_bar(bar))
         except TrainingInterrupted as stopped:  # Ctrl-C or kill: saved after the step
             console.print(f"[yellow]interrupted:[/yellow] {esc(stopped)}", soft_wrap=True)
             raise typer.Exit(130) from None

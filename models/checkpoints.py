@@ -214,18 +214,38 @@ def check_parts(
 def save_checkpoint_atomic(path: str | Path, data: Mapping[str, Any]) -> Path:
     """``torch.save`` ``data`` to ``path`` through a temporary file and ``os.replace``.
 
-    An interrupted save leaves the previous file intact.
+    An interrupted save leaves the previous file intact. The file's bytes reach the disk before
+    it takes the name (and the rename before this returns), so after a power cut or a crash of
+    the machine the name holds the new checkpoint or the previous one, never a file cut short.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
-        torch.save(dict(data), tmp)
+        with open(tmp, "wb") as fh:
+            torch.save(dict(data), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk, where the system allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def strip_prefix(state: Mapping[str, Any], prefixes: tuple[str, ...] = WRAPPER_PREFIXES) -> dict:

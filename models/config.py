@@ -596,9 +596,9 @@ def save_config(path: str | Path, config: Any) -> Path:
     if path.suffix.lower() == ".json":
         text = json.dumps(data, indent=2) + "\n"
     else:
-        import yaml
+        from facehd.yamlio import safe_dump_text
 
-        text = yaml.safe_dump(data, sort_keys=False)
+        text = safe_dump_text(data, sort_keys=False)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)

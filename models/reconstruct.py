@@ -97,6 +97,8 @@ def load_system(
         STAGES,
         MorphableConfig,
         TrainConfig,
+        _model_brief,
+        _morphable_record,
         paper_train_config,
     )
 
@@ -118,8 +120,11 @@ def load_system(
         model = load_model(m.name, **kwargs)
         info = data.get("morphable", {})
         if info.get("n_vertices") != model.n_vertices or info.get("name") != model.name:
+            # sizes and topology hash, not the fingerprint's 90 numbers
             raise InputFileError(
-                path, f"checkpoint is for morphable model {info}, loaded {model.name!r}"
+                path,
+                f"checkpoint is for the morphable model {_model_brief(info)}, the one loaded "
+                f"is {_model_brief(_morphable_record(model))}",
             )
         if info.get("fingerprint") is not None and not model.matches_fingerprint(
             info["fingerprint"]

@@ -29,23 +29,24 @@ A later stage starts from the networks of the earlier ones in the same run folde
     checkpoints/<stage>.pt      latest checkpoint of the stage (atomic: temp file + os.replace)
     model.pt                    the networks after the last finished stage (for reconstruct)
     init.json                   the ``--init`` checkpoint (path, SHA-256) a resume starts from
-    tensorboard/                only when the ``tensorboard`` package is importable
+    tensorboard/<stage>/        event files, only when the ``tensorboard`` package is importable
 
 Exact resume
 ------------
 A checkpoint holds the networks, every optimiser, the learning-rate schedule position, the
-random states (python, numpy, torch; one set per process) and the data position of every
-sampler. ``--resume`` restores all of them and continues after the checkpoint's step: a run of
+random states (python, numpy, torch) and the data position of every sampler, one set of both
+per process. ``--resume`` restores all of them and continues after the checkpoint's step: a run of
 N steps and a run of k steps resumed for N - k give identical parameters (on the same device
 and thread count). A run killed between checkpoints loses only the steps after the last one,
 which are redone identically.
 
 Scale
 -----
-``torchrun --nproc_per_node=G -m models.train ...`` (or ``torchrun $(which facehd) train ...``)
-trains with DistributedDataParallel: NCCL on GPUs, gloo on CPUs. Each process draws its own share
-of every batch order; rank 0 writes logs and checkpoints. Mixed precision (bfloat16 autocast)
-is used on GPUs only.
+``torchrun --nproc_per_node=G -m models.train ...`` (or ``torchrun -m facehd.cli train ...``)
+trains with DistributedDataParallel: NCCL on GPUs (with gloo for the CPU tensors), gloo on CPUs.
+Each process draws its own share of every batch order; rank 0 takes and checks the run folder,
+writes logs and checkpoints and speaks for the run (progress lines, :func:`progress_lines`, and
+errors). Mixed precision (bfloat16 autocast) is used on GPUs only.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, nullcontext
@@ -93,6 +95,8 @@ __all__ = [
     "TrainingInterrupted",
     "load_train_config",
     "paper_train_config",
+    "process_group_backend",
+    "progress_lines",
     "tiny_cpu_train_config",
     "train",
 ]
@@ -317,14 +321,24 @@ class _Dist:
         return self.world > 1
 
 
+def process_group_backend(device: torch.device) -> str:
+    """The ``torch.distributed`` backends of a run on ``device``: gloo on CPUs; on GPUs NCCL for
+    the CUDA tensors (the gradients) and gloo for the CPU tensors every run also exchanges (the
+    finite-loss flag of each step, the random states and data positions of a checkpoint), which
+    NCCL alone refuses ("No backend type associated with device type cpu")."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
 def _init_distributed(device: torch.device) -> _Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return _Dist()
     import torch.distributed as dist
 
+    if device.type == "cuda":  # each process on its own GPU (NCCL's communicators follow it)
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=process_group_backend(device))
     return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
@@ -350,6 +364,13 @@ def _wrap(module: nn.Module, d: _Dist, device: torch.device) -> nn.Module:
         return module
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    # the weights in the channels-last layout: the photos reach the networks channels-last (a
+    # permuted (B, H, W, 3) stack, the faster layout for the CPU's convolutions), and a
+    # convolution's weight gradient then comes channels-last too, whose strides differ from a
+    # contiguous weight's wherever the kernel is 1 x 1; DistributedDataParallel then copies
+    # those gradients into its buckets and warns on every process ("Grad strides do not match
+    # bucket view strides")
+    module.to(memory_format=torch.channels_last)
     ids = [device.index] if device.type == "cuda" else None
     return DDP(module, device_ids=ids)
 
@@ -431,6 +452,18 @@ def _seed_everything(seed: int) -> None:
 _MODEL_SIZES = ("name", "n_vertices", "n_id", "n_exp", "n_tex")
 
 
+def _morphable_record(model: Any) -> dict[str, Any]:
+    """What a checkpoint records of its morphable model: name, sizes and fingerprint."""
+    return {
+        "name": model.name,
+        "n_vertices": model.n_vertices,
+        "n_id": model.n_id,
+        "n_exp": model.n_exp,
+        "n_tex": model.n_tex,
+        "fingerprint": model.fingerprint,
+    }
+
+
 def _model_brief(info: Any) -> dict[str, Any]:
     """A checkpoint's morphable-model record for an error message: sizes and topology hash."""
     d = info if isinstance(info, dict) else {}
@@ -447,8 +480,10 @@ class _RunLog:
     def __init__(self, out: Path, enabled: bool) -> None:
         self.out = out
         self.enabled = enabled
-        self._tb = None
+        self._writer: Any = None  # SummaryWriter's class, once found importable
+        self._tb: dict[str, Any] = {}  # stage -> its SummaryWriter
         self._tb_checked = False
+        self._purge: dict[str, int] = {}  # stage -> first step this run logs again
 
     def message(self, text: str) -> None:
         log.info(text)
@@ -458,7 +493,11 @@ class _RunLog:
         with open(self.out / "train.log", "a") as fh:
             fh.write(f"{stamp} {text}\n")
 
-    def tensorboard(self):
+    def tensorboard(self, stage: str) -> Any:
+        """The stage's SummaryWriter (``tensorboard/<stage>``), None without tensorboard. Each
+        stage has its own folder, as its steps count from 1: a resumed stage's writer purges
+        the events a killed run logged after the checkpoint (TensorBoard's ``purge_step``),
+        as :meth:`truncate` drops its CSV rows, which would otherwise be shown twice."""
         if not self._tb_checked and self.enabled:
             self._tb_checked = True
             try:
@@ -469,14 +508,19 @@ class _RunLog:
                     "(pip install tensorboard to get event files)"
                 )
             else:
-                self._tb = SummaryWriter(str(self.out / "tensorboard"))
-        return self._tb
+                self._writer = SummaryWriter
+        if self._writer is not None and stage not in self._tb:
+            folder = self.out / "tensorboard" / stage
+            self._tb[stage] = self._writer(str(folder), purge_step=self._purge.get(stage))
+        return self._tb.get(stage)
 
     def csv_path(self, stage: str) -> Path:
         return self.out / f"log_{stage}.csv"
 
     def truncate(self, stage: str, last_step: int) -> None:
-        """Drop rows after ``last_step`` (written by a run killed after its last checkpoint)."""
+        """Drop rows after ``last_step`` (written by a run killed after its last checkpoint),
+        and the TensorBoard events after it."""
+        self._purge[stage] = last_step + 1
         path = self.csv_path(stage)
         if not self.enabled or not path.is_file():
             return
@@ -484,7 +528,13 @@ class _RunLog:
             rows = list(csv.reader(fh))
         if not rows:
             return
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= last_step]
+
+        def before(row: list[str]) -> bool:
+            # a whole row of a step up to the checkpoint's; not a line cut short (a crash of
+            # the machine mid-write), whose few fields would be read as a row of their own
+            return len(row) == len(rows[0]) and row[0].isdigit() and int(row[0]) <= last_step
+
+        kept = [rows[0]] + [r for r in rows[1:] if before(r)]
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w", newline="") as fh:
             csv.writer(fh).writerows(kept)
@@ -517,15 +567,15 @@ class _RunLog:
             if not exists:
                 w.writeheader()
             w.writerow({"step": step, **values})
-        tb = self.tensorboard()
+        tb = self.tensorboard(stage)
         if tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)):
                     tb.add_scalar(f"{stage}/{k}", v, step)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        for writer in self._tb.values():
+            writer.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -604,6 +654,46 @@ class TrainResult:
 
 
 StepCallback = Callable[[str, int, int, dict[str, float]], None]
+
+
+def _clock(seconds: float) -> str:
+    """``h:mm:ss`` of a duration."""
+    if not math.isfinite(seconds):
+        return "?"
+    s = round(max(seconds, 0.0))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def progress_lines(
+    say: Callable[[str], None] = log.info,
+    every: float = 30.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> StepCallback:
+    """A step callback (:func:`train`'s ``callback``) that says where a stage is, for a run
+    without a progress bar (``python -m models.train`` under ``torchrun``): at most every
+    ``every`` seconds and at the stage's last step, one line with the step, the loss, the speed
+    and the time left, e.g. ``stage base: step 120/1000 (12%), loss 1.234, 2.41 it/s, 0:06:05
+    left``. The speed counts the steps since the stage's first report in this run."""
+    first: dict[str, tuple[float, int]] = {}
+    said: dict[str, float] = {}
+
+    def callback(stage: str, step: int, total: int, values: dict[str, float]) -> None:
+        now = clock()
+        t0, step0 = first.setdefault(stage, (now, step))
+        if step < total and now - said.get(stage, t0) < every:
+            return
+        said[stage] = now
+        rate = (step - step0) / (now - t0) if now > t0 and step > step0 else math.nan
+        left = 0.0 if step >= total else (total - step) / rate if rate > 0 else math.nan
+        loss = values.get("total")
+        text = f"stage {stage}: step {step}/{total} ({100 * step / max(total, 1):.0f}%)"
+        if isinstance(loss, float):
+            text += f", loss {loss:.4g}"
+        if math.isfinite(rate):
+            text += f", {rate:.2f} it/s"
+        say(f"{text}, {_clock(left)} left")
+
+    return callback
 
 
 class Trainer:
@@ -791,20 +881,17 @@ class Trainer:
         return self.out / "checkpoints" / f"{stage}.pt"
 
     def _morphable_info(self) -> dict[str, Any]:
-        m = self.morphable
-        return {
-            "name": m.name,
-            "n_vertices": m.n_vertices,
-            "n_id": m.n_id,
-            "n_exp": m.n_exp,
-            "n_tex": m.n_tex,
-            "fingerprint": m.fingerprint,
-        }
+        return _morphable_record(self.morphable)
 
     def _save(self, stage: str, step: int, done: bool, optim: dict, samplers: dict) -> None:
-        rngs = _gather(_rng_state(), self.dist)
+        # every process's random state and data position: a dataset that the processes do not
+        # share evenly (5 photos, 2 processes) puts each at its own epoch and cursor
+        mine = (_rng_state(), {k: s.state_dict() for k, s in samplers.items()})
+        states = _gather(mine, self.dist)
         if not self.dist.main:
             return
+        rngs = [rng for rng, _ in states]
+        positions = [position for _, position in states]
         data = {
             "format": CHECKPOINT_FORMAT,
             "stage": stage,
@@ -817,7 +904,8 @@ class Trainer:
             "optimizers": {k: o.state_dict() for k, o in optim.items()},
             "schedule": {"kind": getattr(self.config, stage).schedule, "step": step},
             "rng": rngs,
-            "data": {k: s.state_dict() for k, s in samplers.items()},
+            "data": positions[0],
+            "data_ranks": positions,
         }
         save_checkpoint_atomic(self.checkpoint_path(stage), data)
 
@@ -927,11 +1015,16 @@ class Trainer:
                 )
             self._load_network_state(data["state"], ckpt)
             rngs = data["rng"]
+            # this process's own data position; a checkpoint of another number of processes
+            # (or one from before the positions were saved per process) gives the first's
+            ranks = data.get("data_ranks")
+            same_world = isinstance(ranks, list) and len(ranks) == self.dist.world
+            position = ranks[self.dist.rank] if same_world else data["data"]
             try:
                 for k, o in optim.items():
                     o.load_state_dict(data["optimizers"][k])
                 for k, s in samplers.items():
-                    s.load_state_dict(data["data"][k])
+                    s.load_state_dict(position[k])
                 if len(rngs) == self.dist.world:
                     _set_rng_state(rngs[self.dist.rank])
             except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
@@ -1358,7 +1451,7 @@ def _named(fingerprint: dict | None) -> str:
     """A dataset of :func:`dataset_fingerprint` in words: its path and size, or none."""
     if fingerprint is None:
         return "none"
-    return f"{fingerprint['path']} ({fingerprint['samples']} samples)"
+    return f"{fingerprint.get('path', '?')} ({fingerprint.get('samples', '?')} samples)"
 
 
 def run_data_matches(
@@ -1388,7 +1481,7 @@ def run_data_matches(
     mine = {k: None if v is None else dataset_fingerprint(v) for k, v in given.items()}
     path = out / _DATA_RECORD
     if path.is_file() and not new_run:
-        saved = json.loads(path.read_text())
+        saved = _read_data_record(path)
         for key, now in mine.items():
             was = saved.get(key)
             # a record from before content_sha256 existed is compared by its sha256
@@ -1400,6 +1493,27 @@ def run_data_matches(
                 )
     else:
         atomic_write_bytes(path, (json.dumps(mine, indent=2) + "\n").encode())
+
+
+def _read_data_record(path: Path) -> dict[str, Any]:
+    """A run's ``data.json``: dataset role -> its fingerprint (a mapping) or null."""
+    import json
+
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputFileError(
+            path, f"unreadable record of the datasets the run trained on ({exc})"
+        ) from exc
+    if not isinstance(saved, dict) or not all(
+        v is None or isinstance(v, dict) for v in saved.values()
+    ):
+        raise InputFileError(
+            path,
+            "not a record of the datasets the run trained on (a mapping of photos, priors, "
+            "pairs to their fingerprints)",
+        )
+    return saved
 
 
 def _diff(a: Any, b: Any, where: str = "") -> list[str]:
@@ -1451,7 +1565,9 @@ def train(
         de-retouching pairs when ``pairs`` is not given).
     pairs : photos dataset with an ``image_clean`` field (de-retouching pairs).
     stages : subset of ``base``, ``deretouch``, ``hrn``.
-    resume : continue the stages of an existing run exactly where its checkpoints are.
+    resume : continue the stages of an existing run exactly where its checkpoints are (a
+        run killed before its first checkpoint, which holds only its ``config.yaml``, starts
+        over); a folder without a run is refused.
     init : initialise the networks from this checkpoint (a facehd run's ``model.pt`` /
         checkpoint, or the official HRN checkpoint) instead of from the run's earlier stages.
     callback : called after every step as ``callback(stage, step, total, values)``.
@@ -1459,9 +1575,9 @@ def train(
     Raises
     ------
     FacehdError
-        Existing run without ``resume``, another configuration than the run's, a missing
-        dataset, a priors file of another model; :class:`~facehd.errors.InputFileError` for
-        unreadable or foreign files.
+        Existing run without ``resume``, ``resume`` without a run, another configuration
+        than the run's, a missing dataset, a priors file of another model;
+        :class:`~facehd.errors.InputFileError` for unreadable or foreign files.
     """
     out = Path(out)
     unknown = [s for s in stages if s not in STAGES]
@@ -1470,51 +1586,147 @@ def train(
     stages = [s for s in STAGES if s in set(stages)]
     if out.exists() and not out.is_dir():
         raise FacehdError(f"{out}: exists and is not a folder; give a run folder as --out")
+    _check_run_folder_can_be_made(out)
     if init is not None and not Path(init).is_file():  # before the run folder is made
         why = "is a folder: give the checkpoint file" if Path(init).is_dir() else "not found"
         raise InputFileError(init, f"checkpoint file (--init) {why}")
     ckpt_dir = out / "checkpoints"
     existing = sorted(ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
+    if resume and not existing and not (out / "config.yaml").is_file():
+        # a mistyped --out would otherwise start a new run, on the default preset when no
+        # --config is given, where the user meant to continue one
+        raise FacehdError(
+            f"{out}: no training run to resume (no checkpoints, no config.yaml); check --out, "
+            "or start the run without --resume"
+        )
     trainer = Trainer(config, out, photos=photos, priors=priors, pairs=pairs)
+    _check_datasets_given(config, stages, photos=photos, priors=priors, pairs=pairs)
     if not existing:  # a new run: a bad dataset is refused before its folder is made
         trainer.open_data(stages)
-    with _run_lock(out) if trainer.dist.main else nullcontext():
+    with ExitStack() as held:
+        problem = None
+        if trainer.dist.main:  # the first process takes the run folder and checks it
+            try:
+                try:
+                    out.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    why = exc.strerror or exc
+                    raise FacehdError(f"{out}: cannot make the run folder ({why})") from None
+                held.enter_context(_run_lock(out))
+                _prepare_run_folder(trainer, out, existing, resume, init)
+            except ValueError as exc:  # FacehdError, InputFileError
+                problem = exc
+        _raise_everywhere(problem, trainer.dist)
         stop = trainer.stop if trainer.dist.world == 1 else nullcontext()
         with stop:
-            return _train_stages(trainer, out, stages, existing, resume, init, callback)
+            return _train_stages(trainer, out, stages, resume, init, callback)
+
+
+def _check_run_folder_can_be_made(out: Path) -> None:
+    """A FacehdError, before any work, where ``out`` cannot be made or written in: a file
+    where one of its folders should be, or a folder that is not writable."""
+    there = out
+    while not there.exists() and there != there.parent:
+        there = there.parent
+    if not there.is_dir():
+        raise FacehdError(f"{out}: cannot make the run folder: {there} is a file, not a folder")
+    if not os.access(there, os.W_OK | os.X_OK):
+        what = "the run folder" if there == out else f"{there}, where it would be made,"
+        raise FacehdError(f"{out}: cannot write in {what} (no permission, or read-only)")
+
+
+def _check_datasets_given(
+    config: TrainConfig,
+    stages: Sequence[str],
+    *,
+    photos: str | Path | None,
+    priors: str | Path | None,
+    pairs: str | Path | None,
+) -> None:
+    """Every dataset the selected stages read is given, or a FacehdError naming the stage and
+    the option, before anything is made or trained (a later stage would otherwise find it
+    missing only once the stages before it had trained)."""
+    needed: dict[str, tuple[str, list[str]]] = {}  # option -> what it gives, the stages
+
+    def need(option: str, what: str, stage: str) -> None:
+        needed.setdefault(option, (what, []))[1].append(stage)
+
+    for stage in stages:
+        if stage in ("base", "hrn") and photos is None:
+            need("--photos", "the in-the-wild photos, a prepare-images dataset", stage)
+        if stage == "hrn" and config.hrn_options.priors and priors is None:
+            need("--priors", "the ground-truth maps and lab photos of build-priors", stage)
+        if stage == "deretouch" and pairs is None and priors is None:
+            need("--priors or --pairs", "the de-retouching pairs, photos with clean twins", stage)
+    if needed:
+        raise FacehdError(
+            "; ".join(
+                f"give {option} ({what}): stage{'s' if len(names) > 1 else ''} "
+                f"{', '.join(names)} read{'' if len(names) > 1 else 's'} it"
+                for option, (what, names) in needed.items()
+            )
+        )
+
+
+def _raise_everywhere(problem: ValueError | None, d: _Dist) -> None:
+    """Raise ``problem``, found by the first process, on every process. The others, waiting for
+    it at the next collective call, would otherwise fail there with a connection error and a
+    traceback of their own; they raise a :class:`FacehdError` saying the first one stopped the
+    run (whose error says why). A collective call: every process syncs here."""
+    failed = problem is not None
+    if d.active:
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if failed else 0.0])
+        dist.all_reduce(flag)
+        failed = bool(flag.item() > 0)
+    if problem is not None:
+        raise problem
+    if failed:
+        raise FacehdError("the first process stopped the run (its error says why)")
+
+
+def _prepare_run_folder(
+    trainer: Trainer,
+    out: Path,
+    existing: list[Path],
+    resume: bool,
+    init: str | Path | None,
+) -> None:
+    """The first process's checks and records of the run folder it holds: no run there unless
+    ``resume``; the same config, data and ``--init`` as the run's; files a killed run was
+    writing removed; ``config.yaml`` written."""
+    config = trainer.config
+    photos, priors, pairs = trainer.photos_path, trainer.priors_path, trainer.pairs_path
+    if existing and not resume:
+        raise FacehdError(
+            f"{out} already holds a training run ({existing[0].name}); "
+            "use --resume to continue it or choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    # files a killed run was writing (checkpoints, model.pt, logs, config: never complete,
+    # saves go through os.replace); this run holds the folder, so none is being written now
+    for pattern in ("checkpoints/*.pt.tmp*", "*.tmp*"):  # '*' matches hidden names too
+        for partial in out.glob(pattern):
+            if partial.is_file():
+                partial.unlink(missing_ok=True)
+    if resume:
+        _saved_config_matches(out, config)
+    run_data_matches(out, photos=photos, priors=priors, pairs=pairs, new_run=not resume)
+    _run_init_matches(out, init, resume)
+    save_config(out / "config.yaml", config)
 
 
 def _train_stages(
     trainer: Trainer,
     out: Path,
     stages: list[str],
-    existing: list[Path],
     resume: bool,
     init: str | Path | None,
     callback: StepCallback | None,
 ) -> TrainResult:
-    """:func:`train` once the trainer is made and the run folder is this process's."""
-    config = trainer.config
-    photos, priors, pairs = trainer.photos_path, trainer.priors_path, trainer.pairs_path
-    if trainer.dist.main:
-        if existing and not resume:
-            raise FacehdError(
-                f"{out} already holds a training run ({existing[0].name}); "
-                "use --resume to continue it or choose another --out"
-            )
-        out.mkdir(parents=True, exist_ok=True)
-        # files a killed run was writing (checkpoints, model.pt, logs, config: never complete,
-        # saves go through os.replace); this run holds the folder, so none is being written now
-        for pattern in ("checkpoints/*.pt.tmp*", "*.tmp*"):  # '*' matches hidden names too
-            for partial in out.glob(pattern):
-                if partial.is_file():
-                    partial.unlink(missing_ok=True)
-        if resume:
-            _saved_config_matches(out, config)
-        run_data_matches(out, photos=photos, priors=priors, pairs=pairs, new_run=not resume)
-        _run_init_matches(out, init, resume)
-        save_config(out / "config.yaml", config)
-    _barrier(trainer.dist)
+    """:func:`train` once the trainer is made and the run folder is taken and checked."""
+    priors = trainer.priors_path
     if init is None and resume and (out / INIT_RECORD).is_file():
         init = _recorded_init(out)
         trainer.log.message(f"--init taken from the run's {INIT_RECORD}: {init}")
@@ -1591,13 +1803,16 @@ def _recorded_init(out: Path) -> Path:
 def _run_init_matches(out: Path, init: str | Path | None, resume: bool) -> None:
     """Record a new run's ``--init`` (path and content hash) in ``init.json``; a resumed run
     must start from the same checkpoint: without ``--init`` it takes the recorded one, with
-    another file (other content) it is refused, as is ``--init`` for a run started without."""
+    another file (other content) it is refused, as is ``--init`` for a run started without,
+    once a checkpoint has been saved."""
     from facehd.csvtext import atomic_write_text
     from facehd.h5io import file_sha256
 
     record = out / INIT_RECORD
     saved = any((out / "checkpoints").glob("*.pt"))  # a stage has progressed
-    if resume and record.is_file():
+    # (a run that saved nothing yet, one whose --init could not be read, say, trained nothing
+    # from its recorded checkpoint: another --init starts it afresh)
+    if resume and record.is_file() and (saved or init is None):
         if init is not None:
             recorded = _recorded_init_entry(record)
             if file_sha256(init) != recorded["sha256"]:
@@ -1640,7 +1855,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         description=inspect.cleandoc(train.__doc__ or ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,  # the docstring's own layout
     )
-    p.add_argument("--config", default="tiny-cpu")
+    p.add_argument(
+        "--config",
+        help="preset (tiny-cpu, paper) or a YAML/JSON file (default: tiny-cpu; with --resume, "
+        "the run's own config.yaml)",
+    )
     p.add_argument("--photos")
     p.add_argument("--priors")
     p.add_argument("--pairs")
@@ -1651,26 +1870,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--steps", type=int, help="override the steps of every selected stage")
     p.add_argument("--identity-network", help="the perceptual loss's identity network weights")
     a = p.parse_args(argv)
-    cfg = load_train_config(a.config)
-    stages = STAGES if not a.stage or "all" in a.stage else a.stage
-    if a.steps is not None:
-        for s in stages:
-            getattr(cfg, s).steps = a.steps
-    if a.identity_network is not None:
-        cfg.identity_network = a.identity_network
     # one process speaks for the run (the others would print every line again)
     quiet = int(os.environ.get("RANK", "0")) != 0
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
-    train(
-        cfg,
-        a.out,
-        photos=a.photos,
-        priors=a.priors,
-        pairs=a.pairs,
-        stages=stages,
-        resume=a.resume,
-        init=a.init,
-    )
+    own = Path(a.out) / "config.yaml"
+    config = a.config or (str(own) if a.resume and own.is_file() else "tiny-cpu")
+    try:
+        cfg = load_train_config(config)
+        stages = STAGES if not a.stage or "all" in a.stage else a.stage
+        if a.steps is not None:
+            for s in stages:
+                getattr(cfg, s).steps = a.steps
+        if a.identity_network is not None:
+            cfg.identity_network = a.identity_network
+        train(
+            cfg,
+            a.out,
+            photos=a.photos,
+            priors=a.priors,
+            pairs=a.pairs,
+            stages=stages,
+            resume=a.resume,
+            init=a.init,
+            callback=None if quiet else progress_lines(),
+        )
+    except (FacehdError, ValueError) as exc:  # what the user can mend: the message, no traceback
+        if not quiet:
+            print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
 

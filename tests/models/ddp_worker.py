@@ -1,5 +1,10 @@
 """Worker of test_ddp.py, started by torchrun (2 CPU processes, gloo): trains the tiny config
-with DistributedDataParallel and writes what this rank holds afterwards."""
+with DistributedDataParallel and writes what this rank holds afterwards.
+
+``ddp_worker.py PHOTOS PRIORS OUT``: the base and detail stages, once.
+``ddp_worker.py --resume PHOTOS OUT``: the base stage twice, uninterrupted into ``OUT/whole`` and
+stopped after a checkpoint then resumed into ``OUT/resumed``.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,9 @@ def main() -> None:
     cfg = tiny_config()
     cfg.base.steps, cfg.hrn.steps = 1, 2
     cfg.base.batch_size = cfg.hrn.batch_size = 1
+    # the crops at the base model's own size, as users train: the photos then reach the
+    # analyzer as they are stacked (channels-last), unresized
+    cfg.image_size = 224
     trainer = Trainer(cfg, out, photos=photos, priors=priors)
     rank = trainer.dist.rank
     if rank == 0:
@@ -40,5 +48,40 @@ def main() -> None:
     dist.destroy_process_group()
 
 
+class _Stop(Exception):
+    pass
+
+
+def resume_main() -> None:
+    photos, out = sys.argv[2], Path(sys.argv[3])
+    torch.set_num_threads(1)
+    cfg = tiny_config()
+    cfg.base.steps, cfg.base.batch_size, cfg.checkpoint_every = 6, 1, 3
+    params: dict[str, dict[str, torch.Tensor]] = {}
+
+    def stop_at(stage: str, step: int, total: int, values: dict) -> None:
+        if step == 4:  # after step 3's checkpoint, as a run killed then
+            raise _Stop
+
+    for name in ("whole", "resumed"):
+        trainer = Trainer(cfg, out / name, photos=photos)
+        if trainer.dist.rank == 0:
+            (out / name).mkdir(parents=True, exist_ok=True)
+        dist.barrier()
+        if name == "resumed":
+            try:
+                trainer.run_stage("base", callback=stop_at)
+            except _Stop:
+                pass
+            dist.barrier()  # rank 0 has written the checkpoint
+            trainer = Trainer(cfg, out / name, photos=photos)
+        trainer.run_stage("base", resume=name == "resumed")
+        net = trainer.system.hrn.net_recon
+        params[name] = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    torch.save(params, out / f"rank{dist.get_rank()}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 if __name__ == "__main__":
-    main()
+    resume_main() if sys.argv[1] == "--resume" else main()

@@ -34,6 +34,36 @@ def test_print_config_and_bad_config(tmp_path):
     assert not (tmp_path / "r" / "model.pt").exists()
 
 
+def test_resume_without_a_run_is_refused(hrn_data, tmp_path):
+    # a mistyped --out: not a new run on the default preset, but named; nothing is made
+    for out in (tmp_path / "runs" / "tinny", tmp_path / "empty"):
+        if out.name == "empty":
+            out.mkdir()
+        args = ["train", "--resume", "--out", str(out), "--photos", str(hrn_data.photos)]
+        res = runner.invoke(app, [*args, "--priors", str(hrn_data.priors)])
+        assert res.exit_code == 2, res.output
+        assert str(out) in res.output and "no training run to resume" in res.output
+        if out.exists():
+            assert list(out.iterdir()) == []
+    assert not (tmp_path / "runs").exists()
+
+
+def test_under_torchrun_the_first_process_speaks_for_the_run(hrn_data, tmp_path, one_thread):
+    cfg = tiny_config()
+    cfg.base.steps = 1
+    path = save_config(tmp_path / "cfg.yaml", cfg)
+    args = ["train", "--config", str(path), "--photos", str(hrn_data.photos), "--stage", "base"]
+    # another process (RANK 1) trains without a progress bar or table of its own ...
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "a")], env={"RANK": "1"})
+    assert res.exit_code == 0 and res.output == "", res.output
+    assert (tmp_path / "a" / "model.pt").is_file()
+    # ... and leaves saying what went wrong to the first (its exit status still says so)
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "a")], env={"RANK": "1"})
+    assert res.exit_code == 2 and res.output == "", res.output
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "a")], env={"RANK": "0"})
+    assert res.exit_code == 2 and "already holds a training run" in res.output
+
+
 def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
     cfg = tiny_config()
     cfg.base.steps, cfg.deretouch.steps, cfg.hrn.steps = 1, 1, 2

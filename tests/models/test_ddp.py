@@ -11,17 +11,17 @@ import pytest
 import torch
 
 
-def test_two_process_training_keeps_ranks_in_step(hrn_data, tmp_path):
+def _two_processes(*args: object) -> subprocess.CompletedProcess:
+    """``ddp_worker.py ARGS`` under torchrun with 2 CPU processes (skips where it cannot)."""
     import torch.distributed as dist
 
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with the gloo backend is not available in this build")
-    out = tmp_path / "ddp"
     worker = Path(__file__).with_name("ddp_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        str(worker), str(hrn_data.photos), str(hrn_data.priors), str(out),
+        str(worker), *map(str, args),
     ]  # fmt: skip
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -30,6 +30,15 @@ def test_two_process_training_keeps_ranks_in_step(hrn_data, tmp_path):
     if proc.returncode != 0 and "Address already in use" in proc.stderr:
         pytest.skip("no free port for the gloo rendezvous")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_two_process_training_keeps_ranks_in_step(hrn_data, tmp_path):
+    out = tmp_path / "ddp"
+    proc = _two_processes(hrn_data.photos, hrn_data.priors, out)
+    # the weights' layout is the gradients' (a 1 x 1 convolution fed channels-last photos):
+    # DistributedDataParallel has nothing to warn about
+    assert "Grad strides do not match" not in proc.stderr, proc.stderr[-3000:]
     r0 = torch.load(out / "rank0.pt", weights_only=True)
     r1 = torch.load(out / "rank1.pt", weights_only=True)
     assert r0["world"] == r1["world"] == 2
@@ -44,3 +53,70 @@ def test_two_process_training_keeps_ranks_in_step(hrn_data, tmp_path):
     assert any(k.startswith("mid_net.") for k in moved)
     # rank 0 alone wrote the checkpoints and logs
     assert (out / "checkpoints" / "hrn.pt").is_file() and (out / "log_hrn.csv").is_file()
+
+
+def _first_photos(src: Path, dst: Path, n: int) -> Path:
+    """A photos dataset of the first ``n`` samples of ``src``."""
+    from facehd.h5io import ShardedDatasetWriter, open_dataset
+
+    with open_dataset(src) as ds:
+        fields = {k: (spec.shape, spec.dtype) for k, spec in ds.fields.items()}
+        with ShardedDatasetWriter(dst, ds.schema, ds.attrs, fields, overwrite=True) as w:
+            for i in range(n):
+                sample = ds[i]
+                w.add(sample.sample_id, {k: sample.get(k) for k in fields})
+            w.finalize()
+    return dst
+
+
+def test_two_process_run_resumes_exactly_on_photos_shared_unevenly(hrn_data, tmp_path):
+    # 3 photos, 2 processes: one draws from 2 photos an epoch, the other from 1, so their data
+    # positions part after the first step; each must resume from its own
+    photos = _first_photos(hrn_data.photos, tmp_path / "photos3.h5", 3)
+    _two_processes("--resume", photos, tmp_path)
+    for rank in (0, 1):
+        params = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for k, v in params["whole"].items():
+            assert torch.equal(v, params["resumed"][k]), (rank, k)
+
+
+def test_a_gpu_run_has_a_backend_for_its_cpu_tensors():
+    from models.train import process_group_backend
+
+    # every run exchanges CPU tensors (each step's finite-loss flag, the random states and data
+    # positions of a checkpoint): NCCL alone takes CUDA tensors only, and would stop a GPU run
+    # at its first step
+    for device, cpu_backend in (("cpu", "gloo"), ("cuda", "gloo"), ("cuda:1", "gloo")):
+        spec = process_group_backend(torch.device(device))
+        pairs = dict(p.split(":") for p in spec.split(",")) if ":" in spec else {"cpu": spec}
+        assert pairs["cpu"] == cpu_backend, (device, spec)
+        if device.startswith("cuda"):
+            assert pairs["cuda"] == "nccl", spec
+
+
+def test_a_problem_the_first_process_finds_is_one_error(hrn_data, tmp_path):
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with the gloo backend is not available in this build")
+    # a run folder that holds a run, given without --resume: the first process checks the
+    # folder; the other, waiting for it, stops too, without a connection error of its own
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "base.pt").write_bytes(b"")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "models.train", "--out", str(out), "--photos", str(hrn_data.photos),
+        "--stage", "base",
+    ]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot spawn two training processes here: {exc}")
+    if "Address already in use" in proc.stderr:
+        pytest.skip("no free port for the gloo rendezvous")
+    assert proc.returncode != 0
+    said = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(said) == 1 and "already holds a training run" in said[0], proc.stderr[-3000:]
+    assert "[rank" not in proc.stderr and "Connection closed" not in proc.stderr

@@ -66,6 +66,22 @@ def test_partial_config_keeps_defaults(tmp_path):
     assert cfg.hrn_losses.tv == 5e3
 
 
+def test_numbers_in_exponent_notation_are_numbers(tmp_path):
+    # written as learning rates usually are: YAML 1.1 (PyYAML) would read 1e-4 and 5e3 as strings
+    path = tmp_path / "c.yaml"
+    path.write_text("base:\n  lr: 1e-4\nhrn:\n  lr: 2.5E-4\nmodel:\n  hrn_losses:\n    tv: 5e3\n")
+    cfg = load_train_config(path)
+    assert (cfg.base.lr, cfg.hrn.lr, cfg.model.hrn_losses.tv) == (1e-4, 2.5e-4, 5000.0)
+    # a number quoted is still a string where a number is expected
+    path.write_text('base:\n  lr: "1e-4"\n')
+    with pytest.raises(InputFileError, match=r"base\.lr: expected a number, got '1e-4'"):
+        load_train_config(path)
+    # and a string of that form is written quoted, so it reads back as the string it was
+    cfg = tiny_cpu_train_config()
+    cfg.identity_network = "1e5"
+    assert load_config(save_config(tmp_path / "s.yaml", cfg), TrainConfig) == cfg
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

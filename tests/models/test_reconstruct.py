@@ -189,6 +189,14 @@ def test_checkpoint_errors(tmp_path, model_path):
     torch.save(data, bad)
     with pytest.raises(InputFileError, match=rf"bad\.pt: state\.hrn\.{name} holds NaN"):
         load_system(bad)
+    # a model of another morphable model: both named by their sizes, in a line one can read
+    # (not the fingerprint's 90 numbers)
+    data = torch.load(model_path, map_location="cpu", weights_only=True)
+    data["morphable"].update(name="bfm", n_vertices=35709, n_id=80)
+    torch.save(data, bad)
+    with pytest.raises(InputFileError, match=r"bad\.pt: .*'bfm'.*35709.*'facehd-synth'") as err:
+        load_system(bad)
+    assert "projections" not in str(err.value) and len(str(err.value)) < 400
 
 
 def _small_bfm(tmp: Path) -> tuple[Path, Path]:

@@ -67,6 +67,9 @@ def test_a_killed_run_resumes_exactly(hrn_data, full_run, tmp_path, one_thread):
     stale = [out / "model.pt.tmp4242", out / "checkpoints" / "hrn.pt.tmp4242", out / "x.csv.tmp"]
     for f in stale:
         f.write_bytes(b"partial")
+    # and a log row cut short (a crash of the machine in the middle of its write): dropped
+    with open(out / "log_hrn.csv", "a") as fh:
+        fh.write("1")
     train(tiny_config(), out, resume=True, **kw)
     assert [f for f in stale if f.exists()] == []
     assert states_equal(out_full / "model.pt", out / "model.pt") == []
@@ -498,6 +501,24 @@ def test_a_run_started_from_init_resumes_from_it(hrn_data, full_run, tmp_path, o
         train(tiny_config(), out_full, resume=True, init=other, **kw)
 
 
+def test_a_run_whose_init_could_not_be_read_resumes_from_another(
+    hrn_data, full_run, tmp_path, one_thread
+):
+    import json
+
+    good = full_run[0] / "checkpoints" / "deretouch.pt"
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[:1000])
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "stages": ["hrn"]}
+    out = tmp_path / "run"
+    with pytest.raises(InputFileError, match=r"cut\.pt"):
+        train(tiny_config(), out, init=cut, **kw)
+    # nothing was trained from it: --resume takes another --init, and records it
+    train(tiny_config(), out, resume=True, init=good, **kw)
+    assert json.loads((out / "init.json").read_text())["path"] == str(good.resolve())
+    assert states_equal(full_run[0] / "model.pt", out / "model.pt") == []
+
+
 def test_init_accepts_the_same_model_built_with_other_threads_only(
     hrn_data, full_run, tmp_path, one_thread
 ):
@@ -551,6 +572,9 @@ def test_mistakes_are_refused_before_training_and_a_run_is_not_shared(
     afile.write_text("x")
     with pytest.raises(FacehdError, match="not a folder"):
         train(tiny_config(), afile, **kw)
+    # ... or one where a folder of --out should be: named, before the networks are built
+    with pytest.raises(FacehdError, match=r"cannot make the run folder: .*afile\.txt is a file"):
+        train(tiny_config(), afile / "runs" / "a", **kw)
     # photos cropped to another template than the config's: their framings would differ
     cfg = tiny_config()
     cfg.template = "deep3d"
@@ -657,3 +681,154 @@ def test_resume_tells_photos_cropped_from_other_landmarks(tmp_path):
     after = dataset_fingerprint(photos)
     assert after["sha256"] == before["sha256"]  # the source files are the same
     assert after["content_sha256"] != before["content_sha256"]
+
+
+def test_progress_lines_say_the_step_loss_speed_and_time_left():
+    from models.train import progress_lines
+
+    now, lines = [0.0], []
+    report = progress_lines(lines.append, every=10.0, clock=lambda: now[0])
+    for step in range(1, 101):  # 2 steps a second
+        now[0] = 0.5 * step
+        report("base", step, 100, {"kind": "self", "total": 2.0})
+    # every 10 s (20 steps), counted from the first report, and at the last step
+    assert [line.split(",")[0] for line in lines] == [
+        f"stage base: step {k}/100 ({k}%)" for k in (21, 41, 61, 81, 100)
+    ]
+    assert lines[0] == "stage base: step 21/100 (21%), loss 2, 2.00 it/s, 0:00:40 left"
+    assert lines[-1].endswith("2.00 it/s, 0:00:00 left")
+
+
+def test_the_module_entry_point_resumes_with_the_runs_config(
+    hrn_data, tmp_path, one_thread, caplog, capsys
+):
+    import logging
+
+    from models.config import save_config
+    from models.train import main
+
+    caplog.set_level(logging.INFO, logger="facehd.train")
+    cfg = tiny_config()
+    cfg.base.steps = 2
+    out = tmp_path / "run"
+    args = ["--out", str(out), "--photos", str(hrn_data.photos), "--stage", "base"]
+    main(["--config", str(save_config(tmp_path / "cfg.yaml", cfg)), *args])
+    assert "stage base: step 2/2 (100%), loss " in caplog.text  # progress, for torchrun
+    # without --config, a resume takes the run's config.yaml (the tiny-cpu preset differs)
+    main(["--resume", *args])
+    assert "resumed from" in caplog.text
+    # a mistake is one line naming it, not a traceback
+    with pytest.raises(SystemExit) as stopped:
+        main(["--resume", "--out", str(tmp_path / "none"), "--photos", str(hrn_data.photos)])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no training run to resume" in err
+    assert "Traceback" not in err
+
+
+def test_a_resumed_stage_hides_the_tensorboard_events_after_its_checkpoint(
+    hrn_data, tmp_path, one_thread, monkeypatch
+):
+    import sys
+    import types
+
+    writers: list[dict] = []
+
+    class Writer:  # what the trainer asks of torch.utils.tensorboard.SummaryWriter
+        def __init__(self, log_dir: str, purge_step: int | None = None) -> None:
+            self.record = {"dir": Path(log_dir), "purge_step": purge_step, "steps": []}
+            writers.append(self.record)
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            if tag.endswith("/total"):
+                self.record["steps"].append(step)
+
+        def close(self) -> None:
+            pass
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = Writer
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    out = tmp_path / "run"
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "stages": ["base", "hrn"]}
+    cfg = tiny_config()
+    cfg.hrn.steps = 6
+    with pytest.raises(Killed):  # after step 4's checkpoint and step 5's events
+        train(cfg, out, callback=kill_at("hrn", 5), **kw)
+    train(cfg, out, resume=True, **kw)
+    # one folder per stage (the steps of each count from 1) ...
+    by_run = [(w["dir"].relative_to(out).as_posix(), w["purge_step"], w["steps"]) for w in writers]
+    assert by_run == [
+        ("tensorboard/base", 1, [1, 2, 3]),
+        ("tensorboard/hrn", 1, [1, 2, 3, 4, 5]),
+        # ... and the resumed stage hides what the killed run logged after its checkpoint
+        ("tensorboard/hrn", 5, [5, 6]),
+    ]
+
+
+def test_a_checkpoint_reaches_the_disk_before_it_takes_its_name(tmp_path, monkeypatch):
+    import os
+
+    from models.checkpoints import save_checkpoint_atomic
+
+    events: list[tuple[str, int]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def recording_fsync(fd: int) -> None:
+        events.append(("fsync", os.fstat(fd).st_ino))
+        fsync(fd)
+
+    def recording_replace(src, dst) -> None:  # noqa: ANN001
+        events.append(("replace", os.stat(src).st_ino))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    path = save_checkpoint_atomic(tmp_path / "c.pt", {"step": 1, "w": torch.ones(3)})
+    file, folder = path.stat().st_ino, tmp_path.stat().st_ino
+    # after a power cut the name holds this checkpoint or the one before, not a file cut short
+    assert events == [("fsync", file), ("replace", file), ("fsync", folder)]
+    assert read_checkpoint(path)["step"] == 1
+
+
+def test_a_dataset_a_later_stage_reads_is_asked_for_before_any_stage_trains(hrn_data, tmp_path):
+    calls: list[str] = []
+
+    def count(stage, step, total, values):  # noqa: ANN001
+        calls.append(stage)
+
+    out = tmp_path / "run"
+    # the detail stage's priors missing: said before the base stage trains a step
+    with pytest.raises(FacehdError, match=r"give --priors .*stage hrn reads it"):
+        train(tiny_config(), out, photos=hrn_data.photos, stages=["base", "hrn"], callback=count)
+    with pytest.raises(FacehdError, match=r"give --photos .*stages base, hrn read it"):
+        train(tiny_config(), out, priors=hrn_data.priors, callback=count)
+    assert calls == [] and not out.exists()
+    # the detail stage without its supervised iterations reads no priors
+    cfg = tiny_config()
+    cfg.hrn_options.priors = False
+    cfg.hrn.steps = 1
+    train(cfg, out, photos=hrn_data.photos, stages=["hrn"], callback=count)
+    assert calls == ["hrn"]
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('{\n  "photos": {\n    "path": "/da', "unreadable record of the datasets"),
+        ('{"photos": 5}', "not a record of the datasets"),
+        ("[1]", "not a record of the datasets"),
+    ],
+)
+def test_a_damaged_data_record_is_named(hrn_data, full_run, tmp_path, one_thread, text, says):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(full_run[0], out)
+    (out / "data.json").write_text(text)
+    with pytest.raises(InputFileError, match=rf"data\.json: {says}"):
+        train(tiny_config(), out, resume=True, photos=hrn_data.photos, priors=hrn_data.priors)
+    # a record missing its fields says what differs, without a KeyError
+    (out / "data.json").write_text('{"photos": {}, "priors": null, "pairs": null}')
+    with pytest.raises(FacehdError, match=r"other photos \(\? \(\? samples\)\)"):
+        train(tiny_config(), out, resume=True, photos=hrn_data.photos, priors=hrn_data.priors)
