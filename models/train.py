@@ -29,7 +29,7 @@ A later stage starts from the networks of the earlier ones in the same run folde
     checkpoints/<stage>.pt      latest checkpoint of the stage (atomic: temp file + os.replace)
     model.pt                    the networks after the last finished stage (for reconstruct)
     init.json                   the ``--init`` checkpoint (path, SHA-256) a resume starts from
-    tensorboard/<stage>/        event files, only when the ``tensorboard`` package is importable
+    tensorboard/<stage>/        event files (when the ``tensorboard`` package imports: a dependency)
 
 Exact resume
 ------------
