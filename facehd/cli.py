@@ -1336,6 +1336,7 @@ def evaluate(
         )
 
         skipped: list[str] = []
+        failed: list[str] = []
         with _exit_on_error(FacehdError, ValueError):
             recon = Reconstructor.load(checkpoint)
             _warn_untrained_detail(recon, checkpoint)
@@ -1348,9 +1349,11 @@ def evaluate(
                     views=views,
                     progress=lambda d, n: bar.update(task, completed=d, total=n),
                     skipped=skipped,
+                    failed=failed,
                 )
         for said in skipped:
             console.print(f"[yellow]not scored:[/yellow] {esc(said)}", soft_wrap=True)
+        _say_unreadable(failed)
         summary = summarise_multiview(mv_rows)
         n_sets = len({r.sample_id for r in mv_rows})
         table = PlainTable(
@@ -1372,8 +1375,11 @@ def evaluate(
         console.print(table)
         if out is not None:
             console.print(f"wrote {esc(write_rows(out, mv_rows))}")
+        if failed:
+            raise typer.Exit(1)
         return
 
+    failed = []
     with _exit_on_error(FacehdError, ValueError):
         recon = Reconstructor.load(checkpoint)
         _warn_untrained_detail(recon, checkpoint)
@@ -1384,7 +1390,9 @@ def evaluate(
                 scans,
                 views=views,
                 progress=lambda d, n: bar.update(task, completed=d, total=n),
+                failed=failed,
             )
+    _say_unreadable(failed)
     table = PlainTable("level", "distance mm", "normal error rad", title=f"{s.photos} photos")
     for level in ("m0", "m1", "m2"):
         d, n = getattr(s, f"dist_{level}"), getattr(s, f"normal_{level}")
@@ -1412,6 +1420,14 @@ def evaluate(
         )
     if out is not None:
         console.print(f"wrote {esc(write_rows(out, rows))}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _say_unreadable(failed: list[str]) -> None:
+    """Name the held-out scans ``evaluate`` could not read (left out of its table)."""
+    for said in failed:
+        console.print(f"[red]not scored, unreadable:[/red] {esc(said)}", soft_wrap=True)
 
 
 @app.command()

@@ -56,7 +56,7 @@ The ceiling of the detail level for this reconstruction:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ from typing import Any
 import numpy as np
 
 from facehd.csvtext import write_rows
-from facehd.errors import InputFileError
+from facehd.errors import FacehdError, InputFileError
 from facehd.mesh import Mesh, load_mesh
 from models.reconstruct import Reconstruction, Reconstructor
 
@@ -77,6 +77,7 @@ __all__ = [
     "seen_detail_scores",
     "heldout_ids",
     "heldout_without_photos",
+    "read_heldout_scans",
     "read_photos",
     "load_truth",
     "oracle_displacement",
@@ -501,20 +502,21 @@ def evaluate_synthetic(
     max_points: int = 4000,
     views: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    failed: list[str] | None = None,
 ) -> tuple[list[EvalRow], EvalSummary]:
     """Reconstruct and score every photo of every scan in ``scans_dir``.
 
     ``views`` limits the photos per scan. Raises InputFileError when the folder holds no
-    ``*.photos.npz``.
+    ``*.photos.npz``. A scan whose truth or photos cannot be read (a damaged file, arrays that
+    disagree) raises its InputFileError, or, when ``failed`` is given, is said there (the
+    error, naming the file) and left out while the others are scored
+    (:func:`read_heldout_scans`).
     """
     from models.data import align_lab_photo, crop_camera
 
     d = Path(scans_dir)
-    ids = heldout_ids(d)
     jobs: list[tuple[Truth, dict, int]] = []
-    for sid in ids:
-        truth = load_truth(d, sid)
-        photos = read_photos(truth.photos)
+    for truth, photos in read_heldout_scans(d, heldout_ids(d), failed=failed):
         n = photos["images"].shape[0] if views is None else min(views, photos["images"].shape[0])
         jobs += [(truth, photos, v) for v in range(n)]
     rows: list[EvalRow] = []
@@ -536,6 +538,31 @@ def evaluate_synthetic(
         if progress is not None:
             progress(k + 1, len(jobs))
     return rows, summarise(rows)
+
+
+def read_heldout_scans(
+    scans_dir: Path,
+    ids: Sequence[str],
+    keys: tuple[str, ...] = ("images", "landmarks68", "masks", "K", "R", "t"),
+    *,
+    failed: list[str] | None = None,
+) -> list[tuple[Truth, dict[str, np.ndarray]]]:
+    """The truth (:func:`load_truth`) and photo arrays ``keys`` (:func:`read_photos`) of each
+    held-out scan ``ids``. A scan whose files cannot be read raises its InputFileError, or, when
+    ``failed`` is given, has the error appended there and is left out; when none is left, an
+    InputFileError names the folder and the first error."""
+    out = []
+    for sid in ids:
+        try:
+            truth = load_truth(scans_dir, sid)
+            out.append((truth, read_photos(truth.photos, keys)))
+        except FacehdError as exc:
+            if failed is None:
+                raise
+            failed.append(str(exc))
+    if ids and not out and failed:
+        raise InputFileError(scans_dir, f"no held-out scan could be read; first: {failed[0]}")
+    return out
 
 
 def summarise(rows: list[EvalRow]) -> EvalSummary:

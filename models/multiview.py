@@ -540,6 +540,7 @@ def evaluate_multiview_synthetic(
     max_points: int = 4000,
     progress: Any = None,
     skipped: list[str] | None = None,
+    failed: list[str] | None = None,
 ) -> list[MultiViewEvalRow]:
     """Fit the photos of every held-out scan of ``scans_dir`` (``facehd synth --photos V``,
     ``V >= 2``) jointly and score the single-view, naive and MV-HRN reconstructions against
@@ -549,20 +550,21 @@ def evaluate_multiview_synthetic(
     The photos are cropped from their true landmarks with their true skin masks (no detector in
     the loop, as :func:`models.evaluate.evaluate_synthetic`). Raises InputFileError when the
     folder holds no ``*.photos.npz`` with at least two photos; the files of the scans with one
-    photo are said in ``skipped`` (when given).
+    photo are said in ``skipped`` (when given). A scan whose files cannot be read raises, or,
+    when ``failed`` is given, is said there and left out
+    (:func:`models.evaluate.read_heldout_scans`).
     """
     from facehd.errors import InputFileError
     from models.data import align_lab_photo
-    from models.evaluate import load_truth, read_photos, score_levels
+    from models.evaluate import read_heldout_scans, score_levels
 
     if views is not None and views < 2:
         raise ValueError(f"--views must be >= 2 for multi-view sets, got {views}")
     d = Path(scans_dir)
     ids = sorted(p.name[: -len(".photos.npz")] for p in d.glob("*.photos.npz"))
     jobs = []
-    for sid in ids:
-        truth = load_truth(d, sid)
-        photos = read_photos(truth.photos, ("images", "landmarks68", "masks"))
+    keys = ("images", "landmarks68", "masks")
+    for truth, photos in read_heldout_scans(d, ids, keys, failed=failed):
         if photos["images"].shape[0] >= 2:
             jobs.append((truth, photos))
         elif skipped is not None:

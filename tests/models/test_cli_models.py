@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import yaml
 from hrn_testdata import tiny_config
 from typer.testing import CliRunner
@@ -89,6 +91,22 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "M2" in res.output and (tmp_path / "eval.csv").is_file()
+    # a held-out scan whose photos file is damaged is named; the others are scored (exit 1)
+    import shutil
+
+    held = tmp_path / "held"
+    shutil.copytree(hrn_data.scans, held)
+    damaged = held / "s001_e00.photos.npz"
+    damaged.write_bytes(damaged.read_bytes()[:300])
+    res = runner.invoke(
+        app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(held),
+              "--views", "1", "--out", str(tmp_path / "eval-held.csv")],
+    )  # fmt: skip
+    said = " ".join(res.output.split())
+    assert res.exit_code == 1 and f"not scored, unreadable: {damaged}" in said, res.output
+    with open(tmp_path / "eval-held.csv", newline="") as fh:
+        assert [r["sample"] for r in csv.DictReader(fh)] == ["s000_e00"]
+    assert "1 photos" in said
     # --out a folder, or a path under a file: named before anything is scored
     for bad, problem in ((tmp_path, "is a folder"), (tmp_path / "eval.csv" / "x.csv", "is a file")):
         res = runner.invoke(

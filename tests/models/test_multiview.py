@@ -307,6 +307,17 @@ def test_scans_that_cannot_be_scored_are_named(hrn_data, model_path, tmp_path):
     said = " ".join(res.output.split())
     assert f"not scored: {one}: one photo only, no set of views" in said
     assert "1 sets of views" in said
+    # a scan whose photos file is damaged is named, the others fitted, and the exit says so
+    for f in list(scans.glob(f"{ids[0]}.*")):
+        shutil.copy(f, scans / f.name.replace(ids[0], "zz_damaged", 1))
+    damaged = scans / "zz_damaged.photos.npz"
+    damaged.write_bytes(damaged.read_bytes()[:300])
+    res = CliRunner().invoke(app, [*args, "--multiview"])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 1 and f"not scored, unreadable: {damaged}" in said, res.output
+    assert "1 sets of views" in said
+    for f in scans.glob("zz_damaged.*"):
+        f.unlink()
     one.unlink()
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
