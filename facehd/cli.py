@@ -966,7 +966,7 @@ def landmarks_cmd(
     unreadable). Needs the optional extra: pip install 'facehd\\[photo]'. The exit status is 1 when
     any scan failed.
 
-    Example: facehd landmarks --scans facehd-out/synth --out facehd-out/lm --overlays facehd-out/lm
+    Example: facehd landmarks --scans facehd-out/raw --out facehd-out/lm --overlays facehd-out/lm
     """
     from facehd.errors import FacehdError
     from facehd.scan_landmarks import ScanLandmarkConfig

@@ -709,8 +709,9 @@ def landmark_scans(
                 str(path),
                 "skipped",
                 "given",
-                f"has given landmarks: {given} (made or edited by hand; build-priors reads it "
-                "before detected points), kept and not detected (move it aside to detect)",
+                f"has given landmarks: {given} (not found by this tool, or edited since: made by "
+                "hand, by facehd synth or another tool; build-priors reads it before detected "
+                "points), kept and not detected (move it aside to detect)",
             )
             continue
         holder = holders.get(sid)
