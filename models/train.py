@@ -1755,8 +1755,12 @@ def _train_stages(
         ckpt = trainer.checkpoint_path(s)
         if not (resume and ckpt.is_file()) and init is None:
             earlier = [e for e in STAGES[: STAGES.index(s)] if trainer.checkpoint_path(e).is_file()]
-            if earlier:
-                trainer.load_networks(trainer.checkpoint_path(earlier[-1]))
+            if earlier and not trainer.load_networks(trainer.checkpoint_path(earlier[-1])):
+                trainer.log.message(
+                    f"stage {s} starts from the {earlier[-1]} stage's checkpoint, which is "
+                    f"unfinished (stopped before its last step): to finish that stage first, "
+                    f"run it with --stage {earlier[-1]} --resume"
+                )
             if s == "hrn" and "base" not in earlier:
                 trainer.log.message(
                     "stage hrn starts without a trained face analyzer (no base stage in this run "

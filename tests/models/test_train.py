@@ -839,3 +839,23 @@ def test_a_damaged_data_record_is_named(hrn_data, full_run, tmp_path, one_thread
     (out / "data.json").write_text('{"photos": {}, "priors": null, "pairs": null}')
     with pytest.raises(FacehdError, match=r"other photos \(\? \(\? samples\)\)"):
         train(tiny_config(), out, resume=True, photos=hrn_data.photos, priors=hrn_data.priors)
+
+
+def test_a_stage_started_from_an_unfinished_one_says_so(hrn_data, tmp_path, one_thread):
+    """``--resume --stage hrn`` on a run killed inside its base stage trains the detail stage on
+    the half-trained analyzer: the log says so (and how to finish the base stage first)."""
+    out = tmp_path / "run"
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors}
+    with pytest.raises(Killed):
+        train(tiny_config(), out, stages=["base"], callback=kill_at("base", 2), **kw)
+    ckpt = read_checkpoint(out / "checkpoints" / "base.pt")
+    assert not ckpt["done"] and ckpt["step"] < 3
+    train(tiny_config(), out, stages=["hrn"], resume=True, **kw)
+    said = " ".join((out / "train.log").read_text().split())
+    assert "stage hrn starts from the base stage's checkpoint, which is unfinished" in said
+    assert "--stage base --resume" in said
+    # a finished base stage: nothing to say
+    done = tmp_path / "done"
+    train(tiny_config(), done, stages=["base"], **kw)
+    train(tiny_config(), done, stages=["hrn"], resume=True, **kw)
+    assert "unfinished" not in (done / "train.log").read_text()
