@@ -1094,8 +1094,9 @@ def run_benchmark(
         buf = io.BytesIO()
         np.savez_compressed(buf, **{k: v for k, v in dist.items()})
         files.append((out_dir / "distances.npz", buf.getvalue()))
-        if spec.dataset == "now":
-            # the official tool's output, which its cumulative-error plots read
+        if spec.dataset in ("now", "multiview"):
+            # the official tool's output, which its cumulative-error plots read (multi-view
+            # sets are scored by the same protocol, so their distances compare beside them)
             ident = f"{method}_metrical" if metrical else method
             files.append(
                 (out_dir / f"{ident}_computed_distances.npy", now_computed_distances(rows, dist))

@@ -460,6 +460,11 @@ def test_multiview_sets_on_the_now_layout(synth_roots: dict, tmp_path: Path) -> 
     assert set(summary) == {"2views", "all"}
     assert summary["all"]["median_mm"] == summary["2views"]["median_mm"] != ""
     assert res.leaderboard_row.split == "esrc" and res.leaderboard_row.median_mm is not None
+    # the official NoW tool's file, as for NoW: the scored set's distances, the missing counted
+    official = np.load(res.out_dir / "mv_computed_distances.npy", allow_pickle=True).item()
+    assert official["num_missing_files"] == 1 and len(official["computed_distances"]) == 1
+    with np.load(res.out_dir / "distances.npz") as dist:
+        np.testing.assert_array_equal(official["computed_distances"][0], dist[dist.files[0]])
 
 
 def test_registered_method_runs_in_process(
