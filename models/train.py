@@ -1601,8 +1601,10 @@ def train(
         )
     trainer = Trainer(config, out, photos=photos, priors=priors, pairs=pairs)
     _check_datasets_given(config, stages, photos=photos, priors=priors, pairs=pairs)
-    if not existing:  # a new run: a bad dataset is refused before its folder is made
+    if not existing:  # a new run: a bad dataset or --init is refused before its folder is made
         trainer.open_data(stages)
+        if init is not None:
+            trainer.load_networks(init)  # loaded again when its stages start
     with ExitStack() as held:
         problem = None
         if trainer.dist.main:  # the first process takes the run folder and checks it

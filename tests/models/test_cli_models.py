@@ -194,6 +194,14 @@ def test_refused_ablation_and_training_runs_create_no_folder(hrn_data, tmp_path)
                                   *extra, "--steps", "1"])  # fmt: skip
         assert res.exit_code == 2 and str(hrn_data.photos) in res.output, res.output
         assert not run.exists(), extra
+    # an --init that is no checkpoint: refused before the run folder (which would record it in
+    # init.json) is made, so the same command with the right file starts afresh
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"no checkpoint " * 20)
+    args = ["train", "--out", str(run), "--photos", str(hrn_data.photos), "--stage", "base"]
+    res = runner.invoke(app, [*args, "--init", str(bad), "--steps", "1"])
+    assert res.exit_code == 2 and "not a readable PyTorch checkpoint" in res.output, res.output
+    assert not run.exists()
 
 
 def test_an_interrupt_outside_a_training_step_is_said(tmp_path, monkeypatch):

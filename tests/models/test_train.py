@@ -520,7 +520,13 @@ def test_a_run_whose_init_could_not_be_read_resumes_from_another(
     out = tmp_path / "run"
     with pytest.raises(InputFileError, match=r"cut\.pt"):
         train(tiny_config(), out, init=cut, **kw)
-    # nothing was trained from it: --resume takes another --init, and records it
+    assert not out.exists()  # refused before the run folder is made
+    # a run killed before its first checkpoint trained nothing that was saved from its --init:
+    # --resume takes another --init, and records it
+    other = full_run[0] / "checkpoints" / "base.pt"
+    with pytest.raises(Killed):
+        train(tiny_config(), out, init=other, callback=kill_at("hrn", 1), **kw)
+    assert not (out / "checkpoints" / "hrn.pt").exists()
     train(tiny_config(), out, resume=True, init=good, **kw)
     assert json.loads((out / "init.json").read_text())["path"] == str(good.resolve())
     assert states_equal(full_run[0] / "model.pt", out / "model.pt") == []
