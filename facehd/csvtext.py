@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LockHeld", "atomic_write_text", "format_value", "locked", "write_rows"]
+__all__ = ["LockHeld", "atomic_write_text", "format_value", "fsync_folder", "locked", "write_rows"]
 
 
 def format_value(value: Any) -> str:
@@ -72,6 +72,17 @@ def locked(path: str | Path, *, wait: bool = True) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def fsync_folder(folder: str | Path) -> None:
+    """Flush a folder's entries (a file renamed into it) to disk, where the system allows it:
+    after a crash of the machine the new name is there, not only the file's bytes."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from facehd.errors import InputFileError
+from facehd.errors import InputFileError, nearest_existing
 
 __all__ = ["check_room", "duration_text", "free_bytes", "size_text"]
 
@@ -20,10 +20,7 @@ __all__ = ["check_room", "duration_text", "free_bytes", "size_text"]
 def free_bytes(path: str | Path) -> int:
     """Bytes free to this user on the disk of ``path``, or of the nearest folder above it that
     exists (for an output folder not made yet)."""
-    p = Path(os.path.abspath(path))
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return int(shutil.disk_usage(p).free)
+    return int(shutil.disk_usage(nearest_existing(os.path.abspath(path))).free)
 
 
 def size_text(n_bytes: float) -> str:

@@ -31,6 +31,14 @@ class DegenerateInputError(FacehdError):
     """Input data is geometrically degenerate (coincident or collinear points, zero area, ...)."""
 
 
+def nearest_existing(path: str | Path) -> Path:
+    """``path`` when it exists, else the nearest folder above it that does (as ``path`` is
+    written, relative or absolute): where an output not made yet would be made, and what
+    stands in its way when that is a file."""
+    path = Path(path)
+    return next((p for p in (path, *path.parents) if p.exists()), path)
+
+
 def check_output_folder(path: str | Path, role: str) -> Path:
     """Make ``path`` (a folder outputs go to) and check that files can be written in it, before
     a job spends any time: a read-only or misnamed output is then one clear error up front,

@@ -63,11 +63,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from facehd.csvtext import LockHeld, locked
+from facehd.csvtext import LockHeld, fsync_folder, locked
 from facehd.errors import (
     FacehdError,
     InputFileError,
     check_output_folder,
+    nearest_existing,
     printable,
     raise_if_interrupted,
     utf8_problem,
@@ -287,15 +288,6 @@ def _decode_strings(raw: np.ndarray) -> list[str]:
 
 def _chunk_rows(spec: FieldSpec, n: int, chunk_bytes: int) -> int:
     return max(1, min(n, chunk_bytes // max(1, spec.item_bytes)))
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _fsync_file(path: Path) -> None:
@@ -871,13 +863,9 @@ def check_dataset_output(path: str | Path) -> Path:
         raise InputFileError(path, "is a folder: the output is the .h5 dataset file to write")
     if not path.name or path.name in (".", ".."):
         raise InputFileError(path, "give the .h5 dataset file to write")
-    for folder in path.parents:
-        if folder.exists():
-            if not folder.is_dir():
-                raise InputFileError(
-                    folder, f"is a file, not a folder: {path} cannot be written inside it"
-                )
-            break
+    folder = nearest_existing(path.parent)
+    if not folder.is_dir():
+        raise InputFileError(folder, f"is a file, not a folder: {path} cannot be written inside it")
     check_output_folder(path.parent, "dataset")
     shards = path.with_name(path.name + ".shards")
     if shards.exists() and not shards.is_dir():
@@ -1254,7 +1242,7 @@ class ShardedDatasetWriter:
 
         # shards: lzf (fast), the merge recompresses
         self._write(tmp, path, ids, columns, "lzf" if self.compression else None, None, True)
-        _fsync_dir(self.shard_dir)
+        fsync_folder(self.shard_dir)
         self._next_shard += 1
         self._sources.append(path)
         self._buffer = []
@@ -1355,7 +1343,7 @@ class ShardedDatasetWriter:
         finally:
             for f in handles:
                 f.close()
-        _fsync_dir(self.out_path.parent)
+        fsync_folder(self.out_path.parent)
         if not keep_shards:
             shutil.rmtree(self.shard_dir, ignore_errors=True)
         return FinalizeResult(self.out_path, len(ids), len(self._failures), self.failures_path)

@@ -125,7 +125,7 @@ def run_ablation(
     FacehdError
         A held-out folder, dataset or output folder that cannot be used (the message names it).
     """
-    from facehd.errors import check_output_folder
+    from facehd.errors import check_output_folder, nearest_existing
     from models.evaluate import heldout_ids
 
     steps = config.hrn.steps
@@ -137,10 +137,10 @@ def run_ablation(
         )
     heldout_ids(heldout)  # a wrong folder stops the run now, not after the shared stages
     out = Path(out)
-    made = None  # the outermost folder this run makes (``out``, or a folder above it)
-    folder = out.absolute()
-    while not folder.exists() and folder != folder.parent:
-        made, folder = folder, folder.parent
+    # the outermost folder this run makes (``out``, or a folder above it), None when out exists
+    target = out.absolute()
+    there = nearest_existing(target)
+    made = None if there == target else there / target.relative_to(there).parts[0]
     check_output_folder(out, "ablation runs")
     try:
         return _run_rows(config, out, photos, priors, heldout, pairs, views, callback, log)

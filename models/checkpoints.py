@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from facehd.csvtext import fsync_folder
 from facehd.errors import FacehdError, InputFileError
 
 __all__ = [
@@ -227,25 +228,11 @@ def save_checkpoint_atomic(path: str | Path, data: Mapping[str, Any]) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _fsync_folder(path.parent)
+        fsync_folder(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Flush a folder's entries (a rename into it) to disk, where the system allows it."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def strip_prefix(state: Mapping[str, Any], prefixes: tuple[str, ...] = WRAPPER_PREFIXES) -> dict:

@@ -69,7 +69,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facehd.errors import FacehdError, InputFileError
+from facehd.errors import FacehdError, InputFileError, nearest_existing
 from models.checkpoints import check_parts, read_checkpoint, save_checkpoint_atomic
 from models.config import (
     ConfigError,
@@ -1627,9 +1627,7 @@ def train(
 def _check_run_folder_can_be_made(out: Path) -> None:
     """A FacehdError, before any work, where ``out`` cannot be made or written in: a file
     where one of its folders should be, or a folder that is not writable."""
-    there = out
-    while not there.exists() and there != there.parent:
-        there = there.parent
+    there = nearest_existing(out)
     if not there.is_dir():
         raise FacehdError(f"{out}: cannot make the run folder: {there} is a file, not a folder")
     if not os.access(there, os.W_OK | os.X_OK):

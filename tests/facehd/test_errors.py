@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from facehd.errors import NOT_UTF8, printable, utf8_problem
 
@@ -42,3 +43,15 @@ def test_printable_leaves_valid_names_alone_and_escapes_line_breaks() -> None:
 def test_utf8_problem_only_for_names_that_cannot_be_text() -> None:
     assert utf8_problem(os.fsdecode(b"lat\xe9.png")) == NOT_UTF8
     assert utf8_problem("café.png") is None and utf8_problem("plain") is None
+
+
+def test_nearest_existing_is_the_path_or_the_first_folder_above_it_there(tmp_path, monkeypatch):
+    from facehd.errors import nearest_existing
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "f").write_text("x")
+    assert nearest_existing(tmp_path / "a") == tmp_path / "a"
+    assert nearest_existing(tmp_path / "a" / "b" / "c") == tmp_path / "a"
+    assert nearest_existing(tmp_path / "f" / "x") == tmp_path / "f"  # a file in the way
+    monkeypatch.chdir(tmp_path)  # relative paths stay relative
+    assert nearest_existing("a/b") == Path("a") and nearest_existing("new/x") == Path(".")
