@@ -1601,10 +1601,11 @@ def train(
         )
     trainer = Trainer(config, out, photos=photos, priors=priors, pairs=pairs)
     _check_datasets_given(config, stages, photos=photos, priors=priors, pairs=pairs)
+    init_stages = None  # the stages the --init checkpoint had finished, once it is loaded
     if not existing:  # a new run: a bad dataset or --init is refused before its folder is made
         trainer.open_data(stages)
         if init is not None:
-            trainer.load_networks(init)  # loaded again when its stages start
+            init_stages = trainer.load_networks(init)
     with ExitStack() as held:
         problem = None
         if trainer.dist.main:  # the first process takes the run folder and checks it
@@ -1621,7 +1622,7 @@ def train(
         _raise_everywhere(problem, trainer.dist)
         stop = trainer.stop if trainer.dist.world == 1 else nullcontext()
         with stop:
-            return _train_stages(trainer, out, stages, resume, init, callback)
+            return _train_stages(trainer, out, stages, resume, init, init_stages, callback)
 
 
 def _check_run_folder_can_be_made(out: Path) -> None:
@@ -1703,7 +1704,6 @@ def _prepare_run_folder(
             f"{out} already holds a training run ({existing[0].name}); "
             "use --resume to continue it or choose another --out"
         )
-    out.mkdir(parents=True, exist_ok=True)
     # files a killed run was writing (checkpoints, model.pt, logs, config: never complete,
     # saves go through os.replace); this run holds the folder, so none is being written now
     for pattern in ("checkpoints/*.pt.tmp*", "*.tmp*"):  # '*' matches hidden names too
@@ -1723,9 +1723,12 @@ def _train_stages(
     stages: list[str],
     resume: bool,
     init: str | Path | None,
+    init_stages: list[str] | None,
     callback: StepCallback | None,
 ) -> TrainResult:
-    """:func:`train` once the trainer is made and the run folder is taken and checked."""
+    """:func:`train` once the trainer is made and the run folder is taken and checked;
+    ``init_stages``: what :meth:`Trainer.load_networks` returned for ``init`` when :func:`train`
+    already loaded it (None: not loaded yet)."""
     priors = trainer.priors_path
     if init is None and resume and (out / INIT_RECORD).is_file():
         init = _recorded_init(out)
@@ -1749,7 +1752,7 @@ def _train_stages(
     if any(s in ("base", "hrn") for s in stages):  # the stages with a perceptual loss
         trainer.say_perceptual()
     if init is not None:
-        done_init = trainer.load_networks(init)
+        done_init = trainer.load_networks(init) if init_stages is None else init_stages
         trainer.log.message(f"networks initialised from {init} (stages {done_init})")
     for s in stages:
         ckpt = trainer.checkpoint_path(s)
