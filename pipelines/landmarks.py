@@ -699,8 +699,8 @@ def landmark_scans(
         old = previous.get(k)
         lm68, lm7, overlay = _destinations(sid, path, config)
 
-        if _name_problem(sid):
-            rows[k] = LandmarkRow(sid, str(path), "failed", "name", _name_problem(sid))
+        if why := _name_problem(sid):
+            rows[k] = LandmarkRow(sid, str(path), "failed", "name", why)
             continue
         given = _given_file(sid, path, config)
         if given is not None:
