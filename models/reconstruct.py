@@ -89,7 +89,13 @@ def load_system(
         match; the official layout without the BFM files.
     """
     from facehd.morphable import load_model
-    from models.checkpoints import check_parts, load_state_into, read_checkpoint
+    from models.checkpoints import (
+        check_parts,
+        load_state_into,
+        morphable_brief,
+        morphable_record,
+        read_checkpoint,
+    )
     from models.config import ConfigError, config_from_dict
     from models.train import (
         CHECKPOINT_FORMAT,
@@ -97,8 +103,6 @@ def load_system(
         STAGES,
         MorphableConfig,
         TrainConfig,
-        _model_brief,
-        _morphable_record,
         paper_train_config,
     )
 
@@ -123,8 +127,8 @@ def load_system(
             # sizes and topology hash, not the fingerprint's 90 numbers
             raise InputFileError(
                 path,
-                f"checkpoint is for the morphable model {_model_brief(info)}, the one loaded "
-                f"is {_model_brief(_morphable_record(model))}",
+                f"checkpoint is for the morphable model {morphable_brief(info)}, the one loaded "
+                f"is {morphable_brief(morphable_record(model))}",
             )
         if info.get("fingerprint") is not None and not model.matches_fingerprint(
             info["fingerprint"]
