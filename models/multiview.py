@@ -390,6 +390,7 @@ def reconstruct_multiview(
     landmarks: str = "auto",
     loaded: Any = None,
     missing: Sequence[tuple[Path, str]] = (),
+    names: Sequence[str] | None = None,
 ) -> tuple[MultiViewResult | None, list[Any]]:
     """Photos of one face -> MV-HRN, written as ``out/<photo stem>/`` per view (the files of
     ``facehd reconstruct``, named as :func:`models.reconstruct.output_names` names them, with
@@ -402,7 +403,8 @@ def reconstruct_multiview(
     iteration of the fit. ``base_texture``, ``landmarks``: see
     :class:`models.reconstruct.Reconstructor`; ``loaded(recon)`` is called once the checkpoint
     is loaded. ``missing``: inputs that are not there
-    (:attr:`models.reconstruct.PhotoInputs.missing`), reported as failed views.
+    (:attr:`models.reconstruct.PhotoInputs.missing`), reported as failed views. ``names``: the
+    folder names when the caller has them already (:func:`models.reconstruct.photo_folder_names`).
     """
     from facehd.csvtext import atomic_write_text
     from facehd.errors import FacehdError, printable
@@ -413,7 +415,7 @@ def reconstruct_multiview(
         clear_interrupted_writes,
         missing_results,
         output_lock,
-        output_names,
+        photo_folder_names,
         remove_earlier_result,
         write_photo_index,
         write_photo_result,
@@ -432,7 +434,7 @@ def reconstruct_multiview(
     with output_lock(out) as out:
         clear_interrupted_writes(out)
         views, results = [], missing_results(missing)
-        for path, stem in zip(photos, output_names(photos, out), strict=True):
+        for path, stem in zip(photos, photo_folder_names(photos, out, names), strict=True):
             try:
                 check_name(path)
                 views.append((path, stem, *recon.prepare_view_framed(path)))

@@ -192,13 +192,24 @@ def test_bad_inputs_are_clear_errors(fitted):
         fit_multiview(recon, crops, masks, bad)
 
 
-def test_reconstruct_multiview_writes_views_shared_face_and_report(model_path, tmp_path):
+def test_reconstruct_multiview_writes_views_shared_face_and_report(
+    model_path, tmp_path, monkeypatch
+):
     pytest.importorskip("mediapipe")
     from PIL import Image
     from typer.testing import CliRunner
 
+    import models.reconstruct as reconstruct_mod
     from benchmarks.synthetic import make_synthetic_benchmark
     from facehd.cli import app
+
+    named = []  # the folder names are worked out once per run
+    real_output_names = reconstruct_mod.output_names
+    monkeypatch.setattr(
+        reconstruct_mod,
+        "output_names",
+        lambda *a, **k: named.append(a) or real_output_names(*a, **k),
+    )
 
     root = make_synthetic_benchmark("multiview", tmp_path / "mv", seed=1, n_subjects=1)
     views = sorted((root / "images").rglob("view*.jpg"))
@@ -213,6 +224,7 @@ def test_reconstruct_multiview_writes_views_shared_face_and_report(model_path, t
     )
     assert res.exit_code == 1, res.output  # two inputs failed, the others were fitted
     assert "MV-HRN: 3 views" in res.output
+    assert len(named) == 1
     for v in views:
         assert (out / v.stem / "detail.obj").is_file()
         assert (out / v.stem / "reconstruction.json").is_file()
