@@ -286,6 +286,35 @@ def test_evaluate_multiview_scores_the_three_variants(hrn_data, model_path, tmp_
     assert res.exit_code != 0 and "photos.npz" in res.output
 
 
+def test_multiview_and_single_view_evaluation_take_the_same_scans(hrn_data, model_path, tmp_path):
+    """Both list the held-out scans with models.evaluate.heldout_ids: a folder not there, a
+    file, or a scan without its true surface are refused alike (the multi-view evaluation said
+    there was no photos.npz with two photos, or fitted the other scans)."""
+    import shutil
+
+    from facehd.errors import InputFileError
+    from models.evaluate import evaluate_synthetic
+    from models.multiview import evaluate_multiview_synthetic
+    from models.reconstruct import Reconstructor
+
+    recon = Reconstructor.load(model_path)
+    scans = tmp_path / "scans"
+    shutil.copytree(hrn_data.scans, scans)
+    ids = sorted(p.name[: -len(".photos.npz")] for p in scans.glob("*.photos.npz"))
+    (scans / f"{ids[0]}.gt_m2.ply").unlink()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for where, said in (
+        (tmp_path / "gone", "held-out folder does not exist"),
+        (a_file, "is a file"),
+        (scans, rf"{ids[0]}\.gt_m2\.ply: missing"),
+    ):
+        with pytest.raises(InputFileError, match=said):
+            evaluate_synthetic(recon, where, failed=[])
+        with pytest.raises(InputFileError, match=said):
+            evaluate_multiview_synthetic(recon, where, MultiViewConfig(iterations=0), failed=[])
+
+
 def test_output_names_number_repeated_stems():
     from pathlib import Path
 
