@@ -48,8 +48,9 @@ from typing import Literal
 
 import numpy as np
 
+from facehd.csvtext import atomic_write_bytes, atomic_write_text
 from facehd.errors import InputFileError, check_output_folder
-from facehd.mesh import Mesh, atomic_write_bytes, save_mesh
+from facehd.mesh import Mesh, save_mesh
 from facehd.transforms import rotation_from_axis_angle, rotation_matrix_from_euler
 
 __all__ = [
@@ -222,7 +223,7 @@ def _now(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:  
             from facehd.landmarks import save_landmarks_txt
 
             save_landmarks_txt(base.with_suffix(".txt"), sp_ * plm @ rp.T + tp)
-    (out / "imagepathsvalidation.txt").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "imagepathsvalidation.txt", "\n".join(lines) + "\n")
     # the photos, one per image of the list, so that a method can reconstruct them
     # (`facehd bench --method hrn --checkpoint C`)
     for s, ident in enumerate(identities):
@@ -240,8 +241,6 @@ def _save_jpeg(path: Path, photo: np.ndarray) -> None:
     import io
 
     from PIL import Image
-
-    from facehd.mesh import atomic_write_bytes
 
     buf = io.BytesIO()
     Image.fromarray(photo).save(buf, format="JPEG", quality=95)
@@ -304,7 +303,7 @@ def _multiview(out: Path, rng: np.random.Generator, n_subjects: int, model) -> N
         base = pred_root / subject / challenge / name
         save_mesh(base.with_suffix(".obj"), Mesh(pv, model.faces))
         save_landmarks_txt(base.with_suffix(".txt"), plm)
-    (out / f"multiview_{MULTIVIEW_SPLIT}.txt").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / f"multiview_{MULTIVIEW_SPLIT}.txt", "\n".join(lines) + "\n")
 
 
 def synth_realy_topology(model) -> tuple[list[list[float]], Mesh]:  # noqa: ANN001
@@ -319,21 +318,19 @@ def _realy(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:
     entries, template = synth_realy_topology(model)
     pred_dir = out / "predictions" / SYNTH_METHOD
     for folder in (out, pred_dir):
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "facehd-synth.txt").write_text(json.dumps(entries) + "\n")
+        atomic_write_text(folder / "facehd-synth.txt", json.dumps(entries) + "\n")
         save_mesh(folder / "facehd-synth.obj", template)
     scales = rng.uniform(6.5, 10.2, size=n_subjects)
-    (out / "metrical_scale.txt").write_text("".join(f"{float(s)!r}\n" for s in scales))
+    atomic_write_text(out / "metrical_scale.txt", "".join(f"{float(s)!r}\n" for s in scales))
     regions = _realy_regions(model)
     subjects = []
     for k, (ident, _) in enumerate(_faces_of(model, rng, n_subjects), start=1):
         subjects.append(ident)
         v_mm = np.asarray(model.vertices(ident, None), dtype=np.float64)
         gt = Mesh(v_mm / scales[k - 1], model.faces)
-        kp_path = out / "REALY_HIFI3D_keypoints" / f"{k}.obj"
-        kp_path.parent.mkdir(parents=True, exist_ok=True)
-        kp_path.write_text(
-            "".join("v {!r} {!r} {!r}\n".format(*map(float, p)) for p in gt.vertices[kp_ids])
+        atomic_write_text(
+            out / "REALY_HIFI3D_keypoints" / f"{k}.obj",
+            "".join("v {!r} {!r} {!r}\n".format(*map(float, p)) for p in gt.vertices[kp_ids]),
         )
         for name, mask in regions.items():
             save_mesh(out / "REALY_scan_region" / str(k) / f"{name}.obj", _region_mesh(gt, mask))
@@ -439,9 +436,10 @@ def _facescape(
                     [lab_rot[view], lab_centres[f][:, None] / STD_PUPIL_DIST], axis=1
                 )
                 name = f"{s:02d}_{f}_{view:02d}"
-                cam = data / "lab_cam" / f"{name}.json"
-                cam.parent.mkdir(parents=True, exist_ok=True)
-                cam.write_text(json.dumps([kmat.tolist(), rt.tolist()]) + "\n")
+                atomic_write_text(
+                    data / "lab_cam" / f"{name}.json",
+                    json.dumps([kmat.tolist(), rt.tolist()]) + "\n",
+                )
                 pc = pv @ lab_rot[view].T + lab_centres[f]  # camera frame, mm
                 u = focal * pc[:, 0] / pc[:, 2] + 128.0
                 vv = focal * pc[:, 1] / pc[:, 2] + 128.0
@@ -595,8 +593,7 @@ def _record(out: Path, settings: dict) -> None:
 
 def _write_record(out: Path, record: dict) -> None:
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / BENCHMARK_RECORD, text.encode("utf-8"))
+    atomic_write_text(out / BENCHMARK_RECORD, text)
 
 
 def make_synthetic_benchmark(

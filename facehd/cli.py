@@ -1230,7 +1230,8 @@ def reconstruct(
                 )
             for p in found.repeats:
                 console.print(f"given again, done once: {esc(printable(p))}", soft_wrap=True)
-            for p, name in zip(files, output_names(files, out), strict=True):
+            names = output_names(files, out)  # worked out once: shown here, used below
+            for p, name in zip(files, names, strict=True):
                 if name != p.stem:  # another photo of that name holds the folder
                     said = f"{printable(p)} -> {printable(out / name)}"
                     console.print(esc(said), soft_wrap=True)
@@ -1254,6 +1255,7 @@ def reconstruct(
                         landmarks=landmarks,
                         loaded=lambda recon: _warn_untrained_detail(recon, checkpoint),
                         missing=missing,
+                        names=names,
                     )
                 else:
                     fitted = None
@@ -1269,6 +1271,7 @@ def reconstruct(
                         landmarks=landmarks,
                         loaded=lambda recon: _warn_untrained_detail(recon, checkpoint),
                         missing=missing,
+                        names=names,
                     )
     if fitted is not None:
         first, last = fitted.history[0], fitted.history[-1]

@@ -1,5 +1,8 @@
 """How facehd writes CSV files: one cell format for every CSV the project writes, and files
-written to a temporary sibling then renamed, so an interrupted run never leaves half a file."""
+written to a temporary sibling then renamed, so an interrupted run never leaves half a file.
+
+:func:`atomic_write_bytes` is that one way of writing a file for the whole project (meshes,
+landmarks, reports); :func:`atomic_write_text` writes text through it."""
 
 from __future__ import annotations
 
@@ -16,7 +19,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LockHeld", "atomic_write_text", "format_value", "fsync_folder", "locked", "write_rows"]
+__all__ = [
+    "LockHeld",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "format_value",
+    "fsync_folder",
+    "locked",
+    "write_rows",
+]
 
 
 def format_value(value: Any) -> str:
@@ -85,21 +96,36 @@ def fsync_folder(folder: str | Path) -> None:
             os.close(fd)
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+
+    The bytes reach the disk (``fsync``) before the file takes its name, so readers never see a
+    partially written file under the final name. On any failure (an interrupt included) the
+    temporary file is removed and the destination is untouched. The folder is made when missing.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    except BaseException:
+        with contextlib.suppress(OSError):  # the failure that got here is the one to report
+            tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` as UTF-8, line ends as given, with :func:`atomic_write_bytes`.
+
+    A text that cannot be encoded (a lone surrogate) raises ``UnicodeEncodeError`` before any
+    file is touched.
+    """
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_rows(path: str | Path, rows: Sequence[Any], row_type: type | None = None) -> Path:

@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import re
-import uuid
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -44,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from facehd.csvtext import atomic_write_bytes
 from facehd.errors import InputFileError
 
 if TYPE_CHECKING:
@@ -1199,27 +1198,6 @@ def _validated(path: Path, vertices: Any, faces: Any, uvs: Any, colors: Any) -> 
 
 # ------------------------------------------------------------------------------------------
 # writing
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
-
-    Readers never see a partially written file under the final name; on failure the temporary
-    file is removed and the destination is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _fmt_rows(prefix: str, rows: np.ndarray) -> str:

@@ -5,6 +5,9 @@ A checkpoint on disk is a ``torch.save`` dictionary. facehd reads it with
 only; no code runs), and loads each part into a module with :func:`load_state_into`, which
 compares key names and tensor shapes first and reports every missing, unexpected or mismatched
 entry in one :class:`LoadReport` instead of failing on the first.
+
+A facehd checkpoint also records the morphable model it was made with
+(:func:`morphable_record`); :func:`morphable_brief` shortens that record for an error message.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -22,12 +25,18 @@ from torch import nn
 from facehd.csvtext import fsync_folder
 from facehd.errors import FacehdError, InputFileError
 
+if TYPE_CHECKING:
+    from facehd.morphable.model import MorphableModel
+
 __all__ = [
+    "MORPHABLE_SIZES",
     "CheckpointError",
     "LoadReport",
     "check_parts",
     "compare_state",
     "load_state_into",
+    "morphable_brief",
+    "morphable_record",
     "read_checkpoint",
     "save_checkpoint_atomic",
     "strip_prefix",
@@ -35,6 +44,10 @@ __all__ = [
 
 #: Prefixes that wrappers (DataParallel, DistributedDataParallel) put before every key.
 WRAPPER_PREFIXES: tuple[str, ...] = ("module.",)
+
+#: The entries of a checkpoint's morphable-model record (:func:`morphable_record`) that must
+#: equal the loaded model's: its name and sizes (the fingerprint is compared with a tolerance).
+MORPHABLE_SIZES: tuple[str, ...] = ("name", "n_vertices", "n_id", "n_exp", "n_tex")
 
 
 class CheckpointError(FacehdError):
@@ -233,6 +246,37 @@ def save_checkpoint_atomic(path: str | Path, data: Mapping[str, Any]) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def morphable_record(model: MorphableModel) -> dict[str, Any]:
+    """What a checkpoint records of its morphable model: name, sizes and fingerprint.
+
+    The keys are :data:`MORPHABLE_SIZES` and ``fingerprint`` (the model's
+    :attr:`~facehd.morphable.model.MorphableModel.fingerprint`).
+    """
+    return {
+        "name": model.name,
+        "n_vertices": model.n_vertices,
+        "n_id": model.n_id,
+        "n_exp": model.n_exp,
+        "n_tex": model.n_tex,
+        "fingerprint": model.fingerprint,
+    }
+
+
+def morphable_brief(info: Any) -> dict[str, Any]:
+    """A checkpoint's morphable-model record (:func:`morphable_record`) shortened for an error
+    message: the name and sizes, and the fingerprint's topology hash instead of its numbers.
+
+    ``info`` is whatever the checkpoint holds; anything but a dict (a damaged record) gives
+    ``None`` for every entry.
+    """
+    d = info if isinstance(info, dict) else {}
+    fp = d.get("fingerprint")
+    return {
+        **{k: d.get(k) for k in MORPHABLE_SIZES},
+        "topology": fp.get("topology") if isinstance(fp, dict) else None,
+    }
 
 
 def strip_prefix(state: Mapping[str, Any], prefixes: tuple[str, ...] = WRAPPER_PREFIXES) -> dict:

@@ -14,7 +14,6 @@ pixel centres at integers (the convention of :mod:`facehd.render.camera`).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Literal, NamedTuple
@@ -50,8 +49,6 @@ __all__ = [
     "reflectance_loss",
     "total_variation",
 ]
-
-log = logging.getLogger(__name__)
 
 GanMode = Literal["lsgan", "vanilla"]
 
@@ -107,7 +104,9 @@ class PerceptualLoss(nn.Module):
     ----------
     network : a face-recognition network mapping ``(B, 3, s, s)`` images in ``[-1, 1]`` to
         identity features ``(B, D)`` (e.g. an ArcFace backbone with user-supplied weights), or
-        ``None``: the loss is then off (always 0) and a log message says so once.
+        ``None``: the loss is then off (always 0, :attr:`enabled` false). This class logs
+        nothing about it; whoever builds it tells the user (the trainer does, in ``train.log``,
+        when a stage with a perceptual loss runs).
     input_size : side ``s`` of the network's input (112 for ArcFace).
 
     With the photos' 5 alignment points (``landmarks5`` of :meth:`forward`), both images are
@@ -121,18 +120,14 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         self.network = network
         self.input_size = int(input_size)
-        if network is None:
-            log.info(
-                "perceptual loss is off: no identity-network weights were given "
-                "(supply a face-recognition network to enable it)"
-            )
-        elif isinstance(network, nn.Module):
+        if isinstance(network, nn.Module):
             network.eval()
             for p in network.parameters():
                 p.requires_grad_(False)
 
     @property
     def enabled(self) -> bool:
+        """Whether the loss runs: False without an identity network (the loss is then 0)."""
         return self.network is not None
 
     def train(self, mode: bool = True) -> PerceptualLoss:

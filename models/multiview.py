@@ -390,6 +390,7 @@ def reconstruct_multiview(
     landmarks: str = "auto",
     loaded: Any = None,
     missing: Sequence[tuple[Path, str]] = (),
+    names: Sequence[str] | None = None,
 ) -> tuple[MultiViewResult | None, list[Any]]:
     """Photos of one face -> MV-HRN, written as ``out/<photo stem>/`` per view (the files of
     ``facehd reconstruct``, named as :func:`models.reconstruct.output_names` names them, with
@@ -402,7 +403,8 @@ def reconstruct_multiview(
     iteration of the fit. ``base_texture``, ``landmarks``: see
     :class:`models.reconstruct.Reconstructor`; ``loaded(recon)`` is called once the checkpoint
     is loaded. ``missing``: inputs that are not there
-    (:attr:`models.reconstruct.PhotoInputs.missing`), reported as failed views.
+    (:attr:`models.reconstruct.PhotoInputs.missing`), reported as failed views. ``names``: the
+    folder names when the caller has them already (:func:`models.reconstruct.photo_folder_names`).
     """
     from facehd.csvtext import atomic_write_text
     from facehd.errors import FacehdError, printable
@@ -413,7 +415,7 @@ def reconstruct_multiview(
         clear_interrupted_writes,
         missing_results,
         output_lock,
-        output_names,
+        photo_folder_names,
         remove_earlier_result,
         write_photo_index,
         write_photo_result,
@@ -432,7 +434,7 @@ def reconstruct_multiview(
     with output_lock(out) as out:
         clear_interrupted_writes(out)
         views, results = [], missing_results(missing)
-        for path, stem in zip(photos, output_names(photos, out), strict=True):
+        for path, stem in zip(photos, photo_folder_names(photos, out, names), strict=True):
             try:
                 check_name(path)
                 views.append((path, stem, *recon.prepare_view_framed(path)))
@@ -545,23 +547,25 @@ def evaluate_multiview_synthetic(
     """Fit the photos of every held-out scan of ``scans_dir`` (``facehd synth --photos V``,
     ``V >= 2``) jointly and score the single-view, naive and MV-HRN reconstructions against
     the truth; one row per scan and variant. ``views`` uses the first ``views`` photos of each
-    scan (at least 2; default all).
+    scan (at least 2; default all). The scans are those of :func:`models.evaluate.heldout_ids`,
+    as for the single-view evaluation: a folder that is not there, holds no ``*.photos.npz`` or
+    lacks a scan's true surfaces raises InputFileError before any photo is fitted.
 
     The photos are cropped from their true landmarks with their true skin masks (no detector in
-    the loop, as :func:`models.evaluate.evaluate_synthetic`). Raises InputFileError when the
-    folder holds no ``*.photos.npz`` with at least two photos; the files of the scans with one
+    the loop, as :func:`models.evaluate.evaluate_synthetic`). Raises InputFileError when no
+    ``*.photos.npz`` of the folder holds at least two photos; the files of the scans with one
     photo are said in ``skipped`` (when given). A scan whose files cannot be read raises, or,
     when ``failed`` is given, is said there and left out
     (:func:`models.evaluate.read_heldout_scans`).
     """
     from facehd.errors import InputFileError
     from models.data import align_lab_photo
-    from models.evaluate import read_heldout_scans, score_levels
+    from models.evaluate import heldout_ids, read_heldout_scans, score_levels
 
     if views is not None and views < 2:
         raise ValueError(f"--views must be >= 2 for multi-view sets, got {views}")
     d = Path(scans_dir)
-    ids = sorted(p.name[: -len(".photos.npz")] for p in d.glob("*.photos.npz"))
+    ids = heldout_ids(d)  # the scans the single-view evaluation takes, checked alike
     jobs = []
     keys = ("images", "landmarks68", "masks")
     for truth, photos in read_heldout_scans(d, ids, keys, failed=failed):

@@ -89,7 +89,13 @@ def load_system(
         match; the official layout without the BFM files.
     """
     from facehd.morphable import load_model
-    from models.checkpoints import check_parts, load_state_into, read_checkpoint
+    from models.checkpoints import (
+        check_parts,
+        load_state_into,
+        morphable_brief,
+        morphable_record,
+        read_checkpoint,
+    )
     from models.config import ConfigError, config_from_dict
     from models.train import (
         CHECKPOINT_FORMAT,
@@ -97,8 +103,6 @@ def load_system(
         STAGES,
         MorphableConfig,
         TrainConfig,
-        _model_brief,
-        _morphable_record,
         paper_train_config,
     )
 
@@ -123,8 +127,8 @@ def load_system(
             # sizes and topology hash, not the fingerprint's 90 numbers
             raise InputFileError(
                 path,
-                f"checkpoint is for the morphable model {_model_brief(info)}, the one loaded "
-                f"is {_model_brief(_morphable_record(model))}",
+                f"checkpoint is for the morphable model {morphable_brief(info)}, the one loaded "
+                f"is {morphable_brief(morphable_record(model))}",
             )
         if info.get("fingerprint") is not None and not model.matches_fingerprint(
             info["fingerprint"]
@@ -623,6 +627,28 @@ def output_names(photos: list[Path], out: str | Path | None = None) -> list[str]
     return names
 
 
+def photo_folder_names(
+    photos: list[Path], out: str | Path, names: Sequence[str] | None = None
+) -> list[str]:
+    """``names`` if given, else :func:`output_names` of ``photos`` in ``out``.
+
+    A caller that has shown the names (``facehd reconstruct`` says which photos get another
+    folder than their stem) passes them on, so they are worked out once and the folders are
+    the ones it showed. They must be :func:`output_names`' for these photos and folder, worked
+    out while holding :func:`output_lock` (the lock this run holds too).
+
+    Raises
+    ------
+    ValueError
+        ``names`` does not give one name per photo.
+    """
+    if names is None:
+        return output_names(photos, out)
+    if len(names) != len(photos):
+        raise ValueError(f"{len(names)} folder names given for {len(photos)} photos")
+    return list(names)
+
+
 #: Names in an output folder that belong to the run itself, never to a photo's folder.
 RESERVED_NAMES = frozenset({"photos.csv", "shared.obj", "multiview.json"})
 
@@ -640,12 +666,14 @@ def reconstruct_photos(
     landmarks: str = "auto",
     loaded: Any = None,
     missing: Sequence[tuple[Path, str]] = (),
+    names: Sequence[str] | None = None,
 ) -> list[PhotoResult]:
     """Reconstruct every photo into ``out/<name>/`` (:func:`output_names`); a photo that fails
     (unreadable, no face, its results not writable) is reported and the others continue.
     ``base_texture``, ``landmarks``: see :class:`Reconstructor`; ``loaded(recon)`` is called
     once the checkpoint is loaded. ``missing``: inputs that are not there
-    (:attr:`PhotoInputs.missing`), reported as failed first (:func:`missing_results`)."""
+    (:attr:`PhotoInputs.missing`), reported as failed first (:func:`missing_results`).
+    ``names``: the folder names when the caller has them already (:func:`photo_folder_names`)."""
     recon = Reconstructor.load(
         checkpoint,
         base_texture=base_texture,
@@ -659,7 +687,7 @@ def reconstruct_photos(
     with output_lock(out) as out:
         clear_interrupted_writes(out)
         results = missing_results(missing)
-        for path, stem in zip(photos, output_names(photos, out), strict=True):
+        for path, stem in zip(photos, photo_folder_names(photos, out, names), strict=True):
             try:
                 check_name(path)
                 rec, aligned, frame = recon.run_photo_framed(path)

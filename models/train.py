@@ -70,7 +70,14 @@ import torch
 from torch import nn
 
 from facehd.errors import FacehdError, InputFileError, nearest_existing
-from models.checkpoints import check_parts, read_checkpoint, save_checkpoint_atomic
+from models.checkpoints import (
+    MORPHABLE_SIZES,
+    check_parts,
+    morphable_brief,
+    morphable_record,
+    read_checkpoint,
+    save_checkpoint_atomic,
+)
 from models.config import (
     ConfigError,
     ModelConfig,
@@ -447,33 +454,8 @@ def _seed_everything(seed: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# run folder: checkpoints' model records, logs
+# run folder: logs
 # --------------------------------------------------------------------------------------------
-_MODEL_SIZES = ("name", "n_vertices", "n_id", "n_exp", "n_tex")
-
-
-def _morphable_record(model: Any) -> dict[str, Any]:
-    """What a checkpoint records of its morphable model: name, sizes and fingerprint."""
-    return {
-        "name": model.name,
-        "n_vertices": model.n_vertices,
-        "n_id": model.n_id,
-        "n_exp": model.n_exp,
-        "n_tex": model.n_tex,
-        "fingerprint": model.fingerprint,
-    }
-
-
-def _model_brief(info: Any) -> dict[str, Any]:
-    """A checkpoint's morphable-model record for an error message: sizes and topology hash."""
-    d = info if isinstance(info, dict) else {}
-    fp = d.get("fingerprint")
-    return {
-        **{k: d.get(k) for k in _MODEL_SIZES},
-        "topology": fp.get("topology") if isinstance(fp, dict) else None,
-    }
-
-
 class _RunLog:
     """CSV rows per stage, a text log, and TensorBoard when it is installed (rank 0 only)."""
 
@@ -881,7 +863,7 @@ class Trainer:
         return self.out / "checkpoints" / f"{stage}.pt"
 
     def _morphable_info(self) -> dict[str, Any]:
-        return _morphable_record(self.morphable)
+        return morphable_record(self.morphable)
 
     def _save(self, stage: str, step: int, done: bool, optim: dict, samplers: dict) -> None:
         # every process's random state and data position: a dataset that the processes do not
@@ -944,12 +926,12 @@ class Trainer:
         mine = self._morphable_info()
         # the fingerprint's floats with a tolerance: a procedural model built with another
         # thread count differs in the last bits
-        same = isinstance(info, dict) and all(info.get(k) == mine[k] for k in _MODEL_SIZES)
+        same = isinstance(info, dict) and all(info.get(k) == mine[k] for k in MORPHABLE_SIZES)
         if not (same and self.morphable.matches_fingerprint(info.get("fingerprint"))):
             raise InputFileError(
                 path,
-                f"checkpoint is for the morphable model {_model_brief(info)}, this run uses "
-                f"{_model_brief(mine)} (or the same sizes with other bases)",
+                f"checkpoint is for the morphable model {morphable_brief(info)}, this run uses "
+                f"{morphable_brief(mine)} (or the same sizes with other bases)",
             )
         return data
 

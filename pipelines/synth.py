@@ -42,9 +42,10 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from facehd.csvtext import atomic_write_text
 from facehd.errors import InputFileError, check_output_folder
 from facehd.landmarks import NOW7_FROM_68, save_landmarks_txt
-from facehd.mesh import Mesh, atomic_write_bytes, load_mesh, save_mesh, vertex_normals
+from facehd.mesh import Mesh, load_mesh, save_mesh, vertex_normals
 from facehd.morphable import MorphableModel, load_model, similarity_motion_basis
 from facehd.transforms import Similarity
 from facehd.uv import (
@@ -588,7 +589,7 @@ def record_settings(out: Path, config: SynthConfig) -> None:
         mine["photos"] = max(old_photos, config.photos)
     text = json.dumps(mine, indent=2, sort_keys=True) + "\n"
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        atomic_write_bytes(path, text.encode("utf-8"))
+        atomic_write_text(path, text)
 
 
 #: A scan id as :func:`sample_id` writes it (3 digits of subject and 2 of expression at least).

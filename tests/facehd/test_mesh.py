@@ -183,7 +183,7 @@ def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         calls.append((Path(src), Path(dst)))
         raise OSError("disk full")
 
-    monkeypatch.setattr(mesh_mod.os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         save_mesh(dest, small_mesh(5))
     # the new data went to a temporary file in the same folder, never to the destination
@@ -191,6 +191,30 @@ def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert dst == dest and src.parent == dest.parent and src != dest
     assert dest.read_bytes() == before
     assert sorted(os.listdir(dest.parent)) == ["m.obj"]
+
+
+def test_text_is_written_by_the_same_atomic_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facehd.csvtext import atomic_write_bytes, atomic_write_text
+
+    assert mesh_mod.atomic_write_bytes is atomic_write_bytes
+    dest = tmp_path / "new" / "t.csv"
+    atomic_write_text(dest, "a,\u00e9\r\nb\n")
+    assert dest.read_bytes() == "a,\u00e9\r\nb\n".encode()  # UTF-8, line ends untouched
+
+    def failing_replace(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_text(dest, "other")
+    assert dest.read_bytes() == "a,\u00e9\r\nb\n".encode()
+    assert sorted(os.listdir(dest.parent)) == ["t.csv"]
+    monkeypatch.undo()
+    with pytest.raises(UnicodeEncodeError):
+        atomic_write_text(tmp_path / "bad" / "t.txt", "\ud800")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_save_rejects_unknown_suffix(tmp_path: Path) -> None:

@@ -192,13 +192,24 @@ def test_bad_inputs_are_clear_errors(fitted):
         fit_multiview(recon, crops, masks, bad)
 
 
-def test_reconstruct_multiview_writes_views_shared_face_and_report(model_path, tmp_path):
+def test_reconstruct_multiview_writes_views_shared_face_and_report(
+    model_path, tmp_path, monkeypatch
+):
     pytest.importorskip("mediapipe")
     from PIL import Image
     from typer.testing import CliRunner
 
+    import models.reconstruct as reconstruct_mod
     from benchmarks.synthetic import make_synthetic_benchmark
     from facehd.cli import app
+
+    named = []  # the folder names are worked out once per run
+    real_output_names = reconstruct_mod.output_names
+    monkeypatch.setattr(
+        reconstruct_mod,
+        "output_names",
+        lambda *a, **k: named.append(a) or real_output_names(*a, **k),
+    )
 
     root = make_synthetic_benchmark("multiview", tmp_path / "mv", seed=1, n_subjects=1)
     views = sorted((root / "images").rglob("view*.jpg"))
@@ -213,6 +224,7 @@ def test_reconstruct_multiview_writes_views_shared_face_and_report(model_path, t
     )
     assert res.exit_code == 1, res.output  # two inputs failed, the others were fitted
     assert "MV-HRN: 3 views" in res.output
+    assert len(named) == 1
     for v in views:
         assert (out / v.stem / "detail.obj").is_file()
         assert (out / v.stem / "reconstruction.json").is_file()
@@ -272,6 +284,35 @@ def test_evaluate_multiview_scores_the_three_variants(hrn_data, model_path, tmp_
     empty.mkdir()
     res = CliRunner().invoke(app, [*args, "--scans", str(empty)])
     assert res.exit_code != 0 and "photos.npz" in res.output
+
+
+def test_multiview_and_single_view_evaluation_take_the_same_scans(hrn_data, model_path, tmp_path):
+    """Both list the held-out scans with models.evaluate.heldout_ids: a folder not there, a
+    file, or a scan without its true surface are refused alike (the multi-view evaluation said
+    there was no photos.npz with two photos, or fitted the other scans)."""
+    import shutil
+
+    from facehd.errors import InputFileError
+    from models.evaluate import evaluate_synthetic
+    from models.multiview import evaluate_multiview_synthetic
+    from models.reconstruct import Reconstructor
+
+    recon = Reconstructor.load(model_path)
+    scans = tmp_path / "scans"
+    shutil.copytree(hrn_data.scans, scans)
+    ids = sorted(p.name[: -len(".photos.npz")] for p in scans.glob("*.photos.npz"))
+    (scans / f"{ids[0]}.gt_m2.ply").unlink()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for where, said in (
+        (tmp_path / "gone", "held-out folder does not exist"),
+        (a_file, "is a file"),
+        (scans, rf"{ids[0]}\.gt_m2\.ply: missing"),
+    ):
+        with pytest.raises(InputFileError, match=said):
+            evaluate_synthetic(recon, where, failed=[])
+        with pytest.raises(InputFileError, match=said):
+            evaluate_multiview_synthetic(recon, where, MultiViewConfig(iterations=0), failed=[])
 
 
 def test_output_names_number_repeated_stems():

@@ -332,7 +332,7 @@ def test_base_texture_skips_the_deretouching_network_and_keeps_the_geometry(
 
 
 def test_batch_records_each_photo_its_folder_or_its_failure(
-    hrn_data, model_path, tmp_path, one_thread
+    hrn_data, model_path, tmp_path, one_thread, monkeypatch
 ):
     import csv
     import json
@@ -340,7 +340,16 @@ def test_batch_records_each_photo_its_folder_or_its_failure(
 
     from typer.testing import CliRunner
 
+    import models.reconstruct as reconstruct_mod
     from facehd.cli import app
+
+    named = []  # the folder names are worked out once per run, shown and used alike
+    real_output_names = reconstruct_mod.output_names
+    monkeypatch.setattr(
+        reconstruct_mod,
+        "output_names",
+        lambda *a, **k: named.append(a) or real_output_names(*a, **k),
+    )
 
     photo = hrn_data.scans / "photos" / "s000_e00_v00.png"
     other = tmp_path / "other"
@@ -357,6 +366,7 @@ def test_batch_records_each_photo_its_folder_or_its_failure(
     text = " ".join(res.output.split())
     assert f"given again, done once: {photo}" in text
     assert f"{twin} -> {out / (photo.stem + '_2')}" in text
+    assert len(named) == 1
     with open(out / "photos.csv", newline="") as fh:
         rows = {r["photo"]: r for r in csv.DictReader(fh)}
     assert set(rows) == {str(p.resolve()) for p in (photo, twin, empty)}

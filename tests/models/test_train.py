@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from pathlib import Path
 
@@ -399,6 +400,18 @@ def test_lab_photos_are_found_and_cropped(hrn_data):
     x, y = np.round(item["landmarks"][30]).astype(int)
     assert item["mask"][y - 3 : y + 4, x - 3 : x + 4].any()
     assert item["deformation"].shape == (64, 64, 3) and item["displacement"].shape == (256, 256)
+
+
+def test_a_run_says_once_that_perceptual_is_off(hrn_data, tmp_path, one_thread, caplog):
+    """The trainer says it (console and train.log); the loss it builds says nothing more."""
+    cfg = tiny_config()
+    cfg.base.steps = 1
+    out = tmp_path / "run"
+    with caplog.at_level(logging.INFO):
+        train(cfg, out, photos=hrn_data.photos, stages=["base"])
+    said = [r for r in caplog.records if "perceptual loss is off" in r.getMessage()]
+    assert [r.name for r in said] == ["facehd.train"]
+    assert (out / "train.log").read_text().count("perceptual loss is off") == 1
 
 
 def test_perceptual_loss_with_an_identity_network(hrn_data, tmp_path, one_thread):
