@@ -41,6 +41,7 @@ run again, has written it whole.
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -69,6 +70,13 @@ SYNTH_METHOD = "synth-fit"
 
 _NOW7 = (36, 39, 42, 45, 33, 48, 54)
 _PP_DATE = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` through :func:`facehd.csvtext.atomic_write_bytes`: no half-written file."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def write_pp(path: Path, points: np.ndarray) -> Path:
@@ -238,8 +246,6 @@ def _now(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:  
 
 def _save_jpeg(path: Path, photo: np.ndarray) -> None:
     """Write an (H, W, 3) uint8 photo as a JPEG (quality 95), atomically."""
-    import io
-
     from PIL import Image
 
     buf = io.BytesIO()
@@ -406,9 +412,9 @@ def _facescape(
             t_cam = flip @ np.array([shift[0] / k_norm, shift[1] / k_norm, 0.0])
             t_cam[2] = _WILD_DISTANCE_MM
             shots.append((data / "wild_image", f"{idx:03d}", ident, expr, kmat, flip @ r, t_cam))
-    np.save(predef / "wild_pupil_scales.npy", pupil)
-    np.save(predef / "wild_head_centers.npy", centres)
-    np.save(predef / "wild_rotations.npy", rots)
+    _save_npy(predef / "wild_pupil_scales.npy", pupil)
+    _save_npy(predef / "wild_head_centers.npy", centres)
+    _save_npy(predef / "wild_rotations.npy", rots)
     # ---- lab: subjects x focal lengths x views
     yaws = [0.0] + [30.0 * s for s in (1, -1, 1, -1, 1, -1, 1, -1)] + [60.0, -60.0]
     pitches = [0.0, 0.0, 0.0, 15.0, 15.0, -15.0, -15.0, 8.0, -8.0, 0.0, 0.0]
@@ -420,8 +426,8 @@ def _facescape(
     )
     distances = np.array([LAB_FOCAL_LENGTHS[f] * 230.0 / 200.0 for f in range(3)])  # mm
     lab_centres = np.stack([np.array([0.0, 0.0, d]) for d in distances])
-    np.save(predef / "lab_rotations.npy", lab_rot)
-    np.save(predef / "lab_head_centers.npy", lab_centres)
+    _save_npy(predef / "lab_rotations.npy", lab_rot)
+    _save_npy(predef / "lab_head_centers.npy", lab_centres)
     for s, (ident, expr) in enumerate(_faces_of(model, rng, n_subjects, exp_scale=1.0)):
         v = np.asarray(model.vertices(ident, expr), dtype=np.float64)
         centre = v.mean(axis=0)

@@ -42,7 +42,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from facehd.csvtext import atomic_write_text
+from facehd.csvtext import atomic_write_bytes, atomic_write_text
 from facehd.errors import InputFileError, check_output_folder
 from facehd.landmarks import NOW7_FROM_68, save_landmarks_txt
 from facehd.mesh import Mesh, load_mesh, save_mesh, vertex_normals
@@ -370,10 +370,11 @@ def _cut_holes(mesh: Mesh, centres: np.ndarray, radii: np.ndarray) -> Mesh:
 
 
 def save_npz_deterministic(path: str | Path, **arrays: np.ndarray) -> Path:
-    """Write an ``.npz`` whose bytes depend only on the arrays (fixed zip dates), atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    """Write an ``.npz`` whose bytes depend only on the arrays (fixed zip dates), atomically
+    (:func:`facehd.csvtext.atomic_write_bytes`: an interrupted write leaves no file under
+    ``path``, and no temporary file beside it)."""
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name in sorted(arrays):
             buf = io.BytesIO()
             np.save(buf, np.asarray(arrays[name]), allow_pickle=False)
@@ -381,8 +382,7 @@ def save_npz_deterministic(path: str | Path, **arrays: np.ndarray) -> Path:
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             zf.writestr(info, buf.getvalue())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, data.getvalue())
 
 
 def make_scan(
