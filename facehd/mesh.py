@@ -54,6 +54,8 @@ __all__ = [
     "MeshFileWarning",
     "MESH_SUFFIXES",
     "is_scan_file",
+    "is_compressed_scan_file",
+    "COMPRESSED_SUFFIXES",
     "find_scan_files",
     "load_mesh",
     "load_textured_mesh",
@@ -91,6 +93,18 @@ def is_scan_file(path: Path) -> bool:
     return suffix in MESH_SUFFIXES and not _NOT_A_SCAN.search(path.name[: -len(suffix)])
 
 
+#: Suffixes of compressed files: a scan compressed (``head.obj.gz``) is not read, but listed so
+#: that it fails naming the problem instead of being passed over.
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".7z")
+
+
+def is_compressed_scan_file(path: Path) -> bool:
+    """Whether ``path`` names a scan file compressed (``head.obj.gz``, ``s.ply.zip``): a
+    :data:`COMPRESSED_SUFFIXES` suffix after a name :func:`is_scan_file` accepts."""
+    suffix = path.suffix.lower()
+    return suffix in COMPRESSED_SUFFIXES and is_scan_file(path.with_name(path.name[: -len(suffix)]))
+
+
 def find_scan_files(root: str | Path) -> list[tuple[str, Path, bool]]:
     """``(scan id, path, shares its stem)`` of every scan under ``root``, sorted by id.
 
@@ -99,6 +113,12 @@ def find_scan_files(root: str | Path) -> list[tuple[str, Path, bool]]:
     left out. A scan's id is its path relative to ``root`` without the suffix,
     or with it when another scan in the same folder has the same stem (``head.obj`` and
     ``head.ply`` are ``head.obj`` and ``head.ply``; the third item is then True).
+
+    Names that say a scan but hold none that can be read are listed too, so that reading them
+    fails naming the problem (:func:`load_mesh`) where they would otherwise be passed over in
+    silence: a link whose target does not exist (a dataset of links into a store that is not
+    mounted) and a compressed scan (:func:`is_compressed_scan_file`; its id leaves out both
+    suffixes, ``head.obj.gz`` is ``head``).
 
     Raises
     ------
@@ -115,15 +135,21 @@ def find_scan_files(root: str | Path) -> list[tuple[str, Path, bool]]:
     found = sorted(
         p
         for p in root.rglob("*")
-        if is_scan_file(p)
-        and p.is_file()
+        if (is_scan_file(p) or is_compressed_scan_file(p))
+        # a regular file, or a link to nothing (a folder named like a scan is searched)
+        and (p.is_file() or (p.is_symlink() and not p.exists()))
         and not any(part.endswith(".shards") for part in p.relative_to(root).parent.parts)
         # hidden files and folders: macOS's ._<name> resource forks copied beside the scans
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
     if not found:
         raise InputFileError(root, f"no scan found (files {', '.join(MESH_SUFFIXES)})")
-    stems = [p.relative_to(root).with_suffix("").as_posix() for p in found]
+    stems = [
+        p.relative_to(root).with_suffix("").with_suffix("").as_posix()
+        if is_compressed_scan_file(p)
+        else p.relative_to(root).with_suffix("").as_posix()
+        for p in found
+    ]
     counts = Counter(stems)
     out = []
     for p, stem in zip(found, stems, strict=True):
@@ -591,15 +617,23 @@ def load_mesh(path: str | Path, *, split_seams: bool = False) -> Mesh:
     Raises
     ------
     InputFileError
-        The file is missing, unreadable, of another format, empty, has no faces, has NaN/inf
-        vertices in faces, or face indices out of range.
+        The file is missing (or a link to nothing), unreadable, compressed, of another format,
+        empty, has no faces, has NaN/inf vertices in faces, or face indices out of range.
     """
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise InputFileError(path, f"a link to {os.readlink(path)}, which does not exist")
         raise InputFileError(path, "file does not exist")
     if not path.is_file():
         raise InputFileError(path, "not a regular file")
     suffix = path.suffix.lower()
+    if is_compressed_scan_file(path):
+        raise InputFileError(
+            path,
+            f"compressed ({suffix}): decompress it first (facehd reads "
+            f"{path.with_suffix('').suffix} files, not compressed ones)",
+        )
     if suffix not in MESH_SUFFIXES:
         raise InputFileError(path, f"unsupported mesh format {suffix!r} ({_FORMATS})")
     try:
