@@ -597,6 +597,10 @@ def _obj_vertices(data: bytes) -> np.ndarray:
         raise _Problem(f"a vertex line holds no number ({exc})") from None
 
 
+#: The byte order mark some editors put before UTF-8 text.
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def load_mesh(path: str | Path, *, split_seams: bool = False) -> Mesh:
     """Read a triangle mesh from an ``.obj``, ``.ply``, ``.stl``, ``.off`` or ``.wrl`` file.
 
@@ -642,6 +646,10 @@ def load_mesh(path: str | Path, *, split_seams: bool = False) -> Mesh:
         raise InputFileError(path, f"cannot read file: {exc.strerror or exc}") from exc
     if not data.strip():
         raise InputFileError(path, "file is empty")
+    if suffix in (".obj", ".off", ".wrl") and data.startswith(_UTF8_BOM):
+        # a text file saved by an editor that marks UTF-8 (Windows' Notepad): the mark is no
+        # part of the first line, which would otherwise be unread (an OBJ a vertex short)
+        data = data[len(_UTF8_BOM) :]
     try:
         reader = {
             ".obj": _read_obj,
@@ -738,6 +746,7 @@ def texture_path(path: str | Path) -> Path | None:
             head = path.read_bytes()
     except OSError:
         return None  # load_mesh reports it
+    head = head.removeprefix(_UTF8_BOM)  # as load_mesh reads it: mtllib may be the first line
     images: dict[Path, Path] = {}  # image as named -> the folder of the file naming it
     if suffix == ".wrl":
         from facehd.vrml import texture_urls
@@ -1089,7 +1098,8 @@ def _read_stl(data: bytes, split_seams: bool) -> tuple:
     # binary: an 80-byte header, the triangle count (uint32), 50 bytes per triangle. A binary
     # file whose length does not match is read as ASCII by trimesh (its header may begin with
     # "solid" as ASCII files do), which fails with a message about something else
-    if b"\x00" in data[: 1 << 16] or not data.lstrip()[:5].lower().startswith(b"solid"):
+    text = data.removeprefix(_UTF8_BOM)  # an ASCII file saved by an editor that marks UTF-8
+    if b"\x00" in data[: 1 << 16] or not text.lstrip()[:5].lower().startswith(b"solid"):
         if len(data) < 84:
             raise _Problem(f"a truncated binary STL: {len(data)} bytes, its header alone has 84")
         count = int.from_bytes(data[80:84], "little")
@@ -1102,7 +1112,7 @@ def _read_stl(data: bytes, split_seams: bool) -> tuple:
         kw = load_stl(io.BytesIO(data))
     else:
         try:
-            kw = load_stl(io.BytesIO(data))
+            kw = load_stl(io.BytesIO(text))
         except ValueError as exc:
             raise _Problem(f"cannot parse as ASCII STL (cut short?): {exc}") from None
     if kw.get("vertices") is None or kw.get("faces") is None:

@@ -1,5 +1,6 @@
 """Reader edge cases: OBJ trailing comments, out-of-range indices and binary data, truncated
-binary STL, PLY colours of other types and names, unused vertices with NaN coordinates."""
+binary STL, PLY colours of other types and names, unused vertices with NaN coordinates, text
+files with a UTF-8 byte order mark."""
 
 from __future__ import annotations
 
@@ -251,3 +252,54 @@ def test_unused_vertex_with_nan_keeps_its_number(tmp_path: Path, kind: str) -> N
         warnings.simplefilter("error")  # no warning: an error
         with pytest.raises(InputFileError, match=r"vertices of faces have NaN.*number 2"):
             load_mesh(path)
+
+
+# --- text files with a byte order mark ------------------------------------------------------
+
+
+def _square_text(kind: str) -> str:
+    v = "".join(f"{x} {y} {z}\n" for x, y, z in SQUARE_V)
+    if kind == "obj":
+        return "".join(f"v {x} {y} {z}\n" for x, y, z in SQUARE_V) + "f 1 2 3\nf 1 3 4\n"
+    if kind == "off":
+        return "OFF\n4 2 0\n" + v + "3 0 1 2\n3 0 2 3\n"
+    if kind == "wrl":
+        points = ", ".join(f"{x} {y} {z}" for x, y, z in SQUARE_V)
+        return (
+            "#VRML V2.0 utf8\nShape { geometry IndexedFaceSet {\n"
+            f"coord Coordinate {{ point [{points}] }}\ncoordIndex [0 1 2 -1 0 2 3 -1] }} }}\n"
+        )
+    tm = trimesh.Trimesh(SQUARE_V, SQUARE_F, process=False)
+    return trimesh.exchange.stl.export_stl_ascii(tm)
+
+
+@pytest.mark.parametrize("kind", ["obj", "off", "wrl", "stl"])
+def test_text_files_with_a_utf8_byte_order_mark(tmp_path: Path, kind: str) -> None:
+    """A scan saved by an editor that marks UTF-8 (Windows' Notepad) reads as without the mark:
+    an OBJ lost its first vertex (its faces then out of range), an OFF or VRML file's header
+    was not its own, an ASCII STL was taken for a binary one."""
+    plain, marked = tmp_path / f"plain.{kind}", tmp_path / f"marked.{kind}"
+    plain.write_text(_square_text(kind))
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    want, got = load_mesh(plain), load_mesh(marked)
+    np.testing.assert_array_equal(got.vertices, want.vertices)
+    np.testing.assert_array_equal(got.faces, want.faces)
+    assert want.n_faces == 2
+
+
+def test_obj_with_a_byte_order_mark_before_its_material_library(tmp_path: Path) -> None:
+    """The texture is found when ``mtllib`` is the first line, after the mark."""
+    from PIL import Image
+
+    from facehd.mesh import texture_path
+
+    Image.new("RGB", (4, 4), (200, 120, 90)).save(tmp_path / "skin.png")
+    (tmp_path / "s.mtl").write_text("newmtl skin\nmap_Kd skin.png\n")
+    body = (
+        "mtllib s.mtl\n"
+        + "".join(f"v {x} {y} {z}\n" for x, y, z in SQUARE_V)
+        + "".join(f"vt {x} {y}\n" for x, y, _ in SQUARE_V)
+        + "usemtl skin\nf 1/1 2/2 3/3\nf 1/1 3/3 4/4\n"
+    )
+    (tmp_path / "s.obj").write_bytes(b"\xef\xbb\xbf" + body.encode())
+    assert texture_path(tmp_path / "s.obj") == tmp_path / "skin.png"
