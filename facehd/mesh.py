@@ -1062,6 +1062,12 @@ def _concatenate_parts(geoms: list[dict]) -> tuple:
 def _read_ply(data: bytes, split_seams: bool) -> tuple:
     from trimesh.exchange.ply import load_ply
 
+    from facehd.ply import PlyError, checked_ply
+
+    try:  # a file cut short, named as such; mixed polygons of a binary file as triangles
+        data = checked_ply(data)
+    except PlyError as exc:
+        raise _Problem(str(exc)) from None
     kw = load_ply(io.BytesIO(data), fix_texture=False, skip_materials=True)
     vertices = kw.get("vertices")
     if vertices is None or len(vertices) == 0:

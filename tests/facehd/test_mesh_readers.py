@@ -303,3 +303,39 @@ def test_obj_with_a_byte_order_mark_before_its_material_library(tmp_path: Path) 
     )
     (tmp_path / "s.obj").write_bytes(b"\xef\xbb\xbf" + body.encode())
     assert texture_path(tmp_path / "s.obj") == tmp_path / "skin.png"
+
+
+# --- PLY files that do not hold what their header announces -----------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "binary"])
+def test_a_ply_cut_short_is_refused_naming_where_it_ends(tmp_path: Path, encoding: str) -> None:
+    """A file cut in transfer: an ASCII one read as far as it went (a third of the faces, and
+    no word of it) and a binary one refused as 'PLY is unexpected length!'; both are now named
+    as cut, with the element where the file ends."""
+    sphere = trimesh.creation.icosphere(3)
+    data = trimesh.exchange.ply.export_ply(sphere, encoding=encoding)
+    (tmp_path / "whole.ply").write_bytes(data)
+    assert load_mesh(tmp_path / "whole.ply").n_faces == len(sphere.faces)
+    body = data.index(b"end_header") + len(b"end_header\n")
+    n_v, n_f = len(sphere.vertices), len(sphere.faces)
+    for where, n, cut in (("face", n_f, len(data) * 2 // 3), ("vertex", n_v, body + 200)):
+        path = tmp_path / f"cut_{where}.ply"
+        path.write_bytes(data[:cut])
+        with pytest.raises(
+            InputFileError, match=rf"cut_{where}\.ply: .*the file ends after \d+ of the {n} {where}"
+        ) as info:
+            load_mesh(path)
+        assert info.value.__cause__ is None
+    if encoding == "ascii":  # the last face's line cut after its first index
+        path = tmp_path / "cut_line.ply"
+        path.write_bytes(data.rstrip()[: data.rstrip().rfind(b"\n")] + b"\n3 5")
+        with pytest.raises(InputFileError, match=r"its last face record is incomplete"):
+            load_mesh(path)
+    else:  # a line break after the data is no data; anything more is not the header's file
+        (tmp_path / "newline.ply").write_bytes(data + b"\n")
+        got = load_mesh(tmp_path / "newline.ply")
+        np.testing.assert_array_equal(got.faces, sphere.faces)
+        (tmp_path / "long.ply").write_bytes(data + b"\x01\x02\x03\x04")
+        with pytest.raises(InputFileError, match=r"longer than its header says: 4 bytes after"):
+            load_mesh(tmp_path / "long.ply")
