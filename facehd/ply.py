@@ -2,9 +2,11 @@
 
 trimesh reads what an ASCII PLY holds even when it ends before the records its header announces
 (a file cut in transfer comes back with part of its faces, and no word of it), and refuses every
-binary PLY whose size is not the header's with one message, "PLY is unexpected length!". Here the
-records are counted as the header declares them: a file cut short is named as such, with where it
-ends.
+binary PLY whose size is not the header's with one message, "PLY is unexpected length!", also a
+whole file whose faces are polygons of several sizes (its reader takes every face's corner count
+from the first face). Here the records are counted as the header declares them: a file cut short
+is named as such, with where it ends, and a binary file of mixed polygons is handed on with its
+faces split into triangles.
 """
 
 from __future__ import annotations
@@ -219,11 +221,48 @@ def _uniform_lists(
     )
 
 
+def _triangulated(
+    data: bytes,
+    fmt: str,
+    start: int,
+    comments: list[str],
+    elements: list[_Element],
+    ends: list[int],
+    polygons: dict[str, list[tuple[int, int]]],
+) -> bytes:
+    """The file again, with each element of mixed polygons replaced by their fan triangles
+    (only their vertex indices: per-face values of such an element are left out)."""
+    from facehd.vrml import fan_triangles
+
+    endian = "<" if fmt == "binary_little_endian" else ">"
+    head = ["ply", f"format {fmt} 1.0", *comments]
+    body = []
+    for e, begin, end in zip(elements, [start, *ends[:-1]], ends, strict=True):
+        if e.name not in polygons:
+            head += e.lines
+            body.append(data[begin:end])
+            continue
+        spans = polygons[e.name]
+        index_type = next(t for n, t, c in e.props if n in _INDEX_NAMES and c)
+        item = np.dtype(endian + _TYPES[index_type])
+        lengths = np.array([k for _, k in spans], dtype=np.int64)
+        flat = np.concatenate(
+            [np.frombuffer(data, dtype=item, count=k, offset=o) for o, k in spans]
+        ).astype(np.int64)
+        tri = flat[fan_triangles(lengths)]
+        rows = np.zeros(len(tri), dtype=[("n", "u1"), ("i", endian + "i4", (3,))])
+        rows["n"], rows["i"] = 3, tri
+        head += [f"element {e.name} {len(tri)}", "property list uchar int vertex_indices"]
+        body.append(rows.tobytes())
+    return ("\n".join([*head, "end_header"]) + "\n").encode("latin-1") + b"".join(body)
+
+
 def checked_ply(data: bytes) -> bytes:
     """A PLY file's bytes checked against its header, as trimesh is to read them.
 
-    Returns ``data`` (without whitespace after a binary file's records). A header this module
-    does not understand is passed on unchecked.
+    Returns ``data`` itself, or for a binary file whose faces are polygons of several sizes the
+    same file with those faces split into triangles (fans). A header this module does not
+    understand is passed on unchecked.
 
     Raises
     ------
@@ -247,6 +286,6 @@ def checked_ply(data: bytes) -> bytes:
             f"records ({', '.join(f'{e.count} {e.name}' for e in elements)})"
         )
     if polygons:
-        return data  # faces of several sizes: trimesh's reader refuses them
+        return _triangulated(data, fmt, start, comments, elements, ends, polygons)
     # whitespace after the records (a final line break) is no data
     return data if end == len(data) else data[:end]

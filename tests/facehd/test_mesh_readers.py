@@ -339,3 +339,45 @@ def test_a_ply_cut_short_is_refused_naming_where_it_ends(tmp_path: Path, encodin
         (tmp_path / "long.ply").write_bytes(data + b"\x01\x02\x03\x04")
         with pytest.raises(InputFileError, match=r"longer than its header says: 4 bytes after"):
             load_mesh(tmp_path / "long.ply")
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+def test_binary_ply_of_triangles_and_quads_is_read_as_their_triangles(
+    tmp_path: Path, endian: str
+) -> None:
+    """Faces of several sizes in one binary file (a polygon mesh saved by MeshLab or Blender)
+    were refused as 'PLY is unexpected length!' (trimesh takes every face's corner count from
+    the first face's); they are read as the ASCII file of the same faces is, split into fans,
+    with the vertices' colours."""
+    v = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [2, 0, 0], [2, 1, 0.5], [3, 1, 0]])
+    rgb = np.arange(21).reshape(7, 3) * 10
+    polygons = [[0, 1, 2, 3], [1, 4, 5, 2], [4, 6, 5], [2, 5, 3]]
+    fmt = {"<": "binary_little_endian", ">": "binary_big_endian"}[endian]
+    head = [
+        "ply",
+        f"format {fmt} 1.0",
+        "comment a polygon mesh",
+        "element vertex 7",
+        *[f"property float {c}" for c in "xyz"],
+        *[f"property uchar {c}" for c in ("red", "green", "blue")],
+        "element face 4",
+        "property list uchar int vertex_indices",
+        "property uchar flags",
+        "end_header",
+    ]
+    body = b"".join(
+        struct.pack(f"{endian}3f3B", *p, *c) for p, c in zip(v, rgb.tolist(), strict=True)
+    )
+    for f in polygons:
+        body += struct.pack(f"{endian}B{len(f)}iB", len(f), *f, 7)
+    path = tmp_path / "poly.ply"
+    path.write_bytes(("\n".join(head) + "\n").encode() + body)
+    got = load_mesh(path)
+    want = [[0, 1, 2], [0, 2, 3], [1, 4, 5], [1, 5, 2], [4, 6, 5], [2, 5, 3]]
+    np.testing.assert_array_equal(got.faces, want)
+    np.testing.assert_allclose(got.vertices, v, atol=1e-7)
+    np.testing.assert_allclose(got.colors, rgb / 255.0)
+    # cut in its faces: named as such
+    path.write_bytes(path.read_bytes()[:-20])  # into the third face
+    with pytest.raises(InputFileError, match=r"ends after 2 of the 4 face records"):
+        load_mesh(path)
