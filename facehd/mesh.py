@@ -117,8 +117,9 @@ def find_scan_files(root: str | Path) -> list[tuple[str, Path, bool]]:
     Names that say a scan but hold none that can be read are listed too, so that reading them
     fails naming the problem (:func:`load_mesh`) where they would otherwise be passed over in
     silence: a link whose target does not exist (a dataset of links into a store that is not
-    mounted) and a compressed scan (:func:`is_compressed_scan_file`; its id leaves out both
-    suffixes, ``head.obj.gz`` is ``head``).
+    mounted) and a compressed scan (:func:`is_compressed_scan_file`; its id is its path with
+    both suffixes, ``head.obj.gz``, so that it never changes another scan's, and it is left out
+    beside the file it decompresses to, ``head.obj``, which is read).
 
     Raises
     ------
@@ -144,15 +145,17 @@ def find_scan_files(root: str | Path) -> list[tuple[str, Path, bool]]:
     )
     if not found:
         raise InputFileError(root, f"no scan found (files {', '.join(MESH_SUFFIXES)})")
-    stems = [
-        p.relative_to(root).with_suffix("").with_suffix("").as_posix()
-        if is_compressed_scan_file(p)
-        else p.relative_to(root).with_suffix("").as_posix()
+    scans = [p for p in found if not is_compressed_scan_file(p)]
+    readable = set(scans)
+    # named by their whole path; a compressed copy beside the scan it holds is no scan of its own
+    out = [
+        (p.relative_to(root).as_posix(), p, False)
         for p in found
+        if is_compressed_scan_file(p) and p.with_suffix("") not in readable
     ]
+    stems = [p.relative_to(root).with_suffix("").as_posix() for p in scans]
     counts = Counter(stems)
-    out = []
-    for p, stem in zip(found, stems, strict=True):
+    for p, stem in zip(scans, stems, strict=True):
         clash = counts[stem] > 1
         out.append((p.relative_to(root).as_posix() if clash else stem, p, clash))
     return sorted(out, key=lambda item: item[0])

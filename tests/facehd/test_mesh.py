@@ -630,12 +630,18 @@ def test_links_to_nothing_and_compressed_scans_are_listed_and_fail_naming_why(
     (tmp_path / "notes.txt.gz").write_bytes(gzip.compress(b"not a scan"))
     (tmp_path / "folder.obj").mkdir()
     save_mesh(tmp_path / "folder.obj" / "inner.ply", small_mesh())
+    # a compressed copy beside its scan is no scan of its own, and changes no other scan's id
+    save_mesh(tmp_path / "kept.ply", small_mesh())
+    (tmp_path / "kept.ply.bz2").write_bytes(b"BZh9")
+    (tmp_path / "good.ply.zip").write_bytes(b"PK")
     found = find_scan_files(tmp_path)
-    assert [(sid, p.name) for sid, p, _ in found] == [
-        ("folder.obj/inner", "inner.ply"),
-        ("gone", "gone.obj"),
-        ("good", "good.obj"),
-        ("head", "head.obj.gz"),
+    assert [(sid, p.name, clash) for sid, p, clash in found] == [
+        ("folder.obj/inner", "inner.ply", False),
+        ("gone", "gone.obj", False),
+        ("good", "good.obj", False),
+        ("good.ply.zip", "good.ply.zip", False),
+        ("head.obj.gz", "head.obj.gz", False),
+        ("kept", "kept.ply", False),
     ]
     assert is_compressed_scan_file(Path("s.PLY.zip")) and not is_compressed_scan_file(
         Path("s.m0.ply.gz")
