@@ -124,8 +124,8 @@ def _read_npy(path: Path) -> np.ndarray:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return _read_bytes(path).decode("utf-8")
+    try:  # without the byte order mark an editor that marks UTF-8 (Notepad) puts first
+        return _read_bytes(path).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InputFileError(path, "not a UTF-8 text file") from None
 
@@ -135,12 +135,15 @@ def _numbers(path: Path, lineno: int, raw: str, line: str, names: str) -> list[f
     ``names`` (``"x y z"``); InputFileError naming the line otherwise."""
     parts = line.replace(",", " ").split()
     want = len(names.split())
+    shown = raw if len(raw) <= 80 else raw[:77] + "..."  # a whole file on one line: its start
     if len(parts) != want:
-        raise InputFileError(path, f"line {lineno}: expected {want} numbers '{names}', got {raw!r}")
+        raise InputFileError(
+            path, f"line {lineno}: expected {want} numbers '{names}', got {len(parts)}: {shown!r}"
+        )
     try:
         return [float(p) for p in parts]
     except ValueError:
-        raise InputFileError(path, f"line {lineno}: cannot parse numbers in {raw!r}") from None
+        raise InputFileError(path, f"line {lineno}: cannot parse numbers in {shown!r}") from None
 
 
 def _read_txt(path: Path) -> np.ndarray:

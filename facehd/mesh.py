@@ -53,6 +53,8 @@ __all__ = [
     "MeshFileWarning",
     "MESH_SUFFIXES",
     "is_scan_file",
+    "is_compressed_scan_file",
+    "COMPRESSED_SUFFIXES",
     "find_scan_files",
     "load_mesh",
     "load_textured_mesh",
@@ -90,6 +92,18 @@ def is_scan_file(path: Path) -> bool:
     return suffix in MESH_SUFFIXES and not _NOT_A_SCAN.search(path.name[: -len(suffix)])
 
 
+#: Suffixes of compressed files: a scan compressed (``head.obj.gz``) is not read, but listed so
+#: that it fails naming the problem instead of being passed over.
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip", ".7z")
+
+
+def is_compressed_scan_file(path: Path) -> bool:
+    """Whether ``path`` names a scan file compressed (``head.obj.gz``, ``s.ply.zip``): a
+    :data:`COMPRESSED_SUFFIXES` suffix after a name :func:`is_scan_file` accepts."""
+    suffix = path.suffix.lower()
+    return suffix in COMPRESSED_SUFFIXES and is_scan_file(path.with_name(path.name[: -len(suffix)]))
+
+
 def find_scan_files(root: str | Path) -> list[tuple[str, Path, bool]]:
     """``(scan id, path, shares its stem)`` of every scan under ``root``, sorted by id.
 
@@ -98,6 +112,13 @@ def find_scan_files(root: str | Path) -> list[tuple[str, Path, bool]]:
     left out. A scan's id is its path relative to ``root`` without the suffix,
     or with it when another scan in the same folder has the same stem (``head.obj`` and
     ``head.ply`` are ``head.obj`` and ``head.ply``; the third item is then True).
+
+    Names that say a scan but hold none that can be read are listed too, so that reading them
+    fails naming the problem (:func:`load_mesh`) where they would otherwise be passed over in
+    silence: a link whose target does not exist (a dataset of links into a store that is not
+    mounted) and a compressed scan (:func:`is_compressed_scan_file`; its id is its path with
+    both suffixes, ``head.obj.gz``, so that it never changes another scan's, and it is left out
+    beside the file it decompresses to, ``head.obj``, which is read).
 
     Raises
     ------
@@ -114,18 +135,26 @@ def find_scan_files(root: str | Path) -> list[tuple[str, Path, bool]]:
     found = sorted(
         p
         for p in root.rglob("*")
-        if is_scan_file(p)
-        and p.is_file()
+        if (is_scan_file(p) or is_compressed_scan_file(p))
+        # a regular file, or a link to nothing (a folder named like a scan is searched)
+        and (p.is_file() or (p.is_symlink() and not p.exists()))
         and not any(part.endswith(".shards") for part in p.relative_to(root).parent.parts)
         # hidden files and folders: macOS's ._<name> resource forks copied beside the scans
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
     if not found:
         raise InputFileError(root, f"no scan found (files {', '.join(MESH_SUFFIXES)})")
-    stems = [p.relative_to(root).with_suffix("").as_posix() for p in found]
+    scans = [p for p in found if not is_compressed_scan_file(p)]
+    readable = set(scans)
+    # named by their whole path; a compressed copy beside the scan it holds is no scan of its own
+    out = [
+        (p.relative_to(root).as_posix(), p, False)
+        for p in found
+        if is_compressed_scan_file(p) and p.with_suffix("") not in readable
+    ]
+    stems = [p.relative_to(root).with_suffix("").as_posix() for p in scans]
     counts = Counter(stems)
-    out = []
-    for p, stem in zip(found, stems, strict=True):
+    for p, stem in zip(scans, stems, strict=True):
         clash = counts[stem] > 1
         out.append((p.relative_to(root).as_posix() if clash else stem, p, clash))
     return sorted(out, key=lambda item: item[0])
@@ -570,6 +599,10 @@ def _obj_vertices(data: bytes) -> np.ndarray:
         raise _Problem(f"a vertex line holds no number ({exc})") from None
 
 
+#: The byte order mark some editors put before UTF-8 text.
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def load_mesh(path: str | Path, *, split_seams: bool = False) -> Mesh:
     """Read a triangle mesh from an ``.obj``, ``.ply``, ``.stl``, ``.off`` or ``.wrl`` file.
 
@@ -590,15 +623,23 @@ def load_mesh(path: str | Path, *, split_seams: bool = False) -> Mesh:
     Raises
     ------
     InputFileError
-        The file is missing, unreadable, of another format, empty, has no faces, has NaN/inf
-        vertices in faces, or face indices out of range.
+        The file is missing (or a link to nothing), unreadable, compressed, of another format,
+        empty, has no faces, has NaN/inf vertices in faces, or face indices out of range.
     """
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise InputFileError(path, f"a link to {os.readlink(path)}, which does not exist")
         raise InputFileError(path, "file does not exist")
     if not path.is_file():
         raise InputFileError(path, "not a regular file")
     suffix = path.suffix.lower()
+    if is_compressed_scan_file(path):
+        raise InputFileError(
+            path,
+            f"compressed ({suffix}): decompress it first (facehd reads "
+            f"{path.with_suffix('').suffix} files, not compressed ones)",
+        )
     if suffix not in MESH_SUFFIXES:
         raise InputFileError(path, f"unsupported mesh format {suffix!r} ({_FORMATS})")
     try:
@@ -607,6 +648,10 @@ def load_mesh(path: str | Path, *, split_seams: bool = False) -> Mesh:
         raise InputFileError(path, f"cannot read file: {exc.strerror or exc}") from exc
     if not data.strip():
         raise InputFileError(path, "file is empty")
+    if suffix in (".obj", ".off", ".wrl") and data.startswith(_UTF8_BOM):
+        # a text file saved by an editor that marks UTF-8 (Windows' Notepad): the mark is no
+        # part of the first line, which would otherwise be unread (an OBJ a vertex short)
+        data = data[len(_UTF8_BOM) :]
     try:
         reader = {
             ".obj": _read_obj,
@@ -703,6 +748,7 @@ def texture_path(path: str | Path) -> Path | None:
             head = path.read_bytes()
     except OSError:
         return None  # load_mesh reports it
+    head = head.removeprefix(_UTF8_BOM)  # as load_mesh reads it: mtllib may be the first line
     images: dict[Path, Path] = {}  # image as named -> the folder of the file naming it
     if suffix == ".wrl":
         from facehd.vrml import texture_urls
@@ -1018,6 +1064,12 @@ def _concatenate_parts(geoms: list[dict]) -> tuple:
 def _read_ply(data: bytes, split_seams: bool) -> tuple:
     from trimesh.exchange.ply import load_ply
 
+    from facehd.ply import PlyError, checked_ply
+
+    try:  # a file cut short, named as such; mixed polygons of a binary file as triangles
+        data = checked_ply(data)
+    except PlyError as exc:
+        raise _Problem(str(exc)) from None
     kw = load_ply(io.BytesIO(data), fix_texture=False, skip_materials=True)
     vertices = kw.get("vertices")
     if vertices is None or len(vertices) == 0:
@@ -1054,7 +1106,8 @@ def _read_stl(data: bytes, split_seams: bool) -> tuple:
     # binary: an 80-byte header, the triangle count (uint32), 50 bytes per triangle. A binary
     # file whose length does not match is read as ASCII by trimesh (its header may begin with
     # "solid" as ASCII files do), which fails with a message about something else
-    if b"\x00" in data[: 1 << 16] or not data.lstrip()[:5].lower().startswith(b"solid"):
+    text = data.removeprefix(_UTF8_BOM)  # an ASCII file saved by an editor that marks UTF-8
+    if b"\x00" in data[: 1 << 16] or not text.lstrip()[:5].lower().startswith(b"solid"):
         if len(data) < 84:
             raise _Problem(f"a truncated binary STL: {len(data)} bytes, its header alone has 84")
         count = int.from_bytes(data[80:84], "little")
@@ -1067,7 +1120,7 @@ def _read_stl(data: bytes, split_seams: bool) -> tuple:
         kw = load_stl(io.BytesIO(data))
     else:
         try:
-            kw = load_stl(io.BytesIO(data))
+            kw = load_stl(io.BytesIO(text))
         except ValueError as exc:
             raise _Problem(f"cannot parse as ASCII STL (cut short?): {exc}") from None
     if kw.get("vertices") is None or kw.get("faces") is None:

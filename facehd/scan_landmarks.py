@@ -90,6 +90,7 @@ from facehd.mesh import Mesh
 __all__ = [
     "ATTENTION_REGIONS",
     "HEAD_SIZE_MM",
+    "INCH_MM",
     "OUTER_EYE_MM",
     "TYPICAL_EYE_DISTANCE_MM",
     "UNIT_TO_MM",
@@ -104,12 +105,15 @@ __all__ = [
     "detect_scan_landmarks",
     "draw_overlay",
     "fibonacci_directions",
+    "inches_hint",
     "infer_unit_to_mm",
 ]
 
 UNIT_TO_MM: dict[str, float] = {"mm": 1.0, "cm": 10.0, "m": 1000.0}
 """Millimetres per unit of the units a scan may be in."""
 
+INCH_MM = 25.4
+"""One inch in millimetres: a unit some scans come in, which facehd does not read (it names it)."""
 HEAD_SIZE_MM: tuple[float, float] = (80.0, 800.0)
 """Accepted range ``[low, high)`` of the largest bounding-box side of a face scan, mm."""
 
@@ -391,8 +395,25 @@ def infer_unit_to_mm(vertices: np.ndarray, units: str = "auto", *, name: str = "
     raise ScanLandmarkError(
         "units",
         f"{name} is {size:.4g} units across: no unit ({', '.join(UNIT_TO_MM)}) makes that a face "
-        f"scan's {lo:g}-{hi:g} mm (wrong units, or not a face scan?)",
+        f"scan's {lo:g}-{hi:g} mm ("
+        + inches_hint(size, HEAD_SIZE_MM, "wrong units, or not a face scan?", "it is {:.0f} mm")
+        + ")",
     )
+
+
+def inches_hint(
+    length: float, plausible: tuple[float, float], otherwise: str, what: str = "{:.0f} mm apart"
+) -> str:
+    """What to say of a scan with a ``length`` (in its units: its eye corners' distance, its
+    size) that no unit facehd reads makes a face's: that the scan is in inches when so it would
+    be (``what`` says the length in mm; inches are not read, and a head in inches is taken for
+    one in centimetres, 2.54 times too small), else ``otherwise``."""
+    if plausible[0] <= length * INCH_MM <= plausible[1]:
+        return (
+            f"in inches {what.format(length * INCH_MM)}: a scan in inches? facehd reads mm, cm "
+            "and m, convert it to one of those"
+        )
+    return otherwise
 
 
 # ------------------------------------------------------------------------------------------
@@ -1039,7 +1060,13 @@ class ScanLandmarker:
                         ScanLandmarkError(
                             "units",
                             f"the outer eye corners are {eye:.1f} mm apart with {name} read as "
-                            f"{units} (a face: {lo:g}-{hi:g} mm); wrong units, or not a face",
+                            f"{units} (a face: {lo:g}-{hi:g} mm); "
+                            + inches_hint(
+                                eye / k,
+                                OUTER_EYE_MM,
+                                "wrong units, or not a face",
+                                "they would be {:.0f} mm apart",
+                            ),
                         )
                     )
                 except ScanLandmarkError as exc:

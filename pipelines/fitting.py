@@ -186,9 +186,13 @@ def detect_units(landmarks7: np.ndarray) -> tuple[str, float]:
     mm = d * UNIT_TO_MM[name]
     lo, hi = PLAUSIBLE_OUTER_EYE_MM
     if not lo <= mm <= hi:
+        from facehd.scan_landmarks import inches_hint
+
         raise DegenerateInputError(
             f"outer-eye-corner distance {d:.4g} (file units) is not a face size in mm, cm or m; "
-            "give the units explicitly"
+            + inches_hint(
+                d, PLAUSIBLE_OUTER_EYE_MM, "give the units explicitly", "they are {:.0f} mm apart"
+            )
         )
     return name, UNIT_TO_MM[name]
 

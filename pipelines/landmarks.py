@@ -45,7 +45,8 @@ A scan with landmarks someone gave is skipped (``given``, naming the file), what
 write (``.npy``, ``.txt``, ``.pp``, ``_lmks.*``, ... or a ``.lm7.txt`` alone), or one it wrote
 that was edited since (points changed, a ``_picked_points.pp`` saved in MeshLab). Those files are
 never replaced, and ``facehd build-priors`` reads them before detected ones
-(:func:`written_by_landmarks`); move one aside to have the scan's landmarks found.
+(:func:`written_by_landmarks`); move one aside to have the scan's landmarks found. One that
+cannot be read (another count, NaN) fails the scan (``given``, naming the file and its problem).
 """
 
 from __future__ import annotations
@@ -704,6 +705,18 @@ def landmark_scans(
             continue
         given = _given_file(sid, path, config)
         if given is not None:
+            try:  # build-priors reads it first: one it cannot read fails this scan there
+                to_now7(load_landmarks(given), given)
+            except InputFileError as exc:
+                rows[k] = LandmarkRow(
+                    sid,
+                    str(path),
+                    "failed",
+                    "given",
+                    f"has given landmarks that cannot be read: {exc} (build-priors reads them "
+                    "before detected points): correct the file, or move it aside to detect",
+                )
+                continue
             rows[k] = LandmarkRow(
                 sid,
                 str(path),

@@ -188,6 +188,23 @@ def test_missing_file(tmp_path: Path) -> None:
         load_landmarks(tmp_path / "absent.npy")
 
 
+def test_text_file_saved_with_a_byte_order_mark_and_a_file_on_one_line(tmp_path: Path) -> None:
+    """Landmarks edited in an editor that marks UTF-8 (Notepad) read as without the mark (the
+    first line was 'cannot parse numbers'); a file of all its numbers on one line is named by
+    its count and start, not pasted whole into the message."""
+    points = np.arange(51 * 3, dtype=np.float64).reshape(51, 3) / 7
+    plain = tmp_path / "s_lmks.txt"
+    np.savetxt(plain, points)
+    marked = tmp_path / "m_lmks.txt"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    np.testing.assert_array_equal(load_landmarks(marked), load_landmarks(plain))
+    flat = tmp_path / "flat_lmks.txt"
+    np.savetxt(flat, points.reshape(1, -1))
+    with pytest.raises(InputFileError, match=r"line 1: expected 3 numbers 'x y z', got 153: ") as e:
+        load_landmarks(flat)
+    assert len(str(e.value)) < len(str(flat)) + 160
+
+
 def test_save_checks_shape(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\(K, 3\)"):
         save_landmarks_txt(tmp_path / "x.txt", np.zeros((7, 2)))

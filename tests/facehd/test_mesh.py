@@ -638,6 +638,44 @@ def test_find_scan_files_ids_clashes_and_what_is_left_out(tmp_path: Path) -> Non
         find_scan_files(tmp_path / "top.wrl")
 
 
+def test_links_to_nothing_and_compressed_scans_are_listed_and_fail_naming_why(
+    tmp_path: Path,
+) -> None:
+    """A scan that cannot be read is not passed over in silence: a link whose target is gone
+    (a dataset of links into a store not mounted) and a compressed scan are listed, and reading
+    them says what is wrong; a folder named like a scan is searched, not listed."""
+    import gzip
+
+    from facehd.mesh import find_scan_files, is_compressed_scan_file
+
+    save_mesh(tmp_path / "good.obj", small_mesh())
+    (tmp_path / "gone.obj").symlink_to(tmp_path / "elsewhere" / "s001.obj")
+    (tmp_path / "head.obj.gz").write_bytes(gzip.compress((tmp_path / "good.obj").read_bytes()))
+    (tmp_path / "notes.txt.gz").write_bytes(gzip.compress(b"not a scan"))
+    (tmp_path / "folder.obj").mkdir()
+    save_mesh(tmp_path / "folder.obj" / "inner.ply", small_mesh())
+    # a compressed copy beside its scan is no scan of its own, and changes no other scan's id
+    save_mesh(tmp_path / "kept.ply", small_mesh())
+    (tmp_path / "kept.ply.bz2").write_bytes(b"BZh9")
+    (tmp_path / "good.ply.zip").write_bytes(b"PK")
+    found = find_scan_files(tmp_path)
+    assert [(sid, p.name, clash) for sid, p, clash in found] == [
+        ("folder.obj/inner", "inner.ply", False),
+        ("gone", "gone.obj", False),
+        ("good", "good.obj", False),
+        ("good.ply.zip", "good.ply.zip", False),
+        ("head.obj.gz", "head.obj.gz", False),
+        ("kept", "kept.ply", False),
+    ]
+    assert is_compressed_scan_file(Path("s.PLY.zip")) and not is_compressed_scan_file(
+        Path("s.m0.ply.gz")
+    )
+    with pytest.raises(InputFileError, match=r"a link to .*s001\.obj, which does not exist"):
+        load_mesh(tmp_path / "gone.obj")
+    with pytest.raises(InputFileError, match=r"compressed \(\.gz\): decompress it first"):
+        load_mesh(tmp_path / "head.obj.gz")
+
+
 def test_open_edges_against_trimesh() -> None:
     """Edges used by one face only: a height field's outer rim, and a hole cut in it."""
     import trimesh

@@ -1,5 +1,6 @@
 """Reader edge cases: OBJ trailing comments, out-of-range indices and binary data, truncated
-binary STL, PLY colours of other types and names, unused vertices with NaN coordinates."""
+binary STL, PLY colours of other types and names, unused vertices with NaN coordinates, text
+files with a UTF-8 byte order mark."""
 
 from __future__ import annotations
 
@@ -251,3 +252,132 @@ def test_unused_vertex_with_nan_keeps_its_number(tmp_path: Path, kind: str) -> N
         warnings.simplefilter("error")  # no warning: an error
         with pytest.raises(InputFileError, match=r"vertices of faces have NaN.*number 2"):
             load_mesh(path)
+
+
+# --- text files with a byte order mark ------------------------------------------------------
+
+
+def _square_text(kind: str) -> str:
+    v = "".join(f"{x} {y} {z}\n" for x, y, z in SQUARE_V)
+    if kind == "obj":
+        return "".join(f"v {x} {y} {z}\n" for x, y, z in SQUARE_V) + "f 1 2 3\nf 1 3 4\n"
+    if kind == "off":
+        return "OFF\n4 2 0\n" + v + "3 0 1 2\n3 0 2 3\n"
+    if kind == "wrl":
+        points = ", ".join(f"{x} {y} {z}" for x, y, z in SQUARE_V)
+        return (
+            "#VRML V2.0 utf8\nShape { geometry IndexedFaceSet {\n"
+            f"coord Coordinate {{ point [{points}] }}\ncoordIndex [0 1 2 -1 0 2 3 -1] }} }}\n"
+        )
+    tm = trimesh.Trimesh(SQUARE_V, SQUARE_F, process=False)
+    return trimesh.exchange.stl.export_stl_ascii(tm)
+
+
+@pytest.mark.parametrize("kind", ["obj", "off", "wrl", "stl"])
+def test_text_files_with_a_utf8_byte_order_mark(tmp_path: Path, kind: str) -> None:
+    """A scan saved by an editor that marks UTF-8 (Windows' Notepad) reads as without the mark:
+    an OBJ lost its first vertex (its faces then out of range), an OFF or VRML file's header
+    was not its own, an ASCII STL was taken for a binary one."""
+    plain, marked = tmp_path / f"plain.{kind}", tmp_path / f"marked.{kind}"
+    plain.write_text(_square_text(kind))
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    want, got = load_mesh(plain), load_mesh(marked)
+    np.testing.assert_array_equal(got.vertices, want.vertices)
+    np.testing.assert_array_equal(got.faces, want.faces)
+    assert want.n_faces == 2
+
+
+def test_obj_with_a_byte_order_mark_before_its_material_library(tmp_path: Path) -> None:
+    """The texture is found when ``mtllib`` is the first line, after the mark."""
+    from PIL import Image
+
+    from facehd.mesh import texture_path
+
+    Image.new("RGB", (4, 4), (200, 120, 90)).save(tmp_path / "skin.png")
+    (tmp_path / "s.mtl").write_text("newmtl skin\nmap_Kd skin.png\n")
+    body = (
+        "mtllib s.mtl\n"
+        + "".join(f"v {x} {y} {z}\n" for x, y, z in SQUARE_V)
+        + "".join(f"vt {x} {y}\n" for x, y, _ in SQUARE_V)
+        + "usemtl skin\nf 1/1 2/2 3/3\nf 1/1 3/3 4/4\n"
+    )
+    (tmp_path / "s.obj").write_bytes(b"\xef\xbb\xbf" + body.encode())
+    assert texture_path(tmp_path / "s.obj") == tmp_path / "skin.png"
+
+
+# --- PLY files that do not hold what their header announces -----------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "binary"])
+def test_a_ply_cut_short_is_refused_naming_where_it_ends(tmp_path: Path, encoding: str) -> None:
+    """A file cut in transfer: an ASCII one read as far as it went (a third of the faces, and
+    no word of it) and a binary one refused as 'PLY is unexpected length!'; both are now named
+    as cut, with the element where the file ends."""
+    sphere = trimesh.creation.icosphere(3)
+    data = trimesh.exchange.ply.export_ply(sphere, encoding=encoding)
+    (tmp_path / "whole.ply").write_bytes(data)
+    assert load_mesh(tmp_path / "whole.ply").n_faces == len(sphere.faces)
+    body = data.index(b"end_header") + len(b"end_header\n")
+    n_v, n_f = len(sphere.vertices), len(sphere.faces)
+    for where, n, cut in (("face", n_f, len(data) * 2 // 3), ("vertex", n_v, body + 200)):
+        path = tmp_path / f"cut_{where}.ply"
+        path.write_bytes(data[:cut])
+        with pytest.raises(
+            InputFileError, match=rf"cut_{where}\.ply: .*the file ends after \d+ of the {n} {where}"
+        ) as info:
+            load_mesh(path)
+        assert info.value.__cause__ is None
+    if encoding == "ascii":  # the last face's line cut after its first index
+        path = tmp_path / "cut_line.ply"
+        path.write_bytes(data.rstrip()[: data.rstrip().rfind(b"\n")] + b"\n3 5")
+        with pytest.raises(InputFileError, match=r"its last face record is incomplete"):
+            load_mesh(path)
+    else:  # a line break after the data is no data; anything more is not the header's file
+        (tmp_path / "newline.ply").write_bytes(data + b"\n")
+        got = load_mesh(tmp_path / "newline.ply")
+        np.testing.assert_array_equal(got.faces, sphere.faces)
+        (tmp_path / "long.ply").write_bytes(data + b"\x01\x02\x03\x04")
+        with pytest.raises(InputFileError, match=r"longer than its header says: 4 bytes after"):
+            load_mesh(tmp_path / "long.ply")
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+def test_binary_ply_of_triangles_and_quads_is_read_as_their_triangles(
+    tmp_path: Path, endian: str
+) -> None:
+    """Faces of several sizes in one binary file (a polygon mesh saved by MeshLab or Blender)
+    were refused as 'PLY is unexpected length!' (trimesh takes every face's corner count from
+    the first face's); they are read as the ASCII file of the same faces is, split into fans,
+    with the vertices' colours."""
+    v = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [2, 0, 0], [2, 1, 0.5], [3, 1, 0]])
+    rgb = np.arange(21).reshape(7, 3) * 10
+    polygons = [[0, 1, 2, 3], [1, 4, 5, 2], [4, 6, 5], [2, 5, 3]]
+    fmt = {"<": "binary_little_endian", ">": "binary_big_endian"}[endian]
+    head = [
+        "ply",
+        f"format {fmt} 1.0",
+        "comment a polygon mesh",
+        "element vertex 7",
+        *[f"property float {c}" for c in "xyz"],
+        *[f"property uchar {c}" for c in ("red", "green", "blue")],
+        "element face 4",
+        "property list uchar int vertex_indices",
+        "property uchar flags",
+        "end_header",
+    ]
+    body = b"".join(
+        struct.pack(f"{endian}3f3B", *p, *c) for p, c in zip(v, rgb.tolist(), strict=True)
+    )
+    for f in polygons:
+        body += struct.pack(f"{endian}B{len(f)}iB", len(f), *f, 7)
+    path = tmp_path / "poly.ply"
+    path.write_bytes(("\n".join(head) + "\n").encode() + body)
+    got = load_mesh(path)
+    want = [[0, 1, 2], [0, 2, 3], [1, 4, 5], [1, 5, 2], [4, 6, 5], [2, 5, 3]]
+    np.testing.assert_array_equal(got.faces, want)
+    np.testing.assert_allclose(got.vertices, v, atol=1e-7)
+    np.testing.assert_allclose(got.colors, rgb / 255.0)
+    # cut in its faces: named as such
+    path.write_bytes(path.read_bytes()[:-20])  # into the third face
+    with pytest.raises(InputFileError, match=r"ends after 2 of the 4 face records"):
+        load_mesh(path)

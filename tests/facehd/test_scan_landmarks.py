@@ -67,6 +67,9 @@ def test_units_that_fit_nothing_or_contradict_the_size_are_errors() -> None:
     assert err.value.reason == "units" and "wrong units" in str(err.value)
     with pytest.raises(ValueError, match="units"):
         infer_unit_to_mm(head_mm, "inch")
+    # a face mask 150 mm tall in inches: too small for cm, and said to be inches
+    with pytest.raises(ScanLandmarkError, match=r"in inches it is 150 mm: a scan in inches\?"):
+        infer_unit_to_mm(head_mm * (150 / 240) / 25.4)
     with pytest.raises(ValueError, match="units"):
         ScanLandmarkConfig(units="furlong")
 
@@ -550,6 +553,17 @@ def synthetic_face(seed: int, unit_to_mm: float) -> tuple[Mesh, np.ndarray, obje
     t_model_from_scan = Similarity(unit_to_mm, _rotation(seed), rng.uniform(-200, 200, 3))
     scan = Mesh(t_model_from_scan.inverse().apply(face.vertices), face.faces)
     return scan, model.landmarks(face.vertices), t_model_from_scan
+
+
+@needs_mediapipe
+def test_a_face_in_inches_is_named_as_such(landmarker) -> None:  # noqa: ANN001
+    """A head in inches is the size of one in cm, 2.54 times too small: its eye corners are too
+    close, and the failure says the scan may be in inches (inches are not read)."""
+    scan, _, _ = synthetic_face(3, unit_to_mm=25.4)
+    with pytest.raises(ScanLandmarkError) as err:
+        landmarker.detect(scan, name="s.obj")
+    assert err.value.reason == "units", err.value
+    assert "read as cm" in err.value.detail and "a scan in inches?" in err.value.detail
 
 
 @needs_mediapipe

@@ -170,6 +170,9 @@ def test_detect_units() -> None:
     assert detect_units(lm / 1000) == ("m", 1000.0)
     with pytest.raises(DegenerateInputError, match="not a face size"):
         detect_units(lm / 1e5)
+    # inches are not read: said so, where 'give the units explicitly' led nowhere
+    with pytest.raises(DegenerateInputError, match=r"in inches they are 90 mm apart: a scan in"):
+        detect_units(lm / 25.4)
     centre, radius = now_crop(lm)
     np.testing.assert_allclose(centre, [0, 10.5, 14])
     assert radius == pytest.approx(1.4 * (90 + np.hypot(35, 20)) / 2)

@@ -75,6 +75,26 @@ def test_csv_round_trip(tmp_path: Path) -> None:
     assert read_rows(tmp_path / "none.csv") == {}
 
 
+def test_given_landmarks_that_cannot_be_read_fail_the_scan(tmp_path: Path) -> None:
+    """A scan skipped for landmarks someone gave, which build-priors then refuses (10 points,
+    NaN), said 'skipped' and the run exited 0: it now fails naming the file and its problem, and
+    the file is kept."""
+    scans = tmp_path / "scans"
+    for name in ("count", "nan", "fine"):
+        _touch_mesh(scans / f"{name}.ply")
+    np.save(scans / "count_lmks.npy", np.ones((10, 3)))
+    (scans / "nan.lm7.txt").write_text("1 2 nan\n" + "1 2 3\n" * 6)
+    np.save(scans / "fine_lmks.npy", np.arange(21.0).reshape(7, 3))
+    result = landmark_scans(scans, LandmarksConfig())
+    by_id = {r.scan_id: r for r in result.rows}
+    assert by_id["fine"].status == "skipped" and by_id["fine"].reason == "given"
+    for sid, problem in (("count", "found 10"), ("nan", "NaN")):
+        row = by_id[sid]
+        assert row.status == "failed" and row.reason == "given", row
+        assert "cannot be read" in row.detail and problem in row.detail
+    assert result.n_failed == 2 and (scans / "nan.lm7.txt").read_text().startswith("1 2 nan")
+
+
 def test_existing_landmarks_are_kept_without_running_the_detector(tmp_path: Path) -> None:
     scans = tmp_path / "scans"
     _touch_mesh(scans / "done.ply")
