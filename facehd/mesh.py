@@ -629,7 +629,7 @@ def load_mesh(path: str | Path, *, split_seams: bool = False) -> Mesh:
     path = Path(path)
     if not path.exists():
         if path.is_symlink():
-            raise InputFileError(path, f"a link to {os.readlink(path)}, which does not exist")
+            raise InputFileError(path, f"a link to {path.readlink()}, which does not exist")
         raise InputFileError(path, "file does not exist")
     if not path.is_file():
         raise InputFileError(path, "not a regular file")
