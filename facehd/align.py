@@ -430,12 +430,14 @@ def load_photo(path: str | Path, *, min_side: int = 32) -> Photo:
                     f"image too large to read: {w} x {h} px ({w * h / 1e6:.0f} MP; photos up to "
                     f"{MAX_PHOTO_PIXELS / 1e6:.0f} MP are read): downscale it",
                 )
-            img.load()
-            mode = img.mode
             try:
+                # read before the pixels: Pillow's TIFF reader turns the pixels upright as it
+                # loads them and drops the tag, so the tag read after would say 1
                 orientation = int(img.getexif().get(0x0112, 1))
             except Exception:  # a broken EXIF block must not lose the photo
                 orientation = 1
+            img.load()
+            mode = img.mode
             upright = ImageOps.exif_transpose(img) or img
             rgb = to_rgb8(upright)
     except (

@@ -325,3 +325,18 @@ def test_photo_size_limit_is_facehds_not_pillows(tmp_path, monkeypatch):
     with pytest.raises(InputFileError, match=r"big\.png: image too large to read: 100 x 120 px"):
         load_photo(path)
     assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".tif", ".png"])
+def test_exif_orientation_is_recorded_for_every_format(tmp_path, suffix):
+    """Pillow's TIFF reader turns the pixels upright itself and drops the tag as it loads them:
+    the orientation applied is recorded all the same (the crop's frame depends on it)."""
+    img = np.zeros((60, 100, 3), np.uint8)
+    img[2:10, 2:10] = 255  # a marker at the stored top-left
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / f"rot{suffix}"
+    Image.fromarray(img).save(path, exif=exif if suffix == ".tif" else exif.tobytes())
+    p = load_photo(path)
+    assert p.orientation == 6 and p.image.shape == (100, 60, 3)
+    assert p.image[3:9, -9:-3].mean() > 200 and p.image[-9:-3, 3:9].mean() < 30
