@@ -356,6 +356,11 @@ def to_rgb8(img: object) -> np.ndarray:
       (Pillow already reads 16-bit RGB PNGs as 8-bit RGB, scaled.)
     - CMYK goes through its embedded ICC profile to sRGB when it has one (ImageCms), else through
       Pillow's conversion.
+    - Any other photo with an embedded RGB or grey ICC profile (Adobe RGB, Display P3, ProPhoto,
+      a linear profile, a grey gamma) is converted from it to sRGB, as a viewer shows it: its
+      numbers are not sRGB's (an Adobe RGB skin tone read as sRGB loses a tenth of its red). A
+      profile that is sRGB already (within one level), or one that cannot be read, changes
+      nothing (:func:`_icc_to_srgb`).
     - Transparency (RGBA, LA, PA, P with a transparent colour) is composited over white.
     - Grey, bi-level, palette, YCbCr, LAB, HSV: Pillow's conversion.
     """
@@ -363,6 +368,15 @@ def to_rgb8(img: object) -> np.ndarray:
 
     if not isinstance(img, Image.Image):
         raise TypeError(f"expected a PIL image, got {type(img).__name__}")
+    icc = img.info.get("icc_profile") if img.mode != "CMYK" else None
+    rgb = _to_rgb8_raw(img)
+    return _icc_to_srgb(rgb, icc) if icc else rgb
+
+
+def _to_rgb8_raw(img: Any) -> np.ndarray:
+    """:func:`to_rgb8` without the ICC profile of an RGB or grey photo."""
+    from PIL import Image
+
     mode = img.mode
     if mode.startswith("I;16") or mode == "I":
         a = np.asarray(img).astype(np.float64)
@@ -398,6 +412,46 @@ def to_rgb8(img: object) -> np.ndarray:
     if mode != "RGB":
         img = img.convert("RGB")
     return np.asarray(img).copy()
+
+
+def _icc_to_srgb(rgb: np.ndarray, icc: bytes) -> np.ndarray:
+    """``rgb`` (H, W, 3) uint8 in the colours of the ICC profile ``icc`` -> sRGB.
+
+    An RGB profile converts the three channels; a grey profile the grey of a photo whose
+    channels are equal (a grey photo read by :func:`to_rgb8`). The photo is returned unchanged
+    when the profile is sRGB already (no level of a 17-step grid, or of the 256 greys, moves by
+    more than 1), does not fit the photo, or cannot be read."""
+    import io
+
+    from PIL import Image
+
+    try:
+        from PIL import ImageCms
+    except ImportError:  # Pillow built without littlecms
+        return rgb
+    grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        space = src.profile.xcolor_space.strip()
+        if space == "RGB":
+            levels = np.linspace(0, 255, 17).round().astype(np.uint8)
+            grid = np.meshgrid(levels, levels, levels, indexing="ij")
+            mode, probe, pixels = "RGB", np.stack(grid, -1).reshape(1, -1, 3), rgb
+        elif space == "GRAY" and grey:
+            mode, probe, pixels = "L", np.arange(256, dtype=np.uint8)[None], rgb[..., 0]
+        else:
+            return rgb
+        transform = ImageCms.buildTransform(src, ImageCms.createProfile("sRGB"), mode, "RGB")
+        seen = np.asarray(ImageCms.applyTransform(Image.fromarray(probe, mode), transform))
+        wanted = probe if mode == "RGB" else np.repeat(probe[..., None], 3, axis=-1)
+        if np.abs(seen.astype(np.int16) - wanted).max() <= 1:
+            return rgb
+        out = ImageCms.applyTransform(
+            Image.fromarray(np.ascontiguousarray(pixels), mode), transform
+        )
+    except (OSError, ValueError, TypeError, ImageCms.PyCMSError):
+        return rgb  # a damaged profile must not lose the photo
+    return np.asarray(out, dtype=np.uint8).copy()
 
 
 #: The largest photo :func:`load_photo` reads, in pixels (250 MP: 750 MB as 8-bit RGB). Pillow's

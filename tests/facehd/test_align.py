@@ -340,3 +340,83 @@ def test_exif_orientation_is_recorded_for_every_format(tmp_path, suffix):
     p = load_photo(path)
     assert p.orientation == 6 and p.image.shape == (100, 60, 3)
     assert p.image[3:9, -9:-3].mean() > 200 and p.image[-9:-3, 3:9].mean() < 30
+
+
+def _icc_profile(space: bytes, gamma: float, colorants=None) -> bytes:
+    """A small ICC v2 display profile: one gamma for every channel and, for ``space`` ``RGB ``,
+    the colorants' D50 XYZ (a matrix profile, as Adobe RGB, Display P3 and ProPhoto are)."""
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(v) -> bytes:
+        return b"XYZ " + bytes(4) + b"".join(s15(c) for c in v)
+
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
+    name = b"facehd test"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(name) + 1) + name + bytes(1 + 8 + 3 + 67)
+    tags = [(b"desc", desc), (b"wtpt", xyz((0.9642, 1.0, 0.8249)))]
+    if space == b"RGB ":
+        tags += [(b"rXYZ", xyz(colorants[0])), (b"gXYZ", xyz(colorants[1]))]
+        tags += [(b"bXYZ", xyz(colorants[2]))]
+        tags += [(b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    else:
+        tags += [(b"kTRC", curve)]
+    start = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for sig, data in tags:
+        data += bytes(-len(data) % 4)
+        table += sig + struct.pack(">II", start + len(body), len(data))
+        body += data
+    header = (
+        struct.pack(">I", start + len(body))
+        + bytes(4)
+        + struct.pack(">I", 0x02100000)
+        + b"mntr"
+        + space
+        + b"XYZ "
+        + bytes(12)
+        + b"acsp"
+        + bytes(28)
+        + s15(0.9642)
+        + s15(1.0)
+        + s15(0.8249)
+        + bytes(48)
+    )
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+SRGB_COLORANTS = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))
+ADOBE_RGB_COLORANTS = ((0.6097, 0.3111, 0.0195), (0.2053, 0.6257, 0.0609), (0.1492, 0.0632, 0.7446))
+
+
+def test_photos_with_an_icc_profile_are_read_in_srgb(tmp_path):
+    """A photo's numbers mean what its embedded profile says: an Adobe RGB or a linear photo read
+    as if it were sRGB has the wrong colours (a linear mid grey shows dark, an Adobe RGB skin tone
+    too pale). sRGB profiles, and damaged ones, leave the pixels as stored."""
+    from PIL import ImageCms
+
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[:, :20] = 128  # mid grey
+    img[:, 20:] = (200, 140, 120)  # skin
+    photo = Image.fromarray(img)
+
+    photo.save(tmp_path / "linear.png", icc_profile=_icc_profile(b"RGB ", 1.0, SRGB_COLORANTS))
+    linear = load_photo(tmp_path / "linear.png").image.astype(int)
+    assert np.abs(linear[5, 5] - 188).max() <= 2  # 128 / 255 linear is sRGB level 188
+
+    photo.save(tmp_path / "adobe.jpg", icc_profile=_icc_profile(b"RGB ", 2.2, ADOBE_RGB_COLORANTS))
+    adobe = load_photo(tmp_path / "adobe.jpg").image.astype(int)
+    assert abs(adobe[5, 5, 0] - 128) <= 3  # grey stays grey
+    assert adobe[5, 30, 0] > 212 and abs(adobe[5, 30, 1] - 140) < 6  # the red is stronger
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    photo.save(tmp_path / "srgb.png", icc_profile=srgb)
+    np.testing.assert_array_equal(load_photo(tmp_path / "srgb.png").image, img)
+    photo.save(tmp_path / "damaged.png", icc_profile=b"not a profile at all")
+    np.testing.assert_array_equal(load_photo(tmp_path / "damaged.png").image, img)
+
+    grey = Image.fromarray(img[..., 0])
+    grey.save(tmp_path / "grey.png", icc_profile=_icc_profile(b"GRAY", 1.0))
+    out = load_photo(tmp_path / "grey.png").image.astype(int)
+    assert np.abs(out[5, 5] - 188).max() <= 2 and (out[..., 0] == out[..., 2]).all()
