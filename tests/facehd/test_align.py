@@ -20,6 +20,7 @@ from facehd.align import (
     load_photo,
     warp,
 )
+from facehd.detect import mediapipe_available
 from facehd.errors import DegenerateInputError, InputFileError
 
 
@@ -420,3 +421,26 @@ def test_photos_with_an_icc_profile_are_read_in_srgb(tmp_path):
     grey.save(tmp_path / "grey.png", icc_profile=_icc_profile(b"GRAY", 1.0))
     out = load_photo(tmp_path / "grey.png").image.astype(int)
     assert np.abs(out[5, 5] - 188).max() <= 2 and (out[..., 0] == out[..., 2]).all()
+
+
+def test_bilevel_photos_are_read_as_the_greys_their_dots_stand_for(tmp_path):
+    """A 1-bit photo (dithered: each pixel black or white) is read as the grey its dots make."""
+    ramp = np.tile(np.linspace(40, 215, 200).astype(np.uint8), (120, 1))
+    Image.fromarray(ramp).convert("1").save(tmp_path / "dots.png")  # Floyd-Steinberg dither
+    img = load_photo(tmp_path / "dots.png").image.astype(float)
+    inner = (slice(10, -10), slice(10, -10))
+    assert np.abs(img[inner][..., 0] - ramp[inner]).mean() < 20  # the ramp, not 0 / 255
+    assert img[inner].std(axis=0).mean() < 25  # rows agree: no salt and pepper left
+
+
+@pytest.mark.skipif(not mediapipe_available(), reason="the optional 'photo' extra is missing")
+def test_a_bilevel_photo_shows_its_face_to_the_detector(tmp_path):
+    from drawn_face import draw_face
+
+    from facehd.detect import FaceDetector
+
+    Image.fromarray(draw_face(512, seed=1)).convert("1").save(tmp_path / "fax.png")
+    photo = load_photo(tmp_path / "fax.png")
+    assert photo.mode == "1"
+    with FaceDetector(segmentation=False) as detector:
+        assert len(detector.detect_all(photo.image)) == 1
