@@ -358,8 +358,12 @@ BILEVEL_BLUR_PX = 1.5
 def to_rgb8(img: object) -> np.ndarray:
     """A Pillow image as (H, W, 3) uint8 RGB.
 
-    - 16-bit grey (``I;16*``) and 32-bit integer (``I``, taken as 16-bit data) are scaled by
-      255 / 65535; float (``F``) is scaled by 255 when its maximum is <= 1, else clipped to 255.
+    - 16-bit grey (``I;16*``) and 32-bit integer (``I``) are scaled by 255 / 65535, or, when
+      their largest value is at most 255, taken as they are (8-bit data in a 16-bit file, as
+      Pillow writes an integer numpy array: scaled, the photo would be black), or above 65535, by
+      255 / (2^31 - 1) (32-bit data: clipped, it would be white). 10-14-bit data stored unscaled
+      read as dark as a viewer shows them. Float (``F``) is scaled by 255 when its maximum is
+      <= 1, else clipped to 255.
       (Pillow already reads 16-bit RGB PNGs as 8-bit RGB, scaled.)
     - CMYK goes through its embedded ICC profile to sRGB when it has one (ImageCms), else through
       Pillow's conversion.
@@ -390,7 +394,9 @@ def _to_rgb8_raw(img: Any) -> np.ndarray:
     mode = img.mode
     if mode.startswith("I;16") or mode == "I":
         a = np.asarray(img).astype(np.float64)
-        g = np.clip(np.round(a * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        top = a.max(initial=0.0)
+        full = 255.0 if top <= 255 else 65535.0 if top <= 65535 else float(2**31 - 1)
+        g = np.clip(np.round(a * (255.0 / full)), 0, 255).astype(np.uint8)
         return np.repeat(g[..., None], 3, axis=2)
     if mode == "F":
         a = np.nan_to_num(np.asarray(img, dtype=np.float64))

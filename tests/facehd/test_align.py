@@ -444,3 +444,27 @@ def test_a_bilevel_photo_shows_its_face_to_the_detector(tmp_path):
     assert photo.mode == "1"
     with FaceDetector(segmentation=False) as detector:
         assert len(detector.detect_all(photo.image)) == 1
+
+
+def test_integer_grey_photos_are_scaled_by_the_range_their_values_use(tmp_path):
+    """8-bit values in a 16-bit file (an integer numpy array saved with Pillow) are not scaled
+    down to black, nor 32-bit values clipped to white; 16-bit photos are scaled as before."""
+    ramp = np.tile(np.arange(0, 256, 4, dtype=np.uint16), (40, 1))
+    _png16(tmp_path / "eight.png", ramp)
+    p = load_photo(tmp_path / "eight.png")
+    assert p.mode.startswith("I;16")
+    np.testing.assert_array_equal(p.image[..., 1], ramp)
+    Image.fromarray(ramp.astype(np.int32)).save(tmp_path / "eight.tif")
+    np.testing.assert_array_equal(load_photo(tmp_path / "eight.tif").image[..., 0], ramp)
+
+    wide = ramp.astype(np.int64) * (2**31 - 1) // 252
+    Image.fromarray(wide.astype(np.int32)).save(tmp_path / "wide.tif")
+    p = load_photo(tmp_path / "wide.tif")
+    assert p.mode == "I"
+    assert np.abs(p.image[..., 0].astype(int) - ramp * 255 / 252).max() <= 1
+
+    sixteen = np.tile(np.array([0, 257, 32896, 65535, 300], np.uint16), (40, 8))
+    _png16(tmp_path / "sixteen.png", sixteen)
+    np.testing.assert_array_equal(
+        load_photo(tmp_path / "sixteen.png").image[0, :5, 0], [0, 1, 128, 255, 1]
+    )
