@@ -19,6 +19,7 @@ Pixel convention: ``(x, y)`` = (column, row), the centre of the top-left pixel a
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -344,8 +345,50 @@ class Photo:
     mode: str
 
 
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-"""File suffixes treated as photos (any case)."""
+PHOTO_SUFFIXES = (
+    ".jpg",
+    ".jpeg",
+    ".jfif",
+    ".jpe",
+    ".png",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".avif",
+    ".heic",
+    ".heif",
+)
+"""File suffixes treated as photos (any case). JPEG's other names (``.jfif``, as browsers save
+it, ``.jpe``) and the phone formats HEIC/HEIF and AVIF count too, so that a folder search lists
+them rather than passing over them without a word; a format this Pillow cannot decode (HEIF
+without a plug-in) fails by name (:func:`unreadable_photo`)."""
+
+
+def is_photo_file(path: Path) -> bool:
+    """Whether a folder search takes ``path`` for a photo: a file with a suffix of
+    :data:`PHOTO_SUFFIXES`, or a link of that name whose target is gone (listed, so that it
+    fails by name rather than go missing without a word)."""
+    if path.suffix.lower() not in PHOTO_SUFFIXES:
+        return False
+    return path.is_file() or (path.is_symlink() and not path.exists())
+
+
+#: Suffixes of photo formats Pillow reads only with a decoder it may lack, and their names.
+_OPTIONAL_FORMATS = {".heic": "HEIC", ".heif": "HEIF", ".avif": "AVIF"}
+
+
+def unreadable_photo(path: Path) -> str | None:
+    """Why the photo ``path`` cannot be read, known without reading it, or None: a link whose
+    target is gone, or a format this Pillow has no decoder for (HEIC/HEIF without a plug-in)."""
+    from PIL import Image
+
+    if path.is_symlink() and not path.exists():
+        return f"broken link: {os.readlink(path)} is not there"
+    fmt = _OPTIONAL_FORMATS.get(path.suffix.lower())
+    if fmt is not None and path.suffix.lower() not in Image.registered_extensions():
+        return f"this Pillow has no {fmt} decoder; convert the photo to JPEG or PNG"
+    return None
 
 
 #: Gaussian blur (sigma, pixels) that turns the black and white dots of a bi-level photo back
@@ -489,6 +532,8 @@ def load_photo(path: str | Path, *, min_side: int = 32) -> Photo:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    if (why := unreadable_photo(path)) is not None:
+        raise InputFileError(path, why)
     if not path.is_file():
         raise InputFileError(path, "no such file")
     if path.stat().st_size == 0:

@@ -538,7 +538,7 @@ class PhotoInputs:
     """Files given again (the same file named twice, or found again in a folder given too)."""
     missing: list[tuple[Path, str]]
     """Inputs that are no photo: ``(path, why)`` (no such file or folder, a folder without
-    photos)."""
+    photos, a broken link, a photo of a format this Pillow cannot decode)."""
 
 
 def find_photo_inputs(inputs: list[str | Path], out: str | Path | None = None) -> PhotoInputs:
@@ -547,12 +547,12 @@ def find_photo_inputs(inputs: list[str | Path], out: str | Path | None = None) -
     and say so. A folder search leaves out the output folder ``out`` and any folder holding a
     reconstruction (its ``reconstruction.json``): the overlays and maps written there are no
     photos to reconstruct."""
-    from facehd.align import PHOTO_SUFFIXES
+    from facehd.align import is_photo_file, unreadable_photo
 
     skip = None if out is None else Path(os.path.abspath(out))
 
     def is_input(q: Path, top: Path) -> bool:
-        if q.suffix.lower() not in PHOTO_SUFFIXES or not q.is_file():
+        if not is_photo_file(q):
             return False
         if any(part.startswith(".") for part in q.relative_to(top).parts):
             return False
@@ -569,10 +569,15 @@ def find_photo_inputs(inputs: list[str | Path], out: str | Path | None = None) -
             if not sub:
                 missing.append((p, "folder holds no photo"))
             found += sub
-        elif p.is_file():
+        elif p.is_file() or p.is_symlink():  # a broken link is said to be one, below
             found.append(p)
         else:
             missing.append((p, "no such photo or folder"))
+    # a broken link or a HEIC photo without a decoder is said so, and takes no output folder
+    # name from a photo of the same name that can be read (an iPhone's IMG_1234.HEIC and .JPG)
+    unreadable = [(p, why) for p in found if (why := unreadable_photo(p)) is not None]
+    missing += unreadable
+    found = [p for p in found if p not in {q for q, _ in unreadable}]
     seen: set[Path] = set()
     photos, repeats = [], []
     for p in found:

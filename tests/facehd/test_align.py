@@ -468,3 +468,28 @@ def test_integer_grey_photos_are_scaled_by_the_range_their_values_use(tmp_path):
     np.testing.assert_array_equal(
         load_photo(tmp_path / "sixteen.png").image[0, :5, 0], [0, 1, 128, 255, 1]
     )
+
+
+def test_photos_of_other_names_and_broken_links_are_found_and_fail_by_name(tmp_path):
+    """A folder search passes over no photo without a word: JPEG's other names and AVIF are
+    read, a HEIC photo (no decoder in Pillow) and a link whose target is gone fail by name."""
+    import os
+
+    from facehd.align import is_photo_file
+
+    img = np.full((40, 40, 3), 90, np.uint8)
+    for name in ("a.jfif", "b.JPE"):
+        Image.fromarray(img).save(tmp_path / name, "JPEG")
+        assert (
+            is_photo_file(tmp_path / name) and load_photo(tmp_path / name).image.shape == img.shape
+        )
+    (tmp_path / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic" + bytes(64))
+    assert is_photo_file(tmp_path / "IMG_0001.HEIC")
+    with pytest.raises(InputFileError, match=r"IMG_0001\.HEIC: .*no HEIC decoder; convert"):
+        load_photo(tmp_path / "IMG_0001.HEIC")
+    os.symlink(tmp_path / "gone.jpg", tmp_path / "link.jpg")
+    assert is_photo_file(tmp_path / "link.jpg")
+    with pytest.raises(InputFileError, match=r"link\.jpg: broken link: .*gone\.jpg is not there"):
+        load_photo(tmp_path / "link.jpg")
+    (tmp_path / "notes.txt").write_text("x")
+    assert not is_photo_file(tmp_path / "notes.txt") and not is_photo_file(tmp_path / "none.jpg")

@@ -457,6 +457,32 @@ def test_a_path_not_there_is_listed_as_failed_and_the_batch_goes_on(
     assert rows[str(other.resolve())]["output"] == "b"
 
 
+def test_photos_under_other_names_and_broken_links_are_listed(tmp_path):
+    """A folder's .jfif photos are found; its HEIC photos (no decoder in Pillow) and broken links
+    are listed as failed, naming why, not passed over, and take no output folder name from a
+    photo of the same name (an iPhone's IMG_0001.HEIC beside its IMG_0001.JPG)."""
+    import os
+
+    from models.reconstruct import find_photo_inputs, output_names
+
+    for name in ("IMG_0001.HEIC", "IMG_0001.JPG", "b.jfif"):
+        Image.new("RGB", (40, 40)).save(tmp_path / name, "JPEG")
+    os.symlink(tmp_path / "gone.jpg", tmp_path / "d.jpg")
+    (tmp_path / "e.pts").write_text("not a photo")
+    found = find_photo_inputs([tmp_path])
+    assert found.photos == [tmp_path / "IMG_0001.JPG", tmp_path / "b.jfif"]
+    assert output_names(found.photos) == ["IMG_0001", "b"]
+    why = dict(found.missing)
+    assert set(why) == {tmp_path / "IMG_0001.HEIC", tmp_path / "d.jpg"}
+    assert "no HEIC decoder; convert the photo to JPEG or PNG" in why[tmp_path / "IMG_0001.HEIC"]
+    assert why[tmp_path / "d.jpg"] == f"broken link: {tmp_path / 'gone.jpg'} is not there"
+    given = find_photo_inputs([tmp_path / "d.jpg", tmp_path / "missing.jpg"])
+    assert given.photos == [] and dict(given.missing) == {
+        tmp_path / "d.jpg": f"broken link: {tmp_path / 'gone.jpg'} is not there",
+        tmp_path / "missing.jpg": "no such photo or folder",
+    }
+
+
 def test_output_folders_are_not_read_back_as_photos(tmp_path):
     from models.reconstruct import find_photo_inputs, output_names
 
