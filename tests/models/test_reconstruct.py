@@ -99,6 +99,29 @@ def test_photos_with_and_without_a_face(hrn_data, model_path, tmp_path, one_thre
         find_photos([tmp_path / "missing.jpg"])
 
 
+def test_a_photo_with_two_faces_says_which_was_reconstructed(model_path, tmp_path, one_thread):
+    """The largest, most central face is reconstructed, and the result says how many faces there
+    were and where the one reconstructed lies (``photo_frame.face_box``)."""
+    pytest.importorskip("mediapipe")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "drawn_face", Path(__file__).parents[1] / "facehd" / "drawn_face.py"
+    )
+    drawn = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(drawn)
+    img = np.full((420, 700, 3), (70, 90, 110), np.uint8)
+    img[10:410, 280:680] = drawn.draw_face(400, seed=1)  # the large face, right
+    img[150:350, 20:220] = drawn.draw_face(200, seed=2)  # a small one, left
+    Image.fromarray(img).save(tmp_path / "two.png")
+    (result,) = reconstruct_photos([tmp_path / "two.png"], model_path, tmp_path / "out")
+    assert result.error is None and result.faces_found == 2
+    frame = json.loads((result.folder / "reconstruction.json").read_text())["photo_frame"]
+    assert frame["faces_found"] == 2
+    x0, y0, x1, y1 = frame["face_box"]
+    assert 280 <= x0 < x1 <= 680 and 10 <= y0 < y1 <= 410 and x1 - x0 > 150
+
+
 def test_landmarks_beside_a_photo_replace_the_detector(hrn_data, model_path, tmp_path, one_thread):
     import shutil
 
