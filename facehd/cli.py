@@ -1286,6 +1286,14 @@ def reconstruct(
                 "[yellow]one view only:[/yellow] no other view constrains the shared face; "
                 "this is a single-view fit with MV-HRN's losses"
             )
+    for r in results:
+        if r.folder is not None and (r.faces_found or 0) > 1:
+            said = (
+                f"{printable(r.photo)}: {r.faces_found} faces found; the largest, most central "
+                f"was reconstructed (its box: face_box in "
+                f"{printable(r.folder / 'reconstruction.json')})"
+            )
+            console.print(esc(said), soft_wrap=True)
     failed = [r for r in results if r.error]
     for r in failed:  # each error names its photo (models.reconstruct._said, missing_results)
         console.print(f"[yellow]failed:[/yellow] {esc(r.error)}", soft_wrap=True)

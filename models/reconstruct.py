@@ -283,30 +283,46 @@ class Reconstructor:
         return self._detect_and_align(image)[1]
 
     def _face(self, image: np.ndarray, path: str | Path | None):
-        """``(k, face)``: the main face of ``image`` in ``np.rot90(image, k)``, from the photo's
-        ``.pts`` file when :attr:`landmarks` allows (``path`` given; ``k`` 0), else detected (a
-        photo turned by quarter turns without an orientation tag is turned upright)."""
-        from facehd.detect import FaceDetector, face_from_landmark_file, given_landmarks
+        """``(k, face, n)``: the main face of ``image`` in ``np.rot90(image, k)``, from the
+        photo's ``.pts`` file when :attr:`landmarks` allows (``path`` given; ``k`` 0, ``n``
+        None), else detected (a photo turned by quarter turns without an orientation tag is
+        turned upright; the largest, most central of the ``n`` faces found)."""
+        from facehd.detect import (
+            FaceDetector,
+            NoFaceError,
+            face_from_landmark_file,
+            given_landmarks,
+            select_main_face,
+        )
 
         pts = given_landmarks(path, self.landmarks) if path is not None else None
         if pts is not None:
-            return 0, face_from_landmark_file(pts, image.shape)
+            return 0, face_from_landmark_file(pts, image.shape), None
         if self._detector is None:
             self._detector = FaceDetector(segmentation=False)
-        return self._detector.detect_upright(image)
+        k, faces = self._detector.detect_all_upright(image)
+        if not faces:
+            raise NoFaceError("no face found")
+        shape = image.shape[:2] if k % 2 == 0 else image.shape[1::-1]
+        face = faces[select_main_face(np.stack([f.box for f in faces]), shape)]
+        return k, face, len(faces)
 
     def _detect_and_align(self, image: np.ndarray, path: str | Path | None = None):
         """``(face, aligned, k)``: the main face and its crops, both of ``np.rot90(image, k)``,
         the photo turned upright (``k`` quarter turns, 0 for an upright photo)."""
+        return self._detect_and_align_counted(image, path)[:3]
+
+    def _detect_and_align_counted(self, image: np.ndarray, path: str | Path | None = None):
+        """:meth:`_detect_and_align`, and the number of faces found (None: from a ``.pts``)."""
         from facehd.align import align_face, named_template
 
-        k, face = self._face(image, path)
+        k, face, n = self._face(image, path)
         if k:
             image = np.ascontiguousarray(np.rot90(image, k))
         aligned = align_face(
             image, face.landmarks5, hd_size=OVERLAY_SIZE, template=named_template(self.template)
         )
-        return face, aligned, k
+        return face, aligned, k, n
 
     def prepare_view(self, path: str | Path) -> tuple[Any, np.ndarray, np.ndarray]:
         """Load, detect and align one photo for a multi-view fit (:mod:`models.multiview`).
@@ -325,10 +341,10 @@ class Reconstructor:
         from facehd.detect import convex_hull_mask
 
         photo = load_photo(path)
-        face, aligned, k = self._detect_and_align(photo.image, path)
+        face, aligned, k, n = self._detect_and_align_counted(photo.image, path)
         t = aligned.transform
         mask = convex_hull_mask(t.apply(face.outline()), aligned.image.shape[:2])
-        frame = PhotoFrame(photo.orientation, k)
+        frame = PhotoFrame(photo.orientation, k, n, _box(face))
         return aligned, mask.astype(np.uint8), t.apply(face.landmarks68), frame
 
     def run_photo(self, path: str | Path):
@@ -340,9 +356,9 @@ class Reconstructor:
         from facehd.align import load_photo
 
         photo = load_photo(path)
-        _, aligned, k = self._detect_and_align(photo.image, path)
+        face, aligned, k, n = self._detect_and_align_counted(photo.image, path)
         rec = self.run_crops(aligned.image[None])[0]
-        return rec, aligned, PhotoFrame(photo.orientation, k)
+        return rec, aligned, PhotoFrame(photo.orientation, k, n, _box(face))
 
     # ------------------------------------------------------------------ meshes
     def mesh(self, vertices: np.ndarray) -> Mesh:
@@ -434,14 +450,30 @@ class PhotoFrame:
     turn: int
     """Quarter turns (counter-clockwise, ``np.rot90``) applied after it: a photo stored turned
     without an orientation tag, turned upright where the detector found its face turned."""
+    faces_found: int | None = None
+    """Faces the detector found in the photo (the largest, most central was reconstructed);
+    None when the landmarks came from a ``.pts`` file."""
+    face_box: tuple[float, float, float, float] | None = None
+    """``(x0, y0, x1, y1)`` pixels of the face reconstructed, in the upright image."""
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "convention": "crop_transform maps the image read with its EXIF orientation applied, "
             "then turned by np.rot90(image, turn)",
             "exif_orientation": self.exif_orientation,
             "turn": self.turn,
         }
+        if self.faces_found is not None:
+            out["faces_found"] = self.faces_found
+        if self.face_box is not None:
+            out["face_box"] = [round(v, 1) for v in self.face_box]
+        return out
+
+
+def _box(face: Any) -> tuple[float, float, float, float]:
+    """A face's ``(x0, y0, x1, y1)`` pixel bounds (:attr:`facehd.detect.DetectedFace.box`)."""
+    x0, y0, x1, y1 = (float(v) for v in face.box)
+    return x0, y0, x1, y1
 
 
 def write_reconstruction(
@@ -542,7 +574,7 @@ class PhotoInputs:
     """Files given again (the same file named twice, or found again in a folder given too)."""
     missing: list[tuple[Path, str]]
     """Inputs that are no photo: ``(path, why)`` (no such file or folder, a folder without
-    photos)."""
+    photos, a broken link, a photo of a format this Pillow cannot decode)."""
 
 
 def find_photo_inputs(inputs: list[str | Path], out: str | Path | None = None) -> PhotoInputs:
@@ -551,12 +583,12 @@ def find_photo_inputs(inputs: list[str | Path], out: str | Path | None = None) -
     and say so. A folder search leaves out the output folder ``out`` and any folder holding a
     reconstruction (its ``reconstruction.json``): the overlays and maps written there are no
     photos to reconstruct."""
-    from facehd.align import PHOTO_SUFFIXES
+    from facehd.align import is_photo_file, unreadable_photo
 
     skip = None if out is None else Path(os.path.abspath(out))
 
     def is_input(q: Path, top: Path) -> bool:
-        if q.suffix.lower() not in PHOTO_SUFFIXES or not q.is_file():
+        if not is_photo_file(q):
             return False
         if any(part.startswith(".") for part in q.relative_to(top).parts):
             return False
@@ -573,10 +605,15 @@ def find_photo_inputs(inputs: list[str | Path], out: str | Path | None = None) -
             if not sub:
                 missing.append((p, "folder holds no photo"))
             found += sub
-        elif p.is_file():
+        elif p.is_file() or p.is_symlink():  # a broken link is said to be one, below
             found.append(p)
         else:
             missing.append((p, "no such photo or folder"))
+    # a broken link or a HEIC photo without a decoder is said so, and takes no output folder
+    # name from a photo of the same name that can be read (an iPhone's IMG_1234.HEIC and .JPG)
+    unreadable = [(p, why) for p in found if (why := unreadable_photo(p)) is not None]
+    missing += unreadable
+    found = [p for p in found if p not in {q for q, _ in unreadable}]
     seen: set[Path] = set()
     photos, repeats = [], []
     for p in found:
@@ -593,6 +630,9 @@ class PhotoResult:
     photo: Path
     folder: Path | None
     error: str | None
+    faces_found: int | None = None
+    """Faces found in the photo, of which the largest, most central was reconstructed (None:
+    not detected, or the landmarks came from a ``.pts`` file)."""
 
 
 def output_names(photos: list[Path], out: str | Path | None = None) -> list[str]:
@@ -833,7 +873,7 @@ def write_photo_result(
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return PhotoResult(photo, folder, None)
+    return PhotoResult(photo, folder, None, None if frame is None else frame.faces_found)
 
 
 @dataclass(frozen=True)

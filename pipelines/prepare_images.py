@@ -72,6 +72,7 @@ from facehd.align import (
     PX_PER_MM,
     CropTransform,
     align_face,
+    is_photo_file,
     load_photo,
 )
 from facehd.errors import InputFileError
@@ -171,7 +172,9 @@ def find_photos(images_dir: str | Path, *, recursive: bool = True) -> list[tuple
     """Photos under ``images_dir`` as ``(sample id, path)``, sorted by id.
 
     The id is the path relative to ``images_dir`` with ``/`` separators. Hidden files and folders
-    are skipped; suffixes :data:`facehd.align.PHOTO_SUFFIXES` in any case count as photos.
+    are skipped; suffixes :data:`facehd.align.PHOTO_SUFFIXES` in any case count as photos, and
+    links of those names whose target is gone (:func:`facehd.align.is_photo_file`: they fail by
+    name).
     """
     root = Path(images_dir)
     if not root.exists():
@@ -187,7 +190,7 @@ def find_photos(images_dir: str | Path, *, recursive: bool = True) -> list[tuple
         rel = p.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):
             continue
-        if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file():
+        if is_photo_file(p):
             found.append((rel.as_posix(), p))
     return sorted(found)
 

@@ -20,6 +20,7 @@ from facehd.align import (
     load_photo,
     warp,
 )
+from facehd.detect import mediapipe_available
 from facehd.errors import DegenerateInputError, InputFileError
 
 
@@ -325,3 +326,170 @@ def test_photo_size_limit_is_facehds_not_pillows(tmp_path, monkeypatch):
     with pytest.raises(InputFileError, match=r"big\.png: image too large to read: 100 x 120 px"):
         load_photo(path)
     assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".tif", ".png"])
+def test_exif_orientation_is_recorded_for_every_format(tmp_path, suffix):
+    """Pillow's TIFF reader turns the pixels upright itself and drops the tag as it loads them:
+    the orientation applied is recorded all the same (the crop's frame depends on it)."""
+    img = np.zeros((60, 100, 3), np.uint8)
+    img[2:10, 2:10] = 255  # a marker at the stored top-left
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / f"rot{suffix}"
+    Image.fromarray(img).save(path, exif=exif if suffix == ".tif" else exif.tobytes())
+    p = load_photo(path)
+    assert p.orientation == 6 and p.image.shape == (100, 60, 3)
+    assert p.image[3:9, -9:-3].mean() > 200 and p.image[-9:-3, 3:9].mean() < 30
+
+
+def _icc_profile(space: bytes, gamma: float, colorants=None) -> bytes:
+    """A small ICC v2 display profile: one gamma for every channel and, for ``space`` ``RGB ``,
+    the colorants' D50 XYZ (a matrix profile, as Adobe RGB, Display P3 and ProPhoto are)."""
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(v) -> bytes:
+        return b"XYZ " + bytes(4) + b"".join(s15(c) for c in v)
+
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
+    name = b"facehd test"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(name) + 1) + name + bytes(1 + 8 + 3 + 67)
+    tags = [(b"desc", desc), (b"wtpt", xyz((0.9642, 1.0, 0.8249)))]
+    if space == b"RGB ":
+        tags += [(b"rXYZ", xyz(colorants[0])), (b"gXYZ", xyz(colorants[1]))]
+        tags += [(b"bXYZ", xyz(colorants[2]))]
+        tags += [(b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    else:
+        tags += [(b"kTRC", curve)]
+    start = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for sig, data in tags:
+        data += bytes(-len(data) % 4)
+        table += sig + struct.pack(">II", start + len(body), len(data))
+        body += data
+    header = (
+        struct.pack(">I", start + len(body))
+        + bytes(4)
+        + struct.pack(">I", 0x02100000)
+        + b"mntr"
+        + space
+        + b"XYZ "
+        + bytes(12)
+        + b"acsp"
+        + bytes(28)
+        + s15(0.9642)
+        + s15(1.0)
+        + s15(0.8249)
+        + bytes(48)
+    )
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+SRGB_COLORANTS = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))
+ADOBE_RGB_COLORANTS = ((0.6097, 0.3111, 0.0195), (0.2053, 0.6257, 0.0609), (0.1492, 0.0632, 0.7446))
+
+
+def test_photos_with_an_icc_profile_are_read_in_srgb(tmp_path):
+    """A photo's numbers mean what its embedded profile says: an Adobe RGB or a linear photo read
+    as if it were sRGB has the wrong colours (a linear mid grey shows dark, an Adobe RGB skin tone
+    too pale). sRGB profiles, and damaged ones, leave the pixels as stored."""
+    from PIL import ImageCms
+
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[:, :20] = 128  # mid grey
+    img[:, 20:] = (200, 140, 120)  # skin
+    photo = Image.fromarray(img)
+
+    photo.save(tmp_path / "linear.png", icc_profile=_icc_profile(b"RGB ", 1.0, SRGB_COLORANTS))
+    linear = load_photo(tmp_path / "linear.png").image.astype(int)
+    assert np.abs(linear[5, 5] - 188).max() <= 2  # 128 / 255 linear is sRGB level 188
+
+    photo.save(tmp_path / "adobe.jpg", icc_profile=_icc_profile(b"RGB ", 2.2, ADOBE_RGB_COLORANTS))
+    adobe = load_photo(tmp_path / "adobe.jpg").image.astype(int)
+    assert abs(adobe[5, 5, 0] - 128) <= 3  # grey stays grey
+    assert adobe[5, 30, 0] > 212 and abs(adobe[5, 30, 1] - 140) < 6  # the red is stronger
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    photo.save(tmp_path / "srgb.png", icc_profile=srgb)
+    np.testing.assert_array_equal(load_photo(tmp_path / "srgb.png").image, img)
+    photo.save(tmp_path / "damaged.png", icc_profile=b"not a profile at all")
+    np.testing.assert_array_equal(load_photo(tmp_path / "damaged.png").image, img)
+
+    grey = Image.fromarray(img[..., 0])
+    grey.save(tmp_path / "grey.png", icc_profile=_icc_profile(b"GRAY", 1.0))
+    out = load_photo(tmp_path / "grey.png").image.astype(int)
+    assert np.abs(out[5, 5] - 188).max() <= 2 and (out[..., 0] == out[..., 2]).all()
+
+
+def test_bilevel_photos_are_read_as_the_greys_their_dots_stand_for(tmp_path):
+    """A 1-bit photo (dithered: each pixel black or white) is read as the grey its dots make."""
+    ramp = np.tile(np.linspace(40, 215, 200).astype(np.uint8), (120, 1))
+    Image.fromarray(ramp).convert("1").save(tmp_path / "dots.png")  # Floyd-Steinberg dither
+    img = load_photo(tmp_path / "dots.png").image.astype(float)
+    inner = (slice(10, -10), slice(10, -10))
+    assert np.abs(img[inner][..., 0] - ramp[inner]).mean() < 20  # the ramp, not 0 / 255
+    assert img[inner].std(axis=0).mean() < 25  # rows agree: no salt and pepper left
+
+
+@pytest.mark.skipif(not mediapipe_available(), reason="the optional 'photo' extra is missing")
+def test_a_bilevel_photo_shows_its_face_to_the_detector(tmp_path):
+    from drawn_face import draw_face
+
+    from facehd.detect import FaceDetector
+
+    Image.fromarray(draw_face(512, seed=1)).convert("1").save(tmp_path / "fax.png")
+    photo = load_photo(tmp_path / "fax.png")
+    assert photo.mode == "1"
+    with FaceDetector(segmentation=False) as detector:
+        assert len(detector.detect_all(photo.image)) == 1
+
+
+def test_integer_grey_photos_are_scaled_by_the_range_their_values_use(tmp_path):
+    """8-bit values in a 16-bit file (an integer numpy array saved with Pillow) are not scaled
+    down to black, nor 32-bit values clipped to white; 16-bit photos are scaled as before."""
+    ramp = np.tile(np.arange(0, 256, 4, dtype=np.uint16), (40, 1))
+    _png16(tmp_path / "eight.png", ramp)
+    p = load_photo(tmp_path / "eight.png")
+    assert p.mode.startswith("I;16")
+    np.testing.assert_array_equal(p.image[..., 1], ramp)
+    Image.fromarray(ramp.astype(np.int32)).save(tmp_path / "eight.tif")
+    np.testing.assert_array_equal(load_photo(tmp_path / "eight.tif").image[..., 0], ramp)
+
+    wide = ramp.astype(np.int64) * (2**31 - 1) // 252
+    Image.fromarray(wide.astype(np.int32)).save(tmp_path / "wide.tif")
+    p = load_photo(tmp_path / "wide.tif")
+    assert p.mode == "I"
+    assert np.abs(p.image[..., 0].astype(int) - ramp * 255 / 252).max() <= 1
+
+    sixteen = np.tile(np.array([0, 257, 32896, 65535, 300], np.uint16), (40, 8))
+    _png16(tmp_path / "sixteen.png", sixteen)
+    np.testing.assert_array_equal(
+        load_photo(tmp_path / "sixteen.png").image[0, :5, 0], [0, 1, 128, 255, 1]
+    )
+
+
+def test_photos_of_other_names_and_broken_links_are_found_and_fail_by_name(tmp_path):
+    """A folder search passes over no photo without a word: JPEG's other names and AVIF are
+    read, a HEIC photo (no decoder in Pillow) and a link whose target is gone fail by name."""
+    import os
+
+    from facehd.align import is_photo_file
+
+    img = np.full((40, 40, 3), 90, np.uint8)
+    for name in ("a.jfif", "b.JPE"):
+        Image.fromarray(img).save(tmp_path / name, "JPEG")
+        assert (
+            is_photo_file(tmp_path / name) and load_photo(tmp_path / name).image.shape == img.shape
+        )
+    (tmp_path / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic" + bytes(64))
+    assert is_photo_file(tmp_path / "IMG_0001.HEIC")
+    with pytest.raises(InputFileError, match=r"IMG_0001\.HEIC: .*no HEIC decoder; convert"):
+        load_photo(tmp_path / "IMG_0001.HEIC")
+    os.symlink(tmp_path / "gone.jpg", tmp_path / "link.jpg")
+    assert is_photo_file(tmp_path / "link.jpg")
+    with pytest.raises(InputFileError, match=r"link\.jpg: broken link: .*gone\.jpg is not there"):
+        load_photo(tmp_path / "link.jpg")
+    (tmp_path / "notes.txt").write_text("x")
+    assert not is_photo_file(tmp_path / "notes.txt") and not is_photo_file(tmp_path / "none.jpg")

@@ -439,6 +439,24 @@ def test_small_face_turned_in_a_large_photo_is_turned_upright(detector):
 
 
 @needs_mediapipe
+@pytest.mark.parametrize("backdrop", ["plain", "gradient"])
+def test_a_sideways_face_scoring_high_in_the_whole_photo_is_turned_upright(detector, backdrop):
+    """A face turned a quarter, 300-600 px wide in a 3000 x 2000 photo: the whole-photo detector
+    scores it 0.75 or more as it lies, which kept the photo sideways; at the face's own scale,
+    in crops around it, it scores highest turned upright."""
+    if backdrop == "plain":
+        img = np.full((2000, 3000, 3), (190, 46, 134), np.uint8)
+        img[1151:1751, 1895:2495] = draw_face(600, seed=1)
+    else:
+        ramp = np.tile(np.linspace(60, 200, 3000).astype(np.uint8), (2000, 1))
+        img = np.repeat(ramp[..., None], 3, axis=2)
+        img[101:401, 1163:1463] = draw_face(300, seed=3)
+    assert detector.orientation(img) == 0
+    assert detector.orientation(np.ascontiguousarray(np.rot90(img, 1))) == 3
+    assert detector.orientation(np.ascontiguousarray(np.rot90(img, 3))) == 1
+
+
+@needs_mediapipe
 def test_a_small_face_found_in_the_whole_photo_is_fitted_again_in_a_crop(detector, monkeypatch):
     """The whole-photo face mesh fits a face a few hundred pixels wide in a large photo loosely;
     such a face is fitted again in a crop around it (a large one is not), and lands where drawn."""

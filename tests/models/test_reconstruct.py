@@ -99,6 +99,29 @@ def test_photos_with_and_without_a_face(hrn_data, model_path, tmp_path, one_thre
         find_photos([tmp_path / "missing.jpg"])
 
 
+def test_a_photo_with_two_faces_says_which_was_reconstructed(model_path, tmp_path, one_thread):
+    """The largest, most central face is reconstructed, and the result says how many faces there
+    were and where the one reconstructed lies (``photo_frame.face_box``)."""
+    pytest.importorskip("mediapipe")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "drawn_face", Path(__file__).parents[1] / "facehd" / "drawn_face.py"
+    )
+    drawn = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(drawn)
+    img = np.full((420, 700, 3), (70, 90, 110), np.uint8)
+    img[10:410, 280:680] = drawn.draw_face(400, seed=1)  # the large face, right
+    img[150:350, 20:220] = drawn.draw_face(200, seed=2)  # a small one, left
+    Image.fromarray(img).save(tmp_path / "two.png")
+    (result,) = reconstruct_photos([tmp_path / "two.png"], model_path, tmp_path / "out")
+    assert result.error is None and result.faces_found == 2
+    frame = json.loads((result.folder / "reconstruction.json").read_text())["photo_frame"]
+    assert frame["faces_found"] == 2
+    x0, y0, x1, y1 = frame["face_box"]
+    assert 280 <= x0 < x1 <= 680 and 10 <= y0 < y1 <= 410 and x1 - x0 > 150
+
+
 def test_landmarks_beside_a_photo_replace_the_detector(hrn_data, model_path, tmp_path, one_thread):
     import shutil
 
@@ -465,6 +488,32 @@ def test_a_path_not_there_is_listed_as_failed_and_the_batch_goes_on(
         rows = {r["photo"]: r for r in csv.DictReader(fh)}
     assert rows[str(photo.resolve())]["output"] == "a"
     assert rows[str(other.resolve())]["output"] == "b"
+
+
+def test_photos_under_other_names_and_broken_links_are_listed(tmp_path):
+    """A folder's .jfif photos are found; its HEIC photos (no decoder in Pillow) and broken links
+    are listed as failed, naming why, not passed over, and take no output folder name from a
+    photo of the same name (an iPhone's IMG_0001.HEIC beside its IMG_0001.JPG)."""
+    import os
+
+    from models.reconstruct import find_photo_inputs, output_names
+
+    for name in ("IMG_0001.HEIC", "IMG_0001.JPG", "b.jfif"):
+        Image.new("RGB", (40, 40)).save(tmp_path / name, "JPEG")
+    os.symlink(tmp_path / "gone.jpg", tmp_path / "d.jpg")
+    (tmp_path / "e.pts").write_text("not a photo")
+    found = find_photo_inputs([tmp_path])
+    assert found.photos == [tmp_path / "IMG_0001.JPG", tmp_path / "b.jfif"]
+    assert output_names(found.photos) == ["IMG_0001", "b"]
+    why = dict(found.missing)
+    assert set(why) == {tmp_path / "IMG_0001.HEIC", tmp_path / "d.jpg"}
+    assert "no HEIC decoder; convert the photo to JPEG or PNG" in why[tmp_path / "IMG_0001.HEIC"]
+    assert why[tmp_path / "d.jpg"] == f"broken link: {tmp_path / 'gone.jpg'} is not there"
+    given = find_photo_inputs([tmp_path / "d.jpg", tmp_path / "missing.jpg"])
+    assert given.photos == [] and dict(given.missing) == {
+        tmp_path / "d.jpg": f"broken link: {tmp_path / 'gone.jpg'} is not there",
+        tmp_path / "missing.jpg": "no such photo or folder",
+    }
 
 
 def test_output_folders_are_not_read_back_as_photos(tmp_path):

@@ -120,3 +120,19 @@ def test_a_missing_folder_of_photos_is_said_to_be_missing(tmp_path: Path):
 
     with pytest.raises(InputFileError, match="none: does not exist"):
         find_photos(tmp_path / "none")
+
+
+def test_photos_under_other_names_and_broken_links_are_listed(tmp_path: Path):
+    """JPEG's other names, phone formats and links whose photo is gone are listed, so each is
+    prepared or fails by name: none is passed over without a word."""
+    import os
+
+    from PIL import Image
+
+    from pipelines.prepare_images import find_photos
+
+    for name in ("a.jpg", "b.jfif", "c.heic"):
+        Image.new("RGB", (40, 40)).save(tmp_path / name, "JPEG")
+    os.symlink(tmp_path / "gone.jpg", tmp_path / "d.jpg")
+    (tmp_path / "e.txt").write_text("not a photo")
+    assert [sid for sid, _ in find_photos(tmp_path)] == ["a.jpg", "b.jfif", "c.heic", "d.jpg"]
