@@ -61,6 +61,7 @@ __all__ = [
     "save_mesh",
     "texture_path",
     "vertex_normals",
+    "drop_stretched_faces",
     "face_normals",
     "height_field_mesh",
     "atomic_write_bytes",
@@ -305,6 +306,36 @@ def connected_pieces(mesh: Mesh) -> tuple[int, np.ndarray]:
     # number the pieces that hold faces 0..k-1 (unused vertices form pieces of their own)
     used, face_label = np.unique(label[f[:, 0]], return_inverse=True)
     return len(used), face_label.astype(np.int64)
+
+
+STRETCH_FACTOR = 50.0
+"""A triangle with an edge this many times the mesh's median edge length is stretched
+(:func:`drop_stretched_faces`). The real head scan of the project's checks has triangles up to 18
+times its median edge (at its cut edges); facehd-synth's scans up to 6."""
+
+
+def drop_stretched_faces(mesh: Mesh, factor: float = STRETCH_FACTOR) -> tuple[Mesh, int]:
+    """The mesh without its stretched triangles: ``(mesh, faces dropped)``.
+
+    A triangle is stretched when one of its edges is more than ``factor`` times the median edge
+    length of the mesh: a scanner's spike (one vertex thrown far off the surface, still joined to
+    its neighbours) or a triangle bridging a depth jump. One such vertex sets the scan's size and
+    framing as if the head were metres wide. Unit-free. The vertices stay (those only the
+    dropped triangles used go unused); a mesh with none comes back as it is (the same object,
+    0 dropped).
+    """
+    if mesh.n_faces == 0:
+        return mesh, 0
+    f = mesh.faces
+    v = mesh.vertices
+    edges = np.linalg.norm(v[f] - v[np.roll(f, -1, axis=1)], axis=2)  # (F, 3)
+    median = float(np.median(edges))
+    if not np.isfinite(median) or median <= 0.0:
+        return mesh, 0
+    keep = edges.max(axis=1) <= factor * median
+    if keep.all():
+        return mesh, 0
+    return Mesh(v, f[keep], mesh.uvs, mesh.colors), int((~keep).sum())
 
 
 def drop_duplicate_faces(mesh: Mesh) -> tuple[Mesh, int]:

@@ -298,6 +298,9 @@ class ScanLandmarks:
     duplicate_faces: int = 0
     """Faces stored twice (a double-sided export), the second left out of the search
     (:func:`facehd.mesh.drop_duplicate_faces`)."""
+    stretched_faces: int = 0
+    """Stretched triangles (a scanner's spike) left out of the search
+    (:func:`facehd.mesh.drop_stretched_faces`)."""
 
     @property
     def now7_spread_mm(self) -> np.ndarray:
@@ -966,7 +969,12 @@ class ScanLandmarker:
         ScanLandmarkError
             No face, an unsure detection, or a size that fits no unit (``reason`` says which).
         """
-        from facehd.mesh import consistent_winding, drop_duplicate_faces, main_parts
+        from facehd.mesh import (
+            consistent_winding,
+            drop_duplicate_faces,
+            drop_stretched_faces,
+            main_parts,
+        )
 
         if mesh.n_faces == 0:
             raise ScanLandmarkError("empty", f"{name} has no triangles")
@@ -974,6 +982,11 @@ class ScanLandmarker:
         # normals: the shading would be noise
         mesh, doubled = drop_duplicate_faces(mesh)
         mesh, rewound = consistent_winding(mesh)
+        # a spike (one vertex thrown far off, joined to its neighbours) would set the scan's
+        # size, its units and the cameras' framing
+        mesh, stretched = drop_stretched_faces(mesh)
+        if mesh.n_faces == 0:
+            raise ScanLandmarkError("empty", f"{name} has no triangles but stretched ones")
         # Stray pieces (specks, a scanner table) and unused vertices would set the scan's size
         # and the search cameras' framing: the main part alone is searched, and where a large
         # piece is no face (a table under the head), the next candidate.
@@ -989,6 +1002,7 @@ class ScanLandmarker:
             found.ignored_faces = int(mesh.n_faces - part.sum())
             found.rewound_faces = rewound
             found.duplicate_faces = doubled
+            found.stretched_faces = stretched
             return found
         # the candidate that got furthest speaks (a face found but unsure over no face)
         raise min(errors, key=lambda e: _FAILURE_ORDER.get(e.reason, 4))

@@ -70,7 +70,7 @@ from facehd.landmarks import (
     save_landmarks_pp,
     to_now7,
 )
-from facehd.mesh import find_scan_files
+from facehd.mesh import STRETCH_FACTOR, find_scan_files
 from facehd.scan_landmarks import ScanLandmarkConfig
 
 __all__ = [
@@ -499,6 +499,11 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
             )
         if result.duplicate_faces:
             notes.append(f"{result.duplicate_faces} faces stored twice left out")
+        if result.stretched_faces:
+            notes.append(
+                f"{result.stretched_faces} stretched faces (edges over "
+                f"{STRETCH_FACTOR:g} times the median edge: a spike) left out"
+            )
         if result.rewound_faces:
             notes.append(f"{result.rewound_faces} faces wound against their neighbours turned over")
         row.detail = "; ".join(file_notes + notes)

@@ -511,6 +511,34 @@ def test_drop_duplicate_faces_matches_a_brute_force_set() -> None:
     assert mesh_mod.drop_duplicate_faces(base) == (base, 0)
 
 
+def test_drop_stretched_faces_matches_a_loop_over_the_triangles() -> None:
+    rng = np.random.default_rng(8)
+    base = small_mesh(6)
+    vertices = base.vertices.copy()
+    spikes = rng.choice(len(vertices), 3, replace=False)
+    away = rng.normal(size=(3, 3))
+    vertices[spikes] += 1000.0 * away / np.linalg.norm(away, axis=1, keepdims=True)  # still joined
+    mesh = Mesh(vertices, base.faces)
+    out, n = mesh_mod.drop_stretched_faces(mesh)
+    lengths = [
+        float(np.linalg.norm(vertices[f[i]] - vertices[f[(i + 1) % 3]]))
+        for f in base.faces
+        for i in range(3)
+    ]
+    limit = mesh_mod.STRETCH_FACTOR * float(np.median(lengths))
+    keep = [
+        f
+        for f in base.faces
+        if all(np.linalg.norm(vertices[f[i]] - vertices[f[(i + 1) % 3]]) <= limit for i in range(3))
+    ]
+    assert n == len(base.faces) - len(keep) > 0
+    assert np.array_equal(out.faces, np.array(keep)) and out.vertices is vertices
+    # every triangle with a spike corner goes, and only those
+    assert not np.isin(out.faces, spikes).any()
+    assert n == int(np.isin(base.faces, spikes).any(axis=1).sum())
+    assert mesh_mod.drop_stretched_faces(base) == (base, 0)
+
+
 def test_consistent_winding_turns_the_minority_of_each_surface_back() -> None:
     sphere = trimesh.creation.icosphere(3)
     parts = [

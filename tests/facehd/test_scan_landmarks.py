@@ -706,7 +706,10 @@ def test_stray_pieces_and_a_table_leave_the_landmarks_as_they_were(landmarker) -
     # around empty space; a table larger than the head, 1 mm under its chin, is the largest piece
     face_mm = t_model_from_scan.apply(scan.vertices)
     speck = trimesh.creation.box(extents=(3.0, 3.0, 3.0))
-    table = trimesh.creation.box(extents=(800.0, 20.0, 800.0))
+    # a scanned table is tessellated as finely as the head (triangles 800 mm across would be
+    # left out as stretched before the pieces are counted)
+    box = trimesh.creation.box(extents=(800.0, 20.0, 800.0))
+    table = trimesh.Trimesh(*trimesh.remesh.subdivide_to_size(box.vertices, box.faces, 20.0))
     pieces = [
         (np.asarray(speck.vertices) + (1000.0, 0.0, 0.0), speck.faces),
         (np.asarray(table.vertices) + (0.0, face_mm[:, 1].min() - 11.0, 0.0), table.faces),
@@ -716,9 +719,31 @@ def test_stray_pieces_and_a_table_leave_the_landmarks_as_they_were(landmarker) -
         faces = np.concatenate([faces, np.asarray(f) + len(vertices)])
         vertices = np.concatenate([vertices, t_model_from_scan.inverse().apply(v)])
     found = landmarker.detect(Mesh(vertices, faces), name="cluttered.ply")
-    assert found.units == "m" and found.ignored_faces == 24
+    assert found.units == "m" and found.stretched_faces == 0
+    assert found.ignored_faces == len(speck.faces) + len(table.faces)
     # the face's part is searched as the clean scan is: the same points
     np.testing.assert_allclose(found.landmarks68, clean.landmarks68, atol=1e-9)
+
+
+@needs_mediapipe
+def test_a_spike_leaves_the_units_and_the_landmarks_as_they_were(landmarker) -> None:  # noqa: ANN001
+    """One vertex thrown 2 m off the head (a scanner's spike, still joined to its neighbours)
+    made the scan 2 m across: no unit fitted, and the search was framed around empty space."""
+    scan, _, _ = synthetic_face(6, unit_to_mm=1000.0)  # in metres
+    clean = landmarker.detect(scan)
+    vertices = scan.vertices.copy()
+    top = int(np.argmax(np.linalg.norm(vertices - vertices.mean(axis=0), axis=1)))
+    vertices[top] += (
+        2.0
+        * (vertices[top] - vertices.mean(axis=0))
+        / np.linalg.norm(vertices[top] - vertices.mean(axis=0))
+    )
+    around = int(np.isin(scan.faces, top).any(axis=1).sum())
+    found = landmarker.detect(Mesh(vertices, scan.faces), name="spiked.ply")
+    assert found.units == "m" and found.stretched_faces == around
+    # the spike's few triangles, far from the face, do not move the points
+    err = np.linalg.norm(found.landmarks68 - clean.landmarks68, axis=1) * 1000.0
+    assert np.median(err) < 0.5, err
 
 
 @needs_mediapipe
