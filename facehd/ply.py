@@ -138,19 +138,19 @@ def _walk_binary(
     for e in elements:
         sizes = [struct.calcsize(endian + _TYPES[t]) for _, t, _ in e.props]
         lists = [endian + _TYPES[c] if c else None for _, _, c in e.props]
-        if e.count and all(c is None for c in lists):
+        if all(c is None for c in lists):
             done = min(e.count, (len(data) - pos) // max(1, sum(sizes)))
             if done < e.count:
                 raise PlyError(
                     f"a truncated binary PLY: the file ends after {_records_word(e, done)} "
                     f"({len(data)} bytes)"
                 )
-        if all(c is None for c in lists):
             pos += e.count * sum(sizes)
             ends.append(pos)
             continue
-        if e.count and _uniform_lists(data, pos, e, sizes, lists):
-            pos += e.count * _record_size(data, pos, sizes, lists)
+        record = _uniform_record(data, pos, e, sizes, lists) if e.count else None
+        if record is not None:
+            pos += e.count * record
             ends.append(pos)
             continue
         # lists of several lengths (or a cut file): record by record
@@ -179,36 +179,26 @@ def _walk_binary(
     return ends, polygons
 
 
-def _record_size(data: bytes, pos: int, sizes: list[int], lists: list[str | None]) -> int:
-    """The size of the record at ``pos`` (which the caller knows to lie in ``data``)."""
-    at = pos
-    for size, count in zip(sizes, lists, strict=True):
-        if count is None:
-            at += size
-        else:
-            at += struct.calcsize(count) + struct.unpack_from(count, data, at)[0] * size
-    return at - pos
-
-
-def _uniform_lists(
+def _uniform_record(
     data: bytes, pos: int, e: _Element, sizes: list[int], lists: list[str | None]
-) -> bool:
-    """Whether every record of ``e`` from ``pos`` has lists as long as the first record's, and
-    all of them lie in ``data`` (one vectorised look at each list's count)."""
+) -> int | None:
+    """The size of every record of ``e`` from ``pos`` when each has lists as long as the first
+    record's and all of them lie in ``data`` (one vectorised look at each list's count), else
+    None."""
     at, counts = pos, []
     for size, count in zip(sizes, lists, strict=True):
         if count is None:
             at += size
             continue
         if at + struct.calcsize(count) > len(data):
-            return False
+            return None
         k = struct.unpack_from(count, data, at)[0]
         counts.append((at - pos, count, k))
         at += struct.calcsize(count) + k * size
     record = at - pos
     if pos + e.count * record > len(data):
-        return False
-    return all(
+        return None
+    uniform = all(
         bool(
             np.all(
                 np.ndarray(
@@ -219,6 +209,7 @@ def _uniform_lists(
         )
         for off, c, k in counts
     )
+    return record if uniform else None
 
 
 def _triangulated(
