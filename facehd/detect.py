@@ -708,12 +708,17 @@ class FaceDetector:
 
         A photo turned by quarter turns without an orientation tag is turned upright here, so
         that its crop shows the face upright (the crop transform scales and shifts only)."""
+        k, face, _ = self.main_face_upright(image)
+        return k, face
+
+    def main_face_upright(self, image: np.ndarray) -> tuple[int, DetectedFace, int]:
+        """:meth:`detect_upright`, and the number of faces found: ``(k, face, n)``."""
         k, faces = self.detect_all_upright(image)
         if not faces:
             raise NoFaceError("no face found")
         shape = image.shape[:2] if k % 2 == 0 else image.shape[1::-1]
         boxes = np.stack([f.box for f in faces])
-        return k, faces[select_main_face(boxes, shape)]
+        return k, faces[select_main_face(boxes, shape)], len(faces)
 
     def detect(self, image: np.ndarray) -> DetectedFace:
         """The main face of ``image`` (largest, most central), in its pixels; :class:`NoFaceError`

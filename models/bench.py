@@ -117,7 +117,7 @@ class HRNMethod:
         from facehd.mesh import Mesh
 
         photo = load_photo(image)
-        _, aligned, turn = self.recon._detect_and_align(photo.image, image)
+        _, aligned, turn, _ = self.recon._detect_and_align(photo.image, image)
         rec = self.recon.run_crops(aligned.image[None])[0]
         mesh = self.recon.detail_mesh(rec)
         verts = image_aligned_vertices(

@@ -287,33 +287,19 @@ class Reconstructor:
         photo's ``.pts`` file when :attr:`landmarks` allows (``path`` given; ``k`` 0, ``n``
         None), else detected (a photo turned by quarter turns without an orientation tag is
         turned upright; the largest, most central of the ``n`` faces found)."""
-        from facehd.detect import (
-            FaceDetector,
-            NoFaceError,
-            face_from_landmark_file,
-            given_landmarks,
-            select_main_face,
-        )
+        from facehd.detect import FaceDetector, face_from_landmark_file, given_landmarks
 
         pts = given_landmarks(path, self.landmarks) if path is not None else None
         if pts is not None:
             return 0, face_from_landmark_file(pts, image.shape), None
         if self._detector is None:
             self._detector = FaceDetector(segmentation=False)
-        k, faces = self._detector.detect_all_upright(image)
-        if not faces:
-            raise NoFaceError("no face found")
-        shape = image.shape[:2] if k % 2 == 0 else image.shape[1::-1]
-        face = faces[select_main_face(np.stack([f.box for f in faces]), shape)]
-        return k, face, len(faces)
+        return self._detector.main_face_upright(image)
 
     def _detect_and_align(self, image: np.ndarray, path: str | Path | None = None):
-        """``(face, aligned, k)``: the main face and its crops, both of ``np.rot90(image, k)``,
-        the photo turned upright (``k`` quarter turns, 0 for an upright photo)."""
-        return self._detect_and_align_counted(image, path)[:3]
-
-    def _detect_and_align_counted(self, image: np.ndarray, path: str | Path | None = None):
-        """:meth:`_detect_and_align`, and the number of faces found (None: from a ``.pts``)."""
+        """``(face, aligned, k, n)``: the main face and its crops, both of
+        ``np.rot90(image, k)``, the photo turned upright (``k`` quarter turns, 0 for an upright
+        photo), and the number of faces found (None: the face is from a ``.pts`` file)."""
         from facehd.align import align_face, named_template
 
         k, face, n = self._face(image, path)
@@ -341,7 +327,7 @@ class Reconstructor:
         from facehd.detect import convex_hull_mask
 
         photo = load_photo(path)
-        face, aligned, k, n = self._detect_and_align_counted(photo.image, path)
+        face, aligned, k, n = self._detect_and_align(photo.image, path)
         t = aligned.transform
         mask = convex_hull_mask(t.apply(face.outline()), aligned.image.shape[:2])
         frame = PhotoFrame(photo.orientation, k, n, _box(face))
@@ -356,7 +342,7 @@ class Reconstructor:
         from facehd.align import load_photo
 
         photo = load_photo(path)
-        face, aligned, k, n = self._detect_and_align_counted(photo.image, path)
+        face, aligned, k, n = self._detect_and_align(photo.image, path)
         rec = self.run_crops(aligned.image[None])[0]
         return rec, aligned, PhotoFrame(photo.orientation, k, n, _box(face))
 
@@ -613,7 +599,8 @@ def find_photo_inputs(inputs: list[str | Path], out: str | Path | None = None) -
     # name from a photo of the same name that can be read (an iPhone's IMG_1234.HEIC and .JPG)
     unreadable = [(p, why) for p in found if (why := unreadable_photo(p)) is not None]
     missing += unreadable
-    found = [p for p in found if p not in {q for q, _ in unreadable}]
+    left_out = {p for p, _ in unreadable}
+    found = [p for p in found if p not in left_out]
     seen: set[Path] = set()
     photos, repeats = [], []
     for p in found:
