@@ -19,14 +19,18 @@ Pixel convention: ``(x, y)`` = (column, row), the centre of the top-left pixel a
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facehd.errors import DegenerateInputError, InputFileError
+from facehd.errors import (
+    DegenerateInputError,
+    InputFileError,
+    is_broken_link,
+    is_file_or_broken_link,
+)
 
 CROP_SIZE = 224
 """Side of the base model's input crop, pixels."""
@@ -369,9 +373,7 @@ def is_photo_file(path: Path) -> bool:
     """Whether a folder search takes ``path`` for a photo: a file with a suffix of
     :data:`PHOTO_SUFFIXES`, or a link of that name whose target is gone (listed, so that it
     fails by name rather than go missing without a word)."""
-    if path.suffix.lower() not in PHOTO_SUFFIXES:
-        return False
-    return path.is_file() or (path.is_symlink() and not path.exists())
+    return path.suffix.lower() in PHOTO_SUFFIXES and is_file_or_broken_link(path)
 
 
 #: Suffixes of photo formats Pillow reads only with a decoder it may lack, and their names.
@@ -383,8 +385,8 @@ def unreadable_photo(path: Path) -> str | None:
     target is gone, or a format this Pillow has no decoder for (HEIC/HEIF without a plug-in)."""
     from PIL import Image
 
-    if path.is_symlink() and not path.exists():
-        return f"broken link: {os.readlink(path)} is not there"
+    if is_broken_link(path):
+        return f"broken link: {path.readlink()} is not there"
     fmt = _OPTIONAL_FORMATS.get(path.suffix.lower())
     if fmt is not None and path.suffix.lower() not in Image.registered_extensions():
         return f"this Pillow has no {fmt} decoder; convert the photo to JPEG or PNG"

@@ -39,6 +39,20 @@ def nearest_existing(path: str | Path) -> Path:
     return next((p for p in (path, *path.parents) if p.exists()), path)
 
 
+def is_broken_link(path: str | Path) -> bool:
+    """Whether ``path`` is a link whose target is not there."""
+    path = Path(path)
+    return path.is_symlink() and not path.exists()
+
+
+def is_file_or_broken_link(path: str | Path) -> bool:
+    """Whether a folder search lists ``path`` as an input: a regular file, or a link whose
+    target is gone (listed so that reading it fails naming the link, rather than the input
+    going missing without a word)."""
+    path = Path(path)
+    return path.is_file() or is_broken_link(path)
+
+
 def check_output_folder(path: str | Path, role: str) -> Path:
     """Make ``path`` (a folder outputs go to) and check that files can be written in it, before
     a job spends any time: a read-only or misnamed output is then one clear error up front,

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from facehd.csvtext import atomic_write_bytes
-from facehd.errors import InputFileError
+from facehd.errors import InputFileError, is_broken_link, is_file_or_broken_link
 
 if TYPE_CHECKING:
     from facehd.transforms import Similarity
@@ -138,7 +138,7 @@ def find_scan_files(root: str | Path) -> list[tuple[str, Path, bool]]:
         for p in root.rglob("*")
         if (is_scan_file(p) or is_compressed_scan_file(p))
         # a regular file, or a link to nothing (a folder named like a scan is searched)
-        and (p.is_file() or (p.is_symlink() and not p.exists()))
+        and is_file_or_broken_link(p)
         and not any(part.endswith(".shards") for part in p.relative_to(root).parent.parts)
         # hidden files and folders: macOS's ._<name> resource forks copied beside the scans
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
@@ -659,7 +659,7 @@ def load_mesh(path: str | Path, *, split_seams: bool = False) -> Mesh:
     """
     path = Path(path)
     if not path.exists():
-        if path.is_symlink():
+        if is_broken_link(path):
             raise InputFileError(path, f"a link to {path.readlink()}, which does not exist")
         raise InputFileError(path, "file does not exist")
     if not path.is_file():

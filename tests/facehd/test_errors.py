@@ -55,3 +55,24 @@ def test_nearest_existing_is_the_path_or_the_first_folder_above_it_there(tmp_pat
     assert nearest_existing(tmp_path / "f" / "x") == tmp_path / "f"  # a file in the way
     monkeypatch.chdir(tmp_path)  # relative paths stay relative
     assert nearest_existing("a/b") == Path("a") and nearest_existing("new/x") == Path(".")
+
+
+def test_broken_links_are_listed_with_files_and_nothing_else(tmp_path) -> None:
+    from facehd.errors import is_broken_link, is_file_or_broken_link
+
+    (tmp_path / "file.obj").write_text("v 0 0 0\n")
+    (tmp_path / "folder.obj").mkdir()
+    (tmp_path / "link.obj").symlink_to(tmp_path / "file.obj")
+    (tmp_path / "gone.obj").symlink_to(tmp_path / "nowhere.obj")
+    (tmp_path / "to-folder").symlink_to(tmp_path / "folder.obj")
+    expect = {  # name: (broken link, listed)
+        "file.obj": (False, True),
+        "folder.obj": (False, False),
+        "link.obj": (False, True),
+        "gone.obj": (True, True),
+        "to-folder": (False, False),
+        "never-made.obj": (False, False),
+    }
+    for name, (broken, listed) in expect.items():
+        assert is_broken_link(tmp_path / name) is broken, name
+        assert is_file_or_broken_link(tmp_path / name) is listed, name
