@@ -20,6 +20,7 @@ Pixel convention: ``(x, y)`` = (column, row), the centre of the top-left pixel a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -365,8 +366,26 @@ PHOTO_SUFFIXES = (
 )
 """File suffixes treated as photos (any case). JPEG's other names (``.jfif``, as browsers save
 it, ``.jpe``) and the phone formats HEIC/HEIF and AVIF count too, so that a folder search lists
-them rather than passing over them without a word; a format this Pillow cannot decode (HEIF
-without a plug-in) fails by name (:func:`unreadable_photo`)."""
+them rather than passing over them without a word. HEIC/HEIF (iPhone photos) are decoded by
+pillow-heif, which the ``photo`` extra installs (:func:`register_photo_decoders`); without it, or
+with a Pillow that lacks AVIF, such a photo fails by name (:func:`unreadable_photo`)."""
+
+
+@cache
+def register_photo_decoders() -> tuple[str, ...]:
+    """Register with Pillow the optional photo decoders installed, once; the suffixes they add.
+
+    pillow-heif (HEIC/HEIF, the ``photo`` extra) applies the container's rotation as it decodes,
+    sets the photo's EXIF orientation to 1 and keeps the original under
+    ``info["original_orientation"]`` (:func:`load_photo` records that one), and reads 10- and
+    12-bit photos as 8-bit.
+    """
+    try:
+        import pillow_heif
+    except ImportError:
+        return ()
+    pillow_heif.register_heif_opener()
+    return (".heic", ".heif")
 
 
 def is_photo_file(path: Path) -> bool:
@@ -382,14 +401,17 @@ _OPTIONAL_FORMATS = {".heic": "HEIC", ".heif": "HEIF", ".avif": "AVIF"}
 
 def unreadable_photo(path: Path) -> str | None:
     """Why the photo ``path`` cannot be read, known without reading it, or None: a link whose
-    target is gone, or a format this Pillow has no decoder for (HEIC/HEIF without a plug-in)."""
+    target is gone, or a format this Pillow has no decoder for (HEIC/HEIF without pillow-heif)."""
     from PIL import Image
 
     if is_broken_link(path):
         return f"broken link: {path.readlink()} is not there"
     fmt = _OPTIONAL_FORMATS.get(path.suffix.lower())
+    if fmt is not None:
+        register_photo_decoders()
     if fmt is not None and path.suffix.lower() not in Image.registered_extensions():
-        return f"this Pillow has no {fmt} decoder; convert the photo to JPEG or PNG"
+        plugin = "" if fmt == "AVIF" else "install pillow-heif (pip install 'facehd[photo]') or "
+        return f"this Pillow has no {fmt} decoder; {plugin}convert the photo to JPEG or PNG"
     return None
 
 
@@ -534,6 +556,7 @@ def load_photo(path: str | Path, *, min_side: int = 32) -> Photo:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    register_photo_decoders()  # HEIC/HEIF are read by content, whatever the file's name
     if (why := unreadable_photo(path)) is not None:
         raise InputFileError(path, why)
     if not path.is_file():
@@ -555,6 +578,8 @@ def load_photo(path: str | Path, *, min_side: int = 32) -> Photo:
                 # read before the pixels: Pillow's TIFF reader turns the pixels upright as it
                 # loads them and drops the tag, so the tag read after would say 1
                 orientation = int(img.getexif().get(0x0112, 1))
+                # HEIF: the decoder turned the pixels already (tag now 1); the file's tag
+                orientation = int(img.info.get("original_orientation") or orientation)
             except Exception:  # a broken EXIF block must not lose the photo
                 orientation = 1
             img.load()

@@ -328,10 +328,16 @@ def test_photo_size_limit_is_facehds_not_pillows(tmp_path, monkeypatch):
     assert Image.MAX_IMAGE_PIXELS == 1000
 
 
-@pytest.mark.parametrize("suffix", [".jpg", ".tif", ".png"])
+@pytest.mark.parametrize("suffix", [".jpg", ".tif", ".png", ".heic"])
 def test_exif_orientation_is_recorded_for_every_format(tmp_path, suffix):
-    """Pillow's TIFF reader turns the pixels upright itself and drops the tag as it loads them:
-    the orientation applied is recorded all the same (the crop's frame depends on it)."""
+    """Pillow's TIFF reader, and pillow-heif's (from the file's rotation box), turn the pixels
+    upright themselves and set the tag to 1 as they load them: the orientation applied is
+    recorded all the same (the crop's frame depends on it)."""
+    if suffix == ".heic":
+        pytest.importorskip("pillow_heif")
+        from facehd.align import register_photo_decoders
+
+        register_photo_decoders()
     img = np.zeros((60, 100, 3), np.uint8)
     img[2:10, 2:10] = 255  # a marker at the stored top-left
     exif = Image.Exif()
@@ -341,6 +347,38 @@ def test_exif_orientation_is_recorded_for_every_format(tmp_path, suffix):
     p = load_photo(path)
     assert p.orientation == 6 and p.image.shape == (100, 60, 3)
     assert p.image[3:9, -9:-3].mean() > 200 and p.image[-9:-3, 3:9].mean() < 30
+
+
+def test_heic_photos_are_read_with_pillow_heif(tmp_path):
+    """iPhone photos (HEIC) are read like any other: their pixels (within HEVC's loss), their
+    embedded profile to sRGB, their orientation. A damaged one fails naming the file; one whose
+    content is JPEG under a .heic name is read by its content."""
+    pytest.importorskip("pillow_heif")
+    from facehd.align import register_photo_decoders
+
+    assert set(register_photo_decoders()) == {".heic", ".heif"}
+    yy, xx = np.mgrid[0:96, 0:128]
+    img = np.stack([xx * 2, yy * 2, np.full_like(xx, 120)], -1).astype(np.uint8)
+    img[:, 100:] = (200, 140, 120)  # skin
+    Image.fromarray(img).save(tmp_path / "IMG_0001.HEIC", quality=95)
+    read = load_photo(tmp_path / "IMG_0001.HEIC")
+    assert read.orientation == 1 and read.image.shape == img.shape
+    assert np.abs(read.image.astype(int) - img).mean() < 2.0
+
+    adobe = _icc_profile(b"RGB ", 2.2, ADOBE_RGB_COLORANTS)
+    Image.fromarray(img).save(tmp_path / "adobe.heif", icc_profile=adobe, quality=-1)
+    Image.fromarray(img).save(tmp_path / "adobe.png", icc_profile=adobe)
+    as_png = load_photo(tmp_path / "adobe.png").image.astype(int)
+    heif = load_photo(tmp_path / "adobe.heif").image.astype(int)
+    assert as_png[5, 110, 0] > 212  # the profile was applied to the PNG ...
+    assert np.abs(heif[:, 100:] - as_png[:, 100:]).max() <= 3  # ... and to the HEIF alike
+
+    data = (tmp_path / "IMG_0001.HEIC").read_bytes()
+    (tmp_path / "cut.heic").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputFileError, match=r"cut\.heic: unreadable image"):
+        load_photo(tmp_path / "cut.heic")
+    Image.fromarray(img).save(tmp_path / "named.heic", "JPEG", quality=95)
+    assert load_photo(tmp_path / "named.heic").image.shape == img.shape
 
 
 def _icc_profile(space: bytes, gamma: float, colorants=None) -> bytes:
@@ -470,9 +508,12 @@ def test_integer_grey_photos_are_scaled_by_the_range_their_values_use(tmp_path):
     )
 
 
-def test_photos_of_other_names_and_broken_links_are_found_and_fail_by_name(tmp_path):
+def test_photos_of_other_names_and_broken_links_are_found_and_fail_by_name(
+    tmp_path, no_heif_decoder
+):
     """A folder search passes over no photo without a word: JPEG's other names and AVIF are
-    read, a HEIC photo (no decoder in Pillow) and a link whose target is gone fail by name."""
+    read, a HEIC photo (no decoder: pillow-heif not installed) and a link whose target is gone
+    fail by name."""
     import os
 
     from facehd.align import is_photo_file
@@ -485,7 +526,9 @@ def test_photos_of_other_names_and_broken_links_are_found_and_fail_by_name(tmp_p
         )
     (tmp_path / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic" + bytes(64))
     assert is_photo_file(tmp_path / "IMG_0001.HEIC")
-    with pytest.raises(InputFileError, match=r"IMG_0001\.HEIC: .*no HEIC decoder; convert"):
+    with pytest.raises(
+        InputFileError, match=r"IMG_0001\.HEIC: .*no HEIC decoder; install pillow-heif .* convert"
+    ):
         load_photo(tmp_path / "IMG_0001.HEIC")
     os.symlink(tmp_path / "gone.jpg", tmp_path / "link.jpg")
     assert is_photo_file(tmp_path / "link.jpg")

@@ -490,10 +490,11 @@ def test_a_path_not_there_is_listed_as_failed_and_the_batch_goes_on(
     assert rows[str(other.resolve())]["output"] == "b"
 
 
-def test_photos_under_other_names_and_broken_links_are_listed(tmp_path):
-    """A folder's .jfif photos are found; its HEIC photos (no decoder in Pillow) and broken links
-    are listed as failed, naming why, not passed over, and take no output folder name from a
-    photo of the same name (an iPhone's IMG_0001.HEIC beside its IMG_0001.JPG)."""
+def test_photos_under_other_names_and_broken_links_are_listed(tmp_path, no_heif_decoder):
+    """A folder's .jfif photos are found; its HEIC photos (no decoder: pillow-heif not installed)
+    and broken links are listed as failed, naming why, not passed over, and take no output
+    folder name from a photo of the same name (an iPhone's IMG_0001.HEIC beside its
+    IMG_0001.JPG)."""
     import os
 
     from models.reconstruct import find_photo_inputs, output_names
@@ -507,7 +508,7 @@ def test_photos_under_other_names_and_broken_links_are_listed(tmp_path):
     assert output_names(found.photos) == ["IMG_0001", "b"]
     why = dict(found.missing)
     assert set(why) == {tmp_path / "IMG_0001.HEIC", tmp_path / "d.jpg"}
-    assert "no HEIC decoder; convert the photo to JPEG or PNG" in why[tmp_path / "IMG_0001.HEIC"]
+    assert "no HEIC decoder; install pillow-heif" in why[tmp_path / "IMG_0001.HEIC"]
     assert why[tmp_path / "d.jpg"] == f"broken link: {tmp_path / 'gone.jpg'} is not there"
     given = find_photo_inputs([tmp_path / "d.jpg", tmp_path / "missing.jpg"])
     assert given.photos == [] and dict(given.missing) == {
