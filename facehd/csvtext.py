@@ -100,8 +100,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
 
     The bytes reach the disk (``fsync``) before the file takes its name, so readers never see a
-    partially written file under the final name. On any failure (an interrupt included) the
-    temporary file is removed and the destination is untouched. The folder is made when missing.
+    partially written file under the final name, and the folder is flushed after the rename
+    (:func:`fsync_folder`), so the name survives a crash of the machine too. On any failure (an
+    interrupt included) the temporary file is removed and the destination is untouched. The
+    folder is made when missing.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,6 +118,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         with contextlib.suppress(OSError):  # the failure that got here is the one to report
             tmp.unlink(missing_ok=True)
         raise
+    fsync_folder(path.parent)
     return path
 
 

@@ -217,6 +217,32 @@ def test_text_is_written_by_the_same_atomic_writer(
     assert not (tmp_path / "bad").exists()
 
 
+def test_the_atomic_writer_flushes_the_folder_after_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new name reaches the disk too: the folder is fsynced once the file is renamed into
+    it (a crash of the machine after the write then leaves the file, not nothing)."""
+    from facehd import csvtext
+
+    events: list[tuple[str, object]] = []
+    real_replace, real_fsync = os.replace, os.fsync
+
+    def replace(src: str, dst: str) -> None:
+        events.append(("replace", Path(dst)))
+        real_replace(src, dst)
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}"))))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    dest = tmp_path / "out" / "t.txt"
+    csvtext.atomic_write_text(dest, "x")
+    assert events[-2:] == [("replace", dest), ("fsync", dest.parent)]
+    assert dest.read_text() == "x"
+
+
 def test_save_rejects_unknown_suffix(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unsupported"):
         save_mesh(tmp_path / "m.stl", small_mesh())
