@@ -354,11 +354,11 @@ def drop_duplicate_faces(mesh: Mesh) -> tuple[Mesh, int]:
     n = int(weld.max()) + 1
     if n < 1 << 21:  # one integer per triangle: a 1-D unique is several times faster
         _, first = np.unique((c[:, 0] << 42) | (c[:, 1] << 21) | c[:, 2], return_index=True)
-    else:
-        _, first = np.unique(c, axis=0, return_index=True)
-    if len(first) == mesh.n_faces:
+        keep = np.sort(first)
+    else:  # a lexicographic sort: 3-4 times faster than a unique over rows (6M triangles)
+        keep, _ = merge_equal_rows(c)
+    if len(keep) == mesh.n_faces:
         return mesh, 0
-    keep = np.sort(first)
     return Mesh(mesh.vertices, mesh.faces[keep], mesh.uvs, mesh.colors), int(
         mesh.n_faces - len(keep)
     )

@@ -516,9 +516,15 @@ def _cyclic(faces: np.ndarray) -> np.ndarray:
     return np.take_along_axis(faces, (k + np.arange(3)) % 3, axis=1)
 
 
-def test_drop_duplicate_faces_matches_a_brute_force_set() -> None:
+@pytest.mark.parametrize("pad", [0, 1 << 21])
+def test_drop_duplicate_faces_matches_a_brute_force_set(pad: int) -> None:
+    """``pad`` unused vertices first: the triangles' corners are numbered from 2^21 on, past
+    what one integer per triangle holds, as in a scan of a few million vertices."""
     rng = np.random.default_rng(4)
     base = small_mesh(6)
+    if pad:
+        unused = rng.normal(size=(pad, 3)) + 100.0
+        base = Mesh(np.concatenate([unused, base.vertices]), base.faces + pad)
     # copies in either winding, at random places; one copy through a duplicated vertex
     extra = base.faces[rng.choice(base.n_faces, 40, replace=False)]
     extra[::2] = extra[::2, ::-1]
