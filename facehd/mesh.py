@@ -229,6 +229,17 @@ class Mesh:
         return vertex_normals(self.vertices, self.faces)
 
     @cached_property
+    def welded(self) -> np.ndarray:
+        """(V,) int64: the vertices welded by position, each vertex's index among the mesh's
+        distinct positions (in first-use order, :func:`merge_equal_rows`): vertices at the same
+        position (a UV seam, a triangle soup) share one. The mesh checks that treat such
+        vertices as one (:func:`connected_pieces`, :func:`drop_duplicate_faces`,
+        :func:`consistent_winding`) share this one sort of the vertices."""
+        weld = merge_equal_rows(self.vertices)[1]
+        weld.setflags(write=False)  # shared by every check of this mesh
+        return weld
+
+    @cached_property
     def face_areas(self) -> np.ndarray:
         """(F,) face areas (mm²)."""
         tri = self.vertices[self.faces]
@@ -296,7 +307,7 @@ def connected_pieces(mesh: Mesh) -> tuple[int, np.ndarray]:
 
     if mesh.n_faces == 0:
         return 0, np.zeros(0, dtype=np.int64)
-    _, weld = merge_equal_rows(mesh.vertices)
+    weld = mesh.welded
     f = weld[mesh.faces]
     n = int(weld.max()) + 1
     a = np.concatenate([f[:, 0], f[:, 1]])
@@ -349,7 +360,7 @@ def drop_duplicate_faces(mesh: Mesh) -> tuple[Mesh, int]:
     """
     if mesh.n_faces < 2:
         return mesh, 0
-    _, weld = merge_equal_rows(mesh.vertices)
+    weld = mesh.welded
     c = np.sort(weld[mesh.faces], axis=1).astype(np.int64)
     n = int(weld.max()) + 1
     if n < 1 << 21:  # one integer per triangle: a 1-D unique is several times faster
@@ -395,7 +406,7 @@ def consistent_winding(mesh: Mesh) -> tuple[Mesh, int]:
     nf = mesh.n_faces
     if nf < 2:
         return mesh, 0
-    _, weld = merge_equal_rows(mesh.vertices)
+    weld = mesh.welded
     f = weld[mesh.faces]
     a = f.reshape(-1)  # directed edge k of face i: f[i, k] -> f[i, (k + 1) % 3]
     b = f[:, [1, 2, 0]].reshape(-1)

@@ -516,6 +516,18 @@ def _cyclic(faces: np.ndarray) -> np.ndarray:
     return np.take_along_axis(faces, (k + np.arange(3)) % 3, axis=1)
 
 
+def test_welded_numbers_positions_in_first_use_order_like_a_loop() -> None:
+    rng = np.random.default_rng(3)
+    base = small_mesh(4)
+    # each position stored up to three times, in a shuffled order (a seam, a soup)
+    vertices = base.vertices[rng.integers(0, base.n_vertices, 3 * base.n_vertices)]
+    mesh = Mesh(vertices, base.faces)
+    first: dict[tuple[float, ...], int] = {}
+    expected = [first.setdefault(tuple(p), len(first)) for p in vertices]
+    assert np.array_equal(mesh.welded, expected)
+    assert mesh.welded is mesh.welded and not mesh.welded.flags.writeable
+
+
 @pytest.mark.parametrize("pad", [0, 1 << 21])
 def test_drop_duplicate_faces_matches_a_brute_force_set(pad: int) -> None:
     """``pad`` unused vertices first: the triangles' corners are numbered from 2^21 on, past
