@@ -407,12 +407,13 @@ def unreadable_photo(path: Path) -> str | None:
     if is_broken_link(path):
         return f"broken link: {path.readlink()} is not there"
     fmt = _OPTIONAL_FORMATS.get(path.suffix.lower())
-    if fmt is not None:
-        register_photo_decoders()
-    if fmt is not None and path.suffix.lower() not in Image.registered_extensions():
-        plugin = "" if fmt == "AVIF" else "install pillow-heif (pip install 'facehd[photo]') or "
-        return f"this Pillow has no {fmt} decoder; {plugin}convert the photo to JPEG or PNG"
-    return None
+    if fmt is None:
+        return None
+    register_photo_decoders()
+    if path.suffix.lower() in Image.registered_extensions():
+        return None
+    plugin = "" if fmt == "AVIF" else "install pillow-heif (pip install 'facehd[photo]') or "
+    return f"this Pillow has no {fmt} decoder; {plugin}convert the photo to JPEG or PNG"
 
 
 #: Gaussian blur (sigma, pixels) that turns the black and white dots of a bi-level photo back
