@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 #: Modules that define benchmark entries (imported lazily by :func:`discover`).
 ENTRY_MODULES: tuple[str, ...] = (
@@ -109,14 +110,15 @@ def timeit(fn: Callable[[], object], repeat: int = 3) -> float:
     return best
 
 
-def matmul_peak_gflops(n: int = 1024, repeat: int = 3) -> float:
-    """Float32 GFLOP/s of an ``n x n`` matrix product in torch with the current thread count:
-    what this core's BLAS reaches, an upper bound for convolution-bound networks."""
+def matmul_peak_gflops(n: int = 1024, repeat: int = 3, dtype: Any = None) -> float:
+    """GFLOP/s of an ``n x n`` matrix product in torch with the current thread count, float32
+    unless ``dtype`` says otherwise (``torch.bfloat16``): what this core's BLAS reaches, an upper
+    bound for convolution-bound networks."""
     import torch
 
     g = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=g)
-    b = torch.randn(n, n, generator=g)
+    a = torch.randn(n, n, generator=g).to(dtype or torch.float32)
+    b = torch.randn(n, n, generator=g).to(dtype or torch.float32)
     torch.mm(a, b)  # warm-up
     return 2.0 * n**3 / timeit(lambda: torch.mm(a, b), repeat) / 1e9
 

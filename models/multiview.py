@@ -387,6 +387,7 @@ def reconstruct_multiview(
     progress: Any = None,
     fit_progress: Any = None,
     base_texture: bool = False,
+    precision: str = "float32",
     landmarks: str = "auto",
     loaded: Any = None,
     missing: Sequence[tuple[Path, str]] = (),
@@ -400,7 +401,7 @@ def reconstruct_multiview(
     :class:`models.reconstruct.PhotoResult` with its error) and the others are fitted. Returns
     ``(result, per-photo results)``; the result is ``None`` when no photo could be used.
     ``progress(photo)`` is called after each photo is prepared, ``fit_progress(i, n)`` after each
-    iteration of the fit. ``base_texture``, ``landmarks``: see
+    iteration of the fit. ``base_texture``, ``precision``, ``landmarks``: see
     :class:`models.reconstruct.Reconstructor`; ``loaded(recon)`` is called once the checkpoint
     is loaded. ``missing``: inputs that are not there
     (:attr:`models.reconstruct.PhotoInputs.missing`), reported as failed views. ``names``: the
@@ -424,6 +425,7 @@ def reconstruct_multiview(
     recon = Reconstructor.load(
         checkpoint,
         base_texture=base_texture,
+        precision=precision,
         deretouch=deretouch,
         bfm_path=bfm_path,
         uv_path=uv_path,

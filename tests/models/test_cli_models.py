@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import json
 
+import numpy as np
 import yaml
 from hrn_testdata import tiny_config
 from typer.testing import CliRunner
 
 from facehd.cli import app
+from facehd.mesh import load_mesh
 from models.config import save_config
 
 runner = CliRunner()
@@ -146,6 +149,33 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
         app, ["reconstruct", photo, "--checkpoint", str(run / "model.pt"), "--landmarks", "mesh"]
     )
     assert res.exit_code == 2 and "--landmarks must be auto, detect or given" in res.output
+    res = runner.invoke(
+        app, ["reconstruct", photo, "--checkpoint", str(run / "model.pt"), "--precision", "fp16"]
+    )
+    assert res.exit_code == 2 and "--precision must be float32 or bfloat16" in res.output
+    # bfloat16: the run's json says so; M0 is the float32 run's, the maps within its rounding
+    outs = {}
+    for precision in ("float32", "bfloat16"):
+        folder = tmp_path / f"r-{precision}"
+        res = runner.invoke(
+            app, ["reconstruct", photo, "--checkpoint", str(run / "model.pt"), "--out",
+                  str(folder), "--precision", precision],
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        rec = folder / "s000_e00_v00"
+        meta = json.loads((rec / "reconstruction.json").read_text())
+        assert meta["precision"] == precision
+        outs[precision] = (
+            load_mesh(rec / "coarse.obj").vertices,
+            np.load(rec / "displacement.npy"),
+            np.load(rec / "deformation.npy"),
+        )
+    (m0_a, disp_a, def_a), (m0_b, disp_b, def_b) = outs["float32"], outs["bfloat16"]
+    np.testing.assert_array_equal(m0_a, m0_b)
+    for a, b in ((disp_a, disp_b), (def_a, def_b)):
+        scale = float(np.abs(a).max())
+        assert scale > 0 and not np.array_equal(a, b)  # it did run in another precision
+        assert float(np.abs(a - b).max()) < 0.1 * scale
 
 
 def test_ablation_names_a_missing_identity_network_before_training(hrn_data, tmp_path):

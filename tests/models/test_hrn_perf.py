@@ -12,12 +12,19 @@ def test_training_and_reconstruction_entries_run_quick(one_thread):
     assert all(r.unit == "it/s" and r.value > 0 for r in rows)
     rows = registry["hrn-reconstruct"].fn(True)
     assert rows and all(r.unit == "ms" and r.value > 0 and r.target for r in rows)
-    assert [r.metric.split(": ")[1] for r in rows] == [
-        "M0, maps, M1 (+ M2 mesh)",
-        "compute floor (GFLOP / one-core matmul peak)",
+    assert [r.metric for r in rows] == [
+        "tiny-cpu: M0, maps, M1 (+ M2 mesh)",
+        "tiny-cpu: compute floor (GFLOP / one-core matmul peak)",
+        "tiny-cpu, bfloat16: M0, maps, M1 (+ M2 mesh)",
+        "tiny-cpu, bfloat16: compute floor (GFLOP / one-core matmul peak)",
     ]
     # the floor is arithmetic at the matmul peak: never above the measured run time
     assert rows[1].value <= rows[0].value
+    # the bfloat16 run says how far it lands from float32's with the same weights, and counts
+    # the same arithmetic (its fused layers are counted on the networks as trained)
+    assert "vs float32 (same weights)" in rows[2].note and "M0 the same" in rows[2].note
+    gflop = [r.note.split(" GFLOP of")[0].rsplit(" ", 1)[1] for r in (rows[0], rows[2])]
+    assert gflop[0] == gflop[1] and float(gflop[0]) > 0
 
 
 def test_count_gflop_matches_the_analytic_count_of_a_convolution_and_a_product():

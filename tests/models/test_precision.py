@@ -1,0 +1,154 @@
+"""Inference rewrites of the detail networks (models.precision): the same function as the
+layers they replace, and bfloat16 behind float32 inputs and outputs."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import models.precision as precision
+from models.deretouch import DeRetouchUNet
+from models.pix2pix import ResnetGenerator
+from models.precision import (
+    ConvReLU,
+    InstanceNormChannelsLast,
+    check_precision,
+    fuse_for_inference,
+    run_in_bfloat16,
+)
+
+
+def _randomise_batch_norms(net: nn.Module, gen: torch.Generator) -> None:
+    """Running statistics and affine parameters away from their initial 0 / 1, so that folding
+    them into the convolutions has something to fold."""
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=gen) * 0.3)
+            m.running_var.copy_(torch.rand(n, generator=gen) * 2.0 + 0.2)
+            m.weight.data.copy_(torch.randn(n, generator=gen) * 0.5 + 1.0)
+            m.bias.data.copy_(torch.randn(n, generator=gen) * 0.2)
+
+
+@pytest.mark.parametrize("fused_op", [True, False])
+@pytest.mark.parametrize(
+    ("stride", "padding", "groups", "bias"), [(1, 1, 1, True), (2, 0, 1, False), (1, 2, 2, True)]
+)
+def test_conv_relu_matches_conv_batchnorm_relu(
+    monkeypatch, fused_op, stride, padding, groups, bias
+):
+    """ConvReLU == relu(bn(conv(x))) (eval BN), through oneDNN's fused kernel and without it."""
+    if not fused_op:
+        monkeypatch.setattr(precision, "_pointwise_conv_op", lambda: None)
+    elif precision._pointwise_conv_op() is None:
+        pytest.skip("this PyTorch build has no fused oneDNN convolution")
+    gen = torch.Generator().manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, stride=stride, padding=padding, groups=groups, bias=bias)
+    bn = nn.BatchNorm2d(6)
+    seq = nn.Sequential(conv, bn, nn.ReLU()).eval()
+    _randomise_batch_norms(seq, gen)
+    x = torch.randn(2, 4, 13, 11, generator=gen)
+    with torch.no_grad():
+        ref = seq(x)
+        got = ConvReLU(conv, bn)(x)
+        got_plain = ConvReLU(conv, None, relu=False)(x)
+    assert (ref == 0).any() and (ref > 0).any()  # the ReLU clipped something
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_plain, conv(x).detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_instance_norm_channels_last_matches_instance_norm():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 5, 9, 7, generator=gen) * 3.0 + torch.arange(5.0)[:, None, None]
+    ref = nn.InstanceNorm2d(5)(x)
+    norm = InstanceNormChannelsLast()
+    for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+        torch.testing.assert_close(norm(inp), ref, rtol=1e-5, atol=1e-5)
+    # brute force: each sample's channel over its pixels, biased variance
+    m = x.mean(dim=(2, 3), keepdim=True)
+    v = ((x - m) ** 2).mean(dim=(2, 3), keepdim=True)
+    torch.testing.assert_close(norm(x), (x - m) / torch.sqrt(v + 1e-5), rtol=1e-5, atol=1e-5)
+
+
+def _unet() -> nn.Module:
+    torch.manual_seed(0)
+    net = DeRetouchUNet(width=4).eval()
+    _randomise_batch_norms(net, torch.Generator().manual_seed(2))
+    return net
+
+
+def test_fuse_for_inference_keeps_the_networks_function():
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    for net, inp, n_rewritten in (
+        (_unet(), x, 18),  # 9 double convolutions: (conv, BN, ReLU) x 2
+        (ResnetGenerator(9, 1, filters=4, n_blocks=2).eval(), torch.randn(2, 9, 32, 32), None),
+    ):
+        with torch.no_grad():
+            ref = net(inp)
+            fused = copy.deepcopy(net)
+            count = fuse_for_inference(fused)
+            got = fused(inp)
+        kinds = {type(m) for m in fused.modules()}
+        assert not kinds & {nn.BatchNorm2d, nn.InstanceNorm2d}
+        assert count > 0 and (n_rewritten is None or count == n_rewritten)
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_fuse_for_inference_leaves_training_batch_norms():
+    net = _unet().train()
+    count = fuse_for_inference(net)
+    assert not any(isinstance(m, ConvReLU) for m in net.modules())
+    assert count == 0
+
+
+def test_run_in_bfloat16_float32_in_and_out():
+    net = _unet()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        ref = net(x)
+        run_in_bfloat16([net])
+        got = net(x)
+    assert all(p.dtype == torch.bfloat16 for p in net.parameters())
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    err = (got - ref).abs()
+    assert 0 < float(err.max()) < 0.05  # rounded (bfloat16: an 8-bit mantissa), not garbage
+    assert float(err.mean()) < 0.01
+
+
+def test_check_precision():
+    assert check_precision("bfloat16") == "bfloat16"
+    with pytest.raises(ValueError, match="float32, bfloat16"):
+        check_precision("float16")
+
+
+def test_reconstructor_bfloat16_keeps_the_coarse_face():
+    from facehd.morphable import load_model
+    from models.reconstruct import Reconstructor
+    from models.system import FaceSystem
+    from models.train import tiny_cpu_train_config
+
+    cfg = tiny_cpu_train_config()
+    model = load_model("facehd-synth")
+    crop = np.random.default_rng(0).integers(60, 200, size=(1, 224, 224, 3), dtype=np.uint8)
+    recs = {}
+    for p in ("float32", "bfloat16"):
+        torch.manual_seed(0)
+        system = FaceSystem(cfg.model, model, cfg.image_size).eval()
+        recon = Reconstructor(system, cfg, precision=p)
+        assert recon.precision == p
+        recs[p] = recon.run_crops(crop)[0]
+    a, b = recs["float32"], recs["bfloat16"]
+    np.testing.assert_array_equal(a.m0, b.m0)  # the analyzer stays float32
+    np.testing.assert_array_equal(a.rotation, b.rotation)
+    for name in ("deformation", "displacement", "texture"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and not np.array_equal(x, y)
+        err, scale = np.abs(x - y), float(np.abs(x).max())
+        # measured: largest 1.6% (deformation), 2.5% (displacement), 0.3% (texture) of the
+        # map's range; mean ~0.3%
+        assert float(err.max()) < 0.05 * scale and float(err.mean()) < 0.01 * scale
+    assert 0 < float(np.abs(a.m1 - b.m1).max()) < 0.01  # mm
