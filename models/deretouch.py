@@ -155,7 +155,8 @@ class _Up(nn.Module):
         x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
         dy = skip.shape[-2] - x.shape[-2]
         dx = skip.shape[-1] - x.shape[-1]
-        x = F.pad(x, (dx // 2, dx - dx // 2, dy // 2, dy - dy // 2))
+        if dx or dy:  # (F.pad copies even when there is nothing to pad)
+            x = F.pad(x, (dx // 2, dx - dx // 2, dy // 2, dy - dy // 2))
         return self.conv(torch.cat([skip, x], dim=1))
 
 

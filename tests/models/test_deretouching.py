@@ -103,3 +103,41 @@ def test_module_outputs_blend_in_unit_range_and_applies_eq_5():
 def test_unet_input_size_check():
     with pytest.raises(ValueError, match="at least 16x16"):
         DeRetouchUNet(4)(torch.zeros(1, 3, 8, 8))
+
+
+def test_unet_sizes_that_are_not_multiples_of_16():
+    """A side that pooling halves to an odd size comes back one short on the way up: the
+    upsampled map is padded (zeros, split as evenly as possible, the extra on the far side) to
+    its skip's size. Checked against the same network with an ``_Up`` that places the upsampled
+    map into a zero image of the skip's size by hand."""
+    import copy
+
+    from models import deretouch
+
+    torch.manual_seed(0)
+    net = DeRetouchUNet(4).eval()
+    x = torch.rand(1, 3, 40, 56) * 2 - 1
+    with torch.no_grad():
+        y = net(x)
+    assert y.shape == (1, 3, 40, 56)
+
+    class AlwaysPad(torch.nn.Module):
+        def __init__(self, up: torch.nn.Module) -> None:
+            super().__init__()
+            self.conv = up.conv
+
+        def forward(self, a: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+            a = torch.nn.functional.interpolate(
+                a, scale_factor=2, mode="bilinear", align_corners=True
+            )
+            dy, dx = skip.shape[-2] - a.shape[-2], skip.shape[-1] - a.shape[-1]
+            big = torch.zeros(*a.shape[:2], skip.shape[-2], skip.shape[-1])
+            big[..., dy // 2 : dy // 2 + a.shape[-2], dx // 2 : dx // 2 + a.shape[-1]] = a
+            return self.conv(torch.cat([skip, big], dim=1))
+
+    ref = copy.deepcopy(net)
+    for name in ("up1", "up2", "up3", "up4"):
+        assert isinstance(getattr(ref, name), deretouch._Up)
+        setattr(ref, name, AlwaysPad(getattr(ref, name)))
+    with torch.no_grad():
+        torch.testing.assert_close(ref(x), y)
