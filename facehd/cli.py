@@ -1233,6 +1233,8 @@ def reconstruct(
     and OUT/multiview.json (views, failures, losses).
 
     Example: facehd reconstruct photos/ --checkpoint runs/tiny/model.pt --out facehd-out/rec
+
+    Example: facehd reconstruct photos/ --checkpoint runs/tiny/model.pt --precision bfloat16
     """
     from facehd.errors import FacehdError, InputFileError, printable
     from models.reconstruct import (
