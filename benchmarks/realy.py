@@ -299,6 +299,10 @@ class RealyResult:
     """Region -> error in mm (mean distance after the bidirectional alignment)."""
     region_transforms: dict[str, Similarity] = field(default_factory=dict)
     """Region -> ``T_gt_from_prediction`` (global alignment then region ICP)."""
+    keypoint_rms_mm: float = float("nan")
+    """RMS distance (mm) of the prediction's 85 keypoints from the scan's after the global
+    alignment: a few millimetres for a reconstruction, tens for keypoints read from the wrong
+    vertices (a keypoint file of another template, or in another order)."""
 
     @property
     def mean(self) -> float:
@@ -703,6 +707,7 @@ def evaluate_realy(
     aligned = Mesh(t_global.apply(prediction.vertices), prediction.faces)
     query = SurfaceQuery(aligned, nthreads=1)
     kp_aligned = topology.keypoints(aligned.vertices)
+    kp_rms = float(np.sqrt(((kp_aligned - gk) ** 2).sum(1).mean())) * float(subject.metrical_scale)
     errors: dict[str, float] = {}
     transforms: dict[str, Similarity] = {}
     for name in ("forehead", "mouth", "nose", "cheek"):
@@ -713,7 +718,7 @@ def evaluate_realy(
         err = bidirectional_error(query, t_region, region, name, kp_region, gk, stats=stats)
         errors[name] = err * float(subject.metrical_scale)
         transforms[name] = t_region.compose(t_global)
-    return RealyResult({r: errors[r] for r in REALY_REGIONS}, transforms)
+    return RealyResult({r: errors[r] for r in REALY_REGIONS}, transforms, kp_rms)
 
 
 def realy_statistics(errors: dict[str, list[float]]) -> list[RealyStatistics]:

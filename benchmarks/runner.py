@@ -219,6 +219,10 @@ class RealyItemRow:
     cheek_mm: float | None = None
     mean_mm: float | None = None
     prediction: str = ""
+    keypoint_rms_mm: float | None = None
+    """RMS distance of the 85 keypoints from the scan's after the global alignment, mm."""
+    warning: str = ""
+    """What makes a scored prediction implausible (empty when nothing does)."""
 
 
 @dataclass(frozen=True)
@@ -493,8 +497,27 @@ def _eval_realy(task: _RealyTask) -> tuple[RealyItemRow, None]:
         cheek_mm=e["cheek"],
         mean_mm=res.mean,
         prediction=str(it.prediction),
+        keypoint_rms_mm=res.keypoint_rms_mm,
+        warning=_realy_warning(res.keypoint_rms_mm),
     )
     return row, None
+
+
+#: Largest RMS (mm) of a REALY prediction's 85 keypoints from the scan's after the global
+#: alignment; a reconstruction's are a few millimetres off, keypoints read from the wrong
+#: vertices tens.
+MAX_REALY_KEYPOINT_RMS_MM = 20.0
+
+
+def _realy_warning(keypoint_rms_mm: float) -> str:
+    """Why a scored REALY prediction looks implausible (empty when it does not)."""
+    if keypoint_rms_mm <= MAX_REALY_KEYPOINT_RMS_MM:
+        return ""
+    return (
+        f"its 85 keypoints are {keypoint_rms_mm:.1f} mm RMS from the scan's after the global "
+        "alignment (the topology's keypoint file of another template, 1-based, or in another "
+        "order?)"
+    )
 
 
 def _predef(root: Path) -> readers.FaceScapePredef:

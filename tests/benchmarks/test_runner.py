@@ -150,6 +150,40 @@ def test_realy_end_to_end_and_topology_errors(synth_roots: dict, tmp_path: Path)
     assert res.items_csv.read_bytes() == before  # a failing run leaves results as they were
 
 
+def test_realy_warns_of_keypoints_read_from_the_wrong_vertices(
+    synth_roots: dict, tmp_path: Path
+) -> None:
+    """A topology file whose entries are in another order still scores (REALY aligns by them),
+    but the row says its keypoints are far from the scan's: tens of mm RMS against a
+    reconstruction's few, checked here by hand from the keypoints and the global alignment."""
+    import json
+
+    from benchmarks.realy import global_alignment, load_topology
+
+    root = synth_roots["realy"]
+    preds = _copy(root / "predictions" / "synth-fit", tmp_path / "preds")
+    out = tmp_path / "out"
+    res = run_benchmark("realy", "m", predictions=preds, root=root, out=out)
+    (good,) = _rows(res.items_csv)
+    assert good["status"] == "ok" and good["warning"] == "" and res.n_warned == 0
+    # the RMS by hand: the topology's keypoints on the prediction, aligned as step 1 does
+    data = readers.realy_data_dir(root)
+    subject_kp = np.loadtxt(data / "REALY_HIFI3D_keypoints" / "1.obj", usecols=(1, 2, 3))
+    scale = float((data / "metrical_scale.txt").read_text().split()[0])
+    topo = load_topology(preds / "facehd-synth.txt", preds / "facehd-synth.obj")
+    kp = topo.keypoints(load_mesh(preds / "1_0.obj").vertices)
+    moved = global_alignment(kp, subject_kp).apply(kp)
+    rms = float(np.sqrt(((moved - subject_kp) ** 2).sum(1).mean())) * scale
+    assert float(good["keypoint_rms_mm"]) == pytest.approx(rms, rel=1e-6) and rms < 5.0
+    entries = json.loads((preds / "facehd-synth.txt").read_text())
+    order = np.random.default_rng(0).permutation(len(entries))
+    (preds / "facehd-synth.txt").write_text(json.dumps([entries[i] for i in order]))
+    res = run_benchmark("realy", "m", predictions=preds, root=root, out=out)
+    (bad,) = _rows(res.items_csv)
+    assert bad["status"] == "ok" and res.n_warned == 1
+    assert float(bad["keypoint_rms_mm"]) > 20.0 and "85 keypoints are" in bad["warning"]
+
+
 def test_realy_counts_subjects_and_photos_without_a_prediction(
     synth_roots: dict, tmp_path: Path
 ) -> None:
