@@ -1029,8 +1029,9 @@ def _warn_untrained_detail(recon: Any, checkpoint: Path) -> None:
     device = recon.system.device
     if recon.precision == "bfloat16" and not fast_bfloat16(device):
         console.print(
-            f"[yellow]note:[/yellow] this {device.type.upper()} has no bfloat16 units (a CPU "
-            "needs AMX): --precision bfloat16 runs slower than float32 here",
+            f"[yellow]note:[/yellow] this {device.type.upper()} has no bfloat16 matrix units "
+            "(AMX on a CPU): --precision bfloat16 may be no faster than float32 here (facehd "
+            "perf hrn-reconstruct times both)",
             soft_wrap=True,
         )
     stages = recon.system.trained_stages
@@ -1225,7 +1226,8 @@ def reconstruct(
     --base-texture writes the base albedo as the texture and skips the de-retouching network
     (same geometry, about 3x faster at the paper's sizes on a CPU). --precision bfloat16 runs
     the detail generators and the de-retouching network in bfloat16: about 3.5x faster at the
-    paper's sizes on a CPU with AMX (without it, slower than float32: the run says so).
+    paper's sizes on a CPU with AMX (without it, maybe no faster than float32: the run says
+    so).
 
     With --multiview all photos are views of one face (MV-HRN, paper Sec. 3.5): they share the
     identity and the deformation map, each keeps its expression, pose, light and displacement

@@ -63,8 +63,9 @@ def cpu_flags() -> frozenset[str]:
 
 
 def fast_bfloat16(device: torch.device | str = "cpu") -> bool:
-    """Whether bfloat16 convolutions are fast on ``device``: a CUDA GPU with bfloat16 support,
-    or a CPU with AMX tiles (``amx_bf16``); elsewhere they are emulated and slower than float32."""
+    """Whether bfloat16 convolutions are known to be fast on ``device``: a CUDA GPU with
+    bfloat16 support, or a CPU with AMX tiles (``amx_bf16``). Elsewhere they may be no faster
+    than float32 (without AMX, ``torch.autocast`` in bfloat16 was slower on an AVX-512 BF16 CPU)."""
     device = torch.device(device)
     if device.type == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())

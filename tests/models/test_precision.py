@@ -152,3 +152,26 @@ def test_reconstructor_bfloat16_keeps_the_coarse_face():
         # map's range; mean ~0.3%
         assert float(err.max()) < 0.05 * scale and float(err.mean()) < 0.01 * scale
     assert 0 < float(np.abs(a.m1 - b.m1).max()) < 0.01  # mm
+
+
+def test_fast_bfloat16_reads_the_cpu_flags_and_the_cli_says_when_it_is_not(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    import facehd.cli as cli
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
+    assert precision.fast_bfloat16("cpu")
+    recon = SimpleNamespace(
+        precision="bfloat16",
+        system=SimpleNamespace(device=torch.device("cpu"), trained_stages=None),
+    )
+    cli._warn_untrained_detail(recon, "model.pt")
+    assert "bfloat16" not in capsys.readouterr().out
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert not precision.fast_bfloat16("cpu")
+    cli._warn_untrained_detail(recon, "model.pt")
+    said = " ".join(capsys.readouterr().out.split())
+    assert "no bfloat16 matrix units" in said and "AMX" in said
+    recon.precision = "float32"
+    cli._warn_untrained_detail(recon, "model.pt")
+    assert capsys.readouterr().out == ""
