@@ -190,7 +190,11 @@ def fuse_for_inference(module: nn.Module) -> int:
         i = 0
         while i < len(layers):
             conv = layers[i]
-            if not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros":
+            if (
+                not isinstance(conv, nn.Conv2d)
+                or conv.padding_mode != "zeros"
+                or isinstance(conv.padding, str)
+            ):
                 i += 1
                 continue
             j = i + 1

@@ -175,3 +175,30 @@ def test_fast_bfloat16_reads_the_cpu_flags_and_the_cli_says_when_it_is_not(monke
     recon.precision = "float32"
     cli._warn_untrained_detail(recon, "model.pt")
     assert capsys.readouterr().out == ""
+
+
+def test_fuse_for_inference_leaves_convolutions_it_cannot_fold():
+    """``padding="same"``, a reflect-padded convolution and one with nothing after it stay as
+    they are; the rewritten network computes the same."""
+    torch.manual_seed(3)
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding="same"),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.Conv2d(4, 2, 1),
+    ).eval()
+    _randomise_batch_norms(net, torch.Generator().manual_seed(4))
+    x = torch.randn(2, 3, 9, 9)
+    with torch.no_grad():
+        ref = net(x)
+        assert fuse_for_inference(net) == 1  # conv 5 with its batch norm
+        got = net(x)
+    assert [type(m).__name__ for m in net] == [
+        "Conv2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU", "ConvReLU", "Identity", "Conv2d",
+    ]  # fmt: skip
+    assert not net[5].relu
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
