@@ -936,8 +936,13 @@ def _generate_predictions(
                 todo.append((it.name, images, mesh_path, lm_path))
             else:
                 failures.append((it.name, it.name, f"no photo of this name under {root}"))
-    if todo:
+    stored = _read_method_json(folder)
+    if todo or stored is not None:
         method = load_method(method_name)
+        _check_method_identity(
+            folder, method_name, method, stored, fresh=not _has_predictions(folder)
+        )
+    if todo:
         one = None
         if spec.dataset in per_image:
             one = getattr(method, per_image[spec.dataset], None)
@@ -973,6 +978,65 @@ def _generate_predictions(
     else:
         path.unlink(missing_ok=True)
     return names, {name: error for name, _, error in failures}
+
+
+METHOD_JSON = "method.json"
+"""Written into a folder of predictions a registered method made: its name and what its
+predictions depend on (:meth:`describe`, e.g. the checkpoint's hash and the precision)."""
+
+
+def _read_method_json(folder: Path) -> dict[str, Any] | None:
+    path = folder / METHOD_JSON
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputFileError(path, f"unreadable ({exc}); remove it, or the folder") from exc
+    if not isinstance(data, dict):
+        raise InputFileError(path, "not a JSON object; remove it, or the folder")
+    return data
+
+
+def _has_predictions(folder: Path) -> bool:
+    """Whether ``folder`` holds any mesh already (a method.json is not one)."""
+    if not folder.is_dir():
+        return False
+    return any(p.suffix.lower() in readers.MESH_SUFFIXES for p in folder.rglob("*") if p.is_file())
+
+
+def _check_method_identity(
+    folder: Path, name: str, method: Any, stored: dict[str, Any] | None, *, fresh: bool
+) -> None:
+    """Refuse to add to ``folder`` the predictions of a method whose description
+    (``method.describe()``: what its meshes depend on) differs from the one its predictions were
+    made with; record the description in a folder that has no predictions yet. Methods without
+    ``describe`` are not checked."""
+    describe = getattr(method, "describe", None)
+    if describe is None:
+        return
+    now = {"method": name, "describe": describe()}
+    json.dumps(now)  # a description that cannot be stored fails here, not after the images
+    if stored is None:
+        if fresh:
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(folder / METHOD_JSON, json.dumps(now, indent=2) + "\n")
+        return
+    if stored != now:
+        said = (
+            ", ".join(
+                f"{k} {stored.get('describe', {}).get(k)!r} -> {v!r}"
+                for k, v in now["describe"].items()
+                if stored.get("describe", {}).get(k) != v
+            )
+            or f"{stored!r} -> {now!r}"
+        )
+        raise InputFileError(
+            folder / METHOD_JSON,
+            f"these predictions were made by another {name!r} ({said}); scoring them with this "
+            "run's would mix two models: give another --out, or remove the predictions folder to "
+            "redo them",
+        )
 
 
 @dataclass(frozen=True)

@@ -577,12 +577,19 @@ def bench(
         help="NoW / multiview: the metrical variant, with the predicted meshes' unit (mm, cm or "
         "m): the scale is fixed by the unit and only rotation and translation are fitted.",
     ),
+    precision: str = typer.Option(
+        None,
+        help="--method hrn without --predictions: float32 (default) or bfloat16, as in "
+        "facehd reconstruct.",
+    ),
 ) -> None:
     """Score a method on a benchmark: items.csv, summary.csv and its leaderboard.csv row.
 
     Without --predictions a registered method (hrn) reconstructs the split's images first
     (NoW, multi-view, FaceScape, and REALY with --images; resumable, failures in
-    predictions/failures.csv).
+    predictions/failures.csv). What the predictions depend on (for hrn: the checkpoint's hash
+    and --precision) is kept in predictions/method.json; a run with another checkpoint or
+    precision into the same --out is refused rather than mixing two models' meshes.
 
     Example: facehd bench --dataset realy:frontal --method hrn --predictions preds --root data/REALY
 
@@ -598,8 +605,11 @@ def bench(
     from benchmarks.now import NowConfig
     from benchmarks.runner import run_benchmark
     from facehd.errors import FacehdError
-    from models.bench import ENV_BFM, ENV_BFM_UV, ENV_CHECKPOINT, ENV_DERETOUCH
+    from models.bench import ENV_BFM, ENV_BFM_UV, ENV_CHECKPOINT, ENV_DERETOUCH, ENV_PRECISION
 
+    if precision is not None:
+        _check_precision(precision)
+        os.environ[ENV_PRECISION] = precision
     for env, value, role in (
         (ENV_CHECKPOINT, checkpoint, "checkpoint (--checkpoint)"),
         (ENV_DERETOUCH, deretouch, "de-retouching checkpoint (--deretouch)"),

@@ -12,7 +12,11 @@ image-aligned frame (:func:`image_aligned_vertices`), the format of the official
 Registration: the factory :func:`make_method` is the entry point ``hrn`` of the group
 ``facehd.methods``; the checkpoint comes from the environment variable
 ``FACEHD_HRN_CHECKPOINT`` (and ``FACEHD_HRN_DERETOUCH``, ``FACEHD_BFM``, ``FACEHD_BFM_UV`` for
-the official checkpoint), which ``facehd bench --checkpoint C`` sets.
+the official checkpoint), which ``facehd bench --checkpoint C`` sets, and
+``FACEHD_HRN_PRECISION`` (``facehd bench --precision``; see
+:class:`models.reconstruct.Reconstructor`).
+:meth:`HRNMethod.describe` gives the hashes of these files and the precision: ``facehd bench``
+refuses to add predictions of another checkpoint or precision to a folder of predictions.
 """
 
 from __future__ import annotations
@@ -25,9 +29,16 @@ import numpy as np
 
 from facehd.landmarks import NOW7_FROM_68
 
-__all__ = ["ENV_CHECKPOINT", "HRNMethod", "image_aligned_vertices", "make_method"]
+__all__ = [
+    "ENV_CHECKPOINT",
+    "ENV_PRECISION",
+    "HRNMethod",
+    "image_aligned_vertices",
+    "make_method",
+]
 
 ENV_CHECKPOINT = "FACEHD_HRN_CHECKPOINT"
+ENV_PRECISION = "FACEHD_HRN_PRECISION"
 ENV_DERETOUCH = "FACEHD_HRN_DERETOUCH"
 ENV_BFM = "FACEHD_BFM"
 ENV_BFM_UV = "FACEHD_BFM_UV"
@@ -42,6 +53,8 @@ class HRNMethod:
     deretouch, bfm_path, uv_path : see :func:`models.reconstruct.load_system`.
     multiview : schedule and weights of MV-HRN for multi-view sets (default
         :class:`models.multiview.MultiViewConfig`).
+    precision : of the detail networks, ``float32`` or ``bfloat16`` (see
+        :class:`models.reconstruct.Reconstructor`).
     """
 
     name = "hrn"
@@ -54,14 +67,37 @@ class HRNMethod:
         bfm_path: str | Path | None = None,
         uv_path: str | Path | None = None,
         multiview: Any = None,
+        precision: str = "float32",
     ) -> None:
         from models.multiview import MultiViewConfig
         from models.reconstruct import Reconstructor
 
         self.multiview = multiview or MultiViewConfig()
         self.recon = Reconstructor.load(
-            checkpoint, deretouch=deretouch, bfm_path=bfm_path, uv_path=uv_path
+            checkpoint,
+            deretouch=deretouch,
+            bfm_path=bfm_path,
+            uv_path=uv_path,
+            precision=precision,
         )
+        self._files = {"checkpoint": checkpoint, "deretouch": deretouch, "bfm": bfm_path}
+        self._files["uv"] = uv_path
+
+    def describe(self) -> dict[str, Any]:
+        """What the predictions depend on: the SHA-256 of the checkpoint (and of the
+        de-retouching checkpoint, the BFM and its UV file when given), the precision and the
+        MV-HRN settings. Paths are left out: the same files elsewhere make the same meshes."""
+        import dataclasses
+
+        from facehd.h5io import file_sha256
+
+        out: dict[str, Any] = {
+            f"{k}_sha256": file_sha256(v) for k, v in self._files.items() if v is not None
+        }
+        out["precision"] = self.recon.precision
+        if dataclasses.is_dataclass(self.multiview):
+            out["multiview"] = json_safe(dataclasses.asdict(self.multiview))
+        return out
 
     def reconstruct(self, images: list[Path]):
         """One image, or the views of a multi-view set (see the module docstring) ->
@@ -201,4 +237,17 @@ def make_method() -> HRNMethod:
         deretouch=os.environ.get(ENV_DERETOUCH) or None,
         bfm_path=os.environ.get(ENV_BFM) or None,
         uv_path=os.environ.get(ENV_BFM_UV) or None,
+        precision=os.environ.get(ENV_PRECISION) or "float32",
     )
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with tuples as lists and other non-JSON leaves as their ``repr`` (a stored
+    description reads back equal to a fresh one)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)

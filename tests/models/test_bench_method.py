@@ -13,7 +13,7 @@ from benchmarks.readers import read_now_items
 from benchmarks.runner import run_benchmark
 from benchmarks.synthetic import make_synthetic_benchmark
 from facehd.cli import app
-from models.bench import ENV_CHECKPOINT, HRNMethod, make_method
+from models.bench import ENV_CHECKPOINT, ENV_PRECISION, HRNMethod, make_method
 
 
 def test_hrn_method_on_a_synthetic_now_benchmark(model_path, tmp_path, monkeypatch, one_thread):
@@ -62,6 +62,36 @@ def test_hrn_method_on_a_synthetic_now_benchmark(model_path, tmp_path, monkeypat
     )
     missing = CliRunner().invoke(app, [*args, "--bfm", str(tmp_path / "BFM.mat")])
     assert missing.exit_code == 2 and "BFM.mat: BFM model file (--bfm) not found" in missing.output
+
+    # what the predictions depend on is kept beside them; another precision or checkpoint is
+    # refused (the finished meshes would be scored with the new model's), the same checkpoint
+    # under another path is not
+    import hashlib
+    import json
+    import shutil
+
+    stored = json.loads((pred_dir / "method.json").read_text())
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    assert stored == {
+        "method": "hrn",
+        "describe": {**stored["describe"], "checkpoint_sha256": digest, "precision": "float32"},
+    }
+    monkeypatch.setenv(ENV_PRECISION, "float32")  # restored after the test (the CLI sets it)
+    res = CliRunner().invoke(app, [*args, "--precision", "bfloat16"])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and "precision 'float32' -> 'bfloat16'" in said, res.output
+    assert "method.json" in said and {p: p.stat().st_mtime_ns for p in preds} == stamps
+    moved = tmp_path / "elsewhere.pt"
+    shutil.copy(model_path, moved)
+    res = CliRunner().invoke(app, [*args[:-1], str(moved), "--precision", "float32"])
+    assert res.exit_code == 1 and "another" not in res.output, res.output
+    other = {**stored, "describe": {**stored["describe"], "checkpoint_sha256": "0" * 64}}
+    (pred_dir / "method.json").write_text(json.dumps(other))
+    res = CliRunner().invoke(app, args)
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and f"checkpoint_sha256 '{'0' * 64}' -> '{digest}'" in said
+    res = CliRunner().invoke(app, [*args, "--precision", "fp8"])
+    assert res.exit_code == 2 and "--precision must be float32 or bfloat16" in res.output
 
 
 def test_hrn_method_fits_multiview_sets_jointly(model_path, tmp_path, monkeypatch, one_thread):
