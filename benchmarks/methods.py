@@ -16,6 +16,9 @@ REALY scores meshes of one template topology whose 85 keypoints one file locates
 call ``reconstruct_template(image: Path) -> MethodOutput`` and, when the method has it,
 ``template_keypoints() -> (name, [[triangle, w0, w1]] * 85, template Mesh) | None``, written as
 ``<name>.txt`` / ``<name>.obj`` beside the meshes (else ``--topology`` names the file).
+A method may also have ``describe() -> dict``: what its meshes depend on (a checkpoint's hash,
+its settings; JSON values). The run writes it to ``predictions/method.json`` and refuses to add
+predictions to a folder whose ``method.json`` describes another configuration.
 """
 
 from __future__ import annotations

@@ -1023,11 +1023,13 @@ def _check_method_identity(
             atomic_write_text(folder / METHOD_JSON, json.dumps(now, indent=2) + "\n")
         return
     if stored != now:
+        before = stored.get("describe")
+        before = before if isinstance(before, dict) else {}
         said = (
             ", ".join(
-                f"{k} {stored.get('describe', {}).get(k)!r} -> {v!r}"
+                f"{k} {before.get(k)!r} -> {v!r}"
                 for k, v in now["describe"].items()
-                if stored.get("describe", {}).get(k) != v
+                if before.get(k) != v
             )
             or f"{stored!r} -> {now!r}"
         )
