@@ -473,6 +473,8 @@ def reconstruct_multiview(
                 if r.error
             ],
             "config": asdict(config or MultiViewConfig()),
+            "checkpoint": recon.checkpoint,
+            "precision": recon.precision,
             "loss_first": res.history[0],
             "loss_last": res.history[-1],
         }

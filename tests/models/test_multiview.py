@@ -234,6 +234,7 @@ def test_reconstruct_multiview_writes_views_shared_face_and_report(
     assert [f["photo"] for f in report["failed"]] == [str(gone), str(faceless)]
     assert "no such photo or folder" in report["failed"][0]["error"]
     assert report["config"]["iterations"] == 2
+    assert report["precision"] == "float32" and report["checkpoint"].endswith(".pt")
     assert not list(out.glob("*.tmp*"))
     assert "one view only" not in res.output
     # one usable view: fitted, and said to be a single-view fit
