@@ -290,11 +290,17 @@ def test_official_checkpoint_layout_with_a_bfm(hrn_data, tmp_path, one_thread):
 
 
 def test_channels_last_weights_change_no_number(hrn_data, model_path, one_thread):
-    """The reconstructor stores the de-retouching U-Net's weights channels-last (faster on
-    CPU); a system loaded without that conversion gives the same reconstruction."""
+    """The reconstructor stores the detail networks' weights channels-last and folds the
+    U-Net's batch norms and ReLUs into its convolutions (faster on CPU); a system loaded
+    without those rewrites gives the same reconstruction to float32 rounding."""
+    from models.precision import ConvReLU
+
     recon = Reconstructor.load(model_path)
-    weight = next(recon.system.hrn.deretouch.generator.parameters())
+    unet = recon.system.hrn.deretouch.generator
+    weight = next(unet.parameters())
     assert weight.is_contiguous(memory_format=torch.channels_last)
+    assert sum(isinstance(m, ConvReLU) for m in unet.modules()) == 18
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in unet.modules())
     system, _ = load_system(model_path)
     # the model file's stages (all three in this run) come with the loaded system
     assert system.trained_stages == ("base", "deretouch", "hrn")
