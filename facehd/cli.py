@@ -1358,6 +1358,9 @@ def evaluate(
         False, help="Fit each scan's photos jointly (MV-HRN) and compare with single and naive."
     ),
     iterations: int = typer.Option(50, min=0, help="MV-HRN: Adam iterations."),
+    precision: str = typer.Option(
+        "float32", help="float32 or bfloat16: the detail networks' precision, as in reconstruct."
+    ),
 ) -> None:
     """Score M0, M1, M2 against the exact truth of synthetic photos (distance, normal error).
 
@@ -1366,11 +1369,14 @@ def evaluate(
     the CSV has a row per scan and variant.
 
     Example: facehd evaluate --checkpoint runs/tiny/model.pt --scans data/heldout --out eval.csv
+
+    Example: facehd evaluate --checkpoint runs/tiny/model.pt --scans heldout --precision bfloat16
     """
     from facehd.errors import FacehdError, check_output_file
     from models.evaluate import evaluate_synthetic, heldout_without_photos, write_rows
     from models.reconstruct import Reconstructor
 
+    _check_precision(precision)
     if out is not None:
         with _exit_on_error(FacehdError):
             check_output_file(out, "CSV")  # before anything is scored
@@ -1392,7 +1398,7 @@ def evaluate(
         skipped: list[str] = []
         failed: list[str] = []
         with _exit_on_error(FacehdError, ValueError):
-            recon = Reconstructor.load(checkpoint)
+            recon = Reconstructor.load(checkpoint, precision=precision)
             _warn_untrained_detail(recon, checkpoint)
             with _progress() as bar:
                 task = bar.add_task("scans", total=None)
@@ -1435,7 +1441,7 @@ def evaluate(
 
     failed = []
     with _exit_on_error(FacehdError, ValueError):
-        recon = Reconstructor.load(checkpoint)
+        recon = Reconstructor.load(checkpoint, precision=precision)
         _warn_untrained_detail(recon, checkpoint)
         with _progress() as bar:
             task = bar.add_task("photos", total=None)

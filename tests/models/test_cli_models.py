@@ -94,6 +94,23 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "M2" in res.output and (tmp_path / "eval.csv").is_file()
+    # the same in bfloat16: the coarse level is float32's (to summation order), the others close
+    res = runner.invoke(
+        app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(hrn_data.scans),
+              "--views", "1", "--out", str(tmp_path / "eval-bf16.csv"), "--precision", "bfloat16"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "eval.csv", newline="") as a, open(tmp_path / "eval-bf16.csv") as b:
+        rows32, rows16 = list(csv.DictReader(a)), list(csv.DictReader(b))
+    assert [r["sample"] for r in rows32] == [r["sample"] for r in rows16]
+    for r32, r16 in zip(rows32, rows16, strict=True):
+        assert abs(float(r32["dist_m0"]) - float(r16["dist_m0"])) < 1e-9
+        assert abs(float(r32["dist_m2"]) - float(r16["dist_m2"])) < 0.05
+    res = runner.invoke(
+        app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(hrn_data.scans),
+              "--precision", "half"],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "--precision must be" in res.output
     # a held-out scan whose photos file is damaged is named; the others are scored (exit 1)
     import shutil
 
