@@ -1,4 +1,4 @@
-"""Reduced-precision inference for the detail networks (``facehd reconstruct --precision``).
+"""Inference rewrites and reduced precision for the detail networks (``--precision``).
 
 At the paper's sizes a reconstruction on a CPU is bound by the convolutions of three networks:
 the de-retouching U-Net (512², 247 GFLOP), ``high_net`` (256², 101 GFLOP) and ``mid_net``
@@ -10,8 +10,12 @@ layout oneDNN's bfloat16 kernels want) and casts its floating inputs to bfloat16
 back to float32, so the code around it is unchanged. Only the detail generators and the
 de-retouching U-Net are converted: the face analyzer stays in float32, so the coarse face M0, its
 pose and light are exactly those of a float32 run. The maps carry bfloat16's 8-bit mantissa
-through ~40 layers: ``facehd perf hrn-reconstruct`` prints how far M1, the displacement map and
-the texture land from the float32 run.
+through ~40 layers: ``facehd perf hrn-reconstruct`` prints how far M1 and the maps land from
+the float32 run, and ``facehd evaluate --precision`` scores them against the exact truth.
+
+:func:`fuse_for_inference`, which both precisions get, rewrites layers without changing what they
+compute: batch norms folded into convolutions, ReLUs fused into them (:class:`ConvReLU`), instance
+norms that take channels-last tensors without a copy (:class:`InstanceNormChannelsLast`).
 """
 
 from __future__ import annotations
