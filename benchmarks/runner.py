@@ -939,9 +939,7 @@ def _generate_predictions(
     stored = _read_method_json(folder)
     if todo or stored is not None:
         method = load_method(method_name)
-        _check_method_identity(
-            folder, method_name, method, stored, fresh=not _has_predictions(folder)
-        )
+        _check_method_identity(folder, method_name, method, stored)
     if todo:
         one = None
         if spec.dataset in per_image:
@@ -1006,21 +1004,22 @@ def _has_predictions(folder: Path) -> bool:
 
 
 def _check_method_identity(
-    folder: Path, name: str, method: Any, stored: dict[str, Any] | None, *, fresh: bool
+    folder: Path, name: str, method: Any, stored: dict[str, Any] | None
 ) -> None:
     """Refuse to add to ``folder`` the predictions of a method whose description
-    (``method.describe()``: what its meshes depend on) differs from the one its predictions were
-    made with; record the description in a folder that has no predictions yet. Methods without
-    ``describe`` are not checked."""
+    (``method.describe()``: what its meshes depend on) differs from ``stored``, the one its
+    predictions were made with; record the description in a folder that has no predictions yet.
+    Methods without ``describe`` are not checked."""
     describe = getattr(method, "describe", None)
     if describe is None:
         return
     now = {"method": name, "describe": describe()}
-    json.dumps(now)  # a description that cannot be stored fails here, not after the images
+    # serialised before any image: a description that cannot be stored fails here
+    text = json.dumps(now, indent=2) + "\n"
     if stored is None:
-        if fresh:
+        if not _has_predictions(folder):  # a folder of meshes made before: provenance unknown
             folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(folder / METHOD_JSON, json.dumps(now, indent=2) + "\n")
+            atomic_write_text(folder / METHOD_JSON, text)
         return
     if stored != now:
         before = stored.get("describe")

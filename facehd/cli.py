@@ -1030,10 +1030,11 @@ def _check_precision(precision: str) -> None:
         raise typer.Exit(2)
 
 
-def _warn_untrained_detail(recon: Any, checkpoint: Path) -> None:
-    """Say so when a run's model.pt (loaded into ``recon``) has not trained the detail stage:
-    its M1 and M2 then come from networks at their initialisation. Also say so when bfloat16
-    was asked for where the hardware runs it slower than float32."""
+def _model_notes(recon: Any, checkpoint: Path) -> None:
+    """Notes on the model loaded into ``recon``: bfloat16 asked for on hardware without
+    bfloat16 matrix units (it may be no faster than float32 there), and a run's model.pt that
+    has not trained the detail stage (its M1 and M2 come from networks at their
+    initialisation)."""
     from models.precision import fast_bfloat16
 
     device = recon.system.device
@@ -1295,7 +1296,7 @@ def reconstruct(
                         base_texture=base_texture,
                         precision=precision,
                         landmarks=landmarks,
-                        loaded=lambda recon: _warn_untrained_detail(recon, checkpoint),
+                        loaded=lambda recon: _model_notes(recon, checkpoint),
                         missing=missing,
                         names=names,
                     )
@@ -1312,7 +1313,7 @@ def reconstruct(
                         base_texture=base_texture,
                         precision=precision,
                         landmarks=landmarks,
-                        loaded=lambda recon: _warn_untrained_detail(recon, checkpoint),
+                        loaded=lambda recon: _model_notes(recon, checkpoint),
                         missing=missing,
                         names=names,
                     )
@@ -1399,7 +1400,7 @@ def evaluate(
         failed: list[str] = []
         with _exit_on_error(FacehdError, ValueError):
             recon = Reconstructor.load(checkpoint, precision=precision)
-            _warn_untrained_detail(recon, checkpoint)
+            _model_notes(recon, checkpoint)
             with _progress() as bar:
                 task = bar.add_task("scans", total=None)
                 mv_rows = evaluate_multiview_synthetic(
@@ -1442,7 +1443,7 @@ def evaluate(
     failed = []
     with _exit_on_error(FacehdError, ValueError):
         recon = Reconstructor.load(checkpoint, precision=precision)
-        _warn_untrained_detail(recon, checkpoint)
+        _model_notes(recon, checkpoint)
         with _progress() as bar:
             task = bar.add_task("photos", total=None)
             rows, s = evaluate_synthetic(

@@ -80,8 +80,12 @@ class HRNMethod:
             uv_path=uv_path,
             precision=precision,
         )
-        self._files = {"checkpoint": checkpoint, "deretouch": deretouch, "bfm": bfm_path}
-        self._files["uv"] = uv_path
+        self._files = {
+            "checkpoint": checkpoint,
+            "deretouch": deretouch,
+            "bfm": bfm_path,
+            "uv": uv_path,
+        }
 
     def describe(self) -> dict[str, Any]:
         """What the predictions depend on: the SHA-256 of the checkpoint (and of the
@@ -90,13 +94,14 @@ class HRNMethod:
         import dataclasses
 
         from facehd.h5io import file_sha256
+        from models.config import config_to_dict
 
         out: dict[str, Any] = {
             f"{k}_sha256": file_sha256(v) for k, v in self._files.items() if v is not None
         }
         out["precision"] = self.recon.precision
         if dataclasses.is_dataclass(self.multiview):
-            out["multiview"] = json_safe(dataclasses.asdict(self.multiview))
+            out["multiview"] = config_to_dict(self.multiview)
         return out
 
     def reconstruct(self, images: list[Path]):
@@ -239,15 +244,3 @@ def make_method() -> HRNMethod:
         uv_path=os.environ.get(ENV_BFM_UV) or None,
         precision=os.environ.get(ENV_PRECISION) or "float32",
     )
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with tuples as lists and other non-JSON leaves as their ``repr`` (a stored
-    description reads back equal to a fresh one)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)

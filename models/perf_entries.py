@@ -318,7 +318,7 @@ def hrn_reconstruct(quick: bool) -> list[PerfRow]:
     with single_thread():
         peaks = {"float32": matmul_peak_gflops()}
         peaks["bfloat16"] = matmul_peak_gflops(dtype=torch.bfloat16)
-        gflops: dict[int, float] = {}
+        gflops: dict[tuple[int, bool], float] = {}
         float32_runs: dict[int, object] = {}
         for name, cfg, base, precision in configs:
             recon = Reconstructor(system_for(cfg), cfg, base_texture=base, precision=precision)
@@ -340,7 +340,7 @@ def hrn_reconstruct(quick: bool) -> list[PerfRow]:
             net = cfg.model.network
             note = f"facehd-synth, maps {net.mid_size}/{net.high_size}"
             if precision == "bfloat16":
-                note += f"; {'AMX' if amx else 'no AMX: bfloat16 emulated'}"
+                note += f"; {'AMX' if amx else 'no AMX'}"
                 ref = float32_runs.get(id(cfg))
                 if ref is not None:  # how far the maps and M1 land from float32's
                     dev = {

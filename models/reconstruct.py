@@ -208,8 +208,10 @@ class Reconstructor:
     ``precision``: ``float32``, or ``bfloat16`` to run the detail generators and the
     de-retouching U-Net in bfloat16 (:mod:`models.precision`; the face analyzer, M0 and the
     geometry stay float32). Several times faster where the hardware has bfloat16 units (a CPU
-    with AMX, a GPU); the maps move by bfloat16's rounding. The system's networks are converted
-    in place.
+    with AMX, a GPU); the maps move by bfloat16's rounding.
+
+    In either precision the system's detail networks are rewritten in place for inference
+    (:func:`models.precision.fuse_for_inference`): give the reconstructor a system it may keep.
     """
 
     def __init__(

@@ -165,15 +165,15 @@ def test_fast_bfloat16_reads_the_cpu_flags_and_the_cli_says_when_it_is_not(monke
         precision="bfloat16",
         system=SimpleNamespace(device=torch.device("cpu"), trained_stages=None),
     )
-    cli._warn_untrained_detail(recon, "model.pt")
+    cli._model_notes(recon, "model.pt")
     assert "bfloat16" not in capsys.readouterr().out
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
     assert not precision.fast_bfloat16("cpu")
-    cli._warn_untrained_detail(recon, "model.pt")
+    cli._model_notes(recon, "model.pt")
     said = " ".join(capsys.readouterr().out.split())
     assert "no bfloat16 matrix units" in said and "AMX" in said
     recon.precision = "float32"
-    cli._warn_untrained_detail(recon, "model.pt")
+    cli._model_notes(recon, "model.pt")
     assert capsys.readouterr().out == ""
 
 
