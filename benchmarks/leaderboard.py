@@ -273,19 +273,23 @@ def load_leaderboard(path: str | Path, *, include_published: bool = True) -> lis
     return (list(PUBLISHED) if include_published else []) + rows
 
 
-def update_leaderboard(path: str | Path, row: LeaderboardRow) -> Path:
-    """Insert or replace ``row`` (same method, dataset and split) in ``leaderboard.csv``.
+def update_leaderboard(path: str | Path, row: LeaderboardRow) -> LeaderboardRow | None:
+    """Insert or replace ``row`` (same method, dataset and split) in ``leaderboard.csv``;
+    returns the row it replaced (None when it inserted).
 
     The file holds facehd's rows only (the published ones are added when read). The update is
     locked and atomic.
     """
     path = Path(path)
+    row = replace(row, source="facehd")
     with locked(path):
-        rows = [r for r in _read(path) if r.key != row.key]
-        rows.append(replace(row, source="facehd"))
+        rows = _read(path)
+        replaced = next((r for r in rows if r.key == row.key), None)
+        rows = [r for r in rows if r.key != row.key]
+        rows.append(row)
         rows.sort(key=lambda r: (r.dataset, r.split, r.method))
         write_rows(path, rows, LeaderboardRow)
-    return path
+    return replaced
 
 
 def ranked(

@@ -118,6 +118,10 @@ class RunConfig:
     """Folder of the predictions scored."""
     topology: str = ""
     """REALY: the topology keypoint file used."""
+    made_by: dict[str, Any] | None = None
+    """What made the predictions, from their folder's ``method.json`` (a registered method's
+    name and what its meshes depend on: for hrn the checkpoint's hash and the precision); None
+    for a folder without one."""
     now: NowConfig = field(default_factory=NowConfig)
     """NoW / multi-view protocol settings."""
     facehd_version: str = ""
@@ -126,13 +130,17 @@ class RunConfig:
 
 def scoring_hash(config: RunConfig, topology: tuple[Path, Path] | None = None) -> str:
     """The leaderboard's ``config_hash``: of what decides the scores (dataset, split, method,
-    protocol settings, facehd version, and the REALY topology files' content), not of where the
-    folders lie, so the same run on another machine or from another folder hashes the same."""
+    protocol settings, facehd version, the REALY topology files' content, and what made the
+    predictions where their folder says: a registered method's checkpoint hash and precision),
+    not of where the folders lie, so the same run on another machine or from another folder
+    hashes the same."""
     import hashlib
 
     data = dataclasses.asdict(config)
     for key in ("root", "predictions", "topology"):
         data.pop(key)
+    if data["made_by"] is None:  # folders of meshes made elsewhere hash as before
+        data.pop("made_by")
     if topology is not None:
         data["topology_sha256"] = [hashlib.sha256(p.read_bytes()).hexdigest() for p in topology]
     return config_hash(data)
@@ -162,6 +170,9 @@ class RunResult:
     """Images whose evaluation failed."""
     n_warned: int = 0
     """Images scored with a warning (``warning`` column of ``items.csv``)."""
+    replaced: LeaderboardRow | None = None
+    """The leaderboard's earlier row of the same method, dataset and split that this run's
+    replaced (None when there was none, or nothing was scored)."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -1061,6 +1072,7 @@ def run_benchmark(
     now_config: NowConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
     images: str | Path | None = None,
+    label: str | None = None,
 ) -> RunResult:
     """Score ``method`` on ``dataset`` and write the CSVs (see the module docstring).
 
@@ -1082,14 +1094,26 @@ def run_benchmark(
         each must have a prediction of its name. Every photo is scored, those without a
         prediction as missing. Without it a REALY run scores the predictions found and counts
         a ground-truth subject with none as missing.
+    label : a registered method's run only: the name its leaderboard row and output folder
+        get (default: ``method``), so runs of one method with other checkpoints or settings
+        rank side by side in one ``out``.
     """
     from facehd import __version__
 
     spec = BenchmarkSpec.parse(dataset)
-    if not method or method in (".", "..") or any(c in method for c in "/\\:"):
+    for what, value in (("method name", method), ("label", label)):
+        if value is not None and (
+            not value or value in (".", "..") or any(c in value for c in "/\\:")
+        ):
+            raise ValueError(
+                f"{what} {value!r} must be non-empty, not '.' or '..', without '/', '\\' or ':'"
+            )
+    if label is not None and predictions is not None:
         raise ValueError(
-            f"method name {method!r} must be non-empty, not '.' or '..', without '/', '\\' or ':'"
+            "--label names the run of a registered method; with --predictions, --method is the "
+            "label of the folder's meshes"
         )
+    name = method if label is None else label
     metrical = now_config is not None and now_config.metrical
     if metrical and spec.dataset not in ("now", "multiview"):
         raise ValueError(f"the metrical variant is NoW's; {spec.dataset} has none")
@@ -1104,7 +1128,7 @@ def run_benchmark(
         root_path = readers.realy_data_dir(root_path)  # a clone of the repository: its data/
         readers.realy_subjects(root_path)  # not a REALY data folder: fail before anything runs
     out = Path(out)
-    out_dir = out / ranked_as.slug / method
+    out_dir = out / ranked_as.slug / name
     expected = None  # REALY run in-process: every photo, those the method failed on missing
     failed: dict[str, str] = {}  # why the method made no prediction, by item
     if predictions is None:
@@ -1125,10 +1149,11 @@ def run_benchmark(
     config = RunConfig(
         spec.dataset,
         spec.split,
-        method,
+        name,
         str(root_path.resolve()),
         str(pred_dir.resolve()),
         str(topo[0].resolve()) if topo else "",
+        _read_method_json(pred_dir),
         now_config or NowConfig(),
         __version__,
     )
@@ -1159,7 +1184,7 @@ def run_benchmark(
     chash = scoring_hash(config, topo)
     now_date = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     lb = dict(
-        method=method,
+        method=name,
         dataset=spec.dataset,
         split=ranked_as.split,
         n_items=len(rows),
@@ -1185,7 +1210,7 @@ def run_benchmark(
         if spec.dataset in ("now", "multiview"):
             # the official tool's output, which its cumulative-error plots read (multi-view
             # sets are scored by the same protocol, so their distances compare beside them)
-            ident = f"{method}_metrical" if metrical else method
+            ident = f"{name}_metrical" if metrical else name
             files.append(
                 (out_dir / f"{ident}_computed_distances.npy", now_computed_distances(rows, dist))
             )
@@ -1207,6 +1232,7 @@ def run_benchmark(
     # unscored/, and the run's files (an earlier run's results, which its leaderboard row
     # describes) stay as they were.
     unscored = out_dir / UNSCORED_DIR
+    replaced = None
     write_dir = out_dir if n_ok else unscored
     write_dir.mkdir(parents=True, exist_ok=True)
     items_csv = write_rows(write_dir / "items.csv", rows, row_type)
@@ -1221,7 +1247,7 @@ def run_benchmark(
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_bytes(data)
             os.replace(tmp, path)
-        update_leaderboard(board, lb_row)
+        replaced = update_leaderboard(board, lb_row)
         shutil.rmtree(unscored, ignore_errors=True)  # an earlier unscored attempt's rows
     n_warned = sum(bool(getattr(r, "warning", "")) for r in rows)
     return RunResult(
@@ -1235,4 +1261,5 @@ def run_benchmark(
         n_missing,
         n_failed,
         n_warned,
+        replaced,
     )

@@ -582,6 +582,11 @@ def bench(
         help="--method hrn without --predictions: float32 (default) or bfloat16, as in "
         "facehd reconstruct.",
     ),
+    label: str = typer.Option(
+        None,
+        help="A registered method's run only: the name of its leaderboard row and folder "
+        "(default: --method), to rank runs with other checkpoints or settings side by side.",
+    ),
 ) -> None:
     """Score a method on a benchmark: items.csv, summary.csv and its leaderboard.csv row.
 
@@ -589,7 +594,8 @@ def bench(
     (NoW, multi-view, FaceScape, and REALY with --images; resumable, failures in
     predictions/failures.csv). What the predictions depend on (for hrn: the checkpoint's hash
     and --precision) is kept in predictions/method.json; a run with another checkpoint or
-    precision into the same --out is refused rather than mixing two models' meshes.
+    precision into the same --out is refused rather than mixing two models' meshes: give each
+    its own --label to rank them side by side in one leaderboard.
 
     Example: facehd bench --dataset realy:frontal --method hrn --predictions preds --root data/REALY
 
@@ -599,6 +605,8 @@ def bench(
 
     Example: facehd bench --dataset realy:frontal --method hrn --checkpoint runs/tiny/model.pt
     --root realy --images realy/images/frontal
+
+    Example: facehd bench --dataset now --method hrn --checkpoint runs/b/model.pt --label hrn-b
     """
     import os
 
@@ -636,6 +644,7 @@ def bench(
                 now_config=now_config,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                 images=images,
+                label=label,
             )
     row = result.leaderboard_row
     table = PlainTable("dataset", "split", "method", "metric", "value")
@@ -666,6 +675,14 @@ def bench(
             f"wrote {esc(result.items_csv)}, {esc(result.summary_csv)}; nothing scored, so no "
             "leaderboard row and an earlier run's results are kept (is --predictions the "
             "method's folder in the benchmark's layout?)"
+        )
+    earlier = result.replaced
+    if earlier is not None and earlier.config_hash != row.config_hash:
+        console.print(
+            f"note: this replaced the leaderboard's earlier {esc(repr(row.method))} row of "
+            f"another configuration (cfg {earlier.config_hash or '?'} -> {row.config_hash}, "
+            f"{earlier.date[:10] or 'undated'}); give runs to compare their own --label",
+            soft_wrap=True,
         )
     if result.n_missing or result.n_failed:
         raise typer.Exit(1)

@@ -29,6 +29,21 @@ def make() -> ScanLookup:
     return ScanLookup()
 
 
+class DescribedScanLookup(ScanLookup):
+    """:class:`ScanLookup` that describes what its meshes depend on, as a method with a
+    checkpoint does: here an environment variable stands for the checkpoint."""
+
+    def describe(self) -> dict[str, str]:
+        import os
+
+        return {"checkpoint": os.environ.get("FAKE_METHOD_CHECKPOINT", "a")}
+
+
+def make_described() -> DescribedScanLookup:
+    """Entry-point factory."""
+    return DescribedScanLookup()
+
+
 class TruthInImage:
     """FaceScape: returns the ground truth of a photo's item in the image-aligned format (the
     wild split's ``data/wild_gt_mesh/<name>.obj``, normalised ``[-1, 1]`` -> pixels)."""

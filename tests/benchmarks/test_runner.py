@@ -539,6 +539,65 @@ def test_registered_method_runs_in_process(
     ).exists()
 
 
+def test_labels_rank_runs_of_one_method_side_by_side(
+    synth_roots: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registered method run with two checkpoints: --label gives each its own row and folder in
+    one leaderboard, the rows' config hashes differ by what made the meshes (method.json), and a
+    row replaced by another configuration's is said."""
+    import json
+    from importlib.metadata import EntryPoint
+
+    import benchmarks.methods as methods
+    from facehd.cli import app
+
+    ep = EntryPoint("lookup", "bench_fake_method:make_described", methods.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(methods, "entry_points", lambda group: [ep] if group == ep.group else [])
+    root = synth_roots["now"]
+    out = tmp_path / "out"
+    results = {}
+    for checkpoint in ("a", "b"):
+        monkeypatch.setenv("FAKE_METHOD_CHECKPOINT", checkpoint)
+        res = run_benchmark("now", "lookup", root=root, out=out, label=f"lookup-{checkpoint}")
+        assert res.n_ok == 4 and res.replaced is None
+        assert res.out_dir == out / "now-validation" / f"lookup-{checkpoint}"
+        made = {"method": "lookup", "describe": {"checkpoint": checkpoint}}
+        assert json.loads((res.out_dir / "predictions" / "method.json").read_text()) == made
+        config = json.loads((res.out_dir / "config.json").read_text())
+        assert config["made_by"] == made and config["method"] == f"lookup-{checkpoint}"
+        results[checkpoint] = res
+    rows = {r.method: r for r in load_leaderboard(out / "leaderboard.csv", include_published=False)}
+    assert set(rows) == {"lookup-a", "lookup-b"}
+    assert rows["lookup-a"].config_hash != rows["lookup-b"].config_hash
+    # the same meshes scored again: the same hash (it is of what made them, not of the run)
+    again = run_benchmark("now", "lookup", root=root, out=out, label="lookup-b")
+    assert again.replaced is not None
+    assert again.replaced.config_hash == again.leaderboard_row.config_hash
+    # a folder of meshes made elsewhere (no method.json) hashes by the protocol alone
+    plain = _copy(results["a"].out_dir / "predictions", tmp_path / "plain")
+    (plain / "method.json").unlink()
+    mine = run_benchmark("now", "mine", predictions=plain, root=root, out=out)
+    assert json.loads((mine.out_dir / "config.json").read_text())["made_by"] is None
+    # without --label, a run of another checkpoint replaces the row and the CLI says so
+    runner = CliRunner()
+    args = ["bench", "--dataset", "now", "--method", "lookup", "--root", str(root)]
+    args += ["--out", str(out)]
+    monkeypatch.setenv("FAKE_METHOD_CHECKPOINT", "a")
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0 and "replaced" not in first.output, first.output
+    shutil.rmtree(out / "now-validation" / "lookup" / "predictions")  # to redo them
+    monkeypatch.setenv("FAKE_METHOD_CHECKPOINT", "b")
+    second = runner.invoke(app, args)
+    said = " ".join(second.output.split())
+    assert second.exit_code == 0 and "replaced the leaderboard's earlier 'lookup' row" in said
+    assert "--label" in said
+    # --label is for a registered method's run; a label that is no folder name is refused
+    res = runner.invoke(app, [*args, "--predictions", str(plain), "--label", "x"])
+    assert res.exit_code == 2 and "--label names the run of a registered method" in res.output
+    res = runner.invoke(app, [*args, "--label", "a/b"])
+    assert res.exit_code == 2 and "label 'a/b' must be" in res.output
+
+
 def test_cli_now_metrical_variant_fixes_the_unit_scale(synth_roots: dict, tmp_path: Path) -> None:
     """--metrical UNIT: predictions in metres under ``--metrical m`` score as their copy in mm
     under ``--metrical mm``, with the unit's scale exactly (not a fitted one); the rows rank apart
