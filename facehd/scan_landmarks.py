@@ -46,7 +46,9 @@ Steps of :meth:`ScanLandmarker.detect`
    nostril), the surface point nearest to the predicted position stands in. Each landmark is the
    per-coordinate median of its views' points, moved onto the surface; its *spread* is the median
    distance of the views' points from it. The median landmarks (nose, lip and chin midpoints) are
-   then moved onto the plane of symmetry fitted to the left-right pairs (``midline``).
+   then moved onto the plane of symmetry fitted to the left-right pairs (``midline``), and the
+   nose tip (iBUG 30, the pronasale: the nose's most prominent point) onto the scan's most
+   prominent point along the face's front direction near it (``nose_tip_reach_mm``).
 6. **Checks.** The scan is rejected (:class:`ScanLandmarkError` with a ``reason``, never garbage
    landmarks) when the best detection is weak (``no-face``), the face mesh fits too few of the
    voting views, one of NoW's 7 points is a guess in every view or the views disagree on it by
@@ -200,6 +202,15 @@ class ScanLandmarkConfig:
     midline: bool = True
     """Move the median landmarks (nose, lip and chin midpoints) onto the face's plane of
     symmetry, fitted to the left-right pairs."""
+    nose_tip_reach_mm: float = 10.0
+    """Move the nose tip (iBUG 30, the pronasale) to the scan's most prominent point along the
+    face's front direction within this distance of the voted one (the median of the most
+    prominent 1% of the scan's vertices there, at least 5, moved onto the surface, so a lone
+    spike does not take it); 0: keep the voted point. The face mesh does not see where a nose's
+    tip is on a render: it put point 30 a median 3.1 mm from the real scan's annotation (as
+    given and in 7 random frames; 1.4 mm after this, the largest 3.4 -> 1.8 mm), 7.4 mm from the
+    truth on shaded synthetic scans (seeds 0, 3, 7; 0.7 mm after) and 4.5 mm with colours
+    (seeds 0, 3; 0.7 mm after). NoW's nose point is iBUG 33, which this leaves alone."""
     min_detection_score: float = 0.5
     """Weakest face-detector score accepted in the search."""
     min_vote_fraction: float = 0.6
@@ -252,6 +263,8 @@ class ScanLandmarkConfig:
                 )
         if not self.vote_zooms or min(self.vote_zooms) <= 0:
             raise ValueError(f"vote_zooms must be positive, got {self.vote_zooms!r}")
+        if not self.nose_tip_reach_mm >= 0:
+            raise ValueError(f"nose_tip_reach_mm must be >= 0, got {self.nose_tip_reach_mm!r}")
         if any(not r > 0 for r in self.retry_smoothing_mm):
             raise ValueError(
                 f"retry_smoothing_mm must be positive radii, got {self.retry_smoothing_mm!r}"
@@ -1211,6 +1224,8 @@ class ScanLandmarker:
                 "the face found is hollow (the inside of the surface seen from behind); the scan "
                 "may be wound inside out",
             )
+        if cfg.nose_tip_reach_mm > 0:
+            lm_mm = _nose_tip_forward(lm_mm, query, final.front, cfg.nose_tip_reach_mm)
         now7 = spread[list(NOW7_FROM_68)]
         worst = int(np.argmax(now7))
         if now7[worst] > cfg.max_spread_mm:
@@ -1458,6 +1473,32 @@ def _onto_midline(lm: np.ndarray, query: Any) -> np.ndarray:
     on_plane = lm[median] - ((lm[median] @ normal) - offset)[:, None] * normal
     out = lm.copy()
     out[median] = query.closest(on_plane).points
+    return out
+
+
+def _nose_tip_forward(lm: np.ndarray, query: Any, front: np.ndarray, reach: float) -> np.ndarray:
+    """Landmarks (68, 3) mm with the nose tip (iBUG 30) moved to the scan's most prominent point
+    along ``front`` within ``reach`` mm of it: the median of the most prominent 1% (at least 5)
+    of the vertices there that belong to a face, moved onto the surface (``query``: the scan's
+    :class:`facehd.distances.SurfaceQuery`). Unchanged where no such vertex is near."""
+    tip = lm[30]
+    if not np.all(np.isfinite(tip)):
+        return lm
+    mesh = query.mesh
+    v = mesh.vertices
+    d = v - tip
+    near = np.flatnonzero(np.einsum("ij,ij->i", d, d) <= reach * reach)
+    if near.size:  # a vertex no face uses (a stray point) is not the surface
+        used = np.zeros(len(v), dtype=bool)
+        used[mesh.faces.ravel()] = True
+        near = near[used[near]]
+    if near.size < 5:
+        return lm
+    height = v[near] @ np.asarray(front, dtype=np.float64)
+    k = max(5, int(np.ceil(0.01 * near.size)))
+    top = near[np.argpartition(-height, k - 1)[:k]]
+    out = lm.copy()
+    out[30] = query.closest(np.median(v[top], axis=0)[None]).points[0]
     return out
 
 

@@ -22,6 +22,7 @@ from facehd.scan_landmarks import (
     ScanLandmarkError,
     ScanRenderer,
     ViewCamera,
+    _nose_tip_forward,
     _onto_midline,
     _protrusion,
     _robust_affine,
@@ -529,6 +530,49 @@ def test_overlay_draws_on_a_copy() -> None:
 
 # ------------------------------------------------------------------------------------------
 # end to end (mediapipe)
+
+
+def test_nose_tip_moves_to_the_most_prominent_point_near_it() -> None:
+    """A nose-like bump on a plane, seen along +z and along a tilted front: point 30 goes to the
+    bump's apex along that direction (found analytically by dense sampling), not to a lone spike
+    or a stray vertex, and stays where nothing of the scan is within reach."""
+    from facehd.mesh import height_field_mesh
+
+    xs = np.arange(-40.0, 40.01, 0.5)
+    ys = np.arange(-40.0, 40.01, 0.5)
+    x, y = np.meshgrid(xs, ys)
+
+    def bump(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return 20.0 * np.exp(-((x - 3.0) ** 2 + (y + 2.0) ** 2) / (2 * 8.0**2))
+
+    heights = bump(x, y)
+    spike = (np.abs(xs - 6.0).argmin(), np.abs(ys - 2.0).argmin())  # 5 mm from the apex
+    heights[spike[1], spike[0]] += 4.0  # a lone vertex 4 mm out of the skin
+    grid = height_field_mesh(heights, xs, ys)
+    stray = np.array([[3.0, -2.0, 26.0]])  # a point no face uses, in front of the tip
+    scan = Mesh(np.concatenate([grid.vertices, stray]), grid.faces)
+    query = SurfaceQuery(scan)
+    lm = np.full((68, 3), np.nan)
+    lm[30] = query.closest(np.array([[8.0, 4.0, 30.0]])).points[0]  # 7.8 mm off the apex
+    for tilt in (0.0, 0.3):
+        front = np.array([np.sin(tilt), 0.0, np.cos(tilt)])
+        fine = np.arange(-20.0, 20.0, 0.02)
+        fx, fy = np.meshgrid(fine + 3.0, fine - 2.0)
+        h = fx * front[0] + bump(fx, fy) * front[2]
+        best = np.unravel_index(np.argmax(h), h.shape)
+        apex = np.array([fx[best], fy[best], bump(fx[best], fy[best])])
+        out = _nose_tip_forward(lm, query, front, 10.0)
+        assert np.linalg.norm(out[30] - apex) < 0.5, (tilt, out[30], apex)
+        assert query.closest(out[30][None]).distances[0] < 1e-6
+        np.testing.assert_array_equal(np.delete(out, 30, axis=0), np.delete(lm, 30, axis=0))
+    # nothing of the scan within reach, or no tip at all: unchanged
+    far = lm.copy()
+    far[30] = [3.0, -2.0, 60.0]
+    np.testing.assert_array_equal(_nose_tip_forward(far, query, [0, 0, 1], 10.0), far)
+    none = np.full((68, 3), np.nan)
+    np.testing.assert_array_equal(_nose_tip_forward(none, query, [0, 0, 1], 10.0), none)
+    with pytest.raises(ValueError, match="nose_tip_reach_mm"):
+        ScanLandmarkConfig(nose_tip_reach_mm=-1.0)
 
 
 @pytest.fixture(scope="module")
