@@ -681,7 +681,8 @@ def bench(
         console.print(
             f"note: this replaced the leaderboard's earlier {esc(repr(row.method))} row of "
             f"another configuration (cfg {earlier.config_hash or '?'} -> {row.config_hash}, "
-            f"{earlier.date[:10] or 'undated'}); give runs to compare their own --label",
+            f"{earlier.date[:10] or 'undated'}); give runs to compare their own "
+            + ("--method name" if predictions is not None else "--label"),
             soft_wrap=True,
         )
     if result.n_missing or result.n_failed:

@@ -591,6 +591,15 @@ def test_labels_rank_runs_of_one_method_side_by_side(
     said = " ".join(second.output.split())
     assert second.exit_code == 0 and "replaced the leaderboard's earlier 'lookup' row" in said
     assert "--label" in said
+    # the same for a folder of meshes: other meshes under the same name replace the row
+    made = results["a"].out_dir / "predictions"
+    mine = ["bench", "--dataset", "now", "--method", "mine", "--root", str(root)]
+    mine += ["--out", str(out), "--predictions"]
+    res = runner.invoke(app, [*mine, str(plain)])
+    assert res.exit_code == 0 and "replaced" not in res.output, res.output
+    res = runner.invoke(app, [*mine, str(made)])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 0 and "earlier 'mine' row" in said and "--method name" in said
     # --label is for a registered method's run; a label that is no folder name is refused
     res = runner.invoke(app, [*args, "--predictions", str(plain), "--label", "x"])
     assert res.exit_code == 2 and "--label names the run of a registered method" in res.output
