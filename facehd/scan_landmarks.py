@@ -207,10 +207,11 @@ class ScanLandmarkConfig:
     face's front direction within this distance of the voted one (the median of the most
     prominent 1% of the scan's vertices there, at least 5, moved onto the surface, so a lone
     spike does not take it); 0: keep the voted point. The face mesh does not see where a nose's
-    tip is on a render: it put point 30 a median 3.1 mm from the real scan's annotation (as
-    given and in 7 random frames; 1.4 mm after this, the largest 3.4 -> 1.8 mm), 7.4 mm from the
-    truth on shaded synthetic scans (seeds 0, 3, 7; 0.7 mm after) and 4.5 mm with colours
-    (seeds 0, 3; 0.7 mm after). NoW's nose point is iBUG 33, which this leaves alone."""
+    tip is on a render: it put point 30 a median 3.4 mm from the real scan's annotation (as
+    given and in 7 random frames; 1.6 mm after this), 7.4 mm from the truth on shaded
+    synthetic scans (seeds 0, 3, 7; 0.7 mm after) and 4.5 mm with colours (seeds 0, 3; 0.7 mm
+    after), measured by ``python -m pipelines.landmarks_check``. NoW's nose point is iBUG 33,
+    which this leaves alone."""
     min_detection_score: float = 0.5
     """Weakest face-detector score accepted in the search."""
     min_vote_fraction: float = 0.6

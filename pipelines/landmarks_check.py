@@ -15,7 +15,9 @@ Run::
         --subjects 3 --seed 0 --overlays /tmp/lm-overlays
 
 It prints one line per scan (the 7 errors, their median, the confidence) and a summary per set:
-median over all points, the worst scan's median, the largest error, failures. Nothing is
+median over all points, the worst scan's median, the largest error, failures; then the median
+error of all 68 points by region (:data:`REGIONS`), of the nose tip (iBUG 30) and of the inner 51
+points (a reference of 51 points, the iBUG-68 without the jaw line, has no jaw). Nothing is
 asserted here; the test suite runs a few of these cases with thresholds.
 """
 
@@ -28,35 +30,58 @@ from pathlib import Path
 
 import numpy as np
 
-from facehd.landmarks import NOW7_FROM_51, NOW7_FROM_68, load_landmarks
+from facehd.landmarks import NOW7_FROM_68, load_landmarks
 from facehd.mesh import Mesh, load_mesh
 
-__all__ = ["main", "real_cases", "synthetic_cases"]
+__all__ = ["REGIONS", "main", "real_cases", "synthetic_cases"]
+
+#: iBUG-68 regions reported by the summary: (name, first index, end index).
+REGIONS: tuple[tuple[str, int, int], ...] = (
+    ("jaw", 0, 17),
+    ("brows", 17, 27),
+    ("nose bridge", 27, 31),
+    ("nostrils", 31, 36),
+    ("eyes", 36, 48),
+    ("outer lips", 48, 60),
+    ("inner lips", 60, 68),
+)
+
+
+def _as68(ref: np.ndarray) -> np.ndarray:
+    """A reference of 68 points, or of 51 (iBUG-68 without the jaw line) with the jaw NaN."""
+    if len(ref) == 68:
+        return ref
+    out = np.full((68, 3), np.nan)
+    out[17:] = ref
+    return out
 
 
 def real_cases(
     folder: Path, rotations: int, seed: int = 1000
 ) -> Iterator[tuple[str, Mesh, np.ndarray]]:
-    """(name, scan, reference NoW-7 in the scan's frame) for the scan as given and rotated."""
+    """(name, scan, reference iBUG-68 in the scan's frame, NaN where not annotated) for the scan
+    as given and rotated. The reference file holds 68 points or 51 (no jaw line)."""
     from pipelines.synth import random_rotation
 
     scan = load_mesh(folder / "scan.obj")
     lm_path = folder / "scan_lmks.npy"
     ref = load_landmarks(lm_path)
-    ref7 = ref[list(NOW7_FROM_51)] if len(ref) == 51 else ref[list(NOW7_FROM_68)]
-    yield "as-given", scan, ref7
+    if len(ref) not in (51, 68):
+        raise ValueError(f"{lm_path}: expected 51 or 68 landmarks, got {len(ref)}")
+    ref68 = _as68(ref)
+    yield "as-given", scan, ref68
     extent = float((scan.vertices.max(0) - scan.vertices.min(0)).max())
     for i in range(rotations):
         rng = np.random.default_rng(seed + i)
         r = random_rotation(rng)
         t = rng.uniform(-1.0, 1.0, 3) * extent
-        yield f"rot{i:02d}", Mesh(scan.vertices @ r.T + t, scan.faces), ref7 @ r.T + t
+        yield f"rot{i:02d}", Mesh(scan.vertices @ r.T + t, scan.faces), ref68 @ r.T + t
 
 
 def synthetic_cases(
     subjects: int, seed: int, colour: bool, *, subject_colours: bool = False
 ) -> Iterator[tuple[str, Mesh, np.ndarray]]:
-    """(name, scan, true NoW-7 in the scan's frame) for synthetic scans: shaded, with the
+    """(name, scan, true iBUG-68 in the scan's frame) for synthetic scans: shaded, with the
     model's mean albedo as vertex colours (``colour``), or with each subject's own albedo as
     ``facehd synth --colours`` writes them (``subject_colours``)."""
     from facehd.morphable import load_model
@@ -69,20 +94,20 @@ def synthetic_cases(
         for e in range(2):
             scan, truth, m1, _, _ = make_scan(model, config, s, e)
             t = Similarity(float(truth["scale"]), truth["rotation"], truth["translation"])
-            ref7 = t.inverse().apply(truth["landmarks68"][list(NOW7_FROM_68)])
+            ref68 = t.inverse().apply(truth["landmarks68"])
             name = f"s{s:03d}_e{e:02d}" + ("-subject" if subject_colours else "")
             if colour and not subject_colours:
                 rgb = colours_at_nearest(m1, model.mean_albedo, t.apply(scan.vertices))
                 scan = Mesh(scan.vertices, scan.faces, None, rgb)
                 name += "-colour"
-            yield name, scan, ref7
+            yield name, scan, ref68
 
 
 def _run(name: str, cases, landmarker, overlays: Path | None) -> dict[str, float]:  # noqa: ANN001
     from facehd.scan_landmarks import ScanLandmarkError
 
-    errors, failures, seconds = [], 0, []
-    for case, mesh, ref7 in cases:
+    errors, errors68, failures, seconds = [], [], 0, []
+    for case, mesh, ref68 in cases:
         t0 = time.perf_counter()
         try:
             r = landmarker.detect(mesh, name=case)
@@ -91,8 +116,10 @@ def _run(name: str, cases, landmarker, overlays: Path | None) -> dict[str, float
             print(f"{name:6s} {case:16s} FAILED {exc}")
             continue
         seconds.append(time.perf_counter() - t0)
-        err = np.linalg.norm(r.landmarks7 - ref7, axis=1) * r.unit_to_mm
+        err68 = np.linalg.norm(r.landmarks68 - ref68, axis=1) * r.unit_to_mm
+        err = err68[list(NOW7_FROM_68)]
         errors.append(err)
+        errors68.append(err68)
         print(
             f"{name:6s} {case:16s} NoW-7 mm {np.array2string(err, precision=1)} "
             f"median {np.median(err):.2f} confidence {r.confidence:.2f} {seconds[-1]:.1f}s"
@@ -119,6 +146,20 @@ def _run(name: str, cases, landmarker, overlays: Path | None) -> dict[str, float
         f"worst scan median {summary['worst_scan_median']:.2f} mm, max {summary['max']:.2f} mm; "
         f"per point {per_point}; {np.mean(seconds):.1f} s per scan"
     )
+    e68 = np.array(errors68)
+    parts = []
+    for region, lo, hi in REGIONS:
+        block = e68[:, lo:hi]
+        value = float(np.median(block[np.isfinite(block)])) if np.isfinite(block).any() else None
+        summary[region] = value if value is not None else float("nan")
+        parts.append(f"{region} {'-' if value is None else f'{value:.1f}'}")
+    inner = e68[:, 17:]
+    summary["nose tip"] = float(np.median(e68[:, 30]))
+    summary["inner 51"] = float(np.median(inner[np.isfinite(inner)]))
+    print(
+        f"== {name}: 68 points by region, median mm: {', '.join(parts)}; nose tip (30) "
+        f"{summary['nose tip']:.1f}; inner 51 {summary['inner 51']:.1f}"
+    )
     return summary
 
 
@@ -127,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real", type=Path, help="folder with scan.obj and scan_lmks.npy")
     parser.add_argument("--rotations", type=int, default=20)
     parser.add_argument("--subjects", type=int, default=0, help="synthetic subjects (0: none)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, nargs="+", default=[0], help="synthetic seeds, pooled into one set"
+    )
     parser.add_argument("--colour", action="store_true", help="also with vertex colours")
     parser.add_argument(
         "--subject-colours", action="store_true", help="also with each subject's own albedo"
@@ -141,14 +184,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.real is not None:
             _run("real", real_cases(args.real, args.rotations), landmarker, args.overlays)
         if args.subjects:
-            cases = synthetic_cases(args.subjects, args.seed, colour=False)
-            _run("synth", cases, landmarker, args.overlays)
+
+            def pooled(colour: bool, subject_colours: bool = False) -> Iterator:
+                for seed in args.seed:
+                    cases = synthetic_cases(
+                        args.subjects, seed, colour, subject_colours=subject_colours
+                    )
+                    for case, mesh, ref in cases:
+                        yield (f"seed{seed}-{case}" if len(args.seed) > 1 else case), mesh, ref
+
+            _run("synth", pooled(False), landmarker, args.overlays)
             if args.colour:
-                cases = synthetic_cases(args.subjects, args.seed, colour=True)
-                _run("colour", cases, landmarker, args.overlays)
+                _run("colour", pooled(True), landmarker, args.overlays)
             if args.subject_colours:
-                cases = synthetic_cases(args.subjects, args.seed, False, subject_colours=True)
-                _run("subject", cases, landmarker, args.overlays)
+                _run("subject", pooled(False, True), landmarker, args.overlays)
     return 0
 
 

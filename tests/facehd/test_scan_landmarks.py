@@ -532,6 +532,18 @@ def test_overlay_draws_on_a_copy() -> None:
 # end to end (mediapipe)
 
 
+def test_a_51_point_reference_takes_the_inner_68() -> None:
+    """The accuracy check's 51-point references (iBUG-68 without the jaw line) are placed at
+    points 17-67, so NoW's 7 read from them as from 68 are the ones NOW7_FROM_51 names."""
+    from pipelines.landmarks_check import REGIONS, _as68
+
+    ref51 = np.random.default_rng(0).normal(size=(51, 3))
+    ref68 = _as68(ref51)
+    assert np.isnan(ref68[:17]).all()
+    np.testing.assert_array_equal(ref68[list(NOW7_FROM_68)], ref51[list(NOW7_FROM_51)])
+    assert [lo for _, lo, _ in REGIONS] + [68] == [0] + [hi for _, _, hi in REGIONS]
+
+
 def test_nose_tip_moves_to_the_most_prominent_point_near_it() -> None:
     """A nose-like bump on a plane, seen along +z and along a tilted front: point 30 goes to the
     bump's apex along that direction (found analytically by dense sampling), not to a lone spike
@@ -823,7 +835,8 @@ def test_dense_noisy_scan_is_found_like_the_original(landmarker) -> None:  # noq
     Without supersampled search renders the grain hid the face from the search in every view."""
     from pipelines.landmarks_check import synthetic_cases
 
-    name, scan, ref7 = next(iter(synthetic_cases(1, 5, colour=False)))
+    name, scan, ref68 = next(iter(synthetic_cases(1, 5, colour=False)))
+    ref7 = ref68[list(NOW7_FROM_68)]
     v, f = trimesh.remesh.subdivide(scan.vertices, scan.faces)
     for mesh in (scan, Mesh(v, f)):
         result = landmarker.detect(mesh, name=name)
