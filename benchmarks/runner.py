@@ -1046,8 +1046,8 @@ def _check_method_identity(
         raise InputFileError(
             folder / METHOD_JSON,
             f"these predictions were made by another {name!r} ({said}); scoring them with this "
-            "run's would mix two models: give another --out, or remove the predictions folder to "
-            "redo them",
+            "run's would mix two models: give this run its own --label (or another --out), or "
+            "remove the predictions folder to redo them",
         )
 
 

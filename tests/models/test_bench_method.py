@@ -81,6 +81,7 @@ def test_hrn_method_on_a_synthetic_now_benchmark(model_path, tmp_path, monkeypat
     said = " ".join(res.output.split())
     assert res.exit_code == 2 and "precision 'float32' -> 'bfloat16'" in said, res.output
     assert "method.json" in said and {p: p.stat().st_mtime_ns for p in preds} == stamps
+    assert "its own --label" in said  # the way to score both
     moved = tmp_path / "elsewhere.pt"
     shutil.copy(model_path, moved)
     res = CliRunner().invoke(app, [*args[:-1], str(moved), "--precision", "float32"])
