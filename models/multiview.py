@@ -414,6 +414,7 @@ def reconstruct_multiview(
         _said,
         check_name,
         clear_interrupted_writes,
+        load_for_photos,
         missing_results,
         output_lock,
         photo_folder_names,
@@ -422,17 +423,16 @@ def reconstruct_multiview(
         write_photo_result,
     )
 
-    recon = Reconstructor.load(
+    recon = load_for_photos(
         checkpoint,
         base_texture=base_texture,
         precision=precision,
         deretouch=deretouch,
         bfm_path=bfm_path,
         uv_path=uv_path,
+        landmarks=landmarks,
+        loaded=loaded,
     )
-    recon.landmarks = landmarks
-    if loaded is not None:
-        loaded(recon)
     with output_lock(out) as out:
         clear_interrupted_writes(out)
         views, results = [], missing_results(missing)
@@ -440,7 +440,7 @@ def reconstruct_multiview(
             try:
                 check_name(path)
                 views.append((path, stem, *recon.prepare_view_framed(path)))
-            except (FacehdError, ValueError) as exc:
+            except (FacehdError, ValueError, OSError) as exc:
                 remove_earlier_result(out, stem)
                 results.append(PhotoResult(path, None, _said(exc, path)))
             if progress is not None:

@@ -717,6 +717,34 @@ def photo_folder_names(
 RESERVED_NAMES = frozenset({"photos.csv", "shared.obj", "multiview.json"})
 
 
+def load_for_photos(
+    checkpoint: str | Path,
+    *,
+    base_texture: bool = False,
+    precision: str = "float32",
+    deretouch: str | Path | None = None,
+    bfm_path: str | Path | None = None,
+    uv_path: str | Path | None = None,
+    landmarks: str = "auto",
+    loaded: Any = None,
+) -> Reconstructor:
+    """The :class:`Reconstructor` of a photo run (:func:`reconstruct_photos` and the
+    multi-view fit): ``checkpoint`` loaded with these settings, ``landmarks`` set, then
+    ``loaded(recon)`` called when given."""
+    recon = Reconstructor.load(
+        checkpoint,
+        base_texture=base_texture,
+        precision=precision,
+        deretouch=deretouch,
+        bfm_path=bfm_path,
+        uv_path=uv_path,
+    )
+    recon.landmarks = landmarks
+    if loaded is not None:
+        loaded(recon)
+    return recon
+
+
 def reconstruct_photos(
     photos: list[Path],
     checkpoint: str | Path,
@@ -739,17 +767,16 @@ def reconstruct_photos(
     ``loaded(recon)`` is called once the checkpoint is loaded. ``missing``: inputs that are not
     there (:attr:`PhotoInputs.missing`), reported as failed first (:func:`missing_results`).
     ``names``: the folder names when the caller has them already (:func:`photo_folder_names`)."""
-    recon = Reconstructor.load(
+    recon = load_for_photos(
         checkpoint,
         base_texture=base_texture,
         precision=precision,
         deretouch=deretouch,
         bfm_path=bfm_path,
         uv_path=uv_path,
+        landmarks=landmarks,
+        loaded=loaded,
     )
-    recon.landmarks = landmarks
-    if loaded is not None:
-        loaded(recon)
     with output_lock(out) as out:
         clear_interrupted_writes(out)
         results = missing_results(missing)
