@@ -1473,10 +1473,18 @@ def evaluate(
             )
     _say_unreadable(failed)
     table = PlainTable("level", "distance mm", "normal error rad", title=f"{s.photos} photos")
+    table.add_row("mean face", f"{s.dist_mean_face:.3f}", f"{s.normal_mean_face:.4f}")
     for level in ("m0", "m1", "m2"):
         d, n = getattr(s, f"dist_{level}"), getattr(s, f"normal_{level}")
         table.add_row(level.upper(), f"{d:.3f}", f"{n:.4f}")
     console.print(table)
+    if s.dist_m0 > s.dist_mean_face:
+        console.print(
+            "[yellow]note:[/yellow] M0 is further from the truth than the model's mean face "
+            "(every coefficient zero, the first row): the base model has not learnt the faces' "
+            "identity from its training photos",
+            soft_wrap=True,
+        )
     console.print(
         f"details by texel: displacement correlation {s.disp_pearson:.3f}; normal error M1 "
         f"{s.normal_uv_m1:.4f}, M2 {s.normal_uv_m2:.4f} rad"

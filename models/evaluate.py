@@ -52,6 +52,13 @@ The ceiling of the detail level for this reconstruction:
    detail network would output for this M0/M1). Details a few millimetres wide only help where
    M1 is close enough for them to land on the right place: when ``normal_m2_oracle`` is not
    below ``normal_m1``, the coarse fit, not the detail network, limits M2.
+
+The floor the base model must beat:
+
+8. ``dist_mean_face`` / ``normal_mean_face``: distance and normal error (3) of the morphable
+   model's mean face (every coefficient zero), aligned to the truth as M0 is (2) and scored at the
+   same truth points: the score of a base model that ignores the photo. An M0 further off than
+   this has not learnt the faces' identity from the training photos.
 """
 
 from __future__ import annotations
@@ -82,6 +89,7 @@ __all__ = [
     "load_truth",
     "oracle_displacement",
     "score_levels",
+    "score_mean_face",
     "write_rows",
 ]
 
@@ -187,6 +195,8 @@ class EvalRow:
     normal_seen_m1: float = float("nan")
     normal_seen_m2: float = float("nan")
     normal_m2_oracle: float = float("nan")
+    dist_mean_face: float = float("nan")
+    normal_mean_face: float = float("nan")
 
 
 @dataclass
@@ -207,6 +217,8 @@ class EvalSummary:
     normal_seen_m1: float = float("nan")
     normal_seen_m2: float = float("nan")
     normal_m2_oracle: float = float("nan")
+    dist_mean_face: float = float("nan")
+    normal_mean_face: float = float("nan")
 
 
 def _texel(uvs: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -257,7 +269,28 @@ def _score_levels(
     seed: int = 0,
 ) -> tuple[int, tuple[float, float, float], tuple[float, float, float], np.ndarray]:
     """:func:`score_levels` and the rotation of M1's alignment."""
-    from facehd.distances import SurfaceQuery, normal_angle_error
+    model = recon.model
+    fit = np.array(model.regions.fit, dtype=bool)
+    pts, nrm = _truth_points(recon, rec, truth, max_points=max_points, seed=seed)
+    m0 = recon.mesh(rec.m0)
+    # M1 resampled on M2's texel grid (zero displacement): M1 and M2 then differ by the
+    # displacement map alone, not by how their normals are estimated
+    m1 = recon.detail_mesh(rec, displacement=np.zeros_like(rec.displacement))
+    m2 = recon.detail_mesh(rec)
+    t0 = _align(rec.m0, truth, fit)
+    t1 = _align(rec.m1, truth, fit)
+    scores = [_score_mesh(mesh, t, pts, nrm) for mesh, t in ((m0, t0), (m1, t1), (m2, t1))]
+    dists = tuple(d for d, _ in scores)
+    angles = tuple(a for _, a in scores)
+    return len(pts), dists, angles, t1.rotation  # type: ignore[return-value]
+
+
+def _truth_points(
+    recon: Reconstructor, rec: Reconstruction, truth: Truth, *, max_points: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(points, normals)`` of the true surface scored for ``rec`` (step 1 of the module
+    docstring): fit-region vertices of ``gt_m2`` whose texel the photo shows, at most
+    ``max_points`` of them (an even random subset drawn with ``seed``)."""
     from facehd.uv import rasterize_uv
 
     model = recon.model
@@ -275,24 +308,37 @@ def _score_levels(
     rng = np.random.default_rng(seed)
     if idx.size > max_points:
         idx = np.sort(rng.choice(idx, max_points, replace=False))
-    pts = truth.m2.vertices[idx]
-    nrm = truth.m2.vertex_normals[idx]
+    return truth.m2.vertices[idx], truth.m2.vertex_normals[idx]
 
-    m0 = recon.mesh(rec.m0)
-    # M1 resampled on M2's texel grid (zero displacement): M1 and M2 then differ by the
-    # displacement map alone, not by how their normals are estimated
-    m1 = recon.detail_mesh(rec, displacement=np.zeros_like(rec.displacement))
-    m2 = recon.detail_mesh(rec)
-    t0 = _align(rec.m0, truth, fit)
-    t1 = _align(rec.m1, truth, fit)
-    dists, angles = [], []
-    for mesh, t in ((m0, t0), (m1, t1), (m2, t1)):
-        local = t.inverse().apply(pts)
-        hit = SurfaceQuery(mesh).closest(local)
-        n_pred = _surface_normals(mesh, hit.face_ids, hit.barycentrics) @ t.rotation.T
-        dists.append(float(np.mean(np.abs(hit.distances))))
-        angles.append(float(np.mean(normal_angle_error(n_pred, nrm))))
-    return int(idx.size), tuple(dists), tuple(angles), t1.rotation  # type: ignore[return-value]
+
+def _score_mesh(mesh: Mesh, t: Any, pts: np.ndarray, nrm: np.ndarray) -> tuple[float, float]:
+    """Mean closest-point distance (mm) and normal error (rad) of ``mesh`` (moved onto the
+    truth by ``t``) at the truth ``pts`` with normals ``nrm`` (step 3 of the module docstring)."""
+    from facehd.distances import SurfaceQuery, normal_angle_error
+
+    local = t.inverse().apply(pts)
+    hit = SurfaceQuery(mesh).closest(local)
+    n_pred = _surface_normals(mesh, hit.face_ids, hit.barycentrics) @ t.rotation.T
+    return float(np.mean(np.abs(hit.distances))), float(np.mean(normal_angle_error(n_pred, nrm)))
+
+
+def score_mean_face(
+    recon: Reconstructor,
+    rec: Reconstruction,
+    truth: Truth,
+    *,
+    max_points: int = 4000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """``(distance mm, normal error rad)`` of the morphable model's mean face (every
+    coefficient zero) at the truth points scored for ``rec`` (the same ``max_points`` and
+    ``seed`` give the same points as :func:`score_levels`), aligned to the truth as M0 is: the
+    score of a base model that ignores the photo (item 8 of the module docstring)."""
+    model = recon.model
+    fit = np.array(model.regions.fit, dtype=bool)
+    mean = np.asarray(model.vertices(None, None), dtype=np.float64)
+    pts, nrm = _truth_points(recon, rec, truth, max_points=max_points, seed=seed)
+    return _score_mesh(recon.mesh(mean), _align(mean, truth, fit), pts, nrm)
 
 
 def _level_normals(
@@ -534,7 +580,8 @@ def evaluate_synthetic(
             seen = _seen_scores(recon, rec, truth, where, rotation)
             ideal = replace(rec, displacement=_oracle_map(rec, where))
             oracle = _score_levels(recon, ideal, truth, max_points=max_points, seed=k)[2][2]
-        rows.append(EvalRow(truth.sample_id, v, n, *dist, *ang, *detail, *seen, oracle))
+        floor = score_mean_face(recon, rec, truth, max_points=max_points, seed=k)
+        rows.append(EvalRow(truth.sample_id, v, n, *dist, *ang, *detail, *seen, oracle, *floor))
         if progress is not None:
             progress(k + 1, len(jobs))
     return rows, summarise(rows)

@@ -94,6 +94,13 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "M2" in res.output and (tmp_path / "eval.csv").is_file()
+    # the mean face's row, and the note exactly when M0 is further off on average
+    with open(tmp_path / "eval.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    floor = np.mean([float(r["dist_mean_face"]) for r in rows])
+    m0 = np.mean([float(r["dist_m0"]) for r in rows])
+    assert "mean face" in res.output and 0 < floor < 20
+    assert ("has not learnt the faces' identity" in res.output) == (m0 > floor)
     # the same in bfloat16: the coarse level is float32's (to summation order), the others close
     res = runner.invoke(
         app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(hrn_data.scans),

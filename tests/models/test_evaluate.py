@@ -276,3 +276,38 @@ def test_photo_arrays_that_disagree_are_named(tmp_path):
             read_photos(path)
     other = {"albedo": np.zeros(3)}  # arrays that are not per view are left alone
     assert check_photo_arrays(path, other) is other
+
+
+def test_mean_face_floor(oracle):
+    """The mean face is scored as M0 is, at the same points: zero on a truth that is the mean
+    face, and further off than the true coefficients' M0 on a subject."""
+    from facehd.mesh import Mesh, vertex_normals
+    from facehd.uv import displaced_dense_mesh, normal_map, rasterize_uv
+    from models.evaluate import score_mean_face
+
+    recon, truth, gt, m0 = oracle
+    model = recon.model
+    mean = np.asarray(model.vertices(None, None), dtype=np.float64)
+    disp = gt["displacement"]
+    floor = score_mean_face(recon, reconstruction(gt, m0, truth.m1.vertices, disp), truth, seed=3)
+    # the same number as M0's score when M0 is the mean face, at the same points
+    as_m0 = reconstruction(gt, mean, truth.m1.vertices, disp)
+    _, dist, ang = score_levels(recon, as_m0, truth, seed=3)
+    assert floor == pytest.approx((dist[0], ang[0]), rel=1e-9)
+    # the true identity and expression are closer to the subject than the mean face
+    _, true_dist, _ = score_levels(recon, reconstruction(gt, m0, truth.m1.vertices, disp), truth)
+    assert true_dist[0] < floor[0] - 0.5
+    # a truth that is the mean face (no deformation, no detail), in another frame: ~no error
+    faces = np.asarray(model.faces)
+    table = rasterize_uv(model.uvs, faces, (256, 256))
+    pos = table.interpolate(mean)
+    nrm = normal_map(table, vertex_normals(mean, faces))
+    a = np.radians(20.0)
+    rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    flat = displaced_dense_mesh(pos, nrm, np.zeros((256, 256)), table.mask)
+    m1 = Mesh(mean @ rot.T + 5.0, faces, uvs=np.asarray(model.uvs))
+    m2 = Mesh(flat.vertices @ rot.T + 5.0, flat.faces, uvs=flat.uvs)
+    d, n = score_mean_face(recon, as_m0, Truth("mean", m1, m2, None), seed=3)
+    # not exactly zero: the dense grid's triangles cut across the model's, so the alignment
+    # (ICP to the dense surface) and the normals differ by a few microns and milliradians
+    assert d < 0.02 and n < 0.02
