@@ -75,6 +75,10 @@ class AblationRow:
     normal_m2_oracle: float
     """M2's normal error with the true details of the skin each texel shows (rad): the ceiling
     of the detail level at the row's M1."""
+    dist_mean_face: float
+    normal_mean_face: float
+    """Distance (mm) and normal error (rad) of the morphable model's mean face at the same
+    points: the floor a base model must beat."""
     photos: int
     train_seconds: float
 
@@ -252,6 +256,13 @@ def table_markdown(rows: list[AblationRow]) -> str:
         " M2 normal, true details (rad) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if rows:
+        floor = rows[0]
+        lines.append(
+            f"| mean face (every coefficient zero; reference) | | | | | | "
+            f"{floor.dist_mean_face:.3f} | {floor.normal_mean_face:.4f} |"
+            + " |" * 7
+        )
     for r in rows:
         lines.append(
             f"| {r.row} | ✓ | {tick(r.hierarchy)} | {tick(r.contour)} | {tick(r.priors)} | "

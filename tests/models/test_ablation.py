@@ -58,7 +58,11 @@ def test_ablation_rows_are_trained_measured_and_resumed(hrn_data, tmp_path, one_
         table = list(csv.DictReader(fh))
     assert [t["row"] for t in table] == [r.row for r in rows]
     md = (out / "ablation.md").read_text().splitlines()
-    assert len(md) == 2 + len(rows) and md[2].startswith("| base |")
+    assert len(md) == 3 + len(rows) and md[3].startswith("| base |")
+    # the mean face's reference row: the floor, as the base row's evaluation scored it
+    assert md[2].startswith("| mean face") and f"| {rows[0].dist_mean_face:.3f} |" in md[2]
+    assert all(c.strip() for c in md[2].split("|")[7:9]) and md[2].count("|") == md[0].count("|")
+    assert all(0 < r.dist_mean_face < 20 and 0 < r.normal_mean_face < 1 for r in rows)
     # a second run retrains nothing: the trained rows are kept, the scores are the same, and
     # each row keeps the training time it took (not the 0 s of this run)
     again = run_ablation(cfg, out, views=1, log=lambda _: None, **kw)
