@@ -260,8 +260,7 @@ def table_markdown(rows: list[AblationRow]) -> str:
         floor = rows[0]
         lines.append(
             f"| mean face (every coefficient zero; reference) | | | | | | "
-            f"{floor.dist_mean_face:.3f} | {floor.normal_mean_face:.4f} |"
-            + " |" * 7
+            f"{floor.dist_mean_face:.3f} | {floor.normal_mean_face:.4f} |" + " |" * 7
         )
     for r in rows:
         lines.append(
