@@ -549,10 +549,14 @@ def evaluate_synthetic(
     views: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     failed: list[str] | None = None,
+    refine: Any = None,
 ) -> tuple[list[EvalRow], EvalSummary]:
     """Reconstruct and score every photo of every scan in ``scans_dir``.
 
-    ``views`` limits the photos per scan. Raises InputFileError when the folder holds no
+    ``views`` limits the photos per scan. ``refine`` (a :class:`models.refine.RefineConfig`):
+    refine each photo's base coefficients on the self-supervised objective, with the crop's
+    skin mask and landmarks, before the detail networks (:meth:`Reconstructor.run_crops_refined`);
+    None: the networks alone. Raises InputFileError when the folder holds no
     ``*.photos.npz``. A scan whose truth or photos cannot be read (a damaged file, arrays that
     disagree) raises its InputFileError, or, when ``failed`` is given, is said there (the
     error, naming the file) and left out while the others are scored
@@ -568,7 +572,12 @@ def evaluate_synthetic(
     rows: list[EvalRow] = []
     for k, (truth, photos, v) in enumerate(jobs):
         crop = align_lab_photo(photos, v, recon.template)
-        rec = recon.run_crops(crop["image"][None])[0]
+        if refine is None:
+            rec = recon.run_crops(crop["image"][None])[0]
+        else:
+            rec = recon.run_crops_refined(
+                crop["image"][None], crop["mask"][None], crop["landmarks"][None], refine
+            )[0][0]
         n, dist, ang, rotation = _score_levels(recon, rec, truth, max_points=max_points, seed=k)
         detail = detail_scores(recon, rec, truth, rotation)
         camera = crop_camera(photos["K"][v], photos["R"][v], photos["t"][v], crop["crop_transform"])

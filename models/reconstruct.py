@@ -38,7 +38,7 @@ import shutil
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,6 +52,9 @@ from facehd.errors import (
 )
 from facehd.mesh import Mesh
 from models.system import CoarseFace, DetailFace, FaceSystem, scaled_hrn_camera
+
+if TYPE_CHECKING:
+    from models.refine import RefineConfig
 
 __all__ = [
     "Reconstruction",
@@ -292,6 +295,58 @@ class Reconstructor:
         coarse = system.coarse(images)
         detail = system.details(images, coarse, deretouch=not self.base_texture)
         return self.reconstructions(coarse, detail)
+
+    def run_crops_refined(
+        self,
+        crops: np.ndarray,
+        masks: np.ndarray,
+        landmarks: np.ndarray,
+        config: RefineConfig | None = None,
+    ) -> tuple[list[Reconstruction], list[float], list[float]]:
+        """:meth:`run_crops` with the base model's coefficients refined per crop on its
+        self-supervised objective (:func:`models.refine.refine_coefficients`) before the detail
+        networks run.
+
+        crops : (B, 224, 224, 3) uint8 aligned crops; masks : (B, 224, 224) skin masks (nonzero:
+        skin); landmarks : (B, 68, 2) iBUG-68 points in the crops' pixels. Returns the
+        reconstructions and each crop's objective before and after the refinement.
+        """
+        from models.data import _resize_images
+        from models.refine import refine_coefficients
+
+        crops, masks = np.asarray(crops), np.asarray(masks)
+        landmarks = np.asarray(landmarks, dtype=np.float64)
+        if crops.ndim != 4 or crops.shape[1:] != (224, 224, 3) or crops.dtype != np.uint8:
+            raise ValueError(
+                f"run_crops_refined: expected (B, 224, 224, 3) uint8 crops, got {crops.shape}"
+            )
+        b = crops.shape[0]
+        if masks.shape != (b, 224, 224) or landmarks.shape != (b, 68, 2):
+            raise ValueError(
+                f"run_crops_refined: expected masks ({b}, 224, 224) and landmarks ({b}, 68, 2), "
+                f"got {masks.shape} and {landmarks.shape}"
+            )
+        system = self.system
+        k = system.image_size / 224.0
+        images = self._images(crops)
+        m = torch.from_numpy((masks != 0).astype(np.float32))[:, None]
+        m = (_resize_images(m, system.image_size) > 0.5).float().to(system.device)
+        lm = torch.as_tensor((landmarks + 0.5) * k - 0.5, dtype=torch.float32, device=system.device)
+        weights = self.config.model.base_losses
+        out, before, after = [], [], []
+        for i in range(b):  # one photo at a time: each its own objective and optimiser
+            with torch.no_grad():
+                start = system.hrn.net_recon.predict(images[i : i + 1])
+            coeffs, e0, e1 = refine_coefficients(
+                system, images[i : i + 1], m[i : i + 1], lm[i : i + 1], start, weights, config
+            )
+            with torch.no_grad():
+                coarse = system.coarse(images[i : i + 1], coeffs)
+                detail = system.details(images[i : i + 1], coarse, deretouch=not self.base_texture)
+            out += self.reconstructions(coarse, detail)
+            before.append(e0)
+            after.append(e1)
+        return out, before, after
 
     @torch.no_grad()
     def reconstructions(self, coarse: CoarseFace, detail: DetailFace) -> list[Reconstruction]:

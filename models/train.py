@@ -1084,37 +1084,21 @@ class Trainer:
         samplers = {"photos": self._sampler(len(photos), cfg.batch_size, 1)}
 
         def step(_step: int) -> dict[str, float]:
-            from models.losses import (
-                BaseLossTerms,
-                base_landmark_weights,
-                base_total_loss,
-                coefficient_regulariser,
-                gamma_regulariser,
-                landmark_loss,
-                photometric_loss,
-                reflectance_loss,
-            )
+            from models.losses import base_total_loss
+            from models.refine import base_terms
 
             w = self.config.model.base_losses
             batch = self._batch(photos, samplers["photos"])
             with self._autocast():
                 coeffs = hrn.net_recon.layout.split(analyzer(batch.images).float())
-            coarse = self.system.coarse(batch.images, coeffs)
-            render = self.system.render_coarse(coarse)
-            mask = batch.masks * render.mask[:, None].to(batch.masks)
-            rendered = render.image.permute(0, 3, 1, 2)
-            lm_w = base_landmark_weights(emphasis=w.landmark_emphasis).to(self.device)
-            terms = BaseLossTerms(
-                photo=photometric_loss(rendered, batch.images, mask),
-                perceptual=self._perceptual(rendered, batch.images, mask, batch.landmarks),
-                landmark=landmark_loss(
-                    self._to224(self.system.landmarks2d(coarse.posed)),
-                    self._to224(batch.landmarks),
-                    lm_w,
-                ),
-                coefficient=coefficient_regulariser(coeffs, w.id, w.exp, w.tex),
-                gamma=gamma_regulariser(coeffs.gamma),
-                reflectance=reflectance_loss(coarse.albedo, self.system.skin_vertices),
+            terms = base_terms(
+                self.system,
+                coeffs,
+                batch.images,
+                batch.masks,
+                batch.landmarks,
+                w,
+                perceptual=self._perceptual,
             )
             total = base_total_loss(terms, w)
             optim["analyzer"].zero_grad(set_to_none=True)

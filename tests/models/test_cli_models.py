@@ -101,6 +101,22 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
     m0 = np.mean([float(r["dist_m0"]) for r in rows])
     assert "mean face" in res.output and 0 < floor < 20
     assert ("has not learnt the faces' identity" in res.output) == (m0 > floor)
+    # base coefficients refined per photo: same photos and points, another M0
+    res = runner.invoke(
+        app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(hrn_data.scans),
+              "--views", "1", "--out", str(tmp_path / "eval-refined.csv"), "--refine-steps", "3"],
+    )  # fmt: skip
+    said = " ".join(res.output.split())  # the title may wrap
+    assert res.exit_code == 0 and "refined per photo (3 + 3 steps)" in said, res.output
+    with open(tmp_path / "eval-refined.csv", newline="") as f:
+        refined = list(csv.DictReader(f))
+    assert [r["sample"] for r in refined] == [r["sample"] for r in rows]
+    assert all(a["dist_m0"] != b["dist_m0"] for a, b in zip(refined, rows, strict=True))
+    res = runner.invoke(
+        app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(hrn_data.scans),
+              "--multiview", "--refine-steps", "3"],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "does not apply to --multiview" in res.output
     # the same in bfloat16: the coarse level is float32's (to summation order), the others close
     res = runner.invoke(
         app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(hrn_data.scans),

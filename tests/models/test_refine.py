@@ -1,0 +1,104 @@
+"""Per-photo refinement of the base coefficients, on photos the system renders from known ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hrn_testdata import tiny_config
+
+from facehd.morphable import load_model
+from models.analyzer import Coefficients
+from models.config import BaseLossWeights
+from models.refine import RefineConfig, refine_coefficients
+from models.system import FaceSystem
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A tiny system, a known face (identity one standard deviation off the mean, turned, lit
+    from the front) rendered by it, with its skin mask and landmarks, and a start that is off in
+    identity, pose, albedo and light."""
+    model = load_model("facehd-synth")
+    system = FaceSystem(tiny_config().model, model, 224)
+    n_id, n_exp, n_tex, *_ = system.hrn.net_recon.layout.sizes
+    g = torch.Generator().manual_seed(1)
+    gamma = torch.zeros(1, 27)
+    gamma[0, [2, 11, 20]] = 0.3
+    truth = Coefficients(
+        id=torch.randn(1, n_id, generator=g),
+        exp=torch.zeros(1, n_exp),
+        tex=0.5 * torch.randn(1, n_tex, generator=g),
+        angle=torch.tensor([[0.1, -0.25, 0.05]]),
+        gamma=gamma,
+        trans=torch.zeros(1, 3),
+    )
+    with torch.no_grad():
+        coarse = system.coarse(torch.zeros(1, 3, 224, 224), truth)
+        render = system.render_coarse(coarse)
+        images = render.image.permute(0, 3, 1, 2).float()
+        masks = render.mask[:, None].float()
+        landmarks = system.landmarks2d(coarse.posed).float()
+    start = truth._replace(
+        id=0.7 * torch.randn(1, n_id, generator=g),
+        tex=torch.zeros(1, n_tex),
+        gamma=torch.zeros(1, 27),
+        angle=truth.angle + torch.tensor([[0.05, 0.08, -0.03]]),
+        trans=torch.tensor([[0.02, -0.02, 0.1]]),
+    )
+    return system, truth, start, images, masks, landmarks
+
+
+def _shape(system, c: Coefficients) -> np.ndarray:
+    fit = np.asarray(system.model.regions.fit, dtype=bool)
+    with torch.no_grad():
+        return system.coarse(torch.zeros(1, 3, 224, 224), c).shape[0].numpy()[fit]
+
+
+def test_refinement_recovers_a_known_face(scene):
+    system, truth, start, images, masks, landmarks = scene
+    before_params = [p.detach().clone() for p in system.parameters()]
+    flags = [p.requires_grad for p in system.parameters()]
+    c, before, after = refine_coefficients(
+        system, images, masks, landmarks, start, BaseLossWeights(), RefineConfig(steps=100)
+    )
+    assert after < 0.2 * before
+    true_shape = _shape(system, truth)
+
+    def rms(s: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(np.sum((s - true_shape) ** 2, axis=1))))
+
+    mean_face = rms(_shape(system, truth._replace(id=torch.zeros_like(truth.id))))
+    # closer to the true shape than the mean face it started from, and than the start's identity
+    assert rms(_shape(system, c)) < 0.8 * mean_face < rms(_shape(system, start))
+    np.testing.assert_allclose(c.angle.numpy(), truth.angle.numpy(), atol=0.06)
+    # the system is left as it was: weights and their gradient flags
+    for p, q, flag in zip(system.parameters(), before_params, flags, strict=True):
+        assert torch.equal(p.detach(), q) and p.requires_grad == flag and p.grad is None
+
+
+def test_start_from_the_mean_ignores_the_analyzers_identity(scene):
+    system, _, start, images, masks, landmarks = scene
+    w, cfg = BaseLossWeights(), RefineConfig(steps=10)
+    other = start._replace(id=-start.id, exp=start.exp + 0.5)
+    a = refine_coefficients(system, images, masks, landmarks, start, w, cfg)[0]
+    b = refine_coefficients(system, images, masks, landmarks, other, w, cfg)[0]
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    # from the analyzer's start the identity it gave matters
+    keep = RefineConfig(steps=10, start="network")
+    c = refine_coefficients(system, images, masks, landmarks, start, w, keep)[0]
+    d = refine_coefficients(system, images, masks, landmarks, other, w, keep)[0]
+    assert not torch.equal(c.id, d.id)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"start": "zero"}, "start must be 'mean' or 'network'"),
+    ],
+)
+def test_bad_refine_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RefineConfig(**kwargs)
