@@ -1243,6 +1243,12 @@ def reconstruct(
         help="auto: a photo's landmarks from the iBUG .pts file beside it when there is one, "
         "else detected; detect: always detected; given: always the file.",
     ),
+    refine_steps: int = typer.Option(
+        0,
+        min=0,
+        help="Refine each photo's base coefficients on the self-supervised objective (its "
+        "landmarks and face mask): Adam steps of each of two phases, from the mean face (0: off).",
+    ),
 ) -> None:
     """Reconstruct faces: M0, M1 (textured, model topology), M2 (dense, with UVs), maps, previews.
 
@@ -1266,6 +1272,8 @@ def reconstruct(
     Example: facehd reconstruct photos/ --checkpoint runs/tiny/model.pt --out facehd-out/rec
 
     Example: facehd reconstruct photos/ --checkpoint runs/tiny/model.pt --precision bfloat16
+
+    Example: facehd reconstruct photos/ --checkpoint runs/tiny/model.pt --refine-steps 300
     """
     from facehd.errors import FacehdError, InputFileError, printable
     from models.reconstruct import (
@@ -1274,9 +1282,13 @@ def reconstruct(
         output_names,
         reconstruct_photos,
     )
+    from models.refine import RefineConfig
 
     _check_landmark_mode(landmarks)
     _check_precision(precision)
+    if multiview and refine_steps:
+        _error("--refine-steps refines single photos: it does not apply to --multiview")
+        raise typer.Exit(2)
     with _exit_on_error(FacehdError, ValueError, ImportError):
         found = find_photo_inputs(photos, out)
         files, missing = found.photos, found.missing
@@ -1334,6 +1346,7 @@ def reconstruct(
                         loaded=lambda recon: _model_notes(recon, checkpoint),
                         missing=missing,
                         names=names,
+                        refine=RefineConfig(steps=refine_steps) if refine_steps else None,
                     )
     if fitted is not None:
         first, last = fitted.history[0], fitted.history[-1]

@@ -36,7 +36,7 @@ import os
 import re
 import shutil
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -251,6 +251,10 @@ class Reconstructor:
         self.landmarks = "auto"
         """Landmarks of photo files: ``auto`` from the iBUG ``.pts`` file beside a photo when it
         has one (``face.jpg`` -> ``face.pts``), else detected; ``detect``; ``given``."""
+        self.refine: RefineConfig | None = None
+        """Photo files: refine the base coefficients per photo on the self-supervised objective
+        (:meth:`run_crops_refined`, with the photo's landmarks and its landmark face mask) before
+        the detail networks; None: the networks alone."""
         self._detector = None
 
     @classmethod
@@ -432,6 +436,12 @@ class Reconstructor:
         """:meth:`run_photo`, and how the photo was turned upright (:class:`PhotoFrame`)."""
         from facehd.align import load_photo
 
+        if self.refine is not None:
+            aligned, mask, landmarks, frame = self.prepare_view_framed(path)
+            rec = self.run_crops_refined(
+                aligned.image[None], mask[None], landmarks[None], self.refine
+            )[0][0]
+            return rec, aligned, frame
         photo = load_photo(path)
         face, aligned, k, n = self._detect_and_align(photo.image, path)
         rec = self.run_crops(aligned.image[None])[0]
@@ -595,6 +605,7 @@ def write_reconstruction(
         "photo": None if photo is None else str(Path(photo).resolve()),
         "checkpoint": recon.checkpoint,
         "precision": recon.precision,
+        "refine": None if recon.refine is None else asdict(recon.refine),
         "units": "mm",
         "pose": {
             "convention": "posed = R @ p + t (canonical model frame -> base camera world)",
@@ -782,10 +793,11 @@ def load_for_photos(
     uv_path: str | Path | None = None,
     landmarks: str = "auto",
     loaded: Any = None,
+    refine: RefineConfig | None = None,
 ) -> Reconstructor:
     """The :class:`Reconstructor` of a photo run (:func:`reconstruct_photos` and the
-    multi-view fit): ``checkpoint`` loaded with these settings, ``landmarks`` set, then
-    ``loaded(recon)`` called when given."""
+    multi-view fit): ``checkpoint`` loaded with these settings, ``landmarks`` and ``refine``
+    set, then ``loaded(recon)`` called when given."""
     recon = Reconstructor.load(
         checkpoint,
         base_texture=base_texture,
@@ -795,6 +807,7 @@ def load_for_photos(
         uv_path=uv_path,
     )
     recon.landmarks = landmarks
+    recon.refine = refine
     if loaded is not None:
         loaded(recon)
     return recon
@@ -815,10 +828,11 @@ def reconstruct_photos(
     loaded: Any = None,
     missing: Sequence[tuple[Path, str]] = (),
     names: Sequence[str] | None = None,
+    refine: RefineConfig | None = None,
 ) -> list[PhotoResult]:
     """Reconstruct every photo into ``out/<name>/`` (:func:`output_names`); a photo that fails
     (unreadable, no face, its results not writable) is reported and the others continue.
-    ``base_texture``, ``precision``, ``landmarks``: see :class:`Reconstructor`;
+    ``base_texture``, ``precision``, ``landmarks``, ``refine``: see :class:`Reconstructor`;
     ``loaded(recon)`` is called once the checkpoint is loaded. ``missing``: inputs that are not
     there (:attr:`PhotoInputs.missing`), reported as failed first (:func:`missing_results`).
     ``names``: the folder names when the caller has them already (:func:`photo_folder_names`)."""
@@ -831,6 +845,7 @@ def reconstruct_photos(
         uv_path=uv_path,
         landmarks=landmarks,
         loaded=loaded,
+        refine=refine,
     )
     with output_lock(out) as out:
         clear_interrupted_writes(out)

@@ -627,3 +627,39 @@ def test_a_killed_write_is_tidied_by_the_next_run(tmp_path):
     assert left == sorted(["b", "c", f".d.tmp{alive}", "e", f".f.tmp{dead}"])
     assert (tmp_path / "b" / "mesh.obj").read_text() == f".b.old{dead}"
     assert (tmp_path / "c" / "mesh.obj").read_text() == "c"
+
+
+def test_reconstruct_refines_the_base_coefficients_when_asked(
+    hrn_data, model_path, tmp_path, one_thread
+):
+    import json
+
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+    from facehd.mesh import load_mesh
+    from models.refine import RefineConfig
+
+    photo = hrn_data.scans / "photos" / "s000_e00_v00.png"  # with its .pts landmarks
+    recon = Reconstructor.load(model_path)
+    aligned, mask, landmarks, _ = recon.prepare_view_framed(photo)
+    cfg = RefineConfig(steps=3)
+    recs, before, after = recon.run_crops_refined(
+        aligned.image[None], mask[None], landmarks[None], cfg
+    )
+    assert after[0] < before[0]
+    plain = recon.run_crops(aligned.image[None])[0]
+    assert not np.allclose(recs[0].m0, plain.m0, atol=1e-3)
+    with pytest.raises(ValueError, match="masks"):
+        recon.run_crops_refined(aligned.image[None], mask, landmarks[None], cfg)
+    out = tmp_path / "rec"
+    args = ["reconstruct", str(photo), "--checkpoint", str(model_path), "--out", str(out)]
+    res = CliRunner().invoke(app, [*args, "--refine-steps", "3"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / photo.stem / "reconstruction.json").read_text())
+    assert meta["refine"] == {"steps": 3, "lr": 0.01, "start": "mean"}
+    # the command's M0 is the library's refined one (obj text: 6 significant digits)
+    written = load_mesh(out / photo.stem / "coarse.obj").vertices
+    np.testing.assert_allclose(written, recs[0].m0, rtol=1e-4, atol=1e-3)
+    res = CliRunner().invoke(app, [*args, "--refine-steps", "3", "--multiview"])
+    assert res.exit_code == 2 and "does not apply to --multiview" in res.output
