@@ -14,7 +14,7 @@ minimised for one photo directly, over the coefficients, with Adam:
 The objective has many shallow minima in the identity (a photo constrains a face's shape only
 through shading and landmarks), so the start matters. On held-out ``facehd synth`` photos with
 the ``tiny-cpu`` model (whose analyzer predicts identities uncorrelated with the truth) the mean
-start reached M0 1.09 mm from the truth where the analyzer's own M0 was 2.10 mm and the mean face
+start reached M0 1.09 mm from the truth where the analyzer's own M0 was 2.09 mm and the mean face
 1.65 mm, and the analyzer's start 1.39 mm (README, training section). A well-trained analyzer
 may do better from its own start.
 
