@@ -23,6 +23,7 @@ The perceptual (identity-network) loss is not part of the refinement.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -119,17 +120,15 @@ def refine_coefficients(
 
     ``images``, ``masks``, ``landmarks`` as :func:`base_terms`; ``start``: the analyzer's
     prediction for them. Returns ``(coefficients, objective at the start, objective at the
-    end)``, objectives summed over the batch (each photo is fitted on its own terms: the terms
-    are means over the batch, so the photos do not interact). The system's weights are not
-    changed.
+    end)``, objectives of the batch (each photo is fitted on its own terms: the terms are means
+    over the batch, so the photos do not interact). When the fit ends higher than the analyzer's
+    prediction, or not finite, the prediction is returned (and its objective twice). The
+    system's weights are not changed.
     """
     from models.losses import base_total_loss
 
     cfg = config or RefineConfig()
     values = {name: t.detach().float().clone() for name, t in start._asdict().items()}
-    if cfg.start == "mean":
-        values["id"].zero_()
-        values["exp"].zero_()
 
     def objective() -> torch.Tensor:
         c = Coefficients(**values)
@@ -141,7 +140,10 @@ def refine_coefficients(
         for p in params:
             p.requires_grad_(False)
         with torch.no_grad():
-            before = float(objective())
+            before = float(objective())  # the analyzer's prediction
+        if cfg.start == "mean":
+            values["id"].zero_()
+            values["exp"].zero_()
         with torch.enable_grad():
             for free in (("tex", "angle", "gamma", "trans"), tuple(values)):
                 for name, t in values.items():
@@ -158,4 +160,7 @@ def refine_coefficients(
     finally:
         for p, flag in zip(params, flags, strict=True):
             p.requires_grad_(flag)
+    if not math.isfinite(after) or (math.isfinite(before) and after > before):
+        # diverged (or made it worse): keep the analyzer's prediction
+        return Coefficients(*(t.detach().float() for t in start)), before, before
     return Coefficients(**values), before, after

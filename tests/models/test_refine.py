@@ -102,3 +102,13 @@ def test_start_from_the_mean_ignores_the_analyzers_identity(scene):
 def test_bad_refine_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         RefineConfig(**kwargs)
+
+
+def test_a_fit_that_ends_worse_keeps_the_analyzers_prediction(scene):
+    system, _, start, images, masks, landmarks = scene
+    wild = RefineConfig(steps=5, lr=1e3)  # Adam's steps of 1000 standard deviations
+    c, before, after = refine_coefficients(
+        system, images, masks, landmarks, start, BaseLossWeights(), wild
+    )
+    assert after == before
+    assert all(torch.equal(x, y.float()) for x, y in zip(c, start, strict=True))
