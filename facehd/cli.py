@@ -587,6 +587,12 @@ def bench(
         help="A registered method's run only: the name of its leaderboard row and folder "
         "(default: --method), to rank runs with other checkpoints or settings side by side.",
     ),
+    refine_steps: int = typer.Option(
+        None,
+        min=0,
+        help="--method hrn without --predictions: refine each single image's base coefficients "
+        "(as facehd reconstruct --refine-steps; 0: off, the default).",
+    ),
 ) -> None:
     """Score a method on a benchmark: items.csv, summary.csv and its leaderboard.csv row.
 
@@ -607,14 +613,29 @@ def bench(
     --root realy --images realy/images/frontal
 
     Example: facehd bench --dataset now --method hrn --checkpoint runs/b/model.pt --label hrn-b
+
+    Example: facehd bench --dataset now --method hrn --checkpoint runs/tiny/model.pt --root now
+    --refine-steps 300 --label hrn-refined
     """
     import os
 
     from benchmarks.now import NowConfig
     from benchmarks.runner import run_benchmark
     from facehd.errors import FacehdError
-    from models.bench import ENV_BFM, ENV_BFM_UV, ENV_CHECKPOINT, ENV_DERETOUCH, ENV_PRECISION
+    from models.bench import (
+        ENV_BFM,
+        ENV_BFM_UV,
+        ENV_CHECKPOINT,
+        ENV_DERETOUCH,
+        ENV_PRECISION,
+        ENV_REFINE_STEPS,
+    )
 
+    if refine_steps is not None:
+        if predictions is not None:
+            _error("--refine-steps applies to a registered method's run, not to --predictions")
+            raise typer.Exit(2)
+        os.environ[ENV_REFINE_STEPS] = str(refine_steps)
     if precision is not None:
         _check_precision(precision)
         os.environ[ENV_PRECISION] = precision

@@ -14,9 +14,12 @@ Registration: the factory :func:`make_method` is the entry point ``hrn`` of the 
 ``FACEHD_HRN_CHECKPOINT`` (and ``FACEHD_HRN_DERETOUCH``, ``FACEHD_BFM``, ``FACEHD_BFM_UV`` for
 the official checkpoint), which ``facehd bench --checkpoint C`` sets, and
 ``FACEHD_HRN_PRECISION`` (``facehd bench --precision``; see
-:class:`models.reconstruct.Reconstructor`).
-:meth:`HRNMethod.describe` gives the hashes of these files and the precision: ``facehd bench``
-refuses to add predictions of another checkpoint or precision to a folder of predictions.
+:class:`models.reconstruct.Reconstructor`) and ``FACEHD_HRN_REFINE_STEPS`` (``facehd bench
+--refine-steps``: single images' base coefficients refined per image, :mod:`models.refine`; a
+multi-view set is fitted by MV-HRN as it is).
+:meth:`HRNMethod.describe` gives the hashes of these files, the precision and the refinement:
+``facehd bench`` refuses to add predictions of another checkpoint or setting to a folder of
+predictions.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from facehd.landmarks import NOW7_FROM_68
 __all__ = [
     "ENV_CHECKPOINT",
     "ENV_PRECISION",
+    "ENV_REFINE_STEPS",
     "HRNMethod",
     "image_aligned_vertices",
     "make_method",
@@ -39,6 +43,7 @@ __all__ = [
 
 ENV_CHECKPOINT = "FACEHD_HRN_CHECKPOINT"
 ENV_PRECISION = "FACEHD_HRN_PRECISION"
+ENV_REFINE_STEPS = "FACEHD_HRN_REFINE_STEPS"
 ENV_DERETOUCH = "FACEHD_HRN_DERETOUCH"
 ENV_BFM = "FACEHD_BFM"
 ENV_BFM_UV = "FACEHD_BFM_UV"
@@ -55,6 +60,8 @@ class HRNMethod:
         :class:`models.multiview.MultiViewConfig`).
     precision : of the detail networks, ``float32`` or ``bfloat16`` (see
         :class:`models.reconstruct.Reconstructor`).
+    refine : refine each single image's base coefficients (a :class:`models.refine.RefineConfig`;
+        None: the networks alone).
     """
 
     name = "hrn"
@@ -68,6 +75,7 @@ class HRNMethod:
         uv_path: str | Path | None = None,
         multiview: Any = None,
         precision: str = "float32",
+        refine: Any = None,
     ) -> None:
         from models.multiview import MultiViewConfig
         from models.reconstruct import Reconstructor
@@ -80,6 +88,7 @@ class HRNMethod:
             uv_path=uv_path,
             precision=precision,
         )
+        self.recon.refine = refine
         self._files = {
             "checkpoint": checkpoint,
             "deretouch": deretouch,
@@ -89,8 +98,9 @@ class HRNMethod:
 
     def describe(self) -> dict[str, Any]:
         """What the predictions depend on: the SHA-256 of the checkpoint (and of the
-        de-retouching checkpoint, the BFM and its UV file when given), the precision and the
-        MV-HRN settings. Paths are left out: the same files elsewhere make the same meshes."""
+        de-retouching checkpoint, the BFM and its UV file when given), the precision, the
+        refinement (when on) and the MV-HRN settings. Paths are left out: the same files
+        elsewhere make the same meshes."""
         import dataclasses
 
         from facehd.h5io import file_sha256
@@ -100,6 +110,8 @@ class HRNMethod:
             f"{k}_sha256": file_sha256(v) for k, v in self._files.items() if v is not None
         }
         out["precision"] = self.recon.precision
+        if self.recon.refine is not None:  # absent without, as before the option existed
+            out["refine"] = dataclasses.asdict(self.recon.refine)
         if dataclasses.is_dataclass(self.multiview):
             out["multiview"] = config_to_dict(self.multiview)
         return out
@@ -158,8 +170,12 @@ class HRNMethod:
         from facehd.mesh import Mesh
 
         photo = load_photo(image)
-        _, aligned, turn, _ = self.recon._detect_and_align(photo.image, image)
-        rec = self.recon.run_crops(aligned.image[None])[0]
+        if self.recon.refine is None:
+            _, aligned, turn, _ = self.recon._detect_and_align(photo.image, image)
+            rec = self.recon.run_crops(aligned.image[None])[0]
+        else:
+            rec, aligned, frame = self.recon.run_photo_framed(image)
+            turn = frame.turn
         mesh = self.recon.detail_mesh(rec)
         verts = image_aligned_vertices(
             mesh.vertices,
@@ -243,4 +259,19 @@ def make_method() -> HRNMethod:
         bfm_path=os.environ.get(ENV_BFM) or None,
         uv_path=os.environ.get(ENV_BFM_UV) or None,
         precision=os.environ.get(ENV_PRECISION) or "float32",
+        refine=_refine_from_env(),
     )
+
+
+def _refine_from_env() -> Any:
+    """The refinement ``$FACEHD_HRN_REFINE_STEPS`` asks for (unset, empty or 0: none)."""
+    from models.refine import RefineConfig
+
+    value = os.environ.get(ENV_REFINE_STEPS) or "0"
+    try:
+        steps = int(value)
+    except ValueError:
+        raise ValueError(f"{ENV_REFINE_STEPS} must be a whole number, got {value!r}") from None
+    if steps < 0:
+        raise ValueError(f"{ENV_REFINE_STEPS} must be >= 0, got {steps}")
+    return RefineConfig(steps=steps) if steps else None

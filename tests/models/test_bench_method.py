@@ -231,3 +231,50 @@ def test_hrn_method_on_a_synthetic_realy_benchmark(model_path, tmp_path, monkeyp
     )
     res = CliRunner().invoke(app, args)  # no photos to run on
     assert res.exit_code == 2 and "--images" in res.output
+
+
+def test_refined_hrn_runs_are_their_own_configuration(
+    model_path, tmp_path, monkeypatch, one_thread
+):
+    """--refine-steps: the refined run's meshes differ, its method.json says so, a refined run
+    into the plain run's folder is refused, and with --label both are ranked side by side."""
+    pytest.importorskip("mediapipe")
+    import json
+
+    from models.bench import ENV_REFINE_STEPS
+
+    root = make_synthetic_benchmark("now", tmp_path / "now", seed=0, n_subjects=1)
+    monkeypatch.setenv(ENV_REFINE_STEPS, "0")  # restored after the test (the CLI sets it)
+    monkeypatch.setenv(ENV_PRECISION, "float32")
+    out = tmp_path / "bench"
+    args = ["bench", "--dataset", "now", "--method", "hrn", "--root", str(root)]
+    args += ["--out", str(out), "--checkpoint", str(model_path)]
+    plain = CliRunner().invoke(app, args)
+    assert plain.exit_code == 0, plain.output
+    refused = CliRunner().invoke(app, [*args, "--refine-steps", "2"])
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 2 and "refine None ->" in said and "--label" in said, said
+    res = CliRunner().invoke(app, [*args, "--refine-steps", "2", "--label", "hrn-refined"])
+    assert res.exit_code == 0, res.output
+    folder = out / "now-validation"
+    made = json.loads((folder / "hrn-refined" / "predictions" / "method.json").read_text())
+    assert made["describe"]["refine"] == {"steps": 2, "lr": 0.01, "start": "mean"}
+    assert "refine" not in json.loads((folder / "hrn" / "predictions" / "method.json").read_text())
+    a = sorted((folder / "hrn" / "predictions").rglob("*.obj"))
+    b = sorted((folder / "hrn-refined" / "predictions").rglob("*.obj"))
+    assert [p.relative_to(folder / "hrn") for p in a] == [
+        p.relative_to(folder / "hrn-refined") for p in b
+    ]
+    assert all(p.read_bytes() != q.read_bytes() for p, q in zip(a, b, strict=True))
+    with open(out / "leaderboard.csv", newline="") as fh:
+        rows = {r["method"] for r in csv.DictReader(fh) if r["dataset"] == "now"}
+    assert {"hrn", "hrn-refined"} <= rows
+    res = CliRunner().invoke(
+        app, ["bench", "--dataset", "now", "--method", "mine", "--root", str(root),
+              "--predictions", str(tmp_path), "--refine-steps", "2"],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "not to --predictions" in res.output
+    monkeypatch.setenv(ENV_REFINE_STEPS, "many")
+    monkeypatch.setenv(ENV_CHECKPOINT, str(model_path))
+    with pytest.raises(ValueError, match="whole number"):
+        make_method()
