@@ -436,3 +436,45 @@ def hrn_multiview(quick: bool) -> list[PerfRow]:
                 )
             )
     return rows
+
+
+REFINE_ENTRY = "hrn-refine"
+
+
+@register(REFINE_ENTRY, "Per-photo refinement of the base coefficients (--refine-steps), one core")
+def hrn_refine(quick: bool) -> list[PerfRow]:
+    import numpy as np
+
+    from facehd.morphable import load_model
+    from models.reconstruct import Reconstructor
+    from models.refine import RefineConfig
+    from models.system import FaceSystem
+    from models.train import tiny_cpu_train_config
+
+    model = load_model("facehd-synth")
+    cfg = tiny_cpu_train_config()
+    recon = Reconstructor(FaceSystem(cfg.model, model, cfg.image_size).eval(), cfg)
+    # a crop the system renders itself (a face, its mask and landmarks), so the fit has a face
+    system = recon.system
+    with torch.no_grad():
+        coarse = system.coarse(torch.zeros(1, 3, cfg.image_size, cfg.image_size))
+        render = system.render_coarse(coarse)
+        crop = (render.image[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        mask = render.mask[0].numpy().astype(np.uint8)
+        lms = system.landmarks2d(coarse.posed)[0].numpy() * 224.0 / system.image_size
+    if crop.shape[0] != 224:
+        raise ValueError("hrn-refine: the tiny-cpu config renders at 224 pixels")
+    steps = 10 if quick else 300
+    refine = RefineConfig(steps=steps)
+    with single_thread():
+        t = timeit(lambda: recon.run_crops_refined(crop[None], mask[None], lms[None], refine), 1)
+    return [
+        PerfRow(
+            REFINE_ENTRY,
+            f"one 224-pixel crop, {steps} + {steps} steps",
+            t,
+            "s",
+            note=f"{t / (2 * steps) * 1e3:.0f} ms per step (render and losses at 224 px; the "
+            "networks' size matters only for their one pass)",
+        )
+    ]

@@ -12,3 +12,9 @@ def test_hrn_forward_entry_runs_quick():
     metrics = [r.metric for r in rows]
     assert any("tiny" in m for m in metrics) and any("mid_net" in m for m in metrics)
     assert all(r.entry == "hrn-forward" and r.unit == "ms" and r.value > 0 for r in rows)
+
+
+def test_hrn_refine_entry_runs_quick():
+    rows = perf.discover()["hrn-refine"].fn(True)
+    assert len(rows) == 1 and rows[0].unit == "s" and rows[0].value > 0
+    assert "10 + 10 steps" in rows[0].metric and rows[0].passed is None
