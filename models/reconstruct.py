@@ -36,7 +36,7 @@ import os
 import re
 import shutil
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -188,6 +188,8 @@ class Reconstruction:
     valid : (S, S) bool texels seen in the photo (or mirror-filled).
     texture : (S, S, 3) albedo texture in ``[0, 1]``.
     sh : (9, 3) SH lighting.
+    refine_objective : ``(before, after)`` the base objective of the analyzer's prediction and of
+        the refined coefficients (:meth:`Reconstructor.run_crops_refined`); None unrefined.
     """
 
     m0: np.ndarray
@@ -199,6 +201,7 @@ class Reconstruction:
     valid: np.ndarray
     texture: np.ndarray
     sh: np.ndarray
+    refine_objective: tuple[float, float] | None = None
 
 
 class Reconstructor:
@@ -347,7 +350,8 @@ class Reconstructor:
             with torch.no_grad():
                 coarse = system.coarse(images[i : i + 1], coeffs)
                 detail = system.details(images[i : i + 1], coarse, deretouch=not self.base_texture)
-            out += self.reconstructions(coarse, detail)
+            (rec,) = self.reconstructions(coarse, detail)
+            out.append(replace(rec, refine_objective=(e0, e1)))
             before.append(e0)
             after.append(e1)
         return out, before, after
@@ -563,6 +567,17 @@ def _box(face: Any) -> tuple[float, float, float, float]:
     return x0, y0, x1, y1
 
 
+def _refine_record(recon: Reconstructor, rec: Reconstruction) -> dict[str, Any] | None:
+    """``reconstruction.json``'s ``refine``: the settings and the objective before and after
+    (None when the photo was not refined)."""
+    if recon.refine is None:
+        return None
+    out: dict[str, Any] = asdict(recon.refine)
+    if rec.refine_objective is not None:
+        out["objective_before"], out["objective_after"] = (float(v) for v in rec.refine_objective)
+    return out
+
+
 def write_reconstruction(
     recon: Reconstructor,
     rec: Reconstruction,
@@ -605,7 +620,7 @@ def write_reconstruction(
         "photo": None if photo is None else str(Path(photo).resolve()),
         "checkpoint": recon.checkpoint,
         "precision": recon.precision,
-        "refine": None if recon.refine is None else asdict(recon.refine),
+        "refine": _refine_record(recon, rec),
         "units": "mm",
         "pose": {
             "convention": "posed = R @ p + t (canonical model frame -> base camera world)",

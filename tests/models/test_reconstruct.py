@@ -657,7 +657,12 @@ def test_reconstruct_refines_the_base_coefficients_when_asked(
     res = CliRunner().invoke(app, [*args, "--refine-steps", "3"])
     assert res.exit_code == 0, res.output
     meta = json.loads((out / photo.stem / "reconstruction.json").read_text())
-    assert meta["refine"] == {"steps": 3, "lr": 0.01, "start": "mean"}
+    said = meta["refine"]
+    settings = {k: said[k] for k in ("steps", "lr", "start")}
+    assert settings == {"steps": 3, "lr": 0.01, "start": "mean"}
+    assert recs[0].refine_objective == (before[0], after[0]) and plain.refine_objective is None
+    assert said["objective_before"] == pytest.approx(before[0], rel=1e-6)
+    assert said["objective_after"] == pytest.approx(after[0], rel=1e-6)
     # the command's M0 is the library's refined one (obj text: 6 significant digits)
     written = load_mesh(out / photo.stem / "coarse.obj").vertices
     np.testing.assert_allclose(written, recs[0].m0, rtol=1e-4, atol=1e-3)
