@@ -108,6 +108,7 @@ class Truth:
     displacement: np.ndarray | None = None
     """True displacement map (model UV layout, mm) from ``<id>.gt.npz``, or None."""
     _normals: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    _mean_face: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def detail_normal_map(self, model: Any) -> tuple[Any, np.ndarray]:
         """``(table, normals)``: the model's UV table at the true displacement map's size and
@@ -120,6 +121,16 @@ class Truth:
             _, normals = _level_normals(table, model.faces, self.m1.vertices, self.displacement)
             self._normals = (table, normals)
         return self._normals
+
+    def mean_face(self, model: Any) -> tuple[Mesh, Any]:
+        """``(mesh, transform)``: ``model``'s mean face (every coefficient zero) and its rigid
+        alignment to this truth, as M0's (:func:`_align`); made once per truth, shared by its
+        photos (the alignment's ICP costs more than scoring a photo's three levels)."""
+        if self._mean_face is None:
+            mean = np.asarray(model.vertices(None, None), dtype=np.float64)
+            mesh = Mesh(mean, np.array(model.faces), uvs=np.array(model.uvs))
+            self._mean_face = (mesh, _align(mean, self, np.array(model.regions.fit, dtype=bool)))
+        return self._mean_face
 
 
 def heldout_ids(scans_dir: str | Path) -> list[str]:
@@ -334,11 +345,8 @@ def score_mean_face(
     coefficient zero) at the truth points scored for ``rec`` (the same ``max_points`` and
     ``seed`` give the same points as :func:`score_levels`), aligned to the truth as M0 is: the
     score of a base model that ignores the photo (item 8 of the module docstring)."""
-    model = recon.model
-    fit = np.array(model.regions.fit, dtype=bool)
-    mean = np.asarray(model.vertices(None, None), dtype=np.float64)
     pts, nrm = _truth_points(recon, rec, truth, max_points=max_points, seed=seed)
-    return _score_mesh(recon.mesh(mean), _align(mean, truth, fit), pts, nrm)
+    return _score_mesh(*truth.mean_face(recon.model), pts, nrm)
 
 
 def _level_normals(
