@@ -167,6 +167,13 @@ class PerceptualLoss(nn.Module):
         return identity_cosine_loss(self._features(rendered), self._features(target))
 
 
+def pixels_at_224(points: torch.Tensor, size: int) -> torch.Tensor:
+    """Pixel coordinates ``(..., 2)`` of a ``size``-pixel image -> the same points in pixels of
+    the 224-pixel crop, the landmark loss's unit (pixel centres kept: ``(p + 0.5) 224 / size
+    - 0.5``)."""
+    return (points + 0.5) * (224.0 / size) - 0.5
+
+
 def base_landmark_weights(
     n: int = 68, emphasis: float = 20.0, *, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:

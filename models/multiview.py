@@ -209,6 +209,7 @@ def fit_multiview(
         gamma_regulariser,
         landmark_loss,
         photometric_loss,
+        pixels_at_224,
         total_variation,
     )
     from models.system import DetailFace, masked_downsample
@@ -229,11 +230,7 @@ def fit_multiview(
         mask_t = (torch.nn.functional.interpolate(mask_t, size=(size, size), mode="area") > 0.5).to(
             dt
         )
-    k = size / 224.0
     lm_target = torch.as_tensor(landmarks, dtype=dt, device=dev)  # pixels at 224
-
-    def to224(pts: torch.Tensor) -> torch.Tensor:
-        return (pts + 0.5) / k - 0.5
 
     if coefficients is not None:
         coefficients = Coefficients(*(t.detach().to(dev, dt) for t in coefficients))
@@ -320,7 +317,9 @@ def fit_multiview(
         terms = {
             "photo_mid": photometric_loss(img1, images, m1),
             "photo_high": photometric_loss(img2, images, m2),
-            "landmark": landmark_loss(to224(system.landmarks2d(detail.posed)), lm_target),
+            "landmark": landmark_loss(
+                pixels_at_224(system.landmarks2d(detail.posed), size), lm_target
+            ),
             "tv_deformation": total_variation(params["deformation"] * (scale / unit)),
             "tv_displacement": total_variation(h_units),
             "displacement_l1": displacement_l1(h_units, detail0.valid),

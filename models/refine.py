@@ -80,13 +80,9 @@ def base_terms(
         gamma_regulariser,
         landmark_loss,
         photometric_loss,
+        pixels_at_224,
         reflectance_loss,
     )
-
-    k = system.image_size / 224.0
-
-    def to224(pts: torch.Tensor) -> torch.Tensor:
-        return (pts + 0.5) / k - 0.5
 
     coarse = system.coarse(images, coeffs)
     render = system.render_coarse(coarse)
@@ -100,7 +96,11 @@ def base_terms(
             if perceptual is None
             else perceptual(rendered, images, mask, landmarks)
         ),
-        landmark=landmark_loss(to224(system.landmarks2d(coarse.posed)), to224(landmarks), lm_w),
+        landmark=landmark_loss(
+            pixels_at_224(system.landmarks2d(coarse.posed), system.image_size),
+            pixels_at_224(landmarks, system.image_size),
+            lm_w,
+        ),
         coefficient=coefficient_regulariser(coeffs, weights.id, weights.exp, weights.tex),
         gamma=gamma_regulariser(coeffs.gamma),
         reflectance=reflectance_loss(coarse.albedo, system.skin_vertices),

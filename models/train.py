@@ -1121,8 +1121,9 @@ class Trainer:
 
     def _to224(self, pts: torch.Tensor) -> torch.Tensor:
         """Pixels at the training size -> pixels at 224 (the landmark weights' unit)."""
-        k = self.config.image_size / 224.0
-        return (pts + 0.5) / k - 0.5
+        from models.losses import pixels_at_224
+
+        return pixels_at_224(pts, self.config.image_size)
 
     def _freeze_all(self) -> None:
         for p in self.system.parameters():

@@ -288,3 +288,12 @@ def test_base_total_uses_the_base_weights():
     terms = BaseLossTerms(*(torch.tensor(float(k + 1)) for k in range(6)))
     want = 1.92 * 1 + 0.2 * 2 + 1.6e-3 * 3 + 3e-4 * 4 + 10 * 5 + 5 * 6
     assert base_total_loss(terms, BaseLossWeights()).item() == pytest.approx(want)
+
+
+def test_pixels_at_224_keeps_the_image_edges():
+    from models.losses import pixels_at_224
+
+    p = torch.tensor([[-0.5, 447.5], [223.5, 100.0]])
+    expected = torch.tensor([[-0.5, 223.5], [111.5, 49.75]])
+    assert torch.allclose(pixels_at_224(p, 448), expected)
+    assert torch.equal(pixels_at_224(p, 224), p)
