@@ -1007,6 +1007,12 @@ def landmarks_cmd(
         help="Also write <id>_picked_points.pp, to check and move the points in MeshLab's "
         "PickPoints tool; build-priors takes that file first.",
     ),
+    model_check: str = typer.Option(
+        "facehd-synth",
+        help="Morphable model fitted to each scan from the detected points: where it describes "
+        "the face (median residual <= 0.25 mm), its landmark vertices are written instead "
+        "(facehd-synth, bfm as registered in datasets.yaml, or none).",
+    ),
 ) -> None:
     """Find 68 iBUG and NoW's 7 landmarks on raw scans in any orientation; one CSV row per scan.
 
@@ -1020,8 +1026,13 @@ def landmarks_cmd(
     from facehd.errors import FacehdError
     from facehd.scan_landmarks import ScanLandmarkConfig
     from pipelines.landmarks import LandmarksConfig, find_scans, landmark_scans
+    from pipelines.model_landmarks import ModelCheckConfig, load_fit_model
 
     with _exit_on_error(FacehdError, ImportError, ValueError):
+        check = None
+        if model_check.strip().lower() != "none":
+            load_fit_model(model_check)  # an unknown model or missing files: an error now
+            check = ModelCheckConfig(model=model_check)
         config = LandmarksConfig(
             out=None if out is None else str(out),
             overlays=None if overlays is None else str(overlays),
@@ -1029,6 +1040,7 @@ def landmarks_cmd(
             workers=workers,
             meshlab=meshlab,
             detector=ScanLandmarkConfig(units=units),
+            model_check=check,
         )
         total = len(find_scans(scans))
         with _progress() as bar:
@@ -1039,13 +1051,27 @@ def landmarks_cmd(
                 progress=lambda done, todo: bar.update(task, completed=total - todo + done),
             )
     table = PlainTable(
-        "scan", "status", "confidence", "NoW-7 spread mm", "units", "rendered", "reason or note"
+        "scan",
+        "status",
+        "confidence",
+        "NoW-7 spread mm",
+        "units",
+        "rendered",
+        "points",
+        "reason or note",
     )
     for r in result.rows:
         conf = "" if r.confidence is None else f"{r.confidence:.2f}"
         spread = "" if r.now7_spread_max_mm is None else f"{r.now7_spread_max_mm:.1f}"
         table.add_row(
-            r.scan_id, r.status, conf, spread, r.units, r.appearance, r.detail or r.reason
+            r.scan_id,
+            r.status,
+            conf,
+            spread,
+            r.units,
+            r.appearance,
+            r.source,
+            r.detail or r.reason,
         )
     console.print(table)
     found = f"{result.n_ok} found"

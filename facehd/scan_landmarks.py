@@ -79,6 +79,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,7 @@ __all__ = [
     "TYPICAL_EYE_DISTANCE_MM",
     "UNIT_TO_MM",
     "FaceFrame",
+    "LandmarkCheck",
     "ScanLandmarkConfig",
     "ScanLandmarkError",
     "ScanLandmarker",
@@ -315,11 +317,35 @@ class ScanLandmarks:
     stretched_faces: int = 0
     """Stretched triangles (a scanner's spike) left out of the search
     (:func:`facehd.mesh.drop_stretched_faces`)."""
+    check: LandmarkCheck | None = None
+    """What the landmarker's ``check`` decided (None: no check ran): whether the points are the
+    detected ones or another source's (:attr:`LandmarkCheck.source`)."""
+
+    @property
+    def source(self) -> str:
+        """Where the points come from: ``detected``, or the check's source."""
+        return self.check.source if self.check is not None else "detected"
 
     @property
     def now7_spread_mm(self) -> np.ndarray:
         """(7,) spread of NoW's 7 points, mm."""
         return self.spread_mm[list(NOW7_FROM_68)]
+
+
+@dataclass(frozen=True)
+class LandmarkCheck:
+    """The verdict of a :class:`ScanLandmarker` ``check`` on one scan's detected landmarks."""
+
+    source: str
+    """Where the final points come from: ``detected`` (the detection kept) or the name of what
+    replaced them."""
+    landmarks68_mm: np.ndarray | None = None
+    """(68, 3) the points replacing the detected ones (scan frame, mm; the landmarker moves each
+    to its closest scan point), or None to keep the detection."""
+    residual_mm: float | None = None
+    """The check's own measure of fit, mm (None when it has none)."""
+    detail: str = ""
+    """Why, in words."""
 
 
 @dataclass(frozen=True)
@@ -851,12 +877,21 @@ class ScanLandmarker:
     Parameters
     ----------
     config : ScanLandmarkConfig, optional
+    check : called as ``check(scan_mm, landmarks68_mm)`` on each accepted detection (the scan's
+        searched part in its own frame, in mm; the detected points in mm); its
+        :class:`LandmarkCheck` may replace the points (such as ``facehd landmarks``' morphable
+        model check, :mod:`pipelines.landmarks`). The overlay shows the final points.
     """
 
-    def __init__(self, config: ScanLandmarkConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: ScanLandmarkConfig | None = None,
+        check: Callable[[Mesh, np.ndarray], LandmarkCheck] | None = None,
+    ) -> None:
         from facehd.detect import _native_stderr_silenced
 
         self.config = config or ScanLandmarkConfig()
+        self.check = check
         mp = _import_mediapipe()
         with warnings.catch_warnings(), _native_stderr_silenced():
             warnings.simplefilter("ignore")
@@ -1127,6 +1162,11 @@ class ScanLandmarker:
                 f"{found.score:.2f}, {fitted}/{tried} views, NoW-7 spreads "
                 f"{np.array2string(now7, precision=1)} mm)",
             )
+        check = None
+        if self.check is not None:
+            check = self.check(renderer.mesh, lm_mm)
+            if check.landmarks68_mm is not None:
+                lm_mm = query.closest(np.asarray(check.landmarks68_mm, dtype=np.float64)).points
         overlay = None
         if cfg.overlay_size:
             cam = self._face_camera(frame, 0.0, 0.0, size=cfg.overlay_size)
@@ -1147,6 +1187,7 @@ class ScanLandmarker:
             ),
             smoothing_mm=smoothing,
             overlay=overlay,
+            check=check,
         )
 
     def _locate(

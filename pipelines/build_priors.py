@@ -24,8 +24,9 @@ the same stem, ``<name>`` before ``<stem>`` in each: ``head.obj.lm7.txt``), then
 someone gave (made or edited by hand) comes before any that ``facehd landmarks`` found
 (:func:`choose_landmark_file`): hand points are never replaced by detected ones. A scan with none
 gets NoW's 7 found automatically (:func:`pipelines.landmarks.detect_landmarks7`, the ``photo``
-extra) unless ``auto_landmarks`` is off, and the ``landmarks_source`` field says which were
-detected and which given. The sample id is
+extra, with ``facehd landmarks``' check against the model being fitted,
+:mod:`pipelines.model_landmarks`) unless ``auto_landmarks`` is off, and the ``landmarks_source``
+field says which were detected and which given. The sample id is
 the scan's path relative to the folder without its suffix. Subject and expression come from the
 layout: ``<subject>_e<NN>`` file names (``facehd synth``), otherwise ``<subject>/.../<name>``
 (the first folder is the subject, the file name the expression); empty when neither applies.
@@ -85,6 +86,7 @@ from facehd.h5io import (
 from facehd.landmarks import PICKED_POINTS_SUFFIX
 from facehd.mesh import Mesh, drop_duplicate_faces, find_scan_files, load_mesh, save_mesh
 from pipelines.fitting import UNIT_TO_MM, FitConfig, ScanFit, detect_units, fit_scan
+from pipelines.model_landmarks import ModelCheckConfig
 
 __all__ = [
     "SCHEMA",
@@ -309,32 +311,22 @@ def fields_for(n_id: int, n_exp: int, config: FitConfig) -> dict[str, FieldSpec]
 # --------------------------------------------------------------------------------------------
 # One scan
 # --------------------------------------------------------------------------------------------
-_MODELS: dict[tuple[str, str | None, str | None], Any] = {}
-
-
 def _model(config: PriorsConfig) -> Any:
-    from facehd.morphable import load_model
+    from pipelines.model_landmarks import load_fit_model
 
-    key = (config.model, config.bfm_path, config.uv_path)
-    if key not in _MODELS:
-        bfm_path, uv_path = config.bfm_path, config.uv_path
-        if config.model.strip().lower() == "bfm" and (bfm_path is None or uv_path is None):
-            # the BFM's files as registered in datasets.yaml
-            from facehd.datasets import load_registry
-
-            entry = load_registry().models.get("bfm")
-            if entry is not None:
-                bfm_path = bfm_path or entry.files.get("model")
-                uv_path = uv_path or entry.files.get("uv")
-        _MODELS[key] = load_model(config.model, bfm_path=bfm_path, uv_path=uv_path)
-    return _MODELS[key]
+    return load_fit_model(config.model, config.bfm_path, config.uv_path)
 
 
 def read_scan(
-    scan: ScanInput, *, auto_landmarks: bool = False, units: str = "auto"
+    scan: ScanInput,
+    *,
+    auto_landmarks: bool = False,
+    units: str = "auto",
+    model_check: ModelCheckConfig | None = None,
 ) -> tuple[Mesh, np.ndarray]:
     """Load and check a scan and its 7 landmarks (file units); with ``auto_landmarks`` a scan
-    without a landmark file gets them from :func:`pipelines.landmarks.detect_landmarks7`.
+    without a landmark file gets them from :func:`pipelines.landmarks.detect_landmarks7`, with
+    the morphable model check ``model_check`` (as ``facehd landmarks`` finds them).
 
     Raises
     ------
@@ -347,7 +339,7 @@ def read_scan(
     if scan.landmarks_path is None and auto_landmarks:
         from pipelines.landmarks import detect_landmarks7
 
-        lm, _ = detect_landmarks7(mesh, scan.mesh_path, units)
+        lm, _ = detect_landmarks7(mesh, scan.mesh_path, units, model_check)
     elif scan.landmarks_path is None:
         looked = ", ".join(Path(scan.mesh_path).stem + s for s in LANDMARK_SUFFIXES)
         raise InputFileError(scan.mesh_path, f"no landmark file found (looked for {looked})")
@@ -379,7 +371,10 @@ def fit_one(
     """Read, check and fit one scan. Returns (fit, units name, mm per unit, scan mesh)."""
     from pipelines.fitting import prepare_model
 
-    mesh, lm = read_scan(scan, auto_landmarks=config.auto_landmarks, units=config.units)
+    check = ModelCheckConfig(model=config.model, bfm_path=config.bfm_path, uv_path=config.uv_path)
+    mesh, lm = read_scan(
+        scan, auto_landmarks=config.auto_landmarks, units=config.units, model_check=check
+    )
     if config.units == "auto":
         try:
             units, factor = detect_units(lm)

@@ -69,9 +69,11 @@ __all__ = [
     "ModelFitData",
     "Residuals",
     "ScanFit",
+    "ShapeFit",
     "detect_units",
     "face_region_points",
     "fit_scan",
+    "fit_shape",
     "now_crop",
     "prepare_model",
 ]
@@ -753,33 +755,47 @@ def _rms_after(transform: Similarity, source: np.ndarray, target: np.ndarray) ->
     return float(np.sqrt(np.mean(np.sum((transform.apply(source) - target) ** 2, axis=1))))
 
 
-def fit_scan(
+@dataclass
+class ShapeFit:
+    """Steps 1-2 of :func:`fit_scan`: the scan's pose and M0 (model frame, mm)."""
+
+    transform: Similarity
+    """Scan (mm) → model, rigid: ``x_model = R @ x_scan + t``."""
+    coefficients: np.ndarray
+    """(K_id + K_exp,) identity then expression coefficients of M0."""
+    m0: np.ndarray
+    """(V, 3) M0's vertices."""
+    crop: np.ndarray
+    """Indices of the scan vertices inside the NoW face crop (:func:`now_crop`)."""
+    landmark_rms_mm: float
+    """RMS landmark distance after the landmark alignment."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds of the steps (``align``, ``m0``)."""
+
+    def residuals(
+        self, scan_mm: Mesh, md: ModelFitData, config: FitConfig, threads: int = 0
+    ) -> np.ndarray:
+        """Distances (mm) from the scan's face-region vertices (step 5's points, with M0 in
+        M1's place) to M0: how far the model's own span describes the scan."""
+        # an even subset before the region test: the residual is a median, not a census
+        crop = _even_subset(self.crop, 2 * config.residual_max_points)
+        pts = _face_points(
+            md, self.transform.apply(scan_mm.vertices[crop]), self.m0, config, threads
+        )
+        mesh0 = Mesh(self.m0, md.model.faces)
+        return SurfaceQuery(mesh0, nthreads=threads).closest(pts, neighbours=False).distances
+
+
+def fit_shape(
     scan_mm: Mesh,
     landmarks7_mm: np.ndarray,
     md: ModelFitData,
     config: FitConfig | None = None,
     *,
-    unit_to_mm: float = 1.0,
     threads: int = 0,
-) -> ScanFit:
-    """Align a scan to the model and fit M0, the deformation map and the displacement map.
-
-    Parameters
-    ----------
-    scan_mm : the scan, already converted to mm (its own frame).
-    landmarks7_mm : (7, 3) its NoW landmarks, mm, same frame.
-    md : :func:`prepare_model` of the morphable model.
-    unit_to_mm : the factor that converted the scan to mm (folded into the returned transform's
-        scale, so that ``transform`` maps the file's coordinates).
-    threads : Embree threads of the surface queries (0: automatic; 1 in a pooled worker).
-
-    Raises
-    ------
-    DegenerateInputError
-        For coincident or collinear landmarks.
-    FitError
-        When the alignment or the fit does not converge.
-    """
+) -> ShapeFit:
+    """Steps 1-2 of :func:`fit_scan`: the landmark alignment, the rigid ICP of the face crop and
+    the joint pose + M0 fit (arguments and errors as :func:`fit_scan`'s)."""
     config = config or FitConfig()
     lm = np.asarray(landmarks7_mm, dtype=np.float64)
     if lm.shape != (7, 3):
@@ -817,8 +833,7 @@ def fit_scan(
     crop = np.flatnonzero(np.linalg.norm(scan_mm.vertices - centre, axis=1) <= radius)
     if crop.size < config.min_points:
         raise FitError(f"only {crop.size} scan vertices inside the face crop")
-    scan = _ScanSurface(scan_mm, threads)
-    verts, vnrm = scan_mm.vertices, scan.vertex_normals
+    verts, vnrm = scan_mm.vertices, scan_mm.vertex_normals
     coeffs = np.zeros(md.basis_mm.shape[2])
     timings["align"] = time.perf_counter() - t0
 
@@ -845,9 +860,54 @@ def fit_scan(
         )
     timings["m0"] = time.perf_counter() - t1
 
+    m0 = md.m0_vertices(coeffs)
+    return ShapeFit(transform, coeffs, m0, crop, lm_rms, timings)
+
+
+def fit_scan(
+    scan_mm: Mesh,
+    landmarks7_mm: np.ndarray,
+    md: ModelFitData,
+    config: FitConfig | None = None,
+    *,
+    unit_to_mm: float = 1.0,
+    threads: int = 0,
+) -> ScanFit:
+    """Align a scan to the model and fit M0, the deformation map and the displacement map.
+
+    Parameters
+    ----------
+    scan_mm : the scan, already converted to mm (its own frame).
+    landmarks7_mm : (7, 3) its NoW landmarks, mm, same frame.
+    md : :func:`prepare_model` of the morphable model.
+    unit_to_mm : the factor that converted the scan to mm (folded into the returned transform's
+        scale, so that ``transform`` maps the file's coordinates).
+    threads : Embree threads of the surface queries (0: automatic; 1 in a pooled worker).
+
+    Raises
+    ------
+    DegenerateInputError
+        For coincident or collinear landmarks.
+    FitError
+        When the alignment or the fit does not converge.
+    """
+    config = config or FitConfig()
+    shape = fit_shape(scan_mm, landmarks7_mm, md, config, threads=threads)
+    transform, coeffs, crop, lm_rms = (
+        shape.transform,
+        shape.coefficients,
+        shape.crop,
+        shape.landmark_rms_mm,
+    )
+    timings = dict(shape.timings)
+    t1 = time.perf_counter()
+    scan = _ScanSurface(scan_mm, threads)
+    timings["align"] += time.perf_counter() - t1
+    verts, vnrm = scan_mm.vertices, scan.vertex_normals
+
     # 3. deformation map (pose and coefficients frozen)
     t1 = time.perf_counter()
-    m0 = md.m0_vertices(coeffs)
+    m0 = shape.m0
     sub = _even_subset(crop, config.deformation_max_points)
     d, coverage = _fit_deformation(
         md,

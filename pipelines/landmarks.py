@@ -72,6 +72,7 @@ from facehd.landmarks import (
 )
 from facehd.mesh import STRETCH_FACTOR, find_scan_files
 from facehd.scan_landmarks import ScanLandmarkConfig
+from pipelines.model_landmarks import ModelCheckConfig
 
 __all__ = [
     "CSV_NAME",
@@ -86,6 +87,8 @@ __all__ = [
     "read_rows",
     "written_by_landmarks",
 ]
+
+_DEFAULT_CHECK = ModelCheckConfig()
 
 CSV_NAME = "landmarks.csv"
 """Name of the per-scan table written under the output (or scans) folder."""
@@ -110,6 +113,9 @@ class LandmarksConfig:
     build-priors`` takes it before the ``.lm7.txt``."""
     detector: ScanLandmarkConfig = field(default_factory=ScanLandmarkConfig)
     """Parameters of the landmark finder (units, views, thresholds)."""
+    model_check: ModelCheckConfig | None = field(default_factory=ModelCheckConfig)
+    """The morphable model check (:mod:`pipelines.model_landmarks`): where the model fitted to
+    the scan describes it, its landmark vertices replace the detected points (None: off)."""
 
 
 @dataclass
@@ -144,6 +150,14 @@ class LandmarkRow:
     smoothing_mm: float | None = None
     """Radius over which the renders' normals were smoothed to find the face, mm: 0 for the
     scan's own normals, more for a noisy scan retried (``retry_smoothing_mm``)."""
+    source: str = ""
+    """Where the points written come from: ``detected`` (the renders' face mesh) or
+    ``model (NAME)`` (the landmark vertices of the morphable model fitted to the scan)."""
+    model_residual_mm: float | None = None
+    """Median distance from the scan's face to the morphable model fitted to it, mm (the model
+    check's measure; empty when no check ran or the fit failed)."""
+    model_note: str = ""
+    """The model check's verdict in words."""
     lm68: str = ""
     """Path of the ``.lm68.txt`` written."""
     lm7: str = ""
@@ -411,15 +425,18 @@ def _clear_overlay(path: Path) -> str:
 _LANDMARKER: dict[str, Any] = {}
 
 
-def _landmarker(config: ScanLandmarkConfig) -> Any:
+def _landmarker(config: ScanLandmarkConfig, check: ModelCheckConfig | None = None) -> Any:
     from facehd.scan_landmarks import ScanLandmarker
+    from pipelines.model_landmarks import ModelLandmarkCheck
 
-    key = repr(config)
+    key = repr((config, check))
     if key not in _LANDMARKER:
         for old in _LANDMARKER.values():
             old.close()
         _LANDMARKER.clear()
-        _LANDMARKER[key] = ScanLandmarker(config)
+        _LANDMARKER[key] = ScanLandmarker(
+            config, check=None if check is None else ModelLandmarkCheck(check)
+        )
     return _LANDMARKER[key]
 
 
@@ -451,7 +468,11 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
         # what the file named but could not be used (a missing texture: rendered shaded)
         file_notes = [str(w.message) for w in caught if issubclass(w.category, MeshFileWarning)]
         row.appearance = _appearance(mesh, texture)
-        result = _landmarker(config.detector).detect(mesh, name=str(mesh_path), texture=texture)
+        detector = config.detector
+        if not config.overlays:  # no overlay asked for: none rendered
+            detector = dataclasses.replace(detector, overlay_size=0)
+        landmarker = _landmarker(detector, config.model_check)
+        result = landmarker.detect(mesh, name=str(mesh_path), texture=texture)
     except ScanLandmarkError as exc:
         row.reason, row.detail = exc.reason, exc.detail
     except InputFileError as exc:
@@ -514,6 +535,11 @@ def landmark_scan(scan_id: str, mesh_path: str | Path, config: LandmarksConfig) 
         row.views = f"{result.views_fitted}/{result.views_tried}"
         row.units = result.units
         row.smoothing_mm = result.smoothing_mm
+        row.source = result.source
+        if result.check is not None:
+            residual = result.check.residual_mm
+            row.model_residual_mm = None if residual is None else round(residual, 4)
+            row.model_note = result.check.detail
     row.seconds = round(time.perf_counter() - t0, 3)
     return row
 
@@ -529,7 +555,12 @@ def _appearance(mesh: Any, texture: Any) -> str:
     return "shaded"
 
 
-def detect_landmarks7(mesh: Any, mesh_path: str | Path, units: str = "auto") -> tuple[Any, float]:
+def detect_landmarks7(
+    mesh: Any,
+    mesh_path: str | Path,
+    units: str = "auto",
+    model_check: ModelCheckConfig | None = _DEFAULT_CHECK,
+) -> tuple[Any, float]:
     """NoW's 7 landmarks of a scan that came without a landmark file, for jobs such as
     ``facehd build-priors``.
 
@@ -539,6 +570,8 @@ def detect_landmarks7(mesh: Any, mesh_path: str | Path, units: str = "auto") -> 
     mesh_path : its file (named in errors); a colour texture its OBJ names is shown in the renders
         (:func:`facehd.mesh.load_textured_mesh`: the same surface, split along its UV seams).
     units : ``auto``, ``mm``, ``cm`` or ``m``.
+    model_check : the morphable model check (:mod:`pipelines.model_landmarks`), by default
+        ``facehd landmarks``' own, so that both find the same points (None: the detection alone).
 
     Returns
     -------
@@ -560,7 +593,8 @@ def detect_landmarks7(mesh: Any, mesh_path: str | Path, units: str = "auto") -> 
         if texture is not None:
             mesh = textured
     try:
-        result = _landmarker(detector).detect(mesh, name=str(mesh_path), texture=texture)
+        landmarker = _landmarker(detector, model_check)
+        result = landmarker.detect(mesh, name=str(mesh_path), texture=texture)
     except ImportError as exc:
         raise InputFileError(
             mesh_path, f"no landmark file, and automatic landmarks need mediapipe ({exc})"

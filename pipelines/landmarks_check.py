@@ -14,7 +14,10 @@ Run::
     python -m pipelines.landmarks_check --real ../shared/data/flame-scan --rotations 20 \\
         --subjects 3 --seed 0 --overlays /tmp/lm-overlays
 
-It prints one line per scan (the 7 errors, their median, the confidence) and a summary per set:
+The landmarks are those ``facehd landmarks`` writes: with its morphable model check
+(:mod:`pipelines.model_landmarks`; ``--model-check none`` for the detection alone). It prints one
+line per scan (the 7 errors, their median, the confidence, where the points came from) and a
+summary per set:
 median over all points, the worst scan's median, the largest error, failures; then the median
 error of all 68 points by region (:data:`REGIONS`), of the nose tip (iBUG 30) and of the inner 51
 points (a reference of 51 points, the iBUG-68 without the jaw line, has no jaw). Nothing is
@@ -122,7 +125,8 @@ def _run(name: str, cases, landmarker, overlays: Path | None) -> dict[str, float
         errors68.append(err68)
         print(
             f"{name:6s} {case:16s} NoW-7 mm {np.array2string(err, precision=1)} "
-            f"median {np.median(err):.2f} confidence {r.confidence:.2f} {seconds[-1]:.1f}s"
+            f"median {np.median(err):.2f} confidence {r.confidence:.2f} {r.source} "
+            f"{seconds[-1]:.1f}s"
         )
         if overlays is not None and r.overlay is not None:
             from PIL import Image
@@ -176,11 +180,20 @@ def main(argv: list[str] | None = None) -> int:
         "--subject-colours", action="store_true", help="also with each subject's own albedo"
     )
     parser.add_argument("--overlays", type=Path)
+    parser.add_argument(
+        "--model-check",
+        default="facehd-synth",
+        help="morphable model of facehd landmarks' check (pipelines.model_landmarks), or none",
+    )
     args = parser.parse_args(argv)
 
     from facehd.scan_landmarks import ScanLandmarker
+    from pipelines.model_landmarks import ModelCheckConfig, ModelLandmarkCheck
 
-    with ScanLandmarker() as landmarker:
+    check = None
+    if args.model_check.lower() != "none":
+        check = ModelLandmarkCheck(ModelCheckConfig(model=args.model_check))
+    with ScanLandmarker(check=check) as landmarker:
         if args.real is not None:
             _run("real", real_cases(args.real, args.rotations), landmarker, args.overlays)
         if args.subjects:

@@ -190,7 +190,7 @@ def centroid_landmarker(monkeypatch: pytest.MonkeyPatch) -> _CentroidLandmarker:
     import pipelines.landmarks as mod
 
     fake = _CentroidLandmarker()
-    monkeypatch.setattr(mod, "_landmarker", lambda config: fake)
+    monkeypatch.setattr(mod, "_landmarker", lambda config, check=None: fake)
     return fake
 
 
@@ -350,7 +350,20 @@ def test_landmarks_command_over_a_folder(tmp_path: Path) -> None:
     assert lm68.shape == (68, 3) and lm7.shape == (7, 3)
     np.testing.assert_array_equal(lm7, lm68[list(NOW7_FROM_68)])
     err = np.linalg.norm(t.apply(lm7) - truth[list(NOW7_FROM_68)], axis=1)
-    assert np.median(err) < 3.0  # written in the scan's frame and units (m)
+    # written in the scan's frame and units (m); the face is facehd-synth's own M0, which the
+    # model check fits exactly: its landmark vertices, not the face mesh's detection
+    assert rows["face"]["source"] == "model (facehd-synth)", rows["face"]["model_note"]
+    assert float(rows["face"]["model_residual_mm"]) < 0.05
+    assert np.median(err) < 0.5 and err.max() < 1.0, err
+    # without the check: the face mesh's own points, a couple of millimetres off
+    alone = landmark_scan(
+        "face", scans / "face.ply", LandmarksConfig(out=str(tmp_path / "alone"), model_check=None)
+    )
+    assert alone.status == "ok" and alone.source == "detected" and not alone.model_note
+    err_alone = np.linalg.norm(
+        t.apply(load_landmarks(alone.lm7)) - truth[list(NOW7_FROM_68)], axis=1
+    )
+    assert np.median(err) < np.median(err_alone) < 3.0, err_alone
     assert (png / "face.png").is_file() and not (png / "sphere.png").exists()
     assert not (scans / "face.lm68.txt").exists()  # --out keeps the scans folder clean
     # --meshlab: MeshLab's picked-points file holds the same 68 points, bit for bit
@@ -372,6 +385,16 @@ def test_landmarks_command_over_a_folder(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="automatic landmarks failed.*units") as err:
         detect_landmarks7(Mesh(scan.vertices * 1e-3, scan.faces), scans / "tiny.ply")
     assert err.value.path == scans / "tiny.ply"
+
+
+def test_an_unknown_check_model_is_refused_before_any_scan(tmp_path: Path) -> None:
+    scans = tmp_path / "scans"
+    _touch_mesh(scans / "head.obj")
+    result = runner.invoke(
+        app, ["landmarks", "--scans", str(scans), "--model-check", "nosuch-model"]
+    )
+    assert result.exit_code != 0 and "nosuch-model" in result.output
+    assert not (scans / "landmarks.csv").exists() and not (scans / "head.lm7.txt").exists()
 
 
 @pytest.mark.skipif(not mediapipe_available(), reason="needs the photo extra (mediapipe)")

@@ -1,0 +1,177 @@
+"""Scan landmarks read off the morphable model fitted to the scan, where the model describes it.
+
+The face mesh on renders of a scan places a face's corners a millimetre or more off, and on
+geometry alone (a shaded scan) it barely follows the width of the eyes. A morphable model carries
+its own landmark vertices: where the model, fitted to the scan from the detected points, lies on
+the scan's surface all over the face, those vertices mark the same anatomy on this face as on
+every face the model describes, whatever the renders showed. Where it does not (a real face the
+model cannot reproduce: ``facehd-synth`` puts a real scan's eye corners 20-39 mm off), its
+landmark vertices mean nothing and the detection stands.
+
+:class:`ModelLandmarkCheck` is the ``check`` of :class:`facehd.scan_landmarks.ScanLandmarker`
+that ``facehd landmarks`` and ``facehd build-priors`` use: per accepted detection,
+
+1. fit the model's pose and M0 (identity and expression coefficients) to the scan from the
+   detected NoW-7 points: steps 1-2 of ``build-priors`` (:func:`pipelines.fitting.fit_shape`),
+   on its fit region and its eyes and lids, whose shape sets the eye corners;
+2. measure how well it describes the scan: the median distance from the scan's face-region
+   vertices to M0 (:meth:`pipelines.fitting.ShapeFit.residuals`);
+3. keep the detection when that median exceeds ``max_residual_mm`` (the model does not describe
+   this face), when the model's NoW-7 points lie more than ``max_shift_mm`` (median) from the
+   detected ones (the fit slid off the face), or when the fit fails; else take M0's 68 landmark
+   vertices, moved back to the scan's frame (the landmarker puts each on its closest scan point).
+
+Synthetic scans of the model itself (``facehd synth``: M0 plus mid and fine detail) lie within
+0.1 mm of their M0 fit; the real scan of ``../shared/data/flame-scan`` at 0.46 mm from
+``facehd-synth``'s best fit, so it keeps its detection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from facehd.landmarks import NOW7_FROM_68
+from facehd.mesh import Mesh
+from facehd.scan_landmarks import LandmarkCheck
+from pipelines.fitting import FitConfig
+
+__all__ = ["ModelCheckConfig", "ModelLandmarkCheck", "load_fit_model"]
+
+_MODELS: dict[tuple[str, str | None, str | None], Any] = {}
+
+
+def load_fit_model(name: str, bfm_path: str | None = None, uv_path: str | None = None) -> Any:
+    """The morphable model ``name`` (``facehd-synth`` or ``bfm``: its files as given, else as
+    registered in ``datasets.yaml``), loaded once per process."""
+    from facehd.morphable import load_model
+
+    key = (name, bfm_path, uv_path)
+    if key not in _MODELS:
+        if name.strip().lower() == "bfm" and (bfm_path is None or uv_path is None):
+            from facehd.datasets import load_registry
+
+            entry = load_registry().models.get("bfm")
+            if entry is not None:
+                bfm_path = bfm_path or entry.files.get("model")
+                uv_path = uv_path or entry.files.get("uv")
+        _MODELS[key] = load_model(name, bfm_path=bfm_path, uv_path=uv_path)
+    return _MODELS[key]
+
+
+def _check_fit() -> FitConfig:
+    # build-priors' fit made lighter where it costs little, since the check runs on every scan
+    # of `facehd landmarks`: fewer points and iterations for the rigid start and the residual,
+    # three Gauss-Newton steps a round for M0 instead of four (14 synthetic scans: landmarks
+    # 1.23 mm off on average either way, 0.45 s instead of 0.61 s). Not fewer points for M0:
+    # with half of them, 12 scans were 1.20 mm off on average instead of 1.03 mm.
+    return FitConfig(
+        icp_max_points=3000, icp_max_iterations=10, m0_iterations=3, residual_max_points=10000
+    )
+
+
+@dataclass(frozen=True)
+class ModelCheckConfig:
+    """Settings of :class:`ModelLandmarkCheck`."""
+
+    model: str = "facehd-synth"
+    """The morphable model fitted (as ``facehd build-priors --model``)."""
+    bfm_path: str | None = None
+    """``BFM_model_front.mat`` for ``model="bfm"`` (else from ``datasets.yaml``)."""
+    uv_path: str | None = None
+    """The BFM's UV file for ``model="bfm"``."""
+    max_residual_mm: float = 0.25
+    """The model describes the scan when the median distance from the scan's face-region
+    vertices to its fitted M0 is at most this, mm."""
+    max_shift_mm: float = 6.0
+    """Largest median distance between the model's NoW-7 points and the detected ones, mm."""
+    fit_eyes: bool = True
+    """Fit M0 to the scan's eyes and lids too (the model's ``eyes`` region beside its fit
+    region): the lids' shape sets the eye corners, which build-priors' fit region leaves out.
+    The residual is measured on the fit region alone either way."""
+    fit: FitConfig = field(default_factory=_check_fit)
+    """Parameters of the fit (steps 1-2 of :func:`pipelines.fitting.fit_scan`)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_residual_mm", "max_shift_mm"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value <= 0:
+                raise ValueError(f"ModelCheckConfig.{name} must be > 0, got {value!r}")
+
+
+class ModelLandmarkCheck:
+    """The check (module docstring), callable as ``check(scan_mm, landmarks68_mm)``."""
+
+    def __init__(self, config: ModelCheckConfig | None = None) -> None:
+        self.config = config or ModelCheckConfig()
+        self._fit_data: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.config.model
+
+    def fit_data(self) -> tuple[Any, Any]:
+        """``(fitted, scored)``: the model prepared for the fit (with its eyes when
+        ``fit_eyes``) and for the residual (build-priors' fit region); made on first use."""
+        if self._fit_data is None:
+            from facehd.morphable.model import RegionMasks
+            from pipelines.fitting import prepare_model
+
+            cfg = self.config
+            model = load_fit_model(cfg.model, cfg.bfm_path, cfg.uv_path)
+            scored = prepare_model(model, cfg.fit)
+            fitted = scored
+            if cfg.fit_eyes:
+                r = model.regions
+                masks = {name: getattr(r, name) for name in RegionMasks.names()}
+                masks["fit"] = r.fit | r.eyes
+                with_eyes = dataclasses.replace(model, regions=RegionMasks(**masks))
+                fitted = prepare_model(with_eyes, cfg.fit)
+            self._fit_data = (fitted, scored)
+        return self._fit_data
+
+    def __call__(self, scan_mm: Mesh, landmarks68_mm: np.ndarray) -> LandmarkCheck:
+        from facehd.errors import DegenerateInputError
+        from pipelines.fitting import FitError, fit_shape
+
+        cfg = self.config
+        md, scored = self.fit_data()
+        detected = np.asarray(landmarks68_mm, dtype=np.float64)
+        now7 = list(NOW7_FROM_68)
+        try:
+            shape = fit_shape(scan_mm, detected[now7], md, cfg.fit, threads=1)
+            residual = float(np.median(shape.residuals(scan_mm, scored, cfg.fit, threads=1)))
+        except (FitError, DegenerateInputError, np.linalg.LinAlgError) as exc:
+            return LandmarkCheck("detected", detail=f"the {cfg.model} fit failed ({exc})")
+        if not np.isfinite(residual) or residual > cfg.max_residual_mm:
+            return LandmarkCheck(
+                "detected",
+                residual_mm=residual,
+                detail=(
+                    f"{cfg.model} fits the face {residual:.2f} mm off (median; at most "
+                    f"{cfg.max_residual_mm:g} to read its landmarks): detected points kept"
+                ),
+            )
+        points = shape.transform.inverse().apply(md.model.landmarks(shape.m0))
+        shift = float(np.median(np.linalg.norm(points[now7] - detected[now7], axis=1)))
+        if not np.isfinite(shift) or shift > cfg.max_shift_mm:
+            return LandmarkCheck(
+                "detected",
+                residual_mm=residual,
+                detail=(
+                    f"{cfg.model}'s landmarks lie {shift:.1f} mm from the detected ones (median "
+                    f"of NoW's 7; at most {cfg.max_shift_mm:g}): detected points kept"
+                ),
+            )
+        return LandmarkCheck(
+            f"model ({cfg.model})",
+            landmarks68_mm=points,
+            residual_mm=residual,
+            detail=(
+                f"{cfg.model} fits the face {residual:.2f} mm off (median): its landmark "
+                f"vertices taken, {shift:.1f} mm from the detected points (median of NoW's 7)"
+            ),
+        )
