@@ -1170,7 +1170,8 @@ class ScanLandmarker:
         overlay = None
         if cfg.overlay_size:
             cam = self._face_camera(frame, 0.0, 0.0, size=cfg.overlay_size)
-            overlay = draw_overlay(renderer.render(cam), cam.project(lm_mm), confidence)
+            source = None if check is None else check.source
+            overlay = draw_overlay(renderer.render(cam), cam.project(lm_mm), confidence, source)
         lm = lm_mm / k
         return ScanLandmarks(
             landmarks68=lm,
@@ -1607,9 +1608,15 @@ def _vote(stack: np.ndarray, quality: np.ndarray, query: Any) -> tuple[np.ndarra
 # overlay
 
 
-def draw_overlay(image: np.ndarray, points: np.ndarray, confidence: float | None = None) -> Any:
+def draw_overlay(
+    image: np.ndarray,
+    points: np.ndarray,
+    confidence: float | None = None,
+    source: str | None = None,
+) -> Any:
     """Draw iBUG-68 pixels (68, 2) on an RGB render (S, S, 3) uint8: features joined by lines,
-    NoW's 7 points as larger red dots, the confidence in a corner. Returns (S, S, 3) uint8."""
+    NoW's 7 points as larger red dots, the confidence (and where the points come from, when
+    given) in a corner. Returns (S, S, 3) uint8."""
     from PIL import Image, ImageDraw
 
     img = Image.fromarray(np.asarray(image, dtype=np.uint8))
@@ -1628,6 +1635,8 @@ def draw_overlay(image: np.ndarray, points: np.ndarray, confidence: float | None
         draw.ellipse([x - 2 * r, y - 2 * r, x + 2 * r, y + 2 * r], outline=(255, 40, 40), width=2)
     if confidence is not None:
         draw.text((4, 4), f"confidence {confidence:.2f}", fill=(255, 255, 0))
+    if source is not None:
+        draw.text((4, 16), f"points: {source}", fill=(255, 255, 0))
     return np.asarray(img)
 
 
