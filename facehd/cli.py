@@ -1294,7 +1294,8 @@ def reconstruct(
         0,
         min=0,
         help="Refine each photo's base coefficients on the self-supervised objective (its "
-        "landmarks and face mask): Adam steps of each of two phases, from the mean face (0: off).",
+        "landmarks and face mask): Adam steps of each of two phases, from the mean face (0: off). "
+        "With --multiview the joint fit starts from them.",
     ),
 ) -> None:
     """Reconstruct faces: M0, M1 (textured, model topology), M2 (dense, with UVs), maps, previews.
@@ -1333,9 +1334,7 @@ def reconstruct(
 
     _check_landmark_mode(landmarks)
     _check_precision(precision)
-    if multiview and refine_steps:
-        _error("--refine-steps refines single photos: it does not apply to --multiview")
-        raise typer.Exit(2)
+    refine = RefineConfig(steps=refine_steps) if refine_steps else None
     with _exit_on_error(FacehdError, ValueError, ImportError):
         found = find_photo_inputs(photos, out)
         files, missing = found.photos, found.missing
@@ -1376,6 +1375,7 @@ def reconstruct(
                         loaded=lambda recon: _model_notes(recon, checkpoint),
                         missing=missing,
                         names=names,
+                        refine=refine,
                     )
                 else:
                     fitted = None
@@ -1393,7 +1393,7 @@ def reconstruct(
                         loaded=lambda recon: _model_notes(recon, checkpoint),
                         missing=missing,
                         names=names,
-                        refine=RefineConfig(steps=refine_steps) if refine_steps else None,
+                        refine=refine,
                     )
     if fitted is not None:
         first, last = fitted.history[0], fitted.history[-1]
@@ -1458,15 +1458,15 @@ def evaluate(
     Example: facehd evaluate --checkpoint runs/tiny/model.pt --scans heldout --precision bfloat16
 
     Example: facehd evaluate --checkpoint runs/tiny/model.pt --scans heldout --refine-steps 300
+
+    Example: facehd evaluate --multiview --refine-steps 300 --checkpoint model.pt --scans sets3
     """
     from facehd.errors import FacehdError, check_output_file
     from models.evaluate import evaluate_synthetic, heldout_without_photos, write_rows
     from models.reconstruct import Reconstructor
+    from models.refine import RefineConfig
 
     _check_precision(precision)
-    if multiview and refine_steps:
-        _error("--refine-steps refines single photos: it does not apply to --multiview")
-        raise typer.Exit(2)
     if out is not None:
         with _exit_on_error(FacehdError):
             check_output_file(out, "CSV")  # before anything is scored
@@ -1500,6 +1500,7 @@ def evaluate(
                     progress=lambda d, n: bar.update(task, completed=d, total=n),
                     skipped=skipped,
                     failed=failed,
+                    refine=RefineConfig(steps=refine_steps) if refine_steps else None,
                 )
         for said in skipped:
             console.print(f"[yellow]not scored:[/yellow] {esc(said)}", soft_wrap=True)
@@ -1514,7 +1515,13 @@ def evaluate(
             "M0 rad",
             "M1 rad",
             "M2 rad",
-            title=f"{n_sets} sets of views (distance, normal error)",
+            title=f"{n_sets} sets of views (distance, normal error)"
+            + (
+                f", each view's base coefficients refined first ({refine_steps} + "
+                f"{refine_steps} steps)"
+                if refine_steps
+                else ""
+            ),
         )
         for variant, m in summary.items():
             table.add_row(
@@ -1528,8 +1535,6 @@ def evaluate(
         if failed:
             raise typer.Exit(1)
         return
-
-    from models.refine import RefineConfig
 
     failed = []
     with _exit_on_error(FacehdError, ValueError):

@@ -391,6 +391,7 @@ def reconstruct_multiview(
     loaded: Any = None,
     missing: Sequence[tuple[Path, str]] = (),
     names: Sequence[str] | None = None,
+    refine: Any = None,
 ) -> tuple[MultiViewResult | None, list[Any]]:
     """Photos of one face -> MV-HRN, written as ``out/<photo stem>/`` per view (the files of
     ``facehd reconstruct``, named as :func:`models.reconstruct.output_names` names them, with
@@ -405,6 +406,10 @@ def reconstruct_multiview(
     is loaded. ``missing``: inputs that are not there
     (:attr:`models.reconstruct.PhotoInputs.missing`), reported as failed views. ``names``: the
     folder names when the caller has them already (:func:`models.reconstruct.photo_folder_names`).
+    ``refine`` (a :class:`models.refine.RefineConfig`): start the fit from each view's base
+    coefficients refined on its own photo (:meth:`models.reconstruct.Reconstructor.
+    refined_coefficients`) instead of the face analyzer's; ``multiview.json`` then records the
+    settings and each view's objective before and after under ``refine``.
     """
     from facehd.csvtext import atomic_write_text
     from facehd.errors import FacehdError, printable
@@ -447,13 +452,14 @@ def reconstruct_multiview(
         if not views:
             write_photo_index(out, results)
             return None, results
+        crops = np.stack([v[2].image for v in views])
+        masks, landmarks68 = np.stack([v[3] for v in views]), np.stack([v[4] for v in views])
+        start, refined = None, None
+        if refine is not None:
+            start, before, after = recon.refined_coefficients(crops, masks, landmarks68, refine)
+            refined = {**asdict(refine), "objective_before": before, "objective_after": after}
         res = fit_multiview(
-            recon,
-            np.stack([v[2].image for v in views]),
-            np.stack([v[3] for v in views]),
-            np.stack([v[4] for v in views]),
-            config,
-            progress=fit_progress,
+            recon, crops, masks, landmarks68, config, coefficients=start, progress=fit_progress
         )
         for (path, stem, aligned, _, _, frame), rec in zip(views, res.views, strict=True):
             results.append(write_photo_result(recon, rec, aligned, path, out / stem, frame))
@@ -472,6 +478,7 @@ def reconstruct_multiview(
                 if r.error
             ],
             "config": asdict(config or MultiViewConfig()),
+            "refine": refined,
             "checkpoint": recon.checkpoint,
             "precision": recon.precision,
             "loss_first": res.history[0],
@@ -546,6 +553,7 @@ def evaluate_multiview_synthetic(
     progress: Any = None,
     skipped: list[str] | None = None,
     failed: list[str] | None = None,
+    refine: Any = None,
 ) -> list[MultiViewEvalRow]:
     """Fit the photos of every held-out scan of ``scans_dir`` (``facehd synth --photos V``,
     ``V >= 2``) jointly and score the single-view, naive and MV-HRN reconstructions against
@@ -559,7 +567,10 @@ def evaluate_multiview_synthetic(
     ``*.photos.npz`` of the folder holds at least two photos; the files of the scans with one
     photo are said in ``skipped`` (when given). A scan whose files cannot be read raises, or,
     when ``failed`` is given, is said there and left out
-    (:func:`models.evaluate.read_heldout_scans`).
+    (:func:`models.evaluate.read_heldout_scans`). ``refine`` (a
+    :class:`models.refine.RefineConfig`): each view's base coefficients are refined on its own
+    photo first, and all three variants start from them (``single`` is then the single-view
+    refined reconstruction of ``facehd evaluate --refine-steps``).
     """
     from facehd.errors import InputFileError
     from models.data import align_lab_photo
@@ -584,13 +595,13 @@ def evaluate_multiview_synthetic(
     for k, (truth, photos) in enumerate(jobs):
         n = photos["images"].shape[0] if views is None else min(views, photos["images"].shape[0])
         crops = [align_lab_photo(photos, v, recon.template) for v in range(n)]
-        res = fit_multiview(
-            recon,
-            np.stack([c["image"] for c in crops]),
-            np.stack([c["mask"] for c in crops]),
-            np.stack([c["landmarks"] for c in crops]),
-            config,
-        )
+        images = np.stack([c["image"] for c in crops])
+        masks = np.stack([c["mask"] for c in crops])
+        landmarks68 = np.stack([c["landmarks"] for c in crops])
+        start = None
+        if refine is not None:
+            start = recon.refined_coefficients(images, masks, landmarks68, refine)[0]
+        res = fit_multiview(recon, images, masks, landmarks68, config, coefficients=start)
         for variant, recs in zip(VARIANTS, (res.single, res.naive, res.views), strict=True):
             scores = [
                 score_levels(recon, r, truth, max_points=max_points, seed=v)

@@ -51,6 +51,7 @@ from facehd.errors import (
     utf8_problem,
 )
 from facehd.mesh import Mesh
+from models.analyzer import Coefficients
 from models.system import CoarseFace, DetailFace, FaceSystem, scaled_hrn_camera
 
 if TYPE_CHECKING:
@@ -318,9 +319,6 @@ class Reconstructor:
         skin); landmarks : (B, 68, 2) iBUG-68 points in the crops' pixels. Returns the
         reconstructions and each crop's objective before and after the refinement.
         """
-        from models.data import _resize_images
-        from models.refine import refine_coefficients
-
         crops, masks = np.asarray(crops), np.asarray(masks)
         landmarks = np.asarray(landmarks, dtype=np.float64)
         if crops.ndim != 4 or crops.shape[1:] != (224, 224, 3) or crops.dtype != np.uint8:
@@ -333,6 +331,35 @@ class Reconstructor:
                 f"run_crops_refined: expected masks ({b}, 224, 224) and landmarks ({b}, 68, 2), "
                 f"got {masks.shape} and {landmarks.shape}"
             )
+        coeffs, before, after = self.refined_coefficients(crops, masks, landmarks, config)
+        system = self.system
+        images = self._images(crops)
+        out = []
+        for i in range(b):
+            one = Coefficients(*(t[i : i + 1] for t in coeffs))
+            with torch.no_grad():
+                coarse = system.coarse(images[i : i + 1], one)
+                detail = system.details(images[i : i + 1], coarse, deretouch=not self.base_texture)
+            (rec,) = self.reconstructions(coarse, detail)
+            out.append(replace(rec, refine_objective=(before[i], after[i])))
+        return out, before, after
+
+    def refined_coefficients(
+        self,
+        crops: np.ndarray,
+        masks: np.ndarray,
+        landmarks: np.ndarray,
+        config: RefineConfig | None = None,
+    ) -> tuple[Coefficients, list[float], list[float]]:
+        """The base coefficients of each crop refined on its own self-supervised objective
+        (:func:`models.refine.refine_coefficients`; arguments as :meth:`run_crops_refined`):
+        ``(coefficients (B rows), objective before, objective after)``. A multi-view fit starts
+        from them (:func:`models.multiview.fit_multiview`)."""
+        from models.data import _resize_images
+        from models.refine import refine_coefficients
+
+        crops, masks = np.asarray(crops), np.asarray(masks)
+        landmarks = np.asarray(landmarks, dtype=np.float64)
         system = self.system
         k = system.image_size / 224.0
         images = self._images(crops)
@@ -340,21 +367,18 @@ class Reconstructor:
         m = (_resize_images(m, system.image_size) > 0.5).float().to(system.device)
         lm = torch.as_tensor((landmarks + 0.5) * k - 0.5, dtype=torch.float32, device=system.device)
         weights = self.config.model.base_losses
-        out, before, after = [], [], []
-        for i in range(b):  # one photo at a time: each its own objective and optimiser
+        rows, before, after = [], [], []
+        for i in range(crops.shape[0]):  # one photo at a time: each its own objective and optimiser
             with torch.no_grad():
                 start = system.hrn.net_recon.predict(images[i : i + 1])
             coeffs, e0, e1 = refine_coefficients(
                 system, images[i : i + 1], m[i : i + 1], lm[i : i + 1], start, weights, config
             )
-            with torch.no_grad():
-                coarse = system.coarse(images[i : i + 1], coeffs)
-                detail = system.details(images[i : i + 1], coarse, deretouch=not self.base_texture)
-            (rec,) = self.reconstructions(coarse, detail)
-            out.append(replace(rec, refine_objective=(e0, e1)))
+            rows.append(coeffs)
             before.append(e0)
             after.append(e1)
-        return out, before, after
+        joined = Coefficients(*(torch.cat([r[j] for r in rows]) for j in range(len(rows[0]))))
+        return joined, before, after
 
     @torch.no_grad()
     def reconstructions(self, coarse: CoarseFace, detail: DetailFace) -> list[Reconstruction]:

@@ -112,11 +112,17 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
         refined = list(csv.DictReader(f))
     assert [r["sample"] for r in refined] == [r["sample"] for r in rows]
     assert all(a["dist_m0"] != b["dist_m0"] for a, b in zip(refined, rows, strict=True))
+    # sets of views start from each view's refined coefficients (test_multiview.py checks how)
     res = runner.invoke(
         app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(hrn_data.scans),
-              "--multiview", "--refine-steps", "3"],
+              "--multiview", "--iterations", "0", "--refine-steps", "3",
+              "--out", str(tmp_path / "eval-mv-refined.csv")],
     )  # fmt: skip
-    assert res.exit_code == 2 and "does not apply to --multiview" in res.output
+    said = " ".join(res.output.split())
+    assert res.exit_code == 0 and "refined first (3 + 3 steps)" in said, res.output
+    with open(tmp_path / "eval-mv-refined.csv", newline="") as f:
+        variants = {r["variant"] for r in csv.DictReader(f)}
+    assert variants == {"single", "naive", "mv-hrn"}
     # the same in bfloat16: the coarse level is float32's (to summation order), the others close
     res = runner.invoke(
         app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(hrn_data.scans),

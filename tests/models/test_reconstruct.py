@@ -666,5 +666,24 @@ def test_reconstruct_refines_the_base_coefficients_when_asked(
     # the command's M0 is the library's refined one (obj text: 6 significant digits)
     written = load_mesh(out / photo.stem / "coarse.obj").vertices
     np.testing.assert_allclose(written, recs[0].m0, rtol=1e-4, atol=1e-3)
-    res = CliRunner().invoke(app, [*args, "--refine-steps", "3", "--multiview"])
-    assert res.exit_code == 2 and "does not apply to --multiview" in res.output
+    # --multiview starts the joint fit from the refined coefficients: with no iterations of
+    # the fit, the view is the single-view refined reconstruction
+    mv = tmp_path / "rec-mv"
+    res = CliRunner().invoke(
+        app, ["reconstruct", str(photo), "--checkpoint", str(model_path), "--out", str(mv),
+              "--multiview", "--iterations", "0", "--refine-steps", "3"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    said = json.loads((mv / "multiview.json").read_text())["refine"]
+    assert {k: said[k] for k in ("steps", "lr", "start")} == settings
+    assert said["objective_before"] == pytest.approx(before, rel=1e-6)
+    assert said["objective_after"] == pytest.approx(after, rel=1e-6)
+    written = load_mesh(mv / photo.stem / "coarse.obj").vertices
+    np.testing.assert_allclose(written, recs[0].m0, rtol=1e-4, atol=1e-3)
+    assert not np.allclose(written, plain.m0, atol=1e-2)
+    res = CliRunner().invoke(
+        app, ["reconstruct", str(photo), "--checkpoint", str(model_path), "--out", str(mv),
+              "--multiview", "--iterations", "0"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads((mv / "multiview.json").read_text())["refine"] is None
