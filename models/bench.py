@@ -15,8 +15,8 @@ Registration: the factory :func:`make_method` is the entry point ``hrn`` of the 
 the official checkpoint), which ``facehd bench --checkpoint C`` sets, and
 ``FACEHD_HRN_PRECISION`` (``facehd bench --precision``; see
 :class:`models.reconstruct.Reconstructor`) and ``FACEHD_HRN_REFINE_STEPS`` (``facehd bench
---refine-steps``: single images' base coefficients refined per image, :mod:`models.refine`; a
-multi-view set is fitted by MV-HRN as it is).
+--refine-steps``: each image's base coefficients refined on it, :mod:`models.refine`; a
+multi-view set's joint MV-HRN fit starts from its views' refined coefficients).
 :meth:`HRNMethod.describe` gives the hashes of these files, the precision and the refinement:
 ``facehd bench`` refuses to add predictions of another checkpoint or setting to a folder of
 predictions.
@@ -60,8 +60,8 @@ class HRNMethod:
         :class:`models.multiview.MultiViewConfig`).
     precision : of the detail networks, ``float32`` or ``bfloat16`` (see
         :class:`models.reconstruct.Reconstructor`).
-    refine : refine each single image's base coefficients (a :class:`models.refine.RefineConfig`;
-        None: the networks alone).
+    refine : refine each image's base coefficients (a :class:`models.refine.RefineConfig`;
+        None: the networks alone); a multi-view set's joint fit starts from its refined views.
     """
 
     name = "hrn"
@@ -111,7 +111,8 @@ class HRNMethod:
         }
         out["precision"] = self.recon.precision
         if self.recon.refine is not None:  # absent without, as before the option existed
-            out["refine"] = dataclasses.asdict(self.recon.refine)
+            # multi-view sets start from the refined views (before: from the analyzer's)
+            out["refine"] = {**dataclasses.asdict(self.recon.refine), "multiview": "refined"}
         if dataclasses.is_dataclass(self.multiview):
             out["multiview"] = config_to_dict(self.multiview)
         return out
@@ -129,12 +130,16 @@ class HRNMethod:
             from models.multiview import fit_multiview
 
             views = [self.recon.prepare_view(path) for path in images]
+            crops = np.stack([aligned.image for aligned, _, _ in views])
+            masks = np.stack([mask for _, mask, _ in views])
+            landmarks68 = np.stack([lm for _, _, lm in views])
+            start = None
+            if self.recon.refine is not None:  # the joint fit starts from the refined views
+                start = self.recon.refined_coefficients(
+                    crops, masks, landmarks68, self.recon.refine
+                )[0]
             fitted = fit_multiview(
-                self.recon,
-                np.stack([aligned.image for aligned, _, _ in views]),
-                np.stack([mask for _, mask, _ in views]),
-                np.stack([lm for _, _, lm in views]),
-                self.multiview,
+                self.recon, crops, masks, landmarks68, self.multiview, coefficients=start
             )
             rec = fitted.views[0]
         mesh = self.recon.detail_mesh(rec)

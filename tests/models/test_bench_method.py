@@ -108,16 +108,29 @@ def test_hrn_method_fits_multiview_sets_jointly(model_path, tmp_path, monkeypatc
 
     real_fit = mv.fit_multiview
 
+    starts = []
+
     def spy(recon, crops, *args, **kwargs):
         calls.append(crops.shape[0])
+        starts.append(kwargs.get("coefficients"))
         return real_fit(recon, crops, *args, **kwargs)
 
     monkeypatch.setattr(mv, "fit_multiview", spy)
     monkeypatch.setenv(ENV_CHECKPOINT, str(model_path))
     result = run_benchmark(f"multiview:{MULTIVIEW_SPLIT}", "hrn", root=root, out=tmp_path / "bench")
     assert calls == [MULTIVIEW_VIEWS]  # one joint fit of the set's three photos
+    assert starts == [None]  # from the face analyzer's coefficients
     assert result.n_items == 1 and result.n_ok == 1
     assert result.leaderboard_row.median_mm is not None and result.leaderboard_row.median_mm > 0
+    # refined: the joint fit starts from each view's refined coefficients
+    from models.bench import ENV_REFINE_STEPS
+
+    monkeypatch.setenv(ENV_REFINE_STEPS, "2")
+    refined = run_benchmark(
+        f"multiview:{MULTIVIEW_SPLIT}", "hrn", root=root, out=tmp_path / "bench-refined"
+    )
+    assert refined.n_ok == 1 and len(starts) == 2 and starts[1] is not None
+    assert starts[1].id.shape[0] == MULTIVIEW_VIEWS
 
 
 def test_image_aligned_vertices_follow_the_photo_camera() -> None:
@@ -258,7 +271,12 @@ def test_refined_hrn_runs_are_their_own_configuration(
     assert res.exit_code == 0, res.output
     folder = out / "now-validation"
     made = json.loads((folder / "hrn-refined" / "predictions" / "method.json").read_text())
-    assert made["describe"]["refine"] == {"steps": 2, "lr": 0.01, "start": "mean"}
+    assert made["describe"]["refine"] == {
+        "steps": 2,
+        "lr": 0.01,
+        "start": "mean",
+        "multiview": "refined",
+    }
     assert "refine" not in json.loads((folder / "hrn" / "predictions" / "method.json").read_text())
     a = sorted((folder / "hrn" / "predictions").rglob("*.obj"))
     b = sorted((folder / "hrn-refined" / "predictions").rglob("*.obj"))
