@@ -3,7 +3,9 @@
 Per scan (:func:`landmark_scan`): read the mesh (with the colour texture its OBJ names, if any:
 :func:`facehd.mesh.load_textured_mesh`), find its landmarks with
 :class:`facehd.scan_landmarks.ScanLandmarker` (any orientation; units from the scan's size or
-given), and write
+given), check them against a morphable model fitted to the scan (``model_check``,
+:mod:`pipelines.model_landmarks`: where the model describes the face, its landmark vertices are
+written instead), and write
 
 - ``<id>.lm68.txt``: the 68 iBUG points, one ``x y z`` line each, in the scan's frame and units,
   under a :data:`HEADER` comment line with the SHA-256 of the scan file and of the points;
