@@ -16,7 +16,8 @@ the official checkpoint), which ``facehd bench --checkpoint C`` sets, and
 ``FACEHD_HRN_PRECISION`` (``facehd bench --precision``; see
 :class:`models.reconstruct.Reconstructor`) and ``FACEHD_HRN_REFINE_STEPS`` (``facehd bench
 --refine-steps``: each image's base coefficients refined on it, :mod:`models.refine`; a
-multi-view set's joint MV-HRN fit starts from its views' refined coefficients).
+multi-view set's joint MV-HRN fit starts from its views' coefficients refined with one shared
+identity).
 :meth:`HRNMethod.describe` gives the hashes of these files, the precision and the refinement:
 ``facehd bench`` refuses to add predictions of another checkpoint or setting to a folder of
 predictions.
@@ -111,8 +112,9 @@ class HRNMethod:
         }
         out["precision"] = self.recon.precision
         if self.recon.refine is not None:  # absent without, as before the option existed
-            # multi-view sets start from the refined views (before: from the analyzer's)
-            out["refine"] = {**dataclasses.asdict(self.recon.refine), "multiview": "refined"}
+            # multi-view sets start from the views refined with one identity (before: from the
+            # analyzer's)
+            out["refine"] = {**dataclasses.asdict(self.recon.refine), "multiview": "shared"}
         if dataclasses.is_dataclass(self.multiview):
             out["multiview"] = config_to_dict(self.multiview)
         return out
@@ -136,7 +138,7 @@ class HRNMethod:
             start = None
             if self.recon.refine is not None:  # the joint fit starts from the refined views
                 start = self.recon.refined_coefficients(
-                    crops, masks, landmarks68, self.recon.refine
+                    crops, masks, landmarks68, self.recon.refine, shared_identity=True
                 )[0]
             fitted = fit_multiview(
                 self.recon, crops, masks, landmarks68, self.multiview, coefficients=start

@@ -406,10 +406,11 @@ def reconstruct_multiview(
     is loaded. ``missing``: inputs that are not there
     (:attr:`models.reconstruct.PhotoInputs.missing`), reported as failed views. ``names``: the
     folder names when the caller has them already (:func:`models.reconstruct.photo_folder_names`).
-    ``refine`` (a :class:`models.refine.RefineConfig`): start the fit from each view's base
-    coefficients refined on its own photo (:meth:`models.reconstruct.Reconstructor.
-    refined_coefficients`) instead of the face analyzer's; ``multiview.json`` then records the
-    settings and each view's objective before and after under ``refine``.
+    ``refine`` (a :class:`models.refine.RefineConfig`): start the fit from the views' base
+    coefficients refined on their photos with one shared identity
+    (:meth:`models.reconstruct.Reconstructor.refined_coefficients`) instead of the face
+    analyzer's; ``multiview.json`` then records the settings and the set's objective before and
+    after (once per view) under ``refine``.
     """
     from facehd.csvtext import atomic_write_text
     from facehd.errors import FacehdError, printable
@@ -456,7 +457,9 @@ def reconstruct_multiview(
         masks, landmarks68 = np.stack([v[3] for v in views]), np.stack([v[4] for v in views])
         start, refined = None, None
         if refine is not None:
-            start, before, after = recon.refined_coefficients(crops, masks, landmarks68, refine)
+            start, before, after = recon.refined_coefficients(
+                crops, masks, landmarks68, refine, shared_identity=True
+            )
             refined = {**asdict(refine), "objective_before": before, "objective_after": after}
         res = fit_multiview(
             recon, crops, masks, landmarks68, config, coefficients=start, progress=fit_progress
@@ -568,9 +571,8 @@ def evaluate_multiview_synthetic(
     photo are said in ``skipped`` (when given). A scan whose files cannot be read raises, or,
     when ``failed`` is given, is said there and left out
     (:func:`models.evaluate.read_heldout_scans`). ``refine`` (a
-    :class:`models.refine.RefineConfig`): each view's base coefficients are refined on its own
-    photo first, and all three variants start from them (``single`` is then the single-view
-    refined reconstruction of ``facehd evaluate --refine-steps``).
+    :class:`models.refine.RefineConfig`): the views' base coefficients are refined first, on
+    their photos with one shared identity, and all three variants start from them.
     """
     from facehd.errors import InputFileError
     from models.data import align_lab_photo
@@ -600,7 +602,9 @@ def evaluate_multiview_synthetic(
         landmarks68 = np.stack([c["landmarks"] for c in crops])
         start = None
         if refine is not None:
-            start = recon.refined_coefficients(images, masks, landmarks68, refine)[0]
+            start = recon.refined_coefficients(
+                images, masks, landmarks68, refine, shared_identity=True
+            )[0]
         res = fit_multiview(recon, images, masks, landmarks68, config, coefficients=start)
         for variant, recs in zip(VARIANTS, (res.single, res.naive, res.views), strict=True):
             scores = [

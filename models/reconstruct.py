@@ -310,6 +310,8 @@ class Reconstructor:
         masks: np.ndarray,
         landmarks: np.ndarray,
         config: RefineConfig | None = None,
+        *,
+        shared_identity: bool = False,
     ) -> tuple[list[Reconstruction], list[float], list[float]]:
         """:meth:`run_crops` with the base model's coefficients refined per crop on its
         self-supervised objective (:func:`models.refine.refine_coefficients`) before the detail
@@ -318,6 +320,8 @@ class Reconstructor:
         crops : (B, 224, 224, 3) uint8 aligned crops; masks : (B, 224, 224) skin masks (nonzero:
         skin); landmarks : (B, 68, 2) iBUG-68 points in the crops' pixels. Returns the
         reconstructions and each crop's objective before and after the refinement.
+        ``shared_identity``: the crops are views of one face, refined with one identity
+        (:func:`models.refine.refine_coefficients`; each crop's objectives are then the set's).
         """
         crops, masks = np.asarray(crops), np.asarray(masks)
         landmarks = np.asarray(landmarks, dtype=np.float64)
@@ -331,7 +335,9 @@ class Reconstructor:
                 f"run_crops_refined: expected masks ({b}, 224, 224) and landmarks ({b}, 68, 2), "
                 f"got {masks.shape} and {landmarks.shape}"
             )
-        coeffs, before, after = self.refined_coefficients(crops, masks, landmarks, config)
+        coeffs, before, after = self.refined_coefficients(
+            crops, masks, landmarks, config, shared_identity=shared_identity
+        )
         system = self.system
         images = self._images(crops)
         out = []
@@ -350,11 +356,15 @@ class Reconstructor:
         masks: np.ndarray,
         landmarks: np.ndarray,
         config: RefineConfig | None = None,
+        *,
+        shared_identity: bool = False,
     ) -> tuple[Coefficients, list[float], list[float]]:
         """The base coefficients of each crop refined on its own self-supervised objective
         (:func:`models.refine.refine_coefficients`; arguments as :meth:`run_crops_refined`):
-        ``(coefficients (B rows), objective before, objective after)``. A multi-view fit starts
-        from them (:func:`models.multiview.fit_multiview`)."""
+        ``(coefficients (B rows), objective before, objective after)``. With
+        ``shared_identity`` the crops are views of one face, fitted together with one identity
+        (the objectives are then the set's, once per crop); a multi-view fit starts from them
+        (:func:`models.multiview.fit_multiview`)."""
         from models.data import _resize_images
         from models.refine import refine_coefficients
 
@@ -367,6 +377,13 @@ class Reconstructor:
         m = (_resize_images(m, system.image_size) > 0.5).float().to(system.device)
         lm = torch.as_tensor((landmarks + 0.5) * k - 0.5, dtype=torch.float32, device=system.device)
         weights = self.config.model.base_losses
+        if shared_identity:  # views of one face: one fit, one identity (the objectives: the set's)
+            with torch.no_grad():
+                start = system.hrn.net_recon.predict(images)
+            coeffs, e0, e1 = refine_coefficients(
+                system, images, m, lm, start, weights, config, shared_identity=True
+            )
+            return coeffs, [e0] * crops.shape[0], [e1] * crops.shape[0]
         rows, before, after = [], [], []
         for i in range(crops.shape[0]):  # one photo at a time: each its own objective and optimiser
             with torch.no_grad():

@@ -115,6 +115,8 @@ def refine_coefficients(
     start: Coefficients,
     weights: BaseLossWeights,
     config: RefineConfig | None = None,
+    *,
+    shared_identity: bool = False,
 ) -> tuple[Coefficients, float, float]:
     """Minimise the base objective of each photo over its coefficients (module docstring).
 
@@ -124,14 +126,26 @@ def refine_coefficients(
     over the batch, so the photos do not interact). When the fit ends higher than the analyzer's
     prediction, or not finite, the prediction is returned (and its objective twice). The
     system's weights are not changed.
+
+    ``shared_identity``: the photos are views of one face and take one identity (from the mean
+    face, or the mean of the analyzer's), fitted on the sum of their objectives; expression,
+    albedo, pose and light stay each view's own.
     """
     from models.losses import base_total_loss
 
     cfg = config or RefineConfig()
     values = {name: t.detach().float().clone() for name, t in start._asdict().items()}
+    if shared_identity:
+        values["id"] = values["id"].mean(0, keepdim=True)
+    b = images.shape[0]
+
+    def coefficients() -> Coefficients:
+        if shared_identity:
+            return Coefficients(**{**values, "id": values["id"].expand(b, -1)})
+        return Coefficients(**values)
 
     def objective() -> torch.Tensor:
-        c = Coefficients(**values)
+        c = coefficients()
         return base_total_loss(base_terms(system, c, images, masks, landmarks, weights), weights)
 
     params = list(system.parameters())
@@ -139,8 +153,11 @@ def refine_coefficients(
     try:
         for p in params:
             p.requires_grad_(False)
-        with torch.no_grad():
-            before = float(objective())  # the analyzer's prediction
+        with torch.no_grad():  # the analyzer's prediction, each photo its own identity
+            c0 = Coefficients(*(t.detach().float() for t in start))
+            before = float(
+                base_total_loss(base_terms(system, c0, images, masks, landmarks, weights), weights)
+            )
         if cfg.start == "mean":
             values["id"].zero_()
             values["exp"].zero_()
@@ -163,4 +180,4 @@ def refine_coefficients(
     if not math.isfinite(after) or (math.isfinite(before) and after > before):
         # diverged (or made it worse): keep the analyzer's prediction
         return Coefficients(*(t.detach().float() for t in start)), before, before
-    return Coefficients(**values), before, after
+    return Coefficients(*(t.detach().clone() for t in coefficients())), before, after

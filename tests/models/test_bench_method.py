@@ -275,7 +275,7 @@ def test_refined_hrn_runs_are_their_own_configuration(
         "steps": 2,
         "lr": 0.01,
         "start": "mean",
-        "multiview": "refined",
+        "multiview": "shared",
     }
     assert "refine" not in json.loads((folder / "hrn" / "predictions" / "method.json").read_text())
     a = sorted((folder / "hrn" / "predictions").rglob("*.obj"))

@@ -368,9 +368,10 @@ def test_scans_that_cannot_be_scored_are_named(hrn_data, model_path, tmp_path):
 
 
 def test_sets_of_views_start_from_refined_coefficients(hrn_data, model_path, one_thread):
-    """With ``refine``, every variant starts from each view's refined coefficients: with no
-    iterations of the joint fit, the single-view variant scores the reconstructions of
-    Reconstructor.run_crops_refined, not the analyzer's."""
+    """With ``refine``, every variant starts from the views' coefficients refined with one shared
+    identity: with no iterations of the joint fit, the single-view variant scores the
+    reconstructions of Reconstructor.run_crops_refined(shared_identity=True), not the
+    analyzer's."""
     from models.data import align_lab_photo
     from models.evaluate import heldout_ids, read_heldout_scans, score_levels
     from models.multiview import evaluate_multiview_synthetic
@@ -389,6 +390,7 @@ def test_sets_of_views_start_from_refined_coefficients(hrn_data, model_path, one
         np.stack([c["mask"] for c in crops]),
         np.stack([c["landmarks"] for c in crops]),
         cfg,
+        shared_identity=True,
     )[0]
     expected = np.mean([score_levels(recon, r, truth, seed=v)[1] for v, r in enumerate(recs)], 0)
     (single,) = [r for r in rows if r.sample_id == truth.sample_id and r.variant == "single"]
