@@ -1295,7 +1295,8 @@ def reconstruct(
         min=0,
         help="Refine each photo's base coefficients on the self-supervised objective (its "
         "landmarks and face mask): Adam steps of each of two phases, from the mean face (0: off). "
-        "With --multiview the joint fit starts from them.",
+        "With --multiview the views are refined together, with one identity, and the joint fit "
+        "starts from them.",
     ),
 ) -> None:
     """Reconstruct faces: M0, M1 (textured, model topology), M2 (dense, with UVs), maps, previews.
@@ -1517,8 +1518,8 @@ def evaluate(
             "M2 rad",
             title=f"{n_sets} sets of views (distance, normal error)"
             + (
-                f", each view's base coefficients refined first ({refine_steps} + "
-                f"{refine_steps} steps)"
+                f", the views' base coefficients refined first, one identity ({refine_steps} "
+                f"+ {refine_steps} steps)"
                 if refine_steps
                 else ""
             ),

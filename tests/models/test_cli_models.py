@@ -119,7 +119,7 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
               "--out", str(tmp_path / "eval-mv-refined.csv")],
     )  # fmt: skip
     said = " ".join(res.output.split())
-    assert res.exit_code == 0 and "refined first (3 + 3 steps)" in said, res.output
+    assert res.exit_code == 0 and "refined first, one identity (3 + 3 steps)" in said, res.output
     with open(tmp_path / "eval-mv-refined.csv", newline="") as f:
         variants = {r["variant"] for r in csv.DictReader(f)}
     assert variants == {"single", "naive", "mv-hrn"}
