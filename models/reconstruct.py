@@ -323,25 +323,14 @@ class Reconstructor:
         ``shared_identity``: the crops are views of one face, refined with one identity
         (:func:`models.refine.refine_coefficients`; each crop's objectives are then the set's).
         """
-        crops, masks = np.asarray(crops), np.asarray(masks)
-        landmarks = np.asarray(landmarks, dtype=np.float64)
-        if crops.ndim != 4 or crops.shape[1:] != (224, 224, 3) or crops.dtype != np.uint8:
-            raise ValueError(
-                f"run_crops_refined: expected (B, 224, 224, 3) uint8 crops, got {crops.shape}"
-            )
-        b = crops.shape[0]
-        if masks.shape != (b, 224, 224) or landmarks.shape != (b, 68, 2):
-            raise ValueError(
-                f"run_crops_refined: expected masks ({b}, 224, 224) and landmarks ({b}, 68, 2), "
-                f"got {masks.shape} and {landmarks.shape}"
-            )
+        crops = np.asarray(crops)
         coeffs, before, after = self.refined_coefficients(
             crops, masks, landmarks, config, shared_identity=shared_identity
         )
         system = self.system
         images = self._images(crops)
         out = []
-        for i in range(b):
+        for i in range(crops.shape[0]):
             one = Coefficients(*(t[i : i + 1] for t in coeffs))
             with torch.no_grad():
                 coarse = system.coarse(images[i : i + 1], one)
@@ -370,6 +359,16 @@ class Reconstructor:
 
         crops, masks = np.asarray(crops), np.asarray(masks)
         landmarks = np.asarray(landmarks, dtype=np.float64)
+        if crops.ndim != 4 or crops.shape[1:] != (224, 224, 3) or crops.dtype != np.uint8:
+            raise ValueError(
+                f"refined_coefficients: expected (B, 224, 224, 3) uint8 crops, got {crops.shape}"
+            )
+        b = crops.shape[0]
+        if masks.shape != (b, 224, 224) or landmarks.shape != (b, 68, 2):
+            raise ValueError(
+                f"refined_coefficients: expected masks ({b}, 224, 224) and landmarks "
+                f"({b}, 68, 2), got {masks.shape} and {landmarks.shape}"
+            )
         system = self.system
         k = system.image_size / 224.0
         images = self._images(crops)
