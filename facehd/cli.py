@@ -1468,6 +1468,7 @@ def evaluate(
     from models.refine import RefineConfig
 
     _check_precision(precision)
+    refine = RefineConfig(steps=refine_steps) if refine_steps else None
     if out is not None:
         with _exit_on_error(FacehdError):
             check_output_file(out, "CSV")  # before anything is scored
@@ -1501,7 +1502,7 @@ def evaluate(
                     progress=lambda d, n: bar.update(task, completed=d, total=n),
                     skipped=skipped,
                     failed=failed,
-                    refine=RefineConfig(steps=refine_steps) if refine_steps else None,
+                    refine=refine,
                 )
         for said in skipped:
             console.print(f"[yellow]not scored:[/yellow] {esc(said)}", soft_wrap=True)
@@ -1549,7 +1550,7 @@ def evaluate(
                 views=views,
                 progress=lambda d, n: bar.update(task, completed=d, total=n),
                 failed=failed,
-                refine=RefineConfig(steps=refine_steps) if refine_steps else None,
+                refine=refine,
             )
     _say_unreadable(failed)
     title = f"{s.photos} photos" + (

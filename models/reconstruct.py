@@ -382,9 +382,9 @@ class Reconstructor:
             coeffs, e0, e1 = refine_coefficients(
                 system, images, m, lm, start, weights, config, shared_identity=True
             )
-            return coeffs, [e0] * crops.shape[0], [e1] * crops.shape[0]
+            return coeffs, [e0] * b, [e1] * b
         rows, before, after = [], [], []
-        for i in range(crops.shape[0]):  # one photo at a time: each its own objective and optimiser
+        for i in range(b):  # one photo at a time: each its own objective and optimiser
             with torch.no_grad():
                 start = system.hrn.net_recon.predict(images[i : i + 1])
             coeffs, e0, e1 = refine_coefficients(

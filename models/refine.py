@@ -144,9 +144,11 @@ def refine_coefficients(
             return Coefficients(**{**values, "id": values["id"].expand(b, -1)})
         return Coefficients(**values)
 
-    def objective() -> torch.Tensor:
-        c = coefficients()
+    def total(c: Coefficients) -> torch.Tensor:
         return base_total_loss(base_terms(system, c, images, masks, landmarks, weights), weights)
+
+    def objective() -> torch.Tensor:
+        return total(coefficients())
 
     params = list(system.parameters())
     flags = [p.requires_grad for p in params]
@@ -154,10 +156,7 @@ def refine_coefficients(
         for p in params:
             p.requires_grad_(False)
         with torch.no_grad():  # the analyzer's prediction, each photo its own identity
-            c0 = Coefficients(*(t.detach().float() for t in start))
-            before = float(
-                base_total_loss(base_terms(system, c0, images, masks, landmarks, weights), weights)
-            )
+            before = float(total(Coefficients(*(t.detach().float() for t in start))))
         if cfg.start == "mean":
             values["id"].zero_()
             values["exp"].zero_()
