@@ -14,6 +14,17 @@ from models.refine import RefineConfig, refine_coefficients
 from models.system import FaceSystem
 
 
+def _photos(system: FaceSystem, c: Coefficients) -> tuple[torch.Tensor, ...]:
+    """``(images, masks, landmarks)`` of the faces ``c`` as the system renders them."""
+    with torch.no_grad():
+        coarse = system.coarse(torch.zeros(c.id.shape[0], 3, 224, 224), c)
+        render = system.render_coarse(coarse)
+        images = render.image.permute(0, 3, 1, 2).float()
+        masks = render.mask[:, None].float()
+        landmarks = system.landmarks2d(coarse.posed).float()
+    return images, masks, landmarks
+
+
 @pytest.fixture(scope="module")
 def scene():
     """A tiny system, a known face (identity one standard deviation off the mean, turned, lit
@@ -33,12 +44,7 @@ def scene():
         gamma=gamma,
         trans=torch.zeros(1, 3),
     )
-    with torch.no_grad():
-        coarse = system.coarse(torch.zeros(1, 3, 224, 224), truth)
-        render = system.render_coarse(coarse)
-        images = render.image.permute(0, 3, 1, 2).float()
-        masks = render.mask[:, None].float()
-        landmarks = system.landmarks2d(coarse.posed).float()
+    images, masks, landmarks = _photos(system, truth)
     start = truth._replace(
         id=0.7 * torch.randn(1, n_id, generator=g),
         tex=torch.zeros(1, n_tex),
@@ -124,12 +130,7 @@ def test_views_of_one_face_share_one_identity(scene):
     views = Coefficients(*(t.repeat(3, 1) for t in truth))._replace(
         angle=torch.stack([torch.tensor([0.1, y, 0.0]) for y in yaws])
     )
-    with torch.no_grad():
-        coarse = system.coarse(torch.zeros(3, 3, 224, 224), views)
-        render = system.render_coarse(coarse)
-        images = render.image.permute(0, 3, 1, 2).float()
-        masks = render.mask[:, None].float()
-        landmarks = system.landmarks2d(coarse.posed).float()
+    images, masks, landmarks = _photos(system, views)
     starts = views._replace(
         id=0.7 * torch.randn(3, truth.id.shape[1], generator=g),
         tex=torch.zeros_like(views.tex),
