@@ -109,10 +109,6 @@ class ModelLandmarkCheck:
         self.config = config or ModelCheckConfig()
         self._fit_data: Any = None
 
-    @property
-    def name(self) -> str:
-        return self.config.model
-
     def fit_data(self) -> tuple[Any, Any]:
         """``(fitted, scored)``: the model prepared for the fit (with its eyes when
         ``fit_eyes``) and for the residual (build-priors' fit region); made on first use."""
