@@ -863,6 +863,8 @@ def build_priors_cmd(
         f"{esc(result.path)}: {result.n_samples} samples ({result.n_written} new, "
         f"{result.n_skipped} already done, {result.n_failed} failed)"
     )
+    if n_auto and result.n_samples:
+        console.print(_landmark_sources(result.path), soft_wrap=True)
     if (previews is not None or export_meshes is not None) and result.n_skipped:
         console.print(
             f"previews and meshes are written for the scans this run fitted; the "
@@ -873,6 +875,25 @@ def build_priors_cmd(
     if result.n_failed:
         console.print(f"[yellow]failures:[/yellow] {esc(result.failures_path)}", soft_wrap=True)
         raise typer.Exit(1)
+
+
+def _landmark_sources(path: Path) -> str:
+    """One line on where a priors dataset's landmarks came from (given, detected, the model's)."""
+    from facehd.h5io import open_dataset
+    from pipelines.build_priors import DETECTED, is_detected
+
+    with open_dataset(path) as ds:
+        sources = [str(s) for s in ds.read_field("landmarks_source")]
+    found = [s for s in sources if is_detected(s)]
+    checked = [s for s in found if s != DETECTED]
+    line = f"landmarks: {len(sources) - len(found)} given, {len(found)} found automatically"
+    if found:
+        models = sorted({s.split("; ", 1)[1] for s in checked})
+        line += (
+            f" ({len(checked)} the model's points{': ' + ', '.join(models) if models else ''}; "
+            f"{len(found) - len(checked)} the detection's)"
+        )
+    return line + " (the landmarks_source field of each sample)"
 
 
 @app.command()

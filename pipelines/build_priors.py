@@ -26,7 +26,8 @@ someone gave (made or edited by hand) comes before any that ``facehd landmarks``
 gets NoW's 7 found automatically (:func:`pipelines.landmarks.detect_landmarks7`, the ``photo``
 extra, with ``facehd landmarks``' check against the model being fitted,
 :mod:`pipelines.model_landmarks`) unless ``auto_landmarks`` is off, and the ``landmarks_source``
-field says which were detected and which given. The sample id is
+field says which were given (the file) and which found (``detected``, or ``detected; model
+(facehd-synth)`` where the model check supplied its landmark vertices). The sample id is
 the scan's path relative to the folder without its suffix. Subject and expression come from the
 layout: ``<subject>_e<NN>`` file names (``facehd synth``), otherwise ``<subject>/.../<name>``
 (the first folder is the subject, the file name the expression); empty when neither applies.
@@ -102,6 +103,7 @@ __all__ = [
     "process_scan",
     "build_priors",
     "inspect_priors",
+    "is_detected",
     "verify_priors",
 ]
 
@@ -109,6 +111,16 @@ SCHEMA = "facehd.priors/1"
 """Schema name and version of the dataset."""
 
 TRANSFORM_CONVENTION = "x_model_mm = scale * rotation @ x_scan + translation"
+
+DETECTED = "detected"
+"""``landmarks_source`` of a scan whose points were found automatically; followed by ``; model
+(NAME)`` where the morphable model check supplied them (:func:`read_scan`)."""
+
+
+def is_detected(landmarks_source: str) -> bool:
+    """Whether a stored ``landmarks_source`` names points found automatically (not a file)."""
+    return landmarks_source == DETECTED or landmarks_source.startswith(f"{DETECTED}; ")
+
 
 LANDMARK_SUFFIXES: tuple[str, ...] = (
     PICKED_POINTS_SUFFIX,
@@ -323,10 +335,14 @@ def read_scan(
     auto_landmarks: bool = False,
     units: str = "auto",
     model_check: ModelCheckConfig | None = None,
-) -> tuple[Mesh, np.ndarray]:
+) -> tuple[Mesh, np.ndarray, str]:
     """Load and check a scan and its 7 landmarks (file units); with ``auto_landmarks`` a scan
     without a landmark file gets them from :func:`pipelines.landmarks.detect_landmarks7`, with
     the morphable model check ``model_check`` (as ``facehd landmarks`` finds them).
+
+    Returns ``(mesh, landmarks, source)``: ``source`` is the landmark file, or for points found
+    automatically ``detected`` (the face mesh's detection) or ``detected; model (NAME)`` (the
+    model's landmark vertices, which passed the check).
 
     Raises
     ------
@@ -339,12 +355,14 @@ def read_scan(
     if scan.landmarks_path is None and auto_landmarks:
         from pipelines.landmarks import detect_landmarks7
 
-        lm, _ = detect_landmarks7(mesh, scan.mesh_path, units, model_check)
+        lm, _, found = detect_landmarks7(mesh, scan.mesh_path, units, model_check)
+        source = DETECTED if found == "detected" else f"{DETECTED}; {found}"
     elif scan.landmarks_path is None:
         looked = ", ".join(Path(scan.mesh_path).stem + s for s in LANDMARK_SUFFIXES)
         raise InputFileError(scan.mesh_path, f"no landmark file found (looked for {looked})")
     else:
         lm = to_now7(load_landmarks(scan.landmarks_path), scan.landmarks_path)
+        source = scan.landmarks_path
     extent = float(np.linalg.norm(mesh.vertices.max(0) - mesh.vertices.min(0)))
     if extent <= 0:
         raise InputFileError(scan.mesh_path, "all vertices coincide")
@@ -362,17 +380,18 @@ def read_scan(
             f"{int(outside.sum())} of the 7 landmarks lie outside the scan's bounding box "
             "(another scan's landmarks, or other units?)",
         )
-    return mesh, lm
+    return mesh, lm, source
 
 
 def fit_one(
     scan: ScanInput, config: PriorsConfig, *, threads: int = 0
 ) -> tuple[ScanFit, str, float, Mesh]:
-    """Read, check and fit one scan. Returns (fit, units name, mm per unit, scan mesh)."""
+    """Read, check and fit one scan. Returns (fit, units name, mm per unit, where its
+    landmarks came from: :func:`read_scan`'s ``source``)."""
     from pipelines.fitting import prepare_model
 
     check = ModelCheckConfig(model=config.model, bfm_path=config.bfm_path, uv_path=config.uv_path)
-    mesh, lm = read_scan(
+    mesh, lm, source = read_scan(
         scan, auto_landmarks=config.auto_landmarks, units=config.units, model_check=check
     )
     if config.units == "auto":
@@ -390,7 +409,7 @@ def fit_one(
         fit = fit_scan(scan_mm, lm * factor, md, config.fit, unit_to_mm=factor, threads=threads)
     except DegenerateInputError as exc:
         raise InputFileError(scan.landmarks_path or scan.mesh_path, str(exc)) from exc
-    return fit, units, factor, mesh
+    return fit, units, factor, source
 
 
 def process_scan(item: WorkItem) -> dict[str, Any]:
@@ -400,7 +419,7 @@ def process_scan(item: WorkItem) -> dict[str, Any]:
     worker processes and Ray tasks).
     """
     scan, config, threads = item.payload
-    fit, units, _, _ = fit_one(scan, config, threads=threads)
+    fit, units, _, landmarks_source = fit_one(scan, config, threads=threads)
     if config.export_meshes:
         export_meshes(fit, Path(config.export_meshes), scan.sample_id)
     if config.previews:
@@ -428,7 +447,7 @@ def process_scan(item: WorkItem) -> dict[str, Any]:
         "source_sha256": file_sha256(scan.mesh_path),
         "subject": scan.subject,
         "expression_name": scan.expression,
-        "landmarks_source": scan.landmarks_path or "detected",
+        "landmarks_source": landmarks_source,
         "landmarks_sha256": file_sha256(scan.landmarks_path) if scan.landmarks_path else "",
     }
 
@@ -564,7 +583,7 @@ def _check_unchanged(writer: ShardedDatasetWriter, scans: Sequence[ScanInput]) -
             continue
         was = sources[s.sample_id]
         if s.landmarks_path is None:
-            if was != "detected":  # the file it was fitted from is gone: detected now
+            if not is_detected(was):  # the file it was fitted from is gone: detected now
                 moved.append(f"{s.sample_id} ({was} gone)")
         elif Path(s.landmarks_path).name != Path(was).name:  # the folder may have moved
             moved.append(f"{s.sample_id} ({s.landmarks_path} now, {was} then)")

@@ -562,7 +562,7 @@ def detect_landmarks7(
     mesh_path: str | Path,
     units: str = "auto",
     model_check: ModelCheckConfig | None = _DEFAULT_CHECK,
-) -> tuple[Any, float]:
+) -> tuple[Any, float, str]:
     """NoW's 7 landmarks of a scan that came without a landmark file, for jobs such as
     ``facehd build-priors``.
 
@@ -577,7 +577,9 @@ def detect_landmarks7(
 
     Returns
     -------
-    ((7, 3) float landmarks in the scan's frame and units, confidence in [0, 1]).
+    ((7, 3) float landmarks in the scan's frame and units, confidence in [0, 1], where the points
+    come from: ``detected``, or the check's source, e.g. ``model (facehd-synth)``, as the
+    ``source`` column of ``facehd landmarks``' CSV).
 
     Raises
     ------
@@ -605,7 +607,7 @@ def detect_landmarks7(
         raise InputFileError(
             mesh_path, f"no landmark file, and automatic landmarks failed: {exc}"
         ) from exc
-    return result.landmarks7, float(result.confidence)
+    return result.landmarks7, float(result.confidence), result.source
 
 
 def _save_png(path: Path, image: Any, scan_sha256: str = "") -> Path:

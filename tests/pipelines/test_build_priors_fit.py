@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facehd.detect import mediapipe_available
 from facehd.distances import SurfaceQuery
 from facehd.errors import DegenerateInputError, InputFileError
 from facehd.mesh import Mesh, load_mesh, save_mesh
@@ -227,3 +228,43 @@ def test_mirrored_and_wrong_unit_landmarks_are_refused(rigid_scans: Path, tmp_pa
         fit_one(
             ScanInput("mm", scan, str(rigid_scans / "s000_e00.lm7.txt")), PriorsConfig(units="mm")
         )
+
+
+@pytest.mark.skipif(not mediapipe_available(), reason="needs the photo extra (mediapipe)")
+def test_points_found_automatically_are_recorded_as_such(rigid_scans: Path, tmp_path: Path) -> None:
+    """A scan without a landmark file is fitted from points found on it; the dataset says whether
+    they are the detection's or the model check's, and a rerun resumes over them."""
+    from facehd.h5io import open_dataset
+    from pipelines.build_priors import build_priors, is_detected
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    (folder / "face.ply").write_bytes((rigid_scans / "s000_e00.ply").read_bytes())
+    given = ScanInput(
+        "given", str(rigid_scans / "s000_e00.ply"), str(rigid_scans / "s000_e00.lm7.txt")
+    )
+    fit_given, _, _, source_given = fit_one(given, PriorsConfig())
+    assert source_given == given.landmarks_path and not is_detected(source_given)
+    # facehd-synth's own face, which the check describes: its landmark vertices, and the same fit
+    result = build_priors(folder, tmp_path / "priors.h5", PriorsConfig())
+    assert result.n_written == 1 and result.n_failed == 0
+    with open_dataset(tmp_path / "priors.h5") as ds:
+        row = ds[0]
+    assert row.landmarks_source == "detected; model (facehd-synth)" and not row.landmarks_sha256
+    assert is_detected(row.landmarks_source) and is_detected("detected")
+    np.testing.assert_allclose(row.residual, fit_given.residuals.median, rtol=0.1)
+    # the rerun takes the stored row as done (the points are still found, not a file gone), and
+    # the command says where the dataset's points came from
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+
+    args = ["build-priors", "--scans", str(folder), "--out", str(tmp_path / "priors.h5")]
+    again = CliRunner().invoke(app, args, terminal_width=200)
+    said = " ".join(again.output.split())
+    assert again.exit_code == 0, said
+    assert "1 samples (0 new, 1 already done, 0 failed)" in said
+    assert (
+        "landmarks: 0 given, 1 found automatically (1 the model's points: model (facehd-synth); "
+        "0 the detection's)" in said
+    ), said

@@ -333,7 +333,8 @@ def test_landmarks_command_over_a_folder(tmp_path: Path) -> None:
     )
     assert np.median(err_tex) < 3.0 and err_tex.max() < 8.0, err_tex
     # build-priors' helper shows the texture too: the same points as the batch run
-    lm_tex, _ = detect_landmarks7(load_mesh(textured), textured)
+    lm_tex, _, source_tex = detect_landmarks7(load_mesh(textured), textured)
+    assert source_tex == rows["textured"]["source"]
     np.testing.assert_allclose(lm_tex, load_landmarks(out / "textured.lm7.txt"), atol=1e-9)
     assert 0.0 < float(rows["face"]["confidence"]) <= 1.0
     assert float(rows["face"]["smoothing_mm"]) == 0.0  # found with its own shading
@@ -379,8 +380,10 @@ def test_landmarks_command_over_a_folder(tmp_path: Path) -> None:
     assert pp.read_text() == edited and not written_by_facehd(pp)
 
     # the helper other jobs call for scans without a landmark file gives the same points
-    lm, confidence = detect_landmarks7(scan, scans / "face.ply")
+    lm, confidence, source = detect_landmarks7(scan, scans / "face.ply")
     np.testing.assert_allclose(lm, lm7, atol=1e-9)
+    assert source == "model (facehd-synth)"
+    assert detect_landmarks7(scan, scans / "face.ply", model_check=None)[2] == "detected"
     assert confidence == pytest.approx(float(rows["face"]["confidence"]), abs=1e-4)
     with pytest.raises(InputFileError, match="automatic landmarks failed.*units") as err:
         detect_landmarks7(Mesh(scan.vertices * 1e-3, scan.faces), scans / "tiny.ply")
