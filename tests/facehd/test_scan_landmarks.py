@@ -941,3 +941,40 @@ def test_weaker_candidates_are_tried_and_the_furthest_failure_is_reported(
     with pytest.raises(ScanLandmarkError) as err:
         landmarker.detect(scan)
     assert err.value.reason == "unsure"
+
+
+def test_holes_are_filled_from_the_surface_around_them() -> None:
+    """Enclosed empty pixels (holes, even one pixel from the image's edge) take the colour of the
+    nearest surface pixel, smoothed, as a brute-force nearest search over the whole image gives;
+    the surface and the background that reaches the image's edge stay as they are."""
+    from scipy import ndimage
+
+    from facehd.scan_landmarks import _fill_enclosed
+
+    rng = np.random.default_rng(4)
+    s = 96
+    yy, xx = np.mgrid[0:s, 0:s]
+    hit = (yy - 48) ** 2 + (xx - 40) ** 2 < 40**2  # a disc cut by the image's left edge
+    holes = [(48, 40, 6), (20, 30, 3), (50, 1, 0), (70, 60, 2)]
+    for cy, cx, r in holes:
+        hit &= (yy - cy) ** 2 + (xx - cx) ** 2 > r * r
+    hit[50, 1] = False
+    hit[50, 0] = hit[49, 1] = hit[51, 1] = hit[50, 2] = True
+    # a smooth surface colour, so that equally near surface pixels give (nearly) one colour
+    img = np.stack([xx, yy, (xx + yy) / 2], axis=-1) / (4 * s) * hit[..., None]
+    img = img + 0.001 * rng.random(img.shape) * hit[..., None]
+    out = _fill_enclosed(img, hit)
+    labels, _ = ndimage.label(~hit)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    enclosed = (labels > 0) & ~np.isin(labels, edge)
+    assert enclosed.sum() > 100 and enclosed[50, 1]
+    np.testing.assert_array_equal(out[~enclosed], img[~enclosed])
+    # brute force: each hole pixel's nearest surface pixel, then the 5 x 5 mean inside holes
+    surface = np.argwhere(hit)
+    near = img.copy()
+    for y, x in np.argwhere(enclosed):
+        d2 = ((surface - (y, x)) ** 2).sum(1)
+        ties = surface[d2 == d2.min()]
+        near[y, x] = img[ties[:, 0], ties[:, 1]].mean(0)
+    want = np.stack([ndimage.uniform_filter(near[..., c], 5) for c in range(3)], axis=-1)
+    np.testing.assert_allclose(out[enclosed], want[enclosed], atol=0.004)
