@@ -877,6 +877,19 @@ def build_priors_cmd(
         raise typer.Exit(1)
 
 
+def _single_view_fit(iterations: int, multiview: bool) -> Any:
+    """The per-photo fit of ``--fit-iterations`` (None when 0); refused with ``--multiview``,
+    whose joint fit takes ``--iterations``."""
+    if not iterations:
+        return None
+    if multiview:
+        _error("--fit-iterations fits single photos; --multiview fits the views with --iterations")
+        raise typer.Exit(2)
+    from models.multiview import MultiViewConfig
+
+    return MultiViewConfig(iterations=iterations)
+
+
 def _landmark_sources(path: Path) -> str:
     """One line on where a priors dataset's landmarks came from (given, detected, the model's)."""
     from facehd.h5io import open_dataset
@@ -1319,6 +1332,13 @@ def reconstruct(
         "With --multiview the views are refined together, with one identity, and the joint fit "
         "starts from them.",
     ),
+    fit_iterations: int = typer.Option(
+        0,
+        min=0,
+        help="Then fit each photo alone on MV-HRN's objective (its coefficients, deformation and "
+        "displacement maps; photometric on R1 and R2, landmarks, contour, regularisers): Adam "
+        "iterations (0: off). Single photos; --multiview fits with --iterations.",
+    ),
 ) -> None:
     """Reconstruct faces: M0, M1 (textured, model topology), M2 (dense, with UVs), maps, previews.
 
@@ -1344,6 +1364,8 @@ def reconstruct(
     Example: facehd reconstruct photos/ --checkpoint runs/tiny/model.pt --precision bfloat16
 
     Example: facehd reconstruct photos/ --checkpoint runs/tiny/model.pt --refine-steps 300
+
+    Example: facehd reconstruct face.jpg --checkpoint m.pt --refine-steps 300 --fit-iterations 50
     """
     from facehd.errors import FacehdError, InputFileError, printable
     from models.reconstruct import (
@@ -1357,6 +1379,7 @@ def reconstruct(
     _check_landmark_mode(landmarks)
     _check_precision(precision)
     refine = RefineConfig(steps=refine_steps) if refine_steps else None
+    fit = _single_view_fit(fit_iterations, multiview)
     with _exit_on_error(FacehdError, ValueError, ImportError):
         found = find_photo_inputs(photos, out)
         files, missing = found.photos, found.missing
@@ -1416,6 +1439,7 @@ def reconstruct(
                         missing=missing,
                         names=names,
                         refine=refine,
+                        fit=fit,
                     )
     if fitted is not None:
         first, last = fitted.history[0], fitted.history[-1]
@@ -1468,6 +1492,13 @@ def evaluate(
         help="Refine each photo's base coefficients on the self-supervised objective: Adam "
         "steps of each of its two phases, from the mean face (0: off; 300 in the README).",
     ),
+    fit_iterations: int = typer.Option(
+        0,
+        min=0,
+        help="Then fit each photo alone on MV-HRN's objective (its coefficients, deformation and "
+        "displacement maps; photometric on R1 and R2, landmarks, contour, regularisers): Adam "
+        "iterations (0: off). Single photos; --multiview fits with --iterations.",
+    ),
 ) -> None:
     """Score M0, M1, M2 against the exact truth of synthetic photos (distance, normal error).
 
@@ -1481,6 +1512,8 @@ def evaluate(
 
     Example: facehd evaluate --checkpoint runs/tiny/model.pt --scans heldout --refine-steps 300
 
+    Example: facehd evaluate --checkpoint m.pt --scans held --refine-steps 300 --fit-iterations 50
+
     Example: facehd evaluate --multiview --refine-steps 300 --checkpoint model.pt --scans sets3
     """
     from facehd.errors import FacehdError, check_output_file
@@ -1490,6 +1523,7 @@ def evaluate(
 
     _check_precision(precision)
     refine = RefineConfig(steps=refine_steps) if refine_steps else None
+    fit = _single_view_fit(fit_iterations, multiview)
     if out is not None:
         with _exit_on_error(FacehdError):
             check_output_file(out, "CSV")  # before anything is scored
@@ -1572,6 +1606,7 @@ def evaluate(
                 progress=lambda d, n: bar.update(task, completed=d, total=n),
                 failed=failed,
                 refine=refine,
+                fit=fit,
             )
     _say_unreadable(failed)
     title = f"{s.photos} photos" + (
@@ -1579,6 +1614,8 @@ def evaluate(
         if refine_steps
         else ""
     )
+    if fit_iterations:
+        title += f", each photo fitted alone on MV-HRN's objective ({fit_iterations} iterations)"
     table = PlainTable("level", "distance mm", "normal error rad", title=title)
     table.add_row("mean face", f"{s.dist_mean_face:.3f}", f"{s.normal_mean_face:.4f}")
     for level in ("m0", "m1", "m2"):

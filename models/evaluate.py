@@ -558,13 +558,16 @@ def evaluate_synthetic(
     progress: Callable[[int, int], None] | None = None,
     failed: list[str] | None = None,
     refine: Any = None,
+    fit: Any = None,
 ) -> tuple[list[EvalRow], EvalSummary]:
     """Reconstruct and score every photo of every scan in ``scans_dir``.
 
     ``views`` limits the photos per scan. ``refine`` (a :class:`models.refine.RefineConfig`):
     refine each photo's base coefficients on the self-supervised objective, with the crop's
     skin mask and landmarks, before the detail networks (:meth:`Reconstructor.run_crops_refined`);
-    None: the networks alone. Raises InputFileError when the folder holds no
+    None: the networks alone. ``fit`` (a :class:`models.multiview.MultiViewConfig`): then fit
+    each photo's coefficients and maps on MV-HRN's objective with the photo as its one view
+    (:meth:`Reconstructor.run_crops_fitted`). Raises InputFileError when the folder holds no
     ``*.photos.npz``. A scan whose truth or photos cannot be read (a damaged file, arrays that
     disagree) raises its InputFileError, or, when ``failed`` is given, is said there (the
     error, naming the file) and left out while the others are scored
@@ -580,7 +583,11 @@ def evaluate_synthetic(
     rows: list[EvalRow] = []
     for k, (truth, photos, v) in enumerate(jobs):
         crop = align_lab_photo(photos, v, recon.template)
-        if refine is None:
+        if fit is not None:
+            rec = recon.run_crops_fitted(
+                crop["image"][None], crop["mask"][None], crop["landmarks"][None], fit, refine
+            )[0]
+        elif refine is None:
             rec = recon.run_crops(crop["image"][None])[0]
         else:
             rec = recon.run_crops_refined(

@@ -55,6 +55,7 @@ from models.analyzer import Coefficients
 from models.system import CoarseFace, DetailFace, FaceSystem, scaled_hrn_camera
 
 if TYPE_CHECKING:
+    from models.multiview import MultiViewConfig
     from models.refine import RefineConfig
 
 __all__ = [
@@ -191,6 +192,8 @@ class Reconstruction:
     sh : (9, 3) SH lighting.
     refine_objective : ``(before, after)`` the base objective of the analyzer's prediction and of
         the refined coefficients (:meth:`Reconstructor.run_crops_refined`); None unrefined.
+    fit_objective : ``(before, after)`` the objective of the per-photo fit of coefficients and
+        maps (:meth:`Reconstructor.run_crops_fitted`); None when not fitted.
     """
 
     m0: np.ndarray
@@ -203,6 +206,7 @@ class Reconstruction:
     texture: np.ndarray
     sh: np.ndarray
     refine_objective: tuple[float, float] | None = None
+    fit_objective: tuple[float, float] | None = None
 
 
 class Reconstructor:
@@ -259,6 +263,9 @@ class Reconstructor:
         """Photo files: refine the base coefficients per photo on the self-supervised objective
         (:meth:`run_crops_refined`, with the photo's landmarks and its landmark face mask) before
         the detail networks; None: the networks alone."""
+        self.fit: MultiViewConfig | None = None
+        """Photo files: then fit each photo's coefficients and maps on MV-HRN's objective with
+        the photo as its one view (:meth:`run_crops_fitted`); None: not fitted."""
         self._detector = None
 
     @classmethod
@@ -338,6 +345,44 @@ class Reconstructor:
             (rec,) = self.reconstructions(coarse, detail)
             out.append(replace(rec, refine_objective=(before[i], after[i])))
         return out, before, after
+
+    def run_crops_fitted(
+        self,
+        crops: np.ndarray,
+        masks: np.ndarray,
+        landmarks: np.ndarray,
+        fit: MultiViewConfig,
+        refine: RefineConfig | None = None,
+    ) -> list[Reconstruction]:
+        """Each crop (a face of its own) fitted alone on MV-HRN's objective
+        (:func:`models.multiview.fit_multiview` with one view): its coefficients, deformation and
+        displacement maps optimised on its photometric (R1 and R2), landmark, contour and
+        regularising losses, starting from the networks' prediction, or with ``refine`` from the
+        refined base coefficients (:meth:`refined_coefficients`). Arguments as
+        :meth:`run_crops_refined`; each reconstruction holds its ``fit_objective`` (and
+        ``refine_objective``)."""
+        from models.multiview import fit_multiview
+
+        crops = np.asarray(crops)
+        masks, landmarks = np.asarray(masks), np.asarray(landmarks)
+        coeffs = None
+        if refine is not None:
+            coeffs, before, after = self.refined_coefficients(crops, masks, landmarks, refine)
+        out = []
+        for i in range(crops.shape[0]):
+            one = slice(i, i + 1)
+            start = None if coeffs is None else Coefficients(*(t[one] for t in coeffs))
+            res = fit_multiview(
+                self, crops[one], masks[one], landmarks[one], fit, coefficients=start
+            )
+            rec = replace(
+                res.views[0],
+                fit_objective=(res.history[0]["total"], res.history[-1]["total"]),
+            )
+            if coeffs is not None:
+                rec = replace(rec, refine_objective=(before[i], after[i]))
+            out.append(rec)
+        return out
 
     def refined_coefficients(
         self,
@@ -480,6 +525,12 @@ class Reconstructor:
         """:meth:`run_photo`, and how the photo was turned upright (:class:`PhotoFrame`)."""
         from facehd.align import load_photo
 
+        if self.fit is not None:
+            aligned, mask, landmarks, frame = self.prepare_view_framed(path)
+            rec = self.run_crops_fitted(
+                aligned.image[None], mask[None], landmarks[None], self.fit, self.refine
+            )[0]
+            return rec, aligned, frame
         if self.refine is not None:
             aligned, mask, landmarks, frame = self.prepare_view_framed(path)
             rec = self.run_crops_refined(
@@ -618,6 +669,17 @@ def _refine_record(recon: Reconstructor, rec: Reconstruction) -> dict[str, Any] 
     return out
 
 
+def _fit_record(recon: Reconstructor, rec: Reconstruction) -> dict[str, Any] | None:
+    """``reconstruction.json``'s ``fit``: the per-photo fit's settings and its objective before
+    and after (None when the photo was not fitted)."""
+    if recon.fit is None:
+        return None
+    out: dict[str, Any] = asdict(recon.fit)
+    if rec.fit_objective is not None:
+        out["objective_before"], out["objective_after"] = (float(v) for v in rec.fit_objective)
+    return out
+
+
 def write_reconstruction(
     recon: Reconstructor,
     rec: Reconstruction,
@@ -661,6 +723,7 @@ def write_reconstruction(
         "checkpoint": recon.checkpoint,
         "precision": recon.precision,
         "refine": _refine_record(recon, rec),
+        "fit": _fit_record(recon, rec),
         "units": "mm",
         "pose": {
             "convention": "posed = R @ p + t (canonical model frame -> base camera world)",
@@ -849,10 +912,11 @@ def load_for_photos(
     landmarks: str = "auto",
     loaded: Any = None,
     refine: RefineConfig | None = None,
+    fit: MultiViewConfig | None = None,
 ) -> Reconstructor:
     """The :class:`Reconstructor` of a photo run (:func:`reconstruct_photos` and the
-    multi-view fit): ``checkpoint`` loaded with these settings, ``landmarks`` and ``refine``
-    set, then ``loaded(recon)`` called when given."""
+    multi-view fit): ``checkpoint`` loaded with these settings, ``landmarks``, ``refine`` and
+    ``fit`` set, then ``loaded(recon)`` called when given."""
     recon = Reconstructor.load(
         checkpoint,
         base_texture=base_texture,
@@ -863,6 +927,7 @@ def load_for_photos(
     )
     recon.landmarks = landmarks
     recon.refine = refine
+    recon.fit = fit
     if loaded is not None:
         loaded(recon)
     return recon
@@ -884,10 +949,12 @@ def reconstruct_photos(
     missing: Sequence[tuple[Path, str]] = (),
     names: Sequence[str] | None = None,
     refine: RefineConfig | None = None,
+    fit: MultiViewConfig | None = None,
 ) -> list[PhotoResult]:
     """Reconstruct every photo into ``out/<name>/`` (:func:`output_names`); a photo that fails
     (unreadable, no face, its results not writable) is reported and the others continue.
-    ``base_texture``, ``precision``, ``landmarks``, ``refine``: see :class:`Reconstructor`;
+    ``base_texture``, ``precision``, ``landmarks``, ``refine``, ``fit``: see
+    :class:`Reconstructor`;
     ``loaded(recon)`` is called once the checkpoint is loaded. ``missing``: inputs that are not
     there (:attr:`PhotoInputs.missing`), reported as failed first (:func:`missing_results`).
     ``names``: the folder names when the caller has them already (:func:`photo_folder_names`)."""
@@ -901,6 +968,7 @@ def reconstruct_photos(
         landmarks=landmarks,
         loaded=loaded,
         refine=refine,
+        fit=fit,
     )
     with output_lock(out) as out:
         clear_interrupted_writes(out)

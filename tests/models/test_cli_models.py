@@ -6,6 +6,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 import yaml
 from hrn_testdata import tiny_config
 from typer.testing import CliRunner
@@ -112,6 +113,29 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
         refined = list(csv.DictReader(f))
     assert [r["sample"] for r in refined] == [r["sample"] for r in rows]
     assert all(a["dist_m0"] != b["dist_m0"] for a, b in zip(refined, rows, strict=True))
+    # then each photo fitted alone on MV-HRN's objective: with no iterations, the refined scores;
+    # with some, M1 moves
+    for n in ("0", "2"):
+        res = runner.invoke(
+            app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(hrn_data.scans),
+                  "--views", "1", "--out", str(tmp_path / f"eval-fit{n}.csv"),
+                  "--refine-steps", "3", "--fit-iterations", n],
+        )  # fmt: skip
+        said = " ".join(res.output.split())
+        assert res.exit_code == 0, res.output
+        assert (f"fitted alone on MV-HRN's objective ({n} iterations)" in said) == (n != "0")
+        with open(tmp_path / f"eval-fit{n}.csv", newline="") as f:
+            fit_rows = list(csv.DictReader(f))
+        for a, b in zip(fit_rows, refined, strict=True):
+            if n == "0":
+                assert float(a["dist_m1"]) == pytest.approx(float(b["dist_m1"]), abs=1e-4)
+            else:
+                assert abs(float(a["dist_m1"]) - float(b["dist_m1"])) > 1e-4
+    res = runner.invoke(
+        app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(hrn_data.scans),
+              "--multiview", "--fit-iterations", "2"],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "--multiview fits the views with --iterations" in res.output
     # sets of views start from each view's refined coefficients (test_multiview.py checks how)
     res = runner.invoke(
         app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(hrn_data.scans),

@@ -687,3 +687,71 @@ def test_reconstruct_refines_the_base_coefficients_when_asked(
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads((mv / "multiview.json").read_text())["refine"] is None
+
+
+def test_photos_are_fitted_alone_when_asked(hrn_data, model_path, tmp_path, one_thread):
+    """--fit-iterations: each photo's coefficients and maps fitted on MV-HRN's objective with the
+    photo as its one view. The batch's crops are fitted apart (each as fit_multiview on it
+    alone), with no iterations the start is kept (the networks', or the refined one), the fit
+    lowers its objective, and the command writes the fitted face and what the fit did."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+    from facehd.mesh import load_mesh
+    from models.multiview import MultiViewConfig, fit_multiview
+    from models.refine import RefineConfig
+
+    photos = [hrn_data.scans / "photos" / f"s000_e00_v0{v}.png" for v in (0, 1)]
+    recon = Reconstructor.load(model_path)
+    views = [recon.prepare_view_framed(p)[:3] for p in photos]
+    crops = np.stack([a.image for a, _, _ in views])
+    masks = np.stack([m for _, m, _ in views])
+    lms = np.stack([lm for _, _, lm in views])
+    # no iterations: the networks' reconstruction, or the refined one
+    kept = recon.run_crops_fitted(crops, masks, lms, MultiViewConfig(iterations=0))
+    for got, want in zip(kept, recon.run_crops(crops), strict=True):
+        np.testing.assert_allclose(got.m1, want.m1, atol=1e-4)
+        np.testing.assert_allclose(got.displacement, want.displacement, atol=1e-6)
+    refine = RefineConfig(steps=2)
+    refined, before, after = recon.run_crops_refined(crops, masks, lms, refine)
+    kept = recon.run_crops_fitted(crops, masks, lms, MultiViewConfig(iterations=0), refine)
+    for i, (got, want) in enumerate(zip(kept, refined, strict=True)):
+        np.testing.assert_allclose(got.m0, want.m0, atol=1e-4)
+        assert got.refine_objective == pytest.approx((before[i], after[i]), rel=1e-6)
+    # fitted: each crop as if it were the only one, its objective lower after
+    cfg = MultiViewConfig(iterations=4, lr=1e-2)
+    fitted = recon.run_crops_fitted(crops, masks, lms, cfg)
+    for i, rec in enumerate(fitted):
+        alone = fit_multiview(recon, crops[i : i + 1], masks[i : i + 1], lms[i : i + 1], cfg)
+        np.testing.assert_allclose(rec.m1, alone.views[0].m1, atol=1e-4)
+        start, end = rec.fit_objective
+        assert start == pytest.approx(alone.history[0]["total"], rel=1e-6) and end < start
+        assert not np.allclose(rec.m1, kept[i].m1, atol=1e-3)
+    # the command: the fitted face, and what the fit did in reconstruction.json
+    out = tmp_path / "rec"
+    args = ["reconstruct", str(photos[0]), "--checkpoint", str(model_path), "--out", str(out)]
+    res = CliRunner().invoke(app, [*args, "--fit-iterations", "4"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / photos[0].stem / "reconstruction.json").read_text())
+    assert meta["fit"]["iterations"] == 4 and meta["refine"] is None
+    assert meta["fit"]["objective_after"] < meta["fit"]["objective_before"]
+    recon.fit = MultiViewConfig(iterations=4)
+    want = recon.run_photo(photos[0])[0]
+    written = load_mesh(out / photos[0].stem / "mid.obj").vertices
+    np.testing.assert_allclose(written, want.m1, rtol=1e-4, atol=1e-3)
+    assert meta["fit"]["objective_after"] == pytest.approx(want.fit_objective[1], rel=1e-5)
+    res = CliRunner().invoke(app, args)
+    assert (
+        res.exit_code == 0
+        and json.loads((out / photos[0].stem / "reconstruction.json").read_text())["fit"] is None
+    )
+    # the joint fit has its own iterations
+    refused = CliRunner().invoke(
+        app, [*args[:-2], "--out", str(tmp_path / "mv"), "--multiview", "--fit-iterations", "4"]
+    )
+    assert refused.exit_code == 2 and "--multiview fits the views with --iterations" in (
+        " ".join(refused.output.split())
+    )
+    assert not (tmp_path / "mv").exists()
