@@ -593,6 +593,13 @@ def bench(
         help="--method hrn without --predictions: refine each single image's base coefficients "
         "(as facehd reconstruct --refine-steps; 0: off, the default).",
     ),
+    fit_iterations: int = typer.Option(
+        None,
+        min=0,
+        help="--method hrn without --predictions: then fit each single image alone on MV-HRN's "
+        "objective (as facehd reconstruct --fit-iterations; 0: off, the default; multi-view "
+        "sets keep their joint fit).",
+    ),
 ) -> None:
     """Score a method on a benchmark: items.csv, summary.csv and its leaderboard.csv row.
 
@@ -616,6 +623,9 @@ def bench(
 
     Example: facehd bench --dataset now --method hrn --checkpoint runs/tiny/model.pt --root now
     --refine-steps 300 --label hrn-refined
+
+    Example: facehd bench --dataset now --method hrn --checkpoint runs/tiny/model.pt --root now
+    --refine-steps 300 --fit-iterations 50 --label hrn-fitted
     """
     import os
 
@@ -627,15 +637,20 @@ def bench(
         ENV_BFM_UV,
         ENV_CHECKPOINT,
         ENV_DERETOUCH,
+        ENV_FIT_ITERATIONS,
         ENV_PRECISION,
         ENV_REFINE_STEPS,
     )
 
-    if refine_steps is not None:
-        if predictions is not None:
-            _error("--refine-steps applies to a registered method's run, not to --predictions")
-            raise typer.Exit(2)
-        os.environ[ENV_REFINE_STEPS] = str(refine_steps)
+    for option, value, env in (
+        ("--refine-steps", refine_steps, ENV_REFINE_STEPS),
+        ("--fit-iterations", fit_iterations, ENV_FIT_ITERATIONS),
+    ):
+        if value is not None:
+            if predictions is not None:
+                _error(f"{option} applies to a registered method's run, not to --predictions")
+                raise typer.Exit(2)
+            os.environ[env] = str(value)
     if precision is not None:
         _check_precision(precision)
         os.environ[ENV_PRECISION] = precision

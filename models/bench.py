@@ -17,8 +17,11 @@ the official checkpoint), which ``facehd bench --checkpoint C`` sets, and
 :class:`models.reconstruct.Reconstructor`) and ``FACEHD_HRN_REFINE_STEPS`` (``facehd bench
 --refine-steps``: each image's base coefficients refined on it, :mod:`models.refine`; a
 multi-view set's joint MV-HRN fit starts from its views' coefficients refined with one shared
-identity).
-:meth:`HRNMethod.describe` gives the hashes of these files, the precision and the refinement:
+identity) and ``FACEHD_HRN_FIT_ITERATIONS`` (``facehd bench --fit-iterations``: each single
+image then fitted alone on MV-HRN's objective,
+:meth:`models.reconstruct.Reconstructor.run_crops_fitted`; multi-view sets keep their joint fit).
+:meth:`HRNMethod.describe` gives the hashes of these files, the precision, the refinement and
+the fit:
 ``facehd bench`` refuses to add predictions of another checkpoint or setting to a folder of
 predictions.
 """
@@ -35,6 +38,7 @@ from facehd.landmarks import NOW7_FROM_68
 
 __all__ = [
     "ENV_CHECKPOINT",
+    "ENV_FIT_ITERATIONS",
     "ENV_PRECISION",
     "ENV_REFINE_STEPS",
     "HRNMethod",
@@ -45,6 +49,7 @@ __all__ = [
 ENV_CHECKPOINT = "FACEHD_HRN_CHECKPOINT"
 ENV_PRECISION = "FACEHD_HRN_PRECISION"
 ENV_REFINE_STEPS = "FACEHD_HRN_REFINE_STEPS"
+ENV_FIT_ITERATIONS = "FACEHD_HRN_FIT_ITERATIONS"
 ENV_DERETOUCH = "FACEHD_HRN_DERETOUCH"
 ENV_BFM = "FACEHD_BFM"
 ENV_BFM_UV = "FACEHD_BFM_UV"
@@ -63,6 +68,9 @@ class HRNMethod:
         :class:`models.reconstruct.Reconstructor`).
     refine : refine each image's base coefficients (a :class:`models.refine.RefineConfig`;
         None: the networks alone); a multi-view set's joint fit starts from its refined views.
+    fit : fit each single image alone on MV-HRN's objective (a
+        :class:`models.multiview.MultiViewConfig`; None: not fitted); multi-view sets keep their
+        joint fit (``multiview``).
     """
 
     name = "hrn"
@@ -77,6 +85,7 @@ class HRNMethod:
         multiview: Any = None,
         precision: str = "float32",
         refine: Any = None,
+        fit: Any = None,
     ) -> None:
         from models.multiview import MultiViewConfig
         from models.reconstruct import Reconstructor
@@ -90,6 +99,7 @@ class HRNMethod:
             precision=precision,
         )
         self.recon.refine = refine
+        self.recon.fit = fit
         self._files = {
             "checkpoint": checkpoint,
             "deretouch": deretouch,
@@ -115,6 +125,8 @@ class HRNMethod:
             # multi-view sets start from the views refined with one identity (before: from the
             # analyzer's)
             out["refine"] = {**dataclasses.asdict(self.recon.refine), "multiview": "shared"}
+        if self.recon.fit is not None:  # absent without, as before the option existed
+            out["fit"] = {**config_to_dict(self.recon.fit), "images": "single"}
         if dataclasses.is_dataclass(self.multiview):
             out["multiview"] = config_to_dict(self.multiview)
         return out
@@ -177,7 +189,7 @@ class HRNMethod:
         from facehd.mesh import Mesh
 
         photo = load_photo(image)
-        if self.recon.refine is None:
+        if self.recon.refine is None and self.recon.fit is None:
             _, aligned, turn, _ = self.recon._detect_and_align(photo.image, image)
             rec = self.recon.run_crops(aligned.image[None])[0]
         else:
@@ -267,6 +279,7 @@ def make_method() -> HRNMethod:
         uv_path=os.environ.get(ENV_BFM_UV) or None,
         precision=os.environ.get(ENV_PRECISION) or "float32",
         refine=_refine_from_env(),
+        fit=_fit_from_env(),
     )
 
 
@@ -282,3 +295,17 @@ def _refine_from_env() -> Any:
     if steps < 0:
         raise ValueError(f"{ENV_REFINE_STEPS} must be >= 0, got {steps}")
     return RefineConfig(steps=steps) if steps else None
+
+
+def _fit_from_env() -> Any:
+    """The per-image fit ``$FACEHD_HRN_FIT_ITERATIONS`` asks for (unset, empty or 0: none)."""
+    from models.multiview import MultiViewConfig
+
+    value = os.environ.get(ENV_FIT_ITERATIONS) or "0"
+    try:
+        iterations = int(value)
+    except ValueError:
+        raise ValueError(f"{ENV_FIT_ITERATIONS} must be a whole number, got {value!r}") from None
+    if iterations < 0:
+        raise ValueError(f"{ENV_FIT_ITERATIONS} must be >= 0, got {iterations}")
+    return MultiViewConfig(iterations=iterations) if iterations else None

@@ -441,11 +441,16 @@ def hrn_multiview(quick: bool) -> list[PerfRow]:
 REFINE_ENTRY = "hrn-refine"
 
 
-@register(REFINE_ENTRY, "Per-photo refinement of the base coefficients (--refine-steps), one core")
+@register(
+    REFINE_ENTRY,
+    "Per-photo refinement of the base coefficients (--refine-steps) and per-photo fit "
+    "(--fit-iterations), one core",
+)
 def hrn_refine(quick: bool) -> list[PerfRow]:
     import numpy as np
 
     from facehd.morphable import load_model
+    from models.multiview import MultiViewConfig
     from models.reconstruct import Reconstructor
     from models.refine import RefineConfig
     from models.system import FaceSystem
@@ -466,8 +471,11 @@ def hrn_refine(quick: bool) -> list[PerfRow]:
         raise ValueError("hrn-refine: the tiny-cpu config renders at 224 pixels")
     steps = 10 if quick else 300
     refine = RefineConfig(steps=steps)
+    iterations = 3 if quick else 50
+    fit = MultiViewConfig(iterations=iterations)
     with single_thread():
         t = timeit(lambda: recon.run_crops_refined(crop[None], mask[None], lms[None], refine), 1)
+        t_fit = timeit(lambda: recon.run_crops_fitted(crop[None], mask[None], lms[None], fit), 1)
     return [
         PerfRow(
             REFINE_ENTRY,
@@ -476,5 +484,13 @@ def hrn_refine(quick: bool) -> list[PerfRow]:
             "s",
             note=f"{t / (2 * steps) * 1e3:.0f} ms per step (render and losses at 224 px; the "
             "networks' size matters only for their one pass)",
-        )
+        ),
+        PerfRow(
+            REFINE_ENTRY,
+            f"one 224-pixel crop fitted alone, {iterations} iterations (--fit-iterations)",
+            t_fit,
+            "s",
+            note=f"{t_fit / iterations * 1e3:.0f} ms per iteration (renders R1 and R2, and the "
+            "losses, at the networks' image size: 224 px for tiny-cpu)",
+        ),
     ]

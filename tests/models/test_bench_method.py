@@ -254,7 +254,7 @@ def test_refined_hrn_runs_are_their_own_configuration(
     pytest.importorskip("mediapipe")
     import json
 
-    from models.bench import ENV_REFINE_STEPS
+    from models.bench import ENV_FIT_ITERATIONS, ENV_REFINE_STEPS
 
     root = make_synthetic_benchmark("now", tmp_path / "now", seed=0, n_subjects=1)
     monkeypatch.setenv(ENV_REFINE_STEPS, "0")  # restored after the test (the CLI sets it)
@@ -284,15 +284,33 @@ def test_refined_hrn_runs_are_their_own_configuration(
         p.relative_to(folder / "hrn-refined") for p in b
     ]
     assert all(p.read_bytes() != q.read_bytes() for p, q in zip(a, b, strict=True))
+    # each image then fitted alone: another configuration again, its meshes the fitted ones
+    monkeypatch.setenv(ENV_FIT_ITERATIONS, "0")
+    res = CliRunner().invoke(
+        app, [*args, "--refine-steps", "0", "--fit-iterations", "2", "--label", "hrn-fitted"]
+    )
+    assert res.exit_code == 0, res.output
+    made = json.loads((folder / "hrn-fitted" / "predictions" / "method.json").read_text())
+    assert "refine" not in made["describe"]
+    assert made["describe"]["fit"]["iterations"] == 2
+    assert made["describe"]["fit"]["images"] == "single"
+    c = sorted((folder / "hrn-fitted" / "predictions").rglob("*.obj"))
+    assert all(p.read_bytes() != q.read_bytes() for p, q in zip(a, c, strict=True))
     with open(out / "leaderboard.csv", newline="") as fh:
         rows = {r["method"] for r in csv.DictReader(fh) if r["dataset"] == "now"}
-    assert {"hrn", "hrn-refined"} <= rows
-    res = CliRunner().invoke(
-        app, ["bench", "--dataset", "now", "--method", "mine", "--root", str(root),
-              "--predictions", str(tmp_path), "--refine-steps", "2"],
-    )  # fmt: skip
-    assert res.exit_code == 2 and "not to --predictions" in res.output
-    monkeypatch.setenv(ENV_REFINE_STEPS, "many")
+    assert {"hrn", "hrn-refined", "hrn-fitted"} <= rows
+    for option in ("--refine-steps", "--fit-iterations"):
+        res = CliRunner().invoke(
+            app, ["bench", "--dataset", "now", "--method", "mine", "--root", str(root),
+                  "--predictions", str(tmp_path), option, "2"],
+        )  # fmt: skip
+        assert res.exit_code == 2 and f"{option} applies" in res.output
+        assert "not to --predictions" in res.output
     monkeypatch.setenv(ENV_CHECKPOINT, str(model_path))
+    monkeypatch.setenv(ENV_FIT_ITERATIONS, "-1")
+    with pytest.raises(ValueError, match=">= 0"):
+        make_method()
+    monkeypatch.setenv(ENV_FIT_ITERATIONS, "0")
+    monkeypatch.setenv(ENV_REFINE_STEPS, "many")
     with pytest.raises(ValueError, match="whole number"):
         make_method()

@@ -16,5 +16,6 @@ def test_hrn_forward_entry_runs_quick():
 
 def test_hrn_refine_entry_runs_quick():
     rows = perf.discover()["hrn-refine"].fn(True)
-    assert len(rows) == 1 and rows[0].unit == "s" and rows[0].value > 0
+    assert len(rows) == 2 and all(r.unit == "s" and r.value > 0 for r in rows)
     assert "10 + 10 steps" in rows[0].metric and rows[0].passed is None
+    assert "3 iterations (--fit-iterations)" in rows[1].metric and rows[1].passed is None
