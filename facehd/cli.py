@@ -865,7 +865,11 @@ def build_priors_cmd(
         found = discover_scans(scans, landmarks)
         n_auto = sum(s.landmarks_path is None for s in found)
         if n_auto and auto_landmarks:
-            console.print(f"{n_auto} scans have no landmark file: finding their landmarks")
+            console.print(
+                f"{n_auto} scans have no landmark file: their landmarks are found automatically "
+                "(for those not fitted before)",
+                soft_wrap=True,
+            )
         with _progress() as bar:
             task = bar.add_task("scans", total=len(found))
             result = build_priors(
