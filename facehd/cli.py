@@ -1606,6 +1606,24 @@ def evaluate(
                 *(f"{m[f'normal_{lv}']:.4f}" for lv in ("m0", "m1", "m2")),
             )
         console.print(table)
+        seen = PlainTable(
+            "variant",
+            "disp corr",
+            "M1 rad",
+            "M2 rad",
+            "oracle M2 rad",
+            title="details at the skin point each texel shows (correlation of the displacement "
+            "maps, normal errors); M2 with the true details there, by closest points",
+        )
+        for variant, m in summary.items():
+            seen.add_row(
+                variant,
+                f"{m['disp_pearson_seen']:.3f}",
+                f"{m['normal_seen_m1']:.4f}",
+                f"{m['normal_seen_m2']:.4f}",
+                f"{m['normal_m2_oracle']:.4f}",
+            )
+        console.print(seen)
         if out is not None:
             console.print(f"wrote {esc(write_rows(out, mv_rows))}")
         if failed:

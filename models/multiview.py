@@ -532,7 +532,10 @@ class MultiViewEvalRow:
 
     ``variant``: ``single`` (each view on its own), ``naive`` (identity and deformation averaged
     over the views, no fitting) or ``mv-hrn`` (the joint fit). Distances (mm) and normal errors
-    (rad) as :func:`models.evaluate.score_levels`.
+    (rad) as :func:`models.evaluate.score_levels`; the detail scores at the skin point each
+    texel shows (``disp_pearson_seen``, ``normal_seen_m1``, ``normal_seen_m2``) and M2's normal
+    error with the true details there (``normal_m2_oracle``), as :func:`evaluate_synthetic`
+    (:mod:`models.evaluate`, 6-7; NaN for a truth without its displacement map).
     """
 
     sample_id: str
@@ -544,6 +547,25 @@ class MultiViewEvalRow:
     normal_m0: float
     normal_m1: float
     normal_m2: float
+    disp_pearson_seen: float = float("nan")
+    normal_seen_m1: float = float("nan")
+    normal_seen_m2: float = float("nan")
+    normal_m2_oracle: float = float("nan")
+
+
+#: The scores of :class:`MultiViewEvalRow`, in its order.
+MULTIVIEW_SCORES = (
+    "dist_m0",
+    "dist_m1",
+    "dist_m2",
+    "normal_m0",
+    "normal_m1",
+    "normal_m2",
+    "disp_pearson_seen",
+    "normal_seen_m1",
+    "normal_seen_m2",
+    "normal_m2_oracle",
+)
 
 
 def evaluate_multiview_synthetic(
@@ -576,14 +598,14 @@ def evaluate_multiview_synthetic(
     """
     from facehd.errors import InputFileError
     from models.data import align_lab_photo
-    from models.evaluate import heldout_ids, read_heldout_scans, score_levels
+    from models.evaluate import heldout_ids, read_heldout_scans
 
     if views is not None and views < 2:
         raise ValueError(f"--views must be >= 2 for multi-view sets, got {views}")
     d = Path(scans_dir)
     ids = heldout_ids(d)  # the scans the single-view evaluation takes, checked alike
     jobs = []
-    keys = ("images", "landmarks68", "masks")
+    keys = ("images", "landmarks68", "masks", "K", "R", "t")
     for truth, photos in read_heldout_scans(d, ids, keys, failed=failed):
         if photos["images"].shape[0] >= 2:
             jobs.append((truth, photos))
@@ -608,24 +630,53 @@ def evaluate_multiview_synthetic(
         res = fit_multiview(recon, images, masks, landmarks68, config, coefficients=start)
         for variant, recs in zip(VARIANTS, (res.single, res.naive, res.views), strict=True):
             scores = [
-                score_levels(recon, r, truth, max_points=max_points, seed=v)
+                _view_scores(recon, r, truth, photos, v, crops[v], max_points)
                 for v, r in enumerate(recs)
             ]
-            dist = np.mean([s[1] for s in scores], axis=0)
-            normal = np.mean([s[2] for s in scores], axis=0)
-            values = [float(x) for x in (*dist, *normal)]
+            values = [float(x) for x in np.mean(scores, axis=0)]
             rows.append(MultiViewEvalRow(truth.sample_id, variant, n, *values))
         if progress is not None:
             progress(k + 1, len(jobs))
     return rows
 
 
+def _view_scores(
+    recon: Reconstructor,
+    rec: Reconstruction,
+    truth: Any,
+    photos: dict[str, np.ndarray],
+    view: int,
+    crop: dict[str, Any],
+    max_points: int,
+) -> np.ndarray:
+    """One view's :data:`MULTIVIEW_SCORES` (the order of :class:`MultiViewEvalRow`)."""
+    from dataclasses import replace
+
+    from models.data import crop_camera
+    from models.evaluate import _oracle_map, _score_levels, _seen_correspondence, _seen_scores
+
+    _, dist, normal, rotation = _score_levels(recon, rec, truth, max_points=max_points, seed=view)
+    details = (float("nan"),) * 4
+    if truth.displacement is not None:
+        camera = crop_camera(
+            photos["K"][view], photos["R"][view], photos["t"][view], crop["crop_transform"]
+        )
+        where = _seen_correspondence(recon, rec, truth, camera)
+        ideal = replace(rec, displacement=_oracle_map(rec, where))
+        oracle = _score_levels(recon, ideal, truth, max_points=max_points, seed=view)[2][2]
+        details = (*_seen_scores(recon, rec, truth, where, rotation), oracle)
+    return np.array([*dist, *normal, *details], dtype=np.float64)
+
+
 def summarise_multiview(rows: list[MultiViewEvalRow]) -> dict[str, dict[str, float]]:
-    """Per variant, the mean of each score over the scans."""
-    names = ("dist_m0", "dist_m1", "dist_m2", "normal_m0", "normal_m1", "normal_m2")
+    """Per variant, the mean of each score over the scans (NaN scores left out)."""
     out = {}
     for variant in VARIANTS:
         mine = [r for r in rows if r.variant == variant]
         if mine:
-            out[variant] = {n: float(np.mean([getattr(r, n) for r in mine])) for n in names}
+            out[variant] = {}
+            for name in MULTIVIEW_SCORES:
+                values = np.array([getattr(r, name) for r in mine], dtype=np.float64)
+                finite = values[np.isfinite(values)]
+                out[variant][name] = float(finite.mean()) if len(finite) else float("nan")
     return out

@@ -277,7 +277,10 @@ def test_evaluate_multiview_scores_the_three_variants(hrn_data, model_path, tmp_
         assert r["views"] == "2"
         values = [float(r[k]) for k in ("dist_m0", "dist_m1", "normal_m1", "normal_m2")]
         assert all(0 < x < 50 for x in values)
+        seen = [float(r[k]) for k in ("normal_seen_m1", "normal_seen_m2", "normal_m2_oracle")]
+        assert all(0 < x < 3.2 for x in seen) and -1 <= float(r["disp_pearson_seen"]) <= 1
     assert all(v in res.output for v in VARIANTS)
+    assert "details at the skin point each texel shows" in " ".join(res.output.split())
     # one view is no set; a folder without photo sets is a clear error
     res = CliRunner().invoke(app, [*args, "--scans", str(hrn_data.scans), "--views", "1"])
     assert res.exit_code != 0 and "views must be >= 2" in res.output
@@ -398,3 +401,28 @@ def test_sets_of_views_start_from_refined_coefficients(hrn_data, model_path, one
     got = np.array([single.dist_m0, single.dist_m1, single.dist_m2])
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     assert abs(single.dist_m0 - unrefined.dist_m0) > 1e-3
+
+
+def test_sets_are_scored_at_the_skin_points_seen_as_single_photos_are(
+    hrn_data, model_path, one_thread
+):
+    """The multi-view rows' detail scores at the skin points seen and the oracle: with no
+    iterations, the ``single`` variant's are the mean of the single-view evaluation's over the
+    set's photos (another code path: one photo at a time through evaluate_synthetic)."""
+    from models.evaluate import evaluate_synthetic, heldout_ids
+    from models.multiview import evaluate_multiview_synthetic
+    from models.reconstruct import Reconstructor
+
+    recon = Reconstructor.load(model_path)
+    first = heldout_ids(hrn_data.scans)[0]
+    rows = evaluate_multiview_synthetic(
+        recon, hrn_data.scans, MultiViewConfig(iterations=0), views=2
+    )
+    (single,) = [r for r in rows if r.sample_id == first and r.variant == "single"]
+    photos, _ = evaluate_synthetic(recon, hrn_data.scans, views=2)
+    mine = [p for p in photos if p.sample == first]
+    assert [p.view for p in mine] == [0, 1]  # the first scan's photos: the same point seeds
+    for name in ("disp_pearson_seen", "normal_seen_m1", "normal_seen_m2", "normal_m2_oracle"):
+        want = np.mean([getattr(p, name) for p in mine])
+        assert np.isfinite(want)
+        assert getattr(single, name) == pytest.approx(want, rel=1e-3, abs=1e-4), name
