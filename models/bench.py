@@ -287,13 +287,7 @@ def _refine_from_env() -> Any:
     """The refinement ``$FACEHD_HRN_REFINE_STEPS`` asks for (unset, empty or 0: none)."""
     from models.refine import RefineConfig
 
-    value = os.environ.get(ENV_REFINE_STEPS) or "0"
-    try:
-        steps = int(value)
-    except ValueError:
-        raise ValueError(f"{ENV_REFINE_STEPS} must be a whole number, got {value!r}") from None
-    if steps < 0:
-        raise ValueError(f"{ENV_REFINE_STEPS} must be >= 0, got {steps}")
+    steps = _count_from_env(ENV_REFINE_STEPS)
     return RefineConfig(steps=steps) if steps else None
 
 
@@ -301,11 +295,17 @@ def _fit_from_env() -> Any:
     """The per-image fit ``$FACEHD_HRN_FIT_ITERATIONS`` asks for (unset, empty or 0: none)."""
     from models.multiview import MultiViewConfig
 
-    value = os.environ.get(ENV_FIT_ITERATIONS) or "0"
-    try:
-        iterations = int(value)
-    except ValueError:
-        raise ValueError(f"{ENV_FIT_ITERATIONS} must be a whole number, got {value!r}") from None
-    if iterations < 0:
-        raise ValueError(f"{ENV_FIT_ITERATIONS} must be >= 0, got {iterations}")
+    iterations = _count_from_env(ENV_FIT_ITERATIONS)
     return MultiViewConfig(iterations=iterations) if iterations else None
+
+
+def _count_from_env(name: str) -> int:
+    """The whole number >= 0 in the environment variable ``name`` (unset or empty: 0)."""
+    value = os.environ.get(name) or "0"
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+    if count < 0:
+        raise ValueError(f"{name} must be >= 0, got {count}")
+    return count

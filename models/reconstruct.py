@@ -661,22 +661,23 @@ def _box(face: Any) -> tuple[float, float, float, float]:
 def _refine_record(recon: Reconstructor, rec: Reconstruction) -> dict[str, Any] | None:
     """``reconstruction.json``'s ``refine``: the settings and the objective before and after
     (None when the photo was not refined)."""
-    if recon.refine is None:
-        return None
-    out: dict[str, Any] = asdict(recon.refine)
-    if rec.refine_objective is not None:
-        out["objective_before"], out["objective_after"] = (float(v) for v in rec.refine_objective)
-    return out
+    return _settings_record(recon.refine, rec.refine_objective)
 
 
 def _fit_record(recon: Reconstructor, rec: Reconstruction) -> dict[str, Any] | None:
     """``reconstruction.json``'s ``fit``: the per-photo fit's settings and its objective before
     and after (None when the photo was not fitted)."""
-    if recon.fit is None:
+    return _settings_record(recon.fit, rec.fit_objective)
+
+
+def _settings_record(settings: Any, objective: tuple[float, float] | None) -> dict[str, Any] | None:
+    """A step's settings (a dataclass; None: the step was off) with its objective before and
+    after (``objective_before``, ``objective_after``) when known."""
+    if settings is None:
         return None
-    out: dict[str, Any] = asdict(recon.fit)
-    if rec.fit_objective is not None:
-        out["objective_before"], out["objective_after"] = (float(v) for v in rec.fit_objective)
+    out: dict[str, Any] = asdict(settings)
+    if objective is not None:
+        out["objective_before"], out["objective_after"] = (float(v) for v in objective)
     return out
 
 
