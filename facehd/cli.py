@@ -1471,7 +1471,9 @@ def reconstruct(
         if len(fitted.views) == 1:
             console.print(
                 "[yellow]one view only:[/yellow] no other view constrains the shared face; "
-                "this is a single-view fit with MV-HRN's losses"
+                "this is a single-view fit with MV-HRN's losses (photos of different faces: "
+                "without --multiview, --fit-iterations fits each alone)",
+                soft_wrap=True,
             )
     for r in results:
         if r.folder is not None and (r.faces_found or 0) > 1:
