@@ -188,13 +188,9 @@ class HRNMethod:
         from facehd.align import load_photo
         from facehd.mesh import Mesh
 
-        photo = load_photo(image)
-        if self.recon.refine is None and self.recon.fit is None:
-            _, aligned, turn, _ = self.recon._detect_and_align(photo.image, image)
-            rec = self.recon.run_crops(aligned.image[None])[0]
-        else:
-            rec, aligned, frame = self.recon.run_photo_framed(image)
-            turn = frame.turn
+        photo = load_photo(image)  # read once: its size places the mesh
+        rec, aligned, frame = self.recon.run_photo_framed(image, photo)
+        turn = frame.turn
         mesh = self.recon.detail_mesh(rec)
         verts = image_aligned_vertices(
             mesh.vertices,

@@ -504,13 +504,14 @@ class Reconstructor:
         return self.prepare_view_framed(path)[:3]
 
     def prepare_view_framed(
-        self, path: str | Path
+        self, path: str | Path, photo: Any = None
     ) -> tuple[Any, np.ndarray, np.ndarray, PhotoFrame]:
-        """:meth:`prepare_view`, and how the photo was turned upright (:class:`PhotoFrame`)."""
+        """:meth:`prepare_view`, and how the photo was turned upright (:class:`PhotoFrame`).
+        ``photo``: the file already loaded (:func:`facehd.align.load_photo`), not read again."""
         from facehd.align import load_photo
         from facehd.detect import convex_hull_mask
 
-        photo = load_photo(path)
+        photo = load_photo(path) if photo is None else photo
         face, aligned, k, n = self._detect_and_align(photo.image, path)
         t = aligned.transform
         mask = convex_hull_mask(t.apply(face.outline()), aligned.image.shape[:2])
@@ -521,23 +522,26 @@ class Reconstructor:
         """Load, detect, align and reconstruct one photo file. Returns (reconstruction, aligned)."""
         return self.run_photo_framed(path)[:2]
 
-    def run_photo_framed(self, path: str | Path) -> tuple[Reconstruction, Any, PhotoFrame]:
-        """:meth:`run_photo`, and how the photo was turned upright (:class:`PhotoFrame`)."""
+    def run_photo_framed(
+        self, path: str | Path, photo: Any = None
+    ) -> tuple[Reconstruction, Any, PhotoFrame]:
+        """:meth:`run_photo`, and how the photo was turned upright (:class:`PhotoFrame`).
+        ``photo``: the file already loaded (:func:`facehd.align.load_photo`), not read again."""
         from facehd.align import load_photo
 
         if self.fit is not None:
-            aligned, mask, landmarks, frame = self.prepare_view_framed(path)
+            aligned, mask, landmarks, frame = self.prepare_view_framed(path, photo)
             rec = self.run_crops_fitted(
                 aligned.image[None], mask[None], landmarks[None], self.fit, self.refine
             )[0]
             return rec, aligned, frame
         if self.refine is not None:
-            aligned, mask, landmarks, frame = self.prepare_view_framed(path)
+            aligned, mask, landmarks, frame = self.prepare_view_framed(path, photo)
             rec = self.run_crops_refined(
                 aligned.image[None], mask[None], landmarks[None], self.refine
             )[0][0]
             return rec, aligned, frame
-        photo = load_photo(path)
+        photo = load_photo(path) if photo is None else photo
         face, aligned, k, n = self._detect_and_align(photo.image, path)
         rec = self.run_crops(aligned.image[None])[0]
         return rec, aligned, PhotoFrame(photo.orientation, k, n, _box(face))
