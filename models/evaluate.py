@@ -82,6 +82,7 @@ __all__ = [
     "detail_scores",
     "evaluate_synthetic",
     "seen_detail_scores",
+    "seen_and_oracle_scores",
     "heldout_ids",
     "heldout_without_photos",
     "read_heldout_scans",
@@ -573,7 +574,7 @@ def evaluate_synthetic(
     error, naming the file) and left out while the others are scored
     (:func:`read_heldout_scans`).
     """
-    from models.data import align_lab_photo, crop_camera
+    from models.data import align_lab_photo
 
     d = Path(scans_dir)
     jobs: list[tuple[Truth, dict, int]] = []
@@ -595,20 +596,43 @@ def evaluate_synthetic(
             )[0][0]
         n, dist, ang, rotation = _score_levels(recon, rec, truth, max_points=max_points, seed=k)
         detail = detail_scores(recon, rec, truth, rotation)
-        camera = crop_camera(photos["K"][v], photos["R"][v], photos["t"][v], crop["crop_transform"])
-        seen: tuple[float, ...] = (float("nan"),) * 3
-        oracle = float("nan")
-        if truth.displacement is not None:
-            # one correspondence per photo for the seen scores and the oracle map
-            where = _seen_correspondence(recon, rec, truth, camera)
-            seen = _seen_scores(recon, rec, truth, where, rotation)
-            ideal = replace(rec, displacement=_oracle_map(rec, where))
-            oracle = _score_levels(recon, ideal, truth, max_points=max_points, seed=k)[2][2]
+        seen = seen_and_oracle_scores(
+            recon, rec, truth, photos, v, crop, rotation, max_points=max_points, seed=k
+        )
         floor = score_mean_face(recon, rec, truth, max_points=max_points, seed=k)
-        rows.append(EvalRow(truth.sample_id, v, n, *dist, *ang, *detail, *seen, oracle, *floor))
+        rows.append(EvalRow(truth.sample_id, v, n, *dist, *ang, *detail, *seen, *floor))
         if progress is not None:
             progress(k + 1, len(jobs))
     return rows, summarise(rows)
+
+
+def seen_and_oracle_scores(
+    recon: Reconstructor,
+    rec: Reconstruction,
+    truth: Truth,
+    photos: dict[str, np.ndarray],
+    view: int,
+    crop: dict[str, Any],
+    rotation: np.ndarray,
+    *,
+    max_points: int = 4000,
+    seed: int = 0,
+) -> tuple[float, float, float, float]:
+    """``(disp_pearson_seen, normal_seen_m1, normal_seen_m2, normal_m2_oracle)`` of the
+    reconstruction ``rec`` of photo ``view`` (cropped as ``crop``, M1 aligned by ``rotation``):
+    the scores 6 and 7 of the module docstring, from one correspondence of the photo's texels to
+    the skin they show; NaN for a truth without its displacement map."""
+    from models.data import crop_camera
+
+    if truth.displacement is None:
+        return (float("nan"),) * 4
+    camera = crop_camera(
+        photos["K"][view], photos["R"][view], photos["t"][view], crop["crop_transform"]
+    )
+    where = _seen_correspondence(recon, rec, truth, camera)
+    ideal = replace(rec, displacement=_oracle_map(rec, where))
+    oracle = _score_levels(recon, ideal, truth, max_points=max_points, seed=seed)[2][2]
+    return (*_seen_scores(recon, rec, truth, where, rotation), oracle)
 
 
 def read_heldout_scans(

@@ -650,21 +650,12 @@ def _view_scores(
     max_points: int,
 ) -> np.ndarray:
     """One view's :data:`MULTIVIEW_SCORES` (the order of :class:`MultiViewEvalRow`)."""
-    from dataclasses import replace
-
-    from models.data import crop_camera
-    from models.evaluate import _oracle_map, _score_levels, _seen_correspondence, _seen_scores
+    from models.evaluate import _score_levels, seen_and_oracle_scores
 
     _, dist, normal, rotation = _score_levels(recon, rec, truth, max_points=max_points, seed=view)
-    details = (float("nan"),) * 4
-    if truth.displacement is not None:
-        camera = crop_camera(
-            photos["K"][view], photos["R"][view], photos["t"][view], crop["crop_transform"]
-        )
-        where = _seen_correspondence(recon, rec, truth, camera)
-        ideal = replace(rec, displacement=_oracle_map(rec, where))
-        oracle = _score_levels(recon, ideal, truth, max_points=max_points, seed=view)[2][2]
-        details = (*_seen_scores(recon, rec, truth, where, rotation), oracle)
+    details = seen_and_oracle_scores(
+        recon, rec, truth, photos, view, crop, rotation, max_points=max_points, seed=view
+    )
     return np.array([*dist, *normal, *details], dtype=np.float64)
 
 
