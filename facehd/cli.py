@@ -912,15 +912,15 @@ def _single_view_fit(iterations: int, multiview: bool) -> Any:
 def _landmark_sources(path: Path) -> str:
     """One line on where a priors dataset's landmarks came from (given, detected, the model's)."""
     from facehd.h5io import open_dataset
-    from pipelines.build_priors import DETECTED, is_detected
+    from pipelines.build_priors import DETECTED, found_by
 
     with open_dataset(path) as ds:
         sources = [str(s) for s in ds.read_field("landmarks_source")]
-    found = [s for s in sources if is_detected(s)]
-    checked = [s for s in found if s != DETECTED]
+    found = [by for by in map(found_by, sources) if by is not None]
+    checked = [by for by in found if by != DETECTED]
     line = f"landmarks: {len(sources) - len(found)} given, {len(found)} found automatically"
     if found:
-        models = sorted({s.split("; ", 1)[1] for s in checked})
+        models = sorted(set(checked))
         line += (
             f" ({len(checked)} the model's points{': ' + ', '.join(models) if models else ''}; "
             f"{len(found) - len(checked)} the detection's)"

@@ -103,6 +103,7 @@ __all__ = [
     "process_scan",
     "build_priors",
     "inspect_priors",
+    "found_by",
     "is_detected",
     "verify_priors",
 ]
@@ -117,9 +118,26 @@ DETECTED = "detected"
 (NAME)`` where the morphable model check supplied them (:func:`read_scan`)."""
 
 
+def detected_source(found: str) -> str:
+    """The ``landmarks_source`` of points found automatically, given where
+    :func:`pipelines.landmarks.detect_landmarks7` says they came from (``detected``, or the model
+    check's source such as ``model (facehd-synth)``)."""
+    return DETECTED if found == DETECTED else f"{DETECTED}; {found}"
+
+
+def found_by(landmarks_source: str) -> str | None:
+    """For a stored ``landmarks_source`` of points found automatically, where they came from
+    (the inverse of :func:`detected_source`); None for a landmark file."""
+    if landmarks_source == DETECTED:
+        return DETECTED
+    if landmarks_source.startswith(f"{DETECTED}; "):
+        return landmarks_source[len(DETECTED) + 2 :]
+    return None
+
+
 def is_detected(landmarks_source: str) -> bool:
     """Whether a stored ``landmarks_source`` names points found automatically (not a file)."""
-    return landmarks_source == DETECTED or landmarks_source.startswith(f"{DETECTED}; ")
+    return found_by(landmarks_source) is not None
 
 
 LANDMARK_SUFFIXES: tuple[str, ...] = (
@@ -356,7 +374,7 @@ def read_scan(
         from pipelines.landmarks import detect_landmarks7
 
         lm, _, found = detect_landmarks7(mesh, scan.mesh_path, units, model_check)
-        source = DETECTED if found == "detected" else f"{DETECTED}; {found}"
+        source = detected_source(found)
     elif scan.landmarks_path is None:
         looked = ", ".join(Path(scan.mesh_path).stem + s for s in LANDMARK_SUFFIXES)
         raise InputFileError(scan.mesh_path, f"no landmark file found (looked for {looked})")
