@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -553,19 +553,9 @@ class MultiViewEvalRow:
     normal_m2_oracle: float = float("nan")
 
 
-#: The scores of :class:`MultiViewEvalRow`, in its order.
-MULTIVIEW_SCORES = (
-    "dist_m0",
-    "dist_m1",
-    "dist_m2",
-    "normal_m0",
-    "normal_m1",
-    "normal_m2",
-    "disp_pearson_seen",
-    "normal_seen_m1",
-    "normal_seen_m2",
-    "normal_m2_oracle",
-)
+#: The scores of :class:`MultiViewEvalRow`, in its order (its fields after the set's sample,
+#: variant and number of views).
+MULTIVIEW_SCORES = tuple(f.name for f in fields(MultiViewEvalRow))[3:]
 
 
 def evaluate_multiview_synthetic(
