@@ -896,6 +896,13 @@ def build_priors_cmd(
         raise typer.Exit(1)
 
 
+_FIT_ITERATIONS_HELP = (
+    "Then fit each photo alone on MV-HRN's objective (its coefficients, deformation and "
+    "displacement maps; photometric on R1 and R2, landmarks, contour, regularisers): Adam "
+    "iterations (0: off). Single photos; --multiview fits with --iterations."
+)
+
+
 def _single_view_fit(iterations: int, multiview: bool) -> Any:
     """The per-photo fit of ``--fit-iterations`` (None when 0); refused with ``--multiview``,
     whose joint fit takes ``--iterations``."""
@@ -1354,9 +1361,7 @@ def reconstruct(
     fit_iterations: int = typer.Option(
         0,
         min=0,
-        help="Then fit each photo alone on MV-HRN's objective (its coefficients, deformation and "
-        "displacement maps; photometric on R1 and R2, landmarks, contour, regularisers): Adam "
-        "iterations (0: off). Single photos; --multiview fits with --iterations.",
+        help=_FIT_ITERATIONS_HELP,
     ),
 ) -> None:
     """Reconstruct faces: M0, M1 (textured, model topology), M2 (dense, with UVs), maps, previews.
@@ -1516,9 +1521,7 @@ def evaluate(
     fit_iterations: int = typer.Option(
         0,
         min=0,
-        help="Then fit each photo alone on MV-HRN's objective (its coefficients, deformation and "
-        "displacement maps; photometric on R1 and R2, landmarks, contour, regularisers): Adam "
-        "iterations (0: off). Single photos; --multiview fits with --iterations.",
+        help=_FIT_ITERATIONS_HELP,
     ),
 ) -> None:
     """Score M0, M1, M2 against the exact truth of synthetic photos (distance, normal error).
