@@ -289,6 +289,50 @@ def test_official_checkpoint_layout_with_a_bfm(hrn_data, tmp_path, one_thread):
     assert np.abs(a.m1 - a.m0).max() > 0
 
 
+def test_refine_and_fit_with_the_official_layout_and_a_bfm(hrn_data, tmp_path, one_thread):
+    """``--refine-steps`` and ``--fit-iterations`` on an official checkpoint with the BFM: both
+    objectives drop, and the fitted face stays in millimetres (the BFM is in decimetres): its M1 is
+    its M0 plus its deformation map, and its size is the networks' face's."""
+    from facehd.morphable import load_model
+    from facehd.uv import sample_uv_map
+    from models.multiview import MultiViewConfig
+    from models.refine import RefineConfig
+    from models.system import FaceSystem
+
+    mat, uv = _small_bfm(tmp_path)
+    cfg = tiny_config()
+    torch.manual_seed(5)
+    source = FaceSystem(cfg.model, load_model("bfm", bfm_path=mat, uv_path=uv), 224)
+    hrn_ckpt, drm_ckpt = source.hrn.official_state()
+    torch.save(hrn_ckpt, tmp_path / "hrn.pth")
+    torch.save(drm_ckpt, tmp_path / "deretouch.pth")
+    system, loaded_cfg = load_system(
+        tmp_path / "hrn.pth",
+        deretouch=tmp_path / "deretouch.pth",
+        bfm_path=mat,
+        uv_path=uv,
+        network=cfg.model.network,
+    )
+    recon = Reconstructor(system, loaded_cfg)
+    z = dict(np.load(hrn_data.scans / "s000_e00.photos.npz"))
+    crop = align_lab_photo(z, 0, "deep3d")
+    c, m, lm = crop["image"][None], crop["mask"][None], crop["landmarks"][None]
+    net = recon.run_crops(c)[0]
+    fitted = recon.run_crops_fitted(
+        c, m, lm, MultiViewConfig(iterations=8), RefineConfig(steps=10)
+    )[0]
+    assert fitted.refine_objective[1] < fitted.refine_objective[0]
+    assert fitted.fit_objective[1] < fitted.fit_objective[0]
+    np.testing.assert_allclose(
+        fitted.m1 - fitted.m0,
+        sample_uv_map(fitted.deformation.astype(np.float64), recon.model.uvs),
+        atol=1e-4,
+    )
+    ratio = np.ptp(fitted.m0, axis=0) / np.ptp(net.m0, axis=0)
+    assert np.all((ratio > 0.8) & (ratio < 1.25)), ratio
+    assert np.abs(fitted.m1 - fitted.m0).max() > 0
+
+
 def test_channels_last_weights_change_no_number(hrn_data, model_path, one_thread):
     """The reconstructor stores the detail networks' weights channels-last and folds the
     U-Net's batch norms and ReLUs into its convolutions (faster on CPU); a system loaded
