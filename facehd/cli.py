@@ -600,6 +600,11 @@ def bench(
         "objective (as facehd reconstruct --fit-iterations; 0: off, the default; multi-view "
         "sets keep their joint fit).",
     ),
+    fit_deformation_start: str = typer.Option(
+        None,
+        help="--method hrn with --fit-iterations: where each image's deformation map starts, "
+        "'network' (the default) or 'zero' (as facehd reconstruct --fit-deformation-start).",
+    ),
 ) -> None:
     """Score a method on a benchmark: items.csv, summary.csv and its leaderboard.csv row.
 
@@ -637,14 +642,18 @@ def bench(
         ENV_BFM_UV,
         ENV_CHECKPOINT,
         ENV_DERETOUCH,
+        ENV_FIT_DEFORMATION_START,
         ENV_FIT_ITERATIONS,
         ENV_PRECISION,
         ENV_REFINE_STEPS,
     )
 
+    if fit_deformation_start is not None:
+        _single_view_fit(fit_iterations or 0, False, fit_deformation_start)  # refuses bad values
     for option, value, env in (
         ("--refine-steps", refine_steps, ENV_REFINE_STEPS),
         ("--fit-iterations", fit_iterations, ENV_FIT_ITERATIONS),
+        ("--fit-deformation-start", fit_deformation_start, ENV_FIT_DEFORMATION_START),
     ):
         if value is not None:
             if predictions is not None:
@@ -898,22 +907,37 @@ def build_priors_cmd(
 
 _FIT_ITERATIONS_HELP = (
     "Then fit each photo alone on MV-HRN's objective (its coefficients, deformation and "
-    "displacement maps; photometric on R1 and R2, landmarks, contour, regularisers): Adam "
+    "displacement maps; photometric on R1 and R2, landmarks, contour, regularisers; the "
+    "deformation's total variation weighted 5e3, as HRN weighs it for one image): Adam "
     "iterations (0: off). Single photos; --multiview fits with --iterations."
 )
 
 
-def _single_view_fit(iterations: int, multiview: bool) -> Any:
-    """The per-photo fit of ``--fit-iterations`` (None when 0); refused with ``--multiview``,
-    whose joint fit takes ``--iterations``."""
+_FIT_START_HELP = (
+    "With --fit-iterations: where each photo's deformation map starts, 'network' (the "
+    "mid-frequency network's map, the default) or 'zero' (M1 starts as M0 and the fit draws the "
+    "map from the photo alone)."
+)
+
+
+def _single_view_fit(iterations: int, multiview: bool, start: str = "network") -> Any:
+    """The per-photo fit of ``--fit-iterations`` (None when 0), its deformation map starting as
+    ``--fit-deformation-start`` says; refused with ``--multiview``, whose joint fit takes
+    ``--iterations``."""
+    from models.multiview import DEFORMATION_STARTS, single_view_config
+
+    if start not in DEFORMATION_STARTS:
+        _error(f"--fit-deformation-start must be one of {', '.join(DEFORMATION_STARTS)}")
+        raise typer.Exit(2)
     if not iterations:
+        if start != "network":
+            _error("--fit-deformation-start applies to the per-photo fit: give --fit-iterations")
+            raise typer.Exit(2)
         return None
     if multiview:
         _error("--fit-iterations fits single photos; --multiview fits the views with --iterations")
         raise typer.Exit(2)
-    from models.multiview import MultiViewConfig
-
-    return MultiViewConfig(iterations=iterations)
+    return single_view_config(iterations, start)
 
 
 def _landmark_sources(path: Path) -> str:
@@ -1363,6 +1387,7 @@ def reconstruct(
         min=0,
         help=_FIT_ITERATIONS_HELP,
     ),
+    fit_deformation_start: str = typer.Option("network", help=_FIT_START_HELP),
 ) -> None:
     """Reconstruct faces: M0, M1 (textured, model topology), M2 (dense, with UVs), maps, previews.
 
@@ -1403,7 +1428,7 @@ def reconstruct(
     _check_landmark_mode(landmarks)
     _check_precision(precision)
     refine = RefineConfig(steps=refine_steps) if refine_steps else None
-    fit = _single_view_fit(fit_iterations, multiview)
+    fit = _single_view_fit(fit_iterations, multiview, fit_deformation_start)
     with _exit_on_error(FacehdError, ValueError, ImportError):
         found = find_photo_inputs(photos, out)
         files, missing = found.photos, found.missing
@@ -1523,6 +1548,7 @@ def evaluate(
         min=0,
         help=_FIT_ITERATIONS_HELP,
     ),
+    fit_deformation_start: str = typer.Option("network", help=_FIT_START_HELP),
 ) -> None:
     """Score M0, M1, M2 against the exact truth of synthetic photos (distance, normal error).
 
@@ -1547,7 +1573,7 @@ def evaluate(
 
     _check_precision(precision)
     refine = RefineConfig(steps=refine_steps) if refine_steps else None
-    fit = _single_view_fit(fit_iterations, multiview)
+    fit = _single_view_fit(fit_iterations, multiview, fit_deformation_start)
     if out is not None:
         with _exit_on_error(FacehdError):
             check_output_file(out, "CSV")  # before anything is scored
@@ -1657,7 +1683,8 @@ def evaluate(
         else ""
     )
     if fit_iterations:
-        title += f", each photo fitted alone on MV-HRN's objective ({fit_iterations} iterations)"
+        title += f", each photo fitted alone on MV-HRN's objective ({fit_iterations} iterations"
+        title += ", the deformation map from zero)" if fit_deformation_start == "zero" else ")"
     table = PlainTable("level", "distance mm", "normal error rad", title=title)
     table.add_row("mean face", f"{s.dist_mean_face:.3f}", f"{s.normal_mean_face:.4f}")
     for level in ("m0", "m1", "m2"):

@@ -18,8 +18,10 @@ the official checkpoint), which ``facehd bench --checkpoint C`` sets, and
 --refine-steps``: each image's base coefficients refined on it, :mod:`models.refine`; a
 multi-view set's joint MV-HRN fit starts from its views' coefficients refined with one shared
 identity) and ``FACEHD_HRN_FIT_ITERATIONS`` (``facehd bench --fit-iterations``: each single
-image then fitted alone on MV-HRN's objective,
-:meth:`models.reconstruct.Reconstructor.run_crops_fitted`; multi-view sets keep their joint fit).
+image then fitted alone on MV-HRN's objective, :func:`models.multiview.single_view_config`,
+:meth:`models.reconstruct.Reconstructor.run_crops_fitted`; multi-view sets keep their joint fit;
+``FACEHD_HRN_FIT_DEFORMATION_START``, ``facehd bench --fit-deformation-start``, where its
+deformation map starts).
 :meth:`HRNMethod.describe` gives the hashes of these files, the precision, the refinement and
 the fit:
 ``facehd bench`` refuses to add predictions of another checkpoint or setting to a folder of
@@ -38,6 +40,7 @@ from facehd.landmarks import NOW7_FROM_68
 
 __all__ = [
     "ENV_CHECKPOINT",
+    "ENV_FIT_DEFORMATION_START",
     "ENV_FIT_ITERATIONS",
     "ENV_PRECISION",
     "ENV_REFINE_STEPS",
@@ -50,6 +53,7 @@ ENV_CHECKPOINT = "FACEHD_HRN_CHECKPOINT"
 ENV_PRECISION = "FACEHD_HRN_PRECISION"
 ENV_REFINE_STEPS = "FACEHD_HRN_REFINE_STEPS"
 ENV_FIT_ITERATIONS = "FACEHD_HRN_FIT_ITERATIONS"
+ENV_FIT_DEFORMATION_START = "FACEHD_HRN_FIT_DEFORMATION_START"
 ENV_DERETOUCH = "FACEHD_HRN_DERETOUCH"
 ENV_BFM = "FACEHD_BFM"
 ENV_BFM_UV = "FACEHD_BFM_UV"
@@ -288,11 +292,21 @@ def _refine_from_env() -> Any:
 
 
 def _fit_from_env() -> Any:
-    """The per-image fit ``$FACEHD_HRN_FIT_ITERATIONS`` asks for (unset, empty or 0: none)."""
-    from models.multiview import MultiViewConfig
+    """The per-image fit ``$FACEHD_HRN_FIT_ITERATIONS`` asks for (unset, empty or 0: none),
+    its deformation map starting as ``$FACEHD_HRN_FIT_DEFORMATION_START`` says (unset or empty:
+    the network's)."""
+    from models.multiview import single_view_config
 
     iterations = _count_from_env(ENV_FIT_ITERATIONS)
-    return MultiViewConfig(iterations=iterations) if iterations else None
+    start = os.environ.get(ENV_FIT_DEFORMATION_START) or "network"
+    if not iterations:
+        if start != "network":
+            raise ValueError(f"{ENV_FIT_DEFORMATION_START} is set without a per-image fit")
+        return None
+    try:
+        return single_view_config(iterations, start)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_FIT_DEFORMATION_START}: {exc}") from None
 
 
 def _count_from_env(name: str) -> int:

@@ -41,6 +41,8 @@ from models.analyzer import Coefficients
 from models.reconstruct import Reconstruction, Reconstructor
 
 __all__ = [
+    "DEFORMATION_STARTS",
+    "SINGLE_VIEW_TV_DEFORMATION",
     "VARIANTS",
     "MultiViewConfig",
     "MultiViewEvalRow",
@@ -50,7 +52,28 @@ __all__ = [
     "summarise_multiview",
     "reconstruct_multiview",
     "shared_initial_state",
+    "single_view_config",
 ]
+
+
+DEFORMATION_STARTS = ("network", "zero")
+"""The values of :attr:`MultiViewConfig.deformation_start`."""
+
+SINGLE_VIEW_TV_DEFORMATION = 5e3
+"""Weight of the deformation map's total variation when one photo is fitted alone
+(:func:`single_view_config`): HRN's own weight for a single image (supplementary Eq. 1,
+lambda_4), five times the multi-view fit's, whose views constrain the one shared map together."""
+
+
+def single_view_config(iterations: int, deformation_start: str = "network") -> MultiViewConfig:
+    """The fit of one photo alone (``--fit-iterations``): MV-HRN's objective and schedule with one
+    view, the deformation's total variation weighted as HRN weights it for a single image
+    (:data:`SINGLE_VIEW_TV_DEFORMATION`)."""
+    return MultiViewConfig(
+        iterations=iterations,
+        tv_deformation=SINGLE_VIEW_TV_DEFORMATION,
+        deformation_start=deformation_start,
+    )
 
 
 @dataclass
@@ -81,8 +104,17 @@ class MultiViewConfig:
     map_scale_mm: float = 10.0
     """Millimetres per unit of the optimised maps: Adam moves a parameter by about ``lr`` a step,
     so the maps move by about ``lr * map_scale_mm`` mm a step (100: the model units)."""
+    deformation_start: str = "network"
+    """Where the deformation map starts: ``"network"``, the mid-frequency network's map (the
+    public code's start; with several views their seen-weighted mean), or ``"zero"`` (M1 starts
+    as M0, and the fit draws the map from the photos alone)."""
 
     def __post_init__(self) -> None:
+        if self.deformation_start not in DEFORMATION_STARTS:
+            raise ValueError(
+                f"MultiViewConfig.deformation_start must be one of {', '.join(DEFORMATION_STARTS)},"
+                f" got {self.deformation_start!r}"
+            )
         if int(self.iterations) != self.iterations or self.iterations < 0:
             raise ValueError(f"MultiViewConfig.iterations must be >= 0, got {self.iterations}")
         if not self.lr > 0:
@@ -115,7 +147,8 @@ class MultiViewResult:
         identity and the deformation map (M1 differs only by each view's expression).
     single : the views reconstructed on their own (the starting point).
     naive : the views with the averaged identity and deformation map, before any iteration (the
-        paper's "average the results of all views").
+        paper's "average the results of all views"; the zero map with ``deformation_start``
+        ``"zero"``).
     shared : (N, 3) the canonical face of the shared space: the fitted identity with a neutral
         expression plus the shared deformation map (model topology, mm).
     history : per iteration (0 = before the first step, last = after the last), the total and
@@ -246,6 +279,8 @@ def fit_multiview(
         ratio = torch.where(a0 > 1e-4, detail0.albedo_map / a0.clamp_min(1e-4), torch.ones_like(a0))
         seen_mid = masked_downsample(detail0.valid, net.mid_size)
         ident, deform = shared_initial_state(coarse0.coeffs.id, detail0.maps.deformation, seen_mid)
+        if cfg.deformation_start == "zero":
+            deform = torch.zeros_like(deform)
     c0 = coarse0.coeffs
     params = {
         "id": ident.clone().requires_grad_(True),

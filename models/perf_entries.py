@@ -450,7 +450,7 @@ def hrn_refine(quick: bool) -> list[PerfRow]:
     import numpy as np
 
     from facehd.morphable import load_model
-    from models.multiview import MultiViewConfig
+    from models.multiview import single_view_config
     from models.reconstruct import Reconstructor
     from models.refine import RefineConfig
     from models.system import FaceSystem
@@ -472,7 +472,7 @@ def hrn_refine(quick: bool) -> list[PerfRow]:
     steps = 10 if quick else 300
     refine = RefineConfig(steps=steps)
     iterations = 3 if quick else 50
-    fit = MultiViewConfig(iterations=iterations)
+    fit = single_view_config(iterations)
     with single_thread():
         t = timeit(lambda: recon.run_crops_refined(crop[None], mask[None], lms[None], refine), 1)
         t_fit = timeit(lambda: recon.run_crops_fitted(crop[None], mask[None], lms[None], fit), 1)

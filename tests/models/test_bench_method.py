@@ -254,7 +254,7 @@ def test_refined_hrn_runs_are_their_own_configuration(
     pytest.importorskip("mediapipe")
     import json
 
-    from models.bench import ENV_FIT_ITERATIONS, ENV_REFINE_STEPS
+    from models.bench import ENV_FIT_DEFORMATION_START, ENV_FIT_ITERATIONS, ENV_REFINE_STEPS
 
     root = make_synthetic_benchmark("now", tmp_path / "now", seed=0, n_subjects=1)
     monkeypatch.setenv(ENV_REFINE_STEPS, "0")  # restored after the test (the CLI sets it)
@@ -307,6 +307,21 @@ def test_refined_hrn_runs_are_their_own_configuration(
         assert res.exit_code == 2 and f"{option} applies" in res.output
         assert "not to --predictions" in res.output
     monkeypatch.setenv(ENV_CHECKPOINT, str(model_path))
+    # where the fit's deformation starts is part of the configuration
+    monkeypatch.setenv(ENV_FIT_ITERATIONS, "2")
+    monkeypatch.setenv(ENV_FIT_DEFORMATION_START, "zero")
+    fit = make_method().describe()["fit"]
+    assert fit["deformation_start"] == "zero" and fit["tv_deformation"] == 5e3
+    monkeypatch.setenv(ENV_FIT_DEFORMATION_START, "mean")
+    with pytest.raises(ValueError, match="FIT_DEFORMATION_START.*one of network, zero"):
+        make_method()
+    monkeypatch.setenv(ENV_FIT_ITERATIONS, "0")
+    monkeypatch.setenv(ENV_FIT_DEFORMATION_START, "zero")
+    with pytest.raises(ValueError, match="without a per-image fit"):
+        make_method()
+    res = CliRunner().invoke(app, [*args, "--fit-deformation-start", "zero"])
+    assert res.exit_code == 2 and "give --fit-iterations" in " ".join(res.output.split())
+    monkeypatch.setenv(ENV_FIT_DEFORMATION_START, "")
     monkeypatch.setenv(ENV_FIT_ITERATIONS, "-1")
     with pytest.raises(ValueError, match=">= 0"):
         make_method()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -45,6 +46,22 @@ def test_config_refuses_bad_values():
         MultiViewConfig(contour=-1.0)
     with pytest.raises(ValueError, match="map_scale_mm"):
         MultiViewConfig(map_scale_mm=0.0)
+    with pytest.raises(ValueError, match="deformation_start must be one of network, zero"):
+        MultiViewConfig(deformation_start="mean")
+
+
+def test_single_view_config_weights_the_deformation_as_hrn_does_for_one_image():
+    from models.config import paper_model_config
+    from models.multiview import single_view_config
+
+    cfg = single_view_config(7, "zero")
+    assert cfg.iterations == 7 and cfg.deformation_start == "zero"
+    # HRN's own total-variation weight of the deformation map (lambda_4) ...
+    assert cfg.tv_deformation == paper_model_config().hrn_losses.tv == 5e3
+    # ... where the multi-view fit keeps the public code's; nothing else differs
+    mv = MultiViewConfig(iterations=7, deformation_start="zero")
+    assert mv.tv_deformation == 1e3
+    assert replace(cfg, tv_deformation=mv.tv_deformation) == mv
 
 
 def _views(hrn_data, recon, sample: str):
@@ -164,6 +181,24 @@ def test_zero_iterations_returns_the_naive_state(fitted):
     for z, n in zip(zero.views, res.naive, strict=True):
         np.testing.assert_allclose(z.m0, n.m0, atol=1e-5)
         np.testing.assert_allclose(z.m1, n.m1, atol=1e-5)
+
+
+def test_the_deformation_map_can_start_at_zero(fitted):
+    """``deformation_start="zero"``: M1 starts as M0 (the naive state has no deformation), the
+    fit then draws a deformation from the photos and lowers its objective; the networks'
+    displacement maps are the start either way."""
+    recon, res, (crops, masks, lms, start) = fitted
+    cfg = MultiViewConfig(iterations=0, deformation_start="zero")
+    zero = fit_multiview(recon, crops, masks, lms, cfg, coefficients=start)
+    for z, n in zip(zero.views, res.naive, strict=True):
+        assert np.abs(z.deformation).max() == 0.0
+        np.testing.assert_allclose(z.m1, z.m0, atol=1e-6)
+        np.testing.assert_allclose(z.m0, n.m0, atol=1e-5)  # the coefficients' start is the same
+        np.testing.assert_allclose(z.displacement, n.displacement, atol=1e-6)
+        assert np.abs(n.m1 - n.m0).max() > 1e-3  # the networks' start had a deformation
+    moved = fit_multiview(recon, crops, masks, lms, replace(cfg, iterations=3), coefficients=start)
+    assert moved.history[-1]["total"] < moved.history[0]["total"]
+    assert np.abs(moved.views[0].deformation).max() > 0.0
 
 
 def test_identical_views_stay_identical(fitted):

@@ -744,7 +744,12 @@ def test_photos_are_fitted_alone_when_asked(hrn_data, model_path, tmp_path, one_
 
     from facehd.cli import app
     from facehd.mesh import load_mesh
-    from models.multiview import MultiViewConfig, fit_multiview
+    from models.multiview import (
+        SINGLE_VIEW_TV_DEFORMATION,
+        MultiViewConfig,
+        fit_multiview,
+        single_view_config,
+    )
     from models.refine import RefineConfig
 
     photos = [hrn_data.scans / "photos" / f"s000_e00_v0{v}.png" for v in (0, 1)]
@@ -781,7 +786,10 @@ def test_photos_are_fitted_alone_when_asked(hrn_data, model_path, tmp_path, one_
     meta = json.loads((out / photos[0].stem / "reconstruction.json").read_text())
     assert meta["fit"]["iterations"] == 4 and meta["refine"] is None
     assert meta["fit"]["objective_after"] < meta["fit"]["objective_before"]
-    recon.fit = MultiViewConfig(iterations=4)
+    # one photo's fit weights its deformation's total variation as HRN does for one image
+    assert meta["fit"]["tv_deformation"] == SINGLE_VIEW_TV_DEFORMATION
+    assert meta["fit"]["deformation_start"] == "network"
+    recon.fit = single_view_config(4)
     want = recon.run_photo(photos[0])[0]
     # a photo already loaded (bench's FaceScape path reads it once) gives the same face
     from facehd.align import load_photo
@@ -791,6 +799,26 @@ def test_photos_are_fitted_alone_when_asked(hrn_data, model_path, tmp_path, one_
     written = load_mesh(out / photos[0].stem / "mid.obj").vertices
     np.testing.assert_allclose(written, want.m1, rtol=1e-4, atol=1e-3)
     assert meta["fit"]["objective_after"] == pytest.approx(want.fit_objective[1], rel=1e-5)
+    # the deformation map from zero: M1 starts as M0, and the fit says so
+    zero = tmp_path / "rec-zero"
+    res = CliRunner().invoke(
+        app, [*args[:-1], str(zero), "--fit-iterations", "4", "--fit-deformation-start", "zero"]
+    )
+    assert res.exit_code == 0, res.output
+    meta_zero = json.loads((zero / photos[0].stem / "reconstruction.json").read_text())
+    assert meta_zero["fit"]["deformation_start"] == "zero"
+    recon.fit = single_view_config(4, "zero")
+    from_zero = recon.run_photo(photos[0])[0]
+    written = load_mesh(zero / photos[0].stem / "mid.obj").vertices
+    np.testing.assert_allclose(written, from_zero.m1, rtol=1e-4, atol=1e-3)
+    assert not np.allclose(from_zero.m1, want.m1, atol=1e-3)
+    for extra, said in (
+        (["--fit-deformation-start", "zero"], "give --fit-iterations"),
+        (["--fit-iterations", "4", "--fit-deformation-start", "mean"], "must be one of"),
+    ):
+        refused = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "no"), *extra])
+        assert refused.exit_code == 2 and said in " ".join(refused.output.split())
+        assert not (tmp_path / "no").exists()
     res = CliRunner().invoke(app, args)
     assert (
         res.exit_code == 0
