@@ -1415,6 +1415,9 @@ def reconstruct(
     Example: facehd reconstruct photos/ --checkpoint runs/tiny/model.pt --refine-steps 300
 
     Example: facehd reconstruct face.jpg --checkpoint m.pt --refine-steps 300 --fit-iterations 50
+
+    Example: facehd reconstruct face.jpg --checkpoint m.pt --refine-steps 300 --fit-iterations 50
+    --fit-deformation-start zero
     """
     from facehd.errors import FacehdError, InputFileError, printable
     from models.reconstruct import (
@@ -1563,6 +1566,9 @@ def evaluate(
     Example: facehd evaluate --checkpoint runs/tiny/model.pt --scans heldout --refine-steps 300
 
     Example: facehd evaluate --checkpoint m.pt --scans held --refine-steps 300 --fit-iterations 50
+
+    Example: facehd evaluate --checkpoint m.pt --scans held --refine-steps 300 --fit-iterations 50
+    --fit-deformation-start zero
 
     Example: facehd evaluate --multiview --refine-steps 300 --checkpoint model.pt --scans sets3
     """

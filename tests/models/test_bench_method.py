@@ -312,20 +312,15 @@ def test_refined_hrn_runs_are_their_own_configuration(
     monkeypatch.setenv(ENV_FIT_DEFORMATION_START, "zero")
     fit = make_method().describe()["fit"]
     assert fit["deformation_start"] == "zero" and fit["tv_deformation"] == 5e3
-    monkeypatch.setenv(ENV_FIT_DEFORMATION_START, "mean")
-    with pytest.raises(ValueError, match="FIT_DEFORMATION_START.*one of network, zero"):
-        make_method()
-    monkeypatch.setenv(ENV_FIT_ITERATIONS, "0")
-    monkeypatch.setenv(ENV_FIT_DEFORMATION_START, "zero")
-    with pytest.raises(ValueError, match="without a per-image fit"):
-        make_method()
+    for settings, match in (
+        ({ENV_FIT_DEFORMATION_START: "mean"}, "FIT_DEFORMATION_START.*one of network, zero"),
+        ({ENV_FIT_ITERATIONS: "0", ENV_FIT_DEFORMATION_START: "zero"}, "without a per-image fit"),
+        ({ENV_FIT_DEFORMATION_START: "", ENV_FIT_ITERATIONS: "-1"}, ">= 0"),
+        ({ENV_FIT_ITERATIONS: "0", ENV_REFINE_STEPS: "many"}, "whole number"),
+    ):
+        for name, value in settings.items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(ValueError, match=match):
+            make_method()
     res = CliRunner().invoke(app, [*args, "--fit-deformation-start", "zero"])
     assert res.exit_code == 2 and "give --fit-iterations" in " ".join(res.output.split())
-    monkeypatch.setenv(ENV_FIT_DEFORMATION_START, "")
-    monkeypatch.setenv(ENV_FIT_ITERATIONS, "-1")
-    with pytest.raises(ValueError, match=">= 0"):
-        make_method()
-    monkeypatch.setenv(ENV_FIT_ITERATIONS, "0")
-    monkeypatch.setenv(ENV_REFINE_STEPS, "many")
-    with pytest.raises(ValueError, match="whole number"):
-        make_method()

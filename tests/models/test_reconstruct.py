@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -252,30 +253,37 @@ def _small_bfm(tmp: Path) -> tuple[Path, Path]:
     return mat, uv
 
 
-def test_official_checkpoint_layout_with_a_bfm(hrn_data, tmp_path, one_thread):
+def _official_bfm_system(tmp: Path) -> tuple[Any, Any, Any]:
+    """``(source, loaded, config)``: a tiny system on a coarse BFM with non-trivial scales and
+    analyzer head (so outputs depend on the load), saved in HRN's official layout and loaded
+    back with the BFM."""
     from facehd.morphable import load_model
     from models.system import FaceSystem
 
-    mat, uv = _small_bfm(tmp_path)
+    mat, uv = _small_bfm(tmp)
     cfg = tiny_config()
-    bfm = load_model("bfm", bfm_path=mat, uv_path=uv)
     torch.manual_seed(5)
-    source = FaceSystem(cfg.model, bfm, 224)
-    with torch.no_grad():  # non-trivial scales and analyzer head so outputs depend on the load
+    source = FaceSystem(cfg.model, load_model("bfm", bfm_path=mat, uv_path=uv), 224)
+    with torch.no_grad():
         source.hrn.alpha.fill_(0.3)
         source.hrn.beta.fill_(0.2)
         for layer in source.hrn.net_recon.final_layers:
             layer.bias.normal_(0.0, 0.01)
     hrn_ckpt, drm_ckpt = source.hrn.official_state()
-    torch.save(hrn_ckpt, tmp_path / "hrn.pth")
-    torch.save(drm_ckpt, tmp_path / "deretouch.pth")
+    torch.save(hrn_ckpt, tmp / "hrn.pth")
+    torch.save(drm_ckpt, tmp / "deretouch.pth")
     system, loaded_cfg = load_system(
-        tmp_path / "hrn.pth",
-        deretouch=tmp_path / "deretouch.pth",
+        tmp / "hrn.pth",
+        deretouch=tmp / "deretouch.pth",
         bfm_path=mat,
         uv_path=uv,
         network=cfg.model.network,
     )
+    return source, system, loaded_cfg
+
+
+def test_official_checkpoint_layout_with_a_bfm(hrn_data, tmp_path, one_thread):
+    source, system, loaded_cfg = _official_bfm_system(tmp_path)
     assert loaded_cfg.morphable.name == "bfm"
     # photos are aligned the way these networks were trained: Deep3DFaceRecon's template
     assert loaded_cfg.template == "deep3d"
@@ -293,34 +301,17 @@ def test_refine_and_fit_with_the_official_layout_and_a_bfm(hrn_data, tmp_path, o
     """``--refine-steps`` and ``--fit-iterations`` on an official checkpoint with the BFM: both
     objectives drop, and the fitted face stays in millimetres (the BFM is in decimetres): its M1 is
     its M0 plus its deformation map, and its size is the networks' face's."""
-    from facehd.morphable import load_model
     from facehd.uv import sample_uv_map
-    from models.multiview import MultiViewConfig
+    from models.multiview import single_view_config
     from models.refine import RefineConfig
-    from models.system import FaceSystem
 
-    mat, uv = _small_bfm(tmp_path)
-    cfg = tiny_config()
-    torch.manual_seed(5)
-    source = FaceSystem(cfg.model, load_model("bfm", bfm_path=mat, uv_path=uv), 224)
-    hrn_ckpt, drm_ckpt = source.hrn.official_state()
-    torch.save(hrn_ckpt, tmp_path / "hrn.pth")
-    torch.save(drm_ckpt, tmp_path / "deretouch.pth")
-    system, loaded_cfg = load_system(
-        tmp_path / "hrn.pth",
-        deretouch=tmp_path / "deretouch.pth",
-        bfm_path=mat,
-        uv_path=uv,
-        network=cfg.model.network,
-    )
+    _, system, loaded_cfg = _official_bfm_system(tmp_path)
     recon = Reconstructor(system, loaded_cfg)
     z = dict(np.load(hrn_data.scans / "s000_e00.photos.npz"))
     crop = align_lab_photo(z, 0, "deep3d")
     c, m, lm = crop["image"][None], crop["mask"][None], crop["landmarks"][None]
     net = recon.run_crops(c)[0]
-    fitted = recon.run_crops_fitted(
-        c, m, lm, MultiViewConfig(iterations=8), RefineConfig(steps=10)
-    )[0]
+    fitted = recon.run_crops_fitted(c, m, lm, single_view_config(8), RefineConfig(steps=10))[0]
     assert fitted.refine_objective[1] < fitted.refine_objective[0]
     assert fitted.fit_objective[1] < fitted.fit_objective[0]
     np.testing.assert_allclose(
