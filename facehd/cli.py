@@ -631,6 +631,9 @@ def bench(
 
     Example: facehd bench --dataset now --method hrn --checkpoint runs/tiny/model.pt --root now
     --refine-steps 300 --fit-iterations 50 --label hrn-fitted
+
+    Example: facehd bench --dataset now --method hrn --checkpoint runs/tiny/model.pt --root now
+    --refine-steps 300 --fit-iterations 50 --fit-deformation-start zero --label hrn-fitted-zero
     """
     import os
 
