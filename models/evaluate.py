@@ -19,7 +19,7 @@ surface (the dense ``gt_m2``, model frame, mm):
    on the same mesh: M2's texel grid (:func:`level_mesh`; M0 and M1 resampled on it with zero
    displacement), so that the levels differ by their geometry alone and not by how their
    normals are estimated. (The dense grid's normals are smoother than the model mesh's: M0
-   scored on the model mesh came out about 0.001 rad worse than the same face on the grid.)
+   scored on the model mesh came out about 0.001 rad off the same face on the grid.)
 
 Distances are one-sided (truth -> prediction, like FaceScape's benchmark) and rigid (no scale):
 a reconstruction of the wrong size pays for it.
