@@ -651,6 +651,9 @@ def bench(
         ENV_REFINE_STEPS,
     )
 
+    if fit_deformation_start not in (None, "network") and not fit_iterations:
+        _error("--fit-deformation-start applies to the per-image fit: give --fit-iterations")
+        raise typer.Exit(2)
     if fit_deformation_start is not None:
         _single_view_fit(fit_iterations or 0, False, fit_deformation_start)  # refuses bad values
     for option, value, env in (
@@ -917,9 +920,9 @@ _FIT_ITERATIONS_HELP = (
 
 
 _FIT_START_HELP = (
-    "With --fit-iterations: where each photo's deformation map starts, 'network' (the "
-    "mid-frequency network's map, the default) or 'zero' (M1 starts as M0 and the fit draws the "
-    "map from the photo alone)."
+    "With --fit-iterations or --multiview: where the fitted deformation map starts, 'network' "
+    "(the mid-frequency network's map, or the views' mean; the default) or 'zero' (M1 starts "
+    "as M0 and the fit draws the map from the photos alone)."
 )
 
 
@@ -933,8 +936,11 @@ def _single_view_fit(iterations: int, multiview: bool, start: str = "network") -
         _error(f"--fit-deformation-start must be one of {', '.join(DEFORMATION_STARTS)}")
         raise typer.Exit(2)
     if not iterations:
-        if start != "network":
-            _error("--fit-deformation-start applies to the per-photo fit: give --fit-iterations")
+        if start != "network" and not multiview:
+            _error(
+                "--fit-deformation-start applies to the fits: give --fit-iterations (single "
+                "photos) or --multiview"
+            )
             raise typer.Exit(2)
         return None
     if multiview:
@@ -1463,7 +1469,9 @@ def reconstruct(
                         files,
                         checkpoint,
                         out,
-                        config=MultiViewConfig(iterations=iterations),
+                        config=MultiViewConfig(
+                            iterations=iterations, deformation_start=fit_deformation_start
+                        ),
                         deretouch=deretouch,
                         bfm_path=bfm,
                         uv_path=uv,
@@ -1611,7 +1619,7 @@ def evaluate(
                 mv_rows = evaluate_multiview_synthetic(
                     recon,
                     scans,
-                    MultiViewConfig(iterations=iterations),
+                    MultiViewConfig(iterations=iterations, deformation_start=fit_deformation_start),
                     views=views,
                     progress=lambda d, n: bar.update(task, completed=d, total=n),
                     skipped=skipped,

@@ -20,9 +20,10 @@ The albedo texture of each view is its de-retouched albedo ``A'`` (paper Eq. 5).
 each view's ratio ``A' / A0`` from the single-view pass and lets ``A0`` follow the view's albedo
 coefficients.
 
-The state before the first iteration (mean identity, mean deformation) is the paper's naive
-baseline "simply average the results of all views" (Table 4); :class:`MultiViewResult` returns it
-beside the fitted views.
+The state with the mean identity and the mean deformation is the paper's naive baseline "simply
+average the results of all views" (Table 4); :class:`MultiViewResult` returns it beside the fitted
+views. The fit starts from it, or, with ``MultiViewConfig.deformation_start="zero"``, from the
+mean identity and a zero deformation map.
 """
 
 from __future__ import annotations
@@ -147,8 +148,7 @@ class MultiViewResult:
         identity and the deformation map (M1 differs only by each view's expression).
     single : the views reconstructed on their own (the starting point).
     naive : the views with the averaged identity and deformation map, before any iteration (the
-        paper's "average the results of all views"; the zero map with ``deformation_start``
-        ``"zero"``).
+        paper's "average the results of all views"; whatever ``deformation_start`` says).
     shared : (N, 3) the canonical face of the shared space: the fitted identity with a neutral
         expression plus the shared deformation map (model topology, mm).
     history : per iteration (0 = before the first step, last = after the last), the total and
@@ -278,9 +278,10 @@ def fit_multiview(
         a0 = system.table.interpolate(coarse0.albedo).permute(0, 3, 1, 2)
         ratio = torch.where(a0 > 1e-4, detail0.albedo_map / a0.clamp_min(1e-4), torch.ones_like(a0))
         seen_mid = masked_downsample(detail0.valid, net.mid_size)
-        ident, deform = shared_initial_state(coarse0.coeffs.id, detail0.maps.deformation, seen_mid)
-        if cfg.deformation_start == "zero":
-            deform = torch.zeros_like(deform)
+        ident, averaged = shared_initial_state(
+            coarse0.coeffs.id, detail0.maps.deformation, seen_mid
+        )
+        deform = torch.zeros_like(averaged) if cfg.deformation_start == "zero" else averaged
     c0 = coarse0.coeffs
     params = {
         "id": ident.clone().requires_grad_(True),
@@ -378,8 +379,12 @@ def fit_multiview(
     single = recon.reconstructions(coarse0, detail0)
     history: list[dict[str, float]] = []
     with torch.no_grad():
-        _, values, coarse, detail = losses()
-    naive = recon.reconstructions(coarse, detail)
+        start = params["deformation"].detach().clone()
+        params["deformation"].copy_(averaged / scale)  # the naive state: the averaged map
+        coarse, detail = forward()
+        naive = recon.reconstructions(coarse, detail)
+        params["deformation"].copy_(start)
+        _, values, _, _ = losses()
     history.append(values)
     optim = torch.optim.Adam(list(params.values()), lr=cfg.lr)
     for _ in range(int(cfg.iterations)):

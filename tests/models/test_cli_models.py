@@ -145,8 +145,26 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
     said = " ".join(res.output.split())
     assert res.exit_code == 0 and "refined first, one identity (3 + 3 steps)" in said, res.output
     with open(tmp_path / "eval-mv-refined.csv", newline="") as f:
-        variants = {r["variant"] for r in csv.DictReader(f)}
-    assert variants == {"single", "naive", "mv-hrn"}
+        refined_rows = list(csv.DictReader(f))
+    assert {r["variant"] for r in refined_rows} == {"single", "naive", "mv-hrn"}
+    # the joint fit from a zero deformation map: before any iteration its M1 is its M0, while
+    # the naive baseline is still the views' averaged map
+    res = runner.invoke(
+        app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(hrn_data.scans),
+              "--multiview", "--iterations", "0", "--refine-steps", "3",
+              "--fit-deformation-start", "zero", "--out", str(tmp_path / "eval-mv-zero.csv")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "eval-mv-zero.csv", newline="") as f:
+        zero_rows = list(csv.DictReader(f))
+    assert len(zero_rows) == len(refined_rows)
+    for z, r in zip(zero_rows, refined_rows, strict=True):
+        assert z["variant"] == r["variant"]
+        if z["variant"] == "mv-hrn":
+            assert float(z["dist_m1"]) == pytest.approx(float(z["dist_m0"]), rel=1e-9)
+            assert float(r["dist_m1"]) != pytest.approx(float(r["dist_m0"]), rel=1e-6)
+        else:
+            assert float(z["dist_m1"]) == pytest.approx(float(r["dist_m1"]), abs=1e-6)
     # the same in bfloat16: the coarse level is float32's (to summation order), the others close
     res = runner.invoke(
         app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(hrn_data.scans),

@@ -196,6 +196,8 @@ def test_the_deformation_map_can_start_at_zero(fitted):
         np.testing.assert_allclose(z.m0, n.m0, atol=1e-5)  # the coefficients' start is the same
         np.testing.assert_allclose(z.displacement, n.displacement, atol=1e-6)
         assert np.abs(n.m1 - n.m0).max() > 1e-3  # the networks' start had a deformation
+    for z, n in zip(zero.naive, res.naive, strict=True):  # the naive baseline stays the average
+        np.testing.assert_allclose(z.m1, n.m1, atol=1e-5)
     moved = fit_multiview(recon, crops, masks, lms, replace(cfg, iterations=3), coefficients=start)
     assert moved.history[-1]["total"] < moved.history[0]["total"]
     assert np.abs(moved.views[0].deformation).max() > 0.0
