@@ -651,11 +651,8 @@ def bench(
         ENV_REFINE_STEPS,
     )
 
-    if fit_deformation_start not in (None, "network") and not fit_iterations:
-        _error("--fit-deformation-start applies to the per-image fit: give --fit-iterations")
-        raise typer.Exit(2)
     if fit_deformation_start is not None:
-        _single_view_fit(fit_iterations or 0, False, fit_deformation_start)  # refuses bad values
+        _check_fit_start(fit_deformation_start, bool(fit_iterations), joint=None)
     for option, value, env in (
         ("--refine-steps", refine_steps, ENV_REFINE_STEPS),
         ("--fit-iterations", fit_iterations, ENV_FIT_ITERATIONS),
@@ -926,22 +923,29 @@ _FIT_START_HELP = (
 )
 
 
-def _single_view_fit(iterations: int, multiview: bool, start: str = "network") -> Any:
-    """The per-photo fit of ``--fit-iterations`` (None when 0), its deformation map starting as
-    ``--fit-deformation-start`` says; refused with ``--multiview``, whose joint fit takes
-    ``--iterations``."""
-    from models.multiview import DEFORMATION_STARTS, single_view_config
+def _check_fit_start(start: str, fitting: bool, joint: str | None = "--multiview") -> None:
+    """Refuse a ``--fit-deformation-start`` that names no start, or that asks for another start
+    than the default while nothing is fitted (``fitting``: ``--fit-iterations`` or the joint fit,
+    the option ``joint``, where the command has one, was given)."""
+    from models.multiview import DEFORMATION_STARTS
 
     if start not in DEFORMATION_STARTS:
         _error(f"--fit-deformation-start must be one of {', '.join(DEFORMATION_STARTS)}")
         raise typer.Exit(2)
+    if start != "network" and not fitting:
+        either = f" (single photos) or {joint}" if joint else ""
+        _error(f"--fit-deformation-start applies to the fits: give --fit-iterations{either}")
+        raise typer.Exit(2)
+
+
+def _single_view_fit(iterations: int, multiview: bool, start: str = "network") -> Any:
+    """The per-photo fit of ``--fit-iterations`` (None when 0), its deformation map starting as
+    ``--fit-deformation-start`` says; refused with ``--multiview``, whose joint fit takes
+    ``--iterations``."""
+    from models.multiview import single_view_config
+
+    _check_fit_start(start, bool(iterations) or multiview)
     if not iterations:
-        if start != "network" and not multiview:
-            _error(
-                "--fit-deformation-start applies to the fits: give --fit-iterations (single "
-                "photos) or --multiview"
-            )
-            raise typer.Exit(2)
         return None
     if multiview:
         _error("--fit-iterations fits single photos; --multiview fits the views with --iterations")

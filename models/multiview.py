@@ -278,10 +278,7 @@ def fit_multiview(
         a0 = system.table.interpolate(coarse0.albedo).permute(0, 3, 1, 2)
         ratio = torch.where(a0 > 1e-4, detail0.albedo_map / a0.clamp_min(1e-4), torch.ones_like(a0))
         seen_mid = masked_downsample(detail0.valid, net.mid_size)
-        ident, averaged = shared_initial_state(
-            coarse0.coeffs.id, detail0.maps.deformation, seen_mid
-        )
-        deform = torch.zeros_like(averaged) if cfg.deformation_start == "zero" else averaged
+        ident, deform = shared_initial_state(coarse0.coeffs.id, detail0.maps.deformation, seen_mid)
     c0 = coarse0.coeffs
     params = {
         "id": ident.clone().requires_grad_(True),
@@ -379,11 +376,10 @@ def fit_multiview(
     single = recon.reconstructions(coarse0, detail0)
     history: list[dict[str, float]] = []
     with torch.no_grad():
-        start = params["deformation"].detach().clone()
-        params["deformation"].copy_(averaged / scale)  # the naive state: the averaged map
-        coarse, detail = forward()
+        coarse, detail = forward()  # the naive state: the averaged map
         naive = recon.reconstructions(coarse, detail)
-        params["deformation"].copy_(start)
+        if cfg.deformation_start == "zero":
+            params["deformation"].zero_()
         _, values, _, _ = losses()
     history.append(values)
     optim = torch.optim.Adam(list(params.values()), lr=cfg.lr)
