@@ -184,9 +184,9 @@ def test_zero_iterations_returns_the_naive_state(fitted):
 
 
 def test_the_deformation_map_can_start_at_zero(fitted):
-    """``deformation_start="zero"``: M1 starts as M0 (the naive state has no deformation), the
-    fit then draws a deformation from the photos and lowers its objective; the networks'
-    displacement maps are the start either way."""
+    """``deformation_start="zero"``: M1 starts as M0 while the naive state keeps the views'
+    averaged map, the fit then draws a deformation from the photos and lowers its objective; the
+    networks' displacement maps are the start either way."""
     recon, res, (crops, masks, lms, start) = fitted
     cfg = MultiViewConfig(iterations=0, deformation_start="zero")
     zero = fit_multiview(recon, crops, masks, lms, cfg, coefficients=start)
