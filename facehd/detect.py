@@ -374,7 +374,9 @@ def given_landmarks(path: str | Path, mode: str = "auto") -> Path | None:
 def face_from_landmark_file(pts_path: str | Path, image_shape: tuple[int, ...]) -> DetectedFace:
     """The face whose landmarks the ``.pts`` file gives (a :class:`DetectedFace` without a
     mesh), checked against the photo's size ``(H, W, ...)``: points more than one photo size
-    outside it mean the file belongs to another photo or another scale (InputFileError)."""
+    outside it, or most of the 68 outside it, mean the file belongs to another photo or another
+    scale of it (InputFileError). A face cut by the photo's edge keeps most of its points
+    inside."""
     from facehd.errors import InputFileError
     from facehd.landmarks import load_photo_landmarks
 
@@ -386,6 +388,14 @@ def face_from_landmark_file(pts_path: str | Path, image_shape: tuple[int, ...]) 
             pts_path,
             f"landmarks span x {lo[0]:.0f}..{hi[0]:.0f}, y {lo[1]:.0f}..{hi[1]:.0f}: far outside "
             f"the {w}x{h} photo",
+        )
+    outside = (lm[:, 0] < 0) | (lm[:, 1] < 0) | (lm[:, 0] > w) | (lm[:, 1] > h)
+    if outside.sum() > len(lm) // 2:
+        raise InputFileError(
+            pts_path,
+            f"{int(outside.sum())} of its {len(lm)} landmarks lie outside the {w}x{h} photo "
+            f"(x {lo[0]:.0f}..{hi[0]:.0f}, y {lo[1]:.0f}..{hi[1]:.0f}): it was made for another "
+            "photo, or for another size of this one",
         )
     if np.ptp(lm[:, 0]) < 1.0 and np.ptp(lm[:, 1]) < 1.0:
         raise InputFileError(pts_path, "all 68 landmarks lie within one pixel")

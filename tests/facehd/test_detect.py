@@ -504,6 +504,18 @@ def test_mirrored_landmark_files_are_refused(tmp_path):
         assert mirrored_landmarks(turned[list(IBUG68_MIRROR)]), deg  # left for right
     save_photo_landmarks(tmp_path / "ok.pts", face)
     assert face_from_landmark_file(tmp_path / "ok.pts", (240, 240, 3)).landmarks68.shape == (68, 2)
+    # the same file beside a smaller copy of the photo (2/3 of its size): every point lies
+    # within twice its size, but most fall outside it
+    n_out = int(((face > 160.0).any(axis=1)).sum())
+    assert n_out > 34 and face.max() < 320.0
+    with pytest.raises(InputFileError, match=rf"ok\.pts: {n_out} of its 68 landmarks lie outside"):
+        face_from_landmark_file(tmp_path / "ok.pts", (160, 160, 3))
+    # a face cut by the photo's lower edge (its chin below it) is kept
+    low = face[:, 1].max()
+    cut_h = int(np.ceil(face[:, 1].max() - 0.2 * np.ptp(face[:, 1])))
+    assert 0 < int((face[:, 1] > cut_h).sum()) <= 34 and low > cut_h
+    got = face_from_landmark_file(tmp_path / "ok.pts", (cut_h, 240, 3))
+    np.testing.assert_allclose(got.landmarks68, face, atol=1e-4)
     save_photo_landmarks(tmp_path / "swapped.pts", face[:, ::-1])
     with pytest.raises(InputFileError, match=r"swapped\.pts: the landmarks are a mirror image"):
         face_from_landmark_file(tmp_path / "swapped.pts", (240, 240, 3))
