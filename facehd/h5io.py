@@ -526,6 +526,28 @@ class H5Dataset:
             raw[order] = got[inverse]
         return _decode_strings(raw) if is_str else raw
 
+    def nonfinite_rows(self) -> dict[str, list[int]]:
+        """Rows holding NaN or inf, per float field that may not (``nan_ok`` false): the fields
+        a dataset written before its writer checked, or edited since, may have left them in.
+        Reads those fields whole, in blocks (not the others)."""
+        out: dict[str, list[int]] = {}
+        for name, spec in self.fields.items():
+            if not spec.is_float or spec.nan_ok:
+                continue
+            try:
+                rows = [
+                    start + r
+                    for start, data in _value_blocks(self._file[name], spec)
+                    for r in np.flatnonzero(~np.isfinite(data).reshape(len(data), -1).all(1))
+                ]
+            except OSError as exc:
+                raise InputFileError(
+                    self.path, f"field {name!r} cannot be read ({exc}): the file is damaged"
+                ) from None
+            if rows:
+                out[name] = [int(r) for r in rows]
+        return out
+
     def read(self, index: int) -> Sample:
         """All fields of sample ``index`` (negative indices count from the end)."""
         i = int(index)
@@ -541,6 +563,14 @@ class H5Dataset:
     def __iter__(self) -> Iterator[Sample]:
         for i in range(self._n):
             yield self.read(i)
+
+
+def _value_blocks(ds: h5py.Dataset, spec: FieldSpec) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, rows)`` of a stored field, whole chunks of about 64 MiB at a time."""
+    rows = ds.chunks[0] if ds.chunks else max(1, ds.shape[0])
+    block = max(rows, (_MERGE_BLOCK_BYTES // max(1, spec.item_bytes)) // rows * rows)
+    for start in range(0, ds.shape[0], block):
+        yield start, ds[start : start + block]
 
 
 def open_dataset(path: str | Path) -> H5Dataset:
@@ -581,7 +611,7 @@ class VerifyReport:
         return head + f", {len(self.problems)} problem(s):\n  " + "\n  ".join(self.problems)
 
 
-def _name_rows(rows: Sequence[int], ids: Sequence[str], limit: int = 5) -> str:
+def name_rows(rows: Sequence[int], ids: Sequence[str], limit: int = 5) -> str:
     """``sample 3 ('s003')``, ``samples 3 ('s003'), 9 ('s009') and 4 more``: rows of a dataset
     by index and id (the id when it could be read)."""
     named = [f"{r} ({ids[r]!r})" if r < len(ids) else str(r) for r in map(int, rows[:limit])]
@@ -704,13 +734,10 @@ def verify(
                 ds = f[name]
                 if ds.shape[0] == 0:
                     continue
-                rows = ds.chunks[0] if ds.chunks else ds.shape[0]
-                block = max(rows, (_MERGE_BLOCK_BYTES // max(1, spec.item_bytes)) // rows * rows)
                 bad = 0
                 bad_rows: list[int] = []
                 try:
-                    for start in range(0, ds.shape[0], block):
-                        data = ds[start : start + block]
+                    for start, data in _value_blocks(ds, spec):
                         if spec.is_float and not spec.nan_ok:
                             finite = np.isfinite(data).reshape(len(data), -1)
                             bad += int(np.count_nonzero(~finite))
@@ -721,7 +748,7 @@ def verify(
                 if bad:
                     problems.append(
                         f"field {name!r}: {bad} NaN/inf values where none are allowed, in "
-                        f"{_name_rows(bad_rows, ids)}"
+                        f"{name_rows(bad_rows, ids)}"
                     )
     return report()
 

@@ -265,13 +265,22 @@ class _H5Source:
     """A finalized facehd dataset opened lazily (one handle per process)."""
 
     def __init__(self, path: str | Path, schema_prefix: str, what: str) -> None:
-        from facehd.h5io import open_dataset
+        from facehd.h5io import name_rows, open_dataset
 
         self.path = Path(path)
         with open_dataset(self.path) as ds:
             if not ds.schema.startswith(schema_prefix):
                 raise InputFileError(
                     self.path, f"expected {what} (schema {schema_prefix}*), found {ds.schema!r}"
+                )
+            bad = ds.nonfinite_rows()
+            if bad:
+                name, rows = next(iter(bad.items()))
+                raise InputFileError(
+                    self.path,
+                    f"field {name!r} holds NaN or infinite values in "
+                    f"{name_rows(rows, ds.sample_ids)} (`facehd verify {self.path}` lists every "
+                    "such field)",
                 )
             self.schema = ds.schema
             self.attrs = dict(ds.attrs)

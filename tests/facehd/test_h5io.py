@@ -236,14 +236,23 @@ def test_verify_catches_corruption(tmp_path):
     nan.write_bytes(good.read_bytes())
     with h5py.File(nan, "r+") as f:
         f["points"][3, 1, 0] = np.nan
+        f["points"][9, 4, 1] = np.inf
     rep = verify(nan)
     assert not rep.ok and any("points" in p and "NaN" in p for p in rep.problems)
+    # the rows a reader refuses before using the data: the same as a loop over the samples
+    with open_dataset(nan) as ds:
+        loop = [k for k in range(len(ds)) if not np.isfinite(ds[k].points).all()]
+        assert loop == [3, 9] and ds.nonfinite_rows() == {"points": loop}
+    with open_dataset(good) as ds:
+        assert ds.nonfinite_rows() == {}
     # ... but NaN in a nan_ok field is fine.
     ok_nan = tmp_path / "ok_nan.h5"
     ok_nan.write_bytes(good.read_bytes())
     with h5py.File(ok_nan, "r+") as f:
         f["residual"][3, 1] = np.nan
     assert verify(ok_nan).ok
+    with open_dataset(ok_nan) as ds:
+        assert ds.nonfinite_rows() == {}
 
     # Flipped bytes inside a compressed chunk: the checksum catches them.
     flip = tmp_path / "flip.h5"

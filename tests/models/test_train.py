@@ -589,6 +589,24 @@ def test_mistakes_are_refused_before_training_and_a_run_is_not_shared(
     other = write_truth_priors(hrn_data.scans, tmp_path / "bfm.h5", model_name="bfm")
     with pytest.raises(InputFileError, match=r"bfm\.h5"):
         train(tiny_config(), tmp_path / "a", photos=hrn_data.photos, priors=other, callback=count)
+    # a NaN in a photo's landmarks or in a prior's map (a file edited, or written before its
+    # writer checked): named with the sample, before a step, not as a NaN loss or an SVD error
+    import h5py
+
+    for name, field, where in (
+        ("photos", "landmarks68", (1, 30, 0)),
+        ("priors", "deformation", (0, 5, 5, 1)),
+    ):
+        bad = tmp_path / f"nan-{name}.h5"
+        bad.write_bytes(Path(kw[name]).read_bytes())
+        with h5py.File(bad, "r+") as f:
+            f[field][where] = np.nan
+            sample = f["sample_id"][where[0]].decode()
+        with pytest.raises(
+            InputFileError, match=rf"nan-{name}\.h5: field '{field}' holds NaN .*'{sample}'"
+        ):
+            train(tiny_config(), tmp_path / f"n{name}", callback=count, **(kw | {name: bad}))
+        assert not (tmp_path / f"n{name}").exists()
     # de-retouching pairs without clean twins (the photos given as --pairs): the same
     with pytest.raises(FacehdError, match="image_clean|clean"):
         train(tiny_config(), tmp_path / "b", pairs=hrn_data.photos, callback=count, **kw)
