@@ -1401,6 +1401,13 @@ def reconstruct(
         help=_FIT_ITERATIONS_HELP,
     ),
     fit_deformation_start: str = typer.Option("network", help=_FIT_START_HELP),
+    redo: bool = typer.Option(
+        False,
+        help="Reconstruct every photo again, also one whose folder in OUT holds its "
+        "reconstruction from the same photo, landmarks, model files and settings (kept "
+        "otherwise, so an interrupted run continues where it stopped; a --multiview fit is always "
+        "made again).",
+    ),
 ) -> None:
     """Reconstruct faces: M0, M1 (textured, model topology), M2 (dense, with UVs), maps, previews.
 
@@ -1409,7 +1416,8 @@ def reconstruct(
     overlay.png, turntable.png, reconstruction.json, and OUT/photos.csv (each photo's folder, or
     why it failed; a path that is not there is skipped and listed); exit status 1 when a photo
     failed. A photo done before into OUT gets its
-    folder again (replaced whole); another photo of the same name gets <stem>_2.
+    folder again (replaced whole; kept as it is when made from the same photo, landmarks, model
+    files and settings, unless --redo); another photo of the same name gets <stem>_2.
     --base-texture writes the base albedo as the texture and skips the de-retouching network
     (same geometry, about 3x faster at the paper's sizes on a CPU). --precision bfloat16 runs
     the detail generators and the de-retouching network in bfloat16: about 3.5x faster at the
@@ -1507,6 +1515,7 @@ def reconstruct(
                         names=names,
                         refine=refine,
                         fit=fit,
+                        redo=redo,
                     )
     if fitted is not None:
         first, last = fitted.history[0], fitted.history[-1]
@@ -1534,8 +1543,17 @@ def reconstruct(
     failed = [r for r in results if r.error]
     for r in failed:  # each error names its photo (models.reconstruct._said, missing_results)
         console.print(f"[yellow]failed:[/yellow] {esc(r.error)}", soft_wrap=True)
+    kept = sum(r.kept for r in results)
+    said = (
+        f" ({kept} of them kept from an earlier run, made from the same photo, landmarks, model "
+        "files and settings; --redo makes them again)"
+        if kept
+        else ""
+    )
     console.print(
         f"{len(results) - len(failed)} of {len(results)} photos reconstructed into {esc(out)}"
+        + said,
+        soft_wrap=True,
     )
     if failed:
         raise typer.Exit(1)

@@ -694,12 +694,14 @@ def write_reconstruction(
     crop_transform: Any = None,
     photo: str | Path | None = None,
     frame: PhotoFrame | None = None,
+    inputs_sha256: str | None = None,
 ) -> list[Path]:
     """Write every file of one reconstruction into the folder ``out`` (see the module docstring).
 
     ``photo_region`` is the crop the overlay is drawn on (the 512 HD crop of the photo, or the
     224 crop); ``photo``, the photo's file, is named in ``reconstruction.json``, with ``frame``,
-    how its pixels were turned upright before ``crop_transform``.
+    how its pixels were turned upright before ``crop_transform``, and ``inputs_sha256``, what
+    the reconstruction was made from (:func:`photo_inputs_sha256`).
     """
     from models.export import write_png8, write_png16, write_textured_obj
 
@@ -749,6 +751,8 @@ def write_reconstruction(
         }
     if frame is not None:
         meta["photo_frame"] = frame.as_json()
+    if inputs_sha256 is not None:
+        meta["inputs_sha256"] = inputs_sha256
     tmp = out / f"reconstruction.json.tmp{os.getpid()}"
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp, out / "reconstruction.json")
@@ -846,6 +850,9 @@ class PhotoResult:
     faces_found: int | None = None
     """Faces found in the photo, of which the largest, most central was reconstructed (None:
     not detected, or the landmarks came from a ``.pts`` file)."""
+    kept: bool = False
+    """The folder held this photo's reconstruction from the same inputs already, and was
+    kept (:func:`done_before`)."""
 
 
 def output_names(photos: list[Path], out: str | Path | None = None) -> list[str]:
@@ -955,6 +962,7 @@ def reconstruct_photos(
     names: Sequence[str] | None = None,
     refine: RefineConfig | None = None,
     fit: MultiViewConfig | None = None,
+    redo: bool = False,
 ) -> list[PhotoResult]:
     """Reconstruct every photo into ``out/<name>/`` (:func:`output_names`); a photo that fails
     (unreadable, no face, its results not writable) is reported and the others continue.
@@ -962,7 +970,12 @@ def reconstruct_photos(
     :class:`Reconstructor`;
     ``loaded(recon)`` is called once the checkpoint is loaded. ``missing``: inputs that are not
     there (:attr:`PhotoInputs.missing`), reported as failed first (:func:`missing_results`).
-    ``names``: the folder names when the caller has them already (:func:`photo_folder_names`)."""
+    ``names``: the folder names when the caller has them already (:func:`photo_folder_names`).
+
+    A photo whose folder already holds its reconstruction from the same inputs (the same
+    :func:`photo_inputs_sha256`: photo, landmark file, model files and settings) is kept, not
+    made again (``PhotoResult.kept``), so an interrupted run continues where it stopped;
+    ``redo`` makes every photo again."""
     recon = load_for_photos(
         checkpoint,
         base_texture=base_texture,
@@ -975,14 +988,22 @@ def reconstruct_photos(
         refine=refine,
         fit=fit,
     )
+    settings = run_settings(recon, deretouch=deretouch, bfm_path=bfm_path, uv_path=uv_path)
     with output_lock(out) as out:
         clear_interrupted_writes(out)
         results = missing_results(missing)
         for path, stem in zip(photos, photo_folder_names(photos, out, names), strict=True):
             try:
                 check_name(path)
-                rec, aligned, frame = recon.run_photo_framed(path)
-                results.append(write_photo_result(recon, rec, aligned, path, out / stem, frame))
+                key = photo_inputs_sha256(settings, path, recon.landmarks)
+                done = None if redo else done_before(path, out / stem, key)
+                if done is not None:
+                    results.append(done)
+                else:
+                    rec, aligned, frame = recon.run_photo_framed(path)
+                    results.append(
+                        write_photo_result(recon, rec, aligned, path, out / stem, frame, key)
+                    )
             except (FacehdError, ValueError, OSError) as exc:
                 remove_earlier_result(out, stem)
                 results.append(PhotoResult(path, None, _said(exc, path)))
@@ -990,6 +1011,88 @@ def reconstruct_photos(
             if progress is not None:
                 progress(path)
     return results
+
+
+def run_settings(
+    recon: Reconstructor,
+    *,
+    deretouch: str | Path | None = None,
+    bfm_path: str | Path | None = None,
+    uv_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """What every photo's reconstruction of a run depends on besides the photo: the SHA-256 of
+    the model files (paths left out: the same files elsewhere make the same reconstructions)
+    and the settings of ``recon``."""
+    import dataclasses
+
+    from facehd.h5io import file_sha256
+    from models.config import config_to_dict
+
+    files = {"checkpoint": recon.checkpoint, "deretouch": deretouch, "bfm": bfm_path}
+    files["uv"] = uv_path
+    out: dict[str, Any] = {f"{k}_sha256": file_sha256(v) for k, v in files.items() if v}
+    out.update(
+        base_texture=recon.base_texture,
+        precision=recon.precision,
+        landmarks=recon.landmarks,
+        refine=None if recon.refine is None else dataclasses.asdict(recon.refine),
+        fit=None if recon.fit is None else config_to_dict(recon.fit),
+    )
+    return out
+
+
+def photo_inputs_sha256(settings: dict[str, Any], photo: Path, landmarks: str) -> str:
+    """SHA-256 of what one photo's reconstruction is made from: the run's ``settings``
+    (:func:`run_settings`), the photo's bytes and, when its landmarks come from a ``.pts``
+    file (``landmarks`` mode), that file's bytes."""
+    import hashlib
+
+    from facehd.detect import given_landmarks
+    from facehd.h5io import file_sha256
+
+    pts = given_landmarks(photo, landmarks)
+    record = {
+        "settings": settings,
+        "photo_sha256": file_sha256(photo),
+        "landmarks_sha256": None if pts is None else file_sha256(pts),
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+#: The files every single-photo reconstruction folder holds (:func:`write_reconstruction`).
+RESULT_FILES = (
+    "texture.png",
+    "coarse.obj",
+    "mid.obj",
+    "detail.obj",
+    "deformation.npy",
+    "displacement.npy",
+    "deformation.png",
+    "displacement.png",
+    "overlay.png",
+    "turntable.png",
+    "reconstruction.json",
+)
+
+
+def done_before(photo: Path, folder: Path, inputs_sha256: str) -> PhotoResult | None:
+    """The result of ``photo`` when ``folder`` already holds its reconstruction made from the
+    same inputs (``inputs_sha256`` recorded in its ``reconstruction.json``, every file there);
+    None otherwise. A folder is swapped in whole once written, so one that holds its
+    ``reconstruction.json`` is complete."""
+    try:
+        meta = json.loads((folder / "reconstruction.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("inputs_sha256") != inputs_sha256:
+        return None
+    if meta.get("photo") != str(photo.resolve()):
+        return None
+    if not all((folder / name).is_file() for name in RESULT_FILES):
+        return None
+    frame = meta.get("photo_frame")
+    found = frame.get("faces_found") if isinstance(frame, dict) else None
+    return PhotoResult(photo, folder, None, found if isinstance(found, int) else None, kept=True)
 
 
 def check_name(path: Path) -> None:
@@ -1099,6 +1202,7 @@ def write_photo_result(
     photo: Path,
     folder: Path,
     frame: PhotoFrame | None = None,
+    inputs_sha256: str | None = None,
 ) -> PhotoResult:
     """Write one photo's reconstruction into ``folder`` (:func:`write_reconstruction`, the
     overlay on its aligned HD crop) and say so.
@@ -1116,6 +1220,7 @@ def write_photo_result(
             crop_transform=aligned.transform,
             photo=photo,
             frame=frame,
+            inputs_sha256=inputs_sha256,
         )
         old = _aside(folder, "old")
         if folder.is_dir():

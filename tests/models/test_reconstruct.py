@@ -823,3 +823,65 @@ def test_photos_are_fitted_alone_when_asked(hrn_data, model_path, tmp_path, one_
         " ".join(refused.output.split())
     )
     assert not (tmp_path / "mv").exists()
+
+
+def test_an_interrupted_run_continues_where_it_stopped(
+    hrn_data, model_path, tmp_path, monkeypatch, one_thread
+):
+    """A rerun keeps the photos whose folders hold their reconstruction from the same photo,
+    landmark file, model files and settings, and makes the others; a change to any of these,
+    a folder missing a file, or ``redo`` makes a photo again."""
+    import shutil
+
+    from facehd.landmarks import load_photo_landmarks, save_photo_landmarks
+
+    src = hrn_data.scans / "photos" / "s000_e00_v00.png"
+    photos = []
+    for name in ("a", "b"):
+        photos.append(tmp_path / "photos" / f"{name}.png")
+        photos[-1].parent.mkdir(exist_ok=True)
+        shutil.copy(src, photos[-1])
+        shutil.copy(src.with_suffix(".pts"), photos[-1].with_suffix(".pts"))
+    out = tmp_path / "rec"
+    made: list[str] = []
+    real = Reconstructor.run_photo_framed
+    monkeypatch.setattr(
+        Reconstructor,
+        "run_photo_framed",
+        lambda self, path: made.append(Path(path).stem) or real(self, path),
+    )
+
+    def stop_after_first(_path):  # noqa: ANN001
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct_photos(photos, model_path, out, progress=stop_after_first)
+    assert made == ["a"] and (out / "a" / "reconstruction.json").is_file()
+    assert not (out / "b").exists()
+    first = (out / "a" / "detail.obj").read_bytes()
+    stamp = (out / "a" / "reconstruction.json").stat().st_mtime_ns
+
+    def run(**kw):  # noqa: ANN003
+        made.clear()
+        results = reconstruct_photos(photos, model_path, out, **kw)
+        assert all(r.error is None for r in results)
+        return {r.photo.stem: r.kept for r in results}
+
+    assert run() == {"a": True, "b": False} and made == ["b"]
+    assert (out / "a" / "detail.obj").read_bytes() == first
+    assert (out / "a" / "reconstruction.json").stat().st_mtime_ns == stamp
+    assert run() == {"a": True, "b": True} and made == []
+    # the photo's landmark file edited: that photo is made again
+    lm = load_photo_landmarks(photos[0].with_suffix(".pts"))
+    save_photo_landmarks(photos[0].with_suffix(".pts"), lm + 0.5)
+    assert run() == {"a": False, "b": True} and made == ["a"]
+    # the photo itself replaced (the same name, other pixels)
+    Image.fromarray(np.asarray(Image.open(src))[:, ::-1].copy()).save(photos[1])
+    shutil.copy(photos[0].with_suffix(".pts"), photos[1].with_suffix(".pts"))
+    assert run() == {"a": True, "b": False} and made == ["b"]
+    # other settings, then a folder that lost a file, then redo
+    assert run(base_texture=True) == {"a": False, "b": False}
+    (out / "b" / "turntable.png").unlink()
+    assert run(base_texture=True) == {"a": True, "b": False} and made == ["b"]
+    assert run(base_texture=True, redo=True) == {"a": False, "b": False}
+    assert made == ["a", "b"]
