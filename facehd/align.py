@@ -19,6 +19,7 @@ Pixel convention: ``(x, y)`` = (column, row), the centre of the top-left pixel a
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 from facehd.errors import (
     DegenerateInputError,
     InputFileError,
+    InputFileWarning,
     is_broken_link,
     is_file_or_broken_link,
 )
@@ -566,37 +568,42 @@ def load_photo(path: str | Path, *, min_side: int = 32) -> Photo:
         raise InputFileError(path, "empty file (0 bytes)")
     pillow_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # the size is checked below, with its own message
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-            if w * h > MAX_PHOTO_PIXELS:
-                raise InputFileError(
-                    path,
-                    f"image too large to read: {w} x {h} px ({w * h / 1e6:.0f} MP; photos up to "
-                    f"{MAX_PHOTO_PIXELS / 1e6:.0f} MP are read): downscale it",
-                )
-            try:
-                # read before the pixels: Pillow's TIFF reader turns the pixels upright as it
-                # loads them and drops the tag, so the tag read after would say 1
-                orientation = int(img.getexif().get(0x0112, 1))
-                # HEIF: the decoder turned the pixels already (tag now 1); the file's tag
-                orientation = int(img.info.get("original_orientation") or orientation)
-            except Exception:  # a broken EXIF block must not lose the photo
-                orientation = 1
-            img.load()
-            mode = img.mode
-            upright = ImageOps.exif_transpose(img) or img
-            rgb = to_rgb8(upright)
-    except (
-        UnidentifiedImageError,
-        Image.DecompressionBombError,
-        OSError,
-        SyntaxError,
-        ValueError,
-    ) as exc:
-        raise InputFileError(path, f"unreadable image ({type(exc).__name__}: {exc})") from exc
-    finally:
-        Image.MAX_IMAGE_PIXELS = pillow_limit
+    # Pillow's warnings (a damaged EXIF block) are said below, with the photo's path
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always")
+        try:
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > MAX_PHOTO_PIXELS:
+                    raise InputFileError(
+                        path,
+                        f"image too large to read: {w} x {h} px ({w * h / 1e6:.0f} MP; photos "
+                        f"up to {MAX_PHOTO_PIXELS / 1e6:.0f} MP are read): downscale it",
+                    )
+                try:
+                    # read before the pixels: Pillow's TIFF reader turns the pixels upright as it
+                    # loads them and drops the tag, so the tag read after would say 1
+                    orientation = int(img.getexif().get(0x0112, 1))
+                    # HEIF: the decoder turned the pixels already (tag now 1); the file's tag
+                    orientation = int(img.info.get("original_orientation") or orientation)
+                except Exception:  # a broken EXIF block must not lose the photo
+                    orientation = 1
+                img.load()
+                mode = img.mode
+                upright = ImageOps.exif_transpose(img) or img
+                rgb = to_rgb8(upright)
+        except (
+            UnidentifiedImageError,
+            Image.DecompressionBombError,
+            OSError,
+            SyntaxError,
+            ValueError,
+        ) as exc:
+            raise InputFileError(path, f"unreadable image ({type(exc).__name__}: {exc})") from exc
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
+    for said in dict.fromkeys(str(n.message).strip() for n in notes):
+        warnings.warn(f"{path}: {said} (read as far as it goes)", InputFileWarning, stacklevel=2)
     if min(rgb.shape[:2]) < min_side:
         raise InputFileError(path, f"image too small ({rgb.shape[1]} x {rgb.shape[0]} px)")
     return Photo(rgb, path, orientation if 1 <= orientation <= 8 else 1, mode)

@@ -40,6 +40,29 @@ def _main() -> None:
     if threading.current_thread() is threading.main_thread():
         if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, interrupt)
+    _say_file_warnings()
+
+
+def _say_file_warnings() -> None:
+    """Print an InputFileWarning (its message names the file) as one ``warning:`` line, not
+    with the source line that raised it; other warnings as Python shows them."""
+    import sys
+    import warnings
+
+    from facehd.errors import InputFileWarning
+
+    shown = warnings.showwarning
+    if getattr(shown, "facehd", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+        if issubclass(category, InputFileWarning):
+            print(f"warning: {message}", file=file or sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show.facehd = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
 
 
 class PlainTable(Table):

@@ -27,6 +27,12 @@ class InputFileError(FacehdError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class InputFileWarning(UserWarning):
+    """A file was read with part of it left out or changed (a damaged block the data does not
+    need, say). The message names the file and what was done; ``facehd`` commands print it as
+    one ``warning:`` line."""
+
+
 class DegenerateInputError(FacehdError):
     """Input data is geometrically degenerate (coincident or collinear points, zero area, ...)."""
 

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from facehd.csvtext import atomic_write_bytes
-from facehd.errors import InputFileError, is_broken_link, is_file_or_broken_link
+from facehd.errors import InputFileError, InputFileWarning, is_broken_link, is_file_or_broken_link
 
 if TYPE_CHECKING:
     from facehd.transforms import Similarity
@@ -845,7 +845,7 @@ def _map_file_name(text: str) -> str:
     return rest
 
 
-class MeshFileWarning(UserWarning):
+class MeshFileWarning(InputFileWarning):
     """A mesh file was read with part of it left out or changed: a texture that is missing or
     unreadable (:func:`load_textured_mesh`, :func:`texture_path`), vertices with NaN or inf
     coordinates that no face uses, set to a used vertex's position (:func:`load_mesh`). The

@@ -94,10 +94,11 @@ class LoadReport:
             more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
             return shown + more
 
-        head = f"{self.source} [{self.part}]: loaded {self.loaded} tensors"
         if self.ok:
-            return head + ", every key matched"
-        lines = [head]
+            return f"{self.source} [{self.part}]: loaded {self.loaded} tensors, every key matched"
+        # refused whole (strict), or loaded in part: say which
+        loaded = f"loaded {self.loaded} tensors" if self.loaded else "keys do not match"
+        lines = [f"{self.source} [{self.part}]: {loaded}"]
         if self.missing:
             lines.append(f"  missing ({len(self.missing)}): {listing(self.missing)}")
         if self.unexpected:

@@ -234,13 +234,16 @@ def load_identity_network(
         except Exception as exc:
             raise InputFileError(p, f"unreadable TorchScript identity network ({exc})") from exc
         return net.eval(), "TorchScript"
+    from models.checkpoints import read_checkpoint
+
     try:
-        state = _unwrap(torch.load(str(p), map_location="cpu", weights_only=True))
-    except Exception as exc:
+        state = _unwrap(read_checkpoint(p))
+    except (InputFileError, ValueError) as exc:
+        why = exc.problem if isinstance(exc, InputFileError) else str(exc)
         raise InputFileError(
             p,
             "not an identity network: expected an ArcFace IResNet state dict (arcface_torch's "
-            f"backbone.pth), a torch.export program or a TorchScript module ({exc})",
+            f"backbone.pth), a torch.export program or a TorchScript module ({why})",
         ) from exc
     try:
         layers = iresnet_layers(state)

@@ -536,3 +536,31 @@ def test_photos_of_other_names_and_broken_links_are_found_and_fail_by_name(
         load_photo(tmp_path / "link.jpg")
     (tmp_path / "notes.txt").write_text("x")
     assert not is_photo_file(tmp_path / "notes.txt") and not is_photo_file(tmp_path / "none.jpg")
+
+
+def test_a_damaged_exif_block_is_said_with_the_photo_and_the_photo_kept(tmp_path):
+    """Pillow's warning about a damaged EXIF entry comes back as an InputFileWarning naming
+    the photo; the photo is read, turned by the orientation tag the block still holds."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    from facehd.align import load_photo
+    from facehd.errors import InputFileWarning
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned a quarter: stored 64 wide, 48 high, shown 48 wide, 64 high
+    exif[0x010F] = "a camera maker"
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(buf, "JPEG", exif=exif.tobytes())
+    data = bytearray(buf.getvalue())
+    entry = data.index(bytes.fromhex("010f0002"))  # the maker's entry: tag, type ASCII
+    data[entry + 4 : entry + 8] = (1 << 14).to_bytes(4, "big")  # its count past the file
+    (tmp_path / "bad exif.jpg").write_bytes(bytes(data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        photo = load_photo(tmp_path / "bad exif.jpg")
+    said = [str(w.message) for w in caught if issubclass(w.category, InputFileWarning)]
+    assert len(said) == 1 and said[0].startswith(f"{tmp_path / 'bad exif.jpg'}: ")
+    assert photo.orientation == 6 and photo.image.shape == (64, 48, 3)
