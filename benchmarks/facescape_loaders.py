@@ -199,21 +199,24 @@ def read_npy(path: str | Path) -> np.ndarray:
         raise InputFileError(path, f"unreadable .npy file ({type(exc).__name__}: {exc})") from exc
 
 
-def _item(path: Path) -> Any:
-    """The object of a 0-d object array (the official ``np.load(...).item()``)."""
+def _item(path: Path, what: str) -> Any:
+    """The object of a one-element object array (the official ``np.load(...).item()``)."""
     arr = read_npy(path)
-    if arr.size != 1:
-        raise InputFileError(path, f"expected one pickled object, got an array of {arr.shape}")
-    return arr.reshape(()).item() if arr.dtype.hasobject else arr.reshape(())
+    if arr.size != 1 or not arr.dtype.hasobject:
+        raise InputFileError(
+            path, f"expected {what}, got an array of {arr.dtype}, shape {arr.shape}"
+        )
+    return arr.reshape(()).item()
+
+
+_TFORM = "a pickled scikit-image transform (with its 3x3 params matrix)"
 
 
 def _tform_params(path: Path) -> np.ndarray:
     """The 3 x 3 ``params`` of a pickled scikit-image transform (DECA, facescape_deep)."""
-    tform = _item(path)
+    tform = _item(path, _TFORM)
     if not isinstance(tform, PickledTransform) or "params" not in vars(tform):
-        raise InputFileError(
-            path, "expected a pickled scikit-image transform (with its 3x3 params matrix)"
-        )
+        raise InputFileError(path, f"expected {_TFORM}, got a {type(tform).__name__}")
     params = _floats(path, tform.params, "params", (3, 3))
     if abs(np.linalg.det(params)) < 1e-12:
         raise InputFileError(path, "params is singular (no inverse warp)")
@@ -444,9 +447,10 @@ def load_ringnet(folder: Path, name: str, focal: float | None) -> Mesh:
     ``cam`` is ``[f_norm, cx, cy]`` (weak perspective in the 224-px crop)."""
     mesh = _read_mesh(folder / f"{name}.obj")
     npy = folder / f"{name}.npy"
-    params = _item(npy)
+    what = "a pickled dict with 'cam' ([f_norm, cx, cy])"
+    params = _item(npy, what)
     if not isinstance(params, dict) or "cam" not in params:
-        raise InputFileError(npy, "expected a pickled dict with 'cam' ([f_norm, cx, cy])")
+        raise InputFileError(npy, f"expected {what}, got a {type(params).__name__}")
     cam = _floats(npy, params["cam"], "cam").reshape(-1)
     if cam.size != 3:
         raise InputFileError(npy, f"cam: expected 3 numbers [f_norm, cx, cy], got {cam.size}")
