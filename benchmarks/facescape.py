@@ -8,7 +8,9 @@ What the official evaluator (``facescape/benchmark/code/evaluator.py`` with ``me
    image with ``y`` up, ``z`` towards the viewer in pixel units (:func:`place_image_prediction`).
    Wild: orthographic, normalised to ``[-1, 1]``, then both meshes times the image's pupil scale
    (mm). Lab: the loader's approximate perspective placement, the ground truth times
-   ``62.85`` mm (the mean pupil distance) and moved into the camera by ``Rt``.
+   ``62.85`` mm (the mean pupil distance) and moved into the camera by ``Rt``. The official
+   per-method loaders, reading each method's own files into the same frame, are in
+   :mod:`benchmarks.facescape_loaders`.
 2. **Depth alignment**: 256 x 256 depth maps of both meshes (pyrender in the official code; here
    one ray per pixel centre, nearest front-facing triangle, i.e. with back faces culled as
    pyrender's default single-sided material does); ``dz`` minimises the summed absolute depth
