@@ -8,7 +8,9 @@ What the official evaluator (``facescape/benchmark/code/evaluator.py`` with ``me
    image with ``y`` up, ``z`` towards the viewer in pixel units (:func:`place_image_prediction`).
    Wild: orthographic, normalised to ``[-1, 1]``, then both meshes times the image's pupil scale
    (mm). Lab: the loader's approximate perspective placement, the ground truth times
-   ``62.85`` mm (the mean pupil distance) and moved into the camera by ``Rt``.
+   ``62.85`` mm (the mean pupil distance) and moved into the camera by ``Rt``. The official
+   per-method loaders, reading each method's own files into the same frame, are in
+   :mod:`benchmarks.facescape_loaders`.
 2. **Depth alignment**: 256 x 256 depth maps of both meshes (pyrender in the official code; here
    one ray per pixel centre, nearest front-facing triangle, i.e. with back faces culled as
    pyrender's default single-sided material does); ``dz`` minimises the summed absolute depth
@@ -62,6 +64,9 @@ __all__ = [
     "CylinderMap",
     "FaceScapeResult",
     "place_image_prediction",
+    "place_orthographic",
+    "with_render_bias",
+    "unit_face_width",
     "render_depth",
     "depth_shift",
     "cylindrical_map",
@@ -138,10 +143,11 @@ class FaceScapeResult:
 def place_image_prediction(vertices: np.ndarray, focal: float | None = None) -> np.ndarray:
     """Place an image-aligned prediction in the evaluation camera (the official generic loader).
 
-    Wild (``focal`` None): ``v / 128``, ``x, y`` shifted by -1 (so the image spans ``[-1, 1]``),
-    ``z`` shifted to mean ``-2``. Lab: additionally flipped to the OpenCV camera (``y``, ``z``
-    negated), ``z`` re-centred at ``focal / 128`` and everything divided by a third of the
-    vertical extent (the official approximation; the depth alignment then fixes the distance).
+    ``v / 128``, ``x, y`` shifted by -1 (so the image spans ``[-1, 1]``), then
+    :func:`place_orthographic`: wild (``focal`` None), ``z`` shifted to mean ``-2``; lab,
+    additionally flipped to the OpenCV camera (``y``, ``z`` negated), ``z`` re-centred at
+    ``focal / 128`` and everything divided by a third of the vertical extent (the official
+    approximation; the depth alignment then fixes the distance).
 
     Parameters
     ----------
@@ -158,16 +164,50 @@ def place_image_prediction(vertices: np.ndarray, focal: float | None = None) -> 
         raise ValueError(f"place_image_prediction: expected (V, 3) vertices, got {v.shape}")
     v = v / (RENDER_SIZE / 2)
     v[:, :2] -= 1.0
+    return place_orthographic(v, focal)
+
+
+def place_orthographic(vertices: np.ndarray, focal: float | None = None) -> np.ndarray:
+    """The official loaders' common tail from the normalised orthographic frame.
+
+    The frame: the 256-px image spans ``[-1, 1]`` in ``x`` (right) and ``y`` (up), ``z`` towards
+    the viewer in the same unit. Wild (``focal`` None): ``z`` shifted to mean ``-2`` (the
+    official "render bias"). Lab ("orthogonal to perspective"): ``y``, ``z`` negated (OpenCV
+    camera), ``z`` re-centred at ``focal / 128``, then everything divided by a third of the
+    vertical extent (:func:`unit_face_width`).
+
+    Returns
+    -------
+    (V, 3) float64, a new array.
+    """
+    v = np.array(vertices, dtype=np.float64)
     if focal is None:
-        v[:, 2] -= v[:, 2].mean() + _RENDER_BIAS
-        return v
-    v = v * np.array([1.0, -1.0, -1.0])
+        return with_render_bias(v)
+    v *= np.array([1.0, -1.0, -1.0])
     v[:, 2] -= v[:, 2].mean()
     v[:, 2] += focal / (RENDER_SIZE / 2)
-    extent = v[:, 1].max() - v[:, 1].min()
-    if extent <= 0:
+    return unit_face_width(v)
+
+
+def with_render_bias(vertices: np.ndarray) -> np.ndarray:
+    """The official wild loaders' last step: ``z`` shifted to mean ``-2`` (in place)."""
+    vertices[:, 2] -= vertices[:, 2].mean() + _RENDER_BIAS
+    return vertices
+
+
+def unit_face_width(vertices: np.ndarray) -> np.ndarray:
+    """The official lab loaders' last step ("scale to make face width = 1"): ``v`` divided by a
+    third of its vertical (``y``) extent.
+
+    Raises
+    ------
+    DegenerateInputError
+        The mesh has no vertical extent.
+    """
+    extent = vertices[:, 1].max() - vertices[:, 1].min()
+    if not extent > 0:
         raise DegenerateInputError("the prediction has no vertical extent")
-    return v / (extent / 3.0)
+    return vertices / (extent / 3.0)
 
 
 # ------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ FaceScape (``<root>`` = the official ``benchmark/`` folder, or its ``data/`` fol
     images: <name>.jpg|.jpeg|.png anywhere under data/ (facehd bench --method runs a method on
             them; a name found twice: the copy under a folder naming the split wins)
     predictions: <pred>/<name>.obj|.ply               image-aligned (see benchmarks.facescape)
+                 or a method's own files, read by its official loader (benchmarks.facescape_loaders)
 
 Ground-truth files that are missing or malformed raise :class:`facehd.errors.InputFileError`
 naming the file; a missing prediction is not an error (the item is reported as missing).

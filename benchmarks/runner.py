@@ -126,6 +126,10 @@ class RunConfig:
     """NoW / multi-view protocol settings."""
     facehd_version: str = ""
     """facehd version."""
+    loader: str = ""
+    """FaceScape: the official loader placing the predictions (``--loader``; ``generic``, the
+    image-aligned format, by default; see :mod:`benchmarks.facescape_loaders`); empty for the
+    other datasets."""
 
 
 def scoring_hash(config: RunConfig, topology: tuple[Path, Path] | None = None) -> str:
@@ -141,6 +145,8 @@ def scoring_hash(config: RunConfig, topology: tuple[Path, Path] | None = None) -
         data.pop(key)
     if data["made_by"] is None:  # folders of meshes made elsewhere hash as before
         data.pop("made_by")
+    if data["loader"] in ("", "generic"):  # the default placement hashes as before --loader
+        data.pop("loader")
     if topology is not None:
         data["topology_sha256"] = [hashlib.sha256(p.read_bytes()).hexdigest() for p in topology]
     return config_hash(data)
@@ -263,6 +269,9 @@ class FaceScapeItemRow:
     cr: float | None = None
     delta_z: float | None = None
     prediction: str = ""
+    warning: str = ""
+    """Why a scored prediction looks misplaced: it covers none, or under half, of the ground
+    truth (CR below 0.5), as a prediction in another format than the loader's does."""
 
 
 @dataclass(frozen=True)
@@ -305,6 +314,7 @@ class _FaceScapeTask:
     prediction: Path | None
     root: Path
     predictions: Path
+    loader: str = "generic"
 
 
 def _official(root: Path) -> bool:
@@ -322,6 +332,14 @@ def _no_prediction(what: str, stem: Path, suffixes: tuple[str, ...]) -> str:
     ``no predicted mesh (looked for <stem>.obj or .ply)``."""
     where = f"{stem}{suffixes[0]} or " + " or ".join(suffixes[1:])
     return f"no predicted {what}{_LOOKED_FOR}{where})"
+
+
+def _no_prediction_at(what: str, paths: list[Path]) -> str:
+    """The error of a missing prediction looked for at ``paths``: ``no predicted mesh (looked
+    for <dir>/<name>_detail.obj)``; alternatives of the same stem by their suffix."""
+    first = paths[0]
+    rest = [p.suffix if p.with_suffix("") == first.with_suffix("") else str(p) for p in paths[1:]]
+    return f"no predicted {what}{_LOOKED_FOR}{' or '.join([str(first), *rest])})"
 
 
 def _err(exc: BaseException) -> str:
@@ -559,10 +577,13 @@ def _eval_facescape(task: _FaceScapeTask) -> tuple[FaceScapeItemRow, None]:
         error = f"ground truth: {missing} does not exist"
         return FaceScapeItemRow(**base, status="error", error=error), None
     if task.prediction is None:
-        error = _no_prediction("mesh", task.predictions / it.name, readers.MESH_SUFFIXES)
+        from benchmarks.facescape_loaders import get_loader
+
+        expected = get_loader(task.loader).expected(task.predictions, it.name)
+        error = _no_prediction_at("mesh", expected)
         return FaceScapeItemRow(**base, status="missing", error=error), None
     try:
-        res = _facescape_item(it, task.prediction, task.root)
+        res = _facescape_item(it, task.predictions, task.root, task.loader)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row
         raise_if_interrupted(exc)
         return FaceScapeItemRow(
@@ -577,23 +598,48 @@ def _eval_facescape(task: _FaceScapeTask) -> tuple[FaceScapeItemRow, None]:
             cr=res.cr,
             delta_z=res.delta_z,
             prediction=str(task.prediction),
+            warning=_facescape_warning(res.cr, task.loader),
         ),
         None,
     )
 
 
-def _facescape_item(it: readers.FaceScapeItem, prediction: Path, root: Path) -> Any:
+#: Smallest completeness rate (CR) of a FaceScape prediction scored without a warning.
+MIN_FACESCAPE_CR = 0.5
+
+
+def _facescape_warning(cr: float, loader: str) -> str:
+    """Why a scored FaceScape prediction looks misplaced (empty when it does not): it covers
+    none, or under half, of the ground truth; CD and MNE are then of that part only (none: no
+    numbers at all)."""
+    if math.isnan(cr) or cr >= MIN_FACESCAPE_CR:
+        return ""
+    where = f"is it in the image-aligned format of the loader used (--loader {loader})?"
+    if cr == 0:
+        return f"the prediction covers none of the ground truth (CR 0): {where}"
+    return (
+        f"the prediction covers {cr:.0%} of the ground truth (CR {cr:.3f} < "
+        f"{MIN_FACESCAPE_CR}): CD and MNE are of that part only; {where}"
+    )
+
+
+def _facescape_item(
+    it: readers.FaceScapeItem, predictions: Path, root: Path, loader: str = "generic"
+) -> Any:
+    """Score image ``it``: its prediction in ``predictions`` placed by ``loader`` (in the
+    official loaders' frame), then scaled to mm as the official evaluator does (wild: the
+    image's pupil scale, lab: the standard pupil distance)."""
     from benchmarks.facescape import (
         STD_PUPIL_DIST,
         Orthographic,
         Perspective,
         evaluate_facescape,
-        place_image_prediction,
     )
-    from facehd.mesh import Mesh, load_mesh
+    from benchmarks.facescape_loaders import get_loader
+    from facehd.mesh import Mesh
 
     predef = _predef(root)
-    pred = load_mesh(prediction)
+    load = get_loader(loader).load
     gt = _scan(it.gt_mesh)
     if it.split == "wild":
         arrays = (predef.wild_pupil_scales, predef.wild_head_centers, predef.wild_rotations)
@@ -601,7 +647,8 @@ def _facescape_item(it: readers.FaceScapeItem, prediction: Path, root: Path) -> 
             raise InputFileError(root, f"the wild predef arrays have no entry for image {it.index}")
         p = float(predef.wild_pupil_scales[it.index])
         gt_mm = Mesh(gt.vertices * p, gt.faces)
-        pred_mm = Mesh(place_image_prediction(pred.vertices) * p, pred.faces)
+        placed = load(predictions, it.name, None)
+        pred_mm = Mesh(placed.vertices * p, placed.faces)
         return evaluate_facescape(
             gt_mm,
             pred_mm,
@@ -625,9 +672,8 @@ def _facescape_item(it: readers.FaceScapeItem, prediction: Path, root: Path) -> 
             f"its Rt puts the ground-truth face behind the camera (median depth {depth:.4g} mm; "
             "the camera looks down +z)",
         )
-    pred_cam = Mesh(
-        place_image_prediction(pred.vertices, focal=float(k[0, 0])) * STD_PUPIL_DIST, pred.faces
-    )
+    placed = load(predictions, it.name, float(k[0, 0]))
+    pred_cam = Mesh(placed.vertices * STD_PUPIL_DIST, placed.faces)
     return evaluate_facescape(
         gt_cam,
         pred_cam,
@@ -837,18 +883,13 @@ def _tasks(
         items = readers.read_realy_items(predictions, expected, subjects)
         return [_RealyTask(it, root, topology) for it in items]
     items = readers.read_facescape_items(root, spec.split, complete=_official(root))
-    tasks = []
-    for it in items:
-        pred = next(
-            (
-                predictions / f"{it.name}{s}"
-                for s in readers.MESH_SUFFIXES
-                if (predictions / f"{it.name}{s}").is_file()
-            ),
-            None,
-        )
-        tasks.append(_FaceScapeTask(it, pred, root, predictions))
-    return tasks
+    from benchmarks.facescape_loaders import DEFAULT_LOADER, get_loader
+
+    loader = get_loader(config.loader or DEFAULT_LOADER)
+    return [
+        _FaceScapeTask(it, loader.mesh_path(predictions, it.name), root, predictions, loader.name)
+        for it in items
+    ]
 
 
 def realy_photos(folder: str | Path) -> dict[str, Path]:
@@ -1073,6 +1114,7 @@ def run_benchmark(
     progress: Callable[[int, int], None] | None = None,
     images: str | Path | None = None,
     label: str | None = None,
+    loader: str | None = None,
 ) -> RunResult:
     """Score ``method`` on ``dataset`` and write the CSVs (see the module docstring).
 
@@ -1097,6 +1139,9 @@ def run_benchmark(
     label : a registered method's run only: the name its leaderboard row and output folder
         get (default: ``method``), so runs of one method with other checkpoints or settings
         rank side by side in one ``out``.
+    loader : FaceScape with ``predictions`` only: the official loader reading the method's own
+        files (:data:`benchmarks.facescape_loaders.LOADERS`; default ``generic``, the
+        image-aligned format).
     """
     from facehd import __version__
 
@@ -1113,6 +1158,20 @@ def run_benchmark(
             "--label names the run of a registered method; with --predictions, --method is the "
             "label of the folder's meshes"
         )
+    if loader is not None:
+        from benchmarks.facescape_loaders import get_loader
+
+        if spec.dataset != "facescape":
+            raise ValueError(
+                f"--loader places FaceScape predictions (an official loader's files); "
+                f"{spec.dataset} has no loaders"
+            )
+        if predictions is None:
+            raise ValueError(
+                "--loader reads a method's own files from --predictions; a registered method's "
+                "run writes the image-aligned format (the generic loader)"
+            )
+        get_loader(loader)  # an unknown name fails here, listing the known ones
     name = method if label is None else label
     metrical = now_config is not None and now_config.metrical
     if metrical and spec.dataset not in ("now", "multiview"):
@@ -1156,6 +1215,7 @@ def run_benchmark(
         _read_method_json(pred_dir),
         now_config or NowConfig(),
         __version__,
+        (loader or "generic") if spec.dataset == "facescape" else "",
     )
     tasks = _tasks(spec, root_path, pred_dir, config, topo, expected)
     results: list[tuple[Any, np.ndarray | None]] = []

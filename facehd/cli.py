@@ -628,6 +628,12 @@ def bench(
         help="--method hrn with --fit-iterations: where each image's deformation map starts, "
         "'network' (the default) or 'zero' (as facehd reconstruct --fit-deformation-start).",
     ),
+    loader: str = typer.Option(
+        None,
+        help="FaceScape with --predictions: the official evaluator's loader reading the method's "
+        "own files (PRNet, 3DDFA_V2, DECA, RingNet, SADRNet, ...; default 'generic', the "
+        "image-aligned format).",
+    ),
 ) -> None:
     """Score a method on a benchmark: items.csv, summary.csv and its leaderboard.csv row.
 
@@ -657,6 +663,9 @@ def bench(
 
     Example: facehd bench --dataset now --method hrn --checkpoint runs/tiny/model.pt --root now
     --refine-steps 300 --fit-iterations 50 --fit-deformation-start zero --label hrn-fitted-zero
+
+    Example: facehd bench --dataset facescape:wild --method deca --predictions deca_out
+    --root facescape/benchmark --loader DECA
     """
     import os
 
@@ -716,6 +725,7 @@ def bench(
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                 images=images,
                 label=label,
+                loader=loader,
             )
     row = result.leaderboard_row
     table = PlainTable("dataset", "split", "method", "metric", "value")
@@ -731,7 +741,7 @@ def bench(
     if result.n_warned:
         console.print(
             f"[yellow]warning:[/yellow] {result.n_warned} scored with a warning: predictions "
-            f"that look like no face reconstruction (the warning column of "
+            f"that look like no face reconstruction, or misplaced (the warning column of "
             f"{esc(result.items_csv)})",
             soft_wrap=True,
         )
