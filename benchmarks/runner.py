@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import functools
+import hashlib
 import io
 import json
 import math
@@ -923,8 +924,11 @@ def _generate_predictions(
     REALY: the photos of ``images`` (:func:`realy_photos`), each reconstructed by the method's
     ``reconstruct_template`` (a mesh of its fixed template topology) into ``<name>.obj``.
 
-    Resumable: an image whose mesh and landmark files both exist is skipped (each file is
-    written under a temporary name and renamed, so a file that exists is complete). An image
+    Resumable: an image whose mesh and landmark files both exist, made from the photos there
+    now (their SHA-256, recorded per item in ``folder/sources.json`` after each prediction), is
+    skipped (each file is written under a temporary name and renamed, so a file that exists is
+    complete); one whose photos changed (another benchmark's under the same names, say) is made
+    again. An image
     the method fails on (no face found, an unreadable photo) or missing from the disk is
     recorded in ``folder/failures.csv`` (item, image, error; rewritten by each run) and the run
     goes on; scoring then counts it missing, with that reason.
@@ -935,6 +939,7 @@ def _generate_predictions(
 
     todo: list[tuple[str, list[Path], Path, Path | None]] = []
     failures: list[tuple[str, str, str]] = []
+    made = _Sources(folder)
     per_image = {"facescape": "reconstruct_image_aligned", "realy": "reconstruct_template"}
     names = None
     if spec.dataset == "realy":
@@ -948,7 +953,7 @@ def _generate_predictions(
         names = list(found)
         for name, photo in found.items():
             mesh_path = folder / f"{name}.obj"
-            if not mesh_path.is_file():
+            if not made.done(name, [photo], mesh_path):
                 todo.append((name, [photo], mesh_path, None))
     elif spec.dataset == "facescape":
         photos = readers.find_facescape_images(root, spec.split)
@@ -966,7 +971,7 @@ def _generate_predictions(
                 failures.append(
                     (it.name, f"{it.name}.{exts}", f"no photo of this name under {root}")
                 )
-            elif not mesh_path.is_file():
+            elif not made.done(it.name, [photos[it.name]], mesh_path):
                 todo.append((it.name, [photos[it.name]], mesh_path, None))
     else:
         items = (
@@ -982,10 +987,9 @@ def _generate_predictions(
             )
             base = folder / it.subject / it.challenge / it.image
             mesh_path, lm_path = base.with_suffix(".obj"), base.with_suffix(".txt")
-            if mesh_path.is_file() and lm_path.is_file():
-                continue
             if images:
-                todo.append((it.name, images, mesh_path, lm_path))
+                if not made.done(it.name, images, mesh_path, lm_path):
+                    todo.append((it.name, images, mesh_path, lm_path))
             else:
                 failures.append((it.name, it.name, f"no photo of this name under {root}"))
     stored = _read_method_json(folder)
@@ -1021,6 +1025,7 @@ def _generate_predictions(
             failures.append((name, str(photos[0]), str(exc)))
             continue
         write_prediction(out, mesh_path, lm_path)
+        made.record(name, photos)
     # this run's failures (a rerun retries the earlier ones: they have no prediction)
     path = folder / "failures.csv"
     if failures:
@@ -1028,6 +1033,49 @@ def _generate_predictions(
     else:
         path.unlink(missing_ok=True)
     return names, {name: error for name, _, error in failures}
+
+
+class _Sources:
+    """``folder/sources.json``: the SHA-256 of the photos each prediction of a registered method
+    was made from, by item name, written after each prediction (a prediction not recorded there
+    yet, one made before this record existed or cut off before it, is made again)."""
+
+    NAME = "sources.json"
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / self.NAME
+        self.hashes: dict[str, str] = {}
+        self._now: dict[str, str] = {}
+        if self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError):
+                data = {}  # unreadable: every prediction is made again
+            if isinstance(data, dict):
+                self.hashes = {str(k): str(v) for k, v in data.items()}
+
+    def _sha(self, name: str, photos: list[Path]) -> str:
+        if name not in self._now:
+            from facehd.h5io import file_sha256
+
+            self._now[name] = hashlib.sha256(
+                "".join(file_sha256(p) for p in photos).encode()
+            ).hexdigest()
+        return self._now[name]
+
+    def done(self, name: str, photos: list[Path], *paths: Path | None) -> bool:
+        """Whether item ``name``'s prediction files exist, made from ``photos`` as they are."""
+        if not all(p is None or p.is_file() for p in paths):
+            return False
+        return self.hashes.get(name) == self._sha(name, photos)
+
+    def record(self, name: str, photos: list[Path]) -> None:
+        """Record that item ``name``'s prediction was made from ``photos`` (as they are)."""
+        from facehd.mesh import atomic_write_bytes
+
+        self.hashes[name] = self._sha(name, photos)
+        text = json.dumps(dict(sorted(self.hashes.items())), indent=1) + "\n"
+        atomic_write_bytes(self.path, text.encode())
 
 
 METHOD_JSON = "method.json"

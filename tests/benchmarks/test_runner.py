@@ -538,6 +538,24 @@ def test_registered_method_runs_in_process(
         res.out_dir / "predictions" / item.subject / item.challenge / f"{item.image}.obj"
     ).exists()
 
+    # a rerun keeps the predictions made from the photos as they are, and makes again the one
+    # whose photo changed (another benchmark's photo under the same name)
+    def stamps() -> dict[str, int]:
+        preds = res.out_dir / "predictions"
+        return {
+            it.name: (preds / it.subject / it.challenge / f"{it.image}.obj").stat().st_mtime_ns
+            for it in items
+        }
+
+    before = stamps()
+    run_benchmark("now", "scan-lookup", root=root, out=tmp_path / "out")
+    assert stamps() == before
+    with open(items[2].image_path, "ab") as fh:
+        fh.write(b"another photo")
+    run_benchmark("now", "scan-lookup", root=root, out=tmp_path / "out")
+    after = stamps()
+    assert [n for n in before if after[n] != before[n]] == [items[2].name]
+
 
 def test_labels_rank_runs_of_one_method_side_by_side(
     synth_roots: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
