@@ -95,8 +95,9 @@ class LeaderboardRow:
     config_hash: str = ""
     """Hash of the run's resolved configuration (``config.json`` beside its CSVs)."""
     data: str = ""
-    """``synthetic`` for a run on a benchmark ``facehd synth --benchmark`` wrote, else empty
-    (the benchmark's own data, as the published rows)."""
+    """For a run on a benchmark ``facehd synth --benchmark`` wrote, ``synthetic`` and its
+    settings (``synthetic seed 0, 2 subjects``; rows of earlier versions say ``synthetic``
+    alone), else empty (the benchmark's own data, as the published rows)."""
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -297,7 +298,8 @@ def ranked(
 ) -> dict[tuple[str, str, str], list[LeaderboardRow]]:
     """Group rows by (dataset, split, data), best first; runs that did not score every image of
     the split come after the complete ones (a metric over fewer images is not comparable), and
-    runs on synthetic benchmarks (``data = synthetic``) form groups of their own.
+    runs on synthetic benchmarks (``data`` ``synthetic ...``) form groups of their own, one per
+    synthetic benchmark.
 
     ``dataset`` keeps one dataset (``name``) or one split (``name:split``; any case, ``val`` for
     ``validation``).

@@ -41,7 +41,7 @@ from benchmarks import readers
 from benchmarks.csvio import atomic_write_text, config_hash, write_rows
 from benchmarks.leaderboard import LeaderboardRow, load_leaderboard, update_leaderboard
 from benchmarks.now import NowConfig
-from benchmarks.synthetic import check_benchmark_finished, is_synthetic_benchmark
+from benchmarks.synthetic import benchmark_data, check_benchmark_finished, is_synthetic_benchmark
 from facehd.errors import InputFileError, raise_if_interrupted
 
 __all__ = [
@@ -1301,7 +1301,7 @@ def run_benchmark(
         facehd_version=__version__,
         date=now_date,
         config_hash=chash,
-        data="synthetic" if is_synthetic_benchmark(root_path) else "",
+        data=benchmark_data(root_path),
     )
     # --- compute everything first, then write (atomically)
     files: list[tuple[Path, Any]] = []

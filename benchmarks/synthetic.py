@@ -58,6 +58,7 @@ __all__ = [
     "BENCHMARK_RECORD",
     "check_benchmark_finished",
     "is_synthetic_benchmark",
+    "benchmark_data",
     "make_synthetic_benchmark",
     "SYNTH_METHOD",
     "synth_keypoints85",
@@ -509,6 +510,23 @@ def is_synthetic_benchmark(root: str | Path) -> bool:
     """Whether ``root`` (or the folder above it, for a data folder inside) is a benchmark
     written by :func:`make_synthetic_benchmark` (its ``synth.json`` says so)."""
     return _benchmark_record(root) is not None
+
+
+def benchmark_data(root: str | Path) -> str:
+    """What data a benchmark at ``root`` holds, for its leaderboard rows: empty for the
+    benchmark's own data; for one :func:`make_synthetic_benchmark` wrote, ``synthetic`` and the
+    settings that make it (``synthetic seed 0, 2 subjects``; FaceScape's lab views and focal
+    indices too when not the defaults), so runs on two synthetic benchmarks rank apart."""
+    found = _benchmark_record(root)
+    if found is None:
+        return ""
+    record = found[1]
+    n = record.get("subjects", "?")
+    said = [f"seed {record.get('seed', '?')}", f"{n} subject{'' if n == 1 else 's'}"]
+    lab = (record.get("lab_views", _LAB_VIEWS), record.get("lab_focals", _LAB_FOCALS))
+    if record.get("benchmark") == "facescape" and lab != (_LAB_VIEWS, _LAB_FOCALS):
+        said.append(f"lab views {lab[0]}, focals {lab[1]}")
+    return "synthetic " + ", ".join(said)
 
 
 def check_benchmark_finished(root: str | Path) -> None:

@@ -758,7 +758,15 @@ def bench(
             "method's folder in the benchmark's layout?)"
         )
     earlier = result.replaced
-    if earlier is not None and earlier.config_hash != row.config_hash:
+    if earlier is not None and earlier.data != row.data:
+        console.print(
+            f"note: this replaced the leaderboard's earlier {esc(repr(row.method))} row, scored "
+            f"on other data ({esc(earlier.data or 'the benchmark')} -> "
+            f"{esc(row.data or 'the benchmark')}); give each benchmark its own --out to keep "
+            "both",
+            soft_wrap=True,
+        )
+    elif earlier is not None and earlier.config_hash != row.config_hash:
         console.print(
             f"note: this replaced the leaderboard's earlier {esc(repr(row.method))} row of "
             f"another configuration (cfg {earlier.config_hash or '?'} -> {row.config_hash}, "
@@ -817,8 +825,12 @@ def leaderboard(
         cols = columns.get(ds, columns["now"])
         heads = ["#", "method", *[c for c, _ in cols], "images", "source"]
         title = f"{ds}:{split}"
-        if data == "synthetic":  # ranked apart: the published numbers are on the real data
-            title += " on synthetic data (facehd synth --benchmark; not comparable to the paper's)"
+        if data.startswith("synthetic"):  # apart: the published numbers are on the real data
+            made = data[len("synthetic") :].strip(", ")
+            title += (
+                f" on synthetic data ({made + '; ' if made else ''}facehd synth --benchmark; "
+                "not comparable to the paper's)"
+            )
         table = PlainTable(*heads, title=title)
         for rank, r in enumerate(rows, start=1):
             images = "" if r.n_items is None else str(r.n_items)

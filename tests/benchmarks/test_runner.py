@@ -1054,3 +1054,41 @@ def test_leaderboard_says_when_it_has_no_runs_to_show(tmp_path: Path) -> None:
     update_leaderboard(board, LeaderboardRow("mine", "now", "validation", median_mm=1.0))
     board.write_bytes(b"\xef\xbb\xbf" + board.read_bytes())
     assert [r.method for r in load_leaderboard(board, include_published=False)] == ["mine"]
+
+
+def test_runs_on_two_synthetic_benchmarks_rank_apart(synth_roots: dict, tmp_path: Path) -> None:
+    """A synthetic benchmark's leaderboard rows carry the settings that made it (seed,
+    subjects), so a run on another one is ranked in its own table, and one that replaces a row
+    scored on other data says so."""
+    from typer.testing import CliRunner
+
+    from benchmarks.leaderboard import load_leaderboard, ranked
+    from benchmarks.synthetic import benchmark_data, make_synthetic_benchmark
+    from facehd.cli import app
+
+    other = make_synthetic_benchmark("now", tmp_path / "now4", seed=4, n_subjects=1)
+    assert benchmark_data(synth_roots["now"]) == "synthetic seed 3, 1 subject"
+    assert benchmark_data(other) == "synthetic seed 4, 1 subject"
+    assert benchmark_data(synth_roots["facescape"]) == (
+        "synthetic seed 3, 1 subject, lab views [0, 9], focals [0]"
+    )
+    assert benchmark_data(tmp_path) == ""
+    out = tmp_path / "out"
+    runner = CliRunner()
+    said = []
+    for root in (synth_roots["now"], other):
+        args = ["bench", "--dataset", "now", "--method", "synth-fit", "--root", str(root)]
+        args += ["--predictions", str(root / "predictions" / "synth-fit"), "--out", str(out)]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, res.output
+        said.append(" ".join(res.output.split()))
+    assert "other data" not in said[0]
+    assert (
+        "scored on other data (synthetic seed 3, 1 subject -> synthetic seed 4, 1 subject)"
+        in (said[1])
+    )
+    (row,) = load_leaderboard(out / "leaderboard.csv", include_published=False)
+    assert row.data == "synthetic seed 4, 1 subject"
+    assert list(ranked([row])) == [("now", "validation", "synthetic seed 4, 1 subject")]
+    res = runner.invoke(app, ["leaderboard", "--dataset", "now", "--out", str(out)])
+    assert res.exit_code == 0 and "seed 4, 1 subject" in " ".join(res.output.split())
