@@ -59,6 +59,7 @@ __all__ = [
     "check_benchmark_finished",
     "is_synthetic_benchmark",
     "benchmark_data",
+    "check_benchmark_out",
     "make_synthetic_benchmark",
     "SYNTH_METHOD",
     "synth_keypoints85",
@@ -582,9 +583,28 @@ def _written_before_records(out: Path) -> bool:
     )
 
 
+def check_benchmark_out(name: str, out: str | Path, seed: int = 0, n_subjects: int = 2) -> None:
+    """Refuse, before any work, a folder :func:`make_synthetic_benchmark` would refuse to write
+    ``name`` into with these settings (the command line's FaceScape lab views and focals): a
+    file, a benchmark of other settings, someone else's files. Raises InputFileError."""
+    settings = {"benchmark": name, "seed": int(seed), "subjects": int(n_subjects)}
+    if name == "facescape":
+        settings.update(lab_views=list(_LAB_VIEWS), lab_focals=list(_LAB_FOCALS))
+    out = Path(out)
+    if out.exists():
+        _check_record(check_output_folder(out, "benchmark"), settings)
+
+
 def _record(out: Path, settings: dict) -> None:
     """Check ``out`` against ``settings`` and write its ``synth.json`` (see the module), marked
     unfinished until :func:`_record_finished`."""
+    _check_record(out, settings)
+    _write_record(out, {"tool": _RECORD_TOOL, **settings, "complete": False})
+
+
+def _check_record(out: Path, settings: dict) -> None:
+    """Refuse ``out`` when it holds a benchmark of other settings, or files this tool did not
+    write (see :func:`_record`)."""
     path = out / BENCHMARK_RECORD
     mine = {"tool": _RECORD_TOOL, **settings}
     if path.is_file():
@@ -612,7 +632,6 @@ def _record(out: Path, settings: dict) -> None:
             f"holds files that facehd synth --benchmark did not write (no {BENCHMARK_RECORD}); "
             "write to an empty or new --out",
         )
-    _write_record(out, {**mine, "complete": False})
 
 
 def _write_record(out: Path, record: dict) -> None:

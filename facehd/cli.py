@@ -462,11 +462,15 @@ def quickstart(
 
 def _quickstart(out: Path, subjects: int, expressions: int, seed: int, workers: int) -> None:
     from benchmarks.runner import run_benchmark
-    from benchmarks.synthetic import make_synthetic_benchmark
+    from benchmarks.synthetic import check_benchmark_out, make_synthetic_benchmark
     from facehd.errors import check_output_folder
+    from facehd.h5io import check_dataset_output
     from pipelines.build_priors import PriorsConfig, build_priors
 
     check_output_folder(out, "quickstart output")  # a file as --out: one line, not an OS error
+    # the later steps' outputs, before the first step works: a folder in the way is said now
+    check_dataset_output(out / "priors.h5")
+    check_benchmark_out("now", out / "now", seed=seed)
 
     console.rule("1/4 synthetic scans")
     _synth_scans_cmd(out / "synth", subjects, expressions, seed, "mm")

@@ -878,7 +878,8 @@ def _other_file(path: Path) -> str:
 
 def check_dataset_output(path: str | Path) -> Path:
     """Check, before any work, that the dataset ``path`` (and its ``.shards`` folder beside it)
-    can be written: not a folder, its folder a folder that can be made and written in.
+    can be written: not a folder, not a file other than a facehd dataset, its folder a folder
+    that can be made and written in.
 
     Raises
     ------
@@ -894,6 +895,11 @@ def check_dataset_output(path: str | Path) -> Path:
     if not folder.is_dir():
         raise InputFileError(folder, f"is a file, not a folder: {path} cannot be written inside it")
     check_output_folder(path.parent, "dataset")
+    other = _other_file(path) if path.is_file() else ""
+    if other:  # no build replaces it (see ShardedDatasetWriter): said before the work
+        raise InputFileError(
+            path, f"exists and is not a facehd dataset ({other}); choose another output"
+        )
     shards = path.with_name(path.name + ".shards")
     if shards.exists() and not shards.is_dir():
         raise InputFileError(

@@ -297,6 +297,18 @@ def test_files_synth_did_not_make_and_a_file_as_out_are_refused(tmp_path: Path) 
         said = " ".join(res.output.split())
         assert res.exit_code == 2 and "must be a folder, and this is a file" in said, cmd
     assert a_file.read_text() == "x"
+    # quickstart: what is in the way of a later step is said before the first step works
+    for inside, said_there in (
+        ("now/readme.txt", "holds files that facehd synth --benchmark did not write"),
+        ("priors.h5", "exists and is not a facehd dataset (not an HDF5 file)"),
+    ):
+        out = tmp_path / f"qs-{inside.split('/')[0]}"
+        (out / inside).parent.mkdir(parents=True)
+        (out / inside).write_text("someone's")
+        res = CliRunner().invoke(app, ["quickstart", "--out", str(out)])
+        assert res.exit_code == 2 and said_there in " ".join(res.output.split()), res.output
+        assert sorted(p.name for p in out.iterdir()) == [inside.split("/")[0]]
+        assert (out / inside).read_text() == "someone's"
 
 
 def test_more_than_asked_counts_only_synths_own_scans(tmp_path: Path) -> None:
