@@ -1298,7 +1298,7 @@ def _training_bar(bar):
 @app.command("train")
 @_interrupt_says(
     "stopped at once (before the step in flight was saved); --resume continues from the last "
-    "checkpoint"
+    "checkpoint (a run stopped before it saved one: run the same command again, without --resume)"
 )
 def train_cmd(
     out: Path = typer.Option(

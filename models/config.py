@@ -549,6 +549,19 @@ def _unique_json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _parse_error(exc: Exception) -> str:
+    """A YAML or JSON syntax error in one line, with where it is in the file (PyYAML's own
+    text runs over several lines and names ``<unicode string>``, not the file)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
+    first = (str(exc).splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}"
+
+
 def load_config(path: str | Path, cls: type[T]) -> T:
     """Read a YAML (``.yaml``/``.yml``) or JSON (``.json``) config file into ``cls``.
 
@@ -575,7 +588,7 @@ def load_config(path: str | Path, cls: type[T]) -> T:
     except InputFileError:
         raise
     except Exception as exc:
-        raise InputFileError(path, f"cannot parse config ({type(exc).__name__}: {exc})") from exc
+        raise InputFileError(path, f"cannot parse config ({_parse_error(exc)})") from exc
     if data is None:  # an empty file (or only comments) would silently mean every default
         raise InputFileError(
             path,

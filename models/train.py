@@ -960,6 +960,13 @@ class Trainer:
                 return list(data.get("stages", []))
             return [data["stage"]] if data.get("done") else []
         official = ("net_recon", "mid_net", "high_net")
+        if "format" in data and not any(k in data for k in official):
+            raise InputFileError(
+                path,
+                f"a file of format {str(data['format'])[:60]!r}, which this facehd does not read "
+                f"(it reads {CHECKPOINT_FORMAT!r} and {MODEL_FORMAT!r}, and HRN's official "
+                "checkpoint)",
+            )
         if not any(k in data for k in official):
             raise InputFileError(
                 path,
@@ -1454,6 +1461,12 @@ def run_data_matches(
             # a record from before content_sha256 existed is compared by its sha256
             which = "content_sha256" if "content_sha256" in (was or {}) else "sha256"
             if (was or {}).get(which) != (now or {}).get(which):
+                if was and now and _named(was) == _named(now):  # the same file, edited
+                    raise FacehdError(
+                        f"{out}: the run was trained on other {key}: {_named(now)} is the file it "
+                        "was trained on, but its content changed since (its hash differs); give "
+                        "the run's data or start a new --out"
+                    )
                 raise FacehdError(
                     f"{out}: the run was trained on other {key} ({_named(was)}) than given now "
                     f"({_named(now)}); give the run's data or start a new --out"

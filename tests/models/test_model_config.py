@@ -112,6 +112,14 @@ def test_unreadable_files(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(InputFileError, match="cannot parse config"):
         load_config(bad, ModelConfig)
+    # a YAML syntax error: one line, saying where in the file (PyYAML's own text spans lines)
+    bad = tmp_path / "x.yaml"
+    bad.write_text("base:\n  lr: 1\n  betas: [0.5, 0.9\n")
+    with pytest.raises(InputFileError) as err:
+        load_config(bad, ModelConfig)
+    said = str(err.value)
+    assert said.startswith(f"{bad}: cannot parse config (") and "\n" not in said
+    assert "at line 4, column 1" in said and "unicode string" not in said
     other = tmp_path / "x.toml"
     other.write_text("a = 1")
     with pytest.raises(InputFileError, match="unknown config format"):

@@ -283,6 +283,10 @@ def test_a_dict_that_is_no_checkpoint_is_named(hrn_data, tmp_path, one_thread):
     kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "stages": ["hrn"]}
     with pytest.raises(InputFileError, match=r"weights\.pt: neither a facehd checkpoint"):
         train(tiny_config(), tmp_path / "run", init=path, **kw)
+    # a format entry this version does not read: named, not said to be missing
+    torch.save({"format": "facehd.model/9", "state": {}}, path)
+    with pytest.raises(InputFileError, match=r"weights\.pt: a file of format 'facehd.model/9'"):
+        train(tiny_config(), tmp_path / "run", init=path, **kw)
 
 
 def test_a_run_resumes_only_on_its_own_data(hrn_data, full_run, tmp_path, one_thread):
@@ -317,6 +321,20 @@ def test_a_run_resumes_only_on_its_own_data(hrn_data, full_run, tmp_path, one_th
         with pytest.raises(FacehdError, match=r"other priors.*give the run's data"):
             train(tiny_config(), out, photos=hrn_data.photos, priors=other, resume=True)
     assert json.loads((out / "data.json").read_text()) == record  # unchanged by the refusals
+    # the file trained on, edited in place since (one landmark moved): said as such
+    import h5py
+
+    from models.train import run_data_matches
+
+    photos = Path(shutil.copy(hrn_data.photos, tmp_path / "photos.h5"))
+    run = tmp_path / "run"
+    run.mkdir()
+    run_data_matches(run, photos=photos, priors=None, new_run=True)
+    run_data_matches(run, photos=photos, priors=None)  # the same: accepted
+    with h5py.File(photos, "r+") as f:
+        f["landmarks68"][0] = f["landmarks68"][0] + 1.0
+    with pytest.raises(FacehdError, match=r"other photos: .*photos\.h5 .* content changed since"):
+        run_data_matches(run, photos=photos, priors=None)
 
 
 def test_presets_load_and_differ():
