@@ -1036,9 +1036,10 @@ def _generate_predictions(
 
 
 class _Sources:
-    """``folder/sources.json``: the SHA-256 of the photos each prediction of a registered method
-    was made from, by item name, written after each prediction (a prediction not recorded there
-    yet, one made before this record existed or cut off before it, is made again)."""
+    """``folder/sources.json``: the SHA-256 of the photos (with their ``.pts`` files) each
+    prediction of a registered method was made from, by item name, written after each
+    prediction (a prediction not recorded there yet, one made before this record existed or
+    cut off before it, is made again)."""
 
     NAME = "sources.json"
 
@@ -1055,12 +1056,17 @@ class _Sources:
                 self.hashes = {str(k): str(v) for k, v in data.items()}
 
     def _sha(self, name: str, photos: list[Path]) -> str:
+        """Of the photos and, where one lies beside a photo, its ``.pts`` landmark file (which
+        a method may align the photo by)."""
         if name not in self._now:
             from facehd.h5io import file_sha256
+            from facehd.landmarks import photo_landmarks_path
 
-            self._now[name] = hashlib.sha256(
-                "".join(file_sha256(p) for p in photos).encode()
-            ).hexdigest()
+            parts = []
+            for photo in photos:
+                pts = photo_landmarks_path(photo)
+                parts.append(file_sha256(photo) + (file_sha256(pts) if pts.is_file() else ""))
+            self._now[name] = hashlib.sha256("".join(parts).encode()).hexdigest()
         return self._now[name]
 
     def done(self, name: str, photos: list[Path], *paths: Path | None) -> bool:

@@ -555,6 +555,11 @@ def test_registered_method_runs_in_process(
     run_benchmark("now", "scan-lookup", root=root, out=tmp_path / "out")
     after = stamps()
     assert [n for n in before if after[n] != before[n]] == [items[2].name]
+    # ... and the one whose landmark file beside its photo appeared (a method may align by it)
+    items[1].image_path.with_suffix(".pts").write_text("version: 1\n")
+    run_benchmark("now", "scan-lookup", root=root, out=tmp_path / "out")
+    again = stamps()
+    assert [n for n in after if again[n] != after[n]] == [items[1].name]
 
 
 def test_labels_rank_runs_of_one_method_side_by_side(
