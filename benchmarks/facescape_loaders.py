@@ -9,14 +9,16 @@ spans ``[-1, 1]``, ``z`` shifted to mean -2); lab images, the approximate perspe
 placement with a face height of 3 (pupil-distance units). The runner then multiplies by the
 image's pupil scale (wild) or the standard pupil distance (lab) as for the generic loader.
 
-Each loader here is ``load(folder, name, focal) -> Mesh`` (``focal`` None for wild, the lab
-image's focal length in pixels otherwise) and reproduces its official counterpart's
-arithmetic, quirks included: the face winding flips of SADRNet, DF2Net and LAP, the integer
-truncations of Deep3DFaceRec's crop, the weak-perspective approximations of the perspective
-methods (extreme3dface, MGCNet, RingNet, LAP: scaled by focal length over mean depth). Meshes
-are read as the official ``load_ori_mesh`` reads them (file order, nothing merged). Where the
-official loaders return None on any failure (scored as missing), a missing or malformed file
-here raises :class:`facehd.errors.InputFileError` naming the file and the problem.
+Each loader here (:meth:`FaceScapeLoader.load`: ``load(folder, name, focal) -> Mesh``, ``focal``
+None for wild, the lab image's focal length in pixels otherwise) reads the image's mesh by its
+file patterns and places it with its method's ``place_*`` function, which reads the method's
+other files and reproduces its official counterpart's arithmetic, quirks included: the face
+winding flips of SADRNet, DF2Net and LAP, the integer truncations of Deep3DFaceRec's crop, the
+weak-perspective approximations of the perspective methods (extreme3dface, MGCNet, RingNet,
+LAP: scaled by focal length over mean depth). Meshes are read as the official
+``load_ori_mesh`` reads them (file order, nothing merged). Where the official loaders return
+None on any failure (scored as missing), a missing or malformed file here raises
+:class:`facehd.errors.InputFileError` naming the file and the problem.
 
 ``.npy`` files holding pickled objects (DECA's and facescape_deep's ``_tform.npy``: a
 scikit-image ``SimilarityTransform``; RingNet's ``<name>.npy``: a dict) are read by
@@ -40,6 +42,7 @@ import numpy as np
 
 from benchmarks.facescape import (
     RENDER_SIZE,
+    place_image_prediction,
     place_orthographic,
     unit_face_width,
     with_render_bias,
@@ -68,10 +71,6 @@ _FLIP_X = np.array([-1.0, 1.0, 1.0])  # the official R_gl2ortho
 
 # ------------------------------------------------------------------------------------------
 # files
-
-
-def _read_mesh(path: Path) -> Mesh:
-    return load_mesh(path)
 
 
 def _read_json(path: Path) -> Any:
@@ -294,42 +293,26 @@ def _flip_winding(faces: np.ndarray) -> np.ndarray:
 # the loaders (in the official dispatcher's order)
 
 
-def load_generic(folder: Path, name: str, focal: float | None) -> Mesh:
-    """``<name>.obj`` (else ``<name>.ply``) in the image-aligned format (PRNet / 3DDFA_V2):
-    ``x``, ``y`` pixels of the 256-px image with ``y`` up, ``z`` towards the viewer."""
-    path = folder / f"{name}.obj"
-    if not path.is_file() and (folder / f"{name}.ply").is_file():
-        path = folder / f"{name}.ply"
-    return _load_image_aligned(path, focal)
+def place_image_aligned(mesh: Mesh, folder: Path, name: str, focal: float | None) -> Mesh:
+    """generic, PRNet and 3DDFA_V2: the image-aligned format (``x``, ``y`` pixels of the 256-px
+    image with ``y`` up, ``z`` towards the viewer), placed by
+    :func:`benchmarks.facescape.place_image_prediction`."""
+    return Mesh(place_image_prediction(mesh.vertices, focal), mesh.faces)
 
 
-def _load_image_aligned(path: Path, focal: float | None) -> Mesh:
-    mesh = _read_mesh(path)
-    v = mesh.vertices / _HALF
-    v[:, :2] -= 1.0
-    return _ortho_tail(v, mesh.faces, focal)
-
-
-def load_prnet(folder: Path, name: str, focal: float | None) -> Mesh:
-    """PRNet and 3DDFA_V2: ``<name>.obj`` in the image-aligned format (as ``generic``)."""
-    return _load_image_aligned(folder / f"{name}.obj", focal)
-
-
-def load_facescape_opti(folder: Path, name: str, focal: float | None) -> Mesh:
+def place_facescape_opti(mesh: Mesh, folder: Path, name: str, focal: float | None) -> Mesh:
     """facescape_opti: ``<name>.obj``, ``x``, ``y`` in pixels about the image centre (128)
     after the shift, all divided by 128: the image-aligned format again."""
-    mesh = _read_mesh(folder / f"{name}.obj")
     v = mesh.vertices.copy()
     v[:, :2] -= _HALF
     v /= _HALF
     return _ortho_tail(v, mesh.faces, focal)
 
 
-def load_facescape_deep(folder: Path, name: str, focal: float | None) -> Mesh:
+def place_facescape_deep(mesh: Mesh, folder: Path, name: str, focal: float | None) -> Mesh:
     """facescape_deep: ``<name>.obj`` in the warped (aligned) 256-px image's pixels, and
     ``<name>_tform.npy``, the scikit-image transform of that warp; its inverse moves ``x``,
     ``y`` back to the photo, ``z`` scaled by the inverse's scale."""
-    mesh = _read_mesh(folder / f"{name}.obj")
     m_inv = np.linalg.inv(_tform_params(folder / f"{name}_tform.npy"))
     scale = float(np.hypot(m_inv[0, 0], m_inv[0, 1]))
     v = mesh.vertices / _HALF - 1.0  # all three: z's offset is dropped later
@@ -342,11 +325,10 @@ def load_facescape_deep(folder: Path, name: str, focal: float | None) -> Mesh:
     return _ortho_tail(v, mesh.faces, focal)
 
 
-def load_deca(folder: Path, name: str, focal: float | None) -> Mesh:
+def place_deca(mesh: Mesh, folder: Path, name: str, focal: float | None) -> Mesh:
     """DECA: ``<name>_detail.obj`` in the 224-px crop's normalised frame before the camera,
     ``<name>_cam.npy`` (``[[s, tx, ty]]``, the orthographic camera) and ``<name>_tform.npy``
     (the crop's scikit-image transform)."""
-    mesh = _read_mesh(folder / f"{name}_detail.obj")
     cam_path = folder / f"{name}_cam.npy"
     cam = read_npy(cam_path)
     if cam.ndim != 2 or cam.shape[1] != 3 or len(cam) < 1:
@@ -367,11 +349,10 @@ def load_deca(folder: Path, name: str, focal: float | None) -> Mesh:
     return _ortho_tail(v, mesh.faces, focal)
 
 
-def load_extreme3dface(folder: Path, name: str, focal: float | None) -> Mesh:
+def place_extreme3dface(mesh: Mesh, folder: Path, name: str, focal: float | None) -> Mesh:
     """extreme3dface: ``<name>_withBump_aligned.ply`` (OpenGL camera, 500 px focal length, in
     the crop's pixels) and ``extreme3d_dict.json`` (``name: [left, top, width, height]`` of the
     crop)."""
-    mesh = _read_mesh(folder / f"{name}_withBump_aligned.ply")
     dict_path = folder / "extreme3d_dict.json"
     entry = _json_entry(dict_path, name)
     if not isinstance(entry, list) or len(entry) < 4:
@@ -413,11 +394,10 @@ def _read_mgcnet_camera(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
     return extrinsics[:3], extrinsics[3:], f
 
 
-def load_mgcnet(folder: Path, name: str, focal: float | None) -> Mesh:
+def place_mgcnet(mesh: Mesh, folder: Path, name: str, focal: float | None) -> Mesh:
     """MGCNet: ``<name>.ply`` (the model's frame), ``<name>_cam.txt`` (intrinsics on line 3,
     Euler angles and translation on line 5) and ``<name>_Minv.npy`` (the inverse of the
     crop's affine warp), in an OpenCV camera."""
-    mesh = _read_mesh(folder / f"{name}.ply")
     minv_path = folder / f"{name}_Minv.npy"
     m_inv = read_npy(minv_path)
     if m_inv.ndim != 2 or m_inv.shape[0] < 2 or m_inv.shape[1] != 3:
@@ -442,10 +422,9 @@ def load_mgcnet(folder: Path, name: str, focal: float | None) -> Mesh:
     return Mesh(_perspective_wild(v, f, opencv=True), mesh.faces)
 
 
-def load_ringnet(folder: Path, name: str, focal: float | None) -> Mesh:
+def place_ringnet(mesh: Mesh, folder: Path, name: str, focal: float | None) -> Mesh:
     """RingNet: ``<name>.obj`` (FLAME, model frame) and ``<name>.npy``, a pickled dict whose
     ``cam`` is ``[f_norm, cx, cy]`` (weak perspective in the 224-px crop)."""
-    mesh = _read_mesh(folder / f"{name}.obj")
     npy = folder / f"{name}.npy"
     what = "a pickled dict with 'cam' ([f_norm, cx, cy])"
     params = _item(npy, what)
@@ -461,10 +440,9 @@ def load_ringnet(folder: Path, name: str, focal: float | None) -> Mesh:
     return Mesh(_perspective_wild(v, f_norm * _HALF, opencv=True), mesh.faces)
 
 
-def load_sadrnet(folder: Path, name: str, focal: float | None) -> Mesh:
+def place_sadrnet(mesh: Mesh, folder: Path, name: str, focal: float | None) -> Mesh:
     """SADRNet: ``<name>.obj`` in the image's ``[0, 2]`` frame with ``y`` down (so ``y``
     negated and the face winding flipped)."""
-    mesh = _read_mesh(folder / f"{name}.obj")
     v = mesh.vertices.copy()
     v[:, :2] -= 1.0
     v[:, 1] *= -1.0
@@ -476,11 +454,10 @@ def _udl_rotation(pitch: float, yaw: float, roll: float) -> np.ndarray:
     return _rx(-pitch) @ _ry(-yaw) @ _rz(-roll)
 
 
-def load_udl(folder: Path, name: str, focal: float | None) -> Mesh:
+def place_udl(mesh: Mesh, folder: Path, name: str, focal: float | None) -> Mesh:
     """UDL: ``<name>_fine.ply`` (model frame), ``<name>_pose.npy`` (first row: pitch, yaw,
     roll, tx, ty, log-scale) and ``<name>_crop.npy`` (start x, end x, start y, end y and two
     paddings of the 300-px crop)."""
-    mesh = _read_mesh(folder / f"{name}_fine.ply")
     pose_path, crop_path = folder / f"{name}_pose.npy", folder / f"{name}_crop.npy"
     pose = read_npy(pose_path)
     if pose.ndim < 1 or len(pose) < 1:
@@ -499,10 +476,9 @@ def load_udl(folder: Path, name: str, focal: float | None) -> Mesh:
     return _ortho_tail(v / _HALF, mesh.faces, focal)
 
 
-def load_df2net(folder: Path, name: str, focal: float | None) -> Mesh:
+def place_df2net(mesh: Mesh, folder: Path, name: str, focal: float | None) -> Mesh:
     """DF2Net: ``<name>.obj`` in the 512-px crop's pixels (rows first) and ``DF2Net_coors.json``
     (``name: [photo shape, left, top]``); the face winding is flipped."""
-    mesh = _read_mesh(folder / f"{name}.obj")
     json_path = folder / "DF2Net_coors.json"
     entry = _json_entry(json_path, name)
     if not isinstance(entry, list) or len(entry) < 3:
@@ -523,11 +499,10 @@ def load_df2net(folder: Path, name: str, focal: float | None) -> Mesh:
     return _ortho_tail(v, _flip_winding(mesh.faces), focal)
 
 
-def load_deep3dfacerec(folder: Path, name: str, focal: float | None) -> Mesh:
+def place_deep3dfacerec(mesh: Mesh, folder: Path, name: str, focal: float | None) -> Mesh:
     """Deep3DFaceRec: ``<name>.obj`` (camera at ``z = 10``, 1015 px focal length in the 224-px
     crop) and ``Deep3D_cons_dict.json`` (``name: [w0, h0, scale, t0, t1]``, the crop's
     alignment parameters)."""
-    mesh = _read_mesh(folder / f"{name}.obj")
     json_path = folder / "Deep3D_cons_dict.json"
     entry = _json_entry(json_path, name)
     if not isinstance(entry, list) or len(entry) < 5:
@@ -569,10 +544,9 @@ def _loadtxt(path: Path, what: str, min_shape: tuple[int, int]) -> np.ndarray:
     return _floats(path, arr, what)
 
 
-def load_dfdn(folder: Path, name: str, focal: float | None) -> Mesh:
+def place_dfdn(mesh: Mesh, folder: Path, name: str, focal: float | None) -> Mesh:
     """DFDN: ``<name>.obj`` (model frame), ``<name>.affine_from_ortho.txt`` (scale in its first
     row's norm, translation in the last column) and ``<name>.modelview.txt`` (rotation)."""
-    mesh = _read_mesh(folder / f"{name}.obj")
     affine = _loadtxt(folder / f"{name}.affine_from_ortho.txt", "affine matrix", (2, 4))
     view = _loadtxt(folder / f"{name}.modelview.txt", "modelview matrix", (3, 3))
     scale = float(np.linalg.norm(affine[0, :3]))
@@ -585,11 +559,10 @@ def load_dfdn(folder: Path, name: str, focal: float | None) -> Mesh:
     return _ortho_tail(v, mesh.faces, focal)
 
 
-def load_lap(folder: Path, name: str, focal: float | None) -> Mesh:
+def place_lap(mesh: Mesh, folder: Path, name: str, focal: float | None) -> Mesh:
     """LAP: ``<name>.obj`` (OpenGL camera of the 128-px crop) and ``<name>_cam.json`` (``[K,
     Rt, [crop centre row, column, crop scale]]``); ``x`` is mirrored and the face winding
     flipped."""
-    mesh = _read_mesh(folder / f"{name}.obj")
     cam_path = folder / f"{name}_cam.json"
     cam = _read_json(cam_path)
     if not isinstance(cam, list) or len(cam) < 3:
@@ -622,10 +595,9 @@ def load_lap(folder: Path, name: str, focal: float | None) -> Mesh:
     return Mesh(_perspective_wild(v * _FLIP_X, 2.0 * f, opencv=True), faces)
 
 
-def load_rafare(folder: Path, name: str, focal: float | None) -> Mesh:
+def place_rafare(mesh: Mesh, folder: Path, name: str, focal: float | None) -> Mesh:
     """RAFaRe: ``<name>.obj`` already in the normalised orthographic frame (the image spans
     ``[-1, 1]``, ``y`` up)."""
-    mesh = _read_mesh(folder / f"{name}.obj")
     return _ortho_tail(mesh.vertices, mesh.faces, focal)
 
 
@@ -639,8 +611,9 @@ class FaceScapeLoader:
 
     name: str
     """The official name (``load_dispatcher``'s key), or ``generic``."""
-    load: Callable[[Path, str, float | None], Mesh]
-    """``load(folder, image name, focal or None) -> Mesh`` in the evaluation camera."""
+    place: Callable[[Mesh, Path, str, float | None], Mesh]
+    """``place(mesh, folder, image name, focal or None) -> Mesh`` in the evaluation camera,
+    reading the :attr:`extra` files it needs from ``folder``."""
     mesh: tuple[str, ...]
     """The mesh file, ``{name}`` for the image's name; the first that exists is read."""
     extra: tuple[str, ...] = ()
@@ -664,47 +637,55 @@ class FaceScapeLoader:
         """Where the mesh of image ``name`` is looked for."""
         return [folder / p.format(name=name) for p in self.mesh]
 
+    def load(self, folder: Path, name: str, focal: float | None) -> Mesh:
+        """Image ``name``'s prediction in ``folder`` (its :attr:`mesh` file, then its
+        :attr:`extra` files), placed in the evaluation camera (``focal`` None for wild, the lab
+        image's focal length in pixels otherwise). A mesh not there is an InputFileError
+        naming the first pattern's file."""
+        path = self.mesh_path(folder, name) or self.expected(folder, name)[0]
+        return self.place(load_mesh(path), folder, name, focal)
+
 
 def _loader(
     name: str,
-    load: Callable[[Path, str, float | None], Mesh],
+    place: Callable[[Mesh, Path, str, float | None], Mesh],
     mesh: str | tuple[str, ...] = "{name}.obj",
     *extra: str,
 ) -> FaceScapeLoader:
-    return FaceScapeLoader(name, load, (mesh,) if isinstance(mesh, str) else mesh, extra)
+    return FaceScapeLoader(name, place, (mesh,) if isinstance(mesh, str) else mesh, extra)
 
 
 #: Loader by name: ``generic`` (the default) and the official ``load_dispatcher``'s keys.
 LOADERS: dict[str, FaceScapeLoader] = {
     loader.name: loader
     for loader in (
-        _loader(DEFAULT_LOADER, load_generic, ("{name}.obj", "{name}.ply")),
-        _loader("facescape_opti", load_facescape_opti),
-        _loader("facescape_deep", load_facescape_deep, "{name}.obj", "{name}_tform.npy"),
-        _loader("3DDFA_V2", load_prnet),
-        _loader("DECA", load_deca, "{name}_detail.obj", "{name}_tform.npy", "{name}_cam.npy"),
+        _loader(DEFAULT_LOADER, place_image_aligned, ("{name}.obj", "{name}.ply")),
+        _loader("facescape_opti", place_facescape_opti),
+        _loader("facescape_deep", place_facescape_deep, "{name}.obj", "{name}_tform.npy"),
+        _loader("3DDFA_V2", place_image_aligned),
+        _loader("DECA", place_deca, "{name}_detail.obj", "{name}_tform.npy", "{name}_cam.npy"),
         _loader(
             "extreme3dface",
-            load_extreme3dface,
+            place_extreme3dface,
             "{name}_withBump_aligned.ply",
             "extreme3d_dict.json",
         ),
-        _loader("MGCNet", load_mgcnet, "{name}.ply", "{name}_Minv.npy", "{name}_cam.txt"),
-        _loader("PRNet", load_prnet),
-        _loader("RingNet", load_ringnet, "{name}.obj", "{name}.npy"),
-        _loader("SADRNet", load_sadrnet),
-        _loader("UDL", load_udl, "{name}_fine.ply", "{name}_pose.npy", "{name}_crop.npy"),
-        _loader("DF2Net", load_df2net, "{name}.obj", "DF2Net_coors.json"),
-        _loader("Deep3DFaceRec", load_deep3dfacerec, "{name}.obj", "Deep3D_cons_dict.json"),
+        _loader("MGCNet", place_mgcnet, "{name}.ply", "{name}_Minv.npy", "{name}_cam.txt"),
+        _loader("PRNet", place_image_aligned),
+        _loader("RingNet", place_ringnet, "{name}.obj", "{name}.npy"),
+        _loader("SADRNet", place_sadrnet),
+        _loader("UDL", place_udl, "{name}_fine.ply", "{name}_pose.npy", "{name}_crop.npy"),
+        _loader("DF2Net", place_df2net, "{name}.obj", "DF2Net_coors.json"),
+        _loader("Deep3DFaceRec", place_deep3dfacerec, "{name}.obj", "Deep3D_cons_dict.json"),
         _loader(
             "DFDN",
-            load_dfdn,
+            place_dfdn,
             "{name}.obj",
             "{name}.affine_from_ortho.txt",
             "{name}.modelview.txt",
         ),
-        _loader("LAP", load_lap, "{name}.obj", "{name}_cam.json"),
-        _loader("RAFaRe", load_rafare),
+        _loader("LAP", place_lap, "{name}.obj", "{name}_cam.json"),
+        _loader("RAFaRe", place_rafare),
     )
 }
 
