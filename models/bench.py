@@ -118,12 +118,10 @@ class HRNMethod:
         elsewhere make the same meshes."""
         import dataclasses
 
-        from facehd.h5io import file_sha256
         from models.config import config_to_dict
+        from models.reconstruct import files_sha256
 
-        out: dict[str, Any] = {
-            f"{k}_sha256": file_sha256(v) for k, v in self._files.items() if v is not None
-        }
+        out = files_sha256(self._files)
         out["precision"] = self.recon.precision
         if self.recon.refine is not None:  # absent without, as before the option existed
             # multi-view sets start from the views refined with one identity (before: from the

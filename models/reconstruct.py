@@ -1025,12 +1025,10 @@ def run_settings(
     and the settings of ``recon``."""
     import dataclasses
 
-    from facehd.h5io import file_sha256
     from models.config import config_to_dict
 
     files = {"checkpoint": recon.checkpoint, "deretouch": deretouch, "bfm": bfm_path}
-    files["uv"] = uv_path
-    out: dict[str, Any] = {f"{k}_sha256": file_sha256(v) for k, v in files.items() if v}
+    out = files_sha256({**files, "uv": uv_path})
     out.update(
         base_texture=recon.base_texture,
         precision=recon.precision,
@@ -1039,6 +1037,14 @@ def run_settings(
         fit=None if recon.fit is None else config_to_dict(recon.fit),
     )
     return out
+
+
+def files_sha256(files: dict[str, str | Path | None]) -> dict[str, Any]:
+    """``{"<role>_sha256": SHA-256}`` of the model files given (``None``: not given, left out),
+    by content, not path: the same files elsewhere make the same reconstructions."""
+    from facehd.h5io import file_sha256
+
+    return {f"{k}_sha256": file_sha256(v) for k, v in files.items() if v is not None}
 
 
 def photo_inputs_sha256(settings: dict[str, Any], photo: Path, landmarks: str) -> str:

@@ -48,7 +48,11 @@ def test_files_of_one_reconstruction(hrn_data, model_path, tmp_path, one_thread)
         rec.m1 - rec.m0, sample_uv_map(rec.deformation.astype(np.float64), model.uvs), atol=1e-4
     )
     out = tmp_path / "rec"
-    write_reconstruction(recon, rec, out, photo_region=crop_of(hrn_data))
+    written = write_reconstruction(recon, rec, out, photo_region=crop_of(hrn_data))
+    # the files a rerun checks before it keeps a folder are the ones written
+    from models.reconstruct import RESULT_FILES
+
+    assert sorted(p.name for p in written) == sorted(RESULT_FILES)
     names = {p.name for p in out.iterdir()}
     for want in (
         "coarse.obj mid.obj mid.mtl detail.obj texture.png deformation.npy deformation.png "
