@@ -45,7 +45,7 @@ import io
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -583,15 +583,34 @@ def _written_before_records(out: Path) -> bool:
     )
 
 
-def check_benchmark_out(name: str, out: str | Path, seed: int = 0, n_subjects: int = 2) -> None:
+#: Subjects of a synthetic benchmark by default.
+DEFAULT_SUBJECTS = 2
+
+
+def _benchmark_settings(
+    name: str,
+    seed: int,
+    n_subjects: int,
+    lab_views: tuple[int, ...] = tuple(_LAB_VIEWS),
+    lab_focals: tuple[int, ...] = tuple(_LAB_FOCALS),
+) -> dict[str, Any]:
+    """What a benchmark's ``synth.json`` records of how it was made (without the tool's name
+    and whether it is complete)."""
+    settings: dict[str, Any] = {"benchmark": name, "seed": int(seed), "subjects": int(n_subjects)}
+    if name == "facescape":
+        settings.update(lab_views=list(lab_views), lab_focals=list(lab_focals))
+    return settings
+
+
+def check_benchmark_out(
+    name: str, out: str | Path, seed: int = 0, n_subjects: int = DEFAULT_SUBJECTS
+) -> None:
     """Refuse, before any work, a folder :func:`make_synthetic_benchmark` would refuse to write
     ``name`` into with these settings (the command line's FaceScape lab views and focals): a
     file, a benchmark of other settings, someone else's files. Raises InputFileError."""
-    settings = {"benchmark": name, "seed": int(seed), "subjects": int(n_subjects)}
-    if name == "facescape":
-        settings.update(lab_views=list(_LAB_VIEWS), lab_focals=list(_LAB_FOCALS))
     out = Path(out)
     if out.exists():
+        settings = _benchmark_settings(name, seed, n_subjects)
         _check_record(check_output_folder(out, "benchmark"), settings)
 
 
@@ -643,7 +662,7 @@ def make_synthetic_benchmark(
     name: Literal["now", "realy", "facescape", "multiview"],
     out: Path,
     seed: int = 0,
-    n_subjects: int = 2,
+    n_subjects: int = DEFAULT_SUBJECTS,
     *,
     lab_views: tuple[int, ...] = tuple(_LAB_VIEWS),
     lab_focals: tuple[int, ...] = tuple(_LAB_FOCALS),
@@ -692,9 +711,7 @@ def make_synthetic_benchmark(
             seconds_each=seconds,
         )
     out = check_output_folder(out, "benchmark")
-    settings = {"benchmark": name, "seed": int(seed), "subjects": int(n_subjects)}
-    if name == "facescape":
-        settings.update(lab_views=list(lab_views), lab_focals=list(lab_focals))
+    settings = _benchmark_settings(name, seed, n_subjects, tuple(lab_views), tuple(lab_focals))
     _record(out, settings)  # unfinished from here: a run stopped part way is not a benchmark
     rng = np.random.default_rng(seed)
     model = _model()
