@@ -960,14 +960,14 @@ class Trainer:
                 return list(data.get("stages", []))
             return [data["stage"]] if data.get("done") else []
         official = ("net_recon", "mid_net", "high_net")
-        if "format" in data and not any(k in data for k in official):
-            raise InputFileError(
-                path,
-                f"a file of format {str(data['format'])[:60]!r}, which this facehd does not read "
-                f"(it reads {CHECKPOINT_FORMAT!r} and {MODEL_FORMAT!r}, and HRN's official "
-                "checkpoint)",
-            )
         if not any(k in data for k in official):
+            if "format" in data:
+                raise InputFileError(
+                    path,
+                    f"a file of format {str(data['format'])[:60]!r}, which this facehd does not "
+                    f"read (it reads {CHECKPOINT_FORMAT!r} and {MODEL_FORMAT!r}, and HRN's "
+                    "official checkpoint)",
+                )
             raise InputFileError(
                 path,
                 "neither a facehd checkpoint (no 'format' entry) nor HRN's official one (none of "
