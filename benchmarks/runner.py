@@ -331,13 +331,13 @@ _LOOKED_FOR = " (looked for "
 def _no_prediction(what: str, stem: Path, suffixes: tuple[str, ...]) -> str:
     """The error of a missing prediction, with where it was looked for:
     ``no predicted mesh (looked for <stem>.obj or .ply)``."""
-    where = f"{stem}{suffixes[0]} or " + " or ".join(suffixes[1:])
-    return f"no predicted {what}{_LOOKED_FOR}{where})"
+    return _no_prediction_at(what, [stem.with_name(stem.name + s) for s in suffixes])
 
 
 def _no_prediction_at(what: str, paths: list[Path]) -> str:
     """The error of a missing prediction looked for at ``paths``: ``no predicted mesh (looked
-    for <dir>/<name>_detail.obj)``; alternatives of the same stem by their suffix."""
+    for <dir>/<name>_detail.obj)``; alternatives of the same stem by their suffix (``<dir>/
+    <name>.obj or .ply``)."""
     first = paths[0]
     rest = [p.suffix if p.with_suffix("") == first.with_suffix("") else str(p) for p in paths[1:]]
     return f"no predicted {what}{_LOOKED_FOR}{' or '.join([str(first), *rest])})"
