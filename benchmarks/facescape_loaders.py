@@ -637,12 +637,15 @@ class FaceScapeLoader:
         """Where the mesh of image ``name`` is looked for."""
         return [folder / p.format(name=name) for p in self.mesh]
 
-    def load(self, folder: Path, name: str, focal: float | None) -> Mesh:
-        """Image ``name``'s prediction in ``folder`` (its :attr:`mesh` file, then its
-        :attr:`extra` files), placed in the evaluation camera (``focal`` None for wild, the lab
-        image's focal length in pixels otherwise). A mesh not there is an InputFileError
-        naming the first pattern's file."""
-        path = self.mesh_path(folder, name) or self.expected(folder, name)[0]
+    def load(
+        self, folder: Path, name: str, focal: float | None, mesh_path: Path | None = None
+    ) -> Mesh:
+        """Image ``name``'s prediction in ``folder`` (its :attr:`mesh` file, ``mesh_path`` when
+        the caller found it already with :meth:`mesh_path`, then its :attr:`extra` files),
+        placed in the evaluation camera (``focal`` None for wild, the lab image's focal length
+        in pixels otherwise). A mesh not there is an InputFileError naming the first pattern's
+        file."""
+        path = mesh_path or self.mesh_path(folder, name) or self.expected(folder, name)[0]
         return self.place(load_mesh(path), folder, name, focal)
 
 

@@ -584,7 +584,7 @@ def _eval_facescape(task: _FaceScapeTask) -> tuple[FaceScapeItemRow, None]:
         error = _no_prediction_at("mesh", expected)
         return FaceScapeItemRow(**base, status="missing", error=error), None
     try:
-        res = _facescape_item(it, task.predictions, task.root, task.loader)
+        res = _facescape_item(it, task.prediction, task.root, task.loader)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row
         raise_if_interrupted(exc)
         return FaceScapeItemRow(
@@ -625,11 +625,12 @@ def _facescape_warning(cr: float, loader: str) -> str:
 
 
 def _facescape_item(
-    it: readers.FaceScapeItem, predictions: Path, root: Path, loader: str = "generic"
+    it: readers.FaceScapeItem, prediction: Path, root: Path, loader: str = "generic"
 ) -> Any:
-    """Score image ``it``: its prediction in ``predictions`` placed by ``loader`` (in the
-    official loaders' frame), then scaled to mm as the official evaluator does (wild: the
-    image's pupil scale, lab: the standard pupil distance)."""
+    """Score image ``it``: its predicted mesh ``prediction`` (with the other files ``loader``
+    reads beside it) placed by ``loader`` (in the official loaders' frame), then scaled to mm
+    as the official evaluator does (wild: the image's pupil scale, lab: the standard pupil
+    distance)."""
     from benchmarks.facescape import (
         STD_PUPIL_DIST,
         Orthographic,
@@ -640,7 +641,10 @@ def _facescape_item(
     from facehd.mesh import Mesh
 
     predef = _predef(root)
-    load = get_loader(loader).load
+
+    def load(focal: float | None) -> Any:
+        return get_loader(loader).load(prediction.parent, it.name, focal, prediction)
+
     gt = _scan(it.gt_mesh)
     if it.split == "wild":
         arrays = (predef.wild_pupil_scales, predef.wild_head_centers, predef.wild_rotations)
@@ -648,7 +652,7 @@ def _facescape_item(
             raise InputFileError(root, f"the wild predef arrays have no entry for image {it.index}")
         p = float(predef.wild_pupil_scales[it.index])
         gt_mm = Mesh(gt.vertices * p, gt.faces)
-        placed = load(predictions, it.name, None)
+        placed = load(None)
         pred_mm = Mesh(placed.vertices * p, placed.faces)
         return evaluate_facescape(
             gt_mm,
@@ -673,7 +677,7 @@ def _facescape_item(
             f"its Rt puts the ground-truth face behind the camera (median depth {depth:.4g} mm; "
             "the camera looks down +z)",
         )
-    placed = load(predictions, it.name, float(k[0, 0]))
+    placed = load(float(k[0, 0]))
     pred_cam = Mesh(placed.vertices * STD_PUPIL_DIST, placed.faces)
     return evaluate_facescape(
         gt_cam,
