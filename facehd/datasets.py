@@ -1,9 +1,10 @@
 """The dataset registry, ``datasets.yaml``, loaded into typed configuration.
 
 The registry is found, in order: the path given to :func:`load_registry`, the environment variable
-``FACEHD_DATASETS``, ``./datasets.yaml`` in the working directory, and the ``datasets.yaml`` at the
-root of the facehd source tree. Relative roots are relative to the registry file; each entry's
-``env`` variable, when set, overrides its root. Unknown keys are errors.
+``FACEHD_DATASETS``, ``./datasets.yaml`` in the working directory, and the registry installed with
+the package, ``facehd/datasets.yaml`` (in a source tree a link to the ``datasets.yaml`` at its root;
+a built wheel holds a copy). Relative roots are relative to the registry file (the link's target);
+each entry's ``env`` variable, when set, overrides its root. Unknown keys are errors.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def default_registry_path() -> Path:
     cwd = Path.cwd() / "datasets.yaml"
     if cwd.exists():
         return cwd
-    return Path(__file__).resolve().parent.parent / "datasets.yaml"
+    return Path(__file__).resolve().parent / "datasets.yaml"
 
 
 def _folder_problem(root: Path) -> str | None:

@@ -1,8 +1,12 @@
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from facehd.datasets import load_registry
+from facehd.datasets import default_registry_path, load_registry
 from facehd.errors import InputFileError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,3 +101,48 @@ def test_unknown_dataset_and_split() -> None:
         reg.dataset("imagenet")
     with pytest.raises(ValueError, match="no split"):
         reg.dataset("realy").split("profile")
+
+
+def test_default_registry_is_the_repo_file_through_the_package_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no FACEHD_DATASETS and none in the working directory, the package's registry is read:
+    in a source tree its link resolves to the root's file, so relative roots stay root-relative."""
+    monkeypatch.delenv("FACEHD_DATASETS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    path = default_registry_path()
+    assert path.name == "datasets.yaml" and path.parent.name == "facehd"
+    assert path.resolve() == (REPO / "datasets.yaml").resolve()
+    assert (
+        load_registry(path).dataset("now").root
+        == load_registry(REPO / "datasets.yaml").dataset("now").root
+    )
+
+
+def test_built_wheel_ships_the_registry_and_every_package(tmp_path: Path) -> None:
+    """A wheel (what `pip install .` installs) holds the registry's bytes as a file, so `facehd
+    datasets` and `--model bfm` work outside a source tree, and the four packages."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "datasets.yaml"):
+        shutil.copy(REPO / name, src / name)
+    for pkg in ("facehd", "pipelines", "models", "benchmarks"):
+        shutil.copytree(
+            REPO / pkg, src / pkg, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    assert (src / "facehd" / "datasets.yaml").is_symlink()
+    out = tmp_path / "dist"
+    code = f"from setuptools import build_meta as b; print(b.build_wheel({str(out)!r}))"
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=src, capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    wheel = out / run.stdout.strip().splitlines()[-1]
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        assert z.read("facehd/datasets.yaml") == (REPO / "datasets.yaml").read_bytes()
+        entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+        assert "hrn = models.bench:make_method" in z.read(entry_points).decode()
+    for pkg in ("facehd", "pipelines", "models", "benchmarks"):
+        for module in (REPO / pkg).rglob("*.py"):
+            assert module.relative_to(REPO).as_posix() in names
