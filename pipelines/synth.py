@@ -126,6 +126,9 @@ class SynthScan:
     """Files of the scan (written now or by an earlier run)."""
     made_now: bool = True
     """Whether this run wrote the scan (False: an earlier run had finished it)."""
+    photos_added: bool = False
+    """This run wrote the scan to add its photos to the files of an earlier run made without
+    them (its other files are written again, the same bytes)."""
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -486,6 +489,8 @@ def write_scan(
     sid = sample_id(subject, expression_index)
     files = expected_files(out, sid, config)
     made_now = not all(f.is_file() for f in files)
+    # only the photos missing: an earlier run without them (record_settings allows adding them)
+    photos_added = made_now and all(f.is_file() for f in files if f.name != f"{sid}.photos.npz")
     if not made_now:  # finished by an earlier run: summarise, don't rebuild
         try:
             truth = dict(np.load(out / f"{sid}.gt.npz"))
@@ -530,6 +535,7 @@ def write_scan(
         displacement_rms_mm=float(np.sqrt(np.mean(truth["displacement"] ** 2))),
         files=files,
         made_now=made_now,
+        photos_added=photos_added,
     )
 
 

@@ -405,3 +405,26 @@ def test_npz_writer_is_deterministic_and_leaves_nothing_when_interrupted(tmp_pat
     with pytest.raises(KeyboardInterrupt):
         save_npz_deterministic(tmp_path / "z.npz", a=a)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz", "y.npz"]
+
+
+def test_cli_says_photos_were_added_to_an_earlier_runs_scans(tmp_path: Path) -> None:
+    """Photos asked of a folder made without them are added to its scans (whose other files
+    stay the same bytes), and the summary says so rather than calling those scans made now."""
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+
+    out = tmp_path / "s"
+    args = ["synth", "--out", str(out), "--expressions", "1"]
+    res = CliRunner().invoke(app, [*args, "--subjects", "1"])
+    assert res.exit_code == 0, res.output
+    before = {p.name: p.read_bytes() for p in out.glob("s000_e00.*")}
+    res = CliRunner().invoke(app, [*args, "--subjects", "2", "--photos", "1"])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())
+    assert "2 scans in" in said and "(1 made now, photos added to 1 made by an earlier run)" in said
+    assert (out / "s000_e00.photos.npz").is_file() and (out / "s001_e00.photos.npz").is_file()
+    assert {n: (out / n).read_bytes() for n in before} == before
+    res = CliRunner().invoke(app, [*args, "--subjects", "2", "--photos", "1"])
+    assert res.exit_code == 0, res.output
+    assert "(2 by an earlier run)" in " ".join(res.output.split())
