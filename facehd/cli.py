@@ -237,7 +237,9 @@ def models(
 
 @app.command()
 def datasets(
-    registry: Path = typer.Option(None, help="datasets.yaml (default: FACEHD_DATASETS, ./, repo)."),
+    registry: Path = typer.Option(
+        None, help="datasets.yaml (default: FACEHD_DATASETS, ./, the installed one)."
+    ),
 ) -> None:
     """List the entries of datasets.yaml and whether each is found on disk.
 

@@ -154,7 +154,8 @@ def default_registry_path() -> Path:
     cwd = Path.cwd() / "datasets.yaml"
     if cwd.exists():
         return cwd
-    return Path(__file__).resolve().parent / "datasets.yaml"
+    # the link resolved: messages and `facehd datasets` name the file to edit
+    return (Path(__file__).resolve().parent / "datasets.yaml").resolve()
 
 
 def _folder_problem(root: Path) -> str | None:

@@ -111,8 +111,8 @@ def test_default_registry_is_the_repo_file_through_the_package_link(
     monkeypatch.delenv("FACEHD_DATASETS", raising=False)
     monkeypatch.chdir(tmp_path)
     path = default_registry_path()
-    assert path.name == "datasets.yaml" and path.parent.name == "facehd"
-    assert path.resolve() == (REPO / "datasets.yaml").resolve()
+    assert (REPO / "facehd" / "datasets.yaml").is_symlink()
+    assert path == (REPO / "datasets.yaml").resolve()  # the file to edit is named
     assert (
         load_registry(path).dataset("now").root
         == load_registry(REPO / "datasets.yaml").dataset("now").root
