@@ -849,13 +849,16 @@ def resolve_root(spec: BenchmarkSpec, root: str | Path | None) -> Path:
             raise ValueError(
                 f"no registry entry gives the root of {spec.dataset}:{spec.split}; pass --root"
             )
-        path = reg.dataset(name).root
+        entry = reg.dataset(name)
+        path = entry.root
+        if not path.exists():
+            raise InputFileError(
+                path,
+                f"dataset root of {spec.dataset} does not exist (pass --root, set "
+                f"{entry.env}, or set its root in {reg.path})",
+            )
     if not path.exists():
-        raise InputFileError(
-            path,
-            f"dataset root of {spec.dataset} does not exist (pass --root, or set it in "
-            "datasets.yaml)",
-        )
+        raise InputFileError(path, f"dataset root of {spec.dataset} does not exist")
     return path
 
 

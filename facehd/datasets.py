@@ -3,8 +3,9 @@
 The registry is found, in order: the path given to :func:`load_registry`, the environment variable
 ``FACEHD_DATASETS``, ``./datasets.yaml`` in the working directory, and the registry installed with
 the package, ``facehd/datasets.yaml`` (in a source tree a link to the ``datasets.yaml`` at its root;
-a built wheel holds a copy). Relative roots are relative to the registry file (the link's target);
-each entry's ``env`` variable, when set, overrides its root. Unknown keys are errors.
+a built wheel holds a copy). Relative roots are relative to the registry file (the link's target),
+or, for a wheel's copy inside site-packages, to the working directory; each entry's ``env``
+variable, when set, overrides its root. Unknown keys are errors.
 """
 
 from __future__ import annotations
@@ -154,8 +155,31 @@ def default_registry_path() -> Path:
     cwd = Path.cwd() / "datasets.yaml"
     if cwd.exists():
         return cwd
-    # the link resolved: messages and `facehd datasets` name the file to edit
-    return (Path(__file__).resolve().parent / "datasets.yaml").resolve()
+    return installed_registry_path()
+
+
+def installed_registry_path(package: Path | None = None) -> Path:
+    """The registry installed with the package: in a source tree its link resolved (the root's
+    ``datasets.yaml``, the file to edit); in a wheel the copy it holds. A checkout made without
+    symbolic links (``core.symlinks=false``) holds the link as a file naming its target, which
+    is followed the same way. ``package``: the folder holding the package's registry (default:
+    facehd's)."""
+    packaged = (package or Path(__file__).resolve().parent) / _PACKAGED
+    if not packaged.is_symlink() and packaged.is_file() and packaged.stat().st_size < 256:
+        target = packaged.read_text(encoding="utf-8", errors="replace").strip()
+        if target == f"../{_PACKAGED}":
+            return (packaged.parent / target).resolve()
+    return packaged.resolve()
+
+
+#: The registry's file name, also the package's copy of it.
+_PACKAGED = "datasets.yaml"
+
+
+def _installed_copy(path: Path) -> bool:
+    """Whether ``path`` is the package's own copy of the registry (a wheel's; in a source tree
+    the package holds a link, which resolves to the root's file)."""
+    return path.resolve() == (Path(__file__).resolve().parent / _PACKAGED)
 
 
 def _folder_problem(root: Path) -> str | None:
@@ -234,7 +258,9 @@ def load_registry(path: str | Path | None = None) -> Registry:
     data = _check_keys("top level", data, _TOP_KEYS, path)
     if data.get("version") != 1:
         raise InputFileError(path, f"unsupported registry version {data.get('version')!r}")
-    base = path.resolve().parent
+    # a wheel's copy sits in site-packages, where no data is: its relative roots are taken from
+    # the working directory instead
+    base = Path.cwd() if _installed_copy(path) else path.resolve().parent
     datasets: dict[str, DatasetEntry] = {}
     for name, raw in _mapping("datasets", data.get("datasets"), path).items():
         where = f"datasets.{name}"

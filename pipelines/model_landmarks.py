@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,12 +55,30 @@ def load_fit_model(name: str, bfm_path: str | None = None, uv_path: str | None =
         if name.strip().lower() == "bfm" and (bfm_path is None or uv_path is None):
             from facehd.datasets import load_registry
 
-            entry = load_registry().models.get("bfm")
+            registry = load_registry()
+            entry = registry.models.get("bfm")
             if entry is not None:
                 bfm_path = bfm_path or entry.files.get("model")
                 uv_path = uv_path or entry.files.get("uv")
+                _check_registered(entry, registry.path, (bfm_path, uv_path))
         _MODELS[key] = load_model(name, bfm_path=bfm_path, uv_path=uv_path)
     return _MODELS[key]
+
+
+def _check_registered(entry: Any, registry: Path, paths: tuple) -> None:
+    """Refuse a registered BFM file that is not there, saying where the path came from and how
+    to point facehd at the files (the bare 'not found' named a path the user never gave)."""
+    from facehd.errors import InputFileError
+
+    for p in paths:
+        if p is not None and p in entry.files.values() and not Path(p).is_file():
+            raise InputFileError(
+                p,
+                f"BFM file not found, at the root of models.bfm in {registry}: set {entry.env} "
+                "to the folder holding "
+                + " and ".join(f.name for f in entry.files.values())
+                + ", or pass the files (--bfm-path and --uv-path)",
+            )
 
 
 def _check_fit() -> FitConfig:

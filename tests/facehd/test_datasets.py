@@ -1,3 +1,4 @@
+import os
 import shutil
 import subprocess
 import sys
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from facehd.datasets import default_registry_path, load_registry
+from facehd.datasets import default_registry_path, installed_registry_path, load_registry
 from facehd.errors import InputFileError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,6 +132,8 @@ def test_built_wheel_ships_the_registry_and_every_package(tmp_path: Path) -> Non
             REPO / pkg, src / pkg, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
         )
     assert (src / "facehd" / "datasets.yaml").is_symlink()
+    (src / "facehd-out").mkdir()  # a user's outputs beside the packages are not shipped
+    (src / "facehd-out" / "perf.csv").write_text("entry,metric\n")
     out = tmp_path / "dist"
     code = f"from setuptools import build_meta as b; print(b.build_wheel({str(out)!r}))"
     run = subprocess.run(
@@ -146,3 +149,77 @@ def test_built_wheel_ships_the_registry_and_every_package(tmp_path: Path) -> Non
     for pkg in ("facehd", "pipelines", "models", "benchmarks"):
         for module in (REPO / pkg).rglob("*.py"):
             assert module.relative_to(REPO).as_posix() in names
+    assert not [n for n in names if n.startswith("facehd-out")]
+    # installed (not editable), its registry's relative roots are the working directory's
+    site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index"]
+    run = subprocess.run(
+        [*pip, "--target", str(site), str(wheel)], capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    work = tmp_path / "work"
+    (work / "data" / "NoW_Dataset").mkdir(parents=True)
+    (work / "data" / "NoW_Dataset" / "imagepathsvalidation.txt").write_text("")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import facehd.datasets as d; "
+        "assert d.__file__.startswith(sys.argv[1]), d.__file__; r = d.load_registry(); "
+        "print(r.path); print(r.dataset('now').root); print(r.dataset('now').found)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEHD_")}
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(site)],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    path, root, found = run.stdout.split()
+    assert Path(path) == (site / "facehd" / "datasets.yaml").resolve()
+    assert Path(root) == (work / "data" / "NoW_Dataset").resolve() and found == "True"
+
+
+def test_a_link_checked_out_as_a_file_is_followed(tmp_path: Path) -> None:
+    """git without symbolic links writes the package's link as a text file naming its target."""
+    (tmp_path / "facehd").mkdir()
+    (tmp_path / "datasets.yaml").write_text((REPO / "datasets.yaml").read_text())
+    (tmp_path / "facehd" / "datasets.yaml").write_text("../datasets.yaml")
+    path = installed_registry_path(tmp_path / "facehd")
+    assert path == (tmp_path / "datasets.yaml").resolve()
+    assert "now" in load_registry(path).datasets
+    (tmp_path / "facehd" / "datasets.yaml").unlink()
+    (tmp_path / "facehd" / "datasets.yaml").symlink_to("../datasets.yaml")
+    assert installed_registry_path(tmp_path / "facehd") == path
+
+
+def test_missing_registered_files_say_where_they_were_looked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registered BFM or dataset root that is not there names the registry, the entry's
+    environment variable and the command-line way round, not only a path the user never gave."""
+    from benchmarks.runner import BenchmarkSpec, resolve_root
+    from facehd.errors import InputFileError
+    from pipelines.model_landmarks import load_fit_model
+
+    reg = tmp_path / "datasets.yaml"
+    reg.write_text(
+        "version: 1\nmodels:\n  bfm:\n    description: d\n    root: bfm\n"
+        "    env: FACEHD_BFM_ROOT\n    files: {model: BFM_model_front.mat, uv: uv.npy}\n"
+        "datasets:\n  now:\n    description: d\n    root: data/NoW\n    env: FACEHD_NOW_ROOT\n"
+    )
+    monkeypatch.setenv("FACEHD_DATASETS", str(reg))
+    monkeypatch.delenv("FACEHD_BFM_ROOT", raising=False)
+    monkeypatch.delenv("FACEHD_NOW_ROOT", raising=False)
+    with pytest.raises(InputFileError) as bfm:
+        load_fit_model("bfm")
+    said = str(bfm.value)
+    assert str(tmp_path / "bfm" / "BFM_model_front.mat") in said
+    assert f"models.bfm in {reg}" in said and "FACEHD_BFM_ROOT" in said and "--bfm-path" in said
+    with pytest.raises(InputFileError) as now:
+        resolve_root(BenchmarkSpec.parse("now:validation"), None)
+    said = str(now.value)
+    assert str(tmp_path / "data" / "NoW") in said and "FACEHD_NOW_ROOT" in said
+    assert str(reg) in said and "--root" in said
+    with pytest.raises(InputFileError, match="does not exist$"):  # --root given: that is all
+        resolve_root(BenchmarkSpec.parse("now:validation"), tmp_path / "nowhere")
