@@ -77,7 +77,8 @@ def _check_registered(entry: Any, registry: Path, paths: tuple) -> None:
                 f"BFM file not found, at the root of models.bfm in {registry}: set {entry.env} "
                 "to the folder holding "
                 + " and ".join(f.name for f in entry.files.values())
-                + ", or pass the files (--bfm-path and --uv-path)",
+                + ", point FACEHD_DATASETS at a registry of your own, or (build-priors) pass "
+                "--bfm-path and --uv-path",
             )
 
 
