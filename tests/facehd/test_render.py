@@ -1,12 +1,15 @@
 """The renderer against analytic images, brute-force ray casting and finite differences.
 
 Every backend goes through the same test functions; the nvdiffrast ones skip (with the reason)
-where nvdiffrast or CUDA is missing.
+where nvdiffrast or CUDA is missing, and the nvdiffrast backend's own code also runs everywhere on
+a CPU reference of nvdiffrast's primitives (``nvdiffrast_reference.py``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +24,7 @@ from facehd.render import (
     sh_basis,
     shade_sh,
 )
-from facehd.render.nvdiffrast_backend import nvdiffrast_available
+from facehd.render.nvdiffrast_backend import NvdiffrastBackend, nvdiffrast_available
 from facehd.render.raster import zbuffer_visibility
 
 GPU_OK = nvdiffrast_available() and torch.cuda.is_available()
@@ -33,17 +36,38 @@ BACKENDS = [
     pytest.param(
         "nvdiffrast", id="nvdiffrast", marks=pytest.mark.skipif(not GPU_OK, reason=GPU_REASON)
     ),
+    # the GPU backend's own code on a CPU reference of nvdiffrast's primitives
+    pytest.param("nvdiffrast-reference", id="nvdiffrast-reference"),
 ]
+
+_spec = importlib.util.spec_from_file_location(
+    "nvdiffrast_reference", Path(__file__).parent / "nvdiffrast_reference.py"
+)
+nvdiffrast_reference = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(nvdiffrast_reference)
+
+
+def reference_backend() -> NvdiffrastBackend:
+    """:class:`NvdiffrastBackend` on the CPU reference (its constructor, which only imports
+    nvdiffrast and checks for CUDA, is what the reference stands in for)."""
+    backend = NvdiffrastBackend.__new__(NvdiffrastBackend)
+    backend._dr = nvdiffrast_reference
+    backend.device = torch.device("cpu")
+    backend.ctx = nvdiffrast_reference.RasterizeCudaContext(device=backend.device)
+    return backend
 
 
 def make_renderer(kind: str, camera: PinholeCamera) -> Renderer:
     if kind == "nvdiffrast":
         return Renderer(camera, "nvdiffrast")
+    if kind == "nvdiffrast-reference":
+        return Renderer(camera, reference_backend())
     return Renderer(camera, CpuBackend(visibility=kind))
 
 
 def is_gpu(kind: str) -> bool:
-    return kind == "nvdiffrast"
+    """float32 backends (nvdiffrast and its reference)."""
+    return kind.startswith("nvdiffrast")
 
 
 def cpu(x: torch.Tensor) -> torch.Tensor:
@@ -165,10 +189,13 @@ def brute_force_raycast(verts_cam: np.ndarray, faces: np.ndarray, K: np.ndarray,
         ok = (np.abs(det) > 1e-12) & (u >= 0) & (vv >= 0) & (u + vv <= 1) & (t > 0)
     t = np.where(ok, t, np.inf)
     best = t.argmin(1)
-    tmin = t[np.arange(len(t)), best]
+    rows = np.arange(len(t))
+    tmin = t[rows, best]
     face = np.where(np.isfinite(tmin), best, -1)
     point = d * np.where(np.isfinite(tmin), tmin, 0.0)[:, None]
-    return face.reshape(h, w), point.reshape(h, w, 3)
+    bu, bv = u[rows, best], vv[rows, best]  # weights of the triangle's 2nd and 3rd vertices
+    bary = np.stack([1.0 - bu - bv, bu, bv], -1)
+    return face.reshape(h, w), point.reshape(h, w, 3), bary.reshape(h, w, 3)
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
@@ -190,7 +217,7 @@ def test_visibility_matches_brute_force_ray_casting(kind: str) -> None:
     r = make_renderer(kind, cam)
     frags = r.rasterize(verts, faces)
     vc = cam.world_to_camera(verts)[0].numpy()
-    face_ref, point_ref = brute_force_raycast(vc, faces.numpy(), K, (72, 80))
+    face_ref, point_ref, bary_ref = brute_force_raycast(vc, faces.numpy(), K, (72, 80))
     mask = cpu(frags.mask)[0].bool().numpy()
     mask_ref = face_ref >= 0
     # Pixel centres exactly on a silhouette edge may go either way (float32 for Embree / GPU).
@@ -207,6 +234,9 @@ def test_visibility_matches_brute_force_ray_casting(kind: str) -> None:
     bary = cpu(frags.barycentrics)[0].numpy()[both]
     np.testing.assert_allclose(bary.sum(-1), 1.0, atol=1e-5)
     assert bary.min() > -1e-3
+    # each weight belongs to its vertex: where the same triangle is seen, the ray's barycentrics
+    on_same = (cpu(frags.face_ids)[0].numpy() == face_ref)[both]
+    np.testing.assert_allclose(bary[on_same], bary_ref[both][on_same], atol=1e-3)
 
 
 def test_zbuffer_hands_near_plane_crossings_to_ray_casting() -> None:
@@ -222,7 +252,7 @@ def test_zbuffer_hands_near_plane_crossings_to_ray_casting() -> None:
     pix = cam.camera_to_pixels(vc[None])[0]
     assert zbuffer_visibility(pix.numpy(), vc[:, 2].numpy(), f.numpy(), (48, 48), 1e-6) is None
     frags = Renderer(cam, CpuBackend("zbuffer")).rasterize(v, f)
-    face_ref, point_ref = brute_force_raycast(vc.numpy(), f.numpy(), cam.K[0].numpy(), (48, 48))
+    face_ref, point_ref, _ = brute_force_raycast(vc.numpy(), f.numpy(), cam.K[0].numpy(), (48, 48))
     assert bool(frags.mask.all()) and (face_ref >= 0).all()
     np.testing.assert_allclose(frags.depth[0].numpy(), point_ref[..., 2], atol=1e-3)
 
