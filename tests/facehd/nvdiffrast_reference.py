@@ -161,3 +161,17 @@ def texture(
     top = at(y0, x0) * (1 - fx) + at(y0, x0 + 1) * fx
     bottom = at(y0 + 1, x0) * (1 - fx) + at(y0 + 1, x0 + 1) * fx
     return top * (1 - fy) + bottom * fy
+
+
+def backend() -> Any:
+    """facehd's :class:`NvdiffrastBackend` on this reference, on the CPU (its constructor, which
+    only imports nvdiffrast and checks for CUDA, is what the reference stands in for)."""
+    from types import SimpleNamespace
+
+    from facehd.render.nvdiffrast_backend import NvdiffrastBackend
+
+    made = NvdiffrastBackend.__new__(NvdiffrastBackend)
+    made._dr = SimpleNamespace(rasterize=rasterize, interpolate=interpolate, texture=texture)
+    made.device = torch.device("cpu")
+    made.ctx = RasterizeCudaContext(device=made.device)
+    return made

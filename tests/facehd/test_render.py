@@ -24,7 +24,7 @@ from facehd.render import (
     sh_basis,
     shade_sh,
 )
-from facehd.render.nvdiffrast_backend import NvdiffrastBackend, nvdiffrast_available
+from facehd.render.nvdiffrast_backend import nvdiffrast_available
 from facehd.render.raster import zbuffer_visibility
 
 GPU_OK = nvdiffrast_available() and torch.cuda.is_available()
@@ -47,21 +47,11 @@ nvdiffrast_reference = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(nvdiffrast_reference)
 
 
-def reference_backend() -> NvdiffrastBackend:
-    """:class:`NvdiffrastBackend` on the CPU reference (its constructor, which only imports
-    nvdiffrast and checks for CUDA, is what the reference stands in for)."""
-    backend = NvdiffrastBackend.__new__(NvdiffrastBackend)
-    backend._dr = nvdiffrast_reference
-    backend.device = torch.device("cpu")
-    backend.ctx = nvdiffrast_reference.RasterizeCudaContext(device=backend.device)
-    return backend
-
-
 def make_renderer(kind: str, camera: PinholeCamera) -> Renderer:
     if kind == "nvdiffrast":
         return Renderer(camera, "nvdiffrast")
     if kind == "nvdiffrast-reference":
-        return Renderer(camera, reference_backend())
+        return Renderer(camera, nvdiffrast_reference.backend())
     return Renderer(camera, CpuBackend(visibility=kind))
 
 
