@@ -908,6 +908,7 @@ def build_priors_cmd(
     from facehd.errors import FacehdError
     from pipelines.build_priors import PriorsConfig, build_priors, discover_scans
     from pipelines.fitting import FitConfig
+    from pipelines.model_landmarks import load_fit_model
 
     if units not in ("auto", "mm", "cm", "m"):
         _error(f"--units must be auto, mm, cm or m, not {esc(repr(units))}")
@@ -932,6 +933,7 @@ def build_priors_cmd(
     )
     with _exit_on_error(FacehdError, ValueError, ImportError):
         found = discover_scans(scans, landmarks)
+        load_fit_model(model, config.bfm_path, config.uv_path)  # missing files: before the bar
         n_auto = sum(s.landmarks_path is None for s in found)
         if n_auto and auto_landmarks:
             console.print(
