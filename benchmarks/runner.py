@@ -836,6 +836,7 @@ def _facescape_summary(rows: list[FaceScapeItemRow], split: str) -> list[FaceSca
 
 def resolve_root(spec: BenchmarkSpec, root: str | Path | None) -> Path:
     """The dataset root: ``root`` if given, else the ``datasets.yaml`` entry's root."""
+    hint = ""  # how to point facehd at the root, when it came from the registry
     if root is not None:
         path = Path(root)
     else:
@@ -851,14 +852,9 @@ def resolve_root(spec: BenchmarkSpec, root: str | Path | None) -> Path:
             )
         entry = reg.dataset(name)
         path = entry.root
-        if not path.exists():
-            raise InputFileError(
-                path,
-                f"dataset root of {spec.dataset} does not exist (pass --root, set "
-                f"{entry.env}, or set its root in {reg.path})",
-            )
+        hint = f" (pass --root, set {entry.env}, or set its root in {reg.path})"
     if not path.exists():
-        raise InputFileError(path, f"dataset root of {spec.dataset} does not exist")
+        raise InputFileError(path, f"dataset root of {spec.dataset} does not exist{hint}")
     return path
 
 

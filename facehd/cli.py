@@ -330,14 +330,13 @@ def _synth_scans_cmd(
     console.print(table)
     earlier = sum(not s.made_now for s in scans)
     added = sum(s.photos_added for s in scans)
-    parts = [
-        f"{len(scans) - earlier - added} made now" if len(scans) - earlier - added else "",
-        f"photos added to {added} made by an earlier run" if added else "",
-        f"{earlier} by an earlier run" if earlier else "",
-    ]
-    made = ", ".join(p for p in parts if p)
-    if made == f"{len(scans)} made now":
-        made = "made now"
+    new = len(scans) - earlier - added
+    counts = (
+        (new, "{} made now"),
+        (added, "photos added to {} made by an earlier run"),
+        (earlier, "{} by an earlier run"),
+    )
+    made = "made now" if new == len(scans) else ", ".join(t.format(n) for n, t in counts if n)
     console.print(f"{len(scans)} scans in {esc(out)} ({made})")
     # this command's own scans beyond the ones asked for (files in sub-folders are not its own)
     asked = {s.sample_id for s in scans}
