@@ -147,12 +147,18 @@ _MODEL_KEYS = {"description", "root", "env", "files", "homepage", "licence"}
 _TOP_KEYS = {"version", "models", "datasets"}
 
 
+#: The registry's file name.
+REGISTRY_NAME = "datasets.yaml"
+#: The package's registry (a link in a source tree, a copy in a wheel), unresolved.
+_PACKAGED = Path(__file__).resolve().parent / REGISTRY_NAME
+
+
 def default_registry_path() -> Path:
     """Where the registry is looked for when no path is given (see the module docstring)."""
     env = os.environ.get(ENV_REGISTRY)
     if env:
         return Path(env)
-    cwd = Path.cwd() / "datasets.yaml"
+    cwd = Path.cwd() / REGISTRY_NAME
     if cwd.exists():
         return cwd
     return installed_registry_path()
@@ -164,22 +170,18 @@ def installed_registry_path(package: Path | None = None) -> Path:
     symbolic links (``core.symlinks=false``) holds the link as a file naming its target, which
     is followed the same way. ``package``: the folder holding the package's registry (default:
     facehd's)."""
-    packaged = (package or Path(__file__).resolve().parent) / _PACKAGED
+    packaged = package / REGISTRY_NAME if package is not None else _PACKAGED
     if not packaged.is_symlink() and packaged.is_file() and packaged.stat().st_size < 256:
         target = packaged.read_text(encoding="utf-8", errors="replace").strip()
-        if target == f"../{_PACKAGED}":
+        if target == f"../{REGISTRY_NAME}":
             return (packaged.parent / target).resolve()
     return packaged.resolve()
-
-
-#: The registry's file name, also the package's copy of it.
-_PACKAGED = "datasets.yaml"
 
 
 def _installed_copy(path: Path) -> bool:
     """Whether ``path`` is the package's own copy of the registry (a wheel's; in a source tree
     the package holds a link, which resolves to the root's file)."""
-    return path.resolve() == (Path(__file__).resolve().parent / _PACKAGED)
+    return path.resolve() == _PACKAGED
 
 
 def _folder_problem(root: Path) -> str | None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from facehd.landmarks import NOW7_FROM_68
 from facehd.mesh import Mesh
 from facehd.scan_landmarks import LandmarkCheck
 from pipelines.fitting import FitConfig
+
+if TYPE_CHECKING:
+    from facehd.datasets import ModelEntry
 
 __all__ = ["ModelCheckConfig", "ModelLandmarkCheck", "load_fit_model"]
 
@@ -65,7 +68,9 @@ def load_fit_model(name: str, bfm_path: str | None = None, uv_path: str | None =
     return _MODELS[key]
 
 
-def _check_registered(entry: Any, registry: Path, paths: tuple) -> None:
+def _check_registered(
+    entry: ModelEntry, registry: Path, paths: tuple[str | Path | None, ...]
+) -> None:
     """Refuse a registered BFM file that is not there, saying where the path came from and how
     to point facehd at the files (the bare 'not found' named a path the user never gave)."""
     from facehd.errors import InputFileError
