@@ -42,6 +42,19 @@ def _edge(ax, ay, bx, by, px, py):  # noqa: ANN001, ANN202
     return (bx - ax) * (py - ay) - (by - ay) * (px - ax)
 
 
+def _screen_weights(
+    tx: torch.Tensor, ty: torch.Tensor, t: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """Screen-space barycentrics ``(l0, l1, l2)`` of the points ``(qx, qy)`` in triangles ``t``
+    (corners ``tx, ty (T, 3)`` in pixels) and the triangles' doubled signed areas."""
+    ax, bx, cx = (tx[t, k] for k in range(3))
+    ay, by, cy = (ty[t, k] for k in range(3))
+    area = _edge(ax, ay, bx, by, cx, cy)
+    l0 = _edge(bx, by, cx, cy, qx, qy) / area
+    l1 = _edge(cx, cy, ax, ay, qx, qy) / area
+    return l0, l1, 1.0 - l0 - l1, area
+
+
 def rasterize(
     ctx: RasterizeCudaContext,
     pos: torch.Tensor,
@@ -81,12 +94,7 @@ def rasterize(
             local = torch.arange(int(counts.sum())) - first
             px = x0[t_of] + local % nx[t_of]
             py = y0[t_of] + local // nx[t_of]
-            ax, bx_, cx = (tx[t_of, k].detach() for k in range(3))
-            ay, by_, cy = (ty[t_of, k].detach() for k in range(3))
-            area = _edge(ax, ay, bx_, by_, cx, cy)
-            l0 = _edge(bx_, by_, cx, cy, px, py) / area
-            l1 = _edge(cx, cy, ax, ay, px, py) / area
-            l2 = 1.0 - l0 - l1
+            l0, l1, l2, area = _screen_weights(tx, ty, t_of, px, py)
             z = l0 * tz[t_of, 0] + l1 * tz[t_of, 1] + l2 * tz[t_of, 2]
             keep = (area != 0) & (l0 >= 0) & (l1 >= 0) & (l2 >= 0) & (z >= -1) & (z <= 1)
             t_of, px, py, z = t_of[keep], px[keep], py[keep], z[keep]
@@ -101,12 +109,7 @@ def rasterize(
             wp, wt = wp[firsts], wt[firsts]
         # differentiable values at the winning samples
         qx, qy = (wp % w).to(pos.dtype), (wp // w).to(pos.dtype)
-        ax, bx_, cx = (tx[wt, k] for k in range(3))
-        ay, by_, cy = (ty[wt, k] for k in range(3))
-        area = _edge(ax, ay, bx_, by_, cx, cy)
-        l0 = _edge(bx_, by_, cx, cy, qx, qy) / area
-        l1 = _edge(cx, cy, ax, ay, qx, qy) / area
-        l2 = 1.0 - l0 - l1
+        l0, l1, l2, _ = _screen_weights(tx, ty, wt, qx, qy)
         z = l0 * tz[wt, 0] + l1 * tz[wt, 1] + l2 * tz[wt, 2]
         # perspective correction: screen-space weights over w, renormalised
         q0, q1, q2 = l0 / tw[wt, 0], l1 / tw[wt, 1], l2 / tw[wt, 2]
