@@ -11,17 +11,18 @@ import pytest
 import torch
 
 
-def _two_processes(*args: object) -> subprocess.CompletedProcess:
-    """``ddp_worker.py ARGS`` under torchrun with 2 CPU processes (skips where it cannot)."""
+def _torchrun(tmp: Path, *argv: object) -> subprocess.CompletedProcess:
+    """``torchrun ARGV`` with 2 CPU processes (skips where it cannot spawn them or find a port);
+    torchrun's own files (it leaves a ``torchelastic_*`` folder) go under ``tmp``."""
     import torch.distributed as dist
 
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with the gloo backend is not available in this build")
-    worker = Path(__file__).with_name("ddp_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    env["TMPDIR"] = str(tmp)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        str(worker), *map(str, args),
+        *map(str, argv),
     ]  # fmt: skip
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -29,13 +30,19 @@ def _two_processes(*args: object) -> subprocess.CompletedProcess:
         pytest.skip(f"cannot spawn two training processes here: {exc}")
     if proc.returncode != 0 and "Address already in use" in proc.stderr:
         pytest.skip("no free port for the gloo rendezvous")
+    return proc
+
+
+def _two_processes(tmp: Path, *args: object) -> subprocess.CompletedProcess:
+    """``ddp_worker.py ARGS`` under :func:`_torchrun`, which must succeed."""
+    proc = _torchrun(tmp, Path(__file__).with_name("ddp_worker.py"), *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
 def test_two_process_training_keeps_ranks_in_step(hrn_data, tmp_path):
     out = tmp_path / "ddp"
-    proc = _two_processes(hrn_data.photos, hrn_data.priors, out)
+    proc = _two_processes(tmp_path, hrn_data.photos, hrn_data.priors, out)
     # the weights' layout is the gradients' (a 1 x 1 convolution fed channels-last photos):
     # DistributedDataParallel has nothing to warn about
     assert "Grad strides do not match" not in proc.stderr, proc.stderr[-3000:]
@@ -73,7 +80,7 @@ def test_two_process_run_resumes_exactly_on_photos_shared_unevenly(hrn_data, tmp
     # 3 photos, 2 processes: one draws from 2 photos an epoch, the other from 1, so their data
     # positions part after the first step; each must resume from its own
     photos = _first_photos(hrn_data.photos, tmp_path / "photos3.h5", 3)
-    _two_processes("--resume", photos, tmp_path)
+    _two_processes(tmp_path, "--resume", photos, tmp_path)
     for rank in (0, 1):
         params = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         for k, v in params["whole"].items():
@@ -95,27 +102,14 @@ def test_a_gpu_run_has_a_backend_for_its_cpu_tensors():
 
 
 def test_a_problem_the_first_process_finds_is_one_error(hrn_data, tmp_path):
-    import torch.distributed as dist
-
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with the gloo backend is not available in this build")
     # a run folder that holds a run, given without --resume: the first process checks the
     # folder; the other, waiting for it, stops too, without a connection error of its own
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
     (out / "checkpoints" / "base.pt").write_bytes(b"")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "models.train", "--out", str(out), "--photos", str(hrn_data.photos),
-        "--stage", "base",
-    ]  # fmt: skip
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"cannot spawn two training processes here: {exc}")
-    if "Address already in use" in proc.stderr:
-        pytest.skip("no free port for the gloo rendezvous")
+    proc = _torchrun(
+        tmp_path, "-m", "models.train", "--out", out, "--photos", hrn_data.photos, "--stage", "base"
+    )
     assert proc.returncode != 0
     said = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(said) == 1 and "already holds a training run" in said[0], proc.stderr[-3000:]
