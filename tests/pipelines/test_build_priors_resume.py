@@ -3,9 +3,11 @@ byte-identical file of an uninterrupted build; reruns; Ray (when installed)."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -183,10 +185,19 @@ def test_resume_over_a_changed_scan_is_refused(
     assert not (tmp_path / "png").exists() or not list((tmp_path / "png").glob("*.png"))
 
 
-def test_ray_executor(scans: Path, reference: Path, tmp_path: Path) -> None:
+def test_ray_executor(
+    scans: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("ray", reason="ray is not installed (optional extra facehd[ray])")
+    # Ray keeps its session files under $RAY_TMPDIR/ray (by default /tmp/ray, left there); a
+    # folder of the test's own, with a short path: its sockets' paths must fit in 107 characters
+    ray_tmp = tempfile.mkdtemp(prefix="facehd-ray-")
+    monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
     out = tmp_path / "priors.h5"
-    result = build_priors(scans, out, PriorsConfig(executor="ray", auto_landmarks=False))
+    try:
+        result = build_priors(scans, out, PriorsConfig(executor="ray", auto_landmarks=False))
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert (result.n_samples, result.n_failed) == (2, 1)
     with open_dataset(out) as got, open_dataset(reference) as ref:
         assert got.sample_ids == ref.sample_ids
