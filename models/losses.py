@@ -47,6 +47,7 @@ __all__ = [
     "masked_l1",
     "photometric_loss",
     "reflectance_loss",
+    "skin_mask",
     "total_variation",
 ]
 
@@ -87,6 +88,76 @@ def photometric_loss(
     _check("mask", mask, 4, "(B, 1, H, W)", 1)
     d = torch.sqrt(eps + ((rendered - target) ** 2).sum(dim=1, keepdim=True))
     return (d * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+# iBUG-68 (0-based) regions that are not skin: the brows (polylines), the eyes and the inner
+# mouth (polygons)
+_BROWS = (tuple(range(17, 22)), tuple(range(22, 27)))
+_EYES = (tuple(range(36, 42)), tuple(range(42, 48)))
+_INNER_MOUTH = tuple(range(60, 68))
+
+
+def _segment_distance(px: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Distance of pixels ``px (P, 2)`` to segments ``a -> b (B, E, 2)``: ``(B, P, E)``."""
+    ab = (b - a)[:, None]  # (B, 1, E, 2)
+    ap = px[None, :, None] - a[:, None]  # (B, P, E, 2)
+    t = ((ap * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-12)).clamp(0.0, 1.0)
+    return (ap - t[..., None] * ab).norm(dim=-1)
+
+
+def _inside_polygon(px: torch.Tensor, poly: torch.Tensor) -> torch.Tensor:
+    """Even-odd test of pixels ``px (P, 2)`` against closed polygons ``poly (B, N, 2)``:
+    ``(B, P)`` bool."""
+    a, b = poly, poly.roll(-1, dims=1)
+    x, y = px[None, :, None, 0], px[None, :, None, 1]
+    ax, ay, bx, by = a[:, None, :, 0], a[:, None, :, 1], b[:, None, :, 0], b[:, None, :, 1]
+    straddles = (ay > y) != (by > y)
+    x_cross = ax + (y - ay) * (bx - ax) / torch.where(by == ay, torch.ones_like(by), by - ay)
+    return ((straddles & (x < x_cross)).sum(-1) % 2) == 1
+
+
+def skin_mask(
+    face_mask: torch.Tensor,
+    landmarks: torch.Tensor,
+    eye_margin: float = 0.08,
+    brow_width: float = 0.07,
+) -> torch.Tensor:
+    """The face mask without the eyes, brows and inner mouth: the skin the photometric loss
+    compares (the base model's convention; the face mask itself bounds the contour loss).
+
+    face_mask : (B, 1, S, S) face mask in ``[0, 1]``; landmarks : (B, 68, 2) iBUG-68 points in
+    its pixels (x = column, y = row). Removed: each eye's polygon (points 36-41, 42-47) and
+    everything within ``eye_margin`` of it (lids and lashes), each brow's polyline (17-21,
+    22-26) widened by ``brow_width`` on either side, and the inner mouth's polygon (60-67; empty
+    when the lips are closed); both lengths are fractions of the distance between the eye
+    centres. A photo whose landmarks are not all finite keeps its face mask.
+    """
+    _check("face_mask", face_mask, 4, "(B, 1, H, W)", 1)
+    b, _, h, w = face_mask.shape
+    if landmarks.shape != (b, 68, 2):
+        raise ValueError(f"landmarks: expected ({b}, 68, 2), got {tuple(landmarks.shape)}")
+    lm = landmarks.detach().to(torch.float32)
+    finite = torch.isfinite(lm).all(dim=(1, 2))
+    lm = torch.where(finite[:, None, None], lm, torch.zeros_like(lm))
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32, device=lm.device),
+        torch.arange(w, dtype=torch.float32, device=lm.device),
+        indexing="ij",
+    )
+    px = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1)  # (P, 2)
+    iod = (lm[:, 36:42].mean(1) - lm[:, 42:48].mean(1)).norm(dim=-1)[:, None]  # (B, 1)
+    out = torch.zeros(b, px.shape[0], dtype=torch.bool, device=lm.device)
+    for idx in _EYES:
+        poly = lm[:, list(idx)]
+        near = _segment_distance(px, poly, poly.roll(-1, dims=1)).amin(-1) <= eye_margin * iod
+        out |= near | _inside_polygon(px, poly)
+    for idx in _BROWS:
+        line = lm[:, list(idx)]
+        out |= _segment_distance(px, line[:, :-1], line[:, 1:]).amin(-1) <= brow_width * iod
+    out |= _inside_polygon(px, lm[:, list(_INNER_MOUTH)])
+    out &= finite[:, None]
+    keep = (~out).reshape(b, 1, h, w).to(face_mask.dtype)
+    return face_mask * keep
 
 
 def identity_cosine_loss(features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:

@@ -243,6 +243,7 @@ def fit_multiview(
         landmark_loss,
         photometric_loss,
         pixels_at_224,
+        skin_mask,
         total_variation,
     )
     from models.system import DetailFace, masked_downsample
@@ -264,6 +265,7 @@ def fit_multiview(
             dt
         )
     lm_target = torch.as_tensor(landmarks, dtype=dt, device=dev)  # pixels at 224
+    skin = skin_mask(mask_t, (lm_target + 0.5) * (size / 224.0) - 0.5)  # photometric loss's mask
 
     if coefficients is not None:
         coefficients = Coefficients(*(t.detach().to(dev, dt) for t in coefficients))
@@ -348,8 +350,8 @@ def fit_multiview(
         img1, img2 = r1.image.permute(0, 3, 1, 2), r2.image.permute(0, 3, 1, 2)
         h_units = params["displacement"] * (scale / unit)
         terms = {
-            "photo_mid": photometric_loss(img1, images, m1),
-            "photo_high": photometric_loss(img2, images, m2),
+            "photo_mid": photometric_loss(img1, images, skin * m1),
+            "photo_high": photometric_loss(img2, images, skin * m2),
             "landmark": landmark_loss(
                 pixels_at_224(system.landmarks2d(detail.posed), size), lm_target
             ),

@@ -68,10 +68,12 @@ def base_terms(
 ):
     """The base model's loss terms (:class:`models.losses.BaseLossTerms`) of ``coeffs``.
 
-    images : (B, 3, S, S) in ``[0, 1]`` at the system's image size; masks : (B, 1, S, S) skin;
-    landmarks : (B, 68, 2) the photos' iBUG-68 points, pixels of the ``S`` crop (compared at
-    224-pixel units, the landmark weights' unit). ``perceptual(rendered, images, mask,
-    landmarks)`` gives the perceptual term; ``None``: zero.
+    images : (B, 3, S, S) in ``[0, 1]`` at the system's image size; masks : (B, 1, S, S) the
+    photos' face masks; landmarks : (B, 68, 2) the photos' iBUG-68 points, pixels of the ``S``
+    crop (compared at 224-pixel units, the landmark weights' unit). The photometric term is
+    taken on the skin (:func:`models.losses.skin_mask` of the face mask and the landmarks,
+    within the render). ``perceptual(rendered, images, mask, landmarks)`` gives the perceptual
+    term, with the face mask; ``None``: zero.
     """
     from models.losses import (
         BaseLossTerms,
@@ -82,15 +84,17 @@ def base_terms(
         photometric_loss,
         pixels_at_224,
         reflectance_loss,
+        skin_mask,
     )
 
     coarse = system.coarse(images, coeffs)
     render = system.render_coarse(coarse)
     mask = masks * render.mask[:, None].to(masks)
+    skin = skin_mask(mask, landmarks)
     rendered = render.image.permute(0, 3, 1, 2)
     lm_w = base_landmark_weights(emphasis=weights.landmark_emphasis).to(images.device)
     return BaseLossTerms(
-        photo=photometric_loss(rendered, images, mask),
+        photo=photometric_loss(rendered, images, skin),
         perceptual=(
             rendered.sum() * 0.0
             if perceptual is None

@@ -1185,6 +1185,7 @@ class Trainer:
             landmark_loss,
             masked_l1,
             photometric_loss,
+            skin_mask,
             total_variation,
         )
         from models.system import masked_downsample
@@ -1256,6 +1257,7 @@ class Trainer:
             r2 = system.render_high(detail, coarse)
             m1 = batch.masks * r1.mask[:, None].to(batch.masks)
             m2 = batch.masks * r2.mask[:, None].to(batch.masks)
+            skin = skin_mask(batch.masks, batch.landmarks)
             zero = d_units.sum() * 0.0
             img1, img2 = r1.image.permute(0, 3, 1, 2), r2.image.permute(0, 3, 1, 2)
             lm_pred = self._to224(system.landmarks2d(detail.posed))
@@ -1307,8 +1309,8 @@ class Trainer:
             else:
                 adv_mid = adv_high = zero
             terms = HRNLossTerms(
-                photo_mid=photometric_loss(img1, batch.images, m1),
-                photo_high=photometric_loss(img2, batch.images, m2),
+                photo_mid=photometric_loss(img1, batch.images, skin * m1),
+                photo_high=photometric_loss(img2, batch.images, skin * m2),
                 perceptual_mid=self._perceptual(img1, batch.images, m1, batch.landmarks),
                 perceptual_high=self._perceptual(img2, batch.images, m2, batch.landmarks),
                 landmark=landmark_loss(lm_pred, self._to224(batch.landmarks)),

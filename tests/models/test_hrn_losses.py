@@ -29,6 +29,7 @@ from models.losses import (
     masked_l1,
     photometric_loss,
     reflectance_loss,
+    skin_mask,
     total_variation,
 )
 
@@ -297,3 +298,94 @@ def test_pixels_at_224_keeps_the_image_edges():
     expected = torch.tensor([[-0.5, 223.5], [111.5, 49.75]])
     assert torch.allclose(pixels_at_224(p, 448), expected)
     assert torch.equal(pixels_at_224(p, 224), p)
+
+
+def _face_layout(rng: torch.Generator | None = None) -> torch.Tensor:
+    """iBUG-68 points of a frontal face in a 64-pixel image (eyes 24 px apart, an open mouth),
+    jittered by up to a pixel with ``rng``."""
+    lm = torch.zeros(68, 2)
+    lm[:17] = torch.stack([torch.linspace(8, 56, 17), torch.full((17,), 50.0)], -1)  # jaw
+    for k, cx in ((17, 20.0), (22, 44.0)):  # brows: 5 points on a line 6 px above the eyes
+        lm[k : k + 5] = torch.stack([cx + torch.linspace(-6, 6, 5), torch.full((5,), 18.0)], -1)
+    for k, cx in ((36, 20.0), (42, 44.0)):  # eyes: hexagons 10 px wide, 4 px high
+        dx = torch.tensor([-5.0, -2.0, 2.0, 5.0, 2.0, -2.0])
+        dy = torch.tensor([0.0, -2.0, -2.0, 0.0, 2.0, 2.0])
+        lm[k : k + 6] = torch.stack([cx + dx, 24.0 + dy], -1)
+    lm[27:36] = torch.tensor([[32.0, 20.0 + 2 * i] for i in range(9)])  # nose
+    lm[48:60] = torch.tensor([[32.0 + 9 * math.cos(a), 42.0 + 4 * math.sin(a)] for a in
+                              torch.linspace(0, 2 * math.pi, 13)[:12].tolist()])  # fmt: skip
+    inner = [(-6, 0), (-3, -2), (0, -2), (3, -2), (6, 0), (3, 2), (0, 2), (-3, 2)]
+    lm[60:68] = torch.tensor([[32.0 + x, 42.0 + y] for x, y in inner])
+    if rng is not None:
+        lm = lm + torch.rand(68, 2, generator=rng) * 2 - 1
+    return lm
+
+
+def _skin_brute_force(face: torch.Tensor, lm: torch.Tensor) -> torch.Tensor:
+    """The skin mask pixel by pixel in plain Python: ray casting and segment distances."""
+
+    def inside(x: float, y: float, poly: list[tuple[float, float]]) -> bool:
+        hit = False
+        for (ax, ay), (bx, by) in zip(poly, poly[1:] + poly[:1], strict=True):
+            if (ay > y) != (by > y) and x < ax + (y - ay) * (bx - ax) / (by - ay):
+                hit = not hit
+        return hit
+
+    def dist(x: float, y: float, a: tuple[float, float], b: tuple[float, float]) -> float:
+        ex, ey = b[0] - a[0], b[1] - a[1]
+        t = max(0.0, min(1.0, ((x - a[0]) * ex + (y - a[1]) * ey) / (ex * ex + ey * ey)))
+        return math.hypot(x - a[0] - t * ex, y - a[1] - t * ey)
+
+    p = [(float(u), float(v)) for u, v in lm.tolist()]
+    eye_c = [tuple(sum(c) / 6 for c in zip(*p[k : k + 6], strict=True)) for k in (36, 42)]
+    iod = math.dist(eye_c[0], eye_c[1])
+    eyes, brows, mouth = [p[36:42], p[42:48]], [p[17:22], p[22:27]], p[60:68]
+    out = face.clone()
+    for y in range(face.shape[0]):
+        for x in range(face.shape[1]):
+            gone = inside(x, y, mouth)
+            for e in eyes:
+                near = min(dist(x, y, a, b) for a, b in zip(e, e[1:] + e[:1], strict=True))
+                gone |= inside(x, y, e) or near <= 0.08 * iod
+            for br in brows:
+                gone |= (
+                    min(dist(x, y, a, b) for a, b in zip(br[:-1], br[1:], strict=True))
+                    <= 0.07 * iod
+                )
+            if gone:
+                out[y, x] = 0.0
+    return out
+
+
+def test_skin_mask_matches_a_pixel_by_pixel_reference():
+    g = torch.Generator().manual_seed(3)
+    face = torch.rand(64, 64, generator=g)  # weights, to see they are kept where skin
+    lms = torch.stack([_face_layout(g) for _ in range(3)])
+    got = skin_mask(face.expand(3, 1, 64, 64), lms)
+    for b in range(3):
+        want = _skin_brute_force(face, lms[b])
+        assert torch.equal(got[b, 0], want), int((got[b, 0] != want).sum())
+
+
+def test_skin_mask_removes_eyes_brows_and_the_open_mouth_only():
+    lm = _face_layout()
+    face = torch.ones(1, 1, 64, 64)
+    skin = skin_mask(face, lm[None])[0, 0]
+    iod = 24.0
+    assert skin[24, 20] == 0 and skin[24, 44] == 0  # the eyes' centres
+    # the margin round an eye: 0.08 of the eye distance (1.92 px) beyond its corner (15, 24)
+    assert skin[24, 15 - 1] == 0 and skin[24, 15 - 2] == 1 and 0.08 * iod < 2
+    assert skin[18, 20] == 0 and skin[18 - 1, 20] == 0 and skin[18 - 2, 20] == 1  # brow, 1.68 px
+    assert skin[42, 32] == 0 and skin[42, 23] == 1  # inside the inner mouth; the lip corner
+    assert skin[34, 14] == 1 and skin[10, 32] == 1 and skin[30, 32] == 1  # cheek, forehead, nose
+    # closed lips: the inner mouth's polygon has no area, and the mouth stays
+    closed = lm.clone()
+    closed[60:68, 1] = 42.0
+    assert skin_mask(face, closed[None])[0, 0, 42, 32] == 1
+    # a photo whose landmarks are not all known keeps its face mask; the others are still cut
+    lost = torch.stack([lm, lm])
+    lost[1, 40] = float("nan")
+    both = skin_mask(face.expand(2, 1, 64, 64), lost)
+    assert both[0, 0, 24, 20] == 0 and torch.equal(both[1], face[0])
+    with pytest.raises(ValueError, match="landmarks"):
+        skin_mask(face, lm[None, :51])

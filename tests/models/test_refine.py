@@ -158,3 +158,24 @@ def test_views_of_one_face_share_one_identity(scene):
         )  # fmt: skip
         apart.append(rms(c))
     assert rms(shared) < np.mean(apart), (rms(shared), apart)
+
+
+def test_the_photometric_term_compares_skin_not_the_eyes_or_mouth(scene):
+    from models.losses import skin_mask
+    from models.refine import base_terms
+
+    system, truth, start, images, masks, landmarks = scene
+    w = BaseLossWeights()
+
+    def photo(img: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(base_terms(system, start, img, masks, landmarks, w).photo)
+
+    skin = skin_mask(masks, landmarks)
+    cut = (masks > 0) & (skin == 0)  # the eyes and brows of the face in the photo
+    assert int(cut.sum()) > 100
+    # a photo changed only there (another eye colour, a shadow on the brows) scores the same
+    recoloured = torch.where(cut, 1.0 - images, images)
+    assert photo(recoloured) == pytest.approx(photo(images), rel=1e-6)
+    # changed on the skin, it does not
+    assert photo(torch.where(skin > 0, 1.0 - images, images)) > 1.2 * photo(images)
