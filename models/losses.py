@@ -139,22 +139,49 @@ def skin_mask(
     lm = landmarks.detach().to(torch.float32)
     finite = torch.isfinite(lm).all(dim=(1, 2))
     lm = torch.where(finite[:, None, None], lm, torch.zeros_like(lm))
-    ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=torch.float32, device=lm.device),
-        torch.arange(w, dtype=torch.float32, device=lm.device),
-        indexing="ij",
-    )
-    px = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1)  # (P, 2)
     iod = (lm[:, 36:42].mean(1) - lm[:, 42:48].mean(1)).norm(dim=-1)[:, None]  # (B, 1)
-    out = torch.zeros(b, px.shape[0], dtype=torch.bool, device=lm.device)
+    out = torch.zeros(b, h, w, dtype=torch.bool, device=lm.device)
+
+    def cut(points: torch.Tensor, reach: float, hit: Callable[[torch.Tensor], torch.Tensor]):
+        """``out |= hit(pixels)`` over the pixels within ``reach * iod`` of ``points``' box
+        (the rest of the image is out of any region's reach)."""
+        pad = float((reach * iod).max()) + 1.0
+        lo = (points.amin(dim=(0, 1)) - pad).floor().clamp_min(0)
+        hi = (points.amax(dim=(0, 1)) + pad).ceil()
+        x0, y0 = int(lo[0]), int(lo[1])
+        x1, y1 = min(int(hi[0]) + 1, w), min(int(hi[1]) + 1, h)
+        if x0 >= x1 or y0 >= y1:
+            return
+        ys, xs = torch.meshgrid(
+            torch.arange(y0, y1, dtype=torch.float32, device=lm.device),
+            torch.arange(x0, x1, dtype=torch.float32, device=lm.device),
+            indexing="ij",
+        )
+        px = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1)  # (P, 2)
+        out[:, y0:y1, x0:x1] |= hit(px).reshape(b, y1 - y0, x1 - x0)
+
     for idx in _EYES:
         poly = lm[:, list(idx)]
-        near = _segment_distance(px, poly, poly.roll(-1, dims=1)).amin(-1) <= eye_margin * iod
-        out |= near | _inside_polygon(px, poly)
+        cut(
+            poly,
+            eye_margin,
+            lambda px, poly=poly: (
+                (_segment_distance(px, poly, poly.roll(-1, dims=1)).amin(-1) <= eye_margin * iod)
+                | _inside_polygon(px, poly)
+            ),
+        )
     for idx in _BROWS:
         line = lm[:, list(idx)]
-        out |= _segment_distance(px, line[:, :-1], line[:, 1:]).amin(-1) <= brow_width * iod
-    out |= _inside_polygon(px, lm[:, list(_INNER_MOUTH)])
+        cut(
+            line,
+            brow_width,
+            lambda px, line=line: (
+                _segment_distance(px, line[:, :-1], line[:, 1:]).amin(-1) <= brow_width * iod
+            ),
+        )
+    mouth = lm[:, list(_INNER_MOUTH)]
+    cut(mouth, 0.0, lambda px: _inside_polygon(px, mouth))
+    out = out.reshape(b, -1)
     out &= finite[:, None]
     keep = (~out).reshape(b, 1, h, w).to(face_mask.dtype)
     return face_mask * keep
