@@ -142,9 +142,15 @@ def skin_mask(
     iod = (lm[:, 36:42].mean(1) - lm[:, 42:48].mean(1)).norm(dim=-1)[:, None]  # (B, 1)
     out = torch.zeros(b, h, w, dtype=torch.bool, device=lm.device)
 
-    def cut(points: torch.Tensor, reach: float, hit: Callable[[torch.Tensor], torch.Tensor]):
-        """``out |= hit(pixels)`` over the pixels within ``reach * iod`` of ``points``' box
-        (the rest of the image is out of any region's reach)."""
+    def cut(
+        points: torch.Tensor,
+        reach: float,
+        segments: tuple[torch.Tensor, torch.Tensor] | None = None,
+        polygon: torch.Tensor | None = None,
+    ) -> None:
+        """Mark the pixels within ``reach * iod`` of the ``segments`` (starts, ends) and those
+        inside ``polygon``, testing only the pixels of ``points``' box widened by that reach
+        (the rest of the image is out of the region's reach)."""
         pad = float((reach * iod).max()) + 1.0
         lo = (points.amin(dim=(0, 1)) - pad).floor().clamp_min(0)
         hi = (points.amax(dim=(0, 1)) + pad).ceil()
@@ -158,29 +164,21 @@ def skin_mask(
             indexing="ij",
         )
         px = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1)  # (P, 2)
-        out[:, y0:y1, x0:x1] |= hit(px).reshape(b, y1 - y0, x1 - x0)
+        hit = torch.zeros(b, px.shape[0], dtype=torch.bool, device=lm.device)
+        if segments is not None:
+            hit |= _segment_distance(px, *segments).amin(-1) <= reach * iod
+        if polygon is not None:
+            hit |= _inside_polygon(px, polygon)
+        out[:, y0:y1, x0:x1] |= hit.reshape(b, y1 - y0, x1 - x0)
 
     for idx in _EYES:
-        poly = lm[:, list(idx)]
-        cut(
-            poly,
-            eye_margin,
-            lambda px, poly=poly: (
-                (_segment_distance(px, poly, poly.roll(-1, dims=1)).amin(-1) <= eye_margin * iod)
-                | _inside_polygon(px, poly)
-            ),
-        )
+        eye = lm[:, list(idx)]
+        cut(eye, eye_margin, (eye, eye.roll(-1, dims=1)), eye)
     for idx in _BROWS:
-        line = lm[:, list(idx)]
-        cut(
-            line,
-            brow_width,
-            lambda px, line=line: (
-                _segment_distance(px, line[:, :-1], line[:, 1:]).amin(-1) <= brow_width * iod
-            ),
-        )
+        brow = lm[:, list(idx)]
+        cut(brow, brow_width, (brow[:, :-1], brow[:, 1:]))
     mouth = lm[:, list(_INNER_MOUTH)]
-    cut(mouth, 0.0, lambda px: _inside_polygon(px, mouth))
+    cut(mouth, 0.0, polygon=mouth)
     out = out.reshape(b, -1)
     out &= finite[:, None]
     keep = (~out).reshape(b, 1, h, w).to(face_mask.dtype)
