@@ -179,10 +179,8 @@ def skin_mask(
         cut(brow, brow_width, (brow[:, :-1], brow[:, 1:]))
     mouth = lm[:, list(_INNER_MOUTH)]
     cut(mouth, 0.0, polygon=mouth)
-    out = out.reshape(b, -1)
-    out &= finite[:, None]
-    keep = (~out).reshape(b, 1, h, w).to(face_mask.dtype)
-    return face_mask * keep
+    out &= finite[:, None, None]
+    return face_mask * (~out)[:, None].to(face_mask.dtype)
 
 
 def identity_cosine_loss(features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:

@@ -65,6 +65,7 @@ def base_terms(
     landmarks: torch.Tensor,
     weights: BaseLossWeights,
     perceptual: Callable[..., torch.Tensor] | None = None,
+    skin: torch.Tensor | None = None,
 ):
     """The base model's loss terms (:class:`models.losses.BaseLossTerms`) of ``coeffs``.
 
@@ -72,7 +73,8 @@ def base_terms(
     photos' face masks; landmarks : (B, 68, 2) the photos' iBUG-68 points, pixels of the ``S``
     crop (compared at 224-pixel units, the landmark weights' unit). The photometric term is
     taken on the skin (:func:`models.losses.skin_mask` of the face mask and the landmarks,
-    within the render). ``perceptual(rendered, images, mask, landmarks)`` gives the perceptual
+    within the render; ``skin``: that mask when the caller already has it, as a fit over one set
+    of photos does). ``perceptual(rendered, images, mask, landmarks)`` gives the perceptual
     term, with the face mask; ``None``: zero.
     """
     from models.losses import (
@@ -90,7 +92,7 @@ def base_terms(
     coarse = system.coarse(images, coeffs)
     render = system.render_coarse(coarse)
     mask = masks * render.mask[:, None].to(masks)
-    skin = skin_mask(mask, landmarks)
+    skin = (skin_mask(masks, landmarks) if skin is None else skin) * render.mask[:, None].to(masks)
     rendered = render.image.permute(0, 3, 1, 2)
     lm_w = base_landmark_weights(emphasis=weights.landmark_emphasis).to(images.device)
     return BaseLossTerms(
@@ -135,7 +137,7 @@ def refine_coefficients(
     face, or the mean of the analyzer's), fitted on the sum of their objectives; expression,
     albedo, pose and light stay each view's own.
     """
-    from models.losses import base_total_loss
+    from models.losses import base_total_loss, skin_mask
 
     cfg = config or RefineConfig()
     values = {name: t.detach().float().clone() for name, t in start._asdict().items()}
@@ -148,8 +150,11 @@ def refine_coefficients(
             return Coefficients(**{**values, "id": values["id"].expand(b, -1)})
         return Coefficients(**values)
 
+    skin = skin_mask(masks, landmarks)  # the photos' (the same at every step)
+
     def total(c: Coefficients) -> torch.Tensor:
-        return base_total_loss(base_terms(system, c, images, masks, landmarks, weights), weights)
+        terms = base_terms(system, c, images, masks, landmarks, weights, skin=skin)
+        return base_total_loss(terms, weights)
 
     def objective() -> torch.Tensor:
         return total(coefficients())

@@ -179,3 +179,7 @@ def test_the_photometric_term_compares_skin_not_the_eyes_or_mouth(scene):
     assert photo(recoloured) == pytest.approx(photo(images), rel=1e-6)
     # changed on the skin, it does not
     assert photo(torch.where(skin > 0, 1.0 - images, images)) > 1.2 * photo(images)
+    # the skin mask a fit computes once gives the term computed at each step (within the render)
+    with torch.no_grad():
+        given = base_terms(system, start, images, masks, landmarks, w, skin=skin).photo
+    assert float(given) == photo(images)
