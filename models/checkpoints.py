@@ -125,6 +125,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputFileError(path, "checkpoint file not found")
     if path.stat().st_size == 0:
         raise InputFileError(path, "empty file (0 bytes): no PyTorch checkpoint")
+    if _zip_cut_short(path):  # torch.load says only "Invalid argument" of some such files
+        raise InputFileError(path, f"not a readable PyTorch checkpoint ({_CUT_SHORT})")
     damaged = _zip_member_damaged(path)
     if damaged is not None:
         raise InputFileError(
@@ -142,7 +144,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             # PyTorch's advice here (retry with weights_only=False) would run the file's code
             why = "holds objects that need code to load, or is no PyTorch file at all"
         elif "central directory" in text or "zip archive" in text or "miniz" in text:
-            why = "cut short or damaged: its zip archive is incomplete (an interrupted copy?)"
+            why = _CUT_SHORT
         elif isinstance(exc, (KeyError, EOFError, UnicodeDecodeError)) or "magic number" in text:
             why = "neither a zip archive nor a pickle: no PyTorch file"
         else:
@@ -175,6 +177,19 @@ def _first_non_finite(data: Any, where: str = "") -> str | None:
         if found is not None:
             return found
     return None
+
+
+_CUT_SHORT = "cut short or damaged: its zip archive is incomplete (an interrupted copy?)"
+
+
+def _zip_cut_short(path: Path) -> bool:
+    """Whether ``path`` begins as a zip archive (``torch.save``'s format) but has no end record:
+    the tail of the file is missing."""
+    import zipfile
+
+    with open(path, "rb") as f:
+        starts_as_zip = f.read(4) == b"PK\x03\x04"
+    return starts_as_zip and not zipfile.is_zipfile(path)
 
 
 def _zip_member_damaged(path: Path) -> str | None:
