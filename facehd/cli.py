@@ -1529,12 +1529,20 @@ def reconstruct(
                 if name != p.stem:  # another photo of that name holds the folder
                     said = f"{printable(p)} -> {printable(out / name)}"
                     console.print(esc(said), soft_wrap=True)
-            with _progress() as bar:
-                task = bar.add_task("photos", total=len(files))
+            bar = _progress()  # started once the model has loaded: a bad checkpoint is said alone
+            try:
+                tasks: dict[str, Any] = {}
+
+                def loaded(recon: Any) -> None:
+                    _model_notes(recon, checkpoint)
+                    bar.start()
+                    tasks["photos"] = bar.add_task("photos", total=len(files))
+                    if multiview:
+                        tasks["fit"] = bar.add_task("MV-HRN fit", total=iterations)
+
                 if multiview:
                     from models.multiview import MultiViewConfig, reconstruct_multiview
 
-                    fit_task = bar.add_task("MV-HRN fit", total=iterations)
                     fitted, results = reconstruct_multiview(
                         files,
                         checkpoint,
@@ -1545,12 +1553,12 @@ def reconstruct(
                         deretouch=deretouch,
                         bfm_path=bfm,
                         uv_path=uv,
-                        progress=lambda _p: bar.advance(task),
-                        fit_progress=lambda i, _n: bar.update(fit_task, completed=i),
+                        progress=lambda _p: bar.advance(tasks["photos"]),
+                        fit_progress=lambda i, _n: bar.update(tasks["fit"], completed=i),
                         base_texture=base_texture,
                         precision=precision,
                         landmarks=landmarks,
-                        loaded=lambda recon: _model_notes(recon, checkpoint),
+                        loaded=loaded,
                         missing=missing,
                         names=names,
                         refine=refine,
@@ -1564,17 +1572,20 @@ def reconstruct(
                         deretouch=deretouch,
                         bfm_path=bfm,
                         uv_path=uv,
-                        progress=lambda _p: bar.advance(task),
+                        progress=lambda _p: bar.advance(tasks["photos"]),
                         base_texture=base_texture,
                         precision=precision,
                         landmarks=landmarks,
-                        loaded=lambda recon: _model_notes(recon, checkpoint),
+                        loaded=loaded,
                         missing=missing,
                         names=names,
                         refine=refine,
                         fit=fit,
                         redo=redo,
                     )
+            finally:
+                if bar.live.is_started:
+                    bar.stop()
     if fitted is not None:
         first, last = fitted.history[0], fitted.history[-1]
         console.print(

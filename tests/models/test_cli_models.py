@@ -233,6 +233,17 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
     )
     assert res.exit_code == 2 and "no such photo" in res.output
     photo = str(hrn_data.scans / "photos" / "s000_e00_v00.png")
+    # a damaged checkpoint is said alone: no progress bar of photos that will not be made
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes((run / "model.pt").read_bytes()[:5000])
+    for extra in ([], ["--multiview"]):
+        res = runner.invoke(
+            app, ["reconstruct", photo, "--checkpoint", str(cut), "--out", str(tmp_path / "rc"),
+                  *extra],
+        )  # fmt: skip
+        said = " ".join(res.output.split())
+        assert res.exit_code == 2 and "cut.pt: not a readable PyTorch checkpoint" in said, said
+        assert "photos" not in said and "MV-HRN fit" not in said, said
     res = runner.invoke(
         app, ["reconstruct", photo, "--checkpoint", str(run / "model.pt"), "--landmarks", "mesh"]
     )
