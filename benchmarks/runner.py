@@ -913,7 +913,12 @@ def realy_photos(folder: str | Path) -> dict[str, Path]:
 
 
 def _generate_predictions(
-    spec: BenchmarkSpec, method_name: str, root: Path, folder: Path, images: Path | None = None
+    spec: BenchmarkSpec,
+    method_name: str,
+    root: Path,
+    folder: Path,
+    images: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[str] | None, dict[str, str]]:
     """Run a registered method over the split's images into ``folder`` (benchmark layout).
 
@@ -935,6 +940,9 @@ def _generate_predictions(
     the method fails on (no face found, an unreadable photo) or missing from the disk is
     recorded in ``folder/failures.csv`` (item, image, error; rewritten by each run) and the run
     goes on; scoring then counts it missing, with that reason.
+
+    ``progress(done, total)`` is called once the method has loaded (``done`` 0) and after each
+    image it is run on (``total``: those not kept from an earlier run).
     """
     from benchmarks.methods import load_method, write_prediction
     from benchmarks.multiview import view_images
@@ -1021,14 +1029,18 @@ def _generate_predictions(
             name, entries, template = given  # (name, [[triangle, w0, w1]] * 85, template)
             save_mesh(folder / f"{name}.obj", template)
             atomic_write_bytes(folder / f"{name}.txt", (json.dumps(entries) + "\n").encode())
-    for name, photos, mesh_path, lm_path in todo:
+    if todo and progress is not None:
+        progress(0, len(todo))
+    for k, (name, photos, mesh_path, lm_path) in enumerate(todo, 1):
         try:
             out = method.reconstruct(photos) if one is None else one(photos[0])
         except (FacehdError, ValueError, OSError) as exc:
             failures.append((name, str(photos[0]), str(exc)))
-            continue
-        write_prediction(out, mesh_path, lm_path)
-        made.record(name, photos)
+        else:
+            write_prediction(out, mesh_path, lm_path)
+            made.record(name, photos)
+        if progress is not None:
+            progress(k, len(todo))
     # this run's failures (a rerun retries the earlier ones: they have no prediction)
     path = folder / "failures.csv"
     if failures:
@@ -1172,6 +1184,7 @@ def run_benchmark(
     images: str | Path | None = None,
     label: str | None = None,
     loader: str | None = None,
+    predict_progress: Callable[[int, int], None] | None = None,
 ) -> RunResult:
     """Score ``method`` on ``dataset`` and write the CSVs (see the module docstring).
 
@@ -1187,7 +1200,8 @@ def run_benchmark(
     topology : REALY only: the topology keypoint file or template name (default: the one in the
         predictions folder).
     now_config : NoW / multi-view settings (default: the official non-metrical protocol).
-    progress : called as ``progress(done, total)`` after each image.
+    progress : called as ``progress(done, total)`` before the first image is scored (``done``
+        0) and after each.
     images : REALY: the folder of the split's photos (the official data's frontal or
         multi-view set). With a registered method each is reconstructed; with ``predictions``
         each must have a prediction of its name. Every photo is scored, those without a
@@ -1199,6 +1213,9 @@ def run_benchmark(
     loader : FaceScape with ``predictions`` only: the official loader reading the method's own
         files (:data:`benchmarks.facescape_loaders.LOADERS`; default ``generic``, the
         image-aligned format).
+    predict_progress : a registered method's run: called as ``predict_progress(done, total)``
+        once the method has loaded and after each image it reconstructs (those kept from an
+        earlier run not counted); never when nothing is left to reconstruct.
     """
     from facehd import __version__
 
@@ -1250,7 +1267,12 @@ def run_benchmark(
     if predictions is None:
         pred_dir = out_dir / "predictions"
         expected, failed = _generate_predictions(
-            spec, method, root_path, pred_dir, Path(images) if images is not None else None
+            spec,
+            method,
+            root_path,
+            pred_dir,
+            Path(images) if images is not None else None,
+            predict_progress,
         )
     else:
         pred_dir = Path(predictions)
@@ -1276,6 +1298,8 @@ def run_benchmark(
     )
     tasks = _tasks(spec, root_path, pred_dir, config, topo, expected)
     results: list[tuple[Any, np.ndarray | None]] = []
+    if progress:
+        progress(0, len(tasks))
     if workers > 1 and len(tasks) > 1:
         from facehd.pools import running_pool
 

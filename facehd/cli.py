@@ -722,8 +722,20 @@ def bench(
             os.environ[env] = str(value.resolve())
     with _exit_on_error(FacehdError, ValueError, ImportError):
         now_config = NowConfig(metrical=True, unit=metrical) if metrical is not None else None
-        with _progress() as bar:
-            task = bar.add_task(f"{dataset} {method}", total=None)
+        # the bars start with their work: a method that fails to load is said alone
+        bar, tasks = _progress(), {}
+
+        def step(what: str) -> Any:
+            def update(done: int, total: int) -> None:
+                if not bar.live.is_started:
+                    bar.start()
+                if what not in tasks:
+                    tasks[what] = bar.add_task(f"{dataset} {method}: {what}", total=total)
+                bar.update(tasks[what], completed=done, total=total)
+
+            return update
+
+        try:
             result = run_benchmark(
                 dataset,
                 method,
@@ -733,11 +745,15 @@ def bench(
                 workers=workers,
                 topology=topology,
                 now_config=now_config,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                progress=step("scored"),
                 images=images,
                 label=label,
                 loader=loader,
+                predict_progress=step("reconstructed"),
             )
+        finally:
+            if bar.live.is_started:
+                bar.stop()
     row = result.leaderboard_row
     table = PlainTable("dataset", "split", "method", "metric", "value")
     for name in ("cd_mm", "mne_rad", "cr", "nmse_mm", "median_mm", "mean_mm", "std_mm"):

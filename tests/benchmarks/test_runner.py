@@ -547,12 +547,24 @@ def test_registered_method_runs_in_process(
             for it in items
         }
 
+    def run_counted() -> tuple[list, list]:
+        """The (done, total) calls of the reconstruction's and the scoring's progress."""
+        made: list[tuple[int, int]] = []
+        scored: list[tuple[int, int]] = []
+        run_benchmark(
+            "now", "scan-lookup", root=root, out=tmp_path / "out",
+            predict_progress=lambda *a: made.append(a), progress=lambda *a: scored.append(a),
+        )  # fmt: skip
+        return made, scored
+
     before = stamps()
-    run_benchmark("now", "scan-lookup", root=root, out=tmp_path / "out")
+    made, scored = run_counted()
     assert stamps() == before
+    assert made == [] and scored == [(k, 4) for k in range(5)]  # nothing left to reconstruct
     with open(items[2].image_path, "ab") as fh:
         fh.write(b"another photo")
-    run_benchmark("now", "scan-lookup", root=root, out=tmp_path / "out")
+    made, scored = run_counted()
+    assert made == [(0, 1), (1, 1)] and scored == [(k, 4) for k in range(5)]
     after = stamps()
     assert [n for n in before if after[n] != before[n]] == [items[2].name]
     # ... and the one whose landmark file beside its photo appeared (a method may align by it)

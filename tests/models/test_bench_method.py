@@ -56,6 +56,15 @@ def test_hrn_method_on_a_synthetic_now_benchmark(model_path, tmp_path, monkeypat
     with open(pred_dir / "failures.csv") as fh:
         again = list(csv.DictReader(fh))  # the faceless image tried once more, listed once
     assert len(again) == 1 and again[0]["item"] == items[2].name
+    said = " ".join(res.output.split())  # a bar for each phase: the one image retried, 4 scored
+    assert "now hrn: reconstructed" in said and "1/1" in said and "now hrn: scored" in said
+    # a damaged checkpoint is said alone, without a bar of images that will not be made
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(model_path.read_bytes()[:5000])
+    res = CliRunner().invoke(app, args[:-1] + [str(cut)])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and "cut.pt: not a readable PyTorch checkpoint" in said, said
+    assert "now hrn" not in said, said
     missing = CliRunner().invoke(app, args[:-1] + [str(tmp_path / "nope.pt")])
     assert (
         missing.exit_code == 2 and "nope.pt: checkpoint (--checkpoint) not found" in missing.output
