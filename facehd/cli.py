@@ -192,6 +192,18 @@ def _progress():
     )
 
 
+@contextmanager
+def _progress_started_later():
+    """A progress display that shows nothing until ``bar.start()`` (safe to call again), so an
+    error before the work begins (a checkpoint that does not load) is said alone."""
+    bar = _progress()
+    try:
+        yield bar
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+
+
 @app.command()
 def models(
     registry: Path = typer.Option(None, help="datasets.yaml to read model paths from."),
@@ -722,20 +734,18 @@ def bench(
             os.environ[env] = str(value.resolve())
     with _exit_on_error(FacehdError, ValueError, ImportError):
         now_config = NowConfig(metrical=True, unit=metrical) if metrical is not None else None
-        # the bars start with their work: a method that fails to load is said alone
-        bar, tasks = _progress(), {}
+        with _progress_started_later() as bar:
+            tasks: dict[str, Any] = {}
 
-        def step(what: str) -> Any:
-            def update(done: int, total: int) -> None:
-                if not bar.live.is_started:
+            def step(what: str) -> Any:  # each phase's bar starts with its first image
+                def update(done: int, total: int) -> None:
                     bar.start()
-                if what not in tasks:
-                    tasks[what] = bar.add_task(f"{dataset} {method}: {what}", total=total)
-                bar.update(tasks[what], completed=done, total=total)
+                    if what not in tasks:
+                        tasks[what] = bar.add_task(f"{dataset} {method}: {what}", total=total)
+                    bar.update(tasks[what], completed=done, total=total)
 
-            return update
+                return update
 
-        try:
             result = run_benchmark(
                 dataset,
                 method,
@@ -751,9 +761,6 @@ def bench(
                 loader=loader,
                 predict_progress=step("reconstructed"),
             )
-        finally:
-            if bar.live.is_started:
-                bar.stop()
     row = result.leaderboard_row
     table = PlainTable("dataset", "split", "method", "metric", "value")
     for name in ("cd_mm", "mne_rad", "cr", "nmse_mm", "median_mm", "mean_mm", "std_mm"):
@@ -1545,8 +1552,7 @@ def reconstruct(
                 if name != p.stem:  # another photo of that name holds the folder
                     said = f"{printable(p)} -> {printable(out / name)}"
                     console.print(esc(said), soft_wrap=True)
-            bar = _progress()  # started once the model has loaded: a bad checkpoint is said alone
-            try:
+            with _progress_started_later() as bar:  # once the model has loaded
                 tasks: dict[str, Any] = {}
 
                 def loaded(recon: Any) -> None:
@@ -1599,9 +1605,6 @@ def reconstruct(
                         fit=fit,
                         redo=redo,
                     )
-            finally:
-                if bar.live.is_started:
-                    bar.stop()
     if fitted is not None:
         first, last = fitted.history[0], fitted.history[-1]
         console.print(
