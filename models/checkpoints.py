@@ -125,15 +125,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputFileError(path, "checkpoint file not found")
     if path.stat().st_size == 0:
         raise InputFileError(path, "empty file (0 bytes): no PyTorch checkpoint")
-    if _zip_cut_short(path):  # torch.load says only "Invalid argument" of some such files
-        raise InputFileError(path, f"not a readable PyTorch checkpoint ({_CUT_SHORT})")
-    damaged = _zip_member_damaged(path)
-    if damaged is not None:
-        raise InputFileError(
-            path,
-            f"not a readable PyTorch checkpoint (damaged: {damaged} fails its checksum; a "
-            "corrupted copy?)",
-        )
+    damage = _zip_damage(path)
+    if damage is not None:
+        raise InputFileError(path, f"not a readable PyTorch checkpoint ({damage})")
     try:
         with warnings.catch_warnings():  # the reason is given below, not as a warning
             warnings.simplefilter("ignore")
@@ -182,29 +176,35 @@ def _first_non_finite(data: Any, where: str = "") -> str | None:
 _CUT_SHORT = "cut short or damaged: its zip archive is incomplete (an interrupted copy?)"
 
 
-def _zip_cut_short(path: Path) -> bool:
-    """Whether ``path`` begins as a zip archive (``torch.save``'s format) but has no end record:
-    the tail of the file is missing."""
-    import zipfile
+def _zip_damage(path: Path) -> str | None:
+    """What is wrong with a checkpoint's zip archive (``torch.save``'s format), or None.
 
-    with open(path, "rb") as f:
-        starts_as_zip = f.read(4) == b"PK\x03\x04"
-    return starts_as_zip and not zipfile.is_zipfile(path)
-
-
-def _zip_member_damaged(path: Path) -> str | None:
-    """The first member of a checkpoint's zip archive whose bytes do not match their stored
-    CRC-32 (a bit flipped on disk or in a copy, which ``torch.load`` does not check), or None:
-    all match, or the file is no complete zip archive (``torch.load`` says what it is)."""
+    - Cut short: the file begins as a zip archive but its end record or central directory is
+      missing or broken (``torch.load`` says only "Invalid argument" of some such files).
+    - Damaged: the first member whose bytes do not match their stored CRC-32 (a bit flipped on
+      disk or in a copy, which ``torch.load`` does not check).
+    - None: all members match, or the file is no zip archive, or its members cannot be read
+      (``torch.load`` says what it is).
+    """
     import zipfile
 
     try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        with open(path, "rb") as f:
+            return _CUT_SHORT if f.read(4) == b"PK\x03\x04" else None
+    except (OSError, EOFError, ValueError, NotImplementedError):
         return None
-    except Exception:  # zlib errors of a damaged compressed member
-        return "a compressed member"
+    with archive:
+        try:
+            damaged = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+            return None
+        except Exception:  # zlib errors of a damaged compressed member
+            damaged = "a compressed member"
+    if damaged is None:
+        return None
+    return f"damaged: {damaged} fails its checksum; a corrupted copy?"
 
 
 def check_parts(
