@@ -80,6 +80,12 @@ class AblationRow:
     """Distance (mm) and normal error (rad) of the morphable model's mean face at the same
     points: the floor a base model must beat."""
     photos: int
+    m1_nearer: int
+    m2_normals_better: int
+    m2_seen_better: int
+    seen_photos: int
+    """Photos on which M1 is nearer the truth than M0, M2's normals are better than M1's (closest
+    points; at the skin point each texel shows, out of ``seen_photos``)."""
     train_seconds: float
 
 

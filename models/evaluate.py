@@ -233,6 +233,20 @@ class EvalSummary:
     normal_m2_oracle: float = float("nan")
     dist_mean_face: float = float("nan")
     normal_mean_face: float = float("nan")
+    m1_nearer: int = 0
+    """Photos whose M1 is nearer the truth than their M0 (``dist_m1 < dist_m0``)."""
+    m2_normals_better: int = 0
+    """Photos whose M2 normals are better than their M1's by closest points
+    (``normal_m2 < normal_m1``)."""
+    m2_seen_better: int = 0
+    """Photos whose M2 normals are better than their M1's at the skin point each texel shows
+    (``normal_seen_m2 < normal_seen_m1``), out of :attr:`seen_photos`."""
+    seen_photos: int = 0
+    """Photos with scores at the skin point each texel shows (a true displacement map)."""
+
+
+_COUNTS = ("photos", "m1_nearer", "m2_normals_better", "m2_seen_better", "seen_photos")
+"""The fields of :class:`EvalSummary` that count photos; the others are means."""
 
 
 def _texel(uvs: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -673,14 +687,23 @@ def read_heldout_scans(
 
 def summarise(rows: list[EvalRow]) -> EvalSummary:
     """Means of the rows; a score some rows lack (the detail scores of a scan without its
-    ``<id>.gt.npz``) is the mean of the rows that have it (NaN when none has)."""
-    names = [f.name for f in fields(EvalSummary) if f.name != "photos"]
+    ``<id>.gt.npz``) is the mean of the rows that have it (NaN when none has). Also counts the
+    photos on which each level beats the one below it (a mean can hide a gain on few photos)."""
+    names = [f.name for f in fields(EvalSummary) if f.name not in _COUNTS]
     means = {}
     for k in names:
         values = np.array([getattr(r, k) for r in rows], dtype=np.float64)
         known = values[~np.isnan(values)]
         means[k] = float(known.mean()) if known.size else float("nan")
-    return EvalSummary(photos=len(rows), **means)
+    seen = [r for r in rows if not np.isnan(r.normal_seen_m1) and not np.isnan(r.normal_seen_m2)]
+    return EvalSummary(
+        photos=len(rows),
+        **means,
+        m1_nearer=sum(r.dist_m1 < r.dist_m0 for r in rows),
+        m2_normals_better=sum(r.normal_m2 < r.normal_m1 for r in rows),
+        m2_seen_better=sum(r.normal_seen_m2 < r.normal_seen_m1 for r in seen),
+        seen_photos=len(seen),
+    )
 
 
 def read_photos(

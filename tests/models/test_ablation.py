@@ -57,6 +57,14 @@ def test_ablation_rows_are_trained_measured_and_resumed(hrn_data, tmp_path, one_
     with open(out / "ablation.csv") as fh:
         table = list(csv.DictReader(fh))
     assert [t["row"] for t in table] == [r.row for r in rows]
+    # each row's per-photo counts, against its own per-photo CSV
+    for (_, slug, _), t in zip(ABLATION_ROWS, table, strict=True):
+        with open(out / f"eval_{slug}.csv") as fh:
+            per = list(csv.DictReader(fh))
+        nearer = sum(float(p["dist_m1"]) < float(p["dist_m0"]) for p in per)
+        better = sum(float(p["normal_m2"]) < float(p["normal_m1"]) for p in per)
+        assert (int(t["m1_nearer"]), int(t["m2_normals_better"])) == (nearer, better)
+        assert int(t["seen_photos"]) == len(per) == int(t["photos"])
     md = (out / "ablation.md").read_text().splitlines()
     assert len(md) == 3 + len(rows) and md[3].startswith("| base |")
     # the mean face's reference row: the floor, as the base row's evaluation scored it
