@@ -245,10 +245,6 @@ class EvalSummary:
     """Photos with scores at the skin point each texel shows (a true displacement map)."""
 
 
-_COUNTS = ("photos", "m1_nearer", "m2_normals_better", "m2_seen_better", "seen_photos")
-"""The fields of :class:`EvalSummary` that count photos; the others are means."""
-
-
 def _texel(uvs: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     j = np.clip(np.floor(uvs[:, 0] * size).astype(int), 0, size - 1)
     i = np.clip(np.floor((1.0 - uvs[:, 1]) * size).astype(int), 0, size - 1)
@@ -689,7 +685,8 @@ def summarise(rows: list[EvalRow]) -> EvalSummary:
     """Means of the rows; a score some rows lack (the detail scores of a scan without its
     ``<id>.gt.npz``) is the mean of the rows that have it (NaN when none has). Also counts the
     photos on which each level beats the one below it (a mean can hide a gain on few photos)."""
-    names = [f.name for f in fields(EvalSummary) if f.name not in _COUNTS]
+    per_photo = {f.name for f in fields(EvalRow)}  # the scores; the summary's others are counts
+    names = [f.name for f in fields(EvalSummary) if f.name in per_photo]
     means = {}
     for k in names:
         values = np.array([getattr(r, k) for r in rows], dtype=np.float64)
