@@ -31,7 +31,8 @@ What the official evaluator (``facescape/benchmark/code/evaluator.py`` with ``me
    (:func:`cylinder_to_mesh`, triangles with a radial jump >= 15 mm dropped), mean of all
    distances; MNE = mean over common pixels of ``arccos`` of the dot product of the two hit
    triangles' normals, each transformed as ``(n + 1) / |n + 1|`` first (a quirk of the official
-   code, kept for comparability).
+   code, kept for comparability). Steps 3 and 4 are :mod:`facehd.cylinder`'s, which
+   :mod:`models.evaluate` also scores HRN's levels with.
 
 Deviations, all where the official code fails: the dot product is clipped to ``[-1, 1]``
 (identical normals give ``arccos(1 + 4e-16) = NaN`` there, and a NaN mean); a masked map reaching
@@ -50,8 +51,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facehd._o3d import open3d
-from facehd.distances import SurfaceQuery
+from facehd.cylinder import (
+    CylinderMap,
+    all_ray_hits,
+    chamfer_cd,
+    cylinder_scores,
+    cylinder_to_mesh,
+    cylindrical_map,
+    mean_normal_error,
+)
 from facehd.errors import DegenerateInputError
 from facehd.mesh import Mesh
 
@@ -110,16 +118,6 @@ class Perspective:
     """Near clipping depth."""
     zfar: float = 100000.0
     """Far clipping depth."""
-
-
-@dataclass(frozen=True)
-class CylinderMap:
-    """Outermost hits of the cylindrical rays."""
-
-    radius: np.ndarray
-    """(H, W) radial distance of the outermost hit, 0 where the ray misses."""
-    normals: np.ndarray
-    """(H, W, 3) unit normal of the triangle hit there (zero where missed or degenerate)."""
 
 
 @dataclass(frozen=True)
@@ -214,41 +212,6 @@ def unit_face_width(vertices: np.ndarray) -> np.ndarray:
 # ray casting
 
 
-def _scene(mesh: Mesh) -> tuple[object, np.ndarray]:
-    o3d = open3d()
-    centre = 0.5 * (mesh.vertices.min(axis=0) + mesh.vertices.max(axis=0))
-    scene = o3d.t.geometry.RaycastingScene(nthreads=1)
-    scene.add_triangles(
-        o3d.core.Tensor(np.ascontiguousarray(mesh.vertices - centre, dtype=np.float32)),
-        o3d.core.Tensor(np.ascontiguousarray(mesh.faces, dtype=np.uint32)),
-    )
-    return scene, centre
-
-
-def _all_hits(
-    mesh: Mesh, origins: np.ndarray, directions: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every intersection of every ray: (ray ids, face ids, t) with ``t`` recomputed in float64."""
-    o3d = open3d()
-    scene, centre = _scene(mesh)
-    rays = np.concatenate([origins - centre, directions], axis=1).astype(np.float32)
-    ans = scene.list_intersections(o3d.core.Tensor(np.ascontiguousarray(rays)), nthreads=1)
-    ray_ids = ans["ray_ids"].numpy().astype(np.int64)
-    fids = ans["primitive_ids"].numpy().astype(np.int64)
-    if len(fids) == 0:
-        return ray_ids, fids, np.zeros(0)
-    tri = mesh.vertices[mesh.faces[fids]]
-    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    o, d = origins[ray_ids], directions[ray_ids]
-    den = np.einsum("ij,ij->i", n, d)
-    num = np.einsum("ij,ij->i", n, tri[:, 0] - o)
-    t32 = ans["t_hit"].numpy().astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(np.abs(den) > 0, num / den, t32)
-    t = np.where(np.isfinite(t), t, t32)
-    return ray_ids, fids, t
-
-
 def _pixel_rays(camera: Orthographic | Perspective, size: int) -> tuple[np.ndarray, np.ndarray]:
     r, c = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
     r = r.ravel().astype(np.float64)
@@ -284,7 +247,7 @@ def render_depth(
     """
     origins, directions = _pixel_rays(camera, size)
     depth = np.zeros(size * size)
-    ray_ids, fids, t = _all_hits(mesh, origins, directions)
+    ray_ids, fids, t = all_ray_hits(mesh, origins, directions)
     if len(fids):
         n = mesh.face_normals[fids]
         front = np.einsum("ij,ij->i", n, directions[ray_ids]) < 0
@@ -316,114 +279,6 @@ def depth_shift(depth_gt: np.ndarray, depth_pred: np.ndarray, scale: float = 1.0
         return float(np.sum(np.abs(a - z - b)[mask]))
 
     return float(minimize(objective, 0, method="SLSQP").x[0])
-
-
-def cylindrical_map(
-    mesh: Mesh,
-    size: int = RENDER_SIZE,
-    half_height: float = 150.0,
-) -> CylinderMap:
-    """Outermost hits of rays cast outward from the ``y`` axis (mesh already centred/rotated).
-
-    Row ``i`` casts at ``y = linspace(half_height, -half_height, size)[i]``, column ``j`` in the
-    direction ``(-sin a, 0, -cos a)`` with ``a = j 2 pi / (size - 1)``.
-    """
-    i, j = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
-    ang = j.ravel() * 2.0 * np.pi / (size - 1)
-    directions = np.stack([-np.sin(ang), np.zeros_like(ang), -np.cos(ang)], axis=1)
-    origins = np.zeros_like(directions)
-    origins[:, 1] = np.linspace(half_height, -half_height, size)[i.ravel()]
-    radius = np.zeros(size * size)
-    normals = np.zeros((size * size, 3))
-    ray_ids, fids, t = _all_hits(mesh, origins, directions)
-    keep = t >= 0
-    ray_ids, fids, t = ray_ids[keep], fids[keep], t[keep]
-    if len(t):
-        order = np.lexsort((t, ray_ids))  # by ray, then t ascending: the last per ray is outermost
-        last = np.ones(len(order), dtype=bool)
-        last[:-1] = ray_ids[order][1:] != ray_ids[order][:-1]
-        sel = order[last]
-        radius[ray_ids[sel]] = t[sel]
-        normals[ray_ids[sel]] = mesh.face_normals[fids[sel]]
-    return CylinderMap(radius.reshape(size, size), normals.reshape(size, size, 3))
-
-
-def cylinder_to_mesh(cyl: np.ndarray, threshold: float = 15.0, half_height: float = 150.0) -> Mesh:
-    """The official ``cylinder2mesh``: a grid mesh of a (masked) cylindrical radius map.
-
-    Pixel ``(i, j)`` becomes the vertex ``(-r sin a_j, y_i, -r cos a_j)``; it starts the two
-    triangles ``(k, k+1, k+W)`` and ``(k+W+1, k+W, k+1)`` (``k = i W + j``) when it is non-zero and
-    its radius differs by less than ``threshold`` from its lower, right and lower-right neighbours
-    (wrapping around, as ``np.roll`` does). Triangles that would index past the grid (bottom row)
-    are dropped; unreferenced vertices are removed.
-
-    Parameters
-    ----------
-    cyl : (H, W) radial distances, 0 = background.
-    """
-    cyl = np.asarray(cyl, dtype=np.float64)
-    h, w = cyl.shape
-    ii, jj = np.indices((h, w))
-    phi = jj * 2.0 * np.pi / (w - 1)
-    ys = np.stack((-np.linspace(-half_height, half_height, w),) * h, axis=1)
-    verts = np.stack((cyl * (-np.sin(phi)), ys, cyl * (-np.cos(phi))), axis=2).reshape(h * w, 3)
-    diff = np.stack(
-        [
-            cyl - np.roll(cyl, -1, axis=0),
-            cyl - np.roll(cyl, -1, axis=1),
-            cyl - np.roll(np.roll(cyl, -1, axis=0), -1, axis=1),
-        ],
-        axis=2,
-    )
-    valid = (np.abs(diff).max(axis=2) < threshold) & (cyl != 0)
-    k = (ii * w + jj)[valid]
-    faces = np.concatenate(
-        [np.stack([k, k + 1, k + w], axis=1), np.stack([k + w + 1, k + w, k + 1], axis=1)]
-    )
-    # keep the official face order: the two triangles of a pixel are consecutive
-    faces = faces.reshape(2, -1, 3).transpose(1, 0, 2).reshape(-1, 3)
-    faces = faces[(faces < h * w).all(axis=1)]
-    used = np.zeros(h * w, dtype=bool)
-    used[faces.ravel()] = True
-    remap = np.cumsum(used) - 1
-    return Mesh(verts[used], remap[faces])
-
-
-def chamfer_cd(mesh_a: Mesh, mesh_b: Mesh) -> float:
-    """The official ``compute_chamfer``: mean of all vertex-to-surface distances, both ways.
-
-    Every vertex of ``a`` to the surface of ``b`` and every vertex of ``b`` to the surface of
-    ``a``, concatenated, NaNs dropped. NaN when either mesh has no faces.
-    """
-    if mesh_a.n_faces == 0 or mesh_b.n_faces == 0:
-        return float("nan")
-    b2a = SurfaceQuery(mesh_a, nthreads=1).closest(mesh_b.vertices, neighbours=False).distances
-    a2b = SurfaceQuery(mesh_b, nthreads=1).closest(mesh_a.vertices, neighbours=False).distances
-    allv = np.concatenate([a2b, b2a])
-    allv = allv[~np.isnan(allv)]
-    return float(allv.mean()) if allv.size else float("nan")
-
-
-def mean_normal_error(normals_gt: np.ndarray, normals_pred: np.ndarray) -> float:
-    """The official ``compute_mne_full`` (with the dot product clipped to ``[-1, 1]``).
-
-    Pixels where both normal maps are non-zero count; each normal is mapped to
-    ``(n + 1) / |n + 1|`` before ``arccos`` of the dot product.
-
-    Parameters
-    ----------
-    normals_gt, normals_pred : (H, W, 3) normal maps (zero where nothing was hit).
-    """
-    a = np.asarray(normals_gt, dtype=np.float64)
-    b = np.asarray(normals_pred, dtype=np.float64)
-    mask = (a != 0).any(axis=2) & (b != 0).any(axis=2)
-    if not mask.any():
-        return float("nan")
-    a = a[mask] + 1.0
-    b = b[mask] + 1.0
-    a /= np.linalg.norm(a, axis=1, keepdims=True)
-    b /= np.linalg.norm(b, axis=1, keepdims=True)
-    return float(np.arccos(np.clip(np.einsum("ij,ij->i", a, b), -1.0, 1.0)).mean())
 
 
 # ------------------------------------------------------------------------------------------
@@ -473,16 +328,8 @@ def evaluate_facescape(
         pv *= mean_z / (mean_z - dz / depth_scale)
     gt_std = Mesh((gt.vertices - centre) @ rot, gt.faces)
     pred_std = Mesh((pv - centre) @ rot, prediction.faces)
-    cyl_gt = cylindrical_map(gt_std, size)
-    cyl_pred = cylindrical_map(pred_std, size)
-    cyl_mask = (cyl_gt.radius != 0) & (cyl_pred.radius != 0)
-    n_gt = int((cyl_gt.radius != 0).sum())
-    cr = float(cyl_mask.sum() / n_gt) if n_gt else float("nan")
-    cd = chamfer_cd(
-        cylinder_to_mesh(cyl_gt.radius * cyl_mask), cylinder_to_mesh(cyl_pred.radius * cyl_mask)
-    )
-    mne = mean_normal_error(cyl_gt.normals, cyl_pred.normals)
-    return FaceScapeResult(cd, mne, cr, dz)
+    scores = cylinder_scores(gt_std, pred_std, size)
+    return FaceScapeResult(scores.cd, scores.mne, scores.cr, dz)
 
 
 # ------------------------------------------------------------------------------------------

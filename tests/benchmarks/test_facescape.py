@@ -106,6 +106,21 @@ def test_normal_error_of_a_known_rotation() -> None:
     assert mean_normal_error(a.normals, a.normals) == 0.0
 
 
+def test_cylinder_scores_take_meshes_or_their_maps() -> None:
+    """A ground truth mapped once scores each prediction as its mesh does (the analytic CD of
+    coaxial tubes is in tests/models/test_evaluate.py); a larger sphere about the same centre is
+    hit by every ray that hits the smaller one."""
+    from facehd.cylinder import cylinder_scores
+
+    gt, pred = icosphere(80.0, 5), icosphere(83.0, 5)
+    by_mesh = cylinder_scores(gt, pred, 64)
+    by_map = cylinder_scores(cylindrical_map(gt, 64), cylindrical_map(pred, 64))
+    assert by_map == by_mesh
+    assert by_mesh.cd > 3.0 and by_mesh.cr == 1.0
+    with pytest.raises(ValueError, match="different sizes"):
+        cylinder_scores(cylindrical_map(gt, 64), pred)  # mapped at the default 256
+
+
 def test_depth_maps_orthographic_perspective_and_culling() -> None:
     plane = grid_plane(11, 400.0, z=-250.0)  # faces +z, towards the orthographic camera
     depth = render_depth(plane, Orthographic(mag=100.0), size=32)
