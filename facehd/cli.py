@@ -1812,11 +1812,14 @@ def evaluate(
     if fit_iterations:
         title += f", each photo fitted alone on MV-HRN's objective ({fit_iterations} iterations"
         title += ", the deformation map from zero)" if fit_deformation_start == "zero" else ")"
-    table = PlainTable("level", "distance mm", "normal error rad", title=title)
-    table.add_row("mean face", f"{s.dist_mean_face:.3f}", f"{s.normal_mean_face:.4f}")
-    for level in ("m0", "m1", "m2"):
+    table = PlainTable(
+        "level", "distance mm", "normal error rad", "FaceScape CD mm", "MNE rad", title=title
+    )
+    for level in ("mean_face", "m0", "m1", "m2"):
         d, n = getattr(s, f"dist_{level}"), getattr(s, f"normal_{level}")
-        table.add_row(level.upper(), f"{d:.3f}", f"{n:.4f}")
+        cd, mne = getattr(s, f"cd_fs_{level}"), getattr(s, f"mne_fs_{level}")
+        name = "mean face" if level == "mean_face" else level.upper()
+        table.add_row(name, f"{d:.3f}", f"{n:.4f}", f"{cd:.3f}", f"{mne:.4f}")
     console.print(table)
     if s.dist_m0 > s.dist_mean_face:
         console.print(

@@ -680,7 +680,9 @@ def _view_scores(
     """One view's :data:`MULTIVIEW_SCORES` (the order of :class:`MultiViewEvalRow`)."""
     from models.evaluate import _score_levels, seen_and_oracle_scores
 
-    _, dist, normal, rotation = _score_levels(recon, rec, truth, max_points=max_points, seed=view)
+    _, dist, normal, rotation, _ = _score_levels(
+        recon, rec, truth, max_points=max_points, seed=view
+    )
     details = seen_and_oracle_scores(
         recon, rec, truth, photos, view, crop, rotation, max_points=max_points, seed=view
     )

@@ -102,6 +102,16 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
     m0 = np.mean([float(r["dist_m0"]) for r in rows])
     assert "mean face" in res.output and 0 < floor < 20
     assert ("has not learnt the faces' identity" in res.output) == (m0 > floor)
+    # the table's FaceScape columns: the CSV's means
+    for level, name in (("m2", "M2"), ("mean_face", "mean face")):
+        cells = next(
+            [c.strip() for c in line.split("│")[1:-1]]
+            for line in res.output.splitlines()
+            if line.split("│")[1:2] and line.split("│")[1].strip() == name
+        )
+        cd = np.mean([float(r[f"cd_fs_{level}"]) for r in rows])
+        mne = np.mean([float(r[f"mne_fs_{level}"]) for r in rows])
+        assert cells[3:] == [f"{cd:.3f}", f"{mne:.4f}"] and 0 < cd < 20 and 0 < mne < 1
     # the per-photo counts, against the CSV's rows
     n = len(rows)
     nearer = sum(float(r["dist_m1"]) < float(r["dist_m0"]) for r in rows)
