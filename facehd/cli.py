@@ -1676,6 +1676,8 @@ def evaluate(
 ) -> None:
     """Score M0, M1, M2 against the exact truth of synthetic photos (distance, normal error).
 
+    Single photos are also scored by FaceScape's CD and MNE (the paper's Tables 1 and 3).
+
     With --multiview each scan's photos (2 or more) are one set: the table compares each view on
     its own (single), identity and deformation averaged (naive) and the joint fit (mv-hrn), and
     the CSV has a row per scan and variant.
@@ -1883,7 +1885,8 @@ def ablation(
 ) -> None:
     """The paper's ablation (Table 3), every row trained and measured on held-out synthetic photos.
 
-    Rows: base, +hierarchy, +contour, +detail priors, +de-retouching. Resumes when interrupted.
+    Rows: base, +hierarchy, +contour, +detail priors, +de-retouching, each with FaceScape's CD
+    and MNE as in the paper's table and the scores of `facehd evaluate`. Resumes when interrupted.
     Bad inputs are refused before anything trains, and a refused run creates no --out folder.
 
     Example: facehd ablation --photos photos.h5 --priors priors.h5 --heldout heldout --out abl
