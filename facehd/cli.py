@@ -1846,7 +1846,8 @@ def evaluate(
     console.print(
         f"per photo: M1 nearer the truth than M0 on {s.m1_nearer} of {s.photos}; M2's normals "
         f"better than M1's on {s.m2_normals_better} of {s.photos} by closest points, on "
-        f"{s.m2_seen_better} of {s.seen_photos} at the skin point each texel shows"
+        f"{s.m2_seen_better} of {s.seen_photos} at the skin point each texel shows, on "
+        f"{s.m2_mne_fs_better} of {s.photos} by FaceScape's MNE"
     )
     without = sorted({r.sample for r in rows if r.disp_pearson_seen != r.disp_pearson_seen})
     if without:  # NaN: no <id>.gt.npz, so no true displacement map

@@ -95,8 +95,9 @@ class AblationRow:
     m2_normals_better: int
     m2_seen_better: int
     seen_photos: int
+    m2_mne_fs_better: int
     """Photos on which M1 is nearer the truth than M0, M2's normals are better than M1's (closest
-    points; at the skin point each texel shows, out of ``seen_photos``)."""
+    points; at the skin point each texel shows, out of ``seen_photos``; by FaceScape's MNE)."""
     train_seconds: float
 
 

@@ -290,6 +290,9 @@ class EvalSummary:
     (``normal_seen_m2 < normal_seen_m1``), out of :attr:`seen_photos`."""
     seen_photos: int = 0
     """Photos with scores at the skin point each texel shows (a true displacement map)."""
+    m2_mne_fs_better: int = 0
+    """Photos whose M2 normals are better than their M1's by FaceScape's MNE
+    (``mne_fs_m2 < mne_fs_m1``)."""
 
 
 def _texel(uvs: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -781,6 +784,7 @@ def summarise(rows: list[EvalRow]) -> EvalSummary:
         m2_normals_better=sum(r.normal_m2 < r.normal_m1 for r in rows),
         m2_seen_better=sum(r.normal_seen_m2 < r.normal_seen_m1 for r in seen),
         seen_photos=len(seen),
+        m2_mne_fs_better=sum(r.mne_fs_m2 < r.mne_fs_m1 for r in rows),
     )
 
 

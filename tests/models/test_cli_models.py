@@ -117,10 +117,11 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
     nearer = sum(float(r["dist_m1"]) < float(r["dist_m0"]) for r in rows)
     better = sum(float(r["normal_m2"]) < float(r["normal_m1"]) for r in rows)
     seen = sum(float(r["normal_seen_m2"]) < float(r["normal_seen_m1"]) for r in rows)
+    fs = sum(float(r["mne_fs_m2"]) < float(r["mne_fs_m1"]) for r in rows)
     assert (
         f"per photo: M1 nearer the truth than M0 on {nearer} of {n}; M2's normals better than "
         f"M1's on {better} of {n} by closest points, on {seen} of {n} at the skin point each "
-        "texel shows"
+        f"texel shows, on {fs} of {n} by FaceScape's MNE"
     ) in " ".join(res.output.split()), res.output
     # base coefficients refined per photo: same photos and points, another M0
     res = runner.invoke(

@@ -248,14 +248,15 @@ def test_a_score_some_photos_lack_is_averaged_over_the_others_and_bad_npz_named(
     many = [EvalRow(str(i), 0, 10, *rng.uniform(0.1, 1.0, n)) for i in range(40)]
     many[5] = dataclasses.replace(many[5], normal_seen_m1=float("nan"))
     s = summarise(many)
-    want = [0, 0, 0, 0]
+    want = [0, 0, 0, 0, 0]
     for r in many:
         want[0] += r.dist_m1 < r.dist_m0
         want[1] += r.normal_m2 < r.normal_m1
         if r.normal_seen_m1 == r.normal_seen_m1:
             want[2] += r.normal_seen_m2 < r.normal_seen_m1
             want[3] += 1
-    got = [s.m1_nearer, s.m2_normals_better, s.m2_seen_better, s.seen_photos]
+        want[4] += r.mne_fs_m2 < r.mne_fs_m1
+    got = [s.m1_nearer, s.m2_normals_better, s.m2_seen_better, s.seen_photos, s.m2_mne_fs_better]
     assert got == want and want[3] == 39 and 0 < want[0] < 40, (got, want)
     bad = tmp_path / "x.photos.npz"
     bad.write_bytes(b"PK\x03\x04 cut")
