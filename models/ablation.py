@@ -283,15 +283,31 @@ def table_markdown(rows: list[AblationRow]) -> str:
             f"{floor.dist_mean_face:.3f} | {floor.normal_mean_face:.4f} |" + " |" * 5
         )
     for r in rows:
+        # the base row's model has not trained the detail networks: its M1 and M2 and its detail
+        # scores are those of untrained networks, kept in ablation.csv and left out here
+        t = r.hierarchy
         lines.append(
             f"| {r.row} | ✓ | {tick(r.hierarchy)} | {tick(r.contour)} | {tick(r.priors)} | "
             f"{tick(r.deretouch)} | {r.cd_mm:.3f} | {r.mne_rad:.4f} | "
-            f"{r.cd_fs_m0:.3f} / {r.cd_fs_m1:.3f} / {r.cd_fs_m2:.3f} | "
-            f"{r.mne_fs_m0:.4f} / {r.mne_fs_m1:.4f} / {r.mne_fs_m2:.4f} | "
-            f"{r.dist_m0:.3f} / {r.dist_m1:.3f} / {r.dist_m2:.3f} | "
-            f"{r.normal_m0:.4f} / {r.normal_m1:.4f} / {r.normal_m2:.4f} | "
-            f"{r.disp_pearson:.3f} | {r.normal_uv_m1:.4f} / {r.normal_uv_m2:.4f} | "
-            f"{r.disp_pearson_seen:.3f} | {r.normal_seen_m1:.4f} / {r.normal_seen_m2:.4f} | "
-            f"{r.normal_m2_oracle:.4f} |"
+            f"{_levels(t, 3, r.cd_fs_m0, r.cd_fs_m1, r.cd_fs_m2)} | "
+            f"{_levels(t, 4, r.mne_fs_m0, r.mne_fs_m1, r.mne_fs_m2)} | "
+            f"{_levels(t, 3, r.dist_m0, r.dist_m1, r.dist_m2)} | "
+            f"{_levels(t, 4, r.normal_m0, r.normal_m1, r.normal_m2)} | "
+            f"{_detail(t, f'{r.disp_pearson:.3f}')} | "
+            f"{_detail(t, f'{r.normal_uv_m1:.4f} / {r.normal_uv_m2:.4f}')} | "
+            f"{_detail(t, f'{r.disp_pearson_seen:.3f}')} | "
+            f"{_detail(t, f'{r.normal_seen_m1:.4f} / {r.normal_seen_m2:.4f}')} | "
+            f"{_detail(t, f'{r.normal_m2_oracle:.4f}')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _levels(trained: bool, digits: int, *values: float) -> str:
+    """``M0 / M1 / M2`` to ``digits`` decimals; M0 alone (``M0 / – / –``) for a model whose
+    detail networks are untrained."""
+    shown = [f"{v:.{digits}f}" for v in values]
+    return " / ".join(shown if trained else shown[:1] + ["–"] * (len(shown) - 1))
+
+
+def _detail(trained: bool, text: str) -> str:
+    return text if trained else "–"

@@ -85,6 +85,14 @@ def test_ablation_rows_are_trained_measured_and_resumed(hrn_data, tmp_path, one_
     ]
     base = [c.strip() for c in md[3].split("|")]
     assert base[head.index("CD (mm)")] == f"{rows[0].cd_mm:.3f}"
+    # the base row's model has untrained detail networks: its M1, M2 and detail scores are left
+    # out of the table (kept in the CSV); the HRN rows show every level
+    at = head.index("M0 / M1 / M2 CD (mm)")
+    assert base[at] == f"{rows[0].cd_fs_m0:.3f} / – / –"
+    assert base[head.index("displacement r")] == "–"
+    last = [c.strip() for c in md[-1].split("|")]
+    assert last[at] == " / ".join(f"{getattr(rows[-1], f'cd_fs_m{k}'):.3f}" for k in range(3))
+    assert last[head.index("displacement r")] == f"{rows[-1].disp_pearson:.3f}"
     assert all(0 < r.dist_mean_face < 20 and 0 < r.normal_mean_face < 1 for r in rows)
     # a second run retrains nothing: the trained rows are kept, the scores are the same, and
     # each row keeps the training time it took (not the 0 s of this run)
