@@ -1841,7 +1841,8 @@ def evaluate(
     )
     console.print(
         f"M2 with the true details of the skin each texel shows (the ceiling of the detail "
-        f"level at this M1): normal error {s.normal_m2_oracle:.4f} rad"
+        f"level at this M1): normal error {s.normal_m2_oracle:.4f} rad, FaceScape's MNE "
+        f"{s.mne_fs_m2_oracle:.4f} rad"
     )
     console.print(
         f"per photo: M1 nearer the truth than M0 on {s.m1_nearer} of {s.photos}; M2's normals "

@@ -89,7 +89,9 @@ class AblationRow:
     mne_fs_m2: float
     cd_fs_mean_face: float
     mne_fs_mean_face: float
-    """FaceScape's CD (mm) and MNE (rad) of each level and of the mean face."""
+    mne_fs_m2_oracle: float
+    """FaceScape's CD (mm) and MNE (rad) of each level and of the mean face; the MNE of M2 with
+    the true details of the skin each texel shows."""
     photos: int
     m1_nearer: int
     m2_normals_better: int

@@ -71,7 +71,7 @@ The metrics of the paper's Tables 1 and 3:
    the rigid alignment of 2 does it, so that the levels differ by their shape alone. The
    normals compared are those of the triangles each ray hits, along rays from the axis, not at
    closest points as in 3. ``cd_fs_mean_face`` and ``mne_fs_mean_face``: the same for the mean
-   face of 8.
+   face of 8; ``mne_fs_m2_oracle``: the MNE of the oracle's M2 of 7.
 """
 
 from __future__ import annotations
@@ -250,6 +250,7 @@ class EvalRow:
     mne_fs_m2: float = float("nan")
     cd_fs_mean_face: float = float("nan")
     mne_fs_mean_face: float = float("nan")
+    mne_fs_m2_oracle: float = float("nan")
 
 
 @dataclass
@@ -280,6 +281,7 @@ class EvalSummary:
     mne_fs_m2: float = float("nan")
     cd_fs_mean_face: float = float("nan")
     mne_fs_mean_face: float = float("nan")
+    mne_fs_m2_oracle: float = float("nan")
     m1_nearer: int = 0
     """Photos whose M1 is nearer the truth than their M0 (``dist_m1 < dist_m0``)."""
     m2_normals_better: int = 0
@@ -341,6 +343,8 @@ class _LevelScores(NamedTuple):
     angles: tuple[float, float, float]
     rotation: np.ndarray
     """Rotation of M1's alignment."""
+    m1_transform: Any
+    """M1's alignment (a :class:`facehd.transforms.Similarity`), M2's too."""
     facescape: tuple[float, ...] | None
     """``(cd_fs_m0, cd_fs_m1, cd_fs_m2, mne_fs_m0, mne_fs_m1, mne_fs_m2)`` when asked for."""
 
@@ -371,7 +375,7 @@ def _score_levels(
     dists = tuple(d for d, _ in scores)
     angles = tuple(a for _, a in scores)
     fs = facescape_levels(truth, levels) if facescape else None
-    return _LevelScores(len(pts), dists, angles, t1.rotation, fs)  # type: ignore[arg-type]
+    return _LevelScores(len(pts), dists, angles, t1.rotation, t1, fs)  # type: ignore[arg-type]
 
 
 def facescape_levels(truth: Truth, levels: Sequence[tuple[Mesh, Any]]) -> tuple[float, ...]:
@@ -693,18 +697,36 @@ def evaluate_synthetic(
             rec = recon.run_crops_refined(
                 crop["image"][None], crop["mask"][None], crop["landmarks"][None], refine
             )[0][0]
-        n, dist, ang, rotation, fs = _score_levels(
+        n, dist, ang, rotation, to_truth, fs = _score_levels(
             recon, rec, truth, max_points=max_points, seed=k, facescape=True
         )
         detail = detail_scores(recon, rec, truth, rotation)
-        seen = seen_and_oracle_scores(
+        seen, ideal = _seen_and_oracle(
             recon, rec, truth, photos, v, crop, rotation, max_points=max_points, seed=k
         )
+        fs_oracle = (
+            float("nan")
+            if ideal is None
+            else facescape_levels(truth, [(recon.detail_mesh(ideal), to_truth)])[1]
+        )
         floor = score_mean_face(recon, rec, truth, max_points=max_points, seed=k)
-        mean, to_truth = truth.mean_face(recon.model)
-        fs_floor = facescape_levels(truth, [(level_mesh(recon, rec, mean.vertices), to_truth)])
+        mean, mean_to_truth = truth.mean_face(recon.model)
+        mean_mesh = level_mesh(recon, rec, mean.vertices)
+        fs_floor = facescape_levels(truth, [(mean_mesh, mean_to_truth)])
         rows.append(
-            EvalRow(truth.sample_id, v, n, *dist, *ang, *detail, *seen, *floor, *fs, *fs_floor)
+            EvalRow(
+                truth.sample_id,
+                v,
+                n,
+                *dist,
+                *ang,
+                *detail,
+                *seen,
+                *floor,
+                *fs,
+                *fs_floor,
+                fs_oracle,
+            )
         )
         if progress is not None:
             progress(k + 1, len(jobs))
@@ -727,17 +749,36 @@ def seen_and_oracle_scores(
     reconstruction ``rec`` of photo ``view`` (cropped as ``crop``, M1 aligned by ``rotation``):
     the scores 6 and 7 of the module docstring, from one correspondence of the photo's texels to
     the skin they show; NaN for a truth without its displacement map."""
+    return _seen_and_oracle(
+        recon, rec, truth, photos, view, crop, rotation, max_points=max_points, seed=seed
+    )[0]
+
+
+def _seen_and_oracle(
+    recon: Reconstructor,
+    rec: Reconstruction,
+    truth: Truth,
+    photos: dict[str, np.ndarray],
+    view: int,
+    crop: dict[str, Any],
+    rotation: np.ndarray,
+    *,
+    max_points: int,
+    seed: int,
+) -> tuple[tuple[float, float, float, float], Reconstruction | None]:
+    """:func:`seen_and_oracle_scores` and the oracle's reconstruction (``rec`` with the true
+    displacement of the skin each texel shows), None without a true displacement map."""
     from models.data import crop_camera
 
     if truth.displacement is None:
-        return (float("nan"),) * 4
+        return (float("nan"),) * 4, None  # type: ignore[return-value]
     camera = crop_camera(
         photos["K"][view], photos["R"][view], photos["t"][view], crop["crop_transform"]
     )
     where = _seen_correspondence(recon, rec, truth, camera)
     ideal = replace(rec, displacement=_oracle_map(rec, where))
     oracle = _score_levels(recon, ideal, truth, max_points=max_points, seed=seed).angles[2]
-    return (*_seen_scores(recon, rec, truth, where, rotation), oracle)
+    return (*_seen_scores(recon, rec, truth, where, rotation), oracle), ideal
 
 
 def read_heldout_scans(

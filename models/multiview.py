@@ -680,7 +680,7 @@ def _view_scores(
     """One view's :data:`MULTIVIEW_SCORES` (the order of :class:`MultiViewEvalRow`)."""
     from models.evaluate import _score_levels, seen_and_oracle_scores
 
-    _, dist, normal, rotation, _ = _score_levels(
+    _, dist, normal, rotation, _, _ = _score_levels(
         recon, rec, truth, max_points=max_points, seed=view
     )
     details = seen_and_oracle_scores(

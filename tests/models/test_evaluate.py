@@ -128,6 +128,34 @@ def test_evaluate_a_trained_model_on_held_out_photos(hrn_data, model_path, one_t
         assert 0 < r.points <= 500
         assert all(np.isfinite([r.dist_m0, r.dist_m1, r.dist_m2, r.normal_m2]))
     assert summary.dist_m1 == pytest.approx(np.mean([r.dist_m1 for r in rows]))
+    # the oracle's FaceScape MNE: M2 of the first photo with the true displacement of the skin
+    # each texel shows, placed by M1's alignment, against the truth, rebuilt from the parts
+    from dataclasses import replace
+
+    from models.data import align_lab_photo, crop_camera
+    from models.evaluate import (
+        _align,
+        facescape_levels,
+        load_truth,
+        oracle_displacement,
+        read_photos,
+    )
+
+    truth = load_truth(hrn_data.scans, rows[0].sample)
+    photos = read_photos(truth.photos)
+    crop = align_lab_photo(photos, rows[0].view, recon.template)
+    rec = recon.run_crops(crop["image"][None])[0]
+    camera = crop_camera(
+        photos["K"][rows[0].view],
+        photos["R"][rows[0].view],
+        photos["t"][rows[0].view],
+        crop["crop_transform"],
+    )
+    ideal = replace(rec, displacement=oracle_displacement(recon, rec, truth, camera))
+    to_truth = _align(rec.m1, truth, np.array(recon.model.regions.fit, dtype=bool))
+    by_hand = facescape_levels(truth, [(recon.detail_mesh(ideal), to_truth)])
+    assert rows[0].mne_fs_m2_oracle == pytest.approx(by_hand[1], rel=1e-9)
+    assert all(0 < r.mne_fs_m2_oracle < 1 for r in rows)
 
 
 def _oracle_camera(recon, rec):
@@ -345,7 +373,7 @@ def test_facescape_scores_of_the_levels(oracle):
     disp = gt["displacement"]
 
     def fs(rec):
-        return np.array(_score_levels(recon, rec, truth, max_points=500, facescape=True)[4])
+        return np.array(_score_levels(recon, rec, truth, max_points=500, facescape=True).facescape)
 
     base = fs(reconstruction(gt, m0, truth.m1.vertices, disp))
     cd, mne = base[:3], base[3:]
