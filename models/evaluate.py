@@ -341,10 +341,10 @@ class _LevelScores(NamedTuple):
     points: int
     dists: tuple[float, float, float]
     angles: tuple[float, float, float]
-    rotation: np.ndarray
-    """Rotation of M1's alignment."""
     m1_transform: Any
     """M1's alignment (a :class:`facehd.transforms.Similarity`), M2's too."""
+    truth_points: tuple[np.ndarray, np.ndarray]
+    """The truth points and normals scored (:func:`_truth_points`)."""
     facescape: tuple[float, ...] | None
     """``(cd_fs_m0, cd_fs_m1, cd_fs_m2, mne_fs_m0, mne_fs_m1, mne_fs_m2)`` when asked for."""
 
@@ -358,8 +358,8 @@ def _score_levels(
     seed: int = 0,
     facescape: bool = False,
 ) -> _LevelScores:
-    """:func:`score_levels`, the rotation of M1's alignment and, with ``facescape``, the levels'
-    scores by FaceScape's protocol (:func:`facescape_levels`)."""
+    """:func:`score_levels`, M1's alignment, the truth points and, with ``facescape``, the
+    levels' scores by FaceScape's protocol (:func:`facescape_levels`)."""
     model = recon.model
     fit = np.array(model.regions.fit, dtype=bool)
     pts, nrm = _truth_points(recon, rec, truth, max_points=max_points, seed=seed)
@@ -375,7 +375,7 @@ def _score_levels(
     dists = tuple(d for d, _ in scores)
     angles = tuple(a for _, a in scores)
     fs = facescape_levels(truth, levels) if facescape else None
-    return _LevelScores(len(pts), dists, angles, t1.rotation, t1, fs)  # type: ignore[arg-type]
+    return _LevelScores(len(pts), dists, angles, t1, (pts, nrm), fs)  # type: ignore[arg-type]
 
 
 def facescape_levels(truth: Truth, levels: Sequence[tuple[Mesh, Any]]) -> tuple[float, ...]:
@@ -697,17 +697,14 @@ def evaluate_synthetic(
             rec = recon.run_crops_refined(
                 crop["image"][None], crop["mask"][None], crop["landmarks"][None], refine
             )[0][0]
-        n, dist, ang, rotation, to_truth, fs = _score_levels(
-            recon, rec, truth, max_points=max_points, seed=k, facescape=True
-        )
-        detail = detail_scores(recon, rec, truth, rotation)
-        seen, ideal = _seen_and_oracle(
-            recon, rec, truth, photos, v, crop, rotation, max_points=max_points, seed=k
-        )
+        levels = _score_levels(recon, rec, truth, max_points=max_points, seed=k, facescape=True)
+        n, dist, ang, to_truth, _, fs = levels
+        detail = detail_scores(recon, rec, truth, to_truth.rotation)
+        seen, oracle_m2 = _seen_and_oracle(recon, rec, truth, photos, v, crop, levels)
         fs_oracle = (
             float("nan")
-            if ideal is None
-            else facescape_levels(truth, [(recon.detail_mesh(ideal), to_truth)])[1]
+            if oracle_m2 is None
+            else facescape_levels(truth, [(oracle_m2, to_truth)])[1]
         )
         floor = score_mean_face(recon, rec, truth, max_points=max_points, seed=k)
         mean, mean_to_truth = truth.mean_face(recon.model)
@@ -740,18 +737,17 @@ def seen_and_oracle_scores(
     photos: dict[str, np.ndarray],
     view: int,
     crop: dict[str, Any],
-    rotation: np.ndarray,
     *,
     max_points: int = 4000,
     seed: int = 0,
 ) -> tuple[float, float, float, float]:
     """``(disp_pearson_seen, normal_seen_m1, normal_seen_m2, normal_m2_oracle)`` of the
-    reconstruction ``rec`` of photo ``view`` (cropped as ``crop``, M1 aligned by ``rotation``):
-    the scores 6 and 7 of the module docstring, from one correspondence of the photo's texels to
-    the skin they show; NaN for a truth without its displacement map."""
-    return _seen_and_oracle(
-        recon, rec, truth, photos, view, crop, rotation, max_points=max_points, seed=seed
-    )[0]
+    reconstruction ``rec`` of photo ``view`` (cropped as ``crop``; its levels scored and aligned
+    with ``max_points`` and ``seed`` as :func:`score_levels` does): the scores 6 and 7 of the
+    module docstring, from one correspondence of the photo's texels to the skin they show; NaN
+    for a truth without its displacement map."""
+    levels = _score_levels(recon, rec, truth, max_points=max_points, seed=seed)
+    return _seen_and_oracle(recon, rec, truth, photos, view, crop, levels)[0]
 
 
 def _seen_and_oracle(
@@ -761,13 +757,12 @@ def _seen_and_oracle(
     photos: dict[str, np.ndarray],
     view: int,
     crop: dict[str, Any],
-    rotation: np.ndarray,
-    *,
-    max_points: int,
-    seed: int,
-) -> tuple[tuple[float, float, float, float], Reconstruction | None]:
-    """:func:`seen_and_oracle_scores` and the oracle's reconstruction (``rec`` with the true
-    displacement of the skin each texel shows), None without a true displacement map."""
+    levels: _LevelScores,
+) -> tuple[tuple[float, float, float, float], Mesh | None]:
+    """:func:`seen_and_oracle_scores` of a reconstruction whose levels are scored already
+    (``levels``: M1's alignment and the truth points are reused), and the oracle's M2 (``rec``
+    with the true displacement of the skin each texel shows, canonical frame), None without a
+    true displacement map."""
     from models.data import crop_camera
 
     if truth.displacement is None:
@@ -776,9 +771,11 @@ def _seen_and_oracle(
         photos["K"][view], photos["R"][view], photos["t"][view], crop["crop_transform"]
     )
     where = _seen_correspondence(recon, rec, truth, camera)
-    ideal = replace(rec, displacement=_oracle_map(rec, where))
-    oracle = _score_levels(recon, ideal, truth, max_points=max_points, seed=seed).angles[2]
-    return (*_seen_scores(recon, rec, truth, where, rotation), oracle), ideal
+    oracle_m2 = recon.detail_mesh(replace(rec, displacement=_oracle_map(rec, where)))
+    # M2 is M1 displaced: the oracle's M2 takes M1's alignment, at the same truth points
+    oracle = _score_mesh(oracle_m2, levels.m1_transform, *levels.truth_points)[1]
+    rotation = levels.m1_transform.rotation
+    return (*_seen_scores(recon, rec, truth, where, rotation), oracle), oracle_m2
 
 
 def read_heldout_scans(

@@ -678,15 +678,11 @@ def _view_scores(
     max_points: int,
 ) -> np.ndarray:
     """One view's :data:`MULTIVIEW_SCORES` (the order of :class:`MultiViewEvalRow`)."""
-    from models.evaluate import _score_levels, seen_and_oracle_scores
+    from models.evaluate import _score_levels, _seen_and_oracle
 
-    _, dist, normal, rotation, _, _ = _score_levels(
-        recon, rec, truth, max_points=max_points, seed=view
-    )
-    details = seen_and_oracle_scores(
-        recon, rec, truth, photos, view, crop, rotation, max_points=max_points, seed=view
-    )
-    return np.array([*dist, *normal, *details], dtype=np.float64)
+    levels = _score_levels(recon, rec, truth, max_points=max_points, seed=view)
+    details = _seen_and_oracle(recon, rec, truth, photos, view, crop, levels)[0]
+    return np.array([*levels.dists, *levels.angles, *details], dtype=np.float64)
 
 
 def summarise_multiview(rows: list[MultiViewEvalRow]) -> dict[str, dict[str, float]]:
