@@ -20,7 +20,8 @@ What the official evaluator (``facescape/benchmark/code/evaluator.py`` with ``me
    pyrender's on the lab split: its depth buffer, at 1.2-1.4 m from a 1200 px camera, steps by
    about 1 mm (and depends on the graphics driver), which moves the official ``dz`` by up to
    0.5 mm and a single image's CD by up to 0.1 mm (group means by about 0.01 mm; smaller focal
-   lengths and the orthographic wild split agree to 1e-4 mm or better).
+   lengths and the orthographic wild split agree to 1e-4 mm or better). Depth maps and the shift
+   are :mod:`facehd.depthmap`'s.
 3. **Cylindrical maps**: both meshes are centred on the head centre and rotated by the transpose of
    the head rotation; 256 x 256 rays cast outward from the vertical axis (rows ``y`` from +150 to
    -150 mm, columns at azimuth ``j 2 pi / 255``) record the radial distance and triangle of the
@@ -53,12 +54,19 @@ import numpy as np
 
 from facehd.cylinder import (
     CylinderMap,
-    all_ray_hits,
     chamfer_cd,
     cylinder_scores,
     cylinder_to_mesh,
     cylindrical_map,
     mean_normal_error,
+)
+from facehd.depthmap import (
+    RENDER_SIZE,
+    Orthographic,
+    Perspective,
+    depth_shift,
+    render_depth,
+    slide_to_depth,
 )
 from facehd.errors import DegenerateInputError
 from facehd.mesh import Mesh
@@ -88,36 +96,10 @@ __all__ = [
 
 #: Mean pupil distance of male and female adults (mm), the benchmark's scale standard.
 STD_PUPIL_DIST = (64.0 + 61.7) / 2.0
-#: Depth-map and cylindrical-map resolution.
-RENDER_SIZE = 256
 #: Lab focal lengths (px) by focal index.
 LAB_FOCAL_LENGTHS: tuple[float, ...] = (1200.0, 600.0, 300.0)
 _ORTHO_SCALE = 128.0
 _RENDER_BIAS = 2.0
-
-
-@dataclass(frozen=True)
-class Orthographic:
-    """Orthographic camera at the origin looking down ``-z`` (pyrender's), ``y`` up."""
-
-    mag: float
-    """Half-width and half-height of the view (``xmag = ymag``)."""
-    znear: float = 0.05
-    """Near clipping distance."""
-    zfar: float = 10000.0
-    """Far clipping distance."""
-
-
-@dataclass(frozen=True)
-class Perspective:
-    """Pinhole camera (OpenCV convention: looking down ``+z``, ``y`` down)."""
-
-    K: np.ndarray
-    """(3, 3) intrinsics; pixel ``(row r, col c)`` has centre ``u = c + 0.5, v = r + 0.5``."""
-    znear: float = 0.1
-    """Near clipping depth."""
-    zfar: float = 100000.0
-    """Far clipping depth."""
 
 
 @dataclass(frozen=True)
@@ -209,79 +191,6 @@ def unit_face_width(vertices: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------
-# ray casting
-
-
-def _pixel_rays(camera: Orthographic | Perspective, size: int) -> tuple[np.ndarray, np.ndarray]:
-    r, c = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
-    r = r.ravel().astype(np.float64)
-    c = c.ravel().astype(np.float64)
-    if isinstance(camera, Orthographic):
-        x = camera.mag * ((2 * c + 1) / size - 1.0)
-        y = camera.mag * (1.0 - (2 * r + 1) / size)
-        origins = np.stack([x, y, np.zeros_like(x)], axis=1)
-        directions = np.tile([0.0, 0.0, -1.0], (len(x), 1))
-        return origins, directions
-    k = np.asarray(camera.K, dtype=np.float64)
-    dx = (c + 0.5 - k[0, 2]) / k[0, 0]
-    dy = (r + 0.5 - k[1, 2]) / k[1, 1]
-    directions = np.stack([dx, dy, np.ones_like(dx)], axis=1)
-    return np.zeros_like(directions), directions
-
-
-def render_depth(
-    mesh: Mesh, camera: Orthographic | Perspective, size: int = RENDER_SIZE
-) -> np.ndarray:
-    """Depth map as pyrender renders it (back faces culled), 0 where empty.
-
-    Parameters
-    ----------
-    mesh : the mesh in the camera's frame.
-    camera : :class:`Orthographic` (depth = distance along ``-z``) or :class:`Perspective`
-        (depth = ``z``).
-    size : the image is ``size x size``.
-
-    Returns
-    -------
-    (size, size) float64, row 0 at the top.
-    """
-    origins, directions = _pixel_rays(camera, size)
-    depth = np.zeros(size * size)
-    ray_ids, fids, t = all_ray_hits(mesh, origins, directions)
-    if len(fids):
-        n = mesh.face_normals[fids]
-        front = np.einsum("ij,ij->i", n, directions[ray_ids]) < 0
-        keep = front & (t >= camera.znear) & (t <= camera.zfar)
-        ray_ids, t = ray_ids[keep], t[keep]
-        best = np.full(size * size, np.inf)
-        np.minimum.at(best, ray_ids, t)
-        hit = np.isfinite(best)
-        depth[hit] = best[hit]
-    return depth.reshape(size, size)
-
-
-def depth_shift(depth_gt: np.ndarray, depth_pred: np.ndarray, scale: float = 1.0) -> float:
-    """The official ``optimize_Z``: SLSQP from 0 on ``sum |gt - z - pred|`` over common pixels.
-
-    Parameters
-    ----------
-    depth_gt, depth_pred : (H, W) depth maps (0 = empty).
-    scale : factor applied to both maps before the search (the official wild code uses
-        ``128 / pupil_scale``); the result is in the scaled units.
-    """
-    from scipy.optimize import minimize
-
-    mask = (depth_gt != 0) & (depth_pred != 0)
-    a = depth_gt * mask * scale
-    b = depth_pred * mask * scale
-
-    def objective(z: np.ndarray) -> float:
-        return float(np.sum(np.abs(a - z - b)[mask]))
-
-    return float(minimize(objective, 0, method="SLSQP").x[0])
-
-
-# ------------------------------------------------------------------------------------------
 # one image
 
 
@@ -312,20 +221,14 @@ def evaluate_facescape(
     centre = np.asarray(head_centre, dtype=np.float64).reshape(3)
     if rot.shape != (3, 3):
         raise ValueError(f"evaluate_facescape: rotation must be (3, 3), got {rot.shape}")
-    depth_gt = render_depth(gt, camera, size)
-    depth_pred = render_depth(prediction, camera, size)
-    mask = (depth_gt != 0) & (depth_pred != 0)
-    dz = depth_shift(depth_gt, depth_pred, depth_scale)
-    pv = prediction.vertices.copy()
     if isinstance(camera, Orthographic):
+        dz = depth_shift(
+            render_depth(gt, camera, size), render_depth(prediction, camera, size), depth_scale
+        )
+        pv = prediction.vertices.copy()
         pv[:, 2] -= dz / depth_scale
     else:
-        if not mask.any():
-            raise DegenerateInputError(
-                "the prediction does not overlap the ground truth in the image"
-            )
-        mean_z = float(np.mean(depth_gt[mask]))
-        pv *= mean_z / (mean_z - dz / depth_scale)
+        pv, dz = slide_to_depth(gt, prediction, camera, size, depth_scale=depth_scale)
     gt_std = Mesh((gt.vertices - centre) @ rot, gt.faces)
     pred_std = Mesh((pv - centre) @ rot, prediction.faces)
     scores = cylinder_scores(gt_std, pred_std, size)
