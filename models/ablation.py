@@ -92,14 +92,25 @@ class AblationRow:
     mne_fs_m2_oracle: float
     """FaceScape's CD (mm) and MNE (rad) of each level and of the mean face; the MNE of M2 with
     the true details of the skin each texel shows."""
+    cd_cam_m0: float
+    cd_cam_m1: float
+    cd_cam_m2: float
+    mne_cam_m0: float
+    mne_cam_m1: float
+    mne_cam_m2: float
+    mne_cam_m2_oracle: float
+    """The same for the levels and the oracle's M2 placed as FaceScape's protocol places a
+    prediction (the photo's camera and its depth slide)."""
     photos: int
     m1_nearer: int
     m2_normals_better: int
     m2_seen_better: int
     seen_photos: int
     m2_mne_fs_better: int
+    m2_mne_cam_better: int
     """Photos on which M1 is nearer the truth than M0, M2's normals are better than M1's (closest
-    points; at the skin point each texel shows, out of ``seen_photos``; by FaceScape's MNE)."""
+    points; at the skin point each texel shows, out of ``seen_photos``; by FaceScape's MNE, the
+    levels aligned rigidly and placed as the protocol places them)."""
     train_seconds: float
 
 

@@ -72,6 +72,15 @@ The metrics of the paper's Tables 1 and 3:
    normals compared are those of the triangles each ray hits, along rays from the axis, not at
    closest points as in 3. ``cd_fs_mean_face`` and ``mne_fs_mean_face``: the same for the mean
    face of 8; ``mne_fs_m2_oracle``: the MNE of the oracle's M2 of 7.
+10. ``cd_cam_m0`` ... ``cd_cam_m2``, ``mne_cam_m0`` ... ``mne_cam_m2`` and ``mne_cam_m2_oracle``:
+   the same scores with each level placed as the protocol places a prediction, without any
+   fitted rotation (:func:`camera_levels`): in the photo's camera, every vertex on the ray of the
+   pixel where the reconstruction projects it, with the prediction's own size and relief
+   (:func:`place_in_camera`), then slid along the camera rays onto the truth by the protocol's
+   depth alignment (:func:`facehd.depthmap.slide_to_depth`). The reconstruction's pose errors
+   count here, as in the benchmark, and its details stay on the skin the photo shows at their
+   pixels, which is where the detail network reads them: the rigid alignment of 2 moves the face
+   to fit its shape, and a detail a few millimetres wide moved with it lands off its skin.
 """
 
 from __future__ import annotations
@@ -95,6 +104,7 @@ __all__ = [
     "EvalRow",
     "EvalSummary",
     "Truth",
+    "camera_levels",
     "detail_scores",
     "evaluate_synthetic",
     "facescape_levels",
@@ -107,6 +117,7 @@ __all__ = [
     "read_photos",
     "load_truth",
     "oracle_displacement",
+    "place_in_camera",
     "score_levels",
     "score_mean_face",
     "write_rows",
@@ -251,6 +262,13 @@ class EvalRow:
     cd_fs_mean_face: float = float("nan")
     mne_fs_mean_face: float = float("nan")
     mne_fs_m2_oracle: float = float("nan")
+    cd_cam_m0: float = float("nan")
+    cd_cam_m1: float = float("nan")
+    cd_cam_m2: float = float("nan")
+    mne_cam_m0: float = float("nan")
+    mne_cam_m1: float = float("nan")
+    mne_cam_m2: float = float("nan")
+    mne_cam_m2_oracle: float = float("nan")
 
 
 @dataclass
@@ -282,6 +300,13 @@ class EvalSummary:
     cd_fs_mean_face: float = float("nan")
     mne_fs_mean_face: float = float("nan")
     mne_fs_m2_oracle: float = float("nan")
+    cd_cam_m0: float = float("nan")
+    cd_cam_m1: float = float("nan")
+    cd_cam_m2: float = float("nan")
+    mne_cam_m0: float = float("nan")
+    mne_cam_m1: float = float("nan")
+    mne_cam_m2: float = float("nan")
+    mne_cam_m2_oracle: float = float("nan")
     m1_nearer: int = 0
     """Photos whose M1 is nearer the truth than their M0 (``dist_m1 < dist_m0``)."""
     m2_normals_better: int = 0
@@ -295,6 +320,9 @@ class EvalSummary:
     m2_mne_fs_better: int = 0
     """Photos whose M2 normals are better than their M1's by FaceScape's MNE
     (``mne_fs_m2 < mne_fs_m1``)."""
+    m2_mne_cam_better: int = 0
+    """Photos whose M2 normals are better than their M1's by FaceScape's MNE with the levels
+    placed as the protocol places a prediction (``mne_cam_m2 < mne_cam_m1``)."""
 
 
 def _texel(uvs: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -347,6 +375,8 @@ class _LevelScores(NamedTuple):
     """The truth points and normals scored (:func:`_truth_points`)."""
     facescape: tuple[float, ...] | None
     """``(cd_fs_m0, cd_fs_m1, cd_fs_m2, mne_fs_m0, mne_fs_m1, mne_fs_m2)`` when asked for."""
+    meshes: tuple[Mesh, Mesh, Mesh]
+    """M0, M1 and M2 on M2's texel grid (:func:`level_mesh`), canonical frame."""
 
 
 def _score_levels(
@@ -375,7 +405,15 @@ def _score_levels(
     dists = tuple(d for d, _ in scores)
     angles = tuple(a for _, a in scores)
     fs = facescape_levels(truth, levels) if facescape else None
-    return _LevelScores(len(pts), dists, angles, t1, (pts, nrm), fs)  # type: ignore[arg-type]
+    return _LevelScores(
+        len(pts),
+        dists,  # type: ignore[arg-type]
+        angles,  # type: ignore[arg-type]
+        t1,
+        (pts, nrm),
+        fs,
+        (m0, m1, m2),
+    )
 
 
 def facescape_levels(truth: Truth, levels: Sequence[tuple[Mesh, Any]]) -> tuple[float, ...]:
@@ -389,6 +427,92 @@ def facescape_levels(truth: Truth, levels: Sequence[tuple[Mesh, Any]]) -> tuple[
         cylinder_scores(gt, Mesh(t.apply(mesh.vertices) - centre, mesh.faces)) for mesh, t in levels
     ]
     return (*(s.cd for s in scores), *(s.mne for s in scores))
+
+
+def place_in_camera(
+    recon: Reconstructor, rec: Reconstruction, vertices: np.ndarray, camera: Any
+) -> np.ndarray:
+    """A level of ``rec`` placed in the photo's camera the way FaceScape's protocol places a
+    prediction, before its depth slide (item 10 of the module docstring).
+
+    Each vertex goes on the ray of the crop pixel where the reconstruction projects it (its pose
+    and the base model's camera), at the depth ``z0 + (z - z_mean)``: ``z - z_mean`` is its
+    depth in the reconstruction's camera about the face's mean (the prediction's own relief, mm)
+    and ``z0 = f z_mean / f_rec`` the distance at which the photo's camera (focal ``f``) sees the
+    face as large as the reconstruction's camera (``f_rec``) does. The prediction keeps its
+    size, shape and every pixel; only its distance is the protocol's to set
+    (:func:`facehd.depthmap.slide_to_depth`).
+
+    Parameters
+    ----------
+    vertices : (V, 3) canonical vertices (mm) of a level of ``rec``.
+    camera : the photo's camera through its 224 crop (:func:`models.data.crop_camera`).
+
+    Returns
+    -------
+    (V, 3) float64 in the camera's frame (``x_cam = R x + t``), mm.
+    """
+    import torch
+
+    from facehd.errors import DegenerateInputError
+    from models.data import CROP
+
+    system = recon.system
+    v = np.asarray(vertices, dtype=np.float64)
+    posed = v @ np.asarray(rec.rotation, dtype=np.float64).T + np.asarray(rec.translation)
+    cam = system.camera(torch.float64)
+    in_cam = cam.world_to_camera(torch.as_tensor(posed)[None].to(system.device))
+    z = in_cam[0, :, 2].cpu().numpy()
+    if not np.all(z > 0):
+        raise DegenerateInputError("the reconstruction reaches behind its camera")
+    px = cam.camera_to_pixels(in_cam)[0].cpu().numpy()
+    k = CROP / system.image_size
+    px = (px + 0.5) * k - 0.5  # the 224 crop's pixels
+    f_rec = float(cam.K[0, 0, 0]) * k
+    K = camera.K[0].cpu().numpy().astype(np.float64)
+    depth = z.mean() * K[0, 0] / f_rec + (z - z.mean())
+    rays = np.linalg.solve(K, np.column_stack([px, np.ones(len(px))]).T).T
+    return rays * depth[:, None]
+
+
+def camera_levels(
+    recon: Reconstructor,
+    rec: Reconstruction,
+    truth: Truth,
+    camera: Any,
+    meshes: Sequence[Mesh],
+) -> tuple[float, ...]:
+    """FaceScape's CD (mm) and MNE (rad) of each of ``meshes`` (levels of ``rec``, canonical
+    frame) placed as the protocol places a prediction (item 10 of the module docstring):
+    ``(cd per mesh..., mne per mesh...)``.
+
+    Each is put in the photo's camera (:func:`place_in_camera`), slid along the camera rays onto
+    the true detailed surface by the protocol's depth alignment
+    (:func:`facehd.depthmap.slide_to_depth`, 256 x 256 depth maps of the crop's view), taken
+    back to the model frame by the camera's pose and scored on cylindrical maps about the true
+    M1's centroid as in item 9. ``camera``: :func:`models.data.crop_camera` of the photo.
+    """
+    from facehd.cylinder import cylinder_scores
+    from facehd.depthmap import RENDER_SIZE, Perspective, render_depth, slide_to_depth
+    from models.data import CROP
+
+    K = camera.K[0].cpu().numpy().astype(np.float64)
+    R = camera.R[0].cpu().numpy().astype(np.float64)
+    t = camera.t[0].cpu().numpy().astype(np.float64)
+    s = RENDER_SIZE / CROP
+    k_maps = K.copy()
+    k_maps[:2] *= s
+    k_maps[:2, 2] += 0.5 * s  # pixel (r, c) has its centre at c + 0.5 there
+    maps = Perspective(k_maps)
+    gt = Mesh(truth.m2.vertices @ R.T + t, truth.m2.faces)
+    gt_depth = render_depth(gt, maps)
+    centre, gt_map = truth.cylinder_map()
+    scores = []
+    for mesh in meshes:
+        placed = Mesh(place_in_camera(recon, rec, mesh.vertices, camera), mesh.faces)
+        slid, _ = slide_to_depth(gt, placed, maps, gt_depth=gt_depth)
+        scores.append(cylinder_scores(gt_map, Mesh((slid - t) @ R - centre, mesh.faces)))
+    return (*(x.cd for x in scores), *(x.mne for x in scores))
 
 
 def level_mesh(recon: Reconstructor, rec: Reconstruction, vertices: np.ndarray) -> Mesh:
@@ -677,7 +801,7 @@ def evaluate_synthetic(
     error, naming the file) and left out while the others are scored
     (:func:`read_heldout_scans`).
     """
-    from models.data import align_lab_photo
+    from models.data import align_lab_photo, crop_camera
 
     d = Path(scans_dir)
     jobs: list[tuple[Truth, dict, int]] = []
@@ -698,7 +822,7 @@ def evaluate_synthetic(
                 crop["image"][None], crop["mask"][None], crop["landmarks"][None], refine
             )[0][0]
         levels = _score_levels(recon, rec, truth, max_points=max_points, seed=k, facescape=True)
-        n, dist, ang, to_truth, _, fs = levels
+        n, dist, ang, to_truth, _, fs, meshes = levels
         detail = detail_scores(recon, rec, truth, to_truth.rotation)
         seen, oracle_m2 = _seen_and_oracle(recon, rec, truth, photos, v, crop, levels)
         fs_oracle = (
@@ -706,6 +830,12 @@ def evaluate_synthetic(
             if oracle_m2 is None
             else facescape_levels(truth, [(oracle_m2, to_truth)])[1]
         )
+        camera = crop_camera(photos["K"][v], photos["R"][v], photos["t"][v], crop["crop_transform"])
+        placed = camera_levels(
+            recon, rec, truth, camera, meshes if oracle_m2 is None else (*meshes, oracle_m2)
+        )
+        cam_oracle = float("nan") if oracle_m2 is None else placed[-1]
+        cam = (*placed[:3], *placed[4:7]) if oracle_m2 is not None else placed
         floor = score_mean_face(recon, rec, truth, max_points=max_points, seed=k)
         mean, mean_to_truth = truth.mean_face(recon.model)
         mean_mesh = level_mesh(recon, rec, mean.vertices)
@@ -723,6 +853,8 @@ def evaluate_synthetic(
                 *fs,
                 *fs_floor,
                 fs_oracle,
+                *cam,
+                cam_oracle,
             )
         )
         if progress is not None:
@@ -823,6 +955,7 @@ def summarise(rows: list[EvalRow]) -> EvalSummary:
         m2_seen_better=sum(r.normal_seen_m2 < r.normal_seen_m1 for r in seen),
         seen_photos=len(seen),
         m2_mne_fs_better=sum(r.mne_fs_m2 < r.mne_fs_m1 for r in rows),
+        m2_mne_cam_better=sum(r.mne_cam_m2 < r.mne_cam_m1 for r in rows),
     )
 
 

@@ -66,8 +66,9 @@ def test_ablation_rows_are_trained_measured_and_resumed(hrn_data, tmp_path, one_
         nearer = sum(float(p["dist_m1"]) < float(p["dist_m0"]) for p in per)
         better = sum(float(p["normal_m2"]) < float(p["normal_m1"]) for p in per)
         fs = sum(float(p["mne_fs_m2"]) < float(p["mne_fs_m1"]) for p in per)
+        cam = sum(float(p["mne_cam_m2"]) < float(p["mne_cam_m1"]) for p in per)
         assert (int(t["m1_nearer"]), int(t["m2_normals_better"])) == (nearer, better)
-        assert int(t["m2_mne_fs_better"]) == fs
+        assert (int(t["m2_mne_fs_better"]), int(t["m2_mne_cam_better"])) == (fs, cam)
         assert int(t["seen_photos"]) == len(per) == int(t["photos"])
     md = (out / "ablation.md").read_text().splitlines()
     assert len(md) == 3 + len(rows) and md[3].startswith("| base |")

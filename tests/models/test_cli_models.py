@@ -111,17 +111,25 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
         )
         cd = np.mean([float(r[f"cd_fs_{level}"]) for r in rows])
         mne = np.mean([float(r[f"mne_fs_{level}"]) for r in rows])
-        assert cells[3:] == [f"{cd:.3f}", f"{mne:.4f}"] and 0 < cd < 20 and 0 < mne < 1
+        assert cells[3:5] == [f"{cd:.3f}", f"{mne:.4f}"] and 0 < cd < 20 and 0 < mne < 1
+        if level == "mean_face":  # no pose to place it by
+            assert cells[5:] == ["–", "–"]
+        else:  # placed by the photo's camera and slid in depth
+            cd = np.mean([float(r[f"cd_cam_{level}"]) for r in rows])
+            mne = np.mean([float(r[f"mne_cam_{level}"]) for r in rows])
+            assert cells[5:] == [f"{cd:.3f}", f"{mne:.4f}"] and 0 < cd < 50 and 0 < mne < 1
     # the per-photo counts, against the CSV's rows
     n = len(rows)
     nearer = sum(float(r["dist_m1"]) < float(r["dist_m0"]) for r in rows)
     better = sum(float(r["normal_m2"]) < float(r["normal_m1"]) for r in rows)
     seen = sum(float(r["normal_seen_m2"]) < float(r["normal_seen_m1"]) for r in rows)
     fs = sum(float(r["mne_fs_m2"]) < float(r["mne_fs_m1"]) for r in rows)
+    cam = sum(float(r["mne_cam_m2"]) < float(r["mne_cam_m1"]) for r in rows)
     assert (
         f"per photo: M1 nearer the truth than M0 on {nearer} of {n}; M2's normals better than "
         f"M1's on {better} of {n} by closest points, on {seen} of {n} at the skin point each "
-        f"texel shows, on {fs} of {n} by FaceScape's MNE"
+        f"texel shows, on {fs} of {n} by FaceScape's MNE, on {cam} of {n} by FaceScape's MNE "
+        f"placed"
     ) in " ".join(res.output.split()), res.output
     # base coefficients refined per photo: same photos and points, another M0
     res = runner.invoke(

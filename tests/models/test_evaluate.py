@@ -156,6 +156,20 @@ def test_evaluate_a_trained_model_on_held_out_photos(hrn_data, model_path, one_t
     by_hand = facescape_levels(truth, [(recon.detail_mesh(ideal), to_truth)])
     assert rows[0].mne_fs_m2_oracle == pytest.approx(by_hand[1], rel=1e-9)
     assert all(0 < r.mne_fs_m2_oracle < 1 for r in rows)
+    # placed by the photo's camera: the same levels and oracle, rebuilt from the public parts
+    from models.evaluate import camera_levels, level_mesh
+
+    meshes = (
+        level_mesh(recon, rec, rec.m0),
+        level_mesh(recon, rec, rec.m1),
+        recon.detail_mesh(rec),
+        recon.detail_mesh(ideal),
+    )
+    cd0, cd1, cd2, _, mne0, mne1, mne2, mne_o = camera_levels(recon, rec, truth, camera, meshes)
+    r = rows[0]
+    got = (r.cd_cam_m0, r.cd_cam_m1, r.cd_cam_m2, r.mne_cam_m0, r.mne_cam_m1, r.mne_cam_m2)
+    np.testing.assert_allclose(got, (cd0, cd1, cd2, mne0, mne1, mne2), rtol=1e-9)
+    assert r.mne_cam_m2_oracle == pytest.approx(mne_o, rel=1e-9)
 
 
 def _oracle_camera(recon, rec):
@@ -276,7 +290,7 @@ def test_a_score_some_photos_lack_is_averaged_over_the_others_and_bad_npz_named(
     many = [EvalRow(str(i), 0, 10, *rng.uniform(0.1, 1.0, n)) for i in range(40)]
     many[5] = dataclasses.replace(many[5], normal_seen_m1=float("nan"))
     s = summarise(many)
-    want = [0, 0, 0, 0, 0]
+    want = [0, 0, 0, 0, 0, 0]
     for r in many:
         want[0] += r.dist_m1 < r.dist_m0
         want[1] += r.normal_m2 < r.normal_m1
@@ -284,7 +298,15 @@ def test_a_score_some_photos_lack_is_averaged_over_the_others_and_bad_npz_named(
             want[2] += r.normal_seen_m2 < r.normal_seen_m1
             want[3] += 1
         want[4] += r.mne_fs_m2 < r.mne_fs_m1
-    got = [s.m1_nearer, s.m2_normals_better, s.m2_seen_better, s.seen_photos, s.m2_mne_fs_better]
+        want[5] += r.mne_cam_m2 < r.mne_cam_m1
+    got = [
+        s.m1_nearer,
+        s.m2_normals_better,
+        s.m2_seen_better,
+        s.seen_photos,
+        s.m2_mne_fs_better,
+        s.m2_mne_cam_better,
+    ]
     assert got == want and want[3] == 39 and 0 < want[0] < 40, (got, want)
     bad = tmp_path / "x.photos.npz"
     bad.write_bytes(b"PK\x03\x04 cut")
@@ -415,3 +437,81 @@ def test_facescape_levels_on_coaxial_tubes():
     assert cd_wide == pytest.approx(2.0 * np.cos(np.pi / 256), abs=2e-3)
     assert mne_wide < 1e-6
     assert cd_same < 1e-6 and mne_same < 1e-6
+
+
+def _turn(degrees: float) -> np.ndarray:
+    a = np.radians(degrees)
+    return np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+
+
+def test_camera_placement_keeps_the_pixels_and_the_relief(oracle):
+    """In the reconstruction's own camera the placement is the posed reconstruction itself; in
+    a photo camera of another focal length every vertex keeps its pixel and the face its relief
+    (mm), at the distance where that camera sees it as large."""
+    from models.data import crop_camera
+    from models.evaluate import place_in_camera
+
+    recon, truth, gt, m0 = oracle
+    rec = reconstruction(
+        gt, m0, truth.m1.vertices, gt["displacement"], _turn(10.0), np.array([5.0, -3.0, 20.0])
+    )
+    camera = _oracle_camera(recon, rec)
+    K, R, t = camera.K[0].numpy(), camera.R[0].numpy(), camera.t[0].numpy()
+    in_cam = truth.m1.vertices @ R.T + t  # the truth, seen as the reconstruction sees itself
+    np.testing.assert_allclose(place_in_camera(recon, rec, rec.m1, camera), in_cam, atol=1e-6)
+    k2 = K.copy()
+    k2[0, 0] *= 1.7
+    k2[1, 1] *= 1.7
+    longer = crop_camera(k2, R, t, np.array([1.0, 0.0, 0.0]))
+    placed = place_in_camera(recon, rec, rec.m1, longer)
+
+    def pixels(k, v):
+        return (v @ k.T)[:, :2] / v[:, 2:]
+
+    np.testing.assert_allclose(pixels(k2, placed), pixels(K, in_cam), atol=1e-6)
+    relief = placed[:, 2] - placed[:, 2].mean()
+    np.testing.assert_allclose(relief, in_cam[:, 2] - in_cam[:, 2].mean(), atol=1e-6)
+    assert placed[:, 2].mean() == pytest.approx(1.7 * in_cam[:, 2].mean(), rel=1e-9)
+
+
+def test_levels_placed_as_the_protocol_places_them(oracle):
+    """FaceScape's scores of the levels placed by the photo's camera and the depth slide: the
+    oracle's levels rank as the hierarchy says, its M2 scores as the truth itself and its M1 as
+    when aligned rigidly; a pose error counts here (the rigid alignment forgives it); a face 10%
+    larger and further along the same rays slides back."""
+    from models.evaluate import _score_levels, camera_levels, level_mesh
+
+    recon, truth, gt, m0 = oracle
+    disp = gt["displacement"]
+    turn, shift = _turn(10.0), np.array([5.0, -3.0, 20.0])
+    rec = reconstruction(gt, m0, truth.m1.vertices, disp, turn, shift)
+    camera = _oracle_camera(recon, rec)
+
+    def placed(r):
+        meshes = (level_mesh(recon, r, r.m0), level_mesh(recon, r, r.m1), recon.detail_mesh(r))
+        return np.array(camera_levels(recon, r, truth, camera, meshes))
+
+    exact = placed(rec)
+    cd, mne = exact[:3], exact[3:]
+    assert cd[2] < cd[1] < cd[0] and mne[2] < mne[1] < mne[0]
+    # the true M2 in its true camera is the truth: no fit stops short of it (the rigid ICP does)
+    assert cd[2] < 1e-4 and mne[2] < 1e-4
+    rigid = np.array(_score_levels(recon, rec, truth, max_points=500, facescape=True).facescape)
+    np.testing.assert_allclose(exact[[1, 4]], rigid[[1, 4]], rtol=0.05)
+    # the head turned 3 degrees more than the photo shows it
+    tilted = reconstruction(gt, m0, truth.m1.vertices, disp, _turn(13.0), shift)
+    off = placed(tilted)
+    assert off[1] > 10 * cd[1] and off[4] > mne[1] + 0.01, (off, exact)
+    rigid_off = _score_levels(recon, tilted, truth, max_points=500, facescape=True).facescape
+    np.testing.assert_allclose(rigid_off, rigid, rtol=0.1, atol=0.01)
+    # 10% larger about the camera's centre: the same pixels, 10% further
+    cam = recon.system.camera(torch.float64)
+    centre = -cam.R[0].numpy().T @ cam.t[0].numpy()  # the camera's centre, posed frame
+    big = reconstruction(
+        gt, 1.1 * m0, 1.1 * truth.m1.vertices, 1.1 * disp, turn, 1.1 * shift - 0.1 * centre
+    )
+    slid = placed(big)
+    # one depth shift makes one scale (the protocol's approximation): it undoes the 10% to a
+    # fraction of a mm along the rays, where 10% is about a metre at the base model's camera
+    assert np.all(np.abs(slid[:3] - cd) < 0.3), (slid, exact)
+    np.testing.assert_allclose(slid[3:5], mne[:2], atol=0.005)
