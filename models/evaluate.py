@@ -490,10 +490,13 @@ def camera_levels(
     the true detailed surface by the protocol's depth alignment
     (:func:`facehd.depthmap.slide_to_depth`, 256 x 256 depth maps of the crop's view), taken
     back to the model frame by the camera's pose and scored on cylindrical maps about the true
-    M1's centroid as in item 9. ``camera``: :func:`models.data.crop_camera` of the photo.
+    M1's centroid as in item 9. ``camera``: :func:`models.data.crop_camera` of the photo. A mesh
+    the protocol cannot place (drawn off the true face in the photo, or reaching behind the
+    reconstruction's camera) scores NaN, as a benchmark image whose prediction fails.
     """
     from facehd.cylinder import cylinder_scores
     from facehd.depthmap import RENDER_SIZE, Perspective, render_depth, slide_to_depth
+    from facehd.errors import DegenerateInputError
     from models.data import CROP
 
     K = camera.K[0].cpu().numpy().astype(np.float64)
@@ -507,12 +510,19 @@ def camera_levels(
     gt = Mesh(truth.m2.vertices @ R.T + t, truth.m2.faces)
     gt_depth = render_depth(gt, maps)
     centre, gt_map = truth.cylinder_map()
-    scores = []
+    cds, mnes = [], []
     for mesh in meshes:
-        placed = Mesh(place_in_camera(recon, rec, mesh.vertices, camera), mesh.faces)
-        slid, _ = slide_to_depth(gt, placed, maps, gt_depth=gt_depth)
-        scores.append(cylinder_scores(gt_map, Mesh((slid - t) @ R - centre, mesh.faces)))
-    return (*(x.cd for x in scores), *(x.mne for x in scores))
+        try:
+            placed = Mesh(place_in_camera(recon, rec, mesh.vertices, camera), mesh.faces)
+            slid, _ = slide_to_depth(gt, placed, maps, gt_depth=gt_depth)
+        except DegenerateInputError:
+            cds.append(float("nan"))
+            mnes.append(float("nan"))
+            continue
+        x = cylinder_scores(gt_map, Mesh((slid - t) @ R - centre, mesh.faces))
+        cds.append(x.cd)
+        mnes.append(x.mne)
+    return (*cds, *mnes)
 
 
 def level_mesh(recon: Reconstructor, rec: Reconstruction, vertices: np.ndarray) -> Mesh:

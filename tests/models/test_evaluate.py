@@ -478,7 +478,7 @@ def test_levels_placed_as_the_protocol_places_them(oracle):
     """FaceScape's scores of the levels placed by the photo's camera and the depth slide: the
     oracle's levels rank as the hierarchy says, its M2 scores as the truth itself and its M1 as
     when aligned rigidly; a pose error counts here (the rigid alignment forgives it); a face 10%
-    larger and further along the same rays slides back."""
+    larger and further along the same rays slides back; one drawn beside the face scores NaN."""
     from models.evaluate import _score_levels, camera_levels, level_mesh
 
     recon, truth, gt, m0 = oracle
@@ -515,3 +515,6 @@ def test_levels_placed_as_the_protocol_places_them(oracle):
     # fraction of a mm along the rays, where 10% is about a metre at the base model's camera
     assert np.all(np.abs(slid[:3] - cd) < 0.3), (slid, exact)
     np.testing.assert_allclose(slid[3:5], mne[:2], atol=0.005)
+    # drawn beside the face in the photo: nothing to place it on, NaN rather than an error
+    aside = reconstruction(gt, m0, truth.m1.vertices, disp, turn, shift + [900.0, 0.0, 0.0])
+    assert np.all(np.isnan(placed(aside)))
