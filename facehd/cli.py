@@ -1361,6 +1361,13 @@ def train_cmd(
         help="Weights of the perceptual loss's identity network: ArcFace's backbone.pth "
         "(arcface_torch) or an exported network (torch.export, TorchScript). Without: off.",
     ),
+    set_: list[str] = typer.Option(
+        None,
+        "--set",
+        help="KEY=VALUE: change one setting of the config, KEY dotted as in --print-config "
+        "(e.g. model.hrn_losses.adversarial=0); repeat for more. A resumed run takes only "
+        "the settings it was started with.",
+    ),
     print_config: bool = typer.Option(False, help="Print the resolved config as YAML and exit."),
 ) -> None:
     """Train HRN: base model, de-retouching module, detail networks (alternating iterations).
@@ -1369,12 +1376,14 @@ def train_cmd(
     options). TensorBoard event files are written when the tensorboard package is installed.
 
     Example: facehd train --config tiny-cpu --photos photos.h5 --priors priors.h5 --out runs/tiny
+
+    Example: facehd train --config tiny-cpu --set model.hrn_losses.adversarial=0 --print-config
     """
     import os
 
     from facehd.errors import FacehdError
     from facehd.yamlio import safe_dump_text
-    from models.config import config_to_dict
+    from models.config import apply_overrides, config_to_dict
     from models.train import STAGES, TrainingInterrupted
     from models.train import train as run_training
 
@@ -1383,6 +1392,8 @@ def train_cmd(
         config = str(own) if resume and own is not None and own.is_file() else "tiny-cpu"
     with _exit_on_error(FacehdError, ValueError):
         cfg = _train_config(config, bfm, uv, identity_network)
+        if set_:
+            cfg = apply_overrides(cfg, set_)
     stages = list(STAGES) if not stage or "all" in stage else stage
     bad = [s for s in stages if s not in STAGES]
     if bad:

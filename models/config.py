@@ -21,7 +21,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -39,6 +39,7 @@ __all__ = [
     "HRNLossWeights",
     "ModelConfig",
     "NetworkConfig",
+    "apply_overrides",
     "check_config",
     "config_from_dict",
     "config_to_dict",
@@ -522,6 +523,54 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], *, source: str = "")
         if source:
             raise ConfigError(f"{source}: {exc}") from None
         raise
+
+
+def apply_overrides(config: T, overrides: Sequence[str]) -> T:
+    """``config`` with settings changed on the command line: each ``"a.b.c=VALUE"`` sets the
+    dotted key (as it reads in the resolved YAML) to ``VALUE``, read as a YAML scalar or list
+    (``0``, ``2e-4``, ``true``, ``[1, 1, 1, 1]``, ``null``; ``a.b=`` is an empty string).
+
+    Returns a new config, checked as a config file is (:func:`config_from_dict`).
+
+    Raises
+    ------
+    ConfigError
+        An override without ``=``, a key the config does not have (naming the keys it has
+        there), a section given a plain value, an unreadable value, or a value of the wrong type
+        or out of range; the message names the override.
+    """
+    from facehd.yamlio import safe_load_unique
+
+    data = config_to_dict(config)
+    for item in overrides:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. hrn.steps=200)")
+        try:
+            value = safe_load_unique(text) if text.strip() else ""
+        except Exception as exc:
+            raise ConfigError(f"--set {item!r}: cannot read the value ({exc})") from None
+        node = data
+        parts = key.split(".")
+        for depth, name in enumerate(parts):
+            where = ".".join(parts[:depth]) or "the top level"
+            if not isinstance(node, dict) or name not in node:
+                known = ", ".join(node) if isinstance(node, dict) else "none"
+                raise ConfigError(f"--set {key}: no key {name!r} in {where} (keys: {known})")
+            if depth == len(parts) - 1:
+                if isinstance(node[name], dict):
+                    raise ConfigError(
+                        f"--set {key}: a section (keys: {', '.join(node[name])}); set one of its "
+                        f"keys"
+                    )
+                node[name] = value
+            else:
+                node = node[name]
+    try:
+        return config_from_dict(type(config), data)
+    except ConfigError as exc:
+        raise ConfigError(f"--set {', '.join(overrides)}: {exc}") from None
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -81,6 +81,7 @@ from models.checkpoints import (
 from models.config import (
     ConfigError,
     ModelConfig,
+    apply_overrides,
     check_config,
     config_to_dict,
     load_config,
@@ -1858,6 +1859,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--init")
     p.add_argument("--steps", type=int, help="override the steps of every selected stage")
     p.add_argument("--identity-network", help="the perceptual loss's identity network weights")
+    p.add_argument(
+        "--set",
+        action="append",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        help="change one setting of the config (dotted key, as in its YAML); repeat for more",
+    )
     a = p.parse_args(argv)
     # one process speaks for the run (the others would print every line again)
     quiet = int(os.environ.get("RANK", "0")) != 0
@@ -1866,6 +1874,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = a.config or (str(own) if a.resume and own.is_file() else "tiny-cpu")
     try:
         cfg = load_train_config(config)
+        if a.overrides:
+            cfg = apply_overrides(cfg, a.overrides)
         stages = STAGES if not a.stage or "all" in a.stage else a.stage
         if a.steps is not None:
             for s in stages:

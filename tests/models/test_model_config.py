@@ -373,3 +373,46 @@ def test_a_key_given_twice_is_an_error(tmp_path, name, text, said):
     with pytest.raises(InputFileError) as err:
         load_train_config(path)
     assert str(path) in str(err.value) and said in str(err.value)
+
+
+def test_overrides_set_dotted_keys_and_refuse_what_the_config_lacks():
+    """``--set KEY=VALUE``: each dotted key of the resolved YAML takes its value (checked as a
+    config file's is), every other setting stays, the original is not touched; a key the config
+    lacks, a section, a wrong type, a value out of range and a malformed item are named."""
+    from models.config import apply_overrides
+
+    cfg = tiny_cpu_train_config()
+    before = config_to_dict(cfg)
+    new = apply_overrides(
+        cfg,
+        [
+            "model.hrn_losses.adversarial=0",
+            "hrn.steps=5",
+            "model.network.analyzer.layers=[2, 1, 1, 1]",
+            "identity_network=null",
+            "hrn.lr = 2e-4",
+        ],
+    )
+    assert config_to_dict(cfg) == before  # a new config
+    want = config_to_dict(cfg)
+    want["model"]["hrn_losses"]["adversarial"] = 0.0
+    want["hrn"]["steps"] = 5
+    want["hrn"]["lr"] = 2e-4
+    want["model"]["network"]["analyzer"]["layers"] = [2, 1, 1, 1]
+    assert config_to_dict(new) == want
+    assert new.model.network.analyzer.layers == (2, 1, 1, 1)  # a tuple, as typed
+    assert isinstance(new.model.hrn_losses.adversarial, float)
+    with pytest.raises(ConfigError, match=r"'adversarail'.*keys: .*adversarial"):
+        apply_overrides(cfg, ["model.hrn_losses.adversarail=0"])
+    with pytest.raises(ConfigError, match=r"no key 'x' in hrn\.steps"):
+        apply_overrides(cfg, ["hrn.steps.x=1"])
+    with pytest.raises(ConfigError, match="a section"):
+        apply_overrides(cfg, ["model.hrn_losses=0"])
+    with pytest.raises(ConfigError, match=r"hrn\.steps: expected an integer"):
+        apply_overrides(cfg, ["hrn.steps=many"])
+    with pytest.raises(ConfigError, match="adversarial"):
+        apply_overrides(cfg, ["model.hrn_losses.adversarial=-1"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        apply_overrides(cfg, ["hrn.steps"])
+    with pytest.raises(ConfigError, match="cannot read the value"):
+        apply_overrides(cfg, ["hrn.steps=[1"])

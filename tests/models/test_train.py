@@ -779,6 +779,13 @@ def test_the_module_entry_point_resumes_with_the_runs_config(
     # without --config, a resume takes the run's config.yaml (the tiny-cpu preset differs)
     main(["--resume", *args])
     assert "resumed from" in caplog.text
+    # --set on a resumed run: the settings it was started with, or a refusal naming the change
+    main(["--resume", "--set", f"base.steps={cfg.base.steps}", *args])
+    with pytest.raises(SystemExit) as stopped:
+        main(["--resume", "--set", "base.lr=0.5", *args])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "another configuration" in err and "base.lr" in err
     # a mistake is one line naming it, not a traceback
     with pytest.raises(SystemExit) as stopped:
         main(["--resume", "--out", str(tmp_path / "none"), "--photos", str(hrn_data.photos)])
