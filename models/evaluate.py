@@ -811,7 +811,7 @@ def evaluate_synthetic(
     error, naming the file) and left out while the others are scored
     (:func:`read_heldout_scans`).
     """
-    from models.data import align_lab_photo, crop_camera
+    from models.data import align_lab_photo
 
     d = Path(scans_dir)
     jobs: list[tuple[Truth, dict, int]] = []
@@ -834,21 +834,22 @@ def evaluate_synthetic(
         levels = _score_levels(recon, rec, truth, max_points=max_points, seed=k, facescape=True)
         n, dist, ang, to_truth, _, fs, meshes = levels
         detail = detail_scores(recon, rec, truth, to_truth.rotation)
-        seen, oracle_m2 = _seen_and_oracle(recon, rec, truth, photos, v, crop, levels)
+        camera = _photo_camera(photos, v, crop)
+        seen, oracle_m2 = _seen_and_oracle(recon, rec, truth, camera, levels)
         fs_oracle = (
             float("nan")
             if oracle_m2 is None
             else facescape_levels(truth, [(oracle_m2, to_truth)])[1]
         )
-        camera = crop_camera(photos["K"][v], photos["R"][v], photos["t"][v], crop["crop_transform"])
         placed = camera_levels(
             recon, rec, truth, camera, meshes if oracle_m2 is None else (*meshes, oracle_m2)
         )
         cam_oracle = float("nan") if oracle_m2 is None else placed[-1]
         cam = (*placed[:3], *placed[4:7]) if oracle_m2 is not None else placed
-        floor = score_mean_face(recon, rec, truth, max_points=max_points, seed=k)
+        # the mean face's floor (score_mean_face), at the truth points the levels were scored at
         mean, mean_to_truth = truth.mean_face(recon.model)
         mean_mesh = level_mesh(recon, rec, mean.vertices)
+        floor = _score_mesh(mean_mesh, mean_to_truth, *levels.truth_points)
         fs_floor = facescape_levels(truth, [(mean_mesh, mean_to_truth)])
         rows.append(
             EvalRow(
@@ -889,29 +890,31 @@ def seen_and_oracle_scores(
     module docstring, from one correspondence of the photo's texels to the skin they show; NaN
     for a truth without its displacement map."""
     levels = _score_levels(recon, rec, truth, max_points=max_points, seed=seed)
-    return _seen_and_oracle(recon, rec, truth, photos, view, crop, levels)[0]
+    return _seen_and_oracle(recon, rec, truth, _photo_camera(photos, view, crop), levels)[0]
+
+
+def _photo_camera(photos: dict[str, np.ndarray], view: int, crop: dict[str, Any]) -> Any:
+    """Photo ``view``'s camera through its 224 crop (:func:`models.data.crop_camera`)."""
+    from models.data import crop_camera
+
+    return crop_camera(
+        photos["K"][view], photos["R"][view], photos["t"][view], crop["crop_transform"]
+    )
 
 
 def _seen_and_oracle(
     recon: Reconstructor,
     rec: Reconstruction,
     truth: Truth,
-    photos: dict[str, np.ndarray],
-    view: int,
-    crop: dict[str, Any],
+    camera: Any,
     levels: _LevelScores,
 ) -> tuple[tuple[float, float, float, float], Mesh | None]:
     """:func:`seen_and_oracle_scores` of a reconstruction whose levels are scored already
-    (``levels``: M1's alignment and the truth points are reused), and the oracle's M2 (``rec``
-    with the true displacement of the skin each texel shows, canonical frame), None without a
-    true displacement map."""
-    from models.data import crop_camera
-
+    (``levels``: M1's alignment and the truth points are reused; ``camera``: the photo's,
+    :func:`_photo_camera`), and the oracle's M2 (``rec`` with the true displacement of the skin
+    each texel shows, canonical frame), None without a true displacement map."""
     if truth.displacement is None:
         return (float("nan"),) * 4, None  # type: ignore[return-value]
-    camera = crop_camera(
-        photos["K"][view], photos["R"][view], photos["t"][view], crop["crop_transform"]
-    )
     where = _seen_correspondence(recon, rec, truth, camera)
     oracle_m2 = recon.detail_mesh(replace(rec, displacement=_oracle_map(rec, where)))
     # M2 is M1 displaced: the oracle's M2 takes M1's alignment, at the same truth points

@@ -678,10 +678,10 @@ def _view_scores(
     max_points: int,
 ) -> np.ndarray:
     """One view's :data:`MULTIVIEW_SCORES` (the order of :class:`MultiViewEvalRow`)."""
-    from models.evaluate import _score_levels, _seen_and_oracle
+    from models.evaluate import _photo_camera, _score_levels, _seen_and_oracle
 
     levels = _score_levels(recon, rec, truth, max_points=max_points, seed=view)
-    details = _seen_and_oracle(recon, rec, truth, photos, view, crop, levels)[0]
+    details = _seen_and_oracle(recon, rec, truth, _photo_camera(photos, view, crop), levels)[0]
     return np.array([*levels.dists, *levels.angles, *details], dtype=np.float64)
 
 
