@@ -283,16 +283,17 @@ def table_markdown(rows: list[AblationRow]) -> str:
     lines = [
         "| row | base | HRM | L_con | detail priors | DRM | CD (mm) | MNE (rad) |"
         " M0 / M1 / M2 CD (mm) | M0 / M1 / M2 MNE (rad) |"
+        " M0 / M1 / M2 placed CD (mm) | M0 / M1 / M2 placed MNE (rad) |"
         " M0 / M1 / M2 dist, closest points (mm) | M0 / M1 / M2 normal, closest points (rad) |"
         " displacement r | M1 / M2 normal by texel (rad) | displacement r, seen |"
         " M1 / M2 normal, seen (rad) | M2 normal, true details (rad) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---" * 19 + "|",
     ]
     if rows:
         floor = rows[0]
         lines.append(
             f"| mean face (every coefficient zero; reference) | | | | | | "
-            f"{floor.cd_fs_mean_face:.3f} | {floor.mne_fs_mean_face:.4f} | | | "
+            f"{floor.cd_fs_mean_face:.3f} | {floor.mne_fs_mean_face:.4f} | | | | | "
             f"{floor.dist_mean_face:.3f} | {floor.normal_mean_face:.4f} |" + " |" * 5
         )
     for r in rows:
@@ -304,6 +305,8 @@ def table_markdown(rows: list[AblationRow]) -> str:
             f"{tick(r.deretouch)} | {r.cd_mm:.3f} | {r.mne_rad:.4f} | "
             f"{_levels(t, 3, r.cd_fs_m0, r.cd_fs_m1, r.cd_fs_m2)} | "
             f"{_levels(t, 4, r.mne_fs_m0, r.mne_fs_m1, r.mne_fs_m2)} | "
+            f"{_levels(t, 3, r.cd_cam_m0, r.cd_cam_m1, r.cd_cam_m2)} | "
+            f"{_levels(t, 4, r.mne_cam_m0, r.mne_cam_m1, r.mne_cam_m2)} | "
             f"{_levels(t, 3, r.dist_m0, r.dist_m1, r.dist_m2)} | "
             f"{_levels(t, 4, r.normal_m0, r.normal_m1, r.normal_m2)} | "
             f"{_detail(t, f'{r.disp_pearson:.3f}')} | "

@@ -15,7 +15,8 @@
    supplementary Eq. 1) and one supervised iteration (lab photos of the priors with their
    ground-truth maps, Eq. 2) alternate. Losses: photometric on R1 and R2, landmark, TV of the
    deformation, L1 of the displacement, contour (paper Eq. 1-2), adversarial on both maps, and
-   L1 to the ground-truth maps. Maps enter the losses in the networks' units (``map_unit_mm``, 100
+   L1 to the ground-truth maps (at ``model.hrn_losses.adversarial`` = 0 the discriminators are
+   neither run nor trained). Maps enter the losses in the networks' units (``map_unit_mm``, 100
    mm), the unit the paper's weights were set in. The ground-truth deformation map is re-fitted
    to the predicted M0 (:meth:`models.system.FaceSystem.target_deformation`), as the paper fits
    its maps to the base model's own coarse mesh.
@@ -178,7 +179,8 @@ class HRNOptions:
     """The contour-aware loss (paper Eq. 1-2)."""
     priors: bool = True
     """3D detail priors: the supervised iterations (L1 to the ground-truth maps) and the
-    adversarial losses. Off: every iteration is self-supervised."""
+    adversarial losses (those at the weight ``model.hrn_losses.adversarial``; at 0 the
+    discriminators are neither run nor trained). Off: every iteration is self-supervised."""
     deretouch: bool = True
     """Render with the de-retouched albedo A' (paper Eq. 5) instead of A0."""
     discriminator_lr: float = 1e-4
@@ -1200,7 +1202,15 @@ class Trainer:
         hrn.mid_net.train()
         hrn.high_net.train()
         discs = system.discriminators
-        if opts.priors:
+        weights = self.config.model.hrn_losses
+        # at lambda_7 = 0 the adversarial terms move nothing: the discriminators are not run
+        adversarial = opts.priors and weights.adversarial > 0
+        if opts.priors and not adversarial:
+            self.log.message(
+                "adversarial losses off (model.hrn_losses.adversarial = 0): the discriminators "
+                "are not trained"
+            )
+        if adversarial:
             for p in discs.parameters():
                 p.requires_grad_(True)
             discs.train()
@@ -1217,7 +1227,7 @@ class Trainer:
         ]
         optim = {"generators": torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas)}
         d_mid = d_high = None
-        if opts.priors:
+        if adversarial:
             d_mid = _wrap(discs.mid, self.dist, self.device)
             d_high = _wrap(discs.high, self.dist, self.device)
             optim["disc"] = torch.optim.Adam(
@@ -1231,7 +1241,6 @@ class Trainer:
             samplers["lab"] = self._sampler(len(lab), cfg.batch_size, 4)
         net = self.config.model.network
         unit = net.map_unit_mm
-        weights = self.config.model.hrn_losses
         contour_cfg = self.config.model.contour
         gan_mode = net.discriminator.gan_mode
         size = self.config.image_size
@@ -1302,7 +1311,7 @@ class Trainer:
                 mask_high = disp_mask * detail.valid
                 sup_mid = masked_l1(d_units, target / unit, mask_mid)
                 sup_high = masked_l1(h_units, disp_gt / unit, mask_high)
-            if opts.priors:
+            if adversarial:
                 for p in discs.parameters():
                     p.requires_grad_(False)
                 adv_mid = gan_generator_loss(discs.mid(d_units * mask_mid), gan_mode)
@@ -1334,7 +1343,7 @@ class Trainer:
                 "alpha": float(hrn.alpha.detach()),
                 "beta": float(hrn.beta.detach()),
             }
-            if supervised:
+            if supervised and adversarial:
                 for p in discs.parameters():
                     p.requires_grad_(True)
                 with torch.no_grad():

@@ -93,6 +93,14 @@ def test_ablation_rows_are_trained_measured_and_resumed(hrn_data, tmp_path, one_
     assert base[head.index("displacement r")] == "–"
     last = [c.strip() for c in md[-1].split("|")]
     assert last[at] == " / ".join(f"{getattr(rows[-1], f'cd_fs_m{k}'):.3f}" for k in range(3))
+    # the levels placed as FaceScape's protocol places a prediction; the mean face has no camera
+    placed = head.index("M0 / M1 / M2 placed MNE (rad)")
+    assert base[placed] == f"{rows[0].mne_cam_m0:.4f} / – / –" and floor[placed] == ""
+    assert last[placed] == " / ".join(f"{getattr(rows[-1], f'mne_cam_m{k}'):.4f}" for k in range(3))
+    assert last[placed - 1] == " / ".join(
+        f"{getattr(rows[-1], f'cd_cam_m{k}'):.3f}" for k in range(3)
+    )
+    assert all(len(line.split("|")) == len(head) for line in md)
     assert last[head.index("displacement r")] == f"{rows[-1].disp_pearson:.3f}"
     assert all(0 < r.dist_mean_face < 20 and 0 < r.normal_mean_face < 1 for r in rows)
     # a second run retrains nothing: the trained rows are kept, the scores are the same, and

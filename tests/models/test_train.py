@@ -505,6 +505,42 @@ def test_scales_are_held_during_their_warmup(hrn_data, full_run, tmp_path, one_t
         assert not torch.equal(hrn["high_net.model.1.weight"], start["high_net.model.1.weight"])
 
 
+def test_without_adversarial_losses_the_discriminators_are_not_run(
+    hrn_data, full_run, tmp_path, one_thread
+):
+    """At lambda_7 = 0 the detail stage neither runs nor trains the discriminators: they keep
+    their starting weights, no optimiser is kept for them and the log says so, and the
+    generators learn as with a vanishing adversarial weight, where the discriminators run and
+    train (1e-30: every gradient it adds rounds away), to float32 rounding."""
+    out_full, _ = full_run
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "stages": ["hrn"]}
+    init = out_full / "checkpoints" / "deretouch.pt"
+    start = read_checkpoint(init)["state"]
+    runs = {}
+    for weight in (0.0, 1e-30):
+        cfg = tiny_config()
+        cfg.model.hrn_losses.adversarial = weight
+        out = tmp_path / f"adv{weight}"
+        train(cfg, out, init=init, **kw)
+        runs[weight] = read_checkpoint(out / "checkpoints" / "hrn.pt")
+    off, tiny = runs[0.0], runs[1e-30]
+    assert set(off["optimizers"]) == {"generators"}
+    assert set(tiny["optimizers"]) == {"generators", "disc"}
+    discs = off["state"]["discriminators"]
+    assert all(torch.equal(discs[k], start["discriminators"][k]) for k in discs)
+    moved = tiny["state"]["discriminators"]
+    assert any(not torch.equal(moved[k], start["discriminators"][k]) for k in moved)
+    assert "adversarial losses off" in (tmp_path / "adv0.0" / "train.log").read_text()
+    assert "adversarial losses off" not in (tmp_path / "adv1e-30" / "train.log").read_text()
+    for k, v in off["state"]["hrn"].items():
+        ref = tiny["state"]["hrn"][k]
+        if v.is_floating_point():
+            torch.testing.assert_close(v, ref, rtol=1e-5, atol=1e-6, msg=k)
+        else:
+            assert torch.equal(v, ref), k
+    assert not torch.equal(off["state"]["hrn"]["alpha"], start["hrn"]["alpha"])
+
+
 def test_a_run_started_from_init_resumes_from_it(hrn_data, full_run, tmp_path, one_thread):
     """A run started with --init and killed before its first checkpoint resumes from the same
     checkpoint without --init (recorded in init.json), exactly as the uninterrupted run; another
