@@ -1365,7 +1365,7 @@ def train_cmd(
         None,
         "--set",
         help="KEY=VALUE: change one setting of the config, KEY dotted as in --print-config "
-        "(e.g. model.hrn_losses.adversarial=0); repeat for more. A resumed run takes only "
+        "(e.g. model.hrn_losses.adversarial=0.2); repeat for more. A resumed run takes only "
         "the settings it was started with.",
     ),
     print_config: bool = typer.Option(False, help="Print the resolved config as YAML and exit."),
@@ -1377,7 +1377,7 @@ def train_cmd(
 
     Example: facehd train --config tiny-cpu --photos photos.h5 --priors priors.h5 --out runs/tiny
 
-    Example: facehd train --config tiny-cpu --set model.hrn_losses.adversarial=0 --print-config
+    Example: facehd train --config tiny-cpu --set model.hrn_losses.adversarial=0.2 --print-config
     """
     import os
 

@@ -123,4 +123,7 @@ def tiny_config():
         getattr(c, stage).batch_size = 2
     c.checkpoint_every = 2
     c.log_every = 1
+    # the paper's adversarial weight (tiny-cpu's is 0), so that the tests train, save and
+    # resume the discriminators too
+    c.model.hrn_losses.adversarial = 0.2
     return c

@@ -386,7 +386,7 @@ def test_overrides_set_dotted_keys_and_refuse_what_the_config_lacks():
     new = apply_overrides(
         cfg,
         [
-            "model.hrn_losses.adversarial=0",
+            "model.hrn_losses.adversarial=0.5",
             "hrn.steps=5",
             "model.network.analyzer.layers=[2, 1, 1, 1]",
             "identity_network=null",
@@ -395,13 +395,16 @@ def test_overrides_set_dotted_keys_and_refuse_what_the_config_lacks():
     )
     assert config_to_dict(cfg) == before  # a new config
     want = config_to_dict(cfg)
-    want["model"]["hrn_losses"]["adversarial"] = 0.0
+    want["model"]["hrn_losses"]["adversarial"] = 0.5
     want["hrn"]["steps"] = 5
     want["hrn"]["lr"] = 2e-4
     want["model"]["network"]["analyzer"]["layers"] = [2, 1, 1, 1]
     assert config_to_dict(new) == want
     assert new.model.network.analyzer.layers == (2, 1, 1, 1)  # a tuple, as typed
     assert isinstance(new.model.hrn_losses.adversarial, float)
+    assert isinstance(
+        apply_overrides(cfg, ["model.hrn_losses.adversarial=1"]).model.hrn_losses.adversarial, float
+    )
     with pytest.raises(ConfigError, match=r"'adversarail'.*keys: .*adversarial"):
         apply_overrides(cfg, ["model.hrn_losses.adversarail=0"])
     with pytest.raises(ConfigError, match=r"no key 'x' in hrn\.steps"):

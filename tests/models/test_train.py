@@ -346,6 +346,8 @@ def test_presets_load_and_differ():
     assert tiny.morphable.name == "facehd-synth" and tiny.model.network.mid.filters == 8
     # the paper's scales learn from the first step; tiny-cpu holds them for half the stage
     assert paper.hrn_options.scale_warmup == 0.0 and tiny.hrn_options.scale_warmup == 0.5
+    # the paper's adversarial weight; tiny-cpu trains without the adversarial losses
+    assert paper.model.hrn_losses.adversarial == 0.2 and tiny.model.hrn_losses.adversarial == 0.0
 
 
 def test_scale_options_are_checked(tmp_path):
