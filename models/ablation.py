@@ -9,7 +9,7 @@ Rows, each trained and measured (nothing is carried over from the paper):
                     priors, A0 for rendering
 ``+contour``        + the contour-aware loss (paper Eq. 1-2)
 ``+detail priors``  + the supervised iterations (L1 to the ground-truth maps) and the
-                    adversarial losses
+                    adversarial losses (at the config's weight; ``tiny-cpu`` has none)
 ``+de-retouching``  + rendering with the de-retouched albedo A' (the full HRN)
 ==================  =============================================================================
 

@@ -566,14 +566,18 @@ VARIANTS: tuple[str, ...] = ("single", "naive", "mv-hrn")
 
 @dataclass
 class MultiViewEvalRow:
-    """Scores of one synthetic scan's photos under one variant (means over its views).
+    """Scores of one synthetic scan's photos under one variant (means over its views; a view's
+    NaN score is left out of its mean).
 
     ``variant``: ``single`` (each view on its own), ``naive`` (identity and deformation averaged
     over the views, no fitting) or ``mv-hrn`` (the joint fit). Distances (mm) and normal errors
     (rad) as :func:`models.evaluate.score_levels`; the detail scores at the skin point each
     texel shows (``disp_pearson_seen``, ``normal_seen_m1``, ``normal_seen_m2``) and M2's normal
     error with the true details there (``normal_m2_oracle``), as :func:`evaluate_synthetic`
-    (:mod:`models.evaluate`, 6-7; NaN for a truth without its displacement map).
+    (:mod:`models.evaluate`, 6-7; NaN for a truth without its displacement map); FaceScape's
+    CD (mm) and MNE (rad) of each level aligned rigidly (``cd_fs_m0`` ... ``mne_fs_m2``) and
+    placed as the protocol places a prediction (``cd_cam_m0`` ... ``mne_cam_m2``), as
+    :func:`evaluate_synthetic` scores them (items 9-10 there).
     """
 
     sample_id: str
@@ -589,6 +593,18 @@ class MultiViewEvalRow:
     normal_seen_m1: float = float("nan")
     normal_seen_m2: float = float("nan")
     normal_m2_oracle: float = float("nan")
+    cd_fs_m0: float = float("nan")
+    cd_fs_m1: float = float("nan")
+    cd_fs_m2: float = float("nan")
+    mne_fs_m0: float = float("nan")
+    mne_fs_m1: float = float("nan")
+    mne_fs_m2: float = float("nan")
+    cd_cam_m0: float = float("nan")
+    cd_cam_m1: float = float("nan")
+    cd_cam_m2: float = float("nan")
+    mne_cam_m0: float = float("nan")
+    mne_cam_m1: float = float("nan")
+    mne_cam_m2: float = float("nan")
 
 
 #: The scores of :class:`MultiViewEvalRow`, in its order (its fields after the set's sample,
@@ -661,11 +677,20 @@ def evaluate_multiview_synthetic(
                 _view_scores(recon, r, truth, photos, v, crops[v], max_points)
                 for v, r in enumerate(recs)
             ]
-            values = [float(x) for x in np.mean(scores, axis=0)]
+            values = [float(x) for x in _mean_of_finite(np.array(scores))]
             rows.append(MultiViewEvalRow(truth.sample_id, variant, n, *values))
         if progress is not None:
             progress(k + 1, len(jobs))
     return rows
+
+
+def _mean_of_finite(scores: np.ndarray) -> np.ndarray:
+    """Column means of ``scores`` (views x scores) over the finite values (a level that one view
+    cannot place scores NaN there); NaN where none is finite."""
+    finite = np.isfinite(scores)
+    counts = finite.sum(axis=0)
+    sums = np.where(finite, scores, 0.0).sum(axis=0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def _view_scores(
@@ -678,11 +703,14 @@ def _view_scores(
     max_points: int,
 ) -> np.ndarray:
     """One view's :data:`MULTIVIEW_SCORES` (the order of :class:`MultiViewEvalRow`)."""
-    from models.evaluate import _photo_camera, _score_levels, _seen_and_oracle
+    from models.evaluate import _photo_camera, _score_levels, _seen_and_oracle, camera_levels
 
-    levels = _score_levels(recon, rec, truth, max_points=max_points, seed=view)
-    details = _seen_and_oracle(recon, rec, truth, _photo_camera(photos, view, crop), levels)[0]
-    return np.array([*levels.dists, *levels.angles, *details], dtype=np.float64)
+    levels = _score_levels(recon, rec, truth, max_points=max_points, seed=view, facescape=True)
+    camera = _photo_camera(photos, view, crop)
+    details = _seen_and_oracle(recon, rec, truth, camera, levels)[0]
+    placed = camera_levels(recon, rec, truth, camera, levels.meshes)
+    scores = [*levels.dists, *levels.angles, *details, *levels.facescape, *placed]
+    return np.array(scores, dtype=np.float64)
 
 
 def summarise_multiview(rows: list[MultiViewEvalRow]) -> dict[str, dict[str, float]]:

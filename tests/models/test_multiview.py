@@ -317,7 +317,19 @@ def test_evaluate_multiview_scores_the_three_variants(hrn_data, model_path, tmp_
         seen = [float(r[k]) for k in ("normal_seen_m1", "normal_seen_m2", "normal_m2_oracle")]
         assert all(0 < x < 3.2 for x in seen) and -1 <= float(r["disp_pearson_seen"]) <= 1
     assert all(v in res.output for v in VARIANTS)
-    assert "details at the skin point each texel shows" in " ".join(res.output.split())
+    said = " ".join(res.output.split())
+    assert "details at the skin point each texel shows" in said
+    # FaceScape's scores: the table's cells are the CSV's means over the sets
+    assert "FaceScape's CD and MNE: the levels aligned rigidly" in said
+    table_rows = [line.replace("│", " ").split() for line in res.output.splitlines()]
+    for variant in VARIANTS:
+        mine = [r for r in rows if r["variant"] == variant]
+        for k in range(3):
+            cells = [variant, f"M{k}"] + [
+                f"{np.mean([float(r[f'{score}_m{k}']) for r in mine]):.{digits}f}"
+                for score, digits in (("cd_fs", 3), ("mne_fs", 4), ("cd_cam", 3), ("mne_cam", 4))
+            ]
+            assert cells in table_rows, (variant, k)
     # one view is no set; a folder without photo sets is a clear error
     res = CliRunner().invoke(app, [*args, "--scans", str(hrn_data.scans), "--views", "1"])
     assert res.exit_code != 0 and "views must be >= 2" in res.output
@@ -463,3 +475,10 @@ def test_sets_are_scored_at_the_skin_points_seen_as_single_photos_are(
         want = np.mean([getattr(p, name) for p in mine])
         assert np.isfinite(want)
         assert getattr(single, name) == pytest.approx(want, rel=1e-3, abs=1e-4), name
+    # FaceScape's CD and MNE, the levels aligned rigidly and placed in each photo's camera
+    for score in ("cd_fs", "mne_fs", "cd_cam", "mne_cam"):
+        for k in range(3):
+            name = f"{score}_m{k}"
+            want = np.mean([getattr(p, name) for p in mine])
+            assert np.isfinite(want) and want > 0, name
+            assert getattr(single, name) == pytest.approx(want, rel=1e-3, abs=1e-5), name
