@@ -120,6 +120,7 @@ __all__ = [
     "place_in_camera",
     "score_levels",
     "score_mean_face",
+    "truth_depth",
     "write_rows",
 ]
 
@@ -475,12 +476,40 @@ def place_in_camera(
     return rays * depth[:, None]
 
 
+def _depth_view(camera: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The protocol's 256 x 256 depth maps of the photo's 224 crop view (``Perspective``), and
+    the camera's pose ``R``, ``t`` (``x_cam = R x + t``)."""
+    from facehd.depthmap import RENDER_SIZE, Perspective
+    from models.data import CROP
+
+    K = camera.K[0].cpu().numpy().astype(np.float64)
+    R = camera.R[0].cpu().numpy().astype(np.float64)
+    t = camera.t[0].cpu().numpy().astype(np.float64)
+    s = RENDER_SIZE / CROP
+    k_maps = K.copy()
+    k_maps[:2] *= s
+    k_maps[:2, 2] += 0.5 * s  # pixel (r, c) has its centre at c + 0.5 there
+    return Perspective(k_maps), R, t
+
+
+def truth_depth(truth: Truth, camera: Any) -> np.ndarray:
+    """The true detailed surface's depth map in the photo's camera, the one
+    :func:`camera_levels` slides the levels onto: made once per photo where several
+    reconstructions of it are placed (the variants of ``evaluate --multiview``)."""
+    from facehd.depthmap import render_depth
+
+    maps, R, t = _depth_view(camera)
+    return render_depth(Mesh(truth.m2.vertices @ R.T + t, truth.m2.faces), maps)
+
+
 def camera_levels(
     recon: Reconstructor,
     rec: Reconstruction,
     truth: Truth,
     camera: Any,
     meshes: Sequence[Mesh],
+    *,
+    gt_depth: np.ndarray | None = None,
 ) -> tuple[float, ...]:
     """FaceScape's CD (mm) and MNE (rad) of each of ``meshes`` (levels of ``rec``, canonical
     frame) placed as the protocol places a prediction (item 10 of the module docstring):
@@ -493,22 +522,16 @@ def camera_levels(
     M1's centroid as in item 9. ``camera``: :func:`models.data.crop_camera` of the photo. A mesh
     the protocol cannot place (drawn off the true face in the photo, or reaching behind the
     reconstruction's camera) scores NaN, as a benchmark image whose prediction fails.
+    ``gt_depth``: :func:`truth_depth` of this truth and camera, when made already.
     """
     from facehd.cylinder import cylinder_scores
-    from facehd.depthmap import RENDER_SIZE, Perspective, render_depth, slide_to_depth
+    from facehd.depthmap import render_depth, slide_to_depth
     from facehd.errors import DegenerateInputError
-    from models.data import CROP
 
-    K = camera.K[0].cpu().numpy().astype(np.float64)
-    R = camera.R[0].cpu().numpy().astype(np.float64)
-    t = camera.t[0].cpu().numpy().astype(np.float64)
-    s = RENDER_SIZE / CROP
-    k_maps = K.copy()
-    k_maps[:2] *= s
-    k_maps[:2, 2] += 0.5 * s  # pixel (r, c) has its centre at c + 0.5 there
-    maps = Perspective(k_maps)
+    maps, R, t = _depth_view(camera)
     gt = Mesh(truth.m2.vertices @ R.T + t, truth.m2.faces)
-    gt_depth = render_depth(gt, maps)
+    if gt_depth is None:
+        gt_depth = render_depth(gt, maps)
     centre, gt_map = truth.cylinder_map()
     cds, mnes = [], []
     for mesh in meshes:

@@ -642,7 +642,7 @@ def evaluate_multiview_synthetic(
     """
     from facehd.errors import InputFileError
     from models.data import align_lab_photo
-    from models.evaluate import heldout_ids, read_heldout_scans
+    from models.evaluate import _photo_camera, heldout_ids, read_heldout_scans, truth_depth
 
     if views is not None and views < 2:
         raise ValueError(f"--views must be >= 2 for multi-view sets, got {views}")
@@ -672,9 +672,12 @@ def evaluate_multiview_synthetic(
                 images, masks, landmarks68, refine, shared_identity=True
             )[0]
         res = fit_multiview(recon, images, masks, landmarks68, config, coefficients=start)
+        # each view's camera and the truth's depth map in it, shared by the three variants
+        cameras = [_photo_camera(photos, v, crops[v]) for v in range(n)]
+        depths = [truth_depth(truth, c) for c in cameras]
         for variant, recs in zip(VARIANTS, (res.single, res.naive, res.views), strict=True):
             scores = [
-                _view_scores(recon, r, truth, photos, v, crops[v], max_points)
+                _view_scores(recon, r, truth, cameras[v], depths[v], v, max_points)
                 for v, r in enumerate(recs)
             ]
             values = [float(x) for x in _mean_of_finite(np.array(scores))]
@@ -697,18 +700,18 @@ def _view_scores(
     recon: Reconstructor,
     rec: Reconstruction,
     truth: Any,
-    photos: dict[str, np.ndarray],
+    camera: Any,
+    gt_depth: np.ndarray,
     view: int,
-    crop: dict[str, Any],
     max_points: int,
 ) -> np.ndarray:
-    """One view's :data:`MULTIVIEW_SCORES` (the order of :class:`MultiViewEvalRow`)."""
-    from models.evaluate import _photo_camera, _score_levels, _seen_and_oracle, camera_levels
+    """One view's :data:`MULTIVIEW_SCORES` (the order of :class:`MultiViewEvalRow`); ``camera``
+    and ``gt_depth``: the view's camera and :func:`models.evaluate.truth_depth` in it."""
+    from models.evaluate import _score_levels, _seen_and_oracle, camera_levels
 
     levels = _score_levels(recon, rec, truth, max_points=max_points, seed=view, facescape=True)
-    camera = _photo_camera(photos, view, crop)
     details = _seen_and_oracle(recon, rec, truth, camera, levels)[0]
-    placed = camera_levels(recon, rec, truth, camera, levels.meshes)
+    placed = camera_levels(recon, rec, truth, camera, levels.meshes, gt_depth=gt_depth)
     scores = [*levels.dists, *levels.angles, *details, *levels.facescape, *placed]
     return np.array(scores, dtype=np.float64)
 
