@@ -1273,11 +1273,12 @@ def _check_precision(precision: str) -> None:
         raise typer.Exit(2)
 
 
-def _model_notes(recon: Any, checkpoint: Path) -> None:
+def _model_notes(recon: Any, checkpoint: Path, refine: Any = None) -> None:
     """Notes on the model loaded into ``recon``: bfloat16 asked for on hardware without
-    bfloat16 matrix units (it may be no faster than float32 there), and a run's model.pt that
+    bfloat16 matrix units (it may be no faster than float32 there), a run's model.pt that
     has not trained the detail stage (its M1 and M2 come from networks at their
-    initialisation)."""
+    initialisation), and a detail stage trained on refined base faces run without ``refine``
+    (the faces it is given are then unlike those it learnt on)."""
     from models.precision import fast_bfloat16
 
     device = recon.system.device
@@ -1293,6 +1294,14 @@ def _model_notes(recon: Any, checkpoint: Path) -> None:
         console.print(
             f"[yellow]note:[/yellow] {esc(checkpoint)} has not trained the detail stage (stages "
             f"{', '.join(stages) or 'none'}): M1 and M2 come from untrained networks",
+            soft_wrap=True,
+        )
+    trained = int(getattr(getattr(recon.config, "hrn_options", None), "refine_steps", 0) or 0)
+    if trained > 0 and refine is None:
+        console.print(
+            f"[yellow]note:[/yellow] {esc(checkpoint)}'s detail stage was trained on refined "
+            f"base faces (hrn_options.refine_steps {trained}): --refine-steps {trained} gives it "
+            "faces like those",
             soft_wrap=True,
         )
 
@@ -1567,7 +1576,7 @@ def reconstruct(
                 tasks: dict[str, Any] = {}
 
                 def loaded(recon: Any) -> None:
-                    _model_notes(recon, checkpoint)
+                    _model_notes(recon, checkpoint, refine)
                     bar.start()
                     tasks["photos"] = bar.add_task("photos", total=len(files))
                     if multiview:
@@ -1738,7 +1747,7 @@ def evaluate(
         failed: list[str] = []
         with _exit_on_error(FacehdError, ValueError):
             recon = Reconstructor.load(checkpoint, precision=precision)
-            _model_notes(recon, checkpoint)
+            _model_notes(recon, checkpoint, refine)
             with _progress() as bar:
                 task = bar.add_task("scans", total=None)
                 mv_rows = evaluate_multiview_synthetic(
@@ -1827,7 +1836,7 @@ def evaluate(
     failed = []
     with _exit_on_error(FacehdError, ValueError):
         recon = Reconstructor.load(checkpoint, precision=precision)
-        _model_notes(recon, checkpoint)
+        _model_notes(recon, checkpoint, refine)
         with _progress() as bar:
             task = bar.add_task("photos", total=None)
             rows, s = evaluate_synthetic(

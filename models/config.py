@@ -467,7 +467,13 @@ _RULES: dict[str, dict[str, Check]] = {
         "decay_factor": _range(0, 1, lo_open=True),
         "betas": _PROBABILITY,
     },
-    "HRNOptions": {"discriminator_lr": _POSITIVE, "scale_lr": _WEIGHT, "scale_warmup": _FRACTION},
+    "HRNOptions": {
+        "discriminator_lr": _POSITIVE,
+        "scale_lr": _WEIGHT,
+        "scale_warmup": _FRACTION,
+        "refine_steps": _WEIGHT,
+        "refine_lr": _POSITIVE,
+    },
     "TrainConfig": {
         "model.network.mid_size": _mid_size_for_discriminators,
         "image_size": _range(16, 2048, note=_MEMORY),

@@ -28,6 +28,8 @@ A later stage starts from the networks of the earlier ones in the same run folde
     train.log                   messages (perceptual off, TensorBoard missing, resumes ...)
     log_<stage>.csv             one row per logged step: step, kind, lr, total, every loss term
     checkpoints/<stage>.pt      latest checkpoint of the stage (atomic: temp file + os.replace)
+    refined/<name>.pt           the refined base faces of the training photos (only with
+                                hrn_options.refine_steps > 0; :mod:`models.refined_faces`)
     model.pt                    the networks after the last finished stage (for reconstruct)
     init.json                   the ``--init`` checkpoint (path, SHA-256) a resume starts from
     tensorboard/<stage>/        event files (when the ``tensorboard`` package imports: a dependency)
@@ -194,6 +196,18 @@ class HRNOptions:
     regulariser alone can drive beta to zero in a few dozen steps, and with it every gradient
     into the high-frequency generator (whose output is multiplied by beta); holding the scales
     lets the generators learn from the supervised maps first."""
+    refine_steps: int = 0
+    """Train on refined base faces: before the first step, the base model's coefficients of every
+    training photo (the photos and the priors' lab photos) are refined on the photo's own
+    self-supervised objective, ``refine_steps`` Adam iterations in each of the two phases, as
+    ``facehd evaluate`` and ``facehd reconstruct --refine-steps`` refine them
+    (:mod:`models.refine`), and M0 of every iteration is the refined face instead of the
+    analyzer's. They are made once and kept in the run folder (``refined/``,
+    :mod:`models.refined_faces`). 0: the analyzer's faces, as the paper trains."""
+    refine_lr: float = 1e-2
+    """Adam's learning rate of that refinement (that of ``facehd evaluate --refine-steps``)."""
+    refine_start: Literal["mean", "network"] = "mean"
+    """Identity and expression the refinement starts from: the mean face or the analyzer's."""
 
 
 @dataclass
@@ -755,6 +769,10 @@ class Trainer:
         self.system.to(self.device)
         self._lab = None
         self._lab_said = False
+        self._callback: StepCallback | None = None
+        self._aside = 0.0
+        """Seconds of the current stage spent outside its steps' own work (the refinement of
+        the training faces), left out of the stage's time and speed."""
         self._pairs = None
         self.perceptual, self._identity_kind = self._perceptual_loss(config.identity_network)
 
@@ -849,10 +867,14 @@ class Trainer:
         return self._pairs
 
     def _batch(self, dataset, sampler):
+        return self._indexed_batch(dataset, sampler)[1]
+
+    def _indexed_batch(self, dataset, sampler):
+        """``(sample indices, PhotoBatch)`` of the sampler's next batch."""
         from models.data import collate
 
         idx = sampler.next_batch()
-        return collate([dataset[i] for i in idx], self.config.image_size).to(self.device)
+        return idx, collate([dataset[i] for i in idx], self.config.image_size).to(self.device)
 
     def _sampler(self, n: int, batch_size: int, stream: int):
         from models.data import EpochSampler
@@ -992,10 +1014,13 @@ class Trainer:
         resume: bool = False,
         callback: StepCallback | None = None,
     ) -> tuple[int, float]:
-        """Run (or resume) one stage. Returns (steps run, seconds)."""
+        """Run (or resume) one stage. Returns (steps run, seconds of the steps: a refinement of
+        the training faces before them, timed in the log, not counted)."""
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
         cfg: StageConfig = getattr(self.config, stage)
+        self._callback = callback
+        self._aside = 0.0
         optim, samplers, step_fn = getattr(self, f"_setup_{stage}")()
         start = 0
         ckpt = self.checkpoint_path(stage)
@@ -1082,7 +1107,133 @@ class Trainer:
         if cfg.steps == 0 or start >= cfg.steps:
             self._save(stage, cfg.steps, True, optim, samplers)
         _barrier(self.dist)
-        return steps_run, time.perf_counter() - t0
+        return steps_run, time.perf_counter() - t0 - self._aside
+
+    # ------------------------------------------------------------------ refined faces
+    def _refine_settings(self) -> dict[str, Any]:
+        """What the refined coefficients of a photo depend on besides the photo itself."""
+        from dataclasses import asdict
+
+        from models.refined_faces import analyzer_digest
+
+        opts = self.config.hrn_options
+        return {
+            "analyzer_sha256": analyzer_digest(self.system.hrn.net_recon),
+            "steps": int(opts.refine_steps),
+            "lr": float(opts.refine_lr),
+            "start": str(opts.refine_start),
+            "base_losses": {k: float(v) for k, v in asdict(self.config.model.base_losses).items()},
+            "image_size": int(self.config.image_size),
+            "template": str(self.config.template),
+        }
+
+    def refined_faces(self, dataset, name: str):
+        """The refined base coefficients of every sample of ``dataset``
+        (:class:`models.refined_faces.RefinedFaces`), made once per run folder and kept in
+        ``refined/<name>.pt`` (see :mod:`models.refined_faces`): each process refines its
+        share of the samples not already there, saving after each, and all processes get the
+        whole table. A stop asked meanwhile (single process) raises
+        :class:`TrainingInterrupted` after the photo in flight, with everything before it kept.
+        The analyzer refines in evaluation mode (as the frozen analyzer of the detail stage).
+        """
+        analyzer = self.system.hrn.net_recon
+        training = analyzer.training
+        analyzer.eval()  # its prediction, the refinement's start, must not move its statistics
+        t0 = time.perf_counter()
+        try:
+            return self._refined_faces(dataset, name)
+        finally:
+            analyzer.train(training)
+            self._aside += time.perf_counter() - t0
+
+    def _refined_faces(self, dataset, name: str):
+        from models.data import collate
+        from models.refine import RefineConfig, refine_coefficients
+        from models.refined_faces import (
+            RefinedFaces,
+            read_entries,
+            sample_digest,
+            write_entries,
+        )
+
+        folder = self.out / "refined"
+        whole = folder / f"{name}.pt"
+        settings = self._refine_settings()
+        n = len(dataset)
+        what = {"lab": "lab photos"}.get(name, name)
+        found: dict[int, dict] = {}
+        in_whole: dict[int, str] = {}
+        for path in [whole, *sorted(folder.glob(f"{name}.rank*.pt"))]:
+            entries, why = read_entries(path, settings)
+            if why is not None:
+                self.log.message(f"refined faces: {why}; not used")
+            if path == whole:
+                in_whole = {i: str(e.get("digest")) for i, e in entries.items()}
+            for i, entry in entries.items():
+                found.setdefault(i, entry)
+        opts = self.config.hrn_options
+        cfg = RefineConfig(steps=opts.refine_steps, lr=opts.refine_lr, start=opts.refine_start)
+        weights = self.config.model.base_losses
+        mine = range(self.dist.rank, n, self.dist.world)
+        part = folder / f"{name}.rank{self.dist.rank}.pt"
+        kept: dict[int, dict] = {}
+        todo: list[tuple[int, dict, str]] = []
+        for i in mine:
+            item = dataset[i]
+            digest = sample_digest(item)
+            entry = found.get(i)
+            if entry is not None and entry.get("digest") == digest:
+                kept[i] = entry
+            else:
+                todo.append((i, item, digest))
+        made = _gather(len(todo), self.dist)
+        if sum(made):
+            self.log.message(
+                f"refined faces: refining the base faces of {sum(made)} of {n} {what} "
+                f"({opts.refine_steps} + {opts.refine_steps} steps each; {n - sum(made)} "
+                f"already in {folder})"
+            )
+        rng = _rng_state()  # the refinement draws nothing; the stage's random state is kept
+        t0 = time.perf_counter()
+        hrn = self.system.hrn
+        for k, (i, item, digest) in enumerate(todo, 1):
+            batch = collate([item], self.config.image_size).to(self.device)
+            with torch.no_grad():
+                start = hrn.net_recon.predict(batch.images)
+            coeffs, before, after = refine_coefficients(
+                self.system, batch.images, batch.masks, batch.landmarks, start, weights, cfg
+            )
+            kept[i] = {
+                "digest": digest,
+                "coeffs": torch.cat(list(coeffs), dim=1)[0].detach().float().cpu(),
+                "before": float(before),
+                "after": float(after),
+            }
+            write_entries(part, settings, kept)
+            if self._callback is not None and self.dist.main:
+                self._callback(f"refine {name}", k, len(todo), {})
+            if self.stop.requested:
+                self.log.message(f"refined faces: stopped by a signal after {k} of {len(todo)}")
+                raise TrainingInterrupted("hrn", 0, part)
+        _set_rng_state(rng)
+        entries: dict[int, dict] = {}
+        for share in _gather(kept, self.dist):
+            entries.update(share)
+        faces = RefinedFaces.from_entries(entries, n)
+        current = {i: str(e["digest"]) for i, e in entries.items()}
+        if self.dist.main and current != in_whole:
+            write_entries(whole, settings, entries)
+        _barrier(self.dist)
+        if self.dist.main:
+            for leftover in folder.glob(f"{name}.rank*.pt"):
+                leftover.unlink()
+        if todo or sum(made):
+            seconds = time.perf_counter() - t0
+            self.log.message(
+                f"refined faces: {what} done in {seconds:.1f} s; base objective "
+                f"{float(faces.before.mean()):.4g} -> {float(faces.after.mean()):.4g} (mean)"
+            )
+        return faces
 
     # ------------------------------------------------------------------ base stage
     def _setup_base(self):
@@ -1251,14 +1402,23 @@ class Trainer:
         size = self.config.image_size
         fit_vertices = system.fit_vertices.to(self.device)
 
+        refined: dict[str, Any] = {}  # name -> RefinedFaces, made at the first step
+
         def step(step: int) -> dict[str, float]:
+            if opts.refine_steps > 0 and not refined:
+                # made here, after a resumed stage has loaded its networks: the analyzer that
+                # refines is the stage's (frozen) one
+                refined["photos"] = self.refined_faces(photos, "photos")
+                if lab is not None:
+                    refined["lab"] = self.refined_faces(lab, "lab")
             supervised = opts.priors and step % 2 == 0
-            if supervised:
-                batch = self._batch(lab, samplers["lab"])
-            else:
-                batch = self._batch(photos, samplers["photos"])
+            name, dataset = ("lab", lab) if supervised else ("photos", photos)
+            idx, batch = self._indexed_batch(dataset, samplers[name])
             with torch.no_grad():
-                coarse = system.coarse(batch.images)
+                start = None
+                if refined:
+                    start = refined[name].coefficients(hrn.net_recon.layout, idx, self.device)
+                coarse = system.coarse(batch.images, start)
             detail = system.details(
                 batch.images,
                 coarse,
@@ -1703,7 +1863,8 @@ def _prepare_run_folder(
         )
     # files a killed run was writing (checkpoints, model.pt, logs, config: never complete,
     # saves go through os.replace); this run holds the folder, so none is being written now
-    for pattern in ("checkpoints/*.pt.tmp*", "*.tmp*"):  # '*' matches hidden names too
+    # '*' matches hidden names too
+    for pattern in ("checkpoints/*.pt.tmp*", "refined/*.pt.tmp*", "*.tmp*"):
         for partial in out.glob(pattern):
             if partial.is_file():
                 partial.unlink(missing_ok=True)

@@ -4,6 +4,8 @@ with DistributedDataParallel and writes what this rank holds afterwards.
 ``ddp_worker.py PHOTOS PRIORS OUT``: the base and detail stages, once.
 ``ddp_worker.py --resume PHOTOS OUT``: the base stage twice, uninterrupted into ``OUT/whole`` and
 stopped after a checkpoint then resumed into ``OUT/resumed``.
+``ddp_worker.py --refine PHOTOS OUT``: the photos' refined base faces (``refine_steps`` 2) of the
+untrained analyzer, each rank's table saved as ``OUT/faces<rank>.pt``.
 """
 
 from __future__ import annotations
@@ -83,5 +85,21 @@ def resume_main() -> None:
     dist.destroy_process_group()
 
 
+def refine_main() -> None:
+    photos, out = sys.argv[2], Path(sys.argv[3])
+    torch.set_num_threads(1)
+    cfg = tiny_config()
+    cfg.hrn_options.refine_steps = 2
+    trainer = Trainer(cfg, out, photos=photos)
+    rank = trainer.dist.rank
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    faces = trainer.refined_faces(trainer.photos(), "photos")
+    torch.save({"flat": faces.flat}, out / f"faces{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 if __name__ == "__main__":
-    resume_main() if sys.argv[1] == "--resume" else main()
+    {"--resume": resume_main, "--refine": refine_main}.get(sys.argv[1], main)()

@@ -87,6 +87,35 @@ def test_two_process_run_resumes_exactly_on_photos_shared_unevenly(hrn_data, tmp
             assert torch.equal(v, params["resumed"][k]), (rank, k)
 
 
+def test_two_processes_share_the_refinement_of_the_training_faces(hrn_data, tmp_path, one_thread):
+    """Each process refines its share of the photos (here the photos a one-process run left
+    unfinished) and both get the whole table, that of one process."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from hrn_testdata import tiny_config
+
+    from models.refined_faces import read_entries, write_entries
+    from models.train import Trainer
+
+    cfg = tiny_config()
+    cfg.hrn_options.refine_steps = 2
+    one = Trainer(cfg, tmp_path / "one", photos=hrn_data.photos)
+    (tmp_path / "one").mkdir()
+    expected = one.refined_faces(one.photos(), "photos")
+    settings = one._refine_settings()
+    entries, why = read_entries(tmp_path / "one" / "refined" / "photos.pt", settings)
+    assert why is None and sorted(entries) == [0, 1, 2, 3]
+    # a one-process run stopped after photo 2: its share file holds photos 0 and 1
+    out = tmp_path / "two"
+    write_entries(out / "refined" / "photos.rank0.pt", settings, {i: entries[i] for i in (0, 1)})
+    _two_processes(tmp_path, "--refine", hrn_data.photos, out)
+    for rank in (0, 1):
+        got = torch.load(out / f"faces{rank}.pt", weights_only=True)["flat"]
+        assert torch.equal(got, expected.flat), rank
+    log = (out / "train.log").read_text()
+    assert "refining the base faces of 2 of 4 photos" in log
+    assert sorted(p.name for p in (out / "refined").iterdir()) == ["photos.pt"]
+
+
 def test_a_gpu_run_has_a_backend_for_its_cpu_tensors():
     from models.train import process_group_backend
 
