@@ -472,6 +472,7 @@ _RULES: dict[str, dict[str, Check]] = {
         "scale_lr": _WEIGHT,
         "scale_warmup": _FRACTION,
         "refine_steps": _WEIGHT,
+        "refine_share": _FRACTION,
         "refine_lr": _POSITIVE,
     },
     "TrainConfig": {

@@ -204,6 +204,10 @@ class HRNOptions:
     (:mod:`models.refine`), and M0 of every iteration is the refined face instead of the
     analyzer's. They are made once and kept in the run folder (``refined/``,
     :mod:`models.refined_faces`). 0: the analyzer's faces, as the paper trains."""
+    refine_share: float = 1.0
+    """With ``refine_steps``: the share of the iterations whose M0 is the refined face; the
+    others take the analyzer's, so that one detail stage serves both (iterations go by pairs,
+    one self-supervised and one supervised, spread evenly: 0.5 alternates the pairs)."""
     refine_lr: float = 1e-2
     """Adam's learning rate of that refinement (that of ``facehd evaluate --refine-steps``)."""
     refine_start: Literal["mean", "network"] = "mean"
@@ -1416,7 +1420,7 @@ class Trainer:
             idx, batch = self._indexed_batch(dataset, samplers[name])
             with torch.no_grad():
                 start = None
-                if refined:
+                if refined and _refined_pair(step, opts.refine_share):
                     start = refined[name].coefficients(hrn.net_recon.layout, idx, self.device)
                 coarse = system.coarse(batch.images, start)
             detail = system.details(
@@ -1527,6 +1531,14 @@ class Trainer:
             return values
 
         return optim, samplers, step
+
+
+def _refined_pair(step: int, share: float) -> bool:
+    """Whether detail-stage ``step`` (1-based) takes the refined M0 at ``refine_share``
+    ``share``: steps go by pairs (self-supervised, supervised), and pair ``p`` does when
+    ``floor((p + 1) share) > floor(p share)``, which spreads ``share`` of them evenly."""
+    p = (step - 1) // 2
+    return math.floor((p + 1) * share + 1e-9) > math.floor(p * share + 1e-9)
 
 
 # --------------------------------------------------------------------------------------------

@@ -225,6 +225,8 @@ def test_refine_settings_are_checked(tmp_path):
         apply_overrides(cfg, ["hrn_options.refine_steps=-1"])
     with pytest.raises(ConfigError, match="refine_lr must be"):
         apply_overrides(cfg, ["hrn_options.refine_lr=0"])
+    with pytest.raises(ConfigError, match="refine_share must be"):
+        apply_overrides(cfg, ["hrn_options.refine_share=1.5"])
     with pytest.raises(ConfigError, match="refine_start"):
         apply_overrides(cfg, ["hrn_options.refine_start=zero"])
     assert apply_overrides(cfg, ["hrn_options.refine_steps=30"]).hrn_options.refine_steps == 30
@@ -260,3 +262,42 @@ def test_the_cli_trains_on_refined_faces_and_says_how_to_run_such_a_model(
         )  # fmt: skip
         assert res.exit_code == 0, res.output
         assert (note in " ".join(res.output.split())) is said, res.output
+
+
+def test_a_share_of_the_iterations_takes_the_refined_faces(
+    hrn_data, start, refined_run, tmp_path, one_thread
+):
+    from models.system import FaceSystem
+
+    whole, _ = refined_run
+    out = tmp_path / "mix"
+    shutil.copytree(whole / "refined", out / "refined")  # the same analyzer: taken as they are
+    given: list[torch.Tensor] = []
+    details = FaceSystem.details
+
+    def recording(self, images, coarse, **kwargs):
+        given.append(torch.cat(list(coarse.coeffs), dim=1).detach().clone())
+        return details(self, images, coarse, **kwargs)
+
+    cfg = refined_config()
+    cfg.hrn_options.refine_share = 0.5
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FaceSystem, "details", recording)
+        train(cfg, out, photos=hrn_data.photos, priors=hrn_data.priors, stages=["hrn"], init=start)
+    assert "refining the base faces" not in (out / "train.log").read_text()
+    known = torch.cat([torch.stack([e["coeffs"] for e in entries(whole / "refined" / f"{n}.pt")
+                                    .values()]) for n in ("photos", "lab")])  # fmt: skip
+    took = [all((known == row).all(dim=1).any() for row in rows) for rows in given]
+    # pairs of steps (self-supervised, supervised): the second pair of the first two refined
+    assert took == [False, False, True, True, False]
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3, 0.5, 0.75, 1.0])
+def test_refined_pairs_are_spread_evenly(share):
+    from models.train import _refined_pair
+
+    flags = [_refined_pair(step, share) for step in range(1, 401)]
+    assert flags[0::2] == flags[1::2]  # both steps of a pair alike
+    pairs = flags[0::2]
+    for p in range(1, 201):  # the first p pairs hold floor(p * share) refined ones
+        assert sum(pairs[:p]) == int(p * share + 1e-9)
