@@ -1296,7 +1296,8 @@ def _model_notes(recon: Any, checkpoint: Path, refine: Any = None) -> None:
             f"{', '.join(stages) or 'none'}): M1 and M2 come from untrained networks",
             soft_wrap=True,
         )
-    trained = int(getattr(getattr(recon.config, "hrn_options", None), "refine_steps", 0) or 0)
+    options = getattr(getattr(recon, "config", None), "hrn_options", None)
+    trained = int(getattr(options, "refine_steps", 0) or 0)
     if trained > 0 and refine is None:
         console.print(
             f"[yellow]note:[/yellow] {esc(checkpoint)}'s detail stage was trained on refined "

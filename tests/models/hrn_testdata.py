@@ -127,3 +127,14 @@ def tiny_config():
     # resume the discriminators too
     c.model.hrn_losses.adversarial = 0.2
     return c
+
+
+def states_equal(a: Path, b: Path) -> list[str]:
+    """The network tensors of checkpoints / model files ``a`` and ``b`` that differ (empty: the
+    same networks, bit for bit)."""
+    import torch
+
+    from models.checkpoints import read_checkpoint
+
+    sa, sb = read_checkpoint(a)["state"], read_checkpoint(b)["state"]
+    return [f"{p}.{k}" for p in sa for k in sa[p] if not torch.equal(sa[p][k], sb[p][k])]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hrn_testdata import tiny_config
+from hrn_testdata import states_equal, tiny_config
 
 from facehd.errors import FacehdError, InputFileError
 from models.checkpoints import read_checkpoint
@@ -29,11 +29,6 @@ def kill_at(stage: str, step: int):
             raise Killed()
 
     return callback
-
-
-def states_equal(a: Path, b: Path) -> list[str]:
-    sa, sb = read_checkpoint(a)["state"], read_checkpoint(b)["state"]
-    return [f"{p}.{k}" for p in sa for k in sa[p] if not torch.equal(sa[p][k], sb[p][k])]
 
 
 @pytest.fixture(scope="module")

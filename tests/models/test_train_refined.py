@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hrn_testdata import tiny_config
+from hrn_testdata import states_equal, tiny_config
 
 from models.checkpoints import read_checkpoint
 from models.data import LabDataset, PhotoDataset
@@ -26,11 +26,6 @@ def refined_config():
     cfg = tiny_config()
     cfg.hrn_options.refine_steps = STEPS
     return cfg
-
-
-def states_equal(a: Path, b: Path) -> list[str]:
-    sa, sb = read_checkpoint(a)["state"], read_checkpoint(b)["state"]
-    return [f"{p}.{k}" for p in sa for k in sa[p] if not torch.equal(sa[p][k], sb[p][k])]
 
 
 def entries(path: Path) -> dict[int, dict]:
