@@ -1942,6 +1942,12 @@ def ablation(
     identity_network: Path = typer.Option(
         None, help="The perceptual loss's identity network weights (as facehd train)."
     ),
+    set_: list[str] = typer.Option(
+        None,
+        "--set",
+        help="KEY=VALUE: change one setting of the config, as facehd train --set (e.g. "
+        "hrn_options.refine_steps=300: every row trained and scored on refined faces).",
+    ),
 ) -> None:
     """The paper's ablation (Table 3), every row trained and measured on held-out synthetic photos.
 
@@ -1950,13 +1956,19 @@ def ablation(
     Bad inputs are refused before anything trains, and a refused run creates no --out folder.
 
     Example: facehd ablation --photos photos.h5 --priors priors.h5 --heldout heldout --out abl
+
+    Example: facehd ablation --photos photos.h5 --priors priors.h5 --heldout heldout --out abl
+    --set hrn_options.refine_steps=300
     """
     from facehd.errors import FacehdError
     from models.ablation import run_ablation, table_markdown
+    from models.config import apply_overrides
     from models.train import TrainingInterrupted
 
     with _exit_on_error(FacehdError, ValueError):
         cfg = _train_config(config, None, None, identity_network)
+        if set_:
+            cfg = apply_overrides(cfg, set_)
         if steps is not None:
             cfg.hrn.steps = steps
         try:

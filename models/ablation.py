@@ -20,6 +20,11 @@ are FaceScape's CD and MNE (the metrics of the paper's Table 3; item 9 of
 :mod:`models.evaluate`) of the row's final surface (M0 for ``base``, M2 otherwise); the per-level
 numbers, by closest points and by FaceScape's protocol, are kept too. An interrupted ablation
 resumes (finished rows are not retrained).
+
+A config whose detail stage trains on refined base faces (``hrn_options.refine_steps``) gives
+every row those faces: the training photos are refined once, by the first row that trains, and
+the later rows take them (``<row>/refined``, the same analyzer); every row, the base row too, is
+scored on the held-out photos refined the same way.
 """
 
 from __future__ import annotations
@@ -207,9 +212,23 @@ def _run_rows(
     log: Callable[[str], None],
 ) -> list[AblationRow]:
     """:func:`run_ablation` once its inputs are checked and ``out`` is made."""
+    import shutil
+
     from models.checkpoints import read_checkpoint
     from models.reconstruct import Reconstructor
+    from models.refine import RefineConfig
 
+    opts_all = config.hrn_options
+    refine = None
+    if opts_all.refine_steps > 0:
+        refine = RefineConfig(
+            steps=opts_all.refine_steps, lr=opts_all.refine_lr, start=opts_all.refine_start
+        )
+        log(
+            f"ablation: the detail stage trains on refined faces (hrn_options.refine_steps "
+            f"{opts_all.refine_steps}); every row is scored on refined faces too"
+        )
+    refined_from: list[Path] = []  # the rows' folders of refined faces, made so far
     shared = out / "shared"
     kw = {"photos": photos, "priors": priors, "pairs": pairs, "callback": callback}
     resume = (shared / "checkpoints").is_dir()
@@ -235,6 +254,9 @@ def _run_rows(
                 run_data_matches(folder, photos=photos, priors=priors, pairs=pairs)
             else:
                 log(f"ablation row {name}: training")
+                if refined_from and not (folder / "refined").exists():
+                    # the faces an earlier row refined (the same analyzer: the shared one)
+                    shutil.copytree(refined_from[-1], folder / "refined")
                 r = train(
                     cfg,
                     folder,
@@ -246,11 +268,13 @@ def _run_rows(
                 seconds = sum(r.seconds.values())
             model_path = folder / "model.pt"
             read_checkpoint(model_path)  # fails clearly on a corrupt file
+            if (folder / "refined").is_dir():
+                refined_from.append(folder / "refined")
         if seconds == 0.0:  # nothing trained now: the time the row took when it was trained
             seconds = earlier.get(name, seconds)
         log(f"ablation row {name}: scoring")
         recon = Reconstructor.load(model_path)
-        per_photo, s = evaluate_synthetic(recon, heldout, views=views)
+        per_photo, s = evaluate_synthetic(recon, heldout, views=views, refine=refine)
         write_rows(out / f"eval_{slug}.csv", per_photo)
         final = (s.cd_fs_m0, s.mne_fs_m0) if opts is None else (s.cd_fs_m2, s.mne_fs_m2)
         rows.append(

@@ -132,3 +132,33 @@ def test_ablation_rows_are_trained_measured_and_resumed(hrn_data, tmp_path, one_
     (out / slug / "data.json").write_text(json.dumps(record))
     with pytest.raises(FacehdError, match=rf"{slug}: the run was trained on other priors"):
         run_ablation(cfg, out, views=1, log=lambda _: None, **kw)
+
+
+def test_an_ablation_on_refined_faces_refines_once_and_scores_refined(
+    hrn_data, tmp_path, one_thread
+):
+    """With hrn_options.refine_steps the first row that trains refines the training photos, the
+    later rows take its faces (only the lab photos are refined again, by the first row with the
+    priors), and every row is scored on refined held-out faces, as evaluate --refine-steps."""
+    from models.evaluate import evaluate_synthetic
+    from models.reconstruct import Reconstructor
+    from models.refine import RefineConfig
+
+    cfg = tiny_config()
+    cfg.base.steps, cfg.deretouch.steps, cfg.hrn.steps = 2, 1, 2
+    cfg.hrn_options.refine_steps = 2
+    out = tmp_path / "abl"
+    said: list[str] = []
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "heldout": hrn_data.scans}
+    rows = run_ablation(cfg, out, views=1, log=said.append, **kw)
+    assert any("scored on refined faces" in s for s in said)
+    logs = {slug: (out / slug / "train.log").read_text() for _, slug, o in ABLATION_ROWS if o}
+    assert [slug for slug, t in logs.items() if "of 4 photos" in t] == ["hierarchy"]
+    assert [slug for slug, t in logs.items() if "of 4 lab photos" in t] == ["priors"]
+    refine = RefineConfig(steps=2)
+    for (_, slug, _), row in zip(ABLATION_ROWS, rows, strict=True):
+        model = out / ("shared" if slug == "base" else slug) / "model.pt"
+        _, s = evaluate_synthetic(Reconstructor.load(model), hrn_data.scans, views=1, refine=refine)
+        assert (row.dist_m0, row.dist_m2, row.mne_fs_m2) == pytest.approx(
+            (s.dist_m0, s.dist_m2, s.mne_fs_m2), rel=1e-6
+        ), slug

@@ -345,6 +345,8 @@ def test_refused_ablation_and_training_runs_create_no_folder(hrn_data, tmp_path)
         (["--priors", str(hrn_data.photos), "--heldout", str(hrn_data.scans)], "priors dataset"),
         ([*good, "--steps", "0"], "must be at least 1, got 0"),
         ([*good, "--steps", "-1"], "must be at least 1, got -1"),
+        ([*good, "--set", "hrn.steps=0"], "must be at least 1, got 0"),  # --set is taken
+        ([*good, "--set", "hrn_options.refine_step=3"], "refine_step"),
     )
     for extra, problem in cases:
         res = runner.invoke(app, [*base, *extra])
