@@ -19,7 +19,9 @@
    neither run nor trained). Maps enter the losses in the networks' units (``map_unit_mm``, 100
    mm), the unit the paper's weights were set in. The ground-truth deformation map is re-fitted
    to the predicted M0 (:meth:`models.system.FaceSystem.target_deformation`), as the paper fits
-   its maps to the base model's own coarse mesh.
+   its maps to the base model's own coarse mesh. With ``hrn_options.refine_steps`` M0 is each
+   photo's face refined on its own objective instead of the analyzer's prediction
+   (:mod:`models.refined_faces`; ``refine_share`` of the iterations).
 
 A later stage starts from the networks of the earlier ones in the same run folder (or from
 ``--init``). Run folder::
