@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from models.evaluate import evaluate_synthetic, write_rows
-from models.train import HRNOptions, TrainConfig, run_data_matches, train
+from models.train import HRNOptions, TrainConfig, run_data_matches, train, training_refinement
 
 __all__ = ["ABLATION_ROWS", "AblationRow", "run_ablation", "table_markdown"]
 
@@ -216,19 +216,14 @@ def _run_rows(
 
     from models.checkpoints import read_checkpoint
     from models.reconstruct import Reconstructor
-    from models.refine import RefineConfig
 
-    opts_all = config.hrn_options
-    refine = None
-    if opts_all.refine_steps > 0:
-        refine = RefineConfig(
-            steps=opts_all.refine_steps, lr=opts_all.refine_lr, start=opts_all.refine_start
-        )
+    refine = training_refinement(config.hrn_options)
+    if refine is not None:
         log(
             f"ablation: the detail stage trains on refined faces (hrn_options.refine_steps "
-            f"{opts_all.refine_steps}); every row is scored on refined faces too"
+            f"{refine.steps}); every row is scored on refined faces too"
         )
-    refined_from: list[Path] = []  # the rows' folders of refined faces, made so far
+    refined_from: Path | None = None  # the latest row's folder of refined faces
     shared = out / "shared"
     kw = {"photos": photos, "priors": priors, "pairs": pairs, "callback": callback}
     resume = (shared / "checkpoints").is_dir()
@@ -254,9 +249,9 @@ def _run_rows(
                 run_data_matches(folder, photos=photos, priors=priors, pairs=pairs)
             else:
                 log(f"ablation row {name}: training")
-                if refined_from and not (folder / "refined").exists():
+                if refined_from is not None and not (folder / "refined").exists():
                     # the faces an earlier row refined (the same analyzer: the shared one)
-                    shutil.copytree(refined_from[-1], folder / "refined")
+                    shutil.copytree(refined_from, folder / "refined")
                 r = train(
                     cfg,
                     folder,
@@ -269,7 +264,7 @@ def _run_rows(
             model_path = folder / "model.pt"
             read_checkpoint(model_path)  # fails clearly on a corrupt file
             if (folder / "refined").is_dir():
-                refined_from.append(folder / "refined")
+                refined_from = folder / "refined"
         if seconds == 0.0:  # nothing trained now: the time the row took when it was trained
             seconds = earlier.get(name, seconds)
         log(f"ablation row {name}: scoring")

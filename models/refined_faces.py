@@ -124,9 +124,6 @@ class RefinedFaces:
         after = torch.tensor([float(entries[i]["after"]) for i in range(n)])
         return cls(flat, before, after)
 
-    def __len__(self) -> int:
-        return int(self.flat.shape[0])
-
     def coefficients(self, layout: Any, indices: Sequence[int], device: Any) -> Coefficients:
         """The coefficients of samples ``indices`` (``layout``: the analyzer's
         :class:`models.analyzer.CoefficientLayout`)."""

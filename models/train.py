@@ -68,7 +68,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -95,6 +95,9 @@ from models.config import (
     tiny_cpu_model_config,
 )
 
+if TYPE_CHECKING:
+    from models.refine import RefineConfig
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "MODEL_FORMAT",
@@ -112,6 +115,7 @@ __all__ = [
     "progress_lines",
     "tiny_cpu_train_config",
     "train",
+    "training_refinement",
 ]
 
 log = logging.getLogger("facehd.train")
@@ -1154,7 +1158,7 @@ class Trainer:
 
     def _refined_faces(self, dataset, name: str):
         from models.data import collate
-        from models.refine import RefineConfig, refine_coefficients
+        from models.refine import refine_coefficients
         from models.refined_faces import (
             RefinedFaces,
             read_entries,
@@ -1178,7 +1182,7 @@ class Trainer:
             for i, entry in entries.items():
                 found.setdefault(i, entry)
         opts = self.config.hrn_options
-        cfg = RefineConfig(steps=opts.refine_steps, lr=opts.refine_lr, start=opts.refine_start)
+        cfg = training_refinement(opts)
         weights = self.config.model.base_losses
         mine = range(self.dist.rank, n, self.dist.world)
         part = folder / f"{name}.rank{self.dist.rank}.pt"
@@ -1533,6 +1537,18 @@ class Trainer:
             return values
 
         return optim, samplers, step
+
+
+def training_refinement(options: HRNOptions) -> RefineConfig | None:
+    """The :class:`models.refine.RefineConfig` the detail stage refines its training faces with
+    (``hrn_options.refine_steps``, ``refine_lr``, ``refine_start``); None at 0 steps."""
+    from models.refine import RefineConfig
+
+    if options.refine_steps <= 0:
+        return None
+    return RefineConfig(
+        steps=options.refine_steps, lr=options.refine_lr, start=options.refine_start
+    )
 
 
 def _refined_pair(step: int, share: float) -> bool:
