@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "AUTOCAST_DEVICES",
     "PRECISIONS",
     "ConvReLU",
     "InstanceNormChannelsLast",
@@ -37,11 +39,37 @@ __all__ = [
     "cpu_flags",
     "fast_bfloat16",
     "fuse_for_inference",
+    "full_precision",
+    "mixed_precision",
     "run_in_bfloat16",
 ]
 
 PRECISIONS = ("float32", "bfloat16")
 """Inference precisions of the detail networks."""
+
+
+AUTOCAST_DEVICES: tuple[str, ...] = ("cuda",)
+"""Device types on which mixed-precision training (the trainer's ``amp``) runs the networks
+under bfloat16 autocast; elsewhere ``amp`` has no effect (a CPU's bfloat16 autocast can be slower
+than float32, see :func:`fast_bfloat16`). The tests add ``"cpu"`` to run the mixed-precision code
+paths on a CPU, whose autocast also computes convolutions and matrix products in bfloat16."""
+
+
+def mixed_precision(device: torch.device | str, enabled: bool = True) -> AbstractContextManager:
+    """bfloat16 autocast on ``device`` when ``enabled`` and its type is one of
+    :data:`AUTOCAST_DEVICES`, else a context that changes nothing. For the networks only:
+    geometry computed inside it must be wrapped in :func:`full_precision`."""
+    device = torch.device(device)
+    if enabled and device.type in AUTOCAST_DEVICES:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def full_precision(device: torch.device | str) -> AbstractContextManager:
+    """Autocast off on ``device`` (inside :func:`mixed_precision`): the camera and the pose
+    in float32, since bfloat16's 8-bit mantissa puts a pixel coordinate near 200 up to half a
+    pixel off, as much as the flow of a millimetre's deformation that it measures."""
+    return torch.autocast(torch.device(device).type, enabled=False)
 
 
 def check_precision(precision: str) -> str:

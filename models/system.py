@@ -346,22 +346,25 @@ class FaceSystem(nn.Module):
         ``hrn`` is the module to call for the maps (a DistributedDataParallel wrapper of
         ``self.hrn`` during training). With ``deretouch`` the albedo texture is the de-retouched
         A' (paper Eq. 3-6) computed from the re-aligned texture; otherwise A0 in UV space.
-        ``autocast`` runs the networks in bfloat16 on a GPU (mixed precision); their outputs are
-        returned in float32, and the geometry and rendering stay in float32.
+        ``autocast`` runs the networks in bfloat16 on a GPU (mixed precision,
+        :func:`models.precision.mixed_precision`); their outputs are returned in float32, and the
+        geometry (the re-alignment's projections included) and rendering stay in float32.
         """
         texture, valid, pos, seen = self.unwrap(images, coarse)
         module = hrn if hrn is not None else self.hrn
 
+        from models.precision import full_precision, mixed_precision
+
         def project(points: torch.Tensor) -> torch.Tensor:
-            return self.project(coarse.pose(points))
+            # the pose and the camera in float32 under mixed precision: the re-alignment's flow
+            # is the difference of two projections about a pixel apart
+            with full_precision(points.device):
+                return self.project(coarse.pose(points.to(coarse.rotation.dtype)))
 
-        from contextlib import nullcontext
-
-        amp = autocast and texture.device.type == "cuda"
-        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
+        ctx = mixed_precision(texture.device, autocast)
         with ctx:
             maps: HRNOutput = module(pos, texture, valid, project)
-        if amp:
+        if autocast:
             maps = HRNOutput(
                 maps.deformation.float(),
                 maps.displacement.float(),

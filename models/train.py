@@ -894,9 +894,9 @@ class Trainer:
         )
 
     def _autocast(self):
-        if self.device.type == "cuda" and self.config.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        from models.precision import mixed_precision
+
+        return mixed_precision(self.device, self.config.amp)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_path(self, stage: str) -> Path:
