@@ -133,3 +133,27 @@ def test_every_stage_trains_under_mixed_precision(hrn_data, tmp_path, cpu_autoca
     state = read_checkpoint(tmp_path / "run" / "model.pt")["state"]
     dtypes = {t.dtype for part in state.values() for t in part.values() if t.is_floating_point()}
     assert dtypes == {torch.float32}
+
+
+def test_the_paper_preset_trains_under_mixed_precision(hrn_data, tmp_path, cpu_autocast):
+    """A step of each stage of the ``paper`` preset (its networks and sizes, as ``facehd perf
+    hrn-train-paper`` runs them on a GPU) under bfloat16 autocast: every logged loss finite."""
+    from models.perf_entries import paper_speed_config
+    from models.train import train
+
+    cfg = paper_speed_config("cpu", batch_size=1)
+    assert cfg.amp
+    for stage in ("base", "deretouch", "hrn"):
+        getattr(cfg, stage).steps = 2
+    values: list[tuple[str, dict]] = []
+    train(
+        cfg, tmp_path / "run", photos=hrn_data.photos, priors=hrn_data.priors,
+        pairs=hrn_data.pairs, callback=lambda s, k, n, v: values.append((s, v)),
+    )  # fmt: skip
+    assert [s for s, _ in values] == ["base"] * 2 + ["deretouch"] * 2 + ["hrn"] * 2
+    kinds = [v["kind"] for s, v in values if s == "hrn"]
+    assert kinds == ["self", "sup"]
+    for stage, v in values:
+        for key, x in v.items():
+            if isinstance(x, float):
+                assert math.isfinite(x), (stage, key, x)
