@@ -125,3 +125,61 @@ def test_error_keeps_a_long_path_on_one_line(tmp_path: Path) -> None:
     assert result.exit_code != 0
     line = next(x for x in result.output.splitlines() if "priors.h5" in x)
     assert len(line) > 80 and str(missing) in line, result.output
+
+
+def _readme_commands() -> list[tuple[int, list[str]]]:
+    """``(line, arguments)`` of every ``facehd`` command in the README's shell blocks (continued
+    lines joined, comments dropped, each side of ``&&`` apart)."""
+    import re
+    import shlex
+
+    found: list[tuple[int, list[str]]] = []
+    fenced, shell, pending, start = False, False, "", 0
+    for number, line in enumerate((REPO / "README.md").read_text().splitlines(), 1):
+        if line.startswith("```"):
+            fenced = not fenced
+            shell = fenced and line[3:].strip() in ("bash", "sh", "")
+            continue
+        if not shell:
+            continue
+        if not pending:
+            start = number
+        line = pending + " " + line.strip() if pending else line
+        if line.rstrip().endswith("\\"):
+            pending = line.rstrip()[:-1]
+            continue
+        pending = ""
+        code = shlex.split(line, comments=True)
+        parts: list[list[str]] = [[]]
+        for word in code:
+            parts.append([]) if word == "&&" else parts[-1].append(word)
+        for words in parts:
+            at = next((i for i, w in enumerate(words) if re.fullmatch(r"(.*/)?facehd", w)), None)
+            if at is not None:
+                found.append((start, words[at + 1 :]))
+    return found
+
+
+def test_every_readme_command_parses() -> None:
+    """Each command the README shows names a command and options the CLI has, with values of
+    their types (input files need not exist here)."""
+    import typer.main
+    from typer._click import exceptions
+
+    group = typer.main.get_command(app)
+    commands = _readme_commands()
+    assert len(commands) > 40
+    wrong = []
+    for line, args in commands:
+        command = group.get_command(None, args[0]) if args else None
+        if command is None:
+            wrong.append(f"README line {line}: no command {args[:1]}")
+            continue
+        try:
+            command.make_context(args[0], args[1:])
+        except exceptions.BadParameter as exc:
+            if "does not exist" not in str(exc):
+                wrong.append(f"README line {line}: facehd {' '.join(args)}: {exc}")
+        except exceptions.ClickException as exc:
+            wrong.append(f"README line {line}: facehd {' '.join(args)}: {exc}")
+    assert not wrong, "\n".join(wrong)
