@@ -64,8 +64,8 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack, nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -109,6 +109,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "TrainingInterrupted",
+    "deterministic_kernels",
     "load_train_config",
     "paper_train_config",
     "process_group_backend",
@@ -265,6 +266,11 @@ class TrainConfig:
     ``cpu``, ``nvdiffrast``."""
     amp: bool = True
     """Mixed precision (bfloat16 autocast) on GPU; ignored on CPU."""
+    deterministic: bool = False
+    """Deterministic kernels where PyTorch has them (:func:`deterministic_kernels`): on a GPU,
+    where some kernels sum in a varying order, a resumed run then repeats the uninterrupted one
+    step for step (slower; an op without a deterministic kernel is named in a warning). On a CPU
+    the kernels this trainer runs are deterministic either way."""
     threads: int = 0
     """torch CPU threads per process (0: torch's default)."""
     identity_network: str | None = None
@@ -477,6 +483,33 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def deterministic_kernels(enabled: bool = True) -> Iterator[None]:
+    """While open, PyTorch's deterministic kernels (``torch.use_deterministic_algorithms``, with
+    a warning for an op that has none rather than an error; cuDNN without benchmarking; cuBLAS's
+    fixed workspace, which its deterministic mode requires); the settings before are restored
+    on leaving. Not ``enabled``: changes nothing."""
+    if not enabled:
+        yield
+        return
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]
+        if before[3] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def _seed_everything(seed: int) -> None:
@@ -1808,7 +1841,7 @@ def train(
                 problem = exc
         _raise_everywhere(problem, trainer.dist)
         stop = trainer.stop if trainer.dist.world == 1 else nullcontext()
-        with stop:
+        with stop, deterministic_kernels(config.deterministic):
             return _train_stages(trainer, out, stages, resume, init, init_stages, callback)
 
 

@@ -954,3 +954,22 @@ def test_a_stage_started_from_an_unfinished_one_says_so(hrn_data, tmp_path, one_
     train(tiny_config(), done, stages=["base"], **kw)
     train(tiny_config(), done, stages=["hrn"], resume=True, **kw)
     assert "unfinished" not in (done / "train.log").read_text()
+
+
+def test_deterministic_kernels_are_on_during_the_run_only(hrn_data, full_run, tmp_path, one_thread):
+    """``deterministic: true`` turns PyTorch's deterministic kernels on for the run (each step
+    sees them) and restores the settings after it; on a CPU, whose kernels are deterministic
+    either way, the model is the same bit for bit."""
+    cfg = tiny_config()
+    cfg.deterministic = True
+    seen: list[bool] = []
+
+    def callback(stage, step, total, values):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    out = tmp_path / "det"
+    train(cfg, out, photos=hrn_data.photos, priors=hrn_data.priors, callback=callback)
+    assert seen and all(seen)
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert not states_equal(full_run[0] / "model.pt", out / "model.pt")
