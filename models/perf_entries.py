@@ -218,8 +218,13 @@ def _stage_speeds(cfg, folder, faces: int, steps: int, entry: str) -> list[PerfR
         if cuda:
             torch.cuda.synchronize(trainer.device)
         dt = (time.perf_counter() - t0) / steps
+        from models.precision import mixed_precision_runs
+
+        renderer = trainer.system.renderer().backend.name
+        precision = "bfloat16" if mixed_precision_runs(trainer.device, cfg.amp) else "float32"
         note = (
-            f"{trainer.device.type}, batch {st.batch_size}, {cfg.image_size} px crops, maps "
+            f"{trainer.device.type}, {renderer} renderer, {precision} networks, "
+            f"batch {st.batch_size}, {cfg.image_size} px crops, maps "
             f"{cfg.model.network.mid_size}/{cfg.model.network.high_size}; "
             f"{st.steps} steps -> {st.steps * dt / 60:.1f} min"
         )

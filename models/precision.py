@@ -41,6 +41,7 @@ __all__ = [
     "fuse_for_inference",
     "full_precision",
     "mixed_precision",
+    "mixed_precision_runs",
     "run_in_bfloat16",
 ]
 
@@ -57,12 +58,20 @@ paths on a CPU, whose autocast also computes convolutions and matrix products in
 
 def mixed_precision(device: torch.device | str, enabled: bool = True) -> AbstractContextManager:
     """bfloat16 autocast on ``device`` when ``enabled`` and its type is one of
-    :data:`AUTOCAST_DEVICES`, else a context that changes nothing. For the networks only:
-    geometry computed inside it must be wrapped in :func:`full_precision`."""
-    device = torch.device(device)
-    if enabled and device.type in AUTOCAST_DEVICES:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+    :data:`AUTOCAST_DEVICES` (a GPU: one with native bfloat16, :func:`fast_bfloat16`), else a
+    context that changes nothing. For the networks only: geometry computed inside it must be
+    wrapped in :func:`full_precision`."""
+    if mixed_precision_runs(device, enabled):
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+def mixed_precision_runs(device: torch.device | str, enabled: bool = True) -> bool:
+    """Whether :func:`mixed_precision` autocasts on ``device``."""
+    device = torch.device(device)
+    if not enabled or device.type not in AUTOCAST_DEVICES:
+        return False
+    return device.type != "cuda" or fast_bfloat16(device)
 
 
 def full_precision(device: torch.device | str) -> AbstractContextManager:
@@ -100,7 +109,10 @@ def fast_bfloat16(device: torch.device | str = "cpu") -> bool:
     than float32 (without AMX, ``torch.autocast`` in bfloat16 was slower on an AVX-512 BF16 CPU)."""
     device = torch.device(device)
     if device.type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        # native support only: before Ampere bfloat16 is emulated, slower than float32
+        return bool(
+            torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+        )
     return "amx_bf16" in cpu_flags()
 
 

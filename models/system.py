@@ -261,9 +261,21 @@ class FaceSystem(nn.Module):
         return scaled_hrn_camera(self.image_size, dtype=dtype).to(device=self.device)
 
     def renderer(self, dtype: torch.dtype = torch.float32) -> Renderer:
+        """The renderer at ``S`` on this system's device: ``auto`` takes nvdiffrast on a CUDA
+        device where it is installed, and nvdiffrast rasterises on this device, not on the
+        current CUDA device (a run on ``cuda:1`` would otherwise render on ``cuda:0``)."""
         key = (dtype, str(self.device))
         if key not in self._renderers:
-            self._renderers[key] = Renderer(self.camera(dtype), self.backend_name)
+            backend = self.backend_name
+            options: dict[str, Any] = {}
+            if backend == "auto":
+                from facehd.render import nvdiffrast_available
+
+                gpu = self.device.type == "cuda" and nvdiffrast_available()
+                backend = "nvdiffrast" if gpu else "cpu"
+            if backend == "nvdiffrast":
+                options["device"] = self.device
+            self._renderers[key] = Renderer(self.camera(dtype), backend, **options)
         return self._renderers[key]
 
     def map_fitter(self) -> MapFitter:

@@ -452,8 +452,10 @@ def _barrier(d: _Dist) -> None:
 # --------------------------------------------------------------------------------------------
 # random states
 # --------------------------------------------------------------------------------------------
-def _rng_state() -> dict[str, Any]:
-    """Python, numpy and torch random states as checkpoint-safe values (tensors, lists, ints)."""
+def _rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """Python, numpy and torch random states as checkpoint-safe values (tensors, lists, ints),
+    with the CUDA generator of ``device`` when it is a GPU (that one alone: a run resumed where
+    another number of GPUs is visible, or under another index, restores it all the same)."""
     # the legacy global numpy stream is saved because user code and libraries may draw from it
     kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
     version, internal, gauss_py = random.getstate()
@@ -468,12 +470,12 @@ def _rng_state() -> dict[str, Any]:
         },
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def _set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
     n = state["numpy"]
@@ -481,8 +483,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
     )
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 @contextmanager
@@ -772,6 +774,9 @@ class Trainer:
         self.out = Path(out)
         self.device = _resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.dist = _init_distributed(self.device)
+        if self.device.type == "cuda" and self.device.index is not None:
+            # the current device too, for code that takes it (nvdiffrast's contexts, streams)
+            torch.cuda.set_device(self.device)
         self.stop = _StopRequest()
         """Set by a signal: the step loop saves and stops (single-process runs)."""
         if config.threads > 0:
@@ -941,7 +946,7 @@ class Trainer:
     def _save(self, stage: str, step: int, done: bool, optim: dict, samplers: dict) -> None:
         # every process's random state and data position: a dataset that the processes do not
         # share evenly (5 photos, 2 processes) puts each at its own epoch and cursor
-        mine = (_rng_state(), {k: s.state_dict() for k, s in samplers.items()})
+        mine = (_rng_state(self.device), {k: s.state_dict() for k, s in samplers.items()})
         states = _gather(mine, self.dist)
         if not self.dist.main:
             return
@@ -1091,7 +1096,7 @@ class Trainer:
                 for k, s in samplers.items():
                     s.load_state_dict(position[k])
                 if len(rngs) == self.dist.world:
-                    _set_rng_state(rngs[self.dist.rank])
+                    _set_rng_state(rngs[self.dist.rank], self.device)
             except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
                 what = f"no entry {exc}" if isinstance(exc, KeyError) else str(exc)
                 raise InputFileError(
@@ -1236,7 +1241,8 @@ class Trainer:
                 f"({opts.refine_steps} + {opts.refine_steps} steps each; {n - sum(made)} "
                 f"already in {folder})"
             )
-        rng = _rng_state()  # the refinement draws nothing; the stage's random state is kept
+        # the refinement draws nothing; the stage's random state is kept
+        rng = _rng_state(self.device)
         t0 = time.perf_counter()
         hrn = self.system.hrn
         for k, (i, item, digest) in enumerate(todo, 1):
@@ -1258,7 +1264,7 @@ class Trainer:
             if self.stop.requested:
                 self.log.message(f"refined faces: stopped by a signal after {k} of {len(todo)}")
                 raise TrainingInterrupted("hrn", 0, part)
-        _set_rng_state(rng)
+        _set_rng_state(rng, self.device)
         entries: dict[int, dict] = {}
         for share in _gather(kept, self.dist):
             entries.update(share)
@@ -1316,6 +1322,18 @@ class Trainer:
             return {"kind": "self", "total": float(total.detach()), **_floats(terms)}
 
         return optim, samplers, step
+
+    def say_precision(self) -> None:
+        """Log the precision the networks train in (``amp``: bfloat16 on a GPU that has it)."""
+        from models.precision import mixed_precision_runs
+
+        if mixed_precision_runs(self.device, self.config.amp):
+            self.log.message(f"mixed precision: the networks in bfloat16 on {self.device}")
+        elif self.config.amp and self.device.type == "cuda":
+            self.log.message(
+                f"mixed precision is off: {self.device} has no native bfloat16 (it came with "
+                "NVIDIA's Ampere GPUs); the networks train in float32"
+            )
 
     def say_perceptual(self) -> None:
         """Log whether the perceptual loss runs (and on which identity network) or is off."""
@@ -1972,6 +1990,7 @@ def _train_stages(
     seconds: dict[str, float] = {}
     if any(s in ("base", "hrn") for s in stages):  # the stages with a perceptual loss
         trainer.say_perceptual()
+    trainer.say_precision()
     if init is not None:
         done_init = trainer.load_networks(init) if init_stages is None else init_stages
         trainer.log.message(f"networks initialised from {init} (stages {done_init})")

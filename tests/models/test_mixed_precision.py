@@ -157,3 +157,85 @@ def test_the_paper_preset_trains_under_mixed_precision(hrn_data, tmp_path, cpu_a
         for key, x in v.items():
             if isinstance(x, float):
                 assert math.isfinite(x), (stage, key, x)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_gpu_without_native_bfloat16_trains_in_float32(monkeypatch, native):
+    """Before Ampere, CUDA's bfloat16 is emulated (slower than float32): ``amp`` autocasts only
+    where the GPU has it natively, and says which."""
+    from models import precision
+
+    asked = []
+
+    def supported(including_emulation=True):
+        asked.append(including_emulation)
+        return native or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    assert precision.mixed_precision_runs("cuda:0") is native
+    assert asked and not any(asked)  # emulation never counts
+    assert precision.mixed_precision_runs("cuda:0", enabled=False) is False
+    assert precision.mixed_precision_runs("cpu") is False
+
+
+def test_the_cuda_random_state_is_the_training_devices_alone(monkeypatch):
+    """A checkpoint keeps the generator of the device the process trains on, and a resume sets
+    that device's: not every visible GPU's, which a machine with fewer GPUs could not restore."""
+    from models import train as train_module
+
+    calls = []
+    marker = torch.arange(4, dtype=torch.uint8)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda d: calls.append(("get", d)) or marker)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, d: calls.append(("set", s, d)))
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("all GPUs saved"))
+    state = train_module._rng_state(torch.device("cuda", 3))
+    assert state["cuda"] is marker and calls == [("get", torch.device("cuda", 3))]
+    before = torch.get_rng_state()
+    train_module._set_rng_state(state, torch.device("cuda", 1))
+    assert calls[-1] == ("set", marker, torch.device("cuda", 1))
+    assert torch.equal(torch.get_rng_state(), before)
+    assert "cuda" not in train_module._rng_state(torch.device("cpu"))
+
+
+def test_nvdiffrast_renders_on_the_systems_device(monkeypatch):
+    """The system's nvdiffrast renderer is made for the system's device, not for the current
+    CUDA device (a run on ``cuda:1`` rendered on ``cuda:0``)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "nvdiffrast_reference", Path(__file__).parents[1] / "facehd" / "nvdiffrast_reference.py"
+    )
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    from types import SimpleNamespace
+
+    from facehd.render import nvdiffrast_backend
+
+    stand_in = SimpleNamespace(
+        rasterize=reference.rasterize,
+        interpolate=reference.interpolate,
+        texture=reference.texture,
+        RasterizeCudaContext=reference.RasterizeCudaContext,
+    )
+    monkeypatch.setattr(nvdiffrast_backend, "_import_nvdiffrast", lambda: stand_in)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cfg = tiny_config()
+    system = FaceSystem(cfg.model, load_model("facehd-synth"), cfg.image_size, "nvdiffrast")
+    backend = system.renderer().backend
+    assert backend.name == "nvdiffrast"
+    assert backend.device == system.device == torch.device("cpu")
+    assert backend.ctx.device == system.device
+    # and it renders there: the base render of the mean face equals the CPU backend's
+    with torch.no_grad():
+        images = torch.zeros(1, 3, cfg.image_size, cfg.image_size)
+        coarse = system.coarse(images, None)
+        cpu = FaceSystem(cfg.model, load_model("facehd-synth"), cfg.image_size)
+        cpu.load_state_dict(system.state_dict())
+        a = system.render_coarse(coarse)
+        b = cpu.render_coarse(cpu.coarse(images, None))
+    assert a.image.device == system.device
+    inside = a.mask & b.mask
+    assert inside.sum() > 100
+    assert (a.image[inside] - b.image[inside]).abs().max() < 1e-3
