@@ -130,6 +130,10 @@ def test_every_stage_trains_under_mixed_precision(hrn_data, tmp_path, cpu_autoca
                 assert math.isfinite(x), (v["stage"], key, x)
     from models.checkpoints import read_checkpoint
 
+    assert (
+        "mixed precision: the networks in bfloat16 on cpu"
+        in (tmp_path / "run" / "train.log").read_text()
+    )
     state = read_checkpoint(tmp_path / "run" / "model.pt")["state"]
     dtypes = {t.dtype for part in state.values() for t in part.values() if t.is_floating_point()}
     assert dtypes == {torch.float32}
