@@ -531,13 +531,14 @@ def uv_image(
     (pixels on the surface), the UV of the surface point each pixel sees."""
     from facehd.render import Renderer
 
-    with torch.no_grad():
-        res = Renderer(camera).render(
+    renderer = Renderer(camera)
+    with torch.no_grad():  # the UVs alone: no normals, no shading
+        fragments = renderer.rasterize(
             torch.as_tensor(np.array(vertices, dtype=np.float64))[None],
             torch.as_tensor(np.array(faces, dtype=np.int64)),
-            uvs=torch.as_tensor(np.array(uvs, dtype=np.float64)),
         )
-    return res.uvs[0].numpy().astype(np.float32), res.mask[0].numpy().astype(bool)
+        uv = renderer.interpolate(fragments, torch.as_tensor(np.array(uvs, dtype=np.float64)))
+    return uv[0].numpy().astype(np.float32), fragments.mask[0].numpy().astype(bool)
 
 
 def priors_uv_image(
