@@ -247,7 +247,10 @@ class FaceSystem(nn.Module):
 
     @property
     def faces(self) -> torch.Tensor:
-        return self._faces.to(self.device)
+        """(F, 3) int64 triangles on this system's device (moved once, not on every call)."""
+        if self._faces.device != self.device:
+            self._faces = self._faces.to(self.device)
+        return self._faces
 
     @property
     def uv_layout(self) -> np.ndarray:
