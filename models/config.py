@@ -475,6 +475,11 @@ _RULES: dict[str, dict[str, Check]] = {
         "refine_share": _FRACTION,
         "refine_lr": _POSITIVE,
     },
+    "AugmentConfig": {
+        "shift": _range(0, 112),
+        "scale": _range(0, 1, hi_open=True),
+        "rotation": _range(0, 180),
+    },
     "TrainConfig": {
         "model.network.mid_size": _mid_size_for_discriminators,
         "image_size": _range(16, 2048, note=_MEMORY),

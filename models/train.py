@@ -75,6 +75,7 @@ import torch
 from torch import nn
 
 from facehd.errors import FacehdError, InputFileError, nearest_existing
+from models.augment import AugmentConfig, deep3d_augment
 from models.checkpoints import (
     MORPHABLE_SIZES,
     check_parts,
@@ -252,6 +253,10 @@ class TrainConfig:
     """The detail networks (paper Sec. 4.1: Adam, batch 4, lr 1e-4, 800K iterations)."""
     hrn_options: HRNOptions = field(default_factory=HRNOptions)
     """Switches of the detail stage."""
+    base_augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Random jitter of the base stage's photos (:mod:`models.augment`): off by default;
+    :func:`paper_train_config` takes Deep3DFaceRecon's (shift 10 px, scale 10 %, 10 degrees,
+    mirrored half of the time)."""
     seed: int = 0
     """Seed of the initialisation, the batch orders and every random draw."""
     checkpoint_every: int = 1000
@@ -282,8 +287,11 @@ class TrainConfig:
 
 
 def paper_train_config() -> TrainConfig:
-    """The paper's sizes, weights and schedule on the BFM (give ``bfm_path`` / ``uv_path``)."""
-    return TrainConfig(morphable=MorphableConfig(name="bfm"), checkpoint_every=5000)
+    """The paper's sizes, weights and schedule on the BFM (give ``bfm_path`` / ``uv_path``),
+    with Deep3DFaceRecon's augmentation of the base stage's photos."""
+    return TrainConfig(
+        morphable=MorphableConfig(name="bfm"), checkpoint_every=5000, base_augment=deep3d_augment()
+    )
 
 
 def tiny_cpu_train_config() -> TrainConfig:
@@ -1304,6 +1312,10 @@ class Trainer:
 
             w = self.config.model.base_losses
             batch = self._batch(photos, samplers["photos"])
+            if self.config.base_augment.active:
+                from models.augment import augment_batch
+
+                batch = augment_batch(batch, self.config.base_augment)
             with self._autocast():
                 coeffs = hrn.net_recon.layout.split(analyzer(batch.images).float())
             terms = base_terms(
