@@ -51,7 +51,7 @@ Scale
 trains with DistributedDataParallel: NCCL on GPUs (with gloo for the CPU tensors), gloo on CPUs.
 Each process draws its own share of every batch order; rank 0 takes and checks the run folder,
 writes logs and checkpoints and speaks for the run (progress lines, :func:`progress_lines`, and
-errors). Mixed precision (bfloat16 autocast) is used on GPUs only.
+errors). Mixed precision (bfloat16 autocast) is used on GPUs with native bfloat16 only.
 """
 
 from __future__ import annotations
@@ -270,7 +270,8 @@ class TrainConfig:
     """Renderer backend: ``auto`` (nvdiffrast on GPU when installed, else the CPU rasteriser),
     ``cpu``, ``nvdiffrast``."""
     amp: bool = True
-    """Mixed precision (bfloat16 autocast) on GPU; ignored on CPU."""
+    """Mixed precision: the networks under bfloat16 autocast on a GPU with native bfloat16
+    (:func:`models.precision.mixed_precision`); float32 on older GPUs and on CPUs."""
     deterministic: bool = False
     """Deterministic kernels where PyTorch has them (:func:`deterministic_kernels`): on a GPU,
     where some kernels sum in a varying order, a resumed run then repeats the uninterrupted one
