@@ -91,6 +91,8 @@ def test_a_saved_state_dict_loads_with_its_depth_read_from_the_keys(tmp_path):
     assert not loaded.training
 
 
+# torch 2.13 marks TorchScript deprecated; the files users have still load, which is the point
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_a_torchscript_network_still_loads(tmp_path):
     class Embed(torch.nn.Module):
         def __init__(self) -> None:
