@@ -810,14 +810,9 @@ class Trainer:
             self.morphable = load_model(m.name, **kwargs)
         except ValueError as exc:
             raise ConfigError(f"morphable: {exc}") from exc
-        backend = config.backend
-        if backend == "auto":
-            from facehd.render import nvdiffrast_available
-
-            gpu = self.device.type == "cuda" and nvdiffrast_available()
-            backend = "nvdiffrast" if gpu else "cpu"
         _seed_everything(config.seed)
-        self.system = FaceSystem(config.model, self.morphable, config.image_size, backend)
+        # the system resolves "auto" by the device it renders on (FaceSystem.renderer)
+        self.system = FaceSystem(config.model, self.morphable, config.image_size, config.backend)
         # the de-retouching network starts from "no retouching": its output layer at zero gives
         # the blend layer 0.5 everywhere, T0 = T (Eq. 3) and A' = A0 (Eq. 5)
         out_layer = self.system.hrn.deretouch.generator.outc.conv
