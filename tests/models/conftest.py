@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-import torch
 
 
 class HRNData(NamedTuple):
@@ -33,27 +32,22 @@ def hrn_data(tmp_path_factory: pytest.TempPathFactory) -> HRNData:
 @pytest.fixture(scope="session")
 def model_path(hrn_data: HRNData, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``model.pt`` of a very short tiny run (all three stages)."""
-    from hrn_testdata import tiny_config
+    from hrn_testdata import one_torch_thread, tiny_config
 
     from models.train import train
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     cfg = tiny_config()
     cfg.base.steps, cfg.deretouch.steps, cfg.hrn.steps = 2, 1, 2
     out = tmp_path_factory.mktemp("short_run") / "run"
-    try:
+    with one_torch_thread():
         train(cfg, out, photos=hrn_data.photos, priors=hrn_data.priors)
-    finally:
-        torch.set_num_threads(before)
     return out / "model.pt"
 
 
 @pytest.fixture()
 def one_thread():
-    """Single-threaded torch (the test machine is small and shared; results do not depend on
-    it, but a run and its resumed twin must use the same thread count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    """Single-threaded torch for the test (:func:`hrn_testdata.one_torch_thread`)."""
+    from hrn_testdata import one_torch_thread
+
+    with one_torch_thread():
+        yield

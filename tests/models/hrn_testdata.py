@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,20 @@ from pipelines.build_priors import SCHEMA as PRIORS_SCHEMA
 from pipelines.build_priors import fields_for
 from pipelines.fitting import FitConfig
 from pipelines.synth import SynthConfig, synth_scans
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Single-threaded torch while open (the test machine is small and shared; results do not
+    depend on it, but a run and its resumed twin must use the same thread count)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def make_scans(out: Path, subjects: int, expressions: int = 1, views: int = 2, seed: int = 0):

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from hrn_testdata import one_torch_thread
 
 from models.multiview import MultiViewConfig, fit_multiview, shared_initial_state
 
@@ -82,9 +83,7 @@ def fitted(hrn_data, model_path):
     """Two lab photos of one synthetic scan fitted jointly (and the reconstructor)."""
     from models.reconstruct import Reconstructor
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         recon = Reconstructor.load(model_path)
         first = sorted(hrn_data.scans.glob("*.photos.npz"))[0]
         sample = first.name[: -len(".photos.npz")]
@@ -107,8 +106,6 @@ def fitted(hrn_data, model_path):
             progress=lambda i, n: calls.append((i, n)),
         )
         assert calls == [(i, 15) for i in range(1, 16)]
-    finally:
-        torch.set_num_threads(before)
     return recon, res, (crops, masks, lms, start)
 
 

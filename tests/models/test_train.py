@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hrn_testdata import states_equal, tiny_config
+from hrn_testdata import one_torch_thread, states_equal, tiny_config
 
 from facehd.errors import FacehdError, InputFileError
 from models.checkpoints import read_checkpoint
@@ -34,13 +34,9 @@ def kill_at(stage: str, step: int):
 @pytest.fixture(scope="module")
 def full_run(hrn_data, tmp_path_factory):
     """An uninterrupted run of the three stages."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("run") / "full"
-    try:
+    with one_torch_thread():
         result = train(tiny_config(), out, photos=hrn_data.photos, priors=hrn_data.priors)
-    finally:
-        torch.set_num_threads(before)
     return out, result
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hrn_testdata import states_equal, tiny_config
+from hrn_testdata import one_torch_thread, states_equal, tiny_config
 
 from models.checkpoints import read_checkpoint
 from models.data import LabDataset, PhotoDataset
@@ -35,10 +35,8 @@ def entries(path: Path) -> dict[int, dict]:
 @pytest.fixture(scope="module")
 def start(hrn_data, tmp_path_factory):
     """The de-retouching checkpoint of a short run (its analyzer refines the faces)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("refined") / "pre"
-    try:
+    with one_torch_thread():
         train(
             tiny_config(),
             out,
@@ -46,8 +44,6 @@ def start(hrn_data, tmp_path_factory):
             priors=hrn_data.priors,
             stages=["base", "deretouch"],
         )
-    finally:
-        torch.set_num_threads(before)
     return out / "checkpoints" / "deretouch.pt"
 
 
@@ -63,23 +59,21 @@ def refined_run(hrn_data, start, tmp_path_factory):
         given.append(torch.cat(list(coarse.coeffs), dim=1).detach().clone())
         return details(self, images, coarse, **kwargs)
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("refined") / "whole"
     mp = pytest.MonkeyPatch()
     mp.setattr(FaceSystem, "details", recording)
     try:
-        train(
-            refined_config(),
-            out,
-            photos=hrn_data.photos,
-            priors=hrn_data.priors,
-            stages=["hrn"],
-            init=start,
-        )
+        with one_torch_thread():
+            train(
+                refined_config(),
+                out,
+                photos=hrn_data.photos,
+                priors=hrn_data.priors,
+                stages=["hrn"],
+                init=start,
+            )
     finally:
         mp.undo()
-        torch.set_num_threads(before)
     return out, given
 
 
