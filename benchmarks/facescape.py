@@ -216,6 +216,9 @@ def evaluate_facescape(
     head_centre : (3,) head centre in the camera frame (mm).
     depth_scale : factor of the depth search's units (official wild: ``128 / pupil_scale``).
     size : map resolution (256).
+
+    A lab prediction that covers no pixel of the ground truth's depth map cannot be slid onto it:
+    it scores CR 0, with CD, MNE and ``delta_z`` NaN.
     """
     rot = np.asarray(rotation, dtype=np.float64)
     centre = np.asarray(head_centre, dtype=np.float64).reshape(3)
@@ -228,7 +231,13 @@ def evaluate_facescape(
         pv = prediction.vertices.copy()
         pv[:, 2] -= dz / depth_scale
     else:
-        pv, dz = slide_to_depth(gt, prediction, camera, size, depth_scale=depth_scale)
+        try:
+            pv, dz = slide_to_depth(gt, prediction, camera, size, depth_scale=depth_scale)
+        except DegenerateInputError:
+            # no pixel shows both: the official slide scales by the mean depth of no pixel (NaN)
+            # and leaves nothing on the cylinder; the image counts with CR 0, as a wild
+            # prediction beside its face does
+            return FaceScapeResult(float("nan"), float("nan"), 0.0, float("nan"))
     gt_std = Mesh((gt.vertices - centre) @ rot, gt.faces)
     pred_std = Mesh((pv - centre) @ rot, prediction.faces)
     scores = cylinder_scores(gt_std, pred_std, size)

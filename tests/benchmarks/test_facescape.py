@@ -164,6 +164,21 @@ def test_identical_meshes_score_zero_and_a_depth_offset_is_removed() -> None:
     assert res.cd < 0.5
 
 
+def test_a_lab_prediction_beside_its_face_scores_cr_zero() -> None:
+    """No pixel shows both meshes: nothing is slid onto the ground truth, the image counts with
+    CR 0 and no CD or MNE, as the official slide by the mean depth of no pixel (NaN) leaves it."""
+    k = np.array([[600.0, 0, 128], [0, 600.0, 128], [0, 0, 1]])
+    cam_centre = np.array([0.0, 0.0, 700.0])
+    lab = icosphere(70.0, 4, cam_centre)
+    aside = Mesh(lab.vertices + [2000.0, 0.0, 0.0], lab.faces)  # out of the 256-px image
+    res = evaluate_facescape(lab, aside, Perspective(k), np.eye(3), cam_centre)
+    assert res.cr == 0.0
+    assert np.isnan(res.cd) and np.isnan(res.mne) and np.isnan(res.delta_z)
+    partly = Mesh(lab.vertices + [30.0, 0.0, 0.0], lab.faces)  # overlaps: scored as before
+    res = evaluate_facescape(lab, partly, Perspective(k), np.eye(3), cam_centre)
+    assert 0.0 < res.cr and np.isfinite(res.cd)
+
+
 def test_place_image_prediction_and_groups() -> None:
     px = np.array([[0.0, 0.0, 10.0], [256.0, 256.0, 30.0]])
     v = place_image_prediction(px)
