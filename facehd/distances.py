@@ -34,6 +34,7 @@ __all__ = [
     "chamfer_distance",
     "normal_angle_error",
     "closest_points_on_triangles",
+    "spatial_order",
 ]
 
 #: Points processed per block (bounds the memory of the float64 refinement).
@@ -217,8 +218,10 @@ def _degenerate_triangles(
 _SORT_MIN = 2048
 
 
-def _spatial_order(points: np.ndarray) -> np.ndarray:
-    """Permutation sorting (N, 3) points along a Z-order (Morton) curve of a 1024^3 grid."""
+def spatial_order(points: np.ndarray) -> np.ndarray:
+    """Permutation sorting (N, 3) points along a Z-order (Morton) curve of a 1024^3 grid over
+    their bounding box, points of one cell by their coordinates: the same points in any order
+    come out in the same order, and evenly spaced entries of it spread over the space."""
     lo = points.min(axis=0)
     span = np.maximum(points.max(axis=0) - lo, 1e-300)
     q = ((points - lo) / span * 1023.0).astype(np.uint64)
@@ -231,7 +234,7 @@ def _spatial_order(points: np.ndarray) -> np.ndarray:
         x = (x | (x << np.uint64(4))) & np.uint64(0x030C30C3)
         x = (x | (x << np.uint64(2))) & np.uint64(0x09249249)
         code |= x << np.uint64(k)
-    return np.argsort(code, kind="stable")
+    return np.lexsort((points[:, 2], points[:, 1], points[:, 0], code))
 
 
 class SurfaceQuery:
@@ -289,7 +292,7 @@ class SurfaceQuery:
         if len(pts) <= _SORT_MIN:
             return self._closest(pts, neighbours)
         # nearby queries one after another keep Embree's tree and the gathers in cache
-        order = _spatial_order(pts)
+        order = spatial_order(pts)
         res = self._closest(pts[order], neighbours)
         out = [np.empty_like(x) for x in res]
         for o, x in zip(out, res, strict=True):

@@ -69,6 +69,8 @@ __all__ = [
     "consistent_winding",
     "main_parts",
     "open_edges",
+    "drop_duplicate_faces",
+    "weld_vertices",
 ]
 
 log = logging.getLogger(__name__)
@@ -347,6 +349,29 @@ def drop_stretched_faces(mesh: Mesh, factor: float = STRETCH_FACTOR) -> tuple[Me
     if keep.all():
         return mesh, 0
     return Mesh(v, f[keep], mesh.uvs, mesh.colors), int((~keep).sum())
+
+
+def weld_vertices(mesh: Mesh) -> tuple[Mesh, int]:
+    """The mesh with the vertices at one position merged into one: ``(mesh, vertices merged)``.
+
+    A triangle soup (each face with corners of its own) or a file that lists vertices twice
+    describes the same surface as the welded mesh, but counts its points more than once and
+    gives them the normal of fewer faces. Each merged vertex keeps its first occurrence's UV and
+    colour, and the vertices keep the order of their first occurrences; a mesh without such
+    vertices comes back as it is (the same object, 0 merged).
+    """
+    weld = mesh.welded
+    n = int(weld.max()) + 1 if len(weld) else 0
+    if n == mesh.n_vertices:
+        return mesh, 0
+    keep = np.empty(n, dtype=np.int64)
+    keep[weld[::-1]] = np.arange(len(weld) - 1, -1, -1)  # each position's first vertex
+    return Mesh(
+        mesh.vertices[keep],
+        weld[mesh.faces],
+        None if mesh.uvs is None else mesh.uvs[keep],
+        None if mesh.colors is None else mesh.colors[keep],
+    ), int(mesh.n_vertices - n)
 
 
 def drop_duplicate_faces(mesh: Mesh) -> tuple[Mesh, int]:

@@ -85,7 +85,14 @@ from facehd.h5io import (
     verify,
 )
 from facehd.landmarks import PICKED_POINTS_SUFFIX
-from facehd.mesh import Mesh, drop_duplicate_faces, find_scan_files, load_mesh, save_mesh
+from facehd.mesh import (
+    Mesh,
+    drop_duplicate_faces,
+    find_scan_files,
+    load_mesh,
+    save_mesh,
+    weld_vertices,
+)
 from pipelines.fitting import UNIT_TO_MM, FitConfig, ScanFit, detect_units, fit_scan
 from pipelines.model_landmarks import ModelCheckConfig
 
@@ -369,7 +376,9 @@ def read_scan(
     """
     from facehd.landmarks import load_landmarks, to_now7
 
-    mesh, _ = drop_duplicate_faces(load_mesh(scan.mesh_path))  # double-sided exports
+    # vertices listed twice (a triangle soup) weld into one surface point; double-sided
+    # exports store each face twice
+    mesh, _ = drop_duplicate_faces(weld_vertices(load_mesh(scan.mesh_path))[0])
     if scan.landmarks_path is None and auto_landmarks:
         from pipelines.landmarks import detect_landmarks7
 
@@ -398,7 +407,42 @@ def read_scan(
             f"{int(outside.sum())} of the 7 landmarks lie outside the scan's bounding box "
             "(another scan's landmarks, or other units?)",
         )
+    if scan.landmarks_path is not None:
+        check_landmarks_on_surface(mesh, lm, scan.landmarks_path)
     return mesh, lm, source
+
+
+#: Largest median distance of a landmark file's 7 points from its scan's surface, as a share of
+#: their outer eye corners' distance (about 4.5 mm on a face). Points picked on a scan lie on it
+#: (the real scan of this project's examples: 0.1 mm); points of the same scan in another frame,
+#: or in other units, lie off it, where the fit would follow them to another part of the head.
+LANDMARK_SURFACE_MAX = 0.05
+
+
+def check_landmarks_on_surface(mesh: Mesh, landmarks7: np.ndarray, path: str | Path) -> None:
+    """Refuse 7 landmarks (the scan's units) that do not lie on the scan's surface.
+
+    Raises
+    ------
+    InputFileError
+        Naming ``path``: the landmarks' median distance from the surface is over
+        :data:`LANDMARK_SURFACE_MAX` of their outer eye corners' distance.
+    """
+    from facehd.distances import point_to_surface
+
+    lm = np.asarray(landmarks7, dtype=np.float64)
+    span = float(np.linalg.norm(lm[3] - lm[0]))
+    if not span > 0:
+        return  # degenerate points are refused by the fit, with their own message
+    off = float(np.median(point_to_surface(lm, mesh).distances))
+    if off > LANDMARK_SURFACE_MAX * span:
+        raise InputFileError(
+            path,
+            f"the 7 landmarks lie {off:.3g} (the scan's units; median) from the scan's surface, "
+            f"{off / span:.0%} of their outer eye corners' distance, where points picked on the "
+            "scan lie on it: were they picked on the scan in another pose or frame, or are they "
+            "in other units? (--auto-landmarks, or facehd landmarks, finds them on the scan)",
+        )
 
 
 def fit_one(

@@ -46,7 +46,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from facehd.distances import SurfaceQuery
+from facehd.distances import SurfaceQuery, spatial_order
 from facehd.errors import DegenerateInputError, FacehdError
 from facehd.landmarks import NOW7_FROM_68
 from facehd.mesh import Mesh, open_edges, vertex_normals
@@ -483,7 +483,8 @@ class ScanFit:
 # Stages
 # --------------------------------------------------------------------------------------------
 def _even_subset(index: np.ndarray, n: int) -> np.ndarray:
-    """At most ``n`` entries of ``index``, evenly spread (deterministic)."""
+    """At most ``n`` entries of ``index``, evenly spaced along it (deterministic; spread in
+    space when ``index`` is in :func:`facehd.distances.spatial_order`, as the face crop is)."""
     if index.size <= n:
         return index
     return index[np.unique(np.linspace(0, index.size - 1, n).round().astype(np.int64))]
@@ -766,7 +767,8 @@ class ShapeFit:
     m0: np.ndarray
     """(V, 3) M0's vertices."""
     crop: np.ndarray
-    """Indices of the scan vertices inside the NoW face crop (:func:`now_crop`)."""
+    """Indices of the scan vertices inside the NoW face crop (:func:`now_crop`) that a face uses,
+    in :func:`facehd.distances.spatial_order`."""
     landmark_rms_mm: float
     """RMS landmark distance after the landmark alignment."""
     timings: dict[str, float] = field(default_factory=dict)
@@ -830,7 +832,13 @@ def fit_shape(
             f"alignment (limit {config.landmark_rms_max_mm:g} mm); {hint}"
         )
     centre, radius = now_crop(lm)
-    crop = np.flatnonzero(np.linalg.norm(scan_mm.vertices - centre, axis=1) <= radius)
+    inside = np.linalg.norm(scan_mm.vertices - centre, axis=1) <= radius
+    used = np.zeros(len(scan_mm.vertices), dtype=bool)
+    used[np.asarray(scan_mm.faces).ravel()] = True  # a vertex no face uses is not on the surface
+    crop = np.flatnonzero(inside & used)
+    # in space order: the even subsets below spread over the face and do not depend on the
+    # order the file lists its vertices in
+    crop = crop[spatial_order(scan_mm.vertices[crop])]
     if crop.size < config.min_points:
         raise FitError(f"only {crop.size} scan vertices inside the face crop")
     verts, vnrm = scan_mm.vertices, scan_mm.vertex_normals

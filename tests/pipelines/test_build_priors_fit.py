@@ -268,3 +268,77 @@ def test_points_found_automatically_are_recorded_as_such(rigid_scans: Path, tmp_
         "landmarks: 0 given, 1 found automatically (1 the model's points: model (facehd-synth); "
         "0 the detection's)" in said
     ), said
+
+
+def test_the_fit_does_not_depend_on_how_the_file_lists_the_scan(
+    rigid_scans: Path, rigid_fits: dict, tmp_path: Path
+) -> None:
+    """One surface, written three more ways: vertices and faces in another order with a vertex no
+    face uses, and as a triangle soup (each face with corners of its own, as some exporters write
+    OBJ). The point subsets of the fit are taken in space, and the soup is welded, so each gives
+    the same fit; subsets taken by the file's vertex order moved the pose by ~0.01 mm here (and
+    by 4.5 mm on the real scan, which the model fits more loosely)."""
+    src = rigid_scans / "s000_e00"
+    mesh = load_mesh(src.with_suffix(".ply"))
+    rng = np.random.default_rng(3)
+    perm = rng.permutation(mesh.n_vertices)
+    where = np.empty_like(perm)
+    where[perm] = np.arange(len(perm))
+    stray = mesh.vertices.mean(0, keepdims=True)  # inside the face crop, on no face
+    shuffled = Mesh(
+        np.vstack([mesh.vertices[perm], stray]), where[mesh.faces][rng.permutation(mesh.n_faces)]
+    )
+    soup = Mesh(
+        mesh.vertices[mesh.faces].reshape(-1, 3), np.arange(3 * mesh.n_faces).reshape(-1, 3)
+    )
+    ref, _ = rigid_fits["s000_e00"]
+    for name, variant in (("shuffled", shuffled), ("soup", soup)):
+        path = save_mesh(tmp_path / f"{name}.ply", variant)
+        fit, _, _, _ = fit_one(ScanInput(name, str(path), str(src) + ".lm7.txt"), PriorsConfig())
+        probe = mesh.vertices
+        moved = np.linalg.norm(fit.transform.apply(probe) - ref.transform.apply(probe), axis=1)
+        assert moved.max() < 1e-6, name
+        np.testing.assert_allclose(fit.identity, ref.identity, atol=1e-6, err_msg=name)
+        assert np.array_equal(fit.displacement_mask, ref.displacement_mask), name
+        np.testing.assert_allclose(fit.displacement, ref.displacement, atol=1e-6, err_msg=name)
+
+
+def test_landmarks_off_the_scan_are_refused_naming_their_file(
+    rigid_scans: Path, tmp_path: Path
+) -> None:
+    """Points picked on a scan lie on its surface; the same points with the scan turned a quarter
+    about the vertical (re-oriented after they were picked) or in centimetres for a scan in
+    metres lie off it, where the fit would follow them to another part of the head."""
+    import trimesh
+
+    from pipelines.build_priors import LANDMARK_SURFACE_MAX, check_landmarks_on_surface
+
+    lm_path = rigid_scans / "s000_e00.lm7.txt"
+    lm = np.loadtxt(lm_path)
+    mesh = load_mesh(rigid_scans / "s000_e00.ply")
+    centre = mesh.vertices.mean(0)
+    quarter = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
+    turned = save_mesh(
+        tmp_path / "turned.ply", Mesh((mesh.vertices - centre) @ quarter.T + centre, mesh.faces)
+    )
+    with pytest.raises(InputFileError, match="from the scan's surface") as info:
+        fit_one(ScanInput("turned", str(turned), str(lm_path)), PriorsConfig())
+    assert info.value.path == lm_path
+    cm = tmp_path / "cm.lm7.txt"
+    np.savetxt(cm, lm * 100.0)
+    with pytest.raises(InputFileError, match="other units") as info:
+        fit_one(ScanInput("cm", str(rigid_scans / "s000_e00.ply"), str(cm)), PriorsConfig())
+    assert info.value.path == cm
+    # the limit, on a sphere of radius 100 (distances radial): points on it and just inside the
+    # limit pass, points just beyond it are refused
+    ball = trimesh.creation.icosphere(subdivisions=5, radius=100.0)
+    sphere = Mesh(np.asarray(ball.vertices), np.asarray(ball.faces))
+    dirs = np.array([[-1, 0.3, 1], [-0.4, 0.4, 1], [0.4, 0.4, 1], [1, 0.3, 1], [0, 0, 1.0],
+                     [-0.5, -0.4, 1], [0.5, -0.4, 1]])  # fmt: skip
+    on = 100.0 * dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
+    span = np.linalg.norm(on[3] - on[0])
+    unit = on / 100.0
+    check_landmarks_on_surface(sphere, on, "on.txt")
+    check_landmarks_on_surface(sphere, on + unit * (LANDMARK_SURFACE_MAX - 0.01) * span, "in.txt")
+    with pytest.raises(InputFileError, match=r"\d+% of their outer eye corners"):
+        check_landmarks_on_surface(sphere, on + unit * (LANDMARK_SURFACE_MAX + 0.01) * span, "x")
