@@ -371,12 +371,53 @@ def given_landmarks(path: str | Path, mode: str = "auto") -> Path | None:
     return None
 
 
+def face_from_landmark_file_upright(
+    pts_path: str | Path, image_shape: tuple[int, ...]
+) -> tuple[int, DetectedFace]:
+    """``(k, face)``: :func:`face_from_landmark_file`, with the face in ``np.rot90(image, k)``,
+    the photo turned by the quarter turns that show the face upright (:func:`upright_turn`), as
+    the detector turns a photo stored turned: the crop only scales and shifts."""
+    face = face_from_landmark_file(pts_path, image_shape)
+    k = upright_turn(face.landmarks68)
+    if k == 0:
+        return 0, face
+    lm = rotate_points(face.landmarks68, k, (int(image_shape[0]), int(image_shape[1])))
+    return k, DetectedFace.from_landmarks68(lm)
+
+
+def upright_turn(landmarks68: np.ndarray) -> int:
+    """Quarter turns ``k`` (counter-clockwise, ``np.rot90``) after which the face of 68 iBUG
+    points (x right, y down) is nearest upright: its eyes above its mouth, the line from the
+    mouth to the eyes within 45 degrees of the vertical."""
+    lm = np.asarray(landmarks68, dtype=np.float64)
+    up = 0.5 * (lm[36:42].mean(0) + lm[42:48].mean(0)) - lm[48:68].mean(0)
+    # one turn takes a direction (dx, dy) to (dy, -dx); upright is (0, -1)
+    ups = [up, np.array([up[1], -up[0]]), -up, np.array([-up[1], up[0]])]
+    return int(np.argmin([u[1] for u in ups]))
+
+
+def rotate_points(points: np.ndarray, k: int, size: tuple[int, int]) -> np.ndarray:
+    """Points (N, 2 or more; ``x``, ``y`` pixels first) of an image of size (H, W) where they
+    lie in ``np.rot90(image, k)``; further columns are kept (:func:`unrotate_points` undoes
+    it)."""
+    h, w = size
+    out = np.array(points, dtype=np.float64)
+    x, y = out[:, 0].copy(), out[:, 1].copy()
+    for j in range(k % 4):  # one turn: (x, y) in an image of width w_j -> (y, w_j - 1 - x)
+        w_j = w if j % 2 == 0 else h
+        x, y = y, (w_j - 1) - x
+    out[:, 0], out[:, 1] = x, y
+    return out
+
+
 def face_from_landmark_file(pts_path: str | Path, image_shape: tuple[int, ...]) -> DetectedFace:
     """The face whose landmarks the ``.pts`` file gives (a :class:`DetectedFace` without a
     mesh), checked against the photo's size ``(H, W, ...)``: points more than one photo size
     outside it, or most of the 68 outside it, mean the file belongs to another photo or another
     scale of it (InputFileError). A face cut by the photo's edge keeps most of its points
-    inside."""
+    inside. The points are those of the photo as stored (after its orientation tag); a face
+    shown sideways or upside down there is turned upright by
+    :func:`face_from_landmark_file_upright`."""
     from facehd.errors import InputFileError
     from facehd.landmarks import load_photo_landmarks
 

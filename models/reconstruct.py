@@ -468,14 +468,16 @@ class Reconstructor:
 
     def _face(self, image: np.ndarray, path: str | Path | None):
         """``(k, face, n)``: the main face of ``image`` in ``np.rot90(image, k)``, from the
-        photo's ``.pts`` file when :attr:`landmarks` allows (``path`` given; ``k`` 0, ``n``
-        None), else detected (a photo turned by quarter turns without an orientation tag is
-        turned upright; the largest, most central of the ``n`` faces found)."""
-        from facehd.detect import FaceDetector, face_from_landmark_file, given_landmarks
+        photo's ``.pts`` file when :attr:`landmarks` allows (``path`` given; ``n`` None), else
+        detected (the largest, most central of the ``n`` faces found); either way a photo that
+        shows the face turned by quarter turns, without an orientation tag, is turned
+        upright."""
+        from facehd.detect import FaceDetector, face_from_landmark_file_upright, given_landmarks
 
         pts = given_landmarks(path, self.landmarks) if path is not None else None
         if pts is not None:
-            return 0, face_from_landmark_file(pts, image.shape), None
+            k, face = face_from_landmark_file_upright(pts, image.shape)
+            return k, face, None
         if self._detector is None:
             self._detector = FaceDetector(segmentation=False)
         return self._detector.main_face_upright(image)

@@ -210,7 +210,7 @@ def prepare_photo(
     from facehd.detect import (
         NoFaceError,
         convex_hull_mask,
-        face_from_landmark_file,
+        face_from_landmark_file_upright,
         refine_mask,
         select_main_face,
     )
@@ -218,7 +218,10 @@ def prepare_photo(
     photo = load_photo(path)
     image, turn = photo.image, 0
     if landmarks is not None:
-        face = face_from_landmark_file(landmarks, image.shape)
+        # points of a face shown sideways or upside down: turned upright with the photo
+        turn, face = face_from_landmark_file_upright(landmarks, image.shape)
+        if turn:
+            image = np.ascontiguousarray(np.rot90(image, turn))
         n_faces, source = -1, Path(landmarks).name
     else:
         # a photo turned by quarter turns without an orientation tag is turned upright, as

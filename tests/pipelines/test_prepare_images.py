@@ -286,3 +286,48 @@ def test_photo_turned_without_an_orientation_tag_is_cropped_upright(tmp_path, mo
         np.testing.assert_allclose(back[0], drawn_face.feature("right_eye", SIZE), atol=4)
         diff = np.abs(s.image.astype(float) - rows["upright.png"].image.astype(float))
         assert diff.mean() < 6.0
+
+
+def test_given_landmarks_of_a_turned_face_turn_the_photo_upright(tmp_path):
+    """A ``.pts`` file made on a photo as stored, the face on its side or upside down (no EXIF
+    tag): the photo is turned upright with its points, as the detector turns it, so that the crop
+    (which only scales and shifts) shows the face upright. Each turn gives the upright photo's
+    crop exactly, since a quarter turn moves pixels and points without resampling."""
+    from facehd.detect import FaceDetector, rotate_points, upright_turn
+    from facehd.landmarks import save_photo_landmarks
+    from pipelines.prepare_images import PrepareImagesConfig, prepare_images
+
+    face = drawn_face.draw_face(SIZE, seed=1)
+    k, found, _ = FaceDetector(segmentation=False).main_face_upright(face)
+    assert k == 0
+    lm = found.landmarks68
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, turns in (("upright", 0), ("quarter", 1), ("half", 2), ("three", 3)):
+        # stored turned back by `turns` quarters: np.rot90(file, turns) shows it upright
+        stored = np.ascontiguousarray(np.rot90(face, -turns))
+        Image.fromarray(stored).save(folder / f"{name}.png")
+        points = rotate_points(lm, -turns % 4, face.shape[:2])
+        # the reference: the points are where the face's pixels went (brute force, one pixel)
+        probe = np.zeros(face.shape[:2], bool)
+        x, y = np.round(lm[30]).astype(int)
+        probe[y, x] = True
+        yy, xx = np.argwhere(np.rot90(probe, -turns))[0]
+        np.testing.assert_allclose(points[30], [xx, yy], atol=0.5)
+        assert upright_turn(points) == turns
+        save_photo_landmarks(folder / f"{name}.pts", points)
+    config = PrepareImagesConfig(landmarks="given", segmentation=False)
+    result = prepare_images(folder, tmp_path / "photos.h5", config=config)
+    assert result.n_failed == 0
+    with open_dataset(result.out_path) as ds:
+        rows = {s.sample_id: s for s in ds}
+    assert {k: int(s.turn) for k, s in rows.items()} == {
+        "upright.png": 0,
+        "quarter.png": 1,
+        "half.png": 2,
+        "three.png": 3,
+    }
+    up = rows["upright.png"]
+    for s in rows.values():
+        np.testing.assert_allclose(s.landmarks68, up.landmarks68, atol=1e-3)
+        assert np.abs(s.image.astype(int) - up.image.astype(int)).max() <= 1
