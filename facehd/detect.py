@@ -612,12 +612,15 @@ class FaceDetector:
 
     def _tile_boxes(self, image: np.ndarray) -> list[np.ndarray]:
         """:meth:`_boxes` over half-overlapping square tiles, for faces too small to be seen in
-        the whole photo: tiles of half the photo's short side first, then halved down to
+        the whole photo: tiles of half the photo's short side first, but at least
+        :data:`TILE_MIN` (or the whole short side, in a narrow strip: a panorama whose height is
+        under twice :data:`TILE_MIN` is searched in squares of its height), then halved down to
         :data:`TILE_MIN`, stopping at the first size that finds a face; overlapping boxes of
         neighbouring tiles are merged (the stronger kept)."""
         h, w = image.shape[:2]
-        side = min(h, w) // 2
-        while side >= TILE_MIN:
+        short = min(h, w)
+        side = min(short, max(short // 2, TILE_MIN))
+        while side >= TILE_MIN or (side == short and side < max(h, w)):
             found = [
                 box
                 for y0 in _tile_starts(h, side)

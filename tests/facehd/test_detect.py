@@ -380,6 +380,28 @@ def test_tiny_face_in_a_very_large_photo_is_found_by_tiles(detector):
 
 
 @needs_mediapipe
+@pytest.mark.parametrize("size", [(200, 3000), (600, 4000), (3000, 200)])
+def test_a_face_in_a_narrow_strip_is_found_by_tiles_of_its_height(detector, size):
+    """A panorama (or a tall strip) whose short side is under twice the smallest tile: the whole
+    photo shows its face at a few pixels, and half its height is below the smallest tile, so it
+    is searched in squares of the smallest tile, or of its short side."""
+    h, w = size
+    face_px = min(200, min(h, w) // 2)
+    y0, x0 = (h - face_px) // 2, min(w // 3, 1000)
+    if h > w:  # a tall strip: the face a third of the way down
+        y0, x0 = min(h // 3, 1000), (w - face_px) // 2
+    img = np.full((h, w, 3), (150, 140, 120), np.uint8)
+    img[y0 : y0 + face_px, x0 : x0 + face_px] = draw_face(face_px, seed=3)
+    assert min(h, w) // 2 < TILE_MIN
+    assert detector._mesh_in_boxes(img, detector._boxes(img)) == []
+    face = detector.detect(img)
+    for i, name in ((0, "right_eye"), (1, "left_eye")):
+        np.testing.assert_allclose(
+            face.landmarks5[i], feature(name, face_px) + [x0, y0], atol=0.03 * face_px
+        )
+
+
+@needs_mediapipe
 def test_small_face_in_a_large_photo_and_no_face(detector):
     img = np.full((1600, 1600, 3), (70, 90, 110), np.uint8)
     img[1300:1428, 100:228] = draw_face(128, seed=3)
