@@ -599,6 +599,14 @@ def load_photo(path: str | Path, *, min_side: int = 32) -> Photo:
             SyntaxError,
             ValueError,
         ) as exc:
+            if "truncated" in str(exc).lower():
+                # Pillow's words say neither what is wrong with the file nor what to do
+                raise InputFileError(
+                    path,
+                    "truncated: the file ends before its image data does (a download or copy "
+                    "cut short?); copy it again, or, when a viewer shows it whole (only its end "
+                    "marker is missing), save it again from that viewer",
+                ) from exc
             raise InputFileError(path, f"unreadable image ({type(exc).__name__}: {exc})") from exc
         finally:
             Image.MAX_IMAGE_PIXELS = pillow_limit

@@ -1483,6 +1483,27 @@ def changed_inputs(writer: ShardedDatasetWriter, items: Sequence[WorkItem]) -> l
     ]
 
 
+def inputs_done_under_other_ids(
+    writer: ShardedDatasetWriter, items: Sequence[WorkItem]
+) -> list[tuple[WorkItem, str]]:
+    """``(item, stored id)`` of the new items (ids not written yet) whose input file an earlier
+    run wrote under another sample id (the same file by its real path, in the stored ``source``
+    field): ids made relative to an input folder change when the run is given another folder
+    above or below the same files, and the files would be stored twice."""
+    if not writer.done_ids or "source" not in writer.fields:
+        return []
+    stored = {os.path.realpath(src): sid for sid, src in writer.done_values("source").items()}
+    done = writer.done_ids
+    out = []
+    for it in items:
+        if it.sample_id in done:
+            continue
+        sid = stored.get(os.path.realpath(str(it.source)))
+        if sid is not None and sid != it.sample_id:
+            out.append((it, sid))
+    return out
+
+
 def pending_items(
     writer: ShardedDatasetWriter, items: Sequence[WorkItem]
 ) -> tuple[list[WorkItem], int, int]:

@@ -352,6 +352,13 @@ def dataset_attrs(config: PrepareImagesConfig) -> dict[str, Any]:
     }
 
 
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (by their real paths)."""
+    import os
+
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
 def prepare_images(
     images_dir: str | Path,
     out_h5: str | Path,
@@ -378,6 +385,7 @@ def prepare_images(
         WorkItem,
         changed_inputs,
         check_dataset_output,
+        inputs_done_under_other_ids,
         name_some,
         process_items,
     )
@@ -402,11 +410,41 @@ def prepare_images(
     ) as writer:
         changed = changed_inputs(writer, items)
         if changed:  # their crops would stay those of the old files
+            sources = writer.done_values("source")
+            same = [it for it in changed if _same_file(sources[it.sample_id], it.source)]
+            other = [it for it in changed if it not in same]
+            problems = []
+            if same:
+                problems.append(
+                    f"{len(same)} photos changed since an earlier run prepared them (their "
+                    f"SHA-256 differs from the stored source_sha256): "
+                    f"{name_some([str(it.source) for it in same])}"
+                )
+            if other:
+                problems.append(
+                    f"{len(other)} photos have the sample id of another photo an earlier run "
+                    "prepared from another --images folder (ids are paths relative to it): "
+                    + name_some(
+                        [
+                            f"{it.source} ({it.sample_id!r}, was {sources[it.sample_id]})"
+                            for it in other
+                        ]
+                    )
+                )
             raise FacehdError(
-                f"{writer.out_path}: {len(changed)} photos changed since an earlier run "
-                f"prepared them (their SHA-256 differs from the stored source_sha256): "
-                f"{name_some([str(it.source) for it in changed])}; rebuild with --overwrite, "
-                "or write to another --out"
+                f"{writer.out_path}: {'; '.join(problems)}; rebuild with --overwrite, or write "
+                "to another --out"
+            )
+        again = inputs_done_under_other_ids(writer, items)
+        if again:  # the same files would be stored twice, under two ids
+            raise FacehdError(
+                f"{writer.out_path}: {len(again)} photos were prepared by an earlier run under "
+                "other sample ids, from another --images folder (ids are paths relative to it): "
+                + name_some(
+                    [f"{it.source} (was {sid!r}, now {it.sample_id!r})" for it, sid in again]
+                )
+                + "; give the folder the earlier run was given, rebuild with --overwrite, or "
+                "write to another --out"
             )
         summary = process_items(writer, items, task, workers=workers, progress=progress)
         final = writer.finalize()

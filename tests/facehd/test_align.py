@@ -293,8 +293,11 @@ def test_unreadable_photos_raise_input_file_error(tmp_path):
     Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(tmp_path / "ok.jpg")
     data = (tmp_path / "ok.jpg").read_bytes()
     (tmp_path / "trunc.jpg").write_bytes(data[: len(data) // 3])
-    with pytest.raises(InputFileError, match="trunc.jpg"):
+    with pytest.raises(InputFileError, match=r"trunc\.jpg: truncated: the file ends before"):
         load_photo(tmp_path / "trunc.jpg")
+    (tmp_path / "no_end.jpg").write_bytes(data[:-2])  # all of it but its end marker
+    with pytest.raises(InputFileError, match=r"no_end\.jpg: truncated.*only its end marker"):
+        load_photo(tmp_path / "no_end.jpg")
     with pytest.raises(InputFileError, match="no such file"):
         load_photo(tmp_path / "missing.png")
     (tmp_path / "empty.jpg").write_bytes(b"")

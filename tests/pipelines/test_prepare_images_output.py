@@ -136,3 +136,45 @@ def test_photos_under_other_names_and_broken_links_are_listed(tmp_path: Path):
     os.symlink(tmp_path / "gone.jpg", tmp_path / "d.jpg")
     (tmp_path / "e.txt").write_text("not a photo")
     assert [sid for sid, _ in find_photos(tmp_path)] == ["a.jpg", "b.jfif", "c.heic", "d.jpg"]
+
+
+def test_a_rerun_from_another_folder_neither_stores_a_photo_twice_nor_blames_the_wrong_file(
+    tmp_path, monkeypatch
+):
+    """Sample ids are paths relative to ``--images``: a rerun given the folder above (or below)
+    the same photos would store them again under other ids, and one given a sibling folder with
+    a photo of the same name would be told that photo "changed". Both are refused, naming the
+    files and the earlier ids or sources; the same folder again resumes."""
+    import pipelines.prepare_images as prep
+    from facehd.h5io import file_sha256, open_dataset
+
+    def task(item, config):
+        out = _fake_task(item, config)
+        out["source_sha256"] = file_sha256(item.source)
+        return out
+
+    monkeypatch.setattr(prep, "_photo_task", task)
+    (tmp_path / "top" / "sub").mkdir(parents=True)
+    (tmp_path / "top" / "sub" / "a.png").write_bytes(b"photo a")
+    out = tmp_path / "p.h5"
+    r, _ = _run("--images", str(tmp_path / "top"), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    r, text = _run("--images", str(tmp_path / "top" / "sub"), "--out", str(out))
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "1 photos were prepared by an earlier run under other sample ids" in text
+    assert f"{tmp_path / 'top' / 'sub' / 'a.png'} (was 'sub/a.png', now 'a.png')" in text
+    r, text = _run("--images", str(tmp_path / "top"), "--out", str(out))
+    assert r.exit_code == 0 and "0 new, 1 already done" in text, text
+    # a sibling folder: its a.png is another photo than the one prepared as 'a.png'
+    for name, data in (("one", b"photo one"), ("two", b"photo two")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.png").write_bytes(data)
+    out2 = tmp_path / "q.h5"
+    assert _run("--images", str(tmp_path / "one"), "--out", str(out2))[0].exit_code == 0
+    r, text = _run("--images", str(tmp_path / "two"), "--out", str(out2))
+    assert r.exit_code == 2
+    assert "1 photos have the sample id of another photo an earlier run prepared" in text
+    assert f"('a.png', was {tmp_path / 'one' / 'a.png'})" in text
+    assert "changed since" not in text
+    with open_dataset(out) as ds:
+        assert [s.sample_id for s in ds] == ["sub/a.png"]
