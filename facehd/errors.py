@@ -139,6 +139,17 @@ def printable(text: str | Path) -> str:
     return out
 
 
+def printable_exact(text: str | Path) -> str:
+    """:func:`printable`, one to one: a name that holds a backslash, or that needs an escape,
+    has its own backslashes doubled first, so no two names give one text (:func:`printable`
+    writes a line break and the two characters backslash and ``n`` alike). Names without either
+    come out as they are; for keys that stand for a file across runs (an index's rows)."""
+    s = str(text)
+    if "\\" not in s and printable(s) == s:
+        return s
+    return printable(s.replace("\\", "\\\\"))
+
+
 def utf8_problem(name: str | Path) -> str | None:
     """Why ``name`` cannot be written as text (:data:`NOT_UTF8`), None when it can."""
     try:

@@ -451,7 +451,7 @@ def reconstruct_multiview(
     after (once per view) under ``refine``.
     """
     from facehd.csvtext import atomic_write_text
-    from facehd.errors import FacehdError, printable
+    from facehd.errors import FacehdError
     from models.reconstruct import (
         PhotoResult,
         _said,
@@ -461,6 +461,7 @@ def reconstruct_multiview(
         missing_results,
         output_lock,
         photo_folder_names,
+        photo_key,
         remove_earlier_result,
         write_photo_index,
         write_photo_result,
@@ -512,12 +513,8 @@ def reconstruct_multiview(
 
         write_textured_obj(out / "shared.obj", recon.mesh(res.shared))
         meta = {
-            "views": [{"photo": printable(v[0].resolve()), "folder": v[1]} for v in views],
-            "failed": [
-                {"photo": printable(r.photo.resolve()), "error": r.error}
-                for r in results
-                if r.error
-            ],
+            "views": [{"photo": photo_key(v[0]), "folder": v[1]} for v in views],
+            "failed": [{"photo": photo_key(r.photo), "error": r.error} for r in results if r.error],
             "config": asdict(config or MultiViewConfig()),
             "refine": refined,
             "checkpoint": recon.checkpoint,
@@ -536,8 +533,7 @@ def _earlier_set(out: Path, folders: set[str], results: list[Any]) -> tuple[set[
     whose views go to ``folders``, replaces: ``(keys, view folders)``, the ``photos.csv`` keys of
     its photos (views and failures) that this run does not list anew, and its view folders that
     this fit does not redo; they belong to the shared face being replaced."""
-    from facehd.errors import printable
-    from models.reconstruct import _read_index
+    from models.reconstruct import _read_index, photo_key
 
     try:
         earlier = json.loads((out / "multiview.json").read_text(encoding="utf-8"))
@@ -545,7 +541,7 @@ def _earlier_set(out: Path, folders: set[str], results: list[Any]) -> tuple[set[
         old_failed = [str(f["photo"]) for f in earlier.get("failed", [])]
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return set(), []
-    listed = {printable(r.photo.resolve()) for r in results}
+    listed = {photo_key(r.photo) for r in results}
     index = _read_index(out)
     stale = {k for k, row in index.items() if row.output in old_views and row.output not in folders}
     stale |= {k for k in old_failed if k in index and not index[k].output and k not in listed}

@@ -870,7 +870,7 @@ def output_names(photos: list[Path], out: str | Path | None = None) -> list[str]
     used: set[str] = set()
     names = []
     for path in photos:
-        key = printable(path.resolve())
+        key = photo_key(path)
         mine = earlier[key].output if key in earlier else ""
         if mine and mine not in used:
             name = mine
@@ -1249,6 +1249,14 @@ class _IndexRow:
     error: str
 
 
+def photo_key(photo: str | Path) -> str:
+    """How ``photos.csv`` (and ``multiview.json``) name a photo: its whole path, as text that
+    no other path gives (:func:`facehd.errors.printable_exact`)."""
+    from facehd.errors import printable_exact
+
+    return printable_exact(Path(photo).resolve())
+
+
 def write_photo_index(
     out: str | Path, results: list[PhotoResult], forget: Collection[str] = ()
 ) -> Path:
@@ -1265,7 +1273,7 @@ def write_photo_index(
     earlier = _read_index(out)
     rows = {}
     for r in results:
-        key = printable(r.photo.resolve())
+        key = photo_key(r.photo)
         gone = r.folder is None and not r.photo.exists() and key not in forget
         if gone and earlier.get(key, _NO_ROW).output:
             continue

@@ -76,3 +76,22 @@ def test_broken_links_are_listed_with_files_and_nothing_else(tmp_path) -> None:
     for name, (broken, listed) in expect.items():
         assert is_broken_link(tmp_path / name) is broken, name
         assert is_file_or_broken_link(tmp_path / name) is listed, name
+
+
+def test_printable_exact_is_one_to_one() -> None:
+    """Every name of up to 4 characters over an alphabet of the characters that escapes are made
+    of (a backslash, x, n, f, a line break, a tab, a byte of another encoding) gives its own text,
+    valid UTF-8; printable itself writes some of them alike."""
+    import itertools
+
+    from facehd.errors import printable_exact
+
+    alphabet = ["\\", "x", "n", "f", "\n", "\t", os.fsdecode(b"\xff")]
+    names = ["".join(c) for k in range(5) for c in itertools.product(alphabet, repeat=k)]
+    texts = [printable_exact(n) for n in names]
+    assert len(set(texts)) == len(names)
+    for t in texts:
+        t.encode("utf-8")
+        assert "\n" not in t and "\t" not in t
+    assert printable("a\nb") == printable("a\\nb")  # why printable_exact exists
+    assert printable_exact("/d/plain name.png") == "/d/plain name.png"

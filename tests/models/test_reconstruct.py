@@ -892,3 +892,33 @@ def test_an_interrupted_run_continues_where_it_stopped(
     assert run(base_texture=True) == {"a": True, "b": False} and made == ["b"]
     assert run(base_texture=True, redo=True) == {"a": False, "b": False}
     assert made == ["a", "b"]
+
+
+def test_photos_whose_names_print_alike_keep_their_own_folders(tmp_path):
+    """A name with a line break and one with a backslash and ``n`` in its place print alike in
+    messages; ``photos.csv`` names them apart, so each gets its own row and, run after run, its
+    own folder (never the other's)."""
+    from models.reconstruct import (
+        PhotoResult,
+        _read_index,
+        output_names,
+        photo_key,
+        write_photo_index,
+    )
+
+    photos = [tmp_path / "new\nline.png", tmp_path / "new\\nline.png", tmp_path / "plain.png"]
+    keys = [photo_key(p) for p in photos]
+    assert len(set(keys)) == 3 and keys[2] == str(tmp_path.resolve() / "plain.png")
+    out = tmp_path / "out"
+    names = output_names(photos, out)
+    assert len(set(names)) == 3
+    for name in names:
+        (out / name).mkdir(parents=True)
+    write_photo_index(
+        out, [PhotoResult(p, out / n, None) for p, n in zip(photos, names, strict=True)]
+    )
+    index = _read_index(out)
+    assert {k: row.output for k, row in index.items()} == dict(zip(keys, names, strict=True))
+    # a rerun, in the other order: each photo gets its folder again
+    again = output_names(photos[::-1], out)
+    assert again == names[::-1]
