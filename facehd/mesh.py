@@ -55,6 +55,8 @@ __all__ = [
     "is_scan_file",
     "is_compressed_scan_file",
     "COMPRESSED_SUFFIXES",
+    "OTHER_MESH_SUFFIXES",
+    "is_other_mesh_file",
     "find_scan_files",
     "load_mesh",
     "load_textured_mesh",
@@ -107,6 +109,20 @@ def is_compressed_scan_file(path: Path) -> bool:
     return suffix in COMPRESSED_SUFFIXES and is_scan_file(path.with_name(path.name[: -len(suffix)]))
 
 
+#: Suffixes of 3D formats facehd does not read: a scan in one (``head.glb``) is listed so that
+#: it fails asking for a conversion instead of being passed over.
+OTHER_MESH_SUFFIXES = (
+    ".glb", ".gltf", ".fbx", ".dae", ".3ds", ".x3d", ".3mf", ".usd", ".usda", ".usdc", ".usdz",
+    ".blend", ".ma", ".mb", ".3dm", ".ptx", ".e57",
+)  # fmt: skip
+
+
+def is_other_mesh_file(path: Path) -> bool:
+    """Whether ``path`` names a 3D file in a format facehd does not read
+    (:data:`OTHER_MESH_SUFFIXES`)."""
+    return path.suffix.lower() in OTHER_MESH_SUFFIXES
+
+
 def find_scan_files(root: str | Path) -> list[tuple[str, Path, bool]]:
     """``(scan id, path, shares its stem)`` of every scan under ``root``, sorted by id.
 
@@ -119,9 +135,11 @@ def find_scan_files(root: str | Path) -> list[tuple[str, Path, bool]]:
     Names that say a scan but hold none that can be read are listed too, so that reading them
     fails naming the problem (:func:`load_mesh`) where they would otherwise be passed over in
     silence: a link whose target does not exist (a dataset of links into a store that is not
-    mounted) and a compressed scan (:func:`is_compressed_scan_file`; its id is its path with
+    mounted), a compressed scan (:func:`is_compressed_scan_file`; its id is its path with
     both suffixes, ``head.obj.gz``, so that it never changes another scan's, and it is left out
-    beside the file it decompresses to, ``head.obj``, which is read).
+    beside the file it decompresses to, ``head.obj``, which is read) and a scan in a 3D format
+    facehd does not read (:func:`is_other_mesh_file`; its id is its path, ``head.glb``, and it
+    is left out beside a scan of the same stem that is read, ``head.obj``: an export of it).
 
     Raises
     ------
@@ -138,7 +156,7 @@ def find_scan_files(root: str | Path) -> list[tuple[str, Path, bool]]:
     found = sorted(
         p
         for p in root.rglob("*")
-        if (is_scan_file(p) or is_compressed_scan_file(p))
+        if (is_scan_file(p) or is_compressed_scan_file(p) or is_other_mesh_file(p))
         # a regular file, or a link to nothing (a folder named like a scan is searched)
         and is_file_or_broken_link(p)
         and not any(part.endswith(".shards") for part in p.relative_to(root).parent.parts)
@@ -147,13 +165,23 @@ def find_scan_files(root: str | Path) -> list[tuple[str, Path, bool]]:
     )
     if not found:
         raise InputFileError(root, f"no scan found (files {', '.join(MESH_SUFFIXES)})")
-    scans = [p for p in found if not is_compressed_scan_file(p)]
+    if all(is_other_mesh_file(p) for p in found):
+        raise InputFileError(
+            root,
+            f"no scan found (files {', '.join(MESH_SUFFIXES)}); its "
+            f"{', '.join(sorted({p.suffix.lower() for p in found}))} files are in a format facehd "
+            "does not read: convert them to OBJ or PLY",
+        )
+    scans = [p for p in found if not is_compressed_scan_file(p) and not is_other_mesh_file(p)]
     readable = set(scans)
-    # named by their whole path; a compressed copy beside the scan it holds is no scan of its own
+    read_stems = {p.with_suffix("") for p in scans}
+    # named by their whole path; a compressed copy beside the scan it holds, or an export in
+    # another format beside a scan that is read, is no scan of its own
     out = [
         (p.relative_to(root).as_posix(), p, False)
         for p in found
-        if is_compressed_scan_file(p) and p.with_suffix("") not in readable
+        if (is_compressed_scan_file(p) and p.with_suffix("") not in readable)
+        or (is_other_mesh_file(p) and p.with_suffix("") not in read_stems)
     ]
     stems = [p.relative_to(root).with_suffix("").as_posix() for p in scans]
     counts = Counter(stems)
@@ -708,7 +736,10 @@ def load_mesh(path: str | Path, *, split_seams: bool = False) -> Mesh:
             f"{path.with_suffix('').suffix} files, not compressed ones)",
         )
     if suffix not in MESH_SUFFIXES:
-        raise InputFileError(path, f"unsupported mesh format {suffix!r} ({_FORMATS})")
+        convert = (
+            ": convert it to OBJ or PLY (MeshLab, Blender)" if is_other_mesh_file(path) else ""
+        )
+        raise InputFileError(path, f"unsupported mesh format {suffix!r} ({_FORMATS}){convert}")
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -70,7 +70,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from facehd.errors import DegenerateInputError, InputFileError, check_output_folder
+from facehd.errors import DegenerateInputError, InputFileError, check_output_folder, printable
 from facehd.h5io import (
     FieldSpec,
     ShardedDatasetWriter,
@@ -93,7 +93,14 @@ from facehd.mesh import (
     save_mesh,
     weld_vertices,
 )
-from pipelines.fitting import UNIT_TO_MM, FitConfig, ScanFit, detect_units, fit_scan
+from pipelines.fitting import (
+    UNIT_TO_MM,
+    FitConfig,
+    LandmarkMismatch,
+    ScanFit,
+    detect_units,
+    fit_scan,
+)
 from pipelines.model_landmarks import ModelCheckConfig
 
 __all__ = [
@@ -471,6 +478,10 @@ def fit_one(
         fit = fit_scan(scan_mm, lm * factor, md, config.fit, unit_to_mm=factor, threads=threads)
     except DegenerateInputError as exc:
         raise InputFileError(scan.landmarks_path or scan.mesh_path, str(exc)) from exc
+    except LandmarkMismatch as exc:  # the landmark file's fault: named, as the other checks do
+        if scan.landmarks_path is None:
+            raise
+        raise LandmarkMismatch(f"{printable(scan.landmarks_path)}: {exc}") from exc
     return fit, units, factor, source
 
 

@@ -91,6 +91,11 @@ class FitError(FacehdError):
     """A scan could not be fitted (alignment did not converge, too little face data...)."""
 
 
+class LandmarkMismatch(FitError):
+    """The 7 landmarks given do not fit the model's face (mirrored, wrong order, other units):
+    a fault of the landmark file, which callers name."""
+
+
 @dataclass
 class FitConfig:
     """Parameters of the per-scan fit (defaults are those of ``facehd build-priors``)."""
@@ -814,7 +819,7 @@ def fit_shape(
     mirrored = procrustes(lm, md.landmarks7, with_scale=False, allow_reflection=True)
     mirrored_rms = _rms_after(mirrored, lm, md.landmarks7)
     if mirrored.is_reflection and mirrored_rms < 0.5 * lm_rms:
-        raise FitError(
+        raise LandmarkMismatch(
             f"the 7 landmarks are mirrored, left and right swapped (RMS {lm_rms:.1f} mm from the "
             f"model's as given, {mirrored_rms:.1f} mm mirrored): NoW's order starts at the "
             "subject's right outer eye corner, on the image's left"
@@ -827,7 +832,7 @@ def fit_shape(
                 f"the outer eye corners are {span:.3g} mm apart where a face's are ~90 mm: check "
                 "the scan's units (--units)"
             )
-        raise FitError(
+        raise LandmarkMismatch(
             f"the 7 landmarks do not match a face: RMS {lm_rms:.1f} mm from the model's after "
             f"alignment (limit {config.landmark_rms_max_mm:g} mm); {hint}"
         )

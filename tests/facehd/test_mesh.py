@@ -748,6 +748,34 @@ def test_links_to_nothing_and_compressed_scans_are_listed_and_fail_naming_why(
         load_mesh(tmp_path / "head.obj.gz")
 
 
+def test_scans_in_formats_not_read_are_listed_and_fail_asking_for_a_conversion(
+    tmp_path: Path,
+) -> None:
+    """A .glb (or .fbx ...) scan is listed, and reading it asks for a conversion, where it was
+    passed over in silence; beside a scan of its stem that is read it is an export, left out; a
+    folder of them alone says so."""
+    from facehd.mesh import find_scan_files, is_other_mesh_file
+
+    save_mesh(tmp_path / "good.obj", small_mesh())
+    (tmp_path / "good.glb").write_bytes(b"glTF")  # an export of good.obj
+    (tmp_path / "head.glb").write_bytes(b"glTF")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "face.FBX").write_bytes(b"Kaydara")
+    found = find_scan_files(tmp_path)
+    assert [(sid, p.name) for sid, p, _ in found] == [
+        ("good", "good.obj"),
+        ("head.glb", "head.glb"),
+        ("sub/face.FBX", "face.FBX"),
+    ]
+    assert is_other_mesh_file(Path("x.GLTF")) and not is_other_mesh_file(Path("x.ply"))
+    with pytest.raises(
+        InputFileError, match=r"head\.glb: unsupported mesh format '\.glb'.*convert"
+    ):
+        load_mesh(tmp_path / "head.glb")
+    with pytest.raises(InputFileError, match=r"\.fbx files are in a format facehd does not read"):
+        find_scan_files(tmp_path / "sub")
+
+
 def test_open_edges_against_trimesh() -> None:
     """Edges used by one face only: a height field's outer rim, and a hole cut in it."""
     import trimesh

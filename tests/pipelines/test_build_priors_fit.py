@@ -223,6 +223,11 @@ def test_mirrored_and_wrong_unit_landmarks_are_refused(rigid_scans: Path, tmp_pa
     np.savetxt(swapped, lm[[3, 2, 1, 0, 4, 6, 5]])
     with pytest.raises(FitError, match=r"mirrored, left and right swapped \(RMS 1\d\.\d mm"):
         fit_one(ScanInput("swapped", scan, str(swapped)), PriorsConfig())
+    # points in another order: the message names the landmark file (the scan is not at fault)
+    shuffled = tmp_path / "shuffled.lm7.txt"
+    np.savetxt(shuffled, lm[[0, 5, 4, 3, 1, 6, 2]])  # the outer eye corners (units) kept
+    with pytest.raises(FitError, match=rf"^{shuffled}: the 7 landmarks do not match a face"):
+        fit_one(ScanInput("shuffled", scan, str(shuffled)), PriorsConfig())
     # the scan is in metres: read as millimetres, the eye corners are ~0.09 mm apart
     with pytest.raises(FitError, match=r"outer eye corners are 0\.0\d+ mm apart.*--units"):
         fit_one(
