@@ -1404,13 +1404,14 @@ def train_cmd(
         cfg = _train_config(config, bfm, uv, identity_network)
         if set_:
             cfg = apply_overrides(cfg, set_)
-    stages = list(STAGES) if not stage or "all" in stage else stage
-    bad = [s for s in stages if s not in STAGES]
+    # none given: all three for a new run, the run's own for --resume (its stages.json)
+    stages = None if not stage else list(STAGES) if "all" in stage else stage
+    bad = [s for s in stages or () if s not in STAGES]
     if bad:
         _error(f"unknown stage {esc(repr(bad[0]))}; stages: {', '.join(STAGES)}")
         raise typer.Exit(2)
     if steps is not None:
-        for s in stages:
+        for s in stages or STAGES:
             getattr(cfg, s).steps = steps
     if print_config:
         # as is: YAML must not be wrapped at the console's width (a long path would break it)

@@ -34,6 +34,7 @@ A later stage starts from the networks of the earlier ones in the same run folde
                                 hrn_options.refine_steps > 0; :mod:`models.refined_faces`)
     model.pt                    the networks after the last finished stage (for reconstruct)
     init.json                   the ``--init`` checkpoint (path, SHA-256) a resume starts from
+    stages.json                 the stages the run was last given, which a resume continues
     tensorboard/<stage>/        event files (when the ``tensorboard`` package imports: a dependency)
 
 Exact resume
@@ -1795,7 +1796,7 @@ def train(
     photos: str | Path | None = None,
     priors: str | Path | None = None,
     pairs: str | Path | None = None,
-    stages: Sequence[str] = STAGES,
+    stages: Sequence[str] | None = None,
     resume: bool = False,
     init: str | Path | None = None,
     callback: StepCallback | None = None,
@@ -1810,7 +1811,8 @@ def train(
     priors : ``facehd build-priors`` dataset with lab photos (hrn stage with priors; the
         de-retouching pairs when ``pairs`` is not given).
     pairs : photos dataset with an ``image_clean`` field (de-retouching pairs).
-    stages : subset of ``base``, ``deretouch``, ``hrn``.
+    stages : subset of ``base``, ``deretouch``, ``hrn``; None: all three for a new run, and for
+        ``resume`` the stages the run was last given (its ``stages.json``).
     resume : continue the stages of an existing run exactly where its checkpoints are (a
         run killed before its first checkpoint, which holds only its ``config.yaml``, starts
         over); a folder without a run is refused.
@@ -1826,6 +1828,9 @@ def train(
         :class:`~facehd.errors.InputFileError` for unreadable or foreign files.
     """
     out = Path(out)
+    given = stages is not None
+    if stages is None:
+        stages = recorded_stages(out) if resume else list(STAGES)
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages:
         raise ValueError(f"stages must be among {STAGES}, got {list(stages)}")
@@ -1863,12 +1868,47 @@ def train(
                     raise FacehdError(f"{out}: cannot make the run folder ({why})") from None
                 held.enter_context(_run_lock(out))
                 _prepare_run_folder(trainer, out, existing, resume, init)
+                _record_stages(out, stages)
             except ValueError as exc:  # FacehdError, InputFileError
                 problem = exc
         _raise_everywhere(problem, trainer.dist)
         stop = trainer.stop if trainer.dist.world == 1 else nullcontext()
+        if resume and not given and trainer.dist.main:
+            trainer.log.message(f"stages taken from the run's {STAGES_RECORD}: {', '.join(stages)}")
         with stop, deterministic_kernels(config.deterministic):
             return _train_stages(trainer, out, stages, resume, init, init_stages, callback)
+
+
+#: The run folder's record of the stages it was last given (``--stage``), which a ``--resume``
+#: without ``--stage`` continues.
+STAGES_RECORD = "stages.json"
+
+
+def recorded_stages(out: str | Path) -> list[str]:
+    """The stages run folder ``out`` was last given (its ``stages.json``); all three for a run
+    without the record (made before it was kept).
+
+    Raises
+    ------
+    InputFileError
+        An unreadable record.
+    """
+    record = Path(out) / STAGES_RECORD
+    if not record.is_file():
+        return list(STAGES)
+    try:
+        stages = [str(x) for x in json.loads(record.read_text())["stages"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputFileError(record, f"unreadable record of the run's stages ({exc})") from exc
+    if not stages or any(x not in STAGES for x in stages):
+        raise InputFileError(record, f"stages must be among {STAGES}, got {stages}")
+    return stages
+
+
+def _record_stages(out: Path, stages: Sequence[str]) -> None:
+    from facehd.csvtext import atomic_write_text
+
+    atomic_write_text(out / STAGES_RECORD, json.dumps({"stages": list(stages)}) + "\n")
 
 
 def _check_run_folder_can_be_made(out: Path) -> None:
@@ -2141,9 +2181,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         cfg = load_train_config(config)
         if a.overrides:
             cfg = apply_overrides(cfg, a.overrides)
-        stages = STAGES if not a.stage or "all" in a.stage else a.stage
+        stages = None if not a.stage else STAGES if "all" in a.stage else a.stage
         if a.steps is not None:
-            for s in stages:
+            for s in stages or STAGES:
                 getattr(cfg, s).steps = a.steps
         if a.identity_network is not None:
             cfg.identity_network = a.identity_network

@@ -568,6 +568,38 @@ def test_a_run_started_from_init_resumes_from_it(hrn_data, full_run, tmp_path, o
         train(tiny_config(), out_full, resume=True, init=other, **kw)
 
 
+def test_a_resume_without_stage_continues_the_stages_the_run_was_given(
+    hrn_data, full_run, tmp_path, one_thread
+):
+    """A ``--stage hrn`` run from ``--init``, killed before its first checkpoint, resumed
+    without ``--stage``: it trains the detail stage alone (recorded in stages.json), as the
+    uninterrupted run, where all three stages would retrain the analyzer from the --init
+    weights first; ``--stage`` given to the resume is taken, and recorded."""
+    from models.train import STAGES_RECORD, recorded_stages
+
+    out_full, _ = full_run
+    init = tmp_path / "start.pt"
+    init.write_bytes((out_full / "checkpoints" / "deretouch.pt").read_bytes())
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors}
+    train(tiny_config(), tmp_path / "whole", init=init, stages=["hrn"], **kw)
+    out = tmp_path / "killed"
+    with pytest.raises(Killed):
+        train(tiny_config(), out, init=init, stages=["hrn"], callback=kill_at("hrn", 1), **kw)
+    assert recorded_stages(out) == ["hrn"]
+    result = train(tiny_config(), out, resume=True, **kw)
+    assert result.stages == ["hrn"] and result.steps == {"hrn": 5}
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["hrn.pt"]
+    assert states_equal(tmp_path / "whole" / "model.pt", out / "model.pt") == []
+    assert f"stages taken from the run's {STAGES_RECORD}: hrn" in (out / "train.log").read_text()
+    # a run made before the record continues all three, as it did; a damaged record is named
+    assert recorded_stages(tmp_path / "nowhere") == ["base", "deretouch", "hrn"]
+    (out / STAGES_RECORD).write_text("{}")
+    with pytest.raises(InputFileError, match=r"stages\.json: unreadable record"):
+        train(tiny_config(), out, resume=True, **kw)
+    train(tiny_config(), out, resume=True, stages=["hrn"], **kw)
+    assert recorded_stages(out) == ["hrn"]
+
+
 def test_a_run_whose_init_could_not_be_read_resumes_from_another(
     hrn_data, full_run, tmp_path, one_thread
 ):
