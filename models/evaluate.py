@@ -229,6 +229,19 @@ def load_truth(scans_dir: str | Path, sample_id: str) -> Truth:
         found = read_npz(gt, (), ("displacement",), what="truth file").get("displacement")
         if found is not None:
             displacement = np.asarray(found, dtype=np.float64)
+            # a damaged map would fail later, inside the scoring, without the file's name
+            if displacement.ndim != 2 or displacement.shape[0] != displacement.shape[1]:
+                raise InputFileError(
+                    gt,
+                    f"displacement must be a square (S, S) map, got shape {displacement.shape}",
+                )
+            if displacement.shape[0] < 2 or not np.isfinite(displacement).all():
+                raise InputFileError(
+                    gt,
+                    "displacement holds NaN or infinite values"
+                    if displacement.shape[0] >= 2
+                    else f"displacement is a {displacement.shape} map",
+                )
     return Truth(sample_id, load_mesh(paths["gt_m1.ply"]), m2, paths["photos.npz"], displacement)
 
 
@@ -348,6 +361,15 @@ def _align(pred: np.ndarray, truth: Truth, fit: np.ndarray):
     res = icp_point_to_plane(src, truth.m2, init=init, max_distance=10.0, max_iterations=30)
     t = res.transform if res.fitness > 0.5 else init
     return Similarity(1.0, t.rotation, t.translation)
+
+
+def score_seed(sample_id: str, view: int) -> int:
+    """The seed of the truth points a photo is scored at (:func:`score_levels`): of its sample
+    id and view alone, so a photo scores the same whichever other scans the folder holds, and in
+    ``evaluate`` as in ``evaluate --multiview``'s single-view rows."""
+    import zlib
+
+    return zlib.crc32(f"{sample_id}#v{view}".encode("utf-8", "surrogateescape"))
 
 
 def score_levels(
@@ -854,7 +876,8 @@ def evaluate_synthetic(
             rec = recon.run_crops_refined(
                 crop["image"][None], crop["mask"][None], crop["landmarks"][None], refine
             )[0][0]
-        levels = _score_levels(recon, rec, truth, max_points=max_points, seed=k, facescape=True)
+        seed = score_seed(truth.sample_id, v)
+        levels = _score_levels(recon, rec, truth, max_points=max_points, seed=seed, facescape=True)
         n, dist, ang, to_truth, _, fs, meshes = levels
         detail = detail_scores(recon, rec, truth, to_truth.rotation)
         camera = _photo_camera(photos, v, crop)

@@ -703,9 +703,10 @@ def _view_scores(
 ) -> np.ndarray:
     """One view's :data:`MULTIVIEW_SCORES` (the order of :class:`MultiViewEvalRow`); ``camera``
     and ``gt_depth``: the view's camera and :func:`models.evaluate.truth_depth` in it."""
-    from models.evaluate import _score_levels, _seen_and_oracle, camera_levels
+    from models.evaluate import _score_levels, _seen_and_oracle, camera_levels, score_seed
 
-    levels = _score_levels(recon, rec, truth, max_points=max_points, seed=view, facescape=True)
+    seed = score_seed(truth.sample_id, view)
+    levels = _score_levels(recon, rec, truth, max_points=max_points, seed=seed, facescape=True)
     details = _seen_and_oracle(recon, rec, truth, camera, levels)[0]
     placed = camera_levels(recon, rec, truth, camera, levels.meshes, gt_depth=gt_depth)
     scores = [*levels.dists, *levels.angles, *details, *levels.facescape, *placed]

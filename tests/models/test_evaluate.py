@@ -172,6 +172,56 @@ def test_evaluate_a_trained_model_on_held_out_photos(hrn_data, model_path, one_t
     assert r.mne_cam_m2_oracle == pytest.approx(mne_o, rel=1e-9)
 
 
+def test_a_photo_scores_the_same_whatever_else_the_folder_holds(
+    hrn_data, model_path, one_thread, tmp_path
+):
+    """The truth points a photo is scored at are drawn from its sample id and view, not from
+    its place among the folder's photos: without the other scan, the same numbers."""
+    import shutil
+
+    from models.evaluate import score_seed
+
+    recon = Reconstructor.load(model_path)
+    rows, _ = evaluate_synthetic(recon, hrn_data.scans, max_points=500)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for f in hrn_data.scans.glob("s001_e00.*"):
+        shutil.copy(f, alone / f.name)
+    single, _ = evaluate_synthetic(recon, alone, max_points=500)
+    before = [r for r in rows if r.sample == "s001_e00"]
+    assert [r.view for r in single] == [r.view for r in before] == [0, 1]
+    for a, b in zip(before, single, strict=True):
+        assert (a.dist_m0, a.dist_m2, a.normal_m1) == pytest.approx(
+            (b.dist_m0, b.dist_m2, b.normal_m1), rel=1e-12
+        )
+    assert score_seed("s001_e00", 0) != score_seed("s001_e00", 1)
+    assert score_seed("s001_e00", 1) == score_seed("s001_e00", 1)
+
+
+def test_a_damaged_true_displacement_is_named(hrn_data, tmp_path):
+    """A truth file whose displacement map is cut or holds NaN is refused with its name when it
+    is read (evaluate then leaves that scan out, naming it), not deep in the scoring."""
+    import shutil
+
+    from facehd.errors import InputFileError
+    from models.evaluate import load_truth
+
+    for f in hrn_data.scans.glob("s001_e00.*"):
+        shutil.copy(f, tmp_path / f.name)
+    gt_path = tmp_path / "s001_e00.gt.npz"
+    gt = dict(np.load(gt_path))
+    assert load_truth(tmp_path, "s001_e00").displacement.shape == gt["displacement"].shape
+    cut = dict(gt, displacement=gt["displacement"][:100])
+    np.savez(gt_path, **cut)
+    with pytest.raises(InputFileError, match=r"gt\.npz: displacement must be a square"):
+        load_truth(tmp_path, "s001_e00")
+    holed = gt["displacement"].copy()
+    holed[10:20, 10:20] = np.nan
+    np.savez(gt_path, **dict(gt, displacement=holed))
+    with pytest.raises(InputFileError, match=r"gt\.npz: displacement holds NaN"):
+        load_truth(tmp_path, "s001_e00")
+
+
 def _oracle_camera(recon, rec):
     """The truth's photo camera (model frame) that sees the truth exactly as the reconstruction's
     pose and the system's camera see the prediction; an identity crop."""
