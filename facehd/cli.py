@@ -1629,8 +1629,10 @@ def reconstruct(
                     )
     if fitted is not None:
         first, last = fitted.history[0], fitted.history[-1]
+        n = len(fitted.views)
         console.print(
-            f"MV-HRN: {len(fitted.views)} views, loss {first['total']:.4f} -> {last['total']:.4f} "
+            f"MV-HRN: {n} view{'s' if n != 1 else ''}, loss {first['total']:.4f} -> "
+            f"{last['total']:.4f} "
             f"(photometric R1 {first['photo_mid']:.4f} -> {last['photo_mid']:.4f}, landmarks "
             f"{first['landmark']:.1f} -> {last['landmark']:.1f} px^2); shared face: "
             f"{esc(out / 'shared.obj')}"

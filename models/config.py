@@ -633,8 +633,12 @@ def load_config(path: str | Path, cls: type[T]) -> T:
         wrong type, value out of range); the message names the file and the dotted key.
     """
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise InputFileError(path, "is a folder: give the config file (.yaml, .yml or .json)")
+    if not path.exists():
         raise InputFileError(path, "config file not found")
+    if not path.is_file():  # /dev/null, a pipe
+        raise InputFileError(path, "not a regular file: give the config file")
     suffix = path.suffix.lower()
     try:
         text = path.read_text()

@@ -503,8 +503,16 @@ def reconstruct_multiview(
         res = fit_multiview(
             recon, crops, masks, landmarks68, config, coefficients=start, progress=fit_progress
         )
+        joint = {
+            "views": [v[1] for v in views],
+            "iterations": (config or MultiViewConfig()).iterations,
+            "shared_mesh": "../shared.obj",
+            "record": "../multiview.json",
+        }
         for (path, stem, aligned, _, _, frame), rec in zip(views, res.views, strict=True):
-            results.append(write_photo_result(recon, rec, aligned, path, out / stem, frame))
+            results.append(
+                write_photo_result(recon, rec, aligned, path, out / stem, frame, multiview=joint)
+            )
         order = {p: k for k, p in enumerate([Path(m[0]) for m in missing] + list(photos))}
         results.sort(key=lambda r: order[r.photo])
         stale, old_folders = _earlier_set(out, {v[1] for v in views}, results)

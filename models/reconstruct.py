@@ -697,13 +697,15 @@ def write_reconstruction(
     photo: str | Path | None = None,
     frame: PhotoFrame | None = None,
     inputs_sha256: str | None = None,
+    multiview: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write every file of one reconstruction into the folder ``out`` (see the module docstring).
 
     ``photo_region`` is the crop the overlay is drawn on (the 512 HD crop of the photo, or the
     224 crop); ``photo``, the photo's file, is named in ``reconstruction.json``, with ``frame``,
     how its pixels were turned upright before ``crop_transform``, and ``inputs_sha256``, what
-    the reconstruction was made from (:func:`photo_inputs_sha256`).
+    the reconstruction was made from (:func:`photo_inputs_sha256`); ``multiview``: for a view of
+    a joint fit, what it was fitted with (recorded as ``multiview``; null for a single photo).
     """
     from models.export import write_png8, write_png16, write_textured_obj
 
@@ -733,6 +735,7 @@ def write_reconstruction(
         "precision": recon.precision,
         "refine": _refine_record(recon, rec),
         "fit": _fit_record(recon, rec),
+        "multiview": multiview,
         "units": "mm",
         "pose": {
             "convention": "posed = R @ p + t (canonical model frame -> base camera world)",
@@ -1211,6 +1214,7 @@ def write_photo_result(
     folder: Path,
     frame: PhotoFrame | None = None,
     inputs_sha256: str | None = None,
+    multiview: dict[str, Any] | None = None,
 ) -> PhotoResult:
     """Write one photo's reconstruction into ``folder`` (:func:`write_reconstruction`, the
     overlay on its aligned HD crop) and say so.
@@ -1229,6 +1233,7 @@ def write_photo_result(
             photo=photo,
             frame=frame,
             inputs_sha256=inputs_sha256,
+            multiview=multiview,
         )
         old = _aside(folder, "old")
         if folder.is_dir():

@@ -419,3 +419,16 @@ def test_overrides_set_dotted_keys_and_refuse_what_the_config_lacks():
         apply_overrides(cfg, ["hrn.steps"])
     with pytest.raises(ConfigError, match="cannot read the value"):
         apply_overrides(cfg, ["hrn.steps=[1"])
+
+
+def test_a_config_path_that_is_no_file_says_what_it_is(tmp_path) -> None:
+    from facehd.errors import InputFileError
+    from models.config import load_config
+    from models.train import TrainConfig
+
+    with pytest.raises(InputFileError, match="is a folder: give the config file"):
+        load_config(tmp_path, TrainConfig)
+    with pytest.raises(InputFileError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml", TrainConfig)
+    with pytest.raises(InputFileError, match="not a regular file"):
+        load_config("/dev/null", TrainConfig)
