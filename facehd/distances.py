@@ -218,10 +218,8 @@ def _degenerate_triangles(
 _SORT_MIN = 2048
 
 
-def spatial_order(points: np.ndarray) -> np.ndarray:
-    """Permutation sorting (N, 3) points along a Z-order (Morton) curve of a 1024^3 grid over
-    their bounding box, points of one cell by their coordinates: the same points in any order
-    come out in the same order, and evenly spaced entries of it spread over the space."""
+def _morton_codes(points: np.ndarray) -> np.ndarray:
+    """Z-order (Morton) codes of (N, 3) points on a 1024^3 grid over their bounding box."""
     lo = points.min(axis=0)
     span = np.maximum(points.max(axis=0) - lo, 1e-300)
     q = ((points - lo) / span * 1023.0).astype(np.uint64)
@@ -234,7 +232,14 @@ def spatial_order(points: np.ndarray) -> np.ndarray:
         x = (x | (x << np.uint64(4))) & np.uint64(0x030C30C3)
         x = (x | (x << np.uint64(2))) & np.uint64(0x09249249)
         code |= x << np.uint64(k)
-    return np.lexsort((points[:, 2], points[:, 1], points[:, 0], code))
+    return code
+
+
+def spatial_order(points: np.ndarray) -> np.ndarray:
+    """Permutation sorting (N, 3) points along a Z-order (Morton) curve of a 1024^3 grid over
+    their bounding box, points of one cell by their coordinates: the same points in any order
+    come out in the same order, and evenly spaced entries of it spread over the space."""
+    return np.lexsort((points[:, 2], points[:, 1], points[:, 0], _morton_codes(points)))
 
 
 class SurfaceQuery:
@@ -292,7 +297,7 @@ class SurfaceQuery:
         if len(pts) <= _SORT_MIN:
             return self._closest(pts, neighbours)
         # nearby queries one after another keep Embree's tree and the gathers in cache
-        order = spatial_order(pts)
+        order = np.argsort(_morton_codes(pts), kind="stable")  # for the cache: no ties needed
         res = self._closest(pts[order], neighbours)
         out = [np.empty_like(x) for x in res]
         for o, x in zip(out, res, strict=True):
