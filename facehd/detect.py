@@ -401,13 +401,9 @@ def rotate_points(points: np.ndarray, k: int, size: tuple[int, int]) -> np.ndarr
     lie in ``np.rot90(image, k)``; further columns are kept (:func:`unrotate_points` undoes
     it)."""
     h, w = size
-    out = np.array(points, dtype=np.float64)
-    x, y = out[:, 0].copy(), out[:, 1].copy()
-    for j in range(k % 4):  # one turn: (x, y) in an image of width w_j -> (y, w_j - 1 - x)
-        w_j = w if j % 2 == 0 else h
-        x, y = y, (w_j - 1) - x
-    out[:, 0], out[:, 1] = x, y
-    return out
+    # np.rot90(image, k) turned by the remaining quarter turns is the image again
+    turned = (h, w) if k % 2 == 0 else (w, h)
+    return unrotate_points(np.array(points, dtype=np.float64), (4 - k) % 4, turned)
 
 
 def face_from_landmark_file(pts_path: str | Path, image_shape: tuple[int, ...]) -> DetectedFace:

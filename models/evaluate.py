@@ -235,13 +235,10 @@ def load_truth(scans_dir: str | Path, sample_id: str) -> Truth:
                     gt,
                     f"displacement must be a square (S, S) map, got shape {displacement.shape}",
                 )
-            if displacement.shape[0] < 2 or not np.isfinite(displacement).all():
-                raise InputFileError(
-                    gt,
-                    "displacement holds NaN or infinite values"
-                    if displacement.shape[0] >= 2
-                    else f"displacement is a {displacement.shape} map",
-                )
+            if displacement.shape[0] < 2:
+                raise InputFileError(gt, f"displacement is a {displacement.shape} map")
+            if not np.isfinite(displacement).all():
+                raise InputFileError(gt, "displacement holds NaN or infinite values")
     return Truth(sample_id, load_mesh(paths["gt_m1.ply"]), m2, paths["photos.npz"], displacement)
 
 
