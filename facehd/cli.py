@@ -1911,7 +1911,7 @@ def evaluate(
         f"{s.m2_mne_fs_better} of {s.photos} by FaceScape's MNE, on {s.m2_mne_cam_better} of "
         f"{s.photos} by FaceScape's MNE placed"
     )
-    without = sorted({r.sample for r in rows if r.disp_pearson_seen != r.disp_pearson_seen})
+    without = sorted({r.sample_id for r in rows if r.disp_pearson_seen != r.disp_pearson_seen})
     if without:  # NaN: no <id>.gt.npz, so no true displacement map
         console.print(
             f"[yellow]note:[/yellow] no <id>.gt.npz for {', '.join(without)}: their photos have "

@@ -270,6 +270,14 @@ class Mesh:
         return weld
 
     @cached_property
+    def used_vertices(self) -> np.ndarray:
+        """(V,) bool: the vertices some face uses (:func:`vertices_in_faces`). A vertex no face
+        uses is no part of the surface."""
+        used = vertices_in_faces(self.faces, self.n_vertices)
+        used.setflags(write=False)
+        return used
+
+    @cached_property
     def face_areas(self) -> np.ndarray:
         """(F,) face areas (mm²)."""
         tri = self.vertices[self.faces]
@@ -323,6 +331,13 @@ class Mesh:
             None if self.colors is None else self.colors[index],
         )
         return mesh, index
+
+
+def vertices_in_faces(faces: np.ndarray, n_vertices: int) -> np.ndarray:
+    """(n_vertices,) bool: True for each vertex index that appears in ``faces`` (any shape)."""
+    used = np.zeros(n_vertices, dtype=bool)
+    used[np.asarray(faces, dtype=np.int64).ravel()] = True
+    return used
 
 
 def connected_pieces(mesh: Mesh) -> tuple[int, np.ndarray]:
@@ -1318,8 +1333,7 @@ def _validated(path: Path, vertices: Any, faces: Any, uvs: Any, colors: Any) -> 
         )
     bad = ~np.isfinite(v).all(axis=1)
     if bad.any():
-        used = np.zeros(len(v), dtype=bool)
-        used[f.ravel()] = True
+        used = vertices_in_faces(f, len(v))
         if (bad & used).any():
             i = int((bad & used).argmax())
             raise InputFileError(

@@ -88,7 +88,7 @@ import numpy as np
 
 from facehd.errors import FacehdError
 from facehd.landmarks import NOW7_FROM_68
-from facehd.mesh import Mesh
+from facehd.mesh import Mesh, vertices_in_faces
 
 __all__ = [
     "ATTENTION_REGIONS",
@@ -1056,8 +1056,7 @@ class ScanLandmarker:
         # piece is no face (a table under the head), the next candidate.
         errors: list[ScanLandmarkError] = []
         for part in main_parts(mesh):
-            used = np.zeros(mesh.n_vertices, dtype=bool)
-            used[mesh.faces[part]] = True
+            used = vertices_in_faces(mesh.faces[part], mesh.n_vertices)
             try:
                 found = self._detect_part(mesh.subset_vertices(used)[0], name, texture)
             except ScanLandmarkError as exc:
@@ -1547,9 +1546,7 @@ def _nose_tip_forward(lm: np.ndarray, query: Any, front: np.ndarray, reach: floa
     d = v - tip
     near = np.flatnonzero(np.einsum("ij,ij->i", d, d) <= reach * reach)
     if near.size:  # a vertex no face uses (a stray point) is not the surface
-        used = np.zeros(len(v), dtype=bool)
-        used[mesh.faces.ravel()] = True
-        near = near[used[near]]
+        near = near[mesh.used_vertices[near]]
     if near.size < 5:
         return lm
     height = v[near] @ np.asarray(front, dtype=np.float64)

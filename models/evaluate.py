@@ -246,7 +246,7 @@ def load_truth(scans_dir: str | Path, sample_id: str) -> Truth:
 class EvalRow:
     """Scores of one photo: distances (mm) and normal errors (rad) of M0, M1, M2."""
 
-    sample: str
+    sample_id: str
     view: int
     points: int
     dist_m0: float

@@ -121,12 +121,20 @@ def load_system(
         except (ConfigError, KeyError) as exc:
             raise InputFileError(path, f"checkpoint config unreadable: {exc}") from exc
         m = cfg.morphable
+        built_in = m.name.strip().lower() != "bfm"
+        if built_in and (bfm_path is not None or uv_path is not None):
+            raise InputFileError(
+                path,
+                f"checkpoint is on the built-in {m.name!r} model, which reads no files: "
+                "--bfm and --uv go with BFM checkpoints",
+            )
         if bfm_path is not None:
             m.bfm_path = str(bfm_path)
         if uv_path is not None:
             m.uv_path = str(uv_path)
         kwargs = {k: v for k, v in (("bfm_path", m.bfm_path), ("uv_path", m.uv_path)) if v}
-        model = load_model(m.name, **kwargs)
+        # a built-in model's run made before facehd refused them may still record BFM paths
+        model = load_model(m.name, **({} if built_in else kwargs))
         info = data.get("morphable", {})
         if info.get("n_vertices") != model.n_vertices or info.get("name") != model.name:
             # sizes and topology hash, not the fingerprint's 90 numbers
@@ -980,7 +988,12 @@ def reconstruct_photos(
     A photo whose folder already holds its reconstruction from the same inputs (the same
     :func:`photo_inputs_sha256`: photo, landmark file, model files and settings) is kept, not
     made again (``PhotoResult.kept``), so an interrupted run continues where it stopped;
-    ``redo`` makes every photo again."""
+    ``redo`` makes every photo again.
+
+    A folder holding a multi-view fit (``multiview.json``) is refused: its views are one shared
+    face, and a single-photo reconstruction written over one of them would be listed as a view
+    of that fit."""
+    _refuse_multiview_folder(Path(out))
     recon = load_for_photos(
         checkpoint,
         base_texture=base_texture,
@@ -1016,6 +1029,15 @@ def reconstruct_photos(
             if progress is not None:
                 progress(path)
     return results
+
+
+def _refuse_multiview_folder(out: Path) -> None:
+    if (out / "multiview.json").is_file():
+        raise FacehdError(
+            f"{out} holds a multi-view fit (multiview.json): its views are one shared face. "
+            "Write single-photo reconstructions to another --out, or fit the set again there "
+            "with --multiview"
+        )
 
 
 def run_settings(

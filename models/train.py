@@ -810,7 +810,10 @@ class Trainer:
         try:
             self.morphable = load_model(m.name, **kwargs)
         except ValueError as exc:
-            raise ConfigError(f"morphable: {exc}") from exc
+            hint = ""
+            if kwargs and m.name.strip().lower() != "bfm":
+                hint = " (to train on the BFM, set morphable.name=bfm)"
+            raise ConfigError(f"morphable: {exc}{hint}") from exc
         _seed_everything(config.seed)
         # the system resolves "auto" by the device it renders on (FaceSystem.renderer)
         self.system = FaceSystem(config.model, self.morphable, config.image_size, config.backend)

@@ -838,9 +838,7 @@ def fit_shape(
         )
     centre, radius = now_crop(lm)
     inside = np.linalg.norm(scan_mm.vertices - centre, axis=1) <= radius
-    used = np.zeros(len(scan_mm.vertices), dtype=bool)
-    used[np.asarray(scan_mm.faces).ravel()] = True  # a vertex no face uses is not on the surface
-    crop = np.flatnonzero(inside & used)
+    crop = np.flatnonzero(inside & scan_mm.used_vertices)  # an unused vertex is no surface
     # in space order: the even subsets below spread over the face and do not depend on the
     # order the file lists its vertices in
     crop = crop[spatial_order(scan_mm.vertices[crop])]

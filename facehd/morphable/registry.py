@@ -154,12 +154,18 @@ def load_model(
 
     Raises
     ------
-    ValueError : unknown name, or ``bfm`` without its paths.
+    ValueError : unknown name, ``bfm`` without its paths, or ``facehd-synth`` with them.
     InputFileError : a BFM file that is missing or malformed.
     """
     key = str(name).strip().lower()
     if key == "facehd-synth":
         from facehd.morphable.synth import facehd_synth
+
+        if bfm_path is not None or uv_path is not None:  # the user meant the BFM, not this
+            raise ValueError(
+                "model 'facehd-synth' is built in and reads no files: the BFM's files "
+                "(bfm_path, uv_path) go with model 'bfm'"
+            )
 
         return facehd_synth()
     if key == "bfm":

@@ -528,6 +528,25 @@ def test_welded_numbers_positions_in_first_use_order_like_a_loop() -> None:
     assert mesh.welded is mesh.welded and not mesh.welded.flags.writeable
 
 
+def test_used_vertices_are_those_a_loop_over_the_faces_meets() -> None:
+    rng = np.random.default_rng(5)
+    base = small_mesh(5)
+    # unused vertices at random places among the used ones
+    n = base.n_vertices + 7
+    order = rng.permutation(n)
+    faces = order[base.faces]
+    vertices = rng.normal(size=(n, 3))
+    mesh = Mesh(vertices, faces)
+    expected = np.zeros(n, dtype=bool)
+    for face in faces:
+        for k in face:
+            expected[k] = True
+    assert expected.sum() == base.n_vertices
+    assert np.array_equal(mesh.used_vertices, expected)
+    assert mesh.used_vertices is mesh.used_vertices and not mesh.used_vertices.flags.writeable
+    assert not Mesh(vertices, np.zeros((0, 3), dtype=np.int64)).used_vertices.any()
+
+
 @pytest.mark.parametrize("pad", [0, 1 << 21])
 def test_drop_duplicate_faces_matches_a_brute_force_set(pad: int) -> None:
     """``pad`` unused vertices first: the triangles' corners are numbered from 2^21 on, past

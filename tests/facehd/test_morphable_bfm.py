@@ -222,6 +222,8 @@ def test_a_bfm_file_given_but_missing_is_named_before_the_other_is_asked_for(
         load_model("bfm", uv_path=tmp_path / "nope.npy")
     with pytest.raises(ValueError, match="needs bfm_path"):
         load_model("bfm")
+    with pytest.raises(ValueError, match="'facehd-synth' is built in and reads no files"):
+        load_model("facehd-synth", uv_path=tmp_path / "nope.npy")
 
 
 def test_bfm_files_that_do_not_read_are_not_available(

@@ -154,7 +154,7 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
     assert res.exit_code == 0 and "refined per photo (3 + 3 steps)" in said, res.output
     with open(tmp_path / "eval-refined.csv", newline="") as f:
         refined = list(csv.DictReader(f))
-    assert [r["sample"] for r in refined] == [r["sample"] for r in rows]
+    assert [r["sample_id"] for r in refined] == [r["sample_id"] for r in rows]
     assert all(a["dist_m0"] != b["dist_m0"] for a, b in zip(refined, rows, strict=True))
     # then each photo fitted alone on MV-HRN's objective: with no iterations, the refined scores;
     # with some, M1 moves
@@ -216,7 +216,7 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
     assert res.exit_code == 0, res.output
     with open(tmp_path / "eval.csv", newline="") as a, open(tmp_path / "eval-bf16.csv") as b:
         rows32, rows16 = list(csv.DictReader(a)), list(csv.DictReader(b))
-    assert [r["sample"] for r in rows32] == [r["sample"] for r in rows16]
+    assert [r["sample_id"] for r in rows32] == [r["sample_id"] for r in rows16]
     for r32, r16 in zip(rows32, rows16, strict=True):
         assert abs(float(r32["dist_m0"]) - float(r16["dist_m0"])) < 1e-9
         assert abs(float(r32["dist_m2"]) - float(r16["dist_m2"])) < 0.05
@@ -239,7 +239,7 @@ def test_train_reconstruct_evaluate(hrn_data, tmp_path, one_thread):
     said = " ".join(res.output.split())
     assert res.exit_code == 1 and f"not scored, unreadable: {damaged}" in said, res.output
     with open(tmp_path / "eval-held.csv", newline="") as fh:
-        assert [r["sample"] for r in csv.DictReader(fh)] == ["s000_e00"]
+        assert [r["sample_id"] for r in csv.DictReader(fh)] == ["s000_e00"]
     assert "1 photos" in said
     # --out a folder, or a path under a file: named before anything is scored
     for bad, problem in ((tmp_path, "is a folder"), (tmp_path / "eval.csv" / "x.csv", "is a file")):

@@ -123,7 +123,7 @@ def test_evaluate_a_trained_model_on_held_out_photos(hrn_data, model_path, one_t
     recon = Reconstructor.load(model_path)
     rows, summary = evaluate_synthetic(recon, hrn_data.scans, max_points=500)
     assert len(rows) == 4 and summary.photos == 4
-    assert {r.sample for r in rows} == {"s000_e00", "s001_e00"}
+    assert {r.sample_id for r in rows} == {"s000_e00", "s001_e00"}
     for r in rows:
         assert 0 < r.points <= 500
         assert all(np.isfinite([r.dist_m0, r.dist_m1, r.dist_m2, r.normal_m2]))
@@ -141,7 +141,7 @@ def test_evaluate_a_trained_model_on_held_out_photos(hrn_data, model_path, one_t
         read_photos,
     )
 
-    truth = load_truth(hrn_data.scans, rows[0].sample)
+    truth = load_truth(hrn_data.scans, rows[0].sample_id)
     photos = read_photos(truth.photos)
     crop = align_lab_photo(photos, rows[0].view, recon.template)
     rec = recon.run_crops(crop["image"][None])[0]
@@ -188,7 +188,7 @@ def test_a_photo_scores_the_same_whatever_else_the_folder_holds(
     for f in hrn_data.scans.glob("s001_e00.*"):
         shutil.copy(f, alone / f.name)
     single, _ = evaluate_synthetic(recon, alone, max_points=500)
-    before = [r for r in rows if r.sample == "s001_e00"]
+    before = [r for r in rows if r.sample_id == "s001_e00"]
     assert [r.view for r in single] == [r.view for r in before] == [0, 1]
     for a, b in zip(before, single, strict=True):
         assert (a.dist_m0, a.dist_m2, a.normal_m1) == pytest.approx(

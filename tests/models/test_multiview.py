@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -292,6 +293,18 @@ def test_reconstruct_multiview_writes_views_shared_face_and_report(
     report = json.loads((out / "multiview.json").read_text())
     assert [v["folder"] for v in report["views"]] == [views[0].stem]
 
+    # a single-photo run into the fit's folder is refused before it writes anything: it would
+    # put a face of its own where multiview.json lists a view of the shared one
+    def files() -> dict[Path, int]:
+        return {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.name != ".reconstruct.lock"}
+
+    before = files()
+    args = ["reconstruct", str(views[0]), "--checkpoint", str(model_path), "--out", str(out)]
+    res = CliRunner().invoke(app, [*args, "--redo"])
+    assert res.exit_code == 2 and "holds a multi-view fit" in res.output, res.output
+    assert "--multiview" in res.output
+    assert files() == before
+
 
 def test_evaluate_multiview_scores_the_three_variants(hrn_data, model_path, tmp_path):
     import csv
@@ -474,7 +487,7 @@ def test_sets_are_scored_at_the_skin_points_seen_as_single_photos_are(
     )
     (single,) = [r for r in rows if r.sample_id == first and r.variant == "single"]
     photos, _ = evaluate_synthetic(recon, hrn_data.scans, views=2)
-    mine = [p for p in photos if p.sample == first]
+    mine = [p for p in photos if p.sample_id == first]
     assert [p.view for p in mine] == [0, 1]  # the first scan's photos: the same point seeds
     for name in ("disp_pearson_seen", "normal_seen_m1", "normal_seen_m2", "normal_m2_oracle"):
         want = np.mean([getattr(p, name) for p in mine])

@@ -210,6 +210,9 @@ def test_checkpoint_errors(tmp_path, model_path):
     torch.save({"net_recon": {}, "mid_net": {}, "high_net": {}}, official)
     with pytest.raises(InputFileError, match="--bfm"):
         load_system(official)
+    # BFM files given with a facehd-synth model are refused, not silently left unused
+    with pytest.raises(InputFileError, match=r"built-in 'facehd-synth'.*--bfm and --uv go with"):
+        load_system(model_path, bfm_path=tmp_path / "BFM_model_front.mat")
     bad.write_bytes(b"")
     with pytest.raises(InputFileError, match=r"bad\.pt: empty file \(0 bytes\)"):
         load_system(bad)

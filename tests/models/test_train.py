@@ -198,6 +198,15 @@ def test_clear_errors(hrn_data, full_run, tmp_path, one_thread):
         load_train_config(bad)
     with pytest.raises(InputFileError, match="preset"):
         load_train_config("tiny")
+    # BFM files set beside the built-in model: the user meant the BFM
+    from models.config import ConfigError
+
+    wrong = tiny_config()
+    wrong.base.steps = 1
+    wrong.morphable.bfm_path = str(tmp_path / "BFM_model_front.mat")
+    with pytest.raises(ConfigError, match=r"facehd-synth.*reads no files.*morphable\.name=bfm"):
+        train(wrong, tmp_path / "wrong", stages=["base"], **kw)
+    assert not (tmp_path / "wrong" / "checkpoints").exists()
     # a priors file of another morphable model
     with pytest.raises(InputFileError, match="bfm"):
         LabDataset(hrn_data.priors, model_name="bfm")
