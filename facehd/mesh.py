@@ -409,12 +409,18 @@ def weld_vertices(mesh: Mesh) -> tuple[Mesh, int]:
         return mesh, 0
     keep = np.empty(n, dtype=np.int64)
     keep[weld[::-1]] = np.arange(len(weld) - 1, -1, -1)  # each position's first vertex
-    return Mesh(
+    out = Mesh(
         mesh.vertices[keep],
         weld[mesh.faces],
         None if mesh.uvs is None else mesh.uvs[keep],
         None if mesh.colors is None else mesh.colors[keep],
-    ), int(mesh.n_vertices - n)
+    )
+    # its positions are distinct, in first-use order: the checks that weld it again
+    # (drop_duplicate_faces, ...) need not sort its vertices once more
+    welded = np.arange(n, dtype=np.int64)
+    welded.setflags(write=False)
+    out.__dict__["welded"] = welded
+    return out, int(mesh.n_vertices - n)
 
 
 def drop_duplicate_faces(mesh: Mesh) -> tuple[Mesh, int]:

@@ -19,6 +19,7 @@ from facehd.mesh import (
     load_mesh,
     save_mesh,
     vertex_normals,
+    weld_vertices,
 )
 from facehd.transforms import Similarity, rotation_from_axis_angle
 
@@ -526,6 +527,40 @@ def test_welded_numbers_positions_in_first_use_order_like_a_loop() -> None:
     expected = [first.setdefault(tuple(p), len(first)) for p in vertices]
     assert np.array_equal(mesh.welded, expected)
     assert mesh.welded is mesh.welded and not mesh.welded.flags.writeable
+
+
+def test_weld_vertices_matches_a_loop_over_the_positions() -> None:
+    rng = np.random.default_rng(6)
+    base = small_mesh(4)
+    # a triangle soup with every corner its own vertex, plus unused vertices: a repeated one, a
+    # zero of either sign (equal numbers) and two NaN rows (never equal)
+    soup = base.vertices[base.faces.ravel()]
+    extra = np.array(
+        [base.vertices[0], [0.0, 0.0, 0.0], [-0.0, 0.0, 0.0], [np.nan, 1.0, 2.0], [np.nan, 1, 2]]
+    )
+    vertices = np.concatenate([soup, extra])
+    order = rng.permutation(len(vertices))
+    inverse = np.argsort(order)
+    uvs = rng.uniform(size=(len(vertices), 2))
+    mesh = Mesh(vertices[order], inverse[: len(soup)].reshape(-1, 3), uvs=uvs[order])
+    # the loop: a position's number is its first occurrence's, rows compared as numbers
+    firsts: list[int] = []
+    expected = []
+    for k, p in enumerate(mesh.vertices):
+        same = [j for j, f in enumerate(firsts) if np.array_equal(mesh.vertices[f], p)]
+        if not same:
+            firsts.append(k)
+        expected.append(same[0] if same else len(firsts) - 1)
+    assert len(firsts) == base.n_vertices + 3  # two zeros as one, each NaN row its own
+    welded, merged = weld_vertices(mesh)
+    assert merged == mesh.n_vertices - len(firsts)
+    assert np.array_equal(welded.vertices, mesh.vertices[firsts], equal_nan=True)
+    assert np.array_equal(welded.uvs, mesh.uvs[firsts])
+    assert np.array_equal(welded.faces, np.asarray(expected)[mesh.faces])
+    # the welded mesh's own weld, given with it, is what welding it again computes
+    again = Mesh(welded.vertices.copy(), welded.faces.copy()).welded
+    assert np.array_equal(welded.welded, again) and not welded.welded.flags.writeable
+    assert weld_vertices(welded) == (welded, 0)
 
 
 def test_used_vertices_are_those_a_loop_over_the_faces_meets() -> None:
