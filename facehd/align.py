@@ -39,6 +39,9 @@ CROP_SIZE = 224
 """Side of the base model's input crop, pixels."""
 HD_CROP_SIZE = 512
 """Default side of the HD crop (same region as the 224 crop), pixels."""
+HD_CROP_MAX = 4096
+"""Largest side of the HD crop, pixels: 4096² is eight times the area of a 12-megapixel
+photo's face region; a mistyped larger size would hold tens of GB per photo in memory."""
 PX_PER_MM = 1.02
 """Scale of the crop at the face: 102 px per 100 mm (the base model's rescale factor)."""
 

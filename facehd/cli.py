@@ -532,7 +532,9 @@ def prepare_images_cmd(
     images: Path = typer.Option(..., help="Folder of photos (searched recursively)."),
     out: Path = typer.Option(Path("facehd-out/photos.h5"), help="Output HDF5 dataset."),
     workers: int = typer.Option(1, min=1, help="Processes to run in parallel."),
-    hd_size: int = typer.Option(512, min=224, help="Side of the HD crop (texture), pixels."),
+    hd_size: int = typer.Option(
+        512, min=224, max=4096, help="Side of the HD crop (texture), pixels."
+    ),
     segmentation: bool = typer.Option(True, help="Refine face masks by person segmentation."),
     template: str = typer.Option(
         "anthropometric",

@@ -1444,6 +1444,8 @@ def failure_reason(exc: BaseException) -> str:
     their type."""
     if isinstance(exc, FacehdError):
         return str(exc)
+    if isinstance(exc, MemoryError):  # its message is empty or a bare size
+        return f"out of memory (MemoryError{': ' + str(exc) if str(exc) else ''})"
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -67,6 +67,7 @@ import numpy as np
 
 from facehd.align import (
     CROP_SIZE,
+    HD_CROP_MAX,
     HD_CROP_SIZE,
     PHOTO_SUFFIXES,
     PX_PER_MM,
@@ -393,8 +394,10 @@ def prepare_images(
     check_dataset_output(out_h5)  # an output that cannot be written fails before any work
     _import_mediapipe()  # fail before any work when the optional extra is missing
     config = config or PrepareImagesConfig()
-    if config.hd_size < CROP_SIZE:
-        raise ValueError(f"hd_size must be at least {CROP_SIZE}, got {config.hd_size}")
+    if not CROP_SIZE <= config.hd_size <= HD_CROP_MAX:
+        raise ValueError(
+            f"hd_size must lie in [{CROP_SIZE}, {HD_CROP_MAX}] pixels, got {config.hd_size}"
+        )
     photos = find_photos(images_dir, recursive=config.recursive)
     if not photos:
         raise InputFileError(images_dir, f"no photos ({', '.join(PHOTO_SUFFIXES)}) found")

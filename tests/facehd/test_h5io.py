@@ -20,6 +20,7 @@ from facehd.h5io import (
     FieldSpec,
     ShardedDatasetWriter,
     WorkItem,
+    failure_reason,
     open_dataset,
     process_items,
     read_failures,
@@ -453,6 +454,18 @@ def test_process_items_records_failures_and_resumes(tmp_path, workers):
     assert failures[sid(6)] == "/in/6.obj: truncated file"
     expected = [k for k in range(14) if k % 7 not in (3, 5, 6)]
     assert digest(out) == digest(build(tmp_path / "ref" / "d.h5", expected))
+
+
+def test_failure_reasons_say_what_happened() -> None:
+    from facehd.errors import InputFileError
+
+    assert (
+        failure_reason(InputFileError("/in/a.obj", "truncated file")) == "/in/a.obj: truncated file"
+    )
+    assert failure_reason(ValueError("bad")) == "ValueError: bad"
+    # a MemoryError's own message is empty: the reason still says what ran out
+    assert failure_reason(MemoryError()) == "out of memory (MemoryError)"
+    assert failure_reason(MemoryError(12)) == "out of memory (MemoryError: 12)"
 
 
 def _interrupted_during_an_import(item: WorkItem) -> dict:

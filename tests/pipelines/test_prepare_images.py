@@ -190,6 +190,17 @@ def test_cli_exit_status_and_missing_folder(built, tmp_path):
     photos = str(root / "photos")
     r = runner.invoke(app, ["prepare-images", "--images", photos, "--landmarks", "mesh"])
     assert r.exit_code == 2 and "--landmarks must be auto, detect or given" in r.output
+    # a mistyped HD size is refused before any photo is read (100000² pixels: tens of GB each)
+    huge = tmp_path / "huge.h5"
+    r = runner.invoke(
+        app, ["prepare-images", "--images", photos, "--out", str(huge)] + ["--hd-size", "100000"]
+    )
+    assert r.exit_code == 2 and "4096" in r.output and not huge.exists(), r.output
+    from pipelines.prepare_images import PrepareImagesConfig, prepare_images
+
+    with pytest.raises(ValueError, match=r"hd_size must lie in \[224, 4096\]"):
+        prepare_images(root / "photos", huge, config=PrepareImagesConfig(hd_size=4097))
+    assert not huge.exists() and not list(tmp_path.glob("huge*"))
 
 
 def test_landmarks_given_beside_the_photos_replace_the_detector(tmp_path):
