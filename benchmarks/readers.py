@@ -52,6 +52,7 @@ from facehd.errors import InputFileError
 
 __all__ = [
     "NowItem",
+    "layout_problem",
     "read_now_items",
     "read_multiview_items",
     "find_prediction",
@@ -707,3 +708,38 @@ def read_lab_camera(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             + ")",
         )
     return k, rt
+
+
+def layout_problem(dataset: str, root: str | Path) -> str | None:
+    """Why ``root``, a folder registered for ``dataset`` in ``datasets.yaml``, is not laid out
+    as ``facehd bench`` reads that benchmark (the folders its ground truth lies in), or None when
+    it is, or when facehd reads no benchmark of that name. ``esrc`` is read in the multi-view
+    layout (``bench --dataset multiview:esrc``)."""
+    root = Path(root)
+
+    def missing(*names: str) -> str | None:
+        gone = [n for n in names if not (root / n).is_dir()]
+        return f"no {', '.join(g + '/' for g in gone)} folder" if gone else None
+
+    if dataset == "now":
+        why = missing("scans", "scans_lmks_onlypp")
+        return None if why is None else f"{why}: not the NoW layout"
+    if dataset == "esrc":
+        why = missing("scans", "scans_lmks_onlypp")
+        return None if why is None else f"{why}: not the multi-view layout bench reads"
+    if dataset == "realy":
+        data = realy_data_dir(root)
+        if not (data / REALY_KEYPOINT_DIR).is_dir() or not (data / REALY_REGION_DIR).is_dir():
+            return (
+                f"no {REALY_KEYPOINT_DIR}/ and {REALY_REGION_DIR}/ here or under data/: not the "
+                "REALY benchmark data"
+            )
+        return None
+    if dataset == "facescape":
+        try:
+            facescape_data_dir(root)
+            predef_dir(root)
+        except InputFileError as exc:
+            return exc.problem
+        return None
+    return None

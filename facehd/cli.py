@@ -257,6 +257,7 @@ def datasets(
 
     Example: facehd datasets
     """
+    from benchmarks.readers import layout_problem
     from facehd.datasets import load_registry
 
     with _exit_on_error(ValueError):
@@ -272,12 +273,19 @@ def datasets(
         Column("homepage", **fold),
     )
     for d in reg.datasets.values():
+        # a folder holding something is not yet the benchmark: its ground truth's folders
+        # must lie as `facehd bench` reads them
+        problem = d.problem or layout_problem(d.name, d.root)
+        splits = ", ".join(s.name for s in d.splits)
+        gone = d.missing_splits if problem is None else []
+        if gone:
+            splits += f" (not here: {', '.join(gone)})"
         table.add_row(
             d.name,
-            Text("yes", style="green") if d.found else f"no: {d.problem}",
+            Text("yes", style="green") if problem is None else f"no: {problem}",
             str(d.root),
             d.env,
-            ", ".join(s.name for s in d.splits),
+            splits,
             d.homepage,
         )
     for m in reg.models.values():

@@ -69,6 +69,11 @@ class DatasetEntry:
         """Whether the root is a folder on disk holding something."""
         return self.problem is None
 
+    @property
+    def missing_splits(self) -> list[str]:
+        """The splits whose ``path`` (a folder or list file under the root) is not there."""
+        return [s.name for s in self.splits if not (self.root / s.path).exists()]
+
     def split(self, name: str) -> Split:
         """Return the split called ``name`` (``ValueError`` naming the known splits otherwise)."""
         for s in self.splits:
