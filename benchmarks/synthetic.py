@@ -629,12 +629,19 @@ def _check_record(out: Path, settings: dict) -> None:
     if path.is_file():
         try:
             theirs = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(theirs, dict) or theirs.get("tool") != _RECORD_TOOL:
+            scans = isinstance(theirs, dict) and theirs.get("tool") == "facehd synth"
+            if not scans and (not isinstance(theirs, dict) or theirs.get("tool") != _RECORD_TOOL):
                 raise ValueError("not written by facehd synth --benchmark")
         except ValueError as exc:
             raise InputFileError(
                 path, f"not a synthetic benchmark's settings record ({exc})"
             ) from None
+        if scans:
+            raise InputFileError(
+                out,
+                "holds synthetic scans (facehd synth without --benchmark), not a benchmark: "
+                "write the benchmark to another --out",
+            )
         diff = [
             f"{k} {theirs.get(k)!r} there, {v!r} now" for k, v in mine.items() if theirs.get(k) != v
         ]

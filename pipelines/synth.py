@@ -572,6 +572,15 @@ def record_settings(out: Path, config: SynthConfig) -> None:
     if path.is_file():
         try:
             theirs = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise InputFileError(path, f"not a facehd synth settings record ({exc})") from exc
+        if isinstance(theirs, dict) and theirs.get("tool") == "facehd synth --benchmark":
+            raise InputFileError(
+                out,
+                f"holds a synthetic {theirs.get('benchmark', '')} benchmark (facehd synth "
+                "--benchmark), not scans: write the scans to another --out",
+            )
+        try:
             old_settings, old_photos = dict(theirs["settings"]), int(theirs["photos"])
         except (ValueError, KeyError, TypeError) as exc:
             raise InputFileError(path, f"not a facehd synth settings record ({exc})") from exc

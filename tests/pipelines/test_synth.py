@@ -167,6 +167,21 @@ def test_a_folder_keeps_one_set_of_settings(tmp_path: Path) -> None:
         synth_scans(tmp_path, cfg)
 
 
+def test_scans_and_benchmarks_refuse_each_others_folders_by_name(tmp_path: Path) -> None:
+    """A synthetic benchmark's folder given to synth without --benchmark, and the reverse, are
+    refused saying what the folder holds (its record was called no synth record at all)."""
+    from benchmarks.synthetic import make_synthetic_benchmark
+    from facehd.errors import InputFileError
+
+    bench = make_synthetic_benchmark("now", tmp_path / "bench", n_subjects=1)
+    with pytest.raises(InputFileError, match=r"bench: holds a synthetic now benchmark"):
+        synth_scans(bench, SynthConfig(subjects=1, expressions=1, **SMALL))
+    scans = tmp_path / "scans"
+    synth_scans(scans, SynthConfig(subjects=1, expressions=1, **SMALL))
+    with pytest.raises(InputFileError, match=r"scans: holds synthetic scans \(facehd synth"):
+        make_synthetic_benchmark("now", scans, n_subjects=1)
+
+
 def test_synth_cli_refuses_other_settings(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
