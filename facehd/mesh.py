@@ -1,7 +1,8 @@
 """Triangle meshes: the :class:`Mesh` value, mesh input and output, vertex normals.
 
-Reading takes OBJ and PLY (trimesh's parsers), STL (trimesh's; the corners each triangle stores
-on its own are merged where they coincide), OFF/COFF (facehd's) and VRML 2.0 ``IndexedFaceSet``
+Reading takes OBJ (facehd's reader), PLY (trimesh's parser), STL (trimesh's; the corners each
+triangle stores on its own are merged where they coincide), OFF/COFF (facehd's) and VRML 2.0
+``IndexedFaceSet``
 geometry (:mod:`facehd.vrml`); facehd then checks the data (finite vertices, triangles in range;
 vertices with NaN or inf coordinates that no face uses keep their number, moved onto a used
 vertex, with a warning)
@@ -13,16 +14,20 @@ Vertex order is part of a mesh's meaning (it fixes correspondence with a morphab
 (except STL, which shares no vertices, and VRML files of several face sets, whose coincident
 points are merged: :mod:`facehd.vrml`):
 
-- a file with one UV per vertex (every ``f`` entry pairs vertex ``i`` with the same ``vt``, as
-  facehd writes them) keeps its UVs as ``Mesh.uvs``;
-- a file whose UVs have seams (a vertex used with different ``vt`` in different faces) cannot hold
+- a file with one UV per vertex (every face corner of a vertex has the same UV, as when every
+  ``f`` entry pairs vertex ``i`` with ``vt`` ``i``, as facehd writes them) keeps its UVs as
+  ``Mesh.uvs``, however its faces are grouped (``o``, ``g``, ``usemtl``);
+- a file whose UVs have seams (a vertex used with different UVs in different faces) cannot hold
   per-vertex UVs without splitting vertices. By default its vertices are kept as they are and its
-  UVs are dropped (``uvs=None``); ``load_mesh(path, split_seams=True)`` instead returns trimesh's
-  split mesh: one vertex per distinct (position index, UV) pair, so vertices on seams appear
-  several times and the vertex count grows.
-- OBJ vertices used by no face keep their place (UV ``(0, 0)`` when the file has UVs), except
-  unused vertices after the last used one in files that needed the order-keeping pass (seams,
-  unused vertices, several material groups): trimesh drops those.
+  UVs are dropped (``uvs=None``); ``load_mesh(path, split_seams=True)`` instead returns the
+  split mesh: one vertex per distinct (position index, UV) pair that faces use, ordered by
+  position index, so vertices on seams appear several times and the vertex count grows.
+- OBJ: every ``v`` line is a vertex, in file order, and every ``f`` line a polygon (split into a
+  fan of triangles), in file order, whatever the groups; negative (relative) indices count back
+  from the latest ``v`` (``vt``) before the face line, as the format says. A vertex no face uses
+  keeps its place; its UV is the ``vt`` of the same number where every face corner pairs
+  ``v i`` with ``vt i`` (as facehd writes them), else ``(0, 0)``. Normals (``vn``) are not read
+  (facehd computes its own), lines, points and free-form geometry are left out.
 
 Writing is facehd's own (simple, exact) OBJ/PLY writer, atomic: data go to a temporary file in the
 same folder, which is then renamed over the destination, so a partial file never has the final name.
@@ -46,6 +51,8 @@ from facehd.csvtext import atomic_write_bytes
 from facehd.errors import InputFileError, InputFileWarning, is_broken_link, is_file_or_broken_link
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from facehd.transforms import Similarity
 
 __all__ = [
@@ -698,23 +705,6 @@ def height_field_mesh(heights: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> Me
 # ------------------------------------------------------------------------------------------
 # reading
 
-_OBJ_VERTEX_LINE = re.compile(rb"^[ \t]*v[ \t]", re.MULTILINE)
-_OBJ_VERTEX_XYZ = re.compile(rb"^[ \t]*v[ \t]+(\S+)[ \t]+(\S+)[ \t]+(\S+)", re.MULTILINE)
-
-
-def _obj_vertices(data: bytes) -> np.ndarray:
-    """(N, 3) the positions of an OBJ's ``v`` lines, in file order."""
-    found = _OBJ_VERTEX_XYZ.findall(data)
-    if len(found) != len(_OBJ_VERTEX_LINE.findall(data)):
-        raise _Problem("cannot parse a vertex line (v): fewer than 3 numbers")
-    if not found:
-        return np.zeros((0, 3))
-    try:
-        return np.array(found, dtype=bytes).astype(np.float64)
-    except ValueError as exc:
-        raise _Problem(f"a vertex line holds no number ({exc})") from None
-
-
 #: The byte order mark some editors put before UTF-8 text.
 _UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -994,27 +984,16 @@ def _uv_of(geom: dict) -> np.ndarray | None:
     return uv
 
 
-# a face line with fewer than 3 vertices (a cut file ends in one), or a vertex index 0 (OBJ
-# counts from 1; negative indices count back from the end)
-_OBJ_SHORT_FACE = re.compile(rb"^[ \t]*f(?:[ \t]+\S+){0,2}[ \t]*\r?$", re.MULTILINE)
-_OBJ_ZERO_INDEX = re.compile(rb"^[ \t]*f[ \t][^\n]*?(?<=[ \t])0(?:/|[ \t]|\r?$)", re.MULTILINE)
-
-
-def _obj_line(data: bytes, match: re.Match) -> str:
-    """``line N: <text>`` of a regex match in an OBJ's bytes."""
-    start = data.rfind(b"\n", 0, match.start()) + 1
-    end = data.find(b"\n", match.start())
-    text = data[start : end if end >= 0 else len(data)].strip()[:60]
-    number = data.count(b"\n", 0, start) + 1
-    return f"line {number}: {text.decode('utf-8', 'replace')!r}"
-
-
 # a comment after the data of an element line: ``v 0 0 0 # nose``
 _OBJ_TRAILING_COMMENT = re.compile(rb"^([ \t]*(?:v|vt|vn|vp|f|l|p)[ \t][^#\n]*)#[^\n]*", re.M)
 
 #: The first line of the OBJ files facehd writes (:func:`save_mesh`): their counts.
 _FACEHD_OBJ_HEADER = re.compile(rb"^# facehd mesh: (\d+) vertices, (\d+) faces", re.M)
-_OBJ_FACE_LINE = re.compile(rb"^f\s", re.M)
+
+#: Lines of one kind parsed together (bounds the memory a big scan's words take).
+_OBJ_CHUNK_LINES = 1 << 19
+
+_OBJ_KINDS = {b"v": "vertex", b"vt": "texture coordinate", b"vn": "normal"}
 
 
 def _read_obj(data: bytes, split_seams: bool) -> tuple:
@@ -1023,15 +1002,23 @@ def _read_obj(data: bytes, split_seams: bool) -> tuple:
     data = data.replace(b"\t", b" ")  # whitespace as any other (the reader splits on spaces)
     # a comment after the data of a line (``v 0 0 0 # nose``): the line's data alone (the line
     # itself stays, so line numbers in messages are the file's)
-    if _OBJ_TRAILING_COMMENT.search(data):
+    if _after_data(data, b"#") and _OBJ_TRAILING_COMMENT.search(data):
         data = _OBJ_TRAILING_COMMENT.sub(rb"\1", data)
-    try:
-        return _read_obj_text(data, split_seams)
-    except IndexError:
-        # trimesh indexes its arrays with the faces' numbers: name the line that is out of range
-        if (problem := _obj_index_problem(data)) is not None:
-            raise _Problem(problem) from None
-        raise
+    return _read_obj_text(data, split_seams)
+
+
+def _after_data(data: bytes, mark: bytes) -> bool:
+    """Whether ``mark`` follows something other than spaces on one of the lines of ``data``
+    (the quick look before a whole-file search: most files hold it at line starts alone,
+    in a few comment lines)."""
+    at = data.find(mark)
+    for _ in range(1000):
+        if at < 0:
+            return False
+        if data[data.rfind(b"\n", 0, at) + 1 : at].strip():
+            return True
+        at = data.find(mark, at + 1)
+    return True  # many: the search decides
 
 
 def _looks_binary(data: bytes) -> bool:
@@ -1044,140 +1031,256 @@ def _looks_binary(data: bytes) -> bool:
     return control > 0.05 * len(head)
 
 
-def _obj_index_problem(data: bytes) -> str | None:
-    """The first face entry that refers to a vertex, texture coordinate or normal the file does
-    not hold (OBJ counts from 1; a negative index counts back from the latest one before the
-    line), as ``face indices out of range: line N ...``; None when all are in range."""
-    lines = data.split(b"\n")
-    kinds = {b"v": "vertex", b"vt": "texture coordinate", b"vn": "normal"}
-    total = dict.fromkeys(kinds, 0)
-    for line in lines:
-        words = line.split(None, 1)
-        if words and words[0] in total:
-            total[words[0]] += 1
-    for look in kinds:  # positions first: the usual culprit (trimesh skips some bad UVs)
-        if (problem := _obj_index_scan(lines, kinds, total, look)) is not None:
-            return problem
-    return None
+class _ObjLines:
+    """The lines of an OBJ text (tabs already spaces): where each starts and ends, and which
+    are ``v``, ``vt``, ``vn`` and ``f`` lines (the keyword first on its line, after any
+    indentation). Line numbers count from 0."""
+
+    def __init__(self, data: bytes) -> None:
+        if b"\n" not in data:  # lines ended by CR alone (classic Mac OS)
+            data = data.replace(b"\r", b"\n")
+        if b"\\\n" in data or b"\\\r\n" in data:  # a line continued on the next
+            data = re.sub(rb"\\\r?\n", b" ", data)
+        self._find_lines(data)
+        if (self._padded[self.starts] == ord(" ")).any():  # indented: the keyword after spaces
+            self._find_lines(re.sub(rb"(?m)^ +", b"", data))
+        padded = self._padded
+        c0, c1, c2 = (padded[self.starts + k] for k in range(3))
+        space = np.isin(np.arange(256), (ord(" "), ord("\r"), ord("\n")))
+        v = c0 == ord("v")
+        self.lines = {
+            b"v": np.flatnonzero(v & space[c1]),
+            b"vt": np.flatnonzero(v & (c1 == ord("t")) & space[c2]),
+            b"vn": np.flatnonzero(v & (c1 == ord("n")) & space[c2]),
+            b"f": np.flatnonzero((c0 == ord("f")) & space[c1]),
+        }
+
+    def _find_lines(self, data: bytes) -> None:
+        self.data = data
+        breaks = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
+        self.starts = np.concatenate([[0], breaks + 1])
+        self.ends = np.concatenate([breaks, [len(data)]])
+        self._padded = np.frombuffer(data + b"\n\n\n", dtype=np.uint8)
+
+    def text(self, line: int) -> str:
+        """``line N: '<text>'`` of line ``line`` (N counting from 1, as editors do)."""
+        shown = self.data[self.starts[line] : self.ends[line]].strip()[:60]
+        return f"line {line + 1}: {shown.decode('utf-8', 'replace')!r}"
+
+    def words(self, keyword: bytes) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The words after the keyword of the ``keyword`` lines, in chunks of lines:
+        ``(lines, words, count)``, the chunk's line numbers, its words (bytes array) and how
+        many words each line holds."""
+        out = []
+        every = self.lines[keyword]
+        for lo in range(0, len(every), _OBJ_CHUNK_LINES):
+            lines = every[lo : lo + _OBJ_CHUNK_LINES]
+            # runs of consecutive lines are one slice of the file
+            cut = np.flatnonzero(np.diff(lines) != 1) + 1
+            first = lines[np.concatenate([[0], cut])].tolist()
+            last = lines[np.concatenate([cut - 1, [len(lines) - 1]])].tolist()
+            text = b"\n".join(
+                self.data[self.starts[a] : self.ends[b]] for a, b in zip(first, last, strict=True)
+            )
+            split = text.split()
+            if max(map(len, split), default=0) > 200:
+                where = self.first_line(lines, lambda ln: any(len(w) > 200 for w in ln.split()))
+                raise _Problem(f"cannot parse a word over 200 characters long{where}")
+            arr = np.array(split, dtype=bytes)
+            at = np.flatnonzero(arr == keyword)
+            if len(at) != len(lines):  # the keyword again inside a line
+                where = self.first_line(lines, lambda ln: ln.split().count(keyword) != 1)
+                raise _Problem(f"cannot parse a {keyword.decode()} line{where}")
+            count = np.diff(np.append(at, len(arr))) - 1
+            out.append((lines, np.delete(arr, at), count))
+        return out
+
+    def _line(self, line: int) -> bytes:
+        return self.data[self.starts[line] : self.ends[line]]
+
+    def first_line(self, lines: np.ndarray, bad: Callable[[bytes], bool]) -> str:
+        """`` (line N: '<text>')`` of the first of ``lines`` whose bytes are ``bad``, or ``""``
+        when none is (a problem the line-by-line look does not see)."""
+        for i in lines.tolist():
+            if bad(self._line(i)):
+                return f" ({self.text(i)})"
+        return ""
 
 
-def _obj_index_scan(
-    lines: list[bytes], kinds: dict[bytes, str], total: dict[bytes, int], look: bytes
-) -> str | None:
-    before = dict.fromkeys(kinds, 0)
-    for number, line in enumerate(lines, start=1):
-        words = line.split()
-        if not words:
-            continue
-        if words[0] in before:
-            before[words[0]] += 1
-            continue
-        if words[0] != b"f":
-            continue
-        for entry in words[1:]:
-            for key, text in zip(kinds, entry.split(b"/"), strict=False):
-                if key != look or not text:
-                    continue
-                try:
-                    i = int(text)
-                except ValueError:
-                    return None  # not this problem
-                if 1 <= i <= total[key] or -before[key] <= i <= -1:
-                    continue
-                shown = line.strip()[:60].decode("utf-8", "replace")
-                n = total[key] if i > 0 else before[key]
-                where = "in the file" if i > 0 else "before the line"
-                return (
-                    f"face indices out of range: line {number}: {shown!r} refers to "
-                    f"{kinds[key]} {i}, of {n} {where}"
-                )
-    return None
+def _obj_numbers(obj: _ObjLines, keyword: bytes, least: int, width: int) -> np.ndarray:
+    """(N, W) the numbers of the ``keyword`` lines: the first ``width`` of each, or the fewest
+    a line holds when fewer (``least`` at least). A line with fewer than ``least`` numbers or a
+    word that is no number is a problem naming its line."""
+    what = _OBJ_KINDS[keyword]
+    blocks = []
+    for lines, words, count in obj.words(keyword):
+        if (count < least).any():
+            i = lines[int((count < least).argmax())]
+            raise _Problem(
+                f"cannot parse a {what} line ({keyword.decode()}): fewer than {least} numbers "
+                f"({obj.text(i)})"
+            )
+        try:
+            values = words.astype(np.float64)
+        except ValueError:
+            where = obj.first_line(lines, lambda line: not _all_numbers(line.split()[1:], float))
+            raise _Problem(f"a {what} line holds a word that is no number{where}") from None
+        w = min(width, int(count.min()))
+        if (count == count[0]).all():
+            blocks.append(values.reshape(len(lines), -1)[:, :w])
+        else:  # lines of several lengths: each one's first numbers
+            first = np.cumsum(count) - count
+            blocks.append(values[first[:, None] + np.arange(w)])
+    if not blocks:
+        return np.zeros((0, width))
+    w = min(b.shape[1] for b in blocks)
+    return np.concatenate([b[:, :w] for b in blocks])
+
+
+def _all_numbers(words: list[bytes], kind: type) -> bool:
+    """Whether every word reads as a ``kind`` (``int``: one that fits in 63 bits)."""
+    try:
+        for w in words:
+            if abs(kind(w)) >= 2**63:
+                return False
+    except ValueError:
+        return False
+    return True
+
+
+def _obj_faces(obj: _ObjLines) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The file's faces, in file order: ``(line, corners, v, vt)``, each face's line number and
+    number of corners, and each corner's vertex and texture coordinate number as written (from
+    1, or negative), ``vt`` None unless every corner has one (all empty without faces). A
+    face of fewer than 3 corners, an entry that is not ``v``, ``v/vt``, ``v//vn`` or
+    ``v/vt/vn`` numbers, or a number 0 is a problem naming its line."""
+    face_lines, counts, vs, vts = [], [], [], []
+    for lines, words, count in obj.words(b"f"):
+        if (count < 3).any():
+            i = lines[int((count < 3).argmax())]
+            raise _Problem(f"a face with fewer than 3 vertices ({obj.text(i)}; a cut file?)")
+        length = np.strings.str_len(words)
+        slash = np.strings.find(words, b"/")
+        v_end = np.where(slash < 0, length, slash)
+        rest = np.strings.slice(words, np.minimum(v_end + 1, length), length)
+        slash2 = np.strings.find(rest, b"/")
+        vt = np.strings.slice(rest, 0, np.where(slash2 < 0, np.strings.str_len(rest), slash2))
+        has_vt = np.strings.str_len(vt) > 0
+        try:
+            v = np.strings.slice(words, 0, v_end).astype(np.int64)
+            t = np.where(has_vt, vt, b"0").astype(np.int64)
+            rest_length = np.strings.str_len(rest)
+            n = np.strings.slice(rest, np.where(slash2 < 0, rest_length, slash2 + 1), rest_length)
+            np.where(n == b"", b"1", n).astype(np.int64)  # normals are not read, but checked
+            if (np.strings.find(rest, b"/", np.maximum(slash2 + 1, 0)) > slash2).any():
+                raise ValueError("more than 2 slashes")
+        except (ValueError, OverflowError):
+            where = obj.first_line(lines, lambda line: not _obj_face_line_ok(line))
+            raise _Problem(f"cannot parse a face line{where}") from None
+        zero = (v == 0) | (has_vt & (t == 0))
+        if zero.any():
+            i = lines[np.repeat(np.arange(len(lines)), count)[int(zero.argmax())]]
+            raise _Problem(f"a face index 0 ({obj.text(i)}): OBJ counts vertices from 1")
+        face_lines.append(lines)
+        counts.append(count)
+        vs.append(v)
+        vts.append(t if has_vt.all() else None)
+    if not counts:
+        none = np.zeros(0, dtype=np.int64)
+        return none, none, none, None
+    vt_all = None if any(t is None for t in vts) else np.concatenate(vts)
+    return np.concatenate(face_lines), np.concatenate(counts), np.concatenate(vs), vt_all
+
+
+def _obj_face_line_ok(line: bytes) -> bool:
+    """Whether every entry of a face line is ``v``, ``v/vt``, ``v//vn`` or ``v/vt/vn``."""
+    for entry in line.split()[1:]:
+        parts = entry.split(b"/")
+        if len(parts) > 3 or not _all_numbers([parts[0], *(p for p in parts[1:] if p)], int):
+            return False
+    return True
+
+
+def _obj_absolute(
+    obj: _ObjLines, keyword: bytes, face_lines: np.ndarray, counts: np.ndarray, index: np.ndarray
+) -> np.ndarray:
+    """0-based indices of the ``keyword`` elements the face corners' numbers ``index`` name: a
+    positive number counts from the file's first (1), a negative one back from the latest
+    before its face line (-1). A number naming none is a problem naming its line."""
+    kind = obj.lines[keyword]
+    if index.min() > 0:  # the usual file: no relative numbers
+        out = index - 1
+        bad = out >= len(kind)
+        before = np.zeros(0, dtype=np.int64)
+    else:
+        before = np.repeat(np.searchsorted(kind, face_lines), counts)
+        out = np.where(index > 0, index - 1, before + index)
+        bad = (out < 0) | (out >= len(kind))
+    if bad.any():
+        k = int(bad.argmax())
+        i = face_lines[np.repeat(np.arange(len(face_lines)), counts)[k]]
+        n, where = (len(kind), "in the file") if index[k] > 0 else (before[k], "before the line")
+        raise _Problem(
+            f"face indices out of range: {obj.text(i)} refers to {_OBJ_KINDS[keyword]} "
+            f"{int(index[k])}, of {n} {where}"
+        )
+    return out
 
 
 def _read_obj_text(data: bytes, split_seams: bool) -> tuple:
-    from trimesh.exchange.obj import load_obj
+    """An OBJ's vertices (every ``v`` line, in file order), triangles (each face line's polygon
+    split into a fan, in file order), per-vertex UVs and colours (see the module docstring)."""
+    from facehd.vrml import fan_triangles
 
-    if bad := _OBJ_SHORT_FACE.search(data):
-        raise _Problem(f"a face with fewer than 3 vertices ({_obj_line(data, bad)}; a cut file?)")
-    if bad := _OBJ_ZERO_INDEX.search(data):
-        raise _Problem(f"a face index 0 ({_obj_line(data, bad)}): OBJ counts vertices from 1")
-    file_vertices = _obj_vertices(data)
-    n_file = len(file_vertices)
-    if n_file == 0:
+    obj = _ObjLines(data)
+    if len(obj.lines[b"v"]) == 0:
         raise _Problem("no vertices")
-    if said := _FACEHD_OBJ_HEADER.search(data, 0, 4096):  # a file facehd wrote: whole?
-        n_faces = len(_OBJ_FACE_LINE.findall(data))
-        if (n_file, n_faces) != (int(said[1]), int(said[2])):
+    face_lines, counts, fv, ft = _obj_faces(obj)
+    numbers = _obj_numbers(obj, b"v", 3, 6)
+    vertices = numbers[:, :3]
+    if said := _FACEHD_OBJ_HEADER.search(obj.data, 0, 4096):  # a file facehd wrote: whole?
+        if (len(vertices), len(face_lines)) != (int(said[1]), int(said[2])):
             raise _Problem(
                 f"cut short or edited: its header says {int(said[1])} vertices and "
-                f"{int(said[2])} faces, it holds {n_file} and {n_faces}"
+                f"{int(said[2])} faces, it holds {len(vertices)} and {len(face_lines)}"
             )
-    # First try: trimesh unmerges (v, vt, vn) tuples and orders them by vertex index. When that
-    # yields the file's vertices themselves, nothing was split or dropped: file order, UVs kept.
-    # (The count alone can match with seams split and as many unused vertices dropped.)
-    geoms = list(
-        load_obj(io.BytesIO(data), maintain_order=False, skip_materials=True)
-        .get("geometry", {})
-        .values()
-    )
-    geoms = [g for g in geoms if g.get("faces") is not None and len(g["faces"])]
-    if not geoms:
+    if len(face_lines) == 0:
         raise _Problem("no faces (a point cloud, not a mesh)")
-    if len(geoms) == 1 and np.array_equal(geoms[0]["vertices"], file_vertices, equal_nan=True):
-        g = geoms[0]
-        return (
-            g["vertices"],
-            _triangles(g["faces"]),
-            _uv_of(g),
-            _colors01(g.get("vertex_colors"), len(g["vertices"])),
-        )
-    if split_seams:
-        return _concatenate_parts(geoms)
-    # Second pass: file order kept, faces untouched (several material groups all index the same
-    # global vertex list, trimesh returning a prefix of it for each).
-    with warnings.catch_warnings():
-        # trimesh takes a NaN median for the UV of unreferenced vertices; those UVs are unused
-        warnings.simplefilter("ignore", RuntimeWarning)
-        ordered = list(
-            load_obj(io.BytesIO(data), maintain_order=True, skip_materials=True)
-            .get("geometry", {})
-            .values()
-        )
-    ordered = [g for g in ordered if g.get("faces") is not None and len(g["faces"])]
-    longest = max(ordered, key=lambda g: len(g["vertices"]))
-    # every v line, in file order (trimesh's list stops at the last vertex a face uses)
-    vertices = file_vertices
-    prefix = vertices[: len(longest["vertices"])]
-    if not np.array_equal(longest["vertices"], prefix, equal_nan=True):
-        raise _Problem("vertices could not be read in file order")
-    faces = np.concatenate([_triangles(g["faces"]) for g in ordered])
-    colors = _colors01(longest.get("vertex_colors"), len(longest["vertices"]))
-    if colors is not None and len(colors) < len(vertices):  # unused trailing vertices: grey
-        colors = np.concatenate([colors, np.full((len(vertices) - len(colors), 3), 0.5)])
-    uvs = None
-    if len(geoms) == 1 and _uv_of(geoms[0]) is not None:
-        referenced = np.unique(faces)
-        if len(geoms[0]["vertices"]) == len(referenced):
-            # no seams, only unreferenced vertices were dropped: scatter the UVs back
-            uvs = np.zeros((len(vertices), 2))
-            uvs[referenced] = _uv_of(geoms[0])
-        else:
-            log.info("OBJ UVs have seams; vertices kept as in the file, UVs dropped")
-    return vertices, faces, uvs, colors
-
-
-def _concatenate_parts(geoms: list[dict]) -> tuple:
-    verts, faces, uvs, cols = [], [], [], []
-    offset = 0
-    for g in geoms:
-        verts.append(np.asarray(g["vertices"]))
-        faces.append(_triangles(g["faces"]) + offset)
-        uvs.append(_uv_of(g))
-        cols.append(_colors01(g.get("vertex_colors"), len(g["vertices"])))
-        offset += len(g["vertices"])
-    uv = None if any(u is None for u in uvs) else np.concatenate(uvs)
-    col = None if any(c is None for c in cols) else np.concatenate(cols)
-    return np.concatenate(verts), np.concatenate(faces), uv, col
+    colors = _colors01(numbers[:, 3:6], len(vertices)) if numbers.shape[1] >= 6 else None
+    fv = _obj_absolute(obj, b"v", face_lines, counts, fv)
+    fan = fan_triangles(counts)
+    faces = fv[fan]
+    if ft is None:
+        return vertices, faces, None, colors
+    ft = _obj_absolute(obj, b"vt", face_lines, counts, ft)
+    table = _obj_numbers(obj, b"vt", 1, 2)
+    if table.shape[1] == 1:  # u alone: v is 0
+        table = np.concatenate([table, np.zeros_like(table)], axis=1)
+    if len(table) == len(vertices) and np.array_equal(fv, ft):
+        # every corner pairs vertex i with texture coordinate i (as facehd writes them): the
+        # vertices no face uses take theirs too
+        return vertices, faces, table, colors
+    pick = np.zeros(len(vertices), dtype=np.int64)
+    pick[fv] = ft
+    if np.array_equal(table[pick[fv]], table[ft]):  # one UV per vertex: no seams
+        uvs = np.zeros((len(vertices), 2))
+        used = vertices_in_faces(fv, len(vertices))
+        uvs[used] = table[pick[used]]
+        return vertices, faces, uvs, colors
+    if not split_seams:
+        log.info("OBJ UVs have seams; vertices kept as in the file, UVs dropped")
+        return vertices, faces, None, colors
+    # one vertex per distinct (vertex, UV) pair that the faces use, ordered by vertex
+    keep, uv_id = merge_equal_rows(table)
+    pair = fv * len(keep) + uv_id[ft]
+    distinct, corner = np.unique(pair, return_inverse=True)
+    source = distinct // len(keep)
+    return (
+        vertices[source],
+        corner[fan],
+        table[keep][distinct % len(keep)],
+        None if colors is None else colors[source],
+    )
 
 
 def _read_ply(data: bytes, split_seams: bool) -> tuple:
