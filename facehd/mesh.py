@@ -28,6 +28,9 @@ points are merged: :mod:`facehd.vrml`):
   keeps its place; its UV is the ``vt`` of the same number where every face corner pairs
   ``v i`` with ``vt i`` (as facehd writes them), else ``(0, 0)``. Normals (``vn``) are not read
   (facehd computes its own), lines, points and free-form geometry are left out.
+- PLY: UVs stored with the vertices (``s t``, ``u v``, ``texture_u texture_v``) are every
+  vertex's own, also of vertices no face uses. Faces stored as triangle strips (``tristrips``)
+  are not read (the file is refused, naming that).
 
 Writing is facehd's own (simple, exact) OBJ/PLY writer, atomic: data go to a temporary file in the
 same folder, which is then renamed over the destination, so a partial file never has the final name.
@@ -1296,6 +1299,12 @@ def _read_ply(data: bytes, split_seams: bool) -> tuple:
     vertices = kw.get("vertices")
     if vertices is None or len(vertices) == 0:
         raise _Problem("no vertices")
+    raw = kw.get("metadata", {}).get("_ply_raw", {})
+    if kw.get("faces") is None and "tristrips" in raw:
+        raise _Problem(
+            "its faces are triangle strips (element tristrips), which facehd does not read: "
+            "save the mesh with triangles (element face)"
+        )
     faces = _triangles(kw.get("faces"))
     colors = _ply_colors(kw, len(vertices))
     uvs = _uv_of(kw)
@@ -1316,7 +1325,29 @@ def _read_ply(data: bytes, split_seams: bool) -> tuple:
                 return split["vertices"], split_faces, _uv_of(split), colors
             log.info("PLY UVs have seams; vertices kept as in the file, UVs dropped")
             uvs = None
+        else:
+            uvs = _ply_vertex_uvs(raw, len(vertices), uvs)
     return vertices, faces, uvs, colors
+
+
+#: The vertex properties PLY writers name texture coordinates by (as trimesh looks for them).
+_PLY_UV_NAMES = (("texture_u", "texture_v"), ("u", "v"), ("s", "t"))
+
+
+def _ply_vertex_uvs(raw: dict, n: int, uvs: np.ndarray) -> np.ndarray:
+    """The (n, 2) UVs of a PLY whose vertices hold them (``s t`` and the like, no per-face
+    ``texcoord``): every vertex's own, also those no face uses (trimesh's, from the faces'
+    corners, are (0, 0) there); otherwise ``uvs``."""
+    face = raw.get("face", {})
+    vertex = raw.get("vertex", {})
+    props, data = vertex.get("properties", {}), vertex.get("data")
+    if "texcoord" in face.get("properties", {}) or data is None:
+        return uvs
+    names = next((k for k in _PLY_UV_NAMES if all(c in props for c in k)), None)
+    if names is None:
+        return uvs
+    own = np.column_stack([np.asarray(data[c], dtype=np.float64).reshape(-1) for c in names])
+    return own if own.shape == (n, 2) else uvs
 
 
 def _read_stl(data: bytes, split_seams: bool) -> tuple:

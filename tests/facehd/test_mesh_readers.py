@@ -1,6 +1,6 @@
 """Reader edge cases: OBJ trailing comments, out-of-range indices and binary data, truncated
-binary STL, PLY colours of other types and names, unused vertices with NaN coordinates, text
-files with a UTF-8 byte order mark."""
+binary STL, PLY colours of other types and names, PLY UVs of vertices no face uses, PLY triangle
+strips, unused vertices with NaN coordinates, text files with a UTF-8 byte order mark."""
 
 from __future__ import annotations
 
@@ -380,4 +380,33 @@ def test_binary_ply_of_triangles_and_quads_is_read_as_their_triangles(
     # cut in its faces: named as such
     path.write_bytes(path.read_bytes()[:-20])  # into the third face
     with pytest.raises(InputFileError, match=r"ends after 2 of the 4 face records"):
+        load_mesh(path)
+
+
+# --- PLY texture coordinates and triangle strips ---------------------------------------------
+
+
+def test_ply_round_trip_keeps_the_uv_of_vertices_no_face_uses(tmp_path: Path) -> None:
+    from facehd.mesh import Mesh, save_mesh
+
+    v = np.vstack([SQUARE_V, [[5.0, 5.0, 5.0]]])
+    uv = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.25, 0.75]])
+    got = load_mesh(save_mesh(tmp_path / "u.ply", Mesh(v, SQUARE_F, uv)))
+    np.testing.assert_array_equal(got.vertices, v)
+    np.testing.assert_array_equal(got.uvs, uv)
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "binary_little_endian"])
+def test_ply_of_triangle_strips_says_they_are_not_read(tmp_path: Path, encoding: str) -> None:
+    head = (
+        f"ply\nformat {encoding} 1.0\nelement vertex 4\nproperty float x\nproperty float y\n"
+        "property float z\nelement tristrips 1\nproperty list int int vertex_indices\nend_header\n"
+    )
+    if encoding == "ascii":
+        body = "".join(f"{x} {y} {z}\n" for x, y, z in SQUARE_V).encode() + b"4 0 1 3 2\n"
+    else:
+        body = SQUARE_V.astype("<f4").tobytes() + np.array([4, 0, 1, 3, 2], "<i4").tobytes()
+    path = tmp_path / "strips.ply"
+    path.write_bytes(head.encode() + body)
+    with pytest.raises(InputFileError, match=r"strips\.ply: its faces are triangle strips"):
         load_mesh(path)
