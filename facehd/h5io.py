@@ -459,6 +459,14 @@ class H5Dataset:
             self._n = int(a["n_samples"])
             if ID_FIELD not in self._file:
                 raise InputFileError(self.path, f"damaged dataset: no {ID_FIELD!r} table")
+            # the tables the attributes declare, before any is read (the checks of verify)
+            problems = _layout_problems(self._file, self.fields, self._n)
+            if problems:
+                more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+                raise InputFileError(
+                    self.path,
+                    f"damaged dataset: {'; '.join(problems[:3])}{more}; facehd verify says more",
+                )
             self.sample_ids: list[str] = _decode_strings(self._file[ID_FIELD][()])
         except (KeyError, ValueError, TypeError, OSError) as exc:  # hand-edited or damaged
             self._file.close()
@@ -577,7 +585,9 @@ def open_dataset(path: str | Path) -> H5Dataset:
     """Open a finalized dataset for reading (use as a context manager).
 
     Raises :class:`~facehd.errors.InputFileError` for a missing, unreadable, unfinished or
-    non-facehd file.
+    non-facehd file, and for one whose tables are not those its attributes declare (a field
+    missing, another number of rows than ``n_samples``, another shape or dtype): the file and
+    the problem are named before any value is read.
     """
     return H5Dataset(path)
 
@@ -617,6 +627,40 @@ def name_rows(rows: Sequence[int], ids: Sequence[str], limit: int = 5) -> str:
     named = [f"{r} ({ids[r]!r})" if r < len(ids) else str(r) for r in map(int, rows[:limit])]
     more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
     return ("sample " if len(rows) == 1 else "samples ") + ", ".join(named) + more
+
+
+def _layout_problems(f: h5py.File, specs: Mapping[str, FieldSpec], n: int | None) -> list[str]:
+    """What is wrong with the tables of an open dataset file against its declared ``specs`` and
+    ``n`` rows (``n`` None: unknown): a declared field missing or no table, another number of
+    rows, sample shape or dtype. Reads the tables' metadata only, not their values."""
+    problems: list[str] = []
+    rows: dict[str, int] = {}
+    for name, spec in {ID_FIELD: FieldSpec((), STR), **specs}.items():
+        if name not in f:
+            problems.append(f"field {name!r} missing")
+            continue
+        ds = f[name]
+        if not isinstance(ds, h5py.Dataset):
+            problems.append(f"{name!r} is not a dataset")
+            continue
+        rows[name] = int(ds.shape[0]) if ds.shape else 0
+        if ds.shape[1:] != spec.shape:
+            problems.append(
+                f"field {name!r} has sample shape {ds.shape[1:]}, expected {spec.shape}"
+            )
+        if spec.dtype == STR:
+            if ds.dtype.kind != "S":
+                problems.append(f"field {name!r} has dtype {ds.dtype}, expected strings")
+        elif ds.dtype != np.dtype(spec.dtype):
+            problems.append(f"field {name!r} has dtype {ds.dtype}, expected {spec.dtype}")
+    wrong = {name: m for name, m in rows.items() if n is not None and m != n}
+    if len(wrong) > 1 and len(wrong) == len(rows) and len(set(wrong.values())) == 1:
+        # every table agrees with the others, the attribute not with them
+        (m,) = set(wrong.values())
+        problems.insert(0, f"attribute 'n_samples' is {n}, the tables hold {m} rows")
+    else:
+        problems[:0] = [f"field {k!r} has ({m},) rows, expected {n}" for k, m in wrong.items()]
+    return problems
 
 
 def verify(
@@ -691,25 +735,7 @@ def verify(
                 problems.append(f"attribute 'fields' is not a valid field table ({exc})")
         names = tuple(specs)
         all_specs = {ID_FIELD: FieldSpec((), STR), **specs}
-        for name, spec in all_specs.items():
-            if name not in f:
-                problems.append(f"field {name!r} missing")
-                continue
-            ds = f[name]
-            if not isinstance(ds, h5py.Dataset):
-                problems.append(f"{name!r} is not a dataset")
-                continue
-            if n is not None and ds.shape[:1] != (n,):
-                problems.append(f"field {name!r} has {ds.shape[:1]} rows, expected {n}")
-            if ds.shape[1:] != spec.shape:
-                problems.append(
-                    f"field {name!r} has sample shape {ds.shape[1:]}, expected {spec.shape}"
-                )
-            if spec.dtype == STR:
-                if ds.dtype.kind != "S":
-                    problems.append(f"field {name!r} has dtype {ds.dtype}, expected strings")
-            elif ds.dtype != np.dtype(spec.dtype):
-                problems.append(f"field {name!r} has dtype {ds.dtype}, expected {spec.dtype}")
+        problems.extend(_layout_problems(f, specs, n))
         ids: list[str] = []
         extra = sorted(set(f.keys()) - set(all_specs))
         if extra:

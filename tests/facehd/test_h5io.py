@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from facehd.cli import app
 from facehd.errors import FacehdError, InputFileError
 from facehd.h5io import (
     Failure,
@@ -543,3 +546,36 @@ def test_a_hand_damaged_dataset_is_an_error_naming_the_file(tmp_path):
             damage(f)
         with pytest.raises(InputFileError, match=rf"{name}: damaged dataset.*{problem}"):
             open_dataset(path)
+
+
+def test_tables_that_disagree_with_the_attributes_are_an_error_naming_the_file(tmp_path):
+    """The reader checks the tables the attributes declare before reading any (the checks of
+    verify): a declared field deleted, or n_samples that is not the tables' number of rows, is
+    an InputFileError naming the file and the problem, not a KeyError or IndexError later."""
+    good = build(tmp_path / "good" / "d.h5", [0, 1, 2, 3])
+    for name, damage, problem in (
+        ("no_points.h5", lambda f: f.__delitem__("points"), "field 'points' missing"),
+        (
+            "n_samples.h5",
+            lambda f: f.attrs.__setitem__("n_samples", 5),
+            "attribute 'n_samples' is 5, the tables hold 4 rows",
+        ),
+        (
+            "short_count.h5",
+            lambda f: (
+                f.__delitem__("count"),
+                f.create_dataset("count", data=np.arange(3, dtype=np.int32)),
+            ),
+            r"field 'count' has \(3,\) rows, expected 4",
+        ),
+    ):
+        path = tmp_path / name
+        path.write_bytes(good.read_bytes())
+        with h5py.File(path, "r+") as f:
+            damage(f)
+        with pytest.raises(InputFileError, match=rf"{name}: damaged dataset: {problem}"):
+            open_dataset(path)
+        # verify says the same, in the same words; inspect ends on that error, not a summary
+        assert any(re.search(problem, p) for p in verify(path).problems)
+        res = CliRunner().invoke(app, ["inspect", str(path)])
+        assert res.exit_code == 2 and re.search(rf"{name}: damaged dataset: {problem}", res.output)
