@@ -13,9 +13,12 @@ How a build survives being killed
 Items are processed by id. Finished samples are buffered and written ``shard_size`` at a time to
 ``<out>.shards/shard-NNNNNN.h5``: each shard is written to a temporary file, flushed to disk and
 renamed into place (``os.replace``), so a shard either exists whole or not at all. A rerun of the
-same build opens the same folder, deletes temporary leftovers, reads the ids of the shards that
-exist and skips them; nothing is lost (but the unflushed buffer of the killed run) and nothing is
-duplicated. :meth:`ShardedDatasetWriter.finalize` merges the shards in sample-id order into
+same build opens the same folder, deletes temporary leftovers, reads the shards that exist back
+whole (their checksums) and skips their ids; nothing is lost (but the unflushed buffer of the
+killed run) and nothing is duplicated. A shard that cannot be read back (truncated, a flipped
+byte) is renamed ``shard-NNNNNN.corrupt`` with a warning naming it and why, and its samples are
+processed again; :func:`verify` of the unfinished output names such shards.
+:meth:`ShardedDatasetWriter.finalize` merges the shards in sample-id order into
 ``<out>.tmp`` and renames it to ``<out>``: the output appears only when it is complete, and it is
 value- and byte-identical to the output of an uninterrupted build (no timestamps are stored,
 attributes are written in name order, chunking depends only on N and the field shapes). An existing
@@ -53,6 +56,7 @@ import math
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -67,6 +71,7 @@ from facehd.csvtext import LockHeld, fsync_folder, locked
 from facehd.errors import (
     FacehdError,
     InputFileError,
+    InputFileWarning,
     check_output_folder,
     nearest_existing,
     printable,
@@ -581,6 +586,45 @@ def _value_blocks(ds: h5py.Dataset, spec: FieldSpec) -> Iterator[tuple[int, np.n
         yield start, ds[start : start + block]
 
 
+def _shard_ids(path: Path, specs: Mapping[str, FieldSpec] | None = None) -> list[str]:
+    """The sample ids of the finished shard ``path``, once every value it stores has been read
+    back (through its checksums): a resumed build merges only shards it can read.
+
+    ``specs`` are the fields the shard must hold (default: those its attributes declare).
+
+    Raises
+    ------
+    ValueError
+        saying why the shard cannot be used: unfinished, truncated, or a table missing or
+        damaged (a flipped byte fails its chunk's checksum).
+    """
+    try:
+        with h5py.File(path, "r") as f:
+            a = f.attrs
+            if not bool(a.get("complete", False)):
+                raise ValueError("not finished (its build stopped while writing it)")
+            if specs is None:
+                specs = {k: FieldSpec.from_json(v) for k, v in json.loads(a["fields"]).items()}
+            problems = _layout_problems(f, specs, int(a["n_samples"]))
+            if problems:
+                raise ValueError("; ".join(problems[:3]))
+            try:
+                ids = _decode_strings(f[ID_FIELD][()])
+            except OSError as exc:
+                raise ValueError(f"its sample ids cannot be read ({exc})") from None
+            for name, spec in specs.items():
+                try:
+                    for _ in _value_blocks(f[name], spec):
+                        pass
+                except OSError as exc:
+                    raise ValueError(f"field {name!r} cannot be read ({exc})") from None
+            return ids
+    except OSError as exc:  # truncated, or its header damaged
+        raise ValueError(f"not a readable HDF5 file ({exc})") from None
+    except (KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"damaged ({type(exc).__name__}: {exc})") from None
+
+
 def open_dataset(path: str | Path) -> H5Dataset:
     """Open a finalized dataset for reading (use as a context manager).
 
@@ -663,6 +707,23 @@ def _layout_problems(f: h5py.File, specs: Mapping[str, FieldSpec], n: int | None
     return problems
 
 
+def _damaged_shards(shard_dir: Path) -> list[str]:
+    """One line per shard of an unfinished build that cannot be read back (:func:`_shard_ids`),
+    naming it and why: a rerun sets it aside and processes its samples again."""
+    out = []
+    for shard in sorted(shard_dir.glob("shard-*.h5")):
+        if not _SHARD_NAME.match(shard.name):
+            continue
+        try:
+            _shard_ids(shard)
+        except ValueError as exc:
+            out.append(
+                f"shard {shard_dir.name}/{shard.name} is damaged, {exc}: rerunning the same "
+                "command sets it aside and processes its samples again"
+            )
+    return out
+
+
 def verify(
     path: str | Path, *, expected_schema: str | None = None, check_values: bool = True
 ) -> VerifyReport:
@@ -690,6 +751,7 @@ def verify(
                 f"is the shards folder of an unfinished build of {dataset.name}, not a dataset: "
                 "rerun the same command to resume that build, then verify the .h5 file"
             )
+            problems.extend(_damaged_shards(path))
         else:
             problems.append("is a folder, not a facehd dataset (give the .h5 dataset file)")
         return report()
@@ -700,6 +762,7 @@ def verify(
                 f"file does not exist: its build is unfinished (its shards are in {shards.name}/); "
                 "rerun the same command to resume it and write the file"
             )
+            problems.extend(_damaged_shards(shards))
         else:
             problems.append("file does not exist")
         return report()
@@ -860,6 +923,16 @@ def _rewrite_failures(path: Path, output_name: str, failures: Iterable[Failure])
 # --------------------------------------------------------------------------------------------
 # The writer
 # --------------------------------------------------------------------------------------------
+
+
+class _SourceUnreadable(Exception):
+    """A finished part of a build (a shard, or the output it adds to) could not be read back
+    while merging: not an OSError, so that it is not taken for a failed write."""
+
+    def __init__(self, source: Path, error: BaseException) -> None:
+        super().__init__(f"{source}: {error}")
+        self.source = source
+        self.error = error
 
 
 class OutputWriteError(FacehdError):
@@ -1151,14 +1224,9 @@ class ShardedDatasetWriter:
                 continue
             self._next_shard = max(self._next_shard, int(m.group(1)) + 1)
             try:
-                with h5py.File(shard, "r") as f:
-                    if not bool(f.attrs.get("complete", False)):
-                        raise OSError("not complete")
-                    ids = _decode_strings(f[ID_FIELD][()])
-            except (OSError, KeyError, UnicodeDecodeError) as exc:
-                bad = shard.with_suffix(".corrupt")
-                os.replace(shard, bad)
-                self.problems.append(f"{shard}: unreadable shard set aside as {bad.name} ({exc})")
+                ids = _shard_ids(shard, self.fields)
+            except ValueError as exc:  # its samples are not done: this build does them again
+                self._set_aside(shard, str(exc))
                 continue
             new = [s for s in ids if s not in self._done]
             if not new:
@@ -1172,6 +1240,19 @@ class ShardedDatasetWriter:
                 )
             self._done.update(ids)
             self._sources.append(shard)
+
+    def _set_aside(self, shard: Path, why: str) -> Path:
+        """Rename a shard that cannot be read to ``shard-NNNNNN.corrupt`` (kept for a look, no
+        longer merged), and say so in :attr:`problems` and an :class:`InputFileWarning`."""
+        bad = shard.with_suffix(".corrupt")
+        os.replace(shard, bad)
+        problem = (
+            f"{shard}: damaged shard, {why}; set aside as {bad.name}, its samples are "
+            "processed again"
+        )
+        self.problems.append(problem)
+        warnings.warn(InputFileWarning(problem), stacklevel=3)
+        return bad
 
     # -- state -----------------------------------------------------------------------------
 
@@ -1195,9 +1276,12 @@ class ShardedDatasetWriter:
         spec = self.fields[name]
         out: dict[str, Any] = {}
         for source in self._sources:
-            with h5py.File(source, "r") as f:
-                ids = _decode_strings(f[ID_FIELD][()])
-                raw = f[name][()]
+            try:
+                with h5py.File(source, "r") as f:
+                    ids = _decode_strings(f[ID_FIELD][()])
+                    raw = f[name][()]
+            except OSError as exc:
+                raise self._unreadable_source(source, exc) from None
             values = _decode_strings(raw) if spec.dtype == STR else list(raw)
             out.update(zip(ids, values, strict=True))
         return out
@@ -1355,13 +1439,54 @@ class ShardedDatasetWriter:
 
     def _finalize(self, keep_shards: bool) -> FinalizeResult:
         self.flush()
+        try:
+            ids = self._merge()
+        except _SourceUnreadable as bad:  # a read, not a write, failed: say which file
+            self._tmp_out.unlink(missing_ok=True)
+            raise self._unreadable_source(bad.source, bad.error) from None
+        fsync_folder(self.out_path.parent)
+        if not keep_shards:
+            shutil.rmtree(self.shard_dir, ignore_errors=True)
+        return FinalizeResult(self.out_path, len(ids), len(self._failures), self.failures_path)
+
+    def _unreadable_source(self, source: Path, error: BaseException) -> FacehdError:
+        """The error of a finished part of this build that cannot be read back: a shard
+        (damaged since the writer opened) is set aside so that a rerun processes its samples
+        again; the finished output this build adds to is named as damaged."""
+        if source == self.out_path:
+            return InputFileError(
+                source,
+                f"the finished dataset this build adds to cannot be read ({error}): it is "
+                "damaged (facehd verify says more); rebuild it with --overwrite",
+            )
+        bad = source.with_suffix(".corrupt")
+        with contextlib.suppress(OSError):
+            os.replace(source, bad)
+        return FacehdError(
+            f"{source}: a shard of {self.out_path} cannot be read ({error}): it is damaged and "
+            f"was set aside as {bad.name}; rerun the same command to process its samples again"
+        )
+
+    def _merge(self) -> list[str]:
+        """Write the output from the sources (:meth:`finalize`); its sample ids. A source that
+        cannot be read raises :class:`_SourceUnreadable`."""
         entries: list[tuple[str, int, int]] = []  # (id, source index, row)
         handles: list[h5py.File] = []
+
+        def read(k: int, name: str, rows: Any) -> np.ndarray:
+            try:
+                return handles[k][name][rows]
+            except OSError as exc:
+                raise _SourceUnreadable(self._sources[k], exc) from None
+
         try:
             for k, src in enumerate(self._sources):
-                f = h5py.File(src, "r", rdcc_nbytes=64 << 20)
+                try:
+                    f = h5py.File(src, "r", rdcc_nbytes=64 << 20)
+                except OSError as exc:
+                    raise _SourceUnreadable(src, exc) from None
                 handles.append(f)
-                ids = _decode_strings(f[ID_FIELD][()])
+                ids = _decode_strings(read(k, ID_FIELD, ()))
                 entries.extend((s, k, r) for r, s in enumerate(ids))
             entries.sort()
             ids = [e[0] for e in entries]
@@ -1378,7 +1503,7 @@ class ShardedDatasetWriter:
                     out_s: list[str] = [""] * (stop - start)
                     for k in np.unique(s):
                         sel = np.nonzero(s == k)[0]
-                        vals = _decode_strings(handles[k][name][np.sort(r[sel])])
+                        vals = _decode_strings(read(k, name, np.sort(r[sel])))
                         for j, v in zip(sel[np.argsort(r[sel])], vals, strict=True):
                             out_s[j] = v
                     return out_s
@@ -1386,7 +1511,7 @@ class ShardedDatasetWriter:
                 for k in np.unique(s):
                     sel = np.nonzero(s == k)[0]
                     order = np.argsort(r[sel])
-                    out[sel[order]] = handles[k][name][r[sel][order]]
+                    out[sel[order]] = read(k, name, r[sel][order])
                 return out
 
             self._tmp_out.unlink(missing_ok=True)
@@ -1402,10 +1527,7 @@ class ShardedDatasetWriter:
         finally:
             for f in handles:
                 f.close()
-        fsync_folder(self.out_path.parent)
-        if not keep_shards:
-            shutil.rmtree(self.shard_dir, ignore_errors=True)
-        return FinalizeResult(self.out_path, len(ids), len(self._failures), self.failures_path)
+        return ids
 
     def close(self) -> None:
         """Flush the buffer as a shard and stop accepting samples (no merge); the output is

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from facehd.cli import app
-from facehd.errors import FacehdError, InputFileError
+from facehd.errors import FacehdError, InputFileError, InputFileWarning
 from facehd.h5io import (
     Failure,
     FieldSpec,
@@ -579,3 +579,72 @@ def test_tables_that_disagree_with_the_attributes_are_an_error_naming_the_file(t
         assert any(re.search(problem, p) for p in verify(path).problems)
         res = CliRunner().invoke(app, ["inspect", str(path)])
         assert res.exit_code == 2 and re.search(rf"{name}: damaged dataset: {problem}", res.output)
+
+
+def flip_chunk(path: Path, field: str) -> None:
+    """Flip bytes inside the first stored chunk of ``field``: its checksum fails on read."""
+    with h5py.File(path) as f:
+        info = f[field].id.get_chunk_info(0)
+    raw = bytearray(path.read_bytes())
+    for k in range(info.byte_offset + 2, info.byte_offset + 12):
+        raw[k] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def test_a_damaged_shard_is_set_aside_with_a_warning_and_its_samples_done_again(tmp_path):
+    """A shard that cannot be read back (a flipped byte in a chunk, a truncated file) is no
+    reason for every rerun to fail: verify of the unfinished output names it, and the rerun
+    sets it aside with a warning naming it and why, and processes its samples again."""
+    out = tmp_path / "d.h5"
+    w = ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, shard_size=2)
+    for k in range(6):
+        w.add(sid(k), sample(k))
+    w.close()  # interrupted before the merge: shards 0, 1, 2
+    shards = out.with_name("d.h5.shards")
+    flip_chunk(shards / "shard-000001.h5", "image")
+    truncated = shards / "shard-000002.h5"
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+
+    problems = verify(out).problems
+    assert len(problems) == 3 and "unfinished" in problems[0]
+    assert "shard-000001.h5 is damaged, field 'image' cannot be read" in problems[1]
+    assert "shard-000002.h5 is damaged, not a readable HDF5 file" in problems[2]
+    assert "shard-000001.h5 is damaged" in verify(shards).problems[1]
+
+    with pytest.warns(InputFileWarning) as said:
+        w = ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, shard_size=2)
+    lines = sorted(str(m.message) for m in said)
+    assert len(lines) == 2
+    assert f"{shards / 'shard-000001.h5'}: damaged shard, field 'image' cannot be read" in lines[0]
+    assert "set aside as shard-000001.corrupt" in lines[0]
+    assert f"{shards / 'shard-000002.h5'}: damaged shard" in lines[1]
+    assert w.done_ids == {sid(0), sid(1)}
+    for s in w.pending([sid(k) for k in range(6)]):
+        w.add(s, sample(int(s[-3:])))
+    w.finalize()
+    assert digest(out) == digest(build(tmp_path / "ref" / "d.h5", list(range(6))))
+
+
+def test_a_shard_damaged_during_the_merge_is_named_and_a_rerun_completes(tmp_path, monkeypatch):
+    """A shard that reads back when the writer opens but not in the merge: the error is a read
+    error naming the shard (not a failed write of the output), no output appears, and the rerun
+    the message asks for processes that shard's samples again."""
+    out = tmp_path / "d.h5"
+    w = ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, shard_size=2)
+    for k in range(4):
+        w.add(sid(k), sample(k))
+    shard = out.with_name("d.h5.shards") / "shard-000000.h5"
+    flip_chunk(shard, "points")
+    with pytest.raises(FacehdError) as caught:
+        w.finalize()
+    message = str(caught.value)
+    assert message.startswith(f"{shard}: a shard of {out} cannot be read")
+    assert "set aside as shard-000000.corrupt" in message and "rerun the same command" in message
+    assert "cannot write" not in message
+    assert not out.exists() and not out.with_name("d.h5.tmp").exists()
+    with ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, shard_size=2) as w:
+        assert w.done_ids == {sid(2), sid(3)}
+        for k in (0, 1):
+            w.add(sid(k), sample(k))
+        w.finalize()
+    assert digest(out) == digest(build(tmp_path / "ref" / "d.h5", list(range(4))))

@@ -185,6 +185,43 @@ def test_resume_over_a_changed_scan_is_refused(
     assert not (tmp_path / "png").exists() or not list((tmp_path / "png").glob("*.png"))
 
 
+def test_a_damaged_shard_is_fitted_again_with_a_warning(
+    scans: Path, reference: Path, tmp_path: Path
+) -> None:
+    """A build stopped before its merge, one of its shards then damaged on disk (a flipped byte
+    in a chunk): verify of the unfinished output names the shard, and the rerun fits that
+    shard's scan again, with a warning naming the shard, to the file of an uninterrupted build
+    (no rerun that fails for ever, no --overwrite that throws the good shards away)."""
+    import h5py
+
+    from facehd.errors import InputFileWarning
+    from facehd.h5io import verify
+
+    out = tmp_path / "priors.h5"
+
+    def stop_before_the_merge(done: int, total: int) -> None:
+        if done == total and total:
+            raise KeyboardInterrupt
+
+    config = PriorsConfig(auto_landmarks=False, shard_size=1)
+    with pytest.raises(KeyboardInterrupt):
+        build_priors(scans, out, config, progress=stop_before_the_merge)
+    shard = out.with_name("priors.h5.shards") / "shard-000000.h5"  # s000_e00
+    with h5py.File(shard) as f:
+        at = f["displacement"].id.get_chunk_info(0).byte_offset
+    raw = bytearray(shard.read_bytes())
+    raw[at + 8] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    assert any(
+        "shard-000000.h5 is damaged, field 'displacement' cannot be read" in p
+        for p in verify(out).problems
+    )
+    with pytest.warns(InputFileWarning, match=r"shard-000000\.h5: damaged shard"):
+        result = build_priors(scans, out, config)
+    assert (result.n_skipped, result.n_written, result.n_failed) == (1, 1, 1)
+    assert out.read_bytes() == reference.read_bytes()
+
+
 def test_ray_executor(
     scans: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
