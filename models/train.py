@@ -90,6 +90,7 @@ from models.config import (
     ModelConfig,
     apply_overrides,
     check_config,
+    config_from_dict,
     config_to_dict,
     load_config,
     paper_model_config,
@@ -977,7 +978,9 @@ class Trainer:
         }
         save_checkpoint_atomic(self.checkpoint_path(stage), data)
 
-    def _save_model(self, stages_done: list[str]) -> Path | None:
+    def _save_model(self, stages_done: list[str], from_init: Sequence[str] = ()) -> Path | None:
+        """Write ``model.pt``: the networks now, ``stages`` the stages they hold trained
+        (``stages_from_init``: those the ``--init`` checkpoint had finished)."""
         if not self.dist.main:
             return None
         data = {
@@ -985,6 +988,7 @@ class Trainer:
             "config": config_to_dict(self.config),
             "morphable": self._morphable_info(),
             "stages": list(stages_done),
+            "stages_from_init": [s for s in STAGES if s in from_init],
             "state": self.system.state_for_checkpoint(),
         }
         return save_checkpoint_atomic(self.out / "model.pt", data)
@@ -1060,7 +1064,8 @@ class Trainer:
                 f"{', '.join(official)}); entries: {', '.join(map(str, list(data)[:8]))}",
             )
         self.system.hrn.load_official(data, name=str(path))
-        return ["base"]
+        # its face analyzer and detail networks are trained; de-retouching is not in it
+        return ["base", "hrn"] if all(k in data for k in official) else ["base"]
 
     # ------------------------------------------------------------------ stage loop
     def run_stage(
@@ -1639,6 +1644,28 @@ def _saved_config_matches(out: Path, config: TrainConfig) -> None:
         )
 
 
+def _checkpoint_config_matches(trainer: Trainer, existing: Sequence[Path]) -> None:
+    """Refuse a resume whose configuration is not the one the run's newest checkpoint was
+    trained with: ``config.yaml`` edited in the run folder would otherwise be taken as the
+    run's (the resume is compared with that file)."""
+    if not existing:
+        return
+    newest = max(existing, key=lambda p: p.stat().st_mtime_ns)
+    data = trainer._read_own_checkpoint(newest)
+    try:
+        theirs = config_to_dict(config_from_dict(TrainConfig, data["config"], source=str(newest)))
+    except (ConfigError, KeyError) as exc:
+        raise InputFileError(newest, f"checkpoint config unreadable: {exc}") from exc
+    mine = config_to_dict(trainer.config)
+    if theirs != mine:
+        diffs = _diff(theirs, mine)
+        raise FacehdError(
+            f"{newest}: the run was trained with another configuration than its config.yaml "
+            f"says ({'; '.join(diffs[:5])}): config.yaml was changed after the run saved this "
+            "checkpoint; put the run's settings back, or start a new --out"
+        )
+
+
 _DATA_RECORD = "data.json"
 """Run-folder file naming the datasets a run trains on (:func:`dataset_fingerprint`)."""
 
@@ -2002,6 +2029,7 @@ def _prepare_run_folder(
                 partial.unlink(missing_ok=True)
     if resume:
         _saved_config_matches(out, config)
+        _checkpoint_config_matches(trainer, existing)
     run_data_matches(out, photos=photos, priors=priors, pairs=pairs, new_run=not resume)
     _run_init_matches(out, init, resume)
     save_config(out / "config.yaml", config)
@@ -2037,14 +2065,17 @@ def _train_stages(
             data = trainer._read_own_checkpoint(p)
             if data.get("done"):
                 done.append(s)
+    _refuse_stages_out_of_order(trainer, stages, resume)
     steps: dict[str, int] = {}
     seconds: dict[str, float] = {}
     if any(s in ("base", "hrn") for s in stages):  # the stages with a perceptual loss
         trainer.say_perceptual()
     trainer.say_precision()
+    done_init: list[str] = []
     if init is not None:
         done_init = trainer.load_networks(init) if init_stages is None else init_stages
         trainer.log.message(f"networks initialised from {init} (stages {done_init})")
+    saved = False
     for s in stages:
         ckpt = trainer.checkpoint_path(s)
         if not (resume and ckpt.is_file()) and init is None:
@@ -2066,10 +2097,47 @@ def _train_stages(
             f"stage {s}: {n} steps in {t:.1f} s ({n / t if t > 0 else 0.0:.2f} it/s)"
         )
         done.append(s)
-        trainer._save_model([x for x in STAGES if x in done])
+        # model.pt holds the networks of the latest stage in the pipeline's order: a stage done
+        # before and loaded again (no steps) does not replace a later stage's networks
+        if STAGES.index(s) == max(STAGES.index(x) for x in done):
+            trainer._save_model(_model_stages(done, done_init), done_init)
+            saved = True
+    if not saved and done and not (out / "model.pt").is_file():
+        latest = trainer.checkpoint_path(max(done, key=STAGES.index))
+        trainer._load_network_state(trainer._read_own_checkpoint(latest)["state"], latest)
+        trainer._save_model(_model_stages(done, done_init), done_init)
     trainer.log.close()
     model_path = out / "model.pt" if (out / "model.pt").is_file() else None
     return TrainResult(out, [x for x in STAGES if x in done], steps, seconds, model_path)
+
+
+def _model_stages(done: Sequence[str], from_init: Sequence[str]) -> list[str]:
+    """The stages ``model.pt``'s networks hold trained: those of the run and of its ``--init``
+    checkpoint, in the pipeline's order."""
+    return [s for s in STAGES if s in done or s in from_init]
+
+
+def _refuse_stages_out_of_order(trainer: Trainer, stages: Sequence[str], resume: bool) -> None:
+    """Refuse to train a stage after a later stage of the pipeline (base, deretouch, hrn) has
+    been trained in the run: that stage learnt on networks without this one's training, and
+    each stage starts from the networks of the stages before it, so the run's model would
+    hold one of the two from before the other."""
+    for k, s in enumerate(STAGES):
+        if s not in stages:
+            continue
+        own = trainer.checkpoint_path(s)
+        if resume and own.is_file() and trainer._read_own_checkpoint(own).get("done"):
+            continue  # finished: loaded, not trained
+        later = [e for e in STAGES[k + 1 :] if trainer.checkpoint_path(e).is_file()]
+        if later:
+            path = trainer.checkpoint_path(later[0])
+            raise FacehdError(
+                f"{trainer.out}: stage {s} would be trained after stage {later[0]}, which this "
+                f"run has trained already ({path.parent.name}/{path.name}) on networks without "
+                f"{s}'s training: the run's model would hold one of them from before the other. "
+                f"Train {s} in a new run (another --out, --init this run's model.pt), or move "
+                f"{path.parent.name}/{path.name} away to train {later[0]} again after it"
+            )
 
 
 #: The run folder's record of the checkpoint ``--init`` started it from.

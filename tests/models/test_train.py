@@ -1010,3 +1010,76 @@ def test_deterministic_kernels_are_on_during_the_run_only(hrn_data, full_run, tm
     assert seen and all(seen)
     assert not torch.are_deterministic_algorithms_enabled()
     assert not states_equal(full_run[0] / "model.pt", out / "model.pt")
+
+
+def test_a_stage_after_a_later_one_is_refused_and_model_pt_keeps_the_latest(
+    hrn_data, tmp_path, one_thread
+):
+    """Training deretouch after hrn (each stage starts from the networks of the stages before
+    it) gave a model.pt listing all three stages with hrn's networks untrained; a finished
+    earlier stage run again (loaded, not trained) must not replace the later stage's networks."""
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors}
+    cfg = tiny_config()
+    cfg.base.steps, cfg.deretouch.steps, cfg.hrn.steps = 2, 1, 2
+    out = tmp_path / "run"
+    train(cfg, out, stages=["base"], **kw)
+    train(cfg, out, stages=["hrn"], resume=True, **kw)
+    hrn_ckpt = out / "checkpoints" / "hrn.pt"
+    assert states_equal(out / "model.pt", hrn_ckpt) == []
+    with pytest.raises(FacehdError, match=r"stage deretouch would be trained after stage hrn"):
+        train(cfg, out, stages=["deretouch"], resume=True, **kw)
+    assert not (out / "checkpoints" / "deretouch.pt").exists()
+    train(cfg, out, stages=["base"], resume=True, **kw)  # finished: loaded again
+    model = read_checkpoint(out / "model.pt")
+    assert model["stages"] == ["base", "hrn"] and model["stages_from_init"] == []
+    assert states_equal(out / "model.pt", hrn_ckpt) == []
+    # the other way round: de-retouching first, then base from scratch
+    other = tmp_path / "other"
+    train(cfg, other, stages=["deretouch"], **kw)
+    with pytest.raises(FacehdError, match=r"stage base would be trained after stage deretouch"):
+        train(cfg, other, stages=["base"], resume=True, **kw)
+
+
+def test_model_pt_lists_the_stages_its_init_checkpoint_trained(
+    hrn_data, model_path, tmp_path, one_thread
+):
+    """A run started from a trained model (--init) holds that model's trained networks: its
+    model.pt says so, where it listed only the run's own stages (and reconstruct then called
+    the detail networks untrained)."""
+    from models.reconstruct import load_system
+
+    cfg = tiny_config()
+    cfg.base.steps = 1
+    out = tmp_path / "run"
+    train(cfg, out, stages=["base"], init=model_path, photos=hrn_data.photos)
+    model = read_checkpoint(out / "model.pt")
+    assert model["stages"] == ["base", "deretouch", "hrn"]
+    assert model["stages_from_init"] == ["base", "deretouch", "hrn"]
+    init_state = read_checkpoint(model_path)["state"]["hrn"]
+    mine = model["state"]["hrn"]
+    detail = [k for k in mine if k.startswith(("mid", "high", "alpha", "beta"))]
+    assert detail and all(torch.equal(mine[k], init_state[k]) for k in detail)
+    assert load_system(out / "model.pt")[0].trained_stages == ("base", "deretouch", "hrn")
+
+
+def test_a_config_yaml_edited_in_the_run_folder_is_refused_on_resume(
+    hrn_data, tmp_path, one_thread
+):
+    """config.yaml is what a resume is compared with; edited by hand, the run would go on with
+    other settings than its checkpoints were trained with, and say nothing."""
+    cfg = tiny_config()
+    cfg.base.steps = 4
+    cfg.checkpoint_every = 2
+    out = tmp_path / "run"
+    with pytest.raises(Killed):
+        train(cfg, out, stages=["base"], photos=hrn_data.photos, callback=kill_at("base", 3))
+    assert read_checkpoint(out / "checkpoints" / "base.pt")["step"] == 2
+    text = (out / "config.yaml").read_text()
+    lr = f"lr: {cfg.base.lr}"
+    assert lr in text
+    (out / "config.yaml").write_text(text.replace(lr, f"lr: {cfg.base.lr * 100}", 1))
+    edited = load_train_config(out / "config.yaml")
+    with pytest.raises(FacehdError, match=r"base\.pt: the run was trained with another config"):
+        train(edited, out, stages=["base"], resume=True, photos=hrn_data.photos)
+    (out / "config.yaml").write_text(text)
+    train(cfg, out, stages=["base"], resume=True, photos=hrn_data.photos)
