@@ -100,6 +100,29 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise :class:`KeyboardInterrupt`.
+
+    For third-party code that calls back into Python through ctypes (rtree, behind trimesh's
+    reference queries): an interrupt raised inside such a callback is printed and dropped, and
+    the library then goes on with a broken result. Outside the main thread: no change."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def timeit(fn: Callable[[], object], repeat: int = 3) -> float:
     """Best wall-clock seconds of ``repeat`` calls of ``fn``."""
     best = float("inf")

@@ -92,8 +92,9 @@ def build_priors_perf(quick: bool) -> list[PerfRow]:
             "total s per 100k vertices",
             per_100k,
             "s",
-            # a small (quick) scan is dominated by fixed costs: the target is for the full size
-            target="" if quick else f"< {TARGET_S:g} s",
+            # a small (quick) scan is dominated by fixed costs: the target, for the full size,
+            # is shown and not judged
+            target=f"< {TARGET_S:g} s",
             passed=None if quick else per_100k < TARGET_S,
             note=f"scaled linearly from {n} vertices",
         )

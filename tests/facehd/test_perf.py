@@ -105,3 +105,26 @@ def test_a_run_keeps_the_other_entries_rows_and_refuses_other_files(tmp_path, mo
     res = runner.invoke(app, ["perf", "a", "--out", str(mine)])
     assert res.exit_code == 2 and "is no facehd perf CSV" in res.output and calls == []
     assert mine.read_text() == "name,score\nx,1\n"
+
+
+def test_an_interrupt_during_a_deferred_block_lets_it_finish_and_is_raised_after() -> None:
+    """Ctrl-C inside rtree's ctypes callbacks (trimesh's reference in ``perf distance``) was
+    printed and dropped, and the query went on to a wrong result that was saved; held until
+    the block ends, it stops the run as an interrupt anywhere else does."""
+    import os
+    import signal
+
+    import pytest
+
+    from facehd.perf import interrupts_deferred
+
+    before = signal.getsignal(signal.SIGINT)
+    finished = []
+    with pytest.raises(KeyboardInterrupt), interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        finished.append(sum(range(1000)))  # the block goes on to its end
+    assert finished == [499500]
+    assert signal.getsignal(signal.SIGINT) is before
+    with interrupts_deferred():  # no interrupt: nothing raised
+        finished.append(1)
+    assert finished == [499500, 1]
