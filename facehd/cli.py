@@ -844,6 +844,14 @@ def leaderboard(
     if dataset and dataset.strip().lower().partition(":")[0] not in known:
         _error(f"unknown dataset {esc(repr(dataset))} (one of {', '.join(sorted(known))})")
         raise typer.Exit(2)
+    if dataset and ":" in dataset:  # a mistyped split must not look like "no runs"
+        from benchmarks.runner import BenchmarkSpec
+
+        try:
+            BenchmarkSpec.parse(dataset)
+        except ValueError as exc:
+            _error(esc(str(exc)))
+            raise typer.Exit(2) from None
     if out.exists() and not out.is_dir():
         _error(f"{esc(out)} is a file: --out is the folder holding leaderboard.csv")
         raise typer.Exit(2)

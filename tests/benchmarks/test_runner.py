@@ -378,7 +378,17 @@ def test_leaderboard_published_rows_update_and_ranking(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="line"):
         update_leaderboard(path, partial)
     path.write_text("name,score\nmine,1\n")
-    with pytest.raises(InputFileError, match="no column method, dataset, split"):
+    with pytest.raises(InputFileError, match="no column method, dataset, split, data"):
+        load_leaderboard(path)
+    # without its data column, the synthetic row would rank beside the published ones
+    import csv
+    import io
+
+    table = list(csv.reader(io.StringIO(good)))
+    keep = [i for i, c in enumerate(table[0]) if c != "data"]
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows([r[i] for i in keep] for r in table)
+    with pytest.raises(InputFileError, match="not a facehd leaderboard: no column data"):
         load_leaderboard(path)
     path.write_bytes(b"method,dataset,split\n\xff\xfe,now,validation\n")
     with pytest.raises(InputFileError, match="not a readable CSV"):
@@ -471,6 +481,9 @@ def test_cli_bench_and_leaderboard(synth_roots: dict, tmp_path: Path) -> None:
     # leaderboard: an unknown dataset, a folder without a leaderboard
     result = runner.invoke(app, ["leaderboard", "--dataset", "bogus", "--out", str(out)])
     assert result.exit_code == 2 and "unknown dataset" in result.output
+    # an unknown split is named, not shown as a leaderboard without rows
+    result = runner.invoke(app, ["leaderboard", "--dataset", "facescape:foo", "--out", str(out)])
+    assert result.exit_code == 2 and "facescape has no split 'foo'" in result.output
     result = runner.invoke(app, ["leaderboard", "--dataset", "now", "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "does not exist" in result.output
 
