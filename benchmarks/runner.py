@@ -1258,6 +1258,14 @@ def run_benchmark(
     load_leaderboard(board)  # a malformed leaderboard fails the run before anything runs
     topology_root = root_path
     if spec.dataset == "realy":
+        synth_split = root_path / "images" / spec.split
+        if is_synthetic_benchmark(root_path) and not synth_split.is_dir():
+            # the predictions alone do not say their split: they would be ranked as this one
+            raise InputFileError(
+                root_path,
+                f"this synthetic REALY benchmark has no {spec.split} split ({synth_split.name} "
+                "under images/ is not there)",
+            )
         root_path = readers.realy_data_dir(root_path)  # a clone of the repository: its data/
         readers.realy_subjects(root_path)  # not a REALY data folder: fail before anything runs
     out = Path(out)

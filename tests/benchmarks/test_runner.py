@@ -125,7 +125,11 @@ def test_realy_end_to_end_and_topology_errors(synth_roots: dict, tmp_path: Path)
     save_mesh(preds / "1_1.obj", Mesh(v.vertices[:3000], v.faces[keep]))
     (preds / "notes.obj").write_text("v 0 0 0\n")  # not <subject>_<name>: ignored
     out = tmp_path / "out"
-    res = run_benchmark("realy:side", "synth-fit", predictions=preds, root=root, out=out)
+    # the synthetic benchmark has a frontal set only: its predictions are not ranked as side's
+    with pytest.raises(InputFileError, match="synthetic REALY benchmark has no side split"):
+        run_benchmark("realy:side", "synth-fit", predictions=preds, root=root, out=out)
+    assert not out.exists()
+    res = run_benchmark("realy:frontal", "synth-fit", predictions=preds, root=root, out=out)
     rows = {r["name"]: r for r in _rows(res.items_csv)}
     assert set(rows) == {"1_0", "1_1"}
     good = rows["1_0"]
@@ -146,7 +150,7 @@ def test_realy_end_to_end_and_topology_errors(synth_roots: dict, tmp_path: Path)
     before = res.items_csv.read_bytes()
     (preds / "facehd-synth.txt").write_text("[[0, 0.5, 0.5]]")
     with pytest.raises(InputFileError, match="85 entries"):
-        run_benchmark("realy:side", "synth-fit", predictions=preds, root=root, out=out)
+        run_benchmark("realy:frontal", "synth-fit", predictions=preds, root=root, out=out)
     assert res.items_csv.read_bytes() == before  # a failing run leaves results as they were
 
 
