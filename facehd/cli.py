@@ -497,7 +497,26 @@ def _quickstart(out: Path, subjects: int, expressions: int, seed: int, workers: 
     check_output_folder(out, "quickstart output")  # a file as --out: one line, not an OS error
     # the later steps' outputs, before the first step works: a folder in the way is said now
     check_dataset_output(out / "priors.h5")
-    check_benchmark_out("now", out / "now", seed=seed)
+    # a run of other settings there (another --seed): every part of it named at once, before
+    # anything is written (the steps would each stop on their own, one rerun at a time)
+    from facehd.errors import FacehdError, InputFileError
+    from pipelines.synth import SynthConfig, check_settings
+
+    synth_config = SynthConfig(subjects=subjects, expressions=expressions, seed=seed, units="mm")
+    other = []
+    for check in (
+        lambda: check_settings(out / "synth", synth_config),
+        lambda: check_benchmark_out("now", out / "now", seed=seed),
+    ):
+        try:
+            check()
+        except InputFileError as exc:
+            other.append(str(exc))
+    priors = out / "priors.h5"
+    if other and (priors.exists() or priors.with_name("priors.h5.shards").exists()):
+        other.append(f"{priors}: fitted from the scans of the other settings")
+    if other:
+        raise FacehdError(f"{out} holds what this quickstart cannot continue: " + "; ".join(other))
 
     console.rule("1/4 synthetic scans")
     _synth_scans_cmd(out / "synth", subjects, expressions, seed, "mm")

@@ -36,7 +36,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -554,7 +554,17 @@ _COUNTS = ("subjects", "expressions", "photos")
 
 
 def record_settings(out: Path, config: SynthConfig) -> None:
-    """Check ``out``'s settings record against ``config`` and write it (``synth.json``).
+    """Check ``out``'s settings record against ``config`` (:func:`check_settings`) and write it
+    (``synth.json``)."""
+    text = json.dumps(check_settings(out, config), indent=2, sort_keys=True) + "\n"
+    path = out / SETTINGS_NAME
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text)
+
+
+def check_settings(out: Path, config: SynthConfig) -> dict[str, Any]:
+    """Check ``out``'s settings record (``synth.json``, if any) against ``config``, writing
+    nothing; the record to write.
 
     A folder made with other settings (seed, units, model, noise, ...) is refused: its finished
     scans would otherwise be kept and reported as made now. The number of subjects, expressions
@@ -601,9 +611,7 @@ def record_settings(out: Path, config: SynthConfig) -> None:
                 + "); write to another --out, or delete the folder to start over",
             )
         mine["photos"] = max(old_photos, config.photos)
-    text = json.dumps(mine, indent=2, sort_keys=True) + "\n"
-    if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        atomic_write_text(path, text)
+    return mine
 
 
 #: A scan id as :func:`sample_id` writes it (3 digits of subject and 2 of expression at least).

@@ -324,6 +324,27 @@ def test_files_synth_did_not_make_and_a_file_as_out_are_refused(tmp_path: Path) 
         assert res.exit_code == 2 and said_there in " ".join(res.output.split()), res.output
         assert sorted(p.name for p in out.iterdir()) == [inside.split("/")[0]]
         assert (out / inside).read_text() == "someone's"
+    # a quickstart of another seed there: its scans, benchmark and priors named at once, before
+    # anything is written (each step stopped on its own, one rerun after another, the last
+    # after writing new scans)
+    from benchmarks.synthetic import make_synthetic_benchmark
+
+    out = tmp_path / "qs-seed"
+    synth_scans(out / "synth", SynthConfig(subjects=1, expressions=1, seed=0, **SMALL))
+    make_synthetic_benchmark("now", out / "now", seed=0)
+    (out / "priors.h5.shards").mkdir()  # the priors build of those scans, part way
+
+    def files() -> list:  # the folders' own times move with a check of their writability
+        return sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file())
+
+    before = files()
+    res = CliRunner().invoke(app, ["quickstart", "--out", str(out), "--seed", "1"])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and "holds what this quickstart cannot continue" in said, said
+    assert "synth: holds synthetic scans made with other settings (seed 0 there, 1 now" in said
+    assert "now: holds a synthetic benchmark made with other settings" in said
+    assert "priors.h5: fitted from the scans of the other settings" in said
+    assert files() == before
 
 
 def test_more_than_asked_counts_only_synths_own_scans(tmp_path: Path) -> None:
