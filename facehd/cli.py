@@ -991,6 +991,10 @@ def build_priors_cmd(
         auto_landmarks=auto_landmarks,
     )
     with _exit_on_error(FacehdError, ValueError, ImportError):
+        if executor == "ray":  # not installed: said before any folder is made
+            from pipelines.executor import import_ray
+
+            import_ray()
         found = discover_scans(scans, landmarks)
         load_fit_model(model, config.bfm_path, config.uv_path)  # missing files: before the bar
         n_auto = sum(s.landmarks_path is None for s in found)

@@ -81,3 +81,21 @@ def test_verify_names_the_sample_with_a_nan(tmp_path):
     (tmp_path / "plain").mkdir()
     r = CliRunner().invoke(app, ["verify", str(tmp_path / "plain")])
     assert r.exit_code == 1 and "not a facehd dataset" in r.output and "shards" not in r.output
+
+
+def test_the_ray_executor_without_ray_is_refused_before_any_folder_is_made(tmp_path):
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+
+    if importlib.util.find_spec("ray") is not None:
+        pytest.skip("ray is installed here")
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    out = tmp_path / "e6" / "p.h5"
+    args = ["build-priors", "--scans", str(scans), "--out", str(out), "--executor", "ray"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "the ray executor needs Ray" in res.output, res.output
+    assert not (tmp_path / "e6").exists()
