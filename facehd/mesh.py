@@ -775,6 +775,13 @@ def load_mesh(path: str | Path, *, split_seams: bool = False) -> Mesh:
         parts = reader(data, split_seams)
     except InputFileError:
         raise
+    except _UVProblem as exc:
+        warnings.warn(
+            f"{path}: texture coordinates left out ({exc}); the geometry is read",
+            MeshFileWarning,
+            stacklevel=2,
+        )
+        parts = exc.parts
     except _Problem as exc:
         raise InputFileError(path, str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file
@@ -924,6 +931,16 @@ class MeshFileWarning(InputFileWarning):
 
 class _Problem(Exception):
     """A problem with a file's content, reported as an InputFileError by load_mesh."""
+
+
+class _UVProblem(_Problem):
+    """A problem with a file's texture coordinates alone: load_mesh keeps the geometry read
+    (``parts``, without UVs) and says, in a :class:`MeshFileWarning`, that the UVs were left
+    out. A scan's surface is what a fit needs; a broken UV table is no reason to refuse it."""
+
+    def __init__(self, message: str, parts: tuple) -> None:
+        super().__init__(message)
+        self.parts = parts
 
 
 def _triangles(faces: Any) -> np.ndarray:
@@ -1255,8 +1272,11 @@ def _read_obj_text(data: bytes, split_seams: bool) -> tuple:
     faces = fv[fan]
     if ft is None:
         return vertices, faces, None, colors
-    ft = _obj_absolute(obj, b"vt", face_lines, counts, ft)
-    table = _obj_numbers(obj, b"vt", 1, 2)
+    try:
+        ft = _obj_absolute(obj, b"vt", face_lines, counts, ft)
+        table = _obj_numbers(obj, b"vt", 1, 2)
+    except _Problem as exc:
+        raise _UVProblem(str(exc), (vertices, faces, None, colors)) from None
     if table.shape[1] == 1:  # u alone: v is 0
         table = np.concatenate([table, np.zeros_like(table)], axis=1)
     if len(table) == len(vertices) and np.array_equal(fv, ft):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from facehd.errors import InputFileError
-from facehd.mesh import Mesh, load_mesh, save_mesh
+from facehd.mesh import Mesh, MeshFileWarning, load_mesh, save_mesh
 
 QUAD = "v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 1 1\nvt 0 1\n"
 QUAD_V = np.array([[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]])
@@ -85,10 +85,17 @@ def test_relative_index_before_the_first_vertex_names_the_line(tmp_path: Path) -
         r"to vertex -4, of 3 before the line",
     ):
         _read(tmp_path, text)
-    with pytest.raises(InputFileError, match=r"line 9: .* refers to texture coordinate -5, of 4"):
-        _read(tmp_path, QUAD + "f -4/-5 -3/-3 -2/-2\n")
-    with pytest.raises(InputFileError, match=r"line 9: .* texture coordinate 5, of 4 in the file"):
-        _read(tmp_path, QUAD + "f 1/1 2/2 3/5\n")
+    # texture coordinates out of range: the geometry is read, the UVs left out, and a warning
+    # names the file and the line (a broken UV table is no reason to refuse a scan's surface)
+    for body, said in (
+        ("f -4/-5 -3/-3 -2/-2\n", r"line 9: .* refers to texture coordinate -5, of 4"),
+        ("f 1/1 2/2 3/5\n", r"line 9: .* texture coordinate 5, of 4 in the file"),
+    ):
+        with pytest.warns(MeshFileWarning, match=rf"m\.obj: texture coordinates left out.*{said}"):
+            got = _read(tmp_path, QUAD + body)
+        assert got.uvs is None
+        np.testing.assert_array_equal(got.vertices, QUAD_V)
+        np.testing.assert_array_equal(got.faces, [[0, 1, 2]])
 
 
 @pytest.mark.parametrize("split", ["usemtl", "g", "o"])
