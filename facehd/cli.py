@@ -301,6 +301,28 @@ def datasets(
     console.print(table)
 
 
+def _synth_config(
+    subjects: int,
+    expressions: int,
+    seed: int,
+    units: str,
+    photos: int = 0,
+    colours: bool = False,
+) -> Any:
+    """The :class:`pipelines.synth.SynthConfig` that ``facehd synth`` (and quickstart's first
+    step) writes scans with."""
+    from pipelines.synth import SynthConfig
+
+    return SynthConfig(
+        subjects=subjects,
+        expressions=expressions,
+        seed=seed,
+        units=units,
+        photos=photos,
+        colours=colours,
+    )
+
+
 def _synth_scans_cmd(
     out: Path,
     subjects: int,
@@ -312,7 +334,6 @@ def _synth_scans_cmd(
 ) -> list:
     from facehd.errors import FacehdError
     from pipelines.synth import (
-        SynthConfig,
         check_scans_folder,
         check_scans_room,
         own_scans,
@@ -320,14 +341,7 @@ def _synth_scans_cmd(
         synth_scans,
     )
 
-    config = SynthConfig(
-        subjects=subjects,
-        expressions=expressions,
-        seed=seed,
-        units=units,
-        photos=photos,
-        colours=colours,
-    )
+    config = _synth_config(subjects, expressions, seed, units, photos, colours)
     with _exit_on_error(FacehdError, OSError):
         check_scans_room(out, config)  # a request the disk cannot hold: before the folder is made
         check_scans_folder(out)
@@ -487,22 +501,25 @@ def quickstart(
         raise typer.Exit(2) from exc
 
 
+#: The units of quickstart's synthetic scans.
+_QUICKSTART_UNITS = "mm"
+
+
 def _quickstart(out: Path, subjects: int, expressions: int, seed: int, workers: int) -> None:
     from benchmarks.runner import run_benchmark
     from benchmarks.synthetic import check_benchmark_out, make_synthetic_benchmark
-    from facehd.errors import check_output_folder
-    from facehd.h5io import check_dataset_output
+    from facehd.errors import FacehdError, InputFileError, check_output_folder
+    from facehd.h5io import check_dataset_output, shards_dir
     from pipelines.build_priors import PriorsConfig, build_priors
+    from pipelines.synth import check_settings
 
     check_output_folder(out, "quickstart output")  # a file as --out: one line, not an OS error
     # the later steps' outputs, before the first step works: a folder in the way is said now
-    check_dataset_output(out / "priors.h5")
+    priors = out / "priors.h5"
+    check_dataset_output(priors)
     # a run of other settings there (another --seed): every part of it named at once, before
     # anything is written (the steps would each stop on their own, one rerun at a time)
-    from facehd.errors import FacehdError, InputFileError
-    from pipelines.synth import SynthConfig, check_settings
-
-    synth_config = SynthConfig(subjects=subjects, expressions=expressions, seed=seed, units="mm")
+    synth_config = _synth_config(subjects, expressions, seed, _QUICKSTART_UNITS)
     other = []
     for check in (
         lambda: check_settings(out / "synth", synth_config),
@@ -512,20 +529,19 @@ def _quickstart(out: Path, subjects: int, expressions: int, seed: int, workers: 
             check()
         except InputFileError as exc:
             other.append(str(exc))
-    priors = out / "priors.h5"
-    if other and (priors.exists() or priors.with_name("priors.h5.shards").exists()):
+    if other and (priors.exists() or shards_dir(priors).exists()):
         other.append(f"{priors}: fitted from the scans of the other settings")
     if other:
         raise FacehdError(f"{out} holds what this quickstart cannot continue: " + "; ".join(other))
 
     console.rule("1/4 synthetic scans")
-    _synth_scans_cmd(out / "synth", subjects, expressions, seed, "mm")
+    _synth_scans_cmd(out / "synth", subjects, expressions, seed, _QUICKSTART_UNITS)
     console.rule("2/4 build-priors")
     with _progress() as bar:
         task = bar.add_task("scans", total=subjects * expressions)
         result = build_priors(
             out / "synth",
-            out / "priors.h5",
+            priors,
             PriorsConfig(workers=workers),
             progress=lambda done, todo: bar.update(
                 task, completed=subjects * expressions - todo + done

@@ -756,7 +756,7 @@ def verify(
             problems.append("is a folder, not a facehd dataset (give the .h5 dataset file)")
         return report()
     if not path.is_file():
-        shards = path.with_name(path.name + ".shards")
+        shards = shards_dir(path)
         if shards.is_dir():
             problems.append(
                 f"file does not exist: its build is unfinished (its shards are in {shards.name}/); "
@@ -975,6 +975,13 @@ def _other_file(path: Path) -> str:
         return ""
 
 
+def shards_dir(path: str | Path) -> Path:
+    """The folder beside the dataset ``path`` where its build keeps its shards
+    (``<name>.shards``)."""
+    path = Path(path)
+    return path.with_name(path.name + ".shards")
+
+
 def check_dataset_output(path: str | Path) -> Path:
     """Check, before any work, that the dataset ``path`` (and its ``.shards`` folder beside it)
     can be written: not a folder, not a file other than a facehd dataset, its folder a folder
@@ -999,7 +1006,7 @@ def check_dataset_output(path: str | Path) -> Path:
         raise InputFileError(
             path, f"exists and is not a facehd dataset ({other}); choose another output"
         )
-    shards = path.with_name(path.name + ".shards")
+    shards = shards_dir(path)
     if shards.exists() and not shards.is_dir():
         raise InputFileError(
             shards, f"is a file where the build of {path.name} keeps its shards; move it away"
@@ -1079,7 +1086,7 @@ class ShardedDatasetWriter:
         self.compression_opts = compression_opts if compression == "gzip" else None
         self.chunk_bytes = int(chunk_bytes)
         self.retry_failures = retry_failures
-        self.shard_dir = self.out_path.with_name(self.out_path.name + ".shards")
+        self.shard_dir = shards_dir(self.out_path)
         self.failures_path = (
             Path(failures_path) if failures_path else self.out_path.with_name("failures.csv")
         )
