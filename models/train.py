@@ -2058,14 +2058,15 @@ def _train_stages(
     if priors is not None:
         trainer.lab()  # what the lab photos hold, in the run's log
 
-    done: list[str] = []
-    for s in STAGES:
-        p = trainer.checkpoint_path(s)
-        if p.is_file() and s not in stages:
-            data = trainer._read_own_checkpoint(p)
-            if data.get("done"):
-                done.append(s)
-    _refuse_stages_out_of_order(trainer, stages, resume)
+    # the stages whose checkpoint in the run is finished (each checkpoint read once)
+    finished = {
+        s
+        for s in STAGES
+        if trainer.checkpoint_path(s).is_file()
+        and trainer._read_own_checkpoint(trainer.checkpoint_path(s)).get("done")
+    }
+    done = [s for s in STAGES if s in finished and s not in stages]
+    _refuse_stages_out_of_order(trainer, stages, finished if resume else set())
     steps: dict[str, int] = {}
     seconds: dict[str, float] = {}
     if any(s in ("base", "hrn") for s in stages):  # the stages with a perceptual loss
@@ -2117,17 +2118,17 @@ def _model_stages(done: Sequence[str], from_init: Sequence[str]) -> list[str]:
     return [s for s in STAGES if s in done or s in from_init]
 
 
-def _refuse_stages_out_of_order(trainer: Trainer, stages: Sequence[str], resume: bool) -> None:
+def _refuse_stages_out_of_order(
+    trainer: Trainer, stages: Sequence[str], finished: set[str]
+) -> None:
     """Refuse to train a stage after a later stage of the pipeline (base, deretouch, hrn) has
     been trained in the run: that stage learnt on networks without this one's training, and
     each stage starts from the networks of the stages before it, so the run's model would
-    hold one of the two from before the other."""
+    hold one of the two from before the other. ``finished``: the stages this run resumes as
+    finished (loaded, not trained)."""
     for k, s in enumerate(STAGES):
-        if s not in stages:
+        if s not in stages or s in finished:
             continue
-        own = trainer.checkpoint_path(s)
-        if resume and own.is_file() and trainer._read_own_checkpoint(own).get("done"):
-            continue  # finished: loaded, not trained
         later = [e for e in STAGES[k + 1 :] if trainer.checkpoint_path(e).is_file()]
         if later:
             path = trainer.checkpoint_path(later[0])
