@@ -721,12 +721,10 @@ def layout_problem(dataset: str, root: str | Path) -> str | None:
         gone = [n for n in names if not (root / n).is_dir()]
         return f"no {', '.join(g + '/' for g in gone)} folder" if gone else None
 
-    if dataset == "now":
+    if dataset in ("now", "esrc"):  # ESRC's sets are read in the NoW layout
         why = missing("scans", "scans_lmks_onlypp")
-        return None if why is None else f"{why}: not the NoW layout"
-    if dataset == "esrc":
-        why = missing("scans", "scans_lmks_onlypp")
-        return None if why is None else f"{why}: not the multi-view layout bench reads"
+        layout = "the NoW layout" if dataset == "now" else "the multi-view layout bench reads"
+        return None if why is None else f"{why}: not {layout}"
     if dataset == "realy":
         data = realy_data_dir(root)
         if not (data / REALY_KEYPOINT_DIR).is_dir() or not (data / REALY_REGION_DIR).is_dir():
