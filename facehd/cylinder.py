@@ -25,7 +25,7 @@ import numpy as np
 
 from facehd._o3d import open3d
 from facehd.distances import SurfaceQuery
-from facehd.mesh import Mesh, vertices_in_faces
+from facehd.mesh import Mesh
 
 __all__ = [
     "CYLINDER_SIZE",
@@ -153,9 +153,8 @@ def cylinder_to_mesh(cyl: np.ndarray, threshold: float = 15.0, half_height: floa
     # keep the official face order: the two triangles of a pixel are consecutive
     faces = faces.reshape(2, -1, 3).transpose(1, 0, 2).reshape(-1, 3)
     faces = faces[(faces < h * w).all(axis=1)]
-    used = vertices_in_faces(faces, h * w)
-    remap = np.cumsum(used) - 1
-    return Mesh(verts[used], remap[faces])
+    mesh = Mesh(verts, faces)
+    return mesh.subset_vertices(mesh.used_vertices)[0]
 
 
 def chamfer_cd(mesh_a: Mesh, mesh_b: Mesh) -> float:

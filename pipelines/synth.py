@@ -45,7 +45,7 @@ import scipy.sparse.linalg as spla
 from facehd.csvtext import atomic_write_bytes, atomic_write_text
 from facehd.errors import InputFileError, check_output_folder
 from facehd.landmarks import NOW7_FROM_68, save_landmarks_txt
-from facehd.mesh import Mesh, load_mesh, save_mesh, vertex_normals, vertices_in_faces
+from facehd.mesh import Mesh, load_mesh, save_mesh, vertex_normals
 from facehd.morphable import MorphableModel, load_model, similarity_motion_basis
 from facehd.transforms import Similarity
 from facehd.uv import (
@@ -364,11 +364,8 @@ def _cut_holes(mesh: Mesh, centres: np.ndarray, radii: np.ndarray) -> Mesh:
     for c, r in zip(centres, radii, strict=True):
         keep &= np.linalg.norm(mesh.vertices - c, axis=1) > r
     face_ok = keep[mesh.faces].all(axis=1)
-    faces = mesh.faces[face_ok]
-    used = vertices_in_faces(faces, len(mesh.vertices))
-    remap = -np.ones(len(mesh.vertices), np.int64)
-    remap[used] = np.arange(used.sum())
-    return Mesh(vertices=mesh.vertices[used], faces=remap[faces])
+    cut = Mesh(mesh.vertices, mesh.faces[face_ok])
+    return cut.subset_vertices(cut.used_vertices)[0]
 
 
 def save_npz_deterministic(path: str | Path, **arrays: np.ndarray) -> Path:
