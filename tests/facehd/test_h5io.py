@@ -534,16 +534,21 @@ def test_process_items_survives_a_dying_worker(tmp_path):
     assert res.n_samples == 3
 
 
+def damaged_copy(good: Path, path: Path, damage) -> Path:  # noqa: ANN001
+    """A copy of the dataset ``good`` at ``path``, changed by ``damage(h5py.File)``."""
+    path.write_bytes(good.read_bytes())
+    with h5py.File(path, "r+") as f:
+        damage(f)
+    return path
+
+
 def test_a_hand_damaged_dataset_is_an_error_naming_the_file(tmp_path):
     good = build(tmp_path / "good" / "d.h5", [0, 1])
     for name, damage, problem in (
         ("no_ids.h5", lambda f: f.__delitem__("sample_id"), "no 'sample_id' table"),
         ("bad_json.h5", lambda f: f.attrs.__setitem__("fields", "{bad"), "JSONDecodeError"),
     ):
-        path = tmp_path / name
-        path.write_bytes(good.read_bytes())
-        with h5py.File(path, "r+") as f:
-            damage(f)
+        path = damaged_copy(good, tmp_path / name, damage)
         with pytest.raises(InputFileError, match=rf"{name}: damaged dataset.*{problem}"):
             open_dataset(path)
 
@@ -569,10 +574,7 @@ def test_tables_that_disagree_with_the_attributes_are_an_error_naming_the_file(t
             r"field 'count' has \(3,\) rows, expected 4",
         ),
     ):
-        path = tmp_path / name
-        path.write_bytes(good.read_bytes())
-        with h5py.File(path, "r+") as f:
-            damage(f)
+        path = damaged_copy(good, tmp_path / name, damage)
         with pytest.raises(InputFileError, match=rf"{name}: damaged dataset: {problem}"):
             open_dataset(path)
         # verify says the same, in the same words; inspect ends on that error, not a summary
