@@ -301,37 +301,9 @@ def datasets(
     console.print(table)
 
 
-def _synth_config(
-    subjects: int,
-    expressions: int,
-    seed: int,
-    units: str,
-    photos: int = 0,
-    colours: bool = False,
-) -> Any:
-    """The :class:`pipelines.synth.SynthConfig` that ``facehd synth`` (and quickstart's first
-    step) writes scans with."""
-    from pipelines.synth import SynthConfig
-
-    return SynthConfig(
-        subjects=subjects,
-        expressions=expressions,
-        seed=seed,
-        units=units,
-        photos=photos,
-        colours=colours,
-    )
-
-
-def _synth_scans_cmd(
-    out: Path,
-    subjects: int,
-    expressions: int,
-    seed: int,
-    units: str,
-    photos: int = 0,
-    colours: bool = False,
-) -> list:
+def _synth_scans_cmd(out: Path, config: Any) -> list:
+    """``facehd synth``'s scans (a :class:`pipelines.synth.SynthConfig`) into ``out``, checked,
+    made and listed."""
     from facehd.errors import FacehdError
     from pipelines.synth import (
         check_scans_folder,
@@ -341,13 +313,12 @@ def _synth_scans_cmd(
         synth_scans,
     )
 
-    config = _synth_config(subjects, expressions, seed, units, photos, colours)
     with _exit_on_error(FacehdError, OSError):
         check_scans_room(out, config)  # a request the disk cannot hold: before the folder is made
         check_scans_folder(out)
         record_settings(out, config)
     with _progress() as bar:
-        task = bar.add_task("synthetic scans", total=subjects * expressions)
+        task = bar.add_task("synthetic scans", total=config.subjects * config.expressions)
         scans = synth_scans(out, config, progress=lambda _sid: bar.advance(task))
     cols = ("scan", "vertices", "faces", "units", "outer-eye mm", "deform rms mm", "disp rms mm")
     table = PlainTable(*cols)
@@ -472,7 +443,17 @@ def synth(
         return
     subjects = 3 if subjects is None else subjects
     expressions = 2 if expressions is None else expressions
-    _synth_scans_cmd(out, subjects, expressions, seed, units, photos, colours)
+    from pipelines.synth import SynthConfig
+
+    config = SynthConfig(
+        subjects=subjects,
+        expressions=expressions,
+        seed=seed,
+        units=units,
+        photos=photos,
+        colours=colours,
+    )
+    _synth_scans_cmd(out, config)
 
 
 @app.command()
@@ -501,17 +482,13 @@ def quickstart(
         raise typer.Exit(2) from exc
 
 
-#: The units of quickstart's synthetic scans.
-_QUICKSTART_UNITS = "mm"
-
-
 def _quickstart(out: Path, subjects: int, expressions: int, seed: int, workers: int) -> None:
     from benchmarks.runner import run_benchmark
     from benchmarks.synthetic import check_benchmark_out, make_synthetic_benchmark
     from facehd.errors import FacehdError, InputFileError, check_output_folder
     from facehd.h5io import check_dataset_output, shards_dir
     from pipelines.build_priors import PriorsConfig, build_priors
-    from pipelines.synth import check_settings
+    from pipelines.synth import SynthConfig, check_settings
 
     check_output_folder(out, "quickstart output")  # a file as --out: one line, not an OS error
     # the later steps' outputs, before the first step works: a folder in the way is said now
@@ -519,7 +496,8 @@ def _quickstart(out: Path, subjects: int, expressions: int, seed: int, workers: 
     check_dataset_output(priors)
     # a run of other settings there (another --seed): every part of it named at once, before
     # anything is written (the steps would each stop on their own, one rerun at a time)
-    synth_config = _synth_config(subjects, expressions, seed, _QUICKSTART_UNITS)
+    # the scans of step 1: checked here with the config the step then writes them with
+    synth_config = SynthConfig(subjects=subjects, expressions=expressions, seed=seed, units="mm")
     other = []
     for check in (
         lambda: check_settings(out / "synth", synth_config),
@@ -535,7 +513,7 @@ def _quickstart(out: Path, subjects: int, expressions: int, seed: int, workers: 
         raise FacehdError(f"{out} holds what this quickstart cannot continue: " + "; ".join(other))
 
     console.rule("1/4 synthetic scans")
-    _synth_scans_cmd(out / "synth", subjects, expressions, seed, _QUICKSTART_UNITS)
+    _synth_scans_cmd(out / "synth", synth_config)
     console.rule("2/4 build-priors")
     with _progress() as bar:
         task = bar.add_task("scans", total=subjects * expressions)
