@@ -83,6 +83,29 @@ def test_prepare_images_refuses_an_unknown_template_before_reading_photos(tmp_pa
     assert not out.exists()
 
 
+def test_prepare_images_hd_size_bounds_are_the_pipelines(tmp_path: Path) -> None:
+    """The CLI keeps numpy out of its import, so its --hd-size bounds are literals: they must stay
+    the pipeline's own limits (a wider CLI range would pass sizes the pipeline then refuses)."""
+    import typer.main
+
+    from facehd.align import CROP_SIZE, HD_CROP_MAX, HD_CROP_SIZE
+
+    missing = str(tmp_path / "none")
+    for size, accepted in [
+        (CROP_SIZE - 1, False),
+        (CROP_SIZE, True),
+        (HD_CROP_MAX, True),
+        (HD_CROP_MAX + 1, False),
+    ]:
+        r = runner.invoke(app, ["prepare-images", "--images", missing, "--hd-size", str(size)])
+        # accepted sizes get as far as the missing folder; refused ones stop at the option
+        reached_folder = "none: does not exist" in " ".join(r.output.split())
+        assert r.exit_code == 2 and reached_folder == accepted, (size, r.output)
+    command = typer.main.get_command(app).commands["prepare-images"]
+    (option,) = [p for p in command.params if p.name == "hd_size"]
+    assert option.default == HD_CROP_SIZE
+
+
 @pytest.mark.parametrize("name", ["landmarks", "prepare-images", "reconstruct"])
 def test_help_keeps_the_install_extra_in_brackets(name: str) -> None:
     # square brackets are console markup: the extra's name must be escaped to show
