@@ -490,7 +490,9 @@ def _facescape_photos(model, shots: list, rng: np.random.Generator) -> None:  # 
 BENCHMARK_RECORD = "synth.json"
 #: FaceScape's lab views and focal-length indices by default (and from the command line).
 _LAB_VIEWS, _LAB_FOCALS = [0, 1, 9], [0, 1, 2]
-_RECORD_TOOL = "facehd synth --benchmark"
+#: The ``tool`` its record names (``facehd synth`` without ``--benchmark`` writes
+#: :data:`pipelines.synth.RECORD_TOOL` in a file of the same name).
+RECORD_TOOL = "facehd synth --benchmark"
 
 
 def _benchmark_record(root: str | Path) -> tuple[Path, dict] | None:
@@ -502,7 +504,7 @@ def _benchmark_record(root: str | Path) -> tuple[Path, dict] | None:
             record = json.loads((folder / BENCHMARK_RECORD).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(record, dict) and record.get("tool") == _RECORD_TOOL:
+        if isinstance(record, dict) and record.get("tool") == RECORD_TOOL:
             return folder, record
     return None
 
@@ -618,19 +620,21 @@ def _record(out: Path, settings: dict) -> None:
     """Check ``out`` against ``settings`` and write its ``synth.json`` (see the module), marked
     unfinished until :func:`_record_finished`."""
     _check_record(out, settings)
-    _write_record(out, {"tool": _RECORD_TOOL, **settings, "complete": False})
+    _write_record(out, {"tool": RECORD_TOOL, **settings, "complete": False})
 
 
 def _check_record(out: Path, settings: dict) -> None:
     """Refuse ``out`` when it holds a benchmark of other settings, or files this tool did not
     write (see :func:`_record`)."""
+    from pipelines.synth import RECORD_TOOL as SCANS_RECORD_TOOL
+
     path = out / BENCHMARK_RECORD
-    mine = {"tool": _RECORD_TOOL, **settings}
+    mine = {"tool": RECORD_TOOL, **settings}
     if path.is_file():
         try:
             theirs = json.loads(path.read_text(encoding="utf-8"))
-            scans = isinstance(theirs, dict) and theirs.get("tool") == "facehd synth"
-            if not scans and (not isinstance(theirs, dict) or theirs.get("tool") != _RECORD_TOOL):
+            scans = isinstance(theirs, dict) and theirs.get("tool") == SCANS_RECORD_TOOL
+            if not scans and (not isinstance(theirs, dict) or theirs.get("tool") != RECORD_TOOL):
                 raise ValueError("not written by facehd synth --benchmark")
         except ValueError as exc:
             raise InputFileError(
@@ -730,5 +734,5 @@ def make_synthetic_benchmark(
         _multiview(out, rng, n_subjects, model)
     else:
         _facescape(out, rng, n_subjects, model, tuple(lab_views), tuple(lab_focals))
-    _write_record(out, {"tool": _RECORD_TOOL, **settings, "complete": True})
+    _write_record(out, {"tool": RECORD_TOOL, **settings, "complete": True})
     return out

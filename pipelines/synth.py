@@ -537,6 +537,9 @@ def write_scan(
 
 #: The settings record of a folder of synthetic scans.
 SETTINGS_NAME = "synth.json"
+#: The ``tool`` its record names (a synthetic benchmark's record, of the same file name, names
+#: :data:`benchmarks.synthetic.RECORD_TOOL`).
+RECORD_TOOL = "facehd synth"
 
 
 def _settings(config: SynthConfig) -> dict[str, object]:
@@ -574,14 +577,16 @@ def check_settings(out: Path, config: SynthConfig) -> dict[str, Any]:
     """
     if config.seed < 0:  # numpy refuses it, after the record was written
         raise ValueError(f"seed must be >= 0, got {config.seed}")
+    from benchmarks.synthetic import RECORD_TOOL as BENCHMARK_RECORD_TOOL
+
     path = out / SETTINGS_NAME
-    mine = {"tool": "facehd synth", "settings": _settings(config), "photos": config.photos}
+    mine = {"tool": RECORD_TOOL, "settings": _settings(config), "photos": config.photos}
     if path.is_file():
         try:
             theirs = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise InputFileError(path, f"not a facehd synth settings record ({exc})") from exc
-        if isinstance(theirs, dict) and theirs.get("tool") == "facehd synth --benchmark":
+        if isinstance(theirs, dict) and theirs.get("tool") == BENCHMARK_RECORD_TOOL:
             raise InputFileError(
                 out,
                 f"holds a synthetic {theirs.get('benchmark', '')} benchmark (facehd synth "
