@@ -520,7 +520,9 @@ class CpuBackend(RasterBackend):
             o3d.core.Tensor(vc.numpy().astype(np.float32)),
             o3d.core.Tensor(sub.numpy().astype(np.uint32)),
         )
-        rays = torch.cat([torch.zeros_like(dirs), dirs], dim=1).to(torch.float32).numpy()
+        # Rays start on the near plane (``dirs`` have z = 1): Embree reports hits at t >= 0, so
+        # the parts of triangles straddling it that lie closer are not seen, as in the z-buffer.
+        rays = torch.cat([dirs * self.near, dirs], dim=1).to(torch.float32).numpy()
         hit = scene.cast_rays(o3d.core.Tensor(rays), nthreads=self.threads)
         prim = torch.from_numpy(hit["primitive_ids"].numpy().astype(np.int64))
         ok = prim != int(scene.INVALID_ID)

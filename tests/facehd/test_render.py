@@ -8,6 +8,7 @@ a CPU reference of nvdiffrast's primitives (``nvdiffrast_reference.py``).
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 from pathlib import Path
 
@@ -159,8 +160,11 @@ def test_sphere_matches_analytic_sh_image(kind: str) -> None:
     assert float(img[~mask].abs().max()) == 0.0
 
 
-def brute_force_raycast(verts_cam: np.ndarray, faces: np.ndarray, K: np.ndarray, size):
-    """Nearest triangle per pixel centre by testing every ray against every triangle."""
+def brute_force_raycast(
+    verts_cam: np.ndarray, faces: np.ndarray, K: np.ndarray, size, near: float = 0.0
+):
+    """Nearest triangle per pixel centre by testing every ray against every triangle (hits at
+    camera depth ``near`` or closer do not count)."""
     h, w = size
     rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     pix = np.stack([cols.ravel(), rows.ravel(), np.ones(h * w)], 1)
@@ -176,7 +180,7 @@ def brute_force_raycast(verts_cam: np.ndarray, faces: np.ndarray, K: np.ndarray,
         q = np.cross(tvec, e1[None])
         vv = (d[:, None] * q).sum(-1) * inv
         t = (e2[None] * q).sum(-1) * inv
-        ok = (np.abs(det) > 1e-12) & (u >= 0) & (vv >= 0) & (u + vv <= 1) & (t > 0)
+        ok = (np.abs(det) > 1e-12) & (u >= 0) & (vv >= 0) & (u + vv <= 1) & (t > near)
     t = np.where(ok, t, np.inf)
     best = t.argmin(1)
     rows = np.arange(len(t))
@@ -245,6 +249,41 @@ def test_zbuffer_hands_near_plane_crossings_to_ray_casting() -> None:
     face_ref, point_ref, _ = brute_force_raycast(vc.numpy(), f.numpy(), cam.K[0].numpy(), (48, 48))
     assert bool(frags.mask.all()) and (face_ref >= 0).all()
     np.testing.assert_allclose(frags.depth[0].numpy(), point_ref[..., 2], atol=1e-3)
+
+
+@pytest.mark.parametrize("visibility", ["zbuffer", "raycast"])
+def test_random_triangle_soups_match_brute_force_with_a_near_plane(visibility: str) -> None:
+    # Small random meshes whose triangles overlap, leave the image, lie behind the camera,
+    # straddle the near plane or are degenerate: each pixel centre sees the nearest triangle
+    # that covers it beyond ``near`` (a ray from the camera against every triangle), whichever
+    # path (z-buffer, or ray casting for the meshes crossing the near plane) the backend takes.
+    near = 0.8
+    K = np.array([[9.0, 0.0, 7.37], [0.0, 8.5, 6.21], [0.0, 0.0, 1.0]])
+    cam = PinholeCamera.from_matrices(K, np.eye(3), np.zeros(3), (13, 16))
+    rng = np.random.default_rng(5)
+    triples = np.array(list(itertools.combinations(range(14), 3)))
+    straddling = 0
+    for trial in range(24):
+        z = rng.uniform(0.3 if trial % 2 else 1.0, 4.0, 14)
+        vc = np.c_[rng.uniform(-1.2, 1.2, (14, 2)) * z[:, None], z]
+        if trial % 3 == 0:
+            vc[:3, 2] *= -1.0  # behind the camera
+        # distinct triangles (a repeated one ties everywhere), either winding
+        faces = rng.permuted(triples[rng.choice(len(triples), 12, replace=False)], axis=1)
+        faces[0] = [faces[0, 0], faces[0, 0], faces[0, 1]]  # a degenerate triangle
+        zf = vc[faces, 2]
+        straddling += int(((zf > near).any(1) & (zf <= near).any(1)).any())
+        frags = CpuBackend(visibility, near=near).rasterize(
+            torch.tensor(vc), torch.tensor(faces), cam
+        )
+        face_ref, point_ref, bary_ref = brute_force_raycast(vc, faces, K, (13, 16), near)
+        ids = frags.face_ids[0].numpy()
+        np.testing.assert_array_equal(ids, face_ref, err_msg=f"trial {trial}")
+        hit = face_ref >= 0
+        np.testing.assert_allclose(frags.depth[0].numpy()[hit], point_ref[hit][:, 2], atol=1e-9)
+        np.testing.assert_allclose(frags.barycentrics[0].numpy()[hit], bary_ref[hit], atol=1e-9)
+        assert bool((frags.depth[0].numpy()[hit] > near).all())
+    assert straddling >= 8
 
 
 def _fd_setup(dtype=torch.float64):
