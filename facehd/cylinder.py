@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facehd._o3d import open3d
-from facehd.distances import SurfaceQuery
+from facehd.distances import SurfaceQuery, surface_centre
 from facehd.mesh import Mesh
 
 __all__ = [
@@ -55,7 +55,7 @@ class CylinderMap:
 
 def _ray_scene(mesh: Mesh) -> tuple[object, np.ndarray]:
     o3d = open3d()
-    centre = 0.5 * (mesh.vertices.min(axis=0) + mesh.vertices.max(axis=0))
+    centre = surface_centre(mesh, "ray casting")
     scene = o3d.t.geometry.RaycastingScene(nthreads=1)
     scene.add_triangles(
         o3d.core.Tensor(np.ascontiguousarray(mesh.vertices - centre, dtype=np.float32)),

@@ -4,7 +4,8 @@
 float32, which alone would limit accuracy to about 1e-7 of the coordinates' magnitude and could pick
 the wrong one of two nearly equidistant triangles. So:
 
-1. coordinates are re-centred on the mesh's bounding-box centre before they go to float32;
+1. coordinates are re-centred on the bounding-box centre of the vertices the faces use before they
+   go to float32 (a vertex of a face with a NaN or inf coordinate is refused, naming it);
 2. Embree's answer gives a candidate triangle; the exact closest point is then recomputed in
    float64 on that triangle **and** on every triangle sharing a vertex with it (which includes
    its edge neighbours), and the nearest is kept (the Embree triangle wins exact ties).
@@ -35,6 +36,7 @@ __all__ = [
     "normal_angle_error",
     "closest_points_on_triangles",
     "spatial_order",
+    "surface_centre",
 ]
 
 #: Points processed per block (bounds the memory of the float64 refinement).
@@ -242,6 +244,28 @@ def spatial_order(points: np.ndarray) -> np.ndarray:
     return np.lexsort((points[:, 2], points[:, 1], points[:, 0], _morton_codes(points)))
 
 
+def surface_centre(mesh: Mesh, who: str) -> np.ndarray:
+    """(3,) centre of the bounding box of the vertices ``mesh``'s faces use, where Embree's
+    float32 coordinates are re-centred (vertices no face uses, NaN or far away, play no part).
+
+    Raises
+    ------
+    DegenerateInputError
+        A vertex of a face has a NaN or infinite coordinate (``who`` names the caller).
+    """
+    used = mesh.vertices[mesh.used_vertices]
+    finite = np.isfinite(used).all(axis=1)
+    if not finite.all():
+        i = int(np.flatnonzero(mesh.used_vertices)[np.argmin(finite)])
+        raise DegenerateInputError(
+            f"{who}: {int((~finite).sum())} vertices of faces have NaN or inf coordinates (the "
+            f"first: number {i} counting from 0)"
+        )
+    if len(used) == 0:
+        return np.zeros(3)
+    return 0.5 * (used.min(axis=0) + used.max(axis=0))
+
+
 class SurfaceQuery:
     """Closest-point and ray queries against one triangle mesh (built once, queried often).
 
@@ -261,8 +285,7 @@ class SurfaceQuery:
         self.nthreads = int(nthreads)
         self._v = mesh.vertices
         self._f = mesh.faces
-        lo, hi = self._v.min(axis=0), self._v.max(axis=0)
-        self.center = 0.5 * (lo + hi)
+        self.center = surface_centre(mesh, "SurfaceQuery")
         self._scene = o3d.t.geometry.RaycastingScene(nthreads=self.nthreads)
         self._scene.add_triangles(
             o3d.core.Tensor(np.ascontiguousarray(self._v - self.center, dtype=np.float32)),

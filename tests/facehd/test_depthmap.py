@@ -47,3 +47,18 @@ def test_no_common_pixel_is_a_clear_error() -> None:
     aside = Mesh(gt.vertices + [200.0, 0.0, 0.0], gt.faces)
     with pytest.raises(DegenerateInputError, match="does not overlap"):
         slide_to_depth(gt, aside, Perspective(k), 64)
+
+
+def test_a_vertex_no_face_uses_changes_no_depth_and_a_nan_corner_is_named() -> None:
+    """A NaN vertex no face uses moved every ray into NaN: an empty map, silently."""
+    k = np.array([[500.0, 0, 32.0], [0, 500.0, 32.0], [0, 0, 1]])
+    cam = Perspective(k)
+    gt = _plane(300.0)
+    depth = render_depth(gt, cam, 64)
+    for extra in ([np.nan, 0.0, 0.0], [0.0, 1e9, -1e9]):
+        unused = Mesh(np.vstack([gt.vertices, [extra]]), gt.faces)
+        np.testing.assert_allclose(render_depth(unused, cam, 64), depth, rtol=0, atol=1e-9)
+    v = gt.vertices.copy()
+    v[4, 2] = np.inf
+    with pytest.raises(DegenerateInputError, match=r"vertices of faces have NaN or inf.*number 4"):
+        render_depth(Mesh(v, gt.faces), cam, 64)

@@ -219,3 +219,20 @@ def test_shape_checks() -> None:
         q.cast(np.zeros((3, 3)), np.ones((2, 3)))
     with pytest.raises(ValueError, match="shapes differ"):
         normal_angle_error(np.ones((3, 3)), np.ones((2, 3)))
+
+
+def test_vertices_no_face_uses_play_no_part_and_nan_corners_are_named() -> None:
+    mesh = bumpy_sphere(2)
+    pts = near_surface_points(mesh, 200, spread=2.0, seed=3)
+    ref = SurfaceQuery(mesh).closest(pts)
+    for extra in ([np.nan, 0.0, 0.0], [np.inf, 1.0, 2.0], [1e9, -1e9, 1e9]):
+        # an unused vertex (a NaN one made every answer an index error; a far one cost float32
+        # precision of the whole surface)
+        with_unused = Mesh(np.vstack([mesh.vertices, [extra]]), mesh.faces)
+        got = SurfaceQuery(with_unused).closest(pts)
+        np.testing.assert_allclose(got.distances, ref.distances, rtol=0, atol=1e-9)
+        np.testing.assert_array_equal(got.face_ids, ref.face_ids)
+    v = mesh.vertices.copy()
+    v[7, 1] = np.nan
+    with pytest.raises(DegenerateInputError, match=r"1 vertices of faces have NaN.*number 7"):
+        SurfaceQuery(Mesh(v, mesh.faces))
