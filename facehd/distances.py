@@ -287,9 +287,16 @@ class SurfaceQuery:
         self._f = mesh.faces
         self.center = surface_centre(mesh, "SurfaceQuery")
         self._scene = o3d.t.geometry.RaycastingScene(nthreads=self.nthreads)
+        v32 = np.ascontiguousarray(self._v - self.center, dtype=np.float32)
+        # Open3D's point-triangle test divides 0 by 0 on a triangle whose first two corners
+        # coincide (in float32), so its closest-point query never reports such a triangle (a
+        # segment, a welded or collapsed face): hand those to Embree starting from their second
+        # corner, the same triangle under the same face id
+        first_two = np.all(v32[self._f[:, 0]] == v32[self._f[:, 1]], axis=1)
+        f_embree = np.where(first_two[:, None], self._f[:, [1, 2, 0]], self._f)
         self._scene.add_triangles(
-            o3d.core.Tensor(np.ascontiguousarray(self._v - self.center, dtype=np.float32)),
-            o3d.core.Tensor(np.ascontiguousarray(self._f, dtype=np.uint32)),
+            o3d.core.Tensor(v32),
+            o3d.core.Tensor(np.ascontiguousarray(f_embree, dtype=np.uint32)),
         )
         # vertex -> incident faces (CSR), to gather each candidate's neighbour triangles
         flat = self._f.ravel()

@@ -221,6 +221,46 @@ def test_shape_checks() -> None:
         normal_angle_error(np.ones((3, 3)), np.ones((2, 3)))
 
 
+def test_triangles_whose_first_two_corners_coincide_are_found() -> None:
+    """Open3D's closest-point query never reports a triangle whose first two corners are at one
+    point (a segment: a collapsed or welded face), by index or by (float32) position; such a
+    triangle can be the nearest part of the surface."""
+    rng = np.random.default_rng(5)
+    v = rng.normal(size=(40, 3)) * 10.0
+    f = rng.integers(0, 40, size=(30, 3))
+    f[:10, 1] = f[:10, 0]  # repeated index
+    v[30] = v[31] + 1e-9 * v[31]  # equal in float32, not in float64 (a 1e-8 mm edge)
+    f[10] = [30, 31, 32]
+    mesh = Mesh(v, f)
+    pts = np.concatenate(
+        [
+            rng.normal(size=(300, 3)) * 12.0,
+            0.5 * (v[f[:11, 0]] + v[f[:11, 2]]) + rng.normal(size=(11, 3)) * 0.01,
+        ]
+    )
+    got = SurfaceQuery(mesh).closest(pts)
+    ref = np.array([min(reference_segment_or_triangle(p, v[t]) for t in f) for p in pts])
+    np.testing.assert_allclose(got.distances, ref, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(pts - got.points, axis=1), got.distances)
+    # a surface made only of such triangles: Embree alone reports none of them
+    seg = Mesh(np.array([[0.0, 0, 0], [4, 0, 0], [1, 1, 0]]), np.array([[0, 0, 1]]))
+    got = SurfaceQuery(seg).closest(np.array([[2.0, 0.0, 0.5], [5.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(got.distances, [0.5, 1.0])
+
+
+def reference_segment_or_triangle(p: np.ndarray, tri: np.ndarray) -> float:
+    """Distance to a triangle, or to the segments of its corners when it has no area."""
+    a, b, c = tri
+    if np.linalg.norm(np.cross(b - a, c - a)) > 1e-9 * max(np.ptp(tri, axis=0).max(), 1e-300):
+        return reference_point_triangle(p, tri)
+    best = np.inf
+    for e0, e1 in ((a, b), (b, c), (c, a)):
+        ll = np.dot(e1 - e0, e1 - e0)
+        t = 0.0 if ll == 0 else np.clip(np.dot(p - e0, e1 - e0) / ll, 0.0, 1.0)
+        best = min(best, float(np.linalg.norm(p - (e0 + t * (e1 - e0)))))
+    return best
+
+
 def test_vertices_no_face_uses_play_no_part_and_nan_corners_are_named() -> None:
     mesh = bumpy_sphere(2)
     pts = near_surface_points(mesh, 200, spread=2.0, seed=3)
