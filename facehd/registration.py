@@ -243,7 +243,8 @@ def _evaluate(
     dist = d[inl]
     fn = query.mesh.face_normals[cp.face_ids[inl]]
     interior = (cp.barycentrics[inl] > 1e-9).all(axis=1)
-    extent = float(np.ptp(query.mesh.vertices, axis=0).max()) or 1.0
+    mesh = query.mesh
+    extent = float(np.ptp(mesh.vertices[mesh.used_vertices], axis=0).max()) or 1.0
     use_dir = ~interior & (dist > 1e-12 * extent)
     u = fn.copy()
     u[use_dir] = diff[use_dir] / dist[use_dir, None]

@@ -147,3 +147,16 @@ def test_bad_inputs(surface: Mesh) -> None:
         icp_point_to_plane(src, surface, crop_radius=5.0)
     with pytest.raises(ValueError, match="method"):
         icp_point_to_plane(src, surface, method="gicp")  # type: ignore[arg-type]
+
+
+def test_a_vertex_no_face_uses_changes_no_surface_solve(surface: Mesh) -> None:
+    """A NaN vertex no face uses made the mesh's extent NaN, and with it every residual on an
+    edge or corner a distance along the face normal instead of to the closest point."""
+    truth = known_motion(4.0, 3.0, scale=1.05, seed=8)
+    pts = scan_of(surface, truth, 600, seed=8, noise=0.3) * 1.02
+    ref = icp_point_to_plane(pts, surface, with_scale=True, max_distance=np.inf)
+    for extra in ([np.nan, 0.0, 0.0], [1e6, 0.0, 0.0]):
+        unused = Mesh(np.vstack([surface.vertices, [extra]]), surface.faces)
+        got = icp_point_to_plane(pts, unused, with_scale=True, max_distance=np.inf)
+        assert got.iterations == ref.iterations
+        assert got.transform.allclose(ref.transform, atol=1e-9)
