@@ -11,7 +11,8 @@ This reader takes exactly that part of the language:
   from outside). One face set keeps its points as they are, in file order; of several (a scan
   exported in patches, or sets sharing a coordinate list), each keeps the points it uses, and
   points at the same position are merged into one vertex, so that the surface is connected;
-- ``DEF`` / ``USE`` of the ``Coordinate``, ``TextureCoordinate`` and ``Color`` nodes;
+- ``DEF`` / ``USE`` of the ``Coordinate``, ``TextureCoordinate`` and ``Color`` nodes (a ``USE``
+  that places an ``IndexedFaceSet``, or a node holding one, a second time is refused);
 - ``Transform`` nodes (``translation``, ``rotation``, ``scale``, ``scaleOrientation``,
   ``center``, nested) around the geometry, applied to the points;
 - texture coordinates: per vertex when every point is always used with the same texture
@@ -299,11 +300,13 @@ def read_wrl(
         raise VrmlError("not a VRML 2.0 file (its first line is not '#VRML V2.0 ...')")
     body = _strip_comments(text)
     braces = _Doc.of(body)
+    uses = re.findall(r"\bUSE\s+([^\s{}\[\]]+)", body)  # also those inside moved-out lists
     body = braces.text
     if re.search(r"\bInline\s*\{", body):
         raise VrmlError(
             "Inline nodes (geometry in other files) are not supported; export the scan as one file"
         )
+    _refuse_instanced_geometry(body, braces, uses)
     defs: dict[str, np.ndarray] = {}
     for m in _DEF_NODE.finditer(body):
         defs[m.group(1)] = _node_array(body, braces, m.end() - 1, m.group(2))
@@ -327,6 +330,24 @@ def read_wrl(
     if not sets:
         raise VrmlError("no IndexedFaceSet geometry (not a surface scan)")
     return _concatenate(sets, split_seams)
+
+
+def _refuse_instanced_geometry(body: str, braces: _Doc, uses: list[str]) -> None:
+    """A ``USE`` of a DEF'd node that holds an ``IndexedFaceSet`` (the face set, or a ``Shape``
+    or grouping node around it) places its geometry a second time, which this reader (finding
+    each face set once, where it is written) would silently leave out: refuse it."""
+    holding: dict[str, str] = {}
+    for m in re.finditer(r"\bDEF\s+([^\s{}\[\]]+)\s+([A-Za-z_]\w*)\s*\{", body):
+        o, c = braces.block(m.end() - 1)
+        if m.group(2) == "IndexedFaceSet" or re.search(r"\bIndexedFaceSet\s*\{", body[o:c]):
+            holding[m.group(1)] = m.group(2)
+    for name in uses:
+        if name in holding:
+            raise VrmlError(
+                f"USE {name} places the geometry of the {holding[name]} DEF'd as {name} a second "
+                "time, which is not supported (export the scan with each IndexedFaceSet written "
+                "out)"
+            )
 
 
 def _face_set(

@@ -305,6 +305,18 @@ def test_wrl_texture_coordinates_with_seams(tmp_path: Path) -> None:
         ("Shape { geometry IndexedFaceSet { coord USE nowhere coordIndex [ 0 1 2 ] } }", "USE"),
         ("Shape { geometry IndexedFaceSet { coordIndex [ 0 1 2 ] }", "unclosed"),
         ('Inline { url "head.wrl" }', "Inline"),
+        (  # a second instance of the geometry was left out, silently
+            "Transform { children [ Shape { geometry DEF F IndexedFaceSet { coord Coordinate {"
+            " point [ 0 0 0, 1 0 0, 0 1 0 ] } coordIndex [ 0 1 2 -1 ] } } ] }\n"
+            "Transform { translation 0 20 0 children [ Shape { geometry USE F } ] }",
+            "USE F places the geometry of the IndexedFaceSet DEF'd as F a second time",
+        ),
+        (
+            "DEF head Transform { children [ Shape { geometry IndexedFaceSet { coord Coordinate"
+            " { point [ 0 0 0, 1 0 0, 0 1 0 ] } coordIndex [ 0 1 2 -1 ] } } ] }\n"
+            "Transform { scale -1 1 1 children [ USE head ] }",
+            "USE head places the geometry of the Transform DEF'd as head",
+        ),
     ],
 )
 def test_bad_vrml_files_name_the_problem(tmp_path: Path, body: str | None, problem: str) -> None:
