@@ -89,11 +89,16 @@ class Similarity:
         """Build from a (4, 4) homogeneous matrix ``[[s R, t], [0, 1]]``.
 
         The scale is the root-mean-square column norm of the upper-left block; the block divided by
-        it must be orthogonal (to 1e-6), otherwise a ``ValueError`` is raised.
+        it must be orthogonal (to 1e-6) and the bottom row ``[0, 0, 0, 1]`` (to 1e-9: a projective
+        matrix is not a similarity), otherwise a ``ValueError`` is raised.
         """
         m = np.asarray(matrix, dtype=np.float64)
         if m.shape != (4, 4):
             raise ValueError(f"from_matrix: expected a (4, 4) matrix, got {m.shape}")
+        if not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0], rtol=0.0, atol=1e-9):
+            raise ValueError(
+                f"from_matrix: the bottom row must be [0, 0, 0, 1] (a similarity), got {m[3]}"
+            )
         block = m[:3, :3]
         scale = float(np.sqrt(np.mean(np.sum(block**2, axis=0))))
         if scale <= 0 or not np.isfinite(scale):

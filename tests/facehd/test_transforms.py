@@ -71,6 +71,14 @@ def test_similarity_rejects_bad_values() -> None:
         Similarity.identity().apply(np.zeros((4, 2)))
     with pytest.raises(ValueError, match="orthogonal"):
         Similarity.from_matrix(np.diag([1.0, 2.0, 3.0, 1.0]))
+    # a projective bottom row would be dropped silently: x -> (M x) / w is no similarity
+    projective = np.eye(4)
+    projective[3, 2] = 0.1
+    with pytest.raises(ValueError, match=r"bottom row must be \[0, 0, 0, 1\]"):
+        Similarity.from_matrix(projective)
+    scaled = 2.0 * np.eye(4)  # the homogeneous w = 2 too: not [[s R, t], [0, 1]]
+    with pytest.raises(ValueError, match="bottom row"):
+        Similarity.from_matrix(scaled)
 
 
 # --- Procrustes -------------------------------------------------------------------------------
