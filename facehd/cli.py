@@ -1331,6 +1331,13 @@ def _model_notes(recon: Any, checkpoint: Path, refine: Any = None) -> None:
             f"{', '.join(stages) or 'none'}): M1 and M2 come from untrained networks",
             soft_wrap=True,
         )
+    if stages is not None and "hrn" in stages and "deretouch" not in stages:
+        console.print(
+            f"[yellow]note:[/yellow] {esc(checkpoint)} holds no trained de-retouching network: "
+            "the texture is the base albedo A0 (for the official HRN checkpoint give its "
+            "de-retouching file with --deretouch)",
+            soft_wrap=True,
+        )
     options = getattr(getattr(recon, "config", None), "hrn_options", None)
     trained = int(getattr(options, "refine_steps", 0) or 0)
     if trained > 0 and refine is None:
@@ -1396,7 +1403,9 @@ def train_cmd(
     ),
     resume: bool = typer.Option(False, help="Continue the run in --out exactly."),
     init: Path = typer.Option(
-        None, help="Start from this checkpoint (a model.pt or the official HRN checkpoint)."
+        None,
+        help="Start from this checkpoint (a model.pt, the official HRN checkpoint or "
+        "Deep3DFaceRecon's net_recon).",
     ),
     steps: int = typer.Option(None, min=0, help="Override the steps of the selected stages."),
     bfm: Path = typer.Option(None, help="BFM_model_front.mat (configs on the BFM)."),

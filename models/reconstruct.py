@@ -175,6 +175,16 @@ def load_system(
         model = load_model("bfm", bfm_path=bfm_path, uv_path=uv_path)
         system = FaceSystem(cfg.model, model, cfg.image_size, "cpu")
         system.hrn.load_official(data, deretouch, name=str(path))
+        if deretouch is None:
+            # its de-retouching network is in another file: without it, "no retouching" (the
+            # output layer at zero: blend 0.5, T0 = T, A' = A0, as training starts it), not a
+            # network at its random initialisation that would paint the texture
+            out_layer = system.hrn.deretouch.generator.outc.conv
+            torch.nn.init.zeros_(out_layer.weight)
+            torch.nn.init.zeros_(out_layer.bias)
+            system.trained_stages = ("base", "hrn")
+        else:
+            system.trained_stages = ("base", "deretouch", "hrn")
     else:
         raise InputFileError(
             path,

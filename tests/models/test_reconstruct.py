@@ -307,6 +307,42 @@ def test_official_checkpoint_layout_with_a_bfm(hrn_data, tmp_path, one_thread):
     assert np.abs(a.m1 - a.m0).max() > 0
 
 
+def test_official_checkpoint_without_its_deretouching_file_keeps_the_base_albedo(
+    hrn_data, tmp_path, one_thread
+):
+    """HRN's de-retouching network is in a second file: loaded without it, the texture is the
+    base albedo A0 (what --base-texture writes), not the paint of a U-Net at its random
+    initialisation; the system says which stages it holds."""
+    from facehd.uv import rasterize_uv
+
+    source, with_drm, cfg = _official_bfm_system(tmp_path)
+    assert with_drm.trained_stages == ("base", "deretouch", "hrn")
+    mat, uv = tmp_path / "BFM_model_front.mat", tmp_path / "uv.npy"
+
+    def load() -> Any:
+        return load_system(
+            tmp_path / "hrn.pth", bfm_path=mat, uv_path=uv, network=cfg.model.network
+        )[0]
+
+    system = load()
+    assert system.trained_stages == ("base", "hrn")
+    crop = crop_of(hrn_data)[None]
+    recon = Reconstructor(system, cfg)
+    got = recon.run_crops(crop)[0]
+    base = Reconstructor(load(), cfg, base_texture=True).run_crops(crop)[0]
+    # A0 made here: the clamped per-vertex albedo of M0's coefficients, interpolated into UV
+    with torch.no_grad():
+        coarse = system.coarse(recon._images(crop))
+    table = rasterize_uv(system.uv_layout, np.array(system.model.faces), got.texture.shape[:2])
+    a0 = table.interpolate(coarse.albedo)[0].numpy()
+    np.testing.assert_allclose(got.texture, base.texture, atol=1e-6)
+    np.testing.assert_allclose(got.texture, a0, atol=1e-5)
+    np.testing.assert_array_equal(got.m1, base.m1)
+    # with the file, the de-retouched albedo differs from A0
+    drm = Reconstructor(with_drm, cfg).run_crops(crop)[0]
+    assert np.abs(drm.texture - a0).max() > 1e-3
+
+
 def test_refine_and_fit_with_the_official_layout_and_a_bfm(hrn_data, tmp_path, one_thread):
     """``--refine-steps`` and ``--fit-iterations`` on an official checkpoint with the BFM: both
     objectives drop, and the fitted face stays in millimetres (the BFM is in decimetres): its M1 is
