@@ -80,6 +80,7 @@ from models.augment import AugmentConfig, deep3d_augment
 from models.checkpoints import (
     MORPHABLE_SIZES,
     check_parts,
+    load_state_into,
     morphable_brief,
     morphable_record,
     read_checkpoint,
@@ -1038,9 +1039,9 @@ class Trainer:
         )
 
     def load_networks(self, source: str | Path) -> list[str]:
-        """Initialise the networks from a facehd checkpoint / model file, or the official HRN
-        checkpoint (then the de-retouching module keeps its initialisation). Returns the stages
-        the source had finished."""
+        """Initialise the networks from a facehd checkpoint / model file, the official HRN
+        checkpoint (then the de-retouching module keeps its initialisation) or Deep3DFaceRecon's
+        (``net_recon`` alone: the face analyzer). Returns the stages the source had finished."""
         path = Path(source)
         data = read_checkpoint(path)
         if data.get("format") in (CHECKPOINT_FORMAT, MODEL_FORMAT):
@@ -1063,9 +1064,15 @@ class Trainer:
                 "neither a facehd checkpoint (no 'format' entry) nor HRN's official one (none of "
                 f"{', '.join(official)}); entries: {', '.join(map(str, list(data)[:8]))}",
             )
+        if "net_recon" in data and not any(k in data for k in official[1:]):
+            # Deep3DFaceRecon's checkpoint: HRN's base model, the face analyzer alone
+            load_state_into(
+                self.system.hrn.net_recon, data["net_recon"], part="net_recon", source=str(path)
+            )
+            return ["base"]
         self.system.hrn.load_official(data, name=str(path))
         # its face analyzer and detail networks are trained; de-retouching is not in it
-        return ["base", "hrn"] if all(k in data for k in official) else ["base"]
+        return ["base", "hrn"]
 
     # ------------------------------------------------------------------ stage loop
     def run_stage(

@@ -1083,3 +1083,30 @@ def test_a_config_yaml_edited_in_the_run_folder_is_refused_on_resume(
         train(edited, out, stages=["base"], resume=True, photos=hrn_data.photos)
     (out / "config.yaml").write_text(text)
     train(cfg, out, stages=["base"], resume=True, photos=hrn_data.photos)
+
+
+def test_init_from_deep3dfacerecons_checkpoint_loads_its_face_analyzer(tmp_path, one_thread):
+    """Deep3DFaceRecon's ``epoch_20.pth`` holds ``net_recon`` (and its optimiser), no detail
+    networks: --init takes its face analyzer and counts the base stage as done; a net_recon of
+    another layout is refused naming the file and the keys."""
+    from models.analyzer import FaceAnalyzer
+    from models.checkpoints import CheckpointError
+    from models.train import Trainer
+
+    cfg = tiny_config()
+    trainer = Trainer(cfg, tmp_path / "run")
+    own = trainer.system.hrn.net_recon
+    torch.manual_seed(3)
+    source = FaceAnalyzer(own.layout, layers=own.backbone.layers_config, width=own.backbone.width)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.normal_(0.0, 0.1)
+    path = tmp_path / "epoch_20.pth"
+    torch.save({"net_recon": source.state_dict(), "opt_00": {"state": {}}, "epoch": 20}, path)
+    assert trainer.load_networks(path) == ["base"]
+    for key, value in source.state_dict().items():
+        assert torch.equal(own.state_dict()[key].cpu(), value), key
+    other = FaceAnalyzer(own.layout, layers=(1, 1, 1, 1), width=own.backbone.width * 2)
+    torch.save({"net_recon": other.state_dict()}, path)
+    with pytest.raises(CheckpointError, match=r"(?s)epoch_20\.pth \[net_recon\].*shape mismatch"):
+        trainer.load_networks(path)
