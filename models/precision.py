@@ -42,6 +42,7 @@ __all__ = [
     "full_precision",
     "mixed_precision",
     "mixed_precision_runs",
+    "onednn_bfloat16",
     "run_in_bfloat16",
 ]
 
@@ -143,6 +144,18 @@ def _pointwise_conv_op() -> Any:
         return None
 
 
+@functools.cache
+def onednn_bfloat16() -> bool:
+    """Whether this CPU's oneDNN computes bfloat16 convolutions (AVX-512 BW/VL/DQ or
+    AVX-NE-CONVERT). Without them its kernels refuse bfloat16 ("bf16 path needs the cpu support
+    ..."), while PyTorch's own convolution still computes it (slowly)."""
+    mkldnn = getattr(torch.ops, "mkldnn", None)
+    try:
+        return bool(mkldnn is not None and mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 class ConvReLU(nn.Module):
     """``relu(conv(x))`` for inference, with a BatchNorm in eval mode folded into the
     convolution's weights; on a CPU, one oneDNN call with the ReLU fused in (no pass over the
@@ -180,7 +193,12 @@ class ConvReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         op = _pointwise_conv_op()
-        if op is not None and x.device.type == "cpu" and x.dtype == self.weight.dtype:
+        if (
+            op is not None
+            and x.device.type == "cpu"
+            and x.dtype == self.weight.dtype
+            and (x.dtype != torch.bfloat16 or onednn_bfloat16())
+        ):
             attr = "relu" if self.relu else "none"
             return op(
                 x, self.weight, self.bias, self.padding, self.stride, self.dilation,

@@ -8,6 +8,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import models.precision as precision
@@ -59,6 +60,34 @@ def test_conv_relu_matches_conv_batchnorm_relu(
     assert (ref == 0).any() and (ref > 0).any()  # the ReLU clipped something
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got_plain, conv(x).detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_conv_relu_in_bfloat16_without_onednn_bfloat16_uses_torchs_convolution(monkeypatch):
+    """On a CPU whose oneDNN has no bfloat16 kernels (no AVX-512 BW/VL/DQ nor AVX-NE-CONVERT:
+    "mkldnn_convolution: bf16 path needs the cpu support ..."), ConvReLU computes bfloat16 with
+    PyTorch's own convolution instead of calling the fused oneDNN kernel."""
+    calls = []
+
+    def refusing_op(x, *args):
+        calls.append(x.dtype)
+        if x.dtype == torch.bfloat16:
+            raise RuntimeError("mkldnn_convolution: bf16 path needs the cpu support avx512bw")
+        return torch.relu(F.conv2d(x, args[0], args[1], args[3], args[2], args[4], args[5]))
+
+    monkeypatch.setattr(precision, "_pointwise_conv_op", lambda: refusing_op)
+    monkeypatch.setattr(precision, "onednn_bfloat16", lambda: False)
+    gen = torch.Generator().manual_seed(3)
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    x = torch.randn(2, 4, 9, 8, generator=gen)
+    with torch.no_grad():
+        got32 = ConvReLU(conv)(x)  # float32 keeps the fused kernel
+        ref32 = torch.relu(conv(x))
+        conv16 = copy.deepcopy(conv).to(torch.bfloat16)
+        got16 = ConvReLU(conv16)(x.to(torch.bfloat16))
+        ref16 = torch.relu(conv16(x.to(torch.bfloat16)))
+    assert calls == [torch.float32] and got16.dtype == torch.bfloat16
+    torch.testing.assert_close(got32, ref32, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got16, ref16)
 
 
 def test_instance_norm_channels_last_matches_instance_norm():
