@@ -1314,10 +1314,18 @@ def _model_notes(recon: Any, checkpoint: Path, refine: Any = None) -> None:
     has not trained the detail stage (its M1 and M2 come from networks at their
     initialisation), and a detail stage trained on refined base faces run without ``refine``
     (the faces it is given are then unlike those it learnt on)."""
-    from models.precision import fast_bfloat16
+    from models.precision import fast_bfloat16, onednn_bfloat16
 
     device = recon.system.device
-    if recon.precision == "bfloat16" and not fast_bfloat16(device):
+    slow = device.type == "cpu" and not onednn_bfloat16()
+    if recon.precision == "bfloat16" and not fast_bfloat16(device) and slow:
+        console.print(
+            "[yellow]note:[/yellow] this CPU has no bfloat16 convolution kernels (oneDNN's need "
+            "AVX-512 or AVX-NE-CONVERT): --precision bfloat16 runs tens of times slower than "
+            "float32 here (facehd perf hrn-reconstruct times both)",
+            soft_wrap=True,
+        )
+    elif recon.precision == "bfloat16" and not fast_bfloat16(device):
         console.print(
             f"[yellow]note:[/yellow] this {device.type.upper()} has no bfloat16 matrix units "
             "(AMX on a CPU): --precision bfloat16 may be no faster than float32 here (facehd "

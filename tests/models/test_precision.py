@@ -197,10 +197,17 @@ def test_fast_bfloat16_reads_the_cpu_flags_and_the_cli_says_when_it_is_not(monke
     cli._model_notes(recon, "model.pt")
     assert "bfloat16" not in capsys.readouterr().out
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    monkeypatch.setattr(precision, "onednn_bfloat16", lambda: True)
     assert not precision.fast_bfloat16("cpu")
     cli._model_notes(recon, "model.pt")
     said = " ".join(capsys.readouterr().out.split())
     assert "no bfloat16 matrix units" in said and "AMX" in said
+    # AVX2 alone: oneDNN has no bfloat16 kernels, PyTorch's own are far slower than float32
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(precision, "onednn_bfloat16", lambda: False)
+    cli._model_notes(recon, "model.pt")
+    said = " ".join(capsys.readouterr().out.split())
+    assert "no bfloat16 convolution kernels" in said and "tens of times slower" in said
     recon.precision = "float32"
     cli._model_notes(recon, "model.pt")
     assert capsys.readouterr().out == ""
