@@ -1604,6 +1604,13 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+WORKER_DIED = (
+    "worker process died while processing this item (killed, out of memory, or a crash in "
+    "compiled code)"
+)
+"""The failure recorded for an item whose worker process died under it (alone in the pool)."""
+
+
 @dataclass(frozen=True)
 class _TaskFailed:
     reason: str
@@ -1701,8 +1708,10 @@ def process_items(
     ``fn(item)`` returns the sample's field values; any exception it raises is recorded as the
     item's failure and the build continues. ``workers > 1`` runs ``fn`` in a pool of fresh
     (spawned) processes, so ``fn`` must be a picklable module-level function (or a
-    ``functools.partial`` of one); ``initializer`` runs once in each worker. A worker that dies
-    takes its items with it as failures and the pool is restarted. ``progress(done, total)`` is
+    ``functools.partial`` of one); ``initializer`` runs once in each worker. When a worker dies
+    (killed, out of memory, a crash in compiled code) the pool is restarted and the items that
+    were in flight run again one at a time: the one that kills its worker then is recorded as
+    failed (:data:`WORKER_DIED`), the others are written as usual. ``progress(done, total)`` is
     called once before the first item and after each item of this run. The caller finalizes the
     writer.
     """
@@ -1747,38 +1756,55 @@ def process_items(
     from facehd.pools import process_pool
 
     queue = list(reversed(todo))
+    # The items in flight when a worker died: any of them may have killed it (the pool fails
+    # them all alike), so each runs again alone, and one that kills its worker then is the one.
+    # Between them nothing else runs, so none is in flight when suspects are left.
+    suspects: list[WorkItem] = []
     in_flight: dict[Future, WorkItem] = {}
     done_count = 0
     max_in_flight = 2 * workers
     pool = process_pool(workers, initializer)
+    fresh = True  # no task of this pool has ended yet
     try:
-        while queue or in_flight:
-            while queue and len(in_flight) < max_in_flight:
-                item = queue.pop()
+        while queue or in_flight or suspects:
+            alone = bool(suspects)
+            while len(in_flight) < (1 if alone else max_in_flight) and (suspects or queue):
+                item = suspects.pop(0) if alone else queue.pop()
                 try:
                     in_flight[pool.submit(_run_task, fn, item)] = item
-                except BrokenProcessPool:
-                    queue.append(item)
+                except BrokenProcessPool:  # a worker died between tasks, or as it started
+                    if fresh:
+                        raise RuntimeError(
+                            "the worker processes die as they start (their error is above)"
+                        ) from None
+                    if alone:
+                        suspects.insert(0, item)
+                    else:
+                        queue.append(item)
                     break
+            broken = not in_flight
             finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
-            broken = False
             for fut in finished:
                 item = in_flight.pop(fut)
                 exc = fut.exception()
                 if isinstance(exc, BrokenProcessPool):
                     broken = True
-                    exc = RuntimeError("worker process died while processing this item")
+                    if not alone:
+                        suspects.append(item)
+                        continue
+                    exc = RuntimeError(WORKER_DIED)
+                fresh = False
                 record(item, None if exc else fut.result(), exc)
                 done_count += 1
                 if progress is not None:
                     progress(done_count, len(todo))
             if broken:
-                for item in list(in_flight.values()):
-                    record(item, None, RuntimeError("worker process died (pool restarted)"))
-                    done_count += 1
+                suspects.extend(in_flight.values())
+                suspects.sort(key=lambda it: it.sample_id)
                 in_flight.clear()
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = process_pool(workers, initializer)
+                fresh = True
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return RunSummary(len(items), n_skipped, written, failed)

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import h5py
@@ -519,19 +520,27 @@ def test_process_items_names_bad_file_names_and_forgets_inputs_that_are_gone(tmp
     assert not (tmp_path / "failures.csv").exists()
 
 
-def test_process_items_survives_a_dying_worker(tmp_path):
-    items = [WorkItem(sid(k), f"/in/{k}.obj", k) for k in (0, 1, 2)]
-    items.append(WorkItem("crash", "/in/crash.obj", -1))
-    with ShardedDatasetWriter(tmp_path / "d.h5", SCHEMA, ATTRS, FIELDS) as w:
-        process_items(w, items, task, workers=2)
+def slow_task(item: WorkItem) -> dict:
+    """Worker task that takes a while, so that others are in flight when payload -1 kills its
+    process (a moment after it starts)."""
+    time.sleep(0.3 if item.payload == -1 else 0.6)
+    return task(item)
+
+
+def test_a_dying_worker_fails_its_own_item_alone(tmp_path):
+    """Python's pool fails every task in flight when one worker dies: the items that shared
+    the pool with the one that killed it are run again, and only that one is recorded."""
+    items = [WorkItem(sid(k), f"/in/{k}.obj", k) for k in (0, 1, 2, 4)]
+    items.insert(1, WorkItem("crash", "/in/crash.obj", -1))
+    out = tmp_path / "d.h5"
+    with ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS) as w:
+        summary = process_items(w, items, slow_task, workers=2)
         res = w.finalize()
-    failures = {f.sample_id: f.reason for f in read_failures(res.failures_path)}
-    assert "crash" in failures and "worker process died" in failures["crash"]
-    # Items that shared the pool with the crash may have been failed with it; a rerun retries them.
-    with ShardedDatasetWriter(tmp_path / "d.h5", SCHEMA, ATTRS, FIELDS) as w:
-        process_items(w, items[:3], task, workers=1)
-        res = w.finalize()
-    assert res.n_samples == 3
+    assert (summary.n_written, summary.n_failed) == (4, 1)
+    (failure,) = read_failures(res.failures_path)
+    assert (failure.sample_id, failure.source) == ("crash", "/in/crash.obj")
+    assert failure.reason.startswith("RuntimeError: worker process died while processing")
+    assert digest(out) == digest(build(tmp_path / "ref" / "d.h5", [0, 1, 2, 4]))
 
 
 def damaged_copy(good: Path, path: Path, damage) -> Path:  # noqa: ANN001
