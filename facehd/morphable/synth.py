@@ -3,7 +3,8 @@
 The model needs no data file: its mean shape, bases, albedo, landmarks and regions are built from
 the analytic description below the first time :func:`facehd_synth` is called (about a second),
 then cached. Two builds give byte-identical arrays (all randomness comes from a fixed-seed
-counter-based generator written here, independent of numpy's generators).
+counter-based generator written here, independent of numpy's generators; BLAS runs on one thread
+whatever the process's thread count, which would change the last bits of the bases).
 
 Topology and UVs
     A 129 × 129 vertex grid (16,641 vertices, 32,768 triangles), row-major from the bottom row.
@@ -869,7 +870,20 @@ def _albedo_fields(
 # assembly
 # --------------------------------------------------------------------------------------------
 def build_synth() -> MorphableModel:
-    """Build facehd-synth from scratch (uncached; :func:`facehd_synth` caches it)."""
+    """Build facehd-synth from scratch (uncached; :func:`facehd_synth` caches it).
+
+    Its bases come out of BLAS products whose last bits depend on the number of threads that
+    sum them: they are built on one thread, so that every process builds the same model (a
+    worker of a pool or a Ray task, which run on one thread, as the command that started it,
+    and a machine with other cores as this one).
+    """
+    from facehd.threads import one_blas_thread
+
+    with one_blas_thread():
+        return _build_synth()
+
+
+def _build_synth() -> MorphableModel:
     geo = _geometry()
     landmarks = _landmarks(geo)
     regions = _regions(geo, landmarks)

@@ -6,6 +6,13 @@ motion basis built here from its definition, mirror images of the landmarks, ana
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -495,6 +502,38 @@ def test_two_builds_are_byte_identical(model: MorphableModel) -> None:
     for name in RegionMasks.names():
         assert getattr(other.regions, name).tobytes() == getattr(model.regions, name).tobytes()
     assert facehd_synth() is model  # cached
+
+
+_BUILT_ARRAYS = ("mean_shape", "id_basis", "exp_basis", "mean_albedo", "albedo_basis")
+
+
+def _array_digests(model: MorphableModel) -> dict[str, str]:
+    return {
+        name: hashlib.sha256(np.ascontiguousarray(getattr(model, name)).tobytes()).hexdigest()
+        for name in _BUILT_ARRAYS
+    }
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="BLAS runs on one thread here anyway")
+def test_a_process_on_one_blas_thread_builds_the_same_model(model: MorphableModel) -> None:
+    """A pool's worker and a Ray task run BLAS on one thread, the command that started them on
+    one per core: each builds the model, and a build's output mixes their results (the
+    parent's model in the dataset's attributes, the workers' in the fits). Built with the
+    thread count of its process, the bases differed in their last bits."""
+    script = (
+        "import hashlib, json, numpy as np\n"
+        "from facehd.morphable import build_synth\n"
+        "m = build_synth()\n"
+        f"names = {_BUILT_ARRAYS!r}\n"
+        "print(json.dumps({n: hashlib.sha256(np.ascontiguousarray(getattr(m, n)).tobytes())"
+        ".hexdigest() for n in names}))\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2]), *sys.path])
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(done.stdout.splitlines()[-1]) == _array_digests(model)
 
 
 def test_registry() -> None:
