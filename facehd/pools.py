@@ -1,12 +1,14 @@
 """Process pools of the batch commands (build-priors, prepare-images, landmarks, bench).
 
-Their workers leave interrupts to the parent and do not outlive it:
+Their workers leave interrupts to the parent, compute on one thread and do not outlive it:
 
 - Ctrl-C in a terminal and ``timeout``/``kill`` of a process group reach every worker too. A
   worker killed by them mid-task breaks the pool, and Python's pool then races with the
   parent's own cancelling (``InvalidStateError`` tracebacks on an interrupted run). The workers
   here ignore SIGINT and SIGTERM: the parent, which handles both as an interrupt, cancels what
   has not started and waits for the tasks in flight (one per worker), then stops them.
+- Each worker computes on one thread (:func:`facehd.threads.one_thread_per_worker`, before the
+  pool's initializer runs): ``N`` workers use ``N`` cores, not ``N`` times as many threads.
 - A parent killed outright (SIGKILL, the out-of-memory killer) cannot stop its workers: each
   worker watches its parent and exits within a second of its death, instead of lingering with
   its memory.
@@ -74,6 +76,9 @@ def _start_worker(parent: int, initializer: Callable[[], None] | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    from facehd.threads import one_thread_per_worker
+
+    one_thread_per_worker()
     if initializer is not None:
         initializer()
 

@@ -1,14 +1,20 @@
-"""Thread limits for code that must run on one core (benchmarks, many small BLAS calls)."""
+"""Thread limits for code that must run on one core (benchmarks, many small BLAS calls, the
+worker processes of the batch commands)."""
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["one_blas_thread"]
+__all__ = ["WORKER_THREAD_VARS", "one_blas_thread", "one_thread_per_worker"]
+
+WORKER_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+"""Environment variables that set the thread pools of OpenMP, OpenBLAS and MKL as they load."""
 
 
 @functools.cache
@@ -45,3 +51,23 @@ def one_blas_thread() -> Iterator[None]:
     finally:
         for fn, n in zip(fns, old, strict=True):
             fn(n)
+
+
+def one_thread_per_worker() -> None:
+    """Make this process, one of a pool's workers, compute on one thread (for good).
+
+    ``N`` workers then use ``N`` cores instead of each starting a BLAS and a torch thread per
+    core (``N`` times as many threads as cores: on a busy machine each call waits for
+    descheduled threads). NumPy's and SciPy's OpenBLAS run on one thread for this (the calling)
+    thread, which runs the tasks; torch runs on one thread; the variables of
+    :data:`WORKER_THREAD_VARS` are set to 1 for libraries loaded later and for child processes
+    (an environment variable alone does not reach a library already loaded: NumPy's OpenBLAS
+    read its count when NumPy was imported).
+    """
+    for var in WORKER_THREAD_VARS:
+        os.environ[var] = "1"
+    for fn in _openblas_libs():
+        fn(1)
+    torch = sys.modules.get("torch")  # not imported here: it reads OMP_NUM_THREADS when it is
+    if torch is not None:
+        torch.set_num_threads(1)

@@ -489,10 +489,17 @@ def process_scan(item: WorkItem) -> dict[str, Any]:
     """The per-scan task: fit one scan, write its exports, return its dataset row.
 
     ``item.payload`` is ``(ScanInput, PriorsConfig, threads)``. Picklable, module level (runs in
-    worker processes and Ray tasks).
+    worker processes and Ray tasks). NumPy's and SciPy's BLAS run on one thread
+    (:func:`facehd.threads.one_blas_thread`), as in a pool's worker or a Ray task: the fit's
+    products are small, and on a machine busy with other jobs each waits for descheduled
+    threads (a scan took 2-4 s on one thread against 12-19 s on two, on a shared 2-core
+    machine; the fit's values are the same to the bit).
     """
+    from facehd.threads import one_blas_thread
+
     scan, config, threads = item.payload
-    fit, units, _, landmarks_source = fit_one(scan, config, threads=threads)
+    with one_blas_thread():
+        fit, units, _, landmarks_source = fit_one(scan, config, threads=threads)
     if config.export_meshes:
         export_meshes(fit, Path(config.export_meshes), scan.sample_id)
     if config.previews:

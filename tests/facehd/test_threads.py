@@ -1,6 +1,9 @@
-"""one_blas_thread: NumPy's and SciPy's OpenBLAS on one thread inside, restored after."""
+"""Thread limits: one_blas_thread (NumPy's and SciPy's OpenBLAS on one thread inside, restored
+after) and the one thread of each worker of a pool."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -20,6 +23,59 @@ def test_blas_threads_are_one_inside_and_restored_after():
             a = np.random.default_rng(0).normal(size=(200, 200))
             np.testing.assert_allclose(a @ np.linalg.inv(a), np.eye(200), atol=1e-8)
         assert [fn(3) for fn in fns] == [3] * len(fns)
+    finally:
+        for fn, n in zip(fns, before, strict=True):
+            fn(n)
+
+
+def _threads_in_worker() -> tuple[list[int], int, str | None]:
+    """A pool's worker's BLAS thread counts (NumPy's, SciPy's), torch's (imported only now, as
+    a task of the batch commands first imports it) and OMP_NUM_THREADS."""
+    import os
+
+    counts = [fn(1) for fn in _openblas_libs()]  # setting returns the count in force
+    import torch
+
+    return counts, torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: one thread anyway")
+def test_pool_workers_compute_on_one_thread():
+    """N workers must not each start a thread per core (N times as many threads as cores): NumPy's
+    OpenBLAS, loaded before any initializer could set OMP_NUM_THREADS, ran on every core."""
+    if not _openblas_libs():
+        pytest.skip("no bundled OpenBLAS with per-thread counts in this install")
+    from facehd.pools import running_pool
+
+    with running_pool(2) as pool:
+        results = [f.result() for f in [pool.submit(_threads_in_worker) for _ in range(2)]]
+    for counts, torch_threads, omp in results:
+        assert counts == [1] * len(counts) and torch_threads == 1 and omp == "1"
+
+
+def test_a_scan_is_fitted_on_one_blas_thread(monkeypatch):
+    """build-priors fits each scan on one BLAS thread in this process too, as its pool's
+    workers and Ray's tasks do (on a busy machine threads made a fit 5-9 times slower)."""
+    fns = _openblas_libs()
+    if not fns:
+        pytest.skip("no bundled OpenBLAS with per-thread counts in this install")
+    import pipelines.build_priors as bp
+    from facehd.h5io import WorkItem
+
+    seen = []
+
+    def fit_one(scan, config, threads):  # noqa: ANN001, ANN202
+        seen.extend(fn(1) for fn in fns)  # setting returns the count in force
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(bp, "fit_one", fit_one)
+    before = [fn(2) for fn in fns]
+    try:
+        scan = bp.ScanInput("a", "/in/a.ply", None)
+        with pytest.raises(RuntimeError, match="stop here"):
+            bp.process_scan(WorkItem("a", "/in/a.ply", (scan, bp.PriorsConfig(), 0)))
+        assert seen == [1] * len(fns)
+        assert [fn(2) for fn in fns] == [2] * len(fns)  # restored after
     finally:
         for fn, n in zip(fns, before, strict=True):
             fn(n)
