@@ -60,6 +60,7 @@ so an interrupted cluster build resumes exactly like a local one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -612,25 +613,29 @@ def build_priors(
     fields = fields_for(model.n_id, model.n_exp, config.fit)
     threads = 1 if (config.workers > 1 or config.executor == "ray") else 0
     items = [WorkItem(s.sample_id, s.mesh_path, (s, config, threads)) for s in items_in]
-    writer = ShardedDatasetWriter(
-        out, SCHEMA, attrs, fields, shard_size=config.shard_size, overwrite=config.overwrite
-    )
-    with writer:
-        _check_unchanged(writer, items_in)
+    with contextlib.ExitStack() as stack:
         if config.executor == "ray":
-            from pipelines.executor import run_ray
+            from pipelines.executor import ray_session, run_ray
 
-            summary = run_ray(writer, items, process_scan, config.ray_address, progress)
-        else:
-            summary = process_items(
-                writer,
-                items,
-                process_scan,
-                workers=config.workers,
-                progress=progress,
-                initializer=_worker_init if config.workers > 1 else None,
-            )
-        result = writer.finalize()
+            # joined before anything is written: a cluster that cannot be reached is said at once
+            stack.enter_context(ray_session(config.ray_address))
+        writer = ShardedDatasetWriter(
+            out, SCHEMA, attrs, fields, shard_size=config.shard_size, overwrite=config.overwrite
+        )
+        with writer:
+            _check_unchanged(writer, items_in)
+            if config.executor == "ray":
+                summary = run_ray(writer, items, process_scan, config.ray_address, progress)
+            else:
+                summary = process_items(
+                    writer,
+                    items,
+                    process_scan,
+                    workers=config.workers,
+                    progress=progress,
+                    initializer=_worker_init if config.workers > 1 else None,
+                )
+            result = writer.finalize()
     return BuildResult(
         path=result.path,
         n_scans=len(items),

@@ -236,8 +236,9 @@ def test_ray_executor(
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert (result.n_samples, result.n_failed) == (2, 1)
-    with open_dataset(out) as got, open_dataset(reference) as ref:
-        assert got.sample_ids == ref.sample_ids
-        np.testing.assert_allclose(
-            got.read_field("rotation"), ref.read_field("rotation"), atol=1e-9
-        )
+    # the same bytes as the build in this process: the Ray tasks' model (built on one BLAS
+    # thread) and fits are this process's, and the failure says the same
+    assert out.read_bytes() == reference.read_bytes()
+    assert read_failures(out.with_name("failures.csv")) == read_failures(
+        reference.with_name("failures.csv")
+    )

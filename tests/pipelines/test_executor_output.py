@@ -30,9 +30,9 @@ def _fake_ray() -> SimpleNamespace:
 
     def remote(**_):
         def wrap(fn):
-            def submit(item):
+            def submit(*args):
                 try:
-                    return _Ref("ok", fn(item))
+                    return _Ref("ok", fn(*args))
                 except Exception as exc:
                     return _Ref("err", exc)
 
@@ -51,6 +51,7 @@ def _fake_ray() -> SimpleNamespace:
         cluster_resources=lambda: {"CPU": 1},
         wait=lambda refs, num_returns: (refs[:num_returns], refs[num_returns:]),
         get=get,
+        exceptions=SimpleNamespace(WorkerCrashedError=type("WorkerCrashedError", (Exception,), {})),
     )
 
 
