@@ -68,10 +68,10 @@ def check_ray_address(address: str | None, timeout: float = CONNECT_TIMEOUT_SECO
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as exc:
-        why = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        why = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else None
         raise FacehdError(
-            f"no Ray cluster at {address} ({why} within {timeout:g} s): start one there (ray "
-            "start --head) or give the address of its head node, HOST:6379 ('auto': the "
+            f"no Ray cluster at {address} ({why or exc.strerror or exc}): start one there "
+            "(ray start --head) or give the address of its head node, HOST:6379 ('auto': the "
             "cluster running on this machine)"
         ) from None
 
