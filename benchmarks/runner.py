@@ -735,8 +735,10 @@ def now_computed_distances(rows: list[NowItemRow], dist: dict[str, np.ndarray]) 
     "num_missing_files": images without a prediction}``, read back with
     ``np.load(path, allow_pickle=True).item()``. An image that failed to evaluate counts as
     missing here (that tool stops on it); its own shuffling of each array changes no statistic
-    and is left out."""
-    scored = [dist[r.name] for r in rows if r.name in dist]
+    and is left out. The arrays are pickled with NumPy's one float64 dtype: arrays from a pool's
+    workers each bring their own copy of it, which the pickle would store once per array (the
+    same values, other bytes than a run without ``--workers``)."""
+    scored = [np.asarray(dist[r.name], dtype=np.float64) for r in rows if r.name in dist]
     payload = {"computed_distances": scored, "num_missing_files": len(rows) - len(scored)}
     buf = io.BytesIO()
     np.save(buf, np.array(payload, dtype=object), allow_pickle=True)

@@ -1126,3 +1126,22 @@ def test_runs_on_two_synthetic_benchmarks_rank_apart(synth_roots: dict, tmp_path
     assert list(ranked([row])) == [("now", "validation", "synthetic seed 4, 1 subject")]
     res = runner.invoke(app, ["leaderboard", "--dataset", "now", "--out", str(out)])
     assert res.exit_code == 0 and "seed 4, 1 subject" in " ".join(res.output.split())
+
+
+def test_now_computed_distances_are_the_same_bytes_from_a_pool() -> None:
+    """The distances of a run with --workers come back pickled from the workers: the file
+    holds the same bytes as a run in one process (each array's own copy of the dtype was
+    stored in the pickle: 238 bytes more for the 8 images of a synthetic NoW)."""
+    import pickle
+
+    from benchmarks.runner import NowItemRow, now_computed_distances
+
+    rng = np.random.default_rng(0)
+    rows = [NowItemRow(f"s{k}/img", f"s{k}", "neutral", "img.jpg", "ok") for k in range(4)]
+    here = {r.name: rng.random(50 + k) for k, r in enumerate(rows)}
+    from_workers = {name: pickle.loads(pickle.dumps(d)) for name, d in here.items()}
+    assert now_computed_distances(rows, from_workers) == now_computed_distances(rows, here)
+    got = np.load(io.BytesIO(now_computed_distances(rows, here)), allow_pickle=True).item()
+    assert got["num_missing_files"] == 0
+    for d, want in zip(got["computed_distances"], here.values(), strict=True):
+        np.testing.assert_array_equal(d, want)
