@@ -622,6 +622,8 @@ def vertex_normals(vertices: Any, faces: Any) -> Any:
             raise ValueError(
                 f"vertex_normals: expected (V, 3) or (B, V, 3), got {tuple(vertices.shape)}"
             )
+        if isinstance(faces, np.ndarray) and not faces.flags.writeable:
+            faces = faces.copy()  # a Mesh's read-only faces: torch warns on shared read-only data
         f = torch.as_tensor(faces, device=vertices.device).long()
         if f.dim() != 2 or f.shape[1] != 3:
             raise ValueError(f"vertex_normals: faces must be (F, 3), got {tuple(f.shape)}")
