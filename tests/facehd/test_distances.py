@@ -97,15 +97,21 @@ def test_triangle_kernel_handles_every_region_and_flat_triangles() -> None:
     np.testing.assert_allclose(np.einsum("ni,nij->nj", bary, tri), cp, atol=1e-12)
 
 
+def _edges_reference(p: np.ndarray, tri: np.ndarray) -> float:
+    """Distance to the nearest of the triangle's three edges (segments), by projection."""
+    a, b, c = tri
+    best = np.inf
+    for e0, e1 in ((a, b), (b, c), (c, a)):
+        ll = np.dot(e1 - e0, e1 - e0)
+        t = 0.0 if ll == 0 else np.clip(np.dot(p - e0, e1 - e0) / ll, 0.0, 1.0)
+        best = min(best, float(np.linalg.norm(p - (e0 + t * (e1 - e0)))))
+    return best
+
+
 def _flat_safe_reference(p: np.ndarray, tri: np.ndarray) -> float:
     a, b, c = tri
     if np.linalg.norm(np.cross(b - a, c - a)) < 1e-9:
-        best = np.inf
-        for e0, e1 in ((a, b), (b, c), (c, a)):
-            ll = np.dot(e1 - e0, e1 - e0)
-            t = 0.0 if ll == 0 else np.clip(np.dot(p - e0, e1 - e0) / ll, 0.0, 1.0)
-            best = min(best, float(np.linalg.norm(p - (e0 + t * (e1 - e0)))))
-        return best
+        return _edges_reference(p, tri)
     return reference_point_triangle(p, tri)
 
 
@@ -253,12 +259,7 @@ def reference_segment_or_triangle(p: np.ndarray, tri: np.ndarray) -> float:
     a, b, c = tri
     if np.linalg.norm(np.cross(b - a, c - a)) > 1e-9 * max(np.ptp(tri, axis=0).max(), 1e-300):
         return reference_point_triangle(p, tri)
-    best = np.inf
-    for e0, e1 in ((a, b), (b, c), (c, a)):
-        ll = np.dot(e1 - e0, e1 - e0)
-        t = 0.0 if ll == 0 else np.clip(np.dot(p - e0, e1 - e0) / ll, 0.0, 1.0)
-        best = min(best, float(np.linalg.norm(p - (e0 + t * (e1 - e0)))))
-    return best
+    return _edges_reference(p, tri)
 
 
 def test_vertices_no_face_uses_play_no_part_and_nan_corners_are_named() -> None:
