@@ -1317,19 +1317,19 @@ def _model_notes(recon: Any, checkpoint: Path, refine: Any = None) -> None:
     from models.precision import fast_bfloat16, onednn_bfloat16
 
     device = recon.system.device
-    slow = device.type == "cpu" and not onednn_bfloat16()
-    if recon.precision == "bfloat16" and not fast_bfloat16(device) and slow:
+    if recon.precision == "bfloat16" and not fast_bfloat16(device):
+        if device.type == "cpu" and not onednn_bfloat16():
+            why = (
+                "this CPU has no bfloat16 convolution kernels (oneDNN's need AVX-512 or "
+                "AVX-NE-CONVERT): --precision bfloat16 runs tens of times slower than float32 here"
+            )
+        else:
+            why = (
+                f"this {device.type.upper()} has no bfloat16 matrix units (AMX on a CPU): "
+                "--precision bfloat16 may be no faster than float32 here"
+            )
         console.print(
-            "[yellow]note:[/yellow] this CPU has no bfloat16 convolution kernels (oneDNN's need "
-            "AVX-512 or AVX-NE-CONVERT): --precision bfloat16 runs tens of times slower than "
-            "float32 here (facehd perf hrn-reconstruct times both)",
-            soft_wrap=True,
-        )
-    elif recon.precision == "bfloat16" and not fast_bfloat16(device):
-        console.print(
-            f"[yellow]note:[/yellow] this {device.type.upper()} has no bfloat16 matrix units "
-            "(AMX on a CPU): --precision bfloat16 may be no faster than float32 here (facehd "
-            "perf hrn-reconstruct times both)",
+            f"[yellow]note:[/yellow] {why} (facehd perf hrn-reconstruct times both)",
             soft_wrap=True,
         )
     stages = recon.system.trained_stages
