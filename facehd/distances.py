@@ -504,7 +504,9 @@ def chamfer_distance(a: Mesh | np.ndarray, b: Mesh | np.ndarray) -> ChamferResul
 def normal_angle_error(n_a: np.ndarray, n_b: np.ndarray) -> np.ndarray:
     """Angle between corresponding normals, in radians.
 
-    Both inputs are normalised first; the dot product is clipped to [-1, 1] before ``arccos``.
+    Both inputs are normalised first; the angle is ``atan2(|a x b|, a . b)``, accurate to
+    rounding at every angle (``arccos`` of the dot product cannot resolve angles under about
+    1.5e-8 rad, nor those within that of pi).
 
     Parameters
     ----------
@@ -526,5 +528,7 @@ def normal_angle_error(n_a: np.ndarray, n_b: np.ndarray) -> np.ndarray:
             f"normal_angle_error: {int(zero.sum())} normals have zero length (first row "
             f"{int(np.argmax(zero))})"
         )
-    cos = np.einsum("ij,ij->i", a, b) / (la * lb)
-    return np.arccos(np.clip(cos, -1.0, 1.0))
+    a = a / la[:, None]
+    b = b / lb[:, None]
+    sin = np.linalg.norm(np.cross(a, b), axis=1)
+    return np.arctan2(sin, np.einsum("ij,ij->i", a, b))

@@ -215,6 +215,24 @@ def test_normal_angle_error() -> None:
         normal_angle_error(np.zeros((1, 3)), np.ones((1, 3)))
 
 
+def test_normal_angle_error_resolves_small_angles_and_angles_near_pi() -> None:
+    """Analytic case: a normal turned by ``t`` about a random axis, for ``t`` from 1e-12 rad to
+    pi - 1e-12 rad and lengths 1e-3..1e3 (``arccos`` of the dot product gave 0 under 1.5e-8)."""
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(3)
+    t = np.concatenate([np.logspace(-12, 0, 40), np.pi - np.logspace(-12, -1, 20)])
+    a = rng.normal(size=(t.size, 3))
+    axis = np.cross(a, rng.normal(size=(t.size, 3)))
+    axis /= np.linalg.norm(axis, axis=1, keepdims=True)
+    b = Rotation.from_rotvec(axis * t[:, None]).apply(a)
+    scale = 10.0 ** rng.uniform(-3, 3, size=(t.size, 2))
+    got = normal_angle_error(a * scale[:, :1], b * scale[:, 1:])
+    small = t < 1
+    np.testing.assert_allclose(got[small], t[small], rtol=1e-6, atol=1e-15)
+    np.testing.assert_allclose(np.pi - got[~small], np.pi - t[~small], rtol=1e-3, atol=1e-15)
+
+
 def test_shape_checks() -> None:
     q = SurfaceQuery(bumpy_sphere(1))
     with pytest.raises(ValueError, match=r"\(N, 3\)"):
