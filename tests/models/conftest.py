@@ -30,6 +30,26 @@ def hrn_data(tmp_path_factory: pytest.TempPathFactory) -> HRNData:
 
 
 @pytest.fixture(scope="session")
+def one_scan(hrn_data: HRNData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``hrn_data.scans`` holding its first held-out scan alone (its files and photos, the
+    folder's ``synth.json``): for the tests that score one scan, at half the cost."""
+    import shutil
+
+    from models.evaluate import heldout_ids
+
+    others = heldout_ids(hrn_data.scans)[1:]
+    assert others, "hrn_data has one scan"
+
+    def theirs(_: str, names: list[str]) -> list[str]:
+        return [n for n in names if any(n.startswith((f"{o}.", f"{o}_")) for o in others)]
+
+    out = tmp_path_factory.mktemp("one_scan") / "scans"
+    shutil.copytree(hrn_data.scans, out, ignore=theirs)
+    assert heldout_ids(out) == heldout_ids(hrn_data.scans)[:1]
+    return out
+
+
+@pytest.fixture(scope="session")
 def model_path(hrn_data: HRNData, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``model.pt`` of a very short tiny run (all three stages)."""
     from hrn_testdata import one_torch_thread, tiny_config

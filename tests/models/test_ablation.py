@@ -14,12 +14,12 @@ from models.ablation import ABLATION_ROWS, run_ablation
 from models.train import load_train_config
 
 
-def test_ablation_rows_are_trained_measured_and_resumed(hrn_data, tmp_path, one_thread):
+def test_ablation_rows_are_trained_measured_and_resumed(hrn_data, one_scan, tmp_path, one_thread):
     cfg = tiny_config()
     cfg.base.steps, cfg.deretouch.steps, cfg.hrn.steps = 2, 1, 2
     cfg.hrn_options.scale_warmup, cfg.hrn_options.discriminator_lr = 0.25, 3e-4
     out = tmp_path / "abl"
-    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "heldout": hrn_data.scans}
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "heldout": one_scan}
     # a held-out folder without its truth is refused before anything trains
     from facehd.errors import InputFileError
 
@@ -135,7 +135,7 @@ def test_ablation_rows_are_trained_measured_and_resumed(hrn_data, tmp_path, one_
 
 
 def test_an_ablation_on_refined_faces_refines_once_and_scores_refined(
-    hrn_data, tmp_path, one_thread
+    hrn_data, one_scan, tmp_path, one_thread
 ):
     """With hrn_options.refine_steps the first row that trains refines the training photos, the
     later rows take its faces (only the lab photos are refined again, by the first row with the
@@ -149,7 +149,7 @@ def test_an_ablation_on_refined_faces_refines_once_and_scores_refined(
     cfg.hrn_options.refine_steps = 2
     out = tmp_path / "abl"
     said: list[str] = []
-    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "heldout": hrn_data.scans}
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "heldout": one_scan}
     rows = run_ablation(cfg, out, views=1, log=said.append, **kw)
     assert any("scored on refined faces" in s for s in said)
     logs = {slug: (out / slug / "train.log").read_text() for _, slug, o in ABLATION_ROWS if o}
@@ -158,7 +158,7 @@ def test_an_ablation_on_refined_faces_refines_once_and_scores_refined(
     refine = RefineConfig(steps=2)
     for (_, slug, _), row in zip(ABLATION_ROWS, rows, strict=True):
         model = out / ("shared" if slug == "base" else slug) / "model.pt"
-        _, s = evaluate_synthetic(Reconstructor.load(model), hrn_data.scans, views=1, refine=refine)
+        _, s = evaluate_synthetic(Reconstructor.load(model), one_scan, views=1, refine=refine)
         assert (row.dist_m0, row.dist_m2, row.mne_fs_m2) == pytest.approx(
             (s.dist_m0, s.dist_m2, s.mne_fs_m2), rel=1e-6
         ), slug

@@ -433,7 +433,7 @@ def test_scans_that_cannot_be_scored_are_named(hrn_data, model_path, tmp_path):
     assert f"not scored: {ids[1]} has no {ids[1]}.photos.npz in {scans}" in said
 
 
-def test_sets_of_views_start_from_refined_coefficients(hrn_data, model_path, one_thread):
+def test_sets_of_views_start_from_refined_coefficients(one_scan, model_path, one_thread):
     """With ``refine``, every variant starts from the views' coefficients refined with one shared
     identity: with no iterations of the joint fit, the single-view variant scores the
     reconstructions of Reconstructor.run_crops_refined(shared_identity=True), not the
@@ -447,9 +447,9 @@ def test_sets_of_views_start_from_refined_coefficients(hrn_data, model_path, one
     recon = Reconstructor.load(model_path)
     cfg = RefineConfig(steps=3)
     none = MultiViewConfig(iterations=0)
-    rows = evaluate_multiview_synthetic(recon, hrn_data.scans, none, views=2, refine=cfg)
-    plain = evaluate_multiview_synthetic(recon, hrn_data.scans, none, views=2)
-    truth, photos = read_heldout_scans(hrn_data.scans, heldout_ids(hrn_data.scans)[:1])[0]
+    rows = evaluate_multiview_synthetic(recon, one_scan, none, views=2, refine=cfg)
+    plain = evaluate_multiview_synthetic(recon, one_scan, none, views=2)
+    truth, photos = read_heldout_scans(one_scan, heldout_ids(one_scan))[0]
     crops = [align_lab_photo(photos, v, recon.template) for v in range(2)]
     recs = recon.run_crops_refined(
         np.stack([c["image"] for c in crops]),
@@ -471,7 +471,7 @@ def test_sets_of_views_start_from_refined_coefficients(hrn_data, model_path, one
 
 
 def test_sets_are_scored_at_the_skin_points_seen_as_single_photos_are(
-    hrn_data, model_path, one_thread
+    one_scan, model_path, one_thread
 ):
     """The multi-view rows' detail scores at the skin points seen and the oracle: with no
     iterations, the ``single`` variant's are the mean of the single-view evaluation's over the
@@ -481,12 +481,10 @@ def test_sets_are_scored_at_the_skin_points_seen_as_single_photos_are(
     from models.reconstruct import Reconstructor
 
     recon = Reconstructor.load(model_path)
-    first = heldout_ids(hrn_data.scans)[0]
-    rows = evaluate_multiview_synthetic(
-        recon, hrn_data.scans, MultiViewConfig(iterations=0), views=2
-    )
+    (first,) = heldout_ids(one_scan)
+    rows = evaluate_multiview_synthetic(recon, one_scan, MultiViewConfig(iterations=0), views=2)
     (single,) = [r for r in rows if r.sample_id == first and r.variant == "single"]
-    photos, _ = evaluate_synthetic(recon, hrn_data.scans, views=2)
+    photos, _ = evaluate_synthetic(recon, one_scan, views=2)
     mine = [p for p in photos if p.sample_id == first]
     assert [p.view for p in mine] == [0, 1]  # the first scan's photos: the same point seeds
     for name in ("disp_pearson_seen", "normal_seen_m1", "normal_seen_m2", "normal_m2_oracle"):
