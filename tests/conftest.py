@@ -20,6 +20,23 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
+def one_ray_at_a_time() -> Iterator[None]:
+    """Hold the tests' Ray lock while a test starts or looks for a Ray instance. ``address=
+    "auto"`` finds any Ray instance running on the machine (by its processes, whatever their
+    session folder): under pytest-xdist another worker's local instance would be found by the
+    test that none is running."""
+    import fcntl
+    import tempfile
+
+    with open(os.path.join(tempfile.gettempdir(), "facehd-tests-ray.lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@pytest.fixture
 def no_heif_decoder(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Pillow as installed without pillow-heif: no HEIC/HEIF decoder registered, none to add."""
     from PIL import Image

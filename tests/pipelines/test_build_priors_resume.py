@@ -223,7 +223,11 @@ def test_a_damaged_shard_is_fitted_again_with_a_warning(
 
 
 def test_ray_executor(
-    scans: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    scans: Path,
+    reference: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    one_ray_at_a_time: None,
 ) -> None:
     pytest.importorskip("ray", reason="ray is not installed (optional extra facehd[ray])")
     # Ray keeps its session files under $RAY_TMPDIR/ray (by default /tmp/ray, left there); a

@@ -26,9 +26,10 @@ pytest.importorskip("ray", reason="ray is not installed (optional extra facehd[r
 
 
 @pytest.fixture
-def ray_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def ray_tmp(monkeypatch: pytest.MonkeyPatch, one_ray_at_a_time: None) -> Iterator[str]:
     """Ray's session files in a folder of the test's own (a short path: its sockets' paths
-    must fit in 107 characters), and no cluster named by the environment."""
+    must fit in 107 characters), no cluster named by the environment, and no other test's Ray
+    running."""
     folder = tempfile.mkdtemp(prefix="facehd-ray-")
     monkeypatch.setenv("RAY_TMPDIR", folder)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
