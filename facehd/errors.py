@@ -120,6 +120,16 @@ def raise_if_interrupted(exc: BaseException) -> None:
         e = e.__cause__ or e.__context__
 
 
+def failure_reason(exc: BaseException) -> str:
+    """The reason recorded for an exception: facehd's own errors by their message, others with
+    their type."""
+    if isinstance(exc, FacehdError):
+        return str(exc)
+    if isinstance(exc, MemoryError):  # its message is empty or a bare size
+        return f"out of memory (MemoryError{': ' + str(exc) if str(exc) else ''})"
+    return f"{type(exc).__name__}: {exc}"
+
+
 NOT_UTF8 = "file name is not valid UTF-8 text: rename the file"
 """The problem said of a file whose name holds bytes of another encoding."""
 

@@ -58,8 +58,6 @@ import re
 import shutil
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,11 +71,12 @@ from facehd.errors import (
     InputFileError,
     InputFileWarning,
     check_output_folder,
+    failure_reason,
     nearest_existing,
     printable,
-    raise_if_interrupted,
     utf8_problem,
 )
+from facehd.pools import TaskFailed, run_tasks
 
 FORMAT_VERSION = 1
 """Version of the layout written by this module (attribute ``facehd_h5io``)."""
@@ -1594,38 +1593,6 @@ class RunSummary:
     """Items that failed in this run."""
 
 
-def failure_reason(exc: BaseException) -> str:
-    """The reason recorded for an exception: facehd's own errors by their message, others with
-    their type."""
-    if isinstance(exc, FacehdError):
-        return str(exc)
-    if isinstance(exc, MemoryError):  # its message is empty or a bare size
-        return f"out of memory (MemoryError{': ' + str(exc) if str(exc) else ''})"
-    return f"{type(exc).__name__}: {exc}"
-
-
-WORKER_DIED = (
-    "worker process died while processing this item (killed, out of memory, or a crash in "
-    "compiled code)"
-)
-"""The failure recorded for an item whose worker process died under it (alone in the pool)."""
-
-
-@dataclass(frozen=True)
-class _TaskFailed:
-    reason: str
-
-
-def _run_task(fn: Callable[[WorkItem], Mapping[str, Any]], item: WorkItem) -> Any:
-    """Run one task in a worker. Exceptions come back as their reason: an exception object need
-    not survive pickling (one whose constructor takes other arguments than its message breaks the
-    pool when the parent unpickles it)."""
-    try:
-        return fn(item)
-    except Exception as exc:
-        return _TaskFailed(failure_reason(exc))
-
-
 def name_some(names: Sequence[str], limit: int = 5) -> str:
     """``a, b, c and N more``: at most ``limit`` of ``names``, for a message."""
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
@@ -1706,107 +1673,38 @@ def process_items(
     """Run ``fn`` on every item not yet written and add its result (or failure) to ``writer``.
 
     ``fn(item)`` returns the sample's field values; any exception it raises is recorded as the
-    item's failure and the build continues. ``workers > 1`` runs ``fn`` in a pool of fresh
-    (spawned) processes, so ``fn`` must be a picklable module-level function (or a
-    ``functools.partial`` of one); ``initializer`` runs once in each worker. When a worker dies
-    (killed, out of memory, a crash in compiled code) the pool is restarted and the items that
-    were in flight run again one at a time: the one that kills its worker then is recorded as
-    failed (:data:`WORKER_DIED`), the others are written as usual. ``progress(done, total)`` is
-    called once before the first item and after each item of this run. The caller finalizes the
+    item's failure and the build continues. The items run by :func:`facehd.pools.run_tasks`
+    (``workers`` processes; ``initializer`` once in each): a worker that dies fails its own item
+    alone (:data:`facehd.pools.WORKER_DIED`), and :class:`facehd.pools.WorkersDieAtStart` is
+    raised when none can start. ``progress(done, total)`` is called once before the first item
+    and after each item of this run. The caller finalizes the
     writer.
     """
     todo, n_skipped, failed = pending_items(writer, items)
-    written = 0
+    written = count = 0
     if progress is not None:
         progress(0, len(todo))
 
-    def record(item: WorkItem, result: Any, exc: BaseException | None) -> None:
-        nonlocal written, failed
-        if isinstance(result, _TaskFailed):
-            writer.fail(item.sample_id, item.source, result.reason)
-            failed += 1
-            return
-        if exc is None:
+    def record(i: int, outcome: Any) -> None:
+        nonlocal written, failed, count
+        item = todo[i]
+        if not isinstance(outcome, TaskFailed):
             try:
-                writer.add(item.sample_id, result)
+                writer.add(item.sample_id, outcome)
                 written += 1
-                return
+                outcome = None
             except OutputWriteError:
                 raise  # the output's problem, not this item's: the build stops
             except ValueError as bad:
-                exc = bad
-        writer.fail(item.sample_id, item.source, failure_reason(exc))
-        failed += 1
+                outcome = TaskFailed(failure_reason(bad))
+        if outcome is not None:
+            writer.fail(item.sample_id, item.source, outcome.reason)
+            failed += 1
+        count += 1
+        if progress is not None:
+            progress(count, len(todo))
 
-    if workers <= 1:
-        if initializer is not None:
-            initializer()
-        for n, item in enumerate(todo, 1):
-            try:
-                result = fn(item)
-            except Exception as exc:  # every failure is recorded; the build continues
-                raise_if_interrupted(exc)
-                record(item, None, exc)
-            else:
-                record(item, result, None)
-            if progress is not None:
-                progress(n, len(todo))
-        return RunSummary(len(items), n_skipped, written, failed)
-
-    from facehd.pools import process_pool
-
-    queue = list(reversed(todo))
-    # The items in flight when a worker died: any of them may have killed it (the pool fails
-    # them all alike), so each runs again alone, and one that kills its worker then is the one.
-    # Between them nothing else runs, so none is in flight when suspects are left.
-    suspects: list[WorkItem] = []
-    in_flight: dict[Future, WorkItem] = {}
-    done_count = 0
-    max_in_flight = 2 * workers
-    pool = process_pool(workers, initializer)
-    fresh = True  # no task of this pool has ended yet
-    try:
-        while queue or in_flight or suspects:
-            alone = bool(suspects)
-            while len(in_flight) < (1 if alone else max_in_flight) and (suspects or queue):
-                item = suspects.pop(0) if alone else queue.pop()
-                try:
-                    in_flight[pool.submit(_run_task, fn, item)] = item
-                except BrokenProcessPool:  # a worker died between tasks, or as it started
-                    if fresh:
-                        raise RuntimeError(
-                            "the worker processes die as they start (their error is above)"
-                        ) from None
-                    if alone:
-                        suspects.insert(0, item)
-                    else:
-                        queue.append(item)
-                    break
-            broken = not in_flight
-            finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
-            for fut in finished:
-                item = in_flight.pop(fut)
-                exc = fut.exception()
-                if isinstance(exc, BrokenProcessPool):
-                    broken = True
-                    if not alone:
-                        suspects.append(item)
-                        continue
-                    exc = RuntimeError(WORKER_DIED)
-                fresh = False
-                record(item, None if exc else fut.result(), exc)
-                done_count += 1
-                if progress is not None:
-                    progress(done_count, len(todo))
-            if broken:
-                suspects.extend(in_flight.values())
-                suspects.sort(key=lambda it: it.sample_id)
-                in_flight.clear()
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = process_pool(workers, initializer)
-                fresh = True
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    run_tasks(fn, todo, record, workers=workers, initializer=initializer)
     return RunSummary(len(items), n_skipped, written, failed)
 
 

@@ -12,6 +12,10 @@ Their workers leave interrupts to the parent, compute on one thread and do not o
 - A parent killed outright (SIGKILL, the out-of-memory killer) cannot stop its workers: each
   worker watches its parent and exits within a second of its death, instead of lingering with
   its memory.
+
+:func:`run_tasks` runs a batch in such a pool and survives its workers: a worker that dies
+(killed, out of memory, a crash in compiled code) fails its own task, not the batch, and a pool
+whose workers cannot start is a clear error.
 """
 
 from __future__ import annotations
@@ -20,11 +24,27 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-__all__ = ["PARENT_POLL_SECONDS", "process_pool", "running_pool"]
+from facehd.errors import failure_reason, raise_if_interrupted
+
+__all__ = [
+    "PARENT_POLL_SECONDS",
+    "WORKER_DIED",
+    "TaskFailed",
+    "WorkersDieAtStart",
+    "call_task",
+    "process_pool",
+    "run_tasks",
+    "running_pool",
+]
+
+T = TypeVar("T")
 
 PARENT_POLL_SECONDS = 1.0
 """How often a worker checks that its parent is alive, seconds."""
@@ -36,6 +56,15 @@ def process_pool(
     """A pool of ``workers`` spawned processes (see the module docstring); ``initializer`` (a
     module-level function) runs once in each worker. Shut it down with
     ``shutdown(wait=True, cancel_futures=True)``, as :func:`running_pool` does."""
+    return _start_pool(workers, initializer)[0]
+
+
+def _start_pool(
+    workers: int, initializer: Callable[[], None] | None
+) -> tuple[ProcessPoolExecutor, list[Future]]:
+    """:func:`process_pool`, and the futures of the no-op tasks that started its workers: the
+    first task each worker runs, so a pool broken while none of them succeeded broke as its
+    workers started."""
     import multiprocessing
 
     pool = ProcessPoolExecutor(
@@ -47,16 +76,15 @@ def process_pool(
     # Start every worker now with SIGINT and SIGTERM ignored: an ignored signal stays ignored
     # across the spawn's exec, so no interrupt can kill a worker before its initializer runs
     # (the pool would break).
-    if threading.current_thread() is threading.main_thread():
-        quiet = (signal.SIGINT, signal.SIGTERM)
-        before = {s: signal.signal(s, signal.SIG_IGN) for s in quiet}
-        try:
-            for _ in range(workers):
-                pool.submit(os.getpid)
-        finally:
-            for s, handler in before.items():
-                signal.signal(s, handler)
-    return pool
+    if threading.current_thread() is not threading.main_thread():  # signals are the main's
+        return pool, [pool.submit(os.getpid) for _ in range(workers)]
+    quiet = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.signal(s, signal.SIG_IGN) for s in quiet}
+    try:
+        return pool, [pool.submit(os.getpid) for _ in range(workers)]
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 @contextmanager
@@ -88,3 +116,119 @@ def _watch_parent(parent: int) -> None:
         time.sleep(PARENT_POLL_SECONDS)
         if os.getppid() != parent:  # re-parented: the parent died
             os._exit(1)
+
+
+WORKER_DIED = (
+    "worker process died while processing this item (killed, out of memory, or a crash in "
+    "compiled code)"
+)
+"""The failure of a task whose worker process died under it (alone in the pool)."""
+
+
+class WorkersDieAtStart(RuntimeError):
+    """The processes of a pool die as they start, before any of them runs a task."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the worker processes die as they start, before any task (their error, if they "
+            "printed one, is above); run with one worker to see the problem in this process"
+        )
+
+
+@dataclass(frozen=True)
+class TaskFailed:
+    """A task's failure: what a batch records for it."""
+
+    reason: str
+    """An exception's reason (:func:`facehd.errors.failure_reason`): the task's own, or the
+    ``RuntimeError`` of :data:`WORKER_DIED`."""
+
+
+def call_task(fn: Callable[[T], Any], task: T) -> Any:
+    """``fn(task)``, or :class:`TaskFailed` with the reason of the exception it raised. An
+    exception comes back as its reason: the exception object need not survive pickling (one
+    whose constructor takes other arguments than its message breaks a pool when the parent
+    unpickles it)."""
+    try:
+        return fn(task)
+    except Exception as exc:
+        raise_if_interrupted(exc)
+        return TaskFailed(failure_reason(exc))
+
+
+def run_tasks(
+    fn: Callable[[T], Any],
+    tasks: Sequence[T],
+    done: Callable[[int, Any], None],
+    *,
+    workers: int = 1,
+    initializer: Callable[[], None] | None = None,
+) -> None:
+    """Run ``fn`` on every task; ``done(index, outcome)`` runs in this process as each ends.
+
+    ``outcome`` is what ``fn`` returned, or a :class:`TaskFailed`: ``fn`` raised (its reason) or
+    the task's worker process died under it (:data:`WORKER_DIED`). The batch goes on either way.
+
+    ``workers <= 1`` runs the tasks here, in order, after ``initializer``. More run them in a
+    pool of spawned processes (:func:`process_pool`; ``fn`` must be a picklable module-level
+    function or a ``functools.partial`` of one; ``initializer`` runs once in each worker), and
+    ``done`` comes in the order they end. Python's pool fails every task in flight when one
+    worker dies: the pool is then started again and those tasks run again one at a time, so the
+    one that kills its worker alone fails. A pool whose workers die before any of them has run
+    a task raises :class:`WorkersDieAtStart`. An exception from ``done`` (or Ctrl-C) stops the
+    batch: the tasks not started are cancelled, those in flight finish.
+    """
+    if workers <= 1:
+        if initializer is not None:
+            initializer()
+        for i, task in enumerate(tasks):
+            done(i, call_task(fn, task))
+        return
+    queue = list(reversed(range(len(tasks))))
+    suspects: list[int] = []  # in flight when a worker died: each runs again, alone
+    in_flight: dict[Future, int] = {}
+    window = 2 * workers
+    pool, started = _start_pool(workers, initializer)
+    try:
+        while queue or in_flight or suspects:
+            alone = bool(suspects)
+            broken = False
+            while len(in_flight) < (1 if alone else window) and (suspects or queue):
+                i = suspects.pop(0) if alone else queue.pop()
+                try:
+                    in_flight[pool.submit(call_task, fn, tasks[i])] = i
+                except BrokenProcessPool:  # a worker died between tasks, or as it started
+                    (suspects if alone else queue).append(i)
+                    broken = True
+                    break
+            finished = wait(list(in_flight), return_when=FIRST_COMPLETED)[0] if in_flight else ()
+            for fut in finished:
+                i = in_flight.pop(fut)
+                exc = fut.exception()
+                if isinstance(exc, BrokenProcessPool):
+                    broken = True
+                    if not alone or _died_at_start(started):
+                        suspects.append(i)
+                        continue
+                    outcome: Any = TaskFailed(failure_reason(RuntimeError(WORKER_DIED)))
+                elif exc is not None:  # not the task's own: call_task returns those
+                    raise exc
+                else:
+                    outcome = fut.result()
+                done(i, outcome)
+            if broken:
+                if _died_at_start(started):
+                    raise WorkersDieAtStart()
+                suspects.extend(in_flight.values())
+                suspects.sort()
+                in_flight.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool, started = _start_pool(workers, initializer)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _died_at_start(started: list[Future]) -> bool:
+    """Whether a broken pool broke before any of its workers ran its first (no-op) task."""
+    wait(started, timeout=10)  # the broken pool fails them all at once, shortly
+    return all(f.done() and f.exception() is not None for f in started)

@@ -18,18 +18,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from facehd.errors import FacehdError
+from facehd.errors import FacehdError, failure_reason
 from facehd.h5io import (
-    WORKER_DIED,
     OutputWriteError,
     RunSummary,
     ShardedDatasetWriter,
     WorkItem,
-    _run_task,
-    _TaskFailed,
-    failure_reason,
     pending_items,
 )
+from facehd.pools import WORKER_DIED, TaskFailed, call_task
 
 __all__ = ["import_ray", "check_ray_address", "ray_session", "run_ray"]
 
@@ -124,7 +121,7 @@ def run_ray(
     """Run ``fn`` on the items not yet written, as Ray tasks, recording results in ``writer``.
 
     Failures are recorded as :func:`facehd.h5io.process_items` records them (the same
-    ``failures.csv``): an exception's reason, and :data:`facehd.h5io.WORKER_DIED` for a task
+    ``failures.csv``): an exception's reason, and :data:`facehd.pools.WORKER_DIED` for a task
     whose worker process died (Ray runs it once: it is not retried).
 
     Parameters
@@ -146,7 +143,7 @@ def run_ray(
         crashed = ray.exceptions.WorkerCrashedError
         # the task returns an exception's reason, as in a local pool: Ray cannot bring back an
         # exception whose constructor takes other arguments than its message (InputFileError)
-        remote = ray.remote(num_cpus=num_cpus, max_retries=0)(_run_task)
+        remote = ray.remote(num_cpus=num_cpus, max_retries=0)(call_task)
         if max_in_flight is None:
             max_in_flight = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         queue = list(reversed(todo))
@@ -162,7 +159,7 @@ def run_ray(
                 item = in_flight.pop(ref)
                 try:
                     result = ray.get(ref)
-                    if isinstance(result, _TaskFailed):
+                    if isinstance(result, TaskFailed):
                         writer.fail(item.sample_id, item.source, result.reason)
                         failed += 1
                     else:

@@ -659,3 +659,24 @@ def test_a_shard_damaged_during_the_merge_is_named_and_a_rerun_completes(tmp_pat
             w.add(sid(k), sample(k))
         w.finalize()
     assert digest(out) == digest(build(tmp_path / "ref" / "d.h5", list(range(4))))
+
+
+def failing_initializer() -> None:
+    raise OSError("cannot open the model file")
+
+
+def test_workers_that_cannot_start_fail_the_build_not_its_items(tmp_path):
+    """An initializer that fails in every worker is the build's problem: it stops with a clear
+    error, and no item is recorded as failed (a rerun once it is fixed does them all)."""
+    from facehd.pools import WorkersDieAtStart
+
+    items = [WorkItem(sid(k), f"/in/{k}.obj", k) for k in (0, 1, 2, 4)]
+    out = tmp_path / "d.h5"
+    with pytest.raises(WorkersDieAtStart):
+        with ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS) as w:
+            process_items(w, items, task, workers=2, initializer=failing_initializer)
+    assert not (tmp_path / "failures.csv").exists()
+    with ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS) as w:
+        assert process_items(w, items, task, workers=2).n_written == 4
+        w.finalize()
+    assert digest(out) == digest(build(tmp_path / "ref" / "d.h5", [0, 1, 2, 4]))

@@ -115,3 +115,71 @@ def test_a_signal_to_the_whole_group_is_the_parents_to_handle(tmp_path):
     assert 2 <= finished <= 5 and cancelled >= 1 and finished + cancelled == 6
     assert "ok True" in out
     assert "Traceback" not in err and "BrokenProcessPool" not in err
+
+
+# --- run_tasks: a batch that outlives its workers
+
+
+def square_or_die(k: int) -> int:
+    """A task: ``k * k``; -1 kills its process a moment after it starts (others are in flight
+    then), -2 raises an error whose constructor cannot be called back from its message."""
+    if k == -1:
+        time.sleep(0.2)
+        os._exit(3)
+    if k == -2:
+        from facehd.errors import InputFileError
+
+        raise InputFileError("/in/bad.obj", "truncated file")
+    time.sleep(0.4)
+    return k * k
+
+
+def failing_initializer() -> None:
+    raise OSError("cannot open the model file")
+
+
+def exiting_initializer() -> None:
+    os._exit(1)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_tasks_gives_each_task_its_own_outcome(workers):
+    from facehd.pools import TaskFailed, run_tasks
+
+    tasks = [0, 1, -2, 2, 3, 4]
+    outcomes: dict[int, object] = {}
+
+    def done(i: int, outcome: object) -> None:
+        assert i not in outcomes, f"task {i} reported twice"
+        outcomes[i] = outcome
+
+    run_tasks(square_or_die, tasks, done, workers=workers)
+    assert outcomes == {
+        i: TaskFailed("/in/bad.obj: truncated file") if k == -2 else k * k
+        for i, k in enumerate(tasks)
+    }
+
+
+def test_a_task_that_kills_its_worker_fails_alone():
+    """Python's pool fails every task in flight when one worker dies: those run again, and only
+    the one that kills its worker again fails."""
+    from facehd.pools import WORKER_DIED, TaskFailed, run_tasks
+
+    tasks = [1, -1, 2, 3, 4, -1, 5]
+    outcomes: dict[int, object] = {}
+    run_tasks(square_or_die, tasks, outcomes.__setitem__, workers=2)
+    died = TaskFailed(f"RuntimeError: {WORKER_DIED}")
+    assert outcomes == {i: died if k == -1 else k * k for i, k in enumerate(tasks)}
+
+
+@pytest.mark.parametrize("initializer", [failing_initializer, exiting_initializer])
+def test_workers_that_cannot_start_stop_the_batch_with_a_clear_error(initializer):
+    """Not a failure of every task (each run alone in a fresh pool that breaks again)."""
+    from facehd.pools import WorkersDieAtStart, run_tasks
+
+    outcomes: dict[int, object] = {}
+    with pytest.raises(WorkersDieAtStart, match="die as they start"):
+        run_tasks(
+            square_or_die, [1, 2, 3, 4], outcomes.__setitem__, workers=2, initializer=initializer
+        )
+    assert outcomes == {}
