@@ -43,6 +43,7 @@ from benchmarks.leaderboard import LeaderboardRow, load_leaderboard, update_lead
 from benchmarks.now import NowConfig
 from benchmarks.synthetic import benchmark_data, check_benchmark_finished, is_synthetic_benchmark
 from facehd.errors import InputFileError, raise_if_interrupted
+from facehd.pools import TaskFailed, run_tasks
 
 __all__ = [
     "DATASETS",
@@ -440,7 +441,7 @@ def _eval_now(task: _NowTask) -> tuple[NowItemRow, np.ndarray | None]:
         res = evaluate_now(_scan(it.scan), scan_lm, pred, lm, task.config)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row
         raise_if_interrupted(exc)
-        return NowItemRow(**base, status="error", error=_err(exc), prediction=str(task.mesh)), None
+        return _failed(task, _err(exc))
     d = res.distances
     row = NowItemRow(
         **base,
@@ -513,9 +514,7 @@ def _eval_realy(task: _RealyTask) -> tuple[RealyItemRow, None]:
         res = evaluate_realy(pred, topo, _realy_subject(task.root, it.subject_id))
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row
         raise_if_interrupted(exc)
-        return RealyItemRow(
-            it.name, it.subject_id, "error", _err(exc), prediction=str(it.prediction)
-        ), None
+        return _failed(task, _err(exc))
     e = res.errors
     row = RealyItemRow(
         it.name,
@@ -587,9 +586,7 @@ def _eval_facescape(task: _FaceScapeTask) -> tuple[FaceScapeItemRow, None]:
         res = _facescape_item(it, task.prediction, task.root, task.loader)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row
         raise_if_interrupted(exc)
-        return FaceScapeItemRow(
-            **base, status="error", error=_err(exc), prediction=str(task.prediction)
-        ), None
+        return _failed(task, _err(exc))
     return (
         FaceScapeItemRow(
             **base,
@@ -696,9 +693,23 @@ def _evaluate(task: Any) -> tuple[Any, np.ndarray | None]:
     return _eval_facescape(task)
 
 
-def _worker_init() -> None:
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+def _failed(task: Any, error: str) -> tuple[Any, None]:
+    """The row of an item whose scoring failed (``status`` ``error``), as :func:`_evaluate`
+    returns it: an exception's message, or why its worker process died."""
+    if isinstance(task, _NowTask):
+        it = task.item
+        pred = str(task.mesh) if task.mesh is not None else ""
+        base = dict(name=it.name, subject=it.subject, challenge=it.challenge, image=it.image)
+        return NowItemRow(**base, status="error", error=error, prediction=pred), None
+    if isinstance(task, _RealyTask):
+        it = task.item
+        pred = str(it.prediction) if it.prediction is not None else ""
+        return RealyItemRow(it.name, it.subject_id, "error", error, prediction=pred), None
+    it = task.item
+    group, focal_group = _fs_groups(it)
+    pred = str(task.prediction) if task.prediction is not None else ""
+    row = FaceScapeItemRow(it.name, group, focal_group, "error", error, prediction=pred)
+    return row, None
 
 
 # ------------------------------------------------------------------------------------------
@@ -1307,22 +1318,20 @@ def run_benchmark(
         (loader or "generic") if spec.dataset == "facescape" else "",
     )
     tasks = _tasks(spec, root_path, pred_dir, config, topo, expected)
-    results: list[tuple[Any, np.ndarray | None]] = []
     if progress:
         progress(0, len(tasks))
-    if workers > 1 and len(tasks) > 1:
-        from facehd.pools import running_pool
+    by_index: dict[int, tuple[Any, np.ndarray | None]] = {}
 
-        with running_pool(workers, _worker_init) as pool:
-            for res in pool.map(_evaluate, tasks, chunksize=1):
-                results.append(res)
-                if progress:
-                    progress(len(results), len(tasks))
-    else:
-        for t in tasks:
-            results.append(_evaluate(t))
-            if progress:
-                progress(len(results), len(tasks))
+    def done(i: int, outcome: Any) -> None:
+        if isinstance(outcome, TaskFailed):  # its worker died (or an error _evaluate let by)
+            outcome = _failed(tasks[i], outcome.reason)
+        by_index[i] = outcome
+        if progress:
+            progress(len(by_index), len(tasks))
+
+    pool_size = workers if len(tasks) > 1 else 1
+    run_tasks(_evaluate, tasks, done, workers=pool_size)
+    results = [by_index[i] for i in range(len(tasks))]
     rows = [  # the method's own failure says more than where its files were looked for
         dataclasses.replace(r, error=f"{r.error.partition(_LOOKED_FOR)[0]}: {failed[r.name]}")
         if r.status == "missing" and r.name in failed

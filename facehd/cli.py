@@ -18,6 +18,8 @@ from rich.markup import escape
 from rich.table import Column, Table
 from rich.text import Text
 
+from facehd.pools import WorkersDieAtStart
+
 app = typer.Typer(
     help="facehd: detailed 3D face reconstruction research toolkit (HRN).",
     no_args_is_help=True,
@@ -583,7 +585,7 @@ def prepare_images_cmd(
     config = PrepareImagesConfig(
         hd_size=hd_size, segmentation=segmentation, template=template, landmarks=landmarks
     )
-    with _exit_on_error(FacehdError, ValueError, ImportError):
+    with _exit_on_error(FacehdError, ValueError, ImportError, WorkersDieAtStart):
         from facehd.align import named_template
 
         named_template(template)  # an unknown template is an error before any photo is read
@@ -755,7 +757,7 @@ def bench(
                 _error(f"{esc(value)}: {role} not found")
                 raise typer.Exit(2)
             os.environ[env] = str(value.resolve())
-    with _exit_on_error(FacehdError, ValueError, ImportError):
+    with _exit_on_error(FacehdError, ValueError, ImportError, WorkersDieAtStart):
         now_config = NowConfig(metrical=True, unit=metrical) if metrical is not None else None
         with _progress_started_later() as bar:
             tasks: dict[str, Any] = {}
@@ -984,7 +986,7 @@ def build_priors_cmd(
         overwrite=overwrite,
         auto_landmarks=auto_landmarks,
     )
-    with _exit_on_error(FacehdError, ValueError, ImportError):
+    with _exit_on_error(FacehdError, ValueError, ImportError, WorkersDieAtStart):
         if executor == "ray":  # not installed: said before any folder is made
             from pipelines.executor import import_ray
 
@@ -1241,7 +1243,7 @@ def landmarks_cmd(
     from pipelines.landmarks import LandmarksConfig, find_scans, landmark_scans
     from pipelines.model_landmarks import ModelCheckConfig, load_fit_model
 
-    with _exit_on_error(FacehdError, ImportError, ValueError):
+    with _exit_on_error(FacehdError, ImportError, ValueError, WorkersDieAtStart):
         check = None
         if model_check.strip().lower() != "none":
             load_fit_model(model_check)  # an unknown model or missing files: an error now

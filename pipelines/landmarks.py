@@ -132,7 +132,8 @@ class LandmarkRow:
     """``ok``, ``failed`` or ``skipped``."""
     reason: str = ""
     """Why it failed or was skipped, in a word (``no-face``, ``unsure``, ``hollow``, ``units``,
-    ``empty``, ``unreadable``, ``unwritable``, ``name``, ``clash``, ``done``, ``given``)."""
+    ``empty``, ``unreadable``, ``unwritable``, ``name``, ``clash``, ``done``, ``given``; ``error``
+    for an unforeseen error or a worker process that died on the scan)."""
     detail: str = ""
     """The explanation."""
     confidence: float | None = None
@@ -855,15 +856,19 @@ def landmark_scans(
         if progress is not None:
             progress(done, total)
 
-    if config.workers <= 1 or total <= 1:
-        for i, args in enumerate(todo, 1):
-            record(_task(args), i)
-    else:
-        from facehd.pools import running_pool
+    from facehd.pools import TaskFailed, run_tasks
 
-        with running_pool(config.workers) as pool:
-            for i, row in enumerate(pool.map(_task, todo), 1):
-                record(row, i)
+    finished = 0
+
+    def done(i: int, outcome: LandmarkRow | TaskFailed) -> None:
+        nonlocal finished
+        finished += 1
+        if isinstance(outcome, TaskFailed):  # not one of the failures it says: a bug, a crash
+            sid, mesh, _ = todo[i]
+            outcome = LandmarkRow(sid, mesh, "failed", "error", outcome.reason)
+        record(outcome, finished)
+
+    run_tasks(_task, todo, done, workers=config.workers if total > 1 else 1)
     save()
     return LandmarksResult(ordered(), csv_path, frozenset(earlier))
 

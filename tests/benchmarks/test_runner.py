@@ -6,6 +6,7 @@ import csv
 import io
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -1145,3 +1146,51 @@ def test_now_computed_distances_are_the_same_bytes_from_a_pool() -> None:
     assert got["num_missing_files"] == 0
     for d, want in zip(got["computed_distances"], here.values(), strict=True):
         np.testing.assert_array_equal(d, want)
+
+
+def evaluate_or_die(task: Any) -> tuple:
+    """The runner's scoring of one item, but the worker process of the item named by
+    ``$FACEHD_TEST_DIE_ON`` (the workers inherit it) dies a moment after it starts, as on a
+    crash in compiled code or the out-of-memory killer."""
+    import os
+    import time
+
+    from benchmarks import runner
+
+    time.sleep(0.3)  # the others are in flight when it dies
+    if task.item.name == os.environ["FACEHD_TEST_DIE_ON"]:
+        os._exit(3)
+    if isinstance(task, runner._NowTask):
+        return runner._eval_now(task)
+    return runner._eval_facescape(task)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "predictions"),
+    [("now", "predictions/synth-fit"), ("facescape:lab", "pred/lab_pred/synth-fit")],
+)
+def test_an_item_whose_worker_dies_fails_alone(
+    synth_roots: dict,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    dataset: str,
+    predictions: str,
+) -> None:
+    """A worker process dying on one item (run in a pool) failed the whole run with a
+    BrokenProcessPool traceback and wrote nothing: the item's row now says so, and the others
+    are scored as a run without the pool scores them."""
+    from benchmarks import runner
+
+    root = synth_roots[dataset.split(":")[0]]
+    preds = root / predictions
+    reference = run_benchmark(dataset, "m", predictions=preds, root=root, out=tmp_path / "ref")
+    expected = _rows(reference.items_csv)
+    monkeypatch.setattr(runner, "_evaluate", evaluate_or_die)
+    monkeypatch.setenv("FACEHD_TEST_DIE_ON", expected[0]["name"])
+    res = run_benchmark(dataset, "m", predictions=preds, root=root, out=tmp_path / "out", workers=2)
+    rows = _rows(res.items_csv)
+    assert [r["name"] for r in rows] == [r["name"] for r in expected]
+    assert rows[0]["status"] == "error" and rows[0]["prediction"] == expected[0]["prediction"]
+    assert rows[0]["error"].startswith("RuntimeError: worker process died while processing")
+    assert rows[1:] == expected[1:]
+    assert (res.n_ok, res.n_failed) == (len(rows) - 1, 1)

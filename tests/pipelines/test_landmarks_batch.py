@@ -690,3 +690,79 @@ def test_a_texture_the_scan_names_but_lacks_is_said_in_its_row(
     row = result.rows[0]
     assert row.status == "ok" and row.appearance == "shaded"
     assert f"{obj}: " in row.detail and "gone.mtl not found" in row.detail
+
+
+def landmark_or_die(args: tuple[str, str, LandmarksConfig]) -> LandmarkRow:
+    """The landmarks task, but scan ``crash`` kills its worker process (as a crash in compiled
+    code would) and scan ``bug`` raises an error the task does not foresee."""
+    import os
+    import time
+
+    from pipelines import landmarks
+
+    time.sleep(0.3)  # the others are in flight when one dies
+    if args[0] == "crash":
+        os._exit(3)
+    if args[0] == "bug":
+        raise ZeroDivisionError("division by zero")
+    return landmarks.landmark_scan(*args)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_scan_that_breaks_its_task_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """An error the task does not foresee, and (in a pool) a worker process that dies on a
+    scan, fail that scan's row: the other scans are done and the table is written. Both
+    stopped the run before, with a traceback (a BrokenProcessPool for the worker)."""
+    from pipelines import landmarks
+
+    monkeypatch.setattr(landmarks, "_task", landmark_or_die)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    names = ["a", "b", "bug", "c", "d"] + (["crash"] if workers > 1 else [])
+    for name in names:
+        (scans / f"{name}.ply").write_bytes(b"")  # empty: a quick row of their own
+    result = landmark_scans(scans, LandmarksConfig(workers=workers, model_check=None))
+    rows = {r.scan_id: r for r in result.rows}
+    assert sorted(rows) == sorted(names)
+    for name in names:
+        row = rows[name]
+        if name == "bug":
+            assert (row.status, row.reason) == ("failed", "error")
+            assert row.detail == "ZeroDivisionError: division by zero"
+        elif name == "crash":
+            assert (row.status, row.reason) == ("failed", "error")
+            assert row.detail.startswith("RuntimeError: worker process died while processing")
+        else:
+            assert (row.status, row.reason) == ("failed", "empty"), row
+    assert read_rows(scans / CSV_NAME) == rows
+
+
+def die_as_a_worker_starts(parent: int, initializer: object) -> None:
+    """Stands for the pool's worker start-up: the process dies (a library that cannot load in
+    it, the memory limit of the job)."""
+    import os
+
+    os._exit(1)
+
+
+def test_workers_that_cannot_start_are_an_error_not_a_failure_of_each_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command says so in one line (exit 2, no traceback), and no scan gets a row: a run
+    once it is fixed does them all."""
+    from facehd import pools
+
+    monkeypatch.setattr(pools, "_start_worker", die_as_a_worker_starts)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in "abc":
+        (scans / f"{name}.ply").write_bytes(b"")
+    args = ["landmarks", "--scans", str(scans), "--workers", "2", "--model-check", "none"]
+    result = runner.invoke(app, args)
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2, output
+    assert "error: the worker processes die as they start" in output
+    assert "Traceback" not in output
+    assert read_rows(scans / CSV_NAME) == {}
