@@ -1675,7 +1675,7 @@ def process_items(
     ``fn(item)`` returns the sample's field values; any exception it raises is recorded as the
     item's failure and the build continues. The items run by :func:`facehd.pools.run_tasks`
     (``workers`` processes; ``initializer`` once in each): a worker that dies fails its own item
-    alone (:data:`facehd.pools.WORKER_DIED`), and :class:`facehd.pools.WorkersDieAtStart` is
+    alone (:data:`facehd.pools.DIED`), and :class:`facehd.pools.WorkersDieAtStart` is
     raised when none can start. ``progress(done, total)`` is called once before the first item
     and after each item of this run. The caller finalizes the
     writer.
@@ -1688,17 +1688,17 @@ def process_items(
     def record(i: int, outcome: Any) -> None:
         nonlocal written, failed, count
         item = todo[i]
-        if not isinstance(outcome, TaskFailed):
+        reason = outcome.reason if isinstance(outcome, TaskFailed) else None
+        if reason is None:
             try:
                 writer.add(item.sample_id, outcome)
                 written += 1
-                outcome = None
             except OutputWriteError:
                 raise  # the output's problem, not this item's: the build stops
             except ValueError as bad:
-                outcome = TaskFailed(failure_reason(bad))
-        if outcome is not None:
-            writer.fail(item.sample_id, item.source, outcome.reason)
+                reason = failure_reason(bad)
+        if reason is not None:
+            writer.fail(item.sample_id, item.source, reason)
             failed += 1
         count += 1
         if progress is not None:

@@ -35,6 +35,7 @@ from facehd.errors import failure_reason, raise_if_interrupted
 
 __all__ = [
     "PARENT_POLL_SECONDS",
+    "DIED",
     "WORKER_DIED",
     "TaskFailed",
     "WorkersDieAtStart",
@@ -141,7 +142,11 @@ class TaskFailed:
 
     reason: str
     """An exception's reason (:func:`facehd.errors.failure_reason`): the task's own, or the
-    ``RuntimeError`` of :data:`WORKER_DIED`."""
+    ``RuntimeError`` of :data:`WORKER_DIED` (:data:`DIED`)."""
+
+
+DIED = TaskFailed(failure_reason(RuntimeError(WORKER_DIED)))
+"""The failure recorded for a task whose worker process died under it (local pool or Ray)."""
 
 
 def call_task(fn: Callable[[T], Any], task: T) -> Any:
@@ -210,7 +215,7 @@ def run_tasks(
                     if not alone or _died_at_start(started):
                         suspects.append(i)
                         continue
-                    outcome: Any = TaskFailed(failure_reason(RuntimeError(WORKER_DIED)))
+                    outcome: Any = DIED
                 elif exc is not None:  # not the task's own: call_task returns those
                     raise exc
                 else:

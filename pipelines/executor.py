@@ -26,7 +26,7 @@ from facehd.h5io import (
     WorkItem,
     pending_items,
 )
-from facehd.pools import WORKER_DIED, TaskFailed, call_task
+from facehd.pools import DIED, TaskFailed, call_task
 
 __all__ = ["import_ray", "check_ray_address", "ray_session", "run_ray"]
 
@@ -121,7 +121,7 @@ def run_ray(
     """Run ``fn`` on the items not yet written, as Ray tasks, recording results in ``writer``.
 
     Failures are recorded as :func:`facehd.h5io.process_items` records them (the same
-    ``failures.csv``): an exception's reason, and :data:`facehd.pools.WORKER_DIED` for a task
+    ``failures.csv``): an exception's reason, and :data:`facehd.pools.DIED` for a task
     whose worker process died (Ray runs it once: it is not retried).
 
     Parameters
@@ -168,8 +168,7 @@ def run_ray(
                 except OutputWriteError:
                     raise  # the output cannot be written (a full disk): the build stops
                 except crashed:
-                    reason = failure_reason(RuntimeError(WORKER_DIED))  # as process_items says
-                    writer.fail(item.sample_id, item.source, reason)
+                    writer.fail(item.sample_id, item.source, DIED.reason)  # as a local pool
                     failed += 1
                 except Exception as exc:  # every failure is recorded; the build continues
                     cause = getattr(exc, "cause", None)
