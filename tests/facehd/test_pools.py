@@ -46,6 +46,12 @@ def _pool_script(tmp_path: Path, body: str) -> Path:
                 time.sleep(seconds)
                 return os.getpid()
 
+            def mark_then_sleep(marks, seconds):
+                # a file per task as it starts: the test sees which tasks are in flight
+                open(os.path.join(marks, f"{os.getpid()}-{time.monotonic_ns()}"), "x").close()
+                time.sleep(seconds)
+                return os.getpid()
+
             if __name__ == "__main__":
             """
         )
@@ -87,7 +93,7 @@ def test_a_signal_to_the_whole_group_is_the_parents_to_handle(tmp_path):
         """
         try:
             with running_pool(2) as pool:  # as the batch commands run theirs
-                futures = [pool.submit(sleep_then_pid, 1.5) for _ in range(6)]
+                futures = [pool.submit(mark_then_sleep, sys.argv[1], 2.0) for _ in range(6)]
                 print("started", flush=True)
                 time.sleep(60)
         except KeyboardInterrupt:
@@ -97,15 +103,22 @@ def test_a_signal_to_the_whole_group_is_the_parents_to_handle(tmp_path):
             sys.exit(130)
         """,
     )
+    marks = tmp_path / "marks"
+    marks.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, str(script)],
+        [sys.executable, str(script), str(marks)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
     assert proc.stdout.readline().strip() == "started"
-    time.sleep(0.5)  # both workers busy with their first task
+    # both workers busy with their first task (spawned workers may take seconds to start on a
+    # loaded machine: a fixed wait saw one task in flight, not two)
+    deadline = time.monotonic() + 15
+    while len(list(marks.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(list(marks.iterdir())) >= 2, "the workers did not start their tasks in 15 s"
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
