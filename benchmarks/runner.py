@@ -388,6 +388,48 @@ MIN_PREDICTION_VERTICES = 100
 MAX_LANDMARK_RMS_MM = 15.0
 
 
+def _unit_contradiction(lm: np.ndarray, scan_lm: np.ndarray, config: Any) -> str:
+    """In NoW's metrical variant, what the landmarks' own scale says against ``config.unit``
+    (empty when they agree to a factor of 2)."""
+    from benchmarks.now import UNIT_TO_MM
+    from facehd.transforms import procrustes
+
+    free = procrustes(lm, scan_lm, with_scale=True, allow_reflection=True).scale
+    given = UNIT_TO_MM[config.unit]
+    if 0.5 <= free / given <= 2.0:
+        return ""
+    return (
+        f"--metrical {config.unit} scales the prediction by {given:g}, its landmarks fit the "
+        f"scan's at {free:.3g}: in another unit?"
+    )
+
+
+def _unit_notice(tasks: list[Any]) -> str:
+    """Before a metrical NoW run: the first prediction whose landmarks contradict the unit, said
+    at once (empty when the first readable pair agrees). Aligning a prediction at another
+    scale than the scan's takes many slow iterations: a whole benchmark would take days before
+    its summary said so."""
+    for task in tasks:
+        it = task.item
+        if it.ground_truth_problem or task.mesh is None or task.landmarks is None:
+            continue
+        try:
+            lm = readers.read_landmarks7(task.landmarks)
+            scan_lm = _scan_lm(it.scan_landmarks, it.pp_by_position)
+            said = _unit_contradiction(lm, scan_lm, task.config)
+        except Exception as exc:  # noqa: BLE001 - the item's row will say what is wrong
+            raise_if_interrupted(exc)
+            continue
+        if not said:
+            return ""
+        return (
+            f"{task.landmarks}: {said} Every image is scored as asked, and aligning a "
+            "prediction at another scale than its scan's takes many times longer: stop and "
+            "rerun with the predictions' unit if this one is wrong"
+        )
+    return ""
+
+
 def _now_warning(
     pred: Any, lm: np.ndarray, scan_lm: np.ndarray, res: Any, config: Any = None
 ) -> str:
@@ -395,16 +437,9 @@ def _now_warning(
     metrical variant also a unit that the landmarks' own scale contradicts."""
     said = []
     if config is not None and config.metrical:
-        from benchmarks.now import UNIT_TO_MM
-        from facehd.transforms import procrustes
-
-        free = procrustes(lm, scan_lm, with_scale=True, allow_reflection=True).scale
-        given = UNIT_TO_MM[config.unit]
-        if not 0.5 <= free / given <= 2.0:
-            said.append(
-                f"--metrical {config.unit} scales the prediction by {given:g}, its landmarks "
-                f"fit the scan's at {free:.3g}: in another unit?"
-            )
+        unit = _unit_contradiction(lm, scan_lm, config)
+        if unit:
+            said.append(unit)
     if pred.n_vertices < MIN_PREDICTION_VERTICES:
         said.append(f"the prediction has {pred.n_vertices} vertices")
     rms = float(np.sqrt(((res.landmark_transform.apply(lm) - scan_lm) ** 2).sum(1).mean()))
@@ -1198,6 +1233,7 @@ def run_benchmark(
     label: str | None = None,
     loader: str | None = None,
     predict_progress: Callable[[int, int], None] | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Score ``method`` on ``dataset`` and write the CSVs (see the module docstring).
 
@@ -1229,6 +1265,9 @@ def run_benchmark(
     predict_progress : a registered method's run: called as ``predict_progress(done, total)``
         once the method has loaded and after each image it reconstructs (those kept from an
         earlier run not counted); never when nothing is left to reconstruct.
+    notice : called with a warning that should not wait for the run's end: in NoW's metrical
+        variant, the first prediction's landmarks at another scale than ``--metrical`` says
+        (each such image's row says so too).
     """
     from facehd import __version__
 
@@ -1318,6 +1357,10 @@ def run_benchmark(
         (loader or "generic") if spec.dataset == "facescape" else "",
     )
     tasks = _tasks(spec, root_path, pred_dir, config, topo, expected)
+    if metrical and notice is not None:
+        said = _unit_notice(tasks)
+        if said:
+            notice(said)
     if progress:
         progress(0, len(tasks))
     by_index: dict[int, tuple[Any, np.ndarray | None]] = {}

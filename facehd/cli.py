@@ -785,6 +785,9 @@ def bench(
                 label=label,
                 loader=loader,
                 predict_progress=step("reconstructed"),
+                notice=lambda said: bar.console.print(
+                    f"[yellow]warning:[/yellow] {esc(said)}", soft_wrap=True
+                ),
             )
     row = result.leaderboard_row
     table = PlainTable("dataset", "split", "method", "metric", "value")

@@ -677,11 +677,14 @@ def test_cli_now_metrical_variant_fixes_the_unit_scale(synth_roots: dict, tmp_pa
     out = tmp_path / "out"
     runner = CliRunner()
 
+    said = {}
+
     def run(method: str, preds: Path, unit: str, code: int = 0) -> dict[str, dict[str, str]]:
         args = ["bench", "--dataset", "now", "--method", method, "--root", str(root)]
         args += ["--predictions", str(preds), "--out", str(out), "--metrical", unit]
         result = runner.invoke(app, args)
         assert result.exit_code == code, result.output
+        said[method] = " ".join(result.output.split())
         return {r["name"]: r for r in _rows(out / "now-validation-metrical" / method / "items.csv")}
 
     m = run("m", metres, "m")
@@ -701,6 +704,13 @@ def test_cli_now_metrical_variant_fixes_the_unit_scale(synth_roots: dict, tmp_pa
     assert "--metrical mm scales the prediction by 1, its landmarks" in scored["warning"]
     assert "in another unit?" in scored["warning"]
     assert float(scored["median_mm"]) > 20 * float(m[scored["name"]]["median_mm"])
+    # said before scoring (a whole benchmark would take days to say it in its summary), naming
+    # the landmarks file; the runs in the right unit say nothing of the kind
+    lm_file = next(one.rglob("*.txt"))
+    before, _, after = said["wrong"].partition(f"warning: {lm_file}: --metrical mm scales")
+    assert after and "Every image is scored as asked" in after
+    assert "median_mm" not in before and "median_mm" in after
+    assert all("in another unit" not in said[k] for k in ("m", "mm"))
     board = {(r.method, r.split) for r in load_leaderboard(out / "leaderboard.csv")}
     assert ("m", "validation-metrical") in board
     bad = ["bench", "--dataset", "facescape", "--method", "x", "--root", str(root)]
