@@ -29,6 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, TypeVar
 
 from facehd.errors import failure_reason, raise_if_interrupted
@@ -161,6 +162,40 @@ def call_task(fn: Callable[[T], Any], task: T) -> Any:
         return TaskFailed(failure_reason(exc))
 
 
+def _call_pickled(blob: bytes) -> bytes:
+    """:func:`call_task` on ``(fn, task)`` pickled by the parent, the outcome pickled here: a
+    task that cannot be loaded in the worker (its function not importable there, a
+    ``__setstate__`` that raises) or a value that cannot be sent back fails that task, where
+    Python's pool lets the first kill the worker and the second fail the batch."""
+    try:
+        fn, task = ForkingPickler.loads(blob)
+    except Exception as exc:
+        raise_if_interrupted(exc)
+        outcome = TaskFailed(
+            f"the task cannot be loaded in a worker process: {failure_reason(exc)}"
+        )
+    else:
+        outcome = call_task(fn, task)
+    try:
+        return bytes(ForkingPickler.dumps(outcome))
+    except Exception as exc:
+        raise_if_interrupted(exc)
+        said = (
+            f"the task's result cannot be sent back from its worker process: {failure_reason(exc)}"
+        )
+        return bytes(ForkingPickler.dumps(TaskFailed(said)))
+
+
+def _load_outcome(blob: bytes) -> Any:
+    """A task's outcome sent back by :func:`_call_pickled` (a :class:`TaskFailed` when it cannot
+    be loaded here)."""
+    try:
+        return ForkingPickler.loads(blob)
+    except Exception as exc:
+        raise_if_interrupted(exc)
+        return TaskFailed(f"the task's result cannot be loaded: {failure_reason(exc)}")
+
+
 def run_tasks(
     fn: Callable[[T], Any],
     tasks: Sequence[T],
@@ -177,11 +212,13 @@ def run_tasks(
     ``workers <= 1`` runs the tasks here, in order, after ``initializer``. More run them in a
     pool of spawned processes (:func:`process_pool`; ``fn`` must be a picklable module-level
     function or a ``functools.partial`` of one; ``initializer`` runs once in each worker), and
-    ``done`` comes in the order they end. Python's pool fails every task in flight when one
-    worker dies: the pool is then started again and those tasks run again one at a time, so the
-    one that kills its worker alone fails. A pool whose workers die before any of them has run
-    a task raises :class:`WorkersDieAtStart`. An exception from ``done`` (or Ctrl-C) stops the
-    batch: the tasks not started are cancelled, those in flight finish.
+    ``done`` comes in the order they end. A task that cannot be pickled, or loaded in the
+    worker, and a result that cannot be sent back fail that task. Python's pool fails every
+    task in flight when one worker dies: the pool is then started again and those tasks run
+    again one at a time, so the one that kills its worker alone fails. A pool whose workers die
+    before any of them has run a task raises :class:`WorkersDieAtStart`. An exception from
+    ``done`` (or Ctrl-C) stops the batch: the tasks not started are cancelled, those in flight
+    finish.
     """
     if workers <= 1:
         if initializer is not None:
@@ -201,7 +238,18 @@ def run_tasks(
             while len(in_flight) < (1 if alone else window) and (suspects or queue):
                 i = suspects.pop(0) if alone else queue.pop()
                 try:
-                    in_flight[pool.submit(call_task, fn, tasks[i])] = i
+                    blob = bytes(ForkingPickler.dumps((fn, tasks[i])))
+                except Exception as exc:
+                    raise_if_interrupted(exc)
+                    done(
+                        i,
+                        TaskFailed(
+                            f"the task cannot be sent to a worker process: {failure_reason(exc)}"
+                        ),
+                    )
+                    continue
+                try:
+                    in_flight[pool.submit(_call_pickled, blob)] = i
                 except BrokenProcessPool:  # a worker died between tasks, or as it started
                     (suspects if alone else queue).append(i)
                     broken = True
@@ -216,10 +264,10 @@ def run_tasks(
                         suspects.append(i)
                         continue
                     outcome: Any = DIED
-                elif exc is not None:  # not the task's own: call_task returns those
+                elif exc is not None:  # not the task's own: _call_pickled returns those
                     raise exc
                 else:
-                    outcome = fut.result()
+                    outcome = _load_outcome(fut.result())
                 done(i, outcome)
             if broken:
                 if _died_at_start(started):

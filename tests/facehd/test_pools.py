@@ -185,6 +185,56 @@ def test_a_task_that_kills_its_worker_fails_alone():
     assert outcomes == {i: died if k == -1 else k * k for i, k in enumerate(tasks)}
 
 
+class LoadsOnlyHere:
+    """A task that pickles, but cannot be unpickled in another process (a function defined in
+    an interactive session is one)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.pid = os.getpid()
+
+    def __setstate__(self, state: dict) -> None:
+        if state["pid"] != os.getpid():
+            raise ValueError("cannot be loaded here")
+        self.__dict__.update(state)
+
+
+def square_anything(task: object) -> object:
+    """``square_or_die``, for :class:`LoadsOnlyHere` too; -3 returns what cannot be pickled."""
+    import threading
+
+    if isinstance(task, LoadsOnlyHere):
+        return task.k * task.k
+    if task == -3:
+        return threading.Lock()
+    return square_or_die(task)
+
+
+def test_tasks_that_cannot_travel_fail_alone():
+    """A task that cannot be pickled, one that cannot be loaded in the worker (which killed it:
+    each such task ran again alone in a fresh pool and was recorded as a dead worker) and a
+    result that cannot be sent back (which stopped the batch): each fails its own task."""
+    import threading
+
+    from facehd.pools import TaskFailed, run_tasks
+
+    lock = "TypeError: cannot pickle '_thread.lock' object"
+    tasks = [1, LoadsOnlyHere(2), -3, threading.Lock(), 4, LoadsOnlyHere(5), 6]
+    outcomes: dict[int, object] = {}
+    run_tasks(square_anything, tasks, outcomes.__setitem__, workers=2)
+    assert outcomes == {
+        0: 1,
+        1: TaskFailed("the task cannot be loaded in a worker process: ValueError: cannot be "
+                      "loaded here"),
+        2: TaskFailed(f"the task's result cannot be sent back from its worker process: {lock}"),
+        3: TaskFailed(f"the task cannot be sent to a worker process: {lock}"),
+        4: 16,
+        5: TaskFailed("the task cannot be loaded in a worker process: ValueError: cannot be "
+                      "loaded here"),
+        6: 36,
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize("initializer", [failing_initializer, exiting_initializer])
 def test_workers_that_cannot_start_stop_the_batch_with_a_clear_error(initializer):
     """Not a failure of every task (each run alone in a fresh pool that breaks again)."""
