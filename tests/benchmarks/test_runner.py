@@ -722,6 +722,32 @@ def test_cli_now_metrical_variant_fixes_the_unit_scale(synth_roots: dict, tmp_pa
     assert result.exit_code != 0 and "unit" in result.output
 
 
+def test_the_unit_notice_reads_the_first_prediction_it_can(synth_roots: dict, tmp_path: Path):
+    """The early wrong-unit warning skips images whose landmarks are missing or unreadable (their
+    rows say why) and judges by the first it can read; predictions in the unit say nothing."""
+    from benchmarks.now import NowConfig
+    from benchmarks.runner import _NowTask, _unit_notice
+
+    root = synth_roots["now"]
+    metres = _copy(root / "predictions" / "synth-fit", tmp_path / "metres")
+    items = readers.read_now_items(root, "validation")
+    first, second, third = (readers.find_prediction(metres, it)[1] for it in items[:3])
+    first.write_text("not landmarks\n")
+    second.unlink()
+
+    def tasks(unit: str) -> list:
+        cfg = NowConfig(metrical=True, unit=unit)
+        return [_NowTask(it, *readers.find_prediction(metres, it), cfg, metres) for it in items]
+
+    said = _unit_notice(tasks("mm"))
+    assert said.startswith(f"{third}: --metrical mm scales the prediction by 1, its landmarks")
+    assert "in another unit?" in said
+    assert _unit_notice(tasks("m")) == ""
+    for path in metres.rglob("*.txt"):
+        path.unlink()
+    assert _unit_notice(tasks("mm")) == ""  # nothing to judge by
+
+
 def _photo_fits(cover: np.ndarray, image: np.ndarray) -> None:
     """A synthetic photo shows its face exactly where ``cover`` (a GT depth map's pixels) says:
     every pixel 2 px or more outside it is background (a vertical colour ramp, read off the
