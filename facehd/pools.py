@@ -162,6 +162,13 @@ def call_task(fn: Callable[[T], Any], task: T) -> Any:
         return TaskFailed(failure_reason(exc))
 
 
+def _cannot(what: str, exc: Exception) -> TaskFailed:
+    """The failure of a task that could not travel between processes: ``what`` failed, and
+    the exception's reason (an interrupt is re-raised)."""
+    raise_if_interrupted(exc)
+    return TaskFailed(f"{what}: {failure_reason(exc)}")
+
+
 def _call_pickled(blob: bytes) -> bytes:
     """:func:`call_task` on ``(fn, task)`` pickled by the parent, the outcome pickled here: a
     task that cannot be loaded in the worker (its function not importable there, a
@@ -170,20 +177,14 @@ def _call_pickled(blob: bytes) -> bytes:
     try:
         fn, task = ForkingPickler.loads(blob)
     except Exception as exc:
-        raise_if_interrupted(exc)
-        outcome = TaskFailed(
-            f"the task cannot be loaded in a worker process: {failure_reason(exc)}"
-        )
+        outcome = _cannot("the task cannot be loaded in a worker process", exc)
     else:
         outcome = call_task(fn, task)
     try:
         return bytes(ForkingPickler.dumps(outcome))
     except Exception as exc:
-        raise_if_interrupted(exc)
-        said = (
-            f"the task's result cannot be sent back from its worker process: {failure_reason(exc)}"
-        )
-        return bytes(ForkingPickler.dumps(TaskFailed(said)))
+        said = "the task's result cannot be sent back from its worker process"
+        return bytes(ForkingPickler.dumps(_cannot(said, exc)))
 
 
 def _load_outcome(blob: bytes) -> Any:
@@ -192,8 +193,7 @@ def _load_outcome(blob: bytes) -> Any:
     try:
         return ForkingPickler.loads(blob)
     except Exception as exc:
-        raise_if_interrupted(exc)
-        return TaskFailed(f"the task's result cannot be loaded: {failure_reason(exc)}")
+        return _cannot("the task's result cannot be loaded", exc)
 
 
 def run_tasks(
@@ -240,13 +240,7 @@ def run_tasks(
                 try:
                     blob = bytes(ForkingPickler.dumps((fn, tasks[i])))
                 except Exception as exc:
-                    raise_if_interrupted(exc)
-                    done(
-                        i,
-                        TaskFailed(
-                            f"the task cannot be sent to a worker process: {failure_reason(exc)}"
-                        ),
-                    )
+                    done(i, _cannot("the task cannot be sent to a worker process", exc))
                     continue
                 try:
                     in_flight[pool.submit(_call_pickled, blob)] = i

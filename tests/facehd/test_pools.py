@@ -200,26 +200,30 @@ class LoadsOnlyHere:
 
 
 def square_anything(task: object) -> object:
-    """``square_or_die``, for :class:`LoadsOnlyHere` too; -3 returns what cannot be pickled."""
+    """``square_or_die``, for :class:`LoadsOnlyHere` too; -3 returns what cannot be pickled,
+    -4 what cannot be unpickled in another process."""
     import threading
 
     if isinstance(task, LoadsOnlyHere):
         return task.k * task.k
     if task == -3:
         return threading.Lock()
+    if task == -4:
+        return LoadsOnlyHere(4)
     return square_or_die(task)
 
 
 def test_tasks_that_cannot_travel_fail_alone():
     """A task that cannot be pickled, one that cannot be loaded in the worker (which killed it:
-    each such task ran again alone in a fresh pool and was recorded as a dead worker) and a
-    result that cannot be sent back (which stopped the batch): each fails its own task."""
+    each such task ran again alone in a fresh pool and was recorded as a dead worker), a
+    result that cannot be sent back (which stopped the batch) and one that cannot be loaded
+    here: each fails its own task."""
     import threading
 
     from facehd.pools import TaskFailed, run_tasks
 
     lock = "TypeError: cannot pickle '_thread.lock' object"
-    tasks = [1, LoadsOnlyHere(2), -3, threading.Lock(), 4, LoadsOnlyHere(5), 6]
+    tasks = [1, LoadsOnlyHere(2), -3, threading.Lock(), 4, LoadsOnlyHere(5), 6, -4]
     outcomes: dict[int, object] = {}
     run_tasks(square_anything, tasks, outcomes.__setitem__, workers=2)
     assert outcomes == {
@@ -232,6 +236,7 @@ def test_tasks_that_cannot_travel_fail_alone():
         5: TaskFailed("the task cannot be loaded in a worker process: ValueError: cannot be "
                       "loaded here"),
         6: 36,
+        7: TaskFailed("the task's result cannot be loaded: ValueError: cannot be loaded here"),
     }  # fmt: skip
 
 
