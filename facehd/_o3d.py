@@ -2,6 +2,10 @@
 
 Open3D 0.20 links against ``libusb-1.0.so.0``. The ``libusb-package`` wheel ships that library;
 loading it globally before Open3D lets the import succeed without a system package.
+
+:func:`limit_threads` caps the threads of Open3D's parallel calls made with ``nthreads=0``
+(automatic) in this process, whether Open3D is imported yet or not: a pool's workers are capped to
+one (:func:`facehd.threads.one_thread_per_worker`).
 """
 
 from __future__ import annotations
@@ -9,7 +13,22 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import sys
 from types import ModuleType
+
+#: The cap :func:`limit_threads` set (None: Open3D's own default, every core).
+_thread_limit: int | None = None
+
+
+def limit_threads(n: int) -> None:
+    """Run Open3D's automatic-thread calls (``nthreads=0``) on at most ``n`` threads in this
+    process: now if Open3D is imported, else as :func:`open3d` imports it."""
+    global _thread_limit
+    if n < 1:
+        raise ValueError(f"limit_threads: n must be >= 1, got {n}")
+    _thread_limit = int(n)
+    if "open3d" in sys.modules:
+        open3d().utility.set_max_threads(_thread_limit)
 
 
 @functools.cache
@@ -34,4 +53,6 @@ def open3d() -> ModuleType:
             "facehd needs open3d==0.20.0 (and libusb-1.0, shipped by the 'libusb-package' "
             "wheel): pip install open3d==0.20.0 libusb-package"
         ) from exc
+    if _thread_limit is not None:
+        o3d.utility.set_max_threads(_thread_limit)
     return o3d

@@ -59,7 +59,8 @@ def one_thread_per_worker() -> None:
     ``N`` workers then use ``N`` cores instead of each starting a BLAS and a torch thread per
     core (``N`` times as many threads as cores: on a busy machine each call waits for
     descheduled threads). NumPy's and SciPy's OpenBLAS run on one thread for this (the calling)
-    thread, which runs the tasks; torch runs on one thread; the variables of
+    thread, which runs the tasks; torch runs on one thread; Open3D's calls with automatic threads
+    run on one (:func:`facehd._o3d.limit_threads`); the variables of
     :data:`WORKER_THREAD_VARS` are set to 1 for libraries loaded later and for child processes
     (an environment variable alone does not reach a library already loaded: NumPy's OpenBLAS
     read its count when NumPy was imported).
@@ -71,3 +72,6 @@ def one_thread_per_worker() -> None:
     torch = sys.modules.get("torch")  # not imported here: it reads OMP_NUM_THREADS when it is
     if torch is not None:
         torch.set_num_threads(1)
+    from facehd._o3d import limit_threads
+
+    limit_threads(1)  # Open3D's automatic thread count ignores OMP_NUM_THREADS

@@ -28,15 +28,23 @@ def test_blas_threads_are_one_inside_and_restored_after():
             fn(n)
 
 
-def _threads_in_worker() -> tuple[list[int], int, str | None]:
+def _threads_in_worker() -> tuple[list[int], int, str | None, int]:
     """A pool's worker's BLAS thread counts (NumPy's, SciPy's), torch's (imported only now, as
-    a task of the batch commands first imports it) and OMP_NUM_THREADS."""
+    a task of the batch commands first imports it), OMP_NUM_THREADS and Open3D's thread cap
+    (imported only now too)."""
     import os
 
     counts = [fn(1) for fn in _openblas_libs()]  # setting returns the count in force
     import torch
 
-    return counts, torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    from facehd._o3d import open3d
+
+    return (
+        counts,
+        torch.get_num_threads(),
+        os.environ.get("OMP_NUM_THREADS"),
+        open3d().utility.get_max_threads(),
+    )
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: one thread anyway")
@@ -49,8 +57,35 @@ def test_pool_workers_compute_on_one_thread():
 
     with running_pool(2) as pool:
         results = [f.result() for f in [pool.submit(_threads_in_worker) for _ in range(2)]]
-    for counts, torch_threads, omp in results:
+    for counts, torch_threads, omp, o3d_threads in results:
         assert counts == [1] * len(counts) and torch_threads == 1 and omp == "1"
+        assert o3d_threads == 1
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: one thread anyway")
+def test_open3d_thread_cap_applies_whether_open3d_is_imported_or_not(monkeypatch):
+    import facehd._o3d as o3d_mod
+
+    o3d = o3d_mod.open3d()  # imported: the cap applies at once
+    util = o3d.utility
+    before = util.get_max_threads()
+    monkeypatch.setattr(o3d_mod, "_thread_limit", None)
+    try:
+        util.set_max_threads(0)
+        every = util.get_max_threads()
+        assert every >= 2
+        o3d_mod.limit_threads(1)
+        assert util.get_max_threads() == 1
+        with pytest.raises(ValueError, match="n must be >= 1"):
+            o3d_mod.limit_threads(0)
+        # a process where open3d() has not run yet: the cap applies as it runs (it is cached)
+        util.set_max_threads(0)
+        o3d_mod.open3d.cache_clear()
+        assert util.get_max_threads() == every
+        o3d_mod.open3d()
+        assert util.get_max_threads() == 1
+    finally:
+        util.set_max_threads(before)
 
 
 def test_a_scan_is_fitted_on_one_blas_thread(monkeypatch):
