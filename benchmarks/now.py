@@ -343,7 +343,7 @@ def refine_scan_to_mesh(
     pts = np.asarray(scan_points, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) == 0:
         raise ValueError(f"refine_scan_to_mesh: expected (N, 3) scan points, got {pts.shape}")
-    q = query if query is not None else SurfaceQuery(mesh, nthreads=1)
+    q = query if query is not None else SurfaceQuery(mesh)
     normals = mesh.face_normals
     t = init
     iterations = 0

@@ -705,7 +705,7 @@ def evaluate_realy(
     gk = np.asarray(subject.keypoints, dtype=np.float64)
     t_global = global_alignment(topology.keypoints(prediction.vertices), gk)
     aligned = Mesh(t_global.apply(prediction.vertices), prediction.faces)
-    query = SurfaceQuery(aligned, nthreads=1)
+    query = SurfaceQuery(aligned)
     kp_aligned = topology.keypoints(aligned.vertices)
     kp_rms = float(np.sqrt(((kp_aligned - gk) ** 2).sum(1).mean())) * float(subject.metrical_scale)
     errors: dict[str, float] = {}

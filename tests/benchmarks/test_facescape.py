@@ -91,25 +91,6 @@ def test_chamfer_against_trimesh_on_random_meshes() -> None:
     assert chamfer_cd(a, b) == pytest.approx(ref, abs=1e-6)
 
 
-def test_chamfer_is_the_same_on_one_thread_and_on_every_core(monkeypatch) -> None:
-    """chamfer_cd queries on Open3D's automatic threads (every core outside a pool's worker)."""
-    import facehd._o3d as o3d_mod
-
-    rng = np.random.default_rng(5)
-    a = icosphere(40.0, 5)  # 10k vertices: enough points to share between threads
-    b = Mesh(a.vertices * 1.05 + rng.normal(scale=1.0, size=a.vertices.shape), a.faces)
-    util = o3d_mod.open3d().utility
-    before = util.get_max_threads()
-    monkeypatch.setattr(o3d_mod, "_thread_limit", None)
-    try:
-        util.set_max_threads(0)
-        every = chamfer_cd(a, b)
-        o3d_mod.limit_threads(1)
-        assert chamfer_cd(a, b) == every and 1.0 < every < 4.0
-    finally:
-        util.set_max_threads(before)
-
-
 def test_normal_error_of_a_known_rotation() -> None:
     theta = np.deg2rad(12.0)
     rot = rotation_from_axis_angle(np.array([0.0, theta, 0.0]))
