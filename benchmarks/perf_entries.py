@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -140,19 +139,6 @@ def grid_keypoint_entries(angles: np.ndarray, shape: tuple[int, int]) -> list[li
 # ------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _one_core() -> Iterator[None]:
-    from facehd._o3d import open3d
-
-    util = open3d().utility
-    util.set_max_threads(1)
-    try:
-        with single_thread():
-            yield
-    finally:
-        util.set_max_threads(0)
-
-
 def _best(fn: Callable[[], object], repeat: int) -> float:
     best = float("inf")
     for _ in range(max(1, repeat)):
@@ -189,7 +175,7 @@ def _perf_now(quick: bool) -> list[PerfRow]:
     pred_m = pred.transformed(t)
     lm_gt = head_point(NOW7_ANGLES[:, 0], NOW7_ANGLES[:, 1])
     lm_pred = t.apply(head_point(NOW7_ANGLES[:, 0], NOW7_ANGLES[:, 1], _PRED_AMPS))
-    with _one_core():
+    with single_thread():
         res = evaluate_now(scan, lm_gt, pred_m, lm_pred)
         sec = _best(lambda: evaluate_now(scan, lm_gt, pred_m, lm_pred), 1 if quick else 3)
         load = _load_seconds(scan)
@@ -227,7 +213,7 @@ def _perf_facescape(quick: bool) -> list[PerfRow]:
     gt_c = Mesh(gt.vertices @ rot.T + centre, gt.faces)
     pred_c = Mesh(pred.vertices @ rot.T + centre + [0.0, 0.0, 7.0], pred.faces)
     cam = Orthographic(mag=130.0)
-    with _one_core():
+    with single_thread():
         res = evaluate_facescape(gt_c, pred_c, cam, rot, centre, depth_scale=128.0 / 130.0)
         sec = _best(
             lambda: evaluate_facescape(gt_c, pred_c, cam, rot, centre, depth_scale=128.0 / 130.0),
@@ -271,7 +257,7 @@ def _perf_realy(quick: bool) -> list[PerfRow]:
     for n_gt, n_pred, label in cases:
         pred, topo, subject = _realy_case(n_gt, n_pred)
         stats: dict = {}
-        with _one_core():
+        with single_thread():
             t0 = time.perf_counter()
             res = evaluate_realy(pred, topo, subject, stats=stats)
             sec = time.perf_counter() - t0

@@ -14,6 +14,8 @@ import ctypes
 import ctypes.util
 import functools
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 
 #: The cap :func:`limit_threads` set (None: Open3D's own default, every core).
@@ -29,6 +31,20 @@ def limit_threads(n: int) -> None:
     _thread_limit = int(n)
     if "open3d" in sys.modules:
         open3d().utility.set_max_threads(_thread_limit)
+
+
+@contextmanager
+def threads_limited(n: int) -> Iterator[None]:
+    """:func:`limit_threads` for the body alone; the cap in force before it after."""
+    global _thread_limit
+    old = _thread_limit
+    limit_threads(n)
+    try:
+        yield
+    finally:
+        _thread_limit = old
+        if "open3d" in sys.modules:
+            open3d().utility.set_max_threads(0 if old is None else old)  # 0: automatic
 
 
 @functools.cache

@@ -85,16 +85,17 @@ def discover() -> dict[str, _Entry]:
 
 @contextmanager
 def single_thread() -> Iterator[None]:
-    """Run the body with torch's and NumPy/SciPy's BLAS threads set to 1 (entries that use
-    Open3D also call ``open3d.utility.set_max_threads(1)``)."""
+    """Run the body with torch, NumPy's and SciPy's BLAS and Open3D's automatic-thread calls on
+    one thread each; their counts before it after."""
     import torch
 
+    from facehd._o3d import threads_limited
     from facehd.threads import one_blas_thread
 
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with one_blas_thread():
+        with one_blas_thread(), threads_limited(1):
             yield
     finally:
         torch.set_num_threads(old)

@@ -8,29 +8,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 
 from facehd.perf import PerfRow, interrupts_deferred, register, single_thread
-
-
-@contextmanager
-def _one_core() -> Iterator[None]:
-    """torch (via :func:`facehd.perf.single_thread`) and Open3D (TBB) limited to one thread."""
-    from facehd._o3d import open3d
-
-    util = open3d().utility
-    old = util.get_max_threads()
-    util.set_max_threads(0)
-    auto = util.get_max_threads()
-    util.set_max_threads(1)
-    try:
-        with single_thread():
-            yield
-    finally:
-        util.set_max_threads(0 if old == auto else old)
 
 
 def _face_heights(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -98,7 +79,7 @@ def distance_entry(quick: bool) -> list[PerfRow]:
     # scan-to-reconstruction errors are ~1 mm (NoW medians): 1 mm Gaussian noise per axis
     pts = _surface_samples(mesh, n_pts, noise=1.0, seed=0)
     size = f"{n_pts} points ~1 mm from a {mesh.n_vertices}-vertex mesh"
-    with _one_core():
+    with single_thread():
         point_to_surface(pts[:100], mesh)  # warm-up: Open3D import
         cpu, wall, ours = _cpu_and_wall(lambda: point_to_surface(pts, mesh), repeat=2)
         tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
@@ -179,7 +160,7 @@ def procrustes_icp_entry(quick: bool) -> list[PerfRow]:
         init = procrustes(lm_scan, lm_target, with_scale=False)  # both in mm
         return icp_point_to_plane(scan, target, init=init, max_distance=5.0)
 
-    with _one_core():
+    with single_thread():
         align()  # warm-up: Open3D import
         cpu, seconds, res = _cpu_and_wall(align, repeat=3)
     size = (
@@ -244,7 +225,7 @@ def render_entry(quick: bool) -> list[PerfRow]:
         with torch.no_grad():
             vertex_normals(verts, faces)
 
-    with _one_core():
+    with single_thread():
         forward_backward()  # warm-up (Open3D import, allocator)
         rasterize_raycast()
         fwd_cpu, fwd_wall, _ = _cpu_and_wall(forward, repeat=7)

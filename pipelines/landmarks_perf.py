@@ -21,7 +21,6 @@ _DENSE_RESOLUTION = 294
 
 @register("scan-landmarks", "automatic 3D landmarks of a ~100k-vertex raw scan, one core")
 def scan_landmarks_entry(quick: bool) -> list[PerfRow]:
-    from facehd._o3d import open3d
     from facehd.detect import mediapipe_available
     from facehd.morphable import load_model
     from pipelines.synth import SynthConfig, make_scan
@@ -43,36 +42,30 @@ def scan_landmarks_entry(quick: bool) -> list[PerfRow]:
 
     config = SynthConfig(dense_resolution=120 if quick else _DENSE_RESOLUTION, seed=3)
     scan = make_scan(load_model(config.model), config, 0, 0)[0]
-    util = open3d().utility
-    old_threads = util.get_max_threads()
-    util.set_max_threads(1)
-    try:
-        with single_thread():
-            c0, w0 = time.process_time(), time.perf_counter()
-            check = ModelLandmarkCheck()
-            check.fit_data()  # the model prepared once per process, as in a batch run
-            # `facehd landmarks` renders the overlay only with --overlays: timed both ways
-            plain = ScanLandmarker(ScanLandmarkConfig(overlay_size=0), check=check)
-            start_wall = time.perf_counter() - w0
-            start_cpu = time.process_time() - c0
-            drawn = ScanLandmarker(check=check)
-            timings: dict[str, tuple[float, float]] = {}
-            outcome = ""
-            for name, landmarker in (("plain", plain), ("overlay", drawn)):
-                walls, cpus = [], []
-                for _ in range(1 if quick else 2):
-                    c0, w0 = time.process_time(), time.perf_counter()
-                    try:
-                        found = landmarker.detect(scan)
-                        outcome = f"confidence {found.confidence:.2f}, points {found.source}"
-                    except ScanLandmarkError as exc:  # still a timing, of a failing scan
-                        outcome = f"FAILED ({exc.reason}): timing of a rejected scan"
-                    walls.append(time.perf_counter() - w0)
-                    cpus.append(time.process_time() - c0)
-                landmarker.close()
-                timings[name] = (min(walls), min(cpus))
-    finally:
-        util.set_max_threads(old_threads)
+    with single_thread():
+        c0, w0 = time.process_time(), time.perf_counter()
+        check = ModelLandmarkCheck()
+        check.fit_data()  # the model prepared once per process, as in a batch run
+        # `facehd landmarks` renders the overlay only with --overlays: timed both ways
+        plain = ScanLandmarker(ScanLandmarkConfig(overlay_size=0), check=check)
+        start_wall = time.perf_counter() - w0
+        start_cpu = time.process_time() - c0
+        drawn = ScanLandmarker(check=check)
+        timings: dict[str, tuple[float, float]] = {}
+        outcome = ""
+        for name, landmarker in (("plain", plain), ("overlay", drawn)):
+            walls, cpus = [], []
+            for _ in range(1 if quick else 2):
+                c0, w0 = time.process_time(), time.perf_counter()
+                try:
+                    found = landmarker.detect(scan)
+                    outcome = f"confidence {found.confidence:.2f}, points {found.source}"
+                except ScanLandmarkError as exc:  # still a timing, of a failing scan
+                    outcome = f"FAILED ({exc.reason}): timing of a rejected scan"
+                walls.append(time.perf_counter() - w0)
+                cpus.append(time.process_time() - c0)
+            landmarker.close()
+            timings[name] = (min(walls), min(cpus))
     (wall, cpu), drawn_wall = timings["plain"], timings["overlay"][0]
     n = scan.n_vertices
     per_100k = wall * 100_000 / n

@@ -114,3 +114,28 @@ def test_a_scan_is_fitted_on_one_blas_thread(monkeypatch):
     finally:
         for fn, n in zip(fns, before, strict=True):
             fn(n)
+
+
+def test_perf_entries_run_open3d_on_one_thread_and_restore_the_cap(monkeypatch):
+    """facehd.perf.single_thread caps Open3D too (threads_limited), and gives back the cap in
+    force before it, not Open3D's every-core default (a pool's worker or a pytest-xdist worker
+    stays capped after a perf entry)."""
+    import facehd._o3d as o3d_mod
+    from facehd.perf import single_thread
+
+    util = o3d_mod.open3d().utility
+    before = util.get_max_threads()
+    monkeypatch.setattr(o3d_mod, "_thread_limit", None)
+    try:
+        util.set_max_threads(0)
+        every = util.get_max_threads()
+        with single_thread():
+            assert util.get_max_threads() == 1
+        assert util.get_max_threads() == every and o3d_mod._thread_limit is None
+        o3d_mod.limit_threads(2)
+        with pytest.raises(RuntimeError), single_thread():
+            assert util.get_max_threads() == 1
+            raise RuntimeError
+        assert util.get_max_threads() == 2 and o3d_mod._thread_limit == 2
+    finally:
+        util.set_max_threads(before)
