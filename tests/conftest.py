@@ -11,8 +11,8 @@ import pytest
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist the workers share the machine's cores: each computes with torch and
     Open3D on its share of them, not on every core (on 2 cores, 2 workers of 2 torch threads each
-    ran the suite in 1249 s, of 1 thread each in 1139 s; with Open3D's FaceScape queries on 2
-    threads each, 1056 s instead of 837 s)."""
+    ran the suite in 1249 s, of 1 thread each in 1139 s). Open3D's automatic threads are capped
+    the same way, as a pool's workers cap them."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
         import torch
