@@ -29,8 +29,7 @@ def limit_threads(n: int) -> None:
     if n < 1:
         raise ValueError(f"limit_threads: n must be >= 1, got {n}")
     _thread_limit = int(n)
-    if "open3d" in sys.modules:
-        open3d().utility.set_max_threads(_thread_limit)
+    _apply_limit()
 
 
 @contextmanager
@@ -43,8 +42,13 @@ def threads_limited(n: int) -> Iterator[None]:
         yield
     finally:
         _thread_limit = old
-        if "open3d" in sys.modules:
-            open3d().utility.set_max_threads(0 if old is None else old)  # 0: automatic
+        _apply_limit()
+
+
+def _apply_limit() -> None:
+    """Give an imported Open3D the cap in force (none: 0, Open3D's every-core default)."""
+    if "open3d" in sys.modules:
+        open3d().utility.set_max_threads(_thread_limit or 0)
 
 
 @functools.cache

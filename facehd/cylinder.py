@@ -168,8 +168,8 @@ def chamfer_cd(mesh_a: Mesh, mesh_b: Mesh) -> float:
     """
     if mesh_a.n_faces == 0 or mesh_b.n_faces == 0:
         return float("nan")
-    b2a = SurfaceQuery(mesh_a, nthreads=0).closest(mesh_b.vertices, neighbours=False).distances
-    a2b = SurfaceQuery(mesh_b, nthreads=0).closest(mesh_a.vertices, neighbours=False).distances
+    b2a = SurfaceQuery(mesh_a).closest(mesh_b.vertices, neighbours=False).distances
+    a2b = SurfaceQuery(mesh_b).closest(mesh_a.vertices, neighbours=False).distances
     allv = np.concatenate([a2b, b2a])
     allv = allv[~np.isnan(allv)]
     return float(allv.mean()) if allv.size else float("nan")
