@@ -25,6 +25,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
+def open3d_uncapped(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """``facehd._o3d`` with no thread cap and Open3D on every core for the test (whatever cap
+    the session set, as under pytest-xdist); Open3D's count in force before it, after."""
+    import facehd._o3d as o3d_mod
+
+    util = o3d_mod.open3d().utility
+    before = util.get_max_threads()
+    monkeypatch.setattr(o3d_mod, "_thread_limit", None)
+    util.set_max_threads(0)
+    try:
+        yield o3d_mod
+    finally:
+        util.set_max_threads(before)
+
+
+@pytest.fixture
 def one_ray_at_a_time() -> Iterator[None]:
     """Hold the tests' Ray lock while a test starts or looks for a Ray instance. ``address=
     "auto"`` finds any Ray instance running on the machine (by its processes, whatever their

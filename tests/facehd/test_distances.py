@@ -74,30 +74,19 @@ def test_large_queries_sorted_internally_keep_input_order() -> None:
         np.testing.assert_array_equal(field, np.concatenate([p[k] for p in parts]))
 
 
-def test_one_thread_and_every_core_give_the_same_answers(monkeypatch) -> None:
+def test_one_thread_and_every_core_give_the_same_answers(open3d_uncapped) -> None:
     """The scoring's queries run on Open3D's automatic threads outside a pool's workers and on
     one inside them (facehd._o3d.limit_threads): every answer must be the same either way."""
-    import facehd._o3d as o3d_mod
-
     mesh = bumpy_sphere(subdivisions=5)
     pts = near_surface_points(mesh, 50_000, spread=4.0, seed=3)
-    util = o3d_mod.open3d().utility
-    before = util.get_max_threads()
-    monkeypatch.setattr(o3d_mod, "_thread_limit", None)
-    try:
-        util.set_max_threads(0)
-        every = SurfaceQuery(mesh).closest(pts)
-        hits = SurfaceQuery(mesh).cast(pts, np.tile([0.0, 0.0, 1.0], (len(pts), 1)))
-        o3d_mod.limit_threads(1)
-        one = SurfaceQuery(mesh).closest(pts)
-        for a, b in zip(every, one, strict=True):
-            np.testing.assert_array_equal(a, b)
-        for a, b in zip(
-            hits, SurfaceQuery(mesh).cast(pts, np.tile([0.0, 0.0, 1.0], (len(pts), 1))), strict=True
-        ):
-            np.testing.assert_array_equal(a, b)
-    finally:
-        util.set_max_threads(before)
+    up = np.tile([0.0, 0.0, 1.0], (len(pts), 1))
+    every = SurfaceQuery(mesh).closest(pts)
+    hits = SurfaceQuery(mesh).cast(pts, up)
+    open3d_uncapped.limit_threads(1)
+    for a, b in zip(every, SurfaceQuery(mesh).closest(pts), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(hits, SurfaceQuery(mesh).cast(pts, up), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_matches_brute_force_point_triangle_loop() -> None:
