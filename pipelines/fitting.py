@@ -39,7 +39,7 @@ deformation's tangential part stays near zero (smoothness, point-to-point term).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -505,7 +505,8 @@ def _fit_pose_and_coefficients(
     max_distance: float,
     iterations: int,
     threads: int,
-) -> tuple[Similarity, np.ndarray]:
+    tolerance_mm: float = 0.0,
+) -> tuple[Similarity, np.ndarray, float]:
     """Joint Gauss-Newton of the rigid pose and the M0 coefficients (correspondences iterated).
 
     ``pts``, ``nrm`` : (N, 3) scan face points and their normals, scan frame (mm). Each scan point
@@ -514,15 +515,19 @@ def _fit_pose_and_coefficients(
     coefficients ``c``: residuals ``n · (μ_x + B_x c − s − ω × s − τ)`` plus the prior
     ``λ Σ (c_k / std_k)²``. Measuring from the scan to the model surface (not from model
     vertices to the scan) keeps the fit unbiased where the model's facets fold; solving pose
-    and shape together avoids the slow zig-zag of alternating them.
+    and shape together avoids the slow zig-zag of alternating them. Returns the pose, the
+    coefficients and how far the last step moved M0's fit-region vertices relative to the scan
+    (median, mm; NaN after no step); with ``tolerance_mm`` > 0 it stops before ``iterations``
+    steps once a step moves them less than that.
     """
     k = md.basis_mm.shape[2]
     prior = np.zeros((6 + k, 6 + k))
     prior[6:, 6:] = np.diag(1.0 / np.maximum(md.std, 1e-12) ** 2)
     faces = md.model.faces
+    verts = md.m0_vertices(coeffs)
+    moved = float("nan")
     for _ in range(iterations):
         s = transform.apply(pts)
-        verts = md.m0_vertices(coeffs)
         m = _match_to_model(md, s, nrm @ transform.rotation.T, verts, max_distance, config, threads)
         if m.ok.sum() < config.min_points:
             raise FitError(
@@ -543,7 +548,14 @@ def _fit_pose_and_coefficients(
         coeffs = x[6:]
         step = Similarity(1.0, rotation_from_axis_angle(x[:3]), x[3:6])
         transform = step.compose(transform)
-    return transform, coeffs
+        before = verts
+        verts = md.m0_vertices(coeffs)
+        # the step moved the scan by `step`: in the new model frame the old M0 lies at
+        # step(before), and M0 moved relative to the scan by the difference
+        moved = float(np.median(np.linalg.norm(verts[md.fit] - step.apply(before[md.fit]), axis=1)))
+        if moved < tolerance_mm:
+            break
+    return transform, coeffs, moved
 
 
 def _icp_round(
@@ -778,6 +790,10 @@ class ShapeFit:
     """RMS landmark distance after the landmark alignment."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds of the steps (``align``, ``m0``)."""
+    last_step_mm: float = float("nan")
+    """How far the last Gauss-Newton step moved M0's fit-region vertices relative to the scan
+    (median, mm): a fit still moving by more than a few hundredths stopped short of where it
+    converges (:meth:`refined`)."""
 
     def residuals(
         self, scan_mm: Mesh, md: ModelFitData, config: FitConfig, threads: int = 0
@@ -791,6 +807,51 @@ class ShapeFit:
         )
         mesh0 = Mesh(self.m0, md.model.faces)
         return SurfaceQuery(mesh0, nthreads=threads).closest(pts, neighbours=False).distances
+
+    def refined(
+        self,
+        scan_mm: Mesh,
+        md: ModelFitData,
+        config: FitConfig,
+        *,
+        iterations: int,
+        tolerance_mm: float,
+        threads: int = 0,
+    ) -> ShapeFit:
+        """The fit carried on from here: each round of the pose + M0 fit again (its
+        correspondence distance, the same scan points), from where this one ended, until a
+        step moves M0's fit-region vertices relative to the scan by less than ``tolerance_mm``
+        (median, mm) or after ``iterations`` steps. A fit stopped short of convergence (few
+        steps a round) ends where a longer one would; a converged one stops after a step or
+        two a round."""
+        t1 = time.perf_counter()
+        sub = _even_subset(self.crop, config.m0_max_points)
+        transform, coeffs = self.transform, self.coefficients
+        last = self.last_step_mm
+        for dmax in config.m0_max_distance_mm:
+            transform, coeffs, last = _fit_pose_and_coefficients(
+                md,
+                scan_mm.vertices[sub],
+                scan_mm.vertex_normals[sub],
+                transform,
+                coeffs,
+                config,
+                dmax,
+                iterations,
+                threads,
+                tolerance_mm,
+            )
+        timings = dict(self.timings)
+        timings["m0"] = timings.get("m0", 0.0) + time.perf_counter() - t1
+        m0 = md.m0_vertices(coeffs)
+        return replace(
+            self,
+            transform=transform,
+            coefficients=coeffs,
+            m0=m0,
+            timings=timings,
+            last_step_mm=last,
+        )
 
 
 def fit_shape(
@@ -857,8 +918,9 @@ def fit_shape(
     timings["align"] += time.perf_counter() - t1
     t1 = time.perf_counter()
     sub = _even_subset(crop, config.m0_max_points)
+    last = float("nan")
     for dmax in config.m0_max_distance_mm:
-        transform, coeffs = _fit_pose_and_coefficients(
+        transform, coeffs, last = _fit_pose_and_coefficients(
             md,
             verts[sub],
             vnrm[sub],
@@ -872,7 +934,7 @@ def fit_shape(
     timings["m0"] = time.perf_counter() - t1
 
     m0 = md.m0_vertices(coeffs)
-    return ShapeFit(transform, coeffs, m0, crop, lm_rms, timings)
+    return ShapeFit(transform, coeffs, m0, crop, lm_rms, timings, last)
 
 
 def fit_scan(

@@ -6,12 +6,15 @@ detection, the detection stands."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from facehd.landmarks import NOW7_FROM_68
 from facehd.mesh import Mesh
 from facehd.morphable import facehd_synth
+from facehd.scan_landmarks import LandmarkCheck
 from facehd.transforms import Similarity
 from pipelines.model_landmarks import ModelCheckConfig, ModelLandmarkCheck
 from pipelines.synth import SynthConfig, make_scan
@@ -24,11 +27,11 @@ def check() -> ModelLandmarkCheck:
     return ModelLandmarkCheck()
 
 
-def _scan(seed: int, **kw: float) -> tuple[Mesh, np.ndarray]:
+def _scan(seed: int, expression: int = 1, **kw: float) -> tuple[Mesh, np.ndarray]:
     """A synthetic raw scan (random frame, holes, neck, hair) in mm, its true iBUG-68 points."""
     model = facehd_synth()
     config = SynthConfig(subjects=1, expressions=2, seed=seed, **kw)
-    scan, truth, _, _, _ = make_scan(model, config, 0, 1)
+    scan, truth, _, _, _ = make_scan(model, config, 0, expression)
     t = Similarity(float(truth["scale"]), truth["rotation"], truth["translation"])
     k = float(truth["scale"])  # the scan's unit in mm (its frame is rigid otherwise)
     return Mesh(scan.vertices * k, scan.faces), t.inverse().apply(truth["landmarks68"]) * k
@@ -58,6 +61,106 @@ def test_a_face_the_model_describes_gets_its_landmark_vertices(
     # plus a mid-frequency field the fit's M0 does not hold), so not exactly zero after
     assert np.median(err) < 1.5 and err.max() < 4.0, err
     assert np.median(err) < 0.6 * np.median(_now7_error(detected, truth))
+
+
+@pytest.fixture(scope="module")
+def slow_to_fit() -> tuple[Mesh, np.ndarray]:
+    """Seed 13's neutral face: three steps a round leave its M0 short at the lips."""
+    return _scan(13, expression=0, dense_resolution=120)
+
+
+def test_a_fit_stopped_short_is_carried_on_to_where_it_converges(
+    check: ModelLandmarkCheck, slow_to_fit: tuple[Mesh, np.ndarray]
+) -> None:
+    scan, truth = slow_to_fit
+    detected = _detected(truth, 13)
+    short = ModelLandmarkCheck(ModelCheckConfig(refine_iterations=0))(scan, detected)
+    carried = check(scan, detected)
+    fit = dataclasses.replace(ModelCheckConfig().fit, m0_iterations=16)
+    long = ModelLandmarkCheck(ModelCheckConfig(refine_iterations=0, fit=fit))(scan, detected)
+    for result in (short, carried, long):
+        assert result.source == "model (facehd-synth)", result.detail
+
+    def gap(result: LandmarkCheck) -> float:
+        return float(np.linalg.norm(result.landmarks68_mm - long.landmarks68_mm, axis=1).max())
+
+    assert gap(short) > 5.0 and gap(carried) < 0.5, (gap(short), gap(carried))
+    # and nearer the truth where NoW measures
+    short_err, carried_err = (
+        _now7_error(short.landmarks68_mm, truth),
+        _now7_error(carried.landmarks68_mm, truth),
+    )
+    assert carried_err.max() < 0.6 * short_err.max(), (carried_err, short_err)
+
+
+def test_carrying_on_stops_when_a_step_barely_moves_the_fit(
+    check: ModelLandmarkCheck,
+    slow_to_fit: tuple[Mesh, np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipelines import fitting
+
+    scan, truth = slow_to_fit
+    md, _ = check.fit_data()
+    cfg = check.config.fit
+    start = fitting.fit_shape(scan, truth[NOW7], md, cfg, threads=1)
+    steps = []
+    match = fitting._match_to_model
+    monkeypatch.setattr(
+        fitting, "_match_to_model", lambda *a, **k: steps.append(1) or match(*a, **k)
+    )
+    rounds = len(cfg.m0_max_distance_mm)
+
+    def taken(
+        fit: fitting.ShapeFit, iterations: int, tolerance: float
+    ) -> tuple[fitting.ShapeFit, int]:
+        steps.clear()
+        out = fit.refined(scan, md, cfg, iterations=iterations, tolerance_mm=tolerance)
+        return out, len(steps)
+
+    assert taken(start, 4, 1e-9)[1] == 4 * rounds  # never that still: every step taken
+    assert taken(start, 4, 1e3)[1] == rounds  # any step is small enough: one a round
+    converged, n = taken(start, 30, 0.03)
+    assert rounds < n < 30 * rounds
+    again, n = taken(converged, 30, 0.03)
+    assert n <= 2 * rounds  # a converged fit stops at once, or nearly (rounds change the points)
+
+    def moved(a: fitting.ShapeFit, b: fitting.ShapeFit) -> np.ndarray:
+        """How far M0's fit region moved relative to the scan from ``a`` to ``b`` (mm)."""
+        pa, pb = (f.transform.inverse().apply(f.m0)[md.fit] for f in (a, b))
+        return np.linalg.norm(pb - pa, axis=1)
+
+    assert moved(start, converged).max() > 3.0
+    assert np.median(moved(converged, again)) < 0.1 and moved(converged, again).max() < 0.5
+    unchanged, n = taken(start, 0, 0.03)
+    assert n == 0 and np.array_equal(unchanged.coefficients, start.coefficients)
+
+
+def test_only_a_fit_still_moving_is_carried_on(
+    check: ModelLandmarkCheck,
+    slow_to_fit: tuple[Mesh, np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipelines import fitting
+
+    last_steps = []
+    refined = fitting.ShapeFit.refined
+
+    def recorded(self: fitting.ShapeFit, *args: object, **kwargs: object) -> fitting.ShapeFit:
+        last_steps.append(self.last_step_mm)
+        return refined(self, *args, **kwargs)
+
+    monkeypatch.setattr(fitting.ShapeFit, "refined", recorded)
+    scan, truth = _scan(5, dense_resolution=120)
+    detected = _detected(truth, 5)
+    md, _ = check.fit_data()
+    fit = fitting.fit_shape(scan, detected[NOW7], md, check.config.fit, threads=1)
+    assert fit.last_step_mm < check.config.refine_tolerance_mm  # converged in the few steps
+    assert check(scan, detected).source == "model (facehd-synth)"
+    assert last_steps == []
+    scan, truth = slow_to_fit
+    assert check(scan, _detected(truth, 13)).source == "model (facehd-synth)"
+    assert len(last_steps) == 1 and last_steps[0] > 10 * check.config.refine_tolerance_mm
 
 
 def test_a_face_outside_the_models_span_keeps_its_detection(check: ModelLandmarkCheck) -> None:
@@ -92,8 +195,13 @@ def test_no_face_keeps_the_detection(check: ModelLandmarkCheck) -> None:
     assert result.source == "detected" and result.landmarks68_mm is None
 
 
-@pytest.mark.parametrize("name", ["max_residual_mm", "max_shift_mm"])
+@pytest.mark.parametrize("name", ["max_residual_mm", "max_shift_mm", "refine_tolerance_mm"])
 @pytest.mark.parametrize("value", [0.0, -1.0, float("nan")])
 def test_bad_settings_are_refused(name: str, value: float) -> None:
     with pytest.raises(ValueError, match=name):
         ModelCheckConfig(**{name: value})
+
+
+def test_a_negative_number_of_steps_is_refused() -> None:
+    with pytest.raises(ValueError, match="refine_iterations"):
+        ModelCheckConfig(refine_iterations=-1)
