@@ -829,7 +829,7 @@ class ShapeFit:
         transform, coeffs = self.transform, self.coefficients
         last = self.last_step_mm
         for dmax in config.m0_max_distance_mm:
-            transform, coeffs, last = _fit_pose_and_coefficients(
+            transform, coeffs, moved = _fit_pose_and_coefficients(
                 md,
                 scan_mm.vertices[sub],
                 scan_mm.vertex_normals[sub],
@@ -841,6 +841,7 @@ class ShapeFit:
                 threads,
                 tolerance_mm,
             )
+            last = last if np.isnan(moved) else moved  # NaN: no step taken
         timings = dict(self.timings)
         timings["m0"] = timings.get("m0", 0.0) + time.perf_counter() - t1
         m0 = md.m0_vertices(coeffs)

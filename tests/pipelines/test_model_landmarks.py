@@ -134,6 +134,7 @@ def test_carrying_on_stops_when_a_step_barely_moves_the_fit(
     assert np.median(moved(converged, again)) < 0.1 and moved(converged, again).max() < 0.5
     unchanged, n = taken(start, 0, 0.03)
     assert n == 0 and np.array_equal(unchanged.coefficients, start.coefficients)
+    assert unchanged.last_step_mm == start.last_step_mm
 
 
 def test_only_a_fit_still_moving_is_carried_on(
