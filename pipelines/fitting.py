@@ -501,12 +501,13 @@ def _fit_pose_and_coefficients(
     nrm: np.ndarray,
     transform: Similarity,
     coeffs: np.ndarray,
+    verts: np.ndarray,
     config: FitConfig,
     max_distance: float,
     iterations: int,
     threads: int,
     tolerance_mm: float = 0.0,
-) -> tuple[Similarity, np.ndarray, float]:
+) -> tuple[Similarity, np.ndarray, np.ndarray, float]:
     """Joint Gauss-Newton of the rigid pose and the M0 coefficients (correspondences iterated).
 
     ``pts``, ``nrm`` : (N, 3) scan face points and their normals, scan frame (mm). Each scan point
@@ -515,16 +516,15 @@ def _fit_pose_and_coefficients(
     coefficients ``c``: residuals ``n · (μ_x + B_x c − s − ω × s − τ)`` plus the prior
     ``λ Σ (c_k / std_k)²``. Measuring from the scan to the model surface (not from model
     vertices to the scan) keeps the fit unbiased where the model's facets fold; solving pose
-    and shape together avoids the slow zig-zag of alternating them. Returns the pose, the
-    coefficients and how far the last step moved M0's fit-region vertices relative to the scan
-    (median, mm; NaN after no step); with ``tolerance_mm`` > 0 it stops before ``iterations``
-    steps once a step moves them less than that.
+    and shape together avoids the slow zig-zag of alternating them. ``verts`` is M0 for
+    ``coeffs``. Returns the pose, the coefficients, their M0 and how far the last step moved
+    M0's fit-region vertices relative to the scan (median, mm; NaN after no step); with
+    ``tolerance_mm`` > 0 it stops before ``iterations`` steps once a step moves them less.
     """
     k = md.basis_mm.shape[2]
     prior = np.zeros((6 + k, 6 + k))
     prior[6:, 6:] = np.diag(1.0 / np.maximum(md.std, 1e-12) ** 2)
     faces = md.model.faces
-    verts = md.m0_vertices(coeffs)
     moved = float("nan")
     for _ in range(iterations):
         s = transform.apply(pts)
@@ -555,7 +555,32 @@ def _fit_pose_and_coefficients(
         moved = float(np.median(np.linalg.norm(verts[md.fit] - step.apply(before[md.fit]), axis=1)))
         if moved < tolerance_mm:
             break
-    return transform, coeffs, moved
+    return transform, coeffs, verts, moved
+
+
+def _fit_rounds(
+    md: ModelFitData,
+    pts: np.ndarray,
+    nrm: np.ndarray,
+    transform: Similarity,
+    coeffs: np.ndarray,
+    config: FitConfig,
+    iterations: int,
+    threads: int,
+    tolerance_mm: float = 0.0,
+    last_step_mm: float = float("nan"),
+) -> tuple[Similarity, np.ndarray, np.ndarray, float]:
+    """Each round of :func:`_fit_pose_and_coefficients` in turn (``m0_max_distance_mm``), up
+    to ``iterations`` steps each: the pose, the coefficients, their M0 and how far the last
+    step taken moved M0 (``last_step_mm`` when none was)."""
+    verts = md.m0_vertices(coeffs)
+    for dmax in config.m0_max_distance_mm:
+        transform, coeffs, verts, moved = _fit_pose_and_coefficients(
+            md, pts, nrm, transform, coeffs, verts, config, dmax, iterations, threads, tolerance_mm
+        )
+        if not np.isnan(moved):
+            last_step_mm = moved
+    return transform, coeffs, verts, last_step_mm
 
 
 def _icp_round(
@@ -826,25 +851,20 @@ class ShapeFit:
         two a round."""
         t1 = time.perf_counter()
         sub = _even_subset(self.crop, config.m0_max_points)
-        transform, coeffs = self.transform, self.coefficients
-        last = self.last_step_mm
-        for dmax in config.m0_max_distance_mm:
-            transform, coeffs, moved = _fit_pose_and_coefficients(
-                md,
-                scan_mm.vertices[sub],
-                scan_mm.vertex_normals[sub],
-                transform,
-                coeffs,
-                config,
-                dmax,
-                iterations,
-                threads,
-                tolerance_mm,
-            )
-            last = last if np.isnan(moved) else moved  # NaN: no step taken
+        transform, coeffs, m0, last = _fit_rounds(
+            md,
+            scan_mm.vertices[sub],
+            scan_mm.vertex_normals[sub],
+            self.transform,
+            self.coefficients,
+            config,
+            iterations,
+            threads,
+            tolerance_mm,
+            self.last_step_mm,
+        )
         timings = dict(self.timings)
         timings["m0"] = timings.get("m0", 0.0) + time.perf_counter() - t1
-        m0 = md.m0_vertices(coeffs)
         return replace(
             self,
             transform=transform,
@@ -919,22 +939,10 @@ def fit_shape(
     timings["align"] += time.perf_counter() - t1
     t1 = time.perf_counter()
     sub = _even_subset(crop, config.m0_max_points)
-    last = float("nan")
-    for dmax in config.m0_max_distance_mm:
-        transform, coeffs, last = _fit_pose_and_coefficients(
-            md,
-            verts[sub],
-            vnrm[sub],
-            transform,
-            coeffs,
-            config,
-            dmax,
-            config.m0_iterations,
-            threads,
-        )
+    transform, coeffs, m0, last = _fit_rounds(
+        md, verts[sub], vnrm[sub], transform, coeffs, config, config.m0_iterations, threads
+    )
     timings["m0"] = time.perf_counter() - t1
-
-    m0 = md.m0_vertices(coeffs)
     return ShapeFit(transform, coeffs, m0, crop, lm_rms, timings, last)
 
 

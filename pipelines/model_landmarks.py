@@ -198,7 +198,7 @@ class ModelLandmarkCheck:
                 )
         except (FitError, DegenerateInputError, np.linalg.LinAlgError) as exc:
             return LandmarkCheck("detected", detail=f"the {cfg.model} fit failed ({exc})")
-        if not np.isfinite(residual) or residual > cfg.max_residual_mm:
+        if not describes:
             return LandmarkCheck(
                 "detected",
                 residual_mm=residual,
