@@ -33,7 +33,6 @@ Synthetic scans of the model itself (``facehd synth``: M0 plus mid and fine deta
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,10 +118,6 @@ class ModelCheckConfig:
     vertices to its fitted M0 is at most this, mm."""
     max_shift_mm: float = 6.0
     """Largest median distance between the model's NoW-7 points and the detected ones, mm."""
-    fit_eyes: bool = True
-    """Fit M0 to the scan's eyes and lids too (the model's ``eyes`` region beside its fit
-    region): the lids' shape sets the eye corners, which build-priors' fit region leaves out.
-    The residual is measured on the fit region alone either way."""
     fit: FitConfig = field(default_factory=_check_fit)
     """Parameters of the fit (steps 1-2 of :func:`pipelines.fitting.fit_scan`)."""
     refine_iterations: int = 10
@@ -152,23 +147,15 @@ class ModelLandmarkCheck:
         self._fit_data: Any = None
 
     def fit_data(self) -> tuple[Any, Any]:
-        """``(fitted, scored)``: the model prepared for the fit (with its eyes when
-        ``fit_eyes``) and for the residual (build-priors' fit region); made on first use."""
+        """``(fitted, scored)``: the model prepared for the fit (with its eyes and lids when
+        ``fit.m0_fit_eyes``, as build-priors fits it) and for the residual (build-priors' fit
+        region); made on first use."""
         if self._fit_data is None:
-            from facehd.morphable.model import RegionMasks
             from pipelines.fitting import prepare_model
 
             cfg = self.config
-            model = load_fit_model(cfg.model, cfg.bfm_path, cfg.uv_path)
-            scored = prepare_model(model, cfg.fit)
-            fitted = scored
-            if cfg.fit_eyes:
-                r = model.regions
-                masks = {name: getattr(r, name) for name in RegionMasks.names()}
-                masks["fit"] = r.fit | r.eyes
-                with_eyes = dataclasses.replace(model, regions=RegionMasks(**masks))
-                fitted = prepare_model(with_eyes, cfg.fit)
-            self._fit_data = (fitted, scored)
+            scored = prepare_model(load_fit_model(cfg.model, cfg.bfm_path, cfg.uv_path), cfg.fit)
+            self._fit_data = (scored.for_shape(cfg.fit), scored)
         return self._fit_data
 
     def __call__(self, scan_mm: Mesh, landmarks68_mm: np.ndarray) -> LandmarkCheck:
