@@ -285,13 +285,13 @@ class ModelFitData:
     """(7,) int64 vertex indices of the NoW landmarks."""
     face_pairs: np.ndarray
     """(E, 2) int64 the two faces of every interior edge."""
-    eyes_in_fit: bool = False
-    """Whether ``fit`` holds the model's eyes and lids too (:meth:`for_shape`)."""
 
     def for_shape(self, config: FitConfig) -> ModelFitData:
         """What steps 1-2 fit the pose and M0 on: this model with its eyes and lids in the fit
-        region when ``config.m0_fit_eyes`` (made once), else this one."""
-        if not config.m0_fit_eyes or self.eyes_in_fit:
+        region when ``config.m0_fit_eyes`` (made once), else (or when its fit region holds
+        them already) this one."""
+        r = self.model.regions
+        if not config.m0_fit_eyes or not (r.eyes & ~r.fit).any():
             return self
         return self._with_eyes
 
@@ -303,9 +303,7 @@ class ModelFitData:
         masks = {name: getattr(r, name) for name in RegionMasks.names()}
         masks["fit"] = r.fit | r.eyes
         model = replace(self.model, regions=RegionMasks(**masks))
-        out = _prepare(model, self.deformation_size, self.displacement_size)
-        out.eyes_in_fit = True
-        return out
+        return _prepare(model, self.deformation_size, self.displacement_size)
 
     def fold_faces(self, verts: np.ndarray, angle_deg: float) -> np.ndarray:
         """(F,) bool: faces meeting a neighbour at a dihedral angle above ``angle_deg`` (folds:
