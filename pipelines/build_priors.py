@@ -215,12 +215,21 @@ class PriorsConfig:
         "overwrite",
     )
 
+    #: Fit settings added after datasets were first written, with the value that fits as the
+    #: code before them did: left out of ``config`` while they hold it, so that a dataset
+    #: written before they existed resumes (one built with another value does not).
+    FIT_ADDED_WITH = {"m0_fold_angle_deg": 30.0}
+
     def stored(self) -> dict[str, Any]:
         """The part of the configuration that determines the dataset (stored as ``config``)."""
         d = dataclasses.asdict(self)
         for k in self.RUN_ONLY:
             d.pop(k)
-        d["fit"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["fit"].items()}
+        d["fit"] = {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in d["fit"].items()
+            if not (k in self.FIT_ADDED_WITH and v == self.FIT_ADDED_WITH[k])
+        }
         return d
 
 

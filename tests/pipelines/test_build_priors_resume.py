@@ -246,3 +246,24 @@ def test_ray_executor(
     assert read_failures(out.with_name("failures.csv")) == read_failures(
         reference.with_name("failures.csv")
     )
+
+
+def test_a_fit_setting_added_later_keeps_older_files_resumable(
+    scans: Path, reference: Path, tmp_path: Path
+) -> None:
+    """A fit setting added after datasets were written (``PriorsConfig.FIT_ADDED_WITH``) is left
+    out of the stored config at the value that fits as before it existed: a file without it
+    resumes with that value and is refused with another."""
+    from facehd.errors import FacehdError
+    from pipelines.fitting import FitConfig
+
+    with open_dataset(reference) as ds:
+        stored = dict(ds.attrs["config"]["fit"])
+    assert "m0_fold_angle_deg" not in stored and "fold_angle_deg" in stored
+    changed = PriorsConfig(auto_landmarks=False, fit=FitConfig(m0_fold_angle_deg=60.0))
+    assert changed.stored()["fit"]["m0_fold_angle_deg"] == 60.0
+    out = tmp_path / "priors.h5"
+    out.write_bytes(reference.read_bytes())
+    with pytest.raises(FacehdError, match="m0_fold_angle_deg.*60.0 now"):
+        build_priors(scans, out, changed)
+    assert out.read_bytes() == reference.read_bytes()
