@@ -430,13 +430,14 @@ def _match_to_model(
     max_distance: float,
     config: FitConfig,
     threads: int,
-    fold_angle_deg: float | None = None,
+    fold_angle_deg: float,
 ) -> _Matches:
     """Closest points of model-frame scan ``points`` on the model surface ``verts``, filtered.
 
     Accepted: the closest point lies inside the fit region (not on its border: scan points beyond
     the face, over the eyes or nostrils land there), within ``max_distance``, roughly along the
-    triangle's normal (not off a border to the side), and the scan's normal agrees with the
+    triangle's normal (not off a border to the side), not on a fold sharper than
+    ``fold_angle_deg`` (:meth:`ModelFitData.fold_faces`), and the scan's normal agrees with the
     model's within ``reject_angle_deg`` (either orientation).
     """
     mesh = Mesh(verts, md.model.faces)
@@ -447,8 +448,7 @@ def _match_to_model(
     cos_max = np.cos(np.radians(config.reject_angle_deg))
     along = np.abs(np.sum((points - cp.points) * fn, axis=1)) >= cos_max * d
     agree = np.abs(np.sum(point_normals * fn, axis=1)) >= cos_max
-    fold = config.fold_angle_deg if fold_angle_deg is None else fold_angle_deg
-    usable = md.fit_faces & ~md.fit_border_faces & ~md.fold_faces(verts, fold)
+    usable = md.fit_faces & ~md.fit_border_faces & ~md.fold_faces(verts, fold_angle_deg)
     interior = usable[f]
     ok = interior & (d <= max_distance) & agree & (along | (d < 0.25))
     return _Matches(f, cp.barycentrics, fn, d, ok)
@@ -705,7 +705,14 @@ def _fit_deformation(
     for _ in range(config.deformation_iterations):
         v1 = m0 + a @ d
         m = _match_to_model(
-            md, pts_model, nrm_model, v1, config.reject_distance_mm, config, threads
+            md,
+            pts_model,
+            nrm_model,
+            v1,
+            config.reject_distance_mm,
+            config,
+            threads,
+            config.fold_angle_deg,
         )
         ok = m.ok
         wmat = _bary_matrix(faces, m.face_ids[ok], m.bary[ok], n_v)
