@@ -21,7 +21,9 @@ summary per set:
 median over all points, the worst scan's median, the largest error, failures; then the median
 error of all 68 points by region (:data:`REGIONS`), of the nose tip (iBUG 30) and of the inner 51
 points (a reference of 51 points, the iBUG-68 without the jaw line, has no jaw). Nothing is
-asserted here; the test suite runs a few of these cases with thresholds.
+asserted here; the test suite runs a few of these cases with thresholds. ``--csv FILE`` also
+writes one row per scan: its set and name, its 68 errors in mm (``e0`` .. ``e67``, NaN where the
+reference has no point), the confidence and where the points came from.
 """
 
 from __future__ import annotations
@@ -106,7 +108,13 @@ def synthetic_cases(
             yield name, scan, ref68
 
 
-def _run(name: str, cases, landmarker, overlays: Path | None) -> dict[str, float]:  # noqa: ANN001
+def _run(
+    name: str,
+    cases,  # noqa: ANN001
+    landmarker,  # noqa: ANN001
+    overlays: Path | None,
+    rows: list[dict[str, object]] | None = None,
+) -> dict[str, float]:
     from facehd.scan_landmarks import ScanLandmarkError
 
     errors, errors68, failures, seconds = [], [], 0, []
@@ -123,6 +131,11 @@ def _run(name: str, cases, landmarker, overlays: Path | None) -> dict[str, float
         err = err68[list(NOW7_FROM_68)]
         errors.append(err)
         errors68.append(err68)
+        if rows is not None:
+            row: dict[str, object] = {"set": name, "case": case}
+            row.update({f"e{i}": f"{v:.4f}" for i, v in enumerate(err68)})
+            row.update(confidence=f"{r.confidence:.4f}", source=r.source)
+            rows.append(row)
         print(
             f"{name:6s} {case:16s} NoW-7 mm {np.array2string(err, precision=1)} "
             f"median {np.median(err):.2f} confidence {r.confidence:.2f} {r.source} "
@@ -181,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--overlays", type=Path)
     parser.add_argument(
+        "--csv", type=Path, help="write each scan's 68 errors (mm, NaN: no reference) here"
+    )
+    parser.add_argument(
         "--model-check",
         default="facehd-synth",
         help="morphable model of facehd landmarks' check (pipelines.model_landmarks), or none",
@@ -190,12 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     from facehd.scan_landmarks import ScanLandmarker
     from pipelines.model_landmarks import ModelCheckConfig, ModelLandmarkCheck
 
+    rows: list[dict[str, object]] | None = None if args.csv is None else []
     check = None
     if args.model_check.lower() != "none":
         check = ModelLandmarkCheck(ModelCheckConfig(model=args.model_check))
     with ScanLandmarker(check=check) as landmarker:
         if args.real is not None:
-            _run("real", real_cases(args.real, args.rotations), landmarker, args.overlays)
+            _run("real", real_cases(args.real, args.rotations), landmarker, args.overlays, rows)
         if args.subjects:
 
             def pooled(colour: bool, subject_colours: bool = False) -> Iterator:
@@ -206,11 +223,20 @@ def main(argv: list[str] | None = None) -> int:
                     for case, mesh, ref in cases:
                         yield (f"seed{seed}-{case}" if len(args.seed) > 1 else case), mesh, ref
 
-            _run("synth", pooled(False), landmarker, args.overlays)
+            _run("synth", pooled(False), landmarker, args.overlays, rows)
             if args.colour:
-                _run("colour", pooled(True), landmarker, args.overlays)
+                _run("colour", pooled(True), landmarker, args.overlays, rows)
             if args.subject_colours:
-                _run("subject", pooled(False, True), landmarker, args.overlays)
+                _run("subject", pooled(False, True), landmarker, args.overlays, rows)
+    if rows is not None:
+        import csv
+
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["set", "case"])
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"wrote {len(rows)} rows to {args.csv}")
     return 0
 
 
