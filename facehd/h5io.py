@@ -208,15 +208,27 @@ def _same_attr(a: Any, b: Any) -> bool:
     return a == b
 
 
+class _Absent:
+    """A setting one of two records does not hold (``absent`` in messages, not ``None``, which
+    a record can hold)."""
+
+    def __repr__(self) -> str:
+        return "absent"
+
+
+_ABSENT = _Absent()
+
+
 def _where_differ(a: Any, b: Any, path: str) -> tuple[str, Any, Any]:
     """``(dotted path, a's value, b's value)`` of the first place two different attribute
     values differ (inside JSON mappings, so that a message names the setting, not the whole
-    record)."""
+    record); a key one of them lacks reads :data:`_ABSENT` there (and is the same as one
+    holding None, as records written before a setting defaulting to None existed)."""
     a, b = _decoded(a), _decoded(b)
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
             if not _same_attr(a.get(key), b.get(key)):
-                return _where_differ(a.get(key), b.get(key), f"{path}.{key}")
+                return _where_differ(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{path}.{key}")
     return path, a, b
 
 
@@ -1174,12 +1186,12 @@ class ShardedDatasetWriter:
         theirs = json.loads(json.dumps(other, sort_keys=True))
         for key in ("facehd_h5io", "schema", "fields"):
             if mine[key] != theirs.get(key):
-                where, now, there = _where_differ(mine[key], theirs.get(key), key)
+                where, now, there = _where_differ(mine[key], theirs.get(key, _ABSENT), key)
                 return f"{where} differs ({_brief(there)} there, {_brief(now)} now)"
         a, b = mine["attrs"], theirs.get("attrs", {})
         for key in sorted(set(a) | set(b)):
             if not _same_attr(a.get(key), b.get(key)):
-                where, now, there = _where_differ(a.get(key), b.get(key), key)
+                where, now, there = _where_differ(a.get(key, _ABSENT), b.get(key, _ABSENT), key)
                 return f"setting {where!r} differs ({_brief(there)} there, {_brief(now)} now)"
         return None
 

@@ -357,7 +357,9 @@ def test_refuses_to_mix_builds(tmp_path):
     # the message names the setting that differs, inside the record, not the whole record
     with pytest.raises(FacehdError, match=r"setting 'config\.a' differs \(1 there, 2 now\)"):
         ShardedDatasetWriter(out, SCHEMA, other, FIELDS)
-    with pytest.raises(FacehdError, match=r"fields\.extra differs \(None there"):
+    # a field the file lacks reads "absent", not None (which a setting can hold)
+    absent = r"fields\.extra differs \(absent there, \{'dtype': 'float32'"
+    with pytest.raises(FacehdError, match=absent):
         ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS | {"extra": ((2,), "float32")})
     # overwrite starts afresh
     w = ShardedDatasetWriter(out, SCHEMA, other, FIELDS, overwrite=True)
