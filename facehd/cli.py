@@ -943,6 +943,13 @@ def build_priors_cmd(
     export_meshes: Path = typer.Option(None, help="Write <id>.m0/.m1/.m2.ply here (model space)."),
     previews: Path = typer.Option(None, help="Write one preview PNG per scan here."),
     smoothness: float = typer.Option(3.0, min=0.0, help="Deformation map smoothness weight."),
+    m0_fold_angle: float = typer.Option(
+        60.0,
+        min=0.0,
+        max=180.0,
+        help="Fold angle (degrees) of the pose + M0 fit: sharper model folds take no scan "
+        "points. 30 resumes a dataset built before this option existed.",
+    ),
     shard_size: int = typer.Option(16, min=1, help="Samples per shard (most a crash can lose)."),
     overwrite: bool = typer.Option(False, help="Start afresh instead of resuming."),
     auto_landmarks: bool = typer.Option(
@@ -979,7 +986,7 @@ def build_priors_cmd(
         bfm_path=None if bfm_path is None else str(bfm_path),
         uv_path=None if uv_path is None else str(uv_path),
         units=units,
-        fit=FitConfig(deformation_smoothness=smoothness),
+        fit=FitConfig(deformation_smoothness=smoothness, m0_fold_angle_deg=m0_fold_angle),
         workers=workers,
         executor=executor,
         ray_address=ray_address,

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -69,6 +70,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import h5py
 import numpy as np
 
 from facehd.errors import DegenerateInputError, InputFileError, check_output_folder, printable
@@ -217,8 +219,11 @@ class PriorsConfig:
 
     #: Fit settings added after datasets were first written, with the value that fits as the
     #: code before them did: left out of ``config`` while they hold it, so that a dataset
-    #: written before they existed resumes (one built with another value does not).
+    #: written before they existed resumes with that value (with another it is refused, and
+    #: the refusal names the value to resume with).
     FIT_ADDED_WITH = {"m0_fold_angle_deg": 30.0}
+    #: ``facehd build-priors`` options of :attr:`FIT_ADDED_WITH`'s settings.
+    FIT_ADDED_OPTION = {"m0_fold_angle_deg": "--m0-fold-angle"}
 
     def stored(self) -> dict[str, Any]:
         """The part of the configuration that determines the dataset (stored as ``config``)."""
@@ -628,6 +633,8 @@ def build_priors(
 
             # joined before anything is written: a cluster that cannot be reached is said at once
             stack.enter_context(ray_session(config.ray_address))
+        if not config.overwrite:
+            _check_added_settings(out, config)
         writer = ShardedDatasetWriter(
             out, SCHEMA, attrs, fields, shard_size=config.shard_size, overwrite=config.overwrite
         )
@@ -654,6 +661,32 @@ def build_priors(
         n_failed=result.n_failed,
         failures_path=result.failures_path,
     )
+
+
+def _check_added_settings(out: Path, config: PriorsConfig) -> None:
+    """Refuse to resume a dataset that does not record a fit setting of
+    :attr:`PriorsConfig.FIT_ADDED_WITH` (built before it existed, or at the value it fitted
+    with then) with another value of it, naming the value to resume with (the dataset
+    writer's own refusal would only say the setting is absent there).
+    A file that cannot be read as a priors dataset is left to the writer to report."""
+    try:
+        with h5py.File(out, "r") as f:
+            stored = json.loads(f.attrs["config"])["fit"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return
+    if not isinstance(stored, dict):
+        return
+    for name, before in PriorsConfig.FIT_ADDED_WITH.items():
+        now = getattr(config.fit, name)
+        if name not in stored and now != before:
+            option = PriorsConfig.FIT_ADDED_OPTION[name]
+            raise InputFileError(
+                out,
+                f"holds fits with {name}={before:g} (not recorded at that value, which "
+                f"datasets built before the setting existed were fitted with) and this run has "
+                f"{now:g}: resume it with {name}={before:g} (facehd build-priors {option} "
+                f"{before:g}), or start afresh with --overwrite",
+            )
 
 
 def _check_unchanged(writer: ShardedDatasetWriter, scans: Sequence[ScanInput]) -> None:

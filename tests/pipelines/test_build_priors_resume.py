@@ -252,18 +252,31 @@ def test_a_fit_setting_added_later_keeps_older_files_resumable(
     scans: Path, reference: Path, tmp_path: Path
 ) -> None:
     """A fit setting added after datasets were written (``PriorsConfig.FIT_ADDED_WITH``) is left
-    out of the stored config at the value that fits as before it existed: a file without it
-    resumes with that value and is refused with another."""
+    out of the stored config at the value that fits as before it existed: a file without it (as
+    one written before it existed) resumes with that value, and a run with another (the
+    default) is refused, naming the value to resume with, without touching the file."""
     from facehd.errors import FacehdError
     from pipelines.fitting import FitConfig
 
-    with open_dataset(reference) as ds:
+    with open_dataset(reference) as ds:  # built with the default
+        assert ds.attrs["config"]["fit"]["m0_fold_angle_deg"] == FitConfig().m0_fold_angle_deg
+    older = tmp_path / "older" / "priors.h5"
+    older.parent.mkdir()
+    build_priors(
+        scans, older, PriorsConfig(auto_landmarks=False, fit=FitConfig(m0_fold_angle_deg=30))
+    )
+    with open_dataset(older) as ds:
         stored = dict(ds.attrs["config"]["fit"])
     assert "m0_fold_angle_deg" not in stored and "fold_angle_deg" in stored
-    changed = PriorsConfig(auto_landmarks=False, fit=FitConfig(m0_fold_angle_deg=60.0))
-    assert changed.stored()["fit"]["m0_fold_angle_deg"] == 60.0
-    out = tmp_path / "priors.h5"
-    out.write_bytes(reference.read_bytes())
-    with pytest.raises(FacehdError, match="m0_fold_angle_deg.*60.0 now"):
-        build_priors(scans, out, changed)
-    assert out.read_bytes() == reference.read_bytes()
+    before = older.read_bytes()
+    with pytest.raises(
+        FacehdError, match=r"m0_fold_angle_deg=30 .*this run has 60.*--m0-fold-angle 30"
+    ):
+        build_priors(scans, older, PriorsConfig(auto_landmarks=False))
+    assert older.read_bytes() == before
+    args = ["build-priors", "--scans", str(scans), "--out", str(older), "--no-auto-landmarks"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "--m0-fold-angle 30" in result.output, result.output
+    result = CliRunner().invoke(app, [*args, "--m0-fold-angle", "30"])
+    assert result.exit_code == 1 and "2 already done" in result.output, result.output
+    assert older.read_bytes() == before

@@ -72,13 +72,21 @@ def slow_to_fit() -> tuple[Mesh, np.ndarray]:
 def test_a_fit_stopped_short_is_carried_on_to_where_it_converges(
     check: ModelLandmarkCheck, slow_to_fit: tuple[Mesh, np.ndarray]
 ) -> None:
+    """Carried on, the check's fit ends where a fit of many more steps does, and nearer the
+    truth. Where it ends is checked with M0's fold at 30°: there this scan's fit settles within
+    16 steps (its landmark vertices then move < 0.1 mm in 8 more), while at the default 60° its
+    lips keep moving (10.7, 1.2, then 0.3 mm in each 8 steps). Nearer the truth is checked at
+    both."""
     scan, truth = slow_to_fit
     detected = _detected(truth, 13)
-    short = ModelLandmarkCheck(ModelCheckConfig(refine_iterations=0))(scan, detected)
-    carried = check(scan, detected)
-    fit = dataclasses.replace(ModelCheckConfig().fit, m0_iterations=16)
+    at30 = dataclasses.replace(ModelCheckConfig().fit, m0_fold_angle_deg=30.0)
+    short = ModelLandmarkCheck(ModelCheckConfig(refine_iterations=0, fit=at30))(scan, detected)
+    carried = ModelLandmarkCheck(ModelCheckConfig(fit=at30))(scan, detected)
+    fit = dataclasses.replace(at30, m0_iterations=16)
     long = ModelLandmarkCheck(ModelCheckConfig(refine_iterations=0, fit=fit))(scan, detected)
-    for result in (short, carried, long):
+    default_short = ModelLandmarkCheck(ModelCheckConfig(refine_iterations=0))(scan, detected)
+    default_carried = check(scan, detected)
+    for result in (short, carried, long, default_short, default_carried):
         assert result.source == "model (facehd-synth)", result.detail
 
     def gap(result: LandmarkCheck) -> float:
@@ -86,11 +94,10 @@ def test_a_fit_stopped_short_is_carried_on_to_where_it_converges(
 
     assert gap(short) > 5.0 and gap(carried) < 0.5, (gap(short), gap(carried))
     # and nearer the truth where NoW measures
-    short_err, carried_err = (
-        _now7_error(short.landmarks68_mm, truth),
-        _now7_error(carried.landmarks68_mm, truth),
-    )
-    assert carried_err.max() < 0.6 * short_err.max(), (carried_err, short_err)
+    for stopped, on in ((short, carried), (default_short, default_carried)):
+        short_err = _now7_error(stopped.landmarks68_mm, truth)
+        carried_err = _now7_error(on.landmarks68_mm, truth)
+        assert carried_err.max() < 0.6 * short_err.max(), (carried_err, short_err)
 
 
 def test_carrying_on_stops_when_a_step_barely_moves_the_fit(
