@@ -85,6 +85,7 @@ from facehd.h5io import (
     open_dataset,
     process_items,
     read_failures,
+    shards_dir,
     verify,
 )
 from facehd.landmarks import PICKED_POINTS_SUFFIX
@@ -668,10 +669,16 @@ def _check_added_settings(out: Path, config: PriorsConfig) -> None:
     :attr:`PriorsConfig.FIT_ADDED_WITH` (built before it existed, or at the value it fitted
     with then) with another value of it, naming the value to resume with (the dataset
     writer's own refusal would only say the setting is absent there).
-    A file that cannot be read as a priors dataset is left to the writer to report."""
+    The settings are read from the finished file, or from the shards of an interrupted build;
+    a file that cannot be read as a priors dataset is left to the writer to report."""
+    where = out
     try:
-        with h5py.File(out, "r") as f:
-            stored = json.loads(f.attrs["config"])["fit"]
+        if out.exists():
+            with h5py.File(out, "r") as f:
+                stored = json.loads(f.attrs["config"])["fit"]
+        else:
+            where = shards_dir(out) / "manifest.json"
+            stored = json.loads(json.loads(where.read_text())["attrs"]["config"])["fit"]
     except (OSError, KeyError, TypeError, ValueError):
         return
     if not isinstance(stored, dict):
@@ -681,7 +688,7 @@ def _check_added_settings(out: Path, config: PriorsConfig) -> None:
         if name not in stored and now != before:
             option = PriorsConfig.FIT_ADDED_OPTION[name]
             raise InputFileError(
-                out,
+                where,
                 f"holds fits with {name}={before:g} (not recorded at that value, which "
                 f"datasets built before the setting existed were fitted with) and this run has "
                 f"{now:g}: resume it with {name}={before:g} (facehd build-priors {option} "

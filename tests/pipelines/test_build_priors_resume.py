@@ -280,3 +280,19 @@ def test_a_fit_setting_added_later_keeps_older_files_resumable(
     result = CliRunner().invoke(app, [*args, "--m0-fold-angle", "30"])
     assert result.exit_code == 1 and "2 already done" in result.output, result.output
     assert older.read_bytes() == before
+
+    # a build at 30° interrupted after its first scan: refused from its shards' settings
+    stopped = tmp_path / "stopped" / "priors.h5"
+    stopped.parent.mkdir()
+
+    def stop(done: int, todo: int) -> None:
+        if done:
+            raise KeyboardInterrupt
+
+    at30 = PriorsConfig(auto_landmarks=False, shard_size=1, fit=FitConfig(m0_fold_angle_deg=30))
+    with pytest.raises(KeyboardInterrupt):
+        build_priors(scans, stopped, at30, progress=stop)
+    assert not stopped.exists()
+    with pytest.raises(FacehdError, match=r"manifest.json: holds fits with m0_fold_angle_deg=30"):
+        build_priors(scans, stopped, PriorsConfig(auto_landmarks=False))
+    assert build_priors(scans, stopped, at30).n_skipped == 1
