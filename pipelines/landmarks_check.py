@@ -23,12 +23,15 @@ error of all 68 points by region (:data:`REGIONS`), of the nose tip (iBUG 30) an
 points (a reference of 51 points, the iBUG-68 without the jaw line, has no jaw). Nothing is
 asserted here; the test suite runs a few of these cases with thresholds. ``--csv FILE`` also
 writes one row per scan: its set and name, its 68 errors in mm (``e0`` .. ``e67``, NaN where the
-reference has no point), the confidence and where the points came from.
+reference has no point), the confidence and where the points came from. ``--m0-fold-angle``
+sets the model check's M0 fold angle (``FitConfig.m0_fold_angle_deg``; 30 fits as before it
+became 60).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         "--csv", type=Path, help="write each scan's 68 errors (mm, NaN: no reference) here"
     )
     parser.add_argument(
+        "--m0-fold-angle",
+        type=float,
+        help="FitConfig.m0_fold_angle_deg of the model check's fit (default: FitConfig's)",
+    )
+    parser.add_argument(
         "--model-check",
         default="facehd-synth",
         help="morphable model of facehd landmarks' check (pipelines.model_landmarks), or none",
@@ -209,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, object]] | None = None if args.csv is None else []
     check = None
     if args.model_check.lower() != "none":
-        check = ModelLandmarkCheck(ModelCheckConfig(model=args.model_check))
+        config = ModelCheckConfig(model=args.model_check)
+        if args.m0_fold_angle is not None:
+            fit = dataclasses.replace(config.fit, m0_fold_angle_deg=args.m0_fold_angle)
+            config = dataclasses.replace(config, fit=fit)
+        check = ModelLandmarkCheck(config)
     with ScanLandmarker(check=check) as landmarker:
         if args.real is not None:
             _run("real", real_cases(args.real, args.rotations), landmarker, args.overlays, rows)

@@ -4,6 +4,7 @@ errors known by construction, from a landmarker that misplaces known points by k
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -61,3 +62,27 @@ def test_csv_rows_hold_each_scans_errors(tmp_path: Path, monkeypatch: pytest.Mon
     )
     with open(out, newline="") as f:
         assert list(csv.DictReader(f)) == written
+
+
+def test_m0_fold_angle_reaches_the_model_checks_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--m0-fold-angle`` sets the model check's fold angle, its other settings kept."""
+    import pipelines.model_landmarks as model_landmarks
+
+    made = []
+
+    class Capture:
+        def __init__(self, config: model_landmarks.ModelCheckConfig) -> None:
+            made.append(config)
+
+    monkeypatch.setattr(model_landmarks, "ModelLandmarkCheck", Capture)
+    monkeypatch.setattr(landmarks_check, "real_cases", lambda folder, rotations: iter(()))
+    monkeypatch.setattr(landmarks_check, "_run", lambda *args: {})
+    default = model_landmarks.ModelCheckConfig()
+    for argv, angle in (([], default.fit.m0_fold_angle_deg), (["--m0-fold-angle", "30"], 30.0)):
+        assert landmarks_check.main(["--real", str(tmp_path), *argv]) == 0
+        config = made.pop()
+        assert config.fit.m0_fold_angle_deg == angle
+        assert config.fit == dataclasses.replace(default.fit, m0_fold_angle_deg=angle)
+    assert default.fit.m0_fold_angle_deg == 60.0
