@@ -219,6 +219,24 @@ class _Absent:
 _ABSENT = _Absent()
 
 
+class SettingsDiffer(FacehdError):
+    """An existing output (or its shards) was made with other settings than a writer's: it is
+    not resumed.
+
+    Attributes:
+        path: the file holding the other settings (the output, or its shards' manifest).
+        setting: dotted name of the first attribute that differs (``config.fit.x``), None when
+            the format, schema or fields differ.
+        absent_there: whether the output does not hold that setting at all.
+    """
+
+    def __init__(self, message: str, path: Path, setting: str | None, absent_there: bool) -> None:
+        super().__init__(message)
+        self.path = path
+        self.setting = setting
+        self.absent_there = absent_there
+
+
 def _where_differ(a: Any, b: Any, path: str) -> tuple[str, Any, Any]:
     """``(dotted path, a's value, b's value)`` of the first place two different attribute
     values differ (inside JSON mappings, so that a message names the setting, not the whole
@@ -1181,19 +1199,37 @@ class ShardedDatasetWriter:
                 "attrs": attrs,
             }
 
-    def _difference(self, other: Mapping[str, Any]) -> str | None:
+    def _difference(self, other: Mapping[str, Any]) -> tuple[str, str | None, bool] | None:
+        """The first difference of the manifest ``other`` from this writer's: its words, the
+        dotted name of the attribute (None for the format, schema or fields) and whether
+        ``other`` lacks it; None when they agree."""
         mine = json.loads(json.dumps(self._manifest, sort_keys=True))
         theirs = json.loads(json.dumps(other, sort_keys=True))
         for key in ("facehd_h5io", "schema", "fields"):
             if mine[key] != theirs.get(key):
                 where, now, there = _where_differ(mine[key], theirs.get(key, _ABSENT), key)
-                return f"{where} differs ({_brief(there)} there, {_brief(now)} now)"
+                text = f"{where} differs ({_brief(there)} there, {_brief(now)} now)"
+                return text, None, there is _ABSENT
         a, b = mine["attrs"], theirs.get("attrs", {})
         for key in sorted(set(a) | set(b)):
             if not _same_attr(a.get(key), b.get(key)):
                 where, now, there = _where_differ(a.get(key, _ABSENT), b.get(key, _ABSENT), key)
-                return f"setting {where!r} differs ({_brief(there)} there, {_brief(now)} now)"
+                text = f"setting {where!r} differs ({_brief(there)} there, {_brief(now)} now)"
+                return text, where, there is _ABSENT
         return None
+
+    def _check_same_settings(self, other: Mapping[str, Any], path: Path, made: str) -> None:
+        """Raise :class:`SettingsDiffer` when the manifest ``other`` (of ``path``) differs from
+        this writer's, its message ``made`` followed by the difference."""
+        diff = self._difference(other)
+        if diff is not None:
+            text, setting, absent_there = diff
+            raise SettingsDiffer(
+                f"{made} ({text}); write to another output, or start afresh with --overwrite",
+                path,
+                setting,
+                absent_there,
+            )
 
     def _check_compatible(self, path: Path) -> None:
         other = _other_file(path)
@@ -1207,12 +1243,7 @@ class ShardedDatasetWriter:
             raise InputFileError(
                 path, f"exists but is not a readable facehd dataset ({exc}); remove it or overwrite"
             ) from exc
-        diff = self._difference(other)
-        if diff is not None:
-            raise FacehdError(
-                f"{path}: made with other settings ({diff}); write to another output, or "
-                "start afresh with --overwrite"
-            )
+        self._check_same_settings(other, path, f"{path}: made with other settings")
 
     def _open_shard_dir(self) -> None:
         self.shard_dir.mkdir(parents=True, exist_ok=True)
@@ -1223,12 +1254,9 @@ class ShardedDatasetWriter:
                 other = json.loads(manifest_path.read_text())
             except ValueError as exc:
                 raise InputFileError(manifest_path, f"unreadable manifest ({exc})") from exc
-            diff = self._difference(other)
-            if diff is not None:
-                raise FacehdError(
-                    f"{self.shard_dir}: shards made with other settings ({diff}); write to "
-                    "another output, or start afresh with --overwrite"
-                )
+            self._check_same_settings(
+                other, manifest_path, f"{self.shard_dir}: shards made with other settings"
+            )
         else:
             tmp = manifest_path.with_suffix(".json.tmp")
             tmp.write_text(text)

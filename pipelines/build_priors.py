@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -70,12 +69,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import h5py
 import numpy as np
 
-from facehd.errors import DegenerateInputError, InputFileError, check_output_folder, printable
+from facehd.errors import (
+    DegenerateInputError,
+    FacehdError,
+    InputFileError,
+    check_output_folder,
+    printable,
+)
 from facehd.h5io import (
     FieldSpec,
+    SettingsDiffer,
     ShardedDatasetWriter,
     WorkItem,
     changed_inputs,
@@ -85,7 +90,6 @@ from facehd.h5io import (
     open_dataset,
     process_items,
     read_failures,
-    shards_dir,
     verify,
 )
 from facehd.landmarks import PICKED_POINTS_SUFFIX
@@ -634,11 +638,15 @@ def build_priors(
 
             # joined before anything is written: a cluster that cannot be reached is said at once
             stack.enter_context(ray_session(config.ray_address))
-        if not config.overwrite:
-            _check_added_settings(out, config)
-        writer = ShardedDatasetWriter(
-            out, SCHEMA, attrs, fields, shard_size=config.shard_size, overwrite=config.overwrite
-        )
+        try:
+            writer = ShardedDatasetWriter(
+                out, SCHEMA, attrs, fields, shard_size=config.shard_size, overwrite=config.overwrite
+            )
+        except SettingsDiffer as exc:
+            refusal = _added_setting_refusal(exc, config)
+            if refusal is None:
+                raise
+            raise refusal from exc
         with writer:
             _check_unchanged(writer, items_in)
             if config.executor == "ray":
@@ -664,36 +672,22 @@ def build_priors(
     )
 
 
-def _check_added_settings(out: Path, config: PriorsConfig) -> None:
-    """Refuse to resume a dataset that does not record a fit setting of
-    :attr:`PriorsConfig.FIT_ADDED_WITH` (built before it existed, or at the value it fitted
-    with then) with another value of it, naming the value to resume with (the dataset
-    writer's own refusal would only say the setting is absent there).
-    The settings are read from the finished file, or from the shards of an interrupted build;
-    a file that cannot be read as a priors dataset is left to the writer to report."""
-    where = out
-    try:
-        if out.exists():
-            with h5py.File(out, "r") as f:
-                stored = json.loads(f.attrs["config"])["fit"]
-        else:
-            where = shards_dir(out) / "manifest.json"
-            stored = json.loads(json.loads(where.read_text())["attrs"]["config"])["fit"]
-    except (OSError, KeyError, TypeError, ValueError):
-        return
-    if not isinstance(stored, dict):
-        return
+def _added_setting_refusal(exc: SettingsDiffer, config: PriorsConfig) -> InputFileError | None:
+    """The dataset writer's refusal ``exc`` said again with the value to resume with, where the
+    setting that differs is one of :attr:`PriorsConfig.FIT_ADDED_WITH` the dataset does not
+    record (built before it existed, or at the value it fitted with then); else None."""
     for name, before in PriorsConfig.FIT_ADDED_WITH.items():
-        now = getattr(config.fit, name)
-        if name not in stored and now != before:
+        if exc.setting == f"config.fit.{name}" and exc.absent_there:
             option = PriorsConfig.FIT_ADDED_OPTION[name]
-            raise InputFileError(
-                where,
+            now = getattr(config.fit, name)
+            return InputFileError(
+                exc.path,
                 f"holds fits with {name}={before:g} (not recorded at that value, which "
                 f"datasets built before the setting existed were fitted with) and this run has "
                 f"{now:g}: resume it with {name}={before:g} (facehd build-priors {option} "
                 f"{before:g}), or start afresh with --overwrite",
             )
+    return None
 
 
 def _check_unchanged(writer: ShardedDatasetWriter, scans: Sequence[ScanInput]) -> None:
@@ -702,8 +696,6 @@ def _check_unchanged(writer: ShardedDatasetWriter, scans: Sequence[ScanInput]) -
     match them): a scan replaced, a landmark file edited (points moved in MeshLab), or another
     landmark file now taken first (a ``_picked_points.pp`` saved beside a scan fitted from its
     ``.lm7.txt``, a file given for a scan whose points were detected)."""
-    from facehd.errors import FacehdError
-
     if not writer.done_ids:
         return
     items = [WorkItem(s.sample_id, s.mesh_path) for s in scans]

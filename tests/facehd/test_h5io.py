@@ -22,6 +22,7 @@ from facehd.errors import FacehdError, InputFileError, InputFileWarning
 from facehd.h5io import (
     Failure,
     FieldSpec,
+    SettingsDiffer,
     ShardedDatasetWriter,
     WorkItem,
     failure_reason,
@@ -355,12 +356,20 @@ def test_refuses_to_mix_builds(tmp_path):
     w.close()
     other = ATTRS | {"config": {"a": 2, "b": [1.5, 2.0]}}
     # the message names the setting that differs, inside the record, not the whole record
-    with pytest.raises(FacehdError, match=r"setting 'config\.a' differs \(1 there, 2 now\)"):
+    with pytest.raises(
+        FacehdError, match=r"setting 'config\.a' differs \(1 there, 2 now\)"
+    ) as refused:
         ShardedDatasetWriter(out, SCHEMA, other, FIELDS)
+    # and says it to a caller that advises on it: which setting, of which file, whether held
+    assert isinstance(refused.value, SettingsDiffer)
+    manifest = out.with_name("d.h5.shards") / "manifest.json"  # an unfinished build
+    assert (refused.value.path, refused.value.setting) == (manifest, "config.a")
+    assert not refused.value.absent_there
     # a field the file lacks reads "absent", not None (which a setting can hold)
     absent = r"fields\.extra differs \(absent there, \{'dtype': 'float32'"
-    with pytest.raises(FacehdError, match=absent):
+    with pytest.raises(FacehdError, match=absent) as refused:
         ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS | {"extra": ((2,), "float32")})
+    assert refused.value.setting is None and refused.value.absent_there
     # overwrite starts afresh
     w = ShardedDatasetWriter(out, SCHEMA, other, FIELDS, overwrite=True)
     assert not w.done_ids
