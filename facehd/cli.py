@@ -174,7 +174,11 @@ def _check_landmark_mode(mode: str) -> None:
         raise typer.Exit(2)
 
 
-def _progress():
+def _progress(*, on_first_update: bool = False):
+    """A rich progress display. With ``on_first_update`` it shows nothing until a task is first
+    updated or advanced: for batch runs whose library code reports ``progress(0, total)`` once
+    its checks have passed (:func:`facehd.h5io.process_items`), so a refusal before any work
+    (settings that differ from the output's) is said alone, under no empty bar."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -184,7 +188,25 @@ def _progress():
         TimeRemainingColumn,
     )
 
-    return Progress(
+    class _FirstUpdateProgress(Progress):
+        def __enter__(self) -> _FirstUpdateProgress:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            if self.live.is_started:
+                self.stop()
+
+        def update(self, task_id: Any, **kwargs: Any) -> None:
+            if not self.live.is_started:
+                self.start()
+            super().update(task_id, **kwargs)
+
+        def advance(self, task_id: Any, advance: float = 1) -> None:
+            if not self.live.is_started:
+                self.start()
+            super().advance(task_id, advance)
+
+    return (_FirstUpdateProgress if on_first_update else Progress)(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -517,7 +539,7 @@ def _quickstart(out: Path, subjects: int, expressions: int, seed: int, workers: 
     console.rule("1/4 synthetic scans")
     _synth_scans_cmd(out / "synth", synth_config)
     console.rule("2/4 build-priors")
-    with _progress() as bar:
+    with _progress(on_first_update=True) as bar:
         task = bar.add_task("scans", total=subjects * expressions)
         result = build_priors(
             out / "synth",
@@ -590,7 +612,7 @@ def prepare_images_cmd(
 
         named_template(template)  # an unknown template is an error before any photo is read
         total = len(find_photos(images))
-        with _progress() as bar:
+        with _progress(on_first_update=True) as bar:
             task = bar.add_task("photos", total=total)
             result = prepare_images(
                 images,
@@ -1010,7 +1032,7 @@ def build_priors_cmd(
                 "(for those not fitted before)",
                 soft_wrap=True,
             )
-        with _progress() as bar:
+        with _progress(on_first_update=True) as bar:
             task = bar.add_task("scans", total=len(found))
             result = build_priors(
                 found,
@@ -1268,7 +1290,7 @@ def landmarks_cmd(
             model_check=check,
         )
         total = len(find_scans(scans))
-        with _progress() as bar:
+        with _progress(on_first_update=True) as bar:
             task = bar.add_task("scans", total=total)
             result = landmark_scans(
                 scans,

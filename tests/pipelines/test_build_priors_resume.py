@@ -277,8 +277,11 @@ def test_a_fit_setting_added_later_keeps_older_files_resumable(
     args = ["build-priors", "--scans", str(scans), "--out", str(older), "--no-auto-landmarks"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "--m0-fold-angle 30" in result.output, result.output
+    # refused before any work: said alone, under no progress bar stopped at 0
+    assert result.output.lstrip().startswith("error:"), result.output
     result = CliRunner().invoke(app, [*args, "--m0-fold-angle", "30"])
     assert result.exit_code == 1 and "2 already done" in result.output, result.output
+    assert result.output.lstrip().startswith("scans"), result.output  # the bar, once working
     assert older.read_bytes() == before
 
     # a build at 30° interrupted after its first scan: refused from its shards' settings
