@@ -556,12 +556,14 @@ def main_parts(mesh: Mesh, gap: float = 0.25, most: int = 4) -> list[np.ndarray]
     if count <= 1:
         return [np.ones(mesh.n_faces, dtype=bool)]
     area = np.bincount(label, weights=mesh.face_areas, minlength=count)
-    corners = mesh.vertices[mesh.faces].reshape(-1, 3)
-    rows = np.repeat(label, 3)
-    lo = np.full((count, 3), np.inf)
-    hi = np.full((count, 3), -np.inf)
-    np.minimum.at(lo, rows, corners)
-    np.maximum.at(hi, rows, corners)
+    # each piece's bounding box over its vertices, grouped by piece (pieces meet at no vertex)
+    piece = np.full(mesh.n_vertices, -1, dtype=np.int64)
+    piece[mesh.faces.ravel()] = np.repeat(label, 3)
+    used = np.flatnonzero(piece >= 0)
+    used = used[np.argsort(piece[used], kind="stable")]
+    starts = np.searchsorted(piece[used], np.arange(count))
+    lo = np.minimum.reduceat(mesh.vertices[used], starts)
+    hi = np.maximum.reduceat(mesh.vertices[used], starts)
     order = np.argsort(-area, kind="stable")
     out = []
     for seed in order[:most]:

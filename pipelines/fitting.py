@@ -314,10 +314,13 @@ class ModelFitData:
         model = replace(self.model, regions=RegionMasks(**masks))
         return _prepare(model, self.deformation_size, self.displacement_size)
 
-    def fold_faces(self, verts: np.ndarray, angle_deg: float) -> np.ndarray:
+    def fold_faces(
+        self, verts: np.ndarray, angle_deg: float, face_normals: np.ndarray | None = None
+    ) -> np.ndarray:
         """(F,) bool: faces meeting a neighbour at a dihedral angle above ``angle_deg`` (folds:
-        closed lips, lid creases), where the closest points and the normal are ambiguous."""
-        fn = Mesh(verts, self.model.faces).face_normals
+        closed lips, lid creases), where the closest points and the normal are ambiguous.
+        ``face_normals``: those of ``verts``' faces where the caller has them already."""
+        fn = Mesh(verts, self.model.faces).face_normals if face_normals is None else face_normals
         a, b = self.face_pairs[:, 0], self.face_pairs[:, 1]
         sharp = np.sum(fn[a] * fn[b], axis=1) < np.cos(np.radians(angle_deg))
         out = np.zeros(len(fn), dtype=bool)
@@ -445,12 +448,13 @@ def _match_to_model(
     mesh = Mesh(verts, md.model.faces)
     cp = SurfaceQuery(mesh, nthreads=threads).closest(points, neighbours=False)
     f = cp.face_ids
-    fn = mesh.face_normals[f]
+    all_fn = mesh.face_normals
+    fn = all_fn[f]
     d = cp.distances
     cos_max = np.cos(np.radians(config.reject_angle_deg))
     along = np.abs(np.sum((points - cp.points) * fn, axis=1)) >= cos_max * d
     agree = np.abs(np.sum(point_normals * fn, axis=1)) >= cos_max
-    usable = md.fit_faces & ~md.fit_border_faces & ~md.fold_faces(verts, fold_angle_deg)
+    usable = md.fit_faces & ~md.fit_border_faces & ~md.fold_faces(verts, fold_angle_deg, all_fn)
     interior = usable[f]
     ok = interior & (d <= max_distance) & agree & (along | (d < 0.25))
     return _Matches(f, cp.barycentrics, fn, d, ok)
