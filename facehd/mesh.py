@@ -54,7 +54,7 @@ from facehd.csvtext import atomic_write_bytes
 from facehd.errors import InputFileError, InputFileWarning, is_broken_link, is_file_or_broken_link
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from facehd.transforms import Similarity
 
@@ -1016,6 +1016,9 @@ _FACEHD_OBJ_HEADER = re.compile(rb"^# facehd mesh: (\d+) vertices, (\d+) faces",
 
 #: Lines of one kind parsed together (bounds the memory a big scan's words take).
 _OBJ_CHUNK_LINES = 1 << 19
+#: Control bytes (other than tab, line and page breaks) and the whitespace only
+#: :meth:`bytes.split` takes as such: a chunk holding one is read word by word.
+_OBJ_ODD_BYTES = bytes([*range(0, 9), 11, 12, *range(14, 32), 127])
 
 _OBJ_KINDS = {b"v": "vertex", b"vt": "texture coordinate", b"vn": "normal"}
 
@@ -1091,11 +1094,9 @@ class _ObjLines:
         shown = self.data[self.starts[line] : self.ends[line]].strip()[:60]
         return f"line {line + 1}: {shown.decode('utf-8', 'replace')!r}"
 
-    def words(self, keyword: bytes) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """The words after the keyword of the ``keyword`` lines, in chunks of lines:
-        ``(lines, words, count)``, the chunk's line numbers, its words (bytes array) and how
-        many words each line holds."""
-        out = []
+    def chunks(self, keyword: bytes) -> Iterator[tuple[np.ndarray, bytes]]:
+        """The ``keyword`` lines in chunks: ``(lines, text)``, the chunk's line numbers and their
+        text, one line after another, each from its keyword (tabs already spaces)."""
         every = self.lines[keyword]
         for lo in range(0, len(every), _OBJ_CHUNK_LINES):
             lines = every[lo : lo + _OBJ_CHUNK_LINES]
@@ -1103,21 +1104,30 @@ class _ObjLines:
             cut = np.flatnonzero(np.diff(lines) != 1) + 1
             first = lines[np.concatenate([[0], cut])].tolist()
             last = lines[np.concatenate([cut - 1, [len(lines) - 1]])].tolist()
-            text = b"\n".join(
-                self.data[self.starts[a] : self.ends[b]] for a, b in zip(first, last, strict=True)
+            yield (
+                lines,
+                b"\n".join(
+                    self.data[self.starts[a] : self.ends[b]]
+                    for a, b in zip(first, last, strict=True)
+                ),
             )
-            split = text.split()
-            if max(map(len, split), default=0) > 200:
-                where = self.first_line(lines, lambda ln: any(len(w) > 200 for w in ln.split()))
-                raise _Problem(f"cannot parse a word over 200 characters long{where}")
-            arr = np.array(split, dtype=bytes)
-            at = np.flatnonzero(arr == keyword)
-            if len(at) != len(lines):  # the keyword again inside a line
-                where = self.first_line(lines, lambda ln: ln.split().count(keyword) != 1)
-                raise _Problem(f"cannot parse a {keyword.decode()} line{where}")
-            count = np.diff(np.append(at, len(arr))) - 1
-            out.append((lines, np.delete(arr, at), count))
-        return out
+
+    def words(
+        self, keyword: bytes, lines: np.ndarray, text: bytes
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The words after the keyword of a chunk's lines (:meth:`chunks`): ``(words,
+        count)``, its words (bytes array) and how many words each line holds."""
+        split = text.split()
+        if max(map(len, split), default=0) > 200:
+            where = self.first_line(lines, lambda ln: any(len(w) > 200 for w in ln.split()))
+            raise _Problem(f"cannot parse a word over 200 characters long{where}")
+        arr = np.array(split, dtype=bytes)
+        at = np.flatnonzero(arr == keyword)
+        if len(at) != len(lines):  # the keyword again inside a line
+            where = self.first_line(lines, lambda ln: ln.split().count(keyword) != 1)
+            raise _Problem(f"cannot parse a {keyword.decode()} line{where}")
+        count = np.diff(np.append(at, len(arr))) - 1
+        return np.delete(arr, at), count
 
     def _line(self, line: int) -> bytes:
         return self.data[self.starts[line] : self.ends[line]]
@@ -1137,18 +1147,27 @@ def _obj_numbers(obj: _ObjLines, keyword: bytes, least: int, width: int) -> np.n
     word that is no number is a problem naming its line."""
     what = _OBJ_KINDS[keyword]
     blocks = []
-    for lines, words, count in obj.words(keyword):
+    for lines, text in obj.chunks(keyword):
+        fast = _fast_numbers(text, len(keyword), np.float64)
+        if fast is not None and (fast[1] >= least).all():
+            values, count = fast
+        else:  # the word by word reading, which names what is wrong
+            words, count = obj.words(keyword, lines, text)
+            values = None
         if (count < least).any():
             i = lines[int((count < least).argmax())]
             raise _Problem(
                 f"cannot parse a {what} line ({keyword.decode()}): fewer than {least} numbers "
                 f"({obj.text(i)})"
             )
-        try:
-            values = words.astype(np.float64)
-        except ValueError:
-            where = obj.first_line(lines, lambda line: not _all_numbers(line.split()[1:], float))
-            raise _Problem(f"a {what} line holds a word that is no number{where}") from None
+        if values is None:
+            try:
+                values = words.astype(np.float64)
+            except ValueError:
+                where = obj.first_line(
+                    lines, lambda line: not _all_numbers(line.split()[1:], float)
+                )
+                raise _Problem(f"a {what} line holds a word that is no number{where}") from None
         w = min(width, int(count.min()))
         if (count == count[0]).all():
             blocks.append(values.reshape(len(lines), -1)[:, :w])
@@ -1159,6 +1178,100 @@ def _obj_numbers(obj: _ObjLines, keyword: bytes, least: int, width: int) -> np.n
         return np.zeros((0, width))
     w = min(b.shape[1] for b in blocks)
     return np.concatenate([b[:, :w] for b in blocks])
+
+
+def _fast_numbers(
+    text: bytes, keyword_length: int, dtype: type
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The numbers of a chunk of keyword lines read in one pass (:func:`numpy.fromstring`):
+    ``(values, count)``, all of them in order and how many each line holds; None when the
+    chunk holds anything else (a word that is no number, a control byte), which the word by
+    word reading then names."""
+    buf = _keywords_blanked(text, keyword_length)
+    if buf is None:
+        return None
+    starts, count = _word_starts(buf)
+    values = _read_numbers(buf, dtype, len(starts))
+    return None if values is None else (values, count)
+
+
+def _keywords_blanked(text: bytes, keyword_length: int) -> np.ndarray | None:
+    """The bytes of a chunk of keyword lines (uint8, a copy) with each line's keyword turned
+    to spaces; None for an empty chunk or one holding a control byte or whitespace that
+    :meth:`bytes.split` alone takes as such."""
+    if not text or len(text.translate(None, _OBJ_ODD_BYTES)) != len(text):
+        return None
+    buf = np.frombuffer(text, dtype=np.uint8).copy()
+    first = np.concatenate([[0], np.flatnonzero(buf == 10) + 1])
+    for k in range(keyword_length):  # each line starts with its keyword
+        buf[first + k] = 32
+    return buf
+
+
+def _word_starts(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each word of the text ``buf`` (uint8) starts, and how many words each line
+    holds."""
+    space = (buf == 32) | (buf == 10) | (buf == 13)
+    starts = np.flatnonzero(~space & np.concatenate([[True], space[:-1]]))
+    before = np.searchsorted(starts, np.flatnonzero(buf == 10))  # words before each break
+    return starts, np.diff(np.concatenate([[0], before, [len(starts)]]))
+
+
+def _read_numbers(buf: np.ndarray, dtype: type, n: int) -> np.ndarray | None:
+    """The ``n`` numbers of the text ``buf`` (uint8), or None unless it holds exactly ``n``
+    numbers of ``dtype`` (an integer too large for 64 bits: None)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a word not read to its end: not all numbers
+        try:
+            values = np.fromstring(buf.tobytes(), dtype=dtype, sep=" ")  # noqa: NPY201
+        except (ValueError, DeprecationWarning):
+            return None
+    if len(values) != n:
+        return None
+    if dtype is not np.float64 and (np.abs(values) >= np.iinfo(np.int64).max).any():
+        return None  # saturated: a number too large for 64 bits
+    return values
+
+
+def _fast_face_corners(text: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """The face lines of a chunk read in one pass when every corner has the same form (``v``,
+    ``v/vt``, ``v//vn`` or ``v/vt/vn``): ``(count, v, vt)`` as :func:`_obj_faces` gives them;
+    None otherwise (mixed forms, a word that is no number, an index 0), for the word by word
+    reading."""
+    buf = _keywords_blanked(text, 1)
+    if buf is None:
+        return None
+    starts, count = _word_starts(buf)  # the corners, and how many each face has
+    corners = len(starts)
+    if corners == 0 or (count < 3).any():
+        return None
+    slashes, doubles = text.count(b"/"), text.count(b"//")
+    if slashes == 0:
+        width = 1
+    elif doubles == 0 and slashes in (corners, 2 * corners):
+        width = 1 + slashes // corners  # v/vt or v/vt/vn
+    elif doubles == corners and slashes == 2 * corners:
+        width = 2  # v//vn: the vertex and the normal
+    else:
+        return None
+    if slashes:
+        # each corner holds its share of the slashes (none of the forms mixed): the slashes in
+        # file order, k to a corner, each corner's between its start and the next corner's
+        at = np.flatnonzero(buf == ord("/"))
+        share = at.reshape(corners, slashes // corners)
+        if (share[:, 0] < starts).any() or (share[:, -1] >= np.append(starts[1:], len(buf))).any():
+            return None
+        buf[at] = 32
+    # with its slashes each corner holds `width` numbers at most: all of them there
+    values = _read_numbers(buf, np.int64, width * corners)
+    if values is None:
+        return None
+    table = values.reshape(-1, width)
+    v = table[:, 0]
+    t = table[:, 1] if width >= 2 and doubles == 0 else None
+    if (v == 0).any() or (t is not None and (t == 0).any()):
+        return None
+    return count, v, t
 
 
 def _all_numbers(words: list[bytes], kind: type) -> bool:
@@ -1179,7 +1292,16 @@ def _obj_faces(obj: _ObjLines) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     face of fewer than 3 corners, an entry that is not ``v``, ``v/vt``, ``v//vn`` or
     ``v/vt/vn`` numbers, or a number 0 is a problem naming its line."""
     face_lines, counts, vs, vts = [], [], [], []
-    for lines, words, count in obj.words(b"f"):
+    for lines, text in obj.chunks(b"f"):
+        fast = _fast_face_corners(text)
+        if fast is not None:
+            count, v, t = fast
+            face_lines.append(lines)
+            counts.append(count)
+            vs.append(v)
+            vts.append(t)
+            continue
+        words, count = obj.words(b"f", lines, text)  # word by word, naming what is wrong
         if (count < 3).any():
             i = lines[int((count < 3).argmax())]
             raise _Problem(f"a face with fewer than 3 vertices ({obj.text(i)}; a cut file?)")
@@ -1332,7 +1454,10 @@ def _read_ply(data: bytes, split_seams: bool) -> tuple:
     faces = _triangles(kw.get("faces"))
     colors = _ply_colors(kw, len(vertices))
     uvs = _uv_of(kw)
-    if uvs is not None:
+    own = None if uvs is None else _ply_vertex_uvs(raw, len(vertices), None)
+    if own is not None:  # the vertices' own UVs (no per-corner texcoord): no seams possible
+        uvs = own
+    elif uvs is not None:
         # unmerge by (vertex, UV): if nothing splits, the UVs are per-vertex already
         split = load_ply(io.BytesIO(data), fix_texture=True, skip_materials=True)
         n_split = len(split["vertices"])
@@ -1358,7 +1483,7 @@ def _read_ply(data: bytes, split_seams: bool) -> tuple:
 _PLY_UV_NAMES = (("texture_u", "texture_v"), ("u", "v"), ("s", "t"))
 
 
-def _ply_vertex_uvs(raw: dict, n: int, uvs: np.ndarray) -> np.ndarray:
+def _ply_vertex_uvs(raw: dict, n: int, uvs: np.ndarray | None) -> np.ndarray | None:
     """The (n, 2) UVs of a PLY whose vertices hold them (``s t`` and the like, no per-face
     ``texcoord``): every vertex's own, also those no face uses (trimesh's, from the faces'
     corners, are (0, 0) there); otherwise ``uvs``."""

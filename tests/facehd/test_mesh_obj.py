@@ -4,6 +4,7 @@ indented lines, the UVs of vertices no face uses."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +168,74 @@ def test_random_files_read_as_the_line_by_line_reference(tmp_path: Path, seed: i
     np.testing.assert_array_equal(vt_of[want_f], want_t)  # the reference's own pairing
     used = np.unique(want_f)
     np.testing.assert_array_equal(got.uvs[used], uv[used])
+
+
+@pytest.mark.parametrize("form", ["v", "v/vt", "v//vn", "v/vt/vn", "mixed", "balanced"])
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+def test_each_corner_form_reads_as_the_line_by_line_reference(
+    tmp_path: Path, form: str, ending: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Face lines whose corners all have one form are read in one pass; mixed forms word by
+    word: both as the reference reads them, polygons of 3 to 6 corners, indices positive or
+    negative, lines indented at random."""
+    import facehd.mesh as mesh_mod
+
+    rng = np.random.default_rng(len(form) + len(ending))
+    n = 40
+    v = rng.normal(size=(n, 3)).round(6)
+    lines = [f"v {x} {y} {z}" for x, y, z in v]
+    lines += [f"vt {u} {w}" for u, w in rng.uniform(size=(n, 2)).round(4)]
+    lines += [f"vn {x} {y} {z}" for x, y, z in rng.normal(size=(n, 3)).round(3)]
+    forms = {"mixed": ["v", "v/vt", "v//vn", "v/vt/vn"], "balanced": ["v/vt/vn", "v", "v/vt"]}
+    forms = forms.get(form, [form])
+    for f in range(60):
+        # balanced: triangles of 0, 1 and 2 slashes, a slash a corner as in v/vt
+        corners = rng.choice(n, 3 if form == "balanced" else rng.integers(3, 7), replace=False)
+        words = []
+        for c, i in enumerate(corners):
+            k = int(i + 1 if rng.uniform() < 0.5 else i - n)
+            shape = forms[(f + c) % len(forms)] if form != "balanced" else forms[c]
+            words.append(shape.replace("vt", str(k)).replace("vn", str(k)).replace("v", str(k), 1))
+        lines.append(" " * int(rng.integers(0, 2)) + "f " + " ".join(words))
+    text = ending.join(lines) + ending
+    fast = []
+    real = mesh_mod._fast_face_corners
+    monkeypatch.setattr(
+        mesh_mod, "_fast_face_corners", lambda t: fast.append(real(t) is not None) or real(t)
+    )
+    path = tmp_path / "m.obj"
+    path.write_bytes(text.encode())
+    got = load_mesh(path)
+    want_v, want_f, _ = _reference(re.sub(r"/\S*", "", text))  # the corners' vertices
+    np.testing.assert_array_equal(got.vertices, want_v)
+    np.testing.assert_array_equal(got.faces, want_f)
+    assert fast == [form not in ("mixed", "balanced")]
+    if "vt" in form:  # vertex k's corners name texture coordinate k: one UV per vertex
+        used = np.unique(want_f)
+        np.testing.assert_array_equal(got.uvs[used], _uvs_of(text)[used])
+    else:
+        assert got.uvs is None
+
+
+def _uvs_of(text: str) -> np.ndarray:
+    """The ``vt`` lines' numbers, in file order."""
+    rows = [ln.split()[1:3] for ln in text.splitlines() if ln.startswith("vt ")]
+    return np.array(rows, dtype=np.float64)
+
+
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [
+        ("f 1 2 x", "cannot parse a face line"),
+        ("f 1 2 99999999999999999999", "cannot parse a face line"),
+        ("f 1 2 0", "a face index 0"),
+        ("f 1 2", "fewer than 3"),
+        ("f 1/1/1/1 2 3", "cannot parse a face line"),
+    ],
+)
+def test_a_bad_face_line_is_named_whichever_reading_meets_it(
+    tmp_path: Path, line: str, match: str
+) -> None:
+    text = "v 0 0 0\nv 1 0 0\nv 1 1 0\nvt 0 0\nf 1 2 3\n" + line + "\n"
+    with pytest.raises(InputFileError, match=match):
+        _read(tmp_path, text)
