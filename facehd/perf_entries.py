@@ -133,6 +133,57 @@ def distance_entry(quick: bool) -> list[PerfRow]:
     ]
 
 
+@register("mesh-read", "reading a raw scan's OBJ (positions, UVs, normals) and PLY vs trimesh")
+def mesh_read_entry(quick: bool) -> list[PerfRow]:
+    import tempfile
+    from pathlib import Path
+
+    import trimesh
+
+    from facehd.mesh import load_mesh, save_mesh, vertex_normals
+
+    mesh = _face_mesh(20_000 if quick else 500_000)
+    normals = vertex_normals(mesh.vertices, mesh.faces)
+    rows: list[PerfRow] = []
+    with tempfile.TemporaryDirectory() as tmp, single_thread():
+        obj = Path(tmp) / "scan.obj"  # as scanners write them: every corner v/vt/vn
+        f1 = mesh.faces + 1
+        corners = np.repeat(f1[:, :, None], 3, axis=2).reshape(len(f1), 9)
+        with open(obj, "w") as out:
+            np.savetxt(out, mesh.vertices, fmt="v %.6f %.6f %.6f")
+            np.savetxt(out, mesh.uvs, fmt="vt %.6f %.6f")
+            np.savetxt(out, normals, fmt="vn %.5f %.5f %.5f")
+            np.savetxt(out, corners, fmt="f %d/%d/%d %d/%d/%d %d/%d/%d")
+        ply = Path(tmp) / "scan.ply"
+        save_mesh(ply, mesh)
+        for path, kind in ((obj, "OBJ, v/vt/vn corners"), (ply, "binary PLY")):
+            ours_cpu, ours_wall, got = _cpu_and_wall(lambda p=path: load_mesh(p), repeat=3)
+            ref_cpu, _, ref = _cpu_and_wall(
+                lambda p=path: trimesh.load(p, process=False, maintain_order=True), repeat=3
+            )
+            same = bool(
+                np.array_equal(got.faces, ref.faces)
+                and np.allclose(got.vertices, ref.vertices, atol=1e-6)
+            )
+            size = (
+                f"{mesh.n_vertices} vertices, {mesh.n_faces} triangles, "
+                f"{path.stat().st_size / 1e6:.0f} MB; trimesh {ref_cpu:.2f} s "
+                f"(process=False, maintain_order=True), same vertices and faces: {same}"
+            )
+            rows.append(PerfRow("mesh-read", kind, ours_cpu, "s", note=f"CPU time; {size}"))
+            rows.append(
+                PerfRow(
+                    "mesh-read",
+                    f"{kind}: trimesh / facehd",
+                    ref_cpu / ours_cpu,
+                    "x",
+                    note=f"load_mesh also checks the file (cut short, indices, NaN); wall "
+                    f"{ours_wall:.2f} s",
+                )
+            )
+    return rows
+
+
 @register("procrustes-icp", "7-landmark Procrustes + rigid point-to-plane ICP of a scan, one core")
 def procrustes_icp_entry(quick: bool) -> list[PerfRow]:
     from facehd.registration import icp_point_to_plane
