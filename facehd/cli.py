@@ -1730,7 +1730,16 @@ def reconstruct(
                 "without --multiview, --fit-iterations fits each alone)",
                 soft_wrap=True,
             )
+    from models.reconstruct import UPSAMPLED_DETAIL
+
     for r in results:
+        if r.folder is not None and (r.upsampling or 0.0) > UPSAMPLED_DETAIL:
+            said = (
+                f"{printable(r.photo)}: a small face: its detail crop is the photo enlarged "
+                f"{r.upsampling:.1f} times, so its displacement map shows no skin detail of the "
+                "photo's (finer than its pixels): use a sharper photo of the face for M2"
+            )
+            console.print(f"[yellow]note:[/yellow] {esc(said)}", soft_wrap=True)
         if r.folder is not None and (r.faces_found or 0) > 1:
             said = (
                 f"{printable(r.photo)}: {r.faces_found} faces found; the largest, most central "

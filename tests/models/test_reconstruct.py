@@ -127,6 +127,43 @@ def test_a_photo_with_two_faces_says_which_was_reconstructed(model_path, tmp_pat
     assert 280 <= x0 < x1 <= 680 and 10 <= y0 < y1 <= 410 and x1 - x0 > 150
 
 
+def test_a_small_face_is_named_with_how_much_its_detail_crop_enlarges_it(
+    hrn_data, model_path, tmp_path, one_thread
+):
+    """``detail_crop`` records the detail crop's pixels per photo pixel: four times as many for
+    the same photo at a quarter of its resolution. Above 2 (a face too small for skin detail)
+    the command says so; the same face photographed four times as sharp is not named."""
+    pytest.importorskip("mediapipe")
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+
+    photo = Image.open(hrn_data.scans / "photos" / "s000_e00_v00.png").convert("RGB")
+    (tmp_path / "in").mkdir()
+    photo.save(tmp_path / "in" / "small.png")
+    photo.resize((photo.width * 4, photo.height * 4), Image.LANCZOS).save(
+        tmp_path / "in" / "sharp.png"
+    )
+    out = tmp_path / "out"
+    args = ["reconstruct", str(tmp_path / "in"), "--checkpoint", str(model_path), "--out", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    up = {}
+    for name in ("small", "sharp"):
+        crop = json.loads((out / name / "reconstruction.json").read_text())["detail_crop"]
+        assert crop["size"] == 512
+        up[name] = crop["pixels_per_photo_pixel"]
+    assert up["small"] / up["sharp"] == pytest.approx(4.0, rel=0.1)
+    assert up["small"] > 2.0 > up["sharp"]
+    said = " ".join(res.output.split())
+    assert "small.png: a small face: its detail crop is the photo enlarged" in said, said
+    assert "sharp.png: a small face" not in said
+    # a rerun keeps both, and names the small face again from its record
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "2 of them kept" in res.output, res.output
+    assert "small.png: a small face" in " ".join(res.output.split())
+
+
 def test_landmarks_beside_a_photo_replace_the_detector(hrn_data, model_path, tmp_path, one_thread):
     import shutil
 
