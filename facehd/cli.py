@@ -1730,14 +1730,14 @@ def reconstruct(
                 "without --multiview, --fit-iterations fits each alone)",
                 soft_wrap=True,
             )
-    from models.reconstruct import UPSAMPLED_DETAIL
+    from models.reconstruct import ENLARGED_CROP
 
     for r in results:
-        if r.folder is not None and (r.upsampling or 0.0) > UPSAMPLED_DETAIL:
+        if r.folder is not None and (r.crop_scale or 0.0) > ENLARGED_CROP:
             said = (
-                f"{printable(r.photo)}: a small face: its detail crop is the photo enlarged "
-                f"{r.upsampling:.1f} times, so its displacement map shows no skin detail of the "
-                "photo's (finer than its pixels): use a sharper photo of the face for M2"
+                f"{printable(r.photo)}: a small face: the networks' 224 px crop enlarges it "
+                f"{r.crop_scale:.1f} times, so its maps find no skin detail in it (none "
+                "finer than the photo's pixels): use a sharper photo of the face for M2"
             )
             console.print(f"[yellow]note:[/yellow] {esc(said)}", soft_wrap=True)
         if r.folder is not None and (r.faces_found or 0) > 1:

@@ -772,10 +772,6 @@ def write_reconstruction(
             "scale": float(crop_transform.scale),
             "translation": [float(x) for x in crop_transform.translation],
         }
-        meta["detail_crop"] = {
-            "size": int(photo_region.shape[0]),
-            "pixels_per_photo_pixel": detail_upsampling(crop_transform, photo_region),
-        }
     if frame is not None:
         meta["photo_frame"] = frame.as_json()
     if inputs_sha256 is not None:
@@ -787,16 +783,10 @@ def write_reconstruction(
     return written
 
 
-#: A detail crop upsampled more than this from the photo (its pixels per photo pixel) is named
-#: by ``facehd reconstruct``: the photo holds no detail finer than its own pixels.
-UPSAMPLED_DETAIL = 2.0
-
-
-def detail_upsampling(crop_transform: Any, photo_region: np.ndarray) -> float:
-    """Pixels of the detail crop ``photo_region`` (the HD crop, or the 224 crop) per pixel of
-    the photo, from the 224 crop's ``crop_transform``: above 1 the crop is the photo
-    enlarged."""
-    return round(float(crop_transform.scale) * photo_region.shape[0] / 224.0, 3)
+#: A photo whose 224 crop (what the networks see: the UV texture is sampled from it) enlarges
+#: it more than this (``crop_transform.scale``) is named by ``facehd reconstruct``: its face is
+#: too small in the photo for the detail maps to find skin detail in it.
+ENLARGED_CROP = 1.5
 
 
 def find_photos(inputs: list[str | Path]) -> list[Path]:
@@ -892,9 +882,9 @@ class PhotoResult:
     kept: bool = False
     """The folder held this photo's reconstruction from the same inputs already, and was
     kept (:func:`done_before`)."""
-    upsampling: float | None = None
-    """Pixels of the detail crop per photo pixel (``detail_crop`` in ``reconstruction.json``;
-    None when not known)."""
+    crop_scale: float | None = None
+    """Pixels of the 224 crop per photo pixel (``crop_transform.scale`` in
+    ``reconstruction.json``; None when not known)."""
 
 
 def output_names(photos: list[Path], out: str | Path | None = None) -> list[str]:
@@ -1154,15 +1144,15 @@ def done_before(photo: Path, folder: Path, inputs_sha256: str) -> PhotoResult | 
         return None
     frame = meta.get("photo_frame")
     found = frame.get("faces_found") if isinstance(frame, dict) else None
-    crop = meta.get("detail_crop")
-    up = crop.get("pixels_per_photo_pixel") if isinstance(crop, dict) else None
+    crop = meta.get("crop_transform")
+    scale = crop.get("scale") if isinstance(crop, dict) else None
     return PhotoResult(
         photo,
         folder,
         None,
         found if isinstance(found, int) else None,
         kept=True,
-        upsampling=float(up) if isinstance(up, (int, float)) else None,
+        crop_scale=float(scale) if isinstance(scale, (int, float)) else None,
     )
 
 
@@ -1307,7 +1297,7 @@ def write_photo_result(
         folder,
         None,
         None if frame is None else frame.faces_found,
-        upsampling=detail_upsampling(aligned.transform, aligned.image_hd),
+        crop_scale=float(aligned.transform.scale),
     )
 
 

@@ -127,12 +127,13 @@ def test_a_photo_with_two_faces_says_which_was_reconstructed(model_path, tmp_pat
     assert 280 <= x0 < x1 <= 680 and 10 <= y0 < y1 <= 410 and x1 - x0 > 150
 
 
-def test_a_small_face_is_named_with_how_much_its_detail_crop_enlarges_it(
+def test_a_small_face_is_named_with_how_much_its_crop_enlarges_it(
     hrn_data, model_path, tmp_path, one_thread
 ):
-    """``detail_crop`` records the detail crop's pixels per photo pixel: four times as many for
-    the same photo at a quarter of its resolution. Above 2 (a face too small for skin detail)
-    the command says so; the same face photographed four times as sharp is not named."""
+    """``crop_transform.scale`` is the 224 crop's pixels per photo pixel: four times as many
+    for the same photo at a quarter of its resolution. Above 1.5 (a face too small for skin
+    detail) the command says so; the same face photographed four times as sharp is not named,
+    and a rerun that keeps the folders names it again from its record."""
     pytest.importorskip("mediapipe")
     from typer.testing import CliRunner
 
@@ -141,24 +142,21 @@ def test_a_small_face_is_named_with_how_much_its_detail_crop_enlarges_it(
     photo = Image.open(hrn_data.scans / "photos" / "s000_e00_v00.png").convert("RGB")
     (tmp_path / "in").mkdir()
     photo.save(tmp_path / "in" / "small.png")
-    photo.resize((photo.width * 4, photo.height * 4), Image.LANCZOS).save(
-        tmp_path / "in" / "sharp.png"
-    )
+    sharp = photo.resize((photo.width * 4, photo.height * 4), Image.LANCZOS)
+    sharp.save(tmp_path / "in" / "sharp.png")
     out = tmp_path / "out"
     args = ["reconstruct", str(tmp_path / "in"), "--checkpoint", str(model_path), "--out", str(out)]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    up = {}
+    scale = {}
     for name in ("small", "sharp"):
-        crop = json.loads((out / name / "reconstruction.json").read_text())["detail_crop"]
-        assert crop["size"] == 512
-        up[name] = crop["pixels_per_photo_pixel"]
-    assert up["small"] / up["sharp"] == pytest.approx(4.0, rel=0.1)
-    assert up["small"] > 2.0 > up["sharp"]
+        meta = json.loads((out / name / "reconstruction.json").read_text())
+        scale[name] = meta["crop_transform"]["scale"]
+    assert scale["small"] / scale["sharp"] == pytest.approx(4.0, rel=0.1)
+    assert scale["small"] > 1.5 > scale["sharp"]
     said = " ".join(res.output.split())
-    assert "small.png: a small face: its detail crop is the photo enlarged" in said, said
+    assert "small.png: a small face: the networks' 224 px crop enlarges it" in said, said
     assert "sharp.png: a small face" not in said
-    # a rerun keeps both, and names the small face again from its record
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0 and "2 of them kept" in res.output, res.output
     assert "small.png: a small face" in " ".join(res.output.split())
