@@ -602,21 +602,30 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
 
 
-def vertex_normals(vertices: Any, faces: Any) -> Any:
-    """Area-weighted unit vertex normals.
+#: How :func:`vertex_normals` weighs the normals of a vertex's faces.
+NORMAL_WEIGHTINGS = ("area", "uniform")
 
-    Each vertex gets the sum of the (area-scaled) normals of its faces, normalised.
+
+def vertex_normals(vertices: Any, faces: Any, weighting: str = "area") -> Any:
+    """Unit vertex normals, area-weighted by default.
+
+    Each vertex gets the sum of the normals of its faces, normalised: scaled by their areas
+    (``weighting="area"``), or each of unit length (``"uniform"``, as Deep3DFaceRecon and HRN
+    sum the faces of the BFM's ``point_buf``).
 
     Parameters
     ----------
     vertices : (V, 3) numpy array, or a torch tensor (V, 3) / (B, V, 3) (differentiable).
     faces : (F, 3) int array or tensor.
+    weighting : ``"area"`` or ``"uniform"`` (:data:`NORMAL_WEIGHTINGS`).
 
     Returns
     -------
     Same type and shape as ``vertices``. Numpy: vertices in no face (or whose faces have zero
     total area) get a zero normal. Torch: the norm is clamped at 1e-12 so gradients stay finite.
     """
+    if weighting not in NORMAL_WEIGHTINGS:
+        raise ValueError(f"vertex_normals: weighting must be area or uniform, got {weighting!r}")
     if _is_torch(vertices):
         import torch
 
@@ -637,6 +646,8 @@ def vertex_normals(vertices: Any, faces: Any) -> Any:
         flat = v.reshape(b * nv, 3)
         corners = [flat.index_select(0, (f[:, k][None] + offsets).reshape(-1)) for k in range(3)]
         fn = torch.linalg.cross(corners[1] - corners[0], corners[2] - corners[0], dim=-1)
+        if weighting == "uniform":
+            fn = fn / fn.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         vn = torch.zeros_like(flat)
         for k in range(3):
             vn = vn.index_add(0, (f[:, k][None] + offsets).reshape(-1), fn)
@@ -646,6 +657,9 @@ def vertex_normals(vertices: Any, faces: Any) -> Any:
     v, f = _check_vf(vertices, faces)
     tri = v[f]
     fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    if weighting == "uniform":
+        area = np.linalg.norm(fn, axis=1, keepdims=True)
+        fn = np.divide(fn, area, out=np.zeros_like(fn), where=area > 0)
     vn = np.zeros_like(v)
     for k in range(3):
         _scatter_add(vn, f[:, k], fn)

@@ -99,6 +99,7 @@ from models.reconstruct import Reconstruction, Reconstructor
 
 if TYPE_CHECKING:
     from facehd.cylinder import CylinderMap
+    from facehd.morphable import MorphableModel
 
 __all__ = [
     "EvalRow",
@@ -164,7 +165,7 @@ class Truth:
 
             size = self.displacement.shape[0]
             table = rasterize_uv(model.uvs, model.faces, (size, size))
-            _, normals = _level_normals(table, model.faces, self.m1.vertices, self.displacement)
+            _, normals = _level_normals(table, model, self.m1.vertices, self.displacement)
             self._normals = (table, normals)
         return self._normals
 
@@ -630,14 +631,14 @@ def score_mean_face(
 
 
 def _level_normals(
-    table, faces: np.ndarray, vertices: np.ndarray, displacement: np.ndarray
+    table, model: MorphableModel, vertices: np.ndarray, displacement: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(coarse, detailed)`` normal maps on ``table`` of a mesh level and its displacement."""
-    from facehd.mesh import vertex_normals
+    """``(coarse, detailed)`` normal maps on ``table`` of a mesh level on ``model``'s topology
+    (its normals, :meth:`MorphableModel.vertex_normals`) and its displacement."""
     from facehd.uv import detail_normals, normal_map
 
     pos = table.interpolate(vertices)
-    coarse = normal_map(table, vertex_normals(vertices, faces))
+    coarse = normal_map(table, model.vertex_normals(vertices))
     return coarse, detail_normals(pos, coarse, displacement, table.mask)
 
 
@@ -674,7 +675,7 @@ def detail_scores(
     if mask.sum() < 10:
         raise ValueError(f"{truth.sample_id}: no detail texel is seen in the photo")
 
-    m1_n, m2_n = _level_normals(table, model.faces, np.asarray(rec.m1, dtype=np.float64), pred_disp)
+    m1_n, m2_n = _level_normals(table, model, np.asarray(rec.m1, dtype=np.float64), pred_disp)
     ref = true_n[mask]
     e1 = normal_angle_error(m1_n[mask] @ rotation.T, ref)
     e2 = normal_angle_error(m2_n[mask] @ rotation.T, ref)
@@ -803,7 +804,7 @@ def _seen_scores(
     ref /= np.linalg.norm(ref, axis=1, keepdims=True).clip(1e-12)
     m1_n, m2_n = _level_normals(
         seen.table,
-        np.asarray(recon.model.faces),
+        recon.model,
         np.asarray(rec.m1, dtype=np.float64),
         np.asarray(rec.displacement, dtype=np.float64),
     )

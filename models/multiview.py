@@ -519,7 +519,9 @@ def reconstruct_multiview(
         write_photo_index(out, results, forget=stale)
         from models.export import write_textured_obj
 
-        write_textured_obj(out / "shared.obj", recon.mesh(res.shared))
+        shared = recon.mesh(res.shared)
+        normals = recon.model.vertex_normals(shared.vertices)
+        write_textured_obj(out / "shared.obj", shared, normals=normals)
         meta = {
             "views": [{"photo": photo_key(v[0]), "folder": v[1]} for v in views],
             "failed": [{"photo": photo_key(r.photo), "error": r.error} for r in results if r.error],

@@ -578,12 +578,11 @@ class Reconstructor:
     def detail_mesh(self, rec: Reconstruction, displacement: np.ndarray | None = None) -> Mesh:
         """M2: the dense displaced mesh over the UV layout at the displacement map's size
         (``displacement`` replaces ``rec.displacement`` when given)."""
-        from facehd.mesh import vertex_normals
         from facehd.uv import displaced_dense_mesh, normal_map
 
         table = self.system.table
         pos = table.interpolate(rec.m1)
-        nrm = normal_map(table, vertex_normals(rec.m1, np.array(self.model.faces)))
+        nrm = normal_map(table, self.model.vertex_normals(np.asarray(rec.m1, dtype=np.float64)))
         disp = rec.displacement if displacement is None else displacement
         return displaced_dense_mesh(pos, nrm, np.asarray(disp, dtype=np.float64), table.mask)
 
@@ -616,7 +615,14 @@ class Reconstructor:
             kwargs = {"colors": torch.full_like(v, 0.75), "sh": sh}
         system = self.system
         res = render_with_displacement(
-            r, v, system.faces.cpu(), system.uv_layout, disp, table=system.table, **kwargs
+            r,
+            v,
+            system.faces.cpu(),
+            system.uv_layout,
+            disp,
+            table=system.table,
+            normals=self.model.vertex_normals(v),
+            **kwargs,
         )
         return res.image[0].clamp(0, 1).numpy(), res.mask[0].numpy()
 
@@ -734,8 +740,9 @@ def write_reconstruction(
     written.append(out / "texture.png")
     m0 = recon.mesh(rec.m0)
     m1 = recon.mesh(rec.m1)
-    written.append(write_textured_obj(out / "coarse.obj", m0, texture="texture.png"))
-    written.append(write_textured_obj(out / "mid.obj", m1, texture="texture.png"))
+    for name, m in (("coarse.obj", m0), ("mid.obj", m1)):  # the model's own normals
+        normals = recon.model.vertex_normals(m.vertices)
+        written.append(write_textured_obj(out / name, m, normals=normals, texture="texture.png"))
     m2 = recon.detail_mesh(rec)
     written.append(write_textured_obj(out / "detail.obj", m2, texture="texture.png"))
     np.save(out / "deformation.npy", rec.deformation.astype(np.float32))

@@ -316,7 +316,12 @@ class FaceSystem(nn.Module):
     def render_coarse(self, coarse: CoarseFace):
         """The base model's render of M0 (per-vertex SH shading), a RenderResult."""
         return self.renderer(coarse.posed.dtype).render(
-            coarse.posed, self.faces, colors=coarse.albedo, sh=coarse.sh, shading="vertex"
+            coarse.posed,
+            self.faces,
+            colors=coarse.albedo,
+            sh=coarse.sh,
+            shading="vertex",
+            normals=self.model.vertex_normals(coarse.posed),
         )
 
     def landmarks2d(self, posed: torch.Tensor) -> torch.Tensor:
@@ -340,6 +345,7 @@ class FaceSystem(nn.Module):
                 self._uvs,
                 self.camera(images.dtype),
                 table=self.table,
+                normals=self.model.vertex_normals(coarse.posed.detach()),
                 renderer=self.renderer(images.dtype),
             )
             valid = res.filled[:, None].to(images.dtype)
@@ -406,6 +412,7 @@ class FaceSystem(nn.Module):
             detail.posed,
             self.faces,
             uvs=self.uvs(detail.posed.dtype),
+            normals=self.model.vertex_normals(detail.posed),
             texture=detail.albedo_map,
             sh=coarse.sh,
         )
@@ -419,6 +426,7 @@ class FaceSystem(nn.Module):
             self._uvs,
             detail.maps.displacement,
             table=self.table,
+            normals=self.model.vertex_normals(detail.posed),
             texture=detail.albedo_map,
             sh=coarse.sh,
         )

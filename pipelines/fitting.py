@@ -52,7 +52,7 @@ import scipy.sparse.linalg as spla
 from facehd.distances import SurfaceQuery, spatial_order
 from facehd.errors import DegenerateInputError, FacehdError
 from facehd.landmarks import NOW7_FROM_68
-from facehd.mesh import Mesh, open_edges, vertex_normals
+from facehd.mesh import Mesh, open_edges
 from facehd.morphable import MorphableModel
 from facehd.registration import icp_point_to_plane
 from facehd.transforms import Similarity, procrustes, rotation_from_axis_angle
@@ -776,7 +776,7 @@ def _fit_displacement(
     t = md.table
     s2 = md.displacement_size
     pos = t.interpolate(v1)
-    nmap = normal_map(t, vertex_normals(v1, md.model.faces))
+    nmap = normal_map(t, md.model.vertex_normals(v1))
     # deformation validity at each displacement texel: bilinear sample of the mask >= 0.5
     dm = deformation_mask.astype(np.float64)
     dm_at = sample_uv_map(dm, md.texel_uvs_disp).reshape(s2, s2) >= 0.5

@@ -45,7 +45,7 @@ import scipy.sparse.linalg as spla
 from facehd.csvtext import atomic_write_bytes, atomic_write_text
 from facehd.errors import InputFileError, check_output_folder
 from facehd.landmarks import NOW7_FROM_68, save_landmarks_txt
-from facehd.mesh import Mesh, load_mesh, save_mesh, vertex_normals
+from facehd.mesh import Mesh, load_mesh, save_mesh
 from facehd.morphable import MorphableModel, load_model, similarity_motion_basis
 from facehd.transforms import Similarity
 from facehd.uv import (
@@ -412,7 +412,7 @@ def make_scan(
     res = config.dense_resolution
     table = rasterize_uv(model.uvs, model.faces, (res, res))
     pos = table.interpolate(v1)
-    nrm = normal_map(table, vertex_normals(v1, model.faces))
+    nrm = normal_map(table, model.vertex_normals(v1))
     u, v = _grid_uv(res)
     disp_dense = sample_uv_map(displacement, np.stack([u.ravel(), v.ravel()], 1)).reshape(res, res)
     m2 = displaced_dense_mesh(pos, nrm, disp_dense, table.mask)

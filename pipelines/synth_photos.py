@@ -247,6 +247,7 @@ def render_photos(
                 model.uvs,
                 disp_t,
                 table=disp_table,
+                normals=model.vertex_normals(verts_t),
                 texture=texture,
                 sh=torch.as_tensor(sh)[None],
                 background=bg,

@@ -12,7 +12,9 @@ meantex        (1, 3V)       mean albedo, RGB per vertex, 0–255
 texBase        (3V, K_tex)   albedo basis, 0–255 per coefficient
 tri            (F, 3)        triangles, 1-based
 keypoints      (1, 68)       iBUG-68 landmark vertex indices, 1-based
-point_buf      (V, 8)        optional, not needed (normals are computed from ``tri``)
+point_buf      (V, 8)        optional, not read: normals sum the unit normals of each
+                             vertex's faces in ``tri`` (``normal_weighting`` "uniform"),
+                             as Deep3DFaceRecon sums those ``point_buf`` lists
 skinmask, ...  (V,)          optional, not used
 =============  ============  ==========================================================
 
@@ -267,6 +269,7 @@ def load_bfm(
         exp_std=np.ones(ex_b.shape[1]),
         tex_std=np.ones(tex_b.shape[1]),
         description=f"BFM (Deep3DFaceRecon front) from {mat_path}, UVs from {uv_path}",
+        normal_weighting="uniform",  # Deep3DFaceRecon's normals: unit face normals summed
     )
 
 

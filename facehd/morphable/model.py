@@ -163,9 +163,21 @@ class MorphableModel:
     """Names of the expression components (empty when the source has none)."""
     tex_names: tuple[str, ...] = ()
     """Names of the albedo components (empty when the source has none)."""
+    normal_weighting: str = "area"
+    """How :meth:`vertex_normals` weighs a vertex's faces (:func:`facehd.mesh.vertex_normals`):
+    ``area``, or ``uniform`` for the BFM, whose normals Deep3DFaceRecon and HRN sum from unit
+    face normals (``point_buf``); the renders, unwrap and detail maps of the model's faces use
+    them."""
     _torch_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        from facehd.mesh import NORMAL_WEIGHTINGS
+
+        if self.normal_weighting not in NORMAL_WEIGHTINGS:
+            raise ValueError(
+                f"normal_weighting must be one of {NORMAL_WEIGHTINGS}, "
+                f"got {self.normal_weighting!r}"
+            )
         f64 = np.float64
         mean = np.array(self.mean_shape, dtype=f64)
         if mean.ndim != 2 or mean.shape[1] != 3:
@@ -372,7 +384,8 @@ class MorphableModel:
         return np.asarray(vertices)[..., self.landmarks68, :]
 
     def vertex_normals(self, vertices: Any) -> Any:
-        """Area-weighted unit vertex normals of ``vertices`` on the model topology.
+        """Unit vertex normals of ``vertices`` on the model topology, weighted as
+        :attr:`normal_weighting` says.
 
         Parameters
         ----------
@@ -387,9 +400,10 @@ class MorphableModel:
         shape = tuple(vertices.shape)
         if len(shape) not in (2, 3) or shape[-2:] != (self.n_vertices, 3):
             raise ValueError(f"vertex_normals: expected (V, 3) or (B, V, 3), got {shape}")
+        w = self.normal_weighting
         if _is_torch(vertices) or len(shape) == 2:
-            return vertex_normals(vertices, self.faces)
-        return np.stack([vertex_normals(v, self.faces) for v in np.asarray(vertices)])
+            return vertex_normals(vertices, self.faces, w)
+        return np.stack([vertex_normals(v, self.faces, w) for v in np.asarray(vertices)])
 
     def mesh(self, identity: Any = None, expression: Any = None, albedo: Any = None) -> Mesh:
         """The face as a :class:`~facehd.mesh.Mesh` in millimetres, with UVs and colours.

@@ -302,6 +302,31 @@ def test_vertex_normals_torch_batched_and_differentiable() -> None:
         vertex_normals(torch.zeros(2, 2, 4, 3), faces)
 
 
+def test_uniform_vertex_normals_sum_unit_face_normals() -> None:
+    """``weighting="uniform"`` (the BFM's, as Deep3DFaceRecon sums ``point_buf``): each face's
+    unit normal counts once whatever its area, against a loop over the faces; numpy and torch
+    (batched) agree; a zero-area face adds nothing."""
+    rng = np.random.default_rng(3)
+    m = small_mesh(4)
+    v = m.vertices + rng.normal(scale=0.2, size=m.vertices.shape)  # faces of unequal areas
+    f = np.vstack([m.faces, [[0, 0, 1]]])  # a degenerate face
+    want = np.zeros_like(v)
+    for a, b, c in f:
+        n = np.cross(v[b] - v[a], v[c] - v[a])
+        if np.linalg.norm(n) > 0:
+            want[[a, b, c]] += n / np.linalg.norm(n)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    got = vertex_normals(v, f, "uniform")
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    assert np.abs(got - vertex_normals(v, f)).max() > 1e-3  # not the area-weighted ones
+    batch = torch.tensor(np.stack([v, 3 * v]))
+    tn = vertex_normals(batch, torch.as_tensor(f), "uniform").numpy()
+    np.testing.assert_allclose(tn[0], want, atol=1e-12)
+    np.testing.assert_allclose(tn[1], want, atol=1e-12)
+    with pytest.raises(ValueError, match="weighting"):
+        vertex_normals(v, f, "angle")
+
+
 def test_transformed_keeps_outward_normals_under_reflection() -> None:
     ico = trimesh.creation.icosphere(subdivisions=2, radius=10.0)
     sphere = Mesh(ico.vertices, ico.faces)

@@ -12,6 +12,7 @@ import numpy as np
 import scipy.io
 import torch
 
+from facehd.mesh import vertex_normals
 from facehd.morphable import facehd_synth, load_model
 from facehd.morphable.synth import GRID, grid_faces
 from facehd.render import shade_sh
@@ -145,9 +146,20 @@ def test_coarse_face_equals_deep3dfacerecons_formulas(tmp_path):
     np.testing.assert_allclose(lm[..., 0], ref["lm"][..., 0], atol=1e-9)
     np.testing.assert_allclose(lm[..., 1], 223.0 - ref["lm"][..., 1], atol=1e-9)
     np.testing.assert_allclose(coarse.albedo.numpy(), ref["tex"], atol=1e-12)
-    shaded = shade_sh(torch.tensor(ref["normals"]), coarse.albedo, coarse.sh).numpy()
+    # the BFM's normals as point_buf sums them: unit face normals, summed and normalised
+    assert model.normal_weighting == "uniform"
+    normals = model.vertex_normals(coarse.posed)
+    np.testing.assert_allclose(normals.numpy(), ref["normals"], atol=1e-12)
+    shaded = shade_sh(normals, coarse.albedo, coarse.sh).numpy()
     np.testing.assert_allclose(shaded, ref["color"], atol=1e-12)
-    # facehd's area-weighted normals against point_buf's plain sum: a few degrees on this
-    # coarse grid's curved parts at most
-    cos = (model.vertex_normals(coarse.posed).numpy() * ref["normals"]).sum(-1)
-    assert np.degrees(np.arccos(np.clip(cos, -1, 1))).max() < 10.0
+    # the base model's render shades with them (area-weighted normals would differ by degrees
+    # on this coarse grid)
+    area = vertex_normals(coarse.posed, model.faces, "area").numpy()
+    cos = (area * ref["normals"]).sum(-1)
+    assert np.degrees(np.arccos(np.clip(cos, -1, 1))).max() > 1.0
+    renderer = system.renderer(torch.float64)
+    kw = {"colors": coarse.albedo, "sh": coarse.sh, "shading": "vertex"}
+    want = renderer.render(coarse.posed, system.faces, normals=normals, **kw).image
+    np.testing.assert_allclose(system.render_coarse(coarse).image, want, atol=1e-12)
+    other = renderer.render(coarse.posed, system.faces, normals=torch.tensor(area), **kw).image
+    assert np.abs((other - want).numpy()).max() > 1e-3
