@@ -44,6 +44,10 @@ HD_CROP_MAX = 4096
 photo's face region; a mistyped larger size would hold tens of GB per photo in memory."""
 PX_PER_MM = 1.02
 """Scale of the crop at the face: 102 px per 100 mm (the base model's rescale factor)."""
+ENLARGED_CROP = 1.5
+"""A face whose 224 crop enlarges its photo more than this (the crop transform's scale: crop
+pixels per photo pixel) is too small in its photo for skin detail: the UV texture the detail
+networks see is sampled from that crop. ``reconstruct`` and ``prepare-images`` name such faces."""
 
 TEMPLATE_5P_MM = np.array(
     [

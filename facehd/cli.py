@@ -626,6 +626,15 @@ def prepare_images_cmd(
         f"{esc(result.out_path)}: {result.n_samples} faces "
         f"({result.n_written} new, {result.n_skipped} already done, {result.n_failed} failed)"
     )
+    if result.n_small:
+        from facehd.align import ENLARGED_CROP
+
+        console.print(
+            f"[yellow]note:[/yellow] {result.n_small} of the faces are small in their photos: "
+            f"their 224 crop enlarges them more than {ENLARGED_CROP:g} times (field crop_scale), "
+            "so the detail stage finds no skin detail in them",
+            soft_wrap=True,
+        )
     if result.n_failed:
         console.print(f"[yellow]failures:[/yellow] {esc(result.failures_path)}", soft_wrap=True)
         raise typer.Exit(1)
@@ -1730,7 +1739,7 @@ def reconstruct(
                 "without --multiview, --fit-iterations fits each alone)",
                 soft_wrap=True,
             )
-    from models.reconstruct import ENLARGED_CROP
+    from facehd.align import ENLARGED_CROP
 
     for r in results:
         if r.folder is not None and (r.crop_scale or 0.0) > ENLARGED_CROP:

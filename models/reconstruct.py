@@ -790,12 +790,6 @@ def write_reconstruction(
     return written
 
 
-#: A photo whose 224 crop (what the networks see: the UV texture is sampled from it) enlarges
-#: it more than this (``crop_transform.scale``) is named by ``facehd reconstruct``: its face is
-#: too small in the photo for the detail maps to find skin detail in it.
-ENLARGED_CROP = 1.5
-
-
 def find_photos(inputs: list[str | Path]) -> list[Path]:
     """Photo files among ``inputs`` (folders are searched recursively), in order, no duplicates.
 

@@ -144,6 +144,9 @@ class PrepareImagesResult:
     """Rows of the dataset."""
     failures_path: Path
     """The failures file (absent when nothing failed)."""
+    n_small: int = 0
+    """Faces of the dataset whose 224 crop enlarges their photo more than
+    :data:`facehd.align.ENLARGED_CROP` times (``crop_scale``): too small for skin detail."""
 
 
 def fields_spec(hd_size: int) -> dict[str, tuple]:
@@ -451,6 +454,13 @@ def prepare_images(
             )
         summary = process_items(writer, items, task, workers=workers, progress=progress)
         final = writer.finalize()
+    n_small = 0
+    if final.n_samples:
+        from facehd.align import ENLARGED_CROP
+        from facehd.h5io import open_dataset
+
+        with open_dataset(final.path) as ds:
+            n_small = int((np.asarray(ds.read_field("crop_scale")) > ENLARGED_CROP).sum())
     return PrepareImagesResult(
         out_path=final.path,
         n_photos=len(items),
@@ -459,4 +469,5 @@ def prepare_images(
         n_failed=final.n_failed,
         n_samples=final.n_samples,
         failures_path=final.failures_path,
+        n_small=n_small,
     )

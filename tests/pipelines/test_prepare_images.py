@@ -343,3 +343,33 @@ def test_given_landmarks_of_a_turned_face_turn_the_photo_upright(tmp_path):
     for s in rows.values():
         np.testing.assert_allclose(s.landmarks68, up.landmarks68, atol=1e-3)
         assert np.abs(s.image.astype(int) - up.image.astype(int)).max() <= 1
+
+
+def test_small_faces_are_counted_and_named(tmp_path):
+    """A face drawn a quarter as large is enlarged four times as much by its 224 crop
+    (``crop_scale``); the run counts the faces enlarged more than 1.5 times and the command says
+    so (a face too small for skin detail), not when there are none."""
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+    from pipelines.prepare_images import prepare_images
+
+    (tmp_path / "photos").mkdir()
+    face = drawn_face.draw_face(SIZE, seed=1)
+    Image.fromarray(face).save(tmp_path / "photos" / "large.png")
+    Image.fromarray(face).resize((SIZE // 4, SIZE // 4), Image.LANCZOS).save(
+        tmp_path / "photos" / "small.png"
+    )
+    result = prepare_images(tmp_path / "photos", tmp_path / "all.h5")
+    assert result.n_samples == 2 and result.n_small == 1
+    with open_dataset(result.out_path) as ds:
+        scale = dict(zip(ds.sample_ids, map(float, ds.read_field("crop_scale")), strict=True))
+    assert scale["small.png"] / scale["large.png"] == pytest.approx(4.0, rel=0.1)
+    assert scale["small.png"] > 1.5 > scale["large.png"]
+    args = ["prepare-images", "--images", str(tmp_path / "photos"), "--out"]
+    res = CliRunner().invoke(app, [*args, str(tmp_path / "cli.h5")])
+    assert res.exit_code == 0, res.output
+    assert "1 of the faces are small in their photos" in " ".join(res.output.split())
+    (tmp_path / "photos" / "small.png").unlink()
+    res = CliRunner().invoke(app, [*args, str(tmp_path / "large.h5")])
+    assert res.exit_code == 0 and "small in their photos" not in res.output, res.output
