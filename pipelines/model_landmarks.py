@@ -24,7 +24,11 @@ that ``facehd landmarks`` and ``facehd build-priors`` use: per accepted detectio
    most. Keep the detection when the model's NoW-7 points then lie more than
    ``max_shift_mm`` (median) from the detected ones (the fit slid off the face); else take M0's
    68 landmark vertices, moved back to the scan's frame (the landmarker puts each on its
-   closest scan point).
+   closest scan point);
+5. except the mouth's, where the fit's mouth went wrong: the model's 20 mouth points lie more
+   than ``mouth_gap_mm`` from the detected ones (median) and off the scan's surface (median
+   distance above ``mouth_off_surface_mm``: the model's lips opened where the scan's are closed,
+   or the other way round). There the detected mouth points are kept.
 
 Synthetic scans of the model itself (``facehd synth``: M0 plus mid and fine detail) lie within
 0.1 mm of their M0 fit; the real scan of ``../shared/data/flame-scan`` at 0.46 mm from
@@ -47,7 +51,10 @@ from pipelines.fitting import FitConfig
 if TYPE_CHECKING:
     from facehd.datasets import ModelEntry
 
-__all__ = ["ModelCheckConfig", "ModelLandmarkCheck", "load_fit_model"]
+__all__ = ["MOUTH", "ModelCheckConfig", "ModelLandmarkCheck", "load_fit_model"]
+
+#: iBUG-68's mouth points: outer lips 48-59, inner lips 60-67.
+MOUTH = range(48, 68)
 
 _MODELS: dict[tuple[str, str | None, str | None], Any] = {}
 
@@ -127,9 +134,22 @@ class ModelCheckConfig:
     refine_tolerance_mm: float = 0.03
     """The fit has converged when a step moves M0 by less than this (median, mm): a fit whose
     last step moved it more is carried on, and a round carried on stops there."""
+    mouth_gap_mm: float = 6.0
+    """The model's mouth points (iBUG 48-67) are doubted where they lie more than this from the
+    detected ones (median, mm)."""
+    mouth_off_surface_mm: float = 0.3
+    """... and are replaced by the detected ones where they also lie more than this from the
+    scan's surface (median, mm; 0.14 on most synthetic scans, 0.4-1.4 where the fit opened a
+    closed mouth or closed an open one)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_residual_mm", "max_shift_mm", "refine_tolerance_mm"):
+        for name in (
+            "max_residual_mm",
+            "max_shift_mm",
+            "refine_tolerance_mm",
+            "mouth_gap_mm",
+            "mouth_off_surface_mm",
+        ):
             value = getattr(self, name)
             if not np.isfinite(value) or value <= 0:
                 raise ValueError(f"ModelCheckConfig.{name} must be > 0, got {value!r}")
@@ -205,6 +225,27 @@ class ModelLandmarkCheck:
                     f"of NoW's 7; at most {cfg.max_shift_mm:g}): detected points kept"
                 ),
             )
+        mouth = list(MOUTH)
+        gap = float(np.median(np.linalg.norm(points[mouth] - detected[mouth], axis=1)))
+        if gap > cfg.mouth_gap_mm:
+            from facehd.distances import SurfaceQuery
+
+            off = SurfaceQuery(scan_mm, nthreads=1).closest(points[mouth], neighbours=False)
+            off_mm = float(np.median(off.distances))
+            if off_mm > cfg.mouth_off_surface_mm:
+                points = points.copy()
+                points[mouth] = detected[mouth]
+                return LandmarkCheck(
+                    f"model ({cfg.model}; mouth detected)",
+                    landmarks68_mm=points,
+                    residual_mm=residual,
+                    detail=(
+                        f"{cfg.model} fits the face {residual:.2f} mm off (median): its landmark "
+                        f"vertices taken but the mouth's, which lie {gap:.1f} mm from the "
+                        f"detected ones and {off_mm:.2f} mm off the scan (medians): the "
+                        "detected mouth kept"
+                    ),
+                )
         return LandmarkCheck(
             f"model ({cfg.model})",
             landmarks68_mm=points,

@@ -70,22 +70,26 @@ def slow_to_fit() -> tuple[Mesh, np.ndarray]:
 
 
 def test_a_fit_stopped_short_is_carried_on_to_where_it_converges(
-    check: ModelLandmarkCheck, slow_to_fit: tuple[Mesh, np.ndarray]
+    slow_to_fit: tuple[Mesh, np.ndarray],
 ) -> None:
     """Carried on, the check's fit ends where a fit of many more steps does, and nearer the
     truth. Where it ends is checked with M0's fold at 30°: there this scan's fit settles within
     16 steps (its landmark vertices then move < 0.1 mm in 8 more), while at the default 60° its
     lips keep moving (10.7, 1.2, then 0.3 mm in each 8 steps). Nearer the truth is checked at
-    both."""
+    both. The fits' own points are compared: the guard that keeps the detected mouth where a
+    fit's mouth went wrong (which a fit stopped short here sets off) is off."""
     scan, truth = slow_to_fit
     detected = _detected(truth, 13)
+
+    def run(**kw: object) -> LandmarkCheck:
+        return ModelLandmarkCheck(ModelCheckConfig(mouth_gap_mm=1e6, **kw))(scan, detected)
+
     at30 = dataclasses.replace(ModelCheckConfig().fit, m0_fold_angle_deg=30.0)
-    short = ModelLandmarkCheck(ModelCheckConfig(refine_iterations=0, fit=at30))(scan, detected)
-    carried = ModelLandmarkCheck(ModelCheckConfig(fit=at30))(scan, detected)
-    fit = dataclasses.replace(at30, m0_iterations=16)
-    long = ModelLandmarkCheck(ModelCheckConfig(refine_iterations=0, fit=fit))(scan, detected)
-    default_short = ModelLandmarkCheck(ModelCheckConfig(refine_iterations=0))(scan, detected)
-    default_carried = check(scan, detected)
+    short = run(refine_iterations=0, fit=at30)
+    carried = run(fit=at30)
+    long = run(refine_iterations=0, fit=dataclasses.replace(at30, m0_iterations=16))
+    default_short = run(refine_iterations=0)
+    default_carried = run()
     for result in (short, carried, long, default_short, default_carried):
         assert result.source == "model (facehd-synth)", result.detail
 
@@ -171,6 +175,31 @@ def test_only_a_fit_still_moving_is_carried_on(
     assert len(last_steps) == 1 and last_steps[0] > 10 * check.config.refine_tolerance_mm
 
 
+def test_a_mouth_the_fit_got_wrong_keeps_its_detection(check: ModelLandmarkCheck) -> None:
+    """Seed 0's open mouth: from one detection the fit closes it, and its mouth points land
+    ~11 mm from the truth, far from the detected ones and off the scan; there the detected mouth
+    is kept, the model's other points taken. From another detection the fit is right, and all
+    of the model's points are taken."""
+    from pipelines.model_landmarks import MOUTH
+
+    scan, truth = _scan(0, 1)
+    mouth, rest = list(MOUTH), list(range(48))
+    wrong = _detected(truth, 1)
+    result = check(scan, wrong)
+    assert result.source == "model (facehd-synth; mouth detected)", result.detail
+    assert "the detected mouth kept" in result.detail
+    np.testing.assert_array_equal(result.landmarks68_mm[mouth], wrong[mouth])
+    unguarded = ModelLandmarkCheck(ModelCheckConfig(mouth_gap_mm=1e6))(scan, wrong)
+    assert unguarded.source == "model (facehd-synth)"
+    np.testing.assert_array_equal(result.landmarks68_mm[rest], unguarded.landmarks68_mm[rest])
+    err = np.linalg.norm(result.landmarks68_mm[mouth] - truth[mouth], axis=1)
+    err_model = np.linalg.norm(unguarded.landmarks68_mm[mouth] - truth[mouth], axis=1)
+    assert np.median(err_model) > 8.0 and np.median(err) < 3.0
+    right = check(scan, _detected(truth, 0))
+    assert right.source == "model (facehd-synth)", right.detail
+    assert np.median(np.linalg.norm(right.landmarks68_mm[mouth] - truth[mouth], axis=1)) < 1.0
+
+
 def test_a_face_outside_the_models_span_keeps_its_detection(check: ModelLandmarkCheck) -> None:
     # a mid-frequency deformation four times the synthetic default: no M0 follows it
     scan, truth = _scan(4, deformation_mm=6.0)
@@ -203,7 +232,16 @@ def test_no_face_keeps_the_detection(check: ModelLandmarkCheck) -> None:
     assert result.source == "detected" and result.landmarks68_mm is None
 
 
-@pytest.mark.parametrize("name", ["max_residual_mm", "max_shift_mm", "refine_tolerance_mm"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "max_residual_mm",
+        "max_shift_mm",
+        "refine_tolerance_mm",
+        "mouth_gap_mm",
+        "mouth_off_surface_mm",
+    ],
+)
 @pytest.mark.parametrize("value", [0.0, -1.0, float("nan")])
 def test_bad_settings_are_refused(name: str, value: float) -> None:
     with pytest.raises(ValueError, match=name):
