@@ -175,10 +175,12 @@ def _check_landmark_mode(mode: str) -> None:
 
 
 def _progress(*, on_first_update: bool = False):
-    """A rich progress display. With ``on_first_update`` it shows nothing until a task is first
-    updated or advanced: for batch runs whose library code reports ``progress(0, total)`` once
-    its checks have passed (:func:`facehd.h5io.process_items`), so a refusal before any work
-    (settings that differ from the output's) is said alone, under no empty bar."""
+    """A rich progress display. With ``on_first_update`` it shows nothing until ``bar.start()``
+    (safe to call again) or a task's first update or advance: for batch runs whose library
+    code reports ``progress(0, total)`` once its checks have passed
+    (:func:`facehd.h5io.process_items`), or that start it once their model has loaded, so an
+    error before any work (settings that differ from the output's, a checkpoint that does not
+    load) is said alone, under no empty bar."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -214,18 +216,6 @@ def _progress(*, on_first_update: bool = False):
         TimeRemainingColumn(),
         console=console,
     )
-
-
-@contextmanager
-def _progress_started_later():
-    """A progress display that shows nothing until ``bar.start()`` (safe to call again), so an
-    error before the work begins (a checkpoint that does not load) is said alone."""
-    bar = _progress()
-    try:
-        yield bar
-    finally:
-        if bar.live.is_started:
-            bar.stop()
 
 
 @app.command()
@@ -790,12 +780,11 @@ def bench(
             os.environ[env] = str(value.resolve())
     with _exit_on_error(FacehdError, ValueError, ImportError, WorkersDieAtStart):
         now_config = NowConfig(metrical=True, unit=metrical) if metrical is not None else None
-        with _progress_started_later() as bar:
+        with _progress(on_first_update=True) as bar:
             tasks: dict[str, Any] = {}
 
             def step(what: str) -> Any:  # each phase's bar starts with its first image
                 def update(done: int, total: int) -> None:
-                    bar.start()
                     if what not in tasks:
                         tasks[what] = bar.add_task(f"{dataset} {method}: {what}", total=total)
                     bar.update(tasks[what], completed=done, total=total)
@@ -1669,7 +1658,7 @@ def reconstruct(
                 if name != p.stem:  # another photo of that name holds the folder
                     said = f"{printable(p)} -> {printable(out / name)}"
                     console.print(esc(said), soft_wrap=True)
-            with _progress_started_later() as bar:  # once the model has loaded
+            with _progress(on_first_update=True) as bar:  # once the model has loaded
                 tasks: dict[str, Any] = {}
 
                 def loaded(recon: Any) -> None:

@@ -1201,33 +1201,35 @@ def _fast_numbers(
     ``(values, count)``, all of them in order and how many each line holds; None when the
     chunk holds anything else (a word that is no number, a control byte), which the word by
     word reading then names."""
-    buf = _keywords_blanked(text, keyword_length)
-    if buf is None:
+    blanked = _keywords_blanked(text, keyword_length)
+    if blanked is None:
         return None
-    starts, count = _word_starts(buf)
+    buf, breaks = blanked
+    starts, count = _word_starts(buf, breaks)
     values = _read_numbers(buf, dtype, len(starts))
     return None if values is None else (values, count)
 
 
-def _keywords_blanked(text: bytes, keyword_length: int) -> np.ndarray | None:
+def _keywords_blanked(text: bytes, keyword_length: int) -> tuple[np.ndarray, np.ndarray] | None:
     """The bytes of a chunk of keyword lines (uint8, a copy) with each line's keyword turned
-    to spaces; None for an empty chunk or one holding a control byte or whitespace that
-    :meth:`bytes.split` alone takes as such."""
+    to spaces, and where its line breaks are; None for an empty chunk or one holding a control
+    byte or whitespace that :meth:`bytes.split` alone takes as such."""
     if not text or len(text.translate(None, _OBJ_ODD_BYTES)) != len(text):
         return None
     buf = np.frombuffer(text, dtype=np.uint8).copy()
-    first = np.concatenate([[0], np.flatnonzero(buf == 10) + 1])
+    breaks = np.flatnonzero(buf == 10)
+    first = np.concatenate([[0], breaks + 1])
     for k in range(keyword_length):  # each line starts with its keyword
         buf[first + k] = 32
-    return buf
+    return buf, breaks
 
 
-def _word_starts(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where each word of the text ``buf`` (uint8) starts, and how many words each line
-    holds."""
+def _word_starts(buf: np.ndarray, breaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each word of the text ``buf`` (uint8) starts, and how many words each line holds
+    (``breaks``: where its line breaks are)."""
     space = (buf == 32) | (buf == 10) | (buf == 13)
     starts = np.flatnonzero(~space & np.concatenate([[True], space[:-1]]))
-    before = np.searchsorted(starts, np.flatnonzero(buf == 10))  # words before each break
+    before = np.searchsorted(starts, breaks)  # words before each break
     return starts, np.diff(np.concatenate([[0], before, [len(starts)]]))
 
 
@@ -1252,10 +1254,11 @@ def _fast_face_corners(text: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray 
     ``v/vt``, ``v//vn`` or ``v/vt/vn``): ``(count, v, vt)`` as :func:`_obj_faces` gives them;
     None otherwise (mixed forms, a word that is no number, an index 0), for the word by word
     reading."""
-    buf = _keywords_blanked(text, 1)
-    if buf is None:
+    blanked = _keywords_blanked(text, 1)
+    if blanked is None:
         return None
-    starts, count = _word_starts(buf)  # the corners, and how many each face has
+    buf, breaks = blanked
+    starts, count = _word_starts(buf, breaks)  # the corners, and how many each face has
     corners = len(starts)
     if corners == 0 or (count < 3).any():
         return None
@@ -1468,7 +1471,7 @@ def _read_ply(data: bytes, split_seams: bool) -> tuple:
     faces = _triangles(kw.get("faces"))
     colors = _ply_colors(kw, len(vertices))
     uvs = _uv_of(kw)
-    own = None if uvs is None else _ply_vertex_uvs(raw, len(vertices), None)
+    own = None if uvs is None else _ply_vertex_uvs(raw, len(vertices))
     if own is not None:  # the vertices' own UVs (no per-corner texcoord): no seams possible
         uvs = own
     elif uvs is not None:
@@ -1488,8 +1491,6 @@ def _read_ply(data: bytes, split_seams: bool) -> tuple:
                 return split["vertices"], split_faces, _uv_of(split), colors
             log.info("PLY UVs have seams; vertices kept as in the file, UVs dropped")
             uvs = None
-        else:
-            uvs = _ply_vertex_uvs(raw, len(vertices), uvs)
     return vertices, faces, uvs, colors
 
 
@@ -1497,20 +1498,20 @@ def _read_ply(data: bytes, split_seams: bool) -> tuple:
 _PLY_UV_NAMES = (("texture_u", "texture_v"), ("u", "v"), ("s", "t"))
 
 
-def _ply_vertex_uvs(raw: dict, n: int, uvs: np.ndarray | None) -> np.ndarray | None:
+def _ply_vertex_uvs(raw: dict, n: int) -> np.ndarray | None:
     """The (n, 2) UVs of a PLY whose vertices hold them (``s t`` and the like, no per-face
     ``texcoord``): every vertex's own, also those no face uses (trimesh's, from the faces'
-    corners, are (0, 0) there); otherwise ``uvs``."""
+    corners, are (0, 0) there); otherwise None."""
     face = raw.get("face", {})
     vertex = raw.get("vertex", {})
     props, data = vertex.get("properties", {}), vertex.get("data")
     if "texcoord" in face.get("properties", {}) or data is None:
-        return uvs
+        return None
     names = next((k for k in _PLY_UV_NAMES if all(c in props for c in k)), None)
     if names is None:
-        return uvs
+        return None
     own = np.column_stack([np.asarray(data[c], dtype=np.float64).reshape(-1) for c in names])
-    return own if own.shape == (n, 2) else uvs
+    return own if own.shape == (n, 2) else None
 
 
 def _read_stl(data: bytes, split_seams: bool) -> tuple:
