@@ -27,7 +27,7 @@ Conventions
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -184,6 +184,8 @@ class DetailFace:
     offsets : (B, V, 3) deformation sampled at the vertices, mm.
     shape : (B, V, 3) canonical M1; posed : (B, V, 3) posed M1.
     albedo_map : (B, 3, S, S) albedo texture used for rendering (de-retouched A' or A0).
+    normals : (B, V, 3) M1's vertex normals (the model's weighting), computed once by
+        :meth:`FaceSystem.mid_normals` for both renders; None until then.
     """
 
     texture: torch.Tensor
@@ -195,6 +197,8 @@ class DetailFace:
     posed: torch.Tensor
     albedo_map: torch.Tensor
     seen: torch.Tensor
+    normals: torch.Tensor | None = field(default=None, repr=False)
+    _normals_of: torch.Tensor | None = field(default=None, repr=False)
 
 
 class FaceSystem(nn.Module):
@@ -406,13 +410,21 @@ class FaceSystem(nn.Module):
             albedo_map = a0
         return DetailFace(texture, valid, pos, maps, offsets, shape, posed, albedo_map, seen)
 
+    def mid_normals(self, detail: DetailFace) -> torch.Tensor:
+        """M1's vertex normals ``(B, V, 3)``, computed on first use and kept on ``detail``:
+        R1 and R2 both shade with them, so one training step computes them once."""
+        if detail.normals is None or detail._normals_of is not detail.posed:
+            detail.normals = self.model.vertex_normals(detail.posed)
+            detail._normals_of = detail.posed
+        return detail.normals
+
     def render_mid(self, detail: DetailFace, coarse: CoarseFace):
         """R1: M1 with its interpolated vertex normals, SH-shaded albedo texture."""
         return self.renderer(detail.posed.dtype).render(
             detail.posed,
             self.faces,
             uvs=self.uvs(detail.posed.dtype),
-            normals=self.model.vertex_normals(detail.posed),
+            normals=self.mid_normals(detail),
             texture=detail.albedo_map,
             sh=coarse.sh,
         )
@@ -426,7 +438,7 @@ class FaceSystem(nn.Module):
             self._uvs,
             detail.maps.displacement,
             table=self.table,
-            normals=self.model.vertex_normals(detail.posed),
+            normals=self.mid_normals(detail),
             texture=detail.albedo_map,
             sh=coarse.sh,
         )
