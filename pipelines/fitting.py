@@ -531,6 +531,9 @@ class ScanFit:
     """Seconds per stage (align, m0, deformation, displacement, quality)."""
     error_map: np.ndarray | None = None
     """(S2, S2) unsigned scan-to-M2 distance per displacement texel (NaN where unknown)."""
+    normal_weighting: str = "area"
+    """How the model weighs its vertex normals (:attr:`MorphableModel.normal_weighting`): the
+    normals M2 was displaced along are M1's, weighted so."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -1141,6 +1144,7 @@ def fit_scan(
         landmark_rms_mm=lm_rms,
         timings=timings,
         error_map=err,
+        normal_weighting=md.model.normal_weighting,
     )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from facehd.mesh import vertex_normals
 from facehd.uv import detail_normals, normal_map, rasterize_uv
 from pipelines.fitting import ScanFit
 
@@ -77,7 +78,8 @@ def preview_image(fit: ScanFit, title: str = "") -> Image.Image:
     m1 = fit.m1
     table = rasterize_uv(m1.uvs, m1.faces, s2)
     pos = table.interpolate(m1.vertices)
-    nrm = normal_map(table, m1.vertex_normals)
+    # the normals M2 was displaced along: M1's, weighted as the model weighs them
+    nrm = normal_map(table, vertex_normals(m1.vertices, m1.faces, fit.normal_weighting))
     det = detail_normals(pos, nrm, fit.displacement, table.mask)
     light = np.array([0.3, 0.4, 1.0])
     light /= np.linalg.norm(light)

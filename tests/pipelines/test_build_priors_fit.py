@@ -424,3 +424,43 @@ def test_m0_fold_angle_lets_an_open_mouth_open() -> None:
     # measured: inner lips 6.6-30.3 mm off at 30°, 0.3-2.3 mm at 60°
     assert lips[30.0].max() > 10.0
     assert lips[60.0].max() < 6.0
+
+
+def test_preview_shades_with_the_models_normal_weighting(rigid_fits):
+    """The preview's detail-normal panel uses the normals M2 was displaced along: M1's, weighted
+    as the model weighs them. With no displacement it is M1's normals, Lambert-shaded; checked
+    against a loop over the faces for the unit-sum (BFM) weighting."""
+    from dataclasses import replace
+
+    from facehd.uv import normal_map
+    from pipelines.previews import preview_image
+
+    fit, _ = rigid_fits["s000_e00"]
+    assert fit.normal_weighting == "area"  # facehd-synth's
+    flat = np.zeros_like(fit.displacement)
+    s2 = flat.shape[0]
+    m1 = fit.m1
+    light = np.array([0.3, 0.4, 1.0]) / np.linalg.norm([0.3, 0.4, 1.0])
+    table = rasterize_uv(m1.uvs, m1.faces, s2)
+
+    def panel(weighting: str) -> np.ndarray:
+        img = np.asarray(preview_image(replace(fit, displacement=flat, normal_weighting=weighting)))
+        x = 6 + 3 * (s2 + 6)
+        return img[22 : 22 + s2, x : x + s2, 0].astype(float)
+
+    # the reference: each vertex's unit face normals summed, a face at a time
+    v, f = m1.vertices, m1.faces
+    summed = np.zeros_like(v)
+    for tri in f:
+        n = np.cross(v[tri[1]] - v[tri[0]], v[tri[2]] - v[tri[0]])
+        length = np.linalg.norm(n)
+        if length > 0:
+            summed[tri] += n / length
+    summed /= np.linalg.norm(summed, axis=1, keepdims=True)
+    nrm = normal_map(table, summed)
+    want = np.clip(0.15 + 0.85 * np.abs(nrm @ light), 0, 1) * 255
+    uniform, area = panel("uniform"), panel("area")
+    m = table.mask
+    assert np.abs(uniform[m] - want[m]).max() <= 1.0
+    # the two weightings differ visibly on the face: the panel follows the fit's weighting
+    assert np.abs(area[m] - want[m]).max() >= 3.0
