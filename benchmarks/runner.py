@@ -41,7 +41,12 @@ from benchmarks import readers
 from benchmarks.csvio import atomic_write_text, config_hash, write_rows
 from benchmarks.leaderboard import LeaderboardRow, load_leaderboard, update_leaderboard
 from benchmarks.now import NowConfig
-from benchmarks.synthetic import benchmark_data, check_benchmark_finished, is_synthetic_benchmark
+from benchmarks.synthetic import (
+    benchmark_data,
+    check_benchmark_finished,
+    check_benchmark_kind,
+    is_synthetic_benchmark,
+)
 from facehd.errors import InputFileError, raise_if_interrupted
 from facehd.pools import TaskFailed, run_tasks
 
@@ -1306,6 +1311,7 @@ def run_benchmark(
     ranked_as = BenchmarkSpec(spec.dataset, f"{spec.split}-metrical") if metrical else spec
     root_path = resolve_root(spec, root)
     check_benchmark_finished(root_path)  # one stopped part way would score as a smaller one
+    check_benchmark_kind(root_path, spec.dataset)
     board = Path(out) / "leaderboard.csv"
     load_leaderboard(board)  # a malformed leaderboard fails the run before anything runs
     topology_root = root_path

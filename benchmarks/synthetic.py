@@ -57,6 +57,7 @@ from facehd.transforms import rotation_from_axis_angle, rotation_matrix_from_eul
 __all__ = [
     "BENCHMARK_RECORD",
     "check_benchmark_finished",
+    "check_benchmark_kind",
     "is_synthetic_benchmark",
     "benchmark_data",
     "check_benchmark_out",
@@ -559,6 +560,42 @@ def check_benchmark_finished(root: str | Path) -> None:
         "an unfinished synthetic benchmark (its writing was stopped part way, or is still "
         f"going: {BENCHMARK_RECORD} says complete false); run {command} again to finish it",
     )
+
+
+#: How ``facehd bench`` scores each kind of synthetic benchmark (the splits it writes).
+SCORED_AS = {
+    "now": "now (its validation split)",
+    "realy": "realy:frontal",
+    "facescape": "facescape:wild or facescape:lab",
+    "multiview": "multiview:synth",
+}
+
+
+def check_benchmark_kind(root: str | Path, dataset: str) -> None:
+    """Refuse to score a synthetic benchmark as another dataset (a NoW benchmark given to
+    ``--dataset realy``, say): its files would be reported missing one by one, or as a list
+    file that is not there, without saying what the folder holds. Folders that are no
+    synthetic benchmark, and records without their kind, pass, and so do multi-view sets
+    listed on a NoW benchmark (the multi-view sets' layout is NoW's).
+
+    Raises
+    ------
+    InputFileError
+        Naming the folder, its kind and the ``--dataset`` that scores it.
+    """
+    found = _benchmark_record(root)
+    if found is None:
+        return
+    folder, record = found
+    kind = record.get("benchmark")
+    if kind == "now" and dataset == "multiview":
+        return  # multi-view sets are read from NoW's layout: a list file of sets can be added
+    if kind in SCORED_AS and kind != dataset:
+        raise InputFileError(
+            folder,
+            f"a synthetic {kind} benchmark ({BENCHMARK_RECORD} says so), not {dataset}: score it "
+            f"with --dataset {SCORED_AS[kind]}",
+        )
 
 
 #: Estimated bytes and seconds (one core) a subject of each benchmark takes, measured on this

@@ -519,6 +519,42 @@ def test_multiview_sets_on_the_now_layout(synth_roots: dict, tmp_path: Path) -> 
         np.testing.assert_array_equal(official["computed_distances"][0], dist[dist.files[0]])
 
 
+def test_a_synthetic_benchmark_scored_as_another_dataset_is_refused(
+    synth_roots: dict, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    preds = synth_roots["now"] / "predictions" / "synth-fit"
+    for dataset, kind, use in (
+        ("realy:frontal", "now", "now"),
+        ("facescape:lab", "realy", "realy:frontal"),
+        ("now", "facescape", "facescape:wild or facescape:lab"),
+    ):
+        with pytest.raises(InputFileError) as err:
+            run_benchmark(dataset, "m", predictions=preds, root=synth_roots[kind], out=out)
+        assert err.value.path == synth_roots[kind]
+        said = str(err.value)
+        assert f"a synthetic {kind} benchmark" in said and f"--dataset {use}" in said
+    assert not out.exists()
+    # a folder without the record is read as the dataset asked for
+    plain = _copy(synth_roots["now"], tmp_path / "plain")
+    (plain / "synth.json").unlink()
+    with pytest.raises(InputFileError, match="REALY_HIFI3D_keypoints|REALY"):
+        run_benchmark("realy:frontal", "m", predictions=preds, root=plain, out=out)
+
+
+def test_a_multiview_split_not_there_names_the_splits_that_are(tmp_path: Path) -> None:
+    root = tmp_path / "mv"
+    root.mkdir()
+    with pytest.raises(InputFileError, match="image list does not exist$"):
+        readers.read_multiview_items(root, "esrc")
+    for name in ("synth", "lab"):
+        (root / f"multiview_{name}.txt").write_text("s/2views/set0\n")
+    with pytest.raises(InputFileError) as err:
+        readers.read_multiview_items(root, "esrc")
+    assert err.value.path == root / "multiview_esrc.txt"
+    assert str(err.value).endswith("--dataset multiview:lab and --dataset multiview:synth")
+
+
 def test_registered_method_runs_in_process(
     synth_roots: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
