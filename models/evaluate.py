@@ -104,6 +104,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EvalRow",
     "EvalSummary",
+    "LevelScores",
     "Truth",
     "camera_levels",
     "detail_scores",
@@ -244,12 +245,25 @@ def load_truth(scans_dir: str | Path, sample_id: str) -> Truth:
 
 
 @dataclass
-class EvalRow:
-    """Scores of one photo: distances (mm) and normal errors (rad) of M0, M1, M2."""
-
+class _PhotoKey:
     sample_id: str
     view: int
     points: int
+
+
+@dataclass
+class _PhotoCount:
+    photos: int
+
+
+@dataclass
+class LevelScores:
+    """The scores :func:`evaluate_synthetic` takes of each photo and :func:`summarise` averages:
+    distances (mm) and normal errors (rad) of M0, M1, M2 by closest points, the detail and seen
+    scores, the mean face's, and FaceScape's CD and MNE aligned (``*_fs_*``) and placed
+    (``*_cam_*``). One list for :class:`EvalRow` and :class:`EvalSummary`, so that a score
+    added to the rows is averaged too."""
+
     dist_m0: float
     dist_m1: float
     dist_m2: float
@@ -284,41 +298,16 @@ class EvalRow:
 
 
 @dataclass
-class EvalSummary:
-    """Means over photos (see :class:`EvalRow`)."""
+class EvalRow(LevelScores, _PhotoKey):
+    """Scores of one photo (:class:`LevelScores`) after its ``sample_id``, ``view`` and the
+    number of truth ``points`` scored: the fields in that order, the CSV's columns."""
 
-    photos: int
-    dist_m0: float
-    dist_m1: float
-    dist_m2: float
-    normal_m0: float
-    normal_m1: float
-    normal_m2: float
-    disp_pearson: float = float("nan")
-    normal_uv_m1: float = float("nan")
-    normal_uv_m2: float = float("nan")
-    disp_pearson_seen: float = float("nan")
-    normal_seen_m1: float = float("nan")
-    normal_seen_m2: float = float("nan")
-    normal_m2_oracle: float = float("nan")
-    dist_mean_face: float = float("nan")
-    normal_mean_face: float = float("nan")
-    cd_fs_m0: float = float("nan")
-    cd_fs_m1: float = float("nan")
-    cd_fs_m2: float = float("nan")
-    mne_fs_m0: float = float("nan")
-    mne_fs_m1: float = float("nan")
-    mne_fs_m2: float = float("nan")
-    cd_fs_mean_face: float = float("nan")
-    mne_fs_mean_face: float = float("nan")
-    mne_fs_m2_oracle: float = float("nan")
-    cd_cam_m0: float = float("nan")
-    cd_cam_m1: float = float("nan")
-    cd_cam_m2: float = float("nan")
-    mne_cam_m0: float = float("nan")
-    mne_cam_m1: float = float("nan")
-    mne_cam_m2: float = float("nan")
-    mne_cam_m2_oracle: float = float("nan")
+
+@dataclass
+class EvalSummary(LevelScores, _PhotoCount):
+    """Means of :class:`LevelScores` over ``photos`` photos, then counts of the photos on which
+    a level beats the one below it."""
+
     m1_nearer: int = 0
     """Photos whose M1 is nearer the truth than their M0 (``dist_m1 < dist_m0``)."""
     m2_normals_better: int = 0
@@ -996,10 +985,8 @@ def summarise(rows: list[EvalRow]) -> EvalSummary:
     """Means of the rows; a score some rows lack (the detail scores of a scan without its
     ``<id>.gt.npz``) is the mean of the rows that have it (NaN when none has). Also counts the
     photos on which each level beats the one below it (a mean can hide a gain on few photos)."""
-    per_photo = {f.name for f in fields(EvalRow)}  # the scores; the summary's others are counts
-    names = [f.name for f in fields(EvalSummary) if f.name in per_photo]
     means = {}
-    for k in names:
+    for k in (f.name for f in fields(LevelScores)):
         values = np.array([getattr(r, k) for r in rows], dtype=np.float64)
         known = values[~np.isnan(values)]
         means[k] = float(known.mean()) if known.size else float("nan")

@@ -358,6 +358,14 @@ def test_a_score_some_photos_lack_is_averaged_over_the_others_and_bad_npz_named(
         s.m2_mne_cam_better,
     ]
     assert got == want and want[3] == 39 and 0 < want[0] < 40, (got, want)
+    # every score of a row is averaged, under its own name (the summary's fields, in the rows'
+    # order after their key, then the counts)
+    scores = [f.name for f in dataclasses.fields(EvalRow)][3:]
+    names = [f.name for f in dataclasses.fields(s)]
+    assert names[0] == "photos" and names[1 : 1 + n] == scores
+    for k in scores:
+        values = [getattr(r, k) for r in many if getattr(r, k) == getattr(r, k)]
+        assert getattr(s, k) == pytest.approx(sum(values) / len(values), rel=1e-12), k
     bad = tmp_path / "x.photos.npz"
     bad.write_bytes(b"PK\x03\x04 cut")
     with pytest.raises(InputFileError, match=r"x\.photos\.npz: not a readable \.npz"):
