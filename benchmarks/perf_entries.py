@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from facehd.perf import PerfRow, register, single_thread
+from facehd.perf import PerfRow, register, single_thread, timeit
 
 __all__ = [
     "procedural_head",
@@ -139,15 +138,6 @@ def grid_keypoint_entries(angles: np.ndarray, shape: tuple[int, int]) -> list[li
 # ------------------------------------------------------------------------------------------
 
 
-def _best(fn: Callable[[], object], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(max(1, repeat)):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def _sizes(quick: bool) -> tuple[int, int]:
     return (10_000, 3_500) if quick else (100_000, 35_000)
 
@@ -177,7 +167,7 @@ def _perf_now(quick: bool) -> list[PerfRow]:
     lm_pred = t.apply(head_point(NOW7_ANGLES[:, 0], NOW7_ANGLES[:, 1], _PRED_AMPS))
     with single_thread():
         res = evaluate_now(scan, lm_gt, pred_m, lm_pred)
-        sec = _best(lambda: evaluate_now(scan, lm_gt, pred_m, lm_pred), 1 if quick else 3)
+        sec = timeit(lambda: evaluate_now(scan, lm_gt, pred_m, lm_pred), 1 if quick else 3)
         load = _load_seconds(scan)
     note = (
         f"scan {scan.n_vertices} v ({res.distances.size} after crop), "
@@ -196,7 +186,7 @@ def _load_seconds(mesh) -> float:  # noqa: ANN001
 
     with tempfile.TemporaryDirectory() as tmp:
         path = save_mesh(Path(tmp) / "scan.obj", mesh)
-        return _best(lambda: load_mesh(path), 1)
+        return timeit(lambda: load_mesh(path), 1)
 
 
 @register("bench-facescape", "FaceScape protocol: seconds per image (100k GT, 35k prediction)")
@@ -215,7 +205,7 @@ def _perf_facescape(quick: bool) -> list[PerfRow]:
     cam = Orthographic(mag=130.0)
     with single_thread():
         res = evaluate_facescape(gt_c, pred_c, cam, rot, centre, depth_scale=128.0 / 130.0)
-        sec = _best(
+        sec = timeit(
             lambda: evaluate_facescape(gt_c, pred_c, cam, rot, centre, depth_scale=128.0 / 130.0),
             1 if quick else 3,
         )
