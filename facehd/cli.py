@@ -1545,6 +1545,36 @@ def train_cmd(
     console.print(f"stages done: {esc(', '.join(result.stages))}; model: {esc(result.model_path)}")
 
 
+def _say_faces_off_their_photos(results: list[Any], *, refined: bool, fitted: bool) -> None:
+    """A note naming the photos whose M1 lies off their landmarks (``landmark_nme`` above
+    :data:`models.reconstruct.LANDMARK_NME_FAILED`), and what places them: ``refined``, the
+    base coefficients were refined (``--refine-steps``); ``fitted``, a fit (``--fit-iterations``,
+    ``--multiview``) started from the analyzer's or the refined faces."""
+    from facehd.errors import printable
+    from models.reconstruct import LANDMARK_NME_FAILED
+
+    off = [
+        r for r in results if r.folder is not None and (r.landmark_nme or 0.0) > LANDMARK_NME_FAILED
+    ]
+    if not off:
+        return
+    shown = ", ".join(f"{printable(r.photo.name)} {r.landmark_nme:.2f}" for r in off[:5])
+    more = f" and {len(off) - 5} more" if len(off) > 5 else ""
+    if refined:
+        what = "refined, these faces still lie off their photos"
+    else:
+        what = (
+            "the face analyzer did not place these faces"
+            + (", nor did the fit that started from them" if fitted else "")
+            + "; --refine-steps 300 first fits each face to its photo"
+        )
+    said = (
+        f"{len(off)} of {len(results)} photos: M1 lies off the photo's landmarks "
+        f"(landmark_nme above {LANDMARK_NME_FAILED:g} in photos.csv: {shown}{more}): {what}"
+    )
+    console.print(f"[yellow]note:[/yellow] {esc(said)}", soft_wrap=True)
+
+
 @app.command()
 @_interrupt_says(
     "the photos finished so far are written and listed in photos.csv; run the same command "
@@ -1745,6 +1775,9 @@ def reconstruct(
                 f"{printable(r.folder / 'reconstruction.json')})"
             )
             console.print(esc(said), soft_wrap=True)
+    _say_faces_off_their_photos(
+        results, refined=refine is not None, fitted=fit is not None or multiview
+    )
     failed = [r for r in results if r.error]
     for r in failed:  # each error names its photo (models.reconstruct._said, missing_results)
         console.print(f"[yellow]failed:[/yellow] {esc(r.error)}", soft_wrap=True)

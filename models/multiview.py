@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -509,7 +509,8 @@ def reconstruct_multiview(
             "shared_mesh": "../shared.obj",
             "record": "../multiview.json",
         }
-        for (path, stem, aligned, _, _, frame), rec in zip(views, res.views, strict=True):
+        for (path, stem, aligned, _, lm68, frame), rec in zip(views, res.views, strict=True):
+            rec = replace(rec, landmarks68=lm68)
             results.append(
                 write_photo_result(recon, rec, aligned, path, out / stem, frame, multiview=joint)
             )

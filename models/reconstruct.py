@@ -212,6 +212,9 @@ class Reconstruction:
         the refined coefficients (:meth:`Reconstructor.run_crops_refined`); None unrefined.
     fit_objective : ``(before, after)`` the objective of the per-photo fit of coefficients and
         maps (:meth:`Reconstructor.run_crops_fitted`); None when not fitted.
+    landmarks68 : (68, 2) the photo's iBUG-68 landmarks (detected, or from its ``.pts`` file)
+        in the 224 crop's pixels, when the reconstruction was made from a photo; None from a
+        bare crop. :meth:`Reconstructor.landmark_nme` scores M1 against them.
     """
 
     m0: np.ndarray
@@ -225,6 +228,20 @@ class Reconstruction:
     sh: np.ndarray
     refine_objective: tuple[float, float] | None = None
     fit_objective: tuple[float, float] | None = None
+    landmarks68: np.ndarray | None = None
+
+
+#: A reconstruction whose :meth:`Reconstructor.landmark_nme` is above this lies off its photo:
+#: the failure threshold of face-alignment benchmarks (WFLW's failure rate counts images whose
+#: inter-ocular normalised mean error exceeds 0.1).
+LANDMARK_NME_FAILED = 0.1
+
+#: How ``reconstruction.json`` describes :meth:`Reconstructor.landmark_nme`.
+LANDMARK_NME_CONVENTION = (
+    "mean distance of M1's projected iBUG-68 points 18-68 (the jaw's left out) from the photo's "
+    "landmarks in the 224 crop, over the distance of the photo's outer eye corners (points 37 "
+    "and 46); above 0.1 the face lies off the photo"
+)
 
 
 class Reconstructor:
@@ -554,17 +571,39 @@ class Reconstructor:
             rec = self.run_crops_fitted(
                 aligned.image[None], mask[None], landmarks[None], self.fit, self.refine
             )[0]
-            return rec, aligned, frame
+            return replace(rec, landmarks68=landmarks), aligned, frame
         if self.refine is not None:
             aligned, mask, landmarks, frame = self.prepare_view_framed(path, photo)
             rec = self.run_crops_refined(
                 aligned.image[None], mask[None], landmarks[None], self.refine
             )[0][0]
-            return rec, aligned, frame
+            return replace(rec, landmarks68=landmarks), aligned, frame
         photo = load_photo(path) if photo is None else photo
         face, aligned, k, n = self._detect_and_align(photo.image, path)
         rec = self.run_crops(aligned.image[None])[0]
+        rec = replace(rec, landmarks68=aligned.transform.apply(face.landmarks68))
         return rec, aligned, PhotoFrame(photo.orientation, k, n, _box(face))
+
+    def landmark_nme(self, rec: Reconstruction) -> float | None:
+        """How far M1 lies from its photo's landmarks: the mean distance of M1's projected
+        iBUG-68 points 18-68 (1-based; the jaw's contour points, which a vertex follows only on
+        a frontal face, left out) from ``rec.landmarks68``, over the distance of the photo's
+        outer eye corners (points 37 and 46), the normalised mean error of face-alignment
+        benchmarks. None without the photo's landmarks (a reconstruction of a bare crop).
+        A placed face scores about 0.02-0.03; above :data:`LANDMARK_NME_FAILED` it lies off."""
+        if rec.landmarks68 is None:
+            return None
+        system = self.system
+        posed = rec.m1 @ rec.rotation.T + rec.translation
+        with torch.no_grad():
+            pixels = system.landmarks2d(torch.as_tensor(posed[None], dtype=torch.float64))[0]
+        k = system.image_size / 224.0
+        projected = (pixels.cpu().numpy() + 0.5) / k - 0.5  # the system's pixels -> the crop's
+        given = np.asarray(rec.landmarks68, dtype=np.float64)
+        eyes = float(np.linalg.norm(given[36] - given[45]))
+        if not eyes > 0:
+            return None
+        return float(np.linalg.norm(projected[17:] - given[17:], axis=1).mean() / eyes)
 
     # ------------------------------------------------------------------ meshes
     def mesh(self, vertices: np.ndarray) -> Mesh:
@@ -773,6 +812,9 @@ def write_reconstruction(
         "png16_mapping": "value = (png / 65535 * 2 - 1) * range",
         "detail_vertices": len(m2.vertices),
     }
+    nme = recon.landmark_nme(rec)
+    if nme is not None:
+        meta["landmark_nme"] = {"convention": LANDMARK_NME_CONVENTION, "value": nme}
     if crop_transform is not None:
         meta["crop_transform"] = {
             "convention": "p_crop224 = scale * p_photo + translation",
@@ -886,6 +928,9 @@ class PhotoResult:
     crop_scale: float | None = None
     """Pixels of the 224 crop per photo pixel (``crop_transform.scale`` in
     ``reconstruction.json``; None when not known)."""
+    landmark_nme: float | None = None
+    """How far M1 lies from the photo's landmarks (:meth:`Reconstructor.landmark_nme`,
+    ``landmark_nme`` in ``reconstruction.json``; None when not known)."""
 
 
 def output_names(photos: list[Path], out: str | Path | None = None) -> list[str]:
@@ -1147,6 +1192,8 @@ def done_before(photo: Path, folder: Path, inputs_sha256: str) -> PhotoResult | 
     found = frame.get("faces_found") if isinstance(frame, dict) else None
     crop = meta.get("crop_transform")
     scale = crop.get("scale") if isinstance(crop, dict) else None
+    nme = meta.get("landmark_nme")
+    nme = nme.get("value") if isinstance(nme, dict) else None
     return PhotoResult(
         photo,
         folder,
@@ -1154,6 +1201,7 @@ def done_before(photo: Path, folder: Path, inputs_sha256: str) -> PhotoResult | 
         found if isinstance(found, int) else None,
         kept=True,
         crop_scale=float(scale) if isinstance(scale, (int, float)) else None,
+        landmark_nme=float(nme) if isinstance(nme, (int, float)) else None,
     )
 
 
@@ -1299,6 +1347,7 @@ def write_photo_result(
         None,
         None if frame is None else frame.faces_found,
         crop_scale=float(aligned.transform.scale),
+        landmark_nme=recon.landmark_nme(rec),
     )
 
 
@@ -1309,6 +1358,9 @@ class _IndexRow:
     photo: str
     output: str
     error: str
+    landmark_nme: str = ""
+    """M1's distance from the photo's landmarks (``landmark_nme`` of its
+    ``reconstruction.json``), empty for a failed photo."""
 
 
 def photo_key(photo: str | Path) -> str:
@@ -1340,7 +1392,10 @@ def write_photo_index(
         if gone and earlier.get(key, _NO_ROW).output:
             continue
         rows[key] = _IndexRow(
-            key, "" if r.folder is None else r.folder.relative_to(out).as_posix(), r.error or ""
+            key,
+            "" if r.folder is None else r.folder.relative_to(out).as_posix(),
+            r.error or "",
+            "" if r.landmark_nme is None or r.folder is None else f"{r.landmark_nme:.4f}",
         )
     written = {r.output for r in rows.values() if r.output}
     for key, old in earlier.items():
@@ -1363,7 +1418,12 @@ def _read_index(out: Path) -> dict[str, _IndexRow]:
         return {}
     with open(path, newline="", encoding="utf-8", errors="replace") as fh:
         return {
-            r["photo"]: _IndexRow(r["photo"], r.get("output") or "", r.get("error") or "")
+            r["photo"]: _IndexRow(
+                r["photo"],
+                r.get("output") or "",
+                r.get("error") or "",
+                r.get("landmark_nme") or "",
+            )
             for r in csv.DictReader(fh)
             if r.get("photo")
         }

@@ -79,6 +79,41 @@ def test_files_of_one_reconstruction(hrn_data, model_path, tmp_path, one_thread)
     assert np.asarray(Image.open(out / "turntable.png")).shape == (256, 5 * 256, 3)
 
 
+def test_landmark_nme_scores_m1_against_the_photo_landmarks_in_the_crop(hrn_data, one_thread):
+    """M1's landmarks projected by hand with the 224 crop's pinhole (col = f X / (d - Z) + c,
+    row = 223 - (f Y / (d - Z) + c)) from a system that runs its crops at 48 px: the score is 0
+    against them, the shift's length over the eye-corner distance against them moved, and the
+    jaw's points do not count."""
+    from dataclasses import replace
+
+    from facehd.morphable import load_model
+    from facehd.render.camera import HRN_CAMERA_DISTANCE_MM, HRN_CENTER, HRN_FOCAL
+    from models.system import FaceSystem
+
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    model = load_model("facehd-synth")
+    recon = Reconstructor(FaceSystem(cfg.model, model, cfg.image_size), cfg)
+    assert recon.system.image_size == 48
+    rec = recon.run_crops(crop_of(hrn_data)[None])[0]
+    assert rec.landmarks68 is None and recon.landmark_nme(rec) is None  # a bare crop
+    posed = (rec.m1 @ rec.rotation.T + rec.translation)[np.array(model.landmarks68)]
+    depth = HRN_CAMERA_DISTANCE_MM - posed[:, 2]
+    col = HRN_FOCAL * posed[:, 0] / depth + HRN_CENTER
+    row = 223.0 - (HRN_FOCAL * posed[:, 1] / depth + HRN_CENTER)
+    exact = np.stack([col, row], axis=1)
+    eyes = np.linalg.norm(exact[36] - exact[45])
+    assert 20.0 < eyes < 120.0  # a face in the crop
+    assert recon.landmark_nme(replace(rec, landmarks68=exact)) == pytest.approx(0.0, abs=1e-9)
+    moved = exact + np.array([3.0, -4.0])  # 5 px
+    moved[:17] += np.array([40.0, 25.0])  # the jaw's contour far off: left out
+    assert recon.landmark_nme(replace(rec, landmarks68=moved)) == pytest.approx(5.0 / eyes)
+    # one point 51 px off among the 51 scored: 1 px on average
+    one = exact.copy()
+    one[30, 0] += 51.0
+    assert recon.landmark_nme(replace(rec, landmarks68=one)) == pytest.approx(1.0 / eyes)
+
+
 def test_png16_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     a = rng.normal(size=(5, 7, 3))
@@ -525,6 +560,33 @@ def test_batch_records_each_photo_its_folder_or_its_failure(
         meta = json.loads((out / folder / "reconstruction.json").read_text())
         assert meta["photo"] == str(p.resolve())
         assert meta["checkpoint"] == str(model_path.resolve())
+    # how far M1 lies from the photo's landmarks, from the written files alone: mid.obj posed
+    # by the pose, projected by the 224 crop's pinhole, against the .pts points in the crop
+    from facehd.landmarks import load_photo_landmarks
+    from facehd.render.camera import HRN_CAMERA_DISTANCE_MM, HRN_CENTER, HRN_FOCAL
+
+    meta = json.loads((out / photo.stem / "reconstruction.json").read_text())
+    pose, crop = meta["pose"], meta["crop_transform"]
+    index = np.array(Reconstructor.load(model_path).model.landmarks68)
+    m1 = load_mesh(out / photo.stem / "mid.obj").vertices[index]
+    posed = m1 @ np.array(pose["R"]).T + np.array(pose["t"])
+    depth = HRN_CAMERA_DISTANCE_MM - posed[:, 2]
+    projected = np.stack(
+        [
+            HRN_FOCAL * posed[:, 0] / depth + HRN_CENTER,
+            223.0 - (HRN_FOCAL * posed[:, 1] / depth + HRN_CENTER),
+        ],
+        axis=1,
+    )
+    given = crop["scale"] * load_photo_landmarks(photo.with_suffix(".pts"))
+    given += np.array(crop["translation"])
+    errors = np.linalg.norm(projected - given, axis=1)[17:]
+    want = errors.mean() / np.linalg.norm(given[36] - given[45])
+    assert meta["landmark_nme"]["value"] == pytest.approx(want, rel=1e-4)
+    assert float(rows[str(photo.resolve())]["landmark_nme"]) == pytest.approx(want, abs=1e-4)
+    assert rows[str(empty.resolve())]["landmark_nme"] == ""
+    # the command names the photos whose M1 lies off their landmarks
+    assert ("M1 lies off the photo's landmarks" in text) == (want > 0.1), (want, text)
     first = (out / photo.stem / "detail.obj").read_bytes()
     # a later run of the twin alone: its own folder again, the first photo's left alone
     res = CliRunner().invoke(
@@ -535,6 +597,8 @@ def test_batch_records_each_photo_its_folder_or_its_failure(
         again = {r["photo"]: r for r in csv.DictReader(fh)}
     assert set(again) == {str(p.resolve()) for p in (photo, twin, empty)}
     assert again[str(twin.resolve())]["output"] == f"{photo.stem}_2"
+    for p in (photo, twin):  # kept, or done again from the same inputs: the same score
+        assert again[str(p.resolve())]["landmark_nme"] == rows[str(p.resolve())]["landmark_nme"]
     assert (out / photo.stem / "detail.obj").read_bytes() == first
     # a third photo of that name, and something else lying where a name would go
     third = tmp_path / "third" / photo.name
