@@ -1631,7 +1631,8 @@ def reconstruct(
     Needs the optional extra for detection: pip install 'facehd\\[photo]'. Writes OUT/<photo stem>/
     coarse.obj, mid.obj, detail.obj, texture.png, deformation/displacement .npy and 16-bit .png,
     overlay.png, turntable.png, reconstruction.json, and OUT/photos.csv (each photo's folder, or
-    why it failed; a path that is not there is skipped and listed); exit status 1 when a photo
+    why it failed, and its landmark_nme: how far M1 lies from the photo's landmarks, above 0.1
+    off the face; a path that is not there is skipped and listed); exit status 1 when a photo
     failed. A photo done before into OUT gets its
     folder again (replaced whole; kept as it is when made from the same photo, landmarks, model
     files and settings, unless --redo); another photo of the same name gets <stem>_2.
