@@ -596,7 +596,8 @@ class Reconstructor:
         system = self.system
         posed = rec.m1 @ rec.rotation.T + rec.translation
         with torch.no_grad():
-            pixels = system.landmarks2d(torch.as_tensor(posed[None], dtype=torch.float64))[0]
+            points = torch.as_tensor(posed[None], dtype=torch.float64, device=system.device)
+            pixels = system.landmarks2d(points)[0]
         k = system.image_size / 224.0
         projected = (pixels.cpu().numpy() + 0.5) / k - 0.5  # the system's pixels -> the crop's
         given = np.asarray(rec.landmarks68, dtype=np.float64)
