@@ -145,6 +145,24 @@ def tiny_config():
     return c
 
 
+def tiny_system_on_random_crop():
+    """``(system, coarse, images)``: a :func:`tiny_config` system on facehd-synth (seed 0) with
+    its deformation scale ``alpha`` at 0.5, so that M1 moves visibly off M0, a random crop and
+    the base model's face of it (computed without gradients)."""
+    import torch
+
+    from models.system import FaceSystem
+
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    system = FaceSystem(cfg.model, load_model("facehd-synth"), cfg.image_size)
+    with torch.no_grad():
+        system.hrn.alpha.fill_(0.5)
+        images = torch.rand(1, 3, cfg.image_size, cfg.image_size)
+        coarse = system.coarse(images)
+    return system, coarse, images
+
+
 def states_equal(a: Path, b: Path) -> list[str]:
     """The network tensors of checkpoints / model files ``a`` and ``b`` that differ (empty: the
     same networks, bit for bit)."""

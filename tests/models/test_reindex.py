@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hrn_testdata import tiny_config
+from hrn_testdata import tiny_config, tiny_system_on_random_crop
 
 from facehd.morphable import load_model
 from models.data import LabDataset, collate
-from models.system import FaceSystem, scaled_hrn_camera
+from models.system import scaled_hrn_camera
 
 
 def test_priors_uv_image_names_the_uv_seen_at_the_true_landmarks(hrn_data):
@@ -63,14 +63,8 @@ def test_target_displacement_follows_the_skin_point_each_texel_sees(shift, one_t
     """Render the network's own predicted surface as the 'priors' (its UVs shifted by ``shift``):
     the target at texel ``u`` must be the priors' map at ``u + shift``, the UV that pixel shows,
     not at ``u`` (the texel-by-texel comparison)."""
-    torch.manual_seed(0)
-    model = load_model("facehd-synth")
-    cfg = tiny_config()
-    system = FaceSystem(cfg.model, model, cfg.image_size)
+    system, coarse, images = tiny_system_on_random_crop()
     with torch.no_grad():
-        system.hrn.alpha.fill_(0.5)
-        images = torch.rand(1, 3, cfg.image_size, cfg.image_size)
-        coarse = system.coarse(images)
         detail = system.details(images, coarse, deretouch=False)
         # the surface the texels were sampled from: M0 + the upsampled deformation per vertex
         d = F.interpolate(detail.maps.deformation, detail.position_map.shape[-2:], mode="bilinear")

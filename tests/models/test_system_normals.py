@@ -3,23 +3,7 @@
 from __future__ import annotations
 
 import torch
-from hrn_testdata import tiny_config
-
-from facehd.morphable import load_model
-from models.system import FaceSystem
-
-
-def _system_and_detail():
-    torch.manual_seed(0)
-    model = load_model("facehd-synth")
-    cfg = tiny_config()
-    system = FaceSystem(cfg.model, model, cfg.image_size)
-    with torch.no_grad():
-        system.hrn.alpha.fill_(0.5)
-    images = torch.rand(1, 3, cfg.image_size, cfg.image_size)
-    with torch.no_grad():  # the base model is fixed here: the gradients checked are mid_net's
-        coarse = system.coarse(images)
-    return system, coarse, images
+from hrn_testdata import tiny_system_on_random_crop
 
 
 def _loss_and_grads(system, coarse, images, *, shared: bool):
@@ -40,7 +24,7 @@ def _loss_and_grads(system, coarse, images, *, shared: bool):
 
 
 def test_both_renders_share_one_computation_of_the_normals(one_thread, monkeypatch):
-    system, coarse, images = _system_and_detail()
+    system, coarse, images = tiny_system_on_random_crop()
     calls = []
     original = system.model.vertex_normals
 
@@ -64,7 +48,7 @@ def test_both_renders_share_one_computation_of_the_normals(one_thread, monkeypat
 
 
 def test_shared_normals_give_the_same_loss_and_gradients(one_thread):
-    system, coarse, images = _system_and_detail()
+    system, coarse, images = tiny_system_on_random_crop()
     loss_a, grads_a = _loss_and_grads(system, coarse, images, shared=True)
     loss_b, grads_b = _loss_and_grads(system, coarse, images, shared=False)
     assert torch.equal(loss_a, loss_b)
