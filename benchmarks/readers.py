@@ -209,14 +209,15 @@ def read_multiview_items(root: str | Path, split: str) -> list[NowItem]:
     """The view sets of a multi-view split (``<root>/multiview_<split>.txt``)."""
     root = Path(root)
     list_file = root / f"multiview_{split}.txt"
-    others = sorted(p.stem.removeprefix("multiview_") for p in root.glob("multiview_*.txt"))
-    if not list_file.is_file() and others:
+    if not list_file.is_file():
         # a split's name is read from the file name: say which ones this folder has
-        raise InputFileError(
-            list_file,
-            "image list does not exist; this folder has the sets of "
-            + " and ".join(f"--dataset multiview:{name}" for name in others),
-        )
+        others = sorted(p.stem.removeprefix("multiview_") for p in root.glob("multiview_*.txt"))
+        if others:
+            raise InputFileError(
+                list_file,
+                "image list does not exist; this folder has the sets of "
+                + " and ".join(f"--dataset multiview:{name}" for name in others),
+            )
     return _scan_items(root, list_file, (root / "images",), ("*.pp", "*.txt", "*.npy"))
 
 
