@@ -1618,6 +1618,14 @@ def reconstruct(
         help=_FIT_ITERATIONS_HELP,
     ),
     fit_deformation_start: str = typer.Option("network", help=_FIT_START_HELP),
+    texture_fit_steps: int = typer.Option(
+        0,
+        min=0,
+        help="Then fit a colour texture to each photo, as the public HRN code textures its "
+        "meshes (100 there): M2's shaded colour plus an offset, Adam steps so that M1 rendered "
+        "with it matches the photo; written as texture_fitted.png (lighting baked in), which "
+        "the OBJs then use (0: off; single photos).",
+    ),
     redo: bool = typer.Option(
         False,
         help="Reconstruct every photo again, also one whose folder in OUT holds its "
@@ -1657,9 +1665,12 @@ def reconstruct(
 
     Example: facehd reconstruct face.jpg --checkpoint m.pt --refine-steps 300 --fit-iterations 50
     --fit-deformation-start zero
+
+    Example: facehd reconstruct face.jpg --checkpoint m.pt --texture-fit-steps 100
     """
     from facehd.errors import FacehdError, InputFileError, printable
     from models.reconstruct import (
+        TextureFitConfig,
         find_photo_inputs,
         output_lock,
         output_names,
@@ -1671,6 +1682,10 @@ def reconstruct(
     _check_precision(precision)
     refine = RefineConfig(steps=refine_steps) if refine_steps else None
     fit = _single_view_fit(fit_iterations, multiview, fit_deformation_start)
+    if texture_fit_steps and multiview:
+        _error("--texture-fit-steps fits single photos; a --multiview fit writes its views without")
+        raise typer.Exit(2)
+    texture_fit = TextureFitConfig(steps=texture_fit_steps) if texture_fit_steps else None
     with _exit_on_error(FacehdError, ValueError, ImportError):
         found = find_photo_inputs(photos, out)
         files, missing = found.photos, found.missing
@@ -1741,6 +1756,7 @@ def reconstruct(
                         refine=refine,
                         fit=fit,
                         redo=redo,
+                        texture_fit=texture_fit,
                     )
     if fitted is not None:
         first, last = fitted.history[0], fitted.history[-1]

@@ -16,6 +16,8 @@ was trained with), run HRN (:class:`models.system.FaceSystem`), and write into `
                        detailed geometry over it
 ``turntable.png``      the grey-shaded M2 seen from yaw -60, -30, 0, 30, 60 degrees
 ``reconstruction.json`` pose (``R``, ``t`` mm: posed = R p + t), crop transform, map ranges
+``texture_fitted.png`` with a texture fit (:class:`TextureFitConfig`): M2's shaded colour with
+                       an offset fitted to the photo, lighting baked in; the OBJs use it then
 =====================  =========================================================================
 
 16-bit PNGs map ``value = (png / 65535 * 2 - 1) * range`` with ``range`` in the JSON and in the
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Reconstruction",
     "Reconstructor",
+    "TextureFitConfig",
     "find_photos",
     "find_photo_inputs",
     "find_photos_and_repeats",
@@ -215,6 +218,9 @@ class Reconstruction:
     landmarks68 : (68, 2) the photo's iBUG-68 landmarks (detected, or from its ``.pts`` file)
         in the 224 crop's pixels, when the reconstruction was made from a photo; None from a
         bare crop. :meth:`Reconstructor.landmark_nme` scores M1 against them.
+    texture_fitted : (S, S, 3) in ``[0, 1]``: the colour texture fitted to the photo
+        (:meth:`Reconstructor.fit_texture`, lighting baked in); None when not fitted.
+    texture_fit_objective : ``(before, after)`` the texture fit's objective.
     """
 
     m0: np.ndarray
@@ -229,6 +235,36 @@ class Reconstruction:
     refine_objective: tuple[float, float] | None = None
     fit_objective: tuple[float, float] | None = None
     landmarks68: np.ndarray | None = None
+    texture_fitted: np.ndarray | None = None
+    texture_fit_objective: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class TextureFitConfig:
+    """The colour texture fitted to a photo, as the public HRN code makes the texture of its
+    meshes: M2's shaded colour per texel (the albedo texture lit by the photo's SH lighting
+    through the detail normals) plus an offset, optimised so that M1 rendered with it, unlit,
+    matches the photo. Defaults: the public code's (``tex_iters=100``, ``w_color=1.92``,
+    ``w_tex_smooth=10``, Adam at 1e-2)."""
+
+    steps: int = 100
+    """Adam steps on the offset (0: no fit)."""
+    lr: float = 1e-2
+    """Adam's learning rate."""
+    photometric: float = 1.92
+    """Weight of the photometric loss (:func:`models.losses.photometric_loss`) on the pixels
+    M1 covers within the photo's face mask."""
+    tv: float = 10.0
+    """Weight of the offset's total variation (:func:`models.losses.total_variation`)."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"texture fit: steps must be >= 0, got {self.steps}")
+        if not (self.lr > 0 and self.photometric >= 0 and self.tv >= 0):
+            raise ValueError(
+                f"texture fit: lr must be > 0 and the weights >= 0, got lr {self.lr}, "
+                f"photometric {self.photometric}, tv {self.tv}"
+            )
 
 
 #: A reconstruction whose :meth:`Reconstructor.landmark_nme` is above this lies off its photo:
@@ -301,6 +337,9 @@ class Reconstructor:
         self.fit: MultiViewConfig | None = None
         """Photo files: then fit each photo's coefficients and maps on MV-HRN's objective with
         the photo as its one view (:meth:`run_crops_fitted`); None: not fitted."""
+        self.texture_fit: TextureFitConfig | None = None
+        """Photo files: then fit a colour texture to the photo (:meth:`fit_texture`), written
+        as ``texture_fitted.png`` and used by the meshes; None: not fitted."""
         self._detector = None
 
     @classmethod
@@ -566,23 +605,117 @@ class Reconstructor:
         ``photo``: the file already loaded (:func:`facehd.align.load_photo`), not read again."""
         from facehd.align import load_photo
 
-        if self.fit is not None:
+        if self.fit is not None or self.refine is not None or self.texture_fit is not None:
             aligned, mask, landmarks, frame = self.prepare_view_framed(path, photo)
-            rec = self.run_crops_fitted(
-                aligned.image[None], mask[None], landmarks[None], self.fit, self.refine
-            )[0]
-            return replace(rec, landmarks68=landmarks), aligned, frame
-        if self.refine is not None:
-            aligned, mask, landmarks, frame = self.prepare_view_framed(path, photo)
-            rec = self.run_crops_refined(
-                aligned.image[None], mask[None], landmarks[None], self.refine
-            )[0][0]
-            return replace(rec, landmarks68=landmarks), aligned, frame
+            if self.fit is not None:
+                rec = self.run_crops_fitted(
+                    aligned.image[None], mask[None], landmarks[None], self.fit, self.refine
+                )[0]
+            elif self.refine is not None:
+                rec = self.run_crops_refined(
+                    aligned.image[None], mask[None], landmarks[None], self.refine
+                )[0][0]
+            else:
+                rec = self.run_crops(aligned.image[None])[0]
+            rec = replace(rec, landmarks68=landmarks)
+            if self.texture_fit is not None:
+                rec = self.fit_texture(rec, aligned.image, mask, self.texture_fit)
+            return rec, aligned, frame
         photo = load_photo(path) if photo is None else photo
         face, aligned, k, n = self._detect_and_align(photo.image, path)
         rec = self.run_crops(aligned.image[None])[0]
         rec = replace(rec, landmarks68=aligned.transform.apply(face.landmarks68))
         return rec, aligned, PhotoFrame(photo.orientation, k, n, _box(face))
+
+    def shaded_texture(self, rec: Reconstruction) -> torch.Tensor:
+        """M2's colour per texel ``(1, 3, S, S)``: the albedo texture shaded by the photo's SH
+        lighting through the displacement map's detail normals (posed frame), as the renders
+        of :meth:`overlay` shade each pixel; texels outside the UV layout keep the albedo."""
+        from facehd.render import detail_normal_texels
+        from facehd.render.shading import shade_sh
+
+        dt = torch.float32
+        v = torch.as_tensor(rec.m1 @ rec.rotation.T + rec.translation, dtype=dt)[None]
+        disp = torch.as_tensor(rec.displacement, dtype=dt)[None, None]
+        normals, inside, _ = detail_normal_texels(
+            v,
+            self.system.faces.cpu(),
+            self.system.uv_layout,
+            disp,
+            table=self.system.table,
+            normals=self.model.vertex_normals(v),
+        )
+        albedo = torch.as_tensor(rec.texture, dtype=dt)[None]  # (1, S, S, 3)
+        if albedo.shape[1:3] != normals.shape[1:3]:
+            raise ValueError(
+                f"shaded_texture: texture {tuple(albedo.shape[1:3])} and displacement "
+                f"{tuple(normals.shape[1:3])} differ in size"
+            )
+        unit = torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
+        lit = shade_sh(unit, albedo, torch.as_tensor(rec.sh, dtype=dt)[None])
+        lit = torch.where(inside[None, ..., None], lit, albedo)
+        return lit.permute(0, 3, 1, 2).contiguous()
+
+    def fit_texture(
+        self,
+        rec: Reconstruction,
+        crop: np.ndarray,
+        mask: np.ndarray,
+        config: TextureFitConfig | None = None,
+    ) -> Reconstruction:
+        """``rec`` with a colour texture fitted to its photo (:class:`TextureFitConfig`).
+
+        crop : (H, H, 3) the aligned crop ``rec`` was made from (uint8, or float in [0, 1]);
+        mask : (H, H) its face mask (nonzero: face). The texture starts as
+        :meth:`shaded_texture`; an offset is optimised so that M1, rendered with the texture
+        unlit by the base camera scaled to the crop, matches the crop on the pixels it covers
+        within the mask. Returns ``rec`` with ``texture_fitted`` (clipped to [0, 1]) and
+        ``texture_fit_objective`` (before, after).
+        """
+        from facehd.render import Renderer
+        from models.losses import photometric_loss, total_variation
+
+        config = TextureFitConfig() if config is None else config
+        crop = np.asarray(crop)
+        size = crop.shape[0]
+        if crop.shape != (size, size, 3) or np.asarray(mask).shape != (size, size):
+            raise ValueError(
+                f"fit_texture: expected a square crop (H, H, 3) and its mask (H, H), got "
+                f"{crop.shape} and {np.asarray(mask).shape}"
+            )
+        dt = torch.float32
+        scale = 255.0 if crop.dtype == np.uint8 else 1.0
+        target = torch.as_tensor(crop / scale, dtype=dt).permute(2, 0, 1)[None]
+        renderer = Renderer(scaled_hrn_camera(size, dtype=dt), "cpu")
+        v = torch.as_tensor(rec.m1 @ rec.rotation.T + rec.translation, dtype=dt)[None]
+        faces = self.system.faces.cpu()
+        uvs = torch.as_tensor(np.array(self.system.uv_layout), dtype=dt)
+        normals = self.model.vertex_normals(v)
+        fragments = renderer.rasterize(v, faces)  # the geometry stays: rasterised once
+        weight = fragments.mask[:, None].to(dt) * torch.as_tensor(np.asarray(mask) > 0)[None, None]
+        base = self.shaded_texture(rec)
+        offset = torch.zeros_like(base, requires_grad=True)
+
+        def objective() -> torch.Tensor:
+            image = renderer.render(
+                v, faces, uvs=uvs, normals=normals, texture=base + offset, fragments=fragments
+            ).image
+            photo = photometric_loss(image.permute(0, 3, 1, 2), target, weight)
+            return config.photometric * photo + config.tv * total_variation(offset)
+
+        optimiser = torch.optim.Adam([offset], lr=config.lr)
+        with torch.no_grad():
+            before = float(objective())
+        with torch.enable_grad():
+            for _ in range(config.steps):
+                optimiser.zero_grad()
+                loss = objective()
+                loss.backward()
+                optimiser.step()
+        with torch.no_grad():
+            after = float(objective())
+            fitted = (base + offset).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+        return replace(rec, texture_fitted=fitted, texture_fit_objective=(before, after))
 
     def landmark_nme(self, rec: Reconstruction) -> float | None:
         """How far M1 lies from its photo's landmarks: the mean distance of M1's projected
@@ -643,7 +776,10 @@ class Reconstructor:
         r = Renderer(cam, "cpu")
         v = torch.as_tensor(rec.m1 @ rotation.T + translation, dtype=dt)[None]
         disp = torch.as_tensor(rec.displacement, dtype=dt)[None, None]
-        if textured:
+        if textured and rec.texture_fitted is not None:  # lighting baked in: drawn unlit
+            tex = torch.as_tensor(rec.texture_fitted, dtype=dt).permute(2, 0, 1)[None]
+            kwargs = {"texture": tex}
+        elif textured:
             tex = torch.as_tensor(rec.texture, dtype=dt).permute(2, 0, 1)[None]
             sh = torch.as_tensor(rec.sh, dtype=dt)[None]
             kwargs = {"texture": tex, "sh": sh}
@@ -778,13 +914,17 @@ def write_reconstruction(
     written = []
     write_png8(out / "texture.png", rec.texture)
     written.append(out / "texture.png")
+    texture = "texture.png"
+    if rec.texture_fitted is not None:  # the photo's colours: the meshes wear them
+        texture = "texture_fitted.png"
+        written.append(write_png8(out / texture, rec.texture_fitted))
     m0 = recon.mesh(rec.m0)
     m1 = recon.mesh(rec.m1)
     for name, m in (("coarse.obj", m0), ("mid.obj", m1)):  # the model's own normals
         normals = recon.model.vertex_normals(m.vertices)
-        written.append(write_textured_obj(out / name, m, normals=normals, texture="texture.png"))
+        written.append(write_textured_obj(out / name, m, normals=normals, texture=texture))
     m2 = recon.detail_mesh(rec)
-    written.append(write_textured_obj(out / "detail.obj", m2, texture="texture.png"))
+    written.append(write_textured_obj(out / "detail.obj", m2, texture=texture))
     np.save(out / "deformation.npy", rec.deformation.astype(np.float32))
     np.save(out / "displacement.npy", rec.displacement.astype(np.float32))
     written += [out / "deformation.npy", out / "displacement.npy"]
@@ -800,6 +940,10 @@ def write_reconstruction(
         "precision": recon.precision,
         "refine": _refine_record(recon, rec),
         "fit": _fit_record(recon, rec),
+        "texture_fit": _settings_record(
+            recon.texture_fit if rec.texture_fitted is not None else None,
+            rec.texture_fit_objective,
+        ),
         "multiview": multiview,
         "units": "mm",
         "pose": {
@@ -1004,6 +1148,7 @@ def load_for_photos(
     loaded: Any = None,
     refine: RefineConfig | None = None,
     fit: MultiViewConfig | None = None,
+    texture_fit: TextureFitConfig | None = None,
 ) -> Reconstructor:
     """The :class:`Reconstructor` of a photo run (:func:`reconstruct_photos` and the
     multi-view fit): ``checkpoint`` loaded with these settings, ``landmarks``, ``refine`` and
@@ -1019,6 +1164,7 @@ def load_for_photos(
     recon.landmarks = landmarks
     recon.refine = refine
     recon.fit = fit
+    recon.texture_fit = texture_fit
     if loaded is not None:
         loaded(recon)
     return recon
@@ -1042,10 +1188,11 @@ def reconstruct_photos(
     refine: RefineConfig | None = None,
     fit: MultiViewConfig | None = None,
     redo: bool = False,
+    texture_fit: TextureFitConfig | None = None,
 ) -> list[PhotoResult]:
     """Reconstruct every photo into ``out/<name>/`` (:func:`output_names`); a photo that fails
     (unreadable, no face, its results not writable) is reported and the others continue.
-    ``base_texture``, ``precision``, ``landmarks``, ``refine``, ``fit``: see
+    ``base_texture``, ``precision``, ``landmarks``, ``refine``, ``fit``, ``texture_fit``: see
     :class:`Reconstructor`;
     ``loaded(recon)`` is called once the checkpoint is loaded. ``missing``: inputs that are not
     there (:attr:`PhotoInputs.missing`), reported as failed first (:func:`missing_results`).
@@ -1071,6 +1218,7 @@ def reconstruct_photos(
         loaded=loaded,
         refine=refine,
         fit=fit,
+        texture_fit=texture_fit,
     )
     settings = run_settings(recon, deretouch=deretouch, bfm_path=bfm_path, uv_path=uv_path)
     with output_lock(out) as out:
@@ -1129,6 +1277,8 @@ def run_settings(
         refine=None if recon.refine is None else dataclasses.asdict(recon.refine),
         fit=None if recon.fit is None else config_to_dict(recon.fit),
     )
+    if recon.texture_fit is not None:  # absent when off: earlier runs' folders stay current
+        out["texture_fit"] = dataclasses.asdict(recon.texture_fit)
     return out
 
 
@@ -1188,6 +1338,8 @@ def done_before(photo: Path, folder: Path, inputs_sha256: str) -> PhotoResult | 
     if meta.get("photo") != str(photo.resolve()):
         return None
     if not all((folder / name).is_file() for name in RESULT_FILES):
+        return None
+    if meta.get("texture_fit") and not (folder / "texture_fitted.png").is_file():
         return None
     frame = meta.get("photo_frame")
     found = frame.get("faces_found") if isinstance(frame, dict) else None

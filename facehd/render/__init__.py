@@ -15,7 +15,13 @@ from facehd.render.nvdiffrast_backend import NvdiffrastBackend, nvdiffrast_avail
 from facehd.render.raster import CpuBackend, Fragments, RasterBackend, get_backend
 from facehd.render.renderer import Renderer, RenderResult
 from facehd.render.shading import SH_AMBIENT_INIT, gamma_to_sh, sh_basis, sh_irradiance, shade_sh
-from facehd.render.unwrap import UnwrapResult, mirror_fill, render_with_displacement, unwrap_texture
+from facehd.render.unwrap import (
+    UnwrapResult,
+    detail_normal_texels,
+    mirror_fill,
+    render_with_displacement,
+    unwrap_texture,
+)
 
 __all__ = [
     "SH_AMBIENT_INIT",
@@ -33,6 +39,7 @@ __all__ = [
     "mirror_fill",
     "nvdiffrast_available",
     "render_with_displacement",
+    "detail_normal_texels",
     "sh_basis",
     "sh_irradiance",
     "shade_sh",

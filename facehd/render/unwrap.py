@@ -239,6 +239,57 @@ def unwrap_texture(
     )
 
 
+def detail_normal_texels(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    uvs: torch.Tensor | np.ndarray,
+    displacement: torch.Tensor,
+    *,
+    table=None,
+    normals: torch.Tensor | None = None,
+    caller: str = "detail_normal_texels",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The detail normals of a displacement map, per texel, in the frame of ``vertices``.
+
+    Arguments as :func:`render_with_displacement`. Returns the normals ``(B, Hd, Wd, 3)``
+    (:func:`facehd.uv.detail_normals` of the coarse position and normal maps at the
+    displacement map's size), the layout's texel mask ``(Hd, Wd)`` (bool: texels the mesh's UV
+    triangles cover) and the vertex normals used ``(B, V, 3)``.
+    """
+    from facehd.mesh import vertex_normals
+    from facehd.uv import detail_normals, normal_map
+
+    vertices, faces = check_mesh_batch(vertices, faces, caller)
+    b, nv, _ = vertices.shape
+    d = displacement
+    if d.dim() == 4:
+        if d.shape[1] != 1:
+            raise ValueError(f"displacement must have one channel, got {tuple(d.shape)}")
+        d = d[:, 0]
+    if d.dim() == 2:
+        d = d[None]
+    if d.dim() != 3 or d.shape[0] not in (1, b):
+        raise ValueError(
+            f"{caller}: expected displacement (B, 1, Hd, Wd), (B, Hd, Wd) or "
+            f"(Hd, Wd), got {tuple(displacement.shape)}"
+        )
+    table = _uv_table(uvs, faces, tuple(d.shape[-2:]), table)
+    if tuple(table.size) != tuple(d.shape[-2:]):
+        raise ValueError(
+            f"UV table size {table.size} does not match displacement {tuple(d.shape[-2:])}"
+        )
+    if normals is None:
+        normals = vertex_normals(vertices, faces)
+    if normals.dim() == 2:
+        normals = normals[None]
+    normals = normals.to(vertices.dtype).expand(b, -1, -1)
+    pos_map = table.interpolate(vertices)
+    coarse = normal_map(table, normals)
+    mask = torch.as_tensor(table.mask, device=vertices.device)
+    detail = detail_normals(pos_map, coarse, d.to(vertices.dtype).expand(b, -1, -1), mask)
+    return detail, mask, normals
+
+
 def render_with_displacement(
     renderer: Renderer,
     vertices: torch.Tensor,
@@ -273,37 +324,16 @@ def render_with_displacement(
     normals, colors, texture, sh, background
         As in :meth:`Renderer.render`.
     """
-    from facehd.mesh import vertex_normals
-    from facehd.uv import detail_normals, normal_map
-
     vertices, faces = check_mesh_batch(vertices, faces, "render_with_displacement")
-    b, nv, _ = vertices.shape
-    d = displacement
-    if d.dim() == 4:
-        if d.shape[1] != 1:
-            raise ValueError(f"displacement must have one channel, got {tuple(d.shape)}")
-        d = d[:, 0]
-    if d.dim() == 2:
-        d = d[None]
-    if d.dim() != 3 or d.shape[0] not in (1, b):
-        raise ValueError(
-            f"render_with_displacement: expected displacement (B, 1, Hd, Wd), (B, Hd, Wd) or "
-            f"(Hd, Wd), got {tuple(displacement.shape)}"
-        )
-    table = _uv_table(uvs, faces, tuple(d.shape[-2:]), table)
-    if tuple(table.size) != tuple(d.shape[-2:]):
-        raise ValueError(
-            f"UV table size {table.size} does not match displacement {tuple(d.shape[-2:])}"
-        )
-    if normals is None:
-        normals = vertex_normals(vertices, faces)
-    if normals.dim() == 2:
-        normals = normals[None]
-    normals = normals.to(vertices.dtype).expand(b, -1, -1)
-    pos_map = table.interpolate(vertices)
-    coarse = normal_map(table, normals)
-    mask = torch.as_tensor(table.mask, device=vertices.device)
-    detail = detail_normals(pos_map, coarse, d.to(vertices.dtype).expand(b, -1, -1), mask)
+    detail, mask, normals = detail_normal_texels(
+        vertices,
+        faces,
+        uvs,
+        displacement,
+        table=table,
+        normals=normals,
+        caller="render_with_displacement",
+    )
     if isinstance(uvs, torch.Tensor):
         uvs_t = uvs.to(dtype=vertices.dtype, device=vertices.device)
     else:  # a copy: model arrays are read-only

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -1060,3 +1061,128 @@ def test_photos_whose_names_print_alike_keep_their_own_folders(tmp_path):
     # a rerun, in the other order: each photo gets its folder again
     again = output_names(photos[::-1], out)
     assert again == names[::-1]
+
+
+def test_shaded_texture_is_the_renders_shading_per_texel(hrn_data, model_path, one_thread):
+    """M1 drawn unlit with the texel-shaded texture looks as the lit render of the albedo
+    through the detail normals does (each shades per texel / per pixel: they differ by the
+    interpolation alone)."""
+    from facehd.render import Renderer, render_with_displacement
+    from models.system import scaled_hrn_camera
+
+    recon = Reconstructor.load(model_path)
+    rec = recon.run_crops(crop_of(hrn_data)[None])[0]
+    # a relief the shading shows, lit from the side and from above: the normals matter
+    sh = np.zeros((9, 3), np.float32)
+    sh[0], sh[1], sh[3] = 0.9, 0.35, 0.5
+    rec = replace(rec, displacement=rec.displacement * 20.0, sh=sh)
+    shaded = recon.shaded_texture(rec)
+    size = 224
+    r = Renderer(scaled_hrn_camera(size), "cpu")
+    v = torch.as_tensor(rec.m1 @ rec.rotation.T + rec.translation, dtype=torch.float32)[None]
+    faces = recon.system.faces.cpu()
+    uvs = torch.as_tensor(np.array(recon.system.uv_layout), dtype=torch.float32)
+    normals = recon.model.vertex_normals(v)
+    unlit = r.render(v, faces, uvs=uvs, normals=normals, texture=shaded)
+    lit = render_with_displacement(
+        r, v, faces, recon.system.uv_layout,
+        torch.as_tensor(rec.displacement, dtype=torch.float32)[None, None],
+        table=recon.system.table, normals=normals,
+        texture=torch.as_tensor(rec.texture).permute(2, 0, 1)[None].float(),
+        sh=torch.as_tensor(rec.sh, dtype=torch.float32)[None],
+    )  # fmt: skip
+    m = unlit.mask[0].numpy()
+    a, b = unlit.image[0].numpy()[m], lit.image[0].numpy()[m]
+    assert np.median(np.abs(a - b)) < 0.01 and np.abs(a - b).mean() < 0.02
+    # and the shading matters: the unshaded albedo is further off
+    plain = r.render(v, faces, uvs=uvs, normals=normals, texture=shaded * 0 + torch.as_tensor(
+        rec.texture).permute(2, 0, 1)[None].float()).image[0].numpy()[m]  # fmt: skip
+    assert np.abs(plain - b).mean() > 3 * np.abs(a - b).mean()
+
+
+def test_texture_fit_recovers_the_colours_of_a_photo(hrn_data, model_path, one_thread):
+    from facehd.render import Renderer
+    from models.reconstruct import TextureFitConfig
+    from models.system import scaled_hrn_camera
+
+    recon = Reconstructor.load(model_path)
+    rec = recon.run_crops(crop_of(hrn_data)[None])[0]
+    size = 224
+    r = Renderer(scaled_hrn_camera(size), "cpu")
+    v = torch.as_tensor(rec.m1 @ rec.rotation.T + rec.translation, dtype=torch.float32)[None]
+    faces = recon.system.faces.cpu()
+    uvs = torch.as_tensor(np.array(recon.system.uv_layout), dtype=torch.float32)
+    normals = recon.model.vertex_normals(v)
+
+    def draw(texture: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        res = r.render(v, faces, uvs=uvs, normals=normals, texture=texture)
+        return res.image[0].numpy(), res.mask[0].numpy()
+
+    shaded = recon.shaded_texture(rec)
+    # a photo drawn with the shaded texture itself: the fit has nothing to change
+    photo, covered = draw(shaded)
+    mask = np.ones((size, size), np.uint8)
+    same = recon.fit_texture(rec, photo, mask, TextureFitConfig(steps=20))
+    np.testing.assert_allclose(same.texture_fitted, shaded[0].permute(1, 2, 0).numpy(), atol=2e-3)
+    # a photo of other, smooth colours (a known texture): the fit finds them where M1 is seen
+    u = torch.linspace(0, 1, shaded.shape[-1])
+    known = torch.stack(
+        [0.3 + 0.4 * u[None, :].expand(len(u), -1), 0.6 - 0.3 * u[:, None].expand(-1, len(u)),
+         torch.full((len(u), len(u)), 0.45)]
+    )[None]  # fmt: skip
+    photo, covered = draw(known)
+    half = np.zeros((size, size), np.uint8)
+    half[:, : size // 2] = 1  # the face mask: the photo's left half only
+    fit = recon.fit_texture(rec, photo, half, TextureFitConfig(steps=300, lr=0.02))
+    before, after = fit.texture_fit_objective
+    assert after < 0.5 * before
+    drawn, _ = draw(torch.as_tensor(fit.texture_fitted).permute(2, 0, 1)[None])
+    start, _ = draw(shaded)
+    left = covered & (half > 0)
+    right = covered & (half == 0)
+    err = np.abs(drawn - photo)[left].mean()
+    assert err < 0.25 * np.abs(start - photo)[left].mean() and err < 0.02
+    # outside the mask the texture stays near its start, not the photo (TV carries some of
+    # the fit across the middle: 0.59 of the way there measured, 0.92 with the mask ignored)
+    assert np.abs(drawn - start)[right].mean() < 0.75 * np.abs(photo - start)[right].mean()
+    with pytest.raises(ValueError, match="square crop"):
+        recon.fit_texture(rec, photo[:100], half, TextureFitConfig(steps=1))
+    with pytest.raises(ValueError, match="steps"):
+        TextureFitConfig(steps=-1)
+
+
+def test_reconstruct_writes_the_fitted_texture_when_asked(
+    hrn_data, model_path, tmp_path, one_thread
+):
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+
+    photo = hrn_data.scans / "photos" / "s000_e00_v00.png"  # with its .pts landmarks
+    out = tmp_path / "rec"
+    args = ["reconstruct", str(photo), "--checkpoint", str(model_path), "--out", str(out)]
+    res = CliRunner().invoke(app, [*args, "--texture-fit-steps", "10"])
+    assert res.exit_code == 0, res.output
+    folder = out / photo.stem
+    meta = json.loads((folder / "reconstruction.json").read_text())
+    said = meta["texture_fit"]
+    assert said["steps"] == 10 and said["objective_after"] < said["objective_before"]
+    for mtl in ("coarse.mtl", "mid.mtl", "detail.mtl"):
+        assert "map_Kd texture_fitted.png" in (folder / mtl).read_text()
+    fitted = np.asarray(Image.open(folder / "texture_fitted.png"))
+    albedo = np.asarray(Image.open(folder / "texture.png"))
+    assert fitted.shape == albedo.shape and not np.array_equal(fitted, albedo)
+    # the same settings keep the folder; without the fit it is made again, without the file
+    res = CliRunner().invoke(app, [*args, "--texture-fit-steps", "10"])
+    assert res.exit_code == 0 and "1 of them kept" in res.output, res.output
+    (folder / "texture_fitted.png").unlink()  # a kept folder must hold it: made again
+    res = CliRunner().invoke(app, [*args, "--texture-fit-steps", "10"])
+    assert res.exit_code == 0 and "kept" not in res.output, res.output
+    assert (folder / "texture_fitted.png").is_file()
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert not (folder / "texture_fitted.png").exists()
+    assert json.loads((folder / "reconstruction.json").read_text())["texture_fit"] is None
+    assert "map_Kd texture.png" in (folder / "mid.mtl").read_text()
+    res = CliRunner().invoke(app, [*args, "--multiview", "--texture-fit-steps", "5"])
+    assert res.exit_code == 2 and "single photos" in res.output
