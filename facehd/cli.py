@@ -1624,7 +1624,7 @@ def reconstruct(
         help="Then fit a colour texture to each photo, as the public HRN code textures its "
         "meshes (100 there): M2's shaded colour plus an offset, Adam steps so that M1 rendered "
         "with it matches the photo; written as texture_fitted.png (lighting baked in), which "
-        "the OBJs then use (0: off; single photos).",
+        "the OBJs then use (0: off; with --multiview, each view's).",
     ),
     redo: bool = typer.Option(
         False,
@@ -1682,9 +1682,6 @@ def reconstruct(
     _check_precision(precision)
     refine = RefineConfig(steps=refine_steps) if refine_steps else None
     fit = _single_view_fit(fit_iterations, multiview, fit_deformation_start)
-    if texture_fit_steps and multiview:
-        _error("--texture-fit-steps fits single photos; a --multiview fit writes its views without")
-        raise typer.Exit(2)
     texture_fit = TextureFitConfig(steps=texture_fit_steps) if texture_fit_steps else None
     with _exit_on_error(FacehdError, ValueError, ImportError):
         found = find_photo_inputs(photos, out)
@@ -1736,6 +1733,7 @@ def reconstruct(
                         missing=missing,
                         names=names,
                         refine=refine,
+                        texture_fit=texture_fit,
                     )
                 else:
                     fitted = None

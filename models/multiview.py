@@ -430,6 +430,7 @@ def reconstruct_multiview(
     missing: Sequence[tuple[Path, str]] = (),
     names: Sequence[str] | None = None,
     refine: Any = None,
+    texture_fit: Any = None,
 ) -> tuple[MultiViewResult | None, list[Any]]:
     """Photos of one face -> MV-HRN, written as ``out/<photo stem>/`` per view (the files of
     ``facehd reconstruct``, named as :func:`models.reconstruct.output_names` names them, with
@@ -448,7 +449,9 @@ def reconstruct_multiview(
     coefficients refined on their photos with one shared identity
     (:meth:`models.reconstruct.Reconstructor.refined_coefficients`) instead of the face
     analyzer's; ``multiview.json`` then records the settings and the set's objective before and
-    after (once per view) under ``refine``.
+    after (once per view) under ``refine``. ``texture_fit`` (a
+    :class:`models.reconstruct.TextureFitConfig`): then each view's colour texture is fitted to
+    its photo (:meth:`models.reconstruct.Reconstructor.fit_texture`).
     """
     from facehd.csvtext import atomic_write_text
     from facehd.errors import FacehdError
@@ -476,6 +479,7 @@ def reconstruct_multiview(
         uv_path=uv_path,
         landmarks=landmarks,
         loaded=loaded,
+        texture_fit=texture_fit,
     )
     with output_lock(out) as out:
         clear_interrupted_writes(out)
@@ -509,8 +513,10 @@ def reconstruct_multiview(
             "shared_mesh": "../shared.obj",
             "record": "../multiview.json",
         }
-        for (path, stem, aligned, _, lm68, frame), rec in zip(views, res.views, strict=True):
+        for (path, stem, aligned, mask, lm68, frame), rec in zip(views, res.views, strict=True):
             rec = replace(rec, landmarks68=lm68)
+            if texture_fit is not None:
+                rec = recon.fit_texture(rec, aligned.image, mask, texture_fit)
             results.append(
                 write_photo_result(recon, rec, aligned, path, out / stem, frame, multiview=joint)
             )
@@ -528,6 +534,7 @@ def reconstruct_multiview(
             "failed": [{"photo": photo_key(r.photo), "error": r.error} for r in results if r.error],
             "config": asdict(config or MultiViewConfig()),
             "refine": refined,
+            "texture_fit": None if texture_fit is None else asdict(texture_fit),
             "checkpoint": recon.checkpoint,
             "precision": recon.precision,
             "loss_first": res.history[0],

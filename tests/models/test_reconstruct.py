@@ -1184,5 +1184,16 @@ def test_reconstruct_writes_the_fitted_texture_when_asked(
     assert not (folder / "texture_fitted.png").exists()
     assert json.loads((folder / "reconstruction.json").read_text())["texture_fit"] is None
     assert "map_Kd texture.png" in (folder / "mid.mtl").read_text()
-    res = CliRunner().invoke(app, [*args, "--multiview", "--texture-fit-steps", "5"])
-    assert res.exit_code == 2 and "single photos" in res.output
+    # each view of a joint fit gets its own
+    mv = tmp_path / "mv"
+    twin = hrn_data.scans / "photos" / "s000_e00_v01.png"
+    res = CliRunner().invoke(
+        app, ["reconstruct", str(photo), str(twin), "--checkpoint", str(model_path), "--out",
+              str(mv), "--multiview", "--iterations", "0", "--texture-fit-steps", "5"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads((mv / "multiview.json").read_text())["texture_fit"]["steps"] == 5
+    for view in (photo, twin):
+        said = json.loads((mv / view.stem / "reconstruction.json").read_text())["texture_fit"]
+        assert said["steps"] == 5 and said["objective_after"] < said["objective_before"]
+        assert "map_Kd texture_fitted.png" in (mv / view.stem / "mid.mtl").read_text()
