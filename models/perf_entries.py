@@ -456,7 +456,7 @@ def hrn_refine(quick: bool) -> list[PerfRow]:
 
     from facehd.morphable import load_model
     from models.multiview import single_view_config
-    from models.reconstruct import Reconstructor
+    from models.reconstruct import Reconstructor, TextureFitConfig
     from models.refine import RefineConfig
     from models.system import FaceSystem
     from models.train import tiny_cpu_train_config
@@ -478,9 +478,36 @@ def hrn_refine(quick: bool) -> list[PerfRow]:
     refine = RefineConfig(steps=steps)
     iterations = 3 if quick else 50
     fit = single_view_config(iterations)
+    tex_steps = 10 if quick else 100
+    texture_fit = TextureFitConfig(steps=tex_steps)
+    # the texture fit's cost is set by the texture's size: the tiny maps' and the paper's 256²
+    sized = [recon]
+    if not quick:
+        paper_maps = tiny_cpu_train_config()
+        paper_maps.model.network.high_size = 256
+        sized.append(
+            Reconstructor(FaceSystem(paper_maps.model, model, cfg.image_size).eval(), paper_maps)
+        )
     with single_thread():
         t = timeit(lambda: recon.run_crops_refined(crop[None], mask[None], lms[None], refine), 1)
         t_fit = timeit(lambda: recon.run_crops_fitted(crop[None], mask[None], lms[None], fit), 1)
+        t_tex = {}
+        for r in sized:
+            rec = r.run_crops(crop[None])[0]
+            size = rec.texture.shape[0]
+            t_tex[size] = timeit(lambda r=r, x=rec: r.fit_texture(x, crop, mask, texture_fit), 1)
+    tex_rows = [
+        PerfRow(
+            REFINE_ENTRY,
+            f"one 224-pixel crop, its {size}² texture fitted, {tex_steps} steps "
+            "(--texture-fit-steps)",
+            seconds,
+            "s",
+            note=f"{seconds / tex_steps * 1e3:.0f} ms per step (a render at 224 px, unlit, and "
+            f"its backward to the texture; the paper's maps are 256²)",
+        )
+        for size, seconds in t_tex.items()
+    ]
     return [
         PerfRow(
             REFINE_ENTRY,
@@ -498,4 +525,4 @@ def hrn_refine(quick: bool) -> list[PerfRow]:
             note=f"{t_fit / iterations * 1e3:.0f} ms per iteration (renders R1 and R2, and the "
             "losses, at the networks' image size: 224 px for tiny-cpu)",
         ),
-    ]
+    ] + tex_rows

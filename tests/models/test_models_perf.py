@@ -16,6 +16,7 @@ def test_hrn_forward_entry_runs_quick():
 
 def test_hrn_refine_entry_runs_quick():
     rows = perf.discover()["hrn-refine"].fn(True)
-    assert len(rows) == 2 and all(r.unit == "s" and r.value > 0 for r in rows)
+    assert len(rows) == 3 and all(r.unit == "s" and r.value > 0 for r in rows)
     assert "10 + 10 steps" in rows[0].metric and rows[0].passed is None
     assert "3 iterations (--fit-iterations)" in rows[1].metric and rows[1].passed is None
+    assert "texture fitted, 10 steps (--texture-fit-steps)" in rows[2].metric
