@@ -448,8 +448,8 @@ REFINE_ENTRY = "hrn-refine"
 
 @register(
     REFINE_ENTRY,
-    "Per-photo refinement of the base coefficients (--refine-steps) and per-photo fit "
-    "(--fit-iterations), one core",
+    "Per-photo refinement of the base coefficients (--refine-steps), per-photo fit "
+    "(--fit-iterations) and texture fit (--texture-fit-steps), one core",
 )
 def hrn_refine(quick: bool) -> list[PerfRow]:
     import numpy as np
