@@ -1063,12 +1063,23 @@ def test_photos_whose_names_print_alike_keep_their_own_folders(tmp_path):
     assert again == names[::-1]
 
 
+def _posed_m1(recon: Reconstructor, rec: Any, size: int) -> tuple[Any, ...]:
+    """A renderer with the base camera at ``size`` and M1 posed for it: ``(renderer, vertices,
+    faces, uvs, vertex normals)``."""
+    from facehd.render import Renderer
+    from models.system import scaled_hrn_camera
+
+    v = torch.as_tensor(rec.m1 @ rec.rotation.T + rec.translation, dtype=torch.float32)[None]
+    uvs = torch.as_tensor(np.array(recon.system.uv_layout), dtype=torch.float32)
+    renderer = Renderer(scaled_hrn_camera(size), "cpu")
+    return renderer, v, recon.system.faces.cpu(), uvs, recon.model.vertex_normals(v)
+
+
 def test_shaded_texture_is_the_renders_shading_per_texel(hrn_data, model_path, one_thread):
     """M1 drawn unlit with the texel-shaded texture looks as the lit render of the albedo
     through the detail normals does (each shades per texel / per pixel: they differ by the
     interpolation alone)."""
-    from facehd.render import Renderer, render_with_displacement
-    from models.system import scaled_hrn_camera
+    from facehd.render import render_with_displacement
 
     recon = Reconstructor.load(model_path)
     rec = recon.run_crops(crop_of(hrn_data)[None])[0]
@@ -1078,11 +1089,7 @@ def test_shaded_texture_is_the_renders_shading_per_texel(hrn_data, model_path, o
     rec = replace(rec, displacement=rec.displacement * 20.0, sh=sh)
     shaded = recon.shaded_texture(rec)
     size = 224
-    r = Renderer(scaled_hrn_camera(size), "cpu")
-    v = torch.as_tensor(rec.m1 @ rec.rotation.T + rec.translation, dtype=torch.float32)[None]
-    faces = recon.system.faces.cpu()
-    uvs = torch.as_tensor(np.array(recon.system.uv_layout), dtype=torch.float32)
-    normals = recon.model.vertex_normals(v)
+    r, v, faces, uvs, normals = _posed_m1(recon, rec, size)
     unlit = r.render(v, faces, uvs=uvs, normals=normals, texture=shaded)
     lit = render_with_displacement(
         r, v, faces, recon.system.uv_layout,
@@ -1101,18 +1108,12 @@ def test_shaded_texture_is_the_renders_shading_per_texel(hrn_data, model_path, o
 
 
 def test_texture_fit_recovers_the_colours_of_a_photo(hrn_data, model_path, one_thread):
-    from facehd.render import Renderer
     from models.reconstruct import TextureFitConfig
-    from models.system import scaled_hrn_camera
 
     recon = Reconstructor.load(model_path)
     rec = recon.run_crops(crop_of(hrn_data)[None])[0]
     size = 224
-    r = Renderer(scaled_hrn_camera(size), "cpu")
-    v = torch.as_tensor(rec.m1 @ rec.rotation.T + rec.translation, dtype=torch.float32)[None]
-    faces = recon.system.faces.cpu()
-    uvs = torch.as_tensor(np.array(recon.system.uv_layout), dtype=torch.float32)
-    normals = recon.model.vertex_normals(v)
+    r, v, faces, uvs, normals = _posed_m1(recon, rec, size)
 
     def draw(texture: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         res = r.render(v, faces, uvs=uvs, normals=normals, texture=texture)
