@@ -513,10 +513,12 @@ def reconstruct_multiview(
             "shared_mesh": "../shared.obj",
             "record": "../multiview.json",
         }
+        written = []
         for (path, stem, aligned, mask, lm68, frame), rec in zip(views, res.views, strict=True):
             rec = replace(rec, landmarks68=lm68)
             if texture_fit is not None:
                 rec = recon.fit_texture(rec, aligned.image, mask, texture_fit)
+            written.append(rec)
             results.append(
                 write_photo_result(recon, rec, aligned, path, out / stem, frame, multiview=joint)
             )
@@ -524,17 +526,26 @@ def reconstruct_multiview(
         results.sort(key=lambda r: order[r.photo])
         stale, old_folders = _earlier_set(out, {v[1] for v in views}, results)
         write_photo_index(out, results, forget=stale)
-        from models.export import write_textured_obj
+        from models.export import write_png8, write_textured_obj
+        from models.reconstruct import blend_textures
 
+        # the shared face wears the views' textures (fitted to their photos, or the albedo),
+        # each texel blended by how squarely each view shows it
+        textures = [r.texture if r.texture_fitted is None else r.texture_fitted for r in written]
+        blended = blend_textures(textures, [recon.view_weights(r) for r in written])
+        write_png8(out / "shared_texture.png", blended)
         shared = recon.mesh(res.shared)
         normals = recon.model.vertex_normals(shared.vertices)
-        write_textured_obj(out / "shared.obj", shared, normals=normals)
+        write_textured_obj(
+            out / "shared.obj", shared, normals=normals, texture="shared_texture.png"
+        )
         meta = {
             "views": [{"photo": photo_key(v[0]), "folder": v[1]} for v in views],
             "failed": [{"photo": photo_key(r.photo), "error": r.error} for r in results if r.error],
             "config": asdict(config or MultiViewConfig()),
             "refine": refined,
             "texture_fit": None if texture_fit is None else asdict(texture_fit),
+            "shared_texture": "shared_texture.png",
             "checkpoint": recon.checkpoint,
             "precision": recon.precision,
             "loss_first": res.history[0],

@@ -64,6 +64,7 @@ __all__ = [
     "Reconstruction",
     "Reconstructor",
     "TextureFitConfig",
+    "blend_textures",
     "find_photos",
     "find_photo_inputs",
     "find_photos_and_repeats",
@@ -218,6 +219,7 @@ class Reconstruction:
     landmarks68 : (68, 2) the photo's iBUG-68 landmarks (detected, or from its ``.pts`` file)
         in the 224 crop's pixels, when the reconstruction was made from a photo; None from a
         bare crop. :meth:`Reconstructor.landmark_nme` scores M1 against them.
+    seen : (S, S) bool texels whose M0 point the photo's camera sees (None when not known).
     texture_fitted : (S, S, 3) in ``[0, 1]``: the colour texture fitted to the photo
         (:meth:`Reconstructor.fit_texture`, lighting baked in); None when not fitted.
     texture_fit_objective : ``(before, after)`` the texture fit's objective.
@@ -235,6 +237,7 @@ class Reconstruction:
     refine_objective: tuple[float, float] | None = None
     fit_objective: tuple[float, float] | None = None
     landmarks68: np.ndarray | None = None
+    seen: np.ndarray | None = None
     texture_fitted: np.ndarray | None = None
     texture_fit_objective: tuple[float, float] | None = None
 
@@ -265,6 +268,24 @@ class TextureFitConfig:
                 f"texture fit: lr must be > 0 and the weights >= 0, got lr {self.lr}, "
                 f"photometric {self.photometric}, tv {self.tv}"
             )
+
+
+def blend_textures(textures: Sequence[np.ndarray], weights: Sequence[np.ndarray]) -> np.ndarray:
+    """One texture ``(S, S, C)`` of several views' ``(S, S, C)``: per texel, their mean weighted
+    by ``weights`` ``(S, S)`` each (:meth:`Reconstructor.view_weights`); a texel no view
+    weighs takes the plain mean."""
+    ts = [np.asarray(x, dtype=np.float64) for x in textures]
+    ws = [np.asarray(x, dtype=np.float64) for x in weights]
+    shapes = {x.shape for x in ts}, {x.shape for x in ws}
+    if not ts or len(ts) != len(ws) or len(shapes[0]) != 1 or shapes[1] != {ts[0].shape[:2]}:
+        raise ValueError(
+            f"blend_textures: expected one texture (S, S, C) and one weight map (S, S) per "
+            f"view, all of one size; got textures {sorted(shapes[0])}, weights {sorted(shapes[1])}"
+        )
+    t, w = np.stack(ts), np.stack(ws)
+    total = w.sum(0)
+    mean = (w[..., None] * t).sum(0) / np.where(total > 0, total, 1.0)[..., None]
+    return np.where(total[..., None] > 0, mean, t.mean(0))
 
 
 #: A reconstruction whose :meth:`Reconstructor.landmark_nme` is above this lies off its photo:
@@ -531,6 +552,7 @@ class Reconstructor:
                     valid=detail.valid[b, 0].cpu().numpy() > 0.5,
                     texture=detail.albedo_map[b].permute(1, 2, 0).clamp(0, 1).cpu().numpy(),
                     sh=coarse.sh[b].cpu().numpy(),
+                    seen=detail.seen[b, 0].cpu().numpy() > 0.5,
                 )
             )
         return out
@@ -655,6 +677,34 @@ class Reconstructor:
         lit = shade_sh(unit, albedo, torch.as_tensor(rec.sh, dtype=dt)[None])
         lit = torch.where(inside[None, ..., None], lit, albedo)
         return lit.permute(0, 3, 1, 2).contiguous()
+
+    def view_weights(self, rec: Reconstruction) -> np.ndarray:
+        """How squarely the photo shows each texel ``(S, S)``: the squared cosine between the
+        texel's detail normal and its direction to the camera, on texels the camera sees
+        (``rec.seen``; 0 elsewhere), for blending several views' textures
+        (:func:`blend_textures`)."""
+        from facehd.render import detail_normal_texels
+
+        dt = torch.float64
+        v = torch.as_tensor(rec.m1 @ rec.rotation.T + rec.translation, dtype=dt)[None]
+        normals, _, _ = detail_normal_texels(
+            v,
+            self.system.faces.cpu(),
+            self.system.uv_layout,
+            torch.as_tensor(rec.displacement, dtype=dt)[None, None],
+            table=self.system.table,
+            normals=self.model.vertex_normals(v),
+        )
+        points = self.system.table.interpolate(v)[0].numpy()  # (S, S, 3) posed texel points
+        cam = scaled_hrn_camera(224)
+        centre = -(cam.R[0].double().T @ cam.t[0].double()).numpy()
+        to_cam = centre - points
+        to_cam /= np.linalg.norm(to_cam, axis=-1, keepdims=True).clip(1e-12)
+        n = normals[0].numpy()
+        n = n / np.linalg.norm(n, axis=-1, keepdims=True).clip(1e-12)
+        cos = np.clip(np.sum(n * to_cam, axis=-1), 0.0, 1.0)
+        seen = np.ones(cos.shape, bool) if rec.seen is None else rec.seen
+        return np.where(seen, cos**2, 0.0)
 
     def fit_texture(
         self,

@@ -1194,7 +1194,54 @@ def test_reconstruct_writes_the_fitted_texture_when_asked(
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads((mv / "multiview.json").read_text())["texture_fit"]["steps"] == 5
+    views = []
     for view in (photo, twin):
         said = json.loads((mv / view.stem / "reconstruction.json").read_text())["texture_fit"]
         assert said["steps"] == 5 and said["objective_after"] < said["objective_before"]
         assert "map_Kd texture_fitted.png" in (mv / view.stem / "mid.mtl").read_text()
+        views.append(np.asarray(Image.open(mv / view.stem / "texture_fitted.png")).astype(int))
+    # the shared face wears a blend of the views' textures: per texel between theirs
+    assert "map_Kd shared_texture.png" in (mv / "shared.mtl").read_text()
+    shared = np.asarray(Image.open(mv / "shared_texture.png")).astype(int)
+    low, high = np.minimum(*views), np.maximum(*views)
+    assert np.all(shared >= low - 1) and np.all(shared <= high + 1)
+    assert np.mean(shared != views[0]) > 0.05 and np.mean(shared != views[1]) > 0.05
+
+
+def test_blend_textures_weighs_each_view_per_texel():
+    from models.reconstruct import blend_textures
+
+    red = np.zeros((4, 4, 3))
+    red[..., 0] = 1.0
+    blue = np.zeros((4, 4, 3))
+    blue[..., 2] = 1.0
+    w_red = np.array([[1.0, 0.75, 0.0, 0.0]] * 4)
+    w_blue = np.array([[0.0, 0.25, 1.0, 0.0]] * 4)
+    out = blend_textures([red, blue], [w_red, w_blue])
+    np.testing.assert_allclose(out[:, 0], red[:, 0])
+    np.testing.assert_allclose(out[:, 1], 0.75 * red[:, 1] + 0.25 * blue[:, 1])
+    np.testing.assert_allclose(out[:, 2], blue[:, 2])
+    np.testing.assert_allclose(out[:, 3], 0.5 * (red[:, 3] + blue[:, 3]))  # no view: the mean
+    with pytest.raises(ValueError, match="blend_textures"):
+        blend_textures([red, blue], [w_red[:2], w_blue])
+
+
+def test_view_weights_favour_the_texels_facing_the_camera(hrn_data, model_path, one_thread):
+    recon = Reconstructor.load(model_path)
+    rec = recon.run_crops(crop_of(hrn_data)[None])[0]
+    rec = replace(rec, rotation=np.eye(3))  # frontal
+    w = recon.view_weights(rec)
+    assert w.shape == rec.displacement.shape and w.min() >= 0 and w.max() <= 1
+    assert np.all(w[~rec.seen] == 0) and w[rec.seen].max() > 0.95
+    # turned about the vertical axis, the side that comes to face the camera weighs more
+    a = np.radians(35.0)
+    turn = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    both = np.ones_like(rec.seen)
+    front = recon.view_weights(replace(rec, seen=both))
+    turned = recon.view_weights(replace(rec, rotation=turn, seen=both))
+    half = w.shape[1] // 2
+    gain = turned - front
+    cols = np.array(recon.system.table.mask)
+    left = gain[:, :half][cols[:, :half]].mean()
+    right = gain[:, half:][cols[:, half:]].mean()
+    assert abs(left - right) > 0.05 and np.sign(left) != np.sign(right)
