@@ -649,24 +649,33 @@ class Reconstructor:
         rec = replace(rec, landmarks68=aligned.transform.apply(face.landmarks68))
         return rec, aligned, PhotoFrame(photo.orientation, k, n, _box(face))
 
-    def shaded_texture(self, rec: Reconstruction) -> torch.Tensor:
-        """M2's colour per texel ``(1, 3, S, S)``: the albedo texture shaded by the photo's SH
-        lighting through the displacement map's detail normals (posed frame), as the renders
-        of :meth:`overlay` shade each pixel; texels outside the UV layout keep the albedo."""
+    def _texel_normals(
+        self, rec: Reconstruction, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Posed M1 ``(1, V, 3)``, the detail normals of ``rec``'s displacement map per texel
+        ``(1, S, S, 3)`` in the camera's world frame and the UV layout's texel mask ``(S, S)``
+        (:func:`facehd.render.detail_normal_texels`)."""
         from facehd.render import detail_normal_texels
-        from facehd.render.shading import shade_sh
 
-        dt = torch.float32
-        v = torch.as_tensor(rec.m1 @ rec.rotation.T + rec.translation, dtype=dt)[None]
-        disp = torch.as_tensor(rec.displacement, dtype=dt)[None, None]
+        v = torch.as_tensor(rec.m1 @ rec.rotation.T + rec.translation, dtype=dtype)[None]
         normals, inside, _ = detail_normal_texels(
             v,
             self.system.faces.cpu(),
             self.system.uv_layout,
-            disp,
+            torch.as_tensor(rec.displacement, dtype=dtype)[None, None],
             table=self.system.table,
             normals=self.model.vertex_normals(v),
         )
+        return v, normals, inside
+
+    def shaded_texture(self, rec: Reconstruction) -> torch.Tensor:
+        """M2's colour per texel ``(1, 3, S, S)``: the albedo texture shaded by the photo's SH
+        lighting through the displacement map's detail normals (posed frame), as the renders
+        of :meth:`overlay` shade each pixel; texels outside the UV layout keep the albedo."""
+        from facehd.render.shading import shade_sh
+
+        dt = torch.float32
+        _, normals, inside = self._texel_normals(rec, dt)
         albedo = torch.as_tensor(rec.texture, dtype=dt)[None]  # (1, S, S, 3)
         if albedo.shape[1:3] != normals.shape[1:3]:
             raise ValueError(
@@ -683,18 +692,7 @@ class Reconstructor:
         texel's detail normal and its direction to the camera, on texels the camera sees
         (``rec.seen``; 0 elsewhere), for blending several views' textures
         (:func:`blend_textures`)."""
-        from facehd.render import detail_normal_texels
-
-        dt = torch.float64
-        v = torch.as_tensor(rec.m1 @ rec.rotation.T + rec.translation, dtype=dt)[None]
-        normals, _, _ = detail_normal_texels(
-            v,
-            self.system.faces.cpu(),
-            self.system.uv_layout,
-            torch.as_tensor(rec.displacement, dtype=dt)[None, None],
-            table=self.system.table,
-            normals=self.model.vertex_normals(v),
-        )
+        v, normals, _ = self._texel_normals(rec, torch.float64)
         points = self.system.table.interpolate(v)[0].numpy()  # (S, S, 3) posed texel points
         cam = scaled_hrn_camera(224)
         centre = -(cam.R[0].double().T @ cam.t[0].double()).numpy()

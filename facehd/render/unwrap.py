@@ -324,7 +324,6 @@ def render_with_displacement(
     normals, colors, texture, sh, background
         As in :meth:`Renderer.render`.
     """
-    vertices, faces = check_mesh_batch(vertices, faces, "render_with_displacement")
     detail, mask, normals = detail_normal_texels(
         vertices,
         faces,
