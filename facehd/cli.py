@@ -1653,8 +1653,8 @@ def reconstruct(
     With --multiview all photos are views of one face (MV-HRN, paper Sec. 3.5): they share the
     identity and the deformation map, each keeps its expression, pose, light and displacement
     map. Each view is written as above, plus OUT/shared.obj (the shared face, neutral expression)
-    with OUT/shared_texture.png (the views' textures blended by how squarely each shows a texel)
-    and OUT/multiview.json (views, failures, losses).
+    with OUT/shared_texture.png (the views' textures blended by how squarely each shows a texel
+    within its photo's face mask) and OUT/multiview.json (views, failures, losses).
 
     Example: facehd reconstruct photos/ --checkpoint runs/tiny/model.pt --out facehd-out/rec
 

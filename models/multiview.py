@@ -43,6 +43,7 @@ from models.reconstruct import Reconstruction, Reconstructor
 
 __all__ = [
     "DEFORMATION_STARTS",
+    "SHARED_TEXTURE_PRIOR",
     "SINGLE_VIEW_TV_DEFORMATION",
     "VARIANTS",
     "MultiViewConfig",
@@ -64,6 +65,12 @@ SINGLE_VIEW_TV_DEFORMATION = 5e3
 """Weight of the deformation map's total variation when one photo is fitted alone
 (:func:`single_view_config`): HRN's own weight for a single image (supplementary Eq. 1,
 lambda_4), five times the multi-view fit's, whose views constrain the one shared map together."""
+
+SHARED_TEXTURE_PRIOR = 0.1
+"""Weight of the views' plain mean in ``shared_texture.png`` (:func:`blend_textures`'s
+``prior``): where every view's weight fades out (at its face mask's edge, at grazing angles) the
+shared texture fades into the views' mean instead of following whichever view weighs a little
+more; a texel shown squarely by one view (weight near 1) keeps about 90% of its colour."""
 
 
 def single_view_config(iterations: int, deformation_start: str = "network") -> MultiViewConfig:
@@ -530,9 +537,10 @@ def reconstruct_multiview(
         from models.reconstruct import blend_textures
 
         # the shared face wears the views' textures (fitted to their photos, or the albedo),
-        # each texel blended by how squarely each view shows it
+        # each texel blended by how squarely each view shows it within its photo's face mask
         textures = [r.texture if r.texture_fitted is None else r.texture_fitted for r in written]
-        blended = blend_textures(textures, [recon.view_weights(r) for r in written])
+        weights = [recon.view_weights(r, v[3]) for r, v in zip(written, views, strict=True)]
+        blended = blend_textures(textures, weights, prior=SHARED_TEXTURE_PRIOR)
         write_png8(out / "shared_texture.png", blended)
         shared = recon.mesh(res.shared)
         normals = recon.model.vertex_normals(shared.vertices)
@@ -546,6 +554,11 @@ def reconstruct_multiview(
             "refine": refined,
             "texture_fit": None if texture_fit is None else asdict(texture_fit),
             "shared_texture": "shared_texture.png",
+            "shared_texture_blend": {
+                "weights": "seen x cos^2 (detail normal, direction to the camera) x face mask, "
+                "falling to 0 over S/32 texels next to the texels a view leaves at 0",
+                "prior": SHARED_TEXTURE_PRIOR,
+            },
             "checkpoint": recon.checkpoint,
             "precision": recon.precision,
             "loss_first": res.history[0],

@@ -270,10 +270,15 @@ class TextureFitConfig:
             )
 
 
-def blend_textures(textures: Sequence[np.ndarray], weights: Sequence[np.ndarray]) -> np.ndarray:
+def blend_textures(
+    textures: Sequence[np.ndarray], weights: Sequence[np.ndarray], *, prior: float = 0.0
+) -> np.ndarray:
     """One texture ``(S, S, C)`` of several views' ``(S, S, C)``: per texel, their mean weighted
-    by ``weights`` ``(S, S)`` each (:meth:`Reconstructor.view_weights`); a texel no view
-    weighs takes the plain mean."""
+    by ``weights`` ``(S, S)`` each (:meth:`Reconstructor.view_weights`), with their plain mean
+    added at weight ``prior``: ``(sum_i w_i t_i + prior * mean_i t_i) / (sum_i w_i + prior)``.
+    A ``prior`` > 0 makes the blend fade into the plain mean where the views weigh little,
+    rather than follow the one that weighs a little more; a texel no view weighs takes the
+    plain mean."""
     ts = [np.asarray(x, dtype=np.float64) for x in textures]
     ws = [np.asarray(x, dtype=np.float64) for x in weights]
     shapes = {x.shape for x in ts}, {x.shape for x in ws}
@@ -282,10 +287,13 @@ def blend_textures(textures: Sequence[np.ndarray], weights: Sequence[np.ndarray]
             f"blend_textures: expected one texture (S, S, C) and one weight map (S, S) per "
             f"view, all of one size; got textures {sorted(shapes[0])}, weights {sorted(shapes[1])}"
         )
+    if not prior >= 0:
+        raise ValueError(f"blend_textures: prior must be >= 0, got {prior}")
     t, w = np.stack(ts), np.stack(ws)
-    total = w.sum(0)
-    mean = (w[..., None] * t).sum(0) / np.where(total > 0, total, 1.0)[..., None]
-    return np.where(total[..., None] > 0, mean, t.mean(0))
+    plain = t.mean(0)
+    total = w.sum(0) + prior
+    mean = ((w[..., None] * t).sum(0) + prior * plain) / np.where(total > 0, total, 1.0)[..., None]
+    return np.where(total[..., None] > 0, mean, plain)
 
 
 #: A reconstruction whose :meth:`Reconstructor.landmark_nme` is above this lies off its photo:
@@ -687,22 +695,49 @@ class Reconstructor:
         lit = torch.where(inside[None, ..., None], lit, albedo)
         return lit.permute(0, 3, 1, 2).contiguous()
 
-    def view_weights(self, rec: Reconstruction) -> np.ndarray:
-        """How squarely the photo shows each texel ``(S, S)``: the squared cosine between the
-        texel's detail normal and its direction to the camera, on texels the camera sees
-        (``rec.seen``; 0 elsewhere), for blending several views' textures
-        (:func:`blend_textures`)."""
-        v, normals, _ = self._texel_normals(rec, torch.float64)
-        points = self.system.table.interpolate(v)[0].numpy()  # (S, S, 3) posed texel points
-        cam = scaled_hrn_camera(224)
+    def view_weights(
+        self, rec: Reconstruction, mask: np.ndarray | None = None, *, feather: float | None = None
+    ) -> np.ndarray:
+        """How well the photo shows each texel ``(S, S)``, for blending several views' textures
+        (:func:`blend_textures`): the squared cosine between the texel's detail normal and its
+        direction to the camera, on texels the camera sees (``rec.seen``; 0 elsewhere),
+
+        - times ``mask`` where the texel projects, when given: the ``(H, H)`` face mask of the
+          crop ``rec`` was made from (nonzero: face; sampled bilinearly), so that a view lends
+          no texel its photo shows as hair, background or an occluder;
+        - falling linearly to 0 over the ``feather`` texels (default ``S / 32``) next to the
+          texels of the UV layout it leaves at 0, so that the views' textures meet without a
+          seam where one view's region ends inside another's (0: no falloff).
+        """
+        from scipy import ndimage
+
+        v, normals, inside = self._texel_normals(rec, torch.float64)
+        points = self.system.table.interpolate(v)[0]  # (S, S, 3) posed texel points
+        size = 224 if mask is None else int(np.asarray(mask).shape[0])
+        if mask is not None and np.asarray(mask).shape != (size, size):
+            raise ValueError(f"view_weights: mask must be square (H, H), got {np.shape(mask)}")
+        cam = scaled_hrn_camera(size)
         centre = -(cam.R[0].double().T @ cam.t[0].double()).numpy()
-        to_cam = centre - points
+        to_cam = centre - points.numpy()
         to_cam /= np.linalg.norm(to_cam, axis=-1, keepdims=True).clip(1e-12)
         n = normals[0].numpy()
         n = n / np.linalg.norm(n, axis=-1, keepdims=True).clip(1e-12)
         cos = np.clip(np.sum(n * to_cam, axis=-1), 0.0, 1.0)
         seen = np.ones(cos.shape, bool) if rec.seen is None else rec.seen
-        return np.where(seen, cos**2, 0.0)
+        w = np.where(seen, cos**2, 0.0)
+        if mask is not None:
+            xy = cam.project(points.reshape(1, -1, 3))[0].numpy()  # (x = col, y = row)
+            face = np.asarray(mask, dtype=np.float64) > 0
+            shown = ndimage.map_coordinates(
+                face.astype(np.float64), [xy[:, 1], xy[:, 0]], order=1, mode="constant", cval=0.0
+            )
+            w = w * shown.reshape(w.shape)
+        reach = w.shape[0] / 32.0 if feather is None else float(feather)
+        left_out = (w == 0) & inside.numpy()  # outside the layout nothing is blended
+        if reach > 0 and left_out.any():
+            away = ndimage.distance_transform_edt(~left_out)  # texels to the nearest left out
+            w = w * np.clip(away / reach, 0.0, 1.0)
+        return w
 
     def fit_texture(
         self,

@@ -1222,6 +1222,17 @@ def test_blend_textures_weighs_each_view_per_texel():
     np.testing.assert_allclose(out[:, 1], 0.75 * red[:, 1] + 0.25 * blue[:, 1])
     np.testing.assert_allclose(out[:, 2], blue[:, 2])
     np.testing.assert_allclose(out[:, 3], 0.5 * (red[:, 3] + blue[:, 3]))  # no view: the mean
+    # the plain mean at weight `prior` on top: where the views weigh little, the blend fades
+    # into it, and where they weigh much, it hardly moves
+    faded = blend_textures([red, blue], [w_red * 0.1, w_blue * 0.1], prior=0.5)
+    plain = 0.5 * (red + blue)
+    want = (0.075 * red[:, 1] + 0.025 * blue[:, 1] + 0.5 * plain[:, 1]) / 0.6
+    np.testing.assert_allclose(faded[:, 1], want)
+    np.testing.assert_allclose(faded[:, 3], plain[:, 3])
+    heavy = blend_textures([red, blue], [w_red * 100, w_blue * 100], prior=0.5)
+    np.testing.assert_allclose(heavy[:, 0], red[:, 0], atol=0.01)
+    with pytest.raises(ValueError, match="prior"):
+        blend_textures([red, blue], [w_red, w_blue], prior=-1.0)
     with pytest.raises(ValueError, match="blend_textures"):
         blend_textures([red, blue], [w_red[:2], w_blue])
 
@@ -1245,3 +1256,60 @@ def test_view_weights_favour_the_texels_facing_the_camera(hrn_data, model_path, 
     left = gain[:, :half][cols[:, :half]].mean()
     right = gain[:, half:][cols[:, half:]].mean()
     assert abs(left - right) > 0.05 and np.sign(left) != np.sign(right)
+
+
+def test_view_weights_follow_the_face_mask_and_fade_at_a_views_edge(
+    hrn_data, model_path, one_thread
+):
+    from models.system import scaled_hrn_camera
+
+    recon = Reconstructor.load(model_path)
+    rec = recon.run_crops(crop_of(hrn_data)[None])[0]
+    layout = np.array(recon.system.table.mask)
+    full = recon.view_weights(rec, feather=0)
+    # the face mask: texels that project onto its left half keep their weight, the rest get 0;
+    # the projection redone here with the pinhole matrices (pixel centres at integers)
+    size = 224
+    mask = np.zeros((size, size), np.uint8)
+    mask[:, : size // 2] = 1
+    halved = recon.view_weights(rec, mask, feather=0)
+    cam = scaled_hrn_camera(size, dtype=torch.float64)
+    K, R, t = (np.asarray(x[0], dtype=np.float64) for x in (cam.K, cam.R, cam.t))
+    posed = torch.as_tensor(rec.m1 @ rec.rotation.T + rec.translation)[None]
+    points = recon.system.table.interpolate(posed)[0].numpy()
+    h = (points @ R.T + t) @ K.T
+    x = h[..., 0] / h[..., 2]
+    left, right = layout & (x < size / 2 - 1.5), layout & (x > size / 2 + 0.5)
+    assert left.sum() > 100 and right.sum() > 100 and full[left].max() > 0.5
+    np.testing.assert_allclose(halved[left], full[left], atol=1e-12)
+    assert np.all(halved[right] == 0) and full[right].max() > 0.5
+    # a hole in what the view sees: the weights fall off linearly over `feather` texels from
+    # it, by the distance to its nearest texel (brute force), and not at the layout's own edge
+    seen = layout.copy()
+    rows, cols = np.nonzero(layout)
+    r0, c0 = int(np.median(rows)), int(np.median(cols))
+    seen[r0 - 5 : r0 + 5, c0 - 5 : c0 + 5] = False
+    base = recon.view_weights(replace(rec, seen=seen), feather=0)
+    fade = recon.view_weights(replace(rec, seen=seen), feather=6.0)
+    assert np.all(base[layout & ~seen] == 0)
+    near = np.full(seen.shape, np.inf)  # to the nearest texel of the layout left at 0
+    rr, cc = np.mgrid[: seen.shape[0], : seen.shape[1]]
+    for i, j in np.argwhere(layout & (base == 0)):
+        near = np.minimum(near, np.hypot(rr - i, cc - j))
+    np.testing.assert_allclose(fade, base * np.clip(near / 6.0, 0.0, 1.0), atol=1e-12)
+    assert np.any((near > 0) & (near < 6) & (base > 0.1))  # some texels are faded
+    # texels outside the UV layout (a layout with a gap, as the BFM's has) fade nothing
+    texel_normals = recon._texel_normals
+
+    def with_gap(r, dtype):  # noqa: ANN001, ANN202
+        v, normals, inside = texel_normals(r, dtype)
+        inside = inside.clone()
+        inside[r0 - 5 : r0 + 5, c0 - 5 : c0 + 5] = False
+        return v, normals, inside
+
+    whole = recon.view_weights(replace(rec, seen=layout), feather=6.0)
+    recon._texel_normals = with_gap
+    gap = recon.view_weights(replace(rec, seen=seen), feather=6.0)  # unseen in the gap
+    np.testing.assert_array_equal(gap[seen], whole[seen])
+    with pytest.raises(ValueError, match="view_weights"):
+        recon.view_weights(rec, mask[:, :100])
