@@ -713,9 +713,10 @@ class Reconstructor:
 
         v, normals, inside = self._texel_normals(rec, torch.float64)
         points = self.system.table.interpolate(v)[0]  # (S, S, 3) posed texel points
-        size = 224 if mask is None else int(np.asarray(mask).shape[0])
-        if mask is not None and np.asarray(mask).shape != (size, size):
-            raise ValueError(f"view_weights: mask must be square (H, H), got {np.shape(mask)}")
+        shape = (224, 224) if mask is None else np.shape(mask)
+        if len(shape) != 2 or shape[0] != shape[1]:
+            raise ValueError(f"view_weights: mask must be square (H, H), got {shape}")
+        size = int(shape[0])
         cam = scaled_hrn_camera(size)
         centre = -(cam.R[0].double().T @ cam.t[0].double()).numpy()
         to_cam = centre - points.numpy()
