@@ -1216,8 +1216,11 @@ def photo_folder_names(
     return list(names)
 
 
+#: The files a multi-view run writes beside its views' folders.
+SHARED_FILES = ("shared.obj", "shared.mtl", "shared_texture.png", "multiview.json")
+
 #: Names in an output folder that belong to the run itself, never to a photo's folder.
-RESERVED_NAMES = frozenset({"photos.csv", "shared.obj", "multiview.json"})
+RESERVED_NAMES = frozenset({"photos.csv", *SHARED_FILES})
 
 
 def load_for_photos(

@@ -237,6 +237,7 @@ def test_reconstruct_multiview_writes_views_shared_face_and_report(
     import models.reconstruct as reconstruct_mod
     from benchmarks.synthetic import make_synthetic_benchmark
     from facehd.cli import app
+    from models.reconstruct import RESERVED_NAMES
 
     named = []  # the folder names are worked out once per run
     real_output_names = reconstruct_mod.output_names
@@ -268,6 +269,9 @@ def test_reconstruct_multiview_writes_views_shared_face_and_report(
         assert (out / v.stem / joint["shared_mesh"]).resolve() == (out / "shared.obj").resolve()
         assert (out / v.stem / joint["record"]).resolve() == (out / "multiview.json").resolve()
     assert (out / "shared.obj").is_file()
+    # every file the run writes beside the views' folders is a name no photo's folder takes
+    beside = {p.name for p in out.iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert "shared_texture.png" in beside and beside <= RESERVED_NAMES
     report = json.loads((out / "multiview.json").read_text())
     assert [v["folder"] for v in report["views"]] == [v.stem for v in views]
     assert [f["photo"] for f in report["failed"]] == [str(gone), str(faceless)]

@@ -720,11 +720,19 @@ def test_output_folders_are_not_read_back_as_photos(tmp_path):
     given = photos / "rec" / "a" / "overlay.png"
     assert find_photo_inputs([given]).photos == [given]
     # a photo named like the run's own files gets another folder name
-    odd = [Path("x/photos.csv.png"), Path("y/shared.obj.jpg"), Path("z/multiview.json.png")]
+    odd = [
+        Path("x/photos.csv.png"),
+        Path("y/shared.obj.jpg"),
+        Path("z/multiview.json.png"),
+        Path("w/shared_texture.png.jpg"),
+        Path("v/Shared.MTL.png"),
+    ]
     assert output_names(odd, tmp_path / "out") == [
         "photos.csv_2",
         "shared.obj_2",
         "multiview.json_2",
+        "shared_texture.png_2",
+        "Shared.MTL_2",
     ]
 
 
