@@ -1654,7 +1654,8 @@ def reconstruct(
     identity and the deformation map, each keeps its expression, pose, light and displacement
     map. Each view is written as above, plus OUT/shared.obj (the shared face, neutral expression)
     with OUT/shared_texture.png (the views' textures blended by how squarely each shows a texel
-    within its photo's face mask) and OUT/multiview.json (views, failures, losses).
+    within its photo's face mask), OUT/shared_turntable.png (its preview, grey and textured) and
+    OUT/multiview.json (views, failures, losses).
 
     Example: facehd reconstruct photos/ --checkpoint runs/tiny/model.pt --out facehd-out/rec
 

@@ -54,6 +54,7 @@ __all__ = [
     "summarise_multiview",
     "reconstruct_multiview",
     "shared_initial_state",
+    "shared_turntable",
     "single_view_config",
 ]
 
@@ -441,7 +442,9 @@ def reconstruct_multiview(
 ) -> tuple[MultiViewResult | None, list[Any]]:
     """Photos of one face -> MV-HRN, written as ``out/<photo stem>/`` per view (the files of
     ``facehd reconstruct``, named as :func:`models.reconstruct.output_names` names them, with
-    ``out/photos.csv``), ``out/shared.obj`` (the canonical face) and ``out/multiview.json``.
+    ``out/photos.csv``), ``out/shared.obj`` (the canonical face) with ``shared_texture.png``
+    (:func:`models.reconstruct.blend_textures`), ``out/shared_turntable.png``
+    (:func:`shared_turntable`) and ``out/multiview.json``.
 
     A photo that cannot be read or shows no face is reported (a
     :class:`models.reconstruct.PhotoResult` with its error) and the others are fitted. Returns
@@ -547,6 +550,8 @@ def reconstruct_multiview(
         write_textured_obj(
             out / "shared.obj", shared, normals=normals, texture="shared_texture.png"
         )
+        preview = shared_turntable(recon, written[0], res.shared, blended)
+        write_png8(out / "shared_turntable.png", preview)
         meta = {
             "views": [{"photo": photo_key(v[0]), "folder": v[1]} for v in views],
             "failed": [{"photo": photo_key(r.photo), "error": r.error} for r in results if r.error],
@@ -554,6 +559,7 @@ def reconstruct_multiview(
             "refine": refined,
             "texture_fit": None if texture_fit is None else asdict(texture_fit),
             "shared_texture": "shared_texture.png",
+            "shared_turntable": "shared_turntable.png",
             "shared_texture_blend": {
                 "weights": "seen x cos^2 (detail normal, direction to the camera) x face mask, "
                 "falling to 0 over S/32 texels next to the texels a view leaves at 0",
@@ -568,6 +574,22 @@ def reconstruct_multiview(
         for folder in old_folders:  # the replaced fit's views, once nothing lists them
             shutil.rmtree(folder, ignore_errors=True)
     return res, results
+
+
+def shared_turntable(
+    recon: Reconstructor, like: Reconstruction, shared: np.ndarray, texture: np.ndarray
+) -> np.ndarray:
+    """The shared face's preview ``(2S, 5S, 3)``: the ``shared`` vertices (model topology, no
+    view's displacement) at the yaws of :meth:`Reconstructor.turntable`, grey-shaded above and
+    wearing ``texture`` ``(S, S, 3)`` drawn unlit below. ``like`` is any of the views'
+    reconstructions (its maps' sizes are taken)."""
+    face = replace(
+        like,
+        m1=np.asarray(shared, dtype=np.float64),
+        displacement=np.zeros_like(like.displacement),
+        texture_fitted=np.asarray(texture, dtype=np.float32),
+    )
+    return np.concatenate([recon.turntable(face), recon.turntable(face, textured=True)], axis=0)
 
 
 def _earlier_set(out: Path, folders: set[str], results: list[Any]) -> tuple[set[str], list[Path]]:

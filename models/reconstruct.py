@@ -900,15 +900,19 @@ class Reconstructor:
             panels.append(photo * (1 - a) + img * a)
         return np.concatenate(panels, axis=1)
 
-    def turntable(self, rec: Reconstruction, size: int = 256) -> np.ndarray:
-        """Grey-shaded M2 at the yaws of :data:`TURNTABLE_YAWS`, one row ``(S, 5S, 3)``."""
+    def turntable(
+        self, rec: Reconstruction, size: int = 256, *, textured: bool = False
+    ) -> np.ndarray:
+        """M2 at the yaws of :data:`TURNTABLE_YAWS` on white, one row ``(S, 5S, 3)``:
+        grey-shaded, or with ``textured`` drawn with its texture as :meth:`overlay`'s middle
+        panel draws it (``texture_fitted`` unlit, else the albedo lit by ``rec.sh``)."""
         centre = rec.m1[np.array(self.model.regions.fit)].mean(0)
         views = []
         for yaw in TURNTABLE_YAWS:
             a = math.radians(yaw)
             c, s = math.cos(a), math.sin(a)
             rot = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-            img, mask = self._render_detail(rec, size, rot, -rot @ centre, textured=False)
+            img, mask = self._render_detail(rec, size, rot, -rot @ centre, textured=textured)
             views.append(np.where(mask[..., None], img, 1.0))
         return np.concatenate(views, axis=1)
 
@@ -1217,7 +1221,13 @@ def photo_folder_names(
 
 
 #: The files a multi-view run writes beside its views' folders.
-SHARED_FILES = ("shared.obj", "shared.mtl", "shared_texture.png", "multiview.json")
+SHARED_FILES = (
+    "shared.obj",
+    "shared.mtl",
+    "shared_texture.png",
+    "shared_turntable.png",
+    "multiview.json",
+)
 
 #: Names in an output folder that belong to the run itself, never to a photo's folder.
 RESERVED_NAMES = frozenset({"photos.csv", *SHARED_FILES})

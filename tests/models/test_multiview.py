@@ -11,7 +11,12 @@ import pytest
 import torch
 from hrn_testdata import one_torch_thread
 
-from models.multiview import MultiViewConfig, fit_multiview, shared_initial_state
+from models.multiview import (
+    MultiViewConfig,
+    fit_multiview,
+    shared_initial_state,
+    shared_turntable,
+)
 
 
 def test_shared_initial_state_is_the_seen_weighted_mean_per_texel():
@@ -237,10 +242,16 @@ def test_reconstruct_multiview_writes_views_shared_face_and_report(
     import models.reconstruct as reconstruct_mod
     from benchmarks.synthetic import make_synthetic_benchmark
     from facehd.cli import app
+    from facehd.mesh import load_mesh
     from models.reconstruct import RESERVED_NAMES
 
     named = []  # the folder names are worked out once per run
     real_output_names = reconstruct_mod.output_names
+    # the shared texture, one known colour here, so that its preview can be checked
+    colour = np.array([0.2, 0.5, 0.8])
+    monkeypatch.setattr(
+        reconstruct_mod, "blend_textures", lambda t, w, **k: np.broadcast_to(colour, t[0].shape)
+    )
     monkeypatch.setattr(
         reconstruct_mod,
         "output_names",
@@ -272,6 +283,24 @@ def test_reconstruct_multiview_writes_views_shared_face_and_report(
     # every file the run writes beside the views' folders is a name no photo's folder takes
     beside = {p.name for p in out.iterdir() if p.is_file() and not p.name.startswith(".")}
     assert "shared_texture.png" in beside and beside <= RESERVED_NAMES
+    # the shared face's preview: grey above, wearing the shared texture (drawn unlit) below,
+    # five yaws on white
+    preview = np.asarray(Image.open(out / "shared_turntable.png")).astype(float) / 255.0
+    assert preview.shape == (512, 1280, 3)
+    grey, worn = preview[:256], preview[256:]
+    face = np.any(worn < 0.99, axis=-1)  # the same face in both rows
+    assert 0.1 < face.mean() < 0.6
+    assert (face & np.any(grey < 0.99, axis=-1)).sum() > 0.95 * face.sum()
+    inner = face & np.roll(face, 2, 0) & np.roll(face, -2, 0)
+    inner &= np.roll(face, 2, 1) & np.roll(face, -2, 1)
+    assert np.abs(worn[inner] - colour).max() < 0.01
+    assert np.ptp(grey[inner].mean(-1)) > 0.2  # the grey row is shaded
+    # and its geometry is shared.obj's (shared_turntable, tested on its own below)
+    recon = reconstruct_mod.Reconstructor.load(model_path)
+    template = recon.run_crops(np.full((1, 224, 224, 3), 128, np.uint8))[0]
+    shared = load_mesh(out / "shared.obj").vertices
+    want = shared_turntable(recon, template, shared, np.broadcast_to(colour, (64, 64, 3)))
+    assert np.mean(np.abs(preview - want) > 2 / 255) < 0.005
     report = json.loads((out / "multiview.json").read_text())
     assert [v["folder"] for v in report["views"]] == [v.stem for v in views]
     assert [f["photo"] for f in report["failed"]] == [str(gone), str(faceless)]
@@ -502,3 +531,32 @@ def test_sets_are_scored_at_the_skin_points_seen_as_single_photos_are(
             want = np.mean([getattr(p, name) for p in mine])
             assert np.isfinite(want) and want > 0, name
             assert getattr(single, name) == pytest.approx(want, rel=1e-3, abs=1e-5), name
+
+
+def test_shared_turntable_draws_the_shared_vertices_without_displacement(model_path):
+    from models.reconstruct import Reconstructor
+
+    recon = Reconstructor.load(model_path)
+    crop = np.full((1, 224, 224, 3), 128, np.uint8)
+    like = recon.run_crops(crop)[0]
+    rows, cols = np.mgrid[: like.displacement.shape[0], : like.displacement.shape[1]]
+    like = replace(like, displacement=3.0 * np.sin(rows / 3.0) * np.cos(cols / 4.0))
+    wide = like.m1 * np.array([1.25, 1.0, 1.0])  # another face: a quarter wider
+    colour = np.array([0.9, 0.3, 0.1])
+    out = shared_turntable(recon, like, wide, np.broadcast_to(colour, (32, 32, 3)))
+    s = 256
+    assert out.shape == (2 * s, 5 * s, 3)
+    grey, worn = out[:s], out[s:]
+    # the grey row: the wide face, smooth (not the view's face, not displaced)
+    flat = np.zeros_like(like.displacement)
+    np.testing.assert_allclose(grey, recon.turntable(replace(like, m1=wide, displacement=flat)))
+    face = np.any(grey < 1.0, axis=-1)
+    narrow = np.any(recon.turntable(replace(like, displacement=flat)) < 1.0, axis=-1)
+    assert face.sum() > 1.1 * narrow.sum()
+    bumpy = recon.turntable(replace(like, m1=wide))
+    assert np.abs(bumpy - grey)[face].mean() > 0.02
+    # the lower row wears the texture unlit: its colour, on the same pixels
+    assert np.all(np.any(worn < 1.0, axis=-1) == face)
+    inner = face & np.roll(face, 2, 0) & np.roll(face, -2, 0)
+    inner &= np.roll(face, 2, 1) & np.roll(face, -2, 1)
+    np.testing.assert_allclose(worn[inner], np.broadcast_to(colour, worn[inner].shape), atol=1e-3)
