@@ -68,7 +68,8 @@ SINGLE_VIEW_TV_DEFORMATION = 5e3
 lambda_4), five times the multi-view fit's, whose views constrain the one shared map together."""
 
 SHARED_TEXTURE_PRIOR = 0.1
-"""Weight of the views' plain mean in ``shared_texture.png`` (:func:`blend_textures`'s
+"""Weight of the views' plain mean in ``shared_texture.png``
+(:func:`models.reconstruct.blend_textures`'s
 ``prior``): where every view's weight fades out (at its face mask's edge, at grazing angles) the
 shared texture fades into the views' mean instead of following whichever view weighs a little
 more; a texel shown squarely by one view (weight near 1) keeps about 90% of its colour."""
@@ -581,7 +582,8 @@ def shared_turntable(
 ) -> np.ndarray:
     """The shared face's preview ``(2S, 5S, 3)``: the ``shared`` vertices (model topology, no
     view's displacement) at the yaws of :meth:`Reconstructor.turntable`, grey-shaded above and
-    wearing ``texture`` ``(S, S, 3)`` drawn unlit below. ``like`` is any of the views'
+    wearing ``texture`` (an ``(H, W, 3)`` colour texture in ``[0, 1]`` on the UV layout) drawn
+    unlit below; ``S`` is :meth:`Reconstructor.turntable`'s side. ``like`` is any of the views'
     reconstructions (its maps' sizes are taken)."""
     face = replace(
         like,
