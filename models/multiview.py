@@ -68,11 +68,11 @@ SINGLE_VIEW_TV_DEFORMATION = 5e3
 lambda_4), five times the multi-view fit's, whose views constrain the one shared map together."""
 
 SHARED_TEXTURE_PRIOR = 0.1
-"""Weight of the views' plain mean in ``shared_texture.png``
-(:func:`models.reconstruct.blend_textures`'s
-``prior``): where every view's weight fades out (at its face mask's edge, at grazing angles) the
-shared texture fades into the views' mean instead of following whichever view weighs a little
-more; a texel shown squarely by one view (weight near 1) keeps about 90% of its colour."""
+"""Weight of the views' plain mean in ``shared_texture.png`` (the ``prior`` of
+:func:`models.reconstruct.blend_textures`): where every view's weight fades out (at its face
+mask's edge, at grazing angles) the shared texture fades into the views' mean instead of
+following whichever view weighs a little more; a texel shown squarely by one view (weight near
+1) keeps about 90% of its colour."""
 
 
 def single_view_config(iterations: int, deformation_start: str = "network") -> MultiViewConfig:
