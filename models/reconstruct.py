@@ -1101,12 +1101,15 @@ class PhotoInputs:
 def find_photo_inputs(inputs: list[str | Path], out: str | Path | None = None) -> PhotoInputs:
     """Photo files among ``inputs`` (folders searched recursively, hidden names skipped), the
     repeats dropped, and the inputs that are not there, so that a batch can go on without them
-    and say so. A folder search leaves out the output folder ``out`` and any folder holding a
-    reconstruction (its ``reconstruction.json``): the overlays and maps written there are no
-    photos to reconstruct."""
+    and say so. A folder search leaves out what runs wrote, which are no photos to reconstruct:
+    any folder holding a reconstruction (its ``reconstruction.json``: the overlays and maps),
+    and the run's own files (:data:`RESERVED_NAMES`: a multi-view run's shared texture and
+    preview) beside them, in the output folder ``out`` or in a folder holding a
+    ``multiview.json``. The photos in ``out`` or below it are found as anywhere else (``--out
+    .`` over a folder of photos, or the photos' own folder)."""
     from facehd.align import is_photo_file, unreadable_photo
 
-    skip = None if out is None else Path(os.path.abspath(out))
+    own = None if out is None else Path(os.path.abspath(out))
 
     def is_input(q: Path, top: Path) -> bool:
         if not is_photo_file(q):
@@ -1115,7 +1118,10 @@ def find_photo_inputs(inputs: list[str | Path], out: str | Path | None = None) -
             return False
         if (q.parent / "reconstruction.json").is_file():
             return False
-        return skip is None or not Path(os.path.abspath(q)).is_relative_to(skip)
+        if q.name.lower() in RESERVED_NAMES:
+            where = Path(os.path.abspath(q.parent))
+            return not (where == own or (where / "multiview.json").is_file())
+        return True
 
     found: list[Path] = []
     missing: list[tuple[Path, str]] = []

@@ -719,6 +719,24 @@ def test_output_folders_are_not_read_back_as_photos(tmp_path):
     # given by name, a file is taken as it is
     given = photos / "rec" / "a" / "overlay.png"
     assert find_photo_inputs([given]).photos == [given]
+    # the output folder is the photos' own, or above them: the photos are still found, and
+    # the reconstructions in it are not
+    assert find_photo_inputs([photos], out=photos).photos == [photos / "a.png"]
+    assert find_photo_inputs([photos], out=tmp_path).photos == [photos / "a.png"]
+    # a multi-view run's shared texture and preview beside its views are not photos: in the
+    # output folder (even before its multiview.json is written), or in an earlier run's
+    for name in ("shared_texture.png", "shared_turntable.png"):
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(photos / "rec" / name)
+    assert find_photo_inputs([photos], out=photos / "rec").photos == [photos / "a.png"]
+    (photos / "rec" / "multiview.json").write_text("{}")
+    assert find_photo_inputs([photos], out=tmp_path / "elsewhere").photos == [photos / "a.png"]
+    # elsewhere, a photo of that name is a photo
+    (photos / "rec" / "multiview.json").unlink()
+    assert find_photo_inputs([photos], out=tmp_path / "elsewhere").photos == [
+        photos / "a.png",
+        photos / "rec" / "shared_texture.png",
+        photos / "rec" / "shared_turntable.png",
+    ]
     # a photo named like the run's own files gets another folder name
     odd = [
         Path("x/photos.csv.png"),
