@@ -547,6 +547,21 @@ def _even_subset(index: np.ndarray, n: int) -> np.ndarray:
     return index[np.unique(np.linspace(0, index.size - 1, n).round().astype(np.int64))]
 
 
+def _normal_basis(
+    basis: np.ndarray, tri: np.ndarray, beta: np.ndarray, normals: np.ndarray
+) -> np.ndarray:
+    """(N, K): ``normals[i] · Σ_k beta[i, k] basis[tri[i, k]]`` for a basis (V, 3, K).
+
+    One sparse (N, 3V) × (3V, K) product over the 9 (corner, axis) weights of each point,
+    instead of gathering the (N, 3, 3, K) basis rows of the points' corners."""
+    n_points, n_vertices = len(tri), basis.shape[0]
+    weights = (beta[:, :, None] * normals[:, None, :]).ravel()
+    columns = (3 * tri[:, :, None] + np.arange(3)).ravel()
+    rows = np.repeat(np.arange(n_points), 9)
+    w = sp.csr_matrix((weights, (rows, columns)), shape=(n_points, 3 * n_vertices))
+    return np.asarray(w @ basis.reshape(3 * n_vertices, -1))
+
+
 def _fit_pose_and_coefficients(
     md: ModelFitData,
     pts: np.ndarray,
@@ -600,7 +615,7 @@ def _fit_pose_and_coefficients(
         beta = m.bary[m.ok]
         mu_x = np.einsum("nk,nkc->nc", beta, md.mean_mm[tri])
         # n · Σ_k β_k B_k
-        nb = np.einsum("nk,nkj->nj", beta, np.einsum("nc,nkcj->nkj", n, md.basis_mm[tri]))
+        nb = _normal_basis(md.basis_mm, tri, beta, n)
         jac = np.concatenate([-np.cross(s, n), -n, nb], axis=1)
         y = np.sum(n * (s - mu_x), axis=1)
         lam = config.m0_prior_weight * len(s) / 1000.0

@@ -30,7 +30,7 @@ from facehd.morphable import facehd_synth
 from facehd.transforms import Similarity
 from facehd.uv import rasterize_uv, sample_uv_map
 from pipelines.build_priors import PriorsConfig, ScanInput, discover_scans, fit_one
-from pipelines.fitting import detect_units, gradient_operator, now_crop
+from pipelines.fitting import _normal_basis, detect_units, gradient_operator, now_crop
 from pipelines.synth import SynthConfig, synth_scans
 
 FLAME = Path(__file__).resolve().parents[3] / "shared" / "data" / "flame-scan"
@@ -191,6 +191,22 @@ def test_gradient_operator_matches_brute_force() -> None:
     )
     np.testing.assert_allclose(sorted(g), brute)
     assert np.allclose(gradient_operator(5) @ np.ones(25), 0)
+
+
+def test_normal_basis_matches_a_loop() -> None:
+    """The pose-and-shape Jacobian's rows n · Σ_k β_k B[tri_k], point by point, corner by
+    corner; a triangle naming one vertex twice counts that vertex's row twice."""
+    rng = np.random.default_rng(1)
+    basis = rng.normal(size=(7, 3, 4))
+    tri = rng.integers(0, 7, size=(5, 3))
+    tri[2] = [3, 3, 6]
+    beta = rng.random((5, 3))
+    normals = rng.normal(size=(5, 3))
+    brute = np.zeros((5, 4))
+    for i in range(5):
+        for k in range(3):
+            brute[i] += beta[i, k] * normals[i] @ basis[tri[i, k]]
+    np.testing.assert_allclose(_normal_basis(basis, tri, beta, normals), brute, atol=1e-12)
 
 
 @pytest.mark.skipif(
