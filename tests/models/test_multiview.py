@@ -300,7 +300,9 @@ def test_reconstruct_multiview_writes_views_shared_face_and_report(
     template = recon.run_crops(np.full((1, 224, 224, 3), 128, np.uint8))[0]
     shared = load_mesh(out / "shared.obj").vertices
     want = shared_turntable(recon, template, shared, np.broadcast_to(colour, (64, 64, 3)))
-    assert np.mean(np.abs(preview - want) > 2 / 255) < 0.005
+    # to the 8-bit rounding of the PNG: a view's own mid-level vertices, 0.07 mm from the shared
+    # ones, move a few hundred pixels by more
+    assert np.abs(preview - want).max() < 1.5 / 255
     report = json.loads((out / "multiview.json").read_text())
     assert [v["folder"] for v in report["views"]] == [v.stem for v in views]
     assert [f["photo"] for f in report["failed"]] == [str(gone), str(faceless)]
