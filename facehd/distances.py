@@ -17,6 +17,7 @@ one of its neighbours, which holds except in pathological near-ties between far-
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
@@ -298,16 +299,21 @@ class SurfaceQuery:
             o3d.core.Tensor(v32),
             o3d.core.Tensor(np.ascontiguousarray(f_embree, dtype=np.uint32)),
         )
-        # vertex -> incident faces (CSR), to gather each candidate's neighbour triangles
-        flat = self._f.ravel()
-        self._vf = (np.argsort(flat, kind="stable") // 3).astype(np.int64)
-        counts = np.bincount(flat, minlength=len(self._v))
-        self._vf_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self._face_cols = tuple(np.ascontiguousarray(self._f[:, k]) for k in range(3))
         # per-face corner coordinates as 9 contiguous arrays (structure of arrays) for the kernel
         self._corners = tuple(
             np.ascontiguousarray(self._v[self._f[:, i], k]) for i in range(3) for k in range(3)
         )
+
+    @cached_property
+    def _fans(self) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+        """Vertex -> incident faces as CSR ``(faces, pointers)`` and the faces' corner columns,
+        to gather each candidate's neighbour triangles (built on the first query that tests
+        neighbours: a query made for ``neighbours=False`` alone never needs them)."""
+        flat = self._f.ravel()
+        vf = (np.argsort(flat, kind="stable") // 3).astype(np.int64)
+        counts = np.bincount(flat, minlength=len(self._v))
+        ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return vf, ptr, tuple(np.ascontiguousarray(self._f[:, k]) for k in range(3))
 
     # ---------------------------------------------------------------------------------------
     def closest(self, points: np.ndarray, *, neighbours: bool = True) -> ClosestPoints:
@@ -369,15 +375,16 @@ class SurfaceQuery:
     ) -> np.ndarray:
         """Nearest of Embree's face and the faces around its 3 corners (Embree's wins ties)."""
         n = len(fid)
+        vf, vf_ptr, face_cols = self._fans
         corners = self._f[fid]  # (n, 3)
-        starts = self._vf_ptr[corners].ravel()  # (3n,) fan of corner j of point i at 3i + j
-        counts = self._vf_ptr[corners + 1].ravel() - starts
+        starts = vf_ptr[corners].ravel()  # (3n,) fan of corner j of point i at 3i + j
+        counts = vf_ptr[corners + 1].ravel() - starts
         run_offsets = np.cumsum(counts) - counts
-        nb = self._vf[np.arange(int(counts.sum())) + np.repeat(starts - run_offsets, counts)]
+        nb = vf[np.arange(int(counts.sum())) + np.repeat(starts - run_offsets, counts)]
         run = np.repeat(np.arange(3 * n), counts)
         owner, corner = run // 3, run % 3
         # each fan face once: at the first corner of Embree's face that it contains
-        g0, g1, g2 = (c[nb] for c in self._face_cols)
+        g0, g1, g2 = (c[nb] for c in face_cols)
         c0, c1 = corners[:, 0][owner], corners[:, 1][owner]
         has0 = (g0 == c0) | (g1 == c0) | (g2 == c0)
         has1 = (g0 == c1) | (g1 == c1) | (g2 == c1)
