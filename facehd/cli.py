@@ -669,6 +669,12 @@ def bench(
         help="NoW / multiview: the metrical variant, with the predicted meshes' unit (mm, cm or "
         "m): the scale is fixed by the unit and only rotation and translation are fitted.",
     ),
+    now_solver: str = typer.Option(
+        "official",
+        help="NoW / multiview: the rigid refinement's solver: 'official' (the official tool's "
+        "dogleg, which stops once a step gains less than 0.01% of the objective) or 'minimum' "
+        "(Levenberg-Marquardt run to the minimum itself).",
+    ),
     precision: str = typer.Option(
         None,
         help="--method hrn without --predictions: float32 (default) or bfloat16, as in "
@@ -719,6 +725,9 @@ def bench(
 
     Example: facehd bench --dataset now --method mine --predictions preds --metrical m
 
+    Example: facehd bench --dataset now --method mine-minimum --predictions preds
+    --now-solver minimum
+
     Example: facehd bench --dataset realy:frontal --method hrn --checkpoint runs/tiny/model.pt
     --root realy --images realy/images/frontal
 
@@ -752,6 +761,9 @@ def bench(
         ENV_REFINE_STEPS,
     )
 
+    if now_solver not in ("official", "minimum"):
+        _error(f"--now-solver: expected 'official' or 'minimum', got {esc(now_solver)!r}")
+        raise typer.Exit(2)
     if fit_deformation_start is not None:
         _check_fit_start(fit_deformation_start, bool(fit_iterations), joint=None)
     for option, value, env in (
@@ -779,7 +791,10 @@ def bench(
                 raise typer.Exit(2)
             os.environ[env] = str(value.resolve())
     with _exit_on_error(FacehdError, ValueError, ImportError, WorkersDieAtStart):
-        now_config = NowConfig(metrical=True, unit=metrical) if metrical is not None else None
+        now_config = None
+        if metrical is not None or now_solver != "official":
+            kw: dict[str, Any] = {} if metrical is None else {"metrical": True, "unit": metrical}
+            now_config = NowConfig(solver=now_solver, **kw)  # type: ignore[arg-type]
         with _progress(on_first_update=True) as bar:
             tasks: dict[str, Any] = {}
 

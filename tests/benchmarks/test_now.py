@@ -15,6 +15,7 @@ from benchmarks.now import (
     landmark_alignment,
     pooled_statistics,
     refine_scan_to_mesh,
+    rotation_derivatives,
 )
 from facehd.mesh import Mesh
 from facehd.transforms import Similarity, rotation_from_axis_angle
@@ -48,6 +49,31 @@ def _bumpy_face(n: int = 60) -> tuple[Mesh, np.ndarray]:
     lx = np.array([-45.0, -15.0, 15.0, 45.0, 0.0, -25.0, 25.0])
     ly = np.array([25.0, 25.0, 25.0, 25.0, -20.0, -45.0, -45.0])
     return mesh, np.stack([lx, ly, h(lx, ly)], axis=1)
+
+
+def _official_case() -> tuple[Mesh, np.ndarray, Mesh, np.ndarray]:
+    """A scan (the bumpy face, mm) and a prediction of another shape, in metres, turned and
+    moved, with landmarks off by ~1 mm: (scan, its landmarks, prediction, its landmarks)."""
+    from facehd.mesh import height_field_mesh
+
+    scan, lm = _bumpy_face()
+    xs, ys = np.linspace(-95, 95, 50), np.linspace(-115, 115, 56)
+    x, y = np.meshgrid(xs, ys)
+
+    def h(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return (
+            37 * np.exp(-(x**2) / 4300 - y**2 / 7600)
+            + 23 * np.exp(-(x**2) / 100 - (y + 8) ** 2 / 450)
+            - 4 * np.exp(-((np.abs(x) - 32) ** 2) / 170 - (y - 22) ** 2 / 90)
+            + 0.8 * np.sin(x / 9.0) * np.cos(y / 13.0)
+        )
+
+    shape = height_field_mesh(h(x, y), xs, ys)
+    rot = rotation_from_axis_angle(np.array([0.3, -0.5, 0.2]))
+    true = Similarity(0.001, rot, [0.05, -0.1, 0.2])
+    lm_pred = np.stack([lm[:, 0], lm[:, 1], h(lm[:, 0], lm[:, 1])], axis=1)
+    lm_pred += np.random.default_rng(7).normal(scale=1.0, size=lm_pred.shape)
+    return scan, lm.astype(np.float32), shape.transformed(true), true.apply(lm_pred)
 
 
 def test_crop_sphere_formula_and_kept_vertices() -> None:
@@ -103,7 +129,8 @@ def test_sphere_against_scaled_sphere(r_scan: float, r_pred: float) -> None:
     assert res.transform.scale == pytest.approx(r_scan / r_pred, rel=1e-4)
     assert res.distances.max() < 0.02
     # metrical (mm, scale 1): the best rigid fit is concentric, every distance |r - r'|
-    res = evaluate_now(scan, lm_scan, pred_m, lm_pred, NowConfig(metrical=True, unit="mm"))
+    minimum = NowConfig(metrical=True, unit="mm", solver="minimum")
+    res = evaluate_now(scan, lm_scan, pred_m, lm_pred, minimum)
     assert res.transform.scale == 1.0
     np.testing.assert_allclose(res.transform.apply(np.zeros(3)), centre, atol=1e-3)
     np.testing.assert_allclose(res.distances, abs(r_scan - r_pred), atol=0.02)
@@ -124,8 +151,39 @@ def test_alignment_recovers_a_known_similarity() -> None:
     assert res.landmark_transform.compose(true).rotation_angle_deg() > 1e-3
     assert res.converged
     # a refinement cut short says so
-    short = evaluate_now(scan, lm, pred, noisy_lm, NowConfig(max_iterations=1))
+    short = evaluate_now(scan, lm, pred, noisy_lm, NowConfig(max_iterations=1, solver="minimum"))
     assert not short.converged and short.iterations <= 2
+
+
+@pytest.mark.parametrize("metrical", [False, True])
+def test_official_solver_stops_where_the_official_dogleg_stops(metrical: bool) -> None:
+    """Against distances chumpy's own ``minimize`` wrote on this case (dogleg, the official
+    options: delta_0 0.1, e_3 1e-4, conjugate gradients; the official objective: the scan
+    vertices' distances to the surface ``s R(r) a + t``, ``r`` by Rodrigues; closest points by
+    trimesh): every distance to 1e-5 mm. The minimum itself lies 1e-3 mm or more away at
+    some vertices, and its objective is lower."""
+    from pathlib import Path
+
+    ref = np.load(Path(__file__).parent / "data" / "now_chumpy_dogleg.npz")
+    scan, lm, pred, lm_pred = _official_case()
+    key, kw = ("metrical_m", {"metrical": True, "unit": "m"}) if metrical else ("similarity", {})
+    official = evaluate_now(scan, lm, pred, lm_pred, NowConfig(**kw))
+    assert official.distances.shape == ref[key].shape
+    np.testing.assert_allclose(official.distances, ref[key], rtol=0, atol=1e-5)
+    assert official.converged
+    minimum = evaluate_now(scan, lm, pred, lm_pred, NowConfig(solver="minimum", **kw))
+    assert np.abs(minimum.distances - ref[key]).max() > 1e-3
+    assert minimum.distances @ minimum.distances < official.distances @ official.distances
+
+
+def test_rotation_derivatives_match_finite_differences() -> None:
+    for v in (np.array([0.3, -1.2, 0.7]), np.array([1e-14, 0.0, -2e-14]), np.zeros(3)):
+        rot, d_rot = rotation_derivatives(v)
+        np.testing.assert_allclose(rot, rotation_from_axis_angle(v), atol=1e-15)
+        for k in range(3):
+            e = np.eye(3)[k] * 1e-6
+            fd = (rotation_from_axis_angle(v + e) - rotation_from_axis_angle(v - e)) / 2e-6
+            np.testing.assert_allclose(d_rot[k], fd, atol=1e-8)
 
 
 def test_metrical_variant_keeps_the_unit_scale() -> None:
