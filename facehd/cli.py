@@ -879,10 +879,18 @@ def bench(
 def leaderboard(
     dataset: str = typer.Option(None, help="Only this dataset (now, realy, ...) or dataset:split."),
     out: Path = typer.Option(Path("facehd-out/bench"), help="Folder holding leaderboard.csv."),
+    cumulative: bool = typer.Option(
+        False,
+        help="NoW and multi-view runs: also write their cumulative error curves, the NoW "
+        "challenge's plot (OUT/<dataset>-<split>/cumulative.csv, and cumulative.png where "
+        "Matplotlib is installed).",
+    ),
 ) -> None:
     """Print the leaderboards, best first, with the numbers published in the HRN paper.
 
     Example: facehd leaderboard --dataset facescape:wild --out facehd-out/bench
+
+    Example: facehd leaderboard --dataset now --out facehd-out/bench --cumulative
     """
     from benchmarks.leaderboard import PRIMARY_METRIC, PUBLISHED, load_leaderboard, ranked
     from facehd.errors import FacehdError
@@ -954,6 +962,31 @@ def leaderboard(
                 source,
             )
         console.print(table)
+    if cumulative:
+        _print_cumulative(out, dataset)
+
+
+def _print_cumulative(out: Path, dataset: str | None) -> None:
+    """``leaderboard --cumulative``: write the NoW-protocol runs' curves and say where."""
+    from benchmarks.cumulative import write_cumulative
+    from facehd.errors import FacehdError
+
+    with _exit_on_error(FacehdError):
+        written = write_cumulative(out, dataset)
+    if not written:
+        console.print(
+            "no cumulative error curves: no NoW or multi-view run with its distances.npz",
+            soft_wrap=True,
+        )
+    for c in written:
+        drawn = f" and {esc(c.plot)}" if c.plot else " (install matplotlib for the plot)"
+        console.print(f"cumulative errors, {esc(c.title)}: {esc(c.csv)}{drawn}", soft_wrap=True)
+        if c.skipped:
+            console.print(
+                f"[yellow]note:[/yellow] no distances.npz for {esc(', '.join(c.skipped))} "
+                "(their folders were moved or deleted): not drawn",
+                soft_wrap=True,
+            )
 
 
 # --- build-priors, inspect, verify (scan priors) ---
