@@ -432,7 +432,8 @@ def refine_dogleg(
     The landmark-aligned mesh ``a = init(mesh)`` moves to ``s R(r) a + t``; the parameters
     ``p = (s, r, t)`` (``(r, t)`` with ``fixed_scale``) start at ``(1, 0, 0)``, ``r`` an
     axis-angle vector. The residuals are the distances ``d_i`` of the scan points to the moved
-    surface, their Jacobian ``-u_i · dc_i / dp`` with ``c_i`` the closest point (held at its
+    surface (and, with the scale free, the official ``100 (|s| - s)``, 0 for a positive scale),
+    their Jacobian ``-u_i · dc_i / dp`` with ``c_i`` the closest point (held at its
     barycentric place) and ``u_i`` the unit offset to it. Each iteration tries the dogleg step
     of the trust region (radius ``delta_0`` at first; the Gauss-Newton step solved by conjugate
     gradients, SciPy's defaults, as the official options ask) until one lowers the objective,
@@ -457,6 +458,7 @@ def refine_dogleg(
         return (1.0, p[0:3], p[3:6]) if fixed else (float(p[0]), p[1:4], p[4:7])
 
     def evaluate(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, Similarity]:
+        """Residuals (the distances, then the official scale term), Jacobian, transform."""
         s, r, t = unpack(p)
         rot, d_rot = rotation_derivatives(r)
         moved = Similarity(s, rot, t).compose(init)
@@ -468,9 +470,14 @@ def refine_dogleg(
         d = np.linalg.norm(offset, axis=1)
         u = offset / np.where(d > 0, d, 1.0)[:, None]
         cols = [-s * np.einsum("ij,kj,ik->i", ca, d_rot[k], u) for k in range(3)]
-        if not fixed:
-            cols.insert(0, -np.einsum("ij,kj,ik->i", ca, rot, u))
-        return d, np.column_stack([*cols, -u]), moved
+        if fixed:
+            return d, np.column_stack([*cols, -u]), moved
+        cols.insert(0, -np.einsum("ij,kj,ik->i", ca, rot, u))
+        # the official objective's 100 (|s| - s): nothing while the scale stays positive
+        reg_row = np.zeros((1, 7))
+        reg_row[0, 0] = 100.0 * (np.sign(s) - 1.0)
+        jac = np.vstack([np.column_stack([*cols, -u]), reg_row])
+        return np.append(d, 100.0 * (abs(s) - s)), jac, moved
 
     def normal_equations(jac: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.einsum("ni,nj->ij", jac, jac), -np.einsum("ni,n->i", jac, r)
@@ -529,7 +536,7 @@ def refine_dogleg(
                 break
         if iteration >= max_iterations:
             done = True
-    return RefineResult(moved, r, evaluations, converged)
+    return RefineResult(moved, r[: len(pts)], evaluations, converged)
 
 
 def evaluate_now(
