@@ -137,13 +137,15 @@ def write_cumulative(out: str | Path, dataset: str | None = None) -> list[Cumula
     facehd.errors.InputFileError
         A malformed ``leaderboard.csv`` or ``distances.npz``.
     """
+    from benchmarks.runner import BenchmarkSpec
+
     out = Path(out)
     rows = load_leaderboard(out / "leaderboard.csv", include_published=False)
     written: list[CumulativeCurves] = []
     for (ds, split, data), group in ranked(rows, dataset).items():
         if ds not in _NOW_PROTOCOL:
             continue
-        folder = out / f"{ds}-{split}"
+        folder = out / BenchmarkSpec(ds, split).slug  # where facehd bench wrote the runs
         labels, percent, skipped = [], [], []
         for row in group:
             path = folder / row.method / "distances.npz"

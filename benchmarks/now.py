@@ -46,6 +46,7 @@ from facehd.transforms import Similarity, procrustes, rotation_from_axis_angle
 
 __all__ = [
     "NOW_CHALLENGES",
+    "NOW_SOLVERS",
     "UNIT_TO_MM",
     "NowConfig",
     "RefineResult",
@@ -69,6 +70,9 @@ NOW_CHALLENGES: tuple[str, ...] = (
     "multiview_occlusions",
     "selfie",
 )
+
+#: The rigid refinement's solvers (:attr:`NowConfig.solver`).
+NOW_SOLVERS: tuple[str, ...] = ("official", "minimum")
 
 #: Unit of the predicted meshes -> millimetres (metrical variant).
 UNIT_TO_MM: dict[str, float] = {"mm": 1.0, "cm": 10.0, "m": 1000.0}
@@ -108,7 +112,7 @@ class NowConfig:
             raise ValueError(
                 f"NowConfig.unit: expected one of {sorted(UNIT_TO_MM)}, got {self.unit!r}"
             )
-        if self.solver not in ("official", "minimum"):
+        if self.solver not in NOW_SOLVERS:
             raise ValueError(
                 f"NowConfig.solver: expected 'official' or 'minimum', got {self.solver!r}"
             )

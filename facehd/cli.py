@@ -747,7 +747,7 @@ def bench(
     """
     import os
 
-    from benchmarks.now import NowConfig
+    from benchmarks.now import NOW_SOLVERS, NowConfig
     from benchmarks.runner import run_benchmark
     from facehd.errors import FacehdError
     from models.bench import (
@@ -761,8 +761,8 @@ def bench(
         ENV_REFINE_STEPS,
     )
 
-    if now_solver not in ("official", "minimum"):
-        _error(f"--now-solver: expected 'official' or 'minimum', got {esc(now_solver)!r}")
+    if now_solver not in NOW_SOLVERS:
+        _error(f"--now-solver: expected one of {', '.join(NOW_SOLVERS)}, got {esc(now_solver)!r}")
         raise typer.Exit(2)
     if fit_deformation_start is not None:
         _check_fit_start(fit_deformation_start, bool(fit_iterations), joint=None)
