@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -491,6 +492,31 @@ def test_cli_bench_and_leaderboard(synth_roots: dict, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "facescape has no split 'foo'" in result.output
     result = runner.invoke(app, ["leaderboard", "--dataset", "now", "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "does not exist" in result.output
+
+
+def test_cli_bench_now_solver_reaches_the_refinement(synth_roots: dict, tmp_path: Path) -> None:
+    """--now-solver picks the rigid refinement (recorded in config.json); the minimum solver
+    ends at a lower objective than the official dogleg, which stops short of it."""
+    from facehd.cli import app
+
+    root = synth_roots["now"]
+    runner = CliRunner()
+    args = ["bench", "--dataset", "now", "--root", str(root), "--out", str(tmp_path)]
+    args += ["--predictions", str(root / "predictions" / "synth-fit")]
+    result = runner.invoke(app, [*args, "--method", "x", "--now-solver", "newton"])
+    assert result.exit_code == 2 and "--now-solver: expected one of official, minimum" in (
+        " ".join(result.output.split())
+    )
+    for solver in ("official", "minimum"):
+        result = runner.invoke(app, [*args, "--method", solver, "--now-solver", solver])
+        assert result.exit_code == 0, result.output
+        config = json.loads((tmp_path / "now-validation" / solver / "config.json").read_text())
+        assert config["now"]["solver"] == solver
+    sums = {}
+    for solver in ("official", "minimum"):
+        with np.load(tmp_path / "now-validation" / solver / "distances.npz") as npz:
+            sums[solver] = sum(float(npz[k] @ npz[k]) for k in npz.files)
+    assert sums["minimum"] < sums["official"]
 
 
 def test_multiview_sets_on_the_now_layout(synth_roots: dict, tmp_path: Path) -> None:
