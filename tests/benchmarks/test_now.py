@@ -14,6 +14,7 @@ from benchmarks.now import (
     face_crop_sphere,
     landmark_alignment,
     pooled_statistics,
+    refine_dogleg,
     refine_scan_to_mesh,
     rotation_derivatives,
 )
@@ -174,6 +175,54 @@ def test_official_solver_stops_where_the_official_dogleg_stops(metrical: bool) -
     minimum = evaluate_now(scan, lm, pred, lm_pred, NowConfig(solver="minimum", **kw))
     assert np.abs(minimum.distances - ref[key]).max() > 1e-3
     assert minimum.distances @ minimum.distances < official.distances @ official.distances
+
+
+def _small_prediction_case() -> tuple[Mesh, np.ndarray, Mesh, np.ndarray]:
+    """The bumpy face and a prediction that covers only the middle of its crop (a rippled face
+    80 mm wide, in metres, turned and moved; landmarks off by ~3 mm): the scan's outer vertices
+    meet the prediction's rim, and the dogleg rejects steps."""
+    from facehd.mesh import height_field_mesh
+
+    scan, lm = _bumpy_face()
+    xs, ys = np.linspace(-40, 40, 30), np.linspace(-48, 48, 34)
+    x, y = np.meshgrid(xs, ys)
+
+    def h(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return (
+            37 * np.exp(-(x**2) / 4300 - y**2 / 7600)
+            + 23 * np.exp(-(x**2) / 100 - (y + 8) ** 2 / 450)
+            + 1.5 * np.sin(x / 5.0) * np.cos(y / 7.0)
+        )
+
+    shape = height_field_mesh(h(x, y), xs, ys)
+    true = Similarity(
+        0.001, rotation_from_axis_angle(np.array([0.3, -0.5, 0.2])), [0.05, -0.1, 0.2]
+    )
+    lm_pred = np.stack([lm[:, 0], lm[:, 1], h(lm[:, 0], lm[:, 1])], axis=1)
+    lm_pred += np.random.default_rng(7).normal(scale=3.0, size=lm_pred.shape)
+    return scan, lm.astype(np.float32), shape.transformed(true), true.apply(lm_pred)
+
+
+@pytest.mark.parametrize("max_iterations", [10, 200])
+def test_official_solver_follows_the_official_dogleg_through_rejected_steps(
+    max_iterations: int,
+) -> None:
+    """Against chumpy's own ``minimize`` (dogleg, the official options and objective, its
+    ``maxiter`` 10 and its default 200) on a case where steps are rejected and the trust region
+    shrinks: every distance to 1e-5 mm. Without a step rejected, the 10 iterations would take
+    10 evaluations."""
+    from pathlib import Path
+
+    ref = np.load(Path(__file__).parent / "data" / "now_chumpy_dogleg_rejected.npz")
+    scan, lm, pred, lm_pred = _small_prediction_case()
+    cropped = crop_scan(scan, lm)
+    init = landmark_alignment(lm_pred, lm)
+    res = refine_dogleg(cropped.vertices, pred, init, max_iterations=max_iterations)
+    assert res.iterations > max_iterations  # evaluations: at least one step was rejected
+    assert not res.converged  # the cap, not the stopping test, ended it
+    expected = ref[f"similarity_{max_iterations}"]
+    assert res.distances.shape == expected.shape
+    np.testing.assert_allclose(res.distances, expected, rtol=0, atol=1e-5)
 
 
 def test_rotation_derivatives_match_finite_differences() -> None:
