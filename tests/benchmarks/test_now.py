@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from bench_shapes import grid_plane, icosphere
@@ -52,14 +54,30 @@ def _bumpy_face(n: int = 60) -> tuple[Mesh, np.ndarray]:
     return mesh, np.stack([lx, ly, h(lx, ly)], axis=1)
 
 
-def _official_case() -> tuple[Mesh, np.ndarray, Mesh, np.ndarray]:
-    """A scan (the bumpy face, mm) and a prediction of another shape, in metres, turned and
-    moved, with landmarks off by ~1 mm: (scan, its landmarks, prediction, its landmarks)."""
+def _height_prediction(
+    h: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    xs: np.ndarray,
+    ys: np.ndarray,
+    landmark_noise: float,
+) -> tuple[Mesh, np.ndarray, Mesh, np.ndarray]:
+    """(the bumpy face, its landmarks, a prediction, its landmarks): the prediction is the
+    height field ``h`` on the grid ``xs`` x ``ys`` (mm), moved to metres, turned and shifted;
+    its landmarks sit on it under the scan's and are off by ``landmark_noise`` mm (seed 7)."""
     from facehd.mesh import height_field_mesh
 
     scan, lm = _bumpy_face()
-    xs, ys = np.linspace(-95, 95, 50), np.linspace(-115, 115, 56)
     x, y = np.meshgrid(xs, ys)
+    shape = height_field_mesh(h(x, y), xs, ys)
+    rot = rotation_from_axis_angle(np.array([0.3, -0.5, 0.2]))
+    true = Similarity(0.001, rot, [0.05, -0.1, 0.2])
+    lm_pred = np.stack([lm[:, 0], lm[:, 1], h(lm[:, 0], lm[:, 1])], axis=1)
+    lm_pred += np.random.default_rng(7).normal(scale=landmark_noise, size=lm_pred.shape)
+    return scan, lm.astype(np.float32), shape.transformed(true), true.apply(lm_pred)
+
+
+def _official_case() -> tuple[Mesh, np.ndarray, Mesh, np.ndarray]:
+    """A scan (the bumpy face, mm) and a prediction of another shape, in metres, turned and
+    moved, with landmarks off by ~1 mm: (scan, its landmarks, prediction, its landmarks)."""
 
     def h(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return (
@@ -69,12 +87,7 @@ def _official_case() -> tuple[Mesh, np.ndarray, Mesh, np.ndarray]:
             + 0.8 * np.sin(x / 9.0) * np.cos(y / 13.0)
         )
 
-    shape = height_field_mesh(h(x, y), xs, ys)
-    rot = rotation_from_axis_angle(np.array([0.3, -0.5, 0.2]))
-    true = Similarity(0.001, rot, [0.05, -0.1, 0.2])
-    lm_pred = np.stack([lm[:, 0], lm[:, 1], h(lm[:, 0], lm[:, 1])], axis=1)
-    lm_pred += np.random.default_rng(7).normal(scale=1.0, size=lm_pred.shape)
-    return scan, lm.astype(np.float32), shape.transformed(true), true.apply(lm_pred)
+    return _height_prediction(h, np.linspace(-95, 95, 50), np.linspace(-115, 115, 56), 1.0)
 
 
 def test_crop_sphere_formula_and_kept_vertices() -> None:
@@ -181,11 +194,6 @@ def _small_prediction_case() -> tuple[Mesh, np.ndarray, Mesh, np.ndarray]:
     """The bumpy face and a prediction that covers only the middle of its crop (a rippled face
     80 mm wide, in metres, turned and moved; landmarks off by ~3 mm): the scan's outer vertices
     meet the prediction's rim, and the dogleg rejects steps."""
-    from facehd.mesh import height_field_mesh
-
-    scan, lm = _bumpy_face()
-    xs, ys = np.linspace(-40, 40, 30), np.linspace(-48, 48, 34)
-    x, y = np.meshgrid(xs, ys)
 
     def h(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return (
@@ -194,13 +202,7 @@ def _small_prediction_case() -> tuple[Mesh, np.ndarray, Mesh, np.ndarray]:
             + 1.5 * np.sin(x / 5.0) * np.cos(y / 7.0)
         )
 
-    shape = height_field_mesh(h(x, y), xs, ys)
-    true = Similarity(
-        0.001, rotation_from_axis_angle(np.array([0.3, -0.5, 0.2])), [0.05, -0.1, 0.2]
-    )
-    lm_pred = np.stack([lm[:, 0], lm[:, 1], h(lm[:, 0], lm[:, 1])], axis=1)
-    lm_pred += np.random.default_rng(7).normal(scale=3.0, size=lm_pred.shape)
-    return scan, lm.astype(np.float32), shape.transformed(true), true.apply(lm_pred)
+    return _height_prediction(h, np.linspace(-40, 40, 30), np.linspace(-48, 48, 34), 3.0)
 
 
 @pytest.mark.parametrize("max_iterations", [10, 200])
