@@ -177,3 +177,59 @@ def test_check_block_accepts_what_exists() -> None:
         "rec, aligned = recon.run_photo('a.jpg')\n"
     )
     assert check_block(source) == []
+
+
+def section_anchors(text: str) -> set[str]:
+    """The anchors a Markdown renderer gives the headings of ``text`` outside fenced blocks, as
+    GitHub makes them: lower case, every character but letters, digits, ``_``, ``-`` and spaces
+    dropped, spaces turned into ``-``; a repeated anchor gets ``-1``, ``-2``, ... in order."""
+    import re
+
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    fenced = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+            continue
+        heading = re.match(r"#{1,6} +(.*?) *#* *$", line)
+        if fenced or heading is None:
+            continue
+        base = re.sub(r"[^\w\- ]", "", heading.group(1).lower()).replace(" ", "-")
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        anchors.add(base if n == 0 else f"{base}-{n}")
+    return anchors
+
+
+def broken_section_links(text: str) -> list[str]:
+    """The in-page links ``[...](#anchor)`` of ``text`` that name no heading's anchor."""
+    import re
+
+    anchors = section_anchors(text)
+    return sorted({a for a in re.findall(r"\]\(#([^)\s]+)\)", text) if a not in anchors})
+
+
+def test_readme_section_links_lead_to_sections() -> None:
+    text = (REPO / "README.md").read_text()
+    assert text.count("](#") >= 10  # the contents line and the command table's links
+    assert broken_section_links(text) == []
+
+
+def test_section_anchors_follow_the_renderer() -> None:
+    text = (
+        "# facehd\n## Install\n### Multi-view reconstruction (MV-HRN): `reconstruct --multiview`\n"
+        "```bash\n# a comment, not a heading\n```\n## Install\n## Speed: `facehd perf`\n"
+    )
+    assert section_anchors(text) == {
+        "facehd",
+        "install",
+        "install-1",
+        "multi-view-reconstruction-mv-hrn-reconstruct---multiview",
+        "speed-facehd-perf",
+    }
+    links = (
+        "[a](#install) [b](#install-1) [c](#speed-facehd-perf) [d](#speed) "
+        "[e](#a-comment-not-a-heading)"
+    )
+    assert broken_section_links(text + links) == ["a-comment-not-a-heading", "speed"]
