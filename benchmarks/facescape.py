@@ -12,16 +12,19 @@ What the official evaluator (``facescape/benchmark/code/evaluator.py`` with ``me
    per-method loaders, reading each method's own files into the same frame, are in
    :mod:`benchmarks.facescape_loaders`.
 2. **Depth alignment**: 256 x 256 depth maps of both meshes (pyrender in the official code; here
-   one ray per pixel centre, nearest front-facing triangle, i.e. with back faces culled as
-   pyrender's default single-sided material does); ``dz`` minimises the summed absolute depth
-   difference over the pixels both cover, found with SciPy's SLSQP from 0 exactly as the official
-   code does. Wild: the prediction moves by ``dz`` along the view axis; lab: its vertices are scaled
-   by ``mean_z / (mean_z - dz)`` (a slide along the camera rays). Exact depths differ from
-   pyrender's on the lab split: its depth buffer, at 1.2-1.4 m from a 1200 px camera, steps by
-   about 1 mm (and depends on the graphics driver), which moves the official ``dz`` by up to
-   0.5 mm and a single image's CD by up to 0.1 mm (group means by about 0.01 mm; smaller focal
-   lengths and the orthographic wild split agree to 1e-4 mm or better). Depth maps and the shift
-   are :mod:`facehd.depthmap`'s.
+   one ray per pixel, cast where pyrender's multisampled depth read-back samples the pixel,
+   :data:`facehd.depthmap.PYRENDER_SAMPLE_OFFSET`, nearest front-facing triangle, i.e. with
+   back faces culled as pyrender's default single-sided material does); ``dz`` minimises the
+   summed absolute depth difference over the pixels both cover, found with SciPy's SLSQP from 0
+   exactly as the official code does. Wild: the prediction moves by ``dz`` along the view axis;
+   lab: its vertices are scaled by ``mean_z / (mean_z - dz)`` (a slide along the camera rays).
+   Exact depths differ from pyrender's on the lab split: its depth buffer, at 1.2-1.4 m from a
+   1200 px camera, steps by about 0.6 mm (and depends on the graphics driver), which moves the
+   official ``dz`` by up to 0.5 mm and a single image's CD by up to 0.1 mm (group means by
+   about 0.01 mm); on the wild split the two agree to about 1e-4 mm.
+   ``depth_renderer="pyrender"`` (``bench --facescape-depth pyrender``) renders the depth maps
+   with pyrender as the official code does, so that the two agree where both run on one
+   machine. Depth maps and the shift are :mod:`facehd.depthmap`'s.
 3. **Cylindrical maps**: both meshes are centred on the head centre and rotated by the transpose of
    the head rotation; 256 x 256 rays cast outward from the vertical axis (rows ``y`` from +150 to
    -150 mm, columns at azimuth ``j 2 pi / 255``) record the radial distance and triangle of the
@@ -203,6 +206,7 @@ def evaluate_facescape(
     *,
     depth_scale: float = 1.0,
     size: int = RENDER_SIZE,
+    depth_renderer: str = "rays",
 ) -> FaceScapeResult:
     """Steps 2-4 for one image, meshes already placed in the camera and scaled to mm.
 
@@ -216,6 +220,9 @@ def evaluate_facescape(
     head_centre : (3,) head centre in the camera frame (mm).
     depth_scale : factor of the depth search's units (official wild: ``128 / pupil_scale``).
     size : map resolution (256).
+    depth_renderer : how step 2's depth maps are made: ``rays`` (exact depths, the default) or
+        ``pyrender`` (the official evaluator's OpenGL render,
+        :func:`facehd.depthmap.pyrender_depth`).
 
     A lab prediction that covers no pixel of the ground truth's depth map cannot be slid onto it:
     it scores CR 0, with CD, MNE and ``delta_z`` NaN.
@@ -226,13 +233,17 @@ def evaluate_facescape(
         raise ValueError(f"evaluate_facescape: rotation must be (3, 3), got {rot.shape}")
     if isinstance(camera, Orthographic):
         dz = depth_shift(
-            render_depth(gt, camera, size), render_depth(prediction, camera, size), depth_scale
+            render_depth(gt, camera, size, renderer=depth_renderer),
+            render_depth(prediction, camera, size, renderer=depth_renderer),
+            depth_scale,
         )
         pv = prediction.vertices.copy()
         pv[:, 2] -= dz / depth_scale
     else:
         try:
-            pv, dz = slide_to_depth(gt, prediction, camera, size, depth_scale=depth_scale)
+            pv, dz = slide_to_depth(
+                gt, prediction, camera, size, depth_scale=depth_scale, renderer=depth_renderer
+            )
         except DegenerateInputError:
             # no pixel shows both: the official slide scales by the mean depth of no pixel (NaN)
             # and leaves nothing on the cylinder; the image counts with CR 0, as a wild

@@ -137,6 +137,10 @@ class RunConfig:
     """FaceScape: the official loader placing the predictions (``--loader``; ``generic``, the
     image-aligned format, by default; see :mod:`benchmarks.facescape_loaders`); empty for the
     other datasets."""
+    facescape_depth: str = ""
+    """FaceScape: how the depth alignment's depth maps are made (``--facescape-depth``: ``rays``
+    by default, or ``pyrender`` as the official evaluator; :data:`facehd.depthmap.DEPTH_RENDERERS`);
+    empty for the other datasets."""
 
 
 def scoring_hash(config: RunConfig, topology: tuple[Path, Path] | None = None) -> str:
@@ -154,6 +158,8 @@ def scoring_hash(config: RunConfig, topology: tuple[Path, Path] | None = None) -
         data.pop("made_by")
     if data["loader"] in ("", "generic"):  # the default placement hashes as before --loader
         data.pop("loader")
+    if data["facescape_depth"] in ("", "rays"):  # the default depth maps hash as before
+        data.pop("facescape_depth")
     if topology is not None:
         data["topology_sha256"] = [hashlib.sha256(p.read_bytes()).hexdigest() for p in topology]
     return config_hash(data)
@@ -322,6 +328,7 @@ class _FaceScapeTask:
     root: Path
     predictions: Path
     loader: str = "generic"
+    depth_renderer: str = "rays"
 
 
 def _official(root: Path) -> bool:
@@ -623,7 +630,7 @@ def _eval_facescape(task: _FaceScapeTask) -> tuple[FaceScapeItemRow, None]:
         error = _no_prediction_at("mesh", expected)
         return FaceScapeItemRow(**base, status="missing", error=error), None
     try:
-        res = _facescape_item(it, task.prediction, task.root, task.loader)
+        res = _facescape_item(it, task.prediction, task.root, task.loader, task.depth_renderer)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row
         raise_if_interrupted(exc)
         return _failed(task, _err(exc))
@@ -662,12 +669,16 @@ def _facescape_warning(cr: float, loader: str) -> str:
 
 
 def _facescape_item(
-    it: readers.FaceScapeItem, prediction: Path, root: Path, loader: str = "generic"
+    it: readers.FaceScapeItem,
+    prediction: Path,
+    root: Path,
+    loader: str = "generic",
+    depth_renderer: str = "rays",
 ) -> Any:
     """Score image ``it``: its predicted mesh ``prediction`` (with the other files ``loader``
     reads beside it) placed by ``loader`` (in the official loaders' frame), then scaled to mm
     as the official evaluator does (wild: the image's pupil scale, lab: the standard pupil
-    distance)."""
+    distance); the depth maps by ``depth_renderer``."""
     from benchmarks.facescape import (
         STD_PUPIL_DIST,
         Orthographic,
@@ -698,6 +709,7 @@ def _facescape_item(
             predef.wild_rotations[it.index],
             predef.wild_head_centers[it.index] * p,
             depth_scale=128.0 / p,
+            depth_renderer=depth_renderer,
         )
     if predef.lab_head_centers is None or predef.lab_rotations is None:
         raise InputFileError(root, "lab_head_centers.npy or lab_rotations.npy is missing")
@@ -722,6 +734,7 @@ def _facescape_item(
         Perspective(k),
         predef.lab_rotations[it.view],
         predef.lab_head_centers[it.focal_index],
+        depth_renderer=depth_renderer,
     )
 
 
@@ -944,7 +957,14 @@ def _tasks(
 
     loader = get_loader(config.loader or DEFAULT_LOADER)
     return [
-        _FaceScapeTask(it, loader.mesh_path(predictions, it.name), root, predictions, loader.name)
+        _FaceScapeTask(
+            it,
+            loader.mesh_path(predictions, it.name),
+            root,
+            predictions,
+            loader.name,
+            config.facescape_depth or "rays",
+        )
         for it in items
     ]
 
@@ -1238,6 +1258,7 @@ def run_benchmark(
     label: str | None = None,
     loader: str | None = None,
     predict_progress: Callable[[int, int], None] | None = None,
+    facescape_depth: str | None = None,
     notice: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Score ``method`` on ``dataset`` and write the CSVs (see the module docstring).
@@ -1273,6 +1294,9 @@ def run_benchmark(
     notice : called with a warning that should not wait for the run's end: in NoW's metrical
         variant, the first prediction's landmarks at another scale than ``--metrical`` says
         (each such image's row says so too).
+    facescape_depth : FaceScape: how the depth alignment's depth maps are made, ``rays``
+        (exact depths, the default) or ``pyrender`` (the official evaluator's OpenGL render;
+        needs pyrender and an OpenGL context); recorded in ``config.json`` and the config hash.
     """
     from facehd import __version__
 
@@ -1303,6 +1327,25 @@ def run_benchmark(
                 "run writes the image-aligned format (the generic loader)"
             )
         get_loader(loader)  # an unknown name fails here, listing the known ones
+    if facescape_depth is not None:
+        from facehd.depthmap import DEPTH_RENDERERS
+
+        if spec.dataset != "facescape":
+            raise ValueError(
+                f"--facescape-depth sets FaceScape's depth alignment; {spec.dataset} has none"
+            )
+        if facescape_depth not in DEPTH_RENDERERS:
+            raise ValueError(
+                f"--facescape-depth: expected one of {', '.join(DEPTH_RENDERERS)}, got "
+                f"{facescape_depth!r}"
+            )
+        if facescape_depth == "pyrender":
+            from facehd.depthmap import check_pyrender
+
+            try:  # once here, rather than an error row for every image
+                check_pyrender()
+            except RuntimeError as exc:
+                raise ValueError(f"--facescape-depth pyrender: {exc}") from None
     name = method if label is None else label
     metrical = now_config is not None and now_config.metrical
     if metrical and spec.dataset not in ("now", "multiview"):
@@ -1361,6 +1404,7 @@ def run_benchmark(
         now_config or NowConfig(),
         __version__,
         (loader or "generic") if spec.dataset == "facescape" else "",
+        (facescape_depth or "rays") if spec.dataset == "facescape" else "",
     )
     tasks = _tasks(spec, root_path, pred_dir, config, topo, expected)
     if metrical and notice is not None:

@@ -709,6 +709,14 @@ def bench(
         "own files (PRNet, 3DDFA_V2, DECA, RingNet, SADRNet, ...; default 'generic', the "
         "image-aligned format).",
     ),
+    facescape_depth: str = typer.Option(
+        None,
+        help="FaceScape: how the depth alignment's depth maps are made: 'rays' (exact depths, "
+        "the default) or 'pyrender' (the official evaluator's OpenGL render, whose depths step "
+        "with its depth buffer and the graphics driver: agrees with the official tool run on "
+        "the same machine; needs pip install 'facehd[gl]' and, without a display, EGL or "
+        "OSMesa).",
+    ),
 ) -> None:
     """Score a method on a benchmark: items.csv, summary.csv and its leaderboard.csv row.
 
@@ -744,6 +752,9 @@ def bench(
 
     Example: facehd bench --dataset facescape:wild --method deca --predictions deca_out
     --root facescape/benchmark --loader DECA
+
+    Example: facehd bench --dataset facescape:lab --method mine-gl --predictions preds
+    --root facescape/benchmark --facescape-depth pyrender
     """
     import os
 
@@ -820,6 +831,7 @@ def bench(
                 label=label,
                 loader=loader,
                 predict_progress=step("reconstructed"),
+                facescape_depth=facescape_depth,
                 notice=lambda said: bar.console.print(
                     f"[yellow]warning:[/yellow] {esc(said)}", soft_wrap=True
                 ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from facehd.mesh import Mesh
@@ -25,3 +27,19 @@ def grid_plane(n: int, size: float, z: float = 0.0) -> Mesh:
 
     xs = np.linspace(-size / 2, size / 2, n)
     return height_field_mesh(np.full((n, n), z), xs, xs)
+
+
+@functools.cache
+def pyrender_renders() -> bool:
+    """Whether pyrender can draw here (installed, with an OpenGL context: a display, EGL or
+    OSMesa), asked once in a child process: a broken GL driver may take down the process that
+    tries."""
+    import subprocess
+    import sys
+
+    probe = "from facehd.depthmap import check_pyrender; check_pyrender()"
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0

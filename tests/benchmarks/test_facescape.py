@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from bench_shapes import grid_plane, icosphere
+from bench_shapes import grid_plane, icosphere, pyrender_renders
 
 from benchmarks.facescape import (
     Orthographic,
@@ -231,3 +231,110 @@ def test_a_lab_camera_file_that_is_no_camera_is_named(synth_roots, tmp_path):
     ):
         with pytest.raises(InputFileError, match=rf"00_0_01\.json: .*{said}"):
             read_lab_camera(broken(edit))
+
+
+def test_depth_maps_sample_where_pyrender_reads_each_pixel() -> None:
+    """A tilted plane, both cameras: each pixel's depth is the plane's at the first sample of
+    the standard 4x multisample pattern, 0.375 px right of and 0.125 px above the pixel's
+    lower left corner (OpenGL's window, y up), the sample pyrender's depth read-back keeps:
+    (column + 0.375, row + 0.875) from the image's top left corner, rows down."""
+    grid = grid_plane(31, 800.0, z=0.0)
+    x, y = grid.vertices[:, 0], grid.vertices[:, 1]
+
+    def away(x: np.ndarray, y: np.ndarray) -> np.ndarray:  # distance from the camera plane
+        return 300.0 + 0.5 * x + 0.25 * y
+
+    plane = Mesh(np.stack([x, y, -away(x, y)], axis=1), grid.faces)
+    size, mag = 32, 100.0
+    rows, cols = np.mgrid[0:size, 0:size].astype(float)
+    px = mag * (2.0 * (cols + 0.375) / size - 1.0)
+    py = mag * (1.0 - 2.0 * (rows + 0.875) / size)
+    depth = render_depth(plane, Orthographic(mag=mag), size=size)
+    np.testing.assert_allclose(depth, away(px, py), atol=1e-9)
+    # perspective (OpenCV axes, y down): the ray through (column + 0.375, row + 0.875)
+    k = np.array([[40.0, 0, 16.0], [0, 40.0, 16.0], [0, 0, 1]])
+    flipped = Mesh(plane.vertices * [1, -1, -1], plane.faces)  # z = away(x, -y) > 0, facing -z
+    u, v = (cols + 0.375 - 16.0) / 40.0, (rows + 0.875 - 16.0) / 40.0
+    # along (u, v, 1) the plane z = 300 + 0.5 x - 0.25 y meets it at z = 300 / (1 - 0.5 u + 0.25 v)
+    expected = 300.0 / (1.0 - 0.5 * u + 0.25 * v)
+    np.testing.assert_allclose(
+        render_depth(flipped, Perspective(k), size=size), expected, atol=1e-9
+    )
+
+
+needs_pyrender = pytest.mark.skipif(
+    not pyrender_renders(), reason="pyrender cannot render here (no OpenGL context)"
+)
+
+
+@needs_pyrender
+def test_pyrender_depth_maps_match_the_rays_to_the_depth_buffer() -> None:
+    """pyrender's depth maps (the official evaluator's) of an off-centre sphere, both cameras:
+    the same pixels as the rays' (the camera, its axes and the culling agree), depths within a
+    few of the depth buffer's steps (perspective: 24 bits over znear 0.1, ~0.6 mm at 1.3 m;
+    orthographic: the official round trip, ~1e-3 mm). Rays at the pixel centres instead lay
+    0.2 mm (median) off the orthographic map on the sphere's slopes."""
+    k = np.array([[1200.0, 0, 128], [0, 1200.0, 128], [0, 0, 1]])
+    ball = icosphere(60.0, 5, np.array([25.0, -40.0, 1300.0]))  # right of and above the axis
+    rays = render_depth(ball, Perspective(k))
+    gl = render_depth(ball, Perspective(k), renderer="pyrender")
+    both = (rays > 0) & (gl > 0)
+    assert both.sum() > 5000
+    assert ((rays > 0) != (gl > 0)).sum() < 0.02 * both.sum()  # the outline's pixels only
+    # the ball's image centre: u = 1200 * 25 / 1300 + 128, v = 1200 * -40 / 1300 + 128 (y down)
+    for depth in (rays, gl):
+        rows, cols = np.nonzero(depth)
+        assert abs(cols.mean() + 0.5 - 151.1) < 1.0 and abs(rows.mean() + 0.5 - 91.1) < 1.0
+    inner = both & (rays < 1255.0)  # away from the grazing outline
+    diff = gl[inner] - rays[inner]
+    # a few steps of the buffer, and an offset of one or two that depends on the driver
+    assert np.median(np.abs(diff)) < 2.5 and np.abs(diff).max() < 5.0
+    assert len(np.unique(gl[inner])) < 0.2 * inner.sum()  # depths on the buffer's steps
+    # wild: the image spans [-1, 1] times the pupil scale (~130 mm), the face near z = -2 x 130
+    cam = Orthographic(mag=130.0)
+    small = icosphere(90.0, 5, np.array([35.0, 25.0, -260.0]))
+    rays = render_depth(small, cam)
+    gl = render_depth(small, cam, renderer="pyrender")
+    both = (rays > 0) & (gl > 0)
+    assert ((rays > 0) != (gl > 0)).sum() < 0.03 * both.sum()
+    # x right and y up: column (35 / 130 + 1) * 128, row (1 - 25 / 130) * 128
+    for depth in (rays, gl):
+        rows, cols = np.nonzero(depth)
+        assert abs(cols.mean() + 0.5 - 162.5) < 1.0 and abs(rows.mean() + 0.5 - 103.4) < 1.0
+    inner = both & (rays < 240.0)
+    diff = np.abs(gl[inner] - rays[inner])
+    assert np.median(diff) < 1e-3 and diff.max() < 5e-3  # at pyrender's sample, not the centre
+
+
+@needs_pyrender
+def test_facescape_depth_alignment_by_pyrender_finds_the_same_shift() -> None:
+    """A lab prediction 30 mm too far: with pyrender's depth maps the alignment still undoes it,
+    within the depth buffer's steps of the exact maps' shift."""
+    k = np.array([[1200.0, 0, 128], [0, 1200.0, 128], [0, 0, 1]])
+    centre = np.array([10.0, -5.0, 1300.0])
+    head = icosphere(70.0, 4, centre)
+    far = Mesh(head.vertices * (1330.0 / 1300.0), head.faces)
+    exact = evaluate_facescape(head, far, Perspective(k), np.eye(3), centre)
+    gl = evaluate_facescape(head, far, Perspective(k), np.eye(3), centre, depth_renderer="pyrender")
+    assert -35.0 < exact.delta_z < -25.0
+    assert abs(gl.delta_z - exact.delta_z) < 1.0
+    assert gl.cd < 1.0 and gl.cr > 0.9
+
+
+def test_render_depth_refuses_an_unknown_renderer() -> None:
+    k = np.array([[300.0, 0, 16.0], [0, 300.0, 16.0], [0, 0, 1]])
+    with pytest.raises(ValueError, match="renderer must be one of"):
+        render_depth(icosphere(1.0, 1, np.array([0, 0, 5.0])), Perspective(k), 32, renderer="gl")
+
+
+def test_pyrender_depth_says_when_pyrender_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from facehd.depthmap import check_pyrender
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pyrender" else real(name, *a)
+    )
+    with pytest.raises(RuntimeError, match=r"needs pyrender: pip install 'facehd\[gl\]'"):
+        check_pyrender()

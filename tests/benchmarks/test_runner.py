@@ -1297,3 +1297,48 @@ def test_an_item_whose_worker_dies_fails_alone(
     assert rows[0]["error"].startswith("RuntimeError: worker process died while processing")
     assert rows[1:] == expected[1:]
     assert (res.n_ok, res.n_failed) == (len(rows) - 1, 1)
+
+
+def test_cli_bench_facescape_depth(synth_roots: dict, tmp_path: Path) -> None:
+    """--facescape-depth: FaceScape's only, a known renderer, recorded in config.json and the
+    config hash (the default hashes as before the option); with pyrender, where it renders,
+    each image's depth shift within the depth buffer's steps of the exact maps'."""
+    import dataclasses
+
+    from benchmarks.runner import RunConfig, scoring_hash
+    from facehd.cli import app
+
+    root = synth_roots["facescape"]
+    runner = CliRunner()
+    out = tmp_path / "out"
+    base = ["bench", "--method", "d", "--root", str(root), "--out", str(out)]
+    preds = ["--predictions", str(root / "pred" / "lab_pred" / "synth-fit")]
+    result = runner.invoke(app, [*base, "--dataset", "now", *preds, "--facescape-depth", "rays"])
+    assert result.exit_code == 2 and "now has none" in result.output, result.output
+    lab = [*base, "--dataset", "facescape:lab", *preds]
+    result = runner.invoke(app, [*lab, "--facescape-depth", "opengl"])
+    assert result.exit_code == 2 and "expected one of rays, pyrender" in result.output
+    result = runner.invoke(app, [*lab, "--facescape-depth", "rays"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "facescape-lab" / "d" / "config.json").read_text())
+    assert config["facescape_depth"] == "rays"
+    version = config["facehd_version"]
+    plain = RunConfig("facescape", "lab", "d", "/x", "/y", facehd_version=version, loader="generic")
+    # the default hashes as a run from before the option, which had no facescape_depth
+    assert config["config_hash"] == scoring_hash(plain)
+    assert scoring_hash(dataclasses.replace(plain, facescape_depth="rays")) == scoring_hash(plain)
+    gl = dataclasses.replace(plain, facescape_depth="pyrender")
+    assert scoring_hash(gl) != scoring_hash(plain)
+    from bench_shapes import pyrender_renders
+
+    if not pyrender_renders():
+        return
+    rays = {r["name"]: r for r in _rows(out / "facescape-lab" / "d" / "items.csv")}
+    result = runner.invoke(app, [*lab, "--facescape-depth", "pyrender", "--method", "d-gl"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "facescape-lab" / "d-gl" / "config.json").read_text())
+    assert config["facescape_depth"] == "pyrender"
+    for row in _rows(out / "facescape-lab" / "d-gl" / "items.csv"):
+        assert row["status"] == "ok"
+        assert abs(float(row["delta_z"]) - float(rays[row["name"]]["delta_z"])) < 1.5
+        assert abs(float(row["cd_mm"]) - float(rays[row["name"]]["cd_mm"])) < 0.2
