@@ -3,14 +3,13 @@
 Before its cylindrical maps (:mod:`facehd.cylinder`), FaceScape's benchmark places a prediction in
 the image's camera and slides it in depth onto the ground truth (Zhu et al., arXiv 2111.01082;
 the official ``evaluator.py``): depth maps of both meshes (:func:`render_depth`: pyrender in the
-official code, here one ray per pixel, where pyrender samples it, and the nearest
-front-facing triangle, as pyrender's default single-sided material culls back faces, or
-pyrender itself,
-:func:`pyrender_depth`), then the shift ``dz`` minimising the
-summed absolute depth difference over the pixels both cover (:func:`depth_shift`, SciPy's SLSQP
-from 0 as the official code runs it). An orthographic (wild) prediction moves by ``dz`` along the
-view axis; a perspective (lab) one is scaled by ``mean_z / (mean_z - dz)`` about the camera,
-sliding along the camera rays so that every vertex keeps its pixel (:func:`slide_to_depth`).
+official code, here one ray per pixel, where pyrender samples it, and the nearest front-facing
+triangle, as pyrender's default single-sided material culls back faces; or pyrender itself,
+:func:`pyrender_depth`), then the shift ``dz`` minimising the summed absolute depth difference
+over the pixels both cover (:func:`depth_shift`, SciPy's SLSQP from 0 as the official code runs
+it). An orthographic (wild) prediction moves by ``dz`` along the view axis; a perspective (lab)
+one is scaled by ``mean_z / (mean_z - dz)`` about the camera, sliding along the camera rays so
+that every vertex keeps its pixel (:func:`slide_to_depth`).
 
 :mod:`benchmarks.facescape` runs the whole protocol on a benchmark's images;
 :mod:`models.evaluate` places HRN's levels in a synthetic photo's camera with it.
@@ -55,7 +54,7 @@ DEPTH_RENDERERS = ("rays", "pyrender")
 #: (OpenGL's window coordinates, ``y`` up). The official evaluator's depth maps are sampled
 #: there, not at the centres: with the centres, an orthographic depth map of a sphere differed
 #: from pyrender's (Mesa's llvmpipe) by 0.2 mm (median) on its slopes; with this offset, by its
-#: depth buffer's precision (3e-4 mm), and the wild split's CD by 3.6e-5 mm instead of 5e-3 mm.
+#: depth buffer's precision (3e-4 mm), and the wild split's CDs by 1e-4 mm instead of 5e-3 mm.
 PYRENDER_SAMPLE_OFFSET = (-0.125, 0.375)
 
 
