@@ -42,7 +42,7 @@ import numpy as np
 from facehd.distances import SurfaceQuery
 from facehd.errors import DegenerateInputError
 from facehd.mesh import Mesh
-from facehd.transforms import Similarity, procrustes, rotation_from_axis_angle
+from facehd.transforms import Similarity, cross_matrix, procrustes, rotation_from_axis_angle
 
 __all__ = [
     "NOW_CHALLENGES",
@@ -407,16 +407,15 @@ def rotation_derivatives(rotvec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     v = np.asarray(rotvec, dtype=np.float64)
     rot = rotation_from_axis_angle(v)
     theta2 = float(v @ v)
-
-    def skew(w: np.ndarray) -> np.ndarray:
-        return np.array([[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]])
-
     eye = np.eye(3)
     if theta2 < 1e-24:
-        return rot, np.stack([skew(eye[k]) for k in range(3)])
-    vx = skew(v)
+        return rot, np.stack([cross_matrix(eye[k]) for k in range(3)])
+    vx = cross_matrix(v)
     return rot, np.stack(
-        [(v[k] * vx + skew(np.cross(v, (eye - rot) @ eye[k]))) / theta2 @ rot for k in range(3)]
+        [
+            (v[k] * vx + cross_matrix(np.cross(v, (eye - rot) @ eye[k]))) / theta2 @ rot
+            for k in range(3)
+        ]
     )
 
 

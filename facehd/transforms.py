@@ -24,6 +24,7 @@ __all__ = [
     "rotation_matrix_from_euler",
     "euler_from_rotation_matrix",
     "rotation_from_axis_angle",
+    "cross_matrix",
 ]
 
 
@@ -269,6 +270,11 @@ def procrustes(
     return Similarity(scale, rot, trans)
 
 
+def cross_matrix(v: np.ndarray) -> np.ndarray:
+    """The (3, 3) matrix ``[v]_x`` with ``[v]_x w = v x w`` for a (3,) vector ``v``."""
+    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+
+
 def rotation_from_axis_angle(rotvec: np.ndarray) -> np.ndarray:
     """Rodrigues' formula.
 
@@ -284,7 +290,7 @@ def rotation_from_axis_angle(rotvec: np.ndarray) -> np.ndarray:
     if v.shape != (3,):
         raise ValueError(f"rotation_from_axis_angle: expected shape (3,), got {v.shape}")
     theta = float(np.linalg.norm(v))
-    k = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+    k = cross_matrix(v)
     if theta < 1e-8:
         # second-order series; exact to double precision at this size
         return np.eye(3) + k + 0.5 * (k @ k)
