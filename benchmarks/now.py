@@ -114,7 +114,7 @@ class NowConfig:
             )
         if self.solver not in NOW_SOLVERS:
             raise ValueError(
-                f"NowConfig.solver: expected 'official' or 'minimum', got {self.solver!r}"
+                f"NowConfig.solver: expected one of {', '.join(NOW_SOLVERS)}, got {self.solver!r}"
             )
 
 
