@@ -11,7 +11,6 @@ installed) per benchmark split, beside the runs' folders.
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.leaderboard import LeaderboardRow, load_leaderboard, ranked
-from facehd.csvtext import atomic_write_bytes, atomic_write_text
+from facehd.csvtext import atomic_write_bytes, write_table
 from facehd.errors import InputFileError
 
 __all__ = ["CUMULATIVE_ERRORS_MM", "CumulativeCurves", "cumulative_percent", "write_cumulative"]
@@ -163,12 +162,11 @@ def write_cumulative(out: str | Path, dataset: str | None = None) -> list[Cumula
         title = f"{ds}:{split}" + (f" ({data})" if data else "")
         stem = _file_stem(data)
         table = np.stack(percent)
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["error_mm", *labels])
-        for j, e in enumerate(CUMULATIVE_ERRORS_MM):
-            w.writerow([f"{e:.2f}", *(f"{p:.4f}" for p in table[:, j])])
-        csv_path = atomic_write_text(folder / f"{stem}.csv", buf.getvalue())
+        cells = [
+            [f"{e:.2f}", *(f"{p:.4f}" for p in table[:, j])]
+            for j, e in enumerate(CUMULATIVE_ERRORS_MM)
+        ]
+        csv_path = write_table(folder / f"{stem}.csv", ["error_mm", *labels], cells)
         plot = _draw(folder / f"{stem}.png", title, labels, table)
         written.append(
             CumulativeCurves(

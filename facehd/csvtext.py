@@ -27,6 +27,7 @@ __all__ = [
     "fsync_folder",
     "locked",
     "write_rows",
+    "write_table",
 ]
 
 
@@ -144,9 +145,14 @@ def write_rows(path: str | Path, rows: Sequence[Any], row_type: type | None = No
     if cls is None or not dataclasses.is_dataclass(cls):
         raise ValueError("write_rows: give dataclass rows or their row_type")
     names = [f.name for f in dataclasses.fields(cls)]
+    return write_table(path, names, [[format_value(getattr(r, n)) for n in names] for r in rows])
+
+
+def write_table(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> Path:
+    """Write a CSV of a ``header`` and ``rows`` of cells already formatted, atomically
+    (``\n`` line ends)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(names)
-    for r in rows:
-        w.writerow([format_value(getattr(r, n)) for n in names])
+    w.writerow(header)
+    w.writerows(rows)
     return atomic_write_text(path, buf.getvalue())
