@@ -68,8 +68,15 @@ def _say_file_warnings() -> None:
 
 
 class PlainTable(Table):
-    """A table that shows its text cells as written: names, paths and messages may hold square
-    brackets, which are console markup in a plain ``Table``."""
+    """A table that shows its text cells as written and whole: names, paths and messages may
+    hold square brackets, which are console markup in a plain ``Table``, and a cell too wide for
+    its column on a narrow terminal is folded onto more lines, not cut short with an ellipsis
+    (a scan's name shown as ``s000_e…`` names no scan)."""
+
+    def __init__(self, *headers: Any, **kwargs: Any) -> None:
+        super().__init__(*headers, **kwargs)
+        for column in self.columns:
+            column.overflow = "fold"
 
     def add_row(self, *renderables: Any, **kwargs: Any) -> None:
         super().add_row(*(Text(c) if isinstance(c, str) else c for c in renderables), **kwargs)
@@ -120,7 +127,9 @@ def perf(
                 said = f"no entry finished; {esc(out)} left as it was"
             console.print(f"[yellow]interrupted:[/yellow] {said}", soft_wrap=True)
             raise typer.Exit(130) from None
-    table = PlainTable("entry", "metric", "value", "unit", "target", "ok", "note")
+    table = PlainTable(
+        Column("entry", no_wrap=True), "metric", "value", "unit", "target", "ok", "note"
+    )
     for r in rows:
         ok = "" if r.passed is None else ("yes" if r.passed else "NO")
         table.add_row(r.entry, r.metric, f"{r.value:.4g}", r.unit, r.target, ok, r.note)
@@ -1330,7 +1339,7 @@ def landmarks_cmd(
     """
     from facehd.errors import FacehdError
     from facehd.scan_landmarks import ScanLandmarkConfig
-    from pipelines.landmarks import LandmarksConfig, find_scans, landmark_scans
+    from pipelines.landmarks import CSV_NAME, LandmarksConfig, find_scans, landmark_scans
     from pipelines.model_landmarks import ModelCheckConfig, load_fit_model
 
     with _exit_on_error(FacehdError, ImportError, ValueError, WorkersDieAtStart):
@@ -1356,7 +1365,7 @@ def landmarks_cmd(
                 progress=lambda done, todo: bar.update(task, completed=total - todo + done),
             )
     table = PlainTable(
-        "scan",
+        Column("scan", no_wrap=True),
         "status",
         "confidence",
         "NoW-7 spread mm",
@@ -1365,20 +1374,23 @@ def landmarks_cmd(
         "points",
         "reason or note",
     )
+    given = 0
     for r in result.rows:
         conf = "" if r.confidence is None else f"{r.confidence:.2f}"
         spread = "" if r.now7_spread_max_mm is None else f"{r.now7_spread_max_mm:.1f}"
-        table.add_row(
-            r.scan_id,
-            r.status,
-            conf,
-            spread,
-            r.units,
-            r.appearance,
-            r.source,
-            r.detail or r.reason,
-        )
+        note = r.detail or r.reason
+        if r.status == "skipped" and r.reason == "given":  # one explanation below the table
+            given += 1
+            note = "given landmarks kept"
+        table.add_row(r.scan_id, r.status, conf, spread, r.units, r.appearance, r.source, note)
     console.print(table)
+    if given:
+        console.print(
+            f"{given} scan{'s' if given > 1 else ''} skipped for landmarks given beside "
+            f"{'them' if given > 1 else 'it'} (made by hand, by facehd synth or another tool; "
+            "build-priors reads them before detected points): kept and not detected, even with "
+            f"--overwrite; {CSV_NAME} names each file. Move them aside to detect."
+        )
     found = f"{result.n_ok} found"
     if result.n_earlier:
         found += f" ({result.n_ok - result.n_earlier} now, {result.n_earlier} by an earlier run)"

@@ -141,6 +141,30 @@ def test_table_cells_keep_brackets() -> None:
     assert "[run]" not in shown(rich_table)  # the markup a plain table would eat
 
 
+def test_table_cells_too_wide_are_folded_not_cut() -> None:
+    import re
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from facehd.cli import PlainTable
+
+    def shown(table: Table) -> str:
+        console = Console(width=30, record=True)
+        console.print(table)
+        return console.export_text()
+
+    name = "subject_0042_neutral_cropped_0123456789"
+    plain, rich_table = PlainTable("name", "note"), Table("name", "note")
+    for table in (plain, rich_table):
+        table.add_row(name, "ok")
+    assert "…" in shown(rich_table)  # a plain rich table cuts it at 30 columns
+    text = shown(plain)
+    # the first column's pieces, line after line, spell the whole name
+    pieces = [m.group(1) for m in re.finditer(r"^│ (\S+)\s+│", text, re.MULTILINE)]
+    assert "…" not in text and "".join(pieces) == name, text
+
+
 def test_error_keeps_a_long_path_on_one_line(tmp_path: Path) -> None:
     # the console is 80 columns wide off a terminal; a path in an error must not be broken
     missing = tmp_path / ("deep-folder-name-" * 6) / "priors.h5"

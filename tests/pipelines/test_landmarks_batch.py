@@ -547,6 +547,29 @@ def test_given_landmarks_win_over_detected_ones(
     ]
 
 
+def test_the_command_names_every_scan_whole_on_a_narrow_terminal(
+    tmp_path: Path, centroid_landmarker: _CentroidLandmarker
+) -> None:
+    """Off a terminal the console is 80 columns wide: each scan's name is shown whole in the
+    table (not cut to ``subject_0…``), and the scans skipped for their given landmarks are
+    explained once below it rather than in a long note on every row."""
+    scans = tmp_path / "scans"
+    names = ("subject_0042_neutral", "subject_0042_smile", "subject_0043_neutral")
+    for name in names:
+        _touch_mesh(scans / f"{name}.ply")
+    for name in names[1:]:
+        np.save(scans / f"{name}_lmks.npy", np.arange(21.0).reshape(7, 3))
+    result = runner.invoke(app, ["landmarks", "--scans", str(scans)])
+    assert result.exit_code == 0, result.output
+    table = result.output.split("2 scans skipped")[0]
+    assert "…" not in result.output and all(f" {n} " in table for n in names), result.output
+    # a short note on each skipped row: not the CSV's detail (the file, who made it, ...)
+    assert table.count("kept") == 2 and "hand" not in table and len(table.splitlines()) < 20
+    assert "landmarks.csv names each file" in result.output
+    rows = read_rows(scans / CSV_NAME)
+    assert str(scans / f"{names[1]}_lmks.npy") in rows[names[1]].detail  # the file, by name
+
+
 def test_the_csv_keeps_the_rows_of_other_folders(
     tmp_path: Path, centroid_landmarker: _CentroidLandmarker
 ) -> None:
