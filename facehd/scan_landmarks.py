@@ -589,6 +589,8 @@ class ScanRenderer:
         self._o3d = o3d
         self._vn0 = mesh.vertex_normals.astype(np.float32)
         self._vn = self._vn0
+        self._corners_of: np.ndarray | None = None  # the normals _corners was gathered from
+        self._corners = np.empty((0, 3, 3), np.float32)
         self._fn = mesh.face_normals.astype(np.float32)
         self.cull = "back"
         self._albedo = (
@@ -621,23 +623,31 @@ class ScanRenderer:
     def cast(self, camera: ViewCamera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every pixel's ray: ``(face ids (S*S,) -1 on a miss or a back face, barycentrics
         (S*S, 3), directions (S*S, 3))``."""
+        pixels, faces, bary, d = self._hits(camera)
+        fid = np.full(len(d), -1, dtype=np.int64)
+        fid[pixels] = faces
+        full = np.zeros((len(d), 3), np.float32)
+        full[pixels] = bary
+        return fid, full, d
+
+    def _hits(self, camera: ViewCamera) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The pixels whose ray meets a shown side of the surface: ``(their indices (N,), the
+        faces hit (N,), barycentrics (N, 3), every pixel's ray direction (S*S, 3))``."""
         d = _pixel_directions(camera.size, camera.focal) @ camera.rotation.astype(np.float32)
         rays = np.empty((len(d), 6), np.float32)
         rays[:, :3] = camera.position - self.center
         rays[:, 3:] = d
         ans = self._scene.cast_rays(self._o3d.core.Tensor(rays), nthreads=1)
-        fid = ans["primitive_ids"].numpy().astype(np.int64)
-        miss = fid == int(self._scene.INVALID_ID)
-        fid[miss] = -1
-        hit = ~miss
-        back = self.facing_away(fid[hit], d[hit])
-        idx = np.flatnonzero(hit)
-        fid[idx[back]] = -1
-        uv = ans["primitive_uvs"].numpy()
-        bary = np.zeros((len(fid), 3), np.float32)
+        ids = ans["primitive_ids"].numpy()
+        pixels = np.flatnonzero(ids != self._scene.INVALID_ID)
+        faces = ids[pixels].astype(np.int64)
+        shown = ~self.facing_away(faces, d[pixels])
+        pixels, faces = pixels[shown], faces[shown]
+        uv = ans["primitive_uvs"].numpy()[pixels]
+        bary = np.empty((len(pixels), 3), np.float32)
         bary[:, 1:] = uv
         bary[:, 0] = 1.0 - uv[:, 0] - uv[:, 1]
-        return fid, bary, d
+        return pixels, faces, bary, d
 
     def facing_away(self, face_ids: np.ndarray, directions: np.ndarray) -> np.ndarray:
         """Whether rays ``directions`` (N, 3) hit faces ``face_ids`` (N,) on their hidden side
@@ -681,6 +691,14 @@ class ScanRenderer:
         self._vn = nv.astype(np.float32)
         return passes
 
+    def _corner_normals(self) -> np.ndarray:
+        """(F, 3, 3) float32: the shading normals at each triangle's corners (gathered once per
+        set of normals: a render reads one row per pixel instead of three scattered ones)."""
+        if self._corners_of is not self._vn:
+            self._corners = self._vn[self.mesh.faces]
+            self._corners_of = self._vn
+        return self._corners
+
     def render(self, camera: ViewCamera, supersample: int = 1) -> np.ndarray:
         """(S, S, 3) uint8 RGB render (black background); ``supersample`` k > 1 renders k × k
         rays per pixel and averages them (the same camera: pixel centres stay where they are)."""
@@ -692,8 +710,9 @@ class ScanRenderer:
             img = _blend_cut_edges(img, hit, self._cut_face[fid])
         if self.fill_holes:  # at the rays' resolution, where a hole's pixels are all empty
             img = _fill_enclosed(img, hit)
-        if k > 1:
-            img = img.reshape(s, k, s, k, 3).mean(axis=(1, 3))
+        if k > 1:  # each pixel the mean of its k x k rays (summed as slices: ~5x a .mean)
+            rays = img.reshape(s, k, s, k, 3)
+            img = sum(rays[:, i, :, j] for i in range(k) for j in range(k)) / (k * k)
         return (img * 255.0 + 0.5).astype(np.uint8)
 
     def _shade(self, camera: ViewCamera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -704,21 +723,20 @@ class ScanRenderer:
         from facehd.render.shading import shade_sh
         from facehd.uv import sample_uv_map
 
-        fid, bary, d = self.cast(camera)
-        hit = fid >= 0
-        tri = self.mesh.faces[fid[hit]]
-        b = bary[hit]
-        n = np.einsum("nk,nkj->nj", b, self._vn[tri])
+        pixels, faces, b, d = self._hits(camera)
+        d = d[pixels]
+        n = _interpolate(b, self._corner_normals()[faces])
         # seen side of each surface: normals turned towards the camera
-        n *= np.where(np.einsum("ij,ij->i", n, d[hit]) > 0, -1.0, 1.0)[:, None]
+        n *= np.where(np.einsum("ij,ij->i", n, d) > 0, -1.0, 1.0)[:, None]
         # lighting frame: camera axes with +y up and +z towards the camera
         n_cam = n @ camera.rotation.T
         n_light = np.stack([n_cam[:, 0], -n_cam[:, 1], -n_cam[:, 2]], axis=1)
         n_light /= np.linalg.norm(n_light, axis=1, keepdims=True) + 1e-12
         if self._texture is not None:
-            albedo = sample_uv_map(self._texture, np.einsum("nk,nkj->nj", b, self._uvs[tri]))
+            uvs = _interpolate(b, self._uvs[self.mesh.faces[faces]])
+            albedo = sample_uv_map(self._texture, uvs)
         elif self._albedo is not None:
-            albedo = np.einsum("nk,nkj->nj", b, self._albedo[tri])
+            albedo = _interpolate(b, self._albedo[self.mesh.faces[faces]])
         else:
             albedo = np.full_like(n_light, 0.55)
         with torch.no_grad():
@@ -727,10 +745,21 @@ class ScanRenderer:
                 torch.from_numpy(albedo[None].astype(np.float64)),
                 self._sh,
             )[0].numpy()
-        img = np.zeros((len(fid), 3))
-        img[hit] = np.clip(color, 0.0, 1.0)
         s = camera.size
+        img = np.zeros((s * s, 3))
+        img[pixels] = np.clip(color, 0.0, 1.0)
+        fid = np.full(s * s, -1, dtype=np.int64)
+        fid[pixels] = faces
+        hit = fid >= 0
         return img.reshape(s, s, 3), hit.reshape(s, s), fid.reshape(s, s)
+
+
+def _interpolate(bary: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """Values at points of triangles: ``bary (N, 3)`` weights of the corner values
+    ``corners (N, 3, C)`` → ``(N, C)``."""
+    return (
+        bary[:, 0:1] * corners[:, 0] + bary[:, 1:2] * corners[:, 1] + bary[:, 2:3] * corners[:, 2]
+    )
 
 
 def _faces_on_open_edges(faces: np.ndarray) -> np.ndarray:
