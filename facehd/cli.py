@@ -1364,8 +1364,10 @@ def landmarks_cmd(
                 config,
                 progress=lambda done, todo: bar.update(task, completed=total - todo + done),
             )
+    # a scan's name whole on one line, unless so long that the other columns would vanish
+    short = max((len(r.scan_id) for r in result.rows), default=0) <= 22
     table = PlainTable(
-        Column("scan", no_wrap=True),
+        Column("scan", no_wrap=short),
         "status",
         "confidence",
         "NoW-7 spread mm",

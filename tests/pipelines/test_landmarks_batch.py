@@ -568,6 +568,15 @@ def test_the_command_names_every_scan_whole_on_a_narrow_terminal(
     assert "landmarks.csv names each file" in result.output
     rows = read_rows(scans / CSV_NAME)
     assert str(scans / f"{names[1]}_lmks.npy") in rows[names[1]].detail  # the file, by name
+    # a name too long for one line is folded over several, and the other columns stay
+    import re
+
+    long_name = "capture_rig_2026_subject_0042_neutral_take_3"
+    _touch_mesh(tmp_path / "long" / f"{long_name}.ply")
+    result = runner.invoke(app, ["landmarks", "--scans", str(tmp_path / "long")])
+    assert result.exit_code == 0, result.output
+    pieces = re.findall(r"^│ (\S+)\s+│", result.output, re.MULTILINE)
+    assert "".join(pieces) == long_name and "status" in result.output, result.output
 
 
 def test_the_csv_keeps_the_rows_of_other_folders(
