@@ -20,7 +20,13 @@ from typing import Any
 import torch
 
 from facehd.render.camera import PinholeCamera
-from facehd.render.raster import Fragments, RasterBackend, _check_attributes, check_mesh_batch
+from facehd.render.raster import (
+    Fragments,
+    RasterBackend,
+    _check_attributes,
+    check_mesh_batch,
+    check_texture,
+)
 
 _MISSING = (
     "the 'nvdiffrast' renderer backend needs nvdiffrast and a CUDA GPU; install the 'gpu' extra "
@@ -140,14 +146,7 @@ class NvdiffrastBackend(RasterBackend):
     def sample_texture(
         self, fragments: Fragments, uv: torch.Tensor, texture: torch.Tensor
     ) -> torch.Tensor:
-        if texture.dim() == 3:
-            texture = texture[None]
-        if texture.dim() != 4:
-            raise ValueError(
-                f"sample_texture: expected texture (B, C, Ht, Wt), got {tuple(texture.shape)}"
-            )
-        if uv.dim() != 4 or uv.shape[-1] != 2:
-            raise ValueError(f"sample_texture: expected uv (B, H, W, 2), got {tuple(uv.shape)}")
+        texture = check_texture(uv, texture)
         b = uv.shape[0]
         tex = texture.to(self.device).float().permute(0, 2, 3, 1).expand(b, -1, -1, -1).contiguous()
         uv_dr = (

@@ -185,13 +185,9 @@ def interpolate_packed(fragments: Fragments, attributes: torch.Tensor) -> torch.
     return out.reshape(b, h, w, c)
 
 
-def sample_texture_torch(
-    uv: torch.Tensor, texture: torch.Tensor, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Bilinear texture lookup with ``grid_sample`` (align_corners=False, border padding).
-
-    ``uv (B, H, W, 2)`` with ``u`` right and ``v`` up; ``texture (B, C, Ht, Wt)|(C, Ht, Wt)``;
-    ``mask (B, H, W)`` zeroes the output where False. Returns ``(B, H, W, C)``.
+def check_texture(uv: torch.Tensor, texture: torch.Tensor) -> torch.Tensor:
+    """The arguments of ``sample_texture`` checked (every backend's): ``uv (B, H, W, 2)`` and
+    ``texture (B or 1, C, Ht, Wt)`` or ``(C, Ht, Wt)``; returns the texture with its batch axis.
     """
     if texture.dim() == 3:
         texture = texture[None]
@@ -205,7 +201,18 @@ def sample_texture_torch(
         raise ValueError(
             f"sample_texture: texture batch {texture.shape[0]} vs uv batch {uv.shape[0]}"
         )
-    texture = texture.to(uv.dtype).expand(uv.shape[0], -1, -1, -1)
+    return texture
+
+
+def sample_texture_torch(
+    uv: torch.Tensor, texture: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Bilinear texture lookup with ``grid_sample`` (align_corners=False, border padding).
+
+    ``uv (B, H, W, 2)`` with ``u`` right and ``v`` up; ``texture (B, C, Ht, Wt)|(C, Ht, Wt)``;
+    ``mask (B, H, W)`` zeroes the output where False. Returns ``(B, H, W, C)``.
+    """
+    texture = check_texture(uv, texture).to(uv.dtype).expand(uv.shape[0], -1, -1, -1)
     grid = torch.stack([uv[..., 0] * 2.0 - 1.0, 1.0 - uv[..., 1] * 2.0], dim=-1)
     out = F.grid_sample(texture, grid, mode="bilinear", padding_mode="border", align_corners=False)
     out = out.permute(0, 2, 3, 1)

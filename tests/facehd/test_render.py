@@ -501,6 +501,27 @@ def test_texture_lookup_follows_the_uv_convention() -> None:
     np.testing.assert_allclose(got.numpy(), ref, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("uv_shape", "tex_shape", "message"),
+    [
+        ((2, 5, 6, 2), (7, 9), r"expected texture \(B, C, Ht, Wt\), got \(7, 9\)"),
+        ((2, 5, 6), (3, 7, 9), r"expected uv \(B, H, W, 2\), got \(2, 5, 6\)"),
+        ((2, 5, 6, 3), (3, 7, 9), r"expected uv \(B, H, W, 2\), got \(2, 5, 6, 3\)"),
+        ((2, 5, 6, 2), (3, 3, 7, 9), r"texture batch 3 vs uv batch 2"),
+    ],
+)
+def test_texture_lookup_names_bad_shapes(
+    uv_shape: tuple[int, ...], tex_shape: tuple[int, ...], message: str
+) -> None:
+    # the checks every backend's sample_texture makes (facehd.render.raster.check_texture)
+    from facehd.render.raster import sample_texture_torch
+
+    with pytest.raises(ValueError, match=message):
+        sample_texture_torch(torch.zeros(uv_shape), torch.zeros(tex_shape))
+    one = sample_texture_torch(torch.zeros(2, 5, 6, 2), torch.ones(1, 3, 7, 9))  # shared texture
+    assert one.shape == (2, 5, 6, 3)
+
+
 @pytest.mark.parametrize("kind", ["zbuffer", "raycast"])
 def test_camera_gradients_match_finite_differences(kind: str) -> None:
     v, f, colors, sh, cam, weights = _fd_setup()
