@@ -2082,12 +2082,12 @@ def evaluate(
         "level",
         "distance mm",
         "normal error rad",
-        "FaceScape CD mm",
+        "CD mm",
         "MNE rad",
         "placed CD mm",
         "placed MNE rad",
-        title=title + " (placed: in the photo's camera and slid in depth, as FaceScape's "
-        "protocol places a prediction)",
+        title=title + " (CD, MNE: FaceScape's, the levels aligned rigidly; placed: in the "
+        "photo's camera and slid in depth, as FaceScape's protocol places a prediction)",
     )
     for level in ("mean_face", "m0", "m1", "m2"):
         d, n = getattr(s, f"dist_{level}"), getattr(s, f"normal_{level}")
