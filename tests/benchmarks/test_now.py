@@ -192,19 +192,23 @@ def test_official_solver_stops_where_the_official_dogleg_stops(metrical: bool) -
     assert minimum.distances @ minimum.distances < official.distances @ official.distances
 
 
-def _small_prediction_case() -> tuple[Mesh, np.ndarray, Mesh, np.ndarray]:
-    """The bumpy face and a prediction that covers only the middle of its crop (a rippled face
-    80 mm wide, in metres, turned and moved; landmarks off by ~3 mm): the scan's outer vertices
-    meet the prediction's rim, and the dogleg rejects steps."""
+def _small_prediction_case(
+    ripple: float = 1.5, landmark_noise: float = 3.0, seed: int = 7
+) -> tuple[Mesh, np.ndarray, Mesh, np.ndarray]:
+    """The bumpy face and a prediction that covers only the middle of its crop (a face 80 mm
+    wide with ripples ``ripple`` mm high, in metres, turned and moved; landmarks off by
+    ``landmark_noise`` mm, drawn with ``seed``): the scan's outer vertices meet the prediction's
+    rim, and the dogleg rejects steps."""
 
     def h(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return (
             37 * np.exp(-(x**2) / 4300 - y**2 / 7600)
             + 23 * np.exp(-(x**2) / 100 - (y + 8) ** 2 / 450)
-            + 1.5 * np.sin(x / 5.0) * np.cos(y / 7.0)
+            + ripple * np.sin(x / 5.0) * np.cos(y / 7.0)
         )
 
-    return _height_prediction(h, np.linspace(-40, 40, 30), np.linspace(-48, 48, 34), 3.0)
+    xs, ys = np.linspace(-40, 40, 30), np.linspace(-48, 48, 34)
+    return _height_prediction(h, xs, ys, landmark_noise, seed=seed)
 
 
 @pytest.mark.parametrize("max_iterations", [10, 200])
@@ -236,16 +240,8 @@ def test_official_solver_shrinks_the_region_after_a_step_of_low_gain() -> None:
     0.01 instead (no shrink after that step) ends up to 1.8 mm elsewhere."""
     from pathlib import Path
 
-    def h(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return (
-            37 * np.exp(-(x**2) / 4300 - y**2 / 7600)
-            + 23 * np.exp(-(x**2) / 100 - (y + 8) ** 2 / 450)
-            + 3.0 * np.sin(x / 5.0) * np.cos(y / 7.0)
-        )
-
     ref = np.load(Path(__file__).parent / "data" / "now_chumpy_dogleg_low_gain.npz")
-    xs, ys = np.linspace(-40, 40, 30), np.linspace(-48, 48, 34)
-    scan, lm, pred, lm_pred = _height_prediction(h, xs, ys, 1.0, seed=26)
+    scan, lm, pred, lm_pred = _small_prediction_case(ripple=3.0, landmark_noise=1.0, seed=26)
     init = landmark_alignment(lm_pred, lm)
     res = refine_dogleg(crop_scan(scan, lm).vertices, pred, init, max_iterations=10)
     assert not res.converged
