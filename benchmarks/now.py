@@ -123,7 +123,9 @@ class RefineResult:
     """Outcome of :func:`refine_scan_to_mesh`."""
 
     transform: Similarity
-    """``T_scan_from_prediction``: apply it to the predicted mesh."""
+    """``T_scan_from_prediction``: apply it to the predicted mesh. Its rotation may include a
+    reflection: the landmark fit allows one, and so does the official dogleg (a negative
+    scale, penalised)."""
     distances: np.ndarray
     """(N,) unsigned distance from each scan point to the transformed predicted surface."""
     iterations: int
@@ -443,11 +445,18 @@ def refine_dogleg(
     growing the radius to 2.5 times the step where the gain beats 90% of the model's and
     quartering it below 5%. It stops after the first step that gains less than ``e_3`` of the
     objective (the official 1e-4), or after ``max_iterations`` iterations (chumpy's 200).
+    A step may take the scale below 0, as the official one may; the penalty then applies and
+    the mesh is mirrored: the transform is ``|s| (-R)``, a rotation with a reflection.
 
     Returns
     -------
     RefineResult with the distances of all ``scan_points`` at the final transform;
     ``iterations`` counts the objective's evaluations after the first.
+
+    Raises
+    ------
+    DegenerateInputError
+        A step lands on a scale of exactly 0 (the mesh shrunk to a point).
     """
     from scipy.sparse.linalg import cg
 
@@ -464,7 +473,13 @@ def refine_dogleg(
         """Residuals (the distances, then the official scale term), Jacobian, transform."""
         s, r, t = unpack(p)
         rot, d_rot = rotation_derivatives(r)
-        moved = Similarity(s, rot, t).compose(init)
+        if s == 0.0:
+            raise DegenerateInputError(
+                "the NoW refinement shrank the prediction to a point (scale 0)"
+            )
+        # a negative scale (the official objective penalises it but allows it) mirrors the
+        # mesh: s R = |s| (-R), a rotation with a reflection
+        moved = Similarity(abs(s), np.sign(s) * rot, t).compose(init)
         cp = q.closest(moved.inverse().apply(pts))
         ca = init.apply(cp.points)  # closest points on the landmark-aligned mesh
         # the products over the points by einsum, whose sums do not depend on the threads

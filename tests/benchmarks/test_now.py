@@ -20,6 +20,7 @@ from benchmarks.now import (
     refine_scan_to_mesh,
     rotation_derivatives,
 )
+from facehd.distances import point_to_surface
 from facehd.mesh import Mesh
 from facehd.transforms import Similarity, rotation_from_axis_angle
 
@@ -60,19 +61,24 @@ def _height_prediction(
     ys: np.ndarray,
     landmark_noise: float,
     seed: int = 7,
+    *,
+    inverted: bool = False,
+    landmark_spread: float = 1.0,
 ) -> tuple[Mesh, np.ndarray, Mesh, np.ndarray]:
     """(the bumpy face, its landmarks, a prediction, its landmarks): the prediction is the
-    height field ``h`` on the grid ``xs`` x ``ys`` (mm), moved to metres, turned and shifted;
-    its landmarks sit on it under the scan's and are off by ``landmark_noise`` mm (normal
-    noise drawn with ``seed``)."""
+    height field ``h`` on the grid ``xs`` x ``ys`` (mm) (``-h``, inside out, when
+    ``inverted``), moved to metres, turned and shifted; its landmarks sit on ``h`` under the
+    scan's, their spread about their mean scaled by ``landmark_spread``, and are off by
+    ``landmark_noise`` mm (normal noise drawn with ``seed``)."""
     from facehd.mesh import height_field_mesh
 
     scan, lm = _bumpy_face()
     x, y = np.meshgrid(xs, ys)
-    shape = height_field_mesh(h(x, y), xs, ys)
+    shape = height_field_mesh(-h(x, y) if inverted else h(x, y), xs, ys)
     rot = rotation_from_axis_angle(np.array([0.3, -0.5, 0.2]))
     true = Similarity(0.001, rot, [0.05, -0.1, 0.2])
     lm_pred = np.stack([lm[:, 0], lm[:, 1], h(lm[:, 0], lm[:, 1])], axis=1)
+    lm_pred = (lm_pred - lm_pred.mean(axis=0)) * landmark_spread + lm_pred.mean(axis=0)
     lm_pred += np.random.default_rng(seed).normal(scale=landmark_noise, size=lm_pred.shape)
     return scan, lm.astype(np.float32), shape.transformed(true), true.apply(lm_pred)
 
@@ -192,13 +198,8 @@ def test_official_solver_stops_where_the_official_dogleg_stops(metrical: bool) -
     assert minimum.distances @ minimum.distances < official.distances @ official.distances
 
 
-def _small_prediction_case(
-    ripple: float = 1.5, landmark_noise: float = 3.0, seed: int = 7
-) -> tuple[Mesh, np.ndarray, Mesh, np.ndarray]:
-    """The bumpy face and a prediction that covers only the middle of its crop (a face 80 mm
-    wide with ripples ``ripple`` mm high, in metres, turned and moved; landmarks off by
-    ``landmark_noise`` mm, drawn with ``seed``): the scan's outer vertices meet the prediction's
-    rim, and the dogleg rejects steps."""
+def _rippled_face(ripple: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The height (mm) of a face like the bumpy one, with ripples ``ripple`` mm high."""
 
     def h(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return (
@@ -207,8 +208,18 @@ def _small_prediction_case(
             + ripple * np.sin(x / 5.0) * np.cos(y / 7.0)
         )
 
+    return h
+
+
+def _small_prediction_case(
+    ripple: float = 1.5, landmark_noise: float = 3.0, seed: int = 7
+) -> tuple[Mesh, np.ndarray, Mesh, np.ndarray]:
+    """The bumpy face and a prediction that covers only the middle of its crop (a face 80 mm
+    wide with ripples ``ripple`` mm high, in metres, turned and moved; landmarks off by
+    ``landmark_noise`` mm, drawn with ``seed``): the scan's outer vertices meet the prediction's
+    rim, and the dogleg rejects steps."""
     xs, ys = np.linspace(-40, 40, 30), np.linspace(-48, 48, 34)
-    return _height_prediction(h, xs, ys, landmark_noise, seed=seed)
+    return _height_prediction(_rippled_face(ripple), xs, ys, landmark_noise, seed=seed)
 
 
 @pytest.mark.parametrize("max_iterations", [10, 200])
@@ -248,6 +259,32 @@ def test_official_solver_shrinks_the_region_after_a_step_of_low_gain() -> None:
     expected = ref["similarity_10"]
     assert res.distances.shape == expected.shape
     np.testing.assert_allclose(res.distances, expected, rtol=0, atol=1e-5)
+
+
+def test_official_solver_takes_a_negative_scale_as_the_official_dogleg_does() -> None:
+    """Against chumpy's ``minimize`` (the official options and objective) on a prediction
+    turned inside out, a patch 20 mm wide whose landmarks sit where an upright face's would,
+    their spread halved: the dogleg's steps take the scale below 0, where the official
+    ``100 (|s| - s)`` applies, and it ends there, the mesh mirrored. Every distance to 1e-5 mm;
+    without the penalty they end up to 0.07 mm elsewhere."""
+    from pathlib import Path
+
+    ref = np.load(Path(__file__).parent / "data" / "now_chumpy_dogleg_negative_scale.npz")
+    xs, ys = np.linspace(-10, 10, 30), np.linspace(-12, 12, 34)
+    scan, lm, pred, lm_pred = _height_prediction(
+        _rippled_face(1.5), xs, ys, 0.5, seed=31, inverted=True, landmark_spread=0.5
+    )
+    init = landmark_alignment(lm_pred, lm)
+    cropped = crop_scan(scan, lm).vertices
+    res = refine_dogleg(cropped, pred, init)
+    assert res.converged
+    expected = ref["similarity_200"]
+    assert res.distances.shape == expected.shape
+    np.testing.assert_allclose(res.distances, expected, rtol=0, atol=1e-5)
+    # the scale ended negative: the returned transform mirrors where the landmark fit did not
+    assert np.linalg.det(init.rotation) > 0 > np.linalg.det(res.transform.rotation)
+    again = point_to_surface(cropped, pred.transformed(res.transform)).distances
+    np.testing.assert_allclose(again, res.distances, rtol=0, atol=1e-9)
 
 
 def test_rotation_derivatives_match_finite_differences() -> None:
