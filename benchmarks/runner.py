@@ -445,8 +445,9 @@ def _unit_notice(tasks: list[Any]) -> str:
 def _now_warning(
     pred: Any, lm: np.ndarray, scan_lm: np.ndarray, res: Any, config: Any = None
 ) -> str:
-    """What makes a scored NoW prediction implausible (empty when nothing does); in the
-    metrical variant also a unit that the landmarks' own scale contradicts."""
+    """What makes a scored NoW prediction implausible (empty when nothing does): too few
+    vertices, landmarks far from the scan's, an alignment that mirrors it; in the metrical
+    variant also a unit that the landmarks' own scale contradicts."""
     said = []
     if config is not None and config.metrical:
         unit = _unit_contradiction(lm, scan_lm, config)
@@ -459,6 +460,11 @@ def _now_warning(
         said.append(
             f"its 7 landmarks are {rms:.1f} mm RMS from the scan's after the similarity fit "
             "(in another order, or not the face's?)"
+        )
+    if np.linalg.det(res.transform.rotation) < 0:
+        said.append(
+            "its alignment to the scan mirrors it (a reflection: a mirrored or inside-out mesh, "
+            "or landmarks in mirrored order?)"
         )
     return "; ".join(said)
 

@@ -1089,8 +1089,38 @@ def test_now_predictions_that_are_no_face_are_scored_with_a_warning(tmp_path: Pa
     # a prediction of 3 vertices whose landmarks fit exactly
     lm = readers.read_landmarks7(second)
     tri = Mesh(lm[:3], np.array([[0, 1, 2]]))
-    fit = SimpleNamespace(landmark_transform=Similarity(1.0, np.eye(3), np.zeros(3)))
+    same = Similarity(1.0, np.eye(3), np.zeros(3))
+    fit = SimpleNamespace(landmark_transform=same, transform=same)
     assert _now_warning(tri, lm, lm, fit) == "the prediction has 3 vertices"
+
+
+def test_now_mirrored_prediction_is_scored_as_itself_with_a_warning(tmp_path: Path) -> None:
+    """A prediction mirrored with its landmarks (x negated: a mesh written in a left-handed
+    frame) scores as the prediction itself, since the official alignment allows a reflection;
+    its row says that the alignment mirrors it, and the others say nothing."""
+    from benchmarks.synthetic import make_synthetic_benchmark
+
+    root = Path(make_synthetic_benchmark("now", tmp_path / "now", seed=5, n_subjects=1))
+    preds = root / "predictions" / "synth-fit"
+    items = readers.read_now_items(root, "validation")
+    first = run_benchmark("now", "m", predictions=preds, root=root, out=tmp_path / "a")
+    before = {r["name"]: r for r in _rows(first.items_csv)}
+    stem = preds / items[0].subject / items[0].challenge / items[0].image
+    mesh = load_mesh(stem.with_suffix(".obj"))
+    flip = np.array([-1.0, 1.0, 1.0])
+    save_mesh(stem.with_suffix(".obj"), Mesh(mesh.vertices * flip, mesh.faces[:, ::-1]))
+    lm = readers.read_landmarks7(stem.with_suffix(".txt"))
+    np.savetxt(stem.with_suffix(".txt"), lm * flip)
+    res = run_benchmark("now", "m", predictions=preds, root=root, out=tmp_path / "b")
+    rows = {r["name"]: r for r in _rows(res.items_csv)}
+    assert rows[items[0].name]["status"] == "ok"
+    assert "its alignment to the scan mirrors it" in rows[items[0].name]["warning"]
+    assert all(rows[it.name]["warning"] == "" for it in items[1:])
+    assert res.n_warned == 1
+    for key in ("median_mm", "mean_mm"):
+        assert float(rows[items[0].name][key]) == pytest.approx(
+            float(before[items[0].name][key]), abs=1e-4
+        )
 
 
 def test_config_hash_follows_the_settings_not_the_folders(tmp_path: Path) -> None:
