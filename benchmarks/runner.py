@@ -398,6 +398,10 @@ MIN_PREDICTION_VERTICES = 100
 #: Largest RMS (mm) of the predicted landmarks from the scan's after their similarity fit; a
 #: reconstruction's are a few millimetres off, landmarks in another order tens.
 MAX_LANDMARK_RMS_MM = 15.0
+#: Largest RMS (mm, at the landmark fit's scale) of the predicted landmarks from the predicted
+#: surface: a method's landmarks lie on its mesh; a mesh and landmarks written in other frames
+#: or units lie far apart.
+MAX_LANDMARK_SURFACE_MM = 10.0
 
 
 def _unit_contradiction(lm: np.ndarray, scan_lm: np.ndarray, config: Any) -> str:
@@ -446,7 +450,8 @@ def _now_warning(
     pred: Any, lm: np.ndarray, scan_lm: np.ndarray, res: Any, config: Any = None
 ) -> str:
     """What makes a scored NoW prediction implausible (empty when nothing does): too few
-    vertices, landmarks far from the scan's, an alignment that mirrors it; in the metrical
+    vertices, landmarks far from the scan's or from its own surface, an alignment that mirrors
+    it; in the metrical
     variant also a unit that the landmarks' own scale contradicts."""
     said = []
     if config is not None and config.metrical:
@@ -461,6 +466,16 @@ def _now_warning(
             f"its 7 landmarks are {rms:.1f} mm RMS from the scan's after the similarity fit "
             "(in another order, or not the face's?)"
         )
+    if pred.n_faces:
+        from facehd.distances import point_to_surface
+
+        off = point_to_surface(lm, pred).distances * res.landmark_transform.scale
+        off_rms = float(np.sqrt(np.mean(off**2)))
+        if not off_rms <= MAX_LANDMARK_SURFACE_MM:
+            said.append(
+                f"its 7 landmarks lie {off_rms:.1f} mm RMS from its own surface (the mesh and "
+                "the landmarks in other frames or units?)"
+            )
     if np.linalg.det(res.transform.rotation) < 0:
         said.append(
             "its alignment to the scan mirrors it (a reflection: a mirrored or inside-out mesh, "

@@ -24,7 +24,7 @@ from benchmarks.leaderboard import (
 from benchmarks.runner import BenchmarkSpec, run_benchmark
 from facehd.errors import InputFileError
 from facehd.mesh import Mesh, load_mesh, save_mesh
-from facehd.transforms import Similarity, rotation_from_axis_angle
+from facehd.transforms import Similarity, procrustes, rotation_from_axis_angle
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -1121,6 +1121,39 @@ def test_now_mirrored_prediction_is_scored_as_itself_with_a_warning(tmp_path: Pa
         assert float(rows[items[0].name][key]) == pytest.approx(
             float(before[items[0].name][key]), abs=1e-4
         )
+
+
+def test_now_mesh_and_landmarks_in_other_units_are_scored_with_a_warning(tmp_path: Path) -> None:
+    """A prediction whose mesh is written in millimetres beside landmarks left in metres is
+    scored as the official tool scores it (far off), and its row says that its landmarks lie
+    far from its own surface, in millimetres at the landmark fit's scale; the others lie on
+    theirs and say nothing."""
+    from benchmarks.synthetic import make_synthetic_benchmark
+
+    root = Path(make_synthetic_benchmark("now", tmp_path / "now", seed=5, n_subjects=1))
+    preds = root / "predictions" / "synth-fit"
+    items = readers.read_now_items(root, "validation")
+    stem = preds / items[0].subject / items[0].challenge / items[0].image
+    mesh = load_mesh(stem.with_suffix(".obj"))
+    save_mesh(stem.with_suffix(".obj"), Mesh(mesh.vertices * 1000.0, mesh.faces))
+    res = run_benchmark("now", "m", predictions=preds, root=root, out=tmp_path / "o")
+    rows = {r["name"]: r for r in _rows(res.items_csv)}
+    warning = rows[items[0].name]["warning"]
+    assert "mm RMS from its own surface (the mesh and the landmarks in other frames" in warning
+    assert "from the scan's" not in warning  # the landmarks themselves fit the scan
+    # the figure, by trimesh's closest points and the landmark fit's scale (mm per metre)
+    import trimesh
+
+    lm = readers.read_landmarks7(stem.with_suffix(".txt"))
+    big = trimesh.Trimesh(mesh.vertices * 1000.0, mesh.faces, process=False)
+    off = trimesh.proximity.closest_point(big, lm)[1]
+    scan_lm = readers.read_scan_landmarks7(items[0].scan_landmarks)
+    fit = procrustes(lm, scan_lm, with_scale=True, allow_reflection=True)
+    said = float(warning.split("its 7 landmarks lie ")[1].split(" mm")[0])
+    assert said == pytest.approx(np.sqrt(np.mean(off**2)) * fit.scale, abs=0.051)
+    assert said > 1000.0
+    assert all(rows[it.name]["warning"] == "" for it in items[1:])
+    assert res.n_warned == 1 and res.n_ok == len(items)
 
 
 def test_config_hash_follows_the_settings_not_the_folders(tmp_path: Path) -> None:
