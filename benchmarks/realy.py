@@ -379,6 +379,12 @@ def global_alignment(predicted_keypoints: np.ndarray, gt_keypoints: np.ndarray) 
             f"global_alignment: expected (85, 3) keypoints, got {pk.shape}, {gk.shape}"
         )
     idx = list(SEVEN_KEYPOINTS)
+    # an extent below rounding error of the coordinates: the L1 scale ratio would be noise
+    if not np.ptp(pk[idx], axis=0).max() > 1e-9 * max(float(np.abs(pk[idx]).max()), 1e-300):
+        raise DegenerateInputError(
+            "the prediction's 7 alignment keypoints lie at one point (a collapsed mesh): "
+            "no scale fits it to the ground truth's"
+        )
     return fit_rt(pk[idx], gk[idx], with_scale=True)
 
 
@@ -664,19 +670,26 @@ def bidirectional_error(
     verts = region.merged.vertices
     corr = closest(verts)
     kp = NICP_KEYPOINTS[region_name]
-    if kp is None:
-        deformed = nicp(verts, corr, region.merged.faces, stats=stats)
-    else:
-        idx = list(kp)
-        _, kp_index = cKDTree(verts).query(np.asarray(gt_keypoints)[idx], k=1)
-        deformed = nicp(
-            verts,
-            corr,
-            region.merged.faces,
-            keypoint_index=kp_index,
-            keypoint_targets=np.asarray(predicted_keypoints)[idx],
-            stats=stats,
-        )
+    try:
+        if kp is None:
+            deformed = nicp(verts, corr, region.merged.faces, stats=stats)
+        else:
+            idx = list(kp)
+            _, kp_index = cKDTree(verts).query(np.asarray(gt_keypoints)[idx], k=1)
+            deformed = nicp(
+                verts,
+                corr,
+                region.merged.faces,
+                keypoint_index=kp_index,
+                keypoint_targets=np.asarray(predicted_keypoints)[idx],
+                stats=stats,
+            )
+    except DegenerateInputError as exc:
+        raise DegenerateInputError(
+            f"the non-rigid ICP of the {region_name} has singular normal equations ({exc}): "
+            "the prediction's surface there is flat or collapsed, and the region drawn onto "
+            "it leaves an affine direction free"
+        ) from exc
     matched = closest(deformed)
     return float(np.linalg.norm(matched - verts, axis=1).mean())
 

@@ -34,7 +34,7 @@ from benchmarks.realy import (
     region_icp,
 )
 from facehd.distances import SurfaceQuery
-from facehd.errors import InputFileError
+from facehd.errors import DegenerateInputError, InputFileError
 from facehd.mesh import Mesh, height_field_mesh
 from facehd.transforms import Similarity, rotation_from_axis_angle
 
@@ -259,6 +259,23 @@ def test_perfect_prediction_scores_zero_and_imperfect_scores_more() -> None:
     bumpy, _, _, _ = procedural_head(6000, np.array([0.8, 1.2, 1.2, 0.7, 1.3, 0.8, 1.2, 0.8]))
     res2 = evaluate_realy(bumpy.transformed(true), topo, subject)
     assert all(0.05 < res2.errors[r] < 5.0 for r in res2.errors)
+
+
+def test_collapsed_and_flat_predictions_are_named_errors() -> None:
+    """A prediction collapsed to a point has no scale to fit (the L1 ratio divides by 0); a
+    flat one leaves the non-rigid ICP's normal equations singular (every deformed vertex in
+    one plane frees an affine direction). Each is an error naming the cause, not a bare
+    ``Similarity`` or Cholesky message."""
+    subject, topo, gt = _head_subject(4000)
+    point = Mesh(np.repeat(gt.vertices[:1], gt.n_vertices, axis=0), gt.faces)
+    with pytest.raises(DegenerateInputError, match="7 alignment keypoints lie at one point"):
+        evaluate_realy(point, topo, subject)
+    flat = gt.vertices.copy()
+    flat[:, 2] = 0.0  # the head seen from the front, pressed onto the image plane
+    with pytest.raises(DegenerateInputError, match="non-rigid ICP of the forehead") as info:
+        evaluate_realy(Mesh(flat, gt.faces), topo, subject)
+    assert "flat or collapsed" in str(info.value)
+    assert "not positive definite" in str(info.value)
 
 
 def test_statistics_ddof1_and_mean_of_region_means() -> None:
