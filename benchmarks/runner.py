@@ -595,7 +595,10 @@ def _eval_realy(task: _RealyTask) -> tuple[RealyItemRow, None]:
         mean_mm=res.mean,
         prediction=str(it.prediction),
         keypoint_rms_mm=res.keypoint_rms_mm,
-        warning=_realy_warning(res.keypoint_rms_mm),
+        warning=_realy_warning(
+            res.keypoint_rms_mm,
+            mirrored=any(np.linalg.det(t.rotation) < 0 for t in res.region_transforms.values()),
+        ),
     )
     return row, None
 
@@ -606,15 +609,23 @@ def _eval_realy(task: _RealyTask) -> tuple[RealyItemRow, None]:
 MAX_REALY_KEYPOINT_RMS_MM = 20.0
 
 
-def _realy_warning(keypoint_rms_mm: float) -> str:
-    """Why a scored REALY prediction looks implausible (empty when it does not)."""
-    if keypoint_rms_mm <= MAX_REALY_KEYPOINT_RMS_MM:
-        return ""
-    return (
-        f"its 85 keypoints are {keypoint_rms_mm:.1f} mm RMS from the scan's after the global "
-        "alignment (the topology's keypoint file of another template, 1-based, or in another "
-        "order?)"
-    )
+def _realy_warning(keypoint_rms_mm: float, mirrored: bool = False) -> str:
+    """Why a scored REALY prediction looks implausible (empty when it does not): keypoints far
+    from the scan's, or an alignment that mirrors it (the official fits take the SVD's
+    orthogonal matrix without a reflection check)."""
+    said = []
+    if not keypoint_rms_mm <= MAX_REALY_KEYPOINT_RMS_MM:
+        said.append(
+            f"its 85 keypoints are {keypoint_rms_mm:.1f} mm RMS from the scan's after the "
+            "global alignment (the topology's keypoint file of another template, 1-based, or "
+            "in another order?)"
+        )
+    if mirrored:
+        said.append(
+            "its alignment to the scan mirrors it (a reflection: a mesh written in a "
+            "left-handed frame?)"
+        )
+    return "; ".join(said)
 
 
 def _predef(root: Path) -> readers.FaceScapePredef:

@@ -190,6 +190,29 @@ def test_realy_warns_of_keypoints_read_from_the_wrong_vertices(
     assert float(bad["keypoint_rms_mm"]) > 20.0 and "85 keypoints are" in bad["warning"]
 
 
+def test_realy_scores_a_mirrored_prediction_as_itself_with_a_warning(
+    synth_roots: dict, tmp_path: Path
+) -> None:
+    """The official fits take the SVD's orthogonal matrix without a reflection check, so a
+    prediction mirrored (``x`` negated, a mesh written in a left-handed frame) scores as the
+    prediction itself; its row says that its alignment mirrors it."""
+    root = synth_roots["realy"]
+    preds = _copy(root / "predictions" / "synth-fit", tmp_path / "preds")
+    res = run_benchmark("realy", "m", predictions=preds, root=root, out=tmp_path / "a")
+    (good,) = _rows(res.items_csv)
+    assert good["warning"] == ""
+    mesh = load_mesh(preds / "1_0.obj")
+    flipped = Mesh(mesh.vertices * np.array([-1.0, 1.0, 1.0]), mesh.faces[:, ::-1])
+    save_mesh(preds / "1_0.obj", flipped)
+    res = run_benchmark("realy", "m", predictions=preds, root=root, out=tmp_path / "b")
+    (mirrored,) = _rows(res.items_csv)
+    assert mirrored["status"] == "ok" and res.n_warned == 1
+    assert "its alignment to the scan mirrors it" in mirrored["warning"]
+    assert "85 keypoints are" not in mirrored["warning"]
+    for key in ("nose_mm", "mouth_mm", "forehead_mm", "cheek_mm", "keypoint_rms_mm"):
+        assert float(mirrored[key]) == pytest.approx(float(good[key]), abs=1e-3), key
+
+
 def test_realy_counts_subjects_and_photos_without_a_prediction(
     synth_roots: dict, tmp_path: Path
 ) -> None:
