@@ -180,14 +180,12 @@ def _readme_commands() -> list[tuple[int, list[str]]]:
     import re
     import shlex
 
+    from test_readme import markdown_lines
+
     found: list[tuple[int, list[str]]] = []
-    fenced, shell, pending, start = False, False, "", 0
-    for number, line in enumerate((REPO / "README.md").read_text().splitlines(), 1):
-        if line.startswith("```"):
-            fenced = not fenced
-            shell = fenced and line[3:].strip() in ("bash", "sh", "")
-            continue
-        if not shell:
+    pending, start = "", 0
+    for number, line, fence in markdown_lines((REPO / "README.md").read_text()):
+        if fence is None or fence[1] not in ("bash", "sh", ""):
             continue
         if not pending:
             start = number

@@ -12,6 +12,7 @@ import ast
 import importlib
 import inspect
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +21,25 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def markdown_lines(text: str) -> Iterator[tuple[int, str, tuple[int, str] | None]]:
+    """``(number, line, fence)`` of every line of a Markdown text but the fence lines
+    themselves: ``fence`` is ``(the opening line's number, its info string)`` inside a fenced
+    block (``""`` for a bare fence), None outside."""
+    fence: tuple[int, str] | None = None
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("```"):
+            fence = (number, line[3:].strip()) if fence is None else None
+            continue
+        yield number, line, fence
+
+
 def python_blocks(text: str) -> list[tuple[int, str]]:
     """``(first line, source)`` of each fenced ```python block of a Markdown text."""
-    blocks: list[tuple[int, str]] = []
-    lines: list[str] | None = None
-    start = 0
-    for number, line in enumerate(text.splitlines(), 1):
-        if lines is None:
-            if line.strip() == "```python":
-                lines, start = [], number + 1
-        elif line.startswith("```"):
-            blocks.append((start, "\n".join(lines)))
-            lines = None
-        else:
-            lines.append(line)
-    return blocks
+    blocks: dict[int, list[str]] = {}
+    for _, line, fence in markdown_lines(text):
+        if fence is not None and fence[1] == "python":
+            blocks.setdefault(fence[0], []).append(line)
+    return [(start + 1, "\n".join(lines)) for start, lines in blocks.items()]
 
 
 def _returned_class(obj: Any) -> type | None:
@@ -187,13 +192,9 @@ def section_anchors(text: str) -> set[str]:
 
     anchors: set[str] = set()
     seen: dict[str, int] = {}
-    fenced = False
-    for line in text.splitlines():
-        if line.startswith("```"):
-            fenced = not fenced
-            continue
+    for _, line, fence in markdown_lines(text):
         heading = re.match(r"#{1,6} +(.*?) *#* *$", line)
-        if fenced or heading is None:
+        if fence is not None or heading is None:
             continue
         base = re.sub(r"[^\w\- ]", "", heading.group(1).lower()).replace(" ", "-")
         n = seen.get(base, 0)
