@@ -267,6 +267,28 @@ def surface_centre(mesh: Mesh, who: str) -> np.ndarray:
     return 0.5 * (used.min(axis=0) + used.max(axis=0))
 
 
+#: Open3D's (Embree's) primitive id of "no triangle".
+_INVALID_ID = np.iinfo(np.uint32).max
+
+
+class QueryRangeError(DegenerateInputError):
+    """Query points (or a mesh's vertices) too far from the mesh's centre for the float32 ray
+    engine to hold."""
+
+
+def _float32_or_raise(x: np.ndarray, what: str, rows: np.ndarray | None = None) -> np.ndarray:
+    """``x`` as contiguous float32, or :class:`QueryRangeError` where that overflows (in the
+    ``rows`` that matter, a boolean mask; all when None)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(out if rows is None else out[rows]).all():
+        raise QueryRangeError(
+            f"SurfaceQuery: {what} lie beyond the float32 range (about 3.4e38) of the mesh's "
+            "centre, where the ray engine cannot hold them"
+        )
+    return out
+
+
 class SurfaceQuery:
     """Closest-point and ray queries against one triangle mesh (built once, queried often).
 
@@ -288,7 +310,7 @@ class SurfaceQuery:
         self._f = mesh.faces
         self.center = surface_centre(mesh, "SurfaceQuery")
         self._scene = o3d.t.geometry.RaycastingScene(nthreads=self.nthreads)
-        v32 = np.ascontiguousarray(self._v - self.center, dtype=np.float32)
+        v32 = _float32_or_raise(self._v - self.center, "vertices", mesh.used_vertices)
         # Open3D's point-triangle test divides 0 by 0 on a triangle whose first two corners
         # coincide (in float32), so its closest-point query never reports such a triangle (a
         # segment, a welded or collapsed face): hand those to Embree starting from their second
@@ -345,9 +367,16 @@ class SurfaceQuery:
         fid = np.empty(n, dtype=np.int64)
         o3d = open3d()
         for s in range(0, n, _BLOCK):
-            q = np.ascontiguousarray(pts[s : s + _BLOCK] - self.center, dtype=np.float32)
+            q = _float32_or_raise(pts[s : s + _BLOCK] - self.center, "query points")
             ans = self._scene.compute_closest_points(o3d.core.Tensor(q), nthreads=self.nthreads)
-            fid[s : s + _BLOCK] = ans["primitive_ids"].numpy()
+            ids = ans["primitive_ids"].numpy()
+            if (ids == _INVALID_ID).any():  # squared distances beyond float32: no triangle found
+                raise QueryRangeError(
+                    f"SurfaceQuery: {int((ids == _INVALID_ID).sum())} query points lie so far "
+                    f"from the mesh (up to {float(np.abs(q).max()):.3g} from its centre) that "
+                    "the float32 ray engine finds no closest triangle"
+                )
+            fid[s : s + _BLOCK] = ids
         px, py, pz = (np.ascontiguousarray(pts[:, k]) for k in range(3))
         if neighbours:
             step = max(1, _KERNEL_BLOCK // 20)  # ~20 candidates per point on typical meshes

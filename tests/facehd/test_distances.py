@@ -8,6 +8,7 @@ import trimesh
 from scipy.spatial.distance import cdist
 
 from facehd.distances import (
+    QueryRangeError,
     SurfaceQuery,
     chamfer_distance,
     closest_points_on_triangles,
@@ -62,6 +63,26 @@ def test_agrees_with_trimesh_on_a_random_mesh() -> None:
     np.testing.assert_allclose(np.linalg.norm(pts - ours.points, axis=1), ours.distances)
     assert ours.barycentrics.min() >= -1e-12
     np.testing.assert_allclose(ours.barycentrics.sum(axis=1), 1.0)
+
+
+def test_points_too_far_for_the_float32_engine_are_refused_by_name() -> None:
+    """The ray engine holds coordinates in float32 about the mesh's centre: a query point at
+    1e27 (its squared distance beyond float32) finds no triangle, one at 1e39 does not even
+    convert, and a vertex at 1e39 cannot be stored. Each is a QueryRangeError, not an index
+    out of bounds; a point at 1e15 is still answered, by the nearest corner."""
+    mesh = height_field_mesh(
+        np.zeros((3, 3)), np.array([-1.0, 0.0, 1.0]), np.array([-1.0, 0.0, 1.0])
+    )
+    q = SurfaceQuery(mesh)
+    far = q.closest(np.array([[1e15, 1e15, 0.0]]))
+    np.testing.assert_allclose(far.points, [[1.0, 1.0, 0.0]])
+    for x in (1e27, 1e39):
+        with pytest.raises(QueryRangeError, match="query points"):
+            q.closest(np.array([[0.0, 0.0, 0.0], [x, 0.0, 0.0]]))
+    v = mesh.vertices.copy()
+    v[0] = [1e39, 0.0, 0.0]
+    with pytest.raises(QueryRangeError, match="vertices"):
+        SurfaceQuery(Mesh(v, mesh.faces))
 
 
 def test_large_queries_sorted_internally_keep_input_order() -> None:
