@@ -39,7 +39,7 @@ from typing import Literal
 
 import numpy as np
 
-from facehd.distances import SurfaceQuery
+from facehd.distances import QueryRangeError, SurfaceQuery
 from facehd.errors import DegenerateInputError
 from facehd.mesh import Mesh
 from facehd.transforms import Similarity, cross_matrix, procrustes, rotation_from_axis_angle
@@ -298,7 +298,7 @@ class _Evaluation:
         self.f = float(d @ d)
 
 
-def _step(ev: _Evaluation, lam: float, fixed_scale: bool) -> tuple[Similarity, float]:
+def _step(ev: _Evaluation, lam: float, fixed_scale: bool) -> tuple[Similarity | None, float]:
     """One damped Gauss-Newton step on ``sum d_i^2``: (new transform, predicted decrease)."""
     c = ev.x.mean(axis=0)
     y = ev.x - c
@@ -318,9 +318,28 @@ def _step(ev: _Evaluation, lam: float, fixed_scale: bool) -> tuple[Similarity, f
     else:
         sigma, omega, tau = delta[0], delta[1:4], delta[4:7]
     rot = rotation_from_axis_angle(omega)
-    s = float(np.exp(sigma))
-    step = Similarity(s, rot, c - s * rot @ c + tau)
-    return step.compose(ev.transform), float(predicted)
+    try:
+        with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+            s = float(np.exp(sigma))
+            new = Similarity(s, rot, c - s * rot @ c + tau).compose(ev.transform)
+            new.inverse()
+    except ValueError:  # a scale (or its inverse) or a shift beyond float64: a step to reject
+        return None, float(predicted)
+    return new, float(predicted)
+
+
+def _evaluation_or_none(
+    query: SurfaceQuery, normals: np.ndarray, pts: np.ndarray, t: Similarity | None
+) -> _Evaluation | None:
+    """The evaluation at ``t``, or None where the step went where floats cannot follow (a
+    scale beyond float64, or scan points mapped beyond the ray engine's float32): such a step
+    is rejected, as a step that raised the objective is."""
+    if t is None:
+        return None
+    try:
+        return _Evaluation(query, normals, pts, t)
+    except QueryRangeError:
+        return None
 
 
 def refine_scan_to_mesh(
@@ -388,8 +407,8 @@ def refine_scan_to_mesh(
             if predicted <= tol:
                 converged = True
                 break
-            cand = _Evaluation(q, normals, sub, new_t)
-            if cand.f < ev.f:
+            cand = _evaluation_or_none(q, normals, sub, new_t)
+            if cand is not None and cand.f < ev.f:
                 decrease = ev.f - cand.f
                 ev = cand
                 lam = max(lam / 4.0, 1e-9)

@@ -287,6 +287,24 @@ def test_official_solver_takes_a_negative_scale_as_the_official_dogleg_does() ->
     np.testing.assert_allclose(again, res.distances, rtol=0, atol=1e-9)
 
 
+def test_minimum_solver_fits_a_flat_prediction_as_the_best_plane() -> None:
+    """A prediction that is a plane (180 x 216 mm, under the scan's own landmarks): the least
+    ``sum d^2`` over similarities is the total-least-squares plane's, the cropped scan's
+    smallest scatter eigenvalue. The plane's scale is free, and Levenberg-Marquardt tries
+    steps whose scale underflows float64; those count as rejected steps."""
+    from facehd.mesh import height_field_mesh
+
+    scan, lm = _bumpy_face()
+    xs, ys = np.linspace(-90, 90, 30), np.linspace(-108, 108, 34)
+    plane = height_field_mesh(np.zeros((len(ys), len(xs))), xs, ys)
+    res = evaluate_now(scan, lm, plane, lm, NowConfig(solver="minimum"))
+    pts = crop_scan(scan, lm).vertices
+    centred = pts - pts.mean(axis=0)
+    least = np.linalg.eigvalsh(centred.T @ centred)[0]
+    assert res.converged
+    assert res.distances @ res.distances == pytest.approx(least, rel=1e-6)
+
+
 def test_rotation_derivatives_match_finite_differences() -> None:
     for v in (np.array([0.3, -1.2, 0.7]), np.array([1e-14, 0.0, -2e-14]), np.zeros(3)):
         rot, d_rot = rotation_derivatives(v)
