@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 
 from facehd._o3d import open3d
-from facehd.distances import SurfaceQuery
+from facehd.distances import QueryRangeError, SurfaceQuery
 from facehd.errors import DegenerateInputError
 from facehd.mesh import Mesh
 from facehd.transforms import Similarity, rotation_from_axis_angle
@@ -296,10 +296,11 @@ def _icp_surface(
             delta = _solve(jac, res)
             step = 1.0
         iterations += 1
-        update = _update(step * delta, center, with_scale)
-        candidate = _evaluate(query, src, update.compose(state.transform), max_distance)
+        candidate = _candidate(
+            query, src, state.transform, step * delta, center, with_scale, max_distance
+        )
         moved_by = _displacement(step * delta, radius, with_scale)
-        if candidate.cost <= state.cost * (1.0 + 1e-12) + 1e-300:
+        if candidate is not None and candidate.cost <= state.cost * (1.0 + 1e-12) + 1e-300:
             decrease = state.cost - candidate.cost
             state = candidate
             delta = None
@@ -325,6 +326,29 @@ def _icp_surface(
         converged=converged,
         n_points=len(src),
     )
+
+
+def _candidate(
+    query: SurfaceQuery,
+    src: np.ndarray,
+    current: Similarity,
+    delta: np.ndarray,
+    center: np.ndarray,
+    with_scale: bool,
+    max_distance: float,
+) -> _State | None:
+    """The state after the step ``delta`` from ``current``, or None where the step goes where
+    floats cannot follow (a scale, its inverse or its square beyond float64; points beyond the
+    ray engine's float32): an overshoot, as a step that raised the cost is."""
+    try:
+        with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+            moved = _update(delta, center, with_scale).compose(current)
+            moved.inverse()
+            if not 0.0 < moved.scale * moved.scale < np.inf:  # the cost divides by it
+                return None
+        return _evaluate(query, src, moved, max_distance)
+    except (ValueError, QueryRangeError):
+        return None
 
 
 def _solve(jac: np.ndarray, res: np.ndarray) -> np.ndarray:
@@ -353,6 +377,6 @@ def _displacement(delta: np.ndarray, radius: float, with_scale: bool) -> float:
         sigma, omega, tau = delta[0], delta[1:4], delta[4:7]
     else:
         sigma, omega, tau = 0.0, delta[0:3], delta[3:6]
-    return float(
-        abs(np.expm1(sigma)) * radius + np.linalg.norm(omega) * radius + np.linalg.norm(tau)
-    )
+    with np.errstate(over="ignore"):  # a step past float64's scales moves points "inf"
+        grow = abs(np.expm1(sigma))
+    return float(grow * radius + np.linalg.norm(omega) * radius + np.linalg.norm(tau))

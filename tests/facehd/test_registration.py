@@ -118,6 +118,29 @@ def test_similarity_icp_reaches_a_minimum_of_the_distance_cost(surface: Mesh) ->
     assert res.transform.scale == pytest.approx(0.97, abs=2e-3)
 
 
+@pytest.mark.parametrize("half", [40.0, 90.0, 200.0])
+def test_similarity_icp_onto_a_plane_rejects_steps_past_what_floats_hold(
+    surface: Mesh, half: float
+) -> None:
+    """A face fitted with its scale onto a plane: the Gauss-Newton model asks for log-scale
+    steps of hundreds (a plane looks the same at any scale), whose scale, inverse or squared
+    cost overflow float64, or whose points leave the ray engine's float32. Those count as
+    overshoots, the step is halved, and the fit ends on a finite transform with a cost (in
+    the source frame, the quantity each accepted step lowers) no higher than at the start."""
+    xs, ys = np.linspace(-half, half, 30), np.linspace(-1.2 * half, 1.2 * half, 34)
+    plane = height_field_mesh(np.zeros((len(ys), len(xs))), xs, ys)
+    src = scan_of(surface, Similarity.identity(), 3000, seed=4)
+    start = SurfaceQuery(plane).closest(src).distances
+    res = icp_point_to_plane(
+        src, plane, with_scale=True, method="surface", max_distance=np.inf, max_iterations=100
+    )
+    assert np.isfinite(res.transform.scale) and res.transform.scale > 0
+    moved = res.transform.apply(src)
+    end = SurfaceQuery(plane).closest(moved).distances / res.transform.scale
+    assert np.mean(end**2) <= np.mean(start**2) * (1 + 1e-9)
+    assert res.rmse == pytest.approx(np.sqrt(np.mean((end * res.transform.scale) ** 2)), rel=1e-9)
+
+
 def test_crop_ignores_points_outside_the_sphere(surface: Mesh) -> None:
     truth = known_motion(deg=2.0, mm=3.0, seed=9)
     src = scan_of(surface, truth, 2000, seed=10)
