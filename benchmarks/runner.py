@@ -451,8 +451,7 @@ def _now_warning(
 ) -> str:
     """What makes a scored NoW prediction implausible (empty when nothing does): too few
     vertices, landmarks far from the scan's or from its own surface, an alignment that mirrors
-    it; in the metrical
-    variant also a unit that the landmarks' own scale contradicts."""
+    it; in the metrical variant also a unit that the landmarks' own scale contradicts."""
     said = []
     if config is not None and config.metrical:
         unit = _unit_contradiction(lm, scan_lm, config)

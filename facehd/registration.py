@@ -344,10 +344,13 @@ def _candidate(
         with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
             moved = _update(delta, center, with_scale).compose(current)
             moved.inverse()
-            if not 0.0 < moved.scale * moved.scale < np.inf:  # the cost divides by it
-                return None
+    except ValueError:  # Similarity refuses a scale that is not finite and positive
+        return None
+    if not 0.0 < moved.scale * moved.scale < np.inf:  # the cost divides by it
+        return None
+    try:
         return _evaluate(query, src, moved, max_distance)
-    except (ValueError, QueryRangeError):
+    except QueryRangeError:
         return None
 
 
