@@ -475,7 +475,7 @@ def _now_warning(
                 f"its 7 landmarks lie {off_rms:.1f} mm RMS from its own surface (the mesh and "
                 "the landmarks in other frames or units?)"
             )
-    if np.linalg.det(res.transform.rotation) < 0:
+    if res.transform.is_reflection:
         said.append(
             "its alignment to the scan mirrors it (a reflection: a mirrored or inside-out mesh, "
             "or landmarks in mirrored order?)"
@@ -596,7 +596,7 @@ def _eval_realy(task: _RealyTask) -> tuple[RealyItemRow, None]:
         keypoint_rms_mm=res.keypoint_rms_mm,
         warning=_realy_warning(
             res.keypoint_rms_mm,
-            mirrored=any(np.linalg.det(t.rotation) < 0 for t in res.region_transforms.values()),
+            mirrored=any(t.is_reflection for t in res.region_transforms.values()),
         ),
     )
     return row, None
