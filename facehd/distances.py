@@ -267,10 +267,6 @@ def surface_centre(mesh: Mesh, who: str) -> np.ndarray:
     return 0.5 * (used.min(axis=0) + used.max(axis=0))
 
 
-#: Open3D's (Embree's) primitive id of "no triangle".
-_INVALID_ID = np.iinfo(np.uint32).max
-
-
 class QueryRangeError(DegenerateInputError):
     """Query points (or a mesh's vertices) too far from the mesh's centre for the float32 ray
     engine to hold."""
@@ -370,9 +366,10 @@ class SurfaceQuery:
             q = _float32_or_raise(pts[s : s + _BLOCK] - self.center, "query points")
             ans = self._scene.compute_closest_points(o3d.core.Tensor(q), nthreads=self.nthreads)
             ids = ans["primitive_ids"].numpy()
-            if (ids == _INVALID_ID).any():  # squared distances beyond float32: no triangle found
+            none = ids == self._scene.INVALID_ID  # squared distances beyond float32: no triangle
+            if none.any():
                 raise QueryRangeError(
-                    f"SurfaceQuery: {int((ids == _INVALID_ID).sum())} query points lie so far "
+                    f"SurfaceQuery: {int(none.sum())} query points lie so far "
                     f"from the mesh (up to {float(np.abs(q).max()):.3g} from its centre) that "
                     "the float32 ray engine finds no closest triangle"
                 )
