@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.markup import escape
 from rich.table import Column, Table
 from rich.text import Text
@@ -80,6 +81,81 @@ class PlainTable(Table):
 
     def add_row(self, *renderables: Any, **kwargs: Any) -> None:
         super().add_row(*(Text(c) if isinstance(c, str) else c for c in renderables), **kwargs)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        # where the table is too wide, a plain Table narrows every column alike once its widest
+        # are cut down, folding short words mid-way ("confide nce", "s000_e0 1"); here the
+        # widest columns give way first and no column is narrowed below its longest whole word
+        widths = self._whole_word_widths(options.max_width)
+        if widths is None:
+            yield from super().__rich_console__(console, options)
+            return
+        kept = [column.width for column in self.columns]
+        for column, width in zip(self.columns, widths, strict=True):
+            column.width = width
+        try:
+            yield from super().__rich_console__(console, options)
+        finally:
+            for column, width in zip(self.columns, kept, strict=True):
+                column.width = width
+
+    def _whole_word_widths(self, max_width: int) -> list[int] | None:
+        """Text widths of the columns that fit ``max_width`` with no word of a header, nor a
+        word of a cell up to as long as fits, broken; None where the table fits as it is or
+        cannot fit so (a plain Table's widths are then used)."""
+        if any(column.width is not None for column in self.columns) or self.expand:
+            return None
+        texts = [
+            [_plain(column.header), *(_plain(cell) for cell in column.cells)]
+            for column in self.columns
+        ]
+        if any(None in column for column in texts):
+            return None  # a cell that is not text: leave its measuring to rich
+        room = max_width - self._extra_width
+        room -= sum(self._get_padding_width(i) for i in range(len(self.columns)))
+        natural = [max(max(map(cell_len, t.splitlines() or [""])) for t in c) for c in texts]
+        if sum(natural) <= room:
+            return None
+        header_words = [_word_lengths(column[0]) for column in texts]
+        cell_words = [_word_lengths(" ".join(column[1:])) for column in texts]
+        for cap in (24, 16, 12, 8, 0):
+            least = [
+                n
+                if column.no_wrap
+                else min(n, max(w for w in [0, *header, *cells] if w <= cap or w in header))
+                for column, n, header, cells in zip(
+                    self.columns, natural, header_words, cell_words, strict=True
+                )
+            ]
+            if sum(least) <= room:
+                break
+        else:
+            return None
+
+        # the widest columns give way first: a common level, none below its least width
+        def at(level: int) -> list[int]:
+            return [max(a, min(n, level)) for a, n in zip(least, natural, strict=True)]
+
+        level = max(natural)
+        while level > 0 and sum(at(level)) > room:
+            level -= 1
+        widths = at(level)
+        spare = room - sum(widths)
+        for i, n in enumerate(natural):
+            if spare > 0 and widths[i] < n:
+                widths[i] += 1
+                spare -= 1
+        return widths
+
+
+def _plain(cell: object) -> str | None:
+    if isinstance(cell, str):
+        return cell
+    return cell.plain if isinstance(cell, Text) else None
+
+
+def _word_lengths(text: str) -> list[int]:
+    return [cell_len(word) for word in text.split()]
 
 
 def esc(value: object) -> str:

@@ -165,6 +165,56 @@ def test_table_cells_too_wide_are_folded_not_cut() -> None:
     assert "…" not in text and "".join(pieces) == name, text
 
 
+def test_narrow_table_keeps_whole_words_and_gives_way_at_its_widest_columns() -> None:
+    import re
+
+    from rich.console import Console
+    from rich.table import Column, Table
+
+    from facehd.cli import PlainTable
+
+    def shown(table: Table, width: int) -> str:
+        console = Console(width=width, record=True)
+        console.print(table)
+        return console.export_text()
+
+    heads = (
+        "scan",
+        "status",
+        "confidence",
+        "NoW-7 spread mm",
+        "units",
+        "rendered",
+        "points",
+        "note",
+    )
+    rows = [
+        ("s000_e01", "ok", "0.49", "2.0", "mm", "shaded", "model (facehd-synth)", ""),
+        ("s001_e00", "failed", "", "", "", "", "", "no face in 24 views of /data/s001_e00.ply"),
+    ]
+    # a rich table that folds what it cannot fit, as PlainTable did before it kept words whole
+    plain, rich_table = PlainTable(*heads), Table(*(Column(h, overflow="fold") for h in heads))
+    for table in (plain, rich_table):
+        for row in rows:
+            table.add_row(*row)
+
+    def whole_words(text: str) -> set[str]:
+        return {w for line in text.splitlines() for w in re.split(r"[│┃\s]+", line) if w}
+
+    words = {w for head in heads for w in head.split()} | {"s000_e01", "s001_e00", "shaded"}
+    # 80 columns, the console's width off a terminal: a folding rich table breaks short words
+    assert not words <= whole_words(shown(rich_table, 80))
+    text = shown(plain, 80)
+    assert words <= whole_words(text), text
+    assert max(map(len, text.splitlines())) <= 80
+    # the long last column gave way, and still spells its cells whole, line after line
+    last = "".join(m.group(1) for m in re.finditer(r"│ ([^│]*?)\s*│$", text, re.MULTILINE))
+    assert last.replace(" ", "") == "".join(r[-1] for r in rows).replace(" ", ""), text
+    # a table that fits is drawn as rich draws it; the widths set to draw it are not kept
+    assert shown(plain, 200) == shown(rich_table, 200)
+    assert all(column.width is None for column in plain.columns)
+
+
 def test_error_keeps_a_long_path_on_one_line(tmp_path: Path) -> None:
     # the console is 80 columns wide off a terminal; a path in an error must not be broken
     missing = tmp_path / ("deep-folder-name-" * 6) / "priors.h5"
