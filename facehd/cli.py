@@ -559,9 +559,11 @@ def synth(
 @_interrupt_says(RESUMES)
 def quickstart(
     out: Path = typer.Option(Path("facehd-out"), help="Output folder."),
-    subjects: int = typer.Option(2, min=1, help="Synthetic subjects."),
+    subjects: int = typer.Option(
+        2, min=1, help="Synthetic subjects scanned (the NoW benchmark has its own 2)."
+    ),
     expressions: int = typer.Option(2, min=1, help="Scans per subject."),
-    seed: int = typer.Option(0, min=0, help="Random seed."),
+    seed: int = typer.Option(0, min=0, help="Random seed (of the scans and the benchmark)."),
     workers: int = typer.Option(1, min=1, help="Processes for build-priors and bench."),
 ) -> None:
     """Run the main job on the built-in default model (facehd-synth), end to end.
