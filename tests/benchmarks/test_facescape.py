@@ -44,6 +44,30 @@ def test_cylinder_map_of_a_sphere_is_its_section_radius() -> None:
     np.testing.assert_allclose(cylindrical_map(both, 64).radius, cylindrical_map(two, 64).radius)
 
 
+def test_cylinder_map_of_an_off_axis_sphere_follows_the_official_grid() -> None:
+    """Rays of row ``i`` start at ``y_i`` (150 down to -150 mm) and column ``j`` points at the
+    azimuth ``2 pi j / (size - 1)`` (the official 255ths of a turn at 256): against a sphere off
+    the axis, where the radius changes with the azimuth, each pixel holds the outermost
+    intersection of its ray, solved in closed form."""
+    r, size = 80.0, 64
+    centre = np.array([25.0, 10.0, -15.0])
+    cyl = cylindrical_map(icosphere(r, 5, centre=centre), size=size)
+    ys = np.linspace(150, -150, size)
+    ang = np.arange(size) * 2 * np.pi / (size - 1)
+    d = np.stack([-np.sin(ang), np.zeros(size), -np.cos(ang)], axis=1)  # (size, 3)
+    expected = np.zeros((size, size))
+    for i, y in enumerate(ys):
+        oc = centre - np.array([0.0, y, 0.0])  # from the ray's origin to the centre
+        b = d @ oc
+        disc = b**2 - oc @ oc + r**2
+        if disc.min() > 1.0:  # the origin inside the sphere: every ray leaves it once
+            expected[i] = b + np.sqrt(disc)
+    rows = expected[:, 0] > 0
+    assert rows.sum() > size // 3
+    # vertices lie on the sphere, facets inside it: within the chord sag (< 0.3 mm here)
+    np.testing.assert_allclose(cyl.radius[rows], expected[rows], atol=0.3)
+
+
 def test_cylinder_to_mesh_grid_jump_rule_and_bottom_row() -> None:
     cyl = np.zeros((8, 8))
     cyl[2:5, 1:6] = 50.0
@@ -66,6 +90,38 @@ def test_cylinder_to_mesh_grid_jump_rule_and_bottom_row() -> None:
     # the bottom row's 16 triangles and the one of pixel (6, 7) reaching past the grid are
     # dropped instead of crashing
     assert m.n_faces == 2 * 8 * 8 - 2 * 8 - 1
+
+
+def test_cylinder_to_mesh_matches_the_official_loop_face_for_face() -> None:
+    """The grid mesh of a ragged map, against a loop written as the official ``cylinder2mesh``
+    reads: pixel by pixel in row order, two triangles for each pixel whose lower, right and
+    lower-right neighbours (wrapping round) are within 15 mm of it, then the vertices no
+    triangle uses dropped in their order; the same vertices and the same faces in the same
+    order."""
+    rng = np.random.default_rng(4)
+    h = w = 12
+    cyl = 60.0 + rng.uniform(-3.0, 3.0, (h, w))
+    cyl[rng.random((h, w)) < 0.15] = 0.0  # background pixels
+    cyl[3, 4] += 20.0  # a jump
+    cyl[h - 1, :] = 0.0  # the official loop indexes past the grid from the last row
+    faces = []
+    for i in range(h):
+        for j in range(w):
+            c = cyl[i, j]
+            near = (cyl[(i + 1) % h, j], cyl[i, (j + 1) % w], cyl[(i + 1) % h, (j + 1) % w])
+            if c != 0 and all(abs(c - n) < 15.0 for n in near):
+                k = i * w + j
+                faces += [(k, k + 1, k + w), (k + w + 1, k + w, k + 1)]
+    faces = np.array([f for f in faces if max(f) < h * w])
+    used = np.unique(faces)
+    phi = np.arange(w) * 2 * np.pi / (w - 1)
+    y = -np.linspace(-150.0, 150.0, w)[:, None] * np.ones((1, w))  # the official's y grid
+    verts = np.stack(
+        [cyl * -np.sin(phi), np.broadcast_to(y, (h, w)), cyl * -np.cos(phi)], axis=2
+    ).reshape(-1, 3)
+    m = cylinder_to_mesh(cyl)
+    np.testing.assert_array_equal(m.faces, np.searchsorted(used, faces))
+    np.testing.assert_allclose(m.vertices, verts[used], atol=1e-12)
 
 
 def test_plane_against_offset_plane_chamfer_is_the_offset() -> None:
@@ -104,6 +160,27 @@ def test_normal_error_of_a_known_rotation() -> None:
     assert expected < theta  # the official transform shrinks the angle
     # identical normals: 0, not NaN (the official arccos of 1 + 4e-16)
     assert mean_normal_error(a.normals, a.normals) == 0.0
+
+
+def test_normal_error_is_the_mean_over_pixels_both_maps_hit() -> None:
+    """Against a pixel-by-pixel loop of the official formula on random normal maps with holes:
+    the pixels where either map is empty are left out, and the rest are averaged."""
+    rng = np.random.default_rng(9)
+    a = rng.normal(size=(20, 24, 3))
+    b = a + rng.normal(scale=0.6, size=a.shape)
+    a /= np.linalg.norm(a, axis=2, keepdims=True)
+    b /= np.linalg.norm(b, axis=2, keepdims=True)
+    a[rng.random((20, 24)) < 0.2] = 0.0
+    b[rng.random((20, 24)) < 0.2] = 0.0
+    angles = []
+    for i in range(20):
+        for j in range(24):
+            if a[i, j].any() and b[i, j].any():
+                u = (a[i, j] + 1) / np.linalg.norm(a[i, j] + 1)
+                v = (b[i, j] + 1) / np.linalg.norm(b[i, j] + 1)
+                angles.append(np.arccos(min(1.0, max(-1.0, float(u @ v)))))
+    assert 200 < len(angles) < 20 * 24
+    assert mean_normal_error(a, b) == pytest.approx(np.mean(angles), rel=1e-12)
 
 
 def test_cylinder_scores_take_meshes_or_their_maps() -> None:
