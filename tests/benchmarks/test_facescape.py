@@ -215,6 +215,10 @@ def test_depth_shift_is_the_l1_minimiser() -> None:
     b = a - 7.25
     b[0, :5] = 0.0  # empty pixels do not count
     assert depth_shift(a, b) == pytest.approx(7.25, abs=1e-4)
+    # a tenth of the pixels 40 mm further back: the L1 minimiser stays with the rest (the
+    # median), where a least-squares one would move 4 mm towards them
+    b[rng.random(b.shape) < 0.1] -= 40.0
+    assert depth_shift(a, b) == pytest.approx(7.25, abs=1e-3)
 
 
 def test_identical_meshes_score_zero_and_a_depth_offset_is_removed() -> None:
