@@ -349,6 +349,28 @@ def test_drop_degenerate_faces() -> None:
     f = np.array([[0, 1, 2], [0, 1, 3], [0, 0, 2]])  # 2nd collinear, 3rd has a repeated vertex
     out = drop_degenerate_faces(Mesh(v, f))
     np.testing.assert_array_equal(out.faces, [[0, 1, 2]])
+    # a sliver of tiny but non-zero area is a face: only exact zeros go, as in the official code
+    sliver = np.array([[0, 0, 0], [1, 0, 0], [0.5, 1e-9, 0]], float)
+    assert drop_degenerate_faces(Mesh(sliver, np.array([[0, 1, 2]]))).n_faces == 1
+
+
+def test_evaluation_with_degenerate_faces_dropped_ignores_a_needle_face() -> None:
+    """``NowConfig(drop_degenerate_faces=True)``: a zero-area face (three points on a line)
+    lying through the scan's points, which would take their closest points, is dropped before
+    the fit, and the prediction scores as it does without it; left in, it scores lower."""
+    scan, lm, pred, pred_lm = _official_case()
+    drop = NowConfig(drop_degenerate_faces=True)
+    clean = evaluate_now(scan, lm, pred, pred_lm, drop)
+    # the needle: three points on a line (exactly: along the prediction's x axis) through the
+    # scan's point at the top of its nose, 16 mm long, where the prediction lies ~1 mm off
+    top = scan.vertices[np.argmin(np.linalg.norm(scan.vertices[:, :2] - [0.0, -5.0], axis=1))]
+    ends = clean.transform.inverse().apply(top) + np.outer([-1.0, 0.0, 1.0], [0.008, 0.0, 0.0])
+    n = pred.n_vertices
+    needled = Mesh(np.vstack([pred.vertices, ends]), np.vstack([pred.faces, [[n, n + 1, n + 2]]]))
+    dropped = evaluate_now(scan, lm, needled, pred_lm, drop)
+    kept = evaluate_now(scan, lm, needled, pred_lm)
+    np.testing.assert_array_equal(dropped.distances, clean.distances)
+    assert not np.array_equal(kept.distances, clean.distances)
 
 
 def test_bad_landmarks_are_clear_errors() -> None:
