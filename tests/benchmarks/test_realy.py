@@ -209,6 +209,42 @@ def test_nicp_matches_the_stacked_least_squares_reference(with_keypoints: bool) 
     assert np.abs(ours - src).max() > 0.05  # it did deform
 
 
+@pytest.mark.parametrize("with_keypoints", [False, True])
+def test_nicp_matches_the_reference_with_far_correspondences_and_capped_stages(
+    with_keypoints: bool,
+) -> None:
+    """A case that reaches the rules the small one does not: at 10x the size, distances of
+    several units, a tenth of the targets thrown far off (beyond twice the mean distance, which
+    the rejection rule drops), and a tolerance so small that every stage with keypoints runs to
+    its cap of 11 solves."""
+    rng = np.random.default_rng(8)
+    xs = np.linspace(-30, 30, 20)
+    mesh = height_field_mesh(4.0 * np.sin(xs / 10)[None, :] * np.cos(xs / 10)[:, None], xs, xs)
+    src = mesh.vertices
+    dst = (
+        src + [0.8, -0.3, 1.5] + 0.6 * np.sin(src[:, [1, 2, 0]] / 5) + rng.normal(0, 0.2, src.shape)
+    )
+    far = rng.random(len(dst)) < 0.1
+    dst[far] += rng.normal(0, 25.0, (far.sum(), 3))
+    kp_idx = np.array([21, 90, 150, 222, 301, 377]) if with_keypoints else None
+    kp_tgt = src[kp_idx] + [0.9, 0.4, 1.2] if with_keypoints else None
+    eps = 1e-9 if with_keypoints else 1.0
+    stats: dict = {}
+    ours = nicp(
+        src,
+        dst,
+        mesh.faces,
+        keypoint_index=kp_idx,
+        keypoint_targets=kp_tgt,
+        epsilon=eps,
+        stats=stats,
+    )
+    ref = _reference_nicp(src, dst, mesh.faces, kp_idx, kp_tgt, eps=eps)
+    np.testing.assert_allclose(ours, ref, atol=1e-6 * np.abs(ref).max())
+    if with_keypoints:
+        assert stats["solves"] == 1 + 3 * 11
+
+
 def _head_subject(n: int, scale: float = 8.0) -> tuple[RealySubject, RealyTopology, Mesh]:
     """GT regions of the procedural head and a topology of the same grid whose keypoints sit
     on grid vertices (so a prediction identical to the ground truth is exactly it)."""
@@ -251,14 +287,94 @@ def test_region_icp_recovers_a_small_rigid_motion() -> None:
     assert 1 < iters <= 100
 
 
+@pytest.mark.parametrize("region, repeats", [("forehead", 40), ("cheek", 10)])
+def test_region_icp_steps_are_weighted_rigid_fits_and_the_last_is_not_applied(
+    region: str, repeats: int
+) -> None:
+    """Each iteration is the rigid fit (no scale) of the region's vertices to their closest
+    prediction points, with its keypoint pairs each counted ``int(N / K)`` times (a quarter of
+    that on the cheek), as a weighted Procrustes fit computes it; with a cap of 1 iteration the
+    loop computes two steps and applies the first alone, with a cap of 2 the first two."""
+    from facehd.transforms import procrustes
+
+    subject, _, gt = _head_subject(4000)
+    motion = Similarity(
+        1.0, rotation_from_axis_angle(np.array([0.04, 0.03, -0.02])), [0.1, -0.06, 0.04]
+    )
+    moved = Mesh(motion.apply(gt.vertices / subject.metrical_scale), gt.faces)
+    q = SurfaceQuery(moved)
+    src = subject.regions[region].vertices[:400]  # N = 400 vertices, K = 10 keypoints
+    assert len(src) == 400
+    gk = subject.keypoints[:10]
+    pk = motion.apply(gk) + 0.01  # the prediction's keypoints, a little off its surface
+    w = np.r_[np.ones(len(src)), np.full(len(gk), float(repeats))]
+    target = np.r_[src, gk]
+
+    def step(t: Similarity) -> Similarity:
+        cp = q.closest(t.inverse().apply(src), neighbours=False).points
+        moving = np.r_[t.apply(cp), t.apply(pk)]
+        return procrustes(moving, target, with_scale=False, allow_reflection=True, weights=w)
+
+    first = step(Similarity.identity())
+    second = step(first).compose(first)
+    for cap, expected in ((1, first), (2, second)):
+        t, iters = region_icp(q, src, pk, gk, region, max_iteration=cap)
+        assert iters == cap
+        assert t.allclose(expected, atol=1e-9), (t, expected)
+
+
+def test_bidirectional_error_is_the_mean_distance_to_a_tilted_plane() -> None:
+    """A flat region over a tilted plane: its closest points are an affine image of it, which
+    the non-rigid ICP reaches at no stiffness cost, so each vertex's error is its distance to
+    the plane; the region's error is their mean (not, say, their median: the vertices crowd
+    where the plane is near)."""
+    from benchmarks.realy import bidirectional_error
+
+    xs = np.linspace(0.0, 1.0, 15) ** 2 * 4.0  # crowded near x = 0
+    region = RealyRegion.from_mesh(height_field_mesh(np.zeros((15, 15)), xs, np.linspace(0, 4, 15)))
+    n = np.array([-0.15, 0.0, 1.0]) / np.linalg.norm([-0.15, 0.0, 1.0])
+    plane = height_field_mesh(
+        -0.1 + 0.15 * np.linspace(-6, 10, 33)[None, :] * np.ones((33, 1)),
+        np.linspace(-6, 10, 33),
+        np.linspace(-6, 10, 33),
+    )  # z = -0.1 + 0.15 x
+    off = np.abs((region.merged.vertices - [0.0, 0.0, -0.1]) @ n)
+    assert abs(np.median(off) - off.mean()) > 0.02
+    err = bidirectional_error(
+        SurfaceQuery(plane),
+        Similarity.identity(),
+        region,
+        "cheek",
+        np.zeros((85, 3)),
+        np.zeros((85, 3)),
+    )
+    assert err == pytest.approx(off.mean(), abs=1e-9)
+
+
 def test_perfect_prediction_scores_zero_and_imperfect_scores_more() -> None:
     subject, topo, gt = _head_subject(6000)
     true = Similarity(2.0, rotation_from_axis_angle(np.array([0.3, -0.4, 0.2])), [10.0, 0, 5])
     res = evaluate_realy(gt.transformed(true), topo, subject)
     assert max(res.errors.values()) < 1e-4  # mm
+    assert res.keypoint_rms_mm < 1e-6
+    # one keypoint (not one of the 7 that align) 1 mm off: 1 mm / sqrt(85) RMS, in mm whatever
+    # the ground truth's units (here 1/8 mm) and the prediction's scale
+    moved = gt.vertices.copy()
+    moved[np.argmin(np.linalg.norm(gt.vertices - topo.keypoints(gt.vertices)[0], axis=1)), 1] += 1
+    off = evaluate_realy(Mesh(moved, gt.faces).transformed(true), topo, subject)
+    assert off.keypoint_rms_mm == pytest.approx(1.0 / np.sqrt(85.0), rel=1e-6)
     bumpy, _, _, _ = procedural_head(6000, np.array([0.8, 1.2, 1.2, 0.7, 1.3, 0.8, 1.2, 0.8]))
     res2 = evaluate_realy(bumpy.transformed(true), topo, subject)
     assert all(0.05 < res2.errors[r] < 5.0 for r in res2.errors)
+    # each region's transform maps the prediction to the ground truth's frame: the perfect one
+    # exactly, the other through its own region ICP after the global alignment
+    for r in res.region_transforms:
+        np.testing.assert_allclose(
+            res.region_transforms[r].apply(gt.transformed(true).vertices),
+            gt.vertices / subject.metrical_scale,
+            atol=1e-6,
+        )
+    assert not res2.region_transforms["nose"].allclose(res2.region_transforms["cheek"], atol=1e-6)
 
 
 def test_collapsed_and_flat_predictions_are_named_errors() -> None:
