@@ -339,6 +339,15 @@ def test_a_score_some_photos_lack_is_averaged_over_the_others_and_bad_npz_named(
     rng = np.random.default_rng(3)
     many = [EvalRow(str(i), 0, 10, *rng.uniform(0.1, 1.0, n)) for i in range(40)]
     many[5] = dataclasses.replace(many[5], normal_seen_m1=float("nan"))
+    r7 = many[7]  # a tie is no win (an untrained detail stage draws M2 as M1)
+    many[7] = dataclasses.replace(
+        r7,
+        dist_m1=r7.dist_m0,
+        normal_m2=r7.normal_m1,
+        normal_seen_m2=r7.normal_seen_m1,
+        mne_fs_m2=r7.mne_fs_m1,
+        mne_cam_m2=r7.mne_cam_m1,
+    )
     s = summarise(many)
     want = [0, 0, 0, 0, 0, 0]
     for r in many:
@@ -373,6 +382,37 @@ def test_a_score_some_photos_lack_is_averaged_over_the_others_and_bad_npz_named(
     np.savez(bad, images=np.zeros((1, 2, 2, 3)))
     with pytest.raises(InputFileError, match=r"lacks \['landmarks68'"):
         read_photos(bad)
+
+
+def test_a_level_scores_its_mean_distance_and_normal_error_at_the_truth_points():
+    """Distance and normal error of a mesh moved onto the truth by a similarity, at truth points
+    spread at uneven distances (so that a median would differ), against trimesh's closest
+    points and the mesh's vertex normals interpolated there, turned into the truth's frame."""
+    import trimesh
+
+    from facehd.mesh import Mesh
+    from facehd.transforms import Similarity, rotation_from_axis_angle
+    from models.evaluate import _score_mesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=50.0)
+    mesh = Mesh(np.asarray(sphere.vertices), np.asarray(sphere.faces))
+    t = Similarity(1.5, rotation_from_axis_angle(np.array([0.2, -0.3, 0.1])), [5.0, -2.0, 9.0])
+    rng = np.random.default_rng(12)
+    dirs = rng.normal(size=(300, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    local = dirs * (50.0 + rng.exponential(2.0, (300, 1)))  # skewed distances
+    pts = t.apply(local)
+    nrm = rng.normal(size=(300, 3))
+    nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
+    closest, dist, tri = trimesh.proximity.closest_point(sphere, local)
+    assert abs(np.median(dist) - dist.mean()) > 0.1
+    bary = trimesh.triangles.points_to_barycentric(sphere.triangles[tri], closest)
+    n_pred = np.einsum("nk,nkj->nj", bary, mesh.vertex_normals[mesh.faces[tri]])
+    n_pred = n_pred / np.linalg.norm(n_pred, axis=1, keepdims=True) @ t.rotation.T
+    angle = np.arccos(np.clip(np.einsum("ij,ij->i", n_pred, nrm), -1.0, 1.0))
+    d, a = _score_mesh(mesh, t, pts, nrm)
+    assert d == pytest.approx(dist.mean(), abs=1e-9)
+    assert a == pytest.approx(angle.mean(), abs=1e-6)
 
 
 def test_photo_arrays_that_disagree_are_named(tmp_path):
