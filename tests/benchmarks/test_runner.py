@@ -386,6 +386,11 @@ def test_leaderboard_published_rows_update_and_ranking(tmp_path: Path) -> None:
         ("realy", "frontal", ""),
         ("realy", "side", ""),
     }
+    # each dataset ranks by its own metric: REALY by the mean region error, whose published
+    # rows put HRN (1.537 mm on the frontal set) first
+    frontal = ranked(load_leaderboard(path), "realy:frontal")[("realy", "frontal", "")]
+    assert [r.nmse_mm for r in frontal] == sorted(r.nmse_mm for r in frontal)
+    assert frontal[0].method == hrn and len(frontal) > 2
     # a run on a synthetic benchmark ranks apart from the published (real-data) rows
     update_leaderboard(
         path, LeaderboardRow("synth", "now", "validation", median_mm=0.1, data="synthetic")
