@@ -72,7 +72,9 @@ class PlainTable(Table):
     """A table that shows its text cells as written and whole: names, paths and messages may
     hold square brackets, which are console markup in a plain ``Table``, and a cell too wide for
     its column on a narrow terminal is folded onto more lines, not cut short with an ellipsis
-    (a scan's name shown as ``s000_e…`` names no scan)."""
+    (a scan's name shown as ``s000_e…`` names no scan). Where the table is too wide, its widest
+    columns give way first, and no header word, nor a cell word up to as long as fits, is
+    broken."""
 
     def __init__(self, *headers: Any, **kwargs: Any) -> None:
         super().__init__(*headers, **kwargs)
@@ -120,9 +122,7 @@ class PlainTable(Table):
         cell_words = [_word_lengths(" ".join(column[1:])) for column in texts]
         for cap in (24, 16, 12, 8, 0):
             least = [
-                n
-                if column.no_wrap
-                else min(n, max(w for w in [0, *header, *cells] if w <= cap or w in header))
+                n if column.no_wrap else min(n, max([0, *header, *(w for w in cells if w <= cap)]))
                 for column, n, header, cells in zip(
                     self.columns, natural, header_words, cell_words, strict=True
                 )
