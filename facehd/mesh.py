@@ -475,10 +475,10 @@ def consistent_winding(mesh: Mesh) -> tuple[Mesh, int]:
     Two triangles sharing an edge agree when they run along it in opposite directions. Each
     connected surface (faces joined through edges that exactly two faces share; vertices at the
     same position count as one, so UV seams and triangle soups do not cut it) is made to agree
-    throughout, keeping the winding of the larger part of its area: a file wound consistently,
-    inwards or outwards, comes back unchanged (the same object, 0 flipped). A surface that
-    cannot agree (a Moebius strip) is left as it is; so are degenerate triangles and triangles
-    stored twice, which say nothing about their neighbours.
+    throughout, keeping the winding of the larger part of its area (of its first face on a tie):
+    a file wound consistently, inwards or outwards, comes back unchanged (the same object, 0
+    flipped). A surface that cannot agree (a Moebius strip) is left as it is; so are degenerate
+    triangles and triangles stored twice, which say nothing about their neighbours.
 
     Mixed windings come from scans stitched from several captures or hole-filled by tools that
     ignore orientation; their area-weighted vertex normals cancel out, and any shading or

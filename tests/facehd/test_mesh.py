@@ -662,6 +662,22 @@ def test_drop_stretched_faces_matches_a_loop_over_the_triangles() -> None:
     assert mesh_mod.drop_stretched_faces(base) == (base, 0)
 
 
+def test_drop_stretched_faces_reads_all_three_edges_and_keeps_the_limit() -> None:
+    """On a sheet of unit edges (median 1): a sliver whose one long edge runs from its last
+    corner back to its first goes; a triangle whose longest edge is the limit itself stays."""
+    grid = height_field_mesh(np.zeros((12, 12)), np.arange(12.0), np.arange(12.0))
+    n = grid.n_vertices
+    extra = np.array(
+        [[0, 0, 5], [30, 0.01, 5], [60, 0, 5], [0, 0, 8], [50, 0, 8], [25, 1, 8]], float
+    )
+    sliver, limit = [n, n + 1, n + 2], [n + 3, n + 4, n + 5]
+    mesh = Mesh(np.vstack([grid.vertices, extra]), np.vstack([grid.faces, [sliver, limit]]))
+    assert mesh_mod.STRETCH_FACTOR == 50.0
+    out, dropped = mesh_mod.drop_stretched_faces(mesh)
+    assert dropped == 1
+    np.testing.assert_array_equal(out.faces, np.vstack([grid.faces, [limit]]))
+
+
 def test_consistent_winding_turns_the_minority_of_each_surface_back() -> None:
     sphere = trimesh.creation.icosphere(3)
     parts = [
@@ -698,11 +714,47 @@ def test_consistent_winding_turns_the_minority_of_each_surface_back() -> None:
     extra = np.concatenate([f, f[:50], np.stack([f[:, 0], f[:, 0], f[:, 1]], 1)[:50]])
     cluttered = Mesh(truth.vertices, extra)
     assert mesh_mod.consistent_winding(cluttered) == (cluttered, 0)
+    # a lone triangle stored twice, whose copies meet only each other, and a "book" of three
+    # faces on one edge (not a manifold edge: it joins no two faces) are left alone too
+    lone = Mesh(np.eye(3), np.array([[0, 1, 2], [0, 1, 2]]))
+    assert mesh_mod.consistent_winding(lone) == (lone, 0)
+    pages = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1]], float)
+    book = Mesh(pages, np.array([[0, 1, 2], [0, 1, 3], [0, 1, 4]]))  # each runs 0 -> 1
+    assert mesh_mod.consistent_winding(book) == (book, 0)
     # most of a surface turned over: the rest follows it (the sphere then faces inwards)
     most, _ = _flip_some(parts[0], 0.7, seed=9)
     all_in, n_in = mesh_mod.consistent_winding(most)
     assert n_in == round(0.3 * parts[0].n_faces)
     assert trimesh.Trimesh(all_in.vertices, all_in.faces, process=False).volume < 0
+
+
+def test_consistent_winding_keeps_the_larger_area_and_on_a_tie_the_first_face() -> None:
+    """The winding kept is that of the larger part of a surface's area, not of more faces: one
+    large triangle turned against three small ones keeps its winding and the three turn; two
+    halves of equal area keep the winding of the first face."""
+    v = np.array(
+        [[0, 0, 0], [10, 0, 0], [0, 10, 0], [5, 5, 0.1], [2.5, 7.6, 0.2], [7.6, 2.5, 0.2]], float
+    )
+    # consistent: T1 (0, 1, 2) +z; T2 across 1-2, T3 across 2-3, T4 across 3-1
+    faces = np.array([[0, 1, 2], [2, 1, 3], [2, 3, 4], [3, 1, 5]])
+    whole = Mesh(v, faces)
+    assert mesh_mod.consistent_winding(whole) == (whole, 0)
+    areas = whole.face_areas
+    assert areas[0] > areas[1:].sum() and len(areas[1:]) > 1
+    big_turned = faces.copy()
+    big_turned[0] = big_turned[0, [0, 2, 1]]
+    fixed, n = mesh_mod.consistent_winding(Mesh(v, big_turned))
+    assert n == 3
+    np.testing.assert_array_equal(fixed.faces[0], big_turned[0])
+    np.testing.assert_array_equal(_cyclic(fixed.faces[1:]), _cyclic(faces[1:, [0, 2, 1]]))
+    # a square of two equal triangles, the second turned: the first face's winding is kept
+    sq = Mesh(
+        np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], float),
+        np.array([[0, 1, 2], [0, 3, 2]]),
+    )
+    fixed, n = mesh_mod.consistent_winding(sq)
+    assert n == 1
+    np.testing.assert_array_equal(_cyclic(fixed.faces), _cyclic(np.array([[0, 1, 2], [0, 2, 3]])))
 
 
 def test_consistent_winding_leaves_a_moebius_strip_alone() -> None:
