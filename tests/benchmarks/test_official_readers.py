@@ -95,6 +95,34 @@ def test_now_pp_with_another_header_length_is_an_error(tmp_path: Path) -> None:
         readers.read_now_pp(path)
 
 
+def test_now_pp_attributes_split_by_tabs_are_refused(tmp_path: Path) -> None:
+    """The official reader splits a point's line on single spaces: attributes separated by a
+    tab run together into one word, whose ``y`` and ``z`` it never finds (it keeps the previous
+    point's). Such a file is refused, naming the line, rather than read another way."""
+    lines = list(_HEADER)
+    for x, y, z in _POINTS.tolist():
+        lines.append(f' <point x="{x!r}"\ty="{y!r}"\tz="{z!r}" name="p"/>')
+    path = tmp_path / "tabs.pp"
+    path.write_text("\n".join([*lines, "</PickedPoints>"]) + "\n")
+    with pytest.raises(InputFileError, match="line 9 is no point with x, y and z"):
+        readers.read_now_pp(path)
+
+
+def test_realy_keypoint_obj_reads_v_lines_alone_rounded_to_float32(tmp_path: Path) -> None:
+    """REALY's keypoint files are OBJs of vertices: normals and texture coordinates (``vn``,
+    ``vt``) are not keypoints, and the values come back rounded to float32, as the official
+    reader stores them."""
+    pts = np.array([[0.1, 0.2, 0.3], [1.0, -2.5, 3.75], [1e-3, 7.1, -0.3]])
+    path = tmp_path / "1.obj"
+    body = ["# keypoints", "vn 0 0 1", "vt 0.5 0.5"] + [
+        f"v {x!r} {y!r} {z!r}" for x, y, z in pts.tolist()
+    ]
+    path.write_text("\n".join([*body, "vn 1 0 0"]) + "\n")
+    got = readers.read_obj_vertices(path)
+    np.testing.assert_array_equal(got, pts.astype(np.float32).astype(np.float64))
+    assert not np.array_equal(got, pts)  # 0.1 is no float32 value
+
+
 def test_now_items_read_their_scan_landmarks_as_the_official_tool(tmp_path: Path) -> None:
     root = tmp_path / "now"
     (root / "scans" / "FaMoS_1").mkdir(parents=True)
