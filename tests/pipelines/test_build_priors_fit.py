@@ -193,6 +193,34 @@ def test_gradient_operator_matches_brute_force() -> None:
     assert np.allclose(gradient_operator(5) @ np.ones(25), 0)
 
 
+def test_m2_error_map_is_the_mean_distance_of_the_points_in_each_texel() -> None:
+    """The per-texel residual map: each scan point's distance to M2, averaged over the points
+    whose closest M2 point falls in the texel (NaN where none does), against a loop."""
+    from types import SimpleNamespace
+
+    from facehd.mesh import height_field_mesh
+    from pipelines.fitting import _m2_errors
+
+    xs = np.linspace(0.0, 1.0, 9)
+    sheet = height_field_mesh(np.zeros((9, 9)), xs, xs)
+    m2 = Mesh(sheet.vertices, sheet.faces, uvs=sheet.vertices[:, :2].copy())
+    rng = np.random.default_rng(4)
+    pts = np.column_stack([rng.uniform(0.02, 0.98, (60, 2)), rng.uniform(0.0, 0.5, 60)])
+    s2 = 4
+    dist, err = _m2_errors(SimpleNamespace(displacement_size=s2), m2, pts, 1)
+    np.testing.assert_allclose(dist, pts[:, 2], atol=1e-6)  # straight above the sheet
+    cells: dict[tuple[int, int], list[float]] = {}
+    for x, y, z in pts:
+        cells.setdefault((int((1.0 - y) * s2), int(x * s2)), []).append(z)
+    assert any(len(v) > 1 for v in cells.values())
+    for i in range(s2):
+        for j in range(s2):
+            if (i, j) in cells:
+                assert err[i, j] == pytest.approx(np.mean(cells[(i, j)]), abs=1e-6)
+            else:
+                assert np.isnan(err[i, j])
+
+
 def test_normal_basis_matches_a_loop() -> None:
     """The pose-and-shape Jacobian's rows n · Σ_k β_k B[tri_k], point by point, corner by
     corner; a triangle naming one vertex twice counts that vertex's row twice."""
