@@ -122,44 +122,41 @@ def test_messages_keep_brackets_of_paths(tmp_path: Path) -> None:
     assert "[run][red]" in result.output, result.output
 
 
-def test_table_cells_keep_brackets() -> None:
+def _shown(table: object, width: int) -> str:
+    """The text a console ``width`` columns wide prints for ``table``."""
     from rich.console import Console
+
+    console = Console(width=width, record=True)
+    console.print(table)
+    return console.export_text()
+
+
+def test_table_cells_keep_brackets() -> None:
     from rich.table import Table
 
     from facehd.cli import PlainTable
-
-    def shown(table: Table) -> str:
-        console = Console(width=200, record=True)
-        console.print(table)
-        return console.export_text()
 
     cells = ("[run]", "ok", "/data/[bold]/scan.obj")
     plain, rich_table = PlainTable("a", "b", "c"), Table("a", "b", "c")
     plain.add_row(*cells)
     rich_table.add_row(*cells)
-    assert all(c in shown(plain) for c in cells)
-    assert "[run]" not in shown(rich_table)  # the markup a plain table would eat
+    assert all(c in _shown(plain, 200) for c in cells)
+    assert "[run]" not in _shown(rich_table, 200)  # the markup a plain table would eat
 
 
 def test_table_cells_too_wide_are_folded_not_cut() -> None:
     import re
 
-    from rich.console import Console
     from rich.table import Table
 
     from facehd.cli import PlainTable
-
-    def shown(table: Table) -> str:
-        console = Console(width=30, record=True)
-        console.print(table)
-        return console.export_text()
 
     name = "subject_0042_neutral_cropped_0123456789"
     plain, rich_table = PlainTable("name", "note"), Table("name", "note")
     for table in (plain, rich_table):
         table.add_row(name, "ok")
-    assert "…" in shown(rich_table)  # a plain rich table cuts it at 30 columns
-    text = shown(plain)
+    assert "…" in _shown(rich_table, 30)  # a plain rich table cuts it at 30 columns
+    text = _shown(plain, 30)
     # the first column's pieces, line after line, spell the whole name
     pieces = [m.group(1) for m in re.finditer(r"^│ (\S+)\s+│", text, re.MULTILINE)]
     assert "…" not in text and "".join(pieces) == name, text
@@ -168,15 +165,9 @@ def test_table_cells_too_wide_are_folded_not_cut() -> None:
 def test_narrow_table_keeps_whole_words_and_gives_way_at_its_widest_columns() -> None:
     import re
 
-    from rich.console import Console
     from rich.table import Column, Table
 
     from facehd.cli import PlainTable
-
-    def shown(table: Table, width: int) -> str:
-        console = Console(width=width, record=True)
-        console.print(table)
-        return console.export_text()
 
     heads = (
         "scan",
@@ -203,15 +194,15 @@ def test_narrow_table_keeps_whole_words_and_gives_way_at_its_widest_columns() ->
 
     words = {w for head in heads for w in head.split()} | {"s000_e01", "s001_e00", "shaded"}
     # 80 columns, the console's width off a terminal: a folding rich table breaks short words
-    assert not words <= whole_words(shown(rich_table, 80))
-    text = shown(plain, 80)
+    assert not words <= whole_words(_shown(rich_table, 80))
+    text = _shown(plain, 80)
     assert words <= whole_words(text), text
     assert max(map(len, text.splitlines())) <= 80
     # the long last column gave way, and still spells its cells whole, line after line
     last = "".join(m.group(1) for m in re.finditer(r"│ ([^│]*?)\s*│$", text, re.MULTILINE))
     assert last.replace(" ", "") == "".join(r[-1] for r in rows).replace(" ", ""), text
     # a table that fits is drawn as rich draws it; the widths set to draw it are not kept
-    assert shown(plain, 200) == shown(rich_table, 200)
+    assert _shown(plain, 200) == _shown(rich_table, 200)
     assert all(column.width is None for column in plain.columns)
 
 

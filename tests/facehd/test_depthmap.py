@@ -89,7 +89,10 @@ def test_the_nearest_surface_within_the_clip_range_is_drawn() -> None:
     or farther than ``zfar`` is clipped, as pyrender clips it, and the one behind shows."""
     k = np.array([[500.0, 0, 32.0], [0, 500.0, 32.0], [0, 0, 1]])
     far, near = _plane(500.0, half=200.0), _plane(300.0, half=200.0)
-    both = Mesh(np.vstack([far.vertices, near.vertices]), np.vstack([far.faces, near.faces + 81]))
+    both = Mesh(
+        np.vstack([far.vertices, near.vertices]),
+        np.vstack([far.faces, near.faces + far.n_vertices]),
+    )
     for mesh in (both, Mesh(both.vertices, both.faces[::-1])):  # in either order
         np.testing.assert_allclose(render_depth(mesh, Perspective(k), 64), 300.0)
     np.testing.assert_allclose(render_depth(both, Perspective(k, znear=400.0), 64), 500.0)
