@@ -1,0 +1,270 @@
+"""build-priors, the displacement stage and the fit region: each filter checked on scans made for
+it, against closed forms and loops.
+
+The model is facehd-synth's mean shape, standing for M1 in the identity pose. The scans are a
+flat plane across the face (where a ray along M1's normal meets it, and at what angle, is known
+in closed form) and copies of M1 moved along its vertex normals (a sheet in front, behind, or
+both: a fold).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facehd.mesh import Mesh, height_field_mesh
+from facehd.morphable import load_model
+from facehd.transforms import Similarity
+from pipelines.fitting import (
+    FitConfig,
+    ModelFitData,
+    _fit_displacement,
+    _ScanSurface,
+    face_region_points,
+    prepare_model,
+)
+
+CONFIG = FitConfig(deformation_size=16, displacement_size=128)
+IDENTITY = Similarity(1.0, np.eye(3), np.zeros(3))
+
+
+@pytest.fixture(scope="module")
+def md() -> ModelFitData:
+    return prepare_model(load_model("facehd-synth"), CONFIG)
+
+
+def _sheets(md: ModelFitData, *offsets: float) -> Mesh:
+    """One copy of the mean shape per offset, each moved that far (mm) along its normals."""
+    v = md.mean_mm
+    n = md.model.vertex_normals(v)
+    f = md.model.faces
+    verts = np.concatenate([v + d * n for d in offsets])
+    faces = np.concatenate([f + i * len(v) for i in range(len(offsets))])
+    return Mesh(verts, faces)
+
+
+def _displace(
+    md: ModelFitData,
+    scan: Mesh,
+    deformation_mask: np.ndarray | None = None,
+    transform: Similarity = IDENTITY,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The displacement stage from the mean shape: (displacement, mask, positions, normals)."""
+    if deformation_mask is None:
+        deformation_mask = np.ones((CONFIG.deformation_size,) * 2, dtype=bool)
+    return _fit_displacement(
+        md, _ScanSurface(scan, 1), transform, md.mean_mm, deformation_mask, CONFIG
+    )
+
+
+def _on_fold(md: ModelFitData) -> np.ndarray:
+    """(S2, S2) bool: displacement texels on a model triangle at a fold of the mean shape."""
+    t = md.table
+    fold = md.fold_faces(md.mean_mm, CONFIG.fold_angle_deg)
+    out = np.zeros(t.size, dtype=bool)
+    out[t.mask] = fold[t.face_ids[t.mask]]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("height", "flip", "moved"),
+    [(10.0, False, False), (25.0, False, False), (25.0, True, False), (25.0, False, True)],
+)
+def test_displacement_against_a_plane_in_closed_form(
+    md: ModelFitData, height: float, flip: bool, moved: bool
+) -> None:
+    """A plane ``z = c`` across the face: from texel point ``p`` along unit normal ``n`` the ray
+    meets it at ``t = (c - p_z) / n_z`` (signed: in front of M1 or behind), at an angle whose
+    cosine is ``|n_z|``. A texel is kept where ``|t|`` is within ``displacement_max_mm`` and the
+    angle within ``displacement_max_angle_deg``; its displacement is ``t``. The plane's winding
+    (which way its normals point, as a scan's may) changes nothing; nor does a scan in a frame of
+    its own, given the rigid motion from it to the model."""
+    xs = np.linspace(-200.0, 200.0, 41)
+    plane = height_field_mesh(np.full((41, 41), height), xs, xs)
+    if flip:
+        plane = Mesh(plane.vertices, plane.faces[:, ::-1])
+    transform = IDENTITY
+    if moved:
+        axis = np.array([0.3, -1.0, 0.4]) / np.linalg.norm([0.3, -1.0, 0.4])
+        angle = np.radians(35.0)
+        k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+        rotation = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+        transform = Similarity(1.0, rotation, np.array([40.0, -15.0, 120.0]))
+        plane = Mesh(transform.inverse().apply(plane.vertices), plane.faces)
+    disp, mask, pos, nmap = _displace(md, plane, transform=transform)
+    nz = nmap[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (height - pos[..., 2]) / nz
+    cos_limit = np.cos(np.radians(CONFIG.displacement_max_angle_deg))
+    candidate = md.texel_fit & ~_on_fold(md)
+    near = candidate & (np.abs(t) <= CONFIG.displacement_max_mm)
+    expected = near & (np.abs(nz) >= cos_limit)
+    steep = near & (np.abs(nz) < cos_limit)
+    assert steep.sum() > 50 and expected.sum() > 300  # both filters have work to do here
+    # texels within rounding of a limit may go either way
+    sure = (np.abs(np.abs(t) - CONFIG.displacement_max_mm) > 1e-6) & (
+        np.abs(np.abs(nz) - cos_limit) > 1e-6
+    )
+    np.testing.assert_array_equal(mask[sure], expected[sure])
+    np.testing.assert_allclose(disp[mask], t[mask], atol=1e-6)
+    assert (disp[mask] > 0).any() and (disp[mask] < 0).any()
+    assert np.all(disp[~mask] == 0)
+
+
+def test_displacement_sign_and_a_second_sheet(md: ModelFitData) -> None:
+    """M1 moved 0.5 mm out reads +0.5 mm, moved in -0.5 mm. A second sheet within
+    ``displacement_max_mm`` the other way makes the texel a fold (ambiguous: masked); one
+    farther than that, or one on the same side behind the first, changes nothing."""
+    out = _displace(md, _sheets(md, 0.5))
+    inward = _displace(md, _sheets(md, -0.5))
+    n_fit = md.texel_fit.sum()
+    assert out[1].sum() > 0.97 * n_fit and inward[1].sum() > 0.97 * n_fit
+    # the offset copy is 0.5 mm off M1 at its vertices, a little nearer between them
+    assert np.median(out[0][out[1]]) == pytest.approx(0.5, abs=1e-3)
+    assert np.median(inward[0][inward[1]]) == pytest.approx(-0.5, abs=1e-3)
+    assert out[0][out[1]].min() > 0.3 and inward[0][inward[1]].max() < -0.3
+
+    folded = _displace(md, _sheets(md, 0.5, -1.2))
+    assert folded[1].sum() < 0.01 * n_fit
+    folded_out = _displace(md, _sheets(md, -0.5, 1.2))
+    assert folded_out[1].sum() < 0.01 * n_fit
+
+    for offsets in [(0.5, -2.6), (0.5, 1.7), (0.5, 2.6)]:
+        disp, mask, _, _ = _displace(md, _sheets(md, *offsets))
+        # a ray grazing an edge of the offset copy may pick the other triangle (float32 hits)
+        assert (mask != out[1]).sum() <= 0.001 * n_fit, offsets
+        both = mask & out[1]
+        np.testing.assert_allclose(disp[both], out[0][both], atol=1e-9)
+
+
+def test_displacement_keeps_to_the_valid_deformation_texels(md: ModelFitData) -> None:
+    """A displacement texel counts where the deformation mask, sampled bilinearly at its centre,
+    is at least one half: with the mask's left half set, the texels left of u = 0.5."""
+    s = CONFIG.deformation_size
+    half = np.zeros((s, s), dtype=bool)
+    half[:, : s // 2] = True
+    scan = _sheets(md, 0.5)
+    _, full_mask, _, _ = _displace(md, scan)
+    disp, mask, _, _ = _displace(md, scan, half)
+    u = md.texel_uvs_disp[:, 0].reshape(mask.shape)
+    np.testing.assert_array_equal(mask, full_mask & (u < 0.5))
+    assert mask.sum() > 0.4 * full_mask.sum()
+    assert np.all(disp[~mask] == 0)
+
+
+def test_fit_border_faces_match_a_loop_over_the_region_edges(md: ModelFitData) -> None:
+    """A fit-region face is on the region's border when one of its edges is shared with no other
+    fit-region face (the region stops there, or the mesh does)."""
+    faces = md.model.faces
+    fit_faces = md.fit[faces].all(axis=1)
+    np.testing.assert_array_equal(md.fit_faces, fit_faces)
+    uses: dict[tuple[int, int], int] = {}
+    for f in faces[fit_faces]:
+        for k in range(3):
+            edge = tuple(sorted((int(f[k]), int(f[(k + 1) % 3]))))
+            uses[edge] = uses.get(edge, 0) + 1
+    border = np.zeros(len(faces), dtype=bool)
+    for i in np.flatnonzero(fit_faces):
+        f = faces[i]
+        border[i] = any(
+            uses[tuple(sorted((int(f[k]), int(f[(k + 1) % 3]))))] == 1 for k in range(3)
+        )
+    assert 0 < border.sum() < 0.1 * fit_faces.sum()
+    np.testing.assert_array_equal(md.fit_border_faces, border)
+
+
+def test_fold_faces_match_a_loop_over_neighbouring_faces(md: ModelFitData) -> None:
+    """Faces meeting a neighbour (across a shared edge) at a dihedral angle above the limit."""
+    v, faces = md.mean_mm, md.model.faces
+    normals = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    owners: dict[tuple[int, int], list[int]] = {}
+    for i, f in enumerate(faces):
+        for k in range(3):
+            owners.setdefault(tuple(sorted((int(f[k]), int(f[(k + 1) % 3])))), []).append(i)
+    for angle in (30.0, 60.0):
+        expected = np.zeros(len(faces), dtype=bool)
+        for pair in owners.values():
+            if len(pair) == 2:
+                a, b = pair
+                if np.degrees(np.arccos(np.clip(normals[a] @ normals[b], -1, 1))) > angle:
+                    expected[[a, b]] = True
+        assert expected.sum() > 0, angle
+        np.testing.assert_array_equal(md.fold_faces(v, angle), expected)
+
+
+def test_face_region_points_leave_out_the_region_border_and_far_points(md: ModelFitData) -> None:
+    """Scan points just off a model face count as face region when that face is an interior
+    fit-region face; off a border face, or off the region, they do not; nor do points farther
+    than ``residual_max_mm`` from M1. Reference: trimesh's closest triangle."""
+    import trimesh
+
+    v, faces = md.mean_mm, md.model.faces
+    rng = np.random.default_rng(3)
+    chosen = np.concatenate(
+        [
+            np.flatnonzero(md.fit_border_faces),
+            rng.choice(np.flatnonzero(md.fit_faces & ~md.fit_border_faces), 600, replace=False),
+            rng.choice(np.flatnonzero(~md.fit_faces), 300, replace=False),
+        ]
+    )
+    tri = v[faces[chosen]]
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+    centre = tri.mean(axis=1)
+    mesh = trimesh.Trimesh(v, faces, process=False)
+    for offset in (0.2, CONFIG.residual_max_mm + 1.0):
+        pts = centre + offset * normal
+        near, dist, tid = trimesh.proximity.closest_point(mesh, pts)
+        expected = md.fit_faces[tid] & ~md.fit_border_faces[tid] & (dist <= CONFIG.residual_max_mm)
+        got = face_region_points(md, pts, v, CONFIG, threads=1)
+        # a closest point on an edge or a corner is as close on the next face: compare the others
+        bary = trimesh.triangles.points_to_barycentric(v[faces[tid]], near)
+        inside = (bary > 1e-6).all(axis=1)
+        assert inside.mean() > 0.75
+        np.testing.assert_array_equal(got[inside], expected[inside])
+        if offset < 1.0:
+            assert (tid == chosen).mean() > 0.99
+            assert not got[: md.fit_border_faces.sum()].any()
+            assert got.sum() > 500
+        else:  # most are as far off M1 as that, some came near another part of it
+            interior = md.fit_faces[tid] & ~md.fit_border_faces[tid] & inside
+            assert (interior & (dist > CONFIG.residual_max_mm)).sum() > 300
+            assert not got[dist > CONFIG.residual_max_mm].any()
+
+
+def test_texel_fit_is_the_texels_on_interior_fit_faces(md: ModelFitData) -> None:
+    """``texel_fit``: the displacement texels whose centre lies, in UV, inside a fit-region face
+    off the region's border. Reference: the UV triangles holding each texel centre, found by
+    barycentric coordinates against every face (a centre on a shared edge may go to either)."""
+    uvs, faces = md.model.uvs, md.model.faces
+    corners = uvs[faces]  # (F, 3, 2)
+    e1, e2 = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    ok = md.fit_faces & ~md.fit_border_faces
+    centres = md.texel_uvs_disp
+    flat_fit = md.texel_fit.ravel()
+    t = md.table
+    on_border = np.zeros(t.size, dtype=bool)
+    on_border[t.mask] = md.fit_border_faces[t.face_ids[t.mask]]
+    rng = np.random.default_rng(5)
+    picked = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(flat_fit), 200, replace=False),
+            rng.choice(np.flatnonzero(on_border.ravel()), 200, replace=False),
+            rng.choice(np.flatnonzero(~flat_fit), 200, replace=False),
+        ]
+    )
+    decided = {True: 0, False: 0}
+    on_border_faces = 0
+    for i in picked:
+        d = centres[i] - corners[:, 0]
+        b1 = (d[:, 0] * e2[:, 1] - d[:, 1] * e2[:, 0]) / det
+        b2 = (e1[:, 0] * d[:, 1] - e1[:, 1] * d[:, 0]) / det
+        holding = np.flatnonzero((np.stack([1.0 - b1 - b2, b1, b2], axis=1) >= -1e-9).all(axis=1))
+        allowed = {bool(ok[f]) for f in holding} or {False}
+        assert bool(flat_fit[i]) in allowed, i
+        if len(allowed) == 1:
+            decided[bool(flat_fit[i])] += 1
+            on_border_faces += bool(len(holding)) and bool(md.fit_border_faces[holding].all())
+    assert decided[True] > 150 and decided[False] > 250 and on_border_faces > 40
