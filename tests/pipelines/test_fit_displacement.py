@@ -268,3 +268,45 @@ def test_texel_fit_is_the_texels_on_interior_fit_faces(md: ModelFitData) -> None
             decided[bool(flat_fit[i])] += 1
             on_border_faces += bool(len(holding)) and bool(md.fit_border_faces[holding].all())
     assert decided[True] > 150 and decided[False] > 250 and on_border_faces > 40
+
+
+def test_deformation_mask_against_a_loop(md: ModelFitData) -> None:
+    """A deformation texel is valid where its scan coverage is at least ``mask_coverage`` × the
+    median covered texel's, and the bilinear weight the model's vertices put on it comes mostly
+    (half or more) from fit-region vertices. Reference: the weights splatted vertex by vertex
+    (texel centres at ``((j + 0.5) / S, 1 - (i + 0.5) / S)``, clamped at the edges)."""
+    from pipelines.fitting import _deformation_mask
+
+    s = CONFIG.deformation_size
+    total, on_fit = np.zeros((s, s)), np.zeros((s, s))
+    for (u, v), in_fit in zip(md.model.uvs, md.fit, strict=True):
+        x, y = u * s - 0.5, (1.0 - v) * s - 0.5
+        j0, i0 = int(np.floor(x)), int(np.floor(y))
+        fx, fy = x - j0, y - i0
+        taps = [(0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx)]
+        taps += [(1, 0, fy * (1 - fx)), (1, 1, fy * fx)]
+        for di, dj, w in taps:
+            i, j = min(max(i0 + di, 0), s - 1), min(max(j0 + dj, 0), s - 1)
+            total[i, j] += w
+            on_fit[i, j] += w * in_fit
+    mostly_fit = on_fit >= 0.5 * total
+    rng = np.random.default_rng(2)
+    coverage = rng.uniform(1.0, 3.0, (s, s))
+    coverage[rng.random((s, s)) < 0.05] *= 30.0  # dense: lifts the mean, not the median
+    coverage[rng.random((s, s)) < 0.2] = 0.0  # no scan there
+    thin = (rng.random((s, s)) < 0.2) & (coverage > 0) & (coverage < 3.0)
+    before = np.median(coverage[coverage > 0])
+    # a little data: 0.15 or 0.35 of the median before, one below and one above a quarter of
+    # the median after (lowered to about 0.87 of it by these)
+    coverage[thin] = before * rng.choice([0.15, 0.35], thin.sum())
+    median = np.median(coverage[coverage > 0])
+    assert 0.8 * before < median < before
+    expected = (coverage >= CONFIG.mask_coverage * median) & mostly_fit
+    assert (thin & mostly_fit & expected).sum() > 5 and (thin & mostly_fit & ~expected).sum() > 5
+    sure = np.abs(on_fit - 0.5 * total) > 1e-9 * np.maximum(total, 1.0)
+    got = _deformation_mask(md, coverage.ravel(), CONFIG)
+    np.testing.assert_array_equal(got[sure], expected[sure])
+    # each condition leaves out texels the other keeps
+    assert (mostly_fit & ~expected).sum() > 10 and ((coverage > 0) & ~mostly_fit).sum() > 10
+    assert expected.sum() > 20
+    np.testing.assert_array_equal(_deformation_mask(md, np.zeros(s * s), CONFIG), False)
