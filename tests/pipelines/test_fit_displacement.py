@@ -4,25 +4,34 @@ it, against closed forms and loops.
 The model is facehd-synth's mean shape, standing for M1 in the identity pose. The scans are a
 flat plane across the face (where a ray along M1's normal meets it, and at what angle, is known
 in closed form) and copies of M1 moved along its vertex normals (a sheet in front, behind, or
-both: a fold).
+both: a fold). Then the whole fit on synthetic scans: a spike on the skin that M2 cannot explain,
+a noise-free scan for the floor of the error limit, half a face and an unreachable residual
+limit for the fit's own failures.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from facehd.distances import SurfaceQuery
 from facehd.mesh import Mesh, height_field_mesh
 from facehd.morphable import load_model
 from facehd.transforms import Similarity
 from pipelines.fitting import (
     FitConfig,
+    FitError,
     ModelFitData,
+    _deformation_mask,
     _fit_displacement,
     _ScanSurface,
     face_region_points,
+    fit_scan,
     prepare_model,
 )
+from pipelines.synth import SynthConfig, make_scan
 
 CONFIG = FitConfig(deformation_size=16, displacement_size=128)
 IDENTITY = Similarity(1.0, np.eye(3), np.zeros(3))
@@ -275,8 +284,6 @@ def test_deformation_mask_against_a_loop(md: ModelFitData) -> None:
     median covered texel's, and the bilinear weight the model's vertices put on it comes mostly
     (half or more) from fit-region vertices. Reference: the weights splatted vertex by vertex
     (texel centres at ``((j + 0.5) / S, 1 - (i + 0.5) / S)``, clamped at the edges)."""
-    from pipelines.fitting import _deformation_mask
-
     s = CONFIG.deformation_size
     total, on_fit = np.zeros((s, s)), np.zeros((s, s))
     for (u, v), in_fit in zip(md.model.uvs, md.fit, strict=True):
@@ -310,3 +317,136 @@ def test_deformation_mask_against_a_loop(md: ModelFitData) -> None:
     assert (mostly_fit & ~expected).sum() > 10 and ((coverage > 0) & ~mostly_fit).sum() > 10
     assert expected.sum() > 20
     np.testing.assert_array_equal(_deformation_mask(md, np.zeros(s * s), CONFIG), False)
+
+
+# --------------------------------------------------------------------------------------------
+# The whole fit on a synthetic scan: what is masked after the displacement, and when it fails
+# --------------------------------------------------------------------------------------------
+NO_ERROR_FILTER = {"displacement_error_factor": 1e9, "displacement_error_min_mm": 1e9}
+
+
+@pytest.fixture(scope="module")
+def md_default() -> ModelFitData:
+    """The model prepared at build-priors' map sizes."""
+    return prepare_model(load_model("facehd-synth"), FitConfig())
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> tuple[Mesh, np.ndarray, Similarity]:
+    """A synthetic scan (seed 0, subject 0, neutral), its 7 landmarks, and the motion from the
+    model's frame to the scan's."""
+    scan, gt, _, _, lm7 = make_scan(load_model("facehd-synth"), SynthConfig(seed=0), 0, 0)
+    to_scan = Similarity(float(gt["scale"]), gt["rotation"], gt["translation"]).inverse()
+    return scan, lm7, to_scan
+
+
+def _with_spike(scan: Mesh, at: np.ndarray, height: float = 3.0) -> tuple[Mesh, np.ndarray]:
+    """The scan with a thin spike (0.25 mm at its foot, ``height`` mm tall, 121 vertices) standing
+    on its normal at the vertex nearest ``at``: clutter that rays along M1's normals miss."""
+    i = int(np.argmin(np.linalg.norm(scan.vertices - at, axis=1)))
+    foot, n = scan.vertices[i], scan.vertex_normals[i]
+    a = np.cross(n, [1.0, 0.0, 0.0])
+    a /= np.linalg.norm(a)
+    b = np.cross(n, a)
+    rings = 40
+    ring = [np.cos(2 * np.pi * m / 3) * a + np.sin(2 * np.pi * m / 3) * b for m in range(3)]
+    verts = [
+        foot + height * k / rings * n + 0.25 * (1 - k / rings) * r
+        for k in range(rings)
+        for r in ring
+    ]
+    verts.append(foot + height * n)
+    faces = []
+    for k in range(rings - 1):
+        for m in range(3):
+            p, q = 3 * k + m, 3 * k + (m + 1) % 3
+            faces += [[p, q, q + 3], [p, q + 3, p + 3]]
+    faces += [[3 * (rings - 1) + m, 3 * (rings - 1) + (m + 1) % 3, 3 * rings] for m in range(3)]
+    spike = np.asarray(verts)
+    joined = Mesh(
+        np.concatenate([scan.vertices, spike]),
+        np.concatenate([scan.faces, np.asarray(faces) + scan.n_vertices]),
+    )
+    return joined, spike
+
+
+@pytest.mark.parametrize("at", [(40.0, -15.0, 20.0), (0.0, 60.0, 30.0)])
+def test_texels_whose_scan_m2_does_not_explain_are_masked(
+    md_default: ModelFitData, synthetic: tuple, at: tuple
+) -> None:
+    """A spike on the skin: the rays along M1's normals miss it, so M2 there is the skin, and the
+    spike's points lie up to 3 mm from M2. Where they fall, the texel's mean scan-to-M2 distance
+    is many times the median texel's: the texel is masked, as without the error limit it is
+    not."""
+
+    scan, lm7, to_scan = synthetic
+    spiked, spike = _with_spike(scan, to_scan.apply(np.array([at]))[0])
+    config = FitConfig()
+    fit = fit_scan(spiked, lm7, md_default, config, threads=1)
+    unlimited = fit_scan(spiked, lm7, md_default, replace(config, **NO_ERROR_FILTER), threads=1)
+    s2 = config.displacement_size
+    cp = SurfaceQuery(unlimited.m2).closest(unlimited.transform.apply(spike), neighbours=False)
+    uv = np.einsum("nk,nkc->nc", cp.barycentrics, unlimited.m2.uvs[unlimited.m2.faces[cp.face_ids]])
+    row = np.floor((1.0 - uv[:, 1]) * s2).astype(int)
+    col = np.floor(uv[:, 0] * s2).astype(int)
+    texels, counts = np.unique(row * s2 + col, return_counts=True)
+    worst = np.unravel_index(texels[np.argmax(counts)], (s2, s2))  # where most spike points fall
+    err = unlimited.error_map
+    known = unlimited.displacement_mask & np.isfinite(err)
+    assert err[worst] > 10 * config.displacement_error_factor * np.median(err[known])
+    assert unlimited.displacement_mask[worst] and not fit.displacement_mask[worst]
+    assert abs(unlimited.displacement[worst]) < 0.3  # the skin's detail, not the spike
+    assert fit.displacement[worst] == 0.0
+    # the limit masks only texels the unlimited fit kept, a small share of them
+    dropped = unlimited.displacement_mask & ~fit.displacement_mask
+    assert not (fit.displacement_mask & ~unlimited.displacement_mask).any()
+    assert 0 < dropped.sum() < 0.02 * unlimited.displacement_mask.sum()
+
+
+def test_the_error_limit_has_a_floor(md_default: ModelFitData) -> None:
+    """On a noise-free scan the median texel error is about 8 µm; ``displacement_error_min_mm``
+    keeps the limit from falling below 0.05 mm, so texels between 4 × the median and 0.05 mm stay
+    (with no floor they are masked)."""
+    model = md_default.model
+    scan, _, _, _, lm7 = make_scan(model, SynthConfig(seed=0, noise_mm=0.0), 0, 0)
+    config = FitConfig()
+    floored = fit_scan(scan, lm7, md_default, config, threads=1)
+    bare = fit_scan(
+        scan, lm7, md_default, replace(config, displacement_error_min_mm=0.0), threads=1
+    )
+    unlimited = fit_scan(scan, lm7, md_default, replace(config, **NO_ERROR_FILTER), threads=1)
+    err = unlimited.error_map
+    known = unlimited.displacement_mask & np.isfinite(err)
+    limit = config.displacement_error_factor * np.median(err[known])
+    assert limit < config.displacement_error_min_mm  # measured: 0.033 mm
+    between = known & (err > limit) & (err <= config.displacement_error_min_mm)
+    assert between.sum() > 100
+    assert floored.displacement_mask[between].all()
+    assert not bare.displacement_mask[between].any()
+    above = known & (err > config.displacement_error_min_mm)
+    assert not floored.displacement_mask[above].any()
+
+
+def test_a_fit_that_finds_too_little_of_the_face_fails(
+    md_default: ModelFitData, synthetic: tuple
+) -> None:
+    """Half a face (the scan's vertices on one side of the model's midline) covers about half
+    the fit region: fine at the default ``min_face_fraction`` (0.3), an error naming the share
+    found above it; a median M1 residual above ``converged_median_mm`` is an error naming it."""
+
+    scan, lm7, to_scan = synthetic
+    x_model = to_scan.inverse().apply(scan.vertices)[:, 0]
+    half, _ = scan.subset_vertices(x_model > -5.0)
+    config = FitConfig()
+    fit_scan(half, lm7, md_default, config, threads=1)
+    with pytest.raises(
+        FitError, match=r"only (\d+)% of the model's face region found scan data"
+    ) as e:
+        fit_scan(half, lm7, md_default, replace(config, min_face_fraction=0.8), threads=1)
+    assert 35 <= int(e.value.args[0].split("%")[0].split()[-1]) <= 65
+    full = fit_scan(scan, lm7, md_default, config, threads=1)
+    limit = 0.5 * float(full.residuals.median[1])
+    with pytest.raises(
+        FitError, match=f"median scan-to-M1 distance {full.residuals.median[1]:.2f} mm"
+    ):
+        fit_scan(scan, lm7, md_default, replace(config, converged_median_mm=limit), threads=1)
