@@ -326,9 +326,10 @@ def models(
             raise typer.Exit(2) from exc
         console.print(f"[yellow]registry not read:[/yellow] {esc(exc)}")
     cols = ("available", "vertices", "identity", "expression", "albedo")
-    table = PlainTable(
-        Column("model", no_wrap=True), *cols, Column("source", overflow="fold")
-    )  # the paths whole, broken across lines when narrow
+    table = PlainTable(Column("model", no_wrap=True), *cols)
+    # the files in a table of their own: whole, broken across lines only when the paths are
+    # longer than the terminal is wide (beside the counts they were cut to a few letters)
+    sources = PlainTable(Column("model", no_wrap=True), Column("source", overflow="fold"))
     infos = available_models(bfm_path=bfm_path, uv_path=uv_path)
     for info in infos:
         table.add_row(
@@ -338,9 +339,10 @@ def models(
             str(info.n_id or ""),
             str(info.n_exp or ""),
             str(info.n_tex or ""),
-            info.source,
         )
+        sources.add_row(info.name, info.source)
     console.print(table)
+    console.print(sources)
     for info in infos:  # why a model cannot be used: a missing file, or what is wrong with it
         if not info.available and info.note:
             console.print(f"{esc(info.name)}: {esc(info.note)}", soft_wrap=True)

@@ -60,6 +60,32 @@ def test_models_lists_the_builtin_model(tmp_path, monkeypatch) -> None:
     assert result.exit_code == 0 and "bfm: " in said and "BFM_model_front.mat" in said
 
 
+def test_models_at_80_columns_keeps_headers_and_paths_whole(tmp_path, monkeypatch) -> None:
+    """The counts and the files are two tables: at 80 columns each header word and each model
+    file's path is on one line (beside the counts the paths were cut to 8 letters a line)."""
+    from facehd import cli
+
+    monkeypatch.setattr(cli.console, "_width", 80)
+    root = tmp_path / "a-folder-for-the-basel-face-model"
+    root.mkdir()
+    monkeypatch.setenv("FACEHD_BFM_ROOT", str(root))
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines if line.startswith(("┃", "│", "┏", "└"))) <= 80
+    header = next(line for line in lines if "model" in line and "┃" in line)
+    assert header.split("┃")[1:-1] and all(
+        word in header for word in ("available", "vertices", "identity", "expression", "albedo")
+    )
+    # the source column's cells, read down the column: the paths whole, the column wide
+    start = next(i for i, line in enumerate(lines) if "source" in line and "┃" in line)
+    cells = [line.split("│")[2] for line in lines[start:] if line.startswith("│")]
+    assert min(len(c) for c in cells) >= 50
+    column = "".join(c.strip() for c in cells)
+    for name in ("BFM_model_front.mat", "bfm_uvs.npy"):
+        assert str(root / name) in column, result.output
+
+
 def test_perf_lists_entries() -> None:
     result = runner.invoke(app, ["perf", "--list"])
     assert result.exit_code == 0, result.output
