@@ -74,12 +74,14 @@ class PlainTable(Table):
     its column on a narrow terminal is folded onto more lines, not cut short with an ellipsis
     (a scan's name shown as ``s000_e…`` names no scan). Where the table is too wide, its widest
     columns give way first, and no header word, nor a cell word up to as long as fits, is
-    broken."""
+    broken. With ``records_when_narrow``, a table that would still break words (paths, web
+    addresses) is shown row by row instead, each cell on a line of its own beside its header."""
 
-    def __init__(self, *headers: Any, **kwargs: Any) -> None:
+    def __init__(self, *headers: Any, records_when_narrow: bool = False, **kwargs: Any) -> None:
         super().__init__(*headers, **kwargs)
         for column in self.columns:
             column.overflow = "fold"
+        self.records_when_narrow = records_when_narrow
 
     def add_row(self, *renderables: Any, **kwargs: Any) -> None:
         super().add_row(*(Text(c) if isinstance(c, str) else c for c in renderables), **kwargs)
@@ -89,6 +91,9 @@ class PlainTable(Table):
         # are cut down, folding short words mid-way ("confide nce", "s000_e0 1"); here the
         # widest columns give way first and no column is narrowed below its longest whole word
         widths = self._whole_word_widths(options.max_width)
+        if self.records_when_narrow and self._breaks_words(widths, options.max_width):
+            yield self._records()
+            return
         if widths is None:
             yield from super().__rich_console__(console, options)
             return
@@ -100,6 +105,40 @@ class PlainTable(Table):
         finally:
             for column, width in zip(self.columns, kept, strict=True):
                 column.width = width
+
+    def _breaks_words(self, widths: list[int] | None, max_width: int) -> bool:
+        """Whether the table drawn ``max_width`` wide breaks a word of a cell: it does not fit
+        as it is, and a column (at ``widths``, from :meth:`_whole_word_widths`) is narrower
+        than a word of its cells, or no widths keep its headers whole."""
+        texts = [[_plain(cell) or "" for cell in column.cells] for column in self.columns]
+        if widths is None:
+            room = max_width - self._extra_width
+            room -= sum(self._get_padding_width(i) for i in range(len(self.columns)))
+            header = [_plain(column.header) or "" for column in self.columns]
+            natural = [
+                max(cell_len(line) for t in [h, *c] for line in (t.splitlines() or [""]))
+                for h, c in zip(header, texts, strict=True)
+            ]
+            return sum(natural) > room
+        return any(
+            max(_word_lengths(" ".join(column)), default=0) > width
+            for column, width in zip(texts, widths, strict=True)
+        )
+
+    def _records(self) -> Table:
+        """The rows one after another, a line per non-empty cell: header, then the cell."""
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(no_wrap=True, style="bold")
+        grid.add_column(overflow="fold")
+        heads = [Text(_plain(column.header) or "") for column in self.columns]
+        cells = [list(column.cells) for column in self.columns]
+        for r in range(self.row_count):
+            if r:
+                grid.add_row("", "")
+            for head, column in zip(heads, cells, strict=True):
+                if _plain(column[r]) != "":
+                    grid.add_row(head, column[r])
+        return grid
 
     def _whole_word_widths(self, max_width: int) -> list[int] | None:
         """Text widths of the columns that fit ``max_width`` with no word of a header, nor a
@@ -372,6 +411,7 @@ def datasets(
         Column("override", **fold),
         "splits",
         Column("homepage", **fold),
+        records_when_narrow=True,  # the paths and addresses whole, one to a line
     )
     for d in reg.datasets.values():
         # a folder holding something is not yet the benchmark: its ground truth's folders

@@ -232,6 +232,42 @@ def test_narrow_table_keeps_whole_words_and_gives_way_at_its_widest_columns() ->
     assert all(column.width is None for column in plain.columns)
 
 
+def test_a_table_that_would_break_paths_is_shown_row_by_row() -> None:
+    """``records_when_narrow``: where no column widths keep every cell's words whole (here two
+    paths and an address, 80 columns), each row is shown a cell to a line beside its header,
+    the empty cells left out; where they do, it stays a table, drawn as before."""
+    from rich.table import Table
+
+    from facehd.cli import PlainTable
+
+    heads = ("dataset", "found", "root", "override", "homepage")
+    rows = [
+        ("facescape", "no: not found", "/data/benchmarks/facescape/benchmark-data",
+         "FACEHD_FACESCAPE_ROOT", "https://facescape.nju.edu.cn/"),
+        ("synthetic", "yes", "/home/someone/projects/facehd-out/synth", "FACEHD_SYNTH_ROOT", ""),
+    ]  # fmt: skip
+    records, plain, rich_table = (
+        PlainTable(*heads, records_when_narrow=True),
+        PlainTable(*heads),
+        Table(*heads),
+    )
+    for table in (records, plain, rich_table):
+        for row in rows:
+            table.add_row(*row)
+    text = _shown(records, 80)
+    lines = [line.rstrip() for line in text.splitlines()]
+    expected = [f"{h:<8}  {c}" for h, c in zip(heads, rows[0], strict=True)] + [""]
+    expected += [f"{h:<8}  {c}" for h, c in zip(heads[:4], rows[1][:4], strict=True)]
+    assert lines == expected, text
+    # without it, the same table at 80 columns breaks the paths
+    assert not any(rows[0][2] in line for line in _shown(plain, 80).splitlines())
+    # wide enough, or with nothing longer than its column, it is a table
+    assert _shown(records, 250) == _shown(rich_table, 250)
+    short = PlainTable("name", "status", records_when_narrow=True)
+    short.add_row("s000_e00", "ok: a short note in words that fold at any space")
+    assert _shown(short, 40).startswith("┏") and "s000_e00" in _shown(short, 40)
+
+
 def test_error_keeps_a_long_path_on_one_line(tmp_path: Path) -> None:
     # the console is 80 columns wide off a terminal; a path in an error must not be broken
     missing = tmp_path / ("deep-folder-name-" * 6) / "priors.h5"
