@@ -30,6 +30,28 @@ def test_every_command_has_help_with_example(name: str) -> None:
     assert "Example:" in result.output
 
 
+@pytest.mark.parametrize("name", _commands())
+def test_help_paragraphs_wrap_at_the_terminal_width(name: str) -> None:
+    """The docstring's paragraphs are reflowed to the console's width: at 80 columns every line
+    of a paragraph but its last is nearly full (the source's 100-column line breaks, kept, left
+    lines of a few words between wrapped ones)."""
+    result = runner.invoke(app, [name, "--help"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    prose = lines[next(i for i, x in enumerate(lines) if "Usage:" in x) + 1 :]
+    prose = prose[: next(i for i, x in enumerate(prose) if x.startswith("╭"))]
+    paragraphs: list[list[str]] = [[]]
+    for line in prose:
+        if line.strip():
+            paragraphs[-1].append(line.strip())
+        elif paragraphs[-1]:
+            paragraphs.append([])
+    for paragraph in paragraphs:
+        for line, after in zip(paragraph, paragraph[1:], strict=False):
+            # a line is left short only where the next word would not fit
+            assert len(line) + 1 + len(after.split()[0]) > 76, (line, after)
+
+
 def test_datasets_lists_every_entry() -> None:
     result = runner.invoke(app, ["datasets", "--registry", str(REPO / "datasets.yaml")])
     assert result.exit_code == 0, result.output
