@@ -148,6 +148,38 @@ def test_procrustes_reflection_only_when_allowed() -> None:
     assert not procrustes(src, truth.apply(src), allow_reflection=True).is_reflection
 
 
+def test_procrustes_planar_points_keep_a_rotation_even_when_reflections_are_allowed() -> None:
+    """Points on a plane: a reflection through the plane fits as well as the rotation, so it
+    does not fit strictly better, and a rotation (the true one) is returned however the SVD
+    signs its null direction."""
+    rng = np.random.default_rng(8)
+    for _ in range(20):
+        truth = random_similarity(rng)
+        src = np.column_stack([rng.normal(size=(12, 2)) * 30, np.zeros(12)])
+        est = procrustes(src, truth.apply(src), allow_reflection=True)
+        assert not est.is_reflection
+        assert est.allclose(truth, atol=1e-8)
+
+
+def test_procrustes_scale_is_the_best_for_the_rotation_it_returns() -> None:
+    """Mirrored data fitted with rotations only: no rotation fits, and the scale returned is the
+    least-squares scale for the rotation returned, ``Σ w (R x_s)·x_d / Σ w |x_s|²`` (the
+    smallest singular value counts negatively)."""
+    rng = np.random.default_rng(9)
+    src = rng.normal(size=(30, 3)) * np.array([40.0, 20.0, 10.0])
+    mirrored = Similarity(1.7, np.diag([1.0, 1.0, -1.0]), np.array([5.0, -3.0, 2.0]))
+    dst = mirrored.apply(src) + rng.normal(size=src.shape) * 0.1
+    w = rng.uniform(0.5, 2.0, 30)
+    for weights in (None, w):
+        est = procrustes(src, dst, weights=weights)
+        assert not est.is_reflection
+        ww = np.full(30, 1 / 30) if weights is None else weights / weights.sum()
+        xs, xd = src - ww @ src, dst - ww @ dst
+        best = float(ww @ np.sum((xs @ est.rotation.T) * xd, axis=1) / (ww @ np.sum(xs**2, 1)))
+        assert est.scale == pytest.approx(best, rel=1e-9)
+        assert est.scale < 1.7 * 0.9  # the flipped axis pulls it down
+
+
 def test_procrustes_degenerate_inputs_raise() -> None:
     with pytest.raises(DegenerateInputError, match="coincident"):
         procrustes(np.ones((5, 3)), np.random.default_rng(0).normal(size=(5, 3)))
@@ -162,6 +194,14 @@ def test_procrustes_degenerate_inputs_raise() -> None:
         procrustes(np.eye(5, 3), np.eye(4, 3))
     with pytest.raises(ValueError, match="weights"):
         procrustes(np.eye(5, 3), np.eye(5, 3), weights=-np.ones(5))
+    pts = np.random.default_rng(1).normal(size=(5, 3))
+    for bad in ([1.0, 1.0, 1.0, 1.0, -0.5], [1.0, 1.0, np.nan, 1.0, 1.0], [1, 1, np.inf, 1, 1]):
+        with pytest.raises(ValueError, match="finite, >= 0"):
+            procrustes(pts, pts, weights=np.array(bad))
+    # coincident up to rounding, far from the origin: still coincident
+    jitter = 1000.0 + 1e-13 * np.random.default_rng(2).normal(size=(6, 3))
+    with pytest.raises(DegenerateInputError, match="coincident"):
+        procrustes(jitter, pts[:1].repeat(6, axis=0) + np.arange(18.0).reshape(6, 3) ** 1.5)
 
 
 # --- Euler angles -----------------------------------------------------------------------------
@@ -176,6 +216,18 @@ def test_euler_matches_scipy_rz_ry_rx_and_round_trips() -> None:
     np.testing.assert_allclose(r, ref, atol=1e-12)
     np.testing.assert_allclose(euler_from_rotation_matrix(r), angles, atol=1e-10)
     assert rotation_matrix_from_euler(angles[0]).shape == (3, 3)
+
+
+def test_euler_at_gimbal_lock_round_trips_with_x_zero() -> None:
+    """At y = ±π/2 only x ∓ z is determined: x is set to 0 and z carries the rest, and the
+    angles give back the rotation."""
+    rng = np.random.default_rng(7)
+    for y in (np.pi / 2, -np.pi / 2):
+        for x, z in rng.uniform(-3.0, 3.0, size=(8, 2)):
+            r = rotation_matrix_from_euler(np.array([x, y, z]))
+            got = euler_from_rotation_matrix(r)
+            assert got[0] == 0.0 and got[1] == pytest.approx(y, abs=1e-7)
+            np.testing.assert_allclose(rotation_matrix_from_euler(got), r, atol=1e-7)
 
 
 def test_euler_torch_matches_numpy_and_is_differentiable() -> None:
