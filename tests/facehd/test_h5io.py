@@ -297,6 +297,67 @@ def test_verify_catches_corruption(tmp_path):
     assert not rep.ok and "expected 'facehd.other/1'" in rep.problems[0]
 
 
+def test_verify_names_each_problem_of_a_hand_damaged_file(tmp_path, monkeypatch):
+    """One damage at a time, each named by verify in its own words (and nothing else found)."""
+    import facehd.h5io as h5io
+
+    good = build(tmp_path / "good.h5", list(range(12)))
+
+    def replace(name: str, data: np.ndarray):  # noqa: ANN202
+        return lambda f: (f.__delitem__(name), f.create_dataset(name, data=data))
+
+    def set_ids(order: list[int], blank: int | None = None):  # noqa: ANN202
+        def damage(f: h5py.File) -> None:
+            ids = f["sample_id"][()][order]
+            if blank is not None:
+                ids[blank] = b""
+            f["sample_id"][...] = ids
+
+        return damage
+
+    def nan_rows(rows: list[int]):  # noqa: ANN202
+        def damage(f: h5py.File) -> None:
+            for r in rows:
+                f["points"][r, 0, 1] = np.nan
+
+        return damage
+
+    ids = [f"{k} ('{sid(k)}')" for k in range(12)]
+    cases = [
+        (replace("points", np.zeros((12, 5, 3), np.float32)),
+         "field 'points' has sample shape (5, 3), expected (5, 2)"),
+        (replace("source", np.arange(12)), "field 'source' has dtype int64, expected strings"),
+        (replace("count", np.zeros(12)), "field 'count' has dtype float64, expected int32"),
+        (lambda f: f.attrs.__setitem__("complete", False),
+         "dataset is not complete (not finalized)"),
+        (lambda f: f.attrs.__setitem__("shard", True),
+         "file is a shard of an unfinished build, not a finalized dataset"),
+        (lambda f: f.attrs.__setitem__("facehd_h5io", 99), "layout version 99, this facehd reads"),
+        (lambda f: f.create_dataset("extra", data=np.zeros(12)), "undeclared datasets ['extra']"),
+        (set_ids([0, 1, 2, 3, 4, 6, 5, 7, 8, 9, 10, 11]), "sample ids are not sorted"),
+        (set_ids(list(range(12)), blank=0), "empty sample id"),
+        (nan_rows([2, 4, 6, 7, 9, 10, 11]), "field 'points': 7 NaN/inf values where none are "
+         f"allowed, in samples {', '.join(ids[r] for r in (2, 4, 6, 7, 9))} and 2 more"),
+        (nan_rows([6]),
+         f"field 'points': 1 NaN/inf values where none are allowed, in sample {ids[6]}"),
+        (lambda f: [replace(k, f[k][()][:11])(f) for k in ("count", "residual")],
+         "field 'count' has (11,) rows, expected 12\nfield 'residual' has (11,) rows, expected 12"),
+    ]  # fmt: skip
+    for k, (damage, problem) in enumerate(cases):
+        path = damaged_copy(good, tmp_path / f"damaged-{k}.h5", damage)
+        got = "\n".join(verify(path).problems)
+        assert got.startswith(problem), (k, got)
+    # rows are counted from the start of the field however many blocks it is read in
+    monkeypatch.setattr(h5io, "_MERGE_BLOCK_BYTES", 1)
+    small = build(tmp_path / "small-chunks" / "d.h5", list(range(12)), chunk_bytes=40)
+    with h5py.File(small) as f:
+        assert f["points"].chunks[0] == 1 and f["image"].chunks[0] == 1  # 40 and 144 bytes a row
+    path = damaged_copy(small, tmp_path / "small-nan.h5", nan_rows([3, 9]))
+    assert verify(path).problems == (
+        f"field 'points': 2 NaN/inf values where none are allowed, in samples {ids[3]}, {ids[9]}",
+    )
+
+
 def test_partial_files_never_look_complete(tmp_path, monkeypatch):
     out = tmp_path / "d.h5"
     w = ShardedDatasetWriter(out, SCHEMA, ATTRS, FIELDS, shard_size=4)
