@@ -141,6 +141,57 @@ def test_similarity_icp_onto_a_plane_rejects_steps_past_what_floats_hold(
     assert res.rmse == pytest.approx(np.sqrt(np.mean((end * res.transform.scale) ** 2)), rel=1e-9)
 
 
+@pytest.mark.parametrize("with_scale", [False, True])
+@pytest.mark.parametrize("deg", [4.0, 25.0])
+def test_surface_icp_recovers_a_turn_about_the_points_centre(
+    surface: Mesh, deg: float, with_scale: bool
+) -> None:
+    """A rotation about the points' own centre: each Gauss-Newton step turns them without
+    shifting them, and the fit runs until the turn is found to rounding (a step counts by how
+    far it moves the farthest point, the turn included)."""
+    src0 = scan_of(surface, Similarity.identity(), 3000, seed=21)
+    c = src0.mean(axis=0)
+    axis = np.array([0.2, 1.0, 0.3]) / np.linalg.norm([0.2, 1.0, 0.3])
+    rot = rotation_from_axis_angle(np.radians(deg) * axis)
+    truth = Similarity(1.0, rot, c - rot @ c)
+    res = icp_point_to_plane(
+        truth.inverse().apply(src0),
+        surface,
+        method="surface",
+        with_scale=with_scale,
+        max_distance=np.inf,
+    )
+    # measured: 1e-15 degrees and mm, in 4 to 6 iterations
+    assert res.transform.rotation_angle_deg(truth) < 1e-9
+    np.testing.assert_allclose(res.transform.translation, truth.translation, atol=1e-9)
+    assert res.transform.scale == pytest.approx(1.0, abs=1e-12)
+    assert res.converged
+
+
+def test_surface_icp_scores_the_points_within_reach(surface: Mesh) -> None:
+    """Points beyond ``max_distance`` take no part: ``fitness`` is the share within it, and
+    ``rmse`` the root mean square distance of those alone (trimesh's closest points); fewer
+    points within reach than the motion has parameters is an error saying how many."""
+    import trimesh
+
+    truth = known_motion(deg=1.0, mm=1.0, seed=13)
+    src = scan_of(surface, truth, 1000, seed=14, noise=0.2)
+    far = src[:100] + truth.inverse().rotation @ np.array([0.0, 0.0, 40.0])
+    res = icp_point_to_plane(np.vstack([src, far]), surface, method="surface", max_distance=5.0)
+    assert res.fitness == pytest.approx(1000 / 1100)
+    tm = trimesh.Trimesh(surface.vertices, surface.faces, process=False)
+    _, d, _ = trimesh.proximity.closest_point(tm, res.transform.apply(src))
+    assert res.rmse == pytest.approx(float(np.sqrt(np.mean(d**2))), rel=1e-6)
+    for with_scale, need in ((False, 6), (True, 7)):
+        pts = np.vstack([src[: need - 1], far])
+        with pytest.raises(
+            DegenerateInputError, match=rf"{need - 1} source points within .*>= {need}"
+        ):
+            icp_point_to_plane(
+                pts, surface, init=truth, with_scale=with_scale, max_distance=5.0, method="surface"
+            )
+
+
 def test_crop_ignores_points_outside_the_sphere(surface: Mesh) -> None:
     truth = known_motion(deg=2.0, mm=3.0, seed=9)
     src = scan_of(surface, truth, 2000, seed=10)
