@@ -126,6 +126,22 @@ def test_convex_hull_mask_matches_brute_force():
     assert not convex_hull_mask(pts + 1000, (60, 80)).any()
 
 
+def test_convex_hull_mask_keeps_pixels_on_its_edges_and_at_the_photos_edges():
+    """Pixel centres on the hull's edges are inside (a square with corners on pixel centres
+    covers 5 x 5 of them); a hull running past the photo fills it to its last row and column."""
+    square = np.array([[2.0, 3.0], [6.0, 3.0], [6.0, 7.0], [2.0, 7.0]])
+    mask = convex_hull_mask(square, (12, 10))
+    expected = np.zeros((12, 10), bool)
+    expected[3:8, 2:7] = True
+    np.testing.assert_array_equal(mask, expected)
+    big = convex_hull_mask(
+        np.array([[5.0, 4.0], [100.0, 4.0], [100.0, 90.0], [5.0, 90.0]]), (20, 30)
+    )
+    expected = np.zeros((20, 30), bool)
+    expected[4:, 5:] = True
+    np.testing.assert_array_equal(big, expected)
+
+
 def _rolled_face(deg: float) -> np.ndarray:
     """68 landmarks of an upright face (chin at the bottom, brows on one row) rolled by ``deg``."""
     rng = np.random.default_rng(2)
@@ -191,6 +207,8 @@ def test_refine_mask_cuts_only_when_segmentation_agrees():
     person = np.ones((10, 10), np.float32)
     person[:, 7:] = 0.0  # background eats one column of the face
     np.testing.assert_array_equal(refine_mask(face, person), face & (person > 0.5))
+    person[:, 7:] = 0.5  # a probability of one half is not a person
+    np.testing.assert_array_equal(refine_mask(face, person), face & (np.arange(10) < 7))
     person[:, 4:] = 0.0  # segmentation lost most of the face: keep the landmark mask
     np.testing.assert_array_equal(refine_mask(face, person), face)
     np.testing.assert_array_equal(refine_mask(face, None), face)
