@@ -106,14 +106,27 @@ class PlainTable(Table):
             for column, width in zip(self.columns, kept, strict=True):
                 column.width = width
 
+    def _text_room(self, max_width: int) -> int:
+        """Columns left for the cells' text of a table ``max_width`` wide: less the borders
+        (two at the edges where shown, one between columns) and each cell's padding. Counted by
+        rich's own (private) helpers, whose rules vary between its versions; a rich without
+        them gets the count of rich 15 for uncollapsed padding."""
+        n = len(self.columns)
+        try:
+            frame = self._extra_width + sum(self._get_padding_width(i) for i in range(n))
+        except AttributeError:
+            _, right, _, left = self.padding
+            frame = (2 if self.box and self.show_edge else 0) + (n - 1 if self.box else 0)
+            frame += n * (left + right) - (0 if self.pad_edge or not n else left + right)
+        return max_width - frame
+
     def _breaks_words(self, widths: list[int] | None, max_width: int) -> bool:
         """Whether the table drawn ``max_width`` wide breaks a word of a cell: it does not fit
         as it is, and a column (at ``widths``, from :meth:`_whole_word_widths`) is narrower
         than a word of its cells, or no widths keep its headers whole."""
         texts = [[_plain(cell) or "" for cell in column.cells] for column in self.columns]
         if widths is None:
-            room = max_width - self._extra_width
-            room -= sum(self._get_padding_width(i) for i in range(len(self.columns)))
+            room = self._text_room(max_width)
             header = [_plain(column.header) or "" for column in self.columns]
             natural = [
                 max(cell_len(line) for t in [h, *c] for line in (t.splitlines() or [""]))
@@ -152,8 +165,7 @@ class PlainTable(Table):
         ]
         if any(None in column for column in texts):
             return None  # a cell that is not text: leave its measuring to rich
-        room = max_width - self._extra_width
-        room -= sum(self._get_padding_width(i) for i in range(len(self.columns)))
+        room = self._text_room(max_width)
         natural = [max(max(map(cell_len, t.splitlines() or [""])) for t in c) for c in texts]
         if sum(natural) <= room:
             return None

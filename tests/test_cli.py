@@ -210,6 +210,22 @@ def test_table_cells_too_wide_are_folded_not_cut() -> None:
     assert "…" not in text and "".join(pieces) == name, text
 
 
+_LANDMARK_HEADS = (
+    "scan",
+    "status",
+    "confidence",
+    "NoW-7 spread mm",
+    "units",
+    "rendered",
+    "points",
+    "note",
+)
+_LANDMARK_ROWS = [
+    ("s000_e01", "ok", "0.49", "2.0", "mm", "shaded", "model (facehd-synth)", ""),
+    ("s001_e00", "failed", "", "", "", "", "", "no face in 24 views of /data/s001_e00.ply"),
+]
+
+
 def test_narrow_table_keeps_whole_words_and_gives_way_at_its_widest_columns() -> None:
     import re
 
@@ -217,20 +233,7 @@ def test_narrow_table_keeps_whole_words_and_gives_way_at_its_widest_columns() ->
 
     from facehd.cli import PlainTable
 
-    heads = (
-        "scan",
-        "status",
-        "confidence",
-        "NoW-7 spread mm",
-        "units",
-        "rendered",
-        "points",
-        "note",
-    )
-    rows = [
-        ("s000_e01", "ok", "0.49", "2.0", "mm", "shaded", "model (facehd-synth)", ""),
-        ("s001_e00", "failed", "", "", "", "", "", "no face in 24 views of /data/s001_e00.ply"),
-    ]
+    heads, rows = _LANDMARK_HEADS, _LANDMARK_ROWS
     # a rich table that folds what it cannot fit, as PlainTable did before it kept words whole
     plain, rich_table = PlainTable(*heads), Table(*(Column(h, overflow="fold") for h in heads))
     for table in (plain, rich_table):
@@ -252,6 +255,35 @@ def test_narrow_table_keeps_whole_words_and_gives_way_at_its_widest_columns() ->
     # a table that fits is drawn as rich draws it; the widths set to draw it are not kept
     assert _shown(plain, 200) == _shown(rich_table, 200)
     assert all(column.width is None for column in plain.columns)
+
+
+def _rich_version() -> tuple[int, ...]:
+    from importlib.metadata import version
+
+    return tuple(int(x) for x in version("rich").split(".")[:2])
+
+
+def test_table_room_for_text_without_rich_s_private_helpers(monkeypatch) -> None:
+    """The columns a PlainTable leaves for text come from rich's own helpers; a rich without
+    them gets the same count from the table's settings (borders shown or not, padding, edge
+    padding)."""
+    from rich import box
+    from rich.table import Table
+
+    from facehd.cli import PlainTable
+
+    settings = [
+        dict(box=kind, show_edge=edge, padding=pad, pad_edge=pad_edge)
+        for kind in (box.HEAVY_HEAD, box.SIMPLE, None)
+        for edge in (True, False)
+        for pad in ((0, 1), (0, 2), (1, 3, 0, 1))
+        for pad_edge in (True, False)
+        if pad_edge or _rich_version() >= (14,)  # rich 13 pads the edges regardless
+    ]
+    tables = [PlainTable(*[f"h{i}" for i in range(n)], **s) for s in settings for n in (1, 3)]
+    rich_count = [t._text_room(80) for t in tables]
+    monkeypatch.delattr(Table, "_get_padding_width")  # rich itself draws no table now
+    assert [t._text_room(80) for t in tables] == rich_count
 
 
 def test_a_table_that_would_break_paths_is_shown_row_by_row() -> None:
