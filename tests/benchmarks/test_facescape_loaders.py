@@ -116,11 +116,12 @@ def write_df2net(d: Path, p: Mesh, mp: pytest.MonkeyPatch, name: str = NAME) -> 
 def write_deep3dfacerec(d: Path, p: Mesh, mp: pytest.MonkeyPatch, name: str = NAME) -> None:
     # loader: v * c / |mean z - 10| (c = 1015 / 112), xy + 1, * 112, x + left, y - up, / scale,
     # y = 255 - (round(224 / scale) - 1 - y), then / 128 and xy - 1 (so the pixels P)
-    w0, h0, scale, t0, t1 = 300, 280, 0.9, 151.3, 142.7
-    w, h = int(w0 * scale), int(h0 * scale)  # 270, 252
-    left = int(w / 2 - 112 + (t0 - w0 / 2) * scale)  # int(24.17) = 24
-    up = int(h / 2 - 112 + (h0 / 2 - t1) * scale)  # int(11.57) = 11
-    assert (left, up, round(224 / scale)) == (24, 11, 249)
+    # sizes whose scaled values are not whole: the official int32 casts then move the crop
+    w0, h0, scale, t0, t1 = 301, 283, 0.9, 151.3, 142.7
+    w, h = int(w0 * scale), int(h0 * scale)  # int(270.9) = 270, int(254.7) = 254
+    left = int(w / 2 - 112 + (t0 - w0 / 2) * scale)  # int(23.72) = 23 (24 with w = 270.9)
+    up = int(h / 2 - 112 + (h0 / 2 - t1) * scale)  # int(13.92) = 13 (14 with h = 254.7)
+    assert (left, up, round(224 / scale)) == (23, 13, 249)
     u = p.vertices.copy()
     u[:, 1] = u[:, 1] - 256 + 249
     u *= scale
