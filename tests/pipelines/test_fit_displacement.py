@@ -450,3 +450,24 @@ def test_a_fit_that_finds_too_little_of_the_face_fails(
         FitError, match=f"median scan-to-M1 distance {full.residuals.median[1]:.2f} mm"
     ):
         fit_scan(scan, lm7, md_default, replace(config, converged_median_mm=limit), threads=1)
+
+
+def test_m2_drops_the_cells_that_span_a_seam() -> None:
+    """M2's grid keeps a cell only where its edges are at most 8 × the median step between
+    neighbouring texels: a UV layout whose halves lie 100 mm apart in space (a seam between
+    them) loses the column of cells across, and only that column."""
+    from types import SimpleNamespace
+
+    from pipelines.fitting import _dense_mesh
+
+    s = 16
+    rows, cols = np.mgrid[0:s, 0:s].astype(np.float64)
+    pos = np.stack([cols, rows, np.zeros((s, s))], axis=-1)  # 1 mm between texels
+    pos[:, s // 2 :, 0] += 100.0
+    nmap = np.zeros((s, s, 3))
+    nmap[..., 2] = 1.0
+    md = SimpleNamespace(table=SimpleNamespace(mask=np.ones((s, s), dtype=bool)))
+    m2 = _dense_mesh(md, pos, nmap, np.zeros((s, s)))
+    edges = m2.vertices[m2.faces] - m2.vertices[m2.faces[:, [1, 2, 0]]]
+    assert np.linalg.norm(edges, axis=-1).max() < 2.0  # no face spans the seam
+    assert m2.n_faces == 2 * (s - 1) * (s - 2)  # every other cell kept
