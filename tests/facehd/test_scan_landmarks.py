@@ -454,6 +454,14 @@ def test_protrusion_tells_a_face_from_a_hollow() -> None:
     lm[30] = [0, -35, 25]
     f = FaceFrame.from_points(lm[[36, 39]].mean(0), lm[[42, 45]].mean(0), lm[[48, 54]].mean(0))
     assert _protrusion(lm, f) > 15.0
+    # the base is the mean of the four eye corners and the two mouth corners, along the front
+    deep = lm.copy()
+    deep[[39, 42], 2] = -6.0
+    fd = FaceFrame.from_points(
+        deep[[36, 39]].mean(0), deep[[42, 45]].mean(0), deep[[48, 54]].mean(0)
+    )
+    base = (deep[36] + deep[39] + deep[42] + deep[45] + deep[48] + deep[54]) / 6.0
+    assert _protrusion(deep, fd) == pytest.approx(float((deep[30] - base) @ fd.front), abs=1e-12)
     hollow = lm * [1, 1, -1]  # the same face seen from behind: labels stay, depth flips
     fh = FaceFrame.from_points(
         hollow[[36, 39]].mean(0), hollow[[42, 45]].mean(0), hollow[[48, 54]].mean(0)
@@ -470,6 +478,17 @@ def test_robust_affine_ignores_outliers() -> None:
     a, b = _robust_affine(x, y, 8.0)
     assert a == pytest.approx(1.3, abs=0.05) and b == pytest.approx(900.0, abs=0.5)
     assert _robust_affine(np.full(3, np.nan), np.full(3, np.nan), 8.0) == (1.0, 0.0)
+    # outliers all at one end would tilt a fit that kept them: a quarter of the points
+    y2 = 1.3 * x + 900.0 + rng.normal(0, 0.3, 50)
+    y2[x > 15.0] -= 25.0
+    assert (x > 15.0).sum() >= 10
+    a, b = _robust_affine(x, y2, 8.0)
+    assert a == pytest.approx(1.3, abs=0.05) and b == pytest.approx(900.0, abs=0.5)
+    # the slope is kept within [0.5, 2]; with fewer than 6 points it stays 1
+    a, b = _robust_affine(x, 3.0 * x + 10.0, 1e6)
+    assert a == 2.0 and b == pytest.approx(float(np.median(x)) + 10.0)
+    few = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    assert _robust_affine(few, 1.5 * few + 7.0, 8.0) == (1.0, pytest.approx(8.0))
 
 
 def test_vote_is_the_median_moved_onto_the_surface() -> None:
@@ -484,14 +503,19 @@ def test_vote_is_the_median_moved_onto_the_surface() -> None:
     quality[:, 1] = [0, 0, 1, 0, 0]  # only view 2 is trustworthy for landmark 1
     stack[[0, 1, 3, 4], 1] += 30.0
     quality[:, 2] = 0  # landmark 2: guesses only, all of them vote
+    quality[:, 3] = [2, 1, 1, 0, 0]  # landmark 3: the views of quality 1 vote beside the 2
+    stack[3:, 3] += 30.0
     lm, spread = _vote(stack, quality, query)
     tm = trimesh.Trimesh(sphere.vertices, sphere.faces, process=False)
     med = np.median(stack, axis=0)
     med[1] = stack[2, 1]
+    med[3] = np.median(stack[:3, 3], axis=0)
     ref, _, _ = trimesh.proximity.closest_point(tm, med)
     np.testing.assert_allclose(lm, ref, atol=1e-6)
     assert np.linalg.norm(lm[0] - truth[0]) < 3.0  # the wild view is outvoted
     assert spread.shape == (68,) and spread[1] == pytest.approx(np.linalg.norm(stack[2, 1] - lm[1]))
+    # the spread is the median distance of the voters (the wild view does not lift it)
+    assert spread[0] == pytest.approx(float(np.median(np.linalg.norm(stack[:, 0] - lm[0], axis=1))))
 
 
 def test_median_landmarks_move_onto_the_plane_of_symmetry() -> None:
@@ -517,6 +541,18 @@ def test_median_landmarks_move_onto_the_plane_of_symmetry() -> None:
     np.testing.assert_allclose(out[median, 0], 0.0, atol=0.2)
     np.testing.assert_array_equal(out[~median], lm[~median])
     assert np.all(query.closest(out[median]).distances < 1e-6)
+    # pairs placed unevenly (as detections are): the plane's normal is the mean of the right-to-
+    # left differences, through the mean of the pairs' midpoints; checked pair by pair
+    noisy = lm + rng.normal(0, 1.5, size=lm.shape)
+    noisy[[19, 24]] += [6.0, 0.0, 0.0]  # one pair far to one side: mean and median differ
+    pairs = [(i, int(mirror[i])) for i in range(17, 68) if mirror[i] > i]
+    normal = sum(noisy[j] - noisy[i] for i, j in pairs) / len(pairs)
+    normal /= np.linalg.norm(normal)
+    offset = sum(0.5 * (noisy[i] + noisy[j]) @ normal for i, j in pairs) / len(pairs)
+    out = _onto_midline(noisy, query)
+    for k in np.flatnonzero(median):
+        projected = noisy[k] - (noisy[k] @ normal - offset) * normal
+        np.testing.assert_allclose(out[k], query.closest(projected[None]).points[0], atol=1e-9)
 
 
 def test_overlay_draws_on_a_copy() -> None:
@@ -547,7 +583,7 @@ def test_a_51_point_reference_takes_the_inner_68() -> None:
 def test_nose_tip_moves_to_the_most_prominent_point_near_it() -> None:
     """A nose-like bump on a plane, seen along +z and along a tilted front: point 30 goes to the
     bump's apex along that direction (found analytically by dense sampling), not to a lone spike
-    or a stray vertex, and stays where nothing of the scan is within reach."""
+    or to vertices no face uses, and stays where nothing of the scan is within reach."""
     from facehd.mesh import height_field_mesh
 
     xs = np.arange(-40.0, 40.01, 0.5)
@@ -561,7 +597,8 @@ def test_nose_tip_moves_to_the_most_prominent_point_near_it() -> None:
     spike = (np.abs(xs - 6.0).argmin(), np.abs(ys - 2.0).argmin())  # 5 mm from the apex
     heights[spike[1], spike[0]] += 4.0  # a lone vertex 4 mm out of the skin
     grid = height_field_mesh(heights, xs, ys)
-    stray = np.array([[3.0, -2.0, 26.0]])  # a point no face uses, in front of the tip
+    # points no face uses (a point cloud's leftovers), in front of the tip
+    stray = np.array([3.0, -2.0, 26.0]) + np.random.default_rng(5).uniform(-2, 2, (20, 3))
     scan = Mesh(np.concatenate([grid.vertices, stray]), grid.faces)
     query = SurfaceQuery(scan)
     lm = np.full((68, 3), np.nan)
