@@ -194,6 +194,18 @@ def test_inspect_and_verify(built: tuple, tmp_path: Path) -> None:
     problems = verify_priors(bad)
     assert any("proper rotation" in p and "s000_e00" in p for p in problems)
     assert any("off its mask" in p and "s001_e00" in p for p in problems)
+    # and another: a rotation that also scales (det > 0), a zero scale, a malformed hash
+    worse = tmp_path / "worse.h5"
+    shutil.copy(path, worse)
+    with h5py.File(worse, "r+") as f:
+        f["rotation"][1] = f["rotation"][1] * 1.01
+        f["scale"][0] = 0.0
+        f["source_sha256"][0] = b"not-a-sha256"
+    problems = verify_priors(worse)
+    assert any("s001_e00': rotation is not a proper rotation" in p for p in problems), problems
+    assert any("s000_e00': scale is not positive" in p for p in problems), problems
+    assert any("source hash 'not-a-sha256' malformed" in p for p in problems), problems
+    assert len(problems) == 3, problems
     assert runner.invoke(app, ["verify", str(bad)]).exit_code == 1
     assert runner.invoke(app, ["verify", str(tmp_path / "missing.h5")]).exit_code == 1
     # relabelled: another schema, one facehd does not write, another layout version
