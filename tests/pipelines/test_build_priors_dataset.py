@@ -97,6 +97,23 @@ def test_points_picked_in_meshlab_come_first(tmp_path: Path) -> None:
     assert found.landmarks_path.endswith("a_picked_points.pp")
 
 
+def test_a_scan_sharing_its_stem_reads_its_own_landmarks_first(tmp_path: Path) -> None:
+    """head.obj and head.ply: each reads ``<name>.lm7.txt`` (as facehd landmarks writes them for
+    such scans) before the shared ``head.lm7.txt``, which a scan without its own file reads."""
+    for name in ("head.obj", "head.ply", "face.obj", "face.ply"):
+        (tmp_path / name).write_text("read later")
+    save_landmarks_txt(tmp_path / "head.lm7.txt", np.zeros((7, 3)))
+    save_landmarks_txt(tmp_path / "head.ply.lm7.txt", np.ones((7, 3)))
+    save_landmarks_txt(tmp_path / "face.lm7.txt", np.ones((7, 3)))
+    found = {s.sample_id: Path(s.landmarks_path).name for s in discover_scans(tmp_path)}
+    assert found == {
+        "head.obj": "head.lm7.txt",
+        "head.ply": "head.ply.lm7.txt",
+        "face.obj": "face.lm7.txt",
+        "face.ply": "face.lm7.txt",
+    }
+
+
 def test_bad_scans_fail_others_finish(built: tuple[Path, object]) -> None:
     out, result = built
     assert result.exit_code == 1, result.output  # some scans failed

@@ -393,6 +393,10 @@ def test_landmarks_off_the_scan_are_refused_naming_their_file(
     check_landmarks_on_surface(sphere, on + unit * (LANDMARK_SURFACE_MAX - 0.01) * span, "in.txt")
     with pytest.raises(InputFileError, match=r"\d+% of their outer eye corners"):
         check_landmarks_on_surface(sphere, on + unit * (LANDMARK_SURFACE_MAX + 0.01) * span, "x")
+    # the median decides: three points far off (a slip of the hand each) do not refuse the file
+    slips = on.copy()
+    slips[[1, 4, 6]] += unit[[1, 4, 6]] * 3.0 * LANDMARK_SURFACE_MAX * span
+    check_landmarks_on_surface(sphere, slips, "slips.txt")
 
 
 def test_eyes_and_lids_hold_the_eye_corners_of_m0() -> None:
