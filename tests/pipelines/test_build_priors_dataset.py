@@ -173,6 +173,18 @@ def test_inspect_and_verify(built: tuple, tmp_path: Path) -> None:
     med = summary.residual_median
     assert med[0] > med[1] > med[2] and med[2] < 0.1
     assert 0.3 < summary.displacement_coverage < 0.9
+    # the summary's numbers, sample by sample from the file
+    with h5py.File(path) as f:
+        res = f["residual"][()]
+        masks, disps = f["displacement_mask"][()], f["displacement"][()]
+        dmask = f["deformation_mask"][()]
+    np.testing.assert_allclose(summary.residual_median, np.median(res, axis=0))
+    np.testing.assert_allclose(summary.residual_max, res.max(axis=0))
+    assert summary.displacement_coverage == pytest.approx(np.mean([m.mean() for m in masks]))
+    assert summary.deformation_coverage == pytest.approx(dmask.mean())
+    valid = np.concatenate([d[m] for d, m in zip(disps, masks, strict=True)]).astype(np.float64)
+    assert summary.displacement_rms == pytest.approx(np.sqrt(np.mean(valid**2)), rel=1e-6)
+    assert masks[0].mean() != masks[1].mean()  # the mean of the two is not either one
     runner = CliRunner()
     shown = runner.invoke(app, ["inspect", str(path)])
     assert shown.exit_code == 0 and SCHEMA in shown.output and "M2" in shown.output
