@@ -124,19 +124,20 @@ class PlainTable(Table):
         """Whether the table drawn ``max_width`` wide breaks a word of a cell: it does not fit
         as it is, and a column (at ``widths``, from :meth:`_whole_word_widths`) is narrower
         than a word of its cells, or no widths keep its headers whole."""
-        texts = [[_plain(cell) or "" for cell in column.cells] for column in self.columns]
+        texts = [[t or "" for t in column] for column in self._column_texts()]
         if widths is None:
-            room = self._text_room(max_width)
-            header = [_plain(column.header) or "" for column in self.columns]
-            natural = [
-                max(cell_len(line) for t in [h, *c] for line in (t.splitlines() or [""]))
-                for h, c in zip(header, texts, strict=True)
-            ]
-            return sum(natural) > room
+            return sum(map(_natural_width, texts)) > self._text_room(max_width)
         return any(
-            max(_word_lengths(" ".join(column)), default=0) > width
+            max(_word_lengths(" ".join(column[1:])), default=0) > width
             for column, width in zip(texts, widths, strict=True)
         )
+
+    def _column_texts(self) -> list[list[str | None]]:
+        """Each column's header, then its cells, as plain text (None for one that is not)."""
+        return [
+            [_plain(column.header), *(_plain(cell) for cell in column.cells)]
+            for column in self.columns
+        ]
 
     def _records(self) -> Table:
         """The rows one after another, a line per non-empty cell: header, then the cell."""
@@ -159,14 +160,11 @@ class PlainTable(Table):
         cannot fit so (a plain Table's widths are then used)."""
         if any(column.width is not None for column in self.columns) or self.expand:
             return None
-        texts = [
-            [_plain(column.header), *(_plain(cell) for cell in column.cells)]
-            for column in self.columns
-        ]
+        texts = self._column_texts()
         if any(None in column for column in texts):
             return None  # a cell that is not text: leave its measuring to rich
         room = self._text_room(max_width)
-        natural = [max(max(map(cell_len, t.splitlines() or [""])) for t in c) for c in texts]
+        natural = [_natural_width(column) for column in texts]
         if sum(natural) <= room:
             return None
         header_words = [_word_lengths(column[0]) for column in texts]
@@ -203,6 +201,11 @@ def _plain(cell: object) -> str | None:
     if isinstance(cell, str):
         return cell
     return cell.plain if isinstance(cell, Text) else None
+
+
+def _natural_width(texts: list[str]) -> int:
+    """The width of a column's longest line of text, unwrapped."""
+    return max(cell_len(line) for t in texts for line in (t.splitlines() or [""]))
 
 
 def _word_lengths(text: str) -> list[int]:
