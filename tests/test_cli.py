@@ -210,22 +210,6 @@ def test_table_cells_too_wide_are_folded_not_cut() -> None:
     assert "…" not in text and "".join(pieces) == name, text
 
 
-_LANDMARK_HEADS = (
-    "scan",
-    "status",
-    "confidence",
-    "NoW-7 spread mm",
-    "units",
-    "rendered",
-    "points",
-    "note",
-)
-_LANDMARK_ROWS = [
-    ("s000_e01", "ok", "0.49", "2.0", "mm", "shaded", "model (facehd-synth)", ""),
-    ("s001_e00", "failed", "", "", "", "", "", "no face in 24 views of /data/s001_e00.ply"),
-]
-
-
 def test_narrow_table_keeps_whole_words_and_gives_way_at_its_widest_columns() -> None:
     import re
 
@@ -233,7 +217,20 @@ def test_narrow_table_keeps_whole_words_and_gives_way_at_its_widest_columns() ->
 
     from facehd.cli import PlainTable
 
-    heads, rows = _LANDMARK_HEADS, _LANDMARK_ROWS
+    heads = (
+        "scan",
+        "status",
+        "confidence",
+        "NoW-7 spread mm",
+        "units",
+        "rendered",
+        "points",
+        "note",
+    )
+    rows = [
+        ("s000_e01", "ok", "0.49", "2.0", "mm", "shaded", "model (facehd-synth)", ""),
+        ("s001_e00", "failed", "", "", "", "", "", "no face in 24 views of /data/s001_e00.ply"),
+    ]
     # a rich table that folds what it cannot fit, as PlainTable did before it kept words whole
     plain, rich_table = PlainTable(*heads), Table(*(Column(h, overflow="fold") for h in heads))
     for table in (plain, rich_table):

@@ -19,7 +19,7 @@ import pytest
 from facehd.distances import SurfaceQuery
 from facehd.mesh import Mesh, height_field_mesh
 from facehd.morphable import load_model
-from facehd.transforms import Similarity
+from facehd.transforms import Similarity, rotation_from_axis_angle
 from pipelines.fitting import (
     FitConfig,
     FitError,
@@ -95,9 +95,7 @@ def test_displacement_against_a_plane_in_closed_form(
     transform = IDENTITY
     if moved:
         axis = np.array([0.3, -1.0, 0.4]) / np.linalg.norm([0.3, -1.0, 0.4])
-        angle = np.radians(35.0)
-        k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-        rotation = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+        rotation = rotation_from_axis_angle(np.radians(35.0) * axis)
         transform = Similarity(1.0, rotation, np.array([40.0, -15.0, 120.0]))
         plane = Mesh(transform.inverse().apply(plane.vertices), plane.faces)
     disp, mask, pos, nmap = _displace(md, plane, transform=transform)
