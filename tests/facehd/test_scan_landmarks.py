@@ -624,6 +624,80 @@ def test_nose_tip_moves_to_the_most_prominent_point_near_it() -> None:
         ScanLandmarkConfig(nose_tip_reach_mm=-1.0)
 
 
+def _tip_on(
+    heights: np.ndarray, xs: np.ndarray, start: tuple[float, float], stray: np.ndarray | None = None
+) -> np.ndarray:
+    """Point 30 after :func:`_nose_tip_forward` (front +z, reach 10 mm) on the height field
+    ``heights`` over the grid ``xs`` × ``xs``, from the grid vertex nearest to ``start`` across;
+    ``stray``: points no face uses, added to the scan."""
+    from facehd.mesh import height_field_mesh
+
+    grid = height_field_mesh(heights, xs, xs)
+    if stray is not None:
+        grid = Mesh(np.concatenate([grid.vertices, stray]), grid.faces)
+    query = SurfaceQuery(grid)
+    i, j = np.abs(xs - start[1]).argmin(), np.abs(xs - start[0]).argmin()
+    lm = np.full((68, 3), np.nan)
+    lm[30] = [xs[j], xs[i], heights[i, j]]
+    return _nose_tip_forward(lm, query, np.array([0.0, 0.0, 1.0]), 10.0)[30]
+
+
+@pytest.mark.parametrize("step", [0.5, 1.5])
+def test_nose_tip_ignores_thin_ridges_but_not_broad_bumps(step: float) -> None:
+    """On a nose-like bump, things higher than its apex 5 mm from it do not take the tip: a ridge
+    two vertices wide and up to 4.5 mm long standing 5 mm out of the skin, on a fine grid and on a
+    coarse one (where the filter's disc widens with the spacing); the same ridge at the edge of
+    the search's reach (where the filter's disc still reaches past it); a tuft of 3 × 3 vertices
+    15 mm out; points no face uses hovering 5 mm over the skin. A bump 3 mm wide (sigma) at the
+    same place, as high as the ridge, does take it."""
+    xs = np.arange(-30.0, 30.01, step)
+    x, y = np.meshgrid(xs, xs)
+    heights = 20.0 * np.exp(-(x**2 + y**2) / (2 * 8.0**2))  # apex (0, 0, 20)
+    row, col = np.abs(xs - 4.0).argmin(), np.abs(xs - 3.0).argmin()  # 5 mm from the apex
+    apex = np.array([0.0, 0.0, 20.0])
+    for n in [n for n in (1, 3, 9) if n * step <= 4.5]:  # ridges up to 4.5 mm long
+        ridge = heights.copy()
+        ridge[row : row + 2, col - n // 2 : col + n // 2 + 1] += 5.0
+        assert ridge.max() > 20.0
+        for start in ((2.0, 2.0), (-1.8, -2.4)):  # the second 8-11 mm from the ridge
+            tip = _tip_on(ridge, xs, start)
+            assert np.linalg.norm(tip - apex) < 0.1 * step + 0.05, (n, start, tip)
+    if step == 0.5:
+        tuft = heights.copy()
+        tuft[row - 2 : row + 1, col - 1 : col + 2] += 15.0
+        assert np.linalg.norm(_tip_on(tuft, xs, (2.0, 2.0)) - apex) < 0.1
+        hover = np.random.default_rng(3).uniform([2.0, 3.0, 0.0], [4.0, 5.0, 1.0], (200, 3))
+        hover[:, 2] += 20.0 * np.exp(-(hover[:, 0] ** 2 + hover[:, 1] ** 2) / 128.0) + 5.0
+        assert np.linalg.norm(_tip_on(heights, xs, (2.0, 2.0), hover) - apex) < 0.1
+
+    def broad(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        bump = 5.0 * np.exp(-((x - xs[col]) ** 2 + (y - xs[row]) ** 2) / (2 * 3.0**2))
+        return 20.0 * np.exp(-(x**2 + y**2) / (2 * 8.0**2)) + bump
+
+    tip = _tip_on(broad(x, y), xs, (2.0, 2.0))
+    fx, fy = np.meshgrid(np.arange(-10.0, 10.0, 0.02), np.arange(-10.0, 10.0, 0.02))
+    best = np.unravel_index(np.argmax(broad(fx, fy)), fx.shape)  # its top, found densely
+    assert np.hypot(fx[best], fy[best]) > 3.0
+    assert np.hypot(tip[0] - fx[best], tip[1] - fy[best]) < max(1.0, step), tip
+
+
+def test_nose_tip_on_a_slope_goes_to_the_uphill_edge_of_its_reach() -> None:
+    """On an inclined plane nothing is more prominent than the reach's uphill edge: the tip is the
+    median of the top 1% of the vertices within reach by their own heights (computed here by
+    brute force), since the filter's discs there are whole and a plane's median is its centre."""
+    xs = np.arange(-30.0, 30.01, 0.5)
+    x, y = np.meshgrid(xs, xs)
+    heights = 0.6137 * x + 0.2291 * y  # no two vertices within reach at one height
+    tip = _tip_on(heights, xs, (0.0, 0.0))
+    v = np.stack([x.ravel(), y.ravel(), heights.ravel()], axis=1)
+    near = v[np.linalg.norm(v, axis=1) <= 10.0]
+    k = max(5, int(np.ceil(0.01 * len(near))))
+    expected = np.median(near[np.argsort(-near[:, 2])[:k]], axis=0)
+    normal = np.array([-0.6137, -0.2291, 1.0]) / np.linalg.norm([-0.6137, -0.2291, 1.0])
+    expected -= (expected @ normal) * normal  # onto the plane, as the tip is
+    np.testing.assert_allclose(tip, expected, atol=1e-9)
+
+
 @pytest.fixture(scope="module")
 def landmarker():
     if not mediapipe_available():
