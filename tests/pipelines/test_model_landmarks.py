@@ -192,6 +192,10 @@ def test_a_mouth_the_fit_got_wrong_keeps_its_detection(check: ModelLandmarkCheck
     unguarded = ModelLandmarkCheck(ModelCheckConfig(mouth_gap_mm=1e6))(scan, wrong)
     assert unguarded.source == "model (facehd-synth)"
     np.testing.assert_array_equal(result.landmarks68_mm[rest], unguarded.landmarks68_mm[rest])
+    # far from the detection but on the scan's surface: the model's mouth is not doubted
+    on_surface = ModelLandmarkCheck(ModelCheckConfig(mouth_off_surface_mm=1e6))(scan, wrong)
+    assert on_surface.source == "model (facehd-synth)"
+    np.testing.assert_array_equal(on_surface.landmarks68_mm, unguarded.landmarks68_mm)
     err = np.linalg.norm(result.landmarks68_mm[mouth] - truth[mouth], axis=1)
     err_model = np.linalg.norm(unguarded.landmarks68_mm[mouth] - truth[mouth], axis=1)
     assert np.median(err_model) > 8.0 and np.median(err) < 3.0
