@@ -160,6 +160,120 @@ def test_fit_lowers_its_objective_and_its_landmark_error(fitted):
     assert last["landmark"] < first["landmark"]
 
 
+def _tv(x: np.ndarray) -> float:
+    """Squared total variation of ``(B, C, H, W)`` maps, written out: twice the sum of the mean
+    squared steps down the rows and along the columns."""
+    return 2.0 * (np.mean(np.diff(x, axis=2) ** 2) + np.mean(np.diff(x, axis=3) ** 2))
+
+
+def test_the_objective_is_the_weighted_sum_of_its_terms_on_the_maps_it_returns(fitted):
+    """In every entry of the history the total is the sum of the nine terms, each weighted as
+    the config says (the photometric weight on R1 and on R2 alike), and every term takes part;
+    at the start (the naive state) and at the end (the fitted views) the map terms are those of
+    the maps returned, in the model's units: the shared deformation's and the displacements'
+    total variation, and the displacements' mean absolute value over the valid texels."""
+    recon, res, _ = fitted
+    cfg = MultiViewConfig(iterations=15, lr=1e-2)  # the fixture's
+    weights = {
+        "photo_mid": cfg.photometric,
+        "photo_high": cfg.photometric,
+        "landmark": cfg.landmark,
+        "tv_deformation": cfg.tv_deformation,
+        "tv_displacement": cfg.tv_displacement,
+        "displacement_l1": cfg.displacement_l1,
+        "contour": cfg.contour,
+        "coefficient": cfg.coefficient,
+        "gamma": cfg.gamma,
+    }
+    for entry in res.history:
+        assert set(entry) == {*weights, "total"}
+        want = sum(w * entry[k] for k, w in weights.items())
+        assert entry["total"] == pytest.approx(want, rel=1e-5)
+    assert all(res.history[0][k] > 0 for k in weights), res.history[0]
+    unit = recon.system.config.network.map_unit_mm
+    for entry, recs in ((res.history[0], res.naive), (res.history[-1], res.views)):
+        deformation = recs[0].deformation.transpose(2, 0, 1)[None] / unit
+        displacement = np.stack([r.displacement for r in recs])[:, None] / unit
+        valid = np.stack([r.valid for r in recs])[:, None]
+        assert entry["tv_deformation"] == pytest.approx(_tv(deformation), rel=1e-4)
+        assert entry["tv_displacement"] == pytest.approx(_tv(displacement), rel=1e-4)
+        l1 = np.abs(displacement[valid]).sum() / valid.sum()
+        assert entry["displacement_l1"] == pytest.approx(l1, rel=1e-4)
+
+
+def test_each_view_keeps_its_de_retouched_albedo(fitted, model_path):
+    """The views are rendered with their de-retouched albedo: the naive state, whose albedo
+    coefficients are each view's own, has each view's single-view texture, which de-retouching
+    changed; a reconstructor that writes the base texture fits with the base texture, as it
+    reconstructs a photo alone."""
+    from models.reconstruct import Reconstructor
+
+    recon, res, (crops, masks, lms, _) = fitted
+    for n, s in zip(res.naive, res.single, strict=True):
+        np.testing.assert_allclose(n.texture, s.texture, atol=1e-5)
+    base = Reconstructor.load(model_path, base_texture=True)
+    with one_torch_thread():
+        plain = fit_multiview(base, crops, masks, lms, MultiViewConfig(iterations=0))
+        alone = base.run_crops(crops)
+        retouched = recon.run_crops(crops)
+    for p, a, r in zip(plain.single, alone, retouched, strict=True):
+        np.testing.assert_allclose(p.texture, a.texture, atol=1e-6)
+        # the fixture's barely trained de-retouching moves the texture by about 1e-3
+        assert np.abs(r.texture - a.texture).max() > 1e-4
+
+
+def test_view_means_and_summaries_leave_out_what_could_not_be_scored():
+    """A view that cannot place a level scores NaN (or inf) there: the set's mean is over the
+    other views, NaN where none scored; the summary's mean over the sets likewise (loops)."""
+    from models.multiview import (
+        MULTIVIEW_SCORES,
+        MultiViewEvalRow,
+        _mean_of_finite,
+        summarise_multiview,
+    )
+
+    scores = np.array([[1.0, np.nan, np.nan, 4.0], [3.0, 2.0, np.nan, np.inf]])
+    got = _mean_of_finite(scores)
+    for j in range(scores.shape[1]):
+        finite = [x for x in scores[:, j] if np.isfinite(x)]
+        want = sum(finite) / len(finite) if finite else np.nan
+        np.testing.assert_equal(got[j], want)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(3):
+        values = rng.uniform(0.1, 2.0, len(MULTIVIEW_SCORES))
+        values[i] = np.nan  # the first three scores each miss one set
+        rows.append(MultiViewEvalRow(f"s{i}", "naive", 2, *values))
+        rows[-1].normal_m2 = float("nan")  # and no set has this one
+    summary = summarise_multiview(rows)
+    assert list(summary) == ["naive"]
+    for name in MULTIVIEW_SCORES:
+        finite = [getattr(r, name) for r in rows if np.isfinite(getattr(r, name))]
+        want = sum(finite) / len(finite) if finite else np.nan
+        np.testing.assert_allclose(summary["naive"][name], want, rtol=1e-12)
+    assert np.isnan(summary["naive"]["normal_m2"]) and np.isfinite(summary["naive"]["dist_m0"])
+
+
+def test_the_earlier_fits_folders_replaced_are_only_its_views(tmp_path):
+    """A new fit into a folder replaces the earlier fit's view folders that it does not redo,
+    and only those that hold a reconstruction: a folder of that name that holds none (made by
+    hand since) is left alone."""
+    from models.multiview import _earlier_set
+
+    out = tmp_path / "out"
+    for name in ("a", "b", "c"):
+        (out / name).mkdir(parents=True)
+    for name in ("a", "c"):
+        (out / name / "reconstruction.json").write_text("{}")
+    views = [{"photo": f"/p/{n}.jpg", "folder": n} for n in ("a", "b", "c")]
+    (out / "multiview.json").write_text(json.dumps({"views": views, "failed": []}))
+    stale, gone = _earlier_set(out, {"c"}, [])
+    assert stale == set()  # no photos.csv: no rows to forget
+    assert gone == [out / "a"]
+    (out / "multiview.json").write_text("{not json")
+    assert _earlier_set(out, {"c"}, []) == (set(), [])
+
+
 def test_the_lighting_regulariser_pulls_each_view_towards_monochrome_light(fitted):
     recon, res, (crops, masks, lms, start) = fitted
     assert res.history[0]["gamma"] > 0.0  # part of the default objective, as in the public code
@@ -275,8 +389,11 @@ def test_reconstruct_multiview_writes_views_shared_face_and_report(
     for v in views:
         assert (out / v.stem / "detail.obj").is_file()
         # each view says it is one of a joint fit, of which views, and where the fit lies
-        joint = json.loads((out / v.stem / "reconstruction.json").read_text())["multiview"]
+        meta = json.loads((out / v.stem / "reconstruction.json").read_text())
+        joint = meta["multiview"]
         assert joint["views"] == [w.stem for w in views] and joint["iterations"] == 2
+        # each view is scored against its photo's landmarks, as a single photo is
+        assert 0 < meta["landmark_nme"]["value"] < 1
         assert (out / v.stem / joint["shared_mesh"]).resolve() == (out / "shared.obj").resolve()
         assert (out / v.stem / joint["record"]).resolve() == (out / "multiview.json").resolve()
     assert (out / "shared.obj").is_file()
@@ -386,6 +503,38 @@ def test_evaluate_multiview_scores_the_three_variants(hrn_data, model_path, tmp_
     empty.mkdir()
     res = CliRunner().invoke(app, [*args, "--scans", str(empty)])
     assert res.exit_code != 0 and "photos.npz" in res.output
+
+
+def test_each_variant_is_scored_on_its_own_views(hrn_data, model_path, monkeypatch):
+    """The single, naive and mv-hrn rows are the scores of the fit's single, naive and fitted
+    reconstructions, each view's in its own place: the scoring is replaced by one that says
+    which list and which view it was given (10 x list + view), so each row's mean over its two
+    views is 10 x list + 0.5."""
+    import models.multiview as mv
+    from models.reconstruct import Reconstructor
+
+    fits = []
+    real_fit = mv.fit_multiview
+
+    def fit(*args, **kwargs):
+        fits.append(real_fit(*args, **kwargs))
+        return fits[-1]
+
+    def scores(recon, rec, truth, camera, gt_depth, view, max_points):
+        lists = (fits[-1].single, fits[-1].naive, fits[-1].views)
+        which = [k for k, recs in enumerate(lists) if recs[view] is rec]
+        assert len(which) == 1
+        return np.full(len(mv.MULTIVIEW_SCORES), 10.0 * which[0] + view)
+
+    monkeypatch.setattr(mv, "fit_multiview", fit)
+    monkeypatch.setattr(mv, "_view_scores", scores)
+    with one_torch_thread():
+        recon = Reconstructor.load(model_path)
+        rows = mv.evaluate_multiview_synthetic(recon, hrn_data.scans, MultiViewConfig(iterations=0))
+    assert len(rows) == 3 * len(fits) > 0
+    for r in rows:
+        assert r.views == 2
+        assert r.dist_m0 == r.mne_cam_m2 == 10.0 * mv.VARIANTS.index(r.variant) + 0.5, r
 
 
 def test_multiview_and_single_view_evaluation_take_the_same_scans(hrn_data, model_path, tmp_path):
