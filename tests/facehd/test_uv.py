@@ -255,6 +255,22 @@ def test_rasterize_in_chunks_gives_the_same_table(monkeypatch):
     np.testing.assert_array_equal(small.barycentrics, ref.barycentrics)
 
 
+def test_rasterize_texel_centres_on_shared_edges_and_vertices(monkeypatch):
+    """A grid whose vertices lie on texel centres, so that many texel centres lie on shared
+    edges and vertices, and on the grid's outer edge: no hole, and each such texel goes to the
+    lowest of its faces (the brute-force loop), in one chunk and in many."""
+    size = (16, 16)
+    uvs, faces = grid_topology(6, 0.5 / 16, 15.5 / 16)  # vertices 3 texels apart
+    ref_ids, ref_bary = brute_force_raster(uvs, faces, size)
+    assert np.all(ref_ids >= 0)  # every texel centre lies in the grid's square
+    for chunk in (None, 5):
+        if chunk is not None:
+            monkeypatch.setattr(uv, "_RASTER_CHUNK", chunk)
+        table = uv.rasterize_uv(uvs, faces, size)
+        np.testing.assert_array_equal(table.face_ids, ref_ids)
+        np.testing.assert_allclose(table.barycentrics, ref_bary, atol=1e-9)
+
+
 def test_rasterize_rejects_bad_input():
     uvs, faces = grid_topology(3)
     with pytest.raises(ValueError, match=r"\(V, 2\)"):
@@ -421,6 +437,48 @@ def test_detail_normals_respect_the_mask():
     np.testing.assert_allclose(out2, out, atol=1e-12)
     # default mask (non-zero coarse normals) is the table mask here
     np.testing.assert_allclose(uv.detail_normals(pm, nm, disp), out, atol=1e-12)
+
+
+def _holed_plane():
+    """A wavy plane whose mask has single-texel holes inside, so that cells have a masked
+    corner on either diagonal."""
+    x, y, pm, nm, disp = _plane_with_waves(14, 12, 10.0, 0.3, 2 * np.pi / 5, 0.2, 2 * np.pi / 7)
+    mask = np.ones((14, 12), bool)
+    for r, c in ((4, 5), (9, 3), (9, 8)):
+        mask[r, c] = False
+    return pm, nm, disp, mask
+
+
+def test_detail_normals_use_only_cells_with_four_valid_corners():
+    """Garbage at the holes changes no detail normal; the holes keep their coarse normal."""
+    pm, nm, disp, mask = _holed_plane()
+    out = uv.detail_normals(pm, nm, disp, mask)
+    pm2, disp2 = pm.copy(), disp.copy()
+    pm2[~mask] = [1e3, -2e3, 5e2]
+    disp2[~mask] = 1e3
+    np.testing.assert_allclose(uv.detail_normals(pm2, nm, disp2, mask), out, atol=1e-12)
+    np.testing.assert_allclose(out[~mask], nm[~mask], atol=1e-15)
+    assert np.abs(out - nm)[mask].max() > 0.05  # the waves tilt the others
+
+
+def test_dense_mesh_skips_cells_with_a_masked_corner():
+    pm, nm, disp, mask = _holed_plane()
+    mesh = uv.displaced_dense_mesh(pm, nm, disp, mask)
+    h, w = mask.shape
+    cells = [
+        (r, c)
+        for r in range(h - 1)
+        for c in range(w - 1)
+        if mask[r, c] and mask[r, c + 1] and mask[r + 1, c] and mask[r + 1, c + 1]
+    ]
+    assert len(mesh.faces) == 2 * len(cells) == 2 * (13 * 11 - 12)
+    assert mesh.faces.min() >= 0 and mesh.faces.max() < mask.sum()
+    index = -np.ones(mask.shape, int)
+    index[mask] = np.arange(mask.sum())
+    used = {frozenset(f) for f in mesh.faces.tolist()}
+    for r, c in cells:  # each cell's two triangles share its bottom-left and top-right corners
+        a, b, cc, d = index[r, c], index[r, c + 1], index[r + 1, c + 1], index[r + 1, c]
+        assert {frozenset((d, cc, b)), frozenset((d, b, a))} <= used
 
 
 def test_torch_detail_normals_batched_match_numpy_and_gradcheck():
