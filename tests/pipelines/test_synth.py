@@ -10,7 +10,7 @@ from facehd.distances import point_to_surface
 from facehd.landmarks import NOW7_FROM_68, load_landmarks
 from facehd.mesh import load_mesh
 from facehd.morphable import facehd_synth
-from facehd.transforms import Similarity
+from facehd.transforms import Similarity, procrustes
 from facehd.uv import sample_uv_map
 from pipelines.synth import SynthConfig, synth_scans
 
@@ -48,6 +48,8 @@ def test_scan_lies_on_the_true_detailed_surface(default_scan: Path) -> None:
     face = d < 1.0
     assert face.mean() > 0.6
     assert 0.02 < np.median(d[face]) < 0.08
+    # isotropic noise of SynthConfig.noise_mm per axis: its part along the normal has that RMS
+    assert np.sqrt(np.mean(d[face] ** 2)) == pytest.approx(SynthConfig().noise_mm, rel=0.05)
     assert (d > 5.0).mean() > 0.05  # the extra geometry exists
 
 
@@ -61,12 +63,18 @@ def test_true_m1_is_model_plus_sampled_deformation(default_scan: Path) -> None:
     np.testing.assert_allclose(m1.uvs, model.uvs, atol=1e-12)
     assert gt["deformation"].shape == (64, 64, 3) and gt["displacement"].shape == (256, 256)
     rms = np.sqrt(np.mean(np.sum((m1.vertices - m0) ** 2, axis=1)))
-    assert 0.5 < rms < 5.0  # a few mm
+    assert rms == pytest.approx(SynthConfig().deformation_mm, rel=1e-9)
+    # no pose change explains any of it: the best similarity from M0 onto M1 barely moves M0
+    # (a smooth random field has ~1 mm of rigid motion in it before it is projected out)
+    t = procrustes(m0, m1.vertices)
+    assert np.sqrt(np.mean(np.sum((t.apply(m0) - m0) ** 2, axis=1))) < 0.01
     amp = np.abs(gt["displacement"])
     assert 0.05 < amp.max() < 1.0 and np.percentile(amp, 50) < 0.2
     # neutral first, then an expression, same identity
     gt0, _ = _truth(default_scan, "s000_e00")
     assert not gt0["expression"].any() and gt["expression"].any()
+    # an expression activates 2 to 4 components, each positively (negative values fold lips)
+    assert 2 <= np.count_nonzero(gt["expression"]) <= 4 and gt["expression"].min() >= 0
     np.testing.assert_array_equal(gt0["identity"], gt["identity"])
 
 
@@ -118,6 +126,39 @@ def test_bad_config(tmp_path: Path) -> None:
         synth_scans(tmp_path, SynthConfig(units="inch"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=">= 1"):
         synth_scans(tmp_path, SynthConfig(subjects=0))
+
+
+def test_smooth_fields_have_unit_rms_per_channel() -> None:
+    from pipelines.synth import smooth_field
+
+    field = smooth_field(np.random.default_rng(2), 32, 3)
+    np.testing.assert_allclose(np.sqrt(np.mean(field**2, axis=(0, 1))), 1.0, rtol=1e-9)
+
+
+def test_expressions_activate_two_to_four_components_positively() -> None:
+    from pipelines.synth import _sample_coefficients
+
+    model = facehd_synth()
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        identity, expression = _sample_coefficients(model, rng, neutral=False)
+        assert 2 <= np.count_nonzero(expression) <= 4 and expression.min() >= 0
+        scaled = expression / model.exp_std
+        assert scaled[expression > 0].min() >= 0.4 and scaled.max() <= 1.2
+        assert not _sample_coefficients(model, rng, neutral=True)[1].any()
+
+
+def test_the_hair_cap_stays_behind_the_face() -> None:
+    """5 mm behind the face's backmost vertex, so that it never covers the face in a render."""
+    from pipelines.synth import _hair_cap
+
+    model = facehd_synth()
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        v = model.vertices(rng.normal(size=model.n_id) * model.id_std, np.zeros(model.n_exp))
+        cap = _hair_cap(v, rng)
+        assert cap.vertices[:, 2].max() <= v[:, 2].min() - 5.0
+        assert np.ptp(cap.vertices[:, 1]) > 50.0  # and it is a cap, not a sliver
 
 
 def test_neck_and_hair_face_outwards() -> None:
