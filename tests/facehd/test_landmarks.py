@@ -154,6 +154,10 @@ def test_to_now7_picks_the_same_points_from_51_and_68() -> None:
     np.testing.assert_array_equal(to_now7(pts(7)[None]), pts(7))
     with pytest.raises(InputFileError, match="pred.npy.*found 10"):
         to_now7(pts(10), "pred.npy")
+    bad = full.copy()
+    bad[5, 1] = np.inf  # a jaw point, which NoW's 7 do not take: still refused
+    with pytest.raises(InputFileError, match="pred.npy.*NaN or inf"):
+        to_now7(bad, "pred.npy")
 
 
 @pytest.mark.parametrize(
@@ -224,6 +228,18 @@ def test_pts_counts_pixels_from_one(tmp_path: Path) -> None:
     lm = load_photo_landmarks(path)
     k = np.arange(68)
     np.testing.assert_array_equal(lm, np.stack([k, 2 * k + 0.5], 1))
+
+
+def test_pts_skips_comments_and_reads_header_keys_in_any_case(tmp_path: Path) -> None:
+    """``//`` lines are comments anywhere; ``N_Points`` is ``n_points``."""
+    path = tmp_path / "face.pts"
+    rows = [f"{k + 1} {k + 2}" for k in range(68)]
+    text = "// from a labelling tool\nversion: 1\nN_Points: 68\n{\n// eyes next\n"
+    path.write_text(text + "\n".join(rows) + "\n}\n")
+    np.testing.assert_array_equal(load_photo_landmarks(path)[:, 1], np.arange(68) + 1.0)
+    path.write_text(text.replace("68", "67") + "\n".join(rows) + "\n}\n")
+    with pytest.raises(InputFileError, match="n_points says 67"):
+        load_photo_landmarks(path)
 
 
 def test_pts_written_and_read_back(tmp_path: Path) -> None:
