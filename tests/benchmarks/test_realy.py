@@ -405,6 +405,21 @@ def test_statistics_ddof1_and_mean_of_region_means() -> None:
     assert rows["nose"].std == pytest.approx(1.0)  # ddof = 1
     assert rows["forehead"].median == 1.0
     assert rows["all"].mean == pytest.approx((2.0 + 2.0 + 2.0 + 1.0) / 4)
+    assert rows["all"].n_images == 3
+    # a region scored on fewer images: the "all" row counts the images every region scored
+    rows = {s.region: s for s in realy_statistics({**errors, "mouth": [2.0, 2.0]})}
+    assert rows["mouth"].n_images == 2 and rows["all"].n_images == 2
+
+
+def test_keypoint_weights_are_truncated_as_the_official_tool_does() -> None:
+    """Each keypoint counts as int(vertices / keypoints) region vertices (a quarter of that for
+    the cheek), cut down, not rounded."""
+    from benchmarks.realy import _keypoint_repeats
+
+    assert _keypoint_repeats("nose", 20, 3) == 6  # 6.67
+    assert _keypoint_repeats("forehead", 29, 10) == 2  # 2.9
+    assert _keypoint_repeats("cheek", 100, 3) == 8  # 33.3 / 4 = 8.33
+    assert _keypoint_repeats("cheek", 95, 4) == 5  # 23.75 / 4 = 5.94
 
 
 def test_prediction_names_as_the_official_tool_reads_them(tmp_path: Path) -> None:
