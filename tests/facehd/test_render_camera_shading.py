@@ -176,3 +176,10 @@ def test_gamma_layout_and_ambient_offset() -> None:
         gamma_to_sh(torch.zeros(1, 26))
     with pytest.raises(ValueError, match="9, 3"):
         sh_irradiance(n, torch.zeros(1, 3, 9))
+    # one lighting for every face of a batch, or one per face; another count is refused
+    three = torch.cat([n, -n, n])
+    one = sh_irradiance(three, gamma_to_sh(torch.ones(1, 27, dtype=torch.float64)))
+    each = sh_irradiance(three, gamma_to_sh(torch.ones(3, 27, dtype=torch.float64)))
+    torch.testing.assert_close(one, each)
+    with pytest.raises(ValueError, match="SH batch 2 does not match the batch 3"):
+        sh_irradiance(three, torch.zeros(2, 9, 3))
