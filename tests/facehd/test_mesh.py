@@ -634,6 +634,19 @@ def test_drop_duplicate_faces_matches_a_brute_force_set(pad: int) -> None:
     assert mesh_mod.drop_duplicate_faces(base) == (base, 0)
 
 
+@pytest.mark.parametrize("bits", [20, 21])
+def test_triangles_that_share_packed_bits_are_not_duplicates(bits: int) -> None:
+    """Corners numbered past 2^20 and 2^21: (0, 1, 5) and (0, 1, 2^b + 5) are two triangles,
+    whose corner numbers OR-ed together at 21 bits apart, or at 20, would read as one."""
+    n = (1 << bits) + 6
+    vertices = np.zeros((n, 3))
+    vertices[:, 0] = np.arange(n)  # every position its own
+    vertices[:, 1] = (np.arange(n) % 7) ** 2
+    faces = np.array([[0, 1, 5], [0, 1, (1 << bits) + 5], [1, 0, 5]])
+    out, dropped = mesh_mod.drop_duplicate_faces(Mesh(vertices, faces))
+    assert dropped == 1 and np.array_equal(out.faces, faces[:2])  # the third is the first
+
+
 def test_drop_stretched_faces_matches_a_loop_over_the_triangles() -> None:
     rng = np.random.default_rng(8)
     base = small_mesh(6)
