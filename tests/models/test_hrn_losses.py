@@ -239,6 +239,21 @@ def test_contour_loss_matches_brute_force_on_an_irregular_mask():
     assert got == pytest.approx(brute_force_contour(pts, mask, delta=20.0), rel=1e-12)
 
 
+def test_contour_loss_leaves_out_points_below_the_image_and_on_the_delta_row():
+    """A mask on every row down to the last: a point below the image does not read the last
+    row's edges, and a point exactly on row ``delta`` is not below it (Eq. 1: ``y > delta``)."""
+    mask = torch.zeros(1, 8, 8, dtype=torch.bool)
+    mask[:, :, 2:6] = True
+    inside = torch.tensor([[[3.0, 6.0]]], dtype=torch.float64)
+    alone = contour_loss(inside, mask, delta=5.0).item()
+    assert alone == pytest.approx(0.01)
+    for y in (5.0, 8.0, 9.4, 20.0):
+        far = torch.tensor([[[40.0, y]]], dtype=torch.float64)  # far right of the mask
+        assert contour_loss(torch.cat([inside, far], 1), mask, delta=5.0).item() == alone, y
+    counted = torch.tensor([[[40.0, 7.4]]], dtype=torch.float64)  # the last row: it counts
+    assert contour_loss(torch.cat([inside, counted], 1), mask, delta=5.0).item() > alone
+
+
 def test_gradcheck_contour_loss():
     # points away from the kinks (edges +- margin, midpoints, row boundaries)
     pts = torch.tensor(
