@@ -375,6 +375,24 @@ def test_perfect_prediction_scores_zero_and_imperfect_scores_more() -> None:
             atol=1e-6,
         )
     assert not res2.region_transforms["nose"].allclose(res2.region_transforms["cheek"], atol=1e-6)
+    # ... each the global alignment first, then its region's ICP, retraced here step by step
+    from benchmarks.realy import RICP_KEYPOINTS, global_alignment, region_icp
+    from facehd.distances import SurfaceQuery
+
+    pred = bumpy.transformed(true)
+    gk = np.asarray(subject.keypoints, dtype=np.float64)
+    t_global = global_alignment(topo.keypoints(pred.vertices), gk)
+    aligned = pred.transformed(t_global)
+    kp = topo.keypoints(aligned.vertices)
+    for r in res2.region_transforms:
+        idx = list(RICP_KEYPOINTS[r])
+        region = subject.regions[r].vertices
+        t_r, _ = region_icp(SurfaceQuery(aligned), region, kp[idx], gk[idx], r)
+        np.testing.assert_allclose(
+            res2.region_transforms[r].apply(pred.vertices),
+            t_r.apply(t_global.apply(pred.vertices)),
+            atol=1e-9,
+        )
 
 
 def test_collapsed_and_flat_predictions_are_named_errors() -> None:
