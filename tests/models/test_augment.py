@@ -44,6 +44,7 @@ def test_the_photo_is_resampled_where_the_similarity_sends_each_pixel():
             assert np.abs(got[inside] - ref[inside]).max() < 1e-5
         far = (px < -1) | (px > 224) | (py < -1) | (py > 224)  # read from outside: black
         assert far.any() and np.abs(out.images[i].numpy().reshape(3, -1)[:, far]).max() == 0.0
+        assert out.masks[i, 0].numpy().ravel()[far].max() == 0.0  # and off the face mask
         moved = batch.landmarks[i].numpy() @ m[:, :2].T + m[:, 2]
         if flipped[i]:
             moved = moved[list(IBUG68_MIRROR)]
@@ -90,6 +91,8 @@ def test_the_draws_stay_within_their_limits():
 def test_no_jitter_changes_nothing():
     batch = _batch(b=2)
     assert not AugmentConfig().active
+    for one in ({"shift": 1.0}, {"scale": 0.1}, {"rotation": 2.0}, {"flip": True}):
+        assert AugmentConfig(**one).active, one  # any one kind of jitter turns it on
     m, flipped = random_similarities(2, AugmentConfig(), 224)
     assert torch.allclose(m[:, :, :2], torch.eye(2, dtype=torch.float64).expand(2, 2, 2))
     assert torch.allclose(m[:, :, 2], torch.zeros(2, 2, dtype=torch.float64))
