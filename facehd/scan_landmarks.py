@@ -1599,10 +1599,11 @@ def _nose_tip_forward(lm: np.ndarray, query: Any, front: np.ndarray, reach: floa
     # drawn from the surface around the search's reach too, so that none is cut at its edge
     # where the surface slopes by up to 70° from across ``front``
     across = np.linalg.svd(front[None])[2][1:].T
-    spacing = cKDTree(v[near] @ across).query(v[near] @ across, k=2)[0][:, 1]
+    near_across = v[near] @ across
+    spacing = cKDTree(near_across).query(near_across, k=2)[0][:, 1]
     radius = max(NOSE_TIP_FILTER_MM, 3.0 * float(np.median(spacing)))
     pool = np.flatnonzero((dist2 <= (reach + 3.0 * radius) ** 2) & mesh.used_vertices)
-    discs = cKDTree(v[pool] @ across).query_ball_point(v[near] @ across, radius)
+    discs = cKDTree(v[pool] @ across).query_ball_point(near_across, radius)
     pool_height = v[pool] @ front
     filtered = np.array([np.median(pool_height[disc]) for disc in discs])
     k = max(5, int(np.ceil(0.01 * near.size)))
