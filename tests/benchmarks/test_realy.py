@@ -20,9 +20,11 @@ from benchmarks.perf_entries import (
     procedural_head,
 )
 from benchmarks.realy import (
+    RICP_KEYPOINTS,
     RealyRegion,
     RealySubject,
     RealyTopology,
+    _keypoint_repeats,
     _NormalEquations,
     evaluate_realy,
     fit_rt,
@@ -376,9 +378,6 @@ def test_perfect_prediction_scores_zero_and_imperfect_scores_more() -> None:
         )
     assert not res2.region_transforms["nose"].allclose(res2.region_transforms["cheek"], atol=1e-6)
     # ... each the global alignment first, then its region's ICP, retraced here step by step
-    from benchmarks.realy import RICP_KEYPOINTS, global_alignment, region_icp
-    from facehd.distances import SurfaceQuery
-
     pred = bumpy.transformed(true)
     gk = np.asarray(subject.keypoints, dtype=np.float64)
     t_global = global_alignment(topo.keypoints(pred.vertices), gk)
@@ -432,8 +431,6 @@ def test_statistics_ddof1_and_mean_of_region_means() -> None:
 def test_keypoint_weights_are_truncated_as_the_official_tool_does() -> None:
     """Each keypoint counts as int(vertices / keypoints) region vertices (a quarter of that for
     the cheek), cut down, not rounded."""
-    from benchmarks.realy import _keypoint_repeats
-
     assert _keypoint_repeats("nose", 20, 3) == 6  # 6.67
     assert _keypoint_repeats("forehead", 29, 10) == 2  # 2.9
     assert _keypoint_repeats("cheek", 100, 3) == 8  # 33.3 / 4 = 8.33

@@ -141,7 +141,7 @@ def test_expressions_activate_two_to_four_components_positively() -> None:
     model = facehd_synth()
     for seed in range(20):
         rng = np.random.default_rng(seed)
-        identity, expression = _sample_coefficients(model, rng, neutral=False)
+        _, expression = _sample_coefficients(model, rng, neutral=False)
         assert 2 <= np.count_nonzero(expression) <= 4 and expression.min() >= 0
         scaled = expression / model.exp_std
         assert scaled[expression > 0].min() >= 0.4 and scaled.max() <= 1.2
