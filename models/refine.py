@@ -51,8 +51,8 @@ class RefineConfig:
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"refine steps must be >= 1, got {self.steps}")
-        if not self.lr > 0:
-            raise ValueError(f"refine lr must be > 0, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"refine lr must be a finite number > 0, got {self.lr}")
         if self.start not in ("mean", "network"):
             raise ValueError(f"refine start must be 'mean' or 'network', got {self.start!r}")
 
@@ -127,23 +127,30 @@ def refine_coefficients(
     """Minimise the base objective of each photo over its coefficients (module docstring).
 
     ``images``, ``masks``, ``landmarks`` as :func:`base_terms`; ``start``: the analyzer's
-    prediction for them. Returns ``(coefficients, objective at the start, objective at the
-    end)``, objectives of the batch (each photo is fitted on its own terms: the terms are means
-    over the batch, so the photos do not interact). When the fit ends higher than the analyzer's
-    prediction, or not finite, the prediction is returned (and its objective twice). The
-    system's weights are not changed.
+    prediction for them. Returns ``(coefficients, objective at the prediction, objective at
+    the end)``, objectives of the batch (each photo is fitted on its own terms: the terms are
+    means over the batch, so the photos do not interact). When the fit ends higher than the
+    analyzer's prediction, or not finite, the prediction is returned (and its objective twice).
+    The system's weights and their ``requires_grad`` flags are left as they were.
 
     ``shared_identity``: the photos are views of one face and take one identity (from the mean
     face, or the mean of the analyzer's), fitted on the sum of their objectives; expression,
-    albedo, pose and light stay each view's own.
+    albedo, pose and light stay each view's own. The prediction a shared fit is compared with,
+    and falls back to, is then the analyzer's with the mean of its identities in every view: a
+    result always holds one identity, and a fit with one identity is not judged against views
+    that each had their own.
     """
     from models.losses import base_total_loss, skin_mask
 
     cfg = config or RefineConfig()
-    values = {name: t.detach().float().clone() for name, t in start._asdict().items()}
-    if shared_identity:
-        values["id"] = values["id"].mean(0, keepdim=True)
     b = images.shape[0]
+    # the analyzer's prediction; views of one face take the mean of its identities
+    predicted = {name: t.detach().float() for name, t in start._asdict().items()}
+    if shared_identity:
+        predicted["id"] = predicted["id"].mean(0, keepdim=True).expand(b, -1)
+    values = {name: t.clone() for name, t in predicted.items()}
+    if shared_identity:
+        values["id"] = predicted["id"][:1].clone()  # one row, expanded to the views
 
     def coefficients() -> Coefficients:
         if shared_identity:
@@ -164,8 +171,8 @@ def refine_coefficients(
     try:
         for p in params:
             p.requires_grad_(False)
-        with torch.no_grad():  # the analyzer's prediction, each photo its own identity
-            before = float(total(Coefficients(*(t.detach().float() for t in start))))
+        with torch.no_grad():
+            before = float(total(Coefficients(**predicted)))
         if cfg.start == "mean":
             values["id"].zero_()
             values["exp"].zero_()
@@ -187,5 +194,5 @@ def refine_coefficients(
             p.requires_grad_(flag)
     if not math.isfinite(after) or (math.isfinite(before) and after > before):
         # diverged (or made it worse): keep the analyzer's prediction
-        return Coefficients(*(t.detach().float() for t in start)), before, before
+        return Coefficients(**{n: t.clone() for n, t in predicted.items()}), before, before
     return Coefficients(*(t.detach().clone() for t in coefficients())), before, after
