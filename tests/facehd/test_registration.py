@@ -166,6 +166,10 @@ def test_surface_icp_recovers_a_turn_about_the_points_centre(
     np.testing.assert_allclose(res.transform.translation, truth.translation, atol=1e-9)
     assert res.transform.scale == pytest.approx(1.0, abs=1e-12)
     assert res.converged
+    # Gauss-Newton on a problem with zero residual at the answer converges quadratically: a
+    # step that turned about the origin instead (and left the line search to mend the shift)
+    # took 6 and 8 iterations
+    assert res.iterations <= (5 if deg < 10 else 7)
 
 
 def test_surface_icp_scores_the_points_within_reach(surface: Mesh) -> None:
@@ -205,6 +209,49 @@ def test_crop_ignores_points_outside_the_sphere(surface: Mesh) -> None:
     assert res.transform.rotation_angle_deg(truth) < 0.01
     kept, mask = crop_points(pts, centre, 150.0)
     assert mask[:2000].all() and not mask[2000:].any() and len(kept) == 2000
+
+
+def test_crop_keeps_points_on_the_sphere_against_a_loop() -> None:
+    """``within`` the radius includes it: a point exactly at the radius (3-4-5) stays."""
+    rng = np.random.default_rng(3)
+    pts = np.vstack([rng.uniform(-10, 10, size=(500, 3)), [[3.0, 4.0, 0.0], [0.0, -5.0, 0.0]]])
+    kept, mask = crop_points(pts, np.zeros(3), 5.0)
+    loop = [float(np.sqrt(x * x + y * y + z * z)) <= 5.0 for x, y, z in pts]
+    np.testing.assert_array_equal(mask, loop)
+    assert mask[-2:].all()
+    np.testing.assert_array_equal(kept, pts[mask])
+
+
+def test_open3d_icp_counts_its_iterations_and_stops_at_the_cap(surface: Mesh) -> None:
+    """The iteration count read from Open3D's log: capped runs report the cap and are not
+    converged; a run capped at the free run's count gives its transform."""
+    truth = known_motion(deg=8.0, mm=10.0, seed=31)
+    src = scan_of(surface, truth, 1500, seed=32)
+    free = icp_point_to_plane(src, surface, max_iterations=100)
+    assert free.converged and 2 <= free.iterations < 100
+    for cap in (1, 2, 3):
+        capped = icp_point_to_plane(src, surface, max_iterations=cap)
+        assert capped.iterations == cap and not capped.converged
+    same = icp_point_to_plane(src, surface, max_iterations=free.iterations)
+    assert same.transform.allclose(free.transform, atol=1e-12)
+    # the first iterations move the points by millimetres (the motion is 10 mm)
+    first = icp_point_to_plane(src, surface, max_iterations=1)
+    assert not first.transform.allclose(free.transform, atol=0.1)
+
+
+def test_open3d_icp_ignores_vertices_no_face_uses(surface: Mesh) -> None:
+    """Vertices outside every face (a scan's stray points, NaN ones) are not targets: stray
+    copies of the surface's vertices 0.2 mm above it, nearer to many of the noisy points than
+    the surface's own vertices, change neither the motion nor the score."""
+    truth = known_motion(deg=2.0, mm=2.0, seed=33)
+    src = scan_of(surface, truth, 1500, seed=34, noise=0.3)
+    ref = icp_point_to_plane(src, surface)
+    stray = surface.vertices + [0.0, 0.0, 0.2]
+    extra = np.vstack([surface.vertices, stray, [[np.nan, 0.0, 0.0]]])
+    got = icp_point_to_plane(src, Mesh(extra, surface.faces))
+    assert got.transform.allclose(ref.transform, atol=1e-9)
+    assert got.rmse == pytest.approx(ref.rmse, abs=1e-12) and got.fitness == ref.fitness
+    assert got.iterations == ref.iterations
 
 
 def test_bad_inputs(surface: Mesh) -> None:
