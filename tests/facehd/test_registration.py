@@ -92,11 +92,16 @@ def test_similarity_icp_recovers_scale(surface: Mesh) -> None:
     assert res.converged
 
 
-def test_similarity_icp_reaches_a_minimum_of_the_distance_cost(surface: Mesh) -> None:
+@pytest.mark.parametrize(("noise", "scale_atol"), [(0.3, 2e-3), (2.0, 2e-2)])
+def test_similarity_icp_reaches_a_minimum_of_the_distance_cost(
+    surface: Mesh, noise: float, scale_atol: float
+) -> None:
     """With noise there is no exact answer: check the result is a minimum of
-    sum(dist(p, T^-1 surface)^2), by perturbing each of the 7 parameters both ways."""
+    sum(dist(p, T^-1 surface)^2), by perturbing each of the 7 parameters both ways. With more
+    noise the cost's scale derivative differs more from the target-frame one (a Gauss-Newton
+    step without the source frame's term stopped 1.4% off in scale at 3 mm noise)."""
     truth = known_motion(deg=2.0, mm=2.0, scale=0.97, seed=7)
-    src = scan_of(surface, truth, 1500, seed=8, noise=0.3)
+    src = scan_of(surface, truth, 1500, seed=8, noise=noise)
     res = icp_point_to_plane(src, surface, with_scale=True, max_distance=np.inf)
     query = SurfaceQuery(surface)
 
@@ -114,8 +119,8 @@ def test_similarity_icp_reaches_a_minimum_of_the_distance_cost(surface: Mesh) ->
             s = float(np.exp(step[0]))
             move = Similarity(s, rot, centre + step[4:] - s * rot @ centre)
             assert cost(move.compose(res.transform)) >= best * (1 - 1e-9)
-    assert res.transform.rotation_angle_deg(truth) < 0.1
-    assert res.transform.scale == pytest.approx(0.97, abs=2e-3)
+    assert res.transform.rotation_angle_deg(truth) < 0.1 * noise / 0.3
+    assert res.transform.scale == pytest.approx(0.97, abs=scale_atol)
 
 
 @pytest.mark.parametrize("half", [40.0, 90.0, 200.0])
