@@ -86,6 +86,8 @@ def test_shape_checks():
         retouch_texture(full(0.5), full(0.5, (1, 3, 3, 3)))
     with pytest.raises(ValueError, match="albedo must be"):
         deretouch_albedo(torch.zeros(3, 2, 2), full(0.5), full(0.5))
+    with pytest.raises(ValueError, match=r"texture \(2, 3, 2, 2\) does not match albedo"):
+        deretouch_albedo(full(0.5), full(0.5, (2, 3, 2, 2)), full(0.5))  # another batch
 
 
 def test_module_outputs_blend_in_unit_range_and_applies_eq_5():
@@ -141,3 +143,40 @@ def test_unet_sizes_that_are_not_multiples_of_16():
         setattr(ref, name, AlwaysPad(getattr(ref, name)))
     with torch.no_grad():
         torch.testing.assert_close(ref(x), y)
+
+
+def test_the_network_sees_the_texture_as_the_official_module_feeds_it():
+    """Scaled to [-1, 1] and resized (bilinear) to ``input_size``, the blend layer resized back;
+    at ``input_size=None`` or the texture's own size, no resizing; the module's epsilon is the
+    one Eq. 5-6 use."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(1)
+    tex = torch.rand(2, 3, 24, 40)
+    albedo = torch.rand(2, 3, 24, 40)
+    module = DeRetouchingModule(width=4, input_size=32, eps=1e-2).eval()
+    net = module.generator
+    with torch.no_grad():
+        x = F.interpolate(tex * 2 - 1, (32, 32), mode="bilinear")
+        expected = F.interpolate(net(x), (24, 40), mode="bilinear")
+        torch.testing.assert_close(module.blend_layer(tex), expected)
+        module.input_size = None
+        torch.testing.assert_close(module.blend_layer(tex), net(tex * 2 - 1))
+        square = torch.rand(1, 3, 32, 32)
+        module.input_size = 32
+        torch.testing.assert_close(module.blend_layer(square), net(square * 2 - 1))
+        out = module(tex, albedo)
+    torch.testing.assert_close(out.albedo, deretouch_albedo(albedo, tex, out.retouched, eps=1e-2))
+    assert not torch.allclose(out.albedo, deretouch_albedo(albedo, tex, out.retouched))
+
+
+def test_the_blend_layer_reaches_the_ends_of_its_range():
+    """A sigmoid, unclamped: an output layer biased far up or down gives a blend layer within
+    1e-6 of 1 (retouch fully) or 0."""
+    net = DeRetouchUNet(4).eval()
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        net.outc.conv.weight.zero_()
+        for bias, end in ((20.0, 1.0), (-20.0, 0.0)):
+            net.outc.conv.bias.fill_(bias)
+            torch.testing.assert_close(net(x), torch.full((1, 3, 16, 16), end), rtol=0, atol=1e-6)
