@@ -32,7 +32,7 @@ _NOW_PROTOCOL = ("now", "multiview")
 
 
 def cumulative_percent(distances: np.ndarray, errors: np.ndarray) -> np.ndarray:
-    """Percentage of ``distances`` (any shape, pooled; NaNs left out) at or below each of
+    """Percentage of ``distances`` (any shape, pooled; NaN and inf left out) at or below each of
     ``errors`` (E,) mm: (E,) float in [0, 100].
 
     Raises

@@ -14,11 +14,12 @@ from benchmarks.leaderboard import LeaderboardRow, update_leaderboard
 
 def test_cumulative_percent_counts_the_distances_at_or_below_each_error() -> None:
     rng = np.random.default_rng(0)
-    d = np.concatenate([rng.gamma(2.0, 0.4, 500), [0.5, 0.5, 1.0, np.nan]])  # ties, a NaN
+    # ties, a NaN and an inf (a point with no distance): the non-finite ones are left out
+    d = np.concatenate([rng.gamma(2.0, 0.4, 500), [0.5, 0.5, 1.0, np.nan, np.inf]])
     errors = np.array([0.0, 0.25, 0.5, 1.0, 3.0, 100.0])
     finite = d[np.isfinite(d)]
     brute = [100.0 * sum(1 for x in finite if x <= e) / len(finite) for e in errors]
-    np.testing.assert_allclose(cumulative_percent(d.reshape(-1, 2), errors), brute)
+    np.testing.assert_allclose(cumulative_percent(d.reshape(-1, 5), errors), brute)
     with pytest.raises(ValueError, match="no finite distance"):
         cumulative_percent(np.array([np.nan]), errors)
 
@@ -81,6 +82,34 @@ def test_write_cumulative_tabulates_each_run_best_first(tmp_path: Path) -> None:
     # one dataset only: nothing for a dataset without per-vertex distances
     assert write_cumulative(tmp_path, "realy") == []
     assert [c.title for c in write_cumulative(tmp_path, "now:validation")] == ["now:validation"]
+
+
+def test_only_now_protocol_runs_with_distances_are_drawn(tmp_path: Path) -> None:
+    """A multi-view run is drawn alone: the paper's multi-view rows (no distances) are neither
+    drawn nor listed as skipped; a run whose distances are all NaN is skipped; a REALY run's
+    folder is not read even when it holds a distances.npz; a synthetic benchmark's label ending
+    in punctuation names its file without a trailing dash."""
+    board = tmp_path / "leaderboard.csv"
+    update_leaderboard(board, LeaderboardRow("mine", "multiview", "facescape", n_items=1))
+    update_leaderboard(board, LeaderboardRow("blank", "multiview", "facescape", n_items=1))
+    update_leaderboard(board, LeaderboardRow("m", "realy", "frontal", nmse_mm=1.0))
+    label = "synthetic (seed 4)"
+    update_leaderboard(board, _row("synth", "test", data=label))
+    runs = {
+        "multiview-facescape/mine": np.linspace(0.0, 3.0, 31),
+        "multiview-facescape/blank": np.full(5, np.nan),
+        "realy-frontal/m": np.linspace(0.0, 1.0, 5),
+        "now-test/synth": np.linspace(0.0, 1.0, 5),
+    }
+    for rel, d in runs.items():
+        (tmp_path / rel).mkdir(parents=True)
+        np.savez(tmp_path / rel / "distances.npz", a=d)
+    written = {c.title: c for c in write_cumulative(tmp_path)}
+    assert set(written) == {"multiview:facescape", f"now:test ({label})"}
+    mv = written["multiview:facescape"]
+    assert mv.labels == ("mine",) and mv.skipped == ("blank",)
+    assert mv.csv == tmp_path / "multiview-facescape" / "cumulative.csv"
+    assert written[f"now:test ({label})"].csv.name == "cumulative-synthetic-seed-4.csv"
 
 
 def test_leaderboard_cumulative_says_where_it_wrote(tmp_path: Path) -> None:
