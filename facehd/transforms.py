@@ -353,8 +353,10 @@ def euler_from_rotation_matrix(rotation: np.ndarray) -> np.ndarray:
     r = np.asarray(rotation, dtype=np.float64)
     if r.shape[-2:] != (3, 3):
         raise ValueError(f"expected (..., 3, 3) matrices, got shape {r.shape}")
-    y = np.arcsin(np.clip(-r[..., 2, 0], -1.0, 1.0))
+    # y from both its sine and its cosine: arcsin(-r[2, 0]) alone loses half the digits near
+    # y = ±pi/2, where its slope grows without bound
     cy = np.sqrt(r[..., 0, 0] ** 2 + r[..., 1, 0] ** 2)
+    y = np.arctan2(-r[..., 2, 0], cy)
     regular = cy > 1e-12
     x = np.where(regular, np.arctan2(r[..., 2, 1], r[..., 2, 2]), 0.0)
     z = np.where(

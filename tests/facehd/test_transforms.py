@@ -79,6 +79,57 @@ def test_similarity_rejects_bad_values() -> None:
     scaled = 2.0 * np.eye(4)  # the homogeneous w = 2 too: not [[s R, t], [0, 1]]
     with pytest.raises(ValueError, match="bottom row"):
         Similarity.from_matrix(scaled)
+    for bad in (np.inf, np.nan, -1.0):
+        with pytest.raises(ValueError, match="finite positive"):
+            Similarity(bad, np.eye(3), np.zeros(3))
+    with pytest.raises(ValueError, match=r"\(\.\.\., 3\)"):
+        Similarity.identity().apply(np.float64(3.0))  # a scalar: no last axis
+
+
+def test_from_matrix_takes_the_rms_column_scale_within_the_orthogonality_tolerance() -> None:
+    """A block a little off a scaled rotation (within the 1e-6 orthogonality test): the scale is
+    the root-mean-square column norm, not any one column's."""
+    rot = Rotation.from_rotvec([0.3, -0.2, 0.5]).as_matrix()
+    m = np.eye(4)
+    m[:3, :3] = 2.5 * rot * np.array([1.0 + 3e-7, 1.0, 1.0 - 1e-7])  # column norms differ
+    norms = np.linalg.norm(m[:3, :3], axis=0)
+    got = Similarity.from_matrix(m)
+    assert got.scale == pytest.approx(float(np.sqrt(np.mean(norms**2))), rel=1e-12)
+    assert abs(got.scale - norms[0]) > 1e-7
+
+
+def test_allclose_compares_the_scale_too() -> None:
+    a = Similarity(1.0, np.eye(3), np.zeros(3))
+    assert a.allclose(Similarity(1.0 + 1e-10, np.eye(3), np.zeros(3)))
+    assert not a.allclose(Similarity(1.001, np.eye(3), np.zeros(3)))
+    assert not a.allclose(Similarity(1.0, np.eye(3), [0.0, 0.0, 1e-3]))
+
+
+def test_reflections_print_and_refuse_an_angle() -> None:
+    """A mirror has no rotation angle: asking for one is an error; its repr gives the angle of
+    the proper rotation it negates and says it is a reflection."""
+    mirror = Similarity(1.0, np.diag([1.0, 1.0, -1.0]), np.zeros(3))
+    assert mirror.is_reflection and not Similarity.identity().is_reflection
+    with pytest.raises(ValueError, match="reflection"):
+        mirror.rotation_angle_deg()
+    with pytest.raises(ValueError, match="reflection"):
+        Similarity.identity().rotation_angle_deg(mirror)
+    text = repr(mirror)
+    assert text.endswith(", reflection)") and "angle=180 deg" in text
+    assert repr(Similarity.identity()).startswith("Similarity(scale=1, angle=0 deg")
+
+
+def test_axis_angle_rotations_match_scipy_at_every_size() -> None:
+    """Rodrigues' formula and its series near zero agree with SciPy to rounding, from 1e-12 to
+    3 radians (a series used too far from zero drifts by theta^3 / 6)."""
+    axis = np.array([0.6, -0.3, 0.74]) / np.linalg.norm([0.6, -0.3, 0.74])
+    for theta in (1e-12, 1e-9, 3e-8, 1e-6, 1e-4, 1e-3, 0.1, 1.0, 3.0):
+        np.testing.assert_allclose(
+            rotation_from_axis_angle(theta * axis),
+            Rotation.from_rotvec(theta * axis).as_matrix(),
+            rtol=0,
+            atol=1e-15,
+        )
 
 
 # --- Procrustes -------------------------------------------------------------------------------
@@ -199,9 +250,16 @@ def test_procrustes_degenerate_inputs_raise() -> None:
         with pytest.raises(ValueError, match="finite, >= 0"):
             procrustes(pts, pts, weights=np.array(bad))
     # coincident up to rounding, far from the origin: still coincident
-    jitter = 1000.0 + 1e-13 * np.random.default_rng(2).normal(size=(6, 3))
-    with pytest.raises(DegenerateInputError, match="coincident"):
-        procrustes(jitter, pts[:1].repeat(6, axis=0) + np.arange(18.0).reshape(6, 3) ** 1.5)
+    spread = np.arange(18.0).reshape(6, 3) ** 1.5
+    for far, noise in ((1000.0, 1e-13), (1e6, 1e-9)):  # a few units in the last place
+        jitter = far + noise * np.random.default_rng(2).normal(size=(6, 3))
+        assert np.ptp(jitter, axis=0).min() > 0
+        with pytest.raises(DegenerateInputError, match="coincident"):
+            procrustes(jitter, pts[:1].repeat(6, axis=0) + spread)
+    # collinear up to rounding: a line with a sideways wobble of 1e-12 of its length
+    wobble = line + 1e-12 * np.random.default_rng(3).normal(size=line.shape) * 10.0
+    with pytest.raises(DegenerateInputError, match="collinear"):
+        procrustes(wobble, wobble + 1.0)
 
 
 # --- Euler angles -----------------------------------------------------------------------------
@@ -228,6 +286,22 @@ def test_euler_at_gimbal_lock_round_trips_with_x_zero() -> None:
             got = euler_from_rotation_matrix(r)
             assert got[0] == 0.0 and got[1] == pytest.approx(y, abs=1e-7)
             np.testing.assert_allclose(rotation_matrix_from_euler(got), r, atol=1e-7)
+
+
+def test_euler_near_gimbal_lock_round_trips() -> None:
+    """Close to y = ±π/2 the angles are still regular and come back to rounding (y from
+    arcsin(-r[2, 0]) alone was 4e-11 off at 1e-7 from the lock); a matrix whose -r[2, 0]
+    rounds past 1 gives y = ±π/2, not NaN."""
+    for y in (np.pi / 2 - 1e-4, -np.pi / 2 + 1e-5, np.pi / 2 - 1e-7, np.pi / 2 - 1e-10):
+        angles = np.array([0.4, y, -1.1])
+        r = rotation_matrix_from_euler(angles)
+        got = euler_from_rotation_matrix(r)
+        np.testing.assert_allclose(rotation_matrix_from_euler(got), r, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(got, angles, rtol=0, atol=1e-14)
+    past = rotation_matrix_from_euler(np.array([0.0, np.pi / 2, 0.3]))
+    past[2, 0] = -1.0 - 4e-16
+    got = euler_from_rotation_matrix(past)
+    assert np.isfinite(got).all() and got[1] == pytest.approx(np.pi / 2)
 
 
 def test_euler_torch_matches_numpy_and_is_differentiable() -> None:
