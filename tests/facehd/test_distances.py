@@ -248,8 +248,11 @@ def test_normal_angle_error() -> None:
     )
     same = np.random.default_rng(8).normal(size=(1000, 3))
     assert np.all(normal_angle_error(same, same * 3.0) < 1e-7)  # clipped: never NaN
-    with pytest.raises(DegenerateInputError, match="zero length"):
-        normal_angle_error(np.zeros((1, 3)), np.ones((1, 3)))
+    for zero in (np.zeros((2, 3)), np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])):
+        with pytest.raises(DegenerateInputError, match="zero length"):
+            normal_angle_error(zero, np.ones((2, 3)))  # in the first
+        with pytest.raises(DegenerateInputError, match="zero length"):
+            normal_angle_error(np.ones((2, 3)), zero)  # in the second
 
 
 def test_normal_angle_error_resolves_small_angles_and_angles_near_pi() -> None:
@@ -280,6 +283,8 @@ def test_shape_checks() -> None:
         q.cast(np.zeros((3, 3)), np.ones((2, 3)))
     with pytest.raises(ValueError, match="shapes differ"):
         normal_angle_error(np.ones((3, 3)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="non-zero"):
+        q.cast(np.zeros((2, 3)), np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]))
 
 
 def test_triangles_whose_first_two_corners_coincide_are_found() -> None:
@@ -360,3 +365,40 @@ def test_spatial_order_does_not_depend_on_the_input_order() -> None:
     picked = pts[spatial_order(pts)][:: len(pts) // 400][:400]
     octant = (picked[:, 0] > 500) * 4 + (picked[:, 1] > 500) * 2 + (picked[:, 2] > 500)
     assert np.bincount(octant, minlength=8).min() > 25
+
+
+def test_points_on_a_plane_are_ordered_and_queried_without_warnings() -> None:
+    """Query points with one coordinate shared (a flat grid: no extent along z) order along the
+    other two without a division by zero, and a query of more than the sorting threshold returns
+    each point's own answer (against trimesh)."""
+    import warnings
+
+    x, y = np.meshgrid(np.linspace(-80.0, 80.0, 60), np.linspace(-80.0, 80.0, 60))
+    grid = np.stack([x.ravel(), y.ravel(), np.full(x.size, 25.0)], axis=1)  # 3600 points
+    sphere = bumpy_sphere(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        order = spatial_order(grid)
+        got = SurfaceQuery(sphere).closest(grid)
+    np.testing.assert_array_equal(np.sort(order), np.arange(len(grid)))
+    steps = np.linalg.norm(np.diff(grid[order], axis=0), axis=1)
+    assert np.median(steps) < 5.0  # neighbours follow each other (grid spacing 2.7)
+    tm = trimesh.Trimesh(sphere.vertices, sphere.faces, process=False)
+    _, d, _ = trimesh.proximity.closest_point(tm, grid)
+    np.testing.assert_allclose(got.distances, d, atol=1e-9)
+
+
+def test_exact_ties_keep_the_ray_engines_triangle() -> None:
+    """Above the shared edges and corners of a flat grid every triangle there is exactly as
+    near: the neighbour search changes no triangle then (it takes another only when strictly
+    nearer), so its face ids are those of the ray engine's own answer."""
+    xs = np.linspace(0.0, 10.0, 11)
+    plane = height_field_mesh(np.zeros((11, 11)), xs, xs)
+    x, y = np.meshgrid(np.arange(1.0, 10.0), np.arange(1.0, 10.0))
+    corners = np.stack([x.ravel(), y.ravel(), np.full(x.size, 0.5)], axis=1)
+    edges = corners + [0.5, 0.0, 0.0]
+    pts = np.concatenate([corners, edges])
+    q = SurfaceQuery(plane)
+    both, engine = q.closest(pts), q.closest(pts, neighbours=False)
+    np.testing.assert_allclose(both.distances, 0.5, atol=1e-12)
+    np.testing.assert_array_equal(both.face_ids, engine.face_ids)
