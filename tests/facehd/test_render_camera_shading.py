@@ -82,6 +82,26 @@ def test_batched_camera_and_shape_errors() -> None:
         cam.project(torch.zeros(4, 2))
     with pytest.raises(ValueError, match="unit_to_mm"):
         hrn_camera(0.0)
+    for size in ((0, 10), (10, 0)):
+        with pytest.raises(ValueError, match="image_size must be positive"):
+            PinholeCamera(torch.eye(3), torch.eye(3), torch.zeros(3), size)
+    # the batch is the largest of the three: one K shared by two poses
+    two_poses = torch.stack([torch.eye(3), torch.diag(torch.tensor([1.0, -1.0, -1.0]))])
+    shared_k = PinholeCamera(torch.eye(3), two_poses, torch.tensor([0.0, 0.0, 5.0]), (4, 4))
+    assert shared_k.batch_size == 2
+    assert PinholeCamera(torch.eye(3), torch.eye(3), torch.zeros(2, 3), (4, 4)).batch_size == 2
+
+
+def test_camera_from_matrices_takes_one_dtype() -> None:
+    """numpy inputs follow K's tensor dtype (or the one asked for); a tensor K is converted when
+    a dtype is asked for."""
+    k32 = torch.eye(3, dtype=torch.float32)
+    cam = PinholeCamera.from_matrices(k32, np.eye(3), np.array([0.0, 0.0, 5.0]))
+    assert cam.K.dtype == cam.R.dtype == cam.t.dtype == torch.float32
+    cam = PinholeCamera.from_matrices(np.eye(3), np.eye(3), np.zeros(3))
+    assert cam.K.dtype == cam.R.dtype == cam.t.dtype == torch.float64
+    cam = PinholeCamera.from_matrices(torch.eye(3, dtype=torch.float64), dtype=torch.float32)
+    assert cam.K.dtype == cam.R.dtype == cam.t.dtype == torch.float32
 
 
 def _unit(n: int, seed: int) -> torch.Tensor:
