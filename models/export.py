@@ -99,29 +99,104 @@ def write_png16(path: str | Path, values: np.ndarray, value_range: float | None 
 
 
 def read_png16(path: str | Path) -> np.ndarray:
-    """Read a map written by :func:`write_png16` back to floats (quantised to ``2r / 65535``)."""
-    data = Path(path).read_bytes()
-    pos, idat, r = 8, b"", 1.0
-    w = h = colour = 0
-    while pos < len(data):
+    """Read a map written by :func:`write_png16` back to floats (quantised to ``2r / 65535``).
+
+    The file may have been re-saved by another program: every PNG row filter is undone (facehd
+    writes none), and text chunks may come in any place. A file that is not a 16-bit greyscale
+    or RGB PNG, is interlaced, is cut short, or has lost the ``facehd-range`` text (without it
+    the values cannot be scaled back) is refused, naming the file and the problem; the ``.npy``
+    beside each map holds the same values unquantised.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError(f"{path}: not a PNG file")
+    pos, idat, r = 8, [], None
+    header: tuple[int, ...] | None = None
+    while pos + 8 <= len(data):
         (length,) = struct.unpack(">I", data[pos : pos + 4])
         kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        if len(body) != length:
+            raise ValueError(f"{path}: the PNG is cut short (in its {kind!r} chunk)")
         if kind == b"IHDR":
-            w, h, depth, colour = struct.unpack(">IIBB", body[:10])
-            if depth != 16:
-                raise ValueError(f"{path}: not a 16-bit PNG")
+            header = struct.unpack(">IIBBBBB", body[:13])
         elif kind == b"tEXt" and body.startswith(b"facehd-range\x00"):
             r = float(body.split(b"\x00", 1)[1])
         elif kind == b"IDAT":
-            idat += body
+            idat.append(body)
+        elif kind == b"IEND":
+            break
         pos += 12 + length
+    if header is None or not idat:
+        raise ValueError(f"{path}: the PNG is cut short (no header or no image data)")
+    w, h, depth, colour, _, _, interlace = header
+    if depth != 16 or colour not in (0, 2):
+        raise ValueError(
+            f"{path}: not a 16-bit greyscale or RGB PNG (bit depth {depth}, colour type {colour})"
+        )
+    if interlace:
+        raise ValueError(f"{path}: an interlaced PNG; facehd reads maps saved without interlacing")
+    if r is None:
+        raise ValueError(
+            f"{path}: no 'facehd-range' text chunk, so the values cannot be scaled back (not a "
+            "facehd map, or a program that re-saved it dropped the text); read the .npy beside it"
+        )
     c = 1 if colour == 0 else 3
-    raw = zlib.decompress(idat)
-    stride = 1 + w * c * 2
-    rows = [np.frombuffer(raw[i * stride + 1 : (i + 1) * stride], dtype=">u2") for i in range(h)]
-    q = np.stack(rows).reshape(h, w, c).astype(np.float64)
+    try:
+        raw = zlib.decompress(b"".join(idat))
+    except zlib.error as exc:
+        raise ValueError(f"{path}: damaged PNG image data ({exc})") from None
+    stride = w * c * 2
+    if len(raw) < h * (stride + 1):
+        raise ValueError(f"{path}: the PNG is cut short ({len(raw)} of {h * (stride + 1)} bytes)")
+    rows = np.frombuffer(raw, dtype=np.uint8)[: h * (stride + 1)].reshape(h, stride + 1)
+    pixels = _unfilter(path, rows, c * 2)
+    q = pixels.view(">u2").reshape(h, w, c).astype(np.float64)
     out = (q / 65535.0 * 2.0 - 1.0) * r
     return out[..., 0] if c == 1 else out
+
+
+def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """The PNG Paeth predictor of left ``a``, above ``b`` and upper-left ``c`` (int arrays)."""
+    p = a + b - c
+    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+
+
+def _unfilter(path: Path, rows: np.ndarray, bpp: int) -> np.ndarray:
+    """Undo the PNG row filters of ``rows`` (H, 1 + stride): filter byte, then the row's bytes.
+    Returns (H, stride) uint8."""
+    h, stride = rows.shape[0], rows.shape[1] - 1
+    out = np.zeros((h, stride), dtype=np.uint8)
+    above = np.zeros(stride, dtype=np.int64)
+    for i in range(h):
+        kind, x = int(rows[i, 0]), rows[i, 1:].astype(np.int64)
+        if kind == 0:  # None
+            line = x
+        elif kind == 1:  # Sub: a running sum along each byte of the pixel
+            line = np.cumsum(x.reshape(-1, bpp), axis=0).ravel()
+        elif kind == 2:  # Up
+            line = x + above
+        elif kind in (3, 4):  # Average, Paeth: each pixel depends on the one decoded before it
+            line = np.zeros(stride, dtype=np.int64)
+            left = np.zeros(bpp, dtype=np.int64)
+            upper_left = np.zeros(bpp, dtype=np.int64)
+            for j in range(0, stride, bpp):
+                up = above[j : j + bpp]
+                if kind == 3:
+                    guess = (left + up) // 2
+                else:
+                    guess = _paeth(left, up, upper_left)
+                left = (x[j : j + bpp] + guess) % 256
+                line[j : j + bpp] = left
+                upper_left = up
+        else:
+            raise ValueError(
+                f"{path}: row {i} has PNG filter type {kind}, which PNG does not define"
+            )
+        above = line % 256
+        out[i] = above
+    return out
 
 
 def write_png8(path: str | Path, image: np.ndarray) -> Path:

@@ -127,6 +127,112 @@ def test_png16_round_trip(tmp_path):
     np.testing.assert_allclose((img / 65535 * 2 - 1) * 4.0, a[..., 0], atol=4.0 / 65535)
 
 
+def _refiltered_png(src: Path, dst: Path, *, text_last: bool = True) -> None:
+    """``src`` (a facehd 16-bit PNG) saved again as another program might: each row with
+    another of the five PNG filters (computed forward, from the raw bytes), the image data in
+    two chunks, the text chunk after them."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    data = src.read_bytes()
+    pos, parts = 8, {}
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        parts.setdefault(data[pos + 4 : pos + 8], []).append(data[pos + 8 : pos + 8 + n])
+        pos += 12 + n
+    w, h, _, colour = struct.unpack(">IIBB", parts[b"IHDR"][0][:10])
+    bpp = (1 if colour == 0 else 3) * 2
+    raw = zlib.decompress(b"".join(parts[b"IDAT"]))
+    rows = [list(raw[i * (w * bpp + 1) + 1 : (i + 1) * (w * bpp + 1)]) for i in range(h)]
+    out = bytearray()
+    for i, row in enumerate(rows):
+        kind = i % 5
+        above = rows[i - 1] if i else [0] * len(row)
+        out.append(kind)
+        for j, x in enumerate(row):
+            a = row[j - bpp] if j >= bpp else 0
+            b = above[j]
+            c = above[j - bpp] if j >= bpp else 0
+            if kind == 0:
+                guess = 0
+            elif kind == 1:
+                guess = a
+            elif kind == 2:
+                guess = b
+            elif kind == 3:
+                guess = (a + b) // 2
+            else:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                guess = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+            out.append((x - guess) % 256)
+    body = zlib.compress(bytes(out))
+    text = chunk(b"tEXt", parts[b"tEXt"][0])
+    idat = chunk(b"IDAT", body[:7]) + chunk(b"IDAT", body[7:])
+    dst.write_bytes(
+        data[:8]
+        + chunk(b"IHDR", parts[b"IHDR"][0])
+        + (idat + text if text_last else text + idat)
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_png16_read_back_after_another_program_saved_it(tmp_path):
+    """Row filters of every kind (a forward encoder here, the reader undoes them), split image
+    data and the text after it read back the same values; files facehd cannot scale back, or
+    that are no 16-bit map, are refused by name."""
+    import struct
+    import zlib
+
+    rng = np.random.default_rng(1)
+    for shape in ((11, 9, 3), (13, 6)):
+        a = rng.normal(size=shape) * 3.0
+        write_png16(tmp_path / "a.png", a)
+        _refiltered_png(tmp_path / "a.png", tmp_path / "b.png")
+        np.testing.assert_array_equal(
+            read_png16(tmp_path / "b.png"), read_png16(tmp_path / "a.png")
+        )
+        np.testing.assert_allclose(read_png16(tmp_path / "b.png"), a, atol=3.0 * 5 / 65535)
+    # Pillow's own 16-bit greyscale PNG, with the range text added: the same values
+    grey = rng.integers(0, 65536, size=(17, 23)).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "p.png", pnginfo=_range_text(2.0))
+    np.testing.assert_allclose(read_png16(tmp_path / "p.png"), (grey / 65535 * 2 - 1) * 2.0)
+
+    Image.fromarray(grey).save(tmp_path / "plain.png")  # no range text
+    with pytest.raises(ValueError, match=r"plain\.png: no 'facehd-range' text"):
+        read_png16(tmp_path / "plain.png")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "rgb8.png")
+    with pytest.raises(ValueError, match="rgb8.png: not a 16-bit greyscale or RGB PNG"):
+        read_png16(tmp_path / "rgb8.png")
+    (tmp_path / "text.png").write_text("hello")
+    with pytest.raises(ValueError, match="text.png: not a PNG file"):
+        read_png16(tmp_path / "text.png")
+    whole = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match="cut.png: the PNG is cut short"):
+        read_png16(tmp_path / "cut.png")
+    header = struct.pack(">IIBBBBB", 4, 4, 16, 0, 0, 0, 1)  # Adam7 interlaced
+    ihdr = (
+        struct.pack(">I", 13) + b"IHDR" + header + struct.pack(">I", zlib.crc32(b"IHDR" + header))
+    )
+    (tmp_path / "adam7.png").write_bytes(whole[:8] + ihdr + whole[8 + 25 :])
+    with pytest.raises(ValueError, match="adam7.png: an interlaced PNG"):
+        read_png16(tmp_path / "adam7.png")
+
+
+def _range_text(r: float):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("facehd-range", repr(r))
+    return info
+
+
 def test_photos_with_and_without_a_face(hrn_data, model_path, tmp_path, one_thread):
     pytest.importorskip("mediapipe")
     blank = tmp_path / "blank.png"
