@@ -322,16 +322,32 @@ def test_a_ply_cut_short_is_refused_naming_where_it_ends(tmp_path: Path, encodin
     for where, n, cut in (("face", n_f, len(data) * 2 // 3), ("vertex", n_v, body + 200)):
         path = tmp_path / f"cut_{where}.ply"
         path.write_bytes(data[:cut])
+        # records begun before the cut: lines (ASCII); whole 12-byte vertices, 13-byte faces
+        if encoding == "ascii":
+            begun = len(data[body:cut].splitlines())
+        else:
+            begun = (cut - body) // 12 if where == "vertex" else (cut - body - 12 * n_v) // 13
+        seen = begun - (n_v if where == "face" and encoding == "ascii" else 0)
         with pytest.raises(
-            InputFileError, match=rf"cut_{where}\.ply: .*the file ends after \d+ of the {n} {where}"
+            InputFileError,
+            match=rf"cut_{where}\.ply: .*the file ends after {seen} of the {n} {where}",
         ) as info:
             load_mesh(path)
         assert info.value.__cause__ is None
-    if encoding == "ascii":  # the last face's line cut after its first index
-        path = tmp_path / "cut_line.ply"
-        path.write_bytes(data.rstrip()[: data.rstrip().rfind(b"\n")] + b"\n3 5")
-        with pytest.raises(InputFileError, match=r"its last face record is incomplete"):
-            load_mesh(path)
+    if encoding == "ascii":  # the last face's line cut after its first index, or its second
+        for kept in (b"3 5", b"3 5 7"):
+            path = tmp_path / "cut_line.ply"
+            path.write_bytes(data.rstrip()[: data.rstrip().rfind(b"\n")] + b"\n" + kept)
+            words = len(kept.split())
+            with pytest.raises(
+                InputFileError, match=rf"its last face record is incomplete \({words} of 4"
+            ):
+                load_mesh(path)
+        # an obj_info line in the header (MeshLab writes them) is understood: still named
+        info_line = data.replace(b"end_header", b"obj_info scanned in a hurry\nend_header", 1)
+        (tmp_path / "info.ply").write_bytes(info_line[: len(info_line) * 2 // 3])
+        with pytest.raises(InputFileError, match=r"info\.ply: cut short"):
+            load_mesh(tmp_path / "info.ply")
     else:  # a line break after the data is no data; anything more is not the header's file
         (tmp_path / "newline.ply").write_bytes(data + b"\n")
         got = load_mesh(tmp_path / "newline.ply")
@@ -363,13 +379,15 @@ def test_binary_ply_of_triangles_and_quads_is_read_as_their_triangles(
         "element face 4",
         "property list uchar int vertex_indices",
         "property uchar flags",
+        "property list uchar float texcoord",  # per-corner UVs: another list, not indices
         "end_header",
     ]
     body = b"".join(
         struct.pack(f"{endian}3f3B", *p, *c) for p, c in zip(v, rgb.tolist(), strict=True)
     )
     for f in polygons:
-        body += struct.pack(f"{endian}B{len(f)}iB", len(f), *f, 7)
+        uv = [0.5] * (2 * len(f))
+        body += struct.pack(f"{endian}B{len(f)}iBB{len(uv)}f", len(f), *f, 7, len(uv), *uv)
     path = tmp_path / "poly.ply"
     path.write_bytes(("\n".join(head) + "\n").encode() + body)
     got = load_mesh(path)
@@ -378,9 +396,20 @@ def test_binary_ply_of_triangles_and_quads_is_read_as_their_triangles(
     np.testing.assert_allclose(got.vertices, v, atol=1e-7)
     np.testing.assert_allclose(got.colors, rgb / 255.0)
     # cut in its faces: named as such
-    path.write_bytes(path.read_bytes()[:-20])  # into the third face
+    path.write_bytes(path.read_bytes()[:-60])  # into the third face
     with pytest.raises(InputFileError, match=r"ends after 2 of the 4 face records"):
         load_mesh(path)
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "binary_little_endian"])
+def test_a_ply_with_no_records_says_it_holds_no_vertices(tmp_path: Path, encoding: str) -> None:
+    none = "element vertex 0\n" + "".join(f"property float {c}\n" for c in "xyz")
+    none += "element face 0\nproperty list uchar int vertex_indices\n"
+    for elements in ("", none):
+        path = tmp_path / "empty.ply"
+        path.write_bytes(f"ply\nformat {encoding} 1.0\n{elements}end_header\n".encode())
+        with pytest.raises(InputFileError, match=r"empty\.ply: .*no vertices"):
+            load_mesh(path)
 
 
 # --- PLY texture coordinates and triangle strips ---------------------------------------------
