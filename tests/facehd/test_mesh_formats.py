@@ -3,6 +3,7 @@ cases with known content."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -532,3 +533,113 @@ def test_an_obj_facehd_wrote_and_cut_at_a_line_end_is_refused(tmp_path):
     plain = tmp_path / "plain.obj"
     plain.write_text("".join(lines[1 : int(len(lines) * 0.8)]))
     assert 0 < load_mesh(plain).n_faces < len(sphere.faces)
+
+
+_SQUARE = "coord Coordinate { point [ 0 0 0, 1 0 0, 0 1 0, 1 1 0 ] }"
+
+
+def _ifs(fields: str, transform: str = "") -> str:
+    shape = f"Shape {{ geometry IndexedFaceSet {{ {fields} }} }}"
+    return f"Transform {{ {transform} children [ {shape} ] }}" if transform else shape
+
+
+def test_wrl_index_lists_as_writers_leave_them(tmp_path: Path) -> None:
+    """The last polygon without its -1, empty polygons (-1 -1), a rotation about no axis (the
+    identity), colours above 1 (clipped), per-face colour indices ending in -1."""
+    got = load_mesh(_write(tmp_path, "a.wrl", _ifs(f"{_SQUARE} coordIndex [ 0 1 2 -1 -1 1 3 2 ]")))
+    np.testing.assert_array_equal(got.faces, [[0, 1, 2], [1, 3, 2]])
+    turned = _ifs(f"{_SQUARE} coordIndex [ 0 1 2 -1 ]", "rotation 0 0 0 1.2 translation 1 0 0")
+    got = load_mesh(_write(tmp_path, "r.wrl", turned))
+    np.testing.assert_array_equal(got.vertices[:3], [[1, 0, 0], [2, 0, 0], [1, 1, 0]])
+    bright = "color Color { color [ 2 0.5 0, 0 1 0, 0 0 1, 1 1 1 ] }"
+    got = load_mesh(_write(tmp_path, "c.wrl", _ifs(f"{_SQUARE} coordIndex [ 0 1 2 -1 ] {bright}")))
+    np.testing.assert_array_equal(got.colors[0], [1.0, 0.5, 0.0])
+    per_face = "colorPerVertex FALSE color Color { color [ 1 0 0, 0 0 1 ] } colorIndex [ 1 0 -1 ]"
+    got = load_mesh(
+        _write(tmp_path, "f.wrl", _ifs(f"{_SQUARE} coordIndex [ 0 1 2 -1 1 3 2 -1 ] {per_face}"))
+    )
+    np.testing.assert_allclose(got.colors[[0, 3]], [[0, 0, 1], [1, 0, 0]])
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        (f"{_SQUARE} coordIndex [ -1 -1 ]", "coordIndex holds no polygon"),
+        (f"{_SQUARE} coordIndex [ 0 1 4 -1 ]", "coordIndex 4 out of range for 4 points"),
+        (
+            f"{_SQUARE} coordIndex [ 0 1 2 -1 ] texCoord TextureCoordinate {{ point [ 0 0, 1 0,"
+            " 0 1 ] } texCoordIndex [ 0 1 3 -1 ]",
+            "texCoordIndex 3 out of range for 3",
+        ),
+        (
+            f"{_SQUARE} coordIndex [ 0 1 2 -1 ] color Color {{ color [ 1 0 0, 0 1 0 ] }}"
+            " colorIndex [ 0 1 2 -1 ]",
+            "colour index out of range for 2 colours",
+        ),
+    ],
+)
+def test_wrl_indices_one_past_the_end_are_refused(
+    tmp_path: Path, fields: str, problem: str
+) -> None:
+    with pytest.raises(InputFileError, match=rf"bad\.wrl: .*{re.escape(problem)}"):
+        load_mesh(_write(tmp_path, "bad.wrl", _ifs(fields)))
+
+
+def test_wrl_clockwise_faces_keep_each_corners_uv_across_seams(tmp_path: Path) -> None:
+    m = _surface(7)
+    n = m.n_vertices
+    table = np.concatenate([m.uvs, m.uvs[m.faces[0]] + 0.5])
+    corner = m.faces.copy()
+    corner[0] = [n, n + 1, n + 2]
+    ccw = _write(tmp_path, "a.wrl", _shape(_wrl_face_set(m, tex=(table, corner))))
+    cw = _write(tmp_path, "b.wrl", _shape(_wrl_face_set(m, tex=(table, corner), ccw=False)))
+    a, b = load_mesh(ccw, split_seams=True), load_mesh(cw, split_seams=True)
+
+    def corners(x: Mesh) -> set:
+        return {(tuple(x.vertices[i]), tuple(x.uvs[i])) for i in x.faces.ravel()}
+
+    assert corners(a) == corners(b) and b.n_vertices == n + 3
+    flipped = _triangle_set(m.vertices, m.faces[:, ::-1], m.vertices)
+    assert _triangle_set(b.vertices, b.faces, m.vertices) == flipped
+
+
+def test_wrl_face_sets_merge_as_one_surface(tmp_path: Path) -> None:
+    """Where patches meet: points written -0 and 0 are one vertex; texture coordinates that
+    differ there drop the UVs (or keep the vertices apart with ``split_seams``); a patch without
+    texture beside one with seams splits nothing; points of a shared list no set uses are left
+    out; an image named twice is listed once."""
+    square = "coord Coordinate { point [ %s ] }"
+    left = square % "0 0 0, 1 -0 0, 0 1 0, 1 1 -0"
+    right = square % "1 0 0, 2 0 0, 1 1 0, 2 1 0"
+    body = "\n".join(_ifs(f"{c} coordIndex [ 0 1 2 -1 1 3 2 -1 ]") for c in (left, right))
+    got = load_mesh(_write(tmp_path, "m.wrl", body))
+    assert got.n_vertices == 6 and got.n_faces == 4
+    uv_left = "texCoord TextureCoordinate { point [ 0 0, 0.5 0, 0 1, 0.5 1 ] }"
+    uv_right = "texCoord TextureCoordinate { point [ 0.6 0, 1 0, 0.6 1, 1 1 ] }"
+    body = "\n".join(
+        _ifs(f"{c} coordIndex [ 0 1 2 -1 1 3 2 -1 ] {t}")
+        for c, t in ((left, uv_left), (right, uv_right))
+    )
+    path = _write(tmp_path, "t.wrl", body)
+    plain = load_mesh(path)
+    assert plain.n_vertices == 6 and plain.uvs is None
+    assert load_mesh(path, split_seams=True).n_vertices == 8
+    seam = f"{_SQUARE} coordIndex [ 0 1 2 -1 1 3 2 -1 ] " + (
+        "texCoord TextureCoordinate { point [ 0 0, 1 0, 0 1, 1 1, 0.5 0.5 ] } "
+        "texCoordIndex [ 0 1 2 -1 4 3 2 -1 ]"
+    )
+    bare = _ifs(f"{right} coordIndex [ 0 1 2 -1 ]")
+    mixed = load_mesh(_write(tmp_path, "x.wrl", _ifs(seam) + "\n" + bare), split_seams=True)
+    assert mixed.n_vertices == 5 and mixed.uvs is None
+    shared = "coord DEF pts Coordinate { point [ 0 0 0, 1 0 0, 0 1 0, 1 1 0, 9 9 9 ] }"
+    body = (
+        _ifs(f"{shared} coordIndex [ 0 1 2 -1 ]")
+        + "\n"
+        + _ifs("coord USE pts coordIndex [ 1 3 2 -1 ]")
+    )
+    got = load_mesh(_write(tmp_path, "s.wrl", body))
+    assert got.n_vertices == 4 and not (got.vertices == 9.0).any()
+    from facehd.vrml import texture_urls
+
+    twice = 'Shape { appearance Appearance { texture ImageTexture { url "skin.png" } } }\n'
+    assert texture_urls("#VRML V2.0 utf8\n" + twice * 2) == ["skin.png"]
