@@ -342,6 +342,7 @@ def test_verify_names_each_problem_of_a_hand_damaged_file(tmp_path, monkeypatch)
          f"field 'points': 1 NaN/inf values where none are allowed, in sample {ids[6]}"),
         (lambda f: [replace(k, f[k][()][:11])(f) for k in ("count", "residual")],
          "field 'count' has (11,) rows, expected 12\nfield 'residual' has (11,) rows, expected 12"),
+        (lambda f: (f.__delitem__("count"), f.create_group("count")), "'count' is not a dataset"),
     ]  # fmt: skip
     for k, (damage, problem) in enumerate(cases):
         path = damaged_copy(good, tmp_path / f"damaged-{k}.h5", damage)
@@ -356,6 +357,15 @@ def test_verify_names_each_problem_of_a_hand_damaged_file(tmp_path, monkeypatch)
     assert verify(path).problems == (
         f"field 'points': 2 NaN/inf values where none are allowed, in samples {ids[3]}, {ids[9]}",
     )
+
+
+def test_rows_are_named_by_id_where_the_ids_were_read():
+    from facehd.h5io import name_rows
+
+    ids = ["a", "b", "c", "d"]
+    assert name_rows([3], ids) == "sample 3 ('d')"
+    assert name_rows([1, 7], ids) == "samples 1 ('b'), 7"  # past the ids read: the index alone
+    assert name_rows(list(range(8)), ids, limit=2) == "samples 0 ('a'), 1 ('b') and 6 more"
 
 
 def test_partial_files_never_look_complete(tmp_path, monkeypatch):
