@@ -60,6 +60,24 @@ def test_relative_root_and_env_override(tmp_path: Path, monkeypatch: pytest.Monk
     assert load_registry(p).dataset("mine").root == tmp_path / "elsewhere"
 
 
+def test_a_root_under_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FACEHD_TEST_MINE_ROOT", raising=False)
+    p = _write(tmp_path, BASE.replace("root: rel/folder", "root: ~/faces"))
+    assert load_registry(p).dataset("mine").root == tmp_path / "home" / "faces"
+
+
+def test_the_working_folders_registry_comes_before_the_installed_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FACEHD_DATASETS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert default_registry_path() == installed_registry_path()
+    p = _write(tmp_path, BASE)
+    assert default_registry_path().resolve() == p.resolve()
+    assert set(load_registry().datasets) == {"mine"}
+
+
 def test_registry_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = _write(tmp_path, BASE)
     monkeypatch.setenv("FACEHD_DATASETS", str(p))
@@ -81,6 +99,10 @@ def test_registry_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             "datasets.mine.splits must be a mapping",
         ),
         ("version: 1\nmodels: 3\n", "models must be a mapping"),
+        (
+            "version: 1\nmodels:\n  m:\n    root: r\n    files: [a.mat, b.obj]\n",
+            "models.m.files must be a mapping role -> file name",
+        ),
         (BASE + "version: 1\n", "key 'version' is given twice"),
     ],
 )
