@@ -155,6 +155,30 @@ def exiting_initializer() -> None:
     os._exit(1)
 
 
+OFFSET = {"k": 0}
+
+
+def add_offset() -> None:
+    OFFSET["k"] = 100
+
+
+def offset_square(k: int) -> int:
+    return k * k + OFFSET["k"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_initializer_runs_before_the_tasks_wherever_they_run(workers, monkeypatch):
+    """In this process (one worker) or in each worker process: every task sees its effect."""
+    from facehd.pools import run_tasks
+
+    monkeypatch.setitem(OFFSET, "k", 0)
+    outcomes: dict[int, object] = {}
+    run_tasks(
+        offset_square, [1, 2, 3], outcomes.__setitem__, workers=workers, initializer=add_offset
+    )
+    assert outcomes == {0: 101, 1: 104, 2: 109}
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_run_tasks_gives_each_task_its_own_outcome(workers):
     from facehd.pools import TaskFailed, run_tasks
