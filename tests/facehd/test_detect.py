@@ -199,6 +199,18 @@ def test_face_from_given_landmarks(tmp_path):
     save_photo_landmarks(tmp_path / "dot.pts", np.full((68, 2), 5.0))
     with pytest.raises(InputFileError, match="within one pixel"):
         face_from_landmark_file(tmp_path / "dot.pts", (240, 200, 3))
+    # far outside in y alone (a photo cropped to its top strip) is refused the same way
+    with pytest.raises(InputFileError, match="far outside the 200x60 photo"):
+        face_from_landmark_file(tmp_path / "a.b.pts", (60, 200, 3))
+    bad = lm.copy()
+    bad[5, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        DetectedFace.from_landmarks68(bad)
+    # the box bounds the 468 face points, not the 10 iris points after them
+    irises = mesh.copy()
+    irises[468:, :2] = -500.0
+    box = DetectedFace.from_mesh(irises).box
+    np.testing.assert_array_equal(box, [*mesh[:468, :2].min(0), *mesh[:468, :2].max(0)])
 
 
 def test_refine_mask_cuts_only_when_segmentation_agrees():
@@ -226,6 +238,15 @@ def test_select_main_face_prefers_large_and_central():
     assert select_main_face(np.array([central_small, [0, 0, 110, 110]]), size) == 0
     with pytest.raises(ValueError):
         select_main_face(np.zeros((0, 4)), size)
+    # equal boxes: the one centred on the middle pixel (5 of 0..10) wins over one 0.9 px off
+    boxes = np.array([[3.9, 3.9, 7.9, 7.9], [3.0, 3.0, 7.0, 7.0]])  # centres 5.9 and 5.0
+    assert select_main_face(boxes, (11, 11)) == 1
+
+
+def test_convex_hull_mask_of_points_with_nan_is_empty():
+    pts = np.array([[2.0, 2.0], [30.0, 4.0], [12.0, 25.0], [np.nan, 5.0]])
+    assert not convex_hull_mask(pts, (40, 40)).any()
+    assert convex_hull_mask(pts[:3], (40, 40)).any()
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
