@@ -146,3 +146,48 @@ def test_now_items_read_their_scan_landmarks_as_the_official_tool(tmp_path: Path
     np.testing.assert_array_equal(
         _scan_lm(mv.scan_landmarks, mv.pp_by_position), _POINTS[::-1].astype(np.float32)
     )
+
+
+def test_now_image_lists_as_they_come(tmp_path: Path) -> None:
+    """Comment lines and trailing words skipped, Windows separators and a path prefix before
+    ``subject/challenge/image`` read alike; images found under ``iphone_pictures`` of the
+    official archive's ``final_release_version`` folder too."""
+    root = tmp_path / "now"
+    for subject in ("FaMoS_1", "FaMoS_2"):
+        (root / "scans" / subject).mkdir(parents=True)
+        (root / "scans" / subject / "scan.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+        (root / "scans_lmks_onlypp" / subject).mkdir(parents=True)
+        _pp(root / "scans_lmks_onlypp" / subject / "scan.pp", _POINTS, list("1234567"))
+    photo = root / "final_release_version" / "iphone_pictures" / "FaMoS_2" / "selfie" / "b.jpg"
+    photo.parent.mkdir(parents=True)
+    photo.write_bytes(b"jpeg")
+    (root / "imagepathsvalidation.txt").write_text(
+        "# subject/challenge/image\n"
+        "FaMoS_1/multiview_neutral/IMG_0001.jpg  extra words\n"
+        "iphone_pictures\\FaMoS_2\\selfie\\b.jpg\n"
+    )
+    items = readers.read_now_items(root, "validation")
+    assert [(it.subject, it.challenge, it.image) for it in items] == [
+        ("FaMoS_1", "multiview_neutral", "IMG_0001"),
+        ("FaMoS_2", "selfie", "b"),
+    ]
+    assert items[0].image_path is None and items[1].image_path == photo
+
+
+def test_landmark_arrays_are_used_as_stored_and_text_rounded_to_float32(tmp_path: Path) -> None:
+    """As the official tool: ``.npy`` values as they are, ``.txt`` (and ``.pp``) read as
+    float32. A NoW ``.pp`` with a NaN is refused; a ground truth given as ``.txt`` is read as
+    text even where ``.pp`` files are read by position."""
+    np.save(tmp_path / "p.npy", _POINTS)
+    np.savetxt(tmp_path / "p.txt", _POINTS, fmt="%.17g")
+    np.testing.assert_array_equal(readers.read_landmarks7(tmp_path / "p.npy"), _POINTS)
+    rounded = _POINTS.astype(np.float32).astype(np.float64)
+    assert not np.array_equal(rounded, _POINTS)
+    np.testing.assert_array_equal(readers.read_landmarks7(tmp_path / "p.txt"), rounded)
+    np.testing.assert_array_equal(
+        readers.read_scan_landmarks7(tmp_path / "p.txt", pp_by_position=True), rounded
+    )
+    bad = _POINTS.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(InputFileError, match=r"nan\.pp: landmarks contain NaN or inf"):
+        readers.read_now_pp(_pp(tmp_path / "nan.pp", bad, list("1234567")))
