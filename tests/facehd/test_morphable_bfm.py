@@ -146,6 +146,10 @@ def _broken(fields: dict[str, np.ndarray], **changes: np.ndarray | None) -> dict
         ({"keypoints": np.ones((1, 67))}, "expected 68 values"),
         ({"keypoints": np.full((1, 68), 290.0)}, "keypoints"),
         ({"keypoints": np.full((1, 68), 1.5)}, "integer"),
+        ({"meantex": np.zeros((3, 289))}, r"field 'meantex': expected a vector \(1, n\)"),
+        ({"texBase": np.zeros((867, 0))}, r"field 'texBase': expected shape \(867, K\)"),
+        ({"idBase": np.full((867, 5), np.nan)}, "field 'idBase' contains NaN or inf"),
+        ({"meanshape": np.full((1, 867), np.inf)}, "field 'meanshape' contains NaN or inf"),
     ],
 )
 def test_bad_mat_files(
@@ -192,6 +196,35 @@ def test_bad_uv_files(tmp_path: Path, fields: dict[str, np.ndarray]) -> None:
     np.save(three, np.zeros((v, 3)))
     with pytest.raises(InputFileError, match=r"\(V, 2\)"):
         load_uv_layout(three)
+    words = tmp_path / "words.npy"
+    np.save(words, np.full((v, 2), "a"))
+    with pytest.raises(InputFileError, match="UVs must be numbers"):
+        load_uv_layout(words)
+    # rounding just past the edge is clipped onto it; 1e-3 past it is an error
+    edge = np.full((v, 2), 0.5)
+    edge[0] = [-5e-7, 1.0 + 5e-7]
+    np.save(tmp_path / "edge.npy", edge)
+    uv = load_uv_layout(tmp_path / "edge.npy")
+    assert uv.min() == 0.0 and uv.max() == 1.0 and uv[0].tolist() == [0.0, 1.0]
+    edge[0] = [0.5, 1.001]
+    np.save(tmp_path / "past.npy", edge)
+    with pytest.raises(InputFileError, match=r"\[0, 1\], got range \[0.5, 1.001\]"):
+        load_uv_layout(tmp_path / "past.npy")
+
+
+def test_bfm_sizes_from_the_header(tmp_path: Path, fields: dict[str, np.ndarray]) -> None:
+    from facehd.morphable.bfm import bfm_sizes
+
+    mat = _write(tmp_path, fields)
+    v = fields["meanshape"].size // 3
+    sizes = bfm_sizes(mat)
+    assert sizes.n_vertices == v
+    assert (sizes.n_id, sizes.n_exp, sizes.n_tex) == tuple(
+        fields[k].shape[1] for k in ("idBase", "exBase", "texBase")
+    )
+    flat = _write(tmp_path, _broken(fields, exBase=np.zeros((3 * v, 2, 2))), "flat.mat")
+    with pytest.raises(InputFileError, match="must be 2-D"):
+        bfm_sizes(flat)
 
 
 def test_registry_with_bfm(tmp_path: Path, fields: dict[str, np.ndarray]) -> None:
