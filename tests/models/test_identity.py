@@ -89,6 +89,15 @@ def test_a_saved_state_dict_loads_with_its_depth_read_from_the_keys(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
     assert not loaded.training
+    # under "model" (another trainer's checkpoint), without a prefix: the same network
+    torch.save({"model": net.state_dict(), "epoch": 20}, path)
+    loaded, _ = load_identity_network(path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
+    # a dict of other things beside tensors is no state dict, and says so
+    torch.save({"weights": net.state_dict(), "epoch": 20}, path)
+    with pytest.raises(InputFileError, match="expected a state dict of tensors, got dict"):
+        load_identity_network(path)
 
 
 # torch 2.13 marks TorchScript deprecated; the files users have still load, which is the point
