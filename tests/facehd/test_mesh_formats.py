@@ -236,14 +236,20 @@ def test_wrl_transform_centre_and_scale_orientation(tmp_path: Path) -> None:
     np.testing.assert_allclose(got.vertices, (m.vertices - c) @ stretch.T + c, atol=1e-9)
 
 
-def test_wrl_texture_coordinates_with_seams(tmp_path: Path) -> None:
-    m = _surface(5)
+def _seam_uvs(m: Mesh) -> tuple[np.ndarray, np.ndarray]:
+    """Per-corner UVs ``(table, corner indices)``: the grid's own UVs, except that the first
+    triangle uses a second copy of its corners' UVs shifted by 0.5: a seam there."""
     n = m.n_vertices
-    # per-corner UVs: the grid's own UVs, except that the first triangle uses a second copy
-    # of its corners' UVs shifted by 0.5: a seam there
     table = np.concatenate([m.uvs, m.uvs[m.faces[0]] + 0.5])
     corner = m.faces.copy()
     corner[0] = [n, n + 1, n + 2]
+    return table, corner
+
+
+def test_wrl_texture_coordinates_with_seams(tmp_path: Path) -> None:
+    m = _surface(5)
+    n = m.n_vertices
+    table, corner = _seam_uvs(m)
     path = _write(
         tmp_path, "s.wrl", _shape(_wrl_face_set(m, tex=(table, corner)), texture="skin.png")
     )
@@ -588,9 +594,7 @@ def test_wrl_indices_one_past_the_end_are_refused(
 def test_wrl_clockwise_faces_keep_each_corners_uv_across_seams(tmp_path: Path) -> None:
     m = _surface(7)
     n = m.n_vertices
-    table = np.concatenate([m.uvs, m.uvs[m.faces[0]] + 0.5])
-    corner = m.faces.copy()
-    corner[0] = [n, n + 1, n + 2]
+    table, corner = _seam_uvs(m)
     ccw = _write(tmp_path, "a.wrl", _shape(_wrl_face_set(m, tex=(table, corner))))
     cw = _write(tmp_path, "b.wrl", _shape(_wrl_face_set(m, tex=(table, corner), ccw=False)))
     a, b = load_mesh(ccw, split_seams=True), load_mesh(cw, split_seams=True)
