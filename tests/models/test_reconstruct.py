@@ -127,17 +127,14 @@ def test_png16_round_trip(tmp_path):
     np.testing.assert_allclose((img / 65535 * 2 - 1) * 4.0, a[..., 0], atol=4.0 / 65535)
 
 
-def _refiltered_png(src: Path, dst: Path, *, text_last: bool = True) -> None:
+def _refiltered_png(src: Path, dst: Path) -> None:
     """``src`` (a facehd 16-bit PNG) saved again as another program might: each row with
     another of the five PNG filters (computed forward, from the raw bytes), the image data in
     two chunks, the text chunk after them."""
     import struct
     import zlib
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
+    from models.export import _png_chunk as chunk
 
     data = src.read_bytes()
     pos, parts = 8, {}
@@ -175,10 +172,7 @@ def _refiltered_png(src: Path, dst: Path, *, text_last: bool = True) -> None:
     text = chunk(b"tEXt", parts[b"tEXt"][0])
     idat = chunk(b"IDAT", body[:7]) + chunk(b"IDAT", body[7:])
     dst.write_bytes(
-        data[:8]
-        + chunk(b"IHDR", parts[b"IHDR"][0])
-        + (idat + text if text_last else text + idat)
-        + chunk(b"IEND", b"")
+        data[:8] + chunk(b"IHDR", parts[b"IHDR"][0]) + idat + text + chunk(b"IEND", b"")
     )
 
 
@@ -187,7 +181,8 @@ def test_png16_read_back_after_another_program_saved_it(tmp_path):
     data and the text after it read back the same values; files facehd cannot scale back, or
     that are no 16-bit map, are refused by name."""
     import struct
-    import zlib
+
+    from models.export import _png_chunk
 
     rng = np.random.default_rng(1)
     for shape in ((11, 9, 3), (13, 6)):
@@ -216,10 +211,7 @@ def test_png16_read_back_after_another_program_saved_it(tmp_path):
     (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])
     with pytest.raises(ValueError, match="cut.png: the PNG is cut short"):
         read_png16(tmp_path / "cut.png")
-    header = struct.pack(">IIBBBBB", 4, 4, 16, 0, 0, 0, 1)  # Adam7 interlaced
-    ihdr = (
-        struct.pack(">I", 13) + b"IHDR" + header + struct.pack(">I", zlib.crc32(b"IHDR" + header))
-    )
+    ihdr = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 16, 0, 0, 0, 1))  # Adam7 interlaced
     (tmp_path / "adam7.png").write_bytes(whole[:8] + ihdr + whole[8 + 25 :])
     with pytest.raises(ValueError, match="adam7.png: an interlaced PNG"):
         read_png16(tmp_path / "adam7.png")
