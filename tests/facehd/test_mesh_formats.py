@@ -545,7 +545,7 @@ _SQUARE = "coord Coordinate { point [ 0 0 0, 1 0 0, 0 1 0, 1 1 0 ] }"
 
 
 def _ifs(fields: str, transform: str = "") -> str:
-    shape = f"Shape {{ geometry IndexedFaceSet {{ {fields} }} }}"
+    shape = _shape(f"IndexedFaceSet {{ {fields} }}")
     return f"Transform {{ {transform} children [ {shape} ] }}" if transform else shape
 
 
