@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from facehd.mesh import vertex_normals
 from facehd.render import (
     Renderer,
     hrn_camera,
@@ -152,6 +153,10 @@ def test_mirror_fill_copies_the_mirror_texel() -> None:
                     expected, f = torch.zeros(3, dtype=torch.float64), False
                 torch.testing.assert_close(out[b, :, i, j], expected)
                 assert bool(filled[b, i, j]) == f
+    # Whatever the unseen texels held, they come out as documented (copied or 0).
+    out_raw, filled_raw = mirror_fill(tex, visible, uv_mask)
+    torch.testing.assert_close(out_raw, out)
+    assert torch.equal(filled_raw, filled)
     with pytest.raises(ValueError, match="visible"):
         mirror_fill(tex, visible[0])
 
@@ -276,3 +281,201 @@ def test_facehd_synth_renders_and_unwraps_with_mirror_fill() -> None:
     err = (un.texture[0] - truth[0]).abs().amax(0)
     assert float(err[un.visible[0]].mean()) < 2e-3
     assert float(err[mirrored_only].mean()) < 2e-3
+
+
+def _texel_grid(size: int, half: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plane coordinates ``(x, y)`` of the texel centres of a ``grid_mesh`` of half-size
+    ``half``."""
+    c = (torch.arange(size).double() + 0.5) / size
+    x = ((c - 0.5) * 2 * half)[None, :].expand(size, size)
+    y = ((0.5 - c) * 2 * half)[:, None].expand(size, size)
+    return x, y
+
+
+def _taps_on_the_mesh(un, cam, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Brute force, per texel: its projection ``(col, row)`` and whether all four pixels of its
+    bilinear lookup lie in the image and on the rendered mesh (``mask`` (H, W))."""
+    h, w = cam.image_size
+    size = un.positions.shape[1]
+    pix = cam.project(un.positions.reshape(1, -1, 3))[0].reshape(size, size, 2)
+    ok = torch.zeros(size, size, dtype=torch.bool)
+    for i in range(size):
+        for j in range(size):
+            x0, y0 = math.floor(float(pix[i, j, 0])), math.floor(float(pix[i, j, 1]))
+            taps = [(x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1)]
+            ok[i, j] = all(0 <= x < w and 0 <= y < h and bool(mask[y, x]) for x, y in taps)
+    return pix, ok
+
+
+def test_a_texel_is_visible_only_where_its_whole_lookup_is_on_the_mesh() -> None:
+    """A frontal plane larger than the image: the texels seen are those whose four lookup
+    pixels are all in the image (the first and last row and column of pixels are no texel's
+    left or right tap beyond them); a fixed depth tolerance large enough to pass any depth still
+    leaves out texels whose lookup touches the background."""
+    cam = hrn_camera(1.0)
+    r = Renderer(cam)
+    big_v, big_f, big_uv = grid_mesh(21, 200.0, lambda x, y: 0 * x)
+    photo = r.render(big_v, big_f, uvs=big_uv, texture=smooth_texture(64)).image
+    un = unwrap_texture(photo, big_v, big_f, big_uv, cam, size=64, mirror=False, renderer=r)
+    pix, ok = _taps_on_the_mesh(un, cam, r.render(big_v, big_f).mask[0])
+    assert not bool(ok.all()) and int(ok.sum()) > 100  # some texels fall outside the image
+    assert torch.equal(un.visible[0], ok)
+    assert float(pix[un.visible[0]].max()) < 223 and float(pix[un.visible[0]].min()) >= 0
+    # A plane inside the image, the outermost texel centres on its edges, and a huge tolerance:
+    # the lookup must still stay on the mesh.
+    v, f, uv = grid_mesh(21, 100.0, lambda x, y: 0 * x)
+    uv = 0.495 / 64 + uv * 63.01 / 64
+    photo = r.render(v, f, uvs=uv, texture=smooth_texture(64)).image
+    loose = unwrap_texture(photo, v, f, uv, cam, size=64, mirror=False, depth_tolerance=1e6)
+    _, ok = _taps_on_the_mesh(loose, cam, r.render(v, f).mask[0])
+    assert not bool(ok.all())  # the outermost texels' lookups reach the background
+    assert torch.equal(loose.visible[0], ok)
+
+
+def test_a_fixed_depth_tolerance_replaces_the_default() -> None:
+    """The occluder scene of ``test_occluded_texels_are_not_visible``: a tolerance larger than
+    the 200 mm between occluder and plane lets the hidden texels through; a tiny one (the plane's
+    own depth is exact) keeps the open ones."""
+    plane_v, plane_f, plane_uv = grid_mesh(21, 100.0, lambda x, y: 0 * x)
+    occ_v = torch.tensor(
+        [[-20, -20, 200], [20, -20, 200], [20, 20, 200], [-20, 20, 200]], dtype=torch.float64
+    )
+    verts = torch.cat([plane_v, occ_v])
+    faces = torch.cat([plane_f, torch.tensor([[0, 1, 2], [0, 2, 3]]) + len(plane_v)])
+    uvs = torch.cat([plane_uv, torch.full((4, 2), 0.999, dtype=torch.float64)])
+    cam = hrn_camera(1.0)
+    photo = Renderer(cam).render(verts, faces, uvs=uvs, texture=smooth_texture(64)).image
+    x, y = _texel_grid(64, 100.0)
+    hidden = (x.abs() < 23) & (y.abs() < 23)
+    open_ = ((x.abs() > 27) | (y.abs() > 27)) & (x.abs() < 95) & (y.abs() < 95)
+    through = unwrap_texture(photo, verts, faces, uvs, cam, size=64, depth_tolerance=250.0)
+    assert bool(through.visible[0][hidden].all())
+    tight = unwrap_texture(photo, verts, faces, uvs, cam, size=64, depth_tolerance=1e-6)
+    assert bool(tight.visible[0][open_].all()) and not bool(tight.visible[0][hidden].any())
+
+
+def test_a_steep_surface_stays_visible_and_a_turned_away_one_does_not() -> None:
+    """A plane turned 75 degrees from the camera: its depth changes by ~3.7 pixel footprints from
+    one pixel to the next, and every texel away from its edges is still seen (the default
+    tolerance grows as 1 / cos). Seen from behind, or more obliquely than ``min_cos``, none is."""
+    cam = hrn_camera(1.0)
+    r = Renderer(cam)
+    v, f, uv = grid_mesh(21, 60.0, lambda x, y: 0 * x)
+    x, y = _texel_grid(64, 60.0)
+    inner = (x.abs() < 50) & (y.abs() < 50)
+    steep = yaw(v, 75.0)
+    photo = r.render(steep, f, uvs=uv, texture=smooth_texture(64)).image
+    un = unwrap_texture(photo, steep, f, uv, cam, size=64, mirror=False, renderer=r)
+    assert bool(un.visible[0][inner].all())
+    # cos(60 deg) = 0.5 towards the camera (nearly: the camera is 1 m away, not at infinity)
+    turned = yaw(v, 60.0)
+    photo = r.render(turned, f, uvs=uv, texture=smooth_texture(64)).image
+    kw = dict(size=64, mirror=False, renderer=r)
+    assert bool(
+        unwrap_texture(photo, turned, f, uv, cam, min_cos=0.4, **kw).visible[0][inner].all()
+    )
+    assert not bool(unwrap_texture(photo, turned, f, uv, cam, min_cos=0.6, **kw).visible.any())
+    back = yaw(v, 180.0)
+    photo = r.render(back, f, uvs=uv, texture=smooth_texture(64)).image
+    assert bool(r.render(back, f).mask.any())
+    assert not bool(unwrap_texture(photo, back, f, uv, cam, **kw).visible.any())
+    # Normals given by the caller decide what faces the camera: flipped, nothing does.
+    normals = vertex_normals(steep, f)
+    flipped = unwrap_texture(photo, steep, f, uv, cam, normals=-normals, **kw)
+    assert not bool(flipped.visible.any())
+    torch.testing.assert_close(flipped.normals, -un.normals)
+
+
+def test_only_texels_of_the_layout_are_seen_or_filled() -> None:
+    """UVs covering the middle of the map, on a plane through the world origin: the texels
+    outside the layout (position map 0 there, the origin, which the camera sees on the plane)
+    are neither visible nor filled."""
+    cam = hrn_camera(1.0)
+    v, f, uv = grid_mesh(21, 100.0, lambda x, y: 0 * x)
+    uv = 0.25 + 0.5 * uv
+    photo = Renderer(cam).render(v, f, uvs=uv, texture=smooth_texture(64)).image
+    for min_cos in (0.0, -1.0):  # -1: no facing test (texels outside have no normal either)
+        un = unwrap_texture(photo, v, f, uv, cam, size=64, min_cos=min_cos)
+        assert 0.2 < float(un.uv_mask.float().mean()) < 0.3
+        assert bool(un.visible[0][un.uv_mask].any())
+        assert not bool(un.filled[0][~un.uv_mask].any())
+        assert float(un.texture[0][:, ~un.uv_mask].abs().max()) == 0.0
+
+
+def test_texels_behind_the_camera_are_unseen_and_finite() -> None:
+    """A frontal plane at z = 0 and a second one 1 m behind the camera (which sits at z = 1000),
+    facing it: the second projects, mirrored through the centre of projection, onto the pixels
+    where the first is seen. Even with a depth tolerance that passes any depth its texels are
+    not visible, and no texel's colour is NaN."""
+    cam = hrn_camera(1.0)
+    front_v, f, uv = grid_mesh(21, 100.0, lambda x, y: 0 * x)
+    back_v = front_v * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64) + torch.tensor(
+        [0.0, 0.0, 2000.0], dtype=torch.float64
+    )  # x mirrored: the winding turns, the plane faces -z
+    verts = torch.cat([front_v, back_v])
+    faces = torch.cat([f, f + len(front_v)])
+    uvs = torch.cat(
+        [
+            uv * torch.tensor([0.5, 1.0]),
+            uv * torch.tensor([0.5, 1.0]) + 0.5 * torch.tensor([1.0, 0.0]),
+        ]
+    )
+    photo = torch.rand(
+        1, 224, 224, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    un = unwrap_texture(photo, verts, faces, uvs, cam, size=64, depth_tolerance=1e9, mirror=False)
+    behind = torch.zeros(64, 64, dtype=torch.bool)
+    behind[:, 32:] = True
+    z = cam.world_to_camera(un.positions.reshape(1, -1, 3))[0, :, 2].reshape(64, 64)
+    assert bool((z[behind] < -900).all()) and bool((z[~behind] > 900).all())
+    assert bool(un.visible[0][~behind].any())
+    assert not bool(un.visible[0][behind].any())
+    assert bool(torch.isfinite(un.texture).all())
+
+
+def test_unwrap_and_displacement_shading_refuse_mismatched_inputs() -> None:
+    cam = hrn_camera(1.0)
+    r = Renderer(cam)
+    v, f, uv = grid_mesh(5, 100.0, lambda x, y: 0 * x)
+    photo = torch.zeros(1, 224, 224, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"uvs \(V, 2\)"):
+        unwrap_texture(photo, v, f, torch.zeros(len(v), 3), cam, size=8)
+    with pytest.raises(ValueError, match="matching the camera"):
+        unwrap_texture(photo[:, :200], v, f, uv, cam, size=8)
+    with pytest.raises(ValueError, match="matching the camera"):
+        unwrap_texture(photo.expand(3, -1, -1, -1), torch.stack([v, v]), f, uv, cam, size=8)
+    other = grid_mesh(6, 100.0, lambda x, y: 0 * x)
+    table = rasterize_uv(other[2].numpy(), other[1].numpy(), 8)
+    with pytest.raises(ValueError, match="UV table has 36 vertices, mesh has 25"):
+        unwrap_texture(photo, v, f, uv, cam, table=table)
+    with pytest.raises(ValueError, match="one channel"):
+        render_with_displacement(r, v, f, uv, torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="displacement"):
+        render_with_displacement(r, torch.stack([v, v]), f, uv, torch.zeros(3, 8, 8))
+    table = rasterize_uv(uv.numpy(), f.numpy(), 16)
+    with pytest.raises(ValueError, match="does not match displacement"):
+        render_with_displacement(r, v, f, uv, torch.zeros(8, 8), table=table)
+
+
+def test_zero_displacement_keeps_the_coarse_normals_at_the_layouts_border() -> None:
+    """A UV layout turned 45 degrees inside the map: near its slanted borders the four texels of
+    a pixel's lookup can all lie outside the layout; such pixels take the interpolated vertex
+    normal, so a zero displacement shades every pixel with (nearly) the coarse normal."""
+    v, f, uv = grid_mesh(33, 90.0, lambda x, y: 60 * np.exp(-(x**2 + y**2) / 60.0**2))
+    a = math.radians(45.0)
+    rot = torch.tensor(
+        [[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=torch.float64
+    )
+    uv = 0.5 + 0.65 * (uv - 0.5) @ rot.T
+    r = Renderer(hrn_camera(1.0))
+    coarse = r.render(v, f, uvs=uv)
+    res = render_with_displacement(r, v, f, uv, torch.zeros(1, 1, 32, 32, dtype=torch.float64))
+    m = coarse.mask[0]
+    n, n0 = res.normals[0][m], coarse.normals[0][m]
+    torch.testing.assert_close(n.norm(dim=-1), torch.ones(len(n), dtype=torch.float64))
+    assert float((n * n0).sum(-1).min()) > 0.999
+    # Normals given by the caller are the ones shaded: flipped, the pixels' normals flip.
+    flipped = render_with_displacement(
+        r, v, f, uv, torch.zeros(32, 32, dtype=torch.float64), normals=-vertex_normals(v, f)
+    )
+    assert float((flipped.normals[0][m] * n0).sum(-1).max()) < -0.999
