@@ -94,8 +94,14 @@ def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none: not Linux)."""
     if not sys.platform.startswith("linux"):
         return frozenset()
+    return _read_cpu_flags("/proc/cpuinfo")
+
+
+def _read_cpu_flags(path: str) -> frozenset[str]:
+    """The words after ``flags:`` on the first such line of a ``/proc/cpuinfo`` file (empty
+    where it cannot be read or has none)."""
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+        with open(path, encoding="ascii", errors="replace") as f:
             for line in f:
                 if line.startswith("flags"):
                     return frozenset(line.partition(":")[2].split())
@@ -221,8 +227,10 @@ class InstanceNormChannelsLast(nn.Module):
         self.eps = float(eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:  # one unbatched (C, H, W) sample, as nn.InstanceNorm2d takes it
+            return self(x[None])[0]
         if x.dim() != 4:
-            return F.instance_norm(x, eps=self.eps)
+            raise ValueError(f"InstanceNormChannelsLast: expected 3D or 4D input, got {x.dim()}D")
         parts = [
             F.batch_norm(x[i : i + 1], None, None, training=True, momentum=0.0, eps=self.eps)
             for i in range(x.shape[0])

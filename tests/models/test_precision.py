@@ -4,6 +4,7 @@ layers they replace, and bfloat16 behind float32 inputs and outputs."""
 from __future__ import annotations
 
 import copy
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -238,3 +239,132 @@ def test_fuse_for_inference_leaves_convolutions_it_cannot_fold():
     ]  # fmt: skip
     assert not net[5].relu
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_flags_read_the_flags_line_and_nothing_off_linux(monkeypatch, tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_bytes(
+        b"processor\t: 0\nmodel name\t: Xeon\xae Gold\nvmx flags\t: ept vpid\n"
+        b"flags\t\t: fpu sse2 avx512f amx_bf16\nbugs\t\t: spectre_v1\n"
+        b"processor\t: 1\nflags\t\t: fpu\n"
+    )
+    # a non-ASCII model name does not stop the read; "vmx flags" is not the flags line
+    assert precision._read_cpu_flags(str(info)) == {"fpu", "sse2", "avx512f", "amx_bf16"}
+    assert precision._read_cpu_flags(str(tmp_path / "missing")) == frozenset()
+    (tmp_path / "none").write_text("processor\t: 0\n")
+    assert precision._read_cpu_flags(str(tmp_path / "none")) == frozenset()
+    precision.cpu_flags.cache_clear()
+    monkeypatch.setattr(precision.sys, "platform", "darwin")
+    try:
+        assert precision.cpu_flags() == frozenset()
+    finally:
+        precision.cpu_flags.cache_clear()
+
+
+class _Out(NamedTuple):
+    y: torch.Tensor
+    index: torch.Tensor
+
+
+class _Recorder(nn.Module):
+    """A convolution whose forward takes a tensor, an integer index and a dict, and returns a
+    NamedTuple and a dict; it records the inputs it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+        self.seen: list = []
+
+    def forward(self, x, index, extra):
+        self.seen.append((x, index, extra))
+        y = self.conv(x * extra["scale"])
+        return _Out(y, index + 1), {"mean": y.mean(), "index": index}
+
+
+@pytest.mark.parametrize("channels_last", [None, False, True])
+def test_run_in_bfloat16_casts_floating_values_in_containers(channels_last):
+    torch.manual_seed(0)
+    net = _Recorder()
+    x = torch.rand(2, 3, 5, 4)
+    index = torch.tensor([1, 2])
+    with torch.no_grad():
+        ref, _ = net(x, index, {"scale": torch.tensor(2.0)})
+        run_in_bfloat16([net], channels_last=channels_last)
+        (y, idx), extra = net(x, index, {"scale": torch.tensor(2.0)})
+    seen_x, seen_index, seen_extra = net.seen[-1]
+    assert seen_x.dtype == torch.bfloat16 and seen_extra["scale"].dtype == torch.bfloat16
+    assert seen_index.dtype == torch.int64 and idx.dtype == torch.int64
+    torch.testing.assert_close(idx, index + 1)
+    assert y.dtype == torch.float32 and extra["mean"].dtype == torch.float32
+    assert extra["index"].dtype == torch.int64
+    torch.testing.assert_close(y, ref.y, rtol=0.02, atol=0.02)
+    cl = channels_last is not False  # default: channels-last on a CPU
+    fmt = torch.channels_last
+    assert seen_x.is_contiguous(memory_format=fmt) == cl
+    assert net.conv.weight.is_contiguous(memory_format=fmt) == cl
+    assert seen_x.is_contiguous() != cl
+
+
+def test_run_in_bfloat16_puts_a_training_network_in_eval_mode():
+    """The batch norms of a network left in training mode are folded with their running
+    statistics (what eval mode computes), not left to normalise each batch."""
+    net = _unet().train()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        ref = copy.deepcopy(net).eval()(x)
+        run_in_bfloat16([net])
+        got = net(x)
+    assert not net.training
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert float((got - ref).abs().max()) < 0.05
+
+
+def test_conv_relu_refuses_padding_it_cannot_express():
+    for conv in (nn.Conv2d(3, 4, 3, padding="same"), nn.Conv2d(3, 4, 3, padding_mode="reflect")):
+        with pytest.raises(ValueError, match="zero padding"):
+            ConvReLU(conv)
+
+
+def test_instance_norm_channels_last_keeps_its_eps_and_takes_unbatched_input():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3, 6, 5, generator=gen) * 0.05  # variance near eps: eps matters
+    norm = InstanceNormChannelsLast(eps=0.01)
+    ref = F.instance_norm(x, eps=0.01)
+    torch.testing.assert_close(norm(x), ref, rtol=1e-5, atol=1e-5)
+    assert float((F.instance_norm(x) - ref).abs().max()) > 0.1
+    # one unbatched (C, H, W) sample, as nn.InstanceNorm2d takes it (not (N, C, L))
+    torch.testing.assert_close(norm(x[0]), ref[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(norm(x[0]), nn.InstanceNorm2d(3, eps=0.01)(x[0]))
+    with pytest.raises(ValueError, match="3D or 4D"):
+        norm(x[None])
+
+
+def test_fuse_for_inference_leaves_norms_with_parameters_or_statistics():
+    """An instance norm with affine parameters or running statistics, and a batch norm that
+    normalises each batch (no running statistics), are not rewritten; the network computes
+    the same."""
+    torch.manual_seed(6)
+    affine = nn.InstanceNorm2d(4, affine=True)
+    affine.weight.data.uniform_(0.5, 2.0)
+    affine.bias.data.uniform_(-1.0, 1.0)
+    tracked = nn.InstanceNorm2d(4, track_running_stats=True)
+    tracked.running_mean.uniform_(-1.0, 1.0)
+    tracked.running_var.uniform_(0.5, 2.0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        affine,
+        nn.Conv2d(4, 4, 3, padding=1),
+        tracked,
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.BatchNorm2d(4, track_running_stats=False),
+        nn.ReLU(),
+    ).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        ref = net(x)
+        assert fuse_for_inference(net) == 0
+        got = net(x)
+    assert [type(m).__name__ for m in net] == [
+        "Conv2d", "InstanceNorm2d", "Conv2d", "InstanceNorm2d", "Conv2d", "BatchNorm2d", "ReLU",
+    ]  # fmt: skip
+    torch.testing.assert_close(got, ref)
