@@ -480,6 +480,62 @@ def test_bad_inputs_raise_clear_errors() -> None:
         Renderer(two_cameras).rasterize(torch.stack([v, v, v]), f)
 
 
+def test_render_refuses_what_it_cannot_draw() -> None:
+    v, f = sphere(80.0, subdivisions=1)
+    v2 = torch.stack([v, v])
+    r = Renderer(hrn_camera(1.0))
+    uvs = torch.zeros(len(v), 2, dtype=torch.float64)
+    with pytest.raises(TypeError, match="PinholeCamera"):
+        Renderer("hrn")
+    with pytest.raises(ValueError, match=r"colors \(2, 42, 3\)"):
+        r.render(v2, f, colors=torch.zeros(3, len(v), 3))
+    with pytest.raises(ValueError, match="normals"):
+        r.render(v, f, normals=torch.zeros(len(v) - 1, 3))
+    with pytest.raises(ValueError, match="shading must be 'pixel' or 'vertex'"):
+        r.render(v, f, shading="flat")
+    with pytest.raises(ValueError, match="need per-vertex uvs"):
+        r.render(v, f, normal_map=torch.zeros(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="vertex colours"):
+        r.render(v, f, uvs=uvs, normal_map=torch.zeros(1, 3, 4, 4), shading="vertex")
+    with pytest.raises(ValueError, match=r"normal_map_mask \(5, 4\) does not match"):
+        r.render(
+            v, f, uvs=uvs, normal_map=torch.zeros(1, 3, 4, 4),
+            normal_map_mask=torch.ones(5, 4, dtype=torch.bool),
+        )  # fmt: skip
+
+
+def test_outside_the_mask_normals_and_albedo_are_zero() -> None:
+    """Pixels that miss the mesh hold 0 in every per-pixel map, also where a normal map or
+    the default white albedo would put something there; the background colour is the image's."""
+    v, f, uvs = grid_mesh(5, 60.0, lambda x, y: 0 * x)
+    r = Renderer(hrn_camera(1.0))
+    normal_map = torch.zeros(1, 3, 8, 8, dtype=torch.float64)
+    normal_map[:, 2] = 1.0
+    res = r.render(v, f, uvs=uvs, normal_map=normal_map, sh=SH, background=0.25)
+    m = res.mask[0]
+    assert 0.1 < float(m.double().mean()) < 0.5
+    assert float(res.normals[0][~m].abs().max()) == 0.0
+    torch.testing.assert_close(
+        res.normals[0][m],
+        torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand(int(m.sum()), 3),
+    )
+    assert float(res.albedo[0][~m].abs().max()) == 0.0
+    assert bool((res.albedo[0][m] == 1.0).all())  # white where there are no colours
+    assert bool((res.image[0][~m] == 0.25).all())
+
+
+def test_vertex_shading_takes_unnormalised_normals() -> None:
+    """Normals of any length shade as the unit normals in their direction (shading='vertex'
+    normalises them, as 'pixel' does)."""
+    v, f = sphere(80.0, subdivisions=2)
+    n = v / 80.0
+    r = Renderer(hrn_camera(1.0))
+    unit = r.render(v, f, normals=n, sh=SH, shading="vertex")
+    scale = torch.linspace(0.5, 3.0, len(v), dtype=torch.float64)[:, None]
+    long = r.render(v, f, normals=n * scale, sh=SH, shading="vertex")
+    torch.testing.assert_close(long.image, unit.image)
+
+
 @pytest.mark.skipif(nvdiffrast_available(), reason="nvdiffrast is installed")
 def test_missing_nvdiffrast_names_the_gpu_extra() -> None:
     with pytest.raises(ImportError, match=r"facehd\[gpu\]"):
