@@ -180,9 +180,6 @@ def load_model(
                 ".npy or .txt); register them under models.bfm in datasets.yaml or pass them"
             )
         mat, uv = Path(bfm_path), Path(uv_path)
-        for p, what in ((mat, "BFM model file not found"), (uv, "UV file not found")):
-            if not p.is_file():
-                raise InputFileError(p, what)
         return _load_bfm_cached(
             str(mat.resolve()), mat.stat().st_mtime, str(uv.resolve()), uv.stat().st_mtime
         )

@@ -7,6 +7,7 @@ bases (3V, K), 1-based triangles and keypoints, albedo in 0–255.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -244,6 +245,38 @@ def test_registry_with_bfm(tmp_path: Path, fields: dict[str, np.ndarray]) -> Non
     assert not missing.available and "UV layout" in missing.note
     with pytest.raises(InputFileError, match="not found"):
         load_model("bfm", bfm_path=tmp_path / "none.mat", uv_path=uv_path)
+
+
+def test_registry_names_and_notes(tmp_path: Path, fields: dict[str, np.ndarray]) -> None:
+    from facehd.morphable.registry import model_info
+
+    mat = _write(tmp_path, fields)
+    uv_path, _ = _uv(tmp_path, fields["meanshape"].size // 3)
+    assert model_info(" BFM ", bfm_path=mat, uv_path=uv_path).available
+    assert model_info("Facehd-Synth").name == "facehd-synth"
+    with pytest.raises(ValueError, match="known models: facehd-synth, bfm"):
+        model_info("flame")
+    gone = model_info("bfm", bfm_path=tmp_path / "a.mat", uv_path=tmp_path / "b.npy")
+    assert not gone.available
+    assert gone.note == (
+        f"missing: BFM_model_front.mat ({tmp_path / 'a.mat'}); UV layout ({tmp_path / 'b.npy'})"
+    )
+    with pytest.raises(ValueError, match="needs bfm_path"):
+        load_model("bfm", bfm_path=mat)  # the file is there, the UV layout is not given
+
+
+def test_a_changed_bfm_file_is_read_again(tmp_path: Path, fields: dict[str, np.ndarray]) -> None:
+    mat = _write(tmp_path, fields)
+    uv_path, _ = _uv(tmp_path, fields["meanshape"].size // 3)
+    first = load_model("bfm", bfm_path=mat, uv_path=uv_path)
+    assert load_model("bfm", bfm_path=mat, uv_path=uv_path) is first
+    moved = dict(fields, meanshape=fields["meanshape"] * 1.1)
+    _write(tmp_path, moved)
+    later = mat.stat().st_mtime + 10.0
+    os.utime(mat, (later, later))
+    second = load_model("bfm", bfm_path=mat, uv_path=uv_path)
+    assert second is not first
+    np.testing.assert_allclose(second.mean_shape, 1.1 * first.mean_shape, rtol=1e-6, atol=1e-12)
 
 
 def test_a_bfm_file_given_but_missing_is_named_before_the_other_is_asked_for(
