@@ -123,6 +123,30 @@ def test_forward_shape_and_zero_initial_heads():
     assert [t.shape[1] for t in coeffs] == [80, 64, 80, 3, 27, 3]
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         model(torch.rand(3, 64, 64))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\), got \(2, 1, 64, 64\)"):
+        model(torch.rand(2, 1, 64, 64))  # grey images
+
+
+def test_coefficients_detach_join_and_refuse():
+    layout = CoefficientLayout(4, 3, 2)
+    vec = torch.randn(5, layout.total, requires_grad=True)
+    coeffs = layout.split(vec * 2.0)
+    assert coeffs.batch_size == 5
+    detached = coeffs.detach()
+    assert isinstance(detached, Coefficients)
+    assert all(t.requires_grad for t in coeffs) and not any(t.requires_grad for t in detached)
+    torch.testing.assert_close(layout.join(detached), (vec * 2.0).detach())
+    bad = detached._replace(exp=torch.zeros(5, 4))
+    with pytest.raises(ValueError, match=r"coefficients.exp must be \(B, 3\), got \(5, 4\)"):
+        layout.join(bad)
+    for value in (2.5, "80", None):
+        with pytest.raises(ValueError, match="n_exp must be a positive int"):
+            CoefficientLayout(4, value, 2)
+
+
+def test_load_face_analyzer_refuses_a_source_of_another_kind():
+    with pytest.raises(TypeError, match="a path or a dict, got <class 'int'>"):
+        load_face_analyzer(tiny_analyzer(), 42)
 
 
 def test_checkpoint_round_trip_through_a_file(tmp_path):
