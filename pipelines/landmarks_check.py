@@ -241,13 +241,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.subject_colours:
                 _run("subject", pooled(False, True), landmarker, args.overlays, rows)
     if rows is not None:
-        import csv
+        from facehd.csvtext import write_table
 
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["set", "case"])
-            writer.writeheader()
-            writer.writerows(rows)
+        header = list(rows[0]) if rows else ["set", "case"]
+        write_table(args.csv, header, [[str(row.get(k, "")) for k in header] for row in rows])
         print(f"wrote {len(rows)} rows to {args.csv}")
     return 0
 
