@@ -147,6 +147,8 @@ def test_sh_basis_matches_the_base_model_listing() -> None:
         -1,
     )
     torch.testing.assert_close(sh_basis(n), expected, rtol=1e-14, atol=1e-14)
+    with pytest.raises(ValueError, match=r"sh_basis: expected normals \(\.\.\., 3\), got \(5, 4\)"):
+        sh_basis(torch.zeros(5, 4))  # homogeneous normals
 
 
 def test_sh_lighting_approximates_a_clamped_cosine_light() -> None:
