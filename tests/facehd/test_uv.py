@@ -607,3 +607,88 @@ def test_dense_mesh_keeps_its_uvs_on_disk(tmp_path, suffix):
     np.testing.assert_allclose(back.uvs, mesh.uvs, atol=1e-6)
     np.testing.assert_allclose(back.vertices, mesh.vertices, atol=1e-6)
     np.testing.assert_array_equal(back.faces, mesh.faces)
+
+
+def test_sizes_are_checked_and_numpy_ints_taken() -> None:
+    assert uv.texel_centers_uv(np.int64(4)).shape == (4, 4, 2)
+    assert uv.texel_centers_uv((np.int32(3), 5)).shape == (3, 5, 2)
+    for bad in ((4, 0), (0, 4), -2):
+        with pytest.raises(ValueError, match="size must be positive"):
+            uv.texel_centers_uv(bad)
+    with pytest.raises(ValueError, match="an int or a pair"):
+        uv.texel_centers_uv("big")
+
+
+def test_sampling_matrix_stores_only_the_taps_that_weigh() -> None:
+    """A UV at a texel centre or clamped to a corner reads one texel: one stored entry, of
+    weight 1; a UV between four texel centres reads all four."""
+    size = (4, 8)  # texel centres exact in binary
+    centres = uv.texel_centers_uv(size).reshape(-1, 2)[[0, 9, 31]]
+    outside = np.array([[-0.3, 1.4], [1.2, -0.1]])
+    between = np.array([[0.3, 0.41], [0.77, 0.62]])
+    mat = uv.uv_sampling_matrix(np.concatenate([centres, outside, between]), size)
+    assert list(np.diff(mat.indptr)) == [1, 1, 1, 1, 1, 4, 4]
+    np.testing.assert_array_equal(mat.data[:5], 1.0)
+    np.testing.assert_allclose(np.asarray(mat.sum(1)).ravel(), 1.0)
+
+
+def test_interpolation_is_in_floats_for_integer_and_float32_attributes() -> None:
+    uvs = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    table = uv.rasterize_uv(uvs, np.array([[0, 1, 2]]), 8)
+    for attr in (np.array([0, 1, 2]), np.array([0.0, 1.0, 2.0], dtype=np.float32)):
+        got = table.interpolate(attr)
+        assert got.dtype == np.float64
+        ref = table.interpolate(attr.astype(np.float64))
+        np.testing.assert_allclose(got, ref, rtol=1e-7)
+        assert len(np.unique(got[table.mask])) > 3  # fractions, not truncated integers
+
+
+def test_degenerate_uv_triangles_are_skipped_without_a_warning() -> None:
+    import warnings
+
+    uvs = np.array([[0.1, 0.1], [0.9, 0.1], [0.5, 0.5], [0.1, 0.9], [0.9, 0.9]])
+    faces = np.array([[0, 1, 2], [3, 2, 4], [3, 3, 4], [0, 2, 2]])  # the last two: no area
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = uv.rasterize_uv(uvs, faces, 32)
+    assert set(np.unique(table.face_ids[table.mask])) == {0, 1}
+
+
+def test_shapes_and_indices_that_are_refused() -> None:
+    uvs = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="integer dtype"):
+        uv.rasterize_uv(uvs, np.array([[0.0, 1.0, 2.0]]), 8)
+    with pytest.raises(ValueError, match=r"outside \[0, 3\)"):
+        uv.rasterize_uv(uvs, np.array([[0, 1, -1]]), 8)
+    with pytest.raises(ValueError, match=r"\(H, W\) or \(H, W, C\)"):
+        uv.sample_uv_map(np.zeros((2, 4, 4, 3)), uvs)
+    table = uv.rasterize_uv(uvs, np.array([[0, 1, 2]]), 8)
+    with pytest.raises(ValueError, match="vertex_normals must have shape"):
+        uv.normal_map(table, np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"face_ids and mask must have shape \(H, W\) = \(8, 8\)"):
+        uv.UVRasterTable((8, 8), table.face_ids[:4], table.barycentrics, table.mask, table.faces, 3)
+    with pytest.raises(ValueError, match=r"barycentrics must have shape \(8, 8, 3\)"):
+        uv.UVRasterTable(
+            (8, 8), table.face_ids, table.barycentrics[..., :2], table.mask, table.faces, 3
+        )
+    with pytest.raises(ValueError, match=r"position_map must have shape \(H, W, 3\)"):
+        uv.detail_normals(np.zeros((4, 4, 2)), np.zeros((4, 4, 2)), np.zeros((4, 4)))
+
+
+def test_dense_mesh_takes_a_trailing_channel_and_refuses_non_finite_displacement() -> None:
+    h = w = 5
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
+    p = np.stack([cols, -rows, np.zeros_like(cols)], -1)
+    n = np.zeros_like(p)
+    n[..., 2] = 1.0
+    d = np.linspace(0.0, 1.0, h * w).reshape(h, w)
+    flat = uv.displaced_dense_mesh(p, n, d)
+    chan = uv.displaced_dense_mesh(p, n, d[..., None])
+    np.testing.assert_array_equal(chan.vertices, flat.vertices)
+    np.testing.assert_array_equal(flat.vertices[:, 2], d.ravel())
+    d[2, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN/inf inside the mask"):
+        uv.displaced_dense_mesh(p, n, d)
+    mask = np.ones((h, w), dtype=bool)
+    mask[2, 3] = False  # outside the mask it is not looked at
+    assert len(uv.displaced_dense_mesh(p, n, d, mask).vertices) == h * w - 1
