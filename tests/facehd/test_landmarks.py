@@ -281,3 +281,30 @@ def test_bad_pts_files_name_the_file(tmp_path: Path, text: str, problem: str) ->
     assert info.value.path == path
     with pytest.raises(InputFileError, match="does not exist"):
         load_photo_landmarks(tmp_path / "absent.pts")
+
+
+def test_suffixes_in_capitals_and_arrays_of_text(tmp_path) -> None:
+    pts = np.arange(21, dtype=np.float64).reshape(7, 3)
+    with open(tmp_path / "SCAN.NPY", "wb") as f:  # a file handle: np.save adds no suffix
+        np.save(f, pts)
+    np.testing.assert_array_equal(load_landmarks(tmp_path / "SCAN.NPY"), pts)
+    np.save(tmp_path / "words.npy", np.full((7, 3), "x"))
+    with pytest.raises(InputFileError, match="expected numbers, got dtype <U1"):
+        load_landmarks(tmp_path / "words.npy")
+
+
+def test_to_now7_of_seven_points_is_a_copy() -> None:
+    pts = np.zeros((7, 3))
+    out = to_now7(pts)
+    out[0, 0] = 5.0
+    assert pts[0, 0] == 0.0
+
+
+def test_picked_points_are_named_from_first(tmp_path) -> None:
+    import xml.etree.ElementTree as ET
+
+    pts = np.arange(21, dtype=np.float64).reshape(7, 3)
+    path = save_landmarks_pp(tmp_path / "s.pp", pts, "s.obj", first=1)
+    names = [p.attrib["name"] for p in ET.parse(path).getroot().iter("point")]
+    assert names == ["1", "2", "3", "4", "5", "6", "7"]
+    np.testing.assert_array_equal(load_landmarks(path), pts)
