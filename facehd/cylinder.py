@@ -135,7 +135,9 @@ def cylinder_to_mesh(cyl: np.ndarray, threshold: float = 15.0, half_height: floa
     h, w = cyl.shape
     ii, jj = np.indices((h, w))
     phi = jj * 2.0 * np.pi / (w - 1)
-    ys = np.stack((-np.linspace(-half_height, half_height, w),) * h, axis=1)
+    # row i at y = half_height - 2 half_height i / (H - 1), as cylindrical_map casts it (the
+    # official code builds this from W: the same for its square maps)
+    ys = np.repeat(-np.linspace(-half_height, half_height, h)[:, None], w, axis=1)
     verts = np.stack((cyl * (-np.sin(phi)), ys, cyl * (-np.cos(phi))), axis=2).reshape(h * w, 3)
     diff = np.stack(
         [

@@ -199,6 +199,49 @@ def test_cylinder_scores_take_meshes_or_their_maps() -> None:
         cylinder_scores(cylindrical_map(gt, 64), pred)  # mapped at the default 256
 
 
+def test_cylinder_scores_compare_only_the_pixels_both_maps_hit() -> None:
+    """A prediction that is the ground truth over half of its pixels: CR one half, and CD and
+    MNE zero (both maps are cut to the common pixels before they are compared); a ground truth
+    hitting nothing gives NaN, without a warning."""
+    import warnings
+
+    from facehd.cylinder import CylinderMap, cylinder_scores
+
+    size = 64
+    radius = np.zeros((size, size))
+    radius[10:50, :] = 80.0 + np.linspace(0.0, 5.0, size)[None, :]
+    normals = np.zeros((size, size, 3))
+    normals[radius > 0] = [0.0, 0.0, 1.0]
+    gt = CylinderMap(radius, normals)
+    half = radius.copy()
+    half[:, size // 2 :] = 0.0
+    pred = CylinderMap(half, np.where((half > 0)[..., None], normals, 0.0))
+    scores = cylinder_scores(gt, pred)
+    assert scores.cr == pytest.approx(0.5)
+    assert scores.cd == pytest.approx(0.0, abs=1e-9) and scores.mne == pytest.approx(0.0)
+    empty = CylinderMap(np.zeros((size, size)), np.zeros((size, size, 3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nothing = cylinder_scores(empty, pred)
+    assert np.isnan(nothing.cr) and np.isnan(nothing.cd) and np.isnan(nothing.mne)
+
+
+def test_cylinder_to_mesh_cuts_at_a_jump_of_the_threshold_itself() -> None:
+    """The official rule keeps a pixel when its jumps are below the threshold: a step of
+    exactly 15 cuts the grid there."""
+    cyl = np.full((6, 6), 80.0)
+    cyl[:, 3:] = 95.0  # a step of exactly 15 between columns 2 and 3
+    cyl[:, 5] = 0.0
+    kept = cylinder_to_mesh(cyl, threshold=15.0)
+    assert kept.n_faces == 2 * 5 * (2 + 1)  # rows 0-4, columns 0-1 and 3
+    assert cylinder_to_mesh(cyl, threshold=15.0 + 1e-9).n_faces == 2 * 5 * (3 + 1)
+    assert np.isnan(chamfer_cd(kept, Mesh(kept.vertices, np.zeros((0, 3), dtype=np.int64))))
+    # a map of other height than width: row i at y = 150 - 300 i / (H - 1)
+    tall = cylinder_to_mesh(np.full((5, 8), 80.0))
+    assert sorted(set(np.round(tall.vertices[:, 1], 9))) == [-150.0, -75.0, 0.0, 75.0, 150.0]
+    np.testing.assert_allclose(np.hypot(tall.vertices[:, 0], tall.vertices[:, 2]), 80.0)
+
+
 def test_depth_maps_orthographic_perspective_and_culling() -> None:
     plane = grid_plane(11, 400.0, z=-250.0)  # faces +z, towards the orthographic camera
     depth = render_depth(plane, Orthographic(mag=100.0), size=32)
