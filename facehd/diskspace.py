@@ -35,11 +35,12 @@ def size_text(n_bytes: float) -> str:
 
 def duration_text(seconds: float) -> str:
     """``seconds`` in the largest unit that keeps it at least 1: ``40 s``, ``12 min``,
-    ``3.4 hours``, ``81 days``."""
+    ``1 hour``, ``3.4 hours``, ``81 days``."""
     for unit, size in (("days", 86400.0), ("hours", 3600.0), ("min", 60.0)):
         if seconds >= size:
             value = seconds / size
-            return f"{value:.2g} {unit}" if value < 10 else f"{value:.0f} {unit}"
+            number = f"{value:.2g}" if value < 10 else f"{value:.0f}"
+            return f"{number} {unit.rstrip('s') if number == '1' else unit}"
     return f"{seconds:.0f} s"
 
 
