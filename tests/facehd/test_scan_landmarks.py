@@ -3,6 +3,7 @@ synthetic scans with exact truth and on the real scan (when ../shared/data is pr
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,38 @@ def test_unit_windows_are_disjoint() -> None:
 
 # ------------------------------------------------------------------------------------------
 # cameras and rendering
+
+
+BAD_CONFIGS = [
+    ({"units": "inch"}, "units must be 'auto' or one of"),
+    ({"search_candidates": 0}, "search_candidates must be >= 1, got 0"),
+    ({"search_views": 3}, "search_views must be >= 4, got 3"),
+    ({"search_rolls": 0}, "search_rolls and search_supersample must be >= 1"),
+    ({"search_supersample": 0}, "search_rolls and search_supersample must be >= 1"),
+    ({"search_size": 63}, "search_size must be >= 64 and refine_size >= 128"),
+    ({"refine_size": 127}, "search_size must be >= 64 and refine_size >= 128"),
+    ({"attention_regions": ("nose",)}, "attention regions must be among"),
+    ({"attention_regions_colour": ("lips", "ears")}, "attention regions must be among"),
+    ({"vote_zooms": ()}, "vote_zooms must be positive"),
+    ({"vote_zooms": (1.0, 0.0)}, "vote_zooms must be positive"),
+    ({"nose_tip_reach_mm": float("nan")}, "nose_tip_reach_mm must be >= 0"),
+    ({"nose_tip_reach_mm": -1.0}, "nose_tip_reach_mm must be >= 0"),
+    ({"retry_smoothing_mm": (1.5, 0.0)}, "retry_smoothing_mm must be positive radii"),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), BAD_CONFIGS, ids=[m[:24] for _, m in BAD_CONFIGS])
+def test_a_config_out_of_range_is_refused(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ScanLandmarkConfig(**changes)
+
+
+def test_the_smallest_config_in_range_is_taken() -> None:
+    ScanLandmarkConfig(
+        units="m", search_candidates=1, search_views=4, search_rolls=1, search_supersample=1,
+        search_size=64, refine_size=128, attention_regions=(), vote_zooms=(0.5,),
+        nose_tip_reach_mm=0.0, retry_smoothing_mm=(),
+    )  # fmt: skip
 
 
 def test_fibonacci_directions_cover_the_sphere() -> None:
