@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import json
 import typing
 from dataclasses import fields, is_dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -432,3 +434,46 @@ def test_a_config_path_that_is_no_file_says_what_it_is(tmp_path) -> None:
         load_config(tmp_path / "missing.yaml", TrainConfig)
     with pytest.raises(InputFileError, match="not a regular file"):
         load_config("/dev/null", TrainConfig)
+
+
+@dataclasses.dataclass
+class _Toy:
+    """A config of every field type the reader converts (not a facehd config: no ranges)."""
+
+    count: int
+    size: int | None = 3
+    rate: float = 0.5
+    flag: bool = False
+    name: str = "a"
+    where: Path = Path("x")
+    sizes: tuple[int, ...] = (1,)
+    either: int | str = 0
+
+    def __post_init__(self) -> None:
+        if self.rate > 1.0:
+            raise ValueError("rate must be at most 1")
+
+
+def test_the_reader_converts_and_refuses_each_field_type():
+    from models.config import ConfigError, _from_mapping
+
+    toy = _from_mapping(
+        _Toy, {"count": 2, "size": None, "rate": 1, "where": "a/b", "sizes": [4]}, ""
+    )
+    assert toy == _Toy(2, None, 1.0, False, "a", Path("a/b"), (4,))
+    assert isinstance(toy.rate, float) and isinstance(toy.where, Path)
+    for data, message in (
+        ({"count": True}, "count: expected an integer, got True"),
+        ({"count": 1, "rate": False}, "rate: expected a number, got False"),
+        ({"count": 1, "size": True}, "size: True is not a valid int | None"),
+        ({"count": 1, "either": None}, "either: None is not a valid int | str"),
+        ({"count": 1, "name": 5}, "name: expected a string, got 5"),
+        ({"count": 1, "where": 5}, "where: expected a path string, got 5"),
+        ({"count": 1, "sizes": 4}, "sizes: expected a list, got int"),
+        ({"count": 1, "nmae": "b", "szie": 2}, "unknown keys 'nmae', 'szie'; known keys: count"),
+        ({"size": 2}, "missing required key 'count'"),
+        ({"count": 1, "rate": 2.0}, "_Toy: rate must be at most 1"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            _from_mapping(_Toy, data, "")
+        assert message in str(err.value), (data, str(err.value))
