@@ -404,3 +404,33 @@ def test_skin_mask_removes_eyes_brows_and_the_open_mouth_only():
     assert both[0, 0, 24, 20] == 0 and torch.equal(both[1], face[0])
     with pytest.raises(ValueError, match="landmarks"):
         skin_mask(face, lm[None, :51])
+
+
+def test_each_loss_names_the_shapes_it_refuses():
+    import models.losses as L
+
+    img = torch.zeros(2, 3, 8, 8)
+    cases = [
+        (lambda: L.photometric_loss(img, img, torch.ones(2, 3, 8, 8)), r"mask must have shape"),
+        (lambda: L.photometric_loss(img, img[:, :, :4], torch.ones(2, 1, 8, 8)), "target"),
+        (lambda: L.base_landmark_weights(51), "defined for the 68-point scheme, got n=51"),
+        (
+            lambda: L.landmark_loss(torch.zeros(2, 68, 3), torch.zeros(2, 68, 3)),
+            r"landmarks must both be \(B, K, 2\)",
+        ),
+        (lambda: L.gamma_regulariser(torch.zeros(2, 26)), r"gamma must have shape \(B, 27\)"),
+        (
+            lambda: L.reflectance_loss(torch.zeros(2, 10, 3), torch.ones(3, 10)),
+            r"mask must be \(10,\) or \(2, 10\), got \(3, 10\)",
+        ),
+        (lambda: L.total_variation(torch.zeros(1, 3, 1, 8)), "needs H, W >= 2"),
+        (
+            lambda: L.displacement_l1(torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 4, 4)),
+            r"mask \(2, 1, 4, 4\) must match",
+        ),
+        (lambda: L.masked_l1(img, img[:1], torch.ones(2, 1, 8, 8)), "target .* must match pred"),
+        (lambda: L.masked_l1(img, img, torch.ones(2, 3, 8, 8)), r"mask must be \(2, 1, 8, 8\)"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
