@@ -19,6 +19,29 @@ from models.multiview import (
 )
 
 
+def test_views_of_the_wrong_shape_are_refused_before_any_fit():
+    from types import SimpleNamespace
+
+    from models.multiview import fit_multiview
+
+    recon = SimpleNamespace(base_texture=True)  # nothing of it is used before the check
+    crops = np.zeros((2, 224, 224, 3), dtype=np.uint8)
+    masks = np.ones((2, 224, 224), dtype=bool)
+    lms = np.zeros((2, 68, 2))
+    nan_lms = lms.copy()
+    nan_lms[1, 30, 0] = np.nan
+    for args, message in (
+        ((crops.astype(np.float32), masks, lms), r"crops must be \(V, 224, 224, 3\) uint8"),
+        ((crops[:, :112], masks, lms), r"crops must be \(V, 224, 224, 3\) uint8"),
+        ((crops[:0], masks[:0], lms[:0]), "no views"),
+        ((crops, masks[:1], lms), r"masks must be \(2, 224, 224\), got \(1, 224, 224\)"),
+        ((crops, masks, lms[:, :51]), r"landmarks must be \(2, 68, 2\), got \(2, 51, 2\)"),
+        ((crops, masks, nan_lms), "landmarks hold NaN or infinite values"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            fit_multiview(recon, *args)
+
+
 def test_shared_initial_state_is_the_seen_weighted_mean_per_texel():
     g = torch.Generator().manual_seed(0)
     v, m = 3, 4
