@@ -1,9 +1,12 @@
-"""File names in messages: :func:`facehd.errors.printable` and :func:`utf8_problem`."""
+"""facehd.errors: file names in messages (:func:`printable`, :func:`utf8_problem`), output
+folders checked up front, interrupts behind other errors, and the reasons batches record."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import pytest
 
 from facehd.errors import NOT_UTF8, printable, utf8_problem
 
@@ -95,3 +98,54 @@ def test_printable_exact_is_one_to_one() -> None:
         assert "\n" not in t and "\t" not in t
     assert printable("a\nb") == printable("a\\nb")  # why printable_exact exists
     assert printable_exact("/d/plain name.png") == "/d/plain name.png"
+
+
+def test_output_folders_are_made_and_checked_before_any_work(tmp_path) -> None:
+    from facehd.errors import InputFileError, check_output_file, check_output_folder
+
+    made = check_output_folder(tmp_path / "a" / "b", "output folder")
+    assert made.is_dir() and list(made.iterdir()) == []  # the write probe is gone
+    a_file = tmp_path / "f.txt"
+    a_file.write_text("x")
+    with pytest.raises(InputFileError, match="the output folder must be a folder, and this is"):
+        check_output_folder(a_file, "output folder")
+    with pytest.raises(InputFileError, match=r"cannot write the output folder here \("):
+        check_output_folder(a_file / "sub", "output folder")  # a file in the way
+    csv_path = check_output_file(tmp_path / "c" / "runs.csv", "CSV")
+    assert csv_path.parent.is_dir() and not csv_path.exists()
+    with pytest.raises(InputFileError, match="is a folder: give the CSV file to write"):
+        check_output_file(tmp_path / "a", "CSV")
+    with pytest.raises(InputFileError, match="the CSV's folder must be a folder, and this is a"):
+        check_output_file(a_file / "runs.csv", "CSV")
+
+
+def test_an_interrupt_behind_another_error_is_raised_again() -> None:
+    from facehd.errors import raise_if_interrupted
+
+    def chained(link: str) -> ImportError:
+        try:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as inner:
+                if link == "cause":
+                    raise ImportError("initialization failed") from inner
+                raise ImportError("initialization failed")  # noqa: B904 - the context link
+        except ImportError as exc:
+            return exc
+
+    for link in ("cause", "context"):
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_interrupted(chained(link))
+    raise_if_interrupted(ValueError("bad file"))  # nothing to raise
+    a, b = ValueError("a"), ValueError("b")
+    a.__context__, b.__context__ = b, a  # a cycle ends the walk
+    raise_if_interrupted(a)
+
+
+def test_failure_reasons_name_facehds_errors_by_message_and_others_by_type() -> None:
+    from facehd.errors import InputFileError, failure_reason
+
+    assert failure_reason(InputFileError("x.obj", "no faces")) == "x.obj: no faces"
+    assert failure_reason(MemoryError()) == "out of memory (MemoryError)"
+    assert failure_reason(MemoryError("12 GB")) == "out of memory (MemoryError: 12 GB)"
+    assert failure_reason(TypeError("bad")) == "TypeError: bad"
