@@ -477,3 +477,36 @@ def test_the_reader_converts_and_refuses_each_field_type():
         with pytest.raises(ConfigError) as err:
             _from_mapping(_Toy, data, "")
         assert message in str(err.value), (data, str(err.value))
+
+
+def test_a_config_name_that_is_neither_preset_nor_file_lists_the_presets(tmp_path):
+    with pytest.raises(
+        InputFileError, match=r"tiny-gpu: no such config file or preset \(presets: "
+    ):
+        load_train_config(tmp_path / "tiny-gpu")
+    with pytest.raises(InputFileError, match="not found"):
+        load_train_config(tmp_path / "tiny.yaml")  # a file name: said missing as a file
+
+
+def test_devices_that_cannot_run_are_refused_by_name(monkeypatch):
+    from models.config import ConfigError
+    from models.train import _resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _resolve_device("auto", 0) == torch.device("cpu")
+    with pytest.raises(ConfigError, match=r"device: 'cuda:1', but this PyTorch sees no CUDA"):
+        _resolve_device("cuda:1", 0)
+    with pytest.raises(ConfigError, match="device: "):
+        _resolve_device("gpu0", 0)
+
+
+def test_a_stage_record_naming_an_unknown_stage_is_refused(tmp_path):
+    from models.train import STAGES_RECORD, recorded_stages
+
+    record = tmp_path / STAGES_RECORD
+    for text in ('{"stages": ["hrn", "detail"]}', '{"stages": []}'):
+        record.write_text(text)
+        with pytest.raises(InputFileError, match="stages must be among"):
+            recorded_stages(tmp_path)
+    record.write_text('{"stages": ["deretouch", "hrn"]}')
+    assert recorded_stages(tmp_path) == ["deretouch", "hrn"]
