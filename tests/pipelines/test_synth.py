@@ -506,3 +506,19 @@ def test_cli_says_photos_were_added_to_an_earlier_runs_scans(tmp_path: Path) -> 
     res = CliRunner().invoke(app, [*args, "--subjects", "2", "--photos", "1"])
     assert res.exit_code == 0, res.output
     assert "(2 by an earlier run)" in " ".join(res.output.split())
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"subjects": 0}, "subjects and expressions must be >= 1"),
+        ({"expressions": 0}, "subjects and expressions must be >= 1"),
+        ({"units": "inch"}, r"units must be one of \['cm', 'm', 'mm'\], got 'inch'"),
+        ({"seed": -1}, "seed must be >= 0, got -1"),
+    ],
+)
+def test_settings_out_of_range_are_refused_before_any_scan(tmp_path, changes, message) -> None:
+    out = tmp_path / "scans"
+    with pytest.raises(ValueError, match=message):
+        synth_scans(out, SynthConfig(**{"subjects": 1, "expressions": 1, **changes}))
+    assert not any(out.glob("*.ply")) and not (out / "synth.json").exists()
