@@ -432,3 +432,28 @@ def test_crop_of_float32_landmarks_follows_the_official_float32_arithmetic() -> 
     mid64 = 0.5 * (lm64[1] + lm64[2])
     np.testing.assert_array_equal(c, lm64[4] + 0.3 * (mid64 - lm64[4]))
     assert r == 1.4 * (np.linalg.norm(lm64[0] - lm64[3]) + np.linalg.norm(mid64 - lm64[4])) / 2
+
+
+def test_settings_and_inputs_the_protocol_cannot_take_are_named() -> None:
+    from facehd.errors import DegenerateInputError
+
+    scan, lm = _bumpy_face(20)
+    with pytest.raises(ValueError, match=r"NowConfig.unit: expected one of \['cm', 'm', 'mm'\]"):
+        NowConfig(unit="inch")
+    with pytest.raises(ValueError, match="NowConfig.solver: expected one of official, minimum"):
+        NowConfig(solver="lbfgs")
+    with pytest.raises(ValueError, match=r"unit: expected one of .*got 'dm'"):
+        landmark_alignment(lm, lm, metrical=True, unit="dm")
+    far = lm + np.array([0.0, 0.0, 5000.0])  # the face sphere lies beside the scan
+    with pytest.raises(DegenerateInputError, match="no scan vertex lies within the face sphere"):
+        crop_scan(scan, far)
+    faceless = Mesh(scan.vertices, np.zeros((0, 3), dtype=np.int64))
+    with pytest.raises(DegenerateInputError, match=r"has no \(non-degenerate\) faces"):
+        evaluate_now(scan, lm, faceless, lm)
+    needles = Mesh(np.array([[0.0, 0, 0], [1, 0, 0], [2, 0, 0]]), np.array([[0, 1, 2]]))
+    with pytest.raises(DegenerateInputError, match=r"has no \(non-degenerate\) faces"):
+        evaluate_now(scan, lm, needles, lm, NowConfig(drop_degenerate_faces=True))
+    identity = Similarity(1.0, np.eye(3), np.zeros(3))
+    for refine in (refine_scan_to_mesh, refine_dogleg):
+        with pytest.raises(ValueError, match=r"expected \(N, 3\) scan points, got \(5, 2\)"):
+            refine(np.zeros((5, 2)), scan, identity)
