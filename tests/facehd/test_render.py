@@ -504,6 +504,29 @@ def test_render_refuses_what_it_cannot_draw() -> None:
         )  # fmt: skip
 
 
+def test_mesh_and_attribute_checks_name_what_they_refuse() -> None:
+    from facehd.render.raster import check_mesh_batch
+
+    v, f = sphere(80.0, subdivisions=1)
+    with pytest.raises(TypeError, match="vertices must be a torch tensor, got ndarray"):
+        check_mesh_batch(v.numpy(), f, "render")
+    with pytest.raises(ValueError, match="vertices must be floating point, got torch.int64"):
+        check_mesh_batch(v.long(), f, "render")
+    with pytest.raises(ValueError, match=r"expected faces \(F, 3\), got \(80, 4\)"):
+        check_mesh_batch(v, torch.zeros(80, 4, dtype=torch.int64), "render")
+    with pytest.raises(ValueError, match=r"face indices must lie in \[0, 42\), got \[-1, "):
+        check_mesh_batch(v, torch.cat([f, torch.tensor([[0, 1, -1]])]), "render")
+    r = Renderer(hrn_camera(1.0))
+    frags = r.rasterize(torch.stack([v, v]), f)
+    with pytest.raises(ValueError, match=r"expected attributes \(B, 42, C\) or \(42, C\)"):
+        r.interpolate(frags, torch.zeros(41, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="attribute batch 3 does not match 2"):
+        r.interpolate(frags, torch.zeros(3, 42, 3, dtype=torch.float64))
+    shared = r.interpolate(frags, torch.ones(42, 1, dtype=torch.float64))  # one for the batch
+    assert shared.shape[0] == 2
+    torch.testing.assert_close(shared[frags.mask], torch.ones_like(shared[frags.mask]))
+
+
 def test_outside_the_mask_normals_and_albedo_are_zero() -> None:
     """Pixels that miss the mesh hold 0 in every per-pixel map, also where a normal map or
     the default white albedo would put something there; the background colour is the image's."""
