@@ -105,9 +105,10 @@ def test_unwrap_then_render_reproduces_the_visible_pixels() -> None:
     assert float(un.texture[0][:, ~un.filled[0]].abs().max()) == 0.0
 
 
-def test_occluded_texels_are_not_visible() -> None:
-    # A plane facing the camera with a square occluder 200 mm in front of its centre. The occluder
-    # has degenerate UVs (no texels of its own).
+def _occluder_scene() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A plane facing the camera (half-size 100 mm, at z = 0) with a square occluder 200 mm in
+    front of its centre, the occluder with degenerate UVs (no texels of its own), and its photo:
+    ``(vertices, faces, uvs, photo)``."""
     plane_v, plane_f, plane_uv = grid_mesh(21, 100.0, lambda x, y: 0 * x)
     occ_v = torch.tensor(
         [[-20, -20, 200], [20, -20, 200], [20, 20, 200], [-20, 20, 200]], dtype=torch.float64
@@ -116,14 +117,23 @@ def test_occluded_texels_are_not_visible() -> None:
     verts = torch.cat([plane_v, occ_v])
     faces = torch.cat([plane_f, occ_f])
     uvs = torch.cat([plane_uv, torch.full((4, 2), 0.999, dtype=torch.float64)])
-    cam = hrn_camera(1.0)
-    r = Renderer(cam)
-    photo = r.render(verts, faces, uvs=uvs, texture=smooth_texture(64)).image
-    un = unwrap_texture(photo, verts, faces, uvs, cam, size=64, mirror=False)
-    # Texel centres in plane coordinates.
-    c = (torch.arange(64).double() + 0.5) / 64
-    x = ((c - 0.5) * 200)[None, :].expand(64, 64)
-    y = ((0.5 - c) * 200)[:, None].expand(64, 64)
+    photo = Renderer(hrn_camera(1.0)).render(verts, faces, uvs=uvs, texture=smooth_texture(64))
+    return verts, faces, uvs, photo.image
+
+
+def _texel_grid(size: int, half: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plane coordinates ``(x, y)`` of the texel centres of a ``grid_mesh`` of half-size
+    ``half`` (its UVs map ``[-half, half]`` onto ``[0, 1]``)."""
+    from facehd.uv import texel_centers_uv
+
+    uv = torch.from_numpy(texel_centers_uv(size))
+    return (uv[..., 0] - 0.5) * 2 * half, (uv[..., 1] - 0.5) * 2 * half
+
+
+def test_occluded_texels_are_not_visible() -> None:
+    verts, faces, uvs, photo = _occluder_scene()
+    un = unwrap_texture(photo, verts, faces, uvs, hrn_camera(1.0), size=64, mirror=False)
+    x, y = _texel_grid(64, 100.0)
     # Seen from the camera at z = 1000, the occluder (z = 200, half-size 20) hides |X|, |Y| < 25.
     hidden = (x.abs() < 23) & (y.abs() < 23)
     open_ = (x.abs() > 27) | (y.abs() > 27)
@@ -200,9 +210,7 @@ def test_position_and_normal_maps_of_a_plane() -> None:
     cam = hrn_camera(1.0)
     photo = torch.zeros(1, 224, 224, 3, dtype=torch.float64)
     un = unwrap_texture(photo, verts, faces, uvs, cam, size=32, mirror=False)
-    c = (torch.arange(32).double() + 0.5) / 32
-    x = ((c - 0.5) * 200)[None, :].expand(32, 32)
-    y = ((0.5 - c) * 200)[:, None].expand(32, 32)
+    x, y = _texel_grid(32, 100.0)
     expected = torch.stack([x, y, 0.1 * x + 5.0], -1)
     torch.testing.assert_close(un.positions[0], expected)
     n = torch.tensor([-0.1, 0.0, 1.0], dtype=torch.float64)
@@ -283,15 +291,6 @@ def test_facehd_synth_renders_and_unwraps_with_mirror_fill() -> None:
     assert float(err[mirrored_only].mean()) < 2e-3
 
 
-def _texel_grid(size: int, half: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plane coordinates ``(x, y)`` of the texel centres of a ``grid_mesh`` of half-size
-    ``half``."""
-    c = (torch.arange(size).double() + 0.5) / size
-    x = ((c - 0.5) * 2 * half)[None, :].expand(size, size)
-    y = ((0.5 - c) * 2 * half)[:, None].expand(size, size)
-    return x, y
-
-
 def _taps_on_the_mesh(un, cam, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Brute force, per texel: its projection ``(col, row)`` and whether all four pixels of its
     bilinear lookup lie in the image and on the rendered mesh (``mask`` (H, W))."""
@@ -336,15 +335,8 @@ def test_a_fixed_depth_tolerance_replaces_the_default() -> None:
     """The occluder scene of ``test_occluded_texels_are_not_visible``: a tolerance larger than
     the 200 mm between occluder and plane lets the hidden texels through; a tiny one (the plane's
     own depth is exact) keeps the open ones."""
-    plane_v, plane_f, plane_uv = grid_mesh(21, 100.0, lambda x, y: 0 * x)
-    occ_v = torch.tensor(
-        [[-20, -20, 200], [20, -20, 200], [20, 20, 200], [-20, 20, 200]], dtype=torch.float64
-    )
-    verts = torch.cat([plane_v, occ_v])
-    faces = torch.cat([plane_f, torch.tensor([[0, 1, 2], [0, 2, 3]]) + len(plane_v)])
-    uvs = torch.cat([plane_uv, torch.full((4, 2), 0.999, dtype=torch.float64)])
+    verts, faces, uvs, photo = _occluder_scene()
     cam = hrn_camera(1.0)
-    photo = Renderer(cam).render(verts, faces, uvs=uvs, texture=smooth_texture(64)).image
     x, y = _texel_grid(64, 100.0)
     hidden = (x.abs() < 23) & (y.abs() < 23)
     open_ = ((x.abs() > 27) | (y.abs() > 27)) & (x.abs() < 95) & (y.abs() < 95)
