@@ -100,7 +100,9 @@ from models.config import (
 )
 
 if TYPE_CHECKING:
+    from facehd.morphable import MorphableModel
     from models.refine import RefineConfig
+    from models.system import FaceSystem
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -115,6 +117,7 @@ __all__ = [
     "TrainingInterrupted",
     "deterministic_kernels",
     "load_train_config",
+    "model_file_data",
     "paper_train_config",
     "process_group_backend",
     "progress_lines",
@@ -338,6 +341,27 @@ PRESETS: dict[str, Callable[[], TrainConfig]] = {
     "tiny-cpu": tiny_cpu_train_config,
     "paper": paper_train_config,
 }
+
+
+def model_file_data(
+    config: TrainConfig,
+    morphable: MorphableModel,
+    system: FaceSystem,
+    stages: Sequence[str],
+    stages_from_init: Sequence[str] = (),
+) -> dict[str, Any]:
+    """What a run's ``model.pt`` holds (:data:`MODEL_FORMAT`, read by
+    :func:`models.reconstruct.load_system`): the resolved config, the morphable model's record,
+    the networks of ``system``, ``stages`` they hold trained and, of those, the ones an
+    ``--init`` checkpoint had finished."""
+    return {
+        "format": MODEL_FORMAT,
+        "config": config_to_dict(config),
+        "morphable": morphable_record(morphable),
+        "stages": list(stages),
+        "stages_from_init": [s for s in STAGES if s in stages_from_init],
+        "state": system.state_for_checkpoint(),
+    }
 
 
 def load_train_config(spec: str | Path) -> TrainConfig:
@@ -984,14 +1008,7 @@ class Trainer:
         (``stages_from_init``: those the ``--init`` checkpoint had finished)."""
         if not self.dist.main:
             return None
-        data = {
-            "format": MODEL_FORMAT,
-            "config": config_to_dict(self.config),
-            "morphable": self._morphable_info(),
-            "stages": list(stages_done),
-            "stages_from_init": [s for s in STAGES if s in from_init],
-            "state": self.system.state_for_checkpoint(),
-        }
+        data = model_file_data(self.config, self.morphable, self.system, stages_done, from_init)
         return save_checkpoint_atomic(self.out / "model.pt", data)
 
     def _read_own_checkpoint(self, path: Path) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """load_system: a model file is loaded only onto the morphable model and config it was made
-with; each mismatch is an error naming the file and what differs (files written here from an
-untrained tiny-cpu system)."""
+with; each mismatch is an error naming the file and what differs (files laid out by the
+trainer's own model_file_data, from an untrained tiny-cpu system)."""
 
 from __future__ import annotations
 
@@ -10,26 +10,17 @@ import pytest
 
 from facehd.errors import InputFileError
 from facehd.morphable import load_model
-from models.checkpoints import morphable_record, save_checkpoint_atomic
-from models.config import config_to_dict
+from models.checkpoints import save_checkpoint_atomic
 from models.reconstruct import load_system
 from models.system import FaceSystem
-from models.train import MODEL_FORMAT, tiny_cpu_train_config
+from models.train import model_file_data, tiny_cpu_train_config
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> tuple:
     cfg = tiny_cpu_train_config()
     model = load_model("facehd-synth")
-    system = FaceSystem(cfg.model, model, cfg.image_size)
-    data = {
-        "format": MODEL_FORMAT,
-        "config": config_to_dict(cfg),
-        "morphable": morphable_record(model),
-        "stages": ["base"],
-        "stages_from_init": [],
-        "state": system.state_for_checkpoint(),
-    }
+    data = model_file_data(cfg, model, FaceSystem(cfg.model, model, cfg.image_size), ["base"])
     path = save_checkpoint_atomic(tmp_path_factory.mktemp("model") / "model.pt", data)
     return path, data
 
