@@ -13,6 +13,7 @@ from models.deretouch import DeRetouchUNet
 from models.discriminator import HRNDiscriminators, PatchDiscriminator
 from models.hrn import HRN
 from models.pix2pix import ResnetGenerator
+from models.realign import realign_texture
 
 
 def tiny_config(**overrides) -> NetworkConfig:
@@ -160,10 +161,51 @@ def test_realignment_moves_the_texture_when_the_deformation_is_non_zero():
     assert torch.equal(off.realigned_texture, tex)
 
 
+def test_the_realigned_texture_is_the_flow_of_the_deformation_in_millimetres():
+    """The high net sees the texture warped by the reversal flow between the coarse and the
+    deformed positions (mm) in the photo, as a constant; the reference calls realign_texture."""
+    cfg = tiny_config(alpha_init=5.0)
+    model = HRN(cfg).eval()
+    pos, tex, _ = inputs(cfg, batch=1, seed=3)
+    mask = torch.ones(1, 1, cfg.high_size, cfg.high_size)
+    scale = torch.tensor([[1.5, -0.5], [0.25, 2.0], [0.0, 0.0]])  # any linear camera
+
+    def project(p: torch.Tensor) -> torch.Tensor:
+        return p @ scale + 40.0
+
+    out = model(pos, tex, mask, project=project)
+    s, h = cfg.map_unit_mm, cfg.high_size
+    d_up = F.interpolate(out.deformation, (h, h), mode="bilinear", align_corners=False)
+
+    def image_positions(p: torch.Tensor) -> torch.Tensor:
+        return project(p.permute(0, 2, 3, 1).reshape(1, h * h, 3)).reshape(1, h, h, 2)
+
+    xy0 = image_positions(pos).permute(0, 3, 1, 2)
+    xy1 = image_positions(pos + d_up).permute(0, 3, 1, 2)
+    expected = realign_texture(tex, xy0, xy1, mask > 0.5)
+    assert expected.flow.abs().max() > 1e-3  # the check below can tell the two textures apart
+    torch.testing.assert_close(out.flow, expected.flow)
+    torch.testing.assert_close(out.realigned_texture, expected.texture)
+    raw_high = model.high_net(torch.cat([pos / s, expected.texture * 2 - 1, d_up / s], 1))
+    torch.testing.assert_close(out.displacement, raw_high * 0.1 * model.beta * s)
+
+    model.train()
+    trained = model(pos, tex, mask, project=project)
+    assert trained.flow.requires_grad and not trained.realigned_texture.requires_grad
+
+    cfg.realign_texture = False  # the switch turns it off even with a camera
+    off = model(pos, tex, mask, project=project)
+    assert off.flow is None and torch.equal(off.realigned_texture, tex)
+
+
 def test_hrn_input_checks():
     cfg = tiny_config()
+    with pytest.raises(ValueError, match="mid_size 64 must not exceed high_size 32"):
+        HRN(tiny_config(mid_size=64, high_size=32))
     model = HRN(cfg)
     pos, tex, mask = inputs(cfg, batch=1)
+    with pytest.raises(ValueError, match=r"position_map must be \(B, 3, S, S\), got \(1, 2,"):
+        model(pos[:, :2], tex, mask)
     with pytest.raises(ValueError, match="config.high_size"):
         model(pos[..., :32, :32], tex[..., :32, :32], mask[..., :32, :32])
     with pytest.raises(ValueError, match="texture must be"):
@@ -248,6 +290,7 @@ def test_official_checkpoint_round_trip(tmp_path):
     parts = ["net_recon", "mid_net", "high_net", "generator", "alpha", "beta"]
     assert [r.part for r in reports] == parts
     assert all(r.ok for r in reports)
+    assert [r.loaded for r in reports[-2:]] == [1, 1]  # alpha and beta
     for k, v in source.state_dict().items():
         assert torch.equal(target.state_dict()[k], v), k
     pos, tex, mask = inputs(cfg)
@@ -283,3 +326,21 @@ def test_official_checkpoint_file_errors(tmp_path):
     bad.write_bytes(b"\x00" * 64)
     with pytest.raises(InputFileError, match="hrn.pth: not a readable PyTorch checkpoint"):
         HRN(tiny_config()).load_official(bad)
+
+
+def test_official_entries_of_the_wrong_kind_are_named_and_nothing_changes():
+    cfg = tiny_config()
+    hrn_ckpt, _ = randomised(HRN(cfg), 3).official_state()
+    hrn_ckpt["mid_net"] = [1.0, 2.0]  # not a state dict
+    hrn_ckpt["alpha"] = torch.tensor([0.5, 0.5])  # one value expected
+    target = HRN(cfg)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(CheckpointError) as err:
+        target.load_official(hrn_ckpt)
+    msg = str(err.value)
+    assert "[mid_net]" in msg and "<entry 'mid_net'>" in msg
+    assert "[alpha]" in msg and "(1,)" in msg and "(2,)" in msg
+    for k, v in target.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(TypeError, match="expected a checkpoint path or dict, got int"):
+        target.load_official(42)
