@@ -40,7 +40,7 @@ def _block_system(
     return mesh.vertices, h, rng.normal(size=(block * n, 3))
 
 
-@pytest.mark.parametrize("leaf_size", [1, 7, 24, 10_000])
+@pytest.mark.parametrize("leaf_size", [0, 1, 7, 24, 10_000])  # 0 is taken as 1
 def test_solve_equals_a_dense_solve(leaf_size: int) -> None:
     pos, h, rhs = _block_system(14, seed=leaf_size)
     chol = MeshCholesky(pos, h.indptr, h.indices, 4, leaf_size=leaf_size)
@@ -74,11 +74,86 @@ def test_refactorising_new_values_equals_a_sparse_lu_solve() -> None:
 def test_indefinite_matrix_and_bad_input_raise() -> None:
     pos, h, rhs = _block_system(8, seed=1)
     chol = MeshCholesky(pos, h.indptr, h.indices, 4)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="factorise first"):
         chol.solve(rhs)
-    with pytest.raises(DegenerateInputError):
+    chol.factorise(h.data)
+    with pytest.raises(DegenerateInputError, match="not positive definite"):
         chol.factorise(-h.data)
-    with pytest.raises(ValueError):
+    with pytest.raises(RuntimeError, match="factorise first"):  # no half-made factor is used
+        chol.solve(rhs)
+    assert not chol.factorised
+    with pytest.raises(ValueError, match=r"expected \(\d+,\) values"):
         chol.factorise(h.data[:-1])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expected \(256,\) or \(256, c\) values"):
+        chol.factorise(h.data, rhs[:, :, None])
+    with pytest.raises(ValueError, match=r"expected \(n, 3\) positions, got \(64, 2\)"):
+        MeshCholesky(pos[:, :2], h.indptr, h.indices, 4)
+    with pytest.raises(ValueError, match="a pattern of 252 columns needs 253 indptr entries"):
         MeshCholesky(pos[:-1], h.indptr, h.indices, 4)
+    coo = h.tocoo()
+    off = (coo.row // 4 != 0) | (coo.col // 4 != 0)  # node 0 loses its diagonal block
+    hole = sp.csc_matrix((coo.data[off], (coo.row[off], coo.col[off])), shape=h.shape)
+    with pytest.raises(DegenerateInputError, match="every node needs its diagonal block"):
+        MeshCholesky(pos, hole.indptr, hole.indices, 4)
+
+
+def _csr(n: int, edges: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    e = np.array(edges + [(i, i) for i in range(n)])
+    g = sp.csr_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+    g = (g + g.T).tocsr()
+    g.sort_indices()
+    return g.indptr.astype(np.int64), g.indices.astype(np.int64)
+
+
+def test_the_separator_is_the_smaller_touching_side() -> None:
+    """Ten nodes on a line, cut at the median into 0-4 and 5-9; node 9 is also joined to 0-4,
+    so the lower side touches with five nodes, the upper with two (5 and 9): those separate."""
+    pos = np.stack([np.arange(10.0), np.zeros(10), np.zeros(10)], 1)
+    edges = [(i, i + 1) for i in range(9)] + [(9, i) for i in range(5)]
+    own, children = MeshCholesky._dissect(pos, _csr(10, edges), 4)
+    assert sorted(own[-1].tolist()) == [5, 9]
+    below = [
+        sorted(np.concatenate([own[c] for c in _subtree(children, k)]).tolist())
+        for k in children[-1]
+    ]
+    assert sorted(below) == [[0, 1, 2, 3, 4], [6, 7, 8]]
+
+
+def _subtree(children: list[list[int]], root: int) -> list[int]:
+    out, stack = [], [root]
+    while stack:
+        t = stack.pop()
+        out.append(t)
+        stack.extend(children[t])
+    return out
+
+
+def test_small_fronts_merge_into_their_parents() -> None:
+    """Fronts with fewer own nodes than merge_below join their parent, their own nodes first;
+    a front of exactly merge_below stays."""
+    own = [np.array([0, 1]), np.array([2, 3, 4]), np.array([5]), np.array([6, 7, 8, 9])]
+    children = [[], [], [0, 1], [2]]  # 0, 1 under 2, under the root 3
+    got_own, got_children = MeshCholesky._amalgamate(own, children, 3)
+    # front 0 joins 2 (which then has three and stays); front 1 has three and stays
+    assert [o.tolist() for o in got_own] == [[2, 3, 4], [0, 1, 5], [6, 7, 8, 9]]
+    assert got_children == [[], [0], [1]]
+
+
+def test_update_blocks_never_overlap_while_alive_and_sit_first_fit() -> None:
+    """Every block is placed at the lowest offset free of the blocks alive then: earlier fronts
+    whose parent is this front or a later one (a brute-force search over candidate offsets)."""
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        n = int(rng.integers(2, 25))
+        parent = [int(rng.integers(f + 1, n)) for f in range(n - 1)] + [-1]
+        children = [[c for c in range(n) if parent[c] == f] for f in range(n)]
+        sizes = rng.integers(0, 5, n) ** 2
+        off = MeshCholesky._place_updates(sizes, children)
+        for f in range(n):
+            live = [(off[g], off[g] + sizes[g]) for g in range(f) if parent[g] >= f and sizes[g]]
+            fits = [
+                at
+                for at in sorted({0, *(hi for _, hi in live)})
+                if all(at + sizes[f] <= lo or at >= hi for lo, hi in live)
+            ]
+            assert off[f] == (fits[0] if sizes[f] else off[f]), (f, parent, sizes.tolist())
