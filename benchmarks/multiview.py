@@ -3,8 +3,9 @@
 The HRN paper scores multi-view reconstruction "as guided by the NoW benchmark": 7 landmarks
 on each predicted mesh, a rigid alignment to the ground-truth scan, and scan-to-mesh distances,
 reported as median / mean / std in mm on FaceScape (3 views per set) and ESRC (2 views per set).
-facehd runs exactly :func:`benchmarks.now.evaluate_now` on each set and pools the distances of
-all sets (:func:`benchmarks.now.pooled_statistics`), also per view count.
+``facehd bench --dataset multiview:<split>`` runs exactly :func:`benchmarks.now.evaluate_now` on
+each set and pools the distances of all sets (:func:`benchmarks.now.pooled_statistics`), also
+per view count (the ``<n>views`` level of each set's path).
 
 No official layout exists for these sets; facehd reads the NoW layout with a list of sets
 (see :mod:`benchmarks.readers`)::
@@ -23,45 +24,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from benchmarks.now import NowConfig, NowResult, NowStatistics, evaluate_now, pooled_statistics
-from facehd.mesh import Mesh
-
-__all__ = [
-    "MULTIVIEW_SPLITS",
-    "evaluate_multiview",
-    "multiview_statistics",
-    "view_images",
-]
-
-#: The published multi-view sets: split -> views per set.
-MULTIVIEW_SPLITS: dict[str, int] = {"facescape": 3, "esrc": 2}
+__all__ = ["view_images"]
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def evaluate_multiview(
-    scan: Mesh,
-    scan_landmarks: np.ndarray,
-    prediction: Mesh,
-    predicted_landmarks: np.ndarray,
-    config: NowConfig = NowConfig(),
-) -> NowResult:
-    """NoW distances of one multi-view reconstruction (see :func:`benchmarks.now.evaluate_now`)."""
-    return evaluate_now(scan, scan_landmarks, prediction, predicted_landmarks, config)
-
-
-def multiview_statistics(distances: dict[str, list[np.ndarray]]) -> dict[str, NowStatistics]:
-    """Pooled statistics per group (view count) and over all sets (key ``all``).
-
-    Parameters
-    ----------
-    distances : group -> one (N_k,) distance array per set.
-    """
-    out = {g: pooled_statistics(d) for g, d in sorted(distances.items())}
-    out["all"] = pooled_statistics([a for d in distances.values() for a in d])
-    return out
 
 
 def view_images(folder: Path | None) -> list[Path]:
