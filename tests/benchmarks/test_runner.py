@@ -573,6 +573,18 @@ def test_multiview_sets_on_the_now_layout(synth_roots: dict, tmp_path: Path) -> 
         np.testing.assert_array_equal(official["computed_distances"][0], dist[dist.files[0]])
 
 
+def test_a_sets_photos_are_its_image_files_in_name_order(tmp_path: Path) -> None:
+    from benchmarks.multiview import view_images
+
+    folder = tmp_path / "images" / "s0" / "3views" / "set0"
+    folder.mkdir(parents=True)
+    for name in ("c.bmp", "a.JPG", "b.png", "d.jpeg", "notes.txt", "e.obj"):
+        (folder / name).write_bytes(b"")
+    assert [p.name for p in view_images(folder)] == ["a.JPG", "b.png", "c.bmp", "d.jpeg"]
+    assert view_images(tmp_path / "absent") == [] and view_images(None) == []
+    assert view_images(folder / "b.png") == []  # a file is no set folder
+
+
 def test_a_synthetic_benchmark_scored_as_another_dataset_is_refused(
     synth_roots: dict, tmp_path: Path
 ) -> None:
