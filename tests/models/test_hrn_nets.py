@@ -74,6 +74,65 @@ def test_generator_output_shape_range_and_input_checks():
         net(torch.randn(2, 5, 16, 16))
     with pytest.raises(ValueError, match="multiples of 4"):
         net(torch.randn(1, 6, 18, 18))
+    with pytest.raises(ValueError, match="multiples of 4 and >= 8, got 4x8"):
+        net(torch.randn(1, 6, 4, 8))
+    with pytest.raises(ValueError, match="n_blocks >= 0, got in=6 out=3 filters=0"):
+        ResnetGenerator(6, 3, filters=0)
+    with pytest.raises(ValueError, match="n_blocks >= 0"):
+        ResnetGenerator(6, 3, n_blocks=-1)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.0"):
+        ResnetGenerator(6, 3, dropout=1.0)
+
+
+def _generator_reference(state: dict, x: torch.Tensor, blocks: int) -> torch.Tensor:
+    """The pix2pix resnet generator written out from its state dict and the architecture
+    (reflection padding, instance norm without parameters, ReLU, residual blocks, tanh)."""
+
+    def conv(h: torch.Tensor, key: str, pad: int, stride: int = 1) -> torch.Tensor:
+        h = F.pad(h, (pad,) * 4, mode="reflect") if pad else h
+        return F.conv2d(h, state[f"{key}.weight"], state[f"{key}.bias"], stride=stride)
+
+    def norm_relu(h: torch.Tensor) -> torch.Tensor:
+        return F.relu(F.instance_norm(h, eps=1e-5))
+
+    h = norm_relu(conv(x, "model.1", 3))
+    for key in ("model.4", "model.7"):
+        h = F.conv2d(h, state[f"{key}.weight"], state[f"{key}.bias"], stride=2, padding=1)
+        h = norm_relu(h)
+    for i in range(10, 10 + blocks):
+        r = norm_relu(conv(h, f"model.{i}.conv_block.1", 1))
+        h = h + F.instance_norm(conv(r, f"model.{i}.conv_block.6", 1), eps=1e-5)
+    for key in (f"model.{10 + blocks}", f"model.{13 + blocks}"):
+        w, b = state[f"{key}.weight"], state[f"{key}.bias"]
+        h = norm_relu(F.conv_transpose2d(h, w, b, stride=2, padding=1, output_padding=1))
+    return torch.tanh(conv(h, f"model.{17 + blocks}", 3))
+
+
+def test_generator_computes_the_pix2pix_resnet_function():
+    torch.manual_seed(0)
+    net = ResnetGenerator(6, 3, filters=4, n_blocks=2)
+    with torch.no_grad():
+        for name, p in net.named_parameters():  # biases too (they start at 0)
+            p.copy_(torch.randn(p.shape) * (0.3 if name.endswith("weight") else 0.5))
+    x = torch.randn(2, 6, 16, 12)
+    want = _generator_reference(net.state_dict(), x, 2)
+    torch.testing.assert_close(net.eval()(x), want, rtol=1e-5, atol=1e-6)
+    # dropout 0.5 in the blocks acts in train mode only
+    net.train()
+    assert not torch.allclose(net(x), want, atol=1e-3)
+    plain = ResnetGenerator(6, 3, filters=4, n_blocks=2, dropout=0.0)
+    plain.load_state_dict(net.state_dict())
+    torch.testing.assert_close(plain.train()(x), want, rtol=1e-5, atol=1e-6)
+
+
+def test_generator_starts_from_pix2pix_normal_initialisation():
+    torch.manual_seed(0)
+    net = ResnetGenerator(6, 3, filters=16, n_blocks=3)
+    weights = torch.cat([p.flatten() for n, p in net.named_parameters() if n.endswith("weight")])
+    biases = torch.cat([p.flatten() for n, p in net.named_parameters() if n.endswith("bias")])
+    assert weights.numel() > 50_000
+    assert weights.mean().abs() < 1e-3 and abs(weights.std().item() - 0.02) < 5e-4
+    assert torch.count_nonzero(biases) == 0
 
 
 # --------------------------------------------------------------------------------------------
