@@ -294,6 +294,51 @@ def test_paper_discriminator_layout_and_small_input_error():
         d(torch.randn(1, 1, 16, 16))
 
 
+def test_patch_discriminator_computes_the_pix2pix_patchgan_function():
+    """Written out from the state dict: 4x4 convolutions with padding 1, stride 2 but for the
+    last two, LeakyReLU(0.2) after all but the last, instance norm on all but the first and the
+    last, no sigmoid."""
+    torch.manual_seed(1)
+    d = PatchDiscriminator(2, filters=4, n_layers=3)
+    with torch.no_grad():
+        for name, p in d.named_parameters():
+            p.copy_(torch.randn(p.shape) * (0.3 if name.endswith("weight") else 0.5))
+    state = d.state_dict()
+    keys = sorted({k.rsplit(".", 1)[0] for k in state}, key=lambda k: int(k.split(".")[1]))
+    x = torch.randn(2, 2, 40, 48)
+    h = x
+    for i, key in enumerate(keys):
+        stride = 2 if i < 3 else 1
+        h = F.conv2d(h, state[f"{key}.weight"], state[f"{key}.bias"], stride=stride, padding=1)
+        if i == len(keys) - 1:
+            break
+        h = F.leaky_relu(h if i == 0 else F.instance_norm(h, eps=1e-5), 0.2)
+    got = d(x)
+    assert got.shape == (2, 1, 3, 4) and got.abs().max() > 1.0  # logits, unbounded
+    torch.testing.assert_close(got, h, rtol=1e-5, atol=1e-6)
+    # channels double up to 8 filters, then stay
+    wide = PatchDiscriminator(1, filters=2, n_layers=5)
+    shapes = [tuple(v.shape[:2]) for k, v in wide.state_dict().items() if k.endswith("weight")]
+    assert shapes == [(2, 1), (4, 2), (8, 4), (16, 8), (16, 16), (16, 16), (1, 16)]
+    for bad in ({"filters": 0}, {"n_layers": 0}):
+        with pytest.raises(ValueError, match="must be positive"):
+            PatchDiscriminator(1, **bad)
+    with pytest.raises(ValueError, match=r"expected \(B, 2, H, W\)"):
+        d(torch.randn(1, 1, 64, 64))
+    with pytest.raises(ValueError, match=r"input \(16, 64\) too small .* at least 24"):
+        d(torch.randn(1, 2, 16, 64))  # the shorter side decides
+
+
+def test_patch_discriminator_starts_from_pix2pix_normal_initialisation():
+    torch.manual_seed(0)
+    d = PatchDiscriminator(3, filters=16)
+    weights = torch.cat([p.flatten() for n, p in d.named_parameters() if n.endswith("weight")])
+    biases = torch.cat([p.flatten() for n, p in d.named_parameters() if n.endswith("bias")])
+    assert weights.numel() > 100_000
+    assert weights.mean().abs() < 1e-3 and abs(weights.std().item() - 0.02) < 5e-4
+    assert torch.count_nonzero(biases) == 0
+
+
 def test_hrn_discriminators_take_both_maps():
     cfg = tiny_config()
     model = HRN(cfg).eval()
@@ -302,7 +347,8 @@ def test_hrn_discriminators_take_both_maps():
     s = cfg.map_unit_mm
     side = cfg.mid_size // 4 - 2
     assert discs.mid(out.deformation / s).shape == (2, 1, side, side)
-    assert discs.high(out.displacement / s).shape[1] == 1
+    high_side = cfg.high_size // 4 - 2
+    assert discs.high(out.displacement / s).shape == (2, 1, high_side, high_side)
 
 
 # --------------------------------------------------------------------------------------------
