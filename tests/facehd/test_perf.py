@@ -144,3 +144,118 @@ def test_mesh_read_entry_reads_both_formats_as_trimesh() -> None:
     ]
     assert all(r.value > 0 for r in rows)
     assert all("same vertices and faces: True" in r.note for r in rows[::2]), rows
+
+
+def test_timeit_keeps_the_best_of_its_calls(monkeypatch) -> None:
+    from facehd import perf
+
+    clock = iter([0.0, 5.0, 10.0, 12.0, 20.0, 23.0])  # calls of 5, 2 and 3 s
+    monkeypatch.setattr(perf.time, "perf_counter", lambda: next(clock))
+    calls = []
+    assert perf.timeit(lambda: calls.append(1), repeat=3) == 2.0 and len(calls) == 3
+    clock = iter([0.0, 4.0])
+    assert perf.timeit(lambda: calls.append(1), repeat=0) == 4.0  # at least one call
+
+
+def test_flops_are_counted_and_rated_as_multiply_adds_times_two(monkeypatch) -> None:
+    import torch
+
+    from facehd import perf
+
+    a, b = torch.ones(30, 40), torch.ones(40, 50)
+    assert perf.count_gflop(lambda: a @ b) == 2 * 30 * 40 * 50 / 1e9
+    monkeypatch.setattr(perf, "timeit", lambda fn, repeat: 0.5)
+    assert perf.matmul_peak_gflops(n=64) == 2 * 64**3 / 0.5 / 1e9
+
+
+def test_run_takes_every_entry_in_name_order_and_refuses_unknown_ones(monkeypatch) -> None:
+    import pytest
+
+    from facehd import perf
+
+    def entry(name: str) -> perf._Entry:
+        return perf._Entry(name, lambda quick: [perf.PerfRow(name, "s", 1.0, "s")], name)
+
+    monkeypatch.setattr(perf, "discover", lambda: {n: entry(n) for n in ("b", "c", "a")})
+    assert [r.entry for r in perf.run()] == ["a", "b", "c"]
+    assert [r.entry for r in perf.run(["c", "a"])] == ["c", "a"]
+    # a quick run leaves a row without a target as it is (nothing to judge)
+    assert perf.run(["a"], quick=True) == [perf.PerfRow("a", "s", 1.0, "s")]
+    with pytest.raises(ValueError, match=r"unknown perf entries \['x'\]; known: \['a', 'b', 'c'\]"):
+        perf.run(["a", "x"])
+
+
+def test_discover_skips_absent_modules_but_not_their_broken_imports(monkeypatch, tmp_path) -> None:
+    import sys
+
+    import pytest
+
+    from facehd import perf
+
+    (tmp_path / "perf_broken_entries.py").write_text("import no_such_module_anywhere\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(perf, "ENTRY_MODULES", ("no_such_entries_module",))
+    assert isinstance(perf.discover(), dict)  # an optional part not installed: skipped
+    monkeypatch.setattr(perf, "ENTRY_MODULES", ("perf_broken_entries",))
+    with pytest.raises(ModuleNotFoundError, match="no_such_module_anywhere"):
+        perf.discover()  # the module is there and fails to import: said
+    sys.modules.pop("perf_broken_entries", None)
+
+
+def test_single_thread_gives_torch_its_thread_count_back() -> None:
+    import pytest
+    import torch
+
+    from facehd.perf import single_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError), single_thread():
+            assert torch.get_num_threads() == 1
+            raise RuntimeError
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_interrupts_are_left_alone_outside_the_main_thread() -> None:
+    import signal
+    import threading
+
+    from facehd.perf import interrupts_deferred
+
+    seen = []
+
+    def body() -> None:
+        with interrupts_deferred():
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    before = signal.getsignal(signal.SIGINT)
+    worker = threading.Thread(target=body)
+    worker.start()
+    worker.join()
+    assert seen == [before]  # signal.signal would raise there: it is not called
+
+
+def test_a_perf_csv_saved_with_a_byte_order_mark_is_updated_and_binary_is_refused(
+    tmp_path,
+) -> None:
+    import pytest
+
+    from facehd.errors import InputFileError
+    from facehd.perf import CSV_COLUMNS, check_csv
+
+    path = tmp_path / "perf.csv"
+    path.write_text("\ufeff" + ",".join(CSV_COLUMNS) + "\nold,s,1.0,s,,,,x,2,d\n", "utf-8")
+    check_csv(path)
+    write_csv([PerfRow("new", "s", 2.0, "s")], path)
+    with open(path, newline="") as fh:
+        assert [r["entry"] for r in csv.DictReader(fh)] == ["new", "old"]
+    write_csv([PerfRow("old", "s", 3.0, "s")], path)  # measured again: its row replaced
+    with open(path, newline="") as fh:
+        got = [(r["entry"], r["value"]) for r in csv.DictReader(fh)]
+    assert got == [("new", "2.0"), ("old", "3.0")]
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(InputFileError, match="is no facehd perf CSV"):
+        check_csv(path)
