@@ -238,6 +238,8 @@ def test_missing_registered_files_say_where_they_were_looked_for(
     said = str(bfm.value)
     assert str(tmp_path / "bfm" / "BFM_model_front.mat") in said
     assert f"models.bfm in {reg}" in said and "FACEHD_BFM_ROOT" in said and "--bfm-path" in said
+    with pytest.raises(InputFileError, match="models.bfm in"):
+        load_fit_model(" BFM ")  # the name as --model takes it
     with pytest.raises(InputFileError) as now:
         resolve_root(BenchmarkSpec.parse("now:validation"), None)
     said = str(now.value)

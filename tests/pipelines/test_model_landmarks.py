@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from facehd.errors import DegenerateInputError
 from facehd.landmarks import NOW7_FROM_68
 from facehd.mesh import Mesh
 from facehd.morphable import facehd_synth
@@ -211,6 +212,41 @@ def test_a_face_outside_the_models_span_keeps_its_detection(check: ModelLandmark
     assert result.source == "detected" and result.landmarks68_mm is None
     assert result.residual_mm is not None and result.residual_mm > 0.25
     assert "kept" in result.detail and f"{result.residual_mm:.2f} mm" in result.detail
+
+
+def test_a_residual_of_exactly_the_limit_describes_the_face(check: ModelLandmarkCheck) -> None:
+    """max_residual_mm is the largest residual at which the model's vertices are read: the
+    same fit, judged with the limit at its residual and one float below."""
+    scan, truth = _scan(9)
+    detected = _detected(truth, 9)
+    first = check(scan, detected)
+    r = first.residual_mm
+    assert first.source == "model (facehd-synth)" and r is not None
+    at = ModelLandmarkCheck(ModelCheckConfig(max_residual_mm=r))
+    at._fit_data = check.fit_data()  # the same prepared model (made once per check)
+    assert at(scan, detected).source == "model (facehd-synth)"
+    below = ModelLandmarkCheck(ModelCheckConfig(max_residual_mm=float(np.nextafter(r, 0.0))))
+    below._fit_data = check.fit_data()
+    assert below(scan, detected).source == "detected"
+
+
+@pytest.mark.parametrize(
+    "error", [DegenerateInputError("flat"), np.linalg.LinAlgError("singular matrix")]
+)
+def test_a_fit_that_fails_keeps_the_detection_and_says_why(
+    check: ModelLandmarkCheck, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    import pipelines.fitting
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(pipelines.fitting, "fit_shape", failing)
+    scan, truth = _scan(4)
+    result = check(scan, truth)
+    assert result.source == "detected" and result.landmarks68_mm is None
+    assert result.detail == f"the facehd-synth fit failed ({error})"
+    assert check.fit_data() is check.fit_data()  # the model is prepared once
 
 
 def test_points_far_from_the_detection_are_not_taken() -> None:
