@@ -156,12 +156,19 @@ def cavity_map(displacement: np.ndarray, size: int, depth_mm: float = 0.15) -> n
 
 
 def _random_sh(rng: np.random.Generator) -> np.ndarray:
-    """SH lighting (9, 3): ambient near 1, a random key light, a little colour."""
+    """SH lighting (9, 3): ambient near 1, a random key light from the camera's side of the
+    face (+z in the model frame, the lighting frame of the renders), a little colour.
+
+    The key light ``l`` (direction times strength, model frame) makes the first-order terms of
+    the irradiance ``n . l``: the band-1 basis functions of :mod:`facehd.render.shading` are
+    ``-ny, nz, -nx`` (times a constant), so their coefficients are ``-ly, lz, -lx``.
+    """
     sh = np.zeros((9, 3))
     sh[0] = rng.uniform(0.75, 1.05) + rng.normal(scale=0.03, size=3)
-    direction = rng.normal(scale=0.25, size=3)
-    direction[2] = abs(direction[2])  # light from the camera side
-    sh[1:4] = direction[:, None] + rng.normal(scale=0.02, size=(3, 3))
+    light = rng.normal(scale=0.25, size=3)
+    light[2] = abs(light[2])  # from the camera side
+    sh[1:4] = np.array([-light[1], light[2], -light[0]])[:, None]
+    sh[1:4] += rng.normal(scale=0.02, size=(3, 3))
     sh[4:] = rng.normal(scale=0.05, size=(5, 1)) + rng.normal(scale=0.01, size=(5, 3))
     return sh
 
