@@ -2,6 +2,7 @@
 
 import hashlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -197,3 +198,119 @@ def test_the_key_light_falls_on_the_face_from_the_cameras_side() -> None:
     assert (irr[:, 0] > irr[:, 1]).mean() > 0.95  # +z over -z
     assert 0.4 < (irr[:, 2] > irr[:, 3]).mean() < 0.6  # +x over -x
     assert 0.4 < (irr[:, 4] > irr[:, 5]).mean() < 0.6  # +y over -y
+
+
+def test_head_rotation_is_yaw_then_pitch_then_roll() -> None:
+    from scipy.spatial.transform import Rotation
+
+    from pipelines.synth_photos import euler_to_matrix
+
+    rng = np.random.default_rng(1)
+    for yaw, pitch, roll in rng.uniform(-60, 60, size=(5, 3)):
+        want = Rotation.from_euler("YXZ", [yaw, pitch, roll], degrees=True).as_matrix()
+        np.testing.assert_allclose(euler_to_matrix(yaw, pitch, roll), want, atol=1e-12)
+    # yawing 90 degrees turns the face (+z) towards the subject's left (+x)
+    np.testing.assert_allclose(euler_to_matrix(90, 0, 0) @ [0, 0, 1], [1, 0, 0], atol=1e-12)
+
+
+def test_albedo_textures_have_skin_grain_and_blemishes_on_the_skin_only() -> None:
+    from facehd.morphable import facehd_synth
+    from facehd.uv import rasterize_uv
+    from pipelines.synth_photos import PhotoConfig, albedo_textures
+
+    synth = facehd_synth()
+    # its UV layout shrunk to the middle of the square, leaving texels outside it (as the
+    # BFM's layout does; facehd-synth's fills the square)
+    model = SimpleNamespace(
+        uvs=0.2 + 0.6 * synth.uvs,
+        faces=synth.faces,
+        albedo=synth.albedo,
+        regions=synth.regions,
+        n_tex=synth.n_tex,
+    )
+    config = PhotoConfig(texture_size=128, blemishes=60)
+    coeffs = np.zeros(model.n_tex)
+    clean, blemished, alpha = albedo_textures(model, coeffs, np.random.default_rng(2), config)
+    table = rasterize_uv(model.uvs, model.faces, (128, 128))
+    smooth = table.interpolate(np.clip(model.albedo(coeffs), 0, 1))
+    # outside the UV layout: the mean albedo, times the grain
+    mean = np.clip(model.albedo(coeffs), 0, 1).mean(0)
+    ratio = clean[~table.mask] / mean
+    assert 0.005 < ratio.std() < 0.05 and abs(ratio.mean() - 1) < 0.01
+    ratio = clean[table.mask] / smooth[table.mask]  # a few percent of smoothed grain
+    assert 0.005 < ratio.std() < 0.05
+    # blemishes: opacity of at most one spot's strength (spots do not add up), on the skin
+    assert 0.4 < alpha.max() <= 0.9
+    skin = table.interpolate(model.regions.fit.astype(np.float64)) > 0.99
+    from scipy.ndimage import binary_dilation
+
+    assert not (alpha[~binary_dilation(skin, iterations=8)] > 0.05).any()
+    changed = np.abs(blemished - clean).max(-1) > 1e-6
+    assert not (changed & (alpha == 0)).any() and changed.any()
+    none = albedo_textures(model, coeffs, np.random.default_rng(2), PhotoConfig(blemishes=0))
+    assert not none[2].any() and np.array_equal(none[0], none[1])
+
+
+def test_cavity_map_is_resampled_bilinearly() -> None:
+    """A texture of another size gets the cavity map interpolated, not repeated: new values
+    between the native ones appear (nearest-neighbour resampling would only repeat them)."""
+    from pipelines.synth_photos import cavity_map
+
+    d = np.zeros((64, 64))
+    d[20, 20] = -0.3
+    native = cavity_map(d, 64)
+    up = cavity_map(d, 96)
+    assert up.max() <= 1.0 and up.min() >= 0.0
+    assert not np.isin(up, native).all()
+
+
+def _tiny_camera(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    f = 1015.0 * size / 224.0
+    K = np.array([[f, 0.0, (size - 1) / 2], [0.0, f, (size - 1) / 2], [0.0, 0.0, 1.0]])
+    return K, np.diag([1.0, -1.0, -1.0]), np.array([0.0, 0.0, 1000.0])
+
+
+def test_fixed_cameras_and_the_cavity_darkening_of_both_textures() -> None:
+    from facehd.morphable import facehd_synth
+    from pipelines.synth import SynthConfig, make_scan
+    from pipelines.synth_photos import PhotoConfig, cavity_map, render_photos
+
+    model = facehd_synth()
+    _, truth, m1, _, _ = make_scan(model, SynthConfig(subjects=1, expressions=1, seed=4), 0, 0)
+    camera = _tiny_camera(64)
+    args = (model, m1.vertices, truth["displacement"], truth["landmarks68"])
+
+    def photos(cavity: float) -> dict:
+        config = PhotoConfig(image_size=64, texture_size=64, cavity=cavity)
+        rng = np.random.default_rng(5)
+        return render_photos(*args, rng, config, cameras=[camera]).arrays
+
+    dark, flat = photos(0.35), photos(0.0)
+    assert dark["images"].shape == (1, 64, 64, 3) and np.isnan(dark["pose_deg"]).all()
+    np.testing.assert_array_equal(dark["K"][0], camera[0])
+    occlusion = 1.0 - 0.35 * cavity_map(truth["displacement"], 64)
+    assert (occlusion < 0.9).any()
+    for key in ("texture", "texture_blemish"):
+        np.testing.assert_allclose(dark[key], flat[key] * occlusion[..., None], atol=1e-6)
+
+    with pytest.raises(ValueError, match=r"m1_vertices must be \(\d+, 3\)"):
+        render_photos(model, m1.vertices[:-1], *args[2:], np.random.default_rng(0), PhotoConfig())
+    with pytest.raises(ValueError, match=r"landmarks68 must be \(68, 3\)"):
+        render_photos(*args[:3], truth["landmarks68"][:7], np.random.default_rng(0), PhotoConfig())
+    with pytest.raises(ValueError, match=r"displacement must be \(Hd, Wd\)"):
+        bad = truth["displacement"][None]
+        render_photos(model, m1.vertices, bad, *args[3:], np.random.default_rng(0), PhotoConfig())
+
+
+def test_random_cameras_follow_the_photo_size_and_skin_is_part_of_what_is_seen(
+    photos: tuple[Path, dict],
+) -> None:
+    out, z = photos
+    size = z["images"].shape[1]
+    for k in range(len(z["K"])):
+        K = z["K"][k]
+        assert K[0, 2] == K[1, 2] == (size - 1) / 2  # the centre of the pixel grid
+        assert 0.9 * 1015 * size / 224 <= K[0, 0] == K[1, 1] <= 1.1 * 1015 * size / 224
+        skin, seen = z["masks"][k], z["visible"][k]
+        assert not (skin & ~seen).any() and (seen & ~skin).sum() > 0.05 * seen.sum()
+    assert not list((out / "photos").glob("*.tmp"))  # every photo renamed into place
