@@ -99,7 +99,9 @@ def test_the_detail_stage_trains_on_the_refined_faces(hrn_data, refined_run, one
         )
         expected = torch.cat(list(coeffs), dim=1)
         table = torch.stack([torch.as_tensor(stored[i]["coeffs"]) for i in sorted(stored)])
-        torch.testing.assert_close(table, expected, rtol=1e-4, atol=1e-5)
+        # two float32 paths (other batching) through the same refinement steps: their rounding,
+        # carried through the steps, reached 3e-5 on the synthetic photos
+        torch.testing.assert_close(table, expected, rtol=1e-4, atol=1e-4)
         for i in sorted(stored):
             assert stored[i]["after"] < stored[i]["before"], (name, i)
             assert stored[i]["before"] == pytest.approx(before[i], rel=1e-4)
