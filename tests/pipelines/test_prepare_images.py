@@ -373,3 +373,66 @@ def test_small_faces_are_counted_and_named(tmp_path):
     (tmp_path / "photos" / "small.png").unlink()
     res = CliRunner().invoke(app, [*args, str(tmp_path / "large.h5")])
     assert res.exit_code == 0 and "small in their photos" not in res.output, res.output
+
+
+def test_the_main_face_of_two_is_cropped_and_the_face_mesh_follows_the_crop(tmp_path):
+    """Of two faces the larger, more central one is prepared; the stored 478-point mesh is the
+    detector's mapped by the stored crop transform (depth scaled with it), the photo size is
+    (width, height), and the detector is made once per setting."""
+    from pipelines.prepare_images import PrepareImagesConfig, _detector_for, _photo_task
+
+    canvas = np.full((480, 800, 3), 200, np.uint8)
+    canvas[40:360, 420:740] = drawn_face.draw_face(SIZE, seed=1)
+    small = Image.fromarray(drawn_face.draw_face(SIZE, seed=2)).resize((200, 200))
+    canvas[20:220, 20:220] = np.asarray(small)
+    path = tmp_path / "two.png"
+    Image.fromarray(canvas).save(path)
+    config = PrepareImagesConfig()
+    detector = _detector_for(config)
+    assert _detector_for(PrepareImagesConfig()) is detector
+    assert _detector_for(PrepareImagesConfig(segmentation=False)) is not detector
+
+    item = type("Item", (), {"source": str(path), "sample_id": "two.png"})()
+    got = _photo_task(item, config)
+    assert got["n_faces"] == 2
+    np.testing.assert_array_equal(got["photo_size"], [800, 480])
+    t = CropTransform(float(got["crop_scale"]), tuple(got["crop_translation"]), 224)
+    in_photo = t.invert(got["landmarks5"].astype(float))
+    assert (in_photo[:, 0] > 420).all() and (in_photo[:, 0] < 740).all()  # the big face
+    _, faces = detector.detect_all_upright(canvas)
+    big = max(faces, key=lambda f: f.box[2] - f.box[0])
+    want = big.mesh.copy()
+    want[:, :2] = t.apply(want[:, :2])
+    want[:, 2] *= t.scale
+    np.testing.assert_allclose(got["mesh478"], want, rtol=1e-5, atol=1e-3)
+
+
+def test_the_face_mask_is_cut_by_the_person_segmentation(tmp_path):
+    """Where the segmentation says the top of the crop is no person, the mask loses it (the
+    landmark hull alone keeps it); where it would cut most of the face, the hull stays."""
+    from pipelines.prepare_images import PrepareImagesConfig, _detector_for, prepare_photo
+
+    path = tmp_path / "face.png"
+    Image.fromarray(drawn_face.draw_face(SIZE, seed=1)).save(path)
+    config = PrepareImagesConfig()
+    real = _detector_for(config)
+
+    class Cut:
+        def __init__(self, rows: float) -> None:
+            self.rows = rows
+
+        def detect_all_upright(self, image):  # noqa: ANN001, ANN202
+            return real.detect_all_upright(image)
+
+        def person_probability(self, image):  # noqa: ANN001, ANN202
+            p = np.full(image.shape[:2], 255, np.uint8)
+            p[: int(self.rows * image.shape[0])] = 0
+            return p
+
+    hull = prepare_photo(path, real, PrepareImagesConfig(segmentation=False))
+    cut = prepare_photo(path, Cut(0.3), config)
+    top = int(0.3 * 224)
+    assert hull.mask[:top].any() and not cut.mask[:top].any()
+    np.testing.assert_array_equal(cut.mask[top + 1 :], hull.mask[top + 1 :])
+    most = prepare_photo(path, Cut(0.8), config)  # would keep under 70% of the face
+    np.testing.assert_array_equal(most.mask, hull.mask)

@@ -178,3 +178,38 @@ def test_a_rerun_from_another_folder_neither_stores_a_photo_twice_nor_blames_the
     assert "changed since" not in text
     with open_dataset(out) as ds:
         assert [s.sample_id for s in ds] == ["sub/a.png"]
+
+
+def test_hidden_files_and_folders_are_skipped_and_recursion_can_be_turned_off(tmp_path: Path):
+    from pipelines.prepare_images import find_photos
+
+    for rel in ("b.png", "a/c.png", "a/.d.png", ".cache/e.png", "a/.thumbs/f.png", "Z.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"stand-in")
+    assert [sid for sid, _ in find_photos(tmp_path)] == ["Z.png", "a/c.png", "b.png"]
+    assert [sid for sid, _ in find_photos(tmp_path, recursive=False)] == ["Z.png", "b.png"]
+    assert all(p.is_absolute() for _, p in find_photos(tmp_path))
+
+
+def test_a_photo_changed_behind_a_linked_folder_is_said_to_have_changed(tmp_path, monkeypatch):
+    """The same file reached through a link to its folder is the same photo: changed, it is
+    named as changed, not as another photo holding an earlier one's sample id."""
+    import pipelines.prepare_images as prep
+    from facehd.h5io import file_sha256
+
+    def task(item, config):
+        out = _fake_task(item, config)
+        out["source_sha256"] = file_sha256(item.source)
+        return out
+
+    monkeypatch.setattr(prep, "_photo_task", task)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "a.png").write_bytes(b"photo a")
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    out = tmp_path / "p.h5"
+    assert _run("--images", str(tmp_path / "real"), "--out", str(out))[0].exit_code == 0
+    (tmp_path / "real" / "a.png").write_bytes(b"photo a, retouched")
+    r, text = _run("--images", str(tmp_path / "link"), "--out", str(out))
+    assert r.exit_code == 2
+    assert "1 photos changed since an earlier run prepared them" in text, text
+    assert "sample id of another photo" not in text
