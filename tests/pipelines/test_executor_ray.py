@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from facehd.errors import FacehdError
-from facehd.h5io import ShardedDatasetWriter, WorkItem, process_items, read_failures
+from facehd.h5io import (
+    RunSummary,
+    ShardedDatasetWriter,
+    WorkItem,
+    process_items,
+    read_failures,
+)
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "facehd"))
 from test_h5io import ATTRS, FIELDS, SCHEMA, digest, task  # noqa: E402
@@ -38,10 +44,14 @@ def ray_tmp(monkeypatch: pytest.MonkeyPatch, one_ray_at_a_time: None) -> Iterato
 
 
 def _items() -> list[WorkItem]:
-    """Good items, a FacehdError, a NaN, an InputFileError (whose constructor takes the path)
-    and one that kills its worker process."""
+    """Good items, a FacehdError, a NaN, an InputFileError (whose constructor takes the path),
+    one that kills its worker process and one whose id cannot name a sample (edge spaces)."""
     items = [WorkItem(f"subject{k:03d}", f"/in/{k}.obj", k) for k in range(7)]
-    return [*items, WorkItem("crash", "/in/crash.obj", -1)]
+    return [
+        *items,
+        WorkItem("crash", "/in/crash.obj", -1),
+        WorkItem(" spaced ", "/in/spaced.obj", 0),
+    ]
 
 
 def _build(out: Path, run) -> Path:  # noqa: ANN001
@@ -63,8 +73,10 @@ def test_ray_records_what_a_local_pool_records(
     # Ray's workers import the task's module from the path the Ray instance starts with
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(sys.path))
 
+    summaries, seen = [], []
     local = _build(
-        tmp_path / "local" / "d.h5", lambda w: process_items(w, _items(), task, workers=2)
+        tmp_path / "local" / "d.h5",
+        lambda w: summaries.append(process_items(w, _items(), task, workers=2)),
     )
     before = signal.signal(signal.SIGTERM, _ignore)  # the command line's handler, say
     try:
@@ -72,7 +84,12 @@ def test_ray_records_what_a_local_pool_records(
             assert ray.is_initialized()
             # Ray sets its own (it exits with status 1, saying nothing of what was kept)
             assert signal.getsignal(signal.SIGTERM) is _ignore
-            remote = _build(tmp_path / "ray" / "d.h5", lambda w: run_ray(w, _items(), task))
+            remote = _build(
+                tmp_path / "ray" / "d.h5",
+                lambda w: summaries.append(
+                    run_ray(w, _items(), task, progress=lambda d, t: seen.append((d, t)))
+                ),
+            )
         assert not ray.is_initialized()
     finally:
         signal.signal(signal.SIGTERM, before)
@@ -80,7 +97,11 @@ def test_ray_records_what_a_local_pool_records(
     got = read_failures(remote.with_name("failures.csv"))
     assert got == read_failures(local.with_name("failures.csv"))
     reasons = {f.sample_id: f.reason for f in got}
-    assert set(reasons) == {"subject003", "subject005", "subject006", "crash"}
+    assert set(reasons) == {"subject003", "subject005", "subject006", "crash", "' spaced '"}
+    # the same counts as the pool's (the unnamed item among the failures), and progress after
+    # each of the 8 items that ran
+    assert summaries[0] == summaries[1] == RunSummary(9, 0, 4, 5)
+    assert seen == [(k, 8) for k in range(9)]
     assert reasons["subject006"] == "/in/6.obj: truncated file"  # not Ray's wrapper of it
     assert reasons["crash"].startswith("RuntimeError: worker process died while processing")
 
