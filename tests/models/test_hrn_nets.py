@@ -33,6 +33,26 @@ def inputs(cfg: NetworkConfig, batch: int = 2, seed: int = 0):
     return pos, tex, mask
 
 
+def randomised(model: torch.nn.Module, seed: int, scale: float = 0.05) -> torch.nn.Module:
+    """Every parameter (biases too, which start at 0) drawn N(0, scale**2)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return model
+
+
+def assert_pix2pix_normal_start(net: torch.nn.Module, at_least: int) -> None:
+    """pix2pix's 'normal' initialisation: weights N(0, 0.02), biases 0 (at least ``at_least``
+    weights, so that the sample's mean and spread say so)."""
+    named = list(net.named_parameters())
+    weights = torch.cat([p.flatten() for n, p in named if n.endswith("weight")])
+    biases = torch.cat([p.flatten() for n, p in named if n.endswith("bias")])
+    assert weights.numel() > at_least
+    assert weights.mean().abs() < 1e-3 and abs(weights.std().item() - 0.02) < 5e-4
+    assert torch.count_nonzero(biases) == 0
+
+
 # --------------------------------------------------------------------------------------------
 # generator layout (official pix2pix resnet_9blocks with dropout)
 # --------------------------------------------------------------------------------------------
@@ -110,10 +130,7 @@ def _generator_reference(state: dict, x: torch.Tensor, blocks: int) -> torch.Ten
 
 def test_generator_computes_the_pix2pix_resnet_function():
     torch.manual_seed(0)
-    net = ResnetGenerator(6, 3, filters=4, n_blocks=2)
-    with torch.no_grad():
-        for name, p in net.named_parameters():  # biases too (they start at 0)
-            p.copy_(torch.randn(p.shape) * (0.3 if name.endswith("weight") else 0.5))
+    net = randomised(ResnetGenerator(6, 3, filters=4, n_blocks=2), 0, scale=0.4)
     x = torch.randn(2, 6, 16, 12)
     want = _generator_reference(net.state_dict(), x, 2)
     torch.testing.assert_close(net.eval()(x), want, rtol=1e-5, atol=1e-6)
@@ -127,12 +144,7 @@ def test_generator_computes_the_pix2pix_resnet_function():
 
 def test_generator_starts_from_pix2pix_normal_initialisation():
     torch.manual_seed(0)
-    net = ResnetGenerator(6, 3, filters=16, n_blocks=3)
-    weights = torch.cat([p.flatten() for n, p in net.named_parameters() if n.endswith("weight")])
-    biases = torch.cat([p.flatten() for n, p in net.named_parameters() if n.endswith("bias")])
-    assert weights.numel() > 50_000
-    assert weights.mean().abs() < 1e-3 and abs(weights.std().item() - 0.02) < 5e-4
-    assert torch.count_nonzero(biases) == 0
+    assert_pix2pix_normal_start(ResnetGenerator(6, 3, filters=16, n_blocks=3), 50_000)
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,10 +311,7 @@ def test_patch_discriminator_computes_the_pix2pix_patchgan_function():
     last two, LeakyReLU(0.2) after all but the last, instance norm on all but the first and the
     last, no sigmoid."""
     torch.manual_seed(1)
-    d = PatchDiscriminator(2, filters=4, n_layers=3)
-    with torch.no_grad():
-        for name, p in d.named_parameters():
-            p.copy_(torch.randn(p.shape) * (0.3 if name.endswith("weight") else 0.5))
+    d = randomised(PatchDiscriminator(2, filters=4, n_layers=3), 1, scale=0.4)
     state = d.state_dict()
     keys = sorted({k.rsplit(".", 1)[0] for k in state}, key=lambda k: int(k.split(".")[1]))
     x = torch.randn(2, 2, 40, 48)
@@ -331,12 +340,7 @@ def test_patch_discriminator_computes_the_pix2pix_patchgan_function():
 
 def test_patch_discriminator_starts_from_pix2pix_normal_initialisation():
     torch.manual_seed(0)
-    d = PatchDiscriminator(3, filters=16)
-    weights = torch.cat([p.flatten() for n, p in d.named_parameters() if n.endswith("weight")])
-    biases = torch.cat([p.flatten() for n, p in d.named_parameters() if n.endswith("bias")])
-    assert weights.numel() > 100_000
-    assert weights.mean().abs() < 1e-3 and abs(weights.std().item() - 0.02) < 5e-4
-    assert torch.count_nonzero(biases) == 0
+    assert_pix2pix_normal_start(PatchDiscriminator(3, filters=16), 100_000)
 
 
 def test_hrn_discriminators_take_both_maps():
@@ -370,14 +374,6 @@ def test_deretouch_unet_has_the_official_layout_at_width_64():
     }
     for k, shape in expect.items():
         assert tuple(state[k].shape) == shape, k
-
-
-def randomised(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
 
 
 def test_official_checkpoint_round_trip(tmp_path):
