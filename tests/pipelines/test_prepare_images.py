@@ -17,7 +17,7 @@ from PIL import Image
 
 from facehd.align import PX_PER_MM, TEMPLATE_5P_MM, CropTransform
 from facehd.detect import mediapipe_available
-from facehd.h5io import open_dataset, verify
+from facehd.h5io import WorkItem, open_dataset, verify
 
 pytestmark = pytest.mark.skipif(
     not mediapipe_available(), reason="mediapipe (the optional 'photo' extra) is not installed"
@@ -392,7 +392,7 @@ def test_the_main_face_of_two_is_cropped_and_the_face_mesh_follows_the_crop(tmp_
     assert _detector_for(PrepareImagesConfig()) is detector
     assert _detector_for(PrepareImagesConfig(segmentation=False)) is not detector
 
-    item = type("Item", (), {"source": str(path), "sample_id": "two.png"})()
+    item = WorkItem("two.png", str(path))
     got = _photo_task(item, config)
     assert got["n_faces"] == 2
     np.testing.assert_array_equal(got["photo_size"], [800, 480])
