@@ -44,6 +44,31 @@ def test_hrn_method_on_a_synthetic_now_benchmark(model_path, tmp_path, monkeypat
         failed = list(csv.DictReader(fh))
     assert len(failed) == 1 and failed[0]["image"].endswith(f"{items[2].image}.jpg")
     assert not list(pred_dir.rglob(".*tmp*"))  # no temporary file left behind
+    # each prediction's 7 landmarks name the scan's 7 points, in NoW's order: after the best
+    # rotation and scale (SciPy's, no reflection) they match their own points, far better than
+    # with the eyes' or the mouth's corners swapped or the order reversed
+    import numpy as np
+    from scipy.spatial.transform import Rotation
+
+    from benchmarks.readers import read_scan_landmarks7
+
+    def misfit(truth: np.ndarray, got: np.ndarray) -> float:
+        a, b = truth - truth.mean(0), got - got.mean(0)
+        a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+        return float(Rotation.align_vectors(a, b)[1])
+
+    swaps = (
+        [1, 0, 3, 2, 4, 5, 6],
+        [3, 2, 1, 0, 4, 6, 5],
+        [0, 1, 2, 3, 4, 6, 5],
+        [6, 5, 4, 3, 2, 1, 0],
+    )
+    for it in items[:2]:
+        got = np.loadtxt(pred_dir / f"{it.name}.txt")
+        truth = read_scan_landmarks7(it.scan_landmarks, it.pp_by_position)
+        assert got.shape == (7, 3)
+        assert misfit(truth, got) < 0.1
+        assert min(misfit(truth, got[o]) for o in swaps) > 4 * misfit(truth, got)
 
     # the CLI: --checkpoint; a rerun keeps finished predictions and retries the failure only
     stamps = {p: p.stat().st_mtime_ns for p in preds}
@@ -119,10 +144,13 @@ def test_hrn_method_fits_multiview_sets_jointly(model_path, tmp_path, monkeypatc
 
     starts = []
 
+    fits = []
+
     def spy(recon, crops, *args, **kwargs):
         calls.append(crops.shape[0])
         starts.append(kwargs.get("coefficients"))
-        return real_fit(recon, crops, *args, **kwargs)
+        fits.append((recon, real_fit(recon, crops, *args, **kwargs)))
+        return fits[-1][1]
 
     monkeypatch.setattr(mv, "fit_multiview", spy)
     monkeypatch.setenv(ENV_CHECKPOINT, str(model_path))
@@ -131,6 +159,23 @@ def test_hrn_method_fits_multiview_sets_jointly(model_path, tmp_path, monkeypatc
     assert starts == [None]  # from the face analyzer's coefficients
     assert result.n_items == 1 and result.n_ok == 1
     assert result.leaderboard_row.median_mm is not None and result.leaderboard_row.median_mm > 0
+    # the set's mesh is its first view's M2 (the views differ in expression and details), its
+    # landmarks that view's M1 at NoW's 7 points
+    import numpy as np
+
+    from facehd.landmarks import NOW7_FROM_68
+    from facehd.mesh import load_mesh
+
+    recon, fitted = fits[0]
+    (obj,) = (result.out_dir / "predictions").rglob("*.obj")
+    got = load_mesh(obj).vertices
+    first, last = (recon.detail_mesh(v).vertices for v in (fitted.views[0], fitted.views[-1]))
+    np.testing.assert_allclose(got, first, atol=1e-4)
+    assert np.abs(last - first).max() > 1e-2
+    lm7 = np.array(recon.model.landmarks68)[list(NOW7_FROM_68)]
+    np.testing.assert_allclose(
+        np.loadtxt(obj.with_suffix(".txt")), fitted.views[0].m1[lm7], atol=1e-4
+    )
     # refined: the joint fit starts from each view's refined coefficients
     from models.bench import ENV_REFINE_STEPS
 
@@ -140,6 +185,62 @@ def test_hrn_method_fits_multiview_sets_jointly(model_path, tmp_path, monkeypatc
     )
     assert refined.n_ok == 1 and len(starts) == 2 and starts[1] is not None
     assert starts[1].id.shape[0] == MULTIVIEW_VIEWS
+    # refined with one identity for the set's views (the joint fit's start)
+    assert (starts[1].id == starts[1].id[:1]).all()
+
+
+def test_the_method_takes_its_files_from_the_environment_and_hashes_each(
+    model_path, tmp_path, monkeypatch
+) -> None:
+    """make_method hands the loader every file the environment names (the official checkpoint's
+    de-retouching network and BFM files too); describe() holds the SHA-256 of each and MV-HRN's
+    settings; a call without images is refused."""
+    import hashlib
+
+    import models.bench as bench
+    from models.config import config_to_dict
+    from models.multiview import MultiViewConfig
+    from models.reconstruct import Reconstructor
+
+    files = {}
+    for env, role, name in (
+        (bench.ENV_DERETOUCH, "deretouch", "deretouch.pth"),
+        (bench.ENV_BFM, "bfm", "BFM_model_front.mat"),
+        (bench.ENV_BFM_UV, "uv", "uv.npy"),
+    ):
+        files[role] = tmp_path / name
+        files[role].write_bytes(name.encode() * (len(files) + 1))
+        monkeypatch.setenv(env, str(files[role]))
+    monkeypatch.setenv(ENV_CHECKPOINT, str(model_path))
+    for env in (ENV_PRECISION, bench.ENV_REFINE_STEPS, bench.ENV_FIT_ITERATIONS):
+        monkeypatch.delenv(env, raising=False)
+    asked = []
+    real_load = Reconstructor.load.__func__
+
+    def load(cls, checkpoint, **kwargs):
+        asked.append((checkpoint, kwargs))  # the built-in model reads no BFM: loaded without
+        return real_load(cls, checkpoint, precision=kwargs["precision"])
+
+    monkeypatch.setattr(Reconstructor, "load", classmethod(load))
+    method = make_method()
+    assert asked == [
+        (
+            str(model_path),
+            {
+                "deretouch": str(files["deretouch"]),
+                "bfm_path": str(files["bfm"]),
+                "uv_path": str(files["uv"]),
+                "precision": "float32",
+            },
+        )
+    ]
+    said = method.describe()
+    for role, path in {"checkpoint": model_path, **files}.items():
+        assert said[f"{role}_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), role
+    assert said["multiview"] == config_to_dict(MultiViewConfig())
+    assert "refine" not in said and "fit" not in said
+    with pytest.raises(ValueError, match="no image given"):
+        method.reconstruct([])
 
 
 def test_image_aligned_vertices_follow_the_photo_camera() -> None:
@@ -220,6 +321,33 @@ def test_hrn_method_on_a_synthetic_facescape_benchmark(
         gt = load_mesh(items[name].gt_mesh).vertices
         assert np.linalg.norm(np.median(pred[:, :2], 0) - np.median(gt[:, :2], 0)) < 0.1
         assert abs(np.ptp(pred[:, 1]) / np.ptp(gt[:, 1]) - 1) < 0.25
+    # a photo turned a quarter (no orientation tag) is turned upright for the crop, and its mesh
+    # is placed in the photo as given: the upright photo's (x, y, z) -> (256 - y, x, z). (The
+    # detector tells the turn of some of these rendered faces only: one of those is taken.)
+    from facehd.detect import FaceDetector
+
+    with FaceDetector() as detector:
+        quarter = [n for n in scored if detector.orientation(_turned(photos[n])) == 3]
+    assert quarter, "no rendered photo whose quarter turn the detector finds"
+    photo = np.asarray(Image.open(photos[quarter[0]]).convert("RGB"))
+    assert photo.shape[0] == photo.shape[1]  # square, as FaceScape's: one scale both ways
+    turned = tmp_path / "turned.png"
+    Image.fromarray(_turned(photos[quarter[0]])).save(turned)
+    method = HRNMethod(model_path)
+    upright = method.reconstruct_image_aligned(photos[quarter[0]]).mesh.vertices
+    # the detailed mesh M2 (the UV grid), not M1 on the model's topology
+    rec, _ = method.recon.run_photo(photos[quarter[0]])
+    assert upright.shape == method.recon.detail_mesh(rec).vertices.shape != rec.m1.shape
+    got = method.reconstruct_image_aligned(turned).mesh.vertices
+    expected = np.stack([256 - upright[:, 1], upright[:, 0], upright[:, 2]], axis=1)
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+
+
+def _turned(path):
+    """The photo at ``path`` turned a quarter anticlockwise (``np.rot90``), as an array."""
+    import numpy as np
+
+    return np.ascontiguousarray(np.rot90(np.asarray(Image.open(path).convert("RGB"))))
 
 
 def test_hrn_method_on_a_synthetic_realy_benchmark(model_path, tmp_path, monkeypatch, one_thread):
@@ -324,7 +452,7 @@ def test_refined_hrn_runs_are_their_own_configuration(
     for settings, match in (
         ({ENV_FIT_DEFORMATION_START: "mean"}, "FIT_DEFORMATION_START.*one of network, zero"),
         ({ENV_FIT_ITERATIONS: "0", ENV_FIT_DEFORMATION_START: "zero"}, "without a per-image fit"),
-        ({ENV_FIT_DEFORMATION_START: "", ENV_FIT_ITERATIONS: "-1"}, ">= 0"),
+        ({ENV_FIT_DEFORMATION_START: "", ENV_FIT_ITERATIONS: "-1"}, "ITERATIONS must be >= 0"),
         ({ENV_FIT_ITERATIONS: "0", ENV_REFINE_STEPS: "many"}, "whole number"),
     ):
         for name, value in settings.items():
