@@ -113,6 +113,10 @@ def test_landmark_nme_scores_m1_against_the_photo_landmarks_in_the_crop(hrn_data
     one = exact.copy()
     one[30, 0] += 51.0
     assert recon.landmark_nme(replace(rec, landmarks68=one)) == pytest.approx(1.0 / eyes)
+    # landmarks whose outer eye corners coincide have no scale to measure by: no score
+    flat = exact.copy()
+    flat[45] = flat[36]
+    assert recon.landmark_nme(replace(rec, landmarks68=flat)) is None
 
 
 def test_png16_round_trip(tmp_path):
@@ -1249,6 +1253,8 @@ def test_texture_fit_recovers_the_colours_of_a_photo(hrn_data, model_path, one_t
     mask = np.ones((size, size), np.uint8)
     same = recon.fit_texture(rec, photo, mask, TextureFitConfig(steps=20))
     np.testing.assert_allclose(same.texture_fitted, shaded[0].permute(1, 2, 0).numpy(), atol=2e-3)
+    # its objective starts at the photometric loss of a perfect match: 1.92 sqrt(1e-6)
+    assert same.texture_fit_objective[0] == pytest.approx(1.92e-3, rel=1e-3)
     # a photo of other, smooth colours (a known texture): the fit finds them where M1 is seen
     u = torch.linspace(0, 1, shaded.shape[-1])
     known = torch.stack(
@@ -1272,8 +1278,33 @@ def test_texture_fit_recovers_the_colours_of_a_photo(hrn_data, model_path, one_t
     assert np.abs(drawn - start)[right].mean() < 0.75 * np.abs(photo - start)[right].mean()
     with pytest.raises(ValueError, match="square crop"):
         recon.fit_texture(rec, photo[:100], half, TextureFitConfig(steps=1))
-    with pytest.raises(ValueError, match="steps"):
-        TextureFitConfig(steps=-1)
+
+    # the offset's total variation is weighed: a heavier weight fits a smoother offset
+    def roughness(tv: float) -> float:
+        got = recon.fit_texture(rec, photo, half, TextureFitConfig(steps=60, lr=0.02, tv=tv))
+        offset = got.texture_fitted - shaded[0].permute(1, 2, 0).numpy()
+        return float(np.abs(np.diff(offset, axis=0)).sum() + np.abs(np.diff(offset, axis=1)).sum())
+
+    assert roughness(100.0) < 0.5 * roughness(0.0)
+    # a fitted texture is a colour: clipped to [0, 1] (the shaded start, brightly lit, is not)
+    bright = replace(rec, sh=rec.sh * 3.0)
+    start = recon.shaded_texture(bright)[0].permute(1, 2, 0).numpy()
+    assert start.max() > 1.05
+    clipped = recon.fit_texture(bright, photo, half, TextureFitConfig(steps=0)).texture_fitted
+    np.testing.assert_allclose(clipped, np.clip(start, 0.0, 1.0), atol=1e-6)
+    # a crop of 8-bit pixels is read as 0-255: it fits as the same crop in [0, 1] does
+    u8 = (photo * 255).round().astype(np.uint8)
+    a, b = (recon.fit_texture(rec, x, half, TextureFitConfig(steps=5)) for x in (u8, u8 / 255.0))
+    np.testing.assert_allclose(a.texture_fitted, b.texture_fitted, atol=1e-5)
+    assert a.texture_fit_objective == pytest.approx(b.texture_fit_objective, rel=1e-5)
+    for bad, match in (
+        ({"steps": -1}, "steps must be >= 0"),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"photometric": -1.0}, "weights >= 0"),
+        ({"tv": -0.5}, "weights >= 0"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            TextureFitConfig(**bad)
 
 
 def test_reconstruct_writes_the_fitted_texture_when_asked(
@@ -1359,6 +1390,8 @@ def test_blend_textures_weighs_each_view_per_texel():
         blend_textures([red, blue], [w_red, w_blue], prior=-1.0)
     with pytest.raises(ValueError, match="blend_textures"):
         blend_textures([red, blue], [w_red[:2], w_blue])
+    with pytest.raises(ValueError, match="blend_textures"):
+        blend_textures([red, blue[..., :2]], [w_red, w_blue])  # 3 channels and 2
 
 
 def test_view_weights_favour_the_texels_facing_the_camera(hrn_data, model_path, one_thread):
@@ -1380,6 +1413,18 @@ def test_view_weights_favour_the_texels_facing_the_camera(hrn_data, model_path, 
     left = gain[:, :half][cols[:, :half]].mean()
     right = gain[:, half:][cols[:, half:]].mean()
     assert abs(left - right) > 0.05 and np.sign(left) != np.sign(right)
+    # the weight is the squared cosine: texels facing the camera (weight near 1) turned 60
+    # degrees away from it weigh about cos(60)^2 = 1/4 (their normals are within 15 degrees
+    # of the view: 0.2 measured), not the cosine's 1/2
+    facing = front > np.cos(np.radians(15.0)) ** 2
+    a = np.radians(60.0)
+    away = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    far = recon.view_weights(replace(rec, rotation=away, seen=both))[facing]
+    assert facing.sum() > 20 and 0.12 < np.median(far) < 0.3
+    # turned 120 degrees, they face away: weight 0 even where counted as seen
+    a = np.radians(120.0)
+    behind = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    assert np.all(recon.view_weights(replace(rec, rotation=behind, seen=both))[facing] == 0)
 
 
 def test_view_weights_follow_the_face_mask_and_fade_at_a_views_edge(
@@ -1407,6 +1452,15 @@ def test_view_weights_follow_the_face_mask_and_fade_at_a_views_edge(
     assert left.sum() > 100 and right.sum() > 100 and full[left].max() > 0.5
     np.testing.assert_allclose(halved[left], full[left], atol=1e-12)
     assert np.all(halved[right] == 0) and full[right].max() > 0.5
+    # the mask is read bilinearly: with every other column of it set, a texel keeps the
+    # fraction 1 - (x mod 2) or (x mod 2) - 1 of its weight, by where it projects
+    stripes = np.zeros((size, size), np.uint8)
+    stripes[:, ::2] = 1
+    striped = recon.view_weights(rec, stripes, feather=0)
+    some = layout & (full > 0.05)
+    want = np.abs(1.0 - np.mod(x[some], 2.0))
+    np.testing.assert_allclose(striped[some] / full[some], want, atol=1e-6)
+    assert np.mean((want > 0.1) & (want < 0.9)) > 0.5  # most between two pixels
     # a hole in what the view sees: the weights fall off linearly over `feather` texels from
     # it, by the distance to its nearest texel (brute force), and not at the layout's own edge
     seen = layout.copy()
@@ -1422,6 +1476,12 @@ def test_view_weights_follow_the_face_mask_and_fade_at_a_views_edge(
         near = np.minimum(near, np.hypot(rr - i, cc - j))
     np.testing.assert_allclose(fade, base * np.clip(near / 6.0, 0.0, 1.0), atol=1e-12)
     assert np.any((near > 0) & (near < 6) & (base > 0.1))  # some texels are faded
+    # by default over S / 32 texels (1 here: each texel next to the hole keeps its weight; 2
+    # would halve it)
+    np.testing.assert_array_equal(
+        recon.view_weights(replace(rec, seen=seen)),
+        recon.view_weights(replace(rec, seen=seen), feather=seen.shape[0] / 32.0),
+    )
     # texels outside the UV layout (a layout with a gap, as the BFM's has) fade nothing
     texel_normals = recon._texel_normals
 
