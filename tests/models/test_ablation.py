@@ -72,6 +72,11 @@ def test_ablation_rows_are_trained_measured_and_resumed(hrn_data, one_scan, tmp_
         assert int(t["seen_photos"]) == len(per) == int(t["photos"])
     md = (out / "ablation.md").read_text().splitlines()
     assert len(md) == 3 + len(rows) and md[3].startswith("| base |")
+    # each row's ticks under its switches, as the paper's table marks them
+    head = [c.strip() for c in md[0].split("|")]
+    switches = [head.index(c) for c in ("base", "HRM", "L_con", "detail priors", "DRM")]
+    ticks = [[[c.strip() for c in line.split("|")][k] == "✓" for k in switches] for line in md[3:]]
+    assert ticks == [[True, r.hierarchy, r.contour, r.priors, r.deretouch] for r in rows]
     # the mean face's reference row: the floor, as the base row's evaluation scored it, under
     # the same columns as the rows' CD and MNE and their closest-point distance and normal error
     head = [c.strip() for c in md[0].split("|")]
@@ -105,10 +110,25 @@ def test_ablation_rows_are_trained_measured_and_resumed(hrn_data, one_scan, tmp_
     assert all(0 < r.dist_mean_face < 20 and 0 < r.normal_mean_face < 1 for r in rows)
     # a second run retrains nothing: the trained rows are kept, the scores are the same, and
     # each row keeps the training time it took (not the 0 s of this run)
-    again = run_ablation(cfg, out, views=1, log=lambda _: None, **kw)
+    said: list[str] = []
+    again = run_ablation(cfg, out, views=1, log=said.append, **kw)
+    assert not [s for s in said if "training" in s] and len(said) == len(rows)  # scoring only
     assert all(r.train_seconds > 0.0 for r in rows)
     assert [r.train_seconds for r in again] == [r.train_seconds for r in rows]
     assert [r.cd_mm for r in again] == pytest.approx([r.cd_mm for r in rows], rel=1e-9)
+    # a time the table holds that is no number (the file edited by hand) is not known: that
+    # row's is 0 s (nothing trained now), the others' are kept
+    with open(out / "ablation.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    table[2]["train_seconds"] = "n/a"
+    with open(out / "ablation.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    third = run_ablation(cfg, out, views=1, log=lambda _: None, **kw)
+    assert [r.train_seconds for r in third] == [
+        0.0 if k == 2 else r.train_seconds for k, r in enumerate(rows)
+    ]
     # finished rows are reused only on the data they were trained on
     import shutil
 
@@ -162,3 +182,39 @@ def test_an_ablation_on_refined_faces_refines_once_and_scores_refined(
         assert (row.dist_m0, row.dist_m2, row.mne_fs_m2) == pytest.approx(
             (s.dist_m0, s.dist_m2, s.mne_fs_m2), rel=1e-6
         ), slug
+
+
+def test_an_ablation_stopped_before_it_wrote_a_file_leaves_no_folder(
+    hrn_data, one_scan, tmp_path, monkeypatch
+):
+    """Ctrl-C (or an error) before the first file is written: the folders the run made are
+    removed, deepest first, the folders above --out it made too; a folder holding a file
+    stays, with its file."""
+    import models.ablation
+
+    made: list[Path] = []
+
+    def stop(config, out, *args):
+        for sub in ("shared/checkpoints", "hierarchy/refined/photos", "contour"):
+            (out / sub).mkdir(parents=True)
+        if made:  # the second run: a file was written
+            (out / "hierarchy" / "refined" / "photos" / "0.npz").write_bytes(b"kept")
+        made.append(out)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models.ablation, "_run_rows", stop)
+    kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "heldout": one_scan}
+    new = tmp_path / "new"
+    for _ in range(2):
+        with pytest.raises(KeyboardInterrupt):
+            run_ablation(tiny_config(), new / "abl", views=1, log=lambda _: None, **kw)
+        if len(made) == 1:
+            assert not new.exists()
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in new.rglob("*"))
+    assert left == [
+        "new/abl",
+        "new/abl/hierarchy",
+        "new/abl/hierarchy/refined",
+        "new/abl/hierarchy/refined/photos",
+        "new/abl/hierarchy/refined/photos/0.npz",
+    ]
