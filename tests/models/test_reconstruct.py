@@ -1497,3 +1497,138 @@ def test_view_weights_follow_the_face_mask_and_fade_at_a_views_edge(
     np.testing.assert_array_equal(gap[seen], whole[seen])
     with pytest.raises(ValueError, match="view_weights"):
         recon.view_weights(rec, mask[:, :100])
+
+
+def test_the_photo_index_keeps_drops_and_forgets_earlier_rows(tmp_path):
+    """photos.csv after a second run: a row of this run replaces the photo's earlier one; an
+    earlier row stays unless this run wrote over its folder or was told to forget it; a photo no
+    longer there keeps the folder an earlier run made of it (its failure is written only where
+    it is forgotten); a failure carries no landmark score."""
+    from models.reconstruct import PhotoResult, _read_index, photo_key, write_photo_index
+
+    out = tmp_path / "out"
+    out.mkdir()
+    p = {k: tmp_path / f"{k}.png" for k in ("kept", "over", "forgot", "gone", "new", "gone2")}
+    for k in ("kept", "over", "forgot", "new"):
+        p[k].write_bytes(b"photo")
+    first = {"kept": "a", "over": "b", "forgot": "c", "gone": "d", "gone2": "e"}
+    write_photo_index(out, [PhotoResult(p[k], out / f, None) for k, f in first.items()])
+    write_photo_index(
+        out,
+        [
+            PhotoResult(p["new"], out / "b", None, landmark_nme=0.0312),
+            PhotoResult(p["gone"], None, "gone.png: no such photo", landmark_nme=0.5),
+            PhotoResult(p["gone2"], None, "gone2.png: no such photo", landmark_nme=0.5),
+        ],
+        forget={photo_key(p["forgot"]), photo_key(p["gone2"])},
+    )
+    rows = _read_index(out)
+    got = {k: (rows[photo_key(f)].output, rows[photo_key(f)].error, rows[photo_key(f)].landmark_nme)
+           for k, f in p.items() if photo_key(f) in rows}  # fmt: skip
+    assert got == {
+        "kept": ("a", "", ""),
+        "gone": ("d", "", ""),
+        "new": ("b", "", "0.0312"),
+        "gone2": ("", "gone2.png: no such photo", ""),
+    }
+    # an index (edited by hand) giving two photos one folder: the first keeps it, the second
+    # gets a folder of its own
+    from models.reconstruct import output_names
+
+    write_photo_index(out, [PhotoResult(p[k], out / "a", None) for k in ("kept", "over")])
+    assert output_names([p["kept"], p["over"]], out) == ["a", "over"]
+
+
+def test_a_kept_folder_holds_this_photos_reconstruction_and_says_what_it_found(tmp_path):
+    """done_before keeps a folder only for the photo its reconstruction.json names, made from
+    the same inputs, with every file; the kept result reports the faces found, the crop's scale
+    and the landmark score recorded there."""
+    import shutil
+
+    from models.reconstruct import RESULT_FILES, done_before
+
+    photo = tmp_path / "a" / "face.png"
+    photo.parent.mkdir()
+    photo.write_bytes(b"photo")
+    twin = tmp_path / "b" / "face.png"  # the same bytes elsewhere
+    twin.parent.mkdir()
+    shutil.copy(photo, twin)
+    folder = tmp_path / "out" / "face"
+    folder.mkdir(parents=True)
+    for name in RESULT_FILES:
+        (folder / name).write_bytes(b"")
+    meta = {
+        "inputs_sha256": "abc",
+        "photo": str(photo.resolve()),
+        "photo_frame": {"faces_found": 2},
+        "crop_transform": {"scale": 0.5},
+        "landmark_nme": {"value": 0.031},
+    }
+    (folder / "reconstruction.json").write_text(json.dumps(meta))
+    kept = done_before(photo, folder, "abc")
+    assert kept is not None and kept.kept and kept.folder == folder and kept.error is None
+    assert (kept.faces_found, kept.crop_scale, kept.landmark_nme) == (2, 0.5, 0.031)
+    assert done_before(twin, folder, "abc") is None  # another photo's folder
+    assert done_before(photo, folder, "abd") is None  # other inputs
+    meta["photo_frame"] = {"faces_found": "two"}  # unreadable: not known
+    (folder / "reconstruction.json").write_text(json.dumps(meta))
+    assert done_before(photo, folder, "abc").faces_found is None
+
+
+def test_tidying_leaves_the_writes_of_processes_it_may_not_signal(tmp_path, monkeypatch):
+    """A hidden folder of an interrupted write is left when its process is another user's
+    (os.kill refused: it may still be running), and removed when no such process is."""
+    import os
+
+    from models.reconstruct import clear_interrupted_writes
+
+    partial = tmp_path / ".face.tmp4242"
+    partial.mkdir()
+
+    def refused(pid: int, sig: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    def no_such(pid: int, sig: int) -> None:
+        raise ProcessLookupError(3, "No such process")
+
+    monkeypatch.setattr(os, "kill", refused)
+    assert clear_interrupted_writes(tmp_path) == [] and partial.is_dir()
+    monkeypatch.setattr(os, "kill", no_such)
+    assert clear_interrupted_writes(tmp_path) == [partial] and not partial.exists()
+
+
+def test_photos_in_hidden_folders_are_not_searched(tmp_path):
+    """A folder search skips hidden names at any depth (a viewer's thumbnail cache, the hidden
+    folder an interrupted write left with its overlay PNGs), not only hidden files."""
+    from models.reconstruct import find_photo_inputs
+
+    pixels = Image.new("RGB", (8, 8), (90, 120, 150))
+    for rel in ("face.png", "sub/other.png", ".cache/thumb.png", ".face.tmp77/overlay.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        pixels.save(tmp_path / rel)
+    found = find_photo_inputs([tmp_path])
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in found.photos) == [
+        "face.png",
+        "sub/other.png",
+    ]
+
+
+def test_a_failure_names_its_photo_once_and_says_when_writing_failed(tmp_path):
+    from models.reconstruct import _said, remove_earlier_result
+
+    photo = tmp_path / "face.png"
+    said = _said(InputFileError(photo, "no face found"), photo)
+    assert said.count(str(photo)) == 1 and said.endswith("no face found")
+    said = _said(ValueError("the crop is empty"), photo)
+    assert said == f"{photo}: the crop is empty"
+    full = OSError(28, "No space left on device", str(tmp_path / "out" / "overlay.png"))
+    said = _said(full, photo)
+    assert said.startswith(f"{photo}: writing its results: ") and "No space left" in said
+    # a failed photo's earlier reconstruction goes; a folder that holds none stays
+    for name, files in (("old", ["reconstruction.json", "overlay.png"]), ("mine", ["notes.txt"])):
+        (tmp_path / "out" / name).mkdir(parents=True)
+        for f in files:
+            (tmp_path / "out" / name / f).write_text("x")
+        remove_earlier_result(tmp_path / "out", name)
+    assert not (tmp_path / "out" / "old").exists()
+    assert (tmp_path / "out" / "mine" / "notes.txt").is_file()
