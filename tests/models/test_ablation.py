@@ -79,7 +79,6 @@ def test_ablation_rows_are_trained_measured_and_resumed(hrn_data, one_scan, tmp_
     assert ticks == [[True, r.hierarchy, r.contour, r.priors, r.deretouch] for r in rows]
     # the mean face's reference row: the floor, as the base row's evaluation scored it, under
     # the same columns as the rows' CD and MNE and their closest-point distance and normal error
-    head = [c.strip() for c in md[0].split("|")]
     floor = [c.strip() for c in md[2].split("|")]
     assert md[2].startswith("| mean face") and len(floor) == len(head)
     assert floor[head.index("CD (mm)")] == f"{rows[0].cd_fs_mean_face:.3f}"

@@ -143,8 +143,7 @@ def test_hrn_method_fits_multiview_sets_jointly(model_path, tmp_path, monkeypatc
     real_fit = mv.fit_multiview
 
     starts = []
-
-    fits = []
+    fits = []  # (reconstructor, fitted set) of each call
 
     def spy(recon, crops, *args, **kwargs):
         calls.append(crops.shape[0])

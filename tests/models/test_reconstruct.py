@@ -1402,8 +1402,12 @@ def test_view_weights_favour_the_texels_facing_the_camera(hrn_data, model_path, 
     assert w.shape == rec.displacement.shape and w.min() >= 0 and w.max() <= 1
     assert np.all(w[~rec.seen] == 0) and w[rec.seen].max() > 0.95
     # turned about the vertical axis, the side that comes to face the camera weighs more
-    a = np.radians(35.0)
-    turn = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    from facehd.transforms import rotation_from_axis_angle
+
+    def about_y(degrees: float) -> np.ndarray:
+        return rotation_from_axis_angle(np.array([0.0, np.radians(degrees), 0.0]))
+
+    turn = about_y(35.0)
     both = np.ones_like(rec.seen)
     front = recon.view_weights(replace(rec, seen=both))
     turned = recon.view_weights(replace(rec, rotation=turn, seen=both))
@@ -1417,14 +1421,11 @@ def test_view_weights_favour_the_texels_facing_the_camera(hrn_data, model_path, 
     # degrees away from it weigh about cos(60)^2 = 1/4 (their normals are within 15 degrees
     # of the view: 0.2 measured), not the cosine's 1/2
     facing = front > np.cos(np.radians(15.0)) ** 2
-    a = np.radians(60.0)
-    away = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
-    far = recon.view_weights(replace(rec, rotation=away, seen=both))[facing]
+    far = recon.view_weights(replace(rec, rotation=about_y(60.0), seen=both))[facing]
     assert facing.sum() > 20 and 0.12 < np.median(far) < 0.3
     # turned 120 degrees, they face away: weight 0 even where counted as seen
-    a = np.radians(120.0)
-    behind = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
-    assert np.all(recon.view_weights(replace(rec, rotation=behind, seen=both))[facing] == 0)
+    behind = recon.view_weights(replace(rec, rotation=about_y(120.0), seen=both))
+    assert np.all(behind[facing] == 0)
 
 
 def test_view_weights_follow_the_face_mask_and_fade_at_a_views_edge(
