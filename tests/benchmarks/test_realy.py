@@ -449,3 +449,30 @@ def test_prediction_names_as_the_official_tool_reads_them(tmp_path: Path) -> Non
         (tmp_path / f"{name}.obj").write_text("v 0 0 0\n")
     items = read_realy_items(tmp_path)
     assert sorted((it.name, it.subject_id) for it in items) == [("12", 12), ("2_x", 2)]
+
+
+def test_facehd_synths_topology_puts_each_keypoint_on_its_vertex() -> None:
+    """The built-in REALY topology of facehd-synth, read as REALY reads an entry (``w0 v[f0] +
+    w1 v[f1] + (1 - w0 - w1) v[f2]`` on the template, the mean face), lands on each of the 85
+    keypoint vertices; so do entries made for other vertices, whichever corner of its triangle
+    the vertex is."""
+    from benchmarks.synthetic import _topology_entries, synth_keypoints85, synth_realy_topology
+    from facehd.morphable import facehd_synth
+
+    model = facehd_synth()
+    entries, template = synth_realy_topology(model)
+    v, f = template.vertices, template.faces
+    np.testing.assert_array_equal(v, np.asarray(model.vertices()))
+
+    def located(rows: list[list[float]]) -> np.ndarray:
+        return np.array([w0 * v[f[t, 0]] + w1 * v[f[t, 1]] + (1 - w0 - w1) * v[f[t, 2]]
+                         for t, w0, w1 in rows])  # fmt: skip
+
+    np.testing.assert_allclose(located(entries), v[synth_keypoints85(model)], atol=1e-9)
+    ids = np.random.default_rng(0).choice(len(v), size=200, replace=False)
+    rows = _topology_entries(model, ids)
+    np.testing.assert_allclose(located(rows), v[ids], atol=1e-9)
+    corners = {
+        int(np.flatnonzero(f[int(t)] == i)[0]) for (t, _, _), i in zip(rows, ids, strict=True)
+    }
+    assert corners == {0, 1, 2}  # each weight is used
