@@ -1633,3 +1633,41 @@ def test_a_failure_names_its_photo_once_and_says_when_writing_failed(tmp_path):
         remove_earlier_result(tmp_path / "out", name)
     assert not (tmp_path / "out" / "old").exists()
     assert (tmp_path / "out" / "mine" / "notes.txt").is_file()
+
+
+def test_a_write_stopped_between_its_two_renames_loses_no_result(tmp_path, monkeypatch):
+    """write_photo_result moves the earlier folder aside before the new one takes its place: a
+    run stopped between the two renames leaves the earlier result hidden beside it, and the next
+    run's tidying puts it back."""
+    import os
+    from types import SimpleNamespace
+
+    import models.reconstruct as rc
+
+    folder = tmp_path / "face"
+    folder.mkdir()
+    (folder / "reconstruction.json").write_text("earlier")
+
+    def write(recon, rec, out, **kwargs):  # noqa: ANN001, ANN202
+        out.mkdir()
+        (out / "reconstruction.json").write_text("new")
+
+    real_replace = os.replace
+
+    def replace_then_stop(src, dst):  # noqa: ANN001, ANN202
+        if Path(src).name.startswith(".face.tmp"):
+            raise KeyboardInterrupt  # Ctrl-C after the earlier folder went aside
+        real_replace(src, dst)
+
+    monkeypatch.setattr(rc, "write_reconstruction", write)
+    monkeypatch.setattr(rc.os, "replace", replace_then_stop)
+    aligned = SimpleNamespace(image_hd=None, transform=None)
+    with pytest.raises(KeyboardInterrupt):
+        rc.write_photo_result(None, None, aligned, tmp_path / "face.png", folder)
+    monkeypatch.setattr(rc.os, "replace", real_replace)
+    (aside,) = tmp_path.iterdir()
+    assert aside.name == f".face.old{os.getpid()}"
+    assert (aside / "reconstruction.json").read_text() == "earlier"
+    monkeypatch.setattr(rc, "_pid_alive", lambda pid: False)  # the next run: that process ended
+    assert rc.clear_interrupted_writes(tmp_path) == [aside]
+    assert (folder / "reconstruction.json").read_text() == "earlier"
