@@ -191,24 +191,23 @@ def test_an_ablation_stopped_before_it_wrote_a_file_leaves_no_folder(
     stays, with its file."""
     import models.ablation
 
-    made: list[Path] = []
+    def stop_after(file: bool):  # noqa: ANN202
+        def stop(config, out, *args):  # noqa: ANN001, ANN202
+            for sub in ("shared/checkpoints", "hierarchy/refined/photos", "contour"):
+                (out / sub).mkdir(parents=True)
+            if file:
+                (out / "hierarchy" / "refined" / "photos" / "0.npz").write_bytes(b"kept")
+            raise KeyboardInterrupt
 
-    def stop(config, out, *args):
-        for sub in ("shared/checkpoints", "hierarchy/refined/photos", "contour"):
-            (out / sub).mkdir(parents=True)
-        if made:  # the second run: a file was written
-            (out / "hierarchy" / "refined" / "photos" / "0.npz").write_bytes(b"kept")
-        made.append(out)
-        raise KeyboardInterrupt
+        return stop
 
-    monkeypatch.setattr(models.ablation, "_run_rows", stop)
     kw = {"photos": hrn_data.photos, "priors": hrn_data.priors, "heldout": one_scan}
     new = tmp_path / "new"
-    for _ in range(2):
+    for file in (False, True):
+        monkeypatch.setattr(models.ablation, "_run_rows", stop_after(file))
         with pytest.raises(KeyboardInterrupt):
             run_ablation(tiny_config(), new / "abl", views=1, log=lambda _: None, **kw)
-        if len(made) == 1:
-            assert not new.exists()
+        assert new.exists() == file
     left = sorted(p.relative_to(tmp_path).as_posix() for p in new.rglob("*"))
     assert left == [
         "new/abl",

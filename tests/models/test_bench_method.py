@@ -325,28 +325,21 @@ def test_hrn_method_on_a_synthetic_facescape_benchmark(
     # detector tells the turn of some of these rendered faces only: one of those is taken.)
     from facehd.detect import FaceDetector
 
+    turned = {n: np.ascontiguousarray(np.rot90(np.asarray(Image.open(photos[n])))) for n in scored}
     with FaceDetector() as detector:
-        quarter = [n for n in scored if detector.orientation(_turned(photos[n])) == 3]
+        quarter = [n for n in scored if detector.orientation(turned[n]) == 3]
     assert quarter, "no rendered photo whose quarter turn the detector finds"
-    photo = np.asarray(Image.open(photos[quarter[0]]).convert("RGB"))
-    assert photo.shape[0] == photo.shape[1]  # square, as FaceScape's: one scale both ways
-    turned = tmp_path / "turned.png"
-    Image.fromarray(_turned(photos[quarter[0]])).save(turned)
+    name = quarter[0]
+    assert turned[name].shape[0] == turned[name].shape[1]  # square, as FaceScape's: one scale
+    Image.fromarray(turned[name]).save(tmp_path / "turned.png")
     method = HRNMethod(model_path)
-    upright = method.reconstruct_image_aligned(photos[quarter[0]]).mesh.vertices
-    # the detailed mesh M2 (the UV grid), not M1 on the model's topology
-    rec, _ = method.recon.run_photo(photos[quarter[0]])
-    assert upright.shape == method.recon.detail_mesh(rec).vertices.shape != rec.m1.shape
-    got = method.reconstruct_image_aligned(turned).mesh.vertices
+    upright = method.reconstruct_image_aligned(photos[name]).mesh.vertices
+    # the detailed mesh M2 (a vertex per texel of the UV layout), not M1 on the model's topology
+    texels = np.count_nonzero(method.recon.system.table.mask)
+    assert len(upright) == texels != method.recon.model.n_vertices
+    got = method.reconstruct_image_aligned(tmp_path / "turned.png").mesh.vertices
     expected = np.stack([256 - upright[:, 1], upright[:, 0], upright[:, 2]], axis=1)
     np.testing.assert_allclose(got, expected, atol=1e-3)
-
-
-def _turned(path):
-    """The photo at ``path`` turned a quarter anticlockwise (``np.rot90``), as an array."""
-    import numpy as np
-
-    return np.ascontiguousarray(np.rot90(np.asarray(Image.open(path).convert("RGB"))))
 
 
 def test_hrn_method_on_a_synthetic_realy_benchmark(model_path, tmp_path, monkeypatch, one_thread):

@@ -1524,8 +1524,11 @@ def test_the_photo_index_keeps_drops_and_forgets_earlier_rows(tmp_path):
         forget={photo_key(p["forgot"]), photo_key(p["gone2"])},
     )
     rows = _read_index(out)
-    got = {k: (rows[photo_key(f)].output, rows[photo_key(f)].error, rows[photo_key(f)].landmark_nme)
-           for k, f in p.items() if photo_key(f) in rows}  # fmt: skip
+    got = {
+        k: (row.output, row.error, row.landmark_nme)
+        for k, f in p.items()
+        if (row := rows.get(photo_key(f))) is not None
+    }
     assert got == {
         "kept": ("a", "", ""),
         "gone": ("d", "", ""),
