@@ -527,7 +527,9 @@ class FaceDetector:
     side, is fitted again in a crop around it); when that finds nothing, the full-range face
     detector locates faces (small, far ones) and the mesh runs on a square crop around each;
     when that finds nothing either, the full-range detector searches half-overlapping tiles of
-    the photo (faces a few dozen pixels wide in a large photo). Landmarks are returned in the
+    the photo (faces a few dozen pixels wide in a large photo); when that finds nothing either,
+    the face may fill the photo (a tight crop, larger than the detectors find), and the mesh runs
+    on a crop padded around the whole photo. Landmarks are returned in the
     pixels of the photo as given (:meth:`detect_all`) or of the photo turned upright
     (:meth:`detect_all_upright`).
 
@@ -663,6 +665,19 @@ class FaceDetector:
             out.append(mesh)
         return out
 
+    def _mesh_in_whole_photo(self, image: np.ndarray) -> list[np.ndarray]:
+        """Face meshes fitted in a crop padded around the whole ``image``, twice its size: a face
+        larger than the photo (a crop cutting forehead and chin) is there at a size the mesh
+        finds. The photo is first shrunk to :data:`WHOLE_PHOTO_PX` (the crop's resolution)."""
+        small, scale = _shrunk(image, WHOLE_PHOTO_PX)
+        h, w = small.shape[:2]
+        side = float(max(h, w))
+        meshes = self._mesh_in_boxes(small, [np.array([1.0, w / 2, h / 2, side, side])])
+        for mesh in meshes:
+            mesh[:, :2] = (mesh[:, :2] + 0.5) * scale - 0.5  # pixel centres at integers
+            mesh[:, 2] *= scale[0]
+        return meshes
+
     def _best_score(self, image: np.ndarray) -> float:
         return max((float(b[0]) for b in self._boxes(image)), default=0.0)
 
@@ -679,14 +694,20 @@ class FaceDetector:
         cut out at :data:`ORIENTATION_CROPS` times its size, and each crop scored in its four
         turns; a turn's score is the mean over the crop sizes, the best over the faces (when no
         crop shows a face in any turn, a faint face, the photo's own best score in each turn). A
-        turn wins when it beats upright by ``orientation_margin``.
+        turn wins when it beats upright by ``orientation_margin``. When no box is found in any
+        turn and the face mesh finds no face in the photo as given, the face may fill the photo
+        (a tight crop): the photo itself is the box, and a turn must score
+        :data:`WHOLE_PHOTO_TURN_SCORE` as well.
         """
         return self._orientation(_check_image(image))[0]
 
-    def _orientation(self, image: np.ndarray) -> tuple[int, list[np.ndarray] | None]:
-        """:meth:`orientation`, and the tiled search's boxes in the turned photo where it ran."""
+    def _orientation(
+        self, image: np.ndarray
+    ) -> tuple[int, list[np.ndarray] | None, list[np.ndarray] | None]:
+        """:meth:`orientation`, the tiled search's boxes in the turned photo where it ran, and
+        the face meshes of the photo as given where they were fitted (none found)."""
         if not self.auto_orient:
-            return 0, None
+            return 0, None, None
         boxes = {0: self._boxes(image)}
         tiles = None
         if max((float(b[0]) for b in boxes[0]), default=0.0) < self.upright_score:
@@ -696,16 +717,30 @@ class FaceDetector:
             tiles = {k: self._tile_boxes(img) for k, img in turned.items()}
             found = {k: boxes[0] if k == 0 else self._boxes(img) for k, img in turned.items()}
             boxes = {k: found[k] + tiles[k] for k in turned}
+        candidates = self._orientation_candidates(boxes, image.shape[:2])
+        meshes = None if candidates else self._run_mesh(self._mesh, image)
         scores = np.zeros(4)
-        for cx, cy, side in self._orientation_candidates(boxes, image.shape[:2]):
+        for cx, cy, side in candidates:
             per_size = [self._turn_scores(image, cx, cy, m * side) for m in ORIENTATION_CROPS]
             scores = np.maximum(scores, np.mean(per_size, axis=0))
+        if meshes is not None and not meshes:
+            # no box in any turn, and no face mesh in the photo as given: a face filling the
+            # photo (a tight crop) is larger than the detector finds; the photo is its box (in
+            # a copy no larger than the crops need), and a turn that shows no face surely is
+            # no reason to turn a photo
+            small, _ = _shrunk(image, WHOLE_PHOTO_PX)
+            h, w = small.shape[:2]
+            per_size = [
+                self._turn_scores(small, w / 2, h / 2, m * min(h, w)) for m in ORIENTATION_CROPS
+            ]
+            scores = np.mean(per_size, axis=0)
+            scores[1:] = np.where(scores[1:] < WHOLE_PHOTO_TURN_SCORE, 0.0, scores[1:])
         if not scores.any():  # no crop shows the face (a faint one): the photo's scores decide
             best = {k: max((float(b[0]) for b in found), default=0.0) for k, found in boxes.items()}
             scores = np.array([best.get(k, 0.0) for k in range(4)])
         k = max((1, 2, 3), key=lambda q: scores[q])
         k = k if scores[k] > scores[0] + self.orientation_margin else 0
-        return k, None if tiles is None else tiles[k]
+        return k, None if tiles is None else tiles[k], meshes
 
     @staticmethod
     def _orientation_candidates(
@@ -734,12 +769,17 @@ class FaceDetector:
         upright: ``(k, faces)`` with the faces in ``np.rot90(image, k)`` (:meth:`orientation`;
         ``k`` is 0 for an upright photo). Empty when none."""
         image = _check_image(image)
-        k, tiles = self._orientation(image)
+        k, tiles, given = self._orientation(image)
         work = np.ascontiguousarray(np.rot90(image, k)) if k else image
         meshes = (
-            self._refit_small(work, self._run_mesh(self._mesh, work))
+            self._refit_small(
+                work, self._run_mesh(self._mesh, work) if k or given is None else given
+            )
             or self._mesh_in_boxes(work, self._boxes(work))
             or self._mesh_in_boxes(work, self._tile_boxes(work) if tiles is None else tiles)
+            # a face larger than the photo (a crop cutting forehead and chin): fitted in a
+            # padded crop twice the photo's size, where it is at the size the mesh finds
+            or self._mesh_in_whole_photo(work)
         )
         return k, [DetectedFace.from_mesh(m) for m in meshes]
 
@@ -814,6 +854,39 @@ TILE_MIN = 384
 #: search on 112 of them (7 faces): 36 photos turned wrongly before, none now.
 ORIENTATION_CROPS = (2.0, 3.0)
 ORIENTATION_CROP_PX = 192
+
+
+#: The score a turn must reach, in the crops around a photo in which no face was found
+#: otherwise, to turn it (:meth:`FaceDetector.orientation`): a face filling the photo (a tight
+#: crop) scores 0.7-0.9 upright; a profile the detector cannot find scores 0.3-0.6 in some turns.
+#: Measured with the whole-photo box (below) on the 8 real photos of the project's trials cut to
+#: their faces (224 px crops 0.8-1.5 times the extent of their landmarks) and on 108 synthetic
+#: FaceScape wild photos (18 seeds; yaw up to 90 degrees), each given in its four turns: turned
+#: crops turned wrongly 47 of 96 times before, 6 now, and no face was found in 41 and 8 of the
+#: turned and upright crops before, in none now (their 68 landmarks 0.8-7% of the eye distance
+#: from those found in the whole photo, on average); synthetic photos given turned, 152 and 115
+#: of 324 wrongly, given upright 4 and 5 of 108 (a profile found in no turn).
+WHOLE_PHOTO_TURN_SCORE = 0.65
+
+
+#: Long side, in pixels, of the copy of a photo in which a face filling it is looked for
+#: (:meth:`FaceDetector._mesh_in_whole_photo`): the crop twice its size is resampled to at most
+#: 768 px, the face mesh's largest crop, so a larger copy adds no detail.
+WHOLE_PHOTO_PX = 384
+
+
+def _shrunk(image: np.ndarray, longest: int) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` resized so that its long side is at most ``longest`` pixels, and the scales
+    ``(x, y)`` from its pixels' edges to the photo's (1 when it is small enough already)."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    scale = max(h, w) / longest
+    if scale <= 1.0:
+        return image, np.ones(2)
+    size = (max(1, round(w / scale)), max(1, round(h / scale)))
+    small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
+    return np.ascontiguousarray(small), np.array([w / size[0], h / size[1]])
 
 
 def _tile_starts(n: int, side: int) -> list[int]:

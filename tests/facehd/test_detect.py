@@ -518,6 +518,62 @@ def test_a_sideways_face_scoring_high_in_the_whole_photo_is_turned_upright(detec
 
 
 @needs_mediapipe
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+@pytest.mark.parametrize(
+    ("size", "box"),
+    [(512, (190, 410, 130, 382)), (2048, (190, 410, 130, 382)), (512, (230, 390, 170, 342))],
+    ids=["small", "large", "tighter"],
+)
+def test_a_face_larger_than_its_photo_is_found_in_any_turn(detector, size, box, k):
+    """Crops cutting the drawn face's forehead, chin and cheeks (rows and columns ``box`` of
+    the 512 px drawing, scaled with it: 252 x 220 px, 1008 x 880 of the 2048 px drawing, and
+    172 x 160 px; tight crops of a face, as aligned crops are): the full-range detector boxes
+    nothing in the small ones in any turn, and the face mesh finds nothing in any as given.
+    The photo itself is then the face's box: its turns are scored in crops around it, and the
+    mesh fitted in a crop twice its size around it (in a copy shrunk to 384 px, for the large
+    one), where the eyes land where they were drawn; the tighter crop's face is not found in a
+    crop of the photo's own size."""
+    f = size // 512
+    y0, y1, x0, x1 = (v * f for v in box)
+    crop = draw_face(size)[y0:y1, x0:x1]
+    turned = np.ascontiguousarray(np.rot90(crop, k))
+    if size == 512:
+        assert all(detector._boxes(np.ascontiguousarray(np.rot90(crop, q))) == [] for q in range(4))
+    assert detector._run_mesh(detector._mesh, turned) == []
+    assert detector.orientation(turned) == (-k) % 4
+    face = detector.detect(turned)
+    eyes = unrotate_points(face.landmarks5, k, crop.shape[:2])[:2] if k else face.landmarks5[:2]
+    drawn = np.stack([feature("right_eye", size), feature("left_eye", size)]) - [x0, y0]
+    np.testing.assert_allclose(eyes, drawn, atol=7 * f)
+    if box[0] == 230 and k == 0:
+        h, w = crop.shape[:2]
+        own_size = np.array([1.0, w / 2, h / 2, max(h, w) / 2, max(h, w) / 2])
+        assert detector._mesh_in_boxes(np.ascontiguousarray(crop), [own_size]) == []
+
+
+@needs_mediapipe
+def test_a_profile_found_in_no_turn_is_not_turned(detector, tmp_path):
+    """A synthetic photo of a face in profile, upright, 256 px (facehd-synth's FaceScape wild
+    photo 300 of seed 9): no detector box in any turn, no face mesh; in the crops around the
+    whole photo its turns score at most 0.35, too little to turn a photo on."""
+    from PIL import Image
+
+    from benchmarks.synthetic import make_synthetic_benchmark
+    from facehd.detect import ORIENTATION_CROPS, WHOLE_PHOTO_TURN_SCORE
+
+    root = make_synthetic_benchmark(
+        "facescape", tmp_path, seed=9, n_subjects=1, lab_views=(0,), lab_focals=(0,)
+    )
+    photo = np.asarray(Image.open(root / "data" / "wild_image" / "300.jpg").convert("RGB"))
+    assert detector._run_mesh(detector._mesh, photo) == []
+    scores = np.mean(
+        [detector._turn_scores(photo, 128, 128, m * 256) for m in ORIENTATION_CROPS], axis=0
+    )
+    assert 0 < scores[1:].max() < WHOLE_PHOTO_TURN_SCORE and scores[1:].max() > scores[0] + 0.05
+    assert detector.orientation(photo) == 0
+
+
+@needs_mediapipe
 def test_a_small_face_found_in_the_whole_photo_is_fitted_again_in_a_crop(detector, monkeypatch):
     """The whole-photo face mesh fits a face a few hundred pixels wide in a large photo loosely;
     such a face is fitted again in a crop around it (a large one is not), and lands where drawn."""
