@@ -665,6 +665,16 @@ class FaceDetector:
             out.append(mesh)
         return out
 
+    def _whole_photo_scores(self, image: np.ndarray) -> np.ndarray:
+        """:meth:`_turn_scores` of the whole photo taken for a face's box (in a copy shrunk to
+        :data:`WHOLE_PHOTO_PX`), averaged over :data:`ORIENTATION_CROPS`."""
+        small, _ = _shrunk(image, WHOLE_PHOTO_PX)
+        h, w = small.shape[:2]
+        per_size = [
+            self._turn_scores(small, w / 2, h / 2, m * min(h, w)) for m in ORIENTATION_CROPS
+        ]
+        return np.mean(per_size, axis=0)
+
     def _mesh_in_whole_photo(self, image: np.ndarray) -> list[np.ndarray]:
         """Face meshes fitted in a crop padded around the whole ``image``, twice its size: a face
         larger than the photo (a crop cutting forehead and chin) is there at a size the mesh
@@ -694,10 +704,11 @@ class FaceDetector:
         cut out at :data:`ORIENTATION_CROPS` times its size, and each crop scored in its four
         turns; a turn's score is the mean over the crop sizes, the best over the faces (when no
         crop shows a face in any turn, a faint face, the photo's own best score in each turn). A
-        turn wins when it beats upright by ``orientation_margin``. When no box is found in any
-        turn and the face mesh finds no face in the photo as given, the face may fill the photo
-        (a tight crop): the photo itself is the box, and a turn must score
-        :data:`WHOLE_PHOTO_TURN_SCORE` as well.
+        turn wins when it beats upright by ``orientation_margin``. A face filling the photo (a
+        tight crop) can be too large for the detector, which then boxes nothing or parts of the
+        face in the tiles: when every turn was searched, the whole photo is a candidate too
+        (unless no box was found and the face mesh finds a face in the photo as given), whose
+        turns count from :data:`WHOLE_PHOTO_TURN_SCORE`.
         """
         return self._orientation(_check_image(image))[0]
 
@@ -723,18 +734,14 @@ class FaceDetector:
         for cx, cy, side in candidates:
             per_size = [self._turn_scores(image, cx, cy, m * side) for m in ORIENTATION_CROPS]
             scores = np.maximum(scores, np.mean(per_size, axis=0))
-        if meshes is not None and not meshes:
-            # no box in any turn, and no face mesh in the photo as given: a face filling the
-            # photo (a tight crop) is larger than the detector finds; the photo is its box (in
-            # a copy no larger than the crops need), and a turn that shows no face surely is
-            # no reason to turn a photo
-            small, _ = _shrunk(image, WHOLE_PHOTO_PX)
-            h, w = small.shape[:2]
-            per_size = [
-                self._turn_scores(small, w / 2, h / 2, m * min(h, w)) for m in ORIENTATION_CROPS
-            ]
-            scores = np.mean(per_size, axis=0)
-            scores[1:] = np.where(scores[1:] < WHOLE_PHOTO_TURN_SCORE, 0.0, scores[1:])
+        if tiles is not None and (candidates or not meshes):
+            # no face found surely upright: the face may fill the photo (a tight crop), too
+            # large for the detector, which then finds nothing (and the face mesh nothing
+            # either), or parts of it in the tiles; the photo itself is a candidate too, whose
+            # turns must show a face surely (a faint score is no reason to turn a photo)
+            whole = self._whole_photo_scores(image)
+            whole[1:] = np.where(whole[1:] < WHOLE_PHOTO_TURN_SCORE, 0.0, whole[1:])
+            scores = np.maximum(scores, whole)
         if not scores.any():  # no crop shows the face (a faint one): the photo's scores decide
             best = {k: max((float(b[0]) for b in found), default=0.0) for k, found in boxes.items()}
             scores = np.array([best.get(k, 0.0) for k in range(4)])
@@ -856,16 +863,16 @@ ORIENTATION_CROPS = (2.0, 3.0)
 ORIENTATION_CROP_PX = 192
 
 
-#: The score a turn must reach, in the crops around a photo in which no face was found
-#: otherwise, to turn it (:meth:`FaceDetector.orientation`): a face filling the photo (a tight
-#: crop) scores 0.7-0.9 upright; a profile the detector cannot find scores 0.3-0.6 in some turns.
-#: Measured with the whole-photo box (below) on the 8 real photos of the project's trials cut to
-#: their faces (224 px crops 0.8-1.5 times the extent of their landmarks) and on 108 synthetic
-#: FaceScape wild photos (18 seeds; yaw up to 90 degrees), each given in its four turns: turned
-#: crops turned wrongly 47 of 96 times before, 6 now, and no face was found in 41 and 8 of the
-#: turned and upright crops before, in none now (their 68 landmarks 0.8-7% of the eye distance
-#: from those found in the whole photo, on average); synthetic photos given turned, 152 and 115
-#: of 324 wrongly, given upright 4 and 5 of 108 (a profile found in no turn).
+#: The score a quarter turn must reach in the crops around the whole photo, taken for a face's
+#: box (:meth:`FaceDetector.orientation`): a face filling the photo (a tight crop) scores 0.7-0.9
+#: upright; a profile the detector cannot find scores 0.3-0.6 in some turns. Measured on the 8
+#: real photos of the project's trials cut to their faces (crops 0.8-1.5 times the extent of
+#: their landmarks, at 224 px) and on 108 synthetic FaceScape wild photos (18 seeds, yaw up to
+#: 90 degrees), each given in its four turns: turned crops were turned wrongly 47 of 96 times
+#: before, 4 now; no face was found in 49 of the 128 crops before, in none now (their 68
+#: landmarks 0.8-7% of the eye distance from those found in the whole photo, on average; at
+#: 1024 px, 56 and 0); synthetic photos given turned were turned wrongly 152 of 324 times before,
+#: 120 now, given upright 4 and 3 of 108 times, and no face was found in 108 and 39 of 432.
 WHOLE_PHOTO_TURN_SCORE = 0.65
 
 
