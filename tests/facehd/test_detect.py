@@ -605,6 +605,29 @@ def test_a_turned_face_found_in_no_turn_is_not_turned_on_the_whole_photo(
 
 
 @needs_mediapipe
+def test_a_mesh_around_the_whole_photo_that_spans_little_of_it_is_not_taken(detector, tmp_path):
+    """facehd-synth's FaceScape wild photo 300 of seed 13 (a profile, 256 px): nothing finds
+    its face, but the face mesh fitted in a crop twice the photo's size around it draws one
+    spanning half the photo: no face filling the photo, so it is dropped, and the photo fails
+    with NoFaceError rather than giving landmarks fitted loosely."""
+    from PIL import Image
+
+    from benchmarks.synthetic import make_synthetic_benchmark
+    from facehd.detect import WHOLE_PHOTO_MIN_EXTENT, NoFaceError
+
+    root = make_synthetic_benchmark(
+        "facescape", tmp_path, seed=13, n_subjects=1, lab_views=(0,), lab_focals=(0,)
+    )
+    photo = np.asarray(Image.open(root / "data" / "wild_image" / "300.jpg").convert("RGB"))
+    (raw,) = detector._mesh_in_boxes(photo, [np.array([1.0, 128.0, 128.0, 256.0, 256.0])])
+    assert 0.3 < np.ptp(raw[:468, :2], axis=0).max() / 256 < WHOLE_PHOTO_MIN_EXTENT
+    assert detector._run_mesh(detector._mesh, photo) == []
+    assert detector._mesh_in_whole_photo(photo) == []
+    with pytest.raises(NoFaceError):
+        detector.detect(photo)
+
+
+@needs_mediapipe
 def test_a_small_face_found_in_the_whole_photo_is_fitted_again_in_a_crop(detector, monkeypatch):
     """The whole-photo face mesh fits a face a few hundred pixels wide in a large photo loosely;
     such a face is fitted again in a crop around it (a large one is not), and lands where drawn."""
