@@ -666,14 +666,11 @@ class FaceDetector:
         return out
 
     def _whole_photo_scores(self, image: np.ndarray) -> np.ndarray:
-        """:meth:`_turn_scores` of the whole photo taken for a face's box (in a copy shrunk to
-        :data:`WHOLE_PHOTO_PX`), averaged over :data:`ORIENTATION_CROPS`."""
+        """:meth:`_box_turn_scores` of the whole photo taken for a face's box (in a copy shrunk
+        to :data:`WHOLE_PHOTO_PX`)."""
         small, _ = _shrunk(image, WHOLE_PHOTO_PX)
         h, w = small.shape[:2]
-        per_size = [
-            self._turn_scores(small, w / 2, h / 2, m * min(h, w)) for m in ORIENTATION_CROPS
-        ]
-        return np.mean(per_size, axis=0)
+        return self._box_turn_scores(small, w / 2, h / 2, min(h, w))
 
     def _mesh_in_whole_photo(self, image: np.ndarray) -> list[np.ndarray]:
         """Face meshes fitted in a crop padded around the whole ``image``, twice its size: a face
@@ -738,8 +735,7 @@ class FaceDetector:
         meshes = None if candidates else self._run_mesh(self._mesh, image)
         scores = np.zeros(4)
         for cx, cy, side in candidates:
-            per_size = [self._turn_scores(image, cx, cy, m * side) for m in ORIENTATION_CROPS]
-            scores = np.maximum(scores, np.mean(per_size, axis=0))
+            scores = np.maximum(scores, self._box_turn_scores(image, cx, cy, side))
         if tiles is not None and (candidates or not meshes):
             # no face found surely upright: the face may fill the photo (a tight crop), too
             # large for the detector, which then finds nothing (and the face mesh nothing
@@ -768,6 +764,12 @@ class FaceDetector:
                 ((x, y),) = unrotate_points(np.array([[cx, cy]]), k, size)
                 out.append((float(x), float(y), float(max(bw, bh))))
         return out
+
+    def _box_turn_scores(self, image: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
+        """The four turns' scores of a face box ``side`` wide about ``(cx, cy)``: the mean of
+        :meth:`_turn_scores` over crops :data:`ORIENTATION_CROPS` times its size."""
+        per_size = [self._turn_scores(image, cx, cy, m * side) for m in ORIENTATION_CROPS]
+        return np.mean(per_size, axis=0)
 
     def _turn_scores(self, image: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
         """The best face score of the square ``side`` around ``(cx, cy)`` in each of its four
