@@ -929,6 +929,7 @@ def test_synthetic_facescape_photos_cover_the_ground_truth_to_the_subpixel(
     size = 256
     grid = np.arange(float(size))
     row, col = (a.ravel() for a in np.meshgrid(grid, grid, indexing="ij"))
+    cams = root / "data" / "lab_cam"
 
     def misses(mesh: Mesh, name: str, shift: float) -> int:
         tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
@@ -944,7 +945,6 @@ def test_synthetic_facescape_photos_cover_the_ground_truth_to_the_subpixel(
         hit = tm.ray.intersects_any(o, d).reshape(size, size)
         return int((hit != drawn[name]).sum())
 
-    cams = root / "data" / "lab_cam"
     for name in sorted(drawn):
         split, stem = ("lab", name[:2]) if "_" in name else ("wild", name)
         gt = load_mesh(root / "data" / f"{split}_gt_mesh" / f"{stem}.obj")

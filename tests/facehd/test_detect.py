@@ -572,6 +572,19 @@ def test_a_tight_crop_is_not_turned_by_boxes_on_parts_of_its_face(detector, k):
     np.testing.assert_allclose(eyes, drawn, atol=10)
 
 
+def _synthetic_wild_photo(folder, seed: int, name: str) -> np.ndarray:
+    """Wild photo ``name`` (256 px RGB) of facehd-synth's FaceScape benchmark of ``seed``, one
+    subject per yaw group, written under ``folder``."""
+    from PIL import Image
+
+    from benchmarks.synthetic import make_synthetic_benchmark
+
+    root = make_synthetic_benchmark(
+        "facescape", folder, seed=seed, n_subjects=1, lab_views=(0,), lab_focals=(0,)
+    )
+    return np.asarray(Image.open(root / "data" / "wild_image" / f"{name}.jpg").convert("RGB"))
+
+
 @needs_mediapipe
 @pytest.mark.parametrize(("seed", "name"), [(9, "300"), (1, "200")])
 def test_a_turned_face_found_in_no_turn_is_not_turned_on_the_whole_photo(
@@ -583,15 +596,9 @@ def test_a_turned_face_found_in_no_turn_is_not_turned_on_the_whole_photo(
     profile's best turn scores under WHOLE_PHOTO_TURN_SCORE (too faint to turn a photo on), and
     in the other the face mesh finds the face as it is given (so it is not a face filling the
     photo, larger than the detector finds): neither is turned."""
-    from PIL import Image
-
-    from benchmarks.synthetic import make_synthetic_benchmark
     from facehd.detect import WHOLE_PHOTO_TURN_SCORE
 
-    root = make_synthetic_benchmark(
-        "facescape", tmp_path, seed=seed, n_subjects=1, lab_views=(0,), lab_focals=(0,)
-    )
-    photo = np.asarray(Image.open(root / "data" / "wild_image" / f"{name}.jpg").convert("RGB"))
+    photo = _synthetic_wild_photo(tmp_path, seed, name)
     turns = [np.ascontiguousarray(np.rot90(photo, q)) for q in range(4)]
     assert all(detector._boxes(t) == [] and detector._tile_boxes(t) == [] for t in turns)
     scores = detector._whole_photo_scores(photo)
@@ -610,15 +617,9 @@ def test_a_mesh_around_the_whole_photo_that_spans_little_of_it_is_not_taken(dete
     its face, but the face mesh fitted in a crop twice the photo's size around it draws one
     spanning half the photo: no face filling the photo, so it is dropped, and the photo fails
     with NoFaceError rather than giving landmarks fitted loosely."""
-    from PIL import Image
-
-    from benchmarks.synthetic import make_synthetic_benchmark
     from facehd.detect import WHOLE_PHOTO_MIN_EXTENT, NoFaceError
 
-    root = make_synthetic_benchmark(
-        "facescape", tmp_path, seed=13, n_subjects=1, lab_views=(0,), lab_focals=(0,)
-    )
-    photo = np.asarray(Image.open(root / "data" / "wild_image" / "300.jpg").convert("RGB"))
+    photo = _synthetic_wild_photo(tmp_path, 13, "300")
     (raw,) = detector._mesh_in_boxes(photo, [np.array([1.0, 128.0, 128.0, 256.0, 256.0])])
     assert 0.3 < np.ptp(raw[:468, :2], axis=0).max() / 256 < WHOLE_PHOTO_MIN_EXTENT
     assert detector._run_mesh(detector._mesh, photo) == []
