@@ -691,3 +691,113 @@ def test_mirrored_landmark_files_are_refused(tmp_path):
     save_photo_landmarks(tmp_path / "swapped.pts", face[:, ::-1])
     with pytest.raises(InputFileError, match=r"swapped\.pts: the landmarks are a mirror image"):
         face_from_landmark_file(tmp_path / "swapped.pts", (240, 240, 3))
+
+
+@needs_mediapipe
+def test_landmark_spread_is_small_for_a_face_found_wherever_it_lies_in_the_photo(detector):
+    """A drawn face found by the detector: the face mesh, fitted again in the nearby crops,
+    gives its landmarks back to a few hundredths of the eye distance, whether the face lies in
+    a photo of its own size, off-centre in a larger one, or in that photo enlarged 2.5 times
+    (the crops are cut from a copy in which the face has one size)."""
+    from PIL import Image
+
+    from facehd.detect import MAX_LANDMARK_SPREAD
+
+    face = draw_face(320, seed=1)
+    canvas = np.full((600, 800, 3), (120, 140, 130), np.uint8)
+    canvas[91:411, 437:757] = face
+    big = np.asarray(Image.fromarray(canvas).resize((2000, 1500), Image.Resampling.BICUBIC))
+    spreads = []
+    for photo in (face, canvas, big):
+        found = detector.detect(photo)
+        spreads.append(detector.landmark_spread(photo, found))
+    assert max(spreads) < 0.05 < MAX_LANDMARK_SPREAD
+    assert max(spreads) - min(spreads) < 0.02
+
+
+@needs_mediapipe
+def test_landmark_spread_is_the_refits_distance_in_eye_distances(detector, monkeypatch):
+    """Refits moved by a known amount: half an eye distance to the side in every crop spreads
+    half an eye distance (give or take the refits' own spread); refits in which no face is
+    found spread infinitely; landmarks given without a face mesh are refused."""
+    from facehd.detect import SPREAD_PX, DetectedFace
+
+    photo = draw_face(320, seed=1)
+    face = detector.detect(photo)
+    own = detector.landmark_spread(photo, face)
+    size = float(np.ptp(face.mesh[:468, :2], axis=0).max())
+    lm = face.landmarks68
+    eye = float(np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0)))
+    real = detector._mesh_in_boxes
+
+    def moved(image, boxes):
+        out = real(image, boxes)
+        for mesh in out:  # half an eye distance in the copy's pixels (the face SPREAD_PX wide)
+            mesh[:, 0] += 0.5 * eye * SPREAD_PX / size
+        return out
+
+    monkeypatch.setattr(detector, "_mesh_in_boxes", moved)
+    assert abs(detector.landmark_spread(photo, face) - 0.5) < own + 0.01
+    monkeypatch.setattr(detector, "_mesh_in_boxes", lambda image, boxes: [])
+    assert detector.landmark_spread(photo, face) == np.inf
+    with pytest.raises(ValueError, match="face mesh"):
+        detector.landmark_spread(photo, DetectedFace.from_landmarks68(face.landmarks68))
+
+
+@needs_mediapipe
+def test_landmarks_placed_off_the_face_spread_far(detector):
+    """Landmarks that lie off the face the photo shows (the found face's mesh moved by half its
+    size, or shrunk to half about its centre): the refits around them find the real face, or
+    none, and the spread is far above the limit."""
+    from facehd.detect import MAX_LANDMARK_SPREAD, DetectedFace
+
+    photo = draw_face(320, seed=1)
+    mesh = detector.detect(photo).mesh
+    size = float(np.ptp(mesh[:468, :2], axis=0).max())
+    centre = 0.5 * (mesh[:468, :2].min(0) + mesh[:468, :2].max(0))
+    shifted = mesh.copy()
+    shifted[:, 0] += 0.5 * size
+    shrunk = mesh.copy()
+    shrunk[:, :2] = centre + 0.5 * (mesh[:, :2] - centre)
+    for wrong in (shifted, shrunk):
+        assert detector.landmark_spread(photo, DetectedFace.from_mesh(wrong)) > 2 * (
+            MAX_LANDMARK_SPREAD
+        )
+
+
+@needs_mediapipe
+def test_a_face_fitted_in_the_wrong_turn_is_looked_for_in_the_others(detector, monkeypatch):
+    """The orientation scores turn the drawn face's photo wrongly (forced here): turned a
+    quarter, the face mesh fits it loosely (spread above TURN_AGAIN_SPREAD), so the other turns
+    are searched, and the upright one, whose landmarks hold, is taken, with the eyes where they
+    were drawn. Turned upside down, this face spreads above the limit but under
+    TURN_AGAIN_SPREAD: no other turn is searched, and the spread is left for the caller to
+    refuse; nor is one without automatic orientation."""
+    from facehd.detect import MAX_LANDMARK_SPREAD, TURN_AGAIN_SPREAD
+
+    photo = draw_face(320, seed=1)
+    searched = []
+    real = detector._meshes_in_turn
+
+    def counting(work, *args):
+        searched.append(work.shape)
+        return real(work, *args)
+
+    monkeypatch.setattr(detector, "_meshes_in_turn", counting)
+    for wrong in (1, 2):
+        monkeypatch.setattr(detector, "_orientation", lambda image, k=wrong: (k, None, None))
+        searched.clear()
+        k, face, n, spread = detector.main_face_checked(photo)
+        if wrong == 1:
+            assert len(searched) == 4  # the forced turn, then the three others
+            assert (k, n) == (0, 1) and spread < 0.05
+            np.testing.assert_allclose(face.landmarks5[0], feature("right_eye", 320), atol=4)
+            np.testing.assert_allclose(face.landmarks5[1], feature("left_eye", 320), atol=4)
+        else:
+            assert len(searched) == 1 and k == 2
+            assert MAX_LANDMARK_SPREAD < spread < TURN_AGAIN_SPREAD
+    monkeypatch.setattr(detector, "_orientation", lambda image: (1, None, None))
+    monkeypatch.setattr(detector, "auto_orient", False)
+    searched.clear()
+    k, _, _, spread = detector.main_face_checked(photo)
+    assert len(searched) == 1 and k == 1 and spread > TURN_AGAIN_SPREAD
