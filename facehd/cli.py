@@ -725,12 +725,19 @@ def prepare_images_cmd(
         help="auto: a photo's landmarks from the iBUG .pts file beside it (face.jpg -> face.pts) "
         "when there is one, else detected; detect: always detected; given: always the file.",
     ),
+    max_landmark_spread: float = typer.Option(
+        0.12,  # facehd.detect.MAX_LANDMARK_SPREAD
+        min=0.0,
+        help="Refuse detected landmarks that the face mesh moves by more than this (eye "
+        "distances) when fitted again in nearby crops: likely off the face; inf keeps all.",
+    ),
     overwrite: bool = typer.Option(False, help="Start afresh instead of resuming."),
 ) -> None:
     """Detect, align (224 crop + HD crop), mask and store every photo of a folder (resumable).
 
-    Needs the optional extra: pip install 'facehd\\[photo]'. Photos that cannot be read or show no
-    face go to failures.csv beside the output; the exit status is 1 when any failed.
+    Needs the optional extra: pip install 'facehd\\[photo]'. Photos that cannot be read, show no
+    face, or whose detected landmarks are unsure (--max-landmark-spread) go to failures.csv
+    beside the output; the exit status is 1 when any failed.
 
     Example: facehd prepare-images --images photos/ --out facehd-out/photos.h5 --workers 4
     """
@@ -739,7 +746,11 @@ def prepare_images_cmd(
 
     _check_landmark_mode(landmarks)
     config = PrepareImagesConfig(
-        hd_size=hd_size, segmentation=segmentation, template=template, landmarks=landmarks
+        hd_size=hd_size,
+        segmentation=segmentation,
+        template=template,
+        landmarks=landmarks,
+        max_landmark_spread=max_landmark_spread,
     )
     with _exit_on_error(FacehdError, ValueError, ImportError, WorkersDieAtStart):
         from facehd.align import named_template
@@ -1417,7 +1428,8 @@ def verify(
     # the fields each schema facehd writes must have (a photos file may have more: pairs)
     required = {
         build_priors.SCHEMA: set(build_priors.fields_for(1, 1, FitConfig())),
-        prepare_images.SCHEMA: set(prepare_images.fields_spec(prepare_images.CROP_SIZE)),
+        prepare_images.SCHEMA: set(prepare_images.fields_spec(prepare_images.CROP_SIZE))
+        - set(prepare_images.FIELDS_ADDED_LATER),
     }
     if not problems and report.schema not in required:
         problems.append(

@@ -33,6 +33,10 @@ n_faces            () int16              faces found in the photo (the main one 
                                          when the landmarks were given
 photo_mode         str                   Pillow mode of the file (RGB, L, CMYK, I;16 ...)
 landmarks_source   str                   ``mediapipe``, or the ``.pts`` file's name
+landmark_spread    () float32            how far the face mesh moves the detected landmarks when
+                                         fitted again in nearby crops, in eye distances
+                                         (:meth:`facehd.detect.FaceDetector.landmark_spread`;
+                                         NaN when the landmarks were given)
 source             str                   the photo's path
 source_sha256      str                   SHA-256 of the file's bytes
 =================  ====================  =========================================================
@@ -49,7 +53,10 @@ is -1, the face mask is the hull of the 68 points and the brows raised towards t
 
 Pixel coordinates put the centre of the top-left pixel at (0, 0). The HD crop's transform is
 ``CropTransform(crop_scale, crop_translation, 224).resized(S)``. A photo that cannot be read or
-shows no face goes to ``failures.csv`` beside the output with the reason; the others finish. The
+shows no face goes to ``failures.csv`` beside the output with the reason; the others finish. So
+does a photo whose detected landmarks spread more than ``max_landmark_spread`` (0.12 eye
+distances by default, :data:`facehd.detect.MAX_LANDMARK_SPREAD`): a face fitted turned the wrong
+way, or loosely where the detector barely sees it, whose landmarks would be off the face. The
 build is resumable (:mod:`facehd.h5io`): rerun the same command after an interruption, or after
 adding photos, and only what is missing is processed.
 """
@@ -76,6 +83,7 @@ from facehd.align import (
     is_photo_file,
     load_photo,
 )
+from facehd.detect import MAX_LANDMARK_SPREAD
 from facehd.errors import InputFileError
 
 SCHEMA = "facehd.photos/1"
@@ -104,6 +112,10 @@ class PrepareImagesConfig:
     landmarks: Literal["auto", "detect", "given"] = "auto"
     """Where the landmarks come from: ``auto`` a ``.pts`` file beside the photo when there is
     one, else the detector; ``detect`` always the detector; ``given`` always the file."""
+    max_landmark_spread: float = MAX_LANDMARK_SPREAD
+    """Detected landmarks that the face mesh moves by more than this when fitted again in
+    nearby crops (:meth:`facehd.detect.FaceDetector.landmark_spread`, eye distances) fail the
+    photo: they are likely off the face. ``inf`` keeps every face found."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +136,7 @@ class PreparedPhoto:
     n_faces: int
     photo_mode: str
     landmarks_source: str = "mediapipe"
+    landmark_spread: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -167,9 +180,15 @@ def fields_spec(hd_size: int) -> dict[str, tuple]:
         "n_faces": ((), "int16"),
         "photo_mode": ((), "str"),
         "landmarks_source": ((), "str"),
+        "landmark_spread": ((), "float32", True),  # NaN when the landmarks were given
         "source": ((), "str"),
         "source_sha256": ((), "str"),
     }
+
+
+FIELDS_ADDED_LATER: tuple[str, ...] = ("landmark_spread",)
+"""Fields of :func:`fields_spec` that datasets written by earlier versions lack (readers do
+without them; ``facehd verify`` does not ask for them)."""
 
 
 def find_photos(images_dir: str | Path, *, recursive: bool = True) -> list[tuple[str, Path]]:
@@ -209,14 +228,14 @@ def prepare_photo(
 
     ``landmarks``: a ``.pts`` file whose landmarks replace the detector's (it then only runs the
     person segmentation). Raises InputFileError for an unreadable photo or landmark file and
-    NoFaceError when no face is found.
+    NoFaceError when no face is found, LandmarkSpreadError when the detected landmarks spread
+    more than ``config.max_landmark_spread``.
     """
     from facehd.detect import (
-        NoFaceError,
+        LandmarkSpreadError,
         convex_hull_mask,
         face_from_landmark_file_upright,
         refine_mask,
-        select_main_face,
     )
 
     photo = load_photo(path)
@@ -226,17 +245,25 @@ def prepare_photo(
         turn, face = face_from_landmark_file_upright(landmarks, image.shape)
         if turn:
             image = np.ascontiguousarray(np.rot90(image, turn))
-        n_faces, source = -1, Path(landmarks).name
+        n_faces, source, spread = -1, Path(landmarks).name, float("nan")
     else:
         # a photo turned by quarter turns without an orientation tag is turned upright, as
         # the tag would have done: the crop scales and shifts only, and must show the face upright
-        turn, faces = detector.detect_all_upright(image)
-        if not faces:
-            raise NoFaceError("no face found")
+        turn, face, n_faces, spread = detector.main_face_checked(image, config.max_landmark_spread)
         if turn:
             image = np.ascontiguousarray(np.rot90(image, turn))
-        face = faces[select_main_face(np.stack([f.box for f in faces]), image.shape[:2])]
-        n_faces, source = len(faces), "mediapipe"
+        source = "mediapipe"
+        if not spread <= config.max_landmark_spread:
+            moved = (
+                "finds no face in most of them"
+                if np.isinf(spread)
+                else f"moves them {spread:.2f} eye distances"
+            )
+            raise LandmarkSpreadError(
+                f"landmarks unsure: fitted again in nearby crops, the face mesh {moved} "
+                f"(above --max-landmark-spread {config.max_landmark_spread:g}); the face may be "
+                "seen turned or too faint; give its landmarks in a .pts file beside the photo"
+            )
     aligned = align_face(
         image,
         face.landmarks5,
@@ -277,6 +304,7 @@ def prepare_photo(
         n_faces=n_faces,
         photo_mode=photo.mode,
         landmarks_source=source,
+        landmark_spread=spread,
     )
 
 
@@ -327,6 +355,7 @@ def _photo_task(item: Any, config: PrepareImagesConfig) -> dict[str, Any]:
         "n_faces": p.n_faces,
         "photo_mode": p.photo_mode,
         "landmarks_source": p.landmarks_source,
+        "landmark_spread": p.landmark_spread,
         "source": str(item.source),
         "source_sha256": file_sha256(item.source),
     }

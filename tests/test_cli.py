@@ -133,10 +133,13 @@ def test_prepare_images_refuses_an_unknown_template_before_reading_photos(tmp_pa
 
 def test_prepare_images_hd_size_bounds_are_the_pipelines(tmp_path: Path) -> None:
     """The CLI keeps numpy out of its import, so its --hd-size bounds are literals: they must stay
-    the pipeline's own limits (a wider CLI range would pass sizes the pipeline then refuses)."""
+    the pipeline's own limits (a wider CLI range would pass sizes the pipeline then refuses); so
+    is its --max-landmark-spread default, the detector's."""
     import typer.main
 
     from facehd.align import CROP_SIZE, HD_CROP_MAX, HD_CROP_SIZE
+    from facehd.detect import MAX_LANDMARK_SPREAD
+    from pipelines.prepare_images import PrepareImagesConfig
 
     missing = str(tmp_path / "none")
     for size, accepted in [
@@ -152,6 +155,8 @@ def test_prepare_images_hd_size_bounds_are_the_pipelines(tmp_path: Path) -> None
     command = typer.main.get_command(app).commands["prepare-images"]
     (option,) = [p for p in command.params if p.name == "hd_size"]
     assert option.default == HD_CROP_SIZE
+    (option,) = [p for p in command.params if p.name == "max_landmark_spread"]
+    assert option.default == MAX_LANDMARK_SPREAD == PrepareImagesConfig().max_landmark_spread
 
 
 @pytest.mark.parametrize("name", ["landmarks", "prepare-images", "reconstruct"])

@@ -102,6 +102,7 @@ def test_every_kind_of_photo_is_prepared(built):
             assert s.image.shape == (224, 224, 3) and s.image_hd.shape == (512, 512, 3)
             assert s.n_faces == 1 and s.landmarks_source == "mediapipe"
             assert np.isfinite(s.mesh478).all()
+            assert 0.0 <= s.landmark_spread < 0.05  # a face the mesh holds firmly
             np.testing.assert_array_equal(s.photo_size, [SIZE, SIZE])
             # A frontal face: its eye centres land where the template's do.
             np.testing.assert_allclose(s.landmarks5[:2], eyes, atol=6.0)
@@ -204,6 +205,53 @@ def test_cli_exit_status_and_missing_folder(built, tmp_path):
     assert not huge.exists() and not list(tmp_path.glob("huge*"))
 
 
+def test_unsure_landmarks_fail_the_photo_with_the_reason(tmp_path):
+    """Detected landmarks spreading more than --max-landmark-spread fail their photo (a row of
+    failures.csv giving the spread, the exit status 1); inf keeps every face found; given
+    landmarks are not checked. The limit is part of the stored configuration."""
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+    from pipelines.prepare_images import PrepareImagesConfig, prepare_images
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(drawn_face.draw_face(SIZE, seed=1)).save(photos / "a.png")
+    Image.fromarray(drawn_face.draw_face(SIZE, seed=2)).save(photos / "b.png")
+    strict = PrepareImagesConfig(max_landmark_spread=0.0)
+    res = prepare_images(photos, tmp_path / "strict.h5", config=strict)
+    assert (res.n_samples, res.n_failed) == (0, 2)
+    with open(res.failures_path, newline="") as fh:
+        reasons = {r["sample_id"]: r["reason"] for r in csv.DictReader(fh)}
+    for reason in reasons.values():
+        assert reason.startswith("landmarks unsure: fitted again in nearby crops, the face mesh")
+        spread = float(reason.split("moves them ")[1].split(" eye distances")[0])
+        assert 0.0 < spread < 0.05 and "--max-landmark-spread 0)" in reason
+
+    runner = CliRunner()
+    out = tmp_path / "all.h5"
+    args = ["prepare-images", "--images", str(photos), "--out", str(out)]
+    r = runner.invoke(app, [*args, "--max-landmark-spread", "inf"])
+    assert r.exit_code == 0, r.output
+    with open_dataset(out) as ds:
+        assert ds.attrs["config"]["max_landmark_spread"] == np.inf
+        assert all(0.0 < s.landmark_spread < 0.05 for s in ds)
+    r = runner.invoke(app, [*args, "--max-landmark-spread", "-1"])
+    assert r.exit_code == 2 and "value for '--max-landmark-spread'" in r.output, r.output
+
+    # given landmarks (here the detector's own): no face mesh, nothing refitted or refused
+    from facehd.landmarks import save_photo_landmarks
+    from pipelines.prepare_images import _detector_for
+
+    face = _detector_for(strict).detect(drawn_face.draw_face(SIZE, seed=1))
+    save_photo_landmarks(photos / "a.pts", face.landmarks68)
+    res = prepare_images(photos, tmp_path / "given.h5", config=strict)
+    assert (res.n_samples, res.n_failed) == (1, 1)
+    with open_dataset(res.out_path) as ds:
+        (s,) = list(ds)
+        assert s.sample_id == "a.png" and np.isnan(s.landmark_spread)
+
+
 def test_landmarks_given_beside_the_photos_replace_the_detector(tmp_path):
     """facehd synth's photos carry their exact landmarks as .pts files: prepare-images aligns,
     crops and masks from them; a damaged file is a failure row; ``given`` needs one per photo
@@ -236,7 +284,7 @@ def test_landmarks_given_beside_the_photos_replace_the_detector(tmp_path):
         for k, s in enumerate(ds):
             truth = z["landmarks68"][k]
             assert s.landmarks_source == f"s000_e00_v{k:02d}.pts" and s.n_faces == -1
-            assert np.isnan(s.mesh478).all()
+            assert np.isnan(s.mesh478).all() and np.isnan(s.landmark_spread)
             # the crop is the one the true points align, and the stored points are the truth's
             aligned = align_face(z["images"][k], landmarks5_from_68(truth), template=template)
             np.testing.assert_array_equal(s.image, aligned.image)
@@ -421,8 +469,8 @@ def test_the_face_mask_is_cut_by_the_person_segmentation(tmp_path):
         def __init__(self, rows: float) -> None:
             self.rows = rows
 
-        def detect_all_upright(self, image):  # noqa: ANN001, ANN202
-            return real.detect_all_upright(image)
+        def main_face_checked(self, image, max_spread):  # noqa: ANN001, ANN202
+            return real.main_face_checked(image, max_spread)
 
         def person_probability(self, image):  # noqa: ANN001, ANN202
             p = np.full(image.shape[:2], 255, np.uint8)
