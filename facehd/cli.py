@@ -1766,6 +1766,31 @@ def train_cmd(
     console.print(f"stages done: {esc(', '.join(result.stages))}; model: {esc(result.model_path)}")
 
 
+def _say_landmarks_unsure(results: list[Any]) -> None:
+    """A note naming the photos whose detected landmarks the face mesh does not hold firmly
+    (``landmark_spread`` above :data:`facehd.detect.MAX_LANDMARK_SPREAD`): reconstructed, but
+    likely from landmarks off the face, where ``prepare-images`` would refuse them."""
+    from facehd.detect import MAX_LANDMARK_SPREAD
+    from facehd.errors import printable
+
+    unsure = [
+        r
+        for r in results
+        if r.folder is not None and (r.landmark_spread or 0.0) > MAX_LANDMARK_SPREAD
+    ]
+    if not unsure:
+        return
+    shown = ", ".join(f"{printable(r.photo.name)} {r.landmark_spread:.2f}" for r in unsure[:5])
+    more = f" and {len(unsure) - 5} more" if len(unsure) > 5 else ""
+    said = (
+        f"{len(unsure)} of {len(results)} photos: the detected landmarks are unsure "
+        f"(landmark_spread above {MAX_LANDMARK_SPREAD:g} in photos.csv: {shown}{more}): the "
+        "face may be seen turned or too faint, and its reconstruction placed off it; give the "
+        "photo's landmarks in a .pts file beside it"
+    )
+    console.print(f"[yellow]note:[/yellow] {esc(said)}", soft_wrap=True)
+
+
 def _say_faces_off_their_photos(results: list[Any], *, refined: bool, fitted: bool) -> None:
     """A note naming the photos whose M1 lies off their landmarks (``landmark_nme`` above
     :data:`models.reconstruct.LANDMARK_NME_FAILED`), and what places them: ``refined``, the
@@ -1861,7 +1886,8 @@ def reconstruct(
     coarse.obj, mid.obj, detail.obj, texture.png, deformation/displacement .npy and 16-bit .png,
     overlay.png, turntable.png, reconstruction.json, and OUT/photos.csv (each photo's folder, or
     why it failed, and its landmark_nme: how far M1 lies from the photo's landmarks, above 0.1
-    off the face; a path that is not there is skipped and listed); exit status 1 when a photo
+    off the face, and landmark_spread: how surely the detector placed them, above 0.12 unsure;
+    a path that is not there is skipped and listed); exit status 1 when a photo
     failed. A photo done before into OUT gets its
     folder again (replaced whole; kept as it is when made from the same photo, landmarks, model
     files and settings, unless --redo); another photo of the same name gets <stem>_2.
@@ -2013,6 +2039,7 @@ def reconstruct(
                 f"{printable(r.folder / 'reconstruction.json')})"
             )
             console.print(esc(said), soft_wrap=True)
+    _say_landmarks_unsure(results)
     _say_faces_off_their_photos(
         results, refined=refine is not None, fitted=fit is not None or multiview
     )

@@ -571,34 +571,36 @@ class Reconstructor:
         return self._detect_and_align(image)[1]
 
     def _face(self, image: np.ndarray, path: str | Path | None):
-        """``(k, face, n)``: the main face of ``image`` in ``np.rot90(image, k)``, from the
-        photo's ``.pts`` file when :attr:`landmarks` allows (``path`` given; ``n`` None), else
-        detected (the largest, most central of the ``n`` faces found); either way a photo that
-        shows the face turned by quarter turns, without an orientation tag, is turned
-        upright."""
+        """``(k, face, n, spread)``: the main face of ``image`` in ``np.rot90(image, k)``, from
+        the photo's ``.pts`` file when :attr:`landmarks` allows (``path`` given; ``n`` and
+        ``spread`` None), else detected (the largest, most central of the ``n`` faces found,
+        its landmarks' spread :meth:`facehd.detect.FaceDetector.landmark_spread`); either way a
+        photo that shows the face turned by quarter turns, without an orientation tag, is
+        turned upright."""
         from facehd.detect import FaceDetector, face_from_landmark_file_upright, given_landmarks
 
         pts = given_landmarks(path, self.landmarks) if path is not None else None
         if pts is not None:
             k, face = face_from_landmark_file_upright(pts, image.shape)
-            return k, face, None
+            return k, face, None, None
         if self._detector is None:
             self._detector = FaceDetector(segmentation=False)
-        return self._detector.main_face_upright(image)
+        return self._detector.main_face_checked(image)
 
     def _detect_and_align(self, image: np.ndarray, path: str | Path | None = None):
-        """``(face, aligned, k, n)``: the main face and its crops, both of
+        """``(face, aligned, k, n, spread)``: the main face and its crops, both of
         ``np.rot90(image, k)``, the photo turned upright (``k`` quarter turns, 0 for an upright
-        photo), and the number of faces found (None: the face is from a ``.pts`` file)."""
+        photo), the number of faces found and the spread of the face's landmarks (both None:
+        the face is from a ``.pts`` file)."""
         from facehd.align import align_face, named_template
 
-        k, face, n = self._face(image, path)
+        k, face, n, spread = self._face(image, path)
         if k:
             image = np.ascontiguousarray(np.rot90(image, k))
         aligned = align_face(
             image, face.landmarks5, hd_size=OVERLAY_SIZE, template=named_template(self.template)
         )
-        return face, aligned, k, n
+        return face, aligned, k, n, spread
 
     def prepare_view(self, path: str | Path) -> tuple[Any, np.ndarray, np.ndarray]:
         """Load, detect and align one photo for a multi-view fit (:mod:`models.multiview`).
@@ -618,10 +620,10 @@ class Reconstructor:
         from facehd.detect import convex_hull_mask
 
         photo = load_photo(path) if photo is None else photo
-        face, aligned, k, n = self._detect_and_align(photo.image, path)
+        face, aligned, k, n, spread = self._detect_and_align(photo.image, path)
         t = aligned.transform
         mask = convex_hull_mask(t.apply(face.outline()), aligned.image.shape[:2])
-        frame = PhotoFrame(photo.orientation, k, n, _box(face))
+        frame = PhotoFrame(photo.orientation, k, n, _box(face), spread)
         return aligned, mask.astype(np.uint8), t.apply(face.landmarks68), frame
 
     def run_photo(self, path: str | Path):
@@ -652,10 +654,10 @@ class Reconstructor:
                 rec = self.fit_texture(rec, aligned.image, mask, self.texture_fit)
             return rec, aligned, frame
         photo = load_photo(path) if photo is None else photo
-        face, aligned, k, n = self._detect_and_align(photo.image, path)
+        face, aligned, k, n, spread = self._detect_and_align(photo.image, path)
         rec = self.run_crops(aligned.image[None])[0]
         rec = replace(rec, landmarks68=aligned.transform.apply(face.landmarks68))
-        return rec, aligned, PhotoFrame(photo.orientation, k, n, _box(face))
+        return rec, aligned, PhotoFrame(photo.orientation, k, n, _box(face), spread)
 
     def _texel_normals(
         self, rec: Reconstruction, dtype: torch.dtype
@@ -931,6 +933,11 @@ class PhotoFrame:
     None when the landmarks came from a ``.pts`` file."""
     face_box: tuple[float, float, float, float] | None = None
     """``(x0, y0, x1, y1)`` pixels of the face reconstructed, in the upright image."""
+    landmark_spread: float | None = None
+    """How far the face mesh moved the detected landmarks when fitted again in nearby crops, in
+    eye distances (:meth:`facehd.detect.FaceDetector.landmark_spread`; above
+    :data:`facehd.detect.MAX_LANDMARK_SPREAD` they are unsure; inf: most crops showed no face);
+    None when the landmarks came from a ``.pts`` file."""
 
     def as_json(self) -> dict[str, Any]:
         out = {
@@ -943,7 +950,24 @@ class PhotoFrame:
             out["faces_found"] = self.faces_found
         if self.face_box is not None:
             out["face_box"] = [round(v, 1) for v in self.face_box]
+        if self.landmark_spread is not None:
+            out["landmark_spread"] = spread_text(self.landmark_spread)
         return out
+
+
+def spread_text(spread: float) -> str:
+    """A landmark spread as ``reconstruction.json`` and ``photos.csv`` write it: 4 decimals,
+    or ``inf`` (JSON has no infinity)."""
+    return "inf" if np.isinf(spread) else f"{spread:.4f}"
+
+
+def spread_value(text: Any) -> float | None:
+    """A landmark spread read back from :func:`spread_text` (None when absent or not one)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value >= 0 else None
 
 
 def _box(face: Any) -> tuple[float, float, float, float]:
@@ -1170,6 +1194,9 @@ class PhotoResult:
     landmark_nme: float | None = None
     """How far M1 lies from the photo's landmarks (:meth:`Reconstructor.landmark_nme`,
     ``landmark_nme`` in ``reconstruction.json``; None when not known)."""
+    landmark_spread: float | None = None
+    """How surely the detector placed the landmarks (:attr:`PhotoFrame.landmark_spread`; None:
+    given, or not known)."""
 
 
 def output_names(photos: list[Path], out: str | Path | None = None) -> list[str]:
@@ -1446,6 +1473,7 @@ def done_before(photo: Path, folder: Path, inputs_sha256: str) -> PhotoResult | 
         return None
     frame = meta.get("photo_frame")
     found = frame.get("faces_found") if isinstance(frame, dict) else None
+    spread = spread_value(frame.get("landmark_spread")) if isinstance(frame, dict) else None
     crop = meta.get("crop_transform")
     scale = crop.get("scale") if isinstance(crop, dict) else None
     nme = meta.get("landmark_nme")
@@ -1458,6 +1486,7 @@ def done_before(photo: Path, folder: Path, inputs_sha256: str) -> PhotoResult | 
         kept=True,
         crop_scale=float(scale) if isinstance(scale, (int, float)) else None,
         landmark_nme=float(nme) if isinstance(nme, (int, float)) else None,
+        landmark_spread=spread,
     )
 
 
@@ -1604,6 +1633,7 @@ def write_photo_result(
         None if frame is None else frame.faces_found,
         crop_scale=float(aligned.transform.scale),
         landmark_nme=recon.landmark_nme(rec),
+        landmark_spread=None if frame is None else frame.landmark_spread,
     )
 
 
@@ -1617,6 +1647,9 @@ class _IndexRow:
     landmark_nme: str = ""
     """M1's distance from the photo's landmarks (``landmark_nme`` of its
     ``reconstruction.json``), empty for a failed photo."""
+    landmark_spread: str = ""
+    """How surely the detector placed the landmarks (``photo_frame.landmark_spread`` of its
+    ``reconstruction.json``), empty for a failed photo and for landmarks given."""
 
 
 def photo_key(photo: str | Path) -> str:
@@ -1652,6 +1685,7 @@ def write_photo_index(
             "" if r.folder is None else r.folder.relative_to(out).as_posix(),
             r.error or "",
             "" if r.landmark_nme is None or r.folder is None else f"{r.landmark_nme:.4f}",
+            "" if r.landmark_spread is None or r.folder is None else spread_text(r.landmark_spread),
         )
     written = {r.output for r in rows.values() if r.output}
     for key, old in earlier.items():
@@ -1679,6 +1713,7 @@ def _read_index(out: Path) -> dict[str, _IndexRow]:
                 r.get("output") or "",
                 r.get("error") or "",
                 r.get("landmark_nme") or "",
+                r.get("landmark_spread") or "",
             )
             for r in csv.DictReader(fh)
             if r.get("photo")

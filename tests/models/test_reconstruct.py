@@ -263,6 +263,51 @@ def test_a_photo_with_two_faces_says_which_was_reconstructed(model_path, tmp_pat
     assert frame["faces_found"] == 2
     x0, y0, x1, y1 = frame["face_box"]
     assert 280 <= x0 < x1 <= 680 and 10 <= y0 < y1 <= 410 and x1 - x0 > 150
+    # the face mesh holds the landmarks of the face it found (facehd.detect.landmark_spread)
+    assert frame["landmark_spread"] == f"{result.landmark_spread:.4f}"
+    assert 0.0 < result.landmark_spread < 0.05
+
+
+def test_a_photo_whose_landmarks_are_unsure_is_reconstructed_and_named(
+    model_path, tmp_path, one_thread, monkeypatch
+):
+    """Detected landmarks that spread above the limit (forced here) do not stop reconstruct: the
+    photo is done, its spread recorded in reconstruction.json and photos.csv, and the command
+    names it; a photo whose landmarks hold is not named."""
+    pytest.importorskip("mediapipe")
+    import csv
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from facehd.cli import app
+    from facehd.detect import FaceDetector
+
+    spec = importlib.util.spec_from_file_location(
+        "drawn_face", Path(__file__).parents[1] / "facehd" / "drawn_face.py"
+    )
+    drawn = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(drawn)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(drawn.draw_face(320, seed=1)).save(tmp_path / "in" / "face.png")
+    out = tmp_path / "out"
+    args = ["reconstruct", str(tmp_path / "in"), "--checkpoint", str(model_path), "--out", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "landmarks are unsure" not in res.output, res.output
+    real = FaceDetector.landmark_spread
+    monkeypatch.setattr(
+        FaceDetector, "landmark_spread", lambda self, image, face: 0.5 + 0 * real(self, image, face)
+    )
+    res = CliRunner().invoke(app, [*args, "--redo"])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())
+    named = "the detected landmarks are unsure (landmark_spread above 0.12 in photos.csv: face.png"
+    assert f"1 of 1 photos: {named} 0.50)" in said, said
+    frame = json.loads((out / "face" / "reconstruction.json").read_text())["photo_frame"]
+    assert frame["landmark_spread"] == "0.5000" and frame["turn"] == 0
+    with open(out / "photos.csv", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["landmark_spread"] == "0.5000"
 
 
 def test_a_small_face_is_named_with_how_much_its_crop_enlarges_it(
@@ -1517,23 +1562,25 @@ def test_the_photo_index_keeps_drops_and_forgets_earlier_rows(tmp_path):
     write_photo_index(
         out,
         [
-            PhotoResult(p["new"], out / "b", None, landmark_nme=0.0312),
-            PhotoResult(p["gone"], None, "gone.png: no such photo", landmark_nme=0.5),
+            PhotoResult(p["new"], out / "b", None, landmark_nme=0.0312, landmark_spread=0.0234),
+            PhotoResult(
+                p["gone"], None, "gone.png: no such photo", landmark_nme=0.5, landmark_spread=0.1
+            ),
             PhotoResult(p["gone2"], None, "gone2.png: no such photo", landmark_nme=0.5),
         ],
         forget={photo_key(p["forgot"]), photo_key(p["gone2"])},
     )
     rows = _read_index(out)
     got = {
-        k: (row.output, row.error, row.landmark_nme)
+        k: (row.output, row.error, row.landmark_nme, row.landmark_spread)
         for k, f in p.items()
         if (row := rows.get(photo_key(f))) is not None
     }
     assert got == {
-        "kept": ("a", "", ""),
-        "gone": ("d", "", ""),
-        "new": ("b", "", "0.0312"),
-        "gone2": ("", "gone2.png: no such photo", ""),
+        "kept": ("a", "", "", ""),
+        "gone": ("d", "", "", ""),
+        "new": ("b", "", "0.0312", "0.0234"),
+        "gone2": ("", "gone2.png: no such photo", "", ""),
     }
     # an index (edited by hand) giving two photos one folder: the first keeps it, the second
     # gets a folder of its own
@@ -1564,7 +1611,7 @@ def test_a_kept_folder_holds_this_photos_reconstruction_and_says_what_it_found(t
     meta = {
         "inputs_sha256": "abc",
         "photo": str(photo.resolve()),
-        "photo_frame": {"faces_found": 2},
+        "photo_frame": {"faces_found": 2, "landmark_spread": "0.0213"},
         "crop_transform": {"scale": 0.5},
         "landmark_nme": {"value": 0.031},
     }
@@ -1572,11 +1619,17 @@ def test_a_kept_folder_holds_this_photos_reconstruction_and_says_what_it_found(t
     kept = done_before(photo, folder, "abc")
     assert kept is not None and kept.kept and kept.folder == folder and kept.error is None
     assert (kept.faces_found, kept.crop_scale, kept.landmark_nme) == (2, 0.5, 0.031)
+    assert kept.landmark_spread == 0.0213
     assert done_before(twin, folder, "abc") is None  # another photo's folder
     assert done_before(photo, folder, "abd") is None  # other inputs
-    meta["photo_frame"] = {"faces_found": "two"}  # unreadable: not known
+    meta["photo_frame"] = {"faces_found": "two", "landmark_spread": "inf"}  # unreadable: not known
     (folder / "reconstruction.json").write_text(json.dumps(meta))
     assert done_before(photo, folder, "abc").faces_found is None
+    assert done_before(photo, folder, "abc").landmark_spread == np.inf  # no face in most crops
+    for unreadable in ("wide", -1.0, None):
+        meta["photo_frame"]["landmark_spread"] = unreadable
+        (folder / "reconstruction.json").write_text(json.dumps(meta))
+        assert done_before(photo, folder, "abc").landmark_spread is None
 
 
 def test_tidying_leaves_the_writes_of_processes_it_may_not_signal(tmp_path, monkeypatch):
