@@ -801,3 +801,24 @@ def test_a_face_fitted_in_the_wrong_turn_is_looked_for_in_the_others(detector, m
     searched.clear()
     k, _, _, spread = detector.main_face_checked(photo)
     assert len(searched) == 1 and k == 1 and spread > TURN_AGAIN_SPREAD
+
+
+@needs_mediapipe
+def test_another_turn_is_taken_only_when_its_landmarks_hold(detector, monkeypatch):
+    """Looking in the other turns takes one only when its face's landmarks spread within the
+    limit: with every spread raised by 0.2 (forced here), the upright turn's face no longer
+    holds (0.2 and more), and the photo stays in the wrong turn the orientation gave it, its
+    spread above the limit, for the caller to refuse; with the limit raised past it, the upright
+    turn is taken."""
+    from facehd.detect import MAX_LANDMARK_SPREAD, FaceDetector
+
+    photo = draw_face(320, seed=1)
+    real = FaceDetector.landmark_spread
+    monkeypatch.setattr(detector, "_orientation", lambda image: (1, None, None))
+    monkeypatch.setattr(
+        detector, "landmark_spread", lambda image, face: real(detector, image, face) + 0.2
+    )
+    k, _, _, spread = detector.main_face_checked(photo)
+    assert k == 1 and spread > 0.2 + MAX_LANDMARK_SPREAD
+    k, _, _, spread = detector.main_face_checked(photo, max_spread=0.3)
+    assert k == 0 and 0.2 < spread < 0.25
