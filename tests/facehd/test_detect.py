@@ -822,3 +822,63 @@ def test_another_turn_is_taken_only_when_its_landmarks_hold(detector, monkeypatc
     assert k == 1 and spread > 0.2 + MAX_LANDMARK_SPREAD
     k, _, _, spread = detector.main_face_checked(photo, max_spread=0.3)
     assert k == 0 and 0.2 < spread < 0.25
+
+
+@needs_mediapipe
+def test_landmark_spread_crops_lie_where_they_are_said_to(detector, monkeypatch):
+    """The refits' crops, found again independently: the face detected in the copy the crops
+    are cut from (its mesh's centre and size there) must lie at each box's centre less the
+    box's shift, the box SPREAD_REFITS' scale times its size, and every crop (twice the box)
+    inside the copy, so that no crop shows black where the photo has pixels."""
+    from facehd.detect import SPREAD_REFITS
+
+    canvas = np.full((600, 800, 3), (120, 140, 130), np.uint8)
+    canvas[91:411, 437:757] = draw_face(320, seed=1)
+    face = detector.detect(canvas)
+    seen = []
+    real = detector._mesh_in_boxes
+
+    def spy(image, boxes):
+        seen.append((image, boxes[0].copy()))
+        return real(image, boxes)
+
+    monkeypatch.setattr(detector, "_mesh_in_boxes", spy)
+    detector.landmark_spread(canvas, face)
+    monkeypatch.setattr(detector, "_mesh_in_boxes", real)
+    assert len(seen) == len(SPREAD_REFITS)
+    copy = seen[0][0]
+    assert all(image is copy for image, _ in seen)
+    mesh = detector.detect(copy).mesh[:468, :2]
+    centre, size = 0.5 * (mesh.min(0) + mesh.max(0)), np.ptp(mesh, axis=0).max()
+    for (_, (_, cx, cy, w, h)), (m, dx, dy) in zip(seen, SPREAD_REFITS, strict=True):
+        np.testing.assert_allclose([cx, cy], centre + size * np.array([dx, dy]), atol=0.03 * size)
+        assert w == h and abs(w - m * size) < 0.05 * size
+        # pixel centres at integers: the copy spans -0.5 .. side - 0.5
+        assert cx + 0.5 - w > -0.01 and cy + 0.5 - w > -0.01
+        assert cx + 0.5 + w < copy.shape[1] + 0.01 and cy + 0.5 + w < copy.shape[0] + 0.01
+
+
+@needs_mediapipe
+def test_one_crop_without_a_face_does_not_make_landmarks_unsure(detector, monkeypatch):
+    """The spread is a median: a face the mesh misses in one of the five crops (forced here)
+    keeps its spread; missed in three, it is infinite. A degenerate face (every mesh point in
+    one pixel) is infinitely unsure, not an error."""
+    from facehd.detect import DetectedFace
+
+    photo = draw_face(320, seed=1)
+    face = detector.detect(photo)
+    own = detector.landmark_spread(photo, face)
+    real = detector._mesh_in_boxes
+    for missed, finite in ((1, True), (3, False)):
+        calls = []
+
+        def missing(image, boxes, n=missed, calls=calls):
+            calls.append(1)
+            return [] if len(calls) <= n else real(image, boxes)
+
+        monkeypatch.setattr(detector, "_mesh_in_boxes", missing)
+        spread = detector.landmark_spread(photo, face)
+        assert (abs(spread - own) < 0.02) if finite else spread == np.inf
+    monkeypatch.setattr(detector, "_mesh_in_boxes", real)
+    flat = DetectedFace.from_mesh(np.full((478, 3), 100.0))
+    assert detector.landmark_spread(photo, flat) == np.inf
