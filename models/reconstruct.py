@@ -956,9 +956,9 @@ class PhotoFrame:
 
 
 def spread_text(spread: float) -> str:
-    """A landmark spread as ``reconstruction.json`` and ``photos.csv`` write it: 4 decimals,
-    or ``inf`` (JSON has no infinity)."""
-    return "inf" if np.isinf(spread) else f"{spread:.4f}"
+    """A landmark spread as ``reconstruction.json`` and ``photos.csv`` write it, as text (JSON
+    has no infinity): 4 decimals, or ``inf``."""
+    return f"{spread:.4f}"  # Python writes infinity as "inf"
 
 
 def spread_value(text: Any) -> float | None:

@@ -1626,6 +1626,9 @@ def test_a_kept_folder_holds_this_photos_reconstruction_and_says_what_it_found(t
     (folder / "reconstruction.json").write_text(json.dumps(meta))
     assert done_before(photo, folder, "abc").faces_found is None
     assert done_before(photo, folder, "abc").landmark_spread == np.inf  # no face in most crops
+    from models.reconstruct import spread_text
+
+    assert (spread_text(np.inf), spread_text(0.01234)) == ("inf", "0.0123")
     for unreadable in ("wide", -1.0, None):
         meta["photo_frame"]["landmark_spread"] = unreadable
         (folder / "reconstruction.json").write_text(json.dumps(meta))

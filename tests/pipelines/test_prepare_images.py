@@ -212,7 +212,7 @@ def test_unsure_landmarks_fail_the_photo_with_the_reason(tmp_path):
     from typer.testing import CliRunner
 
     from facehd.cli import app
-    from pipelines.prepare_images import PrepareImagesConfig, prepare_images
+    from pipelines.prepare_images import PrepareImagesConfig, _detector_for, prepare_images
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -233,17 +233,32 @@ def test_unsure_landmarks_fail_the_photo_with_the_reason(tmp_path):
     args = ["prepare-images", "--images", str(photos), "--out", str(out)]
     r = runner.invoke(app, [*args, "--max-landmark-spread", "inf"])
     assert r.exit_code == 0, r.output
+    detector = _detector_for(strict)
     with open_dataset(out) as ds:
         assert ds.attrs["config"]["max_landmark_spread"] == np.inf
-        assert all(0.0 < s.landmark_spread < 0.05 for s in ds)
+        for s in ds:  # the detector's own spread, as the refusal said it
+            image = np.asarray(Image.open(photos / s.sample_id).convert("RGB"))
+            spread = detector.main_face_checked(image)[3]
+            assert s.landmark_spread == np.float32(spread) and 0.0 < spread < 0.05
+            assert f"moves them {spread:.2f} eye distances" in reasons[s.sample_id]
+    # a face the mesh finds in no nearby crop
+    from facehd.detect import LandmarkSpreadError
+    from pipelines.prepare_images import prepare_photo
+
+    class Lost:
+        def main_face_checked(self, image, max_spread):  # noqa: ANN001, ANN202
+            k, face, n, _ = detector.main_face_checked(image, max_spread)
+            return k, face, n, np.inf
+
+    with pytest.raises(LandmarkSpreadError, match="the face mesh finds no face in most of them"):
+        prepare_photo(photos / "a.png", Lost(), PrepareImagesConfig())
     r = runner.invoke(app, [*args, "--max-landmark-spread", "-1"])
     assert r.exit_code == 2 and "value for '--max-landmark-spread'" in r.output, r.output
 
     # given landmarks (here the detector's own): no face mesh, nothing refitted or refused
     from facehd.landmarks import save_photo_landmarks
-    from pipelines.prepare_images import _detector_for
 
-    face = _detector_for(strict).detect(drawn_face.draw_face(SIZE, seed=1))
+    face = detector.detect(drawn_face.draw_face(SIZE, seed=1))
     save_photo_landmarks(photos / "a.pts", face.landmarks68)
     res = prepare_images(photos, tmp_path / "given.h5", config=strict)
     assert (res.n_samples, res.n_failed) == (1, 1)
