@@ -716,13 +716,21 @@ def test_landmark_spread_is_small_for_a_face_found_wherever_it_lies_in_the_photo
 
 
 @needs_mediapipe
-def test_landmark_spread_is_the_refits_distance_in_eye_distances(detector, monkeypatch):
+@pytest.mark.parametrize("enlarged", [1, 3])
+def test_landmark_spread_is_the_refits_distance_in_eye_distances(detector, monkeypatch, enlarged):
     """Refits moved by a known amount: half an eye distance to the side in every crop spreads
-    half an eye distance (give or take the refits' own spread); refits in which no face is
-    found spread infinitely; landmarks given without a face mesh are refused."""
+    half an eye distance (give or take the refits' own spread), in a photo where the face is
+    about 250 px wide and in one 3 times as large (whose face is 750 px wide: the photo is
+    averaged over blocks first); refits in which no face is found spread infinitely; landmarks
+    given without a face mesh are refused."""
+    from PIL import Image
+
     from facehd.detect import SPREAD_PX, DetectedFace
 
     photo = draw_face(320, seed=1)
+    if enlarged > 1:
+        big = (320 * enlarged, 320 * enlarged)
+        photo = np.asarray(Image.fromarray(photo).resize(big, Image.Resampling.BICUBIC))
     face = detector.detect(photo)
     own = detector.landmark_spread(photo, face)
     size = float(np.ptp(face.mesh[:468, :2], axis=0).max())
