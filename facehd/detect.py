@@ -898,7 +898,7 @@ class FaceDetector:
         upright, for :meth:`detect_upright`'s face). A face the mesh fits well gives the same
         landmarks from any crop around it (0.006-0.043 on real photos, whole, tightly cropped,
         turned or small in a large photo); landmarks fitted to a face seen turned the wrong
-        way, or loosely to a face the detector barely sees, move by a fifth of the eye distance
+        way, or loosely to a face the detector barely sees, move by 0.15 of the eye distance
         and more (:data:`MAX_LANDMARK_SPREAD`). The crops are cut from a copy in which the
         face is :data:`SPREAD_PX` pixels wide.
         """
