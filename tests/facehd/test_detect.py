@@ -776,11 +776,11 @@ def test_landmarks_placed_off_the_face_spread_far(detector):
 @needs_mediapipe
 def test_a_face_fitted_in_the_wrong_turn_is_looked_for_in_the_others(detector, monkeypatch):
     """The orientation scores turn the drawn face's photo wrongly (forced here): turned a
-    quarter, the face mesh fits it loosely (spread above TURN_AGAIN_SPREAD), so the other turns
-    are searched, and the upright one, whose landmarks hold, is taken, with the eyes where they
-    were drawn. Turned upside down, this face spreads above the limit but under
-    TURN_AGAIN_SPREAD: no other turn is searched, and the spread is left for the caller to
-    refuse; nor is one without automatic orientation."""
+    quarter, the face mesh fits it loosely (spread far above TURN_AGAIN_SPREAD), so the other
+    turns are searched, and the upright one, whose landmarks hold, is taken, with the eyes where
+    they were drawn. A spread above the limit but under TURN_AGAIN_SPREAD (forced) searches no
+    other turn, and is left for the caller to refuse; nor does a detector without automatic
+    orientation search one."""
     from facehd.detect import MAX_LANDMARK_SPREAD, TURN_AGAIN_SPREAD
 
     photo = draw_face(320, seed=1)
@@ -792,18 +792,20 @@ def test_a_face_fitted_in_the_wrong_turn_is_looked_for_in_the_others(detector, m
         return real(work, *args)
 
     monkeypatch.setattr(detector, "_meshes_in_turn", counting)
-    for wrong in (1, 2):
-        monkeypatch.setattr(detector, "_orientation", lambda image, k=wrong: (k, None, None))
-        searched.clear()
-        k, face, n, spread = detector.main_face_checked(photo)
-        if wrong == 1:
-            assert len(searched) == 4  # the forced turn, then the three others
-            assert (k, n) == (0, 1) and spread < 0.05
-            np.testing.assert_allclose(face.landmarks5[0], feature("right_eye", 320), atol=4)
-            np.testing.assert_allclose(face.landmarks5[1], feature("left_eye", 320), atol=4)
-        else:
-            assert len(searched) == 1 and k == 2
-            assert MAX_LANDMARK_SPREAD < spread < TURN_AGAIN_SPREAD
+    monkeypatch.setattr(detector, "_orientation", lambda image: (1, None, None))
+    k, face, n, spread = detector.main_face_checked(photo)
+    assert len(searched) == 4  # the forced turn, then the three others
+    assert (k, n) == (0, 1) and spread < 0.05
+    np.testing.assert_allclose(face.landmarks5[0], feature("right_eye", 320), atol=4)
+    np.testing.assert_allclose(face.landmarks5[1], feature("left_eye", 320), atol=4)
+
+    between = 0.5 * (MAX_LANDMARK_SPREAD + TURN_AGAIN_SPREAD)
+    monkeypatch.setattr(detector, "landmark_spread", lambda image, face: between)
+    searched.clear()
+    k, _, _, spread = detector.main_face_checked(photo)
+    assert len(searched) == 1 and k == 1 and spread == between
+    monkeypatch.undo()
+    monkeypatch.setattr(detector, "_meshes_in_turn", counting)
     monkeypatch.setattr(detector, "_orientation", lambda image: (1, None, None))
     monkeypatch.setattr(detector, "auto_orient", False)
     searched.clear()
