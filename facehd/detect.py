@@ -790,7 +790,7 @@ class FaceDetector:
         ``k`` is 0 for an upright photo). Empty when none."""
         image = _check_image(image)
         k, tiles, given = self._orientation(image)
-        work = np.ascontiguousarray(np.rot90(image, k)) if k else image
+        work = _turned(image, k)
         meshes = self._meshes_in_turn(work, tiles, None if k else given)
         return k, [DetectedFace.from_mesh(m) for m in meshes]
 
@@ -837,8 +837,7 @@ class FaceDetector:
         if not faces:
             raise NoFaceError("no face found")
         shape = image.shape[:2] if k % 2 == 0 else image.shape[1::-1]
-        boxes = np.stack([f.box for f in faces])
-        return k, faces[select_main_face(boxes, shape)], len(faces)
+        return k, _main_face(faces, shape), len(faces)
 
     def main_face_checked(
         self, image: np.ndarray, max_spread: float | None = None
@@ -856,30 +855,20 @@ class FaceDetector:
         """
         limit = MAX_LANDMARK_SPREAD if max_spread is None else float(max_spread)
         image = _check_image(image)
-        k, faces = self.detect_all_upright(image)
-        if not faces:
-            raise NoFaceError("no face found")
-        best = self._main_face_spread(image, k, faces)
+        k, face, n = self.main_face_upright(image)
+        best = (k, face, n, self.landmark_spread(_turned(image, k), face))
         if self.auto_orient and best[3] > TURN_AGAIN_SPREAD:
             for q in (1, 2, 3):
                 turn = (k + q) % 4
-                work = np.ascontiguousarray(np.rot90(image, turn)) if turn else image
+                work = _turned(image, turn)
                 meshes = self._meshes_in_turn(work)
                 if meshes:
                     found = [DetectedFace.from_mesh(m) for m in meshes]
-                    other = self._main_face_spread(image, turn, found)
-                    if other[3] <= limit and other[3] < best[3]:
-                        best = other
+                    face = _main_face(found, work.shape[:2])
+                    spread = self.landmark_spread(work, face)
+                    if spread <= limit and spread < best[3]:
+                        best = (turn, face, len(found), spread)
         return best
-
-    def _main_face_spread(
-        self, image: np.ndarray, k: int, faces: list[DetectedFace]
-    ) -> tuple[int, DetectedFace, int, float]:
-        """``(k, face, n, spread)`` of the main one of ``faces``, found in ``np.rot90(image,
-        k)``."""
-        work = np.ascontiguousarray(np.rot90(image, k)) if k else image
-        face = faces[select_main_face(np.stack([f.box for f in faces]), work.shape[:2])]
-        return k, face, len(faces), self.landmark_spread(work, face)
 
     def detect(self, image: np.ndarray) -> DetectedFace:
         """The main face of ``image`` (largest, most central), in its pixels; :class:`NoFaceError`
@@ -933,8 +922,8 @@ class FaceDetector:
         c = (centre + 0.5 - np.array([x0, y0])) * k - 0.5
         moved = []
         for m, dx, dy in SPREAD_REFITS:
-            box = np.array([1.0, c[0] + dx * size * k, c[1] + dy * size * k, m * size * k, 0.0])
-            box[4] = box[3]
+            w = m * size * k
+            box = np.array([1.0, c[0] + dx * size * k, c[1] + dy * size * k, w, w])
             found = self._mesh_in_boxes(copy, [box])
             if not found:
                 moved.append(float("inf"))
@@ -1038,6 +1027,17 @@ WHOLE_PHOTO_PX = 384
 #: and more) such a mesh spans 0.46-0.63 of the photo and lies 35-40 px off the face's landmarks
 #: (0.36-0.42 of the eye distance).
 WHOLE_PHOTO_MIN_EXTENT = 0.75
+
+
+def _turned(image: np.ndarray, k: int) -> np.ndarray:
+    """``np.rot90(image, k)``, contiguous (mediapipe's input); ``image`` itself for no turn."""
+    return np.ascontiguousarray(np.rot90(image, k)) if k % 4 else image
+
+
+def _main_face(faces: list[DetectedFace], size: tuple[int, int]) -> DetectedFace:
+    """The main one of ``faces`` (largest, most central; :func:`select_main_face`) in a photo
+    of ``size`` ``(H, W)``."""
+    return faces[select_main_face(np.stack([f.box for f in faces]), size)]
 
 
 def _shrunk(image: np.ndarray, longest: int) -> tuple[np.ndarray, np.ndarray]:
