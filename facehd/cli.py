@@ -1772,6 +1772,7 @@ def _say_landmarks_unsure(results: list[Any]) -> None:
     likely from landmarks off the face, where ``prepare-images`` would refuse them."""
     from facehd.detect import MAX_LANDMARK_SPREAD
     from facehd.errors import printable
+    from facehd.h5io import name_some
 
     unsure = [
         r
@@ -1780,11 +1781,10 @@ def _say_landmarks_unsure(results: list[Any]) -> None:
     ]
     if not unsure:
         return
-    shown = ", ".join(f"{printable(r.photo.name)} {r.landmark_spread:.2f}" for r in unsure[:5])
-    more = f" and {len(unsure) - 5} more" if len(unsure) > 5 else ""
+    shown = name_some([f"{printable(r.photo.name)} {r.landmark_spread:.2f}" for r in unsure])
     said = (
         f"{len(unsure)} of {len(results)} photos: the detected landmarks are unsure "
-        f"(landmark_spread above {MAX_LANDMARK_SPREAD:g} in photos.csv: {shown}{more}): the "
+        f"(landmark_spread above {MAX_LANDMARK_SPREAD:g} in photos.csv: {shown}): the "
         "face may be seen turned or too faint, and its reconstruction placed off it; give the "
         "photo's landmarks in a .pts file beside it"
     )
@@ -1797,6 +1797,7 @@ def _say_faces_off_their_photos(results: list[Any], *, refined: bool, fitted: bo
     base coefficients were refined (``--refine-steps``); ``fitted``, a fit (``--fit-iterations``,
     ``--multiview``) started from the analyzer's or the refined faces."""
     from facehd.errors import printable
+    from facehd.h5io import name_some
     from models.reconstruct import LANDMARK_NME_FAILED
 
     off = [
@@ -1804,8 +1805,7 @@ def _say_faces_off_their_photos(results: list[Any], *, refined: bool, fitted: bo
     ]
     if not off:
         return
-    shown = ", ".join(f"{printable(r.photo.name)} {r.landmark_nme:.2f}" for r in off[:5])
-    more = f" and {len(off) - 5} more" if len(off) > 5 else ""
+    shown = name_some([f"{printable(r.photo.name)} {r.landmark_nme:.2f}" for r in off])
     if refined:
         what = "refined, these faces still lie off their photos"
     else:
@@ -1816,7 +1816,7 @@ def _say_faces_off_their_photos(results: list[Any], *, refined: bool, fitted: bo
         )
     said = (
         f"{len(off)} of {len(results)} photos: M1 lies off the photo's landmarks "
-        f"(landmark_nme above {LANDMARK_NME_FAILED:g} in photos.csv: {shown}{more}): {what}"
+        f"(landmark_nme above {LANDMARK_NME_FAILED:g} in photos.csv: {shown}): {what}"
     )
     console.print(f"[yellow]note:[/yellow] {esc(said)}", soft_wrap=True)
 
