@@ -242,10 +242,8 @@ def test_photos_with_and_without_a_face(hrn_data, model_path, tmp_path, one_thre
         find_photos([tmp_path / "missing.jpg"])
 
 
-def test_a_photo_with_two_faces_says_which_was_reconstructed(model_path, tmp_path, one_thread):
-    """The largest, most central face is reconstructed, and the result says how many faces there
-    were and where the one reconstructed lies (``photo_frame.face_box``)."""
-    pytest.importorskip("mediapipe")
+def _draw_face(size: int, seed: int) -> np.ndarray:
+    """The tests' drawn face (``tests/facehd/drawn_face.py``), ``size`` px square."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -253,9 +251,16 @@ def test_a_photo_with_two_faces_says_which_was_reconstructed(model_path, tmp_pat
     )
     drawn = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(drawn)
+    return drawn.draw_face(size, seed=seed)
+
+
+def test_a_photo_with_two_faces_says_which_was_reconstructed(model_path, tmp_path, one_thread):
+    """The largest, most central face is reconstructed, and the result says how many faces there
+    were and where the one reconstructed lies (``photo_frame.face_box``)."""
+    pytest.importorskip("mediapipe")
     img = np.full((420, 700, 3), (70, 90, 110), np.uint8)
-    img[10:410, 280:680] = drawn.draw_face(400, seed=1)  # the large face, right
-    img[150:350, 20:220] = drawn.draw_face(200, seed=2)  # a small one, left
+    img[10:410, 280:680] = _draw_face(400, seed=1)  # the large face, right
+    img[150:350, 20:220] = _draw_face(200, seed=2)  # a small one, left
     Image.fromarray(img).save(tmp_path / "two.png")
     (result,) = reconstruct_photos([tmp_path / "two.png"], model_path, tmp_path / "out")
     assert result.error is None and result.faces_found == 2
@@ -276,28 +281,19 @@ def test_a_photo_whose_landmarks_are_unsure_is_reconstructed_and_named(
     names it; a photo whose landmarks hold is not named."""
     pytest.importorskip("mediapipe")
     import csv
-    import importlib.util
 
     from typer.testing import CliRunner
 
     from facehd.cli import app
     from facehd.detect import FaceDetector
 
-    spec = importlib.util.spec_from_file_location(
-        "drawn_face", Path(__file__).parents[1] / "facehd" / "drawn_face.py"
-    )
-    drawn = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(drawn)
     (tmp_path / "in").mkdir()
-    Image.fromarray(drawn.draw_face(320, seed=1)).save(tmp_path / "in" / "face.png")
+    Image.fromarray(_draw_face(320, seed=1)).save(tmp_path / "in" / "face.png")
     out = tmp_path / "out"
     args = ["reconstruct", str(tmp_path / "in"), "--checkpoint", str(model_path), "--out", str(out)]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0 and "landmarks are unsure" not in res.output, res.output
-    real = FaceDetector.landmark_spread
-    monkeypatch.setattr(
-        FaceDetector, "landmark_spread", lambda self, image, face: 0.5 + 0 * real(self, image, face)
-    )
+    monkeypatch.setattr(FaceDetector, "landmark_spread", lambda self, image, face: 0.5)
     res = CliRunner().invoke(app, [*args, "--redo"])
     assert res.exit_code == 0, res.output
     said = " ".join(res.output.split())
