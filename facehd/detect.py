@@ -850,24 +850,36 @@ class FaceDetector:
         quarter turn of the photo as well, and the turn whose main face spreads least is taken
         when that is within ``max_spread`` (default :data:`MAX_LANDMARK_SPREAD`; a tight crop
         turned sideways, which the orientation scores turned upside down, comes upright this
-        way). What to do with a spread left above ``max_spread`` is the caller's choice
-        (``prepare-images`` refuses the photo, ``reconstruct`` names it).
+        way). A photo showing no face at all in the turn the orientation scores chose is looked
+        at in the other turns too (whole, without a second tiled search), under the same rule:
+        a face the detector sees upright in the whole photo can score higher upside down in the
+        crops around it when its mouth is covered. What to do with a spread left above
+        ``max_spread`` is the caller's choice (``prepare-images`` refuses the photo,
+        ``reconstruct`` names it).
         """
         limit = MAX_LANDMARK_SPREAD if max_spread is None else float(max_spread)
         image = _check_image(image)
-        k, face, n = self.main_face_upright(image)
-        best = (k, face, n, self.landmark_spread(_turned(image, k), face))
-        if self.auto_orient and best[3] > TURN_AGAIN_SPREAD:
+        k, faces = self.detect_all_upright(image)
+        best = None
+        if faces:
+            work = _turned(image, k)
+            face = _main_face(faces, work.shape[:2])
+            best = (k, face, len(faces), self.landmark_spread(work, face))
+        if self.auto_orient and (best is None or best[3] > TURN_AGAIN_SPREAD):
             for q in (1, 2, 3):
                 turn = (k + q) % 4
                 work = _turned(image, turn)
-                meshes = self._meshes_in_turn(work)
+                # a photo with no face in the turn chosen is looked at whole in the others: a
+                # second tiled search of every turn would take seconds on a large photo
+                meshes = self._meshes_in_turn(work, None if faces else [])
                 if meshes:
                     found = [DetectedFace.from_mesh(m) for m in meshes]
                     face = _main_face(found, work.shape[:2])
                     spread = self.landmark_spread(work, face)
-                    if spread <= limit and spread < best[3]:
+                    if spread <= limit and (best is None or spread < best[3]):
                         best = (turn, face, len(found), spread)
+        if best is None:
+            raise NoFaceError("no face found")
         return best
 
     def detect(self, image: np.ndarray) -> DetectedFace:

@@ -814,6 +814,55 @@ def test_a_face_fitted_in_the_wrong_turn_is_looked_for_in_the_others(detector, m
 
 
 @needs_mediapipe
+def test_a_turn_showing_no_face_has_the_face_looked_for_in_the_others(detector, monkeypatch):
+    """The orientation scores may choose a turn in which no face is found at all (a face seen
+    upright in the whole photo, its mouth covered, scored higher upside down in the crops about
+    it): the other turns are looked at, whole, and the one whose face's landmarks hold is taken,
+    the eyes where they were drawn, rather than "no face found". A turn whose landmarks do not
+    hold (every spread raised by 0.5, forced) is not taken, unless the limit is raised past it.
+    Without automatic orientation, or with a face in no turn, it is still no face."""
+    from facehd.detect import FaceDetector, NoFaceError
+
+    photo = draw_face(320, seed=1)
+    searched = []
+    real = detector._meshes_in_turn
+
+    def none_in_the_first(work, *args):
+        searched.append((work.shape, args))
+        return [] if len(searched) == 1 else real(work, *args)
+
+    monkeypatch.setattr(detector, "_meshes_in_turn", none_in_the_first)
+    monkeypatch.setattr(detector, "_orientation", lambda image: (2, None, None))
+    k, face, n, spread = detector.main_face_checked(photo)
+    # the chosen turn, then the three others, whole (no second tiled search)
+    assert len(searched) == 4 and all(args == ([],) for _, args in searched[1:])
+    assert (k, n) == (0, 1) and spread < 0.05
+    np.testing.assert_allclose(face.landmarks5[0], feature("right_eye", 320), atol=4)
+    np.testing.assert_allclose(face.landmarks5[1], feature("left_eye", 320), atol=4)
+
+    raised = FaceDetector.landmark_spread
+    monkeypatch.setattr(
+        detector, "landmark_spread", lambda image, face: raised(detector, image, face) + 0.5
+    )
+    searched.clear()
+    with pytest.raises(NoFaceError):
+        detector.main_face_checked(photo)
+    searched.clear()
+    k, _, _, spread = detector.main_face_checked(photo, max_spread=0.6)
+    assert k == 0 and 0.5 < spread < 0.55
+
+    monkeypatch.setattr(detector, "auto_orient", False)
+    searched.clear()
+    with pytest.raises(NoFaceError):
+        detector.main_face_checked(photo)
+    assert len(searched) == 1
+    monkeypatch.setattr(detector, "auto_orient", True)
+    monkeypatch.setattr(detector, "_meshes_in_turn", lambda work, *args: [])
+    with pytest.raises(NoFaceError):
+        detector.main_face_checked(photo)
+
+
+@needs_mediapipe
 def test_another_turn_is_taken_only_when_its_landmarks_hold(detector, monkeypatch):
     """Looking in the other turns takes one only when its face's landmarks spread within the
     limit: with every spread raised by 0.2 (forced here), the upright turn's face no longer
