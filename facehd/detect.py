@@ -860,11 +860,7 @@ class FaceDetector:
         limit = MAX_LANDMARK_SPREAD if max_spread is None else float(max_spread)
         image = _check_image(image)
         k, faces = self.detect_all_upright(image)
-        best = None
-        if faces:
-            work = _turned(image, k)
-            face = _main_face(faces, work.shape[:2])
-            best = (k, face, len(faces), self.landmark_spread(work, face))
+        best = self._main_face_spread(_turned(image, k), k, faces) if faces else None
         if self.auto_orient and (best is None or best[3] > TURN_AGAIN_SPREAD):
             for q in (1, 2, 3):
                 turn = (k + q) % 4
@@ -874,13 +870,20 @@ class FaceDetector:
                 meshes = self._meshes_in_turn(work, None if faces else [])
                 if meshes:
                     found = [DetectedFace.from_mesh(m) for m in meshes]
-                    face = _main_face(found, work.shape[:2])
-                    spread = self.landmark_spread(work, face)
-                    if spread <= limit and (best is None or spread < best[3]):
-                        best = (turn, face, len(found), spread)
+                    other = self._main_face_spread(work, turn, found)
+                    if other[3] <= limit and (best is None or other[3] < best[3]):
+                        best = other
         if best is None:
             raise NoFaceError("no face found")
         return best
+
+    def _main_face_spread(
+        self, work: np.ndarray, k: int, faces: list[DetectedFace]
+    ) -> tuple[int, DetectedFace, int, float]:
+        """``(k, face, n, spread)`` of the main one of ``faces``, found in ``work`` (the photo
+        turned by ``k``)."""
+        face = _main_face(faces, work.shape[:2])
+        return k, face, len(faces), self.landmark_spread(work, face)
 
     def detect(self, image: np.ndarray) -> DetectedFace:
         """The main face of ``image`` (largest, most central), in its pixels; :class:`NoFaceError`
