@@ -464,8 +464,12 @@ def refine_dogleg(
     growing the radius to 2.5 times the step where the gain beats 90% of the model's and
     quartering it below 5%. It stops after the first step that gains less than ``e_3`` of the
     objective (the official 1e-4), or after ``max_iterations`` iterations (chumpy's 200).
-    A step may take the scale below 0, as the official one may; the penalty then applies and
-    the mesh is mirrored: the transform is ``|s| (-R)``, a rotation with a reflection.
+    It also stops, before the first step or after any, once the objective is rounding noise
+    (distances of about 1e-9 of the scan's size: a prediction that coincides with the scan),
+    where chumpy would go on stepping through that noise; :func:`refine_scan_to_mesh` stops at
+    the same floor. A step may take the scale below 0, as the official one may; the penalty
+    then applies and the mesh is mirrored: the transform is ``|s| (-R)``, a rotation with a
+    reflection.
 
     Returns
     -------
@@ -525,7 +529,10 @@ def refine_dogleg(
     r, jac, moved = evaluate(p)
     a, g = normal_equations(jac, r)
     delta = float(delta_0)
-    evaluations, iteration, done = 0, 0, not np.abs(g).max() >= 1e-15
+    # distances of ~1e-9 of the scan's size: nothing left to fit but rounding
+    floor = len(pts) * (1e-9 * (float(np.ptp(pts, axis=0).max()) or 1.0)) ** 2
+    evaluations, iteration = 0, 0
+    done = not np.abs(g).max() >= 1e-15 or np.einsum("n,n->", r, r) <= floor
     converged = done
     while not done:
         iteration += 1
@@ -557,7 +564,7 @@ def refine_dogleg(
                 rho = gain / (2.0 * g @ step - step @ a @ step)
                 p, moved, improvement = p + step, moved_new, gain / np.einsum("n,n->", r, r)
                 r, jac = r_new, jac_new
-                if improvement < e_3:
+                if improvement < e_3 or np.einsum("n,n->", r, r) <= floor:
                     done = converged = True
                 else:
                     a, g = normal_equations(jac, r)

@@ -244,6 +244,19 @@ def test_official_solver_follows_the_official_dogleg_through_rejected_steps(
     np.testing.assert_allclose(res.distances, expected, rtol=0, atol=1e-5)
 
 
+def test_a_prediction_that_is_the_scan_stops_at_rounding_noise() -> None:
+    """The scan scored as its own prediction. Chumpy's stopping test (a gain under 1e-4 of the
+    objective) would go on stepping through rounding noise, 24 evaluations here and 31 from
+    landmarks 2 mm off; the refinement stops before its first step, and from the landmarks
+    off, in a few steps, once the distances are down to ~1e-9 of the scan's size."""
+    scan, lm = _bumpy_face()
+    exact = evaluate_now(scan, lm, scan, lm)
+    assert exact.converged and exact.iterations == 0 and exact.distances.max() < 1e-9
+    noisy = lm + np.random.default_rng(0).normal(0, 2.0, lm.shape)
+    moved = evaluate_now(scan, lm, scan, noisy)
+    assert moved.converged and 1 <= moved.iterations <= 8 and moved.distances.max() < 1e-6
+
+
 def test_official_solver_shrinks_the_region_after_a_step_of_low_gain() -> None:
     """Against chumpy's ``minimize`` (the official options, ``maxiter`` 10) on a case whose
     fourth step is accepted with a gain ratio of 0.024: below the official 0.05 the trust region
