@@ -1,6 +1,7 @@
 """The prepared GPU check (``.ci/gpu_check.py``) runs its steps here on the CPU, so that it is
 ready for a machine with a GPU: a killed and resumed tiny run equals the uninterrupted one."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,10 +10,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_gpu_check_runs_on_the_cpu(tmp_path: Path) -> None:
+    # one torch thread, as the other training tests have: the tiny networks gain nothing from
+    # more, and beside the suite's other process they would fight it for the cores
     run = subprocess.run(
         [sys.executable, str(REPO / ".ci" / "gpu_check.py"), "--device", "cpu", "--out",
          str(tmp_path)],
         capture_output=True, text=True, cwd=REPO, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     report = (tmp_path / "check.txt").read_text()
