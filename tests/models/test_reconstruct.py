@@ -15,7 +15,7 @@ from hrn_testdata import tiny_config
 from PIL import Image
 
 from facehd.errors import InputFileError
-from facehd.mesh import load_mesh
+from facehd.mesh import Mesh, load_mesh
 from models.data import align_lab_photo
 from models.export import read_png16, write_png16
 from models.reconstruct import (
@@ -117,6 +117,37 @@ def test_landmark_nme_scores_m1_against_the_photo_landmarks_in_the_crop(hrn_data
     flat = exact.copy()
     flat[45] = flat[36]
     assert recon.landmark_nme(replace(rec, landmarks68=flat)) is None
+
+
+def test_textured_obj_is_savetxt_text_and_reads_back(tmp_path):
+    """The OBJ's lines are np.savetxt's for the same formats (a second writer), and trimesh reads
+    back its vertices, UVs and faces."""
+    import io
+
+    import trimesh
+
+    from models.export import write_textured_obj
+
+    rng = np.random.default_rng(4)
+    v = rng.normal(0.0, 60.0, (50, 3))
+    v[0] = [-0.0, np.nan, 1e-9]  # signs, NaN and rounding as savetxt writes them
+    uv = rng.uniform(0.0, 1.0, (50, 2))
+    n = rng.normal(size=(50, 3))
+    f = rng.integers(0, 50, (80, 3))
+    path = write_textured_obj(tmp_path / "m.obj", Mesh(v, f, uvs=uv), normals=n, texture="t.png")
+    ref = io.StringIO()
+    np.savetxt(ref, v, fmt="v %.6f %.6f %.6f")
+    np.savetxt(ref, uv, fmt="vt %.7f %.7f")
+    np.savetxt(ref, n, fmt="vn %.6f %.6f %.6f")
+    np.savetxt(ref, np.repeat(f + 1, 3, axis=1), fmt="f %d/%d/%d %d/%d/%d %d/%d/%d")
+    head = "# facehd reconstruction (millimetres)\nmtllib m.mtl\nusemtl face\n"
+    assert path.read_text() == head + ref.getvalue()
+    v[0] = 0.0
+    path = write_textured_obj(tmp_path / "m.obj", Mesh(v, f, uvs=uv), normals=n)
+    back = trimesh.load(path, process=False, maintain_order=True)
+    np.testing.assert_allclose(back.vertices, v, atol=5e-7)
+    np.testing.assert_array_equal(back.faces, f)
+    np.testing.assert_allclose(back.visual.uv, uv, atol=5e-8)
 
 
 def test_png16_round_trip(tmp_path):
