@@ -342,6 +342,13 @@ def _evaluation_or_none(
         return None
 
 
+def _rounding_floor(scan_points: np.ndarray, n: int) -> float:
+    """The objective (sum of squared distances) of ``n`` distances of about 1e-9 of the scan's
+    size: below it nothing is left to fit but rounding, and both refinements stop."""
+    extent = float(np.ptp(scan_points, axis=0).max()) or 1.0
+    return n * (1e-9 * extent) ** 2
+
+
 def refine_scan_to_mesh(
     scan_points: np.ndarray,
     mesh: Mesh,
@@ -394,9 +401,8 @@ def refine_scan_to_mesh(
         phases.append(pts[rng.choice(len(pts), size=coarse_points, replace=False)])
     phases.append(pts)
     ev = None
-    extent = float(np.ptp(pts, axis=0).max()) or 1.0
     for sub in phases:
-        floor = len(sub) * (1e-9 * extent) ** 2  # distances of ~1e-9 of the scan's size
+        floor = _rounding_floor(pts, len(sub))
         ev = _Evaluation(q, normals, sub, t)
         lam = 1e-6
         converged = False
@@ -529,8 +535,7 @@ def refine_dogleg(
     r, jac, moved = evaluate(p)
     a, g = normal_equations(jac, r)
     delta = float(delta_0)
-    # distances of ~1e-9 of the scan's size: nothing left to fit but rounding
-    floor = len(pts) * (1e-9 * (float(np.ptp(pts, axis=0).max()) or 1.0)) ** 2
+    floor = _rounding_floor(pts, len(pts))
     evaluations, iteration = 0, 0
     done = not np.abs(g).max() >= 1e-15 or np.einsum("n,n->", r, r) <= floor
     converged = done
@@ -558,13 +563,14 @@ def refine_dogleg(
                 break
             r_new, jac_new, moved_new = evaluate(p + step)
             evaluations += 1
-            gain = np.einsum("n,n->", r, r) - np.einsum("n,n->", r_new, r_new)
+            f_new = np.einsum("n,n->", r_new, r_new)
+            gain = np.einsum("n,n->", r, r) - f_new
             rho = gain
             if gain > 0:
                 rho = gain / (2.0 * g @ step - step @ a @ step)
                 p, moved, improvement = p + step, moved_new, gain / np.einsum("n,n->", r, r)
                 r, jac = r_new, jac_new
-                if improvement < e_3 or np.einsum("n,n->", r, r) <= floor:
+                if improvement < e_3 or f_new <= floor:
                     done = converged = True
                 else:
                     a, g = normal_equations(jac, r)
