@@ -827,23 +827,24 @@ class FaceDetector:
         upright, ``np.rot90(image, k)``: ``(k, face)``. :class:`NoFaceError` when none.
 
         A photo turned by quarter turns without an orientation tag is turned upright here, so
-        that its crop shows the face upright (the crop transform scales and shifts only)."""
-        k, face, _ = self.main_face_upright(image)
+        that its crop shows the face upright (the crop transform scales and shifts only). The
+        face is :meth:`main_face_checked`'s: a turn that shows no face, or a face whose
+        landmarks do not hold, has the face looked for in the other turns too."""
+        k, face, _, _ = self.main_face_checked(image)
         return k, face
 
     def main_face_upright(self, image: np.ndarray) -> tuple[int, DetectedFace, int]:
         """:meth:`detect_upright`, and the number of faces found: ``(k, face, n)``."""
-        k, faces = self.detect_all_upright(image)
-        if not faces:
-            raise NoFaceError("no face found")
-        shape = image.shape[:2] if k % 2 == 0 else image.shape[1::-1]
-        return k, _main_face(faces, shape), len(faces)
+        k, face, n, _ = self.main_face_checked(image)
+        return k, face, n
 
     def main_face_checked(
         self, image: np.ndarray, max_spread: float | None = None
     ) -> tuple[int, DetectedFace, int, float]:
-        """:meth:`main_face_upright` and its landmarks' :meth:`landmark_spread`: ``(k, face, n,
-        spread)``, the face in ``np.rot90(image, k)``. :class:`NoFaceError` when no face is found.
+        """The main face (largest, most central) of the photo turned as :meth:`orientation`
+        says, the number of faces found there and the face's :meth:`landmark_spread`: ``(k,
+        face, n, spread)``, the face in ``np.rot90(image, k)``. :class:`NoFaceError` when no
+        face is found.
 
         A spread above :data:`TURN_AGAIN_SPREAD` is what a face fitted in a photo turned the
         wrong way gives: with automatic orientation the face is then looked for in each other

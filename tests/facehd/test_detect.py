@@ -645,13 +645,13 @@ def test_a_small_face_found_in_the_whole_photo_is_fitted_again_in_a_crop(detecto
     img = np.full((1200, 1600, 3), (90, 110, 100), np.uint8)
     img[240:540, 960:1260] = draw_face(300, seed=3)  # 300 px: under REFIT_BELOW of 1200
     assert 300 < REFIT_BELOW * 1200
-    face = detector.detect(img)
+    (face,) = detector.detect_all(img)  # (detect also fits it in crops for its spread)
     assert len(calls) == 1
     ((_, cx, cy, w, h),) = calls[0]
     assert abs(cx - 1110) < 40 and abs(cy - 390) < 60 and 150 < w < 330
     np.testing.assert_allclose(face.landmarks5[0], feature("right_eye", 300) + [960, 240], atol=5)
     calls.clear()
-    detector.detect(draw_face(512))  # the face fills the photo: its whole-photo fit is kept
+    detector.detect_all(draw_face(512))  # the face fills the photo: its whole-photo fit is kept
     assert calls == []
 
 
@@ -860,6 +860,45 @@ def test_a_turn_showing_no_face_has_the_face_looked_for_in_the_others(detector, 
     monkeypatch.setattr(detector, "_meshes_in_turn", lambda work, *args: [])
     with pytest.raises(NoFaceError):
         detector.main_face_checked(photo)
+
+
+@needs_mediapipe
+def test_detect_finds_the_face_a_turn_without_one_hides(detector, monkeypatch):
+    """``detect`` and ``detect_upright`` take the main face as ``main_face_checked`` does: when
+    the orientation scores choose a turn showing no face (forced here: upside down, and nothing
+    found in it), the face is looked for in the other turns, rather than "no face found". The
+    upright turn is taken, the eyes where they were drawn, in the photo's own pixels for
+    ``detect``; with the upright turn hidden too, it is no face."""
+    from facehd.detect import NoFaceError
+
+    photo = draw_face(320, seed=1)
+    real = detector._meshes_in_turn
+    calls = []
+
+    def none_in_turn(hidden):
+        def search(work, *args):
+            calls.append(work.shape)
+            return [] if len(calls) in hidden else real(work, *args)
+
+        return search
+
+    monkeypatch.setattr(detector, "_orientation", lambda image: (2, None, None))
+    monkeypatch.setattr(detector, "_meshes_in_turn", none_in_turn({1}))
+    k, face = detector.detect_upright(photo)
+    assert k == 0
+    np.testing.assert_allclose(face.landmarks5[0], feature("right_eye", 320), atol=4)
+    calls.clear()
+    face = detector.detect(photo)
+    np.testing.assert_allclose(face.landmarks5[1], feature("left_eye", 320), atol=4)
+    calls.clear()
+    assert detector.main_face_upright(photo)[::2] == (0, 1)
+
+    # the chosen turn, then turns 3, 0 (the upright one, hidden too) and 1: a quarter turn
+    # fits no face whose landmarks hold, so none is taken
+    monkeypatch.setattr(detector, "_meshes_in_turn", none_in_turn({1, 3}))
+    calls.clear()
+    with pytest.raises(NoFaceError):
+        detector.detect(photo)
 
 
 @needs_mediapipe
