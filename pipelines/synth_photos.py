@@ -64,6 +64,9 @@ class PhotoConfig:
     """Side of each photo, pixels."""
     max_yaw_deg: float = 60.0
     """Head yaw is uniform in ±this."""
+    min_yaw_deg: float = 0.0
+    """Above 0, side views: the yaw's magnitude is uniform in [this, ``max_yaw_deg``], its side
+    (left or right) drawn at random."""
     max_pitch_deg: float = 15.0
     """Head pitch is uniform in ±this."""
     max_roll_deg: float = 10.0
@@ -210,6 +213,11 @@ def render_photos(
         raise ValueError(f"landmarks68 must be (68, 3), got {landmarks68.shape}")
     if displacement.ndim != 2:
         raise ValueError(f"displacement must be (Hd, Wd), got {displacement.shape}")
+    if not 0.0 <= config.min_yaw_deg <= config.max_yaw_deg:
+        raise ValueError(
+            f"min_yaw_deg must be in [0, max_yaw_deg = {config.max_yaw_deg:g}], got "
+            f"{config.min_yaw_deg:g}"
+        )
     size = config.image_size
     albedo = rng.normal(size=model.n_tex) * model.tex_std
     clean_tex, blemish_tex, alpha = albedo_textures(model, albedo, rng, config)
@@ -226,7 +234,10 @@ def render_photos(
     out: dict[str, list[np.ndarray]] = {k: [] for k in _VIEW_KEYS}
     for view in range(config.views if cameras is None else len(cameras)):
         if cameras is None:
-            yaw = rng.uniform(-config.max_yaw_deg, config.max_yaw_deg)
+            if config.min_yaw_deg > 0:  # a side view
+                yaw = rng.uniform(config.min_yaw_deg, config.max_yaw_deg) * rng.choice((-1, 1))
+            else:
+                yaw = rng.uniform(-config.max_yaw_deg, config.max_yaw_deg)
             pitch = rng.uniform(-config.max_pitch_deg, config.max_pitch_deg)
             roll = rng.uniform(-config.max_roll_deg, config.max_roll_deg)
             head = euler_to_matrix(yaw, pitch, roll)

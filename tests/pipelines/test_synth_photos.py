@@ -314,3 +314,32 @@ def test_random_cameras_follow_the_photo_size_and_skin_is_part_of_what_is_seen(
         skin, seen = z["masks"][k], z["visible"][k]
         assert not (skin & ~seen).any() and (seen & ~skin).sum() > 0.05 * seen.sum()
     assert not list((out / "photos").glob("*.tmp"))  # every photo renamed into place
+
+
+def test_side_views_turn_the_head_aside_to_either_side() -> None:
+    """``min_yaw_deg`` draws side views: every yaw's magnitude lies in [min, max], both sides
+    come up, and the rendered face is turned that way (the nose tip's landmark lies on the
+    yaw's side of the eyes' midpoint, by a share of the eye distance that grows with the yaw).
+    A minimum above the maximum is refused."""
+    from facehd.morphable import facehd_synth
+    from pipelines.synth import SynthConfig, make_scan
+    from pipelines.synth_photos import PhotoConfig, render_photos
+
+    model = facehd_synth()
+    _, truth, m1, _, _ = make_scan(model, SynthConfig(subjects=1, expressions=1, seed=4), 0, 0)
+    args = (model, m1.vertices, truth["displacement"], truth["landmarks68"])
+    config = PhotoConfig(views=8, image_size=64, texture_size=64, min_yaw_deg=20, max_yaw_deg=45)
+    z = render_photos(*args, np.random.default_rng(2), config).arrays
+    yaw = z["pose_deg"][:, 0]
+    assert np.all((np.abs(yaw) >= 20.0) & (np.abs(yaw) <= 45.0))
+    assert (yaw > 0).any() and (yaw < 0).any()
+    lm = z["landmarks68"]
+    eyes = 0.5 * (lm[:, 36:42].mean(axis=1) + lm[:, 42:48].mean(axis=1))
+    eye_distance = np.linalg.norm(lm[:, 36:42].mean(axis=1) - lm[:, 42:48].mean(axis=1), axis=1)
+    aside = (lm[:, 30, 0] - eyes[:, 0]) / eye_distance
+    assert np.all(np.sign(aside) == np.sign(yaw))
+    assert np.all(np.abs(aside) > 0.3)  # heads within 5 degrees of frontal: 0.01-0.14
+    order = np.argsort(np.abs(yaw))
+    assert np.abs(aside)[order[-1]] > np.abs(aside)[order[0]]
+    with pytest.raises(ValueError, match="min_yaw_deg must be in"):
+        render_photos(*args, np.random.default_rng(0), PhotoConfig(min_yaw_deg=70.0))
