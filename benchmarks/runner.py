@@ -1396,7 +1396,9 @@ def run_benchmark(
             raise InputFileError(
                 root_path,
                 f"this synthetic REALY benchmark has no {spec.split} split ({synth_split.name} "
-                "under images/ is not there)",
+                "under images/ is not there; benchmarks written before the side split was "
+                "drawn have the frontal one only: the facehd synth --benchmark realy command "
+                "that wrote it, run again, adds it)",
             )
         root_path = readers.realy_data_dir(root_path)  # a clone of the repository: its data/
         readers.realy_subjects(root_path)  # not a REALY data folder: fail before anything runs

@@ -18,8 +18,11 @@ Layouts written under ``out``:
   ``metrical_scale.txt`` (the ground truth is stored divided by it), the topology
   ``facehd-synth.txt`` / ``facehd-synth.obj`` (85 keypoints located on facehd-synth's mesh),
   ``predictions/synth-fit/<k>_0.obj`` with a copy of the topology files, and a frontal photo
-  of each subject, ``images/frontal/<k>_0.jpg`` (the official data's photo folders have their
-  own layout: ``facehd bench --images`` names the folder).
+  of each subject, ``images/frontal/<k>_0.jpg``; the side-view split as the official data has
+  it (4 side views a subject): ``images/side/<k>_<j>.jpg`` (``j`` 1-4, the head turned 20-45
+  degrees to either side) and their ``synth-fit`` predictions,
+  ``predictions/synth-fit-side/<k>_<j>.obj`` (the official data's photo folders have their own
+  layout: ``facehd bench --images`` names the folder).
 - ``facescape``: ``data/wild_gt_mesh/<NNN>.obj`` (one image per yaw bin and subject),
   ``data/lab_gt_mesh/<SS>.obj``, ``data/lab_cam/<SS>_<F>_<VV>.json``, ``code/predef/*.npy`` and
   ``pred/{wild,lab}_pred/synth-fit/<name>.obj`` (image-aligned meshes), and the photos
@@ -262,15 +265,19 @@ def _now_photo(
     rng: np.random.Generator,
     path: Path,
     max_yaw_deg: float = 30.0,
+    min_yaw_deg: float = 0.0,
 ) -> None:
     """Render one photo of the neutral face (synthetic albedo, lighting and background, head
-    turned up to ``max_yaw_deg``) to ``path`` (JPEG, written atomically)."""
+    turned up to ``max_yaw_deg``, and at least ``min_yaw_deg`` to either side) to ``path``
+    (JPEG, written atomically)."""
 
     from pipelines.synth_photos import PhotoConfig, render_photos
 
     v = np.asarray(model.vertices(identity, None), dtype=np.float64)
     lm68 = np.asarray(model.landmarks(v), dtype=np.float64)
-    config = PhotoConfig(views=1, image_size=512, max_yaw_deg=max_yaw_deg, blemishes=10)
+    config = PhotoConfig(
+        views=1, image_size=512, max_yaw_deg=max_yaw_deg, min_yaw_deg=min_yaw_deg, blemishes=10
+    )
     photo = render_photos(model, v, np.zeros((64, 64)), lm68, rng, config).arrays["images"][0]
     _save_jpeg(path, photo)
 
@@ -322,6 +329,12 @@ def synth_realy_topology(model) -> tuple[list[list[float]], Mesh]:  # noqa: ANN0
     return entries, Mesh(np.asarray(model.vertices(), dtype=np.float64), model.faces)
 
 
+#: Side views a subject of the synthetic REALY benchmark has (the official data's 400 side-view
+#: images are 4 of each of its 100 subjects), and the range of their heads' yaw, degrees.
+REALY_SIDE_VIEWS = 4
+REALY_SIDE_YAW_DEG = (20.0, 45.0)
+
+
 def _realy(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:  # noqa: ANN001
     kp_ids = synth_keypoints85(model)
     entries, template = synth_realy_topology(model)
@@ -349,9 +362,24 @@ def _realy(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:
     # a frontal photo of each subject, named as its prediction (drawn after every other file,
     # from a stream of its own)
     photo_rng = np.random.default_rng(rng.integers(2**63))
+    side_rng = np.random.default_rng(rng.integers(2**63))
     for k, ident in enumerate(subjects, start=1):
         path = out / "images" / "frontal" / f"{k}_0.jpg"
         _now_photo(model, ident, photo_rng, path, max_yaw_deg=10.0)
+    # the side-view split: REALY_SIDE_VIEWS photos of each subject turned aside, each with a
+    # synth-fit prediction of its own (from a stream of their own, after the frontal split's)
+    side_dir = out / "predictions" / f"{SYNTH_METHOD}-side"
+    atomic_write_text(side_dir / "facehd-synth.txt", json.dumps(entries) + "\n")
+    save_mesh(side_dir / "facehd-synth.obj", template)
+    low, high = REALY_SIDE_YAW_DEG
+    for k, ident in enumerate(subjects, start=1):
+        for j in range(1, REALY_SIDE_VIEWS + 1):
+            path = out / "images" / "side" / f"{k}_{j}.jpg"
+            _now_photo(model, ident, side_rng, path, max_yaw_deg=high, min_yaw_deg=low)
+            pv = _rough_fit(model, ident, np.zeros(model.n_exp), side_rng)
+            rp = _random_rotation(side_rng, 30.0)
+            pv = pv @ rp.T + side_rng.normal(size=3) * 20.0
+            save_mesh(side_dir / f"{k}_{j}.obj", Mesh(pv, model.faces))
 
 
 def _image_format(points_norm: np.ndarray) -> np.ndarray:
@@ -565,7 +593,7 @@ def check_benchmark_finished(root: str | Path) -> None:
 #: How ``facehd bench`` scores each kind of synthetic benchmark (the splits it writes).
 SCORED_AS = {
     "now": "now (its validation split)",
-    "realy": "realy:frontal",
+    "realy": "realy:frontal or realy:side",
     "facescape": "facescape:wild or facescape:lab",
     "multiview": "multiview:synth",
 }
@@ -599,11 +627,12 @@ def check_benchmark_kind(root: str | Path, dataset: str) -> None:
 
 
 #: Estimated bytes and seconds (one core) a subject of each benchmark takes, measured on this
-#: project's 2-core CI machine: NoW 5 meshes and 4 photos, REALY its regions, a prediction and a
-#: photo (and 3.2 MB of topology files once), multi-view 2 meshes and 3 photos; FaceScape 4 wild
-#: images (truth, prediction, photo: 3.2 MB), the lab truth (1.6 MB) and per lab image a
-#: prediction and a photo (1.6 MB), about 1.5 s an image.
-_SUBJECT_ESTIMATES = {"now": (8.7e6, 5.0), "realy": (2.6e6, 11.0), "multiview": (3.4e6, 4.5)}
+#: project's 2-core CI machine: NoW 5 meshes and 4 photos, REALY its regions, 5 predictions and
+#: 5 photos (frontal and side, 1.6 MB a prediction; and 4.7 MB of topology files once),
+#: multi-view 2 meshes and 3 photos; FaceScape 4 wild images (truth, prediction, photo:
+#: 3.2 MB), the lab truth (1.6 MB) and per lab image a prediction and a photo (1.6 MB), about
+#: 1.5 s an image.
+_SUBJECT_ESTIMATES = {"now": (8.7e6, 5.0), "realy": (9.1e6, 14.0), "multiview": (3.4e6, 4.5)}
 
 
 def subject_estimate(name: str, lab_images: int = 9) -> tuple[float, float]:

@@ -127,9 +127,12 @@ def test_realy_end_to_end_and_topology_errors(synth_roots: dict, tmp_path: Path)
     save_mesh(preds / "1_1.obj", Mesh(v.vertices[:3000], v.faces[keep]))
     (preds / "notes.obj").write_text("v 0 0 0\n")  # not <subject>_<name>: ignored
     out = tmp_path / "out"
-    # the synthetic benchmark has a frontal set only: its predictions are not ranked as side's
+    # a synthetic benchmark written before the side split was drawn has a frontal one only:
+    # its predictions are not ranked as side's
+    frontal_only = _copy(root, tmp_path / "frontal-only")
+    shutil.rmtree(frontal_only / "images" / "side")
     with pytest.raises(InputFileError, match="synthetic REALY benchmark has no side split"):
-        run_benchmark("realy:side", "synth-fit", predictions=preds, root=root, out=out)
+        run_benchmark("realy:side", "synth-fit", predictions=preds, root=frontal_only, out=out)
     assert not out.exists()
     res = run_benchmark("realy:frontal", "synth-fit", predictions=preds, root=root, out=out)
     rows = {r["name"]: r for r in _rows(res.items_csv)}
@@ -154,6 +157,44 @@ def test_realy_end_to_end_and_topology_errors(synth_roots: dict, tmp_path: Path)
     with pytest.raises(InputFileError, match="85 entries"):
         run_benchmark("realy:frontal", "synth-fit", predictions=preds, root=root, out=out)
     assert res.items_csv.read_bytes() == before  # a failing run leaves results as they were
+
+
+def test_synthetic_realy_side_split_scores_each_side_view(
+    synth_roots: dict, tmp_path: Path
+) -> None:
+    """The synthetic REALY benchmark has the official data's side-view split too: 4 photos of
+    each subject turned aside, named as the frontal one is (``<subject>_<view>``), each with a
+    ``synth-fit`` prediction of its own. Scored as ``realy:side`` with the photos, every photo's
+    prediction is scored against its subject's truth, with errors of the frontal prediction's
+    size, and the run is ranked apart from the frontal split's."""
+    root = synth_roots["realy"]
+    side = root / "images" / "side"
+    assert sorted(p.name for p in side.iterdir()) == [f"1_{j}.jpg" for j in range(1, 5)]
+    preds = root / "predictions" / "synth-fit-side"
+    assert sorted(p.stem for p in preds.glob("1_*.obj")) == [f"1_{j}" for j in range(1, 5)]
+    out = tmp_path / "out"
+    res = run_benchmark(
+        "realy:side", "synth-fit", predictions=preds, root=root, images=side, out=out
+    )
+    rows = {r["name"]: r for r in _rows(res.items_csv)}
+    assert set(rows) == {f"1_{j}" for j in range(1, 5)}
+    assert {(r["status"], r["subject"]) for r in rows.values()} == {("ok", "1")}
+    errors = [float(r["mean_mm"]) for r in rows.values()]
+    assert len(set(errors)) == 4  # four fits, not one copied
+    frontal = run_benchmark(
+        "realy:frontal",
+        "synth-fit",
+        predictions=root / "predictions" / "synth-fit",
+        root=root,
+        out=out,
+    )
+    (front,) = [float(r["mean_mm"]) for r in _rows(frontal.items_csv)]
+    assert all(0.2 * front < e < 5.0 * front for e in errors)
+    board = {
+        (r.dataset, r.split)
+        for r in load_leaderboard(out / "leaderboard.csv", include_published=False)
+    }
+    assert board == {("realy", "side"), ("realy", "frontal")}
 
 
 def test_realy_warns_of_keypoints_read_from_the_wrong_vertices(
