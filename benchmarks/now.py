@@ -536,8 +536,9 @@ def refine_dogleg(
     a, g = normal_equations(jac, r)
     delta = float(delta_0)
     floor = _rounding_floor(pts, len(pts))
+    f = np.einsum("n,n->", r, r)  # the objective at p
     evaluations, iteration = 0, 0
-    done = not np.abs(g).max() >= 1e-15 or np.einsum("n,n->", r, r) <= floor
+    done = not np.abs(g).max() >= 1e-15 or f <= floor
     converged = done
     while not done:
         iteration += 1
@@ -564,12 +565,12 @@ def refine_dogleg(
             r_new, jac_new, moved_new = evaluate(p + step)
             evaluations += 1
             f_new = np.einsum("n,n->", r_new, r_new)
-            gain = np.einsum("n,n->", r, r) - f_new
+            gain = f - f_new
             rho = gain
             if gain > 0:
                 rho = gain / (2.0 * g @ step - step @ a @ step)
-                p, moved, improvement = p + step, moved_new, gain / np.einsum("n,n->", r, r)
-                r, jac = r_new, jac_new
+                p, moved, improvement = p + step, moved_new, gain / f
+                r, jac, f = r_new, jac_new, f_new
                 if improvement < e_3 or f_new <= floor:
                     done = converged = True
                 else:

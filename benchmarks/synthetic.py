@@ -339,7 +339,8 @@ def _realy(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:
     kp_ids = synth_keypoints85(model)
     entries, template = synth_realy_topology(model)
     pred_dir = out / "predictions" / SYNTH_METHOD
-    for folder in (out, pred_dir):
+    side_dir = out / "predictions" / f"{SYNTH_METHOD}-side"
+    for folder in (out, pred_dir, side_dir):
         atomic_write_text(folder / "facehd-synth.txt", json.dumps(entries) + "\n")
         save_mesh(folder / "facehd-synth.obj", template)
     scales = rng.uniform(6.5, 10.2, size=n_subjects)
@@ -356,9 +357,7 @@ def _realy(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:
         )
         for name, mask in regions.items():
             save_mesh(out / "REALY_scan_region" / str(k) / f"{name}.obj", _region_mesh(gt, mask))
-        pv = _rough_fit(model, ident, np.zeros(model.n_exp), rng)
-        rp = _random_rotation(rng, 30.0)
-        save_mesh(pred_dir / f"{k}_0.obj", Mesh(pv @ rp.T + rng.normal(size=3) * 20.0, model.faces))
+        save_mesh(pred_dir / f"{k}_0.obj", _realy_prediction(model, ident, rng))
     # a frontal photo of each subject, named as its prediction (drawn after every other file,
     # from a stream of its own)
     photo_rng = np.random.default_rng(rng.integers(2**63))
@@ -368,18 +367,20 @@ def _realy(out: Path, rng: np.random.Generator, n_subjects: int, model) -> None:
         _now_photo(model, ident, photo_rng, path, max_yaw_deg=10.0)
     # the side-view split: REALY_SIDE_VIEWS photos of each subject turned aside, each with a
     # synth-fit prediction of its own (from a stream of their own, after the frontal split's)
-    side_dir = out / "predictions" / f"{SYNTH_METHOD}-side"
-    atomic_write_text(side_dir / "facehd-synth.txt", json.dumps(entries) + "\n")
-    save_mesh(side_dir / "facehd-synth.obj", template)
     low, high = REALY_SIDE_YAW_DEG
     for k, ident in enumerate(subjects, start=1):
         for j in range(1, REALY_SIDE_VIEWS + 1):
             path = out / "images" / "side" / f"{k}_{j}.jpg"
             _now_photo(model, ident, side_rng, path, max_yaw_deg=high, min_yaw_deg=low)
-            pv = _rough_fit(model, ident, np.zeros(model.n_exp), side_rng)
-            rp = _random_rotation(side_rng, 30.0)
-            pv = pv @ rp.T + side_rng.normal(size=3) * 20.0
-            save_mesh(side_dir / f"{k}_{j}.obj", Mesh(pv, model.faces))
+            save_mesh(side_dir / f"{k}_{j}.obj", _realy_prediction(model, ident, side_rng))
+
+
+def _realy_prediction(model, ident: np.ndarray, rng: np.random.Generator) -> Mesh:  # noqa: ANN001
+    """A ``synth-fit`` REALY prediction of the neutral face ``ident``: :func:`_rough_fit`,
+    turned up to 30 degrees and moved about 20 mm, a frame of its own."""
+    pv = _rough_fit(model, ident, np.zeros(model.n_exp), rng)
+    rp = _random_rotation(rng, 30.0)
+    return Mesh(pv @ rp.T + rng.normal(size=3) * 20.0, model.faces)
 
 
 def _image_format(points_norm: np.ndarray) -> np.ndarray:

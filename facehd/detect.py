@@ -830,7 +830,7 @@ class FaceDetector:
         that its crop shows the face upright (the crop transform scales and shifts only). The
         face is :meth:`main_face_checked`'s: a turn that shows no face, or a face whose
         landmarks do not hold, has the face looked for in the other turns too."""
-        k, face, _, _ = self.main_face_checked(image)
+        k, face, _ = self.main_face_upright(image)
         return k, face
 
     def main_face_upright(self, image: np.ndarray) -> tuple[int, DetectedFace, int]:
