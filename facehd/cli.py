@@ -2088,12 +2088,18 @@ def evaluate(
         help=_FIT_ITERATIONS_HELP,
     ),
     fit_deformation_start: str = typer.Option("network", help=_FIT_START_HELP),
+    facescape: bool = typer.Option(
+        True,
+        help="Also score FaceScape's CD and MNE (most of the scoring time); --no-facescape "
+        "leaves their columns NaN, for a quicker look.",
+    ),
 ) -> None:
     """Score M0, M1, M2 against the exact truth of synthetic photos (distance, normal error).
 
-    Single photos are also scored by FaceScape's CD and MNE (the paper's Tables 1 and 3), each
-    level aligned rigidly to the truth and placed as the protocol places a prediction (the
-    photo's camera, then its depth slide).
+    Photos are also scored by FaceScape's CD and MNE (the paper's Tables 1 and 3), each level
+    aligned rigidly to the truth and placed as the protocol places a prediction (the photo's
+    camera, then its depth slide); --no-facescape leaves these out, in about a third of the
+    time.
 
     With --multiview each scan's photos (2 or more) are one set: the table compares each view on
     its own (single), identity and deformation averaged (naive) and the joint fit (mv-hrn), and
@@ -2111,6 +2117,8 @@ def evaluate(
     --fit-deformation-start zero
 
     Example: facehd evaluate --multiview --refine-steps 300 --checkpoint model.pt --scans sets3
+
+    Example: facehd evaluate --checkpoint runs/tiny/model.pt --scans heldout --no-facescape
     """
     from facehd.errors import FacehdError, check_output_file
     from models.evaluate import evaluate_synthetic, heldout_without_photos, write_rows
@@ -2154,6 +2162,7 @@ def evaluate(
                     skipped=skipped,
                     failed=failed,
                     refine=refine,
+                    facescape=facescape,
                 )
         for said in skipped:
             console.print(f"[yellow]not scored:[/yellow] {esc(said)}", soft_wrap=True)
@@ -2201,7 +2210,9 @@ def evaluate(
                 f"{m['normal_m2_oracle']:.4f}",
             )
         console.print(seen)
-        facescape = PlainTable(
+        if not facescape:
+            console.print("FaceScape's CD and MNE: not scored (--no-facescape)")
+        fs_table = PlainTable(
             "variant",
             "level",
             "CD mm",
@@ -2211,9 +2222,9 @@ def evaluate(
             title="FaceScape's CD and MNE: the levels aligned rigidly, and placed as the protocol "
             "places a prediction (the photo's camera and its depth slide)",
         )
-        for variant, m in summary.items():
+        for variant, m in summary.items() if facescape else ():
             for k in range(3):
-                facescape.add_row(
+                fs_table.add_row(
                     variant,
                     f"M{k}",
                     f"{m[f'cd_fs_m{k}']:.3f}",
@@ -2221,7 +2232,8 @@ def evaluate(
                     f"{m[f'cd_cam_m{k}']:.3f}",
                     f"{m[f'mne_cam_m{k}']:.4f}",
                 )
-        console.print(facescape)
+        if facescape:
+            console.print(fs_table)
         if out is not None:
             console.print(f"wrote {esc(write_rows(out, mv_rows))}")
         if failed:
@@ -2242,6 +2254,7 @@ def evaluate(
                 failed=failed,
                 refine=refine,
                 fit=fit,
+                facescape=facescape,
             )
     _say_unreadable(failed)
     title = f"{s.photos} photos" + (
@@ -2252,16 +2265,19 @@ def evaluate(
     if fit_iterations:
         title += f", each photo fitted alone on MV-HRN's objective ({fit_iterations} iterations"
         title += ", the deformation map from zero)" if fit_deformation_start == "zero" else ")"
+    fs_columns = ("CD mm", "MNE rad", "placed CD mm", "placed MNE rad") if facescape else ()
     table = PlainTable(
         "level",
         "distance mm",
         "normal error rad",
-        "CD mm",
-        "MNE rad",
-        "placed CD mm",
-        "placed MNE rad",
-        title=title + " (CD, MNE: FaceScape's, the levels aligned rigidly; placed: in the "
-        "photo's camera and slid in depth, as FaceScape's protocol places a prediction)",
+        *fs_columns,
+        title=title
+        + (
+            " (CD, MNE: FaceScape's, the levels aligned rigidly; placed: in the photo's camera "
+            "and slid in depth, as FaceScape's protocol places a prediction)"
+            if facescape
+            else " (FaceScape's CD and MNE not scored: --no-facescape)"
+        ),
     )
     for level in ("mean_face", "m0", "m1", "m2"):
         d, n = getattr(s, f"dist_{level}"), getattr(s, f"normal_{level}")
@@ -2272,7 +2288,8 @@ def evaluate(
             if level == "mean_face"
             else (f"{getattr(s, f'cd_cam_{level}'):.3f}", f"{getattr(s, f'mne_cam_{level}'):.4f}")
         )
-        table.add_row(name, f"{d:.3f}", f"{n:.4f}", f"{cd:.3f}", f"{mne:.4f}", *placed)
+        fs_cells = (f"{cd:.3f}", f"{mne:.4f}", *placed) if facescape else ()
+        table.add_row(name, f"{d:.3f}", f"{n:.4f}", *fs_cells)
     console.print(table)
     if s.dist_m0 > s.dist_mean_face:
         console.print(
@@ -2290,17 +2307,25 @@ def evaluate(
         f"{s.disp_pearson_seen:.3f}; normal error M1 {s.normal_seen_m1:.4f}, "
         f"M2 {s.normal_seen_m2:.4f} rad"
     )
+    oracle_fs = (
+        f", FaceScape's MNE {s.mne_fs_m2_oracle:.4f} rad, placed {s.mne_cam_m2_oracle:.4f} rad"
+        if facescape
+        else ""
+    )
     console.print(
         f"M2 with the true details of the skin each texel shows (the ceiling of the detail "
-        f"level at this M1): normal error {s.normal_m2_oracle:.4f} rad, FaceScape's MNE "
-        f"{s.mne_fs_m2_oracle:.4f} rad, placed {s.mne_cam_m2_oracle:.4f} rad"
+        f"level at this M1): normal error {s.normal_m2_oracle:.4f} rad{oracle_fs}"
+    )
+    counts_fs = (
+        f", on {s.m2_mne_fs_better} of {s.photos} by FaceScape's MNE, on "
+        f"{s.m2_mne_cam_better} of {s.photos} by FaceScape's MNE placed"
+        if facescape
+        else ""
     )
     console.print(
         f"per photo: M1 nearer the truth than M0 on {s.m1_nearer} of {s.photos}; M2's normals "
         f"better than M1's on {s.m2_normals_better} of {s.photos} by closest points, on "
-        f"{s.m2_seen_better} of {s.seen_photos} at the skin point each texel shows, on "
-        f"{s.m2_mne_fs_better} of {s.photos} by FaceScape's MNE, on {s.m2_mne_cam_better} of "
-        f"{s.photos} by FaceScape's MNE placed"
+        f"{s.m2_seen_better} of {s.seen_photos} at the skin point each texel shows{counts_fs}"
     )
     without = sorted({r.sample_id for r in rows if r.disp_pearson_seen != r.disp_pearson_seen})
     if without:  # NaN: no <id>.gt.npz, so no true displacement map

@@ -829,6 +829,7 @@ def evaluate_synthetic(
     failed: list[str] | None = None,
     refine: Any = None,
     fit: Any = None,
+    facescape: bool = True,
 ) -> tuple[list[EvalRow], EvalSummary]:
     """Reconstruct and score every photo of every scan in ``scans_dir``.
 
@@ -837,11 +838,12 @@ def evaluate_synthetic(
     skin mask and landmarks, before the detail networks (:meth:`Reconstructor.run_crops_refined`);
     None: the networks alone. ``fit`` (a :class:`models.multiview.MultiViewConfig`): then fit
     each photo's coefficients and maps on MV-HRN's objective with the photo as its one view
-    (:meth:`Reconstructor.run_crops_fitted`). Raises InputFileError when the folder holds no
-    ``*.photos.npz``. A scan whose truth or photos cannot be read (a damaged file, arrays that
-    disagree) raises its InputFileError, or, when ``failed`` is given, is said there (the
-    error, naming the file) and left out while the others are scored
-    (:func:`read_heldout_scans`).
+    (:meth:`Reconstructor.run_crops_fitted`). ``facescape=False`` leaves out FaceScape's CD and
+    MNE (items 9 and 10 of the module docstring, most of the scoring time): their columns are
+    NaN. Raises InputFileError when the folder holds no ``*.photos.npz``. A scan whose truth or
+    photos cannot be read (a damaged file, arrays that disagree) raises its InputFileError, or,
+    when ``failed`` is given, is said there (the error, naming the file) and left out while the
+    others are scored (:func:`read_heldout_scans`).
     """
     from models.data import align_lab_photo
 
@@ -864,26 +866,31 @@ def evaluate_synthetic(
                 crop["image"][None], crop["mask"][None], crop["landmarks"][None], refine
             )[0][0]
         seed = score_seed(truth.sample_id, v)
-        levels = _score_levels(recon, rec, truth, max_points=max_points, seed=seed, facescape=True)
+        levels = _score_levels(
+            recon, rec, truth, max_points=max_points, seed=seed, facescape=facescape
+        )
         n, dist, ang, to_truth, _, fs, meshes = levels
         detail = detail_scores(recon, rec, truth, to_truth.rotation)
         camera = _photo_camera(photos, v, crop)
         seen, oracle_m2 = _seen_and_oracle(recon, rec, truth, camera, levels)
-        fs_oracle = (
-            float("nan")
-            if oracle_m2 is None
-            else facescape_levels(truth, [(oracle_m2, to_truth)])[1]
-        )
-        placed = camera_levels(
-            recon, rec, truth, camera, meshes if oracle_m2 is None else (*meshes, oracle_m2)
-        )
-        cam_oracle = float("nan") if oracle_m2 is None else placed[-1]
-        cam = (*placed[:3], *placed[4:7]) if oracle_m2 is not None else placed
         # the mean face's floor (score_mean_face), at the truth points the levels were scored at
         mean, mean_to_truth = truth.mean_face(recon.model)
         mean_mesh = level_mesh(recon, rec, mean.vertices)
         floor = _score_mesh(mean_mesh, mean_to_truth, *levels.truth_points)
-        fs_floor = facescape_levels(truth, [(mean_mesh, mean_to_truth)])
+        nan = float("nan")
+        if not facescape:
+            fs, fs_floor, fs_oracle = (nan,) * 6, (nan,) * 2, nan
+            cam, cam_oracle = (nan,) * 6, nan
+        else:
+            fs_oracle = (
+                nan if oracle_m2 is None else facescape_levels(truth, [(oracle_m2, to_truth)])[1]
+            )
+            placed = camera_levels(
+                recon, rec, truth, camera, meshes if oracle_m2 is None else (*meshes, oracle_m2)
+            )
+            cam_oracle = nan if oracle_m2 is None else placed[-1]
+            cam = (*placed[:3], *placed[4:7]) if oracle_m2 is not None else placed
+            fs_floor = facescape_levels(truth, [(mean_mesh, mean_to_truth)])
         rows.append(
             EvalRow(
                 truth.sample_id,

@@ -685,6 +685,7 @@ def evaluate_multiview_synthetic(
     skipped: list[str] | None = None,
     failed: list[str] | None = None,
     refine: Any = None,
+    facescape: bool = True,
 ) -> list[MultiViewEvalRow]:
     """Fit the photos of every held-out scan of ``scans_dir`` (``facehd synth --photos V``,
     ``V >= 2``) jointly and score the single-view, naive and MV-HRN reconstructions against
@@ -701,6 +702,8 @@ def evaluate_multiview_synthetic(
     (:func:`models.evaluate.read_heldout_scans`). ``refine`` (a
     :class:`models.refine.RefineConfig`): the views' base coefficients are refined first, on
     their photos with one shared identity, and all three variants start from them.
+    ``facescape=False`` leaves out FaceScape's CD and MNE (their columns NaN), as
+    :func:`models.evaluate.evaluate_synthetic` does.
     """
     from facehd.errors import InputFileError
     from models.data import align_lab_photo
@@ -736,7 +739,7 @@ def evaluate_multiview_synthetic(
         res = fit_multiview(recon, images, masks, landmarks68, config, coefficients=start)
         # each view's camera and the truth's depth map in it, shared by the three variants
         cameras = [_photo_camera(photos, v, crops[v]) for v in range(n)]
-        depths = [truth_depth(truth, c) for c in cameras]
+        depths = [truth_depth(truth, c) if facescape else None for c in cameras]
         for variant, recs in zip(VARIANTS, (res.single, res.naive, res.views), strict=True):
             scores = [
                 _view_scores(recon, r, truth, cameras[v], depths[v], v, max_points)
@@ -763,19 +766,25 @@ def _view_scores(
     rec: Reconstruction,
     truth: Any,
     camera: Any,
-    gt_depth: np.ndarray,
+    gt_depth: np.ndarray | None,
     view: int,
     max_points: int,
 ) -> np.ndarray:
     """One view's :data:`MULTIVIEW_SCORES` (the order of :class:`MultiViewEvalRow`); ``camera``
-    and ``gt_depth``: the view's camera and :func:`models.evaluate.truth_depth` in it."""
+    and ``gt_depth``: the view's camera and :func:`models.evaluate.truth_depth` in it (None:
+    FaceScape's scores are left out, NaN)."""
     from models.evaluate import _score_levels, _seen_and_oracle, camera_levels, score_seed
 
     seed = score_seed(truth.sample_id, view)
-    levels = _score_levels(recon, rec, truth, max_points=max_points, seed=seed, facescape=True)
+    facescape = gt_depth is not None
+    levels = _score_levels(recon, rec, truth, max_points=max_points, seed=seed, facescape=facescape)
     details = _seen_and_oracle(recon, rec, truth, camera, levels)[0]
-    placed = camera_levels(recon, rec, truth, camera, levels.meshes, gt_depth=gt_depth)
-    scores = [*levels.dists, *levels.angles, *details, *levels.facescape, *placed]
+    if facescape:
+        fs = levels.facescape
+        placed = camera_levels(recon, rec, truth, camera, levels.meshes, gt_depth=gt_depth)
+    else:
+        fs, placed = (float("nan"),) * 6, (float("nan"),) * 6
+    scores = [*levels.dists, *levels.angles, *details, *fs, *placed]
     return np.array(scores, dtype=np.float64)
 
 

@@ -154,10 +154,14 @@ def test_train_reconstruct_evaluate(hrn_data, one_scan, tmp_path, one_thread):
     assert len(first) == 1
     res = runner.invoke(
         app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(one_scan),
-              "--views", "1", "--out", str(tmp_path / "eval-refined.csv"), "--refine-steps", "3"],
+              "--views", "1", "--out", str(tmp_path / "eval-refined.csv"), "--refine-steps", "3",
+              "--no-facescape"],
     )  # fmt: skip
     said = " ".join(res.output.split())  # the title may wrap
     assert res.exit_code == 0 and "refined per photo (3 + 3 steps)" in said, res.output
+    # without FaceScape's scores: neither their columns in the table nor the counts by them
+    assert "not scored: --no-facescape" in said and "CD mm" not in said, said
+    assert "FaceScape's MNE" not in said, said
     with open(tmp_path / "eval-refined.csv", newline="") as f:
         refined = list(csv.DictReader(f))
     assert [r["sample_id"] for r in refined] == [r["sample_id"] for r in first]
@@ -168,7 +172,7 @@ def test_train_reconstruct_evaluate(hrn_data, one_scan, tmp_path, one_thread):
         res = runner.invoke(
             app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(one_scan),
                   "--views", "1", "--out", str(tmp_path / f"eval-fit{n}.csv"),
-                  "--refine-steps", "3", "--fit-iterations", n],
+                  "--refine-steps", "3", "--fit-iterations", n, "--no-facescape"],
         )  # fmt: skip
         said = " ".join(res.output.split())
         assert res.exit_code == 0, res.output
@@ -188,11 +192,12 @@ def test_train_reconstruct_evaluate(hrn_data, one_scan, tmp_path, one_thread):
     # sets of views start from each view's refined coefficients (test_multiview.py checks how)
     res = runner.invoke(
         app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(one_scan),
-              "--multiview", "--iterations", "0", "--refine-steps", "3",
+              "--multiview", "--iterations", "0", "--refine-steps", "3", "--no-facescape",
               "--out", str(tmp_path / "eval-mv-refined.csv")],
     )  # fmt: skip
     said = " ".join(res.output.split())
     assert res.exit_code == 0 and "refined first, one identity (3 + 3 steps)" in said, res.output
+    assert "FaceScape's CD and MNE: not scored (--no-facescape)" in said and "CD mm" not in said
     with open(tmp_path / "eval-mv-refined.csv", newline="") as f:
         refined_rows = list(csv.DictReader(f))
     assert {r["variant"] for r in refined_rows} == {"single", "naive", "mv-hrn"}
@@ -201,7 +206,8 @@ def test_train_reconstruct_evaluate(hrn_data, one_scan, tmp_path, one_thread):
     res = runner.invoke(
         app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(one_scan),
               "--multiview", "--iterations", "0", "--refine-steps", "3",
-              "--fit-deformation-start", "zero", "--out", str(tmp_path / "eval-mv-zero.csv")],
+              "--fit-deformation-start", "zero", "--out", str(tmp_path / "eval-mv-zero.csv"),
+              "--no-facescape"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     with open(tmp_path / "eval-mv-zero.csv", newline="") as f:
@@ -217,15 +223,20 @@ def test_train_reconstruct_evaluate(hrn_data, one_scan, tmp_path, one_thread):
     # the same in bfloat16: the coarse level is float32's (to summation order), the others close
     res = runner.invoke(
         app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(one_scan),
-              "--views", "1", "--out", str(tmp_path / "eval-bf16.csv"), "--precision", "bfloat16"],
+              "--views", "1", "--out", str(tmp_path / "eval-bf16.csv"), "--precision", "bfloat16",
+              "--no-facescape"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     with open(tmp_path / "eval-bf16.csv") as b:
         rows16 = list(csv.DictReader(b))
     assert [r["sample_id"] for r in first] == [r["sample_id"] for r in rows16]
+    fs_columns = [k for k in rows16[0] if k.startswith(("cd_", "mne_"))]
+    assert len(fs_columns) == 16
     for r32, r16 in zip(first, rows16, strict=True):
         assert abs(float(r32["dist_m0"]) - float(r16["dist_m0"])) < 1e-9
         assert abs(float(r32["dist_m2"]) - float(r16["dist_m2"])) < 0.05
+        # scored with FaceScape's CD and MNE in the first run, left out (empty) with --no-facescape
+        assert all(r32[k] and not r16[k] for k in fs_columns), (r32, r16)
     res = runner.invoke(
         app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(hrn_data.scans),
               "--precision", "half"],
@@ -240,7 +251,7 @@ def test_train_reconstruct_evaluate(hrn_data, one_scan, tmp_path, one_thread):
     damaged.write_bytes(damaged.read_bytes()[:300])
     res = runner.invoke(
         app, ["evaluate", "--checkpoint", str(run / "model.pt"), "--scans", str(held),
-              "--views", "1", "--out", str(tmp_path / "eval-held.csv")],
+              "--views", "1", "--out", str(tmp_path / "eval-held.csv"), "--no-facescape"],
     )  # fmt: skip
     said = " ".join(res.output.split())
     assert res.exit_code == 1 and f"not scored, unreadable: {damaged}" in said, res.output
@@ -265,7 +276,7 @@ def test_train_reconstruct_evaluate(hrn_data, one_scan, tmp_path, one_thread):
     assert res.exit_code == 0, res.output
     res = runner.invoke(
         app, ["evaluate", "--checkpoint", str(tmp_path / "base" / "model.pt"), "--scans",
-              str(one_scan), "--views", "1"],
+              str(one_scan), "--views", "1", "--no-facescape"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "has not trained the detail stage (stages base)" in " ".join(res.output.split())

@@ -182,12 +182,12 @@ def test_a_photo_scores_the_same_whatever_else_the_folder_holds(
     from models.evaluate import score_seed
 
     recon = Reconstructor.load(model_path)
-    rows, _ = evaluate_synthetic(recon, hrn_data.scans, max_points=500)
+    rows, _ = evaluate_synthetic(recon, hrn_data.scans, max_points=500, facescape=False)
     alone = tmp_path / "alone"
     alone.mkdir()
     for f in hrn_data.scans.glob("s001_e00.*"):
         shutil.copy(f, alone / f.name)
-    single, _ = evaluate_synthetic(recon, alone, max_points=500)
+    single, _ = evaluate_synthetic(recon, alone, max_points=500, facescape=False)
     before = [r for r in rows if r.sample_id == "s001_e00"]
     assert [r.view for r in single] == [r.view for r in before] == [0, 1]
     for a, b in zip(before, single, strict=True):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -610,6 +610,7 @@ def test_scans_that_cannot_be_scored_are_named(hrn_data, model_path, tmp_path):
     per_view = {k: v[:1] for k, v in arrays.items() if v.ndim and v.shape[0] == 2}
     np.savez(one, **{**arrays, **per_view})
     args = ["evaluate", "--iterations", "2", "--checkpoint", str(model_path), "--scans", str(scans)]
+    args.append("--no-facescape")  # the scans scored or not are the point here, not the scores
     res = CliRunner().invoke(app, [*args, "--multiview"])
     assert res.exit_code == 0, res.output
     said = " ".join(res.output.split())
@@ -698,6 +699,22 @@ def test_sets_are_scored_at_the_skin_points_seen_as_single_photos_are(
             want = np.mean([getattr(p, name) for p in mine])
             assert np.isfinite(want) and want > 0, name
             assert getattr(single, name) == pytest.approx(want, rel=1e-3, abs=1e-5), name
+    # without FaceScape's scores (evaluate --no-facescape): those NaN, every other the same
+    quick, _ = evaluate_synthetic(recon, one_scan, views=2, facescape=False)
+    quick_sets = evaluate_multiview_synthetic(
+        recon, one_scan, MultiViewConfig(iterations=0), views=2, facescape=False
+    )
+    for full_rows, quick_rows in ((photos, quick), (rows, quick_sets)):
+        assert len(quick_rows) == len(full_rows)
+        for a, b in zip(full_rows, quick_rows, strict=True):
+            for f in fields(a):
+                x, y = getattr(a, f.name), getattr(b, f.name)
+                if f.name.startswith(("cd_", "mne_")):
+                    assert np.isfinite(x) and np.isnan(y), f.name
+                elif isinstance(x, float):
+                    assert y == pytest.approx(x, rel=1e-9, abs=1e-12, nan_ok=True), f.name
+                else:
+                    assert x == y, f.name
 
 
 def test_shared_turntable_draws_the_shared_vertices_without_displacement(model_path):
