@@ -19,7 +19,9 @@ starts from them (``OUT/<row>``), with the same seed, data and schedule. Each ro
 are FaceScape's CD and MNE (the metrics of the paper's Table 3; item 9 of
 :mod:`models.evaluate`) of the row's final surface (M0 for ``base``, M2 otherwise); the per-level
 numbers, by closest points and by FaceScape's protocol, are kept too. An interrupted ablation
-resumes (finished rows are not retrained).
+resumes (finished rows are not retrained), and a rerun keeps the scores of a row whose model file,
+held-out files, photos per scan and refinement are those it was scored with (``eval_<row>.json``
+records them beside ``eval_<row>.csv``); any other row is scored again.
 
 A config whose detail stage trains on refined base faces (``hrn_options.refine_steps``) gives
 every row those faces: the training photos are refined once, by the first row that trains, and
@@ -30,12 +32,15 @@ scored on the held-out photos refined the same way.
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
-from models.evaluate import evaluate_synthetic, write_rows
+from facehd.csvtext import atomic_write_text
+from models.evaluate import evaluate_synthetic, summarise, write_rows
 from models.train import HRNOptions, TrainConfig, run_data_matches, train, training_refinement
 
 __all__ = ["ABLATION_ROWS", "AblationRow", "run_ablation", "table_markdown"]
@@ -117,6 +122,57 @@ class AblationRow:
     points; at the skin point each texel shows, out of ``seen_photos``; by FaceScape's MNE, the
     levels aligned rigidly and placed as the protocol places them)."""
     train_seconds: float
+
+
+def _scores_key(model_path: Path, heldout: Path, views: int | None, refine: Any) -> dict:
+    """What a row's scores depend on: the model file, the held-out scans' files, the photos per
+    scan, the refinement and the scores' columns (recorded beside ``eval_<row>.csv``)."""
+    import facehd
+    from facehd.h5io import file_sha256
+    from models.evaluate import EvalRow, heldout_ids
+
+    mine = tuple(f"{i}." for i in heldout_ids(heldout))
+    files = sorted(f for f in heldout.iterdir() if f.is_file() and f.name.startswith(mine))
+    return {
+        "facehd": facehd.__version__,
+        "model_sha256": file_sha256(model_path),
+        "heldout": {f.name: file_sha256(f) for f in files},
+        "views": views,
+        "refine": None if refine is None else asdict(refine),
+        "columns": [f.name for f in fields(EvalRow)],
+    }
+
+
+def _kept_scores(out: Path, slug: str, key: dict) -> list | None:
+    """The per-photo scores of ``eval_<slug>.csv`` when its record says they were made from
+    what ``key`` holds (the same model, held-out files and settings), else None: the row is
+    scored again (a record or CSV that cannot be read, or edited, counts as none)."""
+    import csv
+
+    from models.evaluate import EvalRow
+
+    record, table = out / f"eval_{slug}.json", out / f"eval_{slug}.csv"
+    try:
+        if json.loads(record.read_text()) != json.loads(json.dumps(key)):  # tuples as lists
+            return None
+        with open(table, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        kinds = {f.name: f.type for f in fields(EvalRow)}
+        if not rows or list(rows[0]) != list(kinds):
+            return None
+        return [EvalRow(**{k: _cell(r[k], kinds[k]) for k in kinds}) for r in rows]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _cell(text: str, kind: Any) -> Any:
+    """A CSV cell as written by :func:`facehd.csvtext.format_value` back to its field's type."""
+    kind = getattr(kind, "__name__", kind)
+    if kind == "str":
+        return text
+    if kind == "int":
+        return int(text)
+    return float(text) if text != "" else float("nan")
 
 
 def _done(folder: Path) -> bool:
@@ -267,10 +323,18 @@ def _run_rows(
                 refined_from = folder / "refined"
         if seconds == 0.0:  # nothing trained now: the time the row took when it was trained
             seconds = earlier.get(name, seconds)
-        log(f"ablation row {name}: scoring")
-        recon = Reconstructor.load(model_path)
-        per_photo, s = evaluate_synthetic(recon, heldout, views=views, refine=refine)
-        write_rows(out / f"eval_{slug}.csv", per_photo)
+        scored = _scores_key(model_path, Path(heldout), views, refine)
+        per_photo = _kept_scores(out, slug, scored)
+        if per_photo is None:
+            log(f"ablation row {name}: scoring")
+            (out / f"eval_{slug}.json").unlink(missing_ok=True)  # the CSV is about to change
+            recon = Reconstructor.load(model_path)
+            per_photo, _ = evaluate_synthetic(recon, heldout, views=views, refine=refine)
+            write_rows(out / f"eval_{slug}.csv", per_photo)
+            atomic_write_text(out / f"eval_{slug}.json", json.dumps(scored, indent=1))
+        else:
+            log(f"ablation row {name}: scores kept (eval_{slug}.csv: the same model and photos)")
+        s = summarise(per_photo)
         final = (s.cd_fs_m0, s.mne_fs_m0) if opts is None else (s.cd_fs_m2, s.mne_fs_m2)
         rows.append(
             AblationRow(
