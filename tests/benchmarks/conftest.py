@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,10 @@ def synth_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "facescape", base / "facescape", seed=3, n_subjects=1, lab_views=(0, 9), lab_focals=(0,)
         ),
     }
+
+
+@pytest.fixture
+def now_copy(synth_roots: dict[str, Path], tmp_path: Path) -> Path:
+    """A copy of the session's synthetic NoW benchmark, for a test that edits its files (a copy
+    takes a fraction of a second, writing one anew seconds)."""
+    return Path(shutil.copytree(synth_roots["now"], tmp_path / "now"))

@@ -1211,19 +1211,20 @@ def test_now_subject_without_its_scan_fails_its_own_items(tmp_path: Path) -> Non
     assert res.n_failed == len(mine) and res.n_ok == len(rows) - len(mine)
 
 
-def test_now_predictions_that_are_no_face_are_scored_with_a_warning(tmp_path: Path) -> None:
+def test_now_predictions_that_are_no_face_are_scored_with_a_warning(
+    tmp_path: Path, now_copy: Path
+) -> None:
     """Landmarks given in reverse order, or a prediction of 3 vertices, are scored as the
     official tool would score them, but named in the warning column and counted; the untouched
     predictions have none."""
     from types import SimpleNamespace
 
     from benchmarks.runner import _now_warning, run_benchmark
-    from benchmarks.synthetic import make_synthetic_benchmark
     from facehd.cli import app
     from facehd.mesh import Mesh
     from facehd.transforms import Similarity
 
-    root = Path(make_synthetic_benchmark("now", tmp_path / "now", seed=5, n_subjects=1))
+    root = now_copy
     preds = root / "predictions" / "synth-fit"
     items = readers.read_now_items(root, "validation")
     second = preds / items[1].subject / items[1].challenge / f"{items[1].image}.txt"
@@ -1249,13 +1250,14 @@ def test_now_predictions_that_are_no_face_are_scored_with_a_warning(tmp_path: Pa
     assert _now_warning(tri, lm, lm, fit) == "the prediction has 3 vertices"
 
 
-def test_now_mirrored_prediction_is_scored_as_itself_with_a_warning(tmp_path: Path) -> None:
+def test_now_mirrored_prediction_is_scored_as_itself_with_a_warning(
+    tmp_path: Path, now_copy: Path
+) -> None:
     """A prediction mirrored with its landmarks (x negated: a mesh written in a left-handed
     frame) scores as the prediction itself, since the official alignment allows a reflection;
     its row says that the alignment mirrors it, and the others say nothing."""
-    from benchmarks.synthetic import make_synthetic_benchmark
 
-    root = Path(make_synthetic_benchmark("now", tmp_path / "now", seed=5, n_subjects=1))
+    root = now_copy
     preds = root / "predictions" / "synth-fit"
     items = readers.read_now_items(root, "validation")
     first = run_benchmark("now", "m", predictions=preds, root=root, out=tmp_path / "a")
@@ -1278,14 +1280,15 @@ def test_now_mirrored_prediction_is_scored_as_itself_with_a_warning(tmp_path: Pa
         )
 
 
-def test_now_mesh_and_landmarks_in_other_units_are_scored_with_a_warning(tmp_path: Path) -> None:
+def test_now_mesh_and_landmarks_in_other_units_are_scored_with_a_warning(
+    tmp_path: Path, now_copy: Path
+) -> None:
     """A prediction whose mesh is written in millimetres beside landmarks left in metres is
     scored as the official tool scores it (far off), and its row says that its landmarks lie
     far from its own surface, in millimetres at the landmark fit's scale; the others lie on
     theirs and say nothing."""
-    from benchmarks.synthetic import make_synthetic_benchmark
 
-    root = Path(make_synthetic_benchmark("now", tmp_path / "now", seed=5, n_subjects=1))
+    root = now_copy
     preds = root / "predictions" / "synth-fit"
     items = readers.read_now_items(root, "validation")
     stem = preds / items[0].subject / items[0].challenge / items[0].image
