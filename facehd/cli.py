@@ -2210,30 +2210,30 @@ def evaluate(
                 f"{m['normal_m2_oracle']:.4f}",
             )
         console.print(seen)
-        if not facescape:
-            console.print("FaceScape's CD and MNE: not scored (--no-facescape)")
-        fs_table = PlainTable(
-            "variant",
-            "level",
-            "CD mm",
-            "MNE rad",
-            "placed CD mm",
-            "placed MNE rad",
-            title="FaceScape's CD and MNE: the levels aligned rigidly, and placed as the protocol "
-            "places a prediction (the photo's camera and its depth slide)",
-        )
-        for variant, m in summary.items() if facescape else ():
-            for k in range(3):
-                fs_table.add_row(
-                    variant,
-                    f"M{k}",
-                    f"{m[f'cd_fs_m{k}']:.3f}",
-                    f"{m[f'mne_fs_m{k}']:.4f}",
-                    f"{m[f'cd_cam_m{k}']:.3f}",
-                    f"{m[f'mne_cam_m{k}']:.4f}",
-                )
         if facescape:
+            fs_table = PlainTable(
+                "variant",
+                "level",
+                "CD mm",
+                "MNE rad",
+                "placed CD mm",
+                "placed MNE rad",
+                title="FaceScape's CD and MNE: the levels aligned rigidly, and placed as the "
+                "protocol places a prediction (the photo's camera and its depth slide)",
+            )
+            for variant, m in summary.items():
+                for k in range(3):
+                    fs_table.add_row(
+                        variant,
+                        f"M{k}",
+                        f"{m[f'cd_fs_m{k}']:.3f}",
+                        f"{m[f'mne_fs_m{k}']:.4f}",
+                        f"{m[f'cd_cam_m{k}']:.3f}",
+                        f"{m[f'mne_cam_m{k}']:.4f}",
+                    )
             console.print(fs_table)
+        else:
+            console.print("FaceScape's CD and MNE: not scored (--no-facescape)")
         if out is not None:
             console.print(f"wrote {esc(write_rows(out, mv_rows))}")
         if failed:

@@ -124,19 +124,29 @@ class AblationRow:
     train_seconds: float
 
 
-def _scores_key(model_path: Path, heldout: Path, views: int | None, refine: Any) -> dict:
-    """What a row's scores depend on: the model file, the held-out scans' files, the photos per
-    scan, the refinement and the scores' columns (recorded beside ``eval_<row>.csv``)."""
-    import facehd
+def _heldout_sha256(heldout: Path) -> dict[str, str]:
+    """SHA-256 of each file of the held-out scans (``<id>.*``), by name: what a row is scored
+    on."""
     from facehd.h5io import file_sha256
-    from models.evaluate import EvalRow, heldout_ids
+    from models.evaluate import heldout_ids
 
     mine = tuple(f"{i}." for i in heldout_ids(heldout))
     files = sorted(f for f in heldout.iterdir() if f.is_file() and f.name.startswith(mine))
+    return {f.name: file_sha256(f) for f in files}
+
+
+def _scores_key(model_path: Path, heldout: dict[str, str], views: int | None, refine: Any) -> dict:
+    """What a row's scores depend on: the model file, the held-out scans' files
+    (:func:`_heldout_sha256`), the photos per scan, the refinement and the scores' columns
+    (recorded beside ``eval_<row>.csv``)."""
+    import facehd
+    from facehd.h5io import file_sha256
+    from models.evaluate import EvalRow
+
     return {
         "facehd": facehd.__version__,
         "model_sha256": file_sha256(model_path),
-        "heldout": {f.name: file_sha256(f) for f in files},
+        "heldout": heldout,
         "views": views,
         "refine": None if refine is None else asdict(refine),
         "columns": [f.name for f in fields(EvalRow)],
@@ -286,6 +296,7 @@ def _run_rows(
     res = train(config, shared, stages=["base", "deretouch"], resume=resume, **kw)
     shared_seconds = sum(res.seconds.values())
     earlier = _earlier_seconds(out / "ablation.csv")  # of rows a rerun reuses untrained
+    heldout_files = _heldout_sha256(Path(heldout))  # every row is scored on them
     rows: list[AblationRow] = []
     for name, slug, opts in ABLATION_ROWS:
         if opts is None:
@@ -323,7 +334,7 @@ def _run_rows(
                 refined_from = folder / "refined"
         if seconds == 0.0:  # nothing trained now: the time the row took when it was trained
             seconds = earlier.get(name, seconds)
-        scored = _scores_key(model_path, Path(heldout), views, refine)
+        scored = _scores_key(model_path, heldout_files, views, refine)
         per_photo = _kept_scores(out, slug, scored)
         if per_photo is None:
             log(f"ablation row {name}: scoring")
